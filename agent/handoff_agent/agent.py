@@ -1,0 +1,191 @@
+"""The agent service: configuration, the tornado app, and the managers it wires together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from tornado import httpserver, web
+from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .blobs import BlobStore
+from .checks.registry import discover
+from .handlers.base import NotFoundHandler
+from .handlers.models import (
+    HealthHandler,
+    ModelsHandler,
+    UploadHandler,
+    VersionHandler,
+    VersionsHandler,
+)
+from .ingest import IngestManager
+from .names import NAME_PATTERN
+from .registry import Registry
+from .runner import CheckRunner
+
+log = logging.getLogger("handoff_agent")
+
+
+def default_home() -> Path:
+    return Path(jupyter_data_dir()) / "handoff"
+
+
+class HandoffAgent(LoggingConfigurable):
+    """The local agent: receives pushes, stores them durably, runs checks."""
+
+    home = Unicode(
+        help="Directory for the registry and blobs. Default: <jupyter data dir>/handoff"
+    ).tag(config=True)
+    ip = Unicode("127.0.0.1", help="Interface to bind. Loopback unless you know why not.").tag(
+        config=True
+    )
+    port = Integer(0, help="Port to listen on. 0 picks a free port.").tag(config=True)
+    token = Unicode(
+        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is)."
+    ).tag(config=True)
+    role = Unicode("local", help="'local' for an analyst's agent, 'central' for IT's intake.").tag(
+        config=True
+    )
+    allowed_hosts = List(
+        Unicode(), help="Host names accepted besides loopback (DNS-rebinding protection)."
+    ).tag(config=True)
+    allowed_origins = List(
+        Unicode(), help="Browser origins allowed to call the API cross-origin."
+    ).tag(config=True)
+    max_bundle_size = Integer(
+        4 << 30, help="Largest bundle accepted, in bytes. Larger uploads get 413."
+    ).tag(config=True)
+    checks = List(
+        Unicode(),
+        ["loads"],
+        help="Checks run on every push, by registered name (entry point group "
+        "handoff_agent.checks).",
+    ).tag(config=True)
+    extra_checks = Dict(
+        help="Extra checks as name -> 'module:attr', for plugins not installed as entry points."
+    ).tag(config=True)
+    check_timeout = Float(120.0, help="Seconds one check may run before it is stopped.").tag(
+        config=True
+    )
+    check_memory_limit = Integer(
+        8 << 30, help="Address-space limit (RLIMIT_AS) of a check worker, in bytes."
+    ).tag(config=True)
+    workers = Integer(help="Check workers run at once. Default: the number of CPUs.").tag(
+        config=True
+    )
+
+    @default("home")
+    def _home_default(self):
+        return str(default_home())
+
+    @default("token")
+    def _token_default(self):
+        return os.environ.get("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
+
+    @default("workers")
+    def _workers_default(self):
+        return max(1, os.cpu_count() or 1)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        home = Path(self.home)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = BlobStore(home / "blobs")
+        self.store.clean_temp()
+        self.registry = Registry(home / "registry.db")
+        self.checks_available = {**discover(), **self.extra_checks}
+        missing = [c for c in self.checks if c not in self.checks_available]
+        if missing:
+            log.warning("unknown checks %s; registered: %s", missing, sorted(self.checks_available))
+        self.ingest = IngestManager(self.store, self.registry, self.max_bundle_size, self.checks)
+        # One thread owns the SQLite connection; another pool does hashing and fsync.
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
+        self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
+        self.runner: CheckRunner | None = None
+        self.server: httpserver.HTTPServer | None = None
+
+    # the managers' blocking calls, run off the event loop
+    async def call(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            self._db, partial(fn, *args, **kwargs)
+        )
+
+    async def run_io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args))
+
+    async def create_version(self, name, digest, size, manifest, actor):
+        version, created = await self.call(
+            self.ingest.create_version, name, digest, size, manifest, actor or "analyst"
+        )
+        if created:
+            await self.schedule_queued()
+        return version, created
+
+    async def schedule_queued(self) -> None:
+        runs = await self.call(self.registry.queued_checks)
+        fresh = [r for r in runs if r["id"] not in self._scheduled]
+        self._scheduled.update(r["id"] for r in fresh)
+        if fresh:
+            self.runner.schedule(fresh)
+
+    async def start_check(self, run_id: int) -> None:
+        await self.call(self.registry.start_check, run_id)
+
+    async def finish_check(self, run_id, status, message, result, duration) -> None:
+        await self.call(self.registry.finish_check, run_id, status, message, result, duration)
+
+    def make_app(self) -> web.Application:
+        name = rf"(?P<name>{NAME_PATTERN})"
+        routes = [
+            (r"/api/v1/health", HealthHandler),
+            (r"/api/v1/models", ModelsHandler),
+            (rf"/api/v1/models/{name}/versions", VersionsHandler),
+            (rf"/api/v1/models/{name}/versions/(?P<number>[0-9]{{1,18}})", VersionHandler),
+        ]
+        # The upload route takes any name so that a bad one gets a clear 400, not a 404.
+        routes.insert(2, (r"/api/v1/models/(?P<name>[^/]+)/versions", UploadHandler))
+        return web.Application(
+            routes,
+            agent=self,
+            default_handler_class=NotFoundHandler,
+            xsrf_cookies=False,
+        )
+
+    async def start(self) -> int:
+        """Listen and resume unfinished checks. Returns the bound port."""
+        self._scheduled: set[int] = set()
+        self.runner = CheckRunner(self, self.workers, self.check_timeout, self.check_memory_limit)
+        self.app = self.make_app()
+        self.server = httpserver.HTTPServer(
+            self.app, max_body_size=self.max_bundle_size + 1, max_buffer_size=1 << 20,
+            idle_connection_timeout=3600, body_timeout=3600,
+        )  # fmt: skip
+        self.server.listen(self.port, address=self.ip)
+        port = self.port or self._bound_port()
+        requeued = await self.call(self.registry.requeue_interrupted)
+        if requeued:
+            log.info("re-running %d checks interrupted by a restart", requeued)
+        await self.schedule_queued()
+        return port
+
+    def _bound_port(self) -> int:
+        for sock in self.server._sockets.values():
+            return sock.getsockname()[1]
+        raise RuntimeError("the agent is not listening")
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.runner is not None:
+            for t in list(self.runner.tasks):
+                t.cancel()
+        self._io.shutdown(wait=True)
+        self._db.submit(self.registry.close).result()
+        self._db.shutdown(wait=True)

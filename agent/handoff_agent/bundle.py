@@ -1,0 +1,108 @@
+"""The bundle format, public: the extension writes bundles to it, the agent validates them.
+
+A bundle is an uncompressed tar holding ``manifest.json``, one model member and optional
+parquet data members. The agent accepts nothing else: no links, no directories, no duplicates,
+no unknown names. Validation only reads bytes and JSON; it never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+from .errors import InvalidBundle
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_MEMBERS = {"model.pkl": "pickle", "model.skops": "skops"}
+DATA_MEMBERS = {
+    "data/X.parquet": "X",
+    "data/y.parquet": "y",
+    "data/sensitive.parquet": "sensitive",
+    "data/reference_X.parquet": "reference_X",
+    "data/reference_y.parquet": "reference_y",
+}
+MEMBERS = {MANIFEST, *MODEL_MEMBERS, *DATA_MEMBERS}
+MAX_MANIFEST = 4 << 20
+CHUNK = 1 << 20
+
+
+def _bad(message: str, hint: str = "Push again from the notebook with %mlops push.") -> None:
+    raise InvalidBundle(message, hint)
+
+
+def read_manifest(path: Path) -> dict:
+    """Read the manifest of a stored bundle without checking members again."""
+    with tarfile.open(path, mode="r:") as tar:
+        f = tar.extractfile(MANIFEST)
+        return json.loads(f.read())
+
+
+def validate(path: Path, expected_name: str | None = None) -> dict:
+    """Check a received bundle and return its manifest, or raise ``InvalidBundle``."""
+    try:
+        tar = tarfile.open(path, mode="r:")
+    except (tarfile.TarError, OSError) as e:
+        _bad(f"The upload is not an uncompressed tar bundle ({e}).")
+    with tar:
+        digests: dict[str, str] = {}
+        manifest_bytes = None
+        try:
+            for member in tar:
+                name = member.name
+                if name in digests or (name == MANIFEST and manifest_bytes is not None):
+                    _bad(f"The bundle holds {name!r} twice.")
+                if not member.isreg():
+                    _bad(f"The bundle member {name!r} is not a regular file (links are refused).")
+                if name not in MEMBERS:
+                    _bad(
+                        f"The bundle holds an unknown member {name!r}.",
+                        f"A bundle may only hold: {', '.join(sorted(MEMBERS))}.",
+                    )
+                f = tar.extractfile(member)
+                if name == MANIFEST:
+                    if member.size > MAX_MANIFEST:
+                        _bad("manifest.json is too large.")
+                    manifest_bytes = f.read()
+                    continue
+                h = hashlib.sha256()
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                digests[name] = h.hexdigest()
+        except tarfile.TarError as e:
+            _bad(f"The bundle is not a valid tar archive ({e}).")
+        except EOFError:
+            _bad("The bundle is truncated.")
+    if manifest_bytes is None:
+        _bad("The bundle has no manifest.json.")
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as e:
+        _bad(f"manifest.json is not valid JSON ({e}).")
+    if not isinstance(manifest, dict):
+        _bad("manifest.json must hold a JSON object.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        _bad(
+            f"Unsupported bundle format {manifest.get('format_version')!r}.",
+            "Upgrade jupyter-handoff in the kernel and the agent to the same version.",
+        )
+    if expected_name is not None and manifest.get("name") != expected_name:
+        _bad(f"The manifest names {manifest.get('name')!r}, but the push was to {expected_name!r}.")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(digests):
+        _bad("manifest.json does not list exactly the members of the bundle.")
+    for name, digest in digests.items():
+        if files[name] != digest:
+            raise InvalidBundle(
+                f"The digest of {name} does not match its manifest.",
+                "The bundle was altered or corrupted in transit. Push again.",
+                code="digest_mismatch",
+            )
+    models = [m for m in digests if m in MODEL_MEMBERS]
+    if len(models) != 1:
+        _bad("A bundle must hold exactly one model (model.pkl or model.skops).")
+    if manifest.get("serialization") != MODEL_MEMBERS[models[0]]:
+        _bad("The manifest's serialization does not match the model member.")
+    return manifest

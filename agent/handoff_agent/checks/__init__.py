@@ -1,0 +1,1 @@
+"""Checks: the plugin API (``api``), discovery (``registry``) and the built-in checks."""

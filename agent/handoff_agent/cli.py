@@ -1,0 +1,168 @@
+"""``jupyter handoff …``: serve, status, stop, fsck, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from jupyter_core.application import JupyterApp
+from traitlets import Bool, Unicode
+
+from . import runtime
+from ._version import __version__
+
+
+def _home(config) -> Path:
+    from .agent import default_home
+
+    home = config.HandoffAgent.get("home")
+    return Path(home) if home else default_home()
+
+
+class ServeApp(JupyterApp):
+    name = "jupyter-handoff-serve"
+    description = "Run the agent in the foreground. Ctrl-C stops it."
+    version = __version__
+    aliases = {
+        "home": "HandoffAgent.home",
+        "port": "HandoffAgent.port",
+        "ip": "HandoffAgent.ip",
+        "role": "HandoffAgent.role",
+        "log-level": "Application.log_level",
+    }
+    flags = {}
+
+    @property
+    def classes(self):
+        from .agent import HandoffAgent
+
+        return [HandoffAgent]
+
+    def start(self):
+        from .agent import HandoffAgent
+
+        logging.basicConfig(level=logging.INFO, format="[handoff %(levelname)s] %(message)s")
+        agent = HandoffAgent(config=self.config, parent=self)
+        asyncio.run(self._serve(agent))
+
+    async def _serve(self, agent) -> None:
+        port = await agent.start()
+        host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
+        url = f"http://{host}:{port}"
+        path = runtime.write(
+            {"url": url, "token": agent.token, "pid": os.getpid(), "home": agent.home,
+             "version": __version__, "role": agent.role},
+            agent.role,
+        )  # fmt: skip
+        self.log.info("Handoff agent %s listening on %s (home %s)", __version__, url, agent.home)
+        self.log.info("Runtime file: %s", path)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            runtime.remove(os.getpid(), agent.role)
+            await agent.stop()
+            self.log.info("Handoff agent stopped")
+
+
+class StatusApp(JupyterApp):
+    name = "jupyter-handoff-status"
+    description = "Say whether an agent is running, where, and with which token."
+    version = __version__
+    json_output = Bool(False, help="Print JSON.").tag(config=True)
+    flags = {"json": ({"StatusApp": {"json_output": True}}, "Print JSON.")}
+    aliases = {}
+
+    def start(self):
+        info = runtime.read()
+        up = bool(info) and runtime.healthy(info["url"])
+        if self.json_output:
+            print(json.dumps({"running": up, **(info or {})}))
+        elif up:
+            print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']})")
+            print(f"Token: {info['token']}")
+        else:
+            print("No agent is running. Start one with `jupyter handoff serve`.")
+        self.exit(0 if up else 1)
+
+
+class StopApp(JupyterApp):
+    name = "jupyter-handoff-stop"
+    description = "Stop the running agent."
+    version = __version__
+    flags = {}
+    aliases = {}
+
+    def start(self):
+        info = runtime.read()
+        if not info:
+            print("No agent is running.")
+            return
+        os.kill(int(info["pid"]), signal.SIGTERM)
+        print(f"Stopped the agent (pid {info['pid']}).")
+
+
+class FsckApp(JupyterApp):
+    name = "jupyter-handoff-fsck"
+    description = "Re-hash every blob and check that the registry and the store agree."
+    version = __version__
+    aliases = {"home": "HandoffAgent.home"}
+    flags = {}
+
+    def start(self):
+        from .fsck import fsck
+
+        report = fsck(_home(self.config))
+        for line in report.lines():
+            print(line)
+        self.exit(0 if report.ok else 1)
+
+
+class DemoApp(JupyterApp):
+    name = "jupyter-handoff-demo"
+    description = (
+        "Start an agent if none runs, execute the quickstart notebook in a real kernel, "
+        "and show the version it created."
+    )
+    version = __version__
+    notebook = Unicode("", help="Notebook to run. Default: examples/quickstart.ipynb.").tag(
+        config=True
+    )
+    aliases = {"notebook": "DemoApp.notebook"}
+    flags = {}
+
+    def start(self):
+        from .demo import run_demo
+
+        sys.exit(run_demo(self.notebook or None))
+
+
+class HandoffApp(JupyterApp):
+    name = "jupyter-handoff"
+    description = "Handoff: hand models from notebooks to IT. The agent and its tools."
+    version = __version__
+    subcommands = {
+        "serve": (ServeApp, ServeApp.description),
+        "status": (StatusApp, StatusApp.description),
+        "stop": (StopApp, StopApp.description),
+        "fsck": (FsckApp, FsckApp.description),
+        "demo": (DemoApp, DemoApp.description),
+    }
+
+    def start(self):
+        if self.subapp is None:
+            self.print_help()
+            print("\nSubcommands: " + ", ".join(self.subcommands))
+            self.exit(2)
+        super().start()
+
+
+main = HandoffApp.launch_instance

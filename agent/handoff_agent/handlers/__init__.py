@@ -1,0 +1,1 @@
+"""HTTP handlers: thin; the logic lives in the managers."""

@@ -1,0 +1,88 @@
+"""Routes for models and versions. Each one parses, calls a manager, and writes JSON."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from .._version import __version__
+from ..errors import BadRequest
+from ..names import validate_name
+from .base import BaseHandler
+
+
+def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw!r}.") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}.")
+    return value
+
+
+class HealthHandler(BaseHandler):
+    public = True
+
+    def get(self):
+        self.write_json({"status": "ok", "version": __version__, "role": self.agent.role})
+
+
+class ModelsHandler(BaseHandler):
+    async def get(self):
+        self.write_json({"models": await self.agent.call(self.agent.registry.list_models)})
+
+
+class VersionsHandler(BaseHandler):
+    async def get(self, name: str):
+        validate_name(name)
+        limit = int_arg(self, "limit", 100, 1, 1000)
+        before = int_arg(self, "before", None, 1, 2**62)
+        versions = await self.agent.call(self.agent.registry.list_versions, name, limit, before)
+        self.write_json({"name": name, "versions": versions})
+
+
+class VersionHandler(BaseHandler):
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        version = await self.agent.call(self.agent.registry.get_version, name, int(number))
+        self.write_json(version)
+
+
+@web.stream_request_body
+class UploadHandler(BaseHandler):
+    """POST a bundle. Streamed to disk and hashed as it arrives, so memory stays flat."""
+
+    body_types = ("application/x-tar",)
+    upload = None
+
+    def prepare(self):
+        super().prepare()
+        name = self.path_args[0]
+        length = self.request.headers.get("Content-Length")
+        declared = int(length) if length and length.isdigit() else None
+        self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))
+        self.upload = self.agent.ingest.begin(name, declared)
+        # Past the limit tornado drops the connection instead of buffering more.
+        self.request.connection.set_max_body_size(self.agent.max_bundle_size + 1)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.upload.write(chunk)
+
+    def on_connection_close(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+
+    async def post(self, name: str):
+        upload, self.upload = self.upload, None
+        digest, manifest = await self.agent.run_io(
+            self.agent.ingest.store_blob, upload, name, self.expected
+        )
+        version, created = await self.agent.create_version(
+            name, digest, upload.size, manifest, actor=manifest.get("provenance", {}).get("user")
+        )
+        body = {"name": name, "version": version["number"], "digest": digest,
+                "created": created, "status": version["status"]}  # fmt: skip
+        self.write_json(body, 201 if created else 200)

@@ -1,0 +1,20 @@
+"""Names that reach the registry. Checked before they are used anywhere."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadRequest
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        raise BadRequest(
+            f"Invalid model name {name!r}.",
+            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+            code="invalid_name",
+        )
+    return name

@@ -1,0 +1,289 @@
+"""The registry: models, versions, datasets, lineage, check runs and audit, in SQLite.
+
+Plain methods with plain arguments, so the HTTP handlers, the CLI and the tests share them.
+Every change happens inside one ``db.atomic()`` transaction together with its audit row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from .errors import NotFound
+from .schema import migrations
+
+GENESIS = "0" * 64
+JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def audit_hash(prev_hash: str, row: dict) -> str:
+    body = {k: row[k] for k in ("seq", "time", "actor", "action", "subject", "payload")}
+    return hashlib.sha256((prev_hash + canonical(body)).encode()).hexdigest()
+
+
+class Registry:
+    def __init__(self, path: Path | str):
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        self.db = Database(conn)
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _audit(self, actor: str, action: str, subject: str, payload: dict) -> None:
+        last = self.db.execute("select seq, hash from audit order by seq desc limit 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        row = {
+            "seq": seq,
+            "time": now(),
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "payload": canonical(payload),
+            "prev_hash": prev,
+        }
+        row["hash"] = audit_hash(prev, row)
+        self.db["audit"].insert(row)
+
+    def create_version(
+        self, name: str, digest: str, size: int, manifest: dict, actor: str, checks: list[str]
+    ) -> tuple[dict, bool]:
+        """Create the next version of ``name``, or return the one with the same bytes.
+
+        Numbers come from ``models.next_version`` inside the transaction, so they have no gaps
+        and never repeat, whatever the concurrency.
+        """
+        with self.db.atomic():
+            existing = self.db.execute(
+                "select number from versions where model = ? and digest = ?", [name, digest]
+            ).fetchone()
+            if existing:
+                return self.get_version(name, existing[0]), False
+            t = now()
+            if not self.db.execute("select 1 from models where name = ?", [name]).fetchone():
+                self.db["models"].insert(
+                    {"name": name, "owner": actor, "created": t, "next_version": 1}
+                )
+            number = self.db.execute(
+                "select next_version from models where name = ?", [name]
+            ).fetchone()[0]
+            self.db.execute("update models set next_version = ? where name = ?", [number + 1, name])
+            prov = manifest.get("provenance", {})
+            parent = self.db.execute(
+                "select id from versions where model = ? order by number desc limit 1", [name]
+            ).fetchone()
+            version_id = (
+                self.db["versions"]
+                .insert(
+                    {
+                        "model": name,
+                        "number": number,
+                        "digest": digest,
+                        "size": size,
+                        "flavor": manifest.get("flavor"),
+                        "task": manifest.get("task"),
+                        "serialization": manifest.get("serialization"),
+                        "signature": canonical(manifest.get("signature", {})),
+                        "params": canonical(manifest.get("params", {})),
+                        "metrics": canonical({}),
+                        "manifest": canonical(manifest),
+                        "message": manifest.get("message", ""),
+                        "tags": canonical(manifest.get("tags", {})),
+                        "notebook": prov.get("notebook"),
+                        "cell_hash": prov.get("cell_hash"),
+                        "environment": canonical(prov.get("environment", {})),
+                        "pushed_by": actor,
+                        "pushed_at": t,
+                        "status": "checking" if checks else "pushed",
+                    }
+                )
+                .last_pk
+            )
+            for role, fp in (manifest.get("data") or {}).items():
+                self.db["datasets"].insert(
+                    {
+                        "fingerprint": fp["fingerprint"],
+                        "schema": canonical(fp.get("schema", {})),
+                        "rows": fp.get("rows"),
+                        "stats": canonical(fp.get("stats", {})),
+                        "created": t,
+                    },
+                    ignore=True,
+                )
+                self.db["lineage"].insert(
+                    {
+                        "version_id": version_id,
+                        "dataset": fp["fingerprint"],
+                        "role": role,
+                        "parent_version_id": parent[0] if parent else None,
+                    }
+                )
+            if not manifest.get("data") and parent:
+                self.db["lineage"].insert(
+                    {
+                        "version_id": version_id,
+                        "dataset": None,
+                        "role": "parent",
+                        "parent_version_id": parent[0],
+                    }
+                )
+            for check in checks:
+                self.db["check_runs"].insert(
+                    {"version_id": version_id, "check_name": check, "status": "queued"}
+                )
+            self._audit(
+                actor, "version.create", f"{name}:{number}", {"digest": digest, "size": size}
+            )
+        return self.get_version(name, number), True
+
+    def start_check(self, run_id: int) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "update check_runs set status = 'running', started = ? where id = ?",
+                [now(), run_id],
+            )
+
+    def finish_check(self, run_id: int, status: str, message: str, result: dict, duration: float):
+        """Commit one check's result and roll the version's status forward."""
+        with self.db.atomic():
+            self.db.execute(
+                "update check_runs set status = ?, message = ?, result = ?, duration = ?,"
+                " finished = ? where id = ?",
+                [status, message, canonical(result), duration, now(), run_id],
+            )
+            version_id = self.db.execute(
+                "select version_id from check_runs where id = ?", [run_id]
+            ).fetchone()[0]
+            states = [
+                r[0]
+                for r in self.db.execute(
+                    "select status from check_runs where version_id = ?", [version_id]
+                )
+            ]
+            if all(s not in ("queued", "running") for s in states):
+                failed = any(s in ("fail", "error") for s in states)
+                vstatus = "failed" if failed else "passed"
+                self.db.execute(
+                    "update versions set status = ? where id = ?", [vstatus, version_id]
+                )
+                model, number = self.db.execute(
+                    "select model, number from versions where id = ?", [version_id]
+                ).fetchone()
+                self._audit("agent", "version.checked", f"{model}:{number}", {"status": vstatus})
+
+    def requeue_interrupted(self) -> int:
+        """Checks that were running when the agent died run again."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                "update check_runs set status = 'queued', started = null where status = 'running'"
+            )
+            return cur.rowcount
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict]:
+        return list(
+            self.db.query(
+                "select m.name, m.owner, m.created, m.next_version - 1 as versions,"
+                " (select status from versions v where v.model = m.name"
+                "  order by number desc limit 1) as latest_status"
+                " from models m order by m.name"
+            )
+        )
+
+    def list_versions(self, name: str, limit: int = 100, before: int | None = None) -> list[dict]:
+        if not self.db.execute("select 1 from models where name = ?", [name]).fetchone():
+            raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
+        rows = self.db.query(
+            "select model, number, digest, size, flavor, task, message, pushed_by, pushed_at,"
+            " status from versions where model = ? and number < ? order by number desc limit ?",
+            [name, before or 2**62, limit],
+        )
+        return list(rows)
+
+    def _version_row(self, name: str, number: int) -> dict:
+        row = next(
+            self.db.query("select * from versions where model = ? and number = ?", [name, number]),
+            None,
+        )
+        if row is None:
+            raise NotFound(
+                f"Model {name!r} has no version {number}.",
+                f"List its versions with GET /api/v1/models/{name}/versions.",
+            )
+        return row
+
+    def get_version(self, name: str, number: int) -> dict:
+        row = self._version_row(name, number)
+        for col in JSON_COLUMNS:
+            row[col] = json.loads(row[col]) if row[col] else None
+        vid = row.pop("id")
+        row["lineage"] = list(
+            self.db.query(
+                "select l.role, l.dataset, d.rows, p.model as parent_model,"
+                " p.number as parent_number from lineage l"
+                " left join datasets d on d.fingerprint = l.dataset"
+                " left join versions p on p.id = l.parent_version_id"
+                " where l.version_id = ? order by l.id",
+                [vid],
+            )
+        )
+        row["checks"] = self.checks_for(vid)
+        return row
+
+    def version_id(self, name: str, number: int) -> int:
+        return self._version_row(name, number)["id"]
+
+    def checks_for(self, version_id: int) -> list[dict]:
+        out = []
+        for r in self.db.query(
+            "select check_name as name, status, message, result, duration, started, finished"
+            " from check_runs where version_id = ? order by id",
+            [version_id],
+        ):
+            r["result"] = json.loads(r["result"]) if r["result"] else None
+            out.append(r)
+        return out
+
+    def queued_checks(self) -> list[dict]:
+        return list(
+            self.db.query(
+                "select c.id, c.check_name, v.model, v.number, v.digest from check_runs c"
+                " join versions v on v.id = c.version_id where c.status = 'queued' order by c.id"
+            )
+        )
+
+    def digests(self) -> dict[str, list[str]]:
+        """Every digest the registry refers to, with who refers to it."""
+        out: dict[str, list[str]] = {}
+        for model, number, digest in self.db.execute("select model, number, digest from versions"):
+            out.setdefault(digest, []).append(f"{model}:{number}")
+        return out
+
+    def verify_audit(self) -> int | None:
+        """Return the seq of the first audit row whose hash chain breaks, or None."""
+        prev = GENESIS
+        for row in self.db.query("select * from audit order by seq"):
+            if row["prev_hash"] != prev or audit_hash(prev, row) != row["hash"]:
+                return row["seq"]
+            prev = row["hash"]
+        return None

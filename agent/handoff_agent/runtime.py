@@ -1,0 +1,101 @@
+"""Public: where a running agent says how to reach it, and how to start one detached.
+
+The runtime file (url, token, pid; mode 0600) lives in the Jupyter runtime dir, like a
+Jupyter server's. The notebook side reads it; it never needs the agent's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+
+def runtime_file(role: str = "local") -> Path:
+    return Path(jupyter_runtime_dir()) / f"handoff-{role}.json"
+
+
+def write(info: dict, role: str = "local") -> Path:
+    path = runtime_file(role)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)
+    return path
+
+
+def remove(pid: int, role: str = "local") -> None:
+    info = read(role, check_alive=False)
+    if info and info.get("pid") == pid:
+        runtime_file(role).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read(role: str = "local", check_alive: bool = True) -> dict | None:
+    """The running agent's info, or None when there is none (a stale file counts as none)."""
+    try:
+        info = json.loads(runtime_file(role).read_text())
+    except (OSError, ValueError):
+        return None
+    if check_alive and not _alive(int(info.get("pid", -1))):
+        return None
+    return info
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/health", timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def start_detached(
+    home: str | None = None, log_path: Path | None = None, timeout: float = 30.0
+) -> dict:
+    """Start an agent that outlives this process (and the kernel), and wait until it answers."""
+    cmd = [sys.executable, "-m", "handoff_agent", "serve"]
+    if home:
+        cmd += ["--home", str(home)]
+    log_path = log_path or runtime_file().with_name("handoff-local.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read()
+        if info and info.get("pid") == proc.pid and healthy(info["url"]):
+            info["log"] = str(log_path)
+            return info
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"The agent exited at start (code {proc.returncode}). See {log_path}."
+            )
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"The agent did not answer within {timeout:.0f} s. See {log_path}.")

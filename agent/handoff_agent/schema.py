@@ -1,0 +1,82 @@
+"""Registry schema, as recorded migrations. Add a migration; never edit an applied one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("handoff")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["models"].create({"name": str, "owner": str, "created": str, "next_version": int}, pk="name")
+    db["versions"].create(
+        {
+            "id": int,
+            "model": str,
+            "number": int,
+            "digest": str,
+            "size": int,
+            "flavor": str,
+            "task": str,
+            "serialization": str,
+            "signature": str,  # JSON
+            "params": str,  # JSON
+            "metrics": str,  # JSON
+            "manifest": str,  # JSON, as stored in the bundle
+            "message": str,
+            "tags": str,  # JSON
+            "notebook": str,
+            "cell_hash": str,
+            "environment": str,  # JSON
+            "pushed_by": str,
+            "pushed_at": str,
+            "status": str,  # pending | checking | passed | failed
+        },
+        pk="id",
+        foreign_keys=[("model", "models", "name")],
+    )
+    db["versions"].create_index(["model", "number"], unique=True)
+    db["versions"].create_index(["model", "digest"], unique=True)
+    db["datasets"].create(
+        {"fingerprint": str, "schema": str, "rows": int, "stats": str, "created": str},
+        pk="fingerprint",
+    )
+    db["lineage"].create(
+        {"id": int, "version_id": int, "dataset": str, "role": str, "parent_version_id": int},
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["lineage"].create_index(["version_id"])
+    db["lineage"].create_index(["dataset"])
+    db["check_runs"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "check_name": str,
+            "status": str,  # queued | running | pass | warn | fail | error | skip
+            "message": str,
+            "result": str,  # JSON
+            "duration": float,
+            "started": str,
+            "finished": str,
+        },
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["check_runs"].create_index(["version_id", "check_name"], unique=True)
+    db["check_runs"].create_index(["status"])
+    db["audit"].create(
+        {
+            "seq": int,
+            "time": str,
+            "actor": str,
+            "action": str,
+            "subject": str,
+            "payload": str,
+            "prev_hash": str,
+            "hash": str,
+        },
+        pk="seq",
+    )

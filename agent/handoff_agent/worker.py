@@ -1,0 +1,135 @@
+"""The check worker: a clean subprocess that loads a bundle's model and runs checks on it.
+
+It is the only place a model is unpickled. It reads one JSON job on stdin and writes one JSON
+line per event on stdout. It never sends pickles back. Run as
+``python -I -m handoff_agent.worker``, in an empty directory, with a scrubbed environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+import traceback
+
+_protocol = sys.stdout
+
+
+def _claim_stdout() -> None:
+    """Keep stdout for our JSON lines; whatever the model prints goes to stderr."""
+    global _protocol
+    _protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+
+def _emit(event: dict) -> None:
+    _protocol.write(json.dumps(event, default=str) + "\n")
+    _protocol.flush()
+
+
+def _limit_memory(limit: int | None) -> None:
+    if limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _load_model(tar: tarfile.TarFile, manifest: dict, trusted: list[str] | None):
+    if manifest["serialization"] == "skops":
+        import skops.io as sio
+
+        data = tar.extractfile("model.skops").read()
+        allowed = trusted if trusted is not None else sio.get_untrusted_types(data=data)
+        return sio.loads(data, trusted=allowed)
+    import pickle
+
+    return pickle.loads(tar.extractfile("model.pkl").read())
+
+
+def _load_data(tar: tarfile.TarFile) -> dict:
+    from .bundle import DATA_MEMBERS
+
+    names = set(tar.getnames())
+    out = {}
+    for member, field in DATA_MEMBERS.items():
+        if member in names:
+            import pandas as pd
+
+            frame = pd.read_parquet(io.BytesIO(tar.extractfile(member).read()))
+            out[field] = frame.iloc[:, 0] if field.endswith("y") else frame
+    return out
+
+
+def explain_load_error(exc: BaseException) -> str:
+    """Say why a model that worked in the notebook cannot load elsewhere."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "__main__" in text or isinstance(exc, (AttributeError, ModuleNotFoundError)):
+        return (
+            f"The model does not load in a clean process ({text}). It depends on code that "
+            "exists only in the notebook, such as a class or function defined in a cell. "
+            "Move that code into an importable module (a .py file installed in the "
+            "environment), then push again."
+        )
+    return f"The model does not load in a clean process ({text})."
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    _claim_stdout()
+    _limit_memory(job.get("memory_limit"))
+    from .checks.api import CheckContext, CheckResult
+
+    with tarfile.open(job["bundle"], mode="r:") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+        t0 = time.perf_counter()
+        try:
+            model = _load_model(tar, manifest, job.get("trusted_types"))
+            load_error = None
+        except BaseException as e:
+            model, load_error = None, explain_load_error(e)
+        load_time = time.perf_counter() - t0
+        data = _load_data(tar) if load_error is None else {}
+
+    for spec in job["checks"]:
+        _emit({"event": "start", "id": spec["id"]})
+        t0 = time.perf_counter()
+        try:
+            if load_error is not None:
+                result = CheckResult(
+                    "fail" if spec["name"] == "loads" else "skip",
+                    load_error if spec["name"] == "loads" else "Skipped: the model did not load.",
+                )
+            else:
+                module, _, attr = spec["entry_point"].partition(":")
+                check = getattr(importlib.import_module(module), attr)
+                check = check() if isinstance(check, type) else check
+                ctx = CheckContext(
+                    model=model,
+                    manifest=manifest,
+                    config={**getattr(check, "defaults", {}), **spec.get("config", {})},
+                    task=manifest.get("task"),
+                    **data,
+                )
+                missing = [n for n in getattr(check, "needs", ()) if getattr(ctx, n) is None]
+                if missing:
+                    result = CheckResult("skip", f"Skipped: no {', '.join(missing)} was pushed.")
+                else:
+                    result = check.run(ctx)
+                    if spec["name"] == "loads":
+                        result.metrics.setdefault("load_seconds", round(load_time, 4))
+        except Exception as e:
+            tb = traceback.format_exc(limit=-3)
+            result = CheckResult("error", f"The check raised {type(e).__name__}: {e}\n{tb}")
+        out = result.to_json() if hasattr(result, "to_json") else dict(result)
+        _emit({"event": "result", "id": spec["id"], **out, "duration": time.perf_counter() - t0})
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("HANDOFF_TOKEN", None)
+    sys.exit(main())
