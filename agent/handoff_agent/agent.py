@@ -21,12 +21,10 @@ from .handlers.base import NotFoundHandler
 from .handlers.models import (
     HealthHandler,
     ModelsHandler,
-    UploadHandler,
     VersionHandler,
     VersionsHandler,
 )
 from .ingest import IngestManager
-from .names import NAME_PATTERN
 from .registry import Registry
 from .runner import CheckRunner
 
@@ -142,15 +140,13 @@ class HandoffAgent(LoggingConfigurable):
         await self.call(self.registry.finish_check, run_id, status, message, result, duration)
 
     def make_app(self) -> web.Application:
-        name = rf"(?P<name>{NAME_PATTERN})"
         routes = [
             (r"/api/v1/health", HealthHandler),
             (r"/api/v1/models", ModelsHandler),
-            (rf"/api/v1/models/{name}/versions", VersionsHandler),
-            (rf"/api/v1/models/{name}/versions/(?P<number>[0-9]{{1,18}})", VersionHandler),
+            # Any name matches, so that a bad one gets a clear 400 rather than a 404.
+            (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),
+            (r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})", VersionHandler),
         ]
-        # The upload route takes any name so that a bad one gets a clear 400, not a 404.
-        routes.insert(2, (r"/api/v1/models/(?P<name>[^/]+)/versions", UploadHandler))
         return web.Application(
             routes,
             agent=self,

@@ -95,9 +95,10 @@ class CheckRunner:
                         await self.agent.start_check(current)
                     elif event["event"] == "result":
                         done.add(event["id"])
+                        result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
                         await self.agent.finish_check(
                             event["id"], event["status"], event.get("message", ""),
-                            event, event.get("duration", 0.0),
+                            result, event.get("duration", 0.0),
                         )  # fmt: skip
                         current = None
                 failure = None

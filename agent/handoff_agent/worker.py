@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 import time
@@ -68,7 +69,14 @@ def _load_data(tar: tarfile.TarFile) -> dict:
 def explain_load_error(exc: BaseException) -> str:
     """Say why a model that worked in the notebook cannot load elsewhere."""
     text = f"{type(exc).__name__}: {exc}"
-    if "__main__" in text or isinstance(exc, (AttributeError, ModuleNotFoundError)):
+    missing = re.search(r"Can't get attribute '([^']+)'", text)
+    if missing:
+        return (
+            f"The model does not load in a clean process: it uses `{missing.group(1)}`, which "
+            "was defined in the notebook, not in an importable module. Move that class or "
+            "function into a .py module installed in the environment, then push again."
+        )
+    if isinstance(exc, (AttributeError, ModuleNotFoundError)):
         return (
             f"The model does not load in a clean process ({text}). It depends on code that "
             "exists only in the notebook, such as a class or function defined in a cell. "

@@ -35,15 +35,6 @@ class ModelsHandler(BaseHandler):
         self.write_json({"models": await self.agent.call(self.agent.registry.list_models)})
 
 
-class VersionsHandler(BaseHandler):
-    async def get(self, name: str):
-        validate_name(name)
-        limit = int_arg(self, "limit", 100, 1, 1000)
-        before = int_arg(self, "before", None, 1, 2**62)
-        versions = await self.agent.call(self.agent.registry.list_versions, name, limit, before)
-        self.write_json({"name": name, "versions": versions})
-
-
 class VersionHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
@@ -52,15 +43,25 @@ class VersionHandler(BaseHandler):
 
 
 @web.stream_request_body
-class UploadHandler(BaseHandler):
-    """POST a bundle. Streamed to disk and hashed as it arrives, so memory stays flat."""
+class VersionsHandler(BaseHandler):
+    """GET lists versions. POST a bundle: streamed to disk and hashed as it arrives, so memory
+    stays flat whatever the model's size."""
 
     body_types = ("application/x-tar",)
     upload = None
 
+    async def get(self, name: str):
+        validate_name(name)
+        limit = int_arg(self, "limit", 100, 1, 1000)
+        before = int_arg(self, "before", None, 1, 2**62)
+        versions = await self.agent.call(self.agent.registry.list_versions, name, limit, before)
+        self.write_json({"name": name, "versions": versions})
+
     def prepare(self):
         super().prepare()
-        name = self.path_args[0]
+        if self.request.method != "POST":
+            return
+        name = self.path_kwargs["name"]
         length = self.request.headers.get("Content-Length")
         declared = int(length) if length and length.isdigit() else None
         self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))

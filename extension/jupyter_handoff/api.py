@@ -1,0 +1,162 @@
+"""The Python API. The magics are a thin layer over these functions."""
+
+from __future__ import annotations
+
+import html
+import os
+
+from .client import connect
+from .errors import HandoffUsageError
+
+STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "checking": "#9a6700"}
+
+
+class Version:
+    """One pushed version, as the agent knows it. ``refresh()`` asks again."""
+
+    def __init__(self, data: dict, client=None):
+        self._data = data
+        self._client = client
+
+    name = property(lambda self: self._data.get("model") or self._data.get("name"))
+    number = property(lambda self: self._data.get("number") or self._data.get("version"))
+    digest = property(lambda self: self._data.get("digest"))
+    status = property(lambda self: self._data.get("status"))
+    checks = property(lambda self: self._data.get("checks", []))
+    manifest = property(lambda self: self._data.get("manifest", {}))
+    lineage = property(lambda self: self._data.get("lineage", []))
+
+    def refresh(self) -> Version:
+        client = self._client or connect(start=False)
+        self._data = client.get(f"/api/v1/models/{self.name}/versions/{self.number}")
+        return self
+
+    def __repr__(self) -> str:
+        return f"Version({self.name!r}, {self.number}, status={self.status!r})"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        colour = STATUS_COLOURS.get(self.status, "#57606a")
+        rows = "".join(
+            f"<tr><td>{e(c['name'])}</td><td>{e(str(c['status']))}</td>"
+            f"<td>{e(c.get('message') or '')}</td></tr>"
+            for c in self.checks
+        )
+        checks = (
+            f"<table><tr><th>check</th><th>status</th><th>result</th></tr>{rows}</table>"
+            if rows
+            else ""
+        )
+        return (
+            f"<div><b>{e(str(self.name))}</b> version <b>{e(str(self.number))}</b> "
+            f"<span style='color:{colour}'>{e(str(self.status))}</span>"
+            f"<br><code>sha256:{e(str(self.digest))[:16]}…</code>{checks}</div>"
+        )
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+
+        return get_ipython()
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def _provenance_inputs() -> tuple[str | None, str | None]:
+    ip = _shell()
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    cell = None
+    if ip is not None:
+        notebook = ip.user_ns.get("__session__") or notebook
+        history = ip.user_ns.get("_ih") or []
+        cell = history[-1] if history else None
+    return notebook, cell
+
+
+def push(
+    model,
+    name: str,
+    X=None,
+    y=None,
+    sensitive=None,
+    reference=None,
+    message: str = "",
+    tags: dict | None = None,
+    format: str | None = None,
+) -> Version:
+    """Hand ``model`` to the agent as the next version of ``name``. Returns at once; the
+    checks go on in the agent."""
+    from handoff_agent.names import NAME_RE
+
+    from . import bundle_writer as bw
+    from .config import settings
+    from .data import prepare
+
+    cfg = settings()
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise HandoffUsageError(
+            f"{name!r} is not a valid model name.",
+            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    fmt = format or cfg.format
+    if fmt not in ("pickle", "skops"):
+        raise HandoffUsageError(f"Unknown format {fmt!r}.", "Use --format pickle or skops.")
+    bw.check_model(model)
+    members, fps, signature = prepare(X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows)
+    member, data = bw.serialize_model(model, fmt)
+    members[member] = data
+    notebook, cell = _provenance_inputs()
+    manifest = {
+        "format_version": 1,
+        "name": name,
+        "serialization": fmt,
+        "flavor": type(model).__module__.split(".")[0],
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "task": _task(model),
+        "signature": signature,
+        "params": bw.json_safe_params(model),
+        "data": fps,
+        "message": message or "",
+        "tags": dict(tags or {}),
+        "provenance": bw.provenance(notebook, cell),
+    }
+    bundle = bw.assemble(members, manifest)
+    client = connect()
+    _, body = client.push(name, bundle)
+    return Version(
+        {"model": body["name"], "number": body["version"], "digest": body["digest"],
+         "status": body.get("status"), "created": body.get("created")},
+        client,
+    )  # fmt: skip
+
+
+def _task(model) -> str | None:
+    tags = getattr(model, "__sklearn_tags__", None)
+    kind = None
+    if callable(tags):
+        try:
+            kind = tags().estimator_type
+        except Exception:
+            kind = None
+    kind = kind or getattr(model, "_estimator_type", None)
+    return {"classifier": "classification", "regressor": "regression"}.get(kind)
+
+
+def versions(name: str | None = None) -> list:
+    """Models, or the versions of one model, newest first."""
+    client = connect(start=False)
+    if name is None:
+        return client.get("/api/v1/models")["models"]
+    return [Version(v, client) for v in client.get(f"/api/v1/models/{name}/versions")["versions"]]
+
+
+def get(name: str, number: int | None = None) -> Version:
+    """One version with its manifest, lineage and checks; the latest when ``number`` is None."""
+    client = connect(start=False)
+    if number is None:
+        latest = client.get(f"/api/v1/models/{name}/versions?limit=1")["versions"]
+        if not latest:
+            raise HandoffUsageError(f"Model {name!r} has no versions.")
+        number = latest[0]["number"]
+    return Version(client.get(f"/api/v1/models/{name}/versions/{number}"), client)

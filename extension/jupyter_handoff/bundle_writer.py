@@ -1,0 +1,146 @@
+"""Turn a model and its data into a bundle, validating what the user gave on the way.
+
+The bundle is built as a list of byte parts (tar headers, members, padding) and never copied
+into one buffer: it is hashed and streamed to the agent part by part. The tar is
+deterministic (no times, no owners), so the same model and data give the same bytes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import pickle
+import platform
+import socket
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from handoff_agent.bundle import MANIFEST
+
+from .errors import HandoffUsageError
+
+BLOCK = 512
+KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost", "lightgbm", "skops")
+IMPORT_NAMES = {"scikit-learn": "sklearn"}
+
+
+@dataclass
+class Bundle:
+    parts: list = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+    digest: str = ""
+    size: int = 0
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
+    """Lay out the tar: manifest first, then members in name order."""
+    manifest = {**manifest, "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()}}
+    ordered = [(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())]
+    ordered += sorted(members.items())
+    parts: list = []
+    for name, data in ordered:
+        parts += [_tar_header(name, len(data)), memoryview(data)]
+        if len(data) % BLOCK:
+            parts.append(b"\0" * (BLOCK - len(data) % BLOCK))
+    parts.append(b"\0" * (2 * BLOCK))
+    sha = hashlib.sha256()
+    for p in parts:
+        sha.update(p)
+    return Bundle(parts, manifest, sha.hexdigest(), sum(len(p) for p in parts))
+
+
+def serialize_model(model, fmt: str) -> tuple[str, bytes]:
+    if fmt == "skops":
+        try:
+            import skops.io as sio
+        except ImportError:
+            raise HandoffUsageError(
+                "--format skops needs the skops package.", "pip install skops"
+            ) from None
+        try:
+            return "model.skops", sio.dumps(model)
+        except Exception as e:
+            raise HandoffUsageError(
+                f"skops cannot serialize this model ({type(e).__name__}: {e}).",
+                "Push it with --format pickle instead.",
+            ) from None
+    try:
+        return "model.pkl", pickle.dumps(model, protocol=5)
+    except Exception as e:
+        raise HandoffUsageError(
+            f"The model cannot be pickled ({type(e).__name__}: {e}).",
+            "Lambdas, open files and locks cannot be handed off. Use named functions defined "
+            "in an importable module.",
+        ) from None
+
+
+def check_model(model) -> None:
+    if not callable(getattr(model, "predict", None)):
+        raise HandoffUsageError(
+            f"A {type(model).__name__} is not a model: it has no predict() method.",
+            "Pass a fitted estimator, e.g. a scikit-learn model after .fit().",
+        )
+
+
+def _parquet(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression="zstd")
+    return buf.getvalue()
+
+
+def _sample(frame, limit: int, seed: int = 0):
+    if len(frame) <= limit:
+        return frame
+    return frame.sample(n=limit, random_state=seed).sort_index()
+
+
+def environment() -> dict:
+    packages = {}
+    for dist in KEY_PACKAGES:
+        if IMPORT_NAMES.get(dist, dist) in sys.modules:
+            try:
+                packages[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                pass
+    return {"python": platform.python_version(), "platform": sys.platform, "packages": packages}
+
+
+def provenance(notebook: str | None, cell_source: str | None) -> dict:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return {
+        "notebook": notebook,
+        "cell_hash": hashlib.sha256(cell_source.encode()).hexdigest() if cell_source else None,
+        "user": user,
+        "host": socket.gethostname(),
+        "environment": environment(),
+    }
+
+
+def json_safe_params(model) -> dict:
+    get = getattr(model, "get_params", None)
+    if not callable(get):
+        return {}
+    try:
+        params = get(deep=False)
+    except Exception:
+        return {}
+    out = {}
+    for k, v in params.items():
+        out[str(k)] = v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)[:200]
+    return out

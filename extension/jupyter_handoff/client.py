@@ -1,0 +1,110 @@
+"""HTTP client for the agent: plain http.client, so the kernel imports nothing heavy."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+
+from handoff_agent import runtime
+
+from .config import settings
+from .errors import AgentError, AgentUnavailable
+
+START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
+
+
+class AgentClient:
+    def __init__(self, url: str, token: str, timeout: float = 600.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        parsed = urllib.parse.urlsplit(self.url)
+        self.host, self.port = parsed.hostname, parsed.port or 80
+
+    def _conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _headers(self, extra: dict | None = None) -> dict:
+        return {"Authorization": f"token {self.token}", **(extra or {})}
+
+    def _answer(self, conn: http.client.HTTPConnection) -> tuple[int, dict]:
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {
+                "error": {"code": "bad_response", "message": raw[:200].decode(errors="replace")}
+            }
+        if resp.status >= 400:
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise AgentError(
+                resp.status, err.get("code", "error"), err.get("message", ""), err.get("hint", "")
+            )
+        return resp.status, body
+
+    def _send(self, fn):
+        conn = self._conn()
+        try:
+            return fn(conn)
+        except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as e:
+            raise AgentUnavailable(
+                f"The agent at {self.url} is not answering ({type(e).__name__}). "
+                "It may have stopped or been killed.",
+                START_HINT,
+            ) from None
+        except TimeoutError:
+            raise AgentUnavailable(
+                f"The agent at {self.url} did not answer within {self.timeout:.0f} s.",
+                "Check `jupyter handoff status`; raise c.Handoff.timeout for very large models.",
+            ) from None
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> dict:
+        def go(conn):
+            conn.request("GET", path, headers=self._headers())
+            return self._answer(conn)[1]
+
+        return self._send(go)
+
+    def push(self, name: str, bundle) -> tuple[int, dict]:
+        def go(conn):
+            conn.putrequest("POST", f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions")
+            headers = self._headers(
+                {
+                    "Content-Type": "application/x-tar",
+                    "Content-Length": str(bundle.size),
+                    "X-Handoff-Digest": f"sha256:{bundle.digest}",
+                }
+            )
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            for part in bundle.parts:
+                conn.send(part)
+            return self._answer(conn)
+
+        return self._send(go)
+
+
+def connect(start: bool | None = None, announce=print) -> AgentClient:
+    """A client for the configured or running agent; start one if allowed and needed."""
+    cfg = settings()
+    if cfg.agent_url:
+        return AgentClient(cfg.agent_url, cfg.token, cfg.timeout)
+    info = runtime.read()
+    if info and runtime.healthy(info["url"]):
+        return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout)
+    if not (cfg.auto_start if start is None else start):
+        raise AgentUnavailable("No Handoff agent is running.", START_HINT)
+    try:
+        info = runtime.start_detached()
+    except RuntimeError as e:
+        raise AgentUnavailable(str(e), "Run `jupyter handoff serve` in a terminal to see why.")
+    announce(
+        f"Started a Handoff agent at {info['url']} (pid {info['pid']}). It keeps running after "
+        "the kernel stops; `jupyter handoff stop` stops it."
+    )
+    return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout)

@@ -1,0 +1,63 @@
+"""Data fingerprints: a hash of the canonical bytes, the schema, the row count and statistics.
+
+Two pushes made with the same data get the same fingerprint, whatever the index or the
+memory layout, so lineage can say "same data" or "the data changed".
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+
+def as_frame(X, name: str = "X") -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, pd.Series):
+        return X.to_frame(name=X.name if X.name is not None else name)
+    arr = np.asarray(X)
+    if arr.ndim == 1:
+        return pd.DataFrame({name: arr})
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1- or 2-dimensional, not {arr.ndim}-dimensional")
+    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+
+
+def schema(frame: pd.DataFrame) -> list[dict]:
+    return [{"name": str(c), "dtype": str(t)} for c, t in frame.dtypes.items()]
+
+
+def _column_bytes(col: pd.Series) -> bytes:
+    values = col.to_numpy()
+    if values.dtype.kind in "biufcmM":
+        return np.ascontiguousarray(values).tobytes()
+    return pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes()
+
+
+def _stats(col: pd.Series) -> dict:
+    out = {"nulls": int(col.isna().sum())}
+    if col.dtype.kind in "biuf":
+        desc = col.describe()
+        for k in ("mean", "std", "min", "max"):
+            v = desc.get(k)
+            out[k] = None if v is None or pd.isna(v) else float(v)
+    else:
+        counts = col.astype("string").value_counts(dropna=True)
+        out["distinct"] = len(counts)
+        out["top"] = {str(k): int(v) for k, v in counts.head(5).items()}
+    return out
+
+
+def fingerprint(frame: pd.DataFrame) -> dict:
+    h = hashlib.sha256()
+    for name, col in frame.items():
+        h.update(f"{name}\0{col.dtype}\0".encode())
+        h.update(_column_bytes(col))
+    return {
+        "fingerprint": h.hexdigest(),
+        "schema": schema(frame),
+        "rows": len(frame),
+        "stats": {str(c): _stats(frame[c]) for c in frame.columns},
+    }

@@ -1,0 +1,144 @@
+"""``%mlops``: the notebook's way in. Arguments come from magic_arguments parsers."""
+
+from __future__ import annotations
+
+import shlex
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+
+from .errors import HandoffUsageError
+
+
+def _parsers() -> dict[str, MagicArgumentParser]:
+    p = {}
+    push = p["push"] = MagicArgumentParser(
+        prog="%mlops push", description="Hand a model to the agent as a new version."
+    )
+    push.add_argument("model", help="variable holding the fitted model")
+    push.add_argument("--name", required=True, help="model name, e.g. churn")
+    push.add_argument("--data", nargs=2, metavar=("X", "y"), help="evaluation features and target")
+    push.add_argument("--sensitive", nargs="+", metavar="COL", help="sensitive columns of X")
+    push.add_argument("--reference", metavar="X_REF", help="reference (training) features")
+    push.add_argument("--message", "-m", default="", help="what changed in this version")
+    push.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag; repeat")
+    push.add_argument("--format", choices=["pickle", "skops"], help="model serialization")
+    versions = p["versions"] = MagicArgumentParser(
+        prog="%mlops versions", description="List models, or the versions of one."
+    )
+    versions.add_argument("name", nargs="?", help="model name")
+    show = p["show"] = MagicArgumentParser(
+        prog="%mlops show", description="Show one version: manifest, lineage, checks."
+    )
+    show.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
+    agent = p["agent"] = MagicArgumentParser(
+        prog="%mlops agent", description="Manage the local agent."
+    )
+    agent.add_argument("action", choices=["status", "start", "stop"])
+    return p
+
+
+PARSERS = _parsers()
+
+
+def _usage() -> str:
+    return "\n\n".join(p.format_help() for p in PARSERS.values())
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    name, _, number = ref.partition(":")
+    if number and not number.isdigit():
+        raise HandoffUsageError(
+            f"{ref!r}: the version must be a number.", "Write NAME:N, e.g. churn:3."
+        )
+    return name, int(number) if number else None
+
+
+@magics_class
+class MlopsMagics(Magics):
+    @line_magic
+    def mlops(self, line: str):
+        words = shlex.split(line)
+        if not words or words[0] not in PARSERS:
+            raise HandoffUsageError(
+                f"Unknown subcommand {words[0]!r}." if words else "Missing subcommand.",
+                f"Use one of: {', '.join(PARSERS)}. `%mlops?` shows the options.",
+            )
+        args = PARSERS[words[0]].parse_args(words[1:])
+        return getattr(self, f"_{words[0]}")(args)
+
+    def _var(self, name: str, what: str):
+        ns = self.shell.user_ns
+        if name not in ns:
+            raise HandoffUsageError(
+                f"No variable named {name!r} for the {what}.",
+                "Check the spelling, and run the cell that defines it first.",
+            )
+        return ns[name]
+
+    def _push(self, args):
+        from .api import push
+
+        model = self._var(args.model, "model")
+        X = y = None
+        if args.data:
+            X, y = self._var(args.data[0], "features"), self._var(args.data[1], "target")
+        tags = {}
+        for t in args.tag:
+            k, eq, v = t.partition("=")
+            if not eq or not k:
+                raise HandoffUsageError(f"Tag {t!r} is not K=V.", "Write --tag team=risk.")
+            tags[k] = v
+        reference = self._var(args.reference, "reference data") if args.reference else None
+        version = push(
+            model, args.name, X=X, y=y, sensitive=args.sensitive, reference=reference,
+            message=args.message, tags=tags, format=args.format,
+        )  # fmt: skip
+        return version
+
+    def _versions(self, args):
+        import pandas as pd
+
+        from .api import versions
+
+        found = versions(args.name)
+        if args.name is None:
+            return pd.DataFrame(found)
+        cols = ["number", "status", "pushed_by", "pushed_at", "message", "digest"]
+        return pd.DataFrame([v._data for v in found], columns=cols)
+
+    def _show(self, args):
+        from .api import get
+
+        return get(*parse_ref(args.ref))
+
+    def _agent(self, args):
+        from handoff_agent import runtime
+
+        info = runtime.read()
+        if args.action == "status":
+            if info and runtime.healthy(info["url"]):
+                print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']}).")
+            else:
+                print("No agent is running. `%mlops agent start` starts one.")
+        elif args.action == "start":
+            if info and runtime.healthy(info["url"]):
+                print(f"An agent is already running at {info['url']}.")
+            else:
+                from .client import connect
+
+                connect(start=True)
+        else:
+            if not info:
+                print("No agent is running.")
+                return
+            import os
+            import signal
+
+            os.kill(int(info["pid"]), signal.SIGTERM)
+            print(f"Stopped the agent (pid {info['pid']}).")
+
+
+MlopsMagics.mlops.__doc__ = (
+    "Hand models from this notebook to IT through the local Handoff agent.\n\n" + _usage()
+)
