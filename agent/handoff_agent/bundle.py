@@ -43,7 +43,7 @@ def read_manifest(path: Path) -> dict:
 def validate(path: Path, expected_name: str | None = None) -> dict:
     """Check a received bundle and return its manifest, or raise ``InvalidBundle``."""
     try:
-        tar = tarfile.open(path, mode="r:")
+        tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as e:
         _bad(f"The upload is not an uncompressed tar bundle ({e}).")
     with tar:

@@ -7,6 +7,7 @@ deterministic (no times, no owners), so the same model and data give the same by
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import io
@@ -111,10 +112,8 @@ def environment() -> dict:
     packages = {}
     for dist in KEY_PACKAGES:
         if IMPORT_NAMES.get(dist, dist) in sys.modules:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 packages[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                pass
     return {"python": platform.python_version(), "platform": sys.platform, "packages": packages}
 
 

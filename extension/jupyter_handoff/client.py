@@ -102,7 +102,9 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
     try:
         info = runtime.start_detached()
     except RuntimeError as e:
-        raise AgentUnavailable(str(e), "Run `jupyter handoff serve` in a terminal to see why.")
+        raise AgentUnavailable(
+            str(e), "Run `jupyter handoff serve` in a terminal to see why."
+        ) from None
     announce(
         f"Started a Handoff agent at {info['url']} (pid {info['pid']}). It keeps running after "
         "the kernel stops; `jupyter handoff stop` stops it."
