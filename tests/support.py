@@ -1,0 +1,152 @@
+"""Test support: drive a real agent process over real HTTP, and build bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.parse
+from pathlib import Path
+
+from handoff_agent.bundle import FORMAT_VERSION
+
+
+class RunningAgent:
+    def __init__(self, home: Path, runtime_dir: Path, args: list[str]):
+        self.home, self.runtime_dir, self.args = Path(home), Path(runtime_dir), args
+        self.proc: subprocess.Popen | None = None
+        self.url = self.token = None
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.runtime_dir / "handoff-local.json"
+
+    def start(self, timeout: float = 30) -> None:
+        self.runtime_file.unlink(missing_ok=True)
+        self.log = open(self.home.parent / f"{self.home.name}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home), *self.args],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited: {self.read_log()}")
+            try:
+                info = json.loads(self.runtime_file.read_text())
+                if info["pid"] == self.proc.pid:
+                    self.url, self.token = info["url"], info["token"]
+                    parsed = urllib.parse.urlsplit(self.url)
+                    self.host, self.port = parsed.hostname, parsed.port
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("agent did not start")
+
+    def read_log(self) -> str:
+        return (self.home.parent / f"{self.home.name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def request(self, method, path, body=None, headers=None, token=True, timeout=60):
+        """Returns (status, parsed JSON body or raw text)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        h = dict(headers or {})
+        if token:
+            h.setdefault("Authorization", f"token {self.token}")
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=body, headers=h)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+
+    def push_bytes(self, name: str, data: bytes, digest: str | None = None, **headers):
+        h = {"Content-Type": "application/x-tar"}
+        if digest is not False:
+            h["X-Handoff-Digest"] = f"sha256:{digest or hashlib.sha256(data).hexdigest()}"
+        h.update(headers)
+        return self.request("POST", f"/api/v1/models/{name}/versions", body=data, headers=h)
+
+    def healthy(self) -> bool:
+        try:
+            return self.request("GET", "/api/v1/health", token=False, timeout=5)[0] == 200
+        except OSError:
+            return False
+
+
+def manifest_for(name: str, members: dict[str, bytes], **extra) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "serialization": "pickle",
+        "flavor": "test",
+        "task": None,
+        "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
+        **extra,
+    }
+
+
+def make_tar(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:
+    """entries: (name, data, type). type is tarfile.REGTYPE, SYMTYPE, ... data None for links."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data, kind in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+    return buf.getvalue()
+
+
+def bundle_bytes(name: str, model: bytes = b"not really a pickle", manifest: dict | None = None,
+                 extra: list | None = None) -> bytes:  # fmt: skip
+    """A well-formed bundle (the agent never unpickles, so the model can be any bytes)."""
+    members = {"model.pkl": model}
+    m = manifest or manifest_for(name, members)
+    entries = [("manifest.json", json.dumps(m).encode(), tarfile.REGTYPE)]
+    entries += [(n, b, tarfile.REGTYPE) for n, b in members.items()]
+    entries += extra or []
+    return make_tar(entries)
