@@ -1,0 +1,100 @@
+"""Pushes from a real kernel (nbclient), read back over HTTP from a real agent."""
+
+from __future__ import annotations
+
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+TRAIN = """
+import pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.tree import DecisionTreeClassifier
+X, y = make_classification(n_samples=300, n_features=4, random_state=1)
+X = pd.DataFrame(X, columns=list("abcd"))
+clf = DecisionTreeClassifier(random_state=0).fit(X, y)
+"""
+
+
+def execute(cells: list[str], monkeypatch, agent) -> nbformat.NotebookNode:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(agent.runtime_dir))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return nb
+
+
+def wait_for_checks(agent, name: str, number: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = agent.request("GET", f"/api/v1/models/{name}/versions/{number}")[1]
+        if body["status"] != "checking" or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def test_magic_and_python_api_from_a_kernel(agent, monkeypatch):
+    nb = execute(
+        [
+            "%load_ext jupyter_handoff",
+            TRAIN,
+            "%mlops push clf --name tree --data X y -m 'from the magic'",
+            "import jupyter_handoff\n"
+            "v = jupyter_handoff.push(clf, name='tree', X=X.iloc[:100], y=y[:100],"
+            " message='from python')\nprint(v.number)",
+        ],
+        monkeypatch,
+        agent,
+    )
+    assert nb.cells[3].outputs[0]["text"].strip() == "2"
+    versions = agent.request("GET", "/api/v1/models/tree/versions")[1]["versions"]
+    assert [(v["number"], v["message"]) for v in versions] == [
+        (2, "from python"),
+        (1, "from the magic"),
+    ]
+    v1 = wait_for_checks(agent, "tree", 1)
+    assert v1["status"] == "passed"
+    assert v1["checks"][0]["name"] == "loads"
+    assert v1["checks"][0]["result"]["metrics"]["task"] == "classification"
+    assert v1["manifest"]["provenance"]["cell_hash"]
+    assert v1["manifest"]["signature"]["columns"][0] == {"name": "a", "dtype": "float64"}
+
+
+def test_model_defined_in_the_notebook_fails_clean_process_check(agent, monkeypatch):
+    execute(
+        [
+            "%load_ext jupyter_handoff",
+            TRAIN,
+            "class Halver:\n"
+            "    def __init__(self, inner): self.inner = inner\n"
+            "    def predict(self, X): return self.inner.predict(X)\n"
+            "wrapped = Halver(clf)",
+            "%mlops push wrapped --name wrapped --data X y",
+        ],
+        monkeypatch,
+        agent,
+    )
+    version = wait_for_checks(agent, "wrapped", 1)
+    assert version["status"] == "failed"
+    loads = version["checks"][0]
+    assert loads["status"] == "fail"
+    assert "Halver" in loads["message"]
+    assert "defined in the notebook" in loads["message"]
+
+
+@pytest.mark.parametrize("fmt", ["skops"])
+def test_skops_format(agent, monkeypatch, fmt):
+    execute(
+        [
+            "%load_ext jupyter_handoff",
+            TRAIN,
+            f"%mlops push clf --name sk --data X y --format {fmt}",
+        ],
+        monkeypatch,
+        agent,
+    )
+    version = wait_for_checks(agent, "sk", 1)
+    assert version["serialization"] == "skops"
+    assert version["status"] == "passed", version["checks"]

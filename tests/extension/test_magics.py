@@ -1,0 +1,133 @@
+"""%mlops in a shell that re-raises errors: happy paths and every user mistake."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+
+def run(shell, line: str):
+    result = shell.run_cell(line)
+    result.raise_error()
+    return result.result
+
+
+@pytest.fixture
+def ns(shell, data, model):
+    X, y = data
+    shell.user_ns.update(clf=model, X=X, y=y, not_a_model=[1, 2, 3])
+    return shell.user_ns
+
+
+def test_push_then_read_back(shell, ns, connected):
+    # Given a fitted model and data; When pushed through the magic
+    version = run(shell, "%mlops push clf --name churn --data X y --sensitive gender -m first")
+    # Then the agent has it, with its manifest, over HTTP
+    assert (version.name, version.number) == ("churn", 1)
+    status, body = connected.request("GET", "/api/v1/models/churn/versions/1")
+    assert status == 200
+    assert body["digest"] == version.digest
+    assert body["manifest"]["message"] == "first"
+    assert body["manifest"]["data"]["sensitive"]["schema"] == [{"name": "gender", "dtype": "int64"}]
+    assert {c["name"] for c in body["manifest"]["signature"]["columns"]} >= {"f0", "gender"}
+    assert {row["role"] for row in body["lineage"]} == {"X", "y", "sensitive"}
+
+
+def test_versions_and_show(shell, ns, connected):
+    run(shell, "%mlops push clf --name churn --tag team=risk")
+    run(shell, "%mlops push clf --name churn --data X y")
+    table = run(shell, "%mlops versions churn")
+    assert list(table["number"]) == [2, 1]
+    models = run(shell, "%mlops versions")
+    assert list(models["name"]) == ["churn"]
+    shown = run(shell, "%mlops show churn:1")
+    assert shown.number == 1 and shown.manifest["tags"] == {"team": "risk"}
+    assert run(shell, "%mlops show churn").number == 2
+    assert "churn" in shown._repr_html_() and "Version('churn', 1" in repr(shown)
+
+
+def test_agent_status(shell, connected, capsys):
+    run(shell, "%mlops agent status")
+    assert connected.url in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("%mlops", "Missing subcommand"),
+        ("%mlops fly", "Unknown subcommand 'fly'"),
+        ("%mlops push clf", "--name"),
+        ("%mlops push nothing_here --name churn", "No variable named 'nothing_here'"),
+        ("%mlops push not_a_model --name churn", "not a model"),
+        ("%mlops push clf --name '../etc/passwd'", "not a valid model name"),
+        ("%mlops push clf --name churn --data X short_y", "X has 600 rows but y has 10"),
+        ("%mlops push clf --name churn --data X nan_y", "missing values"),
+        ("%mlops push clf --name churn --data X y2d", "one column"),
+        ("%mlops push clf --name churn --data X y --sensitive religion", "not columns of X"),
+        ("%mlops push clf --name churn --tag oops", "is not K=V"),
+        ("%mlops push clf --name churn --sensitive gender", "--sensitive needs --data"),
+        ("%mlops push lam --name churn", "cannot be pickled"),
+        ("%mlops show churn:latest", "must be a number"),
+        ("%mlops push clf --name churn --format zip", "invalid choice"),
+    ],
+)
+def test_usage_errors(shell, ns, connected, line, says):
+    ns.update(
+        short_y=np.zeros(10),
+        nan_y=np.where(np.arange(600) == 3, np.nan, 0.0),
+        y2d=np.zeros((600, 2)),
+        lam=_Holder(),
+    )
+    with pytest.raises(UsageError, match=_escape(says)):
+        run(shell, line)
+    # Nothing reached the registry, and the agent is fine.
+    assert connected.request("GET", "/api/v1/models")[1] == {"models": []}
+    assert connected.healthy()
+
+
+class _Holder:
+    """A model carrying a lambda: it predicts, but cannot be pickled."""
+
+    def __init__(self):
+        self.fn = lambda x: x
+
+    def predict(self, X):
+        return X
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_no_agent_running(shell, ns, settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(UsageError, match="No Handoff agent is running") as e:
+        run(shell, "%mlops push clf --name churn")
+    assert "jupyter handoff serve" in str(e.value)
+
+
+def test_killed_agent(shell, ns, connected, settings):
+    # Given an agent the notebook was using; When it is killed -9
+    settings.agent_url, settings.token = connected.url, connected.token
+    run(shell, "%mlops push clf --name churn")
+    connected.kill9()
+    # Then the next push says so, with what to do, and no traceback
+    with pytest.raises(UsageError, match="not answering") as e:
+        run(shell, "%mlops push clf --name churn --data X y")
+    assert "%mlops agent start" in str(e.value)
+
+
+def test_agent_refusal_is_a_usage_error(shell, ns, connected, settings):
+    settings.agent_url, settings.token = connected.url, "wrong"
+    with pytest.raises(UsageError, match="401 unauthorized"):
+        run(shell, "%mlops push clf --name churn")
+
+
+def test_help_lists_every_subcommand(shell):
+    doc = shell.find_line_magic("mlops").__doc__
+    for sub in ("push", "versions", "show", "agent"):
+        assert f"%mlops {sub}" in doc
+    assert "--sensitive" in doc and "--format" in doc
