@@ -70,7 +70,7 @@ def run_demo(notebook: str | None = None) -> int:
     print()
     print("Where to look:")
     print(f"  API      {info['url']}/api/v1/models/{DEMO_MODEL}/versions/{version['number']}")
-    print(f"  token    `jupyter handoff status`")
+    print("  token    `jupyter handoff status`")
     print(f"  registry {info['home']}/registry.db   blobs {info['home']}/blobs")
     print("  verify   `jupyter handoff fsck`")
     return 0 if version["status"] == "passed" else 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from handoff_agent import bundle
 
+from handoff_agent import bundle
 from jupyter_handoff import bundle_writer as bw
 from jupyter_handoff.data import prepare
 from jupyter_handoff.fingerprint import fingerprint
