@@ -66,6 +66,7 @@ class CheckRunner:
             return []
         job = {
             "bundle": str(self.agent.store.path(digest)),
+            "digest": digest,
             "checks": specs,
             "memory_limit": self.memory_limit,
         }

@@ -66,6 +66,18 @@ def _load_data(tar: tarfile.TarFile) -> dict:
     return out
 
 
+def _verify(path: str, digest: str) -> None:
+    """Blobs are verified on read: a corrupted bundle must not be judged as the model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if h.hexdigest() != digest:
+        raise SystemExit(f"bundle {digest} is corrupt on disk; run `jupyter handoff fsck`")
+
+
 def explain_load_error(exc: BaseException) -> str:
     """Say why a model that worked in the notebook cannot load elsewhere."""
     text = f"{type(exc).__name__}: {exc}"
@@ -92,6 +104,8 @@ def main() -> int:
     _limit_memory(job.get("memory_limit"))
     from .checks.api import CheckContext, CheckResult
 
+    if job.get("digest"):
+        _verify(job["bundle"], job["digest"])
     with tarfile.open(job["bundle"], mode="r:") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())
         t0 = time.perf_counter()

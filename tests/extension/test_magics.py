@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
@@ -131,3 +134,22 @@ def test_help_lists_every_subcommand(shell):
     for sub in ("push", "versions", "show", "agent"):
         assert f"%mlops {sub}" in doc
     assert "--sensitive" in doc and "--format" in doc
+
+
+def test_first_push_starts_a_detached_agent(shell, ns, settings, tmp_path, monkeypatch, capsys):
+    from handoff_agent import runtime
+
+    # Given no agent; When the first push runs with auto-start on
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    settings.auto_start = True
+    version = run(shell, "%mlops push clf --name churn")
+    info = runtime.read()
+    try:
+        # Then it says so, the push lands, and the agent lives in its own session
+        assert "Started a Handoff agent" in capsys.readouterr().out
+        assert version.number == 1
+        assert os.getsid(info["pid"]) != os.getsid(0)
+        assert info["home"] == str(tmp_path / "data" / "handoff")
+    finally:
+        os.kill(info["pid"], signal.SIGTERM)
