@@ -1,0 +1,36 @@
+"""Docs cannot go stale: every command, magic and setting is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from handoff_agent.agent import HandoffAgent
+from handoff_agent.cli import HandoffApp
+
+from jupyter_handoff.config import Handoff
+from jupyter_handoff.magics import PARSERS
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+@pytest.mark.parametrize("command", sorted(HandoffApp.subcommands))
+def test_cli_command_in_readme(command):
+    assert f"`jupyter handoff {command}" in README
+
+
+@pytest.mark.parametrize("sub", sorted(PARSERS))
+def test_magic_in_readme(sub):
+    assert f"`%mlops {sub}" in README
+
+
+@pytest.mark.parametrize("cls", [HandoffAgent, Handoff])
+def test_every_setting_has_help(cls):
+    for name, trait in cls.class_traits(config=True).items():
+        assert trait.help and len(trait.help) > 10, f"{cls.__name__}.{name} has no help"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    command = "python -m pytest --nbval-lax tests examples"
+    assert command in README and command in ci
