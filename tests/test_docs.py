@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from handoff_agent.agent import HandoffAgent
 from handoff_agent.cli import HandoffApp
-
 from jupyter_handoff.config import Handoff
 from jupyter_handoff.magics import PARSERS
 
