@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -100,9 +101,49 @@ def validate(path: Path, expected_name: str | None = None) -> dict:
                 "The bundle was altered or corrupted in transit. Push again.",
                 code="digest_mismatch",
             )
+    check_fields(manifest)
     models = [m for m in digests if m in MODEL_MEMBERS]
     if len(models) != 1:
         _bad("A bundle must hold exactly one model (model.pkl or model.skops).")
     if manifest.get("serialization") != MODEL_MEMBERS[models[0]]:
         _bad("The manifest's serialization does not match the model member.")
     return manifest
+
+
+ROLES = {"X", "y", "sensitive", "reference_X", "reference_y"}
+TASKS = {None, "classification", "regression"}
+
+
+def _is_str(v, limit: int = 10_000) -> bool:
+    return isinstance(v, str) and len(v) <= limit
+
+
+def check_fields(m: dict) -> None:
+    """The manifest fields the agent stores or shows must have the types it expects."""
+    if m.get("task") not in TASKS:
+        _bad(f"Unknown task {m.get('task')!r}; expected classification, regression or null.")
+    for key in ("flavor", "model_class", "message"):
+        if m.get(key) is not None and not _is_str(m[key]):
+            _bad(f"manifest field {key!r} must be a string of at most 10,000 characters.")
+    for key in ("tags", "params", "provenance", "signature", "gate", "data"):
+        if not isinstance(m.get(key, {}), dict):
+            _bad(f"manifest field {key!r} must be an object.")
+    tags = m.get("tags", {})
+    if not all(_is_str(k, 200) and _is_str(v, 2000) for k, v in tags.items()):
+        _bad("Tags must map short strings to strings.")
+    columns = m.get("signature", {}).get("columns", [])
+    if not isinstance(columns, list) or not all(
+        isinstance(c, dict) and _is_str(c.get("name"), 1000) and _is_str(c.get("dtype"), 200)
+        for c in columns
+    ):
+        _bad("signature.columns must be a list of {name, dtype} strings.")
+    for role, fp in m.get("data", {}).items():
+        ok = (
+            role in ROLES
+            and isinstance(fp, dict)
+            and isinstance(fp.get("fingerprint"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", fp["fingerprint"])
+            and isinstance(fp.get("rows"), int)
+        )
+        if not ok:
+            _bad(f"data.{role} must be a fingerprint object with a sha256 and a row count.")
