@@ -94,8 +94,7 @@ def subsample(X, y=None, rows: int = 1000, seed: int = 0, extra=None):
     if n <= rows:
         return X, y, extra
     idx = np.sort(np.random.default_rng(seed).choice(n, rows, replace=False))
-    pick = lambda d: None if d is None else d.iloc[idx]  # noqa: E731
-    return pick(X), pick(y), pick(extra)
+    return tuple(None if d is None else d.iloc[idx] for d in (X, y, extra))
 
 
 def png(fig) -> str:

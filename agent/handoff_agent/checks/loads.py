@@ -37,7 +37,8 @@ class LoadsCheck:
             return CheckResult(
                 "pass", "Loads in a clean process (no data pushed to predict).", metrics
             )
-        sample = ctx.X.iloc[: ctx.config["sample_rows"]]
+        rows = {**self.defaults, **(ctx.config or {}), **kwargs}["sample_rows"]
+        sample = ctx.X.iloc[:rows]
         try:
             out = model.predict(sample)
         except Exception as e:
@@ -46,8 +47,10 @@ class LoadsCheck:
                 f"Loads, but predict raised {type(e).__name__}: {e}",
                 metrics,
             )
-        if len(out) != len(sample):
-            return CheckResult(
-                "fail", f"predict returned {len(out)} rows for {len(sample)} inputs.", metrics
-            )
+        import numpy as np
+
+        n = np.shape(out)[0] if np.ndim(out) else None
+        if n != len(sample):
+            got = "a scalar" if n is None else f"{n} rows"
+            return CheckResult("fail", f"predict returned {got} for {len(sample)} inputs.", metrics)
         return CheckResult("pass", "Loads and predicts in a clean process.", metrics)
