@@ -17,8 +17,29 @@ from .loads import detect_task as _detect_model_task
 
 
 def settings(check, ctx: CheckContext, kwargs: dict) -> dict:
-    """The check's defaults, overridden by ``ctx.config``, overridden by ``run`` kwargs."""
-    return {**getattr(check, "defaults", {}), **(ctx.config or {}), **kwargs}
+    """The check's defaults, overridden by ``ctx.config``, overridden by ``run`` kwargs.
+
+    Overrides typed on a command line arrive as strings ("0.2", "false"); they are converted
+    to the type of the default (or to a number when the default is ``None``).
+    """
+    defaults = getattr(check, "defaults", {})
+    merged = {**defaults, **(ctx.config or {}), **kwargs}
+    return {k: _coerce(v, defaults.get(k)) for k, v in merged.items()}
+
+
+def _coerce(value, default):
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    text = value.strip()
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    if text.lower() in ("none", "null", ""):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    return int(number) if isinstance(default, int) and number.is_integer() else number
 
 
 def missing(check, ctx: CheckContext) -> CheckResult | None:

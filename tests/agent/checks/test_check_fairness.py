@@ -100,3 +100,13 @@ def test_skips_without_sensitive_columns():
     X, y, _ = _data(100)
     res = FairnessCheck().run(CheckContext(LogisticRegression().fit(X, y), {}, X=X, y=y))
     assert res.status == "skip"
+
+
+def test_string_overrides_from_the_command_line_are_converted():
+    # Given thresholds typed as --gate fairness.max_dp_diff=1 (strings)
+    X, y, s = _data()
+    model = RejectsGroup(LogisticRegression().fit(X, y), s["gender"])
+    config = {"max_dp_diff": "1", "max_eo_diff": "1.0", "plots": "false"}
+    res = FairnessCheck().run(CheckContext(model, {}, X=X, y=y, sensitive=s, config=config))
+    assert res.status == "pass"
+    assert res.plots == {}
