@@ -1,0 +1,246 @@
+"""Shared helpers for the benchmarks: timing stats, processes, the agent, RSS, HTTP.
+
+Nothing here is part of the product. The helpers only use the agent's public surface: the
+``serve`` command, the runtime file and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+MB = 1_000_000  # throughput is reported in MB/s (10^6 bytes per second)
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def percentile(xs: list[float], p: float) -> float:
+    """Nearest-rank percentile, p in [0, 100]."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} us"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x:.2f} s"
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process, from /proc (or psutil when /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil  # optional
+
+        return psutil.Process(pid).memory_info().rss
+    except Exception:
+        return None
+
+
+class RssSampler:
+    """Sample a process's RSS every ``interval`` seconds in a thread; keep baseline and peak."""
+
+    def __init__(self, pid: int, interval: float = 0.010):
+        self.pid = pid
+        self.interval = interval
+        self.baseline = rss_bytes(pid) or 0
+        self.peak = self.baseline
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = rss_bytes(self.pid)
+            if rss is not None:
+                self.peak = max(self.peak, rss)
+                self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process we started (and its process group): SIGTERM, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    # Whatever is left of the group (helpers that ignore SIGTERM, e.g. mlflow's job
+    # consumers) is killed. The group is the one start_new_session gave this process.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return False
+
+
+def disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+# -- the agent --------------------------------------------------------------------------------
+
+
+class Agent:
+    """A Handoff agent run as ``python -m handoff_agent serve`` in its own process group."""
+
+    def __init__(self, home: Path, runtime_dir: Path, log: Path, extra_args: tuple = ()):
+        self.home = Path(home)
+        self.runtime_dir = Path(runtime_dir)
+        self.log = Path(log)
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.startup_seconds: float | None = None
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.runtime_dir / "handoff-local.json"
+
+    def start(self, timeout: float = 60.0, poll: float = 0.010) -> Agent:
+        """Spawn the agent and poll (every ``poll`` s) until /api/v1/health answers 200."""
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_file.unlink(missing_ok=True)
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
+        cmd = [sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home)]
+        cmd += ["--port", "0", *self.extra_args]
+        with open(self.log, "ab") as log:
+            t0 = time.perf_counter()
+            self.proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = t0 + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}; see {self.log}")
+            if not self.info:
+                with contextlib.suppress(OSError, ValueError):
+                    info = json.loads(self.runtime_file.read_text())
+                    if info.get("pid") == self.proc.pid:
+                        self.info = info
+            if self.info and http_ok(self.url + "/api/v1/health", timeout=2.0):
+                self.startup_seconds = time.perf_counter() - t0
+                return self
+            time.sleep(poll)
+        self.stop()
+        raise RuntimeError(f"agent not healthy within {timeout:.0f} s; see {self.log}")
+
+    @property
+    def url(self) -> str:
+        return self.info["url"]
+
+    @property
+    def token(self) -> str:
+        return self.info["token"]
+
+    @property
+    def pid(self) -> int:
+        return int(self.info["pid"])
+
+    @property
+    def hostport(self) -> tuple[str, int]:
+        rest = self.url.split("://", 1)[1]
+        host, port = rest.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def connection(self, timeout: float = 600.0) -> http.client.HTTPConnection:
+        host, port = self.hostport
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def get_json(self, path: str) -> dict:
+        req = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def wait_checks(self, name: str, number: int, timeout: float = 120.0) -> str:
+        """Wait until a version's checks are done (untimed), so they do not skew the next rep."""
+        deadline = time.monotonic() + timeout
+        status = "?"
+        while time.monotonic() < deadline:
+            status = self.get_json(f"/api/v1/models/{name}/versions/{number}").get("status")
+            if status not in ("checking", "pending", None):
+                return status
+            time.sleep(0.05)
+        return status
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
