@@ -15,12 +15,17 @@ from tornado import httpserver, web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import reports
 from .blobs import BlobStore
 from .checks.registry import discover
+from .events import EventBus
+from .gate import GatePolicy
 from .handlers.base import NotFoundHandler
+from .handlers.events import EventsHandler
 from .handlers.models import (
     HealthHandler,
     ModelsHandler,
+    ReportHandler,
     VersionHandler,
     VersionsHandler,
 )
@@ -62,7 +67,16 @@ class HandoffAgent(LoggingConfigurable):
     ).tag(config=True)
     checks = List(
         Unicode(),
-        ["loads"],
+        [
+            "loads",
+            "smoke",
+            "schema",
+            "performance",
+            "latency",
+            "fairness",
+            "explainability",
+            "drift",
+        ],
         help="Checks run on every push, by registered name (entry point group "
         "handoff_agent.checks).",
     ).tag(config=True)
@@ -102,10 +116,14 @@ class HandoffAgent(LoggingConfigurable):
         missing = [c for c in self.checks if c not in self.checks_available]
         if missing:
             log.warning("unknown checks %s; registered: %s", missing, sorted(self.checks_available))
-        self.ingest = IngestManager(self.store, self.registry, self.max_bundle_size, self.checks)
+        self.gate = GatePolicy(parent=self)
+        self.ingest = IngestManager(
+            self.store, self.registry, self.max_bundle_size, self.checks, self.gate
+        )
         # One thread owns the SQLite connection; another pool does hashing and fsync.
         self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
         self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
+        self.events = EventBus()
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
 
@@ -123,6 +141,10 @@ class HandoffAgent(LoggingConfigurable):
             self.ingest.create_version, name, digest, size, manifest, actor or "analyst"
         )
         if created:
+            self.events.publish(
+                "version", model=name, version=version["number"], status=version["status"],
+                checks=list(self.checks),
+            )  # fmt: skip
             await self.schedule_queued()
         return version, created
 
@@ -133,11 +155,47 @@ class HandoffAgent(LoggingConfigurable):
         if fresh:
             self.runner.schedule(fresh)
 
-    async def start_check(self, run_id: int) -> None:
+    def job_context(self, model: str, number: int) -> dict:
+        """What a worker needs beyond the bundle: the champion, the previous manifest, and
+        each check's settings (policy thresholds, then the push's --gate overrides)."""
+        manifest = self.registry.manifest_of(model, number) or {}
+        champion = self.registry.champion(model, number)
+        if champion:
+            champion["bundle"] = str(self.store.path(champion["digest"]))
+        return {
+            "champion": champion,
+            "previous_manifest": self.registry.manifest_of(model, number - 1),
+            "config": {c: self.gate.check_config(c, manifest.get("gate")) for c in self.checks},
+        }
+
+    async def start_check(self, run_id: int, model: str, number: int, check: str) -> None:
         await self.call(self.registry.start_check, run_id)
+        self.events.publish("check", model=model, version=number, check=check, status="running")
 
     async def finish_check(self, run_id, status, message, result, duration) -> None:
-        await self.call(self.registry.finish_check, run_id, status, message, result, duration)
+        out = await self.call(
+            self.registry.finish_check, run_id, status, message, result, duration,
+            self.gate.verdict,
+        )  # fmt: skip
+        self.events.publish(
+            "check", model=out["model"], version=out["version"], check=out["check"],
+            status=status, message=message, duration=duration,
+        )  # fmt: skip
+        if "verdict" in out:
+            self.events.publish(
+                "verdict", model=out["model"], version=out["version"], status=out["status"],
+                **out["verdict"],
+            )  # fmt: skip
+            await self.write_reports(out["model"], out["version"], out["version_id"])
+
+    async def write_reports(self, model: str, number: int, version_id: int) -> None:
+        version = await self.call(self.registry.get_version, model, number)
+        rendered = await self.run_io(reports.render, version)
+        digests = {}
+        for kind, data in rendered.items():
+            digests[kind] = await self.run_io(self.store.put_bytes, data)
+        await self.call(self.registry.add_reports, version_id, digests)
+        self.events.publish("report", model=model, version=number, kinds=sorted(digests))
 
     def make_app(self) -> web.Application:
         routes = [
@@ -146,6 +204,11 @@ class HandoffAgent(LoggingConfigurable):
             # Any name matches, so that a bad one gets a clear 400 rather than a 404.
             (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),
             (r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})", VersionHandler),
+            (
+                r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})/report",
+                ReportHandler,
+            ),
+            (r"/api/v1/events", EventsHandler),
         ]
         return web.Application(
             routes,
@@ -168,6 +231,7 @@ class HandoffAgent(LoggingConfigurable):
         requeued = await self.call(self.registry.requeue_interrupted)
         if requeued:
             log.info("re-running %d checks interrupted by a restart", requeued)
+        await self.runner.warm()
         await self.schedule_queued()
         return port
 
@@ -180,8 +244,7 @@ class HandoffAgent(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         if self.runner is not None:
-            for t in list(self.runner.tasks):
-                t.cancel()
+            await self.runner.close()
         self._io.shutdown(wait=True)
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)

@@ -40,8 +40,10 @@ class ServeApp(JupyterApp):
     @property
     def classes(self):
         from .agent import HandoffAgent
+        from .gate import GatePolicy
 
-        return [HandoffAgent]
+        # The app itself too: its aliases (log-level) name Application, and --help needs it.
+        return [type(self), HandoffAgent, GatePolicy]
 
     def start(self):
         from .agent import HandoffAgent
@@ -116,6 +118,7 @@ class FsckApp(JupyterApp):
     version = __version__
     aliases = {"home": "HandoffAgent.home"}
     flags = {}
+    classes = ServeApp.classes  # --help describes the --home alias through HandoffAgent
 
     def start(self):
         from .fsck import fsck
@@ -145,6 +148,24 @@ class DemoApp(JupyterApp):
         sys.exit(run_demo(self.notebook or None))
 
 
+class ReportApp(JupyterApp):
+    name = "jupyter-handoff-report"
+    description = "Fetch a version's report (NAME or NAME:N); --open shows it in a browser."
+    version = __version__
+    fmt = Unicode("html", help="Report format: html, md or json.").tag(config=True)
+    open_browser = Bool(False, help="Open the HTML report in a web browser.").tag(config=True)
+    aliases = {"format": "ReportApp.fmt"}
+    flags = {"open": ({"ReportApp": {"open_browser": True}}, "Open it in a web browser.")}
+
+    def start(self):
+        from .report_cli import fetch_report
+
+        if len(self.extra_args) != 1:
+            print("Usage: jupyter handoff report NAME[:N] [--open] [--format html|md|json]")
+            self.exit(2)
+        self.exit(fetch_report(self.extra_args[0], self.fmt, self.open_browser))
+
+
 class HandoffApp(JupyterApp):
     name = "jupyter-handoff"
     description = "Handoff: hand models from notebooks to IT. The agent and its tools."
@@ -155,6 +176,7 @@ class HandoffApp(JupyterApp):
         "stop": (StopApp, StopApp.description),
         "fsck": (FsckApp, FsckApp.description),
         "demo": (DemoApp, DemoApp.description),
+        "report": (ReportApp, ReportApp.description),
     }
 
     def start(self):

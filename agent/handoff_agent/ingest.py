@@ -60,7 +60,10 @@ def too_large(limit: int) -> TooLarge:
 
 
 class IngestManager:
-    def __init__(self, store: BlobStore, registry: Registry, limit: int, checks: list[str]):
+    def __init__(
+        self, store: BlobStore, registry: Registry, limit: int, checks: list[str], policy=None
+    ):
+        self.policy = policy
         self.store = store
         self.registry = registry
         self.limit = limit
@@ -87,6 +90,8 @@ class IngestManager:
                     code="digest_mismatch",
                 )
             manifest = bundle.validate(upload.temp, expected_name=name)
+            if self.policy is not None:
+                self.policy.validate_overrides(manifest.get("gate"))
             self.store.commit(upload.temp, digest)
             return digest, manifest
         finally:

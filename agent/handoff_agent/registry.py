@@ -18,7 +18,9 @@ from .errors import NotFound
 from .schema import migrations
 
 GENESIS = "0" * 64
-JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment")
+JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment", "verdict")
+VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
+LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
 
 
 def now() -> str:
@@ -162,33 +164,98 @@ class Registry:
                 [now(), run_id],
             )
 
-    def finish_check(self, run_id: int, status: str, message: str, result: dict, duration: float):
-        """Commit one check's result and roll the version's status forward."""
+    def finish_check(
+        self,
+        run_id: int,
+        status: str,
+        message: str,
+        result: dict,
+        duration: float,
+        verdict_fn=None,
+    ) -> dict:
+        """Commit one check's result. When it is the version's last, ``verdict_fn(checks)``
+        turns the results into the verdict, committed in the same transaction."""
         with self.db.atomic():
             self.db.execute(
                 "update check_runs set status = ?, message = ?, result = ?, duration = ?,"
                 " finished = ? where id = ?",
                 [status, message, canonical(result), duration, now(), run_id],
             )
-            version_id = self.db.execute(
-                "select version_id from check_runs where id = ?", [run_id]
-            ).fetchone()[0]
-            states = [
-                r[0]
-                for r in self.db.execute(
-                    "select status from check_runs where version_id = ?", [version_id]
+            version_id, check = self.db.execute(
+                "select version_id, check_name from check_runs where id = ?", [run_id]
+            ).fetchone()
+            model, number = self.db.execute(
+                "select model, number from versions where id = ?", [version_id]
+            ).fetchone()
+            out = {"model": model, "version": number, "version_id": version_id, "check": check}
+            metrics = (result or {}).get("metrics") or {}
+            if check == "performance" and metrics.get("primary_metric") in metrics:
+                self._record_score(version_id, metrics)
+            rows = list(
+                self.db.query(
+                    "select check_name as name, status, message from check_runs"
+                    " where version_id = ?",
+                    [version_id],
                 )
-            ]
-            if all(s not in ("queued", "running") for s in states):
-                failed = any(s in ("fail", "error") for s in states)
-                vstatus = "failed" if failed else "passed"
+            )
+            if any(r["status"] in ("queued", "running") for r in rows):
+                return out
+            if verdict_fn is None:
+                from .gate import GatePolicy
+
+                verdict_fn = GatePolicy().verdict
+            verdict = verdict_fn(rows)
+            vstatus = VERDICT_STATUS[verdict["verdict"]]
+            self.db.execute(
+                "update versions set status = ?, verdict = ? where id = ?",
+                [vstatus, canonical(verdict), version_id],
+            )
+            self._audit("agent", "version.verdict", f"{model}:{number}", verdict)
+            return {**out, "verdict": verdict, "status": vstatus}
+
+    def _record_score(self, version_id: int, metrics: dict) -> None:
+        primary = metrics["primary_metric"]
+        value = metrics[primary]
+        if isinstance(value, (int, float)):
+            score = -value if primary in LOWER_IS_BETTER else value
+            self.db.execute(
+                "update versions set score = ?, metrics = ? where id = ?",
+                [score, canonical(metrics), version_id],
+            )
+
+    def champion(self, name: str, before: int) -> dict | None:
+        """The version a new one must beat: the best earlier version that passed."""
+        row = self.db.execute(
+            "select number, digest from versions where model = ? and number < ?"
+            " and status in ('passed', 'warned') order by score is null, score desc, number desc"
+            " limit 1",
+            [name, before],
+        ).fetchone()
+        return {"number": row[0], "digest": row[1]} if row else None
+
+    def manifest_of(self, name: str, number: int) -> dict | None:
+        row = self.db.execute(
+            "select manifest from versions where model = ? and number = ?", [name, number]
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_reports(self, version_id: int, digests: dict[str, str]) -> None:
+        with self.db.atomic():
+            for kind, digest in digests.items():
                 self.db.execute(
-                    "update versions set status = ? where id = ?", [vstatus, version_id]
+                    "insert into reports (version_id, kind, digest, created) values (?, ?, ?, ?)"
+                    " on conflict (version_id, kind) do update set digest = excluded.digest,"
+                    " created = excluded.created",
+                    [version_id, kind, digest, now()],
                 )
-                model, number = self.db.execute(
-                    "select model, number from versions where id = ?", [version_id]
-                ).fetchone()
-                self._audit("agent", "version.checked", f"{model}:{number}", {"status": vstatus})
+
+    def report_digest(self, name: str, number: int, kind: str) -> str | None:
+        row = self.db.execute(
+            "select r.digest from reports r join versions v on v.id = r.version_id"
+            " where v.model = ? and v.number = ? and r.kind = ?",
+            [name, number, kind],
+        ).fetchone()
+        return row[0] if row else None
 
     def requeue_interrupted(self) -> int:
         """Checks that were running when the agent died run again."""
@@ -248,6 +315,10 @@ class Registry:
             )
         )
         row["checks"] = self.checks_for(vid)
+        row["reports"] = sorted(
+            r[0] for r in self.db.execute("select kind from reports where version_id = ?", [vid])
+        )
+        row.pop("score", None)
         return row
 
     def version_id(self, name: str, number: int) -> int:
@@ -277,6 +348,11 @@ class Registry:
         out: dict[str, list[str]] = {}
         for model, number, digest in self.db.execute("select model, number, digest from versions"):
             out.setdefault(digest, []).append(f"{model}:{number}")
+        for model, number, kind, digest in self.db.execute(
+            "select v.model, v.number, r.kind, r.digest from reports r"
+            " join versions v on v.id = r.version_id"
+        ):
+            out.setdefault(digest, []).append(f"{model}:{number} {kind} report")
         return out
 
     def verify_audit(self) -> int | None:

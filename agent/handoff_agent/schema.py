@@ -80,3 +80,15 @@ def m001_initial(db: Database) -> None:
         },
         pk="seq",
     )
+
+
+@migrations()
+def m002_verdicts_and_reports(db: Database) -> None:
+    db["versions"].add_column("verdict", str)  # JSON: {"verdict", "reasons"}
+    db["versions"].add_column("score", float)  # primary metric, higher is better
+    db["reports"].create(
+        {"id": int, "version_id": int, "kind": str, "digest": str, "created": str},
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["reports"].create_index(["version_id", "kind"], unique=True)

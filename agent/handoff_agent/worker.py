@@ -7,6 +7,7 @@ line per event on stdout. It never sends pickles back. Run as
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -98,11 +99,49 @@ def explain_load_error(exc: BaseException) -> str:
     return f"The model does not load in a clean process ({text})."
 
 
+def _warm_imports() -> None:
+    """Import what nearly every check needs before the job arrives (see CheckRunner.warm)."""
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import sklearn.base
+    import sklearn.metrics  # noqa: F401
+
+
+def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str | None]:
+    if not spec:
+        return None, None, None
+    try:
+        _verify(spec["bundle"], spec["digest"])
+        with tarfile.open(spec["bundle"], mode="r:") as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())
+            return _load_model(tar, manifest, trusted), manifest, None
+    except BaseException as e:
+        return None, None, f"champion version {spec.get('number')} did not load: {e}"
+
+
+def _settings(check, given: dict) -> dict:
+    """Defaults, then the agent's settings. ``dp_diff`` also names ``max_dp_diff``."""
+    defaults = getattr(check, "defaults", {}) or {}
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults and f"max_{key}" in defaults:
+            key = f"max_{key}"
+        out[key] = value
+    return out
+
+
 def main() -> int:
+    with contextlib.suppress(ImportError):
+        _warm_imports()
     job = json.loads(sys.stdin.read())
     _claim_stdout()
     _limit_memory(job.get("memory_limit"))
     from .checks.api import CheckContext, CheckResult
+
+    champion, champion_manifest, champion_note = _load_champion(
+        job.get("champion"), job.get("trusted_types")
+    )
 
     if job.get("digest"):
         _verify(job["bundle"], job["digest"])
@@ -133,8 +172,11 @@ def main() -> int:
                 ctx = CheckContext(
                     model=model,
                     manifest=manifest,
-                    config={**getattr(check, "defaults", {}), **spec.get("config", {})},
+                    config=_settings(check, spec.get("config", {})),
                     task=manifest.get("task"),
+                    champion=champion,
+                    champion_manifest=champion_manifest,
+                    previous_manifest=job.get("previous_manifest"),
                     **data,
                 )
                 missing = [n for n in getattr(check, "needs", ()) if getattr(ctx, n) is None]
@@ -144,6 +186,8 @@ def main() -> int:
                     result = check.run(ctx)
                     if spec["name"] == "loads":
                         result.metrics.setdefault("load_seconds", round(load_time, 4))
+                    if champion_note and spec["name"] == "performance":
+                        result.message = f"{result.message} (Note: {champion_note}.)"
         except Exception as e:
             tb = traceback.format_exc(limit=-3)
             result = CheckResult("error", f"The check raised {type(e).__name__}: {e}\n{tb}")

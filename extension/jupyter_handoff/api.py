@@ -84,21 +84,16 @@ def push(
     message: str = "",
     tags: dict | None = None,
     format: str | None = None,
+    gate: dict | None = None,
 ) -> Version:
     """Hand ``model`` to the agent as the next version of ``name``. Returns at once; the
     checks go on in the agent."""
-    from handoff_agent.names import NAME_RE
-
     from . import bundle_writer as bw
     from .config import settings
     from .data import prepare
 
     cfg = settings()
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise HandoffUsageError(
-            f"{name!r} is not a valid model name.",
-            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-        )
+    _checked_name(name)
     fmt = format or cfg.format
     if fmt not in ("pickle", "skops"):
         raise HandoffUsageError(f"Unknown format {fmt!r}.", "Use --format pickle or skops.")
@@ -119,6 +114,7 @@ def push(
         "data": fps,
         "message": message or "",
         "tags": dict(tags or {}),
+        "gate": dict(gate or {}),
         "provenance": bw.provenance(notebook, cell),
     }
     bundle = bw.assemble(members, manifest)
@@ -148,11 +144,24 @@ def versions(name: str | None = None) -> list:
     client = connect(start=False)
     if name is None:
         return client.get("/api/v1/models")["models"]
+    _checked_name(name)
     return [Version(v, client) for v in client.get(f"/api/v1/models/{name}/versions")["versions"]]
+
+
+def _checked_name(name) -> str:
+    from handoff_agent.names import NAME_RE
+
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise HandoffUsageError(
+            f"{name!r} is not a valid model name.",
+            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    return name
 
 
 def get(name: str, number: int | None = None) -> Version:
     """One version with its manifest, lineage and checks; the latest when ``number`` is None."""
+    _checked_name(name)
     client = connect(start=False)
     if number is None:
         latest = client.get(f"/api/v1/models/{name}/versions?limit=1")["versions"]
@@ -160,3 +169,38 @@ def get(name: str, number: int | None = None) -> Version:
             raise HandoffUsageError(f"Model {name!r} has no versions.")
         number = latest[0]["number"]
     return Version(client.get(f"/api/v1/models/{name}/versions/{number}"), client)
+
+
+class Report:
+    """A version's report. Shown inline in a sandboxed iframe: no script runs."""
+
+    def __init__(self, name: str, number: int, kind: str, content: bytes):
+        self.name, self.number, self.kind, self.content = name, number, kind, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+    def __repr__(self) -> str:
+        return f"Report({self.name!r}, {self.number}, kind={self.kind!r})"
+
+    def _repr_html_(self) -> str:
+        if self.kind == "html":
+            doc = html.escape(self.text, quote=True)
+            return (
+                f'<iframe sandbox="" srcdoc="{doc}" title="Handoff report {html.escape(self.name)}'
+                f':{self.number}" style="width:100%;height:640px;border:1px solid #d0d7de">'
+                "</iframe>"
+            )
+        return f"<pre>{html.escape(self.text)}</pre>"
+
+    def _repr_markdown_(self) -> str | None:
+        return self.text if self.kind == "md" else None
+
+
+def report(name: str, number: int | None = None, format: str = "html") -> Report:
+    """The report of a version (the latest when ``number`` is None)."""
+    version = get(name, number)
+    client = connect(start=False)
+    path = f"/api/v1/models/{name}/versions/{version.number}/report?format={format}"
+    return Report(name, version.number, format, client.get_raw(path))

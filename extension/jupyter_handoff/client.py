@@ -28,21 +28,20 @@ class AgentClient:
     def _headers(self, extra: dict | None = None) -> dict:
         return {"Authorization": f"token {self.token}", **(extra or {})}
 
-    def _answer(self, conn: http.client.HTTPConnection) -> tuple[int, dict]:
+    def _answer(self, conn: http.client.HTTPConnection, raw: bool = False):
         resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {
-                "error": {"code": "bad_response", "message": raw[:200].decode(errors="replace")}
-            }
+        data = resp.read()
         if resp.status >= 400:
-            err = body.get("error", {}) if isinstance(body, dict) else {}
+            try:
+                err = json.loads(data)["error"]
+            except (ValueError, KeyError, TypeError):
+                err = {"code": "bad_response", "message": data[:200].decode(errors="replace")}
             raise AgentError(
                 resp.status, err.get("code", "error"), err.get("message", ""), err.get("hint", "")
             )
-        return resp.status, body
+        if raw:
+            return resp.status, data
+        return resp.status, json.loads(data) if data else {}
 
     def _send(self, fn):
         conn = self._conn()
@@ -66,6 +65,13 @@ class AgentClient:
         def go(conn):
             conn.request("GET", path, headers=self._headers())
             return self._answer(conn)[1]
+
+        return self._send(go)
+
+    def get_raw(self, path: str) -> bytes:
+        def go(conn):
+            conn.request("GET", path, headers=self._headers())
+            return self._answer(conn, raw=True)[1]
 
         return self._send(go)
 

@@ -23,6 +23,10 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     push.add_argument("--message", "-m", default="", help="what changed in this version")
     push.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag; repeat")
     push.add_argument("--format", choices=["pickle", "skops"], help="model serialization")
+    push.add_argument(
+        "--gate", action="append", default=[], metavar="CHECK.KEY=VALUE",
+        help="override a gate threshold for this push, e.g. fairness.max_dp_diff=0.2; repeat",
+    )  # fmt: skip
     versions = p["versions"] = MagicArgumentParser(
         prog="%mlops versions", description="List models, or the versions of one."
     )
@@ -31,6 +35,11 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         prog="%mlops show", description="Show one version: manifest, lineage, checks."
     )
     show.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
+    report = p["report"] = MagicArgumentParser(
+        prog="%mlops report", description="Show a version's report inline."
+    )
+    report.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
+    report.add_argument("--format", choices=["html", "md", "json"], default="html")
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -52,6 +61,13 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
             f"{ref!r}: the version must be a number.", "Write NAME:N, e.g. churn:3."
         )
     return name, int(number) if number else None
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 @magics_class
@@ -90,9 +106,18 @@ class MlopsMagics(Magics):
                 raise HandoffUsageError(f"Tag {t!r} is not K=V.", "Write --tag team=risk.")
             tags[k] = v
         reference = self._var(args.reference, "reference data") if args.reference else None
+        gate = {}
+        for g in args.gate:
+            k, eq, v = g.partition("=")
+            if not eq or "." not in k:
+                raise HandoffUsageError(
+                    f"Gate override {g!r} is not CHECK.KEY=VALUE.",
+                    "Write e.g. --gate fairness.max_dp_diff=0.2",
+                )
+            gate[k] = _number(v)
         version = push(
             model, args.name, X=X, y=y, sensitive=args.sensitive, reference=reference,
-            message=args.message, tags=tags, format=args.format,
+            message=args.message, tags=tags, format=args.format, gate=gate,
         )  # fmt: skip
         return version
 
@@ -111,6 +136,11 @@ class MlopsMagics(Magics):
         from .api import get
 
         return get(*parse_ref(args.ref))
+
+    def _report(self, args):
+        from .api import report
+
+        return report(*parse_ref(args.ref), format=args.format)
 
     def _agent(self, args):
         from handoff_agent import runtime

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from tornado import web
 
+from .. import reports
 from .._version import __version__
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..names import validate_name
 from .base import BaseHandler
 
@@ -75,6 +76,7 @@ class VersionsHandler(BaseHandler):
     def on_connection_close(self) -> None:
         if self.upload is not None:
             self.upload.abort()
+        super().on_connection_close()  # ends the request, or it waits for its body forever
 
     async def post(self, name: str):
         upload, self.upload = self.upload, None
@@ -87,3 +89,31 @@ class VersionsHandler(BaseHandler):
         body = {"name": name, "version": version["number"], "digest": digest,
                 "created": created, "status": version["status"]}  # fmt: skip
         self.write_json(body, 201 if created else 200)
+
+
+class ReportHandler(BaseHandler):
+    """A version's report. Sandboxed: a report is a document, never an app with our origin."""
+
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        kind = self.get_query_argument("format", "html")
+        if kind not in reports.KINDS:
+            raise BadRequest(
+                f"Unknown report format {kind!r}.", f"Use one of: {', '.join(reports.KINDS)}."
+            )
+        registry = self.agent.registry
+        await self.agent.call(registry.version_id, name, int(number))  # 404 for a bad version
+        digest = await self.agent.call(registry.report_digest, name, int(number), kind)
+        if digest is None:
+            raise NotFound(
+                f"{name}:{number} has no report yet.",
+                "Reports are written when every check has finished; watch /api/v1/events.",
+                code="report_pending",
+            )
+        data = await self.agent.run_io(self.agent.store.read_bytes, digest)
+        self.set_header("Content-Type", reports.KINDS[kind])
+        self.set_header(
+            "Content-Security-Policy",
+            "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        )
+        self.finish(data)

@@ -1,0 +1,36 @@
+"""In-process event bus for server-sent events. Lossy by design: clients re-read state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class EventBus:
+    def __init__(self, history: int = 1000, queue_size: int = 1000):
+        self.seq = 0
+        self.recent: deque[dict] = deque(maxlen=history)
+        self.queues: set[asyncio.Queue] = set()
+        self.queue_size = queue_size
+
+    def publish(self, kind: str, **data) -> dict:
+        self.seq += 1
+        event = {"id": self.seq, "type": kind, **data}
+        self.recent.append(event)
+        for q in list(self.queues):
+            if q.full():  # a stalled client loses events, never the agent's memory
+                q.get_nowait()
+            q.put_nowait(event)
+        return event
+
+    def subscribe(self, after: int | None = None) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(self.queue_size)
+        if after is not None:
+            for event in self.recent:
+                if event["id"] > after:
+                    q.put_nowait(event)
+        self.queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self.queues.discard(q)

@@ -1,0 +1,68 @@
+"""Gate policy: check results in, a verdict (pass / warn / fail) with reasons out."""
+
+from __future__ import annotations
+
+from traitlets import Bool, Dict, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .errors import BadRequest
+
+ORDER = {"pass": 0, "warn": 1, "fail": 2}
+
+
+class GatePolicy(LoggingConfigurable):
+    """Which check failures block a hand-off, and the thresholds checks apply."""
+
+    blocking = List(
+        Unicode(),
+        ["loads", "smoke", "schema", "performance", "fairness"],
+        help="Checks whose fail or error fails the verdict. A fail elsewhere only warns.",
+    ).tag(config=True)
+    thresholds = Dict(
+        help="Per-check settings over the checks' defaults, e.g. "
+        "{'fairness': {'max_dp_diff': 0.1}, 'performance': {'max_regression': 0.01}}."
+    ).tag(config=True)
+    allow_push_overrides = Bool(
+        True, help="Let a push override thresholds with --gate CHECK.KEY=VALUE (recorded)."
+    ).tag(config=True)
+
+    def check_config(self, check: str, overrides: dict | None) -> dict:
+        """The settings one check runs with: policy thresholds, then the push's overrides."""
+        cfg = dict(self.thresholds.get(check, {}))
+        for key, value in (overrides or {}).items():
+            name, _, param = key.partition(".")
+            if name == check and param:
+                cfg[param] = value
+        return cfg
+
+    def validate_overrides(self, overrides) -> dict:
+        if not overrides:
+            return {}
+        if not self.allow_push_overrides:
+            raise BadRequest(
+                "This agent does not accept per-push gate overrides.",
+                "Remove --gate, or ask the agent's admin to set GatePolicy.allow_push_overrides.",
+            )
+        if not isinstance(overrides, dict) or not all(
+            isinstance(k, str) and "." in k and isinstance(v, (int, float, str, bool))
+            for k, v in overrides.items()
+        ):
+            raise BadRequest("Gate overrides must map 'check.setting' to a number or string.")
+        return overrides
+
+    def verdict(self, checks: list[dict]) -> dict:
+        """``checks``: rows with name, status, message. Returns verdict and reasons."""
+        verdict, reasons = "pass", []
+        for c in checks:
+            status = c["status"]
+            if status in ("fail", "error"):
+                level = "fail" if c["name"] in self.blocking else "warn"
+            elif status == "warn":
+                level = "warn"
+            else:
+                continue
+            reasons.append((level, f"{c['name']}: {(c.get('message') or status).splitlines()[0]}"))
+            if ORDER[level] > ORDER[verdict]:
+                verdict = level
+        reasons.sort(key=lambda r: r[0] != "fail")  # blocking failures first
+        return {"verdict": verdict, "reasons": [r for _, r in reasons]}

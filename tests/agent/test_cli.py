@@ -1,0 +1,101 @@
+"""The command line: status, serve's help, and the runtime file it leaves for the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from agent_support import NO_CHECKS
+
+
+def handoff(*args, runtime_dir, timeout=60):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_status_json_with_a_running_agent(agent):
+    p = handoff("status", "--json", runtime_dir=agent.runtime_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    info = json.loads(p.stdout)
+    assert info["running"] is True
+    assert info["url"] == agent.url
+    assert info["token"] == agent.token
+    assert info["pid"] == agent.proc.pid
+    assert info["home"] == str(agent.home)
+
+
+def test_status_text_with_a_running_agent(agent):
+    p = handoff("status", runtime_dir=agent.runtime_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert agent.url in p.stdout
+    assert agent.token in p.stdout
+
+
+def test_status_without_an_agent_exits_1_with_a_hint(tmp_path):
+    p = handoff("status", runtime_dir=tmp_path / "empty-runtime")
+    assert p.returncode == 1
+    assert "No agent is running" in p.stdout
+    assert "jupyter handoff serve" in p.stdout
+    p = handoff("status", "--json", runtime_dir=tmp_path / "empty-runtime")
+    assert p.returncode == 1
+    assert json.loads(p.stdout)["running"] is False
+
+
+def test_status_after_kill_9_ignores_the_stale_runtime_file(agent_factory):
+    a = agent_factory(NO_CHECKS)
+    a.kill9()
+    assert a.runtime_file.exists()  # a killed agent cannot clean up after itself
+    p = handoff("status", "--json", runtime_dir=a.runtime_dir)
+    assert p.returncode == 1
+    assert json.loads(p.stdout)["running"] is False
+
+
+def test_runtime_file_is_private_and_removed_on_stop(agent_factory):
+    a = agent_factory(NO_CHECKS)
+    mode = stat.S_IMODE(a.runtime_file.stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    info = json.loads(a.runtime_file.read_text())
+    assert {"url", "token", "pid", "home", "version", "role"} <= set(info)
+    a.stop()
+    assert not a.runtime_file.exists()
+
+
+def test_serve_help_all_documents_the_agent_options(tmp_path):
+    p = handoff("serve", "--help-all", runtime_dir=tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    for option, text in [
+        ("--HandoffAgent.max_bundle_size", "Largest bundle accepted"),
+        ("--HandoffAgent.token", "API token"),
+        ("--HandoffAgent.allowed_hosts", "DNS-rebinding"),
+        ("--HandoffAgent.allowed_origins", "Browser origins"),
+        ("--HandoffAgent.checks", "Checks run on every push"),
+        ("--HandoffAgent.check_timeout", "Seconds one check may run"),
+        ("--HandoffAgent.home", "Directory for the registry"),
+    ]:
+        assert option in out, option
+        assert text in out, text
+
+
+def test_short_help_of_each_subcommand_works(tmp_path):
+    for sub in ("serve", "status", "stop", "fsck"):
+        p = handoff(sub, "--help", runtime_dir=tmp_path)
+        assert p.returncode == 0, (sub, p.stderr)
+        assert "Traceback" not in p.stderr, (sub, p.stderr)
+    p = handoff("fsck", "--help", runtime_dir=tmp_path)
+    assert "--home" in p.stdout
+
+
+def test_top_level_without_subcommand_lists_subcommands(tmp_path):
+    p = handoff(runtime_dir=tmp_path)
+    assert p.returncode == 2
+    assert "serve" in p.stdout and "fsck" in p.stdout and "status" in p.stdout

@@ -1,0 +1,136 @@
+"""kill -9 at random moments while pushes stream in: every acknowledged push survives."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+
+from agent_support import NO_CHECKS, part_files
+from support import bundle_bytes
+
+NAME = "durable"
+KILLS = 6
+PUSHERS = 2
+MAX_PUSHES = 150  # answered attempts over all pushers: a bound, normally not reached
+TOKEN = "durability-test-token"  # fixed, so a push never pairs a new port with an old token
+
+
+class Harness:
+    def __init__(self, agent, seed: int):
+        self.agent = agent
+        self.seed = seed
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.acked: dict[int, str] = {}  # version -> digest, from 200/201 answers only
+        self.errors: list = []
+        self.attempts = 0
+        self.dropped = 0  # pushes whose connection died (the agent was killed)
+
+    def pusher(self, tid: int) -> None:
+        rng = random.Random(self.seed * 100 + tid)
+        i = 0
+        data = None
+        while not self.stop.is_set():
+            if data is None:
+                model = rng.randbytes(rng.randint(1_000, 400_000)) + f"{tid}-{i}".encode()
+                data = bundle_bytes(NAME, model=model)
+                i += 1
+            with self.lock:
+                if self.attempts >= MAX_PUSHES:
+                    return
+            try:
+                status, body = self.agent.push_bytes(NAME, data)
+            except (OSError, http.client.HTTPException):
+                # The agent died under us, or is restarting. The push was not acknowledged;
+                # send the same bytes again (which answers 200 if it had in fact been stored).
+                with self.lock:
+                    self.dropped += 1
+                time.sleep(0.02)
+                continue
+            with self.lock:
+                self.attempts += 1
+                if status in (200, 201):
+                    digest = hashlib.sha256(data).hexdigest()
+                    assert body["digest"] == digest
+                    prev = self.acked.setdefault(body["version"], digest)
+                    if prev != digest:
+                        self.errors.append(("version acked twice", body["version"], prev))
+                    data = None
+                else:
+                    self.errors.append((status, body))
+                    data = None
+            time.sleep(rng.uniform(0.01, 0.05))
+
+
+def test_acknowledged_pushes_survive_kill_9(agent_factory):
+    a = agent_factory(NO_CHECKS, f"--HandoffAgent.token={TOKEN}")
+    rng = random.Random(20240611)
+    h = Harness(a, seed=7)
+    threads = [threading.Thread(target=h.pusher, args=(t,), daemon=True) for t in range(PUSHERS)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.05, 0.4))
+            a.kill9()
+            a.start()
+        # Let the pushers get some answers from the last agent, then stop them.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(h.acked) < 5 and h.attempts < MAX_PUSHES:
+            time.sleep(0.05)
+    finally:
+        h.stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert h.errors == [], h.errors
+    assert h.acked, a.read_log()
+
+    # A crash leaves a half-written upload behind; the next start removes it.
+    planted = a.home / "tmp" / "upload-planted.part"
+    planted.write_bytes(b"half an upload")
+    a.kill9()
+    a.start()
+    assert not planted.exists()
+    assert part_files(a.home) == []
+
+    # Every acknowledged version is there, with the bytes it was acknowledged with.
+    for number, digest in sorted(h.acked.items()):
+        status, v = a.request("GET", f"/api/v1/models/{NAME}/versions/{number}")
+        assert status == 200, (number, v)
+        assert v["digest"] == digest, number
+        blob = a.home / "blobs" / digest[:2] / digest[2:]
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest
+
+    # Version numbers have no gaps (a push stored but not acknowledged still counts).
+    status, listing = a.request("GET", f"/api/v1/models/{NAME}/versions?limit=1000")
+    assert status == 200
+    numbers = [v["number"] for v in listing["versions"]]
+    assert numbers == list(range(len(numbers), 0, -1))
+    assert max(h.acked) <= len(numbers)
+
+    # No partial blob is visible: every file under blobs/ is complete and named by its hash.
+    for path in (a.home / "blobs").rglob("*"):
+        if path.is_dir():
+            assert re.fullmatch(r"[0-9a-f]{2}", path.name), path
+            continue
+        digest = path.parent.name + path.name
+        assert re.fullmatch(r"[0-9a-f]{64}", digest), path
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, path
+
+    fsck = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "fsck", "--home", str(a.home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert "fsck: OK" in fsck.stdout
+    assert "CORRUPT" not in fsck.stdout and "MISSING" not in fsck.stdout
+    assert a.healthy()

@@ -1,0 +1,234 @@
+"""Registry and fsck on their own: numbering, idempotency, the audit chain, store agreement."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from handoff_agent.blobs import BlobStore
+from handoff_agent.errors import NotFound
+from handoff_agent.fsck import fsck
+from handoff_agent.registry import Registry
+
+
+def manifest(name: str, **extra) -> dict:
+    return {"format_version": 1, "name": name, "serialization": "pickle", "flavor": "test",
+            "files": {}, **extra}  # fmt: skip
+
+
+def digest_of(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+@pytest.fixture
+def reg(tmp_path):
+    r = Registry(tmp_path / "registry.db")
+    yield r
+    r.close()
+
+
+def create(reg, name, content, checks=(), **extra):
+    return reg.create_version(
+        name, digest_of(content), len(content), manifest(name, **extra), "ana", list(checks)
+    )
+
+
+def test_versions_are_numbered_from_1_per_model(reg):
+    assert [create(reg, "a", f"a{i}")[0]["number"] for i in range(3)] == [1, 2, 3]
+    assert create(reg, "b", "b0")[0]["number"] == 1
+    assert create(reg, "a", "a3")[0]["number"] == 4
+    assert [m["versions"] for m in reg.list_models()] == [4, 1]
+
+
+def test_same_digest_returns_the_existing_version(reg):
+    v1, created1 = create(reg, "a", "x")
+    v2, created2 = create(reg, "a", "x")
+    assert (created1, created2) == (True, False)
+    assert v1 == v2
+    assert create(reg, "a", "y")[0]["number"] == 2
+    # The same bytes under another name are that name's own version.
+    v3, created3 = create(reg, "b", "x")
+    assert created3 and v3["number"] == 1
+
+
+def test_version_fields_lineage_and_checks(reg):
+    create(reg, "a", "parent")
+    data = {"X": {"fingerprint": "d" * 64, "rows": 5}}
+    v, _ = create(reg, "a", "child", checks=["loads", "schema"], data=data, message="hello",
+                  provenance={"notebook": "nb.ipynb", "cell_hash": "c1"})  # fmt: skip
+    assert v["number"] == 2
+    assert v["status"] == "checking"
+    assert v["message"] == "hello"
+    assert v["notebook"] == "nb.ipynb"
+    assert v["pushed_by"] == "ana"
+    assert v["manifest"]["name"] == "a"
+    assert v["lineage"] == [{"role": "X", "dataset": "d" * 64, "rows": 5, "parent_model": "a",
+                             "parent_number": 1}]  # fmt: skip
+    assert [(c["name"], c["status"]) for c in v["checks"]] == [
+        ("loads", "queued"),
+        ("schema", "queued"),
+    ]
+    assert len(reg.queued_checks()) == 2
+    v3, _ = create(reg, "a", "grandchild")
+    assert v3["status"] == "pushed"
+    assert v3["lineage"] == [{"role": "parent", "dataset": None, "rows": None,
+                              "parent_model": "a", "parent_number": 2}]  # fmt: skip
+
+
+def test_check_results_roll_the_status_forward(reg):
+    create(reg, "a", "x", checks=["one", "two"])
+    runs = reg.queued_checks()
+    reg.start_check(runs[0]["id"])
+    reg.finish_check(runs[0]["id"], "pass", "", {}, 0.1)
+    assert reg.get_version("a", 1)["status"] == "checking"
+    reg.start_check(runs[1]["id"])
+    assert reg.requeue_interrupted() == 1
+    reg.finish_check(runs[1]["id"], "fail", "bad", {}, 0.1)
+    # The verdict itself belongs to the gate policy; here: it is no longer "checking".
+    assert reg.get_version("a", 1)["status"] not in ("checking", "pushed")
+    assert [c["status"] for c in reg.get_version("a", 1)["checks"]] == ["pass", "fail"]
+    assert reg.verify_audit() is None
+
+
+def test_list_versions_paging_and_not_found(reg):
+    for i in range(5):
+        create(reg, "a", f"v{i}")
+    assert [v["number"] for v in reg.list_versions("a", 2)] == [5, 4]
+    assert [v["number"] for v in reg.list_versions("a", 10, before=3)] == [2, 1]
+    with pytest.raises(NotFound):
+        reg.list_versions("nope")
+    with pytest.raises(NotFound):
+        reg.get_version("a", 6)
+
+
+def test_audit_chain_verifies_and_names_a_tampered_row(reg):
+    for i in range(4):
+        create(reg, "a", f"v{i}")
+    assert reg.verify_audit() is None
+    seqs = [r[0] for r in reg.db.execute("select seq from audit order by seq")]
+    assert seqs == [1, 2, 3, 4]
+    reg.db.execute("update audit set payload = ? where seq = 3", ['{"digest":"forged"}'])
+    assert reg.verify_audit() == 3
+
+
+def test_audit_chain_detects_a_deleted_row(reg):
+    for i in range(4):
+        create(reg, "a", f"v{i}")
+    reg.db.execute("delete from audit where seq = 2")
+    assert reg.verify_audit() == 3
+
+
+def test_audit_chain_detects_a_rehashed_row(reg):
+    # Rewriting a row and its own hash still breaks the link from the next row.
+    from handoff_agent.registry import audit_hash
+
+    for i in range(3):
+        create(reg, "a", f"v{i}")
+    row = next(reg.db.query("select * from audit where seq = 2"))
+    row["actor"] = "mallory"
+    new_hash = audit_hash(row["prev_hash"], row)
+    reg.db.execute("update audit set actor = ?, hash = ? where seq = 2", ["mallory", new_hash])
+    assert reg.verify_audit() == 3
+
+
+def test_audit_survives_reopen(tmp_path):
+    r = Registry(tmp_path / "r.db")
+    create(r, "a", "x")
+    r.close()
+    r = Registry(tmp_path / "r.db")  # migrations are not applied twice
+    create(r, "a", "y")
+    assert r.verify_audit() is None
+    assert [v["number"] for v in r.list_versions("a")] == [2, 1]
+    r.close()
+
+
+# -- fsck ---------------------------------------------------------------------------------
+
+
+def populate(home, n=3) -> list[str]:
+    store = BlobStore(home / "blobs")
+    reg = Registry(home / "registry.db")
+    digests = []
+    try:
+        for i in range(n):
+            data = f"bundle {i}".encode() * 100
+            d = store.put_bytes(data)
+            reg.create_version("m", d, len(data), manifest("m"), "ana", [])
+            digests.append(d)
+    finally:
+        reg.close()
+    return digests
+
+
+def run_fsck(home):
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "fsck", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_fsck_clean(tmp_path):
+    home = tmp_path / "home"
+    populate(home)
+    report = fsck(home)
+    assert report.ok and report.blobs == 3 and report.versions == 3
+    p = run_fsck(home)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "fsck: OK" in p.stdout
+    assert "3 blobs, 3 versions checked" in p.stdout
+
+
+def test_fsck_reports_a_corrupt_blob(tmp_path):
+    home = tmp_path / "home"
+    digests = populate(home)
+    path = BlobStore(home / "blobs").path(digests[1])
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[10] ^= 1
+    path.write_bytes(bytes(data))
+    assert fsck(home).corrupt == [digests[1]]
+    p = run_fsck(home)
+    assert p.returncode == 1
+    assert f"CORRUPT blob {digests[1]}" in p.stdout
+    assert "fsck: PROBLEMS FOUND" in p.stdout
+
+
+def test_fsck_reports_a_missing_blob(tmp_path):
+    home = tmp_path / "home"
+    digests = populate(home)
+    BlobStore(home / "blobs").path(digests[0]).unlink()
+    p = run_fsck(home)
+    assert p.returncode == 1
+    assert f"MISSING blob {digests[0]} (m:1)" in p.stdout
+    assert "fsck: PROBLEMS FOUND" in p.stdout
+
+
+def test_fsck_reports_a_broken_audit_chain(tmp_path):
+    home = tmp_path / "home"
+    populate(home)
+    reg = Registry(home / "registry.db")
+    reg.db.execute("update audit set actor = 'mallory' where seq = 2")
+    reg.close()
+    p = run_fsck(home)
+    assert p.returncode == 1
+    assert "AUDIT chain breaks at entry 2" in p.stdout
+
+
+def test_fsck_notes_orphans_and_partials_but_passes(tmp_path):
+    home = tmp_path / "home"
+    populate(home)
+    store = BlobStore(home / "blobs")
+    orphan = store.put_bytes(b"committed but never registered")
+    fd, _ = store.new_temp()
+    os.close(fd)
+    p = run_fsck(home)
+    assert p.returncode == 0, p.stdout
+    assert f"unreferenced blob {orphan}" in p.stdout
+    assert "partial upload upload-" in p.stdout
+    assert "fsck: OK" in p.stdout
