@@ -150,3 +150,25 @@ def bundle_bytes(name: str, model: bytes = b"not really a pickle", manifest: dic
     entries += [(n, b, tarfile.REGTYPE) for n, b in members.items()]
     entries += extra or []
     return make_tar(entries)
+
+
+def push_model(agent: RunningAgent, model, name: str, **kwargs):
+    """Push through the real notebook-side API to ``agent``."""
+    from jupyter_handoff import api, config
+
+    config._instance = config.Handoff(agent_url=agent.url, token=agent.token, auto_start=False)
+    try:
+        return api.push(model, name, **kwargs)
+    finally:
+        config._instance = None
+
+
+def wait_checked(agent: RunningAgent, name: str, number: int, timeout: float = 120) -> dict:
+    """Poll until the version has a verdict (bounded; raises if it never comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = agent.request("GET", f"/api/v1/models/{name}/versions/{number}")
+        if status == 200 and body["status"] not in ("checking", "pushed") and body["reports"]:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"{name}:{number} was not checked in {timeout} s: {body}")

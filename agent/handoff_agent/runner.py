@@ -16,6 +16,8 @@ import time
 
 log = logging.getLogger(__name__)
 
+BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
+
 # Only these variables reach a worker: no tokens, no secrets, no PYTHONPATH tricks.
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "HOME", "SYSTEMROOT", "OMP_NUM_THREADS")
 ENV_KEEP_PREFIX = ("OPENBLAS_", "MKL_")
@@ -128,6 +130,15 @@ class CheckRunner:
                 victim, "fail", failure, {"stderr": stderr}, time.monotonic() - started
             )
             done.add(victim)
+            basic = names.get(victim)
+            if basic in BASIC:
+                # The model cannot even predict; every other check would hang or crash too.
+                for r in runs:
+                    if r["id"] not in done:
+                        await self.agent.finish_check(
+                            r["id"], "skip", f"Skipped: the model failed {basic}.", {}, 0.0
+                        )
+                        done.add(r["id"])
         return [r for r in runs if r["id"] not in done]
 
     async def _spawn(self):
