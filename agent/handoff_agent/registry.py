@@ -6,34 +6,20 @@ Every change happens inside one ``db.atomic()`` transaction together with its au
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlite_utils import Database
 
+from . import audit
+from .audit import canonical, now
 from .errors import NotFound
 from .schema import migrations
 
-GENESIS = "0" * 64
 JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment", "verdict")
 VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
 LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def audit_hash(prev_hash: str, row: dict) -> str:
-    body = {k: row[k] for k in ("seq", "time", "actor", "action", "subject", "payload")}
-    return hashlib.sha256((prev_hash + canonical(body)).encode()).hexdigest()
 
 
 class Registry:
@@ -52,19 +38,7 @@ class Registry:
     # -- writes ---------------------------------------------------------------------------
 
     def _audit(self, actor: str, action: str, subject: str, payload: dict) -> None:
-        last = self.db.execute("select seq, hash from audit order by seq desc limit 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        row = {
-            "seq": seq,
-            "time": now(),
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "payload": canonical(payload),
-            "prev_hash": prev,
-        }
-        row["hash"] = audit_hash(prev, row)
-        self.db["audit"].insert(row)
+        audit.append(self.db, actor, action, subject, payload)
 
     def create_version(
         self, name: str, digest: str, size: int, manifest: dict, actor: str, checks: list[str]
@@ -357,9 +331,4 @@ class Registry:
 
     def verify_audit(self) -> int | None:
         """Return the seq of the first audit row whose hash chain breaks, or None."""
-        prev = GENESIS
-        for row in self.db.query("select * from audit order by seq"):
-            if row["prev_hash"] != prev or audit_hash(prev, row) != row["hash"]:
-                return row["seq"]
-            prev = row["hash"]
-        return None
+        return audit.first_bad(self.db)

@@ -92,3 +92,64 @@ def m002_verdicts_and_reports(db: Database) -> None:
         foreign_keys=[("version_id", "versions", "id")],
     )
     db["reports"].create_index(["version_id", "kind"], unique=True)
+
+
+@migrations()
+def m003_pipeline(db: Database) -> None:
+    db["versions"].add_column("stage", str)  # central: current stage; local: mirrored
+    db["versions"].add_column("origin", str)  # central: JSON {source, version, delivery}
+    db["stages"].create(
+        {"id": int, "version_id": int, "stage": str, "since": str, "by": str, "comment": str},
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["stages"].create_index(["version_id"])
+    db["signoffs"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "stage": str,
+            "role": str,
+            "user": str,
+            "decision": str,
+            "comment": str,
+            "time": str,
+        },
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["signoffs"].create_index(["version_id", "stage"])
+    db["outbox"].create(
+        {
+            "id": int,
+            "destination": str,
+            "version_id": int,
+            "delivery_id": str,
+            "body_digest": str,
+            "attempts": int,
+            "next_try": float,
+            "state": str,  # pending | delivered | dead
+            "last_error": str,
+            "forced_by": str,
+            "remote": str,  # JSON: what the destination answered (e.g. central's version)
+            "created": str,
+            "delivered": str,
+        },
+        pk="id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
+    db["outbox"].create_index(["delivery_id"], unique=True)
+    db["outbox"].create_index(["destination", "version_id"], unique=True)
+    db["outbox"].create_index(["state", "next_try"])
+    db["tokens"].create(
+        {"hash": str, "user": str, "roles": str, "created": str, "revoked": int}, pk="hash"
+    )
+    db["deliveries"].create(
+        {"delivery_id": str, "source": str, "version_id": int, "received": str},
+        pk="delivery_id",
+    )
+    db["sources"].create(
+        {"id": int, "source": str, "seq": int, "hash": str, "delivery_id": str, "time": str},
+        pk="id",
+    )
+    db["sources"].create_index(["source", "seq"])

@@ -124,7 +124,7 @@ def test_audit_chain_detects_a_deleted_row(reg):
 
 def test_audit_chain_detects_a_rehashed_row(reg):
     # Rewriting a row and its own hash still breaks the link from the next row.
-    from handoff_agent.registry import audit_hash
+    from handoff_agent.audit import row_hash as audit_hash
 
     for i in range(3):
         create(reg, "a", f"v{i}")
