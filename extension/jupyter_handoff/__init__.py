@@ -14,6 +14,20 @@ def load_ipython_extension(ipython):
     ipython.register_magics(MlopsMagics)
 
 
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_handoff"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    from .serverext import load  # jupyter_server is heavy: only the server pays for it
+
+    load(serverapp)
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "jupyter-handoff"}]
+
+
 def __getattr__(name):
     if name in ("push", "versions", "get", "Version"):
         from . import api

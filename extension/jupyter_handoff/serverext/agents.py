@@ -1,0 +1,96 @@
+"""Finding the agents the proxy forwards to: configured, running, or started on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from dataclasses import dataclass
+
+from handoff_agent import runtime
+
+from .config import HandoffServer
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start` in a notebook."
+
+
+class AgentMissing(Exception):
+    """No agent can be reached. ``code``, ``message`` and ``hint`` go to the panel."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.status, self.code, self.message, self.hint = status, code, message, hint
+
+
+@dataclass
+class Target:
+    url: str
+    token: str
+
+
+class AgentLocator:
+    """Resolves ``local`` and ``central`` to a URL and token. Thin, no HTTP of its own
+    besides the runtime module's health check, so it is easy to test."""
+
+    def __init__(self, config: HandoffServer):
+        self.config = config
+        self._lock = asyncio.Lock()
+        self._found: Target | None = None
+
+    def central(self) -> Target:
+        if not self.config.central_url:
+            raise AgentMissing(
+                404,
+                "central_not_configured",
+                "No central agent is configured for this Jupyter server.",
+                "Set c.HandoffServer.central_url and c.HandoffServer.central_token "
+                "in jupyter_server_config.py, then restart JupyterLab.",
+            )
+        return Target(self.config.central_url.rstrip("/"), self.config.central_token)
+
+    def running_local(self) -> dict | None:
+        info = runtime.read()
+        if info and runtime.healthy(info["url"]):
+            return info
+        return None
+
+    async def local(self, override: str | None = None, fresh: bool = False) -> Target:
+        """The local agent; ``override`` is the panel's agent URL setting (loopback only).
+        The agent found is remembered until ``fresh`` asks to look again (it stopped)."""
+        if override:
+            return self._override(override)
+        if self.config.agent_url:
+            return Target(self.config.agent_url.rstrip("/"), self.config.agent_token)
+        if self._found is not None and not fresh:
+            return self._found
+        loop = asyncio.get_running_loop()
+        async with self._lock:  # two panels asking at once start one agent, not two
+            info = await loop.run_in_executor(None, self.running_local)
+            if info is None:
+                if not self.config.auto_start:
+                    raise AgentMissing(503, "agent_not_running", "No Handoff agent is running.",
+                                       START_HINT)  # fmt: skip
+                try:
+                    info = await loop.run_in_executor(None, runtime.start_detached)
+                except RuntimeError as e:
+                    raise AgentMissing(
+                        503, "agent_start_failed", f"Could not start a Handoff agent: {e}",
+                        "Run `jupyter handoff serve` in a terminal to see why.",
+                    ) from None  # fmt: skip
+        self._found = Target(info["url"].rstrip("/"), self.config.agent_token or info["token"])
+        return self._found
+
+    def _override(self, url: str) -> Target:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or (parsed.hostname or "") not in LOOPBACK:
+            raise AgentMissing(
+                400,
+                "bad_agent_url",
+                f"The panel's agent URL {url!r} is not a loopback http URL.",
+                "Use e.g. http://127.0.0.1:PORT, or leave the setting empty to use the "
+                "running agent; for a remote agent set c.HandoffServer.agent_url.",
+            )
+        url = url.rstrip("/")
+        info = runtime.read()
+        token = info["token"] if info and info["url"].rstrip("/") == url else ""
+        return Target(url, self.config.agent_token or token)

@@ -1,0 +1,207 @@
+"""The server extension: /handoff/api proxies to the agents with Jupyter's own auth.
+
+pytest-jupyter's fixtures are imported into this module only (not registered as a plugin),
+so its autouse fixtures and event-loop handling touch no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from pytest_jupyter.jupyter_core import *  # noqa: F403
+from pytest_jupyter.jupyter_server import *  # noqa: F403
+from pytest_jupyter.pytest_tornasync import *  # noqa: F403
+from support import bundle_bytes, wait_checked
+from tornado.httpclient import HTTPClientError
+
+from handoff_agent import runtime
+from handoff_agent._version import __version__
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def handoff_config():
+    """Extra c.HandoffServer settings for one test."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(handoff_config):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_handoff": True}},
+        "HandoffServer": handoff_config,
+    }
+
+
+@pytest.fixture
+def fetch(jp_fetch, jp_asyncio_loop):
+    """jp_fetch, run to completion; returns (status, headers, parsed JSON or text)."""
+
+    def go(*parts, **kwargs):
+        kwargs.setdefault("raise_error", False)
+        resp = jp_asyncio_loop.run_until_complete(jp_fetch("handoff", "api", *parts, **kwargs))
+        text = resp.body.decode() if resp.body else ""
+        try:
+            return resp.code, resp.headers, json.loads(text)
+        except ValueError:
+            return resp.code, resp.headers, text
+
+    return go
+
+
+@pytest.fixture
+def proxied(agent, handoff_config):
+    """``agent`` is the one the extension forwards to (configured, as an admin would)."""
+    handoff_config.update(agent_url=agent.url, agent_token=agent.token, auto_start=False)
+    return agent
+
+
+def test_proxy_forwards_with_the_agents_token(proxied, fetch):
+    # Given a version pushed to the agent
+    status, _ = proxied.push_bytes("churn", bundle_bytes("churn"))
+    assert status == 201
+    # When the browser asks through Jupyter, without the agent's token
+    status, _, body = fetch("local", "api", "v1", "models")
+    # Then the extension adds it
+    assert status == 200
+    assert [m["name"] for m in body["models"]] == ["churn"]
+    status, _, body = fetch("local", "api", "v1", "models", "churn", "versions", "1")
+    assert status == 200 and body["number"] == 1
+
+
+def test_report_keeps_the_sandbox(proxied, fetch):
+    proxied.push_bytes("churn", bundle_bytes("churn"))
+    wait_checked(proxied, "churn", 1)
+    path = ("local", "api", "v1", "models", "churn", "versions", "1", "report")
+    status, headers, body = fetch(*path, params={"format": "html"})
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert headers["Content-Security-Policy"].startswith("sandbox")
+    assert "churn" in body
+
+
+def test_agent_errors_pass_through(proxied, fetch):
+    status, _, body = fetch("local", "api", "v1", "models", "nope", "versions")
+    assert status == 404
+    assert set(body["error"]) == {"code", "message", "hint"}
+
+
+def test_auth_is_required(proxied, fetch):
+    # Given no Jupyter token: neither the proxy nor the info route answers
+    for parts in [("local", "api", "v1", "models"), ("info",)]:
+        status, _, _ = fetch(*parts, headers={"Authorization": "token wrong"})
+        assert status == 403, parts
+    # and a POST without Jupyter's auth never reaches the agent
+    status, _, _ = fetch(
+        "local", "api", "v1", "models", method="POST", body="{}",
+        headers={"Authorization": "token wrong", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 403
+
+
+def test_only_api_routes_are_forwarded(proxied, fetch):
+    for path in ["etc/passwd", "api/v2/models", "api/v1/../../x"]:
+        status, _, _ = fetch("local", *path.split("/"))
+        assert status == 404, path
+
+
+def test_agent_starts_on_demand(fetch, jp_runtime_dir):
+    # Given no agent is running
+    assert runtime.read() is None
+    # When the panel asks for the models
+    try:
+        status, _, body = fetch("local", "api", "v1", "models", request_timeout=60)
+        info = runtime.read()
+    finally:
+        info = runtime.read()
+        if info:
+            os.kill(int(info["pid"]), signal.SIGTERM)
+    # Then an agent was started, detached, and answered
+    assert status == 200 and body == {"models": []}
+    assert info and Path(jp_runtime_dir, "handoff-local.json").exists()
+
+
+@pytest.mark.parametrize("handoff_config", [{"auto_start": False}])
+def test_no_agent_and_no_auto_start_says_what_to_do(fetch):
+    status, _, body = fetch("local", "api", "v1", "models")
+    assert status == 503
+    assert body["error"]["code"] == "agent_not_running"
+    assert "jupyter handoff serve" in body["error"]["hint"]
+
+
+def test_central_needs_configuration(fetch):
+    status, _, body = fetch("central", "api", "v1", "models")
+    assert status == 404
+    assert "c.HandoffServer.central_url" in body["error"]["hint"]
+
+
+@pytest.fixture
+def central(agent, handoff_config):
+    handoff_config.update(central_url=agent.url, central_token=agent.token)
+    return agent
+
+
+def test_central_is_proxied_when_configured(central, fetch):
+    status, _, body = fetch("central", "api", "v1", "models")
+    assert status == 200 and body == {"models": []}
+
+
+def test_events_stream_through_the_proxy(proxied, jp_fetch, jp_asyncio_loop):
+    seen: list[bytes] = []
+
+    class Done(Exception):
+        pass
+
+    def on_chunk(chunk: bytes) -> None:
+        seen.append(chunk)
+        if b"event: version" in b"".join(seen):
+            raise Done
+
+    async def watch():
+        fut = jp_fetch(
+            "handoff", "api", "local", "api", "v1", "events", params={"model": "churn"},
+            streaming_callback=on_chunk, request_timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:  # connected
+            await asyncio.sleep(0.05)
+        proxied.push_bytes("churn", bundle_bytes("churn"))
+        with contextlib.suppress(Done, HTTPClientError):
+            await fut
+
+    jp_asyncio_loop.run_until_complete(watch())
+    text = b"".join(seen).decode()
+    assert "event: version" in text and '"model": "churn"' in text
+
+
+@pytest.mark.parametrize("handoff_config", [{"auto_start": False}])
+def test_info_reports_both_versions(fetch):
+    status, _, body = fetch("info")
+    assert status == 200
+    assert body["python_version"] == __version__
+    assert {"labextension_version", "match", "fix", "agent", "central"} <= set(body)
+    assert body["central"]["configured"] is False
+    assert "pip install" in body["fix"]
+
+
+def test_labextension_version_is_the_python_version():
+    """One version source: the npm package must say the same as the Python one."""
+    package = json.loads((ROOT / "labextension" / "package.json").read_text())
+    assert package["version"] == __version__
+
+
+def test_server_extension_is_declared_for_auto_enable():
+    path = ROOT / "extension" / "jupyter-config" / "server-config" / "jupyter_handoff.json"
+    config = json.loads(path.read_text())
+    assert config == {"ServerApp": {"jpserver_extensions": {"jupyter_handoff": True}}}
+    import jupyter_handoff
+
+    assert jupyter_handoff._jupyter_server_extension_points() == [{"module": "jupyter_handoff"}]
