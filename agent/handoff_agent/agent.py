@@ -101,6 +101,19 @@ class HandoffAgent(LoggingConfigurable):
     def _token_default(self):
         return os.environ.get("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
 
+    owner_name = Unicode(
+        help="User name of whoever holds the agent's own token. Default: the OS user."
+    ).tag(config=True)
+
+    @default("owner_name")
+    def _owner_default(self):
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except Exception:  # noqa: BLE001 - containers without a passwd entry
+            return "owner"
+
     @default("workers")
     def _workers_default(self):
         return max(1, os.cpu_count() or 1)
@@ -124,6 +137,7 @@ class HandoffAgent(LoggingConfigurable):
         self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
         self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
         self.events = EventBus()
+        self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
 

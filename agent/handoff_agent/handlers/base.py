@@ -9,6 +9,7 @@ from http import HTTPStatus
 
 from tornado import web
 
+from .. import tokens
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -29,9 +30,15 @@ def host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+ANY_ROLE = ("analyst", "reviewer", "admin")
+
+
 class BaseHandler(web.RequestHandler):
     public = False  # True only for routes that need no token
     body_types: tuple[str, ...] = ("application/json",)  # for mutating requests
+    # Roles allowed, per method. Reads are open to every role; writes say who may make them.
+    roles: dict[str, tuple[str, ...]] = {"GET": ANY_ROLE}
+    identity: dict | None = None
 
     @property
     def agent(self):
@@ -41,13 +48,30 @@ class BaseHandler(web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
 
-    def prepare(self):
+    async def prepare(self):
         self.check_host()
         self.check_origin()
         if not self.public:
-            self.check_token()
+            self.identity = await self.authenticate()
+            self.check_role()
         if self.request.method in MUTATING:
             self.check_content_type()
+
+    def check_role(self) -> None:
+        method = self.request.method
+        implemented = getattr(type(self), method.lower(), None) is not getattr(
+            web.RequestHandler, method.lower(), None
+        )
+        if method not in self.roles and not implemented:
+            return  # tornado answers 405
+        allowed = self.roles.get(method, ())  # a method without declared roles is closed
+        if not set(self.identity["roles"]) & set(allowed):
+            raise Forbidden(
+                f"{self.identity['user']} ({', '.join(self.identity['roles'])}) may not "
+                f"{self.request.method} this route.",
+                f"It needs one of the roles: {', '.join(allowed) or 'none'}.",
+                code="forbidden_role",
+            )
 
     def check_host(self) -> None:
         name = host_name(self.request.host or "").lower()
@@ -71,19 +95,28 @@ class BaseHandler(web.RequestHandler):
                 code="bad_origin",
             )
 
-    def check_token(self) -> None:
-        auth = self.request.headers.get("Authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() not in ("token", "bearer") or not given:
-            raise Unauthorized(
-                "This route needs the agent's token.",
-                "Send 'Authorization: token <token>'. `jupyter handoff status` shows the token.",
-            )
-        if not hmac.compare_digest(given.strip().encode(), self.agent.token.encode()):
+    async def authenticate(self) -> dict:
+        """Who is calling: the agent's own token (its owner, every role) or a stored token."""
+        given = self.given_token()
+        if hmac.compare_digest(given.encode(), self.agent.token.encode()):
+            return self.agent.owner
+        found = await self.agent.call(tokens.lookup, self.agent.registry.db, given)
+        if found is None:
             raise Unauthorized(
                 "The token is wrong.",
                 "`jupyter handoff status` shows the running agent's token.",
             )
+        return found
+
+    def given_token(self) -> str:
+        auth = self.request.headers.get("Authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() not in ("token", "bearer") or not given.strip():
+            raise Unauthorized(
+                "This route needs the agent's token.",
+                "Send 'Authorization: token <token>'. `jupyter handoff status` shows the token.",
+            )
+        return given.strip()
 
     def check_content_type(self) -> None:
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()

@@ -8,7 +8,7 @@ from .. import reports
 from .._version import __version__
 from ..errors import BadRequest, NotFound
 from ..names import validate_name
-from .base import BaseHandler
+from .base import ANY_ROLE, BaseHandler
 
 
 def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
@@ -58,8 +58,10 @@ class VersionsHandler(BaseHandler):
         versions = await self.agent.call(self.agent.registry.list_versions, name, limit, before)
         self.write_json({"name": name, "versions": versions})
 
-    def prepare(self):
-        super().prepare()
+    roles = {"GET": ANY_ROLE, "POST": ("analyst", "admin")}
+
+    async def prepare(self):
+        await super().prepare()
         if self.request.method != "POST":
             return
         name = self.path_kwargs["name"]
@@ -84,7 +86,7 @@ class VersionsHandler(BaseHandler):
             self.agent.ingest.store_blob, upload, name, self.expected
         )
         version, created = await self.agent.create_version(
-            name, digest, upload.size, manifest, actor=manifest.get("provenance", {}).get("user")
+            name, digest, upload.size, manifest, actor=self.identity["user"]
         )
         body = {"name": name, "version": version["number"], "digest": digest,
                 "created": created, "status": version["status"]}  # fmt: skip
