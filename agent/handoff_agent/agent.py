@@ -111,7 +111,7 @@ class HandoffAgent(LoggingConfigurable):
 
         try:
             return getpass.getuser()
-        except Exception:  # noqa: BLE001 - containers without a passwd entry
+        except Exception:  # containers without a passwd entry
             return "owner"
 
     @default("workers")

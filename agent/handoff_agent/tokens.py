@@ -32,7 +32,7 @@ def create(db, user: str, roles: list[str], actor: str = "cli") -> str:
                 "roles": json.dumps(sorted(set(roles))),
                 "created": audit.now(),
                 "revoked": 0,
-            }  # fmt: skip
+            }
         )
         audit.append(db, actor, "token.create", user, {"roles": sorted(set(roles))})
     return token

@@ -25,6 +25,19 @@ class Version:
     checks = property(lambda self: self._data.get("checks", []))
     manifest = property(lambda self: self._data.get("manifest", {}))
     lineage = property(lambda self: self._data.get("lineage", []))
+    verdict = property(lambda self: self._data.get("verdict") or {})
+    stage = property(lambda self: self._data.get("stage"))
+
+    def widget(self, follow: bool = True):
+        """The live view (ipywidgets): a row per check, progress, verdict and report."""
+        from .widgets.push import PushWidget
+
+        return PushWidget(self, client=self._client, follow=follow)
+
+    def _ipython_display_(self):
+        from .widgets.display import show
+
+        show(self, self.widget)
 
     def refresh(self) -> Version:
         client = self._client or connect(start=False)
