@@ -1,0 +1,315 @@
+/**
+ * One helper for every call: the server extension's /handoff/api routes, with Jupyter's
+ * own credentials. The browser never sees an agent's token.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export type Source = 'local' | 'central';
+
+export interface IApiError {
+  code: string;
+  message: string;
+  hint: string;
+}
+
+export class HandoffError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: IApiError
+  ) {
+    super(detail.message);
+  }
+}
+
+export interface IInfo {
+  python_version: string;
+  labextension_version: string | null;
+  labextension_path: string | null;
+  match: boolean;
+  fix: string;
+  agent: { running: boolean; url: string | null; auto_start: boolean };
+  central: { configured: boolean; url: string };
+}
+
+export interface IModel {
+  name: string;
+  owner?: string;
+  versions: number;
+  latest_status?: string;
+}
+
+export interface IVerdict {
+  verdict: 'pass' | 'warn' | 'fail';
+  reasons: string[];
+}
+
+export interface IVersion {
+  model: string;
+  number: number;
+  status: string;
+  pushed_by?: string;
+  pushed_at?: string;
+  message?: string;
+  verdict?: IVerdict | null;
+  stage?: string | null;
+  stages?: { stage: string; since: string; by: string }[];
+  signoffs?: {
+    stage: string;
+    role: string;
+    user: string;
+    decision: string;
+    comment: string;
+    time: string;
+  }[];
+  metrics?: Record<string, unknown> | null;
+  checks?: {
+    name: string;
+    status: string;
+    message?: string;
+    result?: { metrics?: Record<string, unknown> } | null;
+  }[];
+  reports?: string[];
+}
+
+export interface IWhoami {
+  user: string;
+  roles: string[];
+  role: string;
+}
+
+export interface IEvent {
+  id: number;
+  type: string;
+  model?: string;
+  version?: number;
+  [key: string]: unknown;
+}
+
+/** Settings the server extension honours on each call. */
+export const connection = { agentUrl: '' };
+
+function headers(init: RequestInit): Headers {
+  const h = new Headers(init.headers ?? {});
+  if (connection.agentUrl) {
+    h.set('X-Handoff-Agent-Url', connection.agentUrl);
+  }
+  if (init.body && !h.has('Content-Type')) {
+    h.set('Content-Type', 'application/json');
+  }
+  return h;
+}
+
+export function apiUrl(...parts: string[]): string {
+  const settings = ServerConnection.makeSettings();
+  return URLExt.join(settings.baseUrl, 'handoff', 'api', ...parts);
+}
+
+/** GET or POST a Handoff route; answers parsed JSON, or text when asked. */
+export async function requestAPI<T = any>(
+  path: string,
+  init: RequestInit = {},
+  as: 'json' | 'text' = 'json'
+): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(
+      apiUrl(path),
+      { ...init, headers: headers(init) },
+      settings
+    );
+  } catch (error) {
+    throw new HandoffError(0, {
+      code: 'network',
+      message: `Jupyter did not answer: ${error}`,
+      hint: 'Is the Jupyter server still running?'
+    });
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    let detail: IApiError = {
+      code: `http_${response.status}`,
+      message: text.slice(0, 200) || response.statusText,
+      hint: ''
+    };
+    try {
+      const body = JSON.parse(text);
+      if (body.error) {
+        detail = { hint: '', ...body.error };
+      } else if (body.message) {
+        detail = { ...detail, message: body.message };
+      }
+    } catch {
+      // not JSON: keep the text
+    }
+    if (response.status === 404 && detail.code === 'http_404') {
+      detail.hint =
+        'The Handoff server extension is not enabled: run `jupyter server extension enable jupyter_handoff` and restart JupyterLab.';
+    }
+    throw new HandoffError(response.status, detail);
+  }
+  if (as === 'text') {
+    return text as unknown as T;
+  }
+  return (text ? JSON.parse(text) : {}) as T;
+}
+
+export function agentPath(source: Source, ...parts: (string | number)[]): string {
+  return URLExt.join(
+    source,
+    'api',
+    'v1',
+    ...parts.map(p => encodeURIComponent(String(p)))
+  );
+}
+
+export const api = {
+  info: () => requestAPI<IInfo>('info'),
+  models: (source: Source) =>
+    requestAPI<{ models: IModel[] }>(agentPath(source, 'models')),
+  versions: (source: Source, name: string, limit = 20) =>
+    requestAPI<{ versions: IVersion[] }>(
+      `${agentPath(source, 'models', name, 'versions')}?limit=${limit}`
+    ),
+  version: (source: Source, name: string, n: number) =>
+    requestAPI<IVersion>(agentPath(source, 'models', name, 'versions', n)),
+  report: (source: Source, name: string, n: number) =>
+    requestAPI<string>(
+      `${agentPath(source, 'models', name, 'versions', n, 'report')}?format=html`,
+      {},
+      'text'
+    ),
+  whoami: (source: Source) => requestAPI<IWhoami>(agentPath(source, 'whoami')),
+  signoff: (
+    source: Source,
+    name: string,
+    n: number,
+    decision: 'approve' | 'reject',
+    comment: string
+  ) =>
+    requestAPI<{ stage: string }>(
+      agentPath(source, 'models', name, 'versions', n, 'signoffs'),
+      { method: 'POST', body: JSON.stringify({ decision, comment }) }
+    ),
+  transition: (
+    source: Source,
+    name: string,
+    n: number,
+    to: string,
+    comment: string
+  ) =>
+    requestAPI<{ stage: string }>(
+      agentPath(source, 'models', name, 'versions', n, 'transition'),
+      { method: 'POST', body: JSON.stringify({ to, comment }) }
+    )
+};
+
+/**
+ * Follows the agent's server-sent events through the proxy. fetch, not EventSource, so
+ * Jupyter's auth header goes along. Reconnects with Last-Event-ID until stopped.
+ */
+export class EventStream {
+  private controller: AbortController | null = null;
+  private lastId = '';
+  private stopped = false;
+
+  constructor(
+    private source: Source,
+    private onEvent: (event: IEvent) => void,
+    private onState: (connected: boolean, error?: HandoffError) => void
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    void this.loop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.controller?.abort();
+  }
+
+  private async loop(): Promise<void> {
+    let delay = 1000;
+    while (!this.stopped) {
+      try {
+        await this.follow();
+        delay = 1000;
+      } catch (error) {
+        if (this.stopped) {
+          return;
+        }
+        this.onState(
+          false,
+          error instanceof HandoffError ? error : undefined
+        );
+      }
+      await new Promise(resolve => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 30000);
+    }
+  }
+
+  private async follow(): Promise<void> {
+    this.controller = new AbortController();
+    const init: RequestInit = { signal: this.controller.signal };
+    const h = headers(init);
+    if (this.lastId) {
+      h.set('Last-Event-ID', this.lastId);
+    }
+    const response = await ServerConnection.makeRequest(
+      apiUrl(agentPath(this.source, 'events')),
+      { ...init, headers: h },
+      ServerConnection.makeSettings()
+    );
+    if (!response.ok || !response.body) {
+      let detail: IApiError = {
+        code: `http_${response.status}`,
+        message: response.statusText,
+        hint: ''
+      };
+      try {
+        detail = { hint: '', ...(await response.json()).error };
+      } catch {
+        // keep the status
+      }
+      throw new HandoffError(response.status, detail);
+    }
+    this.onState(true);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        return;
+      }
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        this.dispatch(block);
+      }
+    }
+  }
+
+  private dispatch(block: string): void {
+    let data = '';
+    for (const line of block.split('\n')) {
+      if (line.startsWith('id:')) {
+        this.lastId = line.slice(3).trim();
+      } else if (line.startsWith('data:')) {
+        data += line.slice(5).trim();
+      }
+    }
+    if (!data) {
+      return;
+    }
+    try {
+      this.onEvent(JSON.parse(data));
+    } catch {
+      // a malformed event is skipped; the panel re-reads state anyway
+    }
+  }
+}

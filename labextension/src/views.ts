@@ -1,0 +1,197 @@
+/** Main-area views: a version's report (sandboxed) and a comparison of two versions. */
+import { MainAreaWidget } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { api, HandoffError, IVersion, Source } from './api';
+import { verdictOf } from './panel';
+
+/**
+ * The report in an iframe with an empty sandbox: no scripts, no same-origin, no forms.
+ * The HTML goes in through srcdoc, so it never runs with Jupyter's origin.
+ */
+export class ReportView extends Widget {
+  constructor(
+    readonly source: Source,
+    readonly model: string,
+    readonly number: number
+  ) {
+    super();
+    this.addClass('jp-Handoff-report');
+    this.node.textContent = `Loading the report of ${model}:${number}…`;
+    void this.load();
+  }
+
+  async load(): Promise<void> {
+    try {
+      const html = await api.report(this.source, this.model, this.number);
+      const frame = document.createElement('iframe');
+      frame.setAttribute('sandbox', '');
+      frame.setAttribute('referrerpolicy', 'no-referrer');
+      frame.title = `Report ${this.model}:${this.number}`;
+      frame.srcdoc = html;
+      this.node.replaceChildren(frame);
+    } catch (error) {
+      const e = error as HandoffError;
+      const box = document.createElement('div');
+      box.className = 'jp-Handoff-error';
+      box.textContent = `${e.message} ${e.detail?.hint ?? ''}`;
+      this.node.replaceChildren(box);
+    }
+  }
+}
+
+export function reportWidget(
+  source: Source,
+  model: string,
+  n: number
+): MainAreaWidget<ReportView> {
+  const content = new ReportView(source, model, n);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `handoff-report-${source}-${model}-${n}`;
+  widget.title.label = `Report ${model}:${n}`;
+  widget.title.closable = true;
+  return widget;
+}
+
+type Row = { name: string; a: unknown; b: unknown };
+
+function numeric(v: unknown): number | null {
+  return typeof v === 'number' && isFinite(v) ? v : null;
+}
+
+function fmt(v: unknown): string {
+  const n = numeric(v);
+  if (n !== null) {
+    return Math.abs(n) >= 1000 || Number.isInteger(n)
+      ? String(n)
+      : n.toPrecision(4);
+  }
+  if (v === null || v === undefined) {
+    return '–';
+  }
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/** Every numeric metric a version carries: its own, then each check's. */
+export function metricsOf(v: IVersion): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, val] of Object.entries(v.metrics ?? {})) {
+    const n = numeric(val);
+    if (n !== null) {
+      out[k] = n;
+    }
+  }
+  for (const check of v.checks ?? []) {
+    for (const [k, val] of Object.entries(check.result?.metrics ?? {})) {
+      const n = numeric(val);
+      const name = check.name === 'performance' ? k : `${check.name}.${k}`;
+      if (n !== null && !(name in out)) {
+        out[name] = n;
+      }
+    }
+  }
+  return out;
+}
+
+export class CompareView extends Widget {
+  constructor(
+    readonly source: Source,
+    readonly a: [string, number],
+    readonly b: [string, number]
+  ) {
+    super();
+    this.addClass('jp-Handoff-comparison');
+    this.node.textContent = 'Loading…';
+    void this.load();
+  }
+
+  async load(): Promise<void> {
+    try {
+      const [va, vb] = await Promise.all([
+        api.version(this.source, ...this.a),
+        api.version(this.source, ...this.b)
+      ]);
+      this.node.replaceChildren(this.table(va, vb));
+    } catch (error) {
+      const e = error as HandoffError;
+      this.node.textContent = `${e.message} ${e.detail?.hint ?? ''}`;
+    }
+  }
+
+  private table(va: IVersion, vb: IVersion): HTMLElement {
+    const la = `${va.model}:${va.number}`;
+    const lb = `${vb.model}:${vb.number}`;
+    const summary: Row[] = [
+      { name: 'verdict', a: verdictOf(va), b: verdictOf(vb) },
+      { name: 'stage', a: va.stage, b: vb.stage },
+      { name: 'pushed by', a: va.pushed_by, b: vb.pushed_by },
+      { name: 'pushed at', a: va.pushed_at, b: vb.pushed_at }
+    ];
+    const ma = metricsOf(va);
+    const mb = metricsOf(vb);
+    const names = [...new Set([...Object.keys(ma), ...Object.keys(mb)])].sort();
+    const checks = [
+      ...new Set([...(va.checks ?? []), ...(vb.checks ?? [])].map(c => c.name))
+    ];
+    const status = (v: IVersion, name: string) =>
+      v.checks?.find(c => c.name === name)?.status;
+
+    const table = document.createElement('table');
+    table.className = 'jp-Handoff-compareTable';
+    const head = table.createTHead().insertRow();
+    for (const h of ['', la, lb, 'Δ']) {
+      const th = document.createElement('th');
+      th.textContent = h;
+      head.append(th);
+    }
+    const body = table.createTBody();
+    const add = (name: string, a: unknown, b: unknown, cls = '') => {
+      const row = body.insertRow();
+      row.className = cls;
+      row.dataset.name = name;
+      row.insertCell().textContent = name;
+      row.insertCell().textContent = fmt(a);
+      row.insertCell().textContent = fmt(b);
+      const na = numeric(a);
+      const nb = numeric(b);
+      const delta = row.insertCell();
+      if (na !== null && nb !== null) {
+        const d = nb - na;
+        delta.textContent = `${d > 0 ? '+' : ''}${fmt(d)}`;
+        delta.className = d > 0 ? 'jp-Handoff-up' : d < 0 ? 'jp-Handoff-down' : '';
+      } else if (a !== b) {
+        delta.textContent = 'changed';
+      }
+    };
+    for (const r of summary) {
+      add(r.name, r.a, r.b, 'jp-Handoff-summaryRow');
+    }
+    for (const c of checks) {
+      add(`check ${c}`, status(va, c), status(vb, c), 'jp-Handoff-checkRow');
+    }
+    for (const n of names) {
+      add(n, ma[n], mb[n], 'jp-Handoff-metricRow');
+    }
+    const wrap = document.createElement('div');
+    const title = document.createElement('h2');
+    title.textContent = `${la} vs ${lb}`;
+    const note = document.createElement('p');
+    note.className = 'jp-Handoff-hint';
+    note.textContent = `Δ is ${lb} minus ${la}. Metrics come from the checks' stored results.`;
+    wrap.append(title, note, table);
+    return wrap;
+  }
+}
+
+export function compareWidget(
+  source: Source,
+  a: [string, number],
+  b: [string, number]
+): MainAreaWidget<CompareView> {
+  const content = new CompareView(source, a, b);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `handoff-compare-${source}-${a.join(':')}-${b.join(':')}`;
+  widget.title.label = `${a.join(':')} vs ${b.join(':')}`;
+  widget.title.closable = true;
+  return widget;
+}
