@@ -29,7 +29,18 @@ from .handlers.models import (
     VersionHandler,
     VersionsHandler,
 )
+from .handlers.pipeline import (
+    BundleHandler,
+    ForwardHandler,
+    IntakeHandler,
+    LineageHandler,
+    OutboxHandler,
+    SignoffHandler,
+    TransitionHandler,
+    WhoamiHandler,
+)
 from .ingest import IngestManager
+from .pipeline import PipelineMixin
 from .registry import Registry
 from .runner import CheckRunner
 
@@ -40,8 +51,9 @@ def default_home() -> Path:
     return Path(jupyter_data_dir()) / "handoff"
 
 
-class HandoffAgent(LoggingConfigurable):
-    """The local agent: receives pushes, stores them durably, runs checks."""
+class HandoffAgent(PipelineMixin, LoggingConfigurable):
+    """The agent: receives pushes, stores them durably, runs checks, hands them off.
+    In the central role it takes signed deliveries and walks versions through stages."""
 
     home = Unicode(
         help="Directory for the registry and blobs. Default: <jupyter data dir>/handoff"
@@ -83,6 +95,24 @@ class HandoffAgent(LoggingConfigurable):
     extra_checks = Dict(
         help="Extra checks as name -> 'module:attr', for plugins not installed as entry points."
     ).tag(config=True)
+    policy_file = Unicode(
+        help="Central only: the policy TOML (sign-offs per stage, intake secrets, trusted "
+        "types). Default: <home>/policy.toml, written on first start."
+    ).tag(config=True)
+    forward_to = List(
+        Unicode(),
+        help="Destinations (handoff_agent.forwarders) a version goes to on a "
+        "passing verdict, e.g. ['central'].",
+    ).tag(config=True)
+    forward_on = List(Unicode(), ["pass", "warn"], help="Verdicts that forward automatically.").tag(
+        config=True
+    )
+    forward_backoff = Float(1.0, help="First retry delay of a failed delivery, in seconds.").tag(
+        config=True
+    )
+    forward_backoff_cap = Float(300.0, help="Longest delay between delivery retries.").tag(
+        config=True
+    )
     check_timeout = Float(120.0, help="Seconds one check may run before it is stopped.").tag(
         config=True
     )
@@ -138,6 +168,7 @@ class HandoffAgent(LoggingConfigurable):
         self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
         self.events = EventBus()
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
+        self.setup_pipeline()
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
 
@@ -156,9 +187,12 @@ class HandoffAgent(LoggingConfigurable):
         )
         if created:
             self.events.publish(
-                "version", model=name, version=version["number"], status=version["status"],
+                "version",
+                model=name,
+                version=version["number"],
+                status=version["status"],
                 checks=list(self.checks),
-            )  # fmt: skip
+            )
             await self.schedule_queued()
         return version, created
 
@@ -188,19 +222,38 @@ class HandoffAgent(LoggingConfigurable):
 
     async def finish_check(self, run_id, status, message, result, duration) -> None:
         out = await self.call(
-            self.registry.finish_check, run_id, status, message, result, duration,
+            self.registry.finish_check,
+            run_id,
+            status,
+            message,
+            result,
+            duration,
             self.gate.verdict,
-        )  # fmt: skip
+            self.forward_for,
+        )
         self.events.publish(
-            "check", model=out["model"], version=out["version"], check=out["check"],
-            status=status, message=message, duration=duration,
-        )  # fmt: skip
+            "check",
+            model=out["model"],
+            version=out["version"],
+            check=out["check"],
+            status=status,
+            message=message,
+            duration=duration,
+        )
         if "verdict" in out:
             self.events.publish(
-                "verdict", model=out["model"], version=out["version"], status=out["status"],
+                "verdict",
+                model=out["model"],
+                version=out["version"],
+                status=out["status"],
                 **out["verdict"],
-            )  # fmt: skip
+            )
             await self.write_reports(out["model"], out["version"], out["version_id"])
+            if self.role == "central":
+                await self.on_central_verdict(
+                    out["model"], out["version"], out["verdict"]["verdict"]
+                )
+            self.forwarder.wake.set()
 
     async def write_reports(self, model: str, number: int, version_id: int) -> None:
         version = await self.call(self.registry.get_version, model, number)
@@ -223,6 +276,17 @@ class HandoffAgent(LoggingConfigurable):
                 ReportHandler,
             ),
             (r"/api/v1/events", EventsHandler),
+            (r"/api/v1/whoami", WhoamiHandler),
+            (r"/api/v1/intake", IntakeHandler),
+            (r"/api/v1/lineage", LineageHandler),
+            (r"/api/v1/outbox", OutboxHandler),
+        ]
+        version = r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})"
+        routes += [
+            (version + "/bundle", BundleHandler),
+            (version + "/forward", ForwardHandler),
+            (version + "/signoffs", SignoffHandler),
+            (version + "/transition", TransitionHandler),
         ]
         return web.Application(
             routes,
@@ -237,16 +301,22 @@ class HandoffAgent(LoggingConfigurable):
         self.runner = CheckRunner(self, self.workers, self.check_timeout, self.check_memory_limit)
         self.app = self.make_app()
         self.server = httpserver.HTTPServer(
-            self.app, max_body_size=self.max_bundle_size + 1, max_buffer_size=1 << 20,
-            idle_connection_timeout=3600, body_timeout=3600,
-        )  # fmt: skip
+            self.app,
+            max_body_size=self.max_bundle_size + 1,
+            max_buffer_size=1 << 20,
+            idle_connection_timeout=3600,
+            body_timeout=3600,
+        )
         self.server.listen(self.port, address=self.ip)
         port = self.port or self._bound_port()
         requeued = await self.call(self.registry.requeue_interrupted)
         if requeued:
             log.info("re-running %d checks interrupted by a restart", requeued)
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        self.url = f"http://{host}:{port}"
         await self.runner.warm()
         await self.schedule_queued()
+        self.forwarder.start()
         return port
 
     def _bound_port(self) -> int:
@@ -259,6 +329,7 @@ class HandoffAgent(LoggingConfigurable):
             self.server.stop()
         if self.runner is not None:
             await self.runner.close()
+        await self.forwarder.stop()
         self._io.shutdown(wait=True)
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)

@@ -72,11 +72,23 @@ class BlobStore:
         return digest
 
     def hash_file(self, digest: str) -> str:
+        return self.hash_path(self.path(digest))
+
+    @staticmethod
+    def hash_path(path: Path) -> str:
         h = hashlib.sha256()
-        with open(self.path(digest), "rb") as f:
+        with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
         return h.hexdigest()
+
+    def put_file(self, path: Path) -> str:
+        """Make a finished temp file (in ``tmp``) a blob: fsync, hash, rename."""
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = self.hash_path(path)
+        self.commit(Path(path), digest)
+        return digest
 
     def verify(self, digest: str) -> Path:
         """Return the blob's path after checking its bytes still match its name."""
@@ -100,7 +112,7 @@ class BlobStore:
     def clean_temp(self) -> int:
         """Remove uploads a crash left half-written; they were never acknowledged."""
         n = 0
-        for f in self.tmp.glob("upload-*.part"):
+        for f in self.tmp.glob("*.part"):
             f.unlink(missing_ok=True)
             n += 1
         return n

@@ -30,6 +30,39 @@ MAX_MANIFEST = 4 << 20
 CHUNK = 1 << 20
 
 
+BLOCK = 512
+
+
+def tar_header(name: str, size: int) -> bytes:
+    """A deterministic ustar header: no times, no owners, so equal content gives equal bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def write_tar(out, members: list[tuple[str, bytes | Path]]) -> None:
+    """Write ``members`` (bytes, or a file to copy) as a deterministic tar to ``out``."""
+    for name, data in members:
+        if isinstance(data, Path):
+            size = data.stat().st_size
+            out.write(tar_header(name, size))
+            with open(data, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    out.write(chunk)
+        else:
+            size = len(data)
+            out.write(tar_header(name, size))
+            out.write(data)
+        out.write(padding(size))
+    out.write(b"\0" * (2 * BLOCK))
+
+
 def _bad(message: str, hint: str = "Push again from the notebook with %mlops push.") -> None:
     raise InvalidBundle(message, hint)
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jupyter_core.application import JupyterApp
-from traitlets import Bool, Unicode
+from traitlets import Bool, List, Unicode
 
 from . import runtime
 from ._version import __version__
@@ -19,9 +19,21 @@ from ._version import __version__
 
 def _home(config) -> Path:
     from .agent import default_home
+    from .forwarding.central import central_home
 
     home = config.HandoffAgent.get("home")
-    return Path(home) if home else default_home()
+    if home:
+        return Path(home)
+    return central_home() if config.HandoffAgent.get("role") == "central" else default_home()
+
+
+def _open_db(config):
+    from .registry import Registry
+
+    home = _home(config)
+    if not (home / "registry.db").exists():
+        raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
+    return Registry(home / "registry.db")
 
 
 class ServeApp(JupyterApp):
@@ -33,6 +45,8 @@ class ServeApp(JupyterApp):
         "port": "HandoffAgent.port",
         "ip": "HandoffAgent.ip",
         "role": "HandoffAgent.role",
+        "policy": "HandoffAgent.policy_file",
+        "forward-to": "HandoffAgent.forward_to",
         "log-level": "Application.log_level",
     }
     flags = {}
@@ -49,6 +63,12 @@ class ServeApp(JupyterApp):
         from .agent import HandoffAgent
 
         logging.basicConfig(level=logging.INFO, format="[handoff %(levelname)s] %(message)s")
+        if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
+            "home"
+        ):
+            from .forwarding.central import central_home
+
+            self.config.HandoffAgent.home = str(central_home())
         agent = HandoffAgent(config=self.config, parent=self)
         asyncio.run(self._serve(agent))
 
@@ -57,10 +77,16 @@ class ServeApp(JupyterApp):
         host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
         url = f"http://{host}:{port}"
         path = runtime.write(
-            {"url": url, "token": agent.token, "pid": os.getpid(), "home": agent.home,
-             "version": __version__, "role": agent.role},
+            {
+                "url": url,
+                "token": agent.token,
+                "pid": os.getpid(),
+                "home": agent.home,
+                "version": __version__,
+                "role": agent.role,
+            },
             agent.role,
-        )  # fmt: skip
+        )
         self.log.info("Handoff agent %s listening on %s (home %s)", __version__, url, agent.home)
         self.log.info("Runtime file: %s", path)
         stop = asyncio.Event()
@@ -166,6 +192,70 @@ class ReportApp(JupyterApp):
         self.exit(fetch_report(self.extra_args[0], self.fmt, self.open_browser))
 
 
+class TokenApp(JupyterApp):
+    name = "jupyter-handoff-token"
+    description = "Create or revoke API tokens with roles: token create --user U --role R."
+    version = __version__
+    user = Unicode("", help="User the token belongs to.").tag(config=True)
+    roles = List(Unicode(), help="Roles: analyst, reviewer, admin (repeat --role).").tag(
+        config=True
+    )
+    aliases = {
+        "home": "HandoffAgent.home",
+        "role": "TokenApp.roles",
+        "user": "TokenApp.user",
+        "agent-role": "HandoffAgent.role",
+    }
+    flags = {}
+
+    def start(self):
+        from . import tokens
+        from .errors import HandoffError
+
+        action = self.extra_args[0] if self.extra_args else ""
+        if action not in ("create", "revoke"):
+            print("Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]")
+            print("       jupyter handoff token revoke --user alice [--home DIR]")
+            self.exit(2)
+        registry = _open_db(self.config)
+        try:
+            if action == "create":
+                print(tokens.create(registry.db, self.user, list(self.roles)))
+            else:
+                print(f"Revoked {tokens.revoke(registry.db, self.user)} token(s) of {self.user}.")
+        except HandoffError as e:
+            print(f"{e.message}\n{e.hint}")
+            self.exit(2)
+        finally:
+            registry.close()
+
+
+class AuditApp(JupyterApp):
+    name = "jupyter-handoff-audit"
+    description = "audit verify: check the audit hash chain and name the first bad entry."
+    version = __version__
+    aliases = {"home": "HandoffAgent.home", "agent-role": "HandoffAgent.role"}
+    flags = {}
+
+    def start(self):
+        if self.extra_args[:1] != ["verify"]:
+            print("Usage: jupyter handoff audit verify [--home DIR]")
+            self.exit(2)
+        from . import audit
+
+        registry = _open_db(self.config)
+        try:
+            bad = audit.first_bad(registry.db)
+            head = audit.head(registry.db)
+        finally:
+            registry.close()
+        if bad is None:
+            print(f"audit: OK ({head['seq']} entries, head {head['hash'][:16]})")
+            self.exit(0)
+        print(f"audit: BROKEN at entry {bad}: it was changed, deleted or moved.")
+        self.exit(1)
+
+
 class HandoffApp(JupyterApp):
     name = "jupyter-handoff"
     description = "Handoff: hand models from notebooks to IT. The agent and its tools."
@@ -177,6 +267,8 @@ class HandoffApp(JupyterApp):
         "fsck": (FsckApp, FsckApp.description),
         "demo": (DemoApp, DemoApp.description),
         "report": (ReportApp, ReportApp.description),
+        "token": (TokenApp, TokenApp.description),
+        "audit": (AuditApp, AuditApp.description),
     }
 
     def start(self):

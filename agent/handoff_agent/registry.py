@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from . import audit
+from . import audit, outbox
 from .audit import canonical, now
 from .errors import NotFound
 from .schema import migrations
@@ -146,6 +146,7 @@ class Registry:
         result: dict,
         duration: float,
         verdict_fn=None,
+        forward_fn=None,
     ) -> dict:
         """Commit one check's result. When it is the version's last, ``verdict_fn(checks)``
         turns the results into the verdict, committed in the same transaction."""
@@ -185,6 +186,9 @@ class Registry:
                 [vstatus, canonical(verdict), version_id],
             )
             self._audit("agent", "version.verdict", f"{model}:{number}", verdict)
+            # The outbox rows share the verdict's transaction: no verdict without its hand-off.
+            for destination in forward_fn(verdict) if forward_fn else []:
+                outbox.enqueue(self.db, version_id, destination)
             return {**out, "verdict": verdict, "status": vstatus}
 
     def _record_score(self, version_id: int, metrics: dict) -> None:
@@ -289,11 +293,66 @@ class Registry:
             )
         )
         row["checks"] = self.checks_for(vid)
+        row["stages"] = list(
+            self.db.query(
+                "select stage, since, by, comment from stages where version_id = ? order by id",
+                [vid],
+            )
+        )
+        row["signoffs"] = list(
+            self.db.query(
+                "select stage, role, user, decision, comment, time from signoffs"
+                " where version_id = ? order by id",
+                [vid],
+            )
+        )
+        row["forwards"] = outbox.for_version(self.db, vid)
+        row["origin"] = json.loads(row["origin"]) if row.get("origin") else None
         row["reports"] = sorted(
             r[0] for r in self.db.execute("select kind from reports where version_id = ?", [vid])
         )
         row.pop("score", None)
         return row
+
+    def lineage_of_dataset(self, fingerprint: str) -> dict:
+        """Which versions used this data, in which role, and where they are now."""
+        rows = list(
+            self.db.query(
+                "select v.model, v.number, l.role, v.status, v.stage, v.pushed_by, v.pushed_at"
+                " from lineage l join versions v on v.id = l.version_id where l.dataset = ?"
+                " order by v.model, v.number",
+                [fingerprint],
+            )
+        )
+        info = next(
+            self.db.query("select * from datasets where fingerprint = ?", [fingerprint]), None
+        )
+        if info is None:
+            raise NotFound(f"No version used a dataset with fingerprint {fingerprint[:16]}….")
+        info["schema"] = json.loads(info["schema"])
+        info.pop("stats", None)
+        return {"dataset": info, "versions": rows}
+
+    def lineage_of_version(self, name: str, number: int) -> dict:
+        """A version's data, notebook and code identity, parent and stage history."""
+        v = self.get_version(name, number)
+        prov = (v.get("manifest") or {}).get("provenance") or {}
+        parent = next((r for r in v["lineage"] if r.get("parent_number")), None)
+        return {
+            "name": name,
+            "version": number,
+            "data": [r for r in v["lineage"] if r.get("dataset")],
+            "notebook": prov.get("notebook"),
+            "cell_hash": prov.get("cell_hash"),
+            "git": prov.get("git"),
+            "environment": prov.get("environment"),
+            "parent": {"name": parent["parent_model"], "version": parent["parent_number"]}
+            if parent
+            else None,
+            "stage": v.get("stage"),
+            "stages": v["stages"],
+            "forwards": v["forwards"],
+        }
 
     def version_id(self, name: str, number: int) -> int:
         return self._version_row(name, number)["id"]

@@ -17,11 +17,10 @@ import pickle
 import platform
 import socket
 import sys
-import tarfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from handoff_agent.bundle import MANIFEST
+from handoff_agent.bundle import MANIFEST, padding, tar_header
 
 from .errors import HandoffUsageError
 
@@ -38,14 +37,6 @@ class Bundle:
     size: int = 0
 
 
-def _tar_header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-
 def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
     """Lay out the tar: manifest first, then members in name order."""
     manifest = {**manifest, "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()}}
@@ -53,9 +44,9 @@ def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
     ordered += sorted(members.items())
     parts: list = []
     for name, data in ordered:
-        parts += [_tar_header(name, len(data)), memoryview(data)]
+        parts += [tar_header(name, len(data)), memoryview(data)]
         if len(data) % BLOCK:
-            parts.append(b"\0" * (BLOCK - len(data) % BLOCK))
+            parts.append(padding(len(data)))
     parts.append(b"\0" * (2 * BLOCK))
     sha = hashlib.sha256()
     for p in parts:

@@ -1,0 +1,56 @@
+"""Convert a pickle bundle to skops, in a worker (``python -I -m handoff_agent.convert``).
+
+Central loads only skops with the types it trusts, so the local agent converts before
+forwarding. Runs out of the agent process, because converting means unpickling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+from .bundle import MANIFEST, write_tar
+
+
+def convert(src: str, out: str) -> dict:
+    import pickle
+
+    import skops.io as sio
+
+    with tarfile.open(src, mode="r:") as tar:
+        manifest = json.loads(tar.extractfile(MANIFEST).read())
+        members = {
+            m.name: tar.extractfile(m).read()
+            for m in tar.getmembers()
+            if m.name not in (MANIFEST, "model.pkl")
+        }
+        model = pickle.loads(tar.extractfile("model.pkl").read())
+    members["model.skops"] = data = sio.dumps(model)
+    untrusted = sio.get_untrusted_types(data=data)
+    manifest = {
+        **manifest,
+        "serialization": "skops",
+        "converted_from": hashlib.sha256(Path(src).read_bytes()).hexdigest(),
+        "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
+    }
+    manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    with open(out, "wb") as f:
+        write_tar(f, [(MANIFEST, manifest_bytes), *sorted(members.items())])
+    return {"ok": True, "untrusted_types": untrusted}
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    try:
+        result = convert(job["bundle"], job["out"])
+    except Exception as e:  # every failure becomes a message for the analyst
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    sys.stdout.write(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Forwarding: destinations (plugins) and the loop that delivers the outbox to them."""

@@ -1,0 +1,178 @@
+"""Routes for the hand-off: who am I, forward, intake, sign-offs, transitions, lineage."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from .. import outbox
+from ..errors import BadRequest, NotFound
+from ..names import validate_name
+from .base import ANY_ROLE, BaseHandler
+
+
+def _text(body: dict, key: str, limit: int = 2000) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"{key} must be a string of at most {limit} characters.")
+    return value
+
+
+class WhoamiHandler(BaseHandler):
+    def get(self):
+        self.write_json({**self.identity, "role": self.agent.role})
+
+
+class CentralOnly(BaseHandler):
+    def central(self):
+        if self.agent.role != "central":
+            raise NotFound(
+                "Sign-offs and stage changes happen at central, not on a local agent.",
+                "Point this call at the central agent's URL.",
+                code="not_central",
+            )
+        return self.agent.stages
+
+
+class SignoffHandler(CentralOnly):
+    roles = {"POST": ("reviewer", "admin")}
+
+    async def post(self, name: str, number: str):
+        validate_name(name)
+        stages, body = self.central(), self.json_body()
+        out = await self.agent.call(
+            stages.sign,
+            name,
+            int(number),
+            self.identity,
+            _text(body, "decision", 20),
+            _text(body, "comment"),
+            body.get("role"),
+        )
+        self.agent.events.publish(
+            "stage", model=name, version=int(number), by=self.identity["user"], **out
+        )
+        self.write_json(out, 201)
+
+
+class TransitionHandler(CentralOnly):
+    roles = {"POST": ("admin",)}
+
+    async def post(self, name: str, number: str):
+        validate_name(name)
+        stages, body = self.central(), self.json_body()
+        out = await self.agent.call(
+            stages.transition,
+            name,
+            int(number),
+            self.identity,
+            _text(body, "to", 40),
+            _text(body, "comment"),
+        )
+        self.agent.events.publish(
+            "stage", model=name, version=int(number), by=self.identity["user"], **out
+        )
+        self.write_json(out)
+
+
+class ForwardHandler(BaseHandler):
+    """Force a forward, whatever the verdict. Recorded with who asked."""
+
+    roles = {"POST": ("analyst", "admin")}
+
+    async def post(self, name: str, number: str):
+        validate_name(name)
+        to = _text(self.json_body(), "to", 100)
+        if to not in self.agent.destinations:
+            raise BadRequest(
+                f"No destination named {to!r} is configured.",
+                f"Configured: {', '.join(self.agent.destinations) or 'none'} "
+                "(c.HandoffAgent.forward_to).",
+                code="unknown_destination",
+            )
+        queued = await self.agent.call(
+            self.agent.force_forward, name, int(number), to, self.identity["user"]
+        )
+        self.agent.forwarder.wake.set()
+        self.write_json({"name": name, "version": int(number), "to": to, "queued": queued}, 202)
+
+
+@web.stream_request_body
+class IntakeHandler(BaseHandler):
+    """Central's intake. Authenticated by the delivery's signature, not by a token."""
+
+    public = True
+    body_types = ("application/x-tar",)
+    receipt = None
+
+    async def prepare(self):
+        await super().prepare()
+        if self.agent.role != "central":
+            raise NotFound(
+                "This agent is not a central; it takes no deliveries.", code="not_central"
+            )
+        self.receipt = self.agent.intake.begin(self.request.headers)
+        self.request.connection.set_max_body_size(self.agent.max_bundle_size + (1 << 20))
+
+    def data_received(self, chunk: bytes) -> None:
+        self.receipt.write(chunk)
+
+    def on_connection_close(self) -> None:
+        if self.receipt is not None:
+            self.receipt.abort()
+        super().on_connection_close()
+
+    async def post(self):
+        receipt, self.receipt = self.receipt, None
+        agent = self.agent
+        signature = self.request.headers.get("X-Handoff-Signature", "")
+        seen = await agent.call(agent.intake.seen, receipt.delivery_id)
+        digest, env, path = await agent.run_io(agent.intake.verify, receipt, signature)
+        if seen is not None:  # verified, and already applied: no second effect
+            path.unlink(missing_ok=True)
+            return self.write_json(seen)
+        await agent.run_io(agent.store.put_file, path)
+        out, created = await agent.receive(receipt.delivery_id, digest, receipt.size, env)
+        self.write_json(out, 201 if created else 200)
+
+
+class LineageHandler(BaseHandler):
+    async def get(self):
+        dataset = self.get_query_argument("dataset", None)
+        name = self.get_query_argument("model", None)
+        if dataset:
+            if len(dataset) != 64 or not all(c in "0123456789abcdef" for c in dataset):
+                raise BadRequest("dataset must be a sha256 fingerprint (64 hex digits).")
+            out = await self.agent.call(self.agent.registry.lineage_of_dataset, dataset)
+        elif name:
+            validate_name(name)
+            number = self.get_query_argument("version", None)
+            if not number or not number.isdigit():
+                raise BadRequest("Give version=N with model=NAME.")
+            out = await self.agent.call(self.agent.registry.lineage_of_version, name, int(number))
+        else:
+            raise BadRequest("Ask about a dataset=FINGERPRINT or a model=NAME&version=N.")
+        self.write_json(out)
+
+
+class BundleHandler(BaseHandler):
+    """Download a version's bundle (verified before it is sent), e.g. for a CI webhook."""
+
+    roles = {"GET": ANY_ROLE}
+
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        version = await self.agent.call(self.agent.registry.get_version, name, int(number))
+        path = await self.agent.run_io(self.agent.store.verify, version["digest"])
+        self.set_header("Content-Type", "application/x-tar")
+        self.set_header("X-Handoff-Digest", f"sha256:{version['digest']}")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+
+class OutboxHandler(BaseHandler):
+    async def get(self):
+        rows = await self.agent.call(outbox.summary, self.agent.registry.db)
+        self.write_json({"outbox": rows})

@@ -1,0 +1,171 @@
+"""Stages and sign-offs at central: each transition needs the sign-offs its policy names.
+
+``received → validated → approved → canary → production → archived``, plus ``rejected``
+and ``rollback``. Every change and its audit row share one transaction.
+"""
+
+from __future__ import annotations
+
+from . import audit
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .policy import FLOW, TERMINAL, Policy
+
+
+class StageManager:
+    def __init__(self, db, policy: Policy):
+        self.db = db
+        self.policy = policy
+
+    def _version(self, name: str, number: int) -> dict:
+        row = next(
+            self.db.query(
+                "select id, stage, pushed_by from versions where model = ? and number = ?",
+                [name, number],
+            ),
+            None,
+        )
+        if row is None:
+            raise NotFound(f"Model {name!r} has no version {number}.")
+        return row
+
+    def _set(self, version_id: int, stage: str, by: str, comment: str, subject: str) -> None:
+        self.db["stages"].insert(
+            {
+                "version_id": version_id,
+                "stage": stage,
+                "since": audit.now(),
+                "by": by,
+                "comment": comment,
+            }
+        )
+        self.db.execute("update versions set stage = ? where id = ?", [stage, version_id])
+        audit.append(self.db, by, "stage.enter", subject, {"stage": stage, "comment": comment})
+
+    def enter(self, version_id: int, stage: str, by: str, subject: str, comment: str = ""):
+        """A stage change the agent itself makes (received, validated, rejected)."""
+        with self.db.atomic():
+            self._set(version_id, stage, by, comment, subject)
+
+    def signoffs(self, version_id: int, stage: str | None = None) -> list[dict]:
+        sql = "select stage, role, user, decision, comment, time from signoffs where version_id = ?"
+        args = [version_id]
+        if stage:
+            sql, args = sql + " and stage = ?", [*args, stage]
+        return list(self.db.query(sql + " order by id", args))
+
+    def sign(
+        self,
+        name: str,
+        number: int,
+        who: dict,
+        decision: str,
+        comment: str,
+        role: str | None = None,
+    ) -> dict:
+        """Record a sign-off for the next stage; move on when the policy is satisfied."""
+        if decision not in ("approve", "reject"):
+            raise BadRequest("decision must be 'approve' or 'reject'.")
+        with self.db.atomic():
+            v = self._version(name, number)
+            target = self.policy.next_stage(v["stage"])
+            if v["stage"] in TERMINAL or target is None or v["stage"] == "received":
+                raise Conflict(
+                    f"{name}:{number} is {v['stage']}; there is nothing to sign off now.",
+                    "A version can be signed off once it is validated.",
+                    code="wrong_stage",
+                )
+            if who["user"] == v["pushed_by"]:
+                raise Forbidden(
+                    f"{who['user']} pushed {name}:{number} and cannot sign it off.",
+                    "Ask another reviewer.",
+                    code="self_signoff",
+                )
+            needed = self.policy.stages.get(target, {})
+            role = role or next((r for r in needed if r in who["roles"]), None)
+            if role is None or role not in who["roles"]:
+                role = next((r for r in ("reviewer", "admin") if r in who["roles"]), None)
+            if role is None:
+                raise Forbidden(f"{who['user']} has no role that may sign off.")
+            done = self.signoffs(v["id"], target)
+            if any(s["user"] == who["user"] for s in done):
+                raise Conflict(
+                    f"{who['user']} already signed off {name}:{number} for {target}.",
+                    code="duplicate_signoff",
+                )
+            self.db["signoffs"].insert(
+                {
+                    "version_id": v["id"],
+                    "stage": target,
+                    "role": role,
+                    "user": who["user"],
+                    "decision": decision,
+                    "comment": comment,
+                    "time": audit.now(),
+                }
+            )
+            subject = f"{name}:{number}"
+            audit.append(
+                self.db,
+                who["user"],
+                "signoff",
+                subject,
+                {"stage": target, "role": role, "decision": decision},
+            )
+            if decision == "reject":
+                self._set(v["id"], "rejected", who["user"], comment, subject)
+                return {"stage": "rejected"}
+            if not self.policy.missing(
+                target, [*done, {"role": role, "user": who["user"], "decision": "approve"}]
+            ):
+                self._set(v["id"], target, who["user"], comment, subject)
+                self._archive_previous(name, number, target, who["user"])
+                return {"stage": target}
+            return {"stage": v["stage"], "waiting_for": target}
+
+    def transition(self, name: str, number: int, who: dict, to: str, comment: str) -> dict:
+        """An admin's explicit move. Forward moves still need their sign-offs."""
+        with self.db.atomic():
+            v = self._version(name, number)
+            subject = f"{name}:{number}"
+            if to in ("archived", "rollback"):
+                if to == "rollback" and v["stage"] != "production":
+                    raise Conflict(
+                        "Only a production version can be rolled back.", code="wrong_stage"
+                    )
+                self._set(v["id"], to, who["user"], comment, subject)
+                return {"stage": to}
+            if to not in FLOW or to != self.policy.next_stage(v["stage"]):
+                raise Conflict(
+                    f"{subject} is {v['stage']}; it cannot move to {to!r}.",
+                    f"The next stage is {self.policy.next_stage(v['stage'])!r}.",
+                    code="wrong_stage",
+                )
+            missing = self.policy.missing(to, self.signoffs(v["id"], to))
+            if missing:
+                need = ", ".join(f"{n} more {r}" for r, n in missing.items())
+                raise Conflict(
+                    f"{subject} cannot enter {to}: missing sign-offs ({need}).",
+                    "Ask the named roles to sign off first.",
+                    code="missing_signoffs",
+                )
+            self._set(v["id"], to, who["user"], comment, subject)
+            self._archive_previous(name, number, to, who["user"])
+            return {"stage": to}
+
+    def _archive_previous(self, name: str, number: int, stage: str, by: str) -> None:
+        if stage != "production":
+            return
+        for vid, n in self.db.execute(
+            "select id, number from versions where model = ? and stage = 'production'"
+            " and number != ?",
+            [name, number],
+        ).fetchall():
+            self._set(vid, "archived", by, f"replaced by version {number}", f"{name}:{n}")
+
+    def history(self, version_id: int) -> list[dict]:
+        return list(
+            self.db.query(
+                "select stage, since, by, comment from stages where version_id = ? order by id",
+                [version_id],
+            )
+        )
