@@ -72,8 +72,10 @@ class Report:
     def target(self, key: str, goal: str, measured: float, ok: bool) -> str:
         """Record a target's verdict (also in the JSON) and return the table's note."""
         self.data.setdefault("targets", {})[key] = {
-            "target": goal, "measured": measured, "met": ok,
-        }  # fmt: skip
+            "target": goal,
+            "measured": measured,
+            "met": ok,
+        }
         return f"target {goal}: {verdict(ok)}"
 
     def note(self, text: str) -> None:
@@ -208,10 +210,19 @@ def bench_push(rep: Report, args, tmp: Path, runtime_dir: Path) -> None:
     model_path.write_bytes(pickle.dumps(model, protocol=5))
     mreps = 2 if args.quick else 5
     ml = run_helper(
-        ["push", "--model", str(model_path), "--store", str(tmp / "mlflow-push"),
-         "--reps", str(mreps), "--modes", "fast,fast_cloudpickle,default,default_cloudpickle"],
+        [
+            "push",
+            "--model",
+            str(model_path),
+            "--store",
+            str(tmp / "mlflow-push"),
+            "--reps",
+            str(mreps),
+            "--modes",
+            "fast,fast_cloudpickle,default,default_cloudpickle",
+        ],
         tmp / "mlflow.log",
-    )  # fmt: skip
+    )
     model_path.unlink()
     d["mlflow"] = ml
     rep.row("MLflow import (not counted per call)", fmt_s(ml["import_s"]), "separate process")
@@ -486,10 +497,15 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
             shutil.rmtree(home)
     mbps = size / elapsed / MB
     d.update(
-        status=status, send_s=sent, total_s=elapsed, MBps=mbps,
-        rss_baseline=rss.baseline, rss_peak=rss.peak, rss_growth=rss.growth,
+        status=status,
+        send_s=sent,
+        total_s=elapsed,
+        MBps=mbps,
+        rss_baseline=rss.baseline,
+        rss_peak=rss.peak,
+        rss_growth=rss.growth,
         rss_samples=rss.samples,
-    )  # fmt: skip
+    )
     rep.row(
         "Handoff ingest, call to 201",
         f"{mbps:.0f} MB/s",
@@ -539,12 +555,18 @@ def build_registry(home: Path, name: str, n: int) -> float:
         " ?, '{}', 'bench.ipynb', ?, '{}', 'bench', ?, 'passed')",
         (
             (
-                name, i, hashlib.sha256(str(i).encode()).hexdigest(), 1000 + i, manifest,
-                f"version {i}", hashlib.sha256(b"cell%d" % i).hexdigest()[:16], stamp,
+                name,
+                i,
+                hashlib.sha256(str(i).encode()).hexdigest(),
+                1000 + i,
+                manifest,
+                f"version {i}",
+                hashlib.sha256(b"cell%d" % i).hexdigest()[:16],
+                stamp,
             )
             for i in range(1, n + 1)
         ),
-    )  # fmt: skip
+    )
     conn.execute("COMMIT")
     reg.close()
     return time.perf_counter() - t
@@ -579,17 +601,29 @@ class MlflowServer:
     def start(self, timeout: float = 180.0) -> float:
         self.port = free_port()
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.store / 'mlflow.db'}",
-            "--default-artifact-root", f"file://{self.store / 'artifacts'}",
-            "--host", "127.0.0.1", "--port", str(self.port),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.store / 'mlflow.db'}",
+            "--default-artifact-root",
+            f"file://{self.store / 'artifacts'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         with open(self.log, "ab") as log:
             t = time.perf_counter()
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, **MLFLOW_ENV}, start_new_session=True,
-            )  # fmt: skip
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **MLFLOW_ENV},
+                start_new_session=True,
+            )
         while time.perf_counter() - t < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited ({self.proc.returncode}); see {self.log}")

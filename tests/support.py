@@ -141,8 +141,12 @@ def make_tar(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def bundle_bytes(name: str, model: bytes = b"not really a pickle", manifest: dict | None = None,
-                 extra: list | None = None) -> bytes:  # fmt: skip
+def bundle_bytes(
+    name: str,
+    model: bytes = b"not really a pickle",
+    manifest: dict | None = None,
+    extra: list | None = None,
+) -> bytes:
     """A well-formed bundle (the agent never unpickles, so the model can be any bytes)."""
     members = {"model.pkl": model}
     m = manifest or manifest_for(name, members)

@@ -13,10 +13,14 @@ DEMO_MODEL = "churn"
 
 
 def _find_notebook(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [
-        Path.cwd() / "examples" / "quickstart.ipynb",
-        Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb",
-    ]  # fmt: skip
+    candidates = (
+        [Path(given)]
+        if given
+        else [
+            Path.cwd() / "examples" / "quickstart.ipynb",
+            Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb",
+        ]
+    )
     for c in candidates:
         if c.is_file():
             return c
@@ -48,8 +52,9 @@ def run_demo(notebook: str | None = None) -> int:
     print(f"Running {path} in a real kernel…")
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={
-        "metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     out = Path(info["home"]) / "demo" / "quickstart.executed.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)

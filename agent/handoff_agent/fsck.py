@@ -29,8 +29,10 @@ class FsckReport:
         out += [f"MISSING blob {d}" for d in self.missing]
         if self.audit_break is not None:
             out.append(f"AUDIT chain breaks at entry {self.audit_break}")
-        out += [f"note: unreferenced blob {d} (an upload interrupted before commit)"
-                for d in self.orphans]  # fmt: skip
+        out += [
+            f"note: unreferenced blob {d} (an upload interrupted before commit)"
+            for d in self.orphans
+        ]
         out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
         return out

@@ -57,8 +57,14 @@ def _context(version: dict) -> dict:
     for c in version.get("checks", []):
         result = c.get("result") or {}
         plots = {k: p for k, v in (result.get("plots") or {}).items() if (p := safe_png(v))}
-        checks.append({**c, "metrics": result.get("metrics") or {},
-                       "tables": result.get("tables") or {}, "plots": plots})  # fmt: skip
+        checks.append(
+            {
+                **c,
+                "metrics": result.get("metrics") or {},
+                "tables": result.get("tables") or {},
+                "plots": plots,
+            }
+        )
     return {"v": version, "m": version.get("manifest") or {}, "checks": checks, "fmt": fmt}
 
 

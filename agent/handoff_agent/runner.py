@@ -103,9 +103,12 @@ class CheckRunner:
                         done.add(event["id"])
                         result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
                         await self.agent.finish_check(
-                            event["id"], event["status"], event.get("message", ""),
-                            result, event.get("duration", 0.0),
-                        )  # fmt: skip
+                            event["id"],
+                            event["status"],
+                            event.get("message", ""),
+                            result,
+                            event.get("duration", 0.0),
+                        )
                         current = None
                 failure = None
             except asyncio.TimeoutError:
@@ -144,13 +147,16 @@ class CheckRunner:
     async def _spawn(self):
         cwd = tempfile.TemporaryDirectory(prefix="handoff-worker-")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", "handoff_agent.worker",
+            sys.executable,
+            "-I",
+            "-m",
+            "handoff_agent.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd.name,
             env=worker_env(),
-        )  # fmt: skip
+        )
         return proc, cwd
 
     async def _take_worker(self):

@@ -77,9 +77,20 @@ def test_verify_detects_truncation(store):
 
 @pytest.mark.parametrize(
     "bad",
-    ["../x", "..", "", "ab/../../etc/passwd", "a" * 63, "a" * 65, "A" * 64, "g" * 64,
-     "/" + "a" * 63, "a" * 64 + "\n", "sha256:" + "a" * 64],
-)  # fmt: skip
+    [
+        "../x",
+        "..",
+        "",
+        "ab/../../etc/passwd",
+        "a" * 63,
+        "a" * 65,
+        "A" * 64,
+        "g" * 64,
+        "/" + "a" * 63,
+        "a" * 64 + "\n",
+        "sha256:" + "a" * 64,
+    ],
+)
 def test_path_refuses_anything_but_a_digest(store, bad):
     with pytest.raises(ValueError):
         store.path(bad)

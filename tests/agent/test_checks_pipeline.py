@@ -78,8 +78,15 @@ def test_gate_override_per_push_is_applied(shared_agent, clf_data):
     Xtr, ytr, Xte, yte = clf_data
     model = LogisticRegression(max_iter=500).fit(Xtr, ytr)
     # An absurdly strict fairness threshold, set for this push only, fails the gate.
-    v = push_model(shared_agent, model, "strict", X=Xte, y=yte, sensitive=["gender"],
-                   gate={"fairness.dp_diff": 0.0, "fairness.eo_diff": 0.0})  # fmt: skip
+    v = push_model(
+        shared_agent,
+        model,
+        "strict",
+        X=Xte,
+        y=yte,
+        sensitive=["gender"],
+        gate={"fairness.dp_diff": 0.0, "fairness.eo_diff": 0.0},
+    )
     body = wait_checked(shared_agent, "strict", v.number)
     assert next(c for c in body["checks"] if c["name"] == "fairness")["status"] == "fail"
     assert body["status"] == "failed"

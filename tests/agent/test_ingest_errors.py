@@ -205,9 +205,12 @@ def test_directory_member_is_422(a):
 
 def test_duplicate_member_is_422(a):
     tar = make_tar(
-        [("manifest.json", manifest_bytes(), REG), ("model.pkl", MODEL, REG),
-         ("model.pkl", MODEL, REG)]
-    )  # fmt: skip
+        [
+            ("manifest.json", manifest_bytes(), REG),
+            ("model.pkl", MODEL, REG),
+            ("model.pkl", MODEL, REG),
+        ]
+    )
     status, body = push_tar(a, tar)
     err = assert_error(status, body, 422, "invalid_bundle")
     assert "twice" in err["message"]
@@ -215,9 +218,12 @@ def test_duplicate_member_is_422(a):
 
 def test_duplicate_manifest_is_422(a):
     tar = make_tar(
-        [("manifest.json", manifest_bytes(), REG), ("model.pkl", MODEL, REG),
-         ("manifest.json", manifest_bytes(), REG)]
-    )  # fmt: skip
+        [
+            ("manifest.json", manifest_bytes(), REG),
+            ("model.pkl", MODEL, REG),
+            ("manifest.json", manifest_bytes(), REG),
+        ]
+    )
     status, body = push_tar(a, tar)
     assert_error(status, body, 422, "invalid_bundle")
 
@@ -244,10 +250,13 @@ def test_missing_model_is_422(a):
 
 @pytest.mark.parametrize(
     "manifest",
-    [b"{not json", b"[1, 2]", json.dumps({**manifest_for("m", {"model.pkl": MODEL}),
-                                          "format_version": 99}).encode()],
+    [
+        b"{not json",
+        b"[1, 2]",
+        json.dumps({**manifest_for("m", {"model.pkl": MODEL}), "format_version": 99}).encode(),
+    ],
     ids=["not-json", "not-object", "future-format"],
-)  # fmt: skip
+)
 def test_bad_manifest_is_422(a, manifest):
     tar = make_tar([("manifest.json", manifest, REG), ("model.pkl", MODEL, REG)])
     status, body = push_tar(a, tar)

@@ -144,9 +144,8 @@ def test_get_one_version_with_manifest_lineage_and_checks(checking_agent):
     assert v["manifest"]["name"] == "full"
     assert v["manifest"]["files"]["model.pkl"] == hashlib.sha256(b"child model").hexdigest()
     assert v["lineage"] == [
-        {"role": "X", "dataset": "f" * 64, "rows": 120, "parent_model": "full",
-         "parent_number": 1}
-    ]  # fmt: skip
+        {"role": "X", "dataset": "f" * 64, "rows": 120, "parent_model": "full", "parent_number": 1}
+    ]
     assert [c["name"] for c in v["checks"]] == ["loads"]
     assert {c["status"] for c in v["checks"]} <= {
         "queued",

@@ -16,8 +16,14 @@ from handoff_agent.registry import Registry
 
 
 def manifest(name: str, **extra) -> dict:
-    return {"format_version": 1, "name": name, "serialization": "pickle", "flavor": "test",
-            "files": {}, **extra}  # fmt: skip
+    return {
+        "format_version": 1,
+        "name": name,
+        "serialization": "pickle",
+        "flavor": "test",
+        "files": {},
+        **extra,
+    }
 
 
 def digest_of(s: str) -> str:
@@ -58,16 +64,24 @@ def test_same_digest_returns_the_existing_version(reg):
 def test_version_fields_lineage_and_checks(reg):
     create(reg, "a", "parent")
     data = {"X": {"fingerprint": "d" * 64, "rows": 5}}
-    v, _ = create(reg, "a", "child", checks=["loads", "schema"], data=data, message="hello",
-                  provenance={"notebook": "nb.ipynb", "cell_hash": "c1"})  # fmt: skip
+    v, _ = create(
+        reg,
+        "a",
+        "child",
+        checks=["loads", "schema"],
+        data=data,
+        message="hello",
+        provenance={"notebook": "nb.ipynb", "cell_hash": "c1"},
+    )
     assert v["number"] == 2
     assert v["status"] == "checking"
     assert v["message"] == "hello"
     assert v["notebook"] == "nb.ipynb"
     assert v["pushed_by"] == "ana"
     assert v["manifest"]["name"] == "a"
-    assert v["lineage"] == [{"role": "X", "dataset": "d" * 64, "rows": 5, "parent_model": "a",
-                             "parent_number": 1}]  # fmt: skip
+    assert v["lineage"] == [
+        {"role": "X", "dataset": "d" * 64, "rows": 5, "parent_model": "a", "parent_number": 1}
+    ]
     assert [(c["name"], c["status"]) for c in v["checks"]] == [
         ("loads", "queued"),
         ("schema", "queued"),
@@ -75,8 +89,9 @@ def test_version_fields_lineage_and_checks(reg):
     assert len(reg.queued_checks()) == 2
     v3, _ = create(reg, "a", "grandchild")
     assert v3["status"] == "pushed"
-    assert v3["lineage"] == [{"role": "parent", "dataset": None, "rows": None,
-                              "parent_model": "a", "parent_number": 2}]  # fmt: skip
+    assert v3["lineage"] == [
+        {"role": "parent", "dataset": None, "rows": None, "parent_model": "a", "parent_number": 2}
+    ]
 
 
 def test_check_results_roll_the_status_forward(reg):

@@ -33,9 +33,10 @@ def test_report_served_with_sandbox_csp_and_nosniff(shared_agent):
 
     conn = http.client.HTTPConnection(shared_agent.host, shared_agent.port, timeout=30)
     conn.request(
-        "GET", "/api/v1/models/evil/versions/1/report",
+        "GET",
+        "/api/v1/models/evil/versions/1/report",
         headers={"Authorization": f"token {shared_agent.token}"},
-    )  # fmt: skip
+    )
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 200
@@ -45,12 +46,25 @@ def test_report_served_with_sandbox_csp_and_nosniff(shared_agent):
 
 def test_renderer_escapes_a_hostile_model_name_and_drops_non_png_plots():
     version = {
-        "model": EVIL, "number": 1, "digest": "0" * 64, "status": "passed",
+        "model": EVIL,
+        "number": 1,
+        "digest": "0" * 64,
+        "status": "passed",
         "manifest": {"message": EVIL, "model_class": EVIL},
-        "checks": [{"name": EVIL, "status": "pass", "message": EVIL, "duration": 0.1,
-                    "result": {"metrics": {EVIL: 1.0}, "tables": {EVIL: [{EVIL: EVIL}]},
-                               "plots": {"x": "PHNjcmlwdD4="}}}],  # base64 of <script>
-    }  # fmt: skip
+        "checks": [
+            {
+                "name": EVIL,
+                "status": "pass",
+                "message": EVIL,
+                "duration": 0.1,
+                "result": {
+                    "metrics": {EVIL: 1.0},
+                    "tables": {EVIL: [{EVIL: EVIL}]},
+                    "plots": {"x": "PHNjcmlwdD4="},
+                },
+            }
+        ],  # base64 of <script>
+    }
     out = reports.render(version)
     assert b"<script" not in out["html"].lower()
     assert b"<script" not in out["md"].lower()

@@ -15,8 +15,13 @@ def build(model, X, y, max_rows=10_000):
     members, fps, sig = prepare(X, y, None, None, max_rows, 100)
     name, data = bw.serialize_model(model, "pickle")
     members[name] = data
-    manifest = {"format_version": 1, "name": "m", "serialization": "pickle", "data": fps,
-                "signature": sig}  # fmt: skip
+    manifest = {
+        "format_version": 1,
+        "name": "m",
+        "serialization": "pickle",
+        "data": fps,
+        "signature": sig,
+    }
     return bw.assemble(members, manifest)
 
 

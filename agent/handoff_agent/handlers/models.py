@@ -88,8 +88,13 @@ class VersionsHandler(BaseHandler):
         version, created = await self.agent.create_version(
             name, digest, upload.size, manifest, actor=self.identity["user"]
         )
-        body = {"name": name, "version": version["number"], "digest": digest,
-                "created": created, "status": version["status"]}  # fmt: skip
+        body = {
+            "name": name,
+            "version": version["number"],
+            "digest": digest,
+            "created": created,
+            "status": version["status"],
+        }
         self.write_json(body, 201 if created else 200)
 
 

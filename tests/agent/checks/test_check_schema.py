@@ -33,13 +33,19 @@ def test_first_version_passes():
     "after, change, words",
     [
         (BEFORE[:2], "removed", "'city' removed"),
-        ([("age", "int64"), ("salary", "float64"), ("city", "object")], "renamed",
-         "'income' renamed to 'salary'"),
-        ([("age", "object"), ("income", "float64"), ("city", "object")], "retyped",
-         "'age' retyped from int64 to object"),
+        (
+            [("age", "int64"), ("salary", "float64"), ("city", "object")],
+            "renamed",
+            "'income' renamed to 'salary'",
+        ),
+        (
+            [("age", "object"), ("income", "float64"), ("city", "object")],
+            "retyped",
+            "'age' retyped from int64 to object",
+        ),
     ],
     ids=["removed", "renamed", "retyped"],
-)  # fmt: skip
+)
 def test_breaking_changes_fail(after, change, words):
     res = _schema(after)
     assert res.status == "fail"
