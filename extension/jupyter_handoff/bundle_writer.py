@@ -108,6 +108,27 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": sys.platform, "packages": packages}
 
 
+def git_identity(notebook: str | None) -> dict | None:
+    """The commit of the repository holding the notebook (or the working dir), if any."""
+    import subprocess
+    from pathlib import Path
+
+    start = Path(notebook).resolve().parent if notebook else Path.cwd()
+    if not any((p / ".git").exists() for p in [start, *start.parents]):
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(start), "rev-parse", "HEAD", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": out[0], "repo": out[1]} if len(out) == 2 else None
+
+
 def provenance(notebook: str | None, cell_source: str | None) -> dict:
     try:
         user = getpass.getuser()
@@ -119,6 +140,7 @@ def provenance(notebook: str | None, cell_source: str | None) -> dict:
         "user": user,
         "host": socket.gethostname(),
         "environment": environment(),
+        "git": git_identity(notebook),
     }
 
 

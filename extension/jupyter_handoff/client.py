@@ -68,6 +68,14 @@ class AgentClient:
 
         return self._send(go)
 
+    def post(self, path: str, body: dict) -> dict:
+        def go(conn):
+            headers = self._headers({"Content-Type": "application/json"})
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            return self._answer(conn)[1]
+
+        return self._send(go)
+
     def get_raw(self, path: str) -> bytes:
         def go(conn):
             conn.request("GET", path, headers=self._headers())
