@@ -232,9 +232,7 @@ export class HandoffPanel extends Widget {
       window.setTimeout(async () => {
         this.pending.delete(name);
         try {
-          if (!this.models.some(m => m.name === name)) {
-            this.models = (await api.models(this.source)).models;
-          }
+          this.models = (await api.models(this.source)).models;
           await this.loadVersions(name);
         } catch (error) {
           this.error = error as HandoffError;
@@ -421,7 +419,7 @@ export class HandoffPanel extends Widget {
         class: 'jp-Handoff-compare jp-mod-styled',
         title: 'Compare the two ticked versions'
       },
-      `Compare (${this.selected.length}/2)`
+      `Compare ${this.selected.length}/2`
     );
     (compare as HTMLButtonElement).disabled = this.selected.length !== 2;
     compare.onclick = () => this.compareSelected();

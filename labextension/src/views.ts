@@ -62,9 +62,11 @@ function numeric(v: unknown): number | null {
 function fmt(v: unknown): string {
   const n = numeric(v);
   if (n !== null) {
-    return Math.abs(n) >= 1000 || Number.isInteger(n)
+    return Number.isInteger(n)
       ? String(n)
-      : n.toPrecision(4);
+      : Math.abs(n) >= 1000
+        ? n.toFixed(0)
+        : n.toPrecision(4);
   }
   if (v === null || v === undefined) {
     return '–';
@@ -157,8 +159,8 @@ export class CompareView extends Widget {
       const delta = row.insertCell();
       if (na !== null && nb !== null) {
         const d = nb - na;
-        delta.textContent = `${d > 0 ? '+' : ''}${fmt(d)}`;
-        delta.className = d > 0 ? 'jp-Handoff-up' : d < 0 ? 'jp-Handoff-down' : '';
+        // neutral: whether up is better depends on the metric
+        delta.textContent = d === 0 ? '' : `${d > 0 ? '+' : ''}${fmt(d)}`;
       } else if (a !== b) {
         delta.textContent = 'changed';
       }

@@ -1,0 +1,141 @@
+"""The Handoff side panel in real JupyterLab and Chromium: versions and verdicts, live
+updates and notifications, the sandboxed report, the comparison view, the version warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="jupyter-handoff-panel"]'
+PANEL = "#jupyter-handoff-panel"
+DOCS = Path(__file__).parents[2] / "docs"
+
+PUSH = """
+import numpy as np
+import pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+import jupyter_handoff
+
+X, y = make_classification(n_samples=400, n_features=4, random_state=0)
+X = pd.DataFrame(X, columns=["tenure", "spend", "visits", "age"])
+X["gender"] = np.random.default_rng(0).integers(0, 2, len(X))
+y = pd.Series(y, name="churned")
+for C in {Cs}:
+    jupyter_handoff.push(LogisticRegression(C=C, max_iter=500).fit(X, y), name="churn",
+                         X=X, y=y, sensitive=["gender"], message=f"C={{C}}")
+"""
+
+
+def version_row(page, number: int):
+    return page.locator(f'{PANEL} .jp-Handoff-version[data-model="churn"][data-version="{number}"]')
+
+
+def wait_checked(lab, number: int, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = lab.agent_get(f"/api/v1/models/churn/versions/{number}")
+        if v["status"] not in ("pushed", "checking") and v["reports"]:
+            return v
+        time.sleep(0.5)
+    raise AssertionError(f"churn:{number} got no verdict in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def two_versions(jupyterlab):
+    """churn:1 and churn:2, pushed from a real kernel, checked by the agent."""
+    jupyterlab.run_in_kernel(PUSH.format(Cs="(1.0, 0.01)"))
+    return [wait_checked(jupyterlab, n) for n in (1, 2)]
+
+
+def open_panel(page):
+    page.locator(PANEL_TAB).click()
+    expect(page.locator(PANEL)).to_be_visible()
+    return page.locator(PANEL)
+
+
+def test_panel_lists_versions_with_verdicts_and_updates_live(
+    two_versions, jupyterlab, lab_page, screenshot
+):
+    page = lab_page()
+    panel = open_panel(page)
+    # Given two checked versions: each is listed with its verdict, who pushed it and when
+    for v in two_versions:
+        row = version_row(page, v["number"])
+        expect(row).to_have_attribute("data-verdict", v["verdict"]["verdict"], timeout=30_000)
+        expect(row.locator(".jp-Handoff-badge")).to_have_text(v["verdict"]["verdict"])
+        expect(row.locator(".jp-Handoff-meta")).to_contain_text(v["pushed_by"])
+    expect(panel.locator(".jp-Handoff-live")).to_have_text("● live", timeout=15_000)
+    # When a third version is pushed while the panel is open
+    jupyterlab.run_in_kernel(PUSH.format(Cs="(0.1,)"))
+    # Then it appears without a refresh, and a notification says when its checks finish
+    row = version_row(page, 3)
+    expect(row).to_be_visible(timeout=30_000)
+    expect(row).to_have_attribute("data-verdict", re.compile("^(pass|warn|fail)$"), timeout=180_000)
+    toast = page.locator(".Toastify__toast", has_text="checks finished for churn:3")
+    expect(toast).to_be_visible(timeout=15_000)
+    shot = screenshot(page, "panel")
+    if os.environ.get("HANDOFF_UPDATE_SCREENSHOTS"):
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(shot, DOCS / "panel.png")
+
+
+def test_report_opens_in_a_sandboxed_tab(two_versions, lab_page, screenshot):
+    page = lab_page()
+    open_panel(page)
+    version_row(page, 1).locator(".jp-Handoff-open").click()
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Report churn:1")
+    expect(tab).to_be_visible(timeout=15_000)
+    frame = page.locator(".jp-Handoff-report iframe")
+    expect(frame).to_have_attribute("sandbox", "")  # no scripts, no same origin
+    expect(page.frame_locator(".jp-Handoff-report iframe").locator("body")).to_contain_text(
+        "churn", timeout=15_000
+    )
+    screenshot(page, "report")
+
+
+def test_comparison_view_opens(two_versions, lab_page, screenshot):
+    page = lab_page()
+    panel = open_panel(page)
+    for n in (1, 2):
+        version_row(page, n).locator(".jp-Handoff-select").check()
+    panel.locator(".jp-Handoff-compare").click()
+    view = page.locator(".jp-Handoff-comparison table")
+    expect(view).to_be_visible(timeout=15_000)
+    expect(view.locator("thead")).to_contain_text("churn:1")
+    expect(view.locator("thead")).to_contain_text("churn:2")
+    expect(view.locator('tr[data-name="verdict"]')).to_be_visible()
+    assert view.locator("tr.jp-Handoff-metricRow").count() > 0
+    screenshot(page, "compare")
+
+
+def test_version_mismatch_shows_the_warning_and_the_fix(jupyterlab, page, screenshot):
+    # Given a Python package that is not the release this page's labextension came from
+    def stale(route):
+        body = json.loads(route.fetch().text())
+        body.update(python_version="9.9.9", labextension_version="9.9.9", match=False)
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/handoff/api/info(\?.*)?$"), stale)  # Lab adds a cache-buster
+    page.goto(jupyterlab.lab_url())
+    page.wait_for_selector(".jp-LabShell", timeout=60_000)
+    panel = open_panel(page)
+    warning = panel.locator(".jp-Handoff-mismatch")
+    expect(warning).to_contain_text("9.9.9", timeout=15_000)
+    expect(warning).to_contain_text("pip install")
+    screenshot(page, "mismatch")
+
+
+def test_no_warning_when_versions_match(jupyterlab, lab_page):
+    page = lab_page()
+    panel = open_panel(page)
+    expect(panel.locator(".jp-Handoff-header")).to_be_visible()
+    expect(panel.locator(".jp-Handoff-models")).to_be_visible(timeout=15_000)
+    expect(panel.locator(".jp-Handoff-mismatch")).to_have_count(0)
