@@ -11,6 +11,7 @@ Reusable fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,10 +161,8 @@ class LabServer:
             self.log.close()
         info = self.agent_info()  # an agent the panel or a kernel started on demand
         if info:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(info["pid"]), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="session")
