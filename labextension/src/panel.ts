@@ -18,8 +18,10 @@ import {
 } from './api';
 import { VERSION } from './version';
 
-export const TERMINAL = new Set(['production', 'archived', 'rejected', 'rollback']);
-export const PROMOTE: Record<string, string> = {
+export const TERMINAL = new Set(['archived', 'rejected', 'rollback']);
+/** The next stage, for the stages a sign-off or an admin's promotion can move on. */
+export const NEXT: Record<string, string> = {
+  validated: 'approved',
   approved: 'canary',
   canary: 'production'
 };
@@ -310,9 +312,9 @@ export class HandoffPanel extends Widget {
 
   async promote(model: string, n: number, to: string): Promise<void> {
     const answer = await InputDialog.getText({
-      title: `Promote ${model}:${n} to ${to}`,
+      title: to === 'rollback' ? `Roll back ${model}:${n}` : `Promote ${model}:${n} to ${to}`,
       label: 'Comment (recorded in the audit log)',
-      okLabel: 'Promote'
+      okLabel: to === 'rollback' ? 'Roll back' : 'Promote'
     });
     if (!answer.button.accept) {
       return;
@@ -575,10 +577,14 @@ export class HandoffPanel extends Widget {
     const admin = roles.includes('admin');
     const buttons: HTMLElement[] = [];
     const stage = v.stage ?? '';
-    if (reviewer && !TERMINAL.has(stage) && !PROMOTE[stage]) {
+    const next = NEXT[stage];
+    if (reviewer && next) {
       const approve = el(
         'button',
-        { class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept' },
+        {
+          class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept',
+          title: `Sign off ${model}:${v.number} for ${next}`
+        },
         'Approve'
       );
       approve.onclick = () => void this.signoff(model, v.number, 'approve');
@@ -590,15 +596,26 @@ export class HandoffPanel extends Widget {
       reject.onclick = () => void this.signoff(model, v.number, 'reject');
       buttons.push(approve, reject);
     }
-    if (admin && PROMOTE[stage]) {
-      const to = PROMOTE[stage];
+    if (admin && next) {
       const promote = el(
         'button',
-        { class: 'jp-Handoff-promote jp-mod-styled jp-mod-accept' },
-        `Promote to ${to}`
+        {
+          class: 'jp-Handoff-promote jp-mod-styled',
+          title: 'Move on once the sign-offs the policy names are in'
+        },
+        `Promote to ${next}`
       );
-      promote.onclick = () => void this.promote(model, v.number, to);
+      promote.onclick = () => void this.promote(model, v.number, next);
       buttons.push(promote);
+    }
+    if (admin && stage === 'production') {
+      const rollback = el(
+        'button',
+        { class: 'jp-Handoff-rollback jp-mod-styled jp-mod-warn' },
+        'Roll back'
+      );
+      rollback.onclick = () => void this.promote(model, v.number, 'rollback');
+      buttons.push(rollback);
     }
     return buttons.length
       ? el('div', { class: 'jp-Handoff-actions' }, ...buttons)

@@ -169,12 +169,16 @@ class LabServer:
 def lab_factory(tmp_path_factory):
     started: list[LabServer] = []
 
-    def make(args: list[str] | None = None, env: dict | None = None, settings=None) -> LabServer:
+    def make(args=None, env=None, settings=None, prepare=None) -> LabServer:
+        """``prepare(lab)`` runs before the server starts, e.g. to start agents in its dirs
+        and add ``lab.args``."""
         lab = LabServer(tmp_path_factory.mktemp("lab"), args, env)
         for plugin, values in (settings or {}).items():
             lab.write_settings(plugin, values)
-        started.append(lab.start())
-        return lab
+        started.append(lab)
+        if prepare:
+            prepare(lab)
+        return lab.start()
 
     yield make
     for lab in started:

@@ -1,0 +1,150 @@
+"""A reviewer in JupyterLab, connected to a real central agent, approves a version from the
+side panel, and its stage changes. An analyst's panel has no such buttons."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="jupyter-handoff-panel"]'
+PANEL = "#jupyter-handoff-panel"
+
+PUSH = """
+import numpy as np
+import pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.tree import DecisionTreeClassifier
+import jupyter_handoff
+
+X, y = make_classification(n_samples=400, n_features=4, random_state=1)
+X = pd.DataFrame(X, columns=["tenure", "spend", "visits", "age"])
+y = pd.Series(y, name="churned")
+jupyter_handoff.push(DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y),
+                     name="credit", X=X, y=y)
+"""
+
+
+class Agent:
+    """An agent process started in a lab's dirs (so the lab and its kernels find it)."""
+
+    def __init__(self, lab, role: str, args: list[str]):
+        self.role = role
+        self.log = open(lab.base / f"agent-{role}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "handoff_agent", "serve", *args],
+            env=lab.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        path = Path(lab.runtime_dir) / f"handoff-{role}.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                info = json.loads(path.read_text())
+                if info["pid"] == self.proc.pid:
+                    self.url, self.token, self.home = info["url"], info["token"], info["home"]
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            assert self.proc.poll() is None, f"{role} agent exited"
+            time.sleep(0.1)
+        raise RuntimeError(f"the {role} agent did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def central_site(lab_factory):
+    """A central agent, a local agent that forwards to it, and the reviewer alice's
+    JupyterLab configured with her central token."""
+    agents: list[Agent] = []
+    site: dict = {}
+
+    def prepare(lab):
+        central = Agent(lab, "central", ["--role", "central"])
+        agents.append(central)
+        agents.append(Agent(lab, "local", ["--forward-to", "central"]))
+        token = subprocess.run(
+            [sys.executable, "-m", "handoff_agent", "token", "create", "--user", "alice",
+             "--role", "reviewer", "--home", central.home],
+            env=lab.env, capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        lab.args += [
+            f"--HandoffServer.central_url={central.url}",
+            f"--HandoffServer.central_token={token}",
+        ]
+        site["central"] = central
+
+    site["lab"] = lab_factory(prepare=prepare)
+    yield site
+    for a in reversed(agents):
+        a.stop()
+
+
+def central_stage(central: Agent, name: str, number: int) -> str | None:
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{central.url}/api/v1/models/{name}/versions/{number}",
+        headers={"Authorization": f"token {central.token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read()).get("stage")
+    except OSError:
+        return None
+
+
+def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
+    lab, central = central_site["lab"], central_site["central"]
+    # Given a version pushed from a real kernel, forwarded to central and validated there
+    lab.run_in_kernel(PUSH)
+    deadline = time.monotonic() + 240
+    while central_stage(central, "credit", 1) != "validated":
+        assert time.monotonic() < deadline, f"stage: {central_stage(central, 'credit', 1)}"
+        time.sleep(0.5)
+    # When alice, a reviewer, opens the panel: it shows central, with her role
+    page.goto(lab.lab_url())
+    page.wait_for_selector(".jp-LabShell", timeout=60_000)
+    page.locator(PANEL_TAB).click()
+    panel = page.locator(PANEL)
+    expect(panel.locator(".jp-Handoff-whoami")).to_contain_text("alice", timeout=15_000)
+    expect(panel.locator(".jp-Handoff-whoami")).to_contain_text("reviewer")
+    row = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="1"]')
+    expect(row).to_have_attribute("data-stage", "validated", timeout=30_000)
+    expect(row.locator(".jp-Handoff-promote")).to_have_count(0)  # promote is an admin's
+    # and approves it with a comment
+    row.locator(".jp-Handoff-approve").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input").fill("Checked the fairness numbers")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    # Then the stage changes, in the panel and at central, and a notification says so
+    expect(row).to_have_attribute("data-stage", "approved", timeout=15_000)
+    expect(row.locator(".jp-Handoff-stage")).to_have_text("approved")
+    assert central_stage(central, "credit", 1) == "approved"
+    expect(page.locator(".Toastify__toast", has_text="credit:1 is now approved")).to_be_visible(
+        timeout=15_000
+    )
+    screenshot(page, "approved")
+
+
+def test_an_analyst_sees_no_signoff_actions(central_site, jupyterlab, lab_page):
+    # The analyst's lab has no central: the same kind of version shows no actions
+    page = lab_page()
+    page.locator(PANEL_TAB).click()
+    panel = page.locator(PANEL)
+    expect(panel.locator(".jp-Handoff-models")).to_be_visible(timeout=15_000)
+    expect(panel.locator(".jp-Handoff-source option[value=central]")).to_have_count(0)
+    expect(
+        panel.locator(".jp-Handoff-approve, .jp-Handoff-reject, .jp-Handoff-promote")
+    ).to_have_count(0)
