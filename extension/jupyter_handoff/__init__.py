@@ -5,13 +5,25 @@ Importing this package is cheap: the API, the client and the bundle writer load 
 
 from handoff_agent._version import __version__
 
-__all__ = ["__version__", "get", "load_ipython_extension", "push", "versions"]
+__all__ = [
+    "__version__",
+    "compare",
+    "get",
+    "history",
+    "load_ipython_extension",
+    "push",
+    "report",
+    "versions",
+]
 
 
 def load_ipython_extension(ipython):
     from .magics import MlopsMagics
 
     ipython.register_magics(MlopsMagics)
+    from .completer import register
+
+    register(ipython)
 
 
 def _jupyter_server_extension_points():
@@ -29,7 +41,7 @@ def _jupyter_labextension_paths():
 
 
 def __getattr__(name):
-    if name in ("push", "versions", "get", "Version"):
+    if name in ("push", "versions", "get", "Version", "compare", "history", "report", "Report"):
         from . import api
 
         return getattr(api, name)

@@ -217,3 +217,18 @@ def report(name: str, number: int | None = None, format: str = "html") -> Report
     client = connect(start=False)
     path = f"/api/v1/models/{name}/versions/{version.number}/report?format={format}"
     return Report(name, version.number, format, client.get_raw(path))
+
+
+def compare(*refs, baseline: str | None = None):
+    """Compare versions side by side from stored results: ``compare("churn:3", "churn:5")``,
+    ``compare("churn")`` (latest against the champion) or ``compare("churn:prod")``."""
+    from .compare import compare as _compare
+
+    return _compare(*refs, baseline=baseline)
+
+
+def history(name: str, limit: int = 50):
+    """The versions of ``name``, newest first: verdict, who and when, message, data, stage."""
+    from .history import history as _history
+
+    return _history(name, limit=limit)

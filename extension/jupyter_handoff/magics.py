@@ -40,6 +40,21 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     )
     report.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
+    compare = p["compare"] = MagicArgumentParser(
+        prog="%mlops compare",
+        description="Compare versions side by side from stored results: metrics with deltas "
+        "and CIs, charts, data fingerprints, schema and gate verdicts. One NAME alone compares "
+        "its latest version with its champion; NAME:prod the version in production.",
+    )
+    compare.add_argument("refs", nargs="+", metavar="NAME[:N|:STAGE]", help="versions to compare")
+    compare.add_argument("--baseline", metavar="NAME:N", help="deltas against this version")
+    history = p["history"] = MagicArgumentParser(
+        prog="%mlops history",
+        description="A model's versions, newest first: verdict, who and when, message, "
+        "data fingerprints (marking where the data changed) and stage.",
+    )
+    history.add_argument("name", help="model name")
+    history.add_argument("--limit", type=int, default=50, help="most versions shown")
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -141,6 +156,18 @@ class MlopsMagics(Magics):
         from .api import report
 
         return report(*parse_ref(args.ref), format=args.format)
+
+    def _compare(self, args):
+        from .api import compare
+
+        return compare(*args.refs, baseline=args.baseline)
+
+    def _history(self, args):
+        from .api import history
+
+        if args.limit < 1:
+            raise HandoffUsageError("--limit must be at least 1.", "e.g. --limit 20")
+        return history(args.name, limit=args.limit)
 
     def _agent(self, args):
         from handoff_agent import runtime

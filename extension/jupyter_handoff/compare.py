@@ -1,0 +1,406 @@
+"""Compare stored versions side by side: metrics with deltas and CIs, data, schema, verdicts.
+
+Everything comes from results the agent already stored; nothing is re-run. The data model
+here is plain Python (no pandas, no ipywidgets); ``widgets/compare.py`` draws it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from .client import connect
+from .errors import HandoffUsageError
+
+# Metric direction: True when higher is better. Unknown metrics get no colour.
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "f1": True,
+    "roc_auc": True,
+    "precision": True,
+    "recall": True,
+    "balanced_accuracy": True,
+    "r2": True,
+    "log_loss": False,
+    "mae": False,
+    "rmse": False,
+    "mse": False,
+    "p50_ms": False,
+    "p99_ms": False,
+    "throughput_rows_per_s": True,
+    "serialized_mb": False,
+    "peak_memory_mb": False,
+    "dp_diff": False,
+    "eo_diff": False,
+}
+LATENCY = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
+FAIRNESS = ("dp_diff", "eo_diff")
+STAGE_ALIASES = {"prod": "production"}
+REF_RE = re.compile(r"^(?P<name>[^:]+)(?::(?P<which>.+))?$")
+BETTER, WORSE = "#1a7f37", "#cf222e"
+
+
+def label(v: dict) -> str:
+    return f"{v.get('model')}:{v.get('number')}"
+
+
+def check_of(v: dict, name: str) -> dict:
+    for c in v.get("checks") or []:
+        if c.get("name") == name:
+            return c
+    return {}
+
+
+def result_of(v: dict, name: str) -> dict:
+    return check_of(v, name).get("result") or {}
+
+
+def is_checking(v: dict) -> bool:
+    return v.get("status") in ("checking", "pushed") and bool(v.get("checks"))
+
+
+def score(v: dict) -> float | None:
+    m = v.get("metrics") or {}
+    primary = m.get("primary_metric")
+    value = m.get(primary)
+    if not isinstance(value, (int, float)):
+        return None
+    return value if HIGHER_IS_BETTER.get(primary, True) else -value
+
+
+# -- resolving what to compare ------------------------------------------------------------
+
+
+class Resolver:
+    """Turns ``churn:3``, ``churn``, ``churn:prod`` or a Version into version dicts."""
+
+    def __init__(self, client=None):
+        self.client = client or connect(start=False)
+        self._listing: dict[str, list[dict]] = {}
+        self._full: dict[tuple[str, int], dict] = {}
+
+    def listing(self, name: str) -> list[dict]:
+        from .api import _checked_name
+
+        if name not in self._listing:
+            _checked_name(name)
+            self._listing[name] = self.client.get(f"/api/v1/models/{name}/versions?limit=1000")[
+                "versions"
+            ]
+        return self._listing[name]
+
+    def full(self, name: str, number: int, fresh: bool = False) -> dict:
+        key = (name, int(number))
+        if fresh or key not in self._full:
+            self._full[key] = self.client.get(f"/api/v1/models/{name}/versions/{number}")
+        return self._full[key]
+
+    def champion(self, name: str, before: int | None = None) -> dict | None:
+        """The best earlier version that passed or warned (the agent's own rule)."""
+        best, best_key = None, None
+        for row in self.listing(name):
+            if before is not None and row["number"] >= before:
+                continue
+            if row.get("status") not in ("passed", "warned"):
+                continue
+            v = self.full(name, row["number"])
+            s = score(v)
+            key = (s is not None, s if s is not None else 0.0, v["number"])
+            if best_key is None or key > best_key:
+                best, best_key = v, key
+        return best
+
+    def resolve(self, ref) -> list[dict]:
+        if hasattr(ref, "_data") and hasattr(ref, "number"):
+            return [self.full(ref.name, ref.number)]
+        if isinstance(ref, tuple) and len(ref) == 2:
+            return [self.full(ref[0], ref[1])]
+        if not isinstance(ref, str):
+            raise HandoffUsageError(
+                f"Cannot compare {ref!r}.",
+                "Pass NAME:N strings, e.g. compare('churn:3', 'churn:5').",
+            )
+        m = REF_RE.match(ref.strip())
+        if not m:
+            raise HandoffUsageError(f"{ref!r} is not NAME[:N].", "Write e.g. churn:3.")
+        name, which = m["name"], m["which"]
+        versions = self.listing(name)
+        if not versions:
+            raise HandoffUsageError(f"Model {name!r} has no versions.", "Push one first.")
+        if which is None:  # latest against the champion
+            latest = versions[0]["number"]
+            champ = self.champion(name, before=latest)
+            if champ is None:
+                raise HandoffUsageError(
+                    f"{name} has no champion to compare {name}:{latest} with: no earlier "
+                    "version passed or warned.",
+                    "Compare two versions by number, e.g. "
+                    f"%mlops compare {name}:1 {name}:{latest}.",
+                )
+            return [champ, self.full(name, latest)]
+        if which.isdigit():
+            return [self.full(name, int(which))]
+        stage = STAGE_ALIASES.get(which.lower(), which.lower())
+        for row in versions:
+            if (row.get("stage") or "").lower() == stage:
+                return [self.full(name, row["number"])]
+        for row in versions[:100]:  # the listing may not carry the stage; the version does
+            if (self.full(name, row["number"]).get("stage") or "").lower() == stage:
+                return [self.full(name, row["number"])]
+        raise HandoffUsageError(
+            f"No version of {name} is in stage {stage!r}.",
+            "Stages come from the central pipeline once a version is forwarded and promoted. "
+            f"Compare by number instead, e.g. %mlops compare {name}:1 {name}:2, or use "
+            f"%mlops compare {name} for the latest against the champion.",
+        )
+
+
+# -- the comparison -----------------------------------------------------------------------
+
+
+class Comparison:
+    """Two or more versions, the first the baseline unless ``baseline`` names another."""
+
+    def __init__(self, versions: list[dict], baseline: str | None = None, champions=None):
+        if len(versions) < 2:
+            raise HandoffUsageError(
+                "A comparison needs at least two versions.",
+                "Name two, e.g. %mlops compare churn:3 churn:5, or one model for its latest "
+                "against its champion: %mlops compare churn.",
+            )
+        seen, unique = set(), []
+        for v in versions:
+            if label(v) not in seen:
+                seen.add(label(v))
+                unique.append(v)
+        self.versions = unique
+        self.labels = [label(v) for v in unique]
+        self.baseline = baseline if baseline in self.labels else self.labels[0]
+        self.champions = set(champions or ())  # labels of each model's champion
+        self._charts: tuple | None = None
+
+    @property
+    def base(self) -> dict:
+        return self.versions[self.labels.index(self.baseline)]
+
+    @property
+    def tasks(self) -> dict[str, str | None]:
+        return {
+            label(v): v.get("task") or (v.get("manifest") or {}).get("task") for v in self.versions
+        }
+
+    @property
+    def task_message(self) -> str:
+        """Empty when the versions solve the same task; otherwise why metrics are hidden."""
+        known = {t for t in self.tasks.values() if t}
+        if len(known) <= 1:
+            return ""
+        parts = ", ".join(f"{lab} is {t or 'of unknown task'}" for lab, t in self.tasks.items())
+        return (
+            f"These versions solve different tasks ({parts}): their metrics are not comparable, "
+            "so only verdicts, schema and data are compared."
+        )
+
+    @property
+    def checking(self) -> list[str]:
+        return [label(v) for v in self.versions if is_checking(v)]
+
+    def replace(self, version: dict) -> None:
+        """Swap in a fresher copy of one version (after its checks finished)."""
+        lab = label(version)
+        if lab in self.labels:
+            self.versions[self.labels.index(lab)] = version
+            self._charts = None
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def metric_values(self, v: dict) -> dict[str, tuple[float, list | None, str]]:
+        """metric -> (value, CI or None, group) from the stored check results."""
+        out: dict[str, tuple[float, list | None, str]] = {}
+        perf = result_of(v, "performance").get("metrics") or v.get("metrics") or {}
+        for k, val in perf.items():
+            if k in ("rows",) or k.endswith("_ci") or isinstance(val, bool):
+                continue
+            if isinstance(val, (int, float)):
+                out[k] = (float(val), perf.get(f"{k}_ci"), "performance")
+        lat = result_of(v, "latency").get("metrics") or {}
+        for k in LATENCY:
+            if isinstance(lat.get(k), (int, float)):
+                out[k] = (float(lat[k]), None, "latency")
+        fair = result_of(v, "fairness").get("metrics") or {}
+        for k in FAIRNESS:
+            if isinstance(fair.get(k), (int, float)):
+                out[k] = (float(fair[k]), None, "fairness")
+        return out
+
+    def metrics(self) -> list[dict]:
+        """One row per metric: values, CIs, deltas against the baseline and better/worse."""
+        if self.task_message:
+            return []
+        values = {
+            lab: self.metric_values(v) for lab, v in zip(self.labels, self.versions, strict=True)
+        }
+        names: list[str] = []
+        primary = (result_of(self.base, "performance").get("metrics") or {}).get("primary_metric")
+        for vals in values.values():
+            for k in vals:
+                if k not in names:
+                    names.append(k)
+        group_order = {"performance": 0, "latency": 1, "fairness": 2}
+        names.sort(
+            key=lambda k: (
+                group_order[next(vals[k][2] for vals in values.values() if k in vals)],
+                k != primary,
+            )
+        )
+        rows = []
+        base_vals = values[self.baseline]
+        for k in names:
+            row = {
+                "metric": k,
+                "primary": k == primary,
+                "higher_is_better": HIGHER_IS_BETTER.get(k),
+                "values": {},
+                "ci": {},
+                "deltas": {},
+                "better": {},
+            }
+            for lab in self.labels:
+                if k not in values[lab]:
+                    continue
+                val, ci, row["group"] = values[lab][k]
+                row["values"][lab], row["ci"][lab] = val, ci
+                if lab == self.baseline or k not in base_vals:
+                    continue
+                delta = val - base_vals[k][0]
+                row["deltas"][lab] = delta
+                hib = HIGHER_IS_BETTER.get(k)
+                row["better"][lab] = (
+                    None if hib is None or abs(delta) < 1e-12 else (delta > 0) == hib
+                )
+            rows.append(row)
+        return rows
+
+    @property
+    def deltas(self) -> dict[str, dict[str, float]]:
+        return {r["metric"]: dict(r["deltas"]) for r in self.metrics()}
+
+    # -- data, schema, verdicts -----------------------------------------------------------
+
+    def fingerprints(self) -> list[dict]:
+        """Per data role, each version's fingerprint and whether it differs from the baseline."""
+        roles: list[str] = []
+        for v in self.versions:
+            for role in (v.get("manifest") or {}).get("data") or {}:
+                if role not in roles:
+                    roles.append(role)
+        base = (self.base.get("manifest") or {}).get("data") or {}
+        rows = []
+        for role in roles:
+            base_fp = (base.get(role) or {}).get("fingerprint")
+            row = {"role": role, "values": {}, "changed": {}}
+            for lab, v in zip(self.labels, self.versions, strict=True):
+                fp = ((v.get("manifest") or {}).get("data") or {}).get(role) or {}
+                row["values"][lab] = {"fingerprint": fp.get("fingerprint"), "rows": fp.get("rows")}
+                row["changed"][lab] = fp.get("fingerprint") != base_fp
+            rows.append(row)
+        return rows
+
+    def schema_changes(self) -> dict[str, dict[str, list]]:
+        """Per version, the input columns added, removed and retyped against the baseline."""
+
+        def cols(v):
+            sig = v.get("signature") or (v.get("manifest") or {}).get("signature") or {}
+            return {c["name"]: c.get("dtype") for c in sig.get("columns") or []}
+
+        base = cols(self.base)
+        out = {}
+        for lab, v in zip(self.labels, self.versions, strict=True):
+            if lab == self.baseline:
+                continue
+            mine = cols(v)
+            out[lab] = {
+                "added": [c for c in mine if c not in base],
+                "removed": [c for c in base if c not in mine],
+                "retyped": [
+                    f"{c}: {base[c]} → {t}" for c, t in mine.items() if c in base and base[c] != t
+                ],
+            }
+        return out
+
+    def verdicts(self) -> dict[str, dict]:
+        out = {}
+        for lab, v in zip(self.labels, self.versions, strict=True):
+            verdict = v.get("verdict") or {}
+            out[lab] = {
+                "status": v.get("status"),
+                "verdict": verdict.get("verdict"),
+                "reasons": list(verdict.get("reasons") or []),
+                "checks": {c["name"]: c.get("status") for c in v.get("checks") or []},
+            }
+        return out
+
+    # -- charts (matplotlib, only when asked) ----------------------------------------------
+
+    def charts(self) -> dict[str, str]:
+        """Chart name -> PNG as base64, drawn once per state of the versions."""
+        key = tuple(
+            (lab, v.get("status")) for lab, v in zip(self.labels, self.versions, strict=True)
+        )
+        if self._charts is None or self._charts[0] != key:
+            from .widgets.charts import draw
+
+            self._charts = (key, draw(self))
+        return self._charts[1]
+
+    # -- display --------------------------------------------------------------------------
+
+    def widget(self, follow: bool = True, resolver=None):
+        from .widgets.compare import CompareWidget
+
+        return CompareWidget(self, resolver=resolver, follow=follow)
+
+    def _ipython_display_(self):
+        from .widgets.display import show
+
+        show(self, self.widget)
+
+    def __repr__(self) -> str:
+        return f"Comparison({', '.join(self.labels)}; baseline={self.baseline})"
+
+    def _repr_html_(self) -> str:
+        from .widgets import compare_html
+
+        return compare_html.page(self)
+
+
+def compare(*refs, baseline: str | None = None, client=None) -> Comparison:
+    """Compare versions: ``compare("churn:3", "churn:5")``, ``compare("churn")`` (latest
+    against the champion), ``compare("churn:prod")`` or Version objects. Stored results only."""
+    if not refs:
+        raise HandoffUsageError(
+            "Name the versions to compare.",
+            "e.g. compare('churn:3', 'churn:5'), or compare('churn') for latest vs champion.",
+        )
+    resolver = Resolver(client)
+    versions: list[dict] = []
+    for ref in refs:
+        versions += resolver.resolve(ref)
+    if len(refs) == 1 and len(versions) == 1:
+        raise HandoffUsageError(
+            f"{refs[0]} is one version; a comparison needs two.",
+            "Add another, e.g. %mlops compare churn:3 churn:5, or name just the model "
+            "(%mlops compare churn) for the latest against the champion.",
+        )
+    champions = set()
+    for name in dict.fromkeys(v["model"] for v in versions):
+        champ = resolver.champion(name)
+        if champ is not None:
+            champions.add(label(champ))
+    comparison = Comparison(versions, baseline=baseline, champions=champions)
+    comparison.resolver = resolver
+    return comparison
+
+
+def esc(x) -> str:
+    return html.escape(str(x))

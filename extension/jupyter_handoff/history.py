@@ -1,0 +1,144 @@
+"""A model's history: who pushed what and when, the verdict, where the data changed, the stage."""
+
+from __future__ import annotations
+
+import html
+
+from .client import connect
+from .widgets.style import STATUS_VERDICT, badge
+
+ROLES_FIRST = ("X", "y", "sensitive", "reference")
+
+
+class History:
+    """Versions of one model, newest first, as plain rows (``rows``) or a table."""
+
+    def __init__(self, name: str, versions: list[dict]):
+        self.name = name
+        self.versions = versions  # full version dicts, newest first
+        self.roles = self._roles()
+        self.rows = self._rows()
+
+    def _roles(self) -> list[str]:
+        seen: list[str] = []
+        for v in self.versions:
+            for role in (v.get("manifest") or {}).get("data") or {}:
+                if role not in seen:
+                    seen.append(role)
+        return sorted(
+            seen,
+            key=lambda r: (
+                r not in ROLES_FIRST,
+                ROLES_FIRST.index(r) if r in ROLES_FIRST else 0,
+                r,
+            ),
+        )
+
+    def _rows(self) -> list[dict]:
+        rows = []
+        older = list(reversed(self.versions))
+        previous: dict[str, str | None] = {}
+        for i, v in enumerate(older):
+            data = (v.get("manifest") or {}).get("data") or {}
+            fps = {role: (data.get(role) or {}).get("fingerprint") for role in self.roles}
+            changed = [r for r in self.roles if i > 0 and fps[r] != previous.get(r)]
+            verdict = v.get("verdict") or {}
+            rows.append(
+                {
+                    "number": v.get("number"),
+                    "status": v.get("status"),
+                    "verdict": verdict.get("verdict") or STATUS_VERDICT.get(v.get("status") or ""),
+                    "reasons": list(verdict.get("reasons") or []),
+                    "pushed_by": v.get("pushed_by"),
+                    "pushed_at": v.get("pushed_at"),
+                    "message": v.get("message") or "",
+                    "fingerprints": fps,
+                    "data_changed": changed,
+                    "stage": v.get("stage") or "",
+                }
+            )
+            previous = fps
+        return list(reversed(rows))
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        flat = []
+        for r in self.rows:
+            row = {
+                k: r[k]
+                for k in (
+                    "number",
+                    "status",
+                    "verdict",
+                    "pushed_by",
+                    "pushed_at",
+                    "message",
+                    "stage",
+                )
+            }
+            for role, fp in r["fingerprints"].items():
+                row[f"data.{role}"] = (fp or "")[:12]
+            row["data_changed"] = ", ".join(r["data_changed"])
+            flat.append(row)
+        return pd.DataFrame(flat)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        lines = [f"History({self.name!r}, {len(self.rows)} versions)"]
+        for r in self.rows:
+            mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
+            lines.append(
+                f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
+                f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
+            )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        cell = "padding:2px 8px;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top"
+        head = ["version", "verdict", "pushed", "message"] + [f"data: {r}" for r in self.roles]
+        head.append("stage")
+        out = [
+            f"<div class='handoff-history'><b>{e(self.name)}</b>: {len(self.rows)} versions"
+            "<table style='border-collapse:collapse;font-size:90%'><tr>"
+        ]
+        out += [f"<th style='{cell}'>{e(h)}</th>" for h in head] + ["</tr>"]
+        for r in self.rows:
+            reasons = "<br>".join(e(x) for x in r["reasons"])
+            tds = [
+                f"<b>{r['number']}</b>",
+                badge(r["verdict"], r["verdict"] or r["status"])
+                + (f"<div style='font-size:85%;color:#57606a'>{reasons}</div>" if reasons else ""),
+                f"{e(r['pushed_by'] or '')}<br><span style='color:#57606a'>"
+                f"{e((r['pushed_at'] or '')[:19].replace('T', ' '))}</span>",
+                e(r["message"]),
+            ]
+            for role in self.roles:
+                fp = r["fingerprints"].get(role)
+                if not fp:
+                    tds.append("&ndash;")
+                    continue
+                changed = role in r["data_changed"]
+                style = "color:#cf222e;font-weight:bold" if changed else "color:#57606a"
+                tds.append(
+                    f"<code style='{style}' title='{e(fp)}'>{e(fp[:10])}</code>"
+                    + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
+                )
+            tds.append(e(r["stage"]))
+            out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
+        out.append("</table></div>")
+        return "".join(out)
+
+
+def history(name: str, limit: int = 50, client=None) -> History:
+    """The versions of ``name``, newest first, with verdicts, data fingerprints and stage."""
+    from .api import _checked_name
+
+    _checked_name(name)
+    client = client or connect(start=False)
+    listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
+    full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]
+    return History(name, full)

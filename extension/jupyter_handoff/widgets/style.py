@@ -1,0 +1,46 @@
+"""Shared look: status icons and colours, as plain strings (no ipywidgets needed)."""
+
+from __future__ import annotations
+
+import html
+
+ICONS = {
+    "queued": ("○", "#8c959f"),
+    "running": ("◔", "#9a6700"),
+    "pass": ("✔", "#1a7f37"),
+    "warn": ("▲", "#9a6700"),
+    "fail": ("✘", "#cf222e"),
+    "error": ("✘", "#cf222e"),
+    "skip": ("\u2013", "#8c959f"),
+}
+VERDICT_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
+STATUS_VERDICT = {"passed": "pass", "warned": "warn", "failed": "fail"}
+FINAL = ("pass", "warn", "fail", "error", "skip")
+BETTER, WORSE = "#1a7f37", "#cf222e"
+
+e = html.escape
+
+
+def icon(status: str) -> str:
+    glyph, colour = ICONS.get(status, ("?", "#57606a"))
+    return f"<span style='color:{colour};font-weight:bold' title='{e(status)}'>{glyph}</span>"
+
+
+def badge(verdict: str | None, text: str | None = None) -> str:
+    colour = VERDICT_COLOURS.get(verdict or "", "#57606a")
+    label = e(text or verdict or "checking")
+    return (
+        f"<span style='background:{colour};color:white;border-radius:3px;"
+        f"padding:0 6px;font-size:90%'>{label}</span>"
+    )
+
+
+def seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def one_line(text: str | None, width: int = 140) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -1,0 +1,129 @@
+"""The comparison: real versions from a real agent, stored results only; asserted on traits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from support import wait_checked
+
+from jupyter_handoff import api
+from jupyter_handoff.compare import Comparison, compare
+from jupyter_handoff.widgets.style import BETTER, WORSE
+
+
+def until(predicate, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def perf(version: dict) -> dict:
+    (c,) = [c for c in version["checks"] if c["name"] == "performance"]
+    return c["result"]["metrics"]
+
+
+@pytest.fixture
+def three(connected, data):
+    """churn:1..3: the same data, models of different strength; all checked."""
+    X, y = data
+    features = X.drop(columns="gender")
+    for c in (1.0, 0.001, 0.05):
+        api.push(LogisticRegression(C=c, max_iter=500).fit(features, y), "churn",
+                 X=features, y=y, message=f"C={c}")  # fmt: skip
+    return [wait_checked(connected, "churn", n) for n in (1, 2, 3)]
+
+
+def test_two_versions_hold_the_right_deltas(three):
+    v1, v2, _ = three
+    comparison = compare("churn:1", "churn:2")
+    widget = comparison.widget(follow=False)
+    assert widget.selected == ["churn:1", "churn:2"] and widget.baseline == "churn:1"
+    m1, m2 = perf(v1), perf(v2)
+    for metric in ("roc_auc", "accuracy", "f1", "log_loss"):
+        assert widget.deltas[metric]["churn:2"] == pytest.approx(m2[metric] - m1[metric])
+    # the colour follows the metric's direction: log_loss lower is better
+    row = {r["metric"]: r for r in comparison.metrics()}
+    assert row["log_loss"]["better"]["churn:2"] == (m2["log_loss"] < m1["log_loss"])
+    assert row["roc_auc"]["better"]["churn:2"] == (m2["roc_auc"] > m1["roc_auc"])
+    colour = BETTER if row["accuracy"]["better"]["churn:2"] else WORSE
+    assert colour in widget.metrics_html.value
+    assert row["roc_auc"]["ci"]["churn:2"] == m2["roc_auc_ci"]
+    # the champion is the best version that passed, and it is marked
+    passed = [v for v in three if v["status"] in ("passed", "warned")]
+    best = max(passed, key=lambda v: (perf(v)["roc_auc"], v["number"]))
+    assert widget.champions == [f"churn:{best['number']}"]
+    if best["number"] in (1, 2):
+        assert "★ champion" in widget.metrics_html.value
+    # data, schema, gate and charts come from the stored results
+    assert (
+        "changed" not in widget.data_html.value and "same input columns" in widget.data_html.value
+    )
+    assert "verdict" in widget.gate_html.value
+    assert widget.charts_html.value.count("data:image/png;base64,") >= 3
+    assert "Comparison(churn:1, churn:2" in repr(comparison)
+    assert "Metrics" in comparison._repr_html_()
+
+
+def test_three_versions_and_the_pickers(three):
+    comparison = compare("churn:1", "churn:2", "churn:3")
+    widget = comparison.widget(follow=False)
+    assert widget.selected == ["churn:1", "churn:2", "churn:3"]
+    assert set(widget.deltas["roc_auc"]) == {"churn:2", "churn:3"}
+    assert [value for _, value in widget.picker.options] == ["churn:3", "churn:2", "churn:1"]
+    # picking another baseline recomputes the deltas against it
+    widget.baseline_picker.value = "churn:3"
+    m = {v["number"]: perf(v) for v in three}
+    assert widget.baseline == "churn:3"
+    assert widget.deltas["f1"]["churn:1"] == pytest.approx(m[1]["f1"] - m[3]["f1"])
+    # picking two versions in the picker narrows the comparison
+    widget.picker.value = ("churn:2", "churn:1")
+    assert widget.selected == ["churn:2", "churn:1"] and set(widget.deltas["f1"]) == {"churn:1"}
+    widget.picker.value = ("churn:2",)
+    assert "at least two" in widget.notice.value
+
+
+def test_latest_against_champion(three):
+    comparison = compare("churn")
+    champion = compare("churn:1", "churn:2").champions
+    assert comparison.labels[-1] == "churn:3"
+    assert comparison.labels[0] in champion or comparison.labels[0] != "churn:3"
+
+
+def test_different_tasks_say_so(connected, data, model):
+    X, y = data
+    api.push(model, "churn", X=X, y=y)
+    api.push(LinearRegression().fit(X, y.astype(float)), "price", X=X, y=y.astype(float))
+    wait_checked(connected, "churn", 1)
+    wait_checked(connected, "price", 1)
+    widget = compare("churn:1", "price:1").widget(follow=False)
+    assert "different tasks" in widget.task_message and "classification" in widget.task_message
+    assert widget.deltas == {}
+    assert "not comparable" in widget.metrics_html.value
+    assert "verdict" in widget.gate_html.value
+
+
+def test_a_version_still_checking_updates_when_it_finishes(connected, data, model):
+    # Given a checked version and a new one whose checks are still running
+    X, y = data
+    api.push(model, "churn", X=X, y=y)
+    wait_checked(connected, "churn", 1)
+    api.push(LogisticRegression(C=0.01, max_iter=500).fit(X, y), "churn", X=X, y=y)
+    checking = connected.request("GET", "/api/v1/models/churn/versions/2")[1]
+    assert checking["status"] == "checking"
+    first = connected.request("GET", "/api/v1/models/churn/versions/1")[1]
+    # When the comparison is shown
+    widget = Comparison([first, checking]).widget()
+    assert widget.checking == ["churn:2"] or widget.checking == []
+    # Then it updates itself when the checks finish, with the deltas
+    until(lambda: not widget.checking and "roc_auc" in widget.deltas, what="the checks")
+    done = connected.request("GET", "/api/v1/models/churn/versions/2")[1]
+    assert widget.deltas["roc_auc"]["churn:2"] == pytest.approx(
+        perf(done)["roc_auc"] - perf(first)["roc_auc"]
+    )
+    assert "Still checking" not in widget.notice.value
+    widget.stop()

@@ -1,0 +1,148 @@
+"""%mlops compare / history / report, help and tab completion, in a shell that re-raises."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from IPython.core.error import UsageError
+from sklearn.linear_model import LogisticRegression
+from support import wait_checked
+
+from jupyter_handoff.compare import Comparison
+from jupyter_handoff.completer import complete
+from jupyter_handoff.history import History
+
+
+def run(shell, line: str):
+    result = shell.run_cell(line)
+    result.raise_error()
+    return result.result
+
+
+@pytest.fixture(scope="module")
+def _pushed_once(shared_agent, data, model):
+    """churn:1 and churn:2 (checked), the second on changed data; strong and weak models."""
+    from support import push_model
+
+    X, y = data
+    weak = LogisticRegression(C=0.001, max_iter=500).fit(X, y)
+    push_model(shared_agent, model, "churn", X=X, y=y, message="first")
+    push_model(shared_agent, weak, "churn", X=X.iloc[:500], y=y.iloc[:500], message="less data")
+    return [wait_checked(shared_agent, "churn", n) for n in (1, 2)]
+
+
+@pytest.fixture
+def pushed(_pushed_once, shared_agent, settings, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(shared_agent.runtime_dir))
+    return _pushed_once
+
+
+def test_compare_two(shell, pushed):
+    comparison = run(shell, "%mlops compare churn:1 churn:2")
+    assert isinstance(comparison, Comparison) and comparison.labels == ["churn:1", "churn:2"]
+    assert "roc_auc" in comparison.deltas
+    changed = {r["role"]: r["changed"]["churn:2"] for r in comparison.fingerprints()}
+    assert changed == {"X": True, "y": True}
+    baseline = run(shell, "%mlops compare churn:1 churn:2 --baseline churn:2")
+    assert baseline.baseline == "churn:2" and "churn:1" in baseline.deltas["roc_auc"]
+
+
+def test_compare_latest_against_champion(shell, pushed):
+    passed = [v["number"] for v in pushed if v["status"] in ("passed", "warned")]
+    if 1 not in passed:
+        with pytest.raises(UsageError, match="no champion"):
+            run(shell, "%mlops compare churn")
+        return
+    comparison = run(shell, "%mlops compare churn")
+    assert comparison.labels == ["churn:1", "churn:2"]
+    assert "churn:1" in comparison.champions or "churn:2" in comparison.champions
+
+
+def test_history(shell, pushed):
+    history = run(shell, "%mlops history churn")
+    assert isinstance(history, History) and [r["number"] for r in history.rows] == [2, 1]
+    newest, oldest = history.rows
+    assert newest["data_changed"] == ["X", "y"] and oldest["data_changed"] == []
+    assert newest["message"] == "less data" and newest["pushed_by"]
+    assert newest["verdict"] == pushed[1]["verdict"]["verdict"]
+    assert newest["stage"] == ""
+    page = history._repr_html_()
+    assert "● changed" in page and "less data" in page and "stage" in page
+    assert "History('churn', 2 versions)" in repr(history)
+    frame = history.to_dataframe()
+    assert list(frame["number"]) == [2, 1] and "data.X" in frame
+    assert len(run(shell, "%mlops history churn --limit 1")) == 1
+
+
+def test_report_and_every_repr(shell, pushed):
+    report = run(shell, "%mlops report churn:1")
+    assert '<iframe sandbox=""' in report._repr_html_() and "Report('churn', 1" in repr(report)
+    md = run(shell, "%mlops report churn --format md")
+    assert md.number == 2 and md._repr_markdown_()
+    version = run(shell, "%mlops show churn:2")
+    assert "churn" in version._repr_html_() and version.verdict == pushed[1]["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("%mlops compare", "the following arguments are required"),
+        ("%mlops compare churn:1", "a comparison needs two"),
+        ("%mlops compare churn:prod", "No version of churn is in stage 'production'"),
+        ("%mlops compare churn:1 churn:9", "no version 9"),
+        ("%mlops compare nosuch:1 churn:1", "No model named 'nosuch'"),
+        ("%mlops compare '../x:1' churn:1", "not a valid model name"),
+        ("%mlops history", "the following arguments are required"),
+        ("%mlops history nosuch", "No model named 'nosuch'"),
+        ("%mlops history churn --limit 0", "--limit must be at least 1"),
+        ("%mlops history churn --limit x", "invalid int value"),
+        ("%mlops report churn:9", "no version 9"),
+    ],
+)
+def test_usage_errors(shell, pushed, line, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        run(shell, line)
+
+
+def test_compare_without_a_champion(shell, connected, data, model):
+    X, y = data
+    shell.user_ns.update(clf=model, X=X, y=y)
+    run(shell, "%mlops push clf --name solo --data X y --sensitive gender")
+    wait_checked(connected, "solo", 1)
+    status = connected.request("GET", "/api/v1/models/solo/versions/1")[1]["status"]
+    if status == "failed":
+        with pytest.raises(UsageError, match="no champion"):
+            run(shell, "%mlops compare solo")
+
+
+def test_help_documents_every_subcommand(shell):
+    doc = shell.find_line_magic("mlops").__doc__
+    for sub in ("push", "versions", "show", "report", "compare", "history", "agent"):
+        assert f"%mlops {sub}" in doc
+    assert "--baseline" in doc and "--limit" in doc and "NAME[:N|:STAGE]" in doc
+
+
+def test_tab_completion(shell, pushed):
+    assert complete("%mlops ") == [
+        "push", "versions", "show", "report", "compare", "history", "agent",
+    ] or set(complete("%mlops ")) >= {"push", "compare", "history"}  # fmt: skip
+    assert complete("%mlops hi") == ["history"]
+    assert complete("%mlops compare ") == ["churn"]
+    assert complete("%mlops compare churn:1 ch") == ["churn"]
+    assert complete("%mlops compare churn:") == ["2", "1"]
+    assert complete("%mlops push clf --name ") == ["churn"]
+    assert complete("%mlops push clf --na") == ["--name"]
+    assert complete("%mlops history churn --") == ["--limit"]
+    assert complete("%mlops agent st") == ["status", "start", "stop"]
+    # through IPython's completer, as a frontend asks
+    _, matches = shell.complete("", "%mlops hist", len("%mlops hist"))
+    assert "history" in matches
+    _, matches = shell.complete("", "%mlops compare ch", len("%mlops compare ch"))
+    assert "churn" in matches
+
+
+def test_completion_without_an_agent(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    assert complete("%mlops compare ") == []
+    assert complete("%mlops com") == ["compare"]

@@ -1,0 +1,106 @@
+"""The live push widget, driven by a real push to a real agent; asserted on its traits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jupyter_handoff import api
+from jupyter_handoff.widgets import display
+from jupyter_handoff.widgets.push import PushWidget
+
+
+def until(predicate, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_widget_follows_a_real_push(connected, data, model):
+    # Given a real push; When its widget is built while the checks run
+    X, y = data
+    version = api.push(model, "churn", X=X, y=y, sensitive=["gender"], message="first")
+    started = time.monotonic()
+    widget = version.widget()
+    assert time.monotonic() - started < 2, "building the widget must not wait for the checks"
+    until(lambda: widget.done, what="the verdict and the report")
+    # Then it holds a row per check, the final verdict with reasons, and the report
+    stored = connected.request("GET", "/api/v1/models/churn/versions/1")[1]
+    names = [c["name"] for c in stored["checks"]]
+    assert list(widget.rows) == names and [r for r in widget.rows_box.children] == [
+        widget.rows[n] for n in names
+    ]
+    for c in stored["checks"]:
+        assert widget.checks[c["name"]]["status"] == c["status"]
+        assert f"title='{c['status']}'" in widget.rows[c["name"]].value
+        assert c["message"].splitlines()[0][:40] in widget.rows[c["name"]].value.replace(
+            "&#x27;", "'"
+        )
+    assert (widget.progress.value, widget.progress.max) == (len(names), len(names))
+    assert widget.verdict == stored["verdict"]["verdict"]
+    assert widget.reasons == stored["verdict"]["reasons"]
+    assert (
+        widget.progress.bar_style
+        == {"pass": "success", "warn": "warning", "fail": "danger"}[widget.verdict]
+    )
+    assert "Verdict" in widget.verdict_html.value
+    assert widget.report_ready and not widget.report_button.disabled
+    assert widget.report_url.endswith("/api/v1/models/churn/versions/1/report")
+    assert "jupyter handoff report churn:1" in widget.report_hint.value
+    widget.report_button.click()
+    assert widget.report_view.value.startswith('<iframe sandbox=""')
+    assert not widget._follower.thread.is_alive() or widget._follower.stopped
+    assert "PushWidget('churn', 1" in repr(widget)
+
+
+def test_widget_of_a_checked_version_needs_no_stream(connected, data, model):
+    from support import wait_checked
+
+    X, y = data
+    api.push(model, "churn", X=X, y=y)
+    wait_checked(connected, "churn", 1)
+    widget = api.get("churn", 1).widget()
+    assert widget.done and widget._follower is None
+    assert widget.verdict in ("pass", "warn", "fail")
+
+
+def test_widget_says_when_the_agent_dies_and_resumes(connected, data, model):
+    # Given a push whose checks are running
+    X, y = data
+    version = api.push(model, "churn", X=X, y=y, sensitive=["gender"])
+    widget = version.widget()
+    # When the agent is killed -9
+    connected.kill9()
+    until(lambda: widget.agent_lost, timeout=30, what="the widget to notice")
+    # Then the widget says so and how to restart it
+    assert "stopped answering" in widget.notice.value
+    assert "jupyter handoff serve" in widget.notice.value
+    assert "%mlops agent start" in widget.notice.value
+    # And when an agent is back, it picks up and finishes
+    connected.start()
+    until(lambda: widget.done, what="the resumed checks")
+    assert not widget.agent_lost and widget.notice.value == ""
+    assert widget.verdict in ("pass", "warn", "fail")
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_display_is_a_widget_in_a_kernel_and_html_elsewhere(
+    connected, data, model, monkeypatch, kernel
+):
+    X, y = data
+    version = api.push(model, "churn", X=X, y=y)
+    shown = []
+    monkeypatch.setattr(display, "in_kernel", lambda: kernel)
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    made = []
+    monkeypatch.setattr(version, "widget", lambda: made.append(PushWidget(version)) or made[-1])
+    version._ipython_display_()
+    (bundle,) = shown
+    assert "text/html" in bundle and bundle["text/plain"] == repr(version)
+    assert ("application/vnd.jupyter.widget-view+json" in bundle) is kernel
+    for w in made:
+        w.stop()
