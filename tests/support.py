@@ -29,8 +29,28 @@ class RunningAgent:
         return {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
 
     @property
+    def role(self) -> str:
+        return self.args[self.args.index("--role") + 1] if "--role" in self.args else "local"
+
+    @property
     def runtime_file(self) -> Path:
-        return self.runtime_dir / "handoff-local.json"
+        return self.runtime_dir / f"handoff-{self.role}.json"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run ``python -m handoff_agent ARGS --home HOME`` against this agent's home."""
+        return subprocess.run(
+            [sys.executable, "-m", "handoff_agent", *args, "--home", str(self.home)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def make_token(self, user: str, *roles: str) -> str:
+        role_args = [a for r in roles for a in ("--role", r)]
+        out = self.cli("token", "create", "--user", user, *role_args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout.strip().splitlines()[-1]
 
     def start(self, timeout: float = 30) -> None:
         self.runtime_file.unlink(missing_ok=True)
@@ -80,11 +100,11 @@ class RunningAgent:
         return self.proc.poll() is None
 
     def request(self, method, path, body=None, headers=None, token=True, timeout=60):
-        """Returns (status, parsed JSON body or raw text)."""
+        """Returns (status, parsed JSON body or raw text). ``token`` may be another token."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         h = dict(headers or {})
         if token:
-            h.setdefault("Authorization", f"token {self.token}")
+            h.setdefault("Authorization", f"token {self.token if token is True else token}")
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             h.setdefault("Content-Type", "application/json")

@@ -183,7 +183,14 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
 
     async def create_version(self, name, digest, size, manifest, actor):
         version, created = await self.call(
-            self.ingest.create_version, name, digest, size, manifest, actor or "analyst"
+            self.ingest.create_version,
+            name,
+            digest,
+            size,
+            manifest,
+            actor or "analyst",
+            self.gate.verdict,
+            self.forward_for,
         )
         if created:
             self.events.publish(
@@ -194,6 +201,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
                 checks=list(self.checks),
             )
             await self.schedule_queued()
+            self.forwarder.wake.set()
         return version, created
 
     async def schedule_queued(self) -> None:

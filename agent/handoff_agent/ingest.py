@@ -97,9 +97,11 @@ class IngestManager:
         finally:
             upload.abort()
 
-    def create_version(self, name: str, digest: str, size: int, manifest: dict, actor: str):
+    def create_version(self, name, digest, size, manifest, actor, verdict_fn=None, forward_fn=None):
         """Only called once the blob is durable. One transaction: version, lineage, audit."""
-        return self.registry.create_version(name, digest, size, manifest, actor, self.checks)
+        return self.registry.create_version(
+            name, digest, size, manifest, actor, self.checks, verdict_fn, forward_fn
+        )
 
     @staticmethod
     def parse_digest(header: str | None) -> str | None:

@@ -41,7 +41,15 @@ class Registry:
         audit.append(self.db, actor, action, subject, payload)
 
     def create_version(
-        self, name: str, digest: str, size: int, manifest: dict, actor: str, checks: list[str]
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        manifest: dict,
+        actor: str,
+        checks: list[str],
+        verdict_fn=None,
+        forward_fn=None,
     ) -> tuple[dict, bool]:
         """Create the next version of ``name``, or return the one with the same bytes.
 
@@ -129,6 +137,9 @@ class Registry:
             self._audit(
                 actor, "version.create", f"{name}:{number}", {"digest": digest, "size": size}
             )
+            if not checks and verdict_fn is not None:
+                # Nothing to wait for: the verdict (and any hand-off) come with the version.
+                self._conclude(version_id, name, number, [], verdict_fn, forward_fn)
         return self.get_version(name, number), True
 
     def start_check(self, run_id: int) -> None:
@@ -175,21 +186,28 @@ class Registry:
             )
             if any(r["status"] in ("queued", "running") for r in rows):
                 return out
-            if verdict_fn is None:
-                from .gate import GatePolicy
+            return {
+                **out,
+                **self._conclude(version_id, model, number, rows, verdict_fn, forward_fn),
+            }
 
-                verdict_fn = GatePolicy().verdict
-            verdict = verdict_fn(rows)
-            vstatus = VERDICT_STATUS[verdict["verdict"]]
-            self.db.execute(
-                "update versions set status = ?, verdict = ? where id = ?",
-                [vstatus, canonical(verdict), version_id],
-            )
-            self._audit("agent", "version.verdict", f"{model}:{number}", verdict)
-            # The outbox rows share the verdict's transaction: no verdict without its hand-off.
-            for destination in forward_fn(verdict) if forward_fn else []:
-                outbox.enqueue(self.db, version_id, destination)
-            return {**out, "verdict": verdict, "status": vstatus}
+    def _conclude(self, version_id, model, number, rows, verdict_fn, forward_fn) -> dict:
+        """Store the verdict. Call inside the transaction of the last check result."""
+        if verdict_fn is None:
+            from .gate import GatePolicy
+
+            verdict_fn = GatePolicy().verdict
+        verdict = verdict_fn(rows)
+        vstatus = VERDICT_STATUS[verdict["verdict"]]
+        self.db.execute(
+            "update versions set status = ?, verdict = ? where id = ?",
+            [vstatus, canonical(verdict), version_id],
+        )
+        self._audit("agent", "version.verdict", f"{model}:{number}", verdict)
+        # The outbox rows share the verdict's transaction: no verdict without its hand-off.
+        for destination in forward_fn(verdict) if forward_fn else []:
+            outbox.enqueue(self.db, version_id, destination)
+        return {"verdict": verdict, "status": vstatus}
 
     def _record_score(self, version_id: int, metrics: dict) -> None:
         primary = metrics["primary_metric"]

@@ -1,0 +1,171 @@
+"""Two real agents on loopback: a local one forwarding to a central one, and people signing off."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, push_model, wait_checked
+
+POLICY = """
+[intake]
+secrets = ["first-secret", "second-secret"]
+trusted_types = []
+accept_pickle = false
+revalidate = {revalidate}
+
+[stages.approved]
+reviewer = 1
+[stages.canary]
+reviewer = 1
+[stages.production]
+reviewer = 1
+admin = 1
+"""
+
+
+def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(revalidate=str(revalidate).lower()))
+    central = RunningAgent(
+        tmp_path / "central",
+        tmp_path / "rt-central",
+        ["--role", "central", "--policy", str(policy)]
+        + (["--port", str(central_port)] if central_port else []),
+    )
+    central.start()
+    local = RunningAgent(
+        tmp_path / "local",
+        tmp_path / "rt-local",
+        [
+            "--forward-to",
+            "central",
+            "--HandoffAgent.owner_name=alice",
+            f"--CentralDestination.url={central.url}",
+            "--CentralDestination.secret=first-secret",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2",
+            "--HandoffAgent.forward_backoff=0.1",
+            "--HandoffAgent.forward_backoff_cap=0.5",
+            *local_args,
+        ],
+    )
+    local.start()
+    return local, central
+
+
+def poll(fn, timeout=90, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"condition not met in {timeout} s")
+
+
+@pytest.fixture
+def pair(tmp_path):
+    local, central = start_pair(tmp_path)
+    yield local, central
+    local.stop()
+    central.stop()
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(600, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    return LogisticRegression().fit(X, y), X, y
+
+
+def local_stage(local, name, number):
+    return local.request("GET", f"/api/v1/models/{name}/versions/{number}")[1].get("stage")
+
+
+def test_push_forward_validate_sign_off_to_production(pair, model_and_data):
+    local, central = pair
+    model, X, y = model_and_data
+    bob = central.make_token("bob", "reviewer")
+    carol = central.make_token("carol", "admin")
+
+    # Given a push that passes locally
+    v = push_model(local, model, "churn", X=X, y=y)
+    assert wait_checked(local, "churn", v.number)["status"] in ("passed", "warned")
+    # Then central receives it, re-validates it, and the local agent sees each stage
+    poll(lambda: local_stage(local, "churn", v.number) == "validated")
+    remote = central.request("GET", "/api/v1/models/churn/versions/1")[1]
+    assert [s["stage"] for s in remote["stages"]] == ["received", "validated"]
+    assert remote["serialization"] == "skops"  # converted before it left the analyst's machine
+    assert remote["pushed_by"] == "alice"
+
+    path = "/api/v1/models/churn/versions/1"
+    sign = lambda tok, note: central.request(  # noqa: E731
+        "POST", path + "/signoffs", {"decision": "approve", "comment": note}, token=tok
+    )
+    assert sign(bob, "looks right") == (201, {"stage": "approved"})
+    assert sign(bob, "canary please") == (201, {"stage": "canary"})
+    # production needs a reviewer and an admin
+    assert sign(bob, "ship it")[1] == {"stage": "canary", "waiting_for": "production"}
+    assert sign(carol, "approved by risk") == (201, {"stage": "production"})
+
+    poll(lambda: local_stage(local, "churn", v.number) == "production")
+    mirrored = local.request("GET", f"/api/v1/models/churn/versions/{v.number}")[1]
+    assert [s["stage"] for s in mirrored["stages"]] == [
+        "received",
+        "validated",
+        "approved",
+        "canary",
+        "production",
+    ]
+    assert {s["user"] for s in mirrored["signoffs"]} == {"bob", "carol"}
+    lineage = local.request("GET", f"/api/v1/lineage?model=churn&version={v.number}")[1]
+    assert lineage["stage"] == "production" and lineage["data"]
+    fp = lineage["data"][0]["dataset"]
+    used = local.request("GET", f"/api/v1/lineage?dataset={fp}")[1]
+    assert next((u["model"], u["number"], u["stage"]) for u in used["versions"]) == (
+        "churn",
+        v.number,
+        "production",
+    )
+
+
+def test_sign_off_rules_and_roles(pair, model_and_data):
+    local, central = pair
+    model, X, y = model_and_data
+    alice = central.make_token("alice", "reviewer")  # the pusher, also a reviewer at central
+    ann = central.make_token("ann", "analyst")
+    bob = central.make_token("bob", "reviewer")
+    carol = central.make_token("carol", "admin")
+    v = push_model(local, model, "risk", X=X, y=y)
+    poll(lambda: local_stage(local, "risk", v.number) == "validated")
+    path = "/api/v1/models/risk/versions/1"
+    approve = {"decision": "approve", "comment": ""}
+
+    # The pusher cannot approve their own version
+    status, body = central.request("POST", path + "/signoffs", approve, token=alice)
+    assert (status, body["error"]["code"]) == (403, "self_signoff")
+    # A missing sign-off blocks the transition, even for an admin
+    status, body = central.request("POST", path + "/transition", {"to": "approved"}, token=carol)
+    assert (status, body["error"]["code"]) == (409, "missing_signoffs")
+    # Wrong roles get 403 on every protected route
+    for token, method, route, payload in [
+        (ann, "POST", path + "/signoffs", approve),
+        (ann, "POST", path + "/transition", {"to": "approved"}),
+        (bob, "POST", path + "/transition", {"to": "approved"}),
+        (bob, "POST", path + "/forward", {"to": "central"}),
+        (bob, "POST", "/api/v1/models/risk/versions", None),
+    ]:
+        status, body = central.request(method, route, payload, token=token)
+        assert (status, body["error"]["code"]) == (403, "forbidden_role"), route
+    # A reviewer may reject
+    status, body = central.request(
+        "POST", path + "/signoffs", {"decision": "reject", "comment": "no"}, token=bob
+    )
+    assert (status, body) == (201, {"stage": "rejected"})
+    poll(lambda: local_stage(local, "risk", v.number) == "rejected")
+    assert central.cli("audit", "verify").returncode == 0

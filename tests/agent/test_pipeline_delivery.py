@@ -1,0 +1,204 @@
+"""Delivery is durable and exactly-once in effect: central down, local killed, replays."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import socket
+import time
+import uuid
+
+from support import bundle_bytes, manifest_for, push_model
+from test_pipeline_central import poll, start_pair
+
+from handoff_agent import signing
+from handoff_agent.bundle import write_tar
+
+FAST = ["--HandoffAgent.checks=[]"]  # no checks: the verdict comes with the push
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def outbox_states(local) -> dict:
+    rows = local.request("GET", "/api/v1/outbox")[1]["outbox"]
+    return {r["state"]: r["n"] for r in rows}
+
+
+def push_many(local, n: int, start: int = 0) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+
+    X = pd.DataFrame({"a": np.arange(20.0)})
+    y = np.arange(20) % 2
+    for i in range(start, start + n):
+        model = DummyClassifier().fit(X, y)
+        model.tag_ = i  # new bytes, new version
+        push_model(local, model, "many", X=X, y=y, format="skops")  # nothing to convert
+
+
+def test_central_down_then_back_kill_local_mid_delivery(tmp_path):
+    port = free_port()
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST, central_port=port)
+    try:
+        central.stop()  # IT's intake is down
+        push_many(local, 50)
+        poll(lambda: outbox_states(local).get("pending") == 50, timeout=120)
+        assert "delivered" not in outbox_states(local)
+
+        central.start()  # back on the same port
+        # Kill -9 the local agent while it delivers, then restart it.
+        poll(lambda: outbox_states(local).get("delivered", 0) >= 5, timeout=60, every=0.05)
+        local.kill9()
+        local.start()
+        poll(lambda: outbox_states(local) == {"delivered": 50}, timeout=120)
+
+        versions = central.request("GET", "/api/v1/models/many/versions?limit=1000")[1]
+        assert sorted(v["number"] for v in versions["versions"]) == list(range(1, 51))
+        digests = [v["digest"] for v in versions["versions"]]
+        assert len(set(digests)) == 50  # each applied once
+        assert central.cli("fsck").returncode == 0
+        assert local.cli("audit", "verify").returncode == 0
+    finally:
+        local.stop()
+        central.stop()
+
+
+def envelope(name: str, model: bytes = b"x", serialization: str = "skops") -> bytes:
+    member = "model.skops" if serialization == "skops" else "model.pkl"
+    members = {member: model}
+    m = manifest_for(name, members, serialization=serialization)
+    import tarfile
+
+    from support import make_tar
+
+    bundle = make_tar(
+        [
+            ("manifest.json", json.dumps(m).encode(), tarfile.REGTYPE),
+            (member, model, tarfile.REGTYPE),
+        ]
+    )
+    env = {
+        "format": 1,
+        "source": "test-source",
+        "local": {
+            "model": name,
+            "number": 1,
+            "pushed_by": "zoe",
+            "verdict": {"verdict": "pass", "reasons": []},
+        },
+        "bundle_digest": hashlib.sha256(bundle).hexdigest(),
+        "audit_head": {"seq": 1, "hash": "a" * 64},
+    }
+    out = io.BytesIO()
+    write_tar(out, [("envelope.json", json.dumps(env).encode()), ("bundle.tar", bundle)])
+    return out.getvalue()
+
+
+def deliver(
+    central, body: bytes, secret="first-secret", delivery_id=None, stamp=None, tamper=False
+):
+    delivery_id = delivery_id or uuid.uuid4().hex
+    stamp = str(stamp if stamp is not None else int(time.time()))
+    signature = signing.sign(secret, delivery_id, stamp, [body])
+    if tamper:
+        body = body[:-600] + b"\x01" + body[-599:]
+    return central.request(
+        "POST",
+        "/api/v1/intake",
+        body=body,
+        token=False,
+        headers={
+            "Content-Type": "application/x-tar",
+            "X-Handoff-Delivery": delivery_id,
+            "X-Handoff-Timestamp": stamp,
+            "X-Handoff-Signature": signature,
+        },
+    )
+
+
+def count(central, name: str) -> int:
+    status, body = central.request("GET", f"/api/v1/models/{name}/versions")
+    return len(body["versions"]) if status == 200 else 0
+
+
+def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path):
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST)
+    try:
+        body = envelope("signed")
+        status, err = deliver(central, body, tamper=True)
+        assert (status, err["error"]["code"]) == (401, "bad_signature")
+        status, err = deliver(central, body, secret="not-the-secret")
+        assert (status, err["error"]["code"]) == (401, "bad_signature")
+        status, err = deliver(central, body, stamp=int(time.time()) - 301)
+        assert (status, err["error"]["code"]) == (401, "stale_delivery")
+        status, err = deliver(central, body, stamp=int(time.time()) + 301)
+        assert (status, err["error"]["code"]) == (401, "stale_delivery")
+        assert count(central, "signed") == 0
+
+        same_id = uuid.uuid4().hex
+        status, first = deliver(central, body, secret="second-secret", delivery_id=same_id)
+        assert status == 201 and first["version"] == 1  # the rotation secret works too
+        status, again = deliver(central, body, delivery_id=same_id)
+        assert status == 200 and again["duplicate"] is True
+        assert count(central, "signed") == 1
+        assert central.healthy()
+    finally:
+        local.stop()
+        central.stop()
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_is_refused_at_central_and_never_loaded(tmp_path):
+    local, central = start_pair(tmp_path, revalidate=True, local_args=FAST)
+    marker = tmp_path / "pwned"
+    try:
+        payload = pickle.dumps(_Marker(str(marker)))
+        status, err = deliver(central, envelope("evil", payload, "pickle"))
+        assert (status, err["error"]["code"]) == (415, "pickle_refused")
+        time.sleep(1)
+        assert not marker.exists()
+        assert count(central, "evil") == 0
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_forced_forward_of_a_failing_version_is_recorded(tmp_path):
+    loads_only = ["--HandoffAgent.checks=['loads']"]
+    local, central = start_pair(tmp_path, revalidate=False, local_args=loads_only)
+    try:
+        status, _ = local.push_bytes("junk", bundle_bytes("junk"))  # does not even unpickle
+        assert status == 201
+        poll(
+            lambda: local.request("GET", "/api/v1/models/junk/versions/1")[1]["status"] == "failed"
+        )
+        assert outbox_states(local) == {}  # a failed verdict forwards nothing by itself
+        status, body = local.request(
+            "POST", "/api/v1/models/junk/versions/1/forward", {"to": "central"}
+        )
+        assert status == 202 and body["queued"] is True
+        # The bundle is not a real pickle, so converting it for central fails: dead-letter
+        poll(lambda: outbox_states(local).get("dead") == 1)
+        version = local.request("GET", "/api/v1/models/junk/versions/1")[1]
+        assert "Cannot convert the model to skops" in version["forwards"][0]["last_error"]
+        status, body = local.request(
+            "POST", "/api/v1/models/junk/versions/1/forward", {"to": "nowhere"}
+        )
+        assert (status, body["error"]["code"]) == (400, "unknown_destination")
+    finally:
+        local.stop()
+        central.stop()
