@@ -44,6 +44,22 @@ class Version:
         self._data = client.get(f"/api/v1/models/{self.name}/versions/{self.number}")
         return self
 
+    def wait(self, timeout: float = 300.0) -> Version:
+        """Block until every check has finished and the report is written (or ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.refresh().status in ("checking", "pushed") or not self._data.get("reports"):
+            if self.status == "pushed" and not self.checks:
+                break
+            if time.monotonic() > deadline:
+                raise HandoffUsageError(
+                    f"{self.name}:{self.number} is still {self.status} after {timeout:.0f} s.",
+                    "Its checks may be slow; the push widget shows which one is running.",
+                )
+            time.sleep(0.25)
+        return self
+
     def __repr__(self) -> str:
         return f"Version({self.name!r}, {self.number}, status={self.status!r})"
 
@@ -222,13 +238,13 @@ def report(name: str, number: int | None = None, format: str = "html") -> Report
 def compare(*refs, baseline: str | None = None):
     """Compare versions side by side from stored results: ``compare("churn:3", "churn:5")``,
     ``compare("churn")`` (latest against the champion) or ``compare("churn:prod")``."""
-    from .compare import compare as _compare
+    from .comparison import compare as _compare
 
     return _compare(*refs, baseline=baseline)
 
 
 def history(name: str, limit: int = 50):
     """The versions of ``name``, newest first: verdict, who and when, message, data, stage."""
-    from .history import history as _history
+    from .timeline import history as _history
 
     return _history(name, limit=limit)

@@ -9,7 +9,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from support import wait_checked
 
 from jupyter_handoff import api
-from jupyter_handoff.compare import Comparison, compare
+from jupyter_handoff.comparison import Comparison, compare
 from jupyter_handoff.widgets.style import BETTER, WORSE
 
 

@@ -9,9 +9,9 @@ from IPython.core.error import UsageError
 from sklearn.linear_model import LogisticRegression
 from support import wait_checked
 
-from jupyter_handoff.compare import Comparison
+from jupyter_handoff.comparison import Comparison
 from jupyter_handoff.completer import complete
-from jupyter_handoff.history import History
+from jupyter_handoff.timeline import History
 
 
 def run(shell, line: str):
@@ -146,3 +146,15 @@ def test_completion_without_an_agent(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     assert complete("%mlops compare ") == []
     assert complete("%mlops com") == ["compare"]
+
+
+def test_python_api_mirrors_the_magics(pushed):
+    import jupyter_handoff
+
+    for name in ("push", "compare", "history", "report", "versions", "get"):
+        assert callable(getattr(jupyter_handoff, name)), name
+    assert jupyter_handoff.compare("churn:1", "churn:2").labels == ["churn:1", "churn:2"]
+    assert len(jupyter_handoff.history("churn")) == 2
+    v1 = jupyter_handoff.get("churn", 1)
+    assert jupyter_handoff.compare(v1, ("churn", 2)).labels == ["churn:1", "churn:2"]
+    assert v1.wait() is v1 and v1.status != "checking"

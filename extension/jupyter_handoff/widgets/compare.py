@@ -13,7 +13,7 @@ import ipywidgets as w
 from traitlets import Bool, Dict, List, Unicode
 
 from ..client import START_HINT
-from ..compare import Comparison, Resolver, label
+from ..comparison import Comparison, Resolver, label
 from . import compare_html
 from .style import e
 

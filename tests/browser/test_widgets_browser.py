@@ -1,0 +1,74 @@
+"""The push and comparison widgets rendered by real JupyterLab in Chromium; screenshots to docs/.
+
+The notebook runs through a real kernel (nbclient, widget state stored), then JupyterLab opens
+it and its widget manager draws the stored widgets: no menu clicks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+SETUP = """\
+%load_ext jupyter_handoff
+import numpy as np, pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+X, y = make_classification(n_samples=2000, n_features=6, n_informative=4, random_state=1)
+X = pd.DataFrame(X, columns=["tenure", "charges", "calls", "usage", "discount", "late"])
+X["gender"] = np.random.default_rng(1).integers(0, 2, len(X))
+y = pd.Series(y, name="churned")
+logit = LogisticRegression(max_iter=1000).fit(X, y)
+forest = RandomForestClassifier(n_estimators=40, random_state=1).fit(X, y)
+v1 = %mlops push logit --name churn --data X y --sensitive gender -m "logistic baseline"
+v2 = %mlops push forest --name churn --data X y --sensitive gender -m "random forest"
+v1.wait(); v2.wait();"""
+
+
+def run_notebook(lab, cells: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(lab.root_dir)}})  # fmt: skip
+    client.execute(env=lab.env)
+    path = lab.root_dir / "widgets.ipynb"
+    nbformat.write(nb, path)
+    # Trusted, as a notebook the user ran: JupyterLab renders widgets only in trusted output.
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=lab.env, check=True)
+    return path
+
+
+def test_push_and_compare_widgets_render_in_jupyterlab(jupyterlab, lab_page):
+    # Given a notebook run in a real kernel: two checked pushes, one shown, and a comparison
+    nb = run_notebook(jupyterlab, [SETUP, "v2", "%mlops compare churn:1 churn:2"])
+    # When JupyterLab opens it
+    page = lab_page()
+    page.goto(jupyterlab.lab_url(f"lab/tree/{nb.name}"))
+    push = page.locator(".handoff-push").first
+    push.wait_for(timeout=60_000)
+    compare = page.locator(".handoff-compare").first
+    compare.wait_for(timeout=60_000)
+    # Then the push widget shows a row per check, the verdict and the report button
+    assert push.get_by_text("explainability").count() >= 1
+    assert push.get_by_text("Verdict").count() == 1
+    assert push.get_by_role("button", name="Open report").is_enabled()
+    # And the comparison shows its pickers, metrics with deltas, and charts
+    assert compare.get_by_text("roc_auc").count() >= 1
+    assert compare.locator("select").count() >= 1
+    assert compare.locator("img[alt='metrics']").count() == 1
+    DOCS.mkdir(exist_ok=True)
+    # The stored widgets have no live kernel behind them: hide ipywidgets' "disconnected"
+    # marks, which a live notebook never shows, and make room for the whole comparison.
+    page.add_style_tag(content=".jupyter-widgets-disconnected::before{display:none!important}")
+    page.set_viewport_size({"width": 1400, "height": 2600})
+    push.scroll_into_view_if_needed()
+    push.screenshot(path=str(DOCS / "push-widget.png"))
+    compare.scroll_into_view_if_needed()
+    compare.screenshot(path=str(DOCS / "compare-widget.png"))
