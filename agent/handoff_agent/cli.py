@@ -55,9 +55,12 @@ class ServeApp(JupyterApp):
     def classes(self):
         from .agent import HandoffAgent
         from .gate import GatePolicy
+        from .pipeline import discover_forwarders
 
         # The app itself too: its aliases (log-level) name Application, and --help needs it.
-        return [type(self), HandoffAgent, GatePolicy]
+        # Destinations too, so their list settings parse from the command line.
+        destinations = [ep.load() for ep in discover_forwarders().values()]
+        return [type(self), HandoffAgent, GatePolicy, *destinations]
 
     def start(self):
         from .agent import HandoffAgent

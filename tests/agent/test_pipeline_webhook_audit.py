@@ -1,0 +1,151 @@
+"""The webhook destination against a real receiver; the audit chain against tampering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from support import RunningAgent, bundle_bytes
+from test_pipeline_central import poll
+
+from handoff_agent import signing
+
+SECRET = "webhook-secret"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        h = self.headers
+        ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
+            h["X-Handoff-Signature"],
+            [_mac(h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"], body)],
+        )
+        self.received.append({"ok": ok, "body": json.loads(body), "id": h["X-Handoff-Delivery"]})
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"received": true}')
+
+    def log_message(self, *args):
+        pass
+
+
+def _mac(delivery_id, stamp, body):
+    mac = signing.signer(SECRET, delivery_id, stamp)
+    mac.update(body)
+    return mac
+
+
+@pytest.fixture
+def receiver():
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+
+
+def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
+    agent = RunningAgent(
+        tmp_path / "home",
+        tmp_path / "rt",
+        [
+            "--forward-to",
+            "webhook",
+            "--HandoffAgent.checks=[]",
+            f"--WebhookDestination.url={receiver}",
+            f"--WebhookDestination.secret={SECRET}",
+            f"--WebhookDestination.allowed_urls=['{receiver}']",
+        ],
+    )
+    agent.start()
+    try:
+        status, pushed = agent.push_bytes("hooked", bundle_bytes("hooked"))
+        assert status == 201
+        poll(lambda: Receiver.received)
+        got = Receiver.received[0]
+        assert got["ok"] is True
+        assert got["body"]["name"] == "hooked" and got["body"]["digest"] == pushed["digest"]
+        # The URL it names serves the bundle, verified, to a token holder
+        path = got["body"]["bundle_url"].split(agent.url, 1)[1]
+        status, _ = agent.request("GET", path)
+        assert status == 200
+        forwards = agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"]
+        poll(
+            lambda: (
+                agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"][0]["state"]
+                == "delivered"
+            )
+        )
+        assert forwards[0]["delivery_id"] == got["id"]
+    finally:
+        agent.stop()
+
+
+def test_webhook_off_the_allowlist_is_dead_lettered(tmp_path, receiver):
+    agent = RunningAgent(
+        tmp_path / "home",
+        tmp_path / "rt",
+        [
+            "--forward-to",
+            "webhook",
+            "--HandoffAgent.checks=[]",
+            f"--WebhookDestination.url={receiver}",
+            f"--WebhookDestination.secret={SECRET}",
+        ],
+    )
+    agent.start()
+    try:
+        agent.push_bytes("blocked", bundle_bytes("blocked"))
+        poll(
+            lambda: (
+                agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]["state"]
+                == "dead"
+            )
+        )
+        fwd = agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]
+        assert "allowed_urls" in fwd["last_error"]
+        assert Receiver.received == []
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("tamper", ["change", "delete", "reorder"])
+def test_audit_verify_names_the_first_bad_entry(tmp_path, tamper):
+    agent = RunningAgent(tmp_path / "home", tmp_path / "rt", ["--HandoffAgent.checks=[]"])
+    agent.start()
+    for i in range(4):
+        agent.push_bytes("audited", bundle_bytes("audited", model=b"m%d" % i))
+    agent.stop()
+    assert agent.cli("audit", "verify").returncode == 0
+    db = sqlite3.connect(agent.home / "registry.db")
+    with db:
+        if tamper == "change":
+            db.execute("update audit set actor = 'mallory' where seq = 3")
+        elif tamper == "delete":
+            db.execute("delete from audit where seq = 3")
+        else:  # swap the contents of rows 3 and 4, keeping their seq numbers
+            a, b = (
+                db.execute(
+                    "select actor, action, subject, payload, time, prev_hash, hash"
+                    " from audit where seq = ?",
+                    [s],
+                ).fetchone()
+                for s in (3, 4)
+            )
+            for seq, row in ((3, b), (4, a)):
+                db.execute(
+                    "update audit set actor=?, action=?, subject=?, payload=?, time=?,"
+                    " prev_hash=?, hash=? where seq = ?",
+                    [*row, seq],
+                )
+    db.close()
+    out = agent.cli("audit", "verify")
+    assert out.returncode == 1
+    assert "BROKEN at entry 3" in out.stdout or "BROKEN at entry 4" in out.stdout
