@@ -31,6 +31,14 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 SHELL = ".jp-LabShell"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main
+    thread until the session ends, and tests that run their own loop (pytest-jupyter's)
+    cannot start one after that."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: Path(item.path).is_relative_to(here))  # stable
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
