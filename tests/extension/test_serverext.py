@@ -101,9 +101,14 @@ def test_auth_is_required(proxied, fetch):
         assert status == 403, parts
     # and a POST without Jupyter's auth never reaches the agent
     status, _, _ = fetch(
-        "local", "api", "v1", "models", method="POST", body="{}",
+        "local",
+        "api",
+        "v1",
+        "models",
+        method="POST",
+        body="{}",
         headers={"Authorization": "token wrong", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     assert status == 403
 
 
@@ -167,9 +172,16 @@ def test_events_stream_through_the_proxy(proxied, jp_fetch, jp_asyncio_loop):
 
     async def watch():
         fut = jp_fetch(
-            "handoff", "api", "local", "api", "v1", "events", params={"model": "churn"},
-            streaming_callback=on_chunk, request_timeout=30,
-        )  # fmt: skip
+            "handoff",
+            "api",
+            "local",
+            "api",
+            "v1",
+            "events",
+            params={"model": "churn"},
+            streaming_callback=on_chunk,
+            request_timeout=30,
+        )
         deadline = time.monotonic() + 20
         while not seen and time.monotonic() < deadline:  # connected
             await asyncio.sleep(0.05)

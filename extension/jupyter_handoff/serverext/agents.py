@@ -68,15 +68,18 @@ class AgentLocator:
             info = await loop.run_in_executor(None, self.running_local)
             if info is None:
                 if not self.config.auto_start:
-                    raise AgentMissing(503, "agent_not_running", "No Handoff agent is running.",
-                                       START_HINT)  # fmt: skip
+                    raise AgentMissing(
+                        503, "agent_not_running", "No Handoff agent is running.", START_HINT
+                    )
                 try:
                     info = await loop.run_in_executor(None, runtime.start_detached)
                 except RuntimeError as e:
                     raise AgentMissing(
-                        503, "agent_start_failed", f"Could not start a Handoff agent: {e}",
+                        503,
+                        "agent_start_failed",
+                        f"Could not start a Handoff agent: {e}",
                         "Run `jupyter handoff serve` in a terminal to see why.",
-                    ) from None  # fmt: skip
+                    ) from None
         self._found = Target(info["url"].rstrip("/"), self.config.agent_token or info["token"])
         return self._found
 

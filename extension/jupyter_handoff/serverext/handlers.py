@@ -106,9 +106,11 @@ class ProxyHandler(HandoffHandler):
         except (ConnectionRefusedError, OSError, httpclient.HTTPClientError) as e:
             name = "central agent" if which == "central" else "Handoff agent"
             return self.write_problem(
-                502, "agent_unreachable", f"The {name} is not answering ({type(e).__name__}).",
+                502,
+                "agent_unreachable",
+                f"The {name} is not answering ({type(e).__name__}).",
                 "Check `jupyter handoff status`; the panel retries when you refresh it.",
-            )  # fmt: skip
+            )
 
     def _request(self, target: Target, path: str, **kwargs) -> httpclient.HTTPRequest:
         url = f"{target.url}/{path}"
@@ -119,9 +121,14 @@ class ProxyHandler(HandoffHandler):
             headers["Authorization"] = f"token {target.token}"
         body = self.request.body if self.request.method == "POST" else None
         return httpclient.HTTPRequest(
-            url, method=self.request.method, headers=headers, body=body,
-            connect_timeout=5, follow_redirects=False, **kwargs,
-        )  # fmt: skip
+            url,
+            method=self.request.method,
+            headers=headers,
+            body=body,
+            connect_timeout=5,
+            follow_redirects=False,
+            **kwargs,
+        )
 
     async def relay(self, target: Target, path: str) -> None:
         client = httpclient.AsyncHTTPClient()
@@ -160,9 +167,12 @@ class ProxyHandler(HandoffHandler):
 
         client = httpclient.AsyncHTTPClient(force_instance=True, max_body_size=1 << 40)
         request = self._request(
-            target, path, request_timeout=7 * 24 * 3600,
-            header_callback=on_header, streaming_callback=on_chunk,
-        )  # fmt: skip
+            target,
+            path,
+            request_timeout=7 * 24 * 3600,
+            header_callback=on_header,
+            streaming_callback=on_chunk,
+        )
         try:
             await client.fetch(request, raise_error=False)
         except StreamClosedError:
