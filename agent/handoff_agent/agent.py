@@ -101,8 +101,8 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     ).tag(config=True)
     forward_to = List(
         Unicode(),
-        help="Destinations (handoff_agent.forwarders) a version goes to on a "
-        "passing verdict, e.g. ['central'].",
+        help="Destinations (handoff_agent.forwarders) a version goes to on a passing verdict. "
+        "Default: ['central'], the embedded central on this machine, for a local agent.",
     ).tag(config=True)
     forward_on = List(Unicode(), ["pass", "warn"], help="Verdicts that forward automatically.").tag(
         config=True
@@ -143,6 +143,10 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             return getpass.getuser()
         except Exception:  # containers without a passwd entry
             return "owner"
+
+    @default("forward_to")
+    def _forward_to_default(self):
+        return ["central"] if self.role == "local" else []
 
     @default("workers")
     def _workers_default(self):
@@ -311,7 +315,8 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
         self.server = httpserver.HTTPServer(
             self.app,
             max_body_size=self.max_bundle_size + 1,
-            max_buffer_size=1 << 20,
+            max_buffer_size=4 << 20,
+            chunk_size=1 << 20,  # fewer, larger reads: ingest runs at disk speed
             idle_connection_timeout=3600,
             body_timeout=3600,
         )

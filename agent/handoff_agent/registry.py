@@ -273,15 +273,26 @@ class Registry:
             )
         )
 
-    def list_versions(self, name: str, limit: int = 100, before: int | None = None) -> list[dict]:
+    def list_versions(
+        self, name: str, limit: int = 100, before: int | None = None, digest: str | None = None
+    ) -> list[dict]:
         if not self.db.execute("select 1 from models where name = ?", [name]).fetchone():
             raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
-        rows = self.db.query(
-            "select model, number, digest, size, flavor, task, message, pushed_by, pushed_at,"
-            " status from versions where model = ? and number < ? order by number desc limit ?",
-            [name, before or 2**62, limit],
+        cols = (
+            "model, number, digest, size, flavor, task, message, pushed_by, pushed_at, status,"
+            " stage, verdict"
         )
-        return list(rows)
+        if digest is not None:  # served by the unique (model, digest) index
+            rows = self.db.query(
+                f"select {cols} from versions where model = ? and digest = ?", [name, digest]
+            )
+        else:
+            rows = self.db.query(
+                f"select {cols} from versions where model = ? and number < ?"
+                " order by number desc limit ?",
+                [name, before or 2**62, limit],
+            )
+        return [{**r, "verdict": json.loads(r["verdict"]) if r["verdict"] else None} for r in rows]
 
     def _version_row(self, name: str, number: int) -> dict:
         row = next(

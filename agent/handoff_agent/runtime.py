@@ -69,13 +69,16 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
 
 
 def start_detached(
-    home: str | None = None, log_path: Path | None = None, timeout: float = 30.0
+    home: str | None = None,
+    log_path: Path | None = None,
+    timeout: float = 30.0,
+    role: str = "local",
 ) -> dict:
     """Start an agent that outlives this process (and the kernel), and wait until it answers."""
-    cmd = [sys.executable, "-m", "handoff_agent", "serve"]
+    cmd = [sys.executable, "-m", "handoff_agent", "serve", "--role", role]
     if home:
         cmd += ["--home", str(home)]
-    log_path = log_path or runtime_file().with_name("handoff-local.log")
+    log_path = log_path or runtime_file(role).with_name(f"handoff-{role}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -88,7 +91,7 @@ def start_detached(
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = read()
+        info = read(role)
         if info and info.get("pid") == proc.pid and healthy(info["url"]):
             info["log"] = str(log_path)
             return info

@@ -150,10 +150,15 @@ def push(
     client = connect()
     _, body = client.push(name, bundle)
     return Version(
-        {"model": body["name"], "number": body["version"], "digest": body["digest"],
-         "status": body.get("status"), "created": body.get("created")},
+        {
+            "model": body["name"],
+            "number": body["version"],
+            "digest": body["digest"],
+            "status": body.get("status"),
+            "created": body.get("created"),
+        },
         client,
-    )  # fmt: skip
+    )
 
 
 def _task(model) -> str | None:
@@ -248,3 +253,59 @@ def history(name: str, limit: int = 50):
     from .timeline import history as _history
 
     return _history(name, limit=limit)
+
+
+class Lineage(dict):
+    """Where data and versions came from and went. A dict, shown as a small table."""
+
+    def __repr__(self) -> str:
+        if "dataset" in self:
+            fp, n = self["dataset"]["fingerprint"][:12], len(self["versions"])
+            return f"Lineage(dataset {fp}…, {n} versions)"
+        return f"Lineage({self['name']!r}, {self['version']}, stage={self.get('stage')!r})"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        if "dataset" in self:
+            rows = "".join(
+                f"<tr><td>{e(v['model'])}:{v['number']}</td><td>{e(v['role'])}</td>"
+                f"<td>{e(str(v['status']))}</td><td>{e(str(v['stage'] or ''))}</td></tr>"
+                for v in self["versions"]
+            )
+            head = "<tr><th>version</th><th>role</th><th>verdict</th><th>stage</th></tr>"
+            fp = self["dataset"]["fingerprint"]
+            return f"<b>dataset {e(fp[:16])}…</b><table>{head}{rows}</table>"
+        data = "".join(
+            f"<li>{e(d['role'])}: <code>{e(d['dataset'][:16])}</code> ({d.get('rows')} rows)</li>"
+            for d in self["data"]
+        )
+        stages = " → ".join(e(s["stage"]) for s in self["stages"]) or "not forwarded"
+        parent = self.get("parent")
+        parent = f"{parent['name']}:{parent['version']}" if parent else "none"
+        git = self.get("git") or {}
+        return (
+            f"<b>{e(self['name'])}:{self['version']}</b><ul>{data}"
+            f"<li>notebook: {e(str(self.get('notebook')))}, cell "
+            f"<code>{e(str(self.get('cell_hash') or '')[:12])}</code>"
+            f"{', git ' + e(str(git.get('commit', ''))[:12]) if git else ''}</li>"
+            f"<li>parent: {e(parent)}</li>"
+            f"<li>stages: {stages}</li></ul>"
+        )
+
+
+def forward(name: str, number: int, to: str = "central") -> dict:
+    """Queue version ``number`` for ``to`` now, whatever its verdict. The agent records who."""
+    _checked_name(name)
+    return connect(start=False).post(
+        f"/api/v1/models/{name}/versions/{int(number)}/forward", {"to": to}
+    )
+
+
+def lineage(ref: str) -> Lineage:
+    """``NAME[:N]``: a version's data, code and stages. A 64-hex fingerprint: its versions."""
+    client = connect(start=False)
+    if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
+        return Lineage(client.get(f"/api/v1/lineage?dataset={ref}"))
+    name, _, number = ref.partition(":")
+    version = get(name, int(number) if number.isdigit() else None)
+    return Lineage(client.get(f"/api/v1/lineage?model={name}&version={version.number}"))

@@ -83,7 +83,26 @@ class AgentClient:
 
         return self._send(go)
 
+    def existing(self, name: str, digest: str) -> dict | None:
+        """The version already holding these bytes, so a re-push sends nothing."""
+        try:
+            found = self.get(f"/api/v1/models/{name}/versions?digest=sha256:{digest}&limit=1")
+        except AgentError as e:
+            if e.status == 404:
+                return None
+            raise
+        return found["versions"][0] if found["versions"] else None
+
     def push(self, name: str, bundle) -> tuple[int, dict]:
+        if (v := self.existing(name, bundle.digest)) is not None:
+            return 200, {
+                "name": name,
+                "version": v["number"],
+                "digest": v["digest"],
+                "created": False,
+                "status": v["status"],
+            }
+
         def go(conn):
             conn.putrequest("POST", f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions")
             headers = self._headers(

@@ -24,9 +24,12 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     push.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag; repeat")
     push.add_argument("--format", choices=["pickle", "skops"], help="model serialization")
     push.add_argument(
-        "--gate", action="append", default=[], metavar="CHECK.KEY=VALUE",
+        "--gate",
+        action="append",
+        default=[],
+        metavar="CHECK.KEY=VALUE",
         help="override a gate threshold for this push, e.g. fairness.max_dp_diff=0.2; repeat",
-    )  # fmt: skip
+    )
     versions = p["versions"] = MagicArgumentParser(
         prog="%mlops versions", description="List models, or the versions of one."
     )
@@ -55,6 +58,18 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     )
     history.add_argument("name", help="model name")
     history.add_argument("--limit", type=int, default=50, help="most versions shown")
+    forward = p["forward"] = MagicArgumentParser(
+        prog="%mlops forward",
+        description="Hand a version to a destination now, whatever its verdict (recorded).",
+    )
+    forward.add_argument("ref", metavar="NAME:N", help="model name and version")
+    forward.add_argument("--to", required=True, metavar="DEST", help="destination, e.g. central")
+    lineage = p["lineage"] = MagicArgumentParser(
+        prog="%mlops lineage",
+        description="For NAME[:N]: its data, notebook, code, parent and stages. "
+        "For a dataset fingerprint: which versions used it and where they are now.",
+    )
+    lineage.add_argument("ref", metavar="NAME[:N]|FINGERPRINT")
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -131,9 +146,17 @@ class MlopsMagics(Magics):
                 )
             gate[k] = _number(v)
         version = push(
-            model, args.name, X=X, y=y, sensitive=args.sensitive, reference=reference,
-            message=args.message, tags=tags, format=args.format, gate=gate,
-        )  # fmt: skip
+            model,
+            args.name,
+            X=X,
+            y=y,
+            sensitive=args.sensitive,
+            reference=reference,
+            message=args.message,
+            tags=tags,
+            format=args.format,
+            gate=gate,
+        )
         return version
 
     def _versions(self, args):
@@ -168,6 +191,19 @@ class MlopsMagics(Magics):
         if args.limit < 1:
             raise HandoffUsageError("--limit must be at least 1.", "e.g. --limit 20")
         return history(args.name, limit=args.limit)
+
+    def _forward(self, args):
+        from .api import forward
+
+        name, number = parse_ref(args.ref)
+        if number is None:
+            raise HandoffUsageError("Say which version to forward.", "Write NAME:N, e.g. churn:3.")
+        return forward(name, number, to=args.to)
+
+    def _lineage(self, args):
+        from .api import lineage
+
+        return lineage(args.ref)
 
     def _agent(self, args):
         from handoff_agent import runtime

@@ -194,3 +194,16 @@ def test_unknown_version_is_404(shared_agent):
 def test_non_numeric_version_does_not_route(shared_agent):
     status, body = shared_agent.request("GET", "/api/v1/models/known/versions/latest")
     assert_error(status, body, 404, "not_found")
+
+
+def test_lookup_by_digest(agent):
+    data = bundle_bytes("dig")
+    _, pushed = agent.push_bytes("dig", data)
+    status, found = agent.request(
+        "GET", f"/api/v1/models/dig/versions?digest=sha256:{pushed['digest']}"
+    )
+    assert status == 200 and [v["number"] for v in found["versions"]] == [1]
+    status, found = agent.request("GET", f"/api/v1/models/dig/versions?digest=sha256:{'0' * 64}")
+    assert status == 200 and found["versions"] == []
+    status, err = agent.request("GET", "/api/v1/models/dig/versions?digest=nope")
+    assert status == 400 and err["error"]["code"] == "bad_digest_header"

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
+class NotReady(Exception):
+    """The destination cannot take deliveries yet (e.g. not running). Retried with backoff."""
+
+
 @dataclass
 class Delivery:
     delivery_id: str

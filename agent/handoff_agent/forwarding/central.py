@@ -20,9 +20,13 @@ from traitlets.config import LoggingConfigurable
 
 from .. import audit, runtime
 from ..bundle import read_manifest, write_tar
-from .api import Delivery, Result
+from .api import Delivery, NotReady, Result
 from .http import post_signed
 
+CENTRAL_DOWN = (
+    "central is not running (no CentralDestination.url, and no central runtime file); "
+    "start it with `jupyter handoff serve --role central`"
+)
 ENVELOPE = "envelope.json"
 BUNDLE = "bundle.tar"
 
@@ -77,6 +81,8 @@ class CentralDestination(LoggingConfigurable):
         return info["url"], self.token or info["token"]
 
     async def body(self, agent, delivery: Delivery, **kwargs) -> Path:
+        if not self.target()[0]:
+            raise NotReady(CENTRAL_DOWN)
         bundle_path = agent.store.path(delivery.digest)
         manifest = read_manifest(bundle_path)
         if manifest.get("serialization") == "pickle" and self.format == "skops":
@@ -115,7 +121,7 @@ class CentralDestination(LoggingConfigurable):
     def deliver(self, delivery: Delivery, **kwargs) -> Result:
         url, _ = self.target()
         if not url:
-            return Result(False, error="central is not running (no URL configured or found)")
+            return Result(False, error=CENTRAL_DOWN)
         return post_signed(
             f"{url}/api/v1/intake",
             delivery.body,

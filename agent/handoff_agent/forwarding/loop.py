@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .. import outbox
-from .api import Delivery
+from .api import Delivery, NotReady
 from .central import ForwardError
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ class Forwarder:
         if not row["body_digest"]:
             try:
                 body = await dest.body(agent, delivery)
+            except NotReady as e:
+                delay = outbox.backoff(row["attempts"], self.base, self.cap)
+                await agent.call(outbox.retry, db, row, str(e), delay)
+                return self._publish(row, "retrying", str(e))
             except ForwardError as e:
                 await agent.call(outbox.dead, db, row, str(e))
                 return self._publish(row, "dead", str(e))

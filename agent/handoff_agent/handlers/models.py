@@ -55,7 +55,9 @@ class VersionsHandler(BaseHandler):
         validate_name(name)
         limit = int_arg(self, "limit", 100, 1, 1000)
         before = int_arg(self, "before", None, 1, 2**62)
-        versions = await self.agent.call(self.agent.registry.list_versions, name, limit, before)
+        digest = self.agent.ingest.parse_digest(self.get_query_argument("digest", None))
+        registry = self.agent.registry
+        versions = await self.agent.call(registry.list_versions, name, limit, before, digest)
         self.write_json({"name": name, "versions": versions})
 
     roles = {"GET": ANY_ROLE, "POST": ("analyst", "admin")}
