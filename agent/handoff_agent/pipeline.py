@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
+import os
 import uuid
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,7 +19,7 @@ from .forwarding.central import ForwardError, central_home, embedded_secret
 from .forwarding.loop import Forwarder
 from .intake import IntakeManager
 from .policy import TERMINAL, Policy
-from .runner import worker_env
+from .runner import spawn_worker
 from .stages import StageManager
 
 log = logging.getLogger("handoff_agent")
@@ -88,20 +88,9 @@ class PipelineMixin:
     async def convert_to_skops(self, digest: str) -> str:
         """Pickle → skops in a worker (converting unpickles). Returns the new blob's digest."""
         fd, out = self.store.new_temp()
-        import os
-
         os.close(fd)
         job = {"bundle": str(self.store.path(digest)), "out": str(out)}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-m",
-            "handoff_agent.convert",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=worker_env(),
-        )
+        proc = await spawn_worker("handoff_agent.convert")
         try:
             stdout, _stderr = await asyncio.wait_for(
                 proc.communicate(json.dumps(job).encode()), self.check_timeout

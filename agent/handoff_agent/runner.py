@@ -29,6 +29,21 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+async def spawn_worker(module: str, cwd: str | None = None):
+    """A clean ``python -I -m MODULE``: isolated mode, scrubbed env, pipes for the JSON job."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-m",
+        module,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd or tempfile.gettempdir(),
+        env=worker_env(),
+    )
+
+
 class CheckRunner:
     def __init__(
         self, agent, pool_size: int, timeout: float, memory_limit: int, keep_spare: bool = True
@@ -146,18 +161,7 @@ class CheckRunner:
 
     async def _spawn(self):
         cwd = tempfile.TemporaryDirectory(prefix="handoff-worker-")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-m",
-            "handoff_agent.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd.name,
-            env=worker_env(),
-        )
-        return proc, cwd
+        return await spawn_worker("handoff_agent.worker", cwd.name), cwd
 
     async def _take_worker(self):
         """A worker that has already imported the heavy libraries, and a new spare behind it.
