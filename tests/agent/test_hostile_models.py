@@ -17,7 +17,7 @@ def strict_agent(tmp_path_factory):
     from support import RunningAgent
 
     root = tmp_path_factory.mktemp("hostile")
-    a = RunningAgent(root / "home", root / "rt", ["--HandoffAgent.check_timeout=4"])
+    a = RunningAgent(root / "home", root / "rt", ["--HandoffAgent.check_timeout=8"])
     a.start()
     yield a
     a.stop()
@@ -37,7 +37,7 @@ def first_failure(body: dict) -> dict:
 @pytest.mark.parametrize(
     ("model", "says"),
     [
-        (hostile.Hangs(), "did not finish within 4 s"),
+        (hostile.Hangs(), "did not finish within 8 s"),
         (hostile.Greedy(), "MemoryError"),
         (hostile.Exits(), "The worker exited with code"),
         (hostile.ReturnsNaN(), "NaN"),
