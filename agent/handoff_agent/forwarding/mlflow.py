@@ -1,0 +1,187 @@
+"""Destination ``mlflow``: register the version in an MLflow Model Registry.
+
+The registered version carries the verdict, its reasons and each check's status as tags; its
+run carries the HTML report (``handoff/report.html``) and the bundle's manifest. Registering
+means loading the model, and the agent never unpickles, so each attempt runs
+``python -I -m handoff_agent.forwarding.mlflow_worker`` with a scrubbed environment.
+
+The stored body is the job: which bundle and report (by path and digest) and the tags. Where
+it goes (tracking URI, model name prefix) is read from the configuration on every attempt.
+Needs the ``mlflow`` extra: ``pip install 'jupyter-handoff[mlflow]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+from traitlets import Enum, Float, Int, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from ..runner import worker_env
+from .api import Delivery, NotReady, Result
+
+REPORT_WAIT_ATTEMPTS = 5  # the report is written just after the verdict; wait for it a little
+
+
+class MLflowDestination(LoggingConfigurable):
+    name = "mlflow"
+    tracking_uri = Unicode(
+        help="MLflow tracking server URI, e.g. http://mlflow.internal:5000. Required."
+    ).tag(config=True)
+    registered_model_prefix = Unicode(
+        "",
+        help="Prefix for registered model names: the version of Handoff model NAME is "
+        "registered as PREFIX + NAME.",
+    ).tag(config=True)
+    experiment = Unicode(
+        "handoff", help="MLflow experiment that holds the runs the versions are logged in."
+    ).tag(config=True)
+    serialization_format = Enum(
+        ["cloudpickle", "pickle"],
+        "cloudpickle",
+        help="How MLflow stores the model. Explicit, because MLflow 3 defaults to skops and "
+        "refuses common sklearn types (trees) unless they are trusted.",
+    ).tag(config=True)
+    trusted_types = List(
+        Unicode(),
+        None,
+        allow_none=True,
+        help="Types the worker lets skops load when the bundle is skops. None: those the "
+        "bundle names (it was pushed from this machine).",
+    ).tag(config=True)
+    timeout = Float(
+        300.0, help="Seconds one registration may take (load, log, upload) before it is retried."
+    ).tag(config=True)
+    http_retries = Int(
+        2,
+        help="MLflow client retries per HTTP request inside one attempt (the outbox retries too).",
+    ).tag(config=True)
+
+    async def body(self, agent, delivery: Delivery, **kwargs) -> bytes:
+        v = delivery.version
+        report = None
+        if "html" in (v.get("reports") or []):
+            digest = await agent.call(
+                agent.registry.report_digest, delivery.model, delivery.number, "html"
+            )
+            if digest:
+                report = {"path": str(agent.store.path(digest)), "digest": digest}
+        waiting = v.get("verdict") and v.get("checks")  # checked versions get a report
+        if report is None and waiting and delivery.attempt <= REPORT_WAIT_ATTEMPTS:
+            raise NotReady("waiting for the HTML report to be written")
+        verdict = v.get("verdict") or {}
+        version_tags = {
+            "handoff.verdict": verdict.get("verdict") or "none",
+            "handoff.reasons": json.dumps(verdict.get("reasons") or []),
+            "handoff.digest": delivery.digest,
+            "handoff.local_version": str(delivery.number),
+            "handoff.model": delivery.model,
+            "handoff.pushed_by": v.get("pushed_by") or "",
+            "handoff.pushed_at": str(v.get("pushed_at") or ""),
+            "handoff.status": v.get("status") or "",
+            "handoff.agent": getattr(agent, "agent_id", ""),
+        }
+        for check in v.get("checks") or []:
+            version_tags[f"handoff.check.{check['name']}"] = check.get("status") or ""
+        run_tags = {
+            "handoff.model": delivery.model,
+            "handoff.local_version": str(delivery.number),
+            "handoff.digest": delivery.digest,
+            "handoff.verdict": version_tags["handoff.verdict"],
+        }
+        return json.dumps(
+            {
+                "format": 1,
+                "delivery_id": delivery.delivery_id,
+                "model": delivery.model,
+                "number": delivery.number,
+                "bundle": str(agent.store.path(delivery.digest)),
+                "digest": delivery.digest,
+                "report": report,
+                "run_name": f"{delivery.model}:{delivery.number}",
+                "version_tags": version_tags,
+                "run_tags": run_tags,
+            },
+            sort_keys=True,
+        ).encode()
+
+    def deliver(self, delivery: Delivery, **kwargs) -> Result:
+        if not self.tracking_uri:
+            return Result(False, retryable=False, error="MLflowDestination.tracking_uri is not set")
+        job = json.loads(delivery.body.read_bytes())
+        job.update(
+            tracking_uri=self.tracking_uri,
+            registered_model_name=self.registered_model_prefix + job["model"],
+            experiment=self.experiment,
+            serialization_format=self.serialization_format,
+            trusted_types=self.trusted_types,
+        )
+        down = self._unreachable()
+        if down:
+            return Result(False, error=down)
+        env = {
+            **worker_env(),
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(5, min(self.timeout / 2, 120)))),
+        }
+        with tempfile.TemporaryDirectory(prefix="handoff-mlflow-") as cwd:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-I", "-m", "handoff_agent.forwarding.mlflow_worker"],
+                    input=json.dumps(job).encode(),
+                    capture_output=True,
+                    env=env,
+                    cwd=cwd,
+                    timeout=self.timeout,
+                )
+            except subprocess.TimeoutExpired:
+                return Result(
+                    False,
+                    error=f"registering in MLflow took longer than {self.timeout:g} s "
+                    "(MLflowDestination.timeout); will retry",
+                )
+        lines = proc.stdout.decode(errors="replace").strip().splitlines()
+        try:
+            out = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+            return Result(
+                False,
+                retryable=False,
+                error=f"the MLflow worker exited with code {proc.returncode} and no result: "
+                + " | ".join(tail),
+            )
+        if not out.get("ok"):
+            self.log.warning("mlflow delivery %s failed: %s", delivery.delivery_id, out["error"])
+            return Result(False, retryable=bool(out.get("retryable")), error=out["error"])
+        return Result(
+            True,
+            remote={
+                "tracking_uri": self.tracking_uri,
+                "registered_model": out["name"],
+                "mlflow_version": out["version"],
+                "run_id": out["run_id"],
+            },
+        )
+
+    def _unreachable(self) -> str:
+        """A quick look before starting a worker: a down server is retried, cheaply."""
+        uri = self.tracking_uri.rstrip("/")
+        if not uri.startswith(("http://", "https://")):
+            return ""
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=10) as r:
+                r.read()
+        except urllib.error.HTTPError:
+            return ""  # it answers; /health may just not exist behind a proxy
+        except (OSError, ValueError) as e:
+            return f"MLflow server {uri} is unreachable: {getattr(e, 'reason', e)}"
+        return ""
