@@ -280,7 +280,8 @@ class Registry:
             raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
         cols = (
             "model, number, digest, size, flavor, task, message, pushed_by, pushed_at, status,"
-            " stage, verdict"
+            " stage, verdict, (select s.by from stages s where s.version_id = versions.id"
+            " order by s.id desc limit 1) as stage_by"
         )
         if digest is not None:  # served by the unique (model, digest) index
             rows = self.db.query(

@@ -10,6 +10,13 @@ from .widgets.style import STATUS_VERDICT, badge
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
 
 
+def _stage(v: dict) -> str:
+    """'approved by bob': the stage and who moved it there."""
+    stage = v.get("stage") or ""
+    by = v.get("stage_by")
+    return f"{stage} by {by}" if stage and by else stage
+
+
 class History:
     """Versions of one model, newest first, as plain rows (``rows``) or a table."""
 
@@ -54,7 +61,7 @@ class History:
                     "message": v.get("message") or "",
                     "fingerprints": fps,
                     "data_changed": changed,
-                    "stage": v.get("stage") or "",
+                    "stage": _stage(v),
                 }
             )
             previous = fps

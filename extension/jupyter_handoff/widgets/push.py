@@ -42,6 +42,7 @@ class PushWidget(w.VBox):
     report_url = Unicode("", help="the report's address on the agent's API")
     agent_lost = Bool(False, help="True while the agent is not answering")
     done = Bool(False, help="True once the verdict and the report are in")
+    handoff = Unicode("", help="where the version went: each destination's state, the stage")
 
     def __init__(self, version, client=None, follow: bool = True, **kwargs):
         from ..client import connect
@@ -49,6 +50,8 @@ class PushWidget(w.VBox):
         self._client = client or version._client or connect(start=False)
         self._lock = threading.RLock()
         self._order: list[str] = []
+        self._forwards: dict = {}
+        self._stage = ""
         self._follower = None
         self.header = w.HTML()
         self.progress = w.IntProgress(
@@ -58,6 +61,7 @@ class PushWidget(w.VBox):
         self.rows: dict[str, w.HTML] = {}
         self.rows_box = w.VBox()
         self.verdict_html = w.HTML()
+        self.handoff_html = w.HTML()
         self.notice = w.HTML()
         self.report_button = w.Button(
             description="Open report",
@@ -74,6 +78,7 @@ class PushWidget(w.VBox):
                 w.HBox([self.progress, self.progress_label]),
                 self.rows_box,
                 self.verdict_html,
+                self.handoff_html,
                 self.notice,
                 w.HBox([self.report_button, self.report_hint]),
                 self.report_view,
@@ -110,6 +115,9 @@ class PushWidget(w.VBox):
             self.verdict = verdict.get("verdict") or STATUS_VERDICT.get(self.status, "")
             self.reasons = list(verdict.get("reasons") or [])
             self.report_ready = bool(data.get("reports"))
+            self._forwards = {f["destination"]: f for f in data.get("forwards") or []}
+            self._stage = data.get("stage") or ""
+            self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
 
@@ -139,16 +147,48 @@ class PushWidget(w.VBox):
                 self.reasons = list(data.get("reasons") or [])
             elif kind == "report":
                 self.report_ready = True
+            elif kind == "forward":
+                dest = data.get("destination")
+                row = {
+                    **self._forwards.get(dest, {}),
+                    "destination": dest,
+                    "state": data.get("state"),
+                    "last_error": data.get("error"),
+                }
+                self._forwards = {**self._forwards, dest: row}
+            elif kind == "stage":
+                self._stage = data.get("stage") or self._stage
+            self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
         if kind in ("verdict", "report"):
             self.refresh()  # results, durations and reports as committed
         return self.done
 
+    def _handoff_text(self) -> str:
+        parts = []
+        for dest, f in getattr(self, "_forwards", {}).items():
+            state = f.get("state") or "pending"
+            note = (
+                f" ({one_line(f.get('last_error'))})"
+                if state != "delivered" and f.get("last_error")
+                else ""
+            )
+            parts.append(f"{dest}: {state}{note}")
+        if getattr(self, "_stage", ""):
+            parts.append(f"stage {self._stage}")
+        return "; ".join(parts)
+
     def _finished(self) -> bool:
         if self.status in ("pushed",) and not self.checks:
             return True
-        return bool(self.verdict) and self.report_ready
+        # Keep following a hand-off until each delivery is settled, or waiting on a retry
+        # (e.g. central is down): then the row says why, and the stream is let go.
+        settled = all(
+            f.get("state") in ("delivered", "dead") or f.get("last_error")
+            for f in getattr(self, "_forwards", {}).values()
+        )
+        return bool(self.verdict) and self.report_ready and settled
 
     def refresh(self) -> None:
         data = self._client.get(f"/api/v1/models/{self.model_name}/versions/{self.number}")
@@ -234,6 +274,9 @@ class PushWidget(w.VBox):
             if len(self.rows_box.children) != len(self._order):
                 self.rows_box.children = [self.rows[n] for n in self._order]
             self.verdict_html.value = self._verdict_html()
+            self.handoff_html.value = (
+                f"<div>Hand-off: {e(self.handoff)}</div>" if self.handoff else ""
+            )
             self.report_button.disabled = not self.report_ready
             self.report_hint.value = (
                 f"&nbsp;or <code>jupyter handoff report {e(self.model_name)}:{self.number}"
