@@ -55,12 +55,11 @@ class ServeApp(JupyterApp):
     def classes(self):
         from .agent import HandoffAgent
         from .gate import GatePolicy
-        from .pipeline import discover_forwarders
+        from .pipeline import load_forwarders
 
         # The app itself too: its aliases (log-level) name Application, and --help needs it.
         # Destinations too, so their list settings parse from the command line.
-        destinations = [ep.load() for ep in discover_forwarders().values()]
-        return [type(self), HandoffAgent, GatePolicy, *destinations]
+        return [type(self), HandoffAgent, GatePolicy, *load_forwarders().values()]
 
     def start(self):
         from .agent import HandoffAgent

@@ -26,8 +26,15 @@ log = logging.getLogger("handoff_agent")
 FORWARDERS = "handoff_agent.forwarders"
 
 
-def discover_forwarders() -> dict:
-    return {ep.name: ep for ep in entry_points(group=FORWARDERS)}
+def load_forwarders() -> dict:
+    """Destination classes by name. A broken plugin is a warning, never a crash."""
+    found = {}
+    for ep in entry_points(group=FORWARDERS):
+        try:
+            found[ep.name] = ep.load()
+        except Exception as e:  # a third party's import error must not stop the agent
+            log.warning("forwarder plugin %r (%s) failed to load: %s", ep.name, ep.value, e)
+    return found
 
 
 class PipelineMixin:
@@ -42,13 +49,13 @@ class PipelineMixin:
             self.policy = Policy.load(self.policy_file or self._embedded_policy(home))
             self.stages = StageManager(self.registry.db, self.policy)
             self.intake = IntakeManager(self, self.policy)
-        found = discover_forwarders()
+        found = load_forwarders()
         self.destinations = {}
         for name in self.forward_to:
             if name not in found:
                 log.warning("no forwarder named %r; registered: %s", name, sorted(found))
                 continue
-            self.destinations[name] = found[name].load()(parent=self)
+            self.destinations[name] = found[name](parent=self)
         self.forwarder = Forwarder(
             self, self.destinations, self.forward_backoff, self.forward_backoff_cap, 1.0
         )
