@@ -101,11 +101,17 @@ def explain_load_error(exc: BaseException) -> str:
 
 def _warm_imports() -> None:
     """Import what nearly every check needs before the job arrives (see CheckRunner.warm)."""
+    import matplotlib
     import numpy  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
     import sklearn.base
+    import sklearn.ensemble
+    import sklearn.inspection
     import sklearn.metrics  # noqa: F401
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
 
 
 def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str | None]:

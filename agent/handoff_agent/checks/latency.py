@@ -22,8 +22,9 @@ class _Counter:
     size = 0
 
     def write(self, b) -> int:
-        self.size += len(b)
-        return len(b)
+        n = memoryview(b).nbytes  # protocol 5 may hand over a PickleBuffer, which has no len()
+        self.size += n
+        return n
 
 
 def serialized_size(model) -> int | None:
