@@ -71,9 +71,10 @@ def test_explainability_regression_with_a_categorical_feature():
 def test_serialized_size_counts_protocol_5_buffers():
     import pickle
 
-    from handoff_agent.checks.latency import serialized_size
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
+
+    from handoff_agent.checks.latency import serialized_size
 
     X, y = make_classification(n_samples=500, n_features=5, random_state=0)
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
