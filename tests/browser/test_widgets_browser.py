@@ -1,4 +1,7 @@
-"""The push and comparison widgets rendered by real JupyterLab in Chromium; screenshots to docs/.
+"""The push and comparison widgets rendered by real JupyterLab in Chromium.
+
+Screenshots go to tests/browser/artifacts/, and to docs/ (shown in the README) only with
+HANDOFF_UPDATE_SCREENSHOTS=1, so a test run never changes tracked files.
 
 The notebook runs through a real kernel (nbclient, widget state stored), then JupyterLab opens
 it and its widget manager draws the stored widgets: no menu clicks.
@@ -6,6 +9,7 @@ it and its widget manager draws the stored widgets: no menu clicks.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +18,8 @@ import nbformat
 from nbclient import NotebookClient
 
 DOCS = Path(__file__).parents[2] / "docs"
+if not os.environ.get("HANDOFF_UPDATE_SCREENSHOTS"):
+    DOCS = Path(__file__).parent / "artifacts"
 
 SETUP = """\
 %load_ext jupyter_handoff
