@@ -70,7 +70,9 @@ def test_central_down_then_back_kill_local_mid_delivery(tmp_path):
         central.stop()
 
 
-def envelope(name: str, model: bytes = b"x", serialization: str = "skops") -> bytes:
+def envelope(
+    name: str, model: bytes = b"x", serialization: str = "skops", head: str = "a" * 64
+) -> bytes:
     member = "model.skops" if serialization == "skops" else "model.pkl"
     members = {member: model}
     m = manifest_for(name, members, serialization=serialization)
@@ -94,7 +96,7 @@ def envelope(name: str, model: bytes = b"x", serialization: str = "skops") -> by
             "verdict": {"verdict": "pass", "reasons": []},
         },
         "bundle_digest": hashlib.sha256(bundle).hexdigest(),
-        "audit_head": {"seq": 1, "hash": "a" * 64},
+        "audit_head": {"seq": 1, "hash": head},
     }
     out = io.BytesIO()
     write_tar(out, [("envelope.json", json.dumps(env).encode()), ("bundle.tar", bundle)])
@@ -199,6 +201,19 @@ def test_forced_forward_of_a_failing_version_is_recorded(tmp_path):
             "POST", "/api/v1/models/junk/versions/1/forward", {"to": "nowhere"}
         )
         assert (status, body["error"]["code"]) == (400, "unknown_destination")
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_a_rewritten_local_history_is_detected_at_central(tmp_path):
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST)
+    try:
+        assert deliver(central, envelope("first", b"1"))[0] == 201
+        # Same source, same audit position, another hash: its history was rewritten.
+        status, err = deliver(central, envelope("second", b"2", head="b" * 64))
+        assert (status, err["error"]["code"]) == (409, "audit_rewritten")
+        assert count(central, "second") == 0
     finally:
         local.stop()
         central.stop()

@@ -1,0 +1,58 @@
+"""Server-sent events: each result is published as it is committed, filterable by model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+
+from support import bundle_bytes
+
+
+def follow(agent, query: str, events: list, stop: threading.Event) -> threading.Thread:
+    def run():
+        conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
+        conn.request(
+            "GET", f"/api/v1/events?{query}", headers={"Authorization": f"token {agent.token}"}
+        )
+        resp = conn.getresponse()
+        assert resp.getheader("Content-Type") == "text/event-stream"
+        for raw in resp:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+            if stop.is_set():
+                break
+        conn.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_events_follow_a_push_and_filter_by_model(agent_factory):
+    agent = agent_factory("--HandoffAgent.checks=['loads']", "--HandoffAgent.forward_to=[]")
+    mine, everything, stop = [], [], threading.Event()
+    follow(agent, "model=watched", mine, stop)
+    follow(agent, "", everything, stop)
+    import time
+
+    time.sleep(0.5)  # both streams connected
+    agent.push_bytes("other", bundle_bytes("other"))
+    agent.push_bytes("watched", bundle_bytes("watched"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(e["type"] == "report" for e in mine):
+        time.sleep(0.1)
+    stop.set()
+    kinds = [(e["type"], e.get("check"), e.get("status")) for e in mine]
+    assert kinds[0] == ("version", None, "checking")
+    assert ("check", "loads", "running") in kinds and ("check", "loads", "fail") in kinds
+    assert kinds.index(("check", "loads", "fail")) < kinds.index(("verdict", None, "failed"))
+    assert kinds[-1][0] == "report"
+    assert {e["model"] for e in mine} == {"watched"}
+    assert {"other", "watched"} <= {e.get("model") for e in everything}
+
+
+def test_events_reject_a_bad_filter(agent):
+    status, body = agent.request("GET", "/api/v1/events?model=../x")
+    assert status == 400 and body["error"]["code"] == "invalid_name"
