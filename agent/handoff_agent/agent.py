@@ -204,6 +204,9 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
                 status=version["status"],
                 checks=list(self.checks),
             )
+            if version.get("verdict"):  # no checks: concluded with the push itself
+                vid = await self.call(self.registry.version_id, name, version["number"])
+                await self.write_reports(name, version["number"], vid)
             await self.schedule_queued()
             self.forwarder.wake.set()
         return version, created

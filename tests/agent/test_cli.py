@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 from agent_support import NO_CHECKS
 
@@ -99,3 +100,38 @@ def test_top_level_without_subcommand_lists_subcommands(tmp_path):
     p = handoff(runtime_dir=tmp_path)
     assert p.returncode == 2
     assert "serve" in p.stdout and "fsck" in p.stdout and "status" in p.stdout
+
+
+def test_report_command_saves_the_report(agent_factory, tmp_path):
+    from support import bundle_bytes
+
+    agent = agent_factory("--HandoffAgent.checks=[]", "--HandoffAgent.forward_to=[]")
+    agent.push_bytes("carded", bundle_bytes("carded"))
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "report", "carded"],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    saved = Path(out.stdout.strip().rsplit(": ", 1)[1])
+    assert (
+        saved.read_text().startswith("<!doctype html>") and oct(saved.stat().st_mode)[-3:] == "600"
+    )
+    card = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "report", "carded:1", "--format", "md"],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert card.stdout.startswith("# Model card: carded version 1")
+    bad = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "report", "carded:x"],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "NAME:N" in bad.stdout
