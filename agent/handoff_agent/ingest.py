@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 from . import bundle
 from .blobs import DIGEST_RE, BlobStore
@@ -114,6 +113,3 @@ class IngestManager:
                 code="bad_digest_header",
             )
         return value
-
-    def blob_path(self, digest: str) -> Path:
-        return self.store.path(digest)
