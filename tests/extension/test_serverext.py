@@ -124,14 +124,14 @@ def test_agent_starts_on_demand(fetch, jp_runtime_dir):
     # When the panel asks for the models
     try:
         status, _, body = fetch("local", "api", "v1", "models", request_timeout=60)
-        info = runtime.read()
+        # Then an agent was started, detached, and answered
+        assert status == 200 and body == {"models": []}
+        assert Path(jp_runtime_dir, "handoff-local.json").exists()
     finally:
         info = runtime.read()
-        if info:
+        if info:  # stopping it removes its runtime file, so look before this
             os.kill(int(info["pid"]), signal.SIGTERM)
-    # Then an agent was started, detached, and answered
-    assert status == 200 and body == {"models": []}
-    assert info and Path(jp_runtime_dir, "handoff-local.json").exists()
+    assert info
 
 
 @pytest.mark.parametrize("handoff_config", [{"auto_start": False}])
