@@ -81,6 +81,22 @@ class Report:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    def finish(self, title: str, t_start: float, load0, out: str) -> None:
+        """Print the summary table and the run's conditions; write the JSON results."""
+        total = time.perf_counter() - t_start
+        self.data["total_s"] = total
+        print("\n" + "=" * 78)
+        print(title)
+        print(self.render())
+        load1 = os.getloadavg()
+        self.data["machine"]["loadavg_end"] = load1
+        print(f"\nTotal run time: {total:.0f} s on {os.cpu_count()} CPUs; 1-min load average")
+        print(f"{load0[0]:.2f} at start, {load1[0]:.2f} at end (the benchmark itself adds ~1-2).")
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.data, indent=1, default=str))
+        print(f"Results written to {path}")
+
     def render(self) -> str:
         out = []
         for title, rows in sorted(self.sections):
@@ -785,19 +801,7 @@ def main(argv=None) -> int:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    total = time.perf_counter() - t_start
-    rep.data["total_s"] = total
-    print("\n" + "=" * 78)
-    print("Handoff benchmark summary (loopback, this machine)")
-    print(rep.render())
-    load1 = os.getloadavg()
-    rep.data["machine"]["loadavg_end"] = load1
-    print(f"\nTotal run time: {total:.0f} s on {os.cpu_count()} CPUs; 1-min load average")
-    print(f"{load0[0]:.2f} at start, {load1[0]:.2f} at end (the benchmark itself adds ~1-2).")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rep.data, indent=1, default=str))
-    print(f"Results written to {out}")
+    rep.finish("Handoff benchmark summary (loopback, this machine)", t_start, load0, args.out)
     return 0
 
 
