@@ -12,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from .blobs import BlobStore
 from .bundle import MANIFEST, write_tar
 
 
@@ -33,7 +34,7 @@ def convert(src: str, out: str) -> dict:
     manifest = {
         **manifest,
         "serialization": "skops",
-        "converted_from": hashlib.sha256(Path(src).read_bytes()).hexdigest(),
+        "converted_from": BlobStore.hash_path(Path(src)),
         "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
     }
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()

@@ -21,12 +21,13 @@ import traceback
 _protocol = sys.stdout
 
 
-def _claim_stdout() -> None:
+def claim_stdout():
     """Keep stdout for our JSON lines; whatever the model prints goes to stderr."""
     global _protocol
     _protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    return _protocol
 
 
 def _emit(event: dict) -> None:
@@ -69,13 +70,9 @@ def _load_data(tar: tarfile.TarFile) -> dict:
 
 def _verify(path: str, digest: str) -> None:
     """Blobs are verified on read: a corrupted bundle must not be judged as the model."""
-    import hashlib
+    from .blobs import BlobStore
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if h.hexdigest() != digest:
+    if BlobStore.hash_path(path) != digest:
         raise SystemExit(f"bundle {digest} is corrupt on disk; run `jupyter handoff fsck`")
 
 
@@ -141,7 +138,7 @@ def main() -> int:
     with contextlib.suppress(ImportError):
         _warm_imports()
     job = json.loads(sys.stdin.read())
-    _claim_stdout()
+    claim_stdout()
     _limit_memory(job.get("memory_limit"))
     from .checks.api import CheckContext, CheckResult
 

@@ -38,22 +38,10 @@ class Refused(Exception):
     """A failure no retry can fix: the delivery goes to dead-letter with this message."""
 
 
-def _claim_stdout():
-    """Keep stdout for the result; whatever MLflow or the model prints goes to stderr."""
-    protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return protocol
-
-
 def _verify(path: str, digest: str, what: str) -> None:
-    import hashlib
+    from ..blobs import BlobStore
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if h.hexdigest() != digest:
+    if BlobStore.hash_path(path) != digest:
         raise Refused(f"the {what} {digest} is corrupt on disk; run `jupyter handoff fsck`")
 
 
@@ -227,7 +215,9 @@ def classify(exc: BaseException) -> dict:
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
-    protocol = _claim_stdout()
+    from ..worker import claim_stdout
+
+    protocol = claim_stdout()  # whatever MLflow or the model prints goes to stderr
     scratch = tempfile.mkdtemp(prefix="handoff-mlflow-")
     try:
         result = register(job, scratch)
