@@ -101,6 +101,11 @@ class RunningAgent:
 
     def request(self, method, path, body=None, headers=None, token=True, timeout=60):
         """Returns (status, parsed JSON body or raw text). ``token`` may be another token."""
+        status, _, parsed = self.request_full(method, path, body, headers, token, timeout)
+        return status, parsed
+
+    def request_full(self, method, path, body=None, headers=None, token=True, timeout=60):
+        """Like ``request``, with the response headers as well."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         h = dict(headers or {})
         if token:
@@ -115,9 +120,10 @@ class RunningAgent:
         finally:
             conn.close()
         try:
-            return resp.status, json.loads(raw)
+            parsed = json.loads(raw)
         except ValueError:
-            return resp.status, raw.decode(errors="replace")
+            parsed = raw.decode(errors="replace")
+        return resp.status, dict(resp.getheaders()), parsed
 
     def push_bytes(self, name: str, data: bytes, digest: str | None = None, **headers):
         h = {"Content-Type": "application/x-tar"}

@@ -30,21 +30,7 @@ def assert_error(status, body, expected_status: int, code: str | None = None) ->
 
 def request_full(agent, method, path, body=None, headers=None, token=True):
     """Like RunningAgent.request, but also returns the response headers."""
-    conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
-    h = dict(headers or {})
-    if token:
-        h.setdefault("Authorization", f"token {agent.token}")
-    try:
-        conn.request(method, path, body=body, headers=h)
-        resp = conn.getresponse()
-        raw = resp.read()
-    finally:
-        conn.close()
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = raw.decode(errors="replace")
-    return resp.status, dict(resp.getheaders()), parsed
+    return agent.request_full(method, path, body, headers, token)
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02) -> bool:
