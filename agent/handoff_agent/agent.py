@@ -23,6 +23,7 @@ from .gate import GatePolicy
 from .handlers.base import NotFoundHandler
 from .handlers.events import EventsHandler
 from .handlers.models import (
+    ChampionHandler,
     HealthHandler,
     ModelsHandler,
     ReportHandler,
@@ -285,6 +286,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             (r"/api/v1/models", ModelsHandler),
             # Any name matches, so that a bad one gets a clear 400 rather than a 404.
             (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),
+            (r"/api/v1/models/(?P<name>[^/]+)/champion", ChampionHandler),
             (r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})", VersionHandler),
             (
                 r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})/report",

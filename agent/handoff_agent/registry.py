@@ -219,11 +219,13 @@ class Registry:
                 [score, canonical(metrics), version_id],
             )
 
-    def champion(self, name: str, before: int) -> dict | None:
-        """The version a new one must beat: the best earlier version that passed."""
+    def champion(self, name: str, before: int = 2**62) -> dict | None:
+        """The version a new one must beat: the one in production if there is one, else
+        the best earlier version that passed."""
         row = self.db.execute(
             "select number, digest from versions where model = ? and number < ?"
-            " and status in ('passed', 'warned') order by score is null, score desc, number desc"
+            " and (stage = 'production' or status in ('passed', 'warned'))"
+            " order by stage is not 'production', score is null, score desc, number desc"
             " limit 1",
             [name, before],
         ).fetchone()

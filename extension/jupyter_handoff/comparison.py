@@ -59,15 +59,6 @@ def is_checking(v: dict) -> bool:
     return v.get("status") in ("checking", "pushed") and bool(v.get("checks"))
 
 
-def score(v: dict) -> float | None:
-    m = v.get("metrics") or {}
-    primary = m.get("primary_metric")
-    value = m.get(primary)
-    if not isinstance(value, (int, float)):
-        return None
-    return value if HIGHER_IS_BETTER.get(primary, True) else -value
-
-
 # -- resolving what to compare ------------------------------------------------------------
 
 
@@ -96,19 +87,10 @@ class Resolver:
         return self._full[key]
 
     def champion(self, name: str, before: int | None = None) -> dict | None:
-        """The best earlier version that passed or warned (the agent's own rule)."""
-        best, best_key = None, None
-        for row in self.listing(name):
-            if before is not None and row["number"] >= before:
-                continue
-            if row.get("status") not in ("passed", "warned"):
-                continue
-            v = self.full(name, row["number"])
-            s = score(v)
-            key = (s is not None, s if s is not None else 0.0, v["number"])
-            if best_key is None or key > best_key:
-                best, best_key = v, key
-        return best
+        """The agent's champion (production, else the best earlier version that passed)."""
+        query = f"?before={int(before)}" if before is not None else ""
+        number = self.client.get(f"/api/v1/models/{name}/champion{query}")["champion"]
+        return None if number is None else self.full(name, number)
 
     def resolve(self, ref) -> list[dict]:
         if hasattr(ref, "_data") and hasattr(ref, "number"):

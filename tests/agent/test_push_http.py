@@ -207,3 +207,11 @@ def test_lookup_by_digest(agent):
     assert status == 200 and found["versions"] == []
     status, err = agent.request("GET", "/api/v1/models/dig/versions?digest=nope")
     assert status == 400 and err["error"]["code"] == "bad_digest_header"
+
+
+def test_champion_route(agent):
+    agent.push_bytes("champ", bundle_bytes("champ"))
+    status, body = agent.request("GET", "/api/v1/models/champ/champion")
+    assert status == 200 and body == {"name": "champ", "champion": None}  # v1 failed its check
+    status, body = agent.request("GET", "/api/v1/models/nobody/champion")
+    assert status == 404 and body["error"]["code"] == "not_found"

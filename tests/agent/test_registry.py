@@ -247,3 +247,17 @@ def test_fsck_notes_orphans_and_partials_but_passes(tmp_path):
     assert f"unreferenced blob {orphan}" in p.stdout
     assert "partial upload upload-" in p.stdout
     assert "fsck: OK" in p.stdout
+
+
+def test_champion_is_production_else_the_best_that_passed(reg):
+    for content, score in (("a", 0.7), ("b", 0.9), ("c", 0.8)):
+        v, _ = create(reg, "m", content)
+        reg.db.execute(
+            "update versions set status = 'passed', score = ? where number = ?",
+            [score, v["number"]],
+        )
+    assert reg.champion("m")["number"] == 2  # best score
+    assert reg.champion("m", before=2)["number"] == 1  # only earlier versions count
+    reg.db.execute("update versions set stage = 'production' where number = 3")
+    assert reg.champion("m")["number"] == 3  # production wins over a better score
+    assert reg.champion("other") is None

@@ -36,6 +36,18 @@ class ModelsHandler(BaseHandler):
         self.write_json({"models": await self.agent.call(self.agent.registry.list_models)})
 
 
+class ChampionHandler(BaseHandler):
+    """The version a new one is compared with, by the same rule the checks use."""
+
+    async def get(self, name: str):
+        validate_name(name)
+        before = int_arg(self, "before", 2**62, 1, 2**62)
+        registry = self.agent.registry
+        await self.agent.call(registry.list_versions, name, 1)  # 404 for an unknown model
+        found = await self.agent.call(registry.champion, name, before)
+        self.write_json({"name": name, "champion": found["number"] if found else None})
+
+
 class VersionHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
