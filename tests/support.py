@@ -202,3 +202,14 @@ def wait_checked(agent: RunningAgent, name: str, number: int, timeout: float = 1
             return body
         time.sleep(0.2)
     raise AssertionError(f"{name}:{number} was not checked in {timeout} s: {body}")
+
+
+def until(predicate, timeout: float = 120, what: str = "condition", every: float = 0.1):
+    """Poll until ``predicate()`` is truthy and return it; a generous bound, not a timing test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

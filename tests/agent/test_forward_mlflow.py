@@ -18,8 +18,7 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from support import RunningAgent, bundle_bytes, push_model
-from test_pipeline_central import poll
+from support import RunningAgent, bundle_bytes, push_model, until
 
 from handoff_agent.forwarding.api import Delivery
 from handoff_agent.forwarding.mlflow import MLflowDestination
@@ -120,7 +119,7 @@ def test_registers_the_version_with_verdict_tags_and_report(tmp_path, mlflow_ser
     agent = mlflow_agent(tmp_path, mlflow_server, "--MLflowDestination.registered_model_prefix=h-")
     try:
         pushed = push_model(agent, model, "irises", X=X, y=y)
-        fwd = poll(
+        fwd = until(
             lambda: [f for f in forwards(agent, "irises") if f["state"] == "delivered"], 240
         )[0]
         version = agent.request("GET", "/api/v1/models/irises/versions/1")[1]
@@ -169,7 +168,7 @@ def test_unreachable_server_is_retried_not_dead_lettered(tmp_path):
     agent = mlflow_agent(tmp_path, f"http://127.0.0.1:{free_port()}", checks="[]")
     try:
         agent.push_bytes("offline", bundle_bytes("offline"))
-        fwd = poll(lambda: [f for f in forwards(agent, "offline") if f["last_error"]], 60)[0]
+        fwd = until(lambda: [f for f in forwards(agent, "offline") if f["last_error"]], 60)[0]
         assert fwd["state"] == "pending"
         assert "unreachable" in fwd["last_error"]
         time.sleep(1.5)  # more attempts, still pending
@@ -183,7 +182,7 @@ def test_a_model_that_cannot_load_is_dead_lettered_with_a_message(tmp_path, mlfl
     agent = mlflow_agent(tmp_path, mlflow_server, checks="[]")
     try:
         agent.push_bytes("broken", bundle_bytes("broken", model=b"not a pickle"))
-        fwd = poll(lambda: [f for f in forwards(agent, "broken") if f["state"] == "dead"], 120)[0]
+        fwd = until(lambda: [f for f in forwards(agent, "broken") if f["state"] == "dead"], 120)[0]
     finally:
         agent.stop()
     assert "does not load in a clean process" in fwd["last_error"]

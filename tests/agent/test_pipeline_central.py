@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, push_model, wait_checked
+from support import RunningAgent, push_model, until, wait_checked
 
 POLICY = """
 [intake]
@@ -57,16 +55,6 @@ def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None):
     return local, central
 
 
-def poll(fn, timeout=90, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"condition not met in {timeout} s")
-
-
 @pytest.fixture
 def pair(tmp_path):
     local, central = start_pair(tmp_path)
@@ -97,7 +85,7 @@ def test_push_forward_validate_sign_off_to_production(pair, model_and_data):
     v = push_model(local, model, "churn", X=X, y=y)
     assert wait_checked(local, "churn", v.number)["status"] in ("passed", "warned")
     # Then central receives it, re-validates it, and the local agent sees each stage
-    poll(lambda: local_stage(local, "churn", v.number) == "validated")
+    until(lambda: local_stage(local, "churn", v.number) == "validated", timeout=90)
     remote = central.request("GET", "/api/v1/models/churn/versions/1")[1]
     assert [s["stage"] for s in remote["stages"]] == ["received", "validated"]
     assert remote["serialization"] == "skops"  # converted before it left the analyst's machine
@@ -113,7 +101,7 @@ def test_push_forward_validate_sign_off_to_production(pair, model_and_data):
     assert sign(bob, "ship it")[1] == {"stage": "canary", "waiting_for": "production"}
     assert sign(carol, "approved by risk") == (201, {"stage": "production"})
 
-    poll(lambda: local_stage(local, "churn", v.number) == "production")
+    until(lambda: local_stage(local, "churn", v.number) == "production", timeout=90)
     mirrored = local.request("GET", f"/api/v1/models/churn/versions/{v.number}")[1]
     assert [s["stage"] for s in mirrored["stages"]] == [
         "received",
@@ -142,7 +130,7 @@ def test_sign_off_rules_and_roles(pair, model_and_data):
     bob = central.make_token("bob", "reviewer")
     carol = central.make_token("carol", "admin")
     v = push_model(local, model, "risk", X=X, y=y)
-    poll(lambda: local_stage(local, "risk", v.number) == "validated")
+    until(lambda: local_stage(local, "risk", v.number) == "validated", timeout=90)
     path = "/api/v1/models/risk/versions/1"
     approve = {"decision": "approve", "comment": ""}
 
@@ -167,5 +155,5 @@ def test_sign_off_rules_and_roles(pair, model_and_data):
         "POST", path + "/signoffs", {"decision": "reject", "comment": "no"}, token=bob
     )
     assert (status, body) == (201, {"stage": "rejected"})
-    poll(lambda: local_stage(local, "risk", v.number) == "rejected")
+    until(lambda: local_stage(local, "risk", v.number) == "rejected", timeout=90)
     assert central.cli("audit", "verify").returncode == 0

@@ -10,8 +10,8 @@ import socket
 import time
 import uuid
 
-from support import bundle_bytes, manifest_for, push_model
-from test_pipeline_central import poll, start_pair
+from support import bundle_bytes, manifest_for, push_model, until
+from test_pipeline_central import start_pair
 
 from handoff_agent import signing
 from handoff_agent.bundle import write_tar
@@ -49,15 +49,15 @@ def test_central_down_then_back_kill_local_mid_delivery(tmp_path):
     try:
         central.stop()  # IT's intake is down
         push_many(local, 50)
-        poll(lambda: outbox_states(local).get("pending") == 50, timeout=120)
+        until(lambda: outbox_states(local).get("pending") == 50, timeout=120)
         assert "delivered" not in outbox_states(local)
 
         central.start()  # back on the same port
         # Kill -9 the local agent while it delivers, then restart it.
-        poll(lambda: outbox_states(local).get("delivered", 0) >= 5, timeout=60, every=0.05)
+        until(lambda: outbox_states(local).get("delivered", 0) >= 5, timeout=60, every=0.05)
         local.kill9()
         local.start()
-        poll(lambda: outbox_states(local) == {"delivered": 50}, timeout=120)
+        until(lambda: outbox_states(local) == {"delivered": 50}, timeout=120)
 
         versions = central.request("GET", "/api/v1/models/many/versions?limit=1000")[1]
         assert sorted(v["number"] for v in versions["versions"]) == list(range(1, 51))
@@ -185,8 +185,9 @@ def test_forced_forward_of_a_failing_version_is_recorded(tmp_path):
     try:
         status, _ = local.push_bytes("junk", bundle_bytes("junk"))  # does not even unpickle
         assert status == 201
-        poll(
-            lambda: local.request("GET", "/api/v1/models/junk/versions/1")[1]["status"] == "failed"
+        until(
+            lambda: local.request("GET", "/api/v1/models/junk/versions/1")[1]["status"] == "failed",
+            timeout=90,
         )
         assert outbox_states(local) == {}  # a failed verdict forwards nothing by itself
         status, body = local.request(
@@ -194,7 +195,7 @@ def test_forced_forward_of_a_failing_version_is_recorded(tmp_path):
         )
         assert status == 202 and body["queued"] is True
         # The bundle is not a real pickle, so converting it for central fails: dead-letter
-        poll(lambda: outbox_states(local).get("dead") == 1)
+        until(lambda: outbox_states(local).get("dead") == 1, timeout=90)
         version = local.request("GET", "/api/v1/models/junk/versions/1")[1]
         assert "Cannot convert the model to skops" in version["forwards"][0]["last_error"]
         status, body = local.request(

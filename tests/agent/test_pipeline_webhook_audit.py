@@ -8,8 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from support import RunningAgent, bundle_bytes
-from test_pipeline_central import poll
+from support import RunningAgent, bundle_bytes, until
 
 from handoff_agent import signing
 
@@ -68,7 +67,7 @@ def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
     try:
         status, pushed = agent.push_bytes("hooked", bundle_bytes("hooked"))
         assert status == 201
-        poll(lambda: Receiver.received)
+        until(lambda: Receiver.received, timeout=90)
         got = Receiver.received[0]
         assert got["ok"] is True
         assert got["body"]["name"] == "hooked" and got["body"]["digest"] == pushed["digest"]
@@ -77,11 +76,12 @@ def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
         status, _ = agent.request("GET", path)
         assert status == 200
         forwards = agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"]
-        poll(
+        until(
             lambda: (
                 agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"][0]["state"]
                 == "delivered"
-            )
+            ),
+            timeout=90,
         )
         assert forwards[0]["delivery_id"] == got["id"]
     finally:
@@ -103,11 +103,12 @@ def test_webhook_off_the_allowlist_is_dead_lettered(tmp_path, receiver):
     agent.start()
     try:
         agent.push_bytes("blocked", bundle_bytes("blocked"))
-        poll(
+        until(
             lambda: (
                 agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]["state"]
                 == "dead"
-            )
+            ),
+            timeout=90,
         )
         fwd = agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]
         assert "allowed_urls" in fwd["last_error"]

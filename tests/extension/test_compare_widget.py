@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from support import wait_checked
+from support import until, wait_checked
 
 from jupyter_handoff import api
 from jupyter_handoff.comparison import Comparison, compare
 from jupyter_handoff.widgets.style import BETTER, WORSE
-
-
-def until(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def perf(version: dict) -> dict:

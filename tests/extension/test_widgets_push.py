@@ -5,19 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from support import until
 
 from jupyter_handoff import api
 from jupyter_handoff.widgets import display
 from jupyter_handoff.widgets.push import PushWidget
-
-
-def until(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_widget_follows_a_real_push(connected, data, model):
