@@ -50,20 +50,27 @@ def receiver():
     server.shutdown()
 
 
-def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
-    agent = RunningAgent(
-        tmp_path / "home",
-        tmp_path / "rt",
-        [
-            "--forward-to",
-            "webhook",
-            "--HandoffAgent.checks=[]",
-            f"--WebhookDestination.url={receiver}",
-            f"--WebhookDestination.secret={SECRET}",
-            f"--WebhookDestination.allowed_urls=['{receiver}']",
-        ],
-    )
+def webhook_agent(tmp_path, receiver: str, allowed: bool) -> RunningAgent:
+    args = [
+        "--forward-to",
+        "webhook",
+        "--HandoffAgent.checks=[]",
+        f"--WebhookDestination.url={receiver}",
+        f"--WebhookDestination.secret={SECRET}",
+    ]
+    if allowed:
+        args.append(f"--WebhookDestination.allowed_urls=['{receiver}']")
+    agent = RunningAgent(tmp_path / "home", tmp_path / "rt", args)
     agent.start()
+    return agent
+
+
+def forward_of(agent, name: str) -> dict:
+    return agent.request("GET", f"/api/v1/models/{name}/versions/1")[1]["forwards"][0]
+
+
+def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
+    agent = webhook_agent(tmp_path, receiver, allowed=True)
     try:
         status, pushed = agent.push_bytes("hooked", bundle_bytes("hooked"))
         assert status == 201
@@ -75,43 +82,18 @@ def test_webhook_delivers_signed_json_to_a_real_receiver(tmp_path, receiver):
         path = got["body"]["bundle_url"].split(agent.url, 1)[1]
         status, _ = agent.request("GET", path)
         assert status == 200
-        forwards = agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"]
-        until(
-            lambda: (
-                agent.request("GET", "/api/v1/models/hooked/versions/1")[1]["forwards"][0]["state"]
-                == "delivered"
-            ),
-            timeout=90,
-        )
-        assert forwards[0]["delivery_id"] == got["id"]
+        until(lambda: forward_of(agent, "hooked")["state"] == "delivered", timeout=90)
+        assert forward_of(agent, "hooked")["delivery_id"] == got["id"]
     finally:
         agent.stop()
 
 
 def test_webhook_off_the_allowlist_is_dead_lettered(tmp_path, receiver):
-    agent = RunningAgent(
-        tmp_path / "home",
-        tmp_path / "rt",
-        [
-            "--forward-to",
-            "webhook",
-            "--HandoffAgent.checks=[]",
-            f"--WebhookDestination.url={receiver}",
-            f"--WebhookDestination.secret={SECRET}",
-        ],
-    )
-    agent.start()
+    agent = webhook_agent(tmp_path, receiver, allowed=False)
     try:
         agent.push_bytes("blocked", bundle_bytes("blocked"))
-        until(
-            lambda: (
-                agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]["state"]
-                == "dead"
-            ),
-            timeout=90,
-        )
-        fwd = agent.request("GET", "/api/v1/models/blocked/versions/1")[1]["forwards"][0]
-        assert "allowed_urls" in fwd["last_error"]
+        until(lambda: forward_of(agent, "blocked")["state"] == "dead", timeout=90)
+        assert "allowed_urls" in forward_of(agent, "blocked")["last_error"]
         assert Receiver.received == []
     finally:
         agent.stop()
