@@ -7,12 +7,15 @@ checks and the hand-off, then signs the version off as a reviewer, as IT would.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import runtime, tokens
-from .registry import Registry
+from . import runtime
 
 DEMO_MODEL = "churn"
 
@@ -59,6 +62,14 @@ def _agent(role: str) -> dict:
     return info
 
 
+class DemoFailed(Exception):
+    """The hand-off will not reach approved: the reason, and what to do about it."""
+
+    def __init__(self, reason: str, todo: str):
+        super().__init__(reason)
+        self.reason, self.todo = reason, todo
+
+
 def _wait(fn, what: str, timeout: float = 180.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,6 +78,109 @@ def _wait(fn, what: str, timeout: float = 180.0):
             return got
         time.sleep(0.5)
     raise SystemExit(f"Gave up waiting for {what} after {timeout:.0f} s.")
+
+
+def _todo_for(error: str) -> str:
+    missing = re.search(r"No module named '([^']+)'", error)
+    if missing:
+        return (
+            f"The agents' Python cannot import {missing.group(1)}. Reinstall "
+            "(`pip install -e .` installs everything central needs), stop the agents that "
+            "still run without it (their pids are in handoff-local.json and "
+            "handoff-central.json under `jupyter --runtime-dir`), then run "
+            "`jupyter handoff demo` again."
+        )
+    return (
+        "Fix the cause above (each agent's log, handoff-local.log and handoff-central.log, "
+        "is under `jupyter --runtime-dir`), then run `jupyter handoff demo` again: it pushes "
+        "a new version and hands that off."
+    )
+
+
+# The stages a version may be in while the demo waits for the next one; any other ends it.
+PASSING = {"validated": (None, "", "received"), "approved": ("validated",)}
+
+
+def _follow(local: dict, vpath: str, want: str, timeout: float = 180.0) -> dict:
+    """Poll the version until central has it in stage `want`; its delivery row to central.
+
+    Follows the outbox as well as the stage: a dead delivery (refused by central, or one that
+    cannot be built) or a stage off the path ends the wait at once with the reason.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = _call(local, vpath)
+        row = next((f for f in v["forwards"] if f["destination"] == "central"), None)
+        if row is None:  # outbox rows are written with the verdict: none now means none ever
+            raise DemoFailed(
+                f"The local agent did not hand the version to central (verdict {v['status']}).",
+                "Versions go to c.HandoffAgent.forward_to when their verdict is in "
+                "c.HandoffAgent.forward_on. Stop a local agent started with other settings "
+                "and run the demo again.",
+            )
+        error = row.get("last_error") or ""
+        if row["state"] == "dead":
+            raise DemoFailed(f"Central did not take the version: {error}", _todo_for(error))
+        stage = v.get("stage")
+        if stage == want:
+            return row
+        if stage not in PASSING[want]:
+            last = (v.get("stages") or [{}])[-1]
+            raise DemoFailed(
+                f"Central put the version in stage {stage!r}"
+                + (f": {last['comment']}" if last.get("comment") else "."),
+                "Central's version page and report say why; "
+                f"`%mlops show {DEMO_MODEL}` shows the stage in the notebook.",
+            )
+        if time.monotonic() > deadline:
+            if row["state"] != "delivered":
+                raise DemoFailed(
+                    f"The delivery to central is still being retried after {timeout:.0f} s "
+                    f"({row['attempts']} attempts); last error: {error or 'none yet'}",
+                    _todo_for(error),
+                )
+            raise DemoFailed(
+                f"Central has the version in stage {stage or 'none'!r}, "
+                f"not {want!r}, after {timeout:.0f} s.",
+                _todo_for(""),
+            )
+        time.sleep(0.5)
+
+
+def _sign_off(central: dict, cpath: str) -> None:
+    try:
+        _call(
+            central,
+            cpath + "/signoffs",
+            {"decision": "approve", "comment": "demo sign-off"},
+            token=_reviewer_token(central),
+        )
+    except urllib.error.HTTPError as e:
+        err = json.loads(e.read() or b"{}").get("error", {})
+        raise DemoFailed(
+            f"Central refused the sign-off ({e.code}): {err.get('message', e.reason)}",
+            err.get("hint") or _todo_for(""),
+        ) from None
+
+
+def _reviewer_token(central: dict) -> str:
+    """A reviewer token at central, made as IT makes one: `jupyter handoff token create`."""
+    p = subprocess.run(
+        [
+            *(sys.executable, "-m", "handoff_agent", "token", "create"),
+            *("--home", central["home"], "--user", "demo-reviewer", "--role", "reviewer"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if p.returncode != 0 or not p.stdout.strip():
+        raise DemoFailed(
+            f"Cannot create a reviewer token at central: {(p.stdout + p.stderr).strip()}",
+            "Run `jupyter handoff token create --user demo-reviewer --role reviewer "
+            f"--home {central['home']}` to see why.",
+        )
+    return p.stdout.strip().splitlines()[-1]
 
 
 def run_demo(notebook: str | None = None) -> int:
@@ -100,26 +214,18 @@ def run_demo(notebook: str | None = None) -> int:
         return 1
 
     print("\nHanding off to central (signed delivery, converted to skops)…")
-    _wait(
-        lambda: _call(local, vpath).get("stage") in ("validated", "rejected"),
-        "central to validate the version",
-    )
-    remote = _call(local, vpath)["forwards"][0]["remote"]
-    registry = Registry(Path(central["home"]) / "registry.db")
     try:
-        reviewer = tokens.create(registry.db, "demo-reviewer", ["reviewer"], actor="demo")
-    finally:
-        registry.close()
-    cpath = f"/api/v1/models/{remote['name']}/versions/{remote['version']}"
-    _call(
-        central,
-        cpath + "/signoffs",
-        {"decision": "approve", "comment": "demo sign-off"},
-        token=reviewer,
-    )
-    _wait(lambda: _call(local, vpath).get("stage") == "approved", "the stage to flow back")
+        remote = _follow(local, vpath, "validated")["remote"]
+        cpath = f"/api/v1/models/{remote['name']}/versions/{remote['version']}"
+        _sign_off(central, cpath)
+        _follow(local, vpath, "approved")
+    except DemoFailed as e:
+        print(f"\nThe hand-off stopped. {e.reason}")
+        print(f"What to do: {e.todo}")
+        return 1
     for s in _call(local, vpath)["stages"]:
         print(f"  stage  {s['stage']:<10} by {s['by']:<14} {s['since'][:19]}")
+    print(f"\n{DEMO_MODEL}:{number} is approved at central.")
 
     print("\nWhere to look:")
     print(f"  report   jupyter handoff report {DEMO_MODEL}:{number} --open")
