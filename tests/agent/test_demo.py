@@ -96,3 +96,11 @@ def test_a_refused_delivery_ends_the_demo_with_the_reason_and_exit_1(tmp_path):
     assert "What to do:" in out, out
     assert "Gave up waiting" not in out, out  # it ended at once, not on a timeout
     assert "approved" not in out, out
+
+
+def test_readme_command_1_is_what_ci_runs_on_a_fresh_venv():
+    command = "pip install -e . && jupyter handoff demo"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in (ROOT / "README.md").read_text()
+    assert command in ci
+    assert 'grep -q "approved"' in ci
