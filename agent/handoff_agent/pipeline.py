@@ -103,7 +103,7 @@ class PipelineMixin:
                 proc.communicate(json.dumps(job).encode()), self.check_timeout
             )
             result = json.loads(stdout or b"{}")
-        except (asyncio.TimeoutError, ValueError):
+        except (TimeoutError, ValueError):
             if proc.returncode is None:
                 proc.kill()
             result = {"ok": False, "error": "the conversion worker failed"}

@@ -15,10 +15,9 @@ admin = 1
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 FLOW = ["received", "validated", "approved", "canary", "production", "archived"]
 TERMINAL = {"archived", "rejected", "rollback"}

@@ -126,7 +126,7 @@ class CheckRunner:
                         )
                         current = None
                 failure = None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 failure = (
                     f"The check did not finish within {self.timeout:.0f} s and was stopped. "
                     "The model may hang in predict. Raise c.HandoffAgent.check_timeout if it "

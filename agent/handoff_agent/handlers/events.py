@@ -32,7 +32,7 @@ class EventsHandler(BaseHandler):
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.write(": keepalive\n\n")
                     await self.flush()
                     continue
