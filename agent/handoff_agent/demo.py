@@ -1,7 +1,8 @@
 """``jupyter handoff demo``: the whole path once, in a real kernel, on a fresh machine.
 
 Starts the embedded central and a local agent, runs the quickstart notebook, waits for the
-checks and the hand-off, then signs the version off as a reviewer, as IT would.
+checks and the hand-off, then signs the version off as a reviewer, as IT would. It follows the
+outbox as well as the stage, so a refused delivery ends it at once with the reason (exit 1).
 """
 
 from __future__ import annotations
