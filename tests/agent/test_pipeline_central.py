@@ -8,9 +8,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, push_model, until, wait_checked
 
+FIRST_SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"  # 128+ bits, or central refuses to start
+SECOND_SECRET = "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"
+
 POLICY = """
 [intake]
-secrets = ["first-secret", "second-secret"]
+secrets = ["first-secret-3kT9qLm2VxZp7RwY8nB4", "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"]
 trusted_types = []
 accept_pickle = false
 revalidate = {revalidate}
@@ -43,7 +46,7 @@ def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None):
             "central",
             "--HandoffAgent.owner_name=alice",
             f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret",
+            f"--CentralDestination.secret={FIRST_SECRET}",
             f"--CentralDestination.token={central.token}",
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",

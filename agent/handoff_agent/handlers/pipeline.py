@@ -127,9 +127,10 @@ class IntakeHandler(BaseHandler):
         signature = self.request.headers.get("X-Handoff-Signature", "")
         seen = await agent.call(agent.intake.seen, receipt.delivery_id)
         digest, env, path = await agent.run_io(agent.intake.verify, receipt, signature)
-        if seen is not None:  # verified, and already applied: no second effect
+        if seen is not None:  # verified and already applied: no second effect, or a conflict
             path.unlink(missing_ok=True)
-            return self.write_json(seen)
+            replay = agent.intake.replay
+            return self.write_json(await agent.call(replay, seen, env, receipt.delivery_id))
         await agent.run_io(agent.store.put_file, path)
         out, created = await agent.receive(receipt.delivery_id, digest, receipt.size, env)
         self.write_json(out, 201 if created else 200)
