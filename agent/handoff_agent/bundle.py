@@ -83,9 +83,10 @@ def check_member(member: tarfile.TarInfo, where: str, hint: str) -> None:
     expands the holes on read, so ``isreg()`` alone lets them through."""
     if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not member.issparse():
         return
-    kind = "a sparse file" if member.issparse() else KINDS.get(member.type, "a special member")
+    kind = KINDS.get(member.type) or ("a sparse file" if member.issparse() else None)
     raise InvalidBundle(
-        f"The {where} member {member.name!r} is {kind}; only regular files are accepted.",
+        f"The {where} member {member.name!r} is {kind or 'a special member'}; only regular "
+        "files are accepted.",
         hint,
         code="special_member",
     )
