@@ -88,7 +88,6 @@ def check_member(member: tarfile.TarInfo, where: str, hint: str) -> None:
         f"The {where} member {member.name!r} is {kind or 'a special member'}; only regular "
         "files are accepted.",
         hint,
-        code="special_member",
     )
 
 

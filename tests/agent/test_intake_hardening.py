@@ -76,7 +76,7 @@ def test_a_sparse_bundle_is_refused_at_push(agent_factory, tmp_path, fmt):
         fmt,
     )
     status, body = agent.push_bytes("sparse", data)
-    err = assert_error(status, body, 422, "special_member")
+    err = assert_error(status, body, 422, "invalid_bundle")
     assert "'model.pkl' is a" in err["message"] and "sparse" in err["message"]
     assert_nothing_stored(agent)
 
@@ -94,7 +94,7 @@ def test_device_fifo_and_directory_members_are_refused_at_push(agent_factory, ki
     agent = agent_factory(NO_CHECKS)
     data = bundle_bytes("special", extra=[("data/X.parquet", b"", kind)])
     status, body = agent.push_bytes("special", data)
-    err = assert_error(status, body, 422, "special_member")
+    err = assert_error(status, body, 422, "invalid_bundle")
     assert word in err["message"]
     assert_nothing_stored(agent)
 
@@ -112,14 +112,14 @@ def test_a_sparse_or_device_member_in_a_delivery_is_refused_at_central(tmp_path)
             bundle = tar.extractfile("bundle.tar").read()
         sparse = sparse_tar(tmp_path, {"envelope.json": env, "bundle.tar": bundle}, "bundle.tar")
         status, body = signed_post(central, sparse)
-        err = assert_error(status, body, 422, "special_member")
+        err = assert_error(status, body, 422, "invalid_bundle")
         assert "'bundle.tar' is a GNU sparse file" in err["message"]
 
         device = make_tar(
             [("envelope.json", env, tarfile.REGTYPE), ("bundle.tar", b"", tarfile.CHRTYPE)]
         )
         status, body = signed_post(central, device)
-        assert "character device" in assert_error(status, body, 422, "special_member")["message"]
+        assert "character device" in assert_error(status, body, 422, "invalid_bundle")["message"]
         assert count(central, "sparsed") == 0
         assert signed_post(central, good)[0] == 201  # the same content, as plain files
     finally:
