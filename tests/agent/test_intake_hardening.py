@@ -294,3 +294,31 @@ def test_a_stored_delivery_body_corrupted_before_a_retry_is_dead_lettered(agent_
     until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
     error = local.request("GET", "/api/v1/models/later/versions/1")[1]["forwards"][0]
     assert "corrupt on disk" in error["last_error"] and "fsck" in error["last_error"]
+
+
+def test_a_central_home_from_before_body_digests_keeps_working(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SENDERS_POLICY)
+    central = RunningAgent(
+        tmp_path / "central", tmp_path / "rt", ["--role", "central", "--policy", str(policy)]
+    )
+    central.start()
+    old_id, body = uuid.uuid4().hex, envelope("old", b"1")
+    assert deliver(central, body, delivery_id=old_id)[0] == 201
+    central.stop()
+    db = sqlite3.connect(central.home / "registry.db")  # as the home was before the column
+    with db:
+        db.execute("alter table deliveries drop column body_digest")
+        db.execute("delete from _sqlite_migrations where name = 'm004_delivery_body_digest'")
+    db.close()
+
+    central.start()
+    try:
+        status, again = deliver(central, body, delivery_id=old_id)
+        assert status == 200 and again["duplicate"] is True  # matched on its id, as before
+        new_id, rows = uuid.uuid4().hex, chain(n=2)
+        assert deliver(central, envelope("new", b"2", rows=rows), delivery_id=new_id)[0] == 201
+        other = envelope("new", b"3", rows=rows)
+        assert_error(*deliver(central, other, delivery_id=new_id), 409, "delivery_conflict")
+    finally:
+        central.stop()
