@@ -119,9 +119,11 @@ class IntakeManager:
                         f.write(chunk)
         except (tarfile.TarError, ValueError, EOFError) as e:
             raise InvalidBundle(f"The delivery is not a valid envelope ({e}).") from None
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("local"), dict):
+        source = envelope.get("source") if isinstance(envelope, dict) else None
+        ok = isinstance(source, str) and 0 < len(source) <= 200
+        if not ok or not isinstance(envelope.get("local"), dict):
             Path(out).unlink(missing_ok=True)
-            raise InvalidBundle("envelope.json must describe the local version.")
+            raise InvalidBundle("envelope.json must name its source and the local version.")
         try:
             audit.check_segment(envelope.get("audit"))
         except audit.ChainError as e:

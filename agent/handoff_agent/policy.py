@@ -118,9 +118,17 @@ def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]
                 f"[intake.senders] {name} in {path} must be a secret or a list of secrets."
             )
         senders[str(name)] = list(secrets)
-    for label, secret in [("[intake] secrets", s) for s in plain] + [
+    labelled = [("[intake] secrets", s) for s in plain] + [
         (f"[intake.senders] {n}", s) for n, ss in senders.items() for s in ss
-    ]:
+    ]
+    for label, secret in labelled:
         if problem := weak_secret_error(secret, f"{label} in {path}"):
             raise ValueError(problem)
+    owners = [label for label, secret in labelled if [s for _, s in labelled].count(secret) > 1]
+    if owners:
+        raise ValueError(
+            f"One secret is given twice in {path} ({', '.join(sorted(set(owners)))}): each "
+            "secret must name one sender. Generate another with "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
     return list(plain), senders

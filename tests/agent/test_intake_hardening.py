@@ -322,3 +322,14 @@ def test_a_central_home_from_before_body_digests_keeps_working(tmp_path):
         assert_error(*deliver(central, other, delivery_id=new_id), 409, "delivery_conflict")
     finally:
         central.stop()
+
+
+def test_one_secret_for_two_senders_stops_central_at_start(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[intake.senders]\nann = "{FIRST_SECRET}"\nbob = "{FIRST_SECRET}"\n')
+    central = RunningAgent(
+        tmp_path / "central", tmp_path / "rt", ["--role", "central", "--policy", str(policy)]
+    )
+    with pytest.raises(RuntimeError, match="each secret must name one sender") as info:
+        central.start()
+    assert FIRST_SECRET not in str(info.value)
