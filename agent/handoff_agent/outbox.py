@@ -46,14 +46,18 @@ def due(db, now: float, limit: int = 20, ordered: tuple[str, ...] = ()) -> list[
     """Rows to attempt now. An ``ordered`` destination only ever gets its oldest pending row,
     so its deliveries arrive in the order they were queued (central checks that each one's
     audit entries extend the last; a later body overtaking an earlier one would go back)."""
-    marks = ", ".join("?" for _ in ordered) or "null"
+    only_oldest = ""
+    if ordered:
+        marks = ", ".join("?" for _ in ordered)
+        only_oldest = (
+            f" and (o.destination not in ({marks}) or o.id = (select min(p.id) from outbox p"
+            "  where p.destination = o.destination and p.state = 'pending'))"
+        )
     return list(
         db.query(
             "select o.*, v.model, v.number, v.digest from outbox o join versions v"
             " on v.id = o.version_id where o.state = 'pending' and o.next_try <= ?"
-            f" and (o.destination not in ({marks}) or o.id = (select min(p.id) from outbox p"
-            "  where p.destination = o.destination and p.state = 'pending'))"
-            " order by o.next_try, o.id limit ?",
+            f"{only_oldest} order by o.next_try, o.id limit ?",
             [now, *ordered, limit],
         )
     )
