@@ -161,6 +161,14 @@ class IntakeManager:
         out = {k: seen[k] for k in ("name", "version", "stage", "duplicate")}
         return {**out, "audit_anchor": self.anchor(seen["source"])}
 
+    def check_chain(self, env: dict) -> dict:
+        """The envelope's audit entries extend this source's anchor; returns their head.
+        Called before the bundle is stored, and again inside ``record``'s transaction."""
+        try:
+            return audit.check_extends(self.anchor(env.get("source")), env["audit"])
+        except audit.ChainError as e:
+            raise _chain_conflict(env.get("source"), e) from None
+
     def anchor(self, source) -> dict | None:
         """The newest head of ``source``'s audit chain this central anchored."""
         row = self.agent.registry.db.execute(
@@ -176,10 +184,7 @@ class IntakeManager:
             if (again := self.seen(delivery_id)) is not None:
                 return self.replay(again, env, delivery_id), False
             source = env.get("source")
-            try:
-                head = audit.check_extends(self.anchor(source), env["audit"])
-            except audit.ChainError as e:
-                raise _chain_conflict(source, e) from None
+            head = self.check_chain(env)
             manifest = env["manifest"]
             pushed_by = env["sender"]
             version, created = self.agent.registry.create_version(
@@ -243,7 +248,9 @@ class IntakeManager:
         return head
 
 
-def _chain_conflict(source, e: audit.ChainError) -> Conflict:
+def _chain_conflict(source, e: audit.ChainError) -> Conflict | InvalidBundle:
+    if e.code == "audit_invalid":
+        return InvalidBundle(e.message, "Forward the version again.", code=e.code)
     return Conflict(
         f"Refused: the audit log of source {source} does not extend what this central anchored. "
         + e.message,

@@ -132,6 +132,7 @@ def test_a_chain_that_does_not_extend_the_anchor_is_refused(tmp_path):
         status, body = deliver(central, envelope("e", b"5", rows=chain("mallory", 5)))
         assert_error(status, body, 409, "audit_rewritten")  # entry 3 is not the anchored one
 
+        assert "unreferenced" not in central.cli("fsck").stdout  # refused: nothing kept
         assert deliver(central, envelope("f", b"6", rows=full[2:]))[0] == 201  # extends: ok
         assert deliver(central, envelope("g", b"7", rows=full[7:]))[0] == 201  # from the head
         assert [count(central, n) for n in "abcdefg"] == [1, 0, 0, 0, 0, 1, 1]
