@@ -15,7 +15,7 @@ from tornado import httpserver, web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from . import reports
+from . import audit, reports
 from .blobs import BlobStore
 from .checks.registry import discover
 from .events import EventBus
@@ -332,10 +332,14 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             log.info("re-running %d checks interrupted by a restart", requeued)
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
+        await self.call(audit.lifecycle_start, self.registry.db, self._lifecycle())
         await self.runner.warm()
         await self.schedule_queued()
         self.forwarder.start()
         return port
+
+    def _lifecycle(self) -> dict:
+        return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
 
     def _bound_port(self) -> int:
         for sock in self.server._sockets.values():
@@ -349,5 +353,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             await self.runner.close()
         await self.forwarder.stop()
         self._io.shutdown(wait=True)
+        if self.server is not None:  # started: its agent.start gets its agent.stop
+            self._db.submit(audit.lifecycle_stop, self.registry.db, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)

@@ -1,8 +1,9 @@
 """The bundle format, public: the extension writes bundles to it, the agent validates them.
 
 A bundle is an uncompressed tar holding ``manifest.json``, one model member and optional
-parquet data members. The agent accepts nothing else: no links, no directories, no duplicates,
-no unknown names. Validation only reads bytes and JSON; it never unpickles.
+parquet data members. The agent accepts nothing else: only plain regular files (no sparse,
+device, fifo, link, directory or contiguous members), no duplicates, no unknown names.
+Validation only reads bytes and JSON; it never unpickles.
 """
 
 from __future__ import annotations
@@ -63,6 +64,33 @@ def write_tar(out, members: list[tuple[str, bytes | Path]]) -> None:
     out.write(b"\0" * (2 * BLOCK))
 
 
+KINDS = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+    tarfile.DIRTYPE: "a directory",
+    tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a GNU sparse file",
+}
+
+
+def check_member(member: tarfile.TarInfo, where: str, hint: str) -> None:
+    """Refuse every member that is not a plain regular file, naming what it is.
+
+    tarfile counts GNU sparse (old and PAX forms) and contiguous members as regular files and
+    expands the holes on read, so ``isreg()`` alone lets them through."""
+    if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not member.issparse():
+        return
+    kind = KINDS.get(member.type) or ("a sparse file" if member.issparse() else None)
+    raise InvalidBundle(
+        f"The {where} member {member.name!r} is {kind or 'a special member'}; only regular "
+        "files are accepted.",
+        hint,
+    )
+
+
 def _bad(message: str, hint: str = "Push again from the notebook with %mlops push.") -> None:
     raise InvalidBundle(message, hint)
 
@@ -88,8 +116,7 @@ def validate(path: Path, expected_name: str | None = None) -> dict:
                 name = member.name
                 if name in digests or (name == MANIFEST and manifest_bytes is not None):
                     _bad(f"The bundle holds {name!r} twice.")
-                if not member.isreg():
-                    _bad(f"The bundle member {name!r} is not a regular file (links are refused).")
+                check_member(member, "bundle", "Push again from the notebook with %mlops push.")
                 if name not in MEMBERS:
                     _bad(
                         f"The bundle holds an unknown member {name!r}.",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jupyter_core.application import JupyterApp
-from traitlets import Bool, List, Unicode
+from traitlets import Bool, List, TraitError, Unicode
 
 from . import runtime
 from ._version import __version__
@@ -71,7 +71,11 @@ class ServeApp(JupyterApp):
             from .forwarding.central import central_home
 
             self.config.HandoffAgent.home = str(central_home())
-        agent = HandoffAgent(config=self.config, parent=self)
+        try:
+            agent = HandoffAgent(config=self.config, parent=self)
+        except (ValueError, TraitError) as e:  # a policy or secret the agent must not run with
+            self.log.critical("%s", e)
+            self.exit(2)
         asyncio.run(self._serve(agent))
 
     async def _serve(self, agent) -> None:

@@ -1,8 +1,11 @@
 """Central intake: a signed delivery becomes a version in stage ``received``.
 
 The signature (HMAC over id, timestamp and body) is checked as the body streams in, against
-every configured secret. A delivery id seen before has no second effect. Every digest is
-re-verified, and a pickle is refused unless the policy trusts pickles. Nothing is unpickled.
+every configured secret; the sender whose secret verifies it is who pushed the version (the
+envelope's claim is kept only as ``claimed_by``). A delivery id seen before has no second
+effect, and the same id with another body is a conflict. Every digest is re-verified, every
+tar member must be a plain file, and a pickle is refused unless the policy trusts pickles.
+The source's audit entries must extend the head central anchored for it. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from .forwarding.central import BUNDLE, ENVELOPE
 from .ingest import Upload
 from .policy import Policy
 
-MAX_ENVELOPE = 1 << 20
+MAX_ENVELOPE = 16 << 20  # the envelope carries the source's audit entries since the last ack
 
 
 class Receipt(Upload):
     """An upload that also feeds the HMAC of every accepted secret."""
 
-    def __init__(self, store, limit: int, macs: list, delivery_id: str):
+    def __init__(self, store, limit: int, macs: list, delivery_id: str, senders: list[str]):
         super().__init__(store, limit)
-        self.macs, self.delivery_id = macs, delivery_id
+        self.macs, self.delivery_id, self.senders = macs, delivery_id, senders
 
     def write(self, chunk: bytes) -> None:
         super().write(chunk)
@@ -42,10 +45,11 @@ class IntakeManager:
     def begin(self, headers) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
         stamp = headers.get("X-Handoff-Timestamp", "")
-        if not self.policy.secrets:
+        signers = self.policy.signers()
+        if not signers:
             raise Unauthorized(
                 "This central has no intake secret configured.",
-                "Set [intake] secrets in the policy file.",
+                "Set [intake.senders] (or [intake] secrets) in the policy file.",
             )
         if not signing.ID_RE.fullmatch(delivery_id):
             raise Unauthorized("X-Handoff-Delivery must be 32 hex digits.")
@@ -55,8 +59,9 @@ class IntakeManager:
                 f"Deliveries must be signed within {self.policy.max_skew} s of now; check clocks.",
                 code="stale_delivery",
             )
-        macs = [signing.signer(s, delivery_id, stamp) for s in self.policy.secrets]
-        return Receipt(self.agent.store, self.agent.max_bundle_size, macs, delivery_id)
+        macs = [signing.signer(secret, delivery_id, stamp) for _, secret in signers]
+        senders = [name for name, _ in signers]
+        return Receipt(self.agent.store, self.agent.max_bundle_size, macs, delivery_id, senders)
 
     def verify(self, receipt: Receipt, signature: str) -> tuple[str, dict, Path]:
         """Off the event loop: check the signature, unpack and re-verify. Returns the bundle's
@@ -64,8 +69,9 @@ class IntakeManager:
         try:
             if receipt.overflow:
                 raise InvalidBundle("The delivery is larger than this central accepts.")
-            receipt.sync()
-            if not signing.matches(signature, receipt.macs):
+            body_digest = receipt.sync()
+            which = signing.match_index(signature, receipt.macs)
+            if which is None:
                 raise Unauthorized(
                     "The delivery's signature does not verify.",
                     "Check that both sides share the same secret.",
@@ -91,14 +97,17 @@ class IntakeManager:
         except Exception:
             path.unlink(missing_ok=True)
             raise
-        return digest, {**envelope, "manifest": manifest}, path
+        env = {**envelope, "manifest": manifest, "sender": receipt.senders[which]}
+        return digest, {**env, "body": body_digest}, path
 
     def _unpack(self, temp: Path) -> tuple[dict, Path]:
         try:
             with tarfile.open(temp, mode="r:") as tar:
                 members = tar.getmembers()
                 names = [m.name for m in members]
-                if names != [ENVELOPE, BUNDLE] or not all(m.isreg() for m in members):
+                for m in members:
+                    bundle.check_member(m, "delivery", "Forward the version again.")
+                if names != [ENVELOPE, BUNDLE]:
                     raise InvalidBundle(f"A delivery holds {ENVELOPE} then {BUNDLE}, nothing else.")
                 if members[0].size > MAX_ENVELOPE:
                     raise InvalidBundle("envelope.json is too large.")
@@ -110,20 +119,62 @@ class IntakeManager:
                         f.write(chunk)
         except (tarfile.TarError, ValueError, EOFError) as e:
             raise InvalidBundle(f"The delivery is not a valid envelope ({e}).") from None
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("local"), dict):
+        source = envelope.get("source") if isinstance(envelope, dict) else None
+        ok = isinstance(source, str) and 0 < len(source) <= 200
+        if not ok or not isinstance(envelope.get("local"), dict):
             Path(out).unlink(missing_ok=True)
-            raise InvalidBundle("envelope.json must describe the local version.")
+            raise InvalidBundle("envelope.json must name its source and the local version.")
+        try:
+            audit.check_segment(envelope.get("audit"))
+        except audit.ChainError as e:
+            Path(out).unlink(missing_ok=True)
+            raise _chain_conflict(envelope.get("source"), e) from None
         return envelope, Path(out)
 
     def seen(self, delivery_id: str) -> dict | None:
         row = self.agent.registry.db.execute(
-            "select v.model, v.number, v.stage from deliveries d join versions v"
-            " on v.id = d.version_id where d.delivery_id = ?",
+            "select v.model, v.number, v.stage, d.body_digest, d.source from deliveries d"
+            " join versions v on v.id = d.version_id where d.delivery_id = ?",
             [delivery_id],
         ).fetchone()
-        return (
-            {"name": row[0], "version": row[1], "stage": row[2], "duplicate": True} if row else None
-        )
+        if not row:
+            return None
+        return {
+            "name": row[0],
+            "version": row[1],
+            "stage": row[2],
+            "duplicate": True,
+            "body_digest": row[3],
+            "source": row[4],
+        }
+
+    def replay(self, seen: dict, env: dict, delivery_id: str) -> dict:
+        """The answer to a delivery id already applied: the first answer again when the body
+        is the same, a conflict when it is not."""
+        if seen["body_digest"] is not None and seen["body_digest"] != env["body"]:
+            raise Conflict(
+                f"Delivery {delivery_id} was already received with another body "
+                "(another bundle or envelope); a delivery id names exactly one body.",
+                "Resend the original body, or send the new one under a new delivery id.",
+                code="delivery_conflict",
+            )
+        out = {k: seen[k] for k in ("name", "version", "stage", "duplicate")}
+        return {**out, "audit_anchor": self.anchor(seen["source"])}
+
+    def check_chain(self, env: dict) -> dict:
+        """The envelope's audit entries extend this source's anchor; returns their head.
+        Called before the bundle is stored, and again inside ``record``'s transaction."""
+        try:
+            return audit.check_extends(self.anchor(env.get("source")), env["audit"])
+        except audit.ChainError as e:
+            raise _chain_conflict(env.get("source"), e) from None
+
+    def anchor(self, source) -> dict | None:
+        """The newest head of ``source``'s audit chain this central anchored."""
+        row = self.agent.registry.db.execute(
+            "select seq, hash from sources where source = ? order by seq desc limit 1", [source]
+        ).fetchone()
+        return {"seq": row[0], "hash": row[1]} if row else None
 
     def record(self, delivery_id: str, digest: str, size: int, env: dict, checks: list[str]):
         """One transaction: version (stage received), delivery id, source's audit head."""
@@ -131,9 +182,11 @@ class IntakeManager:
         local = env["local"]
         with db.atomic():
             if (again := self.seen(delivery_id)) is not None:
-                return again, False
+                return self.replay(again, env, delivery_id), False
+            source = env.get("source")
+            head = self.check_chain(env)
             manifest = env["manifest"]
-            pushed_by = str(local.get("pushed_by") or "unknown")
+            pushed_by = env["sender"]
             version, created = self.agent.registry.create_version(
                 manifest["name"], digest, size, manifest, pushed_by, checks
             )
@@ -143,9 +196,11 @@ class IntakeManager:
                 [
                     audit.canonical(
                         {
-                            "source": env.get("source"),
+                            "source": source,
                             "version": local.get("number"),
                             "delivery": delivery_id,
+                            "sender": env["sender"],
+                            "claimed_by": local.get("pushed_by"),
                         }
                     ),
                     vid,
@@ -157,10 +212,10 @@ class IntakeManager:
                     "source": env.get("source"),
                     "version_id": vid,
                     "received": audit.now(),
+                    "body_digest": env["body"],
                 }
             )
-            head = env.get("audit_head") or {}
-            self._record_head(db, env.get("source"), head, delivery_id)
+            anchor = self._anchor_head(db, source, head, delivery_id)
             if created:
                 self.agent.stages.enter(
                     vid,
@@ -173,21 +228,14 @@ class IntakeManager:
                 "name": version["model"],
                 "version": version["number"],
                 "stage": "received" if created else version.get("stage"),
+                "audit_anchor": anchor,
             }, created
 
-    def _record_head(self, db, source, head: dict, delivery_id: str) -> None:
-        if not isinstance(head.get("seq"), int) or not isinstance(head.get("hash"), str):
-            return
-        known = db.execute(
-            "select hash from sources where source = ? and seq = ?", [source, head["seq"]]
-        ).fetchone()
-        if known and known[0] != head["hash"]:
-            raise Conflict(
-                f"Source {source}'s audit chain changed at entry {head['seq']}: its history "
-                "was rewritten since an earlier delivery.",
-                "Investigate the local agent; run `jupyter handoff audit verify` there.",
-                code="audit_rewritten",
-            )
+    def _anchor_head(self, db, source, head: dict, delivery_id: str) -> dict:
+        """Anchor ``head`` unless central already holds a later one; return the anchor."""
+        current = self.anchor(source)
+        if current is not None and current["seq"] >= head["seq"]:
+            return current
         db["sources"].insert(
             {
                 "source": source,
@@ -197,3 +245,16 @@ class IntakeManager:
                 "time": audit.now(),
             }
         )
+        return head
+
+
+def _chain_conflict(source, e: audit.ChainError) -> Conflict | InvalidBundle:
+    if e.code == "audit_invalid":
+        return InvalidBundle(e.message, "Forward the version again.", code=e.code)
+    return Conflict(
+        f"Refused: the audit log of source {source} does not extend what this central anchored. "
+        + e.message,
+        "Investigate that local agent: run `jupyter handoff audit verify` there, and compare "
+        "its audit log with this central's sources table.",
+        code=e.code,
+    )

@@ -42,15 +42,38 @@ def enqueue(db, version_id: int, destination: str, forced_by: str | None = None)
     return True
 
 
-def due(db, now: float, limit: int = 20) -> list[dict]:
+def due(db, now: float, limit: int = 20, ordered: tuple[str, ...] = ()) -> list[dict]:
+    """Rows to attempt now. An ``ordered`` destination only ever gets its oldest pending row,
+    so its deliveries arrive in the order they were queued (central checks that each one's
+    audit entries extend the last; a later body overtaking an earlier one would go back)."""
+    only_oldest = ""
+    if ordered:
+        marks = ", ".join("?" for _ in ordered)
+        only_oldest = (
+            f" and (o.destination not in ({marks}) or o.id = (select min(p.id) from outbox p"
+            "  where p.destination = o.destination and p.state = 'pending'))"
+        )
     return list(
         db.query(
             "select o.*, v.model, v.number, v.digest from outbox o join versions v"
             " on v.id = o.version_id where o.state = 'pending' and o.next_try <= ?"
-            " order by o.next_try, o.id limit ?",
-            [now, limit],
+            f"{only_oldest} order by o.next_try, o.id limit ?",
+            [now, *ordered, limit],
         )
     )
+
+
+def acknowledged(db, destination: str) -> dict | None:
+    """The newest audit head ``destination`` said it anchored for this agent, or None."""
+    for (remote,) in db.execute(
+        "select remote from outbox where destination = ? and state = 'delivered'"
+        " and remote like '%audit_anchor%' order by id desc limit 20",
+        [destination],
+    ):
+        anchor = json.loads(remote).get("audit_anchor")
+        if isinstance(anchor, dict) and type(anchor.get("seq")) is int:
+            return anchor
+    return None
 
 
 def set_body(db, row_id: int, digest: str) -> None:

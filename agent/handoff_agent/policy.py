@@ -1,16 +1,28 @@
 """Central policy, from a TOML file: who must sign off each stage, and what intake trusts.
 
 [intake]
-secrets = ["…", "…"]          # HMAC secrets accepted; two during rotation
+secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (see below)
 trusted_types = ["sklearn.tree._tree.Tree"]   # skops types this central loads
 accept_pickle = false
 revalidate = true             # re-run the checks here before `validated`
+
+[intake.senders]              # named senders: NAME = "secret", or a list during rotation
+alice = "…"
+ci = ["…old…", "…new…"]
 
 [stages.approved]
 reviewer = 1
 [stages.production]
 reviewer = 1
 admin = 1
+
+Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
+never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
+secret from the plain ``secrets`` list (the embedded central's default) authenticates the
+machine, not a person: central records such a version as pushed by ``intake``.
+
+Every secret must hold at least 128 bits (see ``secrets_check``); central refuses to start
+otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +30,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .secrets_check import weak_secret_error
+
+UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
 
 FLOW = ["received", "validated", "approved", "canary", "production", "archived"]
 TERMINAL = {"archived", "rejected", "rollback"}
@@ -31,6 +47,7 @@ DEFAULT_STAGES = {
 @dataclass
 class Policy:
     secrets: list[str] = field(default_factory=list)
+    senders: dict[str, list[str]] = field(default_factory=dict)
     trusted_types: list[str] = field(default_factory=list)
     accept_pickle: bool = False
     revalidate: bool = True
@@ -47,14 +64,21 @@ class Policy:
         unknown = set(stages) - set(FLOW)
         if unknown:
             raise ValueError(f"Unknown stages in {path}: {sorted(unknown)}; stages are {FLOW}")
+        secrets, senders = _intake_secrets(intake, path)
         return cls(
-            secrets=list(intake.get("secrets", [])),
+            secrets=secrets,
+            senders=senders,
             trusted_types=list(intake.get("trusted_types", [])),
             accept_pickle=bool(intake.get("accept_pickle", False)),
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
         )
+
+    def signers(self) -> list[tuple[str, str]]:
+        """(sender name, secret) for every accepted secret, named senders first."""
+        named = [(name, s) for name, secrets in self.senders.items() for s in secrets]
+        return named + [(UNNAMED, s) for s in self.secrets]
 
     def next_stage(self, stage: str | None) -> str | None:
         if stage not in FLOW or stage == FLOW[-1]:
@@ -71,3 +95,39 @@ class Policy:
             if len(users) < count:
                 need[role] = count - len(users)
         return need
+
+
+def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]]:
+    """The plain secrets list and the named senders, each secret checked for strength."""
+    plain = intake.get("secrets", [])
+    if not isinstance(plain, list) or not all(isinstance(s, str) for s in plain):
+        raise ValueError(f"[intake] secrets in {path} must be a list of strings.")
+    raw = intake.get("senders", {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"[intake.senders] in {path} must map sender names to secrets.")
+    senders = {}
+    for name, value in raw.items():
+        secrets = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(secrets, list)
+            or not secrets
+            or not all(isinstance(s, str) for s in secrets)
+        ):
+            raise ValueError(
+                f"[intake.senders] {name} in {path} must be a secret or a list of secrets."
+            )
+        senders[str(name)] = list(secrets)
+    labelled = [("[intake] secrets", s) for s in plain] + [
+        (f"[intake.senders] {n}", s) for n, ss in senders.items() for s in ss
+    ]
+    for label, secret in labelled:
+        if problem := weak_secret_error(secret, f"{label} in {path}"):
+            raise ValueError(problem)
+    owners = [label for label, secret in labelled if [s for _, s in labelled].count(secret) > 1]
+    if owners:
+        raise ValueError(
+            f"One secret is given twice in {path} ({', '.join(sorted(set(owners)))}): each "
+            "secret must name one sender. Generate another with "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return list(plain), senders

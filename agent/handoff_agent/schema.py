@@ -153,3 +153,10 @@ def m003_pipeline(db: Database) -> None:
         pk="id",
     )
     db["sources"].create_index(["source", "seq"])
+
+
+@migrations()
+def m004_delivery_body_digest(db: Database) -> None:
+    # sha256 of a delivery's signed body: the same id with another body is a conflict.
+    # Deliveries recorded before this have none, and are matched on their id alone.
+    db["deliveries"].add_column("body_digest", str)

@@ -34,7 +34,13 @@ def fresh(timestamp: str, max_skew: int, now: float | None = None) -> bool:
 
 def matches(given: str, macs: list) -> bool:
     """Constant-time check of ``given`` against each candidate secret's MAC."""
-    ok = False
-    for mac in macs:
-        ok |= hmac.compare_digest(given.encode(), ("sha256=" + mac.hexdigest()).encode())
-    return ok
+    return match_index(given, macs) is not None
+
+
+def match_index(given: str, macs: list) -> int | None:
+    """Which candidate MAC ``given`` is (the sender), comparing against every one."""
+    found = None
+    for i, mac in enumerate(macs):
+        if hmac.compare_digest(given.encode(), ("sha256=" + mac.hexdigest()).encode()):
+            found = i if found is None else found
+    return found

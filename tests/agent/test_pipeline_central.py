@@ -8,12 +8,17 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, push_model, until, wait_checked
 
+FIRST_SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"  # 128+ bits, or central refuses to start
+SECOND_SECRET = "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"
+
 POLICY = """
 [intake]
-secrets = ["first-secret", "second-secret"]
 trusted_types = []
 accept_pickle = false
 revalidate = {revalidate}
+
+[intake.senders]  # alice's two secrets: a rotation
+alice = ["first-secret-3kT9qLm2VxZp7RwY8nB4", "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"]
 
 [stages.approved]
 reviewer = 1
@@ -43,7 +48,7 @@ def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None):
             "central",
             "--HandoffAgent.owner_name=alice",
             f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret",
+            f"--CentralDestination.secret={FIRST_SECRET}",
             f"--CentralDestination.token={central.token}",
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",
@@ -89,7 +94,7 @@ def test_push_forward_validate_sign_off_to_production(pair, model_and_data):
     remote = central.request("GET", "/api/v1/models/churn/versions/1")[1]
     assert [s["stage"] for s in remote["stages"]] == ["received", "validated"]
     assert remote["serialization"] == "skops"  # converted before it left the analyst's machine
-    assert remote["pushed_by"] == "alice"
+    assert remote["pushed_by"] == "alice"  # the sender whose secret signed the delivery
 
     path = "/api/v1/models/churn/versions/1"
     sign = lambda tok, note: central.request(  # noqa: E731

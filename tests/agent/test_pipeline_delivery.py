@@ -11,9 +11,9 @@ import time
 import uuid
 
 from support import bundle_bytes, manifest_for, push_model, until
-from test_pipeline_central import start_pair
+from test_pipeline_central import FIRST_SECRET, SECOND_SECRET, start_pair
 
-from handoff_agent import signing
+from handoff_agent import audit, signing
 from handoff_agent.bundle import write_tar
 
 FAST = ["--HandoffAgent.checks=[]"]  # no checks: the verdict comes with the push
@@ -70,8 +70,19 @@ def test_central_down_then_back_kill_local_mid_delivery(tmp_path):
         central.stop()
 
 
+def chain(actor: str = "zoe", n: int = 1) -> list[dict]:
+    """A source's audit log of ``n`` entries from genesis, as a local agent sends it."""
+    rows, prev = [], audit.GENESIS
+    for seq in range(1, n + 1):
+        row = {"seq": seq, "time": "t", "actor": actor, "action": "a", "subject": "s"}
+        row.update(payload="{}", prev_hash=prev)
+        row["hash"] = prev = audit.row_hash(prev, row)
+        rows.append(row)
+    return rows
+
+
 def envelope(
-    name: str, model: bytes = b"x", serialization: str = "skops", head: str = "a" * 64
+    name: str, model: bytes = b"x", serialization: str = "skops", rows: list | None = None
 ) -> bytes:
     member = "model.skops" if serialization == "skops" else "model.pkl"
     members = {member: model}
@@ -96,16 +107,14 @@ def envelope(
             "verdict": {"verdict": "pass", "reasons": []},
         },
         "bundle_digest": hashlib.sha256(bundle).hexdigest(),
-        "audit_head": {"seq": 1, "hash": head},
+        "audit": chain() if rows is None else rows,
     }
     out = io.BytesIO()
     write_tar(out, [("envelope.json", json.dumps(env).encode()), ("bundle.tar", bundle)])
     return out.getvalue()
 
 
-def deliver(
-    central, body: bytes, secret="first-secret", delivery_id=None, stamp=None, tamper=False
-):
+def deliver(central, body: bytes, secret=FIRST_SECRET, delivery_id=None, stamp=None, tamper=False):
     delivery_id = delivery_id or uuid.uuid4().hex
     stamp = str(stamp if stamp is not None else int(time.time()))
     signature = signing.sign(secret, delivery_id, stamp, [body])
@@ -145,7 +154,7 @@ def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path)
         assert count(central, "signed") == 0
 
         same_id = uuid.uuid4().hex
-        status, first = deliver(central, body, secret="second-secret", delivery_id=same_id)
+        status, first = deliver(central, body, secret=SECOND_SECRET, delivery_id=same_id)
         assert status == 201 and first["version"] == 1  # the rotation secret works too
         status, again = deliver(central, body, delivery_id=same_id)
         assert status == 200 and again["duplicate"] is True
@@ -212,7 +221,7 @@ def test_a_rewritten_local_history_is_detected_at_central(tmp_path):
     try:
         assert deliver(central, envelope("first", b"1"))[0] == 201
         # Same source, same audit position, another hash: its history was rewritten.
-        status, err = deliver(central, envelope("second", b"2", head="b" * 64))
+        status, err = deliver(central, envelope("second", b"2", rows=chain("mallory")))
         assert (status, err["error"]["code"]) == (409, "audit_rewritten")
         assert count(central, "second") == 0
     finally:

@@ -1,8 +1,11 @@
 """Destination ``central``: another agent in the central role, IT's intake.
 
 The body is an envelope tar: ``envelope.json`` (who sends, the local verdict, the bundle's
-digest, the head of the local audit chain) and ``bundle.tar``, the bundle byte for byte,
-converted to skops first when it is a pickle. Central's stage flows back by polling.
+digest, and the local audit entries from the head central last acknowledged to now) and
+``bundle.tar``, the bundle byte for byte, converted to skops first when it is a pickle. The
+bundle is checked against its digest before it is packed: a corrupt blob is never forwarded.
+Deliveries go out in queue order (``ordered``), and central answers each with the audit head
+it now anchors, which the next delivery starts from. Central's stage flows back by polling.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import urllib.request
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Enum, Float, Unicode, default
+from traitlets import Enum, Float, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .. import audit, runtime
+from .. import audit, outbox, runtime
+from ..blobs import BlobCorrupt
 from ..bundle import read_manifest, write_tar
+from ..secrets_check import weak_secret_error
 from .api import Delivery, NotReady, Result
 from .http import post_signed
 
@@ -50,10 +55,33 @@ class ForwardError(Exception):
     """A delivery that cannot be built; it goes to dead-letter with this message."""
 
 
+def bundle_digest(path: Path) -> str:
+    """A verified blob's digest is its name (``blobs/ab/cdef…``)."""
+    return path.parent.name + path.name
+
+
+def corrupt_message(row: dict, digest: str) -> str:
+    return (
+        f"The stored copy of {row['model']}:{row['number']} (blob {digest[:12]}…) no longer "
+        "matches its digest: it is corrupt on disk, so it was not sent. Run `jupyter handoff "
+        "fsck` to list damaged blobs, then push the model again."
+    )
+
+
+async def verified(agent, delivery: Delivery, digest: str) -> Path:
+    """The blob's path once its bytes are checked against ``digest``; else ForwardError."""
+    try:
+        return await agent.run_io(agent.store.verify, digest)
+    except (BlobCorrupt, OSError):
+        row = {"model": delivery.model, "number": delivery.number}
+        raise ForwardError(corrupt_message(row, digest)) from None
+
+
 class CentralDestination(LoggingConfigurable):
     """Deliver versions to a central agent and mirror its stages back."""
 
     name = "central"
+    ordered = True  # see outbox.due: each delivery's audit entries extend the previous one's
     url = Unicode(help="Central agent URL. Empty: the embedded central on this machine.").tag(
         config=True
     )
@@ -68,9 +96,26 @@ class CentralDestination(LoggingConfigurable):
         config=True
     )
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # A configured secret was checked by _check_secret; an existing embedded one is
+        # checked now, so a weak secret stops the agent at start, not at its first delivery.
+        if not self.trait_has_value("secret") and (central_home() / "intake.secret").exists():
+            _ = self.secret
+
     @default("secret")
     def _secret_default(self):
-        return embedded_secret()
+        secret = embedded_secret()
+        if problem := weak_secret_error(secret, str(central_home() / "intake.secret")):
+            raise TraitError(problem)
+        return secret
+
+    @validate("secret")
+    def _check_secret(self, proposal):
+        where = "c.CentralDestination.secret (the local agent's config)"
+        if problem := weak_secret_error(proposal["value"], where):
+            raise TraitError(problem)
+        return proposal["value"]
 
     def target(self) -> tuple[str, str]:
         if self.url:
@@ -83,10 +128,14 @@ class CentralDestination(LoggingConfigurable):
     async def body(self, agent, delivery: Delivery, **kwargs) -> Path:
         if not self.target()[0]:
             raise NotReady(CENTRAL_DOWN)
-        bundle_path = agent.store.path(delivery.digest)
+        bundle_path = await verified(agent, delivery, delivery.digest)
         manifest = read_manifest(bundle_path)
         if manifest.get("serialization") == "pickle" and self.format == "skops":
-            bundle_path = agent.store.path(await agent.convert_to_skops(delivery.digest))
+            converted = await agent.convert_to_skops(delivery.digest)
+            bundle_path = await verified(agent, delivery, converted)
+        db = agent.registry.db
+        ack = await agent.call(outbox.acknowledged, db, self.name)
+        rows = await agent.call(audit.rows_since, db, ack["seq"] if ack else None)
         v = delivery.version
         envelope = {
             "format": 1,
@@ -103,8 +152,9 @@ class CentralDestination(LoggingConfigurable):
                     "verdict",
                 )
             },
-            "bundle_digest": await agent.run_io(agent.store.hash_path, bundle_path),
-            "audit_head": await agent.call(audit.head, agent.registry.db),
+            "bundle_digest": bundle_digest(bundle_path),
+            "audit_head": {"seq": rows[-1]["seq"], "hash": rows[-1]["hash"]} if rows else None,
+            "audit": rows,
         }
         fd, tmp = tempfile.mkstemp(dir=agent.store.tmp, prefix="envelope-", suffix=".part")
         with open(fd, "wb") as out:

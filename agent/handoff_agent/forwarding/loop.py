@@ -1,4 +1,8 @@
-"""The forwarder loop: delivers due outbox rows with backoff, and mirrors central's stages."""
+"""The forwarder loop: delivers due outbox rows with backoff, and mirrors central's stages.
+
+Every attempt first checks the stored body against its digest: a blob corrupted on disk is
+never sent, and its row goes to dead-letter with a pointer to ``jupyter handoff fsck``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import time
 from pathlib import Path
 
 from .. import outbox
+from ..blobs import BlobCorrupt
 from .api import Delivery, NotReady
-from .central import ForwardError
+from .central import ForwardError, corrupt_message
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +52,31 @@ class Forwarder:
                 await asyncio.wait_for(self.wake.wait(), self.interval)
 
     async def tick(self) -> None:
+        """Attempt every due row; go again while rows leave the queue, so an ordered
+        destination's next row follows at once rather than on the next wake."""
         db = self.agent.registry.db
-        for row in await self.agent.call(outbox.due, db, time.time()):
-            await self.attempt(row)
+        ordered = tuple(n for n, d in self.destinations.items() if getattr(d, "ordered", False))
+        while True:
+            moved = False
+            for row in await self.agent.call(outbox.due, db, time.time(), 20, ordered):
+                moved |= await self.attempt(row) in ("delivered", "dead")
+            if not moved:
+                return
 
-    async def attempt(self, row: dict) -> None:
+    async def attempt(self, row: dict) -> str:
+        state = await self._attempt(row)
+        self._publish(row, *state)
+        return state[0]
+
+    async def _attempt(self, row: dict) -> tuple[str, str]:
         agent, db = self.agent, self.agent.registry.db
         dest = self.destinations.get(row["destination"])
         if dest is None:
-            await agent.call(
-                outbox.dead,
-                db,
-                row,
-                f"no destination {row['destination']!r} is configured (c.HandoffAgent.forward_to)",
+            error = (
+                f"no destination {row['destination']!r} is configured (c.HandoffAgent.forward_to)"
             )
-            return self._publish(row, "dead")
+            await agent.call(outbox.dead, db, row, error)
+            return "dead", error
         version = await agent.call(agent.registry.get_version, row["model"], row["number"])
         delivery = Delivery(
             row["delivery_id"],
@@ -78,24 +93,29 @@ class Forwarder:
             except NotReady as e:
                 delay = outbox.backoff(row["attempts"], self.base, self.cap)
                 await agent.call(outbox.retry, db, row, str(e), delay)
-                return self._publish(row, "retrying", str(e))
+                return "retrying", str(e)
             except ForwardError as e:
                 await agent.call(outbox.dead, db, row, str(e))
-                return self._publish(row, "dead", str(e))
+                return "dead", str(e)
             digest = await agent.run_io(self._store, body)
             await agent.call(outbox.set_body, db, row["id"], digest)
             row["body_digest"] = digest
-        delivery.body = agent.store.path(row["body_digest"])
+        try:
+            delivery.body = await agent.run_io(agent.store.verify, row["body_digest"])
+        except (BlobCorrupt, OSError):
+            error = corrupt_message(row, row["body_digest"])
+            await agent.call(outbox.dead, db, row, error)
+            return "dead", error
         result = await agent.run_io(dest.deliver, delivery)
         if result.ok:
             await agent.call(outbox.delivered, db, row, result.remote)
-            return self._publish(row, "delivered")
+            return "delivered", ""
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
             await agent.call(outbox.retry, db, row, result.error, delay)
-            return self._publish(row, "retrying", result.error)
+            return "retrying", result.error
         await agent.call(outbox.dead, db, row, result.error)
-        self._publish(row, "dead", result.error)
+        return "dead", result.error
 
     def _store(self, body) -> str:
         store = self.agent.store

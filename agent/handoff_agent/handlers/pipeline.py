@@ -5,7 +5,7 @@ from __future__ import annotations
 from tornado import web
 
 from .. import outbox
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, HandoffError, NotFound
 from ..names import validate_name
 from .base import ANY_ROLE, BaseHandler
 
@@ -127,9 +127,15 @@ class IntakeHandler(BaseHandler):
         signature = self.request.headers.get("X-Handoff-Signature", "")
         seen = await agent.call(agent.intake.seen, receipt.delivery_id)
         digest, env, path = await agent.run_io(agent.intake.verify, receipt, signature)
-        if seen is not None:  # verified, and already applied: no second effect
+        if seen is not None:  # verified and already applied: no second effect, or a conflict
             path.unlink(missing_ok=True)
-            return self.write_json(seen)
+            replay = agent.intake.replay
+            return self.write_json(await agent.call(replay, seen, env, receipt.delivery_id))
+        try:  # a refused chain leaves no blob behind
+            await agent.call(agent.intake.check_chain, env)
+        except HandoffError:
+            path.unlink(missing_ok=True)
+            raise
         await agent.run_io(agent.store.put_file, path)
         out, created = await agent.receive(receipt.delivery_id, digest, receipt.size, env)
         self.write_json(out, 201 if created else 200)
