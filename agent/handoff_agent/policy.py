@@ -2,8 +2,7 @@
 
 [intake]
 secrets = ["…", "…"]          # HMAC secrets accepted; two during rotation
-trusted_types = ["sklearn.tree._tree.Tree"]   # skops types this central loads
-accept_pickle = false
+trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
 
 [stages.approved]
@@ -20,6 +19,9 @@ from pathlib import Path
 
 import tomllib
 
+from . import trust
+from .errors import HandoffError
+
 FLOW = ["received", "validated", "approved", "canary", "production", "archived"]
 TERMINAL = {"archived", "rejected", "rollback"}
 DEFAULT_STAGES = {
@@ -33,7 +35,6 @@ DEFAULT_STAGES = {
 class Policy:
     secrets: list[str] = field(default_factory=list)
     trusted_types: list[str] = field(default_factory=list)
-    accept_pickle: bool = False
     revalidate: bool = True
     max_skew: int = 300
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
@@ -48,10 +49,20 @@ class Policy:
         unknown = set(stages) - set(FLOW)
         if unknown:
             raise ValueError(f"Unknown stages in {path}: {sorted(unknown)}; stages are {FLOW}")
+        if intake.get("accept_pickle"):
+            raise ValueError(
+                f"{path}: [intake] accept_pickle is no longer supported: central never "
+                "unpickles. Remove the line; local agents convert pickles to skops before "
+                "they hand off, and `jupyter handoff trust add` trusts the types a model needs."
+            )
+        trusted = list(intake.get("trusted_types", []))
+        try:
+            trusted = trust.check_addable(trusted) if trusted else []
+        except HandoffError as e:
+            raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
         return cls(
             secrets=list(intake.get("secrets", [])),
-            trusted_types=list(intake.get("trusted_types", [])),
-            accept_pickle=bool(intake.get("accept_pickle", False)),
+            trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},

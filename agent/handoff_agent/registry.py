@@ -17,7 +17,16 @@ from .audit import canonical, now
 from .errors import NotFound
 from .schema import migrations
 
-JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment", "verdict")
+JSON_COLUMNS = (
+    "signature",
+    "params",
+    "metrics",
+    "manifest",
+    "tags",
+    "environment",
+    "verdict",
+    "needs_trust",
+)
 VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
 LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
 
@@ -382,6 +391,7 @@ class Registry:
             if parent
             else None,
             "stage": v.get("stage"),
+            "needs_trust": v.get("needs_trust"),
             "stages": v["stages"],
             "forwards": v["forwards"],
         }

@@ -153,3 +153,16 @@ def m003_pipeline(db: Database) -> None:
         pk="id",
     )
     db["sources"].create_index(["source", "seq"])
+
+
+@migrations()
+def m004_trust_list(db: Database) -> None:
+    # Types an admin trusted beyond the default list (handoff_agent.trust).
+    db["trust"].create({"type": str, "trusted_by": str, "time": str}, pk="type")
+    db["versions"].add_column("needs_trust", str)  # JSON: the types central waits on
+    # Central: versions held in needs_trust, and what to do once their types are trusted.
+    db["trust_waits"].create(
+        {"version_id": int, "types": str, "local_verdict": str, "since": str},
+        pk="version_id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )
