@@ -270,10 +270,14 @@ class UntrustedTypes(Exception):
 
     def __init__(self, types: list[str]):
         self.types = types
-        super().__init__(
-            f"the model needs types that are not on the trust list: {', '.join(types)}. "
-            f"An admin can trust them with `jupyter handoff trust add {' '.join(types)}`."
-        )
+        never = [t for t in types if denied(t)]
+        others = [t for t in types if not denied(t)]
+        text = f"the model needs types that are not on the trust list: {', '.join(types)}."
+        if never:
+            text += f" Never trusted, since they can run code: {', '.join(never)}."
+        if others:
+            text += f" An admin can trust the rest: `jupyter handoff trust add {' '.join(others)}`."
+        super().__init__(text)
 
 
 def load_skops(data: bytes, trusted: Iterable[str]):
