@@ -147,9 +147,7 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         assert version["stage"] == "needs_trust"
         assert version["needs_trust"] == ["builtins.exec"]
         assert version["checks"] == []
-        assert version["stages"][-1]["comment"] == (
-            "waiting for an admin to trust: builtins.exec"
-        )
+        assert version["stages"][-1]["comment"] == ("waiting for an admin to trust: builtins.exec")
         # And an admin cannot trust it, by the CLI or over HTTP
         cli = central.cli("trust", "add", "builtins.exec")
         assert cli.returncode == 2
