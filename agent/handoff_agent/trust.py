@@ -9,7 +9,8 @@ exact: no prefixes, no wildcards. Gadgets (exec, os, subprocess, pickle, …) ar
 trusted, whoever asks.
 
 ``python -I -m handoff_agent.trust`` reads one job ``{"bundle": PATH}`` on stdin and prints
-the types the bundle's model names, parsed from the schema without loading anything.
+the types the bundle's model names, read from its schema without importing skops or loading
+anything, so a probe costs a Python start-up.
 """
 
 from __future__ import annotations
@@ -265,6 +266,37 @@ def needed_types(data: bytes) -> set[str]:
         return set(tree.get_unsafe_set())
 
 
+MAX_SCHEMA = 64 << 20
+
+
+def schema_types(data: bytes) -> set[str]:
+    """The types a skops file names, from its schema.json alone: quick, imports neither
+    skops nor the libraries it names. Central's intake uses it to decide whether a version
+    waits for trust; ``load_skops`` still checks ``needed_types`` before anything loads."""
+    import io
+    from zipfile import ZipFile
+
+    with ZipFile(io.BytesIO(data), "r") as zf:
+        if zf.getinfo("schema.json").file_size > MAX_SCHEMA:
+            raise ValueError("schema.json is too large")
+        schema = json.loads(zf.read("schema.json"))
+    out: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            cls, module = node.get("__class__"), node.get("__module__")
+            if isinstance(cls, str) and isinstance(module, str):
+                out.add(f"{module}.{cls}")
+                content = node.get("content")
+                if node.get("__loader__") == "MethodNode" and isinstance(content, dict):
+                    out.add(f"{module}.{cls}.{content.get('func')}")
+            stack.extend(node.values())
+    return out
+
+
 class UntrustedTypes(Exception):
     """The model names types that are not on the trust list; nothing was loaded."""
 
@@ -299,7 +331,7 @@ def main() -> int:
     try:
         with tarfile.open(job["bundle"], mode="r:") as tar:
             data = tar.extractfile("model.skops").read()
-        result = {"ok": True, "types": sorted(needed_types(data))}
+        result = {"ok": True, "types": sorted(schema_types(data))}
     except Exception as e:  # an unreadable file is a verdict, not a crash
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     sys.stdout.write(json.dumps(result))
