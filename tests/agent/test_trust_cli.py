@@ -150,3 +150,23 @@ def test_trust_over_http_releases_at_once_and_remove_is_audited(pair):
     with sqlite3.connect(central.home / "registry.db") as db:
         actions = [r[0] for r in db.execute("select action from audit where action like 'trust.%'")]
     assert actions == ["trust.add", "trust.remove"]
+
+
+def test_without_revalidation_a_trusted_version_takes_the_local_verdict(tmp_path):
+    import skops.io as sio
+    from test_pipeline_delivery import deliver, envelope
+
+    policy = '[intake]\nsecrets = ["first-secret"]\nrevalidate = false\n'
+    central = start_central(tmp_path, policy=policy)
+    try:
+        model, _, _ = svc_and_data()
+        status, out = deliver(central, envelope("svm", sio.dumps(model)))
+        assert (status, out["stage"], out["needs_trust"]) == (201, "needs_trust", [SVC_TYPE])
+        status, body = central.request("POST", "/api/v1/trust", {"types": [SVC_TYPE]})
+        assert status == 201 and body["released"] == [{"name": "svm", "version": 1}]
+        until(lambda: version(central).get("stage") == "validated", 60, "validated")
+        stages = version(central)["stages"]
+        assert [s["stage"] for s in stages] == ["received", "needs_trust", "received", "validated"]
+        assert stages[2]["comment"].endswith("no central checks")
+    finally:
+        central.stop()
