@@ -40,10 +40,12 @@ from .handlers.pipeline import (
     TransitionHandler,
     WhoamiHandler,
 )
+from .handlers.trust import TrustHandler
 from .ingest import IngestManager
 from .pipeline import PipelineMixin
 from .registry import Registry
 from .runner import CheckRunner
+from .trust_flow import TrustMixin
 
 log = logging.getLogger("handoff_agent")
 
@@ -52,7 +54,7 @@ def default_home() -> Path:
     return Path(jupyter_data_dir()) / "handoff"
 
 
-class HandoffAgent(PipelineMixin, LoggingConfigurable):
+class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     """The agent: receives pushes, stores them durably, runs checks, hands them off.
     In the central role it takes signed deliveries and walks versions through stages."""
 
@@ -123,6 +125,11 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     workers = Integer(help="Check workers run at once. Default: the number of CPUs.").tag(
         config=True
     )
+    trust_poll_interval = Float(
+        2.0,
+        help="Seconds between re-reads of the trust table, so that `jupyter handoff trust "
+        "add` takes effect in a running agent without a restart.",
+    ).tag(config=True)
 
     @default("home")
     def _home_default(self):
@@ -174,6 +181,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
         self.events = EventBus()
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.setup_pipeline()
+        self.trusted_types = self.load_trusted()
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
 
@@ -297,6 +305,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             (r"/api/v1/intake", IntakeHandler),
             (r"/api/v1/lineage", LineageHandler),
             (r"/api/v1/outbox", OutboxHandler),
+            (r"/api/v1/trust", TrustHandler),
         ]
         version = r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})"
         routes += [
@@ -336,6 +345,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
         await self.runner.warm()
         await self.schedule_queued()
         self.forwarder.start()
+        self.start_trust_watch(self.trust_poll_interval)
         return port
 
     def _lifecycle(self) -> dict:
@@ -349,6 +359,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     async def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+        await self.stop_trust_watch()
         if self.runner is not None:
             await self.runner.close()
         await self.forwarder.stop()

@@ -275,6 +275,7 @@ class HandoffApp(JupyterApp):
         "report": (ReportApp, ReportApp.description),
         "token": (TokenApp, TokenApp.description),
         "audit": (AuditApp, AuditApp.description),
+        "trust": ("handoff_agent.trust_cli.TrustApp", "Trust exact types for skops loading."),
     }
 
     def start(self):

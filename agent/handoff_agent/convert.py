@@ -12,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from . import trust
 from .blobs import BlobStore
 from .bundle import MANIFEST, write_tar
 
@@ -30,7 +31,8 @@ def convert(src: str, out: str) -> dict:
         }
         model = pickle.loads(tar.extractfile("model.pkl").read())
     members["model.skops"] = data = sio.dumps(model)
-    untrusted = sio.get_untrusted_types(data=data)
+    # What central will need beyond the default list; nothing here loads the skops file.
+    untrusted = trust.untrusted(trust.needed_types(data))
     manifest = {
         **manifest,
         "serialization": "skops",

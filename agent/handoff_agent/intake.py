@@ -88,10 +88,10 @@ class IntakeManager:
             )
         try:
             manifest = bundle.validate(path)
-            if manifest["serialization"] == "pickle" and not self.policy.accept_pickle:
+            if manifest["serialization"] != "skops":  # central never unpickles
                 raise UnsupportedMediaType(
-                    "This central does not accept pickled models.",
-                    "Forward as skops (the default), or trust pickles in the policy.",
+                    "Central does not accept pickled models; it loads only skops files.",
+                    "Forward as skops (the default): the local agent converts pickles.",
                     code="pickle_refused",
                 )
         except Exception:

@@ -70,10 +70,10 @@ class PipelineMixin:
                 "# Handoff central policy. Edit, then restart the central agent.\n"
                 "[intake]\n"
                 f"secrets = [{json.dumps(secret)}]\n"
-                "# Types this central lets skops load. Trees are trusted here because the\n"
-                "# embedded central only receives models from this machine.\n"
-                'trusted_types = ["sklearn.tree._tree.Tree"]\n'
-                "accept_pickle = false\nrevalidate = true\n\n"
+                "# Types this central trusts beyond Handoff's default list (exact names).\n"
+                "# `jupyter handoff trust add TYPE` adds more without a restart.\n"
+                "trusted_types = []\n"
+                "revalidate = true\n\n"
                 "[stages.approved]\nreviewer = 1\n\n[stages.canary]\nreviewer = 1\n\n"
                 "[stages.production]\nreviewer = 1\nadmin = 1\n"
             )
@@ -111,7 +111,13 @@ class PipelineMixin:
             Path(out).unlink(missing_ok=True)
             raise ForwardError(
                 f"Cannot convert the model to skops for central: {result.get('error')}. "
-                "Use a model skops can represent, or ask IT to trust pickles from you."
+                "Use a model skops can represent; central never loads pickles."
+            )
+        if result.get("untrusted_types"):
+            log.info(
+                "converted %s to skops; beyond the default trust list it needs: %s",
+                digest[:12],
+                ", ".join(result["untrusted_types"]),
             )
         return await self.run_io(self.store.put_file, Path(out))
 
@@ -129,6 +135,7 @@ class PipelineMixin:
                 version=row["number"],
                 stage=remote.get("stage"),
                 by="central",
+                needs_trust=remote.get("needs_trust"),
             )
 
     def _awaiting_stage(self) -> list[dict]:
@@ -150,8 +157,10 @@ class PipelineMixin:
                 db["stages"].insert({"version_id": version_id, **s})
             for s in remote.get("signoffs", []):
                 db["signoffs"].insert({"version_id": version_id, **s})
+            waits = remote.get("needs_trust")
             db.execute(
-                "update versions set stage = ? where id = ?", [remote.get("stage"), version_id]
+                "update versions set stage = ?, needs_trust = ? where id = ?",
+                [remote.get("stage"), json.dumps(waits) if waits else None, version_id],
             )
             audit.append(
                 db, "central", "stage.mirror", f"{model}:{number}", {"stage": remote.get("stage")}
@@ -161,12 +170,24 @@ class PipelineMixin:
 
     async def receive(self, delivery_id: str, digest: str, size: int, env: dict):
         checks = list(self.checks) if self.policy.revalidate else []
-        out, created = await self.call(self.intake.record, delivery_id, digest, size, env, checks)
+        probe = await self.probe_types(digest)  # before anything loads it (trust_flow)
+        out, created = await self.call(
+            self.record_delivery, delivery_id, digest, size, env, checks, probe
+        )
         if created:
             self.events.publish(
                 "stage", model=out["name"], version=out["version"], stage="received", by="central"
             )
-            if checks:
+            if out["stage"] in ("needs_trust", "rejected"):
+                self.events.publish(
+                    "stage",
+                    model=out["name"],
+                    version=out["version"],
+                    stage=out["stage"],
+                    by="central",
+                    needs_trust=out.get("needs_trust"),
+                )
+            elif checks:
                 await self.schedule_queued()
             else:
                 local = (env["local"].get("verdict") or {}).get("verdict")

@@ -2,8 +2,7 @@
 
 [intake]
 secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (see below)
-trusted_types = ["sklearn.tree._tree.Tree"]   # skops types this central loads
-accept_pickle = false
+trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
 
 [intake.senders]              # named senders: NAME = "secret", or a list during rotation
@@ -31,6 +30,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import trust
+from .errors import HandoffError
 from .secrets_check import weak_secret_error
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
@@ -49,7 +50,6 @@ class Policy:
     secrets: list[str] = field(default_factory=list)
     senders: dict[str, list[str]] = field(default_factory=dict)
     trusted_types: list[str] = field(default_factory=list)
-    accept_pickle: bool = False
     revalidate: bool = True
     max_skew: int = 300
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
@@ -64,12 +64,22 @@ class Policy:
         unknown = set(stages) - set(FLOW)
         if unknown:
             raise ValueError(f"Unknown stages in {path}: {sorted(unknown)}; stages are {FLOW}")
+        if intake.get("accept_pickle"):
+            raise ValueError(
+                f"{path}: [intake] accept_pickle is no longer supported: central never "
+                "unpickles. Remove the line; local agents convert pickles to skops before "
+                "they hand off, and `jupyter handoff trust add` trusts the types a model needs."
+            )
+        trusted = list(intake.get("trusted_types", []))
+        try:
+            trusted = trust.check_addable(trusted) if trusted else []
+        except HandoffError as e:
+            raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
         secrets, senders = _intake_secrets(intake, path)
         return cls(
             secrets=secrets,
             senders=senders,
-            trusted_types=list(intake.get("trusted_types", [])),
-            accept_pickle=bool(intake.get("accept_pickle", False)),
+            trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},

@@ -17,7 +17,16 @@ from .audit import canonical, now
 from .errors import NotFound
 from .schema import migrations
 
-JSON_COLUMNS = ("signature", "params", "metrics", "manifest", "tags", "environment", "verdict")
+JSON_COLUMNS = (
+    "signature",
+    "params",
+    "metrics",
+    "manifest",
+    "tags",
+    "environment",
+    "verdict",
+    "needs_trust",
+)
 VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
 LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
 
@@ -282,7 +291,8 @@ class Registry:
             raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
         cols = (
             "model, number, digest, size, flavor, task, message, pushed_by, pushed_at, status,"
-            " stage, verdict, (select s.by from stages s where s.version_id = versions.id"
+            " stage, needs_trust, verdict,"
+            " (select s.by from stages s where s.version_id = versions.id"
             " order by s.id desc limit 1) as stage_by"
         )
         if digest is not None:  # served by the unique (model, digest) index
@@ -295,7 +305,14 @@ class Registry:
                 " order by number desc limit ?",
                 [name, before or 2**62, limit],
             )
-        return [{**r, "verdict": json.loads(r["verdict"]) if r["verdict"] else None} for r in rows]
+        return [
+            {
+                **r,
+                "verdict": json.loads(r["verdict"]) if r["verdict"] else None,
+                "needs_trust": json.loads(r["needs_trust"]) if r["needs_trust"] else None,
+            }
+            for r in rows
+        ]
 
     def _version_row(self, name: str, number: int) -> dict:
         row = next(
@@ -382,6 +399,7 @@ class Registry:
             if parent
             else None,
             "stage": v.get("stage"),
+            "needs_trust": v.get("needs_trust"),
             "stages": v["stages"],
             "forwards": v["forwards"],
         }

@@ -95,6 +95,7 @@ class CheckRunner:
             "memory_limit": self.memory_limit,
             "champion": context["champion"],
             "previous_manifest": context["previous_manifest"],
+            "trusted_types": self.agent.trusted_types,
         }
         names = {s["id"]: s["name"] for s in specs}
         proc, cwd = await self._take_worker()

@@ -160,3 +160,16 @@ def m004_delivery_body_digest(db: Database) -> None:
     # sha256 of a delivery's signed body: the same id with another body is a conflict.
     # Deliveries recorded before this have none, and are matched on their id alone.
     db["deliveries"].add_column("body_digest", str)
+
+
+@migrations()
+def m005_trust_list(db: Database) -> None:
+    # Types an admin trusted beyond the default list (handoff_agent.trust).
+    db["trust"].create({"type": str, "trusted_by": str, "time": str}, pk="type")
+    db["versions"].add_column("needs_trust", str)  # JSON: the types central waits on
+    # Central: versions held in needs_trust, and what to do once their types are trusted.
+    db["trust_waits"].create(
+        {"version_id": int, "types": str, "local_verdict": str, "since": str},
+        pk="version_id",
+        foreign_keys=[("version_id", "versions", "id")],
+    )

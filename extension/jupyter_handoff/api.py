@@ -11,6 +11,14 @@ from .errors import HandoffUsageError
 STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "checking": "#9a6700"}
 
 
+def trust_wait(data: dict) -> str:
+    """What central waits for, when a version is held in needs_trust; else ''."""
+    types = data.get("needs_trust") or []
+    if data.get("stage") != "needs_trust" or not types:
+        return ""
+    return f"central is waiting for an admin to trust: {', '.join(types)}"
+
+
 class Version:
     """One pushed version, as the agent knows it. ``refresh()`` asks again."""
 
@@ -79,7 +87,8 @@ class Version:
         return (
             f"<div><b>{e(str(self.name))}</b> version <b>{e(str(self.number))}</b> "
             f"<span style='color:{colour}'>{e(str(self.status))}</span>"
-            f"<br><code>sha256:{e(str(self.digest))[:16]}…</code>{checks}</div>"
+            f"<br><code>sha256:{e(str(self.digest))[:16]}…</code>"
+            f"{'<br>' + e(trust_wait(self._data)) if trust_wait(self._data) else ''}{checks}</div>"
         )
 
 
@@ -289,7 +298,8 @@ class Lineage(dict):
             f"<code>{e(str(self.get('cell_hash') or '')[:12])}</code>"
             f"{', git ' + e(str(git.get('commit', ''))[:12]) if git else ''}</li>"
             f"<li>parent: {e(parent)}</li>"
-            f"<li>stages: {stages}</li></ul>"
+            f"<li>stages: {stages}</li>"
+            f"{'<li>' + e(trust_wait(self)) + '</li>' if trust_wait(self) else ''}</ul>"
         )
 
 

@@ -53,6 +53,8 @@ export interface IVersion {
   message?: string;
   verdict?: IVerdict | null;
   stage?: string | null;
+  /** Central: the exact types it waits for an admin to trust (stage needs_trust). */
+  needs_trust?: string[] | null;
   stages?: { stage: string; since: string; by: string }[];
   signoffs?: {
     stage: string;
@@ -202,6 +204,11 @@ export const api = {
     requestAPI<{ stage: string }>(
       agentPath(source, 'models', name, 'versions', n, 'transition'),
       { method: 'POST', body: JSON.stringify({ to, comment }) }
+    ),
+  trust: (source: Source, types: string[]) =>
+    requestAPI<{ added: string[]; released: { name: string; version: number }[] }>(
+      agentPath(source, 'trust'),
+      { method: 'POST', body: JSON.stringify({ types }) }
     )
 };
 

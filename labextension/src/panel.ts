@@ -2,7 +2,7 @@
  * The "Handoff" side panel: models and versions with verdict, stage, who pushed and when;
  * live from the agent's events; reports, comparisons and (for reviewers) sign-offs.
  */
-import { InputDialog, Notification } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -325,8 +325,21 @@ export class HandoffPanel extends Widget {
     );
   }
 
+  /** An admin trusts the exact types a needs_trust version waits for (audited at central). */
+  async trustTypes(model: string, n: number, types: string[]): Promise<void> {
+    const answer = await showDialog({
+      title: `Trust ${types.length === 1 ? 'this type' : 'these types'} for ${model}:${n}?`,
+      body: `Central will load models that name: ${types.join(', ')}. Recorded in the audit log; every version waiting on them goes on to its checks.`,
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Trust' })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    await this.act(() => api.trust(this.source, types), model);
+  }
+
   private async act(
-    call: () => Promise<{ stage: string }>,
+    call: () => Promise<unknown>,
     model: string
   ): Promise<void> {
     try {
@@ -554,7 +567,12 @@ export class HandoffPanel extends Widget {
       v.stage
         ? el(
             'span',
-            { class: 'jp-Handoff-stage', title: 'Stage in the central pipeline' },
+            {
+              class: 'jp-Handoff-stage',
+              title: v.needs_trust?.length
+                ? `Central is waiting for an admin to trust: ${v.needs_trust.join(', ')}`
+                : 'Stage in the central pipeline'
+            },
             v.stage
           )
         : null,
@@ -607,6 +625,19 @@ export class HandoffPanel extends Widget {
       );
       promote.onclick = () => void this.promote(model, v.number, next);
       buttons.push(promote);
+    }
+    const waiting = v.needs_trust ?? [];
+    if (admin && stage === 'needs_trust' && waiting.length) {
+      const trust = el(
+        'button',
+        {
+          class: 'jp-Handoff-trust jp-mod-styled',
+          title: `Trust ${waiting.join(', ')} at central`
+        },
+        'Trust types'
+      );
+      trust.onclick = () => void this.trustTypes(model, v.number, waiting);
+      buttons.push(trust);
     }
     if (admin && stage === 'production') {
       const rollback = el(

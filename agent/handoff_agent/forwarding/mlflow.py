@@ -51,8 +51,8 @@ class MLflowDestination(LoggingConfigurable):
         Unicode(),
         None,
         allow_none=True,
-        help="Types the worker lets skops load when the bundle is skops. None: those the "
-        "bundle names (it was pushed from this machine).",
+        help="Exact types the worker lets skops load beyond Handoff's default trust list "
+        "(handoff_agent.trust), when the bundle is skops. None: the default list only.",
     ).tag(config=True)
     timeout = Float(
         300.0, help="Seconds one registration may take (load, log, upload) before it is retried."

@@ -6,7 +6,7 @@ from tornado import web
 
 from .. import reports
 from .._version import __version__
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from .base import ANY_ROLE, BaseHandler
 
@@ -78,6 +78,13 @@ class VersionsHandler(BaseHandler):
         await super().prepare()
         if self.request.method != "POST":
             return
+        if self.agent.role == "central":  # refused before a byte of the body is read
+            raise Forbidden(
+                "Versions enter central only through signed intake, never by a direct push.",
+                "Push to your local agent (`%mlops push`); it checks the model and hands it "
+                "off to central, signed.",
+                code="intake_only",
+            )
         name = self.path_kwargs["name"]
         length = self.request.headers.get("Content-Length")
         declared = int(length) if length and length.isdigit() else None

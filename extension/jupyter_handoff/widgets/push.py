@@ -14,6 +14,7 @@ from datetime import datetime
 import ipywidgets as w
 from traitlets import Bool, Dict, Integer, List, Unicode
 
+from ..api import trust_wait
 from ..client import START_HINT
 from .style import FINAL, STATUS_VERDICT, badge, e, icon, one_line, seconds
 
@@ -117,6 +118,7 @@ class PushWidget(w.VBox):
             self.report_ready = bool(data.get("reports"))
             self._forwards = {f["destination"]: f for f in data.get("forwards") or []}
             self._stage = data.get("stage") or ""
+            self._needs_trust = data.get("needs_trust") or []
             self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
@@ -158,6 +160,7 @@ class PushWidget(w.VBox):
                 self._forwards = {**self._forwards, dest: row}
             elif kind == "stage":
                 self._stage = data.get("stage") or self._stage
+                self._needs_trust = data.get("needs_trust") or []
             self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
@@ -177,6 +180,11 @@ class PushWidget(w.VBox):
             parts.append(f"{dest}: {state}{note}")
         if getattr(self, "_stage", ""):
             parts.append(f"stage {self._stage}")
+        waiting = trust_wait(
+            {"stage": getattr(self, "_stage", ""), "needs_trust": getattr(self, "_needs_trust", [])}
+        )
+        if waiting:
+            parts.append(waiting)
         return "; ".join(parts)
 
     def _finished(self) -> bool:

@@ -1,0 +1,77 @@
+"""``jupyter handoff trust add|remove|list``: the types an agent lets skops load.
+
+It writes the registry directly (one transaction with its audit row); a running agent
+re-reads the table every ``c.HandoffAgent.trust_poll_interval`` seconds, and at central the
+versions waiting in needs_trust on those types then proceed.
+"""
+
+from __future__ import annotations
+
+import getpass
+
+from jupyter_core.application import JupyterApp
+
+from ._version import __version__
+
+USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
+       jupyter handoff trust remove TYPE... [--home DIR]
+       jupyter handoff trust list [--home DIR]"""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # containers without a passwd entry
+        return "cli"
+
+
+class TrustApp(JupyterApp):
+    name = "jupyter-handoff-trust"
+    description = "Trust exact types for skops loading: trust add TYPE..., remove, list."
+    version = __version__
+    aliases = {"home": "HandoffAgent.home", "agent-role": "HandoffAgent.role"}
+    flags = {}
+
+    @property
+    def classes(self):
+        from .agent import HandoffAgent
+
+        return [HandoffAgent]  # --help describes the --home alias
+
+    def start(self):
+        from . import trust_admin
+        from .cli import _open_db
+        from .errors import HandoffError
+
+        action, names = (self.extra_args[0], self.extra_args[1:]) if self.extra_args else ("", [])
+        if action not in ("add", "remove", "list") or (action != "list" and not names):
+            print(USAGE)
+            self.exit(2)
+        registry = _open_db(self.config)
+        try:
+            if action == "list":
+                self._print_list(trust_admin.listing(registry.db))
+            elif action == "add":
+                new = trust_admin.add(registry.db, names, _user())
+                print(f"Trusted: {', '.join(new)}." if new else "Already trusted; nothing changed.")
+                if new:
+                    print(
+                        "A running central picks this up within seconds; versions waiting in "
+                        "needs_trust on these types then go on to their checks."
+                    )
+            else:
+                gone = trust_admin.remove(registry.db, names, _user())
+                print(f"No longer trusted: {', '.join(gone)}." if gone else "None was added.")
+        except HandoffError as e:
+            print(f"{e.message}\n{e.hint}")
+            self.exit(2)
+        finally:
+            registry.close()
+
+    def _print_list(self, listing: dict) -> None:
+        print(f"Default list ({len(listing['default'])} types, shipped with Handoff):")
+        for name in listing["default"]:
+            print(f"  {name}")
+        print("Added:" if listing["added"] else "Added: none")
+        for row in listing["added"]:
+            print(f"  {row['type']}  (by {row['trusted_by']}, {row['time']})")

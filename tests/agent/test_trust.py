@@ -1,0 +1,265 @@
+"""Central loads only the exact types on its trust list, and never unpickles.
+
+The default list admits the common families; a crafted skops file never runs; a pickle sent
+straight to central's /versions is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+
+import pytest
+import skops.io as sio
+import trust_families
+from agent_support import assert_error
+from support import RunningAgent, bundle_bytes, push_model, until
+from test_pipeline_delivery import deliver, envelope
+
+from handoff_agent import trust
+
+POLICY = """
+[intake]
+secrets = ["first-secret"]
+revalidate = true
+"""
+
+
+def exec_payload(code: str) -> bytes:
+    """A skops file whose root is ``builtins.exec(code)``: it runs ``code`` if loaded."""
+    schema = {
+        "__class__": "exec",
+        "__module__": "builtins",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "content": [
+                {
+                    "__class__": "str",
+                    "__module__": "builtins",
+                    "__loader__": "JsonNode",
+                    "content": json.dumps(code),
+                    "is_json": True,
+                    "__id__": 2,
+                }
+            ],
+            "__id__": 1,
+        },
+        "__id__": 0,
+        "protocol": 2,
+        "_skops_version": "0.16.0",
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("schema.json", json.dumps(schema))
+    return buf.getvalue()
+
+
+def start_central(tmp_path, *args, policy=POLICY) -> RunningAgent:
+    path = tmp_path / "policy.toml"
+    path.write_text(policy)
+    central = RunningAgent(
+        tmp_path / "central", tmp_path / "rt-central", ["--role", "central", "--policy", str(path)]
+    )
+    central.args += list(args)
+    central.start()
+    return central
+
+
+# -- the list itself -------------------------------------------------------------------------
+
+
+def test_default_list_is_exact_names_and_holds_no_gadget():
+    assert trust.DEFAULT_TRUSTED
+    for name in trust.DEFAULT_TRUSTED:
+        assert trust.NAME.fullmatch(name), name  # no wildcard, no prefix
+        assert trust.denied(name) is None, name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "builtins.exec",
+        "builtins.eval",
+        "builtins.compile",
+        "builtins.getattr",
+        "builtins.__import__",
+        "builtins.open",
+        "posix.system",
+        "os.system",
+        "subprocess.Popen",
+        "sys.modules",
+        "importlib.import_module",
+        "pickle.loads",
+        "marshal.loads",
+        "types.CodeType",
+    ],
+)
+def test_a_gadget_is_never_addable(name):
+    with pytest.raises(Exception) as info:
+        trust.check_addable([name])
+    assert info.value.code == "type_never_trusted"
+    assert "never trusted" in info.value.message
+    assert trust.untrusted([name], [name]) == [name]  # not even when the table says so
+
+
+@pytest.mark.parametrize("family", sorted(trust_families.FAMILIES))
+def test_default_list_admits_the_family(family):
+    for model in trust_families.FAMILIES[family]():
+        data = sio.dumps(model)
+        # Given only the default list, nothing in the file is untrusted, and it loads.
+        assert trust.untrusted(trust.needed_types(data)) == [], type(model).__name__
+        # The quick schema read at intake sees at least what skops would load.
+        assert trust.needed_types(data) <= trust.schema_types(data)
+        assert type(trust.load_skops(data, ())) is type(model)
+
+
+def test_a_crafted_exec_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    data = exec_payload(f"open({str(marker)!r}, 'w').write('ran')")
+    # The schema names builtins.exec; the default list does not trust it, nor does asking.
+    assert "builtins.exec" in trust.needed_types(data) & trust.schema_types(data)
+    with pytest.raises(trust.UntrustedTypes) as info:
+        trust.load_skops(data, ["builtins.exec"])
+    assert "Never trusted, since they can run code: builtins.exec" in str(info.value)
+    assert not marker.exists()
+    # The payload is real: trusting what the file asks for (the old behaviour) runs it.
+    sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    assert marker.read_text() == "ran"
+
+
+# -- central ---------------------------------------------------------------------------------
+
+
+def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
+    central = start_central(tmp_path)
+    marker = tmp_path / "pwned"
+    try:
+        payload = exec_payload(f"open({str(marker)!r}, 'w').write('ran')")
+        # When a signed delivery carries it
+        status, out = deliver(central, envelope("evil", payload))
+        # Then it is recorded, but waits for trust; nothing loads it
+        assert status == 201, out
+        assert (out["stage"], out["needs_trust"]) == ("needs_trust", ["builtins.exec"])
+        version = central.request("GET", "/api/v1/models/evil/versions/1")[1]
+        assert version["stage"] == "needs_trust"
+        assert version["needs_trust"] == ["builtins.exec"]
+        assert version["checks"] == []
+        assert version["stages"][-1]["comment"] == ("waiting for an admin to trust: builtins.exec")
+        # And an admin cannot trust it, by the CLI or over HTTP
+        cli = central.cli("trust", "add", "builtins.exec")
+        assert cli.returncode == 2
+        assert "Refused to trust builtins.exec" in cli.stdout
+        status, body = central.request("POST", "/api/v1/trust", {"types": ["builtins.exec"]})
+        assert_error(status, body, 400, "type_never_trusted")
+        listing = central.request("GET", "/api/v1/trust")[1]
+        assert listing["added"] == [] and "builtins.exec" not in listing["default"]
+        assert central.request("GET", "/api/v1/models/evil/versions/1")[1]["stage"] == (
+            "needs_trust"
+        )
+        assert not marker.exists()
+    finally:
+        central.stop()
+
+
+def test_a_pickle_pushed_to_central_is_refused_and_creates_nothing(tmp_path):
+    central = start_central(tmp_path)
+    marker = tmp_path / "pwned"
+    try:
+        ann = central.make_token("ann", "analyst")
+
+        class Marker:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        data = bundle_bytes("evil", pickle.dumps(Marker()))
+        status, body = central.push_bytes("evil", data, Authorization=f"token {ann}")
+        err = assert_error(status, body, 403, "intake_only")
+        assert "only through signed intake" in err["message"]
+        assert "local agent" in err["hint"]
+        status, body = central.request("GET", "/api/v1/models")
+        assert body["models"] == []
+        # Nor does signed intake take a pickle
+        status, body = deliver(central, envelope("evil", pickle.dumps(Marker()), "pickle"))
+        assert_error(status, body, 415, "pickle_refused")
+        assert central.request("GET", "/api/v1/models")[1]["models"] == []
+        assert not marker.exists()
+    finally:
+        central.stop()
+
+
+def test_a_policy_that_accepts_pickles_stops_central_at_start(tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        start_central(tmp_path, policy=POLICY + "accept_pickle = true\n")
+    assert "accept_pickle is no longer supported" in str(info.value)
+
+
+# -- end to end: the default list admits the common families -----------------------------------
+
+FAMILIES_E2E = {
+    "linear_pipeline": lambda: trust_families.linear_pipeline(),
+    "random_forest": lambda: _fit("sklearn.ensemble", "RandomForestClassifier", n_estimators=5),
+    "hist_gradient_boosting": lambda: _fit(
+        "sklearn.ensemble", "HistGradientBoostingClassifier", max_iter=5
+    ),
+    "xgboost": lambda: _fit("xgboost", "XGBClassifier", n_estimators=5, max_depth=2),
+    "lightgbm": lambda: _fit("lightgbm", "LGBMClassifier", n_estimators=5, verbose=-1),
+}
+
+
+def _fit(module: str, cls: str, **kwargs):
+    import importlib
+
+    X, y = trust_families.numeric()
+    return getattr(importlib.import_module(module), cls)(**kwargs).fit(X, y), X, y
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trust-pair")
+    checks = "--HandoffAgent.checks=['loads', 'smoke']"
+    central = start_central(tmp, checks)
+    local = RunningAgent(
+        tmp / "local",
+        tmp / "rt-local",
+        [
+            "--forward-to",
+            "central",
+            checks,
+            f"--CentralDestination.url={central.url}",
+            "--CentralDestination.secret=first-secret",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2",
+            "--HandoffAgent.forward_backoff=0.1",
+        ],
+    )
+    local.start()
+    yield local, central
+    local.stop()
+    central.stop()
+
+
+def stage_of(agent, name, number=1):
+    return agent.request("GET", f"/api/v1/models/{name}/versions/{number}")[1].get("stage")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES_E2E))
+def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
+    local, central = pair
+    model, X, y = FAMILIES_E2E[family]()
+    name = family.replace("_", "-")
+    # Given a pickle push at the local agent: checks, conversion to skops, hand-off
+    push_model(local, model, name, X=X, y=y)
+    # Then central loads it with its default list only, and validates it
+    until(lambda: stage_of(local, name) in ("validated", "rejected", "needs_trust"), 180)
+    remote = central.request("GET", f"/api/v1/models/{name}/versions/1")[1]
+    assert remote["stage"] == "validated", remote["stages"]
+    assert remote["serialization"] == "skops"
+    assert {c["name"]: c["status"] for c in remote["checks"]} == {
+        "loads": "pass",
+        "smoke": "pass",
+    }

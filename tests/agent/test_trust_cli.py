@@ -1,0 +1,172 @@
+"""An admin operates the trust list: a version held in needs_trust goes on once its types are
+trusted, and the analyst sees in the notebook what central is waiting for."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.svm import SVC
+from support import RunningAgent, push_model, until
+from test_trust import start_central
+
+SVC_TYPE = "sklearn.svm._classes.SVC"  # a fine model, not on the default list
+LOADS_ONLY = "--HandoffAgent.checks=['loads', 'smoke']"
+
+
+@pytest.fixture
+def pair(tmp_path):
+    central = start_central(tmp_path, LOADS_ONLY, "--HandoffAgent.trust_poll_interval=0.5")
+    local = RunningAgent(
+        tmp_path / "local",
+        tmp_path / "rt-local",
+        [
+            "--forward-to",
+            "central",
+            LOADS_ONLY,
+            "--HandoffAgent.owner_name=alice",
+            f"--CentralDestination.url={central.url}",
+            "--CentralDestination.secret=first-secret",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2",
+            "--HandoffAgent.forward_backoff=0.1",
+        ],
+    )
+    local.start()
+    yield local, central
+    local.stop()
+    central.stop()
+
+
+def svc_and_data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=list("abc"))
+    y = (X["a"] > 0).astype(int)
+    return SVC().fit(X, y), X, y
+
+
+def version(agent, name="svm", number=1) -> dict:
+    return agent.request("GET", f"/api/v1/models/{name}/versions/{number}")[1]
+
+
+def show_in_notebook(local, ref: str) -> tuple[str, str]:
+    """What `%mlops show` and `%mlops lineage` render, through the notebook-side API."""
+    from jupyter_handoff import api, config
+
+    config._instance = config.Handoff(agent_url=local.url, token=local.token, auto_start=False)
+    try:
+        name, _, number = ref.partition(":")
+        shown = api.get(name, int(number))
+        widget = shown.widget(follow=False)
+        widget.refresh()
+        return widget.handoff, api.lineage(ref)._repr_html_()
+    finally:
+        config._instance = None
+
+
+def test_needs_trust_then_trust_add_then_validated(pair):
+    local, central = pair
+    model, X, y = svc_and_data()
+    # Given a push whose model names a type outside the default list
+    push_model(local, model, "svm", X=X, y=y)
+    until(lambda: version(local).get("stage") == "needs_trust", 120, "needs_trust at local")
+
+    # Then central holds it, names the type, and has loaded nothing
+    remote = version(central)
+    assert remote["needs_trust"] == [SVC_TYPE] and remote["checks"] == []
+    # And the local agent and the notebook say what central waits for
+    mirrored = version(local)
+    assert mirrored["needs_trust"] == [SVC_TYPE]
+    assert mirrored["stages"][-1] == {
+        **mirrored["stages"][-1],
+        "stage": "needs_trust",
+        "comment": f"waiting for an admin to trust: {SVC_TYPE}",
+    }
+    handoff_line, lineage_html = show_in_notebook(local, "svm:1")
+    waiting = f"central is waiting for an admin to trust: {SVC_TYPE}"
+    assert waiting in handoff_line and "stage needs_trust" in handoff_line
+    assert waiting in lineage_html
+
+    # When an admin trusts it on the command line while central runs
+    out = central.cli("trust", "add", SVC_TYPE)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"Trusted: {SVC_TYPE}." in out.stdout
+
+    # Then central notices, runs its checks, validates, and the local agent follows
+    until(lambda: version(local).get("stage") == "validated", 180, "validated at local")
+    remote = version(central)
+    assert [s["stage"] for s in remote["stages"]] == [
+        "received",
+        "needs_trust",
+        "received",
+        "validated",
+    ]
+    assert remote["stages"][2]["comment"].startswith("trusted by ")
+    assert SVC_TYPE in remote["stages"][2]["comment"]
+    assert {c["name"]: c["status"] for c in remote["checks"]} == {"loads": "pass", "smoke": "pass"}
+    assert remote["needs_trust"] is None
+    assert version(local)["needs_trust"] is None
+
+    # And the change is listed and audited
+    listing = central.cli("trust", "list")
+    assert SVC_TYPE in listing.stdout.split("Added:")[1]
+    added = central.request("GET", "/api/v1/trust")[1]["added"]
+    assert [a["type"] for a in added] == [SVC_TYPE]
+    with sqlite3.connect(central.home / "registry.db") as db:
+        rows = db.execute(
+            "select actor, action, subject from audit where action = 'trust.add'"
+        ).fetchall()
+    assert rows == [(added[0]["trusted_by"], "trust.add", SVC_TYPE)]
+    assert central.cli("audit", "verify").returncode == 0
+
+
+def test_trust_over_http_releases_at_once_and_remove_is_audited(pair):
+    local, central = pair
+    model, X, y = svc_and_data()
+    carol = central.make_token("carol", "admin")
+    bob = central.make_token("bob", "reviewer")
+    push_model(local, model, "svm", X=X, y=y)
+    until(lambda: version(central).get("stage") == "needs_trust", 120, "needs_trust")
+
+    # A reviewer may read the list but not change it
+    status, body = central.request("POST", "/api/v1/trust", {"types": [SVC_TYPE]}, token=bob)
+    assert (status, body["error"]["code"]) == (403, "forbidden_role")
+    assert central.request("GET", "/api/v1/trust", token=bob)[0] == 200
+    # An admin's HTTP action releases the waiting version in the same call
+    status, body = central.request("POST", "/api/v1/trust", {"types": [SVC_TYPE]}, token=carol)
+    assert status == 201, body
+    assert body == {"added": [SVC_TYPE], "released": [{"name": "svm", "version": 1}]}
+    until(lambda: version(central).get("stage") == "validated", 120, "validated")
+    assert "trusted by carol" in version(central)["stages"][2]["comment"]
+
+    # Removing an added type is audited; a default one cannot be removed
+    out = central.cli("trust", "remove", SVC_TYPE)
+    assert out.returncode == 0 and f"No longer trusted: {SVC_TYPE}." in out.stdout
+    out = central.cli("trust", "remove", "sklearn.pipeline.Pipeline")
+    assert out.returncode == 2 and "on the default list" in out.stdout
+    assert central.request("GET", "/api/v1/trust")[1]["added"] == []
+    with sqlite3.connect(central.home / "registry.db") as db:
+        actions = [r[0] for r in db.execute("select action from audit where action like 'trust.%'")]
+    assert actions == ["trust.add", "trust.remove"]
+
+
+def test_without_revalidation_a_trusted_version_takes_the_local_verdict(tmp_path):
+    import skops.io as sio
+    from test_pipeline_delivery import deliver, envelope
+
+    policy = '[intake]\nsecrets = ["first-secret"]\nrevalidate = false\n'
+    central = start_central(tmp_path, policy=policy)
+    try:
+        model, _, _ = svc_and_data()
+        status, out = deliver(central, envelope("svm", sio.dumps(model)))
+        assert (status, out["stage"], out["needs_trust"]) == (201, "needs_trust", [SVC_TYPE])
+        status, body = central.request("POST", "/api/v1/trust", {"types": [SVC_TYPE]})
+        assert status == 201 and body["released"] == [{"name": "svm", "version": 1}]
+        until(lambda: version(central).get("stage") == "validated", 60, "validated")
+        stages = version(central)["stages"]
+        assert [s["stage"] for s in stages] == ["received", "needs_trust", "received", "validated"]
+        assert stages[2]["comment"].endswith("no central checks")
+    finally:
+        central.stop()
