@@ -86,6 +86,7 @@ class ServeApp(JupyterApp):
                 "home": agent.home,
                 "version": __version__,
                 "role": agent.role,
+                "sandbox": agent.model_sandbox.mode,
             },
             agent.role,
         )

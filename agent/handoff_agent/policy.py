@@ -6,6 +6,9 @@ trusted_types = ["sklearn.tree._tree.Tree"]   # skops types this central loads
 accept_pickle = false
 revalidate = true             # re-run the checks here before `validated`
 
+[sandbox]
+require = true                # never run model code without bubblewrap
+
 [stages.approved]
 reviewer = 1
 [stages.production]
@@ -36,6 +39,7 @@ class Policy:
     accept_pickle: bool = False
     revalidate: bool = True
     max_skew: int = 300
+    sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
 
     @classmethod
@@ -54,6 +58,7 @@ class Policy:
             accept_pickle=bool(intake.get("accept_pickle", False)),
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
+            sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
         )
 
