@@ -102,7 +102,9 @@ class PipelineMixin:
         digest. The worker gets the bundle and the output as open files, nothing else."""
         fd, out = self.store.new_temp()
         os.close(fd)
-        limits = self.worker_limits(file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size))
+        limits = self.worker_limits(
+            file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
+        )
         result, worker = None, None
         try:
             worker = await self.model_sandbox.spawn("handoff_agent.convert", limits)

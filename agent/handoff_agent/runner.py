@@ -95,9 +95,7 @@ class CheckRunner:
         started = time.monotonic()
         try:
             # A CPU-time backstop: the wall-clock timeout below is what normally ends a check.
-            worker.limits = Limits(
-                **{**vars(self.limits), "cpu": self._cpu_budget(len(specs))}
-            )
+            worker.limits = Limits(**{**vars(self.limits), "cpu": self._cpu_budget(len(specs))})
             await worker.send(job, files)
             while True:
                 event = await worker.next_message(self.timeout)

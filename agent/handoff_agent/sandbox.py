@@ -180,6 +180,8 @@ class Sandbox:
         if self.mode_setting not in MODES:
             raise ValueError(f"sandbox must be one of {MODES}, not {self.mode_setting!r}")
         self._binds = None
+        if os.geteuid() == 0:
+            PidsCgroup.clean_stale()
         if self.mode_setting == "rlimits":
             self.mode, self.reason = "rlimits", "c.HandoffAgent.sandbox = 'rlimits'"
         else:
@@ -187,12 +189,7 @@ class Sandbox:
             self.mode = "bwrap" if not self.reason else "rlimits"
         if self.mode != "bwrap" and (self.require or self.mode_setting == "bwrap"):
             self.mode = "unavailable"
-            log.error(
-                "The sandbox is required but bubblewrap cannot run (%s). Model code will not "
-                "run: every check ends with an error. %s",
-                self.reason,
-                INSTALL_HINT,
-            )
+            log.error("%s Every check will end with this error.", self.refusal())
         elif self.mode == "rlimits" and self.mode_setting == "auto":
             log.warning(
                 "bubblewrap is not available (%s): model code runs with rlimits only. It can "
@@ -214,11 +211,11 @@ class Sandbox:
         """Why bubblewrap cannot run, or '' when a sandboxed Python starts."""
         path = shutil.which(self.bwrap)
         if not path:
-            return f"no {self.bwrap!r} on PATH"
+            return f"{self.bwrap!r} is not found (c.HandoffAgent.bwrap_path, PATH)"
         self.bwrap = path
         try:
             out = subprocess.run(
-                self._bwrap_argv(network=False) + [sys.executable, "-I", "-c", "pass"],
+                [*self._bwrap_argv(network=False), sys.executable, "-I", "-c", "pass"],
                 capture_output=True,
                 timeout=60,
                 env=worker_env(),
@@ -343,6 +340,15 @@ class PidsCgroup:
                 with contextlib.suppress(OSError):
                     path.rmdir()
         return None
+
+    @staticmethod
+    def clean_stale() -> None:
+        """Remove the cgroups of agents that died without cleaning up (kill -9)."""
+        for base in _pids_hierarchies():
+            for path in base.glob("handoff-*-*"):
+                pid = path.name.split("-")[1]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    PidsCgroup(path).remove()
 
     def join(self) -> None:
         """preexec_fn: only raw syscalls, so safe in the forked child."""

@@ -3,6 +3,7 @@ agent keeps answering, and the escape they try does not happen."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -32,6 +33,7 @@ class EnvAgent(RunningAgent):
 
 
 def start(root: Path, *args: str, env: dict | None = None) -> EnvAgent:
+    root.mkdir(parents=True, exist_ok=True)
     a = EnvAgent(root / "home", root / "rt", list(args))
     a.extra_env = env or {}
     a.start()
@@ -76,21 +78,17 @@ def marked(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(OSError):
                 if marker.encode() in (entry / "cmdline").read_bytes():
                     found.append(int(entry.name))
-            except OSError:
-                pass
     return found
 
 
 def kill_marked(marker: str) -> None:
     """Teardown for a run without the sandbox: never leave a hostile model's children behind."""
     for pid in marked(marker):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 @needs_bwrap
@@ -247,3 +245,91 @@ def test_big_results_reach_a_verdict(agent):
         assert body["status"] in ("passed", "warned", "failed"), body
         assert all(c["status"] not in ("queued", "running") for c in body["checks"]), body
         assert "protocol" not in messages(body), messages(body)
+
+
+# -- central ----------------------------------------------------------------------------------
+
+CENTRAL_SECRET = "central-intake-" + secrets.token_hex(16)
+POLICY = f"""
+[intake]
+secrets = ["{CENTRAL_SECRET}"]
+trusted_types = ["handoff_agent.hostile.Snoops"]
+accept_pickle = false
+revalidate = true
+
+[sandbox]
+require = true
+"""
+
+
+def start_pair(tmp_path: Path, *central_args: str) -> tuple[EnvAgent, EnvAgent]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    central = start(tmp_path / "c", "--role", "central", "--policy", str(policy), *central_args)
+    local = start(
+        tmp_path / "l",
+        "--forward-to",
+        "central",
+        f"--CentralDestination.url={central.url}",
+        f"--CentralDestination.secret={CENTRAL_SECRET}",
+        f"--CentralDestination.token={central.token}",
+        "--CentralDestination.status_interval=0.2",
+        "--HandoffAgent.forward_backoff=0.1",
+        "--HandoffAgent.forward_on=['pass', 'warn', 'fail']",
+    )
+    return local, central
+
+
+def central_version(central: EnvAgent, name: str) -> dict:
+    def checked():
+        status, body = central.request("GET", f"/api/v1/models/{name}/versions/1")
+        done = status == 200 and body["status"] not in ("checking", "pushed", "received")
+        return body if done and body["reports"] else None
+
+    return until(checked, 180, f"central to check {name}")
+
+
+def test_central_requiring_the_sandbox_refuses_to_run_model_code_without_it(tmp_path, data):
+    from sklearn.linear_model import LogisticRegression
+
+    local, central = start_pair(tmp_path, "--HandoffAgent.bwrap_path=/nonexistent/bwrap")
+    try:
+        assert central.request("GET", "/api/v1/health", token=False)[1]["sandbox"] == "unavailable"
+        X, y = data
+        push_model(local, LogisticRegression().fit(X, y), "needs-sandbox", X=X, y=y)
+        body = central_version(central, "needs-sandbox")
+        assert body["status"] == "failed", body
+        for check in body["checks"]:
+            assert check["status"] == "error", check
+            assert "[sandbox] require = true" in check["message"], check
+            assert "apt-get install bubblewrap" in check["message"], check
+        assert central.healthy() and "[sandbox] require = true" in central.read_log()
+    finally:
+        local.stop()
+        central.stop()
+
+
+@needs_bwrap
+def test_model_at_central_sees_no_secret_of_central(tmp_path, data):
+    local, central = start_pair(tmp_path)
+    try:
+        assert central.request("GET", "/api/v1/health", token=False)[1]["sandbox"] == "bwrap"
+        pid = central.proc.pid
+        paths = [
+            f"/proc/{pid}/environ",
+            str(central.runtime_file),
+            str(tmp_path / "policy.toml"),
+            str(central.home / "registry.db"),
+        ]
+        X, y = data
+        push_model(local, hostile.Snoops(paths), "snoops-central", X=X, y=y)
+        body = central_version(central, "snoops-central")
+        said = messages(body)
+        assert "snooped:" in said, said
+        for path in paths:
+            assert f"{path}: unreadable" in said, said
+        assert CENTRAL_SECRET not in said and central.token not in said
+        assert central.healthy()
+    finally:
+        local.stop()
+        central.stop()
