@@ -138,9 +138,9 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
         "bwrap", help="The bubblewrap executable, a name on PATH or an absolute path."
     ).tag(config=True)
     sandbox_max_processes = Integer(
-        128,
         help="Processes and threads one worker may have at once (RLIMIT_NPROC, and a pids "
-        "cgroup where the agent may create one: the kernel ignores RLIMIT_NPROC for root).",
+        "cgroup where the agent may create one: the kernel ignores RLIMIT_NPROC for root). "
+        "Default: 256, or 8 per CPU on larger machines (BLAS and OpenMP start a thread per CPU).",
     ).tag(config=True)
     sandbox_max_file_size = Integer(
         1 << 30,
@@ -172,6 +172,10 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     @default("forward_to")
     def _forward_to_default(self):
         return ["central"] if self.role == "local" else []
+
+    @default("sandbox_max_processes")
+    def _max_processes_default(self):
+        return max(256, 8 * (os.cpu_count() or 1))
 
     @default("workers")
     def _workers_default(self):

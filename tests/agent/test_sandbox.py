@@ -45,6 +45,7 @@ def agent(tmp_path_factory):
     a = start(
         tmp_path_factory.mktemp("sandbox"),
         "--HandoffAgent.check_timeout=30",
+        "--HandoffAgent.sandbox_max_processes=64",
         env={"HANDOFF_TOKEN": TOKEN},
     )
     yield a

@@ -154,7 +154,12 @@ class MLflowDestination(LoggingConfigurable):
     async def _run_worker(self, job: dict, files: dict) -> tuple[dict | None, str]:
         """One sandboxed registration attempt: its result, or None and why."""
         sandbox = getattr(self.parent, "model_sandbox", None) or Sandbox()
-        limits = getattr(self.parent, "worker_limits", lambda: Limits())()
+        agent = self.parent
+        limits = (
+            agent.worker_limits(max(agent.sandbox_max_file_size, 2 * agent.max_bundle_size))
+            if hasattr(agent, "worker_limits")
+            else Limits()
+        )
         worker, out = None, None
         try:
             worker = await sandbox.spawn(
