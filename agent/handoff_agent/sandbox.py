@@ -55,7 +55,8 @@ ETC = (
     "nsswitch.conf",
     "passwd",
     "resolv.conf",
-    "ssl",
+    "ssl/certs",
+    "ssl/openssl.cnf",
 )
 
 
@@ -263,6 +264,8 @@ class Sandbox:
 
     def _bwrap_argv(self, network: bool, tmp_size: int = 1 << 30) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
+        if os.geteuid() == 0:
+            argv += ["--cap-drop", "ALL"]  # root keeps no capability inside, even after exec
         if network:
             argv.append("--share-net")
         argv += ["--ro-bind", "/usr", "/usr"]
