@@ -284,15 +284,21 @@ class Sandbox:
         argv += ["--setenv", "MPLCONFIGDIR", "/tmp/matplotlib"]
         return argv
 
-    async def spawn(self, module: str, limits: Limits, network: bool = False) -> Worker:
-        """Start ``python -I -m MODULE`` sandboxed. It waits for its job (``Worker.send``)."""
+    async def spawn(
+        self, module: str, limits: Limits, network: bool = False, writable: tuple = ()
+    ) -> Worker:
+        """Start ``python -I -m MODULE`` sandboxed. It waits for its job (``Worker.send``).
+        ``writable``: directories from configuration (never from input) it may write."""
         if self.mode == "unavailable":
             raise SandboxRefused(self.refusal())
         parent, child = socket.socketpair()
         cwd = None
         python = [sys.executable, "-I", "-m", module]
         if self.mode == "bwrap":
-            argv = self._bwrap_argv(network, limits.file_size) + python
+            argv = self._bwrap_argv(network, limits.file_size)
+            for path in writable:
+                argv += ["--bind", path, path]
+            argv += python
         else:
             cwd = tempfile.TemporaryDirectory(prefix="handoff-worker-")
             argv = python

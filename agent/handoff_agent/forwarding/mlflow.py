@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -163,7 +164,10 @@ class MLflowDestination(LoggingConfigurable):
         worker, out = None, None
         try:
             worker = await sandbox.spawn(
-                "handoff_agent.forwarding.mlflow_worker", limits, network=True
+                "handoff_agent.forwarding.mlflow_worker",
+                limits,
+                network=True,
+                writable=self._local_store(),
             )
             await worker.send(job, files)
             out = await worker.next_message(self.timeout)
@@ -184,6 +188,20 @@ class MLflowDestination(LoggingConfigurable):
             tail = stderr.strip().splitlines()[-5:]
             error = f"{error} (exit code {code}): " + " | ".join(tail)
         return out, error
+
+    def _local_store(self) -> tuple[str, ...]:
+        """A file: or sqlite: tracking URI names a directory the sandboxed worker must write."""
+        from urllib.parse import urlsplit
+
+        uri = self.tracking_uri
+        if uri.startswith("file:"):
+            path = urlsplit(uri).path
+        elif uri.startswith("sqlite:///"):
+            path = os.path.dirname(uri[len("sqlite:///") - 1 :])
+        else:
+            return ()
+        os.makedirs(path, exist_ok=True)
+        return (os.path.realpath(path),)
 
     def _unreachable(self) -> str:
         """A quick look before starting a worker: a down server is retried, cheaply."""
