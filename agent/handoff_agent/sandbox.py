@@ -35,6 +35,7 @@ MODES = ("auto", "bwrap", "rlimits")
 INSTALL_HINT = "Install bubblewrap (`apt-get install bubblewrap`), then restart the agent."
 MAX_LINE = 256 << 20  # one protocol message; a result this large is a bug, not a model
 STDERR_TAIL = 64 << 10
+SEND_TIMEOUT = 120.0  # a spare may still be importing its libraries
 GRACE = 2.0  # seconds to collect what a finished worker wrote, and for kills to land
 
 # Only these variables reach a worker: no tokens, no secrets, no PYTHONPATH tricks.
@@ -451,7 +452,8 @@ class Worker:
             self.sock.setblocking(True)
             socket.send_fds(self.sock, [head], opened)
             self.sock.setblocking(False)
-            await asyncio.get_running_loop().sock_sendall(self.sock, json.dumps(job).encode())
+            sending = asyncio.get_running_loop().sock_sendall(self.sock, json.dumps(job).encode())
+            await asyncio.wait_for(sending, SEND_TIMEOUT)  # a worker that never reads is dead
             self.sock.shutdown(socket.SHUT_WR)
         finally:
             for fd in opened:
