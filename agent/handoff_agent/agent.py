@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, web
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from . import audit, reports
@@ -45,6 +45,8 @@ from .ingest import IngestManager
 from .pipeline import PipelineMixin
 from .registry import Registry
 from .runner import CheckRunner
+from .sandbox import Limits, Sandbox
+from .secrets_env import secret_from_environ
 from .trust_flow import TrustMixin
 
 log = logging.getLogger("handoff_agent")
@@ -130,6 +132,27 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         help="Seconds between re-reads of the trust table, so that `jupyter handoff trust "
         "add` takes effect in a running agent without a restart.",
     ).tag(config=True)
+    sandbox = Enum(
+        ["auto", "bwrap", "rlimits"],
+        "auto",
+        help="How model code (checks, conversion, the MLflow worker) is confined. 'bwrap': "
+        "bubblewrap namespaces (no network, no view of the agent's files or /proc) plus "
+        "rlimits; refuse to run model code without it. 'rlimits': limits, no-new-privs and a "
+        "killed process group only. 'auto': bwrap when it runs here, else rlimits with a "
+        "warning. Central's policy ([sandbox] require = true) can demand bwrap.",
+    ).tag(config=True)
+    bwrap_path = Unicode(
+        "bwrap", help="The bubblewrap executable, a name on PATH or an absolute path."
+    ).tag(config=True)
+    sandbox_max_processes = Integer(
+        help="Processes and threads one worker may have at once (RLIMIT_NPROC, and a pids "
+        "cgroup where the agent may create one: the kernel ignores RLIMIT_NPROC for root). "
+        "Default: 256, or 8 per CPU on larger machines (BLAS and OpenMP start a thread per CPU).",
+    ).tag(config=True)
+    sandbox_max_file_size = Integer(
+        1 << 30,
+        help="Largest file a check worker may write (RLIMIT_FSIZE), and the size of its /tmp.",
+    ).tag(config=True)
 
     @default("home")
     def _home_default(self):
@@ -137,7 +160,8 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
 
     @default("token")
     def _token_default(self):
-        return os.environ.get("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
+        # Read once, then gone: the agent keeps no secret in its environment (or /proc).
+        return secret_from_environ("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
 
     owner_name = Unicode(
         help="User name of whoever holds the agent's own token. Default: the OS user."
@@ -155,6 +179,10 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     @default("forward_to")
     def _forward_to_default(self):
         return ["central"] if self.role == "local" else []
+
+    @default("sandbox_max_processes")
+    def _max_processes_default(self):
+        return max(256, 8 * (os.cpu_count() or 1))
 
     @default("workers")
     def _workers_default(self):
@@ -182,8 +210,28 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.setup_pipeline()
         self.trusted_types = self.load_trusted()
+        self.model_sandbox = self._make_sandbox(home)
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
+
+    def _make_sandbox(self, home: Path) -> Sandbox:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        from .forwarding.central import central_home
+
+        return Sandbox(
+            self.sandbox,
+            self.bwrap_path,
+            require=bool(self.policy and self.policy.sandbox_require),
+            hidden=[str(home), jupyter_runtime_dir(), str(central_home()), str(default_home())],
+        )
+
+    def worker_limits(self, file_size: int | None = None) -> Limits:
+        return Limits(
+            memory=self.check_memory_limit,
+            file_size=file_size or self.sandbox_max_file_size,
+            processes=self.sandbox_max_processes,
+        )
 
     # the managers' blocking calls, run off the event loop
     async def call(self, fn, *args, **kwargs):
@@ -324,7 +372,13 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     async def start(self) -> int:
         """Listen and resume unfinished checks. Returns the bound port."""
         self._scheduled: set[int] = set()
-        self.runner = CheckRunner(self, self.workers, self.check_timeout, self.check_memory_limit)
+        self.runner = CheckRunner(
+            self,
+            self.workers,
+            self.check_timeout,
+            self.check_memory_limit,
+            limits=self.worker_limits(),
+        )
         self.app = self.make_app()
         self.server = httpserver.HTTPServer(
             self.app,

@@ -79,6 +79,10 @@ class ServeApp(JupyterApp):
         asyncio.run(self._serve(agent))
 
     async def _serve(self, agent) -> None:
+        stop = asyncio.Event()  # before the runtime file: a SIGTERM right after it is handled
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         port = await agent.start()
         host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
         url = f"http://{host}:{port}"
@@ -90,15 +94,12 @@ class ServeApp(JupyterApp):
                 "home": agent.home,
                 "version": __version__,
                 "role": agent.role,
+                "sandbox": agent.model_sandbox.mode,
             },
             agent.role,
         )
         self.log.info("Handoff agent %s listening on %s (home %s)", __version__, url, agent.home)
         self.log.info("Runtime file: %s", path)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
         finally:

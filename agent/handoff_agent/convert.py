@@ -1,7 +1,9 @@
 """Convert a pickle bundle to skops, in a worker (``python -I -m handoff_agent.convert``).
 
 Central loads only skops with the types it trusts, so the local agent converts before
-forwarding. Runs out of the agent process, because converting means unpickling.
+forwarding. Runs out of the agent process, sandboxed, because converting means unpickling.
+It gets the bundle and the output file as descriptors on stdin (``sandbox.receive_job``) and
+writes one JSON line on its protocol channel.
 """
 
 from __future__ import annotations
@@ -46,12 +48,18 @@ def convert(src: str, out: str) -> dict:
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
+    from .sandbox import confine, receive_job
+    from .worker import claim_stdout
+
+    job = receive_job()
+    protocol = claim_stdout()  # whatever the model prints goes to stderr
+    confine(job.get("limits"))
     try:
         result = convert(job["bundle"], job["out"])
     except Exception as e:  # every failure becomes a message for the analyst
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    sys.stdout.write(json.dumps(result))
+    protocol.write(json.dumps(result) + "\n")
+    protocol.flush()
     return 0
 
 

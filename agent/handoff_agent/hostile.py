@@ -51,3 +51,108 @@ class WrongShape(_Base):
 class Raises(_Base):
     def predict(self, X):
         raise RuntimeError("this model is broken")
+
+
+# -- escapes the sandbox must stop (tests/agent/test_sandbox.py) ------------------------------
+
+
+class CallsOut(_Base):
+    """Connects to a port on loopback, where the test listens."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def predict(self, X):
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+            said = "connected"
+        except OSError as e:
+            said = f"blocked ({e})"
+        raise RuntimeError(f"network: {said}")
+
+
+class Snoops(_Base):
+    """Reads the agent's /proc and files, and says what it saw in its error."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def predict(self, X):
+        seen = []
+        for path in self.paths:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(4096)
+                seen.append(f"{path}: READ {data!r}")
+            except OSError as e:
+                seen.append(f"{path}: unreadable ({type(e).__name__})")
+        raise RuntimeError("snooped: " + " | ".join(seen))
+
+
+class ForkBomb(_Base):
+    """Forks up to ``n`` sleeping children (each ``sleep 60 MARKER``), once."""
+
+    def __init__(self, n: int, marker: str):
+        self.n, self.marker, self.done = n, marker, False
+
+    def predict(self, X):
+        if not self.done:
+            self.done = True
+            started = 0
+            try:
+                for _ in range(self.n):
+                    if os.fork() == 0:
+                        try:
+                            os.execv("/bin/sleep", ["sleep", "60", self.marker])
+                        finally:
+                            os._exit(1)
+                    started += 1
+            except OSError as e:
+                raise RuntimeError(f"fork bomb stopped after {started} processes: {e}") from e
+        return np.zeros(len(X), dtype=int)
+
+
+class HugeFile(_Base):
+    """Writes a 10 GB file (sparse, so that an unconfined run cannot fill the disk)."""
+
+    def predict(self, X):
+        with open("huge.bin", "wb") as f:
+            f.write(b"x" * (1 << 20))
+            f.seek(10 * 10**9)
+            f.write(b"x")
+        return np.zeros(len(X), dtype=int)
+
+
+class Orphan(_Base):
+    """Leaves a child in a session of its own that holds stderr open and sleeps."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def predict(self, X):
+        if os.fork() == 0:
+            try:
+                os.setsid()
+                os.execv("/bin/sleep", ["sleep", "3600", self.marker])
+            finally:
+                os._exit(1)
+        return np.zeros(len(X), dtype=int)
+
+
+class Junk(_Base):
+    """Writes a line that is not JSON to every pipe it holds but stdin and stderr."""
+
+    def predict(self, X):
+        import stat
+
+        mine = {os.fstat(fd).st_ino for fd in (0, 2)}
+        for fd in range(3, 256):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if stat.S_ISFIFO(st.st_mode) and st.st_ino not in mine:
+                os.write(fd, b"this is not json\n")
+        return np.zeros(len(X), dtype=int)

@@ -6,7 +6,6 @@ glue between the managers (outbox, intake, stages) and the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from .forwarding.central import ForwardError, central_home, embedded_secret
 from .forwarding.loop import Forwarder
 from .intake import IntakeManager
 from .policy import TERMINAL, Policy
-from .runner import spawn_worker
+from .sandbox import ProtocolError, SandboxRefused
 from .stages import StageManager
 
 log = logging.getLogger("handoff_agent")
@@ -74,6 +73,11 @@ class PipelineMixin:
                 "# `jupyter handoff trust add TYPE` adds more without a restart.\n"
                 "trusted_types = []\n"
                 "revalidate = true\n\n"
+                "[sandbox]\n"
+                "# true: never run model code without bubblewrap (apt-get install bubblewrap).\n"
+                "# false here so the embedded central runs on any machine; it then falls back\n"
+                "# to rlimits with a warning.\n"
+                "require = false\n\n"
                 "[stages.approved]\nreviewer = 1\n\n[stages.canary]\nreviewer = 1\n\n"
                 "[stages.production]\nreviewer = 1\nadmin = 1\n"
             )
@@ -93,24 +97,37 @@ class PipelineMixin:
             return outbox.enqueue(self.registry.db, vid, to, forced_by=user)
 
     async def convert_to_skops(self, digest: str) -> str:
-        """Pickle → skops in a worker (converting unpickles). Returns the new blob's digest."""
+        """Pickle → skops in a sandboxed worker (converting unpickles). Returns the new blob's
+        digest. The worker gets the bundle and the output as open files, nothing else."""
         fd, out = self.store.new_temp()
         os.close(fd)
-        job = {"bundle": str(self.store.path(digest)), "out": str(out)}
-        proc = await spawn_worker("handoff_agent.convert")
+        limits = self.worker_limits(
+            file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
+        )
+        result, worker = None, None
         try:
-            stdout, _stderr = await asyncio.wait_for(
-                proc.communicate(json.dumps(job).encode()), self.check_timeout
+            worker = await self.model_sandbox.spawn("handoff_agent.convert", limits)
+            await worker.send(
+                {"bundle": "", "out": ""},
+                {"bundle": (str(self.store.path(digest)), "r"), "out": (str(out), "w")},
             )
-            result = json.loads(stdout or b"{}")
-        except (TimeoutError, ValueError):
-            if proc.returncode is None:
-                proc.kill()
-            result = {"ok": False, "error": "the conversion worker failed"}
-        if not result.get("ok"):
+            result = await worker.next_message(self.check_timeout)
+            error = "the conversion worker exited without a result"
+        except SandboxRefused as e:
+            error = str(e)
+        except TimeoutError:
+            error = f"the conversion took longer than {self.check_timeout:.0f} s"
+        except (ProtocolError, OSError) as e:
+            error = f"the conversion worker failed: {e}"
+        finally:
+            stderr = (await worker.stop(graceful=result is not None))[1] if worker else ""
+        if not result or not result.get("ok"):
             Path(out).unlink(missing_ok=True)
+            why = (result or {}).get("error") or error
+            if not result and stderr.strip():
+                why += f" ({stderr.strip().splitlines()[-1][:300]})"
             raise ForwardError(
-                f"Cannot convert the model to skops for central: {result.get('error')}. "
+                f"Cannot convert the model to skops for central: {why}. "
                 "Use a model skops can represent; central never loads pickles."
             )
         if result.get("untrusted_types"):

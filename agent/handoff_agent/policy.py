@@ -9,6 +9,9 @@ revalidate = true             # re-run the checks here before `validated`
 alice = "…"
 ci = ["…old…", "…new…"]
 
+[sandbox]
+require = true                # never run model code without bubblewrap
+
 [stages.approved]
 reviewer = 1
 [stages.production]
@@ -52,6 +55,7 @@ class Policy:
     trusted_types: list[str] = field(default_factory=list)
     revalidate: bool = True
     max_skew: int = 300
+    sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
 
     @classmethod
@@ -82,6 +86,7 @@ class Policy:
             trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
+            sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
         )
 

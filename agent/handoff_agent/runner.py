@@ -1,57 +1,42 @@
 """Runs queued checks in worker subprocesses, off the event loop, and commits each result.
 
-The agent never loads a model: it hands the worker a bundle path and check names, reads JSON
-lines back, and kills the worker when a check overruns its time.
+The agent never loads a model: it hands a sandboxed worker (``sandbox.py``) the bundle's open
+file and the check names, reads JSON lines back, and ends the worker, with everything it started,
+when a check overruns its time, when the worker says something off-protocol, and when it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
-import sys
-import tempfile
 import time
+
+from .sandbox import Limits, ProtocolError, SandboxRefused, worker_env  # noqa: F401  (re-export)
 
 log = logging.getLogger(__name__)
 
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
 
-# Only these variables reach a worker: no tokens, no secrets, no PYTHONPATH tricks.
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "HOME", "SYSTEMROOT", "OMP_NUM_THREADS")
-ENV_KEEP_PREFIX = ("OPENBLAS_", "MKL_")
-
-
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIX)}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-async def spawn_worker(module: str, cwd: str | None = None):
-    """A clean ``python -I -m MODULE``: isolated mode, scrubbed env, pipes for the JSON job."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-m",
-        module,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd or tempfile.gettempdir(),
-        env=worker_env(),
-    )
-
 
 class CheckRunner:
     def __init__(
-        self, agent, pool_size: int, timeout: float, memory_limit: int, keep_spare: bool = True
+        self,
+        agent,
+        pool_size: int,
+        timeout: float,
+        memory_limit: int,
+        keep_spare: bool = True,
+        sandbox=None,
+        limits: Limits | None = None,
     ):
         self.agent = agent
         self.sem = asyncio.Semaphore(pool_size)
         self.timeout = timeout
         self.memory_limit = memory_limit
+        self.sandbox = sandbox if sandbox is not None else agent.model_sandbox
+        self.limits = limits or Limits(memory=memory_limit)
         self.tasks: set[asyncio.Task] = set()
         self.keep_spare = keep_spare
         self.spare = None
@@ -85,6 +70,12 @@ class CheckRunner:
             specs.append({"id": r["id"], "name": r["check_name"], "entry_point": ep})
         if not specs:
             return []
+        try:
+            worker = await self._take_worker()
+        except SandboxRefused as e:
+            for spec in specs:
+                await self.agent.finish_check(spec["id"], "error", str(e), {}, 0.0)
+            return []
         context = await self.agent.call(self.agent.job_context, model, number)
         for spec in specs:
             spec["config"] = context["config"].get(spec["name"], {})
@@ -92,56 +83,60 @@ class CheckRunner:
             "bundle": str(self.agent.store.path(digest)),
             "digest": digest,
             "checks": specs,
-            "memory_limit": self.memory_limit,
             "champion": context["champion"],
             "previous_manifest": context["previous_manifest"],
             "trusted_types": self.agent.trusted_types,
         }
+        files = {"bundle": (job["bundle"], "r")}
+        if job["champion"]:
+            files["champion.bundle"] = (job["champion"]["bundle"], "r")
         names = {s["id"]: s["name"] for s in specs}
-        proc, cwd = await self._take_worker()
+        done: set[int] = set()
+        current, failure = None, None
+        started = time.monotonic()
         try:
-            proc.stdin.write(json.dumps(job).encode())
-            proc.stdin.close()
-            stderr_task = asyncio.ensure_future(proc.stderr.read())
-            done: set[int] = set()
-            current = None
-            started = time.monotonic()
-            try:
-                while True:
-                    line = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
-                    if not line:
-                        break
-                    event = json.loads(line)
-                    if event["event"] == "start":
-                        current, started = event["id"], time.monotonic()
-                        await self.agent.start_check(current, model, number, names[current])
-                    elif event["event"] == "result":
-                        done.add(event["id"])
-                        result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
-                        await self.agent.finish_check(
-                            event["id"],
-                            event["status"],
-                            event.get("message", ""),
-                            result,
-                            event.get("duration", 0.0),
-                        )
-                        current = None
-                failure = None
-            except TimeoutError:
-                failure = (
-                    f"The check did not finish within {self.timeout:.0f} s and was stopped. "
-                    "The model may hang in predict. Raise c.HandoffAgent.check_timeout if it "
-                    "is only slow."
-                )
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                await proc.wait()
-            stderr = (await stderr_task).decode(errors="replace")[-2000:]
+            # A CPU-time backstop: the wall-clock timeout below is what normally ends a check.
+            worker.limits = Limits(**{**vars(self.limits), "cpu": self._cpu_budget(len(specs))})
+            await worker.send(job, files)
+            while True:
+                event = await worker.next_message(self.timeout)
+                if event is None:
+                    break
+                kind, run_id = event.get("event"), event.get("id")
+                if run_id not in names or kind not in ("start", "result"):
+                    raise ProtocolError(f"it sent an unknown message {str(event)[:120]!r}")
+                if kind == "start":
+                    current, started = run_id, time.monotonic()
+                    await self.agent.start_check(current, model, number, names[current])
+                else:
+                    done.add(run_id)
+                    result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
+                    await self.agent.finish_check(
+                        run_id,
+                        event.get("status") or "error",
+                        event.get("message", ""),
+                        result,
+                        event.get("duration", 0.0),
+                    )
+                    current = None
+        except TimeoutError:
+            failure = (
+                f"The check did not finish within {self.timeout:.0f} s and was stopped. "
+                "The model may hang in predict. Raise c.HandoffAgent.check_timeout if it "
+                "is only slow."
+            )
+        except ProtocolError as e:
+            failure = (
+                f"The worker broke the check protocol: {e}. The model may write to file "
+                "descriptors it does not own; the worker was stopped."
+            )
+        except OSError as e:  # the worker died before it took its job
+            failure = f"The worker could not take its job ({e})."
         finally:
-            cwd.cleanup()
+            returncode, stderr = await worker.stop(graceful=failure is None)
+        stderr = stderr[-2000:]
         if failure is None and len(done) < len(specs):
-            failure = self._crash_message(proc.returncode, stderr)
+            failure = self._crash_message(returncode, stderr)
         remaining = [r for r in runs if r["id"] not in done]
         if current is not None or (failure and remaining):
             victim = current if current is not None else remaining[0]["id"]
@@ -160,9 +155,11 @@ class CheckRunner:
                         done.add(r["id"])
         return [r for r in runs if r["id"] not in done]
 
+    def _cpu_budget(self, checks: int) -> int:
+        return int(self.timeout * (checks + 1) * max(1, os.cpu_count() or 1)) + 30
+
     async def _spawn(self):
-        cwd = tempfile.TemporaryDirectory(prefix="handoff-worker-")
-        return await spawn_worker("handoff_agent.worker", cwd.name), cwd
+        return await self.sandbox.spawn("handoff_agent.worker", self.limits)
 
     async def _take_worker(self):
         """A worker that has already imported the heavy libraries, and a new spare behind it.
@@ -170,7 +167,9 @@ class CheckRunner:
         A worker reads its job only after its imports, so a spare started early turns the
         ~1.5 s of importing sklearn into time already spent."""
         spare, self.spare = self.spare, None
-        if spare is None or spare[0].returncode is not None:
+        if spare is None or not spare.alive:
+            if spare is not None:
+                await spare.stop()
             spare = await self._spawn()
         if self.keep_spare:
             self.spare = await self._spawn()
@@ -178,17 +177,14 @@ class CheckRunner:
 
     async def warm(self) -> None:
         if self.keep_spare and self.spare is None:
-            self.spare = await self._spawn()
+            with contextlib.suppress(SandboxRefused):
+                self.spare = await self._spawn()
 
     async def close(self) -> None:
         for t in list(self.tasks):
             t.cancel()
         if self.spare is not None:
-            proc, cwd = self.spare
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            cwd.cleanup()
+            await self.spare.stop()
             self.spare = None
 
     def _crash_message(self, code: int | None, stderr: str) -> str:

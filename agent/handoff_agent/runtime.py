@@ -68,6 +68,16 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY")
+
+
+def agent_env() -> dict[str, str]:
+    """The caller's environment without what looks like a secret (HANDOFF_TOKEN, a hub's API
+    token, cloud keys): an agent keeps no secret in its environment. Its token is random, or
+    set by configuration, and is published in the 0600 runtime file."""
+    return {k: v for k, v in os.environ.items() if not any(w in k.upper() for w in SECRET_WORDS)}
+
+
 def start_detached(
     home: str | None = None,
     log_path: Path | None = None,
@@ -88,6 +98,7 @@ def start_detached(
             stderr=log,
             start_new_session=True,
             close_fds=True,
+            env=agent_env(),
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

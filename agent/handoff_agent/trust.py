@@ -327,14 +327,20 @@ def main() -> int:
     """The probe: which types does the bundle's model name? No model code runs."""
     import tarfile
 
-    job = json.loads(sys.stdin.read())
+    from .sandbox import confine, receive_job
+    from .worker import claim_stdout
+
+    job = receive_job()
+    protocol = claim_stdout()
+    confine(job.get("limits"))
     try:
         with tarfile.open(job["bundle"], mode="r:") as tar:
             data = tar.extractfile("model.skops").read()
         result = {"ok": True, "types": sorted(schema_types(data))}
     except Exception as e:  # an unreadable file is a verdict, not a crash
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    sys.stdout.write(json.dumps(result))
+    protocol.write(json.dumps(result) + "\n")
+    protocol.flush()
     return 0
 
 

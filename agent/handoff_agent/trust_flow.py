@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from . import trust, trust_admin
 from .errors import HandoffError
-from .runner import spawn_worker
+from .sandbox import ProtocolError, SandboxRefused
 
 log = logging.getLogger("handoff_agent")
 
@@ -34,19 +33,16 @@ class TrustMixin:
 
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
-        job = {"bundle": str(self.store.path(digest))}
-        proc = await spawn_worker("handoff_agent.trust")
+        result, worker = None, None
         try:
-            stdout, _ = await asyncio.wait_for(
-                proc.communicate(json.dumps(job).encode()), self.check_timeout
-            )
-            result = json.loads(stdout or b"{}")
-        except (asyncio.TimeoutError, ValueError):
-            result = {}
+            worker = await self.model_sandbox.spawn("handoff_agent.trust", self.worker_limits())
+            await worker.send({"bundle": ""}, {"bundle": (str(self.store.path(digest)), "r")})
+            result = await worker.next_message(self.check_timeout)
+        except (SandboxRefused, ProtocolError, TimeoutError, OSError) as e:
+            log.warning("trust probe of %s failed: %s", digest[:12], e)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            if worker is not None:
+                await worker.stop(graceful=result is not None)
         if not isinstance(result, dict) or "ok" not in result:
             raise HandoffError(
                 "Central could not read which types the model needs: its probe worker failed.",

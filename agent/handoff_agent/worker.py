@@ -1,8 +1,9 @@
 """The check worker: a clean subprocess that loads a bundle's model and runs checks on it.
 
-It is the only place a model is unpickled. It reads one JSON job on stdin and writes one JSON
-line per event on stdout. It never sends pickles back. Run as
-``python -I -m handoff_agent.worker``, in an empty directory, with a scrubbed environment.
+It is the only place a model is unpickled. It reads one JSON job (and the job's open files) on
+stdin, a socket, and writes one JSON line per event on its protocol channel, the original
+stdout. It never sends pickles back. Started by ``sandbox.Sandbox.spawn`` as
+``python -I -m handoff_agent.worker``, sandboxed, with a scrubbed environment.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ def claim_stdout():
 def _emit(event: dict) -> None:
     _protocol.write(json.dumps(event, default=str) + "\n")
     _protocol.flush()
-
-
-def _limit_memory(limit: int | None) -> None:
-    if limit:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _load_model(tar: tarfile.TarFile, manifest: dict, trusted: list[str] | None):
@@ -136,10 +130,13 @@ def _settings(check, given: dict) -> dict:
 def main() -> int:
     with contextlib.suppress(ImportError):
         _warm_imports()
-    job = json.loads(sys.stdin.read())
+    from .sandbox import confine, receive_job
+
+    job = receive_job()
     claim_stdout()
-    _limit_memory(job.get("memory_limit"))
     from .checks.api import CheckContext, CheckResult
+
+    confine(job.get("limits"))  # after our imports, before any model code
 
     champion, champion_manifest, champion_note = _load_champion(
         job.get("champion"), job.get("trusted_types")

@@ -3,7 +3,9 @@
 The registered version carries the verdict, its reasons and each check's status as tags; its
 run carries the HTML report (``handoff/report.html``) and the bundle's manifest. Registering
 means loading the model, and the agent never unpickles, so each attempt runs
-``python -I -m handoff_agent.forwarding.mlflow_worker`` with a scrubbed environment.
+``python -I -m handoff_agent.forwarding.mlflow_worker`` in the agent's sandbox (``sandbox.py``),
+with a scrubbed environment. It shares the network, which it needs to reach MLflow, but sees no
+file of the agent's but the bundle and the report, passed as open descriptors.
 
 The stored body is the job: which bundle and report (by path and digest) and the tags. Where
 it goes (tracking URI, model name prefix) is read from the configuration on every attempt.
@@ -12,17 +14,16 @@ Needs the ``mlflow`` extra: ``pip install 'jupyter-handoff[mlflow]'``.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
-import sys
-import tempfile
+import os
 import urllib.error
 import urllib.request
 
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..runner import worker_env
+from ..sandbox import Limits, ProtocolError, Sandbox, SandboxRefused
 from .api import Delivery, NotReady, Result
 
 REPORT_WAIT_ATTEMPTS = 5  # the report is written just after the verdict; wait for it a little
@@ -125,40 +126,19 @@ class MLflowDestination(LoggingConfigurable):
         if down:
             return Result(False, error=down)
         env = {
-            **worker_env(),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "1",
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http_retries),
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(5, min(self.timeout / 2, 120)))),
         }
-        with tempfile.TemporaryDirectory(prefix="handoff-mlflow-") as cwd:
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-I", "-m", "handoff_agent.forwarding.mlflow_worker"],
-                    input=json.dumps(job).encode(),
-                    capture_output=True,
-                    env=env,
-                    cwd=cwd,
-                    timeout=self.timeout,
-                )
-            except subprocess.TimeoutExpired:
-                return Result(
-                    False,
-                    error=f"registering in MLflow took longer than {self.timeout:g} s "
-                    "(MLflowDestination.timeout); will retry",
-                )
-        lines = proc.stdout.decode(errors="replace").strip().splitlines()
-        try:
-            out = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-            return Result(
-                False,
-                retryable=False,
-                error=f"the MLflow worker exited with code {proc.returncode} and no result: "
-                + " | ".join(tail),
-            )
+        job["env"] = env
+        files = {"bundle": (job["bundle"], "r")}
+        if job.get("report"):
+            files["report.path"] = (job["report"]["path"], "r")
+        out, error = asyncio.run(self._run_worker(job, files))
+        if out is None:
+            return Result(False, retryable=error.endswith("will retry"), error=error)
         if not out.get("ok"):
             self.log.warning("mlflow delivery %s failed: %s", delivery.delivery_id, out["error"])
             return Result(False, retryable=bool(out.get("retryable")), error=out["error"])
@@ -171,6 +151,57 @@ class MLflowDestination(LoggingConfigurable):
                 "run_id": out["run_id"],
             },
         )
+
+    async def _run_worker(self, job: dict, files: dict) -> tuple[dict | None, str]:
+        """One sandboxed registration attempt: its result, or None and why."""
+        sandbox = getattr(self.parent, "model_sandbox", None) or Sandbox()
+        agent = self.parent
+        limits = (
+            agent.worker_limits(max(agent.sandbox_max_file_size, 2 * agent.max_bundle_size))
+            if hasattr(agent, "worker_limits")
+            else Limits()
+        )
+        worker, out = None, None
+        try:
+            worker = await sandbox.spawn(
+                "handoff_agent.forwarding.mlflow_worker",
+                limits,
+                network=True,
+                writable=self._local_store(),
+            )
+            await worker.send(job, files)
+            out = await worker.next_message(self.timeout)
+            error = "the MLflow worker exited with no result"
+        except SandboxRefused as e:
+            error = str(e)
+        except TimeoutError:
+            error = (
+                f"registering in MLflow took longer than {self.timeout:g} s "
+                "(MLflowDestination.timeout); will retry"
+            )
+        except (ProtocolError, OSError) as e:
+            error = f"the MLflow worker broke its protocol: {e}"
+        finally:
+            if worker is not None:
+                code, stderr = await worker.stop(graceful=out is not None)
+        if out is None and worker is not None and "will retry" not in error:
+            tail = stderr.strip().splitlines()[-5:]
+            error = f"{error} (exit code {code}): " + " | ".join(tail)
+        return out, error
+
+    def _local_store(self) -> tuple[str, ...]:
+        """A file: or sqlite: tracking URI names a directory the sandboxed worker must write."""
+        from urllib.parse import urlsplit
+
+        uri = self.tracking_uri
+        if uri.startswith("file:"):
+            path = urlsplit(uri).path
+        elif uri.startswith("sqlite:///"):
+            path = os.path.dirname(uri[len("sqlite:///") - 1 :])
+        else:
+            return ()
+        os.makedirs(path, exist_ok=True)
+        return (os.path.realpath(path),)
 
     def _unreachable(self) -> str:
         """A quick look before starting a worker: a down server is retried, cheaply."""

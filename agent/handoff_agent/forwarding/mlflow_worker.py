@@ -1,8 +1,9 @@
 """Register one version in an MLflow Model Registry, in a worker process.
 
 Run as ``python -I -m handoff_agent.forwarding.mlflow_worker`` by the ``mlflow`` destination:
-registering means loading the model, and the agent never unpickles. It reads one JSON job on
-stdin and writes one JSON result on stdout: ``{"ok": true, "name", "version", "run_id"}`` or
+registering means loading the model, and the agent never unpickles. It reads one JSON job, with
+the bundle and report as open files, on stdin (``sandbox.receive_job``) and writes one JSON
+result on its protocol channel: ``{"ok": true, "name", "version", "run_id"}`` or
 ``{"ok": false, "retryable": bool, "error": "..."}``.
 
 Idempotent per delivery id: the run is tagged with it, and so is the registered version (the
@@ -214,10 +215,13 @@ def classify(exc: BaseException) -> dict:
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
+    from ..sandbox import confine, receive_job
     from ..worker import claim_stdout
 
+    job = receive_job()
+    os.environ.update(job.pop("env", None) or {})  # settings, not secrets: they come with the job
     protocol = claim_stdout()  # whatever MLflow or the model prints goes to stderr
+    confine(job.get("limits"))
     scratch = tempfile.mkdtemp(prefix="handoff-mlflow-")
     try:
         result = register(job, scratch)

@@ -28,7 +28,14 @@ class HealthHandler(BaseHandler):
     public = True
 
     def get(self):
-        self.write_json({"status": "ok", "version": __version__, "role": self.agent.role})
+        self.write_json(
+            {
+                "status": "ok",
+                "version": __version__,
+                "role": self.agent.role,
+                "sandbox": self.agent.model_sandbox.mode,  # bwrap, rlimits or unavailable
+            }
+        )
 
 
 class ModelsHandler(BaseHandler):
