@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, web
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import reports
@@ -20,7 +20,7 @@ from .blobs import BlobStore
 from .checks.registry import discover
 from .events import EventBus
 from .gate import GatePolicy
-from .handlers.base import NotFoundHandler
+from .handlers.base import NotFoundHandler, log_request
 from .handlers.events import EventsHandler
 from .handlers.models import (
     ChampionHandler,
@@ -46,6 +46,9 @@ from .registry import Registry
 from .runner import CheckRunner
 
 log = logging.getLogger("handoff_agent")
+# 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
+MIN_TOKEN_CHARS = 22
+TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def default_home() -> Path:
@@ -64,7 +67,9 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     )
     port = Integer(0, help="Port to listen on. 0 picks a free port.").tag(config=True)
     token = Unicode(
-        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is)."
+        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is). "
+        f"At least {MIN_TOKEN_CHARS} characters (128 bits as url-safe base64), e.g. from "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
     ).tag(config=True)
     role = Unicode("local", help="'local' for an analyst's agent, 'central' for IT's intake.").tag(
         config=True
@@ -132,6 +137,17 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     def _token_default(self):
         return os.environ.get("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
 
+    @validate("token")
+    def _check_token(self, proposal):
+        token = proposal["value"]
+        if len(token) < MIN_TOKEN_CHARS or token != token.strip():
+            raise TraitError(
+                f"The API token (c.HandoffAgent.token or HANDOFF_TOKEN) is too short to be "
+                f"secret: it needs at least {MIN_TOKEN_CHARS} characters (128 bits), without "
+                f"spaces around it. Generate one with: {TOKEN_HINT}"
+            )
+        return token
+
     owner_name = Unicode(
         help="User name of whoever holds the agent's own token. Default: the OS user."
     ).tag(config=True)
@@ -155,6 +171,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._check_token({"value": self.token})  # traitlets skips validating a default
         home = Path(self.home)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = BlobStore(home / "blobs")
@@ -310,6 +327,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
             agent=self,
             default_handler_class=NotFoundHandler,
             xsrf_cookies=False,
+            log_function=log_request,  # query secrets redacted
         )
 
     async def start(self) -> int:

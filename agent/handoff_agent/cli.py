@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jupyter_core.application import JupyterApp
-from traitlets import Bool, List, Unicode
+from traitlets import Bool, List, TraitError, Unicode
 
 from . import runtime
 from ._version import __version__
@@ -71,7 +71,10 @@ class ServeApp(JupyterApp):
             from .forwarding.central import central_home
 
             self.config.HandoffAgent.home = str(central_home())
-        agent = HandoffAgent(config=self.config, parent=self)
+        try:
+            agent = HandoffAgent(config=self.config, parent=self)
+        except TraitError as e:  # e.g. a token too short: say what to do, no traceback
+            raise SystemExit(f"jupyter handoff serve: {e}") from None
         asyncio.run(self._serve(agent))
 
     async def _serve(self, agent) -> None:
