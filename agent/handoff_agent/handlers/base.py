@@ -277,7 +277,8 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps(body))
 
     def _request_summary(self) -> str:
-        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.request.remote_ip})"
+        request = self.request
+        return f"{request.method} {redact_uri(request.uri or '')} ({request.remote_ip})"
 
     def log_exception(self, typ, value, tb) -> None:
         """Tornado's, without the request's repr (its URI may hold a query secret)."""

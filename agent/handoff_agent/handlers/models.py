@@ -10,8 +10,7 @@ from .base import ANY_ROLE, BaseHandler, parse_uint
 
 # Reports are documents: no script, no plugins, no framing by another site.
 REPORT_CSP = (
-    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-    "frame-ancestors 'self'"
+    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 )
 
 
