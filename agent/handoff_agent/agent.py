@@ -26,6 +26,7 @@ from .handlers.models import (
     ChampionHandler,
     HealthHandler,
     ModelsHandler,
+    OpenAPIHandler,
     ReportHandler,
     VersionHandler,
     VersionsHandler,
@@ -300,6 +301,7 @@ class HandoffAgent(PipelineMixin, LoggingConfigurable):
     def make_app(self) -> web.Application:
         routes = [
             (r"/api/v1/health", HealthHandler),
+            (r"/api/v1/openapi.json", OpenAPIHandler),
             (r"/api/v1/models", ModelsHandler),
             # Any name matches, so that a bad one gets a clear 400 rather than a 404.
             (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),

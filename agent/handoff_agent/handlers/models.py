@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import reports
+from .. import openapi, reports
 from .._version import __version__
 from ..errors import BadRequest, NotFound
 from ..names import validate_name
@@ -31,6 +31,15 @@ class HealthHandler(BaseHandler):
 
     def get(self):
         self.write_json({"status": "ok", "version": __version__, "role": self.agent.role})
+
+
+class OpenAPIHandler(BaseHandler):
+    """The API's OpenAPI 3 document. Public: it describes routes, never data."""
+
+    public = True
+
+    def get(self):
+        self.write_json(openapi.document(self.agent.role))
 
 
 class ModelsHandler(BaseHandler):
