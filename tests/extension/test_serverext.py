@@ -259,7 +259,7 @@ def jp_auth_header(jp_serverapp):
 def test_cross_site_reads_are_refused(cookie_like, fetch, jp_serverapp, headers):
     host = f"127.0.0.1:{jp_serverapp.port}"
     headers = {k: (f"http://{host}/lab" if v == "SAME" else v) for k, v in headers.items()}
-    status, resp_headers, body = fetch("local", "api", "v1", "models", headers=headers)
+    status, _, body = fetch("local", "api", "v1", "models", headers=headers)
     assert status == 403
     assert body["error"]["code"] == "cross_site"
 
