@@ -45,11 +45,15 @@ TAR_BODY = {
 
 
 def _op(summary, ok="200", params=(), body=None, public=False, ok_type="application/json"):
+    types = ok_type if isinstance(ok_type, tuple) else (ok_type,)
+    content = {
+        t: {"schema": OBJECT if t == "application/json" else {"type": "string"}} for t in types
+    }
     op = {
         "summary": summary,
         "parameters": list(params),
         "responses": {
-            ok: {"description": "Success.", "content": {ok_type: {"schema": OBJECT}}},
+            ok: {"description": "Success.", "content": content},
             "4XX": {
                 "description": "The one error shape, for every refusal.",
                 "content": {"application/json": {"schema": ERROR}},
@@ -105,7 +109,7 @@ PATHS: dict[str, dict[str, dict]] = {
                 NUMBER,
                 _param("format", "query", "Report kind.", {"enum": ["html", "json", "md"]}),
             ],
-            ok_type="text/html",
+            ok_type=("text/html", "application/json", "text/markdown"),
         )
     },
     VERSION + "/bundle": {

@@ -15,10 +15,17 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from support import RunningAgent
+from schemathesis import checks as conformance
+from support import RunningAgent, bundle_bytes
 
 pytestmark = pytest.mark.fuzz
 
+CHECKS = [
+    conformance.not_a_server_error,
+    conformance.status_code_conformance,
+    conformance.content_type_conformance,
+    conformance.response_schema_conformance,
+]
 CASES = 1000  # at least this many requests per agent
 NEVER_ENDS = {"/api/v1/events"}  # a stream: covered by tests/agent/test_events.py
 
@@ -46,6 +53,8 @@ def agents(tmp_path_factory):
     )
     local.start()
     central.start()
+    # The documented examples (churn, version 1) then reach a real version and its report.
+    assert local.push_bytes("churn", bundle_bytes("churn"))[0] == 201
     yield {"local": local, "central": central}
     local.stop()
     central.stop()
@@ -81,6 +90,7 @@ def fuzz(agent: RunningAgent) -> tuple[int, list[str]]:
                 if resp.status_code >= 500:
                     failures.append(f"{resp.status_code} {case.method} {case.formatted_path}")
                     return
+                case.validate_response(resp, checks=CHECKS)  # documented status, type, shape
                 if resp.status_code >= 400 and case.method != "HEAD":
                     body = resp.json()  # every refusal is the one error shape
                     assert set(body) == {"error"}, (case.method, case.formatted_path, body)
