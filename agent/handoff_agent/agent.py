@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, web
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import audit, reports
@@ -20,12 +20,13 @@ from .blobs import BlobStore
 from .checks.registry import discover
 from .events import EventBus
 from .gate import GatePolicy
-from .handlers.base import NotFoundHandler
+from .handlers.base import NotFoundHandler, log_request
 from .handlers.events import EventsHandler
 from .handlers.models import (
     ChampionHandler,
     HealthHandler,
     ModelsHandler,
+    OpenAPIHandler,
     ReportHandler,
     VersionHandler,
     VersionsHandler,
@@ -50,6 +51,9 @@ from .secrets_env import secret_from_environ
 from .trust_flow import TrustMixin
 
 log = logging.getLogger("handoff_agent")
+# 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
+MIN_TOKEN_CHARS = 22
+TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def default_home() -> Path:
@@ -68,7 +72,9 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     )
     port = Integer(0, help="Port to listen on. 0 picks a free port.").tag(config=True)
     token = Unicode(
-        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is)."
+        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is). "
+        f"At least {MIN_TOKEN_CHARS} characters (128 bits as url-safe base64), e.g. from "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
     ).tag(config=True)
     role = Unicode("local", help="'local' for an analyst's agent, 'central' for IT's intake.").tag(
         config=True
@@ -163,6 +169,17 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         # Read once, then gone: the agent keeps no secret in its environment (or /proc).
         return secret_from_environ("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
 
+    @validate("token")
+    def _check_token(self, proposal):
+        token = proposal["value"]
+        if len(token) < MIN_TOKEN_CHARS or token != token.strip():
+            raise TraitError(
+                f"The API token (c.HandoffAgent.token or HANDOFF_TOKEN) is too short to be "
+                f"secret: it needs at least {MIN_TOKEN_CHARS} characters (128 bits), without "
+                f"spaces around it. Generate one with: {TOKEN_HINT}"
+            )
+        return token
+
     owner_name = Unicode(
         help="User name of whoever holds the agent's own token. Default: the OS user."
     ).tag(config=True)
@@ -190,6 +207,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._check_token({"value": self.token})  # traitlets skips validating a default
         home = Path(self.home)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = BlobStore(home / "blobs")
@@ -339,6 +357,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     def make_app(self) -> web.Application:
         routes = [
             (r"/api/v1/health", HealthHandler),
+            (r"/api/v1/openapi.json", OpenAPIHandler),
             (r"/api/v1/models", ModelsHandler),
             # Any name matches, so that a bad one gets a clear 400 rather than a 404.
             (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),
@@ -367,6 +386,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             agent=self,
             default_handler_class=NotFoundHandler,
             xsrf_cookies=False,
+            log_function=log_request,  # query secrets redacted
         )
 
     async def start(self) -> int:

@@ -18,7 +18,8 @@ NAME = "durable"
 KILLS = 6
 PUSHERS = 2
 MAX_PUSHES = 150  # answered attempts over all pushers: a bound, normally not reached
-TOKEN = "durability-test-token"  # fixed, so a push never pairs a new port with an old token
+# Fixed, so a push never pairs a new port with an old token; 128 bits long, as the agent needs.
+TOKEN = "durability-test-token-0123456789"
 
 
 class Harness:

@@ -217,3 +217,63 @@ def test_server_extension_is_declared_for_auto_enable():
     import jupyter_handoff
 
     assert jupyter_handoff._jupyter_server_extension_points() == [{"module": "jupyter_handoff"}]
+
+
+def test_a_request_header_never_chooses_the_agent(proxied, agent_factory, fetch):
+    # Given the configured agent holds "churn" and another agent runs on this machine
+    other = agent_factory()
+    assert proxied.push_bytes("churn", bundle_bytes("churn"))[0] == 201
+    # When a page asks the proxy to talk to the other agent (with this agent's token)
+    status, _, body = fetch(
+        "local", "api", "v1", "models", headers={"X-Handoff-Agent-Url": other.url}
+    )
+    # Then the request still goes to the configured agent only
+    assert status == 200
+    assert [m["name"] for m in body["models"]] == ["churn"]
+
+
+@pytest.fixture
+def cookie_like(proxied, jp_serverapp):
+    """A server without a token, so requests are not token-authenticated (like a browser
+    with a login cookie): the origin and Referer rules apply to them."""
+    jp_serverapp.identity_provider.token = ""
+    return proxied
+
+
+@pytest.fixture
+def jp_auth_header(jp_serverapp):
+    """pytest-jupyter's, but none at all when the server has no token."""
+    token = jp_serverapp.identity_provider.token
+    return {"Authorization": f"token {token}"} if token else {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Referer": "http://evil.example/page"},
+        {},  # no Referer at all: a <script src> from a page that hides it
+        {"Sec-Fetch-Site": "cross-site", "Referer": "SAME"},
+    ],
+    ids=["foreign-referer", "no-referer", "sec-fetch-site"],
+)
+def test_cross_site_reads_are_refused(cookie_like, fetch, jp_serverapp, headers):
+    host = f"127.0.0.1:{jp_serverapp.port}"
+    headers = {k: (f"http://{host}/lab" if v == "SAME" else v) for k, v in headers.items()}
+    status, _, body = fetch("local", "api", "v1", "models", headers=headers)
+    assert status == 403
+    assert body["error"]["code"] == "cross_site"
+
+
+def test_same_origin_reads_pass_and_are_not_scripts(cookie_like, fetch, jp_serverapp):
+    host = f"localhost:{jp_serverapp.port}"
+    status, headers, body = fetch(
+        "local",
+        "api",
+        "v1",
+        "models",
+        headers={"Referer": f"http://{host}/lab", "Sec-Fetch-Site": "same-origin", "Host": host},
+    )
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert isinstance(body, dict)  # an object literal is not a valid script

@@ -1,10 +1,18 @@
-"""One base handler holds every request rule: token, Host, Origin, content type, error shape."""
+"""One base handler holds every request rule: token, Host, Origin, content type, body size,
+error shape.
+
+Every handler streams its request body, so that ``prepare`` (token, headers, declared size) runs
+before a single body byte is read: a refused request is answered and its connection closed
+without the server reading what it sent. JSON routes keep at most ``max_body`` bytes.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import re
+import urllib.parse
 from http import HTTPStatus
 
 from tornado import web
@@ -14,14 +22,71 @@ from ..errors import (
     BadRequest,
     Forbidden,
     HandoffError,
+    TooLarge,
     Unauthorized,
     UnsupportedMediaType,
     error_body,
 )
 
 log = logging.getLogger("handoff_agent")
+access_log = logging.getLogger("tornado.access")
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+NO_BODY = {"GET", "HEAD", "DELETE", "OPTIONS"}  # methods whose requests carry no body here
+JSON_BODY_LIMIT = 1 << 20
+MAX_JSON_DEPTH = 32
+UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take any Unicode digit
+# Query values never written to a log, whatever the route (a token in a URL is still a token).
+SECRET_KEYS = ("token", "secret", "key", "password", "auth", "signature", "sig")
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def parse_uint(raw: str | None) -> int | None:
+    """A non-negative decimal integer of ASCII digits, or None for anything else."""
+    return int(raw) if raw is not None and UINT.fullmatch(raw) else None
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with the values of secret-looking query parameters replaced, for logs."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    parts = []
+    for item in query.split("&"):
+        key, eq, _ = item.partition("=")
+        name = urllib.parse.unquote_plus(key).lower()
+        secret = any(k in name for k in SECRET_KEYS)
+        parts.append(f"{key}{eq}REDACTED" if eq and secret else item)
+    return f"{path}?{'&'.join(parts)}"
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """The access log line (tornado's ``log_function``): query secrets redacted, no headers."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        redact_uri(request.uri or ""),
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply arrays and objects nest in ``data`` (strings skipped), without recursing."""
+    depth = deepest = 0
+    for m in _JSON_TOKENS.finditer(data):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def host_name(host: str) -> str:
@@ -33,12 +98,16 @@ def host_name(host: str) -> str:
 ANY_ROLE = ("analyst", "reviewer", "admin")
 
 
+@web.stream_request_body
 class BaseHandler(web.RequestHandler):
     public = False  # True only for routes that need no token
     body_types: tuple[str, ...] = ("application/json",)  # for mutating requests
+    max_body = JSON_BODY_LIMIT  # bytes a JSON body may hold; streaming routes override
     # Roles allowed, per method. Reads are open to every role; writes say who may make them.
     roles: dict[str, tuple[str, ...]] = {"GET": ANY_ROLE}
     identity: dict | None = None
+    _chunks: list | None = None
+    _received = 0
 
     @property
     def agent(self):
@@ -49,13 +118,59 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     async def prepare(self):
+        """Every rule that needs only the headers, in order. All run before the body is read:
+        a refusal here is answered at once and the connection closed unread."""
         self.check_host()
         self.check_origin()
         if not self.public:
             self.identity = await self.authenticate()
             self.check_role()
+        declared = self.declared_length()
+        if self.request.method in NO_BODY and (declared or self.chunked()):
+            raise BadRequest(
+                f"A {self.request.method} request carries no body here.",
+                "Send the request without a body.",
+                code="unexpected_body",
+            )
         if self.request.method in MUTATING:
             self.check_content_type()
+        if self.max_body is not None:
+            if declared is not None and declared > self.max_body:
+                raise self.too_large()
+            self._chunks = []
+
+    def declared_length(self) -> int | None:
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        value = parse_uint(raw.strip())
+        if value is None:
+            raise BadRequest("Content-Length must be a decimal integer.", code="bad_length")
+        return value
+
+    def chunked(self) -> bool:
+        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+
+    def too_large(self) -> TooLarge:
+        return TooLarge(
+            f"The request body is larger than this route's limit of {self.max_body} bytes.",
+            "JSON bodies here are small; send only the fields the route documents.",
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep a JSON body up to the route's cap; past it, answer 413 and stop reading."""
+        if self._chunks is None or self._finished:
+            return
+        self._received += len(chunk)
+        if self._received > self.max_body:
+            self._chunks = None
+            self._handle_request_exception(self.too_large())
+            return
+        self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._chunks or ())
 
     def check_role(self) -> None:
         method = self.request.method
@@ -127,8 +242,13 @@ class BaseHandler(web.RequestHandler):
             )
 
     def json_body(self) -> dict:
+        raw = self.body or b"{}"
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise BadRequest(
+                f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.", code="too_deep"
+            )
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(raw)
         except ValueError as e:
             raise BadRequest(f"The body is not valid JSON ({e}).") from None
         if not isinstance(body, dict):
@@ -155,6 +275,18 @@ class BaseHandler(web.RequestHandler):
             )
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(body))
+
+    def _request_summary(self) -> str:
+        request = self.request
+        return f"{request.method} {redact_uri(request.uri or '')} ({request.remote_ip})"
+
+    def log_exception(self, typ, value, tb) -> None:
+        """Tornado's, without the request's repr (its URI may hold a query secret)."""
+        if isinstance(value, web.HTTPError):
+            if value.log_message:
+                log.warning("%d %s: %s", value.status_code, self._request_summary(), value)
+        else:
+            log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, HandoffError):

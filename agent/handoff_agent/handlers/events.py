@@ -8,7 +8,7 @@ import json
 from tornado.iostream import StreamClosedError
 
 from ..names import validate_name
-from .base import BaseHandler
+from .base import BaseHandler, parse_uint
 from .models import int_arg
 
 KEEPALIVE = 15.0
@@ -20,8 +20,7 @@ class EventsHandler(BaseHandler):
         if model is not None:
             validate_name(model)
         version = int_arg(self, "version", None, 1, 2**62)
-        last = self.request.headers.get("Last-Event-ID", "")
-        after = int(last) if last.isdigit() else None
+        after = parse_uint(self.request.headers.get("Last-Event-ID"))
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         bus = self.agent.events

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from tornado import web
-
-from .. import reports
+from .. import openapi, reports
 from .._version import __version__
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
-from .base import ANY_ROLE, BaseHandler
+from .base import ANY_ROLE, BaseHandler, parse_uint
+
+# Reports are documents: no script, no plugins, no framing by another site.
+REPORT_CSP = (
+    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+)
 
 
 def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
     raw = handler.get_query_argument(name, None)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}.") from None
+    value = parse_uint(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be an integer, not {raw!r}.")
     if not lo <= value <= hi:
         raise BadRequest(f"{name} must be between {lo} and {hi}.")
     return value
@@ -36,6 +38,15 @@ class HealthHandler(BaseHandler):
                 "sandbox": self.agent.model_sandbox.mode,  # bwrap, rlimits or unavailable
             }
         )
+
+
+class OpenAPIHandler(BaseHandler):
+    """The API's OpenAPI 3 document. Public: it describes routes, never data."""
+
+    public = True
+
+    def get(self):
+        self.write_json(openapi.document(self.agent.role))
 
 
 class ModelsHandler(BaseHandler):
@@ -62,12 +73,12 @@ class VersionHandler(BaseHandler):
         self.write_json(version)
 
 
-@web.stream_request_body
 class VersionsHandler(BaseHandler):
     """GET lists versions. POST a bundle: streamed to disk and hashed as it arrives, so memory
     stays flat whatever the model's size."""
 
     body_types = ("application/x-tar",)
+    max_body = None  # the upload enforces the agent's bundle limit itself
     upload = None
 
     async def get(self, name: str):
@@ -93,8 +104,7 @@ class VersionsHandler(BaseHandler):
                 code="intake_only",
             )
         name = self.path_kwargs["name"]
-        length = self.request.headers.get("Content-Length")
-        declared = int(length) if length and length.isdigit() else None
+        declared = self.declared_length()
         self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))
         self.upload = self.agent.ingest.begin(name, declared)
         # Past the limit tornado drops the connection instead of buffering more.
@@ -147,8 +157,5 @@ class ReportHandler(BaseHandler):
             )
         data = await self.agent.run_io(self.agent.store.read_bytes, digest)
         self.set_header("Content-Type", reports.KINDS[kind])
-        self.set_header(
-            "Content-Security-Policy",
-            "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'",
-        )
+        self.set_header("Content-Security-Policy", REPORT_CSP)
         self.finish(data)

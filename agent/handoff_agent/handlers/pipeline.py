@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from tornado import web
-
 from .. import outbox
 from ..errors import BadRequest, HandoffError, NotFound
+from ..ingest import too_large
 from ..names import validate_name
-from .base import ANY_ROLE, BaseHandler
+from .base import ANY_ROLE, BaseHandler, parse_uint
 
 
 def _text(body: dict, key: str, limit: int = 2000) -> str:
@@ -96,12 +95,13 @@ class ForwardHandler(BaseHandler):
         self.write_json({"name": name, "version": int(number), "to": to, "queued": queued}, 202)
 
 
-@web.stream_request_body
 class IntakeHandler(BaseHandler):
-    """Central's intake. Authenticated by the delivery's signature, not by a token."""
+    """Central's intake. Authenticated by the delivery's signature, not by a token: its headers
+    and declared size are checked before any byte is stored, the signature once all arrived."""
 
     public = True
     body_types = ("application/x-tar",)
+    max_body = None  # the receipt enforces the bundle limit as it streams
     receipt = None
 
     async def prepare(self):
@@ -110,8 +110,12 @@ class IntakeHandler(BaseHandler):
             raise NotFound(
                 "This agent is not a central; it takes no deliveries.", code="not_central"
             )
+        limit = self.agent.max_bundle_size + (1 << 20)
+        declared = self.declared_length()
+        if declared is not None and declared > limit:
+            raise too_large(self.agent.max_bundle_size)
         self.receipt = self.agent.intake.begin(self.request.headers)
-        self.request.connection.set_max_body_size(self.agent.max_bundle_size + (1 << 20))
+        self.request.connection.set_max_body_size(limit)
 
     def data_received(self, chunk: bytes) -> None:
         self.receipt.write(chunk)
@@ -151,10 +155,10 @@ class LineageHandler(BaseHandler):
             out = await self.agent.call(self.agent.registry.lineage_of_dataset, dataset)
         elif name:
             validate_name(name)
-            number = self.get_query_argument("version", None)
-            if not number or not number.isdigit():
+            number = parse_uint(self.get_query_argument("version", None))
+            if number is None:
                 raise BadRequest("Give version=N with model=NAME.")
-            out = await self.agent.call(self.agent.registry.lineage_of_version, name, int(number))
+            out = await self.agent.call(self.agent.registry.lineage_of_version, name, number)
         else:
             raise BadRequest("Ask about a dataset=FINGERPRINT or a model=NAME&version=N.")
         self.write_json(out)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 from dataclasses import dataclass
 
 from handoff_agent import runtime
 
 from .config import HandoffServer
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start` in a notebook."
 
 
@@ -54,11 +52,10 @@ class AgentLocator:
             return info
         return None
 
-    async def local(self, override: str | None = None, fresh: bool = False) -> Target:
-        """The local agent; ``override`` is the panel's agent URL setting (loopback only).
+    async def local(self, fresh: bool = False) -> Target:
+        """The local agent: from c.HandoffServer.agent_url, else the runtime file (never from
+        a request: a page must not choose where Jupyter sends the agent's token).
         The agent found is remembered until ``fresh`` asks to look again (it stopped)."""
-        if override:
-            return self._override(override)
         if self.config.agent_url:
             return Target(self.config.agent_url.rstrip("/"), self.config.agent_token)
         if self._found is not None and not fresh:
@@ -82,18 +79,3 @@ class AgentLocator:
                     ) from None
         self._found = Target(info["url"].rstrip("/"), self.config.agent_token or info["token"])
         return self._found
-
-    def _override(self, url: str) -> Target:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or (parsed.hostname or "") not in LOOPBACK:
-            raise AgentMissing(
-                400,
-                "bad_agent_url",
-                f"The panel's agent URL {url!r} is not a loopback http URL.",
-                "Use e.g. http://127.0.0.1:PORT, or leave the setting empty to use the "
-                "running agent; for a remote agent set c.HandoffServer.agent_url.",
-            )
-        url = url.rstrip("/")
-        info = runtime.read()
-        token = info["token"] if info and info["url"].rstrip("/") == url else ""
-        return Target(url, self.config.agent_token or token)

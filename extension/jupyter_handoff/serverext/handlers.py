@@ -19,7 +19,7 @@ PATH = re.compile(r"^api/v1(/[A-Za-z0-9._~%-]+)*$")
 REQUEST_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
 RESPONSE_HEADERS = ("Content-Type", "Content-Security-Policy", "Content-Disposition")
 STREAMED = {"api/v1/events"}
-AGENT_HEADER = "X-Handoff-Agent-Url"  # the panel's "agent URL" setting, when set
+CROSS_SITE = {"cross-site", "same-site"}  # Sec-Fetch-Site values from another origin
 
 
 class HandoffHandler(APIHandler):
@@ -69,6 +69,14 @@ class ProxyHandler(HandoffHandler):
     @web.authenticated
     @authorized
     async def get(self, which: str, path: str):
+        problem = self.cross_site()
+        if problem:
+            return self.write_problem(
+                403,
+                "cross_site",
+                f"A cross-site read of Handoff data is refused ({problem}).",
+                "Open the side panel from this Jupyter server's own pages.",
+            )
         await self.forward(which, path)
 
     @web.authenticated
@@ -80,10 +88,23 @@ class ProxyHandler(HandoffHandler):
         self._gone = True
         super().on_connection_close()
 
+    def cross_site(self) -> str | None:
+        """Why this GET looks like another site's page including our data (XSSI), or None.
+        A token-authenticated request cannot come from another page; a cookie one must say it
+        comes from this origin (jupyter_server's Referer rule, and Sec-Fetch-Site)."""
+        if self.skip_check_origin() or self.allow_origin == "*":
+            return None
+        site = self.request.headers.get("Sec-Fetch-Site", "")
+        if site.lower() in CROSS_SITE and not (self.allow_origin or self.allow_origin_pat):
+            return f"Sec-Fetch-Site: {site}"
+        if not self.check_referer():
+            return "Referer missing or from another origin"
+        return None
+
     async def target(self, which: str, fresh: bool = False) -> Target:
         if which == "central":
             return self.locator.central()
-        return await self.locator.local(self.request.headers.get(AGENT_HEADER), fresh=fresh)
+        return await self.locator.local(fresh=fresh)
 
     async def forward(self, which: str, path: str) -> None:
         if not PATH.match(path) or ".." in path:
@@ -137,6 +158,7 @@ class ProxyHandler(HandoffHandler):
         if resp.code == 599:  # no HTTP answer at all
             raise resp.error if isinstance(resp.error, OSError) else ConnectionRefusedError()
         self.set_status(resp.code)
+        self.set_header("X-Content-Type-Options", "nosniff")  # JSON is never run as a script
         for h in RESPONSE_HEADERS:
             if h in resp.headers:
                 self.set_header(h, resp.headers[h])

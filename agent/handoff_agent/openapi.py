@@ -1,0 +1,238 @@
+"""The agent's API as an OpenAPI 3 document, served at ``GET /api/v1/openapi.json``.
+
+Every route of ``HandoffAgent.make_app`` is described here, once: its methods, parameters,
+request body and responses. A test compares this with the app's routes, so they cannot drift.
+The document is public (like ``/health``): it describes the API, never data.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._version import __version__
+from .names import NAME_PATTERN
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+OBJECT = {"type": "object"}
+VERSION = "/api/v1/models/{name}/versions/{number}"
+
+
+def _param(name, where, description, schema=None, required=False):
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+NAME = _param("name", "path", "Model name.", {"type": "string", "pattern": f"^{NAME_PATTERN}$"})
+NUMBER = _param("number", "path", "Version number.", {"type": "string", "pattern": "^[0-9]{1,18}$"})
+INT = {"type": "integer", "minimum": 1, "maximum": 2**62}
+SHA256 = {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}
+
+
+def _json_body(properties: dict, required: list[str]) -> dict:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+TAR_BODY = {
+    "required": True,
+    "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def _op(summary, ok="200", params=(), body=None, public=False, ok_type="application/json"):
+    types = ok_type if isinstance(ok_type, tuple) else (ok_type,)
+    content = {
+        t: {"schema": OBJECT if t == "application/json" else {"type": "string"}} for t in types
+    }
+    op = {
+        "summary": summary,
+        "parameters": list(params),
+        "responses": {
+            ok: {"description": "Success.", "content": content},
+            "4XX": {
+                "description": "The one error shape, for every refusal.",
+                "content": {"application/json": {"schema": ERROR}},
+            },
+        },
+    }
+    if body is not None:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    return op
+
+
+_TEXT = {"type": "string", "maxLength": 2000}
+
+# path template -> method -> operation. Central-only routes answer 404 on a local agent.
+PATHS: dict[str, dict[str, dict]] = {
+    "/api/v1/health": {"get": _op("Liveness, version and role.", public=True)},
+    "/api/v1/openapi.json": {"get": _op("This document.", public=True)},
+    "/api/v1/models": {"get": _op("Every model.")},
+    "/api/v1/models/{name}/versions": {
+        "get": _op(
+            "A model's versions, newest first.",
+            params=[
+                NAME,
+                _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
+                _param("before", "query", "Only versions numbered below this.", INT),
+                _param("digest", "query", "Only the version with this bundle digest.", SHA256),
+            ],
+        ),
+        "post": _op(
+            "Push a bundle (a tar), streamed to disk and hashed.",
+            ok="201",
+            params=[
+                NAME,
+                _param("X-Handoff-Digest", "header", "sha256:<hex> of the body, checked.", SHA256),
+            ],
+            body=TAR_BODY,
+        ),
+    },
+    "/api/v1/models/{name}/champion": {
+        "get": _op(
+            "The version a new one is compared with.",
+            params=[NAME, _param("before", "query", "The champion before this version.", INT)],
+        )
+    },
+    VERSION: {"get": _op("One version, with its checks and reports.", params=[NAME, NUMBER])},
+    VERSION + "/report": {
+        "get": _op(
+            "A version's report (sandboxed by its CSP).",
+            params=[
+                NAME,
+                NUMBER,
+                _param("format", "query", "Report kind.", {"enum": ["html", "json", "md"]}),
+            ],
+            ok_type=("text/html", "application/json", "text/markdown"),
+        )
+    },
+    VERSION + "/bundle": {
+        "get": _op(
+            "Download the bundle, verified first.",
+            params=[NAME, NUMBER],
+            ok_type="application/x-tar",
+        )
+    },
+    VERSION + "/forward": {
+        "post": _op(
+            "Queue a forward to a destination, whatever the verdict.",
+            ok="202",
+            params=[NAME, NUMBER],
+            body=_json_body({"to": {"type": "string", "maxLength": 100}}, ["to"]),
+        )
+    },
+    VERSION + "/signoffs": {
+        "post": _op(
+            "Central: sign off (or reject) a version's next stage.",
+            ok="201",
+            params=[NAME, NUMBER],
+            body=_json_body(
+                {
+                    "decision": {"type": "string", "enum": ["approve", "reject"]},
+                    "comment": _TEXT,
+                    "role": {"type": "string"},
+                },
+                ["decision"],
+            ),
+        )
+    },
+    VERSION + "/transition": {
+        "post": _op(
+            "Central: move a version to another stage.",
+            params=[NAME, NUMBER],
+            body=_json_body({"to": {"type": "string", "maxLength": 40}, "comment": _TEXT}, ["to"]),
+        )
+    },
+    "/api/v1/events": {
+        "get": _op(
+            "Server-sent events (never ends): versions, checks, verdicts, reports, stages.",
+            params=[
+                _param("model", "query", "Only this model's events.", NAME["schema"]),
+                _param("version", "query", "Only this version's events.", INT),
+                _param("Last-Event-ID", "header", "Resume after this event id.", INT),
+            ],
+            ok_type="text/event-stream",
+        )
+    },
+    "/api/v1/whoami": {"get": _op("The caller's user and roles, and the agent's role.")},
+    "/api/v1/intake": {
+        "post": _op(
+            "Central: a signed delivery from a local agent (HMAC, not a token).",
+            ok="201",
+            params=[
+                _param("X-Handoff-Delivery", "header", "32 hex digits.", required=True),
+                _param("X-Handoff-Timestamp", "header", "Unix seconds.", required=True),
+                _param("X-Handoff-Signature", "header", "sha256=<hmac>.", required=True),
+            ],
+            body=TAR_BODY,
+            public=True,
+        )
+    },
+    "/api/v1/lineage": {
+        "get": _op(
+            "Lineage of a dataset, or of a model's version.",
+            params=[
+                _param("dataset", "query", "A dataset fingerprint (sha256).", SHA256),
+                _param("model", "query", "A model name (with version).", NAME["schema"]),
+                _param("version", "query", "A version number (with model).", INT),
+            ],
+        )
+    },
+    "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered.")},
+}
+
+
+def template(pattern: str) -> str:
+    """A tornado route pattern as an OpenAPI path: ``(?P<name>...)`` becomes ``{name}``."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+
+
+def document(role: str = "local") -> dict:
+    """The OpenAPI 3 document. Same routes for both roles; central-only ones 404 locally."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Handoff agent API",
+            "version": __version__,
+            "description": f"The {role} Handoff agent. Send `Authorization: token <token>` "
+            "(or Bearer); `jupyter handoff status` shows it. Errors are always "
+            '`{"error": {"code", "message", "hint"}}` with a 4xx status.',
+        },
+        "paths": PATHS,
+        "security": [{"token": []}],
+        "components": {
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The agent's token, or one from `jupyter handoff token "
+                    "create`. `Authorization: token <token>` works too.",
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "hint"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "hint": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+    }
