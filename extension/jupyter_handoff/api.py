@@ -137,6 +137,14 @@ def push(
         raise HandoffUsageError(
             "push() needs a name for the model.", "e.g. push(clf, 'churn', X=X_test, y=y_test)."
         )
+    for option, value, example in (
+        ("tags", tags, "tags={'team': 'risk'}"),
+        ("gate", gate, "gate={'fairness.max_dp_diff': 0.2}"),
+    ):
+        if value is not None and not isinstance(value, dict):
+            raise HandoffUsageError(
+                f"{option} must be a dict, not a {type(value).__name__}.", f"e.g. {example}."
+            )
     cfg = settings()
     _checked_name(name)
     fmt = format or cfg.format

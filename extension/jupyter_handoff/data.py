@@ -20,7 +20,10 @@ def input_kind(X) -> str:
     elif isinstance(X, (list, tuple)) and X and all(isinstance(v, str) for v in X[:1000]):
         return "text"
     else:
-        values = np.asarray(X)
+        try:
+            values = np.asarray(X)
+        except (ValueError, TypeError):
+            return "table"  # ragged or odd: _frame says what is wrong with it
     if values.ndim == 1:
         return "text" if _strings(values) else "table"
     return "array" if values.ndim == 2 else "table"
