@@ -82,7 +82,8 @@ def notebook(shared_agent, tmp_path_factory):
     empty = tmp_path_factory.mktemp("no-agent")
     cells = [
         f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(shared_agent.runtime_dir)!r}\n"
-        f"EMPTY, RUNTIME = {str(empty)!r}, os.environ['JUPYTER_RUNTIME_DIR']\n{SETUP}\nimport jupyter_handoff\n"
+        f"EMPTY, RUNTIME = {str(empty)!r}, os.environ['JUPYTER_RUNTIME_DIR']\n{SETUP}\n"
+        "import jupyter_handoff\n"
         "print(jupyter_handoff.push(clf, 'churn', X=X, y=y).number)"
     ]
     index = {}
