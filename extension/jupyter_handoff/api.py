@@ -219,6 +219,20 @@ def _checked_name(name) -> str:
     return name
 
 
+def _version_number(number, example: str) -> int:
+    """A version number from an int (numpy ints too) or a string of digits."""
+    import operator
+
+    if isinstance(number, str) and number.isdigit():
+        return int(number)
+    try:
+        if not isinstance(number, bool):
+            return operator.index(number)
+    except TypeError:
+        pass
+    raise HandoffUsageError(f"The version must be a whole number, not {number!r}.", example)
+
+
 def get(name: str, number: int | None = None) -> Version:
     """One version with its manifest, lineage and checks: ``get("churn:2")`` or
     ``get("churn", 2)``, like ``%mlops show churn:2``; the latest when no number is given."""
@@ -231,12 +245,7 @@ def get(name: str, number: int | None = None) -> Version:
         from .magics import parse_ref
 
         name, number = parse_ref(name)
-    if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-        if not (isinstance(number, str) and number.isdigit()):
-            raise HandoffUsageError(
-                f"The version must be a whole number, not {number!r}.", "e.g. get('churn', 2)."
-            )
-        number = int(number)
+    number = None if number is None else _version_number(number, "e.g. get('churn', 2).")
     _checked_name(name)
     client = connect(start=False)
     if number is None:
@@ -343,10 +352,11 @@ def forward(name: str, number: int | None = None, to: str = "central") -> dict:
         from .magics import parse_ref
 
         name, number = parse_ref(name)
-    if number is None or isinstance(number, bool) or not isinstance(number, int):
+    if number is None:
         raise HandoffUsageError(
-            "Say which version to forward, as a number.", "e.g. forward('churn:3', to='central')."
+            "Say which version to forward.", "e.g. forward('churn:3', to='central')."
         )
+    number = _version_number(number, "e.g. forward('churn:3', to='central').")
     _checked_name(name)
     return connect(start=False).post(
         f"/api/v1/models/{name}/versions/{int(number)}/forward", {"to": to}

@@ -205,12 +205,15 @@ def test_python_api_get_forward_lineage(shell, ns, connected):
     run(shell, "%mlops push clf --name churn --data X y -m again")
     assert jupyter_handoff.get("churn:1").number == 1
     assert jupyter_handoff.get("churn", 2).number == 2
+    assert jupyter_handoff.get("churn", np.int64(1)).number == 1
     assert jupyter_handoff.get("churn").number == 2
     assert "forward" in jupyter_handoff.__all__ and "lineage" in jupyter_handoff.__all__
     assert jupyter_handoff.forward.__doc__ and jupyter_handoff.lineage.__doc__
     assert jupyter_handoff.lineage("churn:1")["version"] == 1
     with pytest.raises(UsageError, match="must be a number"):
         jupyter_handoff.get("churn:x")
+    with pytest.raises(UsageError, match="whole number"):
+        jupyter_handoff.get("churn", 1.5)
     with pytest.raises(UsageError, match="has no option 'data'"):
         jupyter_handoff.push(ns["clf"], "churn", data=(ns["X"], ns["y"]))
 
