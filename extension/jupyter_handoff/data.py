@@ -153,6 +153,11 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, feat
     if reference is not None:
         ref = _frame(reference, "reference")
         if kind == "text":
+            if input_kind(reference) != "text":
+                raise HandoffUsageError(
+                    "X is text but the reference data is not.",
+                    "Pass reference texts the same way as X, e.g. a list or Series of strings.",
+                )
             ref.columns = list(Xf.columns)
         ref = ref.drop(columns=[c for c in unused if c in ref.columns])
         fps["reference_X"] = fingerprint(ref)

@@ -138,3 +138,10 @@ def test_sensitive_outside_the_model_features_is_kept_out_of_X(data):
     assert fps["sensitive"]["schema"] == [{"name": "gender", "dtype": "int64"}]
     _, fps, _ = prepare(X, y, [pd.Series(g, name="sex")], None, 100, 100)
     assert fps["sensitive"]["schema"][0]["name"] == "sex"
+
+
+def test_text_x_needs_text_reference():
+    from jupyter_handoff.errors import HandoffUsageError
+
+    with pytest.raises(HandoffUsageError, match="X is text but the reference data is not"):
+        prepare(["a b", "c"], None, None, pd.DataFrame({"a": [1], "b": [2]}), 100, 100)
