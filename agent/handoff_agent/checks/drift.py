@@ -74,7 +74,7 @@ def text_features(texts: pd.Series) -> pd.DataFrame:
             f"{name}.chars": s.str.len(),
             f"{name}.words": s.str.split().str.len(),
         }
-    )
+    ).astype("float64")
 
 
 _WORD = re.compile(r"\w+")
