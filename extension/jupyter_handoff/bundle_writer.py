@@ -114,11 +114,7 @@ def is_fitted(model) -> bool:
         return True
     if not callable(getattr(model, "fit", None)):
         return True  # not an estimator (a plain wrapper or function model): nothing to judge
-    try:
-        names = vars(model)
-    except TypeError:
-        return True
-    return any(k.endswith("_") and not k.startswith("__") for k in names)
+    return any(k.endswith("_") and not k.startswith("_") for k in dir(model))
 
 
 def feature_names(model) -> list[str] | None:
