@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ class FsckReport:
     missing: list[str] = field(default_factory=list)  # referenced, not stored
     orphans: list[str] = field(default_factory=list)  # stored, not referenced
     partial: list[str] = field(default_factory=list)  # leftover temp uploads
+    artefacts: list[str] = field(default_factory=list)  # hand-off blobs, said for what they are
     audit_break: int | None = None
 
     @property
@@ -29,6 +32,7 @@ class FsckReport:
         out += [f"MISSING blob {d}" for d in self.missing]
         if self.audit_break is not None:
             out.append(f"AUDIT chain breaks at entry {self.audit_break}")
+        out += [f"note: {a}" for a in self.artefacts]
         out += [
             f"note: unreferenced blob {d} (an upload interrupted before commit)"
             for d in self.orphans
@@ -54,8 +58,43 @@ def fsck(home: Path) -> FsckReport:
             if digest not in stored:
                 report.missing.append(f"{digest} ({', '.join(users)})")
         report.orphans = sorted(stored - set(refs))
+        named = handoff_artefacts(store, report.orphans)
+        report.artefacts = [named[d] for d in report.orphans if d in named]
+        report.orphans = [d for d in report.orphans if d not in named]
         report.partial = sorted(p.name for p in store.tmp.glob("upload-*.part"))
         report.audit_break = registry.verify_audit()
         return report
     finally:
         registry.close()
+
+
+def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
+    """What the forwarder stores besides versions, by digest: delivery envelopes (kept so a
+    retry sends the same bytes) and the skops bundles converted for central inside them."""
+    named: dict[str, str] = {}
+    for digest in digests:
+        envelope = _envelope(store.path(digest))
+        if envelope is None:
+            continue
+        local = envelope.get("local") or {}
+        version = f"{local.get('model')}:{local.get('number')}"
+        named[digest] = f"delivery envelope {digest} for {version} (what the forwarder sends)"
+        inner = envelope.get("bundle_digest")
+        if inner in digests and inner != local.get("digest"):
+            named[inner] = f"converted bundle {inner} ({version} as skops, sent to central)"
+    return named
+
+
+def _envelope(path: Path) -> dict | None:
+    """The envelope.json of a delivery body, or None when the blob is something else."""
+    from .forwarding.central import ENVELOPE
+
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            first = tar.next()
+            if first is None or first.name != ENVELOPE or first.size > 1 << 20:
+                return None
+            found = json.loads(tar.extractfile(first).read())
+    except (OSError, tarfile.TarError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None

@@ -48,16 +48,21 @@ def _load_model(tar: tarfile.TarFile, manifest: dict, trusted: list[str] | None)
 
 
 def _load_data(tar: tarfile.TarFile) -> dict:
+    """The pushed data as pandas. Text input (the manifest's ``signature.input``) comes back
+    as a Series of strings, as a text pipeline takes it; checks feed models ``ctx.as_input``."""
     from .bundle import DATA_MEMBERS
 
     names = set(tar.getnames())
+    manifest = json.loads(tar.extractfile("manifest.json").read())
+    text = ((manifest.get("signature") or {}).get("input")) == "text"
     out = {}
     for member, field in DATA_MEMBERS.items():
         if member in names:
             import pandas as pd
 
             frame = pd.read_parquet(io.BytesIO(tar.extractfile(member).read()))
-            out[field] = frame.iloc[:, 0] if field.endswith("y") else frame
+            one_column = field.endswith("y") or (text and field in ("X", "reference_X"))
+            out[field] = frame.iloc[:, 0] if one_column else frame
     return out
 
 
@@ -188,8 +193,11 @@ def main() -> int:
                     if champion_note and spec["name"] == "performance":
                         result.message = f"{result.message} (Note: {champion_note}.)"
         except Exception as e:
-            tb = traceback.format_exc(limit=-3)
-            result = CheckResult("error", f"The check raised {type(e).__name__}: {e}\n{tb}")
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            result = CheckResult("error", f"The check raised {type(e).__name__}: {first}")
+            result.tables["traceback"] = [
+                {"line": ln} for ln in traceback.format_exc().splitlines()
+            ]
         out = result.to_json() if hasattr(result, "to_json") else dict(result)
         _emit({"event": "result", "id": spec["id"], **out, "duration": time.perf_counter() - t0})
     return 0

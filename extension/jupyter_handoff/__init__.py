@@ -8,8 +8,10 @@ from handoff_agent._version import __version__
 __all__ = [
     "__version__",
     "compare",
+    "forward",
     "get",
     "history",
+    "lineage",
     "load_ipython_extension",
     "push",
     "report",
@@ -18,7 +20,10 @@ __all__ = [
 
 
 def load_ipython_extension(ipython):
+    from .errors import install
     from .magics import MlopsMagics
+
+    install(ipython)  # our UsageErrors print as one line, like IPython's own
 
     ipython.register_magics(MlopsMagics)
     from .completer import register
@@ -41,7 +46,19 @@ def _jupyter_labextension_paths():
 
 
 def __getattr__(name):
-    if name in ("push", "versions", "get", "Version", "compare", "history", "report", "Report"):
+    if name in (
+        "push",
+        "versions",
+        "get",
+        "Version",
+        "compare",
+        "history",
+        "report",
+        "Report",
+        "forward",
+        "lineage",
+        "Lineage",
+    ):
         from . import api
 
         return getattr(api, name)

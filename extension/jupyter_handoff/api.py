@@ -6,7 +6,7 @@ import html
 import os
 
 from .client import connect
-from .errors import HandoffUsageError
+from .errors import HandoffUsageError, install
 
 STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "checking": "#9a6700"}
 
@@ -101,6 +101,9 @@ def _shell():
         return None
 
 
+install(_shell())  # used from a cell without %load_ext: errors still print as one line
+
+
 def _provenance_inputs() -> tuple[str | None, str | None]:
     ip = _shell()
     notebook = os.environ.get("JPY_SESSION_NAME")
@@ -114,7 +117,7 @@ def _provenance_inputs() -> tuple[str | None, str | None]:
 
 def push(
     model,
-    name: str,
+    name: str | None = None,
     X=None,
     y=None,
     sensitive=None,
@@ -123,20 +126,43 @@ def push(
     tags: dict | None = None,
     format: str | None = None,
     gate: dict | None = None,
+    **unknown,
 ) -> Version:
-    """Hand ``model`` to the agent as the next version of ``name``. Returns at once; the
-    checks go on in the agent."""
+    """Hand ``model`` to the agent as the next version of ``name``, like ``%mlops push``:
+    ``push(clf, "churn", X=X_test, y=y_test, sensitive=["gender"])``. ``sensitive`` takes
+    column names of X, or a Series or array aligned with X. Returns at once; the checks go on
+    in the agent."""
     from . import bundle_writer as bw
     from .config import settings
     from .data import prepare
 
+    if unknown:
+        raise HandoffUsageError(
+            f"push() has no option {sorted(unknown)[0]!r}.",
+            "It takes: model, name, X, y, sensitive, reference, message, tags, format, gate. "
+            "e.g. push(clf, 'churn', X=X_test, y=y_test).",
+        )
+    if name is None:
+        raise HandoffUsageError(
+            "push() needs a name for the model.", "e.g. push(clf, 'churn', X=X_test, y=y_test)."
+        )
+    for option, value, example in (
+        ("tags", tags, "tags={'team': 'risk'}"),
+        ("gate", gate, "gate={'fairness.max_dp_diff': 0.2}"),
+    ):
+        if value is not None and not isinstance(value, dict):
+            raise HandoffUsageError(
+                f"{option} must be a dict, not a {type(value).__name__}.", f"e.g. {example}."
+            )
     cfg = settings()
     _checked_name(name)
     fmt = format or cfg.format
     if fmt not in ("pickle", "skops"):
         raise HandoffUsageError(f"Unknown format {fmt!r}.", "Use --format pickle or skops.")
     bw.check_model(model)
-    members, fps, signature = prepare(X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows)
+    members, fps, signature = prepare(
+        X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows, bw.feature_names(model)
+    )
     member, data = bw.serialize_model(model, fmt)
     members[member] = data
     notebook, cell = _provenance_inputs()
@@ -202,8 +228,33 @@ def _checked_name(name) -> str:
     return name
 
 
+def _version_number(number, example: str) -> int:
+    """A version number from an int (numpy ints too) or a string of digits."""
+    import operator
+
+    if isinstance(number, str) and number.isdigit():
+        return int(number)
+    try:
+        if not isinstance(number, bool):
+            return operator.index(number)
+    except TypeError:
+        pass
+    raise HandoffUsageError(f"The version must be a whole number, not {number!r}.", example)
+
+
 def get(name: str, number: int | None = None) -> Version:
-    """One version with its manifest, lineage and checks; the latest when ``number`` is None."""
+    """One version with its manifest, lineage and checks: ``get("churn:2")`` or
+    ``get("churn", 2)``, like ``%mlops show churn:2``; the latest when no number is given."""
+    if isinstance(name, str) and ":" in name:
+        if number is not None:
+            raise HandoffUsageError(
+                f"{name!r} already names a version; do not pass a number as well.",
+                "Write get('churn:2') or get('churn', 2).",
+            )
+        from .magics import parse_ref
+
+        name, number = parse_ref(name)
+    number = None if number is None else _version_number(number, "e.g. get('churn', 2).")
     _checked_name(name)
     client = connect(start=False)
     if number is None:
@@ -303,8 +354,19 @@ class Lineage(dict):
         )
 
 
-def forward(name: str, number: int, to: str = "central") -> dict:
-    """Queue version ``number`` for ``to`` now, whatever its verdict. The agent records who."""
+def forward(name: str, number: int | None = None, to: str = "central") -> dict:
+    """Hand a version to a destination now, whatever its verdict, like ``%mlops forward``:
+    ``forward("churn:3", to="central")`` or ``forward("churn", 3)``. The agent records who did
+    it in the audit log. Returns the agent's answer (whether it was queued)."""
+    if isinstance(name, str) and ":" in name and number is None:
+        from .magics import parse_ref
+
+        name, number = parse_ref(name)
+    if number is None:
+        raise HandoffUsageError(
+            "Say which version to forward.", "e.g. forward('churn:3', to='central')."
+        )
+    number = _version_number(number, "e.g. forward('churn:3', to='central').")
     _checked_name(name)
     return connect(start=False).post(
         f"/api/v1/models/{name}/versions/{int(number)}/forward", {"to": to}
@@ -312,10 +374,16 @@ def forward(name: str, number: int, to: str = "central") -> dict:
 
 
 def lineage(ref: str) -> Lineage:
-    """``NAME[:N]``: a version's data, code and stages. A 64-hex fingerprint: its versions."""
+    """Where things came from, like ``%mlops lineage``. ``lineage("churn:3")``: that version's
+    data, notebook, code, parent and stages (the latest for ``"churn"``). A dataset's 64-hex
+    fingerprint: the versions that used it and where they are now."""
+    if not isinstance(ref, str):
+        raise HandoffUsageError(
+            f"lineage() takes a string, not a {type(ref).__name__}.", "e.g. lineage('churn:3')."
+        )
     client = connect(start=False)
     if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
         return Lineage(client.get(f"/api/v1/lineage?dataset={ref}"))
-    name, _, number = ref.partition(":")
-    version = get(name, int(number) if number.isdigit() else None)
+    version = get(ref)
+    name = version.name
     return Lineage(client.get(f"/api/v1/lineage?model={name}&version={version.number}"))

@@ -80,11 +80,52 @@ def serialize_model(model, fmt: str) -> tuple[str, bytes]:
 
 
 def check_model(model) -> None:
-    if not callable(getattr(model, "predict", None)):
+    if isinstance(model, type) or not callable(getattr(model, "predict", None)):
+        what = (
+            f"The class {model.__name__}"
+            if isinstance(model, type)
+            else (f"A {type(model).__name__}")
+        )
         raise HandoffUsageError(
-            f"A {type(model).__name__} is not a model: it has no predict() method.",
+            f"{what} is not a model: it has no predict() method.",
             "Pass a fitted estimator, e.g. a scikit-learn model after .fit().",
         )
+    if not is_fitted(model):
+        raise HandoffUsageError(
+            f"This {type(model).__name__} is not fitted: every check would fail.",
+            "Call .fit(X, y) on it first, then push it.",
+        )
+
+
+def is_fitted(model) -> bool:
+    """sklearn's own test when sklearn is already loaded (never import it just for this);
+    else the convention that fit() sets attributes ending in ``_``."""
+    sklearn_base = sys.modules.get("sklearn.base")
+    if sklearn_base is not None and isinstance(model, sklearn_base.BaseEstimator):
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            return False
+        except Exception:  # an estimator check_is_fitted cannot judge: let the checks do it
+            return True
+        return True
+    if not callable(getattr(model, "fit", None)):
+        return True  # not an estimator (a plain wrapper or function model): nothing to judge
+    return any(k.endswith("_") and not k.startswith("_") for k in dir(model))
+
+
+def feature_names(model) -> list[str] | None:
+    """The columns the model was fitted on, when it says (``feature_names_in_``)."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return None
+    try:
+        return [str(n) for n in names]
+    except TypeError:
+        return None
 
 
 def _parquet(frame) -> bytes:

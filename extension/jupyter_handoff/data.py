@@ -10,6 +10,34 @@ from .errors import HandoffUsageError
 from .fingerprint import as_frame, fingerprint, schema
 
 
+def input_kind(X) -> str:
+    """What the model is fed: ``text`` (1-D strings: a text pipeline), ``array`` (a 2-D array
+    without column names) or ``table`` (a DataFrame). The worker hands the model the same kind."""
+    if isinstance(X, pd.DataFrame):
+        return "table"
+    if isinstance(X, pd.Series):
+        values = X.to_numpy()
+    elif isinstance(X, (list, tuple)) and X and all(isinstance(v, str) for v in X[:1000]):
+        return "text"
+    else:
+        try:
+            values = np.asarray(X)
+        except (ValueError, TypeError):
+            return "table"  # ragged or odd: _frame says what is wrong with it
+    if values.ndim == 1:
+        return "text" if _strings(values) else "table"
+    return "array" if values.ndim == 2 else "table"
+
+
+def _strings(values: np.ndarray) -> bool:
+    if values.dtype.kind in "US":
+        return True
+    if values.dtype.kind != "O" and not isinstance(values.dtype, pd.StringDtype):
+        return False
+    head = [v for v in values[:1000] if v is not None and not pd.isna(v)]
+    return bool(head) and all(isinstance(v, str) for v in head)
+
+
 def _frame(obj, name: str) -> pd.DataFrame:
     try:
         frame = as_frame(obj, name)
@@ -51,29 +79,47 @@ def _target(y, n: int, name: str = "y") -> pd.DataFrame:
     return pd.DataFrame({label: arr})
 
 
-def _sensitive(sensitive, X: pd.DataFrame, X_original) -> pd.DataFrame:
-    if isinstance(sensitive, str):
+def _sensitive(sensitive, X: pd.DataFrame) -> pd.DataFrame:
+    """Sensitive features as a frame aligned with X. ``sensitive`` is a column name of X, a
+    Series or array (or a DataFrame), or a list mixing column names and Series/arrays."""
+    if isinstance(sensitive, str) or not isinstance(sensitive, (list, tuple)):
         sensitive = [sensitive]
-    if isinstance(sensitive, (list, tuple)) and all(isinstance(s, str) for s in sensitive):
-        missing = [s for s in sensitive if s not in X.columns]
-        if missing:
-            raise HandoffUsageError(
-                f"Sensitive column(s) {missing} are not columns of X.",
-                f"X has: {', '.join(list(X.columns)[:20])}.",
-            )
-        return X[list(sensitive)].copy()
-    frame = _frame(sensitive, "sensitive")
-    if len(frame) != len(X):
-        raise HandoffUsageError(
-            f"X has {len(X)} rows but the sensitive data has {len(frame)}.",
-            "Pass sensitive features aligned with X.",
+    elif sensitive and all(np.ndim(s) == 0 and not isinstance(s, str) for s in sensitive):
+        sensitive = [np.asarray(sensitive)]  # one array given as a plain list
+    parts = []
+    for i, item in enumerate(sensitive):
+        if isinstance(item, str):
+            if item not in X.columns:
+                raise HandoffUsageError(
+                    f"Sensitive column {item!r} is not a column of X, nor a variable.",
+                    f"X has: {', '.join(list(X.columns)[:20])}. Or pass a Series aligned with X.",
+                )
+            parts.append(X[[item]])
+            continue
+        label = getattr(item, "name", None) if isinstance(item, pd.Series) else None
+        frame = _frame(
+            item, str(label or ("sensitive" if len(sensitive) == 1 else f"sensitive{i}"))
         )
-    return frame
+        if len(frame) != len(X):
+            raise HandoffUsageError(
+                f"X has {len(X)} rows but the sensitive data has {len(frame)}.",
+                "Pass sensitive features aligned with X (same rows, same order).",
+            )
+        parts.append(frame)
+    out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    if out.columns.duplicated().any():
+        raise HandoffUsageError(
+            f"Two sensitive features are named {out.columns[out.columns.duplicated()][0]!r}.",
+            "Give each Series its own name.",
+        )
+    return out
 
 
-def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int):
+def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, features=None):
     """Return (members, data fingerprints, signature). Fingerprints cover all the data given;
-    the stored sample is bounded by ``max_rows``."""
+    the stored sample is bounded by ``max_rows``. ``features`` are the columns the model was
+    fitted on, when known: a sensitive column of X outside them is kept out of the stored X
+    (the model never saw it) but still groups the fairness check."""
     members: dict[str, bytes] = {}
     fps: dict[str, dict] = {}
     signature: dict = {}
@@ -83,21 +129,37 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int):
         if sensitive is not None:
             raise HandoffUsageError("--sensitive needs --data X y.")
         return members, fps, signature
-    Xf = _frame(X, "X")
+    kind = input_kind(X)
+    Xf = _frame(X, "text" if kind == "text" and getattr(X, "name", None) is None else "X")
     if len(Xf) == 0:
         raise HandoffUsageError("X is empty.", "Push at least one row of evaluation data.")
-    signature = {"columns": schema(Xf)}
-    parts = {"X": Xf}
+    if kind == "text":
+        Xf = Xf.astype({Xf.columns[0]: object})
+    parts, unused = {"X": Xf}, []
     if y is not None:
         parts["y"] = _target(y, len(Xf))
     if sensitive is not None:
-        parts["sensitive"] = _sensitive(sensitive, Xf, X)
+        parts["sensitive"] = _sensitive(sensitive, Xf)
+        if features is not None and kind == "table":
+            unused = [c for c in parts["sensitive"].columns if c in Xf and c not in features]
+            Xf = parts["X"] = Xf.drop(columns=unused)
+    signature = {"columns": schema(Xf)}
+    if kind != "table":
+        signature["input"] = kind
     keep = _sample(Xf, max_rows).index
     for role, frame in parts.items():
         fps[role] = fingerprint(frame)
         members[f"data/{role}.parquet"] = _parquet(frame.loc[keep].reset_index(drop=True))
     if reference is not None:
         ref = _frame(reference, "reference")
+        if kind == "text":
+            if input_kind(reference) != "text":
+                raise HandoffUsageError(
+                    "X is text but the reference data is not.",
+                    "Pass reference texts the same way as X, e.g. a list or Series of strings.",
+                )
+            ref.columns = list(Xf.columns)
+        ref = ref.drop(columns=[c for c in unused if c in ref.columns])
         fps["reference_X"] = fingerprint(ref)
         members["data/reference_X.parquet"] = _parquet(
             _sample(ref, reference_rows).reset_index(drop=True)

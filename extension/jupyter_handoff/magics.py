@@ -18,7 +18,12 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     push.add_argument("model", help="variable holding the fitted model")
     push.add_argument("--name", required=True, help="model name, e.g. churn")
     push.add_argument("--data", nargs=2, metavar=("X", "y"), help="evaluation features and target")
-    push.add_argument("--sensitive", nargs="+", metavar="COL", help="sensitive columns of X")
+    push.add_argument(
+        "--sensitive",
+        nargs="+",
+        metavar="COL|VAR",
+        help="sensitive features: columns of X, or variables (Series/arrays aligned with X)",
+    )
     push.add_argument("--reference", metavar="X_REF", help="reference (training) features")
     push.add_argument("--message", "-m", default="", help="what changed in this version")
     push.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag; repeat")
@@ -150,7 +155,7 @@ class MlopsMagics(Magics):
             args.name,
             X=X,
             y=y,
-            sensitive=args.sensitive,
+            sensitive=self._sensitive(args.sensitive, X),
             reference=reference,
             message=args.message,
             tags=tags,
@@ -158,6 +163,27 @@ class MlopsMagics(Magics):
             gate=gate,
         )
         return version
+
+    def _sensitive(self, words, X):
+        """Each word names a column of X or, failing that, a variable holding the values."""
+        if not words:
+            return None
+        columns = set(map(str, getattr(X, "columns", ())))
+        out = []
+        for word in words:
+            if word in columns or word not in self.shell.user_ns:
+                out.append(word)  # a column, or a name the data checks will report as missing
+                continue
+            import numpy as np
+            import pandas as pd
+
+            value = self.shell.user_ns[word]
+            if isinstance(value, pd.Series) and value.name is None:
+                value = value.rename(word)
+            elif not isinstance(value, (pd.Series, pd.DataFrame)) and np.ndim(value) == 1:
+                value = pd.Series(np.asarray(value), name=word)
+            out.append(value)
+        return out
 
     def _versions(self, args):
         import pandas as pd

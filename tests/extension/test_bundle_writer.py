@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from handoff_agent import bundle
 from jupyter_handoff import bundle_writer as bw
@@ -74,3 +78,70 @@ def test_non_models_refused(bad):
 
     with pytest.raises(HandoffUsageError, match="not a model"):
         bw.check_model(bad)
+
+
+def test_unfitted_models_refused():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from jupyter_handoff.errors import HandoffUsageError
+
+    for unfitted in (
+        RandomForestClassifier(),
+        make_pipeline(StandardScaler(), LogisticRegression()),
+    ):
+        with pytest.raises(HandoffUsageError, match="is not fitted"):
+            bw.check_model(unfitted)
+
+    class DuckModel:  # not sklearn: fit() sets attributes ending in "_"
+        def fit(self, X, y):
+            self.coef_ = 1
+            return self
+
+        def predict(self, X):
+            return X
+
+    with pytest.raises(HandoffUsageError, match="is not fitted"):
+        bw.check_model(DuckModel())
+    bw.check_model(DuckModel().fit(None, None))
+
+
+@pytest.mark.parametrize(
+    ("X", "kind", "columns"),
+    [
+        (["good film", "bad film", None], "text", ["text"]),
+        (pd.Series(["a b", "c"], name="review"), "text", ["review"]),
+        (np.array(["a b", "c"]), "text", ["text"]),
+        (np.arange(6.0).reshape(3, 2), "array", ["x0", "x1"]),
+        (pd.DataFrame({"a": [1, 2]}), None, ["a"]),
+    ],
+)
+def test_input_kind_in_the_signature(tmp_path, X, kind, columns):
+    members, _, sig = prepare(X, None, None, X, 100, 100)
+    assert sig.get("input") == kind
+    assert [c["name"] for c in sig["columns"]] == columns
+    stored = pd.read_parquet(io.BytesIO(members["data/X.parquet"]))
+    assert list(stored.columns) == columns and len(stored) == len(X)
+    ref = pd.read_parquet(io.BytesIO(members["data/reference_X.parquet"]))
+    assert list(ref.columns) == columns
+
+
+def test_sensitive_outside_the_model_features_is_kept_out_of_X(data):
+    X, y = data
+    g = np.asarray(X["gender"])
+    members, fps, sig = prepare(
+        X, y, ["gender"], X, 100, 100, features=["f0", "f1", "f2", "f3", "f4"]
+    )
+    assert "gender" not in [c["name"] for c in sig["columns"]]
+    assert "gender" not in pd.read_parquet(io.BytesIO(members["data/reference_X.parquet"])).columns
+    assert fps["sensitive"]["schema"] == [{"name": "gender", "dtype": "int64"}]
+    _, fps, _ = prepare(X, y, [pd.Series(g, name="sex")], None, 100, 100)
+    assert fps["sensitive"]["schema"][0]["name"] == "sex"
+
+
+def test_text_x_needs_text_reference():
+    from jupyter_handoff.errors import HandoffUsageError
+
+    with pytest.raises(HandoffUsageError, match="X is text but the reference data is not"):
+        prepare(["a b", "c"], None, None, pd.DataFrame({"a": [1], "b": [2]}), 100, 100)

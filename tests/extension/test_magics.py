@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
+from sklearn.linear_model import LogisticRegression
 
 
 def run(shell, line: str):
@@ -67,12 +68,14 @@ def test_agent_status(shell, connected, capsys):
         ("%mlops push clf --name churn --data X short_y", "X has 600 rows but y has 10"),
         ("%mlops push clf --name churn --data X nan_y", "missing values"),
         ("%mlops push clf --name churn --data X y2d", "one column"),
-        ("%mlops push clf --name churn --data X y --sensitive religion", "not columns of X"),
+        ("%mlops push clf --name churn --data X y --sensitive religion", "not a column of X"),
         ("%mlops push clf --name churn --tag oops", "is not K=V"),
         ("%mlops push clf --name churn --sensitive gender", "--sensitive needs --data"),
         ("%mlops push lam --name churn", "cannot be pickled"),
         ("%mlops show churn:latest", "must be a number"),
         ("%mlops push clf --name churn --format zip", "invalid choice"),
+        ("%mlops push unfitted --name churn --data X y", "is not fitted"),
+        ("%mlops push clf --name churn --data X y --sensitive short_y", "sensitive data has 10"),
     ],
 )
 def test_usage_errors(shell, ns, connected, line, says):
@@ -81,6 +84,7 @@ def test_usage_errors(shell, ns, connected, line, says):
         nan_y=np.where(np.arange(600) == 3, np.nan, 0.0),
         y2d=np.zeros((600, 2)),
         lam=_Holder(),
+        unfitted=LogisticRegression(),
     )
     with pytest.raises(UsageError, match=_escape(says)):
         run(shell, line)
@@ -153,3 +157,72 @@ def test_first_push_starts_a_detached_agent(shell, ns, settings, tmp_path, monke
         assert info["home"] == str(tmp_path / "data" / "handoff")
     finally:
         os.kill(info["pid"], signal.SIGTERM)
+
+
+def test_sensitive_variable_not_a_model_feature(shell, ns, data, connected):
+    # Given a model trained without gender; gender as a column of X, and as a variable
+    X, y = data
+    features = X.drop(columns="gender")
+    ns.update(no_gender=LogisticRegression(max_iter=500).fit(features, y), X_ng=features)
+    ns["g"] = X["gender"].to_numpy()
+    # When pushed with --sensitive naming the column, then the variable
+    v1 = run(shell, "%mlops push no_gender --name fair --data X y --sensitive gender")
+    v2 = run(shell, "%mlops push no_gender --name fair2 --data X_ng y --sensitive g")
+    for v, label in ((v1, "gender"), (v2, "g")):
+        # Then the model's input leaves gender out, and the fairness check groups by it
+        v.wait(timeout=120)
+        columns = [c["name"] for c in v.manifest["signature"]["columns"]]
+        assert columns == ["f0", "f1", "f2", "f3", "f4"]
+        assert v.manifest["data"]["sensitive"]["schema"][0]["name"] == label
+        checks = {c["name"]: c for c in v.checks}
+        assert checks["smoke"]["status"] == "pass"
+        groups = checks["fairness"]["result"]["tables"]["groups"]
+        assert {r["sensitive"] for r in groups} == {label}
+        assert {r["group"] for r in groups} == {"0", "1"}
+
+
+def test_text_push_records_the_input_kind(shell, ns, connected):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["good film", "bad film", "great plot", "awful plot"] * 10
+    labels = [1, 0, 1, 0] * 10
+    ns.update(texts=texts, labels=labels)
+    ns["text_clf"] = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, labels)
+    v = run(shell, "%mlops push text_clf --name reviews --data texts labels")
+    body = connected.request("GET", "/api/v1/models/reviews/versions/1")[1]
+    assert body["manifest"]["signature"] == {
+        "columns": [{"name": "text", "dtype": "object"}],
+        "input": "text",
+    }
+    assert v.number == 1
+
+
+def test_python_api_get_forward_lineage(shell, ns, connected):
+    import jupyter_handoff
+
+    run(shell, "%mlops push clf --name churn --data X y")
+    run(shell, "%mlops push clf --name churn --data X y -m again")
+    assert jupyter_handoff.get("churn:1").number == 1
+    assert jupyter_handoff.get("churn", 2).number == 2
+    assert jupyter_handoff.get("churn", np.int64(1)).number == 1
+    assert jupyter_handoff.get("churn").number == 2
+    assert "forward" in jupyter_handoff.__all__ and "lineage" in jupyter_handoff.__all__
+    assert jupyter_handoff.forward.__doc__ and jupyter_handoff.lineage.__doc__
+    assert jupyter_handoff.lineage("churn:1")["version"] == 1
+    with pytest.raises(UsageError, match="must be a number"):
+        jupyter_handoff.get("churn:x")
+    with pytest.raises(UsageError, match="whole number"):
+        jupyter_handoff.get("churn", 1.5)
+    with pytest.raises(UsageError, match="has no option 'data'"):
+        jupyter_handoff.push(ns["clf"], "churn", data=(ns["X"], ns["y"]))
+
+
+def test_agent_hints_name_magics_not_routes(shell, ns, connected):
+    with pytest.raises(UsageError) as e:
+        run(shell, "%mlops show nope")
+    assert "/api/" not in str(e.value) and "%mlops versions" in str(e.value)
+    run(shell, "%mlops push clf --name churn")
+    with pytest.raises(UsageError) as e:
+        run(shell, "%mlops show churn:7")
+    assert "/api/" not in str(e.value) and "%mlops versions churn" in str(e.value)

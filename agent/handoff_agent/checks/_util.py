@@ -118,6 +118,23 @@ def subsample(X, y=None, rows: int = 1000, seed: int = 0, extra=None):
     return tuple(None if d is None else d.iloc[idx] for d in (X, y, extra))
 
 
+def columns(X) -> list[str]:
+    """The feature names of ``X``: a DataFrame's columns, a text Series' one name."""
+    if getattr(X, "ndim", 2) == 1:
+        return [str(getattr(X, "name", None) or "text")]
+    return [str(c) for c in X.columns]
+
+
+def rows_mismatch(out, n: int, what: str = "predict") -> str | None:
+    """A message when ``out`` does not hold one prediction per row of ``n``, else ``None``."""
+    shape = np.shape(out)
+    if not shape:
+        return f"{what} returned a scalar for {n} rows; expected {n} predictions."
+    if shape[0] != n:
+        return f"{what} returned {shape[0]} predictions for {n} rows; expected one per row."
+    return None
+
+
 def png(fig) -> str:
     """A matplotlib figure as a base64 PNG; closes the figure."""
     import matplotlib.pyplot as plt

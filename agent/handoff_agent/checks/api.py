@@ -20,7 +20,7 @@ class CheckContext:
 
     model: Any
     manifest: dict
-    X: Any = None  # pandas.DataFrame: the evaluation features
+    X: Any = None  # pandas.DataFrame; a Series of strings when ``input_kind`` is "text"
     y: Any = None  # pandas.Series: the evaluation target
     sensitive: Any = None  # pandas.DataFrame: sensitive columns, row-aligned with X
     reference_X: Any = None  # pandas.DataFrame: reference or training sample
@@ -30,6 +30,22 @@ class CheckContext:
     previous_manifest: dict | None = None  # the version pushed just before this one
     config: dict = field(default_factory=dict)  # this check's settings, defaults merged
     task: str | None = None  # "classification" | "regression" | None when unknown
+
+    @property
+    def input_kind(self) -> str:
+        """How the model takes its input: "table" (a DataFrame), "array" (a 2-D numpy array,
+        no column names) or "text" (1-D strings, e.g. a Tfidf pipeline)."""
+        return ((self.manifest or {}).get("signature") or {}).get("input") or "table"
+
+    def as_input(self, X):
+        """Rows of ``X`` (or ``reference_X``) in the form the model was fitted on: what to pass
+        to ``predict``. Checks slice pandas (``X.iloc[...]``), then call this."""
+        kind = self.input_kind
+        if kind == "array" and hasattr(X, "to_numpy"):
+            return X.to_numpy()
+        if kind == "text" and getattr(X, "ndim", 1) == 2:
+            return X.iloc[:, 0]
+        return X
 
 
 @dataclass

@@ -3,9 +3,13 @@
 Per feature: the population stability index (PSI; numeric features binned at the reference's
 quantiles, categorical ones by category), the two-sample Kolmogorov-Smirnov statistic for
 numeric features, missing-value rates, and categories never seen in the reference.
+Text input is judged on each text's length in characters and in words, and its vocabulary
+is compared with the reference's (the share of words never seen there).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -61,6 +65,44 @@ def categorical(ref: pd.Series, cur: pd.Series, max_listed: int) -> dict:
     }
 
 
+def text_features(texts: pd.Series) -> pd.DataFrame:
+    """Numbers that describe each text, so the numeric drift tests apply to text input."""
+    name = str(texts.name or "text")
+    s = texts.astype(object).where(texts.notna(), None)
+    return pd.DataFrame(
+        {
+            f"{name}.chars": s.str.len(),
+            f"{name}.words": s.str.split().str.len(),
+        }
+    ).astype("float64")
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _words(texts: pd.Series) -> list[str]:
+    return [w for t in texts.dropna().astype(str) for w in _WORD.findall(t.lower())]
+
+
+def vocabulary(ref: pd.Series, cur: pd.Series) -> dict:
+    """The share of the evaluation's words absent from the reference's vocabulary, against
+    the same share between two halves of the reference (what new words alone bring)."""
+    known = set(_words(ref))
+    words = _words(cur)
+    oov = sum(w not in known for w in words) / max(len(words), 1)
+    half = len(ref) // 2
+    first, second = set(_words(ref.iloc[:half])), _words(ref.iloc[half:])
+    base = sum(w not in first for w in second) / max(len(second), 1)
+    return {
+        "feature": f"{ref.name or 'text'}.vocabulary",
+        "kind": "vocabulary",
+        "psi": None,
+        "oov_rate": float(oov),
+        "oov_rate_ref": float(base),
+        "vocabulary_ref": len(known),
+    }
+
+
 def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
@@ -77,6 +119,7 @@ class DriftCheck:
         "max_missing_increase": 0.05,  # warn when a feature's missing rate rises by more
         "max_unseen_fraction": 0.01,  # warn when more rows than this hold unseen categories
         "max_listed": 10,
+        "max_oov_increase": 0.1,  # text: warn when the unseen-word rate rises by more
         "plots": True,
     }
 
@@ -87,6 +130,20 @@ class DriftCheck:
         cfg = settings(self, ctx, kwargs)
         X, ref = ctx.X, ctx.reference_X
         rows, notes = [], []  # notes: (status, text)
+        if ctx.input_kind == "text":
+            words = vocabulary(ref, X)
+            rise = words["oov_rate"] - words["oov_rate_ref"]
+            words["status"] = "warn" if rise > cfg["max_oov_increase"] else "pass"
+            if words["status"] == "warn":
+                notes.append(
+                    (
+                        "warn",
+                        f"{words['oov_rate']:.1%} of the words were never seen in the "
+                        f"reference (against {words['oov_rate_ref']:.1%} within it)",
+                    )
+                )
+            rows.append(words)
+            X, ref = text_features(X), text_features(ref)
         gone = [str(c) for c in ref.columns if c not in X.columns]
         if gone:
             notes.append(("warn", f"column(s) missing from the evaluation data: {gone[:5]}"))
@@ -107,7 +164,7 @@ class DriftCheck:
         rows.sort(key=lambda r: -(r.get("psi") or 0))
         scored = [r for r in rows if r.get("psi") is not None]
         metrics = {
-            "features": len(X.columns),
+            "features": len(X.columns) if ctx.input_kind != "text" else 1,
             "drifted": sum(r["status"] != "pass" for r in rows),
             "max_psi": max((r["psi"] for r in scored), default=None),
             "max_psi_feature": scored[0]["feature"] if scored else None,

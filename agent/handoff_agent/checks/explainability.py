@@ -11,19 +11,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._util import call, detect_task, figure, missing, png, result, settings, subsample
+from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
 from .api import CheckContext, CheckResult
 
 
-def _importance(model, X, y, task, cfg) -> list[dict]:
+def _importance(model, X, y, task, cfg, kind="table") -> list[dict]:
     from sklearn.inspection import permutation_importance
 
     scoring = None  # the model's own score(): accuracy or R² for sklearn estimators
     if not callable(getattr(model, "score", None)):
         scoring = "accuracy" if task == "classification" else "r2"
+    if kind == "text":
+        return [_text_importance(model, X, y, scoring, cfg)]
     r = permutation_importance(
         model,
-        X,
+        X.to_numpy() if kind == "array" else X,
         y,
         scoring=scoring,
         n_repeats=cfg["n_repeats"],
@@ -36,15 +38,35 @@ def _importance(model, X, y, task, cfg) -> list[dict]:
     return sorted(rows, key=lambda row: -row["importance"])
 
 
-def _dependence(model, X, feature, cfg):
+def _text_importance(model, X, y, scoring, cfg) -> dict:
+    """Text is one feature: the drop in score when the texts are shuffled across rows."""
+    from sklearn.metrics import get_scorer
+
+    score = model.score if scoring is None else lambda A, b: get_scorer(scoring)(model, A, b)
+    base = score(X, y)
+    rng = np.random.default_rng(cfg["random_state"])
+    values = X.to_numpy()
+    drops = [
+        base - score(pd.Series(values[rng.permutation(len(values))], name=X.name), y)
+        for _ in range(cfg["n_repeats"])
+    ]
+    return {
+        "feature": columns(X)[0],
+        "importance": float(np.mean(drops)),
+        "std": float(np.std(drops)),
+    }
+
+
+def _dependence(model, X, feature, cfg, kind="table"):
     from sklearn.inspection import partial_dependence
 
     categorical = not pd.api.types.is_numeric_dtype(X[feature]) or X[feature].nunique() <= 2
+    key = list(X.columns).index(feature) if kind == "array" else feature
     pd_result = partial_dependence(
         model,
-        X,
-        [feature],
-        categorical_features=[feature] if categorical else None,
+        X.to_numpy() if kind == "array" else X,
+        [key],
+        categorical_features=[key] if categorical else None,
         grid_resolution=cfg["grid_resolution"],
         kind="average",
     )
@@ -87,7 +109,10 @@ class ExplainabilityCheck:
         cfg = settings(self, ctx, kwargs)
         task = detect_task(ctx)
         X, y, _ = subsample(ctx.X, ctx.y, cfg["max_rows"], cfg["random_state"])
-        rows, err = call(_importance, ctx.model, X, y, task, cfg, what="permutation importance")
+        kind = ctx.input_kind
+        rows, err = call(
+            _importance, ctx.model, X, y, task, cfg, kind, what="permutation importance"
+        )
         if err:
             return result("warn", f"Could not explain the model: {err}")
         metrics = {
@@ -97,13 +122,15 @@ class ExplainabilityCheck:
             "top_features": [r["feature"] for r in rows[: cfg["top_features"]]],
         }
         plots, notes = {}, []
-        if cfg["plots"] and cfg["top_features"] > 0:
+        if kind == "text":
+            notes.append("No partial dependence: the input is text, not separate features.")
+        elif cfg["plots"] and cfg["top_features"] > 0:
             small, _, _ = subsample(X, None, cfg["pdp_rows"], cfg["random_state"])
             classes = getattr(ctx.model, "classes_", None)
             for r in rows[: cfg["top_features"]]:
                 feature = next(c for c in X.columns if str(c) == r["feature"])
                 got, perr = call(
-                    _dependence, ctx.model, small, feature, cfg, what="partial dependence"
+                    _dependence, ctx.model, small, feature, cfg, kind, what="partial dependence"
                 )
                 if perr:
                     notes.append(f"No partial dependence for {feature!s}: {perr}")

@@ -11,7 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._util import call, detect_task, figure, fmt, missing, png, result, settings, worst
+from ._util import (
+    call,
+    detect_task,
+    figure,
+    fmt,
+    missing,
+    png,
+    result,
+    rows_mismatch,
+    settings,
+    worst,
+)
 from .api import CheckContext, CheckResult
 
 
@@ -88,9 +99,12 @@ class FairnessCheck:
             return skip
         cfg = settings(self, ctx, kwargs)
         task = detect_task(ctx)
-        pred, err = call(ctx.model.predict, ctx.X)
+        pred, err = call(ctx.model.predict, ctx.as_input(ctx.X))
         if err:
             return result("fail", err)
+        wrong = rows_mismatch(pred, len(ctx.X))
+        if wrong:
+            return result("fail", wrong)
         y, pred = np.asarray(ctx.y), np.asarray(pred).reshape(len(ctx.y))
         binary = False
         if task != "regression":

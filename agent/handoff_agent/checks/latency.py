@@ -12,7 +12,7 @@ import tracemalloc
 
 import numpy as np
 
-from ._util import call, fmt, missing, result, settings, worst
+from ._util import call, fmt, missing, result, rows_mismatch, settings, worst
 from .api import CheckContext, CheckResult
 
 
@@ -36,25 +36,30 @@ def serialized_size(model) -> int | None:
     return counter.size
 
 
-def measure(model, X, cfg: dict) -> tuple[dict, str | None]:
-    """The latency figures of ``model`` on rows of ``X``, or an error message."""
-    figures, err = call(_measure, model, X, cfg)
+def measure(model, X, cfg: dict, feed=None) -> tuple[dict, str | None]:
+    """The latency figures of ``model`` on rows of ``X``, or an error message. ``feed`` turns
+    rows of X into what the model takes (``CheckContext.as_input``)."""
+    feed = feed or (lambda rows: rows)
+    batch = X.iloc[: cfg["batch_rows"]]
+    out, err = call(model.predict, feed(batch))  # also warms caches and lazy imports
+    if err is None:
+        err = rows_mismatch(out, len(batch))
+    if err is None:
+        figures, err = call(_measure, model, X, cfg, feed)
     return (figures, None) if err is None else ({}, err)
 
 
-def _measure(model, X, cfg: dict) -> dict:
-    one = X.iloc[:1]
-    model.predict(one)  # warm up caches and lazy imports
+def _measure(model, X, cfg: dict, feed) -> dict:
     times = []
     deadline = time.perf_counter() + cfg["max_seconds"] / 2
     for i in range(cfg["single_row_repeats"]):
-        row = X.iloc[i % len(X) : i % len(X) + 1]
+        row = feed(X.iloc[i % len(X) : i % len(X) + 1])
         t0 = time.perf_counter()
         model.predict(row)
         times.append(time.perf_counter() - t0)
         if len(times) >= 5 and time.perf_counter() > deadline:
             break
-    batch = X.iloc[: cfg["batch_rows"]]
+    batch = feed(X.iloc[: cfg["batch_rows"]])
     tracemalloc.start()
     try:
         t0 = time.perf_counter()
@@ -76,7 +81,7 @@ def _measure(model, X, cfg: dict) -> dict:
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "single_row_calls": len(times),
-        "batch_rows": len(batch),
+        "batch_rows": min(len(X), cfg["batch_rows"]),
         "throughput_rows_per_s": len(batch) / best if best > 0 else None,
         "peak_memory_mb": peak / 2**20,
         "serialized_mb": (serialized_size(model) or 0) / 2**20,
@@ -102,7 +107,7 @@ class LatencyCheck:
         if skip:
             return skip
         cfg = settings(self, ctx, kwargs)
-        mine, err = measure(ctx.model, ctx.X, cfg)
+        mine, err = measure(ctx.model, ctx.X, cfg, ctx.as_input)
         if err:
             return result("fail", err)
         metrics, statuses, notes = dict(mine), ["pass"], []
@@ -111,7 +116,7 @@ class LatencyCheck:
             statuses.append("fail")
             notes.append(f"Single-row p99 is {mine['p99_ms']:.1f} ms, over {cfg['max_p99_ms']} ms.")
         if ctx.champion is not None:
-            theirs, cerr = measure(ctx.champion, ctx.X, cfg)
+            theirs, cerr = measure(ctx.champion, ctx.X, cfg, ctx.as_input)
             if cerr:
                 statuses.append("warn")
                 notes.append(f"Could not time the champion: {cerr}.")

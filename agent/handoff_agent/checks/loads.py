@@ -40,7 +40,7 @@ class LoadsCheck:
         rows = {**self.defaults, **(ctx.config or {}), **kwargs}["sample_rows"]
         sample = ctx.X.iloc[:rows]
         try:
-            out = model.predict(sample)
+            out = model.predict(ctx.as_input(sample))
         except Exception as e:
             return CheckResult(
                 "fail",
@@ -51,6 +51,10 @@ class LoadsCheck:
 
         n = np.shape(out)[0] if np.ndim(out) else None
         if n != len(sample):
-            got = "a scalar" if n is None else f"{n} rows"
-            return CheckResult("fail", f"predict returned {got} for {len(sample)} inputs.", metrics)
+            got = "a scalar" if n is None else f"{n} predictions"
+            return CheckResult(
+                "fail",
+                f"predict returned {got} for {len(sample)} rows; expected one per row.",
+                metrics,
+            )
         return CheckResult("pass", "Loads and predicts in a clean process.", metrics)

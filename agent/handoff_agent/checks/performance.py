@@ -10,7 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from . import _metrics
-from ._util import call, detect_task, figure, fmt, missing, png, result, settings, worst
+from ._util import (
+    call,
+    detect_task,
+    figure,
+    fmt,
+    missing,
+    png,
+    result,
+    rows_mismatch,
+    settings,
+    worst,
+)
 from .api import CheckContext, CheckResult
 
 CHUNK_CELLS = 2_000_000  # bootstrap weights held at once, to bound memory on large samples
@@ -20,6 +31,9 @@ def _outputs(model, X, task):
     pred, err = call(model.predict, X)
     if err:
         return None, err
+    wrong = rows_mismatch(pred, len(X))
+    if wrong:
+        return None, wrong
     proba = classes = None
     if task == "classification" and callable(getattr(model, "predict_proba", None)):
         proba, perr = call(model.predict_proba, X, what="predict_proba")
@@ -84,7 +98,7 @@ class PerformanceCheck:
         if task is None:
             return result("skip", "Skipped: cannot tell whether this is classification.")
         y = np.asarray(ctx.y)
-        out, err = _outputs(ctx.model, ctx.X, task)
+        out, err = _outputs(ctx.model, ctx.as_input(ctx.X), task)
         if err:
             return result("fail", err, {"task": task})
         point = _metrics.point_estimates(task, y, *out)
@@ -96,7 +110,7 @@ class PerformanceCheck:
         status, notes = "pass", []
         champ_out = None
         if ctx.champion is not None:
-            champ_out, cerr = _outputs(ctx.champion, ctx.X, task)
+            champ_out, cerr = _outputs(ctx.champion, ctx.as_input(ctx.X), task)
             if cerr:
                 status = "warn"
                 notes.append(f"Could not score the champion: {cerr}.")

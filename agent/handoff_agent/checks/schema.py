@@ -6,7 +6,7 @@ column (callers must now send it) and a new column order warn by default.
 
 from __future__ import annotations
 
-from ._util import result, settings, worst
+from ._util import columns, result, settings, worst
 from .api import CheckContext, CheckResult
 
 # Retyping along these arrows keeps every value representable, so it only warns when allowed.
@@ -81,7 +81,7 @@ class SchemaCheck:
             return result("skip", "Skipped: this version has no input signature.")
         metrics = {"columns": len(after)}
         if ctx.X is not None:
-            pushed = [str(c) for c in ctx.X.columns]
+            pushed = columns(ctx.X)
             if pushed != [c["name"] for c in after]:
                 return result(
                     "fail",
@@ -93,6 +93,17 @@ class SchemaCheck:
         if before is None:
             return result("pass", "First version with a signature: nothing to compare.", metrics)
         metrics["previous_columns"] = len(before)
+        kinds = [
+            (m.get("signature") or {}).get("input") or "table"
+            for m in (ctx.previous_manifest, ctx.manifest)
+        ]
+        if kinds[0] != kinds[1]:
+            return result(
+                "fail",
+                f"Breaking change to the input: the previous version took {kinds[0]} input, "
+                f"this one takes {kinds[1]}. Every caller must change how it sends rows.",
+                metrics,
+            )
         changes = compare(before, after, cfg)
         for kind in ("removed", "renamed", "retyped", "added", "reordered"):
             metrics[kind] = sum(c["change"] == kind for c in changes)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import call, detect_task, missing, result, settings
+from ._util import call, detect_task, missing, result, rows_mismatch, settings
 from .api import CheckContext, CheckResult
 
 
 def _problems(out, n: int, task: str | None, what: str) -> list[str]:
     out = np.asarray(out)
     found = []
-    if out.ndim == 0 or out.shape[0] != n:
-        got = "a scalar" if out.ndim == 0 else f"shape {out.shape}"
-        found.append(f"{what} returned {got} for {n} rows; expected {n} predictions.")
-        return found
+    wrong = rows_mismatch(out, n, what)
+    if wrong:
+        return [wrong]
     if what == "predict" and out.ndim > 1 and not (out.ndim == 2 and out.shape[1] == 1):
         found.append(f"{what} returned shape {out.shape}; expected ({n},) for one target.")
     if task == "regression" and out.dtype.kind not in "biuf":
@@ -47,7 +46,7 @@ class SmokeCheck:
         problems: list[str] = []
         metrics = {"rows": n, "task": task}
 
-        out, err = call(model.predict, sample)
+        out, err = call(model.predict, ctx.as_input(sample))
         if err:
             return result("fail", err, metrics)
         problems += _problems(out, n, task, "predict")
@@ -63,15 +62,15 @@ class SmokeCheck:
                     "Check that the model was trained on the same target encoding."
                 )
 
-        one, err = call(model.predict, ctx.X.iloc[:1], what="predict on a single row")
+        one, err = call(model.predict, ctx.as_input(ctx.X.iloc[:1]), what="predict on a single row")
         problems += [err] if err else _problems(one, 1, task, "predict on a single row")
 
         if callable(getattr(model, "predict_proba", None)) and task != "regression":
-            proba, err = call(model.predict_proba, sample, what="predict_proba")
+            proba, err = call(model.predict_proba, ctx.as_input(sample), what="predict_proba")
             problems += [err] if err else self._proba(proba, n, cfg, metrics)
 
         if cfg["check_determinism"] and not problems:
-            again, err = call(model.predict, sample, what="a second predict")
+            again, err = call(model.predict, ctx.as_input(sample), what="a second predict")
             if err:
                 problems.append(err)
             elif not np.array_equal(np.asarray(again), out, equal_nan=out.dtype.kind in "fc"):

@@ -1,0 +1,146 @@
+"""User mistakes as a real notebook shows them: one ``UsageError:`` line plus the hint, no frames.
+
+One kernel (nbclient, ``allow_errors``) runs every mistake; the assertions read the outputs as
+nbformat stores them, which is what JupyterLab renders.
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+SETUP = """
+import numpy as np, pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+X, y = make_classification(n_samples=200, n_features=4, random_state=0)
+X = pd.DataFrame(X, columns=list("abcd"))
+clf = LogisticRegression().fit(X, y)
+unfitted = LogisticRegression()
+y_short, y_nan = y[:50], np.where(np.arange(200) == 3, np.nan, y)
+not_a_model = {"weights": [1, 2]}
+"""
+
+# (cell, what the first line says, a piece of the hint)
+MISTAKES = {
+    # The Python API first, before %load_ext: importing it is enough.
+    "api_no_name": ("jupyter_handoff.push(clf)", "needs a name", "push(clf, 'churn'"),
+    "api_bad_option": (
+        "jupyter_handoff.push(clf, 'churn', data=(X, y))",
+        "has no option 'data'",
+        "It takes: model, name, X, y",
+    ),
+    "api_rows": (
+        "jupyter_handoff.push(clf, 'churn', X=X, y=y_short)",
+        "X has 200 rows but y has 50",
+        "same split",
+    ),
+    "api_missing_version": (
+        "jupyter_handoff.get('churn:99')",
+        "has no version 99",
+        "%mlops versions churn",
+    ),
+    "api_ragged_x": (
+        "jupyter_handoff.push(clf, 'churn', X=[[1, 2], [3]], y=[0, 1])",
+        "X cannot be used as a table",
+        "DataFrame or 2-D array",
+    ),
+    "api_gate_not_dict": (
+        "jupyter_handoff.push(clf, 'churn', X=X, y=y, gate='strict')",
+        "gate must be a dict",
+        "fairness.max_dp_diff",
+    ),
+    "load": ("%load_ext jupyter_handoff", None, None),
+    "rows": ("%mlops push clf --name churn --data X y_short", "X has 200 rows", "same split"),
+    "unknown_model": ("%mlops show nope", "No model named 'nope'", "%mlops versions"),
+    "bad_gate": (
+        "%mlops push clf --name churn --data X y --gate nope",
+        "is not CHECK.KEY=VALUE",
+        "--gate fairness.max_dp_diff=0.2",
+    ),
+    "compare_unknown": ("%mlops compare nope", "No model named 'nope'", "%mlops versions"),
+    "forward_nowhere": (
+        "%mlops forward churn:1 --to nowhere",
+        "No destination named 'nowhere'",
+        "forward_to",
+    ),
+    "unfitted": ("%mlops push unfitted --name churn --data X y", "is not fitted", ".fit(X, y)"),
+    "not_a_model": ("%mlops push not_a_model --name churn", "is not a model", "fitted estimator"),
+    "nan_y": ("%mlops push clf --name churn --data X y_nan", "missing values", "Drop those rows"),
+    "missing_var": ("%mlops push clf --name churn --data X_typo y", "No variable", "spelling"),
+    "agent_down": (
+        "import os; os.environ['JUPYTER_RUNTIME_DIR'] = EMPTY\n%mlops versions",
+        "No Handoff agent is running",
+        "%mlops agent start",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def notebook(shared_agent, tmp_path_factory):
+    empty = tmp_path_factory.mktemp("no-agent")
+    cells = [
+        f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(shared_agent.runtime_dir)!r}\n"
+        f"EMPTY, RUNTIME = {str(empty)!r}, os.environ['JUPYTER_RUNTIME_DIR']\n{SETUP}\n"
+        "import jupyter_handoff\n"
+        "print(jupyter_handoff.push(clf, 'churn', X=X, y=y).number)"
+    ]
+    index = {}
+    for key, (source, _, _) in MISTAKES.items():
+        index[key] = len(cells)
+        cells.append(source)
+    cells.append(
+        "os.environ['JUPYTER_RUNTIME_DIR'] = RUNTIME\n"
+        "from IPython.core.error import UsageError\n"
+        "try:\n    jupyter_handoff.get('churn:99')\n"
+        "except UsageError as e:\n    print('caught', type(e).__name__)"
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    return nb, index
+
+
+def _text(outputs) -> str:
+    parts = []
+    for out in outputs:
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif out["output_type"] == "error":
+            parts += [out["ename"], out["evalue"], *out["traceback"]]
+        else:
+            parts.append(str(out.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
+
+
+def test_setup_ran(notebook):
+    nb, _ = notebook
+    assert _text(nb.cells[0].outputs).strip() == "1"
+
+
+@pytest.mark.parametrize("key", [k for k, v in MISTAKES.items() if v[1]])
+def test_mistake_shows_one_line_and_a_hint(notebook, key):
+    nb, index = notebook
+    _, says, hint = MISTAKES[key]
+    outputs = nb.cells[index[key]].outputs
+    text = _text(outputs)
+    # No error output with frames: the cell shows IPython's short form on stderr (the kernel
+    # may flush it in more than one chunk; the notebook shows them as one block).
+    assert outputs and all(o["output_type"] == "stream" for o in outputs), text
+    assert {o["name"] for o in outputs} == {"stderr"}, text
+    first, *rest = text.strip().splitlines()
+    assert first.startswith("UsageError: ") and says in first, text
+    assert len(rest) <= 2 and hint in "\n".join(rest), text
+    for frame in ("Traceback", 'File "', "---->", "/api/", "\x1b["):
+        assert frame not in text, text
+
+
+def test_extension_loads_quietly(notebook):
+    nb, index = notebook
+    assert nb.cells[index["load"]].outputs == []
+
+
+def test_python_callers_still_catch_usage_error(notebook):
+    nb, _ = notebook
+    assert _text(nb.cells[-1].outputs).strip() == "caught AgentError"
