@@ -185,6 +185,17 @@ PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered.")},
+    "/api/v1/trust": {
+        "get": _op("The trust list: default, policy and admin-added types."),
+        "post": _op(
+            "Admin: trust exact type names; versions waiting in needs_trust go on.",
+            ok="201",
+            body=_json_body(
+                {"types": {"type": "array", "items": {"type": "string"}, "maxItems": 100}},
+                ["types"],
+            ),
+        ),
+    },
 }
 
 
