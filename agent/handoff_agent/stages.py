@@ -6,6 +6,8 @@ and ``rollback``. Every change and its audit row share one transaction.
 
 from __future__ import annotations
 
+import json
+
 from . import audit
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .policy import FLOW, TERMINAL, Policy
@@ -19,7 +21,7 @@ class StageManager:
     def _version(self, name: str, number: int) -> dict:
         row = next(
             self.db.query(
-                "select id, stage, pushed_by from versions where model = ? and number = ?",
+                "select id, stage, pushed_by, origin from versions where model = ? and number = ?",
                 [name, number],
             ),
             None,
@@ -74,7 +76,10 @@ class StageManager:
                     "A version can be signed off once it is validated.",
                     code="wrong_stage",
                 )
-            if who["user"] == v["pushed_by"]:
+            # The sender is who central authenticated; the analyst the envelope names is only a
+            # claim, but enough to keep anyone from approving what they say they pushed.
+            claimed = json.loads(v["origin"] or "{}").get("claimed_by")
+            if who["user"] in (v["pushed_by"], claimed):
                 raise Forbidden(
                     f"{who['user']} pushed {name}:{number} and cannot sign it off.",
                     "Ask another reviewer.",
