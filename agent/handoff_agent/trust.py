@@ -26,7 +26,7 @@ from .errors import BadRequest
 DEFAULT_TRUSTED: frozenset[str] = frozenset({
     # Plain data: Python and numpy containers and scalars, scipy sparse matrices.
     "builtins.bytearray", "builtins.bytes", "builtins.dict", "builtins.frozenset",
-    "builtins.list", "builtins.set", "builtins.str", "builtins.tuple",
+    "builtins.list", "builtins.set", "builtins.slice", "builtins.str", "builtins.tuple",
     "collections.OrderedDict", "collections.defaultdict",
     "numpy.ndarray", "numpy.dtype", "numpy.bool", "numpy.float32", "numpy.float64",
     "numpy.int32", "numpy.int64", "numpy.uint64",

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tarfile
 
 import pytest
 from agent_support import NO_CHECKS, assert_error
-from support import bundle_bytes, until
+from support import make_tar, manifest_for, until
 from test_pipeline_central import start_pair
 from test_pipeline_delivery import chain, count, deliver, envelope, free_port, outbox_states
 
 from handoff_agent import audit
-
-PICKLE_AS_IS = ["--CentralDestination.format=pickle"]  # test bundles are no real pickles
 
 
 def central_versions(central, name: str) -> int:
@@ -50,15 +49,24 @@ def rewrite_from(home, seq: int, actor: str) -> None:
 
 
 def pair(tmp_path):
-    """A pair whose central accepts pickles: these bundles hold bytes that nothing loads."""
+    """A local agent without checks and a central that takes the local verdict."""
     local, central = start_pair(
-        tmp_path, revalidate=False, local_args=[NO_CHECKS, *PICKLE_AS_IS], central_port=free_port()
+        tmp_path, revalidate=False, local_args=[NO_CHECKS], central_port=free_port()
     )
-    central.stop()
-    policy = tmp_path / "policy.toml"
-    policy.write_text(policy.read_text().replace("accept_pickle = false", "accept_pickle = true"))
-    central.start()  # on the same port
     return local, central
+
+
+def bundle_bytes(name: str) -> bytes:
+    """A skops bundle (central takes nothing else) of a tiny real model, on the trust list."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
+    members = {"model.skops": sio.dumps(model)}
+    manifest = {**manifest_for(name, members), "serialization": "skops"}
+    entries = [("manifest.json", json.dumps(manifest).encode(), tarfile.REGTYPE)]
+    return make_tar(entries + [(n, b, tarfile.REGTYPE) for n, b in members.items()])
 
 
 def push_delivered(local, name: str, n: int) -> None:

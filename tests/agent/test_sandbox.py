@@ -255,7 +255,6 @@ POLICY = f"""
 [intake]
 secrets = ["{CENTRAL_SECRET}"]
 trusted_types = ["handoff_agent.hostile.Snoops"]
-accept_pickle = false
 revalidate = true
 
 [sandbox]

@@ -22,7 +22,7 @@ from handoff_agent import trust
 
 POLICY = """
 [intake]
-secrets = ["first-secret"]
+secrets = ["first-secret-3kT9qLm2VxZp7RwY8nB4"]
 revalidate = true
 """
 
@@ -231,7 +231,7 @@ def pair(tmp_path_factory):
             "central",
             checks,
             f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret",
+            "--CentralDestination.secret=first-secret-3kT9qLm2VxZp7RwY8nB4",
             f"--CentralDestination.token={central.token}",
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",

@@ -28,7 +28,7 @@ def pair(tmp_path):
             LOADS_ONLY,
             "--HandoffAgent.owner_name=alice",
             f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret",
+            "--CentralDestination.secret=first-secret-3kT9qLm2VxZp7RwY8nB4",
             f"--CentralDestination.token={central.token}",
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",
@@ -156,7 +156,7 @@ def test_without_revalidation_a_trusted_version_takes_the_local_verdict(tmp_path
     import skops.io as sio
     from test_pipeline_delivery import deliver, envelope
 
-    policy = '[intake]\nsecrets = ["first-secret"]\nrevalidate = false\n'
+    policy = '[intake]\nsecrets = ["first-secret-3kT9qLm2VxZp7RwY8nB4"]\nrevalidate = false\n'
     central = start_central(tmp_path, policy=policy)
     try:
         model, _, _ = svc_and_data()
