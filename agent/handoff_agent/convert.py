@@ -48,19 +48,9 @@ def convert(src: str, out: str) -> dict:
 
 
 def main() -> int:
-    from .sandbox import confine, receive_job
-    from .worker import claim_stdout
+    from .sandbox import serve_one_job
 
-    job = receive_job()
-    protocol = claim_stdout()  # whatever the model prints goes to stderr
-    confine(job.get("limits"))
-    try:
-        result = convert(job["bundle"], job["out"])
-    except Exception as e:  # every failure becomes a message for the analyst
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    protocol.write(json.dumps(result) + "\n")
-    protocol.flush()
-    return 0
+    return serve_one_job(lambda job: convert(job["bundle"], job["out"]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from .forwarding.central import ForwardError, central_home, embedded_secret
 from .forwarding.loop import Forwarder
 from .intake import IntakeManager
 from .policy import TERMINAL, Policy
-from .sandbox import ProtocolError, SandboxRefused
+from .sandbox import SandboxRefused
 from .stages import StageManager
 
 log = logging.getLogger("handoff_agent")
@@ -104,23 +104,22 @@ class PipelineMixin:
         limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )
-        result, worker = None, None
-        try:
-            worker = await self.model_sandbox.spawn("handoff_agent.convert", limits)
-            await worker.send(
-                {"bundle": "", "out": ""},
-                {"bundle": (str(self.store.path(digest)), "r"), "out": (str(out), "w")},
-            )
-            result = await worker.next_message(self.check_timeout)
-            error = "the conversion worker exited without a result"
-        except SandboxRefused as e:
-            error = str(e)
-        except TimeoutError:
+        run = await self.model_sandbox.run_once(
+            "handoff_agent.convert",
+            limits,
+            {"bundle": "", "out": ""},
+            {"bundle": (str(self.store.path(digest)), "r"), "out": (str(out), "w")},
+            self.check_timeout,
+        )
+        result, stderr = run.result, run.stderr
+        if isinstance(run.error, SandboxRefused):
+            error = str(run.error)
+        elif isinstance(run.error, TimeoutError):
             error = f"the conversion took longer than {self.check_timeout:.0f} s"
-        except (ProtocolError, OSError) as e:
-            error = f"the conversion worker failed: {e}"
-        finally:
-            stderr = (await worker.stop(graceful=result is not None))[1] if worker else ""
+        elif run.error is not None:
+            error = f"the conversion worker failed: {run.error}"
+        else:
+            error = "the conversion worker exited without a result"
         if not result or not result.get("ok"):
             Path(out).unlink(missing_ok=True)
             why = (result or {}).get("error") or error

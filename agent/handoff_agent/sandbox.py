@@ -164,7 +164,35 @@ def receive_job() -> dict:
     return job
 
 
+def serve_one_job(work) -> int:
+    """A one-job worker's main: take the job, keep stdout for the answer, confine, run
+    ``work(job)`` and write its JSON result; a failure becomes ``{"ok": False, "error"}``."""
+    from .worker import claim_stdout
+
+    job = receive_job()
+    protocol = claim_stdout()  # whatever the model prints goes to stderr
+    confine(job.get("limits"))
+    try:
+        result = work(job)
+    except Exception as e:  # every failure becomes a message, never a silent exit
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    protocol.write(json.dumps(result) + "\n")
+    protocol.flush()
+    return 0
+
+
 # -- in the agent -----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a one-job worker left: its result, or the error that stopped it."""
+
+    result: dict | None
+    error: BaseException | None  # SandboxRefused, TimeoutError, ProtocolError or OSError
+    started: bool
+    code: int | None
+    stderr: str
 
 
 @dataclass
@@ -284,6 +312,22 @@ class Sandbox:
         argv += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
         argv += ["--setenv", "MPLCONFIGDIR", "/tmp/matplotlib"]
         return argv
+
+    async def run_once(
+        self, module: str, limits: Limits, job: dict, files: dict, timeout: float, **spawn_args
+    ) -> Outcome:
+        """One job in a fresh worker, ended with everything it started, whatever happened."""
+        worker, result, error, code, stderr = None, None, None, None, ""
+        try:
+            worker = await self.spawn(module, limits, **spawn_args)
+            await worker.send(job, files)
+            result = await worker.next_message(timeout)
+        except (SandboxRefused, TimeoutError, ProtocolError, OSError) as e:
+            error = e
+        finally:
+            if worker is not None:
+                code, stderr = await worker.stop(graceful=result is not None)
+        return Outcome(result, error, worker is not None, code, stderr)
 
     async def spawn(
         self, module: str, limits: Limits, network: bool = False, writable: tuple = ()

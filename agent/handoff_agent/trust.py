@@ -323,25 +323,19 @@ def load_skops(data: bytes, trusted: Iterable[str]):
     return sio.loads(data, trusted=allowed)
 
 
-def main() -> int:
-    """The probe: which types does the bundle's model name? No model code runs."""
+def _probe(job: dict) -> dict:
+    """Which types does the bundle's model name? Reads the schema only; no model code runs."""
     import tarfile
 
-    from .sandbox import confine, receive_job
-    from .worker import claim_stdout
+    with tarfile.open(job["bundle"], mode="r:") as tar:
+        data = tar.extractfile("model.skops").read()
+    return {"ok": True, "types": sorted(schema_types(data))}
 
-    job = receive_job()
-    protocol = claim_stdout()
-    confine(job.get("limits"))
-    try:
-        with tarfile.open(job["bundle"], mode="r:") as tar:
-            data = tar.extractfile("model.skops").read()
-        result = {"ok": True, "types": sorted(schema_types(data))}
-    except Exception as e:  # an unreadable file is a verdict, not a crash
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    protocol.write(json.dumps(result) + "\n")
-    protocol.flush()
-    return 0
+
+def main() -> int:
+    from .sandbox import serve_one_job
+
+    return serve_one_job(_probe)  # an unreadable file is a verdict, not a crash
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 
 from . import trust, trust_admin
 from .errors import HandoffError
-from .sandbox import ProtocolError, SandboxRefused
+from .sandbox import SandboxRefused
 
 log = logging.getLogger("handoff_agent")
 
@@ -33,21 +33,21 @@ class TrustMixin:
 
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
-        result, worker = None, None
-        try:
-            worker = await self.model_sandbox.spawn("handoff_agent.trust", self.worker_limits())
-            await worker.send({"bundle": ""}, {"bundle": (str(self.store.path(digest)), "r")})
-            result = await worker.next_message(self.check_timeout)
-        except SandboxRefused as e:
+        run = await self.model_sandbox.run_once(
+            "handoff_agent.trust",
+            self.worker_limits(),
+            {"bundle": ""},
+            {"bundle": (str(self.store.path(digest)), "r")},
+            self.check_timeout,
+        )
+        if isinstance(run.error, SandboxRefused):
             # No model code may run here, so none will: the checks end with the same refusal,
             # and every load still goes through the trust list.
-            log.warning("trust probe of %s not run: %s", digest[:12], e)
-            result = {"ok": True, "types": [], "unprobed": str(e)}
-        except (ProtocolError, TimeoutError, OSError) as e:
-            log.warning("trust probe of %s failed: %s", digest[:12], e)
-        finally:
-            if worker is not None:
-                await worker.stop(graceful=result is not None)
+            log.warning("trust probe of %s not run: %s", digest[:12], run.error)
+            return {"ok": True, "types": [], "unprobed": str(run.error)}
+        if run.error is not None:
+            log.warning("trust probe of %s failed: %s", digest[:12], run.error)
+        result = run.result
         if not isinstance(result, dict) or "ok" not in result:
             raise HandoffError(
                 "Central could not read which types the model needs: its probe worker failed.",

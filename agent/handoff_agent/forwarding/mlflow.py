@@ -23,7 +23,7 @@ import urllib.request
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..sandbox import Limits, ProtocolError, Sandbox, SandboxRefused
+from ..sandbox import Limits, Sandbox, SandboxRefused
 from .api import Delivery, NotReady, Result
 
 REPORT_WAIT_ATTEMPTS = 5  # the report is written just after the verdict; wait for it a little
@@ -161,32 +161,30 @@ class MLflowDestination(LoggingConfigurable):
             if hasattr(agent, "worker_limits")
             else Limits()
         )
-        worker, out = None, None
-        try:
-            worker = await sandbox.spawn(
-                "handoff_agent.forwarding.mlflow_worker",
-                limits,
-                network=True,
-                writable=self._local_store(),
-            )
-            await worker.send(job, files)
-            out = await worker.next_message(self.timeout)
-            error = "the MLflow worker exited with no result"
-        except SandboxRefused as e:
-            error = str(e)
-        except TimeoutError:
+        run = await sandbox.run_once(
+            "handoff_agent.forwarding.mlflow_worker",
+            limits,
+            job,
+            files,
+            self.timeout,
+            network=True,
+            writable=self._local_store(),
+        )
+        if isinstance(run.error, SandboxRefused):
+            error = str(run.error)
+        elif isinstance(run.error, TimeoutError):
             error = (
                 f"registering in MLflow took longer than {self.timeout:g} s "
                 "(MLflowDestination.timeout); will retry"
             )
-        except (ProtocolError, OSError) as e:
-            error = f"the MLflow worker broke its protocol: {e}"
-        finally:
-            if worker is not None:
-                code, stderr = await worker.stop(graceful=out is not None)
-        if out is None and worker is not None and "will retry" not in error:
-            tail = stderr.strip().splitlines()[-5:]
-            error = f"{error} (exit code {code}): " + " | ".join(tail)
+        elif run.error is not None:
+            error = f"the MLflow worker broke its protocol: {run.error}"
+        else:
+            error = "the MLflow worker exited with no result"
+        out = run.result
+        if out is None and run.started and "will retry" not in error:
+            tail = run.stderr.strip().splitlines()[-5:]
+            error = f"{error} (exit code {run.code}): " + " | ".join(tail)
         return out, error
 
     def _local_store(self) -> tuple[str, ...]:

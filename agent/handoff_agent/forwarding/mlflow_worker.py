@@ -214,24 +214,21 @@ def classify(exc: BaseException) -> dict:
     return {"ok": False, "retryable": True, "error": f"MLflow: {text}"}
 
 
-def main() -> int:
-    from ..sandbox import confine, receive_job
-    from ..worker import claim_stdout
-
-    job = receive_job()
+def _register_once(job: dict) -> dict:
     os.environ.update(job.pop("env", None) or {})  # settings, not secrets: they come with the job
-    protocol = claim_stdout()  # whatever MLflow or the model prints goes to stderr
-    confine(job.get("limits"))
     scratch = tempfile.mkdtemp(prefix="handoff-mlflow-")
     try:
-        result = register(job, scratch)
+        return register(job, scratch)
     except BaseException as e:  # every failure becomes a message for the analyst
-        result = classify(e)
+        return classify(e)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    protocol.write(json.dumps(result) + "\n")
-    protocol.flush()
-    return 0
+
+
+def main() -> int:
+    from ..sandbox import serve_one_job
+
+    return serve_one_job(_register_once)
 
 
 if __name__ == "__main__":
