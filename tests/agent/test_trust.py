@@ -16,13 +16,14 @@ import skops.io as sio
 import trust_families
 from agent_support import assert_error
 from support import RunningAgent, bundle_bytes, push_model, until
+from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
 
 from handoff_agent import trust
 
-POLICY = """
+POLICY = f"""
 [intake]
-secrets = ["first-secret-3kT9qLm2VxZp7RwY8nB4"]
+secrets = ["{FIRST_SECRET}"]
 revalidate = true
 """
 
@@ -218,26 +219,32 @@ def _fit(module: str, cls: str, **kwargs):
     return getattr(importlib.import_module(module), cls)(**kwargs).fit(X, y), X, y
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trust-pair")
-    checks = "--HandoffAgent.checks=['loads', 'smoke']"
-    central = start_central(tmp, checks)
+def start_local(tmp, central, *args: str) -> RunningAgent:
+    """A local agent that hands every version to ``central``."""
     local = RunningAgent(
         tmp / "local",
         tmp / "rt-local",
         [
             "--forward-to",
             "central",
-            checks,
+            *args,
             f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret-3kT9qLm2VxZp7RwY8nB4",
+            f"--CentralDestination.secret={FIRST_SECRET}",
             f"--CentralDestination.token={central.token}",
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",
         ],
     )
     local.start()
+    return local
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trust-pair")
+    checks = "--HandoffAgent.checks=['loads', 'smoke']"
+    central = start_central(tmp, checks)
+    local = start_local(tmp, central, checks)
     yield local, central
     local.stop()
     central.stop()

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.svm import SVC
-from support import RunningAgent, push_model, until
-from test_trust import start_central
+from support import push_model, until
+from test_pipeline_central import FIRST_SECRET
+from test_trust import start_central, start_local
 
 SVC_TYPE = "sklearn.svm._classes.SVC"  # a fine model, not on the default list
 LOADS_ONLY = "--HandoffAgent.checks=['loads', 'smoke']"
@@ -19,22 +20,7 @@ LOADS_ONLY = "--HandoffAgent.checks=['loads', 'smoke']"
 @pytest.fixture
 def pair(tmp_path):
     central = start_central(tmp_path, LOADS_ONLY, "--HandoffAgent.trust_poll_interval=0.5")
-    local = RunningAgent(
-        tmp_path / "local",
-        tmp_path / "rt-local",
-        [
-            "--forward-to",
-            "central",
-            LOADS_ONLY,
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            "--CentralDestination.secret=first-secret-3kT9qLm2VxZp7RwY8nB4",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-        ],
-    )
-    local.start()
+    local = start_local(tmp_path, central, LOADS_ONLY, "--HandoffAgent.owner_name=alice")
     yield local, central
     local.stop()
     central.stop()
@@ -156,7 +142,7 @@ def test_without_revalidation_a_trusted_version_takes_the_local_verdict(tmp_path
     import skops.io as sio
     from test_pipeline_delivery import deliver, envelope
 
-    policy = '[intake]\nsecrets = ["first-secret-3kT9qLm2VxZp7RwY8nB4"]\nrevalidate = false\n'
+    policy = f'[intake]\nsecrets = ["{FIRST_SECRET}"]\nrevalidate = false\n'
     central = start_central(tmp_path, policy=policy)
     try:
         model, _, _ = svc_and_data()
