@@ -278,7 +278,8 @@ def parametrize_with_checks(checks):
     ``checks`` holds check instances or classes. The decorated test takes two arguments,
     ``check`` and ``conformance_test``, and calls ``conformance_test(check)``.
     """
-    import pytest
+    import pytest  # the `test` extra: only plugin authors' test suites call this
+
 
     pairs = [(c, t) for c in _instances(checks) for t in CONFORMANCE_TESTS]
     ids = [f"{getattr(c, 'name', type(c).__name__)}-{t.__name__}" for c, t in pairs]

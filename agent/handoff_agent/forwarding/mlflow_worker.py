@@ -133,6 +133,8 @@ def find_version(client, name: str, delivery_id: str):
 
 
 def register(job: dict, scratch: str) -> dict:
+    # mlflow is the optional `mlflow` extra: only this destination's worker imports it, and
+    # only when c.HandoffAgent.forward_to names mlflow (the default is central alone).
     import mlflow
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
