@@ -280,7 +280,6 @@ def parametrize_with_checks(checks):
     """
     import pytest  # the `test` extra: only plugin authors' test suites call this
 
-
     pairs = [(c, t) for c in _instances(checks) for t in CONFORMANCE_TESTS]
     ids = [f"{getattr(c, 'name', type(c).__name__)}-{t.__name__}" for c, t in pairs]
     return pytest.mark.parametrize("check, conformance_test", pairs, ids=ids)
