@@ -93,3 +93,16 @@ def read_response(sock: socket.socket) -> tuple[int, dict | str]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def built_app(home: Path):
+    """The agent's tornado app as make_app builds it, without serving: for route tables."""
+    from handoff_agent.agent import HandoffAgent
+
+    agent = HandoffAgent(home=str(home))
+    try:
+        return agent.make_app()
+    finally:
+        agent._io.shutdown()
+        agent._db.submit(agent.registry.close).result()
+        agent._db.shutdown()

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import schemathesis
+from agent_support import built_app
 from tornado import web
 
 from handoff_agent import openapi
-from handoff_agent.agent import HandoffAgent
 
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
 
 def app_routes(tmp_path) -> dict[str, set[str]]:
     """path template -> methods the handler implements, from make_app itself."""
-    agent = HandoffAgent(home=str(tmp_path / "home"))
-    try:
-        app = agent.make_app()
-    finally:
-        agent._io.shutdown()
-        agent._db.submit(agent.registry.close).result()
-        agent._db.shutdown()
+    app = built_app(tmp_path / "home")
     out = {}
     for rule in app.wildcard_router.rules:
         handler = rule.target

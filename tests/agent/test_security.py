@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from agent_support import UPLOAD, assert_error, request_full
+from agent_support import UPLOAD, assert_error, built_app, request_full
 from support import bundle_bytes
 from tornado import web
 
-from handoff_agent.agent import HandoffAgent
 from handoff_agent.handlers.base import BaseHandler
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -156,13 +155,7 @@ def test_responses_carry_safety_headers(shared_agent):
 
 
 def _routes(tmp_path):
-    agent = HandoffAgent(home=str(tmp_path / "enum-home"))
-    try:
-        app = agent.make_app()
-    finally:
-        agent._io.shutdown()
-        agent._db.submit(agent.registry.close).result()
-        agent._db.shutdown()
+    app = built_app(tmp_path / "enum-home")
     out = []
     for rule in app.wildcard_router.rules:
         handler = rule.target
