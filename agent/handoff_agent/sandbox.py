@@ -305,10 +305,12 @@ class Sandbox:
                 argv += ["--ro-bind", top, top]
         for name in ETC:
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--size", str(tmp_size), "--perms", "1777", "--tmpfs", "/tmp"]
+        # After the tmpfs: Python or the checkout may live under /tmp, and must stay visible.
         for path in self._bind_list():
             argv += ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev"]
-        argv += ["--size", str(tmp_size), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+        argv += ["--chdir", "/tmp"]
         argv += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
         argv += ["--setenv", "MPLCONFIGDIR", "/tmp/matplotlib"]
         return argv
