@@ -77,6 +77,10 @@ DEFAULT_TRUSTED: frozenset[str] = frozenset({
     "sklearn.ensemble._forest.ExtraTreesRegressor",
     "sklearn.ensemble._gb.GradientBoostingClassifier",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
+    # scikit-learn < 1.4 (the declared floor) keeps gradient boosting's loss as an object.
+    "sklearn.ensemble._gb_losses.BinomialDeviance",
+    "sklearn.ensemble._gb_losses.MultinomialDeviance",
+    "sklearn.ensemble._gb_losses.LeastSquaresError",
     "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
@@ -247,7 +251,12 @@ def needed_types(data: bytes) -> set[str]:
 
             schema = json.loads(zf.read("schema.json"))
             context = LoadContext(src=zf, protocol=schema["protocol"])
-        tree = get_tree(schema, context, trusted=None)
+        try:
+            tree = get_tree(schema, context, trusted=None)
+        except (KeyError, TypeError):
+            # A loader this skops does not know: it cannot load the file either. Every type the
+            # schema names is then needed, so the refusal still names them.
+            return schema_types(data)
         seen: set[int] = set()
         stack = [tree]
         while stack:

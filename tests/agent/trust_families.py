@@ -165,10 +165,17 @@ def hist_gradient_boosting():
     X3, y3 = numeric(classes=3)
     Xt, yt = tabular()
     Xt = Xt.astype({"plan": "category"})
+    import sklearn
+
+    if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 4):
+        categorical = "from_dtype"
+    else:  # scikit-learn < 1.4, the declared floor: a mask over integer codes
+        categorical = [c == "plan" for c in Xt.columns]
+        Xt = Xt.assign(plan=Xt["plan"].cat.codes)
     return [
         HistGradientBoostingClassifier(max_iter=5).fit(X, y),
         HistGradientBoostingClassifier(max_iter=5).fit(X3, y3),
-        HistGradientBoostingClassifier(max_iter=5, categorical_features="from_dtype").fit(Xt, yt),
+        HistGradientBoostingClassifier(max_iter=5, categorical_features=categorical).fit(Xt, yt),
         HistGradientBoostingRegressor(max_iter=5).fit(X, X["a"] * 2.0),
     ]
 
