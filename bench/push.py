@@ -549,42 +549,49 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
 
 
 def build_registry(home: Path, name: str, n: int) -> float:
-    """One model with ``n`` versions, inserted with raw SQL in one transaction."""
-    from handoff_agent.registry import Registry, canonical, now
+    """One model with ``n`` versions, inserted in bulk in one transaction (no audit rows)."""
+    from handoff_agent.audit import canonical, now
+    from handoff_agent.store import tables
+    from handoff_agent.store.metadata import MetadataStore
 
     t = time.perf_counter()
     home.mkdir(parents=True, exist_ok=True)
-    reg = Registry(home / "registry.db")
-    conn = reg.db.conn
+    store = MetadataStore.for_home(home)
     stamp = now()
     manifest = canonical({"format_version": 1, "name": name, "flavor": "bench"})
-    conn.execute("BEGIN")
-    conn.execute(
-        "insert into models (name, owner, created, next_version) values (?, ?, ?, ?)",
-        [name, "bench", stamp, n + 1],
-    )
-    conn.executemany(
-        "insert into versions (model, number, digest, size, flavor, task, serialization,"
-        " signature, params, metrics, manifest, message, tags, notebook, cell_hash,"
-        " environment, pushed_by, pushed_at, status)"
-        " values (?, ?, ?, ?, 'bench', 'classification', 'pickle', '{}', '{}', '{}', ?,"
-        " ?, '{}', 'bench.ipynb', ?, '{}', 'bench', ?, 'passed')",
-        (
-            (
-                name,
-                i,
-                hashlib.sha256(str(i).encode()).hexdigest(),
-                1000 + i,
-                manifest,
-                f"version {i}",
-                hashlib.sha256(b"cell%d" % i).hexdigest()[:16],
-                stamp,
+    empty = "{}"
+    rows = [
+        {
+            "model": name,
+            "number": i,
+            "digest": hashlib.sha256(str(i).encode()).hexdigest(),
+            "size": 1000 + i,
+            "flavor": "bench",
+            "task": "classification",
+            "serialization": "pickle",
+            "signature": empty,
+            "params": empty,
+            "metrics": empty,
+            "manifest": manifest,
+            "message": f"version {i}",
+            "tags": empty,
+            "notebook": "bench.ipynb",
+            "cell_hash": hashlib.sha256(b"cell%d" % i).hexdigest()[:16],
+            "environment": empty,
+            "pushed_by": "bench",
+            "pushed_at": stamp,
+            "status": "passed",
+        }
+        for i in range(1, n + 1)
+    ]
+    with store.engine.begin() as conn:
+        conn.execute(
+            tables.models.insert().values(
+                name=name, owner="bench", created=stamp, next_version=n + 1
             )
-            for i in range(1, n + 1)
-        ),
-    )
-    conn.execute("COMMIT")
-    reg.close()
+        )
+        conn.execute(tables.versions.insert(), rows)
+    store.close()
     return time.perf_counter() - t
 
 

@@ -1,17 +1,80 @@
-"""Fixtures: a real agent process on a free port with its own home and runtime dir."""
+"""Fixtures: a real agent process on a free port with its own home and runtime dir.
+
+Every test that uses an agent fixture (or asks for ``backend``) runs once per metadata
+backend: ``sqlite`` with blob files in the home (the defaults), and ``postgresql+s3`` (a fresh
+database and a bucket of its own for each agent, on a real PostgreSQL and seaweedfs).
+"""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
+import support
+from backends import Backend, start_postgres
+from s3_support import S3Server, start_s3_server
 from support import RunningAgent
+
+BACKENDS = ["sqlite", "postgresql+s3"]
+
+
+def pytest_generate_tests(metafunc):
+    """Agent tests run on every backend: those using the agent fixtures, and those of any
+    module that starts a ``RunningAgent`` itself (it picks up the current backend)."""
+    starts_agents = "RunningAgent(" in inspect.getsource(metafunc.module)
+    if "backend" in metafunc.fixturenames or starts_agents:
+        if "backend" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("backend")
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = start_postgres()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(autouse=True)
+def _defaults_unless_a_backend_is_asked(request):
+    """A test that asks for no backend (its module starts no agent itself, e.g. it borrows
+    another module's helpers) runs on the defaults, not on whatever backend ran before it."""
+    if "backend" in request.fixturenames:
+        yield
+        return
+    saved, support.CURRENT_BACKEND = support.CURRENT_BACKEND, None
+    yield
+    support.CURRENT_BACKEND = saved
+
+
+@pytest.fixture(scope="session")
+def backend(request):
+    name = getattr(request, "param", "sqlite")
+    on_servers = name == "postgresql+s3"
+    pg = request.getfixturevalue("postgres") if on_servers else None
+    s3 = request.getfixturevalue("s3_server") if on_servers else None
+    support.CURRENT_BACKEND = Backend(name, pg, s3)
+    yield support.CURRENT_BACKEND
+    support.CURRENT_BACKEND = None
 
 
 @pytest.fixture
-def agent_factory(tmp_path):
+def agent_factory(tmp_path, backend):
     started: list[RunningAgent] = []
 
-    def make(*args: str, home=None) -> RunningAgent:
-        a = RunningAgent(home or tmp_path / f"home{len(started)}", tmp_path / "rt", list(args))
+    def make(
+        *args: str, home=None, plugins: dict | None = None, database_url=None, env=None
+    ) -> RunningAgent:
+        """``plugins``: ``{kind: {name: "module:attr"}}`` this agent registers; ``env``: extra
+        environment (S3 credentials: ``s3_support.s3_agent_args``)."""
+        a = RunningAgent(
+            home or tmp_path / f"home{len(started)}",
+            tmp_path / "rt",
+            list(args),
+            plugins,
+            database_url=database_url or backend.database_url(),  # None: SQLite in the home
+            env=env,
+        )
         a.start()
         started.append(a)
         return a
@@ -27,11 +90,42 @@ def agent(agent_factory) -> RunningAgent:
     return agent_factory()
 
 
+@pytest.fixture
+def agent_in_process(tmp_path):
+    """``make(**traits)``: a HandoffAgent built in this process, not started (no HTTP), for
+    fast tests of what it wires together. It sees the built-in plugins and those passed as
+    ``plugin_registry=``, never installed entry points."""
+    from handoff_agent.agent import HandoffAgent
+
+    made = []
+
+    def make(**traits):
+        traits.setdefault("entry_point_plugins", False)
+        a = HandoffAgent(home=str(tmp_path / f"inproc{len(made)}"), **traits)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a._io.shutdown(wait=True)
+        a._db.submit(a.registry.close).result()
+        a._db.shutdown(wait=True)
+
+
 @pytest.fixture(scope="module")
-def shared_agent(tmp_path_factory):
+def shared_agent(tmp_path_factory, backend):
     """One agent for a module's read-mostly tests."""
     root = tmp_path_factory.mktemp("shared")
-    a = RunningAgent(root / "home", root / "rt", [])
+    a = RunningAgent(root / "home", root / "rt", [], database_url=backend.database_url())
     a.start()
     yield a
     a.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    """A real S3-compatible server (seaweedfs) on loopback, one per test process (xdist-safe).
+    Skips without `weed`, fails under CI. ``s3_server.new_bucket()`` gives each agent its own."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()

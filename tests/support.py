@@ -17,16 +17,49 @@ from pathlib import Path
 
 from handoff_agent.bundle import FORMAT_VERSION
 
+# The metadata backend of the running test (conftest's ``backend`` fixture sets it): an agent
+# started without a database_url gets a fresh database on it.
+CURRENT_BACKEND = None
+
 
 class RunningAgent:
-    def __init__(self, home: Path, runtime_dir: Path, args: list[str]):
-        self.home, self.runtime_dir, self.args = Path(home), Path(runtime_dir), args
+    """An agent process. It sees the built-in plugins and ``plugins`` (``{kind: {name:
+    "module:attr"}}``, registered through ``c.HandoffAgent.plugins``), never whatever
+    happens to be installed in the entry point groups. Its metadata goes to
+    ``database_url`` (default: a fresh database on the test's backend; None: the SQLite
+    file in the home), its blobs to the backend's store (files in the home, or a bucket of
+    its own on S3). ``env``: extra environment."""
+
+    def __init__(
+        self,
+        home: Path,
+        runtime_dir: Path,
+        args: list[str],
+        plugins: dict | None = None,
+        database_url=...,
+        env: dict | None = None,
+    ):
+        self.home, self.runtime_dir = Path(home), Path(runtime_dir)
+        self.args = ["--HandoffAgent.entry_point_plugins=False", *args]
+        if plugins:
+            self.args.append("--HandoffAgent.plugins=" + json.dumps(plugins))
+        if database_url is ...:
+            database_url = CURRENT_BACKEND.database_url() if CURRENT_BACKEND else None
+        self.database_url = database_url
+        self.extra_env = dict(env or {})
+        if CURRENT_BACKEND is not None and "--blob-url" not in self.args:
+            blob_args, blob_env = CURRENT_BACKEND.blob_store(self.home)
+            self.args += blob_args
+            self.extra_env = {**blob_env, **self.extra_env}
         self.proc: subprocess.Popen | None = None
         self.url = self.token = None
 
     @property
     def env(self) -> dict:
-        return {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir), **self.extra_env}
+        if self.database_url:  # in the environment, off the command line (it has a password)
+            env["HANDOFF_DATABASE_URL"] = self.database_url
+        return env
 
     @property
     def role(self) -> str:
@@ -52,11 +85,30 @@ class RunningAgent:
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout.strip().splitlines()[-1]
 
+    def sql(self, statement: str, **params) -> list[dict]:
+        """Run SQL on this agent's database directly, as someone holding its file or its
+        password could (tests that tamper or look underneath the API)."""
+        from sqlalchemy import create_engine, text
+
+        from handoff_agent.store.engine import normalize
+
+        url = self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+        engine = create_engine(normalize(url))
+        try:
+            with engine.begin() as c:
+                res = c.execute(text(statement), params)
+                return [dict(r._mapping) for r in res] if res.returns_rows else []
+        finally:
+            engine.dispose()
+
     def start(self, timeout: float = 30) -> None:
         self.runtime_file.unlink(missing_ok=True)
         self.log = open(self.home.parent / f"{self.home.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home), *self.args],
+            [
+                *(sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home)),
+                *self.args,
+            ],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -79,7 +79,7 @@ def test_the_walk_sees_lazy_imports():
     # drift imports scipy inside a function; the walk must see it, or it proves nothing.
     assert "agent/handoff_agent/checks/drift.py" in found["scipy"]
     assert "agent/handoff_agent/forwarding/mlflow_worker.py" in found["mlflow"]
-    assert {"tornado", "skops", "sqlite_utils"} <= set(third_party(found))
+    assert {"tornado", "skops", "sqlalchemy"} <= set(third_party(found))
     assert "scipy" not in imports(eager_only=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -12,19 +13,30 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from tornado import httpserver, web
-from traitlets import Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 from traitlets.config import LoggingConfigurable
 
-from . import audit, reports
-from .blobs import BlobStore
-from .checks.registry import discover
+from . import keys, reports
 from .events import EventBus
 from .gate import GatePolicy
 from .handlers.base import NotFoundHandler, log_request
 from .handlers.events import EventsHandler
+from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
 from .handlers.models import (
     ChampionHandler,
     HealthHandler,
+    MetaHandler,
     ModelsHandler,
     OpenAPIHandler,
     ReportHandler,
@@ -38,17 +50,20 @@ from .handlers.pipeline import (
     LineageHandler,
     OutboxHandler,
     SignoffHandler,
+    TokensHandler,
     TransitionHandler,
     WhoamiHandler,
 )
 from .handlers.trust import TrustHandler
 from .ingest import IngestManager
 from .pipeline import PipelineMixin
-from .registry import Registry
+from .plugins import GROUPS, PluginRegistry, default_registry
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
+from .store.blobs import open_blob_store
 from .trust_flow import TrustMixin
+from .versions import VersionService
 
 log = logging.getLogger("handoff_agent")
 # 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
@@ -66,6 +81,29 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
 
     home = Unicode(
         help="Directory for the registry and blobs. Default: <jupyter data dir>/handoff"
+    ).tag(config=True)
+    database_url = Unicode(
+        help="Where the metadata (versions, audit, outbox, tokens, stages) lives, as a "
+        "SQLAlchemy URL. Default: the SQLite file <home>/registry.db. For central replicas "
+        "sharing one database: postgresql://USER:PASSWORD@HOST/DB (PostgreSQL >= 15, "
+        "psycopg 3). Or set HANDOFF_DATABASE_URL, read once and dropped from the environment, "
+        "which keeps the password off the command line. The password never appears in logs "
+        "or `jupyter handoff status`."
+    ).tag(config=True)
+    blob_url = Unicode(
+        "",
+        help="Where blobs (bundles, reports) live. Empty: <home>/blobs. 'file:///path': a "
+        "directory. 's3://bucket/prefix': an S3-compatible bucket (endpoint from "
+        "s3_endpoint_url; credentials only from the standard AWS chain, never logged).",
+    ).tag(config=True)
+    s3_endpoint_url = Unicode(
+        help="S3 endpoint for an s3:// blob_url, e.g. http://minio.internal:9000. "
+        "Default: AWS_ENDPOINT_URL, or AWS itself when that is unset."
+    ).tag(config=True)
+    s3_multipart_threshold = Integer(
+        8 << 20,
+        help="Blobs at least this large (bytes) go to S3 as multipart uploads, in parts of "
+        "this size (at least 5 MiB).",
     ).tag(config=True)
     ip = Unicode("127.0.0.1", help="Interface to bind. Loopback unless you know why not.").tag(
         config=True
@@ -100,11 +138,22 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             "explainability",
             "drift",
         ],
-        help="Checks run on every push, by registered name (entry point group "
-        "handoff_agent.checks).",
+        help="Checks run on every push, by registered name (handoff_agent.plugins: the "
+        "built-ins, entry point group handoff_agent.checks, and c.HandoffAgent.plugins).",
     ).tag(config=True)
     extra_checks = Dict(
-        help="Extra checks as name -> 'module:attr', for plugins not installed as entry points."
+        help="Extra checks as name -> 'module:attr', for plugins not installed as entry points. "
+        "Same as c.HandoffAgent.plugins = {'check': {...}}."
+    ).tag(config=True)
+    plugins = Dict(
+        help="Plugins registered by configuration, as {kind: {name: 'module:attr'}}; kinds "
+        f"are {', '.join(GROUPS)}. They replace a built-in or installed plugin of that name."
+    ).tag(config=True)
+    entry_point_plugins = Bool(
+        True,
+        help="Load plugins installed in the entry point groups (handoff_agent.checks, "
+        ".forwarders, .deployers, .monitors). False: the built-ins and "
+        "c.HandoffAgent.plugins only, as the test suite runs.",
     ).tag(config=True)
     policy_file = Unicode(
         help="Central only: the policy TOML (sign-offs per stage, intake secrets, trusted "
@@ -164,6 +213,14 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     def _home_default(self):
         return str(default_home())
 
+    @default("database_url")
+    def _database_url_default(self):
+        return secret_from_environ("HANDOFF_DATABASE_URL") or ""
+
+    @default("s3_endpoint_url")
+    def _s3_endpoint_default(self):
+        return os.environ.get("AWS_ENDPOINT_URL", "")
+
     @default("token")
     def _token_default(self):
         # Read once, then gone: the agent keeps no secret in its environment (or /proc).
@@ -205,28 +262,46 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     def _workers_default(self):
         return max(1, os.cpu_count() or 1)
 
-    def __init__(self, **kwargs):
+    def __init__(self, plugin_registry: PluginRegistry | None = None, **kwargs):
         super().__init__(**kwargs)
         self._check_token({"value": self.token})  # traitlets skips validating a default
+        if plugin_registry is None:
+            extra = {
+                **self.plugins,
+                "check": {**self.extra_checks, **self.plugins.get("check", {})},
+            }
+            plugin_registry = default_registry(self.entry_point_plugins, extra)
+        self.plugin_registry = plugin_registry
         home = Path(self.home)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.store = BlobStore(home / "blobs")
+        self.store = open_blob_store(
+            self.blob_url, home, self.s3_endpoint_url, self.s3_multipart_threshold
+        )
         self.store.clean_temp()
-        self.registry = Registry(home / "registry.db")
-        self.checks_available = {**discover(), **self.extra_checks}
+        from .store.metadata import MetadataStore
+
+        # The metadata store; handlers read through it, services write through it.
+        self.registry = MetadataStore.for_home(home, self.database_url)
+        self.checks_available = self.plugin_registry.specs("check")
         missing = [c for c in self.checks if c not in self.checks_available]
         if missing:
             log.warning("unknown checks %s; registered: %s", missing, sorted(self.checks_available))
         self.gate = GatePolicy(parent=self)
+        self.versions = VersionService(self.registry, self.gate.verdict, self.forward_for)
         self.ingest = IngestManager(
             self.store, self.registry, self.max_bundle_size, self.checks, self.gate
         )
-        # One thread owns the SQLite connection; another pool does hashing and fsync.
+        # One thread runs the store's calls, in order (a pooled engine would allow more, but
+        # the API's latency is the event loop's, not the database's); another pool does
+        # hashing and fsync.
         self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
+        self.instance_id = secrets.token_hex(8)  # this process, among replicas
         self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
-        self.events = EventBus()
+        self.events = EventBus(sink=self._share_event if self.shares_events else None)
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.setup_pipeline()
+        # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
+        self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.trusted_types = self.load_trusted()
         self.model_sandbox = self._make_sandbox(home)
         self.runner: CheckRunner | None = None
@@ -235,7 +310,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     def _make_sandbox(self, home: Path) -> Sandbox:
         from jupyter_core.paths import jupyter_runtime_dir
 
-        from .forwarding.central import central_home
+        from .homes import central_home
 
         return Sandbox(
             self.sandbox,
@@ -257,19 +332,42 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             self._db, partial(fn, *args, **kwargs)
         )
 
+    @property
+    def shares_events(self) -> bool:
+        """Replicas share a PostgreSQL database; they see each other's events through it."""
+        return self.registry.backend == "postgresql"
+
+    def _share_event(self, event: dict) -> None:
+        # In order, on the store's thread; the stream of this process already has it.
+        with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
+            self._db.submit(self.registry.event_append, self.instance_id, event)
+
+    async def _tail_events(self, interval: float = 0.25) -> None:
+        """Publish here what the other replicas published (a poll; ids only grow)."""
+        last = await self.call(self.registry.event_last_id)
+        while True:
+            try:
+                last, found = await self.call(self.registry.events_since, last, self.instance_id)
+                for event in found:
+                    self.events.publish(event.pop("type"), relayed=True, **event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed poll must not stop the next one
+                log.exception("reading other replicas' events failed")
+            await asyncio.sleep(interval)
+
     async def run_io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args))
 
     async def create_version(self, name, digest, size, manifest, actor):
         version, created = await self.call(
-            self.ingest.create_version,
+            self.versions.create_version,
             name,
             digest,
             size,
             manifest,
             actor or "analyst",
-            self.gate.verdict,
-            self.forward_for,
+            list(self.checks),
         )
         if created:
             self.events.publish(
@@ -287,7 +385,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         return version, created
 
     async def schedule_queued(self) -> None:
-        runs = await self.call(self.registry.queued_checks)
+        runs = await self.call(self.registry.claim_checks, self.agent_id)
         fresh = [r for r in runs if r["id"] not in self._scheduled]
         self._scheduled.update(r["id"] for r in fresh)
         if fresh:
@@ -298,29 +396,21 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         each check's settings (policy thresholds, then the push's --gate overrides)."""
         manifest = self.registry.manifest_of(model, number) or {}
         champion = self.registry.champion(model, number)
-        if champion:
-            champion["bundle"] = str(self.store.path(champion["digest"]))
         return {
             "champion": champion,
             "previous_manifest": self.registry.manifest_of(model, number - 1),
             "config": {c: self.gate.check_config(c, manifest.get("gate")) for c in self.checks},
         }
 
-    async def start_check(self, run_id: int, model: str, number: int, check: str) -> None:
-        await self.call(self.registry.start_check, run_id)
+    async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:
+        """Claim a queued run; False when another process (a replica) claimed it first."""
+        if not await self.call(self.registry.claim_check, run_id):
+            return False
         self.events.publish("check", model=model, version=number, check=check, status="running")
+        return True
 
     async def finish_check(self, run_id, status, message, result, duration) -> None:
-        out = await self.call(
-            self.registry.finish_check,
-            run_id,
-            status,
-            message,
-            result,
-            duration,
-            self.gate.verdict,
-            self.forward_for,
-        )
+        out = await self.call(self.versions.finish_check, run_id, status, message, result, duration)
         self.events.publish(
             "check",
             model=out["model"],
@@ -354,10 +444,20 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         await self.call(self.registry.add_reports, version_id, digests)
         self.events.publish("report", model=model, version=number, kinds=sorted(digests))
 
+    def meta(self) -> dict:
+        """``GET /api/v1/meta``: the vocabulary, with the stage flow of the live policy
+        (central) or the default one (a local agent mirrors central's stages)."""
+        from .policy import Policy
+        from .vocabulary import meta
+
+        policy = self.policy or Policy()
+        return meta(policy.stages, role=self.role, policy="central" if self.policy else "default")
+
     def make_app(self) -> web.Application:
         routes = [
             (r"/api/v1/health", HealthHandler),
             (r"/api/v1/openapi.json", OpenAPIHandler),
+            (r"/api/v1/meta", MetaHandler),
             (r"/api/v1/models", ModelsHandler),
             # Any name matches, so that a bad one gets a clear 400 rather than a 404.
             (r"/api/v1/models/(?P<name>[^/]+)/versions", VersionsHandler),
@@ -373,6 +473,9 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             (r"/api/v1/lineage", LineageHandler),
             (r"/api/v1/outbox", OutboxHandler),
             (r"/api/v1/trust", TrustHandler),
+            (r"/api/v1/tokens", TokensHandler),
+            (r"/api/v1/inventory", InventoryHandler),
+            (r"/api/v1/keys", KeysHandler),
         ]
         version = r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})"
         routes += [
@@ -380,6 +483,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             (version + "/forward", ForwardHandler),
             (version + "/signoffs", SignoffHandler),
             (version + "/transition", TransitionHandler),
+            (version + "/dossier", DossierHandler),
         ]
         return web.Application(
             routes,
@@ -410,16 +514,19 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         )
         self.server.listen(self.port, address=self.ip)
         port = self.port or self._bound_port()
-        requeued = await self.call(self.registry.requeue_interrupted)
+        requeued = await self.call(self.registry.requeue_interrupted, self.agent_id)
         if requeued:
             log.info("re-running %d checks interrupted by a restart", requeued)
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = f"http://{host}:{port}"
-        await self.call(audit.lifecycle_start, self.registry.db, self._lifecycle())
+        await self.call(self.registry.lifecycle_start, self._lifecycle())
+        await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
         await self.schedule_queued()
         self.forwarder.start()
         self.start_trust_watch(self.trust_poll_interval)
+        if self.shares_events:
+            self._events_tail = asyncio.ensure_future(self._tail_events())
         return port
 
     def _lifecycle(self) -> dict:
@@ -434,11 +541,13 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.stop_trust_watch()
+        if getattr(self, "_events_tail", None) is not None:
+            self._events_tail.cancel()
         if self.runner is not None:
             await self.runner.close()
         await self.forwarder.stop()
         self._io.shutdown(wait=True)
         if self.server is not None:  # started: its agent.start gets its agent.stop
-            self._db.submit(audit.lifecycle_stop, self.registry.db, self._lifecycle()).result()
+            self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)

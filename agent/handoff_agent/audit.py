@@ -1,5 +1,7 @@
 """The audit log: a hash chain. Each row's hash covers its content and the previous hash, so
-changing, deleting or reordering any row breaks the chain from that row on."""
+changing, deleting or reordering any row breaks the chain from that row on.
+
+Pure functions; the rows themselves live in the metadata store (``store/audit.py``)."""
 
 from __future__ import annotations
 
@@ -24,83 +26,9 @@ def row_hash(prev_hash: str, row: dict) -> str:
     return hashlib.sha256((prev_hash + canonical(body)).encode()).hexdigest()
 
 
-def append(db, actor: str, action: str, subject: str, payload: dict) -> dict:
-    """Append one row. Call inside the transaction of the change it records."""
-    last = db.execute("select seq, hash from audit order by seq desc limit 1").fetchone()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    row = {
-        "seq": seq,
-        "time": now(),
-        "actor": actor or "unknown",
-        "action": action,
-        "subject": subject,
-        "payload": canonical(payload),
-        "prev_hash": prev,
-    }
-    row["hash"] = row_hash(prev, row)
-    db["audit"].insert(row)
-    return row
-
-
-def head(db) -> dict:
-    last = db.execute("select seq, hash from audit order by seq desc limit 1").fetchone()
-    return {"seq": last[0], "hash": last[1]} if last else {"seq": 0, "hash": GENESIS}
-
-
-def first_bad(db) -> int | None:
-    """The seq of the first row whose chain breaks (edited, deleted or moved), or None."""
-    prev, expected = GENESIS, 1
-    for row in db.query("select * from audit order by seq"):
-        if row["seq"] != expected or row["prev_hash"] != prev or row_hash(prev, row) != row["hash"]:
-            return row["seq"]
-        prev, expected = row["hash"], expected + 1
-    return None
-
-
-def hash_at(db, seq: int) -> str | None:
-    row = db.execute("select hash from audit where seq = ?", [seq]).fetchone()
-    return row[0] if row else None
-
-
-# -- lifecycle: a run that ends without agent.stop leaves a visible gap ----------------------
-
-
-def lifecycle_start(db, payload: dict) -> list[dict]:
-    """Record ``agent.start``, preceded by ``agent.gap`` when the last run never stopped."""
-    with db.atomic():
-        written = []
-        last = db.execute(
-            "select seq, time, action from audit where action in ('agent.start', 'agent.stop')"
-            " order by seq desc limit 1"
-        ).fetchone()
-        if last and last[2] == "agent.start":
-            tail = head(db)
-            written.append(
-                append(
-                    db,
-                    "agent",
-                    "agent.gap",
-                    "agent",
-                    {
-                        "started": {"seq": last[0], "time": last[1]},
-                        "last_entry": tail["seq"],
-                        "reason": "the previous run ended without agent.stop (killed or crashed)",
-                    },
-                )
-            )
-        written.append(append(db, "agent", "agent.start", "agent", payload))
-        return written
-
-
-def lifecycle_stop(db, payload: dict) -> dict:
-    with db.atomic():
-        return append(db, "agent", "agent.stop", "agent", payload)
-
-
 # -- a source's chain, as central checks it ---------------------------------------------------
 
 ROW_KEYS = (*FIELDS, "prev_hash", "hash")
-MAX_ROWS_FIRST = 10_000  # rows sent when central has acknowledged nothing yet
 
 
 class ChainError(Exception):
@@ -109,15 +37,6 @@ class ChainError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
-
-
-def rows_since(db, seq: int | None) -> list[dict]:
-    """The rows to send to a central that acknowledged entry ``seq`` (that row included, so
-    central can compare it), or the last ``MAX_ROWS_FIRST`` when nothing is acknowledged."""
-    if seq:
-        return list(db.query("select * from audit where seq >= ? order by seq", [seq]))
-    rows = db.query("select * from audit order by seq desc limit ?", [MAX_ROWS_FIRST])
-    return sorted(rows, key=lambda r: r["seq"])
 
 
 def check_segment(rows) -> dict:
@@ -156,7 +75,7 @@ def check_extends(anchor: dict | None, rows: list[dict]) -> dict:
     """The segment (already ``check_segment``-ed) continues the head central anchored.
 
     With nothing anchored yet, the first segment is taken as it is (trust on first use,
-    from genesis unless the chain is longer than ``MAX_ROWS_FIRST``)."""
+    from genesis unless the chain is longer than the store sends at first)."""
     first, last = rows[0], rows[-1]
     new = {"seq": last["seq"], "hash": last["hash"]}
     if anchor is None:

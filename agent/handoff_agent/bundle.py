@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tarfile
 from pathlib import Path
 
+from . import manifest as shape
 from .errors import InvalidBundle
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-MODEL_MEMBERS = {"model.pkl": "pickle", "model.skops": "skops"}
-DATA_MEMBERS = {
-    "data/X.parquet": "X",
-    "data/y.parquet": "y",
-    "data/sensitive.parquet": "sensitive",
-    "data/reference_X.parquet": "reference_X",
-    "data/reference_y.parquet": "reference_y",
-}
-MEMBERS = {MANIFEST, *MODEL_MEMBERS, *DATA_MEMBERS}
+# The manifest's shape lives in manifest.py (the notebook side builds with it); re-exported.
+FORMAT_VERSION = shape.FORMAT_VERSION
+MANIFEST = shape.MANIFEST
+MODEL_MEMBERS = shape.MODEL_MEMBERS
+DATA_MEMBERS = shape.DATA_MEMBERS
+MEMBERS = shape.MEMBERS
 MAX_MANIFEST = 4 << 20
 CHUNK = 1 << 20
 
@@ -48,9 +43,17 @@ def padding(size: int) -> bytes:
 
 
 def write_tar(out, members: list[tuple[str, bytes | Path]]) -> None:
-    """Write ``members`` (bytes, or a file to copy) as a deterministic tar to ``out``."""
+    """Write ``members`` (bytes, a file to copy, or an open seekable binary file, copied from
+    its start) as a deterministic tar to ``out``."""
     for name, data in members:
-        if isinstance(data, Path):
+        if hasattr(data, "read"):
+            data.seek(0, 2)
+            size = data.tell()
+            data.seek(0)
+            out.write(tar_header(name, size))
+            while chunk := data.read(CHUNK):
+                out.write(chunk)
+        elif isinstance(data, Path):
             size = data.stat().st_size
             out.write(tar_header(name, size))
             with open(data, "rb") as f:
@@ -95,17 +98,25 @@ def _bad(message: str, hint: str = "Push again from the notebook with %mlops pus
     raise InvalidBundle(message, hint)
 
 
-def read_manifest(path: Path) -> dict:
-    """Read the manifest of a stored bundle without checking members again."""
-    with tarfile.open(path, mode="r:") as tar:
+def open_tar(src) -> tarfile.TarFile:
+    """A tar from a path or an open binary file (a blob store's verified local copy)."""
+    if hasattr(src, "read"):
+        return tarfile.open(fileobj=src, mode="r:")
+    return tarfile.open(src, mode="r:")
+
+
+def read_manifest(path) -> dict:
+    """Read the manifest of a stored bundle (a path or open file) without checking members."""
+    with open_tar(path) as tar:
         f = tar.extractfile(MANIFEST)
         return json.loads(f.read())
 
 
-def validate(path: Path, expected_name: str | None = None) -> dict:
-    """Check a received bundle and return its manifest, or raise ``InvalidBundle``."""
+def validate(path, expected_name: str | None = None) -> dict:
+    """Check a received bundle (a path or open file); return its manifest, or raise
+    ``InvalidBundle``."""
     try:
-        tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by the with below
+        tar = open_tar(path)  # closed by the with below
     except (tarfile.TarError, OSError) as e:
         _bad(f"The upload is not an uncompressed tar bundle ({e}).")
     with tar:
@@ -144,9 +155,9 @@ def validate(path: Path, expected_name: str | None = None) -> dict:
         _bad(f"manifest.json is not valid JSON ({e}).")
     if not isinstance(manifest, dict):
         _bad("manifest.json must hold a JSON object.")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if (version := shape.format_version(manifest)) != FORMAT_VERSION:
         _bad(
-            f"Unsupported bundle format {manifest.get('format_version')!r}.",
+            f"Unsupported bundle format {version!r}.",
             "Upgrade jupyter-handoff in the kernel and the agent to the same version.",
         )
     if expected_name is not None and manifest.get("name") != expected_name:
@@ -170,40 +181,9 @@ def validate(path: Path, expected_name: str | None = None) -> dict:
     return manifest
 
 
-ROLES = {"X", "y", "sensitive", "reference_X", "reference_y"}
-TASKS = {None, "classification", "regression"}
-
-
-def _is_str(v, limit: int = 10_000) -> bool:
-    return isinstance(v, str) and len(v) <= limit
-
-
 def check_fields(m: dict) -> None:
     """The manifest fields the agent stores or shows must have the types it expects."""
-    if m.get("task") not in TASKS:
-        _bad(f"Unknown task {m.get('task')!r}; expected classification, regression or null.")
-    for key in ("flavor", "model_class", "message"):
-        if m.get(key) is not None and not _is_str(m[key]):
-            _bad(f"manifest field {key!r} must be a string of at most 10,000 characters.")
-    for key in ("tags", "params", "provenance", "signature", "gate", "data"):
-        if not isinstance(m.get(key, {}), dict):
-            _bad(f"manifest field {key!r} must be an object.")
-    tags = m.get("tags", {})
-    if not all(_is_str(k, 200) and _is_str(v, 2000) for k, v in tags.items()):
-        _bad("Tags must map short strings to strings.")
-    columns = m.get("signature", {}).get("columns", [])
-    if not isinstance(columns, list) or not all(
-        isinstance(c, dict) and _is_str(c.get("name"), 1000) and _is_str(c.get("dtype"), 200)
-        for c in columns
-    ):
-        _bad("signature.columns must be a list of {name, dtype} strings.")
-    for role, fp in m.get("data", {}).items():
-        ok = (
-            role in ROLES
-            and isinstance(fp, dict)
-            and isinstance(fp.get("fingerprint"), str)
-            and re.fullmatch(r"[0-9a-f]{64}", fp["fingerprint"])
-            and isinstance(fp.get("rows"), int)
-        )
-        if not ok:
-            _bad(f"data.{role} must be a fingerprint object with a sha256 and a row count.")
+    try:
+        shape.check_fields(m)
+    except shape.ManifestError as e:
+        raise InvalidBundle(e.message, e.hint) from None

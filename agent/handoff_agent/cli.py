@@ -19,7 +19,7 @@ from ._version import __version__
 
 def _home(config) -> Path:
     from .agent import default_home
-    from .forwarding.central import central_home
+    from .homes import central_home
 
     home = config.HandoffAgent.get("home")
     if home:
@@ -27,13 +27,29 @@ def _home(config) -> Path:
     return central_home() if config.HandoffAgent.get("role") == "central" else default_home()
 
 
-def _open_db(config):
-    from .registry import Registry
+def _blob_store(config):
+    """The blob store the agent with this configuration uses (same traits, same defaults)."""
+    from .agent import HandoffAgent
+    from .store.blobs import open_blob_store
 
+    traits = HandoffAgent.class_traits()
+    given = config.HandoffAgent
+    endpoint = given.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL", "")
+    threshold = given.get("s3_multipart_threshold", traits["s3_multipart_threshold"].default())
+    return open_blob_store(given.get("blob_url", ""), _home(config), endpoint, threshold)
+
+
+def _open_db(config):
+    """The metadata store the agent of this home (or --database-url) uses."""
+    from .store.metadata import MetadataStore
+
+    url = config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
+    if url:
+        return MetadataStore.open(url)
     home = _home(config)
     if not (home / "registry.db").exists():
         raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
-    return Registry(home / "registry.db")
+    return MetadataStore.for_home(home)
 
 
 class ServeApp(JupyterApp):
@@ -42,6 +58,8 @@ class ServeApp(JupyterApp):
     version = __version__
     aliases = {
         "home": "HandoffAgent.home",
+        "database-url": "HandoffAgent.database_url",
+        "blob-url": "HandoffAgent.blob_url",
         "port": "HandoffAgent.port",
         "ip": "HandoffAgent.ip",
         "role": "HandoffAgent.role",
@@ -55,11 +73,12 @@ class ServeApp(JupyterApp):
     def classes(self):
         from .agent import HandoffAgent
         from .gate import GatePolicy
-        from .pipeline import load_forwarders
+        from .plugins import default_registry
 
         # The app itself too: its aliases (log-level) name Application, and --help needs it.
         # Destinations too, so their list settings parse from the command line.
-        return [type(self), HandoffAgent, GatePolicy, *load_forwarders().values()]
+        destinations = default_registry().load_all("destination").values()
+        return [type(self), HandoffAgent, GatePolicy, *destinations]
 
     def start(self):
         from .agent import HandoffAgent
@@ -68,7 +87,7 @@ class ServeApp(JupyterApp):
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
             "home"
         ):
-            from .forwarding.central import central_home
+            from .homes import central_home
 
             self.config.HandoffAgent.home = str(central_home())
         try:
@@ -95,10 +114,13 @@ class ServeApp(JupyterApp):
                 "version": __version__,
                 "role": agent.role,
                 "sandbox": agent.model_sandbox.mode,
+                "database": agent.registry.url,  # password redacted
+                "blobs": agent.store.url,
             },
             agent.role,
         )
         self.log.info("Handoff agent %s listening on %s (home %s)", __version__, url, agent.home)
+        self.log.info("Metadata: %s", agent.registry.url)
         self.log.info("Runtime file: %s", path)
         try:
             await stop.wait()
@@ -149,14 +171,24 @@ class FsckApp(JupyterApp):
     name = "jupyter-handoff-fsck"
     description = "Re-hash every blob and check that the registry and the store agree."
     version = __version__
-    aliases = {"home": "HandoffAgent.home"}
+    aliases = {
+        "home": "HandoffAgent.home",
+        "database-url": "HandoffAgent.database_url",
+        "blob-url": "HandoffAgent.blob_url",
+    }
     flags = {}
     classes = ServeApp.classes  # --help describes the --home alias through HandoffAgent
 
     def start(self):
         from .fsck import fsck
 
-        report = fsck(_home(self.config))
+        url = self.config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
+        try:
+            store = _blob_store(self.config)
+        except ValueError as e:
+            self.log.critical("%s", e)
+            self.exit(2)
+        report = fsck(_home(self.config), store, url or "")
         for line in report.lines():
             print(line)
         self.exit(0 if report.ok else 1)
@@ -212,6 +244,7 @@ class TokenApp(JupyterApp):
         "role": "TokenApp.roles",
         "user": "TokenApp.user",
         "agent-role": "HandoffAgent.role",
+        "database-url": "HandoffAgent.database_url",
     }
     flags = {}
 
@@ -227,9 +260,9 @@ class TokenApp(JupyterApp):
         registry = _open_db(self.config)
         try:
             if action == "create":
-                print(tokens.create(registry.db, self.user, list(self.roles)))
+                print(tokens.create(registry, self.user, list(self.roles)))
             else:
-                print(f"Revoked {tokens.revoke(registry.db, self.user)} token(s) of {self.user}.")
+                print(f"Revoked {tokens.revoke(registry, self.user)} token(s) of {self.user}.")
         except HandoffError as e:
             print(f"{e.message}\n{e.hint}")
             self.exit(2)
@@ -241,19 +274,21 @@ class AuditApp(JupyterApp):
     name = "jupyter-handoff-audit"
     description = "audit verify: check the audit hash chain and name the first bad entry."
     version = __version__
-    aliases = {"home": "HandoffAgent.home", "agent-role": "HandoffAgent.role"}
+    aliases = {
+        "home": "HandoffAgent.home",
+        "agent-role": "HandoffAgent.role",
+        "database-url": "HandoffAgent.database_url",
+    }
     flags = {}
 
     def start(self):
         if self.extra_args[:1] != ["verify"]:
             print("Usage: jupyter handoff audit verify [--home DIR]")
             self.exit(2)
-        from . import audit
-
         registry = _open_db(self.config)
         try:
-            bad = audit.first_bad(registry.db)
-            head = audit.head(registry.db)
+            bad = registry.audit_first_bad()
+            head = registry.audit_head()
         finally:
             registry.close()
         if bad is None:
@@ -277,6 +312,8 @@ class HandoffApp(JupyterApp):
         "token": (TokenApp, TokenApp.description),
         "audit": (AuditApp, AuditApp.description),
         "trust": ("handoff_agent.trust_cli.TrustApp", "Trust exact types for skops loading."),
+        "inventory": ("handoff_agent.inventory_cli.InventoryApp", "Every model, with risk tags."),
+        "dossier": ("handoff_agent.inventory_cli.DossierApp", "Signed dossiers; verify."),
     }
 
     def start(self):

@@ -12,14 +12,14 @@ import hashlib
 import json
 import sys
 import tarfile
-from pathlib import Path
 
 from . import trust
-from .blobs import BlobStore
 from .bundle import MANIFEST, write_tar
+from .manifest import model_member
 
 
-def convert(src: str, out: str) -> dict:
+def convert(src: str, out: str, digest: str) -> dict:
+    """``src`` is the verified bundle ``digest`` (the agent's blob store checked it)."""
     import pickle
 
     import skops.io as sio
@@ -29,16 +29,16 @@ def convert(src: str, out: str) -> dict:
         members = {
             m.name: tar.extractfile(m).read()
             for m in tar.getmembers()
-            if m.name not in (MANIFEST, "model.pkl")
+            if m.name not in (MANIFEST, model_member("pickle"))
         }
-        model = pickle.loads(tar.extractfile("model.pkl").read())
-    members["model.skops"] = data = sio.dumps(model)
+        model = pickle.loads(tar.extractfile(model_member("pickle")).read())
+    members[model_member("skops")] = data = sio.dumps(model)
     # What central will need beyond the default list; nothing here loads the skops file.
     untrusted = trust.untrusted(trust.needed_types(data))
     manifest = {
         **manifest,
         "serialization": "skops",
-        "converted_from": BlobStore.hash_path(Path(src)),
+        "converted_from": digest,
         "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
     }
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -50,7 +50,7 @@ def convert(src: str, out: str) -> dict:
 def main() -> int:
     from .sandbox import serve_one_job
 
-    return serve_one_job(lambda job: convert(job["bundle"], job["out"]))
+    return serve_one_job(lambda job: convert(job["bundle"], job["out"], job["digest"]))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -165,23 +163,19 @@ def _sign_off(central: dict, cpath: str) -> None:
 
 
 def _reviewer_token(central: dict) -> str:
-    """A reviewer token at central, made as IT makes one: `jupyter handoff token create`."""
-    p = subprocess.run(
-        [
-            *(sys.executable, "-m", "handoff_agent", "token", "create"),
-            *("--home", central["home"], "--user", "demo-reviewer", "--role", "reviewer"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if p.returncode != 0 or not p.stdout.strip():
+    """A reviewer token at central, asked of central over HTTP with its admin token (the demo
+    never opens central's database itself: it may be PostgreSQL, or another process's file)."""
+    try:
+        return _call(central, "/api/v1/tokens", {"user": "demo-reviewer", "roles": ["reviewer"]})[
+            "token"
+        ]
+    except urllib.error.HTTPError as e:
+        err = json.loads(e.read() or b"{}").get("error", {})
         raise DemoFailed(
-            f"Cannot create a reviewer token at central: {(p.stdout + p.stderr).strip()}",
+            f"Cannot create a reviewer token at central ({e.code}): {err.get('message', e.reason)}",
             "Run `jupyter handoff token create --user demo-reviewer --role reviewer "
-            f"--home {central['home']}` to see why.",
-        )
-    return p.stdout.strip().splitlines()[-1]
+            "--agent-role central` to see why.",
+        ) from None
 
 
 def run_demo(notebook: str | None = None) -> int:

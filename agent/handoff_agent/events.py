@@ -1,4 +1,9 @@
-"""In-process event bus for server-sent events. Lossy by design: clients re-read state."""
+"""Event bus for server-sent events. Lossy by design: clients re-read state.
+
+Published events reach this process's streams at once (the fast path); with a ``sink`` they
+are also handed on (to the events table), and ``publish(..., relayed=True)`` brings in the
+events other replicas published, so a stream shows everything whichever replica serves it.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ from collections import deque
 
 
 class EventBus:
-    def __init__(self, history: int = 1000, queue_size: int = 1000):
+    def __init__(self, history: int = 1000, queue_size: int = 1000, sink=None):
+        self.sink = sink
         self.seq = 0
         self.recent: deque[dict] = deque(maxlen=history)
         self.queues: set[asyncio.Queue] = set()
         self.queue_size = queue_size
 
-    def publish(self, kind: str, **data) -> dict:
+    def publish(self, kind: str, relayed: bool = False, **data) -> dict:
         self.seq += 1
         event = {"id": self.seq, "type": kind, **data}
+        if self.sink is not None and not relayed:
+            self.sink({"type": kind, **data})
         self.recent.append(event)
         for q in list(self.queues):
             if q.full():  # a stalled client loses events, never the agent's memory

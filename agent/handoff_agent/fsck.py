@@ -7,8 +7,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .blobs import BlobStore
-from .registry import Registry
+from .store.blobs import BlobCorrupt, BlobError, BlobStore, open_blob_store
 
 
 @dataclass
@@ -42,17 +41,22 @@ class FsckReport:
         return out
 
 
-def fsck(home: Path) -> FsckReport:
-    store = BlobStore(Path(home) / "blobs")
-    registry = Registry(Path(home) / "registry.db")
+def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> FsckReport:
+    """``store``: the agent's blob store (default: ``<home>/blobs``)."""
+    from .store.metadata import MetadataStore
+
+    store = store or open_blob_store("", Path(home))
+    registry = MetadataStore.for_home(home, database_url)
     try:
         refs = registry.digests()
         report = FsckReport(versions=sum(len(v) for v in refs.values()))
         stored = set()
-        for digest in store.digests():
+        for digest in store.iter_digests():
             stored.add(digest)
             report.blobs += 1
-            if store.hash_file(digest) != digest:
+            try:
+                store.verify(digest)
+            except BlobCorrupt:
                 report.corrupt.append(digest)
         for digest, users in sorted(refs.items()):
             if digest not in stored:
@@ -61,7 +65,7 @@ def fsck(home: Path) -> FsckReport:
         named = handoff_artefacts(store, report.orphans)
         report.artefacts = [named[d] for d in report.orphans if d in named]
         report.orphans = [d for d in report.orphans if d not in named]
-        report.partial = sorted(p.name for p in store.tmp.glob("upload-*.part"))
+        report.partial = store.partial_uploads()
         report.audit_break = registry.verify_audit()
         return report
     finally:
@@ -73,7 +77,7 @@ def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
     retry sends the same bytes) and the skops bundles converted for central inside them."""
     named: dict[str, str] = {}
     for digest in digests:
-        envelope = _envelope(store.path(digest))
+        envelope = _envelope(store, digest)
         if envelope is None:
             continue
         local = envelope.get("local") or {}
@@ -85,16 +89,16 @@ def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
     return named
 
 
-def _envelope(path: Path) -> dict | None:
+def _envelope(store: BlobStore, digest: str) -> dict | None:
     """The envelope.json of a delivery body, or None when the blob is something else."""
     from .forwarding.central import ENVELOPE
 
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with store.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             first = tar.next()
             if first is None or first.name != ENVELOPE or first.size > 1 << 20:
                 return None
             found = json.loads(tar.extractfile(first).read())
-    except (OSError, tarfile.TarError, ValueError):
+    except (OSError, tarfile.TarError, ValueError, BlobError):
         return None
     return found if isinstance(found, dict) else None

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 from . import bundle
-from .blobs import DIGEST_RE, BlobStore
 from .errors import BadRequest, InvalidBundle, TooLarge
 from .names import validate_name
-from .registry import Registry
+from .store.blobs import DIGEST_RE, BlobStore
 
 
 class Upload:
-    """One bundle being received: written to a temp file and hashed as the bytes arrive."""
+    """One bundle being received: spooled and hashed by a blob writer as the bytes arrive."""
 
     def __init__(self, store: BlobStore, limit: int):
-        self.fd, self.temp = store.new_temp()
-        self.sha = hashlib.sha256()
+        self.blob = store.writer()
         self.size = 0
         self.limit = limit
         self.overflow = False
@@ -31,24 +26,13 @@ class Upload:
             self.overflow = True
             self.abort()
             return
-        self.sha.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self.fd, view) :]
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        self.blob.write(chunk)
 
     def abort(self) -> None:
-        self.close()
-        self.temp.unlink(missing_ok=True)
+        self.blob.abort()
 
     def sync(self) -> str:
-        os.fsync(self.fd)
-        self.close()
-        return self.sha.hexdigest()
+        return self.blob.finish()
 
 
 def too_large(limit: int) -> TooLarge:
@@ -59,9 +43,7 @@ def too_large(limit: int) -> TooLarge:
 
 
 class IngestManager:
-    def __init__(
-        self, store: BlobStore, registry: Registry, limit: int, checks: list[str], policy=None
-    ):
+    def __init__(self, store: BlobStore, registry, limit: int, checks: list[str], policy=None):
         self.policy = policy
         self.store = store
         self.registry = registry
@@ -88,19 +70,14 @@ class IngestManager:
                     "The upload was truncated or altered in transit. Push again.",
                     code="digest_mismatch",
                 )
-            manifest = bundle.validate(upload.temp, expected_name=name)
+            with upload.blob.reader() as f:
+                manifest = bundle.validate(f, expected_name=name)
             if self.policy is not None:
                 self.policy.validate_overrides(manifest.get("gate"))
-            self.store.commit(upload.temp, digest)
+            upload.blob.commit(digest)
             return digest, manifest
         finally:
             upload.abort()
-
-    def create_version(self, name, digest, size, manifest, actor, verdict_fn=None, forward_fn=None):
-        """Only called once the blob is durable. One transaction: version, lineage, audit."""
-        return self.registry.create_version(
-            name, digest, size, manifest, actor, self.checks, verdict_fn, forward_fn
-        )
 
     @staticmethod
     def parse_digest(header: str | None) -> str | None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import tarfile
-from pathlib import Path
 
 from . import audit, bundle, signing
 from .errors import Conflict, InvalidBundle, Unauthorized, UnsupportedMediaType
 from .forwarding.central import BUNDLE, ENVELOPE
 from .ingest import Upload
 from .policy import Policy
+from .store.blobs import BlobWriter
 
 MAX_ENVELOPE = 16 << 20  # the envelope carries the source's audit entries since the last ack
 
@@ -63,9 +63,10 @@ class IntakeManager:
         senders = [name for name, _ in signers]
         return Receipt(self.agent.store, self.agent.max_bundle_size, macs, delivery_id, senders)
 
-    def verify(self, receipt: Receipt, signature: str) -> tuple[str, dict, Path]:
+    def verify(self, receipt: Receipt, signature: str) -> tuple[str, dict, BlobWriter]:
         """Off the event loop: check the signature, unpack and re-verify. Returns the bundle's
-        digest, the envelope and the bundle's temp path (not yet a blob)."""
+        digest, the envelope and the bundle's blob writer (not yet committed: commit it to
+        store the bundle, or abort it)."""
         try:
             if receipt.overflow:
                 raise InvalidBundle("The delivery is larger than this central accepts.")
@@ -77,17 +78,17 @@ class IntakeManager:
                     "Check that both sides share the same secret.",
                     code="bad_signature",
                 )
-            envelope, path = self._unpack(receipt.temp)
+            envelope, blob = self._unpack(receipt)
         finally:
             receipt.abort()
-        digest = self.agent.store.hash_path(path)
-        if digest != envelope.get("bundle_digest"):
-            path.unlink(missing_ok=True)
-            raise InvalidBundle(
-                "The bundle does not match the envelope's digest.", code="digest_mismatch"
-            )
         try:
-            manifest = bundle.validate(path)
+            digest = blob.finish()
+            if digest != envelope.get("bundle_digest"):
+                raise InvalidBundle(
+                    "The bundle does not match the envelope's digest.", code="digest_mismatch"
+                )
+            with blob.reader() as f:
+                manifest = bundle.validate(f)
             if manifest["serialization"] != "skops":  # central never unpickles
                 raise UnsupportedMediaType(
                     "Central does not accept pickled models; it loads only skops files.",
@@ -95,14 +96,15 @@ class IntakeManager:
                     code="pickle_refused",
                 )
         except Exception:
-            path.unlink(missing_ok=True)
+            blob.abort()
             raise
         env = {**envelope, "manifest": manifest, "sender": receipt.senders[which]}
-        return digest, {**env, "body": body_digest}, path
+        return digest, {**env, "body": body_digest}, blob
 
-    def _unpack(self, temp: Path) -> tuple[dict, Path]:
+    def _unpack(self, receipt: Receipt) -> tuple[dict, BlobWriter]:
+        blob = None
         try:
-            with tarfile.open(temp, mode="r:") as tar:
+            with receipt.blob.reader() as body, tarfile.open(fileobj=body, mode="r:") as tar:
                 members = tar.getmembers()
                 names = [m.name for m in members]
                 for m in members:
@@ -112,41 +114,32 @@ class IntakeManager:
                 if members[0].size > MAX_ENVELOPE:
                     raise InvalidBundle("envelope.json is too large.")
                 envelope = json.loads(tar.extractfile(members[0]).read())
-                fd, out = self.agent.store.new_temp()
-                with open(fd, "wb") as f:
-                    src = tar.extractfile(members[1])
-                    while chunk := src.read(1 << 20):
-                        f.write(chunk)
+                blob = self.agent.store.writer()
+                src = tar.extractfile(members[1])
+                while chunk := src.read(1 << 20):
+                    blob.write(chunk)
         except (tarfile.TarError, ValueError, EOFError) as e:
+            if blob is not None:
+                blob.abort()
             raise InvalidBundle(f"The delivery is not a valid envelope ({e}).") from None
+        except BaseException:
+            if blob is not None:
+                blob.abort()
+            raise
         source = envelope.get("source") if isinstance(envelope, dict) else None
         ok = isinstance(source, str) and 0 < len(source) <= 200
         if not ok or not isinstance(envelope.get("local"), dict):
-            Path(out).unlink(missing_ok=True)
+            blob.abort()
             raise InvalidBundle("envelope.json must name its source and the local version.")
         try:
             audit.check_segment(envelope.get("audit"))
         except audit.ChainError as e:
-            Path(out).unlink(missing_ok=True)
+            blob.abort()
             raise _chain_conflict(envelope.get("source"), e) from None
-        return envelope, Path(out)
+        return envelope, blob
 
     def seen(self, delivery_id: str) -> dict | None:
-        row = self.agent.registry.db.execute(
-            "select v.model, v.number, v.stage, d.body_digest, d.source from deliveries d"
-            " join versions v on v.id = d.version_id where d.delivery_id = ?",
-            [delivery_id],
-        ).fetchone()
-        if not row:
-            return None
-        return {
-            "name": row[0],
-            "version": row[1],
-            "stage": row[2],
-            "duplicate": True,
-            "body_digest": row[3],
-            "source": row[4],
-        }
+        return self.agent.registry.delivery_seen(delivery_id)
 
     def replay(self, seen: dict, env: dict, delivery_id: str) -> dict:
         """The answer to a delivery id already applied: the first answer again when the body
@@ -171,51 +164,39 @@ class IntakeManager:
 
     def anchor(self, source) -> dict | None:
         """The newest head of ``source``'s audit chain this central anchored."""
-        row = self.agent.registry.db.execute(
-            "select seq, hash from sources where source = ? order by seq desc limit 1", [source]
-        ).fetchone()
-        return {"seq": row[0], "hash": row[1]} if row else None
+        return self.agent.registry.source_anchor(source)
 
     def record(self, delivery_id: str, digest: str, size: int, env: dict, checks: list[str]):
-        """One transaction: version (stage received), delivery id, source's audit head."""
-        db = self.agent.registry.db
+        """One transaction: delivery id, version (stage received), source's audit head.
+
+        The delivery id is claimed first (a unique row): a delivery that reaches two
+        replicas at once is applied by one; the other waits for it, then replays its answer.
+        """
+        store = self.agent.registry
         local = env["local"]
-        with db.atomic():
-            if (again := self.seen(delivery_id)) is not None:
-                return self.replay(again, env, delivery_id), False
+        with store.transaction():
+            if not store.delivery_claim(delivery_id, env.get("source"), env["body"]):
+                return self.replay(self.seen(delivery_id), env, delivery_id), False
             source = env.get("source")
             head = self.check_chain(env)
             manifest = env["manifest"]
             pushed_by = env["sender"]
-            version, created = self.agent.registry.create_version(
-                manifest["name"], digest, size, manifest, pushed_by, checks
+            version, created = self.agent.versions.create_version(
+                manifest["name"], digest, size, manifest, pushed_by, checks, conclude=False
             )
-            vid = self.agent.registry.version_id(version["model"], version["number"])
-            db.execute(
-                "update versions set origin = ? where id = ?",
-                [
-                    audit.canonical(
-                        {
-                            "source": source,
-                            "version": local.get("number"),
-                            "delivery": delivery_id,
-                            "sender": env["sender"],
-                            "claimed_by": local.get("pushed_by"),
-                        }
-                    ),
-                    vid,
-                ],
-            )
-            db["deliveries"].insert(
+            vid = store.version_id(version["model"], version["number"])
+            store.delivery_bind(
+                delivery_id,
+                vid,
                 {
-                    "delivery_id": delivery_id,
-                    "source": env.get("source"),
-                    "version_id": vid,
-                    "received": audit.now(),
-                    "body_digest": env["body"],
-                }
+                    "source": source,
+                    "version": local.get("number"),
+                    "delivery": delivery_id,
+                    "sender": env["sender"],
+                    "claimed_by": local.get("pushed_by"),
+                },
             )
-            anchor = self._anchor_head(db, source, head, delivery_id)
+            anchor = self._anchor_head(source, head, delivery_id)
             if created:
                 self.agent.stages.enter(
                     vid,
@@ -231,20 +212,12 @@ class IntakeManager:
                 "audit_anchor": anchor,
             }, created
 
-    def _anchor_head(self, db, source, head: dict, delivery_id: str) -> dict:
+    def _anchor_head(self, source, head: dict, delivery_id: str) -> dict:
         """Anchor ``head`` unless central already holds a later one; return the anchor."""
         current = self.anchor(source)
         if current is not None and current["seq"] >= head["seq"]:
             return current
-        db["sources"].insert(
-            {
-                "source": source,
-                "seq": head["seq"],
-                "hash": head["hash"],
-                "delivery_id": delivery_id,
-                "time": audit.now(),
-            }
-        )
+        self.agent.registry.source_anchor_add(source, head, delivery_id)
         return head
 
 

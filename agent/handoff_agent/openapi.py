@@ -149,6 +149,28 @@ PATHS: dict[str, dict[str, dict]] = {
             body=_json_body({"to": {"type": "string", "maxLength": 40}, "comment": _TEXT}, ["to"]),
         )
     },
+    VERSION + "/dossier": {
+        "get": _op(
+            "The version's signed dossier (zip: HTML, JSON, reports, audit rows, signature). "
+            "Central builds it; a local agent fetches it from its central.",
+            params=[NAME, NUMBER],
+            ok_type="application/zip",
+        )
+    },
+    "/api/v1/inventory": {
+        "get": _op(
+            "Every model with owner, stage, data, sensitive attributes, checks, last sign-off "
+            "and risk tags.",
+            params=[
+                _param("tag", "query", "A risk tag, or a push tag as KEY=VALUE."),
+                _param("stage", "query", "Only models whose described version is in this stage."),
+                _param("owner", "query", "Only this owner's models."),
+                _param("dataset", "query", "A data fingerprint or a prefix of 8+ hex digits."),
+                _param("sensitive", "query", "Only models checked on this sensitive attribute."),
+            ],
+        )
+    },
+    "/api/v1/keys": {"get": _op("Central's public ed25519 key that signs dossiers.", public=True)},
     "/api/v1/events": {
         "get": _op(
             "Server-sent events (never ends): versions, checks, verdicts, reports, stages.",
@@ -161,6 +183,12 @@ PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/v1/whoami": {"get": _op("The caller's user and roles, and the agent's role.")},
+    "/api/v1/meta": {
+        "get": _op(
+            "The shared vocabulary: metric directions, statuses, the stage flow with the "
+            "sign-offs the live policy requires, and the comparison rules."
+        )
+    },
     "/api/v1/intake": {
         "post": _op(
             "Central: a signed delivery from a local agent (HMAC, not a token).",
@@ -185,6 +213,23 @@ PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered.")},
+    "/api/v1/tokens": {
+        "post": _op(
+            "Admin: create an API token with roles; the token is shown once.",
+            ok="201",
+            body=_json_body(
+                {
+                    "user": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "roles": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["analyst", "reviewer", "admin"]},
+                        "minItems": 1,
+                    },
+                },
+                ["user", "roles"],
+            ),
+        )
+    },
     "/api/v1/trust": {
         "get": _op("The trust list: default, policy and admin-added types."),
         "post": _op(

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
-from importlib.metadata import entry_points
 from pathlib import Path
+from typing import BinaryIO
 
-from . import audit, outbox
-from .forwarding.central import ForwardError, central_home, embedded_secret
-from .forwarding.loop import Forwarder
+from .forwarding.loop import Forwarder, corrupt_message
+from .homes import central_home, embedded_secret
 from .intake import IntakeManager
+from .plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from .policy import TERMINAL, Policy
 from .sandbox import SandboxRefused
 from .stages import StageManager
+from .store.blobs import BlobError, BlobUnavailable
 
 log = logging.getLogger("handoff_agent")
-FORWARDERS = "handoff_agent.forwarders"
-
-
-def load_forwarders() -> dict:
-    """Destination classes by name. A broken plugin is a warning, never a crash."""
-    found = {}
-    for ep in entry_points(group=FORWARDERS):
-        try:
-            found[ep.name] = ep.load()
-        except Exception as e:  # a third party's import error must not stop the agent
-            log.warning("forwarder plugin %r (%s) failed to load: %s", ep.name, ep.value, e)
-    return found
 
 
 class PipelineMixin:
@@ -46,15 +34,13 @@ class PipelineMixin:
         self.policy = self.stages = self.intake = None
         if self.role == "central":
             self.policy = Policy.load(self.policy_file or self._embedded_policy(home))
-            self.stages = StageManager(self.registry.db, self.policy)
+            self.stages = StageManager(self.registry, self.policy)
             self.intake = IntakeManager(self, self.policy)
-        found = load_forwarders()
+        found = self.plugin_registry.load_all("destination", list(self.forward_to))
         self.destinations = {}
-        for name in self.forward_to:
-            if name not in found:
-                log.warning("no forwarder named %r; registered: %s", name, sorted(found))
-                continue
-            self.destinations[name] = found[name](parent=self)
+        for name, cls in found.items():
+            dest = self.destinations[name] = cls(parent=self)
+            dest.name = name  # the name it is registered and configured under
         self.forwarder = Forwarder(
             self, self.destinations, self.forward_backoff, self.forward_backoff_cap, 1.0
         )
@@ -86,6 +72,38 @@ class PipelineMixin:
 
     # -- local: forwarding ----------------------------------------------------------------
 
+    def destination_context(self, delivery: Delivery) -> DestinationContext:
+        """What a destination's ``body`` may use (plugins.DestinationContext): a few
+        services of this agent, never the agent itself."""
+
+        async def verified_blob(digest: str) -> BinaryIO:
+            try:
+                return await self.run_io(self.store.local_copy, digest)
+            except BlobUnavailable as e:
+                raise NotReady(str(e)) from None
+            except (BlobError, OSError):
+                row = {"model": delivery.model, "number": delivery.number}
+                raise ForwardError(corrupt_message(row, digest)) from None
+
+        async def report_digest(model: str, number: int, kind: str) -> str | None:
+            return await self.call(self.registry.report_digest, model, number, kind)
+
+        async def audit_since_ack(destination: str) -> list[dict]:
+            store = self.registry
+            ack = await self.call(store.outbox_acknowledged, destination)
+            return await self.call(store.audit_rows_since, ack["seq"] if ack else None)
+
+        return DestinationContext(
+            agent_id=self.agent_id,
+            url=getattr(self, "url", ""),
+            verified_blob=verified_blob,
+            report_digest=report_digest,
+            convert_to_skops=self.convert_to_skops,
+            audit_since_ack=audit_since_ack,
+            blob_writer=self.store.writer,
+            run_io=self.run_io,
+        )
+
     def forward_for(self, verdict: dict) -> list[str]:
         if self.role != "local" or verdict["verdict"] not in self.forward_on:
             return []
@@ -93,24 +111,31 @@ class PipelineMixin:
 
     def force_forward(self, name: str, number: int, to: str, user: str) -> bool:
         vid = self.registry.version_id(name, number)
-        with self.registry.db.atomic():
-            return outbox.enqueue(self.registry.db, vid, to, forced_by=user)
+        return self.versions.force_forward(vid, to, user)
 
     async def convert_to_skops(self, digest: str) -> str:
         """Pickle → skops in a sandboxed worker (converting unpickles). Returns the new blob's
-        digest. The worker gets the bundle and the output as open files, nothing else."""
-        fd, out = self.store.new_temp()
-        os.close(fd)
+        digest. The worker gets the bundle (a verified local copy) and a blob writer as open
+        files, nothing else."""
         limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )
-        run = await self.model_sandbox.run_once(
-            "handoff_agent.convert",
-            limits,
-            {"bundle": "", "out": ""},
-            {"bundle": (str(self.store.path(digest)), "r"), "out": (str(out), "w")},
-            self.check_timeout,
-        )
+        out = self.store.writer()
+        try:
+            with await self.run_io(self.store.local_copy, digest) as bundle:
+                run = await self.model_sandbox.run_once(
+                    "handoff_agent.convert",
+                    limits,
+                    {"bundle": "", "out": "", "digest": digest},
+                    {"bundle": bundle, "out": out},
+                    self.check_timeout,
+                )
+            return await self._converted(digest, run, out)
+        finally:
+            out.abort()
+
+    async def _converted(self, digest: str, run, out) -> str:
+        """The converted bundle as a blob, or ForwardError saying why there is none."""
         result, stderr = run.result, run.stderr
         if isinstance(run.error, SandboxRefused):
             error = str(run.error)
@@ -121,7 +146,6 @@ class PipelineMixin:
         else:
             error = "the conversion worker exited without a result"
         if not result or not result.get("ok"):
-            Path(out).unlink(missing_ok=True)
             why = (result or {}).get("error") or error
             if not result and stderr.strip():
                 why += f" ({stderr.strip().splitlines()[-1][:300]})"
@@ -135,52 +159,35 @@ class PipelineMixin:
                 digest[:12],
                 ", ".join(result["untrusted_types"]),
             )
-        return await self.run_io(self.store.put_file, Path(out))
+        await self.run_io(out.rehash)  # written by the worker, not through the writer
+        return await self.run_io(out.commit)
 
-    async def sync_stages(self, central) -> None:
-        """Mirror central's stage and sign-offs onto the local versions it received."""
-        rows = await self.call(self._awaiting_stage)
+    async def sync_stages(self, source: StageSource) -> None:
+        """Mirror a destination's stages and sign-offs onto the local versions it received."""
+        rows = await self.call(self._awaiting_stage, source.name)
         for row in rows:
-            remote = await self.run_io(central.status, json.loads(row["remote"]))
+            remote = await self.run_io(source.status, json.loads(row["remote"]))
             if remote is None or remote.get("stage") == row["stage"]:
                 continue
-            await self.call(self._mirror, row["version_id"], row["model"], row["number"], remote)
+            await self.call(
+                self._mirror, row["version_id"], row["model"], row["number"], remote, source.name
+            )
             self.events.publish(
                 "stage",
                 model=row["model"],
                 version=row["number"],
                 stage=remote.get("stage"),
-                by="central",
+                by=source.name,
                 needs_trust=remote.get("needs_trust"),
             )
 
-    def _awaiting_stage(self) -> list[dict]:
-        done = ", ".join(f"'{s}'" for s in TERMINAL)
-        return list(
-            self.registry.db.query(
-                "select o.version_id, o.remote, v.model, v.number, v.stage from outbox o"
-                " join versions v on v.id = o.version_id where o.destination = 'central'"
-                f" and o.state = 'delivered' and coalesce(v.stage, '') not in ({done})"
-            )
-        )
+    def _awaiting_stage(self, destination: str) -> list[dict]:
+        return self.registry.awaiting_stage(tuple(TERMINAL), destination)
 
-    def _mirror(self, version_id: int, model: str, number: int, remote: dict) -> None:
-        db = self.registry.db
-        with db.atomic():
-            db.execute("delete from stages where version_id = ?", [version_id])
-            db.execute("delete from signoffs where version_id = ?", [version_id])
-            for s in remote.get("stages", []):
-                db["stages"].insert({"version_id": version_id, **s})
-            for s in remote.get("signoffs", []):
-                db["signoffs"].insert({"version_id": version_id, **s})
-            waits = remote.get("needs_trust")
-            db.execute(
-                "update versions set stage = ?, needs_trust = ? where id = ?",
-                [remote.get("stage"), json.dumps(waits) if waits else None, version_id],
-            )
-            audit.append(
-                db, "central", "stage.mirror", f"{model}:{number}", {"stage": remote.get("stage")}
-            )
+    def _mirror(
+        self, version_id: int, model: str, number: int, remote: dict, by: str = "central"
+    ) -> None:
+        self.registry.mirror_stages(version_id, f"{model}:{number}", remote, by)
 
     # -- central: intake and stages -------------------------------------------------------
 
@@ -194,7 +201,7 @@ class PipelineMixin:
             self.events.publish(
                 "stage", model=out["name"], version=out["version"], stage="received", by="central"
             )
-            if out["stage"] in ("needs_trust", "rejected"):
+            if out["stage"] != "received":  # held, refused, or concluded with no checks
                 self.events.publish(
                     "stage",
                     model=out["name"],
@@ -205,9 +212,6 @@ class PipelineMixin:
                 )
             elif checks:
                 await self.schedule_queued()
-            else:
-                local = (env["local"].get("verdict") or {}).get("verdict")
-                await self.on_central_verdict(out["name"], out["version"], local or "pass")
         return out, created
 
     async def on_central_verdict(self, model: str, number: int, verdict: str) -> None:

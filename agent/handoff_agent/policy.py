@@ -36,11 +36,10 @@ from pathlib import Path
 from . import trust
 from .errors import HandoffError
 from .secrets_check import weak_secret_error
+from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
 
-FLOW = ["received", "validated", "approved", "canary", "production", "archived"]
-TERMINAL = {"archived", "rejected", "rollback"}
 DEFAULT_STAGES = {
     "approved": {"reviewer": 1},
     "canary": {"reviewer": 1},

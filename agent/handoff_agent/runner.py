@@ -14,8 +14,17 @@ import os
 import time
 
 from .sandbox import Limits, ProtocolError, SandboxRefused, worker_env  # noqa: F401  (re-export)
+from .store.blobs import BlobError
 
 log = logging.getLogger(__name__)
+
+
+def corrupt_text(digest: str, e: Exception) -> str:
+    return (
+        f"The stored bundle {digest[:12]}… cannot be read ({e}). Run `jupyter handoff fsck` to "
+        "list damaged blobs, then push the model again."
+    )
+
 
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
 
@@ -80,16 +89,20 @@ class CheckRunner:
         for spec in specs:
             spec["config"] = context["config"].get(spec["name"], {})
         job = {
-            "bundle": str(self.agent.store.path(digest)),
+            "bundle": "",
             "digest": digest,
             "checks": specs,
             "champion": context["champion"],
             "previous_manifest": context["previous_manifest"],
             "trusted_types": self.agent.trusted_types,
         }
-        files = {"bundle": (job["bundle"], "r")}
-        if job["champion"]:
-            files["champion.bundle"] = (job["champion"]["bundle"], "r")
+        try:
+            files = await self._bundles(digest, job["champion"])
+        except BlobError as e:
+            await worker.stop()
+            for spec in specs:
+                await self.agent.finish_check(spec["id"], "error", corrupt_text(digest, e), {}, 0)
+            return []
         names = {s["id"]: s["name"] for s in specs}
         done: set[int] = set()
         current, failure = None, None
@@ -97,7 +110,11 @@ class CheckRunner:
         try:
             # A CPU-time backstop: the wall-clock timeout below is what normally ends a check.
             worker.limits = Limits(**{**vars(self.limits), "cpu": self._cpu_budget(len(specs))})
-            await worker.send(job, files)
+            try:
+                await worker.send(job, files)
+            finally:
+                for f in files.values():
+                    f.close()  # the worker holds its own descriptors now
             while True:
                 event = await worker.next_message(self.timeout)
                 if event is None:
@@ -154,6 +171,25 @@ class CheckRunner:
                         )
                         done.add(r["id"])
         return [r for r in runs if r["id"] not in done]
+
+    async def _bundles(self, digest: str, champion: dict | None) -> dict:
+        """Verified local copies of the bundle and the champion's, as the worker's files."""
+        store, files = self.agent.store, {}
+        try:
+            files["bundle"] = await self.agent.run_io(store.local_copy, digest)
+            if champion:
+                champion["bundle"] = ""
+                try:
+                    copy = await self.agent.run_io(store.local_copy, champion["digest"])
+                    files["champion.bundle"] = copy
+                except BlobError as e:  # the performance check says the champion is missing
+                    champion["bundle"] = None
+                    log.warning("champion %s not readable: %s", champion["digest"][:12], e)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return files
 
     def _cpu_budget(self, checks: int) -> int:
         return int(self.timeout * (checks + 1) * max(1, os.cpu_count() or 1)) + 30

@@ -484,19 +484,25 @@ class Worker:
     def stderr(self) -> str:
         return b"".join(self._stderr)[-STDERR_TAIL:].decode(errors="replace")
 
-    async def send(self, job: dict, files: dict[str, tuple[str, str]] | None = None) -> None:
+    async def send(self, job: dict, files: dict | None = None) -> None:
         """Send the job; ``files`` maps a dotted key of the job to (path, 'r' or 'w'), opened
-        here and passed as descriptors."""
+        here, or to an open file (a blob store's local copy or writer); each goes as a
+        descriptor."""
         files = files or {}
         job = {**job, "limits": self.limits.to_json(self.mode)}
-        opened = []
+        opened, fds = [], []
         try:
-            for path, how in files.values():
+            for spec in files.values():
+                if not isinstance(spec, tuple):
+                    fds.append(spec.fileno())  # the caller's to close
+                    continue
+                path, how = spec
                 flags = os.O_RDONLY if how == "r" else os.O_WRONLY | os.O_TRUNC
                 opened.append(os.open(path, flags | os.O_CLOEXEC))
+                fds.append(opened[-1])
             head = json.dumps(list(files)).encode() + b"\n"
             self.sock.setblocking(True)
-            socket.send_fds(self.sock, [head], opened)
+            socket.send_fds(self.sock, [head], fds)
             self.sock.setblocking(False)
             sending = asyncio.get_running_loop().sock_sendall(self.sock, json.dumps(job).encode())
             await asyncio.wait_for(sending, SEND_TIMEOUT)  # a worker that never reads is dead

@@ -1,59 +1,30 @@
 """Stages and sign-offs at central: each transition needs the sign-offs its policy names.
 
 ``received → validated → approved → canary → production → archived``, plus ``rejected``
-and ``rollback``. Every change and its audit row share one transaction.
+and ``rollback``. Every change and its audit row share one transaction. The version row
+is locked while a decision is made, and the move itself is conditional on the stage that was
+read: across replicas a version moves once, and a lost race is a 409.
 """
 
 from __future__ import annotations
 
 import json
 
-from . import audit
-from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .errors import BadRequest, Conflict, Forbidden
 from .policy import FLOW, TERMINAL, Policy
 
 
 class StageManager:
-    def __init__(self, db, policy: Policy):
-        self.db = db
+    def __init__(self, store, policy: Policy):
+        self.store = store
         self.policy = policy
-
-    def _version(self, name: str, number: int) -> dict:
-        row = next(
-            self.db.query(
-                "select id, stage, pushed_by, origin from versions where model = ? and number = ?",
-                [name, number],
-            ),
-            None,
-        )
-        if row is None:
-            raise NotFound(f"Model {name!r} has no version {number}.")
-        return row
-
-    def _set(self, version_id: int, stage: str, by: str, comment: str, subject: str) -> None:
-        self.db["stages"].insert(
-            {
-                "version_id": version_id,
-                "stage": stage,
-                "since": audit.now(),
-                "by": by,
-                "comment": comment,
-            }
-        )
-        self.db.execute("update versions set stage = ? where id = ?", [stage, version_id])
-        audit.append(self.db, by, "stage.enter", subject, {"stage": stage, "comment": comment})
 
     def enter(self, version_id: int, stage: str, by: str, subject: str, comment: str = ""):
         """A stage change the agent itself makes (received, validated, rejected)."""
-        with self.db.atomic():
-            self._set(version_id, stage, by, comment, subject)
+        self.store.stage_set(version_id, stage, by, comment, subject)
 
     def signoffs(self, version_id: int, stage: str | None = None) -> list[dict]:
-        sql = "select stage, role, user, decision, comment, time from signoffs where version_id = ?"
-        args = [version_id]
-        if stage:
-            sql, args = sql + " and stage = ?", [*args, stage]
-        return list(self.db.query(sql + " order by id", args))
+        return self.store.signoffs_of(version_id, stage)
 
     def sign(
         self,
@@ -67,8 +38,8 @@ class StageManager:
         """Record a sign-off for the next stage; move on when the policy is satisfied."""
         if decision not in ("approve", "reject"):
             raise BadRequest("decision must be 'approve' or 'reject'.")
-        with self.db.atomic():
-            v = self._version(name, number)
+        with self.store.transaction():
+            v = self.store.version_for_stage(name, number)
             target = self.policy.next_stage(v["stage"])
             if v["stage"] in TERMINAL or target is None or v["stage"] == "received":
                 raise Conflict(
@@ -97,47 +68,30 @@ class StageManager:
                     f"{who['user']} already signed off {name}:{number} for {target}.",
                     code="duplicate_signoff",
                 )
-            self.db["signoffs"].insert(
-                {
-                    "version_id": v["id"],
-                    "stage": target,
-                    "role": role,
-                    "user": who["user"],
-                    "decision": decision,
-                    "comment": comment,
-                    "time": audit.now(),
-                }
-            )
             subject = f"{name}:{number}"
-            audit.append(
-                self.db,
-                who["user"],
-                "signoff",
-                subject,
-                {"stage": target, "role": role, "decision": decision},
-            )
+            self.store.signoff_add(v["id"], target, role, who["user"], decision, comment, subject)
             if decision == "reject":
-                self._set(v["id"], "rejected", who["user"], comment, subject)
+                self._set(v, "rejected", who["user"], comment, subject)
                 return {"stage": "rejected"}
             if not self.policy.missing(
                 target, [*done, {"role": role, "user": who["user"], "decision": "approve"}]
             ):
-                self._set(v["id"], target, who["user"], comment, subject)
+                self._set(v, target, who["user"], comment, subject)
                 self._archive_previous(name, number, target, who["user"])
                 return {"stage": target}
             return {"stage": v["stage"], "waiting_for": target}
 
     def transition(self, name: str, number: int, who: dict, to: str, comment: str) -> dict:
         """An admin's explicit move. Forward moves still need their sign-offs."""
-        with self.db.atomic():
-            v = self._version(name, number)
+        with self.store.transaction():
+            v = self.store.version_for_stage(name, number)
             subject = f"{name}:{number}"
             if to in ("archived", "rollback"):
                 if to == "rollback" and v["stage"] != "production":
                     raise Conflict(
                         "Only a production version can be rolled back.", code="wrong_stage"
                     )
-                self._set(v["id"], to, who["user"], comment, subject)
+                self._set(v, to, who["user"], comment, subject)
                 return {"stage": to}
             if to not in FLOW or to != self.policy.next_stage(v["stage"]):
                 raise Conflict(
@@ -153,24 +107,21 @@ class StageManager:
                     "Ask the named roles to sign off first.",
                     code="missing_signoffs",
                 )
-            self._set(v["id"], to, who["user"], comment, subject)
+            self._set(v, to, who["user"], comment, subject)
             self._archive_previous(name, number, to, who["user"])
             return {"stage": to}
+
+    def _set(self, v: dict, stage: str, by: str, comment: str, subject: str) -> None:
+        """Move from the stage ``v`` was read in; a concurrent move first makes this a 409."""
+        self.store.stage_set(v["id"], stage, by, comment, subject, expected=v["stage"])
 
     def _archive_previous(self, name: str, number: int, stage: str, by: str) -> None:
         if stage != "production":
             return
-        for vid, n in self.db.execute(
-            "select id, number from versions where model = ? and stage = 'production'"
-            " and number != ?",
-            [name, number],
-        ).fetchall():
-            self._set(vid, "archived", by, f"replaced by version {number}", f"{name}:{n}")
+        for vid, n in self.store.in_production(name, number):
+            self.store.stage_set(
+                vid, "archived", by, f"replaced by version {number}", f"{name}:{n}", "production"
+            )
 
     def history(self, version_id: int) -> list[dict]:
-        return list(
-            self.db.query(
-                "select stage, since, by, comment from stages where version_id = ? order by id",
-                [version_id],
-            )
-        )
+        return self.store.stage_history(version_id)

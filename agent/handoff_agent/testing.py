@@ -10,7 +10,7 @@ The built-in checks pass it; a plugin author runs the same suite on their own ch
         conformance_test(check)
 
 Each conformance test takes a check and raises ``AssertionError`` when the check breaks the
-contract in ``handoff_agent.checks.api``. The data is small and generated (no downloads), so
+contract in ``handoff_agent.plugins``. The data is small and generated (no downloads), so
 the whole suite takes well under a second per check. Imports sklearn and pandas: use it in
 tests, never in the agent.
 """
@@ -23,7 +23,7 @@ import functools
 import json
 import re
 
-from .checks.api import STATUSES, Check, CheckContext, CheckResult
+from .plugins import STATUSES, Check, CheckContext, CheckResult
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 FIELDS = {f.name for f in dataclasses.fields(CheckContext)}

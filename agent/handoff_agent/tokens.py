@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 
-from . import audit
 from .errors import BadRequest
 
 ROLES = ("analyst", "reviewer", "admin")
@@ -16,7 +14,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(db, user: str, roles: list[str], actor: str = "cli") -> str:
+def create(store, user: str, roles: list[str], actor: str = "cli") -> str:
     bad = [r for r in roles if r not in ROLES]
     if not user or bad or not roles:
         raise BadRequest(
@@ -24,29 +22,13 @@ def create(db, user: str, roles: list[str], actor: str = "cli") -> str:
             "e.g. jupyter handoff token create --user alice --role reviewer",
         )
     token = secrets.token_urlsafe(32)
-    with db.atomic():
-        db["tokens"].insert(
-            {
-                "hash": token_hash(token),
-                "user": user,
-                "roles": json.dumps(sorted(set(roles))),
-                "created": audit.now(),
-                "revoked": 0,
-            }
-        )
-        audit.append(db, actor, "token.create", user, {"roles": sorted(set(roles))})
+    store.token_add(token_hash(token), user, sorted(set(roles)), actor)
     return token
 
 
-def lookup(db, token: str) -> dict | None:
-    row = db.execute(
-        "select user, roles from tokens where hash = ? and revoked = 0", [token_hash(token)]
-    ).fetchone()
-    return {"user": row[0], "roles": json.loads(row[1])} if row else None
+def lookup(store, token: str) -> dict | None:
+    return store.token_lookup(token_hash(token))
 
 
-def revoke(db, user: str, actor: str = "cli") -> int:
-    with db.atomic():
-        n = db.execute("update tokens set revoked = 1 where user = ?", [user]).rowcount
-        audit.append(db, actor, "token.revoke", user, {"count": n})
-    return n
+def revoke(store, user: str, actor: str = "cli") -> int:
+    return store.token_revoke(user, actor)

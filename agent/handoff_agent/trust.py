@@ -336,8 +336,10 @@ def _probe(job: dict) -> dict:
     """Which types does the bundle's model name? Reads the schema only; no model code runs."""
     import tarfile
 
+    from .manifest import model_member
+
     with tarfile.open(job["bundle"], mode="r:") as tar:
-        data = tar.extractfile("model.skops").read()
+        data = tar.extractfile(model_member("skops")).read()
     return {"ok": True, "types": sorted(schema_types(data))}
 
 

@@ -29,7 +29,11 @@ class TrustApp(JupyterApp):
     name = "jupyter-handoff-trust"
     description = "Trust exact types for skops loading: trust add TYPE..., remove, list."
     version = __version__
-    aliases = {"home": "HandoffAgent.home", "agent-role": "HandoffAgent.role"}
+    aliases = {
+        "home": "HandoffAgent.home",
+        "agent-role": "HandoffAgent.role",
+        "database-url": "HandoffAgent.database_url",
+    }
     flags = {}
 
     @property
@@ -50,9 +54,9 @@ class TrustApp(JupyterApp):
         registry = _open_db(self.config)
         try:
             if action == "list":
-                self._print_list(trust_admin.listing(registry.db))
+                self._print_list(trust_admin.listing(registry))
             elif action == "add":
-                new = trust_admin.add(registry.db, names, _user())
+                new = trust_admin.add(registry, names, _user())
                 print(f"Trusted: {', '.join(new)}." if new else "Already trusted; nothing changed.")
                 if new:
                     print(
@@ -60,7 +64,7 @@ class TrustApp(JupyterApp):
                         "needs_trust on these types then go on to their checks."
                     )
             else:
-                gone = trust_admin.remove(registry.db, names, _user())
+                gone = trust_admin.remove(registry, names, _user())
                 print(f"No longer trusted: {', '.join(gone)}." if gone else "None was added.")
         except HandoffError as e:
             print(f"{e.message}\n{e.hint}")

@@ -29,17 +29,18 @@ class TrustMixin:
     def load_trusted(self) -> list[str]:
         """Default, the policy's and the added types (gadgets never, whatever the table says)."""
         policy = list(self.policy.trusted_types) if self.policy else []
-        return trust.effective([*policy, *trust_admin.added_names(self.registry.db)])
+        return trust.effective([*policy, *self.registry.trust_names()])
 
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
-        run = await self.model_sandbox.run_once(
-            "handoff_agent.trust",
-            self.worker_limits(),
-            {"bundle": ""},
-            {"bundle": (str(self.store.path(digest)), "r")},
-            self.check_timeout,
-        )
+        with await self.run_io(self.store.local_copy, digest) as bundle:
+            run = await self.model_sandbox.run_once(
+                "handoff_agent.trust",
+                self.worker_limits(),
+                {"bundle": ""},
+                {"bundle": bundle},
+                self.check_timeout,
+            )
         if isinstance(run.error, SandboxRefused):
             # No model code may run here, so none will: the checks end with the same refusal,
             # and every load still goes through the trust list.
@@ -59,21 +60,29 @@ class TrustMixin:
 
     def record_delivery(self, delivery_id, digest, size, env, checks, probe) -> tuple[dict, bool]:
         """Intake's record, plus the trust decision in the same transaction: a version whose
-        types are not all trusted gets no checks and waits in needs_trust."""
-        db = self.registry.db
-        with db.atomic():
+        types are not all trusted gets no checks and waits in needs_trust; one with no checks
+        to run takes its verdict's stage at once."""
+        store = self.registry
+        with store.transaction():
             missing = trust.untrusted(probe["types"], self.trusted_types) if probe["ok"] else []
             held = not probe["ok"] or bool(missing)
             out, created = self.intake.record(
                 delivery_id, digest, size, env, [] if held else checks
             )
-            if not (created and held):
+            if not created:
                 return out, created
             vid = self.registry.version_id(out["name"], out["version"])
             subject = f"{out['name']}:{out['version']}"
+            if not held:
+                if not checks:  # nothing runs here: conclude now, or a crash leaves it received
+                    local = (env["local"].get("verdict") or {}).get("verdict") or "pass"
+                    stage = "validated" if local in ("pass", "warn") else "rejected"
+                    self.stages.enter(vid, stage, "central", subject, f"central checks: {local}")
+                    out["stage"] = stage
+                return out, created
             if missing:
                 local = (env["local"].get("verdict") or {}).get("verdict")
-                trust_admin.hold(db, vid, missing, local)
+                store.trust_hold(vid, missing, local)
                 self.stages.enter(vid, "needs_trust", "central", subject, waiting_text(missing))
                 out.update(stage="needs_trust", needs_trust=missing)
             else:
@@ -99,20 +108,18 @@ class TrustMixin:
         return [{"name": r["model"], "version": r["number"]} for r in released]
 
     def _release_waiting(self) -> list[dict]:
-        db = self.registry.db
+        store = self.registry
         checks = list(self.checks) if self.policy.revalidate else []
         out = []
-        for row in trust_admin.releasable(db, self.trusted_types):
+        for row in trust_admin.releasable(store, self.trusted_types):
             vid, subject = row["version_id"], f"{row['model']}:{row['number']}"
-            with db.atomic():
-                trust_admin.release(db, vid)
-                for check in checks:
-                    db["check_runs"].insert(
-                        {"version_id": vid, "check_name": check, "status": "queued"}, ignore=True
-                    )
+            with store.transaction():
+                if not store.trust_release(vid):  # another replica released it first
+                    continue
+                store.queue_checks(vid, checks)
                 if checks:
-                    db.execute("update versions set status = 'checking' where id = ?", [vid])
-                by = ", ".join(trust_admin.who_trusted(db, row["types"])) or "the policy"
+                    store.set_version(vid, status="checking")
+                by = ", ".join(store.who_trusted(row["types"])) or "the policy"
                 note = "central checks queued" if checks else "no central checks"
                 comment = f"trusted by {by}: {', '.join(row['types'])}; {note}"
                 self.stages.enter(vid, "received", "central", subject, comment)
@@ -124,7 +131,7 @@ class TrustMixin:
         seen = None
         while True:
             try:
-                sig = await self.call(trust_admin.signature, self.registry.db)
+                sig = await self.call(self.registry.trust_signature)
                 if sig != seen:
                     seen = sig
                     await self.trust_changed()

@@ -1,6 +1,7 @@
 """The check worker: a clean subprocess that loads a bundle's model and runs checks on it.
 
-It is the only place a model is unpickled. It reads one JSON job (and the job's open files) on
+It is the only place a model is unpickled. It reads one JSON job (and the job's open files: the
+bundles, which the agent's blob store verified against their digests) on
 stdin, a socket, and writes one JSON line per event on its protocol channel, the original
 stdout. It never sends pickles back. Started by ``sandbox.Sandbox.spawn`` as
 ``python -I -m handoff_agent.worker``, sandboxed, with a scrubbed environment.
@@ -37,14 +38,16 @@ def _emit(event: dict) -> None:
 
 
 def _load_model(tar: tarfile.TarFile, manifest: dict, trusted: list[str] | None):
+    from .manifest import model_member
+
     if manifest["serialization"] == "skops":
         from .trust import load_skops
 
         # Only the agent's list (default plus added), never what the file asks for.
-        return load_skops(tar.extractfile("model.skops").read(), trusted or ())
+        return load_skops(tar.extractfile(model_member("skops")).read(), trusted or ())
     import pickle
 
-    return pickle.loads(tar.extractfile("model.pkl").read())
+    return pickle.loads(tar.extractfile(model_member("pickle")).read())
 
 
 def _load_data(tar: tarfile.TarFile) -> dict:
@@ -64,14 +67,6 @@ def _load_data(tar: tarfile.TarFile) -> dict:
             one_column = field.endswith("y") or (text and field in ("X", "reference_X"))
             out[field] = frame.iloc[:, 0] if one_column else frame
     return out
-
-
-def _verify(path: str, digest: str) -> None:
-    """Blobs are verified on read: a corrupted bundle must not be judged as the model."""
-    from .blobs import BlobStore
-
-    if BlobStore.hash_path(path) != digest:
-        raise SystemExit(f"bundle {digest} is corrupt on disk; run `jupyter handoff fsck`")
 
 
 def explain_load_error(exc: BaseException) -> str:
@@ -113,7 +108,6 @@ def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str
     if not spec:
         return None, None, None
     try:
-        _verify(spec["bundle"], spec["digest"])
         with tarfile.open(spec["bundle"], mode="r:") as tar:
             manifest = json.loads(tar.extractfile("manifest.json").read())
             return _load_model(tar, manifest, trusted), manifest, None
@@ -139,7 +133,7 @@ def main() -> int:
 
     job = receive_job()
     claim_stdout()
-    from .checks.api import CheckContext, CheckResult
+    from .plugins import CheckContext, CheckResult
 
     confine(job.get("limits"))  # after our imports, before any model code
 
@@ -147,8 +141,6 @@ def main() -> int:
         job.get("champion"), job.get("trusted_types")
     )
 
-    if job.get("digest"):
-        _verify(job["bundle"], job["digest"])
     with tarfile.open(job["bundle"], mode="r:") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from handoff_agent._version import __version__
 __all__ = [
     "__version__",
     "compare",
+    "dossier",
     "forward",
     "get",
     "history",
@@ -62,4 +63,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "dossier":
+        from .dossier import dossier
+
+        return dossier
     raise AttributeError(f"module 'jupyter_handoff' has no attribute {name!r}")

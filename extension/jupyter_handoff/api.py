@@ -5,18 +5,20 @@ from __future__ import annotations
 import html
 import os
 
+from handoff_agent.vocabulary import BETTER_COLOUR, VERDICT_STATUS, WORSE_COLOUR
+
 from .client import connect
 from .errors import HandoffUsageError, install
+from .refs import checked_name as _checked_name
+from .refs import parse_ref, trust_wait
+from .refs import version_number as _version_number
+from .report_doc import Report
 
-STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "checking": "#9a6700"}
-
-
-def trust_wait(data: dict) -> str:
-    """What central waits for, when a version is held in needs_trust; else ''."""
-    types = data.get("needs_trust") or []
-    if data.get("stage") != "needs_trust" or not types:
-        return ""
-    return f"central is waiting for an admin to trust: {', '.join(types)}"
+STATUS_COLOURS = {
+    VERDICT_STATUS["pass"]: BETTER_COLOUR,
+    VERDICT_STATUS["fail"]: WORSE_COLOUR,
+    "checking": "#9a6700",
+}
 
 
 class Version:
@@ -132,6 +134,8 @@ def push(
     ``push(clf, "churn", X=X_test, y=y_test, sensitive=["gender"])``. ``sensitive`` takes
     column names of X, or a Series or array aligned with X. Returns at once; the checks go on
     in the agent."""
+    from handoff_agent import manifest as shape
+
     from . import bundle_writer as bw
     from .config import settings
     from .data import prepare
@@ -166,21 +170,24 @@ def push(
     member, data = bw.serialize_model(model, fmt)
     members[member] = data
     notebook, cell = _provenance_inputs()
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "serialization": fmt,
-        "flavor": type(model).__module__.split(".")[0],
-        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "task": _task(model),
-        "signature": signature,
-        "params": bw.json_safe_params(model),
-        "data": fps,
-        "message": message or "",
-        "tags": dict(tags or {}),
-        "gate": dict(gate or {}),
-        "provenance": bw.provenance(notebook, cell),
-    }
+    manifest = shape.build(
+        name=name,
+        serialization=fmt,
+        flavor=type(model).__module__.split(".")[0],
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        task=_task(model),
+        signature=signature,
+        params=bw.json_safe_params(model),
+        data=fps,
+        message=message,
+        tags=tags,
+        gate=gate,
+        provenance=bw.provenance(notebook, cell),
+    )
+    try:  # the agent's own rules, before anything is sent
+        shape.check_fields(manifest)
+    except shape.ManifestError as e:
+        raise HandoffUsageError(e.message, "Check the message and tags given to push.") from None
     bundle = bw.assemble(members, manifest)
     client = connect()
     _, body = client.push(name, bundle)
@@ -217,31 +224,6 @@ def versions(name: str | None = None) -> list:
     return [Version(v, client) for v in client.get(f"/api/v1/models/{name}/versions")["versions"]]
 
 
-def _checked_name(name) -> str:
-    from handoff_agent.names import NAME_RE
-
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise HandoffUsageError(
-            f"{name!r} is not a valid model name.",
-            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-        )
-    return name
-
-
-def _version_number(number, example: str) -> int:
-    """A version number from an int (numpy ints too) or a string of digits."""
-    import operator
-
-    if isinstance(number, str) and number.isdigit():
-        return int(number)
-    try:
-        if not isinstance(number, bool):
-            return operator.index(number)
-    except TypeError:
-        pass
-    raise HandoffUsageError(f"The version must be a whole number, not {number!r}.", example)
-
-
 def get(name: str, number: int | None = None) -> Version:
     """One version with its manifest, lineage and checks: ``get("churn:2")`` or
     ``get("churn", 2)``, like ``%mlops show churn:2``; the latest when no number is given."""
@@ -251,8 +233,6 @@ def get(name: str, number: int | None = None) -> Version:
                 f"{name!r} already names a version; do not pass a number as well.",
                 "Write get('churn:2') or get('churn', 2).",
             )
-        from .magics import parse_ref
-
         name, number = parse_ref(name)
     number = None if number is None else _version_number(number, "e.g. get('churn', 2).")
     _checked_name(name)
@@ -263,33 +243,6 @@ def get(name: str, number: int | None = None) -> Version:
             raise HandoffUsageError(f"Model {name!r} has no versions.")
         number = latest[0]["number"]
     return Version(client.get(f"/api/v1/models/{name}/versions/{number}"), client)
-
-
-class Report:
-    """A version's report. Shown inline in a sandboxed iframe: no script runs."""
-
-    def __init__(self, name: str, number: int, kind: str, content: bytes):
-        self.name, self.number, self.kind, self.content = name, number, kind, content
-
-    @property
-    def text(self) -> str:
-        return self.content.decode()
-
-    def __repr__(self) -> str:
-        return f"Report({self.name!r}, {self.number}, kind={self.kind!r})"
-
-    def _repr_html_(self) -> str:
-        if self.kind == "html":
-            doc = html.escape(self.text, quote=True)
-            return (
-                f'<iframe sandbox="" srcdoc="{doc}" title="Handoff report {html.escape(self.name)}'
-                f':{self.number}" style="width:100%;height:640px;border:1px solid #d0d7de">'
-                "</iframe>"
-            )
-        return f"<pre>{html.escape(self.text)}</pre>"
-
-    def _repr_markdown_(self) -> str | None:
-        return self.text if self.kind == "md" else None
 
 
 def report(name: str, number: int | None = None, format: str = "html") -> Report:
@@ -359,8 +312,6 @@ def forward(name: str, number: int | None = None, to: str = "central") -> dict:
     ``forward("churn:3", to="central")`` or ``forward("churn", 3)``. The agent records who did
     it in the audit log. Returns the agent's answer (whether it was queued)."""
     if isinstance(name, str) and ":" in name and number is None:
-        from .magics import parse_ref
-
         name, number = parse_ref(name)
     if number is None:
         raise HandoffUsageError(

@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from handoff_agent.bundle import MANIFEST, padding, tar_header
+from handoff_agent.bundle import padding, tar_header
+from handoff_agent.manifest import MANIFEST, model_member, with_files
 
 from .errors import HandoffUsageError
 
@@ -39,7 +40,7 @@ class Bundle:
 
 def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
     """Lay out the tar: manifest first, then members in name order."""
-    manifest = {**manifest, "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()}}
+    manifest = with_files(manifest, members)
     ordered = [(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())]
     ordered += sorted(members.items())
     parts: list = []
@@ -63,14 +64,14 @@ def serialize_model(model, fmt: str) -> tuple[str, bytes]:
                 "--format skops needs the skops package.", "pip install skops"
             ) from None
         try:
-            return "model.skops", sio.dumps(model)
+            return model_member("skops"), sio.dumps(model)
         except Exception as e:
             raise HandoffUsageError(
                 f"skops cannot serialize this model ({type(e).__name__}: {e}).",
                 "Push it with --format pickle instead.",
             ) from None
     try:
-        return "model.pkl", pickle.dumps(model, protocol=5)
+        return model_member("pickle"), pickle.dumps(model, protocol=5)
     except Exception as e:
         raise HandoffUsageError(
             f"The model cannot be pickled ({type(e).__name__}: {e}).",

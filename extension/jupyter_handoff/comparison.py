@@ -9,50 +9,16 @@ from __future__ import annotations
 import html
 import re
 
+# Metric directions, stage names and colours: the vocabulary the agent and the panel share.
+from handoff_agent.vocabulary import FAIRNESS_METRICS as FAIRNESS
+from handoff_agent.vocabulary import HIGHER_IS_BETTER, STAGE_ALIASES
+from handoff_agent.vocabulary import LATENCY_METRICS as LATENCY
+
 from .client import connect
 from .errors import HandoffUsageError
+from .refs import check_of, checked_name, label, result_of  # noqa: F401  (re-exported)
 
-# Metric direction: True when higher is better. Unknown metrics get no colour.
-HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "f1": True,
-    "roc_auc": True,
-    "precision": True,
-    "recall": True,
-    "balanced_accuracy": True,
-    "r2": True,
-    "log_loss": False,
-    "mae": False,
-    "rmse": False,
-    "mse": False,
-    "p50_ms": False,
-    "p99_ms": False,
-    "throughput_rows_per_s": True,
-    "serialized_mb": False,
-    "peak_memory_mb": False,
-    "dp_diff": False,
-    "eo_diff": False,
-}
-LATENCY = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
-FAIRNESS = ("dp_diff", "eo_diff")
-STAGE_ALIASES = {"prod": "production"}
 REF_RE = re.compile(r"^(?P<name>[^:]+)(?::(?P<which>.+))?$")
-BETTER, WORSE = "#1a7f37", "#cf222e"
-
-
-def label(v: dict) -> str:
-    return f"{v.get('model')}:{v.get('number')}"
-
-
-def check_of(v: dict, name: str) -> dict:
-    for c in v.get("checks") or []:
-        if c.get("name") == name:
-            return c
-    return {}
-
-
-def result_of(v: dict, name: str) -> dict:
-    return check_of(v, name).get("result") or {}
 
 
 def is_checking(v: dict) -> bool:
@@ -71,10 +37,8 @@ class Resolver:
         self._full: dict[tuple[str, int], dict] = {}
 
     def listing(self, name: str) -> list[dict]:
-        from .api import _checked_name
-
         if name not in self._listing:
-            _checked_name(name)
+            checked_name(name)
             self._listing[name] = self.client.get(f"/api/v1/models/{name}/versions?limit=1000")[
                 "versions"
             ]
@@ -160,6 +124,18 @@ class Comparison:
         self.baseline = baseline if baseline in self.labels else self.labels[0]
         self.champions = set(champions or ())  # labels of each model's champion
         self._charts: tuple | None = None
+        self._resolver: Resolver | None = None
+
+    @property
+    def resolver(self) -> Resolver:
+        """What turns refs into versions for this comparison (made on first use)."""
+        if self._resolver is None:
+            self._resolver = Resolver()
+        return self._resolver
+
+    @resolver.setter
+    def resolver(self, value: Resolver) -> None:
+        self._resolver = value
 
     @property
     def base(self) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from handoff_agent.manifest import data_member
+
 from .bundle_writer import _parquet, _sample
 from .errors import HandoffUsageError
 from .fingerprint import as_frame, fingerprint, schema
@@ -149,7 +151,7 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, feat
     keep = _sample(Xf, max_rows).index
     for role, frame in parts.items():
         fps[role] = fingerprint(frame)
-        members[f"data/{role}.parquet"] = _parquet(frame.loc[keep].reset_index(drop=True))
+        members[data_member(role)] = _parquet(frame.loc[keep].reset_index(drop=True))
     if reference is not None:
         ref = _frame(reference, "reference")
         if kind == "text":
@@ -161,7 +163,7 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, feat
             ref.columns = list(Xf.columns)
         ref = ref.drop(columns=[c for c in unused if c in ref.columns])
         fps["reference_X"] = fingerprint(ref)
-        members["data/reference_X.parquet"] = _parquet(
+        members[data_member("reference_X")] = _parquet(
             _sample(ref, reference_rows).reset_index(drop=True)
         )
     for role, fp in fps.items():

@@ -8,6 +8,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
 from .errors import HandoffUsageError
+from .refs import parse_ref
 
 
 def _parsers() -> dict[str, MagicArgumentParser]:
@@ -75,6 +76,16 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "For a dataset fingerprint: which versions used it and where they are now.",
     )
     lineage.add_argument("ref", metavar="NAME[:N]|FINGERPRINT")
+    dossier = p["dossier"] = MagicArgumentParser(
+        prog="%mlops dossier",
+        description="Save the signed dossier central made for a version: model card, checks, "
+        "gate, sign-offs, stages and audit rows, checkable offline with "
+        "`jupyter handoff dossier verify`.",
+    )
+    dossier.add_argument("ref", metavar="NAME:N", help="model name and version")
+    dossier.add_argument(
+        "--out", metavar="FILE", help="where to save it (default: dossier-NAME-N.zip here)"
+    )
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -87,15 +98,6 @@ PARSERS = _parsers()
 
 def _usage() -> str:
     return "\n\n".join(p.format_help() for p in PARSERS.values())
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    name, _, number = ref.partition(":")
-    if number and not number.isdigit():
-        raise HandoffUsageError(
-            f"{ref!r}: the version must be a number.", "Write NAME:N, e.g. churn:3."
-        )
-    return name, int(number) if number else None
 
 
 def _number(text: str):
@@ -230,6 +232,11 @@ class MlopsMagics(Magics):
         from .api import lineage
 
         return lineage(args.ref)
+
+    def _dossier(self, args):
+        from .dossier import dossier
+
+        return dossier(args.ref, out=args.out)
 
     def _agent(self, args):
         from handoff_agent import runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .client import connect
+from .refs import checked_name
 from .widgets.style import STATUS_VERDICT, badge
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
@@ -142,9 +143,7 @@ class History:
 
 def history(name: str, limit: int = 50, client=None) -> History:
     """The versions of ``name``, newest first, with verdicts, data fingerprints and stage."""
-    from .api import _checked_name
-
-    _checked_name(name)
+    checked_name(name)
     client = client or connect(start=False)
     listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
     full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]

@@ -88,14 +88,45 @@ export interface IEvent {
   [key: string]: unknown;
 }
 
-/** Settings the server extension honours on each call. */
-export const connection = { agentUrl: '' };
+/** One stage of the flow, as the agent's live policy has it (GET /api/v1/meta). */
+export interface IStage {
+  name: string;
+  signoffs: Record<string, number>;
+  next: string | null;
+  /** Where reviewers' sign-offs (or an admin's promotion) move a version on. */
+  signoff_to: string | null;
+  by_agent: boolean;
+}
+
+/** The vocabulary the agent shares with the panel, defined once in Python (vocabulary.py). */
+export interface IMeta {
+  role: string;
+  metrics: { higher_is_better: Record<string, boolean> };
+  statuses: {
+    check: string[];
+    check_running: string[];
+    verdicts: string[];
+    version: string[];
+    verdict_status: Record<string, string>;
+    verdict_words: Record<string, string>;
+  };
+  stages: {
+    policy: string;
+    flow: IStage[];
+    terminal: string[];
+    rollback_from: string;
+    aliases: Record<string, string>;
+  };
+  comparison: {
+    latency: string[];
+    fairness: string[];
+    better_colour: string;
+    worse_colour: string;
+  };
+}
 
 function headers(init: RequestInit): Headers {
   const h = new Headers(init.headers ?? {});
-  if (connection.agentUrl) {
-    h.set('X-Handoff-Agent-Url', connection.agentUrl);
-  }
   if (init.body && !h.has('Content-Type')) {
     h.set('Content-Type', 'application/json');
   }
@@ -157,7 +188,10 @@ export async function requestAPI<T = any>(
   return (text ? JSON.parse(text) : {}) as T;
 }
 
-export function agentPath(source: Source, ...parts: (string | number)[]): string {
+export function agentPath(
+  source: Source,
+  ...parts: (string | number)[]
+): string {
   return URLExt.join(
     source,
     'api',
@@ -168,6 +202,7 @@ export function agentPath(source: Source, ...parts: (string | number)[]): string
 
 export const api = {
   info: () => requestAPI<IInfo>('info'),
+  meta: (source: Source) => requestAPI<IMeta>(agentPath(source, 'meta')),
   models: (source: Source) =>
     requestAPI<{ models: IModel[] }>(agentPath(source, 'models')),
   versions: (source: Source, name: string, limit = 20) =>
@@ -206,10 +241,13 @@ export const api = {
       { method: 'POST', body: JSON.stringify({ to, comment }) }
     ),
   trust: (source: Source, types: string[]) =>
-    requestAPI<{ added: string[]; released: { name: string; version: number }[] }>(
-      agentPath(source, 'trust'),
-      { method: 'POST', body: JSON.stringify({ types }) }
-    )
+    requestAPI<{
+      added: string[];
+      released: { name: string; version: number }[];
+    }>(agentPath(source, 'trust'), {
+      method: 'POST',
+      body: JSON.stringify({ types })
+    })
 };
 
 /**
@@ -247,10 +285,7 @@ export class EventStream {
         if (this.stopped) {
           return;
         }
-        this.onState(
-          false,
-          error instanceof HandoffError ? error : undefined
-        );
+        this.onState(false, error instanceof HandoffError ? error : undefined);
       }
       await new Promise(resolve => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 30000);

@@ -3,20 +3,30 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, InputDialog, MainAreaWidget } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  InputDialog,
+  MainAreaWidget
+} from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { connection, Source } from './api';
-import { HandoffPanel, RefreshPolicy } from './panel';
+import { Source } from './api';
+import { inventoryWidget } from './inventory';
+import { HandoffModel, RefreshPolicy } from './model';
+import { notifyOnEvents } from './notify';
+import { HandoffPanel } from './panel';
 import { compareWidget, reportWidget } from './views';
 
 const PLUGIN_ID = 'jupyter-handoff:plugin';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" viewBox="0 0 24 24">
 <path class="jp-icon3" fill="#616161" d="M3 11h11.2l-3.6-3.6L12 6l6 6-6 6-1.4-1.4 3.6-3.6H3v-2zm16-6h2v14h-2z"/></svg>`;
-export const handoffIcon = new LabIcon({ name: 'jupyter-handoff:icon', svgstr: ICON_SVG });
+export const handoffIcon = new LabIcon({
+  name: 'jupyter-handoff:icon',
+  svgstr: ICON_SVG
+});
 
 namespace CommandIDs {
   export const open = 'handoff:open-panel';
@@ -24,6 +34,7 @@ namespace CommandIDs {
   export const openReport = 'handoff:open-report';
   export const compare = 'handoff:compare';
   export const source = 'handoff:switch-source';
+  export const inventory = 'handoff:open-inventory';
 }
 
 function openOrActivate<T extends Widget>(
@@ -44,7 +55,8 @@ function openOrActivate<T extends Widget>(
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'Handoff side panel: models, verdicts, stages, reports and sign-offs.',
+  description:
+    'Handoff side panel: models, verdicts, stages, reports and sign-offs.',
   autoStart: true,
   requires: [],
   optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer],
@@ -60,13 +72,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
         () => reportWidget(source, model, n),
         `handoff-report-${source}-${model}-${n}`
       );
-    const compare = (source: Source, a: [string, number], b: [string, number]) =>
+    const model = new HandoffModel();
+    const compare = (
+      source: Source,
+      a: [string, number],
+      b: [string, number]
+    ) =>
       openOrActivate(
         app,
-        () => compareWidget(source, a, b),
+        () => compareWidget(source, a, b, model.meta),
         `handoff-compare-${source}-${a.join(':')}-${b.join(':')}`
       );
-    const panel = new HandoffPanel({ openReport, compare });
+    const openInventory = () =>
+      openOrActivate(app, inventoryWidget, 'handoff-inventory');
+    const panel = new HandoffPanel(model, {
+      openReport,
+      compare,
+      openInventory
+    });
+    notifyOnEvents(model, openReport);
     panel.title.icon = handoffIcon;
     panel.title.label = '';
     app.shell.add(panel, 'left', { rank: 850 });
@@ -81,23 +105,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     commands.addCommand(CommandIDs.refresh, {
       label: 'Handoff: Refresh Models',
-      execute: () => panel.refresh()
+      execute: () => model.refresh()
     });
     commands.addCommand(CommandIDs.compare, {
       label: 'Handoff: Compare Ticked Versions',
       execute: () => panel.compareSelected()
     });
+    commands.addCommand(CommandIDs.inventory, {
+      label: 'Handoff: Open Inventory',
+      execute: openInventory
+    });
     commands.addCommand(CommandIDs.source, {
       label: 'Handoff: Switch Between This Machine and Central',
-      execute: () => panel.setSource(panel.source === 'local' ? 'central' : 'local')
+      execute: () =>
+        model.setSource(model.source === 'local' ? 'central' : 'local')
     });
     commands.addCommand(CommandIDs.openReport, {
       label: args =>
-        args.model ? `Handoff: Open Report of ${args.model}:${args.version}` : 'Handoff: Open Report…',
+        args.model
+          ? `Handoff: Open Report of ${args.model}:${args.version}`
+          : 'Handoff: Open Report…',
       execute: async args => {
-        let model = args.model as string | undefined;
+        let name = args.model as string | undefined;
         let n = args.version as number | undefined;
-        if (!model) {
+        if (!name) {
           const answer = await InputDialog.getText({
             title: 'Open a Handoff report',
             label: 'Version (NAME:N)',
@@ -107,10 +138,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
           if (!answer.button.accept || !m) {
             return;
           }
-          model = m[1];
+          name = m[1];
           n = Number(m[2]);
         }
-        openReport((args.source as Source) ?? panel.source, model, Number(n));
+        openReport((args.source as Source) ?? model.source, name, Number(n));
       }
     });
     if (palette) {
@@ -122,12 +153,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const apply = (settings: ISettingRegistry.ISettings | null) => {
       const get = <T>(key: string, fallback: T): T =>
         settings ? ((settings.get(key).composite as T) ?? fallback) : fallback;
-      connection.agentUrl = get('agentUrl', '');
-      panel.refreshPolicy = get<RefreshPolicy>('refresh', 'live');
-      panel.pollInterval = get('pollInterval', 10);
-      panel.notifications = get('notifications', true);
-      panel.sourceSetting = get<'auto' | Source>('source', 'auto');
-      void panel.restart();
+      void model.configure({
+        refresh: get<RefreshPolicy>('refresh', 'live'),
+        pollInterval: get('pollInterval', 10),
+        notifications: get('notifications', true),
+        source: get<'auto' | Source>('source', 'auto')
+      });
     };
     if (settingRegistry) {
       settingRegistry

@@ -2,8 +2,8 @@
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { api, HandoffError, IVersion, Source } from './api';
-import { verdictOf } from './panel';
+import { api, HandoffError, IMeta, IVersion, Source } from './api';
+import { direction, verdictOf } from './vocabulary';
 
 /**
  * The report in an iframe with an empty sandbox: no scripts, no same-origin, no forms.
@@ -99,7 +99,8 @@ export class CompareView extends Widget {
   constructor(
     readonly source: Source,
     readonly a: [string, number],
-    readonly b: [string, number]
+    readonly b: [string, number],
+    readonly meta: IMeta | null
   ) {
     super();
     this.addClass('jp-Handoff-comparison');
@@ -124,7 +125,11 @@ export class CompareView extends Widget {
     const la = `${va.model}:${va.number}`;
     const lb = `${vb.model}:${vb.number}`;
     const summary: Row[] = [
-      { name: 'verdict', a: verdictOf(va), b: verdictOf(vb) },
+      {
+        name: 'verdict',
+        a: verdictOf(va, this.meta),
+        b: verdictOf(vb, this.meta)
+      },
       { name: 'stage', a: va.stage, b: vb.stage },
       { name: 'pushed by', a: va.pushed_by, b: vb.pushed_by },
       { name: 'pushed at', a: va.pushed_at, b: vb.pushed_at }
@@ -159,8 +164,14 @@ export class CompareView extends Widget {
       const delta = row.insertCell();
       if (na !== null && nb !== null) {
         const d = nb - na;
-        // neutral: whether up is better depends on the metric
         delta.textContent = d === 0 ? '' : `${d > 0 ? '+' : ''}${fmt(d)}`;
+        // Better or worse by the metric's direction, from the agent's vocabulary.
+        const better = direction(this.meta, name, d);
+        if (better && this.meta) {
+          const { better_colour, worse_colour } = this.meta.comparison;
+          delta.style.color = better > 0 ? better_colour : worse_colour;
+          delta.dataset.better = better > 0 ? 'better' : 'worse';
+        }
       } else if (a !== b) {
         delta.textContent = 'changed';
       }
@@ -179,7 +190,7 @@ export class CompareView extends Widget {
     title.textContent = `${la} vs ${lb}`;
     const note = document.createElement('p');
     note.className = 'jp-Handoff-hint';
-    note.textContent = `Δ is ${lb} minus ${la}. Metrics come from the checks' stored results.`;
+    note.textContent = `Δ is ${lb} minus ${la}, coloured when the metric has a known direction. Metrics come from the checks' stored results.`;
     wrap.append(title, note, table);
     return wrap;
   }
@@ -188,9 +199,10 @@ export class CompareView extends Widget {
 export function compareWidget(
   source: Source,
   a: [string, number],
-  b: [string, number]
+  b: [string, number],
+  meta: IMeta | null
 ): MainAreaWidget<CompareView> {
-  const content = new CompareView(source, a, b);
+  const content = new CompareView(source, a, b, meta);
   const widget = new MainAreaWidget({ content });
   widget.id = `handoff-compare-${source}-${a.join(':')}-${b.join(':')}`;
   widget.title.label = `${a.join(':')} vs ${b.join(':')}`;

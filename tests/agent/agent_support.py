@@ -99,7 +99,7 @@ def built_app(home: Path):
     """The agent's tornado app as make_app builds it, without serving: for route tables."""
     from handoff_agent.agent import HandoffAgent
 
-    agent = HandoffAgent(home=str(home))
+    agent = HandoffAgent(home=str(home), entry_point_plugins=False)
     try:
         return agent.make_app()
     finally:

@@ -4,7 +4,6 @@ Agents record their own runs: agent.start, agent.stop, and agent.gap after a kil
 from __future__ import annotations
 
 import json
-import sqlite3
 import tarfile
 
 import pytest
@@ -20,32 +19,24 @@ def central_versions(central, name: str) -> int:
     return count(central, name)
 
 
-def audit_rows(home) -> list[dict]:
-    db = sqlite3.connect(home / "registry.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("select * from audit order by seq")]
-    finally:
-        db.close()
+def audit_rows(agent) -> list[dict]:
+    return agent.sql("select * from audit order by seq")
 
 
-def rewrite_from(home, seq: int, actor: str) -> None:
+def rewrite_from(agent, seq: int, actor: str) -> None:
     """What someone with the local database does to hide an entry: change it, then recompute
     every hash after it, so that the local chain verifies again."""
-    db = sqlite3.connect(home / "registry.db")
-    db.row_factory = sqlite3.Row
-    with db:
-        db.execute("update audit set actor = ? where seq = ?", [actor, seq])
-        rows = [dict(r) for r in db.execute("select * from audit order by seq")]
-        prev = audit.GENESIS
-        for row in rows:
-            row["prev_hash"], row["hash"] = prev, audit.row_hash(prev, row)
-            db.execute(
-                "update audit set prev_hash = ?, hash = ? where seq = ?",
-                [row["prev_hash"], row["hash"], row["seq"]],
-            )
-            prev = row["hash"]
-    db.close()
+    agent.sql("update audit set actor = :a where seq = :s", a=actor, s=seq)
+    prev = audit.GENESIS
+    for row in audit_rows(agent):
+        row["prev_hash"], row["hash"] = prev, audit.row_hash(prev, row)
+        agent.sql(
+            "update audit set prev_hash = :p, hash = :h where seq = :s",
+            p=row["prev_hash"],
+            h=row["hash"],
+            s=row["seq"],
+        )
+        prev = row["hash"]
 
 
 def pair(tmp_path):
@@ -80,16 +71,13 @@ def test_a_rewritten_local_chain_is_refused_at_central(tmp_path, how):
     try:
         push_delivered(local, "first", 1)
         local.stop()
-        rows = audit_rows(local.home)
+        rows = audit_rows(local)
         create = next(r for r in rows if r["action"] == "version.create")
         if how == "rewritten_and_rehashed":  # the local chain still verifies afterwards
-            rewrite_from(local.home, create["seq"], "mallory")
+            rewrite_from(local, create["seq"], "mallory")
             assert local.cli("audit", "verify").returncode == 0
         else:  # an entry central has not anchored yet, edited in place
-            db = sqlite3.connect(local.home / "registry.db")
-            with db:
-                db.execute("update audit set actor = 'mallory' where seq = ?", [rows[-1]["seq"]])
-            db.close()
+            local.sql("update audit set actor = 'mallory' where seq = :s", s=rows[-1]["seq"])
         local.start()
         local.push_bytes("second", bundle_bytes("second"))
         until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
@@ -109,13 +97,10 @@ def test_deliveries_from_a_real_agent_extend_the_anchor_across_restarts(tmp_path
         local.start()
         push_delivered(local, "two", 2)
         first, second = (
-            json.loads(r[0])
-            for r in sqlite3.connect(local.home / "registry.db").execute(
-                "select remote from outbox order by id"
-            )
+            json.loads(r["remote"]) for r in local.sql("select remote from outbox order by id")
         )
         assert second["audit_anchor"]["seq"] > first["audit_anchor"]["seq"]
-        mine = {r["seq"]: r["hash"] for r in audit_rows(local.home)}
+        mine = {r["seq"]: r["hash"] for r in audit_rows(local)}
         assert mine[second["audit_anchor"]["seq"]] == second["audit_anchor"]["hash"]
     finally:
         local.stop()
@@ -153,14 +138,14 @@ def test_start_stop_and_gap_records(agent_factory):
     agent = agent_factory(NO_CHECKS)
     agent.push_bytes("lived", bundle_bytes("lived"))
     agent.stop()
-    actions = [r["action"] for r in audit_rows(agent.home)]
+    actions = [r["action"] for r in audit_rows(agent)]
     assert actions[0] == "agent.start" and actions[-1] == "agent.stop"
 
     agent.start()
     agent.kill9()  # no agent.stop
     agent.start()
     agent.stop()
-    rows = audit_rows(agent.home)
+    rows = audit_rows(agent)
     life = [r["action"] for r in rows if r["action"].startswith("agent.")]
     assert life == [
         "agent.start",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 from sklearn.dummy import DummyClassifier
 from support import push_model, wait_checked
@@ -12,8 +10,7 @@ from support import push_model, wait_checked
 def test_a_raising_check_has_a_one_line_summary_and_the_traceback_in_details(agent_factory):
     # Given a "check" whose run() cannot be called (json.loads has no .run): it raises
     agent = agent_factory(
-        '--HandoffAgent.checks=["loads", "boom"]',
-        "--HandoffAgent.extra_checks=" + json.dumps({"boom": "json:loads"}),
+        '--HandoffAgent.checks=["loads", "boom"]', plugins={"check": {"boom": "json:loads"}}
     )
     X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
     v = push_model(agent, DummyClassifier().fit(X, [0, 1, 0, 1]), "m", X=X, y=[0, 1, 0, 1])

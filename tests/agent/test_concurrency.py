@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from agent_support import NO_CHECKS
+from s3_support import agent_blobs
 from support import bundle_bytes
 
 
@@ -54,7 +55,7 @@ def test_16_concurrent_identical_pushes_make_one_version(agent_factory):
     assert {b["digest"] for _, b in results} == {hashlib.sha256(data).hexdigest()}
     _, listing = a.request("GET", "/api/v1/models/same/versions")
     assert [v["number"] for v in listing["versions"]] == [1]
-    blobs = {p.parent.name + p.name for p in (a.home / "blobs").rglob("*") if p.is_file()}
+    blobs = set(agent_blobs(a).iter_digests())
     # the bundle, stored once, plus the one version's three reports (html, json, md)
     assert hashlib.sha256(data).hexdigest() in blobs and len(blobs) == 1 + 3
     assert a.healthy()

@@ -20,7 +20,7 @@ LIMIT = 100_000
 
 
 @pytest.fixture(scope="module")
-def small_agent(tmp_path_factory):
+def small_agent(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("errshape")
     a = RunningAgent(
         root / "home", root / "rt", [NO_CHECKS, f"--HandoffAgent.max_bundle_size={LIMIT}"]

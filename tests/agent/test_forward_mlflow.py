@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,9 @@ import pytest
 
 pytest.importorskip("mlflow")
 
+from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, push_model, until
+from traitlets.config import Configurable
 
 from handoff_agent.forwarding.api import Delivery
 from handoff_agent.forwarding.mlflow import MLflowDestination
@@ -153,12 +154,13 @@ def test_registers_the_version_with_verdict_tags_and_report(tmp_path, mlflow_ser
     assert list(loaded.predict(X.head(5))) == list(model.predict(X.head(5)))
 
     # A retry of the same delivery (its stored body, byte for byte) registers nothing new
-    db = sqlite3.connect(tmp_path / "home" / "registry.db")
-    (body_digest,) = db.execute("select body_digest from outbox").fetchone()
-    db.close()
-    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-")
-    body = tmp_path / "home" / "blobs" / body_digest[:2] / body_digest[2:]
-    again = dest.deliver(Delivery(fwd["delivery_id"], "mlflow", "irises", 1, pushed.digest, body))
+    (body_digest,) = agent.sql("select body_digest from outbox")[0].values()
+    owner = Configurable()  # what a destination uses of its agent: the blob store
+    owner.store = agent_blobs(agent)
+    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-", parent=owner)
+    with owner.store.local_copy(body_digest) as body:
+        delivery = Delivery(fwd["delivery_id"], "mlflow", "irises", 1, pushed.digest, body)
+        again = dest.deliver(delivery)
     assert again.ok, again.error
     assert again.remote["mlflow_version"] == 1 and again.remote["run_id"] == run_id
     assert [v.version for v in client.search_model_versions("name = 'h-irises'")] == ["1"]

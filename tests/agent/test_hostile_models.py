@@ -13,7 +13,7 @@ from handoff_agent import hostile
 
 
 @pytest.fixture(scope="module")
-def strict_agent(tmp_path_factory):
+def strict_agent(tmp_path_factory, backend):
     from support import RunningAgent
 
     root = tmp_path_factory.mktemp("hostile")

@@ -21,7 +21,7 @@ SECRET = "intake-secret-for-hardening-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
-def central(tmp_path_factory):
+def central(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("hardening-central")
     policy = root / "policy.toml"
     policy.write_text(f'[intake]\nsecrets = ["{SECRET}"]\ntrusted_types = []\n')

@@ -20,6 +20,7 @@ from agent_support import (
     upload_head,
     wait_until,
 )
+from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, make_tar, manifest_for
 
 LIMIT = 100_000
@@ -28,7 +29,7 @@ MODEL = b"not really a pickle"
 
 
 @pytest.fixture(scope="module")
-def ingest_agent(tmp_path_factory):
+def ingest_agent(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("ingest")
     a = RunningAgent(
         root / "home", root / "rt", [NO_CHECKS, f"--HandoffAgent.max_bundle_size={LIMIT}"]
@@ -312,7 +313,7 @@ def test_truncated_upload_leaves_nothing(agent_factory):
         sock.close()
     assert wait_until(lambda: not part_files(b.home)), part_files(b.home)
     assert_nothing_stored(b)
-    assert list((b.home / "blobs").rglob("*")) == []
+    assert list(agent_blobs(b).iter_digests()) == []
     # The same bundle in full afterwards is version 1.
     status, body = b.push_bytes("m", data)
     assert status == 201 and body["version"] == 1, body

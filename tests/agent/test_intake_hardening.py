@@ -6,15 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import socket
-import sqlite3
 import subprocess
 import tarfile
 import uuid
 
 import pytest
 from agent_support import NO_CHECKS, assert_error, assert_nothing_stored
+from s3_support import agent_blobs, tamper_blob
 from support import RunningAgent, bundle_bytes, make_tar, manifest_for, until
 from test_pipeline_central import FIRST_SECRET, SECOND_SECRET, start_pair
 from test_pipeline_delivery import chain, count, deliver, envelope, outbox_states
@@ -236,15 +235,10 @@ def test_strong_secrets_of_32_hex_or_22_urlsafe_characters_start(tmp_path):
 # -- verified forwarding ----------------------------------------------------------------------
 
 
-def corrupt(path) -> None:
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
+def corrupt(agent, digest: str) -> None:
+    data = bytearray(agent_blobs(agent).read_bytes(digest))
     data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def blob(home, digest: str):
-    return home / "blobs" / digest[:2] / digest[2:]
+    tamper_blob(agent, digest, bytes(data))
 
 
 def test_a_corrupt_bundle_blob_is_not_forwarded(tmp_path):
@@ -253,7 +247,7 @@ def test_a_corrupt_bundle_blob_is_not_forwarded(tmp_path):
     try:
         data = bundle_bytes("rotten")
         assert local.push_bytes("rotten", data)[0] == 201
-        corrupt(blob(local.home, hashlib.sha256(data).hexdigest()))
+        corrupt(local, hashlib.sha256(data).hexdigest())
         path = "/api/v1/models/rotten/versions/1/forward"
         assert local.request("POST", path, {"to": "central"})[0] == 202
         until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
@@ -283,14 +277,11 @@ def test_a_stored_delivery_body_corrupted_before_a_retry_is_dead_lettered(agent_
     assert local.push_bytes("later", bundle_bytes("later"))[0] == 201
 
     def body_digest():
-        db = sqlite3.connect(local.home / "registry.db")
-        try:
-            row = db.execute("select body_digest, attempts from outbox").fetchone()
-        finally:
-            db.close()
-        return row and row[0] and row[1] >= 1 and row[0]
+        rows = local.sql("select body_digest, attempts from outbox")
+        row = rows[0] if rows else None
+        return row and row["body_digest"] and row["attempts"] >= 1 and row["body_digest"]
 
-    corrupt(blob(local.home, until(body_digest, timeout=60)))
+    corrupt(local, until(body_digest, timeout=60))
     until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
     error = local.request("GET", "/api/v1/models/later/versions/1")[1]["forwards"][0]
     assert "corrupt on disk" in error["last_error"] and "fsck" in error["last_error"]
@@ -306,11 +297,8 @@ def test_a_central_home_from_before_body_digests_keeps_working(tmp_path):
     old_id, body = uuid.uuid4().hex, envelope("old", b"1")
     assert deliver(central, body, delivery_id=old_id)[0] == 201
     central.stop()
-    db = sqlite3.connect(central.home / "registry.db")  # as the home was before the column
-    with db:
-        db.execute("alter table deliveries drop column body_digest")
-        db.execute("delete from _sqlite_migrations where name = 'm004_delivery_body_digest'")
-    db.close()
+    # as a delivery recorded before body digests were (migration m004): none stored
+    central.sql("update deliveries set body_digest = null")
 
     central.start()
     try:

@@ -42,7 +42,7 @@ POLICY = '[intake]\nsecrets = ["fuzz-intake-secret-0123456789abcdef"]\ntrusted_t
 
 
 @pytest.fixture(scope="module")
-def agents(tmp_path_factory):
+def agents(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("fuzz")
     (root / "policy.toml").write_text(POLICY)
     local = RunningAgent(root / "local", root / "rt-local", ["--HandoffAgent.checks=[]"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -107,28 +106,21 @@ def test_audit_verify_names_the_first_bad_entry(tmp_path, tamper):
         agent.push_bytes("audited", bundle_bytes("audited", model=b"m%d" % i))
     agent.stop()
     assert agent.cli("audit", "verify").returncode == 0
-    db = sqlite3.connect(agent.home / "registry.db")
-    with db:
-        if tamper == "change":
-            db.execute("update audit set actor = 'mallory' where seq = 3")
-        elif tamper == "delete":
-            db.execute("delete from audit where seq = 3")
-        else:  # swap the contents of rows 3 and 4, keeping their seq numbers
-            a, b = (
-                db.execute(
-                    "select actor, action, subject, payload, time, prev_hash, hash"
-                    " from audit where seq = ?",
-                    [s],
-                ).fetchone()
-                for s in (3, 4)
+    if tamper == "change":
+        agent.sql("update audit set actor = 'mallory' where seq = 3")
+    elif tamper == "delete":
+        agent.sql("delete from audit where seq = 3")
+    else:  # swap the contents of rows 3 and 4, keeping their seq numbers
+        cols = "actor, action, subject, payload, time, prev_hash, hash"
+        a, b = (agent.sql(f"select {cols} from audit where seq = {s}")[0] for s in (3, 4))
+        for seq, row in ((3, b), (4, a)):
+            agent.sql(
+                "update audit set actor = :actor, action = :action, subject = :subject,"
+                " payload = :payload, time = :time, prev_hash = :prev_hash, hash = :hash"
+                " where seq = :seq",
+                seq=seq,
+                **row,
             )
-            for seq, row in ((3, b), (4, a)):
-                db.execute(
-                    "update audit set actor=?, action=?, subject=?, payload=?, time=?,"
-                    " prev_hash=?, hash=? where seq = ?",
-                    [*row, seq],
-                )
-    db.close()
     out = agent.cli("audit", "verify")
     assert out.returncode == 1
     assert "BROKEN at entry 3" in out.stdout or "BROKEN at entry 4" in out.stdout

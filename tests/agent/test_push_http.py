@@ -6,11 +6,12 @@ import hashlib
 
 import pytest
 from agent_support import NO_CHECKS, assert_error, wait_until
+from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, manifest_for
 
 
 @pytest.fixture(scope="module")
-def shared_agent(tmp_path_factory):
+def shared_agent(tmp_path_factory, backend):
     """One agent for the module's HTTP tests. It runs no checks: they have their own agent."""
     root = tmp_path_factory.mktemp("pushhttp")
     a = RunningAgent(root / "home", root / "rt", [NO_CHECKS])
@@ -34,8 +35,7 @@ def test_first_push_is_201_version_1(shared_agent):
     assert body["digest"] == hashlib.sha256(data).hexdigest()
     assert body["created"] is True
     assert body["status"] in ("checking", "pushed", "passed", "failed")
-    blob = shared_agent.home / "blobs" / body["digest"][:2] / body["digest"][2:]
-    assert blob.read_bytes() == data
+    assert agent_blobs(shared_agent).read_bytes(body["digest"]) == data
 
 
 def test_same_bytes_again_is_200_same_version(shared_agent):

@@ -22,20 +22,10 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bu
 TOKEN = "sandbox-test-token-" + secrets.token_hex(16)
 
 
-class EnvAgent(RunningAgent):
+def start(root: Path, *args: str, env: dict | None = None) -> RunningAgent:
     """An agent started with extra environment variables (a token, as a user might set)."""
-
-    extra_env: dict = {}
-
-    @property
-    def env(self) -> dict:
-        return {**super().env, **self.extra_env}
-
-
-def start(root: Path, *args: str, env: dict | None = None) -> EnvAgent:
     root.mkdir(parents=True, exist_ok=True)
-    a = EnvAgent(root / "home", root / "rt", list(args))
-    a.extra_env = env or {}
+    a = RunningAgent(root / "home", root / "rt", list(args), env=env)
     a.start()
     return a
 
@@ -262,7 +252,7 @@ require = true
 """
 
 
-def start_pair(tmp_path: Path, *central_args: str) -> tuple[EnvAgent, EnvAgent]:
+def start_pair(tmp_path: Path, *central_args: str) -> tuple[RunningAgent, RunningAgent]:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     central = start(tmp_path / "c", "--role", "central", "--policy", str(policy), *central_args)
@@ -280,7 +270,7 @@ def start_pair(tmp_path: Path, *central_args: str) -> tuple[EnvAgent, EnvAgent]:
     return local, central
 
 
-def central_version(central: EnvAgent, name: str) -> dict:
+def central_version(central: RunningAgent, name: str) -> dict:
     def checked():
         status, body = central.request("GET", f"/api/v1/models/{name}/versions/1")
         done = status == 200 and body["status"] not in ("checking", "pushed", "received")

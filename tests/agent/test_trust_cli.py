@@ -3,8 +3,6 @@ trusted, and the analyst sees in the notebook what central is waiting for."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,11 +98,8 @@ def test_needs_trust_then_trust_add_then_validated(pair):
     assert SVC_TYPE in listing.stdout.split("Added:")[1]
     added = central.request("GET", "/api/v1/trust")[1]["added"]
     assert [a["type"] for a in added] == [SVC_TYPE]
-    with sqlite3.connect(central.home / "registry.db") as db:
-        rows = db.execute(
-            "select actor, action, subject from audit where action = 'trust.add'"
-        ).fetchall()
-    assert rows == [(added[0]["trusted_by"], "trust.add", SVC_TYPE)]
+    rows = central.sql("select actor, action, subject from audit where action = 'trust.add'")
+    assert rows == [{"actor": added[0]["trusted_by"], "action": "trust.add", "subject": SVC_TYPE}]
     assert central.cli("audit", "verify").returncode == 0
 
 
@@ -133,8 +128,8 @@ def test_trust_over_http_releases_at_once_and_remove_is_audited(pair):
     out = central.cli("trust", "remove", "sklearn.pipeline.Pipeline")
     assert out.returncode == 2 and "on the default list" in out.stdout
     assert central.request("GET", "/api/v1/trust")[1]["added"] == []
-    with sqlite3.connect(central.home / "registry.db") as db:
-        actions = [r[0] for r in db.execute("select action from audit where action like 'trust.%'")]
+    rows = central.sql("select action from audit where action like 'trust.%' order by seq")
+    actions = [r["action"] for r in rows]
     assert actions == ["trust.add", "trust.remove"]
 
 

@@ -19,4 +19,7 @@ def test_load_ext_imports_nothing_heavy():
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     heavy = ("sklearn", "jupyter_server", "matplotlib", "pandas", "numpy", "pyarrow", "tornado")
     assert not [m for m in loaded if m.split(".")[0] in heavy]
+    # nor the agent's metadata store
+    assert not [m for m in loaded if m.split(".")[0] in ("sqlalchemy", "psycopg")]
+    assert not [m for m in loaded if m.startswith("handoff_agent.store")]
     assert "jupyter_handoff.magics" in loaded

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "f1": True,
-    "roc_auc": True,
-    "log_loss": False,
-    "r2": True,
-    "mae": False,
-    "rmse": False,
-}
+from ..vocabulary import HIGHER_IS_BETTER  # noqa: F401  (metric directions, defined once)
+
 EPS = float(np.finfo(np.float64).eps)  # what sklearn.metrics.log_loss clips to
 
 

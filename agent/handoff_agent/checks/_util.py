@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import CheckContext, CheckResult
+from ..plugins import CheckContext, CheckResult
 from .loads import detect_task as _detect_model_task
 
 

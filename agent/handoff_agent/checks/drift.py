@@ -14,8 +14,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..plugins import CheckContext, CheckResult
 from ._util import figure, fmt, missing, png, result, settings, worst
-from .api import CheckContext, CheckResult
 
 SMOOTH = 1e-4  # added to empty bins so PSI stays finite
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..plugins import CheckContext, CheckResult
 from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
-from .api import CheckContext, CheckResult
 
 
 def _importance(model, X, y, task, cfg, kind="table") -> list[dict]:

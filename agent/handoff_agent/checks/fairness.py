@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..plugins import CheckContext, CheckResult
 from ._util import (
     call,
     detect_task,
@@ -23,7 +24,6 @@ from ._util import (
     settings,
     worst,
 )
-from .api import CheckContext, CheckResult
 
 
 def _rmse(y_true, y_pred) -> float:

@@ -12,8 +12,8 @@ import tracemalloc
 
 import numpy as np
 
+from ..plugins import CheckContext, CheckResult
 from ._util import call, fmt, missing, result, rows_mismatch, settings, worst
-from .api import CheckContext, CheckResult
 
 
 class _Counter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import CheckContext, CheckResult
+from ..plugins import CheckContext, CheckResult
 
 
 def detect_flavor(model) -> str:

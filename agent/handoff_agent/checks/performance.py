@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..plugins import CheckContext, CheckResult
 from . import _metrics
 from ._util import (
     call,
@@ -22,7 +23,6 @@ from ._util import (
     settings,
     worst,
 )
-from .api import CheckContext, CheckResult
 
 CHUNK_CELLS = 2_000_000  # bootstrap weights held at once, to bound memory on large samples
 

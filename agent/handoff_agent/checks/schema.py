@@ -6,8 +6,8 @@ column (callers must now send it) and a new column order warn by default.
 
 from __future__ import annotations
 
+from ..plugins import CheckContext, CheckResult
 from ._util import columns, result, settings, worst
-from .api import CheckContext, CheckResult
 
 # Retyping along these arrows keeps every value representable, so it only warns when allowed.
 _WIDENING = {("bool", "int"), ("bool", "float"), ("int", "float"), ("uint", "int")}

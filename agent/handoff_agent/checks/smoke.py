@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..plugins import CheckContext, CheckResult
 from ._util import call, detect_task, missing, result, rows_mismatch, settings
-from .api import CheckContext, CheckResult
 
 
 def _problems(out, n: int, task: str | None, what: str) -> list[str]:

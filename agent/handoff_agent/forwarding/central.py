@@ -11,21 +11,17 @@ it now anchors, which the next delivery starts from. Central's stage flows back 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import tempfile
 import urllib.request
-from pathlib import Path
 
-from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .. import audit, outbox, runtime
-from ..blobs import BlobCorrupt
+from .. import runtime
 from ..bundle import read_manifest, write_tar
+from ..homes import central_home, embedded_secret
+from ..plugins import Delivery, DestinationContext, NotReady, Result
 from ..secrets_check import weak_secret_error
-from .api import Delivery, NotReady, Result
+from ..store.blobs import BlobUnavailable, BlobWriter
 from .http import post_signed
 
 CENTRAL_DOWN = (
@@ -34,47 +30,6 @@ CENTRAL_DOWN = (
 )
 ENVELOPE = "envelope.json"
 BUNDLE = "bundle.tar"
-
-
-def central_home() -> Path:
-    return Path(jupyter_data_dir()) / "handoff-central"
-
-
-def embedded_secret(home: Path | None = None) -> str:
-    """The shared secret of the embedded central, created on first use (mode 0600)."""
-    path = (home or central_home()) / "intake.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
-
-
-class ForwardError(Exception):
-    """A delivery that cannot be built; it goes to dead-letter with this message."""
-
-
-def bundle_digest(path: Path) -> str:
-    """A verified blob's digest is its name (``blobs/ab/cdef…``)."""
-    return path.parent.name + path.name
-
-
-def corrupt_message(row: dict, digest: str) -> str:
-    return (
-        f"The stored copy of {row['model']}:{row['number']} (blob {digest[:12]}…) no longer "
-        "matches its digest: it is corrupt on disk, so it was not sent. Run `jupyter handoff "
-        "fsck` to list damaged blobs, then push the model again."
-    )
-
-
-async def verified(agent, delivery: Delivery, digest: str) -> Path:
-    """The blob's path once its bytes are checked against ``digest``; else ForwardError."""
-    try:
-        return await agent.run_io(agent.store.verify, digest)
-    except (BlobCorrupt, OSError):
-        row = {"model": delivery.model, "number": delivery.number}
-        raise ForwardError(corrupt_message(row, digest)) from None
 
 
 class CentralDestination(LoggingConfigurable):
@@ -125,21 +80,22 @@ class CentralDestination(LoggingConfigurable):
             return "", ""
         return info["url"], self.token or info["token"]
 
-    async def body(self, agent, delivery: Delivery, **kwargs) -> Path:
+    async def body(self, ctx: DestinationContext, delivery: Delivery, **kwargs) -> BlobWriter:
         if not self.target()[0]:
             raise NotReady(CENTRAL_DOWN)
-        bundle_path = await verified(agent, delivery, delivery.digest)
-        manifest = read_manifest(bundle_path)
+        digest = delivery.digest
+        with await ctx.verified_blob(digest) as bundle:
+            manifest = read_manifest(bundle)
         if manifest.get("serialization") == "pickle" and self.format == "skops":
-            converted = await agent.convert_to_skops(delivery.digest)
-            bundle_path = await verified(agent, delivery, converted)
-        db = agent.registry.db
-        ack = await agent.call(outbox.acknowledged, db, self.name)
-        rows = await agent.call(audit.rows_since, db, ack["seq"] if ack else None)
+            try:
+                digest = await ctx.convert_to_skops(digest)
+            except BlobUnavailable as e:
+                raise NotReady(str(e)) from None
+        rows = await ctx.audit_since_ack(self.name)
         v = delivery.version
         envelope = {
             "format": 1,
-            "source": agent.agent_id,
+            "source": ctx.agent_id,
             "local": {
                 k: v.get(k)
                 for k in (
@@ -152,21 +108,19 @@ class CentralDestination(LoggingConfigurable):
                     "verdict",
                 )
             },
-            "bundle_digest": bundle_digest(bundle_path),
+            "bundle_digest": digest,
             "audit_head": {"seq": rows[-1]["seq"], "hash": rows[-1]["hash"]} if rows else None,
             "audit": rows,
         }
-        fd, tmp = tempfile.mkstemp(dir=agent.store.tmp, prefix="envelope-", suffix=".part")
-        with open(fd, "wb") as out:
-            await agent.run_io(
-                write_tar,
-                out,
-                [
-                    (ENVELOPE, json.dumps(envelope, sort_keys=True).encode()),
-                    (BUNDLE, bundle_path),
-                ],
-            )
-        return Path(tmp)
+        out = ctx.blob_writer()  # the loop commits it: the envelope is hashed once
+        try:
+            with await ctx.verified_blob(digest) as bundle:
+                head = json.dumps(envelope, sort_keys=True).encode()
+                await ctx.run_io(write_tar, out, [(ENVELOPE, head), (BUNDLE, bundle)])
+        except BaseException:
+            out.abort()
+            raise
+        return out
 
     def deliver(self, delivery: Delivery, **kwargs) -> Result:
         url, _ = self.target()
@@ -180,7 +134,7 @@ class CentralDestination(LoggingConfigurable):
             "application/x-tar",
         )
 
-    def status(self, remote: dict) -> dict | None:
+    def status(self, remote: dict, **kwargs) -> dict | None:
         """Central's view of a delivered version, or None when it cannot be reached."""
         url, token = self.target()
         if not url or not remote.get("name"):

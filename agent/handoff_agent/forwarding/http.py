@@ -5,24 +5,39 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import os
 import time
 import urllib.parse
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import signing
-from .api import Result
+from ..plugins import Result
 
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 
 
-def _chunks(body: bytes | Path):
+def _chunks(body):
+    """bytes, a path, or an open seekable binary file (read from its start each time)."""
     if isinstance(body, bytes):
         yield body
         return
-    with open(body, "rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
+    if isinstance(body, Path):
+        with open(body, "rb") as f:
+            yield from _chunks(f)
+        return
+    body.seek(0)
+    while chunk := body.read(CHUNK):
+        yield chunk
+
+
+def _size(body) -> int:
+    if isinstance(body, bytes):
+        return len(body)
+    if isinstance(body, Path):
+        return body.stat().st_size
+    return os.fstat(body.fileno()).st_size
 
 
 def retry_after(value: str | None) -> float | None:
@@ -38,7 +53,7 @@ def retry_after(value: str | None) -> float | None:
 
 def post_signed(
     url: str,
-    body: bytes | Path,
+    body: bytes | Path | BinaryIO,
     delivery_id: str,
     secret: str,
     content_type: str,
@@ -50,7 +65,7 @@ def post_signed(
         return Result(False, retryable=False, error=f"unsupported URL scheme in {url!r}")
     stamp = str(int(time.time()))
     signature = signing.sign(secret, delivery_id, stamp, _chunks(body))
-    size = len(body) if isinstance(body, bytes) else body.stat().st_size
+    size = _size(body)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
     try:

@@ -1,6 +1,9 @@
 """The forwarder loop: delivers due outbox rows with backoff, and mirrors central's stages.
 
-Every attempt first checks the stored body against its digest: a blob corrupted on disk is
+Rows are claimed before they are attempted, so several processes sharing one database never
+send the same row at once.
+
+Every attempt sends a verified local copy of the stored body: a blob corrupted in the store is
 never sent, and its row goes to dead-letter with a pointer to ``jupyter handoff fsck``.
 """
 
@@ -13,11 +16,18 @@ import time
 from pathlib import Path
 
 from .. import outbox
-from ..blobs import BlobCorrupt
-from .api import Delivery, NotReady
-from .central import ForwardError, corrupt_message
+from ..plugins import Delivery, ForwardError, NotReady, StageSource
+from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
 
 log = logging.getLogger(__name__)
+
+
+def corrupt_message(row: dict, digest: str) -> str:
+    return (
+        f"The stored copy of {row['model']}:{row['number']} (blob {digest[:12]}…) no longer "
+        "matches its digest: it is corrupt on disk, so it was not sent. Run `jupyter handoff "
+        "fsck` to list damaged blobs, then push the model again."
+    )
 
 
 class Forwarder:
@@ -27,15 +37,19 @@ class Forwarder:
         self.base, self.cap, self.interval = base, cap, interval
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.sync_task: asyncio.Task | None = None
+        self.sync_tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
-        if hasattr(self.destinations.get("central"), "status"):
-            self.sync_task = asyncio.ensure_future(self._sync_loop())
+        # Destinations with stages of their own (plugins.StageSource) are mirrored back.
+        self.sync_tasks = [
+            asyncio.ensure_future(self._sync_loop(d))
+            for d in self.destinations.values()
+            if isinstance(d, StageSource)
+        ]
 
     async def stop(self) -> None:
-        for t in (self.task, self.sync_task):
+        for t in (self.task, *self.sync_tasks):
             if t is not None:
                 t.cancel()
 
@@ -54,28 +68,33 @@ class Forwarder:
     async def tick(self) -> None:
         """Attempt every due row; go again while rows leave the queue, so an ordered
         destination's next row follows at once rather than on the next wake."""
-        db = self.agent.registry.db
+        store, owner = self.agent.registry, self.agent.agent_id
         ordered = tuple(n for n, d in self.destinations.items() if getattr(d, "ordered", False))
         while True:
             moved = False
-            for row in await self.agent.call(outbox.due, db, time.time(), 20, ordered):
+            rows = await self.agent.call(store.outbox_claim, owner, time.time(), 20, ordered)
+            for row in rows:
                 moved |= await self.attempt(row) in ("delivered", "dead")
             if not moved:
                 return
 
     async def attempt(self, row: dict) -> str:
-        state = await self._attempt(row)
+        try:
+            state = await self._attempt(row)
+        except BaseException:  # the next tick tries again, not only once the claim lapses
+            await self.agent.call(self.agent.registry.outbox_unclaim, row["id"])
+            raise
         self._publish(row, *state)
         return state[0]
 
     async def _attempt(self, row: dict) -> tuple[str, str]:
-        agent, db = self.agent, self.agent.registry.db
+        agent, store = self.agent, self.agent.registry
         dest = self.destinations.get(row["destination"])
         if dest is None:
             error = (
                 f"no destination {row['destination']!r} is configured (c.HandoffAgent.forward_to)"
             )
-            await agent.call(outbox.dead, db, row, error)
+            await agent.call(store.outbox_dead, row, error)
             return "dead", error
         version = await agent.call(agent.registry.get_version, row["model"], row["number"])
         delivery = Delivery(
@@ -89,39 +108,62 @@ class Forwarder:
         )
         if not row["body_digest"]:
             try:
-                body = await dest.body(agent, delivery)
+                body = await dest.body(agent.destination_context(delivery), delivery)
             except NotReady as e:
                 delay = outbox.backoff(row["attempts"], self.base, self.cap)
-                await agent.call(outbox.retry, db, row, str(e), delay)
+                await agent.call(store.outbox_retry, row, str(e), delay)
                 return "retrying", str(e)
             except ForwardError as e:
-                await agent.call(outbox.dead, db, row, str(e))
+                await agent.call(store.outbox_dead, row, str(e))
                 return "dead", str(e)
-            digest = await agent.run_io(self._store, body)
-            await agent.call(outbox.set_body, db, row["id"], digest)
+            try:
+                digest = await agent.run_io(self._store, body)
+            except BlobUnavailable as e:
+                return await self._retry(row, str(e))
+            await agent.call(store.outbox_set_body, row["id"], digest)
             row["body_digest"] = digest
         try:
-            delivery.body = await agent.run_io(agent.store.verify, row["body_digest"])
-        except (BlobCorrupt, OSError):
+            body = await agent.run_io(agent.store.local_copy, row["body_digest"])
+        except BlobUnavailable as e:  # the store is down, not the body damaged
+            return await self._retry(row, str(e))
+        except (BlobError, OSError):
             error = corrupt_message(row, row["body_digest"])
-            await agent.call(outbox.dead, db, row, error)
+            await agent.call(store.outbox_dead, row, error)
             return "dead", error
-        result = await agent.run_io(dest.deliver, delivery)
+        with body:
+            delivery.body = body
+            result = await agent.run_io(dest.deliver, delivery)
         if result.ok:
-            await agent.call(outbox.delivered, db, row, result.remote)
+            await agent.call(store.outbox_delivered, row, result.remote)
             return "delivered", ""
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
-            await agent.call(outbox.retry, db, row, result.error, delay)
+            await agent.call(store.outbox_retry, row, result.error, delay)
             return "retrying", result.error
-        await agent.call(outbox.dead, db, row, result.error)
+        await agent.call(store.outbox_dead, row, result.error)
         return "dead", result.error
 
+    async def _retry(self, row: dict, error: str) -> tuple[str, str]:
+        delay = outbox.backoff(row["attempts"], self.base, self.cap)
+        await self.agent.call(self.agent.registry.outbox_retry, row, error, delay)
+        return "retrying", error
+
     def _store(self, body) -> str:
+        """A destination's body as a blob: bytes, a store writer, a binary file or a path."""
         store = self.agent.store
         if isinstance(body, bytes):
             return store.put_bytes(body)
-        return store.put_file(Path(body))
+        if isinstance(body, BlobWriter):
+            return body.commit()
+        if isinstance(body, Path):  # a temp file the destination wrote (older plugins)
+            try:
+                with open(body, "rb") as f:
+                    return store.put(f)
+            finally:
+                body.unlink(missing_ok=True)
+        with body:
+            body.seek(0)
+            return store.put(body)
 
     def _publish(self, row: dict, state: str, error: str = "") -> None:
         self.agent.events.publish(
@@ -133,13 +175,12 @@ class Forwarder:
             error=error,
         )
 
-    async def _sync_loop(self) -> None:
-        central = self.destinations["central"]
+    async def _sync_loop(self, source: StageSource) -> None:
         while True:
             try:
-                await self.agent.sync_stages(central)
+                await self.agent.sync_stages(source)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("stage sync failed; retrying")
-            await asyncio.sleep(central.status_interval)
+                log.exception("stage sync from %s failed; retrying", source.name)
+            await asyncio.sleep(source.status_interval)

@@ -7,7 +7,8 @@ means loading the model, and the agent never unpickles, so each attempt runs
 with a scrubbed environment. It shares the network, which it needs to reach MLflow, but sees no
 file of the agent's but the bundle and the report, passed as open descriptors.
 
-The stored body is the job: which bundle and report (by path and digest) and the tags. Where
+The stored body is the job: which bundle and report (by digest) and the tags; each attempt hands
+the worker verified local copies from the blob store. Where
 it goes (tracking URI, model name prefix) is read from the configuration on every attempt.
 Needs the ``mlflow`` extra: ``pip install 'jupyter-handoff[mlflow]'``.
 """
@@ -23,8 +24,9 @@ import urllib.request
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from ..plugins import Delivery, DestinationContext, NotReady, Result
 from ..sandbox import Limits, Sandbox, SandboxRefused
-from .api import Delivery, NotReady, Result
+from ..store.blobs import BlobError, BlobUnavailable
 
 REPORT_WAIT_ATTEMPTS = 5  # the report is written just after the verdict; wait for it a little
 
@@ -63,15 +65,13 @@ class MLflowDestination(LoggingConfigurable):
         help="MLflow client retries per HTTP request inside one attempt (the outbox retries too).",
     ).tag(config=True)
 
-    async def body(self, agent, delivery: Delivery, **kwargs) -> bytes:
+    async def body(self, ctx: DestinationContext, delivery: Delivery, **kwargs) -> bytes:
         v = delivery.version
         report = None
         if "html" in (v.get("reports") or []):
-            digest = await agent.call(
-                agent.registry.report_digest, delivery.model, delivery.number, "html"
-            )
+            digest = await ctx.report_digest(delivery.model, delivery.number, "html")
             if digest:
-                report = {"path": str(agent.store.path(digest)), "digest": digest}
+                report = {"digest": digest}
         waiting = v.get("verdict") and v.get("checks")  # checked versions get a report
         if report is None and waiting and delivery.attempt <= REPORT_WAIT_ATTEMPTS:
             raise NotReady("waiting for the HTML report to be written")
@@ -85,7 +85,7 @@ class MLflowDestination(LoggingConfigurable):
             "handoff.pushed_by": v.get("pushed_by") or "",
             "handoff.pushed_at": str(v.get("pushed_at") or ""),
             "handoff.status": v.get("status") or "",
-            "handoff.agent": getattr(agent, "agent_id", ""),
+            "handoff.agent": ctx.agent_id,
         }
         for check in v.get("checks") or []:
             version_tags[f"handoff.check.{check['name']}"] = check.get("status") or ""
@@ -101,7 +101,6 @@ class MLflowDestination(LoggingConfigurable):
                 "delivery_id": delivery.delivery_id,
                 "model": delivery.model,
                 "number": delivery.number,
-                "bundle": str(agent.store.path(delivery.digest)),
                 "digest": delivery.digest,
                 "report": report,
                 "run_name": f"{delivery.model}:{delivery.number}",
@@ -114,7 +113,7 @@ class MLflowDestination(LoggingConfigurable):
     def deliver(self, delivery: Delivery, **kwargs) -> Result:
         if not self.tracking_uri:
             return Result(False, retryable=False, error="MLflowDestination.tracking_uri is not set")
-        job = json.loads(delivery.body.read_bytes())
+        job = json.loads(delivery.body.read())
         job.update(
             tracking_uri=self.tracking_uri,
             registered_model_name=self.registered_model_prefix + job["model"],
@@ -133,10 +132,17 @@ class MLflowDestination(LoggingConfigurable):
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(5, min(self.timeout / 2, 120)))),
         }
         job["env"] = env
-        files = {"bundle": (job["bundle"], "r")}
-        if job.get("report"):
-            files["report.path"] = (job["report"]["path"], "r")
-        out, error = asyncio.run(self._run_worker(job, files))
+        try:
+            files = self._local_copies(job)
+        except BlobUnavailable as e:
+            return Result(False, error=str(e))
+        except BlobError as e:
+            return Result(False, retryable=False, error=f"{e}; run `jupyter handoff fsck`")
+        try:
+            out, error = asyncio.run(self._run_worker(job, files))
+        finally:
+            for f in files.values():
+                f.close()
         if out is None:
             return Result(False, retryable=error.endswith("will retry"), error=error)
         if not out.get("ok"):
@@ -151,6 +157,19 @@ class MLflowDestination(LoggingConfigurable):
                 "run_id": out["run_id"],
             },
         )
+
+    def _local_copies(self, job: dict) -> dict:
+        """Verified local copies of the bundle and the report, as the worker's files."""
+        store, files = self.parent.store, {}
+        try:
+            files["bundle"] = store.local_copy(job["digest"])
+            if job.get("report"):
+                files["report.path"] = store.local_copy(job["report"]["digest"])
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return files
 
     async def _run_worker(self, job: dict, files: dict) -> tuple[dict | None, str]:
         """One sandboxed registration attempt: its result, or None and why."""

@@ -2,8 +2,9 @@
 
 Run as ``python -I -m handoff_agent.forwarding.mlflow_worker`` by the ``mlflow`` destination:
 registering means loading the model, and the agent never unpickles. It reads one JSON job, with
-the bundle and report as open files, on stdin (``sandbox.receive_job``) and writes one JSON
-result on its protocol channel: ``{"ok": true, "name", "version", "run_id"}`` or
+the bundle and report as open files (verified by the agent's blob store), on stdin
+(``sandbox.receive_job``) and writes one JSON result on its protocol channel:
+``{"ok": true, "name", "version", "run_id"}`` or
 ``{"ok": false, "retryable": bool, "error": "..."}``.
 
 Idempotent per delivery id: the run is tagged with it, and so is the registered version (the
@@ -39,17 +40,9 @@ class Refused(Exception):
     """A failure no retry can fix: the delivery goes to dead-letter with this message."""
 
 
-def _verify(path: str, digest: str, what: str) -> None:
-    from ..blobs import BlobStore
-
-    if BlobStore.hash_path(path) != digest:
-        raise Refused(f"the {what} {digest} is corrupt on disk; run `jupyter handoff fsck`")
-
-
 def load_model(job: dict):
     from ..worker import _load_model, explain_load_error
 
-    _verify(job["bundle"], job["digest"], "bundle")
     try:
         with tarfile.open(job["bundle"], mode="r:") as tar:
             manifest = json.loads(tar.extractfile("manifest.json").read())
@@ -183,7 +176,6 @@ def register(job: dict, scratch: str) -> dict:
             info = mlflow.sklearn.log_model(model, **_log_kwargs(fmt, sklearn.__version__))
             report = job.get("report")
             if report:
-                _verify(report["path"], report["digest"], "report")
                 html = os.path.join(scratch, "report.html")
                 shutil.copyfile(report["path"], html)
                 mlflow.log_artifact(html, artifact_path="handoff")

@@ -8,7 +8,7 @@ import json
 from traitlets import List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .api import Delivery, Result
+from ..plugins import Delivery, DestinationContext, Result
 from .http import post_signed
 
 
@@ -20,7 +20,7 @@ class WebhookDestination(LoggingConfigurable):
         Unicode(), help="Operator allowlist of exact webhook URLs; anything else is refused."
     ).tag(config=True)
 
-    async def body(self, agent, delivery: Delivery, **kwargs) -> bytes:
+    async def body(self, ctx: DestinationContext, delivery: Delivery, **kwargs) -> bytes:
         v = delivery.version
         return json.dumps(
             {
@@ -31,9 +31,9 @@ class WebhookDestination(LoggingConfigurable):
                 "verdict": v.get("verdict"),
                 "pushed_by": v.get("pushed_by"),
                 "pushed_at": v.get("pushed_at"),
-                "bundle_url": f"{agent.url}/api/v1/models/{delivery.model}/versions/"
+                "bundle_url": f"{ctx.url}/api/v1/models/{delivery.model}/versions/"
                 f"{delivery.number}/bundle",
-                "report_url": f"{agent.url}/api/v1/models/{delivery.model}/versions/"
+                "report_url": f"{ctx.url}/api/v1/models/{delivery.model}/versions/"
                 f"{delivery.number}/report",
             },
             sort_keys=True,

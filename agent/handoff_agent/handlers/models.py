@@ -7,6 +7,7 @@ from .._version import __version__
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from .base import ANY_ROLE, BaseHandler, parse_uint
+from .pipeline import blob_errors
 
 # Reports are documents: no script, no plugins, no framing by another site.
 REPORT_CSP = (
@@ -47,6 +48,14 @@ class OpenAPIHandler(BaseHandler):
 
     def get(self):
         self.write_json(openapi.document(self.agent.role))
+
+
+class MetaHandler(BaseHandler):
+    """The shared vocabulary (metric directions, statuses, the live stage flow), so the panel
+    never keeps its own copy. Any role may read it."""
+
+    def get(self):
+        self.write_json(self.agent.meta())
 
 
 class ModelsHandler(BaseHandler):
@@ -120,9 +129,10 @@ class VersionsHandler(BaseHandler):
 
     async def post(self, name: str):
         upload, self.upload = self.upload, None
-        digest, manifest = await self.agent.run_io(
-            self.agent.ingest.store_blob, upload, name, self.expected
-        )
+        with blob_errors(f"the upload of {name}"):
+            digest, manifest = await self.agent.run_io(
+                self.agent.ingest.store_blob, upload, name, self.expected
+            )
         version, created = await self.agent.create_version(
             name, digest, upload.size, manifest, actor=self.identity["user"]
         )
@@ -155,7 +165,8 @@ class ReportHandler(BaseHandler):
                 "Reports are written when every check has finished; watch /api/v1/events.",
                 code="report_pending",
             )
-        data = await self.agent.run_io(self.agent.store.read_bytes, digest)
+        with blob_errors(f"the {kind} report of {name}:{number}"):
+            data = await self.agent.run_io(self.agent.store.read_bytes, digest)
         self.set_header("Content-Type", reports.KINDS[kind])
         self.set_header("Content-Security-Policy", REPORT_CSP)
         self.finish(data)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from .. import outbox
-from ..errors import BadRequest, HandoffError, NotFound
+import contextlib
+
+from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..ingest import too_large
 from ..names import validate_name
+from ..store.blobs import BlobError, BlobUnavailable
 from .base import ANY_ROLE, BaseHandler, parse_uint
 
 
@@ -19,6 +21,25 @@ def _text(body: dict, key: str, limit: int = 2000) -> str:
 class WhoamiHandler(BaseHandler):
     def get(self):
         self.write_json({**self.identity, "role": self.agent.role})
+
+
+class TokensHandler(BaseHandler):
+    """Admin: a new API token with roles, shown once (what `jupyter handoff token create` does,
+    over HTTP, so tools never open the agent's database)."""
+
+    roles = {"POST": ("admin",)}
+
+    async def post(self):
+        from .. import tokens
+
+        body = self.json_body()
+        user, roles = _text(body, "user", 200), body.get("roles")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise BadRequest("roles must be a list of role names.", 'e.g. {"roles": ["reviewer"]}')
+        token = await self.agent.call(
+            tokens.create, self.agent.registry, user, roles, self.identity["user"]
+        )
+        self.write_json({"user": user, "roles": sorted(set(roles)), "token": token}, 201)
 
 
 class CentralOnly(BaseHandler):
@@ -130,17 +151,16 @@ class IntakeHandler(BaseHandler):
         agent = self.agent
         signature = self.request.headers.get("X-Handoff-Signature", "")
         seen = await agent.call(agent.intake.seen, receipt.delivery_id)
-        digest, env, path = await agent.run_io(agent.intake.verify, receipt, signature)
-        if seen is not None:  # verified and already applied: no second effect, or a conflict
-            path.unlink(missing_ok=True)
-            replay = agent.intake.replay
-            return self.write_json(await agent.call(replay, seen, env, receipt.delivery_id))
-        try:  # a refused chain leaves no blob behind
-            await agent.call(agent.intake.check_chain, env)
-        except HandoffError:
-            path.unlink(missing_ok=True)
-            raise
-        await agent.run_io(agent.store.put_file, path)
+        digest, env, blob = await agent.run_io(agent.intake.verify, receipt, signature)
+        try:
+            if seen is not None:  # verified and already applied: no second effect, or conflict
+                replay = agent.intake.replay
+                return self.write_json(await agent.call(replay, seen, env, receipt.delivery_id))
+            await agent.call(agent.intake.check_chain, env)  # a refused chain leaves no blob
+            with blob_errors(f"delivery {receipt.delivery_id}"):
+                await agent.run_io(blob.commit, digest)
+        finally:
+            blob.abort()
         out, created = await agent.receive(receipt.delivery_id, digest, receipt.size, env)
         self.write_json(out, 201 if created else 200)
 
@@ -164,6 +184,26 @@ class LineageHandler(BaseHandler):
         self.write_json(out)
 
 
+@contextlib.contextmanager
+def blob_errors(what: str):
+    """A damaged or unreachable blob as an API error that says what to do."""
+    try:
+        yield
+    except BlobUnavailable as e:
+        raise HandoffError(
+            f"The blob store cannot be reached: {e}.",
+            "Try again; if it persists, check the agent's blob_url and the S3 endpoint.",
+            status=503,
+            code="blob_store_unavailable",
+        ) from None
+    except BlobError:
+        raise Conflict(
+            f"The stored copy of {what} is missing or corrupt; it is not served.",
+            "Run `jupyter handoff fsck` to list damaged blobs, then push the model again.",
+            code="blob_corrupt",
+        ) from None
+
+
 class BundleHandler(BaseHandler):
     """Download a version's bundle (verified before it is sent), e.g. for a CI webhook."""
 
@@ -172,10 +212,11 @@ class BundleHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
         version = await self.agent.call(self.agent.registry.get_version, name, int(number))
-        path = await self.agent.run_io(self.agent.store.verify, version["digest"])
+        with blob_errors(f"{name}:{number}"):
+            copy = await self.agent.run_io(self.agent.store.local_copy, version["digest"])
         self.set_header("Content-Type", "application/x-tar")
         self.set_header("X-Handoff-Digest", f"sha256:{version['digest']}")
-        with open(path, "rb") as f:
+        with copy as f:
             while chunk := f.read(1 << 20):
                 self.write(chunk)
                 await self.flush()
@@ -184,5 +225,5 @@ class BundleHandler(BaseHandler):
 
 class OutboxHandler(BaseHandler):
     async def get(self):
-        rows = await self.agent.call(outbox.summary, self.agent.registry.db)
+        rows = await self.agent.call(self.agent.registry.outbox_summary)
         self.write_json({"outbox": rows})

@@ -13,7 +13,7 @@ class TrustHandler(BaseHandler):
     async def get(self):
         agent = self.agent
         policy = agent.policy.trusted_types if agent.policy else []
-        self.write_json(await agent.call(trust_admin.listing, agent.registry.db, policy))
+        self.write_json(await agent.call(trust_admin.listing, agent.registry, policy))
 
     async def post(self):
         types = self.json_body().get("types")
@@ -23,6 +23,6 @@ class TrustHandler(BaseHandler):
                 'e.g. {"types": ["my_pkg.MyEstimator"]}',
             )
         agent = self.agent
-        added = await agent.call(trust_admin.add, agent.registry.db, types, self.identity["user"])
+        added = await agent.call(trust_admin.add, agent.registry, types, self.identity["user"])
         released = await agent.trust_changed()
         self.write_json({"added": added, "released": released}, 201)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from ..comparison import result_of
+from ..refs import result_of
 
 COLOURS = ["#0969da", "#bf8700", "#8250df", "#1a7f37", "#cf222e", "#57606a"]
 

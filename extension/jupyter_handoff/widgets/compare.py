@@ -8,12 +8,16 @@ redrawn when their results land.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import ipywidgets as w
 from traitlets import Bool, Dict, List, Unicode
 
 from ..client import START_HINT
-from ..comparison import Comparison, Resolver, label
+from ..refs import label
+
+if TYPE_CHECKING:  # the comparison draws this widget; the widget only reads it
+    from ..comparison import Comparison, Resolver
 from . import compare_html
 from .style import e
 
@@ -38,7 +42,7 @@ class CompareWidget(w.VBox):
         self._follower = None
         self._follow_wanted = follow
         self.comparison = comparison
-        self.resolver = resolver or getattr(comparison, "resolver", None) or Resolver()
+        self.resolver = resolver or comparison.resolver
         self.title = w.HTML()
         self.picker = w.SelectMultiple(
             description="Versions", rows=5, layout=w.Layout(width="420px")
@@ -116,7 +120,7 @@ class CompareWidget(w.VBox):
             for lab in labels:
                 name, _, number = lab.rpartition(":")
                 versions.append(self.resolver.full(name, int(number)))
-            self.comparison = Comparison(
+            self.comparison = type(self.comparison)(
                 versions, baseline=baseline, champions=self.comparison.champions
             )
             self._updating = True

@@ -14,9 +14,9 @@ from datetime import datetime
 import ipywidgets as w
 from traitlets import Bool, Dict, Integer, List, Unicode
 
-from ..api import trust_wait
 from ..client import START_HINT
-from .style import FINAL, STATUS_VERDICT, badge, e, icon, one_line, seconds
+from ..refs import trust_wait
+from .style import FINAL, STATUS_VERDICT, VERDICT_WORDS, badge, e, icon, one_line, seconds
 
 TICK = 1.0
 
@@ -295,9 +295,7 @@ class PushWidget(w.VBox):
 
     def _status_text(self) -> str:
         if self.verdict:
-            return {"pass": "passed", "warn": "passed with warnings", "fail": "failed"}.get(
-                self.verdict, self.verdict
-            )
+            return VERDICT_WORDS.get(self.verdict, self.verdict)
         return self.status or "checking"
 
     def _row_html(self, name: str, c: dict) -> str:
@@ -328,7 +326,7 @@ class PushWidget(w.VBox):
 
     def open_report(self) -> None:
         """Show the report inline, in a sandboxed iframe (no script runs)."""
-        from ..api import Report
+        from ..report_doc import Report
 
         raw = self._client.get_raw(
             f"/api/v1/models/{self.model_name}/versions/{self.number}/report?format=html"

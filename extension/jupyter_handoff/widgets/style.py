@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import html
 
+# The shared vocabulary; re-exported for the widgets.
+from handoff_agent.vocabulary import BETTER_COLOUR as BETTER  # noqa: F401
+from handoff_agent.vocabulary import CHECK_STATUSES as FINAL  # noqa: F401
+from handoff_agent.vocabulary import STATUS_VERDICT, VERDICT_WORDS  # noqa: F401
+from handoff_agent.vocabulary import WORSE_COLOUR as WORSE  # noqa: F401
+
 ICONS = {
     "queued": ("○", "#8c959f"),
     "running": ("◔", "#9a6700"),
@@ -14,9 +20,6 @@ ICONS = {
     "skip": ("\u2013", "#8c959f"),
 }
 VERDICT_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
-STATUS_VERDICT = {"passed": "pass", "warned": "warn", "failed": "fail"}
-FINAL = ("pass", "warn", "fail", "error", "skip")
-BETTER, WORSE = "#1a7f37", "#cf222e"
 
 e = html.escape
 

@@ -1,4 +1,5 @@
-"""Registry and fsck on their own: numbering, idempotency, the audit chain, store agreement."""
+"""The metadata store and fsck on their own, on each backend: numbering, idempotency, the
+audit chain, store agreement."""
 
 from __future__ import annotations
 
@@ -8,11 +9,39 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import text
 
-from handoff_agent.blobs import BlobStore
 from handoff_agent.errors import NotFound
 from handoff_agent.fsck import fsck
-from handoff_agent.registry import Registry
+from handoff_agent.store.blobs import open_blob_store
+from handoff_agent.store.metadata import MetadataStore
+from handoff_agent.versions import VersionService
+
+
+class Registry:
+    """The store with the version service's writes, as the agent wires them."""
+
+    def __init__(self, store: MetadataStore):
+        self.store, self.service = store, VersionService(store)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def create_version(self, *args):
+        return self.service.create_version(*args)
+
+    def finish_check(self, *args):
+        return self.service.finish_check(*args)
+
+    def sql(self, statement: str, **params) -> list:
+        """Raw SQL, as someone with the database's password could run it."""
+        with self.store.engine.begin() as c:
+            res = c.execute(text(statement), params)
+            return res.fetchall() if res.returns_rows else []
+
+
+def open_home(home) -> Registry:
+    return Registry(MetadataStore.for_home(home))
 
 
 def manifest(name: str, **extra) -> dict:
@@ -31,8 +60,8 @@ def digest_of(s: str) -> str:
 
 
 @pytest.fixture
-def reg(tmp_path):
-    r = Registry(tmp_path / "registry.db")
+def reg(tmp_path, backend):
+    r = Registry(MetadataStore.for_home(tmp_path, backend.database_url() or ""))
     yield r
     r.close()
 
@@ -101,7 +130,7 @@ def test_check_results_roll_the_status_forward(reg):
     reg.finish_check(runs[0]["id"], "pass", "", {}, 0.1)
     assert reg.get_version("a", 1)["status"] == "checking"
     reg.start_check(runs[1]["id"])
-    assert reg.requeue_interrupted() == 1
+    assert reg.requeue_interrupted("this-agent") == 1
     reg.finish_check(runs[1]["id"], "fail", "bad", {}, 0.1)
     version = reg.get_version("a", 1)
     assert version["status"] == "failed"
@@ -124,16 +153,16 @@ def test_audit_chain_verifies_and_names_a_tampered_row(reg):
     for i in range(4):
         create(reg, "a", f"v{i}")
     assert reg.verify_audit() is None
-    seqs = [r[0] for r in reg.db.execute("select seq from audit order by seq")]
+    seqs = [r[0] for r in reg.sql("select seq from audit order by seq")]
     assert seqs == [1, 2, 3, 4]
-    reg.db.execute("update audit set payload = ? where seq = 3", ['{"digest":"forged"}'])
+    reg.sql("update audit set payload = :p where seq = 3", p='{"digest":"forged"}')
     assert reg.verify_audit() == 3
 
 
 def test_audit_chain_detects_a_deleted_row(reg):
     for i in range(4):
         create(reg, "a", f"v{i}")
-    reg.db.execute("delete from audit where seq = 2")
+    reg.sql("delete from audit where seq = 2")
     assert reg.verify_audit() == 3
 
 
@@ -143,18 +172,18 @@ def test_audit_chain_detects_a_rehashed_row(reg):
 
     for i in range(3):
         create(reg, "a", f"v{i}")
-    row = next(reg.db.query("select * from audit where seq = 2"))
+    row = dict(reg.sql("select * from audit where seq = 2")[0]._mapping)
     row["actor"] = "mallory"
     new_hash = audit_hash(row["prev_hash"], row)
-    reg.db.execute("update audit set actor = ?, hash = ? where seq = 2", ["mallory", new_hash])
+    reg.sql("update audit set actor = 'mallory', hash = :h where seq = 2", h=new_hash)
     assert reg.verify_audit() == 3
 
 
 def test_audit_survives_reopen(tmp_path):
-    r = Registry(tmp_path / "r.db")
+    r = open_home(tmp_path)
     create(r, "a", "x")
     r.close()
-    r = Registry(tmp_path / "r.db")  # migrations are not applied twice
+    r = open_home(tmp_path)  # migrations are not applied twice
     create(r, "a", "y")
     assert r.verify_audit() is None
     assert [v["number"] for v in r.list_versions("a")] == [2, 1]
@@ -165,8 +194,8 @@ def test_audit_survives_reopen(tmp_path):
 
 
 def populate(home, n=3) -> list[str]:
-    store = BlobStore(home / "blobs")
-    reg = Registry(home / "registry.db")
+    store = open_blob_store("", home)
+    reg = open_home(home)
     digests = []
     try:
         for i in range(n):
@@ -202,7 +231,7 @@ def test_fsck_clean(tmp_path):
 def test_fsck_reports_a_corrupt_blob(tmp_path):
     home = tmp_path / "home"
     digests = populate(home)
-    path = BlobStore(home / "blobs").path(digests[1])
+    path = home / "blobs" / digests[1][:2] / digests[1][2:]
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
     data[10] ^= 1
@@ -217,7 +246,7 @@ def test_fsck_reports_a_corrupt_blob(tmp_path):
 def test_fsck_reports_a_missing_blob(tmp_path):
     home = tmp_path / "home"
     digests = populate(home)
-    BlobStore(home / "blobs").path(digests[0]).unlink()
+    (home / "blobs" / digests[0][:2] / digests[0][2:]).unlink()
     p = run_fsck(home)
     assert p.returncode == 1
     assert f"MISSING blob {digests[0]} (m:1)" in p.stdout
@@ -227,8 +256,8 @@ def test_fsck_reports_a_missing_blob(tmp_path):
 def test_fsck_reports_a_broken_audit_chain(tmp_path):
     home = tmp_path / "home"
     populate(home)
-    reg = Registry(home / "registry.db")
-    reg.db.execute("update audit set actor = 'mallory' where seq = 2")
+    reg = open_home(home)
+    reg.sql("update audit set actor = 'mallory' where seq = 2")
     reg.close()
     p = run_fsck(home)
     assert p.returncode == 1
@@ -238,10 +267,9 @@ def test_fsck_reports_a_broken_audit_chain(tmp_path):
 def test_fsck_notes_orphans_and_partials_but_passes(tmp_path):
     home = tmp_path / "home"
     populate(home)
-    store = BlobStore(home / "blobs")
+    store = open_blob_store("", home)
     orphan = store.put_bytes(b"committed but never registered")
-    fd, _ = store.new_temp()
-    os.close(fd)
+    store.writer().write(b"half")  # never committed: a crash mid-upload
     p = run_fsck(home)
     assert p.returncode == 0, p.stdout
     assert f"unreferenced blob {orphan}" in p.stdout
@@ -252,12 +280,25 @@ def test_fsck_notes_orphans_and_partials_but_passes(tmp_path):
 def test_champion_is_production_else_the_best_that_passed(reg):
     for content, score in (("a", 0.7), ("b", 0.9), ("c", 0.8)):
         v, _ = create(reg, "m", content)
-        reg.db.execute(
-            "update versions set status = 'passed', score = ? where number = ?",
-            [score, v["number"]],
+        reg.sql(
+            "update versions set status = 'passed', score = :s where number = :n",
+            s=score,
+            n=v["number"],
         )
     assert reg.champion("m")["number"] == 2  # best score
     assert reg.champion("m", before=2)["number"] == 1  # only earlier versions count
-    reg.db.execute("update versions set stage = 'production' where number = 3")
+    reg.sql("update versions set stage = 'production' where number = 3")
     assert reg.champion("m")["number"] == 3  # production wins over a better score
     assert reg.champion("other") is None
+
+
+def test_a_run_without_stop_leaves_a_gap_for_its_own_agent_only(reg):
+    a = {"role": "central", "agent_id": "replica-a", "pid": 1}
+    b = {"role": "central", "agent_id": "replica-b", "pid": 2}
+    assert [r["action"] for r in reg.lifecycle_start(a)] == ["agent.start"]
+    # another replica starts while the first runs: no gap for either
+    assert [r["action"] for r in reg.lifecycle_start(b)] == ["agent.start"]
+    reg.lifecycle_stop(b)
+    # the first was killed: its next start says so
+    assert [r["action"] for r in reg.lifecycle_start(a)] == ["agent.gap", "agent.start"]
+    assert reg.verify_audit() is None

@@ -1,0 +1,277 @@
+"""The model inventory: one row per model with what a risk team asks, and risk tags.
+
+Each row describes the model's version in production when it has one, else its newest
+version. Facts come from the registry; serving, monitoring and watched data sources do not
+exist yet, so the rows say so (``null``, an empty alert list, a note) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from . import inventory_queries as q
+from .errors import BadRequest
+from .names import NAME_RE
+
+RISK_TAGS = {
+    "uses_sensitive_attributes": "its checks grouped results by a sensitive attribute",
+    "fairness_failed_or_warned": "its last fairness check failed or warned",
+    "production_with_open_alert": "it is in production and has an open monitoring alert",
+    "data_changed_since_validation": "versions pushed after it brought other data for a role "
+    "it was validated on",
+    "trusted_types_added_by_hand": "loading it needed types an admin added to the trust list",
+}
+NOT_DEPLOYED = {
+    "deployed": False,
+    "where": None,
+    "note": "not deployed: serving is not configured on this agent",
+}
+MONITORING = {
+    "configured": False,
+    "note": "monitoring is not configured on this agent: no alerts are computed",
+}
+SOURCES_NOTE = (
+    "data-source tracking is not configured: data is known by its fingerprints only, and "
+    "'data changed since validation' compares the data later pushes of the same model brought"
+)
+WAITING = "waiting for an admin to trust: "
+STAGE_RE = re.compile(r"^[a-z_]{1,40}$")
+HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
+TEXT_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
+FILTERS = ("tag", "stage", "owner", "dataset", "sensitive")
+
+
+def parse_filters(raw: dict[str, str | None]) -> dict[str, str]:
+    """The filters given, validated; a bad one is a 400 that says what is accepted."""
+    out = {k: v for k, v in raw.items() if v not in (None, "")}
+    if (tag := out.get("tag")) is not None and "=" not in tag and tag not in RISK_TAGS:
+        raise BadRequest(
+            f"Unknown tag {tag!r}.",
+            f"Use a risk tag ({', '.join(RISK_TAGS)}) or a push tag as KEY=VALUE.",
+            code="unknown_tag",
+        )
+    if (stage := out.get("stage")) is not None and not STAGE_RE.fullmatch(stage):
+        raise BadRequest("stage must be a stage name, e.g. production.", code="bad_filter")
+    if (fp := out.get("dataset")) is not None:
+        fp = out["dataset"] = fp.lower().removeprefix("sha256:")
+        if not HEX_RE.fullmatch(fp):
+            raise BadRequest(
+                "dataset must be a data fingerprint: 8 to 64 hex digits (a prefix is enough).",
+                "`%mlops lineage NAME:N` shows a version's fingerprints. Data-source tracking "
+                "is not configured, so data is known by its fingerprint, not a source name.",
+                code="bad_filter",
+            )
+    if (owner := out.get("owner")) is not None and not NAME_RE.fullmatch(owner):
+        raise BadRequest("owner must be a user name.", code="bad_filter")
+    if (col := out.get("sensitive")) is not None and not TEXT_RE.fullmatch(col):
+        raise BadRequest("sensitive must be a column name.", code="bad_filter")
+    return out
+
+
+def sensitive_attributes(version: dict) -> list[str]:
+    data = (version.get("manifest") or {}).get("data") or {}
+    return [c["name"] for c in (data.get("sensitive") or {}).get("schema") or []]
+
+
+def check_summary(version: dict, name: str) -> dict | None:
+    c = next((c for c in version.get("checks") or [] if c["name"] == name), None)
+    if c is None:
+        return None
+    metrics = (c.get("result") or {}).get("metrics") or {}
+    return {
+        "status": c["status"],
+        "message": c.get("message"),
+        "finished": c.get("finished"),
+        "metrics": {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
+    }
+
+
+def data_of(version: dict) -> list[dict]:
+    return [
+        {"role": r["role"], "fingerprint": r["dataset"], "rows": r.get("rows"), "source": None}
+        for r in version.get("lineage") or []
+        if r.get("dataset")
+    ]
+
+
+def hand_trusted(version: dict, trust_changes: list[dict]) -> list[dict]:
+    """The types this version waited for before central loaded it, that an admin added to
+    the trust list by hand: who, when, and the audit entry that recorded it."""
+    waited: set[str] = set()
+    for s in version.get("stages") or []:
+        comment = s.get("comment") or ""
+        if s["stage"] == "needs_trust" and comment.startswith(WAITING):
+            waited |= {t.strip() for t in comment[len(WAITING) :].split(",") if t.strip()}
+    out = []
+    for row in trust_changes:
+        if row["action"] != "trust.add":
+            continue
+        for t in json.loads(row["payload"]).get("types", []):
+            if t in waited:
+                out.append(
+                    {
+                        "type": t,
+                        "trusted_by": row["actor"],
+                        "time": row["time"],
+                        "audit_seq": row["seq"],
+                    }
+                )
+    return out
+
+
+def data_changes(registry, version: dict) -> list[dict]:
+    """Later pushes of the same model that brought other data for a role this one used."""
+    mine = {d["role"]: d["fingerprint"] for d in data_of(version)}
+    out = []
+    for r in q.later_data(registry, version["model"], version["number"]):
+        if r["role"] in mine and r["dataset"] != mine[r["role"]]:
+            out.append(
+                {
+                    "role": r["role"],
+                    "validated_on": mine[r["role"]],
+                    "now": r["dataset"],
+                    "version": r["number"],
+                }
+            )
+    return out
+
+
+def production_history(rows: list[dict]) -> list[dict]:
+    """When each version entered production and when (and how) it left: mlflow#2169."""
+    out, current = [], {}
+    for r in rows:
+        n = r["number"]
+        if r["stage"] == "production":
+            current[n] = {"version": n, "since": r["since"], "by": r["by"], "until": None}
+            out.append(current[n])
+        elif n in current:
+            current.pop(n).update(until=r["since"], left_as=r["stage"], left_by=r["by"])
+    return out
+
+
+def model_row(registry, model: dict, latest: int, production: int | None, trust_changes) -> dict:
+    number = production or latest
+    v = registry.get_version(model["name"], number)
+    sensitive = sensitive_attributes(v)
+    fairness = check_summary(v, "fairness")
+    drift = check_summary(v, "drift")
+    signoff = (v.get("signoffs") or [None])[-1]
+    risk = {}
+    if sensitive:
+        risk["uses_sensitive_attributes"] = sensitive
+    if fairness and fairness["status"] in ("fail", "warn", "error"):
+        risk["fairness_failed_or_warned"] = {
+            "status": fairness["status"],
+            "message": fairness["message"],
+        }
+    if changes := data_changes(registry, v):
+        risk["data_changed_since_validation"] = changes
+    if trusted := hand_trusted(v, trust_changes):
+        risk["trusted_types_added_by_hand"] = trusted
+    return {
+        "name": model["name"],
+        "owner": model.get("owner"),
+        "latest_version": latest,
+        "version": number,
+        "described": "production" if production else "latest",
+        "stage": v.get("stage"),
+        "status": v.get("status"),
+        "verdict": v.get("verdict"),
+        "digest": v.get("digest"),
+        "pushed_by": v.get("pushed_by"),
+        "pushed_at": v.get("pushed_at"),
+        "serving": dict(NOT_DEPLOYED),
+        "data": data_of(v),
+        "sensitive_attributes": sensitive,
+        "fairness": fairness,
+        "drift": drift,
+        "alerts": [],
+        "last_signoff": signoff,
+        "production_history": production_history(q.stage_history(registry, model["name"])),
+        "tags": (v.get("manifest") or {}).get("tags") or v.get("tags") or {},
+        "risk_tags": sorted(risk),
+        "risk": risk,
+    }
+
+
+def matches(row: dict, f: dict[str, str]) -> bool:
+    if (tag := f.get("tag")) is not None:
+        if "=" in tag:
+            k, _, val = tag.partition("=")
+            if str(row["tags"].get(k)) != val:
+                return False
+        elif tag not in row["risk_tags"]:
+            return False
+    if "stage" in f and row["stage"] != f["stage"]:
+        return False
+    if "owner" in f and row["owner"] != f["owner"]:
+        return False
+    if "dataset" in f and not any(d["fingerprint"].startswith(f["dataset"]) for d in row["data"]):
+        return False
+    return not ("sensitive" in f and f["sensitive"] not in row["sensitive_attributes"])
+
+
+def inventory(registry, filters: dict[str, str] | None = None) -> dict:
+    """Every model (filtered), with the notes that say what is not tracked yet."""
+    filters = filters or {}
+    latest = q.latest_numbers(registry)
+    production = q.numbers_in_stage(registry, "production")
+    trust_changes = q.trust_audit(registry)
+    rows = []
+    for m in registry.list_models():
+        if m["name"] not in latest:
+            continue
+        row = model_row(registry, m, latest[m["name"]], production.get(m["name"]), trust_changes)
+        if matches(row, filters):
+            rows.append(row)
+    return {
+        "models": rows,
+        "count": len(rows),
+        "filters": filters,
+        "risk_tags": RISK_TAGS,
+        "serving": {"configured": False, "note": NOT_DEPLOYED["note"]},
+        "monitoring": dict(MONITORING),
+        "data_sources": {"tracked": False, "note": SOURCES_NOTE},
+    }
+
+
+CSV_COLUMNS = (
+    "name",
+    "owner",
+    "latest_version",
+    "version",
+    "stage",
+    "serving",
+    "datasets",
+    "sensitive_attributes",
+    "fairness",
+    "drift",
+    "alerts",
+    "last_signoff",
+    "risk_tags",
+)
+
+
+def flat(row: dict) -> dict:
+    """One row as plain strings, for the table and CSV forms."""
+    s = row.get("last_signoff")
+    return {
+        "name": row["name"],
+        "owner": row["owner"] or "",
+        "latest_version": str(row["latest_version"]),
+        "version": str(row["version"]),
+        "stage": row["stage"] or "",
+        "serving": row["serving"]["where"] or "not deployed",
+        "datasets": " ".join(f"{d['role']}:{d['fingerprint'][:12]}" for d in row["data"]),
+        "sensitive_attributes": " ".join(row["sensitive_attributes"]),
+        "fairness": (row["fairness"] or {}).get("status", ""),
+        "drift": (row["drift"] or {}).get("status", ""),
+        "alerts": str(len(row["alerts"])),
+        "last_signoff": f"{s['user']} ({s['role']}, {s['decision']}) {s['time']}" if s else "",
+        "risk_tags": " ".join(row["risk_tags"]),
+    }
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=1, default=str)

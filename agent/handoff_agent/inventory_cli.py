@@ -1,0 +1,225 @@
+"""``jupyter handoff inventory`` and ``jupyter handoff dossier``: the risk team's commands.
+
+``inventory`` and ``dossier NAME:N`` ask a running agent (central by default: its runtime
+file, or ``--url`` with the token in ``HANDOFF_TOKEN``). ``dossier verify`` needs no agent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from jupyter_core.application import JupyterApp
+from traitlets import Enum, Unicode
+
+from . import runtime
+from ._version import __version__
+
+AGENT_HELP = "Which running agent to ask: central (default) or local."
+
+
+class Unreachable(Exception):
+    pass
+
+
+def _target(role: str, url: str) -> tuple[str, str]:
+    if url:
+        return url.rstrip("/"), os.environ.get("HANDOFF_TOKEN", "")
+    info = runtime.read(role)
+    if not (info and runtime.healthy(info["url"])):
+        how = "--role central" if role == "central" else ""
+        raise Unreachable(
+            f"No {role} agent is running here. Start one with `jupyter handoff serve {how}`"
+            ", or pass --url URL (the token in HANDOFF_TOKEN)."
+        )
+    return info["url"], info["token"]
+
+
+def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
+    base, token = _target(role, url)
+    req = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=180) as r:
+            return r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        try:
+            err = json.loads(e.read() or b"{}").get("error", {})
+        except ValueError:
+            err = {}
+        raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
+    except OSError as e:
+        raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
+
+
+class InventoryApp(JupyterApp):
+    name = "jupyter-handoff-inventory"
+    description = (
+        "Every model at central: owner, stage, data, sensitive attributes, fairness and "
+        "drift, sign-off, risk tags. Filter with --tag, --stage, --owner, --dataset, --sensitive."
+    )
+    version = __version__
+    fmt = Enum(["table", "json", "csv"], "table", help="Output: table, json or csv.").tag(
+        config=True
+    )
+    tag = Unicode("", help="A risk tag (e.g. uses_sensitive_attributes) or KEY=VALUE.").tag(
+        config=True
+    )
+    stage = Unicode("", help="Only models whose version shown is in this stage.").tag(config=True)
+    owner = Unicode("", help="Only this owner's models.").tag(config=True)
+    dataset = Unicode("", help="Only models using this data fingerprint (8+ hex digits).").tag(
+        config=True
+    )
+    sensitive = Unicode("", help="Only models checked on this sensitive attribute.").tag(
+        config=True
+    )
+    agent = Enum(["central", "local"], "central", help=AGENT_HELP).tag(config=True)
+    url = Unicode("", help="Agent URL instead of the runtime file; token in HANDOFF_TOKEN.").tag(
+        config=True
+    )
+    aliases = {
+        "format": "InventoryApp.fmt",
+        **{k: f"InventoryApp.{k}" for k in ("tag", "stage", "owner", "dataset", "sensitive")},
+        "agent": "InventoryApp.agent",
+        "url": "InventoryApp.url",
+    }
+    flags = {}
+
+    def start(self):
+        from .inventory import CSV_COLUMNS, FILTERS, flat
+
+        query = {k: getattr(self, k) for k in FILTERS if getattr(self, k)}
+        path = "/api/v1/inventory" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        try:
+            doc = json.loads(_get(self.agent, self.url, path)[0])
+        except Unreachable as e:
+            print(e)
+            self.exit(1)
+        if self.fmt == "json":
+            print(json.dumps(doc, indent=1))
+            return
+        rows = [flat(r) for r in doc["models"]]
+        if self.fmt == "csv":
+            w = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            return
+        cols = ("name", "owner", "version", "stage", "serving", "sensitive_attributes")
+        cols += ("fairness", "drift", "alerts", "last_signoff", "risk_tags")
+        widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in cols}
+        print("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+        for r in rows:
+            print("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+        print(f"{len(rows)} model(s). {doc['monitoring']['note']}. {doc['data_sources']['note']}.")
+
+
+USAGE = """Usage: jupyter handoff dossier NAME:N [--out FILE] [--agent central|local] [--url URL]
+       jupyter handoff dossier verify FILE [--key PUBKEY]
+       jupyter handoff dossier key [--out FILE]"""
+
+
+class DossierApp(JupyterApp):
+    name = "jupyter-handoff-dossier"
+    description = (
+        "dossier NAME:N: save a version's signed dossier (zip). dossier verify FILE: check "
+        "its signature, every digest and its audit rows offline. dossier key: central's "
+        "public key."
+    )
+    version = __version__
+    out = Unicode("", help="Where to write (default: dossier-NAME-N.zip here).").tag(config=True)
+    key = Unicode(
+        "", help="verify: central's public key, a file (PEM, or the JSON of GET /api/v1/keys)."
+    ).tag(config=True)
+    agent = Enum(["central", "local"], "central", help=AGENT_HELP).tag(config=True)
+    url = Unicode("", help="Agent URL instead of the runtime file; token in HANDOFF_TOKEN.").tag(
+        config=True
+    )
+    aliases = {
+        "out": "DossierApp.out",
+        "key": "DossierApp.key",
+        "agent": "DossierApp.agent",
+        "url": "DossierApp.url",
+    }
+    flags = {}
+
+    def start(self):
+        args = self.extra_args
+        if args[:1] == ["verify"] and len(args) == 2:
+            self.exit(self.verify(args[1]))
+        if args[:1] == ["key"] and len(args) == 1:
+            self.exit(self.save_key())
+        if len(args) != 1 or ":" not in args[0]:
+            print(USAGE)
+            self.exit(2)
+        self.exit(self.fetch(args[0]))
+
+    def fetch(self, ref: str) -> int:
+        from .names import NAME_RE
+
+        name, _, number = ref.partition(":")
+        if not NAME_RE.fullmatch(name) or not number.isascii() or not number.isdigit():
+            print(f"{ref!r} is not NAME:N, e.g. churn:3.")
+            return 2
+        try:
+            data, headers = _get(
+                self.agent, self.url, f"/api/v1/models/{name}/versions/{number}/dossier"
+            )
+        except Unreachable as e:
+            print(e)
+            return 1
+        disposition = headers.get("Content-Disposition", "")
+        default = (
+            disposition.partition('filename="')[2].rstrip('"') or f"dossier-{name}-{number}.zip"
+        )
+        out = Path(self.out or Path(default).name)
+        out.write_bytes(data)
+        print(
+            f"Dossier of {name}:{number}: {out} ({len(data)} bytes). Check it with "
+            f"`jupyter handoff dossier verify {out} --key central.pub`."
+        )
+        return 0
+
+    def save_key(self) -> int:
+        try:
+            doc = json.loads(_get(self.agent, self.url, "/api/v1/keys")[0])
+        except Unreachable as e:
+            print(e)
+            return 1
+        pem = doc["keys"][0]["pem"]
+        if self.out:
+            Path(self.out).write_text(pem)
+            print(f"Central's public key {doc['keys'][0]['key_id']}: {self.out}")
+        else:
+            print(pem, end="")
+        return 0
+
+    def verify(self, path: str) -> int:
+        from .dossier_verify import Failed, verify
+
+        key_text = None
+        if self.key:
+            p = Path(self.key)
+            try:
+                key_text = p.read_text() if p.is_file() else self.key
+            except OSError as e:
+                print(f"FAILED key: cannot read {self.key} ({e})")
+                return 1
+        try:
+            s = verify(path, key_text)
+        except Failed as e:
+            print(f"FAILED {e.what}: {e.why}")
+            return 1
+        pinned = (
+            "" if s["pinned"] else " (the key the dossier carries; pass --key to pin central's)"
+        )
+        print(
+            f"OK {s['subject']}: ed25519 signature of key {s['key_id']}{pinned}; {s['files']} "
+            f"file digests; {s['audit_entries']} audit entries up to central's head "
+            f"{s['head']['seq']}."
+        )
+        return 0

@@ -1,0 +1,1 @@
+"""Storage behind two interfaces: metadata (SQL) and blobs (bytes)."""

@@ -1,0 +1,129 @@
+"""Who may do what: API tokens (only their sha256) and the trust table with the versions
+waiting on it. Each change and its audit row share one transaction."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import delete, func, select, update
+
+from . import tables as t
+from ._util import as_dict, now
+from .base import StoreBase
+
+K = t.tokens.c
+T = t.trust.c
+W = t.trust_waits.c
+V = t.versions.c
+
+
+class AccessStore(StoreBase):
+    def token_add(self, token_hash: str, user: str, roles: list[str], actor: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                t.tokens.insert().values(
+                    hash=token_hash, user=user, roles=json.dumps(roles), created=now(), revoked=0
+                )
+            )
+            self.audit_append(actor, "token.create", user, {"roles": roles})
+
+    def token_lookup(self, token_hash: str) -> dict | None:
+        with self._read() as c:
+            row = c.execute(
+                select(K.user, K.roles).where(K.hash == token_hash, K.revoked == 0)
+            ).first()
+        return {"user": row[0], "roles": json.loads(row[1])} if row else None
+
+    def token_revoke(self, user: str, actor: str) -> int:
+        with self._tx() as c:
+            n = c.execute(update(t.tokens).where(K.user == user).values(revoked=1)).rowcount
+            self.audit_append(actor, "token.revoke", user, {"count": n})
+            return n
+
+    # -- trust ----------------------------------------------------------------------------
+
+    def trust_added(self) -> list[dict]:
+        with self._read() as c:
+            return [
+                as_dict(r) for r in c.execute(select(T.type, T.trusted_by, T.time).order_by(T.type))
+            ]
+
+    def trust_names(self) -> list[str]:
+        with self._read() as c:
+            return list(c.execute(select(T.type)).scalars())
+
+    def trust_add(self, names: list[str], by: str, defaults=frozenset()) -> list[str]:
+        """Add the names not yet trusted (``defaults`` count as trusted). Returns them."""
+        with self._tx() as c:
+            have = set(c.execute(select(T.type)).scalars()) | set(defaults)
+            new = [n for n in names if n not in have]
+            t_ = now()
+            for name in new:
+                c.execute(
+                    self._insert(t.trust)
+                    .values(type=name, trusted_by=by, time=t_)
+                    .on_conflict_do_nothing(index_elements=["type"])
+                )
+            if new:
+                self.audit_append(by, "trust.add", ",".join(new), {"types": new})
+            return new
+
+    def trust_remove(self, names, by: str) -> list[str]:
+        with self._tx() as c:
+            have = set(c.execute(select(T.type)).scalars())
+            gone = [n for n in sorted(set(names)) if n in have]
+            if gone:
+                c.execute(delete(t.trust).where(T.type.in_(gone)))
+                self.audit_append(by, "trust.remove", ",".join(gone), {"types": gone})
+            return gone
+
+    def trust_signature(self) -> tuple:
+        """Changes whenever the table does: central polls this to notice the CLI's edits."""
+        with self._read() as c:
+            return tuple(c.execute(select(func.count(), func.coalesce(func.max(T.time), ""))).one())
+
+    def trust_hold(self, version_id: int, types: list[str], local_verdict: str | None) -> None:
+        """Park a version until ``types`` are trusted."""
+        with self._tx() as c:
+            stmt = self._insert(t.trust_waits).values(
+                version_id=version_id,
+                types=json.dumps(types),
+                local_verdict=local_verdict,
+                since=now(),
+            )
+            c.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["version_id"],
+                    set_={
+                        "types": stmt.excluded.types,
+                        "local_verdict": stmt.excluded.local_verdict,
+                        "since": stmt.excluded.since,
+                    },
+                )
+            )
+            c.execute(
+                update(t.versions).where(V.id == version_id).values(needs_trust=json.dumps(types))
+            )
+
+    def trust_waiting(self) -> list[dict]:
+        """Versions held in needs_trust, with the types they wait on."""
+        q = (
+            select(W.version_id, W.types, W.local_verdict, V.model, V.number)
+            .join(t.versions, V.id == W.version_id)
+            .where(V.stage == "needs_trust")
+        )
+        with self._read() as c:
+            return [{**as_dict(r), "types": json.loads(r.types)} for r in c.execute(q)]
+
+    def trust_release(self, version_id: int) -> bool:
+        """The version no longer waits. False when another process released it first."""
+        with self._tx() as c:
+            n = c.execute(delete(t.trust_waits).where(W.version_id == version_id)).rowcount
+            c.execute(update(t.versions).where(V.id == version_id).values(needs_trust=None))
+            return n == 1
+
+    def who_trusted(self, types: list[str]) -> list[str]:
+        with self._read() as c:
+            return sorted(
+                c.execute(select(T.trusted_by).where(T.type.in_(types)).distinct()).scalars()
+            )

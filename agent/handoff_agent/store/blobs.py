@@ -1,0 +1,267 @@
+"""The blob interface: bytes named by their sha256, written once, verified whenever read.
+
+Two backends implement it: the filesystem (``fs.py``, the default) and S3-compatible storage
+(``s3.py``). No caller builds or receives a backend's own path or key: a writer spools and
+hashes, ``open`` streams, and ``local_copy`` hands a verified read-only file to code that needs
+one (a sandboxed worker gets its descriptor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1 << 20
+
+
+class BlobError(Exception):
+    """Something is wrong with a blob or the store."""
+
+
+class BlobCorrupt(BlobError):
+    """A blob's bytes no longer hash to its name."""
+
+
+class BlobMissing(BlobError, FileNotFoundError):
+    """No blob has this digest."""
+
+
+class BlobUnavailable(BlobError):
+    """The store cannot be reached or refused the request; retrying later may work."""
+
+
+class DigestMismatch(BlobError, ValueError):
+    """The bytes written do not hash to the digest the writer was promised."""
+
+
+def check_digest(digest: str) -> str:
+    """The digest is the only input that shapes a path or key, and it must be 64 hex digits."""
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return digest
+
+
+def sha256_file(f: BinaryIO | str | Path) -> str:
+    """The sha256 of a file's bytes (a path, or an open file read from where it stands)."""
+    if isinstance(f, (str, Path)):
+        with open(f, "rb") as opened:
+            return sha256_file(opened)
+    h = hashlib.sha256()
+    while chunk := f.read(CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def corrupt(digest: str) -> BlobCorrupt:
+    return BlobCorrupt(f"blob {digest} is corrupt: its bytes no longer match its digest")
+
+
+class BlobWriter:
+    """A blob being written: spooled to a private local temp file and hashed as bytes arrive.
+    Nothing appears under a content name until ``commit``; ``abort`` leaves nothing behind."""
+
+    def __init__(self, tmp: Path, publish):
+        self._fd, name = tempfile.mkstemp(dir=tmp, prefix="upload-", suffix=".part")
+        self._spool = Path(name)
+        self._publish = publish  # (spool path, digest, size) -> None: the backend's commit
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self._digest: str | None = None
+
+    def write(self, chunk: bytes) -> int:
+        self._sha.update(chunk)
+        self.size += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        return len(chunk)
+
+    def fileno(self) -> int:
+        """For a worker that writes the blob itself; call ``rehash`` once it is done."""
+        return self._fd
+
+    def rehash(self) -> str:
+        """Hash what is in the spool now (written through ``fileno`` by someone else)."""
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        with open(os.dup(self._fd), "rb") as f:
+            self._sha = hashlib.sha256()
+            self.size = 0
+            while chunk := f.read(CHUNK):
+                self._sha.update(chunk)
+                self.size += len(chunk)
+        return self._sha.hexdigest()
+
+    def finish(self) -> str:
+        """Flush to disk and stop writing; returns the digest."""
+        if self._digest is None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            self._digest = self._sha.hexdigest()
+        return self._digest
+
+    def reader(self) -> BinaryIO:
+        """The bytes written so far, to validate before they become a blob."""
+        self.finish()
+        return open(self._spool, "rb")
+
+    def commit(self, expected: str | None = None) -> str:
+        """Make the bytes the blob named by their digest, durably; refuse a mismatch."""
+        digest = self.finish()
+        try:
+            if expected is not None and expected != digest:
+                raise DigestMismatch(f"the bytes hash to {digest}, not to {expected}")
+            self._publish(self._spool, digest, self.size)
+        finally:
+            self.abort()
+        return digest
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._spool.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.abort()
+
+
+class VerifyingReader:
+    """A blob's byte stream that raises ``BlobCorrupt`` at its end when the bytes read do not
+    hash to its digest. Read it to the end before trusting what it gave."""
+
+    def __init__(self, raw, digest: str):
+        self._raw, self.digest = raw, digest
+        self._sha = hashlib.sha256()
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read() if size is None or size < 0 else self._raw.read(size)
+        if data:
+            self._sha.update(data)
+            if size is None or size < 0:
+                self._check()
+        else:
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        if not self._checked:
+            self._checked = True
+            if self._sha.hexdigest() != self.digest:
+                raise corrupt(self.digest)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> VerifyingReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed bytes. Every method that takes a digest refuses one that is not 64
+    hex digits; every read is verified against the digest."""
+
+    url: str  # where the blobs live, for logs and status; never a credential
+
+    def writer(self) -> BlobWriter:
+        """A new blob to write, hash and then ``commit`` (or ``abort``)."""
+        ...
+
+    def put(self, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
+        """Store a stream's bytes; durable when it returns. Refuses a digest mismatch."""
+        ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def exists(self, digest: str) -> bool: ...
+
+    def size(self, digest: str) -> int: ...
+
+    def open(self, digest: str) -> VerifyingReader:
+        """Stream the blob; the read that reaches its end raises ``BlobCorrupt`` if damaged."""
+        ...
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The whole blob, verified."""
+        ...
+
+    def verify(self, digest: str) -> None:
+        """Raise ``BlobCorrupt`` (or ``BlobMissing``) unless the blob matches its digest."""
+        ...
+
+    def local_copy(self, digest: str) -> BinaryIO:
+        """A verified, read-only, seekable local file holding the blob, for code that needs a
+        file (a worker gets its descriptor). Close it when done (``with``); a temporary copy
+        is gone then. Never the store's own path."""
+        ...
+
+    def iter_digests(self) -> Iterator[str]:
+        """Every stored digest, sorted (fsck, backup)."""
+        ...
+
+    def delete(self, digest: str) -> None: ...
+
+    def clean_temp(self) -> int:
+        """Remove what a crash left half-written (never acknowledged); returns how many."""
+        ...
+
+    def partial_uploads(self) -> list[str]:
+        """Names of uploads left half-written, for fsck."""
+        ...
+
+
+def put_stream(store, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
+    """``put`` for every backend: through a writer, hashing as it writes."""
+    with store.writer() as w:
+        if hasattr(source, "read"):
+            while chunk := source.read(CHUNK):
+                w.write(chunk)
+        else:
+            for chunk in source:
+                w.write(chunk)
+        return w.commit(expected)
+
+
+def open_blob_store(
+    url: str, home: Path, endpoint_url: str = "", multipart_threshold: int = 8 << 20
+) -> BlobStore:
+    """The one factory: ``""`` is ``<home>/blobs``; ``file:///path`` a directory;
+    ``s3://bucket/prefix`` an S3-compatible bucket (boto3 is imported only then)."""
+    home = Path(home)
+    if not url:
+        from .fs import FileBlobStore
+
+        return FileBlobStore(home / "blobs", home / "tmp")
+    if url.startswith("file://"):
+        from .fs import FileBlobStore
+
+        root = Path(url.removeprefix("file://"))
+        if not root.is_absolute():
+            raise ValueError(f"blob_url {url!r}: a file URL needs an absolute path (file:///…)")
+        return FileBlobStore(root, root / ".tmp")
+    if url.startswith("s3://"):
+        from .s3 import S3BlobStore
+
+        return S3BlobStore.from_url(
+            url, home / "tmp", endpoint_url=endpoint_url, multipart_threshold=multipart_threshold
+        )
+    raise ValueError(
+        f"blob_url {url!r} is neither empty (<home>/blobs), file:///path nor s3://bucket/prefix"
+    )

@@ -1,0 +1,48 @@
+"""The events table: what happened, for the SSE streams of every replica sharing a database.
+
+Each replica appends the events it publishes and tails the ones the others appended (ids
+only grow); on PostgreSQL a NOTIFY wakes the tails. Old rows are pruned: events are a live
+feed, and clients re-read state on reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from sqlalchemy import delete, func, select, text
+
+from . import tables as t
+from .base import StoreBase
+
+E = t.events.c
+CHANNEL = "handoff_events"
+KEEP = 10_000
+
+
+class EventStore(StoreBase):
+    def event_append(self, origin: str, event: dict) -> int:
+        with self._tx() as c:
+            eid = c.execute(
+                t.events.insert()
+                .values(origin=origin, time=time.time(), payload=json.dumps(event, default=str))
+                .returning(E.id)
+            ).scalar_one()
+            if self.dialect == "postgresql":
+                c.execute(text("SELECT pg_notify(:ch, '')"), {"ch": CHANNEL})
+            if eid % 1000 == 0:
+                c.execute(delete(t.events).where(E.id <= eid - KEEP))
+            return eid
+
+    def event_last_id(self) -> int:
+        with self._read() as c:
+            return c.execute(select(func.coalesce(func.max(E.id), 0))).scalar_one()
+
+    def events_since(self, after: int, origin: str, limit: int = 500) -> tuple[int, list[dict]]:
+        """Events other replicas appended after ``after``; returns the new high-water mark."""
+        with self._read() as c:
+            rows = c.execute(
+                select(E.id, E.origin, E.payload).where(E.id > after).order_by(E.id).limit(limit)
+            ).all()
+        last = rows[-1].id if rows else after
+        return last, [json.loads(r.payload) for r in rows if r.origin != origin]

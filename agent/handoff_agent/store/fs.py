@@ -1,0 +1,129 @@
+"""Blobs on the local filesystem: ``blobs/ab/cdef…``, written once (temp file, fsync, rename,
+fsync of the directories) and read-only after."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .blobs import (
+    DIGEST_RE,
+    BlobMissing,
+    BlobWriter,
+    VerifyingReader,
+    check_digest,
+    corrupt,
+    put_stream,
+    sha256_file,
+)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBlobStore:
+    def __init__(self, root: Path, tmp: Path):
+        self.root, self.tmp = Path(root), Path(tmp)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.url = self.root.as_uri()
+
+    def _path(self, digest: str) -> Path:
+        check_digest(digest)
+        return self.root / digest[:2] / digest[2:]
+
+    def _open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self._path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobMissing(f"no blob {digest}") from None
+
+    def _publish(self, spool: Path, digest: str, size: int) -> None:
+        final = self._path(digest)
+        if final.exists():
+            return  # written once: the same digest is the same bytes
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(spool, 0o444)
+        os.replace(spool, final)
+        fsync_dir(final.parent)
+        fsync_dir(self.root)
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self.tmp, self._publish)
+
+    def put(self, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
+        return put_stream(self, source, expected)
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if self.exists(digest):
+            return digest
+        return put_stream(self, [data], digest)
+
+    def exists(self, digest: str) -> bool:
+        return self._path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobMissing(f"no blob {digest}") from None
+
+    def open(self, digest: str) -> VerifyingReader:
+        return VerifyingReader(self._open(digest), digest)
+
+    def read_bytes(self, digest: str) -> bytes:
+        with self._open(digest) as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise corrupt(digest)
+        return data
+
+    def verify(self, digest: str) -> None:
+        with self._open(digest) as f:
+            if sha256_file(f) != digest:
+                raise corrupt(digest)
+
+    def local_copy(self, digest: str) -> BinaryIO:
+        # The blob itself, opened read-only (blobs are 0444) and hashed before it is handed
+        # out: a copy would cost a full write of every bundle for every check run.
+        f = self._open(digest)
+        try:
+            if sha256_file(f) != digest:
+                raise corrupt(digest)
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def iter_digests(self) -> Iterator[str]:
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sorted(sub.iterdir()):
+                    if DIGEST_RE.fullmatch(sub.name + f.name):
+                        yield sub.name + f.name
+
+    def delete(self, digest: str) -> None:
+        path = self._path(digest)
+        if path.exists():
+            path.unlink()
+            fsync_dir(path.parent)
+
+    def partial_uploads(self) -> list[str]:
+        return sorted(p.name for p in self.tmp.glob("upload-*.part"))
+
+    def clean_temp(self) -> int:
+        n = 0
+        for f in self.tmp.glob("*.part"):
+            f.unlink(missing_ok=True)
+            n += 1
+        return n

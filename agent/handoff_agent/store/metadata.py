@@ -1,0 +1,40 @@
+"""``MetadataStore``: every SQL statement Handoff runs, behind named methods.
+
+One implementation on SQLAlchemy Core for both backends: SQLite (the embedded default, a
+file in the home) and PostgreSQL ≥ 15 (psycopg 3) for central replicas sharing a database.
+Nothing outside ``handoff_agent.store`` opens a connection or writes SQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .access import AccessStore
+from .audit import AuditStore
+from .central import CentralStore
+from .engine import make_engine, redact, sqlite_url
+from .events import EventStore
+from .inventory import InventoryStore
+from .migrations import upgrade
+from .outbox import OutboxStore
+from .versions import VersionStore
+
+
+class MetadataStore(
+    VersionStore, AuditStore, OutboxStore, CentralStore, AccessStore, EventStore, InventoryStore
+):
+    """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
+
+    url: str = ""
+
+    @classmethod
+    def open(cls, url: str) -> MetadataStore:
+        engine = make_engine(url)
+        upgrade(engine)
+        store = cls(engine)
+        store.url = redact(url)
+        return store
+
+    @classmethod
+    def for_home(cls, home: Path | str, url: str = "") -> MetadataStore:
+        return cls.open(url or sqlite_url(Path(home) / "registry.db"))

@@ -1,0 +1,93 @@
+"""Schema migrations, one ordered list for both backends, recorded in ``schema_migrations``.
+
+A fresh database gets the whole schema from ``tables`` and every migration recorded as done.
+A home made before the store (sqlite-utils recorded m001-m005 in ``_sqlite_migrations``)
+keeps every row: those five are adopted as done and the later ones run. Add a migration to
+the end; never edit one that shipped. At head, opening costs one query.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine, inspect, select, text
+
+from . import tables as t
+from ._util import now
+
+# m001-m005: the schema sqlite-utils built (see git history of schema.py).
+LEGACY = (
+    "m001_initial",
+    "m002_verdicts_and_reports",
+    "m003_pipeline",
+    "m004_delivery_body_digest",
+    "m005_trust_list",
+)
+LOCK_ID = 0x48414E44  # PostgreSQL advisory lock: one replica migrates at a time
+
+
+def m006_store(conn: Connection) -> None:
+    """The chain head row, the events table, and outbox and check claims for many writers."""
+    t.audit_head.create(conn)
+    last = conn.execute(
+        select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc())
+    ).first()
+    conn.execute(
+        t.audit_head.insert().values(
+            id=1, seq=last[0] if last else 0, hash=last[1] if last else "0" * 64
+        )
+    )
+    t.events.create(conn)
+    conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_by TEXT"))
+    conn.execute(text("ALTER TABLE check_runs ADD COLUMN claimed_by TEXT"))
+    conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_until FLOAT"))
+
+
+MIGRATIONS = [(name, None) for name in LEGACY] + [("m006_store", m006_store)]
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Bring the schema to head. Returns the names of the migrations applied now."""
+    names = [n for n, _ in MIGRATIONS]
+    try:
+        with engine.connect() as conn:
+            done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
+        if set(names) <= done:
+            return []
+    except Exception:  # no schema_migrations table yet
+        pass
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
+        existing = set(inspect(conn).get_table_names())
+        if "schema_migrations" not in existing:
+            t.schema_migrations.create(conn)
+            if "models" not in existing:  # a fresh database: the whole schema at once
+                t.metadata.create_all(conn)
+                conn.execute(t.audit_head.insert().values(id=1, seq=0, hash="0" * 64))
+                _record(conn, names)
+                return names
+            _record(conn, _legacy(conn))
+        done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            if fn is None:
+                raise RuntimeError(
+                    f"The database lacks migration {name}, which only old homes had."
+                )
+            fn(conn)
+            _record(conn, [name])
+            applied.append(name)
+        return applied
+
+
+def _legacy(conn: Connection) -> list[str]:
+    rows = conn.execute(
+        text("SELECT name FROM _sqlite_migrations WHERE migration_set = 'handoff'")
+    ).scalars()
+    return [n for n in rows if n in LEGACY]
+
+
+def _record(conn: Connection, names) -> None:
+    if names:
+        conn.execute(t.schema_migrations.insert(), [{"name": n, "applied": now()} for n in names])

@@ -1,0 +1,240 @@
+"""Outbox rows: deliveries waiting for a destination.
+
+Many writers: a process claims due rows before it attempts them (``FOR UPDATE SKIP LOCKED``
+on PostgreSQL, BEGIN IMMEDIATE on SQLite) and holds them for a lease, so two processes never
+attempt the same row at once. A claim ends with the attempt (delivered, retry, dead); a
+restart releases its own agent's claims at once, anyone else's lapse with the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from sqlalchemy import func, or_, select, update
+
+from . import tables as t
+from ._util import as_dict, loads, now
+from .base import StoreBase
+
+OB = t.outbox.c
+V = t.versions.c
+LEASE = 600.0  # seconds a claim holds a row, longer than any one attempt
+
+
+class OutboxStore(StoreBase):
+    def outbox_enqueue(self, version_id: int, destination: str, forced_by: str | None = None):
+        """False when that version already goes to that destination."""
+        with self._tx() as c:
+            res = c.execute(
+                self._insert(t.outbox)
+                .values(
+                    destination=destination,
+                    version_id=version_id,
+                    delivery_id=uuid.uuid4().hex,
+                    attempts=0,
+                    next_try=0.0,
+                    state="pending",
+                    forced_by=forced_by,
+                    created=now(),
+                )
+                .on_conflict_do_nothing(index_elements=["destination", "version_id"])
+                .returning(OB.id)
+            )
+            if res.first() is None:  # rowcount is not reliable for an insert on every driver
+                return False
+            model, number = c.execute(select(V.model, V.number).where(V.id == version_id)).one()
+            self.audit_append(
+                forced_by or "agent",
+                "forward.queue",
+                f"{model}:{number}",
+                {"destination": destination, "forced": bool(forced_by)},
+            )
+            return True
+
+    def outbox_claim(
+        self, owner: str, at: float, limit: int = 20, ordered: tuple[str, ...] = ()
+    ) -> list[dict]:
+        """Claim rows to attempt now. An ``ordered`` destination only ever gets its oldest
+        pending row, so its deliveries arrive in the order they were queued."""
+        cond = [
+            OB.state == "pending",
+            OB.next_try <= at,
+            or_(OB.claimed_until.is_(None), OB.claimed_until < at),
+        ]
+        if ordered:
+            p = t.outbox.alias("p")
+            oldest = (
+                select(func.min(p.c.id))
+                .where(p.c.destination == OB.destination, p.c.state == "pending")
+                .scalar_subquery()
+            )
+            cond.append(or_(OB.destination.not_in(ordered), OB.id == oldest))
+        with self._tx() as c:
+            ids = list(
+                c.execute(
+                    select(OB.id)
+                    .where(*cond)
+                    .order_by(OB.next_try, OB.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            c.execute(
+                update(t.outbox)
+                .where(OB.id.in_(ids))
+                .values(claimed_by=owner, claimed_until=at + LEASE)
+            )
+            q = (
+                select(t.outbox, V.model, V.number, V.digest)
+                .join(t.versions, V.id == OB.version_id)
+                .where(OB.id.in_(ids))
+                .order_by(OB.next_try, OB.id)
+            )
+            return [as_dict(r) for r in c.execute(q)]
+
+    def outbox_release(self, owner: str) -> int:
+        """Claims this agent held when it stopped (or died): attempt them again now."""
+        with self._tx() as c:
+            return c.execute(
+                update(t.outbox)
+                .where(OB.claimed_by == owner, OB.state == "pending")
+                .values(claimed_by=None, claimed_until=None)
+            ).rowcount
+
+    def outbox_unclaim(self, row_id: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                update(t.outbox).where(OB.id == row_id).values(claimed_by=None, claimed_until=None)
+            )
+
+    def outbox_acknowledged(self, destination: str) -> dict | None:
+        """The newest audit head ``destination`` said it anchored for this agent, or None."""
+        q = (
+            select(OB.remote)
+            .where(
+                OB.destination == destination,
+                OB.state == "delivered",
+                OB.remote.like("%audit_anchor%"),
+            )
+            .order_by(OB.id.desc())
+            .limit(20)
+        )
+        with self._read() as c:
+            for remote in c.execute(q).scalars():
+                anchor = json.loads(remote).get("audit_anchor")
+                if isinstance(anchor, dict) and type(anchor.get("seq")) is int:
+                    return anchor
+        return None
+
+    def outbox_set_body(self, row_id: int, digest: str) -> None:
+        with self._tx() as c:
+            c.execute(update(t.outbox).where(OB.id == row_id).values(body_digest=digest))
+
+    def outbox_delivered(self, row: dict, remote: dict) -> None:
+        with self._tx() as c:
+            c.execute(
+                update(t.outbox)
+                .where(OB.id == row["id"])
+                .values(
+                    state="delivered",
+                    delivered=now(),
+                    remote=json.dumps(remote),
+                    attempts=OB.attempts + 1,
+                    last_error=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+            self.audit_append(
+                "agent",
+                "forward.delivered",
+                f"{row['model']}:{row['number']}",
+                {
+                    "destination": row["destination"],
+                    "delivery": row["delivery_id"],
+                    "remote": remote,
+                },
+            )
+
+    def outbox_retry(self, row: dict, error: str, delay: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                update(t.outbox)
+                .where(OB.id == row["id"])
+                .values(
+                    attempts=OB.attempts + 1,
+                    next_try=time.time() + delay,
+                    last_error=error,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+
+    def outbox_dead(self, row: dict, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                update(t.outbox)
+                .where(OB.id == row["id"])
+                .values(
+                    state="dead",
+                    attempts=OB.attempts + 1,
+                    last_error=error,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+            self.audit_append(
+                "agent",
+                "forward.dead",
+                f"{row['model']}:{row['number']}",
+                {"destination": row["destination"], "error": error},
+            )
+
+    def outbox_for_version(self, version_id: int) -> list[dict]:
+        q = (
+            select(
+                OB.destination,
+                OB.delivery_id,
+                OB.state,
+                OB.attempts,
+                OB.last_error,
+                OB.remote,
+                OB.delivered,
+            )
+            .where(OB.version_id == version_id)
+            .order_by(OB.id)
+        )
+        with self._read() as c:
+            return [{**as_dict(r), "remote": loads(r.remote)} for r in c.execute(q)]
+
+    def outbox_summary(self) -> list[dict]:
+        q = (
+            select(
+                OB.destination,
+                OB.state,
+                func.count().label("n"),
+                func.max(OB.last_error).label("last_error"),
+            )
+            .group_by(OB.destination, OB.state)
+            .order_by(OB.destination, OB.state)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
+
+    def awaiting_stage(self, terminal: tuple[str, ...], destination: str = "central"):
+        """Versions delivered to ``destination`` whose stage may still change there."""
+        q = (
+            select(OB.version_id, OB.remote, V.model, V.number, V.stage)
+            .join(t.versions, V.id == OB.version_id)
+            .where(
+                OB.destination == destination,
+                OB.state == "delivered",
+                func.coalesce(V.stage, "").not_in(terminal),
+            )
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]

@@ -1,0 +1,262 @@
+"""Every table, as SQLAlchemy Core ``Table`` objects: the one place the schema is written.
+
+Names, columns and index names match the schema that sqlite-utils built before the store
+existed (migrations m001-m005), so an old home and a fresh database look the same.
+JSON lives in TEXT columns, written canonically by the store.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+# 64-bit on PostgreSQL (the API takes version numbers up to 2**62); INTEGER on SQLite, where
+# an INTEGER PRIMARY KEY is the rowid.
+Int = BigInteger().with_variant(Integer, "sqlite")
+
+
+def _id() -> Column:
+    return Column("id", Int, primary_key=True, autoincrement=True)
+
+
+def _version_fk(nullable: bool = True) -> Column:
+    return Column("version_id", Int, ForeignKey("versions.id"), nullable=nullable)
+
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("applied", Text),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text),
+    Column("created", Text),
+    Column("next_version", Int),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    _id(),
+    Column("model", Text, ForeignKey("models.name")),
+    Column("number", Int),
+    Column("digest", Text),
+    Column("size", Int),
+    Column("flavor", Text),
+    Column("task", Text),
+    Column("serialization", Text),
+    Column("signature", Text),
+    Column("params", Text),
+    Column("metrics", Text),
+    Column("manifest", Text),
+    Column("message", Text),
+    Column("tags", Text),
+    Column("notebook", Text),
+    Column("cell_hash", Text),
+    Column("environment", Text),
+    Column("pushed_by", Text),
+    Column("pushed_at", Text),
+    Column("status", Text),
+    Column("verdict", Text),
+    Column("score", Float),
+    Column("stage", Text),
+    Column("origin", Text),
+    Column("needs_trust", Text),
+    Index("idx_versions_model_number", "model", "number", unique=True),
+    Index("idx_versions_model_digest", "model", "digest", unique=True),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("fingerprint", Text, primary_key=True),
+    Column("schema", Text),
+    Column("rows", Int),
+    Column("stats", Text),
+    Column("created", Text),
+)
+
+lineage = Table(
+    "lineage",
+    metadata,
+    _id(),
+    _version_fk(),
+    Column("dataset", Text),
+    Column("role", Text),
+    Column("parent_version_id", Int),
+    Index("idx_lineage_version_id", "version_id"),
+    Index("idx_lineage_dataset", "dataset"),
+)
+
+check_runs = Table(
+    "check_runs",
+    metadata,
+    _id(),
+    _version_fk(),
+    Column("check_name", Text),
+    Column("status", Text),  # queued | running | pass | warn | fail | error | skip
+    Column("message", Text),
+    Column("result", Text),
+    Column("duration", Float),
+    Column("started", Text),
+    Column("finished", Text),
+    Column("claimed_by", Text),  # the agent (agent id) that runs it; replicas share the queue
+    Index("idx_check_runs_version_id_check_name", "version_id", "check_name", unique=True),
+    Index("idx_check_runs_status", "status"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", Int, primary_key=True, autoincrement=False),
+    Column("time", Text),
+    Column("actor", Text),
+    Column("action", Text),
+    Column("subject", Text),
+    Column("payload", Text),
+    Column("prev_hash", Text),
+    Column("hash", Text),
+)
+
+# One row (id 1): the chain's head. Writers lock it, so seq and prev_hash never race.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Int, primary_key=True, autoincrement=False),
+    Column("seq", Int, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    _id(),
+    _version_fk(),
+    Column("kind", Text),
+    Column("digest", Text),
+    Column("created", Text),
+    Index("idx_reports_version_id_kind", "version_id", "kind", unique=True),
+)
+
+stages = Table(
+    "stages",
+    metadata,
+    _id(),
+    _version_fk(),
+    Column("stage", Text),
+    Column("since", Text),
+    Column("by", Text),
+    Column("comment", Text),
+    Index("idx_stages_version_id", "version_id"),
+)
+
+signoffs = Table(
+    "signoffs",
+    metadata,
+    _id(),
+    _version_fk(),
+    Column("stage", Text),
+    Column("role", Text),
+    Column("user", Text),
+    Column("decision", Text),
+    Column("comment", Text),
+    Column("time", Text),
+    Index("idx_signoffs_version_id_stage", "version_id", "stage"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    _id(),
+    Column("destination", Text),
+    _version_fk(),
+    Column("delivery_id", Text),
+    Column("body_digest", Text),
+    Column("attempts", Int),
+    Column("next_try", Float),
+    Column("state", Text),  # pending | delivered | dead
+    Column("last_error", Text),
+    Column("forced_by", Text),
+    Column("remote", Text),
+    Column("created", Text),
+    Column("delivered", Text),
+    Column("claimed_by", Text),  # the agent attempting the row (its agent id) ...
+    Column("claimed_until", Float),  # ... holds it until then
+    Index("idx_outbox_delivery_id", "delivery_id", unique=True),
+    Index("idx_outbox_destination_version_id", "destination", "version_id", unique=True),
+    Index("idx_outbox_state_next_try", "state", "next_try"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("hash", Text, primary_key=True),
+    Column("user", Text),
+    Column("roles", Text),
+    Column("created", Text),
+    Column("revoked", Int),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_id", Text, primary_key=True),
+    Column("source", Text),
+    Column("version_id", Int),
+    Column("received", Text),
+    Column("body_digest", Text),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    _id(),
+    Column("source", Text),
+    Column("seq", Int),
+    Column("hash", Text),
+    Column("delivery_id", Text),
+    Column("time", Text),
+    Index("idx_sources_source_seq", "source", "seq"),
+)
+
+trust = Table(
+    "trust",
+    metadata,
+    Column("type", Text, primary_key=True),
+    Column("trusted_by", Text),
+    Column("time", Text),
+)
+
+trust_waits = Table(
+    "trust_waits",
+    metadata,
+    Column("version_id", Int, ForeignKey("versions.id"), primary_key=True, autoincrement=False),
+    Column("types", Text),
+    Column("local_verdict", Text),
+    Column("since", Text),
+)
+
+# What happened, for every replica's SSE stream (ids only grow).
+events = Table(
+    "events",
+    metadata,
+    _id(),
+    Column("origin", Text),
+    Column("time", Float),
+    Column("payload", Text),
+)

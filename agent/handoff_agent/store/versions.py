@@ -1,0 +1,495 @@
+"""Models, versions, datasets, lineage, check runs and reports.
+
+Version numbers come from ``models.next_version``, read under a row lock (``FOR UPDATE`` on
+PostgreSQL, BEGIN IMMEDIATE on SQLite) in the transaction that creates the version: no gaps,
+no repeats, and the same bytes pushed twice at once still make one version.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import case, func, or_, select, update
+
+from ..errors import NotFound
+from . import tables as t
+from ._util import as_dict, canonical, loads, now
+from .base import StoreBase
+
+JSON_COLUMNS = (
+    "signature",
+    "params",
+    "metrics",
+    "manifest",
+    "tags",
+    "environment",
+    "verdict",
+    "needs_trust",
+)
+V = t.versions.c
+
+
+class VersionStore(StoreBase):
+    # -- writes ---------------------------------------------------------------------------
+
+    def insert_version(
+        self, name: str, digest: str, size: int, manifest: dict, actor: str, checks: list[str]
+    ) -> tuple[int, int, bool]:
+        """Create the next version of ``name`` (or find the one with the same bytes), with its
+        lineage, queued check runs and audit row. Returns (version id, number, created)."""
+        with self._tx() as c:
+            t_ = now()
+            c.execute(
+                self._insert(t.models)
+                .values(name=name, owner=actor, created=t_, next_version=1)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            # The lock orders concurrent pushes of one model; the digest check below then
+            # sees whatever the winner committed.
+            number = c.execute(
+                select(t.models.c.next_version).where(t.models.c.name == name).with_for_update()
+            ).scalar_one()
+            existing = c.execute(
+                select(V.id, V.number).where(V.model == name, V.digest == digest)
+            ).first()
+            if existing:
+                return existing.id, existing.number, False
+            c.execute(
+                update(t.models).where(t.models.c.name == name).values(next_version=number + 1)
+            )
+            prov = manifest.get("provenance", {})
+            parent = c.execute(
+                select(V.id).where(V.model == name).order_by(V.number.desc()).limit(1)
+            ).scalar()
+            version_id = c.execute(
+                t.versions.insert()
+                .values(
+                    model=name,
+                    number=number,
+                    digest=digest,
+                    size=size,
+                    flavor=manifest.get("flavor"),
+                    task=manifest.get("task"),
+                    serialization=manifest.get("serialization"),
+                    signature=canonical(manifest.get("signature", {})),
+                    params=canonical(manifest.get("params", {})),
+                    metrics=canonical({}),
+                    manifest=canonical(manifest),
+                    message=manifest.get("message", ""),
+                    tags=canonical(manifest.get("tags", {})),
+                    notebook=prov.get("notebook"),
+                    cell_hash=prov.get("cell_hash"),
+                    environment=canonical(prov.get("environment", {})),
+                    pushed_by=actor,
+                    pushed_at=t_,
+                    status="checking" if checks else "pushed",
+                )
+                .returning(V.id)
+            ).scalar_one()
+            for role, fp in (manifest.get("data") or {}).items():
+                c.execute(
+                    self._insert(t.datasets)
+                    .values(
+                        fingerprint=fp["fingerprint"],
+                        schema=canonical(fp.get("schema", {})),
+                        rows=fp.get("rows"),
+                        stats=canonical(fp.get("stats", {})),
+                        created=t_,
+                    )
+                    .on_conflict_do_nothing(index_elements=["fingerprint"])
+                )
+                c.execute(
+                    t.lineage.insert().values(
+                        version_id=version_id,
+                        dataset=fp["fingerprint"],
+                        role=role,
+                        parent_version_id=parent,
+                    )
+                )
+            if not manifest.get("data") and parent:
+                c.execute(
+                    t.lineage.insert().values(
+                        version_id=version_id, dataset=None, role="parent", parent_version_id=parent
+                    )
+                )
+            self.queue_checks(version_id, checks)
+            self.audit_append(
+                actor, "version.create", f"{name}:{number}", {"digest": digest, "size": size}
+            )
+            return version_id, number, True
+
+    def queue_checks(self, version_id: int, checks: list[str]) -> None:
+        """Queue check runs (a check already queued or run for the version is left alone)."""
+        with self._tx() as c:
+            for check in checks:
+                c.execute(
+                    self._insert(t.check_runs)
+                    .values(version_id=version_id, check_name=check, status="queued")
+                    .on_conflict_do_nothing(index_elements=["version_id", "check_name"])
+                )
+
+    def set_version(self, version_id: int, **values) -> None:
+        """Update columns of one version (JSON values are stored canonically)."""
+        values = {
+            k: canonical(v) if k in (*JSON_COLUMNS, "origin") and v is not None else v
+            for k, v in values.items()
+        }
+        with self._tx() as c:
+            c.execute(update(t.versions).where(V.id == version_id).values(**values))
+
+    def claim_check(self, run_id: int) -> bool:
+        """Move a queued run to running. False when another process claimed it first."""
+        r = t.check_runs.c
+        with self._tx() as c:
+            res = c.execute(
+                update(t.check_runs)
+                .where(r.id == run_id, r.status == "queued")
+                .values(status="running", started=now())
+            )
+            return res.rowcount == 1
+
+    start_check = claim_check
+
+    def record_check(
+        self, run_id: int, status: str, message: str, result: dict, duration: float
+    ) -> tuple[dict, list[dict] | None]:
+        """Store one result. Returns the run's version and, when it was the version's last
+        run, every run's (name, status, message); else None."""
+        r = t.check_runs.c
+        with self._tx() as c:
+            c.execute(
+                update(t.check_runs)
+                .where(r.id == run_id)
+                .values(
+                    status=status,
+                    message=message,
+                    result=canonical(result),
+                    duration=duration,
+                    finished=now(),
+                )
+            )
+            row = c.execute(
+                select(r.version_id, r.check_name, V.model, V.number)
+                .join(t.versions, V.id == r.version_id)
+                .where(r.id == run_id)
+            ).one()
+            out = {
+                "model": row.model,
+                "version": row.number,
+                "version_id": row.version_id,
+                "check": row.check_name,
+            }
+            runs = [
+                as_dict(x)
+                for x in c.execute(
+                    select(r.check_name.label("name"), r.status, r.message).where(
+                        r.version_id == row.version_id
+                    )
+                )
+            ]
+            if any(x["status"] in ("queued", "running") for x in runs):
+                return out, None
+            return out, runs
+
+    def set_score(self, version_id: int, score: float, metrics: dict) -> None:
+        self.set_version(version_id, score=score, metrics=metrics)
+
+    def champion(self, name: str, before: int = 2**62) -> dict | None:
+        """The version a new one must beat: the one in production if there is one, else
+        the best earlier version that passed."""
+        q = (
+            select(V.number, V.digest)
+            .where(
+                V.model == name,
+                V.number < before,
+                (V.stage == "production") | V.status.in_(("passed", "warned")),
+            )
+            .order_by(
+                case((V.stage == "production", 0), else_=1),
+                case((V.score.is_(None), 1), else_=0),
+                V.score.desc(),
+                V.number.desc(),
+            )
+            .limit(1)
+        )
+        with self._read() as c:
+            row = c.execute(q).first()
+        return {"number": row[0], "digest": row[1]} if row else None
+
+    def manifest_of(self, name: str, number: int) -> dict | None:
+        with self._read() as c:
+            value = c.execute(
+                select(V.manifest).where(V.model == name, V.number == number)
+            ).scalar()
+        return loads(value)
+
+    def add_reports(self, version_id: int, digests: dict[str, str]) -> None:
+        with self._tx() as c:
+            for kind, digest in digests.items():
+                stmt = self._insert(t.reports).values(
+                    version_id=version_id, kind=kind, digest=digest, created=now()
+                )
+                c.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["version_id", "kind"],
+                        set_={"digest": stmt.excluded.digest, "created": stmt.excluded.created},
+                    )
+                )
+
+    def report_digest(self, name: str, number: int, kind: str) -> str | None:
+        r = t.reports.c
+        with self._read() as c:
+            return c.execute(
+                select(r.digest)
+                .join(t.versions, V.id == r.version_id)
+                .where(V.model == name, V.number == number, r.kind == kind)
+            ).scalar()
+
+    def requeue_interrupted(self, owner: str) -> int:
+        """Checks this agent had claimed or was running when it died run again (rows from
+        before claims existed count as its own)."""
+        r = t.check_runs.c
+        with self._tx() as c:
+            res = c.execute(
+                update(t.check_runs)
+                .where(
+                    r.status.in_(("queued", "running")),
+                    or_(r.claimed_by == owner, r.claimed_by.is_(None)),
+                )
+                .values(status="queued", started=None, claimed_by=None)
+            )
+            return res.rowcount
+
+    def claim_checks(self, owner: str) -> list[dict]:
+        """Take the queued runs nobody runs yet (``SKIP LOCKED`` on PostgreSQL): replicas
+        sharing a database never run one check twice."""
+        r = t.check_runs.c
+        with self._tx() as c:
+            ids = list(
+                c.execute(
+                    select(r.id)
+                    .where(r.status == "queued", r.claimed_by.is_(None))
+                    .order_by(r.id)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            c.execute(update(t.check_runs).where(r.id.in_(ids)).values(claimed_by=owner))
+            q = (
+                select(r.id, r.check_name, V.model, V.number, V.digest)
+                .join(t.versions, V.id == r.version_id)
+                .where(r.id.in_(ids))
+                .order_by(r.id)
+            )
+            return [as_dict(x) for x in c.execute(q)]
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict]:
+        m = t.models.c
+        latest = (
+            select(V.status)
+            .where(V.model == m.name)
+            .order_by(V.number.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        q = select(
+            m.name,
+            m.owner,
+            m.created,
+            (m.next_version - 1).label("versions"),
+            latest.label("latest_status"),
+        ).order_by(m.name)
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
+
+    def list_versions(
+        self, name: str, limit: int = 100, before: int | None = None, digest: str | None = None
+    ) -> list[dict]:
+        s = t.stages.c
+        stage_by = (
+            select(s.by).where(s.version_id == V.id).order_by(s.id.desc()).limit(1)
+        ).scalar_subquery()
+        cols = [
+            *(
+                V[k]
+                for k in [
+                    "model",
+                    "number",
+                    "digest",
+                    "size",
+                    "flavor",
+                    "task",
+                    "message",
+                    "pushed_by",
+                    "pushed_at",
+                    "status",
+                    "stage",
+                    "needs_trust",
+                    "verdict",
+                ]
+            ),
+            stage_by.label("stage_by"),
+        ]
+        if digest is not None:  # served by the unique (model, digest) index
+            q = select(*cols).where(V.model == name, V.digest == digest)
+        else:
+            q = (
+                select(*cols)
+                .where(V.model == name, V.number < (before or 2**62))
+                .order_by(V.number.desc())
+                .limit(limit)
+            )
+        with self._read() as c:
+            if c.execute(select(t.models.c.name).where(t.models.c.name == name)).first() is None:
+                raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
+            rows = [as_dict(r) for r in c.execute(q)]
+        return [
+            {**r, "verdict": loads(r["verdict"]), "needs_trust": loads(r["needs_trust"])}
+            for r in rows
+        ]
+
+    def _version_row(self, c, name: str, number: int) -> dict:
+        row = c.execute(select(t.versions).where(V.model == name, V.number == number)).first()
+        if row is None:
+            raise NotFound(
+                f"Model {name!r} has no version {number}.",
+                f"List its versions with GET /api/v1/models/{name}/versions.",
+            )
+        return as_dict(row)
+
+    def get_version(self, name: str, number: int) -> dict:
+        with self._read() as c:
+            row = self._version_row(c, name, number)
+            for col in JSON_COLUMNS:
+                row[col] = loads(row[col])
+            vid = row.pop("id")
+            lin, d = t.lineage.c, t.datasets.c
+            p = t.versions.alias("p")
+            row["lineage"] = [
+                as_dict(r)
+                for r in c.execute(
+                    select(
+                        lin.role,
+                        lin.dataset,
+                        d.rows,
+                        p.c.model.label("parent_model"),
+                        p.c.number.label("parent_number"),
+                    )
+                    .select_from(
+                        t.lineage.outerjoin(t.datasets, d.fingerprint == lin.dataset).outerjoin(
+                            p, p.c.id == lin.parent_version_id
+                        )
+                    )
+                    .where(lin.version_id == vid)
+                    .order_by(lin.id)
+                )
+            ]
+            row["checks"] = self.checks_for(vid)
+            row["stages"] = self.stage_history(vid)
+            row["signoffs"] = self.signoffs_of(vid)
+            row["forwards"] = self.outbox_for_version(vid)
+            row["origin"] = loads(row.get("origin"))
+            r = t.reports.c
+            row["reports"] = sorted(c.execute(select(r.kind).where(r.version_id == vid)).scalars())
+        row.pop("score", None)
+        return row
+
+    def lineage_of_dataset(self, fingerprint: str) -> dict:
+        """Which versions used this data, in which role, and where they are now."""
+        lin = t.lineage.c
+        q = (
+            select(V.model, V.number, lin.role, V.status, V.stage, V.pushed_by, V.pushed_at)
+            .join(t.versions, V.id == lin.version_id)
+            .where(lin.dataset == fingerprint)
+            .order_by(V.model, V.number)
+        )
+        with self._read() as c:
+            rows = [as_dict(r) for r in c.execute(q)]
+            info = c.execute(
+                select(t.datasets).where(t.datasets.c.fingerprint == fingerprint)
+            ).first()
+        if info is None:
+            raise NotFound(f"No version used a dataset with fingerprint {fingerprint[:16]}….")
+        info = as_dict(info)
+        info["schema"] = json.loads(info["schema"])
+        info.pop("stats", None)
+        return {"dataset": info, "versions": rows}
+
+    def version_id(self, name: str, number: int) -> int:
+        with self._read() as c:
+            return self._version_row(c, name, number)["id"]
+
+    def checks_for(self, version_id: int) -> list[dict]:
+        r = t.check_runs.c
+        q = (
+            select(
+                r.check_name.label("name"),
+                r.status,
+                r.message,
+                r.result,
+                r.duration,
+                r.started,
+                r.finished,
+            )
+            .where(r.version_id == version_id)
+            .order_by(r.id)
+        )
+        with self._read() as c:
+            return [{**as_dict(x), "result": loads(x.result)} for x in c.execute(q)]
+
+    def queued_checks(self) -> list[dict]:
+        r = t.check_runs.c
+        q = (
+            select(r.id, r.check_name, V.model, V.number, V.digest)
+            .join(t.versions, V.id == r.version_id)
+            .where(r.status == "queued")
+            .order_by(r.id)
+        )
+        with self._read() as c:
+            return [as_dict(x) for x in c.execute(q)]
+
+    def digests(self) -> dict[str, list[str]]:
+        """Every digest the registry refers to, with who refers to it."""
+        out: dict[str, list[str]] = {}
+        r = t.reports.c
+        with self._read() as c:
+            for model, number, digest in c.execute(select(V.model, V.number, V.digest)):
+                out.setdefault(digest, []).append(f"{model}:{number}")
+            for model, number, kind, digest in c.execute(
+                select(V.model, V.number, r.kind, r.digest).join(t.versions, V.id == r.version_id)
+            ):
+                out.setdefault(digest, []).append(f"{model}:{number} {kind} report")
+        return out
+
+    def count_rows(self) -> dict[str, int]:
+        """Rows per table: what a backup or a migration must carry over."""
+        with self._read() as c:
+            return {
+                name: c.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in t.metadata.tables.items()
+            }
+
+    def lineage_of_version(self, name: str, number: int) -> dict:
+        """A version's data, notebook and code identity, parent and stage history."""
+        v = self.get_version(name, number)
+        prov = (v.get("manifest") or {}).get("provenance") or {}
+        parent = next((r for r in v["lineage"] if r.get("parent_number")), None)
+        return {
+            "name": name,
+            "version": number,
+            "data": [r for r in v["lineage"] if r.get("dataset")],
+            "notebook": prov.get("notebook"),
+            "cell_hash": prov.get("cell_hash"),
+            "git": prov.get("git"),
+            "environment": prov.get("environment"),
+            "parent": {"name": parent["parent_model"], "version": parent["parent_number"]}
+            if parent
+            else None,
+            "stage": v.get("stage"),
+            "needs_trust": v.get("needs_trust"),
+            "stages": v["stages"],
+            "forwards": v["forwards"],
+        }

@@ -1,0 +1,80 @@
+"""The version service: owns the push transaction and the verdict.
+
+One database transaction holds each step with its audit rows: the registry write (version,
+lineage, queued checks), and, once the last check is in, the gate's verdict, the status it
+maps to, the score the champion rule ranks by, and the outbox rows of the hand-off. The
+metadata store only stores; the decisions are made here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .vocabulary import LOWER_IS_BETTER, VERDICT_STATUS  # defined once
+
+
+class Store(Protocol):
+    def transaction(self): ...
+    def insert_version(self, name, digest, size, manifest, actor, checks): ...
+    def record_check(self, run_id, status, message, result, duration): ...
+    def set_version(self, version_id, **values): ...
+    def get_version(self, name, number): ...
+    def audit_append(self, actor, action, subject, payload): ...
+    def outbox_enqueue(self, version_id, destination, forced_by=None): ...
+
+
+def score_of(metrics: dict) -> float | None:
+    """The primary metric, oriented so that higher is better (the champion rule ranks it)."""
+    primary = metrics.get("primary_metric")
+    value = metrics.get(primary)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return -value if primary in LOWER_IS_BETTER else value
+
+
+class VersionService:
+    def __init__(self, store: Store, verdict_fn=None, forward_fn=None):
+        self.store = store
+        self.verdict_fn = verdict_fn
+        self.forward_fn = forward_fn
+
+    def create_version(self, name, digest, size, manifest, actor, checks, conclude=True):
+        """Create the next version of ``name``, or return the one with the same bytes.
+        Without checks the verdict (and any hand-off) come in the same transaction."""
+        with self.store.transaction():
+            vid, number, created = self.store.insert_version(
+                name, digest, size, manifest, actor, checks
+            )
+            if created and not checks and conclude and self.verdict_fn is not None:
+                self._conclude(vid, name, number, [])
+            return self.store.get_version(name, number), created
+
+    def finish_check(self, run_id, status, message, result, duration) -> dict:
+        """Commit one check's result; the version's last one brings the verdict with it."""
+        with self.store.transaction():
+            out, runs = self.store.record_check(run_id, status, message, result, duration)
+            metrics = (result or {}).get("metrics") or {}
+            if out["check"] == "performance" and (score := score_of(metrics)) is not None:
+                self.store.set_version(out["version_id"], score=score, metrics=metrics)
+            if runs is None:
+                return out
+            return {**out, **self._conclude(out["version_id"], out["model"], out["version"], runs)}
+
+    def force_forward(self, version_id: int, destination: str, user: str) -> bool:
+        with self.store.transaction():
+            return self.store.outbox_enqueue(version_id, destination, forced_by=user)
+
+    def _conclude(self, version_id, model, number, runs) -> dict:
+        verdict_fn = self.verdict_fn
+        if verdict_fn is None:
+            from .gate import GatePolicy
+
+            verdict_fn = GatePolicy().verdict
+        verdict = verdict_fn(runs)
+        status = VERDICT_STATUS[verdict["verdict"]]
+        self.store.set_version(version_id, status=status, verdict=verdict)
+        self.store.audit_append("agent", "version.verdict", f"{model}:{number}", verdict)
+        # The outbox rows share the verdict's transaction: no verdict without its hand-off.
+        for destination in self.forward_fn(verdict) if self.forward_fn else []:
+            self.store.outbox_enqueue(version_id, destination)
+        return {"verdict": verdict, "status": status}

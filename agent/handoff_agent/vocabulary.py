@@ -1,0 +1,120 @@
+"""The words the agent, the notebook side and the panel share, defined once.
+
+Metric directions, statuses, the stage flow and the comparison rules. Plain literals and no
+imports, so the notebook extension's cold path and the check worker may import it. The panel
+reads the same values from ``GET /api/v1/meta`` (``meta``), never its own copy.
+"""
+
+from __future__ import annotations
+
+# -- metrics ---------------------------------------------------------------------------------
+# True when a higher value is better. A metric not named here gets no direction (no colour,
+# never a champion rule).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "f1": True,
+    "roc_auc": True,
+    "precision": True,
+    "recall": True,
+    "balanced_accuracy": True,
+    "r2": True,
+    "log_loss": False,
+    "mae": False,
+    "rmse": False,
+    "mse": False,
+    "p50_ms": False,
+    "p99_ms": False,
+    "throughput_rows_per_s": True,
+    "serialized_mb": False,
+    "peak_memory_mb": False,
+    "dp_diff": False,
+    "eo_diff": False,
+}
+LOWER_IS_BETTER = frozenset(k for k, up in HIGHER_IS_BETTER.items() if not up)
+
+# -- statuses ----------------------------------------------------------------------------------
+CHECK_STATUSES = ("pass", "warn", "fail", "error", "skip")  # what a check returns
+CHECK_RUN_STATES = ("queued", "running")  # a check run not finished yet
+VERDICTS = ("pass", "warn", "fail")
+# A version's status: pushed (no checks), checking, then its verdict's past tense.
+VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
+STATUS_VERDICT = {status: verdict for verdict, status in VERDICT_STATUS.items()}
+VERDICT_WORDS = {"pass": "passed", "warn": "passed with warnings", "fail": "failed"}  # for people
+VERSION_STATUSES = ("pushed", "checking", *VERDICT_STATUS.values())
+
+# -- stages ------------------------------------------------------------------------------------
+FLOW = ("received", "validated", "approved", "canary", "production", "archived")
+TERMINAL = frozenset({"archived", "rejected", "rollback"})
+# Stages only the agent itself enters (intake and central's checks), never a sign-off.
+AGENT_STAGES = ("received", "validated", "rejected", "needs_trust")
+STAGE_ALIASES = {"prod": "production"}
+ROLLBACK_FROM = "production"  # the one stage an admin may roll back
+
+# -- comparison --------------------------------------------------------------------------------
+LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
+FAIRNESS_METRICS = ("dp_diff", "eo_diff")
+BETTER_COLOUR, WORSE_COLOUR = "#1a7f37", "#cf222e"
+
+
+def better(metric: str, new: float, old: float) -> bool | None:
+    """Whether ``new`` improves on ``old`` for ``metric``; None when its direction is unknown
+    or the values are equal."""
+    up = HIGHER_IS_BETTER.get(metric)
+    if up is None or new == old:
+        return None
+    return (new > old) == up
+
+
+def verdict_of(version: dict) -> str:
+    """A version's verdict word (pass/warn/fail), else its status as it is."""
+    verdict = (version.get("verdict") or {}).get("verdict")
+    return verdict or STATUS_VERDICT.get(version.get("status"), version.get("status") or "unknown")
+
+
+def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
+    """The stage flow with the sign-offs each stage needs (role -> count), from a policy's
+    ``stages`` table. ``next`` follows the flow; ``signoff_to`` is where reviewers' sign-offs
+    (or an admin's promotion) move a version on: a next stage the policy names sign-offs for."""
+    out = []
+    for i, name in enumerate(FLOW):
+        nxt = FLOW[i + 1] if i + 1 < len(FLOW) else None
+        out.append(
+            {
+                "name": name,
+                "signoffs": dict(stages.get(name, {})),
+                "next": nxt,
+                "signoff_to": nxt if name != FLOW[0] and nxt in stages else None,
+                "by_agent": name in AGENT_STAGES,
+            }
+        )
+    return out
+
+
+def meta(stages: dict[str, dict[str, int]], *, role: str, policy: str) -> dict:
+    """The whole vocabulary as JSON, as ``GET /api/v1/meta`` serves it. ``policy`` says where
+    the stage flow's sign-offs come from ("central" policy file, or the "default")."""
+    return {
+        "role": role,
+        "metrics": {"higher_is_better": dict(HIGHER_IS_BETTER)},
+        "statuses": {
+            "check": list(CHECK_STATUSES),
+            "check_running": list(CHECK_RUN_STATES),
+            "verdicts": list(VERDICTS),
+            "version": list(VERSION_STATUSES),
+            "verdict_status": dict(VERDICT_STATUS),
+            "verdict_words": dict(VERDICT_WORDS),
+        },
+        "stages": {
+            "policy": policy,
+            "flow": stage_flow(stages),
+            "terminal": sorted(TERMINAL),
+            "rollback_from": ROLLBACK_FROM,
+            "aliases": dict(STAGE_ALIASES),
+        },
+        "comparison": {
+            "latency": list(LATENCY_METRICS),
+            "fairness": list(FAIRNESS_METRICS),
+            "better_colour": BETTER_COLOUR,
+            "worse_colour": WORSE_COLOUR,
+        },
+    }

@@ -1,0 +1,316 @@
+/**
+ * The panel's model, as jupyterlab-git splits its own: every piece of state the views show,
+ * and signals when it changes. A lumino Poll re-reads the agent (backing off while it fails);
+ * with the live refresh policy the agent's events refresh the model they name at once, and
+ * the poll is only a slow safety net. Views never call the API themselves.
+ */
+import { Poll, Debouncer } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+import { IDisposable } from '@lumino/disposable';
+
+import {
+  api,
+  EventStream,
+  HandoffError,
+  IEvent,
+  IInfo,
+  IMeta,
+  IModel,
+  IVersion,
+  IWhoami,
+  Source
+} from './api';
+
+export type RefreshPolicy = 'live' | 'poll' | 'manual';
+
+/** Seconds between safety-net refreshes while the event stream is live. */
+const LIVE_SAFETY_NET = 60;
+
+export interface ISettings {
+  source: 'auto' | Source;
+  refresh: RefreshPolicy;
+  pollInterval: number;
+  notifications: boolean;
+}
+
+export class HandoffModel implements IDisposable {
+  source: Source = 'local';
+  info: IInfo | null = null;
+  meta: IMeta | null = null;
+  whoami: IWhoami | null = null;
+  models: IModel[] = [];
+  versions = new Map<string, IVersion[]>();
+  selected: string[] = [];
+  error: HandoffError | null = null;
+  live = false;
+  started = false;
+  settings: ISettings = {
+    source: 'auto',
+    refresh: 'live',
+    pollInterval: 10,
+    notifications: true
+  };
+
+  private _changed = new Signal<this, void>(this);
+  private _event = new Signal<this, IEvent>(this);
+  private _stream: EventStream | null = null;
+  private _debouncers = new Map<string, Debouncer>();
+  private _isDisposed = false;
+  private _poll: Poll;
+
+  constructor() {
+    this._poll = new Poll({
+      auto: false,
+      factory: () => this._readAll(),
+      frequency: this._frequency(),
+      name: 'jupyter-handoff:panel',
+      standby: 'when-hidden'
+    });
+  }
+
+  /** Emitted whenever anything a view shows has changed. */
+  get stateChanged(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Every event the agent reports (version, check, verdict, report, stage, forward). */
+  get eventReceived(): ISignal<this, IEvent> {
+    return this._event;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** The caller's roles at central; none on this machine (no sign-offs locally). */
+  get roles(): string[] {
+    return this.source === 'central' ? (this.whoami?.roles ?? []) : [];
+  }
+
+  get refreshPolicy(): RefreshPolicy {
+    return this.settings.refresh;
+  }
+
+  /** New settings take effect at once: the source, the refresh policy, its interval. */
+  async configure(settings: Partial<ISettings>): Promise<void> {
+    this.settings = { ...this.settings, ...settings };
+    await this.restart();
+  }
+
+  /** (Re)start: read info and the vocabulary, choose the source, then refresh and follow. */
+  async restart(): Promise<void> {
+    this.started = true;
+    this._stopFollowing();
+    try {
+      this.info = await api.info();
+    } catch (error) {
+      this.info = null;
+      this.error = error as HandoffError;
+      this._changed.emit();
+      return;
+    }
+    const wanted = this.settings.source;
+    const central = this.info.central.configured;
+    this.source = wanted === 'auto' ? (central ? 'central' : 'local') : wanted;
+    if (this.source === 'central' && !central) {
+      this.source = 'local';
+    }
+    this._poll.frequency = this._frequency();
+    await this.refresh();
+    if (this.settings.refresh === 'live') {
+      this._follow();
+    }
+    if (this.settings.refresh !== 'manual') {
+      void this._poll.start();
+    }
+  }
+
+  async setSource(source: Source): Promise<void> {
+    this.selected = [];
+    await this.configure({ source });
+  }
+
+  /** Re-read everything now (the Refresh button, and after a reconnect). */
+  async refresh(): Promise<void> {
+    try {
+      await this._readAll();
+    } catch {
+      // recorded in this.error; the poll backs off on its own failures
+    }
+  }
+
+  /** Tick or untick a version for comparison; at most the last two stay ticked. */
+  select(key: string, on: boolean): void {
+    this.selected = this.selected.filter(k => k !== key);
+    if (on) {
+      this.selected = [...this.selected, key].slice(-2);
+    }
+    this._changed.emit();
+  }
+
+  /** The two ticked versions as [name, number] pairs, or null unless exactly two are. */
+  selectedPair(): [[string, number], [string, number]] | null {
+    if (this.selected.length !== 2) {
+      return null;
+    }
+    const [a, b] = this.selected.map(key => {
+      const i = key.lastIndexOf(':');
+      return [key.slice(0, i), Number(key.slice(i + 1))] as [string, number];
+    });
+    return [a, b];
+  }
+
+  // -- actions: each re-reads the model it changed; a refusal is thrown to the caller --
+
+  async signoff(
+    model: string,
+    n: number,
+    decision: 'approve' | 'reject',
+    comment: string
+  ): Promise<void> {
+    await this._act(
+      () => api.signoff(this.source, model, n, decision, comment),
+      model
+    );
+  }
+
+  async transition(
+    model: string,
+    n: number,
+    to: string,
+    comment: string
+  ): Promise<void> {
+    await this._act(
+      () => api.transition(this.source, model, n, to, comment),
+      model
+    );
+  }
+
+  async trust(model: string, types: string[]): Promise<void> {
+    await this._act(() => api.trust(this.source, types), model);
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._stopFollowing();
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  // -- private -------------------------------------------------------------------------
+
+  private _frequency() {
+    const { refresh, pollInterval } = this.settings;
+    const seconds =
+      refresh === 'poll' ? Math.max(2, pollInterval) : LIVE_SAFETY_NET;
+    const interval = refresh === 'manual' ? Poll.NEVER : seconds * 1000;
+    return { interval, backoff: true, max: Math.max(interval, 300 * 1000) };
+  }
+
+  /** Read the vocabulary, who we are, the models and their versions. Throws on failure,
+   * so that the poll backs off. */
+  private async _readAll(): Promise<void> {
+    try {
+      this.meta = await api.meta(this.source);
+      this.whoami =
+        this.source === 'central'
+          ? await api.whoami('central').catch(() => null)
+          : null;
+      this.models = (await api.models(this.source)).models;
+      await Promise.all(this.models.map(m => this._readVersions(m.name)));
+      this.error = null;
+    } catch (error) {
+      this.error = error as HandoffError;
+      throw error;
+    } finally {
+      this._changed.emit();
+    }
+  }
+
+  private async _readVersions(name: string): Promise<void> {
+    const rows = (await api.versions(this.source, name)).versions;
+    // The list may not carry stage and verdict; the detail does.
+    const full = await Promise.all(
+      rows.map(r =>
+        'stage' in r && 'verdict' in r
+          ? Promise.resolve(r)
+          : api.version(this.source, name, r.number).catch(() => r)
+      )
+    );
+    this.versions.set(name, full);
+  }
+
+  /** Re-read one model, a quarter second after the last event that named it. */
+  private _refreshModel(name: string): void {
+    let debouncer = this._debouncers.get(name);
+    if (!debouncer) {
+      debouncer = new Debouncer(async () => {
+        try {
+          this.models = (await api.models(this.source)).models;
+          await this._readVersions(name);
+        } catch (error) {
+          this.error = error as HandoffError;
+        }
+        this._changed.emit();
+      }, 250);
+      this._debouncers.set(name, debouncer);
+    }
+    void debouncer.invoke();
+  }
+
+  private async _act(
+    call: () => Promise<unknown>,
+    model: string
+  ): Promise<void> {
+    try {
+      await call();
+      await this._readVersions(model);
+      this.error = null;
+    } finally {
+      this._changed.emit();
+    }
+  }
+
+  private _follow(): void {
+    this._stream = new EventStream(
+      this.source,
+      event => {
+        if (
+          event.model &&
+          ['version', 'verdict', 'report', 'stage'].includes(event.type)
+        ) {
+          this._refreshModel(event.model);
+        }
+        this._event.emit(event);
+      },
+      (connected, error) => {
+        const changed = this.live !== connected;
+        this.live = connected;
+        if (error) {
+          this.error = error;
+        }
+        if (changed || error) {
+          this._changed.emit();
+        }
+        if (connected && changed) {
+          void this.refresh();
+        }
+      }
+    );
+    this._stream.start();
+  }
+
+  private _stopFollowing(): void {
+    this._stream?.stop();
+    this._stream = null;
+    this.live = false;
+    void this._poll.stop();
+    for (const d of this._debouncers.values()) {
+      d.dispose();
+    }
+    this._debouncers.clear();
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Reading the vocabulary the agent serves at GET /api/v1/meta. The panel keeps no copy of
+ * metric directions, statuses or the stage flow: each question is asked of the meta.
+ */
+import { IMeta, IVersion } from './api';
+
+/** A version's verdict word (pass/warn/fail), else its status as it is. */
+export function verdictOf(v: IVersion, meta: IMeta | null): string {
+  if (v.verdict?.verdict) {
+    return v.verdict.verdict;
+  }
+  for (const [verdict, status] of Object.entries(
+    meta?.statuses.verdict_status ?? {}
+  )) {
+    if (status === v.status) {
+      return verdict;
+    }
+  }
+  return v.status ?? 'unknown';
+}
+
+/** Where a sign-off moves a version in `stage` on, by the live policy; null: nowhere. */
+export function signoffTo(meta: IMeta | null, stage: string): string | null {
+  return meta?.stages.flow.find(s => s.name === stage)?.signoff_to ?? null;
+}
+
+export function canRollBack(meta: IMeta | null, stage: string): boolean {
+  return !!meta && meta.stages.rollback_from === stage;
+}
+
+/** +1 when a change of `delta` in `metric` is better, -1 worse, 0 unknown or none. */
+export function direction(
+  meta: IMeta | null,
+  metric: string,
+  delta: number
+): number {
+  const name = metric.includes('.') ? metric.split('.').pop()! : metric;
+  const up = meta?.metrics.higher_is_better[name];
+  if (up === undefined || delta === 0) {
+    return 0;
+  }
+  return delta > 0 === up ? 1 : -1;
+}

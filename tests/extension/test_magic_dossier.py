@@ -1,0 +1,146 @@
+"""``%mlops dossier NAME:N`` in a real notebook: the local agent fetches the signed dossier from
+its central, the file verifies offline, and mistakes show as one ``UsageError:`` line."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, push_model, until
+
+from handoff_agent.dossier_verify import Failed, verify
+
+SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
+NO_CHECKS = "--HandoffAgent.checks=[]"
+
+
+def _text(outputs) -> str:
+    parts = []
+    for out in outputs:
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif out["output_type"] == "error":
+            parts += [out["ename"], out["evalue"], *out["traceback"]]
+        else:
+            data = out.get("data", {})
+            parts.append(str(data.get("text/html", data.get("text/plain", ""))))
+    return "".join(parts)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dossier-nb")
+    (tmp / "policy.toml").write_text(
+        f'[intake]\nrevalidate = true\n[intake.senders]\nalice = "{SECRET}"\n'
+        "[stages.approved]\nreviewer = 1\n"
+    )
+    central = RunningAgent(
+        tmp / "central",
+        tmp / "rt-central",
+        ["--role", "central", "--policy", str(tmp / "policy.toml"), NO_CHECKS],
+    )
+    central.start()
+    local = RunningAgent(
+        tmp / "local",
+        tmp / "rt-local",
+        [
+            "--forward-to", "central", "--HandoffAgent.owner_name=alice",
+            f"--CentralDestination.url={central.url}", f"--CentralDestination.secret={SECRET}",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2", "--HandoffAgent.forward_backoff=0.1",
+            NO_CHECKS,
+        ],
+    )  # fmt: skip
+    local.start()
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
+    y = (X["a"] > 0).astype(int)
+    push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+    stage = lambda: central.request("GET", "/api/v1/models/churn/versions/1")[1].get("stage")  # noqa: E731
+    until(lambda: stage() == "validated", what="churn:1 validated at central")
+    bob = central.make_token("bob", "reviewer")
+    status, body = central.request(
+        "POST",
+        "/api/v1/models/churn/versions/1/signoffs",
+        {"decision": "approve", "comment": "fine by me"},
+        token=bob,
+    )
+    assert status == 201, body
+    yield central, local, tmp
+    local.stop()
+    central.stop()
+
+
+CELLS = {
+    "save": "d = %mlops dossier churn:1 --out {out}\nd",
+    "no_version": "%mlops dossier churn",
+    "unknown": "%mlops dossier nope:1",
+    "unwritable": "%mlops dossier churn:1 --out {tmp}/no/such/dir/d.zip",
+}
+
+
+@pytest.fixture(scope="module")
+def notebook(site):
+    _, local, tmp = site
+    out = tmp / "from-notebook.zip"
+    cells = ["%load_ext jupyter_handoff"] + [
+        c.format(out=out, tmp=tmp) for c in CELLS.values()
+    ]  # fmt: skip
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = {**local.env}
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp)}},
+    ).execute(env=env)
+    return nb, out, {k: i + 1 for i, k in enumerate(CELLS)}
+
+
+def test_the_magic_saves_a_dossier_that_verifies_offline(site, notebook):
+    central, _, _ = site
+    nb, out, index = notebook
+    shown = _text(nb.cells[index["save"]].outputs)
+    assert "Dossier of churn:1" in shown and "sign-offs: bob (reviewer)" in shown, shown
+    assert "jupyter handoff dossier verify" in shown
+    with urllib.request.urlopen(f"{central.url}/api/v1/keys", timeout=10) as r:
+        key = json.loads(r.read())["keys"][0]["pem"]
+    summary = verify(out, key)
+    assert summary["subject"] == "churn:1" and summary["pinned"]
+    # and only with central's key
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(Failed, match="signed by key"):
+        verify(out, other.decode())
+
+
+@pytest.mark.parametrize(
+    "key, says, hint",
+    [
+        ("no_version", "Say which version's dossier", "%mlops dossier churn:3"),
+        ("unknown", "Model 'nope' has no version 1", "%mlops versions nope"),
+        ("unwritable", "Cannot write the dossier", "--out"),
+    ],
+)
+def test_a_mistake_is_one_usage_error_line(notebook, key, says, hint):
+    nb, _, index = notebook
+    outputs = nb.cells[index[key]].outputs
+    text = _text(outputs)
+    assert outputs and {o["name"] for o in outputs if "name" in o} == {"stderr"}, text
+    first, *rest = text.strip().splitlines()
+    assert first.startswith("UsageError: ") and says in first, text
+    assert len(rest) <= 2 and hint in "\n".join(rest), text
+    assert "Traceback" not in text
