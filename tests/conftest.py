@@ -16,12 +16,16 @@ from s3_support import S3Server, start_s3_server
 from support import RunningAgent
 
 BACKENDS = ["sqlite", "postgresql+s3"]
+# What a module calls when it starts agent processes of its own.
+AGENT_STARTERS = ("RunningAgent(", "start_pair(")
 
 
 def pytest_generate_tests(metafunc):
     """Agent tests run on every backend: those using the agent fixtures, and those of any
-    module that starts a ``RunningAgent`` itself (it picks up the current backend)."""
-    starts_agents = "RunningAgent(" in inspect.getsource(metafunc.module)
+    module that starts a ``RunningAgent`` itself, directly or through a helper that does
+    (``start_pair``): it picks up the current backend."""
+    source = inspect.getsource(metafunc.module)
+    starts_agents = any(s in source for s in AGENT_STARTERS)
     if "backend" in metafunc.fixturenames or starts_agents:
         if "backend" not in metafunc.fixturenames:
             metafunc.fixturenames.append("backend")

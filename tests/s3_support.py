@@ -209,10 +209,5 @@ def tamper_blob(agent, digest: str, data: bytes) -> None:
 
 
 def blob_args(agent) -> list[str]:
-    """The blob-store arguments ``agent`` was started with, for its CLI (``agent.cli("fsck",
-    *blob_args(agent))``; ``agent.cli`` passes its credentials in the environment)."""
-    args, out = agent.args, []
-    if "--blob-url" in args:
-        i = args.index("--blob-url")
-        out += args[i : i + 2]
-    return out + [a for a in args if a.startswith("--HandoffAgent.s3_")]
+    """The blob-store arguments ``agent`` was started with (``RunningAgent.blob_args``)."""
+    return agent.blob_args()

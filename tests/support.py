@@ -20,6 +20,8 @@ from handoff_agent.bundle import FORMAT_VERSION
 # The metadata backend of the running test (conftest's ``backend`` fixture sets it): an agent
 # started without a database_url gets a fresh database on it.
 CURRENT_BACKEND = None
+# CLI commands that read the blob store: ``RunningAgent.cli`` passes them the agent's.
+BLOB_COMMANDS = ("fsck",)
 
 
 class RunningAgent:
@@ -70,7 +72,11 @@ class RunningAgent:
         return self.runtime_dir / f"handoff-{self.role}.json"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        """Run ``python -m handoff_agent ARGS --home HOME`` against this agent's home."""
+        """Run ``python -m handoff_agent ARGS --home HOME`` against this agent's home (and
+        its database, and for commands that read blobs, its blob store)."""
+        args = list(args)
+        if args and args[0] in BLOB_COMMANDS and "--blob-url" not in args:
+            args += self.blob_args()
         return subprocess.run(
             [sys.executable, "-m", "handoff_agent", *args, "--home", str(self.home)],
             env=self.env,
@@ -78,6 +84,15 @@ class RunningAgent:
             text=True,
             timeout=120,
         )
+
+    def blob_args(self) -> list[str]:
+        """The blob-store arguments this agent was started with (S3 credentials travel in
+        its environment, never as arguments)."""
+        out = []
+        if "--blob-url" in self.args:
+            i = self.args.index("--blob-url")
+            out += self.args[i : i + 2]
+        return out + [a for a in self.args if a.startswith("--HandoffAgent.s3_")]
 
     def make_token(self, user: str, *roles: str) -> str:
         role_args = [a for r in roles for a in ("--role", r)]

@@ -8,7 +8,6 @@ import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -27,8 +26,10 @@ from traitlets import (
 )
 from traitlets.config import LoggingConfigurable
 
-from . import keys, reports
+from . import keys, pipeline
+from .check_flow import CheckFlow
 from .events import EventBus
+from .forwarding.service import ForwardService
 from .gate import GatePolicy
 from .handlers.base import NotFoundHandler, log_request
 from .handlers.events import EventsHandler
@@ -56,13 +57,16 @@ from .handlers.pipeline import (
 )
 from .handlers.trust import TrustHandler
 from .ingest import IngestManager
-from .pipeline import PipelineMixin
+from .intake import IntakeManager
 from .plugins import GROUPS, PluginRegistry, default_registry
+from .policy import Policy
+from .pools import Pools
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
+from .stages import StageManager
 from .store.blobs import open_blob_store
-from .trust_flow import TrustMixin
+from .trust_flow import TrustFlow
 from .versions import VersionService
 
 log = logging.getLogger("handoff_agent")
@@ -75,9 +79,13 @@ def default_home() -> Path:
     return Path(jupyter_data_dir()) / "handoff"
 
 
-class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
+class HandoffAgent(LoggingConfigurable):
     """The agent: receives pushes, stores them durably, runs checks, hands them off.
-    In the central role it takes signed deliveries and walks versions through stages."""
+    In the central role it takes signed deliveries and walks versions through stages.
+
+    Its configuration, and the composition root (``build``): it makes the services, each
+    given only what it uses (typed as small Protocols), and the app whose handlers call them.
+    """
 
     home = Unicode(
         help="Directory for the registry and blobs. Default: <jupyter data dir>/handoff"
@@ -89,6 +97,12 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         "psycopg 3). Or set HANDOFF_DATABASE_URL, read once and dropped from the environment, "
         "which keeps the password off the command line. The password never appears in logs "
         "or `jupyter handoff status`."
+    ).tag(config=True)
+    database_busy_timeout = Float(
+        30.0,
+        help="SQLite only: seconds a write waits for another process's lock on the database "
+        "file (two agents on one file, a backup) before the request is answered 503 with "
+        "Retry-After.",
     ).tag(config=True)
     blob_url = Unicode(
         "",
@@ -274,38 +288,100 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.plugin_registry = plugin_registry
         home = Path(self.home)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.build(home)
+        self.runner: CheckRunner | None = None
+        self.server: httpserver.HTTPServer | None = None
+
+    def build(self, home: Path) -> None:
+        """The composition root: every service, each given only what it uses."""
+        from .store.metadata import MetadataStore
+
         self.store = open_blob_store(
             self.blob_url, home, self.s3_endpoint_url, self.s3_multipart_threshold
         )
         self.store.clean_temp()
-        from .store.metadata import MetadataStore
-
         # The metadata store; handlers read through it, services write through it.
-        self.registry = MetadataStore.for_home(home, self.database_url)
+        self.registry = MetadataStore.for_home(home, self.database_url, self.database_busy_timeout)
         self.checks_available = self.plugin_registry.specs("check")
         missing = [c for c in self.checks if c not in self.checks_available]
         if missing:
             log.warning("unknown checks %s; registered: %s", missing, sorted(self.checks_available))
+        self.pools = Pools()
+        self._db, self._io = self.pools.db, self.pools.io
+        self.instance_id = secrets.token_hex(8)  # this process, among replicas
+        self.events = EventBus(sink=self._share_event if self.shares_events else None)
+        self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
+        self.agent_id = pipeline.agent_id(home)
+        self.policy = self.stages = self.intake = None
+        if self.role == "central":
+            self.policy = Policy.load(self.policy_file or pipeline.embedded_policy(home))
+            self.stages = StageManager(self.registry, self.policy)
+        # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
+        self.signing_key = keys.load_or_create(home) if self.role == "central" else None
+        self.model_sandbox = self._make_sandbox(home)
         self.gate = GatePolicy(parent=self)
-        self.versions = VersionService(self.registry, self.gate.verdict, self.forward_for)
+        bundle_limits = self.worker_limits(
+            file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
+        )
+        self.destinations = pipeline.destinations(
+            self.plugin_registry, list(self.forward_to), self.config
+        )
+        self.forwarding = ForwardService(
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            self.destinations,
+            self.agent_id,
+            list(self.forward_on) if self.role == "local" else [],
+            self.model_sandbox,
+            bundle_limits,
+            self.check_timeout,
+            self.forward_backoff,
+            self.forward_backoff_cap,
+        )
+        self.forwarder = self.forwarding.forwarder
+        forward_for = self.forwarding.forward_for
+        self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
         self.ingest = IngestManager(
             self.store, self.registry, self.max_bundle_size, self.checks, self.gate
         )
-        # One thread runs the store's calls, in order (a pooled engine would allow more, but
-        # the API's latency is the event loop's, not the database's); another pool does
-        # hashing and fsync.
-        self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
-        self.instance_id = secrets.token_hex(8)  # this process, among replicas
-        self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
-        self.events = EventBus(sink=self._share_event if self.shares_events else None)
-        self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
-        self.setup_pipeline()
-        # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
-        self.signing_key = keys.load_or_create(home) if self.role == "central" else None
-        self.trusted_types = self.load_trusted()
-        self.model_sandbox = self._make_sandbox(home)
-        self.runner: CheckRunner | None = None
-        self.server: httpserver.HTTPServer | None = None
+        self.check_flow = CheckFlow(
+            self.registry,
+            self.store,
+            self.versions,
+            self.gate,
+            list(self.checks),
+            self.events,
+            self.pools,
+            self.agent_id,
+            wake=self.forwarding.wake,
+        )
+        if self.role == "central":
+            self.intake = IntakeManager(
+                self.registry,
+                self.store,
+                self.versions,
+                self.stages,
+                self.policy,
+                self.max_bundle_size,
+            )
+        self.trust_flow = TrustFlow(
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            self.model_sandbox,
+            self.worker_limits(),
+            self.check_timeout,
+            list(self.checks),
+            self.check_flow.schedule_queued,
+            self.policy,
+            self.stages,
+            self.intake,
+        )
+        if self.role == "central":
+            self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
 
     def _make_sandbox(self, home: Path) -> Sandbox:
         from jupyter_core.paths import jupyter_runtime_dir
@@ -326,11 +402,16 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             processes=self.sandbox_max_processes,
         )
 
-    # the managers' blocking calls, run off the event loop
+    @property
+    def trusted_types(self) -> list[str]:
+        return self.trust_flow.trusted_types
+
+    # the managers' blocking calls, run off the event loop (handlers use these)
     async def call(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(
-            self._db, partial(fn, *args, **kwargs)
-        )
+        return await self.pools.call(fn, *args, **kwargs)
+
+    async def run_io(self, fn, *args):
+        return await self.pools.run_io(fn, *args)
 
     @property
     def shares_events(self) -> bool:
@@ -342,9 +423,18 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
             self._db.submit(self.registry.event_append, self.instance_id, event)
 
-    async def _tail_events(self, interval: float = 0.25) -> None:
-        """Publish here what the other replicas published (a poll; ids only grow)."""
+    async def _tail_events(self, interval: float = 0.25, fallback: float = 2.0) -> None:
+        """Publish here what the other replicas published: read the events table (ids only
+        grow) whenever PostgreSQL notifies an append, and every ``fallback`` seconds anyway;
+        without a listener, every ``interval`` seconds."""
+        loop = asyncio.get_running_loop()
         last = await self.call(self.registry.event_last_id)
+        listener = None
+        try:
+            listener = await self.call(self.registry.event_listener)
+        except Exception:  # no LISTEN connection: polling alone still delivers every event
+            log.exception("listening for other replicas' events failed; polling instead")
+        self._listener = listener
         while True:
             try:
                 last, found = await self.call(self.registry.events_since, last, self.instance_id)
@@ -354,95 +444,22 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
                 raise
             except Exception:  # a failed poll must not stop the next one
                 log.exception("reading other replicas' events failed")
-            await asyncio.sleep(interval)
+            if listener is None:
+                await asyncio.sleep(interval)
+                continue
+            try:
+                await loop.run_in_executor(self._listen_pool, listener.wait, fallback)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("listening for other replicas' events failed; polling instead")
+                await self._listen_pool_closed(listener)
+                listener = self._listener = None
 
-    async def run_io(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args))
-
-    async def create_version(self, name, digest, size, manifest, actor):
-        version, created = await self.call(
-            self.versions.create_version,
-            name,
-            digest,
-            size,
-            manifest,
-            actor or "analyst",
-            list(self.checks),
-        )
-        if created:
-            self.events.publish(
-                "version",
-                model=name,
-                version=version["number"],
-                status=version["status"],
-                checks=list(self.checks),
-            )
-            if version.get("verdict"):  # no checks: concluded with the push itself
-                vid = await self.call(self.registry.version_id, name, version["number"])
-                await self.write_reports(name, version["number"], vid)
-            await self.schedule_queued()
-            self.forwarder.wake.set()
-        return version, created
-
-    async def schedule_queued(self) -> None:
-        runs = await self.call(self.registry.claim_checks, self.agent_id)
-        fresh = [r for r in runs if r["id"] not in self._scheduled]
-        self._scheduled.update(r["id"] for r in fresh)
-        if fresh:
-            self.runner.schedule(fresh)
-
-    def job_context(self, model: str, number: int) -> dict:
-        """What a worker needs beyond the bundle: the champion, the previous manifest, and
-        each check's settings (policy thresholds, then the push's --gate overrides)."""
-        manifest = self.registry.manifest_of(model, number) or {}
-        champion = self.registry.champion(model, number)
-        return {
-            "champion": champion,
-            "previous_manifest": self.registry.manifest_of(model, number - 1),
-            "config": {c: self.gate.check_config(c, manifest.get("gate")) for c in self.checks},
-        }
-
-    async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:
-        """Claim a queued run; False when another process (a replica) claimed it first."""
-        if not await self.call(self.registry.claim_check, run_id):
-            return False
-        self.events.publish("check", model=model, version=number, check=check, status="running")
-        return True
-
-    async def finish_check(self, run_id, status, message, result, duration) -> None:
-        out = await self.call(self.versions.finish_check, run_id, status, message, result, duration)
-        self.events.publish(
-            "check",
-            model=out["model"],
-            version=out["version"],
-            check=out["check"],
-            status=status,
-            message=message,
-            duration=duration,
-        )
-        if "verdict" in out:
-            self.events.publish(
-                "verdict",
-                model=out["model"],
-                version=out["version"],
-                status=out["status"],
-                **out["verdict"],
-            )
-            await self.write_reports(out["model"], out["version"], out["version_id"])
-            if self.role == "central":
-                await self.on_central_verdict(
-                    out["model"], out["version"], out["verdict"]["verdict"]
-                )
-            self.forwarder.wake.set()
-
-    async def write_reports(self, model: str, number: int, version_id: int) -> None:
-        version = await self.call(self.registry.get_version, model, number)
-        rendered = await self.run_io(reports.render, version)
-        digests = {}
-        for kind, data in rendered.items():
-            digests[kind] = await self.run_io(self.store.put_bytes, data)
-        await self.call(self.registry.add_reports, version_id, digests)
-        self.events.publish("report", model=model, version=number, kinds=sorted(digests))
+    async def _listen_pool_closed(self, listener) -> None:
+        listener.interrupt()
+        await asyncio.get_running_loop().run_in_executor(None, self._listen_pool.shutdown, True)
+        listener.close()
 
     def meta(self) -> dict:
         """``GET /api/v1/meta``: the vocabulary, with the stage flow of the live policy
@@ -495,14 +512,19 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
 
     async def start(self) -> int:
         """Listen and resume unfinished checks. Returns the bound port."""
-        self._scheduled: set[int] = set()
         self.runner = CheckRunner(
-            self,
+            self.check_flow,
+            self.store,
+            self.pools,
+            self.checks_available,
+            lambda: self.trust_flow.trusted_types,
+            self.model_sandbox,
             self.workers,
             self.check_timeout,
             self.check_memory_limit,
             limits=self.worker_limits(),
         )
+        self.check_flow.runner = self.runner
         self.app = self.make_app()
         self.server = httpserver.HTTPServer(
             self.app,
@@ -518,14 +540,15 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         if requeued:
             log.info("re-running %d checks interrupted by a restart", requeued)
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        self.url = f"http://{host}:{port}"
+        self.url = self.forwarding.url = f"http://{host}:{port}"
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
-        await self.schedule_queued()
-        self.forwarder.start()
-        self.start_trust_watch(self.trust_poll_interval)
+        await self.check_flow.schedule_queued()
+        self.forwarding.start()
+        self.trust_flow.start_watch(self.trust_poll_interval)
         if self.shares_events:
+            self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
             self._events_tail = asyncio.ensure_future(self._tail_events())
         return port
 
@@ -540,12 +563,16 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     async def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
-        await self.stop_trust_watch()
+        await self.trust_flow.stop_watch()
         if getattr(self, "_events_tail", None) is not None:
             self._events_tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events_tail
+            if getattr(self, "_listener", None) is not None:
+                await self._listen_pool_closed(self._listener)
         if self.runner is not None:
             await self.runner.close()
-        await self.forwarder.stop()
+        await self.forwarding.stop()
         self._io.shutdown(wait=True)
         if self.server is not None:  # started: its agent.start gets its agent.stop
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()

@@ -54,5 +54,12 @@ class InvalidBundle(HandoffError):
     status, code = 422, "invalid_bundle"
 
 
+class Unavailable(HandoffError):
+    """Try again later: the answer carries ``Retry-After`` (seconds)."""
+
+    status, code = 503, "unavailable"
+    retry_after = 1
+
+
 def error_body(code: str, message: str, hint: str = "") -> dict:
     return {"error": {"code": code, "message": message, "hint": hint}}

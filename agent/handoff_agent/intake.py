@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import tarfile
+from typing import Protocol
 
 from . import audit, bundle, signing
 from .errors import Conflict, InvalidBundle, Unauthorized, UnsupportedMediaType
 from .forwarding.central import BUNDLE, ENVELOPE
 from .ingest import Upload
 from .policy import Policy
-from .store.blobs import BlobWriter
+from .store.blobs import BlobStore, BlobWriter
+from .versions import VersionService
 
 MAX_ENVELOPE = 16 << 20  # the envelope carries the source's audit entries since the last ack
 
@@ -37,10 +39,35 @@ class Receipt(Upload):
                 mac.update(chunk)
 
 
+class Store(Protocol):
+    def transaction(self): ...
+    def delivery_seen(self, delivery_id): ...
+    def delivery_claim(self, delivery_id, source, body_digest): ...
+    def delivery_bind(self, delivery_id, version_id, lineage): ...
+    def version_id(self, name, number): ...
+    def source_anchor(self, source): ...
+    def source_anchor_add(self, source, head, delivery_id): ...
+
+
+class Stages(Protocol):
+    def enter(self, version_id, stage, by, subject, comment=""): ...
+
+
 class IntakeManager:
-    def __init__(self, agent, policy: Policy):
-        self.agent = agent
-        self.policy = policy
+    """``blobs``: where a delivery's bundle is spooled; ``versions``: the version service,
+    which numbers it; ``stages``: central's stage manager."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        versions: VersionService,
+        stages: Stages,
+        policy: Policy,
+        max_bundle_size: int,
+    ):
+        self.store, self.blobs, self.versions, self.stages = store, blobs, versions, stages
+        self.policy, self.max_bundle_size = policy, max_bundle_size
 
     def begin(self, headers) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
@@ -61,7 +88,7 @@ class IntakeManager:
             )
         macs = [signing.signer(secret, delivery_id, stamp) for _, secret in signers]
         senders = [name for name, _ in signers]
-        return Receipt(self.agent.store, self.agent.max_bundle_size, macs, delivery_id, senders)
+        return Receipt(self.blobs, self.max_bundle_size, macs, delivery_id, senders)
 
     def verify(self, receipt: Receipt, signature: str) -> tuple[str, dict, BlobWriter]:
         """Off the event loop: check the signature, unpack and re-verify. Returns the bundle's
@@ -114,7 +141,7 @@ class IntakeManager:
                 if members[0].size > MAX_ENVELOPE:
                     raise InvalidBundle("envelope.json is too large.")
                 envelope = json.loads(tar.extractfile(members[0]).read())
-                blob = self.agent.store.writer()
+                blob = self.blobs.writer()
                 src = tar.extractfile(members[1])
                 while chunk := src.read(1 << 20):
                     blob.write(chunk)
@@ -139,7 +166,7 @@ class IntakeManager:
         return envelope, blob
 
     def seen(self, delivery_id: str) -> dict | None:
-        return self.agent.registry.delivery_seen(delivery_id)
+        return self.store.delivery_seen(delivery_id)
 
     def replay(self, seen: dict, env: dict, delivery_id: str) -> dict:
         """The answer to a delivery id already applied: the first answer again when the body
@@ -164,7 +191,7 @@ class IntakeManager:
 
     def anchor(self, source) -> dict | None:
         """The newest head of ``source``'s audit chain this central anchored."""
-        return self.agent.registry.source_anchor(source)
+        return self.store.source_anchor(source)
 
     def record(self, delivery_id: str, digest: str, size: int, env: dict, checks: list[str]):
         """One transaction: delivery id, version (stage received), source's audit head.
@@ -172,7 +199,7 @@ class IntakeManager:
         The delivery id is claimed first (a unique row): a delivery that reaches two
         replicas at once is applied by one; the other waits for it, then replays its answer.
         """
-        store = self.agent.registry
+        store = self.store
         local = env["local"]
         with store.transaction():
             if not store.delivery_claim(delivery_id, env.get("source"), env["body"]):
@@ -181,7 +208,7 @@ class IntakeManager:
             head = self.check_chain(env)
             manifest = env["manifest"]
             pushed_by = env["sender"]
-            version, created = self.agent.versions.create_version(
+            version, created = self.versions.create_version(
                 manifest["name"], digest, size, manifest, pushed_by, checks, conclude=False
             )
             vid = store.version_id(version["model"], version["number"])
@@ -198,7 +225,7 @@ class IntakeManager:
             )
             anchor = self._anchor_head(source, head, delivery_id)
             if created:
-                self.agent.stages.enter(
+                self.stages.enter(
                     vid,
                     "received",
                     "central",
@@ -217,7 +244,7 @@ class IntakeManager:
         current = self.anchor(source)
         if current is not None and current["seq"] >= head["seq"]:
             return current
-        self.agent.registry.source_anchor_add(source, head, delivery_id)
+        self.store.source_anchor_add(source, head, delivery_id)
         return head
 
 

@@ -164,9 +164,11 @@ class Result:
 
 @dataclass
 class DestinationContext:
-    """What a destination's ``body`` gets from the agent: these services, not the agent.
+    """What a destination gets from the agent: these services, not the agent. ``body`` gets
+    it as ``ctx``, and so does ``deliver`` (as the keyword ``ctx=``).
 
-    Each callable is a coroutine function run off the event loop by the agent."""
+    The callables up to ``run_io`` are coroutine functions run off the event loop by the
+    agent; the rest are for ``deliver``, which runs in a thread."""
 
     agent_id: str  # this agent's stable id (``<home>/agent-id``)
     url: str  # this agent's base URL, for links in a body
@@ -178,6 +180,10 @@ class DestinationContext:
     audit_since_ack: Callable[[str], Awaitable[list[dict]]]  # audit rows since dest's last ack
     blob_writer: Callable[[], BlobWriter]  # a new blob to write; return it from ``body``
     run_io: Callable[..., Awaitable[Any]]  # run a blocking function in the I/O pool
+    # A verified read-only local copy of a blob, blocking (close it); BlobError when damaged.
+    local_copy: Callable[[str], BinaryIO] | None = None
+    sandbox: Any = None  # the agent's sandbox (``sandbox.Sandbox``): where model code runs
+    limits: Any = None  # ``sandbox.Limits`` for a worker that handles a whole bundle
 
 
 @runtime_checkable
@@ -194,7 +200,8 @@ class Destination(Protocol):
         ...
 
     def deliver(self, delivery: Delivery, **kwargs) -> Result:
-        """One attempt. Runs in a thread. Never raises for a refusal: return a Result."""
+        """One attempt. Runs in a thread, given ``ctx=`` (a DestinationContext). Never
+        raises for a refusal: return a Result."""
         ...
 
 

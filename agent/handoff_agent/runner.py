@@ -12,7 +12,10 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
 
+from .pools import Calls
 from .sandbox import Limits, ProtocolError, SandboxRefused, worker_env  # noqa: F401  (re-export)
 from .store.blobs import BlobError
 
@@ -29,22 +32,42 @@ def corrupt_text(digest: str, e: Exception) -> str:
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
 
 
+class Jobs(Protocol):
+    """Where runs come from and results go (``check_flow.CheckFlow``)."""
+
+    def job_context(self, model: str, number: int) -> dict: ...
+    async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool: ...
+    async def finish_check(self, run_id, status, message, result, duration) -> None: ...
+
+
+class Blobs(Protocol):
+    def local_copy(self, digest: str) -> BinaryIO: ...
+
+
 class CheckRunner:
+    """``available``: check name -> entry point; ``trusted``: the types workers may load, as
+    they are now (the list changes while the agent runs)."""
+
     def __init__(
         self,
-        agent,
+        jobs: Jobs,
+        blobs: Blobs,
+        pools: Calls,
+        available: dict[str, Any],
+        trusted: Callable[[], list[str]],
+        sandbox,
         pool_size: int,
         timeout: float,
         memory_limit: int,
         keep_spare: bool = True,
-        sandbox=None,
         limits: Limits | None = None,
     ):
-        self.agent = agent
+        self.jobs, self.blobs, self.pools = jobs, blobs, pools
+        self.available, self.trusted = available, trusted
         self.sem = asyncio.Semaphore(pool_size)
         self.timeout = timeout
         self.memory_limit = memory_limit
-        self.sandbox = sandbox if sandbox is not None else agent.model_sandbox
+        self.sandbox = sandbox
         self.limits = limits or Limits(memory=memory_limit)
         self.tasks: set[asyncio.Task] = set()
         self.keep_spare = keep_spare
@@ -70,9 +93,9 @@ class CheckRunner:
         """Run ``runs`` in one worker; return the ones it did not reach."""
         specs = []
         for r in runs:
-            ep = self.agent.checks_available.get(r["check_name"])
+            ep = self.available.get(r["check_name"])
             if ep is None:
-                await self.agent.finish_check(
+                await self.jobs.finish_check(
                     r["id"], "error", f"No check named {r['check_name']!r} is registered.", {}, 0
                 )
                 continue
@@ -83,9 +106,9 @@ class CheckRunner:
             worker = await self._take_worker()
         except SandboxRefused as e:
             for spec in specs:
-                await self.agent.finish_check(spec["id"], "error", str(e), {}, 0.0)
+                await self.jobs.finish_check(spec["id"], "error", str(e), {}, 0.0)
             return []
-        context = await self.agent.call(self.agent.job_context, model, number)
+        context = await self.pools.call(self.jobs.job_context, model, number)
         for spec in specs:
             spec["config"] = context["config"].get(spec["name"], {})
         job = {
@@ -94,14 +117,14 @@ class CheckRunner:
             "checks": specs,
             "champion": context["champion"],
             "previous_manifest": context["previous_manifest"],
-            "trusted_types": self.agent.trusted_types,
+            "trusted_types": self.trusted(),
         }
         try:
             files = await self._bundles(digest, job["champion"])
         except BlobError as e:
             await worker.stop()
             for spec in specs:
-                await self.agent.finish_check(spec["id"], "error", corrupt_text(digest, e), {}, 0)
+                await self.jobs.finish_check(spec["id"], "error", corrupt_text(digest, e), {}, 0)
             return []
         names = {s["id"]: s["name"] for s in specs}
         done: set[int] = set()
@@ -124,11 +147,11 @@ class CheckRunner:
                     raise ProtocolError(f"it sent an unknown message {str(event)[:120]!r}")
                 if kind == "start":
                     current, started = run_id, time.monotonic()
-                    await self.agent.start_check(current, model, number, names[current])
+                    await self.jobs.start_check(current, model, number, names[current])
                 else:
                     done.add(run_id)
                     result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
-                    await self.agent.finish_check(
+                    await self.jobs.finish_check(
                         run_id,
                         event.get("status") or "error",
                         event.get("message", ""),
@@ -157,7 +180,7 @@ class CheckRunner:
         remaining = [r for r in runs if r["id"] not in done]
         if current is not None or (failure and remaining):
             victim = current if current is not None else remaining[0]["id"]
-            await self.agent.finish_check(
+            await self.jobs.finish_check(
                 victim, "fail", failure, {"stderr": stderr}, time.monotonic() - started
             )
             done.add(victim)
@@ -166,7 +189,7 @@ class CheckRunner:
                 # The model cannot even predict; every other check would hang or crash too.
                 for r in runs:
                     if r["id"] not in done:
-                        await self.agent.finish_check(
+                        await self.jobs.finish_check(
                             r["id"], "skip", f"Skipped: the model failed {basic}.", {}, 0.0
                         )
                         done.add(r["id"])
@@ -174,13 +197,13 @@ class CheckRunner:
 
     async def _bundles(self, digest: str, champion: dict | None) -> dict:
         """Verified local copies of the bundle and the champion's, as the worker's files."""
-        store, files = self.agent.store, {}
+        store, files = self.blobs, {}
         try:
-            files["bundle"] = await self.agent.run_io(store.local_copy, digest)
+            files["bundle"] = await self.pools.run_io(store.local_copy, digest)
             if champion:
                 champion["bundle"] = ""
                 try:
-                    copy = await self.agent.run_io(store.local_copy, champion["digest"])
+                    copy = await self.pools.run_io(store.local_copy, champion["digest"])
                     files["champion.bundle"] = copy
                 except BlobError as e:  # the performance check says the champion is missing
                     champion["bundle"] = None

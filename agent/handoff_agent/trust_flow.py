@@ -1,9 +1,12 @@
-"""The trust list in the running agent: which types it loads, and versions held for trust.
+"""The trust list in the running agent, and central's flow from a delivery to its stage.
 
-A mixin of ``HandoffAgent``. At central a delivery's types are read from its skops schema
-in a worker before anything is scheduled; a version that needs types outside the list waits
-in ``needs_trust`` until an admin trusts them (HTTP, or the CLI, which central notices by
-polling the trust table), then its checks are queued.
+Which types the agent loads (default, policy, added). At central a delivery's types are read
+from its skops schema in a worker before anything is scheduled; a version that needs types
+outside the list waits in ``needs_trust`` until an admin trusts them (HTTP, or the CLI, which
+central notices by polling the trust table), then its checks are queued. A version's verdict
+at central becomes its stage (validated or rejected).
+
+A service the agent builds; it gets only what it uses, typed below.
 """
 
 from __future__ import annotations
@@ -11,10 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO, Protocol
 
 from . import trust, trust_admin
 from .errors import HandoffError
-from .sandbox import SandboxRefused
+from .intake import IntakeManager
+from .policy import Policy
+from .pools import Calls, Publisher
+from .sandbox import Limits, SandboxRefused
 
 log = logging.getLogger("handoff_agent")
 
@@ -23,23 +31,72 @@ def waiting_text(types: list[str]) -> str:
     return f"waiting for an admin to trust: {', '.join(types)}"
 
 
-class TrustMixin:
-    trusted_types: list[str] = []
+class Store(Protocol):
+    def transaction(self): ...
+    def version_id(self, name, number): ...
+    def set_version(self, version_id, **values): ...
+    def queue_checks(self, version_id, checks): ...
+    def trust_names(self): ...
+    def trust_signature(self): ...
+    def trust_waiting(self): ...
+    def trust_hold(self, version_id, types, local_verdict): ...
+    def trust_release(self, version_id): ...
+    def who_trusted(self, types): ...
+
+
+class Blobs(Protocol):
+    def local_copy(self, digest: str) -> BinaryIO: ...
+
+
+class Stages(Protocol):
+    def enter(self, version_id, stage, by, subject, comment=""): ...
+
+
+class Sandbox(Protocol):
+    async def run_once(self, module, limits, job, files, timeout, **kwargs): ...
+
+
+class TrustFlow:
+    """``policy``, ``stages`` and ``intake`` are central's (None on a local agent);
+    ``schedule`` starts queued checks (``CheckFlow.schedule_queued``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: Blobs,
+        pools: Calls,
+        events: Publisher,
+        sandbox: Sandbox,
+        limits: Limits,
+        timeout: float,
+        checks: list[str],
+        schedule: Callable[[], Awaitable[None]],
+        policy: Policy | None = None,
+        stages: Stages | None = None,
+        intake: IntakeManager | None = None,
+    ):
+        self.store, self.blobs, self.pools, self.events = store, blobs, pools, events
+        self.sandbox, self.limits, self.timeout = sandbox, limits, timeout
+        self.checks, self.schedule = list(checks), schedule
+        self.policy, self.stages, self.intake = policy, stages, intake
+        self.central = policy is not None
+        self.trusted_types = self.load_trusted()
+        self._watch: asyncio.Task | None = None
 
     def load_trusted(self) -> list[str]:
         """Default, the policy's and the added types (gadgets never, whatever the table says)."""
         policy = list(self.policy.trusted_types) if self.policy else []
-        return trust.effective([*policy, *self.registry.trust_names()])
+        return trust.effective([*policy, *self.store.trust_names()])
 
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
-        with await self.run_io(self.store.local_copy, digest) as bundle:
-            run = await self.model_sandbox.run_once(
+        with await self.pools.run_io(self.blobs.local_copy, digest) as bundle:
+            run = await self.sandbox.run_once(
                 "handoff_agent.trust",
-                self.worker_limits(),
+                self.limits,
                 {"bundle": ""},
                 {"bundle": bundle},
-                self.check_timeout,
+                self.timeout,
             )
         if isinstance(run.error, SandboxRefused):
             # No model code may run here, so none will: the checks end with the same refusal,
@@ -62,7 +119,7 @@ class TrustMixin:
         """Intake's record, plus the trust decision in the same transaction: a version whose
         types are not all trusted gets no checks and waits in needs_trust; one with no checks
         to run takes its verdict's stage at once."""
-        store = self.registry
+        store = self.store
         with store.transaction():
             missing = trust.untrusted(probe["types"], self.trusted_types) if probe["ok"] else []
             held = not probe["ok"] or bool(missing)
@@ -71,7 +128,7 @@ class TrustMixin:
             )
             if not created:
                 return out, created
-            vid = self.registry.version_id(out["name"], out["version"])
+            vid = store.version_id(out["name"], out["version"])
             subject = f"{out['name']}:{out['version']}"
             if not held:
                 if not checks:  # nothing runs here: conclude now, or a crash leaves it received
@@ -93,22 +150,22 @@ class TrustMixin:
 
     async def trust_changed(self) -> list[dict]:
         """Re-read the list; at central, let every version whose types are now trusted go on."""
-        self.trusted_types = await self.call(self.load_trusted)
-        if self.role != "central":
+        self.trusted_types = await self.pools.call(self.load_trusted)
+        if not self.central:
             return []
-        released = await self.call(self._release_waiting)
+        released = await self.pools.call(self._release_waiting)
         for r in released:
             self.events.publish(
                 "stage", model=r["model"], version=r["number"], stage="received", by="central"
             )
             if not r["checks"]:
-                await self.on_central_verdict(r["model"], r["number"], r["local_verdict"] or "pass")
+                await self.on_verdict(r["model"], r["number"], r["local_verdict"] or "pass")
         if any(r["checks"] for r in released):
-            await self.schedule_queued()
+            await self.schedule()
         return [{"name": r["model"], "version": r["number"]} for r in released]
 
     def _release_waiting(self) -> list[dict]:
-        store = self.registry
+        store = self.store
         checks = list(self.checks) if self.policy.revalidate else []
         out = []
         for row in trust_admin.releasable(store, self.trusted_types):
@@ -131,7 +188,7 @@ class TrustMixin:
         seen = None
         while True:
             try:
-                sig = await self.call(self.registry.trust_signature)
+                sig = await self.pools.call(self.store.trust_signature)
                 if sig != seen:
                     seen = sig
                     await self.trust_changed()
@@ -141,12 +198,52 @@ class TrustMixin:
                 log.exception("re-reading the trust list failed")
             await asyncio.sleep(interval)
 
-    def start_trust_watch(self, interval: float) -> None:
-        self._trust_watch = asyncio.ensure_future(self.watch_trust(interval))
+    def start_watch(self, interval: float) -> None:
+        self._watch = asyncio.ensure_future(self.watch_trust(interval))
 
-    async def stop_trust_watch(self) -> None:
-        task = getattr(self, "_trust_watch", None)
+    async def stop_watch(self) -> None:
+        task, self._watch = self._watch, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    # -- central: from a delivery to its stage ---------------------------------------------
+
+    async def receive(self, delivery_id: str, digest: str, size: int, env: dict):
+        """A verified delivery whose bundle is stored: its version, trust decision and stage."""
+        checks = list(self.checks) if self.policy.revalidate else []
+        probe = await self.probe_types(digest)  # before anything loads it
+        out, created = await self.pools.call(
+            self.record_delivery, delivery_id, digest, size, env, checks, probe
+        )
+        if created:
+            self.events.publish(
+                "stage", model=out["name"], version=out["version"], stage="received", by="central"
+            )
+            if out["stage"] != "received":  # held, refused, or concluded with no checks
+                self.events.publish(
+                    "stage",
+                    model=out["name"],
+                    version=out["version"],
+                    stage=out["stage"],
+                    by="central",
+                    needs_trust=out.get("needs_trust"),
+                )
+            elif checks:
+                await self.schedule()
+        return out, created
+
+    async def on_verdict(self, model: str, number: int, verdict: str) -> None:
+        """Central's checks concluded: the version is validated or rejected."""
+        stage = "validated" if verdict in ("pass", "warn") else "rejected"
+        vid = await self.pools.call(self.store.version_id, model, number)
+        await self.pools.call(
+            self.stages.enter,
+            vid,
+            stage,
+            "central",
+            f"{model}:{number}",
+            f"central checks: {verdict}",
+        )
+        self.events.publish("stage", model=model, version=number, stage=stage, by="central")

@@ -12,6 +12,10 @@ from typing import Protocol
 
 from .vocabulary import LOWER_IS_BETTER, VERDICT_STATUS  # defined once
 
+# The champion rule: the version in production, else the best-scored one that passed.
+CHAMPION_STAGE = "production"
+CHAMPION_STATUSES = (VERDICT_STATUS["pass"], VERDICT_STATUS["warn"])
+
 
 class Store(Protocol):
     def transaction(self): ...
@@ -21,6 +25,8 @@ class Store(Protocol):
     def get_version(self, name, number): ...
     def audit_append(self, actor, action, subject, payload): ...
     def outbox_enqueue(self, version_id, destination, forced_by=None): ...
+    def version_id(self, name, number): ...
+    def best_version(self, name, before=2**62, *, stage=None, statuses=()): ...
 
 
 def score_of(metrics: dict) -> float | None:
@@ -60,9 +66,19 @@ class VersionService:
                 return out
             return {**out, **self._conclude(out["version_id"], out["model"], out["version"], runs)}
 
-    def force_forward(self, version_id: int, destination: str, user: str) -> bool:
+    def force_forward(self, name: str, number: int, destination: str, user: str) -> bool:
+        """Queue a hand-off whatever the verdict, recorded with who asked."""
         with self.store.transaction():
+            version_id = self.store.version_id(name, number)
             return self.store.outbox_enqueue(version_id, destination, forced_by=user)
+
+    def champion(self, name: str, before: int = 2**62) -> dict | None:
+        """The version a new one must beat: the one in production if there is one, else
+        the best earlier version that passed. The store only finds them; the rule is here."""
+        store = self.store
+        return store.best_version(name, before, stage=CHAMPION_STAGE) or store.best_version(
+            name, before, statuses=CHAMPION_STATUSES
+        )
 
     def _conclude(self, version_id, model, number, runs) -> dict:
         verdict_fn = self.verdict_fn

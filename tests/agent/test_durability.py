@@ -10,7 +10,7 @@ import threading
 import time
 
 from agent_support import NO_CHECKS, part_files
-from s3_support import agent_blobs, blob_args
+from s3_support import agent_blobs
 from support import bundle_bytes
 
 NAME = "durable"
@@ -123,7 +123,7 @@ def test_acknowledged_pushes_survive_kill_9(agent_factory):
             name = path.name if path.is_dir() else path.parent.name + path.name
             assert re.fullmatch(r"[0-9a-f]{2}" if path.is_dir() else r"[0-9a-f]{64}", name)
 
-    fsck = a.cli("fsck", *blob_args(a))
+    fsck = a.cli("fsck")  # with the agent's blob store
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     assert "fsck: OK" in fsck.stdout
     assert "CORRUPT" not in fsck.stdout and "MISSING" not in fsck.stdout

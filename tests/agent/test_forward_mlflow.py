@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,6 @@ pytest.importorskip("mlflow")
 
 from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, push_model, until
-from traitlets.config import Configurable
 
 from handoff_agent.forwarding.api import Delivery
 from handoff_agent.forwarding.mlflow import MLflowDestination
@@ -155,12 +155,13 @@ def test_registers_the_version_with_verdict_tags_and_report(tmp_path, mlflow_ser
 
     # A retry of the same delivery (its stored body, byte for byte) registers nothing new
     (body_digest,) = agent.sql("select body_digest from outbox")[0].values()
-    owner = Configurable()  # what a destination uses of its agent: the blob store
-    owner.store = agent_blobs(agent)
-    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-", parent=owner)
-    with owner.store.local_copy(body_digest) as body:
+    # What a destination gets of its agent, in its context: blob copies (a sandbox, limits)
+    blobs = agent_blobs(agent)
+    ctx = SimpleNamespace(local_copy=blobs.local_copy, sandbox=None, limits=None)
+    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-")
+    with blobs.local_copy(body_digest) as body:
         delivery = Delivery(fwd["delivery_id"], "mlflow", "irises", 1, pushed.digest, body)
-        again = dest.deliver(delivery)
+        again = dest.deliver(delivery, ctx=ctx)
     assert again.ok, again.error
     assert again.remote["mlflow_version"] == 1 and again.remote["run_id"] == run_id
     assert [v.version for v in client.search_model_versions("name = 'h-irises'")] == ["1"]

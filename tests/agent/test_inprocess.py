@@ -50,7 +50,7 @@ def test_a_registered_destination_gets_a_context_not_the_agent(agent_in_process)
     # When the forwarder asks it for a body
     digest = agent.store.put_bytes(b"the bundle")
     delivery = Delivery("d1", "probe", "m", 1, digest)
-    ctx = agent.destination_context(delivery)
+    ctx = agent.forwarding.context(delivery)
     body = json.loads(asyncio.run(dest.body(ctx, delivery)))
     # Then it saw a DestinationContext with a verified blob, and nothing of the agent's
     assert isinstance(ctx, DestinationContext) and body["context"] == "DestinationContext"

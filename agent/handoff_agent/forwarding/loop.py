@@ -13,10 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from .. import outbox
-from ..plugins import Delivery, ForwardError, NotReady, StageSource
+from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
+from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
 
 log = logging.getLogger(__name__)
@@ -30,9 +34,42 @@ def corrupt_message(row: dict, digest: str) -> str:
     )
 
 
+class Store(Protocol):
+    def get_version(self, name, number): ...
+    def outbox_claim(self, owner, now, limit, ordered): ...
+    def outbox_unclaim(self, row_id): ...
+    def outbox_set_body(self, row_id, digest): ...
+    def outbox_delivered(self, row, remote): ...
+    def outbox_retry(self, row, error, delay): ...
+    def outbox_dead(self, row, error): ...
+
+
+class Blobs(Protocol):
+    def put(self, source, expected=None) -> str: ...
+    def put_bytes(self, data: bytes) -> str: ...
+    def local_copy(self, digest: str) -> BinaryIO: ...
+
+
 class Forwarder:
-    def __init__(self, agent, destinations: dict, base: float, cap: float, interval: float):
-        self.agent = agent
+    """``owner``: this agent's id (its outbox claims); ``contexts(delivery)``: what a
+    destination gets (``ForwardService.context``); ``sync(source)``: mirror its stages."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: Blobs,
+        pools: Calls,
+        events: Publisher,
+        owner: str,
+        destinations: dict,
+        contexts: Callable[[Delivery], DestinationContext],
+        sync: Callable[[StageSource], Awaitable[None]],
+        base: float,
+        cap: float,
+        interval: float,
+    ):
+        self.store, self.blobs, self.pools, self.events = store, blobs, pools, events
+        self.owner, self.contexts, self.sync = owner, contexts, sync
         self.destinations = destinations
         self.base, self.cap, self.interval = base, cap, interval
         self.wake = asyncio.Event()
@@ -68,11 +105,11 @@ class Forwarder:
     async def tick(self) -> None:
         """Attempt every due row; go again while rows leave the queue, so an ordered
         destination's next row follows at once rather than on the next wake."""
-        store, owner = self.agent.registry, self.agent.agent_id
+        store, owner = self.store, self.owner
         ordered = tuple(n for n, d in self.destinations.items() if getattr(d, "ordered", False))
         while True:
             moved = False
-            rows = await self.agent.call(store.outbox_claim, owner, time.time(), 20, ordered)
+            rows = await self.pools.call(store.outbox_claim, owner, time.time(), 20, ordered)
             for row in rows:
                 moved |= await self.attempt(row) in ("delivered", "dead")
             if not moved:
@@ -82,21 +119,21 @@ class Forwarder:
         try:
             state = await self._attempt(row)
         except BaseException:  # the next tick tries again, not only once the claim lapses
-            await self.agent.call(self.agent.registry.outbox_unclaim, row["id"])
+            await self.pools.call(self.store.outbox_unclaim, row["id"])
             raise
         self._publish(row, *state)
         return state[0]
 
     async def _attempt(self, row: dict) -> tuple[str, str]:
-        agent, store = self.agent, self.agent.registry
+        pools, store = self.pools, self.store
         dest = self.destinations.get(row["destination"])
         if dest is None:
             error = (
                 f"no destination {row['destination']!r} is configured (c.HandoffAgent.forward_to)"
             )
-            await agent.call(store.outbox_dead, row, error)
+            await pools.call(store.outbox_dead, row, error)
             return "dead", error
-        version = await agent.call(agent.registry.get_version, row["model"], row["number"])
+        version = await pools.call(store.get_version, row["model"], row["number"])
         delivery = Delivery(
             row["delivery_id"],
             row["destination"],
@@ -106,51 +143,52 @@ class Forwarder:
             attempt=row["attempts"] + 1,
             version=version,
         )
+        ctx = self.contexts(delivery)
         if not row["body_digest"]:
             try:
-                body = await dest.body(agent.destination_context(delivery), delivery)
+                body = await dest.body(ctx, delivery)
             except NotReady as e:
                 delay = outbox.backoff(row["attempts"], self.base, self.cap)
-                await agent.call(store.outbox_retry, row, str(e), delay)
+                await pools.call(store.outbox_retry, row, str(e), delay)
                 return "retrying", str(e)
             except ForwardError as e:
-                await agent.call(store.outbox_dead, row, str(e))
+                await pools.call(store.outbox_dead, row, str(e))
                 return "dead", str(e)
             try:
-                digest = await agent.run_io(self._store, body)
+                digest = await pools.run_io(self._store, body)
             except BlobUnavailable as e:
                 return await self._retry(row, str(e))
-            await agent.call(store.outbox_set_body, row["id"], digest)
+            await pools.call(store.outbox_set_body, row["id"], digest)
             row["body_digest"] = digest
         try:
-            body = await agent.run_io(agent.store.local_copy, row["body_digest"])
+            body = await pools.run_io(self.blobs.local_copy, row["body_digest"])
         except BlobUnavailable as e:  # the store is down, not the body damaged
             return await self._retry(row, str(e))
         except (BlobError, OSError):
             error = corrupt_message(row, row["body_digest"])
-            await agent.call(store.outbox_dead, row, error)
+            await pools.call(store.outbox_dead, row, error)
             return "dead", error
         with body:
             delivery.body = body
-            result = await agent.run_io(dest.deliver, delivery)
+            result = await pools.run_io(partial(dest.deliver, delivery, ctx=ctx))
         if result.ok:
-            await agent.call(store.outbox_delivered, row, result.remote)
+            await pools.call(store.outbox_delivered, row, result.remote)
             return "delivered", ""
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
-            await agent.call(store.outbox_retry, row, result.error, delay)
+            await pools.call(store.outbox_retry, row, result.error, delay)
             return "retrying", result.error
-        await agent.call(store.outbox_dead, row, result.error)
+        await pools.call(store.outbox_dead, row, result.error)
         return "dead", result.error
 
     async def _retry(self, row: dict, error: str) -> tuple[str, str]:
         delay = outbox.backoff(row["attempts"], self.base, self.cap)
-        await self.agent.call(self.agent.registry.outbox_retry, row, error, delay)
+        await self.pools.call(self.store.outbox_retry, row, error, delay)
         return "retrying", error
 
     def _store(self, body) -> str:
         """A destination's body as a blob: bytes, a store writer, a binary file or a path."""
-        store = self.agent.store
+        store = self.blobs
         if isinstance(body, bytes):
             return store.put_bytes(body)
         if isinstance(body, BlobWriter):
@@ -166,7 +204,7 @@ class Forwarder:
             return store.put(body)
 
     def _publish(self, row: dict, state: str, error: str = "") -> None:
-        self.agent.events.publish(
+        self.events.publish(
             "forward",
             model=row["model"],
             version=row["number"],
@@ -178,7 +216,7 @@ class Forwarder:
     async def _sync_loop(self, source: StageSource) -> None:
         while True:
             try:
-                await self.agent.sync_stages(source)
+                await self.sync(source)
             except asyncio.CancelledError:
                 raise
             except Exception:

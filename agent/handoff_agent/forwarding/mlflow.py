@@ -110,7 +110,13 @@ class MLflowDestination(LoggingConfigurable):
             sort_keys=True,
         ).encode()
 
-    def deliver(self, delivery: Delivery, **kwargs) -> Result:
+    def deliver(
+        self, delivery: Delivery, ctx: DestinationContext | None = None, **kwargs
+    ) -> Result:
+        """``ctx``: the agent's blob copies, sandbox and worker limits (this destination is
+        never handed the agent itself)."""
+        if ctx is None or ctx.local_copy is None:
+            return Result(False, retryable=False, error="no DestinationContext given to deliver")
         if not self.tracking_uri:
             return Result(False, retryable=False, error="MLflowDestination.tracking_uri is not set")
         job = json.loads(delivery.body.read())
@@ -133,13 +139,13 @@ class MLflowDestination(LoggingConfigurable):
         }
         job["env"] = env
         try:
-            files = self._local_copies(job)
+            files = self._local_copies(ctx.local_copy, job)
         except BlobUnavailable as e:
             return Result(False, error=str(e))
         except BlobError as e:
             return Result(False, retryable=False, error=f"{e}; run `jupyter handoff fsck`")
         try:
-            out, error = asyncio.run(self._run_worker(job, files))
+            out, error = asyncio.run(self._run_worker(ctx, job, files))
         finally:
             for f in files.values():
                 f.close()
@@ -158,28 +164,25 @@ class MLflowDestination(LoggingConfigurable):
             },
         )
 
-    def _local_copies(self, job: dict) -> dict:
+    def _local_copies(self, local_copy, job: dict) -> dict:
         """Verified local copies of the bundle and the report, as the worker's files."""
-        store, files = self.parent.store, {}
+        files = {}
         try:
-            files["bundle"] = store.local_copy(job["digest"])
+            files["bundle"] = local_copy(job["digest"])
             if job.get("report"):
-                files["report.path"] = store.local_copy(job["report"]["digest"])
+                files["report.path"] = local_copy(job["report"]["digest"])
         except BaseException:
             for f in files.values():
                 f.close()
             raise
         return files
 
-    async def _run_worker(self, job: dict, files: dict) -> tuple[dict | None, str]:
+    async def _run_worker(
+        self, ctx: DestinationContext, job: dict, files: dict
+    ) -> tuple[dict | None, str]:
         """One sandboxed registration attempt: its result, or None and why."""
-        sandbox = getattr(self.parent, "model_sandbox", None) or Sandbox()
-        agent = self.parent
-        limits = (
-            agent.worker_limits(max(agent.sandbox_max_file_size, 2 * agent.max_bundle_size))
-            if hasattr(agent, "worker_limits")
-            else Limits()
-        )
+        sandbox = ctx.sandbox or Sandbox()
+        limits = ctx.limits or Limits()
         run = await sandbox.run_once(
             "handoff_agent.forwarding.mlflow_worker",
             limits,

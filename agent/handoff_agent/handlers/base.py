@@ -27,6 +27,7 @@ from ..errors import (
     UnsupportedMediaType,
     error_body,
 )
+from ..store.engine import unavailable
 
 log = logging.getLogger("handoff_agent")
 access_log = logging.getLogger("tornado.access")
@@ -264,6 +265,8 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, HandoffError):
             body = exc.to_json()
+            if getattr(exc, "retry_after", None):
+                self.set_header("Retry-After", str(exc.retry_after))
         elif isinstance(exc, web.HTTPError):
             reason = exc.reason or HTTPStatus(status_code).phrase
             body = error_body(reason.lower().replace(" ", "_"), exc.log_message or reason)
@@ -289,6 +292,10 @@ class BaseHandler(web.RequestHandler):
             log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        busy = unavailable(e)  # a locked or unreachable database: 503, not 500
+        if busy is not None:
+            log.warning("503 %s: %s", self._request_summary(), str(e).splitlines()[0][:300])
+            e = busy
         if isinstance(e, HandoffError):
             if self._finished:
                 return

@@ -71,7 +71,7 @@ class ChampionHandler(BaseHandler):
         before = int_arg(self, "before", 2**62, 1, 2**62)
         registry = self.agent.registry
         await self.agent.call(registry.list_versions, name, 1)  # 404 for an unknown model
-        found = await self.agent.call(registry.champion, name, before)
+        found = await self.agent.call(self.agent.versions.champion, name, before)
         self.write_json({"name": name, "champion": found["number"] if found else None})
 
 
@@ -133,7 +133,7 @@ class VersionsHandler(BaseHandler):
             digest, manifest = await self.agent.run_io(
                 self.agent.ingest.store_blob, upload, name, self.expected
             )
-        version, created = await self.agent.create_version(
+        version, created = await self.agent.check_flow.create_version(
             name, digest, upload.size, manifest, actor=self.identity["user"]
         )
         body = {

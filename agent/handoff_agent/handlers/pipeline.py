@@ -102,17 +102,18 @@ class ForwardHandler(BaseHandler):
     async def post(self, name: str, number: str):
         validate_name(name)
         to = _text(self.json_body(), "to", 100)
-        if to not in self.agent.destinations:
+        forwarding = self.agent.forwarding
+        if to not in forwarding.destinations:
             raise BadRequest(
                 f"No destination named {to!r} is configured.",
-                f"Configured: {', '.join(self.agent.destinations) or 'none'} "
+                f"Configured: {', '.join(forwarding.destinations) or 'none'} "
                 "(c.HandoffAgent.forward_to).",
                 code="unknown_destination",
             )
         queued = await self.agent.call(
-            self.agent.force_forward, name, int(number), to, self.identity["user"]
+            self.agent.versions.force_forward, name, int(number), to, self.identity["user"]
         )
-        self.agent.forwarder.wake.set()
+        forwarding.wake()
         self.write_json({"name": name, "version": int(number), "to": to, "queued": queued}, 202)
 
 
@@ -161,7 +162,9 @@ class IntakeHandler(BaseHandler):
                 await agent.run_io(blob.commit, digest)
         finally:
             blob.abort()
-        out, created = await agent.receive(receipt.delivery_id, digest, receipt.size, env)
+        out, created = await agent.trust_flow.receive(
+            receipt.delivery_id, digest, receipt.size, env
+        )
         self.write_json(out, 201 if created else 200)
 
 

@@ -24,5 +24,5 @@ class TrustHandler(BaseHandler):
             )
         agent = self.agent
         added = await agent.call(trust_admin.add, agent.registry, types, self.identity["user"])
-        released = await agent.trust_changed()
+        released = await agent.trust_flow.trust_changed()
         self.write_json({"added": added, "released": released}, 201)

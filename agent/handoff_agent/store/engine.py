@@ -2,17 +2,25 @@
 
 SQLite gets WAL, synchronous=FULL, foreign keys and a busy timeout on every connection, and
 every write transaction starts with BEGIN IMMEDIATE, so two writers never both read and then
-both write. Reads start a plain BEGIN and never wait for a writer (WAL).
+both write. Reads start a plain BEGIN and never wait for a writer (WAL). A writer that still
+finds the database locked after the busy timeout (two agents on one file, a long backup)
+becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 
+from ..errors import Unavailable
+
 READ = "handoff_read"  # execution option: this connection only reads
+BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another one's lock
+# PostgreSQL states that mean "try again soon": lock not available, serialization failure,
+# deadlock, the server starting or shutting down; class 08 is a lost or refused connection.
+RETRYABLE_SQLSTATES = ("55P03", "40001", "40P01", "57P01", "57P03")
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -37,10 +45,11 @@ def redact(url: str | URL) -> str:
         return "<unparseable database url>"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
+    """``busy_timeout``: seconds a SQLite writer waits for the lock before giving up."""
     parsed = normalize(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite(parsed)
+        return _sqlite(parsed, busy_timeout)
     if parsed.get_backend_name() == "postgresql":
         try:
             return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -53,17 +62,19 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _sqlite(url: URL) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite(url: URL, busy_timeout: float) -> Engine:
+    connect_args = {"check_same_thread": False, "timeout": busy_timeout}
+    engine = create_engine(url, connect_args=connect_args)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
+        # First, so that switching to WAL waits for another process's lock too.
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -72,3 +83,26 @@ def _sqlite(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def unavailable(error: BaseException) -> Unavailable | None:
+    """The 503 a database error deserves when waiting and retrying will fix it (SQLite still
+    locked after the busy timeout; PostgreSQL lock, serialization or connection trouble), or
+    None for any other error."""
+    if not isinstance(error, exc.DBAPIError):
+        return None
+    orig = error.orig
+    text = str(orig).lower()
+    state = getattr(orig, "sqlstate", None) or ""
+    if "database is locked" in text or "database table is locked" in text:
+        why = "The database is locked by another writer (another agent on the same file?)."
+    elif state in RETRYABLE_SQLSTATES or state.startswith("08") or error.connection_invalidated:
+        why = "The database is busy or unreachable."
+    else:
+        return None
+    return Unavailable(
+        f"{why} Nothing was changed; try again shortly.",
+        "Retry after the Retry-After header's seconds. If it persists, check what else holds "
+        "the database (`jupyter handoff status`).",
+        code="database_busy",
+    )

@@ -7,7 +7,10 @@ feed, and clients re-read state on reconnect.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select as io_select
 import time
 
 from sqlalchemy import delete, func, select, text
@@ -46,3 +49,43 @@ class EventStore(StoreBase):
             ).all()
         last = rows[-1].id if rows else after
         return last, [json.loads(r.payload) for r in rows if r.origin != origin]
+
+    def event_listener(self) -> EventListener | None:
+        """On PostgreSQL, a connection of its own that LISTENs for appended events; None on
+        SQLite (one file, no other replica to hear from)."""
+        return EventListener(self.engine) if self.dialect == "postgresql" else None
+
+
+class EventListener:
+    """Wakes a tail when a replica appends an event (LISTEN/NOTIFY); the table stays the
+    source of truth, so a missed notification only delays an event to the next poll."""
+
+    def __init__(self, engine):
+        raw = engine.raw_connection()
+        conn = raw.driver_connection  # psycopg's own connection
+        raw.detach()  # ours for good, outside the pool
+        conn.rollback()  # notifications arrive outside transactions only
+        conn.autocommit = True
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._conn = conn
+        self._stop_r, self._stop_w = os.pipe()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification arrives (True), ``timeout`` passes or ``interrupt``
+        is called (False). Runs in a thread of its own."""
+        ready, _, _ = io_select.select([self._conn.fileno(), self._stop_r], [], [], timeout)
+        if self._stop_r in ready or not ready:
+            return False
+        self._conn.execute("SELECT 1")  # takes the notifications in
+        return True
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .access import AccessStore
 from .audit import AuditStore
 from .central import CentralStore
-from .engine import make_engine, redact, sqlite_url
+from .engine import BUSY_TIMEOUT, make_engine, redact, sqlite_url
 from .events import EventStore
 from .inventory import InventoryStore
 from .migrations import upgrade
@@ -28,13 +28,15 @@ class MetadataStore(
     url: str = ""
 
     @classmethod
-    def open(cls, url: str) -> MetadataStore:
-        engine = make_engine(url)
+    def open(cls, url: str, busy_timeout: float = BUSY_TIMEOUT) -> MetadataStore:
+        engine = make_engine(url, busy_timeout)
         upgrade(engine)
         store = cls(engine)
         store.url = redact(url)
         return store
 
     @classmethod
-    def for_home(cls, home: Path | str, url: str = "") -> MetadataStore:
-        return cls.open(url or sqlite_url(Path(home) / "registry.db"))
+    def for_home(
+        cls, home: Path | str, url: str = "", busy_timeout: float = BUSY_TIMEOUT
+    ) -> MetadataStore:
+        return cls.open(url or sqlite_url(Path(home) / "registry.db"), busy_timeout)

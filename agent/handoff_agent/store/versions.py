@@ -194,18 +194,21 @@ class VersionStore(StoreBase):
     def set_score(self, version_id: int, score: float, metrics: dict) -> None:
         self.set_version(version_id, score=score, metrics=metrics)
 
-    def champion(self, name: str, before: int = 2**62) -> dict | None:
-        """The version a new one must beat: the one in production if there is one, else
-        the best earlier version that passed."""
+    def best_version(
+        self, name: str, before: int = 2**62, *, stage: str | None = None, statuses=()
+    ) -> dict | None:
+        """The highest-scored earlier version of ``name`` in ``stage`` or with one of
+        ``statuses`` (unscored last, then the newest). Which ones count is the caller's rule
+        (``VersionService.champion``)."""
+        where = [V.model == name, V.number < before]
+        if stage is not None:
+            where.append(V.stage == stage)
+        if statuses:
+            where.append(V.status.in_(tuple(statuses)))
         q = (
             select(V.number, V.digest)
-            .where(
-                V.model == name,
-                V.number < before,
-                (V.stage == "production") | V.status.in_(("passed", "warned")),
-            )
+            .where(*where)
             .order_by(
-                case((V.stage == "production", 0), else_=1),
                 case((V.score.is_(None), 1), else_=0),
                 V.score.desc(),
                 V.number.desc(),

@@ -33,6 +33,9 @@ class Registry:
     def finish_check(self, *args):
         return self.service.finish_check(*args)
 
+    def champion(self, *args, **kwargs):
+        return self.service.champion(*args, **kwargs)
+
     def sql(self, statement: str, **params) -> list:
         """Raw SQL, as someone with the database's password could run it."""
         with self.store.engine.begin() as c:
@@ -302,3 +305,20 @@ def test_a_run_without_stop_leaves_a_gap_for_its_own_agent_only(reg):
     # the first was killed: its next start says so
     assert [r["action"] for r in reg.lifecycle_start(a)] == ["agent.gap", "agent.start"]
     assert reg.verify_audit() is None
+
+
+def test_an_appended_event_wakes_a_listener_on_postgresql(reg):
+    listener = reg.event_listener()
+    if reg.backend != "postgresql":
+        assert listener is None  # one SQLite file: no other replica to hear from
+        return
+    try:
+        assert listener.wait(0) is False  # nothing appended yet
+        reg.event_append("replica-b", {"type": "version", "model": "m"})
+        assert listener.wait(30) is True  # NOTIFY, not the next poll
+        listener.interrupt()  # stopping: a waiting tail returns at once
+        assert listener.wait(30) is False
+    finally:
+        listener.close()
+    # the table stays the source of truth
+    assert reg.events_since(0, "replica-a")[1] == [{"type": "version", "model": "m"}]

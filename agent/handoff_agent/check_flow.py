@@ -1,0 +1,147 @@
+"""The check flow: a pushed version's checks are queued, run, finished and reported.
+
+Built by the agent (the composition root) from the few things it needs, each a small
+Protocol; the runner (``runner.py``) reports back through it. When a version's last check is
+in, its verdict's hooks run (central moves the version's stage) and the forwarder is woken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from . import reports
+from .pools import Calls, Publisher
+from .versions import VersionService
+
+
+class Store(Protocol):
+    def claim_checks(self, owner): ...
+    def claim_check(self, run_id): ...
+    def version_id(self, name, number): ...
+    def get_version(self, name, number): ...
+    def manifest_of(self, name, number): ...
+    def add_reports(self, version_id, digests): ...
+
+
+class Blobs(Protocol):
+    def put_bytes(self, data: bytes) -> str: ...
+
+
+class Gate(Protocol):
+    def check_config(self, check: str, overrides=None) -> dict: ...
+
+
+class Runner(Protocol):
+    def schedule(self, runs: list[dict]) -> None: ...
+
+
+VerdictHook = Callable[[str, int, str], Awaitable[None]]  # (model, number, verdict)
+
+
+class CheckFlow:
+    def __init__(
+        self,
+        store: Store,
+        blobs: Blobs,
+        versions: VersionService,
+        gate: Gate,
+        checks: list[str],
+        events: Publisher,
+        pools: Calls,
+        owner: str,
+        wake: Callable[[], None] = lambda: None,
+    ):
+        self.store, self.blobs, self.versions, self.gate = store, blobs, versions, gate
+        self.checks, self.events, self.pools, self.owner = list(checks), events, pools, owner
+        self.wake = wake  # a verdict may have queued a hand-off: the forwarder looks now
+        self.verdict_hooks: list[VerdictHook] = []
+        self.runner: Runner | None = None  # set when the agent starts
+        self._scheduled: set[int] = set()
+
+    async def create_version(self, name, digest, size, manifest, actor):
+        """A push: the version and its queued checks (one transaction), then the checks."""
+        version, created = await self.pools.call(
+            self.versions.create_version,
+            name,
+            digest,
+            size,
+            manifest,
+            actor or "analyst",
+            list(self.checks),
+        )
+        if created:
+            self.events.publish(
+                "version",
+                model=name,
+                version=version["number"],
+                status=version["status"],
+                checks=list(self.checks),
+            )
+            if version.get("verdict"):  # no checks: concluded with the push itself
+                vid = await self.pools.call(self.store.version_id, name, version["number"])
+                await self.write_reports(name, version["number"], vid)
+            await self.schedule_queued()
+            self.wake()
+        return version, created
+
+    async def schedule_queued(self) -> None:
+        if self.runner is None:  # not started: the runs stay queued for whoever starts
+            return
+        runs = await self.pools.call(self.store.claim_checks, self.owner)
+        fresh = [r for r in runs if r["id"] not in self._scheduled]
+        self._scheduled.update(r["id"] for r in fresh)
+        if fresh:
+            self.runner.schedule(fresh)
+
+    def job_context(self, model: str, number: int) -> dict:
+        """What a worker needs beyond the bundle: the champion, the previous manifest, and
+        each check's settings (policy thresholds, then the push's --gate overrides)."""
+        manifest = self.store.manifest_of(model, number) or {}
+        return {
+            "champion": self.versions.champion(model, number),
+            "previous_manifest": self.store.manifest_of(model, number - 1),
+            "config": {c: self.gate.check_config(c, manifest.get("gate")) for c in self.checks},
+        }
+
+    async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:
+        """Claim a queued run; False when another process (a replica) claimed it first."""
+        if not await self.pools.call(self.store.claim_check, run_id):
+            return False
+        self.events.publish("check", model=model, version=number, check=check, status="running")
+        return True
+
+    async def finish_check(self, run_id, status, message, result, duration) -> None:
+        out = await self.pools.call(
+            self.versions.finish_check, run_id, status, message, result, duration
+        )
+        self.events.publish(
+            "check",
+            model=out["model"],
+            version=out["version"],
+            check=out["check"],
+            status=status,
+            message=message,
+            duration=duration,
+        )
+        if "verdict" in out:
+            self.events.publish(
+                "verdict",
+                model=out["model"],
+                version=out["version"],
+                status=out["status"],
+                **out["verdict"],
+            )
+            await self.write_reports(out["model"], out["version"], out["version_id"])
+            for hook in self.verdict_hooks:
+                await hook(out["model"], out["version"], out["verdict"]["verdict"])
+            self.wake()
+
+    async def write_reports(self, model: str, number: int, version_id: int) -> None:
+        version = await self.pools.call(self.store.get_version, model, number)
+        rendered = await self.pools.run_io(reports.render, version)
+        digests = {}
+        for kind, data in rendered.items():
+            digests[kind] = await self.pools.run_io(self.blobs.put_bytes, data)
+        await self.pools.call(self.store.add_reports, version_id, digests)
+        self.events.publish("report", model=model, version=number, kinds=sorted(digests))
