@@ -44,6 +44,10 @@ class Blobs(Protocol):
     def local_copy(self, digest: str) -> BinaryIO: ...
 
 
+class Spawner(Protocol):
+    async def spawn(self, module: str, limits: Limits): ...
+
+
 class CheckRunner:
     """``available``: check name -> entry point; ``trusted``: the types workers may load, as
     they are now (the list changes while the agent runs)."""
@@ -55,7 +59,7 @@ class CheckRunner:
         pools: Calls,
         available: dict[str, Any],
         trusted: Callable[[], list[str]],
-        sandbox,
+        sandbox: Spawner,
         pool_size: int,
         timeout: float,
         memory_limit: int,
