@@ -188,7 +188,8 @@ class DestinationContext:
 
 @runtime_checkable
 class Destination(Protocol):
-    """A destination plugin: a class, constructed once with ``parent=`` for its config."""
+    """A destination plugin: a class, constructed once with ``config=`` (the agent's), never
+    with the agent as its parent: what it may use of the agent comes in its context."""
 
     name: str
 
