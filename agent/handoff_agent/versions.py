@@ -19,7 +19,7 @@ CHAMPION_STATUSES = (VERDICT_STATUS["pass"], VERDICT_STATUS["warn"])
 
 class Store(Protocol):
     def transaction(self): ...
-    def insert_version(self, name, digest, size, manifest, actor, checks): ...
+    def insert_version(self, name, digest, size, manifest, actor, checks, status="pushed"): ...
     def record_check(self, run_id, status, message, result, duration): ...
     def set_version(self, version_id, **values): ...
     def get_version(self, name, number): ...
@@ -48,8 +48,9 @@ class VersionService:
         """Create the next version of ``name``, or return the one with the same bytes.
         Without checks the verdict (and any hand-off) come in the same transaction."""
         with self.store.transaction():
+            status = "checking" if checks else "pushed"  # until the verdict
             vid, number, created = self.store.insert_version(
-                name, digest, size, manifest, actor, checks
+                name, digest, size, manifest, actor, checks, status
             )
             if created and not checks and conclude and self.verdict_fn is not None:
                 self._conclude(vid, name, number, [])

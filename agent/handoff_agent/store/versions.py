@@ -33,10 +33,18 @@ class VersionStore(StoreBase):
     # -- writes ---------------------------------------------------------------------------
 
     def insert_version(
-        self, name: str, digest: str, size: int, manifest: dict, actor: str, checks: list[str]
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        manifest: dict,
+        actor: str,
+        checks: list[str],
+        status: str = "pushed",
     ) -> tuple[int, int, bool]:
         """Create the next version of ``name`` (or find the one with the same bytes), with its
-        lineage, queued check runs and audit row. Returns (version id, number, created)."""
+        lineage, queued check runs and audit row, in ``status`` (the version service's
+        choice). Returns (version id, number, created)."""
         with self._tx() as c:
             t_ = now()
             c.execute(
@@ -82,7 +90,7 @@ class VersionStore(StoreBase):
                     environment=canonical(prov.get("environment", {})),
                     pushed_by=actor,
                     pushed_at=t_,
-                    status="checking" if checks else "pushed",
+                    status=status,
                 )
                 .returning(V.id)
             ).scalar_one()
