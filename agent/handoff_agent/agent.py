@@ -291,6 +291,7 @@ class HandoffAgent(LoggingConfigurable):
         self.build(home)
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
+        self._listener = None  # PostgreSQL: wakes the events tail (store.events.EventListener)
 
     def build(self, home: Path) -> None:
         """The composition root: every service, each given only what it uses."""
@@ -340,7 +341,6 @@ class HandoffAgent(LoggingConfigurable):
             self.forward_backoff,
             self.forward_backoff_cap,
         )
-        self.forwarder = self.forwarding.forwarder
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
         self.ingest = IngestManager(
@@ -429,12 +429,7 @@ class HandoffAgent(LoggingConfigurable):
         without a listener, every ``interval`` seconds."""
         loop = asyncio.get_running_loop()
         last = await self.call(self.registry.event_last_id)
-        listener = None
-        try:
-            listener = await self.call(self.registry.event_listener)
-        except Exception:  # no LISTEN connection: polling alone still delivers every event
-            log.exception("listening for other replicas' events failed; polling instead")
-        self._listener = listener
+        listener = self._listener
         while True:
             try:
                 last, found = await self.call(self.registry.events_since, last, self.instance_id)
@@ -453,10 +448,11 @@ class HandoffAgent(LoggingConfigurable):
                 raise
             except Exception:
                 log.exception("listening for other replicas' events failed; polling instead")
-                await self._listen_pool_closed(listener)
+                await self._close_listener(listener)
                 listener = self._listener = None
 
-    async def _listen_pool_closed(self, listener) -> None:
+    async def _close_listener(self, listener) -> None:
+        """Wake the thread waiting on it, let that thread end, then close its connection."""
         listener.interrupt()
         await asyncio.get_running_loop().run_in_executor(None, self._listen_pool.shutdown, True)
         listener.close()
@@ -549,6 +545,10 @@ class HandoffAgent(LoggingConfigurable):
         self.trust_flow.start_watch(self.trust_poll_interval)
         if self.shares_events:
             self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
+            try:
+                self._listener = await self.call(self.registry.event_listener)
+            except Exception:  # no LISTEN connection: polling alone still delivers every event
+                log.exception("listening for other replicas' events failed; polling instead")
             self._events_tail = asyncio.ensure_future(self._tail_events())
         return port
 
@@ -568,8 +568,8 @@ class HandoffAgent(LoggingConfigurable):
             self._events_tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events_tail
-            if getattr(self, "_listener", None) is not None:
-                await self._listen_pool_closed(self._listener)
+            if self._listener is not None:
+                await self._close_listener(self._listener)
         if self.runner is not None:
             await self.runner.close()
         await self.forwarding.stop()
