@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -61,6 +58,7 @@ from .intake import IntakeManager
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
 from .pools import Pools
+from .replica_events import ReplicaEvents
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
@@ -291,7 +289,6 @@ class HandoffAgent(LoggingConfigurable):
         self.build(home)
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
-        self._listener = None  # PostgreSQL: wakes the events tail (store.events.EventListener)
 
     def build(self, home: Path) -> None:
         """The composition root: every service, each given only what it uses."""
@@ -310,7 +307,13 @@ class HandoffAgent(LoggingConfigurable):
         self.pools = Pools()
         self._db, self._io = self.pools.db, self.pools.io
         self.instance_id = secrets.token_hex(8)  # this process, among replicas
-        self.events = EventBus(sink=self._share_event if self.shares_events else None)
+        self.events = EventBus()
+        self.replicas = None  # PostgreSQL: events reach and come from the other replicas
+        if self.shares_events:
+            self.replicas = ReplicaEvents(
+                self.registry, self.events, self.pools, self.pools.db, self.instance_id
+            )
+            self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
         self.policy = self.stages = self.intake = None
@@ -418,45 +421,6 @@ class HandoffAgent(LoggingConfigurable):
         """Replicas share a PostgreSQL database; they see each other's events through it."""
         return self.registry.backend == "postgresql"
 
-    def _share_event(self, event: dict) -> None:
-        # In order, on the store's thread; the stream of this process already has it.
-        with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
-            self._db.submit(self.registry.event_append, self.instance_id, event)
-
-    async def _tail_events(self, interval: float = 0.25, fallback: float = 2.0) -> None:
-        """Publish here what the other replicas published: read the events table (ids only
-        grow) whenever PostgreSQL notifies an append, and every ``fallback`` seconds anyway;
-        without a listener, every ``interval`` seconds."""
-        loop = asyncio.get_running_loop()
-        last = await self.call(self.registry.event_last_id)
-        listener = self._listener
-        while True:
-            try:
-                last, found = await self.call(self.registry.events_since, last, self.instance_id)
-                for event in found:
-                    self.events.publish(event.pop("type"), relayed=True, **event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failed poll must not stop the next one
-                log.exception("reading other replicas' events failed")
-            if listener is None:
-                await asyncio.sleep(interval)
-                continue
-            try:
-                await loop.run_in_executor(self._listen_pool, listener.wait, fallback)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("listening for other replicas' events failed; polling instead")
-                await self._close_listener(listener)
-                listener = self._listener = None
-
-    async def _close_listener(self, listener) -> None:
-        """Wake the thread waiting on it, let that thread end, then close its connection."""
-        listener.interrupt()
-        await asyncio.get_running_loop().run_in_executor(None, self._listen_pool.shutdown, True)
-        listener.close()
-
     def meta(self) -> dict:
         """``GET /api/v1/meta``: the vocabulary, with the stage flow of the live policy
         (central) or the default one (a local agent mirrors central's stages)."""
@@ -543,13 +507,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
-        if self.shares_events:
-            self._listen_pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
-            try:
-                self._listener = await self.call(self.registry.event_listener)
-            except Exception:  # no LISTEN connection: polling alone still delivers every event
-                log.exception("listening for other replicas' events failed; polling instead")
-            self._events_tail = asyncio.ensure_future(self._tail_events())
+        if self.replicas is not None:
+            await self.replicas.start()
         return port
 
     def _lifecycle(self) -> dict:
@@ -564,12 +523,8 @@ class HandoffAgent(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.trust_flow.stop_watch()
-        if getattr(self, "_events_tail", None) is not None:
-            self._events_tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._events_tail
-            if self._listener is not None:
-                await self._close_listener(self._listener)
+        if self.replicas is not None:
+            await self.replicas.stop()
         if self.runner is not None:
             await self.runner.close()
         await self.forwarding.stop()

@@ -14,12 +14,21 @@ from handoff_agent.check_flow import CheckFlow
 from handoff_agent.forwarding.loop import Forwarder
 from handoff_agent.forwarding.service import ForwardService
 from handoff_agent.intake import IntakeManager
+from handoff_agent.replica_events import ReplicaEvents
 from handoff_agent.runner import CheckRunner
 from handoff_agent.trust_flow import TrustFlow
 from handoff_agent.versions import VersionService
 
 PACKAGE = Path(handoff_agent.__file__).parent
-SERVICES = [CheckFlow, TrustFlow, ForwardService, Forwarder, IntakeManager, CheckRunner]
+SERVICES = [
+    CheckFlow,
+    TrustFlow,
+    ForwardService,
+    Forwarder,
+    IntakeManager,
+    CheckRunner,
+    ReplicaEvents,
+]
 
 
 def test_the_agent_inherits_no_mixin():

@@ -1,0 +1,100 @@
+"""Events across replicas sharing one PostgreSQL database.
+
+Each replica appends what it publishes to the events table and tails what the others
+appended (ids only grow), so an SSE stream shows everything whichever replica serves it. A
+LISTEN connection wakes the tail when a replica appends; the table stays the source of
+truth, and the tail also reads it every few seconds, so a lost notification only delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Protocol
+
+from .pools import Calls, Publisher
+
+log = logging.getLogger("handoff_agent")
+
+
+class Listener(Protocol):
+    def wait(self, timeout: float) -> bool: ...
+    def interrupt(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    def event_append(self, origin: str, event: dict) -> int: ...
+    def event_last_id(self) -> int: ...
+    def events_since(self, after: int, origin: str) -> tuple[int, list[dict]]: ...
+    def event_listener(self) -> Listener | None: ...
+
+
+class ReplicaEvents:
+    """``origin``: this process among the replicas; ``db``: the store's one thread, so
+    appends keep the order they were published in."""
+
+    def __init__(
+        self, store: Store, bus: Publisher, pools: Calls, db: Executor, origin: str
+    ) -> None:
+        self.store, self.bus, self.pools, self.db, self.origin = store, bus, pools, db, origin
+        self.listener: Listener | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task | None = None
+
+    def share(self, event: dict) -> None:
+        """The event bus's sink: append in order, on the store's thread."""
+        with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
+            self.db.submit(self.store.event_append, self.origin, event)
+
+    async def start(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
+        try:
+            self.listener = await self.pools.call(self.store.event_listener)
+        except Exception:  # no LISTEN connection: polling alone still delivers every event
+            log.exception("listening for other replicas' events failed; polling instead")
+        self._task = asyncio.ensure_future(self.tail())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_listener()
+
+    async def tail(self, interval: float = 0.25, fallback: float = 2.0) -> None:
+        """Publish here what the other replicas published: whenever PostgreSQL notifies an
+        append and every ``fallback`` seconds; without a listener, every ``interval``."""
+        loop = asyncio.get_running_loop()
+        last = await self.pools.call(self.store.event_last_id)
+        while True:
+            try:
+                last, found = await self.pools.call(self.store.events_since, last, self.origin)
+                for event in found:
+                    self.bus.publish(event.pop("type"), relayed=True, **event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed poll must not stop the next one
+                log.exception("reading other replicas' events failed")
+            if self.listener is None:
+                await asyncio.sleep(interval)
+                continue
+            try:
+                await loop.run_in_executor(self._pool, self.listener.wait, fallback)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("listening for other replicas' events failed; polling instead")
+                await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        """Wake the thread waiting on the listener, let it end, then close the connection."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.interrupt()
+        if self._pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        if listener is not None:
+            listener.close()
