@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from traitlets.config import LoggingConfigurable
 from . import keys, reports
 from .events import EventBus
 from .gate import GatePolicy
+from .group_commit import GroupCommit
 from .handlers.base import NotFoundHandler, log_request
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
@@ -58,6 +60,7 @@ from .handlers.trust import TrustHandler
 from .ingest import IngestManager
 from .pipeline import PipelineMixin
 from .plugins import GROUPS, PluginRegistry, default_registry
+from .probes import ProbePool
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
@@ -182,6 +185,16 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
     workers = Integer(help="Check workers run at once. Default: the number of CPUs.").tag(
         config=True
     )
+    probe_workers = Integer(
+        2,
+        help="Central: sandboxed workers kept warm to read which types a delivered bundle "
+        "needs (its skops schema; no model code runs). Each takes one delivery at a time.",
+    ).tag(config=True)
+    db_threads = Integer(
+        4,
+        help="Threads that run store calls at once: reads on either backend; writes too on "
+        "PostgreSQL (SQLite takes one writer). At most the connection pool's size.",
+    ).tag(config=True)
     trust_poll_interval = Float(
         2.0,
         help="Seconds between re-reads of the trust table, so that `jupyter handoff trust "
@@ -291,10 +304,23 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.ingest = IngestManager(
             self.store, self.registry, self.max_bundle_size, self.checks, self.gate
         )
-        # One thread runs the store's calls, in order (a pooled engine would allow more, but
-        # the API's latency is the event loop's, not the database's); another pool does
-        # hashing and fsync.
-        self._db = ThreadPoolExecutor(1, thread_name_prefix="handoff-db")
+        # The store's writes: one thread on SQLite (one writer at a time is all a file
+        # takes; BEGIN IMMEDIATE would only make more wait), a few on PostgreSQL, whose pooled
+        # connections commit side by side (row locks order what must be ordered). Reads run
+        # in their own threads, so listings never queue behind intake (WAL readers do not
+        # wait for the writer). Another pool does hashing and fsync.
+        writers = 1 if self.registry.backend == "sqlite" else self.db_threads
+        self._db = ThreadPoolExecutor(writers, thread_name_prefix="handoff-db")
+        self._reads = ThreadPoolExecutor(self.db_threads, thread_name_prefix="handoff-read")
+        # SQLite: intake's writes share commits (one fsync for a burst); PostgreSQL commits
+        # them side by side from the pool's threads.
+        self.group_commit = (
+            GroupCommit(self.registry, self._db) if self.registry.backend == "sqlite" else None
+        )
+        # Events shared with the other replicas: appended in order, many per transaction.
+        self._events_out = ThreadPoolExecutor(1, thread_name_prefix="handoff-events")
+        self._events_pending: list[dict] = []
+        self._events_lock = threading.Lock()
         self.instance_id = secrets.token_hex(8)  # this process, among replicas
         self._io = ThreadPoolExecutor(4, thread_name_prefix="handoff-io")
         self.events = EventBus(sink=self._share_event if self.shares_events else None)
@@ -304,6 +330,9 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.trusted_types = self.load_trusted()
         self.model_sandbox = self._make_sandbox(home)
+        self.probe_pool = ProbePool(
+            self.model_sandbox, self.worker_limits(), self.probe_workers, self.check_timeout
+        )
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
 
@@ -332,15 +361,41 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             self._db, partial(fn, *args, **kwargs)
         )
 
+    async def commit(self, fn, *args):
+        """A write whose caller answers once it is durable (intake): grouped on SQLite."""
+        if self.group_commit is None:
+            return await self.call(fn, *args)
+        return await self.group_commit.run(fn, *args)
+
+    async def read(self, fn, *args, **kwargs):
+        """A read-only store call (listing, one version): off the writer's queue."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reads, partial(fn, *args, **kwargs)
+        )
+
     @property
     def shares_events(self) -> bool:
         """Replicas share a PostgreSQL database; they see each other's events through it."""
         return self.registry.backend == "postgresql"
 
     def _share_event(self, event: dict) -> None:
-        # In order, on the store's thread; the stream of this process already has it.
-        with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
-            self._db.submit(self.registry.event_append, self.instance_id, event)
+        # In order, on the events thread, whatever is pending in one transaction (one commit
+        # for a burst); the stream of this process already has it.
+        with self._events_lock:
+            self._events_pending.append(event)
+            first = len(self._events_pending) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
+                self._events_out.submit(self._flush_events)
+
+    def _flush_events(self) -> None:
+        with self._events_lock:
+            batch, self._events_pending = self._events_pending, []
+        if batch:
+            try:
+                self.registry.event_append_many(self.instance_id, batch)
+            except Exception:  # a live feed: the other replicas' panels re-read on reconnect
+                log.exception("sharing %d events with the other replicas failed", len(batch))
 
     async def _tail_events(self, interval: float = 0.25) -> None:
         """Publish here what the other replicas published (a poll; ids only grow)."""
@@ -522,6 +577,8 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
+        if self.role == "central":
+            await self.probe_pool.warm()
         await self.schedule_queued()
         self.forwarder.start()
         self.start_trust_watch(self.trust_poll_interval)
@@ -545,8 +602,11 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             self._events_tail.cancel()
         if self.runner is not None:
             await self.runner.close()
+        await self.probe_pool.close()
         await self.forwarder.stop()
         self._io.shutdown(wait=True)
+        self._events_out.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
         if self.server is not None:  # started: its agent.start gets its agent.stop
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()

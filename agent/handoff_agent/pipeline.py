@@ -194,7 +194,7 @@ class PipelineMixin:
     async def receive(self, delivery_id: str, digest: str, size: int, env: dict):
         checks = list(self.checks) if self.policy.revalidate else []
         probe = await self.probe_types(digest)  # before anything loads it (trust_flow)
-        out, created = await self.call(
+        out, created = await self.commit(  # acknowledged only once committed
             self.record_delivery, delivery_id, digest, size, env, checks, probe
         )
         if created:

@@ -34,13 +34,7 @@ class TrustMixin:
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
         with await self.run_io(self.store.local_copy, digest) as bundle:
-            run = await self.model_sandbox.run_once(
-                "handoff_agent.trust",
-                self.worker_limits(),
-                {"bundle": ""},
-                {"bundle": bundle},
-                self.check_timeout,
-            )
+            run = await self.probe_pool.run({"bundle": ""}, {"bundle": bundle})  # warm workers
         if isinstance(run.error, SandboxRefused):
             # No model code may run here, so none will: the checks end with the same refusal,
             # and every load still goes through the trust list.

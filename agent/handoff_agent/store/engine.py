@@ -7,12 +7,14 @@ both write. Reads start a plain BEGIN and never wait for a writer (WAL).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 
 READ = "handoff_read"  # execution option: this connection only reads
+IDLE_PING = 10.0  # seconds idle after which a pooled PostgreSQL connection is checked first
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -43,14 +45,36 @@ def make_engine(url: str) -> Engine:
         return _sqlite(parsed)
     if parsed.get_backend_name() == "postgresql":
         try:
-            return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            engine = create_engine(parsed, pool_size=5, max_overflow=5, pool_recycle=3600)
         except ImportError:
             raise ValueError(
                 "PostgreSQL needs psycopg 3: pip install 'jupyter-handoff[postgres]'"
             ) from None
+        _ping_when_idle(engine)
+        return engine
     raise ValueError(
         f"Unsupported database URL {redact(parsed)}: use sqlite:///PATH or postgresql://…"
     )
+
+
+def _ping_when_idle(engine: Engine, idle: float = IDLE_PING) -> None:
+    """Check a pooled connection before use only when it sat idle a while (the server may
+    have restarted or a firewall dropped it). ``pool_pre_ping`` would ping on every
+    checkout: one more round trip per request, a millisecond or more on a busy machine."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, proxy):
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since > idle:
+            try:
+                dbapi_conn.execute("SELECT 1")
+                dbapi_conn.rollback()
+            except Exception as e:  # dead: the pool connects afresh (exc.DisconnectionError)
+                raise exc.DisconnectionError(str(e)) from e
 
 
 def _sqlite(url: URL) -> Engine:
