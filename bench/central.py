@@ -153,14 +153,40 @@ class Central(Agent):
         self.proc = None
 
     def cpu_seconds(self) -> float:
-        """utime + stime of central and its reaped children (the sandboxed probe workers)."""
+        """utime + stime of central and every process under it, live (the warm sandboxed
+        probe and check workers) or reaped."""
         if self.proc is None:
             return 0.0
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        parents: dict[int, int] = {}
+        times: dict[int, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            times[pid] = sum(int(x) for x in fields[11:15])
+        tree, grew = {self.proc.pid}, True
+        while grew:
+            more = {p for p, pp in parents.items() if pp in tree and p not in tree}
+            tree |= more
+            grew = bool(more)
+        return sum(times.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+    def wait_idle(self, timeout: float = 30.0, window: float = 0.5) -> None:
+        """Until central and its workers stop starting up (under 5% of a core), so that
+        what is measured next is not its warm-up."""
+        end = time.perf_counter() + timeout
+        last = self.cpu_seconds()
+        while time.perf_counter() < end:
+            time.sleep(window)
+            now = self.cpu_seconds()
+            if now - last < 0.05 * window:
+                return
+            last = now
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -613,7 +639,7 @@ def report_phase(rep: Report, d: dict, title: str) -> None:
         rep.row(
             "central CPU per delivery",
             fmt_s(d["cpu_per_delivery_s"]),
-            "process + reaped probe workers",
+            "process and its workers (probe, check)",
         )
     if d.get("per_delivery"):
         pd = d["per_delivery"]
@@ -867,6 +893,8 @@ def main(argv=None) -> int:
     try:
         seed_s = seed_versions(home, args.database_url, LISTED_MODEL, args.listing_versions)
         centrals = start_centrals(args, tmp, cfg)
+        for c in centrals:
+            c.wait_idle()
         bench_listing(rep, args, centrals[0], tmp, seed_s)
         steady = run_phase(rep, args, tmp, centrals, cfg, kill=False)
         report_phase(rep, steady, "Intake under load")

@@ -63,9 +63,9 @@ class TrustMixin:
             out, created = self.intake.record(
                 delivery_id, digest, size, env, [] if held else checks
             )
+            vid = out.pop("version_id", None)
             if not created:
                 return out, created
-            vid = self.registry.version_id(out["name"], out["version"])
             subject = f"{out['name']}:{out['version']}"
             if not held:
                 if not checks:  # nothing runs here: conclude now, or a crash leaves it received

@@ -509,6 +509,10 @@ class VersionStore(StoreBase):
         info.pop("stats", None)
         return {"dataset": info, "versions": rows}
 
+    def version_stage(self, version_id: int) -> str | None:
+        with self._read() as c:
+            return c.execute(select(V.stage).where(V.id == version_id)).scalar()
+
     def version_id(self, name: str, number: int) -> int:
         with self._read() as c:
             return self._version_row(c, name, number)["id"]
