@@ -58,6 +58,7 @@ from .intake import IntakeManager
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
 from .pools import Pools
+from .probes import ProbePool
 from .replica_events import ReplicaEvents
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
@@ -194,6 +195,16 @@ class HandoffAgent(LoggingConfigurable):
     workers = Integer(help="Check workers run at once. Default: the number of CPUs.").tag(
         config=True
     )
+    probe_workers = Integer(
+        2,
+        help="Central: sandboxed workers kept warm to read which types a delivered bundle "
+        "needs (its skops schema; no model code runs). Each takes one delivery at a time.",
+    ).tag(config=True)
+    db_threads = Integer(
+        4,
+        help="Threads that run store calls at once: reads on either backend; writes too on "
+        "PostgreSQL (SQLite takes one writer). At most the connection pool's size.",
+    ).tag(config=True)
     trust_poll_interval = Float(
         2.0,
         help="Seconds between re-reads of the trust table, so that `jupyter handoff trust "
@@ -304,15 +315,18 @@ class HandoffAgent(LoggingConfigurable):
         missing = [c for c in self.checks if c not in self.checks_available]
         if missing:
             log.warning("unknown checks %s; registered: %s", missing, sorted(self.checks_available))
-        self.pools = Pools()
+        sqlite = self.registry.backend == "sqlite"
+        self.pools = Pools(
+            writers=1 if sqlite else self.db_threads,
+            readers=self.db_threads,
+            store=self.registry if sqlite else None,
+        )
         self._db, self._io = self.pools.db, self.pools.io
         self.instance_id = secrets.token_hex(8)  # this process, among replicas
         self.events = EventBus()
         self.replicas = None  # PostgreSQL: events reach and come from the other replicas
         if self.shares_events:
-            self.replicas = ReplicaEvents(
-                self.registry, self.events, self.pools, self.pools.db, self.instance_id
-            )
+            self.replicas = ReplicaEvents(self.registry, self.events, self.pools, self.instance_id)
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
@@ -323,6 +337,9 @@ class HandoffAgent(LoggingConfigurable):
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.model_sandbox = self._make_sandbox(home)
+        self.probe_pool = ProbePool(
+            self.model_sandbox, self.worker_limits(), self.probe_workers, self.check_timeout
+        )
         self.gate = GatePolicy(parent=self)
         bundle_limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
@@ -374,9 +391,7 @@ class HandoffAgent(LoggingConfigurable):
             self.store,
             self.pools,
             self.events,
-            self.model_sandbox,
-            self.worker_limits(),
-            self.check_timeout,
+            self.probe_pool,
             list(self.checks),
             self.check_flow.schedule_queued,
             self.policy,
@@ -415,6 +430,10 @@ class HandoffAgent(LoggingConfigurable):
 
     async def run_io(self, fn, *args):
         return await self.pools.run_io(fn, *args)
+
+    async def read(self, fn, *args, **kwargs):
+        """A read-only store call (listing, one version): off the writers' queue."""
+        return await self.pools.read(fn, *args, **kwargs)
 
     @property
     def shares_events(self) -> bool:
@@ -504,6 +523,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
+        if self.role == "central":
+            await self.probe_pool.warm()
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
@@ -527,8 +548,9 @@ class HandoffAgent(LoggingConfigurable):
             await self.replicas.stop()
         if self.runner is not None:
             await self.runner.close()
+        await self.probe_pool.close()
         await self.forwarding.stop()
-        self._io.shutdown(wait=True)
+        self.pools.shutdown()
         if self.server is not None:  # started: its agent.start gets its agent.stop
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()

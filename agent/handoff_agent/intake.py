@@ -209,9 +209,10 @@ class IntakeManager:
             manifest = env["manifest"]
             pushed_by = env["sender"]
             version, created = self.versions.create_version(
-                manifest["name"], digest, size, manifest, pushed_by, checks, conclude=False
-            )
-            vid = store.version_id(version["model"], version["number"])
+                manifest["name"], digest, size, manifest, pushed_by, checks, conclude=False,
+                full=False,
+            )  # fmt: skip
+            vid = version["id"]
             store.delivery_bind(
                 delivery_id,
                 vid,
@@ -237,6 +238,7 @@ class IntakeManager:
                 "version": version["number"],
                 "stage": "received" if created else version.get("stage"),
                 "audit_anchor": anchor,
+                "version_id": vid,  # for the caller's transaction; not part of the answer
             }, created
 
     def _anchor_head(self, source, head: dict, delivery_id: str) -> dict:

@@ -73,7 +73,15 @@ _TEXT = {"type": "string", "maxLength": 2000}
 PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/health": {"get": _op("Liveness, version and role.", public=True)},
     "/api/v1/openapi.json": {"get": _op("This document.", public=True)},
-    "/api/v1/models": {"get": _op("Every model.")},
+    "/api/v1/models": {
+        "get": _op(
+            "Models by name, a page at a time (``next``: the ``after`` of the next page).",
+            params=[
+                _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
+                _param("after", "query", "Only models named after this.", {"type": "string"}),
+            ],
+        )
+    },
     "/api/v1/models/{name}/versions": {
         "get": _op(
             "A model's versions, newest first.",

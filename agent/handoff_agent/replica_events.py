@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import Executor, ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .pools import Calls, Publisher
@@ -26,28 +27,42 @@ class Listener(Protocol):
 
 
 class Store(Protocol):
-    def event_append(self, origin: str, event: dict) -> int: ...
+    def event_append_many(self, origin: str, events: list[dict]) -> None: ...
     def event_last_id(self) -> int: ...
     def events_since(self, after: int, origin: str) -> tuple[int, list[dict]]: ...
     def event_listener(self) -> Listener | None: ...
 
 
 class ReplicaEvents:
-    """``origin``: this process among the replicas; ``db``: the store's one thread, so
-    appends keep the order they were published in."""
+    """``origin``: this process among the replicas. Appends run on one thread of their own,
+    so they keep the order they were published in, many per transaction in a burst."""
 
-    def __init__(
-        self, store: Store, bus: Publisher, pools: Calls, db: Executor, origin: str
-    ) -> None:
-        self.store, self.bus, self.pools, self.db, self.origin = store, bus, pools, db, origin
+    def __init__(self, store: Store, bus: Publisher, pools: Calls, origin: str) -> None:
+        self.store, self.bus, self.pools, self.origin = store, bus, pools, origin
+        self._out = ThreadPoolExecutor(1, thread_name_prefix="handoff-events")
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()
         self.listener: Listener | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
 
     def share(self, event: dict) -> None:
-        """The event bus's sink: append in order, on the store's thread."""
-        with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
-            self.db.submit(self.store.event_append, self.origin, event)
+        """The event bus's sink; this process's stream already has the event."""
+        with self._lock:
+            self._pending.append(event)
+            first = len(self._pending) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # stopping: the pool takes no more work
+                self._out.submit(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            try:
+                self.store.event_append_many(self.origin, batch)
+            except Exception:  # a live feed: the other replicas' panels re-read on reconnect
+                log.exception("sharing %d events with the other replicas failed", len(batch))
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
@@ -63,6 +78,7 @@ class ReplicaEvents:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._close_listener()
+        await asyncio.get_running_loop().run_in_executor(None, self._out.shutdown, True)
 
     async def tail(self, interval: float = 0.25, fallback: float = 2.0) -> None:
         """Publish here what the other replicas published: whenever PostgreSQL notifies an

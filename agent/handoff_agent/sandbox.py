@@ -155,12 +155,7 @@ def receive_job() -> dict:
     sock.detach()
     head, _, body = b"".join(chunks).partition(b"\n")
     job = json.loads(body)
-    for key, fd in zip(json.loads(head), fds, strict=True):
-        *parents, leaf = key.split(".")
-        target = job
-        for p in parents:
-            target = target[p]
-        target[leaf] = f"/proc/self/fd/{fd}"
+    _place_fds(job, json.loads(head), fds)
     return job
 
 
@@ -179,6 +174,53 @@ def serve_one_job(work) -> int:
     protocol.write(json.dumps(result) + "\n")
     protocol.flush()
     return 0
+
+
+def _place_fds(job: dict, keys: list[str], fds: list[int]) -> None:
+    for key, fd in zip(keys, fds, strict=True):
+        *parents, leaf = key.split(".")
+        target = job
+        for p in parents:
+            target = target[p]
+        target[leaf] = f"/proc/self/fd/{fd}"
+
+
+def serve_jobs(work) -> int:
+    """A long-lived worker's main (``Worker.ask``): one job per line on stdin, each a line of
+    file keys then a line of JSON with its descriptors, one result line per job, until the
+    agent closes the socket. Confined once, before the first job; the agent replaces a
+    worker that fails, hangs or has served its share of jobs."""
+    from .worker import claim_stdout
+
+    sock = socket.socket(fileno=0)
+    protocol = claim_stdout()
+    confined = False
+    buf, fds = b"", []
+    while True:
+        while buf.count(b"\n") < 2:
+            data, got, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
+            fds += got
+            if not data:
+                return 0
+            buf += data
+        head, body, buf = buf.split(b"\n", 2)
+        job = json.loads(body)
+        keys = json.loads(head)
+        mine, fds = fds[: len(keys)], fds[len(keys) :]
+        if not confined:
+            confine(job.get("limits"))
+            confined = True
+        try:
+            _place_fds(job, keys, mine)
+            result = work(job)
+        except Exception as e:  # every failure becomes a message, never a silent exit
+            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        finally:
+            for fd in mine:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        protocol.write(json.dumps(result) + "\n")
+        protocol.flush()
 
 
 # -- in the agent -----------------------------------------------------------------------------
@@ -510,6 +552,26 @@ class Worker:
         finally:
             for fd in opened:
                 os.close(fd)
+
+    async def ask(self, job: dict, files: dict, timeout: float) -> dict | None:
+        """One job of many to a long-lived worker (``serve_jobs``): ``files`` maps keys of the
+        job to open files, sent as descriptors. Returns its result, None when it exited;
+        raises TimeoutError, ProtocolError or OSError (then stop it: it is not reusable)."""
+        job = {**job, "limits": self.limits.to_json(self.mode)}
+        fds = [f.fileno() for f in files.values()]
+        line = json.dumps(list(files)).encode() + b"\n" + json.dumps(job).encode() + b"\n"
+        if len(line) > 1 << 16:
+            raise ProtocolError("a job over 64 KiB; send files, not data")
+        self.sock.setblocking(True)
+        self.sock.settimeout(SEND_TIMEOUT)
+        try:
+            socket.send_fds(self.sock, [line], fds)
+        except TimeoutError as e:
+            raise OSError(f"the worker did not take its job ({e})") from e
+        finally:
+            self.sock.settimeout(None)
+            self.sock.setblocking(False)
+        return await self.next_message(timeout)
 
     async def next_message(self, timeout: float) -> dict | None:
         """The next message, or None once the worker has exited and said everything.

@@ -22,7 +22,7 @@ from .errors import HandoffError
 from .intake import IntakeManager
 from .policy import Policy
 from .pools import Calls, Publisher
-from .sandbox import Limits, SandboxRefused
+from .sandbox import SandboxRefused
 
 log = logging.getLogger("handoff_agent")
 
@@ -52,8 +52,10 @@ class Stages(Protocol):
     def enter(self, version_id, stage, by, subject, comment=""): ...
 
 
-class Sandbox(Protocol):
-    async def run_once(self, module, limits, job, files, timeout, **kwargs): ...
+class Probes(Protocol):
+    """Warm sandboxed workers that read a bundle's skops schema (``probes.ProbePool``)."""
+
+    async def run(self, job: dict, files: dict): ...
 
 
 class TrustFlow:
@@ -66,9 +68,7 @@ class TrustFlow:
         blobs: Blobs,
         pools: Calls,
         events: Publisher,
-        sandbox: Sandbox,
-        limits: Limits,
-        timeout: float,
+        probes: Probes,
         checks: list[str],
         schedule: Callable[[], Awaitable[None]],
         policy: Policy | None = None,
@@ -76,7 +76,7 @@ class TrustFlow:
         intake: IntakeManager | None = None,
     ):
         self.store, self.blobs, self.pools, self.events = store, blobs, pools, events
-        self.sandbox, self.limits, self.timeout = sandbox, limits, timeout
+        self.probes = probes
         self.checks, self.schedule = list(checks), schedule
         self.policy, self.stages, self.intake = policy, stages, intake
         self.central = policy is not None
@@ -91,13 +91,7 @@ class TrustFlow:
     async def probe_types(self, digest: str) -> dict:
         """The types a bundle's model names, read in a worker; no model code runs."""
         with await self.pools.run_io(self.blobs.local_copy, digest) as bundle:
-            run = await self.sandbox.run_once(
-                "handoff_agent.trust",
-                self.limits,
-                {"bundle": ""},
-                {"bundle": bundle},
-                self.timeout,
-            )
+            run = await self.probes.run({"bundle": ""}, {"bundle": bundle})  # warm workers
         if isinstance(run.error, SandboxRefused):
             # No model code may run here, so none will: the checks end with the same refusal,
             # and every load still goes through the trust list.
@@ -126,9 +120,9 @@ class TrustFlow:
             out, created = self.intake.record(
                 delivery_id, digest, size, env, [] if held else checks
             )
+            vid = out.pop("version_id", None)
             if not created:
                 return out, created
-            vid = store.version_id(out["name"], out["version"])
             subject = f"{out['name']}:{out['version']}"
             if not held:
                 if not checks:  # nothing runs here: conclude now, or a crash leaves it received
@@ -214,7 +208,7 @@ class TrustFlow:
         """A verified delivery whose bundle is stored: its version, trust decision and stage."""
         checks = list(self.checks) if self.policy.revalidate else []
         probe = await self.probe_types(digest)  # before anything loads it
-        out, created = await self.pools.call(
+        out, created = await self.pools.commit(  # acknowledged only once committed
             self.record_delivery, delivery_id, digest, size, env, checks, probe
         )
         if created:

@@ -23,6 +23,7 @@ class Store(Protocol):
     def record_check(self, run_id, status, message, result, duration): ...
     def set_version(self, version_id, **values): ...
     def get_version(self, name, number): ...
+    def version_stage(self, version_id): ...
     def audit_append(self, actor, action, subject, payload): ...
     def outbox_enqueue(self, version_id, destination, forced_by=None): ...
     def version_id(self, name, number): ...
@@ -44,9 +45,11 @@ class VersionService:
         self.verdict_fn = verdict_fn
         self.forward_fn = forward_fn
 
-    def create_version(self, name, digest, size, manifest, actor, checks, conclude=True):
+    def create_version(self, name, digest, size, manifest, actor, checks, conclude=True, full=True):
         """Create the next version of ``name``, or return the one with the same bytes.
-        Without checks the verdict (and any hand-off) come in the same transaction."""
+        Without checks the verdict (and any hand-off) come in the same transaction.
+        ``full=False``: return only its id, model, number and stage (intake's answer needs no
+        more, and the whole version is eight more queries)."""
         with self.store.transaction():
             status = "checking" if checks else "pushed"  # until the verdict
             vid, number, created = self.store.insert_version(
@@ -54,6 +57,9 @@ class VersionService:
             )
             if created and not checks and conclude and self.verdict_fn is not None:
                 self._conclude(vid, name, number, [])
+            if not full:
+                stage = None if created else self.store.version_stage(vid)
+                return {"id": vid, "model": name, "number": number, "stage": stage}, created
             return self.store.get_version(name, number), created
 
     def finish_check(self, run_id, status, message, result, duration) -> dict:

@@ -89,6 +89,28 @@ def test_models_list(shared_agent):
     assert listed["latest_status"]
 
 
+def test_models_list_a_page_at_a_time(shared_agent):
+    for name in ("pg-a", "pg-b", "pg-c"):
+        push(shared_agent, name, name.encode())
+    _, body = shared_agent.request("GET", "/api/v1/models")
+    everything = [m["name"] for m in body["models"]]
+    assert "next" not in body
+    seen, after = [], None
+    while True:
+        query = "?limit=2" + (f"&after={after}" if after else "")
+        status, body = shared_agent.request("GET", f"/api/v1/models{query}")
+        assert status == 200, body
+        assert len(body["models"]) <= 2
+        seen += [m["name"] for m in body["models"]]
+        after = body.get("next")
+        if after is None:
+            break
+        assert after == seen[-1]
+    assert seen == everything
+    status, body = shared_agent.request("GET", "/api/v1/models?limit=0")
+    assert_error(status, body, 400, "bad_request")
+
+
 def test_versions_list_newest_first_with_paging(shared_agent):
     for i in range(5):
         status, body, _ = push(shared_agent, "paged", f"model {i}".encode())

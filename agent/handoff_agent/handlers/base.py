@@ -216,7 +216,7 @@ class BaseHandler(web.RequestHandler):
         given = self.given_token()
         if hmac.compare_digest(given.encode(), self.agent.token.encode()):
             return self.agent.owner
-        found = await self.agent.call(tokens.lookup, self.agent.registry, given)
+        found = await self.agent.read(tokens.lookup, self.agent.registry, given)
         if found is None:
             raise Unauthorized(
                 "The token is wrong.",

@@ -59,8 +59,19 @@ class MetaHandler(BaseHandler):
 
 
 class ModelsHandler(BaseHandler):
+    """Models by name, a page at a time: ``limit`` (default 1000) and ``after`` (the last
+    name of the previous page, given back as ``next`` while there are more)."""
+
     async def get(self):
-        self.write_json({"models": await self.agent.call(self.agent.registry.list_models)})
+        limit = int_arg(self, "limit", 1000, 1, 1000)
+        after = self.get_query_argument("after", None)
+        if after is not None:
+            validate_name(after)
+        rows = await self.agent.read(self.agent.registry.list_models, limit + 1, after)
+        body = {"models": rows[:limit]}
+        if len(rows) > limit:
+            body["next"] = rows[limit - 1]["name"]
+        self.write_json(body)
 
 
 class ChampionHandler(BaseHandler):
@@ -70,15 +81,15 @@ class ChampionHandler(BaseHandler):
         validate_name(name)
         before = int_arg(self, "before", 2**62, 1, 2**62)
         registry = self.agent.registry
-        await self.agent.call(registry.list_versions, name, 1)  # 404 for an unknown model
-        found = await self.agent.call(self.agent.versions.champion, name, before)
+        await self.agent.read(registry.list_versions, name, 1)  # 404 for an unknown model
+        found = await self.agent.read(self.agent.versions.champion, name, before)
         self.write_json({"name": name, "champion": found["number"] if found else None})
 
 
 class VersionHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
-        version = await self.agent.call(self.agent.registry.get_version, name, int(number))
+        version = await self.agent.read(self.agent.registry.get_version, name, int(number))
         self.write_json(version)
 
 
@@ -96,7 +107,7 @@ class VersionsHandler(BaseHandler):
         before = int_arg(self, "before", None, 1, 2**62)
         digest = self.agent.ingest.parse_digest(self.get_query_argument("digest", None))
         registry = self.agent.registry
-        versions = await self.agent.call(registry.list_versions, name, limit, before, digest)
+        versions = await self.agent.read(registry.list_versions, name, limit, before, digest)
         self.write_json({"name": name, "versions": versions})
 
     roles = {"GET": ANY_ROLE, "POST": ("analyst", "admin")}
@@ -157,8 +168,8 @@ class ReportHandler(BaseHandler):
                 f"Unknown report format {kind!r}.", f"Use one of: {', '.join(reports.KINDS)}."
             )
         registry = self.agent.registry
-        await self.agent.call(registry.version_id, name, int(number))  # 404 for a bad version
-        digest = await self.agent.call(registry.report_digest, name, int(number), kind)
+        await self.agent.read(registry.version_id, name, int(number))  # 404 for a bad version
+        digest = await self.agent.read(registry.report_digest, name, int(number), kind)
         if digest is None:
             raise NotFound(
                 f"{name}:{number} has no report yet.",

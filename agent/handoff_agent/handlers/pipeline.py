@@ -151,13 +151,13 @@ class IntakeHandler(BaseHandler):
         receipt, self.receipt = self.receipt, None
         agent = self.agent
         signature = self.request.headers.get("X-Handoff-Signature", "")
-        seen = await agent.call(agent.intake.seen, receipt.delivery_id)
+        seen = await agent.read(agent.intake.seen, receipt.delivery_id)
         digest, env, blob = await agent.run_io(agent.intake.verify, receipt, signature)
         try:
             if seen is not None:  # verified and already applied: no second effect, or conflict
                 replay = agent.intake.replay
-                return self.write_json(await agent.call(replay, seen, env, receipt.delivery_id))
-            await agent.call(agent.intake.check_chain, env)  # a refused chain leaves no blob
+                return self.write_json(await agent.read(replay, seen, env, receipt.delivery_id))
+            await agent.read(agent.intake.check_chain, env)  # a refused chain leaves no blob
             with blob_errors(f"delivery {receipt.delivery_id}"):
                 await agent.run_io(blob.commit, digest)
         finally:
@@ -175,13 +175,13 @@ class LineageHandler(BaseHandler):
         if dataset:
             if len(dataset) != 64 or not all(c in "0123456789abcdef" for c in dataset):
                 raise BadRequest("dataset must be a sha256 fingerprint (64 hex digits).")
-            out = await self.agent.call(self.agent.registry.lineage_of_dataset, dataset)
+            out = await self.agent.read(self.agent.registry.lineage_of_dataset, dataset)
         elif name:
             validate_name(name)
             number = parse_uint(self.get_query_argument("version", None))
             if number is None:
                 raise BadRequest("Give version=N with model=NAME.")
-            out = await self.agent.call(self.agent.registry.lineage_of_version, name, number)
+            out = await self.agent.read(self.agent.registry.lineage_of_version, name, number)
         else:
             raise BadRequest("Ask about a dataset=FINGERPRINT or a model=NAME&version=N.")
         self.write_json(out)
@@ -214,7 +214,7 @@ class BundleHandler(BaseHandler):
 
     async def get(self, name: str, number: str):
         validate_name(name)
-        version = await self.agent.call(self.agent.registry.get_version, name, int(number))
+        version = await self.agent.read(self.agent.registry.get_version, name, int(number))
         with blob_errors(f"{name}:{number}"):
             copy = await self.agent.run_io(self.agent.store.local_copy, version["digest"])
         self.set_header("Content-Type", "application/x-tar")
@@ -228,5 +228,5 @@ class BundleHandler(BaseHandler):
 
 class OutboxHandler(BaseHandler):
     async def get(self):
-        rows = await self.agent.call(self.agent.registry.outbox_summary)
+        rows = await self.agent.read(self.agent.registry.outbox_summary)
         self.write_json({"outbox": rows})

@@ -44,6 +44,39 @@ class AuditStore(StoreBase):
             )
             return row
 
+    def audit_append_many(
+        self, actor: str, action: str, entries: list[tuple[str, dict]]
+    ) -> dict | None:
+        """Append one row per ``(subject, payload)``, chained, in one multi-row INSERT (bulk
+        imports). Returns the last row."""
+        if not entries:
+            return None
+        with self._tx() as c:
+            c.execute(
+                select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update()
+            ).one()
+            last = c.execute(
+                select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
+            ).first()
+            seq, prev = (last.seq, last.hash) if last is not None else (0, GENESIS)
+            rows, time_ = [], now()
+            for subject, payload in entries:
+                seq += 1
+                row = {
+                    "seq": seq,
+                    "time": time_,
+                    "actor": actor or "unknown",
+                    "action": action,
+                    "subject": subject,
+                    "payload": canonical(payload),
+                    "prev_hash": prev,
+                }
+                row["hash"] = prev = row_hash(prev, row)
+                rows.append(row)
+            c.execute(t.audit.insert(), rows)
+            c.execute(update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=prev))
+            return rows[-1]
+
     def audit_head(self) -> dict:
         with self._read() as c:
             last = c.execute(

@@ -44,18 +44,47 @@ class StoreBase:
     _tx = transaction
 
     @contextlib.contextmanager
+    def savepoint(self):
+        """Inside ``transaction()``: when the block raises, undo what it did, and only that
+        (the rest of the transaction commits). Lets one commit carry several callers' work."""
+        sp = self._local.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            sp.rollback()
+            raise
+        sp.commit()
+
+    @contextlib.contextmanager
     def _read(self):
-        conn = getattr(self._local, "conn", None)
+        """A read joins the thread's transaction or read; else it checks out one connection,
+        which the reads nested in it share (one checkout per request, not one per query).
+        On PostgreSQL it runs without a transaction: under READ COMMITTED each statement has
+        its own snapshot anyway, and BEGIN and ROLLBACK would each cost a round trip."""
+        conn = getattr(self._local, "conn", None) or getattr(self._local, "read", None)
         if conn is not None:
             yield conn
             return
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql":  # no BEGIN/ROLLBACK round trips for a read
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execution_options(**{READ: True})
-            yield conn
+            self._local.read = conn
+            try:
+                yield conn
+            finally:
+                self._local.read = None
 
     def _insert(self, table):
         """An INSERT that knows ``on_conflict_do_nothing`` / ``_do_update`` on this backend."""
         return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics (after a bulk import; autovacuum does it later)."""
+        from sqlalchemy import text
+
+        with self._tx() as c:
+            c.execute(text("ANALYZE"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -9,6 +9,7 @@ becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, exc
@@ -21,6 +22,7 @@ BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another one's lock
 # PostgreSQL states that mean "try again soon": lock not available, serialization failure,
 # deadlock, the server starting or shutting down; class 08 is a lost or refused connection.
 RETRYABLE_SQLSTATES = ("55P03", "40001", "40P01", "57P01", "57P03")
+IDLE_PING = 10.0  # seconds idle after which a pooled PostgreSQL connection is checked first
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -52,14 +54,36 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
         return _sqlite(parsed, busy_timeout)
     if parsed.get_backend_name() == "postgresql":
         try:
-            return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            engine = create_engine(parsed, pool_size=5, max_overflow=5, pool_recycle=3600)
         except ImportError:
             raise ValueError(
                 "PostgreSQL needs psycopg 3: pip install 'jupyter-handoff[postgres]'"
             ) from None
+        _ping_when_idle(engine)
+        return engine
     raise ValueError(
         f"Unsupported database URL {redact(parsed)}: use sqlite:///PATH or postgresql://…"
     )
+
+
+def _ping_when_idle(engine: Engine, idle: float = IDLE_PING) -> None:
+    """Check a pooled connection before use only when it sat idle a while (the server may
+    have restarted or a firewall dropped it). ``pool_pre_ping`` would ping on every
+    checkout: one more round trip per request, a millisecond or more on a busy machine."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, proxy):
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since > idle:
+            try:
+                dbapi_conn.execute("SELECT 1")
+                dbapi_conn.rollback()
+            except Exception as e:  # dead: the pool connects afresh (exc.DisconnectionError)
+                raise exc.DisconnectionError(str(e)) from e
 
 
 def _sqlite(url: URL, busy_timeout: float) -> Engine:

@@ -37,6 +37,22 @@ class EventStore(StoreBase):
                 c.execute(delete(t.events).where(E.id <= eid - KEEP))
             return eid
 
+    def event_append_many(self, origin: str, events: list[dict]) -> int:
+        """Append several events in one transaction (one commit, one NOTIFY)."""
+        with self._tx() as c:
+            t_ = time.time()
+            rows = [
+                {"origin": origin, "time": t_, "payload": json.dumps(e, default=str)}
+                for e in events
+            ]
+            c.execute(t.events.insert(), rows)
+            eid = c.execute(select(func.max(E.id))).scalar_one()
+            if self.dialect == "postgresql":
+                c.execute(text("SELECT pg_notify(:ch, '')"), {"ch": CHANNEL})
+            if eid // 1000 != (eid - len(rows)) // 1000:
+                c.execute(delete(t.events).where(E.id <= eid - KEEP))
+            return eid
+
     def event_last_id(self) -> int:
         with self._read() as c:
             return c.execute(select(func.coalesce(func.max(E.id), 0))).scalar_one()

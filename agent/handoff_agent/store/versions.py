@@ -126,6 +126,90 @@ class VersionStore(StoreBase):
             )
             return version_id, number, True
 
+    def insert_versions_bulk(
+        self, name: str, items: list[tuple[str, int, dict]], actor: str
+    ) -> list[int]:
+        """Create many versions of ``name`` at once, ``(digest, size, manifest)`` each, with
+        their parent lineage and audit rows, in one transaction of a few multi-row statements:
+        imports and benchmarks (100k versions in seconds, not one round trip each). No checks
+        are queued; a digest the model already has is refused (unique index). Returns the
+        numbers given, in order."""
+        if not items:
+            return []
+        with self._tx() as c:
+            t_ = now()
+            c.execute(
+                self._insert(t.models)
+                .values(name=name, owner=actor, created=t_, next_version=1)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            first = c.execute(
+                select(t.models.c.next_version).where(t.models.c.name == name).with_for_update()
+            ).scalar_one()
+            numbers = list(range(first, first + len(items)))
+            c.execute(
+                update(t.models)
+                .where(t.models.c.name == name)
+                .values(next_version=first + len(items))
+            )
+            parent = c.execute(
+                select(V.id).where(V.model == name).order_by(V.number.desc()).limit(1)
+            ).scalar()
+            c.execute(
+                t.versions.insert(),
+                [
+                    {
+                        "model": name,
+                        "number": n,
+                        "digest": digest,
+                        "size": size,
+                        "flavor": m.get("flavor"),
+                        "task": m.get("task"),
+                        "serialization": m.get("serialization"),
+                        "signature": canonical(m.get("signature", {})),
+                        "params": canonical(m.get("params", {})),
+                        "metrics": canonical({}),
+                        "manifest": canonical(m),
+                        "message": m.get("message", ""),
+                        "tags": canonical(m.get("tags", {})),
+                        "notebook": p.get("notebook"),
+                        "cell_hash": p.get("cell_hash"),
+                        "environment": canonical(p.get("environment", {})),
+                        "pushed_by": actor,
+                        "pushed_at": t_,
+                        "status": "pushed",
+                    }
+                    for n, (digest, size, m), p in zip(
+                        numbers,
+                        items,
+                        [(m.get("provenance") or {}) for _d, _s, m in items],
+                        strict=True,
+                    )
+                ],
+            )
+            ids = dict(
+                c.execute(select(V.number, V.id).where(V.model == name, V.number >= first)).all()
+            )
+            lineage = []
+            for n in numbers:
+                if parent is not None:
+                    lineage.append(
+                        {"version_id": ids[n], "dataset": None, "role": "parent",
+                         "parent_version_id": parent}
+                    )  # fmt: skip
+                parent = ids[n]
+            if lineage:
+                c.execute(t.lineage.insert(), lineage)
+            self.audit_append_many(
+                actor,
+                "version.create",
+                [
+                    (f"{name}:{n}", {"digest": digest, "size": size})
+                    for n, (digest, size, _m) in zip(numbers, items, strict=True)
+                ],
+            )
+            return numbers
+
     def queue_checks(self, version_id: int, checks: list[str]) -> None:
         """Queue check runs (a check already queued or run for the version is left alone)."""
         with self._tx() as c:
@@ -297,22 +381,27 @@ class VersionStore(StoreBase):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def list_models(self) -> list[dict]:
+    def list_models(self, limit: int | None = None, after: str | None = None) -> list[dict]:
+        """Models by name, each with its latest version's status: one query, never one per
+        model. Numbers have no gaps, so the latest is ``next_version - 1``: a join on the
+        unique (model, number) index. ``limit``/``after``: a page, keyed by name."""
         m = t.models.c
-        latest = (
-            select(V.status)
-            .where(V.model == m.name)
-            .order_by(V.number.desc())
-            .limit(1)
-            .scalar_subquery()
+        latest = (V.model == m.name) & (V.number == m.next_version - 1)
+        q = (
+            select(
+                m.name,
+                m.owner,
+                m.created,
+                (m.next_version - 1).label("versions"),
+                V.status.label("latest_status"),
+            )
+            .select_from(t.models.outerjoin(t.versions, latest))
+            .order_by(m.name)
         )
-        q = select(
-            m.name,
-            m.owner,
-            m.created,
-            (m.next_version - 1).label("versions"),
-            latest.label("latest_status"),
-        ).order_by(m.name)
+        if after is not None:
+            q = q.where(m.name > after)
+        if limit is not None:
+            q = q.limit(limit)
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
 
@@ -354,9 +443,11 @@ class VersionStore(StoreBase):
                 .limit(limit)
             )
         with self._read() as c:
-            if c.execute(select(t.models.c.name).where(t.models.c.name == name)).first() is None:
+            rows = [as_dict(r) for r in c.execute(q)]  # one query when the model has versions
+            m = t.models.c
+            known = rows or c.execute(select(m.name).where(m.name == name)).first()
+            if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
-            rows = [as_dict(r) for r in c.execute(q)]
         return [
             {**r, "verdict": loads(r["verdict"]), "needs_trust": loads(r["needs_trust"])}
             for r in rows
@@ -428,6 +519,10 @@ class VersionStore(StoreBase):
         info["schema"] = json.loads(info["schema"])
         info.pop("stats", None)
         return {"dataset": info, "versions": rows}
+
+    def version_stage(self, version_id: int) -> str | None:
+        with self._read() as c:
+            return c.execute(select(V.stage).where(V.id == version_id)).scalar()
 
     def version_id(self, name: str, number: int) -> int:
         with self._read() as c:

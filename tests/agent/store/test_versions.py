@@ -1,0 +1,108 @@
+"""Listing at scale, on each backend: the bulk import numbers and chains what it creates,
+pages of versions walk a model's whole history newest first, each with its latest stage, and
+models list with their latest version's status, a page at a time."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from handoff_agent.errors import NotFound
+from handoff_agent.store.metadata import MetadataStore
+
+N = 5000
+
+
+def digest(i: int, name: str = "big") -> str:
+    return hashlib.sha256(f"{name}-{i}".encode()).hexdigest()
+
+
+def manifest(name: str) -> dict:
+    return {"format_version": 1, "name": name, "serialization": "skops", "flavor": "sklearn"}
+
+
+@pytest.fixture
+def store(tmp_path, backend):
+    s = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    yield s
+    s.close()
+
+
+def test_bulk_import_numbers_lines_and_audits_every_version(store):
+    store.insert_version("big", digest(-1), 1, manifest("big"), "ana", [])  # one made by push
+    numbers = store.insert_versions_bulk(
+        "big", [(digest(i), 100 + i, manifest("big")) for i in range(10)], "seed"
+    )
+    assert numbers == list(range(2, 12))
+    more = store.insert_versions_bulk("big", [(digest(10), 1, manifest("big"))], "seed")
+    assert more == [12]
+    # The next push takes the next number, and its parent is the last imported version.
+    _, number, created = store.insert_version("big", digest(99), 1, manifest("big"), "ana", [])
+    assert (number, created) == (13, True)
+    assert store.get_version("big", 13)["lineage"][0]["parent_number"] == 12
+    assert store.get_version("big", 5)["lineage"][0]["parent_number"] == 4
+    assert store.get_version("big", 5)["size"] == 103
+    subjects = [r["subject"] for r in store.audit_rows(("version.create",))]
+    assert subjects == [f"big:{n}" for n in range(1, 14)]
+    assert store.verify_audit() is None
+
+
+def test_pages_walk_every_version_newest_first_with_the_latest_stage(store):
+    store.insert_versions_bulk("big", [(digest(i), i, manifest("big")) for i in range(N)], "s")
+    other = [(digest(i, "o"), i, manifest("other")) for i in range(3)]
+    store.insert_versions_bulk("other", other, "s")
+    # A few versions move through stages; the listing shows the last move and who made it.
+    moved = {
+        N: ["received", "validated"],
+        1: ["received"],
+        777: ["received", "validated", "production"],
+    }
+    for number, moves in moved.items():
+        vid = store.version_id("big", number)
+        for k, stage in enumerate(moves):
+            store.stage_set(vid, stage, f"user{k}", "", f"big:{number}")
+    store.analyze()
+
+    seen, before = [], None
+    while True:
+        page = store.list_versions("big", 1000, before)
+        if not page:
+            break
+        seen += page
+        before = page[-1]["number"]
+    assert [v["number"] for v in seen] == list(range(N, 0, -1))
+    assert {v["model"] for v in seen} == {"big"}
+    by_number = {v["number"]: v for v in seen}
+    assert (by_number[N]["stage"], by_number[N]["stage_by"]) == ("validated", "user1")
+    assert (by_number[777]["stage"], by_number[777]["stage_by"]) == ("production", "user2")
+    assert (by_number[1]["stage"], by_number[1]["stage_by"]) == ("received", "user0")
+    assert (by_number[2]["stage"], by_number[2]["stage_by"]) == (None, None)
+    assert store.list_versions("big", 100)[0]["number"] == N
+    assert [v["number"] for v in store.list_versions("big", 3, 778)] == [777, 776, 775]
+    one = store.list_versions("big", 100, None, digest(41))
+    assert [v["number"] for v in one] == [42]
+    with pytest.raises(NotFound):
+        store.list_versions("nobody", 100)
+
+
+def test_models_list_with_their_latest_status_a_page_at_a_time(store):
+    names = [f"m{i:03d}" for i in range(25)]
+    for i, name in enumerate(names):
+        store.insert_versions_bulk(
+            name, [(digest(k, name), k, manifest(name)) for k in range(i + 1)], "s"
+        )
+        vid = store.version_id(name, i + 1)
+        store.set_version(vid, status="passed" if i % 2 else "failed")
+    everything = store.list_models()
+    assert [m["name"] for m in everything] == names
+    assert [m["versions"] for m in everything] == list(range(1, 26))
+    assert [m["latest_status"] for m in everything] == [
+        "passed" if i % 2 else "failed" for i in range(25)
+    ]
+    pages, after = [], None
+    while page := store.list_models(10, after):
+        pages.append([m["name"] for m in page])
+        after = page[-1]["name"]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [n for page in pages for n in page] == names
