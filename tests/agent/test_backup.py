@@ -156,7 +156,9 @@ def test_a_tampered_backup_fails_verify_and_is_not_restored(tmp_path, central):
     db.close()
     code, lines, err = cli(central, "backup", "--verify", str(cut))
     assert code == 1
-    assert_one_line(lines, err, "FAILED", "the audit chain breaks at entry 2")
+    assert_one_line(
+        lines, err, "FAILED", "the audit chain breaks at entry 3"
+    )  # seq 3 stands where 2 was
     assert "table audit has" in lines[0]
 
     # Neither is restored: one line, and the target stays empty
