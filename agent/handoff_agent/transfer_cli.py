@@ -48,18 +48,19 @@ class _StoresApp(JupyterApp):
     def _home_stores(self, create: bool = False):
         """The home's metadata and blob stores, as its agent opens them."""
         from .cli import _blob_store, _home
-        from .store.engine import sqlite_url
-        from .store.transfer import TransferError, open_metadata
+        from .store.transfer import TransferError, open_home_metadata
 
-        home = _home(self.config)
-        url = self._database_url()
-        if not url and not create and not (home / "registry.db").exists():
-            raise TransferError(f"No registry at {home}. Pass --home, or --database-url.")
+        home, url = _home(self.config), self._database_url()
+        # An existing home's registry first, so a wrong --home makes nothing; a new home is
+        # made by its blob store, then holds its registry.
+        meta = None if create else open_home_metadata(home, url)
         try:
-            blobs = _blob_store(self.config)  # also makes the home when it is new
+            blobs = _blob_store(self.config)
         except ValueError as e:
+            if meta is not None:
+                meta.close()
             raise TransferError(str(e)) from None
-        return open_metadata(url or sqlite_url(home / "registry.db")), blobs
+        return meta or open_home_metadata(home, url, create=True), blobs
 
     def _run(self, work) -> None:
         """Run ``work()``; a refusal is one line and exit 2, never a traceback."""

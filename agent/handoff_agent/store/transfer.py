@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .._version import __version__
 from ..audit import GENESIS, now
 from . import tables as t
-from .blobs import BlobCorrupt, BlobError, BlobMissing, BlobStore
+from .blobs import DIGEST_RE, BlobCorrupt, BlobError, BlobMissing, BlobStore
 from .engine import READ, redact, sqlite_url
 from .fs import FileBlobStore, fsync_dir
 from .migrations import MIGRATIONS
@@ -39,7 +39,7 @@ from .migrations import MIGRATIONS
 FORMAT = "handoff-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-DB_FILE = "registry.db"
+DB_FILE = "registry.db"  # in a backup, as in a home
 BLOBS_DIR = "blobs"
 BATCH = 1000
 OWN = ("schema_migrations",)  # each store records its own migrations; they must agree
@@ -76,7 +76,30 @@ class Manifest:
         if doc.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"backup format {doc.get('format_version')} is not {FORMAT_VERSION}")
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        manifest = cls(**{k: v for k, v in doc.items() if k in known})
+        manifest._check_shape()
+        return manifest
+
+    def _check_shape(self) -> None:
+        """Only well-formed values go on: a digest shapes a path, so each must be one."""
+        ok = (
+            isinstance(self.migrations, list)
+            and all(isinstance(n, str) for n in self.migrations)
+            and isinstance(self.tables, dict)
+            and all(isinstance(n, int) for n in self.tables.values())
+            and isinstance(self.audit, dict)
+            and isinstance(self.audit.get("seq"), int)
+            and isinstance(self.audit.get("hash"), str)
+            and isinstance(self.blobs, list)
+            and isinstance(self.database_sha256, str)
+        )
+        if not ok:
+            raise ValueError("a field has the wrong type")
+        bad = next(
+            (d for d in self.blobs if not isinstance(d, str) or not DIGEST_RE.fullmatch(d)), None
+        )
+        if bad is not None:
+            raise ValueError(f"{bad!r} is not a sha256 digest")
 
     def summary(self) -> str:
         versions = self.tables.get("versions", 0)
@@ -106,6 +129,16 @@ def _first_line(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     lines = [s.strip() for s in str(orig).strip().splitlines() if s.strip()]
     return lines[0] if lines else type(orig).__name__
+
+
+def open_home_metadata(home: Path, url: str = "", create: bool = False):
+    """The metadata store a home's agent uses: ``url``, or the SQLite file in the home."""
+    if not url:
+        path = Path(home) / DB_FILE
+        if not create and not path.exists():
+            raise TransferError(f"No registry at {home}. Pass --home, or --database-url.")
+        url = sqlite_url(path)
+    return open_metadata(url)
 
 
 # -- the core -----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from handoff_agent.store import transfer
@@ -107,3 +109,19 @@ def test_a_target_holding_data_is_refused_unless_forced(stores):
     assert dst_meta.audit_head()["seq"] == 1  # untouched
     _, problems = transfer.migrate(src_meta, src_blobs, dst_meta, dst_blobs, force=True)
     assert problems == [] and dst_meta.audit_head() == src_meta.audit_head()
+
+
+def test_a_crafted_manifest_is_refused_before_any_path_is_made(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    doc = {
+        "format": transfer.FORMAT,
+        "format_version": transfer.FORMAT_VERSION,
+        "migrations": [],
+        "tables": {},
+        "audit": {"seq": 0, "hash": "0" * 64},
+        "blobs": ["../../../etc/passwd"],
+    }
+    (fake / transfer.MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(transfer.TransferError, match="is not a sha256 digest"):
+        transfer.read_manifest(fake)
