@@ -96,7 +96,8 @@ class BackupApp(_StoresApp):
         self._run(lambda: self._verify(dest) if self.check else self._backup(dest))
 
     def _verify(self, dest: str) -> int:
-        from .store.transfer import one_line, verify_backup
+        from .store.backup import verify_backup
+        from .store.transfer import one_line
 
         manifest, problems = verify_backup(dest)
         if problems:
@@ -106,7 +107,7 @@ class BackupApp(_StoresApp):
         return 0
 
     def _backup(self, dest: str) -> int:
-        from .store.transfer import backup
+        from .store.backup import backup
 
         meta, blobs = self._home_stores()
         try:
@@ -134,7 +135,8 @@ class RestoreApp(_StoresApp):
         self._run(lambda: self._restore(self.extra_args[0]))
 
     def _restore(self, src: str) -> int:
-        from .store.transfer import one_line, read_manifest, restore
+        from .store.backup import read_manifest, restore
+        from .store.transfer import one_line
 
         read_manifest(src)  # a wrong SRC is refused before the target is touched
         meta, blobs = self._home_stores(create=True)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from handoff_agent.store import transfer
+from handoff_agent.store import backup, transfer
 from handoff_agent.store.blobs import BlobUnavailable, open_blob_store
 from handoff_agent.store.engine import sqlite_url
 from handoff_agent.store.metadata import MetadataStore
@@ -46,12 +46,12 @@ def test_a_backup_is_one_snapshot_whatever_is_written_meanwhile(tmp_path, stores
             fill(src_meta, src_blobs, 1)
             src_blobs.put_bytes(b"a blob written during the backup")
 
-    manifest = transfer.backup(src_meta, src_blobs, tmp_path / "bk", progress=write_meanwhile)
+    manifest = backup.backup(src_meta, src_blobs, tmp_path / "bk", progress=write_meanwhile)
     assert manifest.audit["seq"] == 3 and manifest.tables["audit"] == 3
     assert manifest.tables["events"] == 3
     assert len(manifest.blobs) == 4  # blobs are immutable: one more is harmless
     assert src_meta.audit_head()["seq"] == 4
-    assert transfer.verify_backup(tmp_path / "bk")[1] == []
+    assert backup.verify_backup(tmp_path / "bk")[1] == []
 
 
 class FailingAfter:
@@ -122,6 +122,6 @@ def test_a_crafted_manifest_is_refused_before_any_path_is_made(tmp_path):
         "audit": {"seq": 0, "hash": "0" * 64},
         "blobs": ["../../../etc/passwd"],
     }
-    (fake / transfer.MANIFEST).write_text(json.dumps(doc))
+    (fake / backup.MANIFEST).write_text(json.dumps(doc))
     with pytest.raises(transfer.TransferError, match="is not a sha256 digest"):
-        transfer.read_manifest(fake)
+        backup.read_manifest(fake)
