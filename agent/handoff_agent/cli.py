@@ -1,4 +1,4 @@
-"""``jupyter handoff …``: serve, status, stop, fsck, demo."""
+"""``jupyter handoff …``: serve, status, stop, fsck, demo; the rest in their own modules."""
 
 from __future__ import annotations
 
@@ -314,6 +314,9 @@ class HandoffApp(JupyterApp):
         "trust": ("handoff_agent.trust_cli.TrustApp", "Trust exact types for skops loading."),
         "inventory": ("handoff_agent.inventory_cli.InventoryApp", "Every model, with risk tags."),
         "dossier": ("handoff_agent.inventory_cli.DossierApp", "Signed dossiers; verify."),
+        "backup": ("handoff_agent.transfer_cli.BackupApp", "Back up metadata and blobs; --verify."),
+        "restore": ("handoff_agent.transfer_cli.RestoreApp", "Restore a backup, then verify."),
+        "migrate": ("handoff_agent.transfer_cli.MigrateApp", "Move central to other stores."),
     }
 
     def start(self):

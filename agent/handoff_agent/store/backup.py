@@ -1,0 +1,150 @@
+"""Backups: a directory holding ``manifest.json``, ``registry.db`` (a SQLite metadata store of
+the same schema) and ``blobs/ab/cdef…`` (a file blob store), made by ``transfer.copy_store``
+under a temporary name, verified, then renamed into place. Restore checks it, copies it into
+the target the same way, and checks the target against its manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .blobs import BlobStore
+from .engine import sqlite_url
+from .fs import FileBlobStore, fsync_dir
+from .migrations import MIGRATIONS
+from .transfer import (
+    DB_FILE,
+    Manifest,
+    TransferError,
+    _last,
+    copy_store,
+    one_line,
+    verify_copy,
+)
+
+MANIFEST = "manifest.json"
+BLOBS_DIR = "blobs"
+
+
+def backup(src_meta, src_blobs: BlobStore, dest: Path, progress=None) -> Manifest:
+    """Write a backup directory at ``dest`` (which must not exist); verified before it appears."""
+    dest = Path(dest).absolute()
+    if dest.exists() or dest.is_symlink():
+        raise TransferError(
+            f"{dest} already exists: a backup never overwrites. Give a new directory name."
+        )
+    if not dest.parent.is_dir():
+        raise TransferError(f"{dest.parent} is not a directory: create it first.")
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        meta, blobs = _backup_stores(work)
+        try:
+            manifest = copy_store(src_meta, src_blobs, meta, blobs, progress=progress)
+            problems = verify_copy(meta, blobs, manifest)
+        finally:
+            meta.close()
+        if problems:
+            raise TransferError(f"The backup did not verify: {one_line(problems)}")
+        shutil.rmtree(work / BLOBS_DIR / ".tmp", ignore_errors=True)
+        manifest.database_sha256 = _sha256(work / DB_FILE)
+        _write_durably(work / MANIFEST, manifest.to_json().encode())
+        work.chmod(0o700)  # it holds token hashes and the whole registry
+        os.rename(work, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _backup_stores(root: Path):
+    from .metadata import MetadataStore
+
+    meta = MetadataStore.open(sqlite_url(root / DB_FILE))
+    return meta, FileBlobStore(root / BLOBS_DIR, root / BLOBS_DIR / ".tmp")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(path.parent)
+
+
+def read_manifest(src: Path) -> Manifest:
+    src = Path(src)
+    if not src.is_dir():
+        raise TransferError(f"{src} is not a directory: give the directory `backup` wrote.")
+    try:
+        manifest = Manifest.from_json((src / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise TransferError(f"{src} is not a Handoff backup: it has no {MANIFEST}.") from None
+    except (ValueError, TypeError) as e:
+        raise TransferError(f"{src / MANIFEST} is not a Handoff backup manifest ({e}).") from None
+    head = sorted(name for name, _ in MIGRATIONS)
+    if manifest.migrations != head:
+        raise TransferError(
+            f"The backup's schema ({_last(manifest.migrations)}, Handoff "
+            f"{manifest.handoff_version}) is not this Handoff's ({_last(head)}): use the "
+            "Handoff version that wrote it."
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def open_backup(src: Path) -> Iterator[tuple[Manifest, object, FileBlobStore, list[str]]]:
+    """The backup's manifest and stores, and the problems found before opening them (its
+    database file changed). The stores are only read."""
+    src = Path(src).absolute()
+    manifest = read_manifest(src)
+    problems = []
+    if not (src / DB_FILE).is_file():
+        raise TransferError(f"{src} is not a whole backup: {DB_FILE} is missing.")
+    if manifest.database_sha256 and _sha256(src / DB_FILE) != manifest.database_sha256:
+        problems.append(f"{DB_FILE} changed after the backup was written")
+    from .metadata import MetadataStore
+
+    meta = MetadataStore.open(sqlite_url(src / DB_FILE))
+    try:
+        yield manifest, meta, _ReadOnlyBlobs(src / BLOBS_DIR), problems
+    finally:
+        meta.close()
+
+
+class _ReadOnlyBlobs(FileBlobStore):
+    """A backup's blobs, read where they lie (no temporary directory made inside it)."""
+
+    def __init__(self, root: Path):
+        self.root = self.tmp = Path(root)
+        self.url = self.root.as_uri()
+
+
+def verify_backup(src: Path) -> tuple[Manifest, list[str]]:
+    with open_backup(src) as (manifest, meta, blobs, problems):
+        return manifest, verify_copy(meta, blobs, manifest) + problems
+
+
+def restore(
+    src: Path, dst_meta, dst_blobs: BlobStore, *, force: bool = False, progress=None
+) -> tuple[Manifest, list[str]]:
+    """Check the backup, copy it into the target, then check the target against it."""
+    with open_backup(src) as (manifest, meta, blobs, problems):
+        problems = verify_copy(meta, blobs, manifest) + problems
+        if problems:
+            raise TransferError(f"The backup fails verification: {one_line(problems)}")
+        copy_store(meta, blobs, dst_meta, dst_blobs, force=force, progress=progress)
+    return manifest, verify_copy(dst_meta, dst_blobs, manifest)

@@ -1,0 +1,201 @@
+"""backup / restore on both backends, with a real central holding delivered versions: the round
+trip, a tampered backup, and the user's mistakes, each as one line of the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import uuid
+
+import pytest
+from s3_support import blob_args
+from support import RunningAgent
+from test_pipeline_central import FIRST_SECRET
+from test_pipeline_delivery import deliver, envelope
+
+from handoff_agent.store.transfer import DB_FILE
+
+POLICY = f"""
+[intake]
+trusted_types = []
+accept_pickle = false
+revalidate = false
+
+[intake.senders]
+alice = ["{FIRST_SECRET}"]
+"""
+
+
+def central_at(home, runtime, database_url=..., args=()) -> RunningAgent:
+    """A central (not started) on ``home``; its database and blobs follow the test's backend."""
+    policy = home.parent / f"{home.name}-policy.toml"
+    policy.write_text(POLICY)
+    return RunningAgent(
+        home,
+        runtime,
+        ["--role", "central", "--policy", str(policy), *args],
+        database_url=database_url,
+    )
+
+
+def populate(central) -> dict:
+    """Real deliveries (two models), a token and a trusted type: rows in most tables."""
+    ids = {}
+    for name, model in [("churn", b"one"), ("churn", b"two"), ("churn", b"three"), ("fraud", b"x")]:
+        ids[(name, model)] = uuid.uuid4().hex
+        status, body = deliver(central, envelope(name, model), delivery_id=ids[(name, model)])
+        assert status == 201, body
+    ids["token"] = central.make_token("bob", "reviewer")
+    assert (
+        central.cli("trust", "add", "sklearn.linear_model._logistic.LogisticRegression").returncode
+        == 0
+    )
+    return ids
+
+
+def listing(central) -> dict:
+    out = {}
+    for name in ("churn", "fraud"):
+        status, body = central.request("GET", f"/api/v1/models/{name}/versions")
+        assert status == 200, body
+        out[name] = sorted((v["number"], v["digest"]) for v in body["versions"])
+    return out
+
+
+def cli(agent, *args):
+    """The CLI against ``agent``'s home, database and blobs: (exit code, stdout lines, stderr)."""
+    out = agent.cli(*args, *blob_args(agent))
+    return out.returncode, out.stdout.strip().splitlines(), out.stderr
+
+
+def assert_one_line(lines, err, *words):
+    assert len(lines) == 1, lines
+    assert "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines
+
+
+@pytest.fixture
+def central(tmp_path):
+    c = central_at(tmp_path / "central", tmp_path / "rt")
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_backup_restore_round_trip_serves_the_same_versions(tmp_path, central):
+    ids = populate(central)
+    before = listing(central)
+    dest = tmp_path / "backup"
+
+    # Given a backup written while central runs
+    code, lines, err = cli(central, "backup", str(dest))
+    assert code == 0, (lines, err)
+    assert_one_line(lines, err, "written and verified", "4 versions")
+    assert sorted(p.name for p in dest.iterdir()) == ["blobs", "manifest.json", DB_FILE]
+    code, lines, err = cli(central, "backup", "--verify", str(dest))
+    assert code == 0 and lines[0].startswith(f"backup {dest}: OK"), (lines, err)
+
+    # When it is restored into a new home on the same kind of stores
+    target = central_at(tmp_path / "restored", tmp_path / "rt2")
+    code, lines, err = cli(target, "restore", str(dest))
+    assert code == 0, (lines, err)
+    assert_one_line(lines, err, "restore into", ": OK (4 versions")
+    assert cli(target, "backup", "--verify", str(dest))[0] == 0  # reading it changed nothing
+
+    # Then a central started there serves the same versions, its chain verifies, a known
+    # delivery is a duplicate and a new one gets the next number
+    central.stop()
+    target.start()
+    try:
+        assert listing(target) == before
+        assert target.cli("audit", "verify").returncode == 0
+        status, again = deliver(
+            target, envelope("churn", b"two"), delivery_id=ids[("churn", b"two")]
+        )
+        assert status == 200 and again["duplicate"] is True, again
+        status, new = deliver(target, envelope("churn", b"four"))
+        assert status == 201 and new["version"] == 4, new
+        assert target.request("GET", "/api/v1/models", token=ids["token"])[0] == 200
+        code, lines, err = cli(target, "fsck")
+        assert code == 0, lines
+        # the restored home holds data now: restoring again is refused, unless --force
+        target.stop()
+        code, lines, err = cli(target, "restore", str(dest))
+        assert code == 2
+        assert_one_line(lines, err, "already holds data", "--force")
+        code, lines, err = cli(target, "restore", str(dest), "--force")
+        assert code == 0, (lines, err)
+        assert_one_line(lines, err, "OK (4 versions")
+    finally:
+        target.stop()
+
+
+def test_a_tampered_backup_fails_verify_and_is_not_restored(tmp_path, central):
+    populate(central)
+    dest = tmp_path / "backup"
+    assert cli(central, "backup", str(dest))[0] == 0
+    target = central_at(tmp_path / "target", tmp_path / "rt2")
+
+    # A changed blob
+    blobbed = tmp_path / "changed-blob"
+    shutil.copytree(dest, blobbed)
+    victim = sorted(p for p in (blobbed / "blobs").rglob("*") if p.is_file())[0]
+    victim.chmod(0o644)
+    victim.write_bytes(victim.read_bytes() + b"!")
+    digest = victim.parent.name + victim.name
+    code, lines, err = cli(central, "backup", "--verify", str(blobbed))
+    assert code == 1
+    assert_one_line(lines, err, "FAILED", f"blob {digest} is corrupt")
+
+    # A deleted audit row
+    cut = tmp_path / "deleted-audit-row"
+    shutil.copytree(dest, cut)
+    with sqlite3.connect(cut / DB_FILE) as db:
+        db.execute("DELETE FROM audit WHERE seq = 2")
+    db.close()
+    code, lines, err = cli(central, "backup", "--verify", str(cut))
+    assert code == 1
+    assert_one_line(
+        lines, err, "FAILED", "the audit chain breaks at entry 3"
+    )  # seq 3 stands where 2 was
+    assert "table audit has" in lines[0]
+
+    # Neither is restored: one line, and the target stays empty
+    for bad in (blobbed, cut):
+        code, lines, err = cli(target, "restore", str(bad))
+        assert code == 2
+        assert_one_line(lines, err, "fails verification")
+    target.start()
+    try:
+        assert target.request("GET", "/api/v1/models")[1]["models"] == []
+    finally:
+        target.stop()
+
+
+def test_user_mistakes_are_one_line(tmp_path, central):
+    populate(central)
+    dest = tmp_path / "exists"
+    dest.mkdir()
+    code, lines, err = cli(central, "backup", str(dest))
+    assert code == 2
+    assert_one_line(lines, err, "already exists", "never overwrites")
+    assert list(dest.iterdir()) == []
+    assert not list(tmp_path.glob(".exists.partial-*"))
+
+    code, lines, err = cli(central, "backup", "--verify", str(tmp_path))
+    assert code == 2
+    assert_one_line(lines, err, "not a Handoff backup")
+
+    code, lines, err = cli(central, "restore", str(tmp_path / "nowhere"))
+    assert code == 2
+    assert_one_line(lines, err, "not a directory")
+
+    assert cli(central, "backup", str(tmp_path / "good"))[0] == 0
+    secret = "pw-unreachable-5d1f"
+    unreachable = f"postgresql://someone:{secret}@127.0.0.1:1/handoff"
+    target = central_at(tmp_path / "t", tmp_path / "rt2", database_url=None)
+    code, lines, err = cli(target, "restore", str(tmp_path / "good"), "--database-url", unreachable)
+    assert code == 2
+    assert_one_line(lines, err, "Cannot open the database postgresql://someone:***@127.0.0.1:1")
+    assert secret not in "".join(lines) + err
