@@ -1,0 +1,331 @@
+"""What a canary's guardrails decide at each tick, from its stats and production's.
+
+Pure and deterministic: the deployment service owns the clock, the stats and the transaction,
+and calls ``evaluate`` every tick with the canary's stats since its current share started.
+The decision is one of ``vocabulary.GUARDRAIL_STATES``:
+
+- ``rollback``: an alarm holds; the canary goes to 0% at once. The alarm says which metric,
+  its value and the threshold, as one sentence for the audit row and the events.
+- ``baking``: no alarm, but too little traffic or time yet (``missing`` says how much).
+- ``step_up``: the current step held clean for ``step_seconds``; ``percent`` is the next step.
+- ``promote_ready``: the last step baked clean for ``bake_seconds`` over ``min_requests``.
+  Promotion still needs its sign-offs; the alarms keep applying until it happens.
+
+Alarms (in this order; each needs ``min_requests`` canary requests first, except a canary
+whose errors already exceed ``max_error_rate`` of ``min_requests``, which no later success can
+bring back under the threshold):
+
+- error rate above ``max_error_rate``;
+- p99 above ``max_p99_ratio`` times production's, by more than ``p99_slack_ms``;
+- PSI of predictions against production's above ``max_psi`` (scores if both record them,
+  else classes);
+- live performance below ``min_live_metric_ratio`` of production's, once both sides have
+  ``min_labels`` labels.
+
+The comparisons need production's stats over the same span; without a production (a first
+deployment) or with fewer than ``min_requests`` there, only the error rate applies.
+
+``shadow_report`` judges a shadow (mirrored traffic) the same way before its canary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..deploy_policy import DeployPolicy
+from ..drift import live_ratio
+from ..vocabulary import SHADOW_GATES
+from .stats import WindowStats, prediction_psi
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One guardrail crossed: its metric, value, the policy's threshold, and a sentence for
+    people (the rollback's reason in the audit row and the events)."""
+
+    metric: str  # a key of vocabulary.ALARMS
+    value: float
+    threshold: float
+    sentence: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the deployment service should do now. ``percent`` is the canary's share to set
+    (0 on rollback); ``step`` the index of that share in the policy's schedule."""
+
+    state: str  # a key of vocabulary.GUARDRAIL_STATES
+    percent: float
+    step: int
+    reason: str  # one sentence: the alarm's on rollback
+    alarm: Alarm | None = None
+    alarms: tuple[Alarm, ...] = ()
+    missing: dict = field(default_factory=dict)  # {"requests": n, "seconds": s} while baking
+    metrics: dict = field(default_factory=dict)  # every value computed, for the panel
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["alarm"] = self.alarm.to_dict() if self.alarm else None
+        d["alarms"] = [a.to_dict() for a in self.alarms]
+        return d
+
+
+def _policy(policy) -> DeployPolicy:
+    """A ``DeployPolicy``, or a whole ``Policy`` (its ``deploy``)."""
+    return getattr(policy, "deploy", policy)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _live_metric(canary: WindowStats, d: DeployPolicy) -> str:
+    if d.live_metric != "auto":
+        return d.live_metric
+    return "accuracy" if canary.classes else "mae"
+
+
+def alarms(canary: WindowStats, production: WindowStats | None, policy) -> tuple[tuple, dict]:
+    """Every alarm that holds now, in order, and the values computed (``metrics``)."""
+    d = _policy(policy)
+    found: list[Alarm] = []
+    rate = canary.error_rate
+    metrics: dict = {"requests": canary.count, "errors": canary.errors, "error_rate": rate}
+    enough = canary.count >= d.min_requests
+    if (
+        rate is not None
+        and rate > d.max_error_rate
+        and (enough or canary.errors > d.max_error_rate * d.min_requests)
+    ):
+        found.append(
+            Alarm(
+                "error_rate",
+                rate,
+                d.max_error_rate,
+                f"Canary error rate {_pct(rate)} ({canary.errors} of {canary.count} requests) "
+                f"is above max_error_rate {_pct(d.max_error_rate)}.",
+            )
+        )
+    base = production if production is not None and production.count >= d.min_requests else None
+    metrics["production_requests"] = production.count if production is not None else 0
+    if not enough or base is None:
+        return tuple(found), metrics
+
+    p99, base_p99 = canary.p99, base.p99
+    metrics.update(p99_ms=p99, production_p99_ms=base_p99)
+    if p99 is not None and base_p99:
+        ratio = p99 / base_p99
+        metrics["p99_ratio"] = ratio
+        if ratio > d.max_p99_ratio and p99 - base_p99 > d.p99_slack_ms:
+            found.append(
+                Alarm(
+                    "p99_ratio",
+                    ratio,
+                    d.max_p99_ratio,
+                    f"Canary p99 latency {_num(p99)} ms is {ratio:.2f} times production's "
+                    f"{_num(base_p99)} ms, above max_p99_ratio {d.max_p99_ratio:g}.",
+                )
+            )
+
+    value, on = prediction_psi(canary, base)
+    metrics.update(psi=value, psi_on=on)
+    if value is not None and value > d.max_psi:
+        found.append(
+            Alarm(
+                "psi",
+                value,
+                d.max_psi,
+                f"Canary predictions shifted against production's: PSI on {on} {value:.3f} "
+                f"is above max_psi {d.max_psi:g}.",
+            )
+        )
+
+    metric = _live_metric(canary, d)
+    mine, theirs = canary.live(metric), base.live(metric)
+    labels = min(canary.labelled, base.labelled)
+    metrics.update(live_metric=metric, live=mine, production_live=theirs, labels=labels)
+    ratio = live_ratio(mine, theirs, metric) if labels >= d.min_labels else None
+    metrics["live_metric_ratio"] = ratio
+    if ratio is not None and ratio < d.min_live_metric_ratio:
+        found.append(
+            Alarm(
+                "live_metric_ratio",
+                ratio,
+                d.min_live_metric_ratio,
+                f"Canary live {metric} {_num(mine)} over {canary.labelled} labels is "
+                f"{ratio:.2f} times production's {_num(theirs)}, below min_live_metric_ratio "
+                f"{d.min_live_metric_ratio:g}.",
+            )
+        )
+    return tuple(found), metrics
+
+
+def current_step(percent: float | None, policy) -> int:
+    """The index in the policy's schedule of the canary's current share (the nearest step at
+    or below it; 0 when not given or below the first)."""
+    schedule = _policy(policy).schedule
+    if percent is None:
+        return 0
+    below = [i for i, p in enumerate(schedule) if p <= percent + 1e-9]
+    return below[-1] if below else 0
+
+
+def evaluate(
+    canary_stats: WindowStats,
+    production_stats: WindowStats | None,
+    policy,
+    now: float,
+    started_at: float,
+    *,
+    percent: float | None = None,
+) -> Decision:
+    """The guardrails' decision for a canary at ``now``.
+
+    ``canary_stats``: the canary's stats since ``started_at``, when it took its current share
+    ``percent`` (the first step's when None). ``production_stats``: production's over the same
+    span, or None. ``policy``: a ``DeployPolicy`` or a ``Policy``."""
+    d = _policy(policy)
+    schedule = d.schedule
+    step = current_step(percent, d)
+    share = schedule[step] if percent is None else percent
+    found, metrics = alarms(canary_stats, production_stats, d)
+    if found:
+        return Decision("rollback", 0.0, step, found[0].sentence, found[0], found, metrics=metrics)
+    last = step == len(schedule) - 1
+    hold = d.bake_seconds if last else d.step_seconds
+    elapsed = max(0.0, now - started_at)
+    missing = {}
+    if canary_stats.count < d.min_requests:
+        missing["requests"] = d.min_requests - canary_stats.count
+    if elapsed < hold:
+        missing["seconds"] = math.ceil(hold - elapsed)
+    metrics["elapsed_seconds"] = elapsed
+    if missing:
+        todo = " and ".join(
+            f"{missing[k]} more {k}" if k == "requests" else f"{missing[k]} s more"
+            for k in ("requests", "seconds")
+            if k in missing
+        )
+        what = "Baking" if last else f"Step {step + 1} of {len(schedule)}"
+        return Decision(
+            "baking",
+            share,
+            step,
+            f"{what} at {share:g}%: {todo} before a decision.",
+            missing=missing,
+            metrics=metrics,
+        )
+    if not last:
+        nxt = schedule[step + 1]
+        return Decision(
+            "step_up",
+            nxt,
+            step + 1,
+            f"Step {step + 1} of {len(schedule)} held clean at {share:g}% for "
+            f"{elapsed:.0f} s over {canary_stats.count} requests; next {nxt:g}%.",
+            metrics=metrics,
+        )
+    return Decision(
+        "promote_ready",
+        share,
+        step,
+        f"Clean bake: {elapsed:.0f} s at {share:g}% over {canary_stats.count} requests with "
+        "no alarm; ready to promote once signed off.",
+        metrics=metrics,
+    )
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    """How a shadow compares with production on mirrored traffic.
+
+    ``gates``: the policy makes this report gate the canary (``shadow = true``). ``ready``:
+    enough mirrored requests to judge. ``passed``: ready and every gate holds (None until
+    ready). ``failures`` lists the gates that do not hold, as sentences."""
+
+    requests: int
+    agreement: float | None
+    psi: float | None
+    psi_on: str | None
+    p99_ratio: float | None
+    gates: bool
+    ready: bool
+    passed: bool | None
+    reason: str
+    failures: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failures"] = list(self.failures)
+        return d
+
+
+def shadow_report(candidate: WindowStats, production: WindowStats, policy) -> ShadowReport:
+    """Judge a shadow: class agreement on paired requests (``min_agreement``), PSI of its
+    predictions against production's (``max_shadow_psi``) and its p99 against production's
+    (``max_p99_ratio``, with ``p99_slack_ms``), once it has ``min_requests`` mirrored
+    requests."""
+    d = _policy(policy)
+    agreement = candidate.agreement
+    value, on = prediction_psi(candidate, production)
+    p99, base_p99 = candidate.p99, production.p99
+    ratio = p99 / base_p99 if p99 is not None and base_p99 else None
+    ready = candidate.count >= d.min_requests and production.count >= d.min_requests
+    failures = []
+    if agreement is not None and agreement < d.min_agreement:
+        failures.append(
+            f"Shadow agrees with production on {_pct(agreement)} of {candidate.paired} "
+            f"mirrored requests, below min_agreement {_pct(d.min_agreement)}."
+        )
+    if value is not None and value > d.max_shadow_psi:
+        failures.append(
+            f"Shadow predictions shifted against production's: PSI on {on} {value:.3f} is "
+            f"above max_shadow_psi {d.max_shadow_psi:g}."
+        )
+    if ratio is not None and ratio > d.max_p99_ratio and p99 - base_p99 > d.p99_slack_ms:
+        failures.append(
+            f"Shadow p99 latency {_num(p99)} ms is {ratio:.2f} times production's "
+            f"{_num(base_p99)} ms, above max_p99_ratio {d.max_p99_ratio:g}."
+        )
+    if not ready:
+        need = max(0, d.min_requests - candidate.count)
+        passed, reason = (
+            None,
+            (
+                f"Shadowing: {need} more mirrored requests before a verdict."
+                if need
+                else f"Shadowing: production needs {d.min_requests} requests in the window."
+            ),
+        )
+    elif failures:
+        passed, reason = False, failures[0]
+    else:
+        checked = ", ".join(
+            SHADOW_GATES[k]
+            for k, v in (("agreement", agreement), ("psi", value), ("p99_ratio", ratio))
+            if v is not None
+        )
+        passed, reason = (
+            True,
+            (f"Shadow matches production over {candidate.count} mirrored requests ({checked})."),
+        )
+    return ShadowReport(
+        requests=candidate.count,
+        agreement=agreement,
+        psi=value,
+        psi_on=on,
+        p99_ratio=ratio,
+        gates=d.shadow,
+        ready=ready,
+        passed=passed,
+        reason=reason,
+        failures=tuple(failures) if ready else (),
+    )
