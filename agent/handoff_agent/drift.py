@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .vocabulary import HIGHER_IS_BETTER
+
 EPSILON = 1e-4  # added to every bin's share (then renormalised) so an empty bin stays finite
 PSI_BANDS = ((0.1, "none"), (0.25, "moderate"), (math.inf, "significant"))
-LIVE_HIGHER_IS_BETTER = {"accuracy": True, "mae": False, "rmse": False}
+LIVE_METRICS = ("accuracy", "mae", "rmse")  # directions from vocabulary.HIGHER_IS_BETTER
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], eps: float = EPSILON) -> float:
@@ -146,7 +148,7 @@ def live_metric(predictions: Iterable, labels: Iterable, metric: str = "accuracy
         return float(np.mean(np.abs(err)))
     if metric == "rmse":
         return float(np.sqrt(np.mean(err**2)))
-    raise ValueError(f"Unknown live metric {metric!r}; use one of {sorted(LIVE_HIGHER_IS_BETTER)}")
+    raise ValueError(f"Unknown live metric {metric!r}; use one of {', '.join(LIVE_METRICS)}")
 
 
 def live_ratio(candidate: float | None, baseline: float | None, metric: str) -> float | None:
@@ -156,7 +158,7 @@ def live_ratio(candidate: float | None, baseline: float | None, metric: str) -> 
     either is missing or the ratio is undefined (a zero to divide by)."""
     if candidate is None or baseline is None:
         return None
-    top, bottom = (candidate, baseline) if LIVE_HIGHER_IS_BETTER[metric] else (baseline, candidate)
+    top, bottom = (candidate, baseline) if HIGHER_IS_BETTER[metric] else (baseline, candidate)
     if bottom == 0:
         return None if top == 0 else math.inf
     return top / bottom
