@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ..deploy_policy import DeployPolicy
 from ..drift import live_ratio
 from ..vocabulary import SHADOW_GATES
-from .stats import WindowStats, prediction_psi
+from .stats import StatsBook, WindowStats, prediction_psi
 
 
 @dataclass(frozen=True)
@@ -328,4 +328,38 @@ def shadow_report(candidate: WindowStats, production: WindowStats, policy) -> Sh
         passed=passed,
         reason=reason,
         failures=tuple(failures) if ready else (),
+    )
+
+
+def evaluate_slots(
+    book: StatsBook,
+    model: str,
+    canary: int,
+    production: int | None,
+    policy,
+    *,
+    now: float,
+    started_at: float,
+    percent: float | None = None,
+) -> Decision:
+    """``evaluate`` on a ``StatsBook``: the canary version's ``canary`` slot and the production
+    version's ``production`` slot, both since ``started_at``. The book's ``window_seconds``
+    must cover the longest step or bake, or the oldest traffic falls out of the decision."""
+    mine = book.window(model, canary, "canary", now, since=started_at)
+    theirs = (
+        book.window(model, production, "production", now, since=started_at)
+        if production is not None
+        else None
+    )
+    return evaluate(mine, theirs, policy, now, started_at, percent=percent)
+
+
+def shadow_slots(
+    book: StatsBook, model: str, shadow: int, production: int, policy, *, now: float, since: float
+) -> ShadowReport:
+    """``shadow_report`` on a ``StatsBook``: the ``shadow`` slot against ``production``."""
+    return shadow_report(
+        book.window(model, shadow, "shadow", now, since=since),
+        book.window(model, production, "production", now, since=since),
+        policy,
     )

@@ -9,8 +9,14 @@ import pytest
 from handoff_agent import vocabulary
 from handoff_agent.deploy_policy import DeployPolicy
 from handoff_agent.policy import Policy
-from handoff_agent.serving.guardrails import current_step, evaluate, shadow_report
-from handoff_agent.serving.stats import RollingStats, WindowStats
+from handoff_agent.serving.guardrails import (
+    current_step,
+    evaluate,
+    evaluate_slots,
+    shadow_report,
+    shadow_slots,
+)
+from handoff_agent.serving.stats import RollingStats, StatsBook, WindowStats
 
 POLICY = DeployPolicy(min_requests=100, bake_seconds=300, max_error_rate=0.01)
 STEPS = DeployPolicy(steps=(5, 25, 50), step_seconds=60, bake_seconds=120, min_requests=100)
@@ -234,3 +240,24 @@ def test_guardrail_states_are_the_vocabulary():
     }
     assert seen == set(vocabulary.GUARDRAIL_STATES)
     assert WindowStats().count == 0
+
+
+def test_the_deployment_service_reads_a_stats_book():
+    # Given a book where canary v3 fails and production v2 is healthy, recorded before and
+    # after the canary's step started at t = 100
+    book = StatsBook(slice_seconds=10)
+    for i in range(300):
+        t = i * 1.0
+        book.get("churn", 2, "production").record(t, 4.0, classes=[i % 2])
+        if t >= 100:
+            book.get("churn", 3, "canary").record(t, 4.0, error=i % 10 == 0, classes=[i % 2])
+            book.get("churn", 4, "shadow").record(t, 4.0, classes=[i % 2])
+            book.get("churn", 4, "shadow").record_pair(t, True)
+    d = evaluate_slots(book, "churn", 3, 2, POLICY, now=300.0, started_at=100.0, percent=10)
+    assert d.state == "rollback" and d.alarm.metric == "error_rate"
+    assert d.metrics["requests"] == 200
+    # a first deployment has no production to compare with
+    d = evaluate_slots(book, "churn", 3, None, POLICY, now=300.0, started_at=100.0)
+    assert d.metrics["production_requests"] == 0
+    r = shadow_slots(book, "churn", 4, 2, DeployPolicy(shadow=True), now=300.0, since=100.0)
+    assert (r.ready, r.passed, r.agreement) == (True, True, 1.0)
