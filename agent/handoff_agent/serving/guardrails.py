@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..deploy_policy import DeployPolicy
 from ..drift import live_ratio
@@ -168,6 +169,13 @@ def alarms(canary: WindowStats, production: WindowStats | None, policy) -> tuple
     return tuple(found), metrics
 
 
+def seconds(t: float | str | datetime) -> float:
+    """Epoch seconds from a number, a datetime or an ISO 8601 string (the stores' ``since``)."""
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
 def current_step(percent: float | None, policy) -> int:
     """The index in the policy's schedule of the canary's current share (the nearest step at
     or below it; 0 when not given or below the first)."""
@@ -182,8 +190,8 @@ def evaluate(
     canary_stats: WindowStats,
     production_stats: WindowStats | None,
     policy,
-    now: float,
-    started_at: float,
+    now: float | str | datetime,
+    started_at: float | str | datetime,
     *,
     percent: float | None = None,
 ) -> Decision:
@@ -191,23 +199,25 @@ def evaluate(
 
     ``canary_stats``: the canary's stats since ``started_at``, when it took its current share
     ``percent`` (the first step's when None). ``production_stats``: production's over the same
-    span, or None. ``policy``: a ``DeployPolicy`` or a ``Policy``."""
+    span, or None. ``policy``: a ``DeployPolicy`` or a ``Policy``. Times are epoch seconds,
+    datetimes or ISO strings (a deployments row's ``since``)."""
     d = _policy(policy)
+    now, started_at = seconds(now), seconds(started_at)
     schedule = d.schedule
     step = current_step(percent, d)
     share = schedule[step] if percent is None else percent
     found, metrics = alarms(canary_stats, production_stats, d)
+    elapsed = max(0.0, now - started_at)
+    metrics["elapsed_seconds"] = elapsed
     if found:
         return Decision("rollback", 0.0, step, found[0].sentence, found[0], found, metrics=metrics)
     last = step == len(schedule) - 1
     hold = d.bake_seconds if last else d.step_seconds
-    elapsed = max(0.0, now - started_at)
     missing = {}
     if canary_stats.count < d.min_requests:
         missing["requests"] = d.min_requests - canary_stats.count
     if elapsed < hold:
         missing["seconds"] = math.ceil(hold - elapsed)
-    metrics["elapsed_seconds"] = elapsed
     if missing:
         todo = " and ".join(
             f"{missing[k]} more {k}" if k == "requests" else f"{missing[k]} s more"
@@ -338,13 +348,14 @@ def evaluate_slots(
     production: int | None,
     policy,
     *,
-    now: float,
-    started_at: float,
+    now: float | str | datetime,
+    started_at: float | str | datetime,
     percent: float | None = None,
 ) -> Decision:
     """``evaluate`` on a ``StatsBook``: the canary version's ``canary`` slot and the production
     version's ``production`` slot, both since ``started_at``. The book's ``window_seconds``
     must cover the longest step or bake, or the oldest traffic falls out of the decision."""
+    now, started_at = seconds(now), seconds(started_at)
     mine = book.window(model, canary, "canary", now, since=started_at)
     theirs = (
         book.window(model, production, "production", now, since=started_at)
@@ -355,9 +366,17 @@ def evaluate_slots(
 
 
 def shadow_slots(
-    book: StatsBook, model: str, shadow: int, production: int, policy, *, now: float, since: float
+    book: StatsBook,
+    model: str,
+    shadow: int,
+    production: int,
+    policy,
+    *,
+    now: float | str | datetime,
+    since: float | str | datetime,
 ) -> ShadowReport:
     """``shadow_report`` on a ``StatsBook``: the ``shadow`` slot against ``production``."""
+    now, since = seconds(now), seconds(since)
     return shadow_report(
         book.window(model, shadow, "shadow", now, since=since),
         book.window(model, production, "production", now, since=since),

@@ -259,5 +259,10 @@ def test_the_deployment_service_reads_a_stats_book():
     # a first deployment has no production to compare with
     d = evaluate_slots(book, "churn", 3, None, POLICY, now=300.0, started_at=100.0)
     assert d.metrics["production_requests"] == 0
+    # times as the deployments table keeps them (ISO 8601) work too
+    d = evaluate_slots(
+        book, "churn", 3, 2, POLICY, now="1970-01-01T00:05:00+00:00", started_at=100.0
+    )
+    assert d.state == "rollback" and d.metrics["elapsed_seconds"] == 200.0
     r = shadow_slots(book, "churn", 4, 2, DeployPolicy(shadow=True), now=300.0, since=100.0)
     assert (r.ready, r.passed, r.agreement) == (True, True, 1.0)
