@@ -92,6 +92,9 @@ class DeployPolicy:
         choices=LIVE_METRICS,
     )
     min_labels: int = _key(50, "labels each side needs before the live alarm applies", lo=1)
+    live_confidence: float = _key(
+        0.99, "confidence (one-sided) that a live shortfall is not label noise", lo=0.5, hi=0.9999
+    )
     shadow: bool = _key(False, "mirror traffic to the candidate before its canary")
     min_agreement: float = _key(
         0.95, "shadow gate: share of mirrored requests predicting production's class", lo=0, hi=1

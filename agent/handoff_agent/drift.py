@@ -10,7 +10,8 @@ Everything here is pure numpy on counts or arrays, so a serving tick, a monitor 
 - ``class_agreement``: the share of paired predictions (shadow and production on one request)
   that agree.
 - ``live_metric`` and ``live_ratio``: performance on (prediction, label) pairs, and one
-  version's against another's oriented so that below 1 is always worse.
+  version's against another's oriented so that below 1 is always worse; ``significantly_worse``
+  says whether a shortfall below a ratio is more than sampling noise.
 
 PSI reads: below 0.1 no real shift, 0.1 to 0.25 a moderate one, above 0.25 a significant one
 (``psi_band``).
@@ -162,3 +163,25 @@ def live_ratio(candidate: float | None, baseline: float | None, metric: str) -> 
     if bottom == 0:
         return None if top == 0 else math.inf
     return top / bottom
+
+
+def significantly_worse(
+    candidate: tuple[float, float],
+    baseline: tuple[float, float],
+    metric: str,
+    min_ratio: float,
+    z: float,
+) -> bool:
+    """Whether the candidate's ``live_ratio`` against the baseline is below ``min_ratio`` by
+    more than ``z`` standard errors, so a few unlucky labels do not count as a regression.
+
+    ``candidate`` and ``baseline`` are (mean, variance of that mean) of the per-request
+    quantity the metric averages: 1/0 for a correct prediction (accuracy), the absolute error
+    (mae), the squared error (rmse, whose ratio of roots is compared as a ratio of means)."""
+    (mc, vc), (mb, vb) = candidate, baseline
+    if HIGHER_IS_BETTER[metric]:  # mc / mb < r  <=>  r * mb - mc > 0
+        gap, var = min_ratio * mb - mc, vc + min_ratio**2 * vb
+    else:  # mb / mc < k, with k = r for mae and r**2 for the mean squared error
+        k = min_ratio if metric == "mae" else min_ratio**2
+        gap, var = k * mc - mb, k**2 * vc + vb
+    return gap > 0 and gap > z * math.sqrt(max(var, 0.0))

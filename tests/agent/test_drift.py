@@ -109,3 +109,22 @@ def test_live_ratio_is_below_one_when_worse_whatever_the_direction():
     assert drift.live_ratio(0.0, 1.0, "mae") == math.inf
     assert drift.live_ratio(1.0, 0.0, "mae") == 0.0
     assert drift.live_ratio(None, 0.9, "accuracy") is None
+
+
+def test_a_shortfall_counts_only_beyond_label_noise():
+    # accuracy 0.70 (100 labels) against 0.90 (100): the line is 0.95 * 0.90 = 0.855, and
+    # the gap 0.155 is 2.87 standard errors of sqrt(.7 * .3 / 100 + .95**2 * .9 * .1 / 100)
+    se = math.sqrt(0.7 * 0.3 / 100 + 0.95**2 * 0.09 / 100)
+    assert (0.855 - 0.7) / se == pytest.approx(2.87, abs=0.01)
+    cand, base = (0.7, 0.7 * 0.3 / 100), (0.9, 0.9 * 0.1 / 100)
+    assert drift.significantly_worse(cand, base, "accuracy", 0.95, z=2.33)
+    assert not drift.significantly_worse(cand, base, "accuracy", 0.95, z=3.0)
+    # 0.84 against 0.90 on 60 labels is below the line, but well within the noise
+    cand, base = (0.84, 0.84 * 0.16 / 60), (0.9, 0.09 / 60)
+    assert not drift.significantly_worse(cand, base, "accuracy", 0.95, z=2.33)
+    # errors: lower is better; without spread any shortfall is real
+    assert drift.significantly_worse((1.0, 0.0), (0.5, 0.0), "mae", 0.95, z=2.33)
+    assert not drift.significantly_worse((0.5, 0.0), (0.5, 0.0), "mae", 0.95, z=2.33)
+    # rmse compares mean squared errors: ratio 0.95 on roots is 0.9025 on squares
+    assert drift.significantly_worse((1.0, 0.0), (0.9, 0.0), "rmse", 0.95, z=2.33)
+    assert not drift.significantly_worse((1.0, 0.0), (0.91, 0.0), "rmse", 0.95, z=2.33)

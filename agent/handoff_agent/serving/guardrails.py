@@ -33,9 +33,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from statistics import NormalDist
 
 from ..deploy_policy import DeployPolicy
-from ..drift import live_ratio
+from ..drift import live_ratio, significantly_worse
 from ..vocabulary import SHADOW_GATES
 from .stats import StatsBook, WindowStats, prediction_psi
 
@@ -94,79 +95,109 @@ def _live_metric(canary: WindowStats, d: DeployPolicy) -> str:
     return "accuracy" if canary.classes else "mae"
 
 
+TAIL = 10  # requests above the tail quantile compared, at least (p99 needs 1000)
+
+
+def tail_quantile(n: int) -> float:
+    """The latency quantile compared on ``n`` requests: p99, or while traffic is thin the
+    highest quantile with ``TAIL`` requests above it (p90 at 100), never below the median."""
+    return max(0.5, min(0.99, 1 - TAIL / n)) if n else 0.99
+
+
 def alarms(canary: WindowStats, production: WindowStats | None, policy) -> tuple[tuple, dict]:
     """Every alarm that holds now, in order, and the values computed (``metrics``)."""
     d = _policy(policy)
-    found: list[Alarm] = []
-    rate = canary.error_rate
-    metrics: dict = {"requests": canary.count, "errors": canary.errors, "error_rate": rate}
-    enough = canary.count >= d.min_requests
-    if (
-        rate is not None
-        and rate > d.max_error_rate
-        and (enough or canary.errors > d.max_error_rate * d.min_requests)
-    ):
-        found.append(
-            Alarm(
-                "error_rate",
-                rate,
-                d.max_error_rate,
-                f"Canary error rate {_pct(rate)} ({canary.errors} of {canary.count} requests) "
-                f"is above max_error_rate {_pct(d.max_error_rate)}.",
-            )
-        )
+    metrics: dict = {
+        "requests": canary.count,
+        "errors": canary.errors,
+        "error_rate": canary.error_rate,
+        "production_requests": production.count if production is not None else 0,
+    }
+    found = [_error_alarm(canary, d)]
     base = production if production is not None and production.count >= d.min_requests else None
-    metrics["production_requests"] = production.count if production is not None else 0
-    if not enough or base is None:
-        return tuple(found), metrics
+    if canary.count >= d.min_requests and base is not None:
+        found += [
+            _latency_alarm(canary, base, d, metrics),
+            _psi_alarm(canary, base, d, metrics),
+            _live_alarm(canary, base, d, metrics),
+        ]
+    return tuple(a for a in found if a is not None), metrics
 
-    p99, base_p99 = canary.p99, base.p99
-    metrics.update(p99_ms=p99, production_p99_ms=base_p99)
-    if p99 is not None and base_p99:
-        ratio = p99 / base_p99
-        metrics["p99_ratio"] = ratio
-        if ratio > d.max_p99_ratio and p99 - base_p99 > d.p99_slack_ms:
-            found.append(
-                Alarm(
-                    "p99_ratio",
-                    ratio,
-                    d.max_p99_ratio,
-                    f"Canary p99 latency {_num(p99)} ms is {ratio:.2f} times production's "
-                    f"{_num(base_p99)} ms, above max_p99_ratio {d.max_p99_ratio:g}.",
-                )
-            )
 
+def _error_alarm(canary: WindowStats, d: DeployPolicy) -> Alarm | None:
+    rate = canary.error_rate
+    if rate is None or rate <= d.max_error_rate:
+        return None
+    if canary.count < d.min_requests and canary.errors <= d.max_error_rate * d.min_requests:
+        return None  # too little traffic, and later successes could still dilute it
+    return Alarm(
+        "error_rate",
+        rate,
+        d.max_error_rate,
+        f"Canary error rate {_pct(rate)} ({canary.errors} of {canary.count} requests) "
+        f"is above max_error_rate {_pct(d.max_error_rate)}.",
+    )
+
+
+def _latency_alarm(canary, base, d: DeployPolicy, metrics: dict) -> Alarm | None:
+    q = tail_quantile(min(canary.count, base.count))
+    mine, theirs = canary.latency_quantile(q), base.latency_quantile(q)
+    name = f"p{q * 100:.3g}"
+    metrics.update(tail_quantile=q, p99_ms=mine, production_p99_ms=theirs)
+    if mine is None or not theirs:
+        return None
+    ratio = metrics["p99_ratio"] = mine / theirs
+    if ratio <= d.max_p99_ratio or mine - theirs <= d.p99_slack_ms:
+        return None
+    return Alarm(
+        "p99_ratio",
+        ratio,
+        d.max_p99_ratio,
+        f"Canary {name} latency {_num(mine)} ms is {ratio:.2f} times production's "
+        f"{_num(theirs)} ms, above max_p99_ratio {d.max_p99_ratio:g}.",
+    )
+
+
+def _psi_alarm(canary, base, d: DeployPolicy, metrics: dict) -> Alarm | None:
     value, on = prediction_psi(canary, base)
     metrics.update(psi=value, psi_on=on)
-    if value is not None and value > d.max_psi:
-        found.append(
-            Alarm(
-                "psi",
-                value,
-                d.max_psi,
-                f"Canary predictions shifted against production's: PSI on {on} {value:.3f} "
-                f"is above max_psi {d.max_psi:g}.",
-            )
-        )
+    if value is None or value <= d.max_psi:
+        return None
+    return Alarm(
+        "psi",
+        value,
+        d.max_psi,
+        f"Canary predictions shifted against production's: PSI on {on} {value:.3f} "
+        f"is above max_psi {d.max_psi:g}.",
+    )
 
+
+def _live_alarm(canary, base, d: DeployPolicy, metrics: dict) -> Alarm | None:
     metric = _live_metric(canary, d)
-    mine, theirs = canary.live(metric), base.live(metric)
-    labels = min(canary.labelled, base.labelled)
-    metrics.update(live_metric=metric, live=mine, production_live=theirs, labels=labels)
-    ratio = live_ratio(mine, theirs, metric) if labels >= d.min_labels else None
-    metrics["live_metric_ratio"] = ratio
-    if ratio is not None and ratio < d.min_live_metric_ratio:
-        found.append(
-            Alarm(
-                "live_metric_ratio",
-                ratio,
-                d.min_live_metric_ratio,
-                f"Canary live {metric} {_num(mine)} over {canary.labelled} labels is "
-                f"{ratio:.2f} times production's {_num(theirs)}, below min_live_metric_ratio "
-                f"{d.min_live_metric_ratio:g}.",
-            )
-        )
-    return tuple(found), metrics
+    mine, theirs = canary.live_moments(metric), base.live_moments(metric)
+    value, base_value = canary.live(metric), base.live(metric)
+    labels = min(mine[2] if mine else 0, theirs[2] if theirs else 0)
+    ratio = live_ratio(value, base_value, metric) if labels >= d.min_labels else None
+    metrics.update(
+        live_metric=metric,
+        live=value,
+        production_live=base_value,
+        labels=labels,
+        live_metric_ratio=ratio,
+    )
+    if ratio is None or ratio >= d.min_live_metric_ratio:
+        return None
+    z = NormalDist().inv_cdf(d.live_confidence)
+    if not significantly_worse(mine[:2], theirs[:2], metric, d.min_live_metric_ratio, z):
+        return None  # below the line, but within what label noise explains
+    return Alarm(
+        "live_metric_ratio",
+        ratio,
+        d.min_live_metric_ratio,
+        f"Canary live {metric} {_num(value)} over {mine[2]} labels is {ratio:.2f} times "
+        f"production's {_num(base_value)}, below min_live_metric_ratio "
+        f"{d.min_live_metric_ratio:g}.",
+    )
 
 
 def seconds(t: float | str | datetime) -> float:
@@ -286,7 +317,8 @@ def shadow_report(candidate: WindowStats, production: WindowStats, policy) -> Sh
     d = _policy(policy)
     agreement = candidate.agreement
     value, on = prediction_psi(candidate, production)
-    p99, base_p99 = candidate.p99, production.p99
+    q = tail_quantile(min(candidate.count, production.count))
+    p99, base_p99 = candidate.latency_quantile(q), production.latency_quantile(q)
     ratio = p99 / base_p99 if p99 is not None and base_p99 else None
     ready = candidate.count >= d.min_requests and production.count >= d.min_requests
     failures = []
@@ -302,7 +334,7 @@ def shadow_report(candidate: WindowStats, production: WindowStats, policy) -> Sh
         )
     if ratio is not None and ratio > d.max_p99_ratio and p99 - base_p99 > d.p99_slack_ms:
         failures.append(
-            f"Shadow p99 latency {_num(p99)} ms is {ratio:.2f} times production's "
+            f"Shadow p{q * 100:.3g} latency {_num(p99)} ms is {ratio:.2f} times production's "
             f"{_num(base_p99)} ms, above max_p99_ratio {d.max_p99_ratio:g}."
         )
     if not ready:

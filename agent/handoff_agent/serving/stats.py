@@ -60,6 +60,7 @@ class WindowStats:
     correct: int = 0  # ...whose prediction equals the label
     abs_err: float = 0.0  # ...sum of |prediction - label| where both are numbers
     sq_err: float = 0.0
+    quad_err: float = 0.0  # ...sum of (prediction - label) ** 4, for the variance of sq_err
     numeric_labels: int = 0  # pairs that contributed to abs_err / sq_err
     paired: int = 0  # shadow responses compared with production's for the same request
     agreed: int = 0  # ...that predicted the same class
@@ -68,7 +69,7 @@ class WindowStats:
         """Add ``other`` into this one (in place) and return it."""
         for name in ("count", "errors", "labelled", "correct", "numeric_labels"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("abs_err", "sq_err", "paired", "agreed"):
+        for name in ("abs_err", "sq_err", "quad_err", "paired", "agreed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         _add(self.latency, other.latency)
         _add(self.classes, other.classes)
@@ -115,6 +116,25 @@ class WindowStats:
         mean = (self.abs_err if metric == "mae" else self.sq_err) / self.numeric_labels
         return mean if metric == "mae" else math.sqrt(mean)
 
+    def live_moments(self, metric: str) -> tuple[float, float, int] | None:
+        """(mean, variance of the mean, n) of what ``metric`` averages per labelled request:
+        correctness (accuracy), absolute error (mae), squared error (rmse). None without
+        labels."""
+        if metric == "accuracy":
+            n = self.labelled
+            if not n:
+                return None
+            p = self.correct / n
+            return p, p * (1 - p) / n, n
+        n = self.numeric_labels
+        if not n:
+            return None
+        first, second = (
+            (self.abs_err, self.sq_err) if metric == "mae" else (self.sq_err, self.quad_err)
+        )
+        mean = first / n
+        return mean, max(second / n - mean * mean, 0.0) / n, n
+
     @property
     def predictions(self) -> int:
         """Rows whose output was recorded (scores if any, else classes)."""
@@ -151,13 +171,19 @@ class WindowStats:
         }
 
 
+PER_BIN = 20  # predictions per score bin at least: PSI's small-sample bias stays small
+
+
 def prediction_psi(
     current: WindowStats, reference: WindowStats, bins: int = 10
 ) -> tuple[float | None, str | None]:
     """PSI of ``current``'s predictions against ``reference``'s, and what it was computed on:
     ``"scores"`` (quantile bins of the reference's score histogram) where both recorded scores,
-    else ``"classes"``; (None, None) when either side has no predictions."""
+    else ``"classes"``; (None, None) when either side has no predictions. Scores get fewer
+    than ``bins`` bins while ``current`` has under ``PER_BIN`` predictions per bin: PSI's
+    expected value on two samples of one distribution grows with bins / rows."""
     if current.scores and reference.scores:
+        bins = max(2, min(bins, sum(current.scores.values()) // PER_BIN))
         keys = sorted(set(current.scores) | set(reference.scores))
         e, a = coarsen(
             [reference.scores.get(k, 0) for k in keys],
@@ -253,6 +279,7 @@ class RollingStats:
             err = float(prediction) - float(label)
             s.abs_err += abs(err)
             s.sq_err += err * err
+            s.quad_err += err**4
             s.numeric_labels += 1
 
     def record_pair(self, now: float, agree: bool) -> None:

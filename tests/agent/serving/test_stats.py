@@ -63,6 +63,11 @@ def test_live_regression_metrics():
     assert w.live("mae") == pytest.approx(4 / 3)
     assert w.live("rmse") == pytest.approx((10 / 3) ** 0.5)
     assert w.live("accuracy") == pytest.approx(1 / 3)
+    # errors 0, 1, 3: mae 4/3 with variance (10/3 - 16/9) / 3; squared errors 0, 1, 9
+    assert w.live_moments("mae") == pytest.approx((4 / 3, (10 / 3 - 16 / 9) / 3, 3))
+    assert w.live_moments("rmse") == pytest.approx((10 / 3, (82 / 3 - 100 / 9) / 3, 3))
+    assert w.live_moments("accuracy") == pytest.approx((1 / 3, (1 / 3) * (2 / 3) / 3, 3))
+    assert WindowStats().live_moments("accuracy") is None
 
 
 def _traffic(seed: int, n: int = 300):
