@@ -16,11 +16,13 @@ whose errors already exceed ``max_error_rate`` of ``min_requests``, which no lat
 bring back under the threshold):
 
 - error rate above ``max_error_rate``;
-- p99 above ``max_p99_ratio`` times production's, by more than ``p99_slack_ms``;
+- p99 above ``max_p99_ratio`` times production's, by more than ``p99_slack_ms``; while
+  traffic is thin the tail compared is the highest quantile with ``TAIL`` requests above it
+  (p90 at 100 requests, p99 from 1000), as one slow request is not a p99;
 - PSI of predictions against production's above ``max_psi`` (scores if both record them,
-  else classes);
+  else classes; score bins keep 20 predictions each, see ``stats.prediction_psi``);
 - live performance below ``min_live_metric_ratio`` of production's, once both sides have
-  ``min_labels`` labels.
+  ``min_labels`` labels, and by more than label noise explains at ``live_confidence``.
 
 The comparisons need production's stats over the same span; without a production (a first
 deployment) or with fewer than ``min_requests`` there, only the error rate applies.

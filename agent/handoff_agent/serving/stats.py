@@ -25,6 +25,7 @@ from ..drift import coarsen, psi, psi_classes
 GAMMA = 1.04  # latency bucket growth: bucket i covers (MIN_MS * GAMMA**(i-1), MIN_MS * GAMMA**i]
 MIN_MS = 0.001
 _LOG_GAMMA = math.log(GAMMA)
+_PLAIN = frozenset({str, int, bool, float})
 PROBABILITY_EDGES = tuple(i / 100 for i in range(1, 100))  # 100 bins over [0, 1] for scores
 
 
@@ -249,20 +250,29 @@ class RollingStats:
     ) -> None:
         """One request: its latency, whether it failed, and its rows' predicted classes and/or
         scores (a probability, or a regressor's output) when it succeeded."""
-        s = self._slice(now)
+        cur = self._current  # the hot path: the current slice, else find or make it
+        s = cur[1] if cur[0] == int(now // self.slice_seconds) else self._slice(now)
         s.count += 1
-        b = latency_bucket(latency_ms)
-        s.latency[b] = s.latency.get(b, 0) + 1
+        b = (
+            math.ceil(math.log(latency_ms / MIN_MS) / _LOG_GAMMA) if latency_ms > MIN_MS else 0
+        )  # latency_bucket, inlined
+        lat = s.latency
+        lat[b] = lat.get(b, 0) + 1
         if error:
             s.errors += 1
             return
-        for c in classes:
-            c = c.item() if hasattr(c, "item") else c  # numpy scalars count as their value
-            s.classes[c] = s.classes.get(c, 0) + 1
-        for x in scores:
-            if x == x:  # NaN has no bin
-                b = self.score_bin(x)
-                s.scores[b] = s.scores.get(b, 0) + 1
+        if classes:
+            counts = s.classes
+            for c in classes:
+                if type(c) not in _PLAIN:
+                    c = c.item() if hasattr(c, "item") else c  # numpy scalars as their value
+                counts[c] = counts.get(c, 0) + 1
+        if scores:
+            bins, edges = s.scores, self.score_edges
+            for x in scores:
+                if x == x:  # NaN has no bin
+                    b = bisect.bisect_right(edges, x)
+                    bins[b] = bins.get(b, 0) + 1
 
     def record_label(self, now: float, prediction, label) -> None:
         """A (prediction, label) pair joined from feedback: counts toward live performance."""
