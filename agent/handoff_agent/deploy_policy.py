@@ -2,7 +2,7 @@
 and the load-test gate, each key declared once (default, bounds, help) in the dataclasses below.
 
 [deploy]
-steps = [5, 25, 50]           # linear canary: the share at each step (or `percent = 10`)
+steps = [5, 25, 50]           # linear canary: the share at each step (or `canary_percent = 10`)
 step_seconds = 120            # time at each step but the last
 bake_seconds = 300            # clean bake at the last step before promotion is ready
 min_requests = 100            # no decision on fewer canary requests than this
@@ -63,12 +63,12 @@ class LoadTestPolicy:
 class DeployPolicy:
     """``[deploy]``: how a canary is rolled out, watched and rolled back."""
 
-    percent: float = _key(
+    canary_percent: float = _key(
         10.0, "canary share of traffic, in percent (without steps)", above=0, hi=100
     )
     steps: tuple[float, ...] = _key(
         (),
-        "linear canary: increasing shares in percent, one per step (replaces percent)",
+        "linear canary: increasing shares in percent, one per step (replaces canary_percent)",
         above=0,
         hi=100,
     )
@@ -106,17 +106,17 @@ class DeployPolicy:
 
     @property
     def schedule(self) -> tuple[float, ...]:
-        """The canary's shares in order: the steps, or the one percent."""
-        return self.steps or (self.percent,)
+        """The canary's shares in order: the steps, or the one canary_percent."""
+        return self.steps or (self.canary_percent,)
 
     @classmethod
     def load(cls, table: Any, path: Any = "policy") -> DeployPolicy:
         """From the ``[deploy]`` table of a parsed TOML policy; ValueError (one line) if bad."""
         values = _load_table(cls, table, f"{path}: [deploy]")
-        if "steps" in values and "percent" in values:
+        if "steps" in values and "canary_percent" in values:
             raise ValueError(
-                f"{path}: [deploy] gives both percent and steps: steps replace percent "
-                "(a linear canary); remove one of them."
+                f"{path}: [deploy] gives both canary_percent and steps: steps replace "
+                "canary_percent (a linear canary); remove one of them."
             )
         steps = values.get("steps", ())
         if any(b <= a for a, b in itertools.pairwise(steps)):
@@ -129,6 +129,15 @@ class DeployPolicy:
             **_load_table(LoadTestPolicy, sub, f"{path}: [deploy.loadtest]")
         )
         return cls(**values)
+
+    # Read as a mapping too ({**DEPLOY_DEFAULTS, **policy.deploy}, key by key).
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
 
     def describe(self) -> dict:
         """Values and help of every key (``GET /api/v1/meta``), sub-tables nested."""

@@ -51,8 +51,9 @@ STAGE_ALIASES = {"prod": "production"}
 ROLLBACK_FROM = "production"  # the one stage an admin may roll back
 
 # -- deployments -------------------------------------------------------------------------------
-# A model's endpoint has these slots (serving); test is reachable only by version.
-SLOTS = ("production", "canary", "shadow", "test")
+# A model's endpoint has these slots (serving); test is reachable only by version, previous
+# is the last production kept loaded as the rollback target.
+SLOTS = ("production", "canary", "shadow", "test", "previous")
 # What the guardrails decide at each tick (serving/guardrails.py), in the words the panel shows.
 GUARDRAIL_STATES = {
     "baking": "baking",

@@ -27,6 +27,11 @@ def test_defaults_without_a_deploy_table(tmp_path):
     assert d.schedule == (10.0,) and d.shadow is False
     assert d.loadtest == LoadTestPolicy()
     assert d.loadtest.concurrency == (1, 8, 32)
+    # read as a mapping too, as serving.deploy merges it over its defaults
+    assert {**{"canary_percent": 5.0, "x": 1}, **d}["canary_percent"] == 10.0
+    assert d["shadow"] is False and d.keys()[-1] == "loadtest"
+    with pytest.raises(KeyError):
+        d["nope"]
 
 
 def test_a_full_deploy_table(tmp_path):
@@ -79,8 +84,9 @@ BAD = {
     "steps = [5, 150]": "[deploy] steps = [5, 150]: 150 must be at most 100",
     "steps = 25": "[deploy] steps = 25: must be a list of numbers",
     "steps = [50, 25]": "[deploy] steps = [50, 25]: each step must be a larger share",
-    "percent = 10\nsteps = [5, 50]": "[deploy] gives both percent and steps",
-    "max_pis = 0.2": "[deploy]: unknown key 'max_pis'; the keys are percent, steps,",
+    "canary_percent = 10\nsteps = [5, 50]": "[deploy] gives both canary_percent and steps",
+    "canary_percent = 0": "[deploy] canary_percent = 0: must be above 0",
+    "max_pis = 0.2": "[deploy]: unknown key 'max_pis'; the keys are canary_percent, steps,",
     "[deploy.loadtest]\nmin_throughput_ratio = true": "[deploy.loadtest] min_throughput_ratio "
     "= true: must be a number",
     "[deploy.loadtest]\nconcurrency = [0, 8]": "[deploy.loadtest] concurrency = [0, 8]: 0 must "
@@ -135,14 +141,15 @@ def test_the_deploy_keys_are_served_with_the_vocabulary():
         policy.stages, role="central", policy="central", deploy=policy.deploy.describe()
     )
     deploy = meta["deploy"]
-    assert deploy["slots"] == ["production", "canary", "shadow", "test"]
+    assert deploy["slots"] == ["production", "canary", "shadow", "test", "previous"]
     assert set(deploy["guardrail_states"]) == {"baking", "step_up", "promote_ready", "rollback"}
     assert set(deploy["alarms"]) == {"error_rate", "p99_ratio", "psi", "live_metric_ratio"}
     keys = deploy["policy"]
     assert keys["steps"] == {
         "value": [5, 50],
         "default": [],
-        "help": "linear canary: increasing shares in percent, one per step (replaces percent)",
+        "help": "linear canary: increasing shares in percent, one per step (replaces "
+        "canary_percent)",
     }
     assert keys["shadow"]["value"] is True and keys["shadow"]["default"] is False
     assert keys["loadtest"]["concurrency"]["value"] == [1, 8, 32]
