@@ -113,7 +113,7 @@ class DeployPolicy:
     def load(cls, table: Any, path: Any = "policy") -> DeployPolicy:
         """From the ``[deploy]`` table of a parsed TOML policy; ValueError (one line) if bad."""
         values = _load_table(cls, table, f"{path}: [deploy]")
-        if "steps" in values and "canary_percent" in values:
+        if values.get("steps") and "canary_percent" in values:
             raise ValueError(
                 f"{path}: [deploy] gives both canary_percent and steps: steps replace "
                 "canary_percent (a linear canary); remove one of them."

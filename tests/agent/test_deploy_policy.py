@@ -106,6 +106,11 @@ def test_a_bad_value_is_one_clear_line(tmp_path, text):
     assert BAD[text] in message
 
 
+def test_empty_steps_mean_the_one_canary_percent(tmp_path):
+    d = load(tmp_path, "[deploy]\nsteps = []\ncanary_percent = 20\n").deploy
+    assert d.schedule == (20,)
+
+
 def test_deploy_that_is_not_a_table_and_toml_that_does_not_parse(tmp_path):
     path = tmp_path / "top.toml"
     path.write_text("deploy = 3\n" + INTAKE)  # a key before any table: top level
