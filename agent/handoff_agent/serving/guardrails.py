@@ -253,9 +253,8 @@ def evaluate(
         missing["seconds"] = math.ceil(hold - elapsed)
     if missing:
         todo = " and ".join(
-            f"{missing[k]} more {k}" if k == "requests" else f"{missing[k]} s more"
-            for k in ("requests", "seconds")
-            if k in missing
+            [f"{n} more request{'s' * (n != 1)}" for n in [missing.get("requests")] if n]
+            + [f"{n} s more" for n in [missing.get("seconds")] if n]
         )
         what = "Baking" if last else f"Step {step + 1} of {len(schedule)}"
         return Decision(

@@ -61,7 +61,7 @@ def test_no_decision_on_too_little_traffic():
     # 99 requests: 1 error is 1% (below the line it would be at 100); the time has passed
     d = evaluate(traffic(99, errors=1), PROD, POLICY, now=10_000.0, started_at=0.0)
     assert d.state == "baking" and d.missing == {"requests": 1}
-    assert "1 more requests" in d.reason
+    assert d.reason == "Baking at 10%: 1 more request before a decision."
     # a slow canary below min_requests is not compared with production yet
     slow = traffic(50, ms=500.0)
     d = evaluate(slow, PROD, POLICY, now=10_000.0, started_at=0.0)
