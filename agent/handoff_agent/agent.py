@@ -447,7 +447,12 @@ class HandoffAgent(LoggingConfigurable):
         from .vocabulary import meta
 
         policy = self.policy or Policy()
-        return meta(policy.stages, role=self.role, policy="central" if self.policy else "default")
+        return meta(
+            policy.stages,
+            role=self.role,
+            policy="central" if self.policy else "default",
+            deploy=policy.deploy.describe(),
+        )
 
     def make_app(self) -> web.Application:
         routes = [

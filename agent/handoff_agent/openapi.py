@@ -194,7 +194,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/meta": {
         "get": _op(
             "The shared vocabulary: metric directions, statuses, the stage flow with the "
-            "sign-offs the live policy requires, and the comparison rules."
+            "sign-offs the live policy requires, the comparison rules, and the deployment "
+            "words (slots, guardrail states, alarms) with the live policy's [deploy] keys."
         )
     },
     "/api/v1/intake": {

@@ -18,6 +18,9 @@ reviewer = 1
 reviewer = 1
 admin = 1
 
+[deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
+steps = [5, 25, 50]
+
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
 secret from the plain ``secrets`` list (the embedded central's default) authenticates the
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import trust
+from .deploy_policy import DeployPolicy
 from .errors import HandoffError
 from .secrets_check import weak_secret_error
 from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
@@ -56,12 +60,16 @@ class Policy:
     max_skew: int = 300
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
+    deploy: DeployPolicy = field(default_factory=DeployPolicy)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
         if not path:
             return cls()
-        data = tomllib.loads(Path(path).read_text())
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path} is not valid TOML: {e}.") from None
         intake = data.get("intake", {})
         stages = {**DEFAULT_STAGES, **data.get("stages", {})}
         unknown = set(stages) - set(FLOW)
@@ -87,6 +95,7 @@ class Policy:
             max_skew=int(intake.get("max_skew_seconds", 300)),
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
+            deploy=DeployPolicy.load(data.get("deploy", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:

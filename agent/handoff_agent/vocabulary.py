@@ -50,6 +50,31 @@ AGENT_STAGES = ("received", "validated", "rejected", "needs_trust")
 STAGE_ALIASES = {"prod": "production"}
 ROLLBACK_FROM = "production"  # the one stage an admin may roll back
 
+# -- deployments -------------------------------------------------------------------------------
+# A model's endpoint has these slots (serving); test is reachable only by version, previous
+# is the last production kept loaded as the rollback target.
+SLOTS = ("production", "canary", "shadow", "test", "previous")
+# What the guardrails decide at each tick (serving/guardrails.py), in the words the panel shows.
+GUARDRAIL_STATES = {
+    "baking": "baking",
+    "step_up": "next step",
+    "promote_ready": "ready to promote",
+    "rollback": "rolled back",
+}
+# Each alarm's metric and what it measures, for people (events, audit, the panel).
+ALARMS = {
+    "error_rate": "error rate",
+    "p99_ratio": "p99 latency against production",
+    "psi": "prediction shift against production (PSI)",
+    "live_metric_ratio": "live performance against production",
+}
+# What gates a canary after shadowing: the shadow report's checks.
+SHADOW_GATES = {
+    "agreement": "class agreement with production",
+    "psi": "prediction shift against production (PSI)",
+    "p99_ratio": "p99 latency against production",
+}
+
 # -- comparison --------------------------------------------------------------------------------
 LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
 FAIRNESS_METRICS = ("dp_diff", "eo_diff")
@@ -90,9 +115,12 @@ def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
     return out
 
 
-def meta(stages: dict[str, dict[str, int]], *, role: str, policy: str) -> dict:
+def meta(
+    stages: dict[str, dict[str, int]], *, role: str, policy: str, deploy: dict | None = None
+) -> dict:
     """The whole vocabulary as JSON, as ``GET /api/v1/meta`` serves it. ``policy`` says where
-    the stage flow's sign-offs come from ("central" policy file, or the "default")."""
+    the stage flow's sign-offs come from ("central" policy file, or the "default");
+    ``deploy`` is that policy's ``[deploy]`` keys (``DeployPolicy.describe()``)."""
     return {
         "role": role,
         "metrics": {"higher_is_better": dict(HIGHER_IS_BETTER)},
@@ -110,6 +138,13 @@ def meta(stages: dict[str, dict[str, int]], *, role: str, policy: str) -> dict:
             "terminal": sorted(TERMINAL),
             "rollback_from": ROLLBACK_FROM,
             "aliases": dict(STAGE_ALIASES),
+        },
+        "deploy": {
+            "slots": list(SLOTS),
+            "guardrail_states": dict(GUARDRAIL_STATES),
+            "alarms": dict(ALARMS),
+            "shadow_gates": dict(SHADOW_GATES),
+            "policy": deploy or {},
         },
         "comparison": {
             "latency": list(LATENCY_METRICS),

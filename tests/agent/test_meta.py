@@ -17,6 +17,8 @@ reviewer = {approved}
 [stages.production]
 reviewer = 1
 admin = {admins}
+[deploy]
+steps = [5, 25, 50]
 """
 
 
@@ -40,6 +42,10 @@ def test_the_stage_flow_follows_the_live_policy(agent_factory, tmp_path):
     signable = {s: f["signoff_to"] for s, f in flow.items() if f["signoff_to"]}
     assert signable == {"validated": "approved", "approved": "canary", "canary": "production"}
     assert central.request("GET", "/api/v1/meta")[1]["stages"]["policy"] == "central"
+    # and the live policy's [deploy] keys beside the deployment words
+    deploy = central.request("GET", "/api/v1/meta")[1]["deploy"]
+    assert deploy["policy"]["steps"]["value"] == [5, 25, 50]
+    assert deploy["slots"] == list(vocabulary.SLOTS)
 
     # When the policy changes and central restarts (the policy is read at start)
     central.stop()
@@ -64,6 +70,11 @@ def test_meta_serves_the_vocabulary_to_any_role_and_nobody_else(shared_agent):
         "fail": "failed",
     }
     assert set(body["stages"]["terminal"]) == {"archived", "rejected", "rollback"}
+    assert body["deploy"]["policy"]["max_psi"] == {
+        "value": 0.2,
+        "default": 0.2,
+        "help": "alarm: PSI of canary predictions against production's",
+    }
     status, err = shared_agent.request("GET", "/api/v1/meta", token=False)
     assert status == 401 and err["error"]["code"]
 
