@@ -12,6 +12,11 @@ ci = ["…old…", "…new…"]
 [sandbox]
 require = true                # never run model code without bubblewrap
 
+[deploy]                      # what a deployment must show (defaults below)
+max_p99_ratio = 2.0           # load test on entering `validated`: candidate p99 / production's
+min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
+max_error_rate = 0.01         # share of failed requests in the load test
+
 [stages.approved]
 reviewer = 1
 [stages.production]
@@ -30,7 +35,7 @@ otherwise.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import trust
@@ -48,6 +53,32 @@ DEFAULT_STAGES = {
 
 
 @dataclass
+class DeployPolicy:
+    """``[deploy]``: the limits a deployment is gated by. The load-test ratios compare the
+    candidate with production in the same run on the same machine; p99 on a few shared cores
+    is noisy, so the defaults catch a model that is clearly slower, not a jitter."""
+
+    max_p99_ratio: float = 2.0
+    min_throughput_ratio: float = 0.5
+    max_error_rate: float = 0.01
+
+    @classmethod
+    def load(cls, section: dict, path) -> DeployPolicy:
+        if not isinstance(section, dict):
+            raise ValueError(f"[deploy] in {path} must be a table of keys.")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown [deploy] keys in {path}: {unknown}; known: {sorted(known)}")
+        values = {}
+        for key, value in section.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}")
+            values[key] = float(value)
+        return cls(**values)
+
+
+@dataclass
 class Policy:
     secrets: list[str] = field(default_factory=list)
     senders: dict[str, list[str]] = field(default_factory=dict)
@@ -56,6 +87,7 @@ class Policy:
     max_skew: int = 300
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
+    deploy: DeployPolicy = field(default_factory=DeployPolicy)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -87,6 +119,7 @@ class Policy:
             max_skew=int(intake.get("max_skew_seconds", 300)),
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
+            deploy=DeployPolicy.load(data.get("deploy", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:

@@ -1,0 +1,1 @@
+"""Model serving at central (issue 11)."""
