@@ -40,11 +40,11 @@ def mixed():
         {
             "age": rng.integers(18, 80, n).astype(float),
             "income": rng.normal(50, 15, n),
-            "city": rng.choice(["paris", "lyon", "nice"], n),
+            "home city": rng.choice(["paris", "lyon", "nice"], n),  # not an ONNX identifier
             "plan": rng.choice(["a", "b"], n),
         }
     )
-    y = ((X["income"] > 50) ^ (X["city"] == "nice")).astype(int)
+    y = ((X["income"] > 50) ^ (X["home city"] == "nice")).astype(int)
     return X, y
 
 
@@ -95,7 +95,7 @@ def test_pipeline_with_scaler_and_one_hot_on_a_dataframe(tmp_path, mixed):
                 ColumnTransformer(
                     [
                         ("num", StandardScaler(), ["age", "income"]),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["home city", "plan"]),
                     ]
                 ),
             ),
@@ -108,7 +108,7 @@ def test_pipeline_with_scaler_and_one_hot_on_a_dataframe(tmp_path, mixed):
 
     # The graph is fed one input per column, as its metadata says, and answers an unseen city
     # as the model does (handle_unknown="ignore").
-    unseen = X.iloc[:3].assign(city="brest")
+    unseen = X.iloc[:3].assign(**{"home city": "brest"})
     got, got_proba = onnx_convert.run_onnx(data, unseen)
     np.testing.assert_allclose(got_proba, model.predict_proba(unseen), atol=1e-4)
     assert list(got) == list(model.predict(unseen))

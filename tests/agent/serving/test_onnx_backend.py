@@ -82,6 +82,17 @@ def test_a_regressor_has_no_probabilities():
     np.testing.assert_allclose(out["predict"], model.predict(X.iloc[:4]), rtol=1e-5)
 
 
+def test_a_classifier_without_predict_proba_serves_labels_only():
+    from sklearn.linear_model import RidgeClassifier
+
+    X = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})
+    model = RidgeClassifier().fit(X, (X["a"] > 19).astype(int))
+    data, meta = onnx_convert.to_onnx(model, X, "classification")
+    assert meta["probabilities"] is None  # skl2onnx's scores are not probabilities
+    out = OnnxBackend(data).predict(X)
+    assert out == {"predict": model.predict(X).tolist()}
+
+
 def test_input_it_cannot_take_is_a_value_error_naming_the_column(mixed):
     _, X, data = mixed
     backend = OnnxBackend(data)
