@@ -286,6 +286,48 @@ async def run(
     return result
 
 
+async def run_pair(
+    candidate_url: str,
+    production_url: str | None,
+    frame,
+    policy=None,
+    *,
+    levels: Iterable[int] = LEVELS,
+    candidate_pids: Callable[[], Iterable[int]] | None = None,
+    production_pids: Callable[[], Iterable[int]] | None = None,
+    **options,
+) -> dict:
+    """The deploy test: the candidate and production loaded in one run, alternating level by
+    level so that a change in the machine's load hits both alike; then ``compare`` and ``gate``.
+    ``production_url`` None is a first deployment. ``options`` go to ``run``. JSON-able."""
+    candidate = production = None
+    for concurrency in levels:
+        one = await run(
+            candidate_url, frame, levels=(concurrency,), worker_pids=candidate_pids, **options
+        )
+        candidate = one if candidate is None else candidate
+        if one is not candidate:
+            candidate.levels += one.levels
+        if production_url:
+            other = await run(
+                production_url,
+                frame,
+                levels=(concurrency,),
+                worker_pids=production_pids,
+                **options,
+            )
+            production = other if production is None else production
+            if other is not production:
+                production.levels += other.levels
+    comparison = compare(candidate, production)
+    return {
+        "candidate": candidate.to_json(),
+        "production": production.to_json() if production else None,
+        "comparison": comparison,
+        "gate": gate(comparison, policy),
+    }
+
+
 # -- comparison and gate ----------------------------------------------------------------------
 
 

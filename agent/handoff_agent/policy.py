@@ -16,6 +16,8 @@ require = true                # never run model code without bubblewrap
 max_p99_ratio = 2.0           # load test on entering `validated`: candidate p99 / production's
 min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
 max_error_rate = 0.01         # share of failed requests in the load test
+onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
+onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
 
 [stages.approved]
 reviewer = 1
@@ -61,6 +63,13 @@ class DeployPolicy:
     max_p99_ratio: float = 2.0
     min_throughput_ratio: float = 0.5
     max_error_rate: float = 0.01
+    # ONNX parity (onnx_convert): float32 graphs differ from float64 models by ~1e-7
+    # relative; a converter bug shows as a whole tree or category, far above these.
+    onnx_atol: float = 1e-4
+    onnx_rtol: float = 1e-4
+
+    def onnx_tolerance(self) -> dict:
+        return {"atol": self.onnx_atol, "rtol": self.onnx_rtol}
 
     @classmethod
     def load(cls, section: dict, path) -> DeployPolicy:

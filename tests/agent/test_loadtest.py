@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tornado.web
 
-from handoff_agent import loadtest
+from handoff_agent import loadtest, onnx_convert
 from handoff_agent.loadtest import Level, LoadResult
 from handoff_agent.policy import DeployPolicy, Policy
 
@@ -111,6 +111,34 @@ def test_each_level_sends_its_requests_and_measures_them(serve, frame):
     # And one tensor per column, with V2 datatypes from the dtypes
     assert state["datatypes"] == {"a": "FP64", "b": "INT64", "flag": "BOOL", "city": "BYTES"}
     assert LoadResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_candidate_and_production_in_one_run_are_compared_and_gated(serve, frame):
+    async def main():
+        # Given production answering every request and a candidate failing one in five
+        production, prod_state = serve()
+        candidate, cand_state = serve(fail_every=5)
+        # When the deploy test runs both in one run
+        out = await loadtest.run_pair(
+            f"{candidate}/v2/models/m/infer",
+            f"{production}/v2/models/m/infer",
+            frame,
+            Policy(),
+            levels=(1, 8),
+            requests=30,
+            warmup=0,
+        )
+        return out, prod_state, cand_state
+
+    out, prod_state, cand_state = asyncio.run(main())
+    # Then each side was loaded at each level, the ratios are there and the gate failed
+    assert prod_state["requests"] == cand_state["requests"] == 60
+    assert [lv["concurrency"] for lv in out["candidate"]["levels"]] == [1, 8]
+    assert [lv["concurrency"] for lv in out["production"]["levels"]] == [1, 8]
+    assert out["comparison"]["levels"]["8"]["p99_ratio"] > 0
+    assert out["comparison"]["worst"]["error_rate"] == 0.2
+    assert out["gate"]["verdict"] == "fail" and "error rate 20.00%" in out["gate"]["reasons"][0]
+    json.dumps(out)
 
 
 def test_failed_requests_count_as_errors_and_fail_the_gate(serve, frame):
@@ -239,7 +267,8 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
 
 
 def test_deploy_policy_keys_have_defaults_and_are_checked(tmp_path):
-    assert Policy().deploy == DeployPolicy(2.0, 0.5, 0.01)
+    assert Policy().deploy == DeployPolicy(2.0, 0.5, 0.01, 1e-4, 1e-4)
+    assert Policy().deploy.onnx_tolerance() == onnx_convert.DEFAULT_TOLERANCE
     path = tmp_path / "policy.toml"
     path.write_text("[deploy]\nmax_p99_ratio = 1.5\nmax_error_rate = 0\n")
     deploy = Policy.load(path).deploy

@@ -223,14 +223,26 @@ def convert(sandbox, blobs, bundle: bytes, added=(), timeout: float = 120.0) -> 
     )
 
 
-def test_sandboxed_conversion_stores_the_graph_content_addressed(tmp_path, tabular, sandbox):
+@pytest.fixture(params=["files", "s3"])
+def blob_store(request, tmp_path):
+    """The blob store on either backend: files in a home, or a bucket on a real S3 server."""
+    if request.param == "files":
+        return open_blob_store("", tmp_path / "home")
+    from handoff_agent.store.s3 import S3BlobStore
+
+    server = request.getfixturevalue("s3_server")
+    (tmp_path / "tmp").mkdir()
+    return S3BlobStore(server.client(), server.new_bucket(), "blobs", tmp_path / "tmp")
+
+
+def test_sandboxed_conversion_stores_the_graph_content_addressed(blob_store, tabular, sandbox):
     from sklearn.ensemble import RandomForestClassifier
 
     from handoff_agent.serving.onnx_backend import OnnxBackend
 
     X, y = tabular
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
-    blobs = open_blob_store("", tmp_path / "home")
+    blobs = blob_store
     result = convert(sandbox, blobs, bundle_of(model, X, y))
     assert result["converted"], result["reason"]
     assert set(result) == set(onnx_convert.empty_result({}))
