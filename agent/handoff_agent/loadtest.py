@@ -220,7 +220,7 @@ async def _level(
             issued += 1
             t0 = time.perf_counter()
             try:
-                status, _ = await asyncio.wait_for(conn.request(body), timeout)
+                status, answer = await asyncio.wait_for(conn.request(body), timeout)
             except TimeoutError:  # before OSError, its base class
                 status, conn_error = 0, f"no answer within {timeout:g} s"
                 conn.close()
@@ -228,7 +228,7 @@ async def _level(
                 status, conn_error = 0, f"{type(e).__name__}: {e}"
                 conn.close()
             else:
-                conn_error = f"HTTP {status}"
+                conn_error = f"HTTP {status}: {answer[:300].decode(errors='replace')}"
             elapsed = time.perf_counter() - t0
             if 200 <= status < 300:
                 latencies.append(elapsed)

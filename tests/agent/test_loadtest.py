@@ -151,7 +151,7 @@ def test_failed_requests_count_as_errors_and_fail_the_gate(serve, frame):
     result = asyncio.run(main())
     for lv in result.levels:
         assert lv.errors == 10 and lv.error_rate == 0.25
-        assert lv.first_error == "HTTP 400"
+        assert lv.first_error.startswith("HTTP 400: ") and "planned" in lv.first_error
     verdict = loadtest.gate(loadtest.compare(result, None), Policy())
     assert verdict["verdict"] == "fail"
     assert "error rate 25.00% is over max_error_rate 1.00%" in verdict["reasons"][0]
