@@ -367,12 +367,15 @@ def compare(candidate: LoadResult, production: LoadResult | None) -> dict:
 
 def gate(comparison: dict, policy) -> dict:
     """Apply the policy's ``[deploy]`` limits (``max_p99_ratio``, ``min_throughput_ratio``,
-    ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "reasons"}``."""
+    ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "reasons"}``.
+    ``policy``: a Policy, a ``[deploy]`` dict, or None for the defaults."""
+    from .policy import deploy_limits
+
     worst, reasons = comparison["worst"], []
     limits = {
-        "max_p99_ratio": float(_get(policy, "max_p99_ratio")),
-        "min_throughput_ratio": float(_get(policy, "min_throughput_ratio")),
-        "max_error_rate": float(_get(policy, "max_error_rate")),
+        k: v
+        for k, v in deploy_limits(policy).items()
+        if k in ("max_p99_ratio", "min_throughput_ratio", "max_error_rate")
     }
     if worst["error_rate"] > limits["max_error_rate"]:
         reasons.append(
@@ -398,15 +401,3 @@ def gate(comparison: dict, policy) -> dict:
         "limits": limits,
         "worst": worst,
     }
-
-
-def _get(policy, key: str):
-    """A limit from a ``DeployPolicy``, a mapping, or the defaults."""
-    from .policy import DeployPolicy
-
-    if policy is None:
-        return getattr(DeployPolicy(), key)
-    if isinstance(policy, dict):
-        return policy.get(key, getattr(DeployPolicy(), key))
-    deploy = getattr(policy, "deploy", policy)  # a whole Policy, or its [deploy] part
-    return getattr(deploy, key)

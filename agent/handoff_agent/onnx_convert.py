@@ -29,7 +29,7 @@ import time
 
 EXTRA = "onnx extra not installed (pip install 'jupyter-handoff[serve]')"
 REQUIRED = ("onnx", "onnxruntime", "skl2onnx")
-DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}  # policy.DeployPolicy's defaults
+DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}  # [deploy] onnx_atol, onnx_rtol (policy.py)
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}  # what onnxmltools' tree converters emit
 META = "handoff."
 
@@ -69,7 +69,7 @@ async def convert(
 ) -> dict:
     """Convert bundle ``digest`` (a skops bundle in ``blobs``) in a sandboxed worker. Returns
     a JSON-able result; ``onnx`` is the digest of the stored ONNX bytes when ``converted``.
-    ``tolerance``: ``policy.deploy.onnx_tolerance()``; ``trusted``: central's trust list.
+    ``tolerance``: ``policy.onnx_tolerance(policy)``; ``trusted``: central's trust list.
     Never raises for the model's sake: every failure is ``converted: false`` and a reason."""
     from .sandbox import SandboxRefused
 

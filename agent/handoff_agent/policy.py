@@ -12,18 +12,20 @@ ci = ["…old…", "…new…"]
 [sandbox]
 require = true                # never run model code without bubblewrap
 
-[deploy]                      # what a deployment must show (defaults below)
-max_p99_ratio = 2.0           # load test on entering `validated`: candidate p99 / production's
-min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
-max_error_rate = 0.01         # share of failed requests in the load test
-onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
-onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
-
 [stages.approved]
 reviewer = 1
 [stages.production]
 reviewer = 1
 admin = 1
+
+[deploy]                      # what entering a stage does to the model server's slots
+canary_percent = 10           # the canary's share of traffic, percent
+shadow = false                # true: an approved version first gets mirrored traffic
+max_p99_ratio = 2.0           # load test on entering `validated`: candidate p99 / production's
+min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
+max_error_rate = 0.01         # share of failed requests in the load test
+onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
+onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
 
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
@@ -37,7 +39,7 @@ otherwise.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import trust
@@ -47,44 +49,24 @@ from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
 
+# [deploy] keys of the load test (loadtest.gate) and of ONNX parity (onnx_convert), with their
+# defaults. The load test compares candidate and production in one run on one machine; p99 on a
+# few shared cores is noisy, so the ratios catch a clearly slower model, not a jitter. A float32
+# graph differs from a float64 model by ~1e-7 relative; a converter bug shows as a whole tree
+# or category, far above the ONNX tolerances.
+DEPLOY_LIMITS = {
+    "max_p99_ratio": 2.0,
+    "min_throughput_ratio": 0.5,
+    "max_error_rate": 0.01,
+    "onnx_atol": 1e-4,
+    "onnx_rtol": 1e-4,
+}
+
 DEFAULT_STAGES = {
     "approved": {"reviewer": 1},
     "canary": {"reviewer": 1},
     "production": {"reviewer": 1, "admin": 1},
 }
-
-
-@dataclass
-class DeployPolicy:
-    """``[deploy]``: the limits a deployment is gated by. The load-test ratios compare the
-    candidate with production in the same run on the same machine; p99 on a few shared cores
-    is noisy, so the defaults catch a model that is clearly slower, not a jitter."""
-
-    max_p99_ratio: float = 2.0
-    min_throughput_ratio: float = 0.5
-    max_error_rate: float = 0.01
-    # ONNX parity (onnx_convert): float32 graphs differ from float64 models by ~1e-7
-    # relative; a converter bug shows as a whole tree or category, far above these.
-    onnx_atol: float = 1e-4
-    onnx_rtol: float = 1e-4
-
-    def onnx_tolerance(self) -> dict:
-        return {"atol": self.onnx_atol, "rtol": self.onnx_rtol}
-
-    @classmethod
-    def load(cls, section: dict, path) -> DeployPolicy:
-        if not isinstance(section, dict):
-            raise ValueError(f"[deploy] in {path} must be a table of keys.")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"Unknown [deploy] keys in {path}: {unknown}; known: {sorted(known)}")
-        values = {}
-        for key, value in section.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}")
-            values[key] = float(value)
-        return cls(**values)
 
 
 @dataclass
@@ -96,7 +78,9 @@ class Policy:
     max_skew: int = 300
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
-    deploy: DeployPolicy = field(default_factory=DeployPolicy)
+    # [deploy]: read by serving.deploy (defaults there); other keys pass through for the
+    # guardrails that read them.
+    deploy: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -128,7 +112,7 @@ class Policy:
             max_skew=int(intake.get("max_skew_seconds", 300)),
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
-            deploy=DeployPolicy.load(data.get("deploy", {}), path),
+            deploy=_deploy(data.get("deploy", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:
@@ -151,6 +135,32 @@ class Policy:
             if len(users) < count:
                 need[role] = count - len(users)
         return need
+
+
+def _deploy(deploy, path) -> dict:
+    if not isinstance(deploy, dict):
+        raise ValueError(f"[deploy] in {path} must be a table of settings.")
+    share = deploy.get("canary_percent", 10)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 100:
+        raise ValueError(f"[deploy] canary_percent in {path} must be a number from 0 to 100.")
+    for key in DEPLOY_LIMITS.keys() & deploy.keys():
+        value = deploy[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}.")
+    return dict(deploy)
+
+
+def deploy_limits(policy) -> dict:
+    """``DEPLOY_LIMITS`` with the policy's ``[deploy]`` values over them. ``policy``: a Policy,
+    its ``deploy`` dict, or None for the defaults."""
+    deploy = getattr(policy, "deploy", policy) or {}
+    return {k: float(deploy.get(k, v)) for k, v in DEPLOY_LIMITS.items()}
+
+
+def onnx_tolerance(policy) -> dict:
+    """The ONNX parity tolerance ``onnx_convert.convert`` takes, from the policy."""
+    limits = deploy_limits(policy)
+    return {"atol": limits["onnx_atol"], "rtol": limits["onnx_rtol"]}
 
 
 def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]]:

@@ -15,7 +15,7 @@ import tornado.web
 
 from handoff_agent import loadtest, onnx_convert
 from handoff_agent.loadtest import Level, LoadResult
-from handoff_agent.policy import DeployPolicy, Policy
+from handoff_agent.policy import DEPLOY_LIMITS, Policy, deploy_limits, onnx_tolerance
 
 
 class Infer(tornado.web.RequestHandler):
@@ -258,7 +258,7 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
     assert cmp["worst"]["p99_ratio"] == pytest.approx(2.5)
     assert cmp["worst"]["throughput_ratio"] == pytest.approx(0.45)
 
-    verdict = loadtest.gate(cmp, DeployPolicy())
+    verdict = loadtest.gate(cmp, Policy())
     assert verdict["verdict"] == "fail"
     assert [r.split(" ")[0] for r in verdict["reasons"]] == ["p99", "throughput"]
     lenient = {"max_p99_ratio": 3, "min_throughput_ratio": 0.4}
@@ -267,22 +267,17 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
 
 
 def test_deploy_policy_keys_have_defaults_and_are_checked(tmp_path):
-    assert Policy().deploy == DeployPolicy(2.0, 0.5, 0.01, 1e-4, 1e-4)
-    assert Policy().deploy.onnx_tolerance() == onnx_convert.DEFAULT_TOLERANCE
+    assert deploy_limits(Policy()) == DEPLOY_LIMITS
+    assert onnx_tolerance(None) == onnx_convert.DEFAULT_TOLERANCE
     path = tmp_path / "policy.toml"
-    path.write_text("[deploy]\nmax_p99_ratio = 1.5\nmax_error_rate = 0\n")
-    deploy = Policy.load(path).deploy
-    assert (deploy.max_p99_ratio, deploy.min_throughput_ratio, deploy.max_error_rate) == (
-        1.5,
-        0.5,
-        0.0,
-    )
-    path.write_text("[deploy]\nmax_p99_ration = 1.5\n")
-    with pytest.raises(ValueError, match=r"Unknown \[deploy\] keys.*max_p99_ration"):
-        Policy.load(path)
-    path.write_text('[deploy]\nmax_error_rate = "low"\n')
-    with pytest.raises(ValueError, match="must be a number"):
-        Policy.load(path)
+    path.write_text("[deploy]\nmax_p99_ratio = 1.5\nmax_error_rate = 0\nshadow = true\n")
+    policy = Policy.load(path)
+    assert deploy_limits(policy) == {**DEPLOY_LIMITS, "max_p99_ratio": 1.5, "max_error_rate": 0}
+    assert policy.deploy["shadow"] is True  # the slot keys pass through for serving.deploy
+    for bad in ('"low"', "-1", "true"):
+        path.write_text(f"[deploy]\nmax_error_rate = {bad}\n")
+        with pytest.raises(ValueError, match=r"max_error_rate .* must be a number >= 0"):
+            Policy.load(path)
 
 
 def test_bad_arguments_are_refused_before_any_request(frame):
