@@ -21,11 +21,6 @@ admin = 1
 [deploy]                      # what entering a stage does to the model server's slots
 canary_percent = 10           # the canary's share of traffic, percent
 shadow = false                # true: an approved version first gets mirrored traffic
-max_p99_ratio = 2.0           # load test on entering `validated`: candidate p99 / production's
-min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
-max_error_rate = 0.01         # share of failed requests in the load test
-onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
-onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
 
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
@@ -34,6 +29,16 @@ machine, not a person: central records such a version as pushed by ``intake``.
 
 Every secret must hold at least 128 bits (see ``secrets_check``); central refuses to start
 otherwise.
+
+The load test on entering `validated` and ONNX parity read these ``[deploy]`` keys too
+(``DEPLOY_LIMITS`` below holds the defaults):
+
+[deploy]
+max_p99_ratio = 2.0           # candidate p99 / production's, at any concurrency
+min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
+max_error_rate = 0.01         # share of failed requests in the load test
+onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
+onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
 """
 
 from __future__ import annotations
@@ -61,6 +66,29 @@ DEPLOY_LIMITS = {
     "onnx_atol": 1e-4,
     "onnx_rtol": 1e-4,
 }
+
+
+def _check_deploy_limits(deploy, path) -> None:
+    if not isinstance(deploy, dict):
+        return  # _deploy says what is wrong
+    for key in DEPLOY_LIMITS.keys() & deploy.keys():
+        value = deploy[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}.")
+
+
+def deploy_limits(policy) -> dict:
+    """``DEPLOY_LIMITS`` with the policy's ``[deploy]`` values over them. ``policy``: a Policy,
+    its ``deploy`` dict, or None for the defaults."""
+    deploy = getattr(policy, "deploy", policy) or {}
+    return {k: float(deploy.get(k, v)) for k, v in DEPLOY_LIMITS.items()}
+
+
+def onnx_tolerance(policy) -> dict:
+    """The ONNX parity tolerance ``onnx_convert.convert`` takes, from the policy."""
+    limits = deploy_limits(policy)
+    return {"atol": limits["onnx_atol"], "rtol": limits["onnx_rtol"]}
+
 
 DEFAULT_STAGES = {
     "approved": {"reviewer": 1},
@@ -103,6 +131,7 @@ class Policy:
             trusted = trust.check_addable(trusted) if trusted else []
         except HandoffError as e:
             raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
+        _check_deploy_limits(data.get("deploy"), path)
         secrets, senders = _intake_secrets(intake, path)
         return cls(
             secrets=secrets,
@@ -143,24 +172,7 @@ def _deploy(deploy, path) -> dict:
     share = deploy.get("canary_percent", 10)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 100:
         raise ValueError(f"[deploy] canary_percent in {path} must be a number from 0 to 100.")
-    for key in DEPLOY_LIMITS.keys() & deploy.keys():
-        value = deploy[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}.")
     return dict(deploy)
-
-
-def deploy_limits(policy) -> dict:
-    """``DEPLOY_LIMITS`` with the policy's ``[deploy]`` values over them. ``policy``: a Policy,
-    its ``deploy`` dict, or None for the defaults."""
-    deploy = getattr(policy, "deploy", policy) or {}
-    return {k: float(deploy.get(k, v)) for k, v in DEPLOY_LIMITS.items()}
-
-
-def onnx_tolerance(policy) -> dict:
-    """The ONNX parity tolerance ``onnx_convert.convert`` takes, from the policy."""
-    limits = deploy_limits(policy)
-    return {"atol": limits["onnx_atol"], "rtol": limits["onnx_rtol"]}
 
 
 def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]]:
