@@ -165,8 +165,8 @@ def measure_handoff_onnx(url: str | None, X, args) -> dict | None:
 class MlflowServe:
     """``mlflow models serve`` on a saved model, in its own process group."""
 
-    def __init__(self, model_dir: Path, log: Path):
-        self.model_dir, self.log = model_dir, log
+    def __init__(self, model_dir: Path, log: Path, workers: int = 1):
+        self.model_dir, self.log, self.workers = model_dir, log, workers
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -174,6 +174,7 @@ class MlflowServe:
         self.port = free_port()
         cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(self.model_dir)]
         cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port)]
+        cmd += ["-w", str(self.workers)]
         with open(self.log, "ab") as log:
             t = time.perf_counter()
             self.proc = subprocess.Popen(
@@ -212,7 +213,7 @@ def measure_mlflow(model, X, tmp: Path, name: str, args) -> dict:
         capture_output=True,
         timeout=600,
     )
-    server = MlflowServe(model_dir, tmp / f"mlflow-serve-{name}.log")
+    server = MlflowServe(model_dir, tmp / f"mlflow-serve-{name}.log", args.mlflow_workers)
     try:
         ready = server.start()
         out = measure_http(f"{server.url}/invocations", X, args, "invocations")
@@ -334,6 +335,12 @@ def main(argv=None) -> int:
         help="V2 infer URL of Handoff serving with ONNX; {model} becomes logreg or forest",
     )
     p.add_argument("--models", default=",".join(MODELS), help="which of logreg,forest")
+    p.add_argument(
+        "--mlflow-workers",
+        type=int,
+        default=1,
+        help="uvicorn workers of mlflow models serve (its default: 1); match c.Serving.workers",
+    )
     p.add_argument("--dir", default=None, help="where to make the temp dir (default: $TMPDIR)")
     p.add_argument("--out", default=str(HERE / "results" / "serve.json"))
     args = p.parse_args(argv)
@@ -353,6 +360,10 @@ def main(argv=None) -> int:
     rep.data["machine"]["loadavg_start"] = load0
     print(f"Serving benchmark on {platform.node()} ({os.cpu_count()} CPUs), temp dir {tmp}")
     try:
+        rep.note(
+            f"mlflow models serve runs {args.mlflow_workers} worker(s); throughput at "
+            f"c={CONCURRENCY} compares fairly only with as many Handoff serving workers."
+        )
         X, models = make_models()
         rep.data["models"] = {}
         for name in args.models.split(","):
