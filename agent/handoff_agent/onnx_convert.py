@@ -138,11 +138,8 @@ def _estimators(model):
             continue
         seen.add(id(est))
         yield est
-        for attr in ("steps", "transformers", "transformer_list"):
-            for part in getattr(est, attr, None) or ():
-                if isinstance(part, tuple) and len(part) >= 2 and hasattr(part[1], "get_params"):
-                    stack.append(part[1])
-        for attr in ("transformers_",):
+        # Fitted column transformers keep their fitted clones in transformers_.
+        for attr in ("steps", "transformers", "transformers_", "transformer_list"):
             for part in getattr(est, attr, None) or ():
                 if isinstance(part, tuple) and len(part) >= 2 and hasattr(part[1], "get_params"):
                     stack.append(part[1])

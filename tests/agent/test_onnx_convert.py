@@ -114,7 +114,7 @@ def test_pipeline_with_scaler_and_one_hot_on_a_dataframe(tmp_path, mixed):
     assert list(got) == list(model.predict(unseen))
 
 
-@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm", "lightgbm-in-a-pipeline"])
 def test_boosters_convert_with_parity(tmp_path, tabular, library):
     pytest.importorskip("onnxmltools")
     X, y = tabular
@@ -124,6 +124,11 @@ def test_boosters_convert_with_parity(tmp_path, tabular, library):
     else:
         lgb = pytest.importorskip("lightgbm")
         model = lgb.LGBMClassifier(n_estimators=20, num_leaves=8, n_jobs=1, verbose=-1)
+        if library.endswith("pipeline"):
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            model = make_pipeline(StandardScaler(), model)
         model.fit(X, y)
     result, data = run_job(tmp_path, model, X, y)
     assert_parity(result, data, X)
