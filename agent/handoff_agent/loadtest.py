@@ -8,6 +8,11 @@ starts. Every level is bounded in requests and in seconds, so a test always ends
 
 Protocols: ``v2`` (Open Inference Protocol, one tensor per column) and ``invocations``
 (MLflow's ``dataframe_split``), so the same measurement runs against Handoff and MLflow.
+
+The gate's limits and the levels come from the policy's ``[deploy.loadtest]`` table
+(``max_p99_ratio``, ``min_throughput_ratio``, ``max_error_rate``, ``concurrency``,
+``requests``, declared with the rest of ``[deploy]``); ``LOADTEST_DEFAULTS`` stands in for a
+policy that has none.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 LEVELS = (1, 8, 32)
+LOADTEST_DEFAULTS = {
+    "max_p99_ratio": 2.0,
+    "min_throughput_ratio": 0.5,
+    "max_error_rate": 0.01,
+    "concurrency": LEVELS,
+    "requests": 500,
+}
 PROTOCOLS = ("v2", "invocations")
 MAX_HEADER = 64 << 10
 
@@ -292,16 +304,19 @@ async def run_pair(
     frame,
     policy=None,
     *,
-    levels: Iterable[int] = LEVELS,
+    levels: Iterable[int] | None = None,
     candidate_pids: Callable[[], Iterable[int]] | None = None,
     production_pids: Callable[[], Iterable[int]] | None = None,
     **options,
 ) -> dict:
     """The deploy test: the candidate and production loaded in one run, alternating level by
     level so that a change in the machine's load hits both alike; then ``compare`` and ``gate``.
-    ``production_url`` None is a first deployment. ``options`` go to ``run``. JSON-able."""
+    ``production_url`` None is a first deployment. ``levels`` and ``requests`` default to the
+    policy's ``concurrency`` and ``requests``; other ``options`` go to ``run``. JSON-able."""
+    table = settings(policy)
+    options.setdefault("requests", int(table["requests"]))
     candidate = production = None
-    for concurrency in levels:
+    for concurrency in levels or table["concurrency"]:
         one = await run(
             candidate_url, frame, levels=(concurrency,), worker_pids=candidate_pids, **options
         )
@@ -368,14 +383,11 @@ def compare(candidate: LoadResult, production: LoadResult | None) -> dict:
 def gate(comparison: dict, policy) -> dict:
     """Apply the policy's ``[deploy]`` limits (``max_p99_ratio``, ``min_throughput_ratio``,
     ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "reasons"}``.
-    ``policy``: a Policy, a ``[deploy]`` dict, or None for the defaults."""
-    from .policy import deploy_limits
-
+    ``policy``: see ``settings``."""
+    table = settings(policy)
     worst, reasons = comparison["worst"], []
     limits = {
-        k: v
-        for k, v in deploy_limits(policy).items()
-        if k in ("max_p99_ratio", "min_throughput_ratio", "max_error_rate")
+        k: float(table[k]) for k in ("max_p99_ratio", "min_throughput_ratio", "max_error_rate")
     }
     if worst["error_rate"] > limits["max_error_rate"]:
         reasons.append(
@@ -401,3 +413,22 @@ def gate(comparison: dict, policy) -> dict:
         "limits": limits,
         "worst": worst,
     }
+
+
+def settings(policy) -> dict:
+    """The ``[deploy.loadtest]`` settings over ``LOADTEST_DEFAULTS``. ``policy`` is a Policy or
+    its ``deploy`` part (an object with a ``loadtest`` table, or a mapping with a
+    ``"loadtest"`` sub-table), the table itself (an object or a mapping), or None."""
+    table = getattr(policy, "deploy", policy)
+    if isinstance(table, dict):
+        table = table.get("loadtest", table)
+    elif table is not None and hasattr(table, "loadtest"):
+        table = table.loadtest
+    out = {}
+    for key, default in LOADTEST_DEFAULTS.items():
+        if isinstance(table, dict):
+            out[key] = table.get(key, default)
+        else:
+            out[key] = getattr(table, key, default) if table is not None else default
+    out["concurrency"] = tuple(int(c) for c in out["concurrency"])
+    return out

@@ -18,10 +18,6 @@ reviewer = 1
 reviewer = 1
 admin = 1
 
-[deploy]                      # what entering a stage does to the model server's slots
-canary_percent = 10           # the canary's share of traffic, percent
-shadow = false                # true: an approved version first gets mirrored traffic
-
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
 secret from the plain ``secrets`` list (the embedded central's default) authenticates the
@@ -29,16 +25,6 @@ machine, not a person: central records such a version as pushed by ``intake``.
 
 Every secret must hold at least 128 bits (see ``secrets_check``); central refuses to start
 otherwise.
-
-The load test on entering `validated` and ONNX parity read these ``[deploy]`` keys too
-(``DEPLOY_LIMITS`` below holds the defaults):
-
-[deploy]
-max_p99_ratio = 2.0           # candidate p99 / production's, at any concurrency
-min_throughput_ratio = 0.5    # candidate throughput / production's, at every concurrency
-max_error_rate = 0.01         # share of failed requests in the load test
-onnx_atol = 1e-4              # ONNX serves only where |onnx - model| <= atol + rtol * |model|
-onnx_rtol = 1e-4              # on the evaluation sample (probabilities, or regression values)
 """
 
 from __future__ import annotations
@@ -53,42 +39,6 @@ from .secrets_check import weak_secret_error
 from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
-
-# [deploy] keys of the load test (loadtest.gate) and of ONNX parity (onnx_convert), with their
-# defaults. The load test compares candidate and production in one run on one machine; p99 on a
-# few shared cores is noisy, so the ratios catch a clearly slower model, not a jitter. A float32
-# graph differs from a float64 model by ~1e-7 relative; a converter bug shows as a whole tree
-# or category, far above the ONNX tolerances.
-DEPLOY_LIMITS = {
-    "max_p99_ratio": 2.0,
-    "min_throughput_ratio": 0.5,
-    "max_error_rate": 0.01,
-    "onnx_atol": 1e-4,
-    "onnx_rtol": 1e-4,
-}
-
-
-def _check_deploy_limits(deploy, path) -> None:
-    if not isinstance(deploy, dict):
-        return  # _deploy says what is wrong
-    for key in DEPLOY_LIMITS.keys() & deploy.keys():
-        value = deploy[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"[deploy] {key} in {path} must be a number >= 0, not {value!r}.")
-
-
-def deploy_limits(policy) -> dict:
-    """``DEPLOY_LIMITS`` with the policy's ``[deploy]`` values over them. ``policy``: a Policy,
-    its ``deploy`` dict, or None for the defaults."""
-    deploy = getattr(policy, "deploy", policy) or {}
-    return {k: float(deploy.get(k, v)) for k, v in DEPLOY_LIMITS.items()}
-
-
-def onnx_tolerance(policy) -> dict:
-    """The ONNX parity tolerance ``onnx_convert.convert`` takes, from the policy."""
-    limits = deploy_limits(policy)
-    return {"atol": limits["onnx_atol"], "rtol": limits["onnx_rtol"]}
-
 
 DEFAULT_STAGES = {
     "approved": {"reviewer": 1},
@@ -106,9 +56,6 @@ class Policy:
     max_skew: int = 300
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
-    # [deploy]: read by serving.deploy (defaults there); other keys pass through for the
-    # guardrails that read them.
-    deploy: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -131,7 +78,6 @@ class Policy:
             trusted = trust.check_addable(trusted) if trusted else []
         except HandoffError as e:
             raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
-        _check_deploy_limits(data.get("deploy"), path)
         secrets, senders = _intake_secrets(intake, path)
         return cls(
             secrets=secrets,
@@ -141,7 +87,6 @@ class Policy:
             max_skew=int(intake.get("max_skew_seconds", 300)),
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
-            deploy=_deploy(data.get("deploy", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:
@@ -164,15 +109,6 @@ class Policy:
             if len(users) < count:
                 need[role] = count - len(users)
         return need
-
-
-def _deploy(deploy, path) -> dict:
-    if not isinstance(deploy, dict):
-        raise ValueError(f"[deploy] in {path} must be a table of settings.")
-    share = deploy.get("canary_percent", 10)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 100:
-        raise ValueError(f"[deploy] canary_percent in {path} must be a number from 0 to 100.")
-    return dict(deploy)
 
 
 def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]]:

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import tornado.web
 
-from handoff_agent import loadtest, onnx_convert
-from handoff_agent.loadtest import Level, LoadResult
-from handoff_agent.policy import DEPLOY_LIMITS, Policy, deploy_limits, onnx_tolerance
+from handoff_agent import loadtest
+from handoff_agent.loadtest import LOADTEST_DEFAULTS, Level, LoadResult
+from handoff_agent.policy import Policy
 
 
 class Infer(tornado.web.RequestHandler):
@@ -258,7 +258,7 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
     assert cmp["worst"]["p99_ratio"] == pytest.approx(2.5)
     assert cmp["worst"]["throughput_ratio"] == pytest.approx(0.45)
 
-    verdict = loadtest.gate(cmp, Policy())
+    verdict = loadtest.gate(cmp, None)
     assert verdict["verdict"] == "fail"
     assert [r.split(" ")[0] for r in verdict["reasons"]] == ["p99", "throughput"]
     lenient = {"max_p99_ratio": 3, "min_throughput_ratio": 0.4}
@@ -266,18 +266,27 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
     assert loadtest.gate(loadtest.compare(candidate, candidate), None)["verdict"] == "pass"
 
 
-def test_deploy_policy_keys_have_defaults_and_are_checked(tmp_path):
-    assert deploy_limits(Policy()) == DEPLOY_LIMITS
-    assert onnx_tolerance(None) == onnx_convert.DEFAULT_TOLERANCE
+def test_settings_come_from_the_deploy_loadtest_table_in_any_shape():
+    # No policy, or one without [deploy] (this branch's Policy): the defaults.
+    assert loadtest.settings(None) == {**LOADTEST_DEFAULTS, "concurrency": (1, 8, 32)}
+    assert loadtest.settings(Policy()) == loadtest.settings(None)
+    # [deploy] as a parsed TOML table: only its loadtest sub-table counts; the canary's own
+    # max_p99_ratio at the top of [deploy] is another limit.
+    deploy = {"max_p99_ratio": 1.5, "loadtest": {"max_p99_ratio": 3, "concurrency": [2, 4]}}
+    got = loadtest.settings(deploy)
+    assert (got["max_p99_ratio"], got["concurrency"], got["requests"]) == (3, (2, 4), 500)
+    # The table itself, as a mapping.
+    assert loadtest.settings({"max_error_rate": 0.5})["max_error_rate"] == 0.5
+
+
+def test_a_policy_file_sets_the_load_test_gate(tmp_path):
+    """With the guardrails' [deploy] declaration (deploy_policy.py), a real policy file."""
+    pytest.importorskip("handoff_agent.deploy_policy")
     path = tmp_path / "policy.toml"
-    path.write_text("[deploy]\nmax_p99_ratio = 1.5\nmax_error_rate = 0\nshadow = true\n")
-    policy = Policy.load(path)
-    assert deploy_limits(policy) == {**DEPLOY_LIMITS, "max_p99_ratio": 1.5, "max_error_rate": 0}
-    assert policy.deploy["shadow"] is True  # the slot keys pass through for serving.deploy
-    for bad in ('"low"', "-1", "true"):
-        path.write_text(f"[deploy]\nmax_error_rate = {bad}\n")
-        with pytest.raises(ValueError, match=r"max_error_rate .* must be a number >= 0"):
-            Policy.load(path)
+    path.write_text("[deploy.loadtest]\nmax_p99_ratio = 3.0\nconcurrency = [1, 4]\n")
+    got = loadtest.settings(Policy.load(path))
+    assert (got["max_p99_ratio"], got["concurrency"]) == (3.0, (1, 4))
+    assert got["min_throughput_ratio"] == LOADTEST_DEFAULTS["min_throughput_ratio"]
 
 
 def test_bad_arguments_are_refused_before_any_request(frame):
