@@ -18,11 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "agent", ROOT / "extension"]
 FIRST_PARTY = {"handoff_agent", "jupyter_handoff"}
 
+ONNX_FILES = ("onnx_convert.py", "serving/onnx_backend.py")
 # Modules allowed to come from an extra, and only in these files, where they are imported
 # lazily: the optional destination, and the plugin authors' test kit.
 OPTIONAL = {
     "mlflow": ("mlflow", {"agent/handoff_agent/forwarding/mlflow_worker.py"}),
     "pytest": ("test", {"agent/handoff_agent/testing.py"}),
+    # ONNX conversion and serving (the `serve` extra); without it, versions serve with skops.
+    **{
+        m: ("serve", {f"agent/handoff_agent/{f}" for f in ONNX_FILES})
+        for m in ("skl2onnx", "onnxruntime", "onnxmltools")
+    },
 }
 
 
