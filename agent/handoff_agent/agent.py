@@ -31,6 +31,12 @@ from . import keys, reports
 from .events import EventBus
 from .gate import GatePolicy
 from .handlers.base import NotFoundHandler, log_request
+from .handlers.deployments import (
+    DeploymentHandler,
+    FeedbackHandler,
+    PredictionsHandler,
+    RollbackHandler,
+)
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
 from .handlers.models import (
@@ -61,6 +67,7 @@ from .plugins import GROUPS, PluginRegistry, default_registry
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
+from .serving.settings import Serving
 from .store.blobs import open_blob_store
 from .trust_flow import TrustMixin
 from .versions import VersionService
@@ -306,6 +313,9 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.model_sandbox = self._make_sandbox(home)
         self.runner: CheckRunner | None = None
         self.server: httpserver.HTTPServer | None = None
+        self.serving = Serving(parent=self)
+        self.model_server = None  # serving.server.ModelServer, once started (central)
+        self.serving_url: str | None = None
 
     def _make_sandbox(self, home: Path) -> Sandbox:
         from jupyter_core.paths import jupyter_runtime_dir
@@ -485,6 +495,13 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             (version + "/transition", TransitionHandler),
             (version + "/dossier", DossierHandler),
         ]
+        model = r"/api/v1/models/(?P<name>[^/]+)"
+        routes += [
+            (model + "/deployment", DeploymentHandler),
+            (model + "/deployment/rollback", RollbackHandler),
+            (model + "/feedback", FeedbackHandler),
+            (model + "/predictions", PredictionsHandler),
+        ]
         return web.Application(
             routes,
             agent=self,
@@ -522,12 +539,50 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
+        if self.role == "central" and self.serving.enabled:
+            await self.start_serving()
         await self.schedule_queued()
         self.forwarder.start()
         self.start_trust_watch(self.trust_poll_interval)
         if self.shares_events:
             self._events_tail = asyncio.ensure_future(self._tail_events())
         return port
+
+    async def start_serving(self) -> None:
+        """The model server: its own port and app, its workers sandboxed like the checks."""
+        from .serving.handlers import routes
+        from .serving.server import ModelServer, log_served
+
+        limits = Limits(
+            memory=self.serving.worker_memory_limit,
+            file_size=self.sandbox_max_file_size,
+            processes=self.sandbox_max_processes,
+        )
+        self.model_server = ModelServer(
+            self.serving,
+            self.registry,
+            self.store,
+            self.model_sandbox,
+            limits,
+            lambda: self.trusted_types,
+            self.call,
+            self.run_io,
+        )
+        app = web.Application(
+            routes(),
+            agent=self,
+            model_server=self.model_server,
+            default_handler_class=NotFoundHandler,
+            xsrf_cookies=False,
+            log_function=log_served,
+        )
+        self.serving_url = await self.model_server.start(app)
+        log.info("Model server listening on %s", self.serving_url)
+
+    async def serving_changed(self) -> None:
+        """Slots changed here: apply them now rather than at the next poll."""
+        if self.model_server is not None:
+            await self.model_server.refresh()
 
     def _lifecycle(self) -> dict:
         return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
@@ -541,6 +596,8 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.stop_trust_watch()
+        if self.model_server is not None:
+            await self.model_server.stop()
         if getattr(self, "_events_tail", None) is not None:
             self._events_tail.cancel()
         if self.runner is not None:

@@ -31,10 +31,13 @@ class PipelineMixin:
         if not id_file.exists():
             id_file.write_text(uuid.uuid4().hex)
         self.agent_id = id_file.read_text().strip()
-        self.policy = self.stages = self.intake = None
+        self.policy = self.stages = self.intake = self.deployments = None
         if self.role == "central":
             self.policy = Policy.load(self.policy_file or self._embedded_policy(home))
-            self.stages = StageManager(self.registry, self.policy)
+            from .serving.deploy import DeploymentService
+
+            self.deployments = DeploymentService(self.registry, self.policy)
+            self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.intake = IntakeManager(self, self.policy)
         found = self.plugin_registry.load_all("destination", list(self.forward_to))
         self.destinations = {}

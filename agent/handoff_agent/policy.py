@@ -18,6 +18,10 @@ reviewer = 1
 reviewer = 1
 admin = 1
 
+[deploy]                      # what entering a stage does to the model server's slots
+canary_percent = 10           # the canary's share of traffic, percent
+shadow = false                # true: an approved version first gets mirrored traffic
+
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
 secret from the plain ``secrets`` list (the embedded central's default) authenticates the
@@ -56,6 +60,9 @@ class Policy:
     max_skew: int = 300
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
+    # [deploy]: read by serving.deploy (defaults there); other keys pass through for the
+    # guardrails that read them.
+    deploy: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -87,6 +94,7 @@ class Policy:
             max_skew=int(intake.get("max_skew_seconds", 300)),
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
+            deploy=_deploy(data.get("deploy", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:
@@ -109,6 +117,15 @@ class Policy:
             if len(users) < count:
                 need[role] = count - len(users)
         return need
+
+
+def _deploy(deploy, path) -> dict:
+    if not isinstance(deploy, dict):
+        raise ValueError(f"[deploy] in {path} must be a table of settings.")
+    share = deploy.get("canary_percent", 10)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 100:
+        raise ValueError(f"[deploy] canary_percent in {path} must be a number from 0 to 100.")
+    return dict(deploy)
 
 
 def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]]:
