@@ -3,13 +3,18 @@ Origin, token, the one JSON error shape); a consumer token reaches only its mode
 
 from __future__ import annotations
 
+import time
+
 from ..errors import BadRequest, Forbidden
+from ..tokens import token_hash
 from ..handlers.base import ANY_ROLE, MAX_JSON_DEPTH, BaseHandler, json_depth, parse_uint
 from ..names import validate_name
 from . import protocols
 from .inputs import decode_invocations, decode_v2, malformed, split_binary
+from .server import Unavailable
 
 CALLERS = (*ANY_ROLE, "consumer")
+TOKEN_CACHE_SECONDS = 5.0
 # V2 clients (tritonclient) send no Content-Type; the binary extension sends bytes.
 BODY_TYPES = ("application/json", "application/octet-stream", "")
 
@@ -20,6 +25,20 @@ class ServingHandler(BaseHandler):
     @property
     def server(self):
         return self.settings["model_server"]
+
+    async def authenticate(self) -> dict:
+        """As the agent API, with a short cache of stored tokens: a consumer's every request
+        would otherwise wait on the store. A revoked token stops within TOKEN_CACHE_SECONDS."""
+        given = token_hash(self.given_token())  # no raw token kept in memory
+        cache = self.server.token_cache
+        hit = cache.get(given)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        identity = await super().authenticate()
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[given] = (identity, time.monotonic() + TOKEN_CACHE_SECONDS)
+        return identity
 
     @property
     def max_body(self) -> int:
@@ -69,7 +88,9 @@ class ReadyHandler(ServingHandler):
     public = True
 
     def get(self):
-        self.write_json({"ready": self.server.ready()})
+        if not self.server.ready():
+            raise Unavailable("Some served versions are still loading.", "Retry shortly.")
+        self.write_json({"ready": True})
 
 
 class ServerMetadataHandler(ServingHandler):
@@ -100,10 +121,10 @@ class ModelReadyHandler(ServingHandler):
         name = self.may_call(name)
         route = self.server.route_for(name, self.number(number), None)
         pool = self.server.pools.get((name, route.number))
+        if pool is None or not pool.ready:
+            raise Unavailable(f"{name}:{route.number} is not ready.", "Retry shortly.")
         self.set_header(protocols.VERSION_HEADER, str(route.number))
-        self.write_json(
-            {"name": name, "version": str(route.number), "ready": bool(pool and pool.ready)}
-        )
+        self.write_json({"name": name, "version": str(route.number), "ready": True})
 
 
 class InferHandler(ServingHandler):

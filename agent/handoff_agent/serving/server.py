@@ -97,6 +97,7 @@ class ModelServer:
         self.tick_hooks: list[Callable] = []
         # Which backend serves a version: (model, number, manifest) -> a BACKENDS name.
         self.choose_backend: Callable[[str, int, dict], str] = lambda m, n, manifest: "skops"
+        self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
         self._state = None
         self._tasks: list[asyncio.Task] = []

@@ -204,6 +204,16 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def get_bytes(agent: RunningAgent, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"token {agent.token}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 def status_json(central: RunningAgent) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "handoff_agent", "status", "--json", "--role", "central"],

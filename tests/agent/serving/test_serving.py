@@ -21,6 +21,7 @@ from serving_support import (
     Load,
     central_stage,
     descendants,
+    get_bytes,
     push_to_central,
     serving_url,
     sign,
@@ -245,9 +246,9 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
     assert stored == [{"request_id": request_id, "label": "1"}]
 
     # The log is Parquet, on the blob store (files or S3), with the request in it
-    status, _, raw = central.request_full("GET", "/api/v1/models/churn/predictions")
-    assert status == 200
-    log = pd.read_parquet(io.BytesIO(raw if isinstance(raw, bytes) else raw.encode("latin1")))
+    status, raw = get_bytes(central, "/api/v1/models/churn/predictions")
+    assert status == 200, raw[:300]
+    log = pd.read_parquet(io.BytesIO(raw))
     row = log[log["request_id"] == request_id].iloc[0]
     assert (row["model"], row["version"], row["slot"]) == ("churn", 1, "production")
     assert json.loads(row["inputs"]) == {k: [v] for k, v in ROW.items()}
