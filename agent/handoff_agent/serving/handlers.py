@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 from ..errors import BadRequest, Forbidden
-from ..tokens import token_hash
 from ..handlers.base import ANY_ROLE, MAX_JSON_DEPTH, BaseHandler, json_depth, parse_uint
 from ..names import validate_name
+from ..tokens import token_hash
 from . import protocols
 from .inputs import decode_invocations, decode_v2, malformed, split_binary
 from .server import Unavailable
