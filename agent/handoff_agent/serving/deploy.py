@@ -90,6 +90,20 @@ class DeploymentService:
             )
         return int(slots["production"]["number"])
 
+    def abort_canary(self, model: str, reason: str, by: str = "guardrails") -> int:
+        """The canary goes to 0 % and its version to stage ``rollback`` with ``reason``, in
+        one transaction with the audit rows (what a guardrail alarm does). Returns it."""
+        with self.store.transaction():
+            canary = next((r for r in self.store.slots_of(model) if r["slot"] == "canary"), None)
+            if canary is None:
+                raise NotFound(f"{model!r} has no canary.", code="no_canary")
+            subject = f"{model}:{canary['number']}"
+            self.store.stage_set(
+                canary["version_id"], "rollback", by, reason, subject, expected="canary"
+            )
+            self.store.slot_clear(model, "canary", by, reason)
+            return int(canary["number"])
+
     def set_traffic(self, model: str, percent: float, by: str) -> dict:
         """The canary's share, 0..100 (the guardrails' linear steps, or an admin)."""
         if not 0.0 <= percent <= 100.0:

@@ -43,18 +43,16 @@ class ServingStore(StoreBase):
     ) -> None:
         """Put a version in a slot (replacing what was there), with its audit row."""
         with self._tx() as c:
-            c.execute(delete(t.deployments).where(P.model == model, P.slot == slot))
-            c.execute(
-                t.deployments.insert().values(
-                    model=model,
-                    slot=slot,
-                    version_id=version_id,
-                    number=number,
-                    traffic=float(traffic),
-                    since=now(),
-                    by=by,
-                )
-            )
+            values = {
+                "version_id": version_id,
+                "number": number,
+                "traffic": float(traffic),
+                "since": now(),
+                "by": by,
+            }
+            stmt = self._insert(t.deployments).values(model=model, slot=slot, **values)
+            # An upsert: two replicas filling one slot at once leave one row, never an error.
+            c.execute(stmt.on_conflict_do_update(index_elements=["model", "slot"], set_=values))
             self.audit_append(
                 by, "deploy.slot", f"{model}:{number}", {"slot": slot, "traffic": traffic}
             )
