@@ -129,20 +129,28 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             h.setdefault("Content-Type", "application/json")
-        conn = self._conn()
-        try:
-            conn.request(method, path, body=data, headers=h)
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (OSError, http.client.HTTPException):
-            self._local.conn = None
-            conn.close()
-            raise
+        stale = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+        for attempt in (1, 2):  # a refused request may close the kept-alive connection
+            conn = self._conn()
+            try:
+                conn.request(method, path, body=data, headers=h)
+                resp = conn.getresponse()
+                payload = resp.read()
+                break
+            except stale:
+                self._local.conn = None
+                conn.close()
+                if attempt == 2:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self._local.conn = None
+                conn.close()
+                raise
         try:
             parsed = json.loads(payload)
         except ValueError:
             parsed = payload
-        return resp.status, dict(resp.getheaders()), parsed
+        return resp.status, resp.headers, parsed  # case-insensitive names
 
     def invocations(self, records: list[dict], model="churn", **headers):
         return self.call(
