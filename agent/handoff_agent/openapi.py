@@ -250,7 +250,14 @@ PATHS: dict[str, dict[str, dict]] = {
             "Admin, central: roll the production version back; the previous production "
             "serves again in one step.",
             params=[NAME],
-            body=_json_body({"comment": _TEXT}, []),
+            body={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"comment": _TEXT}}
+                    }
+                },
+            },
         )
     },
     "/api/v1/models/{name}/feedback": {
