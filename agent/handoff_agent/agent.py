@@ -315,6 +315,9 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
         self.server: httpserver.HTTPServer | None = None
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
+        # Called every c.Serving.tick_seconds with {model: [slot stats]} (the guardrails);
+        # register before start. The same list becomes the model server's tick_hooks.
+        self.serving_tick_hooks: list = []
         self.serving_url: str | None = None
 
     def _make_sandbox(self, home: Path) -> Sandbox:
@@ -568,6 +571,7 @@ class HandoffAgent(PipelineMixin, TrustMixin, LoggingConfigurable):
             self.call,
             self.run_io,
         )
+        self.model_server.tick_hooks = self.serving_tick_hooks
         app = web.Application(
             routes(),
             agent=self,

@@ -33,6 +33,7 @@ reviewer = 1
 
 [deploy]
 canary_percent = 30
+shadow = true
 """
 
 

@@ -296,6 +296,18 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
     assert client.call("POST", test_infer, one)[1]["X-Handoff-Slot"] == "test"
     assert {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(30)} == {"1"}
 
+    # Approved, with the policy's shadow: mirrored copies, answered by production only
+    sign(central, "churn", v2, "approved")
+
+    def shadow_requests():
+        view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+        slots = {s["slot"]: s for s in view["slots"]}
+        answers = {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(5)}
+        assert answers == {"1"}
+        return "shadow" in slots and slots["shadow"]["requests"]
+
+    until(shadow_requests, timeout=60, what="mirrored requests")
+
     # Canary at the policy's 30 %, sticky per key
     sign(central, "churn", v2, "canary")
     until(
