@@ -99,7 +99,13 @@ class ServingWorker:
             self._reading.cancel()
         self._fail_all()
         with contextlib.suppress(OSError):
-            self.sock.close()
+            if self.writer is not None:
+                # The transport owns the socket: closing it behind the transport's back frees
+                # the descriptor number while the loop still watches it (a new connection
+                # could get that number and be refused).
+                self.writer.close()
+            else:
+                self.sock.close()
 
 
 class LoadFailed(Exception):
