@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import time
 
@@ -30,6 +31,9 @@ from serving_support import (
 )
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, until
+from tornado import web
+
+from handoff_agent.serving.handlers import routes
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
@@ -220,7 +224,21 @@ def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
         assert 400 <= got < 500, what
         assert_error(got, answer, status, code)
     assert client.call("POST", "/invocations?model=churn", {"instances": [[1, 2]] * 2})[0] == 400
-    assert client.call("POST", "/invocations", {"instances": [ROW]}, token=False)[0] == 401
+    # Every route of the model server but health needs a token (enumerated, not listed)
+    for pattern, handler in routes():
+        path = re.sub(
+            r"\(\?P<(\w+)>[^)]*\)", lambda m: "1" if m[1] == "number" else "churn", pattern
+        )
+        for method in ("GET", "POST"):
+            if getattr(handler, method.lower()) is getattr(web.RequestHandler, method.lower()):
+                continue
+            status, _, body = client.call(
+                method, path, {} if method == "POST" else None, token=False
+            )
+            if handler.public:
+                assert status in (200, 503), (path, body)
+            else:
+                assert_error(status, body, 401, "unauthorized")
     assert client.invocations([ROW])[0] == 200  # no worker died on the way
 
 
