@@ -95,8 +95,10 @@ class ModelServer:
         self.log = PredictionLog(registry, store, call, run_io, settings)
         # Guardrails plug in here: each is called every tick with {model: [slot stats]}.
         self.tick_hooks: list[Callable] = []
-        # Which backend serves a version: (model, number, manifest) -> a BACKENDS name.
-        self.choose_backend: Callable[[str, int, dict], str] = lambda m, n, manifest: "skops"
+        # Which backend serves a version: (model, number, manifest) -> a BACKENDS name, or
+        # (name, {job key: blob digest}) for a backend that needs more blobs than the bundle
+        # (e.g. a converted ONNX file); each reaches the worker as an open file, by that key.
+        self.choose_backend: Callable[[str, int, dict], str | tuple] = lambda m, n, man: "skops"
         self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
         self._state = None
@@ -202,9 +204,11 @@ class ModelServer:
         manifest = await self.call(self.registry.manifest_of, model, number) or {}
         self.manifests[(model, number)] = manifest
         backend = self.choose_backend(model, number, manifest)
+        backend, blobs = backend if isinstance(backend, tuple) else (backend, {})
+        blobs = {"bundle": digest, **blobs}
         entry = BACKENDS.get(backend)
         job = {
-            "bundle": "",
+            **dict.fromkeys(blobs, ""),
             "channel": "",
             "backend": backend,
             "backend_entry": entry if isinstance(entry, str) else None,
@@ -214,8 +218,13 @@ class ModelServer:
         async def spawn(channel: socket.socket):
             handle = await self.sandbox.spawn("handoff_agent.serving.worker", self.limits)
             try:
-                with await self.run_io(self.store.local_copy, digest) as bundle:
-                    await handle.send(job, {"bundle": bundle, "channel": channel})
+                with contextlib.ExitStack() as copies:
+                    files = {}
+                    for key, blob in blobs.items():  # verified temporary copies, never paths
+                        files[key] = copies.enter_context(
+                            await self.run_io(self.store.local_copy, blob)
+                        )
+                    await handle.send(job, {**files, "channel": channel})
             except BaseException:
                 await handle.stop()
                 raise
