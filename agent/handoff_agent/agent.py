@@ -29,6 +29,12 @@ from .events import EventBus
 from .forwarding.service import ForwardService
 from .gate import GatePolicy
 from .handlers.base import NotFoundHandler, log_request
+from .handlers.deployments import (
+    DeploymentHandler,
+    FeedbackHandler,
+    PredictionsHandler,
+    RollbackHandler,
+)
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
 from .handlers.models import (
@@ -63,6 +69,7 @@ from .replica_events import ReplicaEvents
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
+from .serving.settings import Serving
 from .stages import StageManager
 from .store.blobs import open_blob_store
 from .trust_flow import TrustFlow
@@ -330,10 +337,14 @@ class HandoffAgent(LoggingConfigurable):
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
-        self.policy = self.stages = self.intake = None
+        self.policy = self.stages = self.intake = self.deployments = None
         if self.role == "central":
+            from .serving.deploy import DeploymentService
+
             self.policy = Policy.load(self.policy_file or pipeline.embedded_policy(home))
-            self.stages = StageManager(self.registry, self.policy)
+            # Stages move the model server's slots in the stage change's own transaction.
+            self.deployments = DeploymentService(self.registry, self.policy)
+            self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.model_sandbox = self._make_sandbox(home)
@@ -400,6 +411,12 @@ class HandoffAgent(LoggingConfigurable):
         )
         if self.role == "central":
             self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
+        self.serving = Serving(parent=self)
+        self.model_server = None  # serving.server.ModelServer, once started (central)
+        # Called every c.Serving.tick_seconds with {model: [slot stats]} (the guardrails);
+        # register before start. The same list becomes the model server's tick_hooks.
+        self.serving_tick_hooks: list = []
+        self.serving_url: str | None = None
 
     def _make_sandbox(self, home: Path) -> Sandbox:
         from jupyter_core.paths import jupyter_runtime_dir
@@ -486,6 +503,13 @@ class HandoffAgent(LoggingConfigurable):
             (version + "/transition", TransitionHandler),
             (version + "/dossier", DossierHandler),
         ]
+        model = r"/api/v1/models/(?P<name>[^/]+)"
+        routes += [
+            (model + "/deployment", DeploymentHandler),
+            (model + "/deployment/rollback", RollbackHandler),
+            (model + "/feedback", FeedbackHandler),
+            (model + "/predictions", PredictionsHandler),
+        ]
         return web.Application(
             routes,
             agent=self,
@@ -530,12 +554,51 @@ class HandoffAgent(LoggingConfigurable):
         await self.runner.warm()
         if self.role == "central":
             await self.probe_pool.warm()
+        if self.role == "central" and self.serving.enabled:
+            await self.start_serving()
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
         if self.replicas is not None:
             await self.replicas.start()
         return port
+
+    async def start_serving(self) -> None:
+        """The model server: its own port and app, its workers sandboxed like the checks."""
+        from .serving.handlers import routes
+        from .serving.server import ModelServer, log_served
+
+        limits = Limits(
+            memory=self.serving.worker_memory_limit,
+            file_size=self.sandbox_max_file_size,
+            processes=self.sandbox_max_processes,
+        )
+        self.model_server = ModelServer(
+            self.serving,
+            self.registry,
+            self.store,
+            self.model_sandbox,
+            limits,
+            lambda: self.trusted_types,
+            self.call,
+            self.run_io,
+        )
+        self.model_server.tick_hooks = self.serving_tick_hooks
+        app = web.Application(
+            routes(),
+            agent=self,
+            model_server=self.model_server,
+            default_handler_class=NotFoundHandler,
+            xsrf_cookies=False,
+            log_function=log_served,
+        )
+        self.serving_url = await self.model_server.start(app)
+        log.info("Model server listening on %s", self.serving_url)
+
+    async def serving_changed(self) -> None:
+        """Slots changed here: apply them now rather than at the next poll."""
+        if self.model_server is not None:
+            await self.model_server.refresh()
 
     def _lifecycle(self) -> dict:
         return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
@@ -551,6 +614,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.trust_flow.stop_watch()
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.model_server is not None:
+            await self.model_server.stop()
         if self.runner is not None:
             await self.runner.close()
         await self.probe_pool.close()

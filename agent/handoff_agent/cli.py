@@ -78,7 +78,9 @@ class ServeApp(JupyterApp):
         # The app itself too: its aliases (log-level) name Application, and --help needs it.
         # Destinations too, so their list settings parse from the command line.
         destinations = default_registry().load_all("destination").values()
-        return [type(self), HandoffAgent, GatePolicy, *destinations]
+        from .serving.settings import Serving
+
+        return [type(self), HandoffAgent, GatePolicy, Serving, *destinations]
 
     def start(self):
         from .agent import HandoffAgent
@@ -116,6 +118,7 @@ class ServeApp(JupyterApp):
                 "sandbox": agent.model_sandbox.mode,
                 "database": agent.registry.url,  # password redacted
                 "blobs": agent.store.url,
+                "serving_url": agent.serving_url,
             },
             agent.role,
         )
@@ -135,17 +138,26 @@ class StatusApp(JupyterApp):
     description = "Say whether an agent is running, where, and with which token."
     version = __version__
     json_output = Bool(False, help="Print JSON.").tag(config=True)
+    role = Unicode(
+        "",
+        help="Which agent: 'local' or 'central'. Default: the local agent, else the central "
+        "one (whose status includes the model server's serving_url).",
+    ).tag(config=True)
     flags = {"json": ({"StatusApp": {"json_output": True}}, "Print JSON.")}
-    aliases = {}
+    aliases = {"role": "StatusApp.role"}
 
     def start(self):
-        info = runtime.read()
+        info = runtime.read(self.role or "local")
+        if info is None and not self.role:
+            info = runtime.read("central")
         up = bool(info) and runtime.healthy(info["url"])
         if self.json_output:
             print(json.dumps({"running": up, **(info or {})}))
         elif up:
             print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']})")
             print(f"Token: {info['token']}")
+            if info.get("serving_url"):
+                print(f"Model server: {info['serving_url']}")
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)
@@ -236,12 +248,18 @@ class TokenApp(JupyterApp):
     description = "Create or revoke API tokens with roles: token create --user U --role R."
     version = __version__
     user = Unicode("", help="User the token belongs to.").tag(config=True)
-    roles = List(Unicode(), help="Roles: analyst, reviewer, admin (repeat --role).").tag(
-        config=True
-    )
+    roles = List(
+        Unicode(), help="Roles: analyst, reviewer, admin, or consumer (repeat --role)."
+    ).tag(config=True)
+    models = List(
+        Unicode(),
+        help="For a consumer token: the models it may call on the model server (repeat "
+        "--models, or separate names with commas).",
+    ).tag(config=True)
     aliases = {
         "home": "HandoffAgent.home",
         "role": "TokenApp.roles",
+        "models": "TokenApp.models",
         "user": "TokenApp.user",
         "agent-role": "HandoffAgent.role",
         "database-url": "HandoffAgent.database_url",
@@ -255,12 +273,15 @@ class TokenApp(JupyterApp):
         action = self.extra_args[0] if self.extra_args else ""
         if action not in ("create", "revoke"):
             print("Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]")
+            print("       jupyter handoff token create --role consumer --models churn")
             print("       jupyter handoff token revoke --user alice [--home DIR]")
             self.exit(2)
         registry = _open_db(self.config)
         try:
             if action == "create":
-                print(tokens.create(registry, self.user, list(self.roles)))
+                models = [m for given in self.models for m in given.split(",") if m] or None
+                user = self.user or ("consumer" if "consumer" in self.roles else "")
+                print(tokens.create(registry, user, list(self.roles), "cli", models))
             else:
                 print(f"Revoked {tokens.revoke(registry, self.user)} token(s) of {self.user}.")
         except HandoffError as e:

@@ -130,7 +130,7 @@ class DeployPolicy:
         )
         return cls(**values)
 
-    # Read as a mapping too ({**DEPLOY_DEFAULTS, **policy.deploy}, key by key).
+    # Read as a mapping too, key by key.
     def keys(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]
 

@@ -231,12 +231,75 @@ PATHS: dict[str, dict[str, dict]] = {
                     "user": {"type": "string", "minLength": 1, "maxLength": 200},
                     "roles": {
                         "type": "array",
-                        "items": {"type": "string", "enum": ["analyst", "reviewer", "admin"]},
+                        "items": {
+                            "type": "string",
+                            "enum": ["analyst", "reviewer", "admin", "consumer"],
+                        },
                         "minItems": 1,
+                    },
+                    "models": {
+                        "type": "array",
+                        "items": NAME["schema"],
+                        "description": "A consumer token's models (required for consumer).",
                     },
                 },
                 ["user", "roles"],
             ),
+        )
+    },
+    "/api/v1/models/{name}/deployment": {
+        "get": _op(
+            "Central: where each version serves (slot, traffic %, requests, error rate, "
+            "p50/p99, backend) and the model server's URL.",
+            params=[NAME],
+        )
+    },
+    "/api/v1/models/{name}/deployment/rollback": {
+        "post": _op(
+            "Admin, central: roll the production version back; the previous production "
+            "serves again in one step.",
+            params=[NAME],
+            body={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"comment": _TEXT}}
+                    }
+                },
+            },
+        )
+    },
+    "/api/v1/models/{name}/feedback": {
+        "post": _op(
+            "Central: ground-truth labels for served predictions, by request id (a consumer "
+            "token may send them for its models).",
+            ok="201",
+            params=[NAME],
+            body=_json_body(
+                {
+                    "labels": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 10000,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                                "label": {},
+                            },
+                            "required": ["request_id", "label"],
+                        },
+                    }
+                },
+                ["labels"],
+            ),
+        )
+    },
+    "/api/v1/models/{name}/predictions": {
+        "get": _op(
+            "Central: the model's prediction log as one Parquet file.",
+            params=[NAME],
+            ok_type="application/vnd.apache.parquet",
         )
     },
     "/api/v1/trust": {

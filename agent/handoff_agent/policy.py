@@ -19,7 +19,8 @@ reviewer = 1
 admin = 1
 
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
-steps = [5, 25, 50]
+canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)
+shadow = false                # true: an approved version first gets mirrored traffic
 
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A

@@ -15,13 +15,19 @@ from .policy import FLOW, TERMINAL, Policy
 
 
 class StageManager:
-    def __init__(self, store, policy: Policy):
+    def __init__(self, store, policy: Policy, on_stage=None):
         self.store = store
         self.policy = policy
+        # Called inside the stage change's transaction (serving.deploy moves the slots):
+        # on_stage(subject, version_id, previous_stage, stage, by).
+        self.on_stage = on_stage
 
     def enter(self, version_id: int, stage: str, by: str, subject: str, comment: str = ""):
         """A stage change the agent itself makes (received, validated, rejected)."""
-        self.store.stage_set(version_id, stage, by, comment, subject)
+        with self.store.transaction():
+            self.store.stage_set(version_id, stage, by, comment, subject)
+            if self.on_stage is not None:
+                self.on_stage(subject, version_id, None, stage, by)
 
     def signoffs(self, version_id: int, stage: str | None = None) -> list[dict]:
         return self.store.signoffs_of(version_id, stage)
@@ -114,6 +120,8 @@ class StageManager:
     def _set(self, v: dict, stage: str, by: str, comment: str, subject: str) -> None:
         """Move from the stage ``v`` was read in; a concurrent move first makes this a 409."""
         self.store.stage_set(v["id"], stage, by, comment, subject, expected=v["stage"])
+        if self.on_stage is not None:
+            self.on_stage(subject, v["id"], v["stage"], stage, by)
 
     def _archive_previous(self, name: str, number: int, stage: str, by: str) -> None:
         if stage != "production":

@@ -7,22 +7,38 @@ import secrets
 
 from .errors import BadRequest
 
-ROLES = ("analyst", "reviewer", "admin")
+ROLES = ("analyst", "reviewer", "admin", "consumer")
+# A consumer calls the model server (and sends feedback) for the models its token names, and
+# nothing else: it holds no other role.
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(store, user: str, roles: list[str], actor: str = "cli") -> str:
+def create(store, user: str, roles: list[str], actor: str = "cli", models=None) -> str:
     bad = [r for r in roles if r not in ROLES]
     if not user or bad or not roles:
         raise BadRequest(
             f"Roles must be among {', '.join(ROLES)} and a user is required.",
             "e.g. jupyter handoff token create --user alice --role reviewer",
         )
+    consumer = "consumer" in roles
+    if consumer and (len(set(roles)) > 1 or not models):
+        raise BadRequest(
+            "A consumer token names the models it may call, and holds no other role.",
+            "e.g. jupyter handoff token create --user app --role consumer --models churn",
+        )
+    if models and not consumer:
+        raise BadRequest("Only a consumer token is scoped to models.", "Add --role consumer.")
+    if models:
+        from .names import validate_name
+
+        for name in models:
+            validate_name(name)
     token = secrets.token_urlsafe(32)
-    store.token_add(token_hash(token), user, sorted(set(roles)), actor)
+    scope = sorted(set(models)) if consumer else None
+    store.token_add(token_hash(token), user, sorted(set(roles)), actor, scope)
     return token
 
 

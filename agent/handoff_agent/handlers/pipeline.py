@@ -36,10 +36,18 @@ class TokensHandler(BaseHandler):
         user, roles = _text(body, "user", 200), body.get("roles")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise BadRequest("roles must be a list of role names.", 'e.g. {"roles": ["reviewer"]}')
+        models = body.get("models")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            raise BadRequest("models must be a list of model names.", '{"models": ["churn"]}')
         token = await self.agent.call(
-            tokens.create, self.agent.registry, user, roles, self.identity["user"]
+            tokens.create, self.agent.registry, user, roles, self.identity["user"], models
         )
-        self.write_json({"user": user, "roles": sorted(set(roles)), "token": token}, 201)
+        out = {"user": user, "roles": sorted(set(roles)), "token": token}
+        if models:
+            out["models"] = sorted(set(models))
+        self.write_json(out, 201)
 
 
 class CentralOnly(BaseHandler):

@@ -18,21 +18,35 @@ V = t.versions.c
 
 
 class AccessStore(StoreBase):
-    def token_add(self, token_hash: str, user: str, roles: list[str], actor: str) -> None:
+    def token_add(
+        self, token_hash: str, user: str, roles: list[str], actor: str, models=None
+    ) -> None:
+        """``models``: the models a consumer token may call (None: no model scope)."""
         with self._tx() as c:
             c.execute(
                 t.tokens.insert().values(
-                    hash=token_hash, user=user, roles=json.dumps(roles), created=now(), revoked=0
+                    hash=token_hash,
+                    user=user,
+                    roles=json.dumps(roles),
+                    created=now(),
+                    revoked=0,
+                    models=None if models is None else json.dumps(sorted(models)),
                 )
             )
-            self.audit_append(actor, "token.create", user, {"roles": roles})
+            payload = {"roles": roles, **({"models": sorted(models)} if models else {})}
+            self.audit_append(actor, "token.create", user, payload)
 
     def token_lookup(self, token_hash: str) -> dict | None:
         with self._read() as c:
             row = c.execute(
-                select(K.user, K.roles).where(K.hash == token_hash, K.revoked == 0)
+                select(K.user, K.roles, K.models).where(K.hash == token_hash, K.revoked == 0)
             ).first()
-        return {"user": row[0], "roles": json.loads(row[1])} if row else None
+        if row is None:
+            return None
+        found = {"user": row[0], "roles": json.loads(row[1])}
+        if row[2] is not None:
+            found["models"] = json.loads(row[2])
+        return found
 
     def token_revoke(self, user: str, actor: str) -> int:
         with self._tx() as c:

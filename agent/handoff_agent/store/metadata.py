@@ -17,11 +17,19 @@ from .events import EventStore
 from .inventory import InventoryStore
 from .migrations import upgrade
 from .outbox import OutboxStore
+from .serving import ServingStore
 from .versions import VersionStore
 
 
 class MetadataStore(
-    VersionStore, AuditStore, OutboxStore, CentralStore, AccessStore, EventStore, InventoryStore
+    VersionStore,
+    AuditStore,
+    OutboxStore,
+    CentralStore,
+    AccessStore,
+    EventStore,
+    InventoryStore,
+    ServingStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

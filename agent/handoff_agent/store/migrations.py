@@ -41,7 +41,18 @@ def m006_store(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_until FLOAT"))
 
 
-MIGRATIONS = [(name, None) for name in LEGACY] + [("m006_store", m006_store)]
+def m007_serving(conn: Connection) -> None:
+    """The model server's state: slots per endpoint, feedback labels, prediction-log segments;
+    and a token's model scope (consumers)."""
+    for table in (t.deployments, t.feedback, t.prediction_segments):
+        table.create(conn)
+    conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
+
+
+MIGRATIONS = [(name, None) for name in LEGACY] + [
+    ("m006_store", m006_store),
+    ("m007_serving", m007_serving),
+]
 
 
 def upgrade(engine: Engine) -> list[str]:

@@ -210,6 +210,7 @@ tokens = Table(
     Column("roles", Text),
     Column("created", Text),
     Column("revoked", Int),
+    Column("models", Text),  # JSON list: the models a consumer token may call; NULL: any
 )
 
 deliveries = Table(
@@ -259,4 +260,47 @@ events = Table(
     Column("origin", Text),
     Column("time", Float),
     Column("payload", Text),
+)
+
+# -- serving (m007) ----------------------------------------------------------------------------
+# Which version serves in which slot of a model's endpoint, with what share of traffic. Every
+# replica's model server reads it, so all agree; the DeploymentService alone writes it.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("model", Text, primary_key=True),
+    Column("slot", Text, primary_key=True),  # production | canary | shadow | test | previous
+    _version_fk(nullable=False),
+    Column("number", Int),
+    Column("traffic", Float),  # percent of the endpoint's traffic; 0 for shadow, test, previous
+    Column("since", Text),
+    Column("by", Text),
+)
+
+# Ground truth that arrives after a prediction, by the request id the server answered with.
+feedback = Table(
+    "feedback",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("request_id", Text),
+    Column("label", Text),  # JSON
+    Column("time", Text),
+    Column("by", Text),
+    Index("idx_feedback_model_request", "model", "request_id", unique=True),
+)
+
+# The prediction log: Parquet segments in the blob store, listed here in append order.
+prediction_segments = Table(
+    "prediction_segments",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("digest", Text),
+    Column("rows", Int),
+    Column("bytes", Int),
+    Column("first_time", Float),
+    Column("last_time", Float),
+    Column("created", Text),
+    Index("idx_prediction_segments_model", "model", "id"),
 )

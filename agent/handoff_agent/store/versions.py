@@ -568,6 +568,9 @@ class VersionStore(StoreBase):
                 select(V.model, V.number, r.kind, r.digest).join(t.versions, V.id == r.version_id)
             ):
                 out.setdefault(digest, []).append(f"{model}:{number} {kind} report")
+            seg = t.prediction_segments.c
+            for model, digest in c.execute(select(seg.model, seg.digest)):
+                out.setdefault(digest, []).append(f"{model} prediction log")
         return out
 
     def count_rows(self) -> dict[str, int]:

@@ -1,0 +1,91 @@
+"""Central's deployment routes: where each version serves, the one-step rollback, ground-truth
+feedback by request id, and the prediction log as Parquet. Thin over serving.deploy."""
+
+from __future__ import annotations
+
+from ..errors import BadRequest, Forbidden
+from ..names import validate_name
+from .base import ANY_ROLE
+from .pipeline import CentralOnly, _text
+
+MAX_LABELS = 10_000
+
+
+class DeploymentHandler(CentralOnly):
+    async def get(self, name: str):
+        validate_name(name)
+        self.central()
+        agent = self.agent
+        self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+
+
+class RollbackHandler(CentralOnly):
+    """Admin: the production version is rolled back and the previous one serves again, in
+    one step (stages, slots and audit rows in one transaction)."""
+
+    roles = {"POST": ("admin",)}
+
+    async def post(self, name: str):
+        validate_name(name)
+        stages, body = self.central(), self.json_body()
+        agent = self.agent
+        number = await agent.call(agent.deployments.production_version, name)
+        comment = _text(body, "comment") or "rollback"
+        out = await agent.call(stages.transition, name, number, self.identity, "rollback", comment)
+        agent.events.publish("stage", model=name, version=number, by=self.identity["user"], **out)
+        await agent.serving_changed()
+        self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+
+
+class FeedbackHandler(CentralOnly):
+    """Ground truth for served predictions, by the request id the server answered with.
+    A consumer token may send it for its own models."""
+
+    roles = {"POST": (*ANY_ROLE, "consumer")}
+
+    async def post(self, name: str):
+        validate_name(name)
+        self.central()
+        scope = self.identity.get("models")
+        if scope is not None and name not in scope:
+            raise Forbidden(
+                f"This token may not send feedback for {name!r}.", code="model_not_allowed"
+            )
+        labels = self.json_body().get("labels")
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or len(labels) > MAX_LABELS
+            or not all(
+                isinstance(x, dict)
+                and isinstance(x.get("request_id"), str)
+                and 0 < len(x["request_id"]) <= 128
+                and "label" in x
+                for x in labels
+            )
+        ):
+            raise BadRequest(
+                f"labels must be a list of 1 to {MAX_LABELS} {{request_id, label}} objects.",
+                '{"labels": [{"request_id": "…", "label": 1}]}',
+            )
+        pairs = [(x["request_id"], x["label"]) for x in labels]
+        n = await self.agent.call(
+            self.agent.registry.feedback_add, name, pairs, self.identity["user"]
+        )
+        self.write_json({"model": name, "labels": n}, 201)
+
+
+class PredictionsHandler(CentralOnly):
+    """The model's prediction log, as one Parquet file (what monitoring reads)."""
+
+    async def get(self, name: str):
+        validate_name(name)
+        self.central()
+        from ..serving.predlog import read, to_parquet_frame
+
+        agent = self.agent
+        if agent.model_server is not None:
+            await agent.model_server.log.flush()
+        frame = await agent.run_io(read, agent.registry, agent.store, name)
+        self.set_header("Content-Type", "application/vnd.apache.parquet")
+        self.finish(await agent.run_io(to_parquet_frame, frame))

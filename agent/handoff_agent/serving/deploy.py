@@ -1,0 +1,140 @@
+"""Stages drive deployments: when a version enters a stage, its slots move.
+
+- ``validated``: the test slot (reachable only by version);
+- ``approved``: the shadow slot, when the policy asks for shadow (``[deploy] shadow = true``);
+- ``canary``: the canary slot, at the policy's ``canary_percent``;
+- ``production``: all the traffic; the production it replaces stays loaded as ``previous``,
+  the rollback target;
+- ``rollback`` of the production version: the previous one is production again, in the same
+  step (stage, slots and audit rows in one transaction);
+- ``rejected``, ``archived``, ``rollback`` of anything else: out of every slot.
+
+``on_stage`` is called by the StageManager inside the transaction of the stage change, so a
+stage and its slots never disagree, on any replica. The model servers follow the slot table.
+"""
+
+from __future__ import annotations
+
+from ..errors import Conflict, NotFound
+
+
+class DeploymentService:
+    def __init__(self, store, policy):
+        self.store, self.policy = store, policy
+
+    @property
+    def settings(self):
+        """The live policy's ``[deploy]`` table (deploy_policy.DeployPolicy)."""
+        return self.policy.deploy
+
+    # -- the StageManager's hook (inside its transaction) ---------------------------------
+
+    def on_stage(self, subject: str, version_id: int, before: str | None, stage: str, by: str):
+        model, _, raw = subject.rpartition(":")
+        number = int(raw)
+        slots = {r["slot"]: r for r in self.store.slots_of(model)}
+        holds = [s for s, r in slots.items() if r["number"] == number]
+
+        def clear(*which):
+            for slot in which:
+                if slot in holds:
+                    self.store.slot_clear(model, slot, by, f"{subject} entered {stage}")
+
+        if stage == "validated":
+            self.store.slot_set(model, "test", version_id, number, 0.0, by)
+        elif stage == "approved" and self.settings.shadow:
+            self.store.slot_set(model, "shadow", version_id, number, 0.0, by)
+        elif stage == "canary":
+            clear("test", "shadow")
+            share = float(self.settings.schedule[0])  # the first of the linear steps
+            self.store.slot_set(model, "canary", version_id, number, share, by)
+        elif stage == "production":
+            current = slots.get("production")
+            if current is not None and current["number"] != number:
+                self.store.slot_set(
+                    model, "previous", current["version_id"], current["number"], 0.0, by
+                )
+            clear("test", "shadow", "canary")
+            self.store.slot_set(model, "production", version_id, number, 100.0, by)
+        elif stage == "rollback" and "production" in holds:
+            self._restore_previous(model, subject, slots, by)
+            clear(*[s for s in holds if s != "production"])
+        elif stage in ("rejected", "archived", "rollback"):
+            clear(*holds)
+
+    def _restore_previous(self, model: str, subject: str, slots: dict, by: str) -> None:
+        prev = slots.get("previous")
+        if prev is None:
+            self.store.slot_clear(model, "production", by, f"{subject} rolled back")
+            return
+        self.store.stage_set(
+            prev["version_id"],
+            "production",
+            by,
+            f"rollback of {subject}",
+            f"{model}:{prev['number']}",
+            expected="archived",
+        )
+        self.store.slot_set(model, "production", prev["version_id"], prev["number"], 100.0, by)
+        self.store.slot_clear(model, "previous", by, "back in production")
+
+    # -- admin actions --------------------------------------------------------------------
+
+    def production_version(self, model: str) -> int:
+        slots = {r["slot"]: r for r in self.store.slots_of(model)}
+        if "production" not in slots:
+            raise Conflict(
+                f"{model!r} has no version in production; there is nothing to roll back.",
+                code="nothing_to_roll_back",
+            )
+        return int(slots["production"]["number"])
+
+    def abort_canary(self, model: str, reason: str, by: str = "guardrails") -> int:
+        """The canary goes to 0 % and its version to stage ``rollback`` with ``reason``, in
+        one transaction with the audit rows (what a guardrail alarm does). Returns it."""
+        with self.store.transaction():
+            canary = next((r for r in self.store.slots_of(model) if r["slot"] == "canary"), None)
+            if canary is None:
+                raise NotFound(f"{model!r} has no canary.", code="no_canary")
+            subject = f"{model}:{canary['number']}"
+            self.store.stage_set(
+                canary["version_id"], "rollback", by, reason, subject, expected="canary"
+            )
+            self.store.slot_clear(model, "canary", by, reason)
+            return int(canary["number"])
+
+    def set_traffic(self, model: str, percent: float, by: str) -> dict:
+        """The canary's share, 0..100 (the guardrails' linear steps, or an admin)."""
+        if not 0.0 <= percent <= 100.0:
+            raise Conflict("A traffic share is between 0 and 100.", code="bad_traffic")
+        with self.store.transaction():
+            if not self.store.slot_traffic(model, "canary", percent, by):
+                raise NotFound(f"{model!r} has no canary.", code="no_canary")
+        return {"canary": percent}
+
+    # -- what GET /api/v1/models/{name}/deployment shows ----------------------------------
+
+    def view(self, model: str, server=None) -> dict:
+        rows = self.store.slots_of(model)
+        canary = next((r for r in rows if r["slot"] == "canary"), None)
+        has_prod = any(r["slot"] == "production" for r in rows)
+        share = 0.0 if canary is None else (float(canary["traffic"]) if has_prod else 100.0)
+        slots = []
+        for r in rows:
+            traffic = {"production": 100.0 - share, "canary": share}.get(r["slot"], 0.0)
+            entry = {
+                "slot": r["slot"],
+                "version": r["number"],
+                "traffic": traffic,
+                "since": r["since"],
+                "by": r["by"],
+            }
+            if server is not None:
+                entry.update(server.version_stats(model, r["number"], r["slot"]))
+            slots.append(entry)
+        return {
+            "model": model,
+            "slots": slots,
+            "serving_url": server.url if server is not None else None,
+            "policy": self.settings,
+        }

@@ -1,0 +1,386 @@
+"""``ModelServer``: the central agent's model server, on its own port (``c.Serving.port``).
+
+It reads which version serves in which slot from the MetadataStore (so replicas agree),
+keeps a pool of sandboxed workers per version, and routes each request. A change of slots
+is applied only once the new versions' workers are up: until then the previous routing
+keeps answering, so a promotion or rollback under load loses no request. Pools no longer
+referenced are drained, then stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tornado import httpserver, web
+
+from ..errors import HandoffError, NotFound
+from .backend import BACKENDS
+from .inputs import signature_columns, validate
+from .pool import WorkerPool, WorkerUnavailable
+from .predlog import PredictionLog
+from .routing import Endpoint, Route, endpoints_from
+
+log = logging.getLogger("handoff_agent")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class Unavailable(HandoffError):
+    """No worker could answer now: retry later (503, the one JSON error shape)."""
+
+    status, code = 503, "unavailable"
+
+
+class PredictFailed(HandoffError):
+    status, code = 422, "predict_failed"
+
+
+class SlotStats:
+    """Requests, errors and recent latencies of one version in one slot, in this process."""
+
+    def __init__(self):
+        self.requests = self.errors = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=4096)
+
+    def add(self, ms: float, ok: bool) -> None:
+        self.requests += 1
+        self.errors += 0 if ok else 1
+        self.latencies.append(ms)
+
+    def snapshot(self) -> dict:
+        lat = sorted(self.latencies)
+
+        def q(p):
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 6) if self.requests else 0.0,
+            "p50_ms": q(0.50),
+            "p99_ms": q(0.99),
+        }
+
+
+@dataclass
+class Served:
+    model: str
+    number: int
+    slot: str
+    request_id: str
+    outputs: dict
+
+
+class ModelServer:
+    """``call`` runs a MetadataStore method on the agent's store thread, ``run_io`` a
+    blocking call off the loop; ``trusted`` returns central's current trust list."""
+
+    def __init__(self, settings, registry, store, sandbox, limits, trusted: Callable, call, run_io):
+        self.settings, self.registry, self.store = settings, registry, store
+        self.sandbox, self.limits, self.trusted = sandbox, limits, trusted
+        self.call, self.run_io = call, run_io
+        self.endpoints: dict[str, Endpoint] = {}
+        self.pools: dict[tuple[str, int], WorkerPool] = {}
+        self.manifests: dict[tuple[str, int], dict] = {}
+        self.stats: dict[tuple[str, int, str], SlotStats] = collections.defaultdict(SlotStats)
+        self.log = PredictionLog(registry, store, call, run_io, settings)
+        # Guardrails plug in here: each is called every tick with {model: [slot stats]}.
+        self.tick_hooks: list[Callable] = []
+        # Which backend serves a version: (model, number, manifest) -> a BACKENDS name, or
+        # (name, {job key: blob digest}) for a backend that needs more blobs than the bundle
+        # (e.g. a converted ONNX file); each reaches the worker as an open file, by that key.
+        self.choose_backend: Callable[[str, int, dict], str | tuple] = lambda m, n, man: "skops"
+        self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
+        self._refreshing = asyncio.Lock()
+        self._state = None
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self.http: httpserver.HTTPServer | None = None
+        self.url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, app: web.Application) -> str:
+        self.http = httpserver.HTTPServer(
+            app, max_body_size=self.settings.max_body_bytes + 1, idle_connection_timeout=3600
+        )
+        sockets = _bind(self.settings.ip, self.settings.port)
+        self.http.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        host = f"[{self.settings.ip}]" if ":" in self.settings.ip else self.settings.ip
+        self.url = f"http://{host}:{port}"
+        self.log.start()
+        self._in_background(self.refresh())
+        self._tasks = [
+            asyncio.ensure_future(self._poll()),
+            asyncio.ensure_future(self._ticks()),
+        ]
+        return self.url
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(p.close(drain=2.0) for p in self.pools.values()))
+        self.pools.clear()
+        await self.log.close()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the slot table failed")
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_seconds)
+            if not self.tick_hooks:
+                continue
+            snapshot = {m: self.slot_stats(m) for m in self.endpoints}
+            for hook in list(self.tick_hooks):
+                try:
+                    out = hook(snapshot)
+                    if inspect.isawaitable(out):
+                        await out
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("a serving tick hook failed")
+
+    # -- slots → pools → routing ----------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Bring the routing to the slot table: start the pools of new versions, wait until
+        they are up (or failed for good), swap the routing at once, drain what is unused."""
+        async with self._refreshing:
+            state = await self.call(self.registry.slot_state)
+            if state == self._state:
+                return
+            rows = await self.call(self.registry.slots_of)
+            desired = endpoints_from(rows)
+            fresh = []
+            for r in rows:
+                key = (r["model"], int(r["number"]))
+                if key not in self.pools:
+                    self.pools[key] = await self._start_pool(*key, r["digest"])
+                    fresh.append(self.pools[key])
+            await asyncio.gather(*(p.wait_settled(self.settings.load_timeout) for p in fresh))
+            self._route(desired, state)
+
+    def _route(self, desired: dict[str, Endpoint], state) -> None:
+        for ep in desired.values():  # a version that cannot load gets no traffic
+            for slot, route in list(ep.routes.items()):
+                pool = self.pools.get((ep.model, route.number))
+                if pool is None or pool.error is not None:
+                    del ep.routes[slot]
+        self.endpoints, self._state = desired, state
+        keep = {(ep.model, n) for ep in desired.values() for n in ep.versions()}
+        for key in [k for k in self.pools if k not in keep]:
+            self._in_background(self.pools.pop(key).close())
+
+    def _in_background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _start_pool(self, model: str, number: int, digest: str) -> WorkerPool:
+        manifest = await self.call(self.registry.manifest_of, model, number) or {}
+        self.manifests[(model, number)] = manifest
+        backend = self.choose_backend(model, number, manifest)
+        backend, blobs = backend if isinstance(backend, tuple) else (backend, {})
+        blobs = {"bundle": digest, **blobs}
+        entry = BACKENDS.get(backend)
+        job = {
+            **dict.fromkeys(blobs, ""),
+            "channel": "",
+            "backend": backend,
+            "backend_entry": entry if isinstance(entry, str) else None,
+            "trusted_types": list(self.trusted()),
+        }
+
+        async def spawn(channel: socket.socket):
+            handle = await self.sandbox.spawn("handoff_agent.serving.worker", self.limits)
+            try:
+                with contextlib.ExitStack() as copies:
+                    files = {}
+                    for key, blob in blobs.items():  # verified temporary copies, never paths
+                        files[key] = copies.enter_context(
+                            await self.run_io(self.store.local_copy, blob)
+                        )
+                    await handle.send(job, {**files, "channel": channel})
+            except BaseException:
+                await handle.stop()
+                raise
+            return handle
+
+        return WorkerPool(
+            f"{model}:{number}",
+            spawn,
+            self.settings.workers,
+            self.settings.load_timeout,
+            self.settings.request_timeout,
+        )
+
+    # -- requests -------------------------------------------------------------------------
+
+    def endpoint(self, model: str) -> Endpoint:
+        ep = self.endpoints.get(model)
+        if ep is None or not ep.routes:
+            raise NotFound(
+                f"Model {model!r} is not served here.",
+                "A version is served once it is validated (test slot), canary or production.",
+                code="model_not_served",
+            )
+        return ep
+
+    def route_for(self, model: str, number: int | None, key: str | None) -> Route:
+        ep = self.endpoint(model)
+        if number is not None:
+            slot = ep.slot_of(number)
+            if slot is None:
+                served = ", ".join(str(n) for n in sorted(ep.versions()))
+                raise NotFound(
+                    f"Version {number} of {model!r} is not served.",
+                    f"Served versions: {served}.",
+                    code="version_not_served",
+                )
+            return ep.routes[slot]
+        route = ep.pick(key)
+        if route is None:
+            raise NotFound(
+                f"{model!r} has no production or canary version; only named versions serve.",
+                f"Call /v2/models/{model}/versions/N/infer.",
+                code="no_default_version",
+            )
+        return route
+
+    def signature(self, model: str, number: int) -> list[dict]:
+        return signature_columns(self.manifests.get((model, number)) or {})
+
+    async def infer(self, model: str, number: int | None, decode, key=None, request_id=None):
+        """Route, decode (``decode(expected_columns)`` → columns), validate, predict, log.
+        The shadow, if any, gets the same columns after the answer is decided."""
+        route = self.route_for(model, number, key)
+        request_id = request_id if request_id and REQUEST_ID.fullmatch(request_id) else None
+        request_id = request_id or uuid.uuid4().hex
+        columns = decode([c["name"] for c in self.signature(model, route.number)])
+        outputs = await self._predict(model, route, columns, request_id)
+        shadow = self.endpoints[model].shadow() if number is None else None
+        if shadow is not None and shadow.number != route.number:
+            self._in_background(self._shadow(model, shadow, columns, request_id))
+        return Served(model, route.number, route.slot, request_id, outputs)
+
+    async def _predict(self, model: str, route: Route, columns: dict, request_id: str) -> dict:
+        pool = self.pools.get((model, route.number))
+        stats = self.stats[(model, route.number, route.slot)]
+        t0, now = time.perf_counter(), time.time()
+        record = {
+            "request_id": request_id,
+            "model": model,
+            "version": route.number,
+            "slot": route.slot,
+            "time": now,
+            "inputs": columns,
+        }
+        try:
+            request, _rows = validate(
+                columns,
+                self.signature(model, route.number),
+                pool.info.get("nan_ok") if pool else None,
+                self.settings.max_rows,
+            )
+            if pool is None:
+                raise Unavailable(f"{model}:{route.number} is being unloaded; retry.")
+            try:
+                answer = await pool.predict({"id": request_id, **request})
+            except WorkerUnavailable as e:
+                raise Unavailable(
+                    f"{model}:{route.number} could not answer: {e}.",
+                    "Retry shortly; the worker is being restarted.",
+                ) from None
+            if not answer.get("ok"):
+                raise PredictFailed(
+                    f"The model refused this input: {answer.get('error')}",
+                    "Check the values against GET /v2/models/NAME.",
+                )
+        except HandoffError as e:
+            ms = (time.perf_counter() - t0) * 1000
+            server_side = e.status >= 500 or isinstance(e, PredictFailed)
+            stats.add(ms, ok=not server_side)
+            self.log.append({**record, "latency_ms": ms, "status": e.status, "error": e.message})
+            raise
+        ms = (time.perf_counter() - t0) * 1000
+        stats.add(ms, ok=True)
+        outputs = answer["outputs"]
+        self.log.append({**record, "latency_ms": ms, "status": 200, "outputs": outputs})
+        return outputs
+
+    async def _shadow(self, model: str, route: Route, columns: dict, request_id: str) -> None:
+        with contextlib.suppress(HandoffError):  # logged and counted in _predict; never sent
+            await self._predict(model, route, columns, request_id)
+
+    # -- what the deployment view shows ---------------------------------------------------
+
+    def slot_stats(self, model: str) -> list[dict]:
+        ep = self.endpoints.get(model)
+        out = []
+        for slot, route in ep.routes.items() if ep else ():
+            pool = self.pools.get((model, route.number))
+            out.append(
+                {
+                    "slot": slot,
+                    "version": route.number,
+                    **self.version_stats(model, route.number, slot),
+                    "ready": bool(pool and pool.ready),
+                }
+            )
+        return out
+
+    def version_stats(self, model: str, number: int, slot: str) -> dict:
+        pool = self.pools.get((model, number))
+        return {
+            **self.stats[(model, number, slot)].snapshot(),
+            "backend": pool.info.get("backend") if pool else None,
+            "workers": len(pool.pids()) if pool else 0,
+            "worker_pids": pool.pids() if pool else [],
+            "restarts": pool.restarts if pool else 0,
+            "load_error": pool.error if pool else None,
+        }
+
+    def ready(self) -> bool:
+        return all(
+            self.pools.get((ep.model, n)) is not None and self.pools[(ep.model, n)].ready
+            for ep in self.endpoints.values()
+            for n in ep.versions()
+        )
+
+
+def log_served(handler) -> None:
+    """Only refusals and failures reach the log: a served request is in the prediction log."""
+    if handler.get_status() >= 400:
+        from ..handlers.base import log_request
+
+        log_request(handler)
+
+
+def _bind(ip: str, port: int) -> list[socket.socket]:
+    from tornado.netutil import bind_sockets
+
+    return bind_sockets(port, address=ip)

@@ -1,0 +1,101 @@
+"""The serving worker: one sandboxed process holding one version's model, answering predict
+requests over a socket for as long as it lives.
+
+Started by ``Sandbox.spawn`` as ``python -I -m handoff_agent.serving.worker``. Its job (on
+stdin, with open files) names the backend, the bundle (a verified temporary copy from the
+blob store, passed as a descriptor: never a store path), central's trust list, and
+``channel``: a socket. On the channel it first says ``{"ready": …}`` (or why it could not
+load), then reads one JSON request per line and writes one JSON answer per line, in order.
+A failing predict is an answer (``ok: false``), never an exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+
+
+def _warm_imports() -> None:
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn.base  # noqa: F401
+
+
+def _backend_class(name: str, entry: str | None):
+    from .backend import BACKENDS
+
+    found = entry if entry else BACKENDS.get(name)
+    if found is None:
+        raise ValueError(f"unknown serving backend {name!r}; known: {sorted(BACKENDS)}")
+    if isinstance(found, str):  # "module:Class", imported only in the worker that needs it
+        module, _, attr = found.partition(":")
+        found = getattr(importlib.import_module(module), attr)
+    return found
+
+
+def frame_of(request: dict):
+    """The request's columns as a DataFrame in the signature's order and dtypes."""
+    import pandas as pd
+
+    columns = request["columns"]
+    frame = pd.DataFrame({c: request["data"][c] for c in columns}, columns=columns)
+    dtypes = request.get("dtypes") or {}
+    for col in columns:
+        want = dtypes.get(col)
+        if want and str(frame[col].dtype) != want:
+            frame[col] = frame[col].astype(want)
+    return frame
+
+
+def answer(backend, request: dict) -> dict:
+    t0 = time.perf_counter()
+    try:
+        outputs = backend.predict(frame_of(request))
+    except Exception as e:  # the model refused this input: say so, keep serving
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return {"id": request.get("id"), "ok": False, "error": f"{type(e).__name__}: {first}"}
+    ms = (time.perf_counter() - t0) * 1000
+    return {"id": request.get("id"), "ok": True, "outputs": outputs, "ms": ms}
+
+
+def main() -> int:
+    with contextlib.suppress(ImportError):
+        _warm_imports()
+    from ..sandbox import confine, receive_job
+    from ..worker import claim_stdout
+
+    job = receive_job()
+    claim_stdout()  # whatever the model prints goes to stderr
+    fd = int(job["channel"].rsplit("/", 1)[-1])
+    channel = socket.socket(fileno=fd)
+    reader, writer = channel.makefile("rb"), channel.makefile("wb")
+
+    def send(message: dict) -> None:
+        writer.write(json.dumps(message, default=str).encode() + b"\n")
+        writer.flush()
+
+    confine(job.get("limits"))  # after our imports, before any model code
+    try:
+        backend = _backend_class(job.get("backend", "skops"), job.get("backend_entry")).load(job)
+        nan_ok = getattr(backend, "nan_columns", lambda: None)()
+    except BaseException as e:
+        send({"ready": False, "error": f"{type(e).__name__}: {e}"[:1000]})
+        return 1
+    send({"ready": True, "backend": backend.name, "nan_ok": nan_ok, "pid": os.getpid()})
+    for line in reader:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            send({"id": None, "ok": False, "error": "not a JSON request"})
+            continue
+        send(answer(backend, request))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

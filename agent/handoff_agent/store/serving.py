@@ -1,0 +1,147 @@
+"""The model server's rows: which version serves in which slot, feedback labels, and the
+prediction log's segments. Slot changes come only from ``serving.deploy.DeploymentService``,
+inside the transaction of the stage change that caused them, with their audit row."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import delete, select
+
+from . import tables as t
+from ._util import as_dict, now
+from .base import StoreBase
+
+P = t.deployments.c
+F = t.feedback.c
+L = t.prediction_segments.c
+V = t.versions.c
+
+
+class ServingStore(StoreBase):
+    # -- slots ----------------------------------------------------------------------------
+
+    def slots_of(self, model: str | None = None) -> list[dict]:
+        """Every slot row (of one model, or of all), with the version's digest and manifest
+        signature, ordered by model and slot."""
+        q = select(
+            P.model, P.slot, P.version_id, P.number, P.traffic, P.since, P.by, V.digest
+        ).join(t.versions, V.id == P.version_id)
+        if model is not None:
+            q = q.where(P.model == model)
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q.order_by(P.model, P.slot))]
+
+    def slot_state(self) -> str:
+        """Changes whenever any slot does: model servers poll this (cheap) before reloading."""
+        with self._read() as c:
+            rows = c.execute(select(P.model, P.slot, P.number, P.traffic).order_by(P.model, P.slot))
+            return json.dumps([list(r) for r in rows])
+
+    def slot_set(
+        self, model: str, slot: str, version_id: int, number: int, traffic: float, by: str
+    ) -> None:
+        """Put a version in a slot (replacing what was there), with its audit row."""
+        with self._tx() as c:
+            values = {
+                "version_id": version_id,
+                "number": number,
+                "traffic": float(traffic),
+                "since": now(),
+                "by": by,
+            }
+            stmt = self._insert(t.deployments).values(model=model, slot=slot, **values)
+            # An upsert: two replicas filling one slot at once leave one row, never an error.
+            c.execute(stmt.on_conflict_do_update(index_elements=["model", "slot"], set_=values))
+            self.audit_append(
+                by, "deploy.slot", f"{model}:{number}", {"slot": slot, "traffic": traffic}
+            )
+
+    def slot_clear(self, model: str, slot: str, by: str, why: str = "") -> int | None:
+        """Empty a slot; returns the version number that was there, if any."""
+        with self._tx() as c:
+            row = c.execute(
+                select(P.number).where(P.model == model, P.slot == slot).with_for_update()
+            ).first()
+            if row is None:
+                return None
+            c.execute(delete(t.deployments).where(P.model == model, P.slot == slot))
+            self.audit_append(
+                by, "deploy.clear", f"{model}:{row[0]}", {"slot": slot, "comment": why}
+            )
+            return row[0]
+
+    def slot_traffic(self, model: str, slot: str, traffic: float, by: str) -> bool:
+        with self._tx() as c:
+            n = c.execute(
+                t.deployments.update()
+                .where(P.model == model, P.slot == slot)
+                .values(traffic=float(traffic), since=now(), by=by)
+            ).rowcount
+            if n:
+                self.audit_append(by, "deploy.traffic", model, {"slot": slot, "traffic": traffic})
+            return bool(n)
+
+    # -- feedback -------------------------------------------------------------------------
+
+    def feedback_add(self, model: str, labels: list[tuple[str, object]], by: str) -> int:
+        """Ground-truth labels by request id; a label sent again replaces the first."""
+        with self._tx() as c:
+            time_ = now()
+            for request_id, label in labels:
+                stmt = self._insert(t.feedback).values(
+                    model=model, request_id=request_id, label=json.dumps(label), time=time_, by=by
+                )
+                c.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["model", "request_id"],
+                        set_={"label": stmt.excluded.label, "time": time_, "by": by},
+                    )
+                )
+            self.audit_append(by, "feedback.add", model, {"labels": len(labels)})
+            return len(labels)
+
+    def feedback_of(self, model: str) -> list[dict]:
+        with self._read() as c:
+            rows = c.execute(
+                select(F.request_id, F.label, F.time, F.by).where(F.model == model).order_by(F.id)
+            )
+            return [{**as_dict(r), "label": json.loads(r.label)} for r in rows]
+
+    # -- prediction log -------------------------------------------------------------------
+
+    def segment_add(self, model: str, digest: str, rows: int, size: int, first, last) -> None:
+        with self._tx() as c:
+            c.execute(
+                t.prediction_segments.insert().values(
+                    model=model,
+                    digest=digest,
+                    rows=rows,
+                    bytes=size,
+                    first_time=first,
+                    last_time=last,
+                    created=now(),
+                )
+            )
+
+    def segments_of(self, model: str) -> list[dict]:
+        with self._read() as c:
+            q = select(L.id, L.digest, L.rows, L.bytes, L.first_time, L.last_time)
+            return [as_dict(r) for r in c.execute(q.where(L.model == model).order_by(L.id))]
+
+    def segments_over(self, model: str, keep_bytes: int) -> list[dict]:
+        """Drop the oldest segments until the model's log fits ``keep_bytes``; returns the
+        dropped rows, whose blobs the caller deletes (after the commit: a crash between the
+        two leaves an unlisted blob for fsck, never a listed missing one)."""
+        with self._tx() as c:
+            rows = c.execute(
+                select(L.id, L.digest, L.bytes).where(L.model == model).order_by(L.id.desc())
+            ).all()
+            total, dropped = 0, []
+            for r in rows:
+                total += r.bytes
+                if total > keep_bytes:
+                    dropped.append(as_dict(r))
+            if dropped:
+                c.execute(delete(t.prediction_segments).where(L.id.in_([d["id"] for d in dropped])))
+            return dropped

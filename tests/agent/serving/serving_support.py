@@ -1,0 +1,234 @@
+"""A local agent and a central one on loopback, a model pushed through them, and an HTTP
+client for the model server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+
+from support import RunningAgent, push_model, until
+
+SECRET = "serving-secret-3kT9qLm2VxZp7RwY8nB4xQ"  # 128+ bits, or central refuses to start
+
+POLICY = f"""
+[intake]
+trusted_types = []
+revalidate = false
+
+[intake.senders]
+alice = "{SECRET}"
+
+[stages.approved]
+reviewer = 1
+[stages.canary]
+reviewer = 1
+[stages.production]
+reviewer = 1
+
+[deploy]
+canary_percent = 30
+shadow = true
+"""
+
+
+def start_pair(tmp: Path, serving_args=()) -> tuple[RunningAgent, RunningAgent]:
+    policy = tmp / "policy.toml"
+    policy.write_text(POLICY)
+    central = RunningAgent(
+        tmp / "central",
+        tmp / "rt-central",
+        [
+            "--role",
+            "central",
+            "--policy",
+            str(policy),
+            "--HandoffAgent.checks=[]",
+            "--Serving.poll_interval=0.2",
+            *serving_args,
+        ],
+    )
+    central.start()
+    local = RunningAgent(
+        tmp / "local",
+        tmp / "rt-local",
+        [
+            "--forward-to",
+            "central",
+            "--HandoffAgent.checks=[]",
+            "--HandoffAgent.owner_name=alice",
+            f"--CentralDestination.url={central.url}",
+            f"--CentralDestination.secret={SECRET}",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2",
+            "--HandoffAgent.forward_backoff=0.1",
+            "--HandoffAgent.forward_backoff_cap=0.5",
+        ],
+    )
+    local.start()
+    return local, central
+
+
+def serving_url(central: RunningAgent) -> str:
+    return json.loads(central.runtime_file.read_text())["serving_url"]
+
+
+def central_stage(central: RunningAgent, name: str, number: int) -> str | None:
+    return central.request("GET", f"/api/v1/models/{name}/versions/{number}")[1].get("stage")
+
+
+def push_to_central(local, central, model, name: str, X, y) -> int:
+    """Push through the notebook API to the local agent; wait until central validated it."""
+    v = push_model(local, model, name, X=X, y=y)
+    number = until(
+        lambda: next(
+            (
+                r["number"]
+                for r in central.request("GET", f"/api/v1/models/{name}/versions")[1].get(
+                    "versions", []
+                )
+                if r["digest"] and r.get("stage") == "validated" and r["number"] >= v.number
+            ),
+            None,
+        ),
+        timeout=120,
+        what=f"{name} validated at central",
+    )
+    return number
+
+
+def sign(central, name: str, number: int, until_stage: str) -> None:
+    path = f"/api/v1/models/{name}/versions/{number}/signoffs"
+    while central_stage(central, name, number) != until_stage:
+        status, body = central.request("POST", path, {"decision": "approve", "comment": "ok"})
+        assert status == 201, body
+
+
+class Client:
+    """Keep-alive HTTP to the model server (one connection per thread)."""
+
+    def __init__(self, url: str, token: str):
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port, self.token = parsed.hostname, parsed.port, token
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        return conn
+
+    def call(self, method, path, body=None, headers=None, token=True, raw=None):
+        h = {"Authorization": f"token {self.token if token is True else token}"} if token else {}
+        h.update(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        stale = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+        for attempt in (1, 2):  # a refused request may close the kept-alive connection
+            conn = self._conn()
+            try:
+                conn.request(method, path, body=data, headers=h)
+                resp = conn.getresponse()
+                payload = resp.read()
+                break
+            except stale:
+                self._local.conn = None
+                conn.close()
+                if attempt == 2:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self._local.conn = None
+                conn.close()
+                raise
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = payload
+        return resp.status, resp.headers, parsed  # case-insensitive names
+
+    def invocations(self, records: list[dict], model="churn", **headers):
+        return self.call(
+            "POST", f"/invocations?model={model}", {"dataframe_records": records}, headers
+        )
+
+
+class Load:
+    """Background clients sending one-row requests until stopped; counts every outcome."""
+
+    def __init__(self, client: Client, row: dict, threads: int = 3):
+        self.client, self.row = client, row
+        self.outcomes: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status, headers, _ = self.client.invocations([self.row])
+                self.outcomes.append((status, headers.get("X-Handoff-Model-Version")))
+            except OSError as e:
+                self.outcomes.append((0, repr(e)))
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def failed(self) -> list:
+        return [o for o in self.outcomes if o[0] != 200]
+
+    def versions(self) -> set:
+        return {o[1] for o in self.outcomes if o[0] == 200}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (bubblewrap puts the worker's Python below its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def get_bytes(agent: RunningAgent, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"token {agent.token}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def status_json(central: RunningAgent) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "status", "--json", "--role", "central"],
+        env=central.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)

@@ -1,0 +1,90 @@
+"""Request decoding in-process: the four MLflow formats and V2 (JSON and binary) give the same
+columns; what the HTTP matrix in test_serving.py cannot reach cheaply is checked here."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from handoff_agent.errors import HandoffError
+from handoff_agent.serving.inputs import (
+    decode_invocations,
+    decode_v2,
+    split_binary,
+    validate,
+)
+
+SIG = [
+    {"name": "x", "dtype": "float64"},
+    {"name": "n", "dtype": "int64"},
+    {"name": "s", "dtype": "object"},
+]
+COLS = {"x": [1.5, 2.0], "n": [1, 2], "s": ["a", "b"]}
+NAMES = ["x", "n", "s"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": NAMES, "data": [[1.5, 1, "a"], [2.0, 2, "b"]]}},
+        {"dataframe_records": [{"x": 1.5, "n": 1, "s": "a"}, {"x": 2.0, "n": 2, "s": "b"}]},
+        {"instances": [[1.5, 1, "a"], [2.0, 2, "b"]]},
+        {"inputs": COLS},
+    ],
+)
+def test_every_mlflow_format_decodes_to_the_same_columns(body):
+    assert decode_invocations(body, NAMES) == COLS
+
+
+def test_v2_binary_extension_and_matrix_tensor():
+    x = np.array([1.5, 2.0]).tobytes()
+    n = np.array([1, 2], dtype="<i8").tobytes()
+    s = b"".join(struct.pack("<I", len(v)) + v for v in (b"a", b"b"))
+    header = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [2],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": len(x)},
+            },
+            {
+                "name": "n",
+                "shape": [2, 1],
+                "datatype": "INT64",
+                "parameters": {"binary_data_size": len(n)},
+            },
+            {
+                "name": "s",
+                "shape": [2],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(s)},
+            },
+        ]
+    }
+    raw = json.dumps(header).encode()
+    body, tail = split_binary(raw + x + n + s, str(len(raw)))
+    assert decode_v2(body, tail, NAMES) == COLS
+    matrix = {
+        "inputs": [{"name": "X", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}]
+    }
+    assert decode_v2(matrix, b"", ["a", "b"]) == {"a": [1, 3], "b": [2, 4]}
+
+
+def test_validation_orders_columns_and_names_the_problem():
+    request, rows = validate({"s": ["a"], "n": [1], "x": [None]}, SIG, ["x"], 10)
+    assert (request["columns"], rows) == (NAMES, 1)
+    for columns, nan_ok, code in [
+        ({"x": [1.0], "n": [1.5], "s": ["a"]}, [], "wrong_dtype"),
+        ({"x": [True], "n": [1], "s": ["a"]}, [], "wrong_dtype"),
+        ({"x": [1.0], "n": [1], "s": [3]}, [], "wrong_dtype"),
+        ({"x": [None], "n": [1], "s": ["a"]}, [], "nan_not_allowed"),
+        ({"x": [float("nan")], "n": [1], "s": ["a"]}, None, "nan_not_allowed"),
+        ({"x": [1.0] * 11, "n": [1] * 11, "s": ["a"] * 11}, [], "too_many_rows"),
+    ]:
+        with pytest.raises(HandoffError) as e:
+            validate(columns, SIG, nan_ok, 10)
+        assert e.value.code == code and 400 <= e.value.status < 500

@@ -1,0 +1,408 @@
+"""The model server at central, end to end: real agents, real HTTP, sandboxed workers.
+
+A model goes notebook → local agent → central, is signed off to production, and serves
+over V2 and /invocations; a second version goes through test, canary and production under
+load, and is rolled back; a worker is killed under load. Runs on both metadata backends.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import (
+    Client,
+    Load,
+    central_stage,
+    descendants,
+    get_bytes,
+    push_to_central,
+    serving_url,
+    sign,
+    start_pair,
+    status_json,
+)
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, until
+from tornado import web
+
+from handoff_agent.serving.handlers import routes
+
+ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
+assert RunningAgent  # this module starts agents: conftest runs it on every backend
+
+
+def assert_error(status, body, expected_status, code=None):
+    assert status == expected_status, (status, body)
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "hint"}, body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, backend, data):
+    """Central serving churn:1 in production; the local agent beside it."""
+    X, y = data
+    local, central = start_pair(tmp_path_factory.mktemp("serving"))
+    try:
+        number = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+        sign(central, "churn", number, "production")
+        client = Client(serving_url(central), central.token)
+        until(lambda: client.invocations([ROW])[0] == 200, timeout=120, what="churn:1 serving")
+        yield local, central, client
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_v2_and_invocations_name_the_version_and_status_shows_the_url(deployed, data):
+    _local, central, client = deployed
+    X, _ = data
+    assert status_json(central)["serving_url"] == serving_url(central)
+    assert client.call("GET", "/v2/health/live", token=False)[0] == 200
+    assert client.call("GET", "/v2/health/ready", token=False)[2] == {"ready": True}
+
+    # V2: one tensor per column
+    rows = X.head(3)
+    inputs = [
+        {"name": c, "shape": [3], "datatype": "FP64", "data": rows[c].tolist()} for c in X.columns
+    ]
+    status, headers, body = client.call("POST", "/v2/models/churn/infer", {"inputs": inputs})
+    assert status == 200, body
+    assert headers["X-Handoff-Model-Version"] == "1" and body["model_version"] == "1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["predict"]["shape"] == [3]
+    assert outputs["predict_proba"]["shape"] == [3, 2]
+
+    # MLflow /invocations, four input formats, one answer
+    split = {"columns": list(X.columns), "data": rows.values.tolist()}
+    answers = []
+    for payload in (
+        {"dataframe_split": split},
+        {"dataframe_records": rows.to_dict("records")},
+        {"instances": rows.values.tolist()},
+        {"inputs": {c: rows[c].tolist() for c in X.columns}},
+    ):
+        status, headers, body = client.call("POST", "/invocations", payload)
+        assert status == 200, (payload, body)
+        assert headers["X-Handoff-Model-Version"] == "1"
+        answers.append(body["predictions"])
+    assert all(a == answers[0] for a in answers)
+    assert answers[0] == outputs["predict"]["data"]
+
+    # Metadata lists the recorded signature
+    meta = client.call("GET", "/v2/models/churn")[2]
+    assert [i["name"] for i in meta["inputs"]] == list("abcd")
+
+
+BAD = [
+    # (what, path, body or raw bytes, status, code)
+    ("not JSON", "/invocations?model=churn", b"{nope", 400, None),
+    ("no format key", "/invocations?model=churn", {"rows": []}, 400, "malformed_body"),
+    (
+        "two format keys",
+        "/invocations?model=churn",
+        {"instances": [], "inputs": []},
+        400,
+        "malformed_body",
+    ),
+    (
+        "unknown column",
+        "/invocations?model=churn",
+        {"dataframe_records": [{**ROW, "zzz": 1}]},
+        422,
+        "unknown_columns",
+    ),
+    (
+        "missing column",
+        "/invocations?model=churn",
+        {"dataframe_records": [{"a": 1, "b": 2, "c": 3}]},
+        422,
+        "missing_columns",
+    ),
+    (
+        "wrong dtype",
+        "/invocations?model=churn",
+        {"dataframe_records": [{**ROW, "b": "high"}]},
+        422,
+        "wrong_dtype",
+    ),
+    (
+        "NaN",
+        "/invocations?model=churn",
+        {"dataframe_records": [{**ROW, "c": None}]},
+        422,
+        "nan_not_allowed",
+    ),
+    (
+        "ragged rows",
+        "/invocations?model=churn",
+        {"dataframe_split": {"columns": list("abcd"), "data": [[1, 2, 3]]}},
+        400,
+        "malformed_body",
+    ),
+    (
+        "too many rows",
+        "/invocations?model=churn",
+        {"inputs": {c: [0.0] * 10_001 for c in "abcd"}},
+        413,
+        "too_many_rows",
+    ),
+    (
+        "no rows",
+        "/invocations?model=churn",
+        {"inputs": {c: [] for c in "abcd"}},
+        400,
+        "malformed_body",
+    ),
+    (
+        "unknown model",
+        "/invocations?model=other",
+        {"instances": [[1, 2, 3, 4]]},
+        404,
+        "model_not_served",
+    ),
+    (
+        "unserved version",
+        "/v2/models/churn/versions/9/infer",
+        {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1]}]},
+        404,
+        "version_not_served",
+    ),
+    (
+        "V2 shape/data mismatch",
+        "/v2/models/churn/infer",
+        {"inputs": [{"name": c, "shape": [2], "datatype": "FP64", "data": [1.0]} for c in "abcd"]},
+        400,
+        "malformed_body",
+    ),
+    (
+        "V2 datatype vs values",
+        "/v2/models/churn/infer",
+        {"inputs": [{"name": c, "shape": [1], "datatype": "INT64", "data": [1.5]} for c in "abcd"]},
+        422,
+        "wrong_dtype",
+    ),
+    (
+        "V2 unknown datatype",
+        "/v2/models/churn/infer",
+        {"inputs": [{"name": "a", "shape": [1], "datatype": "FP128", "data": [1]}]},
+        400,
+        None,
+    ),
+    ("V2 no inputs", "/v2/models/churn/infer", {"inputs": []}, 400, "malformed_body"),
+]
+
+
+def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
+    _local, _central, client = deployed
+    for what, path, body, status, code in BAD:
+        raw = body if isinstance(body, bytes) else None
+        got, _, answer = client.call(
+            "POST",
+            path,
+            None if raw else body,
+            {"Content-Type": "application/json"} if raw else None,
+            raw=raw,
+        )
+        assert 400 <= got < 500, what
+        assert_error(got, answer, status, code)
+    assert client.call("POST", "/invocations?model=churn", {"instances": [[1, 2]] * 2})[0] == 400
+    # Every route of the model server but health needs a token (enumerated, not listed)
+    for pattern, handler in routes():
+        path = re.sub(
+            r"\(\?P<(\w+)>[^)]*\)", lambda m: "1" if m[1] == "number" else "churn", pattern
+        )
+        for method in ("GET", "POST"):
+            if getattr(handler, method.lower()) is getattr(web.RequestHandler, method.lower()):
+                continue
+            status, _, body = client.call(
+                method, path, {} if method == "POST" else None, token=False
+            )
+            if handler.public:
+                assert status in (200, 503), (path, body)
+            else:
+                assert_error(status, body, 401, "unauthorized")
+    assert client.invocations([ROW])[0] == 200  # no worker died on the way
+
+
+def test_consumer_token_feedback_and_the_prediction_log(deployed):
+    _local, central, client = deployed
+    out = central.cli("token", "create", "--role", "consumer", "--models", "churn", "--user", "app")
+    assert out.returncode == 0, out.stdout + out.stderr
+    app = out.stdout.strip().splitlines()[-1]
+
+    status, headers, _ = client.invocations([ROW], **{"Authorization": f"token {app}"})
+    assert status == 200
+    request_id = headers["X-Request-ID"]
+    # A consumer reaches only its models, and none of the agent's other routes
+    status, _, body = client.invocations([ROW], model="fraud", Authorization=f"token {app}")
+    assert_error(status, body, 403, "model_not_allowed")
+    assert_error(*central.request("GET", "/api/v1/models", token=app), 403, "forbidden_role")
+
+    # Ground truth arrives later, by request id, from the consumer
+    labels = {"labels": [{"request_id": request_id, "label": 1}]}
+    status, body = central.request("POST", "/api/v1/models/churn/feedback", labels, token=app)
+    assert (status, body) == (201, {"model": "churn", "labels": 1})
+    stored = central.sql("SELECT request_id, label FROM feedback WHERE model = 'churn'")
+    assert stored == [{"request_id": request_id, "label": "1"}]
+
+    # The log is Parquet, on the blob store (files or S3), with the request in it
+    status, raw = get_bytes(central, "/api/v1/models/churn/predictions")
+    assert status == 200, raw[:300]
+    log = pd.read_parquet(io.BytesIO(raw))
+    row = log[log["request_id"] == request_id].iloc[0]
+    assert (row["model"], row["version"], row["slot"]) == ("churn", 1, "production")
+    assert json.loads(row["inputs"]) == {k: [v] for k, v in ROW.items()}
+    assert json.loads(row["outputs"])["predict"] in ([0], [1])
+    assert {"latency_ms", "time", "status"} <= set(log.columns)
+
+
+def test_tritonclient_works_against_the_endpoint(deployed, data):
+    httpclient = pytest.importorskip("tritonclient.http")
+    _local, central, _client = deployed
+    X, _ = data
+    auth = {"Authorization": f"token {central.token}"}
+    triton = httpclient.InferenceServerClient(serving_url(central).split("//")[1])
+    try:
+        assert triton.is_server_live()
+        assert triton.is_model_ready("churn", headers=auth)
+        meta = triton.get_model_metadata("churn", headers=auth)
+        assert [i["name"] for i in meta["inputs"]] == list("abcd")
+        inputs = []
+        for col in X.columns:
+            arr = X[col].head(5).to_numpy(dtype=np.float64)
+            tensor = httpclient.InferInput(col, [5], "FP64")
+            tensor.set_data_from_numpy(arr)  # the binary-data extension, tritonclient's default
+            inputs.append(tensor)
+        result = triton.infer("churn", inputs, headers=auth)
+        assert result.get_response()["model_version"] == "1"
+        assert result.as_numpy("predict").shape == (5,)
+        assert result.as_numpy("predict_proba").shape == (5, 2)
+    finally:
+        triton.close()
+
+
+def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(deployed, data):
+    local, central, client = deployed
+    X, y = data
+    # A second version: validated puts it in the test slot, reachable only by version
+    v2 = push_to_central(local, central, LogisticRegression(C=0.01).fit(X, y), "churn", X, y)
+    test_infer = f"/v2/models/churn/versions/{v2}/infer"
+    one = {
+        "inputs": [
+            {"name": c, "shape": [1], "datatype": "FP64", "data": [v]} for c, v in ROW.items()
+        ]
+    }
+    until(lambda: client.call("POST", test_infer, one)[0] == 200, timeout=120, what="test slot")
+    assert client.call("POST", test_infer, one)[1]["X-Handoff-Slot"] == "test"
+    assert {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(30)} == {"1"}
+
+    # Approved, with the policy's shadow: mirrored copies, answered by production only
+    sign(central, "churn", v2, "approved")
+
+    def shadow_requests():
+        view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+        slots = {s["slot"]: s for s in view["slots"]}
+        answers = {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(5)}
+        assert answers == {"1"}
+        return "shadow" in slots and slots["shadow"]["requests"]
+
+    until(shadow_requests, timeout=60, what="mirrored requests")
+
+    # Canary at the policy's 30 %, sticky per key
+    sign(central, "churn", v2, "canary")
+    until(
+        lambda: any(
+            client.invocations([ROW])[1]["X-Handoff-Model-Version"] == str(v2) for _ in range(20)
+        ),
+        timeout=120,
+        what="canary traffic",
+    )
+    served = [client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(400)]
+    assert 15 <= 100 * served.count(str(v2)) / len(served) <= 45, served.count(str(v2))
+    for key in ("k1", "k2", "k3", "k4"):
+        got = {
+            client.invocations([ROW], **{"X-Handoff-Key": key})[1]["X-Handoff-Model-Version"]
+            for _ in range(15)
+        }
+        assert len(got) == 1, (key, got)
+    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    slots = {s["slot"]: s for s in view["slots"]}
+    assert (slots["canary"]["version"], slots["canary"]["traffic"]) == (v2, 30.0)
+    assert slots["production"]["traffic"] == 70.0 and slots["production"]["requests"] > 0
+    assert slots["canary"]["p99_ms"] is not None and slots["canary"]["backend"] == "skops"
+
+    # Promotion with requests in flight: none fails, and the new version takes everything
+    with Load(client, ROW) as load:
+        time.sleep(0.5)
+        sign(central, "churn", v2, "production")
+        until(
+            lambda: load.outcomes and load.outcomes[-1][1] == str(v2),
+            timeout=120,
+            what="v2 in production",
+        )
+        time.sleep(0.5)
+    assert load.failed() == [] and len(load.outcomes) > 20
+    assert central_stage(central, "churn", 1) == "archived"
+    slots = {
+        s["slot"]: s for s in central.request("GET", "/api/v1/models/churn/deployment")[1]["slots"]
+    }
+    assert (slots["production"]["version"], slots["previous"]["version"]) == (v2, 1)
+
+    # Rollback (admin) in one step, under load: version 1 serves again, nothing fails
+    with Load(client, ROW) as load:
+        time.sleep(0.5)
+        status, body = central.request(
+            "POST", "/api/v1/models/churn/deployment/rollback", {"comment": "worse"}
+        )
+        assert status == 200, body
+        assert {s["slot"]: s["version"] for s in body["slots"]} == {"production": 1}
+        time.sleep(1.0)
+    assert load.failed() == []
+    assert load.outcomes[-1][1] == "1"
+    assert (central_stage(central, "churn", 1), central_stage(central, "churn", v2)) == (
+        "production",
+        "rollback",
+    )
+    assert central.cli("audit", "verify").returncode == 0
+
+
+def test_kill9_of_a_worker_under_load_restarts_it_and_fails_no_request(deployed):
+    _local, central, client = deployed
+
+    def production():
+        view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+        return next(s for s in view["slots"] if s["slot"] == "production")
+
+    before = production()
+    assert before["worker_pids"], before
+    with Load(client, ROW) as load:
+        time.sleep(0.5)
+        for pid in [before["worker_pids"][0], *descendants(before["worker_pids"][0])][::-1]:
+            os.kill(pid, signal.SIGKILL)  # the worker's Python first, then its sandbox
+        until(
+            lambda: production()["restarts"] >= 1 and production()["workers"] == 2,
+            timeout=120,
+            what="a restarted worker",
+        )
+        time.sleep(0.5)
+    assert load.failed() == [], load.failed()[:5]
+    assert before["worker_pids"][0] not in production()["worker_pids"]
+    assert central.healthy()
