@@ -74,6 +74,7 @@ class PredictionLog:
         self.written = self.dropped = 0
         self._task: asyncio.Task | None = None
         self._full = asyncio.Event()
+        self._flushing = asyncio.Lock()  # a reader's flush waits for the timer's to land
 
     def append(self, record: dict) -> None:
         if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
@@ -98,6 +99,11 @@ class PredictionLog:
                 log.exception("writing the prediction log failed")
 
     async def flush(self) -> int:
+        """Write what is buffered; returns once every earlier append is in a segment."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         records, self.buffer = self.buffer, []
         if not records:
             return 0
