@@ -26,14 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
-LEVELS = (1, 8, 32)
-LOADTEST_DEFAULTS = {
-    "max_p99_ratio": 2.0,
-    "min_throughput_ratio": 0.5,
-    "max_error_rate": 0.01,
-    "concurrency": LEVELS,
-    "requests": 500,
-}
+from .deploy_policy import LoadTestPolicy
+
+LOADTEST_DEFAULTS = asdict(LoadTestPolicy())  # declared once, in deploy_policy.py
+LEVELS = LOADTEST_DEFAULTS["concurrency"]
 PROTOCOLS = ("v2", "invocations")
 MAX_HEADER = 64 << 10
 
