@@ -13,6 +13,11 @@ import json
 import tarfile
 from typing import Protocol
 
+from ..manifest import MANIFEST, data_member, model_member
+
+SKOPS = model_member("skops")
+X_MEMBER = data_member("X")
+
 
 class Backend(Protocol):
     name: str
@@ -35,9 +40,9 @@ def read_bundle(path: str) -> tuple[dict, dict]:
 
     out = {}
     with tarfile.open(path, mode="r:") as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())
+        manifest = json.loads(tar.extractfile(MANIFEST).read())
         names = set(tar.getnames())
-        for member in ("model.skops", *DATA_MEMBERS):
+        for member in (SKOPS, *DATA_MEMBERS):
             if member in names:
                 out[member] = tar.extractfile(member).read()
     return manifest, out
@@ -68,14 +73,14 @@ class SkopsBackend:
         from ..trust import load_skops
 
         manifest, members = read_bundle(job["bundle"])
-        if "model.skops" not in members:
+        if SKOPS not in members:
             raise ValueError("the bundle holds no model.skops; central serves only skops")
-        model = load_skops(members["model.skops"], job.get("trusted_types") or ())
+        model = load_skops(members[SKOPS], job.get("trusted_types") or ())
         sample = None
-        if "data/X.parquet" in members:
+        if X_MEMBER in members:
             import pandas as pd
 
-            sample = pd.read_parquet(io.BytesIO(members["data/X.parquet"]))
+            sample = pd.read_parquet(io.BytesIO(members[X_MEMBER]))
         return cls(model, manifest, sample)
 
     def predict(self, frame) -> dict[str, list]:

@@ -18,6 +18,11 @@ import importlib.util
 import json
 import tarfile
 
+from ..manifest import MANIFEST, data_member, model_member
+
+SKOPS = model_member("skops")
+X_MEMBER = data_member("X")
+
 
 def available() -> bool:
     """Whether onnxruntime can be imported here (looked up, not imported)."""
@@ -118,9 +123,9 @@ def _manifest_and_sample(path: str):
 
     manifest, sample = {}, None
     with tarfile.open(path, mode="r:") as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())
-        if "data/X.parquet" in tar.getnames():
+        manifest = json.loads(tar.extractfile(MANIFEST).read())
+        if X_MEMBER in tar.getnames():
             import pandas as pd
 
-            sample = pd.read_parquet(io.BytesIO(tar.extractfile("data/X.parquet").read()))
+            sample = pd.read_parquet(io.BytesIO(tar.extractfile(X_MEMBER).read()))
     return manifest, sample

@@ -54,7 +54,7 @@ class Manifest:
     created: str = ""
     handoff_version: str = __version__
     format: str = FORMAT
-    format_version: int = FORMAT_VERSION
+    backup_format: int = FORMAT_VERSION
     database_sha256: str = ""  # a backup's registry.db as written
 
     def to_json(self) -> str:
@@ -65,8 +65,8 @@ class Manifest:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a Handoff backup manifest")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"backup format {doc.get('format_version')} is not {FORMAT_VERSION}")
+        if doc.get("backup_format") != FORMAT_VERSION:
+            raise ValueError(f"backup format {doc.get('backup_format')} is not {FORMAT_VERSION}")
         known = cls.__dataclass_fields__
         manifest = cls(**{k: v for k, v in doc.items() if k in known})
         manifest._check_shape()

@@ -116,7 +116,7 @@ def test_a_crafted_manifest_is_refused_before_any_path_is_made(tmp_path):
     fake.mkdir()
     doc = {
         "format": transfer.FORMAT,
-        "format_version": transfer.FORMAT_VERSION,
+        "backup_format": transfer.FORMAT_VERSION,
         "migrations": [],
         "tables": {},
         "audit": {"seq": 0, "hash": "0" * 64},
