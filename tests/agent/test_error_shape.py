@@ -82,6 +82,16 @@ CASES = [
         "bad_request",
     ),
     ("400-empty", "POST", UPLOAD.format("m"), TAR, b"", True, 400, "bad_request"),
+    (  # no text column takes NUL; PostgreSQL refuses it outright
+        "400-nul-in-json",
+        "POST",
+        "/api/v1/tokens",
+        {"Content-Type": "application/json"},
+        b'{"user": "a\\u0000b", "roles": ["analyst"]}',
+        True,
+        400,
+        "bad_request",
+    ),
     (
         "400-digest-header",
         "POST",

@@ -47,6 +47,9 @@ def fetch(jp_fetch, jp_asyncio_loop):
 
     def go(*parts, **kwargs):
         kwargs.setdefault("raise_error", False)
+        # jp_fetch makes its Future before the loop runs: it needs the loop set as current,
+        # which an earlier test's asyncio.run() in this worker leaves unset.
+        asyncio.set_event_loop(jp_asyncio_loop)
         resp = jp_asyncio_loop.run_until_complete(jp_fetch("handoff", "api", *parts, **kwargs))
         text = resp.body.decode() if resp.body else ""
         try:

@@ -254,6 +254,8 @@ class BaseHandler(web.RequestHandler):
             raise BadRequest(f"The body is not valid JSON ({e}).") from None
         if not isinstance(body, dict):
             raise BadRequest("The body must be a JSON object.")
+        if _has_nul(body):  # no text column takes it (PostgreSQL refuses it outright)
+            raise BadRequest("Text in the body may not contain NUL (\\u0000) characters.")
         return body
 
     def write_json(self, obj, status: int = 200) -> None:
@@ -312,3 +314,13 @@ class NotFoundHandler(BaseHandler):
     def prepare(self):
         self.check_host()
         raise web.HTTPError(404, "No such route.")
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
