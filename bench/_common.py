@@ -26,6 +26,7 @@ from pathlib import Path
 MB = 1_000_000  # throughput is reported in MB/s (10^6 bytes per second)
 MiB = 1 << 20
 GiB = 1 << 30
+MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}  # no calls home
 
 
 # -- stats ------------------------------------------------------------------------------------
@@ -128,6 +129,30 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
+
+
+def start_until_ready(
+    cmd: list[str], log: Path, ready_url: str, what: str, timeout: float, poll: float = 0.05
+) -> tuple[subprocess.Popen, float]:
+    """Start a server in its own session, logging to ``log``, and wait until ``ready_url``
+    answers 200: (the process, seconds it took). Raises if it exits or never answers."""
+    with open(log, "ab") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **MLFLOW_ENV},
+            start_new_session=True,
+        )
+    while time.perf_counter() - t < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}); see {log}")
+        if http_ok(ready_url, timeout=2.0):
+            return proc, time.perf_counter() - t
+        time.sleep(poll)
+    raise RuntimeError(f"{what} not ready in {timeout:.0f} s; see {log}")
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -50,11 +50,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Agent, fmt_s, median  # noqa: E402
+from _common import MLFLOW_ENV, Agent, fmt_s, median  # noqa: E402
 from push import Report  # noqa: E402
 
 MLFLOW_EVAL = HERE / "_mlflow_eval.py"
-MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 FIRST = ("loads", "smoke", "performance")  # the checks behind the "first verdict"
 SUITE = ("loads", "smoke", "schema", "performance", "latency", "fairness")
 SUITE += ("explainability", "drift")

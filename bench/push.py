@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     MB,
+    MLFLOW_ENV,
     Agent,
     GiB,
     MiB,
@@ -43,14 +44,13 @@ from _common import (  # noqa: E402
     disk_free,
     fmt_s,
     free_port,
-    http_ok,
     median,
     percentile,
+    start_until_ready,
     stop_process,
 )
 
 MLFLOW_HELPER = HERE / "_mlflow_helper.py"
-MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 class Report:
@@ -637,23 +637,10 @@ class MlflowServer:
             "--port",
             str(self.port),
         ]
-        with open(self.log, "ab") as log:
-            t = time.perf_counter()
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **MLFLOW_ENV},
-                start_new_session=True,
-            )
-        while time.perf_counter() - t < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({self.proc.returncode}); see {self.log}")
-            if http_ok(f"{self.url}/health", timeout=2.0):
-                return time.perf_counter() - t
-            time.sleep(0.010)
-        raise RuntimeError(f"mlflow server not healthy in {timeout:.0f} s; see {self.log}")
+        self.proc, took = start_until_ready(
+            cmd, self.log, f"{self.url}/health", "mlflow server", timeout, poll=0.010
+        )
+        return took
 
     @property
     def url(self) -> str:

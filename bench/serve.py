@@ -39,8 +39,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import fmt_s, free_port, http_ok, median, percentile, stop_process  # noqa: E402
-from push import MLFLOW_ENV, Report, verdict  # noqa: E402
+from _common import (  # noqa: E402
+    MLFLOW_ENV,
+    fmt_s,
+    free_port,
+    median,
+    percentile,
+    start_until_ready,
+    stop_process,
+)
+from push import Report, verdict  # noqa: E402
 
 CONCURRENCY = 16
 MODELS = ("logreg", "forest")
@@ -175,23 +183,10 @@ class MlflowServe:
         cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(self.model_dir)]
         cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port)]
         cmd += ["-w", str(self.workers)]
-        with open(self.log, "ab") as log:
-            t = time.perf_counter()
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **MLFLOW_ENV},
-                start_new_session=True,
-            )
-        while time.perf_counter() - t < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited; see {self.log}")
-            if http_ok(f"{self.url}/ping", timeout=2.0):
-                return time.perf_counter() - t
-            time.sleep(0.05)
-        raise RuntimeError(f"mlflow models serve not ready in {timeout:.0f} s; see {self.log}")
+        self.proc, took = start_until_ready(
+            cmd, self.log, f"{self.url}/ping", "mlflow models serve", timeout
+        )
+        return took
 
     @property
     def url(self) -> str:

@@ -8,6 +8,8 @@ pipeline holding them converts too. The worker then runs the model and the ONNX 
 pushed evaluation sample: the ONNX bytes reach the blob store only when predictions (and
 probabilities) agree within the recorded tolerance. Anything else, including a model that
 raises or hangs, is ``converted: false`` with a reason; the model is then served by skops.
+skl2onnx, onnxmltools and onnxruntime are the optional ``serve`` extra, imported only in the
+worker: without them conversion is refused with that reason, and no default path needs them.
 
 Text pipelines are refused outright: onnxruntime tokenizes with its own regular-expression
 engine, which can split text the evaluation sample does not contain differently from
