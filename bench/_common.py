@@ -186,27 +186,35 @@ class Agent:
     def runtime_file(self) -> Path:
         return self.runtime_dir / "handoff-local.json"
 
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home)]
+        return [*cmd, "--port", "0", *self.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
+
+    def exited(self, code: int) -> Exception:
+        return RuntimeError(f"agent exited with {code}; see {self.log}")
+
     def start(self, timeout: float = 60.0, poll: float = 0.010) -> Agent:
         """Spawn the agent and poll (every ``poll`` s) until /api/v1/health answers 200."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.runtime_file.unlink(missing_ok=True)
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir)}
-        cmd = [sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home)]
-        cmd += ["--port", "0", *self.extra_args]
         with open(self.log, "ab") as log:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(
-                cmd,
-                env=env,
+                self.command(),
+                env=self.environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
             )
+        self.info = {}
         deadline = t0 + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {self.proc.returncode}; see {self.log}")
+                raise self.exited(self.proc.returncode)
             if not self.info:
                 with contextlib.suppress(OSError, ValueError):
                     info = json.loads(self.runtime_file.read_text())

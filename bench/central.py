@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Agent, fmt_s, free_port, http_ok, median, percentile  # noqa: E402
+from _common import Agent, fmt_s, free_port, median, percentile  # noqa: E402
 from push import MlflowServer, Report, run_helper, time_gets, verdict  # noqa: E402
 
 SENDER = HERE / "_central_sender.py"
@@ -94,47 +94,22 @@ class Central(Agent):
     def runtime_file(self) -> Path:
         return self.runtime_dir / "handoff-central.json"
 
-    def start(self, timeout: float = 60.0, poll: float = 0.010) -> Central:
-        self.runtime_dir.mkdir(parents=True, exist_ok=True)
-        self.runtime_file.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
-            "HANDOFF_TOKEN": self.token_value,
-            **self.env,
-        }
+    def command(self) -> list[str]:
         if self.profile_out:
-            env["HANDOFF_BENCH_PROFILE"] = str(self.profile_out)
             cmd = [sys.executable, str(PROFILED)]
         else:
             cmd = [sys.executable, "-m", "handoff_agent"]
         cmd += ["serve", "--role", "central", "--home", str(self.home), "--port", str(self.port)]
-        cmd += self.extra_args
-        with open(self.log, "ab") as log:
-            t0 = time.perf_counter()
-            self.proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.info = {}
-        while time.perf_counter() < t0 + timeout:
-            if self.proc.poll() is not None:
-                raise CentralRefused(self.log, self.proc.returncode)
-            if not self.info:
-                with contextlib.suppress(OSError, ValueError):
-                    info = json.loads(self.runtime_file.read_text())
-                    if info.get("pid") == self.proc.pid:
-                        self.info = info
-            if self.info and http_ok(self.url + "/api/v1/health", timeout=2.0):
-                self.startup_seconds = time.perf_counter() - t0
-                return self
-            time.sleep(poll)
-        self.stop()
-        raise RuntimeError(f"central not healthy within {timeout:.0f} s; see {self.log}")
+        return cmd + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        env = {**super().environment(), "HANDOFF_TOKEN": self.token_value, **self.env}
+        if self.profile_out:
+            env["HANDOFF_BENCH_PROFILE"] = str(self.profile_out)
+        return env
+
+    def exited(self, code: int) -> Exception:
+        return CentralRefused(self.log, code)
 
     @property
     def url(self) -> str:
