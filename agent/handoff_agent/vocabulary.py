@@ -68,6 +68,14 @@ ALARMS = {
     "psi": "prediction shift against production (PSI)",
     "live_metric_ratio": "live performance against production",
 }
+# Who may take each deployment action (the routes' roles, served in /meta so the panel offers
+# only what the caller may do): a stage change (start canary, promote), the canary's share, and
+# the one-step rollback. Sign-offs follow the stage flow's roles instead.
+DEPLOY_ACTIONS = {
+    "transition": ("admin",),
+    "traffic": ("admin",),
+    "rollback": ("admin",),
+}
 # What gates a canary after shadowing: the shadow report's checks.
 SHADOW_GATES = {
     "agreement": "class agreement with production",
@@ -144,6 +152,7 @@ def meta(
             "guardrail_states": dict(GUARDRAIL_STATES),
             "alarms": dict(ALARMS),
             "shadow_gates": dict(SHADOW_GATES),
+            "actions": {k: list(v) for k, v in DEPLOY_ACTIONS.items()},
             "policy": deploy or {},
         },
         "comparison": {
