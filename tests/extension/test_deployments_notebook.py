@@ -92,7 +92,7 @@ def test_the_local_agent_shows_centrals_deployment_and_predicts_through_it(canar
 def test_a_bad_trial_prediction_is_a_4xx_with_the_error_shape(canary):
     local, _central, _ = canary
     for body, status_, code in (
-        ({"dataframe_records": [{"a": 1.0}]}, 400, None),
+        ({"dataframe_records": [{"a": 1.0}]}, 422, "missing_columns"),
         ({"instances": [[1, 2, 3, 4]], "version": 99}, 404, "version_not_served"),
         ({"instances": [[1, 2, 3, 4]], "version": "two"}, 400, "bad_request"),
     ):
