@@ -65,10 +65,10 @@ def serving_line(view: dict | None) -> str:
     """``serving: production v1 90% / canary v2 10%``; empty when nothing takes traffic."""
     if not view:
         return ""
+    serving = [s for s in view.get("slots") or [] if (s.get("traffic") or 0) > 0]
+    serving.sort(key=lambda s: -s["traffic"])  # the larger share first
     parts = [
-        f"{s.get('slot')} v{s.get('version')} {_fmt('traffic', s.get('traffic'))}"
-        for s in view.get("slots") or []
-        if (s.get("traffic") or 0) > 0
+        f"{s.get('slot')} v{s.get('version')} {_fmt('traffic', s.get('traffic'))}" for s in serving
     ]
     return "serving: " + " / ".join(parts) if parts else ""
 

@@ -230,17 +230,37 @@ export class DeploymentsView extends Widget {
     await this.refresh();
   }
 
+  /**
+   * Move a version on along the flow: a sign-off when the caller holds a role the policy
+   * names for that stage (it moves once they are all in), else an admin's stage change.
+   */
   async promote(n: number, to: string): Promise<void> {
     const answer = await InputDialog.getText({
       title: `Move ${this.model}:${n} to ${to}`,
       label: 'Comment (recorded in the audit log)',
       okLabel: 'Move'
     });
-    if (answer.button.accept) {
-      await this.act(
-        api.transition('central', this.model, n, to, answer.value ?? '')
-      );
+    if (!answer.button.accept) {
+      return;
     }
+    const comment = answer.value ?? '';
+    const signs = Object.keys(
+      this.meta?.stages.flow.find(f => f.name === to)?.signoffs ?? {}
+    ).some(r => this.roles.includes(r));
+    await this.act(
+      (signs
+        ? api.signoff('central', this.model, n, 'approve', comment)
+        : api.transition('central', this.model, n, to, comment)
+      ).then(out => {
+        const waiting = (out as { waiting_for?: string }).waiting_for;
+        if (waiting) {
+          Notification.info(
+            `Handoff: signed off ${this.model}:${n} for ${waiting}; it moves once every sign-off the policy names is in.`,
+            { autoClose: 8000 }
+          );
+        }
+      })
+    );
   }
 
   async setTraffic(percent: number): Promise<void> {
@@ -388,13 +408,20 @@ export class DeploymentsView extends Widget {
     const out: HTMLElement[] = [];
     const stage = this.stages.get(s.version) ?? '';
     const next = signoffTo(this.meta, stage);
-    if (next && mayDo(this.meta, this.roles, 'transition')) {
+    const signers = Object.keys(
+      this.meta?.stages.flow.find(f => f.name === next)?.signoffs ?? {}
+    );
+    if (
+      next &&
+      (signers.some(r => this.roles.includes(r)) ||
+        mayDo(this.meta, this.roles, 'transition'))
+    ) {
       const move = el(
         'button',
         {
           class: 'jp-Handoff-deployMove jp-mod-styled',
           'data-to': next,
-          title: `Stage ${stage} → ${next} (needs the sign-offs the policy names)`
+          title: `Stage ${stage} → ${next}: ${signers.join(', ') || 'no'} sign-offs by the policy`
         },
         `To ${next}`
       );

@@ -109,7 +109,7 @@ def test_the_canary_share_is_set_by_an_admin_only(canary):
     path = "/api/v1/models/churn/deployment/traffic"
     reviewer = central.make_token("rita", "reviewer")
     status, out = central.request("POST", path, {"percent": 50}, token=reviewer)
-    assert (status, out["error"]["code"]) == (403, "forbidden"), out
+    assert (status, out["error"]["code"]) == (403, "forbidden_role"), out
     for bad in ({"percent": "half"}, {"percent": True}, {}):
         status, out = central.request("POST", path, bad)
         assert status == 400 and set(out["error"]) == {"code", "message", "hint"}, out
