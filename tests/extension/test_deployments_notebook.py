@@ -186,7 +186,7 @@ CELLS = {
 # (cell, what the UsageError line says)
 MISTAKES = {
     "unknown": ("%mlops predict nope X", "'nope' is not served"),
-    "columns": ("%mlops predict churn wrong", "'d'"),
+    "columns": ("%mlops predict churn wrong", "Unknown column: 'z'"),
     "not_data": ("%mlops predict churn config", "DATA must be a DataFrame or a 2-D array"),
     "flat": ("%mlops predict churn flat", "must be 2-D"),
     "version": ("%mlops predict churn X --version 9", "Version 9 of 'churn' is not served"),
