@@ -54,6 +54,9 @@ ROLLBACK_FROM = "production"  # the one stage an admin may roll back
 # A model's endpoint has these slots (serving); test is reachable only by version, previous
 # is the last production kept loaded as the rollback target.
 SLOTS = ("production", "canary", "shadow", "test", "previous")
+# The stages in which a slot may hold a version (serving/deploy.py fills the slots): where the
+# notebook asks central where a version serves.
+DEPLOYED_STAGES = FLOW[1:5]
 # What the guardrails decide at each tick (serving/guardrails.py), in the words the panel shows.
 GUARDRAIL_STATES = {
     "baking": "baking",

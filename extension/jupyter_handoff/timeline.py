@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from .client import connect
-from .deployments import central_number, quiet_view, serving_line, version_line
+from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .refs import checked_name
 from .widgets.style import STATUS_VERDICT, badge
 

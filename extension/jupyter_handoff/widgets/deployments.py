@@ -12,7 +12,7 @@ import threading
 import ipywidgets as w
 from traitlets import Bool, Float, List, Unicode
 
-from ..deployments import alarms_of, deployment_html, serving_line
+from ..deploy_view import alarms_of, deployment_html, serving_line
 from .style import e
 
 

@@ -14,13 +14,13 @@ from datetime import datetime
 import ipywidgets as w
 from traitlets import Bool, Dict, Integer, List, Unicode
 
+from handoff_agent.vocabulary import DEPLOYED_STAGES
+
 from ..client import START_HINT
 from ..refs import trust_wait
 from .style import FINAL, STATUS_VERDICT, VERDICT_WORDS, badge, e, icon, one_line, seconds
 
 TICK = 1.0
-# Stages in which central serves a version (a slot holds it), so the widget asks where.
-SERVING_STAGES = frozenset({"validated", "approved", "canary", "production", "rollback"})
 
 
 def _ts(text: str | None) -> float | None:
@@ -129,9 +129,9 @@ class PushWidget(w.VBox):
 
     def read_serving(self) -> None:
         """Where the model serves, once this version reached a serving stage at central."""
-        from ..deployments import central_number, quiet_view, serving_line, version_line
+        from ..deploy_view import central_number, quiet_view, serving_line, version_line
 
-        if self._stage not in SERVING_STAGES:
+        if self._stage not in DEPLOYED_STAGES:
             return
         view = quiet_view(self.model_name, self._client)
         number = central_number({"number": self.number, "forwards": list(self._forwards.values())})
