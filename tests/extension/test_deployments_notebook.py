@@ -164,6 +164,14 @@ def test_the_widget_shows_each_slot_and_follows_a_traffic_change(canary, setting
     finally:
         widget.stop()
         central.request("POST", "/api/v1/models/churn/deployment/traffic", {"percent": 30})
+    # The push widget of the canary version says where it serves, once the stage is mirrored
+    from jupyter_handoff import get
+
+    until(lambda: get("churn", v2).stage == "canary", timeout=60, what="stage mirrored")
+    push_widget = get("churn", v2).widget(follow=False)
+    assert push_widget.serving.startswith("this version: canary 30%"), push_widget.serving
+    assert "serving: production v1 70% / canary v2 30%" in push_widget.serving
+    assert "handoff-serving" in push_widget.handoff_html.value
 
 
 # -- a real notebook ----------------------------------------------------------------------
