@@ -32,8 +32,10 @@ from .handlers.base import NotFoundHandler, log_request
 from .handlers.deployments import (
     DeploymentHandler,
     FeedbackHandler,
+    PredictHandler,
     PredictionsHandler,
     RollbackHandler,
+    TrafficHandler,
 )
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
@@ -507,6 +509,8 @@ class HandoffAgent(LoggingConfigurable):
         routes += [
             (model + "/deployment", DeploymentHandler),
             (model + "/deployment/rollback", RollbackHandler),
+            (model + "/deployment/traffic", TrafficHandler),
+            (model + "/predict", PredictHandler),
             (model + "/feedback", FeedbackHandler),
             (model + "/predictions", PredictionsHandler),
         ]

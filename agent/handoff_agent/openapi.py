@@ -249,9 +249,44 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/models/{name}/deployment": {
         "get": _op(
-            "Central: where each version serves (slot, traffic %, requests, error rate, "
-            "p50/p99, backend) and the model server's URL.",
+            "Where each version serves (slot, traffic %, requests, error rate, p50/p99, "
+            "backend) and the model server's URL. A local agent answers with its central's.",
             params=[NAME],
+        )
+    },
+    "/api/v1/models/{name}/deployment/traffic": {
+        "post": _op(
+            "Admin, central: set the canary's share of the traffic (0 to 100); production "
+            "takes the rest.",
+            params=[NAME],
+            body=_json_body(
+                {"percent": {"type": "number", "minimum": 0, "maximum": 100}}, ["percent"]
+            ),
+        )
+    },
+    "/api/v1/models/{name}/predict": {
+        "post": _op(
+            "A trial prediction, routed like any request (or to one served version), answered "
+            "with the version and slot that served it. A local agent passes it to its central. "
+            "The body is MLflow's (dataframe_split, dataframe_records, instances or inputs).",
+            params=[NAME],
+            body={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "dataframe_split": {"type": "object"},
+                                "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                                "instances": {},
+                                "inputs": {},
+                                "version": {"type": "integer", "minimum": 1},
+                            },
+                        }
+                    }
+                },
+            },
         )
     },
     "/api/v1/models/{name}/deployment/rollback": {

@@ -54,6 +54,9 @@ ROLLBACK_FROM = "production"  # the one stage an admin may roll back
 # A model's endpoint has these slots (serving); test is reachable only by version, previous
 # is the last production kept loaded as the rollback target.
 SLOTS = ("production", "canary", "shadow", "test", "previous")
+# The stages in which a slot may hold a version (serving/deploy.py fills the slots): where the
+# notebook asks central where a version serves.
+DEPLOYED_STAGES = FLOW[1:5]
 # What the guardrails decide at each tick (serving/guardrails.py), in the words the panel shows.
 GUARDRAIL_STATES = {
     "baking": "baking",
@@ -67,6 +70,14 @@ ALARMS = {
     "p99_ratio": "p99 latency against production",
     "psi": "prediction shift against production (PSI)",
     "live_metric_ratio": "live performance against production",
+}
+# Who may take each deployment action (the routes' roles, served in /meta so the panel offers
+# only what the caller may do): a stage change (start canary, promote), the canary's share, and
+# the one-step rollback. Sign-offs follow the stage flow's roles instead.
+DEPLOY_ACTIONS = {
+    "transition": ("admin",),
+    "traffic": ("admin",),
+    "rollback": ("admin",),
 }
 # What gates a canary after shadowing: the shadow report's checks.
 SHADOW_GATES = {
@@ -144,6 +155,7 @@ def meta(
             "guardrail_states": dict(GUARDRAIL_STATES),
             "alarms": dict(ALARMS),
             "shadow_gates": dict(SHADOW_GATES),
+            "actions": {k: list(v) for k, v in DEPLOY_ACTIONS.items()},
             "policy": deploy or {},
         },
         "comparison": {

@@ -8,12 +8,14 @@ from handoff_agent._version import __version__
 __all__ = [
     "__version__",
     "compare",
+    "deployments",
     "dossier",
     "forward",
     "get",
     "history",
     "lineage",
     "load_ipython_extension",
+    "predict",
     "push",
     "report",
     "versions",
@@ -59,6 +61,8 @@ def __getattr__(name):
         "forward",
         "lineage",
         "Lineage",
+        "deployments",
+        "predict",
     ):
         from . import api
 

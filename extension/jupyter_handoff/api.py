@@ -268,6 +268,22 @@ def history(name: str, limit: int = 50):
     return _history(name, limit=limit)
 
 
+def deployments(name: str | None = None):
+    """Where each version of ``name`` serves at central, like ``%mlops deployments``; shown
+    as a live widget. Every model that serves when ``name`` is None."""
+    from .deployments import deployments as _deployments
+
+    return _deployments(name)
+
+
+def predict(name: str, data, version: int | None = None):
+    """Try the deployed model, like ``%mlops predict``: ``predict("churn", X_test.head())``.
+    Returns the predictions with the version and slot that answered."""
+    from .deployments import predict as _predict
+
+    return _predict(name, data, version=version)
+
+
 class Lineage(dict):
     """Where data and versions came from and went. A dict, shown as a small table."""
 

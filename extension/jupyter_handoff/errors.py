@@ -24,7 +24,7 @@ class AgentError(HandoffUsageError):
     """The agent refused a request; carries its JSON error."""
 
     def __init__(self, status: int, code: str, message: str, hint: str = ""):
-        self.status, self.code = status, code
+        self.status, self.code, self.detail = status, code, message
         super().__init__(
             f"The agent refused the request ({status} {code}): {message}", notebook_hint(hint)
         )

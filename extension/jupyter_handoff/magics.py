@@ -86,6 +86,20 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     dossier.add_argument(
         "--out", metavar="FILE", help="where to save it (default: dossier-NAME-N.zip here)"
     )
+    deployments = p["deployments"] = MagicArgumentParser(
+        prog="%mlops deployments",
+        description="Where each version serves at central, live: slot, traffic %, requests, "
+        "error rate, p50/p99, alarms. Without NAME, every model that serves.",
+    )
+    deployments.add_argument("name", nargs="?", help="model name")
+    predict = p["predict"] = MagicArgumentParser(
+        prog="%mlops predict",
+        description="Try the deployed model: send DATA to its endpoint at central and show "
+        "the predictions with the version and slot that answered.",
+    )
+    predict.add_argument("name", help="model name")
+    predict.add_argument("data", metavar="DATA", help="variable holding a DataFrame or 2-D array")
+    predict.add_argument("--version", type=int, metavar="N", help="a served version, not routed")
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -237,6 +251,16 @@ class MlopsMagics(Magics):
         from .dossier import dossier
 
         return dossier(args.ref, out=args.out)
+
+    def _deployments(self, args):
+        from .deployments import deployments
+
+        return deployments(args.name)
+
+    def _predict(self, args):
+        from .deployments import predict
+
+        return predict(args.name, self._var(args.data, "data"), version=args.version)
 
     def _agent(self, args):
         from handoff_agent import runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .client import connect
+from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .refs import checked_name
 from .widgets.style import STATUS_VERDICT, badge
 
@@ -21,9 +22,10 @@ def _stage(v: dict) -> str:
 class History:
     """Versions of one model, newest first, as plain rows (``rows``) or a table."""
 
-    def __init__(self, name: str, versions: list[dict]):
+    def __init__(self, name: str, versions: list[dict], deployment: dict | None = None):
         self.name = name
         self.versions = versions  # full version dicts, newest first
+        self.deployment = deployment  # central's view, when it could say
         self.roles = self._roles()
         self.rows = self._rows()
 
@@ -63,6 +65,7 @@ class History:
                     "fingerprints": fps,
                     "data_changed": changed,
                     "stage": _stage(v),
+                    "serving": version_line(self.deployment, central_number(v)),
                 }
             )
             previous = fps
@@ -83,6 +86,7 @@ class History:
                     "pushed_at",
                     "message",
                     "stage",
+                    "serving",
                 )
             }
             for role, fp in r["fingerprints"].items():
@@ -96,11 +100,15 @@ class History:
 
     def __repr__(self) -> str:
         lines = [f"History({self.name!r}, {len(self.rows)} versions)"]
+        if serving_line(self.deployment):
+            lines.append(f"  {serving_line(self.deployment)}")
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
+            where = f"  [{r['serving']}]" if r["serving"] else ""
             lines.append(
                 f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
                 f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
+                f"{where}"
             )
         return "\n".join(lines)
 
@@ -108,10 +116,12 @@ class History:
         e = html.escape
         cell = "padding:2px 8px;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top"
         head = ["version", "verdict", "pushed", "message"] + [f"data: {r}" for r in self.roles]
-        head.append("stage")
+        head += ["stage", "serving"]
+        line = serving_line(self.deployment)
         out = [
             f"<div class='handoff-history'><b>{e(self.name)}</b>: {len(self.rows)} versions"
-            "<table style='border-collapse:collapse;font-size:90%'><tr>"
+            + (f"<div class='handoff-serving'>{e(line)}</div>" if line else "")
+            + "<table style='border-collapse:collapse;font-size:90%'><tr>"
         ]
         out += [f"<th style='{cell}'>{e(h)}</th>" for h in head] + ["</tr>"]
         for r in self.rows:
@@ -136,6 +146,7 @@ class History:
                     + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
                 )
             tds.append(e(r["stage"]))
+            tds.append(e(r["serving"]))
             out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
         out.append("</table></div>")
         return "".join(out)
@@ -147,4 +158,5 @@ def history(name: str, limit: int = 50, client=None) -> History:
     client = client or connect(start=False)
     listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
     full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]
-    return History(name, full)
+    deployment = quiet_view(name, client) if any(v.get("stage") for v in full) else None
+    return History(name, full, deployment)

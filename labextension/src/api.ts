@@ -117,6 +117,14 @@ export interface IMeta {
     rollback_from: string;
     aliases: Record<string, string>;
   };
+  /** The deployment words and who may take each action (deploy.actions: role lists). */
+  deploy?: {
+    slots: string[];
+    guardrail_states: Record<string, string>;
+    alarms: Record<string, string>;
+    actions?: Record<string, string[]>;
+    policy: Record<string, unknown>;
+  };
   comparison: {
     latency: string[];
     fairness: string[];

@@ -13,6 +13,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { Source } from './api';
+import { deploymentsWidget } from './deployments';
 import { inventoryWidget } from './inventory';
 import { HandoffModel, RefreshPolicy } from './model';
 import { notifyOnEvents } from './notify';
@@ -85,10 +86,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       );
     const openInventory = () =>
       openOrActivate(app, inventoryWidget, 'handoff-inventory');
+    const openDeployments = (source: Source, name: string) =>
+      openOrActivate(
+        app,
+        () => deploymentsWidget(source, name),
+        `handoff-deployments-${source}-${name}`
+      );
     const panel = new HandoffPanel(model, {
       openReport,
       compare,
-      openInventory
+      openInventory,
+      openDeployments
     });
     notifyOnEvents(model, openReport);
     panel.title.icon = handoffIcon;

@@ -22,6 +22,7 @@ export interface IPanelOptions {
   openReport: (source: Source, model: string, n: number) => void;
   compare: (source: Source, a: [string, number], b: [string, number]) => void;
   openInventory?: () => void;
+  openDeployments?: (source: Source, model: string) => void;
 }
 
 export class HandoffPanel extends Widget {
@@ -270,6 +271,16 @@ export class HandoffPanel extends Widget {
     for (const v of versions) {
       list.append(this.renderVersion(m.name, v));
     }
+    const deployments = el(
+      'button',
+      {
+        class: 'jp-Handoff-deploymentsOpen jp-mod-styled',
+        title: `Where each version of ${m.name} serves: traffic, stats, alarms`
+      },
+      'Deployments'
+    );
+    deployments.onclick = () =>
+      this.options.openDeployments?.(this.model.source, m.name);
     return el(
       'section',
       { class: 'jp-Handoff-model', 'data-model': m.name },
@@ -281,7 +292,10 @@ export class HandoffPanel extends Widget {
           'span',
           { class: 'jp-Handoff-count' },
           ` ${m.versions} version${m.versions === 1 ? '' : 's'}`
-        )
+        ),
+        this.model.info?.central.configured || this.model.source === 'central'
+          ? deployments
+          : null
       ),
       list
     );

@@ -1,29 +1,142 @@
-"""Central's deployment routes: where each version serves, the one-step rollback, ground-truth
-feedback by request id, and the prediction log as Parquet. Thin over serving.deploy."""
+"""Central's deployment routes: where each version serves, the canary's share, the one-step
+rollback, a trial prediction, ground-truth feedback by request id, and the prediction log as
+Parquet. Thin over serving.deploy.
+
+A local agent answers the two a notebook needs (where it serves, a trial prediction) by asking
+its central with its own central token: the notebook never holds a token for central, and
+never learns one."""
 
 from __future__ import annotations
 
-from ..errors import BadRequest, Forbidden
+import json
+
+from tornado import httpclient
+
+from ..errors import BadRequest, Conflict, Forbidden, HandoffError
 from ..names import validate_name
+from ..vocabulary import DEPLOY_ACTIONS
 from .base import ANY_ROLE
 from .pipeline import CentralOnly, _text
 
 MAX_LABELS = 10_000
 
 
-class DeploymentHandler(CentralOnly):
+class FromCentral(CentralOnly):
+    async def from_central(self, method: str, path: str, body: dict | None = None) -> dict:
+        """Central's JSON answer to ``path``, asked with this agent's central token; its
+        errors keep their code, message and hint (a 5xx becomes a 409 that says so)."""
+        central = self.agent.destinations.get("central")
+        url, token = central.target() if central is not None else ("", "")
+        if not url:
+            raise Conflict(
+                "This agent hands models to no running central, and deployments live there.",
+                "Start central (`jupyter handoff serve --role central`), or set "
+                "c.CentralDestination.url.",
+                code="central_down",
+            )
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(
+                url + path,
+                method=method,
+                headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+                body=None if body is None else json.dumps(body),
+                request_timeout=60,
+                raise_error=False,
+            )
+        except OSError as e:
+            raise Conflict(
+                f"Central is not answering ({type(e).__name__}).", code="central_down"
+            ) from None
+        try:
+            data = json.loads(resp.body or b"{}")
+        except ValueError:
+            data = {}
+        if resp.code != 200:
+            err = data.get("error") if isinstance(data, dict) else None
+            err = err if isinstance(err, dict) else {}
+            raise HandoffError(
+                f"Central: {err.get('message') or f'answered {resp.code}'}",
+                err.get("hint", ""),
+                status=409 if resp.code >= 500 or resp.code == 599 else resp.code,
+                code=err.get("code", "central_error"),
+            )
+        return data
+
+
+class DeploymentHandler(FromCentral):
+    """Where each version serves. A local agent shows its central's answer."""
+
     async def get(self, name: str):
         validate_name(name)
-        self.central()
         agent = self.agent
+        if agent.role != "central":
+            self.write_json(await self.from_central("GET", f"/api/v1/models/{name}/deployment"))
+            return
+        self.central()
         self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+
+
+class TrafficHandler(CentralOnly):
+    """The canary's share of the traffic, 0..100 (what the guardrails' linear steps do)."""
+
+    roles = {"POST": DEPLOY_ACTIONS["traffic"]}
+
+    async def post(self, name: str):
+        validate_name(name)
+        self.central()
+        percent = self.json_body().get("percent")
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+            raise BadRequest("percent must be a number from 0 to 100.", '{"percent": 25}')
+        agent = self.agent
+        user = self.identity["user"]
+        out = await agent.call(agent.deployments.set_traffic, name, float(percent), user)
+        agent.events.publish("deployment", model=name, by=user, **out)
+        await agent.serving_changed()
+        self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+
+
+class PredictHandler(FromCentral):
+    """A trial prediction from the notebook, routed as any request (or to ``version``), with
+    the version and slot that answered. A local agent passes it to its central."""
+
+    roles = {"POST": ANY_ROLE}
+
+    async def post(self, name: str):
+        validate_name(name)
+        body = self.json_body()
+        if self.agent.role != "central":
+            self.write_json(await self.from_central("POST", f"/api/v1/models/{name}/predict", body))
+            return
+        self.central()
+        from ..serving import protocols
+        from ..serving.inputs import decode_invocations
+
+        server = self.agent.model_server
+        if server is None:
+            raise Conflict(
+                "Central serves no models (c.Serving.enabled is False).", code="not_serving"
+            )
+        version = body.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise BadRequest("version must be a version number.", '{"version": 2}')
+        inputs = {k: v for k, v in body.items() if k != "version"}
+        served = await server.infer(name, version, lambda cols: decode_invocations(inputs, cols))
+        self.write_json(
+            {
+                "model": name,
+                "version": served.number,
+                "slot": served.slot,
+                "request_id": served.request_id,
+                **protocols.invocations(served.outputs),
+            }
+        )
 
 
 class RollbackHandler(CentralOnly):
     """Admin: the production version is rolled back and the previous one serves again, in
     one step (stages, slots and audit rows in one transaction)."""
 
-    roles = {"POST": ("admin",)}
+    roles = {"POST": DEPLOY_ACTIONS["rollback"]}
 
     async def post(self, name: str):
         validate_name(name)

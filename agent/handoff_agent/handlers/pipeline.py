@@ -8,6 +8,7 @@ from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..ingest import too_large
 from ..names import validate_name
 from ..store.blobs import BlobError, BlobUnavailable
+from ..vocabulary import DEPLOY_ACTIONS
 from .base import ANY_ROLE, BaseHandler, parse_uint
 
 
@@ -83,7 +84,7 @@ class SignoffHandler(CentralOnly):
 
 
 class TransitionHandler(CentralOnly):
-    roles = {"POST": ("admin",)}
+    roles = {"POST": DEPLOY_ACTIONS["transition"]}
 
     async def post(self, name: str, number: str):
         validate_name(name)

@@ -14,6 +14,8 @@ from datetime import datetime
 import ipywidgets as w
 from traitlets import Bool, Dict, Integer, List, Unicode
 
+from handoff_agent.vocabulary import DEPLOYED_STAGES
+
 from ..client import START_HINT
 from ..refs import trust_wait
 from .style import FINAL, STATUS_VERDICT, VERDICT_WORDS, badge, e, icon, one_line, seconds
@@ -44,6 +46,7 @@ class PushWidget(w.VBox):
     agent_lost = Bool(False, help="True while the agent is not answering")
     done = Bool(False, help="True once the verdict and the report are in")
     handoff = Unicode("", help="where the version went: each destination's state, the stage")
+    serving = Unicode("", help="where the model serves, once the version is deployed at central")
 
     def __init__(self, version, client=None, follow: bool = True, **kwargs):
         from ..client import connect
@@ -122,6 +125,22 @@ class PushWidget(w.VBox):
             self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
+        self.read_serving()
+
+    def read_serving(self) -> None:
+        """Where the model serves, once this version reached a serving stage at central."""
+        from ..deploy_view import central_number, quiet_view, serving_line, version_line
+
+        if self._stage not in DEPLOYED_STAGES:
+            return
+        view = quiet_view(self.model_name, self._client)
+        number = central_number({"number": self.number, "forwards": list(self._forwards.values())})
+        here = version_line(view, number)
+        line = serving_line(view)
+        text = "; ".join(x for x in (f"this version: {here}" if here else "", line) if x)
+        if text != self.serving:
+            self.serving = text
+            self.render()
 
     def apply_event(self, kind: str, data: dict) -> bool:
         """One event from the stream. Returns True when there is nothing more to follow."""
@@ -166,6 +185,8 @@ class PushWidget(w.VBox):
             self.render()
         if kind in ("verdict", "report"):
             self.refresh()  # results, durations and reports as committed
+        elif kind == "stage":
+            self.read_serving()
         return self.done
 
     def _handoff_text(self) -> str:
@@ -284,7 +305,7 @@ class PushWidget(w.VBox):
             self.verdict_html.value = self._verdict_html()
             self.handoff_html.value = (
                 f"<div>Hand-off: {e(self.handoff)}</div>" if self.handoff else ""
-            )
+            ) + (f"<div class='handoff-serving'>{e(self.serving)}</div>" if self.serving else "")
             self.report_button.disabled = not self.report_ready
             self.report_hint.value = (
                 f"&nbsp;or <code>jupyter handoff report {e(self.model_name)}:{self.number}"

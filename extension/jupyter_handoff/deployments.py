@@ -1,0 +1,202 @@
+"""Where each version serves (``%mlops deployments``) and a trial prediction (``%mlops
+predict``). Both go through the local agent, which asks its central with its own token: the
+notebook holds no token for central and never prints one.
+
+The view is read generically: the slot fields central sends (traffic, requests, error rate,
+p50/p99, backend, and whatever the server adds later) are shown as they come.
+"""
+
+from __future__ import annotations
+
+import html
+
+from .client import connect
+from .deploy_view import (
+    alarms_of,
+    columns_of,
+    deployment_html,
+    extras,
+    quiet_view,
+    serving_line,
+)
+from .deploy_view import fmt as _fmt
+from .errors import AgentError, HandoffUsageError
+from .refs import checked_name
+
+
+class Deployment:
+    """One model's deployment, as central describes it (``view``)."""
+
+    def __init__(self, name: str, view: dict, client=None):
+        self.name, self.view, self._client = name, view, client
+
+    slots = property(lambda self: list(self.view.get("slots") or []))
+    alarms = property(lambda self: alarms_of(self.view))
+
+    def extras(self) -> dict:
+        return extras(self.view)
+
+    def widget(self, interval: float = 2.0):
+        """The live view: refreshed from central while it is shown."""
+        from .widgets.deployments import DeploymentWidget
+
+        return DeploymentWidget(self, client=self._client, interval=interval)
+
+    def _ipython_display_(self):
+        from .widgets.display import show
+
+        show(self, self.widget)
+
+    def __repr__(self) -> str:
+        slots = self.slots
+        if not slots:
+            return f"Deployment({self.name!r}): no version serves"
+        cols = columns_of(slots)
+        rows = [cols] + [[_fmt(c, s.get(c)) for c in cols] for s in slots]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+        lines = [f"Deployment({self.name!r}) {serving_line(self.view)}"]
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows
+        ]
+        lines += [f"  {k}: {_fmt(k, v)}" for k, v in self.extras().items()]
+        lines += [f"  ALARM {a}" for a in self.alarms]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return deployment_html(self.name, self.view)
+
+
+class Deployments(list):
+    """Every model's deployment (``%mlops deployments`` without a name)."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No model has a deployment."
+        return "\n".join(repr(d) for d in self)
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<i>No model has a deployment.</i>"
+        return "".join(d._repr_html_() for d in self)
+
+
+def view_of(name: str, client=None) -> dict:
+    client = client or connect(start=False)
+    try:
+        return client.get(f"/api/v1/models/{name}/deployment")
+    except AgentError as e:
+        if e.status == 404 and e.code in ("not_found", "model_not_found"):
+            raise HandoffUsageError(
+                f"No model named {name!r}.", "`%mlops versions` lists the models."
+            ) from None
+        raise
+
+
+def deployments(name: str | None = None):
+    """Where each version of ``name`` serves (every model's when ``name`` is None)."""
+    client = connect(start=False)
+    if name is not None:
+        checked_name(name)
+        return Deployment(name, view_of(name, client), client)
+    out = Deployments()
+    for m in client.get("/api/v1/models")["models"]:
+        view = quiet_view(m["name"], client)
+        if view and view.get("slots"):
+            out.append(Deployment(m["name"], view, client))
+    return out
+
+
+# -- a trial prediction ------------------------------------------------------------------
+
+
+def _body(data) -> dict:
+    """``data`` as MLflow's scoring body: a DataFrame keeps its columns; an array or a list
+    of rows goes in the model's column order."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(data, pd.Series):
+        data = data.to_frame().T
+    if pd is not None and isinstance(data, pd.DataFrame):
+        if data.empty:
+            raise HandoffUsageError("DATA has no rows.", "Pass a DataFrame with a few rows.")
+        import json
+
+        frame = json.loads(data.to_json(orient="split", index=False))
+        return {"dataframe_split": {"columns": frame["columns"], "data": frame["data"]}}
+    if type(data).__module__ == "numpy" and type(data).__name__ == "ndarray":
+        if data.ndim != 2 or not data.size:
+            raise HandoffUsageError(
+                f"DATA is an array of shape {data.shape}; it must be 2-D (rows by columns).",
+                "e.g. X_test.to_numpy()[:5], or pass the DataFrame itself.",
+            )
+        return {"instances": data.tolist()}
+    if isinstance(data, list) and data and all(isinstance(r, (list, dict)) for r in data):
+        return {"instances": data}
+    raise HandoffUsageError(
+        f"DATA must be a DataFrame or a 2-D array, not a {type(data).__name__}.",
+        "e.g. %mlops predict churn X_test.head()",
+    )
+
+
+class Prediction:
+    """What the deployed model answered, and which version and slot answered it."""
+
+    def __init__(self, answer: dict):
+        self.answer = answer
+        self.model = answer.get("model")
+        self.version = answer.get("version")
+        self.slot = answer.get("slot")
+        self.request_id = answer.get("request_id")
+        self.predictions = answer.get("predictions")
+        self.probabilities = answer.get("probabilities")
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        frame = pd.DataFrame({"prediction": self.predictions})
+        if self.probabilities:
+            probs = pd.DataFrame(self.probabilities)
+            probs.columns = [f"proba_{c}" for c in probs.columns]
+            frame = pd.concat([frame, probs], axis=1)
+        return frame
+
+    def _head(self) -> str:
+        return f"{self.model}:{self.version} ({self.slot}) answered request {self.request_id}"
+
+    def __repr__(self) -> str:
+        return f"{self._head()}\n{self.to_dataframe().to_string()}"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div class='handoff-prediction'><b>{html.escape(self._head())}</b>"
+            f"{self.to_dataframe().to_html()}</div>"
+        )
+
+
+USER_CODES = {
+    "not_found",
+    "model_not_found",
+    "model_not_served",
+    "no_default_version",
+    "version_not_served",
+}
+
+
+def predict(name: str, data, version: int | None = None) -> Prediction:
+    """Call the deployed model with ``data`` (routed like any request, or to ``version``)."""
+    checked_name(name)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise HandoffUsageError("version must be a number.", "e.g. --version 2")
+    body = _body(data)
+    if version is not None:
+        body["version"] = int(version)
+    client = connect(start=False)
+    try:
+        return Prediction(client.post(f"/api/v1/models/{name}/predict", body))
+    except AgentError as e:
+        if e.code in USER_CODES or e.status in (400, 404, 422):
+            hint = e.hint or "`%mlops deployments NAME` shows what serves."
+            raise HandoffUsageError(e.detail.removeprefix("Central: "), hint) from None
+        raise

@@ -1,0 +1,502 @@
+/**
+ * The Deployments view of one model: a traffic bar, a row per slot with the stats central
+ * reports (whatever fields it sends), the alarms, and the actions the caller's roles allow.
+ * Who may do what comes from GET /api/v1/meta (deploy.actions, the stage flow), never from
+ * a copy here. It re-reads the deployment every few seconds while it is shown.
+ */
+import {
+  InputDialog,
+  MainAreaWidget,
+  Notification
+} from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { agentPath, api, HandoffError, IMeta, requestAPI, Source } from './api';
+import { el } from './dom';
+import { canRollBack, signoffTo } from './vocabulary';
+
+export interface ISlot {
+  slot: string;
+  version: number;
+  traffic: number;
+  [key: string]: unknown;
+}
+
+export interface IDeployment {
+  model: string;
+  slots: ISlot[];
+  serving_url?: string | null;
+  [key: string]: unknown;
+}
+
+/** Shown first, in this order; any other field central sends follows. */
+const FIRST = [
+  'slot',
+  'version',
+  'traffic',
+  'requests',
+  'error_rate',
+  'p50_ms',
+  'p99_ms'
+];
+const HIDDEN = new Set([
+  'since',
+  'by',
+  'worker_pids',
+  'errors',
+  'alarms',
+  'alarm'
+]);
+const FRAME = new Set([
+  'model',
+  'slots',
+  'serving_url',
+  'policy',
+  'alarms',
+  'alarm'
+]);
+const POLL_MS = 2000;
+
+export const deploymentApi = {
+  view: (source: Source, name: string) =>
+    requestAPI<IDeployment>(agentPath(source, 'models', name, 'deployment')),
+  traffic: (name: string, percent: number) =>
+    requestAPI<IDeployment>(
+      agentPath('central', 'models', name, 'deployment', 'traffic'),
+      { method: 'POST', body: JSON.stringify({ percent }) }
+    ),
+  rollback: (name: string, comment: string) =>
+    requestAPI<IDeployment>(
+      agentPath('central', 'models', name, 'deployment', 'rollback'),
+      { method: 'POST', body: JSON.stringify({ comment }) }
+    )
+};
+
+function format(key: string, value: unknown): string {
+  if (value === null || value === undefined) {
+    return '–';
+  }
+  if (typeof value === 'number') {
+    if (key === 'traffic') {
+      return `${value}%`;
+    }
+    if (key === 'error_rate') {
+      return `${(100 * value).toFixed(2)}%`;
+    }
+    if (key.endsWith('_ms')) {
+      return `${value.toFixed(2)} ms`;
+    }
+    return String(value);
+  }
+  if (Array.isArray(value)) {
+    return value.map(v => format(key, v)).join(', ');
+  }
+  if (typeof value === 'object') {
+    return Object.entries(value as Record<string, unknown>)
+      .map(([k, v]) => `${k}=${format(k, v)}`)
+      .join(', ');
+  }
+  return String(value);
+}
+
+function alarmText(alarm: unknown): string {
+  if (alarm && typeof alarm === 'object') {
+    const a = alarm as Record<string, unknown>;
+    return String(a.reason ?? a.message ?? a.metric ?? JSON.stringify(a));
+  }
+  return String(alarm);
+}
+
+/** Every alarm named on the model or on a slot, one line each. */
+export function alarmsOf(view: IDeployment): string[] {
+  const out: string[] = [];
+  const holders: [string, Record<string, unknown>][] = [
+    ['', view],
+    ...view.slots.map(s => [`${s.slot}: `, s] as [string, ISlot])
+  ];
+  for (const [prefix, holder] of holders) {
+    for (const key of ['alarms', 'alarm']) {
+      const found = holder[key];
+      if (!found) {
+        continue;
+      }
+      for (const a of Array.isArray(found) ? found : [found]) {
+        out.push(prefix + alarmText(a));
+      }
+    }
+  }
+  return out;
+}
+
+/** Who may take a deployment action, by the roles /meta names for it. */
+export function mayDo(
+  meta: IMeta | null,
+  roles: string[],
+  action: string
+): boolean {
+  const allowed = meta?.deploy?.actions?.[action] ?? [];
+  return allowed.some(r => roles.includes(r));
+}
+
+export class DeploymentsView extends Widget {
+  view: IDeployment | null = null;
+  error: HandoffError | null = null;
+  meta: IMeta | null = null;
+  roles: string[] = [];
+  stages = new Map<number, string>();
+  private timer: number | null = null;
+
+  constructor(
+    readonly source: Source,
+    readonly model: string
+  ) {
+    super();
+    this.addClass('jp-Handoff-deployments');
+    this.node.dataset.model = model;
+  }
+
+  protected onAfterAttach(): void {
+    void this.start();
+  }
+
+  protected onBeforeDetach(): void {
+    this.stop();
+  }
+
+  dispose(): void {
+    this.stop();
+    super.dispose();
+  }
+
+  private stop(): void {
+    if (this.timer !== null) {
+      window.clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  async start(): Promise<void> {
+    [this.meta, this.roles] = await Promise.all([
+      api.meta(this.source).catch(() => null),
+      this.source === 'central'
+        ? api
+            .whoami('central')
+            .then(w => w.roles)
+            .catch(() => [])
+        : Promise.resolve([] as string[])
+    ]);
+    await this.refresh();
+    this.stop();
+    this.timer = window.setInterval(() => void this.refresh(), POLL_MS);
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      this.view = await deploymentApi.view(this.source, this.model);
+      this.error = null;
+      if (this.source === 'central') {
+        await this.readStages();
+      }
+    } catch (error) {
+      this.error = error as HandoffError;
+    }
+    this.render();
+  }
+
+  /** The stage of each version in a slot: where the stage flow lets it go next. */
+  private async readStages(): Promise<void> {
+    const numbers = [...new Set((this.view?.slots ?? []).map(s => s.version))];
+    const found = await Promise.all(
+      numbers.map(n =>
+        api
+          .version('central', this.model, n)
+          .then(v => [n, v.stage ?? ''] as [number, string])
+          .catch(() => [n, ''] as [number, string])
+      )
+    );
+    this.stages = new Map(found);
+  }
+
+  private async act(action: Promise<unknown>): Promise<void> {
+    try {
+      await action;
+    } catch (error) {
+      const e = error as HandoffError;
+      Notification.error(
+        `Handoff: ${e.message}${e.detail?.hint ? ` ${e.detail.hint}` : ''}`,
+        { autoClose: 10000 }
+      );
+    }
+    await this.refresh();
+  }
+
+  /**
+   * Move a version on along the flow: a sign-off when the caller holds a role the policy
+   * names for that stage (it moves once they are all in), else an admin's stage change.
+   */
+  async promote(n: number, to: string): Promise<void> {
+    const answer = await InputDialog.getText({
+      title: `Move ${this.model}:${n} to ${to}`,
+      label: 'Comment (recorded in the audit log)',
+      okLabel: 'Move'
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    const comment = answer.value ?? '';
+    const signs = Object.keys(
+      this.meta?.stages.flow.find(f => f.name === to)?.signoffs ?? {}
+    ).some(r => this.roles.includes(r));
+    await this.act(
+      (signs
+        ? api.signoff('central', this.model, n, 'approve', comment)
+        : api.transition('central', this.model, n, to, comment)
+      ).then(out => {
+        const waiting = (out as { waiting_for?: string }).waiting_for;
+        if (waiting) {
+          Notification.info(
+            `Handoff: signed off ${this.model}:${n} for ${waiting}; it moves once every sign-off the policy names is in.`,
+            { autoClose: 8000 }
+          );
+        }
+      })
+    );
+  }
+
+  async setTraffic(percent: number): Promise<void> {
+    await this.act(deploymentApi.traffic(this.model, percent));
+  }
+
+  async rollback(): Promise<void> {
+    const answer = await InputDialog.getText({
+      title: `Roll back ${this.model}`,
+      label: 'Comment (recorded in the audit log)',
+      okLabel: 'Roll back'
+    });
+    if (answer.button.accept) {
+      await this.act(deploymentApi.rollback(this.model, answer.value ?? ''));
+    }
+  }
+
+  // -- rendering ------------------------------------------------------------------------
+
+  render(): void {
+    const node = this.node;
+    node.replaceChildren(
+      el(
+        'h2',
+        {},
+        `Deployments of ${this.model} (${this.source === 'central' ? 'central' : 'through this machine'})`
+      )
+    );
+    if (this.error) {
+      node.append(
+        el(
+          'div',
+          { class: 'jp-Handoff-error', role: 'alert' },
+          el('b', {}, this.error.message),
+          this.error.detail?.hint ? el('div', {}, this.error.detail.hint) : null
+        )
+      );
+      return;
+    }
+    const view = this.view;
+    if (!view) {
+      return;
+    }
+    if (!view.slots.length) {
+      node.append(
+        el(
+          'p',
+          { class: 'jp-Handoff-empty' },
+          'No version of this model serves.'
+        )
+      );
+      return;
+    }
+    node.append(this.renderBar(view), this.renderTable(view));
+    for (const [k, v] of Object.entries(view)) {
+      if (!FRAME.has(k) && v !== null && v !== undefined && v !== '') {
+        node.append(
+          el(
+            'div',
+            { class: 'jp-Handoff-deployExtra' },
+            `${k}: ${format(k, v)}`
+          )
+        );
+      }
+    }
+    for (const alarm of alarmsOf(view)) {
+      node.append(
+        el(
+          'div',
+          { class: 'jp-Handoff-alarm', role: 'alert' },
+          `alarm: ${alarm}`
+        )
+      );
+    }
+    const rollback = this.renderRollback(view);
+    if (rollback) {
+      node.append(rollback);
+    }
+  }
+
+  private renderBar(view: IDeployment): HTMLElement {
+    const bar = el('div', { class: 'jp-Handoff-trafficBar' });
+    for (const s of view.slots) {
+      if (typeof s.traffic === 'number' && s.traffic > 0) {
+        const part = el(
+          'div',
+          {
+            class: `jp-Handoff-traffic jp-Handoff-traffic-${s.slot}`,
+            'data-slot': s.slot,
+            title: `${s.slot} v${s.version}: ${s.traffic}%`
+          },
+          `${s.slot} v${s.version} ${s.traffic}%`
+        );
+        part.style.width = `${s.traffic}%`;
+        bar.append(part);
+      }
+    }
+    return bar;
+  }
+
+  private columns(view: IDeployment): string[] {
+    const cols = FIRST.filter(c => view.slots.some(s => c in s));
+    for (const s of view.slots) {
+      for (const k of Object.keys(s)) {
+        if (!cols.includes(k) && !HIDDEN.has(k)) {
+          cols.push(k);
+        }
+      }
+    }
+    return cols;
+  }
+
+  private renderTable(view: IDeployment): HTMLElement {
+    const cols = this.columns(view);
+    const head = el('tr');
+    for (const c of [...cols, '']) {
+      head.append(el('th', {}, c.replace(/_/g, ' ')));
+    }
+    const body = el('tbody');
+    for (const s of view.slots) {
+      const row = el('tr', {
+        class: 'jp-Handoff-slot',
+        'data-slot': s.slot,
+        'data-version': String(s.version)
+      });
+      for (const c of cols) {
+        row.append(el('td', { 'data-field': c }, format(c, s[c])));
+      }
+      row.append(el('td', {}, ...this.renderActions(s)));
+      body.append(row);
+    }
+    return el(
+      'table',
+      { class: 'jp-Handoff-deployTable' },
+      el('thead', {}, head),
+      body
+    );
+  }
+
+  /** Per slot: move the version on along the flow; set the canary's share. */
+  private renderActions(s: ISlot): HTMLElement[] {
+    if (this.source !== 'central') {
+      return [];
+    }
+    const out: HTMLElement[] = [];
+    const stage = this.stages.get(s.version) ?? '';
+    const next = signoffTo(this.meta, stage);
+    const signers = Object.keys(
+      this.meta?.stages.flow.find(f => f.name === next)?.signoffs ?? {}
+    );
+    if (
+      next &&
+      (signers.some(r => this.roles.includes(r)) ||
+        mayDo(this.meta, this.roles, 'transition'))
+    ) {
+      const move = el(
+        'button',
+        {
+          class: 'jp-Handoff-deployMove jp-mod-styled',
+          'data-to': next,
+          title: `Stage ${stage} → ${next}: ${signers.join(', ') || 'no'} sign-offs by the policy`
+        },
+        `To ${next}`
+      );
+      move.onclick = () => void this.promote(s.version, next);
+      out.push(move);
+    }
+    const traffic = this.meta?.deploy?.actions?.traffic;
+    if (
+      traffic &&
+      s.slot === this.canarySlot() &&
+      mayDo(this.meta, this.roles, 'traffic')
+    ) {
+      const input = el('input', {
+        type: 'number',
+        min: '0',
+        max: '100',
+        step: '1',
+        class: 'jp-Handoff-trafficInput',
+        title: "The canary's share of the traffic, %"
+      }) as HTMLInputElement;
+      input.value = String(s.traffic);
+      const set = el(
+        'button',
+        { class: 'jp-Handoff-trafficSet jp-mod-styled' },
+        'Set %'
+      );
+      set.onclick = () => void this.setTraffic(Number(input.value));
+      out.push(input, set);
+    }
+    return out;
+  }
+
+  /** The slot whose share an admin sets: the one the flow's canary stage fills. */
+  private canarySlot(): string | null {
+    const slots = this.meta?.deploy?.slots ?? [];
+    const flow = this.meta?.stages.flow.map(f => f.name) ?? [];
+    return (
+      slots.find(
+        s => flow.includes(s) && s !== this.meta?.stages.rollback_from
+      ) ?? null
+    );
+  }
+
+  private renderRollback(view: IDeployment): HTMLElement | null {
+    const from = this.meta?.stages.rollback_from;
+    const serving = view.slots.find(s => s.slot === from);
+    if (
+      this.source !== 'central' ||
+      !serving ||
+      !canRollBack(this.meta, this.stages.get(serving.version) ?? from ?? '') ||
+      !mayDo(this.meta, this.roles, 'rollback')
+    ) {
+      return null;
+    }
+    const button = el(
+      'button',
+      {
+        class: 'jp-Handoff-deployRollback jp-mod-styled jp-mod-warn',
+        title: `Serve the previous ${from} again, in one step`
+      },
+      `Roll back ${from} v${serving.version}`
+    );
+    button.onclick = () => void this.rollback();
+    return el('div', { class: 'jp-Handoff-actions' }, button);
+  }
+}
+
+export function deploymentsWidget(
+  source: Source,
+  model: string
+): MainAreaWidget<DeploymentsView> {
+  const content = new DeploymentsView(source, model);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `handoff-deployments-${source}-${model}`;
+  widget.title.label = `Deployments: ${model}`;
+  widget.title.closable = true;
+  return widget;
+}
