@@ -579,6 +579,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
+        if self.policy is not None and self.policy.watches:
+            await self.call(self.watches.register_all, self.policy.watches, "policy")
         self.watches.start(jupyter_runtime_dir())
         if self.replicas is not None:
             await self.replicas.start()

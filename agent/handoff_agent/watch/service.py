@@ -153,6 +153,19 @@ class WatchService:
         out = self.registry.watch_add(spec, by)
         return out
 
+    def register_all(self, entries: list[dict], by: str) -> list[dict]:
+        """The policy's [[watch]] tables; a bad one stops the start with what to fix."""
+        out = []
+        for entry in entries:
+            try:
+                out.append(self.register(entry, by))
+            except (BadRequest, Conflict) as e:
+                raise ValueError(
+                    f"[[watch]] {entry.get('model')} <- {redact(entry['source'])}: {e.message} "
+                    f"{e.hint}"
+                ) from None
+        return out
+
     def unseal(self, row: dict) -> str | None:
         return secrets.unseal(self.home, row["secret"]) if row.get("secret") else None
 
