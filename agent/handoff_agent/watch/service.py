@@ -259,6 +259,9 @@ class WatchService:
             "fingerprint": fp["fingerprint"],
             "change": change,
             "psi": psi,
+            "rows": fp.get("rows"),
+            "size": fp.get("size"),
+            "max_updated": fp.get("max_updated"),
             "triggers": [],
         }
         covered = {c for word in row["on"] for c in WATCH_ON[word]}
