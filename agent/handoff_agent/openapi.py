@@ -254,7 +254,7 @@ PATHS: dict[str, dict[str, dict]] = {
                     "actions": {"type": "array", "items": {"type": "string"}},
                     "run": {"type": "string"},
                     "params": OBJECT,
-                    "timeout": {"type": "number", "exclusiveMinimum": 0},
+                    "timeout": {"type": "number", "minimum": 1},
                 },
                 ["model", "source"],
             ),

@@ -132,8 +132,9 @@ def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
 
     from ..store.engine import normalize
 
-    engine = create_engine(normalize(url), poolclass=None)
+    engine = None
     try:
+        engine = create_engine(normalize(url))
         with engine.connect() as c:
             if c.dialect.name == "postgresql":
                 c.execute(text("SET TRANSACTION READ ONLY"))
@@ -154,7 +155,8 @@ def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
         msg = str(getattr(e, "orig", e)).splitlines()[0] if str(e) else type(e).__name__
         raise SourceError(f"The query on {redact(url)} failed: {msg}") from None
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
     if frame.empty:
         frame = pd.DataFrame(columns=columns)
     frame = frame.infer_objects()

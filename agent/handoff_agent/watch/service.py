@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -32,6 +33,7 @@ from . import secrets
 log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
+MAX_EVERY = 365 * 86400.0
 REFERENCE_MEMBERS = ("data/reference_X.parquet", "data/X.parquet")
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
@@ -47,6 +49,8 @@ def parse_every(text) -> float:
                 f"--every {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
             )
         seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
+    if not math.isfinite(seconds) or seconds > MAX_EVERY:
+        raise BadRequest(f"--every {text!r} is too long.", hint="At most 365d, e.g. --every 1d")
     if seconds < MIN_EVERY:
         raise BadRequest(f"--every must be at least {MIN_EVERY:.0f} s.", hint="e.g. --every 1h")
     return seconds
@@ -71,6 +75,15 @@ class WatchService:
         source = body.get("source")
         if not isinstance(source, str) or not source.strip():
             raise BadRequest("Say which data to watch.", hint="e.g. --source data/*.parquet")
+        for key in ("query", "run"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise BadRequest(f"{key} must be a string.", hint=_FIELDS_HINT)
+        for key in ("on", "actions"):
+            value = body.get(key)
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                raise BadRequest(f"{key} must be a list of words.", hint=_FIELDS_HINT)
         every = parse_every(body.get("every", "1h"))
         on = body.get("on") or ["change"]
         bad = [o for o in on if o not in WATCH_ON]
@@ -113,7 +126,7 @@ class WatchService:
         if not isinstance(params, dict):
             raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
         timeout = body.get("timeout", 600)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise BadRequest("timeout must be a positive number of seconds.", hint="e.g. 600")
         spec = {
             "model": model,
@@ -143,11 +156,18 @@ class WatchService:
                     f"The source {source!r} is not an absolute path.",
                     hint="The magic and the CLI make it absolute; through the API give one.",
                 )
-            if not fpm.files_of(path):
+            files = fpm.files_of(path)
+            if not files:
                 raise BadRequest(
                     f"No file matches {path!r}.",
                     hint="Check the path; a glob like data/*.parquet must match files that "
                     "exist now.",
+                )
+            other = [f.name for f in files if f.suffix.lower() not in fpm.SUFFIXES]
+            if other:
+                raise BadRequest(
+                    f"{other[0]} is not a Parquet or CSV file.",
+                    hint="Watch .parquet or .csv files, e.g. --source 'data/*.parquet'.",
                 )
             spec.update(kind="file", source=path)
         out = self.registry.watch_add(spec, by)
@@ -420,4 +440,7 @@ def triggered_by(version: dict) -> dict | None:
     return ((version.get("manifest") or {}).get("provenance") or {}).get("triggered_by")
 
 
+_FIELDS_HINT = (
+    'e.g. {"model": "churn", "source": "/data/churn.parquet", "every": "1h", "on": ["change"]}'
+)
 _URL_HINT = "Write e.g. postgresql://user:password@host/db (a SQLAlchemy URL) or a file path."
