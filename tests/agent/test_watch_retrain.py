@@ -4,6 +4,9 @@ the change. A schema change alerts and does not retrain."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
@@ -91,3 +94,20 @@ def test_schema_change_alerts_and_does_not_retrain(agent, tmp_path):
     assert agent.request("GET", "/api/v1/models/churn/versions/2")[0] == 404
     actions = {r["action"] for r in agent.sql("SELECT action FROM audit")}
     assert {"watch.add", "trigger.alert", "trigger.retrain"} <= actions
+    # The same from the command line: the watch list, and the graph as dot
+    listed = _cli(agent, "watch", "churn")
+    assert f"[{w['id']}] churn <- {data}" in listed and ": schema" in listed
+    dot = _cli(agent, "lineage", str(data), "--format", "dot")
+    assert dot.startswith("digraph lineage {") and "schema -> retrain" in dot
+
+
+def _cli(agent, *args) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", *args],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -143,13 +143,6 @@ class WatchStore(StoreBase):
             ).first()
         return {**as_dict(r), "stats": loads(r.stats), "detail": loads(r.detail)} if r else None
 
-    def snapshot_by_fingerprint(self, prefix: str) -> list[dict]:
-        with self._read() as c:
-            q = select(N.id, N.source_id, N.fingerprint, N.change, N.time).where(
-                N.fingerprint.like(prefix + "%")
-            )
-            return [as_dict(r) for r in c.execute(q.order_by(N.id))]
-
     # -- triggers --------------------------------------------------------------------------
 
     def trigger_add(

@@ -59,11 +59,9 @@ def graph(store, ref: str | None = None) -> dict:
         mkey = f"model:{w['model']}"
         nodes.setdefault(mkey, {"id": mkey, "kind": "model", "model": w["model"]})
         edges.append({"from": key, "to": mkey, "kind": "watched_by"})
+        prints = {s["id"]: s["fingerprint"] for s in store.snapshots(w["id"], 1000)}
         for tr in store.triggers_of(w["id"]):
             tkey = f"trigger:{tr['id']}"
-            snap = next(
-                (s for s in store.snapshots(w["id"], 1000) if s["id"] == tr["snapshot_id"]), None
-            )
             nodes[tkey] = {
                 "id": tkey,
                 "kind": "trigger",
@@ -71,7 +69,7 @@ def graph(store, ref: str | None = None) -> dict:
                 "change": tr["change"],
                 "state": tr["state"],
                 "time": tr["time"],
-                "fingerprint": snap["fingerprint"] if snap else None,
+                "fingerprint": prints.get(tr["snapshot_id"]),
             }
             edges.append({"from": key, "to": tkey, "kind": "changed"})
     for v in store.versions_with_manifests():

@@ -4,7 +4,7 @@ A process of its own (never the agent's): nbclient starts a kernel, the paramete
 cell injected after the one tagged ``parameters`` (papermill's convention) or first, and the
 run stops at the timeout. The kernel sees ``HANDOFF_TRIGGERED_BY``, which ``%mlops push``
 writes into the candidate's provenance, so the version it pushes names the change behind it.
-The executed notebook is saved next to nothing: it is printed as JSON on stdout (bounded).
+The outcome is one JSON line on stdout: ``{"ok": true}`` or ``{"ok": false, "error": …}``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def inject(nb, params: dict):
 
 
 def run(path: str, params: dict, timeout: float) -> dict:
+    from pathlib import Path
+
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = inject(nbformat.read(path, as_version=4), params)
-    from pathlib import Path
-
     client = NotebookClient(
         nb,
         timeout=timeout,
