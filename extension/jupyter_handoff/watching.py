@@ -74,8 +74,10 @@ def lineage_graph(ref: str | None = None) -> LineageGraph:
 
 
 def is_source_ref(ref: str) -> bool:
-    """A path, glob or URL (not a model name, which never holds / or *)."""
-    return any(c in ref for c in "/*") or "://" in ref
+    """A path, glob or URL (a model name never holds / or *), or a data file's name here."""
+    if any(c in ref for c in "/*") or "://" in ref:
+        return True
+    return ref.lower().endswith((".parquet", ".pq", ".csv")) or os.path.isfile(ref)
 
 
 def source_ref(ref: str) -> str:

@@ -76,6 +76,7 @@ def notebook(shared_agent, tmp_path_factory):
         index[key] = len(cells)
         cells.append(source)
     cells.append("w = %mlops watch churn --source data.csv --every 1h\nprint(w)")
+    cells.append("g = %mlops lineage data.csv\nprint(g)")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
@@ -97,7 +98,9 @@ def test_watch_mistake_shows_one_line_and_a_hint(notebook, key):
         assert frame not in text, text
 
 
-def test_a_good_watch_prints_its_baseline(notebook):
+def test_a_good_watch_prints_its_baseline_and_its_lineage(notebook):
     nb, _ = notebook
-    text = _text(nb.cells[-1].outputs)
+    text = _text(nb.cells[-2].outputs)
     assert "churn <- " in text and "data.csv every 3600s on change: first" in text, text
+    text = _text(nb.cells[-1].outputs)
+    assert "data.csv -[watched_by]-> model churn" in text, text
