@@ -31,7 +31,14 @@ def is_sql(source: str) -> bool:
 
 
 def files_of(pattern: str) -> list[Path]:
+    """The files a path or glob names now. Wildcards only in the file name and its folder
+    (``data/2026-*/part-*.parquet``), so that a glob never walks a whole tree."""
     path = pattern[len("file://") :] if pattern.startswith("file://") else pattern
+    if glob.has_magic(str(Path(path).parent.parent)) or "**" in path:
+        raise SourceError(
+            f"{pattern!r} has wildcards above the file's folder; a watched glob may have them "
+            "only in the file name and its folder, e.g. data/2026-*/part-*.parquet."
+        )
     if glob.has_magic(path):
         return [Path(p) for p in sorted(glob.glob(path)) if Path(p).is_file()]
     return [Path(path)] if Path(path).is_file() else []

@@ -156,7 +156,10 @@ class WatchService:
                     f"The source {source!r} is not an absolute path.",
                     hint="The magic and the CLI make it absolute; through the API give one.",
                 )
-            files = fpm.files_of(path)
+            try:
+                files = fpm.files_of(path)
+            except fpm.SourceError as e:
+                raise BadRequest(str(e), hint="e.g. --source 'data/part-*.parquet'") from None
             if not files:
                 raise BadRequest(
                     f"No file matches {path!r}.",
