@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from watch_support import frame
 
 from handoff_agent.watch import classify, fingerprint
@@ -51,3 +52,24 @@ def test_each_kind_of_change(tmp_path):
     assert change == "drift" and psi > classify.PSI_THRESHOLD
     frame(500).assign(extra=1).to_parquet(path)
     assert classify.classify(first, _fp(path, ref, first), stats, 3600)[0] == "schema"
+
+
+def test_policy_watch_tables(tmp_path):
+    from handoff_agent.policy import Policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[[watch]]\nmodel = "churn"\nsource = "/data/a.parquet"\non = ["schema"]\n'
+        'actions = ["alert", "pause_canary"]\n'
+    )
+    assert Policy.load(path).watches == [
+        {
+            "model": "churn",
+            "source": "/data/a.parquet",
+            "on": ["schema"],
+            "actions": ["alert", "pause_canary"],
+        }
+    ]
+    path.write_text('[[watch]]\nmodel = "churn"\n')
+    with pytest.raises(ValueError, match="needs model = NAME and source"):
+        Policy.load(path)

@@ -111,3 +111,17 @@ def _cli(agent, *args) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
+    data = tmp_path / "d.csv"
+    frame(50).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), every="1s")
+    frame(80).to_csv(data, index=False)
+
+    def changed():
+        snaps = agent.request("GET", f"/api/v1/watches/{w['id']}")[1]["snapshots"]
+        return [s for s in snaps if s["change"] == "appended"]
+
+    assert until(changed, 60, "a scheduled fingerprint to see the appended rows")
+    assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]
