@@ -179,6 +179,17 @@ class WatchStore(StoreBase):
                 "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **detail}
             )
 
+    def triggers_interrupted(self) -> int:
+        """Retrains left running by a stopped agent failed (they run only on a local agent,
+        one process, so none of them is still going)."""
+        with self._tx() as c:
+            rows = list(
+                c.execute(select(T.id).where(T.action == "retrain", T.state == "running")).scalars()
+            )
+        for tid in rows:
+            self.trigger_done(tid, "failed", {"ok": False, "error": "the agent stopped first"})
+        return len(rows)
+
     def triggers_of(self, source_id: int | None = None) -> list[dict]:
         q = select(t.triggers)
         if source_id is not None:

@@ -206,6 +206,8 @@ class WatchService:
                     await task
 
     async def _loop(self) -> None:
+        if self.role == "local":
+            await self.pools.call(self.registry.triggers_interrupted)
         while True:
             try:
                 await self.tick()
