@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from jupyter_core.paths import jupyter_data_dir
+from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from tornado import httpserver, web
 from traitlets import (
     Bool,
@@ -61,6 +61,12 @@ from .handlers.pipeline import (
     WhoamiHandler,
 )
 from .handlers.trust import TrustHandler
+from .handlers.watches import (
+    LineageGraphHandler,
+    WatchCheckHandler,
+    WatchesHandler,
+    WatchHandler,
+)
 from .ingest import IngestManager
 from .intake import IntakeManager
 from .plugins import GROUPS, PluginRegistry, default_registry
@@ -241,6 +247,12 @@ class HandoffAgent(LoggingConfigurable):
         help="Largest file a check worker may write (RLIMIT_FSIZE), and the size of its /tmp.",
     ).tag(config=True)
 
+    watch_tick = Float(
+        1.0,
+        help="Seconds between looks for watched data sources that are due (each source has "
+        "its own period, --every); a due source is fingerprinted by one agent or replica.",
+    ).tag(config=True)
+
     @default("home")
     def _home_default(self):
         return str(default_home())
@@ -413,6 +425,12 @@ class HandoffAgent(LoggingConfigurable):
         )
         if self.role == "central":
             self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
+        from .watch.service import WatchService
+
+        self.watches = WatchService(
+            self.registry, self.store, self.pools, self.events, home, self.role, self.deployments
+        )
+        self.watches.tick_seconds = self.watch_tick
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
         # Called every c.Serving.tick_seconds with {model: [slot stats]} (the guardrails);
@@ -421,8 +439,6 @@ class HandoffAgent(LoggingConfigurable):
         self.serving_url: str | None = None
 
     def _make_sandbox(self, home: Path) -> Sandbox:
-        from jupyter_core.paths import jupyter_runtime_dir
-
         from .homes import central_home
 
         return Sandbox(
@@ -491,6 +507,10 @@ class HandoffAgent(LoggingConfigurable):
             (r"/api/v1/whoami", WhoamiHandler),
             (r"/api/v1/intake", IntakeHandler),
             (r"/api/v1/lineage", LineageHandler),
+            (r"/api/v1/lineage/graph", LineageGraphHandler),
+            (r"/api/v1/watches", WatchesHandler),
+            (r"/api/v1/watches/(?P<source_id>[0-9]{1,18})", WatchHandler),
+            (r"/api/v1/watches/(?P<source_id>[0-9]{1,18})/check", WatchCheckHandler),
             (r"/api/v1/outbox", OutboxHandler),
             (r"/api/v1/trust", TrustHandler),
             (r"/api/v1/tokens", TokensHandler),
@@ -563,6 +583,9 @@ class HandoffAgent(LoggingConfigurable):
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
+        if self.policy is not None and self.policy.watches:
+            await self.call(self.watches.register_all, self.policy.watches, "policy")
+        self.watches.start(jupyter_runtime_dir())
         if self.replicas is not None:
             await self.replicas.start()
         return port
@@ -616,6 +639,7 @@ class HandoffAgent(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.trust_flow.stop_watch()
+        await self.watches.stop()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.model_server is not None:

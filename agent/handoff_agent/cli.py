@@ -338,6 +338,8 @@ class HandoffApp(JupyterApp):
         "backup": ("handoff_agent.transfer_cli.BackupApp", "Back up metadata and blobs; --verify."),
         "restore": ("handoff_agent.transfer_cli.RestoreApp", "Restore a backup, then verify."),
         "migrate": ("handoff_agent.transfer_cli.MigrateApp", "Move central to other stores."),
+        "watch": ("handoff_agent.watch_cli.WatchApp", "Watch a data source for a model."),
+        "lineage": ("handoff_agent.watch_cli.LineageApp", "The lineage graph, json or dot."),
     }
 
     def start(self):

@@ -31,6 +31,9 @@ NAME = _param("name", "path", "Model name.", {"type": "string", "pattern": f"^{N
 NUMBER = _param("number", "path", "Version number.", {"type": "string", "pattern": "^[0-9]{1,18}$"})
 INT = {"type": "integer", "minimum": 1, "maximum": 2**62}
 SHA256 = {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}
+SOURCE_ID = _param(
+    "source_id", "path", "A watched source's id.", {"type": "string", "pattern": "^[0-9]{1,18}$"}
+)
 
 
 def _json_body(properties: dict, required: list[str]) -> dict:
@@ -220,6 +223,51 @@ PATHS: dict[str, dict[str, dict]] = {
                 _param("version", "query", "A version number (with model).", INT),
             ],
         )
+    },
+    "/api/v1/lineage/graph": {
+        "get": _op(
+            "The lineage graph: watched sources and pushed datasets, the models and versions "
+            "using them, where each serves now, and which change triggered which retrain.",
+            params=[
+                _param("ref", "query", "A source (path, URL or id), a fingerprint or a model."),
+                _param("format", "query", "json (default) or dot.", {"enum": ["json", "dot"]}),
+            ],
+            ok_type=("application/json", "text/vnd.graphviz"),
+        )
+    },
+    "/api/v1/watches": {
+        "get": _op(
+            "The watched data sources, each with its last fingerprint.",
+            params=[_param("model", "query", "Only this model's sources.", NAME["schema"])],
+        ),
+        "post": _op(
+            "Analyst or admin: watch a data source for a model; answers after the first "
+            "fingerprint.",
+            ok="201",
+            body=_json_body(
+                {
+                    "model": NAME["schema"],
+                    "source": {"type": "string", "minLength": 1},
+                    "query": {"type": "string"},
+                    "every": {"type": "string"},
+                    "on": {"type": "array", "items": {"type": "string"}},
+                    "actions": {"type": "array", "items": {"type": "string"}},
+                    "run": {"type": "string"},
+                    "params": OBJECT,
+                    "timeout": {"type": "number", "minimum": 1},
+                },
+                ["model", "source"],
+            ),
+        ),
+    },
+    "/api/v1/watches/{source_id}": {
+        "get": _op(
+            "One watched source: its fingerprints and what they triggered.", params=[SOURCE_ID]
+        ),
+        "delete": _op("Analyst or admin: stop watching the source.", params=[SOURCE_ID]),
+    },
+    "/api/v1/watches/{source_id}/check": {
+        "post": _op("Analyst or admin: fingerprint the source now.", params=[SOURCE_ID]),
     },
     "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered.")},
     "/api/v1/tokens": {

@@ -18,6 +18,14 @@ reviewer = 1
 reviewer = 1
 admin = 1
 
+[[watch]]                     # a data source central watches (any number of these)
+model = "churn"
+source = "postgresql://reader:…@warehouse/db"
+query = "SELECT * FROM churn_features"
+every = "1h"
+on = ["schema", "drift"]
+actions = ["alert", "pause_canary"]
+
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)
 shadow = false                # true: an approved version first gets mirrored traffic
@@ -62,6 +70,9 @@ class Policy:
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
+    # [[watch]] tables: data sources central watches (its warehouse), with actions on
+    # central's deployments (alert, pause_canary, rollback_canary); watch/service.py checks them.
+    watches: list[dict] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -97,6 +108,7 @@ class Policy:
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
+            watches=_watches(data.get("watch", []), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:
@@ -155,3 +167,14 @@ def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]
             'python -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
     return list(plain), senders
+
+
+def _watches(entries, path) -> list[dict]:
+    if not isinstance(entries, list) or not all(isinstance(w, dict) for w in entries):
+        raise ValueError(f"{path}: write each watched source as a [[watch]] table.")
+    for w in entries:
+        if not isinstance(w.get("model"), str) or not isinstance(w.get("source"), str):
+            raise ValueError(
+                f"{path}: every [[watch]] needs model = NAME and source = PATH_OR_URL."
+            )
+    return [dict(w) for w in entries]

@@ -86,6 +86,29 @@ SHADOW_GATES = {
     "p99_ratio": "p99 latency against production",
 }
 
+# -- watched data sources ---------------------------------------------------------------------
+# How a source's new fingerprint differs from the one before (watch/classify.py decides).
+SOURCE_CHANGES = {
+    "first": "first fingerprint",
+    "unchanged": "unchanged",
+    "appended": "rows appended",
+    "modified": "content changed, same schema, no shift",
+    "schema": "schema change",
+    "drift": "distribution shift (PSI above the threshold)",
+    "overdue": "no update in the expected period",
+}
+# What ``--on`` accepts, and the changes each word covers.
+WATCH_ON = {
+    "change": ("appended", "modified", "schema", "drift"),
+    "schema": ("schema",),
+    "drift": ("drift",),
+    "overdue": ("overdue",),
+}
+# What a trigger can do. A retrain never follows a schema change or an overdue source: the
+# notebook would train on data it was not written for, or on nothing new; a person looks first.
+WATCH_ACTIONS = ("alert", "retrain", "pause_canary", "rollback_canary")
+NO_RETRAIN_ON = frozenset({"schema", "overdue"})
+
 # -- comparison --------------------------------------------------------------------------------
 LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
 FAIRNESS_METRICS = ("dp_diff", "eo_diff")

@@ -343,14 +343,27 @@ def forward(name: str, number: int | None = None, to: str = "central") -> dict:
 def lineage(ref: str) -> Lineage:
     """Where things came from, like ``%mlops lineage``. ``lineage("churn:3")``: that version's
     data, notebook, code, parent and stages (the latest for ``"churn"``). A dataset's 64-hex
-    fingerprint: the versions that used it and where they are now."""
+    fingerprint: the versions that used it and where they are now. A watched source (path,
+    glob, URL or id) or a source's fingerprint: the lineage graph around it (models, where
+    they serve, which change triggered which retrain)."""
     if not isinstance(ref, str):
         raise HandoffUsageError(
             f"lineage() takes a string, not a {type(ref).__name__}.", "e.g. lineage('churn:3')."
         )
+    from .errors import AgentError
+    from .watching import is_source_ref, lineage_graph, source_ref
+
     client = connect(start=False)
-    if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref):
-        return Lineage(client.get(f"/api/v1/lineage?dataset={ref}"))
+    hexy = all(c in "0123456789abcdef" for c in ref) and len(ref) >= 8
+    if is_source_ref(ref) or ref.isdigit() or (hexy and len(ref) != 64):
+        return lineage_graph(source_ref(ref))
+    if hexy:
+        try:
+            return Lineage(client.get(f"/api/v1/lineage?dataset={ref}"))
+        except AgentError as e:  # not a pushed dataset: perhaps a source's fingerprint
+            if e.status != 404:
+                raise
+            return lineage_graph(ref)
     version = get(ref)
     name = version.name
     return Lineage(client.get(f"/api/v1/lineage?model={name}&version={version.number}"))

@@ -183,7 +183,21 @@ def provenance(notebook: str | None, cell_source: str | None) -> dict:
         "host": socket.gethostname(),
         "environment": environment(),
         "git": git_identity(notebook),
+        **_triggered_by(),
     }
+
+
+def _triggered_by() -> dict:
+    """A push from a notebook the agent ran because a watched source changed names that
+    change (the agent sets HANDOFF_TRIGGERED_BY in the kernel's environment)."""
+    raw = os.environ.get("HANDOFF_TRIGGERED_BY")
+    if not raw:
+        return {}
+    try:
+        cause = json.loads(raw)
+    except ValueError:
+        return {}
+    return {"triggered_by": cause} if isinstance(cause, dict) else {}
 
 
 def json_safe_params(model) -> dict:

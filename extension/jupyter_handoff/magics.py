@@ -75,7 +75,38 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         description="For NAME[:N]: its data, notebook, code, parent and stages. "
         "For a dataset fingerprint: which versions used it and where they are now.",
     )
-    lineage.add_argument("ref", metavar="NAME[:N]|FINGERPRINT")
+    lineage.add_argument("ref", metavar="NAME[:N]|FINGERPRINT|SOURCE")
+    watch = p["watch"] = MagicArgumentParser(
+        prog="%mlops watch",
+        description="Watch a data source for a model: the agent fingerprints it on schedule "
+        "and, on the changes named by --on, alerts and runs the --run notebook (never after "
+        "a schema change). Without --source: the model's watched sources.",
+    )
+    watch.add_argument("name", help="model name")
+    watch.add_argument(
+        "--source", metavar="PATH_OR_URL", help="a file, a glob of Parquet/CSV, or a SQL URL"
+    )
+    watch.add_argument("--query", metavar="SQL", help="for a SQL URL: the query watched")
+    watch.add_argument("--every", default="1h", help="period, e.g. 30s, 15m, 1h, 1d")
+    watch.add_argument(
+        "--on",
+        nargs="+",
+        default=["change"],
+        metavar="change|schema|drift|overdue",
+        help="the changes that trigger the actions",
+    )
+    watch.add_argument("--run", metavar="NOTEBOOK", help="retraining notebook run headless")
+    watch.add_argument(
+        "--action",
+        action="append",
+        metavar="ACTION",
+        help="alert, retrain, pause_canary or rollback_canary; repeat (default: alert, "
+        "and retrain with --run)",
+    )
+    watch.add_argument(
+        "--param", action="append", default=[], metavar="K=V", help="notebook parameter"
+    )
+    watch.add_argument("--timeout", type=float, default=600, help="seconds the notebook may run")
     dossier = p["dossier"] = MagicArgumentParser(
         prog="%mlops dossier",
         description="Save the signed dossier central made for a version: model card, checks, "
@@ -246,6 +277,34 @@ class MlopsMagics(Magics):
         from .api import lineage
 
         return lineage(args.ref)
+
+    def _watch(self, args):
+        from .watching import watch
+
+        if args.source is None and (args.run or args.query or args.action or args.param):
+            raise HandoffUsageError(
+                "--run, --query, --action and --param need a --source.",
+                f"e.g. %mlops watch {args.name} --source data/*.parquet --run retrain.ipynb",
+            )
+        params = {}
+        for p in args.param:
+            k, eq, v = p.partition("=")
+            if not eq or not k.isidentifier():
+                raise HandoffUsageError(f"Parameter {p!r} is not K=V.", "e.g. --param epochs=3")
+            params[k] = _number(v)
+        if args.timeout <= 0:
+            raise HandoffUsageError("--timeout must be positive.", "e.g. --timeout 600")
+        return watch(
+            args.name,
+            args.source,
+            query=args.query,
+            every=args.every,
+            on=args.on,
+            run=args.run,
+            actions=args.action,
+            params=params or None,
+            timeout=args.timeout,
+        )
 
     def _dossier(self, args):
         from .dossier import dossier

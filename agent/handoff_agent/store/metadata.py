@@ -19,6 +19,7 @@ from .migrations import upgrade
 from .outbox import OutboxStore
 from .serving import ServingStore
 from .versions import VersionStore
+from .watches import WatchStore
 
 
 class MetadataStore(
@@ -30,6 +31,7 @@ class MetadataStore(
     EventStore,
     InventoryStore,
     ServingStore,
+    WatchStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

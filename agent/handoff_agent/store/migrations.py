@@ -49,9 +49,16 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m011_sources(conn: Connection) -> None:
+    """Watched data sources, their fingerprint history, and what their changes triggered."""
+    for table in (t.data_sources, t.source_snapshots, t.triggers):
+        table.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m011_sources", m011_sources),
 ]
 
 

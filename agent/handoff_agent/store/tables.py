@@ -304,3 +304,63 @@ prediction_segments = Table(
     Column("created", Text),
     Index("idx_prediction_segments_model", "model", "id"),
 )
+
+# -- watched data (m011) -----------------------------------------------------------------------
+# A data source a model watches. ``source`` is what may be shown (a path, or a SQL URL with its
+# password redacted); ``secret`` is the full URL encrypted with the agent's own key (never clear).
+data_sources = Table(
+    "data_sources",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("kind", Text),  # file | sql
+    Column("source", Text),
+    Column("query", Text),  # sql: the query (or table) watched
+    Column("secret", Text),
+    Column("every", Float),  # seconds between fingerprints
+    Column("on", Text),  # JSON list of the change kinds that trigger
+    Column("actions", Text),  # JSON list: alert, revalidate, retrain, pause_canary, rollback_canary
+    Column("run", Text),  # the registered retraining notebook (absolute path), or NULL
+    Column("params", Text),  # JSON: parameters injected into the notebook
+    Column("timeout", Float),  # seconds the notebook may run
+    Column("created", Text),
+    Column("by", Text),
+    Column("next_due", Float),
+    Column("active", Int),
+    Index("idx_data_sources_model_source", "model", "source", unique=True),
+)
+
+# Each fingerprint of a source, in order, with how it changed from the one before.
+source_snapshots = Table(
+    "source_snapshots",
+    metadata,
+    _id(),
+    Column("source_id", Int, ForeignKey("data_sources.id")),
+    Column("time", Text),
+    Column("fingerprint", Text),  # sha256 over the content (files) or the SQL summary
+    Column("size", Int),
+    Column("mtime", Float),
+    Column("rows", Int),
+    Column("schema_hash", Text),
+    Column("max_updated", Text),
+    Column("stats", Text),  # JSON: per-column summary statistics and histograms
+    Column("change", Text),  # vocabulary.SOURCE_CHANGES
+    Column("psi", Float),
+    Column("detail", Text),  # JSON: files, why
+    Index("idx_source_snapshots_source", "source_id", "id"),
+)
+
+# What a change set off: an action, its state and what it made (a version, an alert).
+triggers = Table(
+    "triggers",
+    metadata,
+    _id(),
+    Column("source_id", Int, ForeignKey("data_sources.id")),
+    Column("snapshot_id", Int),
+    Column("change", Text),
+    Column("action", Text),
+    Column("state", Text),  # running | done | failed | skipped
+    Column("detail", Text),  # JSON
+    Column("time", Text),
+    Index("idx_triggers_source", "source_id", "id"),
+)

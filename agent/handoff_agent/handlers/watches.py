@@ -1,0 +1,101 @@
+"""Watched data sources and the lineage graph: thin over ``watch.service`` and
+``watch.lineage``."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import BadRequest, NotFound
+from ..names import validate_name
+from ..watch import lineage
+from .base import BaseHandler
+
+WRITERS = ("analyst", "admin")
+
+
+class WatchesHandler(BaseHandler):
+    """GET: the watched sources (of ``?model=``), each with its last fingerprint.
+    POST: watch a source; the first fingerprint (the baseline) is taken before the answer."""
+
+    roles = {"GET": BaseHandler.roles["GET"], "POST": WRITERS}
+
+    async def get(self):
+        model = self.get_query_argument("model", None)
+        if model is not None:
+            validate_name(model)
+        agent = self.agent
+        rows = await agent.read(agent.registry.watches, model)
+        for row in rows:
+            row["last"] = _brief(await agent.read(agent.registry.snapshot_last, row["id"]))
+        self.write_json({"watches": rows})
+
+    async def post(self):
+        agent = self.agent
+        row = await agent.call(agent.watches.register, self.json_body(), self.identity["user"])
+        now = time.time()
+        await agent.call(agent.registry.watch_claim, row["id"], now, now + row["every"])
+        row["last"] = await agent.watches.check(row["id"])
+        self.write_json(row, 201)
+
+
+class WatchHandler(BaseHandler):
+    """GET: one source with its fingerprint history and triggers. DELETE: stop watching."""
+
+    roles = {"GET": BaseHandler.roles["GET"], "DELETE": WRITERS}
+
+    async def _row(self, source_id: str) -> dict:
+        row = await self.agent.read(self.agent.registry.watch_get, int(source_id))
+        if row is None:
+            raise NotFound(
+                f"No watched source {source_id}.", "`%mlops watch` lists them.", code="no_source"
+            )
+        return row
+
+    async def get(self, source_id: str):
+        agent, row = self.agent, await self._row(source_id)
+        snaps = await agent.read(agent.registry.snapshots, row["id"])
+        row["snapshots"] = [_brief(s) for s in snaps]
+        row["triggers"] = await agent.read(agent.registry.triggers_of, row["id"])
+        self.write_json(row)
+
+    async def delete(self, source_id: str):
+        await self._row(source_id)
+        await self.agent.call(
+            self.agent.registry.watch_remove, int(source_id), self.identity["user"]
+        )
+        self.write_json({"removed": int(source_id)})
+
+
+class WatchCheckHandler(BaseHandler):
+    """POST: fingerprint the source now (off schedule), with whatever it triggers."""
+
+    roles = {"POST": WRITERS}
+
+    async def post(self, source_id: str):
+        row = await self.agent.read(self.agent.registry.watch_get, int(source_id))
+        if row is None:
+            raise NotFound(f"No watched source {source_id}.", code="no_source")
+        self.write_json(await self.agent.watches.check(row["id"]))
+
+
+class LineageGraphHandler(BaseHandler):
+    """The lineage graph (of ``?ref=``: a source, a fingerprint or a model) as JSON or dot."""
+
+    async def get(self):
+        ref = self.get_query_argument("ref", None)
+        fmt = self.get_query_argument("format", "json")
+        if fmt not in ("json", "dot"):
+            raise BadRequest(f"Unknown format {fmt!r}.", "Use format=json or format=dot.")
+        g = await self.agent.read(lineage.graph, self.agent.registry, ref or None)
+        if fmt == "dot":
+            self.set_header("Content-Type", "text/vnd.graphviz; charset=utf-8")
+            self.finish(lineage.dot(g))
+        else:
+            self.write_json(g)
+
+
+def _brief(snap: dict | None) -> dict | None:
+    if snap is None:
+        return None
+    keep = ("id", "time", "fingerprint", "rows", "size", "schema_hash", "max_updated", "change")
+    return {**{k: snap.get(k) for k in keep}, "psi": snap.get("psi")}

@@ -1,0 +1,222 @@
+"""Watched data sources: their rows, their fingerprint history and what their changes
+triggered. ``watch.service.WatchService`` alone writes them."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from . import tables as t
+from ._util import as_dict, loads, now
+from .base import StoreBase
+
+S = t.data_sources.c
+N = t.source_snapshots.c
+T = t.triggers.c
+V = t.versions.c
+
+PUBLIC = (S.id, S.model, S.kind, S.source, S.query, S.every, S.on, S.actions, S.run, S.params)
+
+
+def _source(row) -> dict:
+    d = as_dict(row)
+    for key in ("on", "actions", "params"):
+        if key in d:
+            d[key] = loads(d[key]) or ([] if key != "params" else {})
+    d.pop("secret", None)
+    return d
+
+
+class WatchStore(StoreBase):
+    def watch_add(self, spec: dict, by: str) -> dict:
+        """Add a source to a model's watch list, or replace the settings of the same one."""
+        values = {
+            "kind": spec["kind"],
+            "query": spec.get("query"),
+            "secret": spec.get("secret"),
+            "every": float(spec["every"]),
+            "on": json.dumps(spec["on"]),
+            "actions": json.dumps(spec["actions"]),
+            "run": spec.get("run"),
+            "params": json.dumps(spec.get("params") or {}),
+            "timeout": float(spec.get("timeout") or 600),
+            "by": by,
+            "next_due": 0.0,
+            "active": 1,
+        }
+        with self._tx() as c:
+            stmt = self._insert(t.data_sources).values(
+                model=spec["model"], source=spec["source"], created=now(), **values
+            )
+            c.execute(stmt.on_conflict_do_update(index_elements=["model", "source"], set_=values))
+            row = c.execute(
+                select(*PUBLIC).where(S.model == spec["model"], S.source == spec["source"])
+            ).one()
+            self.audit_append(
+                by,
+                "watch.add",
+                spec["model"],
+                {"source": spec["source"], "on": spec["on"], "actions": spec["actions"]},
+            )
+            return _source(row)
+
+    def watch_remove(self, source_id: int, by: str) -> bool:
+        with self._tx() as c:
+            row = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
+            if row is None:
+                return False
+            c.execute(t.data_sources.update().where(S.id == source_id).values(active=0))
+            self.audit_append(by, "watch.remove", row.model, {"source": row.source})
+            return True
+
+    def watches(self, model: str | None = None) -> list[dict]:
+        q = select(*PUBLIC, S.timeout, S.next_due, S.created, S.by).where(S.active == 1)
+        if model is not None:
+            q = q.where(S.model == model)
+        with self._read() as c:
+            return [_source(r) for r in c.execute(q.order_by(S.model, S.id))]
+
+    def watch_get(self, source_id: int, with_secret: bool = False) -> dict | None:
+        cols = (*PUBLIC, S.timeout, S.next_due) + ((S.secret,) if with_secret else ())
+        with self._read() as c:
+            row = c.execute(select(*cols).where(S.id == source_id)).first()
+        if row is None:
+            return None
+        out = _source(row)
+        if with_secret:
+            out["secret"] = row.secret
+        return out
+
+    def watches_due(self, at: float) -> list[int]:
+        with self._read() as c:
+            q = select(S.id).where(S.active == 1, S.next_due <= at).order_by(S.next_due)
+            return list(c.execute(q).scalars())
+
+    def watch_claim(self, source_id: int, due: float, next_due: float) -> bool:
+        """Move a due source to its next time; only one agent (or replica) wins the claim."""
+        with self._tx() as c:
+            n = c.execute(
+                t.data_sources.update()
+                .where(S.id == source_id, S.next_due <= due, S.active == 1)
+                .values(next_due=next_due)
+            ).rowcount
+            return bool(n)
+
+    # -- fingerprints ----------------------------------------------------------------------
+
+    def snapshot_add(self, source_id: int, fp: dict, change: str, psi, detail: dict) -> dict:
+        with self._tx() as c:
+            row = {
+                "source_id": source_id,
+                "time": now(),
+                "fingerprint": fp["fingerprint"],
+                "size": fp.get("size"),
+                "mtime": fp.get("mtime"),
+                "rows": fp.get("rows"),
+                "schema_hash": fp.get("schema_hash"),
+                "max_updated": fp.get("max_updated"),
+                "stats": json.dumps(fp.get("stats") or {}, sort_keys=True),
+                "change": change,
+                "psi": psi,
+                "detail": json.dumps(detail or {}, sort_keys=True, default=str),
+            }
+            new_id = c.execute(t.source_snapshots.insert().values(**row)).inserted_primary_key[0]
+            return {**row, "id": new_id, "stats": fp.get("stats") or {}, "detail": detail}
+
+    def snapshots(self, source_id: int, limit: int = 100) -> list[dict]:
+        with self._read() as c:
+            q = select(t.source_snapshots).where(N.source_id == source_id)
+            rows = c.execute(q.order_by(N.id.desc()).limit(limit))
+            return [
+                {**as_dict(r), "stats": loads(r.stats), "detail": loads(r.detail)} for r in rows
+            ]
+
+    def snapshot_last(self, source_id: int) -> dict | None:
+        rows = self.snapshots(source_id, 1)
+        return rows[0] if rows else None
+
+    def snapshot_first(self, source_id: int) -> dict | None:
+        with self._read() as c:
+            r = c.execute(
+                select(t.source_snapshots).where(N.source_id == source_id).order_by(N.id).limit(1)
+            ).first()
+        return {**as_dict(r), "stats": loads(r.stats), "detail": loads(r.detail)} if r else None
+
+    # -- triggers --------------------------------------------------------------------------
+
+    def trigger_add(
+        self, source_id: int, snapshot_id: int, change: str, action: str, state: str, detail
+    ) -> int:
+        with self._tx() as c:
+            tid = c.execute(
+                t.triggers.insert().values(
+                    source_id=source_id,
+                    snapshot_id=snapshot_id,
+                    change=change,
+                    action=action,
+                    state=state,
+                    detail=json.dumps(detail or {}, sort_keys=True, default=str),
+                    time=now(),
+                )
+            ).inserted_primary_key[0]
+            self.audit_append(
+                "watch",
+                f"trigger.{action}",
+                f"source:{source_id}",
+                {"trigger": tid, "snapshot": snapshot_id, "change": change, "state": state},
+            )
+            return tid
+
+    def trigger_done(self, trigger_id: int, state: str, detail: dict) -> None:
+        with self._tx() as c:
+            c.execute(
+                t.triggers.update()
+                .where(T.id == trigger_id)
+                .values(state=state, detail=json.dumps(detail, sort_keys=True, default=str))
+            )
+            self.audit_append(
+                "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **detail}
+            )
+
+    def triggers_interrupted(self) -> int:
+        """Retrains left running by a stopped agent failed (they run only on a local agent,
+        one process, so none of them is still going)."""
+        with self._tx() as c:
+            rows = list(
+                c.execute(select(T.id).where(T.action == "retrain", T.state == "running")).scalars()
+            )
+        for tid in rows:
+            self.trigger_done(tid, "failed", {"ok": False, "error": "the agent stopped first"})
+        return len(rows)
+
+    def triggers_of(self, source_id: int | None = None) -> list[dict]:
+        q = select(t.triggers)
+        if source_id is not None:
+            q = q.where(T.source_id == source_id)
+        with self._read() as c:
+            return [{**as_dict(r), "detail": loads(r.detail)} for r in c.execute(q.order_by(T.id))]
+
+    def versions_with_manifests(self, model: str | None = None) -> list[dict]:
+        """Every version's model, number, stage, status and manifest (lineage reads the
+        provenance's ``triggered_by``)."""
+        q = select(V.id, V.model, V.number, V.stage, V.status, V.digest, V.manifest)
+        if model is not None:
+            q = q.where(V.model == model)
+        with self._read() as c:
+            return [
+                {**as_dict(r), "manifest": loads(r.manifest) or {}}
+                for r in c.execute(q.order_by(V.model, V.number))
+            ]
+
+    def dataset_links(self) -> list[dict]:
+        """Every (dataset fingerprint, role, version) the pushes recorded."""
+        lin = t.lineage.c
+        q = (
+            select(lin.dataset, lin.role, V.model, V.number, V.stage)
+            .join(t.versions, V.id == lin.version_id)
+            .where(lin.dataset.is_not(None))
+            .order_by(V.model, V.number)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]

@@ -1,0 +1,65 @@
+"""How a source's new fingerprint differs from the last one: one word of
+``vocabulary.SOURCE_CHANGES``, and the PSI that decided a distribution shift."""
+
+from __future__ import annotations
+
+import time
+
+from .. import drift
+
+PSI_THRESHOLD = 0.25  # drift.PSI_BANDS: above 0.25 a significant shift
+
+
+def max_psi(reference: dict, current: dict) -> float | None:
+    """The largest PSI over the numeric columns both statistics have, on the reference's
+    bins (``current`` was binned on the same edges)."""
+    scores = []
+    for col, ref in reference.items():
+        cur = current.get(col)
+        if not cur or "hist" not in ref or "hist" not in cur:
+            continue
+        if len(ref["hist"]) == len(cur["hist"]):
+            scores.append(drift.psi(ref["hist"], cur["hist"]))
+    return max(scores) if scores else None
+
+
+def classify(
+    prev: dict | None,
+    cur: dict,
+    reference_stats: dict | None,
+    every: float,
+    threshold: float = PSI_THRESHOLD,
+    now: float | None = None,
+) -> tuple[str, float | None]:
+    """``(change, psi)``. Schema first (nothing else compares across schemas), then a shift
+    against the reference, then appended or modified; the same content long past its period
+    (twice ``every`` since the data last changed) is overdue."""
+    psi = max_psi(reference_stats, cur["stats"]) if reference_stats else None
+    if prev is None:
+        return "first", psi
+    if cur["schema_hash"] != prev["schema_hash"]:
+        return "schema", psi
+    if cur["fingerprint"] == prev["fingerprint"]:
+        changed = cur.get("mtime") or _data_time(cur) or None
+        now = time.time() if now is None else now
+        if changed is not None and every > 0 and now - changed > 2 * every:
+            return "overdue", psi
+        return "unchanged", psi
+    if psi is not None and psi > threshold:
+        return "drift", psi
+    grew = (cur.get("rows") or 0) > (prev.get("rows") or 0)
+    if grew and (cur.get("prefix_hash") == prev.get("row_hashes") or cur.get("size") is None):
+        return "appended", psi  # files: the old rows come first; SQL: more rows, same schema
+    return "modified", psi
+
+
+def _data_time(fp: dict) -> float | None:
+    value = fp.get("max_updated")
+    if not value:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,208 @@
+"""Fingerprints of a data source, read as data only (Parquet, CSV, SQL rows; no model code).
+
+Files and globs: each file's size, mtime and sha256, a digest over them all, and summary
+statistics of the rows. SQL: the row count, a hash of the result's schema, ``max(updated_at)``
+when the result has that column, and the same statistics. The statistics keep, for every
+numeric column, its histogram over bins fixed from a reference, so PSI needs no second read.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import drift
+
+MAX_ROWS = 1_000_000  # rows read for statistics; counts and hashes cover everything
+SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+class SourceError(ValueError):
+    """The source cannot be read; the message says what to fix."""
+
+
+def is_sql(source: str) -> bool:
+    return "://" in source and not source.startswith("file://")
+
+
+def files_of(pattern: str) -> list[Path]:
+    """The files a path or glob names now. Wildcards only in the file name and its folder
+    (``data/2026-*/part-*.parquet``), so that a glob never walks a whole tree."""
+    path = pattern[len("file://") :] if pattern.startswith("file://") else pattern
+    if glob.has_magic(str(Path(path).parent.parent)) or "**" in path:
+        raise SourceError(
+            f"{pattern!r} has wildcards above the file's folder; a watched glob may have them "
+            "only in the file name and its folder, e.g. data/2026-*/part-*.parquet."
+        )
+    if glob.has_magic(path):
+        return [Path(p) for p in sorted(glob.glob(path)) if Path(p).is_file()]
+    return [Path(path)] if Path(path).is_file() else []
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path, nrows=MAX_ROWS)
+    return pd.read_parquet(path)
+
+
+def schema_of(frame: pd.DataFrame) -> list[dict]:
+    return [{"name": str(c), "dtype": str(t)} for c, t in frame.dtypes.items()]
+
+
+def schema_hash(schema: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
+    """Per column: nulls, and for numbers mean, std, min, max and a histogram over
+    ``edges[col]`` (from the reference; the frame's own quantiles when there is none)."""
+    out = {}
+    for name, col in frame.items():
+        key = str(name)
+        s = {"nulls": int(col.isna().sum())}
+        if col.dtype.kind in "biuf":
+            values = col.to_numpy(dtype=float)
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                s.update(
+                    mean=float(finite.mean()),
+                    std=float(finite.std()),
+                    min=float(finite.min()),
+                    max=float(finite.max()),
+                )
+            e = np.asarray(edges[key]) if edges and key in edges else drift.quantile_edges(finite)
+            s["edges"] = [float(x) for x in e]
+            s["hist"] = [int(x) for x in drift.histogram(finite, e)]
+        else:
+            counts = col.astype("string").value_counts(dropna=True)
+            s["distinct"] = len(counts)
+            s["top"] = {str(k): int(v) for k, v in counts.head(20).items()}
+        out[key] = s
+    return out
+
+
+def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 0) -> dict:
+    paths = files_of(pattern)
+    if not paths:
+        raise SourceError(f"No file matches {pattern!r}.")
+    bad = [p.name for p in paths if p.suffix.lower() not in SUFFIXES]
+    if bad:
+        raise SourceError(f"{bad[0]} is not Parquet or CSV; a source holds .parquet or .csv files.")
+    files, frames = [], []
+    for p in paths:
+        st = p.stat()
+        files.append(
+            {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
+        )
+        frames.append(_read(p))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    digest = hashlib.sha256("\n".join(f"{f['path']}\0{f['sha256']}" for f in files).encode())
+    schema = schema_of(frame)
+    return {
+        "fingerprint": digest.hexdigest(),
+        "size": sum(f["size"] for f in files),
+        "mtime": max(f["mtime"] for f in files),
+        "rows": len(frame),
+        "schema": schema,
+        "schema_hash": schema_hash(schema),
+        "max_updated": None,
+        "stats": stats(frame, edges),
+        "files": files,
+        "row_hashes": _row_prefix(frame),
+        "prefix_hash": _row_prefix(frame.iloc[:prev_rows]) if 0 < prev_rows <= len(frame) else None,
+    }
+
+
+def _row_prefix(frame: pd.DataFrame) -> str:
+    """A hash of the rows' values in order: the rows of the last fingerprint hashed again
+    tell "the old rows, then new ones" (appended) from a rewrite."""
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(hashes.tobytes()).hexdigest()
+
+
+def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
+    """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
+    from sqlalchemy import create_engine, text
+
+    from ..store.engine import normalize
+
+    engine = None
+    try:
+        engine = create_engine(normalize(url))
+        with engine.connect() as c:
+            if c.dialect.name == "postgresql":
+                c.execute(text("SET TRANSACTION READ ONLY"))
+            sub = f"SELECT * FROM ({query}) AS watched"
+            rows = c.execute(text(f"SELECT count(*) FROM ({query}) AS watched")).scalar()
+            frame = pd.DataFrame(c.execute(text(sub + f" LIMIT {MAX_ROWS}")).mappings().all())
+            result = c.execute(text(sub + " LIMIT 0"))
+            columns = list(result.keys())
+            max_updated = None
+            if "updated_at" in columns:
+                max_updated = c.execute(
+                    text(f"SELECT max(updated_at) FROM ({query}) AS w")
+                ).scalar()
+                max_updated = None if max_updated is None else str(max_updated)
+    except Exception as e:  # the driver's message, with the URL's password never in it
+        from ..store.engine import redact
+
+        msg = str(getattr(e, "orig", e)).splitlines()[0] if str(e) else type(e).__name__
+        raise SourceError(f"The query on {redact(url)} failed: {msg}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+    if frame.empty:
+        frame = pd.DataFrame(columns=columns)
+    frame = frame.infer_objects()
+    for col in frame.columns:  # numeric types the driver hands back as Decimal
+        if frame[col].dtype == object:
+            converted = pd.to_numeric(frame[col], errors="coerce")
+            if converted.notna().sum() == frame[col].notna().sum() and frame[col].notna().any():
+                frame[col] = converted
+    schema = [{"name": str(c), "dtype": str(frame[c].dtype)} for c in columns]
+    summary = {"rows": rows, "schema": schema, "max_updated": max_updated}
+    summary["content"] = _row_prefix(frame)
+    return {
+        "fingerprint": hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest(),
+        "size": None,
+        "mtime": None,
+        "rows": int(rows),
+        "schema": schema,
+        "schema_hash": schema_hash(schema),
+        "max_updated": max_updated,
+        "stats": stats(frame, edges),
+        "row_hashes": summary["content"],
+    }
+
+
+def fingerprint(
+    spec: dict, url: str | None = None, edges: dict | None = None, prev_rows: int = 0
+) -> dict:
+    """One fingerprint of the source ``spec`` (a ``data_sources`` row); ``url``: its full SQL
+    URL, decrypted by the caller."""
+    if spec["kind"] == "sql":
+        return fingerprint_sql(url or spec["source"], spec["query"], edges)
+    return fingerprint_files(spec["source"], edges, prev_rows)
+
+
+def reference_edges(frame: pd.DataFrame) -> dict:
+    """The bins PSI uses, fixed from the model's reference data."""
+    out = {}
+    for name, col in frame.items():
+        if col.dtype.kind in "biuf":
+            v = col.to_numpy(dtype=float)
+            out[str(name)] = drift.quantile_edges(v[np.isfinite(v)])
+    return out

@@ -1,0 +1,67 @@
+"""Run a registered retraining notebook headless: ``python -m handoff_agent.watch.retrain``.
+
+A process of its own (never the agent's): nbclient starts a kernel, the parameters go in a
+cell injected after the one tagged ``parameters`` (papermill's convention) or first, and the
+run stops at the timeout. The kernel sees ``HANDOFF_TRIGGERED_BY``, which ``%mlops push``
+writes into the candidate's provenance, so the version it pushes names the change behind it.
+The outcome is one JSON line on stdout: ``{"ok": true}`` or ``{"ok": false, "error": …}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def inject(nb, params: dict):
+    import nbformat
+
+    lines = ["# Parameters injected by the Handoff watch"]
+    lines += [f"{k} = {v!r}" for k, v in params.items()]
+    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    cell.metadata["tags"] = ["injected-parameters"]
+    at = next(
+        (i + 1 for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])),
+        0,
+    )
+    nb.cells.insert(at, cell)
+    return nb
+
+
+def run(path: str, params: dict, timeout: float) -> dict:
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    nb = inject(nbformat.read(path, as_version=4), params)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(Path(path).parent)}},
+    )
+    try:
+        client.execute()
+    except CellTimeoutError:
+        return {"ok": False, "error": f"a cell ran longer than {timeout:.0f} s"}
+    except CellExecutionError as e:
+        return {"ok": False, "error": str(e).strip().splitlines()[-1][:500]}
+    return {"ok": True}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m handoff_agent.watch.retrain")
+    p.add_argument("notebook")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--timeout", type=float, default=600)
+    args = p.parse_args(argv)
+    out = run(args.notebook, json.loads(args.params), args.timeout)
+    print(json.dumps(out))
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""``WatchService``: the sources models watch, fingerprinted on schedule, and what a change
+sets off. One service owns the ``data_sources``, ``source_snapshots`` and ``triggers`` rows.
+
+The scheduler runs in the agent the watch was registered with. ``%mlops watch`` registers it
+with the analyst's local agent: the files and databases are reachable from that machine, the
+retraining notebook and its kernel live there, and the candidate it pushes enters the normal
+flow (local checks, signed hand-off, central's checks and sign-offs). A canary can only be
+paused or rolled back where it serves, so those actions need central's DeploymentService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from ..errors import BadRequest, Conflict, NotFound
+from ..names import validate_name
+from ..store.engine import redact
+from ..vocabulary import NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
+from . import classify as cls
+from . import fingerprint as fpm
+from . import secrets
+
+log = logging.getLogger("handoff_agent.watch")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_EVERY = 1.0
+MAX_EVERY = 365 * 86400.0
+REFERENCE_MEMBERS = ("data/reference_X.parquet", "data/X.parquet")
+TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
+
+
+def parse_every(text) -> float:
+    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(text))
+        if not m:
+            raise BadRequest(
+                f"--every {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
+            )
+        seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
+    if not math.isfinite(seconds) or seconds > MAX_EVERY:
+        raise BadRequest(f"--every {text!r} is too long.", hint="At most 365d, e.g. --every 1d")
+    if seconds < MIN_EVERY:
+        raise BadRequest(f"--every must be at least {MIN_EVERY:.0f} s.", hint="e.g. --every 1h")
+    return seconds
+
+
+class WatchService:
+    def __init__(self, registry, blobs, pools, events, home: Path, role: str, deployments=None):
+        self.registry, self.blobs, self.pools, self.events = registry, blobs, pools, events
+        self.home, self.role, self.deployments = Path(home), role, deployments
+        self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
+        self.tick_seconds = 1.0
+        self._task: asyncio.Task | None = None
+        self._running: set[int] = set()
+        self.retrains: set[asyncio.Task] = set()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, body: dict, by: str) -> dict:
+        """Validate a watch (as ``%mlops watch`` and the CLI send it) and store it."""
+        model = body.get("model")
+        validate_name(model)
+        source = body.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise BadRequest("Say which data to watch.", hint="e.g. --source data/*.parquet")
+        for key in ("query", "run"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise BadRequest(f"{key} must be a string.", hint=_FIELDS_HINT)
+        for key in ("on", "actions"):
+            value = body.get(key)
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                raise BadRequest(f"{key} must be a list of words.", hint=_FIELDS_HINT)
+        every = parse_every(body.get("every", "1h"))
+        on = body.get("on") or ["change"]
+        bad = [o for o in on if o not in WATCH_ON]
+        if bad:
+            raise BadRequest(
+                f"--on {bad[0]!r} is not a change a watch knows.",
+                hint=f"Use one or more of: {', '.join(WATCH_ON)}.",
+            )
+        run = body.get("run")
+        actions = body.get("actions") or (["alert", "retrain"] if run else ["alert"])
+        bad = [a for a in actions if a not in WATCH_ACTIONS]
+        if bad:
+            raise BadRequest(
+                f"Unknown action {bad[0]!r}.", hint=f"Use one of: {', '.join(WATCH_ACTIONS)}."
+            )
+        if "retrain" in actions and not run:
+            raise BadRequest("A retrain needs a notebook.", hint="Add --run retrain.ipynb.")
+        canary = [a for a in actions if a.endswith("_canary")]
+        if canary and self.deployments is None:
+            raise Conflict(
+                f"{canary[0]} acts on a canary, which serves only on central.",
+                hint="Register this watch with the central agent (jupyter handoff watch --role "
+                "central).",
+                code="central_only",
+            )
+        if run:
+            path = Path(run)
+            if not path.is_absolute() or path.suffix != ".ipynb" or not path.is_file():
+                raise BadRequest(
+                    f"No notebook at {run!r}.",
+                    hint="Give the path of an existing .ipynb file (the magic makes it absolute).",
+                )
+            if self.role != "local":
+                raise Conflict(
+                    "Retraining notebooks run on the analyst's local agent, not on central.",
+                    hint="Register the watch from the notebook with %mlops watch.",
+                    code="local_only",
+                )
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
+        timeout = body.get("timeout", 600)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise BadRequest("timeout must be a positive number of seconds.", hint="e.g. 600")
+        spec = {
+            "model": model,
+            "every": every,
+            "on": list(on),
+            "actions": list(actions),
+            "run": run,
+            "params": params,
+            "timeout": float(timeout),
+        }
+        if fpm.is_sql(source):
+            query = body.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise BadRequest(
+                    "A SQL source needs a query.", hint="Add --query 'SELECT * FROM events'."
+                )
+            shown = redact(source)
+            if shown.startswith("<"):
+                raise BadRequest("The source is not a SQLAlchemy URL.", hint=_URL_HINT)
+            spec.update(
+                kind="sql", source=shown, query=query, secret=secrets.seal(self.home, source)
+            )
+        else:
+            path = source[len("file://") :] if source.startswith("file://") else source
+            if not os.path.isabs(path):
+                raise BadRequest(
+                    f"The source {source!r} is not an absolute path.",
+                    hint="The magic and the CLI make it absolute; through the API give one.",
+                )
+            try:
+                files = fpm.files_of(path)
+            except fpm.SourceError as e:
+                raise BadRequest(str(e), hint="e.g. --source 'data/part-*.parquet'") from None
+            if not files:
+                raise BadRequest(
+                    f"No file matches {path!r}.",
+                    hint="Check the path; a glob like data/*.parquet must match files that "
+                    "exist now.",
+                )
+            other = [f.name for f in files if f.suffix.lower() not in fpm.SUFFIXES]
+            if other:
+                raise BadRequest(
+                    f"{other[0]} is not a Parquet or CSV file.",
+                    hint="Watch .parquet or .csv files, e.g. --source 'data/*.parquet'.",
+                )
+            spec.update(kind="file", source=path)
+        out = self.registry.watch_add(spec, by)
+        return out
+
+    def register_all(self, entries: list[dict], by: str) -> list[dict]:
+        """The policy's [[watch]] tables; a bad one stops the start with what to fix."""
+        out = []
+        for entry in entries:
+            try:
+                out.append(self.register(entry, by))
+            except (BadRequest, Conflict) as e:
+                raise ValueError(
+                    f"[[watch]] {entry.get('model')} <- {redact(entry['source'])}: {e.message} "
+                    f"{e.hint}"
+                ) from None
+        return out
+
+    def unseal(self, row: dict) -> str | None:
+        return secrets.unseal(self.home, row["secret"]) if row.get("secret") else None
+
+    # -- the schedule ---------------------------------------------------------------------
+
+    def start(self, runtime_dir: str | None = None) -> None:
+        self.runtime_dir = runtime_dir
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def stop(self) -> None:
+        for task in [self._task, *self.retrains]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _loop(self) -> None:
+        if self.role == "local":
+            await self.pools.call(self.registry.triggers_interrupted)
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watch tick failed")
+            await asyncio.sleep(self.tick_seconds)
+
+    async def tick(self) -> list[dict]:
+        """Fingerprint every source that is due (claimed first: replicas share the table)."""
+        at = time.time()
+        out = []
+        for source_id in await self.pools.read(self.registry.watches_due, at):
+            if source_id in self._running:
+                continue
+            row = await self.pools.read(self.registry.watch_get, source_id)
+            if not await self.pools.call(
+                self.registry.watch_claim, source_id, at, at + row["every"]
+            ):
+                continue
+            out.append(await self.check(source_id))
+        return out
+
+    async def check(self, source_id: int) -> dict:
+        """One fingerprint now: the snapshot, its change, and the actions it sets off."""
+        self._running.add(source_id)
+        try:
+            return await self._check(source_id)
+        finally:
+            self._running.discard(source_id)
+
+    async def _check(self, source_id: int) -> dict:
+        row = await self.pools.read(self.registry.watch_get, source_id, True)
+        if row is None:
+            raise NotFound(f"No watched source {source_id}.", code="no_source")
+        prev = await self.pools.read(self.registry.snapshot_last, source_id)
+        ref = await self.pools.run_io(self.reference, row["model"])
+        try:
+            fp = await self.pools.run_io(
+                fpm.fingerprint,
+                row,
+                self.unseal(row),
+                ref["edges"] if ref else None,
+                (prev or {}).get("rows") or 0,
+            )
+        except fpm.SourceError as e:
+            self.events.publish(
+                "watch.error", model=row["model"], source=row["source"], error=str(e)
+            )
+            await self.pools.call(
+                self.registry.trigger_add,
+                source_id,
+                None,
+                "error",
+                "alert",
+                "failed",
+                {"error": str(e)},
+            )
+            return {"source": row["source"], "error": str(e)}
+        prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
+        change, psi = cls.classify(prev_full, fp, ref["stats"] if ref else None, row["every"])
+        detail = {
+            "files": fp.get("files"),
+            "row_hashes": fp.get("row_hashes"),
+            "schema": fp["schema"],
+        }
+        snap = await self.pools.call(self.registry.snapshot_add, source_id, fp, change, psi, detail)
+        summary = {
+            "source_id": source_id,
+            "model": row["model"],
+            "source": row["source"],
+            "snapshot": snap["id"],
+            "fingerprint": fp["fingerprint"],
+            "change": change,
+            "psi": psi,
+            "rows": fp.get("rows"),
+            "size": fp.get("size"),
+            "max_updated": fp.get("max_updated"),
+            "triggers": [],
+        }
+        covered = {c for word in row["on"] for c in WATCH_ON[word]}
+        if change in covered:
+            summary["triggers"] = await self.act(row, snap, change, psi)
+        self.events.publish(
+            "watch.snapshot", **{k: v for k, v in summary.items() if k != "triggers"}
+        )
+        return summary
+
+    # -- actions --------------------------------------------------------------------------
+
+    async def act(self, row: dict, snap: dict, change: str, psi) -> list[dict]:
+        out = []
+        base = {"model": row["model"], "source": row["source"], "change": change, "psi": psi}
+        for action in row["actions"]:
+            if action == "retrain" and change in NO_RETRAIN_ON:
+                tid = await self._trigger(
+                    row,
+                    snap,
+                    change,
+                    action,
+                    "skipped",
+                    {"why": f"no retrain on a {change} change"},
+                )
+                out.append({"trigger": tid, "action": action, "state": "skipped"})
+                continue
+            if action == "alert":
+                tid = await self._trigger(row, snap, change, action, "done", base)
+                self.events.publish("watch.alert", trigger=tid, **base)
+                out.append({"trigger": tid, "action": action, "state": "done"})
+            elif action == "retrain":
+                tid = await self._trigger(row, snap, change, action, "running", {})
+                task = asyncio.ensure_future(self.retrain(tid, row, snap, change))
+                self.retrains.add(task)
+                task.add_done_callback(self.retrains.discard)
+                out.append({"trigger": tid, "action": action, "state": "running"})
+            elif action in ("pause_canary", "rollback_canary"):
+                out.append(await self._canary(row, snap, change, action))
+        return out
+
+    async def _trigger(self, row, snap, change, action, state, detail) -> int:
+        return await self.pools.call(
+            self.registry.trigger_add, row["id"], snap["id"], change, action, state, detail
+        )
+
+    async def _canary(self, row, snap, change, action) -> dict:
+        model, why = row["model"], f"data source {row['source']}: {change}"
+        try:
+            if action == "pause_canary":
+                await self.pools.call(self.deployments.set_traffic, model, 0.0, "watch")
+                detail = {"traffic": 0}
+            else:
+                number = await self.pools.call(self.deployments.abort_canary, model, why, "watch")
+                detail = {"version": number}
+            state = "done"
+        except (NotFound, Conflict) as e:
+            state, detail = "skipped", {"why": e.message}
+        tid = await self._trigger(row, snap, change, action, state, detail)
+        self.events.publish(f"watch.{action}", model=model, trigger=tid, state=state, **detail)
+        return {"trigger": tid, "action": action, "state": state, **detail}
+
+    async def retrain(self, tid: int, row: dict, snap: dict, change: str) -> None:
+        """The notebook in its own process (nbclient and a kernel); the agent waits."""
+        cause = {
+            "trigger": tid,
+            "source": row["source"],
+            "source_id": row["id"],
+            "fingerprint": snap["fingerprint"],
+            "snapshot": snap["id"],
+            "change": change,
+        }
+        params = {
+            **row["params"],
+            "handoff_source": row["source"] if row["kind"] == "file" else None,
+            "handoff_trigger": cause,
+        }
+        env = {**os.environ, TRIGGERED_BY: json.dumps(cause)}
+        if self.runtime_dir:
+            env["JUPYTER_RUNTIME_DIR"] = self.runtime_dir
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "handoff_agent.watch.retrain",
+            row["run"],
+            "--params",
+            json.dumps(params, default=str),
+            "--timeout",
+            str(row["timeout"]),
+            cwd=str(Path(row["run"]).parent),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), row["timeout"] + 30)
+            lines = stdout.decode(errors="replace").strip().splitlines()
+            result = json.loads(lines[-1]) if lines else {"ok": False, "error": "no result"}
+        except TimeoutError:
+            os.killpg(proc.pid, 9)
+            await proc.wait()
+            result = {"ok": False, "error": f"the notebook ran longer than {row['timeout']:.0f} s"}
+        except ValueError:
+            result = {"ok": False, "error": stderr.decode(errors="replace")[-500:]}
+        except asyncio.CancelledError:
+            os.killpg(proc.pid, 9)
+            raise
+        pushed = await self.pools.read(self.triggered_versions, tid)
+        state = "done" if result.get("ok") else "failed"
+        detail = {**result, "versions": pushed, "notebook": row["run"]}
+        await self.pools.call(self.registry.trigger_done, tid, state, detail)
+        self.events.publish(
+            "watch.retrain",
+            model=row["model"],
+            trigger=tid,
+            state=state,
+            versions=pushed,
+            error=result.get("error"),
+        )
+
+    def triggered_versions(self, tid: int) -> list[dict]:
+        return [
+            {"model": v["model"], "number": v["number"]}
+            for v in self.registry.versions_with_manifests()
+            if (triggered_by(v) or {}).get("trigger") == tid
+        ]
+
+    # -- the model's reference ------------------------------------------------------------
+
+    def reference(self, model: str) -> dict | None:
+        """PSI bins and histograms from the model's newest version's reference (else its
+        evaluation) data, read from the bundle as Parquet: data only, no model code."""
+        import pandas as pd
+
+        rows = [v for v in self.registry.versions_with_manifests(model) if v.get("digest")]
+        if not rows:
+            return None
+        digest = rows[-1]["digest"]
+        found = {}
+        try:
+            with self.blobs.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                for member in tar:
+                    if member.name in REFERENCE_MEMBERS:
+                        found[member.name] = pd.read_parquet(tar.extractfile(member))
+        except Exception as e:  # a reference that cannot be read: no PSI, and the log says why
+            log.warning("no reference for %s: %s", model, e)
+        frame = next((found[m] for m in REFERENCE_MEMBERS if m in found), None)
+        if frame is None:
+            return None
+        edges = fpm.reference_edges(frame)
+        return {"edges": edges, "stats": fpm.stats(frame, edges)}
+
+
+def triggered_by(version: dict) -> dict | None:
+    return ((version.get("manifest") or {}).get("provenance") or {}).get("triggered_by")
+
+
+_FIELDS_HINT = (
+    'e.g. {"model": "churn", "source": "/data/churn.parquet", "every": "1h", "on": ["change"]}'
+)
+_URL_HINT = "Write e.g. postgresql://user:password@host/db (a SQLAlchemy URL) or a file path."

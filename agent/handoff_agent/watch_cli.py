@@ -1,0 +1,156 @@
+"""``jupyter handoff watch`` and ``jupyter handoff lineage``: watched data sources and the
+lineage graph, from a shell. They ask a running agent (local by default: where the analyst's
+watches and retraining notebooks live; ``--agent central`` for central's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from jupyter_core.application import JupyterApp
+from traitlets import Dict, Enum, Float, List, Unicode
+
+from ._version import __version__
+from .inventory_cli import Unreachable, _get, _target
+
+AGENT_HELP = "Which running agent to ask: local (default) or central."
+URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
+
+
+def _post(role: str, url: str, path: str, body: dict) -> dict:
+    base, token = _target(role, url)
+    req = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            err = json.loads(e.read() or b"{}").get("error", {})
+        except ValueError:
+            err = {}
+        raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
+    except OSError as e:
+        raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
+
+
+class WatchApp(JupyterApp):
+    name = "jupyter-handoff-watch"
+    description = (
+        "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--on change schema drift "
+        "overdue] [--run NOTEBOOK]: watch a data source for a model (the same as %mlops watch). "
+        "watch NAME: the model's watched sources."
+    )
+    version = __version__
+    source = Unicode("", help="A file, a glob of Parquet/CSV files, or a SQLAlchemy URL.").tag(
+        config=True
+    )
+    query = Unicode("", help="For a SQL source: the query whose rows are watched.").tag(config=True)
+    every = Unicode("1h", help="Period between fingerprints: 30s, 15m, 1h, 1d.").tag(config=True)
+    on = List(
+        Unicode(), ["change"], help="Changes that trigger: change, schema, drift, overdue."
+    ).tag(config=True)
+    run = Unicode("", help="Retraining notebook run headless on a trigger (local agent).").tag(
+        config=True
+    )
+    actions = List(
+        Unicode(),
+        help="alert, retrain, pause_canary, rollback_canary (default: alert, and "
+        "retrain with --run).",
+    ).tag(config=True)
+    params = Dict(help="Parameters injected into the notebook, as JSON.").tag(config=True)
+    timeout = Float(600.0, help="Seconds the notebook may run.").tag(config=True)
+    agent = Enum(["local", "central"], "local", help=AGENT_HELP).tag(config=True)
+    url = Unicode("", help=URL_HELP).tag(config=True)
+    aliases = {
+        **{k: f"WatchApp.{k}" for k in ("source", "query", "every", "on", "run", "timeout")},
+        "action": "WatchApp.actions",
+        "params": "WatchApp.params",
+        "agent": "WatchApp.agent",
+        "url": "WatchApp.url",
+    }
+    flags = {}
+
+    def start(self):
+        if len(self.extra_args) != 1:
+            print("Usage: jupyter handoff watch NAME [--source PATH_OR_URL ...]")
+            self.exit(2)
+        model = self.extra_args[0]
+        try:
+            if not self.source:
+                doc = json.loads(_get(self.agent, self.url, f"/api/v1/watches?model={model}")[0])
+                rows = doc["watches"]
+            else:
+                rows = [_post(self.agent, self.url, "/api/v1/watches", self.body(model))]
+        except Unreachable as e:
+            print(e, file=sys.stderr)
+            self.exit(1)
+        for w in rows:
+            last = w.get("last") or {}
+            print(
+                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s "
+                f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
+                f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
+            )
+        if not rows:
+            print(f"{model} watches no data source.")
+
+    def body(self, model: str) -> dict:
+        source = self.source
+        if "://" not in source or source.startswith("file://"):
+            source = os.path.abspath(os.path.expanduser(source.removeprefix("file://")))
+        body = {
+            "model": model,
+            "source": source,
+            "every": self.every,
+            "on": list(self.on),
+            "timeout": self.timeout,
+        }
+        if self.query:
+            body["query"] = self.query
+        if self.run:
+            body["run"] = os.path.abspath(self.run)
+        if self.actions:
+            body["actions"] = list(self.actions)
+        if self.params:
+            body["params"] = dict(self.params)
+        return body
+
+
+class LineageApp(JupyterApp):
+    name = "jupyter-handoff-lineage"
+    description = (
+        "lineage [REF] [--format json|dot]: which models use which data (watched sources and "
+        "pushed datasets), where each version serves now, and which change triggered which "
+        "retrain. REF: a source, a fingerprint or a model; none: the whole graph."
+    )
+    version = __version__
+    fmt = Enum(["json", "dot"], "json", help="Output: json or dot (Graphviz).").tag(config=True)
+    agent = Enum(["local", "central"], "local", help=AGENT_HELP).tag(config=True)
+    url = Unicode("", help=URL_HELP).tag(config=True)
+    aliases = {"format": "LineageApp.fmt", "agent": "LineageApp.agent", "url": "LineageApp.url"}
+    flags = {}
+
+    def start(self):
+        query = {"format": self.fmt}
+        if self.extra_args:
+            ref = self.extra_args[0]
+            if ("/" in ref or "*" in ref) and "://" not in ref:
+                ref = os.path.abspath(ref)
+            query["ref"] = ref
+        try:
+            raw = _get(
+                self.agent, self.url, "/api/v1/lineage/graph?" + urllib.parse.urlencode(query)
+            )
+        except Unreachable as e:
+            print(e, file=sys.stderr)
+            self.exit(1)
+        sys.stdout.write(raw[0].decode() + ("\n" if self.fmt == "json" else ""))

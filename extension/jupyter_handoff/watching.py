@@ -1,0 +1,148 @@
+"""Data sources a model watches, and the lineage graph, from the notebook
+(``%mlops watch``, ``%mlops lineage SOURCE``). Thin over the agent's ``/api/v1/watches``."""
+
+from __future__ import annotations
+
+import html
+import os
+import urllib.parse
+
+from .client import connect
+from .errors import HandoffUsageError
+from .refs import checked_name
+
+ON = ("change", "schema", "drift", "overdue")
+
+
+def _absolute(source: str) -> str:
+    """A path (or glob) as the agent needs it: absolute, from the kernel's directory."""
+    if "://" in source and not source.startswith("file://"):
+        return source
+    path = source[len("file://") :] if source.startswith("file://") else source
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def watch(
+    model: str,
+    source: str | None = None,
+    *,
+    query: str | None = None,
+    every: str = "1h",
+    on=("change",),
+    run: str | None = None,
+    actions=None,
+    params: dict | None = None,
+    timeout: float = 600,
+):
+    """Watch ``source`` (a file, a glob of Parquet/CSV files, or a SQLAlchemy URL with
+    ``query``) for ``model``, like ``%mlops watch``. Without ``source``: the model's watched
+    sources. The agent fingerprints it now (the baseline), then every ``every``."""
+    checked_name(model)
+    client = connect(start=False)
+    if source is None:
+        return Watches(client.get(f"/api/v1/watches?model={model}")["watches"])
+    on = [on] if isinstance(on, str) else list(on)
+    bad = [o for o in on if o not in ON]
+    if bad:
+        raise HandoffUsageError(
+            f"--on {bad[0]!r} is not a change a watch knows.", f"Use one of: {', '.join(ON)}."
+        )
+    body = {"model": model, "source": _absolute(source), "every": every, "on": on}
+    if "://" in body["source"] and not query:
+        raise HandoffUsageError(
+            "A SQL source needs a query.", "Add --query 'SELECT * FROM events'."
+        )
+    if run is not None:
+        path = os.path.abspath(os.path.expanduser(run))
+        if not path.endswith(".ipynb") or not os.path.isfile(path):
+            raise HandoffUsageError(
+                f"No notebook at {run!r}.", "Give --run the path of an existing .ipynb file."
+            )
+        body["run"] = path
+    for key, value in (("query", query), ("actions", actions), ("params", params)):
+        if value is not None:
+            body[key] = list(value) if key == "actions" else value
+    body["timeout"] = timeout
+    return Watches([client.post("/api/v1/watches", body)])
+
+
+def lineage_graph(ref: str | None = None) -> LineageGraph:
+    """The lineage graph around a source (path, URL or id), a fingerprint or a model."""
+    client = connect(start=False)
+    query = "" if ref is None else "?ref=" + urllib.parse.quote(ref, safe="")
+    return LineageGraph(client.get("/api/v1/lineage/graph" + query))
+
+
+def is_source_ref(ref: str) -> bool:
+    """A path, glob or URL (a model name never holds / or *), or a data file's name here."""
+    if any(c in ref for c in "/*") or "://" in ref:
+        return True
+    return ref.lower().endswith((".parquet", ".pq", ".csv")) or os.path.isfile(ref)
+
+
+def source_ref(ref: str) -> str:
+    return _absolute(ref) if is_source_ref(ref) and "://" not in ref else ref
+
+
+class Watches(list):
+    """Watched sources, shown as a table: source, period, what triggers, last change."""
+
+    def __repr__(self) -> str:
+        return (
+            "\n".join(
+                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s on "
+                f"{','.join(w['on'])}: {((w.get('last') or {}).get('change')) or 'not yet'}"
+                for w in self
+            )
+            or "No watched sources."
+        )
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = "".join(
+            f"<tr><td>{w['id']}</td><td>{e(w['model'])}</td><td><code>{e(w['source'])}</code>"
+            f"</td><td>{w['every']:g} s</td><td>{e(', '.join(w['on']))}</td>"
+            f"<td>{e(', '.join(w['actions']))}</td>"
+            f"<td>{e(str((w.get('last') or {}).get('change') or ''))}</td></tr>"
+            for w in self
+        )
+        head = (
+            "<tr><th>id</th><th>model</th><th>source</th><th>every</th><th>on</th>"
+            "<th>actions</th><th>last change</th></tr>"
+        )
+        return f"<table>{head}{rows}</table>" if self else "No watched sources."
+
+
+class LineageGraph(dict):
+    """Which models use which data, where each serves now, and which change triggered which
+    retrain. A dict (nodes, edges), shown as a table of edges."""
+
+    def _label(self, node_id: str) -> str:
+        n = next((n for n in self["nodes"] if n["id"] == node_id), {"id": node_id})
+        kind = n.get("kind")
+        if kind == "source":
+            return f"source {n['source']}"
+        if kind == "dataset":
+            return f"dataset {n['fingerprint'][:12]}…"
+        if kind == "version":
+            where = ", ".join(f"{s['slot']} {s['traffic']:g}%" for s in n.get("serving", []))
+            return f"{n['model']}:{n['number']} ({where or n.get('stage') or n.get('status')})"
+        if kind == "trigger":
+            return f"{n.get('change')} → {n.get('action')} ({n.get('state', '')})"
+        return f"model {n.get('model')}"
+
+    def __repr__(self) -> str:
+        lines = [
+            f"{self._label(e['from'])} -[{e['kind']}]-> {self._label(e['to'])}"
+            for e in self["edges"]
+        ]
+        return "\n".join(lines) or "LineageGraph(empty)"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = "".join(
+            f"<tr><td>{e(self._label(x['from']))}</td><td>{e(x['kind'])}</td>"
+            f"<td>{e(self._label(x['to']))}</td></tr>"
+            for x in self["edges"]
+        )
+        return f"<table><tr><th>from</th><th></th><th>to</th></tr>{rows}</table>"

@@ -1,0 +1,127 @@
+"""A changed source file runs the registered retraining notebook (a real kernel through
+nbclient); its candidate goes through the local checks to central, carrying ``triggered_by``
+the change. A schema change alerts and does not retrain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+from support import push_model, until, wait_checked
+from test_pipeline_central import start_pair
+from watch_support import check, finished_retrain, frame, retrain_notebook, triggers, watch
+
+
+@pytest.fixture
+def pair(tmp_path):
+    local, central = start_pair(tmp_path)
+    yield local, central
+    local.stop()
+    central.stop()
+
+
+def _first_version(local, tmp_path):
+    df = frame(400)
+    X, y = df[list("abcd")], df["y"]
+    v = push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y, reference=X)
+    wait_checked(local, "churn", v.number)
+    return df
+
+
+def test_changed_file_retrains_and_the_candidate_reaches_central_with_its_lineage(pair, tmp_path):
+    local, central = pair
+    data = tmp_path / "data" / "churn.parquet"
+    data.parent.mkdir()
+    # Given a model in production's pipeline and its data file
+    _first_version(local, tmp_path).to_parquet(data)
+    nb = retrain_notebook(tmp_path / "retrain.ipynb")
+    # When the analyst watches the file with a retraining notebook
+    w = watch(local, model="churn", source=str(data), every="1h", run=str(nb), params={"C": 0.5})
+    assert w["last"]["change"] == "first" and w["actions"] == ["alert", "retrain"]
+    # and rows are appended to it
+    frame(600).to_parquet(data)
+    out = check(local, w["id"])
+    # Then the change is classified, an alert and a retrain are triggered
+    assert out["change"] == "appended", out
+    assert {t["action"] for t in out["triggers"]} == {"alert", "retrain"}
+    run = finished_retrain(local, w["id"])
+    assert run["state"] == "done", run["detail"]
+    assert run["detail"]["versions"] == [{"model": "churn", "number": 2}]
+    # and the candidate carries its cause, checked like any push
+    body = wait_checked(local, "churn", 2)
+    cause = body["manifest"]["provenance"]["triggered_by"]
+    assert cause["trigger"] == run["id"] and cause["change"] == "appended"
+    assert cause["fingerprint"] == out["fingerprint"] and cause["source"] == str(data)
+
+    # and central receives it, with the same lineage, for its own checks and sign-offs
+    def at_central():
+        status, got = central.request("GET", "/api/v1/models/churn/versions/2")
+        return status == 200 and got
+
+    got = until(at_central, 120, "the retrained version at central")
+    assert got["manifest"]["provenance"]["triggered_by"]["trigger"] == run["id"]
+    # The lineage shows the source, its change, and the retrain it caused, on both agents
+    for agent, ref in ((local, str(data)), (central, "churn")):
+        status, g = agent.request("GET", "/api/v1/lineage/graph?ref=" + ref)
+        assert status == 200, g
+        retrained = [e for e in g["edges"] if e["kind"] == "retrained"]
+        assert retrained == [
+            {"from": f"trigger:{run['id']}", "to": "version:churn:2", "kind": "retrained"}
+        ]
+    status, g = local.request("GET", f"/api/v1/lineage/graph?ref={out['fingerprint'][:12]}")
+    assert status == 200 and any(n["id"] == "version:churn:2" for n in g["nodes"])
+    status, dot = local.request("GET", "/api/v1/lineage/graph?format=dot")
+    assert status == 200 and dot.startswith("digraph lineage {") and "retrained" in dot
+
+
+def test_schema_change_alerts_and_does_not_retrain(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    df = _first_version(agent, tmp_path)
+    df.to_csv(data, index=False)
+    nb = retrain_notebook(tmp_path / "retrain.ipynb")
+    w = watch(agent, model="churn", source=str(data), on=["change"], run=str(nb))
+    # When a column is added
+    df.assign(e=1.5).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    # Then it is a schema change: an alert, and the retrain is skipped, with why
+    assert out["change"] == "schema"
+    states = {t["action"]: t["state"] for t in out["triggers"]}
+    assert states == {"alert": "done", "retrain": "skipped"}
+    skipped = next(t for t in triggers(agent, w["id"]) if t["action"] == "retrain")
+    assert "schema" in skipped["detail"]["why"]
+    assert agent.request("GET", "/api/v1/models/churn/versions/2")[0] == 404
+    actions = {r["action"] for r in agent.sql("SELECT action FROM audit")}
+    assert {"watch.add", "trigger.alert", "trigger.retrain"} <= actions
+    # The same from the command line: the watch list, and the graph as dot
+    listed = _cli(agent, "watch", "churn")
+    assert f"[{w['id']}] churn <- {data}" in listed and ": schema" in listed
+    dot = _cli(agent, "lineage", str(data), "--format", "dot")
+    assert dot.startswith("digraph lineage {") and "schema -> retrain" in dot
+
+
+def _cli(agent, *args) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", *args],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
+    data = tmp_path / "d.csv"
+    frame(50).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), every="1s")
+    frame(80).to_csv(data, index=False)
+
+    def changed():
+        snaps = agent.request("GET", f"/api/v1/watches/{w['id']}")[1]["snapshots"]
+        return [s for s in snaps if s["change"] == "appended"]
+
+    assert until(changed, 60, "a scheduled fingerprint to see the appended rows")
+    assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]

@@ -1,0 +1,106 @@
+"""Mistakes with ``%mlops watch`` and ``%mlops lineage``, as a real notebook shows them: one
+``UsageError:`` line plus the hint, no frames (the kernel run by nbclient, like JupyterLab)."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from test_notebook_errors import _text
+
+MISTAKES = {
+    "load": ("%load_ext jupyter_handoff", None, None),
+    "bad_on": (
+        "%mlops watch churn --source data.csv --on sometimes",
+        "--on 'sometimes' is not a change",
+        "change, schema, drift, overdue",
+    ),
+    "no_notebook": (
+        "%mlops watch churn --source data.csv --run nope.ipynb",
+        "No notebook at 'nope.ipynb'",
+        "existing .ipynb",
+    ),
+    "run_without_source": (
+        "%mlops watch churn --run retrain.ipynb",
+        "need a --source",
+        "%mlops watch churn --source",
+    ),
+    "sql_without_query": (
+        "%mlops watch churn --source postgresql://u@localhost/db",
+        "A SQL source needs a query",
+        "--query",
+    ),
+    "bad_every": (
+        "%mlops watch churn --source data.csv --every often",
+        "--every 'often' is not a period",
+        "30s, 15m, 1h or 1d",
+    ),
+    "bad_action": (
+        "%mlops watch churn --source data.csv --action email",
+        "Unknown action 'email'",
+        "alert, retrain",
+    ),
+    "missing_file": (
+        "%mlops watch churn --source missing/*.parquet",
+        "No file matches",
+        "Check the path",
+    ),
+    "bad_param": (
+        "%mlops watch churn --source data.csv --param 2x",
+        "Parameter '2x' is not K=V",
+        "--param epochs=3",
+    ),
+    "lineage_unknown": (
+        "%mlops lineage /no/such/source.parquet",
+        "Nothing in the lineage matches",
+        "%mlops watch",
+    ),
+    "lineage_unknown_fingerprint": (
+        "%mlops lineage deadbeefdeadbeef",
+        "Nothing in the lineage matches",
+        "fingerprint",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def notebook(shared_agent, tmp_path_factory):
+    work = tmp_path_factory.mktemp("watch-nb")
+    cells = [
+        f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(shared_agent.runtime_dir)!r}\n"
+        f"os.chdir({str(work)!r})\n"
+        "import pandas as pd\npd.DataFrame({'a': [1.0, 2.0]}).to_csv('data.csv', index=False)"
+    ]
+    index = {}
+    for key, (source, _, _) in MISTAKES.items():
+        index[key] = len(cells)
+        cells.append(source)
+    cells.append("w = %mlops watch churn --source data.csv --every 1h\nprint(w)")
+    cells.append("g = %mlops lineage data.csv\nprint(g)")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    return nb, index
+
+
+@pytest.mark.parametrize("key", [k for k, v in MISTAKES.items() if v[1]])
+def test_watch_mistake_shows_one_line_and_a_hint(notebook, key):
+    nb, index = notebook
+    _, says, hint = MISTAKES[key]
+    outputs = nb.cells[index[key]].outputs
+    text = _text(outputs)
+    assert outputs and all(o["output_type"] == "stream" for o in outputs), text
+    assert {o["name"] for o in outputs} == {"stderr"}, text
+    first, *rest = text.strip().splitlines()
+    assert first.startswith("UsageError: ") and says in first, text
+    assert len(rest) <= 2 and hint in "\n".join(rest), text
+    for frame in ("Traceback", 'File "', "---->", "/api/", "\x1b["):
+        assert frame not in text, text
+
+
+def test_a_good_watch_prints_its_baseline_and_its_lineage(notebook):
+    nb, _ = notebook
+    text = _text(nb.cells[-2].outputs)
+    assert "churn <- " in text and "data.csv every 3600s on change: first" in text, text
+    text = _text(nb.cells[-1].outputs)
+    assert "data.csv -[watched_by]-> model churn" in text, text
