@@ -348,6 +348,21 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
     assert (slots["canary"]["version"], slots["canary"]["traffic"]) == (v2, 30.0)
     assert slots["production"]["traffic"] == 70.0 and slots["production"]["requests"] > 0
     assert slots["canary"]["p99_ms"] is not None and slots["canary"]["backend"] == "skops"
+    # The shadow was reported while it ran; the canary baked clean (the policy's 20 requests)
+    shadowed = central.sql(
+        "SELECT state FROM guardrail_events WHERE model = 'churn' AND slot = 'shadow'"
+    )
+    assert shadowed, "no shadow report was recorded"
+    until(
+        lambda: (
+            central.request("GET", "/api/v1/models/churn/deployment")[1]["guardrails"]["canary"][
+                "state"
+            ]
+            == "promote_ready"
+        ),
+        timeout=60,
+        what="a clean bake",
+    )
 
     # Promotion with requests in flight: none fails, and the new version takes everything
     with Load(client, ROW) as load:
