@@ -5,6 +5,11 @@ keeps a pool of sandboxed workers per version, and routes each request. A change
 is applied only once the new versions' workers are up: until then the previous routing
 keeps answering, so a promotion or rollback under load loses no request. Pools no longer
 referenced are drained, then stopped.
+
+Each request updates this process's ``StatsBook`` (latency, errors, predicted classes and
+scores; shadow answers are compared with the ones sent). Every tick joins the feedback labels
+of the requests served here, adds the book into this replica's ``serving_stats`` rows, and
+calls the tick hooks (the guardrails, which read every replica's rows merged).
 """
 
 from __future__ import annotations

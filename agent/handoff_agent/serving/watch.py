@@ -206,16 +206,17 @@ class Guardrails:
 
     # -- the StageManager's guard -----------------------------------------------------------
 
-    def guard(self, v: dict, stage: str, subject: str) -> None:
+    def guard(self, v: dict, stage: str, subject: str, now: float | None = None) -> None:
         """Refuse ``production`` before a clean bake, ``canary`` before a passed shadow."""
         model, _, raw = subject.rpartition(":")
         number, d = int(raw), self.settings
+        now = time.time() if now is None else now
         if stage == "production" and d.promote_after_bake:
-            self._clean_bake(model, number, subject)
+            self._clean_bake(model, number, subject, now)
         elif stage == "canary" and d.shadow and d.shadow_gate:
-            self._shadow_passed(model, number, subject)
+            self._shadow_passed(model, number, subject, now)
 
-    def _clean_bake(self, model: str, number: int, subject: str) -> None:
+    def _clean_bake(self, model: str, number: int, subject: str, now: float) -> None:
         slots = {r["slot"]: r for r in self.store.slots_of(model)}
         canary, prod = slots.get("canary"), slots.get("production")
         if prod is None or int(prod["number"]) == number:
@@ -225,7 +226,6 @@ class Guardrails:
                 f"{subject} has not baked as a canary against production {model}:{prod['number']}.",
                 "Move it to canary first; promotion follows a clean bake.",
             )
-        now = time.time()
         d = self._decision(self.book(model, seconds(canary["since"])), model, slots, now)
         if d.state != "promote_ready":
             raise BakeNotClean(
@@ -234,12 +234,11 @@ class Guardrails:
                 "promote, or set [deploy] promote_after_bake = false.",
             )
 
-    def _shadow_passed(self, model: str, number: int, subject: str) -> None:
+    def _shadow_passed(self, model: str, number: int, subject: str, now: float) -> None:
         slots = {r["slot"]: r for r in self.store.slots_of(model)}
         shadow = slots.get("shadow")
         if shadow is None or int(shadow["number"]) != number or "production" not in slots:
             return  # never shadowed (approved before shadow was on, or no production)
-        now = time.time()
         report = self._shadow(self.book(model, seconds(shadow["since"])), model, slots, now)
         if not report.passed:
             raise ShadowNotPassed(
