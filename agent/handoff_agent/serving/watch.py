@@ -28,6 +28,7 @@ from .guardrails import evaluate_slots, seconds, shadow_slots
 from .server import SLICE_SECONDS
 from .stats import StatsBook
 
+HOUR = 3600.0
 FOREVER = 10 * 365 * 86_400.0  # a merged book keeps whatever it was given
 BY = "guardrails"
 
@@ -56,10 +57,18 @@ class Guardrails:
     def settings(self):
         return self.policy.deploy
 
+    @property
+    def horizon(self) -> float:
+        """Seconds of stats read: an hour, or twice the longest step or bake."""
+        d = self.settings
+        return max(HOUR, 2 * max(d.step_seconds, d.bake_seconds))
+
     # -- every replica's stats ------------------------------------------------------------
 
-    def book(self, model: str, since: float) -> StatsBook:
-        """The model's stats from ``since`` on, every replica's merged."""
+    def book(self, model: str, since: float, now: float) -> StatsBook:
+        """The model's stats from ``since`` on, every replica's merged; at most the last
+        ``horizon`` seconds of them, so a slot held for days costs what an hour does."""
+        since = max(since, now - self.horizon)
         book = StatsBook(window_seconds=FOREVER, slice_seconds=SLICE_SECONDS)
         for r in self.store.serving_stats_of(model, int(since // SLICE_SECONDS)):
             book.add_slice(model, r["version"], r["slot"], r["slice"], r["stats"])
@@ -102,7 +111,7 @@ class Guardrails:
         if not rows:
             return {}
         slots = {r["slot"]: r for r in rows}
-        book = self.book(model, min(seconds(r["since"]) for r in rows))
+        book = self.book(model, min(seconds(r["since"]) for r in rows), now)
         stats = {}
         for r in rows:
             w = book.window(model, r["number"], r["slot"], now, since=seconds(r["since"]))
@@ -132,7 +141,8 @@ class Guardrails:
             slots = {r["slot"]: r for r in group}
             if "canary" not in slots and not ("shadow" in slots and "production" in slots):
                 continue
-            book = self.book(model, min(seconds(r["since"]) for r in slots.values()))
+            judged = [slots[s] for s in ("canary", "shadow") if s in slots]
+            book = self.book(model, min(seconds(r["since"]) for r in judged), now)
             if "canary" in slots:
                 out += self._canary(model, slots, book, now, tick)
             if "shadow" in slots and "production" in slots:
@@ -226,7 +236,7 @@ class Guardrails:
                 f"{subject} has not baked as a canary against production {model}:{prod['number']}.",
                 "Move it to canary first; promotion follows a clean bake.",
             )
-        d = self._decision(self.book(model, seconds(canary["since"])), model, slots, now)
+        d = self._decision(self.book(model, seconds(canary["since"]), now), model, slots, now)
         if d.state != "promote_ready":
             raise BakeNotClean(
                 f"{subject} cannot enter production before a clean bake: {d.reason}",
@@ -239,7 +249,7 @@ class Guardrails:
         shadow = slots.get("shadow")
         if shadow is None or int(shadow["number"]) != number or "production" not in slots:
             return  # never shadowed (approved before shadow was on, or no production)
-        report = self._shadow(self.book(model, seconds(shadow["since"])), model, slots, now)
+        report = self._shadow(self.book(model, seconds(shadow["since"]), now), model, slots, now)
         if not report.passed:
             raise ShadowNotPassed(
                 f"{subject} cannot enter canary before its shadow report passes: {report.reason}",

@@ -115,3 +115,34 @@ def test_steps_move_once_and_the_bake_gates_promotion(store, canary):
     assert ready == ["step_up"]
     assert [e[1]["state"] for e in a.tick(later + 10, 2)] == ["promote_ready"]
     assert a.tick(later + 11, 3) == []  # recorded once, not every tick
+
+
+def test_the_shadow_report_gates_the_canary(store):
+    v1, n1 = version(store, 1)
+    v2, n2 = version(store, 2)
+    store.stage_set(v1, "production", "t", "", "churn:1")
+    store.stage_set(v2, "approved", "t", "", "churn:2")
+    store.slot_set("churn", "production", v1, n1, 100.0, "t")
+    store.slot_set("churn", "shadow", v2, n2, 0.0, "t")
+    policy = Policy(deploy=DeployPolicy(shadow=True, min_requests=10, min_agreement=0.9))
+    a = replica(store, policy, "a", [])
+    now = time.time() + 1
+    with pytest.raises(Conflict) as refused:
+        a.guard({}, "canary", "churn:2", now=now)
+    assert refused.value.code == "shadow_not_passed" and "more mirrored" in refused.value.message
+    traffic(store, "a", "production", 1, 20)
+    book = StatsBook(slice_seconds=SLICE_SECONDS)
+    shadow = book.get("churn", 2, "shadow")
+    for i in range(20):  # the same answers as production's, but one in four disagrees
+        shadow.record(now - 1, 2.0, classes=[i % 2], scores=[(i % 10) / 10 + 0.05])
+        shadow.record_pair(now - 1, i % 4 != 0)
+    store.serving_stats_add("a", book.drain_slices())
+    with pytest.raises(Conflict) as refused:
+        a.guard({}, "canary", "churn:2", now=now)
+    assert "below min_agreement" in refused.value.message
+    assert a.judge("churn", now=now)["shadow"]["agreement"] == 0.75
+    assert [e[1]["state"] for e in a.tick(now, 1)] == ["failed"]
+    # Without the gate the report is still shown, and the move is allowed
+    ungated = replica(store, Policy(deploy=DeployPolicy(shadow=True, shadow_gate=False)), "b", [])
+    ungated.guard({}, "canary", "churn:2", now=now)
+    assert ungated.judge("churn", now=now)["shadow"]["gates"] is False
