@@ -190,7 +190,7 @@ class ModelServer:
             if served is None or served[0] != row["model"]:
                 continue  # served by another replica (which joins it), or forgotten
             model, number, slot, predicted = served
-            label = row["label"]
+            label, predicted = row["label"], predicted or []
             pairs = (
                 zip(predicted, label, strict=True)
                 if isinstance(label, list) and len(label) == len(predicted)

@@ -262,6 +262,19 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
     assert (status, body) == (201, {"model": "churn", "labels": 1})
     stored = central.sql("SELECT request_id, label FROM feedback WHERE model = 'churn'")
     assert stored == [{"request_id": request_id, "label": "1"}]
+    # ...and joins its prediction in the stats the guardrails read (live performance)
+    until(
+        lambda: (
+            next(
+                s["labelled"]
+                for s in central.request("GET", "/api/v1/models/churn/deployment")[1]["slots"]
+                if s["slot"] == "production"
+            )
+            == 1
+        ),
+        timeout=30,
+        what="the label joined",
+    )
 
     # The log is Parquet, on the blob store (files or S3), with the request in it
     status, raw = get_bytes(central, "/api/v1/models/churn/predictions")
