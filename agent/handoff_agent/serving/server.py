@@ -9,7 +9,9 @@ referenced are drained, then stopped.
 Each request updates this process's ``StatsBook`` (latency, errors, predicted classes and
 scores; shadow answers are compared with the ones sent). Every tick joins the feedback labels
 of the requests served here, adds the book into this replica's ``serving_stats`` rows, and
-calls the tick hooks (the guardrails, which read every replica's rows merged).
+calls the tick hooks (the guardrails, which read every replica's rows merged). A canary's
+failed request wakes the next tick early (at most every ``EARLY_TICK``): an error-rate alarm
+is judged at once rather than up to ``c.Serving.tick_seconds`` later.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class PredictFailed(HandoffError):
 SLICE_SECONDS = 5.0  # the stats' time slices; every replica must use the same
 STATS_RETENTION = 86_400.0  # seconds of stored stats (a bake or step longer than it is cut)
 PRUNE_TICKS = 60  # stored stats older than the retention are dropped every this many ticks
+EARLY_TICK = 0.2  # seconds between ticks at least, when failed canary requests wake them
 RECENT_REQUESTS = 100_000  # served requests remembered for joining feedback labels
 
 
@@ -100,6 +103,8 @@ class ModelServer:
         self.recent: collections.OrderedDict = collections.OrderedDict()  # request id → served
         self._feedback_after: int | None = None
         self.tick = 0  # ticks so far: a guardrail decision names the tick that made it
+        self._wake = asyncio.Event()  # set by a canary's failed request: tick early
+        self._last_tick = 0.0
         self.log = PredictionLog(registry, store, call, run_io, settings)
         # Guardrails plug in here: each is called with this server every tick, after the
         # tick's stats are stored (so a decision sees every request answered before it).
@@ -159,7 +164,12 @@ class ModelServer:
 
     async def _ticks(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.tick_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.tick_seconds)
+            if self._wake.is_set():  # a canary failed a request: judge it now, not later
+                self._wake.clear()
+                await asyncio.sleep(max(0.0, self._last_tick + EARLY_TICK - time.monotonic()))
+            self._last_tick = time.monotonic()
             self.tick += 1
             try:
                 await self.store_stats()
@@ -367,6 +377,8 @@ class ModelServer:
             ms = (time.perf_counter() - t0) * 1000
             server_side = e.status >= 500 or isinstance(e, PredictFailed)
             stats.record(now, ms, error=server_side)
+            if server_side and route.slot == "canary":
+                self._wake.set()
             self.log.append({**record, "latency_ms": ms, "status": e.status, "error": e.message})
             raise
         ms = (time.perf_counter() - t0) * 1000
