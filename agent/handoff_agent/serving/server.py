@@ -337,7 +337,7 @@ class ModelServer:
         outputs = await self._predict(model, route, columns, request_id)
         shadow = self.endpoints[model].shadow() if number is None else None
         if shadow is not None and shadow.number != route.number:
-            self._in_background(self._shadow(model, shadow, columns, request_id))
+            self._in_background(self._shadow(model, shadow, columns, request_id, outputs))
         return Served(model, route.number, route.slot, request_id, outputs)
 
     async def _predict(self, model: str, route: Route, columns: dict, request_id: str) -> dict:
@@ -392,9 +392,18 @@ class ModelServer:
         self.log.append({**record, "latency_ms": ms, "status": 200, "outputs": outputs})
         return outputs
 
-    async def _shadow(self, model: str, route: Route, columns: dict, request_id: str) -> None:
-        with contextlib.suppress(HandoffError):  # logged and counted in _predict; never sent
-            await self._predict(model, route, columns, request_id)
+    async def _shadow(
+        self, model: str, route: Route, columns: dict, request_id: str, answered: dict
+    ) -> None:
+        """The mirrored request; its answer is compared with the one sent, row by row."""
+        try:
+            outputs = await self._predict(model, route, columns, request_id)
+        except HandoffError:  # logged and counted in _predict; never sent
+            return
+        mine, theirs = outputs.get("predict") or [], answered.get("predict") or []
+        stats, now = self.book.get(model, route.number, route.slot), time.time()
+        for a, b in zip(mine, theirs, strict=False):
+            stats.record_pair(now, a == b)
 
     # -- what the deployment view shows ---------------------------------------------------
 

@@ -335,9 +335,14 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
         slots = {s["slot"]: s for s in view["slots"]}
         answers = {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(5)}
         assert answers == {"1"}
-        return "shadow" in slots and slots["shadow"]["requests"]
+        return "shadow" in slots and slots["shadow"].get("agreement") is not None and view
 
-    until(shadow_requests, timeout=60, what="mirrored requests")
+    view = until(shadow_requests, timeout=60, what="mirrored requests compared")
+    # Agreement with production's answers is reported, in the slot and in the shadow report
+    shadow = next(s for s in view["slots"] if s["slot"] == "shadow")
+    assert shadow["requests"] > 0 and 0.0 <= shadow["agreement"] <= 1.0
+    report = view["guardrails"]["shadow"]
+    assert report["requests"] == shadow["requests"] and report["gates"] is False
 
     # Canary at the policy's 30 %, sticky per key
     sign(central, "churn", v2, "canary")
