@@ -124,7 +124,10 @@ class Guardrails:
         report = self._shadow(book, model, slots, now)
         alarms = {}
         if decision is not None:
-            alarms["canary"] = [{**a.to_dict(), "what": ALARMS[a.metric]} for a in decision.alarms]
+            alarms["canary"] = [
+                {**a.to_dict(), "what": ALARMS[a.metric], "reason": a.sentence}
+                for a in decision.alarms
+            ]
         return {
             "stats": stats,
             "alarms": alarms,
