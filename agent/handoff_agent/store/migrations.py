@@ -49,6 +49,12 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m008_serving_stats(conn: Connection) -> None:
+    """Each replica's serving counters, merged by every reader; the guardrails' decisions."""
+    for table in (t.serving_stats, t.guardrail_events):
+        table.create(conn)
+
+
 def m011_sources(conn: Connection) -> None:
     """Watched data sources, their fingerprint history, and what their changes triggered."""
     for table in (t.data_sources, t.source_snapshots, t.triggers):
@@ -58,6 +64,7 @@ def m011_sources(conn: Connection) -> None:
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m008_serving_stats", m008_serving_stats),
     ("m011_sources", m011_sources),
 ]
 
