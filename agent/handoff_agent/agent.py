@@ -34,6 +34,7 @@ from .handlers.deployments import (
     FeedbackHandler,
     PredictionsHandler,
     RollbackHandler,
+    ValidationHandler,
 )
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
@@ -411,12 +412,42 @@ class HandoffAgent(LoggingConfigurable):
         )
         if self.role == "central":
             self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
+        self.validation = self._make_validation() if self.role == "central" else None
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
         # Called every c.Serving.tick_seconds with {model: [slot stats]} (the guardrails);
         # register before start. The same list becomes the model server's tick_hooks.
         self.serving_tick_hooks: list = []
         self.serving_url: str | None = None
+
+    def _make_validation(self):
+        """Central: entering validated converts to ONNX and load-tests, in the background;
+        queued in the stage change's transaction, and a failed gate blocks moving on."""
+        from .serving.validation import Validation, ValidationService
+
+        service = ValidationService(
+            Validation(parent=self),
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            self.model_sandbox,
+            self.worker_limits(),
+            self.policy,
+            self.agent_id,
+            lambda: self.trusted_types,
+            lambda: self.token,
+            self.check_flow.write_reports,
+        )
+        deploy = self.stages.on_stage
+
+        def on_stage(*args):
+            deploy(*args)  # the slots first: validated puts the version in the test slot
+            service.on_stage(*args)
+
+        self.stages.on_stage = on_stage
+        self.stages.guards.append(service.guard)
+        return service
 
     def _make_sandbox(self, home: Path) -> Sandbox:
         from jupyter_core.paths import jupyter_runtime_dir
@@ -502,6 +533,7 @@ class HandoffAgent(LoggingConfigurable):
             (version + "/signoffs", SignoffHandler),
             (version + "/transition", TransitionHandler),
             (version + "/dossier", DossierHandler),
+            (version + "/validation", ValidationHandler),
         ]
         model = r"/api/v1/models/(?P<name>[^/]+)"
         routes += [
@@ -556,6 +588,8 @@ class HandoffAgent(LoggingConfigurable):
             await self.probe_pool.warm()
         if self.role == "central" and self.serving.enabled:
             await self.start_serving()
+        if self.validation is not None:
+            self.validation.start()
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
@@ -584,6 +618,9 @@ class HandoffAgent(LoggingConfigurable):
             self.run_io,
         )
         self.model_server.tick_hooks = self.serving_tick_hooks
+        if self.validation is not None:  # ONNX where the recorded conversion has parity
+            self.model_server.choose_backend = self.validation.choose_backend
+            self.validation.server = self.model_server
         app = web.Application(
             routes(),
             agent=self,
@@ -612,6 +649,8 @@ class HandoffAgent(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.trust_flow.stop_watch()
+        if self.validation is not None:
+            await self.validation.stop()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.model_server is not None:

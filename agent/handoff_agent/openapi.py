@@ -250,9 +250,22 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/deployment": {
         "get": _op(
             "Central: where each version serves (slot, traffic %, requests, error rate, "
-            "p50/p99, backend) and the model server's URL.",
+            "p50/p99, backend), the model server's URL, and each served version's validation "
+            "(backend, ONNX parity, load test and gate).",
             params=[NAME],
         )
+    },
+    VERSION + "/validation": {
+        "get": _op(
+            "Central: what entering validated ran for the version: the serving backend, the "
+            "ONNX parity result and tolerance, the load test against production and its gate.",
+            params=[NAME, NUMBER],
+        ),
+        "post": _op(
+            "Admin, central: run the version's validation again (it must be validated).",
+            ok="202",
+            params=[NAME, NUMBER],
+        ),
     },
     "/api/v1/models/{name}/deployment/rollback": {
         "post": _op(

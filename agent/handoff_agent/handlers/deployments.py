@@ -3,7 +3,7 @@ feedback by request id, and the prediction log as Parquet. Thin over serving.dep
 
 from __future__ import annotations
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from .base import ANY_ROLE
 from .pipeline import CentralOnly, _text
@@ -16,7 +16,45 @@ class DeploymentHandler(CentralOnly):
         validate_name(name)
         self.central()
         agent = self.agent
-        self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+        view = await agent.call(agent.deployments.view, name, agent.model_server)
+        if agent.validation is not None:  # backend, parity and load test per served version
+            numbers = {s["version"] for s in view["slots"]}
+            view["validations"] = await agent.read(agent.validation.for_versions, name, numbers)
+        self.write_json(view)
+
+
+class ValidationHandler(CentralOnly):
+    """GET: what entering validated ran for a version (backend, parity, load test and gate).
+    POST (admin): run it again, e.g. after a failed gate whose cause is fixed."""
+
+    roles = {"GET": ANY_ROLE, "POST": ("admin",)}
+
+    def service(self):
+        self.central()
+        if self.agent.validation is None or not self.agent.validation.settings.enabled:
+            raise NotFound(
+                "Validation is off at this central (c.Validation.enabled = False).",
+                code="validation_off",
+            )
+        return self.agent.validation
+
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        service = self.service()
+        out = await self.agent.read(service.of, name, int(number))
+        if out is None:
+            raise NotFound(
+                f"{name}:{number} has no validation.",
+                "One runs when a version enters validated at central.",
+                code="no_validation",
+            )
+        self.write_json({"model": name, "version": int(number), **out})
+
+    async def post(self, name: str, number: str):
+        validate_name(name)
+        service = self.service()
+        out = await self.agent.call(service.rerun, name, int(number), self.identity["user"])
+        self.write_json({"model": name, "version": int(number), **out}, 202)
 
 
 class RollbackHandler(CentralOnly):

@@ -18,6 +18,7 @@ from .inventory import InventoryStore
 from .migrations import upgrade
 from .outbox import OutboxStore
 from .serving import ServingStore
+from .validation import ValidationStore
 from .versions import VersionStore
 
 
@@ -30,6 +31,7 @@ class MetadataStore(
     EventStore,
     InventoryStore,
     ServingStore,
+    ValidationStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

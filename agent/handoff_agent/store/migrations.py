@@ -49,9 +49,15 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m009_validation(conn: Connection) -> None:
+    """What entering validated ran: ONNX conversion with parity, the load test and its gate."""
+    t.validations.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m009_validation", m009_validation),
 ]
 
 

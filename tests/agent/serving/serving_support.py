@@ -37,9 +37,10 @@ shadow = true
 """
 
 
-def start_pair(tmp: Path, serving_args=()) -> tuple[RunningAgent, RunningAgent]:
+def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY):
+    """(local, central) on loopback, central with ``policy_text``."""
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     central = RunningAgent(
         tmp / "central",
         tmp / "rt-central",
