@@ -347,6 +347,11 @@ class ValidationService:
                 reason=f"the validation broke: {type(e).__name__}: {e}"[:500],
                 loadtest={"failed": ["finished"]},
             )
+        if self.write_reports is not None:
+            try:
+                await self.write_reports(model, number, vid)
+            except Exception:
+                log.exception("the report of %s:%s was not written again", model, number)
         done = await self.pools.read(self.store.validation_of, vid)
         out = summary(done) or {}
         self.events.publish(
@@ -358,11 +363,6 @@ class ValidationService:
             failed=(out.get("loadtest") or {}).get("failed") or [],
             reason=out.get("reason"),
         )
-        if self.write_reports is not None:
-            try:
-                await self.write_reports(model, number, vid)
-            except Exception:
-                log.exception("the report of %s:%s was not written again", model, number)
 
     async def _convert(self, vid: int, model: str, number: int, digest: str) -> None:
         await self.pools.call(self.store.validation_update, vid, state="converting")

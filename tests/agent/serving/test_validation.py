@@ -12,10 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from serving_support import POLICY, Client, push_to_central, serving_url, sign, start_pair
+from serving_support import (
+    POLICY,
+    Client,
+    central_stage,
+    push_to_central,
+    serving_url,
+    sign,
+    start_pair,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
-from support import RunningAgent, until
+from support import RunningAgent, push_model, until
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("skl2onnx")
@@ -60,8 +68,9 @@ def validation(central, name: str, number: int) -> dict:
 
 
 def finished(central, name: str, number: int) -> dict:
+    path = f"/api/v1/models/{name}/versions/{number}/validation"
     return until(
-        lambda: (v := validation(central, name, number))["state"] == "done" and v,
+        lambda: (r := central.request("GET", path))[0] == 200 and r[1]["state"] == "done" and r[1],
         timeout=240,
         what=f"{name}:{number} validated at central",
     )
@@ -109,14 +118,23 @@ def test_a_converting_model_serves_on_onnx_with_parity_and_passes_its_load_test(
     # The version's detail and its report say so too
     detail = central.request("GET", f"/api/v1/models/churn/versions/{number}")[1]
     assert detail["validation"]["parity"]["converted"] is True
-    status, html = central.request("GET", f"/api/v1/models/churn/versions/{number}/report")
-    assert status == 200 and "Deployment test" in html and "onnx" in html
+    report = f"/api/v1/models/churn/versions/{number}/report"
+    html = until(
+        lambda: (r := central.request("GET", report))[0] == 200 and r[1],
+        timeout=60,
+        what="the report written again",
+    )
+    assert "Deployment test" in html and "onnx" in html
 
 
 def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, data):
     local, central, _client = pair
     X, y = data
-    number = push_to_central(local, central, NearestCentroid().fit(X, y), "centroid", X, y)
+    # A type outside the default trust list, trusted by an admin: skl2onnx does not know it
+    number = push_model(local, NearestCentroid().fit(X, y), "centroid", X=X, y=y).number
+    until(lambda: central_stage(central, "centroid", number) == "needs_trust", what="held")
+    types = ["sklearn.neighbors._nearest_centroid.NearestCentroid"]
+    assert central.request("POST", "/api/v1/trust", {"types": types})[0] == 201
     v = finished(central, "centroid", number)
     assert v["backend"] == "skops"
     assert v["parity"]["converted"] is False
