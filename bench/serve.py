@@ -4,18 +4,26 @@ breast-cancer data), served side by side in one run:
 - direct ``predict`` in this process (the floor);
 - onnxruntime directly, on the graph ``handoff_agent.onnx_convert`` makes (``OnnxBackend``);
 - ``mlflow models serve --env-manager local`` on the same model (the anchor);
-- Handoff's model server on the scikit-learn (skops) and ONNX backends: pass their V2 infer
-  URLs (below); without them those rows say "not measured".
+- Handoff's model server on the scikit-learn (skops) and ONNX backends, deployed here as a
+  team would: a local agent and a central one on loopback, each model pushed through the
+  notebook API, validated at central and signed off to production. The skops deployment runs
+  with ``--Validation.enabled=False``; the ONNX one converts on entering validated (parity on
+  the evaluation sample) and load-tests the test slot, then serves on onnxruntime. The skops
+  deployment also times a second LogisticRegression from its canary sign-off (approved) to
+  the first default-route answer it serves.
 
-It measures single-row p50/p99 at concurrency 1 and throughput at concurrency 16, and prints
-ratios (targets from issue 11: Handoff p50 <= 1/2 MLflow's; the ONNX backend >= 5x faster than
-MLflow for the forest, single row). HTTP is driven by ``handoff_agent.loadtest``, the same
-client the deploy gate uses, over keep-alive connections on loopback.
+It measures single-row p50/p99 at concurrency 1, throughput at concurrency 16, the router's
+overhead over each backend's own predict, and the time from approved to serving canary
+traffic, and ends with one MET/MISSED line per target of issue 11 (Handoff p50 <= 1/2
+MLflow's; skops overhead <= 0.5 ms; the ONNX backend >= 5x faster than MLflow for the forest,
+single row; approved -> canary <= 2 s; alarm -> rolled back <= 1 s is bench/guardrails.py's).
+HTTP is driven by ``handoff_agent.loadtest``, the same client the deploy gate uses, over
+keep-alive connections on loopback.
 
-    python bench/serve.py                        # everything (about 1-2 minutes, 2 cores)
+    python bench/serve.py                        # everything (several minutes, 2 cores)
     python bench/serve.py --quick --skip-mlflow  # fewer requests, no MLflow
-    python bench/serve.py --handoff-skops-url 'http://127.0.0.1:PORT/v2/models/bench-{model}/infer'
-                          --handoff-onnx-url  '…'   # {model} is "logreg" or "forest"
+    python bench/serve.py --skip-handoff --handoff-skops-url 'http://127.0.0.1:PORT/v2/models/bench-{model}/infer'
+                          --handoff-onnx-url  '…'   # a server of yours; {model}: logreg, forest
     (or HANDOFF_SKOPS_URL / HANDOFF_ONNX_URL; HANDOFF_TOKEN is sent as the token)
 
 Every process it starts is stopped in a finally block; its files live in one temp directory

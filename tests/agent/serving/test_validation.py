@@ -61,12 +61,6 @@ def pair(tmp_path_factory):
         central.stop()
 
 
-def validation(central, name: str, number: int) -> dict:
-    status, body = central.request("GET", f"/api/v1/models/{name}/versions/{number}/validation")
-    assert status == 200, body
-    return body
-
-
 def finished(central, name: str, number: int) -> dict:
     path = f"/api/v1/models/{name}/versions/{number}/validation"
     return until(
