@@ -333,6 +333,12 @@ class HandoffDeployment:
         """Seconds from the canary sign-off of an approved version to the first default-route
         answer served by it (the policy's canary share, random routing)."""
         number = self.push(model, name, X, y)
+
+        def test_slot_ready():  # a reviewer approves after looking at it: its workers are up
+            url = f"{self.serving_url}/v2/models/{name}/versions/{number}/ready"
+            return _get_status(url, self.headers) == 200
+
+        wait_for(test_slot_ready, 300, f"{name}:{number} loaded in the test slot")
         self.sign(name, number, "approved")
         t0 = time.perf_counter()
         self.sign(name, number, "canary")
@@ -363,6 +369,20 @@ def _invocation(url: str, name: str, X, headers: dict) -> tuple[int, dict]:
             return r.status, dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers)
+
+
+def _get_status(url: str, headers: dict) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.1):

@@ -256,6 +256,13 @@ class ValidationService:
                     f"{model}:{number} is {stage}; only a validated version is load-tested.",
                     code="wrong_stage",
                 )
+            row = self.store.validation_of(vid)
+            if row is not None and row["state"] in ("converting", "load_testing"):
+                raise Conflict(
+                    f"{model}:{number} is being validated now ({row['state']}).",
+                    "Wait for it to finish, then run it again if needed.",
+                    code="validation_running",
+                )
             self.store.validation_queue(vid, model, number, by)
         self._wake.set()
         return summary(self.store.validation_of(vid))
