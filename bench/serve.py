@@ -446,51 +446,48 @@ def measure_mlflow(model, X, tmp: Path, name: str, args) -> dict:
 # -- the run ----------------------------------------------------------------------------------
 
 
-def bench_handoff(rep: Report, X, y, models: dict, tmp: Path, args) -> None:
+def bench_handoff(rep: Report, X, y, models: dict, tmp: Path, args, running: list) -> None:
     """Handoff deployed here, once per backend: the bench models pushed, validated at central
-    and promoted to production; each measured over V2 while its deployment runs. With the
-    skops deployment also: the time from approved to serving canary traffic."""
-    rep.section("Handoff deployments (pushed, validated, signed off; measured over V2)")
+    and promoted to production. The deployments stay up (added to ``running``, which the
+    caller stops, also when this fails half-way), so each model's Handoff rows are measured
+    beside its other rows. With the skops deployment also: the time from approved to serving
+    canary traffic."""
+    rep.section("Handoff deployments (pushed, validated, signed off)")
     args.handoff = {}
     for key, onnx in (("handoff_skops", False), ("handoff_onnx", True)):
         if getattr(args, f"{key}_url"):
             continue  # a server given on the command line is measured instead
         dep = HandoffDeployment(tmp, key, onnx, args.mlflow_workers)
-        try:
+        running.append(dep)
+        t0 = time.perf_counter()
+        dep.start()
+        rep.row(f"{key}: central + local agent up", fmt_s(time.perf_counter() - t0), "")
+        for name in args.models.split(","):
             t0 = time.perf_counter()
-            dep.start()
-            rep.row(f"{key}: central + local agent up", fmt_s(time.perf_counter() - t0), "")
-            for name in args.models.split(","):
-                t0 = time.perf_counter()
-                url, validation = dep.deploy(models[name], f"bench-{name}", X, y)
-                took = time.perf_counter() - t0
-                note = "push, validate, 3 sign-offs"
-                if validation:
-                    parity = validation.get("parity") or {}
-                    lt = validation.get("loadtest") or {}
-                    note += (
-                        f"; backend {validation['backend']}, parity max abs diff "
-                        f"{parity.get('max_abs_diff')}, load test {lt.get('verdict')}"
-                    )
-                rep.row(f"{key}: {name} deployed to production", fmt_s(took), note)
-                out = measure_handoff(url, X, args, dep.headers)
-                out["validation"] = validation
-                args.handoff.setdefault(key, {})[name] = out
-            if not onnx and "logreg" in args.models.split(","):
-                from sklearn.linear_model import LogisticRegression
-                from sklearn.pipeline import make_pipeline
-                from sklearn.preprocessing import StandardScaler
-
-                second = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000))
-                took = dep.approved_to_canary(second.fit(X, y), "bench-logreg", X, y)
-                args.approved_to_canary = took
-                rep.row(
-                    "approved -> serving canary traffic",
-                    fmt_s(took),
-                    rep.target("approved_to_canary", "<= 2 s", took, took <= 2.0),
+            url, validation = dep.deploy(models[name], f"bench-{name}", X, y)
+            took = time.perf_counter() - t0
+            note = "push, validate, 3 sign-offs"
+            if validation:
+                parity = validation.get("parity") or {}
+                lt = validation.get("loadtest") or {}
+                note += (
+                    f"; backend {validation['backend']}, parity max abs diff "
+                    f"{parity.get('max_abs_diff') or 0:.2g}, load test {lt.get('verdict')}"
                 )
-        finally:
-            dep.stop()
+            rep.row(f"{key}: {name} deployed to production", fmt_s(took), note)
+            args.handoff.setdefault(key, {})[name] = (url, dep.headers, validation)
+        if not onnx and "logreg" in args.models.split(","):
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            second = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000))
+            took = dep.approved_to_canary(second.fit(X, y), "bench-logreg", X, y)
+            rep.row(
+                "approved -> serving canary traffic",
+                fmt_s(took),
+                rep.target("approved_to_canary", "<= 2 s", took, took <= 2.0),
+            )
 
 
 def _url(template: str | None, name: str) -> str | None:
@@ -513,9 +510,13 @@ def bench_model(rep: Report, name: str, model, X, tmp: Path, args) -> dict:
     results["onnxruntime"]["labels_equal"] = same
 
     for key in ("handoff_skops", "handoff_onnx"):
-        measured = args.handoff.get(key, {}).get(name)  # deployed and measured by this run
-        url = _url(getattr(args, f"{key}_url"), name)
-        results[key] = measured or measure_handoff(url, X, args)
+        deployed = args.handoff.get(key, {}).get(name)  # deployed by this run
+        if deployed:
+            url, headers, validation = deployed
+            results[key] = measure_handoff(url, X, args, headers)
+            results[key]["validation"] = validation
+        else:
+            results[key] = measure_handoff(_url(getattr(args, f"{key}_url"), name), X, args)
     results["mlflow"] = None if args.skip_mlflow else measure_mlflow(model, X, tmp, name, args)
 
     labels = {
@@ -631,15 +632,16 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     rep.data["machine"]["loadavg_start"] = load0
     print(f"Serving benchmark on {platform.node()} ({os.cpu_count()} CPUs), temp dir {tmp}")
+    running: list = []
     try:
         rep.note(
             f"mlflow models serve runs {args.mlflow_workers} worker(s); throughput at "
             f"c={CONCURRENCY} compares fairly only with as many Handoff serving workers."
         )
         X, y, models = make_models()
-        args.handoff, args.approved_to_canary = {}, None
+        args.handoff = {}
         if not args.skip_handoff:
-            bench_handoff(rep, X, y, models, tmp, args)
+            bench_handoff(rep, X, y, models, tmp, args, running)
         rep.data["models"] = {}
         for name in args.models.split(","):
             rep.data["models"][name] = bench_model(rep, name, models[name], X, tmp, args)
@@ -653,6 +655,8 @@ def main(argv=None) -> int:
     finally:
         import shutil
 
+        for dep in running:
+            dep.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     rep.finish("Serving benchmark summary (loopback, this machine)", t_start, load0, args.out)
     print("\nTargets (issue 11):")
