@@ -31,10 +31,12 @@ from traitlets.config import Configurable
 
 from .. import loadtest, onnx_convert
 from ..errors import Conflict
+from ..vocabulary import FLOW
 from . import onnx_backend
 
 log = logging.getLogger("handoff_agent")
-GATED = ("approved", "canary", "production")  # the stages beyond validated
+# The stages beyond validated, up to production (archiving is never blocked).
+GATED = FLOW[FLOW.index("validated") + 1 : FLOW.index("production") + 1]
 STAGE_POLL = 0.5
 
 
