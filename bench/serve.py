@@ -4,18 +4,26 @@ breast-cancer data), served side by side in one run:
 - direct ``predict`` in this process (the floor);
 - onnxruntime directly, on the graph ``handoff_agent.onnx_convert`` makes (``OnnxBackend``);
 - ``mlflow models serve --env-manager local`` on the same model (the anchor);
-- Handoff's model server on the scikit-learn (skops) and ONNX backends: pass their V2 infer
-  URLs (below); without them those rows say "not measured".
+- Handoff's model server on the scikit-learn (skops) and ONNX backends, deployed here as a
+  team would: a local agent and a central one on loopback, each model pushed through the
+  notebook API, validated at central and signed off to production. The skops deployment runs
+  with ``--Validation.enabled=False``; the ONNX one converts on entering validated (parity on
+  the evaluation sample) and load-tests the test slot, then serves on onnxruntime. The skops
+  deployment also times a second LogisticRegression from its canary sign-off (approved) to
+  the first default-route answer it serves.
 
-It measures single-row p50/p99 at concurrency 1 and throughput at concurrency 16, and prints
-ratios (targets from issue 11: Handoff p50 <= 1/2 MLflow's; the ONNX backend >= 5x faster than
-MLflow for the forest, single row). HTTP is driven by ``handoff_agent.loadtest``, the same
-client the deploy gate uses, over keep-alive connections on loopback.
+It measures single-row p50/p99 at concurrency 1, throughput at concurrency 16, the router's
+overhead over each backend's own predict, and the time from approved to serving canary
+traffic, and ends with one MET/MISSED line per target of issue 11 (Handoff p50 <= 1/2
+MLflow's; skops overhead <= 0.5 ms; the ONNX backend >= 5x faster than MLflow for the forest,
+single row; approved -> canary <= 2 s; alarm -> rolled back <= 1 s is bench/guardrails.py's).
+HTTP is driven by ``handoff_agent.loadtest``, the same client the deploy gate uses, over
+keep-alive connections on loopback.
 
-    python bench/serve.py                        # everything (about 1-2 minutes, 2 cores)
+    python bench/serve.py                        # everything (several minutes, 2 cores)
     python bench/serve.py --quick --skip-mlflow  # fewer requests, no MLflow
-    python bench/serve.py --handoff-skops-url 'http://127.0.0.1:PORT/v2/models/bench-{model}/infer'
-                          --handoff-onnx-url  '…'   # {model} is "logreg" or "forest"
+    python bench/serve.py --skip-handoff --handoff-skops-url 'http://127.0.0.1:PORT/v2/models/bench-{model}/infer'
+                          --handoff-onnx-url  '…'   # a server of yours; {model}: logreg, forest
     (or HANDOFF_SKOPS_URL / HANDOFF_ONNX_URL; HANDOFF_TOKEN is sent as the token)
 
 Every process it starts is stopped in a finally block; its files live in one temp directory
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pickle
 import platform
@@ -41,6 +50,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     MLFLOW_ENV,
+    Agent,
     fmt_s,
     free_port,
     median,
@@ -60,8 +70,8 @@ mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="cloudpickle"
 """
 
 
-def make_models() -> tuple[object, dict]:
-    """The data as a DataFrame, and the two fitted models."""
+def make_models() -> tuple[object, object, dict]:
+    """The data as a DataFrame, its labels, and the two fitted models."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -76,7 +86,7 @@ def make_models() -> tuple[object, dict]:
         "forest": RandomForestClassifier(n_estimators=200, random_state=0, n_jobs=-1).fit(X, y),
     }
     models["forest"].set_params(n_jobs=None)  # fitted in parallel, served as pushed
-    return X, models
+    return X, y, models
 
 
 # -- in process -------------------------------------------------------------------------------
@@ -158,16 +168,231 @@ def _handoff_headers() -> dict:
     return {"Authorization": f"token {token}"} if token else {}
 
 
-# SLOT (Handoff, scikit-learn backend): a V2 infer URL of Handoff's model server serving
-# this model with the skops backend. Until the server deploys the bench models itself, pass
-# --handoff-skops-url; then replace the URL argument with a deployment made here.
-def measure_handoff_skops(url: str | None, X, args) -> dict | None:
-    return measure_http(url, X, args, "v2", _handoff_headers()) if url else None
+def measure_handoff(url: str | None, X, args, headers: dict | None = None) -> dict | None:
+    """A Handoff V2 infer URL: one deployed here (``HandoffDeployment``) or one passed in."""
+    return measure_http(url, X, args, "v2", headers or _handoff_headers()) if url else None
 
 
-# SLOT (Handoff, ONNX backend): the same, for a version the server serves with OnnxBackend.
-def measure_handoff_onnx(url: str | None, X, args) -> dict | None:
-    return measure_http(url, X, args, "v2", _handoff_headers()) if url else None
+# -- Handoff deployed here --------------------------------------------------------------------
+
+SECRET = "bench-serve-secret-7Hq2Lr9VxWm4ZpK8nT3y"
+POLICY = f"""
+[intake]
+trusted_types = []
+revalidate = false
+
+[intake.senders]
+bench = "{SECRET}"
+
+[stages.approved]
+reviewer = 1
+[stages.canary]
+reviewer = 1
+[stages.production]
+reviewer = 1
+
+[deploy]
+canary_percent = 10
+
+[deploy.loadtest]
+requests = 100
+"""
+
+
+class HandoffDeployment:
+    """A local agent and a central one on loopback; models pushed through the notebook API,
+    validated at central (``onnx``: ONNX conversion and load test on; else skops only) and
+    signed off to production, as a team would."""
+
+    def __init__(self, tmp: Path, label: str, onnx: bool, workers: int):
+        from central import Central
+
+        self.label, self.onnx = label, onnx
+        base = tmp / f"handoff-{label}"
+        base.mkdir()
+        (base / "policy.toml").write_text(POLICY)
+        self.central = Central(
+            base / "central",
+            base / "rt-central",
+            base / "central.log",
+            free_port(),
+            SECRET + "-central-token",
+            [
+                "--policy",
+                str(base / "policy.toml"),
+                "--HandoffAgent.checks=[]",
+                f"--Serving.workers={workers}",
+                "--Serving.poll_interval=0.2",
+                f"--Validation.enabled={onnx}",
+            ],
+        )
+        self.local = Agent(
+            base / "local",
+            base / "rt-local",
+            base / "local.log",
+            (
+                "--forward-to",
+                "central",
+                "--HandoffAgent.checks=[]",
+                "--HandoffAgent.owner_name=bench",
+                "--HandoffAgent.forward_backoff=0.1",
+                "--CentralDestination.status_interval=0.2",
+            ),
+        )
+
+    def start(self) -> HandoffDeployment:
+        self.central.start(timeout=120)
+        self.local.extra_args += [
+            f"--CentralDestination.url={self.central.url}",
+            f"--CentralDestination.secret={SECRET}",
+            f"--CentralDestination.token={self.central.token}",
+        ]
+        self.local.start(timeout=120)
+        info = json.loads(self.central.runtime_file.read_text())
+        self.serving_url = info["serving_url"]
+        return self
+
+    def stop(self) -> None:
+        self.local.stop()
+        self.central.stop()
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"token {self.central.token}"}
+
+    def request(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.central.url + path, data=data, method=method)
+        req.add_header("Authorization", f"token {self.central.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def push(self, model, name: str, X, y, timeout: float = 300) -> int:
+        """Push through the notebook API; wait until central has it validated."""
+        from jupyter_handoff import api, config
+
+        config._instance = config.Handoff(
+            agent_url=self.local.url, token=self.local.token, auto_start=False
+        )
+        try:
+            pushed = api.push(model, name, X=X, y=y).number
+        finally:
+            config._instance = None
+
+        def validated():
+            rows = self.request("GET", f"/api/v1/models/{name}/versions")[1].get("versions", [])
+            return (
+                next((r["number"] for r in rows if r.get("stage") == "validated"), None)
+                if rows and max(r["number"] for r in rows) >= pushed
+                else None
+            )
+
+        return wait_for(validated, timeout, f"{name} validated at central")
+
+    def stage(self, name: str, number: int) -> str:
+        return self.request("GET", f"/api/v1/models/{name}/versions/{number}")[1].get("stage")
+
+    def sign(self, name: str, number: int, until: str) -> None:
+        path = f"/api/v1/models/{name}/versions/{number}/signoffs"
+        while self.stage(name, number) != until:
+            status, body = self.request("POST", path, {"decision": "approve", "comment": "ok"})
+            if status != 201:
+                raise RuntimeError(f"sign-off of {name}:{number} refused: {body}")
+
+    def validation(self, name: str, number: int, timeout: float = 600) -> dict:
+        path = f"/api/v1/models/{name}/versions/{number}/validation"
+        return wait_for(
+            lambda: (v := self.request("GET", path)[1]).get("state") == "done" and v,
+            timeout,
+            f"{name}:{number} validation",
+        )
+
+    def production_backend(self, name: str) -> str | None:
+        view = self.request("GET", f"/api/v1/models/{name}/deployment")[1]
+        prod = next((s for s in view.get("slots", []) if s["slot"] == "production"), {})
+        return prod.get("backend") if prod.get("workers") else None
+
+    def deploy(self, model, name: str, X, y) -> tuple[str, dict | None]:
+        """Push, validate and promote to production; the V2 URL and the validation."""
+        number = self.push(model, name, X, y)
+        validation = self.validation(name, number) if self.onnx else None
+        self.sign(name, number, "production")
+        want = (validation or {}).get("backend") or "skops"
+        wait_for(lambda: self.production_backend(name) == want, 300, f"{name} on {want}")
+        return f"{self.serving_url}/v2/models/{name}/infer", validation
+
+    def approved_to_canary(self, model, name: str, X, y) -> float:
+        """Seconds from the canary sign-off of an approved version to the first default-route
+        answer served by it (the policy's canary share, random routing)."""
+        number = self.push(model, name, X, y)
+
+        def test_slot_ready():  # a reviewer approves after looking at it: its workers are up
+            url = f"{self.serving_url}/v2/models/{name}/versions/{number}/ready"
+            return _get_status(url, self.headers) == 200
+
+        wait_for(test_slot_ready, 300, f"{name}:{number} loaded in the test slot")
+        self.sign(name, number, "approved")
+        t0 = time.perf_counter()
+        self.sign(name, number, "canary")
+
+        def served_by_canary():
+            status, headers = _invocation(self.serving_url, name, X, self.headers)
+            return status == 200 and headers.get("X-Handoff-Model-Version") == str(number)
+
+        wait_for(served_by_canary, 120, f"{name}:{number} serving canary traffic", every=0.0)
+        return time.perf_counter() - t0
+
+
+def _invocation(url: str, name: str, X, headers: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    row = X.iloc[:1]
+    body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
+    req = urllib.request.Request(
+        f"{url}/invocations?model={name}", data=json.dumps(body).encode(), method="POST"
+    )
+    req.add_header("Content-Type", "application/json")
+    for k, v in headers.items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+def _get_status(url: str, headers: dict) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class MlflowServe:
@@ -221,6 +446,50 @@ def measure_mlflow(model, X, tmp: Path, name: str, args) -> dict:
 # -- the run ----------------------------------------------------------------------------------
 
 
+def bench_handoff(rep: Report, X, y, models: dict, tmp: Path, args, running: list) -> None:
+    """Handoff deployed here, once per backend: the bench models pushed, validated at central
+    and promoted to production. The deployments stay up (added to ``running``, which the
+    caller stops, also when this fails half-way), so each model's Handoff rows are measured
+    beside its other rows. With the skops deployment also: the time from approved to serving
+    canary traffic."""
+    rep.section("Handoff deployments (pushed, validated, signed off)")
+    args.handoff = {}
+    for key, onnx in (("handoff_skops", False), ("handoff_onnx", True)):
+        if getattr(args, f"{key}_url"):
+            continue  # a server given on the command line is measured instead
+        dep = HandoffDeployment(tmp, key, onnx, args.mlflow_workers)
+        running.append(dep)
+        t0 = time.perf_counter()
+        dep.start()
+        rep.row(f"{key}: central + local agent up", fmt_s(time.perf_counter() - t0), "")
+        for name in args.models.split(","):
+            t0 = time.perf_counter()
+            url, validation = dep.deploy(models[name], f"bench-{name}", X, y)
+            took = time.perf_counter() - t0
+            note = "push, validate, 3 sign-offs"
+            if validation:
+                parity = validation.get("parity") or {}
+                lt = validation.get("loadtest") or {}
+                note += (
+                    f"; backend {validation['backend']}, parity max abs diff "
+                    f"{parity.get('max_abs_diff') or 0:.2g}, load test {lt.get('verdict')}"
+                )
+            rep.row(f"{key}: {name} deployed to production", fmt_s(took), note)
+            args.handoff.setdefault(key, {})[name] = (url, dep.headers, validation)
+        if not onnx and "logreg" in args.models.split(","):
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            second = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000))
+            took = dep.approved_to_canary(second.fit(X, y), "bench-logreg", X, y)
+            rep.row(
+                "approved -> serving canary traffic",
+                fmt_s(took),
+                rep.target("approved_to_canary", "<= 2 s", took, took <= 2.0),
+            )
+
+
 def _url(template: str | None, name: str) -> str | None:
     return template.replace("{model}", name) if template else None
 
@@ -240,8 +509,14 @@ def bench_model(rep: Report, name: str, model, X, tmp: Path, args) -> dict:
     results["onnxruntime"] = in_process(backend.predict, X, args)
     results["onnxruntime"]["labels_equal"] = same
 
-    results["handoff_skops"] = measure_handoff_skops(_url(args.handoff_skops_url, name), X, args)
-    results["handoff_onnx"] = measure_handoff_onnx(_url(args.handoff_onnx_url, name), X, args)
+    for key in ("handoff_skops", "handoff_onnx"):
+        deployed = args.handoff.get(key, {}).get(name)  # deployed by this run
+        if deployed:
+            url, headers, validation = deployed
+            results[key] = measure_handoff(url, X, args, headers)
+            results[key]["validation"] = validation
+        else:
+            results[key] = measure_handoff(_url(getattr(args, f"{key}_url"), name), X, args)
     results["mlflow"] = None if args.skip_mlflow else measure_mlflow(model, X, tmp, name, args)
 
     labels = {
@@ -320,6 +595,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer requests")
     p.add_argument("--skip-mlflow", action="store_true", help="no mlflow models serve")
     p.add_argument(
+        "--skip-handoff", action="store_true", help="deploy no Handoff here (measure URLs given)"
+    )
+    p.add_argument(
         "--handoff-skops-url",
         default=os.environ.get("HANDOFF_SKOPS_URL"),
         help="V2 infer URL of Handoff serving with skops; {model} becomes logreg or forest",
@@ -354,21 +632,38 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     rep.data["machine"]["loadavg_start"] = load0
     print(f"Serving benchmark on {platform.node()} ({os.cpu_count()} CPUs), temp dir {tmp}")
+    running: list = []
     try:
         rep.note(
             f"mlflow models serve runs {args.mlflow_workers} worker(s); throughput at "
             f"c={CONCURRENCY} compares fairly only with as many Handoff serving workers."
         )
-        X, models = make_models()
+        X, y, models = make_models()
+        args.handoff = {}
+        if not args.skip_handoff:
+            bench_handoff(rep, X, y, models, tmp, args, running)
         rep.data["models"] = {}
         for name in args.models.split(","):
             rep.data["models"][name] = bench_model(rep, name, models[name], X, tmp, args)
+        rep.section("Issue 11 targets measured elsewhere")
+        rep.row(
+            "alarm -> rolled back",
+            "-",
+            rep.target("alarm_to_rolled_back", "<= 1 s", None, None)
+            + " (the guardrail tick: bench/guardrails.py)",
+        )
     finally:
         import shutil
 
+        for dep in running:
+            dep.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     rep.finish("Serving benchmark summary (loopback, this machine)", t_start, load0, args.out)
-    print("Targets:", ", ".join(f"{k} {verdict(v['met'])}" for k, v in rep.data["targets"].items()))
+    print("\nTargets (issue 11):")
+    for key, t in rep.data["targets"].items():
+        measured = t["measured"]
+        shown = "-" if measured is None else f"{measured:.4g}"
+        print(f"  {verdict(t['met']):<6} {key:<40} {t['target']:<10} measured {shown}")
     return 0
 
 

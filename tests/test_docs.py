@@ -9,6 +9,7 @@ import pytest
 from handoff_agent.agent import HandoffAgent
 from handoff_agent.cli import HandoffApp
 from handoff_agent.serving.settings import Serving
+from handoff_agent.serving.validation import Validation
 from jupyter_handoff.config import Handoff
 from jupyter_handoff.magics import PARSERS
 
@@ -25,7 +26,7 @@ def test_magic_in_readme(sub):
     assert f"`%mlops {sub}" in README
 
 
-@pytest.mark.parametrize("cls", [HandoffAgent, Handoff, Serving])
+@pytest.mark.parametrize("cls", [HandoffAgent, Handoff, Serving, Validation])
 def test_every_setting_has_help(cls):
     for name, trait in cls.class_traits(config=True).items():
         assert trait.help and len(trait.help) > 10, f"{cls.__name__}.{name} has no help"

@@ -36,6 +36,7 @@ from .handlers.deployments import (
     PredictionsHandler,
     RollbackHandler,
     TrafficHandler,
+    ValidationHandler,
 )
 from .handlers.events import EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
@@ -433,12 +434,42 @@ class HandoffAgent(LoggingConfigurable):
             self.registry, self.store, self.pools, self.events, home, self.role, self.deployments
         )
         self.watches.tick_seconds = self.watch_tick
+        self.validation = self._make_validation() if self.role == "central" else None
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
         # Called every c.Serving.tick_seconds with the model server, once the tick's stats are
         # stored (the guardrails); register before start. It becomes the server's tick_hooks.
         self.serving_tick_hooks: list = [self.guardrails.on_tick] if self.guardrails else []
         self.serving_url: str | None = None
+
+    def _make_validation(self):
+        """Central: entering validated converts to ONNX and load-tests, in the background;
+        queued in the stage change's transaction, and a failed gate blocks moving on."""
+        from .serving.validation import Validation, ValidationService
+
+        service = ValidationService(
+            Validation(parent=self),
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            self.model_sandbox,
+            self.worker_limits(),
+            self.policy,
+            self.agent_id,
+            lambda: self.trusted_types,
+            lambda: self.token,
+            self.check_flow.write_reports,
+        )
+        deploy = self.stages.on_stage
+
+        def on_stage(*args):
+            deploy(*args)  # the slots first: validated puts the version in the test slot
+            service.on_stage(*args)
+
+        self.stages.on_stage = on_stage
+        self.stages.guards.append(service.guard)
+        return service
 
     def _make_sandbox(self, home: Path) -> Sandbox:
         from .homes import central_home
@@ -539,6 +570,7 @@ class HandoffAgent(LoggingConfigurable):
             (version + "/signoffs", SignoffHandler),
             (version + "/transition", TransitionHandler),
             (version + "/dossier", DossierHandler),
+            (version + "/validation", ValidationHandler),
         ]
         model = r"/api/v1/models/(?P<name>[^/]+)"
         routes += [
@@ -595,6 +627,8 @@ class HandoffAgent(LoggingConfigurable):
             await self.probe_pool.warm()
         if self.role == "central" and self.serving.enabled:
             await self.start_serving()
+        if self.validation is not None:
+            self.validation.start()
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
@@ -627,6 +661,9 @@ class HandoffAgent(LoggingConfigurable):
         )
         self.model_server.replica = self.instance_id  # its rows of serving_stats
         self.model_server.tick_hooks = self.serving_tick_hooks
+        if self.validation is not None:  # ONNX where the recorded conversion has parity
+            self.model_server.choose_backend = self.validation.choose_backend
+            self.validation.server = self.model_server
         app = web.Application(
             routes(),
             agent=self,
@@ -656,6 +693,8 @@ class HandoffAgent(LoggingConfigurable):
             self.server.stop()
         await self.trust_flow.stop_watch()
         await self.watches.stop()
+        if self.validation is not None:
+            await self.validation.stop()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.model_server is not None:

@@ -79,8 +79,9 @@ class ServeApp(JupyterApp):
         # Destinations too, so their list settings parse from the command line.
         destinations = default_registry().load_all("destination").values()
         from .serving.settings import Serving
+        from .serving.validation import Validation
 
-        return [type(self), HandoffAgent, GatePolicy, Serving, *destinations]
+        return [type(self), HandoffAgent, GatePolicy, Serving, Validation, *destinations]
 
     def start(self):
         from .agent import HandoffAgent

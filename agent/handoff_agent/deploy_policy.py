@@ -20,6 +20,7 @@ promote_after_bake = true     # production waits for the canary's clean bake
 max_p99_ratio = 2.0
 min_throughput_ratio = 0.5
 max_error_rate = 0.01
+block_on = "fail"             # or "not_passed" (wait for it), "never" (only shown)
 
 The loader, the error lines and ``describe`` (served at ``GET /api/v1/meta``) all walk the
 fields' metadata, so a key exists in one place. A bad value stops central with one line
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LIVE_METRICS = ("auto", "accuracy", "mae", "rmse")  # auto: accuracy for classes, else mae
+LOADTEST_BLOCKS = ("fail", "not_passed", "never")
 
 
 def _key(default: Any, help: str, *, lo=None, hi=None, above=None, choices=None):
@@ -59,6 +61,12 @@ class LoadTestPolicy:
         (1, 8, 32), "concurrent clients at each level of the load test", lo=1, hi=1024
     )
     requests: int = _key(500, "requests sent at each concurrency level", lo=1)
+    block_on: str = _key(
+        "fail",
+        "what keeps a version from moving beyond validated: fail (a failed load test), "
+        "not_passed (also one not finished yet), never (the results are only shown)",
+        choices=LOADTEST_BLOCKS,
+    )
 
 
 @dataclass(frozen=True)

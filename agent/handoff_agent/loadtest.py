@@ -378,25 +378,29 @@ def compare(candidate: LoadResult, production: LoadResult | None) -> dict:
 
 def gate(comparison: dict, policy) -> dict:
     """Apply the policy's ``[deploy]`` limits (``max_p99_ratio``, ``min_throughput_ratio``,
-    ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "reasons"}``.
+    ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "failed" (the
+    keys crossed), "reasons"}``.
     ``policy``: see ``settings``."""
     table = settings(policy)
-    worst, reasons = comparison["worst"], []
+    worst, reasons, failed = comparison["worst"], [], []
     limits = {
         k: float(table[k]) for k in ("max_p99_ratio", "min_throughput_ratio", "max_error_rate")
     }
     if worst["error_rate"] > limits["max_error_rate"]:
+        failed.append("max_error_rate")
         reasons.append(
             f"error rate {worst['error_rate']:.2%} is over max_error_rate "
             f"{limits['max_error_rate']:.2%}"
         )
     if worst["p99_ratio"] is not None and worst["p99_ratio"] > limits["max_p99_ratio"]:
+        failed.append("max_p99_ratio")
         reasons.append(
             f"p99 is {worst['p99_ratio']:.2f}x production's, over max_p99_ratio "
             f"{limits['max_p99_ratio']:g}"
         )
     tp = worst["throughput_ratio"]
     if tp is not None and tp < limits["min_throughput_ratio"]:
+        failed.append("min_throughput_ratio")
         reasons.append(
             f"throughput is {tp:.2f}x production's, under min_throughput_ratio "
             f"{limits['min_throughput_ratio']:g}"
@@ -404,6 +408,7 @@ def gate(comparison: dict, policy) -> dict:
     notes = [] if worst["p99_ratio"] is not None else ["no production to compare with"]
     return {
         "verdict": "fail" if reasons else "pass",
+        "failed": failed,  # the policy keys whose limit was crossed
         "reasons": reasons,
         "notes": notes,
         "limits": limits,

@@ -70,18 +70,23 @@ async def convert(
     limits,
     timeout: float,
     tolerance: dict | None = None,
+    sample_rows: int = 0,
 ) -> dict:
     """Convert bundle ``digest`` (a skops bundle in ``blobs``) in a sandboxed worker. Returns
     a JSON-able result; ``onnx`` is the digest of the stored ONNX bytes when ``converted``.
     ``tolerance``: ``{"atol", "rtol"}`` over ``DEFAULT_TOLERANCE``; ``trusted``: central's
-    trust list (default plus added, never what the bundle asks for).
+    trust list (default plus added, never what the bundle asks for). ``sample_rows``: the
+    result's ``sample`` also holds up to that many rows of the evaluation sample (columns,
+    dtypes, data), read in the worker, for the load test; the worker then runs even without
+    the onnx extra.
     Never raises for the model's sake: every failure is ``converted: false`` and a reason."""
     from .sandbox import SandboxRefused
 
     tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
     out = empty_result(tol)
-    if why := extra_missing():
-        return {**out, "reason": why}
+    missing = extra_missing()
+    if missing and not sample_rows:
+        return {**out, "reason": missing}
     t0 = time.perf_counter()
     writer = await asyncio.to_thread(blobs.writer)
     try:
@@ -90,7 +95,14 @@ async def convert(
             run = await sandbox.run_once(
                 "handoff_agent.onnx_convert",
                 limits,
-                {"bundle": "", "out": "", "trusted_types": list(trusted), "tolerance": tol},
+                {
+                    "bundle": "",
+                    "out": "",
+                    "trusted_types": list(trusted),
+                    "tolerance": tol,
+                    "sample_rows": int(sample_rows),
+                    "convert": missing or True,
+                },
                 {"bundle": bundle, "out": writer},
                 timeout,
             )
@@ -111,6 +123,8 @@ async def convert(
         if why:
             return {**out, "reason": why, "seconds": time.perf_counter() - t0}
         out.update({k: v for k, v in result.items() if k in out})
+        if sample_rows:
+            out["sample"] = result.get("sample")
         if out["converted"]:
             written = await asyncio.to_thread(writer.rehash)
             if written != result.get("sha256"):
@@ -383,6 +397,10 @@ def work(job: dict) -> dict:
     ``job["out"]`` only when they agree with the model."""
     tol = job.get("tolerance") or DEFAULT_TOLERANCE
     out = {"ok": True, **empty_result(tol)}
+    if job.get("sample_rows"):
+        out["sample"] = _sample(job["bundle"], int(job["sample_rows"]))
+    if isinstance(job.get("convert"), str):  # the agent found the extra missing
+        return {**out, "reason": job["convert"]}
     try:
         out.update(_convert(job, tol))
     except Refused as e:
@@ -398,6 +416,39 @@ def work(job: dict) -> dict:
     except ImportError as e:
         out["reason"] = f"{EXTRA}: {e}"
     return out
+
+
+def _sample(path: str, rows: int) -> dict | None:
+    """Up to ``rows`` rows of the bundle's evaluation sample as JSON (``columns``,
+    ``dtypes``, ``data`` row by row, NaN as null), or None without one. Data only: the
+    agent rebuilds the frame from JSON and never parses the bundle itself."""
+    import io
+    import math
+
+    import pandas as pd
+
+    from .manifest import data_member
+
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            X = pd.read_parquet(io.BytesIO(tar.extractfile(data_member("X")).read()))
+    except Exception:  # no sample is an answer; the conversion says what is wrong
+        return None
+    if X is None or len(X) == 0:
+        return None
+    X = X.iloc[:rows]
+
+    def plain(v):
+        v = v.item() if hasattr(v, "item") else v
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+    return {
+        "columns": [str(c) for c in X.columns],
+        "dtypes": {str(c): str(X[c].dtype) for c in X.columns},
+        "data": [[plain(v) for v in rec] for rec in X.itertuples(index=False, name=None)],
+    }
 
 
 def _convert(job: dict, tol: dict) -> dict:

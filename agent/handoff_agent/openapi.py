@@ -298,7 +298,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/deployment": {
         "get": _op(
             "Where each version serves (slot, traffic %, requests, error rate, p50/p99, "
-            "backend) and the model server's URL. A local agent answers with its central's.",
+            "backend), the model server's URL, and each served version's validation (backend, "
+            "ONNX parity, load test and gate). A local agent answers with its central's.",
             params=[NAME],
         )
     },
@@ -336,6 +337,18 @@ PATHS: dict[str, dict[str, dict]] = {
                 },
             },
         )
+    },
+    VERSION + "/validation": {
+        "get": _op(
+            "Central: what entering validated ran for the version: the serving backend, the "
+            "ONNX parity result and tolerance, the load test against production and its gate.",
+            params=[NAME, NUMBER],
+        ),
+        "post": _op(
+            "Admin, central: run the version's validation again (it must be validated).",
+            ok="202",
+            params=[NAME, NUMBER],
+        ),
     },
     "/api/v1/models/{name}/deployment/rollback": {
         "post": _op(

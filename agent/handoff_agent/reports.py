@@ -65,7 +65,16 @@ def _context(version: dict) -> dict:
                 "plots": plots,
             }
         )
-    return {"v": version, "m": version.get("manifest") or {}, "checks": checks, "fmt": fmt}
+    from .serving.validation import summary
+
+    val = summary(version.get("validation"))
+    return {
+        "v": version,
+        "m": version.get("manifest") or {},
+        "checks": checks,
+        "fmt": fmt,
+        "val": val,
+    }
 
 
 def render(version: dict) -> dict[str, bytes]:
@@ -80,6 +89,7 @@ def render(version: dict) -> dict[str, bytes]:
             {k: c.get(k) for k in ("name", "status", "message", "duration", "metrics", "tables")}
             for c in ctx["checks"]
         ],
+        "validation": ctx["val"],  # central: backend, ONNX parity, load test and gate
     }
     return {
         "html": _env.get_template("report.html.j2").render(ctx).encode(),

@@ -12,7 +12,7 @@ import json
 
 from tornado import httpclient
 
-from ..errors import BadRequest, Conflict, Forbidden, HandoffError
+from ..errors import BadRequest, Conflict, Forbidden, HandoffError, NotFound
 from ..names import validate_name
 from ..vocabulary import DEPLOY_ACTIONS
 from .base import ANY_ROLE
@@ -73,7 +73,45 @@ class DeploymentHandler(FromCentral):
             self.write_json(await self.from_central("GET", f"/api/v1/models/{name}/deployment"))
             return
         self.central()
-        self.write_json(await agent.call(agent.deployments.view, name, agent.model_server))
+        view = await agent.call(agent.deployments.view, name, agent.model_server)
+        if agent.validation is not None:  # backend, parity and load test per served version
+            numbers = {s["version"] for s in view["slots"]}
+            view["validations"] = await agent.read(agent.validation.for_versions, name, numbers)
+        self.write_json(view)
+
+
+class ValidationHandler(CentralOnly):
+    """GET: what entering validated ran for a version (backend, parity, load test and gate).
+    POST (admin): run it again, e.g. after a failed gate whose cause is fixed."""
+
+    roles = {"GET": ANY_ROLE, "POST": ("admin",)}
+
+    def service(self):
+        self.central()
+        if self.agent.validation is None or not self.agent.validation.settings.enabled:
+            raise NotFound(
+                "Validation is off at this central (c.Validation.enabled = False).",
+                code="validation_off",
+            )
+        return self.agent.validation
+
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        service = self.service()
+        out = await self.agent.read(service.of, name, int(number))
+        if out is None:
+            raise NotFound(
+                f"{name}:{number} has no validation.",
+                "One runs when a version enters validated at central.",
+                code="no_validation",
+            )
+        self.write_json({"model": name, "version": int(number), **out})
+
+    async def post(self, name: str, number: str):
+        validate_name(name)
+        service = self.service()
+        out = await self.agent.call(service.rerun, name, int(number), self.identity["user"])
+        self.write_json({"model": name, "version": int(number), **out}, 202)
 
 
 class TrafficHandler(CentralOnly):

@@ -90,6 +90,10 @@ class VersionHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
         version = await self.agent.read(self.agent.registry.get_version, name, int(number))
+        if version.get("validation") is not None:  # central: backend, parity, load test
+            from ..serving.validation import summary
+
+            version["validation"] = summary(version["validation"])
         self.write_json(version)
 
 

@@ -110,4 +110,9 @@ class SkopsBackend:
         return ok
 
 
-BACKENDS: dict[str, type] = {"skops": SkopsBackend}
+# A name maps to a class, or to "module:Class" imported only in the worker that needs it
+# (onnxruntime is the optional `serve` extra).
+BACKENDS: dict[str, type | str] = {
+    "skops": SkopsBackend,
+    "onnx": "handoff_agent.serving.onnx_backend:OnnxBackend",
+}

@@ -85,7 +85,12 @@ class OnnxBackend:
             manifest, sample = _manifest_and_sample(job["bundle"])
         with open(job["onnx"], "rb") as f:
             data = f.read()
-        return cls(data, manifest, sample, job.get("threads", 1))
+        try:
+            return cls(data, manifest, sample, job.get("threads", 1))
+        except Exception:  # a graph this onnxruntime cannot open: the model still serves
+            from .backend import SkopsBackend
+
+            return SkopsBackend.load(job)
 
     @property
     def columns(self) -> list[str]:

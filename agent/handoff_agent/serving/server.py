@@ -112,6 +112,7 @@ class ModelServer:
         # Which backend serves a version: (model, number, manifest) -> a BACKENDS name, or
         # (name, {job key: blob digest}) for a backend that needs more blobs than the bundle
         # (e.g. a converted ONNX file); each reaches the worker as an open file, by that key.
+        # It may be a coroutine function (central's reads the recorded conversion).
         self.choose_backend: Callable[[str, int, dict], str | tuple] = lambda m, n, man: "skops"
         self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
@@ -257,6 +258,8 @@ class ModelServer:
         manifest = await self.call(self.registry.manifest_of, model, number) or {}
         self.manifests[(model, number)] = manifest
         backend = self.choose_backend(model, number, manifest)
+        if inspect.isawaitable(backend):
+            backend = await backend
         backend, blobs = backend if isinstance(backend, tuple) else (backend, {})
         blobs = {"bundle": digest, **blobs}
         entry = BACKENDS.get(backend)
@@ -290,6 +293,29 @@ class ModelServer:
             self.settings.load_timeout,
             self.settings.request_timeout,
         )
+
+    async def reload(self, model: str, number: int) -> str | None:
+        """Load a served version again with the backend ``choose_backend`` names now (after
+        its conversion): the new workers take its requests once up, then the old ones drain.
+        If they cannot load, the old ones keep serving. Returns the backend serving it, or
+        None when the version is not loaded here."""
+        async with self._refreshing:
+            old = self.pools.get((model, number))
+            if old is None:
+                return None
+            rows = await self.call(self.registry.slots_of, model)
+            digest = next((r["digest"] for r in rows if int(r["number"]) == number), None)
+            if digest is None:
+                return old.info.get("backend")
+            fresh = await self._start_pool(model, number, digest)
+            await fresh.wait_settled(self.settings.load_timeout)
+            if not fresh.ready:
+                log.warning("%s:%s did not load again (%s)", model, number, fresh.error)
+                self._in_background(fresh.close())
+                return old.info.get("backend")
+            self.pools[(model, number)] = fresh
+            self._in_background(old.close())
+            return fresh.info.get("backend")
 
     # -- requests -------------------------------------------------------------------------
 

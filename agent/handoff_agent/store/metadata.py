@@ -18,6 +18,7 @@ from .inventory import InventoryStore
 from .migrations import upgrade
 from .outbox import OutboxStore
 from .serving import ServingStore
+from .validation import ValidationStore
 from .versions import VersionStore
 from .watches import WatchStore
 
@@ -32,6 +33,7 @@ class MetadataStore(
     InventoryStore,
     ServingStore,
     WatchStore,
+    ValidationStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

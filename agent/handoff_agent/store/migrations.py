@@ -61,10 +61,16 @@ def m011_sources(conn: Connection) -> None:
         table.create(conn)
 
 
+def m009_validation(conn: Connection) -> None:
+    """What entering validated ran: ONNX conversion with parity, the load test and its gate."""
+    t.validations.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
     ("m008_serving_stats", m008_serving_stats),
+    ("m009_validation", m009_validation),
     ("m011_sources", m011_sources),
 ]
 

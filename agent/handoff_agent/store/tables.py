@@ -397,3 +397,29 @@ triggers = Table(
     Column("time", Text),
     Index("idx_triggers_source", "source_id", "id"),
 )
+
+
+# -- validation (m009) -------------------------------------------------------------------------
+# What entering `validated` ran at central: the ONNX conversion with its parity against the
+# model (and so the backend that serves the version), then the load test against production
+# and its gate. One row per version; a claim with a lease, so one replica runs it and a dead
+# one's run is taken over.
+validations = Table(
+    "validations",
+    metadata,
+    Column("version_id", Int, ForeignKey("versions.id"), primary_key=True, autoincrement=False),
+    Column("model", Text),
+    Column("number", Int),
+    Column("state", Text),  # queued | converting | load_testing | done
+    Column("backend", Text),  # onnx | skops, once converted (or refused)
+    Column("onnx", Text),  # digest of the converted graph in the blob store, if any
+    Column("conversion", Text),  # JSON: onnx_convert's result (parity, tolerance, reason)
+    Column("loadtest", Text),  # JSON: loadtest.run_pair's result, gate included
+    Column("verdict", Text),  # the load test's gate: pass | fail | skipped | cancelled
+    Column("reason", Text),
+    Column("claimed_by", Text),
+    Column("claimed_until", Float),
+    Column("queued", Text),
+    Column("finished", Text),
+    Index("idx_validations_state", "state"),
+)

@@ -496,6 +496,7 @@ class VersionStore(StoreBase):
             row["origin"] = loads(row.get("origin"))
             r = t.reports.c
             row["reports"] = sorted(c.execute(select(r.kind).where(r.version_id == vid)).scalars())
+            row["validation"] = self.validation_of(vid)  # central's, once validated
         row.pop("score", None)
         return row
 
@@ -571,6 +572,10 @@ class VersionStore(StoreBase):
             seg = t.prediction_segments.c
             for model, digest in c.execute(select(seg.model, seg.digest)):
                 out.setdefault(digest, []).append(f"{model} prediction log")
+            w = t.validations.c
+            q = select(w.model, w.number, w.onnx).where(w.onnx.is_not(None))
+            for model, number, digest in c.execute(q):
+                out.setdefault(digest, []).append(f"{model}:{number} ONNX graph")
         return out
 
     def count_rows(self) -> dict[str, int]:

@@ -1,0 +1,178 @@
+"""Entering validated at central, end to end: the ONNX conversion with parity picks the
+backend that serves, and the load test of the test slot against production gates the moves
+beyond validated. Real agents over HTTP, sandboxed workers, one central for the module.
+
+The policy's p99 limit is set impossibly low (0.01x production's) so that a second version,
+compared with a production one, fails its gate every time; a first version has no production
+to compare with, and passes on its error rate alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import (
+    POLICY,
+    Client,
+    central_stage,
+    push_to_central,
+    serving_url,
+    sign,
+    start_pair,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestCentroid
+from support import RunningAgent, push_model, until
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("skl2onnx")
+assert RunningAgent  # this module starts agents: conftest runs it on every backend
+
+GATED = (
+    POLICY
+    + """
+[deploy.loadtest]
+requests = 40
+max_p99_ratio = 0.01
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    local, central = start_pair(
+        tmp_path_factory.mktemp("validation"),
+        ["--Validation.enabled=True", "--Validation.level_seconds=10"],
+        GATED,
+    )
+    try:
+        yield local, central, Client(serving_url(central), central.token)
+    finally:
+        local.stop()
+        central.stop()
+
+
+def finished(central, name: str, number: int) -> dict:
+    path = f"/api/v1/models/{name}/versions/{number}/validation"
+    return until(
+        lambda: (r := central.request("GET", path))[0] == 200 and r[1]["state"] == "done" and r[1],
+        timeout=240,
+        what=f"{name}:{number} validated at central",
+    )
+
+
+def test_a_converting_model_serves_on_onnx_with_parity_and_passes_its_load_test(pair, data):
+    local, central, client = pair
+    X, y = data
+    number = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+    v = finished(central, "churn", number)
+
+    assert v["backend"] == "onnx", v
+    parity = v["parity"]
+    assert parity["converted"] is True and parity["reason"] is None
+    assert parity["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
+    assert parity["max_abs_diff"] <= 1e-4 and parity["label_agreement"] == 1.0
+    assert parity["rows"] == len(X) and parity["onnx"]
+
+    # The load test ran on the test slot at 1, 8 and 32 clients; no production to compare
+    lt = v["loadtest"]
+    assert lt["verdict"] == "pass", lt
+    assert [lv["concurrency"] for lv in lt["candidate"]] == [1, 8, 32]
+    for lv in lt["candidate"]:
+        assert lv["requests"] == 40 and lv["errors"] == 0 and lv["p50_ms"] > 0
+        assert lv["throughput"] > 0 and lv["memory_per_worker"] > 0
+    assert lt["production"] is None and lt["notes"] == ["no production to compare with"]
+
+    # The test slot serves on onnxruntime, with the model's answers
+    infer = f"/v2/models/churn/versions/{number}/infer"
+    rows = X.head(5)
+    body = {
+        "inputs": [
+            {"name": c, "shape": [5], "datatype": "FP64", "data": rows[c].tolist()} for c in X
+        ]
+    }
+    status, headers, answer = client.call("POST", infer, body)
+    assert status == 200 and headers["X-Handoff-Slot"] == "test", answer
+    predicted = next(o for o in answer["outputs"] if o["name"] == "predict")["data"]
+    assert predicted == LogisticRegression().fit(X, y).predict(rows).tolist()
+    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    test_slot = next(s for s in view["slots"] if s["slot"] == "test")
+    assert test_slot["backend"] == "onnx"
+    assert view["validations"][str(number)]["backend"] == "onnx"
+
+    # The version's detail and its report say so too
+    detail = central.request("GET", f"/api/v1/models/churn/versions/{number}")[1]
+    assert detail["validation"]["parity"]["converted"] is True
+    report = f"/api/v1/models/churn/versions/{number}/report"
+    html = until(
+        lambda: (r := central.request("GET", report))[0] == 200 and r[1],
+        timeout=60,
+        what="the report written again",
+    )
+    assert "Deployment test" in html and "onnx" in html
+
+
+def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, data):
+    local, central, _client = pair
+    X, y = data
+    # A type outside the default trust list, trusted by an admin: skl2onnx does not know it
+    number = push_model(local, NearestCentroid().fit(X, y), "centroid", X=X, y=y).number
+    until(lambda: central_stage(central, "centroid", number) == "needs_trust", what="held")
+    types = ["sklearn.neighbors._nearest_centroid.NearestCentroid"]
+    assert central.request("POST", "/api/v1/trust", {"types": types})[0] == 201
+    v = finished(central, "centroid", number)
+    assert v["backend"] == "skops"
+    assert v["parity"]["converted"] is False
+    assert "cannot convert NearestCentroid" in v["parity"]["reason"], v["parity"]
+    assert v["loadtest"]["verdict"] == "pass", v["loadtest"]
+    view = central.request("GET", "/api/v1/models/centroid/deployment")[1]
+    assert next(s for s in view["slots"] if s["slot"] == "test")["backend"] == "skops"
+
+
+def test_a_failed_gate_is_reported_and_blocks_promotion(pair, data):
+    local, central, _client = pair
+    X, y = data
+    first = finished(central, "churn", 1)
+    assert first["loadtest"]["verdict"] == "pass"
+    sign(central, "churn", 1, "production")
+
+    # A second version is load-tested against production 1 in the same run, and fails
+    v2 = push_to_central(local, central, LogisticRegression(C=0.1).fit(X, y), "churn", X, y)
+    v = finished(central, "churn", v2)
+    lt = v["loadtest"]
+    assert lt["verdict"] == "fail" and "max_p99_ratio" in lt["failed"], lt
+    assert lt["production_version"] == 1
+    assert [lv["concurrency"] for lv in lt["production"]] == [1, 8, 32]
+    assert lt["comparison"]["1"]["p99_ratio"] > 0.01
+    assert "over max_p99_ratio 0.01" in v["reason"]
+
+    # Promotion beyond validated: a 409 in the one error shape, naming the gate
+    status, body = central.request(
+        "POST", f"/api/v1/models/churn/versions/{v2}/signoffs", {"decision": "approve"}
+    )
+    assert status == 409, body
+    assert body["error"]["code"] == "load_test_failed"
+    assert "max_p99_ratio" in body["error"]["message"]
+    assert "/validation" in body["error"]["hint"]
+    status, body = central.request(
+        "POST", f"/api/v1/models/churn/versions/{v2}/transition", {"to": "approved"}
+    )
+    assert status == 409 and body["error"]["code"] == "load_test_failed", body
+    detail = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]
+    assert detail["stage"] == "validated" and detail["signoffs"] == []
+
+    # An admin may run it again; only a validated version is load-tested
+    status, body = central.request("POST", f"/api/v1/models/churn/versions/{v2}/validation", {})
+    assert status == 202 and body["state"] == "queued", body
+    status, body = central.request("POST", "/api/v1/models/churn/versions/1/validation", {})
+    assert status == 409 and body["error"]["code"] == "wrong_stage", body
+    assert finished(central, "churn", v2)["loadtest"]["verdict"] == "fail"
