@@ -49,9 +49,15 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m008_provisional(conn: Connection) -> None:
+    """A checking version's provisional verdict (the checks run in parallel, issue 13)."""
+    conn.execute(text("ALTER TABLE versions ADD COLUMN provisional TEXT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m008_provisional", m008_provisional),
 ]
 
 
