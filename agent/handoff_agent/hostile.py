@@ -10,7 +10,7 @@ import os
 import time
 
 import numpy as np
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 class _Base:
@@ -54,7 +54,7 @@ class Raises(_Base):
         raise RuntimeError("this model is broken")
 
 
-class BigBatches(ClassifierMixin):
+class BigBatches(ClassifierMixin, BaseEstimator):
     """A classifier (sklearn's score) that predicts the sign of its first column, and hangs or
     raises on more than ``limit`` rows at once: only a check that predicts many rows in one
     call (explainability's stacked permutations) meets it; the others pass."""
@@ -67,6 +67,9 @@ class BigBatches(ClassifierMixin):
 
     def fit(self, X, y=None):
         return self
+
+    def __sklearn_is_fitted__(self):
+        return True
 
     def predict(self, X):
         if len(X) > self.limit:
