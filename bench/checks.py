@@ -368,6 +368,8 @@ def bench_agent(
             "champion compared" if s["champion_compared"] else "no champion",
         )
     rep.data["agent" if not sequential else "agent_sequential"] = summary
+    if sequential:
+        return summary
     rep.note(
         "Times run from just before jupyter_handoff.push() (which serializes the model and the "
         "data, writes parquet and uploads) to the arrival of the agent's SSE event. Each of the "
