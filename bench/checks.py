@@ -748,7 +748,7 @@ def bench_raw(rep: Report, cfg: dict, data: dict, agent: dict | None) -> dict:
             rep.row(
                 f"{label}: push->report - push() - worker sum",
                 fmt_s(rest),
-                "dispatch, verify, parquet, champion, DB, report",
+                "dispatch, verify, parquet, champion, DB, report (< 0: checks overlapped)",
             )
             rep.row(
                 f"{label}: overhead = push->report / raw sum",

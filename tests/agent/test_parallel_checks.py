@@ -96,7 +96,11 @@ def test_parallel_checks_give_the_same_results_as_one_worker(agent_factory, data
     results = {}
     for workers in (1, 2):
         agent = agent_factory(
-            checks_arg(), f"--HandoffAgent.workers={workers}", "--HandoffAgent.forward_to=[]"
+            checks_arg(),
+            f"--HandoffAgent.workers={workers}",
+            "--HandoffAgent.forward_to=[]",
+            # no time budget: permutation importance on the same rows in both runs
+            '--GatePolicy.thresholds={"explainability": {"seconds": 0}}',
         )
         v = push_model(agent, forest, "same", X=X, y=y, sensitive=X[["gender"]])
         body = wait_checked(agent, "same", v.number)

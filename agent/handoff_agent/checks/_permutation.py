@@ -5,8 +5,9 @@ forest pays its per-call overhead (threads, validation, tree walks set up) each 
 every permuted copy is stacked into one frame and scored with one predict call (in chunks of
 at most ``CHUNK_BYTES``), which gives the same numbers for the same permutations.
 
-The budget: one predict over the rows is timed first; when all copies would take longer than
-``seconds``, fewer rows are used (never fewer than ``min_rows``). The ranking this gives
+The budget: the predict over the rows and one over a few of them are timed first, which gives
+a call's fixed cost and its cost per row; when all copies would take longer than ``seconds``,
+fewer rows are used (never fewer than ``min_rows``). The ranking this gives
 against the unbudgeted one is measured by bench/checks.py (docs/scaling.md).
 """
 
@@ -86,14 +87,25 @@ def permutation_importance(
     the time budget cut the rows."""
     y = np.asarray(y)
     metric = _metric(model, scoring)
+    n, width = len(X), X.shape[1]
     t0 = time.perf_counter()
     base = metric(y, model.predict(X))
-    one = max(time.perf_counter() - t0, 1e-6)
-    n, width = len(X), X.shape[1]
-    rows, budgeted = n, False
-    if seconds is not None and one * width * n_repeats > seconds:
-        rows = max(min(n, min_rows), int(n * seconds / (one * width * n_repeats)))
-        budgeted = rows < n
+    t_all = time.perf_counter() - t0
+    rows, budgeted, calls = n, False, 1
+    if seconds is not None:
+        # A predict's cost is a fixed part (per call) and a part per row; stacking pays the
+        # fixed part once, so the estimate needs both: a second, small predict gives them.
+        few = max(1, min(n // 10, 50))
+        t0 = time.perf_counter()
+        model.predict(X.iloc[:few] if isinstance(X, pd.DataFrame) else X[:few])
+        t_few = time.perf_counter() - t0
+        calls += 1
+        per_row = max((t_all - t_few) / max(n - few, 1), t_all / n / 10, 1e-9)
+        fixed = max(t_few - few * per_row, 0.0)
+        affordable = int((seconds - fixed) / (per_row * width * n_repeats))
+        if affordable < n:
+            rows = max(min(n, min_rows), affordable)
+            budgeted = rows < n
     if rows < n:
         idx = np.sort(np.random.default_rng(random_state).choice(n, rows, replace=False))
         X = X.iloc[idx] if isinstance(X, pd.DataFrame) else X[idx]
@@ -107,7 +119,6 @@ def permutation_importance(
         row_bytes = X.itemsize * width
     per_chunk = max(1, int(CHUNK_BYTES // (row_bytes * rows * n_repeats)))
     drops = np.zeros((width, n_repeats))
-    calls = 0
     for start in range(0, width, per_chunk):
         cols = list(range(start, min(width, start + per_chunk)))
         pred = np.asarray(model.predict(_stack(X, cols, perms)))
@@ -121,5 +132,5 @@ def permutation_importance(
         "std": drops.std(axis=1),
         "rows": rows,
         "budgeted": budgeted,
-        "predict_calls": calls + 1 + (rows < n),
+        "predict_calls": calls + (rows < n),
     }
