@@ -77,7 +77,7 @@ def permutation_importance(
     *,
     n_repeats: int = 3,
     seconds: float | None = None,
-    min_rows: int = 200,
+    min_rows: int = 500,
     scoring: str | None = None,
     random_state: int = 0,
 ) -> dict:

@@ -119,8 +119,8 @@ class ExplainabilityCheck:
     defaults = {
         "max_rows": 1000,  # rows for permutation importance
         "n_repeats": 3,
-        "seconds": 2.0,  # permutation importance's budget; fewer rows (min_rows) beyond it
-        "min_rows": 200,
+        "seconds": 5.0,  # permutation importance's budget; fewer rows (min_rows) beyond it
+        "min_rows": 500,
         "top_features": 3,  # partial dependence plots for this many features
         "pdp_rows": 300,
         "grid_resolution": 20,
