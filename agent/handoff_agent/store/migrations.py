@@ -49,7 +49,7 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
-def m008_provisional(conn: Connection) -> None:
+def m012_check_provisional(conn: Connection) -> None:
     """A checking version's provisional verdict (the checks run in parallel, issue 13)."""
     conn.execute(text("ALTER TABLE versions ADD COLUMN provisional TEXT"))
 
@@ -57,7 +57,7 @@ def m008_provisional(conn: Connection) -> None:
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
-    ("m008_provisional", m008_provisional),
+    ("m012_check_provisional", m012_check_provisional),
 ]
 
 
