@@ -208,9 +208,15 @@ class HandoffAgent(LoggingConfigurable):
     check_memory_limit = Integer(
         8 << 30, help="Address-space limit (RLIMIT_AS) of a check worker, in bytes."
     ).tag(config=True)
-    workers = Integer(help="Check workers run at once. Default: the number of CPUs.").tag(
-        config=True
-    )
+    workers = Integer(
+        help="Check workers run at once: a version's checks are spread over them, the first "
+        "checks (loads, smoke, performance) in the first. 1 runs each version's checks one "
+        "after another in one worker. Default: the number of CPUs."
+    ).tag(config=True)
+    check_memory_budget = Integer(
+        help="Bytes all check workers together may use: no more workers run at once than "
+        "fit in it at check_memory_limit each (at least one). Default: the physical memory."
+    ).tag(config=True)
     probe_workers = Integer(
         2,
         help="Central: sandboxed workers kept warm to read which types a delivered bundle "
@@ -306,6 +312,13 @@ class HandoffAgent(LoggingConfigurable):
     @default("workers")
     def _workers_default(self):
         return max(1, os.cpu_count() or 1)
+
+    @default("check_memory_budget")
+    def _memory_budget_default(self):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return 0  # unknown: bounded by workers only
 
     def __init__(self, plugin_registry: PluginRegistry | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -602,6 +615,7 @@ class HandoffAgent(LoggingConfigurable):
             self.check_timeout,
             self.check_memory_limit,
             limits=self.worker_limits(),
+            memory_budget=self.check_memory_budget,
         )
         self.check_flow.runner = self.runner
         self.app = self.make_app()

@@ -1,8 +1,10 @@
 """The check flow: a pushed version's checks are queued, run, finished and reported.
 
 Built by the agent (the composition root) from the few things it needs, each a small
-Protocol; the runner (``runner.py``) reports back through it. When a version's last check is
-in, its verdict's hooks run (central moves the version's stage) and the forwarder is woken.
+Protocol; the runner (``runner.py``) reports back through it. Once the first checks are in
+(``vocabulary.PROVISIONAL_CHECKS``) a provisional verdict is published, which nothing acts on.
+When a version's last check is in, its verdict's hooks run (central moves the version's stage)
+and the forwarder is woken.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 from . import reports
 from .pools import Calls, Publisher
 from .versions import VersionService
+from .vocabulary import PROVISIONAL_FIELD
 
 
 class Store(Protocol):
@@ -124,6 +127,14 @@ class CheckFlow:
             message=message,
             duration=duration,
         )
+        if PROVISIONAL_FIELD in out:  # the first checks are in; the others still run
+            self.events.publish(
+                PROVISIONAL_FIELD,
+                model=out["model"],
+                version=out["version"],
+                status="checking",
+                **out[PROVISIONAL_FIELD],
+            )
         if "verdict" in out:
             self.events.publish(
                 "verdict",

@@ -10,6 +10,7 @@ import os
 import time
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 class _Base:
@@ -51,6 +52,31 @@ class WrongShape(_Base):
 class Raises(_Base):
     def predict(self, X):
         raise RuntimeError("this model is broken")
+
+
+class BigBatches(ClassifierMixin, BaseEstimator):
+    """A classifier (sklearn's score) that predicts the sign of its first column, and hangs or
+    raises on more than ``limit`` rows at once: only a check that predicts many rows in one
+    call (explainability's stacked permutations) meets it; the others pass."""
+
+    _estimator_type = "classifier"
+    classes_ = np.array([0, 1])
+
+    def __init__(self, limit: int = 1000, how: str = "hang"):
+        self.limit, self.how = limit, how
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def predict(self, X):
+        if len(X) > self.limit:
+            if self.how == "hang":
+                time.sleep(3600)
+            raise RuntimeError(f"{len(X)} rows at once is too many for this model")
+        return (np.asarray(X)[:, 0] > 0).astype(int)
 
 
 # -- escapes the sandbox must stop (tests/agent/test_sandbox.py) ------------------------------

@@ -184,7 +184,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/keys": {"get": _op("Central's public ed25519 key that signs dossiers.", public=True)},
     "/api/v1/events": {
         "get": _op(
-            "Server-sent events (never ends): versions, checks, verdicts, reports, stages.",
+            "Server-sent events (never ends): versions, checks, provisional and final verdicts, "
+            "reports, stages.",
             params=[
                 _param("model", "query", "Only this model's events.", NAME["schema"]),
                 _param("version", "query", "Only this version's events.", INT),

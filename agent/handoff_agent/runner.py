@@ -3,6 +3,13 @@
 The agent never loads a model: it hands a sandboxed worker (``sandbox.py``) the bundle's open
 file and the check names, reads JSON lines back, and ends the worker, with everything it started,
 when a check overruns its time, when the worker says something off-protocol, and when it is done.
+
+A version's checks are split over up to ``slots`` workers at once (the CPUs, and as many workers
+at their memory limit as the memory budget holds): the first checks (``PROVISIONAL_CHECKS``:
+loads, smoke, performance) in the first, so the provisional verdict comes early, the others
+spread by their usual cost. Each worker loads the model itself; the results are the same as in
+one worker. When a basic check (loads, smoke) hangs or crashes, the version's other workers are
+stopped and their checks skipped, as one worker would have skipped them.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 from .pools import Calls
 from .sandbox import Limits, ProtocolError, SandboxRefused, worker_env  # noqa: F401  (re-export)
 from .store.blobs import BlobError
+from .vocabulary import PROVISIONAL_CHECKS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,45 @@ def corrupt_text(digest: str, e: Exception) -> str:
 
 
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
+# A check's usual share of a suite's time (measured by bench/checks.py on a 200-tree forest),
+# to spread a version's checks over its workers; a check not named here counts 1.
+COST = {
+    "loads": 0.2,
+    "smoke": 0.2,
+    "schema": 0.2,
+    "performance": 1.0,
+    "latency": 2.0,
+    "fairness": 1.0,
+    "explainability": 2.0,
+    "drift": 1.0,
+}
+
+
+def plan(names: list[str], slots: int) -> list[list[str]]:
+    """The checks of one version as groups, one per worker: ``PROVISIONAL_CHECKS`` first, in
+    the first group, then the others, longest first, each to the group that ends soonest."""
+    first = [n for n in PROVISIONAL_CHECKS if n in names]
+    rest = sorted((n for n in names if n not in first), key=lambda n: -COST.get(n, 1.0))
+    n = max(1, min(slots, len(names)))
+    groups = ([first] if first else []) + [[] for _ in range(n - bool(first))]
+    load = [sum(COST.get(n, 1.0) for n in g) for g in groups]
+    for name in rest:
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += COST.get(name, 1.0)
+    return [g for g in groups if g]
+
+
+class _Version:
+    """One version's run across its workers: a basic failure in one stops the others."""
+
+    def __init__(self):
+        self.abort = asyncio.Event()
+        self.reason = ""
+
+    def fail_basic(self, check: str) -> None:
+        self.reason = f"Skipped: the model failed {check}."
+        self.abort.set()
 
 
 class Jobs(Protocol):
@@ -46,6 +93,15 @@ class Blobs(Protocol):
 
 class Spawner(Protocol):
     async def spawn(self, module: str, limits: Limits): ...
+
+
+def worker_slots(workers: int, memory_limit: int | None, memory_budget: int | None) -> int:
+    """Workers at once: ``workers`` (the CPUs by default), and no more than fit in
+    ``memory_budget`` when each may use its whole ``memory_limit``; at least one."""
+    slots = max(1, workers or 1)
+    if memory_budget and memory_limit:
+        slots = min(slots, max(1, memory_budget // memory_limit))
+    return slots
 
 
 class CheckRunner:
@@ -65,20 +121,22 @@ class CheckRunner:
         memory_limit: int,
         keep_spare: bool = True,
         limits: Limits | None = None,
+        memory_budget: int | None = None,
     ):
         self.jobs, self.blobs, self.pools = jobs, blobs, pools
         self.available, self.trusted = available, trusted
-        self.sem = asyncio.Semaphore(pool_size)
+        self.slots = worker_slots(pool_size, memory_limit, memory_budget)
+        self.sem = asyncio.Semaphore(self.slots)
         self.timeout = timeout
         self.memory_limit = memory_limit
         self.sandbox = sandbox
         self.limits = limits or Limits(memory=memory_limit)
         self.tasks: set[asyncio.Task] = set()
         self.keep_spare = keep_spare
-        self.spare = None
+        self.spares: list = []  # warm workers, at most one per slot
 
     def schedule(self, runs: list[dict]) -> None:
-        """Start the queued runs, grouped so each version loads its model once."""
+        """Start the queued runs, grouped by version, each version's over its workers."""
         by_version: dict[tuple, list[dict]] = {}
         for r in runs:
             by_version.setdefault((r["model"], r["number"], r["digest"]), []).append(r)
@@ -88,13 +146,27 @@ class CheckRunner:
             task.add_done_callback(self.tasks.discard)
 
     async def _run_version(self, model: str, number: int, digest: str, runs: list[dict]):
+        by_name = {r["check_name"]: r for r in runs}
+        groups = plan(list(by_name), self.slots)
+        state = _Version()
+        await asyncio.gather(
+            *(
+                self._run_group(model, number, digest, [by_name[n] for n in g], state)
+                for g in groups
+            )
+        )
+
+    async def _run_group(self, model, number, digest, runs, state: _Version):
         async with self.sem:
             pending = list(runs)
-            while pending:
-                pending = await self._run_worker(model, number, digest, pending)
+            while pending and not state.abort.is_set():
+                pending = await self._run_worker(model, number, digest, pending, state)
+            for r in pending:  # another worker's basic check failed
+                await self.jobs.finish_check(r["id"], "skip", state.reason, {}, 0.0)
 
-    async def _run_worker(self, model, number, digest, runs) -> list[dict]:
+    async def _run_worker(self, model, number, digest, runs, state=None) -> list[dict]:
         """Run ``runs`` in one worker; return the ones it did not reach."""
+        state = state or _Version()
         specs = []
         for r in runs:
             ep = self.available.get(r["check_name"])
@@ -126,14 +198,15 @@ class CheckRunner:
         try:
             files = await self._bundles(digest, job["champion"])
         except BlobError as e:
-            await worker.stop()
+            await self._release(worker)
             for spec in specs:
                 await self.jobs.finish_check(spec["id"], "error", corrupt_text(digest, e), {}, 0)
             return []
         names = {s["id"]: s["name"] for s in specs}
         done: set[int] = set()
-        current, failure = None, None
+        current, failure, aborted = None, None, False
         started = time.monotonic()
+        abort = asyncio.ensure_future(state.abort.wait())
         try:
             # A CPU-time backstop: the wall-clock timeout below is what normally ends a check.
             worker.limits = Limits(**{**vars(self.limits), "cpu": self._cpu_budget(len(specs))})
@@ -143,7 +216,13 @@ class CheckRunner:
                 for f in files.values():
                     f.close()  # the worker holds its own descriptors now
             while True:
-                event = await worker.next_message(self.timeout)
+                message = asyncio.ensure_future(worker.next_message(self.timeout))
+                await asyncio.wait({message, abort}, return_when=asyncio.FIRST_COMPLETED)
+                if not message.done():  # another worker's basic check failed
+                    message.cancel()
+                    aborted = True
+                    break
+                event = message.result()
                 if event is None:
                     break
                 kind, run_id = event.get("event"), event.get("id")
@@ -177,7 +256,10 @@ class CheckRunner:
         except OSError as e:  # the worker died before it took its job
             failure = f"The worker could not take its job ({e})."
         finally:
-            returncode, stderr = await worker.stop(graceful=failure is None)
+            abort.cancel()
+            returncode, stderr = await self._release(worker, graceful=failure is None)
+        if aborted:
+            return [r for r in runs if r["id"] not in done]  # skipped by _run_group
         stderr = stderr[-2000:]
         if failure is None and len(done) < len(specs):
             failure = self._crash_message(returncode, stderr)
@@ -191,11 +273,10 @@ class CheckRunner:
             basic = names.get(victim)
             if basic in BASIC:
                 # The model cannot even predict; every other check would hang or crash too.
+                state.fail_basic(basic)
                 for r in runs:
                     if r["id"] not in done:
-                        await self.jobs.finish_check(
-                            r["id"], "skip", f"Skipped: the model failed {basic}.", {}, 0.0
-                        )
+                        await self.jobs.finish_check(r["id"], "skip", state.reason, {}, 0.0)
                         done.add(r["id"])
         return [r for r in runs if r["id"] not in done]
 
@@ -225,30 +306,42 @@ class CheckRunner:
         return await self.sandbox.spawn("handoff_agent.worker", self.limits)
 
     async def _take_worker(self):
-        """A worker that has already imported the heavy libraries, and a new spare behind it.
+        """A worker that has already imported the heavy libraries, when one is warm.
 
-        A worker reads its job only after its imports, so a spare started early turns the
-        ~1.5 s of importing sklearn into time already spent."""
-        spare, self.spare = self.spare, None
-        if spare is None or not spare.alive:
-            if spare is not None:
-                await spare.stop()
-            spare = await self._spawn()
-        if self.keep_spare:
-            self.spare = await self._spawn()
-        return spare
+        A worker reads its job only after its imports, so spares started early turn the
+        ~1.5 s of importing sklearn into time already spent. They are replaced when a worker
+        ends (``_release``), not at once: a spare importing beside the checks slows them."""
+        while self.spares:
+            spare = self.spares.pop(0)
+            if spare.alive:
+                return spare
+            await spare.stop()
+        return await self._spawn()
+
+    async def _release(self, worker, graceful: bool = False):
+        out = await worker.stop(graceful=graceful)
+        await self.warm()
+        return out
 
     async def warm(self) -> None:
-        if self.keep_spare and self.spare is None:
-            with contextlib.suppress(SandboxRefused):
-                self.spare = await self._spawn()
+        """Keep one warm worker per slot."""
+        if not self.keep_spare:
+            return
+        with contextlib.suppress(SandboxRefused):
+            while len(self.spares) < self.slots:
+                self.spares.append(await self._spawn())
+
+    @property
+    def spare(self):
+        """The next warm worker, if any."""
+        return self.spares[0] if self.spares else None
 
     async def close(self) -> None:
         for t in list(self.tasks):
             t.cancel()
-        if self.spare is not None:
-            await self.spare.stop()
-            self.spare = None
+        spares, self.spares = self.spares, []
+        for spare in spares:
+            await spare.stop()
 
     def _crash_message(self, code: int | None, stderr: str) -> str:
         if code is not None and code < 0:

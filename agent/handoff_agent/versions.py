@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .vocabulary import LOWER_IS_BETTER, VERDICT_STATUS  # defined once
+from .vocabulary import (  # defined once
+    CHECK_RUN_STATES,
+    LOWER_IS_BETTER,
+    PROVISIONAL_CHECKS,
+    VERDICT_STATUS,
+)
 
 # The champion rule: the version in production, else the best-scored one that passed.
 CHAMPION_STAGE = "production"
@@ -21,6 +26,7 @@ class Store(Protocol):
     def transaction(self): ...
     def insert_version(self, name, digest, size, manifest, actor, checks, status="pushed"): ...
     def record_check(self, run_id, status, message, result, duration): ...
+    def set_provisional(self, version_id, verdict): ...
     def set_version(self, version_id, **values): ...
     def get_version(self, name, number): ...
     def version_stage(self, version_id): ...
@@ -63,15 +69,26 @@ class VersionService:
             return self.store.get_version(name, number), created
 
     def finish_check(self, run_id, status, message, result, duration) -> dict:
-        """Commit one check's result; the version's last one brings the verdict with it."""
+        """Commit one check's result. The version's last one brings the verdict with it; the
+        last of ``PROVISIONAL_CHECKS`` brings a provisional verdict while others still run."""
         with self.store.transaction():
             out, runs = self.store.record_check(run_id, status, message, result, duration)
             metrics = (result or {}).get("metrics") or {}
             if out["check"] == "performance" and (score := score_of(metrics)) is not None:
                 self.store.set_version(out["version_id"], score=score, metrics=metrics)
-            if runs is None:
-                return out
-            return {**out, **self._conclude(out["version_id"], out["model"], out["version"], runs)}
+            pending = [r["name"] for r in runs if r["status"] in CHECK_RUN_STATES]
+            if not pending:
+                return {
+                    **out,
+                    **self._conclude(out["version_id"], out["model"], out["version"], runs),
+                }
+            first = [r for r in runs if r["name"] in PROVISIONAL_CHECKS]
+            if first and not any(r["name"] in pending for r in first):
+                finished = [r for r in runs if r["name"] not in pending]
+                provisional = {**self._verdict_fn()(finished), "pending": pending}
+                if self.store.set_provisional(out["version_id"], provisional):
+                    out["provisional"] = provisional
+            return out
 
     def force_forward(self, name: str, number: int, destination: str, user: str) -> bool:
         """Queue a hand-off whatever the verdict, recorded with who asked."""
@@ -87,15 +104,18 @@ class VersionService:
             name, before, statuses=CHAMPION_STATUSES
         )
 
-    def _conclude(self, version_id, model, number, runs) -> dict:
-        verdict_fn = self.verdict_fn
-        if verdict_fn is None:
+    def _verdict_fn(self):
+        if self.verdict_fn is None:
             from .gate import GatePolicy
 
-            verdict_fn = GatePolicy().verdict
-        verdict = verdict_fn(runs)
+            return GatePolicy().verdict
+        return self.verdict_fn
+
+    def _conclude(self, version_id, model, number, runs) -> dict:
+        verdict = self._verdict_fn()(runs)
         status = VERDICT_STATUS[verdict["verdict"]]
-        self.store.set_version(version_id, status=status, verdict=verdict)
+        # The final verdict replaces the provisional one.
+        self.store.set_version(version_id, status=status, verdict=verdict, provisional=None)
         self.store.audit_append("agent", "version.verdict", f"{model}:{number}", verdict)
         # The outbox rows share the verdict's transaction: no verdict without its hand-off.
         for destination in self.forward_fn(verdict) if self.forward_fn else []:

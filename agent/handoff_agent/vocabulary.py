@@ -41,6 +41,12 @@ VERDICT_STATUS = {"pass": "passed", "warn": "warned", "fail": "failed"}
 STATUS_VERDICT = {status: verdict for verdict, status in VERDICT_STATUS.items()}
 VERDICT_WORDS = {"pass": "passed", "warn": "passed with warnings", "fail": "failed"}  # for people
 VERSION_STATUSES = ("pushed", "checking", *VERDICT_STATUS.values())
+# The provisional verdict: while a version is still ``checking``, its ``provisional`` field holds
+# the gate's verdict over the checks in so far, once these (run first) are in. The final verdict
+# replaces it (the field goes back to null); nothing (a hand-off, a stage) acts on it.
+PROVISIONAL_FIELD = "provisional"
+PROVISIONAL_CHECKS = ("loads", "smoke", "performance")
+PROVISIONAL_WORDS = {"pass": "passing so far", "warn": "warning so far", "fail": "failing so far"}
 
 # -- stages ------------------------------------------------------------------------------------
 FLOW = ("received", "validated", "approved", "canary", "production", "archived")
@@ -165,6 +171,11 @@ def meta(
             "version": list(VERSION_STATUSES),
             "verdict_status": dict(VERDICT_STATUS),
             "verdict_words": dict(VERDICT_WORDS),
+            "provisional": {
+                "field": PROVISIONAL_FIELD,
+                "checks": list(PROVISIONAL_CHECKS),
+                "words": dict(PROVISIONAL_WORDS),
+            },
         },
         "stages": {
             "policy": policy,

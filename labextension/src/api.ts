@@ -44,6 +44,12 @@ export interface IVerdict {
   reasons: string[];
 }
 
+/** The verdict so far, while the version is still checking (vocabulary.PROVISIONAL_FIELD). */
+export interface IProvisional extends IVerdict {
+  /** The checks still queued or running. */
+  pending: string[];
+}
+
 export interface IVersion {
   model: string;
   number: number;
@@ -52,6 +58,8 @@ export interface IVersion {
   pushed_at?: string;
   message?: string;
   verdict?: IVerdict | null;
+  /** Read through `provisionalOf` (the field's name comes from the meta). */
+  [field: string]: unknown;
   stage?: string | null;
   /** Central: the exact types it waits for an admin to trust (stage needs_trust). */
   needs_trust?: string[] | null;
@@ -109,6 +117,12 @@ export interface IMeta {
     version: string[];
     verdict_status: Record<string, string>;
     verdict_words: Record<string, string>;
+    /** The provisional verdict: the version's field, the checks it waits for, its words. */
+    provisional: {
+      field: string;
+      checks: string[];
+      words: Record<string, string>;
+    };
   };
   stages: {
     policy: string;

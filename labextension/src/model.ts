@@ -278,9 +278,12 @@ export class HandoffModel implements IDisposable {
     this._stream = new EventStream(
       this.source,
       event => {
+        const provisional = this.meta?.statuses.provisional?.field;
         if (
           event.model &&
-          ['version', 'verdict', 'report', 'stage'].includes(event.type)
+          ['version', 'verdict', 'report', 'stage', provisional].includes(
+            event.type
+          )
         ) {
           this._refreshModel(event.model);
         }

@@ -16,7 +16,13 @@ import { ago, el } from './dom';
 import { dossierButton } from './inventory';
 import { HandoffModel } from './model';
 import { VERSION } from './version';
-import { canRollBack, signoffTo, verdictOf } from './vocabulary';
+import {
+  canRollBack,
+  provisionalOf,
+  provisionalWords,
+  signoffTo,
+  verdictOf
+} from './vocabulary';
 
 export interface IPanelOptions {
   openReport: (source: Source, model: string, n: number) => void;
@@ -325,6 +331,28 @@ export class HandoffPanel extends Widget {
     const reasons = v.verdict?.reasons?.length
       ? v.verdict.reasons.join('\n')
       : v.status;
+    // While checking: the verdict so far, outlined, until the final one replaces it.
+    const provisional = provisionalOf(v, this.model.meta);
+    const badge = provisional
+      ? el(
+          'span',
+          {
+            class: `jp-Handoff-badge jp-Handoff-provisional jp-Handoff-verdict-${provisional.verdict}`,
+            title: [
+              `Provisional: ${provisional.pending.join(', ')} still running`,
+              ...provisional.reasons
+            ].join('\n')
+          },
+          provisionalWords(this.model.meta, provisional.verdict)
+        )
+      : el(
+          'span',
+          {
+            class: `jp-Handoff-badge jp-Handoff-verdict-${verdict}`,
+            title: reasons
+          },
+          verdict
+        );
     const row = el(
       'li',
       {
@@ -332,18 +360,12 @@ export class HandoffPanel extends Widget {
         'data-model': model,
         'data-version': String(v.number),
         'data-verdict': verdict,
+        'data-provisional': provisional?.verdict ?? '',
         'data-stage': v.stage ?? ''
       },
       tick,
       open,
-      el(
-        'span',
-        {
-          class: `jp-Handoff-badge jp-Handoff-verdict-${verdict}`,
-          title: reasons
-        },
-        verdict
-      ),
+      badge,
       v.stage
         ? el(
             'span',

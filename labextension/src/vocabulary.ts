@@ -2,7 +2,7 @@
  * Reading the vocabulary the agent serves at GET /api/v1/meta. The panel keeps no copy of
  * metric directions, statuses or the stage flow: each question is asked of the meta.
  */
-import { IMeta, IVersion } from './api';
+import { IMeta, IProvisional, IVersion } from './api';
 
 /** A version's verdict word (pass/warn/fail), else its status as it is. */
 export function verdictOf(v: IVersion, meta: IMeta | null): string {
@@ -17,6 +17,27 @@ export function verdictOf(v: IVersion, meta: IMeta | null): string {
     }
   }
   return v.status ?? 'unknown';
+}
+
+/**
+ * A checking version's provisional verdict, under the field the meta names; null once the
+ * final verdict is in (it replaces the provisional one) or when there is none yet.
+ */
+export function provisionalOf(
+  v: IVersion,
+  meta: IMeta | null
+): IProvisional | null {
+  const field = meta?.statuses.provisional?.field;
+  if (!field || v.verdict?.verdict) {
+    return null;
+  }
+  const value = v[field] as IProvisional | null | undefined;
+  return value?.verdict ? value : null;
+}
+
+/** The words for a provisional verdict ("passing so far"), from the meta. */
+export function provisionalWords(meta: IMeta | null, verdict: string): string {
+  return meta?.statuses.provisional?.words[verdict] ?? verdict;
 }
 
 /** Where a sign-off moves a version in `stage` on, by the live policy; null: nowhere. */

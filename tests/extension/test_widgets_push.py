@@ -96,3 +96,37 @@ def test_display_is_a_widget_in_a_kernel_and_html_elsewhere(
     assert ("application/vnd.jupyter.widget-view+json" in bundle) is kernel
     for w in made:
         w.stop()
+
+
+@pytest.fixture
+def held_agent(agent_factory, settings, monkeypatch):
+    """An agent whose explainability check hangs until its timeout (hostile.BigBatches), so a
+    version stays checking after its first checks are in."""
+    a = agent_factory(
+        "--HandoffAgent.workers=2",
+        "--HandoffAgent.check_timeout=15",
+        "--HandoffAgent.forward_to=[]",
+    )
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(a.runtime_dir))
+    return a
+
+
+def test_widget_shows_the_provisional_verdict_then_the_final_one(held_agent, data):
+    from handoff_agent import hostile
+
+    X, y = data
+    version = api.push(hostile.BigBatches(limit=len(X)), "held", X=X, y=y)
+    widget = version.widget()
+    # Given the first checks are in while explainability still runs
+    until(lambda: widget.provisional, what="the provisional verdict")
+    # Then the widget says so, outlined, and names what it waits on
+    assert not widget.verdict and widget.status == "checking"
+    assert widget.provisional["verdict"] in ("pass", "warn", "fail")
+    assert "explainability" in widget.provisional["pending"]
+    assert "Provisional verdict" in widget.verdict_html.value
+    assert "dashed" in widget.header.value
+    # When the last check is in, the final verdict replaces it
+    until(lambda: widget.done, what="the final verdict")
+    assert widget.verdict and widget.provisional == {}
+    assert "Provisional" not in widget.verdict_html.value
+    assert "dashed" not in widget.header.value

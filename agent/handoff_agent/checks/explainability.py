@@ -4,6 +4,11 @@ Both are budgeted: permutation importance runs on at most ``max_rows`` rows with
 repeats (the full 5,000 rows with 5 repeats of a 200-tree forest takes about 16 s), and partial
 dependence on ``pdp_rows`` rows over a grid of ``grid_resolution`` points, for the
 ``top_features`` most important features.
+
+Permutation importance stacks every permuted copy into one predict call, and uses fewer rows
+when those would take over ``seconds`` (``_permutation.py``), for models scored by accuracy or
+R² of their own predict (sklearn's estimators and pipelines); others go through sklearn's
+one call per feature and repeat.
 """
 
 from __future__ import annotations
@@ -12,17 +17,36 @@ import numpy as np
 import pandas as pd
 
 from ..plugins import CheckContext, CheckResult
+from ._permutation import permutation_importance as stacked_importance
+from ._permutation import stackable
 from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
 
 
-def _importance(model, X, y, task, cfg, kind="table") -> list[dict]:
+def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int]:
+    """Rows of (feature, importance, std), most important first, and the rows it used."""
     from sklearn.inspection import permutation_importance
 
     scoring = None  # the model's own score(): accuracy or R² for sklearn estimators
     if not callable(getattr(model, "score", None)):
         scoring = "accuracy" if task == "classification" else "r2"
     if kind == "text":
-        return [_text_importance(model, X, y, scoring, cfg)]
+        return [_text_importance(model, X, y, scoring, cfg)], len(X)
+    if stackable(model):
+        r = stacked_importance(
+            model,
+            X.to_numpy() if kind == "array" else X,
+            y,
+            n_repeats=cfg["n_repeats"],
+            seconds=cfg["seconds"] or None,
+            min_rows=cfg["min_rows"],
+            scoring=scoring,
+            random_state=cfg["random_state"],
+        )
+        rows = [
+            {"feature": str(c), "importance": float(m), "std": float(s)}
+            for c, m, s in zip(X.columns, r["mean"], r["std"], strict=True)
+        ]
+        return sorted(rows, key=lambda row: -row["importance"]), r["rows"]
     r = permutation_importance(
         model,
         X.to_numpy() if kind == "array" else X,
@@ -35,7 +59,7 @@ def _importance(model, X, y, task, cfg, kind="table") -> list[dict]:
         {"feature": str(c), "importance": float(m), "std": float(s)}
         for c, m, s in zip(X.columns, r.importances_mean, r.importances_std, strict=True)
     ]
-    return sorted(rows, key=lambda row: -row["importance"])
+    return sorted(rows, key=lambda row: -row["importance"]), len(X)
 
 
 def _text_importance(model, X, y, scoring, cfg) -> dict:
@@ -95,6 +119,8 @@ class ExplainabilityCheck:
     defaults = {
         "max_rows": 1000,  # rows for permutation importance
         "n_repeats": 3,
+        "seconds": 5.0,  # permutation importance's budget; fewer rows (min_rows) beyond it
+        "min_rows": 500,
         "top_features": 3,  # partial dependence plots for this many features
         "pdp_rows": 300,
         "grid_resolution": 20,
@@ -110,13 +136,14 @@ class ExplainabilityCheck:
         task = detect_task(ctx)
         X, y, _ = subsample(ctx.X, ctx.y, cfg["max_rows"], cfg["random_state"])
         kind = ctx.input_kind
-        rows, err = call(
+        got, err = call(
             _importance, ctx.model, X, y, task, cfg, kind, what="permutation importance"
         )
         if err:
             return result("warn", f"Could not explain the model: {err}")
+        rows, used = got
         metrics = {
-            "rows": len(X),
+            "rows": used,
             "n_repeats": cfg["n_repeats"],
             "importance": {r["feature"]: r["importance"] for r in rows},
             "top_features": [r["feature"] for r in rows[: cfg["top_features"]]],
@@ -140,7 +167,7 @@ class ExplainabilityCheck:
         score = (
             "accuracy" if task == "classification" else "R²" if task == "regression" else "score"
         )
-        message = f"Most important by permutation on {len(X)} rows (drop in {score}): {top}."
+        message = f"Most important by permutation on {used} rows (drop in {score}): {top}."
         if rows and all(r["importance"] <= 0 for r in rows):
             return result(
                 "warn",

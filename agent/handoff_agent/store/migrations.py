@@ -66,12 +66,18 @@ def m009_validation(conn: Connection) -> None:
     t.validations.create(conn)
 
 
+def m012_check_provisional(conn: Connection) -> None:
+    """A checking version's provisional verdict (the checks run in parallel, issue 13)."""
+    conn.execute(text("ALTER TABLE versions ADD COLUMN provisional TEXT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
     ("m008_serving_stats", m008_serving_stats),
     ("m009_validation", m009_validation),
     ("m011_sources", m011_sources),
+    ("m012_check_provisional", m012_check_provisional),
 ]
 
 

@@ -77,6 +77,7 @@ versions = Table(
     Column("stage", Text),
     Column("origin", Text),
     Column("needs_trust", Text),
+    Column("provisional", Text),  # the verdict so far, until the final one (vocabulary.py)
     Index("idx_versions_model_number", "model", "number", unique=True),
     Index("idx_versions_model_digest", "model", "digest", unique=True),
 )

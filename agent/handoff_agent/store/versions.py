@@ -25,6 +25,7 @@ JSON_COLUMNS = (
     "environment",
     "verdict",
     "needs_trust",
+    "provisional",
 )
 V = t.versions.c
 
@@ -244,11 +245,21 @@ class VersionStore(StoreBase):
 
     def record_check(
         self, run_id: int, status: str, message: str, result: dict, duration: float
-    ) -> tuple[dict, list[dict] | None]:
-        """Store one result. Returns the run's version and, when it was the version's last
-        run, every run's (name, status, message); else None."""
+    ) -> tuple[dict, list[dict]]:
+        """Store one result. Returns the run's version and every run of that version
+        (name, status, message) as committed with it.
+
+        The version's row is locked first: checks of one version finish at once in parallel
+        workers (or replicas), and each must see the others' results, or no one would
+        conclude the verdict."""
         r = t.check_runs.c
         with self._tx() as c:
+            row = c.execute(
+                select(r.version_id, r.check_name, V.model, V.number)
+                .join(t.versions, V.id == r.version_id)
+                .where(r.id == run_id)
+            ).one()
+            c.execute(select(V.id).where(V.id == row.version_id).with_for_update())
             c.execute(
                 update(t.check_runs)
                 .where(r.id == run_id)
@@ -260,11 +271,6 @@ class VersionStore(StoreBase):
                     finished=now(),
                 )
             )
-            row = c.execute(
-                select(r.version_id, r.check_name, V.model, V.number)
-                .join(t.versions, V.id == r.version_id)
-                .where(r.id == run_id)
-            ).one()
             out = {
                 "model": row.model,
                 "version": row.number,
@@ -279,9 +285,18 @@ class VersionStore(StoreBase):
                     )
                 )
             ]
-            if any(x["status"] in ("queued", "running") for x in runs):
-                return out, None
             return out, runs
+
+    def set_provisional(self, version_id: int, verdict: dict) -> bool:
+        """Record a checking version's provisional verdict, once: False when it has one
+        already or is no longer checking."""
+        with self._tx() as c:
+            res = c.execute(
+                update(t.versions)
+                .where(V.id == version_id, V.provisional.is_(None), V.status == "checking")
+                .values(provisional=canonical(verdict))
+            )
+            return res.rowcount == 1
 
     def set_score(self, version_id: int, score: float, metrics: dict) -> None:
         self.set_version(version_id, score=score, metrics=metrics)
@@ -429,6 +444,7 @@ class VersionStore(StoreBase):
                     "stage",
                     "needs_trust",
                     "verdict",
+                    "provisional",
                 ]
             ),
             stage_by.label("stage_by"),
@@ -449,7 +465,12 @@ class VersionStore(StoreBase):
             if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
         return [
-            {**r, "verdict": loads(r["verdict"]), "needs_trust": loads(r["needs_trust"])}
+            {
+                **r,
+                "verdict": loads(r["verdict"]),
+                "needs_trust": loads(r["needs_trust"]),
+                "provisional": loads(r["provisional"]),
+            }
             for r in rows
         ]
 

@@ -1,8 +1,8 @@
 """The live push view: a row per check, a progress bar, the verdict and the report.
 
-State lives in plain traits (``checks``, ``status``, ``verdict``, ``reasons``, ``report_ready``,
-``agent_lost``) so tests can assert it without a browser. A daemon thread follows the agent's
-event stream; the kernel stays free to run other cells.
+State lives in plain traits (``checks``, ``status``, ``provisional``, ``verdict``, ``reasons``,
+``report_ready``, ``agent_lost``) so tests can assert it without a browser. A daemon thread
+follows the agent's event stream; the kernel stays free to run other cells.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ from handoff_agent.vocabulary import DEPLOYED_STAGES
 
 from ..client import START_HINT
 from ..refs import trust_wait
-from .style import FINAL, STATUS_VERDICT, VERDICT_WORDS, badge, e, icon, one_line, seconds
+from .style import (
+    FINAL,
+    PROVISIONAL_FIELD,
+    PROVISIONAL_WORDS,
+    STATUS_VERDICT,
+    VERDICT_WORDS,
+    badge,
+    e,
+    icon,
+    one_line,
+    seconds,
+)
 
 TICK = 1.0
 
@@ -38,6 +49,10 @@ class PushWidget(w.VBox):
     model_name = Unicode()
     number = Integer(0)
     status = Unicode("checking", help="the version's status: checking, passed, warned, failed")
+    provisional = Dict(
+        help="the verdict so far ({verdict, reasons, pending}) once the first checks are in, "
+        "until the final verdict replaces it"
+    )
     verdict = Unicode("", help="pass, warn or fail once every check has finished")
     reasons = List(help="the verdict's reasons")
     checks = Dict(help="check name -> {status, message, duration, started}")
@@ -118,6 +133,7 @@ class PushWidget(w.VBox):
             verdict = data.get("verdict") or {}
             self.verdict = verdict.get("verdict") or STATUS_VERDICT.get(self.status, "")
             self.reasons = list(verdict.get("reasons") or [])
+            self.provisional = {} if self.verdict else dict(data.get(PROVISIONAL_FIELD) or {})
             self.report_ready = bool(data.get("reports"))
             self._forwards = {f["destination"]: f for f in data.get("forwards") or []}
             self._stage = data.get("stage") or ""
@@ -162,10 +178,14 @@ class PushWidget(w.VBox):
                 if name not in self._order:
                     self._order.append(name)
                 self.checks = {**self.checks, name: row}
+            elif kind == PROVISIONAL_FIELD and not self.verdict:
+                keys = ("verdict", "reasons", "pending")
+                self.provisional = {k: data.get(k) for k in keys}
             elif kind == "verdict":
                 self.status = data.get("status") or self.status
                 self.verdict = data.get("verdict") or ""
                 self.reasons = list(data.get("reasons") or [])
+                self.provisional = {}
             elif kind == "report":
                 self.report_ready = True
             elif kind == "forward":
@@ -286,8 +306,7 @@ class PushWidget(w.VBox):
             total = len(self.checks)
             final = sum(1 for c in self.checks.values() if c.get("status") in FINAL)
             self.header.value = (
-                f"<b>{e(self.model_name)}</b> version <b>{self.number}</b> "
-                f"{badge(self.verdict or None, self._status_text())}"
+                f"<b>{e(self.model_name)}</b> version <b>{self.number}</b> {self._badge()}"
             )
             self.progress.max = max(total, 1)
             self.progress.value = final if total else (1 if self.done else 0)
@@ -314,6 +333,12 @@ class PushWidget(w.VBox):
                 else "&nbsp;<i>the report is written when every check has finished</i>"
             )
 
+    def _badge(self) -> str:
+        guess = (self.provisional or {}).get("verdict")
+        if not self.verdict and guess:
+            return badge(guess, PROVISIONAL_WORDS.get(guess, guess), provisional=True)
+        return badge(self.verdict or None, self._status_text())
+
     def _status_text(self) -> str:
         if self.verdict:
             return VERDICT_WORDS.get(self.verdict, self.verdict)
@@ -336,6 +361,17 @@ class PushWidget(w.VBox):
         )
 
     def _verdict_html(self) -> str:
+        guess = (self.provisional or {}).get("verdict")
+        if not self.verdict and guess:
+            reasons = "".join(f"<li>{e(r)}</li>" for r in self.provisional.get("reasons") or [])
+            pending = ", ".join(self.provisional.get("pending") or [])
+            return (
+                f"<div style='margin-top:4px'>Provisional verdict: "
+                f"{badge(guess, provisional=True)} <i>until {e(pending)} "
+                "finish; the final verdict replaces it</i>"
+                + (f"<ul style='margin:2px 0'>{reasons}</ul>" if reasons else "")
+                + "</div>"
+            )
         if not self.verdict:
             return ""
         reasons = "".join(f"<li>{e(r)}</li>" for r in self.reasons)

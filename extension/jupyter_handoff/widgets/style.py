@@ -7,7 +7,12 @@ import html
 # The shared vocabulary; re-exported for the widgets.
 from handoff_agent.vocabulary import BETTER_COLOUR as BETTER  # noqa: F401
 from handoff_agent.vocabulary import CHECK_STATUSES as FINAL  # noqa: F401
-from handoff_agent.vocabulary import STATUS_VERDICT, VERDICT_WORDS  # noqa: F401
+from handoff_agent.vocabulary import (  # noqa: F401
+    PROVISIONAL_FIELD,
+    PROVISIONAL_WORDS,
+    STATUS_VERDICT,
+    VERDICT_WORDS,
+)
 from handoff_agent.vocabulary import WORSE_COLOUR as WORSE  # noqa: F401
 
 ICONS = {
@@ -29,9 +34,15 @@ def icon(status: str) -> str:
     return f"<span style='color:{colour};font-weight:bold' title='{e(status)}'>{glyph}</span>"
 
 
-def badge(verdict: str | None, text: str | None = None) -> str:
+def badge(verdict: str | None, text: str | None = None, provisional: bool = False) -> str:
+    """A verdict's coloured label; a provisional one is outlined, not filled."""
     colour = VERDICT_COLOURS.get(verdict or "", "#57606a")
     label = e(text or verdict or "checking")
+    if provisional:
+        return (
+            f"<span style='border:1px dashed {colour};color:{colour};border-radius:3px;"
+            f"padding:0 6px;font-size:90%' title='provisional'>{label}</span>"
+        )
     return (
         f"<span style='background:{colour};color:white;border-radius:3px;"
         f"padding:0 6px;font-size:90%'>{label}</span>"

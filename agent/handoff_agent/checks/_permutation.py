@@ -1,0 +1,136 @@
+"""Permutation importance with stacked predicts, budgeted by time.
+
+``sklearn.inspection.permutation_importance`` calls predict once per feature and repeat; a
+forest pays its per-call overhead (threads, validation, tree walks set up) each time. Here
+every permuted copy is stacked into one frame and scored with one predict call (in chunks of
+at most ``CHUNK_BYTES``), which gives the same numbers for the same permutations.
+
+The budget: the predict over the rows and one over a few of them are timed first, which gives
+a call's fixed cost and its cost per row; when all copies would take longer than ``seconds``,
+fewer rows are used (never fewer than ``min_rows``). The ranking this gives
+against the unbudgeted one is measured by bench/checks.py (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
+
+
+def stackable(model) -> bool:
+    """True when the model's ``score`` is accuracy or R² of its own ``predict`` (sklearn's
+    mixins, also at the end of a Pipeline), so scoring stacked predictions is the same."""
+    from sklearn.base import ClassifierMixin, RegressorMixin
+
+    final = model
+    steps = getattr(model, "steps", None)
+    if steps and type(model).__name__ == "Pipeline":
+        final = steps[-1][1]
+    score = getattr(type(final), "score", None)
+    return callable(getattr(model, "predict", None)) and score in (
+        ClassifierMixin.score,
+        RegressorMixin.score,
+    )
+
+
+def _metric(model, scoring: str | None):
+    from sklearn.base import is_classifier
+    from sklearn.metrics import accuracy_score, r2_score
+
+    if scoring == "accuracy" or (scoring is None and is_classifier(model)):
+        return accuracy_score
+    return r2_score
+
+
+def _stack(X, columns: list[int], perms: list[np.ndarray]):
+    """One block of X per (column, permutation) pair, that column's rows permuted."""
+    n, blocks = len(X), len(columns) * len(perms)
+    if isinstance(X, pd.DataFrame):
+        out = {}
+        for j in range(X.shape[1]):
+            col = X.iloc[:, j]
+            values = np.tile(col.to_numpy(), blocks)
+            if j in columns:
+                b = columns.index(j) * len(perms)
+                for r, p in enumerate(perms):
+                    values[(b + r) * n : (b + r + 1) * n] = col.to_numpy()[p]
+            out[j] = pd.Series(values, dtype=col.dtype)
+        frame = pd.DataFrame(out)
+        frame.columns = X.columns
+        return frame
+    values = np.tile(X, (blocks, 1))
+    for i, j in enumerate(columns):
+        for r, p in enumerate(perms):
+            b = i * len(perms) + r
+            values[b * n : (b + 1) * n, j] = X[p, j]
+    return values
+
+
+def permutation_importance(
+    model,
+    X,
+    y,
+    *,
+    n_repeats: int = 3,
+    seconds: float | None = None,
+    min_rows: int = 500,
+    scoring: str | None = None,
+    random_state: int = 0,
+) -> dict:
+    """Importance (mean, std of the score's drop) per column of X, with stacked predicts.
+
+    Returns ``{"mean", "std", "rows", "budgeted", "predict_calls"}``; ``rows`` < len(X) when
+    the time budget cut the rows."""
+    y = np.asarray(y)
+    metric = _metric(model, scoring)
+    n, width = len(X), X.shape[1]
+    t0 = time.perf_counter()
+    base = metric(y, model.predict(X))
+    t_all = time.perf_counter() - t0
+    rows, budgeted, calls = n, False, 1
+    if seconds is not None:
+        # A predict's cost is a fixed part (per call) and a part per row; stacking pays the
+        # fixed part once, so the estimate needs both: a second, small predict gives them.
+        few = max(1, min(n // 10, 50))
+        t0 = time.perf_counter()
+        model.predict(X.iloc[:few] if isinstance(X, pd.DataFrame) else X[:few])
+        t_few = time.perf_counter() - t0
+        calls += 1
+        per_row = max((t_all - t_few) / max(n - few, 1), t_all / n / 10, 1e-9)
+        fixed = max(t_few - few * per_row, 0.0)
+        affordable = int((seconds - fixed) / (per_row * width * n_repeats))
+        if affordable < n:
+            rows = max(min(n, min_rows), affordable)
+            budgeted = rows < n
+    if rows < n:
+        idx = np.sort(np.random.default_rng(random_state).choice(n, rows, replace=False))
+        X = X.iloc[idx] if isinstance(X, pd.DataFrame) else X[idx]
+        y = y[idx]
+        base = metric(y, model.predict(X))
+    rng = np.random.default_rng(random_state)
+    perms = [rng.permutation(rows) for _ in range(n_repeats)]
+    if isinstance(X, pd.DataFrame):
+        row_bytes = max(1.0, X.memory_usage(index=False).sum() / max(rows, 1))
+    else:
+        row_bytes = X.itemsize * width
+    per_chunk = max(1, int(CHUNK_BYTES // (row_bytes * rows * n_repeats)))
+    drops = np.zeros((width, n_repeats))
+    for start in range(0, width, per_chunk):
+        cols = list(range(start, min(width, start + per_chunk)))
+        pred = np.asarray(model.predict(_stack(X, cols, perms)))
+        calls += 1
+        for i, j in enumerate(cols):
+            for r in range(n_repeats):
+                b = i * n_repeats + r
+                drops[j, r] = base - metric(y, pred[b * rows : (b + 1) * rows])
+    return {
+        "mean": drops.mean(axis=1),
+        "std": drops.std(axis=1),
+        "rows": rows,
+        "budgeted": budgeted,
+        "predict_calls": calls + (rows < n),
+    }

@@ -1,0 +1,161 @@
+"""Parallel checks (issue 13): a provisional verdict first, the same results as one worker,
+and a check that hangs or raises in one worker does not hold up the others."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import push_model, until, wait_checked
+from test_events import follow
+
+from handoff_agent import hostile
+from handoff_agent.runner import plan
+from handoff_agent.vocabulary import PROVISIONAL_CHECKS
+
+SUITE = ["loads", "smoke", "schema", "performance", "latency", "fairness", "explainability"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
+    X = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+    X["gender"] = np.random.default_rng(0).integers(0, 2, len(X))
+    return X, pd.Series(y, name="label")
+
+
+@pytest.fixture(scope="module")
+def forest(data):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = data
+    return RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+
+
+def body_provisional(agent, path) -> dict:
+    """The version's provisional verdict as the API and its list of versions return it."""
+    body = agent.request("GET", path)[1]
+    name, number = path.split("/")[4], int(path.split("/")[-1])
+    listed = agent.request("GET", f"/api/v1/models/{name}/versions")[1]
+    rows = listed if isinstance(listed, list) else listed.get("versions", [])
+    row = next(r for r in rows if r["number"] == number)
+    assert row["provisional"] == body["provisional"]
+    return body["provisional"]
+
+
+def checks_arg(*names):
+    return "--HandoffAgent.checks=" + repr(list(names or SUITE))
+
+
+def test_plan_puts_the_provisional_checks_first_in_one_worker():
+    groups = plan(SUITE, 2)
+    assert groups[0][: len(PROVISIONAL_CHECKS)] == list(PROVISIONAL_CHECKS)
+    assert sorted(n for g in groups for n in g) == sorted(SUITE) and len(groups) == 2
+    (one,) = plan(SUITE, 1)
+    assert one[: len(PROVISIONAL_CHECKS)] == list(PROVISIONAL_CHECKS)
+    assert plan(["drift", "latency"], 4) == [["latency"], ["drift"]]
+
+
+def test_provisional_verdict_comes_before_the_final_one(agent_factory, data, forest):
+    agent = agent_factory(checks_arg(), "--HandoffAgent.workers=2", "--HandoffAgent.forward_to=[]")
+    meta = agent.request("GET", "/api/v1/meta")[1]
+    assert meta["statuses"]["provisional"]["checks"] == list(PROVISIONAL_CHECKS)
+    field = meta["statuses"]["provisional"]["field"]
+    events, stop = [], threading.Event()
+    follow(agent, "model=forest", events, stop)
+    until(lambda: agent.request("GET", "/api/v1/models")[0] == 200, what="agent")
+    import time
+
+    time.sleep(0.5)  # the stream is connected (as test_events does)
+    X, y = data
+    v = push_model(agent, forest, "forest", X=X, y=y, sensitive=X[["gender"]])
+    body = wait_checked(agent, "forest", v.number)
+    until(lambda: any(e["type"] == "report" for e in events), what="the report event")
+    stop.set()
+    kinds = [e["type"] for e in events]
+    assert field in kinds and "verdict" in kinds
+    provisional = events[kinds.index(field)]
+    assert kinds.index(field) < kinds.index("verdict")
+    assert provisional["status"] == "checking" and provisional["verdict"] == "pass"
+    assert provisional["pending"], "the provisional verdict came with checks still running"
+    finished_before = {
+        e["check"]
+        for e in events[: kinds.index(field)]
+        if e["type"] == "check" and e["status"] not in ("queued", "running")
+    }
+    assert set(PROVISIONAL_CHECKS) <= finished_before
+    assert body[field] is None and body["verdict"]["verdict"] in ("pass", "warn")
+
+
+def test_parallel_checks_give_the_same_results_as_one_worker(agent_factory, data, forest):
+    X, y = data
+    results = {}
+    for workers in (1, 2):
+        agent = agent_factory(
+            checks_arg(),
+            f"--HandoffAgent.workers={workers}",
+            "--HandoffAgent.forward_to=[]",
+            # no time budget: permutation importance on the same rows in both runs
+            '--GatePolicy.thresholds={"explainability": {"seconds": 0}}',
+        )
+        v = push_model(agent, forest, "same", X=X, y=y, sensitive=X[["gender"]])
+        body = wait_checked(agent, "same", v.number)
+        results[workers] = body
+    one, two = results[1], results[2]
+    assert one["verdict"] == two["verdict"]
+    by_name = [{c["name"]: c for c in r["checks"]} for r in (one, two)]
+    assert set(by_name[0]) == set(by_name[1]) == set(SUITE)
+    for name in SUITE:
+        a, b = by_name[0][name], by_name[1][name]
+        assert a["status"] == b["status"], name
+        if name in ("performance", "fairness", "explainability", "schema"):
+            assert a["result"]["metrics"] == b["result"]["metrics"], name
+
+
+@pytest.mark.parametrize("how", ["hang", "raise"])
+def test_a_check_that_hangs_or_raises_does_not_hold_up_the_others(agent_factory, data, how):
+    agent = agent_factory(
+        checks_arg(),
+        "--HandoffAgent.workers=2",
+        "--HandoffAgent.check_timeout=30",
+        "--HandoffAgent.forward_to=[]",
+    )
+    X, y = data
+    model = hostile.BigBatches(limit=len(X), how=how)
+    name = f"big-{how}"
+    v = push_model(agent, model, name, X=X, y=y, sensitive=X[["gender"]])
+    path = f"/api/v1/models/{name}/versions/{v.number}"
+    if how == "hang":
+        # While explainability hangs (until its timeout), the provisional verdict is in and
+        # the checks of the other worker finish.
+        group = next(g for g in plan(SUITE, 2) if "explainability" in g)
+        others = [n for n in SUITE if n not in group]
+
+        def others_done():
+            body = agent.request("GET", path)[1]
+            state = {c["name"]: c["status"] for c in body["checks"]}
+            done = all(state[n] not in ("queued", "running") for n in others)
+            return done and body.get("provisional") and state
+
+        state = until(others_done, what="the other checks")
+        assert state["explainability"] == "running"
+        assert body_provisional(agent, path)["verdict"] == "pass"
+    body = wait_checked(agent, name, v.number)
+    checks = {c["name"]: c for c in body["checks"]}
+    failed = checks["explainability"]
+    if how == "hang":
+        assert failed["status"] == "fail" and "did not finish within" in failed["message"]
+    else:
+        assert failed["status"] == "warn" and "too many" in failed["message"]
+    for n in SUITE:
+        if n != "explainability":
+            assert checks[n]["status"] not in ("skip", "error", "queued", "running"), checks[n]
+    assert body["provisional"] is None
+    # Nothing is stuck: the agent checks the next push too.
+    v2 = push_model(agent, hostile.BigBatches(limit=10**9), name, X=X, y=y)
+    assert wait_checked(agent, name, v2.number)["status"] in ("passed", "warned")
+    assert agent.healthy()
