@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -47,6 +48,7 @@ from .handlers.models import (
     VersionHandler,
     VersionsHandler,
 )
+from .handlers.monitor import AlertsHandler, MonitorHandler, MonitorRunHandler
 from .handlers.pipeline import (
     BundleHandler,
     ForwardHandler,
@@ -76,6 +78,20 @@ from .trust_flow import TrustFlow
 from .versions import VersionService
 
 log = logging.getLogger("handoff_agent")
+ALERT_FIELDS = (
+    "id",
+    "model",
+    "kind",
+    "window",
+    "state",
+    "value",
+    "threshold",
+    "action",
+    "outcome",
+    "message",
+    "fired_window",
+    "cleared_window",
+)
 # 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
 MIN_TOKEN_CHARS = 22
 TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -337,7 +353,7 @@ class HandoffAgent(LoggingConfigurable):
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
-        self.policy = self.stages = self.intake = self.deployments = None
+        self.policy = self.stages = self.intake = self.deployments = self.monitor = None
         if self.role == "central":
             from .serving.deploy import DeploymentService
 
@@ -345,6 +361,12 @@ class HandoffAgent(LoggingConfigurable):
             # Stages move the model server's slots in the stage change's own transaction.
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
+        from .monitor.service import MonitorService
+
+        # Watches every logged model's windows; rolls back through the StageManager, so the
+        # slots (and the model servers' traffic) move with the stage.
+        self.monitor = MonitorService(self.registry, self.store, self.policy, self.stages)
+        self._monitor_task = None
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.model_sandbox = self._make_sandbox(home)
@@ -469,6 +491,7 @@ class HandoffAgent(LoggingConfigurable):
             role=self.role,
             policy="central" if self.policy else "default",
             deploy=policy.deploy.describe(),
+            monitor=policy.monitor.describe(),
         )
 
     def make_app(self) -> web.Application:
@@ -509,6 +532,9 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/deployment/rollback", RollbackHandler),
             (model + "/feedback", FeedbackHandler),
             (model + "/predictions", PredictionsHandler),
+            (model + "/monitor", MonitorHandler),
+            (model + "/monitor/run", MonitorRunHandler),
+            (model + "/alerts", AlertsHandler),
         ]
         return web.Application(
             routes,
@@ -559,6 +585,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
+        if self.role == "central":
+            self._monitor_task = asyncio.ensure_future(self._monitor_loop())
         if self.replicas is not None:
             await self.replicas.start()
         return port
@@ -600,6 +628,37 @@ class HandoffAgent(LoggingConfigurable):
         if self.model_server is not None:
             await self.model_server.refresh()
 
+    async def monitor_run(self, model: str | None, now: float | None = None) -> dict:
+        """Evaluate closed windows (one model, or all); publish each alert change as an SSE
+        event and a delivery to the webhook destinations; apply a rollback to serving now."""
+        if self.model_server is not None:
+            await self.model_server.log.flush()
+        if model is None:
+            results = await self.call(self.monitor.run_all, now)
+        else:
+            results = [await self.call(self.monitor.run, model, now)]
+        for result in results:
+            for alert in result["alerts"]:
+                event = {k: alert.get(k) for k in ALERT_FIELDS}
+                self.events.publish("alert", **event)
+                for dest in self.destinations.values():
+                    if getattr(dest, "url", "") and getattr(dest, "secret", ""):
+                        await self.run_io(notify_webhook, dest, event)
+            if result["rolled_back"]:
+                self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
+                await self.serving_changed()
+        return results[0] if model is not None else {"models": results}
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor.settings.every_seconds)
+            try:
+                await self.monitor_run(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again
+                log.exception("the monitor run failed")
+
     def _lifecycle(self) -> dict:
         return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
 
@@ -612,6 +671,8 @@ class HandoffAgent(LoggingConfigurable):
         if self.server is not None:
             self.server.stop()
         await self.trust_flow.stop_watch()
+        if getattr(self, "_monitor_task", None) is not None:
+            self._monitor_task.cancel()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.model_server is not None:
@@ -625,3 +686,19 @@ class HandoffAgent(LoggingConfigurable):
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)
+
+
+def notify_webhook(dest, event: dict) -> None:
+    """One signed POST of an alert to a webhook destination (CI, on-call); a failure is
+    logged, the alert stays in the audit log and the API."""
+    import json
+    import uuid
+
+    from .forwarding.http import post_signed
+
+    body = json.dumps({"type": "alert", **event}, sort_keys=True, default=str).encode()
+    result = post_signed(
+        dest.url, body, f"alert-{uuid.uuid4().hex}", dest.secret, "application/json", timeout=10
+    )
+    if not result.ok:
+        log.warning("alert delivery to %s failed: %s", dest.name, result.error)

@@ -338,6 +338,7 @@ class HandoffApp(JupyterApp):
         "backup": ("handoff_agent.transfer_cli.BackupApp", "Back up metadata and blobs; --verify."),
         "restore": ("handoff_agent.transfer_cli.RestoreApp", "Restore a backup, then verify."),
         "migrate": ("handoff_agent.transfer_cli.MigrateApp", "Move central to other stores."),
+        "monitor": ("handoff_agent.monitor_cli.MonitorApp", "Backfill a log; evaluate windows."),
     }
 
     def start(self):

@@ -22,6 +22,9 @@ admin = 1
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)
 shadow = false                # true: an approved version first gets mirrored traffic
 
+[monitor]                     # windows, thresholds, label delay, actions: see monitor_policy.py
+daily = true
+
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
 secret from the plain ``secrets`` list (the embedded central's default) authenticates the
@@ -40,6 +43,7 @@ from pathlib import Path
 from . import trust
 from .deploy_policy import DeployPolicy
 from .errors import HandoffError
+from .monitor_policy import MonitorPolicy
 from .secrets_check import weak_secret_error
 from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
 
@@ -62,6 +66,7 @@ class Policy:
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -97,6 +102,7 @@ class Policy:
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
+            monitor=MonitorPolicy.load(data.get("monitor", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:

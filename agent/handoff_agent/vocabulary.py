@@ -116,7 +116,12 @@ def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
 
 
 def meta(
-    stages: dict[str, dict[str, int]], *, role: str, policy: str, deploy: dict | None = None
+    stages: dict[str, dict[str, int]],
+    *,
+    role: str,
+    policy: str,
+    deploy: dict | None = None,
+    monitor: dict | None = None,
 ) -> dict:
     """The whole vocabulary as JSON, as ``GET /api/v1/meta`` serves it. ``policy`` says where
     the stage flow's sign-offs come from ("central" policy file, or the "default");
@@ -146,6 +151,7 @@ def meta(
             "shadow_gates": dict(SHADOW_GATES),
             "policy": deploy or {},
         },
+        "monitor": {"policy": monitor or {}},
         "comparison": {
             "latency": list(LATENCY_METRICS),
             "fairness": list(FAIRNESS_METRICS),

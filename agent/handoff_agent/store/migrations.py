@@ -49,9 +49,16 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m010_monitor(conn: Connection) -> None:
+    """Monitoring: closed windows as time series, alerts, and each model's reference."""
+    for table in (t.monitor_windows, t.alerts, t.monitor_references):
+        table.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m010_monitor", m010_monitor),
 ]
 
 

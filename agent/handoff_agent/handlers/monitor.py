@@ -1,0 +1,77 @@
+"""Central's monitoring routes: a model's window series, its alerts, and an on-demand run
+(with a simulated ``now`` for replays). Thin over monitor.service."""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import BadRequest
+from ..monitor_policy import WINDOWS
+from ..names import validate_name
+from .pipeline import CentralOnly
+
+
+def _float_arg(handler, name: str) -> float | None:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be epoch seconds, e.g. {name}=1767225600.")
+    return value
+
+
+class MonitorHandler(CentralOnly):
+    """The closed windows (and the rolling one) as time series, with the policy's bounds."""
+
+    async def get(self, name: str):
+        validate_name(name)
+        self.central()
+        kind = self.get_query_argument("window", None)
+        if kind is not None and kind not in (*WINDOWS, "rolling"):
+            raise BadRequest(
+                f"Unknown window {kind!r}.", f"Use one of {', '.join((*WINDOWS, 'rolling'))}."
+            )
+        agent = self.agent
+        rows = await agent.read(agent.registry.windows_of, name, kind, _float_arg(self, "since"))
+        firing = await agent.read(agent.registry.alerts_of, name, "firing")
+        self.write_json(
+            {
+                "model": name,
+                "windows": rows,
+                "firing": len(firing),
+                "policy": agent.monitor.settings.describe(),
+            }
+        )
+
+
+class AlertsHandler(CentralOnly):
+    async def get(self, name: str):
+        validate_name(name)
+        self.central()
+        state = self.get_query_argument("state", None)
+        if state not in (None, "firing", "cleared"):
+            raise BadRequest("state is firing or cleared.", "e.g. ?state=firing")
+        agent = self.agent
+        self.write_json(
+            {"model": name, "alerts": await agent.read(agent.registry.alerts_of, name, state)}
+        )
+
+
+class MonitorRunHandler(CentralOnly):
+    """Admin: evaluate the windows closed by ``now`` (epoch seconds; default the clock)."""
+
+    roles = {"POST": ("admin",)}
+
+    async def post(self, name: str):
+        validate_name(name)
+        self.central()
+        now = self.json_body().get("now")
+        if now is not None and (
+            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+        ):
+            raise BadRequest("now must be epoch seconds (a number).", '{"now": 1767225600}')
+        self.write_json(await self.agent.monitor_run(name, now))
