@@ -129,7 +129,7 @@ def test_sixty_days_alert_on_time_and_never_in_the_stationary_month(stores):
         assert lo <= m["performance"]["value"] <= hi
     # the concept shift's windows close only when their labels arrived
     assert windows[CONCEPT]["labels"] == "final"
-    assert windows[CONCEPT]["metrics"]["labels"] == PER_DAY
+    assert windows[CONCEPT]["metrics"]["labels"] >= POLICY.min_labels
 
     # a drift alert's retrain action is an audit row the retraining side consumes
     actions = [r["action"] for r in registry.audit_rows_since(None)]

@@ -10,6 +10,9 @@ The file is Parquet with one row per prediction:
 - optional ``latency_ms``, ``status`` and ``version``;
 - every other column is an input feature.
 
+Each row becomes one record of the log, its inputs as a JSON object of scalars (the model
+server writes lists, one value per row of a request; the monitor reads both).
+
 With ``reference=True`` the file is the model's monitoring reference instead (validation data
 with predictions, scores and labels), against which windows are compared.
 """
@@ -28,7 +31,7 @@ from ..serving.predlog import SCHEMA
 from .frames import RESERVED
 from .windows import iso
 
-SEGMENT_ROWS = 200_000
+SEGMENT_ROWS = 20_000  # a run reads only the segments that overlap its windows
 
 
 def _epoch(values: pd.Series) -> np.ndarray:
@@ -68,21 +71,24 @@ def _records_parquet(part: pd.DataFrame, features: list[str], model: str) -> byt
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    feats = part[features].astype(object).where(part[features].notna(), None)
-    inputs = [
-        json.dumps({k: [v] for k, v in r.items()}, default=_plain) for r in feats.to_dict("records")
+    # one JSON object per row, written by pandas' C writer: {"x1": 0.5, "cat": "a"}
+    inputs = part[features].to_json(orient="records", lines=True).splitlines()
+    preds = [
+        json.dumps(p, default=_plain)
+        for p in part["prediction"].astype(object).where(part["prediction"].notna(), None)
     ]
-    preds = part["prediction"].astype(object).where(part["prediction"].notna(), None).tolist()
+    outputs = pd.Series(['{"predict":[' + p + "]" for p in preds])
     if "score" in part:
         s = part["score"].to_numpy(dtype=float)
-        outputs = [
-            json.dumps({"predict": [_plain(p)], "predict_proba": [[1 - x, x]]})
-            if np.isfinite(x)
-            else json.dumps({"predict": [_plain(p)]}, default=_plain)
-            for p, x in zip(preds, s, strict=True)
-        ]
-    else:
-        outputs = [json.dumps({"predict": [p]}, default=_plain) for p in preds]
+        proba = (
+            ',"predict_proba":[['
+            + pd.Series(1 - s).astype(str)
+            + ","
+            + pd.Series(s).astype(str)
+            + "]]"
+        )
+        outputs = outputs + proba.where(np.isfinite(s), "")
+    outputs = (outputs + "}").tolist()
     n = len(part)
     columns = {
         "request_id": part["request_id"].astype(str).tolist(),

@@ -114,14 +114,12 @@ class MonitorService:
         caller publishes (SSE, destinations) and whose rollbacks it applies to serving."""
         now = time.time() if now is None else float(now)
         p = self.settings
-        logged = predlog.read(self.registry, self.blobs, model)
-        logged = logged[logged["time"].astype(float) < now]
         result = {"model": model, "now": now, "windows": [], "alerts": [], "rolled_back": False}
-        if logged.empty:
+        segments = [s for s in self.registry.segments_of(model) if s["first_time"] < now]
+        if not segments:
             return result
-        feedback = frames.feedback_frame(self.registry.feedback_of(model))
-        ref = self.reference(model)
-        first = float(logged["time"].min())
+        first = min(float(s["first_time"]) for s in segments)
+        due = []  # (kind, start, end, stored state)
         for kind in p.windows:
             stored = self.registry.window_starts(model, kind)
             for start, end in windows.closed(kind, first, now):
@@ -130,12 +128,22 @@ class MonitorService:
                     continue
                 if state == "waiting" and now < end + p.label_delay_hours * 3600:
                     continue
-                window = logged[(logged["time"] >= start) & (logged["time"] < end)]
-                row = self.evaluate(window, feedback, ref, start, end, now)
-                self.registry.window_put(model, kind, start, end, row)
-                result["windows"].append({"kind": kind, "start": start, **row})
-                changes = self.judge(model, kind, start, row, judge_closing=state is None)
-                result["alerts"].extend(changes)
+                due.append((kind, start, end, state))
+        since = min(
+            [d[1] for d in due] + ([now - p.rolling_minutes * 60] if p.rolling_minutes else []),
+            default=now,
+        )
+        logged = self._log(model, segments, since, now)
+        ids = logged["request_id"].astype(str).tolist()
+        feedback = frames.feedback_frame(self.registry.labels_for(model, ids))
+        ref = self.reference(model)
+        for kind, start, end, state in due:
+            window = logged[(logged["time"] >= start) & (logged["time"] < end)]
+            row = self.evaluate(window, feedback, ref, start, end, now)
+            self.registry.window_put(model, kind, start, end, row)
+            result["windows"].append({"kind": kind, "start": start, **row})
+            changes = self.judge(model, kind, start, row, judge_closing=state is None)
+            result["alerts"].extend(changes)
         if p.rolling_minutes > 0:
             start = now - p.rolling_minutes * 60
             window = logged[logged["time"] >= start]
@@ -143,6 +151,19 @@ class MonitorService:
             self.registry.window_put(model, "rolling", 0.0, now, {**row, "start": start})
         result["rolled_back"] = any(a.get("rolled_back") for a in result["alerts"])
         return result
+
+    def _log(self, model: str, segments: list[dict], since: float, now: float) -> pd.DataFrame:
+        """The log's records served in ``[since, now)``, from the segments that overlap it."""
+        parts = [
+            pd.read_parquet(io.BytesIO(self.blobs.read_bytes(s["digest"])))
+            for s in segments
+            if s["last_time"] >= since and s["first_time"] < now
+        ]
+        if not parts:
+            return pd.DataFrame({n: pd.Series(dtype=object) for n, _ in predlog.SCHEMA})
+        logged = pd.concat(parts, ignore_index=True)
+        t = logged["time"].astype(float)
+        return logged[(t >= since) & (t < now)].assign(time=t)
 
     def evaluate(self, window, feedback, ref, start, end, now, final=True) -> dict:
         p = self.settings

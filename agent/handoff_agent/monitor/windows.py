@@ -35,7 +35,8 @@ def closed(kind: str, first: float, now: float) -> list[tuple[float, float]]:
 
 
 def iso(t: float) -> str:
-    return (datetime.fromtimestamp(t, UTC)).isoformat().replace("+00:00", "Z")
+    """The store's time format (``audit.now``), so times compare as text too."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
 
 
 def days(n: float) -> timedelta:

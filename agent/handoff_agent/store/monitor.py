@@ -173,28 +173,38 @@ class MonitorStore(StoreBase):
         """Labels from another system with the time each arrived there (ISO), so a backfill
         keeps its label delay; a label sent again replaces the first."""
         with self._tx() as c:
-            for i in range(0, len(labels), 5000):
-                chunk = labels[i : i + 5000]
-                stmt = self._insert(t.feedback).values(
-                    [
-                        {
-                            "model": model,
-                            "request_id": r,
-                            "label": json.dumps(lab),
-                            "time": when,
-                            "by": by,
-                        }
-                        for r, lab, when in chunk
-                    ]
-                )
-                c.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["model", "request_id"],
-                        set_={"label": stmt.excluded.label, "time": stmt.excluded.time},
-                    )
-                )
+            stmt = self._insert(t.feedback)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["model", "request_id"],
+                set_={"label": stmt.excluded.label, "time": stmt.excluded.time},
+            )
+            rows = [
+                {"model": model, "request_id": r, "label": json.dumps(lab), "time": when, "by": by}
+                for r, lab, when in labels
+            ]
+            for i in range(0, len(rows), 20_000):  # executemany: one statement, many rows
+                c.execute(stmt, rows[i : i + 20_000])
             self.audit_append(by, "feedback.import", model, {"labels": len(labels)})
             return len(labels)
+
+    def labels_for(self, model: str, request_ids: list[str]) -> list[dict]:
+        """The feedback of these requests: request_id, label (parsed), time."""
+        F = t.feedback.c
+        out = []
+        with self._read() as c:
+            for i in range(0, len(request_ids), 5000):
+                chunk = request_ids[i : i + 5000]
+                rows = c.execute(
+                    select(F.request_id, F.label, F.time).where(
+                        F.model == model, F.request_id.in_(chunk)
+                    )
+                ).all()
+                out.extend(rows)
+        labels = json.loads("[" + ",".join(r[1] for r in out) + "]") if out else []
+        return [
+            {"request_id": r[0], "label": lab, "time": r[2]}
+            for r, lab in zip(out, labels, strict=True)
+        ]
 
     def monitored_models(self) -> list[str]:
         """Models with a prediction log (served here or imported)."""
