@@ -571,6 +571,9 @@ class VersionStore(StoreBase):
             seg = t.prediction_segments.c
             for model, digest in c.execute(select(seg.model, seg.digest)):
                 out.setdefault(digest, []).append(f"{model} prediction log")
+            ref = t.monitor_references.c
+            for model, digest in c.execute(select(ref.model, ref.digest)):
+                out.setdefault(digest, []).append(f"{model} monitoring reference")
         return out
 
     def count_rows(self) -> dict[str, int]:
