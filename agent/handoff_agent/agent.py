@@ -642,7 +642,9 @@ class HandoffAgent(LoggingConfigurable):
                 event = {k: alert.get(k) for k in ALERT_FIELDS}
                 self.events.publish("alert", **event)
                 for dest in self.destinations.values():
-                    if getattr(dest, "url", "") and getattr(dest, "secret", ""):
+                    # webhooks only (CI, on-call), and only to a URL on the operator's allowlist
+                    allowed = getattr(dest, "allowed_urls", None)
+                    if allowed is not None and dest.url in allowed and dest.secret:
                         await self.run_io(notify_webhook, dest, event)
             if result["rolled_back"]:
                 self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")

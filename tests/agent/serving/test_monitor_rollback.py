@@ -4,7 +4,11 @@ drift alert, and the previous version serves again."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -36,12 +40,56 @@ drift = "rollback"
 """
 
 
+WEBHOOK_SECRET = "monitor-webhook-secret-7Qm2Lx9Vz4"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def follow(agent, events: list) -> None:
+    """Collect the agent's SSE events for churn in a background thread."""
+
+    def run():
+        conn = http.client.HTTPConnection(agent.host, agent.port, timeout=600)
+        conn.request(
+            "GET", "/api/v1/events?model=churn", headers={"Authorization": f"token {agent.token}"}
+        )
+        for raw in conn.getresponse():
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypatch):
     monkeypatch.setattr(serving_support, "POLICY", serving_support.POLICY + MONITOR)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
     y = (X["a"] + X["b"] > 0).astype(int)
-    local, central = start_pair(tmp_path)
+    hook = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{hook.server_port}/alerts"
+    webhook = [
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={hook_url}",
+        f"--WebhookDestination.secret={WEBHOOK_SECRET}",
+        f"--WebhookDestination.allowed_urls={json.dumps([hook_url])}",
+    ]
+    local, central = start_pair(tmp_path, webhook)
+    events: list = []
     try:
         v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
         sign(central, "churn", v1, "production")
@@ -74,6 +122,8 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypa
         assert out.returncode == 0, out.stdout + out.stderr
 
         # When the monitor runs
+        follow(central, events)
+        time.sleep(0.5)  # the stream is connected
         status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
         assert status == 200, body
 
@@ -97,10 +147,21 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypa
         series = central.request("GET", "/api/v1/models/churn/monitor?window=daily")[1]
         assert series["windows"][-1]["metrics"]["drift"]["share"] == 1.0
         assert series["firing"] >= 1
+        # The alert went out as an SSE event, a webhook delivery and an audit row
+        until(lambda: any(e["type"] == "alert" for e in events), timeout=30, what="SSE alert")
+        alert = next(e for e in events if e["type"] == "alert" and e["kind"] == "drift")
+        assert alert["state"] == "firing" and alert["action"] == "rollback"
+        until(lambda: Receiver.received, timeout=30, what="webhook delivery")
+        assert any(r["type"] == "alert" and r["kind"] == "drift" for r in Receiver.received)
+        audit = central.sql("SELECT action FROM audit WHERE action LIKE 'monitor.%'")
+        assert {"monitor.alert", "monitor.reference", "monitor.import"} <= {
+            r["action"] for r in audit
+        }
         assert central.cli("audit", "verify").returncode == 0
     finally:
         local.stop()
         central.stop()
+        hook.shutdown()
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "nan"])
