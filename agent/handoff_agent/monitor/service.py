@@ -87,14 +87,18 @@ class MonitorService:
     def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
         """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
         never model code, so the agent process may read it."""
-        with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            names = set(tar.getnames())
-            if "data/X.parquet" not in names:
-                return None
-            frame = pd.read_parquet(io.BytesIO(tar.extractfile("data/X.parquet").read()))
-            if "data/y.parquet" in names:
-                y = pd.read_parquet(io.BytesIO(tar.extractfile("data/y.parquet").read()))
-                frame["label"] = y.iloc[:, 0].to_numpy()
+        wanted, found = ("data/X.parquet", "data/y.parquet"), {}
+        with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:  # a stream: the blob store's reader verifies as it goes
+                if member.name in wanted and member.isfile():
+                    found[member.name] = tar.extractfile(member).read()
+            while f.read(1 << 20):  # to the end, so the digest is checked
+                pass
+        if wanted[0] not in found:
+            return None
+        frame = pd.read_parquet(io.BytesIO(found[wanted[0]]))
+        if wanted[1] in found:
+            frame["label"] = pd.read_parquet(io.BytesIO(found[wanted[1]])).iloc[:, 0].to_numpy()
         return frame
 
     # -- one run --------------------------------------------------------------------------
