@@ -89,6 +89,7 @@ def stores(request, tmp_path):
     registry.close()
 
 
+@pytest.mark.timeout(900)  # 120,000 predictions and 60 runs; minutes on a loaded 2-core box
 def test_sixty_days_alert_on_time_and_never_in_the_stationary_month(stores):
     registry, blobs = stores
     rng = np.random.default_rng(7)
