@@ -304,8 +304,9 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/models/{name}/monitor": {
         "get": _op(
-            "Central: the model's monitoring windows as time series (traffic, error rate, "
-            "latency, input and prediction drift, labelled performance with bootstrap CIs, "
+            "The model's monitoring windows at central (a local agent relays them) as time "
+            "series (traffic, error rate, latency, input and prediction drift, labelled "
+            "performance with bootstrap CIs, "
             "the label-free estimate), the count of firing alerts and the [monitor] policy.",
             params=[
                 NAME,
@@ -338,7 +339,7 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/models/{name}/alerts": {
         "get": _op(
-            "Central: the model's monitoring alerts, newest first, with the action taken.",
+            "The model's monitoring alerts at central (a local agent relays them), newest first.",
             params=[
                 NAME,
                 _param(

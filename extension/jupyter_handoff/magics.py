@@ -86,6 +86,15 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     dossier.add_argument(
         "--out", metavar="FILE", help="where to save it (default: dossier-NAME-N.zip here)"
     )
+    monitor = p["monitor"] = MagicArgumentParser(
+        prog="%mlops monitor",
+        description="A model's monitoring at central: performance with CIs and the "
+        "label-free estimate, drift, traffic and latency against their thresholds, and alerts.",
+    )
+    monitor.add_argument("name", help="model name")
+    monitor.add_argument(
+        "--window", choices=["hourly", "daily", "monthly"], default="daily", help="window kind"
+    )
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -237,6 +246,11 @@ class MlopsMagics(Magics):
         from .dossier import dossier
 
         return dossier(args.ref, out=args.out)
+
+    def _monitor(self, args):
+        from .monitor_view import monitor
+
+        return monitor(args.name, window=args.window)
 
     def _agent(self, args):
         from handoff_agent import runtime

@@ -158,6 +158,18 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypa
             r["action"] for r in audit
         }
         assert central.cli("audit", "verify").returncode == 0
+
+        # The notebook's view, through the local agent (it relays central's answers)
+        from jupyter_handoff.monitor_view import MonitorView
+
+        status, series = local.request("GET", "/api/v1/models/churn/monitor?window=daily")
+        assert status == 200 and series["windows"], series
+        status, relayed = local.request("GET", "/api/v1/models/churn/alerts")
+        assert status == 200 and relayed["alerts"], relayed
+        view = MonitorView("churn", series, relayed)
+        page = view._repr_html_()
+        assert "firing" in view.badge() and "input drift" in page and "data:image/png" in page
+        assert "rolled back" in page
     finally:
         local.stop()
         central.stop()
