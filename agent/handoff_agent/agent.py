@@ -639,7 +639,8 @@ class HandoffAgent(LoggingConfigurable):
             results = [await self.call(self.monitor.run, model, now)]
         for result in results:
             for alert in result["alerts"]:
-                event = {k: alert.get(k) for k in ALERT_FIELDS}
+                # "alert" names its kind (an event's own "type" is "alert")
+                event = {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
                 self.events.publish("alert", **event)
                 for dest in self.destinations.values():
                     # webhooks only (CI, on-call), and only to a URL on the operator's allowlist

@@ -147,7 +147,8 @@ def test_a_window_below_the_minimum_sample_size_says_why_and_never_alerts(stores
     f["time"] = T0 + np.sort(rng.uniform(0, DAY, 50))
     backfill.import_log(registry, blobs, "small", f, "test")
     result = MonitorService(registry, blobs, Policy(monitor=POLICY)).run("small", T0 + 3 * DAY)
-    (window,) = result["windows"]
-    assert window["status"] == "insufficient"
-    assert "fewer than min_samples = 200" in window["reason"]
+    window, *empty = result["windows"]  # the day with traffic, then two without
+    assert window["status"] == "insufficient" and len(empty) == 2
+    assert "50 predictions, fewer than min_samples = 200" in window["reason"]
+    assert all(w["status"] == "insufficient" for w in empty)
     assert result["alerts"] == [] and registry.alerts_of("small") == []

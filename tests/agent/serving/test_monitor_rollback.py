@@ -149,10 +149,10 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypa
         assert series["firing"] >= 1
         # The alert went out as an SSE event, a webhook delivery and an audit row
         until(lambda: any(e["type"] == "alert" for e in events), timeout=30, what="SSE alert")
-        alert = next(e for e in events if e["type"] == "alert" and e["kind"] == "drift")
+        alert = next(e for e in events if e["type"] == "alert" and e["alert"] == "drift")
         assert alert["state"] == "firing" and alert["action"] == "rollback"
         until(lambda: Receiver.received, timeout=30, what="webhook delivery")
-        assert any(r["type"] == "alert" and r["kind"] == "drift" for r in Receiver.received)
+        assert any(r["type"] == "alert" and r["alert"] == "drift" for r in Receiver.received)
         audit = central.sql("SELECT action FROM audit WHERE action LIKE 'monitor.%'")
         assert {"monitor.alert", "monitor.reference", "monitor.import"} <= {
             r["action"] for r in audit
