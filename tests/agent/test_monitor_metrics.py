@@ -84,3 +84,41 @@ def test_the_policy_table_loads_with_its_actions_and_refuses_in_one_line(tmp_pat
     path.write_text("[monitor]\nmin_sample = 3\n")
     with pytest.raises(ValueError, match="unknown key 'min_sample'"):
         Policy.load(path)
+
+
+def test_log_records_of_the_server_and_of_a_backfill_flatten_to_one_row_per_prediction():
+    import json
+
+    from handoff_agent.monitor import frames
+
+    log = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "time": [1.0, 2.0, 3.0, 4.0],
+            "status": [200, 200, 500, 200],
+            "latency_ms": [1.0, 2.0, 3.0, 4.0],
+            "version": [1, 1, 1, 1],
+            "inputs": [
+                json.dumps({"x": [1.0], "c": ["u"]}),  # the server: lists, one per row
+                json.dumps({"x": [2.0, 3.0], "c": ["v", "w"]}),
+                json.dumps({"x": [9.0], "c": ["z"]}),
+                json.dumps({"x": [4.0], "c": ["u"]}),
+            ],
+            "outputs": [
+                json.dumps({"predict": [1], "predict_proba": [[0.2, 0.8]]}),
+                json.dumps({"predict": [0, 1], "predict_proba": [[0.9, 0.1], [0.3, 0.7]]}),
+                None,  # a failed request has no outputs
+                json.dumps({"predict": [0], "predict_proba": [[0.6, 0.4]]}),
+            ],
+        }
+    )
+    requests, rows = frames.rows(log)
+    assert len(requests) == 4  # the failed one counts as traffic
+    assert rows["request_id"].tolist() == ["a", "b", "b", "d"]
+    assert rows["x"].tolist() == [1.0, 2.0, 3.0, 4.0] and rows["row"].tolist() == [0, 0, 1, 0]
+    assert rows["prediction"].tolist() == [1, 0, 1, 0]
+    assert rows["score"].tolist() == [0.8, 0.1, 0.7, 0.4]
+    # a backfill writes scalars; mixed types fall back to pandas' reader
+    log["inputs"] = [json.dumps({"x": v, "c": "u"}) for v in (1.5, "oops", 2, 3)]
+    _, rows = frames.rows(log)
+    assert rows["x"].tolist() == [1.5, "oops", 3]

@@ -28,26 +28,48 @@ RESERVED = {
 }
 
 
-def _lines(series: pd.Series) -> pd.DataFrame:
-    """A column of JSON objects as a frame, parsed by pandas' C reader in one call."""
+def _lines(series: pd.Series, unwrap: bool = False) -> pd.DataFrame:
+    """A column of JSON objects as a frame, parsed by Arrow's C++ JSON reader in one call
+    (pandas' reader when Arrow cannot type a column, e.g. numbers and text mixed)."""
     texts = series.fillna("{}").astype(str)
     if texts.empty:
         return pd.DataFrame(index=range(0))
-    return pd.read_json(io.StringIO("\n".join(texts.tolist())), lines=True, dtype=False)
+    data = "\n".join(texts.tolist())
+    try:
+        import pyarrow as pa
+        from pyarrow import json as pa_json
+
+        table = pa_json.read_json(io.BytesIO(data.encode()))
+        columns = {}
+        for name in table.column_names:
+            col = table[name]
+            if unwrap and pa.types.is_list(col.type) and col.null_count == 0:
+                one = pa.compute.equal(pa.compute.list_value_length(col), 1)
+                if pa.compute.all(one).as_py():  # one row per request: unwrap in C++
+                    col = pa.compute.list_flatten(col)
+            columns[name] = col.to_pandas()
+        return pd.DataFrame(columns)
+    except (ValueError, TypeError):  # ArrowInvalid, ArrowTypeError
+        return pd.read_json(io.StringIO(data), lines=True, dtype=False)
+
+
+def _seq(v) -> bool:
+    return isinstance(v, list | np.ndarray)
 
 
 def _unwrap(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Columns of per-request lists (the server logs ``{"col": [values]}``) as one row per
-    value, and the number of rows of each request; scalar columns (a backfill) as they are."""
+    """Columns of per-request lists (the server logs ``{"col": [values]}`` for requests of
+    several rows) as one row per value, and the number of rows of each request; scalar
+    columns (one row per request, already unwrapped) as they are."""
     n = len(frame)
     if not n or not len(frame.columns):
         return frame, np.ones(n, dtype=int)
     first = frame[frame.columns[0]]
-    if not first.map(lambda v: isinstance(v, list)).all():
+    if not first.map(_seq).all():
         return frame.reset_index(drop=True), np.ones(n, dtype=int)
-    lengths = first.str.len().fillna(1).astype(int).to_numpy()
+    lengths = first.map(len).to_numpy().astype(int)
     if (lengths == 1).all():
-        return frame.apply(lambda c: c.str[0]).reset_index(drop=True), lengths
+        return frame.apply(lambda c: c.map(lambda v: v[0] if _seq(v) else v)), lengths
     return frame.explode(list(frame.columns)).reset_index(drop=True), lengths
 
 
@@ -58,15 +80,14 @@ def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ok = log[log["status"].fillna(200) < 400].reset_index(drop=True)
     if ok.empty:
         return requests, pd.DataFrame({"request_id": [], "time": [], "prediction": []})
-    frame, lengths = _unwrap(_lines(ok["inputs"]))
+    frame, lengths = _unwrap(_lines(ok["inputs"], unwrap=True))
     frame = frame.rename(columns={c: f"{c}_" for c in frame.columns if c in RESERVED})
     outputs = _lines(ok["outputs"])
     preds = outputs.get("predict", pd.Series([None] * len(ok)))
     frame["prediction"] = _per_row(preds, lengths)
     if "predict_proba" in outputs:
         proba = pd.Series(_per_row(outputs["predict_proba"], lengths))
-        two = proba.map(lambda p: isinstance(p, list) and len(p) == 2)
-        frame["score"] = proba.where(two).str[1].astype(float)
+        frame["score"] = proba.map(lambda p: float(p[1]) if _seq(p) and len(p) == 2 else np.nan)
     else:
         frame["score"] = np.nan
     frame["request_id"] = np.repeat(ok["request_id"].to_numpy(), lengths)
@@ -79,11 +100,11 @@ def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _per_row(values: pd.Series, lengths: np.ndarray) -> list:
     """One list per request (or a scalar, or None) → one value per row."""
     if (lengths == 1).all():
-        return [v[0] if isinstance(v, list) and v else v for v in values]
+        return [v[0] if _seq(v) and len(v) else v for v in values]
     out = []
     for v, n in zip(values, lengths, strict=True):
-        if isinstance(v, list):
-            out.extend(v[:n] + [None] * (n - len(v)))
+        if _seq(v):
+            out.extend(list(v[:n]) + [None] * (n - len(v)))
         else:
             out.extend([v] * n)
     return out
