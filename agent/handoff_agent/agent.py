@@ -633,10 +633,12 @@ class HandoffAgent(LoggingConfigurable):
         event and a delivery to the webhook destinations; apply a rollback to serving now."""
         if self.model_server is not None:
             await self.model_server.log.flush()
+        # On the I/O pool, not the store's writer thread: a large window takes seconds, and
+        # pushes and sign-offs must not wait behind it (its few writes take their own locks).
         if model is None:
-            results = await self.call(self.monitor.run_all, now)
+            results = await self.run_io(self.monitor.run_all, now)
         else:
-            results = [await self.call(self.monitor.run, model, now)]
+            results = [await self.run_io(self.monitor.run, model, now)]
         for result in results:
             for alert in result["alerts"]:
                 # "alert" names its kind (an event's own "type" is "alert")
