@@ -21,7 +21,7 @@ from handoff_agent.bundle import FORMAT_VERSION
 # started without a database_url gets a fresh database on it.
 CURRENT_BACKEND = None
 # CLI commands that read the blob store: ``RunningAgent.cli`` passes them the agent's.
-BLOB_COMMANDS = ("fsck",)
+BLOB_COMMANDS = ("fsck", "monitor")
 
 
 class RunningAgent:

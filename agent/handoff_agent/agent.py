@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ from .handlers.models import (
     VersionHandler,
     VersionsHandler,
 )
+from .handlers.monitor import AlertsHandler, MonitorHandler, MonitorRunHandler
 from .handlers.pipeline import (
     BundleHandler,
     ForwardHandler,
@@ -85,6 +87,20 @@ from .trust_flow import TrustFlow
 from .versions import VersionService
 
 log = logging.getLogger("handoff_agent")
+ALERT_FIELDS = (
+    "id",
+    "model",
+    "kind",
+    "window",
+    "state",
+    "value",
+    "threshold",
+    "action",
+    "outcome",
+    "message",
+    "fired_window",
+    "cleared_window",
+)
 # 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
 MIN_TOKEN_CHARS = 22
 TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -365,7 +381,7 @@ class HandoffAgent(LoggingConfigurable):
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
-        self.policy = self.stages = self.intake = self.deployments = None
+        self.policy = self.stages = self.intake = self.deployments = self.monitor = None
         self.guardrails = None  # serving.watch.Guardrails (central)
         if self.role == "central":
             from .serving.deploy import DeploymentService
@@ -375,6 +391,12 @@ class HandoffAgent(LoggingConfigurable):
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
+        from .monitor.service import MonitorService
+
+        # Watches every logged model's windows; rolls back through the StageManager, so the
+        # slots (and the model servers' traffic) move with the stage.
+        self.monitor = MonitorService(self.registry, self.store, self.policy, self.stages)
+        self._monitor_task = None
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.model_sandbox = self._make_sandbox(home)
@@ -546,6 +568,7 @@ class HandoffAgent(LoggingConfigurable):
             role=self.role,
             policy="central" if self.policy else "default",
             deploy=policy.deploy.describe(),
+            monitor=policy.monitor.describe(),
         )
 
     def make_app(self) -> web.Application:
@@ -593,6 +616,9 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/predict", PredictHandler),
             (model + "/feedback", FeedbackHandler),
             (model + "/predictions", PredictionsHandler),
+            (model + "/monitor", MonitorHandler),
+            (model + "/monitor/run", MonitorRunHandler),
+            (model + "/alerts", AlertsHandler),
         ]
         return web.Application(
             routes,
@@ -649,6 +675,8 @@ class HandoffAgent(LoggingConfigurable):
         if self.policy is not None and self.policy.watches:
             await self.call(self.watches.register_all, self.policy.watches, "policy")
         self.watches.start(jupyter_runtime_dir())
+        if self.role == "central":
+            self._monitor_task = asyncio.ensure_future(self._monitor_loop())
         if self.replicas is not None:
             await self.replicas.start()
         return port
@@ -694,6 +722,42 @@ class HandoffAgent(LoggingConfigurable):
         if self.model_server is not None:
             await self.model_server.refresh()
 
+    async def monitor_run(self, model: str | None, now: float | None = None) -> dict:
+        """Evaluate closed windows (one model, or all); publish each alert change as an SSE
+        event and a delivery to the webhook destinations; apply a rollback to serving now."""
+        if self.model_server is not None:
+            await self.model_server.log.flush()
+        # On the I/O pool, not the store's writer thread: a large window takes seconds, and
+        # pushes and sign-offs must not wait behind it (its few writes take their own locks).
+        if model is None:
+            results = await self.run_io(self.monitor.run_all, now)
+        else:
+            results = [await self.run_io(self.monitor.run, model, now)]
+        for result in results:
+            for alert in result["alerts"]:
+                # "alert" names its kind (an event's own "type" is "alert")
+                event = {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
+                self.events.publish("alert", **event)
+                for dest in self.destinations.values():
+                    # webhooks only (CI, on-call), and only to a URL on the operator's allowlist
+                    allowed = getattr(dest, "allowed_urls", None)
+                    if allowed is not None and dest.url in allowed and dest.secret:
+                        await self.run_io(notify_webhook, dest, event)
+            if result["rolled_back"]:
+                self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
+                await self.serving_changed()
+        return results[0] if model is not None else {"models": results}
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor.settings.every_seconds)
+            try:
+                await self.monitor_run(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again
+                log.exception("the monitor run failed")
+
     def _lifecycle(self) -> dict:
         return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
 
@@ -709,6 +773,8 @@ class HandoffAgent(LoggingConfigurable):
         await self.watches.stop()
         if self.validation is not None:
             await self.validation.stop()
+        if getattr(self, "_monitor_task", None) is not None:
+            self._monitor_task.cancel()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.model_server is not None:
@@ -722,3 +788,19 @@ class HandoffAgent(LoggingConfigurable):
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)
+
+
+def notify_webhook(dest, event: dict) -> None:
+    """One signed POST of an alert to a webhook destination (CI, on-call); a failure is
+    logged, the alert stays in the audit log and the API."""
+    import json
+    import uuid
+
+    from .forwarding.http import post_signed
+
+    body = json.dumps({"type": "alert", **event}, sort_keys=True, default=str).encode()
+    result = post_signed(
+        dest.url, body, f"alert-{uuid.uuid4().hex}", dest.secret, "application/json", timeout=10
+    )
+    if not result.ok:
+        log.warning("alert delivery to %s failed: %s", dest.name, result.error)

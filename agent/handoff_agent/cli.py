@@ -341,6 +341,7 @@ class HandoffApp(JupyterApp):
         "migrate": ("handoff_agent.transfer_cli.MigrateApp", "Move central to other stores."),
         "watch": ("handoff_agent.watch_cli.WatchApp", "Watch a data source for a model."),
         "lineage": ("handoff_agent.watch_cli.LineageApp", "The lineage graph, json or dot."),
+        "monitor": ("handoff_agent.monitor_cli.MonitorApp", "Backfill a log; evaluate windows."),
     }
 
     def start(self):

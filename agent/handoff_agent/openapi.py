@@ -399,6 +399,55 @@ PATHS: dict[str, dict[str, dict]] = {
             ok_type="application/vnd.apache.parquet",
         )
     },
+    "/api/v1/models/{name}/monitor": {
+        "get": _op(
+            "The model's monitoring windows at central (a local agent relays them) as time "
+            "series (traffic, error rate, latency, input and prediction drift, labelled "
+            "performance with bootstrap CIs, "
+            "the label-free estimate), the count of firing alerts and the [monitor] policy.",
+            params=[
+                NAME,
+                _param(
+                    "window",
+                    "query",
+                    "Only this window kind.",
+                    {"type": "string", "enum": ["hourly", "daily", "monthly", "rolling"]},
+                ),
+                _param(
+                    "since", "query", "Windows starting at or after (epoch s).", {"type": "number"}
+                ),
+            ],
+        )
+    },
+    "/api/v1/models/{name}/monitor/run": {
+        "post": _op(
+            "Admin, central: evaluate the windows closed by now (epoch seconds, default the "
+            "clock: a simulated time replays a backfill); returns the windows and alert changes.",
+            params=[NAME],
+            body={
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"now": {"type": "number"}}}
+                    }
+                },
+            },
+        )
+    },
+    "/api/v1/models/{name}/alerts": {
+        "get": _op(
+            "The model's monitoring alerts at central (a local agent relays them), newest first.",
+            params=[
+                NAME,
+                _param(
+                    "state",
+                    "query",
+                    "firing or cleared.",
+                    {"type": "string", "enum": ["firing", "cleared"]},
+                ),
+            ],
+        )
+    },
     "/api/v1/trust": {
         "get": _op("The trust list: default, policy and admin-added types."),
         "post": _op(

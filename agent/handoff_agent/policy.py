@@ -30,6 +30,9 @@ actions = ["alert", "pause_canary"]
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)
 shadow = false                # true: an approved version first gets mirrored traffic
 
+[monitor]                     # windows, thresholds, label delay, actions: see monitor_policy.py
+daily = true
+
 Who pushed a version, at central, is the sender whose secret verified the delivery's signature,
 never what the envelope claims (that is kept as ``claimed_by`` in the version's origin). A
 secret from the plain ``secrets`` list (the embedded central's default) authenticates the
@@ -48,6 +51,7 @@ from pathlib import Path
 from . import trust
 from .deploy_policy import DeployPolicy
 from .errors import HandoffError
+from .monitor_policy import MonitorPolicy
 from .secrets_check import weak_secret_error
 from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
 
@@ -73,6 +77,7 @@ class Policy:
     # [[watch]] tables: data sources central watches (its warehouse), with actions on
     # central's deployments (alert, pause_canary, rollback_canary); watch/service.py checks them.
     watches: list[dict] = field(default_factory=list)
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -109,6 +114,7 @@ class Policy:
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
             watches=_watches(data.get("watch", []), path),
+            monitor=MonitorPolicy.load(data.get("monitor", {}), path),
         )
 
     def signers(self) -> list[tuple[str, str]]:

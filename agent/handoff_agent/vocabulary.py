@@ -156,7 +156,12 @@ def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
 
 
 def meta(
-    stages: dict[str, dict[str, int]], *, role: str, policy: str, deploy: dict | None = None
+    stages: dict[str, dict[str, int]],
+    *,
+    role: str,
+    policy: str,
+    deploy: dict | None = None,
+    monitor: dict | None = None,
 ) -> dict:
     """The whole vocabulary as JSON, as ``GET /api/v1/meta`` serves it. ``policy`` says where
     the stage flow's sign-offs come from ("central" policy file, or the "default");
@@ -192,6 +197,7 @@ def meta(
             "actions": {k: list(v) for k, v in DEPLOY_ACTIONS.items()},
             "policy": deploy or {},
         },
+        "monitor": {"policy": monitor or {}},
         "comparison": {
             "latency": list(LATENCY_METRICS),
             "fairness": list(FAIRNESS_METRICS),

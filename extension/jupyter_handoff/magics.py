@@ -131,6 +131,15 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     predict.add_argument("name", help="model name")
     predict.add_argument("data", metavar="DATA", help="variable holding a DataFrame or 2-D array")
     predict.add_argument("--version", type=int, metavar="N", help="a served version, not routed")
+    monitor = p["monitor"] = MagicArgumentParser(
+        prog="%mlops monitor",
+        description="A model's monitoring at central: performance with CIs and the "
+        "label-free estimate, drift, traffic and latency against their thresholds, and alerts.",
+    )
+    monitor.add_argument("name", help="model name")
+    monitor.add_argument(
+        "--window", choices=["hourly", "daily", "monthly"], default="daily", help="window kind"
+    )
     agent = p["agent"] = MagicArgumentParser(
         prog="%mlops agent", description="Manage the local agent."
     )
@@ -320,6 +329,11 @@ class MlopsMagics(Magics):
         from .deployments import predict
 
         return predict(args.name, self._var(args.data, "data"), version=args.version)
+
+    def _monitor(self, args):
+        from .monitor_view import monitor
+
+        return monitor(args.name, window=args.window)
 
     def _agent(self, args):
         from handoff_agent import runtime

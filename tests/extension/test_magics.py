@@ -76,6 +76,8 @@ def test_agent_status(shell, connected, capsys):
         ("%mlops push clf --name churn --format zip", "invalid choice"),
         ("%mlops push unfitted --name churn --data X y", "is not fitted"),
         ("%mlops push clf --name churn --data X y --sensitive short_y", "sensitive data has 10"),
+        ("%mlops monitor churn --window weekly", "invalid choice"),
+        ("%mlops monitor '../etc'", "not a valid model name"),
     ],
 )
 def test_usage_errors(shell, ns, connected, line, says):
@@ -91,6 +93,12 @@ def test_usage_errors(shell, ns, connected, line, says):
     # Nothing reached the registry, and the agent is fine.
     assert connected.request("GET", "/api/v1/models")[1] == {"models": []}
     assert connected.healthy()
+
+
+def test_monitor_without_a_central_says_how_to_start_one(shell, connected):
+    # a local agent relays monitoring from its central; none runs here
+    with pytest.raises(UsageError, match="Monitoring runs at central"):
+        run(shell, "%mlops monitor churn")
 
 
 class _Holder:

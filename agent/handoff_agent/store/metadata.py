@@ -16,6 +16,7 @@ from .engine import BUSY_TIMEOUT, make_engine, redact, sqlite_url
 from .events import EventStore
 from .inventory import InventoryStore
 from .migrations import upgrade
+from .monitor import MonitorStore
 from .outbox import OutboxStore
 from .serving import ServingStore
 from .validation import ValidationStore
@@ -34,6 +35,7 @@ class MetadataStore(
     ServingStore,
     WatchStore,
     ValidationStore,
+    MonitorStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

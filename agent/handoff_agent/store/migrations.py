@@ -55,15 +55,21 @@ def m008_serving_stats(conn: Connection) -> None:
         table.create(conn)
 
 
+def m009_validation(conn: Connection) -> None:
+    """What entering validated ran: ONNX conversion with parity, the load test and its gate."""
+    t.validations.create(conn)
+
+
+def m010_monitor(conn: Connection) -> None:
+    """Monitoring: closed windows as time series, alerts, and each model's reference."""
+    for table in (t.monitor_windows, t.alerts, t.monitor_references):
+        table.create(conn)
+
+
 def m011_sources(conn: Connection) -> None:
     """Watched data sources, their fingerprint history, and what their changes triggered."""
     for table in (t.data_sources, t.source_snapshots, t.triggers):
         table.create(conn)
-
-
-def m009_validation(conn: Connection) -> None:
-    """What entering validated ran: ONNX conversion with parity, the load test and its gate."""
-    t.validations.create(conn)
 
 
 def m012_check_provisional(conn: Connection) -> None:
@@ -76,6 +82,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m007_serving", m007_serving),
     ("m008_serving_stats", m008_serving_stats),
     ("m009_validation", m009_validation),
+    ("m010_monitor", m010_monitor),
     ("m011_sources", m011_sources),
     ("m012_check_provisional", m012_check_provisional),
 ]

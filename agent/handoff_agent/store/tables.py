@@ -424,3 +424,55 @@ validations = Table(
     Column("finished", Text),
     Index("idx_validations_state", "state"),
 )
+
+
+# -- monitoring (m010) -------------------------------------------------------------------------
+# One row per model, window kind and start: what the monitor computed for a closed window.
+monitor_windows = Table(
+    "monitor_windows",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("kind", Text),  # hourly | daily | monthly | rolling
+    Column("start", Float),
+    Column("end", Float),
+    Column("status", Text),  # ok | insufficient (then reason says why)
+    Column("reason", Text),
+    Column("labels", Text),  # waiting | final | none: the labelled part's state
+    Column("metrics", Text),  # JSON
+    Column("computed", Text),
+    Index("idx_monitor_windows_model_kind_start", "model", "kind", "start", unique=True),
+)
+
+# Alerts: fired by a closed window crossing a threshold, cleared by one back within bounds.
+alerts = Table(
+    "alerts",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("kind", Text),  # monitor_policy.ALERT_KINDS
+    Column("window", Text),  # the window kind it watches
+    Column("state", Text),  # firing | cleared
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("fired_window", Float),  # start of the window that fired it
+    Column("fired", Text),
+    Column("cleared_window", Float),
+    Column("cleared", Text),
+    Column("action", Text),  # notify | rollback | retrain
+    Column("outcome", Text),  # what the action did
+    Column("message", Text),
+    Index("idx_alerts_model_state", "model", "state"),
+)
+
+# A model's monitoring reference (validation data with predictions, scores and labels), a
+# Parquet blob; without one, the production version's pushed evaluation data is used.
+monitor_references = Table(
+    "monitor_references",
+    metadata,
+    Column("model", Text, primary_key=True),
+    Column("digest", Text),
+    Column("rows", Int),
+    Column("time", Text),
+    Column("by", Text),
+)

@@ -597,6 +597,9 @@ class VersionStore(StoreBase):
             q = select(w.model, w.number, w.onnx).where(w.onnx.is_not(None))
             for model, number, digest in c.execute(q):
                 out.setdefault(digest, []).append(f"{model}:{number} ONNX graph")
+            ref = t.monitor_references.c
+            for model, digest in c.execute(select(ref.model, ref.digest)):
+                out.setdefault(digest, []).append(f"{model} monitoring reference")
         return out
 
     def count_rows(self) -> dict[str, int]:

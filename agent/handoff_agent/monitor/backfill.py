@@ -1,0 +1,151 @@
+"""``jupyter handoff monitor import``: a prediction log from another system becomes this
+model's log (segments in the BlobStore, listed like the model server's), its labels become
+feedback with their own arrival times, so a model served elsewhere is monitored too.
+
+The file is Parquet with one row per prediction:
+- ``time``: when it was served (timestamp, or epoch seconds);
+- ``request_id``: optional (needed to send labels later); generated when absent;
+- ``prediction``; optional ``score`` (P(positive) of a binary classifier);
+- optional ``label`` and ``label_time`` (when the label arrived; default: at ``time``);
+- optional ``latency_ms``, ``status`` and ``version``;
+- every other column is an input feature.
+
+Each row becomes one record of the log, its inputs as a JSON object of scalars (the model
+server writes lists, one value per row of a request; the monitor reads both).
+
+With ``reference=True`` the file is the model's monitoring reference instead (validation data
+with predictions, scores and labels), against which windows are compared.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BadRequest
+from ..serving.predlog import SCHEMA
+from .frames import RESERVED
+from .windows import iso
+
+SEGMENT_ROWS = 20_000  # a run reads only the segments that overlap its windows
+
+
+def _epoch(values: pd.Series) -> np.ndarray:
+    """Epoch seconds from timestamps (naive ones are UTC) or numbers."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        if values.dt.tz is None:
+            values = values.dt.tz_localize("UTC")
+        return ((values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
+    return pd.to_numeric(values).to_numpy(dtype=float)
+
+
+def read(data: bytes) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as e:
+        raise BadRequest(
+            f"The file is not a readable Parquet file ({type(e).__name__}: {e}).",
+            "Write it with DataFrame.to_parquet: columns time, prediction, the inputs, "
+            "and optionally request_id, score, label, label_time.",
+        ) from None
+
+
+def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dict:
+    if "prediction" not in frame:
+        raise BadRequest(
+            "A reference needs a prediction column (and the inputs; score and label optional).",
+            "Add the model's predictions on its validation data as a column named prediction.",
+        )
+    data = io.BytesIO()
+    frame.to_parquet(data, index=False)
+    digest = blobs.put_bytes(data.getvalue())
+    registry.reference_set(model, digest, len(frame), by)
+    return {"model": model, "reference": digest, "rows": len(frame)}
+
+
+def _records_parquet(part: pd.DataFrame, features: list[str], model: str) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # one JSON object per row, written by pandas' C writer: {"x1": 0.5, "cat": "a"}
+    inputs = part[features].to_json(orient="records", lines=True).splitlines()
+    preds = [
+        json.dumps(p, default=_plain)
+        for p in part["prediction"].astype(object).where(part["prediction"].notna(), None)
+    ]
+    outputs = pd.Series(['{"predict":[' + p + "]" for p in preds])
+    if "score" in part:
+        s = part["score"].to_numpy(dtype=float)
+        proba = (
+            ',"predict_proba":[['
+            + pd.Series(1 - s).astype(str)
+            + ","
+            + pd.Series(s).astype(str)
+            + "]]"
+        )
+        outputs = outputs + proba.where(np.isfinite(s), "")
+    outputs = (outputs + "}").tolist()
+    n = len(part)
+    columns = {
+        "request_id": part["request_id"].astype(str).tolist(),
+        "model": [model] * n,
+        "version": part["version"].tolist() if "version" in part else [0] * n,
+        "slot": ["imported"] * n,
+        "time": part["_t"].tolist(),
+        "latency_ms": part["latency_ms"].tolist() if "latency_ms" in part else [None] * n,
+        "status": part["status"].tolist() if "status" in part else [200] * n,
+        "inputs": inputs,
+        "outputs": outputs,
+        "error": [None] * n,
+    }
+    table = pa.table(
+        {name: pa.array(columns[name], type=getattr(pa, kind)()) for name, kind in SCHEMA}
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else str(v)
+
+
+def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dict:
+    """Append the file's rows to the model's prediction log and its labels to the feedback."""
+    missing = [c for c in ("time", "prediction") if c not in frame]
+    if missing:
+        raise BadRequest(
+            f"The prediction log lacks the column(s) {', '.join(missing)}.",
+            "It needs time (when each prediction was served) and prediction; the other "
+            "columns are the inputs, plus optional request_id, score, label, label_time.",
+        )
+    frame = frame.copy()
+    frame["_t"] = _epoch(frame["time"])
+    if "request_id" not in frame:
+        tag = uuid.uuid4().hex[:12]
+        frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
+    frame = frame.sort_values("_t", kind="stable")
+    features = [c for c in frame.columns if c not in RESERVED and c != "_t"]
+    for i in range(0, len(frame), SEGMENT_ROWS):
+        part = frame.iloc[i : i + SEGMENT_ROWS]
+        data = _records_parquet(part, features, model)
+        digest = blobs.put_bytes(data)
+        registry.segment_add(
+            model, digest, len(part), len(data), float(part["_t"].min()), float(part["_t"].max())
+        )
+    labels = 0
+    if "label" in frame:
+        lab = frame[frame["label"].notna()]
+        arrived = _epoch(lab["label_time"]) if "label_time" in lab else lab["_t"].to_numpy()
+        values = lab["label"].astype(object).tolist()
+        triples = [
+            (str(r), _plain(v) if isinstance(v, np.generic) else v, iso(a))
+            for r, v, a in zip(lab["request_id"], values, arrived, strict=True)
+        ]
+        labels = registry.feedback_import(model, triples, by)
+    registry.audit_append(by, "monitor.import", model, {"rows": len(frame), "labels": labels})
+    return {"model": model, "rows": len(frame), "labels": labels, "features": features}

@@ -1,0 +1,140 @@
+"""The prediction log (one record per request, inputs and outputs as JSON columns) and the
+feedback, as flat frames with one row per prediction: the feature columns, ``prediction``,
+``score`` (P(positive) of a binary classifier), ``label`` and the request's time.
+
+The JSON of a whole window is parsed by pandas' C reader in one call per column, and the
+per-request lists are unwrapped column by column, so a window of a million rows costs seconds.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+RESERVED = {
+    "time",
+    "request_id",
+    "prediction",
+    "score",
+    "label",
+    "label_time",
+    "latency_ms",
+    "status",
+    "version",
+    "slot",
+    "error",
+}
+
+
+def _lines(series: pd.Series, unwrap: bool = False) -> pd.DataFrame:
+    """A column of JSON objects as a frame, parsed by Arrow's C++ JSON reader in one call
+    (pandas' reader when Arrow cannot type a column, e.g. numbers and text mixed)."""
+    texts = series.fillna("{}").astype(str)
+    if texts.empty:
+        return pd.DataFrame(index=range(0))
+    data = "\n".join(texts.tolist())
+    try:
+        import pyarrow as pa
+        from pyarrow import json as pa_json
+
+        table = pa_json.read_json(io.BytesIO(data.encode()))
+        columns = {}
+        for name in table.column_names:
+            col = table[name]
+            if unwrap and pa.types.is_list(col.type) and col.null_count == 0:
+                one = pa.compute.equal(pa.compute.list_value_length(col), 1)
+                if pa.compute.all(one).as_py():  # one row per request: unwrap in C++
+                    col = pa.compute.list_flatten(col)
+            columns[name] = col.to_pandas()
+        return pd.DataFrame(columns)
+    except (ValueError, TypeError):  # ArrowInvalid, ArrowTypeError
+        return pd.read_json(io.StringIO(data), lines=True, dtype=False)
+
+
+def _seq(v) -> bool:
+    return isinstance(v, list | np.ndarray)
+
+
+def _unwrap(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Columns of per-request lists (the server logs ``{"col": [values]}`` for requests of
+    several rows) as one row per value, and the number of rows of each request; scalar
+    columns (one row per request, already unwrapped) as they are."""
+    n = len(frame)
+    if not n or not len(frame.columns):
+        return frame, np.ones(n, dtype=int)
+    first = frame[frame.columns[0]]
+    if not first.map(_seq).all():
+        return frame.reset_index(drop=True), np.ones(n, dtype=int)
+    lengths = first.map(len).to_numpy().astype(int)
+    if (lengths == 1).all():
+        return frame.apply(lambda c: c.map(lambda v: v[0] if _seq(v) else v)), lengths
+    return frame.explode(list(frame.columns)).reset_index(drop=True), lengths
+
+
+def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(requests, rows) of a slice of the log. ``requests`` keeps one row per request (time,
+    status, latency, version); ``rows`` one row per prediction."""
+    requests = log[["request_id", "time", "status", "latency_ms", "version"]].reset_index(drop=True)
+    ok = log[log["status"].fillna(200) < 400].reset_index(drop=True)
+    if ok.empty:
+        return requests, pd.DataFrame({"request_id": [], "time": [], "prediction": []})
+    frame, lengths = _unwrap(_lines(ok["inputs"], unwrap=True))
+    frame = frame.rename(columns={c: f"{c}_" for c in frame.columns if c in RESERVED})
+    outputs = _lines(ok["outputs"])
+    preds = outputs.get("predict", pd.Series([None] * len(ok)))
+    frame["prediction"] = _per_row(preds, lengths)
+    if "predict_proba" in outputs:
+        proba = pd.Series(_per_row(outputs["predict_proba"], lengths))
+        frame["score"] = proba.map(lambda p: float(p[1]) if _seq(p) and len(p) == 2 else np.nan)
+    else:
+        frame["score"] = np.nan
+    frame["request_id"] = np.repeat(ok["request_id"].to_numpy(), lengths)
+    frame["time"] = np.repeat(ok["time"].to_numpy(dtype=float), lengths)
+    frame["version"] = np.repeat(ok["version"].to_numpy(), lengths)
+    frame["row"] = np.concatenate([np.arange(n) for n in lengths]) if (lengths > 1).any() else 0
+    return requests, frame
+
+
+def _per_row(values: pd.Series, lengths: np.ndarray) -> list:
+    """One list per request (or a scalar, or None) → one value per row."""
+    if (lengths == 1).all():
+        return [v[0] if _seq(v) and len(v) else v for v in values]
+    out = []
+    for v, n in zip(values, lengths, strict=True):
+        if _seq(v):
+            out.extend(list(v[:n]) + [None] * (n - len(v)))
+        else:
+            out.extend([v] * n)
+    return out
+
+
+def feedback_frame(feedback: list[dict]) -> pd.DataFrame:
+    """request_id, label, arrived (epoch seconds) from ``feedback_of``'s rows."""
+    if not feedback:
+        return pd.DataFrame({"request_id": [], "label": [], "arrived": []})
+    f = pd.DataFrame(feedback)
+    when = pd.to_datetime(f["time"], utc=True, format="ISO8601")
+    f["arrived"] = (when - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return f[["request_id", "label", "arrived"]]
+
+
+def with_labels(frame: pd.DataFrame, feedback: pd.DataFrame, now: float) -> pd.DataFrame:
+    """``frame`` with a ``label`` column: the labels that arrived by ``now`` (simulated
+    time), a list label split over a request's rows."""
+    fb = feedback[feedback["arrived"] <= now] if len(feedback) else feedback
+    out = frame.copy()
+    if not len(fb) or not len(out):
+        out["label"] = pd.Series([None] * len(out), dtype=object)
+        return out
+    by_id = dict(zip(fb["request_id"], fb["label"], strict=True))
+    labels = [by_id.get(r) for r in out["request_id"]]
+    if not any(isinstance(lab, list) for lab in labels):
+        out["label"] = labels
+        return out
+    out["label"] = [
+        (lab[i] if i < len(lab) else None) if isinstance(lab, list) else lab
+        for lab, i in zip(labels, out["row"], strict=True)
+    ]
+    return out

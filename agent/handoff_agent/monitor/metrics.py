@@ -1,0 +1,359 @@
+"""The numbers of one monitoring window against a reference, vectorised numpy/pandas only.
+
+Input drift per feature: PSI over bins fixed from the reference (its quantiles; categories
+for categorical columns) with an epsilon floor (``drift.psi``); the two-sample KS statistic
+and its asymptotic p-value for numeric columns; chi² against the reference's shares plus the
+share of unseen categories for categorical ones. A feature counts as drifted when its PSI is
+over the threshold, or when a test is significant *and* the effect is large enough (a large
+window makes any difference significant). The window's drift is the share of drifted features.
+
+Performance on labelled rows comes with a bootstrap CI; for binary classifiers with scores,
+CBPE estimates accuracy without labels from the scores, trusted only while the scores are
+calibrated (expected calibration error on labelled rows below the policy's bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..drift import EPSILON, psi
+
+KS_MAX = 50_000  # KS on at most this many rows of a window (a fixed-seed sample)
+REF_MAX = 100_000  # rows of the reference kept for KS
+
+
+@dataclass
+class Feature:
+    kind: str  # numeric | categorical
+    edges: np.ndarray | None = None  # numeric: inner bin edges
+    counts: np.ndarray | None = None  # reference counts per bin (or per category)
+    categories: list = field(default_factory=list)
+    sorted_ref: np.ndarray | None = None
+
+
+@dataclass
+class Reference:
+    """What a window is compared with: the validation data, its predictions and labels."""
+
+    features: dict[str, Feature]
+    prediction: Feature | None
+    score: Feature | None
+    metric: str | None
+    baseline: float | None  # the metric on the reference's labels
+    calibration_error: float | None
+    rows: int
+
+
+def _numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def feature_of(values: pd.Series, bins: int) -> Feature:
+    if _numeric(values):
+        v = values.to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else None
+        if edges is None:
+            return Feature("numeric", np.empty(0), np.zeros(1), sorted_ref=np.empty(0))
+        counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
+        rng = np.random.default_rng(0)
+        sample = v if v.size <= REF_MAX else rng.choice(v, REF_MAX, replace=False)
+        return Feature("numeric", edges, counts, sorted_ref=np.sort(sample))
+    counts = values.dropna().astype(str).value_counts()
+    return Feature("categorical", counts=counts.to_numpy(), categories=list(counts.index))
+
+
+def metric_for(predictions: pd.Series, wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    numeric_float = _numeric(predictions) and predictions.dtype.kind == "f"
+    if numeric_float and not np.allclose(predictions.dropna(), np.round(predictions.dropna())):
+        return "mae"
+    return "accuracy"
+
+
+def reference_of(frame: pd.DataFrame, features: list[str], policy) -> Reference:
+    """The reference from a flat frame: feature columns, ``prediction``, optional ``score``
+    and ``label``."""
+    feats = {c: feature_of(frame[c], policy.bins) for c in features}
+    pred = score = None
+    metric = baseline = cal = None
+    if "prediction" in frame and frame["prediction"].notna().any():
+        p = frame["prediction"]
+        pred = feature_of(
+            p if _numeric(p) and metric_for(p, "auto") == "mae" else p.astype(str), policy.bins
+        )
+        metric = metric_for(p, policy.metric)
+        if "label" in frame and frame["label"].notna().any():
+            lab = frame[frame["label"].notna()]
+            baseline = float(per_row(lab["prediction"], lab["label"], metric).mean())
+            if metric == "rmse":
+                baseline = math.sqrt(baseline)
+            if "score" in frame and lab["score"].notna().any():
+                cal = calibration_error(lab["score"], lab["label"], lab["prediction"])
+    if "score" in frame and frame["score"].notna().any():
+        score = feature_of(frame["score"].astype(float), policy.bins)
+    return Reference(feats, pred, score, metric, baseline, cal, len(frame))
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+def ks_pvalue(d: float, n: int, m: int) -> float:
+    """Asymptotic two-sample KS p-value (Kolmogorov distribution, Stephens' correction)."""
+    en = math.sqrt(n * m / (n + m))
+    lam = (en + 0.12 + 0.11 / en) * d
+    if lam < 0.2:
+        return 1.0
+    k = np.arange(1, 101)
+    p = 2 * np.sum((-1.0) ** (k - 1) * np.exp(-2 * (k * lam) ** 2))
+    return float(min(max(p, 0.0), 1.0))
+
+
+def chi2_sf(x: float, k: int) -> float:
+    """Survival function of chi² with ``k`` degrees of freedom (Wilson-Hilferty)."""
+    if k <= 0:
+        return 1.0
+    z = ((x / k) ** (1 / 3) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
+    v = values[np.isfinite(values)]
+    if v.size == 0 or ref.sorted_ref is None or ref.sorted_ref.size == 0:
+        return {"kind": "numeric", "psi": None, "ks": None, "p_value": None, "drifted": False}
+    counts = np.bincount(np.searchsorted(ref.edges, v, side="right"), minlength=len(ref.edges) + 1)
+    value = psi(ref.counts, counts, EPSILON)
+    if v.size > KS_MAX:
+        v = np.random.default_rng(1).choice(v, KS_MAX, replace=False)
+    c = np.sort(v)
+    r = ref.sorted_ref
+    grid = np.concatenate([r, c])
+    d = float(
+        np.max(
+            np.abs(
+                np.searchsorted(r, grid, side="right") / r.size
+                - np.searchsorted(c, grid, side="right") / c.size
+            )
+        )
+    )
+    p = ks_pvalue(d, r.size, c.size)
+    drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
+    return {
+        "kind": "numeric",
+        "psi": value,
+        "ks": d,
+        "p_value": p,
+        "mean": float(np.mean(values[np.isfinite(values)])),
+        "drifted": bool(drifted),
+    }
+
+
+def categorical_drift(ref: Feature, values: pd.Series, policy) -> dict:
+    counts = values.dropna().astype(str).value_counts()
+    n = int(counts.sum())
+    if n == 0 or ref.counts is None or ref.counts.sum() == 0:
+        return {"kind": "categorical", "psi": None, "drifted": False}
+    seen = counts.reindex(ref.categories, fill_value=0).to_numpy()
+    unseen = n - int(seen.sum())
+    expected = np.append(ref.counts, 0)
+    actual = np.append(seen, unseen)
+    value = psi(expected, actual, EPSILON)
+    shares = (ref.counts / ref.counts.sum() + EPSILON) / (1 + EPSILON * len(ref.counts))
+    exp = np.append(shares * n, EPSILON * n)
+    stat = float(np.sum((actual - exp) ** 2 / exp))
+    p = chi2_sf(stat, len(ref.counts))
+    unseen_share = unseen / n
+    drifted = (
+        value > policy.max_feature_psi
+        or unseen_share > policy.max_unseen_share
+        or (p < policy.test_alpha and value > policy.max_feature_psi / 2)
+    )
+    return {
+        "kind": "categorical",
+        "psi": value,
+        "chi2": stat,
+        "p_value": p,
+        "unseen_share": unseen_share,
+        "unseen": [str(x) for x in counts.index[~counts.index.isin(ref.categories)][:10]],
+        "drifted": bool(drifted),
+    }
+
+
+def input_drift(ref: Reference, frame: pd.DataFrame, policy) -> dict:
+    per = {}
+    for name, feat in ref.features.items():
+        if name not in frame:
+            per[name] = {"kind": feat.kind, "psi": None, "drifted": True, "missing": True}
+        elif feat.kind == "numeric":
+            per[name] = numeric_drift(
+                feat, pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float), policy
+            )
+        else:
+            per[name] = categorical_drift(feat, frame[name], policy)
+    drifted = [n for n, f in per.items() if f["drifted"]]
+    return {
+        "share": len(drifted) / len(per) if per else 0.0,
+        "drifted": drifted,
+        "features": per,
+    }
+
+
+def prediction_drift(ref: Reference, frame: pd.DataFrame, policy) -> dict | None:
+    out = {}
+    if ref.prediction is not None and "prediction" in frame:
+        p = frame["prediction"]
+        if ref.prediction.kind == "numeric":
+            out["psi"] = numeric_drift(ref.prediction, p.to_numpy(dtype=float), policy)["psi"]
+        else:
+            out["psi"] = categorical_drift(ref.prediction, p.astype(str), policy)["psi"]
+    if ref.score is not None and "score" in frame and frame["score"].notna().any():
+        s = frame["score"].to_numpy(dtype=float)
+        out["score_psi"] = numeric_drift(ref.score, s, policy)["psi"]
+    return out or None
+
+
+# -- performance -----------------------------------------------------------------------------
+
+
+def per_row(predictions: pd.Series, labels: pd.Series, metric: str) -> np.ndarray:
+    """The per-row quantity the metric averages (1/0 correct, absolute or squared error)."""
+    if metric == "accuracy":
+        p, y = predictions.to_numpy(), labels.to_numpy()
+        try:
+            return (p.astype(float) == y.astype(float)).astype(float)
+        except (TypeError, ValueError):
+            return (p.astype(str) == y.astype(str)).astype(float)
+    err = predictions.to_numpy(dtype=float) - labels.to_numpy(dtype=float)
+    return np.abs(err) if metric == "mae" else err**2
+
+
+def bootstrap_ci(values: np.ndarray, metric: str, policy, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the metric's mean. For 0/1 values the resampled mean is
+    binomial, drawn exactly without materialising the resamples."""
+    rng = np.random.default_rng(seed)
+    n, b = values.size, policy.bootstrap
+    if metric == "accuracy":
+        means = rng.binomial(n, float(values.mean()), b) / n
+    else:
+        means = np.empty(b)
+        step = max(1, 5_000_000 // max(n, 1))
+        for i in range(0, b, step):
+            k = min(step, b - i)
+            means[i : i + k] = values[rng.integers(0, n, (k, n))].mean(axis=1)
+    if metric == "rmse":
+        means = np.sqrt(means)
+    a = (1 - policy.confidence) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def performance(frame: pd.DataFrame, ref: Reference, policy) -> dict:
+    """The metric on the window's labelled rows, its CI, and whether the CI is below the
+    baseline's share ``min_metric_ratio`` (oriented so that worse is worse)."""
+    metric = ref.metric or metric_for(frame["prediction"], policy.metric)
+    lab = frame[frame["label"].notna()]
+    vals = per_row(lab["prediction"], lab["label"], metric)
+    value = float(vals.mean()) if vals.size else None
+    if value is not None and metric == "rmse":
+        value = math.sqrt(value)
+    out = {"metric": metric, "value": value, "labels": int(vals.size), "baseline": ref.baseline}
+    if vals.size:
+        out["ci"] = list(bootstrap_ci(vals, metric, policy))
+    if "score" in lab and lab["score"].notna().sum() >= 50 and metric == "accuracy":
+        out["calibration_error"] = calibration_error(lab["score"], lab["label"], lab["prediction"])
+    return out
+
+
+def worse(perf: dict, policy) -> bool:
+    """The whole CI is worse than ``min_metric_ratio`` of the baseline."""
+    base, ci = perf.get("baseline"), perf.get("ci")
+    if base is None or ci is None:
+        return False
+    if perf["metric"] == "accuracy":
+        return ci[1] < policy.min_metric_ratio * base
+    return ci[0] > base / policy.min_metric_ratio
+
+
+# -- label-free estimate (CBPE) --------------------------------------------------------------
+
+
+def positive_correct(scores: np.ndarray, predictions: pd.Series) -> np.ndarray:
+    """P(prediction correct) per row from the calibrated P(positive)."""
+    pos = _positive(predictions)
+    return np.where(pos, scores, 1 - scores)
+
+
+def _positive(predictions: pd.Series) -> np.ndarray:
+    p = predictions.to_numpy()
+    try:
+        return p.astype(float) == 1.0
+    except (TypeError, ValueError):
+        return np.asarray([str(x).lower() in ("1", "true", "yes") for x in p])
+
+
+def calibration_error(scores: pd.Series, labels: pd.Series, predictions: pd.Series) -> float:
+    """Expected calibration error of P(positive) over 10 equal-width bins."""
+    s = scores.to_numpy(dtype=float)
+    y = _positive(labels).astype(float)
+    keep = np.isfinite(s)
+    s, y = s[keep], y[keep]
+    if s.size == 0:
+        return float("nan")
+    idx = np.minimum((s * 10).astype(int), 9)
+    # sum over bins of (n_b / N) * |mean score - positive rate|, from per-bin sums
+    sum_s = np.bincount(idx, weights=s, minlength=10)
+    sum_y = np.bincount(idx, weights=y, minlength=10)
+    return float(np.sum(np.abs(sum_s - sum_y)) / s.size)
+
+
+def cbpe(frame: pd.DataFrame, ref: Reference, policy) -> dict | None:
+    """Confidence-based performance estimation of accuracy for a binary classifier: the mean
+    probability that each prediction is right, with its standard error. Trusted only when the
+    reference's scores were calibrated."""
+    if "score" not in frame or not frame["score"].notna().any() or ref.metric != "accuracy":
+        return None
+    rows = frame[frame["score"].notna()]
+    pc = positive_correct(rows["score"].to_numpy(dtype=float), rows["prediction"])
+    est = float(pc.mean())
+    se = float(math.sqrt(np.sum(pc * (1 - pc))) / pc.size)
+    calibrated = ref.calibration_error is not None and (
+        ref.calibration_error <= policy.max_calibration_error
+    )
+    return {
+        "estimate": est,
+        "se": se,
+        "baseline": ref.baseline,
+        "calibration_error": ref.calibration_error,
+        "calibrated": calibrated,
+    }
+
+
+def estimate_worse(est: dict | None, policy, z: float = 3.0) -> bool:
+    if not est or not est["calibrated"] or est["baseline"] is None:
+        return False
+    return est["estimate"] + z * est["se"] < policy.min_metric_ratio * est["baseline"]
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def operations(requests: pd.DataFrame) -> dict:
+    """Traffic, error rate and latency of the window's requests (one row per request)."""
+    n = len(requests)
+    if not n:
+        return {"requests": 0, "error_rate": None, "p50_ms": None, "p99_ms": None}
+    ok = requests["status"].fillna(200).to_numpy() < 400
+    lat = requests["latency_ms"].to_numpy(dtype=float)
+    lat = lat[np.isfinite(lat)]
+    p50, p99 = np.quantile(lat, [0.5, 0.99]).tolist() if lat.size else (None, None)
+    return {
+        "requests": int(n),
+        "error_rate": float(1 - ok.mean()),
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }

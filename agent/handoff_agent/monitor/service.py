@@ -1,0 +1,304 @@
+"""The monitor service: for each monitored model, the windows that closed since the last run,
+their numbers stored as a time series, alerts fired and cleared, and the policy's actions.
+
+``run(model, now)`` takes the time as an argument, so tests and ``jupyter handoff monitor
+run --now`` replay days in seconds (labels count only once they arrived by ``now``). The
+agent's loop calls it every ``[monitor] every_seconds`` with the clock.
+
+A window's traffic, drift, prediction drift and label-free estimate are judged once, when it
+closes; its labelled performance when its label delay has passed and at least
+``min_labels`` labels arrived (it keeps waiting up to ``label_wait_days``). A window below
+``min_samples`` never alerts and records why. Alerts are per model, kind and window kind: a
+crossing window fires one (unless it already fires), a window back within bounds clears it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import tarfile
+import time
+
+import numpy as np
+import pandas as pd
+
+from ..monitor_policy import ALERT_KINDS, MonitorPolicy
+from ..serving import predlog
+from . import frames, metrics, windows
+
+log = logging.getLogger("handoff_agent")
+MONITOR = {"user": "monitor", "roles": ["admin"]}
+
+
+def clean(obj):
+    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class MonitorService:
+    def __init__(self, registry, blobs, policy=None, stages=None):
+        self.registry, self.blobs, self.policy, self.stages = registry, blobs, policy, stages
+        self._refs: dict[str, tuple[str, metrics.Reference | None]] = {}
+
+    @property
+    def settings(self) -> MonitorPolicy:
+        """The live policy's ``[monitor]`` table (defaults without a policy)."""
+        return getattr(self.policy, "monitor", None) or MonitorPolicy()
+
+    # -- the reference --------------------------------------------------------------------
+
+    def reference(self, model: str) -> metrics.Reference | None:
+        """The model's imported reference, else the production version's evaluation data."""
+        row = self.registry.reference_of(model)
+        key = row["digest"] if row else ""
+        if not row:
+            prod = next(
+                (r for r in self.registry.slots_of(model) if r["slot"] == "production"), None
+            )
+            key = f"bundle:{prod['digest']}" if prod else ""
+        cached = self._refs.get(model)
+        if cached and cached[0] == key:
+            return cached[1]
+        frame = None
+        if row:
+            frame = pd.read_parquet(io.BytesIO(self.blobs.read_bytes(row["digest"])))
+        elif key:
+            frame = self._bundle_reference(prod)
+        ref = None
+        if frame is not None and len(frame):
+            features = [c for c in frame.columns if c not in frames.RESERVED]
+            ref = metrics.reference_of(frame, features, self.settings)
+            if not row and ref.metric is None and "label" in frame:
+                ref.metric = metrics.metric_for(frame["label"], self.settings.metric)
+                got = self.registry.get_version(model, prod["number"]).get("metrics") or {}
+                ref.baseline = got.get(ref.metric)
+        self._refs[model] = (key, ref)
+        return ref
+
+    def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
+        """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
+        never model code, so the agent process may read it."""
+        wanted, found = ("data/X.parquet", "data/y.parquet"), {}
+        with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:  # a stream: the blob store's reader verifies as it goes
+                if member.name in wanted and member.isfile():
+                    found[member.name] = tar.extractfile(member).read()
+            while f.read(1 << 20):  # to the end, so the digest is checked
+                pass
+        if wanted[0] not in found:
+            return None
+        frame = pd.read_parquet(io.BytesIO(found[wanted[0]]))
+        if wanted[1] in found:
+            frame["label"] = pd.read_parquet(io.BytesIO(found[wanted[1]])).iloc[:, 0].to_numpy()
+        return frame
+
+    # -- one run --------------------------------------------------------------------------
+
+    def run_all(self, now: float | None = None) -> list[dict]:
+        out = []
+        for model in self.registry.monitored_models():
+            try:
+                out.append(self.run(model, now))
+            except Exception:  # one model's bad log must not stop the others
+                log.exception("monitoring %s failed", model)
+        return out
+
+    def run(self, model: str, now: float | None = None) -> dict:
+        """Evaluate every window of ``model`` that closed by ``now`` (default: the clock)
+        and is not final yet. Returns the windows evaluated and the alert changes, which the
+        caller publishes (SSE, destinations) and whose rollbacks it applies to serving."""
+        now = time.time() if now is None else float(now)
+        p = self.settings
+        result = {"model": model, "now": now, "windows": [], "alerts": [], "rolled_back": False}
+        segments = [s for s in self.registry.segments_of(model) if s["first_time"] < now]
+        if not segments:
+            return result
+        first = min(float(s["first_time"]) for s in segments)
+        due = []  # (kind, start, end, stored state)
+        for kind in p.windows:
+            stored = self.registry.window_starts(model, kind)
+            for start, end in windows.closed(kind, first, now):
+                state = stored.get(start)
+                if state in ("final", "none"):
+                    continue
+                if state == "waiting" and now < end + p.label_delay_hours * 3600:
+                    continue
+                due.append((kind, start, end, state))
+        since = min(
+            [d[1] for d in due] + ([now - p.rolling_minutes * 60] if p.rolling_minutes else []),
+            default=now,
+        )
+        logged = self._log(model, segments, since, now)
+        ids = logged["request_id"].astype(str).tolist()
+        feedback = frames.feedback_frame(self.registry.labels_for(model, ids))
+        ref = self.reference(model)
+        for kind, start, end, state in due:
+            window = logged[(logged["time"] >= start) & (logged["time"] < end)]
+            row = self.evaluate(window, feedback, ref, start, end, now)
+            self.registry.window_put(model, kind, start, end, row)
+            result["windows"].append({"kind": kind, "start": start, **row})
+            changes = self.judge(model, kind, start, row, judge_closing=state is None)
+            result["alerts"].extend(changes)
+        if p.rolling_minutes > 0:
+            start = now - p.rolling_minutes * 60
+            window = logged[logged["time"] >= start]
+            row = self.evaluate(window, feedback, ref, start, now, now, final=False)
+            self.registry.window_put(model, "rolling", 0.0, now, {**row, "start": start})
+        result["rolled_back"] = any(a.get("rolled_back") for a in result["alerts"])
+        return result
+
+    def _log(self, model: str, segments: list[dict], since: float, now: float) -> pd.DataFrame:
+        """The log's records served in ``[since, now)``, from the segments that overlap it."""
+        parts = [
+            pd.read_parquet(io.BytesIO(self.blobs.read_bytes(s["digest"])))
+            for s in segments
+            if s["last_time"] >= since and s["first_time"] < now
+        ]
+        if not parts:
+            return pd.DataFrame({n: pd.Series(dtype=object) for n, _ in predlog.SCHEMA})
+        logged = pd.concat(parts, ignore_index=True)
+        t = logged["time"].astype(float)
+        return logged[(t >= since) & (t < now)].assign(time=t)
+
+    def evaluate(self, window, feedback, ref, start, end, now, final=True) -> dict:
+        p = self.settings
+        requests, rows = frames.rows(window)
+        ops = metrics.operations(requests)
+        m: dict = {"traffic": ops, "rows": len(rows), "start": start}
+        if len(rows):
+            m["versions"] = sorted({int(v) for v in rows["version"].dropna()})
+        if ref is None:
+            m["reference"] = (
+                "none: import one with `jupyter handoff monitor import NAME FILE --reference`"
+            )
+        elif len(rows):
+            m["drift"] = metrics.input_drift(ref, rows, p)
+            m["prediction_drift"] = metrics.prediction_drift(ref, rows, p)
+            m["estimate"] = metrics.cbpe(rows, ref, p)
+        status, reason = "ok", ""
+        if ops["requests"] < p.min_samples:
+            status = "insufficient"
+            reason = f"{ops['requests']} predictions, fewer than min_samples = {p.min_samples}"
+        labels, due = "none", end + p.label_delay_hours * 3600
+        if ref is not None and len(rows) and status == "ok" and final:
+            labelled = frames.with_labels(rows, feedback, now)
+            n = int(labelled["label"].notna().sum())
+            if now < due:
+                labels = "waiting"
+                m["labels_due"] = windows.iso(due)
+            elif n >= p.min_labels:
+                labels = "final"
+                m["performance"] = metrics.performance(labelled, ref, p)
+            elif now < end + p.label_wait_days * 86400:
+                labels = "waiting"
+                reason = f"{n} labels so far, fewer than min_labels = {p.min_labels}"
+            else:
+                reason = f"only {n} labels within label_wait_days; no labelled performance"
+            m["labels"] = n
+        return {"status": status, "reason": reason, "labels": labels, "metrics": clean(m)}
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def readings(self, row: dict, judge_closing: bool) -> list[tuple[str, float, float, bool]]:
+        """(kind, value, threshold, crossed) of each alert kind this window can judge."""
+        p, m = self.settings, row["metrics"]
+        out = []
+        if row["status"] != "ok":
+            return out
+        if judge_closing:
+            ops = m["traffic"]
+            if ops.get("error_rate") is not None:
+                out.append(
+                    (
+                        "error_rate",
+                        ops["error_rate"],
+                        p.max_error_rate,
+                        ops["error_rate"] > p.max_error_rate,
+                    )
+                )
+            if ops.get("p99_ms") is not None:
+                out.append(("latency", ops["p99_ms"], p.max_p99_ms, ops["p99_ms"] > p.max_p99_ms))
+            if m.get("drift"):
+                share = m["drift"]["share"]
+                out.append(("drift", share, p.max_drift_share, share > p.max_drift_share))
+            pd_ = m.get("prediction_drift") or {}
+            shift = max(
+                (v for v in (pd_.get("psi"), pd_.get("score_psi")) if v is not None), default=None
+            )
+            if shift is not None:
+                out.append(
+                    ("prediction_drift", shift, p.max_prediction_psi, shift > p.max_prediction_psi)
+                )
+            est = m.get("estimate")
+            if est and est.get("calibrated") and est.get("baseline") is not None:
+                out.append(
+                    (
+                        "estimated_performance",
+                        est["estimate"],
+                        p.min_metric_ratio * est["baseline"],
+                        metrics.estimate_worse(est, p),
+                    )
+                )
+        perf = m.get("performance")
+        if row["labels"] == "final" and perf and perf.get("baseline") is not None:
+            base = perf["baseline"]
+            bound = (
+                base * p.min_metric_ratio
+                if perf["metric"] == "accuracy"
+                else (base / p.min_metric_ratio)
+            )
+            out.append(("performance", perf["value"], bound, metrics.worse(perf, p)))
+        return out
+
+    def judge(self, model: str, kind: str, start: float, row: dict, judge_closing: bool) -> list:
+        changes = []
+        for alert, value, threshold, crossed in self.readings(row, judge_closing):
+            current = self.registry.alert_open(model, alert, kind)
+            if crossed and current is None:
+                action = self.settings.action(alert)
+                message = (
+                    f"{model}: {ALERT_KINDS[alert]} {value:.4g} crossed {threshold:.4g} in the "
+                    f"{kind} window from {windows.iso(start)}"
+                )
+                fired = self.registry.alert_fire(
+                    model,
+                    alert,
+                    kind,
+                    start,
+                    value=value,
+                    threshold=threshold,
+                    action=action,
+                    message=message,
+                )
+                outcome, rolled = self.act(model, fired, action)
+                self.registry.alert_outcome(fired["id"], outcome)
+                changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
+            elif not crossed and current is not None:
+                changes.append(self.registry.alert_clear(current["id"], start, value))
+        return changes
+
+    def act(self, model: str, alert: dict, action: str) -> tuple[str, bool]:
+        """Apply the policy's action; returns what it did (stored with the alert)."""
+        if action == "retrain":
+            self.registry.retrain_request(model, alert["id"], alert["message"])
+            return "retrain requested (audit monitor.retrain_requested)", False
+        if action != "rollback":
+            return "notified", False
+        slots = {r["slot"]: r for r in self.registry.slots_of(model)}
+        if "production" not in slots:
+            return "nothing in production to roll back; notified", False
+        if "previous" not in slots or self.stages is None:
+            return "no previous production version to roll back to; notified", False
+        number = int(slots["production"]["number"])
+        self.stages.transition(model, number, MONITOR, "rollback", f"monitor: {alert['message']}")
+        prev = slots["previous"]["number"]
+        return f"rolled back {model}:{number}; {model}:{prev} serves again", True

@@ -1,0 +1,43 @@
+"""Window boundaries in UTC: hourly, daily and calendar-monthly windows, and the rolling one.
+A window is ``[start, end)`` in epoch seconds; it is closed once ``now >= end``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+LENGTH = {"hourly": 3600.0, "daily": 86400.0}
+
+
+def floor(kind: str, t: float) -> float:
+    if kind in LENGTH:
+        return (t // LENGTH[kind]) * LENGTH[kind]
+    d = datetime.fromtimestamp(t, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def following(kind: str, start: float) -> float:
+    if kind in LENGTH:
+        return start + LENGTH[kind]
+    d = datetime.fromtimestamp(start, UTC)
+    return datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC).timestamp()
+
+
+def closed(kind: str, first: float, now: float) -> list[tuple[float, float]]:
+    """Every closed window of ``kind`` from the one holding ``first`` to the last ending by
+    ``now``."""
+    out, start = [], floor(kind, first)
+    while True:
+        end = following(kind, start)
+        if end > now:
+            return out
+        out.append((start, end))
+        start = end
+
+
+def iso(t: float) -> str:
+    """The store's time format (``audit.now``), so times compare as text too."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
+
+
+def days(n: float) -> timedelta:
+    return timedelta(days=n)

@@ -1,0 +1,151 @@
+"""``jupyter handoff monitor import NAME FILE.parquet [--reference]`` and ``monitor run NAME
+[--now TS]``: backfill a prediction log (or set the monitoring reference) in central's stores,
+and evaluate the closed windows on demand, with a simulated clock if asked.
+
+``import`` writes to the stores of central's home (or --database-url / --blob-url) directly;
+``run`` asks the running central (its runtime file, or --url with HANDOFF_TOKEN), so alerts
+reach SSE, destinations and the model server; without a running central it evaluates in
+this process (a rollback then reaches the model servers at their next slot poll).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from jupyter_core.application import JupyterApp
+from traitlets import Bool, Unicode
+
+from . import runtime
+from ._version import __version__
+
+USAGE = (
+    "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
+    "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]"
+)
+
+
+def parse_now(text: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SystemExit(
+            f"--now {text!r} is neither epoch seconds nor an ISO time like 2026-02-01T00:00:00Z."
+        ) from None
+
+
+class MonitorApp(JupyterApp):
+    name = "jupyter-handoff-monitor"
+    description = (
+        "monitor import NAME FILE.parquet [--reference]: backfill a prediction log from "
+        "another system (or set the model's reference); monitor run NAME [--now TS]: "
+        "evaluate the closed windows now."
+    )
+    version = __version__
+    now = Unicode("", help="Evaluate as if it were this time (ISO or epoch seconds).").tag(
+        config=True
+    )
+    url = Unicode("", help="Central's URL (token in HANDOFF_TOKEN). Default: the running one.").tag(
+        config=True
+    )
+    reference = Bool(False, help="import: the file is the model's monitoring reference.").tag(
+        config=True
+    )
+    aliases = {
+        "home": "HandoffAgent.home",
+        "database-url": "HandoffAgent.database_url",
+        "blob-url": "HandoffAgent.blob_url",
+        "now": "MonitorApp.now",
+        "url": "MonitorApp.url",
+    }
+    flags = {
+        "reference": (
+            {"MonitorApp": {"reference": True}},
+            "The file is the model's reference (validation data with predictions).",
+        )
+    }
+
+    def start(self):
+        from .errors import HandoffError
+        from .names import validate_name
+
+        args = list(self.extra_args)
+        if (
+            not args
+            or args[0] not in ("import", "run")
+            or len(args) != (3 if args[0] == "import" else 2)
+        ):
+            print(USAGE)
+            self.exit(2)
+        self.config.HandoffAgent.role = "central"
+        try:
+            validate_name(args[1])
+            if args[0] == "import":
+                out = self._import(args[1], Path(args[2]))
+            else:
+                out = self._run(args[1], parse_now(self.now))
+        except HandoffError as e:
+            print(f"{e.message}\n{e.hint}".strip())
+            self.exit(2)
+        print(json.dumps(out, indent=2, default=str))
+
+    def _import(self, name: str, path: Path) -> dict:
+        from .cli import _blob_store, _open_db
+        from .monitor import backfill
+
+        if not path.is_file():
+            raise SystemExit(f"No file {path}. Give a Parquet prediction log.")
+        frame = backfill.read(path.read_bytes())
+        registry, blobs = _open_db(self.config), _blob_store(self.config)
+        try:
+            if self.reference:
+                return backfill.import_reference(registry, blobs, name, frame, "cli")
+            return backfill.import_log(registry, blobs, name, frame, "cli")
+        finally:
+            registry.close()
+
+    def _run(self, name: str, now: float | None) -> dict:
+        info = None if self.url else runtime.read("central")
+        if self.url or (info and runtime.healthy(info["url"])):
+            import os
+
+            base = (self.url or info["url"]).rstrip("/")
+            token = os.environ.get("HANDOFF_TOKEN", "") if self.url else info["token"]
+            req = urllib.request.Request(
+                f"{base}/api/v1/models/{name}/monitor/run",
+                data=json.dumps({"now": now}).encode(),
+                headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=600) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                err = json.loads(e.read() or b"{}").get("error", {})
+                raise SystemExit(
+                    f"{err.get('message', e)}\n{err.get('hint', '')}".strip()
+                ) from None
+        from .cli import _blob_store, _home, _open_db
+        from .monitor.service import MonitorService
+        from .policy import Policy
+        from .stages import StageManager
+
+        registry, blobs = _open_db(self.config), _blob_store(self.config)
+        try:
+            policy_file = _home(self.config) / "policy.toml"
+            policy = Policy.load(policy_file if policy_file.exists() else None)
+            from .serving.deploy import DeploymentService
+
+            stages = StageManager(registry, policy, DeploymentService(registry, policy).on_stage)
+            return MonitorService(registry, blobs, policy, stages).run(name, now)
+        finally:
+            registry.close()

@@ -1,0 +1,213 @@
+"""Monitoring's rows: closed windows as time series, alerts with their actions, each model's
+reference, and labels imported with their own arrival times (a backfill)."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from . import tables as t
+from ._util import as_dict, canonical, loads, now
+from .base import StoreBase
+
+W = t.monitor_windows.c
+A = t.alerts.c
+R = t.monitor_references.c
+
+
+class MonitorStore(StoreBase):
+    # -- windows --------------------------------------------------------------------------
+
+    def window_put(self, model: str, kind: str, start: float, end: float, row: dict) -> None:
+        """Store (or replace) a window's numbers; a window re-evaluated for late labels keeps
+        one row."""
+        values = {
+            "end": end,
+            "status": row["status"],
+            "reason": row.get("reason") or "",
+            "labels": row.get("labels") or "none",
+            "metrics": canonical(row.get("metrics") or {}),
+            "computed": now(),
+        }
+        with self._tx() as c:
+            stmt = self._insert(t.monitor_windows).values(
+                model=model, kind=kind, start=start, **values
+            )
+            c.execute(
+                stmt.on_conflict_do_update(index_elements=["model", "kind", "start"], set_=values)
+            )
+
+    def windows_of(
+        self, model: str, kind: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[dict]:
+        q = select(W.kind, W.start, W.end, W.status, W.reason, W.labels, W.metrics, W.computed)
+        q = q.where(W.model == model)
+        if kind:
+            q = q.where(W.kind == kind)
+        if since is not None:
+            q = q.where(W.start >= since)
+        q = q.order_by(W.kind, W.start.desc()).limit(limit)
+        with self._read() as c:
+            rows = [as_dict(r) for r in c.execute(q)]
+        for r in rows:
+            r["metrics"] = loads(r["metrics"]) or {}
+        return sorted(rows, key=lambda r: (r["kind"], r["start"]))
+
+    def window_starts(self, model: str, kind: str) -> dict[float, str]:
+        """start → labels state of the model's stored windows of ``kind``."""
+        with self._read() as c:
+            rows = c.execute(
+                select(W.start, W.labels).where(W.model == model, W.kind == kind)
+            ).all()
+        return {float(r.start): r.labels for r in rows}
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def alert_open(self, model: str, kind: str, window: str) -> dict | None:
+        with self._read() as c:
+            row = c.execute(
+                select(t.alerts).where(
+                    A.model == model, A.kind == kind, A.window == window, A.state == "firing"
+                )
+            ).first()
+        return as_dict(row) if row else None
+
+    def alert_fire(self, model: str, kind: str, window: str, start: float, **values) -> dict:
+        """A new firing alert with its audit row, in one transaction."""
+        with self._tx() as c:
+            aid = c.execute(
+                t.alerts.insert()
+                .values(
+                    model=model,
+                    kind=kind,
+                    window=window,
+                    state="firing",
+                    fired_window=start,
+                    fired=now(),
+                    **values,
+                )
+                .returning(A.id)
+            ).scalar_one()
+            row = as_dict(c.execute(select(t.alerts).where(A.id == aid)).one())
+            self.audit_append(
+                "monitor",
+                "monitor.alert",
+                model,
+                {
+                    "alert": aid,
+                    "kind": kind,
+                    "window": window,
+                    "start": start,
+                    "value": values.get("value"),
+                    "threshold": values.get("threshold"),
+                    "action": values.get("action"),
+                },
+            )
+            return row
+
+    def alert_outcome(self, alert_id: int, outcome: str) -> None:
+        with self._tx() as c:
+            c.execute(t.alerts.update().where(A.id == alert_id).values(outcome=outcome))
+
+    def alert_clear(self, alert_id: int, start: float, value: float | None) -> dict:
+        with self._tx() as c:
+            c.execute(
+                t.alerts.update()
+                .where(A.id == alert_id)
+                .values(state="cleared", cleared_window=start, cleared=now())
+            )
+            row = as_dict(c.execute(select(t.alerts).where(A.id == alert_id)).one())
+            self.audit_append(
+                "monitor",
+                "monitor.alert_cleared",
+                row["model"],
+                {
+                    "alert": alert_id,
+                    "kind": row["kind"],
+                    "window": row["window"],
+                    "start": start,
+                    "value": value,
+                },
+            )
+            return row
+
+    def alerts_of(self, model: str, state: str | None = None, limit: int = 1000) -> list[dict]:
+        q = select(t.alerts).where(A.model == model)
+        if state:
+            q = q.where(A.state == state)
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q.order_by(A.id.desc()).limit(limit))]
+
+    def alerts_firing_count(self) -> dict[str, int]:
+        """model → firing alerts (the notebook's and the panel's badges)."""
+        with self._read() as c:
+            rows = c.execute(select(A.model).where(A.state == "firing")).scalars().all()
+        out: dict[str, int] = {}
+        for m in rows:
+            out[m] = out.get(m, 0) + 1
+        return out
+
+    def retrain_request(self, model: str, alert_id: int, reason: str) -> dict:
+        """The retrain an alert asks for: an audit row ``monitor.retrain_requested`` that the
+        data-trigger side consumes (it runs the registered retraining notebook)."""
+        return self.audit_append(
+            "monitor", "monitor.retrain_requested", model, {"alert": alert_id, "reason": reason}
+        )
+
+    # -- references and backfilled labels --------------------------------------------------
+
+    def reference_set(self, model: str, digest: str, rows: int, by: str) -> None:
+        values = {"digest": digest, "rows": rows, "time": now(), "by": by}
+        with self._tx() as c:
+            stmt = self._insert(t.monitor_references).values(model=model, **values)
+            c.execute(stmt.on_conflict_do_update(index_elements=["model"], set_=values))
+            self.audit_append(by, "monitor.reference", model, {"digest": digest, "rows": rows})
+
+    def reference_of(self, model: str) -> dict | None:
+        with self._read() as c:
+            row = c.execute(select(t.monitor_references).where(R.model == model)).first()
+        return as_dict(row) if row else None
+
+    def feedback_import(self, model: str, labels: list[tuple[str, object, str]], by: str) -> int:
+        """Labels from another system with the time each arrived there (ISO), so a backfill
+        keeps its label delay; a label sent again replaces the first."""
+        with self._tx() as c:
+            stmt = self._insert(t.feedback)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["model", "request_id"],
+                set_={"label": stmt.excluded.label, "time": stmt.excluded.time},
+            )
+            rows = [
+                {"model": model, "request_id": r, "label": json.dumps(lab), "time": when, "by": by}
+                for r, lab, when in labels
+            ]
+            for i in range(0, len(rows), 20_000):  # executemany: one statement, many rows
+                c.execute(stmt, rows[i : i + 20_000])
+            self.audit_append(by, "feedback.import", model, {"labels": len(labels)})
+            return len(labels)
+
+    def labels_for(self, model: str, request_ids: list[str]) -> list[dict]:
+        """The feedback of these requests: request_id, label (parsed), time."""
+        F = t.feedback.c
+        out = []
+        with self._read() as c:
+            for i in range(0, len(request_ids), 5000):
+                chunk = request_ids[i : i + 5000]
+                rows = c.execute(
+                    select(F.request_id, F.label, F.time).where(
+                        F.model == model, F.request_id.in_(chunk)
+                    )
+                ).all()
+                out.extend(rows)
+        labels = json.loads("[" + ",".join(r[1] for r in out) + "]") if out else []
+        return [
+            {"request_id": r[0], "label": lab, "time": r[2]}
+            for r, lab in zip(out, labels, strict=True)
+        ]
+
+    def monitored_models(self) -> list[str]:
+        """Models with a prediction log (served here or imported)."""
+        with self._read() as c:
+            rows = c.execute(select(t.prediction_segments.c.model).distinct()).scalars()
+            return sorted(rows)

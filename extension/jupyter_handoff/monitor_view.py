@@ -1,0 +1,135 @@
+"""``%mlops monitor NAME``: a model's monitoring at central, in the notebook.
+
+Time-series charts of performance (with its bootstrap CI and the label-free estimate), input
+and prediction drift, traffic and latency, each against its threshold from the live
+``[monitor]`` policy, and the alerts with a badge for those firing. The local agent relays
+central's answers, so the notebook needs no central token. matplotlib is imported only when
+the charts are drawn (never at ``%load_ext``); no pyplot, so the user's backend is left alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+
+FIRING, CLEARED = "#cf222e", "#1a7f37"
+
+
+class MonitorView:
+    """The series and alerts of one model; ``_repr_html_`` draws them."""
+
+    def __init__(self, name: str, series: dict, alerts: dict, window: str = "daily"):
+        self.name, self.series, self.window = name, series, window
+        self.alerts = alerts.get("alerts", [])
+        self.windows = [w for w in series.get("windows", []) if w["kind"] == window]
+
+    @property
+    def firing(self) -> list[dict]:
+        return [a for a in self.alerts if a["state"] == "firing"]
+
+    def __repr__(self) -> str:
+        return (
+            f"MonitorView({self.name!r}, {len(self.windows)} {self.window} windows, "
+            f"{len(self.firing)} firing alerts)"
+        )
+
+    def badge(self) -> str:
+        n = len(self.firing)
+        colour, text = (FIRING, f"{n} firing") if n else (CLEARED, "no alert")
+        return (
+            f'<span style="background:{colour};color:white;border-radius:8px;'
+            f'padding:1px 8px;font-size:90%">{text}</span>'
+        )
+
+    def _policy(self, key: str):
+        return ((self.series.get("policy") or {}).get(key) or {}).get("value")
+
+    def _points(self, path: tuple[str, ...]) -> tuple[list, list]:
+        xs, ys = [], []
+        for w in self.windows:
+            value = w.get("metrics") or {}
+            for k in path:
+                value = value.get(k) if isinstance(value, dict) else None
+            if value is not None:
+                xs.append(datetime.fromtimestamp(w["start"], UTC))
+                ys.append(value)
+        return xs, ys
+
+    def charts(self) -> list[tuple[str, str]]:
+        """(title, base64 PNG) of each chart with data."""
+        from matplotlib.figure import Figure
+
+        specs = [
+            ("performance", ("performance", "value"), None),
+            ("input drift: share of drifted features", ("drift", "share"), "max_drift_share"),
+            ("prediction drift (PSI)", ("prediction_drift", "psi"), "max_prediction_psi"),
+            ("traffic (requests)", ("traffic", "requests"), None),
+            ("p99 latency (ms)", ("traffic", "p99_ms"), "max_p99_ms"),
+        ]
+        out = []
+        for title, path, bound in specs:
+            xs, ys = self._points(path)
+            if not xs:
+                continue
+            fig = Figure(figsize=(5.0, 2.4))
+            ax = fig.add_subplot()
+            ax.plot(xs, ys, marker=".", color="#0969da", label=path[0])
+            if path[0] == "performance":
+                cx, ci = self._points(("performance", "ci"))
+                if cx:
+                    ax.fill_between(cx, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
+                ex, est = self._points(("estimate", "estimate"))
+                if ex:
+                    ax.plot(ex, est, ls="--", color="#8250df", label="estimate (no labels)")
+                _, base = self._points(("performance", "baseline"))
+                ratio = self._policy("min_metric_ratio")
+                if base and ratio:
+                    ax.axhline(base[-1] * ratio, color=FIRING, lw=1)
+                ax.legend(fontsize=7)
+            elif bound and self._policy(bound) is not None:
+                ax.axhline(self._policy(bound), color=FIRING, lw=1)
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(labelsize=7)
+            fig.autofmt_xdate()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+            out.append((title, base64.b64encode(buf.getvalue()).decode()))
+        return out
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        imgs = "".join(
+            f'<img alt="{e(t)}" src="data:image/png;base64,{png}" style="max-width:48%">'
+            for t, png in self.charts()
+        )
+        rows = "".join(
+            f"<tr><td>{e(a['kind'])}</td><td style='color:"
+            f"{FIRING if a['state'] == 'firing' else CLEARED}'>{e(a['state'])}</td>"
+            f"<td>{e(a['window'])}</td><td>{e(a.get('message') or '')}</td>"
+            f"<td>{e(a.get('outcome') or '')}</td></tr>"
+            for a in self.alerts[:20]
+        )
+        table = (
+            "<table><tr><th>alert</th><th>state</th><th>window</th><th>what</th><th>action</th>"
+            f"</tr>{rows}</table>"
+            if rows
+            else "<p>No alert so far.</p>"
+        )
+        return (
+            f"<div><p><b>Monitoring of {e(self.name)}</b> at central {self.badge()} "
+            f"({len(self.windows)} {e(self.window)} windows)</p>{imgs}{table}</div>"
+        )
+
+
+def monitor(name: str, window: str = "daily") -> MonitorView:
+    """The monitoring of ``name`` at central: charts against thresholds, and the alerts."""
+    from .client import connect
+    from .refs import checked_name
+
+    name = checked_name(name)
+    client = connect()
+    series = client.get(f"/api/v1/models/{name}/monitor?window={window}")
+    alerts = client.get(f"/api/v1/models/{name}/alerts")
+    return MonitorView(name, series, alerts, window)

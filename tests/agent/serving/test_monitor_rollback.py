@@ -1,0 +1,187 @@
+"""A policy ``rollback`` action really moves traffic: central serves churn:2 with churn:1
+kept as previous; a drifted day of traffic, imported with the backfill command, fires the
+drift alert, and the previous version serves again."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+import serving_support
+from serving_support import (
+    Client,
+    central_stage,
+    push_to_central,
+    serving_url,
+    sign,
+    start_pair,
+)
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, until
+
+assert RunningAgent  # this module starts agents: conftest runs it on every backend
+ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
+MONITOR = """
+[monitor]
+daily = true
+monthly = false
+rolling_minutes = 0
+min_samples = 50
+every_seconds = 86400
+
+[monitor.actions]
+drift = "rollback"
+"""
+
+
+WEBHOOK_SECRET = "monitor-webhook-secret-7Qm2Lx9Vz4"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def follow(agent, events: list) -> None:
+    """Collect the agent's SSE events for churn in a background thread."""
+
+    def run():
+        conn = http.client.HTTPConnection(agent.host, agent.port, timeout=600)
+        conn.request(
+            "GET", "/api/v1/events?model=churn", headers={"Authorization": f"token {agent.token}"}
+        )
+        for raw in conn.getresponse():
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypatch):
+    monkeypatch.setattr(serving_support, "POLICY", serving_support.POLICY + MONITOR)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    hook = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{hook.server_port}/alerts"
+    webhook = [
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={hook_url}",
+        f"--WebhookDestination.secret={WEBHOOK_SECRET}",
+        f"--WebhookDestination.allowed_urls={json.dumps([hook_url])}",
+    ]
+    local, central = start_pair(tmp_path, webhook)
+    events: list = []
+    try:
+        v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+        sign(central, "churn", v1, "production")
+        model2 = LogisticRegression(C=0.01).fit(X, y)
+        v2 = push_to_central(local, central, model2, "churn", X, y)
+        sign(central, "churn", v2, "production")
+        client = Client(serving_url(central), central.token)
+        until(
+            lambda: client.invocations([ROW])[1]["X-Handoff-Model-Version"] == str(v2),
+            timeout=120,
+            what="v2 in production",
+        )
+
+        # Given the reference (validation data with predictions) and a drifted day of traffic
+        ref = X.assign(prediction=model2.predict(X), score=model2.predict_proba(X)[:, 1], label=y)
+        ref.to_parquet(tmp_path / "ref.parquet")
+        out = central.cli(
+            "monitor", "import", "churn", str(tmp_path / "ref.parquet"), "--reference"
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC
+        drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
+        log = drifted.assign(
+            time=day + np.sort(rng.uniform(0, 86400, 300)),
+            prediction=model2.predict(drifted),
+            score=model2.predict_proba(drifted)[:, 1],
+        )
+        log.to_parquet(tmp_path / "log.parquet")
+        out = central.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
+        assert out.returncode == 0, out.stdout + out.stderr
+
+        # When the monitor runs
+        follow(central, events)
+        time.sleep(0.5)  # the stream is connected
+        status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
+        assert status == 200, body
+
+        # Then the drift alert fired, and its rollback moved traffic back to churn:1
+        drift = [a for a in body["alerts"] if a["kind"] == "drift"]
+        assert drift and drift[0]["outcome"].startswith(f"rolled back churn:{v2}"), body
+        assert body["rolled_back"] is True
+        slots = central.request("GET", "/api/v1/models/churn/deployment")[1]["slots"]
+        assert {s["slot"]: s["version"] for s in slots}["production"] == v1
+        assert central_stage(central, "churn", v2) == "rollback"
+        until(
+            lambda: client.invocations([ROW])[1]["X-Handoff-Model-Version"] == str(v1),
+            timeout=60,
+            what="churn:1 serving again",
+        )
+        served = {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(20)}
+        assert served == {str(v1)}
+
+        alerts = central.request("GET", "/api/v1/models/churn/alerts?state=firing")[1]["alerts"]
+        assert [a["kind"] for a in alerts if a["kind"] == "drift"] == ["drift"]
+        series = central.request("GET", "/api/v1/models/churn/monitor?window=daily")[1]
+        assert series["windows"][-1]["metrics"]["drift"]["share"] == 1.0
+        assert series["firing"] >= 1
+        # The alert went out as an SSE event, a webhook delivery and an audit row
+        until(lambda: any(e["type"] == "alert" for e in events), timeout=30, what="SSE alert")
+        alert = next(e for e in events if e["type"] == "alert" and e["alert"] == "drift")
+        assert alert["state"] == "firing" and alert["action"] == "rollback"
+        until(lambda: Receiver.received, timeout=30, what="webhook delivery")
+        assert any(r["type"] == "alert" and r["alert"] == "drift" for r in Receiver.received)
+        audit = central.sql("SELECT action FROM audit WHERE action LIKE 'monitor.%'")
+        assert {"monitor.alert", "monitor.reference", "monitor.import"} <= {
+            r["action"] for r in audit
+        }
+        assert central.cli("audit", "verify").returncode == 0
+
+        # The notebook's view, through the local agent (it relays central's answers)
+        from jupyter_handoff.monitor_view import MonitorView
+
+        status, series = local.request("GET", "/api/v1/models/churn/monitor?window=daily")
+        assert status == 200 and series["windows"], series
+        status, relayed = local.request("GET", "/api/v1/models/churn/alerts")
+        assert status == 200 and relayed["alerts"], relayed
+        view = MonitorView("churn", series, relayed)
+        page = view._repr_html_()
+        assert "firing" in view.badge() and "input drift" in page and "data:image/png" in page
+        assert "rolled back" in page
+    finally:
+        local.stop()
+        central.stop()
+        hook.shutdown()
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "nan"])
+def test_monitor_run_refuses_a_bad_now(bad):
+    from handoff_agent.monitor_cli import parse_now
+
+    if bad == "nan":
+        assert parse_now("1767225600") == 1767225600.0
+        return
+    with pytest.raises(SystemExit, match="neither epoch seconds"):
+        parse_now(bad)
