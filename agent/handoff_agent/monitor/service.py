@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..serving import predlog
 from . import frames, metrics, windows
@@ -87,7 +88,7 @@ class MonitorService:
     def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
         """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
         never model code, so the agent process may read it."""
-        wanted, found = ("data/X.parquet", "data/y.parquet"), {}
+        wanted, found = (data_member("X"), data_member("y")), {}
         with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:  # a stream: the blob store's reader verifies as it goes
                 if member.name in wanted and member.isfile():

@@ -135,35 +135,12 @@ def _row_prefix(frame: pd.DataFrame) -> str:
 
 def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
     """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
-    from sqlalchemy import create_engine, text
+    from ..store.warehouse import QueryFailed, read_query
 
-    from ..store.engine import normalize
-
-    engine = None
     try:
-        engine = create_engine(normalize(url))
-        with engine.connect() as c:
-            if c.dialect.name == "postgresql":
-                c.execute(text("SET TRANSACTION READ ONLY"))
-            sub = f"SELECT * FROM ({query}) AS watched"
-            rows = c.execute(text(f"SELECT count(*) FROM ({query}) AS watched")).scalar()
-            frame = pd.DataFrame(c.execute(text(sub + f" LIMIT {MAX_ROWS}")).mappings().all())
-            result = c.execute(text(sub + " LIMIT 0"))
-            columns = list(result.keys())
-            max_updated = None
-            if "updated_at" in columns:
-                max_updated = c.execute(
-                    text(f"SELECT max(updated_at) FROM ({query}) AS w")
-                ).scalar()
-                max_updated = None if max_updated is None else str(max_updated)
-    except Exception as e:  # the driver's message, with the URL's password never in it
-        from ..store.engine import redact
-
-        msg = str(getattr(e, "orig", e)).splitlines()[0] if str(e) else type(e).__name__
-        raise SourceError(f"The query on {redact(url)} failed: {msg}") from None
-    finally:
-        if engine is not None:
-            engine.dispose()
+        rows, frame, columns, max_updated = read_query(url, query, MAX_ROWS)
+    except QueryFailed as e:
+        raise SourceError(str(e)) from None
     if frame.empty:
         frame = pd.DataFrame(columns=columns)
     frame = frame.infer_objects()

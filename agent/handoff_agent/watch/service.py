@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import BadRequest, Conflict, NotFound
+from ..manifest import data_member
 from ..names import validate_name
 from ..store.engine import redact
 from ..vocabulary import NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
@@ -34,7 +35,7 @@ log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
 MAX_EVERY = 365 * 86400.0
-REFERENCE_MEMBERS = ("data/reference_X.parquet", "data/X.parquet")
+REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
 
