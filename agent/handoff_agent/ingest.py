@@ -8,7 +8,7 @@ import threading
 from . import bundle
 from .errors import BadRequest, InvalidBundle, TooLarge
 from .names import validate_name
-from .store.blobs import DIGEST_RE, BlobStore
+from .store.blobs import DIGEST_RE, BlobStore, SpoolRefused
 
 
 class StreamValidation:
@@ -46,8 +46,8 @@ class Upload:
     """One bundle being received: spooled and hashed by a blob writer as the bytes arrive,
     and, when ``expected_name`` is given, validated on the stream as well."""
 
-    def __init__(self, store: BlobStore, limit: int, expected_name: str | None = None):
-        self.blob = store.writer()
+    def __init__(self, store: BlobStore, limit: int, expected_name: str | None = None, blob=None):
+        self.blob = blob if blob is not None else store.writer()
         self.size = 0
         self.limit = limit
         self.overflow = False
@@ -66,6 +66,12 @@ class Upload:
         if self.stream is not None:
             self.stream.feed(chunk)
 
+    def absorb(self) -> None:
+        """Read an adopted spool file once: hash it and validate it on the stream."""
+        feed = self.stream.feed if self.stream is not None else None
+        self.blob.absorb(feed, self.limit)
+        self.size = self.blob.size
+
     def abort(self) -> None:
         if self.stream is not None:
             self.stream.close()
@@ -82,6 +88,15 @@ class Upload:
 
     def sync(self) -> str:
         return self.blob.finish()
+
+
+def spool_refused(e: Exception) -> InvalidBundle:
+    return InvalidBundle(
+        f"The spool entry was refused: {e}.",
+        "Push again; the kernel writes a fresh entry (or set c.Handoff.spool = False to send "
+        "the bundle over HTTP).",
+        code="spool_refused",
+    )
 
 
 def too_large(limit: int) -> TooLarge:
@@ -126,6 +141,41 @@ class IngestManager:
             return digest, manifest
         finally:
             upload.abort()
+
+    @property
+    def spool(self) -> str | None:
+        """Where a kernel on this machine may write a bundle for ``adopt``; None when the
+        store has no local filesystem to adopt into (S3)."""
+        found = getattr(self.store, "spool", None)
+        return str(found) if found is not None else None
+
+    def adopt(self, name: str, entry, expected: str | None) -> Upload:
+        """A bundle a local kernel wrote into the spool, taken over without a copy: read once
+        to hash and validate it, as an upload is. Runs off the event loop; then
+        ``store_blob``. A refused entry is removed and nothing is stored."""
+        validate_name(name)
+        if self.spool is None:
+            raise BadRequest(
+                "This agent's blob store has no spool.",
+                "Send the bundle as the request body (application/x-tar).",
+                code="no_spool",
+            )
+        if expected is None:
+            raise BadRequest("A spool hand-over needs X-Handoff-Digest.", code="bad_digest_header")
+        try:
+            blob = self.store.adopt(entry)
+        except SpoolRefused as e:
+            raise spool_refused(e) from None
+        upload = Upload(self.store, self.limit, expected_name=name, blob=blob)
+        try:
+            upload.absorb()
+        except SpoolRefused as e:
+            upload.abort()
+            raise spool_refused(e) from None
+        except BaseException:
+            upload.abort()
+            raise
+        return upload
 
     @staticmethod
     def parse_digest(header: str | None) -> str | None:
