@@ -106,7 +106,7 @@ PATHS: dict[str, dict[str, dict]] = {
                 "required": True,
                 "content": {
                     **TAR_BODY["content"],
-                    "application/json": {
+                    "application/vnd.handoff.spool+json": {
                         "schema": {
                             "type": "object",
                             "properties": {

@@ -14,6 +14,7 @@ from handoff_agent import runtime
 from .config import settings
 from .errors import AgentError, AgentUnavailable
 
+SPOOL_TYPE = "application/vnd.handoff.spool+json"  # a body naming a bundle in the agent's spool
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
 
 
@@ -160,7 +161,7 @@ class AgentClient:
 
     def _spooled(self, conn, path: str, entry: str, digest: str):
         headers = self._headers(
-            {"Content-Type": "application/json", "X-Handoff-Digest": f"sha256:{digest}"}
+            {"Content-Type": SPOOL_TYPE, "X-Handoff-Digest": f"sha256:{digest}"}
         )
         conn.request("POST", path, body=json.dumps({"spool": entry}).encode(), headers=headers)
         return self._answer(conn)

@@ -18,7 +18,7 @@ from agent_support import NO_CHECKS, assert_error, assert_nothing_stored, part_f
 from s3_support import agent_blobs
 from support import bundle_bytes
 
-from jupyter_handoff.client import AgentClient
+from jupyter_handoff.client import SPOOL_TYPE, AgentClient
 
 ENTRY = "0123456789abcdef0123456789abcdef.bundle"
 
@@ -48,8 +48,8 @@ def hand_over(agent, entry: str, digest: str, name: str = "m"):
     return agent.request(
         "POST",
         f"/api/v1/models/{name}/versions",
-        body={"spool": entry},
-        headers={"X-Handoff-Digest": f"sha256:{digest}"},
+        body=json.dumps({"spool": entry}).encode(),
+        headers={"X-Handoff-Digest": f"sha256:{digest}", "Content-Type": SPOOL_TYPE},
     )
 
 

@@ -15,6 +15,10 @@ REPORT_CSP = (
 )
 
 
+# A JSON body naming a spool entry; its own type, so a JSON body sent by mistake is still a 415.
+SPOOL_TYPE = "application/vnd.handoff.spool+json"
+
+
 def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
     raw = handler.get_query_argument(name, None)
     if raw is None:
@@ -97,7 +101,7 @@ class VersionsHandler(BaseHandler):
     """GET lists versions. POST a bundle: streamed to disk and hashed as it arrives, so memory
     stays flat whatever the model's size."""
 
-    body_types = ("application/x-tar", "application/json")
+    body_types = ("application/x-tar", SPOOL_TYPE)
     max_body = None  # the upload enforces the agent's bundle limit itself
     upload = None
     spooled = False  # a JSON body naming a spool entry a local kernel wrote
@@ -127,7 +131,8 @@ class VersionsHandler(BaseHandler):
         name = self.path_kwargs["name"]
         declared = self.declared_length()
         self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))
-        if self.request.headers.get("Content-Type", "").split(";")[0].strip() == "application/json":
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == SPOOL_TYPE:
             self.spooled, self.max_body, self._chunks = True, 4096, []
             if declared is not None and declared > self.max_body:
                 raise self.too_large()
