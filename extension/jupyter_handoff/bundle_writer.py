@@ -9,6 +9,7 @@ deterministic (no times, no owners), so the same model and data give the same by
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import hashlib
 import io
@@ -173,12 +174,24 @@ def _sample(frame, limit: int, seed: int = 0):
 
 
 def environment() -> dict:
-    packages = {}
-    for dist in KEY_PACKAGES:
-        if IMPORT_NAMES.get(dist, dist) in sys.modules:
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                packages[dist] = metadata.version(dist)
-    return {"python": platform.python_version(), "platform": sys.platform, "packages": packages}
+    loaded = tuple(d for d in KEY_PACKAGES if IMPORT_NAMES.get(d, d) in sys.modules)
+    return {
+        "python": platform.python_version(),
+        "platform": sys.platform,
+        "packages": dict(_versions(loaded)),
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _versions(loaded: tuple[str, ...]) -> tuple:
+    """The versions of the key packages this kernel has imported. Cached per set: reading
+    package metadata costs tens of milliseconds a push, and a module already imported keeps
+    its version for the life of the kernel."""
+    found = []
+    for dist in loaded:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append((dist, metadata.version(dist)))
+    return tuple(found)
 
 
 def git_identity(notebook: str | None) -> dict | None:
