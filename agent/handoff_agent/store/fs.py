@@ -41,9 +41,9 @@ class FileBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
-        # Where a kernel on this machine writes a bundle for the agent to adopt: on the
-        # store's filesystem, so adopting it is a rename, and private to this user.
-        self.spool = self.tmp / "spool"
+        # Where a kernel on this machine writes a bundle for the agent to adopt: beside the
+        # temp dir, on the store's filesystem (adopting is a rename), private to this user.
+        self.spool = self.tmp.parent / "spool"
         self.spool.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.spool, 0o700)
 
