@@ -1,8 +1,10 @@
 """Handoff benchmark: push time, 1 GiB ingest, version listing, cold start.
 
 A benchmark, not a test: it measures Handoff side by side with the machine's floor and with
-MLflow, in one run on this machine, and prints a table of numbers and ratios (plus
-bench/results/latest.json). Targets come from issue #2 and DESIGN.md "Performance budget".
+MLflow, in one run on this machine, and prints a table of numbers and ratios, then one line
+per target (MET or MISSED with the measured ratio); bench/results/push.json holds the numbers
+with each target under a stable key in "targets". Targets come from issues #2 and #13 and
+DESIGN.md "Performance budget".
 
     python bench/push.py                 # everything (about 3-5 minutes, 2 cores)
     python bench/push.py --quick         # no 1 GiB ingest, no mlflow server, fewer reps
@@ -96,6 +98,9 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.data, indent=1, default=str))
         print(f"Results written to {path}")
+        print("\nTargets")
+        for key, t in self.data.get("targets", {}).items():
+            print(f"{verdict(t['met']):<6} {key:<28} {t['measured']:.3g} (target {t['target']})")
 
     def render(self) -> str:
         out = []
@@ -215,8 +220,16 @@ def bench_push(rep: Report, args, tmp: Path, runtime_dir: Path) -> None:
             rep.row(
                 "Handoff / floor",
                 f"{h / f:.2f}x",
-                rep.target("push_vs_floor", "<= 3x", h / f, h / f <= 3),
+                rep.target("push_vs_floor", "<= 1.5x", h / f, h / f <= 1.5),
             )
+            if isinstance(xy, list):
+                r = median(xy) / h
+                d["ratio_with_data"] = r
+                rep.row(
+                    "Handoff push with X, y / without",
+                    f"{r:.2f}x",
+                    rep.target("push_with_data_vs_without", "<= 1.2x", r, r <= 1.2),
+                )
     finally:
         agent.stop()
 
@@ -258,10 +271,11 @@ def bench_push(rep: Report, args, tmp: Path, runtime_dir: Path) -> None:
         speedup = fastest / h
         d["speedup_vs_mlflow_fastest"] = speedup
         d["speedup_vs_mlflow_default"] = ml["default"]["median"] / h
+        r = h / fastest
         rep.row(
-            "MLflow fastest / Handoff",
-            f"{speedup:.2f}x",
-            rep.target("push_vs_mlflow_fastest", ">= 4x", speedup, speedup >= 4),
+            "Handoff / MLflow fastest",
+            f"{r:.2f}x",
+            rep.target("push_vs_mlflow_fastest", "<= 1x", r, r <= 1.0),
         )
         rep.row("MLflow default / Handoff", f"{ml['default']['median'] / h:.1f}x", "")
         rep.row("MLflow fastest / floor", f"{fastest / median(floor):.2f}x", "MLflow does no fsync")
@@ -522,15 +536,16 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
         rss_growth=rss.growth,
         rss_samples=rss.samples,
     )
-    rep.row(
-        "Handoff ingest, call to 201",
-        f"{mbps:.0f} MB/s",
-        rep.target("ingest_MBps", ">= 300 MB/s", mbps, mbps >= 300),
-    )
-    rep.row("  of which: body sent", fmt_s(sent), "then fsync, validate (re-hash), commit")
+    rep.row("Handoff ingest, call to 201", f"{mbps:.0f} MB/s", "")
+    rep.row("  of which: body sent", fmt_s(sent), "then fsync, commit (validated on the stream)")
     rep.row("  total", fmt_s(elapsed), f"{size / GiB:.3f} GiB bundle")
     rep.row("Handoff / loopback", f"{mbps / lo:.2f}x", "")
-    rep.row("Handoff / disk write+fsync", f"{mbps / disk:.2f}x", "")
+    rep.row(
+        "Handoff / disk write+fsync",
+        f"{mbps / disk:.2f}x",
+        rep.target("ingest_vs_disk", ">= 0.8x", mbps / disk, mbps / disk >= 0.8),
+    )
+    rep.row("Handoff / sha256 on one core", f"{mbps / sha:.2f}x", "the agent hashes every byte")
     grow = rss.growth / MiB
     rep.row(
         "agent RSS growth during upload",
@@ -540,8 +555,8 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     )
     rep.note(
         "Ingest MB/s = bundle bytes / (first header sent .. response read): it includes the "
-        "agent's fsync, its validation pass (which re-reads and re-hashes the member) and the "
-        "registry commit. MB = 10^6 bytes."
+        "agent's hash of the whole body, the member hashes of its stream validation (on a "
+        "second thread), the fsync and the registry commit. MB = 10^6 bytes."
     )
 
 
@@ -759,7 +774,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="no 1 GiB ingest, no mlflow server")
     p.add_argument("--skip-mlflow", action="store_true", help="no MLflow at all")
     p.add_argument("--dir", default=None, help="where to make the temp dir (default: $TMPDIR)")
-    p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    p.add_argument("--out", default=str(HERE / "results" / "push.json"))
+    p.add_argument(
+        "--sections",
+        default="cold,listing,push,ingest",
+        help="comma-separated: cold (cold start), listing, push, ingest",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     args = p.parse_args(argv)
 
@@ -782,12 +802,17 @@ def main(argv=None) -> int:
     print(f"load average at start: {load0[0]:.2f} (1 min); other work on the machine skews numbers")
     server: dict = {}
     try:
-        server = bench_cold_start(rep, args, tmp)
-        bench_listing(rep, args, tmp, server)
+        sections = set(args.sections.split(","))
+        if "cold" in sections:
+            server = bench_cold_start(rep, args, tmp)
+        if "listing" in sections:
+            bench_listing(rep, args, tmp, server)
         if server.get("server"):
             server["server"].stop()
-        bench_push(rep, args, tmp, runtime_dir)
-        bench_ingest(rep, args, tmp)
+        if "push" in sections:
+            bench_push(rep, args, tmp, runtime_dir)
+        if "ingest" in sections:
+            bench_ingest(rep, args, tmp)
     finally:
         if server.get("server"):
             server["server"].stop()

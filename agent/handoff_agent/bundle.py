@@ -147,6 +147,14 @@ def validate(path, expected_name: str | None = None) -> dict:
             _bad(f"The bundle is not a valid tar archive ({e}).")
         except EOFError:
             _bad("The bundle is truncated.")
+    return checked_manifest(manifest_bytes, digests, expected_name)
+
+
+def checked_manifest(
+    manifest_bytes: bytes | None, digests: dict[str, str], expected_name: str | None = None
+) -> dict:
+    """The manifest, once every member has been hashed: it must list exactly those members
+    with those digests, and its fields must have the agent's shapes."""
     if manifest_bytes is None:
         _bad("The bundle has no manifest.json.")
     try:
@@ -187,3 +195,94 @@ def check_fields(m: dict) -> None:
         shape.check_fields(m)
     except shape.ManifestError as e:
         raise InvalidBundle(e.message, e.hint) from None
+
+
+class StreamCheck:
+    """Validate a bundle as its bytes arrive, so the agent never reads it back.
+
+    ``feed`` takes the bytes in order; ``result`` returns the checked manifest. Only the plain
+    case is judged on the stream: ustar headers of regular files with known names, each once,
+    then the end. Anything else (a link, a device, a pax or GNU header, a duplicate, an unknown
+    name, a cut) makes ``result`` return None, and the caller runs ``validate`` on the stored
+    bytes, which refuses it with the usual message: one set of rules, and a hostile upload is
+    the only one that pays for a second read.
+    """
+
+    def __init__(self, expected_name: str | None = None):
+        self.expected_name = expected_name
+        self.digests: dict[str, str] = {}
+        self.manifest: bytearray | None = None
+        self.plain = True  # False: leave the verdict to validate()
+        self._header = bytearray()
+        self._name: str | None = None
+        self._sha = None
+        self._left = 0  # bytes of the current member still to come
+        self._pad = 0  # padding after it
+        self._ended = False
+
+    def feed(self, chunk) -> None:
+        view = memoryview(chunk)
+        while view and self.plain:
+            if self._ended:
+                return  # tarfile stops at the first zero block and ignores what follows
+            if self._left:
+                part, view = view[: self._left], view[self._left :]
+                self._left -= len(part)
+                if self._sha is not None:
+                    self._sha.update(part)
+                else:
+                    self.manifest += part
+                if not self._left:
+                    self._close_member()
+            elif self._pad:
+                n = min(self._pad, len(view))
+                self._pad -= n
+                view = view[n:]
+            else:
+                n = min(BLOCK - len(self._header), len(view))
+                self._header += view[:n]
+                view = view[n:]
+                if len(self._header) == BLOCK:
+                    self._open_member(bytes(self._header))
+                    self._header.clear()
+
+    def _open_member(self, block: bytes) -> None:
+        if block == b"\0" * BLOCK:
+            self._ended = True
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError:
+            self.plain = False
+            return
+        name = info.name
+        known = name in MEMBERS and name not in self.digests
+        if name == MANIFEST:
+            known = self.manifest is None and info.size <= MAX_MANIFEST
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.issparse() or not known:
+            self.plain = False
+            return
+        self._name, self._left, self._pad = name, info.size, -info.size % BLOCK
+        if name == MANIFEST:
+            self.manifest, self._sha = bytearray(), None
+        else:
+            self._sha = hashlib.sha256()
+        if not self._left:
+            self._close_member()
+
+    def _close_member(self) -> None:
+        if self._sha is not None:
+            self.digests[self._name] = self._sha.hexdigest()
+        self._name, self._sha = None, None
+
+    def result(self) -> dict | None:
+        """The checked manifest (raises ``InvalidBundle``), or None when ``validate`` must
+        judge the stored bytes."""
+        cut = self._left or self._header or (self._pad and not self._ended)
+        if not self.plain or cut or (self.manifest is None and not self.digests):
+            return None
+        return checked_manifest(
+            bytes(self.manifest) if self.manifest is not None else None,
+            self.digests,
+            self.expected_name,
+        )

@@ -119,6 +119,7 @@ class ServeApp(JupyterApp):
                 "sandbox": agent.model_sandbox.mode,
                 "database": agent.registry.url,  # password redacted
                 "blobs": agent.store.url,
+                "spool": agent.ingest.spool,  # a local kernel hands bundles over here
                 "serving_url": agent.serving_url,
             },
             agent.role,

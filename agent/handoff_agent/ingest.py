@@ -2,20 +2,56 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+
 from . import bundle
 from .errors import BadRequest, InvalidBundle, TooLarge
 from .names import validate_name
-from .store.blobs import DIGEST_RE, BlobStore
+from .store.blobs import DIGEST_RE, BlobStore, SpoolRefused
+
+
+class StreamValidation:
+    """A ``bundle.StreamCheck`` fed on its own thread: the members are hashed on a second core
+    while the receiving thread hashes the whole body and writes it. The queue is bounded, so a
+    slow check slows the upload instead of holding the body in memory."""
+
+    DEPTH = 16  # chunks of at most 1 MiB (the server's chunk size)
+
+    def __init__(self, expected_name: str):
+        self.check = bundle.StreamCheck(expected_name)
+        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._thread = threading.Thread(target=self._run, name="bundle-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.check.plain:  # once the stream is not plain, validate() decides
+                self.check.feed(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def result(self) -> dict | None:
+        self.close()
+        return self.check.result()
 
 
 class Upload:
-    """One bundle being received: spooled and hashed by a blob writer as the bytes arrive."""
+    """One bundle being received: spooled and hashed by a blob writer as the bytes arrive,
+    and, when ``expected_name`` is given, validated on the stream as well."""
 
-    def __init__(self, store: BlobStore, limit: int):
-        self.blob = store.writer()
+    def __init__(self, store: BlobStore, limit: int, expected_name: str | None = None, blob=None):
+        self.blob = blob if blob is not None else store.writer()
         self.size = 0
         self.limit = limit
         self.overflow = False
+        self.stream = StreamValidation(expected_name) if expected_name else None
 
     def write(self, chunk: bytes) -> None:
         if self.overflow:
@@ -27,12 +63,40 @@ class Upload:
             self.abort()
             return
         self.blob.write(chunk)
+        if self.stream is not None:
+            self.stream.feed(chunk)
+
+    def absorb(self) -> None:
+        """Read an adopted spool file once: hash it and validate it on the stream."""
+        feed = self.stream.feed if self.stream is not None else None
+        self.blob.absorb(feed, self.limit)
+        self.size = self.blob.size
 
     def abort(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
         self.blob.abort()
+
+    def manifest(self, name: str) -> dict:
+        """The bundle's checked manifest: from the stream when it was plain, else from one
+        read of the spooled bytes, whose refusal names what is wrong."""
+        found = self.stream.result() if self.stream is not None else None
+        if found is not None:
+            return found
+        with self.blob.reader() as f:
+            return bundle.validate(f, expected_name=name)
 
     def sync(self) -> str:
         return self.blob.finish()
+
+
+def spool_refused(e: Exception) -> InvalidBundle:
+    return InvalidBundle(
+        f"The spool entry was refused: {e}.",
+        "Push again; the kernel writes a fresh entry (or set c.Handoff.spool = False to send "
+        "the bundle over HTTP).",
+        code="spool_refused",
+    )
 
 
 def too_large(limit: int) -> TooLarge:
@@ -54,7 +118,7 @@ class IngestManager:
         validate_name(name)
         if declared_size is not None and declared_size > self.limit:
             raise too_large(self.limit)
-        return Upload(self.store, self.limit)
+        return Upload(self.store, self.limit, expected_name=name)
 
     def store_blob(self, upload: Upload, name: str, expected: str | None) -> tuple[str, dict]:
         """Make the upload durable and content-addressed. Runs off the event loop."""
@@ -70,14 +134,48 @@ class IngestManager:
                     "The upload was truncated or altered in transit. Push again.",
                     code="digest_mismatch",
                 )
-            with upload.blob.reader() as f:
-                manifest = bundle.validate(f, expected_name=name)
+            manifest = upload.manifest(name)
             if self.policy is not None:
                 self.policy.validate_overrides(manifest.get("gate"))
             upload.blob.commit(digest)
             return digest, manifest
         finally:
             upload.abort()
+
+    @property
+    def spool(self) -> str | None:
+        """Where a kernel on this machine may write a bundle for ``adopt``; None when the
+        store has no local filesystem to adopt into (S3)."""
+        found = getattr(self.store, "spool", None)
+        return str(found) if found is not None else None
+
+    def adopt(self, name: str, entry, expected: str | None) -> Upload:
+        """A bundle a local kernel wrote into the spool, taken over without a copy: read once
+        to hash and validate it, as an upload is. Runs off the event loop; then
+        ``store_blob``. A refused entry is removed and nothing is stored."""
+        validate_name(name)
+        if self.spool is None:
+            raise BadRequest(
+                "This agent's blob store has no spool.",
+                "Send the bundle as the request body (application/x-tar).",
+                code="no_spool",
+            )
+        if expected is None:
+            raise BadRequest("A spool hand-over needs X-Handoff-Digest.", code="bad_digest_header")
+        try:
+            blob = self.store.adopt(entry)
+        except SpoolRefused as e:
+            raise spool_refused(e) from None
+        upload = Upload(self.store, self.limit, expected_name=name, blob=blob)
+        try:
+            upload.absorb()
+        except SpoolRefused as e:
+            upload.abort()
+            raise spool_refused(e) from None
+        except BaseException:
+            upload.abort()
+            raise
+        return upload
 
     @staticmethod
     def parse_digest(header: str | None) -> str | None:

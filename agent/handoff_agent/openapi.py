@@ -96,13 +96,30 @@ PATHS: dict[str, dict[str, dict]] = {
             ],
         ),
         "post": _op(
-            "Push a bundle (a tar), streamed to disk and hashed.",
+            "Push a bundle (a tar), streamed to disk and hashed; or, from a kernel on this "
+            "machine, {spool: entry} naming a bundle it wrote into the agent's spool.",
             ok="201",
             params=[
                 NAME,
-                _param("X-Handoff-Digest", "header", "sha256:<hex> of the body, checked.", SHA256),
+                _param(
+                    "X-Handoff-Digest", "header", "sha256:<hex> of the bundle, checked.", SHA256
+                ),
             ],
-            body=TAR_BODY,
+            body={
+                "required": True,
+                "content": {
+                    **TAR_BODY["content"],
+                    "application/vnd.handoff.spool+json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "spool": {"type": "string", "pattern": "^[0-9a-f]{32}\\.bundle$"}
+                            },
+                            "required": ["spool"],
+                        }
+                    },
+                },
+            },
         ),
     },
     "/api/v1/models/{name}/champion": {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import secrets
 import urllib.parse
 
 from handoff_agent import runtime
@@ -11,12 +14,14 @@ from handoff_agent import runtime
 from .config import settings
 from .errors import AgentError, AgentUnavailable
 
+SPOOL_TYPE = "application/vnd.handoff.spool+json"  # a body naming a bundle in the agent's spool
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
 
 
 class AgentClient:
-    def __init__(self, url: str, token: str, timeout: float = 600.0):
+    def __init__(self, url: str, token: str, timeout: float = 600.0, spool: str | None = None):
         self.url = url.rstrip("/")
+        self.spool = spool  # the agent's spool dir, from its runtime file: same machine
         self.token = token
         self.timeout = timeout
         parsed = urllib.parse.urlsplit(self.url)
@@ -103,8 +108,17 @@ class AgentClient:
                 "status": v["status"],
             }
 
+        path = f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions"
+        entry = self._spool_write(bundle) if self.spool else None
+        if entry is not None:
+            try:
+                return self._send(lambda conn: self._spooled(conn, path, entry, bundle.digest))
+            finally:  # adopted (gone) or refused (removed) by the agent; never left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.spool, entry))
+
         def go(conn):
-            conn.putrequest("POST", f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions")
+            conn.putrequest("POST", path)
             headers = self._headers(
                 {
                     "Content-Type": "application/x-tar",
@@ -121,6 +135,37 @@ class AgentClient:
 
         return self._send(go)
 
+    def _spool_write(self, bundle) -> str | None:
+        """Write the bundle into the agent's spool under a fresh random name; None (so it
+        goes over HTTP) when the spool cannot be written here: another machine's agent,
+        another filesystem view, no permission."""
+        entry = f"{secrets.token_hex(16)}.bundle"
+        target = os.path.join(self.spool, entry)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(target, flags, 0o600)
+        except OSError:
+            return None
+        try:
+            for part in bundle.parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            return None
+        os.close(fd)  # the agent fsyncs it before it answers
+        return entry
+
+    def _spooled(self, conn, path: str, entry: str, digest: str):
+        headers = self._headers(
+            {"Content-Type": SPOOL_TYPE, "X-Handoff-Digest": f"sha256:{digest}"}
+        )
+        conn.request("POST", path, body=json.dumps({"spool": entry}).encode(), headers=headers)
+        return self._answer(conn)
+
 
 def connect(start: bool | None = None, announce=print) -> AgentClient:
     """A client for the configured or running agent; start one if allowed and needed."""
@@ -129,7 +174,8 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
         return AgentClient(cfg.agent_url, cfg.token, cfg.timeout)
     info = runtime.read()
     if info and runtime.healthy(info["url"]):
-        return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout)
+        spool = info.get("spool") if cfg.spool else None
+        return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout, spool)
     if not (cfg.auto_start if start is None else start):
         raise AgentUnavailable("No Handoff agent is running.", START_HINT)
     try:

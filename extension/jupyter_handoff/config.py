@@ -22,6 +22,11 @@ class Handoff(Configurable):
         config=True
     )
     timeout = Float(600.0, help="Seconds to wait for the agent to answer a push.").tag(config=True)
+    spool = Bool(
+        True,
+        help="Hand a bundle to an agent on this machine by writing it into the agent's spool "
+        "(no copy over HTTP); False always streams it over HTTP.",
+    ).tag(config=True)
 
 
 _instance: Handoff | None = None

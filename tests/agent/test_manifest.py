@@ -36,8 +36,9 @@ def test_what_the_notebook_builds_the_agent_accepts(tmp_path):
     assert got["format_version"] == manifest.FORMAT_VERSION
     assert set(got) == {*manifest.build(name="x", serialization="pickle"), "files"}
     assert set(got["files"]) == {"model.pkl", "data/X.parquet"}
+    # The manifest comes last: it lists the digests of the members before it
     with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as tar:
-        assert tar.getnames()[0] == manifest.MANIFEST
+        assert tar.getnames() == ["data/X.parquet", "model.pkl", manifest.MANIFEST]
 
 
 @pytest.mark.parametrize(

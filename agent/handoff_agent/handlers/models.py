@@ -15,6 +15,10 @@ REPORT_CSP = (
 )
 
 
+# A JSON body naming a spool entry; its own type, so a JSON body sent by mistake is still a 415.
+SPOOL_TYPE = "application/vnd.handoff.spool+json"
+
+
 def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
     raw = handler.get_query_argument(name, None)
     if raw is None:
@@ -101,9 +105,10 @@ class VersionsHandler(BaseHandler):
     """GET lists versions. POST a bundle: streamed to disk and hashed as it arrives, so memory
     stays flat whatever the model's size."""
 
-    body_types = ("application/x-tar",)
+    body_types = ("application/x-tar", SPOOL_TYPE)
     max_body = None  # the upload enforces the agent's bundle limit itself
     upload = None
+    spooled = False  # a JSON body naming a spool entry a local kernel wrote
 
     async def get(self, name: str):
         validate_name(name)
@@ -130,12 +135,21 @@ class VersionsHandler(BaseHandler):
         name = self.path_kwargs["name"]
         declared = self.declared_length()
         self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == SPOOL_TYPE:
+            self.spooled, self.max_body, self._chunks = True, 4096, []
+            if declared is not None and declared > self.max_body:
+                raise self.too_large()
+            return
         self.upload = self.agent.ingest.begin(name, declared)
         # Past the limit tornado drops the connection instead of buffering more.
         self.request.connection.set_max_body_size(self.agent.max_bundle_size + 1)
 
     def data_received(self, chunk: bytes) -> None:
-        self.upload.write(chunk)
+        if self.spooled:
+            super().data_received(chunk)
+        else:
+            self.upload.write(chunk)
 
     def on_connection_close(self) -> None:
         if self.upload is not None:
@@ -143,6 +157,13 @@ class VersionsHandler(BaseHandler):
         super().on_connection_close()  # ends the request, or it waits for its body forever
 
     async def post(self, name: str):
+        """A tar body, or ``{"spool": entry}``: a bundle a kernel on this machine wrote into
+        the agent's spool (named in the runtime file), adopted without a copy."""
+        if self.spooled:
+            entry = self.json_body().get("spool")
+            self.upload = await self.agent.run_io(
+                self.agent.ingest.adopt, name, entry, self.expected
+            )
         upload, self.upload = self.upload, None
         with blob_errors(f"the upload of {name}"):
             digest, manifest = await self.agent.run_io(

@@ -8,9 +8,11 @@ one (a sandboxed worker gets its descriptor).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,6 +40,21 @@ class BlobUnavailable(BlobError):
 
 class DigestMismatch(BlobError, ValueError):
     """The bytes written do not hash to the digest the writer was promised."""
+
+
+class SpoolRefused(BlobError):
+    """A spool entry is not a plain file this user wrote (a link, a fifo, too large...)."""
+
+
+def _remove(path: Path) -> None:
+    """Remove a refused spool entry (a link is removed, never what it points to)."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    except OSError:
+        pass
 
 
 def check_digest(digest: str) -> str:
@@ -81,6 +98,50 @@ class BlobWriter:
         while view:
             view = view[os.write(self._fd, view) :]
         return len(chunk)
+
+    @classmethod
+    def adopt(cls, path: Path, publish) -> BlobWriter:
+        """A writer over a file another process wrote, already moved where only the store
+        names it (``FileBlobStore.adopt``). Opened without following a link and without
+        blocking on a fifo; refused (and removed) unless it is a regular file with one link
+        that this user owns. ``absorb`` hashes it; ``commit`` then links it in: no copy."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            _remove(path)
+            raise SpoolRefused(f"it cannot be opened as a plain file ({e.strerror})") from None
+        st = os.fstat(fd)
+        why = (
+            "it is not a regular file"
+            if not stat.S_ISREG(st.st_mode)
+            else "it has other hard links"
+            if st.st_nlink != 1
+            else "another user owns it"
+            if st.st_uid != os.getuid()
+            else None
+        )
+        if why:
+            os.close(fd)
+            _remove(path)
+            raise SpoolRefused(why)
+        os.set_blocking(fd, True)
+        self = cls.__new__(cls)
+        self._fd, self._spool, self._publish = fd, Path(path), publish
+        self._sha, self.size, self._digest = hashlib.sha256(), 0, None
+        return self
+
+    def absorb(self, feed=None, limit: int | None = None) -> None:
+        """Hash an adopted file in one read from its start, handing each chunk to ``feed``
+        (a stream validation). Refuses a file past ``limit`` bytes."""
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._sha, self.size = hashlib.sha256(), 0
+        while chunk := os.read(self._fd, CHUNK):
+            self._sha.update(chunk)
+            self.size += len(chunk)
+            if limit is not None and self.size > limit:
+                raise SpoolRefused(f"it is larger than {limit} bytes")
+            if feed is not None:
+                feed(chunk)
 
     def fileno(self) -> int:
         """For a worker that writes the blob itself; call ``rehash`` once it is done."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -13,6 +15,7 @@ from .blobs import (
     DIGEST_RE,
     BlobMissing,
     BlobWriter,
+    SpoolRefused,
     VerifyingReader,
     check_digest,
     corrupt,
@@ -29,12 +32,33 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+SPOOL_ENTRY = re.compile(r"^[0-9a-f]{32}\.bundle$")
+
+
 class FileBlobStore:
     def __init__(self, root: Path, tmp: Path):
         self.root, self.tmp = Path(root), Path(tmp)
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+        # Where a kernel on this machine writes a bundle for the agent to adopt: beside the
+        # temp dir, on the store's filesystem (adopting is a rename), private to this user.
+        self.spool = self.tmp.parent / "spool"
+        self.spool.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.spool, 0o700)
+
+    def adopt(self, entry: str) -> BlobWriter:
+        """Take the spool entry ``entry`` (a name the kernel chose, 32 hex digits and
+        ``.bundle``): move it out of the spool, so nobody else can claim it, and open it as a
+        blob to verify and commit. The name never makes a path but inside the spool."""
+        if not isinstance(entry, str) or not SPOOL_ENTRY.fullmatch(entry):
+            raise SpoolRefused("its name is not 32 hex digits followed by .bundle")
+        claimed = self.tmp / f"upload-{secrets.token_hex(8)}.part"
+        try:
+            os.rename(self.spool / entry, claimed)  # a link is moved, never followed
+        except FileNotFoundError:
+            raise SpoolRefused("there is no such entry in the spool") from None
+        return BlobWriter.adopt(claimed, self._publish)
 
     def _path(self, digest: str) -> Path:
         check_digest(digest)

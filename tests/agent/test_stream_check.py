@@ -1,0 +1,64 @@
+"""Stream validation: a plain bundle is judged as its bytes arrive, with the same verdict as
+reading it back; anything else is left to ``bundle.validate`` (the result is None)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+from support import bundle_bytes, make_tar, manifest_for
+
+from handoff_agent import bundle
+from handoff_agent.errors import InvalidBundle
+
+
+def streamed(data: bytes, step: int, name: str = "m"):
+    check = bundle.StreamCheck(name)
+    for i in range(0, len(data), step):
+        check.feed(data[i : i + step])
+    return check.result()
+
+
+@pytest.mark.parametrize("step", [1, 511, 512, 4096, 1 << 20])
+def test_a_plain_bundle_gets_the_same_manifest_in_any_chunking(step):
+    data = bundle_bytes("m", model=os.urandom(3000))
+    assert streamed(data, step) == bundle.validate(io.BytesIO(data), "m")
+
+
+def test_the_manifest_may_come_last():
+    model = os.urandom(2000)
+    m = manifest_for("m", {"model.pkl": model})
+    data = make_tar(
+        [
+            ("model.pkl", model, tarfile.REGTYPE),
+            ("manifest.json", json.dumps(m).encode(), tarfile.REGTYPE),
+        ]
+    )
+    assert streamed(data, 700)["name"] == "m"
+
+
+def test_a_wrong_member_digest_is_refused_on_the_stream():
+    model = os.urandom(2000)
+    m = manifest_for("m", {"model.pkl": b"other bytes"})
+    with pytest.raises(InvalidBundle, match="does not match its manifest"):
+        streamed(bundle_bytes("m", model=model, manifest=m), 1000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bundle_bytes("m", extra=[("data/X.parquet", None, tarfile.SYMTYPE)]),
+        bundle_bytes("m", extra=[("model.pkl", b"again", tarfile.REGTYPE)]),
+        bundle_bytes("m", extra=[("../evil", b"x", tarfile.REGTYPE)]),
+        bundle_bytes("m", model=os.urandom(5000))[:3000],
+        b"garbage" * 100,
+    ],
+    ids=["symlink", "duplicate", "traversal", "truncated", "garbage"],
+)
+def test_anything_not_plain_is_left_to_validate(data):
+    assert streamed(data, 512) is None
+    with pytest.raises(InvalidBundle):
+        bundle.validate(io.BytesIO(data), "m")
