@@ -97,7 +97,7 @@ def test_usage_errors(shell, ns, connected, line, says):
 
 def test_monitor_without_a_central_says_how_to_start_one(shell, connected):
     # a local agent relays monitoring from its central; none runs here
-    with pytest.raises(UsageError, match="Monitoring runs at central"):
+    with pytest.raises(UsageError, match="Deployments and monitoring live at central"):
         run(shell, "%mlops monitor churn")
 
 

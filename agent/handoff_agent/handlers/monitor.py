@@ -4,16 +4,14 @@ reads are fetched from its central, so the notebook needs no central token."""
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.parse
 
-from tornado import httpclient
-
-from ..errors import BadRequest, Conflict, HandoffError
+from ..errors import BadRequest
 from ..monitor_policy import WINDOWS
 from ..names import validate_name
 from .pipeline import CentralOnly
+from .relay import FromCentral
 
 
 def _float_arg(handler, name: str) -> float | None:
@@ -29,50 +27,20 @@ def _float_arg(handler, name: str) -> float | None:
     return value
 
 
-class FromCentral(CentralOnly):
+class Relayed(FromCentral):
     async def relay(self, name: str, what: str) -> bool:
         """On a local agent: answer with central's reply for the same model. True if done."""
         if self.agent.role == "central":
             return False
-        central = self.agent.destinations.get("central")
-        url, token = central.target() if central is not None else ("", "")
-        if not url:
-            raise Conflict(
-                "Monitoring runs at central, and this agent hands off to no running central.",
-                "Start central (`jupyter handoff serve --role central`), or ask it directly.",
-                code="central_down",
-            )
         query = urllib.parse.urlencode(
             {k: v[-1].decode() for k, v in self.request.query_arguments.items()}
         )
-        try:
-            resp = await httpclient.AsyncHTTPClient().fetch(
-                f"{url}/api/v1/models/{name}/{what}" + (f"?{query}" if query else ""),
-                headers={"Authorization": f"token {token}"},
-                request_timeout=60,
-                raise_error=False,
-            )
-        except OSError as e:
-            raise Conflict(
-                f"Central is not answering ({type(e).__name__}).", code="central_down"
-            ) from None
-        try:
-            body = json.loads(resp.body)
-        except (TypeError, ValueError):
-            body = {}
-        if resp.code != 200:
-            err = body.get("error") or {"message": f"central answered {resp.code}"}
-            raise HandoffError(
-                f"Central: {err.get('message')}",
-                err.get("hint", ""),
-                status=409 if resp.code >= 500 or resp.code == 599 else resp.code,
-                code=err.get("code", "central_error"),
-            )
-        self.write_json(body)
+        path = f"/api/v1/models/{name}/{what}" + (f"?{query}" if query else "")
+        self.write_json(await self.from_central("GET", path))
         return True
 
 
-class MonitorHandler(FromCentral):
+class MonitorHandler(Relayed):
     """The closed windows (and the rolling one) as time series, with the policy's bounds."""
 
     async def get(self, name: str):
@@ -97,7 +65,7 @@ class MonitorHandler(FromCentral):
         )
 
 
-class AlertsHandler(FromCentral):
+class AlertsHandler(Relayed):
     async def get(self, name: str):
         validate_name(name)
         if await self.relay(name, "alerts"):
