@@ -340,6 +340,7 @@ class HandoffAgent(LoggingConfigurable):
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
         self.policy = self.stages = self.intake = self.deployments = None
+        self.guardrails = None  # serving.watch.Guardrails (central)
         if self.role == "central":
             from .serving.deploy import DeploymentService
 
@@ -347,6 +348,7 @@ class HandoffAgent(LoggingConfigurable):
             # Stages move the model server's slots in the stage change's own transaction.
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
+            self.guardrails = self._make_guardrails()
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
         self.signing_key = keys.load_or_create(home) if self.role == "central" else None
         self.model_sandbox = self._make_sandbox(home)
@@ -415,9 +417,9 @@ class HandoffAgent(LoggingConfigurable):
             self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
-        # Called every c.Serving.tick_seconds with {model: [slot stats]} (the guardrails);
-        # register before start. The same list becomes the model server's tick_hooks.
-        self.serving_tick_hooks: list = []
+        # Called every c.Serving.tick_seconds with the model server, once the tick's stats are
+        # stored (the guardrails); register before start. It becomes the server's tick_hooks.
+        self.serving_tick_hooks: list = [self.guardrails.on_tick] if self.guardrails else []
         self.serving_url: str | None = None
 
     def _make_sandbox(self, home: Path) -> Sandbox:
@@ -431,6 +433,19 @@ class HandoffAgent(LoggingConfigurable):
             require=bool(self.policy and self.policy.sandbox_require),
             hidden=[str(home), jupyter_runtime_dir(), str(central_home()), str(default_home())],
         )
+
+    def _make_guardrails(self):
+        """Central: every canary judged each serving tick on all replicas' stats (rolled back
+        at once on an alarm, stepped when a step held); promotion waits for a clean bake,
+        the move to canary for a passed shadow; the deployment view reads them."""
+        from .serving.watch import Guardrails
+
+        guardrails = Guardrails(
+            self.registry, self.deployments, self.policy, self.events.publish, self.instance_id
+        )
+        self.stages.guards.append(guardrails.guard)
+        self.deployments.judge = guardrails.judge
+        return guardrails
 
     def worker_limits(self, file_size: int | None = None) -> Limits:
         return Limits(
@@ -587,6 +602,7 @@ class HandoffAgent(LoggingConfigurable):
             self.call,
             self.run_io,
         )
+        self.model_server.replica = self.instance_id  # its rows of serving_stats
         self.model_server.tick_hooks = self.serving_tick_hooks
         app = web.Application(
             routes(),

@@ -13,6 +13,8 @@ min_live_metric_ratio = 0.95
 shadow = true                 # mirror traffic to the candidate before its canary
 min_agreement = 0.95
 max_shadow_psi = 0.2
+shadow_gate = true            # the shadow report must pass before the canary
+promote_after_bake = true     # production waits for the canary's clean bake
 
 [deploy.loadtest]             # the `validated` stage's load test against production
 max_p99_ratio = 2.0
@@ -100,6 +102,14 @@ class DeployPolicy:
         0.95, "shadow gate: share of mirrored requests predicting production's class", lo=0, hi=1
     )
     max_shadow_psi: float = _key(0.2, "shadow gate: PSI against production's predictions", above=0)
+    shadow_gate: bool = _key(
+        True, "with shadow = true, the move to canary waits until the shadow report passes"
+    )
+    promote_after_bake: bool = _key(
+        True,
+        "promotion to production waits for the canary's clean bake against the production it "
+        "replaces (a model's first version has none: its sign-offs suffice)",
+    )
     loadtest: LoadTestPolicy = field(
         default_factory=LoadTestPolicy, metadata={"help": "[deploy.loadtest]", "table": True}
     )

@@ -21,6 +21,9 @@ class StageManager:
         # Called inside the stage change's transaction (serving.deploy moves the slots):
         # on_stage(subject, version_id, previous_stage, stage, by).
         self.on_stage = on_stage
+        # Called before a version moves forward, inside the transaction; each may refuse
+        # with a HandoffError (the load test's gate): guard(version_row, stage, subject).
+        self.guards: list = []
 
     def enter(self, version_id: int, stage: str, by: str, subject: str, comment: str = ""):
         """A stage change the agent itself makes (received, validated, rejected)."""
@@ -75,6 +78,8 @@ class StageManager:
                     code="duplicate_signoff",
                 )
             subject = f"{name}:{number}"
+            if decision == "approve":
+                self._guard(v, target, subject)
             self.store.signoff_add(v["id"], target, role, who["user"], decision, comment, subject)
             if decision == "reject":
                 self._set(v, "rejected", who["user"], comment, subject)
@@ -105,6 +110,7 @@ class StageManager:
                     f"The next stage is {self.policy.next_stage(v['stage'])!r}.",
                     code="wrong_stage",
                 )
+            self._guard(v, to, subject)
             missing = self.policy.missing(to, self.signoffs(v["id"], to))
             if missing:
                 need = ", ".join(f"{n} more {r}" for r, n in missing.items())
@@ -116,6 +122,10 @@ class StageManager:
             self._set(v, to, who["user"], comment, subject)
             self._archive_previous(name, number, to, who["user"])
             return {"stage": to}
+
+    def _guard(self, v: dict, stage: str, subject: str) -> None:
+        for guard in self.guards:
+            guard(v, stage, subject)
 
     def _set(self, v: dict, stage: str, by: str, comment: str, subject: str) -> None:
         """Move from the stage ``v`` was read in; a concurrent move first makes this a 409."""

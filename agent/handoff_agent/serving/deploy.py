@@ -21,6 +21,9 @@ from ..errors import Conflict, NotFound
 class DeploymentService:
     def __init__(self, store, policy):
         self.store, self.policy = store, policy
+        # The guardrails' live reading of a model's slots (serving.watch.Guardrails.judge):
+        # every replica's stats, the canary's decision, the shadow's report. Set by agent.py.
+        self.judge = None
 
     @property
     def settings(self):
@@ -103,19 +106,31 @@ class DeploymentService:
             self.store.slot_clear(model, "canary", by, reason)
             return int(canary["number"])
 
-    def set_traffic(self, model: str, percent: float, by: str) -> dict:
-        """The canary's share, 0..100 (the guardrails' linear steps, or an admin)."""
+    def set_traffic(
+        self, model: str, percent: float, by: str, expected: float | None = None
+    ) -> dict:
+        """The canary's share, 0..100 (the guardrails' linear steps, or an admin). With
+        ``expected``, only while the share is still that (a lost race is a 409)."""
         if not 0.0 <= percent <= 100.0:
             raise Conflict("A traffic share is between 0 and 100.", code="bad_traffic")
         with self.store.transaction():
-            if not self.store.slot_traffic(model, "canary", percent, by):
+            if not self.store.slot_traffic(model, "canary", percent, by, expected):
+                if expected is not None and any(
+                    r["slot"] == "canary" for r in self.store.slots_of(model)
+                ):
+                    raise Conflict(
+                        f"{model!r}'s canary share changed meanwhile.", code="traffic_race"
+                    )
                 raise NotFound(f"{model!r} has no canary.", code="no_canary")
         return {"canary": percent}
 
     # -- what GET /api/v1/models/{name}/deployment shows ----------------------------------
 
     def view(self, model: str, server=None) -> dict:
+        """Slots, traffic, every replica's stats (requests, error rate, p50/p99) and the
+        alarms per slot; ``guardrails``: the canary's decision and the shadow's report."""
         rows = self.store.slots_of(model)
+        judged = self.judge(model, rows) if self.judge is not None else {}
         canary = next((r for r in rows if r["slot"] == "canary"), None)
         has_prod = any(r["slot"] == "production" for r in rows)
         share = 0.0 if canary is None else (float(canary["traffic"]) if has_prod else 100.0)
@@ -129,12 +144,19 @@ class DeploymentService:
                 "since": r["since"],
                 "by": r["by"],
             }
+            entry.update(judged.get("stats", {}).get(r["slot"], {}))
+            entry["alarms"] = judged.get("alarms", {}).get(r["slot"], [])
             if server is not None:
                 entry.update(server.version_stats(model, r["number"], r["slot"]))
             slots.append(entry)
         return {
             "model": model,
             "slots": slots,
+            "guardrails": {
+                "canary": judged.get("canary"),
+                "shadow": judged.get("shadow"),
+                "tick": server.tick if server is not None else None,
+            },
             "serving_url": server.url if server is not None else None,
             "policy": self.settings,
         }

@@ -289,9 +289,9 @@ def evaluate(
 class ShadowReport:
     """How a shadow compares with production on mirrored traffic.
 
-    ``gates``: the policy makes this report gate the canary (``shadow = true``). ``ready``:
-    enough mirrored requests to judge. ``passed``: ready and every gate holds (None until
-    ready). ``failures`` lists the gates that do not hold, as sentences."""
+    ``gates``: the policy makes this report gate the canary (``shadow`` and ``shadow_gate``).
+    ``ready``: enough mirrored requests to judge. ``passed``: ready and every gate holds (None
+    until ready). ``failures`` lists the gates that do not hold, as sentences."""
 
     requests: int
     agreement: float | None
@@ -366,7 +366,7 @@ def shadow_report(candidate: WindowStats, production: WindowStats, policy) -> Sh
         psi=value,
         psi_on=on,
         p99_ratio=ratio,
-        gates=d.shadow,
+        gates=d.shadow and d.shadow_gate,
         ready=ready,
         passed=passed,
         reason=reason,

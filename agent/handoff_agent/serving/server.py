@@ -5,6 +5,13 @@ keeps a pool of sandboxed workers per version, and routes each request. A change
 is applied only once the new versions' workers are up: until then the previous routing
 keeps answering, so a promotion or rollback under load loses no request. Pools no longer
 referenced are drained, then stopped.
+
+Each request updates this process's ``StatsBook`` (latency, errors, predicted classes and
+scores; shadow answers are compared with the ones sent). Every tick joins the feedback labels
+of the requests served here, adds the book into this replica's ``serving_stats`` rows, and
+calls the tick hooks (the guardrails, which read every replica's rows merged). A canary's
+failed request wakes the next tick early (at most every ``EARLY_TICK``): an error-rate alarm
+is judged at once rather than up to ``c.Serving.tick_seconds`` later.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from .inputs import signature_columns, validate
 from .pool import WorkerPool, WorkerUnavailable
 from .predlog import PredictionLog
 from .routing import Endpoint, Route, endpoints_from
+from .stats import StatsBook
 
 log = logging.getLogger("handoff_agent")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -44,31 +52,28 @@ class PredictFailed(HandoffError):
     status, code = 422, "predict_failed"
 
 
-class SlotStats:
-    """Requests, errors and recent latencies of one version in one slot, in this process."""
+SLICE_SECONDS = 5.0  # the stats' time slices; every replica must use the same
+STATS_RETENTION = 86_400.0  # seconds of stored stats (a bake or step longer than it is cut)
+PRUNE_TICKS = 60  # stored stats older than the retention are dropped every this many ticks
+EARLY_TICK = 0.2  # seconds between ticks at least, when failed canary requests wake them
+RECENT_REQUESTS = 100_000  # served requests remembered for joining feedback labels
 
-    def __init__(self):
-        self.requests = self.errors = 0
-        self.latencies: collections.deque[float] = collections.deque(maxlen=4096)
 
-    def add(self, ms: float, ok: bool) -> None:
-        self.requests += 1
-        self.errors += 0 if ok else 1
-        self.latencies.append(ms)
-
-    def snapshot(self) -> dict:
-        lat = sorted(self.latencies)
-
-        def q(p):
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
-
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.errors / self.requests, 6) if self.requests else 0.0,
-            "p50_ms": q(0.50),
-            "p99_ms": q(0.99),
-        }
+def predictions_of(outputs: dict) -> tuple[list, list]:
+    """(classes, scores) per row from a worker's outputs: a classifier's predicted classes
+    and its positive-class probability (binary) or top probability (multiclass); a
+    regressor's outputs are neither (floats), so only latency and errors are kept."""
+    predict = outputs.get("predict") or []
+    proba = outputs.get("predict_proba")
+    if proba:
+        scores = [
+            (row[1] if len(row) == 2 else max(row)) if isinstance(row, list) and row else None
+            for row in proba
+        ]
+        return predict, [x for x in scores if isinstance(x, int | float)]
+    if predict and not isinstance(predict[0], float):
+        return predict, []
+    return [], []
 
 
 @dataclass
@@ -91,9 +96,18 @@ class ModelServer:
         self.endpoints: dict[str, Endpoint] = {}
         self.pools: dict[tuple[str, int], WorkerPool] = {}
         self.manifests: dict[tuple[str, int], dict] = {}
-        self.stats: dict[tuple[str, int, str], SlotStats] = collections.defaultdict(SlotStats)
+        # This process's traffic counters since the last tick; each tick adds them into this
+        # replica's rows of serving_stats, which readers merge across replicas.
+        self.book = StatsBook(window_seconds=3600.0, slice_seconds=SLICE_SECONDS)
+        self.replica = uuid.uuid4().hex[:16]  # the agent sets its instance id
+        self.recent: collections.OrderedDict = collections.OrderedDict()  # request id → served
+        self._feedback_after: int | None = None
+        self.tick = 0  # ticks so far: a guardrail decision names the tick that made it
+        self._wake = asyncio.Event()  # set by a canary's failed request: tick early
+        self._last_tick = 0.0
         self.log = PredictionLog(registry, store, call, run_io, settings)
-        # Guardrails plug in here: each is called every tick with {model: [slot stats]}.
+        # Guardrails plug in here: each is called with this server every tick, after the
+        # tick's stats are stored (so a decision sees every request answered before it).
         self.tick_hooks: list[Callable] = []
         # Which backend serves a version: (model, number, manifest) -> a BACKENDS name, or
         # (name, {job key: blob digest}) for a backend that needs more blobs than the bundle
@@ -150,19 +164,58 @@ class ModelServer:
 
     async def _ticks(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.tick_seconds)
-            if not self.tick_hooks:
-                continue
-            snapshot = {m: self.slot_stats(m) for m in self.endpoints}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.tick_seconds)
+            if self._wake.is_set():  # a canary failed a request: judge it now, not later
+                self._wake.clear()
+                await asyncio.sleep(max(0.0, self._last_tick + EARLY_TICK - time.monotonic()))
+            self._last_tick = time.monotonic()
+            self.tick += 1
+            try:
+                await self.store_stats()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("storing the serving stats failed")
             for hook in list(self.tick_hooks):
                 try:
-                    out = hook(snapshot)
+                    out = hook(self)
                     if inspect.isawaitable(out):
                         await out
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("a serving tick hook failed")
+
+    async def store_stats(self) -> None:
+        """Join the labels that arrived since the last tick to the requests served here,
+        then add this tick's counters into this replica's rows."""
+        if self._feedback_after is None:
+            self._feedback_after = await self.call(self.registry.feedback_last_id)
+        labels = await self.call(self.registry.feedback_since, self._feedback_after)
+        now = time.time()
+        for row in labels:
+            self._feedback_after = row["id"]
+            served = self.recent.get(row["request_id"])
+            if served is None or served[0] != row["model"]:
+                continue  # served by another replica (which joins it), or forgotten
+            model, number, slot, predicted = served
+            label, predicted = row["label"], predicted or []
+            pairs = (
+                zip(predicted, label, strict=True)
+                if isinstance(label, list) and len(label) == len(predicted)
+                else [(predicted[0], label)]
+                if len(predicted) == 1
+                else []
+            )
+            stats = self.book.get(model, number, slot)
+            for p, y in pairs:
+                stats.record_label(now, p, y)
+        slices = self.book.drain_slices()
+        prune = self.tick % PRUNE_TICKS == 1
+        if slices or prune:
+            keep = int((now - STATS_RETENTION) // SLICE_SECONDS) if prune else None
+            await self.call(self.registry.serving_stats_add, self.replica, slices, keep)
 
     # -- slots → pools → routing ----------------------------------------------------------
 
@@ -284,12 +337,12 @@ class ModelServer:
         outputs = await self._predict(model, route, columns, request_id)
         shadow = self.endpoints[model].shadow() if number is None else None
         if shadow is not None and shadow.number != route.number:
-            self._in_background(self._shadow(model, shadow, columns, request_id))
+            self._in_background(self._shadow(model, shadow, columns, request_id, outputs))
         return Served(model, route.number, route.slot, request_id, outputs)
 
     async def _predict(self, model: str, route: Route, columns: dict, request_id: str) -> dict:
         pool = self.pools.get((model, route.number))
-        stats = self.stats[(model, route.number, route.slot)]
+        stats = self.book.get(model, route.number, route.slot)
         t0, now = time.perf_counter(), time.time()
         record = {
             "request_id": request_id,
@@ -323,40 +376,43 @@ class ModelServer:
         except HandoffError as e:
             ms = (time.perf_counter() - t0) * 1000
             server_side = e.status >= 500 or isinstance(e, PredictFailed)
-            stats.add(ms, ok=not server_side)
+            stats.record(now, ms, error=server_side)
+            if server_side and route.slot == "canary":
+                self._wake.set()
             self.log.append({**record, "latency_ms": ms, "status": e.status, "error": e.message})
             raise
         ms = (time.perf_counter() - t0) * 1000
-        stats.add(ms, ok=True)
         outputs = answer["outputs"]
+        classes, scores = predictions_of(outputs)
+        stats.record(now, ms, classes=classes, scores=scores)
+        if route.slot != "shadow":  # the shadow answers the same request id
+            self.recent[request_id] = (model, route.number, route.slot, outputs.get("predict"))
+            if len(self.recent) > RECENT_REQUESTS:
+                self.recent.popitem(last=False)
         self.log.append({**record, "latency_ms": ms, "status": 200, "outputs": outputs})
         return outputs
 
-    async def _shadow(self, model: str, route: Route, columns: dict, request_id: str) -> None:
-        with contextlib.suppress(HandoffError):  # logged and counted in _predict; never sent
-            await self._predict(model, route, columns, request_id)
+    async def _shadow(
+        self, model: str, route: Route, columns: dict, request_id: str, answered: dict
+    ) -> None:
+        """The mirrored request; its answer is compared with the one sent, row by row."""
+        try:
+            outputs = await self._predict(model, route, columns, request_id)
+        except HandoffError:  # logged and counted in _predict; never sent
+            return
+        mine, theirs = outputs.get("predict") or [], answered.get("predict") or []
+        stats, now = self.book.get(model, route.number, route.slot), time.time()
+        for a, b in zip(mine, theirs, strict=False):
+            stats.record_pair(now, a == b)
 
     # -- what the deployment view shows ---------------------------------------------------
 
-    def slot_stats(self, model: str) -> list[dict]:
-        ep = self.endpoints.get(model)
-        out = []
-        for slot, route in ep.routes.items() if ep else ():
-            pool = self.pools.get((model, route.number))
-            out.append(
-                {
-                    "slot": slot,
-                    "version": route.number,
-                    **self.version_stats(model, route.number, slot),
-                    "ready": bool(pool and pool.ready),
-                }
-            )
-        return out
-
     def version_stats(self, model: str, number: int, slot: str) -> dict:
+        """What this replica's workers of a version look like (the traffic stats are every
+        replica's, read from the store: ``serving.watch``)."""
         pool = self.pools.get((model, number))
         return {
-            **self.stats[(model, number, slot)].snapshot(),
+            "ready": bool(pool and pool.ready),
             "backend": pool.info.get("backend") if pool else None,
             "workers": len(pool.pids()) if pool else 0,
             "worker_pids": pool.pids() if pool else [],

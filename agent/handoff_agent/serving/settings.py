@@ -64,5 +64,7 @@ class Serving(Configurable):
         "replica (or the CLI) reaches this server.",
     ).tag(config=True)
     tick_seconds = Float(
-        1.0, help="Seconds between the slot statistics handed to the guardrail hooks."
+        1.0,
+        help="Seconds between guardrail ticks: each stores this replica's traffic stats and "
+        "judges every canary on all replicas' stats, so an alarm rolls back within one tick.",
     ).tag(config=True)

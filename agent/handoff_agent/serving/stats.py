@@ -386,6 +386,26 @@ class StatsBook:
             incoming = RollingStats.from_dict(item["stats"])
             self.get(item["model"], item["version"], item["slot"]).merge(incoming)
 
+    def drain_slices(self) -> list[dict]:
+        """Like ``drain``, one item per (key, slice): ``{model, version, slot, slice, stats}``
+        with ``stats`` a ``WindowStats.to_dict`` (what the serving_stats table holds)."""
+        out = []
+        for (m, v, s), r in self.stats.items():
+            for i, w in r.slices.items():
+                out.append({"model": m, "version": v, "slot": s, "slice": i, "stats": w.to_dict()})
+            r.slices, r._current = {}, (None, None)
+        return out
+
+    def add_slice(self, model: str, version: int, slot: str, index: int, stats: dict) -> None:
+        """Merge one stored slice (``drain_slices``' item) into this book."""
+        r = self.get(model, version, slot)
+        mine = r.slices.get(int(index))
+        incoming = WindowStats.from_dict(stats)
+        if mine is None:
+            r.slices[int(index)] = incoming
+        else:
+            mine.merge(incoming)
+
     def forget(self, model: str, version: int, slot: str) -> None:
         """Drop a key (a version left its slot)."""
         self.stats.pop((model, int(version), slot), None)

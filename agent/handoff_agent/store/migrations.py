@@ -49,9 +49,16 @@ def m007_serving(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tokens ADD COLUMN models TEXT"))
 
 
+def m008_serving_stats(conn: Connection) -> None:
+    """Each replica's serving counters, merged by every reader; the guardrails' decisions."""
+    for table in (t.serving_stats, t.guardrail_events):
+        table.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
+    ("m008_serving_stats", m008_serving_stats),
 ]
 
 

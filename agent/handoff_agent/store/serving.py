@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from . import tables as t
 from ._util import as_dict, now
@@ -16,6 +16,8 @@ P = t.deployments.c
 F = t.feedback.c
 L = t.prediction_segments.c
 V = t.versions.c
+S = t.serving_stats.c
+G = t.guardrail_events.c
 
 
 class ServingStore(StoreBase):
@@ -71,13 +73,16 @@ class ServingStore(StoreBase):
             )
             return row[0]
 
-    def slot_traffic(self, model: str, slot: str, traffic: float, by: str) -> bool:
+    def slot_traffic(
+        self, model: str, slot: str, traffic: float, by: str, expected: float | None = None
+    ) -> bool:
+        """Set a slot's share; with ``expected``, only while the share is still that (the
+        guardrails' step: of two replicas stepping at once, one moves it)."""
         with self._tx() as c:
-            n = c.execute(
-                t.deployments.update()
-                .where(P.model == model, P.slot == slot)
-                .values(traffic=float(traffic), since=now(), by=by)
-            ).rowcount
+            q = t.deployments.update().where(P.model == model, P.slot == slot)
+            if expected is not None:
+                q = q.where(P.traffic == float(expected))
+            n = c.execute(q.values(traffic=float(traffic), since=now(), by=by)).rowcount
             if n:
                 self.audit_append(by, "deploy.traffic", model, {"slot": slot, "traffic": traffic})
             return bool(n)
@@ -100,6 +105,22 @@ class ServingStore(StoreBase):
                 )
             self.audit_append(by, "feedback.add", model, {"labels": len(labels)})
             return len(labels)
+
+    def feedback_since(self, after: int, limit: int = 10_000) -> list[dict]:
+        """Labels stored after id ``after`` (every model), oldest first: each replica joins
+        those of the requests it served."""
+        with self._read() as c:
+            rows = c.execute(
+                select(F.id, F.model, F.request_id, F.label)
+                .where(F.id > after)
+                .order_by(F.id)
+                .limit(limit)
+            )
+            return [{**as_dict(r), "label": json.loads(r.label)} for r in rows]
+
+    def feedback_last_id(self) -> int:
+        with self._read() as c:
+            return c.execute(select(func.coalesce(func.max(F.id), 0))).scalar_one()
 
     def feedback_of(self, model: str) -> list[dict]:
         with self._read() as c:
@@ -145,3 +166,100 @@ class ServingStore(StoreBase):
             if dropped:
                 c.execute(delete(t.prediction_segments).where(L.id.in_([d["id"] for d in dropped])))
             return dropped
+
+    # -- serving stats (every replica's, merged by the reader) -----------------------------
+
+    def serving_stats_add(
+        self, replica: str, slices: list[dict], keep_before: int | None = None
+    ) -> None:
+        """Add a replica's drained counters into its own rows: ``slices`` holds
+        ``{model, version, slot, slice, stats}`` (``stats.WindowStats.to_dict``). Only this
+        replica writes its rows, so read, add, write is safe. With ``keep_before``, rows of
+        slices before it (any replica's) are dropped."""
+        from ..serving.stats import WindowStats
+
+        with self._tx() as c:
+            for item in slices:
+                key = {
+                    "replica": replica,
+                    "model": item["model"],
+                    "version": int(item["version"]),
+                    "slot": item["slot"],
+                    "slice": int(item["slice"]),
+                }
+                where = [getattr(S, k) == v for k, v in key.items()]
+                old = c.execute(select(S.stats).where(*where)).scalar()
+                stats = WindowStats.from_dict(item["stats"])
+                if old is not None:
+                    stats.merge(WindowStats.from_dict(json.loads(old)))
+                    c.execute(
+                        t.serving_stats.update()
+                        .where(*where)
+                        .values(stats=json.dumps(stats.to_dict()))
+                    )
+                else:
+                    c.execute(
+                        t.serving_stats.insert().values(**key, stats=json.dumps(stats.to_dict()))
+                    )
+            if keep_before is not None:
+                c.execute(delete(t.serving_stats).where(S.slice < keep_before))
+
+    def serving_stats_of(self, model: str, since_slice: int) -> list[dict]:
+        """Every replica's rows of ``model`` from slice ``since_slice`` on."""
+        with self._read() as c:
+            rows = c.execute(
+                select(S.version, S.slot, S.slice, S.stats).where(
+                    S.model == model, S.slice >= since_slice
+                )
+            )
+            return [{**as_dict(r), "stats": json.loads(r.stats)} for r in rows]
+
+    # -- guardrail decisions ----------------------------------------------------------------
+
+    def guardrail_event_add(
+        self,
+        model: str,
+        version: int,
+        slot: str,
+        state: str,
+        percent: float,
+        reason: str,
+        decision: dict,
+        replica: str,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                t.guardrail_events.insert().values(
+                    model=model,
+                    version=int(version),
+                    slot=slot,
+                    state=state,
+                    percent=float(percent),
+                    reason=reason,
+                    decision=json.dumps(decision, default=str),
+                    time=now(),
+                    replica=replica,
+                )
+            )
+
+    def guardrail_events_of(self, model: str, version: int | None = None) -> list[dict]:
+        """The model's guardrail decisions (of one version), oldest first."""
+        q = select(G.id, G.version, G.slot, G.state, G.percent, G.reason, G.decision, G.time).where(
+            G.model == model
+        )
+        if version is not None:
+            q = q.where(G.version == int(version))
+        with self._read() as c:
+            rows = c.execute(q.order_by(G.id))
+            return [{**as_dict(r), "decision": json.loads(r.decision)} for r in rows]
+
+    def guardrail_last(self, model: str, version: int, slot: str) -> dict | None:
+        """The latest decision recorded for a version in a slot."""
+        with self._read() as c:
+            r = c.execute(
+                select(G.state, G.percent, G.reason, G.decision, G.time)
+                .where(G.model == model, G.version == int(version), G.slot == slot)
+                .order_by(G.id.desc())
+                .limit(1)
+            ).first()
+        return None if r is None else {**as_dict(r), "decision": json.loads(r.decision)}

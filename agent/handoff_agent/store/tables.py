@@ -304,3 +304,36 @@ prediction_segments = Table(
     Column("created", Text),
     Index("idx_prediction_segments_model", "model", "id"),
 )
+
+# -- serving stats and guardrails (m008) -------------------------------------------------------
+# Each replica's traffic counters per (model, version, slot) and time slice (``stats.WindowStats``
+# as JSON); a replica adds into its own rows only, and readers merge every replica's.
+serving_stats = Table(
+    "serving_stats",
+    metadata,
+    Column("replica", Text, primary_key=True),
+    Column("model", Text, primary_key=True),
+    Column("version", Int, primary_key=True),
+    Column("slot", Text, primary_key=True),
+    Column("slice", Int, primary_key=True),  # start time // slice_seconds
+    Column("stats", Text),
+    Index("idx_serving_stats_model_slice", "model", "slice"),
+)
+
+# What the guardrails decided, each time a model's canary or shadow changed state: the bake
+# state that promotion reads, and the alarm a rollback names.
+guardrail_events = Table(
+    "guardrail_events",
+    metadata,
+    _id(),
+    Column("model", Text),
+    Column("version", Int),
+    Column("slot", Text),  # canary | shadow
+    Column("state", Text),  # vocabulary.GUARDRAIL_STATES, or a shadow verdict
+    Column("percent", Float),
+    Column("reason", Text),
+    Column("decision", Text),  # JSON: the Decision or ShadowReport
+    Column("time", Text),
+    Column("replica", Text),
+    Index("idx_guardrail_events_model_version", "model", "version", "id"),
+)

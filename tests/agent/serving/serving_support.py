@@ -34,12 +34,20 @@ reviewer = 1
 [deploy]
 canary_percent = 30
 shadow = true
+shadow_gate = false
+# This module's second version differs on purpose (traffic, not guardrails, is tested with
+# it): no latency or prediction-shift alarm, and a bake of its first 20 requests.
+min_requests = 20
+bake_seconds = 0
+p99_slack_ms = 1000
+max_psi = 1000
 """
 
 
-def start_pair(tmp: Path, serving_args=()) -> tuple[RunningAgent, RunningAgent]:
+def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY):
+    """(local, central) on loopback, central with ``policy_text``."""
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     central = RunningAgent(
         tmp / "central",
         tmp / "rt-central",

@@ -262,6 +262,19 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
     assert (status, body) == (201, {"model": "churn", "labels": 1})
     stored = central.sql("SELECT request_id, label FROM feedback WHERE model = 'churn'")
     assert stored == [{"request_id": request_id, "label": "1"}]
+    # ...and joins its prediction in the stats the guardrails read (live performance)
+    until(
+        lambda: (
+            next(
+                s["labelled"]
+                for s in central.request("GET", "/api/v1/models/churn/deployment")[1]["slots"]
+                if s["slot"] == "production"
+            )
+            == 1
+        ),
+        timeout=30,
+        what="the label joined",
+    )
 
     # The log is Parquet, on the blob store (files or S3), with the request in it
     status, raw = get_bytes(central, "/api/v1/models/churn/predictions")
@@ -322,9 +335,14 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
         slots = {s["slot"]: s for s in view["slots"]}
         answers = {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(5)}
         assert answers == {"1"}
-        return "shadow" in slots and slots["shadow"]["requests"]
+        return "shadow" in slots and slots["shadow"].get("agreement") is not None and view
 
-    until(shadow_requests, timeout=60, what="mirrored requests")
+    view = until(shadow_requests, timeout=60, what="mirrored requests compared")
+    # Agreement with production's answers is reported, in the slot and in the shadow report
+    shadow = next(s for s in view["slots"] if s["slot"] == "shadow")
+    assert shadow["requests"] > 0 and 0.0 <= shadow["agreement"] <= 1.0
+    report = view["guardrails"]["shadow"]
+    assert report["requests"] == shadow["requests"] and report["gates"] is False
 
     # Canary at the policy's 30 %, sticky per key
     sign(central, "churn", v2, "canary")
@@ -348,6 +366,21 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
     assert (slots["canary"]["version"], slots["canary"]["traffic"]) == (v2, 30.0)
     assert slots["production"]["traffic"] == 70.0 and slots["production"]["requests"] > 0
     assert slots["canary"]["p99_ms"] is not None and slots["canary"]["backend"] == "skops"
+    # The shadow was reported while it ran; the canary baked clean (the policy's 20 requests)
+    shadowed = central.sql(
+        "SELECT state FROM guardrail_events WHERE model = 'churn' AND slot = 'shadow'"
+    )
+    assert shadowed, "no shadow report was recorded"
+    until(
+        lambda: (
+            central.request("GET", "/api/v1/models/churn/deployment")[1]["guardrails"]["canary"][
+                "state"
+            ]
+            == "promote_ready"
+        ),
+        timeout=60,
+        what="a clean bake",
+    )
 
     # Promotion with requests in flight: none fails, and the new version takes everything
     with Load(client, ROW) as load:
