@@ -475,10 +475,16 @@ def _rollout(central: dict, local: dict, good: int) -> None:
     fresh = iter(new * 10)
     live = r.traffic([next(fresh) for _ in range(60)])
     r.say(f"sent 60 requests from new customers: {live}")
+
+    def rolled_back():
+        v = r.stage(bad)
+        if v["stage"] == "rollback":
+            return v
+        r.traffic([next(fresh)])  # traffic goes on until the guardrails act
+        return None
+
     rolled = r.wait(
-        lambda: (
-            (v := r.stage(bad))["stage"] == "rollback" and v or r.traffic([next(fresh)]) and None
-        ),
+        rolled_back,
         "the guardrails' rollback",
         60,
         "The guardrails raised no alarm; `jupyter handoff status --json` at central and "
