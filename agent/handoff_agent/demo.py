@@ -444,6 +444,14 @@ def _rollout(central: dict, local: dict, good: int) -> None:
 
     def baked():
         r.traffic(rows[:20])
+        v = r.stage(cand)
+        if v["stage"] != "canary":
+            raise DemoFailed(
+                f"The guardrails moved the sound canary {DEMO_MODEL}:{cand} to {v['stage']}: "
+                f"{v['stages'][-1]['comment']}",
+                "Central's log (handoff-central.log under `jupyter --runtime-dir`) has the "
+                "guardrails' readings.",
+            )
         return r.view()["guardrails"]["canary"]["state"] == "promote_ready"
 
     r.wait(
