@@ -437,6 +437,13 @@ def _rollout(central: dict, local: dict, good: int) -> None:
     share = next(s["traffic"] for s in r.view()["slots"] if s["slot"] == "canary")
     r.say(f"canary: {DEMO_MODEL}:{cand} takes {share:g}% of traffic, {DEMO_MODEL}:{base} the rest")
 
+    # The slot is set at once; its workers load the version in the background. Measure after.
+    r.wait(
+        lambda: r.traffic(rows[:5]).get(str(cand)),
+        f"{DEMO_MODEL}:{cand} answering as canary",
+        60,
+        _todo_for(""),
+    )
     split = r.traffic(rows[:200])
     if split.get("error") or set(split) != {str(base), str(cand)}:
         raise DemoFailed(f"The model server did not split the traffic as set: {split}.", "")
