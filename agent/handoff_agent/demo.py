@@ -489,14 +489,14 @@ def _rollout(central: dict, local: dict, good: int) -> None:
     # New customers: the evaluation sample, tenure nudged to values no model was trained on
     new = [{**row, "tenure": row["tenure"] + 0.001} for row in rows]
     fresh = iter(new * 10)
-    live = r.traffic([next(fresh) for _ in range(60)])
-    r.say(f"sent 60 requests from new customers: {live}")
+    sent: dict[str, int] = {}
 
     def rolled_back():
         v = r.stage(bad)
         if v["stage"] == "rollback":
             return v
-        r.traffic([next(fresh)])  # traffic goes on until the guardrails act
+        for k, n in r.traffic([next(fresh) for _ in range(5)]).items():  # until they act
+            sent[k] = sent.get(k, 0) + n
         return None
 
     rolled = r.wait(
@@ -505,6 +505,11 @@ def _rollout(central: dict, local: dict, good: int) -> None:
         60,
         "The guardrails raised no alarm; `jupyter handoff status --json` at central and "
         "handoff-central.log say why.",
+    )
+    failed = sent.get("error", 0)
+    r.say(
+        f"sent {sum(sent.values())} requests from new customers: {failed} failed on the "
+        f"canary {DEMO_MODEL}:{bad}, {sent.get(str(cand), 0)} answered by {DEMO_MODEL}:{cand}"
     )
     reason = rolled["stages"][-1]["comment"]
     r.say(f"automatic rollback by {rolled['stages'][-1]['by']}: {reason}")
