@@ -3,6 +3,8 @@
 Starts the embedded central and a local agent, runs the quickstart notebook, waits for the
 checks and the hand-off, then signs the version off as a reviewer, as IT would. It follows the
 outbox as well as the stage, so a refused delivery ends it at once with the reason (exit 1).
+Then it rolls out at central's model server: a canary with the split it observed, promotion after
+the guardrails' clean bake, and a degraded version the guardrails roll back on their own.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ def _call(info: dict, path: str, body: dict | None = None, token: str | None = N
 
 
 # The demo's own central policy: the embedded one with a short bake, so the whole rollout fits
-# in a minute. The shipped defaults (deploy_policy.py) are untouched.
+# in a minute or two. The shipped defaults (deploy_policy.py) are untouched.
 DEMO_DEPLOY = """
-# Written by `jupyter handoff demo`: a short canary bake so the demo fits in a minute.
+# Written by `jupyter handoff demo`: a short canary bake so the demo fits in a minute or two.
 [deploy]
 canary_percent = 30
 min_requests = 30
