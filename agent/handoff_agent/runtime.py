@@ -83,9 +83,10 @@ def start_detached(
     log_path: Path | None = None,
     timeout: float = 30.0,
     role: str = "local",
+    args: tuple[str, ...] = (),
 ) -> dict:
     """Start an agent that outlives this process (and the kernel), and wait until it answers."""
-    cmd = [sys.executable, "-m", "handoff_agent", "serve", "--role", role]
+    cmd = [sys.executable, "-m", "handoff_agent", "serve", "--role", role, *args]
     if home:
         cmd += ["--home", str(home)]
     log_path = log_path or runtime_file(role).with_name(f"handoff-{role}.log")
