@@ -525,6 +525,7 @@ class HandoffAgent(LoggingConfigurable):
         guardrails = Guardrails(
             self.registry, self.deployments, self.policy, self.events.publish, self.instance_id
         )
+        guardrails.notify = self.notify_destinations  # a rollback reaches the webhooks
         self.stages.guards.append(guardrails.guard)
         self.deployments.judge = guardrails.judge
         return guardrails
@@ -738,15 +739,20 @@ class HandoffAgent(LoggingConfigurable):
                 # "alert" names its kind (an event's own "type" is "alert")
                 event = {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
                 self.events.publish("alert", **event)
-                for dest in self.destinations.values():
-                    # webhooks only (CI, on-call), and only to a URL on the operator's allowlist
-                    allowed = getattr(dest, "allowed_urls", None)
-                    if allowed is not None and dest.url in allowed and dest.secret:
-                        await self.run_io(notify_webhook, dest, event)
+                await self.notify_destinations("alert", event)
             if result["rolled_back"]:
                 self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
                 await self.serving_changed()
         return results[0] if model is not None else {"models": results}
+
+    async def notify_destinations(self, kind: str, event: dict) -> None:
+        """One signed delivery of an alert or a guardrail rollback to each webhook
+        destination (CI, on-call): webhooks only, and only to a URL on the operator's
+        allowlist. The monitor and the guardrails both deliver through here."""
+        for dest in self.destinations.values():
+            allowed = getattr(dest, "allowed_urls", None)
+            if allowed is not None and dest.url in allowed and dest.secret:
+                await self.run_io(notify_webhook, dest, event, kind)
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -790,17 +796,18 @@ class HandoffAgent(LoggingConfigurable):
         self._db.shutdown(wait=True)
 
 
-def notify_webhook(dest, event: dict) -> None:
-    """One signed POST of an alert to a webhook destination (CI, on-call); a failure is
-    logged, the alert stays in the audit log and the API."""
+def notify_webhook(dest, event: dict, kind: str = "alert") -> None:
+    """One signed POST of an event (``kind``: an alert, a guardrail rollback) to a webhook
+    destination (CI, on-call); a failure is logged, the event stays in the audit log and
+    the API."""
     import json
     import uuid
 
     from .forwarding.http import post_signed
 
-    body = json.dumps({"type": "alert", **event}, sort_keys=True, default=str).encode()
+    body = json.dumps({"type": kind, **event}, sort_keys=True, default=str).encode()
     result = post_signed(
-        dest.url, body, f"alert-{uuid.uuid4().hex}", dest.secret, "application/json", timeout=10
+        dest.url, body, f"{kind}-{uuid.uuid4().hex}", dest.secret, "application/json", timeout=10
     )
     if not result.ok:
-        log.warning("alert delivery to %s failed: %s", dest.name, result.error)
+        log.warning("%s delivery to %s failed: %s", kind, dest.name, result.error)

@@ -47,11 +47,13 @@ def _round(x):
 
 class Guardrails:
     """``deployments``: the DeploymentService (abort_canary, set_traffic); ``publish``: the
-    event bus's publish; ``replica``: this process among central replicas."""
+    event bus's publish; ``replica``: this process among central replicas; ``notify``: an
+    async ``(kind, event)`` that delivers a rollback to the webhook destinations (the
+    agent's, shared with the monitor's alerts), or None."""
 
-    def __init__(self, store, deployments, policy, publish, replica: str):
+    def __init__(self, store, deployments, policy, publish, replica: str, notify=None):
         self.store, self.deployments, self.policy = store, deployments, policy
-        self.publish, self.replica = publish, replica
+        self.publish, self.replica, self.notify = publish, replica, notify
 
     @property
     def settings(self):
@@ -174,6 +176,8 @@ class Guardrails:
                     self._record(model, number, "canary", d.state, 0.0, d.reason, payload)
             except (Conflict, NotFound):
                 return []  # another replica rolled it back (or it moved on) first
+            prod = slots.get("production")  # untouched by the abort: it serves on
+            event["production"] = int(prod["number"]) if prod is not None else None
             stage = {"model": model, "version": number, "stage": "rollback", "by": BY}
             return [("guardrail", event), ("stage", {**stage, "comment": d.reason})]
         if d.state == "step_up":
@@ -210,12 +214,16 @@ class Guardrails:
 
     async def on_tick(self, server) -> None:
         """The model server's tick hook: judge, publish, and move this replica's routing now
-        when a canary rolled back or stepped (the others follow their next poll)."""
+        when a canary rolled back or stepped (the others follow their next poll). A rollback
+        then goes to the webhook destinations, once: only the replica that acted has it."""
         events = await server.call(self.tick, time.time(), server.tick)
         for kind, data in events:
             self.publish(kind, **data)
         if any(k == "stage" or d.get("state") == "step_up" for k, d in events):
             await server.refresh()
+        for kind, data in events:
+            if self.notify is not None and kind == "guardrail" and data["state"] == "rollback":
+                await self.notify(kind, data)
 
     # -- the StageManager's guard -----------------------------------------------------------
 

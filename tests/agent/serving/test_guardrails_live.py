@@ -1,7 +1,8 @@
 """The guardrails at central, end to end: real agents, real HTTP, sandboxed workers.
 
 A canary that fails on some inputs is rolled back by the guardrails within one tick of its
-first failed request: stage, audit rows, events, and the traffic all go back to production.
+first failed request: stage, audit rows, events, a signed delivery to the webhook destination
+(a real receiver), and the traffic all go back to production.
 A sound canary then cannot be promoted before its clean bake, and can be after it. Runs on
 both metadata backends.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from support import RunningAgent, until
 
+from handoff_agent import signing
+
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
 
 GUARDED = POLICY.split("[deploy]")[0] + (
@@ -41,6 +45,24 @@ GUARDED = POLICY.split("[deploy]")[0] + (
     "max_psi = 0.5\n"  # in test_guardrails.py
 )
 UNSEEN = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}  # "a" = 0.5 is not in the training data
+WEBHOOK_SECRET = "guardrail-webhook-secret-3Kp8Wd5Rn2"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """The on-call webhook: each POST's headers and body, as received."""
+
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +85,17 @@ def brittle(X, y):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, backend, data):
     X, y = data
-    local, central = start_pair(tmp_path_factory.mktemp("guarded"), policy_text=GUARDED)
+    hook = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{hook.server_port}/on-call"
+    webhook = [
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={hook_url}",
+        f"--WebhookDestination.secret={WEBHOOK_SECRET}",
+        f"--WebhookDestination.allowed_urls={json.dumps([hook_url])}",
+    ]
+    local, central = start_pair(tmp_path_factory.mktemp("guarded"), webhook, policy_text=GUARDED)
     try:
         number = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
         sign(central, "churn", number, "production")
@@ -74,6 +106,7 @@ def site(tmp_path_factory, backend, data):
     finally:
         local.stop()
         central.stop()
+        hook.shutdown()
 
 
 def read_events(agent: RunningAgent, found: list, stop: threading.Event) -> None:
@@ -155,6 +188,27 @@ def test_an_alarm_rolls_the_canary_back_within_one_tick(site, data):
         "error_rate",
     )
     assert any(e.get("type") == "stage" and e.get("stage") == "rollback" for e in found)
+    assert event["production"] == 1
+
+    # The webhook destination (CI, on-call) gets one signed delivery naming the model, the
+    # version rolled back, the alarm and the production version now serving
+    def delivered():
+        return [(h, b) for h, b in Receiver.received if json.loads(b)["type"] == "guardrail"]
+
+    until(delivered, timeout=30, what="the rollback's webhook delivery")
+    [(headers, raw)] = delivered()
+    body = json.loads(raw)
+    signature = signing.sign(
+        WEBHOOK_SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
+    )
+    assert headers["X-Handoff-Signature"] == signature
+    assert (body["model"], body["version"], body["state"], body["production"]) == (
+        "churn",
+        v2,
+        "rollback",
+        1,
+    )
+    assert body["alarm"]["metric"] == "error_rate" and body["reason"] == reason
     until(
         lambda: any(
             v.get("stage") == "rollback"
