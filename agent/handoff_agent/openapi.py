@@ -157,7 +157,10 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     VERSION + "/signoffs": {
         "post": _op(
-            "Central: sign off (or reject) a version's next stage.",
+            "Central: sign off (or reject) a version's next stage. Refused with 409 "
+            "`bake_not_clean` for production before the canary baked clean, "
+            "`shadow_not_passed` for canary before a passed shadow report (policy `shadow`), "
+            "`load_test_failed` or `load_test_pending` where the load test gates.",
             ok="201",
             params=[NAME, NUMBER],
             body=_json_body(
@@ -172,7 +175,9 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     VERSION + "/transition": {
         "post": _op(
-            "Central: move a version to another stage.",
+            "Central: move a version to another stage (the same 409 refusals as a "
+            "sign-off: `bake_not_clean`, `shadow_not_passed`, `load_test_failed`, "
+            "`load_test_pending`).",
             params=[NAME, NUMBER],
             body=_json_body({"to": {"type": "string", "maxLength": 40}, "comment": _TEXT}, ["to"]),
         )
@@ -316,8 +321,11 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/deployment": {
         "get": _op(
             "Where each version serves (slot, traffic %, requests, error rate, p50/p99, "
-            "backend), the model server's URL, and each served version's validation (backend, "
-            "ONNX parity, load test and gate). A local agent answers with its central's.",
+            "backend, and the `alarms` holding on the slot), the model server's URL, the "
+            "`guardrails` block (the canary's live decision: state, percent, reason, alarm; "
+            "the shadow's report: agreement, PSI, latency against production; the serving "
+            "tick), and each served version's validation (backend, ONNX parity, load test and "
+            "gate). A local agent answers with its central's.",
             params=[NAME],
         )
     },

@@ -73,8 +73,10 @@ def follow(agent, events: list) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypatch):
-    monkeypatch.setattr(serving_support, "POLICY", serving_support.POLICY + MONITOR)
+def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
+    # churn:2 goes straight to production (no canary bake: the guardrails' test covers that)
+    policy = serving_support.POLICY.replace("[deploy]\n", "[deploy]\npromote_after_bake = false\n")
+    assert "promote_after_bake" in policy
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
     y = (X["a"] + X["b"] > 0).astype(int)
@@ -88,7 +90,8 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path, monkeypa
         f"--WebhookDestination.secret={WEBHOOK_SECRET}",
         f"--WebhookDestination.allowed_urls={json.dumps([hook_url])}",
     ]
-    local, central = start_pair(tmp_path, webhook)
+    # start_pair's default policy is bound at import: pass this one
+    local, central = start_pair(tmp_path, webhook, policy_text=policy + MONITOR)
     events: list = []
     try:
         v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
