@@ -382,7 +382,7 @@ class HandoffAgent(LoggingConfigurable):
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
         self.policy = self.stages = self.intake = self.deployments = self.monitor = None
-        self.guardrails = None  # serving.watch.Guardrails (central)
+        self.guardrails = None  # serving.canary_guard.Guardrails (central)
         if self.role == "central":
             from .serving.deploy import DeploymentService
 
@@ -520,7 +520,7 @@ class HandoffAgent(LoggingConfigurable):
         """Central: every canary judged each serving tick on all replicas' stats (rolled back
         at once on an alarm, stepped when a step held); promotion waits for a clean bake,
         the move to canary for a passed shadow; the deployment view reads them."""
-        from .serving.watch import Guardrails
+        from .serving.canary_guard import Guardrails
 
         guardrails = Guardrails(
             self.registry, self.deployments, self.policy, self.events.publish, self.instance_id

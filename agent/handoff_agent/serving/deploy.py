@@ -21,7 +21,7 @@ from ..errors import Conflict, NotFound
 class DeploymentService:
     def __init__(self, store, policy):
         self.store, self.policy = store, policy
-        # The guardrails' live reading of a model's slots (serving.watch.Guardrails.judge):
+        # The guardrails' live reading of a model's slots (serving.canary_guard.Guardrails.judge):
         # every replica's stats, the canary's decision, the shadow's report. Set by agent.py.
         self.judge = None
 

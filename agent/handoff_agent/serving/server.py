@@ -435,7 +435,7 @@ class ModelServer:
 
     def version_stats(self, model: str, number: int, slot: str) -> dict:
         """What this replica's workers of a version look like (the traffic stats are every
-        replica's, read from the store: ``serving.watch``)."""
+        replica's, read from the store: ``serving.canary_guard``)."""
         pool = self.pools.get((model, number))
         return {
             "ready": bool(pool and pool.ready),

@@ -1,4 +1,4 @@
-"""serving/watch.py on a real MetadataStore (each backend), without HTTP: replicas' stats add
+"""serving/canary_guard.py on a real MetadataStore (each backend), without HTTP: replicas' stats add
 up, one replica of two acts on an alarm, steps move once, and the gates say why they refuse."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from handoff_agent.deploy_policy import DeployPolicy
 from handoff_agent.errors import Conflict, NotFound
 from handoff_agent.policy import Policy
+from handoff_agent.serving.canary_guard import SLICE_SECONDS, Guardrails
 from handoff_agent.serving.deploy import DeploymentService
 from handoff_agent.serving.stats import StatsBook
-from handoff_agent.serving.watch import SLICE_SECONDS, Guardrails
 from handoff_agent.store.metadata import MetadataStore
 
 
