@@ -58,33 +58,3 @@ def test_endpoints_from_slot_rows():
     eps = endpoints_from(rows)
     assert eps["a"].canary_share() == 5.0 and eps["a"].versions() == {1, 2}
     assert eps["b"].pick() is None
-
-
-def test_guardrail_hooks_get_each_slots_stats_every_tick():
-    import asyncio
-
-    from handoff_agent.serving.server import ModelServer
-    from handoff_agent.serving.settings import Serving
-
-    async def run():
-        server = ModelServer(Serving(tick_seconds=0.01), None, None, None, None, list, None, None)
-        server.endpoints = endpoints_from(
-            [{"model": "a", "slot": "production", "number": 1, "traffic": 100.0}]
-        )
-        server.stats[("a", 1, "production")].add(2.0, ok=False)
-        got = []
-        server.tick_hooks.append(got.append)
-        task = asyncio.ensure_future(server._ticks())
-        while not got:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        return got[0]
-
-    snapshot = asyncio.run(run())
-    (slot,) = snapshot["a"]
-    assert (slot["slot"], slot["version"], slot["requests"], slot["error_rate"]) == (
-        "production",
-        1,
-        1,
-        1.0,
-    )
