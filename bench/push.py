@@ -100,7 +100,8 @@ class Report:
         print(f"Results written to {path}")
         print("\nTargets")
         for key, t in self.data.get("targets", {}).items():
-            print(f"{verdict(t['met']):<6} {key:<28} {t['measured']:.3g} (target {t['target']})")
+            shown = "-" if t["measured"] is None else f"{t['measured']:.3g}"
+            print(f"{verdict(t['met']):<6} {key:<28} {shown} (target {t['target']})")
 
     def render(self) -> str:
         out = []
