@@ -50,8 +50,9 @@ def test_quick_run_measures_each_given_column(tmp_path):
     try:
         # When the benchmark runs with that URL in its skops slot
         run = subprocess.run(
-            [sys.executable, str(BENCH), "--quick", "--skip-mlflow", "--skip-handoff", "--models", "logreg",
-             "--handoff-skops-url", url, "--out", str(out), "--dir", str(tmp_path)],
+            [sys.executable, str(BENCH), "--quick", "--skip-mlflow", "--skip-handoff",
+             "--models", "logreg", "--handoff-skops-url", url,
+             "--out", str(out), "--dir", str(tmp_path)],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
