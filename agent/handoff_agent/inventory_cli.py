@@ -41,11 +41,23 @@ def _target(role: str, url: str) -> tuple[str, str]:
     return info["url"], info["token"]
 
 
-def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
+def _request(
+    role: str, url: str, path: str, body: dict | None = None, timeout: float = 180
+) -> tuple[bytes, dict]:
+    """GET ``path`` at the agent (POST ``body`` as JSON when given); its JSON error, or its
+    silence, becomes one ``Unreachable`` line."""
     base, token = _target(role, url)
-    req = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"})
+    headers = {"Authorization": f"token {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers=headers,
+        method="GET" if body is None else "POST",
+    )
     try:
-        with urllib.request.urlopen(req, timeout=180) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         try:
@@ -55,6 +67,10 @@ def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
         raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
+
+
+def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
+    return _request(role, url, path)
 
 
 class InventoryApp(JupyterApp):

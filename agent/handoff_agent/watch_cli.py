@@ -7,39 +7,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from jupyter_core.application import JupyterApp
 from traitlets import Dict, Enum, Float, List, Unicode
 
 from ._version import __version__
-from .inventory_cli import Unreachable, _get, _target
+from .inventory_cli import Unreachable, _get, _request
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
 
 
 def _post(role: str, url: str, path: str, body: dict) -> dict:
-    base, token = _target(role, url)
-    req = urllib.request.Request(
-        base + path,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=600) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            err = json.loads(e.read() or b"{}").get("error", {})
-        except ValueError:
-            err = {}
-        raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
-    except OSError as e:
-        raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
+    return json.loads(_request(role, url, path, body, timeout=600)[0])
 
 
 class WatchApp(JupyterApp):
