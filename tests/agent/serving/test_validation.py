@@ -48,7 +48,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, backend):
     local, central = start_pair(
         tmp_path_factory.mktemp("validation"),
         ["--Validation.enabled=True", "--Validation.level_seconds=10"],
