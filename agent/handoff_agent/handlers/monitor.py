@@ -54,6 +54,8 @@ class MonitorHandler(Relayed):
             )
         agent = self.agent
         rows = await agent.read(agent.registry.windows_of, name, kind, _float_arg(self, "since"))
+        for row in rows:
+            row["readings"] = agent.monitor.marks(row)
         firing = await agent.read(agent.registry.alerts_of, name, "firing")
         self.write_json(
             {
