@@ -355,20 +355,21 @@ export class MonitorView extends Widget {
   }
 
   /** A bar per window, scaled to the row's largest value or threshold; a line at the
-   * threshold; a crossing is marked; performance shows its CI as a whisker. */
+   * threshold; a crossing is marked; performance shows its CI as a whisker. A metric that
+   * is worse below its threshold (performance) starts its bars under its lowest value, so
+   * that a drop shows. */
   private renderBars(ws: IWindow[], row: IRow): HTMLElement {
-    const numbers = row.values.filter(
-      (v): v is number => typeof v === 'number'
-    );
-    const cis = (row.ci ?? []).flatMap(c => c ?? []);
-    const top = Math.max(
-      ...numbers,
-      ...cis,
-      typeof row.threshold === 'number' ? row.threshold : 0,
-      1e-12
-    );
+    const numbers = [
+      ...row.values,
+      ...(row.ci ?? []).flatMap(c => c ?? []),
+      row.threshold
+    ].filter((v): v is number => typeof v === 'number' && isFinite(v));
+    const top = Math.max(...numbers, 1e-12);
+    const low = Math.min(...numbers, top);
+    const floor =
+      row.worse === 'below' ? Math.max(0, low - 0.5 * (top - low)) : 0;
     const pct = (v: number) =>
-      `${Math.max(0, Math.min(100, (100 * v) / top))}%`;
+      `${Math.max(0, Math.min(100, (100 * (v - floor)) / (top - floor || 1)))}%`;
     const spark = el('div', { class: 'jp-Handoff-spark' });
     ws.forEach((w, i) => {
       const v = row.values[i];

@@ -342,7 +342,7 @@ export class HandoffPanel extends Widget {
           )
         ].join('\n')
       },
-      `⚠ ${firing.length} ${alertWord(meta, worst)}`
+      `⚠ ${firing.length} · ${alertWord(meta, worst)}`
     );
     badge.onclick = () => this.options.openMonitor?.(this.model.source, model);
     return badge;
