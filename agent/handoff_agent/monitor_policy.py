@@ -52,8 +52,9 @@ METRICS = ("auto", "accuracy", "mae", "rmse")
 
 
 def describe_alerts() -> dict:
-    """The alert words and their order for ``GET /api/v1/meta`` (``monitor``)."""
-    return {"alert_kinds": dict(ALERT_KINDS), "severity": list(SEVERITY)}
+    """The alert words, their order and the closed window kinds for ``GET /api/v1/meta``
+    (``monitor``)."""
+    return {"alert_kinds": dict(ALERT_KINDS), "severity": list(SEVERITY), "windows": list(WINDOWS)}
 
 
 @dataclass(frozen=True)

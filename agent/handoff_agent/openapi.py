@@ -445,6 +445,12 @@ PATHS: dict[str, dict[str, dict]] = {
                 _param(
                     "since", "query", "Windows starting at or after (epoch s).", {"type": "number"}
                 ),
+                _param(
+                    "limit",
+                    "query",
+                    "Only the newest this many windows (1-1000).",
+                    {**INT, "maximum": 1000},
+                ),
             ],
         )
     },

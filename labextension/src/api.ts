@@ -155,6 +155,8 @@ export interface IMeta {
     policy: Record<string, unknown>;
     alert_kinds?: Record<string, string>;
     severity?: string[];
+    /** The closed window kinds (hourly, daily, monthly), each on or off in the policy. */
+    windows?: string[];
   };
   comparison: {
     latency: string[];

@@ -61,8 +61,11 @@ const POLL_MS = 10000;
 const SHOWN = 30;
 
 export const monitorApi = {
-  series: (source: Source, name: string) =>
-    requestAPI<IMonitorSeries>(agentPath(source, 'models', name, 'monitor')),
+  /** The newest ``limit`` windows of one kind (the response is central's, relayed or not). */
+  series: (source: Source, name: string, kind: string, limit: number) =>
+    requestAPI<IMonitorSeries>(
+      `${agentPath(source, 'models', name, 'monitor')}?window=${encodeURIComponent(kind)}&limit=${limit}`
+    ),
   alerts: (source: Source, name: string) =>
     requestAPI<{ alerts: IAlert[] }>(
       agentPath(source, 'models', name, 'alerts')
@@ -111,7 +114,8 @@ export class MonitorView extends Widget {
   alerts: IAlert[] = [];
   meta: IMeta | null = null;
   error: HandoffError | null = null;
-  kind = '';
+  /** The window kind shown: daily at first, as `%mlops monitor` shows. */
+  kind = 'daily';
   private timer: number | null = null;
 
   constructor(
@@ -153,7 +157,7 @@ export class MonitorView extends Widget {
   async refresh(): Promise<void> {
     try {
       const [series, alerts] = await Promise.all([
-        monitorApi.series(this.source, this.model),
+        monitorApi.series(this.source, this.model, this.kind, SHOWN),
         monitorApi.alerts(this.source, this.model)
       ]);
       this.series = series;
@@ -165,12 +169,14 @@ export class MonitorView extends Widget {
     this.render();
   }
 
-  /** The closed window kinds that have windows (the rolling one is never judged). */
+  /** The closed window kinds central's policy evaluates (the words from /meta), and the
+   * one shown. */
   kinds(): string[] {
-    const found = new Set(
-      (this.series?.windows ?? []).map(w => w.kind).filter(k => k !== 'rolling')
+    const policy = this.series?.policy ?? {};
+    const on = (this.meta?.monitor?.windows ?? []).filter(
+      k => policy[k]?.value === true
     );
-    return [...found];
+    return on.includes(this.kind) ? on : [...on, this.kind];
   }
 
   // -- rendering ------------------------------------------------------------------------
@@ -207,20 +213,17 @@ export class MonitorView extends Widget {
     if (!this.series) {
       return;
     }
-    const kinds = this.kinds();
-    if (!kinds.length) {
+    node.append(this.renderPicker(this.kinds()));
+    if (!this.windows().length) {
       node.append(
         el(
           'p',
           { class: 'jp-Handoff-empty' },
-          'No closed window yet: central evaluates the prediction log as windows close.'
+          `No closed ${this.kind} window yet: central evaluates the prediction log as windows close.`
         )
       );
     } else {
-      if (!kinds.includes(this.kind)) {
-        this.kind = kinds.includes('daily') ? 'daily' : kinds[0];
-      }
-      node.append(this.renderPicker(kinds), this.renderTable());
+      node.append(this.renderTable());
     }
     node.append(this.renderAlerts());
   }
@@ -234,7 +237,7 @@ export class MonitorView extends Widget {
     select.value = this.kind;
     select.onchange = () => {
       this.kind = select.value;
-      this.render();
+      void this.refresh();
     };
     return el('div', { class: 'jp-Handoff-toolbar' }, 'Windows: ', select);
   }

@@ -161,6 +161,8 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         marks = {m["kind"]: m for m in series["windows"][-1]["readings"]}
         assert marks["drift"]["crossed"] is True and marks["drift"]["worse"] == "above"
         assert marks["drift"]["threshold"] == 0.3  # the default max_drift_share
+        newest = central.request("GET", "/api/v1/models/churn/monitor?window=daily&limit=1")[1]
+        assert newest["windows"] == series["windows"][-1:]
         words = central.request("GET", "/api/v1/meta")[1]["monitor"]
         assert words["alert_kinds"]["drift"] == "input drift" and words["severity"] == list(
             SEVERITY
