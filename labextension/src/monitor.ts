@@ -59,6 +59,8 @@ export interface IAlert {
 const POLL_MS = 10000;
 /** The most recent windows drawn per metric. */
 const SHOWN = 30;
+/** The newest alerts listed (the API answers newest first). */
+const ALERTS_SHOWN = 50;
 
 export const monitorApi = {
   /** The newest ``limit`` windows of one kind (the response is central's, relayed or not). */
@@ -427,7 +429,7 @@ export class MonitorView extends Widget {
       return box;
     }
     const body = el('tbody');
-    for (const a of this.alerts) {
+    for (const a of this.alerts.slice(0, ALERTS_SHOWN)) {
       body.append(
         el(
           'tr',
@@ -467,6 +469,15 @@ export class MonitorView extends Widget {
         body
       )
     );
+    if (this.alerts.length > ALERTS_SHOWN) {
+      box.append(
+        el(
+          'p',
+          { class: 'jp-Handoff-hint' },
+          `and ${this.alerts.length - ALERTS_SHOWN} older (GET /api/v1/models/${this.model}/alerts)`
+        )
+      );
+    }
     return box;
   }
 }
