@@ -560,6 +560,7 @@ class HandoffAgent(LoggingConfigurable):
     def meta(self) -> dict:
         """``GET /api/v1/meta``: the vocabulary, with the stage flow of the live policy
         (central) or the default one (a local agent mirrors central's stages)."""
+        from .monitor_policy import describe_alerts
         from .policy import Policy
         from .vocabulary import meta
 
@@ -570,6 +571,7 @@ class HandoffAgent(LoggingConfigurable):
             policy="central" if self.policy else "default",
             deploy=policy.deploy.describe(),
             monitor=policy.monitor.describe(),
+            alerts=describe_alerts(),
         )
 
     def make_app(self) -> web.Application:
