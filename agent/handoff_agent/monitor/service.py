@@ -291,7 +291,7 @@ class MonitorService:
                 action = self.settings.action(alert)
                 message = (
                     f"{model}: {ALERT_KINDS[alert]} {value:.4g} crossed {threshold:.4g} in the "
-                    f"{kind} window from {windows.iso(start)}"
+                    f"{kind} window from {windows.readable(start)}"
                 )
                 fired = self.registry.alert_fire(
                     model,
