@@ -55,7 +55,7 @@ class Stream:
                 elif not text and data:
                     self.events.append((kind, json.loads("\n".join(data))))
                     kind, data = "message", []
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # closed under the reader by close()
             pass
 
     def wait(self, test, what: str, timeout: float = 90):
@@ -68,7 +68,7 @@ class Stream:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, backend):
     port = free_port()
     local, central = start_pair(
         tmp_path_factory.mktemp("events"), ["--port", str(port), f"--HandoffAgent.token={TOKEN}"]
