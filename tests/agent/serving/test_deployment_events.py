@@ -118,8 +118,8 @@ def test_a_traffic_change_at_central_arrives_on_the_local_agents_stream(pair):
         central.stop()
         down = stream.wait(lambda k, d: k == "central" and d["state"] == "down", "central lost")
         assert down[1]["reason"]
+        seen = stream.events.index(down) + 1
         central.start()
-        seen = len(stream.events)
         until(
             lambda: any(
                 k == "central" and d["state"] == "connected" for k, d in stream.events[seen:]
