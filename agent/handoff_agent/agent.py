@@ -39,7 +39,7 @@ from .handlers.deployments import (
     TrafficHandler,
     ValidationHandler,
 )
-from .handlers.events import EventsHandler
+from .handlers.events import DeploymentEventsHandler, EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
 from .handlers.models import (
     ChampionHandler,
@@ -614,6 +614,7 @@ class HandoffAgent(LoggingConfigurable):
         model = r"/api/v1/models/(?P<name>[^/]+)"
         routes += [
             (model + "/deployment", DeploymentHandler),
+            (model + "/deployment/events", DeploymentEventsHandler),
             (model + "/deployment/rollback", RollbackHandler),
             (model + "/deployment/traffic", TrafficHandler),
             (model + "/predict", PredictHandler),

@@ -331,6 +331,20 @@ PATHS: dict[str, dict[str, dict]] = {
             params=[NAME],
         )
     },
+    "/api/v1/models/{name}/deployment/events": {
+        "get": _op(
+            "Server-sent events (never ends): the model's deployment events (stage, "
+            "deployment, guardrail, validation, alert), with central's event ids. At central, "
+            "its own; a local agent relays its central's with its own central token (never "
+            "shown), sends a `central` event (state connected or down, and why) when that "
+            "stream opens or is lost, and opens it again by itself.",
+            params=[
+                NAME,
+                _param("Last-Event-ID", "header", "Resume after this (central's) event id.", INT),
+            ],
+            ok_type="text/event-stream",
+        )
+    },
     "/api/v1/models/{name}/deployment/traffic": {
         "post": _op(
             "Admin, central: set the canary's share of the traffic (0 to 100); production "

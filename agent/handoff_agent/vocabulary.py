@@ -85,6 +85,9 @@ DEPLOY_ACTIONS = {
     "traffic": ("admin",),
     "rollback": ("admin",),
 }
+# The events that change what the deployment view shows (a stage, the traffic, a guardrail's
+# decision, a validation, a monitor's alert): GET /api/v1/models/{name}/deployment/events.
+DEPLOY_EVENTS = ("stage", "deployment", "guardrail", "validation", "alert")
 # What gates a canary after shadowing: the shadow report's checks.
 SHADOW_GATES = {
     "agreement": "class agreement with production",
