@@ -1,8 +1,9 @@
 """``%mlops monitor NAME``: a model's monitoring at central, in the notebook.
 
-Time-series charts of performance (with its bootstrap CI and the label-free estimate), input
-and prediction drift, traffic and latency, each against its threshold from the live
-``[monitor]`` policy, and the alerts with a badge for those firing. The local agent relays
+Time-series charts of traffic and of each alert kind (performance with its bootstrap CI, the
+label-free estimate, input and prediction drift, error rate, latency) against the threshold
+central judged each window on, the crossings marked, and the alerts with a badge for those
+firing. The local agent relays
 central's answers, so the notebook needs no central token. matplotlib is imported only when
 the charts are drawn (never at ``%load_ext``); no pyplot, so the user's backend is left alone.
 """
@@ -43,9 +44,6 @@ class MonitorView:
             f'padding:1px 8px;font-size:90%">{text}</span>'
         )
 
-    def _policy(self, key: str):
-        return ((self.series.get("policy") or {}).get(key) or {}).get("value")
-
     def _points(self, path: tuple[str, ...]) -> tuple[list, list]:
         xs, ys = [], []
         for w in self.windows:
@@ -57,46 +55,54 @@ class MonitorView:
                 ys.append(value)
         return xs, ys
 
+    def _readings(self) -> dict[str, list[tuple[datetime, dict]]]:
+        """Per alert kind, (window start, reading): the value, threshold and crossing that
+        central judged the alerts on (``readings`` of each window), never a copy here."""
+        out: dict[str, list] = {}
+        for w in self.windows:
+            when = datetime.fromtimestamp(w["start"], UTC)
+            for r in w.get("readings") or []:
+                out.setdefault(r["kind"], []).append((when, r))
+        return out
+
     def charts(self) -> list[tuple[str, str]]:
-        """(title, base64 PNG) of each chart with data."""
+        """(title, base64 PNG) of each chart with data: traffic, then each alert kind's
+        values against its threshold, the windows that crossed it marked."""
         from matplotlib.figure import Figure
 
-        specs = [
-            ("performance", ("performance", "value"), None),
-            ("input drift: share of drifted features", ("drift", "share"), "max_drift_share"),
-            ("prediction drift (PSI)", ("prediction_drift", "psi"), "max_prediction_psi"),
-            ("traffic (requests)", ("traffic", "requests"), None),
-            ("p99 latency (ms)", ("traffic", "p99_ms"), "max_p99_ms"),
-        ]
+        from handoff_agent.monitor_policy import ALERT_KINDS, SEVERITY
+
+        readings = self._readings()
         out = []
-        for title, path, bound in specs:
-            xs, ys = self._points(path)
-            if not xs:
-                continue
-            fig = Figure(figsize=(5.0, 2.4))
-            ax = fig.add_subplot()
-            ax.plot(xs, ys, marker=".", color="#0969da", label=path[0])
-            if path[0] == "performance":
-                cx, ci = self._points(("performance", "ci"))
-                if cx:
-                    ax.fill_between(cx, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
-                ex, est = self._points(("estimate", "estimate"))
-                if ex:
-                    ax.plot(ex, est, ls="--", color="#8250df", label="estimate (no labels)")
-                _, base = self._points(("performance", "baseline"))
-                ratio = self._policy("min_metric_ratio")
-                if base and ratio:
-                    ax.axhline(base[-1] * ratio, color=FIRING, lw=1)
-                ax.legend(fontsize=7)
-            elif bound and self._policy(bound) is not None:
-                ax.axhline(self._policy(bound), color=FIRING, lw=1)
-            ax.set_title(title, fontsize=9)
-            ax.tick_params(labelsize=7)
-            fig.autofmt_xdate()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-            out.append((title, base64.b64encode(buf.getvalue()).decode()))
+        xs, ys = self._points(("traffic", "requests"))
+        if xs:
+            out.append(self._chart(Figure, "traffic (requests)", xs, ys))
+        for kind in sorted(readings, key=lambda k: SEVERITY.index(k) if k in SEVERITY else 99):
+            rows = readings[kind]
+            title = f"{ALERT_KINDS.get(kind, kind)}: alert {rows[-1][1]['worse']} threshold"
+            out.append(self._chart(Figure, title, [t for t, _ in rows], rows=rows, kind=kind))
         return out
+
+    def _chart(self, Figure, title, xs, ys=None, rows=None, kind=None) -> tuple[str, str]:
+        fig = Figure(figsize=(5.0, 2.4))
+        ax = fig.add_subplot()
+        if rows is not None:
+            ys = [r["value"] for _, r in rows]
+            ax.step(xs, [r["threshold"] for _, r in rows], where="mid", color=FIRING, lw=1)
+            crossed = [(t, r["value"]) for t, r in rows if r["crossed"]]
+            if crossed:
+                ax.plot(*zip(*crossed, strict=True), "v", color=FIRING, label="crossed")
+        ax.plot(xs, ys, marker=".", color="#0969da")
+        if kind == "performance":
+            cx, ci = self._points(("performance", "ci"))
+            if cx:
+                ax.fill_between(cx, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        fig.autofmt_xdate()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        return title, base64.b64encode(buf.getvalue()).decode()
 
     def _repr_html_(self) -> str:
         e = html.escape
