@@ -466,7 +466,14 @@ class HandoffAgent(LoggingConfigurable):
         from .watch.service import WatchService
 
         self.watches = WatchService(
-            self.registry, self.store, self.pools, self.events, home, self.role, self.deployments
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            home,
+            self.role,
+            self.deployments,
+            notify=self.notify_destinations,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
         self.validation = self._make_validation() if self.role == "central" else None
@@ -746,9 +753,10 @@ class HandoffAgent(LoggingConfigurable):
         return results[0] if model is not None else {"models": results}
 
     async def notify_destinations(self, kind: str, event: dict) -> None:
-        """One signed delivery of an alert or a guardrail rollback to each webhook
-        destination (CI, on-call): webhooks only, and only to a URL on the operator's
-        allowlist. The monitor and the guardrails both deliver through here."""
+        """One signed delivery of an alert, a guardrail rollback or a data-source trigger to
+        each webhook destination (CI, on-call): webhooks only, and only to a URL on the
+        operator's allowlist. The monitor, the guardrails and the watches deliver through
+        here."""
         for dest in self.destinations.values():
             allowed = getattr(dest, "allowed_urls", None)
             if allowed is not None and dest.url in allowed and dest.secret:

@@ -39,28 +39,33 @@ REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
 
-def parse_every(text) -> float:
-    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds."""
+def parse_every(text, flag: str = "--every") -> float:
+    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``flag`` names it in errors)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
         m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(text))
         if not m:
             raise BadRequest(
-                f"--every {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
+                f"{flag} {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
             )
         seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
     if not math.isfinite(seconds) or seconds > MAX_EVERY:
-        raise BadRequest(f"--every {text!r} is too long.", hint="At most 365d, e.g. --every 1d")
+        raise BadRequest(f"{flag} {text!r} is too long.", hint=f"At most 365d, e.g. {flag} 1d")
     if seconds < MIN_EVERY:
-        raise BadRequest(f"--every must be at least {MIN_EVERY:.0f} s.", hint="e.g. --every 1h")
+        raise BadRequest(f"{flag} must be at least {MIN_EVERY:.0f} s.", hint=f"e.g. {flag} 1h")
     return seconds
 
 
 class WatchService:
-    def __init__(self, registry, blobs, pools, events, home: Path, role: str, deployments=None):
+    def __init__(
+        self, registry, blobs, pools, events, home: Path, role: str, deployments=None, notify=None
+    ):
         self.registry, self.blobs, self.pools, self.events = registry, blobs, pools, events
         self.home, self.role, self.deployments = Path(home), role, deployments
+        # async (kind, event): one signed delivery to the webhook destinations (the agent's
+        # notify_destinations, shared with the monitor's alerts and the guardrails), or None
+        self.notify = notify
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
         self._task: asyncio.Task | None = None
@@ -86,6 +91,9 @@ class WatchService:
             ):
                 raise BadRequest(f"{key} must be a list of words.", hint=_FIELDS_HINT)
         every = parse_every(body.get("every", "1h"))
+        # the expected period between updates; none: cls.overdue_after's default
+        overdue = body.get("overdue")
+        overdue = None if overdue is None else parse_every(overdue, "--overdue")
         on = body.get("on") or ["change"]
         bad = [o for o in on if o not in WATCH_ON]
         if bad:
@@ -132,6 +140,7 @@ class WatchService:
         spec = {
             "model": model,
             "every": every,
+            "overdue": overdue,
             "on": list(on),
             "actions": list(actions),
             "run": run,
@@ -270,7 +279,9 @@ class WatchService:
             )
             return {"source": row["source"], "error": str(e)}
         prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
-        change, psi = cls.classify(prev_full, fp, ref["stats"] if ref else None, row["every"])
+        change, psi = cls.classify(
+            prev_full, fp, ref["stats"] if ref else None, row["every"], overdue=row.get("overdue")
+        )
         detail = {
             "files": fp.get("files"),
             "row_hashes": fp.get("row_hashes"),
@@ -291,7 +302,9 @@ class WatchService:
             "triggers": [],
         }
         covered = {c for word in row["on"] for c in WATCH_ON[word]}
-        if change in covered:
+        # an overdue source alerts once, not at every check, until its data changes
+        again = change == "overdue" and (prev or {}).get("change") == "overdue"
+        if change in covered and not again:
             summary["triggers"] = await self.act(row, snap, change, psi)
         self.events.publish(
             "watch.snapshot", **{k: v for k, v in summary.items() if k != "triggers"}
@@ -302,7 +315,15 @@ class WatchService:
 
     async def act(self, row: dict, snap: dict, change: str, psi) -> list[dict]:
         out = []
-        base = {"model": row["model"], "source": row["source"], "change": change, "psi": psi}
+        base = {
+            "model": row["model"],
+            "source": row["source"],
+            "source_id": row["id"],
+            "snapshot": snap["id"],
+            "fingerprint": snap["fingerprint"],
+            "change": change,
+            "psi": psi,
+        }
         for action in row["actions"]:
             if action == "retrain" and change in NO_RETRAIN_ON:
                 tid = await self._trigger(
@@ -317,7 +338,7 @@ class WatchService:
                 continue
             if action == "alert":
                 tid = await self._trigger(row, snap, change, action, "done", base)
-                self.events.publish("watch.alert", trigger=tid, **base)
+                await self._announce("watch.alert", {"trigger": tid, **base})
                 out.append({"trigger": tid, "action": action, "state": "done"})
             elif action == "retrain":
                 tid = await self._trigger(row, snap, change, action, "running", {})
@@ -347,8 +368,16 @@ class WatchService:
         except (NotFound, Conflict) as e:
             state, detail = "skipped", {"why": e.message}
         tid = await self._trigger(row, snap, change, action, state, detail)
-        self.events.publish(f"watch.{action}", model=model, trigger=tid, state=state, **detail)
+        event = {"model": model, "source": row["source"], "change": change, "state": state}
+        await self._announce(f"watch.{action}", {"trigger": tid, **event, **detail})
         return {"trigger": tid, "action": action, "state": state, **detail}
+
+    async def _announce(self, kind: str, event: dict) -> None:
+        """A trigger that reached people: an SSE event and a delivery to the webhook
+        destinations (its audit row was written with the trigger's row)."""
+        self.events.publish(kind, **event)
+        if self.notify is not None:
+            await self.notify(kind, event)
 
     async def retrain(self, tid: int, row: dict, snap: dict, change: str) -> None:
         """The notebook in its own process (nbclient and a kernel); the agent waits."""
