@@ -78,8 +78,10 @@ def m012_check_provisional(conn: Connection) -> None:
 
 
 def m013_watch_overdue(conn: Connection) -> None:
-    """A watched source's expected period between updates (``--overdue 26h``)."""
-    conn.execute(text("ALTER TABLE data_sources ADD COLUMN overdue FLOAT"))
+    """A watched source's expected period between updates (``--overdue 26h``). A home that
+    ran m011 just now already has it: m011 creates the table as ``tables`` declares it."""
+    if "overdue" not in {c["name"] for c in inspect(conn).get_columns("data_sources")}:
+        conn.execute(text("ALTER TABLE data_sources ADD COLUMN overdue FLOAT"))
 
 
 MIGRATIONS = [(name, None) for name in LEGACY] + [
