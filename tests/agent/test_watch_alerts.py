@@ -7,6 +7,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -78,6 +80,10 @@ def events_of(agent, model: str, want, timeout: float = 30) -> list[dict]:
     return found
 
 
+def watches(agent) -> list[dict]:
+    return agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
+
+
 def delivered(kind: str) -> list[tuple[dict, dict]]:
     return [(h, json.loads(b)) for h, b in Receiver.received if json.loads(b)["type"] == kind]
 
@@ -137,11 +143,22 @@ def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
     frame(50).to_csv(data, index=False)
     day_old = time.time() - 30 * 3600  # last written 30 hours ago
     os.utime(data, (day_old, day_old))
-    # A source expected daily with slack: --overdue 26h. Another with --overdue 2d.
+    # A source expected daily with slack: --overdue 26h; another one with --overdue 2d,
     late = watch(agent, model="churn", source=str(data), on=["overdue"], overdue="26h")
     assert late["overdue"] == 26 * 3600
+    # the other from the command line
+    lenient_args = ("--on", "overdue", "--overdue", "2d")
     other = str(tmp_path / "d*.csv")
-    lenient = watch(agent, model="churn", source=other, on=["overdue"], overdue="2d")
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "watch", "churn", "--source", other, *lenient_args],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"churn <- {other} every 3600s overdue after 172800s on overdue" in out.stdout
+    [lenient] = [w for w in watches(agent) if w["source"] == other]
     # The first fingerprint is the baseline; the next one finds the file 30 h old
     out = check(agent, late["id"])
     assert out["change"] == "overdue" and [t["action"] for t in out["triggers"]] == ["alert"]
