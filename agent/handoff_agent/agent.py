@@ -276,6 +276,13 @@ class HandoffAgent(LoggingConfigurable):
         "its own period, --every); a due source is fingerprinted by one agent or replica.",
     ).tag(config=True)
 
+    retrain_poll = Float(
+        60.0,
+        help="Local agent: seconds between asks to central for monitor alerts whose "
+        "[monitor.actions] action is retrain; each runs the model's registered retraining "
+        "notebook (a watch with --run) once.",
+    ).tag(config=True)
+
     @default("home")
     def _home_default(self):
         return str(default_home())
@@ -476,6 +483,9 @@ class HandoffAgent(LoggingConfigurable):
             notify=self.notify_destinations,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
+        if self.role == "local" and "central" in self.destinations:
+            self.watches.central_alerts = self.central_alerts
+            self.watches.retrain_poll = self.retrain_poll
         self.validation = self._make_validation() if self.role == "central" else None
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
@@ -751,6 +761,13 @@ class HandoffAgent(LoggingConfigurable):
                 self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
                 await self.serving_changed()
         return results[0] if model is not None else {"models": results}
+
+    async def central_alerts(self, model: str) -> list[dict]:
+        """Central's firing alerts of ``model``, asked with this agent's central token."""
+        from .handlers.relay import ask_central
+
+        path = f"/api/v1/models/{model}/alerts?state=firing"
+        return (await ask_central(self, "GET", path))["alerts"]
 
     async def notify_destinations(self, kind: str, event: dict) -> None:
         """One signed delivery of an alert, a guardrail rollback or a data-source trigger to

@@ -22,11 +22,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
 from ..store.engine import redact
-from ..vocabulary import NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
+from ..vocabulary import MONITOR_ALERT, NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
 from . import classify as cls
 from . import fingerprint as fpm
 from . import secrets
@@ -66,6 +66,11 @@ class WatchService:
         # async (kind, event): one signed delivery to the webhook destinations (the agent's
         # notify_destinations, shared with the monitor's alerts and the guardrails), or None
         self.notify = notify
+        # async (model) -> central's firing alerts of the model (a local agent's view of
+        # central's monitor), asked every ``retrain_poll`` seconds; None: never asked
+        self.central_alerts = None
+        self.retrain_poll = 60.0
+        self._next_poll = 0.0
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
         self._task: asyncio.Task | None = None
@@ -221,6 +226,9 @@ class WatchService:
         while True:
             try:
                 await self.tick()
+                if self.central_alerts is not None and time.time() >= self._next_poll:
+                    self._next_poll = time.time() + self.retrain_poll
+                    await self.requested_retrains()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -342,9 +350,7 @@ class WatchService:
                 out.append({"trigger": tid, "action": action, "state": "done"})
             elif action == "retrain":
                 tid = await self._trigger(row, snap, change, action, "running", {})
-                task = asyncio.ensure_future(self.retrain(tid, row, snap, change))
-                self.retrains.add(task)
-                task.add_done_callback(self.retrains.discard)
+                self._start_retrain(tid, row, snap, change)
                 out.append({"trigger": tid, "action": action, "state": "running"})
             elif action in ("pause_canary", "rollback_canary"):
                 out.append(await self._canary(row, snap, change, action))
@@ -379,8 +385,56 @@ class WatchService:
         if self.notify is not None:
             await self.notify(kind, event)
 
-    async def retrain(self, tid: int, row: dict, snap: dict, change: str) -> None:
-        """The notebook in its own process (nbclient and a kernel); the agent waits."""
+    def _start_retrain(self, tid: int, row: dict, snap: dict, change: str, extra=None) -> None:
+        task = asyncio.ensure_future(self.retrain(tid, row, snap, change, extra))
+        self.retrains.add(task)
+        task.add_done_callback(self.retrains.discard)
+
+    # -- retrains central's monitor asks for ---------------------------------------------
+
+    async def requested_retrains(self) -> list[dict]:
+        """Central's firing alerts whose ``[monitor.actions]`` action is ``retrain`` (audit
+        ``monitor.retrain_requested``) run the model's registered retraining notebook here,
+        once per alert, like a changed source does: through the model's first watch with a
+        notebook and the retrain action. Central down: asked again at the next poll."""
+        out = []
+        chosen: dict[str, dict] = {}
+        for row in await self.pools.read(self.registry.watches):
+            if row.get("run") and "retrain" in row["actions"]:
+                chosen.setdefault(row["model"], row)
+        for model, row in chosen.items():
+            try:
+                alerts = await self.central_alerts(model)
+            except HandoffError as e:
+                log.info("no retrain requests for %s from central: %s", model, e.message)
+                continue
+            wanted = [a for a in alerts if a.get("action") == "retrain"]
+            if not wanted:
+                continue
+            done = {
+                (t.get("detail") or {}).get("alert")
+                for t in await self.pools.read(self.registry.triggers_of, row["id"])
+                if t["change"] == MONITOR_ALERT
+            }
+            for alert in wanted:
+                if alert["id"] not in done:
+                    out.append(await self.retrain_for_alert(row, alert))
+        return out
+
+    async def retrain_for_alert(self, row: dict, alert: dict) -> dict:
+        snap = await self.pools.read(self.registry.snapshot_last, row["id"])
+        if snap is None:  # the source never fingerprinted: no data to name as the cause
+            return {"action": "retrain", "state": "skipped", "alert": alert["id"]}
+        asked = {"alert": alert["id"], "kind": alert.get("kind"), "window": alert.get("window")}
+        tid = await self._trigger(row, snap, MONITOR_ALERT, "retrain", "running", asked)
+        self._start_retrain(tid, row, snap, MONITOR_ALERT, asked)
+        return {"trigger": tid, "action": "retrain", "state": "running", **asked}
+
+    async def retrain(
+        self, tid: int, row: dict, snap: dict, change: str, extra: dict | None = None
+    ) -> None:
+        """The notebook in its own process (nbclient and a kernel); the agent waits.
+        ``extra``: what else caused it (central's alert), kept in the cause and the result."""
         cause = {
             "trigger": tid,
             "source": row["source"],
@@ -388,6 +442,7 @@ class WatchService:
             "fingerprint": snap["fingerprint"],
             "snapshot": snap["id"],
             "change": change,
+            **(extra or {}),
         }
         params = {
             **row["params"],
@@ -427,7 +482,7 @@ class WatchService:
             raise
         pushed = await self.pools.read(self.triggered_versions, tid)
         state = "done" if result.get("ok") else "failed"
-        detail = {**result, "versions": pushed, "notebook": row["run"]}
+        detail = {**(extra or {}), **result, "versions": pushed, "notebook": row["run"]}
         await self.pools.call(self.registry.trigger_done, tid, state, detail)
         self.events.publish(
             "watch.retrain",
