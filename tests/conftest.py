@@ -2,7 +2,8 @@
 
 Every test that uses an agent fixture (or asks for ``backend``) runs once per metadata
 backend: ``sqlite`` with blob files in the home (the defaults), and ``postgresql+s3`` (a fresh
-database and a bucket of its own for each agent, on a real PostgreSQL and seaweedfs).
+database and a bucket of its own for each agent, on a real PostgreSQL and seaweedfs). The
+notebook side's tests (``DEFAULTS_ONLY``) run on the defaults only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from s3_support import S3Server, start_s3_server
 from support import RunningAgent
 
 BACKENDS = ["sqlite", "postgresql+s3"]
+# The notebook side talks HTTP to its agent: what the agent stores where is tested under
+# tests/agent on both backends, so these run on the defaults only.
+DEFAULTS_ONLY = ("tests/extension/",)
 # What a module calls when it starts agent processes of its own.
 AGENT_STARTERS = ("RunningAgent(", "start_pair(")
 
@@ -29,7 +33,9 @@ def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames or starts_agents:
         if "backend" not in metafunc.fixturenames:
             metafunc.fixturenames.append("backend")
-        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="session")
+        path = metafunc.module.__file__
+        backends = BACKENDS[:1] if any(d in path for d in DEFAULTS_ONLY) else BACKENDS
+        metafunc.parametrize("backend", backends, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +139,16 @@ def s3_server(tmp_path_factory) -> S3Server:
     server = start_s3_server(tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
+
+
+def pytest_fixture_setup(fixturedef, request):
+    """A module-wide fixture that starts agents must ask for ``backend``: without it, pytest
+    keeps the first backend's agents for the second backend's tests."""
+    if fixturedef.scope not in ("module", "package", "class") or "backend" in fixturedef.argnames:
+        return
+    try:
+        source = inspect.getsource(fixturedef.func)
+    except (OSError, TypeError):
+        return
+    if any(s in source for s in AGENT_STARTERS) or "agent_factory" in fixturedef.argnames:
+        raise pytest.UsageError(f"fixture {fixturedef.argname!r} starts agents: add `backend`")

@@ -34,5 +34,5 @@ def test_every_setting_has_help(cls):
 
 def test_readme_test_command_is_what_ci_runs():
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
-    command = "python -m pytest -n 2 --dist loadfile --nbval-lax tests examples"
+    command = "python -m pytest -n 2 --dist loadfile --durations=20 --nbval-lax tests examples"
     assert command in README and command in ci

@@ -39,7 +39,7 @@ from .handlers.deployments import (
     TrafficHandler,
     ValidationHandler,
 )
-from .handlers.events import EventsHandler
+from .handlers.events import DeploymentEventsHandler, EventsHandler
 from .handlers.inventory import DossierHandler, InventoryHandler, KeysHandler
 from .handlers.models import (
     ChampionHandler,
@@ -577,6 +577,7 @@ class HandoffAgent(LoggingConfigurable):
     def meta(self) -> dict:
         """``GET /api/v1/meta``: the vocabulary, with the stage flow of the live policy
         (central) or the default one (a local agent mirrors central's stages)."""
+        from .monitor_policy import describe_alerts
         from .policy import Policy
         from .vocabulary import meta
 
@@ -587,6 +588,7 @@ class HandoffAgent(LoggingConfigurable):
             policy="central" if self.policy else "default",
             deploy=policy.deploy.describe(),
             monitor=policy.monitor.describe(),
+            alerts=describe_alerts(),
         )
 
     def make_app(self) -> web.Application:
@@ -629,6 +631,7 @@ class HandoffAgent(LoggingConfigurable):
         model = r"/api/v1/models/(?P<name>[^/]+)"
         routes += [
             (model + "/deployment", DeploymentHandler),
+            (model + "/deployment/events", DeploymentEventsHandler),
             (model + "/deployment/rollback", RollbackHandler),
             (model + "/deployment/traffic", TrafficHandler),
             (model + "/predict", PredictHandler),

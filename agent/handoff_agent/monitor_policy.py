@@ -37,8 +37,24 @@ ALERT_KINDS = {
     "performance": "performance",
     "estimated_performance": "estimated performance (no labels yet)",
 }
+# Worst first: the panel's badge names a model's worst open alert. Wrong answers measured on
+# labels, then failing requests, then wrong answers estimated, then shifts, then slowness.
+SEVERITY = (
+    "performance",
+    "error_rate",
+    "estimated_performance",
+    "drift",
+    "prediction_drift",
+    "latency",
+)
 WINDOWS = ("hourly", "daily", "monthly")  # closed windows; "rolling" ends at the run's now
 METRICS = ("auto", "accuracy", "mae", "rmse")
+
+
+def describe_alerts() -> dict:
+    """The alert words, their order and the closed window kinds for ``GET /api/v1/meta``
+    (``monitor``)."""
+    return {"alert_kinds": dict(ALERT_KINDS), "severity": list(SEVERITY), "windows": list(WINDOWS)}
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/openapi.json": {"get": _op("This document.", public=True)},
     "/api/v1/models": {
         "get": _op(
-            "Models by name, a page at a time (``next``: the ``after`` of the next page).",
+            "Models by name, a page at a time (``next``: the ``after`` of the next page). "
+            "At central each carries open_alerts (the count) and firing (kind, window, "
+            "message of each firing alert, worst kind first).",
             params=[
                 _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
                 _param("after", "query", "Only models named after this.", {"type": "string"}),
@@ -330,6 +332,20 @@ PATHS: dict[str, dict[str, dict]] = {
             params=[NAME],
         )
     },
+    "/api/v1/models/{name}/deployment/events": {
+        "get": _op(
+            "Server-sent events (never ends): the model's deployment events (stage, "
+            "deployment, guardrail, validation, alert), with central's event ids. At central, "
+            "its own; a local agent relays its central's with its own central token (never "
+            "shown), sends a `central` event (state connected or down, and why) when that "
+            "stream opens or is lost, and opens it again by itself.",
+            params=[
+                NAME,
+                _param("Last-Event-ID", "header", "Resume after this (central's) event id.", INT),
+            ],
+            ok_type="text/event-stream",
+        )
+    },
     "/api/v1/models/{name}/deployment/traffic": {
         "post": _op(
             "Admin, central: set the canary's share of the traffic (0 to 100); production "
@@ -430,7 +446,9 @@ PATHS: dict[str, dict[str, dict]] = {
             "The model's monitoring windows at central (a local agent relays them) as time "
             "series (traffic, error rate, latency, input and prediction drift, labelled "
             "performance with bootstrap CIs, "
-            "the label-free estimate), the count of firing alerts and the [monitor] policy.",
+            "the label-free estimate), each window's readings (per alert kind: value, "
+            "threshold, the worse side, crossed), the count of firing alerts and the "
+            "[monitor] policy.",
             params=[
                 NAME,
                 _param(
@@ -441,6 +459,12 @@ PATHS: dict[str, dict[str, dict]] = {
                 ),
                 _param(
                     "since", "query", "Windows starting at or after (epoch s).", {"type": "number"}
+                ),
+                _param(
+                    "limit",
+                    "query",
+                    "Only the newest this many windows (1-1000).",
+                    {**INT, "maximum": 1000},
                 ),
             ],
         )

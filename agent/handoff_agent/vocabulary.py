@@ -85,6 +85,9 @@ DEPLOY_ACTIONS = {
     "traffic": ("admin",),
     "rollback": ("admin",),
 }
+# The events that change what the deployment view shows (a stage, the traffic, a guardrail's
+# decision, a validation, a monitor's alert): GET /api/v1/models/{name}/deployment/events.
+DEPLOY_EVENTS = ("stage", "deployment", "guardrail", "validation", "alert")
 # What gates a canary after shadowing: the shadow report's checks.
 SHADOW_GATES = {
     "agreement": "class agreement with production",
@@ -165,10 +168,12 @@ def meta(
     policy: str,
     deploy: dict | None = None,
     monitor: dict | None = None,
+    alerts: dict | None = None,
 ) -> dict:
     """The whole vocabulary as JSON, as ``GET /api/v1/meta`` serves it. ``policy`` says where
     the stage flow's sign-offs come from ("central" policy file, or the "default");
-    ``deploy`` is that policy's ``[deploy]`` keys (``DeployPolicy.describe()``)."""
+    ``deploy`` is that policy's ``[deploy]`` keys (``DeployPolicy.describe()``), ``monitor`` its
+    ``[monitor]`` keys and ``alerts`` the alert words (``monitor_policy.describe_alerts()``)."""
     return {
         "role": role,
         "metrics": {"higher_is_better": dict(HIGHER_IS_BETTER)},
@@ -200,7 +205,7 @@ def meta(
             "actions": {k: list(v) for k, v in DEPLOY_ACTIONS.items()},
             "policy": deploy or {},
         },
-        "monitor": {"policy": monitor or {}},
+        "monitor": {"policy": monitor or {}, **(alerts or {})},
         "comparison": {
             "latency": list(LATENCY_METRICS),
             "fairness": list(FAIRNESS_METRICS),

@@ -68,7 +68,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "dossier":
-        from .dossier import dossier
+        from .dossier_save import dossier
 
         return dossier
     raise AttributeError(f"module 'jupyter_handoff' has no attribute {name!r}")

@@ -295,7 +295,7 @@ def history(name: str, limit: int = 50):
 def deployments(name: str | None = None):
     """Where each version of ``name`` serves at central, like ``%mlops deployments``; shown
     as a live widget. Every model that serves when ``name`` is None."""
-    from .deployments import deployments as _deployments
+    from .serving_calls import deployments as _deployments
 
     return _deployments(name)
 
@@ -303,7 +303,7 @@ def deployments(name: str | None = None):
 def predict(name: str, data, version: int | None = None):
     """Try the deployed model, like ``%mlops predict``: ``predict("churn", X_test.head())``.
     Returns the predictions with the version and slot that answered."""
-    from .deployments import predict as _predict
+    from .serving_calls import predict as _predict
 
     return _predict(name, data, version=version)
 

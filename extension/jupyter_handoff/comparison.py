@@ -241,7 +241,8 @@ class Comparison:
 
     @property
     def deltas(self) -> dict[str, dict[str, float]]:
-        return {r["metric"]: dict(r["deltas"]) for r in self.metrics()}
+        """Per metric the baseline has, each other version's delta (none for the others)."""
+        return {r["metric"]: dict(r["deltas"]) for r in self.metrics() if r["deltas"]}
 
     # -- data, schema, verdicts -----------------------------------------------------------
 

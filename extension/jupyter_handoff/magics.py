@@ -325,17 +325,17 @@ class MlopsMagics(Magics):
         )
 
     def _dossier(self, args):
-        from .dossier import dossier
+        from .dossier_save import dossier
 
         return dossier(args.ref, out=args.out)
 
     def _deployments(self, args):
-        from .deployments import deployments
+        from .serving_calls import deployments
 
         return deployments(args.name)
 
     def _predict(self, args):
-        from .deployments import predict
+        from .serving_calls import predict
 
         return predict(args.name, self._var(args.data, "data"), version=args.version)
 

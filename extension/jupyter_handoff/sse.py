@@ -49,7 +49,8 @@ def parse_events(lines):
 
 
 class EventFollower:
-    """Calls ``on_event(kind, data)`` for each event of ``model`` (and ``version``).
+    """Calls ``on_event(kind, data)`` for each event of ``model`` (and ``version``), read
+    from ``path`` (``/api/v1/events``, or a route that streams one model's events).
 
     ``on_open()`` runs after every (re)connection, ``on_lost(exc)`` when the agent stops
     answering. After a loss the follower looks for an agent again every ``RETRY_EVERY`` s
@@ -68,8 +69,9 @@ class EventFollower:
         on_lost=None,
         reconnect=None,
         give_up_after: float = 600.0,
+        path: str = "/api/v1/events",
     ):
-        self.client = client
+        self.client, self.path = client, path
         self.model, self.version = model, version
         self.on_event, self.on_open, self.on_lost = on_event, on_open, on_lost
         self.reconnect = reconnect
@@ -95,7 +97,9 @@ class EventFollower:
 
     def _path(self) -> str:
         query = {k: v for k, v in (("model", self.model), ("version", self.version)) if v}
-        return "/api/v1/events" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        if self.path != "/api/v1/events":  # a route of one model's events
+            return self.path
+        return self.path + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -32,11 +32,22 @@ export interface IInfo {
   central: { configured: boolean; url: string };
 }
 
+/** A firing alert as the models list names it (central), worst kind first. */
+export interface IFiring {
+  kind: string;
+  window: string;
+  fired_window?: number | null;
+  message?: string | null;
+}
+
 export interface IModel {
   name: string;
   owner?: string;
   versions: number;
   latest_status?: string;
+  /** Central: the count of firing alerts, and the alerts themselves. */
+  open_alerts?: number;
+  firing?: IFiring[];
 }
 
 export interface IVerdict {
@@ -139,6 +150,14 @@ export interface IMeta {
     actions?: Record<string, string[]>;
     policy: Record<string, unknown>;
   };
+  /** The [monitor] policy's keys, the alert kinds' words and their order, worst first. */
+  monitor?: {
+    policy: Record<string, unknown>;
+    alert_kinds?: Record<string, string>;
+    severity?: string[];
+    /** The closed window kinds (hourly, daily, monthly), each on or off in the policy. */
+    windows?: string[];
+  };
   comparison: {
     latency: string[];
     fairness: string[];
@@ -240,6 +259,10 @@ export const api = {
       'text'
     ),
   whoami: (source: Source) => requestAPI<IWhoami>(agentPath(source, 'whoami')),
+  firing: (source: Source, name: string) =>
+    requestAPI<{ alerts: IFiring[] }>(
+      `${agentPath(source, 'models', name, 'alerts')}?state=firing`
+    ),
   signoff: (
     source: Source,
     name: string,

@@ -15,6 +15,7 @@ import { Widget } from '@lumino/widgets';
 import { Source } from './api';
 import { deploymentsWidget } from './deployments';
 import { inventoryWidget } from './inventory';
+import { monitorWidget } from './monitor';
 import { HandoffModel, RefreshPolicy } from './model';
 import { notifyOnEvents } from './notify';
 import { HandoffPanel } from './panel';
@@ -92,11 +93,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
         () => deploymentsWidget(source, name),
         `handoff-deployments-${source}-${name}`
       );
+    const openMonitor = (source: Source, name: string) =>
+      openOrActivate(
+        app,
+        () => monitorWidget(source, name),
+        `handoff-monitor-${source}-${name}`
+      );
     const panel = new HandoffPanel(model, {
       openReport,
       compare,
       openInventory,
-      openDeployments
+      openDeployments,
+      openMonitor
     });
     notifyOnEvents(model, openReport);
     panel.title.icon = handoffIcon;

@@ -13,6 +13,7 @@ import {
   EventStream,
   HandoffError,
   IEvent,
+  IFiring,
   IInfo,
   IMeta,
   IModel,
@@ -20,6 +21,7 @@ import {
   IWhoami,
   Source
 } from './api';
+import { worstFirst } from './vocabulary';
 
 export type RefreshPolicy = 'live' | 'poll' | 'manual';
 
@@ -40,6 +42,8 @@ export class HandoffModel implements IDisposable {
   whoami: IWhoami | null = null;
   models: IModel[] = [];
   versions = new Map<string, IVersion[]>();
+  /** Each model's firing alerts at central, worst first (the badges). */
+  firing = new Map<string, IFiring[]>();
   selected: string[] = [];
   error: HandoffError | null = null;
   live = false;
@@ -220,7 +224,10 @@ export class HandoffModel implements IDisposable {
           ? await api.whoami('central').catch(() => null)
           : null;
       this.models = (await api.models(this.source)).models;
-      await Promise.all(this.models.map(m => this._readVersions(m.name)));
+      await Promise.all([
+        ...this.models.map(m => this._readVersions(m.name)),
+        this._readAlerts()
+      ]);
       this.error = null;
     } catch (error) {
       this.error = error as HandoffError;
@@ -243,6 +250,40 @@ export class HandoffModel implements IDisposable {
     this.versions.set(name, full);
   }
 
+  /**
+   * Each model's firing alerts. Central's models list carries them (no request more); on
+   * this machine, when a central is configured, one read per model that the local agent
+   * relays to central. A model whose read fails shows no badge.
+   */
+  private async _readAlerts(only?: string): Promise<void> {
+    const names = new Set(this.models.map(m => m.name));
+    for (const name of [...this.firing.keys()]) {
+      if (!names.has(name)) {
+        this.firing.delete(name);
+      }
+    }
+    const relay: string[] = [];
+    for (const m of this.models) {
+      if (m.firing) {
+        this.firing.set(m.name, worstFirst(this.meta, m.firing));
+      } else if (
+        this.source === 'local' &&
+        this.info?.central.configured &&
+        (!only || only === m.name)
+      ) {
+        relay.push(m.name);
+      }
+    }
+    await Promise.all(
+      relay.map(name =>
+        api
+          .firing(this.source, name)
+          .then(r => this.firing.set(name, worstFirst(this.meta, r.alerts)))
+          .catch(() => this.firing.delete(name))
+      )
+    );
+  }
+
   /** Re-read one model, a quarter second after the last event that named it. */
   private _refreshModel(name: string): void {
     let debouncer = this._debouncers.get(name);
@@ -250,7 +291,7 @@ export class HandoffModel implements IDisposable {
       debouncer = new Debouncer(async () => {
         try {
           this.models = (await api.models(this.source)).models;
-          await this._readVersions(name);
+          await Promise.all([this._readVersions(name), this._readAlerts(name)]);
         } catch (error) {
           this.error = error as HandoffError;
         }
@@ -281,9 +322,14 @@ export class HandoffModel implements IDisposable {
         const provisional = this.meta?.statuses.provisional?.field;
         if (
           event.model &&
-          ['version', 'verdict', 'report', 'stage', provisional].includes(
-            event.type
-          )
+          [
+            'version',
+            'verdict',
+            'report',
+            'stage',
+            'alert',
+            provisional
+          ].includes(event.type)
         ) {
           this._refreshModel(event.model);
         }

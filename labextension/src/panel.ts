@@ -17,6 +17,7 @@ import { dossierButton } from './inventory';
 import { HandoffModel } from './model';
 import { VERSION } from './version';
 import {
+  alertWord,
   canRollBack,
   provisionalOf,
   provisionalWords,
@@ -29,6 +30,7 @@ export interface IPanelOptions {
   compare: (source: Source, a: [string, number], b: [string, number]) => void;
   openInventory?: () => void;
   openDeployments?: (source: Source, model: string) => void;
+  openMonitor?: (source: Source, model: string) => void;
 }
 
 export class HandoffPanel extends Widget {
@@ -287,6 +289,18 @@ export class HandoffPanel extends Widget {
     );
     deployments.onclick = () =>
       this.options.openDeployments?.(this.model.source, m.name);
+    const monitor = el(
+      'button',
+      {
+        class: 'jp-Handoff-monitorOpen jp-mod-styled',
+        title: `${m.name} after its push: drift, performance, traffic and alerts`
+      },
+      'Monitor'
+    );
+    monitor.onclick = () =>
+      this.options.openMonitor?.(this.model.source, m.name);
+    const atCentral =
+      this.model.info?.central.configured || this.model.source === 'central';
     return el(
       'section',
       { class: 'jp-Handoff-model', 'data-model': m.name },
@@ -299,12 +313,39 @@ export class HandoffPanel extends Widget {
           { class: 'jp-Handoff-count' },
           ` ${m.versions} version${m.versions === 1 ? '' : 's'}`
         ),
-        this.model.info?.central.configured || this.model.source === 'central'
-          ? deployments
-          : null
+        this.renderAlertBadge(m.name),
+        atCentral ? deployments : null,
+        atCentral ? monitor : null
       ),
       list
     );
+  }
+
+  /** The model's firing alerts at central: their count and worst kind; each in the title. */
+  private renderAlertBadge(model: string): HTMLElement | null {
+    const firing = this.model.firing.get(model) ?? [];
+    if (!firing.length) {
+      return null;
+    }
+    const meta = this.model.meta;
+    const worst = firing[0].kind;
+    const badge = el(
+      'button',
+      {
+        class: `jp-Handoff-alertBadge jp-Handoff-alert-${worst}`,
+        'data-alerts': String(firing.length),
+        'data-worst': worst,
+        title: [
+          `${firing.length} open alert${firing.length === 1 ? '' : 's'} at central (click for the Monitor view):`,
+          ...firing.map(
+            a => `${alertWord(meta, a.kind)} (${a.window}): ${a.message ?? ''}`
+          )
+        ].join('\n')
+      },
+      `⚠ ${firing.length} · ${alertWord(meta, worst)}`
+    );
+    badge.onclick = () => this.options.openMonitor?.(this.model.source, model);
+    return badge;
   }
 
   private renderVersion(model: string, v: IVersion): HTMLElement {

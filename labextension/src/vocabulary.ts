@@ -2,7 +2,7 @@
  * Reading the vocabulary the agent serves at GET /api/v1/meta. The panel keeps no copy of
  * metric directions, statuses or the stage flow: each question is asked of the meta.
  */
-import { IMeta, IProvisional, IVersion } from './api';
+import { IFiring, IMeta, IProvisional, IVersion } from './api';
 
 /** A version's verdict word (pass/warn/fail), else its status as it is. */
 export function verdictOf(v: IVersion, meta: IMeta | null): string {
@@ -61,4 +61,23 @@ export function direction(
     return 0;
   }
   return delta > 0 === up ? 1 : -1;
+}
+
+/** An alert kind in words ("input drift"), from the meta; the kind itself if unnamed. */
+export function alertWord(meta: IMeta | null, kind: string): string {
+  return meta?.monitor?.alert_kinds?.[kind] ?? kind.replace(/_/g, ' ');
+}
+
+/** Firing alerts worst first, by the severity order the meta gives. */
+export function worstFirst(meta: IMeta | null, alerts: IFiring[]): IFiring[] {
+  return [...alerts].sort(
+    (a, b) => alertRank(meta, a.kind) - alertRank(meta, b.kind)
+  );
+}
+
+/** An alert kind's place in the meta's severity order (0: worst; unknown kinds last). */
+export function alertRank(meta: IMeta | null, kind: string): number {
+  const order = meta?.monitor?.severity ?? [];
+  const i = order.indexOf(kind);
+  return i < 0 ? order.length : i;
 }

@@ -64,7 +64,7 @@ def central_version(local: RunningAgent, name: str, number: int) -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, backend):
     """Central with four models: churn (in production, then a v2 on new data), credit,
     fraud (fairness could not be judged: a warning) and nb (needed a type trusted by hand)."""
     tmp = tmp_path_factory.mktemp("site")

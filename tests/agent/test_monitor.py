@@ -152,3 +152,43 @@ def test_a_window_below_the_minimum_sample_size_says_why_and_never_alerts(stores
     assert "50 predictions, fewer than min_samples = 200" in window["reason"]
     assert all(w["status"] == "insufficient" for w in empty)
     assert result["alerts"] == [] and registry.alerts_of("small") == []
+
+
+def test_the_views_read_each_window_against_its_thresholds_and_the_firing_alerts(stores):
+    registry, blobs = stores
+    rng = np.random.default_rng(5)
+    backfill.import_reference(registry, blobs, "churn", traffic(rng, 2000), "test")
+    days = []
+    for d, shift in enumerate((False, True)):
+        f = traffic(rng, 400, shift=shift)
+        f["time"] = T0 + d * DAY + np.sort(rng.uniform(0, DAY, 400))
+        days.append(f)
+    backfill.import_log(registry, blobs, "churn", pd.concat(days, ignore_index=True), "test")
+    service = MonitorService(registry, blobs, Policy(monitor=POLICY))
+    service.run("churn", T0 + 2 * DAY)
+
+    calm, shifted = registry.windows_of("churn", "daily")
+    drift = {m["kind"]: m for m in service.marks(shifted)}["drift"]
+    assert drift == {
+        "kind": "drift",
+        "value": shifted["metrics"]["drift"]["share"],
+        "threshold": POLICY.max_drift_share,
+        "worse": "above",
+        "crossed": True,
+    }
+    assert not any(m["crossed"] for m in service.marks(calm))
+    estimate = {m["kind"]: m for m in service.marks(calm)}.get("estimated_performance")
+    assert estimate is None or estimate["worse"] == "below"
+    # the models list's badges: one query for the firing alerts of a page of models
+    firing = registry.firing_alerts(["churn", "other"])
+    assert set(firing) == {"churn"}
+    assert "drift" in {a["kind"] for a in firing["churn"]}
+    assert all(set(a) == {"kind", "window", "fired_window", "message"} for a in firing["churn"])
+    assert registry.firing_alerts(["other"]) == {}
+
+
+def test_every_alert_kind_has_a_severity():
+    from handoff_agent.monitor_policy import ALERT_KINDS, SEVERITY, describe_alerts
+
+    assert sorted(SEVERITY) == sorted(ALERT_KINDS)
+    assert describe_alerts()["severity"][0] == "performance"

@@ -27,7 +27,8 @@ CHECKS = [
     conformance.response_schema_conformance,
 ]
 CASES = 1000  # at least this many requests per agent
-NEVER_ENDS = {"/api/v1/events"}  # a stream: covered by tests/agent/test_events.py
+# Streams: covered by tests/agent/test_events.py and tests/agent/serving/test_deployment_events.py
+NEVER_ENDS = {"/api/v1/events", "/api/v1/models/{name}/deployment/events"}
 
 
 @schemathesis.serializer("application/x-tar")

@@ -31,7 +31,7 @@ def start(root: Path, *args: str, env: dict | None = None) -> RunningAgent:
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory):
+def agent(tmp_path_factory, backend):
     a = start(
         tmp_path_factory.mktemp("sandbox"),
         "--HandoffAgent.check_timeout=30",
@@ -43,7 +43,7 @@ def agent(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rlimits_agent(tmp_path_factory):
+def rlimits_agent(tmp_path_factory, backend):
     a = start(
         tmp_path_factory.mktemp("rlimits"),
         "--HandoffAgent.check_timeout=30",

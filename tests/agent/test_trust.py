@@ -243,7 +243,7 @@ def start_local(tmp, central, *args: str) -> RunningAgent:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, backend):
     tmp = tmp_path_factory.mktemp("trust-pair")
     checks = "--HandoffAgent.checks=['loads', 'smoke']"
     central = start_central(tmp, checks)

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 from test_signoff_browser import Agent, central_stage
+
+from handoff_agent.pipeline import embedded_policy
 
 PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="jupyter-handoff-panel"]'
 PANEL = "#jupyter-handoff-panel"
@@ -67,6 +70,10 @@ def ops_site(lab_factory):
     site: dict = {}
 
     def prepare(lab):
+        # The bake gate has its own end-to-end test (test_guardrails_live): here promotion
+        # follows the sign-offs at once, so the view's moves are what is tested.
+        policy = embedded_policy(Path(lab.env["JUPYTER_DATA_DIR"]) / "handoff-central")
+        policy.write_text(policy.read_text() + "\n[deploy]\npromote_after_bake = false\n")
         central = Agent(lab, "central", ["--role", "central", "--HandoffAgent.checks=[]"])
         agents.append(central)
         agents.append(Agent(lab, "local", ["--forward-to", "central", "--HandoffAgent.checks=[]"]))

@@ -174,6 +174,27 @@ def test_the_widget_shows_each_slot_and_follows_a_traffic_change(canary, setting
     assert "handoff-serving" in push_widget.handoff_html.value
 
 
+def test_the_widget_follows_centrals_events_through_the_local_agent(canary, settings, monkeypatch):
+    """No polling (an hour between reads): only central's events, relayed by the local
+    agent's /api/v1/models/churn/deployment/events, wake the widget."""
+    local, central, v2 = canary
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(local.runtime_dir))
+    from jupyter_handoff import deployments
+
+    traffic = "/api/v1/models/churn/deployment/traffic"
+    widget = deployments("churn").widget(interval=3600)
+    try:
+        assert widget.serving.endswith(f"canary v{v2} 30%")
+        # Either the event or the read after the relay opened: the relay is open after this
+        assert central.request("POST", traffic, {"percent": 25})[0] == 200
+        until(lambda: f"canary v{v2} 25%" in widget.serving, timeout=60, what="relay open")
+        assert central.request("POST", traffic, {"percent": 15})[0] == 200
+        until(lambda: f"canary v{v2} 15%" in widget.serving, timeout=30, what="event followed")
+    finally:
+        widget.stop()
+        central.request("POST", traffic, {"percent": 30})
+
+
 # -- a real notebook ----------------------------------------------------------------------
 
 CELLS = {

@@ -102,3 +102,12 @@ def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path):
     )
     # Then the cycle is found, and a type-checking-only import is not one
     assert cycles(import_graph(pkg, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """``from jupyter_handoff import deployments`` must stay the function: once a submodule
+    of the same name is imported, Python puts the module in its place."""
+    submodules = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    }
+    assert not submodules & set(jupyter_handoff.__all__)

@@ -34,7 +34,7 @@ def _text(outputs) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, backend):
     tmp = tmp_path_factory.mktemp("dossier-nb")
     (tmp / "policy.toml").write_text(
         f'[intake]\nrevalidate = true\n[intake.senders]\nalice = "{SECRET}"\n'

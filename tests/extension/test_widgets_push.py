@@ -55,6 +55,9 @@ def test_widget_of_a_checked_version_needs_no_stream(connected, data, model):
     X, y = data
     api.push(model, "churn", X=X, y=y)
     wait_checked(connected, "churn", 1)
+    # Settled as the API tells it (verdict, report, no hand-off in flight) ...
+    until(lambda: api.get("churn", 1).widget(follow=False).done, what="a settled version")
+    # ... a widget built for it opens no stream
     widget = api.get("churn", 1).widget()
     assert widget.done and widget._follower is None
     assert widget.verdict in ("pass", "warn", "fail")

@@ -1,48 +1,100 @@
-"""``GET /api/v1/events``: server-sent events, filterable by model and version."""
+"""Server-sent events: ``GET /api/v1/events`` (this agent's bus, filterable by model and
+version) and ``GET /api/v1/models/{name}/deployment/events`` (one model's deployment events:
+central's bus at central, central's stream relayed by a local agent)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from tornado.iostream import StreamClosedError
 
+from .. import central_events
 from ..names import validate_name
+from ..vocabulary import DEPLOY_EVENTS
 from .base import BaseHandler, parse_uint
 from .models import int_arg
+from .relay import FromCentral
 
 KEEPALIVE = 15.0
 
 
-class EventsHandler(BaseHandler):
+class EventStreamHandler(BaseHandler):
+    """Writing an SSE stream; a client that went away ends it (StreamClosedError)."""
+
+    def last_event_id(self) -> int | None:
+        return parse_uint(self.request.headers.get("Last-Event-ID"))
+
+    async def open_stream(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+        self.write(": connected\n\n")
+        await self.flush()
+
+    async def send(self, kind: str, event: dict) -> None:
+        if "id" in event:
+            self.write(f"id: {event['id']}\n")
+        self.write(f"event: {kind}\ndata: {json.dumps(event, default=str)}\n\n")
+        await self.flush()
+
+    async def keepalive(self) -> None:
+        self.write(": keepalive\n\n")
+        await self.flush()
+
+    async def stream_bus(self, keep) -> None:
+        """This agent's events for which ``keep(event)`` is true, until the client leaves."""
+        bus = self.agent.events
+        queue = bus.subscribe(self.last_event_id())
+        try:
+            await self.open_stream()
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                except TimeoutError:
+                    await self.keepalive()
+                    continue
+                if keep(event):
+                    await self.send(event["type"], event)
+        except StreamClosedError:
+            pass
+        finally:
+            bus.unsubscribe(queue)
+
+
+class EventsHandler(EventStreamHandler):
     async def get(self):
         model = self.get_query_argument("model", None)
         if model is not None:
             validate_name(model)
         version = int_arg(self, "version", None, 1, 2**62)
-        after = parse_uint(self.request.headers.get("Last-Event-ID"))
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("X-Accel-Buffering", "no")
-        bus = self.agent.events
-        queue = bus.subscribe(after)
+        await self.stream_bus(
+            lambda e: (
+                (model is None or e.get("model") == model)
+                and (version is None or e.get("version") == version)
+            )
+        )
+
+
+class DeploymentEventsHandler(EventStreamHandler, FromCentral):
+    """One model's deployment events (``vocabulary.DEPLOY_EVENTS``). A local agent relays
+    its central's stream with its own central token (``central_events``), and says with a
+    ``central`` event when that stream is up or lost; it opens it again by itself."""
+
+    async def get(self, name: str):
+        validate_name(name)
+        if self.agent.role == "central":
+            await self.stream_bus(lambda e: e["type"] in DEPLOY_EVENTS and e.get("model") == name)
+            return
+        target = self.central_target()  # no central at all: the one error shape, before SSE
+        relayed = central_events.follow(target, name, self.last_event_id())
         try:
-            self.write(": connected\n\n")
-            await self.flush()
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    self.write(": keepalive\n\n")
-                    await self.flush()
-                    continue
-                if model is not None and event.get("model") != model:
-                    continue
-                if version is not None and event.get("version") != version:
-                    continue
-                self.write(f"id: {event['id']}\nevent: {event['type']}\n")
-                self.write(f"data: {json.dumps(event, default=str)}\n\n")
-                await self.flush()
+            await self.open_stream()
+            async with contextlib.aclosing(relayed):
+                async for kind, event in relayed:
+                    if kind == "keepalive":
+                        await self.keepalive()
+                    else:
+                        await self.send(event.get("type", kind) if kind == "event" else kind, event)
         except StreamClosedError:
             pass
-        finally:
-            bus.unsubscribe(queue)

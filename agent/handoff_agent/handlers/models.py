@@ -73,9 +73,26 @@ class ModelsHandler(BaseHandler):
             validate_name(after)
         rows = await self.agent.read(self.agent.registry.list_models, limit + 1, after)
         body = {"models": rows[:limit]}
+        if self.agent.role == "central":  # monitoring lives at central
+            await self._alerts(body["models"])
         if len(rows) > limit:
             body["next"] = rows[limit - 1]["name"]
         self.write_json(body)
+
+    async def _alerts(self, models: list[dict]) -> None:
+        """Each model's firing alerts, worst kind first, and their count: the panel's
+        badge without a request per model."""
+        from ..monitor_policy import SEVERITY
+
+        names = [m["name"] for m in models]
+        firing = await self.agent.read(self.agent.registry.firing_alerts, names)
+        for m in models:
+            found = sorted(
+                firing.get(m["name"], []),
+                key=lambda a: SEVERITY.index(a["kind"]) if a["kind"] in SEVERITY else 99,
+            )
+            m["open_alerts"] = len(found)
+            m["firing"] = found
 
 
 class ChampionHandler(BaseHandler):

@@ -10,6 +10,7 @@ import urllib.parse
 from ..errors import BadRequest
 from ..monitor_policy import WINDOWS
 from ..names import validate_name
+from .models import int_arg
 from .pipeline import CentralOnly
 from .relay import FromCentral
 
@@ -53,7 +54,10 @@ class MonitorHandler(Relayed):
                 f"Unknown window {kind!r}.", f"Use one of {', '.join((*WINDOWS, 'rolling'))}."
             )
         agent = self.agent
-        rows = await agent.read(agent.registry.windows_of, name, kind, _float_arg(self, "since"))
+        since, limit = _float_arg(self, "since"), int_arg(self, "limit", 1000, 1, 1000)
+        rows = await agent.read(agent.registry.windows_of, name, kind, since, limit)
+        for row in rows:
+            row["readings"] = agent.monitor.marks(row)
         firing = await agent.read(agent.registry.alerts_of, name, "firing")
         self.write_json(
             {

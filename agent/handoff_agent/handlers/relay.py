@@ -4,6 +4,7 @@ asking its central with its own central token: the notebook never holds or learn
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from tornado import httpclient
 
@@ -12,17 +13,18 @@ from .pipeline import CentralOnly
 
 
 class FromCentral(CentralOnly):
+    def central_target(self) -> Callable[[], tuple[str, str]]:
+        return target_of(self.agent)
+
     async def from_central(self, method: str, path: str, body: dict | None = None) -> dict:
         return await ask_central(self.agent, method, path, body)
 
 
-async def ask_central(agent, method: str, path: str, body: dict | None = None) -> dict:
-    """Central's JSON answer to ``path``, asked with this agent's central token; its errors
-    keep their code, message and hint (a 5xx becomes a 409 that says so). The relaying
-    handlers and the local agent's own reads of central (the watches' retrain requests)."""
+def target_of(agent) -> Callable[[], tuple[str, str]]:
+    """What gives central's (url, token) now; a 409 when this agent has no central."""
     central = agent.destinations.get("central")
-    url, token = central.target() if central is not None else ("", "")
-    if not url:
+    target = central.target if central is not None else (lambda: ("", ""))
+    if not target()[0]:
         raise Conflict(
             "Deployments and monitoring live at central, and this agent hands models to "
             "no running central.",
@@ -30,6 +32,14 @@ async def ask_central(agent, method: str, path: str, body: dict | None = None) -
             "c.CentralDestination.url.",
             code="central_down",
         )
+    return target
+
+
+async def ask_central(agent, method: str, path: str, body: dict | None = None) -> dict:
+    """Central's JSON answer to ``path``, asked with this agent's central token; its errors
+    keep their code, message and hint (a 5xx becomes a 409 that says so). The relaying
+    handlers and the local agent's own reads of central (the watches' retrain requests)."""
+    url, token = target_of(agent)()
     try:
         resp = await httpclient.AsyncHTTPClient().fetch(
             url + path,

@@ -26,6 +26,7 @@ import pandas as pd
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..serving import predlog
+from ..vocabulary import HIGHER_IS_BETTER
 from . import frames, metrics, windows
 
 log = logging.getLogger("handoff_agent")
@@ -260,6 +261,28 @@ class MonitorService:
             out.append(("performance", perf["value"], bound, metrics.worse(perf, p)))
         return out
 
+    def marks(self, row: dict) -> list[dict]:
+        """A stored window's readings for the views: per alert kind its value, threshold,
+        the side of it that is worse and whether the window crossed it. The same readings
+        the alerts are judged on, so a view's marks and the alerts agree."""
+        out = []
+        for kind, value, threshold, crossed in self.readings(row, judge_closing=True):
+            if kind == "performance":
+                metric = row["metrics"]["performance"]["metric"]
+            else:
+                metric = "accuracy" if kind == "estimated_performance" else ""
+            worse = "below" if HIGHER_IS_BETTER.get(metric) else "above"
+            out.append(
+                {
+                    "kind": kind,
+                    "value": value,
+                    "threshold": threshold,
+                    "worse": worse,
+                    "crossed": bool(crossed),
+                }
+            )
+        return clean(out)
+
     def judge(self, model: str, kind: str, start: float, row: dict, judge_closing: bool) -> list:
         changes = []
         for alert, value, threshold, crossed in self.readings(row, judge_closing):
@@ -268,7 +291,7 @@ class MonitorService:
                 action = self.settings.action(alert)
                 message = (
                     f"{model}: {ALERT_KINDS[alert]} {value:.4g} crossed {threshold:.4g} in the "
-                    f"{kind} window from {windows.iso(start)}"
+                    f"{kind} window from {windows.readable(start)}"
                 )
                 fired = self.registry.alert_fire(
                     model,

@@ -39,5 +39,10 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
 
 
+def readable(t: float) -> str:
+    """A window's start in a sentence people read."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def days(n: float) -> timedelta:
     return timedelta(days=n)

@@ -76,6 +76,21 @@ class ServingHandler(BaseHandler):
     def sticky_key(self) -> str | None:
         return self.request.headers.get(self.server.settings.sticky_header) or None
 
+    def load_test(self) -> bool:
+        """Whether the request is central's load test (``LOAD_TEST_HEADER``): refused from any
+        token but an unscoped admin's, so no caller can keep its traffic out of the stats."""
+        if protocols.LOAD_TEST_HEADER not in self.request.headers:
+            return False
+        identity = self.identity or {}
+        if "admin" not in identity.get("roles", ()) or identity.get("models") is not None:
+            raise Forbidden(
+                f"Only an admin token may send {protocols.LOAD_TEST_HEADER}.",
+                "It keeps a request out of the serving statistics and the prediction log; "
+                "send the request without it.",
+                code="load_test_not_allowed",
+            )
+        return True
+
 
 class LiveHandler(ServingHandler):
     public = True
@@ -142,6 +157,7 @@ class InferHandler(ServingHandler):
             lambda expected: decode_v2(body, tail, expected),
             self.sticky_key(),
             body.get("id") if isinstance(body.get("id"), str) else self.request_id(),
+            load_test=self.load_test(),
         )
         self.write_served(
             served,
@@ -178,6 +194,7 @@ class InvocationsHandler(InferHandler):
             lambda expected: decode_invocations(body, expected),
             self.sticky_key(),
             self.request_id(),
+            load_test=self.load_test(),
         )
         self.write_served(served, protocols.invocations(served.outputs))
 

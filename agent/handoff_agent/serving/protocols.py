@@ -6,6 +6,10 @@ from __future__ import annotations
 VERSION_HEADER = "X-Handoff-Model-Version"
 SLOT_HEADER = "X-Handoff-Slot"
 REQUEST_ID_HEADER = "X-Request-ID"
+# Set by central's own load test (validation): the request is answered as any other, but kept
+# out of the slot's statistics, the guardrails and the prediction log. Only an admin token
+# (central's own is one) may send it: a consumer could otherwise hide its traffic.
+LOAD_TEST_HEADER = "X-Handoff-Load-Test"
 
 V2_OF_DTYPE = {"f": "FP64", "i": "INT64", "b": "BOOL", "s": "BYTES"}
 

@@ -9,9 +9,11 @@ referenced are drained, then stopped.
 Each request updates this process's ``StatsBook`` (latency, errors, predicted classes and
 scores; shadow answers are compared with the ones sent). Every tick joins the feedback labels
 of the requests served here, adds the book into this replica's ``serving_stats`` rows, and
-calls the tick hooks (the guardrails, which read every replica's rows merged). A canary's
-failed request wakes the next tick early (at most every ``EARLY_TICK``): an error-rate alarm
-is judged at once rather than up to ``c.Serving.tick_seconds`` later.
+calls the tick hooks (the guardrails, which read every replica's rows merged). Central's load
+test (``protocols.LOAD_TEST_HEADER``) is served but counted nowhere: not in the book, the
+prediction log or the feedback join. A canary's failed request wakes the next tick early (at
+most every ``EARLY_TICK``): an error-rate alarm is judged at once rather than up to
+``c.Serving.tick_seconds`` later.
 """
 
 from __future__ import annotations
@@ -353,22 +355,28 @@ class ModelServer:
     def signature(self, model: str, number: int) -> list[dict]:
         return signature_columns(self.manifests.get((model, number)) or {})
 
-    async def infer(self, model: str, number: int | None, decode, key=None, request_id=None):
+    async def infer(
+        self, model: str, number: int | None, decode, key=None, request_id=None, load_test=False
+    ):
         """Route, decode (``decode(expected_columns)`` → columns), validate, predict, log.
-        The shadow, if any, gets the same columns after the answer is decided."""
+        The shadow, if any, gets the same columns after the answer is decided. A
+        ``load_test`` request is answered alike but is nobody's traffic: no stats, no log,
+        no feedback join, no shadow copy (its numbers are the load test's own)."""
         route = self.route_for(model, number, key)
         request_id = request_id if request_id and REQUEST_ID.fullmatch(request_id) else None
         request_id = request_id or uuid.uuid4().hex
         columns = decode([c["name"] for c in self.signature(model, route.number)])
-        outputs = await self._predict(model, route, columns, request_id)
-        shadow = self.endpoints[model].shadow() if number is None else None
+        outputs = await self._predict(model, route, columns, request_id, load_test)
+        shadow = self.endpoints[model].shadow() if number is None and not load_test else None
         if shadow is not None and shadow.number != route.number:
             self._in_background(self._shadow(model, shadow, columns, request_id, outputs))
         return Served(model, route.number, route.slot, request_id, outputs)
 
-    async def _predict(self, model: str, route: Route, columns: dict, request_id: str) -> dict:
+    async def _predict(
+        self, model: str, route: Route, columns: dict, request_id: str, load_test=False
+    ) -> dict:
         pool = self.pools.get((model, route.number))
-        stats = self.book.get(model, route.number, route.slot)
+        stats = None if load_test else self.book.get(model, route.number, route.slot)
         t0, now = time.perf_counter(), time.time()
         record = {
             "request_id": request_id,
@@ -400,6 +408,8 @@ class ModelServer:
                     "Check the values against GET /v2/models/NAME.",
                 )
         except HandoffError as e:
+            if stats is None:  # a load test's: its own result counts it
+                raise
             ms = (time.perf_counter() - t0) * 1000
             server_side = e.status >= 500 or isinstance(e, PredictFailed)
             stats.record(now, ms, error=server_side)
@@ -407,8 +417,10 @@ class ModelServer:
                 self._wake.set()
             self.log.append({**record, "latency_ms": ms, "status": e.status, "error": e.message})
             raise
-        ms = (time.perf_counter() - t0) * 1000
         outputs = answer["outputs"]
+        if stats is None:
+            return outputs
+        ms = (time.perf_counter() - t0) * 1000
         classes, scores = predictions_of(outputs)
         stats.record(now, ms, classes=classes, scores=scores)
         if route.slot != "shadow":  # the shadow answers the same request id

@@ -15,7 +15,9 @@ lease, so one replica runs it and a crash is taken over. Every step is bounded: 
 dead worker or a broken sandbox is a recorded failure with its reason, never a version left
 waiting. A version that leaves ``validated`` while its load test runs stops it (``cancelled``):
 the test's requests must not reach a canary's or a shadow's statistics.
-Load-test requests carry the request id ``loadtest-MODEL-N`` in the prediction log.
+Load-test requests carry ``X-Handoff-Load-Test`` (with central's own token) and the request id
+``loadtest-MODEL-N``: the model server answers them but keeps them out of the slots'
+statistics, the guardrails and the prediction log. Their numbers are the load test's result.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from traitlets.config import Configurable
 from .. import loadtest, onnx_convert
 from ..errors import Conflict
 from ..vocabulary import FLOW
-from . import onnx_backend
+from . import onnx_backend, protocols
 
 log = logging.getLogger("handoff_agent")
 # The stages beyond validated, up to production (archiving is never blocked).
@@ -450,6 +452,7 @@ class ValidationService:
         headers = {
             "Authorization": f"token {self.token()}",
             "X-Request-ID": f"loadtest-{model}-{number}",
+            protocols.LOAD_TEST_HEADER: "1",
         }
 
         def pids(n):

@@ -148,6 +148,19 @@ class MonitorStore(StoreBase):
             out[m] = out.get(m, 0) + 1
         return out
 
+    def firing_alerts(self, models: list[str] | None = None) -> dict[str, list[dict]]:
+        """model → its firing alerts (kind, window, window start, message): the models
+        list's badges, in one query for a page of models."""
+        q = select(A.model, A.kind, A.window, A.fired_window, A.message).where(A.state == "firing")
+        if models is not None:
+            q = q.where(A.model.in_(models))
+        out: dict[str, list[dict]] = {}
+        with self._read() as c:
+            for r in c.execute(q.order_by(A.id)):
+                row = as_dict(r)
+                out.setdefault(row.pop("model"), []).append(row)
+        return out
+
     def retrain_request(self, model: str, alert_id: int, reason: str) -> dict:
         """The retrain an alert asks for: an audit row ``monitor.retrain_requested`` that the
         data-trigger side consumes (it runs the registered retraining notebook)."""

@@ -2,12 +2,15 @@
 
 State lives in plain traits (``slots``, ``alarms``, ``serving``, ``agent_lost``) so tests
 can assert it without a browser. A daemon thread re-reads the deployment every ``interval``
-seconds, and at once when the event stream says a stage or the traffic changed.
+seconds, and at once when the model's deployment events say a stage, the traffic or a
+guardrail changed: ``/api/v1/models/NAME/deployment/events``, which a local agent relays
+from its central (the events happen there).
 """
 
 from __future__ import annotations
 
 import threading
+from urllib.parse import quote
 
 import ipywidgets as w
 from traitlets import Bool, Float, List, Unicode
@@ -64,7 +67,8 @@ class DeploymentWidget(w.VBox):
         from ..sse import EventFollower
 
         def on_event(kind, data):
-            if kind in ("stage", "deployment", "guardrail", "alarm"):
+            # "central": the relay to central opened again; what it missed, a read shows
+            if kind in ("stage", "deployment", "guardrail", "validation", "alert", "central"):
                 self._wake.set()
             return self._stop.is_set()
 
@@ -77,6 +81,7 @@ class DeploymentWidget(w.VBox):
                 on_open=lambda: False,
                 on_lost=lambda exc: None,
                 reconnect=lambda: self._client,
+                path=f"/api/v1/models/{quote(self.model_name, safe='')}/deployment/events",
             ).start()
         except Exception:  # polling alone still keeps the view live
             self._follower = None

@@ -150,6 +150,24 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         series = central.request("GET", "/api/v1/models/churn/monitor?window=daily")[1]
         assert series["windows"][-1]["metrics"]["drift"]["share"] == 1.0
         assert series["firing"] >= 1
+        # The panel's badge (from the models list, no request per model) and its Monitor
+        # view (each window's readings against the thresholds the alerts were judged on)
+        from handoff_agent.monitor_policy import SEVERITY
+
+        listed = {m["name"]: m for m in central.request("GET", "/api/v1/models")[1]["models"]}
+        assert listed["churn"]["open_alerts"] == len(alerts) == series["firing"]
+        kinds = [a["kind"] for a in listed["churn"]["firing"]]
+        assert sorted(kinds, key=SEVERITY.index) == kinds and "drift" in kinds
+        marks = {m["kind"]: m for m in series["windows"][-1]["readings"]}
+        assert marks["drift"]["crossed"] is True and marks["drift"]["worse"] == "above"
+        assert marks["drift"]["threshold"] == 0.3  # the default max_drift_share
+        newest = central.request("GET", "/api/v1/models/churn/monitor?window=daily&limit=1")[1]
+        assert newest["windows"] == series["windows"][-1:]
+        words = central.request("GET", "/api/v1/meta")[1]["monitor"]
+        assert words["alert_kinds"]["drift"] == "input drift" and words["severity"] == list(
+            SEVERITY
+        )
+        assert "open_alerts" not in local.request("GET", "/api/v1/models")[1]["models"][0]
         # The alert went out as an SSE event, a webhook delivery and an audit row
         until(lambda: any(e["type"] == "alert" for e in events), timeout=30, what="SSE alert")
         alert = next(e for e in events if e["type"] == "alert" and e["alert"] == "drift")

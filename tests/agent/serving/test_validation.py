@@ -9,6 +9,8 @@ to compare with, and passes on its error rate alone.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from serving_support import (
     POLICY,
     Client,
     central_stage,
+    get_bytes,
     push_to_central,
     serving_url,
     sign,
@@ -48,7 +51,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, backend):
     local, central = start_pair(
         tmp_path_factory.mktemp("validation"),
         ["--Validation.enabled=True", "--Validation.level_seconds=10"],
@@ -176,3 +179,59 @@ def test_a_failed_gate_is_reported_and_blocks_promotion(pair, data):
     status, body = central.request("POST", "/api/v1/models/churn/versions/1/validation", {})
     assert status == 409 and body["error"]["code"] == "wrong_stage", body
     assert finished(central, "churn", v2)["loadtest"]["verdict"] == "fail"
+
+
+def slot_requests(central, name: str) -> dict[str, int]:
+    view = central.request("GET", f"/api/v1/models/{name}/deployment")[1]
+    return {s["slot"]: s.get("requests") or 0 for s in view["slots"]}
+
+
+def prediction_log(central, name: str) -> pd.DataFrame:
+    status, raw = get_bytes(central, f"/api/v1/models/{name}/predictions")
+    assert status == 200, raw[:300]
+    return pd.read_parquet(io.BytesIO(raw))
+
+
+def test_a_load_test_is_nobodys_traffic(pair, data):
+    """The load test's requests reach the test slot and production, but neither slot's
+    request count (what the guardrails and the deployment view read) nor the prediction log."""
+    _local, central, client = pair
+    X, _y = data
+    v2 = 2
+    assert central_stage(central, "churn", v2) == "validated"
+    before, log_before = slot_requests(central, "churn"), prediction_log(central, "churn")
+    assert not log_before["request_id"].str.startswith("loadtest-").any()
+
+    path = f"/api/v1/models/churn/versions/{v2}/validation"
+    assert central.request("POST", path, {})[0] == 202
+    v = finished(central, "churn", v2)
+    lt = v["loadtest"]
+    assert lt["production_version"] == 1
+    assert all(lv["requests"] == 40 for lv in lt["candidate"] + lt["production"]), lt
+
+    # Three requests of a user's: counted (so the stats' ticks have run past the load test)
+    record = X.head(1).to_dict("records")
+    for _ in range(3):
+        status, headers, body = client.invocations(record)
+        assert status == 200 and headers["X-Handoff-Slot"] == "production", body
+    until(
+        lambda: slot_requests(central, "churn")["production"] == before["production"] + 3,
+        timeout=60,
+        what="the user's three requests counted",
+    )
+    after = slot_requests(central, "churn")
+    assert after == {**before, "production": before["production"] + 3}
+    log_after = prediction_log(central, "churn")
+    assert len(log_after) == len(log_before) + 3
+    assert not log_after["request_id"].str.startswith("loadtest-").any()
+
+    # Only an admin's token may mark a request as a load test: a consumer is refused
+    out = central.cli("token", "create", "--role", "consumer", "--models", "churn", "--user", "lt")
+    assert out.returncode == 0, out.stdout + out.stderr
+    app = out.stdout.strip().splitlines()[-1]
+    status, _, body = client.invocations(
+        record, **{"Authorization": f"token {app}", "X-Handoff-Load-Test": "1"}
+    )
+    assert status == 403 and body["error"]["code"] == "load_test_not_allowed", body
+    status, _, _ = client.invocations(record, **{"Authorization": f"token {app}"})
+    assert status == 200
