@@ -276,6 +276,13 @@ class HandoffAgent(LoggingConfigurable):
         "its own period, --every); a due source is fingerprinted by one agent or replica.",
     ).tag(config=True)
 
+    retrain_poll = Float(
+        60.0,
+        help="Local agent: seconds between asks to central for monitor alerts whose "
+        "[monitor.actions] action is retrain; each runs the model's registered retraining "
+        "notebook (a watch with --run) once.",
+    ).tag(config=True)
+
     @default("home")
     def _home_default(self):
         return str(default_home())
@@ -466,9 +473,19 @@ class HandoffAgent(LoggingConfigurable):
         from .watch.service import WatchService
 
         self.watches = WatchService(
-            self.registry, self.store, self.pools, self.events, home, self.role, self.deployments
+            self.registry,
+            self.store,
+            self.pools,
+            self.events,
+            home,
+            self.role,
+            self.deployments,
+            notify=self.notify_destinations,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
+        if self.role == "local" and "central" in self.destinations:
+            self.watches.central_alerts = self.central_alerts
+            self.watches.retrain_poll = self.retrain_poll
         self.validation = self._make_validation() if self.role == "central" else None
         self.serving = Serving(parent=self)
         self.model_server = None  # serving.server.ModelServer, once started (central)
@@ -748,10 +765,18 @@ class HandoffAgent(LoggingConfigurable):
                 await self.serving_changed()
         return results[0] if model is not None else {"models": results}
 
+    async def central_alerts(self, model: str) -> list[dict]:
+        """Central's firing alerts of ``model``, asked with this agent's central token."""
+        from .handlers.relay import ask_central
+
+        path = f"/api/v1/models/{model}/alerts?state=firing"
+        return (await ask_central(self, "GET", path))["alerts"]
+
     async def notify_destinations(self, kind: str, event: dict) -> None:
-        """One signed delivery of an alert or a guardrail rollback to each webhook
-        destination (CI, on-call): webhooks only, and only to a URL on the operator's
-        allowlist. The monitor and the guardrails both deliver through here."""
+        """One signed delivery of an alert, a guardrail rollback or a data-source trigger to
+        each webhook destination (CI, on-call): webhooks only, and only to a URL on the
+        operator's allowlist. The monitor, the guardrails and the watches deliver through
+        here."""
         for dest in self.destinations.values():
             allowed = getattr(dest, "allowed_urls", None)
             if allowed is not None and dest.url in allowed and dest.secret:

@@ -275,6 +275,7 @@ PATHS: dict[str, dict[str, dict]] = {
                     "source": {"type": "string", "minLength": 1},
                     "query": {"type": "string"},
                     "every": {"type": "string"},
+                    "overdue": {"type": "string"},
                     "on": {"type": "array", "items": {"type": "string"}},
                     "actions": {"type": "array", "items": {"type": "string"}},
                     "run": {"type": "string"},

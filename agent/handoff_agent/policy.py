@@ -23,7 +23,8 @@ model = "churn"
 source = "postgresql://reader:…@warehouse/db"
 query = "SELECT * FROM churn_features"
 every = "1h"
-on = ["schema", "drift"]
+overdue = "26h"               # no new rows for longer: overdue (default: twice every)
+on = ["schema", "drift", "overdue"]
 actions = ["alert", "pause_canary"]
 
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py

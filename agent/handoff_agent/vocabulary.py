@@ -117,6 +117,9 @@ WATCH_ON = {
 # notebook would train on data it was not written for, or on nothing new; a person looks first.
 WATCH_ACTIONS = ("alert", "retrain", "pause_canary", "rollback_canary")
 NO_RETRAIN_ON = frozenset({"schema", "overdue"})
+# A trigger's change when central's monitor asked for the retrain (an alert whose
+# [monitor.actions] action is retrain, audit monitor.retrain_requested), not the source.
+MONITOR_ALERT = "monitor_alert"
 
 # -- comparison --------------------------------------------------------------------------------
 LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")

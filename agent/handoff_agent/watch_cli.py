@@ -26,9 +26,9 @@ def _post(role: str, url: str, path: str, body: dict) -> dict:
 class WatchApp(JupyterApp):
     name = "jupyter-handoff-watch"
     description = (
-        "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--on change schema drift "
-        "overdue] [--run NOTEBOOK]: watch a data source for a model (the same as %mlops watch). "
-        "watch NAME: the model's watched sources."
+        "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
+        "schema drift overdue] [--run NOTEBOOK]: watch a data source for a model (the same as "
+        "%mlops watch). watch NAME: the model's watched sources."
     )
     version = __version__
     source = Unicode("", help="A file, a glob of Parquet/CSV files, or a SQLAlchemy URL.").tag(
@@ -36,6 +36,11 @@ class WatchApp(JupyterApp):
     )
     query = Unicode("", help="For a SQL source: the query whose rows are watched.").tag(config=True)
     every = Unicode("1h", help="Period between fingerprints: 30s, 15m, 1h, 1d.").tag(config=True)
+    overdue = Unicode(
+        "",
+        help="Expected period between updates, e.g. 26h: a source with no new data for "
+        "longer is overdue (default: twice --every).",
+    ).tag(config=True)
     on = List(
         Unicode(), ["change"], help="Changes that trigger: change, schema, drift, overdue."
     ).tag(config=True)
@@ -52,7 +57,10 @@ class WatchApp(JupyterApp):
     agent = Enum(["local", "central"], "local", help=AGENT_HELP).tag(config=True)
     url = Unicode("", help=URL_HELP).tag(config=True)
     aliases = {
-        **{k: f"WatchApp.{k}" for k in ("source", "query", "every", "on", "run", "timeout")},
+        **{
+            k: f"WatchApp.{k}"
+            for k in ("source", "query", "every", "overdue", "on", "run", "timeout")
+        },
         "action": "WatchApp.actions",
         "params": "WatchApp.params",
         "agent": "WatchApp.agent",
@@ -76,8 +84,9 @@ class WatchApp(JupyterApp):
             self.exit(1)
         for w in rows:
             last = w.get("last") or {}
+            late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
             print(
-                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s "
+                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
                 f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
                 f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
             )
@@ -97,6 +106,8 @@ class WatchApp(JupyterApp):
         }
         if self.query:
             body["query"] = self.query
+        if self.overdue:
+            body["overdue"] = self.overdue
         if self.run:
             body["run"] = os.path.abspath(self.run)
         if self.actions:

@@ -89,6 +89,12 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     watch.add_argument("--query", metavar="SQL", help="for a SQL URL: the query watched")
     watch.add_argument("--every", default="1h", help="period, e.g. 30s, 15m, 1h, 1d")
     watch.add_argument(
+        "--overdue",
+        metavar="PERIOD",
+        help="expected period between updates, e.g. 26h: longer without new data is overdue "
+        "(default: twice --every)",
+    )
+    watch.add_argument(
         "--on",
         nargs="+",
         default=["change"],
@@ -290,9 +296,11 @@ class MlopsMagics(Magics):
     def _watch(self, args):
         from .watching import watch
 
-        if args.source is None and (args.run or args.query or args.action or args.param):
+        if args.source is None and (
+            args.run or args.query or args.action or args.param or args.overdue
+        ):
             raise HandoffUsageError(
-                "--run, --query, --action and --param need a --source.",
+                "--run, --query, --action, --param and --overdue need a --source.",
                 f"e.g. %mlops watch {args.name} --source data/*.parquet --run retrain.ipynb",
             )
         params = {}
@@ -308,6 +316,7 @@ class MlopsMagics(Magics):
             args.source,
             query=args.query,
             every=args.every,
+            overdue=args.overdue,
             on=args.on,
             run=args.run,
             actions=args.action,

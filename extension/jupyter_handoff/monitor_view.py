@@ -18,6 +18,39 @@ from datetime import UTC, datetime
 FIRING, CLEARED = "#cf222e", "#1a7f37"
 
 
+def open_alerts(name: str, client) -> list[dict]:
+    """The model's firing alerts at central, for the push and history views' badge: one GET
+    (the local agent relays it); [] when central cannot say (none configured, or down)."""
+    try:
+        return list(client.get(f"/api/v1/models/{name}/alerts?state=firing")["alerts"])
+    except Exception:  # the badge is a side line: a view never fails for it
+        return []
+
+
+def alert_line(alerts: list[dict]) -> str:
+    """'1 alert firing: input drift (daily)', or '' without one."""
+    from handoff_agent.monitor_policy import ALERT_KINDS
+
+    if not alerts:
+        return ""
+    kinds = ", ".join(
+        f"{ALERT_KINDS.get(a.get('kind'), a.get('kind'))} ({a.get('window')})" for a in alerts
+    )
+    return f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''} firing: {kinds}"
+
+
+def alert_badge(name: str, alerts: list[dict]) -> str:
+    """A red badge naming the firing alerts (their messages on hover), or '' without one."""
+    if not alerts:
+        return ""
+    tip = "\n".join(a.get("message") or "" for a in alerts) + f"\n%mlops monitor {name}"
+    return (
+        f'<span class="handoff-alerts" title="{html.escape(tip)}" style="background:{FIRING};'
+        f'color:white;border-radius:8px;padding:1px 8px;font-size:90%">'
+        f"{html.escape(alert_line(alerts))}</span>"
+    )
+
+
 class MonitorView:
     """The series and alerts of one model; ``_repr_html_`` draws them."""
 

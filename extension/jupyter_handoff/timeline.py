@@ -6,6 +6,7 @@ import html
 
 from .client import connect
 from .deploy_view import central_number, quiet_view, serving_line, version_line
+from .monitor_view import alert_badge, alert_line, open_alerts
 from .refs import checked_name
 from .widgets.style import STATUS_VERDICT, badge
 
@@ -22,10 +23,17 @@ def _stage(v: dict) -> str:
 class History:
     """Versions of one model, newest first, as plain rows (``rows``) or a table."""
 
-    def __init__(self, name: str, versions: list[dict], deployment: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        versions: list[dict],
+        deployment: dict | None = None,
+        alerts: list[dict] | None = None,
+    ):
         self.name = name
         self.versions = versions  # full version dicts, newest first
         self.deployment = deployment  # central's view, when it could say
+        self.alerts = alerts or []  # the model's firing monitor alerts at central
         self.roles = self._roles()
         self.rows = self._rows()
 
@@ -102,6 +110,8 @@ class History:
         lines = [f"History({self.name!r}, {len(self.rows)} versions)"]
         if serving_line(self.deployment):
             lines.append(f"  {serving_line(self.deployment)}")
+        if self.alerts:
+            lines.append(f"  {alert_line(self.alerts)}")
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
             where = f"  [{r['serving']}]" if r["serving"] else ""
@@ -120,6 +130,7 @@ class History:
         line = serving_line(self.deployment)
         out = [
             f"<div class='handoff-history'><b>{e(self.name)}</b>: {len(self.rows)} versions"
+            + (f" {alert_badge(self.name, self.alerts)}" if self.alerts else "")
             + (f"<div class='handoff-serving'>{e(line)}</div>" if line else "")
             + "<table style='border-collapse:collapse;font-size:90%'><tr>"
         ]
@@ -153,10 +164,11 @@ class History:
 
 
 def history(name: str, limit: int = 50, client=None) -> History:
-    """The versions of ``name``, newest first, with verdicts, data fingerprints and stage."""
+    """The versions of ``name``, newest first, with verdicts, data fingerprints and stage, and
+    a badge when the model has firing monitor alerts at central."""
     checked_name(name)
     client = client or connect(start=False)
     listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
     full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]
     deployment = quiet_view(name, client) if any(v.get("stage") for v in full) else None
-    return History(name, full, deployment)
+    return History(name, full, deployment, open_alerts(name, client) if full else [])

@@ -28,6 +28,7 @@ def watch(
     *,
     query: str | None = None,
     every: str = "1h",
+    overdue: str | None = None,
     on=("change",),
     run: str | None = None,
     actions=None,
@@ -36,7 +37,8 @@ def watch(
 ):
     """Watch ``source`` (a file, a glob of Parquet/CSV files, or a SQLAlchemy URL with
     ``query``) for ``model``, like ``%mlops watch``. Without ``source``: the model's watched
-    sources. The agent fingerprints it now (the baseline), then every ``every``."""
+    sources. The agent fingerprints it now (the baseline), then every ``every``; with no new
+    data for longer than ``overdue`` (default: twice ``every``) the source is overdue."""
     checked_name(model)
     client = connect(start=False)
     if source is None:
@@ -59,7 +61,8 @@ def watch(
                 f"No notebook at {run!r}.", "Give --run the path of an existing .ipynb file."
             )
         body["run"] = path
-    for key, value in (("query", query), ("actions", actions), ("params", params)):
+    pairs = (("query", query), ("overdue", overdue), ("actions", actions), ("params", params))
+    for key, value in pairs:
         if value is not None:
             body[key] = list(value) if key == "actions" else value
     body["timeout"] = timeout
@@ -90,8 +93,10 @@ class Watches(list):
     def __repr__(self) -> str:
         return (
             "\n".join(
-                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s on "
-                f"{','.join(w['on'])}: {((w.get('last') or {}).get('change')) or 'not yet'}"
+                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
+                + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
+                + f" on {','.join(w['on'])}: "
+                f"{((w.get('last') or {}).get('change')) or 'not yet'}"
                 for w in self
             )
             or "No watched sources."

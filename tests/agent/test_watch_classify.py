@@ -54,20 +54,50 @@ def test_each_kind_of_change(tmp_path):
     assert classify.classify(first, _fp(path, ref, first), stats, 3600)[0] == "schema"
 
 
+def test_overdue_after_the_expected_period_on_simulated_time(tmp_path):
+    path = tmp_path / "daily.parquet"
+    frame(100).to_parquet(path)
+    first = _fp(path)
+    same = _fp(path, prev=first)
+    written = same["mtime"]
+    hour = 3600.0
+    # Fingerprinted hourly, expected daily with slack: --overdue 26h
+    for age, change in ((25 * hour, "unchanged"), (26 * hour + 1, "overdue")):
+        got = classify.classify(first, same, None, hour, now=written + age, overdue=26 * hour)
+        assert got[0] == change, age
+    # Without the setting: twice the fingerprint period
+    assert classify.overdue_after(hour) == 2 * hour
+    assert classify.classify(first, same, None, hour, now=written + 3 * hour)[0] == "overdue"
+    assert classify.classify(first, same, None, hour, now=written + hour)[0] == "unchanged"
+    # A SQL source counts from its newest max(updated_at)
+    sql = {**same, "mtime": None, "max_updated": "2026-01-01T00:00:00+00:00"}
+    start = classify._data_time(sql)
+    late = classify.classify(sql, sql, None, hour, now=start + 27 * hour, overdue=26 * hour)
+    assert late[0] == "overdue"
+    # A bad period is refused with the flag's name
+    from handoff_agent.errors import BadRequest
+    from handoff_agent.watch.service import parse_every
+
+    assert parse_every("26h", "--overdue") == 26 * hour
+    with pytest.raises(BadRequest, match="--overdue 'soon' is not a period"):
+        parse_every("soon", "--overdue")
+
+
 def test_policy_watch_tables(tmp_path):
     from handoff_agent.policy import Policy
 
     path = tmp_path / "policy.toml"
     path.write_text(
-        '[[watch]]\nmodel = "churn"\nsource = "/data/a.parquet"\non = ["schema"]\n'
-        'actions = ["alert", "pause_canary"]\n'
+        '[[watch]]\nmodel = "churn"\nsource = "/data/a.parquet"\non = ["schema", "overdue"]\n'
+        'actions = ["alert", "pause_canary"]\noverdue = "26h"\n'
     )
     assert Policy.load(path).watches == [
         {
             "model": "churn",
             "source": "/data/a.parquet",
-            "on": ["schema"],
+            "on": ["schema", "overdue"],
             "actions": ["alert", "pause_canary"],
+            "overdue": "26h",
         }
     ]
     path.write_text('[[watch]]\nmodel = "churn"\n')

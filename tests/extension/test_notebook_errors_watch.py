@@ -35,6 +35,16 @@ MISTAKES = {
         "--every 'often' is not a period",
         "30s, 15m, 1h or 1d",
     ),
+    "bad_overdue": (
+        "%mlops watch churn --source data.csv --on overdue --overdue soon",
+        "--overdue 'soon' is not a period",
+        "30s, 15m, 1h or 1d",
+    ),
+    "overdue_without_source": (
+        "%mlops watch churn --overdue 26h",
+        "need a --source",
+        "%mlops watch churn --source",
+    ),
     "bad_action": (
         "%mlops watch churn --source data.csv --action email",
         "Unknown action 'email'",

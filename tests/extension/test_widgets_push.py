@@ -61,6 +61,8 @@ def test_widget_of_a_checked_version_needs_no_stream(connected, data, model):
     widget = api.get("churn", 1).widget()
     assert widget.done and widget._follower is None
     assert widget.verdict in ("pass", "warn", "fail")
+    # No central to ask about alerts: no badge, and the widget is built all the same
+    assert widget.alerts == [] and "handoff-alerts" not in widget.header.value
 
 
 def test_widget_says_when_the_agent_dies_and_resumes(connected, data, model):

@@ -14,47 +14,56 @@ from .pipeline import CentralOnly
 
 class FromCentral(CentralOnly):
     def central_target(self) -> Callable[[], tuple[str, str]]:
-        """What gives central's (url, token) now; a 409 when this agent has no central."""
-        central = self.agent.destinations.get("central")
-        target = central.target if central is not None else (lambda: ("", ""))
-        if not target()[0]:
-            raise Conflict(
-                "Deployments and monitoring live at central, and this agent hands models to "
-                "no running central.",
-                "Start central (`jupyter handoff serve --role central`), or set "
-                "c.CentralDestination.url.",
-                code="central_down",
-            )
-        return target
+        return target_of(self.agent)
 
     async def from_central(self, method: str, path: str, body: dict | None = None) -> dict:
-        """Central's JSON answer to ``path``, asked with this agent's central token; its
-        errors keep their code, message and hint (a 5xx becomes a 409 that says so)."""
-        url, token = self.central_target()()
-        try:
-            resp = await httpclient.AsyncHTTPClient().fetch(
-                url + path,
-                method=method,
-                headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-                body=None if body is None else json.dumps(body),
-                request_timeout=60,
-                raise_error=False,
-            )
-        except OSError as e:
-            raise Conflict(
-                f"Central is not answering ({type(e).__name__}).", code="central_down"
-            ) from None
-        try:
-            data = json.loads(resp.body or b"{}")
-        except ValueError:
-            data = {}
-        if resp.code != 200:
-            err = data.get("error") if isinstance(data, dict) else None
-            err = err if isinstance(err, dict) else {}
-            raise HandoffError(
-                f"Central: {err.get('message') or f'answered {resp.code}'}",
-                err.get("hint", ""),
-                status=409 if resp.code >= 500 or resp.code == 599 else resp.code,
-                code=err.get("code", "central_error"),
-            )
-        return data
+        return await ask_central(self.agent, method, path, body)
+
+
+def target_of(agent) -> Callable[[], tuple[str, str]]:
+    """What gives central's (url, token) now; a 409 when this agent has no central."""
+    central = agent.destinations.get("central")
+    target = central.target if central is not None else (lambda: ("", ""))
+    if not target()[0]:
+        raise Conflict(
+            "Deployments and monitoring live at central, and this agent hands models to "
+            "no running central.",
+            "Start central (`jupyter handoff serve --role central`), or set "
+            "c.CentralDestination.url.",
+            code="central_down",
+        )
+    return target
+
+
+async def ask_central(agent, method: str, path: str, body: dict | None = None) -> dict:
+    """Central's JSON answer to ``path``, asked with this agent's central token; its errors
+    keep their code, message and hint (a 5xx becomes a 409 that says so). The relaying
+    handlers and the local agent's own reads of central (the watches' retrain requests)."""
+    url, token = target_of(agent)()
+    try:
+        resp = await httpclient.AsyncHTTPClient().fetch(
+            url + path,
+            method=method,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+            body=None if body is None else json.dumps(body),
+            request_timeout=60,
+            raise_error=False,
+        )
+    except OSError as e:
+        raise Conflict(
+            f"Central is not answering ({type(e).__name__}).", code="central_down"
+        ) from None
+    try:
+        data = json.loads(resp.body or b"{}")
+    except ValueError:
+        data = {}
+    if resp.code != 200:
+        err = data.get("error") if isinstance(data, dict) else None
+        err = err if isinstance(err, dict) else {}
+        raise HandoffError(
+            f"Central: {err.get('message') or f'answered {resp.code}'}",
+            err.get("hint", ""),
+            status=409 if resp.code >= 500 or resp.code == 599 else resp.code,
+            code=err.get("code", "central_error"),
+        )
+    return data

@@ -77,6 +77,13 @@ def m012_check_provisional(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE versions ADD COLUMN provisional TEXT"))
 
 
+def m013_watch_overdue(conn: Connection) -> None:
+    """A watched source's expected period between updates (``--overdue 26h``). A home that
+    ran m011 just now already has it: m011 creates the table as ``tables`` declares it."""
+    if "overdue" not in {c["name"] for c in inspect(conn).get_columns("data_sources")}:
+        conn.execute(text("ALTER TABLE data_sources ADD COLUMN overdue FLOAT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -85,6 +92,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m010_monitor", m010_monitor),
     ("m011_sources", m011_sources),
     ("m012_check_provisional", m012_check_provisional),
+    ("m013_watch_overdue", m013_watch_overdue),
 ]
 
 

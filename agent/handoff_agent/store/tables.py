@@ -352,6 +352,7 @@ data_sources = Table(
     Column("query", Text),  # sql: the query (or table) watched
     Column("secret", Text),
     Column("every", Float),  # seconds between fingerprints
+    Column("overdue", Float),  # seconds without new data before overdue (NULL: twice every)
     Column("on", Text),  # JSON list of the change kinds that trigger
     Column("actions", Text),  # JSON list: alert, revalidate, retrain, pause_canary, rollback_canary
     Column("run", Text),  # the registered retraining notebook (absolute path), or NULL

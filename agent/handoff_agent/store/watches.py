@@ -16,7 +16,19 @@ N = t.source_snapshots.c
 T = t.triggers.c
 V = t.versions.c
 
-PUBLIC = (S.id, S.model, S.kind, S.source, S.query, S.every, S.on, S.actions, S.run, S.params)
+PUBLIC = (
+    S.id,
+    S.model,
+    S.kind,
+    S.source,
+    S.query,
+    S.every,
+    S.overdue,
+    S.on,
+    S.actions,
+    S.run,
+    S.params,
+)
 
 
 def _source(row) -> dict:
@@ -36,6 +48,7 @@ class WatchStore(StoreBase):
             "query": spec.get("query"),
             "secret": spec.get("secret"),
             "every": float(spec["every"]),
+            "overdue": spec.get("overdue"),
             "on": json.dumps(spec["on"]),
             "actions": json.dumps(spec["actions"]),
             "run": spec.get("run"),
@@ -148,6 +161,8 @@ class WatchStore(StoreBase):
     def trigger_add(
         self, source_id: int, snapshot_id: int, change: str, action: str, state: str, detail
     ) -> int:
+        """A trigger's row and its audit row (naming the model and the source), in one
+        transaction."""
         with self._tx() as c:
             tid = c.execute(
                 t.triggers.insert().values(
@@ -160,11 +175,19 @@ class WatchStore(StoreBase):
                     time=now(),
                 )
             ).inserted_primary_key[0]
+            watched = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
             self.audit_append(
                 "watch",
                 f"trigger.{action}",
                 f"source:{source_id}",
-                {"trigger": tid, "snapshot": snapshot_id, "change": change, "state": state},
+                {
+                    "trigger": tid,
+                    "model": watched.model if watched else None,
+                    "source": watched.source if watched else None,
+                    "snapshot": snapshot_id,
+                    "change": change,
+                    "state": state,
+                },
             )
             return tid
 

@@ -23,6 +23,12 @@ def max_psi(reference: dict, current: dict) -> float | None:
     return max(scores) if scores else None
 
 
+def overdue_after(every: float, overdue: float | None = None) -> float:
+    """Seconds without new data before a source is overdue: the watch's ``overdue`` period
+    (``--overdue 26h``), else twice its fingerprint period ``every``."""
+    return float(overdue) if overdue else 2 * float(every)
+
+
 def classify(
     prev: dict | None,
     cur: dict,
@@ -30,10 +36,11 @@ def classify(
     every: float,
     threshold: float = PSI_THRESHOLD,
     now: float | None = None,
+    overdue: float | None = None,
 ) -> tuple[str, float | None]:
     """``(change, psi)``. Schema first (nothing else compares across schemas), then a shift
-    against the reference, then appended or modified; the same content long past its period
-    (twice ``every`` since the data last changed) is overdue."""
+    against the reference, then appended or modified; the same content with no update for
+    longer than ``overdue_after(every, overdue)`` is overdue."""
     psi = max_psi(reference_stats, cur["stats"]) if reference_stats else None
     if prev is None:
         return "first", psi
@@ -42,7 +49,7 @@ def classify(
     if cur["fingerprint"] == prev["fingerprint"]:
         changed = cur.get("mtime") or _data_time(cur) or None
         now = time.time() if now is None else now
-        if changed is not None and every > 0 and now - changed > 2 * every:
+        if changed is not None and every > 0 and now - changed > overdue_after(every, overdue):
             return "overdue", psi
         return "unchanged", psi
     if psi is not None and psi > threshold:

@@ -22,11 +22,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
 from ..store.engine import redact
-from ..vocabulary import NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
+from ..vocabulary import MONITOR_ALERT, NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
 from . import classify as cls
 from . import fingerprint as fpm
 from . import secrets
@@ -39,28 +39,38 @@ REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
 
-def parse_every(text) -> float:
-    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds."""
+def parse_every(text, flag: str = "--every") -> float:
+    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``flag`` names it in errors)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
         m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(text))
         if not m:
             raise BadRequest(
-                f"--every {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
+                f"{flag} {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
             )
         seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
     if not math.isfinite(seconds) or seconds > MAX_EVERY:
-        raise BadRequest(f"--every {text!r} is too long.", hint="At most 365d, e.g. --every 1d")
+        raise BadRequest(f"{flag} {text!r} is too long.", hint=f"At most 365d, e.g. {flag} 1d")
     if seconds < MIN_EVERY:
-        raise BadRequest(f"--every must be at least {MIN_EVERY:.0f} s.", hint="e.g. --every 1h")
+        raise BadRequest(f"{flag} must be at least {MIN_EVERY:.0f} s.", hint=f"e.g. {flag} 1h")
     return seconds
 
 
 class WatchService:
-    def __init__(self, registry, blobs, pools, events, home: Path, role: str, deployments=None):
+    def __init__(
+        self, registry, blobs, pools, events, home: Path, role: str, deployments=None, notify=None
+    ):
         self.registry, self.blobs, self.pools, self.events = registry, blobs, pools, events
         self.home, self.role, self.deployments = Path(home), role, deployments
+        # async (kind, event): one signed delivery to the webhook destinations (the agent's
+        # notify_destinations, shared with the monitor's alerts and the guardrails), or None
+        self.notify = notify
+        # async (model) -> central's firing alerts of the model (a local agent's view of
+        # central's monitor), asked every ``retrain_poll`` seconds; None: never asked
+        self.central_alerts = None
+        self.retrain_poll = 60.0
+        self._next_poll = 0.0
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
         self._task: asyncio.Task | None = None
@@ -86,6 +96,9 @@ class WatchService:
             ):
                 raise BadRequest(f"{key} must be a list of words.", hint=_FIELDS_HINT)
         every = parse_every(body.get("every", "1h"))
+        # the expected period between updates; none: cls.overdue_after's default
+        overdue = body.get("overdue")
+        overdue = None if overdue is None else parse_every(overdue, "--overdue")
         on = body.get("on") or ["change"]
         bad = [o for o in on if o not in WATCH_ON]
         if bad:
@@ -132,6 +145,7 @@ class WatchService:
         spec = {
             "model": model,
             "every": every,
+            "overdue": overdue,
             "on": list(on),
             "actions": list(actions),
             "run": run,
@@ -212,6 +226,9 @@ class WatchService:
         while True:
             try:
                 await self.tick()
+                if self.central_alerts is not None and time.time() >= self._next_poll:
+                    self._next_poll = time.time() + self.retrain_poll
+                    await self.requested_retrains()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -270,7 +287,9 @@ class WatchService:
             )
             return {"source": row["source"], "error": str(e)}
         prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
-        change, psi = cls.classify(prev_full, fp, ref["stats"] if ref else None, row["every"])
+        change, psi = cls.classify(
+            prev_full, fp, ref["stats"] if ref else None, row["every"], overdue=row.get("overdue")
+        )
         detail = {
             "files": fp.get("files"),
             "row_hashes": fp.get("row_hashes"),
@@ -291,7 +310,9 @@ class WatchService:
             "triggers": [],
         }
         covered = {c for word in row["on"] for c in WATCH_ON[word]}
-        if change in covered:
+        # an overdue source alerts once, not at every check, until its data changes
+        again = change == "overdue" and (prev or {}).get("change") == "overdue"
+        if change in covered and not again:
             summary["triggers"] = await self.act(row, snap, change, psi)
         self.events.publish(
             "watch.snapshot", **{k: v for k, v in summary.items() if k != "triggers"}
@@ -302,7 +323,15 @@ class WatchService:
 
     async def act(self, row: dict, snap: dict, change: str, psi) -> list[dict]:
         out = []
-        base = {"model": row["model"], "source": row["source"], "change": change, "psi": psi}
+        base = {
+            "model": row["model"],
+            "source": row["source"],
+            "source_id": row["id"],
+            "snapshot": snap["id"],
+            "fingerprint": snap["fingerprint"],
+            "change": change,
+            "psi": psi,
+        }
         for action in row["actions"]:
             if action == "retrain" and change in NO_RETRAIN_ON:
                 tid = await self._trigger(
@@ -317,13 +346,11 @@ class WatchService:
                 continue
             if action == "alert":
                 tid = await self._trigger(row, snap, change, action, "done", base)
-                self.events.publish("watch.alert", trigger=tid, **base)
+                await self._announce("watch.alert", {"trigger": tid, **base})
                 out.append({"trigger": tid, "action": action, "state": "done"})
             elif action == "retrain":
                 tid = await self._trigger(row, snap, change, action, "running", {})
-                task = asyncio.ensure_future(self.retrain(tid, row, snap, change))
-                self.retrains.add(task)
-                task.add_done_callback(self.retrains.discard)
+                self._start_retrain(tid, row, snap, change)
                 out.append({"trigger": tid, "action": action, "state": "running"})
             elif action in ("pause_canary", "rollback_canary"):
                 out.append(await self._canary(row, snap, change, action))
@@ -347,11 +374,67 @@ class WatchService:
         except (NotFound, Conflict) as e:
             state, detail = "skipped", {"why": e.message}
         tid = await self._trigger(row, snap, change, action, state, detail)
-        self.events.publish(f"watch.{action}", model=model, trigger=tid, state=state, **detail)
+        event = {"model": model, "source": row["source"], "change": change, "state": state}
+        await self._announce(f"watch.{action}", {"trigger": tid, **event, **detail})
         return {"trigger": tid, "action": action, "state": state, **detail}
 
-    async def retrain(self, tid: int, row: dict, snap: dict, change: str) -> None:
-        """The notebook in its own process (nbclient and a kernel); the agent waits."""
+    async def _announce(self, kind: str, event: dict) -> None:
+        """A trigger that reached people: an SSE event and a delivery to the webhook
+        destinations (its audit row was written with the trigger's row)."""
+        self.events.publish(kind, **event)
+        if self.notify is not None:
+            await self.notify(kind, event)
+
+    def _start_retrain(self, tid: int, row: dict, snap: dict, change: str, extra=None) -> None:
+        task = asyncio.ensure_future(self.retrain(tid, row, snap, change, extra))
+        self.retrains.add(task)
+        task.add_done_callback(self.retrains.discard)
+
+    # -- retrains central's monitor asks for ---------------------------------------------
+
+    async def requested_retrains(self) -> list[dict]:
+        """Central's firing alerts whose ``[monitor.actions]`` action is ``retrain`` (audit
+        ``monitor.retrain_requested``) run the model's registered retraining notebook here,
+        once per alert, like a changed source does: through the model's first watch with a
+        notebook and the retrain action. Central down: asked again at the next poll."""
+        out = []
+        chosen: dict[str, dict] = {}
+        for row in await self.pools.read(self.registry.watches):
+            if row.get("run") and "retrain" in row["actions"]:
+                chosen.setdefault(row["model"], row)
+        for model, row in chosen.items():
+            try:
+                alerts = await self.central_alerts(model)
+            except HandoffError as e:
+                log.info("no retrain requests for %s from central: %s", model, e.message)
+                continue
+            wanted = [a for a in alerts if a.get("action") == "retrain"]
+            if not wanted:
+                continue
+            done = {
+                (t.get("detail") or {}).get("alert")
+                for t in await self.pools.read(self.registry.triggers_of, row["id"])
+                if t["change"] == MONITOR_ALERT
+            }
+            for alert in wanted:
+                if alert["id"] not in done:
+                    out.append(await self.retrain_for_alert(row, alert))
+        return out
+
+    async def retrain_for_alert(self, row: dict, alert: dict) -> dict:
+        snap = await self.pools.read(self.registry.snapshot_last, row["id"])
+        if snap is None:  # the source never fingerprinted: no data to name as the cause
+            return {"action": "retrain", "state": "skipped", "alert": alert["id"]}
+        asked = {"alert": alert["id"], "kind": alert.get("kind"), "window": alert.get("window")}
+        tid = await self._trigger(row, snap, MONITOR_ALERT, "retrain", "running", asked)
+        self._start_retrain(tid, row, snap, MONITOR_ALERT, asked)
+        return {"trigger": tid, "action": "retrain", "state": "running", **asked}
+
+    async def retrain(
+        self, tid: int, row: dict, snap: dict, change: str, extra: dict | None = None
+    ) -> None:
+        """The notebook in its own process (nbclient and a kernel); the agent waits.
+        ``extra``: what else caused it (central's alert), kept in the cause and the result."""
         cause = {
             "trigger": tid,
             "source": row["source"],
@@ -359,6 +442,7 @@ class WatchService:
             "fingerprint": snap["fingerprint"],
             "snapshot": snap["id"],
             "change": change,
+            **(extra or {}),
         }
         params = {
             **row["params"],
@@ -398,7 +482,7 @@ class WatchService:
             raise
         pushed = await self.pools.read(self.triggered_versions, tid)
         state = "done" if result.get("ok") else "failed"
-        detail = {**result, "versions": pushed, "notebook": row["run"]}
+        detail = {**(extra or {}), **result, "versions": pushed, "notebook": row["run"]}
         await self.pools.call(self.registry.trigger_done, tid, state, detail)
         self.events.publish(
             "watch.retrain",

@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Integer, List, Unicode
 from handoff_agent.vocabulary import DEPLOYED_STAGES
 
 from ..client import START_HINT
+from ..monitor_view import alert_badge, open_alerts
 from ..refs import trust_wait
 from .style import (
     FINAL,
@@ -62,6 +63,7 @@ class PushWidget(w.VBox):
     done = Bool(False, help="True once the verdict and the report are in")
     handoff = Unicode("", help="where the version went: each destination's state, the stage")
     serving = Unicode("", help="where the model serves, once the version is deployed at central")
+    alerts = List(help="the model's firing monitor alerts at central (the header's badge)")
 
     def __init__(self, version, client=None, follow: bool = True, **kwargs):
         from ..client import connect
@@ -110,6 +112,7 @@ class PushWidget(w.VBox):
         )
         self.add_class("handoff-push")
         self.apply_state(version._data)
+        self.read_alerts()
         if follow and not self.done:
             self.follow()
 
@@ -156,6 +159,14 @@ class PushWidget(w.VBox):
         text = "; ".join(x for x in (f"this version: {here}" if here else "", line) if x)
         if text != self.serving:
             self.serving = text
+            self.render()
+
+    def read_alerts(self) -> None:
+        """The model's firing alerts: read when the widget is built and when the version's
+        stage changes, never polled."""
+        alerts = open_alerts(self.model_name, self._client)
+        if alerts != self.alerts:
+            self.alerts = alerts
             self.render()
 
     def apply_event(self, kind: str, data: dict) -> bool:
@@ -207,6 +218,7 @@ class PushWidget(w.VBox):
             self.refresh()  # results, durations and reports as committed
         elif kind == "stage":
             self.read_serving()
+            self.read_alerts()
         return self.done
 
     def _handoff_text(self) -> str:
@@ -307,6 +319,7 @@ class PushWidget(w.VBox):
             final = sum(1 for c in self.checks.values() if c.get("status") in FINAL)
             self.header.value = (
                 f"<b>{e(self.model_name)}</b> version <b>{self.number}</b> {self._badge()}"
+                + (f" {alert_badge(self.model_name, self.alerts)}" if self.alerts else "")
             )
             self.progress.max = max(total, 1)
             self.progress.value = final if total else (1 if self.done else 0)
@@ -393,5 +406,7 @@ class PushWidget(w.VBox):
     def __repr__(self) -> str:
         return (
             f"PushWidget({self.model_name!r}, {self.number}, status={self.status!r}, "
-            f"checks={len(self.checks)})"
+            f"checks={len(self.checks)}"
+            + (f", alerts={len(self.alerts)}" if self.alerts else "")
+            + ")"
         )

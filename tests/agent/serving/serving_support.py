@@ -44,8 +44,9 @@ max_psi = 1000
 """
 
 
-def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY):
-    """(local, central) on loopback, central with ``policy_text``."""
+def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY, local_args=()):
+    """(local, central) on loopback, central with ``policy_text``; ``serving_args`` go to
+    central, ``local_args`` to the local agent."""
     policy = tmp / "policy.toml"
     policy.write_text(policy_text)
     central = RunningAgent(
@@ -76,6 +77,7 @@ def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY):
             "--CentralDestination.status_interval=0.2",
             "--HandoffAgent.forward_backoff=0.1",
             "--HandoffAgent.forward_backoff_cap=0.5",
+            *local_args,
         ],
     )
     local.start()

@@ -1,0 +1,103 @@
+"""A monitor alert whose policy action is ``retrain`` (audit ``monitor.retrain_requested`` at
+central) runs the model's registered retraining notebook on the analyst's local agent, the
+way a changed source does: a real kernel through nbclient, once per alert, and the candidate
+it pushes names the alert in its ``triggered_by``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from support import push_model, wait_checked
+from watch_support import finished_retrain, frame, retrain_notebook, triggers, watch
+
+sys.path.insert(0, str(Path(__file__).parent / "serving"))
+from serving_support import POLICY, start_pair
+
+MONITOR = """
+[monitor]
+daily = true
+monthly = false
+rolling_minutes = 0
+min_samples = 50
+every_seconds = 86400
+
+[monitor.actions]
+drift = "retrain"
+"""
+
+
+def drift_alert(central, model, X, y, tmp: Path) -> dict:
+    """Central's monitor fires a drift alert on a drifted day imported as churn's log."""
+    rng = np.random.default_rng(1)
+    ref = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
+    ref.to_parquet(tmp / "ref.parquet")
+    out = central.cli("monitor", "import", "churn", str(tmp / "ref.parquet"), "--reference")
+    assert out.returncode == 0, out.stdout + out.stderr
+    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
+    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
+    drifted.assign(
+        time=day + np.sort(rng.uniform(0, 86400, 300)),
+        prediction=model.predict(drifted),
+        score=model.predict_proba(drifted)[:, 1],
+    ).to_parquet(tmp / "log.parquet")
+    out = central.cli("monitor", "import", "churn", str(tmp / "log.parquet"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
+    assert status == 200, body
+    [alert] = [a for a in body["alerts"] if a["kind"] == "drift"]
+    assert alert["action"] == "retrain" and alert["outcome"].startswith("retrain requested")
+    return alert
+
+
+def test_a_retrain_alert_runs_the_registered_notebook_once(tmp_path):
+    local, central = start_pair(
+        tmp_path, policy_text=POLICY + MONITOR, local_args=["--HandoffAgent.retrain_poll=0.5"]
+    )
+    try:
+        # Given churn:1 pushed from the notebook, and its data file watched with a
+        # retraining notebook (on schema changes only: the file itself will not change)
+        df = frame(400)
+        X, y = df[list("abcd")], df["y"]
+        model = LogisticRegression().fit(X, y)
+        push_model(local, model, "churn", X=X, y=y, reference=X)
+        wait_checked(local, "churn", 1)
+        data = tmp_path / "data" / "churn.parquet"
+        data.parent.mkdir()
+        df.to_parquet(data)
+        nb = retrain_notebook(tmp_path / "retrain.ipynb")
+        w = watch(local, model="churn", source=str(data), on=["schema"], run=str(nb))
+        assert w["actions"] == ["alert", "retrain"]
+
+        # When central's monitor fires a drift alert whose policy action is retrain
+        alert = drift_alert(central, model, X, y, tmp_path)
+        audit = central.sql("SELECT payload FROM audit WHERE action = 'monitor.retrain_requested'")
+        assert [json.loads(r["payload"])["alert"] for r in audit] == [alert["id"]]
+
+        # Then the local agent runs the registered notebook, and its candidate names the alert
+        run = finished_retrain(local, w["id"])
+        assert run["change"] == "monitor_alert" and run["state"] == "done", run["detail"]
+        assert run["detail"]["alert"] == alert["id"] and run["detail"]["kind"] == "drift"
+        assert run["detail"]["versions"] == [{"model": "churn", "number": 2}]
+        body = wait_checked(local, "churn", 2)
+        cause = body["manifest"]["provenance"]["triggered_by"]
+        assert (cause["trigger"], cause["alert"], cause["change"]) == (
+            run["id"],
+            alert["id"],
+            "monitor_alert",
+        )
+        assert cause["source"] == str(data) and body["message"] == "retrain: monitor_alert"
+        actions = [r["action"] for r in local.sql("SELECT action FROM audit")]
+        assert "trigger.retrain" in actions and "trigger.done" in actions
+
+        # and only once: later polls find the same firing alert already handled
+        time.sleep(2)  # four more polls at 0.5 s; not a timing assertion
+        assert [t["change"] for t in triggers(local, w["id"])] == ["monitor_alert"]
+    finally:
+        local.stop()
+        central.stop()

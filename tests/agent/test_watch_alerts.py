@@ -1,0 +1,178 @@
+"""A watched source's alert reaches people like a monitor alert: an SSE event, an audit row
+written with the trigger's row, and a signed delivery to the webhook destination (a real
+receiver). An overdue source alerts once, after the period ``overdue`` gives it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from support import until
+from watch_support import check, frame, triggers, watch
+
+from handoff_agent import signing
+
+SECRET = "watch-webhook-secret-5Tq9Hz2Lm7"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """The on-call webhook: each POST's headers and body, as received."""
+
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hooked(agent_factory):
+    """A local agent whose webhook destination is a real receiver."""
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/on-call"
+    agent = agent_factory(
+        "--forward-to",
+        "webhook",
+        "--HandoffAgent.checks=[]",
+        f"--WebhookDestination.url={url}",
+        f"--WebhookDestination.secret={SECRET}",
+        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+    )
+    yield agent
+    server.shutdown()
+
+
+def events_of(agent, model: str, want, timeout: float = 30) -> list[dict]:
+    """The agent's SSE events for ``model`` from the start of its history (Last-Event-ID 0),
+    read until ``want(events)`` holds."""
+    conn = http.client.HTTPConnection(agent.host, agent.port, timeout=timeout)
+    conn.request(
+        "GET",
+        f"/api/v1/events?model={model}",
+        headers={"Authorization": f"token {agent.token}", "Last-Event-ID": "0"},
+    )
+    resp, found = conn.getresponse(), []
+    try:
+        while not want(found):
+            line = resp.fp.readline()
+            if not line:
+                break
+            if line.startswith(b"data: "):
+                found.append(json.loads(line[6:]))
+    finally:
+        conn.close()
+    return found
+
+
+def watches(agent) -> list[dict]:
+    return agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
+
+
+def delivered(kind: str) -> list[tuple[dict, dict]]:
+    return [(h, json.loads(b)) for h, b in Receiver.received if json.loads(b)["type"] == kind]
+
+
+def test_a_changed_source_alert_goes_out_as_event_audit_row_and_webhook(hooked, tmp_path):
+    agent = hooked
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), on=["change"])
+    assert w["actions"] == ["alert"] and w["last"]["change"] == "first"
+    # When rows are appended to the watched file
+    frame(150).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "appended", out
+    [alert] = out["triggers"]
+    assert alert["action"] == "alert" and alert["state"] == "done"
+
+    # Then the webhook destination gets one signed delivery naming the model and the change
+    until(lambda: delivered("watch.alert"), 30, "the watch alert's webhook delivery")
+    [(headers, body)] = delivered("watch.alert")
+    raw = next(b for h, b in Receiver.received if h is headers)
+    assert headers["X-Handoff-Signature"] == signing.sign(
+        SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
+    )
+    assert (body["model"], body["source"], body["change"]) == ("churn", str(data), "appended")
+    assert body["trigger"] == alert["trigger"] and body["fingerprint"] == out["fingerprint"]
+    assert body["source_id"] == w["id"] and body["snapshot"] == out["snapshot"]
+
+    # and an SSE event with the same fields
+    seen = events_of(agent, "churn", lambda ev: any(e["type"] == "watch.alert" for e in ev))
+    event = next(e for e in seen if e["type"] == "watch.alert")
+    assert {k: event[k] for k in ("trigger", "change", "source", "fingerprint")} == {
+        k: body[k] for k in ("trigger", "change", "source", "fingerprint")
+    }
+
+    # and an audit row naming the model, the source and the trigger, in an intact chain
+    rows = agent.sql("SELECT subject, payload FROM audit WHERE action = 'trigger.alert'")
+    assert [r["subject"] for r in rows] == [f"source:{w['id']}"]
+    payload = json.loads(rows[0]["payload"])
+    assert (payload["model"], payload["source"], payload["trigger"]) == (
+        "churn",
+        str(data),
+        alert["trigger"],
+    )
+    assert payload["change"] == "appended" and payload["state"] == "done"
+    assert agent.cli("audit", "verify").returncode == 0
+
+    # An unchanged source sends nothing more
+    assert check(agent, w["id"])["change"] == "unchanged"
+    assert len(delivered("watch.alert")) == 1
+    assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]
+
+
+def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
+    agent = hooked
+    data = tmp_path / "daily.csv"
+    frame(50).to_csv(data, index=False)
+    day_old = time.time() - 30 * 3600  # last written 30 hours ago
+    os.utime(data, (day_old, day_old))
+    # A source expected daily with slack: --overdue 26h; another one with --overdue 2d,
+    late = watch(agent, model="churn", source=str(data), on=["overdue"], overdue="26h")
+    assert late["overdue"] == 26 * 3600
+    # the other from the command line
+    lenient_args = ("--on", "overdue", "--overdue", "2d")
+    other = str(tmp_path / "d*.csv")
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "watch", "churn", "--source", other, *lenient_args],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"churn <- {other} every 3600s overdue after 172800s on overdue" in out.stdout
+    [lenient] = [w for w in watches(agent) if w["source"] == other]
+    # The first fingerprint is the baseline; the next one finds the file 30 h old
+    out = check(agent, late["id"])
+    assert out["change"] == "overdue" and [t["action"] for t in out["triggers"]] == ["alert"]
+    assert check(agent, lenient["id"])["change"] == "unchanged"
+    until(lambda: delivered("watch.alert"), 30, "the overdue alert's webhook delivery")
+    [(_, body)] = delivered("watch.alert")
+    assert body["change"] == "overdue" and body["source"] == str(data)
+    # Still overdue at the next check: recorded, not alerted again
+    again = check(agent, late["id"])
+    assert again["change"] == "overdue" and again["triggers"] == []
+    assert [t["action"] for t in triggers(agent, late["id"])] == ["alert"]
+    # Written again (not a change this watch is on), then late again: a new alert
+    frame(60).to_csv(data, index=False)
+    assert check(agent, late["id"])["triggers"] == []
+    os.utime(data, (day_old, day_old))
+    assert [t["action"] for t in check(agent, late["id"])["triggers"]] == ["alert"]
+    until(lambda: len(delivered("watch.alert")) == 2, 30, "the second overdue alert")
