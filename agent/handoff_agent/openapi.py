@@ -99,7 +99,9 @@ PATHS: dict[str, dict[str, dict]] = {
         ),
         "post": _op(
             "Push a bundle (a tar), streamed to disk and hashed; or, from a kernel on this "
-            "machine, {spool: entry} naming a bundle it wrote into the agent's spool.",
+            "machine, {spool: entry} naming a bundle it wrote into the agent's spool. With "
+            "X-Handoff-Digest and 'Expect: 100-continue', a version of this model already "
+            "holding those bytes is the answer (200) before any body is sent.",
             ok="201",
             params=[
                 NAME,

@@ -195,16 +195,36 @@ def _versions(loaded: tuple[str, ...]) -> tuple:
 
 
 def git_identity(notebook: str | None) -> dict | None:
-    """The commit of the repository holding the notebook (or the working dir), if any."""
-    import subprocess
+    """The commit of the repository holding the notebook (or the working dir), if any.
+
+    ``git rev-parse`` runs once per state of the repository's HEAD: a subprocess costs tens
+    of milliseconds a push on a busy machine, and the answer only changes when HEAD or the
+    ref it names does (a commit, a checkout, a reset, packed refs)."""
     from pathlib import Path
 
     start = Path(notebook).resolve().parent if notebook else Path.cwd()
-    if not any((p / ".git").exists() for p in [start, *start.parents]):
+    dot = next((p / ".git" for p in [start, *start.parents] if (p / ".git").exists()), None)
+    if dot is None:
         return None
+    state = _head_state(dot)
+    if state is None:  # not readable as plain files: ask git every time
+        return _rev_parse(str(start))
+    found = _git_cached(str(start), state)
+    return dict(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _git_cached(start: str, state: tuple) -> tuple | None:
+    found = _rev_parse(start)
+    return tuple(found.items()) if found is not None else None
+
+
+def _rev_parse(start: str) -> dict | None:
+    import subprocess
+
     try:
         out = subprocess.run(
-            ["git", "-C", str(start), "rev-parse", "HEAD", "--show-toplevel"],
+            ["git", "-C", start, "rev-parse", "HEAD", "--show-toplevel"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -213,6 +233,40 @@ def git_identity(notebook: str | None) -> dict | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": out[0], "repo": out[1]} if len(out) == 2 else None
+
+
+def _head_state(dot) -> tuple | None:
+    """What HEAD resolves through: its text and the identity (inode, size, mtime) of each
+    file git reads to resolve it, in the worktree's git dir and the common one. Git replaces
+    these files by rename, so any change of commit changes this tuple."""
+    try:
+        gitdir = dot
+        if dot.is_file():  # a worktree or submodule: "gitdir: PATH"
+            text = dot.read_text().strip()
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = (dot.parent / text.removeprefix("gitdir:").strip()).resolve()
+        head = (gitdir / "HEAD").read_text().strip()
+        common = gitdir
+        with contextlib.suppress(FileNotFoundError):
+            common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+        files = [gitdir / "HEAD", common / "packed-refs"]
+        if head.startswith("ref:"):
+            ref = head.removeprefix("ref:").strip()
+            files += [gitdir / ref, common / ref]
+    except (OSError, ValueError):
+        return None
+    state: list = [str(gitdir), head]
+    for f in files:
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:
+            state.append(None)
+        except OSError:
+            return None
+        else:
+            state.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(state)
 
 
 def provenance(notebook: str | None, cell_source: str | None) -> dict:

@@ -7,6 +7,9 @@ import http.client
 import json
 import os
 import secrets
+import select
+import socket
+import time
 import urllib.parse
 
 from handoff_agent import runtime
@@ -16,6 +19,10 @@ from .errors import AgentError, AgentUnavailable
 
 SPOOL_TYPE = "application/vnd.handoff.spool+json"  # a body naming a bundle in the agent's spool
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
+CONTINUE_WAIT = 10.0  # seconds to wait for "100 Continue" before sending anyway
+HEALTHY_FOR = 30.0  # seconds a health check (or any answer) of a running agent is trusted
+
+_answered: dict[str, float] = {}  # agent url -> when it last answered this kernel
 
 
 class AgentClient:
@@ -51,14 +58,21 @@ class AgentClient:
     def _send(self, fn):
         conn = self._conn()
         try:
-            return fn(conn)
+            found = fn(conn)
+            _answered[self.url] = time.monotonic()
+            return found
+        except AgentError:
+            _answered[self.url] = time.monotonic()  # it answered, with an error
+            raise
         except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as e:
+            _answered.pop(self.url, None)
             raise AgentUnavailable(
                 f"The agent at {self.url} is not answering ({type(e).__name__}). "
                 "It may have stopped or been killed.",
                 START_HINT,
             ) from None
         except TimeoutError:
+            _answered.pop(self.url, None)
             raise AgentUnavailable(
                 f"The agent at {self.url} did not answer within {self.timeout:.0f} s.",
                 "Check `jupyter handoff status`; raise c.Handoff.timeout for very large models.",
@@ -88,57 +102,42 @@ class AgentClient:
 
         return self._send(go)
 
-    def existing(self, name: str, digest: str) -> dict | None:
-        """The version already holding these bytes, so a re-push sends nothing."""
-        try:
-            found = self.get(f"/api/v1/models/{name}/versions?digest=sha256:{digest}&limit=1")
-        except AgentError as e:
-            if e.status == 404:
-                return None
-            raise
-        return found["versions"][0] if found["versions"] else None
-
     def push(self, name: str, bundle) -> tuple[int, dict]:
-        if (v := self.existing(name, bundle.digest)) is not None:
-            return 200, {
-                "name": name,
-                "version": v["number"],
-                "digest": v["digest"],
-                "created": False,
-                "status": v["status"],
-            }
-
+        """Offer the bundle by its digest, then send it only if the agent asks for it: one
+        request, whose headers say ``Expect: 100-continue``. An agent already holding these
+        bytes answers with that version at once (a re-push writes and sends nothing);
+        otherwise it says continue, and the bundle goes into its spool or the body."""
         path = f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions"
-        entry = self._spool_write(bundle) if self.spool else None
-        if entry is not None:
-            try:
-                return self._send(lambda conn: self._spooled(conn, path, entry, bundle.digest))
-            finally:  # adopted (gone) or refused (removed) by the agent; never left behind
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.spool, entry))
+        if self.spool and (found := self._spool_push(path, bundle)) is not None:
+            return found
 
-        def go(conn):
-            conn.putrequest("POST", path)
-            headers = self._headers(
-                {
-                    "Content-Type": "application/x-tar",
-                    "Content-Length": str(bundle.size),
-                    "X-Handoff-Digest": f"sha256:{bundle.digest}",
-                }
-            )
-            for k, v in headers.items():
-                conn.putheader(k, v)
-            conn.endheaders()
+        def body(conn):
             for part in bundle.parts:
                 conn.send(part)
-            return self._answer(conn)
 
-        return self._send(go)
+        tar = ("application/x-tar", bundle.size)
+        return self._send(lambda conn: self._offer(conn, path, bundle.digest, *tar, body))
 
-    def _spool_write(self, bundle) -> str | None:
-        """Write the bundle into the agent's spool under a fresh random name; None (so it
-        goes over HTTP) when the spool cannot be written here: another machine's agent,
-        another filesystem view, no permission."""
+    def _offer(self, conn, path: str, digest: str, ctype: str, length: int, send_body):
+        conn.putrequest("POST", path)
+        headers = {
+            "Content-Type": ctype,
+            "Content-Length": str(length),
+            "X-Handoff-Digest": f"sha256:{digest}",
+            "Expect": "100-continue",
+        }
+        for k, v in self._headers(headers).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        if _go_ahead(conn, min(self.timeout, CONTINUE_WAIT)):
+            send_body(conn)
+        return self._answer(conn)
+
+    def _spool_push(self, path: str, bundle) -> tuple[int, dict] | None:
+        """The bundle through the agent's spool; None (so it goes over HTTP) when the spool
+        cannot be written here: another machine's agent, another filesystem view, no
+        permission, a full disk. The entry is made empty before the request and filled only
+        when the agent says continue."""
         entry = f"{secrets.token_hex(16)}.bundle"
         target = os.path.join(self.spool, entry)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -146,25 +145,61 @@ class AgentClient:
             fd = os.open(target, flags, 0o600)
         except OSError:
             return None
+        body = json.dumps({"spool": entry}).encode()
+        fds = [fd]
+
+        def fill(conn):
+            try:
+                for part in bundle.parts:
+                    view = memoryview(part)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            except OSError:
+                raise _SpoolUnwritable from None
+            os.close(fds.pop())  # the agent fsyncs it before it answers
+            conn.send(body)
+
         try:
-            for part in bundle.parts:
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view) :]
-        except OSError:
-            os.close(fd)
+            return self._send(
+                lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), fill)
+            )
+        except _SpoolUnwritable:
+            return None
+        finally:  # adopted (gone), refused (removed) or not needed; never left behind
+            for left in fds:
+                os.close(left)
             with contextlib.suppress(OSError):
                 os.unlink(target)
-            return None
-        os.close(fd)  # the agent fsyncs it before it answers
-        return entry
 
-    def _spooled(self, conn, path: str, entry: str, digest: str):
-        headers = self._headers(
-            {"Content-Type": SPOOL_TYPE, "X-Handoff-Digest": f"sha256:{digest}"}
-        )
-        conn.request("POST", path, body=json.dumps({"spool": entry}).encode(), headers=headers)
-        return self._answer(conn)
+
+class _SpoolUnwritable(Exception):
+    """Writing into the agent's spool failed midway: the push goes over HTTP instead."""
+
+
+def _go_ahead(conn: http.client.HTTPConnection, wait: float) -> bool:
+    """After headers sent with ``Expect: 100-continue``: True when the agent says continue
+    (its interim answer is read off the socket here) or says nothing within ``wait`` seconds
+    (then the body goes anyway, as RFC 9110 asks); False when its final answer came first,
+    left on the socket for ``getresponse()``."""
+    sock = conn.sock
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return True
+        head = sock.recv(12, socket.MSG_PEEK)
+        if len(head) == 12 or not head:
+            break
+        time.sleep(0.001)  # part of a status line: the rest is on its way
+    if head[:5] != b"HTTP/" or head[9:12] != b"100":
+        return False
+    seen = b""
+    while not seen.endswith(b"\r\n\r\n"):  # the interim answer: a status line, no headers
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionResetError
+        seen += byte
+    return True
 
 
 def connect(start: bool | None = None, announce=print) -> AgentClient:
@@ -172,8 +207,8 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
     cfg = settings()
     if cfg.agent_url:
         return AgentClient(cfg.agent_url, cfg.token, cfg.timeout)
-    info = runtime.read()
-    if info and runtime.healthy(info["url"]):
+    info = runtime.read()  # None once the agent's process is gone
+    if info and _healthy(info["url"]):
         spool = info.get("spool") if cfg.spool else None
         return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout, spool)
     if not (cfg.auto_start if start is None else start):
@@ -189,3 +224,17 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
         "the kernel stops; `jupyter handoff stop` stops it."
     )
     return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout)
+
+
+def _healthy(url: str) -> bool:
+    """A health check, skipped while the agent at ``url`` answered this kernel in the last
+    ``HEALTHY_FOR`` seconds: each check is a connection and a request on every push, tens of
+    milliseconds on a busy machine. A refused or timed-out request forgets the answer."""
+    url = url.rstrip("/")
+    if time.monotonic() - _answered.get(url, -HEALTHY_FOR) < HEALTHY_FOR:
+        return True
+    if runtime.healthy(url):
+        _answered[url] = time.monotonic()
+        return True
+    _answered.pop(url, None)
+    return False

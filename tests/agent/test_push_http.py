@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 
 import pytest
 from agent_support import NO_CHECKS, assert_error, wait_until
@@ -47,6 +49,50 @@ def test_same_bytes_again_is_200_same_version(shared_agent):
     assert b2["created"] is False
     _, listing = shared_agent.request("GET", "/api/v1/models/again/versions")
     assert [v["number"] for v in listing["versions"]] == [1]
+
+
+def offer(agent, name: str, data: bytes):
+    """Headers only, as the kernel's client sends them first: the digest and
+    ``Expect: 100-continue``. Returns the agent's first answer and the open connection."""
+    conn = http.client.HTTPConnection(agent.host, agent.port, timeout=30)
+    conn.putrequest("POST", f"/api/v1/models/{name}/versions")
+    headers = {
+        "Authorization": f"token {agent.token}",
+        "Content-Type": "application/x-tar",
+        "Content-Length": str(len(data)),
+        "X-Handoff-Digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
+        "Expect": "100-continue",
+    }
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    return conn.sock.recv(4096), conn
+
+
+def test_offering_bytes_a_version_holds_is_answered_before_the_body(shared_agent):
+    # Given a version pushed once
+    s1, b1, data = push(shared_agent, "offered", b"offered model")
+    # When a client offers the same bytes by their digest, sending no body
+    first, conn = offer(shared_agent, "offered", data)
+    conn.close()
+    # Then the agent answers at once with that version, as a push of the same bytes again
+    head, _, raw = first.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), first
+    body = json.loads(raw)
+    assert (s1, body["version"], body["created"]) == (201, b1["version"], False)
+    assert body["digest"] == b1["digest"] and body["status"] == b1["status"]
+
+
+def test_offering_new_bytes_gets_continue_then_the_push(shared_agent):
+    data = bundle_bytes("offered-new", model=b"a new model")
+    first, conn = offer(shared_agent, "offered-new", data)
+    assert first == b"HTTP/1.1 100 (Continue)\r\n\r\n"
+    conn.send(data)
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 201 and body["version"] == 1, body
+    assert body["digest"] == hashlib.sha256(data).hexdigest()
 
 
 def test_push_without_digest_header_works(shared_agent):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -145,3 +147,56 @@ def test_text_x_needs_text_reference():
 
     with pytest.raises(HandoffUsageError, match="X is text but the reference data is not"):
         prepare(["a b", "c"], None, None, pd.DataFrame({"a": [1], "b": [2]}), 100, 100)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_identity_follows_commits_and_checkouts(tmp_path):
+    # Given a notebook in a git repository (asked once per state of HEAD, then remembered)
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b.c", "-c", "user.name=A"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    notebook = str(repo / "nb.ipynb")
+
+    def head() -> str:
+        return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+
+    first = bw.git_identity(notebook)
+    assert first == {"commit": head().strip(), "repo": str(repo.resolve())}
+    assert bw.git_identity(notebook) == first
+    # When a commit, a new branch, a detached checkout and packed refs move HEAD
+    steps = [
+        ["commit", "-q", "--allow-empty", "-m", "two"],
+        ["checkout", "-q", "-b", "other"],
+        ["commit", "-q", "--allow-empty", "-m", "three"],
+        ["checkout", "-q", "--detach", "HEAD~2"],
+        ["checkout", "-q", "other"],
+        ["pack-refs", "--all"],
+        ["commit", "-q", "--allow-empty", "-m", "four"],
+    ]
+    for step in steps:
+        subprocess.run([*git, *step], check=True)
+        # Then each push names the commit git names
+        assert bw.git_identity(notebook)["commit"] == head().strip(), step
+    # And outside any repository there is none
+    assert bw.git_identity(str(tmp_path / "nb.ipynb")) is None
+
+
+def test_numeric_stats_are_describes_values():
+    # The fingerprint's statistics are what describe() gives, without its quantiles
+    frame = pd.DataFrame(
+        {
+            "f": [0.5, np.nan, 2.25, -1.0],
+            "i": [3, 1, 4, 1],
+            "n": pd.array([1, None, 3, None], dtype="Int64"),
+            "empty": [np.nan] * 4,
+            "b": [True, False, True, True],
+        }
+    )
+    stats = fingerprint(frame)["stats"]
+    for col in ("f", "i", "n", "empty"):
+        desc = frame[col].describe()
+        for k in ("mean", "std", "min", "max"):
+            want = None if pd.isna(desc[k]) else float(desc[k])
+            assert stats[col][k] == want, (col, k)
+    assert stats["b"] == {"nulls": 0, "mean": None, "std": None, "min": None, "max": None}

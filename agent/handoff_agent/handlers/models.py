@@ -152,6 +152,8 @@ class VersionsHandler(BaseHandler):
         name = self.path_kwargs["name"]
         declared = self.declared_length()
         self.expected = self.agent.ingest.parse_digest(self.request.headers.get("X-Handoff-Digest"))
+        if await self.answered_existing(name):
+            return
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype == SPOOL_TYPE:
             self.spooled, self.max_body, self._chunks = True, 4096, []
@@ -162,10 +164,39 @@ class VersionsHandler(BaseHandler):
         # Past the limit tornado drops the connection instead of buffering more.
         self.request.connection.set_max_body_size(self.agent.max_bundle_size + 1)
 
+    async def answered_existing(self, name: str) -> bool:
+        """A client that sends ``Expect: 100-continue`` with its digest waits for the go-ahead
+        before it sends (or spools) the bundle: when a version of ``name`` already holds those
+        bytes, it is the answer, and no byte of the bundle is sent. The same answer as a
+        push of the same bytes again; one request instead of a lookup and a push."""
+        if self.expected is None or self.request.headers.get("Expect", "").lower() != (
+            "100-continue"
+        ):
+            return False
+        validate_name(name)
+        try:
+            found = await self.agent.read(
+                self.agent.registry.list_versions, name, 1, None, self.expected
+            )
+        except NotFound:  # the model's first version
+            return False
+        if not found:
+            return False  # tornado sends "100 Continue" once prepare() returns
+        self.write_json(
+            {
+                "name": name,
+                "version": found[0]["number"],
+                "digest": found[0]["digest"],
+                "created": False,
+                "status": found[0]["status"],
+            }
+        )
+        return True
+
     def data_received(self, chunk: bytes) -> None:
         if self.spooled:
             super().data_received(chunk)
-        else:
+        elif self.upload is not None:  # None once answered_existing() has answered
             self.upload.write(chunk)
 
     def on_connection_close(self) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -135,6 +136,10 @@ class BlobWriter:
         (a stream validation). Refuses a file past ``limit`` bytes."""
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._sha, self.size = hashlib.sha256(), 0
+        # The disk writes the file back while it is read and hashed from the page cache:
+        # ``finish``'s fsync then has little left to do, instead of all of it after the hash.
+        self._flushing = threading.Thread(target=_quiet_fsync, args=(self._fd,), daemon=True)
+        self._flushing.start()
         while chunk := os.read(self._fd, CHUNK):
             self._sha.update(chunk)
             self.size += len(chunk)
@@ -161,6 +166,7 @@ class BlobWriter:
     def finish(self) -> str:
         """Flush to disk and stop writing; returns the digest."""
         if self._digest is None:
+            self._flushed()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -183,7 +189,14 @@ class BlobWriter:
             self.abort()
         return digest
 
+    def _flushed(self) -> None:
+        """Wait for the early write-back, so its fd is never closed under it."""
+        flushing, self._flushing = getattr(self, "_flushing", None), None
+        if flushing is not None:
+            flushing.join()
+
     def abort(self) -> None:
+        self._flushed()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -194,6 +207,11 @@ class BlobWriter:
 
     def __exit__(self, *exc) -> None:
         self.abort()
+
+
+def _quiet_fsync(fd: int) -> None:
+    with contextlib.suppress(OSError):  # finish() fsyncs again and raises what is wrong
+        os.fsync(fd)
 
 
 class VerifyingReader:
