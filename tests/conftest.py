@@ -8,6 +8,7 @@ notebook side's tests (``DEFAULTS_ONLY``) run on the defaults only.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
@@ -43,6 +44,22 @@ def postgres():
     pg = start_postgres()
     yield pg
     pg.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_browser_loop_outside_the_browser_tests(request):
+    """pytest-playwright's sync API keeps an asyncio loop marked running on the main thread for
+    the rest of the session, so a later test's ``asyncio.run`` on that worker would refuse.
+    Outside tests/browser the mark is lifted for the test and put back after."""
+    loop = asyncio.events._get_running_loop()
+    if loop is None or "/tests/browser/" in str(request.path):
+        yield
+        return
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 @pytest.fixture(autouse=True)

@@ -121,7 +121,7 @@ class RunningAgent:
         finally:
             engine.dispose()
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 90) -> None:
         self.runtime_file.unlink(missing_ok=True)
         self.log = open(self.home.parent / f"{self.home.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
