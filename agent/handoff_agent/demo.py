@@ -61,9 +61,10 @@ DEMO_DEPLOY = """
 canary_percent = 30
 min_requests = 30
 bake_seconds = 3
-# The demo's rollback is the error-rate guardrail's; a busy laptop's latency must not stop its
-# sound canary.
+# The demo's rollback is the error-rate guardrail's: a busy laptop's latency, or the score
+# shift of a retrained model seen on 200 requests, must not stop its sound canary.
 p99_slack_ms = 250
+max_psi = 1.0
 
 [deploy.loadtest]
 requests = 100
