@@ -10,46 +10,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from support import push_model, wait_checked
 from watch_support import finished_retrain, frame, retrain_notebook, triggers, watch
 
 sys.path.insert(0, str(Path(__file__).parent / "serving"))
-from serving_support import POLICY, start_pair
+from serving_support import MONITOR_DAILY, POLICY, run_on_a_drifted_day, start_pair
 
-MONITOR = """
-[monitor]
-daily = true
-monthly = false
-rolling_minutes = 0
-min_samples = 50
-every_seconds = 86400
-
+MONITOR = (
+    MONITOR_DAILY
+    + """
 [monitor.actions]
 drift = "retrain"
 """
+)
 
 
 def drift_alert(central, model, X, y, tmp: Path) -> dict:
     """Central's monitor fires a drift alert on a drifted day imported as churn's log."""
-    rng = np.random.default_rng(1)
-    ref = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
-    ref.to_parquet(tmp / "ref.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp / "ref.parquet"), "--reference")
-    assert out.returncode == 0, out.stdout + out.stderr
-    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
-    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
-    drifted.assign(
-        time=day + np.sort(rng.uniform(0, 86400, 300)),
-        prediction=model.predict(drifted),
-        score=model.predict_proba(drifted)[:, 1],
-    ).to_parquet(tmp / "log.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp / "log.parquet"))
-    assert out.returncode == 0, out.stdout + out.stderr
-    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
-    assert status == 200, body
+    body = run_on_a_drifted_day(central, model, X, y, tmp)
     [alert] = [a for a in body["alerts"] if a["kind"] == "drift"]
     assert alert["action"] == "retrain" and alert["outcome"].startswith("retrain requested")
     return alert

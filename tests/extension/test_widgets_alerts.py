@@ -19,21 +19,13 @@ from jupyter_handoff import api
 from jupyter_handoff.monitor_view import alert_line
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "agent" / "serving"))
-from serving_support import POLICY, start_pair
-
-MONITOR = """
-[monitor]
-daily = true
-monthly = false
-rolling_minutes = 0
-min_samples = 50
-every_seconds = 86400
-"""
+from serving_support import MONITOR_DAILY, POLICY, import_day, run_on_a_drifted_day, start_pair
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, backend):
-    local, central = start_pair(tmp_path_factory.mktemp("alerts"), policy_text=POLICY + MONITOR)
+    tmp = tmp_path_factory.mktemp("alerts")
+    local, central = start_pair(tmp, policy_text=POLICY + MONITOR_DAILY)
     yield local, central
     local.stop()
     central.stop()
@@ -41,22 +33,7 @@ def pair(tmp_path_factory, backend):
 
 def fire_drift(central, model, X, y, tmp: Path) -> list[dict]:
     """Central's monitor fires on a drifted day of churn's traffic, imported as its log."""
-    rng = np.random.default_rng(1)
-    ref = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
-    ref.to_parquet(tmp / "ref.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp / "ref.parquet"), "--reference")
-    assert out.returncode == 0, out.stdout + out.stderr
-    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
-    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
-    drifted.assign(
-        time=day + np.sort(rng.uniform(0, 86400, 300)),
-        prediction=model.predict(drifted),
-        score=model.predict_proba(drifted)[:, 1],
-    ).to_parquet(tmp / "log.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp / "log.parquet"))
-    assert out.returncode == 0, out.stdout + out.stderr
-    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
-    assert status == 200, body
+    body = run_on_a_drifted_day(central, model, X, y, tmp)
     firing = central.request("GET", "/api/v1/models/churn/alerts?state=firing")[1]["alerts"]
     assert "drift" in {a["kind"] for a in firing}, body
     return firing
@@ -100,13 +77,7 @@ def test_push_widget_and_history_show_the_firing_alerts(pair, settings, monkeypa
     # Once the alerts clear (the next day's window is back within bounds), the badge is gone
     calm_day = (time.time() // 86400) * 86400  # today, judged once it closes (simulated now)
     calm = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
-    calm.assign(
-        time=calm_day + np.sort(rng.uniform(0, 86400, 300)),
-        prediction=model.predict(calm),
-        score=model.predict_proba(calm)[:, 1],
-    ).to_parquet(tmp_path / "calm.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp_path / "calm.parquet"))
-    assert out.returncode == 0, out.stdout + out.stderr
+    import_day(central, model, calm, calm_day, tmp_path / "calm.parquet", rng)
     path = "/api/v1/models/churn/monitor/run"
     status, body = central.request("POST", path, {"now": calm_day + 86400 + 1})
     assert status == 200 and {a["state"] for a in body["alerts"]} == {"cleared"}, body

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -242,3 +243,47 @@ def status_json(central: RunningAgent) -> dict:
         timeout=60,
     )
     return json.loads(out.stdout)
+
+
+# Daily windows only, judged on 50 rows, so one imported day closes a window that can alert.
+MONITOR_DAILY = """
+[monitor]
+daily = true
+monthly = false
+rolling_minutes = 0
+min_samples = 50
+every_seconds = 86400
+"""
+
+
+def import_day(central: RunningAgent, model, frame, day: float, path: Path, rng) -> None:
+    """One day of ``frame``'s traffic (predictions and scores by ``model``) imported into
+    central's prediction log for churn, at times drawn by ``rng`` over the day from ``day``."""
+    import numpy as np
+
+    frame.assign(
+        time=day + np.sort(rng.uniform(0, 86400, len(frame))),
+        prediction=model.predict(frame),
+        score=model.predict_proba(frame)[:, 1],
+    ).to_parquet(path)
+    out = central.cli("monitor", "import", "churn", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def run_on_a_drifted_day(central: RunningAgent, model, X, y, tmp: Path) -> dict:
+    """Churn's reference (X with ``model``'s answers and y), then yesterday's traffic shifted
+    by 3 standard deviations, and central's monitor run: its answer."""
+    import numpy as np
+    import pandas as pd
+
+    ref = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
+    ref.to_parquet(tmp / "ref.parquet")
+    out = central.cli("monitor", "import", "churn", str(tmp / "ref.parquet"), "--reference")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rng = np.random.default_rng(1)
+    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
+    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
+    import_day(central, model, drifted, day, tmp / "log.parquet", rng)
+    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
+    assert status == 200, body
+    return body
