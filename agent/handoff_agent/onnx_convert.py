@@ -316,7 +316,7 @@ def read_meta(session) -> dict:
 
 def run_onnx(data: bytes, frame) -> tuple[object, object]:
     """(predictions, probabilities or None) of the ONNX bytes on a DataFrame, in one thread."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # the `serve` extra; without it validation serves skops
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1

@@ -10,6 +10,9 @@ the bundle and report as open files (verified by the agent's blob store), on std
 Idempotent per delivery id: the run is tagged with it, and so is the registered version (the
 tags are set when the version is created), so a retry finds the earlier attempt's run and
 version instead of registering a second one.
+
+mlflow comes from the ``mlflow`` extra and is imported only here, in this worker: no default
+path (push, checks, hand-off to central, serving) runs it.
 """
 
 from __future__ import annotations
