@@ -137,6 +137,8 @@ export class HandoffPanel extends Widget {
 
   render(): void {
     const node = this.node;
+    // Which agent the rows shown came from: a view opened from a row asks the same one.
+    node.dataset.source = this.model.source;
     node.replaceChildren();
     node.append(this.renderHeader());
     const mismatch = this.renderMismatch();

@@ -196,6 +196,7 @@ def test_an_analyst_sees_the_deployment_without_actions(ops_site, page):
     page.locator(PANEL_TAB).click()
     panel = page.locator(PANEL)
     panel.locator(".jp-Handoff-source").select_option("local")
+    expect(page.locator(f'{PANEL}[data-source="local"]')).to_be_visible(timeout=30_000)
     panel.locator('.jp-Handoff-model[data-model="churn"] .jp-Handoff-deploymentsOpen').click()
     view = page.locator('.jp-Handoff-deployments[data-model="churn"]')
     expect(view.locator(".jp-Handoff-traffic-production")).to_be_visible(timeout=30_000)

@@ -114,4 +114,5 @@ def test_a_drift_shift_shows_a_badge_and_the_crossed_threshold_in_the_monitor_vi
 
     # And from this machine, the local agent relays central's alerts: the same badge
     panel.locator(".jp-Handoff-source").select_option("local")
+    expect(page.locator(f'{PANEL}[data-source="local"]')).to_be_visible(timeout=30_000)
     expect(badge).to_have_attribute("data-alerts", str(churn["open_alerts"]), timeout=30_000)
