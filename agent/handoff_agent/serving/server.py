@@ -319,6 +319,13 @@ class ModelServer:
             self._in_background(old.close())
             return fresh.info.get("backend")
 
+    def adopt(self, model: str, number: int, backend: str | None) -> None:
+        """A replica validated a version on ``backend``: if this one serves it on another,
+        load it again here (``reload`` reads the recorded conversion)."""
+        pool = self.pools.get((model, number))
+        if backend and pool is not None and pool.info.get("backend") != backend:
+            self._in_background(self.reload(model, number))
+
     # -- requests -------------------------------------------------------------------------
 
     def endpoint(self, model: str) -> Endpoint:

@@ -316,6 +316,9 @@ class ValidationService:
                 e = await events.get()
                 if e.get("type") == "stage" and e.get("stage") == "validated":
                     return
+                if e.get("type") == "validation" and self.server is not None:
+                    # converted at another replica: serve it on the same backend here
+                    self.server.adopt(e.get("model"), e.get("version"), e.get("backend"))
 
         waits = [asyncio.ensure_future(validated()), asyncio.ensure_future(self._wake.wait())]
         try:
