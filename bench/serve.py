@@ -204,7 +204,7 @@ class HandoffDeployment:
     validated at central (``onnx``: ONNX conversion and load test on; else skops only) and
     signed off to production, as a team would."""
 
-    def __init__(self, tmp: Path, label: str, onnx: bool, workers: int):
+    def __init__(self, tmp: Path, label: str, onnx: bool, workers: int, extra=()):
         from central import Central
 
         self.label, self.onnx = label, onnx
@@ -224,6 +224,7 @@ class HandoffDeployment:
                 f"--Serving.workers={workers}",
                 "--Serving.poll_interval=0.2",
                 f"--Validation.enabled={onnx}",
+                *extra,
             ],
         )
         self.local = Agent(
