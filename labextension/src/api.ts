@@ -296,8 +296,10 @@ export const api = {
 };
 
 /**
- * Follows the agent's server-sent events through the proxy. fetch, not EventSource, so
- * Jupyter's auth header goes along. Reconnects with Last-Event-ID until stopped.
+ * Follows an agent's server-sent events through the proxy: its bus (`events`, the default)
+ * or another stream route (a model's `deployment/events`). fetch, not EventSource, so
+ * Jupyter's auth header goes along. Reconnects with Last-Event-ID until stopped, waiting
+ * longer after each failure; `onState(false)` says the stream is down until it is back.
  */
 export class EventStream {
   private controller: AbortController | null = null;
@@ -307,7 +309,8 @@ export class EventStream {
   constructor(
     private source: Source,
     private onEvent: (event: IEvent) => void,
-    private onState: (connected: boolean, error?: HandoffError) => void
+    private onState: (connected: boolean, error?: HandoffError) => void,
+    private path: (string | number)[] = ['events']
   ) {}
 
   start(): void {
@@ -326,6 +329,10 @@ export class EventStream {
       try {
         await this.follow();
         delay = 1000;
+        if (this.stopped) {
+          return;
+        }
+        this.onState(false); // the agent ended the stream: down until it opens again
       } catch (error) {
         if (this.stopped) {
           return;
@@ -345,7 +352,7 @@ export class EventStream {
       h.set('Last-Event-ID', this.lastId);
     }
     const response = await ServerConnection.makeRequest(
-      apiUrl(agentPath(this.source, 'events')),
+      apiUrl(agentPath(this.source, ...this.path)),
       { ...init, headers: h },
       ServerConnection.makeSettings()
     );

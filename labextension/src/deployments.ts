@@ -2,16 +2,27 @@
  * The Deployments view of one model: a traffic bar, a row per slot with the stats central
  * reports (whatever fields it sends), the alarms, and the actions the caller's roles allow.
  * Who may do what comes from GET /api/v1/meta (deploy.actions, the stage flow), never from
- * a copy here. It re-reads the deployment every few seconds while it is shown.
+ * a copy here. While it is shown it follows the model's deployment events (a stage, the
+ * traffic, a guardrail's decision, a validation, an alert; through a local agent, central's
+ * relayed) and re-reads the deployment on each.
  */
 import {
   InputDialog,
   MainAreaWidget,
   Notification
 } from '@jupyterlab/apputils';
+import { Debouncer } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { agentPath, api, HandoffError, IMeta, requestAPI, Source } from './api';
+import {
+  agentPath,
+  api,
+  EventStream,
+  HandoffError,
+  IMeta,
+  requestAPI,
+  Source
+} from './api';
 import { el } from './dom';
 import { canRollBack, signoffTo } from './vocabulary';
 
@@ -55,7 +66,12 @@ const FRAME = new Set([
   'alarms',
   'alarm'
 ]);
-const POLL_MS = 2000;
+/**
+ * At most this long between two reads. While the event stream is down this is the only
+ * way a change shows; while it is up it keeps the stats (requests, error rate, latency:
+ * they change with every request, and no event says so) from going stale.
+ */
+export const REREAD_MS = 30000;
 
 export const deploymentApi = {
   view: (source: Source, name: string) =>
@@ -144,7 +160,13 @@ export class DeploymentsView extends Widget {
   meta: IMeta | null = null;
   roles: string[] = [];
   stages = new Map<number, string>();
+  /** True while the deployment event stream is open. */
+  live = false;
+  private following = false;
+  private stream: EventStream | null = null;
   private timer: number | null = null;
+  /** A burst of events (a promotion is a stage and a traffic event) makes one read. */
+  private reread = new Debouncer(() => this.refresh(), 250);
 
   constructor(
     readonly source: Source,
@@ -155,8 +177,18 @@ export class DeploymentsView extends Widget {
     this.node.dataset.model = model;
   }
 
+  // Only a shown view follows: each stream holds one of the browser's few connections to
+  // the Jupyter server, and a view in a background tab reads again when it is shown.
   protected onAfterAttach(): void {
-    void this.start();
+    this.follow();
+  }
+
+  protected onAfterShow(): void {
+    this.follow();
+  }
+
+  protected onBeforeHide(): void {
+    this.stop();
   }
 
   protected onBeforeDetach(): void {
@@ -164,19 +196,52 @@ export class DeploymentsView extends Widget {
   }
 
   dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
     this.stop();
+    this.reread.dispose();
     super.dispose();
   }
 
+  private follow(): void {
+    if (this.following || !this.isVisible) {
+      return;
+    }
+    this.following = true;
+    void this.start();
+  }
+
   private stop(): void {
+    this.following = false;
+    this.stream?.stop();
+    this.stream = null;
+    this.setLive(false);
     if (this.timer !== null) {
-      window.clearInterval(this.timer);
+      window.clearTimeout(this.timer);
       this.timer = null;
     }
   }
 
+  private setLive(live: boolean): void {
+    this.live = live;
+    this.node.dataset.live = String(live);
+  }
+
+  /** The next read, REREAD_MS after this one, while the view follows. */
+  private schedule(): void {
+    if (this.timer !== null) {
+      window.clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.following) {
+      this.timer = window.setTimeout(() => void this.refresh(), REREAD_MS);
+    }
+  }
+
+  /** Read who may do what, then follow the model's deployment events and read it. */
   async start(): Promise<void> {
-    [this.meta, this.roles] = await Promise.all([
+    const [meta, roles] = await Promise.all([
       api.meta(this.source).catch(() => null),
       this.source === 'central'
         ? api
@@ -185,9 +250,26 @@ export class DeploymentsView extends Widget {
             .catch(() => [])
         : Promise.resolve([] as string[])
     ]);
+    if (!this.following || this.stream) {
+      return; // hidden or closed meanwhile, or already following
+    }
+    [this.meta, this.roles] = [meta, roles];
+    this.stream = new EventStream(
+      this.source,
+      // Every event the route sends concerns this deployment ("central": a local agent's
+      // relay opened again, and what it missed shows on a read).
+      () => void this.reread.invoke(),
+      connected => {
+        const opened = connected && !this.live;
+        this.setLive(connected);
+        if (opened) {
+          void this.reread.invoke(); // what changed while it was down
+        }
+      },
+      ['models', this.model, 'deployment', 'events']
+    );
+    this.stream.start();
     await this.refresh();
-    this.stop();
-    this.timer = window.setInterval(() => void this.refresh(), POLL_MS);
   }
 
   async refresh(): Promise<void> {
@@ -199,8 +281,12 @@ export class DeploymentsView extends Widget {
       }
     } catch (error) {
       this.error = error as HandoffError;
+    } finally {
+      this.schedule();
     }
-    this.render();
+    if (!this.isDisposed) {
+      this.render();
+    }
   }
 
   /** The stage of each version in a slot: where the stage flow lets it go next. */

@@ -1,6 +1,7 @@
 """An operator (reviewer and admin at central) in JupyterLab: the Deployments view of a model
-shows where each version serves with a traffic bar and live stats, and its buttons start a
-canary, set its share, promote it and roll it back, each moving real traffic at central."""
+shows where each version serves with a traffic bar and its stats, and its buttons start a
+canary, set its share, promote it and roll it back, each moving real traffic at central. The
+view follows the model's deployment events, so a change made elsewhere shows at once."""
 
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     for field in ("traffic", "requests", "error_rate", "p50_ms", "p99_ms", "backend"):
         cell = f'.jp-Handoff-slot[data-slot="production"] td[data-field="{field}"]'
         expect(view.locator(cell)).to_be_visible()
-    # Stats are live: traffic sent to the model server shows up without a click
+    # The view follows the model's deployment events (through the server extension)
+    expect(view).to_have_attribute("data-live", "true", timeout=15_000)
+    # Traffic sent to the model server now shows in the stats of the next read
     url = json.loads((lab.runtime_dir / "handoff-central.json").read_text())["serving_url"]
     req = urllib.request.Request(
         f"{url}/invocations?model=churn",
@@ -145,7 +148,6 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 200
     requests = view.locator('.jp-Handoff-slot[data-slot="production"] td[data-field="requests"]')
-    expect(requests).not_to_have_text("0", timeout=15_000)
 
     # When ada starts the canary (her sign-off is the one the policy names for canary)
     test_row.locator('.jp-Handoff-deployMove[data-to="canary"]').click()
@@ -155,6 +157,7 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     canary = view.locator(".jp-Handoff-traffic-canary")
     expect(canary).to_be_visible(timeout=30_000)
     assert central_stage(central, "churn", 2) == "canary"
+    expect(requests).not_to_have_text("0")  # read again on the stage's events
     # When she sets the canary's share to 40 %
     row = view.locator('.jp-Handoff-slot[data-slot="canary"]')
     row.locator(".jp-Handoff-trafficInput").fill("40")
@@ -164,6 +167,15 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
         "title", "production v1: 60%"
     )
     assert slots(ops_site)["canary"]["traffic"] == 40.0
+    # When ops changes the share at central over HTTP, not through this view
+    traffic = "/api/v1/models/churn/deployment/traffic"
+    assert call(central, "POST", traffic, ops, {"percent": 25})[0] == 200
+    # Then the view shows it at once: its event brings a read. Without the event the view
+    # would read again only REREAD_MS (30 s) after its last read, just now for the 40 %.
+    expect(canary).to_have_attribute("title", "canary v2: 25%", timeout=15_000)
+    expect(view.locator(".jp-Handoff-traffic-production")).to_have_attribute(
+        "title", "production v1: 75%"
+    )
     screenshot(page, "deployments-canary")
 
     # When ops has signed off production and ada promotes: churn:2 takes all the traffic
@@ -201,3 +213,5 @@ def test_an_analyst_sees_the_deployment_without_actions(ops_site, page):
     view = page.locator('.jp-Handoff-deployments[data-model="churn"]')
     expect(view.locator(".jp-Handoff-traffic-production")).to_be_visible(timeout=30_000)
     expect(view.locator("button")).to_have_count(0)
+    # And it follows central's deployment events, which the local agent relays
+    expect(view).to_have_attribute("data-live", "true", timeout=15_000)

@@ -197,6 +197,40 @@ def test_events_stream_through_the_proxy(proxied, jp_fetch, jp_asyncio_loop):
     assert "event: version" in text and '"model": "churn"' in text
 
 
+@pytest.fixture
+def central_role(agent_factory, handoff_config):
+    """A central agent (``--role central``), configured as the extension's central."""
+    central = agent_factory("--role", "central")
+    handoff_config.update(central_url=central.url, central_token=central.token)
+    return central
+
+
+def test_deployment_events_stream_through_the_proxy(central_role, jp_fetch, jp_asyncio_loop):
+    """A model's deployment events (what the panel's Deployments view follows) are relayed
+    as they come, not held until the stream ends: central's opening line arrives at once."""
+    seen: list[bytes] = []
+
+    class Done(Exception):
+        pass
+
+    def on_chunk(chunk: bytes) -> None:
+        seen.append(chunk)
+        raise Done
+
+    async def watch():
+        with contextlib.suppress(Done, HTTPClientError):
+            await jp_fetch(
+                *("handoff", "api", "central", "api", "v1", "models", "churn"),
+                *("deployment", "events"),
+                streaming_callback=on_chunk,
+                request_timeout=30,
+            )
+
+    asyncio.set_event_loop(jp_asyncio_loop)
+    jp_asyncio_loop.run_until_complete(watch())
+    assert b"".join(seen).startswith(b": connected")
+
+
 @pytest.mark.parametrize("handoff_config", [{"auto_start": False}])
 def test_info_reports_both_versions(fetch):
     status, _, body = fetch("info")

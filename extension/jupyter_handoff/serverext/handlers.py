@@ -18,7 +18,8 @@ from .versions import versions
 PATH = re.compile(r"^api/v1(/[A-Za-z0-9._~%-]+)*$")
 REQUEST_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
 RESPONSE_HEADERS = ("Content-Type", "Content-Security-Policy", "Content-Disposition")
-STREAMED = {"api/v1/events"}
+# The SSE routes, relayed chunk by chunk: the bus, and one model's deployment events.
+STREAMED = re.compile(r"^api/v1/(events|models/[^/]+/deployment/events)$")
 CROSS_SITE = {"cross-site", "same-site"}  # Sec-Fetch-Site values from another origin
 
 
@@ -62,7 +63,7 @@ class InfoHandler(HandoffHandler):
 
 class ProxyHandler(HandoffHandler):
     """``/handoff/api/{local,central}/api/v1/...`` forwarded to that agent with its token.
-    The events stream is relayed chunk by chunk."""
+    The event streams (``STREAMED``) are relayed chunk by chunk."""
 
     _gone = False
 
@@ -115,7 +116,7 @@ class ProxyHandler(HandoffHandler):
             for attempt in range(2):
                 target = await self.target(which, fresh=attempt > 0)
                 try:
-                    if path in STREAMED:
+                    if STREAMED.match(path):
                         return await self.relay_stream(target, path)
                     return await self.relay(target, path)
                 except ConnectionRefusedError:
