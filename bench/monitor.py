@@ -15,7 +15,7 @@ with ``--evidently-python`` (or ``HANDOFF_EVIDENTLY_PYTHON``); without one the r
 
     python bench/monitor.py                # 1,000,000 rows
     python bench/monitor.py --rows 200000  # quicker
-    python -m venv /tmp/evi && /tmp/evi/bin/pip install evidently pyarrow
+    python -m venv /tmp/evi && /tmp/evi/bin/pip install evidently pyarrow "pandas<3"
     python bench/monitor.py --evidently-python /tmp/evi/bin/python
 """
 
