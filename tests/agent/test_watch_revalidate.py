@@ -1,0 +1,90 @@
+"""The revalidate action: a changed source re-runs the checks of the model's version on its
+new rows, in the sandboxed check workers, recorded against that version; no new version.
+A schema change skips it with why; a revalidate watch without a target is refused."""
+
+from __future__ import annotations
+
+from sklearn.linear_model import LogisticRegression
+from support import push_model, until, wait_checked
+from watch_support import check, frame, triggers, watch
+
+
+def _pushed(agent):
+    df = frame(400)
+    X, y = df[list("abcd")], df["y"]
+    v = push_model(agent, LogisticRegression().fit(X, y), "churn", X=X, y=y, reference=X)
+    body = wait_checked(agent, "churn", v.number)
+    return df, body
+
+
+def _finished(agent, source_id: int) -> dict:
+    def done():
+        rows = [t for t in triggers(agent, source_id) if t["action"] == "revalidate"]
+        return rows and rows[-1]["state"] in ("done", "failed") and rows[-1]
+
+    return until(done, 240, "the revalidation to finish", every=0.5)
+
+
+def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    # Given a checked version and the file its new data arrives in
+    _df, pushed = _pushed(agent)
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    assert w["actions"] == ["revalidate"] and w["target"] == "y"
+    # When rows are appended to it
+    frame(300).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "appended", out
+    [started] = out["triggers"]
+    assert started["action"] == "revalidate" and started["version"] == 1, started
+    # Then the trigger is done, naming the revalidation and its verdict
+    trig = _finished(agent, w["id"])
+    assert trig["state"] == "done", trig["detail"]
+    assert trig["detail"]["revalidation"] == started["revalidation"]
+    assert trig["detail"]["verdict"] in ("pass", "warn", "fail") and trig["detail"]["rows"] == 300
+    # and the revalidation is recorded against version 1, with each check's result
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200, body
+    [rv] = body["revalidations"]
+    assert (rv["id"], rv["state"], rv["target"]) == (started["revalidation"], "done", "y")
+    assert (rv["rows"], rv["trigger_id"], rv["source_id"]) == (300, trig["id"], w["id"])
+    names = {c["name"]: c for c in rv["checks"]}
+    assert set(names) == {c["name"] for c in pushed["checks"]}
+    assert names["loads"]["status"] == "pass"
+    perf = names["performance"]
+    assert perf["status"] in ("pass", "warn") and perf["result"]["metrics"], perf
+    assert rv["verdict"] == trig["detail"]["verdict"]
+    # and no new version was made; version 1's own checks stay as they were
+    status, listed = agent.request("GET", "/api/v1/models/churn/versions")
+    assert [v["number"] for v in listed["versions"]] == [1]
+    after = agent.request("GET", "/api/v1/models/churn/versions/1")[1]
+    assert after["checks"] == pushed["checks"] and after["status"] == pushed["status"]
+    # and the audit trail has the trigger, the start and the done, with the revalidation
+    actions = [r["action"] for r in agent.sql("SELECT action FROM audit ORDER BY seq")]
+    assert {"trigger.revalidate", "revalidation.start", "trigger.done"} <= set(actions)
+
+
+def test_schema_change_skips_the_revalidation_with_why(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    df, _ = _pushed(agent)
+    df.to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    df.assign(e=1.5).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "schema"
+    [skipped] = out["triggers"]
+    assert skipped["state"] == "skipped" and "schema" in skipped["why"]
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200 and body["revalidations"] == []
+
+
+def test_a_revalidate_watch_without_a_target_is_refused(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    frame(50).to_csv(data, index=False)
+    body = {"model": "churn", "source": str(data), "actions": ["revalidate"]}
+    status, out = agent.request("POST", "/api/v1/watches", body)
+    assert status == 400, out
+    assert "target" in out["error"]["message"] and "--target" in out["error"]["hint"]
+    status, out = agent.request("GET", "/api/v1/models/nope/versions/1/revalidations")
+    assert status == 404 and out["error"]["message"]
