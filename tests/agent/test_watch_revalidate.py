@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
+from test_watch_alerts import events_of
 from watch_support import check, frame, triggers, watch
 
 
@@ -55,6 +56,11 @@ def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path)
     perf = names["performance"]
     assert perf["status"] in ("pass", "warn") and perf["result"]["metrics"], perf
     assert rv["verdict"] == trig["detail"]["verdict"]
+    # and an SSE event announces it
+    seen = events_of(agent, "churn", lambda ev: any(e["type"] == "watch.revalidate" for e in ev))
+    event = next(e for e in seen if e["type"] == "watch.revalidate")
+    assert (event["revalidation"], event["version"], event["state"]) == (rv["id"], 1, "done")
+    assert event["verdict"] == rv["verdict"] and event["change"] == "appended"
     # and no new version was made; version 1's own checks stay as they were
     status, listed = agent.request("GET", "/api/v1/models/churn/versions")
     assert [v["number"] for v in listed["versions"]] == [1]
