@@ -9,6 +9,8 @@ from support import push_model, until, wait_checked
 from test_watch_alerts import events_of
 from watch_support import check, frame, triggers, watch
 
+from handoff_agent.watch.revalidate import pick_version
+
 
 def _pushed(agent):
     df = frame(400)
@@ -71,9 +73,32 @@ def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path)
     assert {"trigger.revalidate", "revalidation.start", "trigger.done"} <= set(actions)
 
 
-def test_schema_change_skips_the_revalidation_with_why(agent, tmp_path):
+def test_production_is_revalidated_else_the_newest_version():
+    rows = [
+        {"number": 1, "digest": "a", "stage": "production"},
+        {"number": 2, "digest": "b", "stage": "candidate"},
+    ]
+    assert pick_version(rows)["number"] == 1
+    assert pick_version([{**r, "stage": "candidate"} for r in rows])["number"] == 2
+    assert pick_version([]) is None
+
+
+def test_schema_change_skips_and_a_missing_target_column_fails_with_why(agent, tmp_path):
     data = tmp_path / "events.csv"
     df, _ = _pushed(agent)
+    # A watch whose target column the rows lack: the revalidation fails, saying so
+    other = tmp_path / "other.csv"
+    frame(50).to_csv(other, index=False)
+    w = watch(agent, model="churn", source=str(other), actions=["revalidate"], target="label")
+    frame(80).to_csv(other, index=False)
+    assert check(agent, w["id"])["change"] == "appended"
+    trig = _finished(agent, w["id"])
+    assert trig["state"] == "failed" and "no column 'label'" in trig["detail"]["error"], trig
+    [failed] = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")[1][
+        "revalidations"
+    ]
+    assert failed["state"] == "failed" and failed["verdict"] is None
+    # A schema change skips it, with why, and records nothing against the version
     df.to_csv(data, index=False)
     w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
     df.assign(e=1.5).to_csv(data, index=False)
@@ -82,7 +107,7 @@ def test_schema_change_skips_the_revalidation_with_why(agent, tmp_path):
     [skipped] = out["triggers"]
     assert skipped["state"] == "skipped" and "schema" in skipped["why"]
     status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
-    assert status == 200 and body["revalidations"] == []
+    assert status == 200 and [r["id"] for r in body["revalidations"]] == [failed["id"]]
 
 
 def test_a_revalidate_watch_without_a_target_is_refused(agent, tmp_path):
