@@ -119,3 +119,34 @@ def test_a_revalidate_watch_without_a_target_is_refused(agent, tmp_path):
     assert "target" in out["error"]["message"] and "--target" in out["error"]["hint"]
     status, out = agent.request("GET", "/api/v1/models/nope/versions/1/revalidations")
     assert status == 404 and out["error"]["message"]
+
+
+def test_new_rows_of_a_sql_source_revalidate_the_version(agent, postgres):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = postgres.database()
+    u = make_url(url)
+    conn = psycopg.connect(
+        host=u.host, user=u.username, password=u.password, dbname=u.database, autocommit=True
+    )
+    try:
+        conn.execute("CREATE TABLE scored (a float8, b float8, c float8, d float8, y int)")
+        rows = frame(300).itertuples(index=False)
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO scored VALUES (%s, %s, %s, %s, %s)", list(rows)[:200])
+        _pushed(agent)
+        query = "SELECT a, b, c, d, y FROM scored"
+        w = watch(agent, model="churn", source=url, query=query, actions=["revalidate"], target="y")
+        with conn.cursor() as cur:
+            more = list(frame(300).itertuples(index=False))[200:]
+            cur.executemany("INSERT INTO scored VALUES (%s, %s, %s, %s, %s)", more)
+        assert check(agent, w["id"])["change"] == "appended"
+        trig = _finished(agent, w["id"])
+        assert trig["state"] == "done" and trig["detail"]["rows"] == 300, trig["detail"]
+        [rv] = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")[1][
+            "revalidations"
+        ]
+        assert {c["name"]: c["status"] for c in rv["checks"]}["loads"] == "pass"
+    finally:
+        conn.close()
