@@ -66,6 +66,7 @@ from .handlers.pipeline import (
 from .handlers.trust import TrustHandler
 from .handlers.watches import (
     LineageGraphHandler,
+    RevalidationsHandler,
     WatchCheckHandler,
     WatchesHandler,
     WatchHandler,
@@ -483,6 +484,13 @@ class HandoffAgent(LoggingConfigurable):
             notify=self.notify_destinations,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
+        from .watch.revalidate import Revalidator
+
+        # the revalidate action: the checks again, in the same sandboxed workers as a push's
+        self.watches.revalidator = Revalidator(
+            self.registry, self.gate, self.pools, home, list(self.checks)
+        )
+        self.watches.revalidator.make_runner = self._revalidation_runner
         if self.role == "local" and "central" in self.destinations:
             self.watches.central_alerts = self.central_alerts
             self.watches.retrain_poll = self.retrain_poll
@@ -627,6 +635,7 @@ class HandoffAgent(LoggingConfigurable):
             (version + "/transition", TransitionHandler),
             (version + "/dossier", DossierHandler),
             (version + "/validation", ValidationHandler),
+            (version + "/revalidations", RevalidationsHandler),
         ]
         model = r"/api/v1/models/(?P<name>[^/]+)"
         routes += [
@@ -647,6 +656,24 @@ class HandoffAgent(LoggingConfigurable):
             default_handler_class=NotFoundHandler,
             xsrf_cookies=False,
             log_function=log_request,  # query secrets redacted
+        )
+
+    def _revalidation_runner(self, jobs) -> CheckRunner:
+        """A check runner for one revalidation: the push runner's sandbox and limits, no
+        warm spares (revalidations are rare; the push runner keeps its own)."""
+        return CheckRunner(
+            jobs,
+            self.store,
+            self.pools,
+            self.checks_available,
+            lambda: self.trust_flow.trusted_types,
+            self.model_sandbox,
+            self.workers,
+            self.check_timeout,
+            self.check_memory_limit,
+            keep_spare=False,
+            limits=self.worker_limits(),
+            memory_budget=self.check_memory_budget,
         )
 
     async def start(self) -> int:

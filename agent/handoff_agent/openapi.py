@@ -283,6 +283,7 @@ PATHS: dict[str, dict[str, dict]] = {
                     "run": {"type": "string"},
                     "params": OBJECT,
                     "timeout": {"type": "number", "minimum": 1},
+                    "target": {"type": "string", "minLength": 1},
                 },
                 ["model", "source"],
             ),
@@ -381,6 +382,13 @@ PATHS: dict[str, dict[str, dict]] = {
                     }
                 },
             },
+        )
+    },
+    VERSION + "/revalidations": {
+        "get": _op(
+            "The version's revalidations: its checks re-run on a watched source's new rows "
+            "(the revalidate action), each with its state, verdict and checks' results.",
+            params=[NAME, NUMBER],
         )
     },
     VERSION + "/validation": {

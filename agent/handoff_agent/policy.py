@@ -25,7 +25,7 @@ query = "SELECT * FROM churn_features"
 every = "1h"
 overdue = "26h"               # no new rows for longer: overdue (default: twice every)
 on = ["schema", "drift", "overdue"]
-actions = ["alert", "pause_canary"]
+actions = ["alert", "pause_canary"]   # or "revalidate", with target = "LABEL_COLUMN"
 
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)

@@ -145,6 +145,11 @@ class CheckRunner:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    async def run_version(self, model: str, number: int, digest: str, runs: list[dict]):
+        """Run one version's ``runs`` now and return when they are all finished (a
+        revalidation waits for its checks; pushes go through ``schedule``)."""
+        await self._run_version(model, number, digest, runs)
+
     async def _run_version(self, model: str, number: int, digest: str, runs: list[dict]):
         by_name = {r["check_name"]: r for r in runs}
         groups = plan(list(by_name), self.slots)
@@ -197,6 +202,9 @@ class CheckRunner:
         }
         try:
             files = await self._bundles(digest, job["champion"])
+            if context.get("data"):  # a revalidation: the source's rows instead of the pushed
+                job["data"] = {"file": "", "target": context["data"]["target"]}
+                files["data.file"] = open(context["data"]["path"], "rb")  # noqa: SIM115
         except BlobError as e:
             await self._release(worker)
             for spec in specs:

@@ -115,8 +115,12 @@ WATCH_ON = {
 }
 # What a trigger can do. A retrain never follows a schema change or an overdue source: the
 # notebook would train on data it was not written for, or on nothing new; a person looks first.
-WATCH_ACTIONS = ("alert", "retrain", "pause_canary", "rollback_canary")
+WATCH_ACTIONS = ("alert", "revalidate", "retrain", "pause_canary", "rollback_canary")
 NO_RETRAIN_ON = frozenset({"schema", "overdue"})
+# A revalidation re-runs a version's checks on the source's rows: after a schema change the
+# model cannot take them (the loads/schema checks would only say so), and an overdue source
+# has no new rows. Appended, modified and drifted data are what it is for.
+NO_REVALIDATE_ON = frozenset({"schema", "overdue"})
 # A trigger's change when central's monitor asked for the retrain (an alert whose
 # [monitor.actions] action is retrain, audit monitor.retrain_requested), not the source.
 MONITOR_ALERT = "monitor_alert"

@@ -27,8 +27,9 @@ class WatchApp(JupyterApp):
     name = "jupyter-handoff-watch"
     description = (
         "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
-        "schema drift overdue] [--run NOTEBOOK]: watch a data source for a model (the same as "
-        "%mlops watch). watch NAME: the model's watched sources."
+        "schema drift overdue] [--run NOTEBOOK] [--action revalidate --target COL]: watch a "
+        "data source for a model (the same as %mlops watch). watch NAME: the model's watched "
+        "sources."
     )
     version = __version__
     source = Unicode("", help="A file, a glob of Parquet/CSV files, or a SQLAlchemy URL.").tag(
@@ -49,8 +50,11 @@ class WatchApp(JupyterApp):
     )
     actions = List(
         Unicode(),
-        help="alert, retrain, pause_canary, rollback_canary (default: alert, and "
+        help="alert, revalidate, retrain, pause_canary, rollback_canary (default: alert, and "
         "retrain with --run).",
+    ).tag(config=True)
+    target = Unicode(
+        "", help="The source's target column, which the revalidate action scores against."
     ).tag(config=True)
     params = Dict(help="Parameters injected into the notebook, as JSON.").tag(config=True)
     timeout = Float(600.0, help="Seconds the notebook may run.").tag(config=True)
@@ -59,7 +63,7 @@ class WatchApp(JupyterApp):
     aliases = {
         **{
             k: f"WatchApp.{k}"
-            for k in ("source", "query", "every", "overdue", "on", "run", "timeout")
+            for k in ("source", "query", "every", "overdue", "on", "run", "timeout", "target")
         },
         "action": "WatchApp.actions",
         "params": "WatchApp.params",
@@ -112,6 +116,8 @@ class WatchApp(JupyterApp):
             body["run"] = os.path.abspath(self.run)
         if self.actions:
             body["actions"] = list(self.actions)
+        if self.target:
+            body["target"] = self.target
         if self.params:
             body["params"] = dict(self.params)
         return body

@@ -69,6 +69,21 @@ def _load_data(tar: tarfile.TarFile) -> dict:
     return out
 
 
+def _revalidation_data(spec: dict, data: dict) -> dict:
+    """A revalidation's rows (``job["data"]``: a Parquet file and its target column) in place
+    of the pushed evaluation X and y; the pushed reference stays what drift compares to.
+    The features are the pushed X's columns when the rows have them all."""
+    import pandas as pd
+
+    frame = pd.read_parquet(spec["file"])
+    y = frame[spec["target"]]
+    X = frame.drop(columns=[spec["target"]])
+    pushed = data.get("X")
+    if isinstance(pushed, pd.DataFrame) and set(pushed.columns) <= set(X.columns):
+        X = X[list(pushed.columns)]
+    return {**data, "X": X, "y": y}
+
+
 def explain_load_error(exc: BaseException) -> str:
     """Say why a model that worked in the notebook cannot load elsewhere."""
     text = f"{type(exc).__name__}: {exc}"
@@ -151,6 +166,8 @@ def main() -> int:
             model, load_error = None, explain_load_error(e)
         load_time = time.perf_counter() - t0
         data = _load_data(tar) if load_error is None else {}
+        if load_error is None and job.get("data"):
+            data = _revalidation_data(job["data"], data)
 
     for spec in job["checks"]:
         _emit({"event": "start", "id": spec["id"]})

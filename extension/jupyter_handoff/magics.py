@@ -79,8 +79,9 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     watch = p["watch"] = MagicArgumentParser(
         prog="%mlops watch",
         description="Watch a data source for a model: the agent fingerprints it on schedule "
-        "and, on the changes named by --on, alerts and runs the --run notebook (never after "
-        "a schema change). Without --source: the model's watched sources.",
+        "and, on the changes named by --on, alerts, re-runs the production version's checks "
+        "on the new rows (--action revalidate --target COL) and runs the --run notebook (never "
+        "after a schema change). Without --source: the model's watched sources.",
     )
     watch.add_argument("name", help="model name")
     watch.add_argument(
@@ -106,8 +107,13 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--action",
         action="append",
         metavar="ACTION",
-        help="alert, retrain, pause_canary or rollback_canary; repeat (default: alert, "
-        "and retrain with --run)",
+        help="alert, revalidate, retrain, pause_canary or rollback_canary; repeat (default: "
+        "alert, and retrain with --run)",
+    )
+    watch.add_argument(
+        "--target",
+        metavar="COLUMN",
+        help="the rows' label column, which --action revalidate scores the model against",
     )
     watch.add_argument(
         "--param", action="append", default=[], metavar="K=V", help="notebook parameter"
@@ -297,10 +303,10 @@ class MlopsMagics(Magics):
         from .watching import watch
 
         if args.source is None and (
-            args.run or args.query or args.action or args.param or args.overdue
+            args.run or args.query or args.action or args.param or args.overdue or args.target
         ):
             raise HandoffUsageError(
-                "--run, --query, --action, --param and --overdue need a --source.",
+                "--run, --query, --action, --param, --overdue and --target need a --source.",
                 f"e.g. %mlops watch {args.name} --source data/*.parquet --run retrain.ipynb",
             )
         params = {}
@@ -322,6 +328,7 @@ class MlopsMagics(Magics):
             actions=args.action,
             params=params or None,
             timeout=args.timeout,
+            target=args.target,
         )
 
     def _dossier(self, args):

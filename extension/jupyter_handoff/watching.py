@@ -34,11 +34,13 @@ def watch(
     actions=None,
     params: dict | None = None,
     timeout: float = 600,
+    target: str | None = None,
 ):
     """Watch ``source`` (a file, a glob of Parquet/CSV files, or a SQLAlchemy URL with
     ``query``) for ``model``, like ``%mlops watch``. Without ``source``: the model's watched
     sources. The agent fingerprints it now (the baseline), then every ``every``; with no new
-    data for longer than ``overdue`` (default: twice ``every``) the source is overdue."""
+    data for longer than ``overdue`` (default: twice ``every``) the source is overdue.
+    ``target``: the rows' label column, which the ``revalidate`` action scores against."""
     checked_name(model)
     client = connect(start=False)
     if source is None:
@@ -61,7 +63,13 @@ def watch(
                 f"No notebook at {run!r}.", "Give --run the path of an existing .ipynb file."
             )
         body["run"] = path
-    pairs = (("query", query), ("overdue", overdue), ("actions", actions), ("params", params))
+    pairs = (
+        ("query", query),
+        ("overdue", overdue),
+        ("actions", actions),
+        ("params", params),
+        ("target", target),
+    )
     for key, value in pairs:
         if value is not None:
             body[key] = list(value) if key == "actions" else value

@@ -48,7 +48,17 @@ MISTAKES = {
     "bad_action": (
         "%mlops watch churn --source data.csv --action email",
         "Unknown action 'email'",
-        "alert, retrain",
+        "alert, revalidate, retrain",
+    ),
+    "revalidate_without_target": (
+        "%mlops watch churn --source data.csv --action revalidate",
+        "A revalidation needs the target column",
+        "--target COLUMN",
+    ),
+    "target_without_source": (
+        "%mlops watch churn --target y",
+        "need a --source",
+        "%mlops watch churn --source",
     ),
     "missing_file": (
         "%mlops watch churn --source missing/*.parquet",

@@ -78,6 +78,18 @@ class WatchCheckHandler(BaseHandler):
         self.write_json(await self.agent.watches.check(row["id"]))
 
 
+class RevalidationsHandler(BaseHandler):
+    """GET: the version's revalidations (its checks re-run on a watched source's new rows by
+    the revalidate action), oldest first, each with its checks' results and verdict."""
+
+    async def get(self, name: str, number: str):
+        validate_name(name)
+        agent = self.agent
+        vid = await agent.read(agent.registry.version_id, name, int(number))
+        rows = await agent.read(agent.registry.revalidations_of, vid)
+        self.write_json({"model": name, "version": int(number), "revalidations": rows})
+
+
 class LineageGraphHandler(BaseHandler):
     """The lineage graph (of ``?ref=``: a source, a fingerprint or a model) as JSON or dot."""
 

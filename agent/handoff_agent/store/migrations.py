@@ -84,6 +84,14 @@ def m013_watch_overdue(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE data_sources ADD COLUMN overdue FLOAT"))
 
 
+def m014_revalidations(conn: Connection) -> None:
+    """The revalidate action: a watch's target column, and each re-run of a version's checks
+    on a source's new data (no new version; the version's own check rows stay as they were)."""
+    if "target" not in {c["name"] for c in inspect(conn).get_columns("data_sources")}:
+        conn.execute(text("ALTER TABLE data_sources ADD COLUMN target TEXT"))
+    t.revalidations.create(conn)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -93,6 +101,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m011_sources", m011_sources),
     ("m012_check_provisional", m012_check_provisional),
     ("m013_watch_overdue", m013_watch_overdue),
+    ("m014_revalidations", m014_revalidations),
 ]
 
 

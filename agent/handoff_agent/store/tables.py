@@ -358,6 +358,7 @@ data_sources = Table(
     Column("run", Text),  # the registered retraining notebook (absolute path), or NULL
     Column("params", Text),  # JSON: parameters injected into the notebook
     Column("timeout", Float),  # seconds the notebook may run
+    Column("target", Text),  # revalidate: the source's target column (m014)
     Column("created", Text),
     Column("by", Text),
     Column("next_due", Float),
@@ -398,6 +399,27 @@ triggers = Table(
     Column("detail", Text),  # JSON
     Column("time", Text),
     Index("idx_triggers_source", "source_id", "id"),
+)
+
+# A version's checks run again on a watched source's new data (the revalidate action, m014):
+# recorded against the version, which stays as it was; its own check_runs are untouched.
+revalidations = Table(
+    "revalidations",
+    metadata,
+    _id(),
+    _version_fk(nullable=False),
+    Column("trigger_id", Int),
+    Column("source_id", Int),
+    Column("snapshot_id", Int),
+    Column("target", Text),
+    Column("rows", Int),
+    Column("state", Text),  # running | done | failed
+    Column("verdict", Text),  # pass | warn | fail (the gate's rule), NULL until done
+    Column("checks", Text),  # JSON list: name, status, message, result, duration
+    Column("detail", Text),  # JSON: reasons, or why it failed
+    Column("started", Text),
+    Column("finished", Text),
+    Index("idx_revalidations_version", "version_id", "id"),
 )
 
 

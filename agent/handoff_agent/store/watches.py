@@ -14,6 +14,7 @@ from .base import StoreBase
 S = t.data_sources.c
 N = t.source_snapshots.c
 T = t.triggers.c
+R = t.revalidations.c
 V = t.versions.c
 
 PUBLIC = (
@@ -28,6 +29,7 @@ PUBLIC = (
     S.actions,
     S.run,
     S.params,
+    S.target,
 )
 
 
@@ -54,6 +56,7 @@ class WatchStore(StoreBase):
             "run": spec.get("run"),
             "params": json.dumps(spec.get("params") or {}),
             "timeout": float(spec.get("timeout") or 600),
+            "target": spec.get("target"),
             "by": by,
             "next_due": 0.0,
             "active": 1,
@@ -219,6 +222,68 @@ class WatchStore(StoreBase):
             q = q.where(T.source_id == source_id)
         with self._read() as c:
             return [{**as_dict(r), "detail": loads(r.detail)} for r in c.execute(q.order_by(T.id))]
+
+    # -- revalidations ---------------------------------------------------------------------
+
+    def revalidation_add(self, trigger_id: int, version_id: int, row: dict, snap_id) -> int:
+        """A revalidation starts: its row, the trigger's id on it, and an audit row."""
+        with self._tx() as c:
+            rid = c.execute(
+                t.revalidations.insert().values(
+                    version_id=version_id,
+                    trigger_id=trigger_id,
+                    source_id=row["id"],
+                    snapshot_id=snap_id,
+                    target=row.get("target"),
+                    state="running",
+                    checks="[]",
+                    detail="{}",
+                    started=now(),
+                )
+            ).inserted_primary_key[0]
+            self.audit_append(
+                "watch",
+                "revalidation.start",
+                f"version:{version_id}",
+                {"revalidation": rid, "trigger": trigger_id, "model": row["model"]},
+            )
+            return rid
+
+    def revalidation_done(
+        self, rid: int, trigger_id: int, state: str, verdict, checks: list, detail: dict
+    ) -> None:
+        """The revalidation's result, its trigger's state and their audit row, in one
+        transaction."""
+        with self._tx() as c:
+            c.execute(
+                t.revalidations.update()
+                .where(R.id == rid)
+                .values(
+                    state=state,
+                    verdict=verdict,
+                    rows=detail.get("rows"),
+                    checks=json.dumps(checks, sort_keys=True, default=str),
+                    detail=json.dumps(detail, sort_keys=True, default=str),
+                    finished=now(),
+                )
+            )
+            summary = {"revalidation": rid, "verdict": verdict, **detail}
+            c.execute(
+                t.triggers.update()
+                .where(T.id == trigger_id)
+                .values(state=state, detail=json.dumps(summary, sort_keys=True, default=str))
+            )
+            self.audit_append(
+                "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **summary}
+            )
+
+    def revalidations_of(self, version_id: int) -> list[dict]:
+        with self._read() as c:
+            q = select(t.revalidations).where(R.version_id == version_id).order_by(R.id)
+            return [
+                {**as_dict(r), "checks": loads(r.checks) or [], "detail": loads(r.detail) or {}}
+                for r in c.execute(q)
+            ]
 
     def versions_with_manifests(self, model: str | None = None) -> list[dict]:
         """Every version's model, number, stage, status and manifest (lineage reads the

@@ -175,6 +175,24 @@ def fingerprint(
     return fingerprint_files(spec["source"], edges, prev_rows)
 
 
+def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
+    """The source's rows now (at most ``MAX_ROWS`` of a CSV or a query), as data: a
+    revalidation hands them to the check workers."""
+    if spec["kind"] == "sql":
+        from ..store.warehouse import QueryFailed, read_query
+
+        try:
+            frame = read_query(url or spec["source"], spec["query"], MAX_ROWS)[1]
+        except QueryFailed as e:
+            raise SourceError(str(e)) from None
+        return frame.infer_objects()
+    paths = files_of(spec["source"])
+    if not paths:
+        raise SourceError(f"No file matches {spec['source']!r}.")
+    frames = [_read(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
 def reference_edges(frame: pd.DataFrame) -> dict:
     """The bins PSI uses, fixed from the model's reference data."""
     out = {}

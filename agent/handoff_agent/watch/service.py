@@ -26,7 +26,13 @@ from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
 from ..store.engine import redact
-from ..vocabulary import MONITOR_ALERT, NO_RETRAIN_ON, WATCH_ACTIONS, WATCH_ON
+from ..vocabulary import (
+    MONITOR_ALERT,
+    NO_RETRAIN_ON,
+    NO_REVALIDATE_ON,
+    WATCH_ACTIONS,
+    WATCH_ON,
+)
 from . import classify as cls
 from . import fingerprint as fpm
 from . import secrets
@@ -75,7 +81,9 @@ class WatchService:
         self.tick_seconds = 1.0
         self._task: asyncio.Task | None = None
         self._running: set[int] = set()
-        self.retrains: set[asyncio.Task] = set()
+        self.retrains: set[asyncio.Task] = set()  # and revalidations: background work
+        # revalidate.Revalidator: re-runs a version's checks on the new rows; set by the agent
+        self.revalidator = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -136,6 +144,14 @@ class WatchService:
                     hint="Register the watch from the notebook with %mlops watch.",
                     code="local_only",
                 )
+        target = body.get("target")
+        if target is not None and (not isinstance(target, str) or not target.strip()):
+            raise BadRequest("target must be a column name.", hint="e.g. --target churned")
+        if "revalidate" in actions and not target:
+            raise BadRequest(
+                "A revalidation needs the target column of the source's rows.",
+                hint="Add --target COLUMN (the label the checks score the model against).",
+            )
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
@@ -151,6 +167,7 @@ class WatchService:
             "run": run,
             "params": params,
             "timeout": float(timeout),
+            "target": target,
         }
         if fpm.is_sql(source):
             query = body.get("query")
@@ -333,6 +350,9 @@ class WatchService:
             "psi": psi,
         }
         for action in row["actions"]:
+            if action == "revalidate":
+                out.append(await self._revalidate(row, snap, change))
+                continue
             if action == "retrain" and change in NO_RETRAIN_ON:
                 tid = await self._trigger(
                     row,
@@ -377,6 +397,66 @@ class WatchService:
         event = {"model": model, "source": row["source"], "change": change, "state": state}
         await self._announce(f"watch.{action}", {"trigger": tid, **event, **detail})
         return {"trigger": tid, "action": action, "state": state, **detail}
+
+    async def _revalidate(self, row, snap, change) -> dict:
+        """Start re-running the checks of the model's production (else newest) version on
+        the source's rows, in the background; the trigger is done when they are."""
+        version = None
+        if self.revalidator is not None and change not in NO_REVALIDATE_ON:
+            version = await self.pools.read(self.revalidator.version_for, row["model"])
+        if version is None:
+            why = (
+                f"no revalidation on a {change} change"
+                if change in NO_REVALIDATE_ON
+                else f"no version of {row['model']} to revalidate"
+            )
+            tid = await self._trigger(row, snap, change, "revalidate", "skipped", {"why": why})
+            return {"trigger": tid, "action": "revalidate", "state": "skipped", "why": why}
+        number = version["number"]
+        tid = await self._trigger(row, snap, change, "revalidate", "running", {"version": number})
+        rid = await self.pools.call(
+            self.registry.revalidation_add, tid, version["id"], row, snap["id"]
+        )
+        task = asyncio.ensure_future(self._revalidation(tid, rid, row, snap, change, version))
+        self.retrains.add(task)
+        task.add_done_callback(self.retrains.discard)
+        return {
+            "trigger": tid,
+            "action": "revalidate",
+            "state": "running",
+            "revalidation": rid,
+            "version": number,
+        }
+
+    async def _revalidation(self, tid, rid, row, snap, change, version) -> None:
+        try:
+            out = await self.revalidator.run(row, self.unseal(row), version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # recorded as failed, never left running
+            log.exception("revalidation %s failed", rid)
+            out = {"state": "failed", "verdict": None, "checks": [], "detail": {"error": str(e)}}
+        await self.pools.call(
+            self.registry.revalidation_done,
+            rid,
+            tid,
+            out["state"],
+            out["verdict"],
+            out["checks"],
+            out["detail"],
+        )
+        event = {
+            "trigger": tid,
+            "revalidation": rid,
+            "model": row["model"],
+            "version": version["number"],
+            "source": row["source"],
+            "change": change,
+            "state": out["state"],
+            "verdict": out["verdict"],
+            "error": out["detail"].get("error"),
+        }
+        await self._announce("watch.revalidate", event)
 
     async def _announce(self, kind: str, event: dict) -> None:
         """A trigger that reached people: an SSE event and a delivery to the webhook

@@ -91,3 +91,29 @@ def test_an_old_home_upgrades_with_nothing_lost(tmp_path):
         store.close()
     # Opening again applies nothing twice.
     assert cli(home, "audit", "verify").returncode == 0
+
+
+def test_m014_adds_the_watch_target_and_the_revalidations_table(tmp_path, backend):
+    """A database at m013 (no ``data_sources.target``, no ``revalidations``) upgrades on each
+    backend; a watch's target and a revalidation are stored after."""
+    from sqlalchemy import inspect, text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            c.execute(text("DROP TABLE revalidations"))
+            c.execute(text("ALTER TABLE data_sources DROP COLUMN target"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm014_revalidations'"))
+        assert upgrade(store.engine) == ["m014_revalidations"]
+        insp = inspect(store.engine)
+        assert "target" in {c["name"] for c in insp.get_columns("data_sources")}
+        assert "revalidations" in insp.get_table_names()
+        spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
+        row = store.watch_add(
+            {**spec, "on": ["change"], "actions": ["revalidate"], "target": "y"}, "t"
+        )
+        assert row["target"] == "y"
+    finally:
+        store.engine.dispose()

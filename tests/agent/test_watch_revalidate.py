@@ -1,0 +1,152 @@
+"""The revalidate action: a changed source re-runs the checks of the model's version on its
+new rows, in the sandboxed check workers, recorded against that version; no new version.
+A schema change skips it with why; a revalidate watch without a target is refused."""
+
+from __future__ import annotations
+
+from sklearn.linear_model import LogisticRegression
+from support import push_model, until, wait_checked
+from test_watch_alerts import events_of
+from watch_support import check, frame, triggers, watch
+
+from handoff_agent.watch.revalidate import pick_version
+
+
+def _pushed(agent):
+    df = frame(400)
+    X, y = df[list("abcd")], df["y"]
+    v = push_model(agent, LogisticRegression().fit(X, y), "churn", X=X, y=y, reference=X)
+    body = wait_checked(agent, "churn", v.number)
+    return df, body
+
+
+def _finished(agent, source_id: int) -> dict:
+    def done():
+        rows = [t for t in triggers(agent, source_id) if t["action"] == "revalidate"]
+        return rows and rows[-1]["state"] in ("done", "failed") and rows[-1]
+
+    return until(done, 240, "the revalidation to finish", every=0.5)
+
+
+def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    # Given a checked version and the file its new data arrives in
+    _df, pushed = _pushed(agent)
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    assert w["actions"] == ["revalidate"] and w["target"] == "y"
+    # When rows are appended to it
+    frame(300).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "appended", out
+    [started] = out["triggers"]
+    assert started["action"] == "revalidate" and started["version"] == 1, started
+    # Then the trigger is done, naming the revalidation and its verdict
+    trig = _finished(agent, w["id"])
+    assert trig["state"] == "done", trig["detail"]
+    assert trig["detail"]["revalidation"] == started["revalidation"]
+    assert trig["detail"]["verdict"] in ("pass", "warn", "fail") and trig["detail"]["rows"] == 300
+    # and the revalidation is recorded against version 1, with each check's result
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200, body
+    [rv] = body["revalidations"]
+    assert (rv["id"], rv["state"], rv["target"]) == (started["revalidation"], "done", "y")
+    assert (rv["rows"], rv["trigger_id"], rv["source_id"]) == (300, trig["id"], w["id"])
+    names = {c["name"]: c for c in rv["checks"]}
+    assert set(names) == {c["name"] for c in pushed["checks"]}
+    assert names["loads"]["status"] == "pass"
+    perf = names["performance"]
+    assert perf["status"] in ("pass", "warn") and perf["result"]["metrics"], perf
+    assert rv["verdict"] == trig["detail"]["verdict"]
+    # and an SSE event announces it
+    seen = events_of(agent, "churn", lambda ev: any(e["type"] == "watch.revalidate" for e in ev))
+    event = next(e for e in seen if e["type"] == "watch.revalidate")
+    assert (event["revalidation"], event["version"], event["state"]) == (rv["id"], 1, "done")
+    assert event["verdict"] == rv["verdict"] and event["change"] == "appended"
+    # and no new version was made; version 1's own checks stay as they were
+    status, listed = agent.request("GET", "/api/v1/models/churn/versions")
+    assert [v["number"] for v in listed["versions"]] == [1]
+    after = agent.request("GET", "/api/v1/models/churn/versions/1")[1]
+    assert after["checks"] == pushed["checks"] and after["status"] == pushed["status"]
+    # and the audit trail has the trigger, the start and the done, with the revalidation
+    actions = [r["action"] for r in agent.sql("SELECT action FROM audit ORDER BY seq")]
+    assert {"trigger.revalidate", "revalidation.start", "trigger.done"} <= set(actions)
+
+
+def test_production_is_revalidated_else_the_newest_version():
+    rows = [
+        {"number": 1, "digest": "a", "stage": "production"},
+        {"number": 2, "digest": "b", "stage": "candidate"},
+    ]
+    assert pick_version(rows)["number"] == 1
+    assert pick_version([{**r, "stage": "candidate"} for r in rows])["number"] == 2
+    assert pick_version([]) is None
+
+
+def test_schema_change_skips_and_a_missing_target_column_fails_with_why(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    df, _ = _pushed(agent)
+    # A watch whose target column the rows lack: the revalidation fails, saying so
+    other = tmp_path / "other.csv"
+    frame(50).to_csv(other, index=False)
+    w = watch(agent, model="churn", source=str(other), actions=["revalidate"], target="label")
+    frame(80).to_csv(other, index=False)
+    assert check(agent, w["id"])["change"] == "appended"
+    trig = _finished(agent, w["id"])
+    assert trig["state"] == "failed" and "no column 'label'" in trig["detail"]["error"], trig
+    [failed] = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")[1][
+        "revalidations"
+    ]
+    assert failed["state"] == "failed" and failed["verdict"] is None
+    # A schema change skips it, with why, and records nothing against the version
+    df.to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    df.assign(e=1.5).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "schema"
+    [skipped] = out["triggers"]
+    assert skipped["state"] == "skipped" and "schema" in skipped["why"]
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200 and [r["id"] for r in body["revalidations"]] == [failed["id"]]
+
+
+def test_a_revalidate_watch_without_a_target_is_refused(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    frame(50).to_csv(data, index=False)
+    body = {"model": "churn", "source": str(data), "actions": ["revalidate"]}
+    status, out = agent.request("POST", "/api/v1/watches", body)
+    assert status == 400, out
+    assert "target" in out["error"]["message"] and "--target" in out["error"]["hint"]
+    status, out = agent.request("GET", "/api/v1/models/nope/versions/1/revalidations")
+    assert status == 404 and out["error"]["message"]
+
+
+def test_new_rows_of_a_sql_source_revalidate_the_version(agent, postgres):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = postgres.database()
+    u = make_url(url)
+    conn = psycopg.connect(
+        host=u.host, user=u.username, password=u.password, dbname=u.database, autocommit=True
+    )
+    try:
+        conn.execute("CREATE TABLE scored (a float8, b float8, c float8, d float8, y int)")
+        rows = frame(300).itertuples(index=False)
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO scored VALUES (%s, %s, %s, %s, %s)", list(rows)[:200])
+        _pushed(agent)
+        query = "SELECT a, b, c, d, y FROM scored"
+        w = watch(agent, model="churn", source=url, query=query, actions=["revalidate"], target="y")
+        with conn.cursor() as cur:
+            more = list(frame(300).itertuples(index=False))[200:]
+            cur.executemany("INSERT INTO scored VALUES (%s, %s, %s, %s, %s)", more)
+        assert check(agent, w["id"])["change"] == "appended"
+        trig = _finished(agent, w["id"])
+        assert trig["state"] == "done" and trig["detail"]["rows"] == 300, trig["detail"]
+        [rv] = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")[1][
+            "revalidations"
+        ]
+        assert {c["name"]: c["status"] for c in rv["checks"]}["loads"] == "pass"
+    finally:
+        conn.close()
