@@ -3,7 +3,7 @@
 Every test that uses an agent fixture (or asks for ``backend``) runs once per metadata
 backend: ``sqlite`` with blob files in the home (the defaults), and ``postgresql+s3`` (a fresh
 database and a bucket of its own for each agent, on a real PostgreSQL and seaweedfs). The
-notebook side's tests (``DEFAULTS_ONLY``) run on the defaults only.
+tests whose subject does not depend on the storage (``DEFAULTS_ONLY``) run on the defaults.
 """
 
 from __future__ import annotations
@@ -18,9 +18,21 @@ from s3_support import S3Server, start_s3_server
 from support import RunningAgent
 
 BACKENDS = ["sqlite", "postgresql+s3"]
-# The notebook side talks HTTP to its agent: what the agent stores where is tested under
-# tests/agent on both backends, so these run on the defaults only.
-DEFAULTS_ONLY = ("tests/extension/",)
+# Run on the defaults only: where what is tested does not depend on where the agent stores
+# things. The notebook side talks HTTP to its agent; these agent modules test model families,
+# the sandbox, the checks, the HTTP surface and a destination. What the agent stores where
+# (versions, intake, audit, serving, monitoring, watches, replicas) runs on both backends.
+DEFAULTS_ONLY = (
+    "tests/extension/",
+    *(
+        f"tests/agent/{m}.py"
+        for m in (
+            "test_trust", "test_sandbox", "test_hostile_models", "test_text_and_array_models",
+            "test_parallel_checks", "test_checks_pipeline", "test_check_errors", "test_plugins",
+            "test_reports", "test_forward_mlflow", "test_error_shape", "test_http_hardening",
+        )
+    ),
+)  # fmt: skip
 # What a module calls when it starts agent processes of its own.
 AGENT_STARTERS = ("RunningAgent(", "start_pair(")
 
