@@ -83,7 +83,7 @@ def _unwrap(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     if not n or not len(frame.columns):
         return frame, np.ones(n, dtype=int)
     first = frame[frame.columns[0]]
-    if not first.map(_seq).all():
+    if first.dtype != object or not first.map(_seq).all():  # typed by Arrow: scalars
         return frame.reset_index(drop=True), np.ones(n, dtype=int)
     lengths = first.map(len).to_numpy().astype(int)
     if (lengths == 1).all():
