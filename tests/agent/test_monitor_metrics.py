@@ -118,6 +118,14 @@ def test_log_records_of_the_server_and_of_a_backfill_flatten_to_one_row_per_pred
     assert rows["x"].tolist() == [1.0, 2.0, 3.0, 4.0] and rows["row"].tolist() == [0, 0, 1, 0]
     assert rows["prediction"].tolist() == [1, 0, 1, 0]
     assert rows["score"].tolist() == [0.8, 0.1, 0.7, 0.4]
+    # one row per request (the usual window): Arrow unwraps the lists; a multiclass has no score
+    single = log.drop(index=1).reset_index(drop=True)
+    _, rows = frames.rows(single)
+    assert rows["x"].tolist() == [1.0, 4.0] and rows["c"].tolist() == ["u", "u"]
+    assert rows["prediction"].tolist() == [1, 0] and rows["score"].tolist() == [0.8, 0.4]
+    single["outputs"] = [json.dumps({"predict": [2], "predict_proba": [[0.1, 0.2, 0.7]]})] * 3
+    _, rows = frames.rows(single)
+    assert rows["prediction"].tolist() == [2, 2] and rows["score"].isna().all()
     # a backfill writes scalars; mixed types fall back to pandas' reader
     log["inputs"] = [json.dumps({"x": v, "c": "u"}) for v in (1.5, "oops", 2, 3)]
     _, rows = frames.rows(log)
