@@ -658,9 +658,8 @@ class HandoffAgent(LoggingConfigurable):
             log_function=log_request,  # query secrets redacted
         )
 
-    def _revalidation_runner(self, jobs) -> CheckRunner:
-        """A check runner for one revalidation: the push runner's sandbox and limits, no
-        warm spares (revalidations are rare; the push runner keeps its own)."""
+    def _check_runner(self, jobs, keep_spare: bool = True) -> CheckRunner:
+        """A check runner reporting to ``jobs``, on this agent's sandbox and limits."""
         return CheckRunner(
             jobs,
             self.store,
@@ -671,26 +670,18 @@ class HandoffAgent(LoggingConfigurable):
             self.workers,
             self.check_timeout,
             self.check_memory_limit,
-            keep_spare=False,
+            keep_spare=keep_spare,
             limits=self.worker_limits(),
             memory_budget=self.check_memory_budget,
         )
 
+    def _revalidation_runner(self, jobs) -> CheckRunner:
+        """No warm spares: revalidations are rare; the push runner keeps its own."""
+        return self._check_runner(jobs, keep_spare=False)
+
     async def start(self) -> int:
         """Listen and resume unfinished checks. Returns the bound port."""
-        self.runner = CheckRunner(
-            self.check_flow,
-            self.store,
-            self.pools,
-            self.checks_available,
-            lambda: self.trust_flow.trusted_types,
-            self.model_sandbox,
-            self.workers,
-            self.check_timeout,
-            self.check_memory_limit,
-            limits=self.worker_limits(),
-            memory_budget=self.check_memory_budget,
-        )
+        self.runner = self._check_runner(self.check_flow)
         self.check_flow.runner = self.runner
         self.app = self.make_app()
         self.server = httpserver.HTTPServer(

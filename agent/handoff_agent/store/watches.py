@@ -196,14 +196,18 @@ class WatchStore(StoreBase):
 
     def trigger_done(self, trigger_id: int, state: str, detail: dict) -> None:
         with self._tx() as c:
-            c.execute(
-                t.triggers.update()
-                .where(T.id == trigger_id)
-                .values(state=state, detail=json.dumps(detail, sort_keys=True, default=str))
-            )
-            self.audit_append(
-                "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **detail}
-            )
+            self._trigger_finished(c, trigger_id, state, detail)
+
+    def _trigger_finished(self, c, trigger_id: int, state: str, detail: dict) -> None:
+        """The trigger's end and its audit row, in the caller's transaction."""
+        c.execute(
+            t.triggers.update()
+            .where(T.id == trigger_id)
+            .values(state=state, detail=json.dumps(detail, sort_keys=True, default=str))
+        )
+        self.audit_append(
+            "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **detail}
+        )
 
     def triggers_interrupted(self) -> int:
         """Retrains left running by a stopped agent failed (they run only on a local agent,
@@ -268,14 +272,7 @@ class WatchStore(StoreBase):
                 )
             )
             summary = {"revalidation": rid, "verdict": verdict, **detail}
-            c.execute(
-                t.triggers.update()
-                .where(T.id == trigger_id)
-                .values(state=state, detail=json.dumps(summary, sort_keys=True, default=str))
-            )
-            self.audit_append(
-                "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **summary}
-            )
+            self._trigger_finished(c, trigger_id, state, summary)
 
     def revalidations_of(self, version_id: int) -> list[dict]:
         with self._read() as c:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import serving_support
 from serving_support import (
+    MONITOR_DAILY,
     Client,
     central_stage,
     push_to_central,
@@ -27,17 +28,13 @@ from support import RunningAgent, until
 
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
-MONITOR = """
-[monitor]
-daily = true
-monthly = false
-rolling_minutes = 0
-min_samples = 50
-every_seconds = 86400
-
+MONITOR = (
+    MONITOR_DAILY
+    + """
 [monitor.actions]
 drift = "rollback"
 """
+)
 
 
 WEBHOOK_SECRET = "monitor-webhook-secret-7Qm2Lx9Vz4"
