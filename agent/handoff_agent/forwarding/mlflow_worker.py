@@ -110,7 +110,7 @@ def _experiment_id(client, name: str) -> str:
 
 def find_version(client, name: str, delivery_id: str):
     """The version an earlier attempt of this delivery registered, if any."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # the `mlflow` extra (see the module docstring)
 
     try:
         found = client.search_model_versions(

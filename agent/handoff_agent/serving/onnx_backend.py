@@ -52,7 +52,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, data: bytes, manifest: dict | None = None, sample=None, threads: int = 1):
-        import onnxruntime as ort
+        import onnxruntime as ort  # the `serve` extra: chosen only when available()
 
         from ..onnx_convert import read_meta
 
