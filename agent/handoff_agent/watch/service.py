@@ -417,9 +417,7 @@ class WatchService:
         rid = await self.pools.call(
             self.registry.revalidation_add, tid, version["id"], row, snap["id"]
         )
-        task = asyncio.ensure_future(self._revalidation(tid, rid, row, snap, change, version))
-        self.retrains.add(task)
-        task.add_done_callback(self.retrains.discard)
+        self._background(self._revalidation(tid, rid, row, snap, change, version))
         return {
             "trigger": tid,
             "action": "revalidate",
@@ -466,7 +464,11 @@ class WatchService:
             await self.notify(kind, event)
 
     def _start_retrain(self, tid: int, row: dict, snap: dict, change: str, extra=None) -> None:
-        task = asyncio.ensure_future(self.retrain(tid, row, snap, change, extra))
+        self._background(self.retrain(tid, row, snap, change, extra))
+
+    def _background(self, coro) -> None:
+        """A retrain or a revalidation, kept in ``retrains`` until it ends."""
+        task = asyncio.ensure_future(coro)
         self.retrains.add(task)
         task.add_done_callback(self.retrains.discard)
 
