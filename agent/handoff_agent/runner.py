@@ -141,16 +141,13 @@ class CheckRunner:
         for r in runs:
             by_version.setdefault((r["model"], r["number"], r["digest"]), []).append(r)
         for (model, number, digest), group in by_version.items():
-            task = asyncio.ensure_future(self._run_version(model, number, digest, group))
+            task = asyncio.ensure_future(self.run_version(model, number, digest, group))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def run_version(self, model: str, number: int, digest: str, runs: list[dict]):
         """Run one version's ``runs`` now and return when they are all finished (a
-        revalidation waits for its checks; pushes go through ``schedule``)."""
-        await self._run_version(model, number, digest, runs)
-
-    async def _run_version(self, model: str, number: int, digest: str, runs: list[dict]):
+        revalidation awaits it; pushes go through ``schedule``)."""
         by_name = {r["check_name"]: r for r in runs}
         groups = plan(list(by_name), self.slots)
         state = _Version()
