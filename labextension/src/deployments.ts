@@ -162,6 +162,11 @@ export class DeploymentsView extends Widget {
   stages = new Map<number, string>();
   /** True while the deployment event stream is open. */
   live = false;
+  /**
+   * The canary share typed but not yet set. Every read renders the view again; without this
+   * an event arriving while the user types would put the old share back in the box.
+   */
+  private draft: string | null = null;
   private following = false;
   private stream: EventStream | null = null;
   private timer: number | null = null;
@@ -350,6 +355,7 @@ export class DeploymentsView extends Widget {
   }
 
   async setTraffic(percent: number): Promise<void> {
+    this.draft = null;
     await this.act(deploymentApi.traffic(this.model, percent));
   }
 
@@ -367,6 +373,22 @@ export class DeploymentsView extends Widget {
   // -- rendering ------------------------------------------------------------------------
 
   render(): void {
+    const node = this.node;
+    const active = document.activeElement;
+    const typing =
+      active instanceof HTMLInputElement && node.contains(active)
+        ? active.className
+        : null;
+    this.draw();
+    if (typing) {
+      // Keep the caret where the user was typing when a read drew the view again.
+      (
+        node.getElementsByClassName(typing)[0] as HTMLElement | undefined
+      )?.focus();
+    }
+  }
+
+  private draw(): void {
     const node = this.node;
     node.replaceChildren(
       el(
@@ -528,7 +550,10 @@ export class DeploymentsView extends Widget {
         class: 'jp-Handoff-trafficInput',
         title: "The canary's share of the traffic, %"
       }) as HTMLInputElement;
-      input.value = String(s.traffic);
+      input.value = this.draft ?? String(s.traffic);
+      input.oninput = () => {
+        this.draft = input.value;
+      };
       const set = el(
         'button',
         { class: 'jp-Handoff-trafficSet jp-mod-styled' },

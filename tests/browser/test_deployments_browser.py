@@ -160,7 +160,14 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     expect(requests).not_to_have_text("0")  # read again on the stage's events
     # When she sets the canary's share to 40 %
     row = view.locator('.jp-Handoff-slot[data-slot="canary"]')
-    row.locator(".jp-Handoff-trafficInput").fill("40")
+    box = row.locator(".jp-Handoff-trafficInput")
+    box.fill("40")
+    # (an event while she types draws the view again; her 40 stays in the box)
+    typed = box.element_handle()
+    traffic = "/api/v1/models/churn/deployment/traffic"
+    assert call(central, "POST", traffic, ops, {"percent": 10})[0] == 200
+    page.wait_for_function("e => !e.isConnected", arg=typed, timeout=15_000)
+    expect(box).to_have_value("40")
     row.locator(".jp-Handoff-trafficSet").click()
     expect(canary).to_have_attribute("title", "canary v2: 40%", timeout=15_000)
     expect(view.locator(".jp-Handoff-traffic-production")).to_have_attribute(
@@ -168,7 +175,6 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     )
     assert slots(ops_site)["canary"]["traffic"] == 40.0
     # When ops changes the share at central over HTTP, not through this view
-    traffic = "/api/v1/models/churn/deployment/traffic"
     assert call(central, "POST", traffic, ops, {"percent": 25})[0] == 200
     # Then the view shows it at once: its event brings a read. Without the event the view
     # would read again only REREAD_MS (30 s) after its last read, just now for the 40 %.
