@@ -222,6 +222,12 @@ class HandoffAgent(LoggingConfigurable):
     check_timeout = Float(120.0, help="Seconds one check may run before it is stopped.").tag(
         config=True
     )
+    revalidation_timeout = Float(
+        1800.0,
+        help="Seconds a revalidation (a watch's checks again on a source's rows) may run "
+        "before it fails. One left running past it by a stopped agent is failed by any agent "
+        "sharing the database, a minute later.",
+    ).tag(config=True)
     check_memory_limit = Integer(
         8 << 30, help="Address-space limit (RLIMIT_AS) of a check worker, in bytes."
     ).tag(config=True)
@@ -484,6 +490,7 @@ class HandoffAgent(LoggingConfigurable):
             notify=self.notify_destinations,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
+        self.watches.revalidation_timeout = self.revalidation_timeout
         from .watch.revalidate import Revalidator
 
         # the revalidate action: the checks again, in the same sandboxed workers as a push's

@@ -9,6 +9,7 @@ from support import push_model, until, wait_checked
 from test_watch_alerts import events_of
 from watch_support import check, frame, triggers, watch
 
+from handoff_agent import hostile
 from handoff_agent.watch.revalidate import pick_version
 
 
@@ -150,3 +151,60 @@ def test_new_rows_of_a_sql_source_revalidate_the_version(agent, postgres):
         assert {c["name"]: c["status"] for c in rv["checks"]}["loads"] == "pass"
     finally:
         conn.close()
+
+
+def _hanging_revalidation(agent, tmp_path) -> tuple[dict, dict]:
+    """A version whose model hangs on more than 2500 rows at once (its push checks predict
+    2000 at most), and a watched file whose 3000 rows start a revalidation that hangs."""
+    df = frame(100)
+    X, y = df[list("abcd")], df["y"]
+    v = push_model(agent, hostile.BigBatches(limit=2500), "churn", X=X, y=y)
+    wait_checked(agent, "churn", v.number)
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    frame(3000).to_csv(data, index=False)
+    [started] = check(agent, w["id"])["triggers"]
+    assert started["state"] == "running", started
+    return w, started
+
+
+def _revalidation(agent, rid: int) -> dict:
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200, body
+    return next(r for r in body["revalidations"] if r["id"] == rid)
+
+
+def test_a_revalidation_its_agent_never_finished_fails_when_the_agent_starts(
+    agent_factory, tmp_path
+):
+    # Given a revalidation running (its model hangs) when the agent is killed
+    agent = agent_factory()
+    w, started = _hanging_revalidation(agent, tmp_path)
+    assert _revalidation(agent, started["revalidation"])["state"] == "running"
+    agent.kill9()
+    # When the agent starts again
+    agent.start()
+    # Then the revalidation and its trigger are failed, saying why; never running forever
+    rv = until(
+        lambda: (r := _revalidation(agent, started["revalidation"]))["state"] != "running" and r,
+        60,
+        "the orphaned revalidation to fail",
+    )
+    assert (rv["state"], rv["detail"]["error"]) == (
+        "failed",
+        "the agent running it stopped first",
+    )
+    assert rv["finished"]
+    trig = next(t for t in triggers(agent, w["id"]) if t["id"] == started["trigger"])
+    assert trig["state"] == "failed" and trig["detail"]["revalidation"] == rv["id"]
+
+
+def test_a_revalidation_past_its_timeout_fails(agent_factory, tmp_path):
+    agent = agent_factory("--HandoffAgent.revalidation_timeout=3")
+    w, started = _hanging_revalidation(agent, tmp_path)
+    trig = _finished(agent, w["id"])
+    assert trig["state"] == "failed", trig
+    assert trig["detail"]["error"] == "not finished within 3 s"
+    rv = _revalidation(agent, started["revalidation"])
+    assert (rv["state"], rv["verdict"]) == ("failed", None)

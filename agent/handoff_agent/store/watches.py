@@ -274,6 +274,29 @@ class WatchStore(StoreBase):
             summary = {"revalidation": rid, "verdict": verdict, **detail}
             self._trigger_finished(c, trigger_id, state, summary)
 
+    def revalidations_interrupted(self, started_before: str | None = None) -> int:
+        """Revalidations still ``running`` that no agent will finish fail, with their
+        triggers: every one (a local agent starting: it is the only process) or those started
+        before ``started_before`` (past the time a live one is allowed, so its replica died)."""
+        q = select(R.id, R.trigger_id).where(R.state == "running")
+        if started_before is not None:
+            q = q.where(R.started < started_before)
+        with self._read() as c:
+            rows = list(c.execute(q))
+        detail = {"ok": False, "error": "the agent running it stopped first"}
+        failed = 0
+        for rid, tid in rows:
+            with self._tx() as c:  # a replica may have failed it meanwhile: once only
+                done = c.execute(
+                    t.revalidations.update()
+                    .where(R.id == rid, R.state == "running")
+                    .values(state="failed", detail=json.dumps(detail), finished=now())
+                ).rowcount
+                if done:
+                    self._trigger_finished(c, tid, "failed", {"revalidation": rid, **detail})
+                    failed += 1
+        return failed
+
     def revalidations_of(self, version_id: int) -> list[dict]:
         with self._read() as c:
             q = select(t.revalidations).where(R.version_id == version_id).order_by(R.id)

@@ -20,6 +20,7 @@ import re
 import sys
 import tarfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..errors import BadRequest, Conflict, HandoffError, NotFound
@@ -40,6 +41,7 @@ from . import secrets
 log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
+ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 MAX_EVERY = 365 * 86400.0
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
@@ -79,6 +81,7 @@ class WatchService:
         self._next_poll = 0.0
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
+        self.revalidation_timeout = 1800.0  # set from c.HandoffAgent.revalidation_timeout
         self._task: asyncio.Task | None = None
         self._running: set[int] = set()
         self.retrains: set[asyncio.Task] = set()  # and revalidations: background work
@@ -240,8 +243,10 @@ class WatchService:
     async def _loop(self) -> None:
         if self.role == "local":
             await self.pools.call(self.registry.triggers_interrupted)
+            await self.pools.call(self.registry.revalidations_interrupted)
         while True:
             try:
+                await self.orphans()
                 await self.tick()
                 if self.central_alerts is not None and time.time() >= self._next_poll:
                     self._next_poll = time.time() + self.retrain_poll
@@ -251,6 +256,14 @@ class WatchService:
             except Exception:
                 log.exception("watch tick failed")
             await asyncio.sleep(self.tick_seconds)
+
+    async def orphans(self) -> int:
+        """Fail the revalidations running longer than one may (their agent stopped): any
+        replica may, since a live one is cancelled at ``revalidation_timeout``."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.revalidation_timeout + ORPHAN_SLACK)
+        return await self.pools.call(
+            self.registry.revalidations_interrupted, cutoff.isoformat(timespec="microseconds")
+        )
 
     async def tick(self) -> list[dict]:
         """Fingerprint every source that is due (claimed first: replicas share the table)."""
@@ -428,7 +441,12 @@ class WatchService:
 
     async def _revalidation(self, tid, rid, row, snap, change, version) -> None:
         try:
-            out = await self.revalidator.run(row, self.unseal(row), version)
+            out = await asyncio.wait_for(
+                self.revalidator.run(row, self.unseal(row), version), self.revalidation_timeout
+            )
+        except TimeoutError:
+            error = f"not finished within {self.revalidation_timeout:g} s"
+            out = {"state": "failed", "verdict": None, "checks": [], "detail": {"error": error}}
         except asyncio.CancelledError:
             raise
         except Exception as e:  # recorded as failed, never left running
