@@ -23,8 +23,9 @@ import pandas as pd
 from ..drift import EPSILON, psi
 
 # KS is evaluated at up to this many of the reference's quantiles: within 1/KS_GRID of the
-# exact statistic (the reference's CDF moves at most that much between two of them), at the
-# cost of one binary search per value instead of sorting the window.
+# exact statistic (the reference's CDF moves at most that much between two of them), without
+# keeping the reference's values. Values below the reference's minimum are read at it, so the
+# mass of a tied minimum can be missed there (PSI's open first bin still counts them).
 KS_GRID = 2048
 
 
