@@ -130,3 +130,103 @@ def test_log_records_of_the_server_and_of_a_backfill_flatten_to_one_row_per_pred
     log["inputs"] = [json.dumps({"x": v, "c": "u"}) for v in (1.5, "oops", 2, 3)]
     _, rows = frames.rows(log)
     assert rows["x"].tolist() == [1.5, "oops", 3]
+
+
+def _per_value_numeric_drift(ref, values, policy):
+    """The straightforward computation the sorted-window path must reproduce exactly: every
+    value binary-searched in the reference's edges and KS grid, then counted."""
+    from handoff_agent.drift import EPSILON, psi
+
+    v = values[np.isfinite(values)]
+    if v.size == 0 or ref.ks_edges is None or ref.ks_edges.size == 0:
+        return {"kind": "numeric", "psi": None, "ks": None, "p_value": None, "drifted": False}
+    counts = np.bincount(np.searchsorted(ref.edges, v, side="right"), minlength=len(ref.edges) + 1)
+    value = psi(ref.counts, counts, EPSILON)
+    below = np.bincount(np.searchsorted(ref.ks_edges, v, side="left"), minlength=ref.ks_edges.size)
+    cdf = np.cumsum(below[: ref.ks_edges.size]) / v.size
+    d = float(np.max(np.abs(cdf - ref.ks_cdf)))
+    p = metrics.ks_pvalue(d, ref.ks_rows, v.size)
+    drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
+    out = {"kind": "numeric", "psi": value, "ks": d, "p_value": p, "mean": float(np.mean(v))}
+    return out | {"drifted": bool(drifted)}
+
+
+def _cases(rng):
+    """(reference, window) pairs: continuous, ties, NaN and inf, constant sides, values on
+    the edges, a window outside the reference's range, float32, integers."""
+    normal = rng.normal(0, 1, 20_000)
+    ties = rng.integers(0, 7, 20_000).astype(float)
+    with_gaps = normal.copy()
+    with_gaps[::13] = np.nan
+    with_gaps[::29] = np.inf
+    yield normal, rng.normal(0.2, 1.1, 30_000)
+    yield ties, rng.integers(0, 9, 30_000).astype(float)
+    yield ties, np.repeat(np.unique(ties), 100)  # every value on an edge
+    yield with_gaps, np.where(rng.uniform(size=5000) < 0.1, np.nan, rng.normal(0, 1, 5000))
+    yield normal, np.full(4000, 0.5)  # a constant window
+    yield np.full(5000, 3.0), rng.normal(3, 1, 4000)  # a constant reference
+    yield normal, rng.normal(10, 1, 3000)  # above the whole reference
+    yield normal, -np.abs(rng.normal(10, 1, 3000))  # below it
+    yield normal, np.array([np.nan, np.inf, -np.inf])  # nothing finite
+    yield np.array([np.nan, np.nan]), rng.normal(0, 1, 100)  # a reference with nothing finite
+    yield normal.astype(np.float32), rng.normal(0, 1, 7000).astype(np.float32)
+    yield rng.integers(-3, 3, 9000), rng.integers(-4, 4, 9000)
+
+
+def test_numeric_drift_from_one_sort_matches_the_per_value_computation_exactly():
+    rng = np.random.default_rng(7)
+    for reference, window in _cases(rng):
+        ref = metrics.feature_of(pd.Series(reference), P.bins)
+        values = pd.Series(window).to_numpy(dtype=float)
+        assert metrics.numeric_drift(ref, values, P) == _per_value_numeric_drift(ref, values, P)
+
+
+def test_numeric_drift_agrees_with_numpy_histograms_and_scipy_ks():
+    from scipy import stats
+
+    from handoff_agent.drift import EPSILON, psi
+
+    rng = np.random.default_rng(8)
+    reference = rng.normal(0, 1, 50_000)
+    ref = metrics.feature_of(pd.Series(reference), P.bins)
+    for window in (rng.normal(0, 1, 20_000), rng.normal(0.3, 1.2, 20_000), rng.gamma(2, 1, 9000)):
+        out = metrics.numeric_drift(ref, window, P)
+        # PSI bins: open outer bins, [edge, next edge) inside, as np.histogram's inner bins
+        hist, _ = np.histogram(window, np.concatenate(([-np.inf], ref.edges, [np.inf])))
+        assert out["psi"] == psi(ref.counts, hist, EPSILON)
+        # KS read at the reference's grid: within one grid step (and one row) of the exact one
+        exact = stats.ks_2samp(reference, window).statistic
+        assert abs(out["ks"] - exact) <= 1 / metrics.KS_GRID + 1 / reference.size
+
+
+def test_input_drift_of_a_frame_matches_the_per_column_computation():
+    rng = np.random.default_rng(9)
+    n = 6000
+    reference = pd.DataFrame(
+        {
+            "x": rng.normal(0, 1, n),
+            "k": rng.integers(0, 5, n),
+            "s": rng.normal(0, 1, n),
+            "c": rng.choice(list("abc"), n),
+            "gone": rng.normal(0, 1, n),
+        }
+    )
+    ref = metrics.reference_of(reference, list(reference.columns), P)
+    window = pd.DataFrame(
+        {
+            "x": np.where(rng.uniform(size=n) < 0.05, np.nan, rng.normal(0.5, 1, n)),
+            "k": pd.array(rng.integers(0, 6, n), dtype="Int64"),  # nullable integers
+            "s": [str(v) if i % 10 else "oops" for i, v in enumerate(rng.normal(0, 1, n))],
+            "c": rng.choice(list("abcz"), n),  # an unseen category
+        }
+    )
+    window.loc[::17, "k"] = pd.NA
+    out = metrics.input_drift(ref, window, P)
+    for name in ("x", "k", "s"):
+        values = pd.to_numeric(window[name], errors="coerce").to_numpy(dtype=float)
+        assert out["features"][name] == _per_value_numeric_drift(ref.features[name], values, P), (
+            name
+        )
+    assert out["features"]["c"]["unseen"] == ["z"] and out["features"]["c"]["drifted"]
+    assert out["features"]["gone"]["missing"] and "gone" in out["drifted"]
+    assert out["drifted"] == [n for n, f in out["features"].items() if f["drifted"]]
