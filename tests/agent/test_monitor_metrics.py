@@ -142,9 +142,12 @@ def _per_value_numeric_drift(ref, values, policy):
         return {"kind": "numeric", "psi": None, "ks": None, "p_value": None, "drifted": False}
     counts = np.bincount(np.searchsorted(ref.edges, v, side="right"), minlength=len(ref.edges) + 1)
     value = psi(ref.counts, counts, EPSILON)
-    below = np.bincount(np.searchsorted(ref.ks_edges, v, side="left"), minlength=ref.ks_edges.size)
-    cdf = np.cumsum(below[: ref.ks_edges.size]) / v.size
-    d = float(np.max(np.abs(cdf - ref.ks_cdf)))
+    n = ref.ks_edges.size
+    by_left = np.bincount(np.searchsorted(ref.ks_edges, v, side="left"), minlength=n + 1)
+    by_right = np.bincount(np.searchsorted(ref.ks_edges, v, side="right"), minlength=n + 1)
+    cdf = np.cumsum(by_left[:n]) / v.size  # values <= each grid point
+    left = np.cumsum(by_right[:n]) / v.size  # values < each grid point
+    d = float(max(np.max(np.abs(cdf - ref.ks_cdf)), np.max(np.abs(left - ref.ks_below))))
     p = metrics.ks_pvalue(d, ref.ks_rows, v.size)
     drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
     out = {"kind": "numeric", "psi": value, "ks": d, "p_value": p, "mean": float(np.mean(v))}
@@ -197,6 +200,12 @@ def test_numeric_drift_agrees_with_numpy_histograms_and_scipy_ks():
         # KS read at the reference's grid: within one grid step (and one row) of the exact one
         exact = stats.ks_2samp(reference, window).statistic
         assert abs(out["ks"] - exact) <= 1 / metrics.KS_GRID + 1 / reference.size
+    # Tied values (fewer distinct ones than the grid): exactly scipy's, a tied minimum too
+    ties = np.where(rng.uniform(size=20_000) < 0.5, 0.0, rng.integers(1, 50, 20_000))
+    ref = metrics.feature_of(pd.Series(ties), P.bins)
+    for window in (np.full(500, -1.0), rng.integers(-5, 60, 5000).astype(float), ties[:3000]):
+        exact = stats.ks_2samp(ties, window).statistic
+        assert metrics.numeric_drift(ref, window, P)["ks"] == pytest.approx(exact, abs=1e-12)
 
 
 def test_input_drift_of_a_frame_matches_the_per_column_computation():

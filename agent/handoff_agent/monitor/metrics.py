@@ -22,10 +22,10 @@ import pandas as pd
 
 from ..drift import EPSILON, psi
 
-# KS is evaluated at up to this many of the reference's quantiles: within 1/KS_GRID of the
-# exact statistic (the reference's CDF moves at most that much between two of them), without
-# keeping the reference's values. Values below the reference's minimum are read at it, so the
-# mass of a tied minimum can be missed there (PSI's open first bin still counts them).
+# KS is evaluated at up to this many of the reference's quantiles, on both sides of each
+# (the CDFs there and their left limits, so a tied value's mass is never missed): within
+# 1/KS_GRID of the exact statistic (the reference's CDF moves at most that much between two of
+# them), exact for a reference with fewer distinct values, without keeping its values.
 KS_GRID = 2048
 
 
@@ -37,6 +37,7 @@ class Feature:
     categories: list = field(default_factory=list)
     ks_edges: np.ndarray | None = None  # numeric: the reference's quantiles KS is read at
     ks_cdf: np.ndarray | None = None  # the reference's CDF at each of them
+    ks_below: np.ndarray | None = None  # and its left limit there (the share strictly below)
     ks_rows: int = 0
 
 
@@ -68,7 +69,10 @@ def feature_of(values: pd.Series, bins: int) -> Feature:
         ordered = np.sort(v)
         grid = np.unique(np.quantile(ordered, np.linspace(0, 1, KS_GRID + 1)))
         cdf = np.searchsorted(ordered, grid, side="right") / v.size
-        return Feature("numeric", edges, counts, ks_edges=grid, ks_cdf=cdf, ks_rows=v.size)
+        below = np.searchsorted(ordered, grid, side="left") / v.size
+        return Feature(
+            "numeric", edges, counts, ks_edges=grid, ks_cdf=cdf, ks_below=below, ks_rows=v.size
+        )
     counts = values.dropna().astype(str).value_counts()
     return Feature("categorical", counts=counts.to_numpy(), categories=list(counts.index))
 
@@ -140,9 +144,10 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
     below_edges = np.searchsorted(ordered, ref.edges, side="left")
     counts = np.diff(np.concatenate(([0], below_edges, [v.size])))
     value = psi(ref.counts, counts, EPSILON)
-    # The window's CDF at the reference's grid: values <= each grid point.
+    # The window's CDF at the reference's grid (values <= each point) and its left limits.
     cdf = np.searchsorted(ordered, ref.ks_edges, side="right") / v.size
-    d = float(np.max(np.abs(cdf - ref.ks_cdf)))
+    below = np.searchsorted(ordered, ref.ks_edges, side="left") / v.size
+    d = float(max(np.max(np.abs(cdf - ref.ks_cdf)), np.max(np.abs(below - ref.ks_below))))
     p = ks_pvalue(d, ref.ks_rows, v.size)
     drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
     return {
