@@ -41,8 +41,8 @@ from . import secrets
 log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
-ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 MAX_EVERY = 365 * 86400.0
+ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
@@ -79,6 +79,7 @@ class WatchService:
         self.central_alerts = None
         self.retrain_poll = 60.0
         self._next_poll = 0.0
+        self._next_orphans = 0.0
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
         self.revalidation_timeout = 1800.0  # set from c.HandoffAgent.revalidation_timeout
@@ -246,7 +247,9 @@ class WatchService:
             await self.pools.call(self.registry.revalidations_interrupted)
         while True:
             try:
-                await self.orphans()
+                if time.time() >= self._next_orphans:
+                    self._next_orphans = time.time() + ORPHAN_SLACK / 2
+                    await self.orphans()
                 await self.tick()
                 if self.central_alerts is not None and time.time() >= self._next_poll:
                     self._next_poll = time.time() + self.retrain_poll
