@@ -322,3 +322,28 @@ def test_an_appended_event_wakes_a_listener_on_postgresql(reg):
         listener.close()
     # the table stays the source of truth
     assert reg.events_since(0, "replica-a")[1] == [{"type": "version", "model": "m"}]
+
+
+def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
+    """What a central replica does for one whose replica died: fail it, its trigger with it,
+    in one transaction each; a newer one (a live replica's) stays running."""
+    create(reg, "churn", "c1")
+    vid = reg.version_id("churn", 1)
+    spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
+    src = reg.watch_add({**spec, "on": ["change"], "actions": ["revalidate"], "target": "y"}, "t")
+    started = []
+    for _ in range(2):
+        tid = reg.trigger_add(src["id"], None, "appended", "revalidate", "running", {})
+        started.append((reg.revalidation_add(tid, vid, src, None), tid))
+    (old, old_trigger), (new, _) = started
+    reg.sql("UPDATE revalidations SET started = :t WHERE id = :id", t="2026-01-01T00:00:00", id=old)
+    cutoff = "2026-06-01T00:00:00+00:00"
+    assert reg.revalidations_interrupted(cutoff) == 1
+    assert reg.revalidations_interrupted(cutoff) == 0  # another replica, after it: nothing
+    rows = {r["id"]: r for r in reg.revalidations_of(vid)}
+    assert rows[old]["state"] == "failed" and rows[new]["state"] == "running"
+    assert rows[old]["detail"]["error"] == "the agent running it stopped first"
+    [trigger] = [t for t in reg.triggers_of(src["id"]) if t["id"] == old_trigger]
+    assert trigger["state"] == "failed" and trigger["detail"]["revalidation"] == old
+    [done] = reg.sql("SELECT subject FROM audit WHERE action = 'trigger.done'")
+    assert done[0] == f"trigger:{old_trigger}"
