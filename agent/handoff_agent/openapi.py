@@ -264,7 +264,8 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/watches": {
         "get": _op(
-            "The watched data sources, each with its last fingerprint.",
+            "The watched data sources, each with its last fingerprint and its last trigger "
+            "(action, state, and a revalidation's verdict or the error).",
             params=[_param("model", "query", "Only this model's sources.", NAME["schema"])],
         ),
         "post": _op(

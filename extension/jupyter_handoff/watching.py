@@ -95,8 +95,17 @@ def source_ref(ref: str) -> str:
     return _absolute(ref) if is_source_ref(ref) and "://" not in ref else ref
 
 
+def _outcome(trigger: dict | None) -> str:
+    """``revalidate done: warn`` — the last trigger's action and how it ended."""
+    if not trigger:
+        return ""
+    how = trigger.get("verdict") or trigger.get("error") or trigger.get("why")
+    return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
+
+
 class Watches(list):
-    """Watched sources, shown as a table: source, period, what triggers, last change."""
+    """Watched sources, shown as a table: source, period, what triggers, last change and
+    what it set off (a revalidation's verdict)."""
 
     def __repr__(self) -> str:
         return (
@@ -105,6 +114,7 @@ class Watches(list):
                 + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
                 + f" on {','.join(w['on'])}: "
                 f"{((w.get('last') or {}).get('change')) or 'not yet'}"
+                + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
                 for w in self
             )
             or "No watched sources."
@@ -116,12 +126,13 @@ class Watches(list):
             f"<tr><td>{w['id']}</td><td>{e(w['model'])}</td><td><code>{e(w['source'])}</code>"
             f"</td><td>{w['every']:g} s</td><td>{e(', '.join(w['on']))}</td>"
             f"<td>{e(', '.join(w['actions']))}</td>"
-            f"<td>{e(str((w.get('last') or {}).get('change') or ''))}</td></tr>"
+            f"<td>{e(str((w.get('last') or {}).get('change') or ''))}</td>"
+            f"<td>{e(_outcome(w.get('last_trigger')))}</td></tr>"
             for w in self
         )
         head = (
             "<tr><th>id</th><th>model</th><th>source</th><th>every</th><th>on</th>"
-            "<th>actions</th><th>last change</th></tr>"
+            "<th>actions</th><th>last change</th><th>last trigger</th></tr>"
         )
         return f"<table>{head}{rows}</table>" if self else "No watched sources."
 

@@ -11,6 +11,7 @@ from watch_support import check, frame, triggers, watch
 
 from handoff_agent import hostile
 from handoff_agent.watch.revalidate import pick_version
+from jupyter_handoff.watching import Watches
 
 
 def _pushed(agent):
@@ -64,6 +65,12 @@ def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path)
     event = next(e for e in seen if e["type"] == "watch.revalidate")
     assert (event["revalidation"], event["version"], event["state"]) == (rv["id"], 1, "done")
     assert event["verdict"] == rv["verdict"] and event["change"] == "appended"
+    # and the watch list says what the last change set off, as `%mlops watch churn` prints it
+    [listed] = agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
+    last = listed["last_trigger"]
+    assert (last["action"], last["state"], last["verdict"]) == ("revalidate", "done", rv["verdict"])
+    assert last["revalidation"] == rv["id"] and last["change"] == "appended"
+    assert f"on change: appended; revalidate done: {rv['verdict']}" in repr(Watches([listed]))
     # and no new version was made; version 1's own checks stay as they were
     status, listed = agent.request("GET", "/api/v1/models/churn/versions")
     assert [v["number"] for v in listed["versions"]] == [1]
@@ -208,3 +215,5 @@ def test_a_revalidation_past_its_timeout_fails(agent_factory, tmp_path):
     assert trig["detail"]["error"] == "not finished within 3 s"
     rv = _revalidation(agent, started["revalidation"])
     assert (rv["state"], rv["verdict"]) == ("failed", None)
+    [listed] = agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
+    assert "; revalidate failed: not finished within 3 s" in repr(Watches([listed]))

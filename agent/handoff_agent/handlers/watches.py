@@ -27,6 +27,7 @@ class WatchesHandler(BaseHandler):
         rows = await agent.read(agent.registry.watches, model)
         for row in rows:
             row["last"] = _brief(await agent.read(agent.registry.snapshot_last, row["id"]))
+            row["last_trigger"] = _trigger(await agent.read(agent.registry.trigger_last, row["id"]))
         self.write_json({"watches": rows})
 
     async def post(self):
@@ -104,6 +105,18 @@ class LineageGraphHandler(BaseHandler):
             self.finish(lineage.dot(g))
         else:
             self.write_json(g)
+
+
+def _trigger(row: dict | None) -> dict | None:
+    """What the source's last change set off, and how it ended (a revalidation's verdict)."""
+    if row is None:
+        return None
+    detail = row.get("detail") or {}
+    keep = ("verdict", "revalidation", "version", "error", "why")
+    return {
+        **{k: row.get(k) for k in ("id", "time", "change", "action", "state")},
+        **{k: detail[k] for k in keep if detail.get(k) is not None},
+    }
 
 
 def _brief(snap: dict | None) -> dict | None:

@@ -227,6 +227,12 @@ class WatchStore(StoreBase):
         with self._read() as c:
             return [{**as_dict(r), "detail": loads(r.detail)} for r in c.execute(q.order_by(T.id))]
 
+    def trigger_last(self, source_id: int) -> dict | None:
+        with self._read() as c:
+            q = select(t.triggers).where(T.source_id == source_id).order_by(T.id.desc()).limit(1)
+            r = c.execute(q).first()
+        return None if r is None else {**as_dict(r), "detail": loads(r.detail)}
+
     # -- revalidations ---------------------------------------------------------------------
 
     def revalidation_add(self, trigger_id: int, version_id: int, row: dict, snap_id) -> int:
