@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from support import until, wait_checked
 
-from jupyter_handoff import api
+from jupyter_handoff import api, config
 from jupyter_handoff.comparison import Comparison, compare
 from jupyter_handoff.widgets.style import BETTER, WORSE
 
@@ -16,15 +16,25 @@ def perf(version: dict) -> dict:
     return c["result"]["metrics"]
 
 
-@pytest.fixture
-def three(connected, data):
-    """churn:1..3: the same data, models of different strength; all checked."""
+@pytest.fixture(scope="module")
+def pushed_three(shared_agent, data, backend):
+    """churn:1..3: the same data, models of different strength; all checked. Pushed once
+    for the module: the tests that use them only read."""
     X, y = data
     features = X.drop(columns="gender")
-    for c in (1.0, 0.001, 0.05):
-        api.push(LogisticRegression(C=c, max_iter=500).fit(features, y), "churn",
-                 X=features, y=y, message=f"C={c}")  # fmt: skip
-    return [wait_checked(connected, "churn", n) for n in (1, 2, 3)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_RUNTIME_DIR", str(shared_agent.runtime_dir))
+        mp.setattr(config, "_instance", config.Handoff(auto_start=False))
+        for c in (1.0, 0.001, 0.05):
+            api.push(LogisticRegression(C=c, max_iter=500).fit(features, y), "churn",
+                     X=features, y=y, message=f"C={c}")  # fmt: skip
+        return [wait_checked(shared_agent, "churn", n) for n in (1, 2, 3)]
+
+
+@pytest.fixture
+def three(pushed_three, shared_agent, settings, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(shared_agent.runtime_dir))
+    return pushed_three
 
 
 def test_two_versions_hold_the_right_deltas(three):
