@@ -10,8 +10,10 @@ The file is Parquet with one row per prediction:
 - optional ``latency_ms``, ``status`` and ``version``;
 - every other column is an input feature.
 
-Each row becomes one record of the log, its inputs as a JSON object of scalars (the model
-server writes lists, one value per row of a request; the monitor reads both).
+Each row becomes one record of the log, in the server's columnar layout (``in:``/``out:``
+list columns of one value each, built by Arrow from the file's columns); a file whose column
+Arrow cannot type as one scalar type (numbers and text mixed, timestamps, categories) gets
+its inputs as JSON objects of scalars instead. The monitor reads both.
 
 With ``reference=True`` the file is the model's monitoring reference instead (validation data
 with predictions, scores and labels), against which windows are compared.
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadRequest
-from ..serving.predlog import SCHEMA
+from ..serving.predlog import IN, OUT, SCHEMA
 from .frames import RESERVED
 from .windows import iso
 
@@ -67,11 +69,55 @@ def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) 
     return {"model": model, "reference": digest, "rows": len(frame)}
 
 
-def _records_parquet(part: pd.DataFrame, features: list[str], model: str) -> bytes:
+def _one_each(values, mask=None):
+    """Arrow values as lists of one value each (one row per imported request)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    # one JSON object per row, written by pandas' C writer: {"x1": 0.5, "cat": "a"}
+    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values, mask=mask)
+
+
+def _scalars(values: pd.Series):
+    """The column as one Arrow array of numbers, booleans or text; None when it is not."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
+    if isinstance(arr, pa.ChunkedArray):  # pandas' Arrow-backed text
+        arr = arr.combine_chunks()
+    t = arr.type
+    plain = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+    return arr if plain or pa.types.is_string(t) or pa.types.is_large_string(t) else None
+
+
+def _columnar(part: pd.DataFrame, features: list[str]) -> dict | None:
+    """The ``in:``/``out:`` columns of the part, or None when a column does not fit."""
+    import pyarrow as pa
+
+    columns = {}
+    for c in features:
+        arr = _scalars(part[c])
+        if arr is None:
+            return None
+        columns[IN + str(c)] = _one_each(arr)
+    pred = _scalars(part["prediction"])
+    if pred is None:
+        return None
+    columns[OUT + "predict"] = _one_each(pred)
+    if "score" in part:
+        s = part["score"].to_numpy(dtype=float)
+        flat = pa.array(np.column_stack([1 - s, s]).ravel())
+        two = pa.array(np.arange(0, 2 * len(s) + 1, 2, dtype=np.int32))
+        pairs = pa.ListArray.from_arrays(two, flat)  # [1 - score, score] per row
+        columns[OUT + "predict_proba"] = _one_each(pairs, mask=pa.array(~np.isfinite(s)))
+    return columns
+
+
+def _json_texts(part: pd.DataFrame, features: list[str]) -> tuple[list, list]:
+    """Inputs and outputs as JSON text, one object per row, written by pandas' C writer:
+    {"x1": 0.5, "cat": "a"} (the layout of a file Arrow cannot type)."""
     inputs = part[features].to_json(orient="records", lines=True).splitlines()
     preds = [
         json.dumps(p, default=_plain)
@@ -89,6 +135,18 @@ def _records_parquet(part: pd.DataFrame, features: list[str], model: str) -> byt
         )
         outputs = outputs + proba.where(np.isfinite(s), "")
     outputs = (outputs + "}").tolist()
+    return inputs, outputs
+
+
+def _records_parquet(
+    part: pd.DataFrame, features: list[str], model: str, columnar: bool = True
+) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    layout = _columnar(part, features) if columnar else None
+    no_text = ([None] * len(part),) * 2  # the columnar layout has no JSON text
+    inputs, outputs = _json_texts(part, features) if layout is None else no_text
     n = len(part)
     columns = {
         "request_id": part["request_id"].astype(str).tolist(),
@@ -104,6 +162,7 @@ def _records_parquet(part: pd.DataFrame, features: list[str], model: str) -> byt
     }
     table = pa.table(
         {name: pa.array(columns[name], type=getattr(pa, kind)()) for name, kind in SCHEMA}
+        | (layout or {})
     )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

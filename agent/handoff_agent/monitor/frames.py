@@ -1,9 +1,11 @@
-"""The prediction log (one record per request, inputs and outputs as JSON columns) and the
-feedback, as flat frames with one row per prediction: the feature columns, ``prediction``,
-``score`` (P(positive) of a binary classifier), ``label`` and the request's time.
+"""The prediction log (one record per request) and the feedback, as flat frames with one row
+per prediction: the feature columns, ``prediction``, ``score`` (P(positive) of a binary
+classifier), ``label`` and the request's time.
 
-The JSON of a whole window is parsed by pandas' C reader in one call per column, and the
-per-request lists are unwrapped column by column, so a window of a million rows costs seconds.
+A record's inputs and outputs are either columnar (``in:``/``out:`` list columns, what the
+server writes now: flattened by Arrow, no Python per value) or JSON text (older segments, a
+backfill, records that fit no column). The JSON of a window is parsed by Arrow's C++ reader in
+one call per column; a window holding both reads as one frame, in the log's order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 
 import numpy as np
 import pandas as pd
+
+from ..serving.predlog import IN, OUT
 
 RESERVED = {
     "time",
@@ -44,7 +48,7 @@ def _ndjson(texts: pd.Series):
     return data[int(at[0]) : int(at[-1])]
 
 
-def _lines(series: pd.Series, unwrap: bool = False) -> pd.DataFrame:
+def _lines(series: pd.Series, unwrap: bool = False, inputs: bool = False) -> pd.DataFrame:
     """A column of JSON objects as a frame, parsed by Arrow's C++ JSON reader in one call
     (pandas' reader when Arrow cannot type a column, e.g. numbers and text mixed)."""
     texts = series.fillna("{}").astype(str)
@@ -61,10 +65,12 @@ def _lines(series: pd.Series, unwrap: bool = False) -> pd.DataFrame:
         columns = {}
         for name in table.column_names:
             col = table[name]
-            if unwrap and pa.types.is_list(col.type) and col.null_count == 0:
+            # one row per request: unwrap in C++ (an input's missing key: null; an output's
+            # stays wrapped, ``_per_row`` reads it)
+            if unwrap and pa.types.is_list(col.type) and (inputs or col.null_count == 0):
                 one = pa.compute.equal(pa.compute.list_value_length(col), 1)
-                if pa.compute.all(one).as_py():  # one row per request: unwrap in C++
-                    col = pa.compute.list_flatten(col)
+                if pa.compute.all(one).as_py():
+                    col = pa.compute.list_element(col, 0)
             columns[name] = col.to_pandas()
         return pd.DataFrame(columns)
     except (ValueError, TypeError):  # ArrowInvalid, ArrowTypeError
@@ -83,12 +89,24 @@ def _unwrap(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     if not n or not len(frame.columns):
         return frame, np.ones(n, dtype=int)
     first = frame[frame.columns[0]]
-    if first.dtype != object or not first.map(_seq).all():  # typed by Arrow: scalars
+    if first.dtype != object or not first.map(_seq).any():  # typed by Arrow: scalars
         return frame.reset_index(drop=True), np.ones(n, dtype=int)
-    lengths = first.map(len).to_numpy().astype(int)
+    lengths = first.map(lambda v: len(v) if _seq(v) else 1).to_numpy().astype(int)
     if (lengths == 1).all():
-        return frame.apply(lambda c: c.map(lambda v: v[0] if _seq(v) else v)), lengths
-    return frame.explode(list(frame.columns)).reset_index(drop=True), lengths
+        return frame.apply(lambda c: c.map(lambda v: v[0] if _seq(v) and len(v) else v)), lengths
+    try:
+        return frame.explode(list(frame.columns)).reset_index(drop=True), lengths
+    except ValueError:  # ragged lists (records the log kept as text): padded with nulls
+        size = frame.apply(lambda c: c.map(lambda v: len(v) if _seq(v) else 1))
+        lengths = size.max(axis=1).to_numpy().astype(int)
+        padded = {
+            c: [
+                list(v) + [None] * (k - len(v)) if _seq(v) else [v] * k
+                for v, k in zip(frame[c], lengths, strict=True)
+            ]
+            for c in frame.columns
+        }
+        return pd.DataFrame(padded).explode(list(frame.columns)).reset_index(drop=True), lengths
 
 
 def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,7 +116,28 @@ def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ok = log[log["status"].fillna(200) < 400].reset_index(drop=True)
     if ok.empty:
         return requests, pd.DataFrame({"request_id": [], "time": [], "prediction": []})
-    frame, lengths = _unwrap(_lines(ok["inputs"], unwrap=True))
+    lists = [c for c in ok.columns if c.startswith(IN)]
+    columnar = np.zeros(len(ok), dtype=bool)
+    for c in lists:
+        columnar |= ok[c].notna().to_numpy(dtype=bool)
+    if not columnar.any():
+        return requests, _json_rows(ok)[0]
+    if columnar.all():
+        return requests, _columnar_rows(ok)[0]
+    # old and new segments in one window: each part read its way, then the log's order again
+    parts = []
+    for mask, read in sorted(
+        ((~columnar, _json_rows), (columnar, _columnar_rows)), key=lambda m: np.argmax(m[0])
+    ):  # the columns in the order the log first has them
+        part, lengths = read(ok[mask].reset_index(drop=True))
+        parts.append(part.assign(_at=np.repeat(np.flatnonzero(mask), lengths)))
+    frame = pd.concat(parts, ignore_index=True).sort_values("_at", kind="stable")
+    return requests, frame.drop(columns="_at").reset_index(drop=True)
+
+
+def _json_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per prediction of records whose inputs and outputs are JSON text."""
+    frame, lengths = _unwrap(_lines(ok["inputs"], unwrap=True, inputs=True))
     frame = frame.rename(columns={c: f"{c}_" for c in frame.columns if c in RESERVED})
     single = bool((lengths == 1).all())
     # one row per request (the server's usual case): Arrow unwraps the outputs' lists too
@@ -108,11 +147,74 @@ def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame["score"] = (
         _scores(outputs["predict_proba"], lengths) if "predict_proba" in outputs else np.nan
     )
+    return _request_columns(frame, ok, lengths), lengths
+
+
+def _arrow(series: pd.Series):
+    import pyarrow as pa
+
+    arr = pa.array(series)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _columnar_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per prediction of records with ``in:``/``out:`` list columns, flattened by
+    Arrow (a feature the record lacks, or an output shorter than its rows, gives nulls)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    inputs = {c[len(IN) :]: _arrow(ok[c]) for c in ok.columns if c.startswith(IN)}
+    outputs = {c[len(OUT) :]: _arrow(ok[c]) for c in ok.columns if c.startswith(OUT)}
+    sizes = [pc.list_value_length(a) for a in inputs.values()]
+    lengths = pc.coalesce(*sizes).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    rec = np.repeat(np.arange(len(lengths)), lengths)
+    pos = np.arange(len(rec)) - starts[rec]
+
+    def flat(arr):
+        own = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+        values = pc.list_flatten(arr)
+        if arr.null_count == 0 and np.array_equal(own, lengths):
+            return values
+        valid = pos < own[rec]
+        at = np.where(valid, (np.cumsum(own) - own)[rec] + pos, 0)
+        return values.take(pa.array(at, mask=~valid))
+
+    frame = pd.DataFrame(
+        {(f"{k}_" if k in RESERVED else k): flat(a).to_pandas() for k, a in inputs.items()}
+    )
+    n = len(rec)
+    frame["prediction"] = (
+        flat(outputs["predict"]).to_pandas() if "predict" in outputs else [None] * n
+    )
+    frame["score"] = np.nan
+    if "predict_proba" in outputs and pa.types.is_list(outputs["predict_proba"].type.value_type):
+        per_row = flat(outputs["predict_proba"])  # one list of class probabilities per row
+        size = pc.list_value_length(per_row).fill_null(0).to_numpy(zero_copy_only=False)
+        try:
+            values = pc.cast(pc.list_flatten(per_row), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = None
+        if values is not None and len(values):
+            p1 = values.to_numpy(zero_copy_only=False)[
+                np.minimum(np.cumsum(size) - size + 1, len(values) - 1)
+            ]
+            frame["score"] = np.where(size == 2, p1, np.nan)
+    return _request_columns(frame, ok, lengths), lengths
+
+
+def _request_columns(frame: pd.DataFrame, ok: pd.DataFrame, lengths: np.ndarray) -> pd.DataFrame:
+    """The request's id, time and version on each of its rows, and the row's place in it."""
     frame["request_id"] = np.repeat(ok["request_id"].to_numpy(), lengths)
     frame["time"] = np.repeat(ok["time"].to_numpy(dtype=float), lengths)
     frame["version"] = np.repeat(ok["version"].to_numpy(), lengths)
-    frame["row"] = np.concatenate([np.arange(n) for n in lengths]) if (lengths > 1).any() else 0
-    return requests, frame
+    if (lengths > 1).any():
+        frame["row"] = np.arange(int(lengths.sum())) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths
+        )
+    else:
+        frame["row"] = 0
+    return frame
 
 
 def _scores(proba: pd.Series, lengths: np.ndarray) -> np.ndarray:

@@ -161,7 +161,7 @@ class MonitorService:
     def _log(self, model: str, segments: list[dict], since: float, now: float) -> pd.DataFrame:
         """The log's records served in ``[since, now)``, from the segments that overlap it."""
         parts = [
-            pd.read_parquet(io.BytesIO(self.blobs.read_bytes(s["digest"])))
+            predlog.frame_of(self.blobs.read_bytes(s["digest"]))
             for s in segments
             if s["last_time"] >= since and s["first_time"] < now
         ]

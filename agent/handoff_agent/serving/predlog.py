@@ -8,6 +8,14 @@ Segments are never rewritten; retention drops the oldest whole segments past
 
 What a crash can lose: the records of the last flush interval, if the central agent process
 itself dies. A serving worker's death loses nothing (the log is written by the server).
+
+Inputs and outputs are columnar: a record's ``inputs`` (feature -> one value per row of the
+request) become Parquet list columns ``in:FEATURE``, its outputs ``out:KEY``, so neither the
+server nor the monitor turns a million values into JSON text and back. The records that do
+not fit the segment's columns (a refused request, other keys, ragged or empty lists) keep
+their inputs and outputs as JSON text in ``inputs``/``outputs``, as every segment did before
+this layout (and a whole segment does when Arrow cannot type a column: numbers and text
+mixed), so nothing is lost and old segments read alongside new ones.
 """
 
 from __future__ import annotations
@@ -35,32 +43,169 @@ SCHEMA = (
 )
 
 
+IN, OUT = "in:", "out:"  # columnar inputs and outputs; no fixed column has a colon
+
+
+def _list_of_scalars(t, depth: int) -> bool:
+    """A list type whose values are scalars (``depth`` 2: lists of lists of scalars)."""
+    import pyarrow as pa
+
+    for _ in range(depth):
+        if not pa.types.is_list(t):
+            return False
+        t = t.value_type
+    return not pa.types.is_nested(t)
+
+
+def _typed(values: list):
+    """``values`` (dicts or None) as one Arrow struct array, converted with the type of the
+    first few (a single pass, no inference over all) unless one does not fit it."""
+    import pyarrow as pa
+
+    sample = [v for v in values[:256] if v is not None][:64]
+    try:
+        return pa.array(values, type=pa.array(sample).type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return pa.array(values)  # e.g. an int column whose later values are floats
+
+
+def _columnar(records: list[dict]):
+    """The ``in:``/``out:`` columns of the records that fit one layout (answered, the first
+    such record's keys, every feature a list of that request's rows typed alike by Arrow),
+    and which records fit; ``({}, None)`` when none do (or Arrow cannot type a column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def answered(r) -> bool:
+        return (r.get("status") or 200) < 400 and type(r.get("inputs")) is dict
+
+    first = next((r for r in records if answered(r) and r["inputs"]), None)
+    if first is None:
+        return {}, None
+    keys = first["inputs"].keys()
+    out_keys = next(
+        (r["outputs"].keys() for r in records if answered(r) and type(r.get("outputs")) is dict),
+        {},
+    )
+    fit = [
+        answered(r)
+        and r["inputs"].keys() == keys
+        and (
+            r.get("outputs") is None
+            or (type(r["outputs"]) is dict and r["outputs"].keys() == out_keys)
+        )
+        for r in records
+    ]
+    n, columns = len(records), {}
+    try:
+        inputs = _typed([r["inputs"] if f else None for r, f in zip(records, fit, strict=True)])
+        for field, col in zip(inputs.type, inputs.flatten(), strict=True):
+            if not _list_of_scalars(field.type, 1):
+                return {}, None
+            columns[IN + field.name] = col
+        if out_keys:
+            outs = [
+                r.get("outputs") or None if f else None for r, f in zip(records, fit, strict=True)
+            ]
+            outputs = _typed(outs)
+            for field, col in zip(outputs.type, outputs.flatten(), strict=True):
+                if not (_list_of_scalars(field.type, 1) or _list_of_scalars(field.type, 2)):
+                    return {}, None
+                columns[OUT + field.name] = col
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return {}, None  # e.g. a number and a text in one feature: the segment stays JSON
+    # every feature of a record as long as its first (a request's rows), none empty or null
+    lengths = pc.list_value_length(columns[IN + next(iter(keys))])
+    good = pc.and_kleene(pa.array(fit), pc.greater(lengths, 0))
+    no_out = pa.array([not r.get("outputs") for r in records])
+    for name, col in columns.items():
+        same = pc.equal(pc.list_value_length(col), lengths)
+        if name.startswith(OUT):  # a request without outputs has none of them
+            same = pc.or_kleene(pc.and_kleene(pc.is_null(col), no_out), same)
+        good = pc.and_kleene(good, pc.fill_null(same, False))
+    good = pc.fill_null(good, False)
+    if not pc.any(good).as_py():
+        return {}, None
+    if not pc.all(good).as_py():
+        columns = {k: pc.if_else(good, c, pa.nulls(n, c.type)) for k, c in columns.items()}
+    return columns, good.to_numpy(zero_copy_only=False)
+
+
 def to_parquet(records: list[dict]) -> bytes:
+    """One segment: the fixed columns, the columnar inputs and outputs, and JSON text for the
+    records that do not fit them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {}
-    for name, kind in SCHEMA:
-        values = [r.get(name) for r in records]
-        if name in ("inputs", "outputs"):
-            values = [None if v is None else json.dumps(v, default=str) for v in values]
-        columns[name] = pa.array(values, type=getattr(pa, kind)())
+    layout, fits = _columnar(records)
+    kinds = pa.struct([(name, getattr(pa, kind)()) for name, kind in SCHEMA])
+    texts = ("inputs", "outputs")  # as JSON text, for the records that do not fit the layout
+    fixed = pa.array(records, type=pa.struct([f for f in kinds if f.name not in texts]))
+    columns = dict(zip(fixed.type.names, fixed.flatten(), strict=True))
+    odd = [True] * len(records) if fits is None else (~fits).tolist()
+    for name in texts:
+        columns[name] = pa.array(
+            [
+                json.dumps(r[name], default=str) if o and r.get(name) is not None else None
+                for r, o in zip(records, odd, strict=True)
+            ],
+            type=pa.string(),
+        )
+    columns = {name: columns[name] for name, _ in SCHEMA}
+    columns.update(layout)
+    # dictionaries for the few repeated texts only: on measured values they cost time and bytes
+    repeated = ["model", "slot", "error"] + [
+        f"{k}.list.element" for k, c in layout.items() if pa.types.is_string(c.type.value_type)
+    ]
     buf = io.BytesIO()
-    pq.write_table(pa.table(columns), buf, compression="zstd")
+    pq.write_table(pa.table(columns), buf, compression="zstd", use_dictionary=repeated)
     return buf.getvalue()
 
 
+def frame_of(data: bytes):
+    """A segment as a DataFrame: the fixed columns as pandas types, the ``in:``/``out:``
+    lists kept in Arrow (``pd.ArrowDtype``: no Python object per value) for
+    ``monitor.frames.rows`` to flatten."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    lists = [c for c in table.column_names if c.startswith((IN, OUT))]
+    frame = table.drop_columns(lists).to_pandas()
+    for c in lists:
+        frame[c] = pd.arrays.ArrowExtensionArray(table[c])
+    return frame
+
+
+def _as_json(frame):
+    """The old layout (inputs and outputs as JSON text) of a frame with columnar records:
+    what the log's export serves. Python per record: an export, not the monitor's path."""
+    import pyarrow as pa
+
+    lists = [c for c in frame.columns if c.startswith((IN, OUT))]
+    if not lists:
+        return frame
+    values = {c: pa.array(frame[c]).to_pylist() for c in lists}
+    for target, prefix in (("inputs", IN), ("outputs", OUT)):
+        cols = [c for c in lists if c.startswith(prefix)]
+        texts = frame[target].astype(object).tolist()
+        for i in range(len(frame)):
+            got = {c[len(prefix) :]: values[c][i] for c in cols if values[c][i] is not None}
+            if texts[i] is None or texts[i] != texts[i]:  # None or NaN: columnar or absent
+                texts[i] = json.dumps(got, default=str) if got else None
+        frame[target] = texts
+    return frame.drop(columns=lists)
+
+
 def read(registry, store, model: str):
-    """The model's whole log as one DataFrame, oldest first (what monitoring reads)."""
+    """The model's whole log as one DataFrame, oldest first, inputs and outputs as JSON text
+    (what the log's export serves)."""
     import pandas as pd
 
-    frames = [
-        pd.read_parquet(io.BytesIO(store.read_bytes(s["digest"])))
-        for s in registry.segments_of(model)
-    ]
+    frames = [frame_of(store.read_bytes(s["digest"])) for s in registry.segments_of(model)]
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object) for name, _ in SCHEMA})
-    return pd.concat(frames, ignore_index=True)
+    return _as_json(pd.concat(frames, ignore_index=True))
 
 
 class PredictionLog:
