@@ -69,12 +69,18 @@ def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) 
     return {"model": model, "reference": digest, "rows": len(frame)}
 
 
-def _one_each(values, mask=None):
-    """Arrow values as lists of one value each (one row per imported request)."""
+def _one_each(values, missing=None):
+    """Arrow values as lists of one value each (one row per imported request); a row where
+    ``missing`` (a numpy bool array) is a null list of length 0, as older pyarrow's Parquet
+    writer requires."""
     import pyarrow as pa
 
-    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, values, mask=mask)
+    if missing is None or not missing.any():
+        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, values)
+    kept = values.filter(pa.array(~missing))
+    offsets = pa.array(np.concatenate(([0], np.cumsum(~missing))).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, kept, mask=pa.array(missing))
 
 
 def _scalars(values: pd.Series):
@@ -111,7 +117,7 @@ def _columnar(part: pd.DataFrame, features: list[str]) -> dict | None:
         flat = pa.array(np.column_stack([1 - s, s]).ravel())
         two = pa.array(np.arange(0, 2 * len(s) + 1, 2, dtype=np.int32))
         pairs = pa.ListArray.from_arrays(two, flat)  # [1 - score, score] per row
-        columns[OUT + "predict_proba"] = _one_each(pairs, mask=pa.array(~np.isfinite(s)))
+        columns[OUT + "predict_proba"] = _one_each(pairs, missing=~np.isfinite(s))
     return columns
 
 

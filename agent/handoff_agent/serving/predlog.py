@@ -57,16 +57,19 @@ def _list_of_scalars(t, depth: int) -> bool:
     return not pa.types.is_nested(t)
 
 
-def _typed(values: list):
-    """``values`` (dicts or None) as one Arrow struct array, converted with the type of the
-    first few (a single pass, no inference over all) unless one does not fit it."""
+def _typed(values: list, keys) -> dict:
+    """``values`` (dicts with ``keys``, or None) as one Arrow array per key, in the keys'
+    order (older pyarrow infers a struct's fields sorted), typed by the first few (a single
+    pass, no inference over all) unless one does not fit that type."""
     import pyarrow as pa
 
     sample = [v for v in values[:256] if v is not None][:64]
     try:
-        return pa.array(values, type=pa.array(sample).type)
+        array = pa.array(values, type=pa.array(sample).type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-        return pa.array(values)  # e.g. an int column whose later values are floats
+        array = pa.array(values)  # e.g. an int column whose later values are floats
+    by_name = {f.name: c for f, c in zip(array.type, array.flatten(), strict=True)}
+    return {k: by_name[k] for k in keys}
 
 
 def _columnar(records: list[dict]):
@@ -98,20 +101,19 @@ def _columnar(records: list[dict]):
     ]
     n, columns = len(records), {}
     try:
-        inputs = _typed([r["inputs"] if f else None for r, f in zip(records, fit, strict=True)])
-        for field, col in zip(inputs.type, inputs.flatten(), strict=True):
-            if not _list_of_scalars(field.type, 1):
+        ins = [r["inputs"] if f else None for r, f in zip(records, fit, strict=True)]
+        for name, col in _typed(ins, keys).items():
+            if not _list_of_scalars(col.type, 1):
                 return {}, None
-            columns[IN + field.name] = col
+            columns[IN + name] = col
         if out_keys:
             outs = [
                 r.get("outputs") or None if f else None for r, f in zip(records, fit, strict=True)
             ]
-            outputs = _typed(outs)
-            for field, col in zip(outputs.type, outputs.flatten(), strict=True):
-                if not (_list_of_scalars(field.type, 1) or _list_of_scalars(field.type, 2)):
+            for name, col in _typed(outs, out_keys).items():
+                if not (_list_of_scalars(col.type, 1) or _list_of_scalars(col.type, 2)):
                     return {}, None
-                columns[OUT + field.name] = col
+                columns[OUT + name] = col
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
         return {}, None  # e.g. a number and a text in one feature: the segment stays JSON
     # every feature of a record as long as its first (a request's rows), none empty or null
@@ -141,7 +143,7 @@ def to_parquet(records: list[dict]) -> bytes:
     kinds = pa.struct([(name, getattr(pa, kind)()) for name, kind in SCHEMA])
     texts = ("inputs", "outputs")  # as JSON text, for the records that do not fit the layout
     fixed = pa.array(records, type=pa.struct([f for f in kinds if f.name not in texts]))
-    columns = dict(zip(fixed.type.names, fixed.flatten(), strict=True))
+    columns = {f.name: c for f, c in zip(fixed.type, fixed.flatten(), strict=True)}
     odd = [True] * len(records) if fits is None else (~fits).tolist()
     for name in texts:
         columns[name] = pa.array(
@@ -171,7 +173,7 @@ def frame_of(data: bytes):
 
     table = pq.read_table(io.BytesIO(data))
     lists = [c for c in table.column_names if c.startswith((IN, OUT))]
-    frame = table.drop_columns(lists).to_pandas()
+    frame = table.select([c for c in table.column_names if c not in lists]).to_pandas()
     for c in lists:
         frame[c] = pd.arrays.ArrowExtensionArray(table[c])
     return frame
