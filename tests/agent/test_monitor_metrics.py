@@ -232,7 +232,7 @@ def test_input_drift_of_a_frame_matches_the_per_column_computation():
     window.loc[::17, "k"] = pd.NA
     out = metrics.input_drift(ref, window, P)
     for name in ("x", "k", "s"):
-        values = pd.to_numeric(window[name], errors="coerce").to_numpy(dtype=float)
+        values = pd.to_numeric(window[name], errors="coerce").to_numpy(float, na_value=np.nan)
         assert out["features"][name] == _per_value_numeric_drift(ref.features[name], values, P), (
             name
         )

@@ -60,7 +60,7 @@ def _numeric(s: pd.Series) -> bool:
 
 def feature_of(values: pd.Series, bins: int) -> Feature:
     if _numeric(values):
-        v = values.to_numpy(dtype=float)
+        v = values.to_numpy(dtype=float, na_value=np.nan)  # nullable ints: NA as NaN
         v = v[np.isfinite(v)]
         edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else None
         if edges is None:
@@ -195,7 +195,7 @@ def _floats(values: pd.Series) -> np.ndarray:
     """The column as floats, unparseable values as NaN; a float column as it is (no copy)."""
     if isinstance(values.dtype, np.dtype) and values.dtype.kind == "f":
         return values.to_numpy(dtype=float)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def input_drift(ref: Reference, frame: pd.DataFrame, policy) -> dict:
