@@ -168,21 +168,32 @@ class EventLog:
 
 
 def worker_children(agent_pid: int) -> list[int]:
-    """Pids of the agent's check-worker children (the warm spare, between pushes)."""
-    out = []
+    """Pids of the agent's check workers (the warm spares, between pushes): the Python
+    processes under it, however deep the sandbox (bwrap) nests them, not bwrap itself."""
+    parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+
+    def under_agent(pid: int) -> bool:
+        while pid in parent and pid > 1:
+            pid = parent[pid]
+            if pid == agent_pid:
+                return True
+        return False
+
+    out = []
+    for pid in parent:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if (
-                ppid == agent_pid
-                and b"handoff_agent.worker" in Path(f"/proc/{entry}/cmdline").read_bytes()
-            ):
-                out.append(int(entry))
-        except (OSError, ValueError, IndexError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
             continue
+        if b"handoff_agent.worker" in argv and b"bwrap" not in argv[0] and under_agent(pid):
+            out.append(pid)
     return out
 
 
