@@ -48,6 +48,10 @@ class RunningAgent:
             # Central's ONNX conversion and load test on entering validated cost seconds of
             # CPU per version: only the tests that ask for them run them.
             self.args.append("--Validation.enabled=False")
+        if not any(a.startswith("--HandoffAgent.warm_workers") for a in args):
+            # Warm check workers (imports done before a push) cost ~2 s of CPU each per
+            # start: only the tests that measure or rely on them keep them.
+            self.args.append("--HandoffAgent.warm_workers=0")
         if plugins:
             self.args.append("--HandoffAgent.plugins=" + json.dumps(plugins))
         if database_url is ...:

@@ -119,7 +119,7 @@ class CheckRunner:
         pool_size: int,
         timeout: float,
         memory_limit: int,
-        keep_spare: bool = True,
+        spares: int | None = None,
         limits: Limits | None = None,
         memory_budget: int | None = None,
     ):
@@ -132,8 +132,8 @@ class CheckRunner:
         self.sandbox = sandbox
         self.limits = limits or Limits(memory=memory_limit)
         self.tasks: set[asyncio.Task] = set()
-        self.keep_spare = keep_spare
-        self.spares: list = []  # warm workers, at most one per slot
+        self.spare_count = self.slots if spares is None else max(0, spares)
+        self.spares: list = []  # warm workers, at most spare_count
 
     def schedule(self, runs: list[dict]) -> None:
         """Start the queued runs, grouped by version, each version's over its workers."""
@@ -329,11 +329,9 @@ class CheckRunner:
         return out
 
     async def warm(self) -> None:
-        """Keep one warm worker per slot."""
-        if not self.keep_spare:
-            return
+        """Keep ``spare_count`` warm workers (one per slot by default)."""
         with contextlib.suppress(SandboxRefused):
-            while len(self.spares) < self.slots:
+            while len(self.spares) < self.spare_count:
                 self.spares.append(await self._spawn())
 
     @property

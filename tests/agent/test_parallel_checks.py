@@ -3,7 +3,9 @@ and a check that hangs or raises in one worker does not hold up the others."""
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,6 +91,43 @@ def test_provisional_verdict_comes_before_the_final_one(agent_factory, data, for
     }
     assert set(PROVISIONAL_CHECKS) <= finished_before
     assert body[field] is None and body["verdict"]["verdict"] in ("pass", "warn")
+
+
+def check_workers(agent) -> int:
+    """The agent's check workers: the Python processes under it (bwrap nests them)."""
+    parent, workers = {}, []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parent[int(entry)] = int(stat.rsplit(")")[-1].split()[1])
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"handoff_agent.worker" in argv and b"bwrap" not in argv[0]:
+            workers.append(int(entry))
+
+    def under_agent(pid):
+        while pid > 1 and pid in parent:
+            pid = parent[pid]
+            if pid == agent.proc.pid:
+                return True
+        return False
+
+    return sum(1 for pid in workers if under_agent(pid))
+
+
+def test_warm_workers_wait_for_the_next_push_and_zero_keeps_none(agent_factory, data, forest):
+    X, y = data
+    warm = agent_factory(checks_arg("loads", "smoke"), "--HandoffAgent.warm_workers=2")
+    until(lambda: check_workers(warm) == 2, what="two warm workers after the start")
+    v = push_model(warm, forest, "forest", X=X, y=y)
+    assert wait_checked(warm, "forest", v.number)["verdict"]["verdict"] == "pass"
+    until(lambda: check_workers(warm) == 2, what="the used workers replaced")
+
+    cold = agent_factory(checks_arg("loads", "smoke"), "--HandoffAgent.warm_workers=0")
+    v = push_model(cold, forest, "forest", X=X, y=y)
+    assert wait_checked(cold, "forest", v.number)["verdict"]["verdict"] == "pass"
+    until(lambda: check_workers(cold) == 0, what="no worker left once the checks are done")
 
 
 def test_parallel_checks_give_the_same_results_as_one_worker(agent_factory, data, forest):
