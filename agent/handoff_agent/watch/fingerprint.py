@@ -12,11 +12,14 @@ import glob
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .. import drift
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_ROWS = 1_000_000  # rows read for statistics; counts and hashes cover everything
 SUFFIXES = (".parquet", ".pq", ".csv")
@@ -53,6 +56,8 @@ def _sha256(path: Path) -> str:
 
 
 def _read(path: Path) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the agent imports this module at start
+
     if path.suffix.lower() == ".csv":
         return pd.read_csv(path, nrows=MAX_ROWS)
     return pd.read_parquet(path)
@@ -95,6 +100,8 @@ def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
 
 
 def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 0) -> dict:
+    import pandas as pd
+
     paths = files_of(pattern)
     if not paths:
         raise SourceError(f"No file matches {pattern!r}.")
@@ -129,12 +136,16 @@ def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 
 def _row_prefix(frame: pd.DataFrame) -> str:
     """A hash of the rows' values in order: the rows of the last fingerprint hashed again
     tell "the old rows, then new ones" (appended) from a rewrite."""
+    import pandas as pd
+
     hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     return hashlib.sha256(hashes.tobytes()).hexdigest()
 
 
 def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
     """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
+    import pandas as pd
+
     from ..store.warehouse import QueryFailed, read_query
 
     try:
@@ -178,6 +189,8 @@ def fingerprint(
 def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
     """The source's rows now (at most ``MAX_ROWS`` of a CSV or a query), as data: a
     revalidation hands them to the check workers."""
+    import pandas as pd
+
     if spec["kind"] == "sql":
         from ..store.warehouse import QueryFailed, read_query
 
