@@ -482,6 +482,8 @@ def raw_suite(data: dict, blobs: dict, champion: bool) -> list[tuple[str, str, f
     from sklearn.inspection import partial_dependence
     from sklearn.metrics import accuracy_score, roc_curve
 
+    from handoff_agent.checks._dependence import handled as stacked_handled
+    from handoff_agent.checks._dependence import partial_dependence as stacked_dependence
     from handoff_agent.checks._permutation import permutation_importance as stacked_importance
 
     c = Calls()
@@ -611,17 +613,30 @@ def raw_suite(data: dict, blobs: dict, champion: bool) -> list[tuple[str, str, f
     small = Xs.iloc[np.sort(np.random.default_rng(0).choice(len(Xs), 300, replace=False))]
     for f in top:
         categorical = small[f].nunique() <= 2
-        pdp = c(
-            "explainability",
-            f"partial_dep. {f} 300x20",
-            partial_dependence,
-            model,
-            small,
-            [f],
-            categorical_features=[f] if categorical else None,
-            grid_resolution=20,
-            kind="average",
-        )
+        j = list(small.columns).index(f)
+        if stacked_handled(model, small, j, categorical):  # the check's path for this forest
+            pdp = c(
+                "explainability",
+                f"stacked partial_dep. {f} 300x20",
+                stacked_dependence,
+                model,
+                small,
+                j,
+                categorical=categorical,
+                grid_resolution=20,
+            )
+        else:
+            pdp = c(
+                "explainability",
+                f"partial_dep. {f} 300x20",
+                partial_dependence,
+                model,
+                small,
+                [f],
+                categorical_features=[f] if categorical else None,
+                grid_resolution=20,
+                kind="average",
+            )
 
         def pdp_plot(pdp=pdp):
             fig, ax = plt.subplots(figsize=(3.4, 2.4))

@@ -8,7 +8,9 @@ dependence on ``pdp_rows`` rows over a grid of ``grid_resolution`` points, for t
 Permutation importance stacks every permuted copy into one predict call, and uses fewer rows
 when those would take over ``seconds`` (``_permutation.py``), for models scored by accuracy or
 R² of their own predict (sklearn's estimators and pipelines); others go through sklearn's
-one call per feature and repeat.
+one call per feature and repeat. Partial dependence likewise stacks a feature's grid into one
+predict call for those models (``_dependence.py``), unless sklearn would read the trees
+instead (its recursion method: gradient boosting, regression trees and forests).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..plugins import CheckContext, CheckResult
+from ._dependence import handled
+from ._dependence import partial_dependence as stacked_dependence
 from ._permutation import permutation_importance as stacked_importance
 from ._permutation import stackable
 from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
@@ -85,10 +89,17 @@ def _dependence(model, X, feature, cfg, kind="table"):
     from sklearn.inspection import partial_dependence
 
     categorical = not pd.api.types.is_numeric_dtype(X[feature]) or X[feature].nunique() <= 2
-    key = list(X.columns).index(feature) if kind == "array" else feature
+    j = list(X.columns).index(feature)
+    data = X.to_numpy() if kind == "array" else X
+    if handled(model, data, j, categorical):
+        got = stacked_dependence(
+            model, data, j, categorical=categorical, grid_resolution=cfg["grid_resolution"]
+        )
+        return got["grid_values"][0], got["average"], categorical
+    key = j if kind == "array" else feature
     pd_result = partial_dependence(
         model,
-        X.to_numpy() if kind == "array" else X,
+        data,
         [key],
         categorical_features=[key] if categorical else None,
         grid_resolution=cfg["grid_resolution"],
