@@ -55,6 +55,23 @@ def float_block(request: dict):
     return block.T if block.ndim == 2 else None
 
 
+_INDEXES: dict[tuple, object] = {}
+
+
+def _index(columns: list[str]):
+    """The columns' pandas Index, made once per signature (making it costs more than the
+    frame over a block)."""
+    import pandas as pd
+
+    key = tuple(columns)
+    found = _INDEXES.get(key)
+    if found is None:
+        if len(_INDEXES) > 64:  # one version per worker: a few signatures at most
+            _INDEXES.clear()
+        found = _INDEXES[key] = pd.Index(columns)
+    return found
+
+
 def frame_of(request: dict, block=None):
     """The request's columns as a DataFrame in the signature's order and dtypes (from
     ``float_block`` where it applies: one block, no copy)."""
@@ -63,7 +80,7 @@ def frame_of(request: dict, block=None):
     columns, data = request["columns"], request["data"]
     block = float_block(request) if block is None else block
     if block is not None:
-        return pd.DataFrame(block, columns=columns, copy=False)
+        return pd.DataFrame(block, columns=_index(columns), copy=False)
     dtypes = request.get("dtypes") or {}
     frame = pd.DataFrame({c: data[c] for c in columns}, columns=columns)
     have = frame.dtypes
