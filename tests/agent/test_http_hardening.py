@@ -160,6 +160,30 @@ def test_nesting_inside_strings_does_not_count(shared_agent):
     assert_error(status, resp, 400, "unknown_destination")
 
 
+def test_json_depth_counts_as_a_tokenizer_does():
+    """Strings skipped (escaped quotes inside them too), an unpaired quote starts none."""
+    import random
+    import re
+
+    from handoff_agent.handlers.base import json_depth
+
+    tokens = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+    def reference(data: bytes) -> int:
+        depth = deepest = 0
+        for m in tokens.finditer(data):
+            depth += 1 if m.group() in (b"[", b"{") else -1 if m.group() in (b"]", b"}") else 0
+            deepest = max(deepest, depth)
+        return deepest
+
+    rng = random.Random(0)
+    for alphabet in (b'[]{}"\\a,:1', b'[]{}"a,', b'[{"'):
+        for _ in range(20_000):
+            data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+            assert json_depth(data) == reference(data), data
+    assert json_depth(json.dumps({"a": ["[{", {"b": '\\"]'}]}).encode()) == 3
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -39,7 +39,8 @@ MAX_JSON_DEPTH = 32
 UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take any Unicode digit
 # Query values never written to a log, whatever the route (a token in a URL is still a token).
 SECRET_KEYS = ("token", "secret", "key", "password", "auth", "signature", "sig")
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def parse_uint(raw: str | None) -> int | None:
@@ -79,13 +80,18 @@ def log_request(handler: web.RequestHandler) -> None:
 
 def json_depth(data: bytes) -> int:
     """How deeply arrays and objects nest in ``data`` (strings skipped), without recursing."""
+    if b"\\" in data:  # escapes: the tokenizer decides where each string ends
+        kept = _JSON_STRINGS.sub(b"", data)
+    else:  # between quote pairs is a string; an unpaired last quote starts none
+        parts = data.split(b'"')
+        kept = b"".join(parts[0::2]) + (parts[-1] if len(parts) % 2 == 0 else b"")
     depth = deepest = 0
-    for m in _JSON_TOKENS.finditer(data):
-        c = m.group()
-        if c in (b"[", b"{"):
+    for c in kept.translate(None, _NOT_BRACKETS):  # only brackets left, in C
+        if c in (91, 123):  # [ {
             depth += 1
-            deepest = max(deepest, depth)
-        elif c in (b"]", b"}"):
+            if depth > deepest:
+                deepest = depth
+        else:
             depth -= 1
     return deepest
 

@@ -57,14 +57,63 @@ def _column(values) -> list:
     return arr.tolist()
 
 
+def _argmax_classes(model):
+    """The classes a model's ``predict`` picks by the highest ``predict_proba`` column, or
+    None when it is not known to. Read in scikit-learn's source (1.3 to 1.9): forests and
+    trees return ``classes_.take(argmax(proba))``; LogisticRegression's probabilities are
+    monotone in its decision function (expit of it for two classes, a softmax or normalized
+    expit for more), whose sign or argmax ``predict`` takes. So where one class's
+    probability is strictly the highest, it is the predicted class; a tie asks ``predict``.
+    Exact types only (a subclass may predict otherwise); a Pipeline transforms the same way
+    for both methods, so its final step decides."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+    known = (
+        LogisticRegression,
+        RandomForestClassifier,
+        ExtraTreesClassifier,
+        DecisionTreeClassifier,
+        ExtraTreeClassifier,
+    )
+    final = model.steps[-1][1] if type(model) is Pipeline and model.steps else model
+    if type(final) not in known or getattr(final, "n_outputs_", 1) != 1:
+        return None
+    classes = getattr(final, "classes_", None)
+    return classes if getattr(classes, "ndim", 0) == 1 else None
+
+
+def _predicted(proba, classes):
+    """``classes[argmax]`` per row, or None when some row's highest probability is tied (or
+    NaN): then only ``predict`` can say."""
+    import numpy as np
+
+    if not isinstance(proba, np.ndarray) or proba.ndim != 2 or proba.shape[1] != len(classes):
+        return None
+    top = proba.max(axis=1)
+    if not bool(((proba == top[:, None]).sum(axis=1) == 1).all()):
+        return None
+    return classes.take(proba.argmax(axis=1), axis=0)
+
+
 class SkopsBackend:
     """The scikit-learn model itself, read from ``model.skops`` through the trust list
-    given in the job (central's, never what the file asks for). Nothing is unpickled."""
+    given in the job (central's, never what the file asks for). Nothing is unpickled.
+
+    A classifier whose ``predict`` is the class of its highest probability
+    (``_argmax_classes``) is called once per request, for ``predict_proba``; any other model
+    is called for both."""
 
     name = "skops"
 
     def __init__(self, model, manifest: dict, sample=None):
         self.model, self.manifest, self.sample = model, manifest, sample
+        try:
+            self.classes = _argmax_classes(model)
+        except ImportError:
+            self.classes = None
 
     @classmethod
     def load(cls, job: dict) -> SkopsBackend:
@@ -84,6 +133,12 @@ class SkopsBackend:
         return cls(model, manifest, sample)
 
     def predict(self, frame) -> dict[str, list]:
+        if self.classes is not None:
+            proba = self.model.predict_proba(frame)
+            predicted = _predicted(proba, self.classes)
+            if predicted is None:
+                predicted = self.model.predict(frame)
+            return {"predict": _column(predicted), "predict_proba": proba.tolist()}
         out = {"predict": _column(self.model.predict(frame))}
         if hasattr(self.model, "predict_proba"):
             # e.g. SVC without probability=True has the method but refuses

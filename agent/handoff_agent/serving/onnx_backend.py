@@ -101,7 +101,31 @@ class OnnxBackend:
         naming the column, for input the graph cannot take."""
         from ..onnx_convert import feed
 
-        outs = self.session.run(self.outputs, feed(frame, self.meta))
+        return self._run(feed(frame, self.meta))
+
+    def predict_block(self, block, columns: list[str]) -> dict[str, list] | None:
+        """Named outputs for a float64 rows x ``columns`` array, fed as ``feed`` feeds a frame
+        of it (float32, by the graph's layout) without building the frame; None when the
+        graph wants a column that is missing or not a float (the frame path says why)."""
+        import numpy as np
+
+        where = {c: i for i, c in enumerate(columns)}
+        want = self.meta["columns"]
+        kinds = self.meta.get("kinds") or {}
+        if any(c not in where for c in want):
+            return None
+        idx = [where[c] for c in want]
+        if self.meta["layout"] == "tensor":
+            name = (self.meta.get("inputs") or ["X"])[0]
+            return self._run({name: block[:, idx].astype(np.float32)})
+        if any(kinds.get(c) != "float" for c in want):
+            return None
+        by_column = block.T[idx].astype(np.float32)  # one contiguous row per column
+        names = self.meta.get("inputs") or want
+        return self._run({n: by_column[j].reshape(-1, 1) for j, n in enumerate(names)})
+
+    def _run(self, inputs: dict) -> dict[str, list]:
+        outs = self.session.run(self.outputs, inputs)
         result = {"predict": _column(outs[0])}
         if len(outs) > 1:
             result["predict_proba"] = outs[1].astype(float).tolist()

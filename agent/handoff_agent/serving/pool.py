@@ -108,6 +108,11 @@ class ServingWorker:
                 self.sock.close()
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class LoadFailed(Exception):
     """The model did not load in a worker: a property of the version, so no restart."""
 
@@ -226,8 +231,10 @@ class WorkerPool:
         for _attempt in range(2):
             worker = await self._a_worker(avoid=tried)
             fut = worker.submit(request)
+            # A timer on the answer itself (wait_for adds a future and a callback per request)
+            expire = asyncio.get_running_loop().call_later(self.request_timeout, _expire, fut)
             try:
-                return await asyncio.wait_for(fut, self.request_timeout)
+                return await fut
             except WorkerDied:
                 tried = worker  # retried once: predicting again is harmless
             except TimeoutError:
@@ -236,6 +243,8 @@ class WorkerPool:
                 raise WorkerUnavailable(
                     f"the model took longer than {self.request_timeout:.0f} s"
                 ) from None
+            finally:
+                expire.cancel()
         raise WorkerUnavailable(f"the workers of {self.key} died while answering")
 
     async def close(self, drain: float = 10.0) -> None:

@@ -1,0 +1,158 @@
+"""The serving worker's fast paths answer exactly what the slow ones did: a numeric request
+becomes one float64 block (the same frame as column by column), the skops backend derives
+``predict`` from ``predict_proba`` only for classifiers whose ``predict`` is that argmax (and
+asks ``predict`` on a tie), and the ONNX backend feeds the block as it feeds the frame."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from handoff_agent.serving import worker
+from handoff_agent.serving.backend import SkopsBackend
+from handoff_agent.serving.inputs import validate
+
+
+def request_of(frame: pd.DataFrame, signature=None) -> dict:
+    """What the server sends a worker for ``frame``'s rows, through JSON as on the socket."""
+    signature = signature or [{"name": c, "dtype": str(frame[c].dtype)} for c in frame.columns]
+    columns = {
+        c: [None if isinstance(v, float) and v != v else v for v in frame[c].tolist()]
+        for c in frame.columns
+    }
+    request, _ = validate(columns, signature, list(frame.columns), 1000)
+    return json.loads(json.dumps(request))
+
+
+def by_columns(request: dict) -> pd.DataFrame:
+    """The frame as the worker built it before the block: column by column, then cast."""
+    frame = pd.DataFrame({c: request["data"][c] for c in request["columns"]})
+    for c, want in request["dtypes"].items():
+        if str(frame[c].dtype) != want:
+            frame[c] = frame[c].astype(want)
+    return frame
+
+
+def test_a_numeric_request_is_one_block_and_the_same_frame():
+    frame = pd.DataFrame(
+        {"a": [1.5, np.nan, 3.0], "b": [1.0, 2.0, 2.0**60], "c": [0.0, -1e308, 7.25]}
+    )
+    request = request_of(frame)
+    request["data"]["b"] = [1, 2, 2**60]  # integers in a float column: cast as before
+    block = worker.float_block(request)
+    assert block.shape == (3, 3) and block.dtype == np.float64
+    pd.testing.assert_frame_equal(worker.frame_of(request), by_columns(request))
+    one = request_of(frame.iloc[:1])
+    pd.testing.assert_frame_equal(worker.frame_of(one), by_columns(one))
+
+
+def test_other_signatures_keep_the_column_by_column_frame():
+    frame = pd.DataFrame({"x": [1.0, 2.0], "n": [1, 2], "city": ["paris", "nice"]})
+    request = request_of(frame)
+    assert worker.float_block(request) is None
+    pd.testing.assert_frame_equal(worker.frame_of(request), by_columns(request))
+    request["data"]["x"] = ["oops", 1.0]  # what the server refuses; the worker still answers
+    assert worker.float_block({**request, "dtypes": {"x": "float64"}, "columns": ["x"]}) is None
+
+
+def _classifiers():
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+    return {
+        "logreg": LogisticRegression(max_iter=500),
+        "pipeline": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+        "forest": RandomForestClassifier(n_estimators=7, random_state=0),
+        "extra_trees": ExtraTreesClassifier(n_estimators=7, random_state=0),
+        "tree": DecisionTreeClassifier(max_depth=3, random_state=0),
+        "extra_tree": ExtraTreeClassifier(random_state=0),
+    }
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("kind", list(_classifiers()))
+def test_known_classifiers_are_called_once_and_predict_as_predict(kind, classes):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
+    edges = [0.0] if classes == 2 else [-0.5, 0.5]
+    y = np.array(["no", "yes", "maybe"])[np.digitize(X["a"] + X["b"] / 3, edges)]
+    model = _classifiers()[kind].fit(X, y)
+    backend = SkopsBackend(model, {})
+    assert backend.classes is not None
+    calls = []
+    model.predict = lambda frame: calls.append(frame) or type(model).predict(model, frame)
+    out = backend.predict(X)
+    assert out["predict"] == type(model).predict(model, X).tolist()
+    assert out["predict_proba"] == model.predict_proba(X).tolist()
+    assert calls == []  # no tie in these rows: predict_proba alone answered
+
+
+def test_a_tie_asks_predict():
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"a": [0.0, 0.0, 1.0, 1.0]})
+    model = DecisionTreeClassifier().fit(X, ["b", "a", "a", "a"])  # a leaf at 1/2 each
+    backend = SkopsBackend(model, {})
+    calls = []
+    model.predict = lambda frame: calls.append(1) or type(model).predict(model, frame)
+    out = backend.predict(X)
+    assert calls == [1]
+    assert out["predict"] == type(model).predict(model, X).tolist()
+
+
+def test_other_models_are_called_for_both():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    class Mine(LogisticRegression):  # a subclass may predict otherwise
+        pass
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    for model in (KNeighborsClassifier(n_neighbors=1), Mine()):
+        model.fit(X, [0, 0, 1, 1])
+        backend = SkopsBackend(model, {})
+        assert backend.classes is None
+        assert backend.predict(X) == {
+            "predict": model.predict(X).tolist(),
+            "predict_proba": model.predict_proba(X).tolist(),
+        }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="no onnxruntime")
+@pytest.mark.parametrize("by_name", [False, True])
+def test_the_onnx_backend_feeds_the_block_as_the_frame(by_name):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from handoff_agent import onnx_convert
+    from handoff_agent.serving.onnx_backend import OnnxBackend
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=["x", "y", "z"])
+    y = (X["x"] + X["z"] > 0).astype(int)
+    prep = (
+        ColumnTransformer([("s", StandardScaler(), ["z", "x"])], remainder="passthrough")
+        if by_name
+        else StandardScaler()
+    )
+    model = make_pipeline(prep, LogisticRegression()).fit(X, y)
+    data, _ = onnx_convert.to_onnx(model, X, "classification")
+    backend = OnnxBackend(data)
+    assert backend.meta["layout"] == ("columns" if by_name else "tensor")
+    for i in range(0, 80, 9):
+        request = request_of(X.iloc[i : i + 3])
+        block = worker.float_block(request)
+        from_block = backend.predict_block(block, request["columns"])
+        assert from_block is not None
+        assert from_block == backend.predict(by_columns(request))
+        assert worker.answer(backend, request)["outputs"] == from_block
+    assert backend.predict_block(block[:, :2], ["x", "y"]) is None  # a column missing
