@@ -2,8 +2,8 @@
 
 The bundle is built as a list of byte parts (tar headers, members, padding) and never copied
 into one buffer: the model is pickled into pieces (its big arrays as views, not copies), then
-one read of the parts feeds the member and bundle digests on two threads and, for a local
-agent, the write into its spool on the second; or the parts are streamed over HTTP. The tar
+the parts are hashed (member and bundle digests, on two threads) and, for a local agent,
+written into its spool on a third at the same time; or they are streamed over HTTP. The tar
 is deterministic (no times, no owners), so the same model and data give the same bytes.
 """
 
@@ -75,13 +75,12 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     """Lay out the tar: members (bytes or ``Pieces``) in name order, then the manifest, which
     lists their digests.
 
-    One read of each member's bytes feeds two hashes on two threads (hashlib lets go of the
-    GIL): the member's own digest, for the manifest, and the bundle's, which the manifest
-    closes. ``sink`` (a file descriptor, e.g. a spool entry) gets every part as well, written
-    by the member thread while the bundle is hashed; ``spooled`` says whether all of it went
-    in. Nothing is copied: the parts are views of the members. Members come first
-    because the manifest can only be written once they are hashed; the agent reads a bundle
-    in any order.
+    The member bytes are read by up to three threads at once (hashlib and os.write let go
+    of the GIL): one hashes each member for the manifest, one hashes the bundle, which the
+    manifest closes, and, given a ``sink`` (a file descriptor: a spool entry), one writes
+    the parts into it; ``spooled`` says whether all of it went in. Nothing is copied: the
+    parts are views of the members. Members come first because the manifest can only be
+    written once they are hashed; the agent reads a bundle in any order.
     """
     parts: list = []
     for name, data in sorted(members.items()):
@@ -90,35 +89,34 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     digests: dict[str, str] = {}
     written = [sink is not None]
 
-    def put(part) -> None:
-        if written[0]:
+    def write(some: list) -> None:
+        for part in some:
+            if not written[0]:
+                return
             try:
                 _write_all(sink, part)
             except OSError:  # a full disk, a quota: the caller sends over HTTP instead
                 written[0] = False
 
-    def hash_and_write() -> None:
-        # The member thread walks the parts in the bundle's order, so the sink gets them in
-        # order: each member's header, its pieces (hashed for its digest), its padding.
-        for name, data in sorted(members.items()):
-            own = _parts_of(data)
+    def hash_members() -> None:
+        for name, data in members.items():
             h = hashlib.sha256()
-            put(tar_header(name, len(data)))
-            for p in own:
+            for p in _parts_of(data):
                 h.update(p)
-                put(p)
-            if len(data) % BLOCK:
-                put(padding(len(data)))
             digests[name] = h.hexdigest()
 
-    if sink is not None or sum(len(d) for d in members.values()) >= PARALLEL_HASH:
-        with ThreadPoolExecutor(1, thread_name_prefix="handoff-hash") as pool:
-            done = pool.submit(hash_and_write)
+    big = sum(len(d) for d in members.values()) >= PARALLEL_HASH
+    if sink is not None or big:
+        with ThreadPoolExecutor(2, thread_name_prefix="handoff-bundle") as pool:
+            jobs = [pool.submit(hash_members)]
+            if sink is not None:
+                jobs.append(pool.submit(write, list(parts)))
             for p in parts:
                 bundle_sha.update(p)
-            done.result()
+            for job in jobs:
+                job.result()
     else:
-        hash_and_write()
+        hash_members()
         for p in parts:
             bundle_sha.update(p)
     manifest = {**manifest, "files": dict(sorted(digests.items()))}
@@ -126,7 +124,8 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     tail.append(b"\0" * (2 * BLOCK))
     for p in tail:
         bundle_sha.update(p)
-        put(p)
+    if sink is not None:
+        write(tail)
     parts += tail
     size = sum(len(p) for p in parts)
     return Bundle(parts, manifest, bundle_sha.hexdigest(), size, written[0])
