@@ -210,9 +210,6 @@ class SpoolEntry:
     def __init__(self, name: str, path: str, fd: int):
         self.name, self.path, self.fd = name, path, fd
 
-    def fileno(self) -> int:
-        return self.fd
-
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -178,6 +178,16 @@ def test_a_bundle_written_into_the_spool_as_it_is_hashed_is_adopted(a):
     assert_spool_empty(a)
 
 
+def test_a_bundle_whose_spool_write_failed_goes_over_http(a):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    entry, b = written_while_hashed(client, os.urandom(100_000))
+    b.spooled = False  # as when a write into the entry failed midway (a full disk)
+    status, body = client.push("m", b, entry)
+    assert status == 201 and body["digest"] == b.digest, body
+    assert agent_blobs(a).read_bytes(b.digest) == b"".join(bytes(p) for p in b.parts)
+    assert_spool_empty(a)
+
+
 def test_a_spool_entry_damaged_after_it_was_hashed_is_refused_and_nothing_is_lost(a):
     client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
     first = bundle_bytes("m", model=os.urandom(20_000))
