@@ -186,9 +186,15 @@ def push(
         shape.check_fields(manifest)
     except shape.ManifestError as e:
         raise HandoffUsageError(e.message, "Check the message and tags given to push.") from None
-    bundle = bw.assemble(members, manifest)
     client = connect()
-    _, body = client.push(name, bundle)
+    entry = client.open_spool()  # a local agent: written while it is hashed
+    try:
+        bundle = bw.assemble(members, manifest, sink=None if entry is None else entry.fd)
+    except BaseException:
+        if entry is not None:
+            entry.discard()
+        raise
+    _, body = client.push(name, bundle, entry)
     return Version(
         {
             "model": body["name"],

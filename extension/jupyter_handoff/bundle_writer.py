@@ -1,9 +1,10 @@
 """Turn a model and its data into a bundle, validating what the user gave on the way.
 
 The bundle is built as a list of byte parts (tar headers, members, padding) and never copied
-into one buffer: it is hashed (member and bundle digests in one pass, on two threads) and
-streamed to the agent part by part. The tar is
-deterministic (no times, no owners), so the same model and data give the same bytes.
+into one buffer: the model is pickled into pieces (its big arrays as views, not copies), then
+the parts are hashed (member and bundle digests, on two threads) and, for a local agent,
+written into its spool on a third at the same time; or they are streamed over HTTP. The tar
+is deterministic (no times, no owners), so the same model and data give the same bytes.
 """
 
 from __future__ import annotations
@@ -40,33 +41,80 @@ class Bundle:
     manifest: dict = field(default_factory=dict)
     digest: str = ""
     size: int = 0
+    spooled: bool = False  # every part went into the sink given to assemble()
 
 
-def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
-    """Lay out the tar: members in name order, then the manifest, which lists their digests.
+class Pieces:
+    """A member as the pieces pickle wrote, in order: its frames (bytes) and its big buffers
+    (views of the model's arrays: nothing is copied into one buffer, which costs more than
+    pickling itself). The model must not change until the push has returned."""
 
-    One read of each member's bytes feeds two hashes on two threads (hashlib lets go of the
-    GIL): the member's own digest, for the manifest, and the bundle's, which the manifest
-    closes. Nothing is copied: the parts are views of the members. Members come first
-    because the manifest can only be written once they are hashed; the agent reads a bundle
-    in any order.
+    def __init__(self):
+        self.parts: list = []
+        self.size = 0
+
+    def write(self, piece) -> int:
+        if not isinstance(piece, bytes):  # a PickleBuffer: a flat byte view of the array
+            view = memoryview(piece)
+            piece = view.cast("B") if view.c_contiguous else view.tobytes()
+        n = len(piece)
+        if n:
+            self.parts.append(piece)
+            self.size += n
+        return n
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _parts_of(data) -> list:
+    return data.parts if isinstance(data, Pieces) else [memoryview(data)]
+
+
+def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
+    """Lay out the tar: members (bytes or ``Pieces``) in name order, then the manifest, which
+    lists their digests.
+
+    The member bytes are read by up to three threads at once (hashlib and os.write let go
+    of the GIL): one hashes each member for the manifest, one hashes the bundle, which the
+    manifest closes, and, given a ``sink`` (a file descriptor: a spool entry), one writes
+    the parts into it; ``spooled`` says whether all of it went in. Nothing is copied: the
+    parts are views of the members. Members come first because the manifest can only be
+    written once they are hashed; the agent reads a bundle in any order.
     """
     parts: list = []
     for name, data in sorted(members.items()):
         parts += _member(name, data)
     bundle_sha = hashlib.sha256()
     digests: dict[str, str] = {}
+    written = [sink is not None]
+
+    def write(some: list) -> None:
+        for part in some:
+            if not written[0]:
+                return
+            try:
+                _write_all(sink, part)
+            except OSError:  # a full disk, a quota: the caller sends over HTTP instead
+                written[0] = False
 
     def hash_members() -> None:
         for name, data in members.items():
-            digests[name] = hashlib.sha256(data).hexdigest()
+            h = hashlib.sha256()
+            for p in _parts_of(data):
+                h.update(p)
+            digests[name] = h.hexdigest()
 
-    if sum(len(d) for d in members.values()) >= PARALLEL_HASH:
-        with ThreadPoolExecutor(1) as pool:
-            done = pool.submit(hash_members)
+    big = sum(len(d) for d in members.values()) >= PARALLEL_HASH
+    if sink is not None or big:
+        with ThreadPoolExecutor(2, thread_name_prefix="handoff-bundle") as pool:
+            jobs = [pool.submit(hash_members)]
+            if sink is not None:
+                jobs.append(pool.submit(write, list(parts)))
             for p in parts:
                 bundle_sha.update(p)
-            done.result()
+            for job in jobs:
+                job.result()
     else:
         hash_members()
         for p in parts:
@@ -76,18 +124,27 @@ def assemble(members: dict[str, bytes], manifest: dict) -> Bundle:
     tail.append(b"\0" * (2 * BLOCK))
     for p in tail:
         bundle_sha.update(p)
+    if sink is not None:
+        write(tail)
     parts += tail
-    return Bundle(parts, manifest, bundle_sha.hexdigest(), sum(len(p) for p in parts))
+    size = sum(len(p) for p in parts)
+    return Bundle(parts, manifest, bundle_sha.hexdigest(), size, written[0])
 
 
-def _member(name: str, data: bytes) -> list:
-    out = [tar_header(name, len(data)), memoryview(data)]
+def _write_all(fd: int, part) -> None:
+    view = memoryview(part)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _member(name: str, data) -> list:
+    out = [tar_header(name, len(data)), *_parts_of(data)]
     if len(data) % BLOCK:
         out.append(padding(len(data)))
     return out
 
 
-def serialize_model(model, fmt: str) -> tuple[str, bytes]:
+def serialize_model(model, fmt: str) -> tuple[str, bytes | Pieces]:
     if fmt == "skops":
         try:
             import skops.io as sio
@@ -103,7 +160,9 @@ def serialize_model(model, fmt: str) -> tuple[str, bytes]:
                 "Push it with --format pickle instead.",
             ) from None
     try:
-        return model_member("pickle"), pickle.dumps(model, protocol=5)
+        pieces = Pieces()
+        pickle.dump(model, pieces, protocol=5)
+        return model_member("pickle"), pieces
     except Exception as e:
         raise HandoffUsageError(
             f"The model cannot be pickled ({type(e).__name__}: {e}).",

@@ -102,13 +102,19 @@ class AgentClient:
 
         return self._send(go)
 
-    def push(self, name: str, bundle) -> tuple[int, dict]:
+    def push(self, name: str, bundle, entry: SpoolEntry | None = None) -> tuple[int, dict]:
         """Offer the bundle by its digest, then send it only if the agent asks for it: one
         request, whose headers say ``Expect: 100-continue``. An agent already holding these
-        bytes answers with that version at once (a re-push writes and sends nothing);
-        otherwise it says continue, and the bundle goes into its spool or the body."""
+        bytes answers with that version at once (a re-push sends nothing); otherwise it says
+        continue, and the bundle goes into its spool or the body. ``entry``: a spool entry
+        the bundle was already written into while it was hashed (``open_spool``); it is
+        handed over, or removed."""
         path = f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions"
-        if self.spool and (found := self._spool_push(path, bundle)) is not None:
+        if entry is not None:
+            with entry:
+                if bundle.spooled and (found := self._hand_over(path, bundle, entry)):
+                    return found
+        elif self.spool and (found := self._spool_push(path, bundle)) is not None:
             return found
 
         def body(conn):
@@ -132,6 +138,31 @@ class AgentClient:
         if _go_ahead(conn, min(self.timeout, CONTINUE_WAIT)):
             send_body(conn)
         return self._answer(conn)
+
+    def open_spool(self) -> SpoolEntry | None:
+        """A fresh entry in the agent's spool, for the bundle writer to fill while it hashes;
+        None when there is no spool here (another machine's agent, no permission)."""
+        if not self.spool:
+            return None
+        entry = f"{secrets.token_hex(16)}.bundle"
+        target = os.path.join(self.spool, entry)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return SpoolEntry(entry, target, os.open(target, flags, 0o600))
+        except OSError:
+            return None
+
+    def _hand_over(self, path: str, bundle, entry: SpoolEntry) -> tuple[int, dict]:
+        """The offer for a bundle already in the spool: the body names the entry."""
+        body = json.dumps({"spool": entry.name}).encode()
+
+        def send(conn):
+            entry.close()  # the agent fsyncs it before it answers
+            conn.send(body)
+
+        return self._send(
+            lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), send)
+        )
 
     def _spool_push(self, path: str, bundle) -> tuple[int, dict] | None:
         """The bundle through the agent's spool; None (so it goes over HTTP) when the spool
@@ -170,6 +201,30 @@ class AgentClient:
                 os.close(left)
             with contextlib.suppress(OSError):
                 os.unlink(target)
+
+
+class SpoolEntry:
+    """A bundle's file in the agent's spool, written by this kernel. Closing the ``with``
+    removes it unless the agent adopted it (then it is gone from the spool already)."""
+
+    def __init__(self, name: str, path: str, fd: int):
+        self.name, self.path, self.fd = name, path, fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> SpoolEntry:
+        return self
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
 
 
 class _SpoolUnwritable(Exception):

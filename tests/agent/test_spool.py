@@ -145,3 +145,67 @@ def test_an_acknowledged_spool_push_survives_kill_9(a):
     got = a.request("GET", "/api/v1/models/m/versions/1")[1]
     assert got["digest"] == body["digest"]
     assert agent_blobs(a).read_bytes(body["digest"]) == data
+
+
+def written_while_hashed(client: AgentClient, model: bytes):
+    """What the notebook does for a local agent: the bundle goes into a fresh spool entry as
+    it is hashed, before the agent is asked (``open_spool`` then ``assemble(sink=...)``)."""
+    from jupyter_handoff import bundle_writer as bw
+
+    entry = client.open_spool()
+    assert entry is not None
+    manifest = {"format_version": 1, "name": "m", "serialization": "pickle"}
+    return entry, bw.assemble({"model.pkl": model}, manifest, sink=entry.fd)
+
+
+def test_a_bundle_written_into_the_spool_as_it_is_hashed_is_adopted(a):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    # Given a bundle written into the spool while it was hashed
+    model = os.urandom(300_000)
+    entry, b = written_while_hashed(client, model)
+    assert b.spooled
+    # When it is pushed
+    status, body = client.push("m", b, entry)
+    # Then the agent adopted exactly those bytes, and the spool is empty
+    assert status == 201 and body["digest"] == b.digest, body
+    assert agent_blobs(a).read_bytes(b.digest) == b"".join(bytes(p) for p in b.parts)
+    assert_spool_empty(a)
+    # And the same bytes written again are answered by the version that holds them; the
+    # entry written for nothing is removed
+    entry, again = written_while_hashed(client, model)
+    status, body2 = client.push("m", again, entry)
+    assert status == 200 and body2["version"] == body["version"]
+    assert_spool_empty(a)
+
+
+def test_a_bundle_whose_spool_write_failed_goes_over_http(a):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    entry, b = written_while_hashed(client, os.urandom(100_000))
+    b.spooled = False  # as when a write into the entry failed midway (a full disk)
+    status, body = client.push("m", b, entry)
+    assert status == 201 and body["digest"] == b.digest, body
+    assert agent_blobs(a).read_bytes(b.digest) == b"".join(bytes(p) for p in b.parts)
+    assert_spool_empty(a)
+
+
+def test_a_spool_entry_damaged_after_it_was_hashed_is_refused_and_nothing_is_lost(a):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    first = bundle_bytes("m", model=os.urandom(20_000))
+    assert client.push("m", Parts(first))[0] == 201
+    # Given a bundle whose spool entry changes after the kernel hashed it (a bit flips)
+    entry, b = written_while_hashed(client, os.urandom(200_000))
+    with open(entry.path, "r+b") as f:
+        f.seek(100_000)
+        byte = f.read(1)
+        f.seek(100_000)
+        f.write(bytes([byte[0] ^ 1]))
+    # When it is pushed
+    with pytest.raises(Exception) as refused:
+        client.push("m", b, entry)
+    # Then the agent refuses it as not the declared bytes, stores nothing new, keeps what it
+    # had, and no entry or upload is left behind
+    assert getattr(refused.value, "code", None) == "digest_mismatch", refused.value
+    versions = a.request("GET", "/api/v1/models/m/versions")[1]["versions"]
+    assert [v["number"] for v in versions] == [1]
+    agent_blobs(a).verify(versions[0]["digest"])
+    assert_spool_empty(a)

@@ -200,3 +200,49 @@ def test_numeric_stats_are_describes_values():
             want = None if pd.isna(desc[k]) else float(desc[k])
             assert stats[col][k] == want, (col, k)
     assert stats["b"] == {"nulls": 0, "mean": None, "std": None, "min": None, "max": None}
+
+
+def forest():
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = np.random.default_rng(0).normal(size=(300, 4)), np.arange(300) % 2
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+
+
+def test_the_pickled_pieces_are_the_pickle_and_the_sink_gets_the_bundle(tmp_path):
+    import hashlib
+    import os
+    import pickle
+
+    # Given a model whose arrays pickle writes as out-of-frame buffers (views, not copies)
+    model = forest()
+    member, pieces = bw.serialize_model(model, "pickle")
+    assert b"".join(bytes(p) for p in pieces.parts) == pickle.dumps(model, protocol=5)
+    manifest = {"format_version": 1, "name": "m", "serialization": "pickle"}
+    # When the bundle is assembled into a file while it is hashed
+    fd = os.open(tmp_path / "entry", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        b = bw.assemble({member: pieces}, manifest, sink=fd)
+    finally:
+        os.close(fd)
+    # Then the file holds exactly the bundle, whose digest is that of the same bytes in one
+    # buffer, and the agent accepts it
+    written = (tmp_path / "entry").read_bytes()
+    assert b.spooled and written == b"".join(bytes(p) for p in b.parts)
+    assert hashlib.sha256(written).hexdigest() == b.digest
+    assert b.digest == bw.assemble({member: pickle.dumps(model, protocol=5)}, manifest).digest
+    assert bundle.validate(tmp_path / "entry", expected_name="m")["files"][member]
+
+
+def test_a_sink_that_cannot_be_written_leaves_the_bundle_whole(tmp_path):
+    import os
+
+    (tmp_path / "entry").write_bytes(b"")
+    fd = os.open(tmp_path / "entry", os.O_RDONLY)  # every write fails (EBADF)
+    try:
+        member, pieces = bw.serialize_model(forest(), "pickle")
+        b = bw.assemble({member: pieces}, {"format_version": 1, "name": "m"}, sink=fd)
+    finally:
+        os.close(fd)
+    assert not b.spooled  # so the client sends it over HTTP instead
+    assert b.size == sum(len(p) for p in b.parts) and b.digest
