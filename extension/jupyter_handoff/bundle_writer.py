@@ -27,6 +27,7 @@ from importlib import metadata
 from handoff_agent.bundle import padding, tar_header
 from handoff_agent.manifest import MANIFEST, model_member
 
+from .client import write_all
 from .errors import HandoffUsageError
 
 BLOCK = 512
@@ -94,7 +95,7 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
             if not written[0]:
                 return
             try:
-                _write_all(sink, part)
+                write_all(sink, part)
             except OSError:  # a full disk, a quota: the caller sends over HTTP instead
                 written[0] = False
 
@@ -129,12 +130,6 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     parts += tail
     size = sum(len(p) for p in parts)
     return Bundle(parts, manifest, bundle_sha.hexdigest(), size, written[0])
-
-
-def _write_all(fd: int, part) -> None:
-    view = memoryview(part)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _member(name: str, data) -> list:

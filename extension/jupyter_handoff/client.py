@@ -169,38 +169,34 @@ class AgentClient:
         cannot be written here: another machine's agent, another filesystem view, no
         permission, a full disk. The entry is made empty before the request and filled only
         when the agent says continue."""
-        entry = f"{secrets.token_hex(16)}.bundle"
-        target = os.path.join(self.spool, entry)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(target, flags, 0o600)
-        except OSError:
+        entry = self.open_spool()
+        if entry is None:
             return None
-        body = json.dumps({"spool": entry}).encode()
-        fds = [fd]
+        body = json.dumps({"spool": entry.name}).encode()
 
         def fill(conn):
             try:
                 for part in bundle.parts:
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(entry.fd, part)
             except OSError:
                 raise _SpoolUnwritable from None
-            os.close(fds.pop())  # the agent fsyncs it before it answers
+            entry.close()  # the agent fsyncs it before it answers
             conn.send(body)
 
-        try:
-            return self._send(
-                lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), fill)
-            )
-        except _SpoolUnwritable:
-            return None
-        finally:  # adopted (gone), refused (removed) or not needed; never left behind
-            for left in fds:
-                os.close(left)
-            with contextlib.suppress(OSError):
-                os.unlink(target)
+        with entry:  # adopted (gone), refused (removed) or not needed; never left behind
+            try:
+                return self._send(
+                    lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), fill)
+                )
+            except _SpoolUnwritable:
+                return None
+
+
+def write_all(fd: int, part) -> None:
+    """All of ``part`` into ``fd`` (os.write may take less than it is given)."""
+    view = memoryview(part)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class SpoolEntry:
