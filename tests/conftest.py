@@ -20,8 +20,11 @@ from support import RunningAgent
 BACKENDS = ["sqlite", "postgresql+s3"]
 # Run on the defaults only: where what is tested does not depend on where the agent stores
 # things. The notebook side talks HTTP to its agent; these agent modules test model families,
-# the sandbox, the checks, the HTTP surface and a destination. What the agent stores where
-# (versions, intake, audit, serving, monitoring, watches, replicas) runs on both backends.
+# the sandbox, the checks, the HTTP surface, a destination, and the flows built on the store
+# (stage rules, validation, guardrails, triggers), not the store. What the agent stores where
+# runs on both backends: versions, push and intake, blobs, audit, durability, backup and
+# migration, serving with its prediction log, monitoring, watches, replicas, the inventory;
+# and one whole path on S3 to production (test_blobs_s3).
 DEFAULTS_ONLY = (
     "tests/extension/",
     *(
@@ -30,6 +33,10 @@ DEFAULTS_ONLY = (
             "test_trust", "test_sandbox", "test_hostile_models", "test_text_and_array_models",
             "test_parallel_checks", "test_checks_pipeline", "test_check_errors", "test_plugins",
             "test_reports", "test_forward_mlflow", "test_error_shape", "test_http_hardening",
+            "test_openapi_fuzz", "test_pipeline_central", "test_watch_revalidate",
+            "test_watch_retrain", "test_monitor_retrain", "serving/test_validation",
+            "serving/test_guardrails_live", "serving/test_deployment_events",
+            "serving/test_monitor_rollback", "serving/test_watch_canary",
         )
     ),
 )  # fmt: skip
