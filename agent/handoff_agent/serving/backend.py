@@ -17,6 +17,7 @@ from ..manifest import MANIFEST, data_member, model_member
 
 SKOPS = model_member("skops")
 X_MEMBER = data_member("X")
+ARRAY_PARITY_ROWS = 200
 
 
 class Backend(Protocol):
@@ -104,7 +105,9 @@ class SkopsBackend:
 
     A classifier whose ``predict`` is the class of its highest probability
     (``_argmax_classes``) is called once per request, for ``predict_proba``; any other model
-    is called for both."""
+    is called for both. A model that answers a bare float64 array exactly as it answers the
+    DataFrame (``array_columns``) gets the array: scikit-learn's checks of a frame's names
+    and dtypes, which the server has made already, cost more than a small predict."""
 
     name = "skops"
 
@@ -114,10 +117,12 @@ class SkopsBackend:
             self.classes = _argmax_classes(model)
         except ImportError:
             self.classes = None
+        self.array_columns = self._array_columns()
 
     @classmethod
     def load(cls, job: dict) -> SkopsBackend:
         import io
+        import warnings
 
         from ..trust import load_skops
 
@@ -130,21 +135,58 @@ class SkopsBackend:
             import pandas as pd
 
             sample = pd.read_parquet(io.BytesIO(members[X_MEMBER]))
+        # The array path's one warning, on every call (the worker serves this model alone).
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
         return cls(model, manifest, sample)
 
     def predict(self, frame) -> dict[str, list]:
+        return self._outputs(frame)
+
+    def predict_block(self, block, columns: list[str]) -> dict[str, list] | None:
+        """Named outputs for a float64 rows x ``columns`` array, when the model takes the
+        array in that column order (``array_columns``); None sends the frame instead."""
+        if self.array_columns is None or columns != self.array_columns:
+            return None
+        return self._outputs(block)
+
+    def _outputs(self, X) -> dict[str, list]:
         if self.classes is not None:
-            proba = self.model.predict_proba(frame)
+            proba = self.model.predict_proba(X)
             predicted = _predicted(proba, self.classes)
             if predicted is None:
-                predicted = self.model.predict(frame)
+                predicted = self.model.predict(X)
             return {"predict": _column(predicted), "predict_proba": proba.tolist()}
-        out = {"predict": _column(self.model.predict(frame))}
+        out = {"predict": _column(self.model.predict(X))}
         if hasattr(self.model, "predict_proba"):
             # e.g. SVC without probability=True has the method but refuses
             with contextlib.suppress(AttributeError, NotImplementedError):
-                out["predict_proba"] = self.model.predict_proba(frame).tolist()
+                out["predict_proba"] = self.model.predict_proba(X).tolist()
         return out
+
+    def _array_columns(self) -> list[str] | None:
+        """The evaluation sample's columns when every one is float64, the model was fitted on
+        them in that order (or on an unnamed array), and its outputs for the sample's first
+        ``ARRAY_PARITY_ROWS`` rows are the same, value for value, from the array as from the
+        frame; else None (a model that selects columns by name, say)."""
+        sample = self.sample
+        if sample is None or not len(sample):
+            return None
+        if not all(str(t) == "float64" for t in sample.dtypes):
+            return None
+        columns = [str(c) for c in sample.columns]
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is not None and [str(n) for n in names] != columns:
+            return None
+        rows = sample.iloc[:ARRAY_PARITY_ROWS]
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                same = self._outputs(rows) == self._outputs(rows.to_numpy(dtype="float64"))
+        except Exception:  # the model wants its frame
+            return None
+        return columns if same else None
 
     def nan_columns(self) -> list[str] | None:
         """The columns where this model takes a NaN, found by predicting the first evaluation

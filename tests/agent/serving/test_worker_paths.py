@@ -1,7 +1,8 @@
 """The serving worker's fast paths answer exactly what the slow ones did: a numeric request
 becomes one float64 block (the same frame as column by column), the skops backend derives
 ``predict`` from ``predict_proba`` only for classifiers whose ``predict`` is that argmax (and
-asks ``predict`` on a tie), and the ONNX backend feeds the block as it feeds the frame."""
+asks ``predict`` on a tie) and hands the block itself only to a model that answers it as it
+answers the frame, and the ONNX backend feeds the block as it feeds the frame."""
 
 from __future__ import annotations
 
@@ -123,6 +124,43 @@ def test_other_models_are_called_for_both():
             "predict": model.predict(X).tolist(),
             "predict_proba": model.predict_proba(X).tolist(),
         }
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_the_skops_backend_takes_the_block_only_where_the_model_answers_it_alike():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(150, 3)), columns=["x", "y", "z"])
+    y = (X["x"] - X["z"] > 0).astype(int)
+    plain = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    backend = SkopsBackend(plain, {}, sample=X)
+    assert backend.array_columns == ["x", "y", "z"]
+    for i in range(0, 150, 13):
+        request = request_of(X.iloc[i : i + 3])
+        from_block = backend.predict_block(worker.float_block(request), request["columns"])
+        assert from_block == backend.predict(by_columns(request))
+        assert worker.answer(backend, request)["outputs"] == from_block
+    unnamed = LogisticRegression().fit(X.to_numpy(), y)  # fitted on an array: takes one
+    assert SkopsBackend(unnamed, {}, sample=X).array_columns == ["x", "y", "z"]
+    # A model that picks columns by name, or was fitted in another order, keeps its frame
+    by_name = make_pipeline(ColumnTransformer([("s", StandardScaler(), ["z", "x"])]),
+                            LogisticRegression()).fit(X, y)  # fmt: skip
+    request = request_of(X.iloc[:3])
+    for model in (by_name, LogisticRegression().fit(X[["z", "y", "x"]], y)):
+        other = SkopsBackend(model, {}, sample=X)
+        assert other.array_columns is None
+        assert other.predict_block(worker.float_block(request), request["columns"]) is None
+    assert worker.answer(SkopsBackend(by_name, {}, sample=X), request)["outputs"] == {
+        "predict": by_name.predict(X.iloc[:3]).tolist(),
+        "predict_proba": by_name.predict_proba(X.iloc[:3]).tolist(),
+    }
+    # and so does any model when the sample is not all float64, or is missing
+    assert SkopsBackend(plain, {}, sample=X.astype({"y": "float32"})).array_columns is None
+    assert SkopsBackend(plain, {}).array_columns is None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="no onnxruntime")
