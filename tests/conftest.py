@@ -23,8 +23,8 @@ BACKENDS = ["sqlite", "postgresql+s3"]
 # the sandbox, the checks, the HTTP surface, a destination, and the flows built on the store
 # (stage rules, validation, guardrails, triggers), not the store. What the agent stores where
 # runs on both backends: versions, push and intake, blobs, audit, durability, backup and
-# migration, serving with its prediction log, monitoring, watches, replicas, the inventory;
-# and one whole path on S3 to production (test_blobs_s3).
+# migration, serving with its prediction log (a push through central to production, served),
+# monitoring, watches, replicas, the inventory. test_blobs_s3 sets up its own S3 agents.
 DEFAULTS_ONLY = (
     "tests/extension/",
     *(
@@ -36,7 +36,8 @@ DEFAULTS_ONLY = (
             "test_openapi_fuzz", "test_pipeline_central", "test_watch_revalidate",
             "test_watch_retrain", "test_monitor_retrain", "serving/test_validation",
             "serving/test_guardrails_live", "serving/test_deployment_events",
-            "serving/test_monitor_rollback", "serving/test_watch_canary",
+            "serving/test_monitor_rollback", "serving/test_watch_canary", "test_blobs_s3",
+            "test_pipeline_webhook_audit",
         )
     ),
 )  # fmt: skip
