@@ -277,3 +277,62 @@ class Agent:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- the agent's check workers ---------------------------------------------------------------
+
+
+def worker_children(agent_pid: int) -> list[int]:
+    """Pids of the agent's check workers (the warm spares, between pushes): the Python
+    processes under it, however deep the sandbox (bwrap) nests them, not bwrap itself."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+
+    def under_agent(pid: int) -> bool:
+        while pid in parent and pid > 1:
+            pid = parent[pid]
+            if pid == agent_pid:
+                return True
+        return False
+
+    out = []
+    for pid in parent:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"handoff_agent.worker" in argv and b"bwrap" not in argv[0] and under_agent(pid):
+            out.append(pid)
+    return out
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_workers_idle(agent, most: float = 30.0, still: float = 0.5) -> None:
+    """Wait (at most ``most`` s) until the agent's check workers have used no CPU for
+    ``still`` s: a version's checks are over and the warm spares that replace their workers
+    have imported what they import. A timed push then measures the push, not the spares."""
+    deadline = time.perf_counter() + most
+    last, since = None, None
+    while time.perf_counter() < deadline:
+        pids = worker_children(agent.proc.pid) if agent.proc else []
+        each = [cpu_ticks(p) for p in pids]
+        ticks = (len(pids), sum(each)) if None not in each else None
+        now = time.perf_counter()
+        since = (since or now) if ticks is not None and ticks == last else None
+        last = ticks
+        if since and now - since >= still:
+            return
+        time.sleep(0.1)

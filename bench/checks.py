@@ -59,7 +59,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import MLFLOW_ENV, Agent, fmt_s, median  # noqa: E402
+from _common import MLFLOW_ENV, Agent, cpu_ticks, fmt_s, median, worker_children  # noqa: E402
 from push import Report  # noqa: E402
 
 from handoff_agent.checks.explainability import ExplainabilityCheck  # noqa: E402
@@ -165,44 +165,6 @@ class EventLog:
                 self.conn.sock.shutdown(2)
         self.conn.close()
         self.thread.join(5)
-
-
-def worker_children(agent_pid: int) -> list[int]:
-    """Pids of the agent's check workers (the warm spares, between pushes): the Python
-    processes under it, however deep the sandbox (bwrap) nests them, not bwrap itself."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-
-    def under_agent(pid: int) -> bool:
-        while pid in parent and pid > 1:
-            pid = parent[pid]
-            if pid == agent_pid:
-                return True
-        return False
-
-    out = []
-    for pid in parent:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"handoff_agent.worker" in argv and b"bwrap" not in argv[0] and under_agent(pid):
-            out.append(pid)
-    return out
-
-
-def cpu_ticks(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def wait_spare_ready(agent: Agent, least: float = 3.0, most: float = 30.0) -> float:

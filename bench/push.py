@@ -50,6 +50,7 @@ from _common import (  # noqa: E402
     percentile,
     start_until_ready,
     stop_process,
+    wait_workers_idle,
 )
 
 MLFLOW_HELPER = HERE / "_mlflow_helper.py"
@@ -289,11 +290,14 @@ def bench_push(rep: Report, args, tmp: Path, runtime_dir: Path) -> None:
 
 
 def push_reps(agent: Agent, push, model, X, y, reps: int):
-    """Time jupyter_handoff.push; wait (untimed) for each version's checks before the next."""
+    """Time jupyter_handoff.push; wait (untimed) for each version's checks, and for the warm
+    workers that replace their workers to finish importing, before the next: with data, the
+    checks end on both slots, and two spares importing beside a push would be timed with it."""
     times, idem = [], []
     last = None
 
     def timed(**kw):
+        wait_workers_idle(agent)
         t = time.perf_counter()
         v = push(model, **kw)
         return time.perf_counter() - t, v

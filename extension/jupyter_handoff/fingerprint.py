@@ -57,14 +57,45 @@ def _stats(col: pd.Series) -> dict:
     return out
 
 
+def _plain_stats(frame: pd.DataFrame) -> dict:
+    """``_stats`` of the plain float and integer columns (numpy dtypes, no NaN-able integers),
+    all in one pass over a column-major block: the same sums, column by column, as pandas
+    makes one column at a time (a wide frame's stats cost 20 ms that way)."""
+    plain = [c for c, t in frame.dtypes.items() if isinstance(t, np.dtype) and t.kind in "iuf"]
+    if not plain:
+        return {}
+    block = np.asfortranarray(frame[plain].to_numpy(dtype=np.float64))
+    nan = np.isnan(block)
+    count = block.shape[0] - nan.sum(axis=0)
+    filled = np.where(nan, 0.0, block)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / count
+        dev = np.where(nan, 0.0, block - mean)
+        std = np.sqrt((dev * dev).sum(axis=0) / (count - 1))
+    low = np.where(nan, np.inf, block).min(axis=0)
+    high = np.where(nan, -np.inf, block).max(axis=0)
+    out = {}
+    for j, c in enumerate(plain):
+        n = int(count[j])
+        out[c] = {
+            "nulls": int(block.shape[0] - n),
+            "mean": float(mean[j]) if n else None,
+            "std": float(std[j]) if n > 1 else None,
+            "min": float(low[j]) if n else None,
+            "max": float(high[j]) if n else None,
+        }
+    return out
+
+
 def fingerprint(frame: pd.DataFrame) -> dict:
     h = hashlib.sha256()
     for name, col in frame.items():
         h.update(f"{name}\0{col.dtype}\0".encode())
         h.update(_column_bytes(col))
+    plain = _plain_stats(frame)
     return {
         "fingerprint": h.hexdigest(),
         "schema": schema(frame),
         "rows": len(frame),
-        "stats": {str(c): _stats(frame[c]) for c in frame.columns},
+        "stats": {str(c): plain.get(c) or _stats(frame[c]) for c in frame.columns},
     }
