@@ -9,6 +9,10 @@ import sys
 PROBE = """
 import json, sys
 import handoff_agent.agent, handoff_agent.cli
+# and what HandoffAgent.build imports for every agent, local or central
+import handoff_agent.monitor.service, handoff_agent.watch.service, handoff_agent.serving.server
+import handoff_agent.serving.deploy, handoff_agent.serving.canary_guard
+import handoff_agent.serving.validation, handoff_agent.watch.revalidate
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -19,15 +19,20 @@ import logging
 import math
 import tarfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..serving import predlog
 from ..vocabulary import HIGHER_IS_BETTER
-from . import frames, metrics, windows
+from . import windows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from . import metrics
 
 log = logging.getLogger("handoff_agent")
 MONITOR = {"user": "monitor", "roles": ["admin"]}
@@ -47,6 +52,9 @@ def clean(obj):
 
 
 class MonitorService:
+    """Built by every agent; pandas and the frame code are imported where a window is read
+    (importing them at each agent's start cost ~0.4 s)."""
+
     def __init__(self, registry, blobs, policy=None, stages=None):
         self.registry, self.blobs, self.policy, self.stages = registry, blobs, policy, stages
         self._refs: dict[str, tuple[str, metrics.Reference | None]] = {}
@@ -60,6 +68,10 @@ class MonitorService:
 
     def reference(self, model: str) -> metrics.Reference | None:
         """The model's imported reference, else the production version's evaluation data."""
+        import pandas as pd
+
+        from . import frames, metrics
+
         row = self.registry.reference_of(model)
         key = row["digest"] if row else ""
         if not row:
@@ -89,6 +101,8 @@ class MonitorService:
     def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
         """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
         never model code, so the agent process may read it."""
+        import pandas as pd
+
         wanted, found = (data_member("X"), data_member("y")), {}
         with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:  # a stream: the blob store's reader verifies as it goes
@@ -118,6 +132,8 @@ class MonitorService:
         """Evaluate every window of ``model`` that closed by ``now`` (default: the clock)
         and is not final yet. Returns the windows evaluated and the alert changes, which the
         caller publishes (SSE, destinations) and whose rollbacks it applies to serving."""
+        from . import frames
+
         now = time.time() if now is None else float(now)
         p = self.settings
         result = {"model": model, "now": now, "windows": [], "alerts": [], "rolled_back": False}
@@ -160,6 +176,8 @@ class MonitorService:
 
     def _log(self, model: str, segments: list[dict], since: float, now: float) -> pd.DataFrame:
         """The log's records served in ``[since, now)``, from the segments that overlap it."""
+        import pandas as pd
+
         parts = [
             predlog.frame_of(self.blobs.read_bytes(s["digest"]))
             for s in segments
@@ -172,6 +190,8 @@ class MonitorService:
         return logged[(t >= since) & (t < now)].assign(time=t)
 
     def evaluate(self, window, feedback, ref, start, end, now, final=True) -> dict:
+        from . import frames, metrics
+
         p = self.settings
         requests, rows = frames.rows(window)
         ops = metrics.operations(requests)
@@ -212,6 +232,8 @@ class MonitorService:
 
     def readings(self, row: dict, judge_closing: bool) -> list[tuple[str, float, float, bool]]:
         """(kind, value, threshold, crossed) of each alert kind this window can judge."""
+        from . import metrics
+
         p, m = self.settings, row["metrics"]
         out = []
         if row["status"] != "ok":
