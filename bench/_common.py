@@ -320,16 +320,17 @@ def cpu_ticks(pid: int) -> int | None:
         return None
 
 
-def wait_workers_idle(agent, most: float = 30.0, still: float = 0.5) -> None:
+def wait_workers_idle(agent, most: float = 30.0, still: float = 0.5, present=False) -> None:
     """Wait (at most ``most`` s) until the agent's check workers have used no CPU for
     ``still`` s: a version's checks are over and the warm spares that replace their workers
-    have imported what they import. A timed push then measures the push, not the spares."""
+    have imported what they import. A timed push then measures the push, not the spares.
+    ``present``: only once there are workers (spares still being started count as busy)."""
     deadline = time.perf_counter() + most
     last, since = None, None
     while time.perf_counter() < deadline:
         pids = worker_children(agent.proc.pid) if agent.proc else []
         each = [cpu_ticks(p) for p in pids]
-        ticks = (len(pids), sum(each)) if None not in each else None
+        ticks = (len(pids), sum(each)) if (pids or not present) and None not in each else None
         now = time.perf_counter()
         since = (since or now) if ticks is not None and ticks == last else None
         last = ticks

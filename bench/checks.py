@@ -59,7 +59,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import MLFLOW_ENV, Agent, cpu_ticks, fmt_s, median, worker_children  # noqa: E402
+from _common import MLFLOW_ENV, Agent, fmt_s, median, wait_workers_idle  # noqa: E402
 from push import Report  # noqa: E402
 
 from handoff_agent.checks.explainability import ExplainabilityCheck  # noqa: E402
@@ -172,19 +172,8 @@ def wait_spare_ready(agent: Agent, least: float = 3.0, most: float = 30.0) -> fl
     have stopped using CPU (their imports are done and they are blocked reading their job).
     Returns the agent's uptime."""
     started = time.perf_counter() - (agent.startup_seconds or 0)
-    deadline = started + most
-    last, still_since = None, None
-    while time.perf_counter() < deadline:
-        pids = worker_children(agent.proc.pid) if agent.proc else []
-        each = [cpu_ticks(p) for p in pids]
-        ticks = (len(pids), sum(each)) if pids and None not in each else None
-        now = time.perf_counter()
-        still = ticks is not None and ticks == last
-        still_since = (still_since or now) if still else None
-        last = ticks
-        if still_since and now - still_since >= 0.5 and now - started >= least:
-            break
-        time.sleep(0.1)
+    wait_workers_idle(agent, most=max(0.0, started + most - time.perf_counter()), present=True)
+    time.sleep(max(0.0, min(started + least, started + most) - time.perf_counter()))
     return time.perf_counter() - started
 
 

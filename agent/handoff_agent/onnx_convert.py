@@ -186,7 +186,7 @@ def _register_boosters(model) -> None:
         return
     if importlib.util.find_spec("onnxmltools") is None:
         raise Refused(f"{EXTRA}: missing onnxmltools, needed for xgboost and lightgbm")
-    from skl2onnx import update_registered_converter
+    from skl2onnx import update_registered_converter  # the `serve` extra, as in to_onnx
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
@@ -266,7 +266,7 @@ def feed(frame, meta: dict) -> dict:
 
 
 def _initial_types(meta: dict) -> list:
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType  # `serve` extra
 
     if meta["layout"] == "tensor":
         return [("X", FloatTensorType([None, len(meta["columns"])]))]
@@ -276,7 +276,7 @@ def _initial_types(meta: dict) -> list:
 
 def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
     """The model as ONNX bytes with its feeding described in the metadata, or Refused."""
-    import skl2onnx
+    import skl2onnx  # the `serve` extra: callers ask extra_missing() first
 
     _register_boosters(model)
     meta = layout_for(model, X)

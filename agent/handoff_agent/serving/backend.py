@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tarfile
+import warnings
 from typing import Protocol
 
 from ..manifest import MANIFEST, data_member, model_member
@@ -122,7 +123,6 @@ class SkopsBackend:
     @classmethod
     def load(cls, job: dict) -> SkopsBackend:
         import io
-        import warnings
 
         from ..trust import load_skops
 
@@ -139,17 +139,15 @@ class SkopsBackend:
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         return cls(model, manifest, sample)
 
-    def predict(self, frame) -> dict[str, list]:
-        return self._outputs(frame)
-
     def predict_block(self, block, columns: list[str]) -> dict[str, list] | None:
         """Named outputs for a float64 rows x ``columns`` array, when the model takes the
         array in that column order (``array_columns``); None sends the frame instead."""
         if self.array_columns is None or columns != self.array_columns:
             return None
-        return self._outputs(block)
+        return self.predict(block)
 
-    def _outputs(self, X) -> dict[str, list]:
+    def predict(self, X) -> dict[str, list]:
+        """Named outputs for a frame (or, from ``predict_block``, its float64 array)."""
         if self.classes is not None:
             proba = self.model.predict_proba(X)
             predicted = _predicted(proba, self.classes)
@@ -179,11 +177,9 @@ class SkopsBackend:
             return None
         rows = sample.iloc[:ARRAY_PARITY_ROWS]
         try:
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                same = self._outputs(rows) == self._outputs(rows.to_numpy(dtype="float64"))
+                same = self.predict(rows) == self.predict(rows.to_numpy(dtype="float64"))
         except Exception:  # the model wants its frame
             return None
         return columns if same else None
