@@ -163,6 +163,58 @@ def test_the_skops_backend_takes_the_block_only_where_the_model_answers_it_alike
     assert SkopsBackend(plain, {}).array_columns is None
 
 
+def _forests():
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+
+    return {
+        "forest": RandomForestClassifier(n_estimators=25, random_state=0),
+        "extra_trees": ExtraTreesClassifier(n_estimators=25, random_state=0),
+        "forest_regressor": RandomForestRegressor(n_estimators=25, random_state=0),
+        "extra_trees_regressor": ExtraTreesRegressor(n_estimators=25, random_state=0),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("kind", list(_forests()))
+def test_a_forest_on_the_block_sums_its_own_trees_to_the_same_floats(kind):
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(300, 6)) * 1e3, columns=list("abcdef"))
+    target = X["a"] - 2 * X["c"] + rng.normal(size=300) * 300
+    model = _forests()[kind].fit(X, target > 0 if "regressor" not in kind else target)
+    backend = SkopsBackend(model, {}, sample=X)
+    assert backend.forest is not None and backend.array_columns == list("abcdef")
+    model.n_jobs = 1  # joblib would sum the trees in the same order: what scikit-learn says
+    fresh = X * 1.37 + 11.0  # rows the parity check did not see
+    for i in range(0, 300, 37):
+        request = request_of(fresh.iloc[i : i + 4])
+        got = worker.answer(backend, request)["outputs"]
+        rows = fresh.iloc[i : i + 4]
+        assert got["predict"] == model.predict(rows).tolist()
+        if "regressor" not in kind:
+            assert got["predict_proba"] == model.predict_proba(rows).tolist()
+    # A NaN goes to the forest's own method (scikit-learn >= 1.4 routes it down the trees)
+    rows = fresh.iloc[:2].assign(b=[np.nan, 1.0])
+    answer = worker.answer(backend, request_of(rows))
+    assert answer["outputs"]["predict"] == model.predict(rows).tolist()
+
+
+def test_only_plain_forests_have_their_trees_summed():
+    from sklearn.ensemble import RandomForestClassifier
+
+    class Mine(RandomForestClassifier):  # a subclass may average otherwise
+        pass
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0] * 5, "b": [1.0, 0.0, 1.0, 0.0] * 5})
+    assert SkopsBackend(Mine(n_estimators=3).fit(X, [0, 0, 1, 1] * 5), {}).forest is None
+    two_outputs = RandomForestClassifier(n_estimators=3).fit(X, np.c_[[0, 1] * 10, [1, 0] * 10])
+    assert SkopsBackend(two_outputs, {}).forest is None
+
+
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="no onnxruntime")
 @pytest.mark.parametrize("by_name", [False, True])
 def test_the_onnx_backend_feeds_the_block_as_the_frame(by_name):
