@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -539,7 +540,9 @@ def bench_model(rep: Report, name: str, model, X, tmp: Path, args) -> dict:
     rep.section(f"{name}: {title}, single row p50 / p99 at c=1, rows/s at c={CONCURRENCY}")
     results: dict = {}
     results["direct"] = in_process(model.predict, X, args)
-    # What a skops worker calls: the row as the float64 block it builds from the request
+    # What a skops worker calls: the row as the float64 block it builds from the request,
+    # with the one warning it filters (SkopsBackend.load)
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     skops, columns = SkopsBackend(model, {}, sample=X), [str(c) for c in X.columns]
     results["skops"] = in_process(
         lambda row: skops.predict_block(row.to_numpy(dtype="float64"), columns), X, args

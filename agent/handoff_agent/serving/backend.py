@@ -123,13 +123,30 @@ def _tree_ensemble(model):
     return estimators, method
 
 
+def _pipeline_steps(model):
+    """``(transforms, final)`` of a plain Pipeline, or None. Read in scikit-learn's source
+    (1.3 to 1.9): without metadata routing, its ``predict`` and ``predict_proba`` check that
+    it is fitted, call each transform in turn (skipping None and "passthrough"), then the
+    final step's method. Calling the steps here skips the check, which costs as much as a
+    scaled LogisticRegression on one row; the model was fitted when it loaded."""
+    from sklearn import get_config
+    from sklearn.pipeline import Pipeline
+
+    if type(model) is not Pipeline or not model.steps or get_config()["enable_metadata_routing"]:
+        return None
+    final = model.steps[-1][1]
+    if final is None or isinstance(final, str):
+        return None
+    return [s for _, s in model.steps[:-1] if s is not None and not isinstance(s, str)], final
+
+
 def _ensemble_mean(trees, X, method: str):
     """The forest's ``method`` on a finite float array, summed over ``trees`` as the forest
-    sums it; None for input the forest's own checks should see (NaN, inf, not 2-D)."""
+    sums it; None for input the forest's own checks should see (NaN, inf)."""
     import numpy as np
 
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2 or not np.isfinite(X).all():
+    if not np.isfinite(X).all():
         return None
     total = None
     for tree in trees:
@@ -164,7 +181,8 @@ class SkopsBackend:
     DataFrame (``array_columns``) gets the array: scikit-learn's checks of a frame's names
     and dtypes, which the server has made already, cost more than a small predict. On the
     array, a forest's trees are summed here (``_tree_ensemble``), without its per-tree
-    dispatch; the parity check covers that too."""
+    dispatch, and a Pipeline's steps are called in turn (``_pipeline_steps``); the parity
+    check covers both."""
 
     name = "skops"
 
@@ -172,9 +190,10 @@ class SkopsBackend:
         self.model, self.manifest, self.sample = model, manifest, sample
         try:
             self.classes = _argmax_classes(model)
-            self.forest = _tree_ensemble(model)
+            self.steps = _pipeline_steps(model)
+            self.forest = _tree_ensemble(self.steps[1] if self.steps else model)
         except ImportError:
-            self.classes = self.forest = None
+            self.classes = self.steps = self.forest = None
         self.array_columns = self._array_columns()
 
     @classmethod
@@ -206,29 +225,39 @@ class SkopsBackend:
     def predict(self, X) -> dict[str, list]:
         """Named outputs for a frame (or, from ``predict_block``, its float64 array)."""
         if self.classes is not None:
-            proba = self._summed(X, "predict_proba")
-            if proba is None:  # not a forest, a frame, or NaN: the model's own method
-                proba = self.model.predict_proba(X)
+            proba = self._call(X, "predict_proba")
             predicted = _predicted(proba, self.classes)
             if predicted is None:
-                predicted = self.model.predict(X)
+                predicted = self._call(X, "predict")
             return {"predict": _column(predicted), "predict_proba": proba.tolist()}
-        predicted = self._summed(X, "predict")
-        out = {"predict": _column(self.model.predict(X) if predicted is None else predicted)}
+        out = {"predict": _column(self._call(X, "predict"))}
         if hasattr(self.model, "predict_proba"):
             # e.g. SVC without probability=True has the method but refuses
             with contextlib.suppress(AttributeError, NotImplementedError):
-                out["predict_proba"] = self.model.predict_proba(X).tolist()
+                out["predict_proba"] = self._call(X, "predict_proba").tolist()
         return out
 
+    def _call(self, X, method: str):
+        """The model's ``method`` on X: a Pipeline step by step, a forest summed."""
+        model = self.model
+        if self.steps is not None:
+            transforms, model = self.steps
+            for step in transforms:
+                X = step.transform(X)
+        summed = self._summed(X, method)
+        return getattr(model, method)(X) if summed is None else summed
+
     def _summed(self, X, method: str):
-        """A forest's ``method`` summed over its trees, on the array path only (a frame
-        goes through the forest's own checks of its names)."""
+        """A forest's ``method`` summed over its trees, on an array of its width only (a
+        frame goes through the forest's own checks of its names)."""
         import numpy as np
 
         if self.forest is None or self.forest[1] != method or not isinstance(X, np.ndarray):
             return None
-        return _ensemble_mean(self.forest[0], X, method)
+        trees = self.forest[0]
+        if X.ndim != 2 or X.shape[1] != trees[0].n_features_in_:
+            return None
+        return _ensemble_mean(trees, X, method)
 
     def _array_columns(self) -> list[str] | None:
         """The evaluation sample's columns when every one is float64, the model was fitted on

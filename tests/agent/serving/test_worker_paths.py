@@ -180,24 +180,40 @@ def _forests():
 
 
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("kind", list(_forests()))
-def test_a_forest_on_the_block_sums_its_own_trees_to_the_same_floats(kind):
+def test_a_forest_on_the_block_sums_its_own_trees_to_the_same_floats(kind, scaled):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     rng = np.random.default_rng(5)
     X = pd.DataFrame(rng.normal(size=(300, 6)) * 1e3, columns=list("abcdef"))
     target = X["a"] - 2 * X["c"] + rng.normal(size=300) * 300
-    model = _forests()[kind].fit(X, target > 0 if "regressor" not in kind else target)
+    forest = _forests()[kind]
+    model = make_pipeline(StandardScaler(), forest) if scaled else forest
+    model.fit(X, target > 0 if "regressor" not in kind else target)
     backend = SkopsBackend(model, {}, sample=X)
     assert backend.forest is not None and backend.array_columns == list("abcdef")
-    model.n_jobs = 1  # joblib would sum the trees in the same order: what scikit-learn says
     fresh = X * 1.37 + 11.0  # rows the parity check did not see
-    for i in range(0, 300, 37):
-        request = request_of(fresh.iloc[i : i + 4])
-        got = worker.answer(backend, request)["outputs"]
-        rows = fresh.iloc[i : i + 4]
-        assert got["predict"] == model.predict(rows).tolist()
-        if "regressor" not in kind:
-            assert got["predict_proba"] == model.predict_proba(rows).tolist()
+    expected = {i: model.predict(fresh.iloc[i : i + 4]).tolist() for i in range(0, 300, 37)}
+    probas = {
+        i: model.predict_proba(fresh.iloc[i : i + 4]).tolist()
+        for i in expected
+        if "regressor" not in kind
+    }
+    # On the block the forest's own methods are not called, and answer alike
+    own = type(forest)
+    methods = ["predict"] + (["predict_proba"] if probas else [])
+    for method in methods:
+        setattr(forest, method, None)
+    for i in expected:
+        got = worker.answer(backend, request_of(fresh.iloc[i : i + 4]))["outputs"]
+        assert got["predict"] == expected[i]
+        assert got.get("predict_proba") == probas.get(i)
     # A NaN goes to the forest's own method (scikit-learn >= 1.4 routes it down the trees)
+    for method in methods:
+        delattr(forest, method)
+    assert forest.predict == own.predict.__get__(forest)
     rows = fresh.iloc[:2].assign(b=[np.nan, 1.0])
     answer = worker.answer(backend, request_of(rows))
     assert answer["outputs"]["predict"] == model.predict(rows).tolist()
