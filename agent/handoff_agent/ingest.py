@@ -11,43 +11,70 @@ from .names import validate_name
 from .store.blobs import DIGEST_RE, BlobStore, SpoolRefused
 
 
-class StreamValidation:
-    """A ``bundle.StreamCheck`` fed on its own thread: the members are hashed on a second core
-    while the receiving thread hashes the whole body and writes it. The queue is bounded, so a
-    slow check slows the upload instead of holding the body in memory."""
+class ChunkThread:
+    """``fn`` called on each chunk fed, in order, on a thread of its own: the receiving thread
+    only hands chunks on, while the hashing and writing run on the other core (hashlib and
+    os.write release the GIL). The queue is bounded, so a slow consumer slows the upload
+    instead of holding the body in memory. The first error stops the calls and is kept."""
 
-    DEPTH = 16  # chunks of at most 1 MiB (the server's chunk size)
+    DEPTH = 8  # chunks of at most 1 MiB (the server's chunk size)
 
-    def __init__(self, expected_name: str):
-        self.check = bundle.StreamCheck(expected_name)
+    def __init__(self, fn, name: str):
+        self.fn, self.error, self.closed = fn, None, False
         self._queue: queue.Queue = queue.Queue(self.DEPTH)
-        self._thread = threading.Thread(target=self._run, name="bundle-check", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
-            if self.check.plain:  # once the stream is not plain, validate() decides
-                self.check.feed(chunk)
+            if self.error is None:
+                try:
+                    self.fn(chunk)
+                except BaseException as e:  # kept for close(); the rest is drained
+                    self.error = e
 
     def feed(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+        if not self.closed:  # nothing reads the queue once closed
+            self._queue.put(chunk)
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        """Wait until every chunk fed has been handled."""
+        if not self.closed:
+            self.closed = True
             self._queue.put(None)
             self._thread.join()
 
+
+class StreamValidation(ChunkThread):
+    """A ``bundle.StreamCheck`` fed on its own thread: the members are hashed on one core
+    while the whole body is hashed and written on another."""
+
+    def __init__(self, expected_name: str):
+        self.check = bundle.StreamCheck(expected_name)
+        super().__init__(self._feed, "bundle-check")
+
+    def _feed(self, chunk: bytes) -> None:
+        if self.check.plain:  # once the stream is not plain, validate() decides
+            self.check.feed(chunk)
+
     def result(self) -> dict | None:
+        """The manifest, or None when the stream could not decide (then one read of the
+        spooled bytes does, and names what is wrong)."""
         self.close()
-        return self.check.result()
+        return None if self.error is not None else self.check.result()
 
 
 class Upload:
-    """One bundle being received: spooled and hashed by a blob writer as the bytes arrive,
-    and, when ``expected_name`` is given, validated on the stream as well."""
+    """One bundle being received: spooled and hashed by a blob writer as the bytes arrive
+    (on a thread of its own), and, when ``expected_name`` is given, validated on the stream
+    as well. An adopted spool file (``blob`` given) is read by ``absorb`` instead."""
 
     def __init__(self, store: BlobStore, limit: int, expected_name: str | None = None, blob=None):
-        self.blob = blob if blob is not None else store.writer()
+        self.writing = None
+        if blob is None:
+            blob = store.writer()
+            self.writing = ChunkThread(blob.write, "blob-write")
+        self.blob = blob
         self.size = 0
         self.limit = limit
         self.overflow = False
@@ -62,7 +89,7 @@ class Upload:
             self.overflow = True
             self.abort()
             return
-        self.blob.write(chunk)
+        self.writing.feed(chunk)
         if self.stream is not None:
             self.stream.feed(chunk)
 
@@ -75,6 +102,8 @@ class Upload:
     def abort(self) -> None:
         if self.stream is not None:
             self.stream.close()
+        if self.writing is not None:
+            self.writing.close()  # no write may land after the spool file is gone
         self.blob.abort()
 
     def manifest(self, name: str) -> dict:
@@ -87,6 +116,10 @@ class Upload:
             return bundle.validate(f, expected_name=name)
 
     def sync(self) -> str:
+        if self.writing is not None:
+            self.writing.close()
+            if self.writing.error is not None:
+                raise self.writing.error
         return self.blob.finish()
 
 

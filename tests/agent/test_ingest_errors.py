@@ -328,3 +328,27 @@ def test_truncated_upload_with_lying_digest_is_422(a):
     whole = bundle_bytes("m", model=os.urandom(3000))
     status, body = a.push_bytes("m", whole[: len(whole) // 2], digest=sha256(whole))
     assert_error(status, body, 422, "digest_mismatch")
+
+
+def test_an_upload_whose_write_fails_raises_at_sync_and_leaves_nothing(tmp_path):
+    """The blob is written on its own thread: a failing write (a full disk, say) stops the
+    writes, lets the upload read on without hanging, and is raised when it is made durable."""
+    from handoff_agent.ingest import Upload
+    from handoff_agent.store.fs import FileBlobStore
+
+    store = FileBlobStore(tmp_path / "blobs", tmp_path / "tmp")
+    upload = Upload(store, limit=1 << 30)
+    calls = []
+
+    def full_disk(chunk):
+        calls.append(len(chunk))
+        raise OSError(28, "No space left on device")
+
+    upload.writing.fn = full_disk
+    for _ in range(40):  # more than the queue holds: it never blocks once failed
+        upload.write(b"x" * 1024)
+    with pytest.raises(OSError, match="No space left"):
+        upload.sync()
+    assert calls == [1024]
+    upload.abort()
+    assert list((tmp_path / "tmp").iterdir()) == [] and list((tmp_path / "blobs").iterdir()) == []

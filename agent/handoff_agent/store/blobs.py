@@ -21,6 +21,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
+WRITEBACK = 64 << 20  # a large upload's pages go to disk this often, not all at the fsync
 
 
 class BlobError(Exception):
@@ -94,11 +95,22 @@ class BlobWriter:
 
     def write(self, chunk: bytes) -> int:
         self._sha.update(chunk)
-        self.size += len(chunk)
+        before, self.size = self.size, self.size + len(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(self._fd, view) :]
+        if before // WRITEBACK != self.size // WRITEBACK and self.size > 2 * WRITEBACK:
+            self._write_back(self.size // WRITEBACK * WRITEBACK - 2 * WRITEBACK)
         return len(chunk)
+
+    def _write_back(self, start: int) -> None:
+        """Start writing one finished window to disk without waiting (Linux starts the
+        write-back of dirty pages it is advised to drop), so that ``finish``'s fsync of a
+        large upload has little left to do; the page cache would otherwise hold it all."""
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is not None:
+            with contextlib.suppress(OSError):
+                advise(self._fd, start, WRITEBACK, os.POSIX_FADV_DONTNEED)
 
     @classmethod
     def adopt(cls, path: Path, publish) -> BlobWriter:
