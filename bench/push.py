@@ -487,19 +487,19 @@ def upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int, dict,
         conn.close()
 
 
-class _FileBundle:
-    """A built bundle as the extension's client sends one: its parts, size and digest."""
+class _MemoryBundle:
+    """A built bundle as the extension's client sends one (its parts, size and digest), its
+    bytes in memory as a serialized model's are, and as the disk probe writes its own."""
 
     spooled = False
 
-    def __init__(self, path: Path, digest: str):
-        self.path, self.digest, self.size = path, digest, path.stat().st_size
+    def __init__(self, data: bytes, digest: str):
+        self.data, self.digest, self.size = memoryview(data), digest, len(data)
 
     @property
     def parts(self):
-        with open(self.path, "rb") as f:
-            while chunk := f.read(MiB):
-                yield chunk
+        for at in range(0, self.size, MiB):
+            yield self.data[at : at + MiB]
 
 
 def spool_upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int, dict, float]:
@@ -509,8 +509,9 @@ def spool_upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int,
     from jupyter_handoff.client import AgentClient
 
     client = AgentClient(agent.url, agent.token, spool=agent.info["spool"])
+    bundle = _MemoryBundle(path.read_bytes(), digest)  # read before the clock starts
     t = time.perf_counter()
-    status, body = client.push(name, _FileBundle(path, digest))
+    status, body = client.push(name, bundle)
     return status, body, time.perf_counter() - t
 
 
