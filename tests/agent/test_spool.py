@@ -25,9 +25,8 @@ ENTRY = "0123456789abcdef0123456789abcdef.bundle"
 
 @pytest.fixture
 def a(agent_factory):
-    agent = agent_factory(NO_CHECKS)
-    if spool_of(agent) is None:
-        pytest.skip("this blob backend has no local spool (S3)")
+    agent = agent_factory(NO_CHECKS)  # on the defaults only (tests/conftest.py): files
+    assert spool_of(agent) is not None, "the files backend offers a spool"
     return agent
 
 
