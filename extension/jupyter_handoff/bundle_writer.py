@@ -26,6 +26,7 @@ from importlib import metadata
 
 from handoff_agent.bundle import padding, tar_header
 from handoff_agent.manifest import MANIFEST, model_member
+from handoff_agent.writeback import start_write_back
 
 from .client import write_all
 from .errors import HandoffUsageError
@@ -34,6 +35,7 @@ BLOCK = 512
 KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost", "lightgbm", "skops")
 IMPORT_NAMES = {"scikit-learn": "sklearn"}
 PARALLEL_HASH = 4 << 20  # below this a second thread costs more than it saves
+SPOOL_WRITEBACK = 8 << 20  # a spool entry goes to disk window by window, as it is written
 
 
 @dataclass
@@ -90,6 +92,8 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     digests: dict[str, str] = {}
     written = [sink is not None]
 
+    at = [0, 0]  # bytes written, bytes handed to the disk
+
     def write(some: list) -> None:
         for part in some:
             if not written[0]:
@@ -98,6 +102,10 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
                 write_all(sink, part)
             except OSError:  # a full disk, a quota: the caller sends over HTTP instead
                 written[0] = False
+            at[0] += len(part)
+            if at[0] - at[1] >= SPOOL_WRITEBACK:  # the agent's fsync then finds it done
+                start_write_back(sink, at[1], at[0] - at[1])
+                at[1] = at[0]
 
     def hash_members() -> None:
         for name, data in members.items():

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from ..writeback import start_write_back
+
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 WRITEBACK = 64 << 20  # a large upload's pages go to disk this often, not all at the fsync
@@ -104,13 +106,7 @@ class BlobWriter:
         return len(chunk)
 
     def _write_back(self, start: int) -> None:
-        """Start writing one finished window to disk without waiting (Linux starts the
-        write-back of dirty pages it is advised to drop), so that ``finish``'s fsync of a
-        large upload has little left to do; the page cache would otherwise hold it all."""
-        advise = getattr(os, "posix_fadvise", None)
-        if advise is not None:
-            with contextlib.suppress(OSError):
-                advise(self._fd, start, WRITEBACK, os.POSIX_FADV_DONTNEED)
+        start_write_back(self._fd, start, WRITEBACK)
 
     @classmethod
     def adopt(cls, path: Path, publish) -> BlobWriter:
