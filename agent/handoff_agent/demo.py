@@ -524,7 +524,10 @@ def _rollout(central: dict, local: dict, good: int) -> None:
     )
     reason = rolled["stages"][-1]["comment"]
     r.say(f"automatic rollback by {rolled['stages'][-1]['by']}: {reason}")
-    after = r.traffic(new[:50])
+    # The routers take the rollback from the store on their next sync: give them a moment
+    deadline = time.monotonic() + 30
+    while (after := r.traffic(new[:50])) != {str(cand): 50} and time.monotonic() < deadline:
+        time.sleep(0.5)
     if after != {str(cand): 50}:
         raise DemoFailed(
             f"Traffic is not back on {DEMO_MODEL}:{cand} after the rollback: {after}", ""
