@@ -102,6 +102,7 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
                 write_all(sink, part)
             except OSError:  # a full disk, a quota: the caller sends over HTTP instead
                 written[0] = False
+                return
             at[0] += len(part)
             if at[0] - at[1] >= SPOOL_WRITEBACK:  # the agent's fsync then finds it done
                 start_write_back(sink, at[1], at[0] - at[1])

@@ -102,11 +102,11 @@ class BlobWriter:
         while view:
             view = view[os.write(self._fd, view) :]
         if before // WRITEBACK != self.size // WRITEBACK and self.size > 2 * WRITEBACK:
-            self._write_back(self.size // WRITEBACK * WRITEBACK - 2 * WRITEBACK)
+            # the window before the one just finished, one window behind the writes
+            start_write_back(
+                self._fd, self.size // WRITEBACK * WRITEBACK - 2 * WRITEBACK, WRITEBACK
+            )
         return len(chunk)
-
-    def _write_back(self, start: int) -> None:
-        start_write_back(self._fd, start, WRITEBACK)
 
     @classmethod
     def adopt(cls, path: Path, publish) -> BlobWriter:
