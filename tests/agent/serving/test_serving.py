@@ -361,8 +361,13 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
             for _ in range(15)
         }
         assert len(got) == 1, (key, got)
-    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
-    slots = {s["slot"]: s for s in view["slots"]}
+
+    def canary_stats():  # stored at the next guardrail tick (a second), not per request
+        view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+        slots = {s["slot"]: s for s in view["slots"]}
+        return slots if slots["canary"]["requests"] > 0 else None
+
+    slots = until(canary_stats, timeout=10, what="the canary's requests in its stats")
     assert (slots["canary"]["version"], slots["canary"]["traffic"]) == (v2, 30.0)
     assert slots["production"]["traffic"] == 70.0 and slots["production"]["requests"] > 0
     assert slots["canary"]["p99_ms"] is not None and slots["canary"]["backend"] == "skops"

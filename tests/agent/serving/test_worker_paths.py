@@ -231,6 +231,75 @@ def test_only_plain_forests_have_their_trees_summed():
     assert SkopsBackend(two_outputs, {}).forest is None
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+@pytest.mark.parametrize("scaling", ["bare", "scaled", "scaled_no_mean", "two_scalers"])
+def test_a_two_class_logistic_regression_on_the_block_gives_its_own_floats(scaling):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(8)
+    X = pd.DataFrame(rng.normal(size=(300, 5)) * [1, 10, 1e3, 0.1, 1], columns=list("abcde"))
+    y = np.where(X["a"] + X["c"] / 1e3 + rng.normal(size=300) > 0, "yes", "no")
+    steps = {
+        "bare": [],
+        "scaled": [StandardScaler()],
+        "scaled_no_mean": [StandardScaler(with_mean=False)],
+        "two_scalers": [StandardScaler(), StandardScaler(with_std=False)],
+    }[scaling]
+    logreg = LogisticRegression(C=0.7, max_iter=2000)
+    model = make_pipeline(*steps, logreg).fit(X, y) if steps else logreg.fit(X, y)
+    backend = SkopsBackend(model, {}, sample=X)
+    assert backend.linear is not None and backend.array_columns == list("abcde")
+    fresh = X * 1.21 - 0.5  # rows the agreement check did not see
+    blocks = {i: worker.float_block(request_of(fresh.iloc[i : i + 3])) for i in range(0, 300, 17)}
+    # What the model answers for the array the worker holds (a product's last bit depends on
+    # the array's layout: scikit-learn's answer for the frame may differ there), and for one row
+    expected = {i: model.predict(block).tolist() for i, block in blocks.items()}
+    probas = {i: model.predict_proba(block).tolist() for i, block in blocks.items()}
+    singles = {i: model.predict_proba(block[:1].copy()).tolist() for i, block in blocks.items()}
+    # On the block scikit-learn's own methods are not called, and answer alike
+    for step in [*steps, logreg]:
+        for method in ("transform", "predict", "predict_proba"):
+            if hasattr(step, method):
+                setattr(step, method, None)
+    for i in expected:
+        got = worker.answer(backend, request_of(fresh.iloc[i : i + 3]))["outputs"]
+        assert got == {"predict": expected[i], "predict_proba": probas[i]}
+        one = worker.answer(backend, request_of(fresh.iloc[i : i + 1]))["outputs"]
+        assert one["predict_proba"] == singles[i]
+    # A NaN goes to scikit-learn, which says what is wrong
+    for step in [*steps, logreg]:
+        vars(step).pop("transform", None), vars(step).pop("predict", None)
+        vars(step).pop("predict_proba", None)
+    answer = worker.answer(backend, request_of(fresh.iloc[:2].assign(b=[np.nan, 1.0])))
+    assert not answer["ok"] and "NaN" in answer["error"]
+
+
+def test_only_plain_two_class_logistic_regressions_are_computed_directly():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    class Mine(LogisticRegression):  # a subclass may compute otherwise
+        pass
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(90, 3)), columns=list("abc"))
+    two, three = (X["a"] > 0).astype(int), np.digitize(X["a"], [-0.5, 0.5])
+    for model in (
+        Mine().fit(X, two),
+        LogisticRegression().fit(X, three),
+        make_pipeline(MinMaxScaler(), LogisticRegression()).fit(X, two),
+    ):
+        assert SkopsBackend(model, {}, sample=X).linear is None
+    # Kernels that do not give the model's floats on the sample are dropped
+    backend = SkopsBackend(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, two), {}, X)
+    assert backend.linear is not None
+    assert not backend._kernels_agree(([], lambda rows: np.zeros((len(rows), 2))))
+    assert SkopsBackend(LogisticRegression().fit(X, two), {}).linear is None  # no sample
+
+
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="no onnxruntime")
 @pytest.mark.parametrize("by_name", [False, True])
 def test_the_onnx_backend_feeds_the_block_as_the_frame(by_name):
