@@ -38,41 +38,65 @@ def corrupt_text(digest: str, e: Exception) -> str:
 
 
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
-# A check's usual share of a suite's time (measured by bench/checks.py on a 200-tree forest),
-# to spread a version's checks over its workers; a check not named here counts 1.
+# A check's usual seconds (bench/checks.py, a 200-tree forest on 5,000 rows, 2 December 2026),
+# to spread a version's checks over its workers until this agent has timed its own; a check
+# not named here counts 0.3 s. With a champion, performance and latency time both models.
 COST = {
-    "loads": 0.2,
-    "smoke": 0.2,
-    "schema": 0.2,
-    "performance": 1.0,
-    "latency": 2.0,
-    "fairness": 1.0,
-    "explainability": 2.0,
-    "drift": 1.0,
+    "loads": 0.02,
+    "smoke": 0.06,
+    "schema": 0.01,
+    "performance": 0.35,
+    "latency": 0.55,
+    "fairness": 0.25,
+    "explainability": 1.4,
+    "drift": 0.15,
 }
+COST_WITH_CHAMPION = {**COST, "performance": 0.55, "latency": 1.1}
+UNKNOWN_COST = 0.3
+LEARN = 0.5  # the weight of a check's latest duration in its running cost
 
 
-def plan(names: list[str], slots: int) -> list[list[str]]:
+def plan(
+    names: list[str], slots: int, costs: dict[str, float] | None = None, champion: bool = False
+) -> list[list[str]]:
     """The checks of one version as groups, one per worker: ``PROVISIONAL_CHECKS`` first, in
-    the first group, then the others, longest first, each to the group that ends soonest."""
+    the first group, then the others, longest first, each to the group that ends soonest.
+    ``costs``: seconds per check as this agent has seen them (else ``COST``, or
+    ``COST_WITH_CHAMPION`` when the version is compared with a champion)."""
+    known = COST_WITH_CHAMPION if champion else COST
+
+    def cost(name: str) -> float:
+        return (costs or {}).get(name, known.get(name, UNKNOWN_COST))
+
     first = [n for n in PROVISIONAL_CHECKS if n in names]
-    rest = sorted((n for n in names if n not in first), key=lambda n: -COST.get(n, 1.0))
+    rest = sorted((n for n in names if n not in first), key=lambda n: -cost(n))
     n = max(1, min(slots, len(names)))
     groups = ([first] if first else []) + [[] for _ in range(n - bool(first))]
-    load = [sum(COST.get(n, 1.0) for n in g) for g in groups]
+    load = [sum(cost(n) for n in g) for g in groups]
     for name in rest:
         i = load.index(min(load))
         groups[i].append(name)
-        load[i] += COST.get(name, 1.0)
+        load[i] += cost(name)
     return [g for g in groups if g]
+
+
+def learn(costs: dict[str, float], check: str, duration) -> None:
+    """Fold a finished check's duration into ``costs``, so the next versions' checks are
+    spread by what they take on this agent's models, not on a forest."""
+    if not isinstance(duration, (int, float)) or not 0 <= duration < 3600:
+        return
+    before = costs.get(check)
+    costs[check] = duration if before is None else before + LEARN * (duration - before)
 
 
 class _Version:
     """One version's run across its workers: a basic failure in one stops the others."""
 
-    def __init__(self):
+    def __init__(self, context: dict | None = None, costs: dict | None = None):
         self.abort = asyncio.Event()
         self.reason = ""
+        self.context = context  # the job context, read once for all its workers
+        self.costs = {} if costs is None else costs  # where its checks' durations are learnt
 
     def fail_basic(self, check: str) -> None:
         self.reason = f"Skipped: the model failed {check}."
@@ -134,6 +158,8 @@ class CheckRunner:
         self.tasks: set[asyncio.Task] = set()
         self.spare_count = self.slots if spares is None else max(0, spares)
         self.spares: list = []  # warm workers, at most spare_count
+        # Seconds per check as run here, apart with and without a champion (for ``plan``)
+        self.costs: dict[bool, dict[str, float]] = {False: {}, True: {}}
 
     def schedule(self, runs: list[dict]) -> None:
         """Start the queued runs, grouped by version, each version's over its workers."""
@@ -149,8 +175,10 @@ class CheckRunner:
         """Run one version's ``runs`` now and return when they are all finished (a
         revalidation awaits it; pushes go through ``schedule``)."""
         by_name = {r["check_name"]: r for r in runs}
-        groups = plan(list(by_name), self.slots)
-        state = _Version()
+        context = await self.pools.call(self.jobs.job_context, model, number)
+        champion = bool(context.get("champion"))
+        state = _Version(context, self.costs[champion])
+        groups = plan(list(by_name), self.slots, state.costs, champion)
         await asyncio.gather(
             *(
                 self._run_group(model, number, digest, [by_name[n] for n in g], state)
@@ -186,7 +214,9 @@ class CheckRunner:
             for spec in specs:
                 await self.jobs.finish_check(spec["id"], "error", str(e), {}, 0.0)
             return []
-        context = await self.pools.call(self.jobs.job_context, model, number)
+        context = state.context
+        if context is None:
+            context = await self.pools.call(self.jobs.job_context, model, number)
         for spec in specs:
             spec["config"] = context["config"].get(spec["name"], {})
         job = {
@@ -238,6 +268,7 @@ class CheckRunner:
                     await self.jobs.start_check(current, model, number, names[current])
                 else:
                     done.add(run_id)
+                    learn(state.costs, names[run_id], event.get("duration"))
                     result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
                     await self.jobs.finish_check(
                         run_id,

@@ -14,7 +14,7 @@ from support import push_model, until, wait_checked
 from test_events import follow
 
 from handoff_agent import hostile
-from handoff_agent.runner import plan
+from handoff_agent.runner import learn, plan
 from handoff_agent.vocabulary import PROVISIONAL_CHECKS
 
 SUITE = ["loads", "smoke", "schema", "performance", "latency", "fairness", "explainability"]
@@ -60,6 +60,26 @@ def test_plan_puts_the_provisional_checks_first_in_one_worker():
     (one,) = plan(SUITE, 1)
     assert one[: len(PROVISIONAL_CHECKS)] == list(PROVISIONAL_CHECKS)
     assert plan(["drift", "latency"], 4) == [["latency"], ["drift"]]
+    # On a forest, explainability takes as long as the rest together: it gets a worker alone;
+    # beside a champion, performance and latency time two models, and share the load again
+    assert ["explainability"] in groups
+    first, second = plan(SUITE, 2, champion=True)
+    assert "latency" in first and "explainability" in second
+
+
+def test_plan_spreads_the_checks_by_the_times_this_agent_has_seen():
+    costs: dict[str, float] = {}
+    for seconds in (0.04, 0.05):  # a small linear model: its importance is quick
+        learn(costs, "explainability", seconds)
+    learn(costs, "latency", 2.0)  # a slow predict, timed row by row
+    learn(costs, "drift", float("nan"))  # not a duration: ignored
+    learn(costs, "drift", None)
+    assert costs["explainability"] == pytest.approx(0.045) and "drift" not in costs
+    groups = plan(SUITE, 2, costs)
+    assert ["latency"] in groups
+    assert next(g for g in groups if "explainability" in g)[: len(PROVISIONAL_CHECKS)] == list(
+        PROVISIONAL_CHECKS
+    )
 
 
 def test_provisional_verdict_comes_before_the_final_one(agent_factory, data, forest):
