@@ -92,11 +92,11 @@ def learn(costs: dict[str, float], check: str, duration) -> None:
 class _Version:
     """One version's run across its workers: a basic failure in one stops the others."""
 
-    def __init__(self, context: dict | None = None, costs: dict | None = None):
+    def __init__(self, context: dict, costs: dict[str, float]):
         self.abort = asyncio.Event()
         self.reason = ""
         self.context = context  # the job context, read once for all its workers
-        self.costs = {} if costs is None else costs  # where its checks' durations are learnt
+        self.costs = costs  # where its checks' durations are learnt
 
     def fail_basic(self, check: str) -> None:
         self.reason = f"Skipped: the model failed {check}."
@@ -194,9 +194,8 @@ class CheckRunner:
             for r in pending:  # another worker's basic check failed
                 await self.jobs.finish_check(r["id"], "skip", state.reason, {}, 0.0)
 
-    async def _run_worker(self, model, number, digest, runs, state=None) -> list[dict]:
+    async def _run_worker(self, model, number, digest, runs, state: _Version) -> list[dict]:
         """Run ``runs`` in one worker; return the ones it did not reach."""
-        state = state or _Version()
         specs = []
         for r in runs:
             ep = self.available.get(r["check_name"])
@@ -215,8 +214,6 @@ class CheckRunner:
                 await self.jobs.finish_check(spec["id"], "error", str(e), {}, 0.0)
             return []
         context = state.context
-        if context is None:
-            context = await self.pools.call(self.jobs.job_context, model, number)
         for spec in specs:
             spec["config"] = context["config"].get(spec["name"], {})
         job = {

@@ -199,6 +199,21 @@ def _linear_kernels(transforms: list, final):
     return steps, proba
 
 
+def _linear_proba(kernels, X, width: int | None):
+    """``_linear_kernels``' ``predict_proba`` on a finite float array of ``width`` columns,
+    else None (a frame, a NaN or an infinity goes through scikit-learn's own checks)."""
+    import numpy as np
+
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.shape[1] != width:
+        return None
+    if not np.isfinite(X).all():
+        return None
+    transforms, proba = kernels
+    for transform in transforms:
+        X = transform(X)
+    return proba(X)
+
+
 def _ensemble_mean(trees, X, method: str):
     """The forest's ``method`` on a finite float array, summed over ``trees`` as the forest
     sums it; None for input the forest's own checks should see (NaN, inf)."""
@@ -330,19 +345,10 @@ class SkopsBackend:
         return _ensemble_mean(trees, X, method)
 
     def _linear(self, X, method: str):
-        """``_linear_kernels`` on a finite float array of the model's width, else None (a
-        frame, a NaN or an infinity goes through scikit-learn's own checks)."""
-        import numpy as np
-
-        if self.linear is None or method != "predict_proba" or not isinstance(X, np.ndarray):
+        """The linear kernels' ``predict_proba`` where they apply (``_linear_proba``)."""
+        if self.linear is None or method != "predict_proba":
             return None
-        width = getattr(self.model, "n_features_in_", None)
-        if X.ndim != 2 or X.shape[1] != width or not np.isfinite(X).all():
-            return None
-        transforms, proba = self.linear
-        for transform in transforms:
-            X = transform(X)
-        return proba(X)
+        return _linear_proba(self.linear, X, getattr(self.model, "n_features_in_", None))
 
     def _kernels_agree(self, kernels) -> bool:
         """The linear kernels give the model's own ``predict_proba``, float for float, for
@@ -354,16 +360,14 @@ class SkopsBackend:
             return False
         rows = self.sample.iloc[:ARRAY_PARITY_ROWS].to_numpy(dtype="float64")
         batches = [rows[i : i + 1] for i in range(len(rows))] + [rows]
+        width = getattr(self.model, "n_features_in_", None)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 own = [self.model.predict_proba(b) for b in batches]
-            self.linear = kernels
-            ours = [self._linear(b, "predict_proba") for b in batches]
+            ours = [_linear_proba(kernels, b, width) for b in batches]
         except Exception:
             return False
-        finally:
-            self.linear = None
         return all(o is not None and np.array_equal(o, m) for o, m in zip(ours, own, strict=True))
 
     def _array_columns(self) -> list[str] | None:
