@@ -344,7 +344,8 @@ def test_an_upload_whose_write_fails_raises_at_sync_and_leaves_nothing(tmp_path)
         calls.append(len(chunk))
         raise OSError(28, "No space left on device")
 
-    upload.writing.fn = full_disk
+    _hashing, writing = upload.writing
+    writing.fn = full_disk
     for _ in range(40):  # more than the queue holds: it never blocks once failed
         upload.write(b"x" * 1024)
     with pytest.raises(OSError, match="No space left"):

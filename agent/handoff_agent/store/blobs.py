@@ -96,7 +96,16 @@ class BlobWriter:
         self._digest: str | None = None
 
     def write(self, chunk: bytes) -> int:
+        self.hash(chunk)
+        return self.put(chunk)
+
+    def hash(self, chunk: bytes) -> None:
+        """The digest's half of ``write``. An upload calls ``hash`` and ``put`` on two threads
+        (both let go of the GIL), each with every chunk in order."""
         self._sha.update(chunk)
+
+    def put(self, chunk: bytes) -> int:
+        """The file's half of ``write``."""
         before, self.size = self.size, self.size + len(chunk)
         view = memoryview(chunk)
         while view:
