@@ -234,7 +234,9 @@ class HandoffAgent(LoggingConfigurable):
     workers = Integer(
         help="Check workers run at once: a version's checks are spread over them, the first "
         "checks (loads, smoke, performance) in the first. 1 runs each version's checks one "
-        "after another in one worker. Default: the number of CPUs."
+        "after another in one worker. Each worker's OpenMP, OpenBLAS and MKL may start the "
+        "CPUs / workers threads, unless the agent's environment sets OMP_NUM_THREADS and the "
+        "others. Default: the number of CPUs."
     ).tag(config=True)
     check_memory_budget = Integer(
         help="Bytes all check workers together may use: no more workers run at once than "
