@@ -7,6 +7,8 @@ fails when the primary metric drops by more than ``max_regression`` (absolute).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..plugins import CheckContext, CheckResult
@@ -56,12 +58,15 @@ def _predicts_argmax(model) -> bool:
     Pipeline): their predictions are then taken from the probabilities, not computed again
     (a 200-tree forest on 5,000 rows: 80 ms saved, twice with a champion). Exact types only:
     a subclass may predict otherwise."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.pipeline import Pipeline
-
-    final = model.steps[-1][1] if type(model) is Pipeline and model.steps else model
+    ensemble = sys.modules.get("sklearn.ensemble")  # loaded with any forest: not imported here
+    if ensemble is None:
+        return False
+    pipeline = sys.modules.get("sklearn.pipeline")
+    final = model
+    if pipeline is not None and type(model) is pipeline.Pipeline and model.steps:
+        final = model.steps[-1][1]
     return (
-        type(final) in (RandomForestClassifier, ExtraTreesClassifier)
+        type(final) in (ensemble.RandomForestClassifier, ensemble.ExtraTreesClassifier)
         and getattr(final, "n_outputs_", None) == 1
     )
 
