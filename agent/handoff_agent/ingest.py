@@ -77,7 +77,7 @@ class Upload:
             # both was the upload's bottleneck (1 GiB: 1.8 s -> 1.6 s).
             self.writing = [
                 ChunkThread(blob.hash, "blob-hash"),
-                ChunkThread(blob.put, "blob-write"),
+                ChunkThread(blob.append, "blob-write"),
             ]
         self.blob = blob
         self.size = 0

@@ -97,14 +97,14 @@ class BlobWriter:
 
     def write(self, chunk: bytes) -> int:
         self.hash(chunk)
-        return self.put(chunk)
+        return self.append(chunk)
 
     def hash(self, chunk: bytes) -> None:
-        """The digest's half of ``write``. An upload calls ``hash`` and ``put`` on two threads
+        """The digest's half of ``write``. An upload calls ``hash`` and ``append`` on two threads
         (both let go of the GIL), each with every chunk in order."""
         self._sha.update(chunk)
 
-    def put(self, chunk: bytes) -> int:
+    def append(self, chunk: bytes) -> int:
         """The file's half of ``write``."""
         before, self.size = self.size, self.size + len(chunk)
         view = memoryview(chunk)
