@@ -363,9 +363,9 @@ def loopback_throughput(total: int) -> float:
 def disk_throughput(directory: Path, total: int, write_back: bool = True) -> float:
     """A fresh file of ``total`` bytes written and fsynced, in MB/s. ``write_back``: as the
     agent writes a blob, asking the kernel to start writing each 64 MiB window behind the
-    writes (2.2-2.5 GB/s here, the disk's own rate); without it the fsync finds the whole
-    GiB dirty, and the rate is whatever the kernel's own flushing did meanwhile (0.4-1.9
-    GB/s from one probe to the next)."""
+    writes (2.2-2.5 GB/s here in a row, 0.4 once in a full run: the disk varies); without it
+    the fsync finds the whole GiB dirty, and the rate is whatever the kernel's own flushing
+    did meanwhile (0.4-1.9 GB/s from one probe to the next)."""
     from handoff_agent.writeback import start_write_back
 
     path = directory / "disk-probe.bin"
@@ -562,7 +562,7 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     try:
         agent.start()
         # The warm spare worker imports for a second or two after the agent starts: on two
-        # cores that would be measured as ingest (0.18x the disk instead of 0.4x).
+        # cores that would be measured as ingest (255 MB/s instead of 600 on 2 December).
         wait_workers_idle(agent, present=True)
         with RssSampler(agent.pid, 0.010) as rss:
             status, body, sent, elapsed = upload(agent, "bench-big", bundle_path, digest)
