@@ -198,10 +198,10 @@ def test_a_check_that_hangs_or_raises_does_not_hold_up_the_others(agent_factory,
             body = agent.request("GET", path)[1]
             state = {c["name"]: c["status"] for c in body["checks"]}
             done = all(state[n] not in ("queued", "running") for n in others)
-            return done and body.get("provisional") and state
+            # its worker may start it after the others are done, on a busy machine
+            return done and body.get("provisional") and state["explainability"] == "running"
 
-        state = until(others_done, what="the other checks")
-        assert state["explainability"] == "running"
+        until(others_done, what="the other checks done while explainability runs")
         assert body_provisional(agent, path)["verdict"] == "pass"
     body = wait_checked(agent, name, v.number)
     checks = {c["name"]: c for c in body["checks"]}
