@@ -7,10 +7,9 @@ fails when the primary metric drops by more than ``max_regression`` (absolute).
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from ..argmax_predict import argmax_classes, argmax_predictions, ties_go_by_argmax
 from ..plugins import CheckContext, CheckResult
 from . import _metrics
 from ._util import (
@@ -40,35 +39,32 @@ def _outputs(model, X, task):
             proba, classes = np.asarray(proba, dtype=float), np.asarray(classes)
             if proba.ndim != 2 or proba.shape != (len(X), len(classes)):
                 proba = classes = None
-    if proba is not None and _predicts_argmax(model):
-        pred = classes.take(np.argmax(proba, axis=1), axis=0)
-    else:
-        pred, err = call(model.predict, X)
-        if err:
-            return None, err
+    pred, err = _predictions(model, X, proba)
+    if err:
+        return None, err
     wrong = rows_mismatch(pred, len(X))
     if wrong:
         return None, wrong
     return (np.asarray(pred), proba, classes), None
 
 
-def _predicts_argmax(model) -> bool:
-    """True for models whose ``predict`` is, in scikit-learn's own code, the class of the
-    largest ``predict_proba`` (a single-output forest classifier, also at the end of a
-    Pipeline): their predictions are then taken from the probabilities, not computed again
-    (a 200-tree forest on 5,000 rows: 80 ms saved, twice with a champion). Exact types only:
-    a subclass may predict otherwise."""
-    ensemble = sys.modules.get("sklearn.ensemble")  # loaded with any forest: not imported here
-    if ensemble is None:
-        return False
-    pipeline = sys.modules.get("sklearn.pipeline")
-    final = model
-    if pipeline is not None and type(model) is pipeline.Pipeline and model.steps:
-        final = model.steps[-1][1]
-    return (
-        type(final) in (ensemble.RandomForestClassifier, ensemble.ExtraTreesClassifier)
-        and getattr(final, "n_outputs_", None) == 1
-    )
+def _predictions(model, X, proba):
+    """The model's predictions: from its probabilities where its ``predict`` is their argmax
+    (``argmax_predict``), asking ``predict`` only for the rows those cannot settle; else
+    ``predict`` on every row."""
+    known = argmax_classes(model) if proba is not None else None
+    ties = known is not None and ties_go_by_argmax(model)
+    got = argmax_predictions(proba, known, ties) if known is not None else None
+    if got is None:
+        return call(model.predict, X)
+    pred, unsure = got
+    if unsure.any():
+        rows = np.flatnonzero(unsure)
+        some, err = call(model.predict, X.iloc[rows] if hasattr(X, "iloc") else X[rows])
+        if err:
+            return None, err
+        pred[rows] = np.asarray(some).reshape(len(rows))
+    return pred, None
 
 
 def _replicates(task, y, outs, replicates, seed) -> list[dict[str, np.ndarray]]:

@@ -14,6 +14,7 @@ import tarfile
 import warnings
 from typing import Protocol
 
+from ..argmax_predict import argmax_classes, argmax_predictions
 from ..manifest import MANIFEST, data_member, model_member
 
 SKOPS = model_member("skops")
@@ -57,34 +58,6 @@ def _column(values) -> list:
     if arr.dtype.kind == "f":
         return [None if v != v else float(v) for v in arr.ravel().tolist()]  # NaN → null
     return arr.tolist()
-
-
-def _argmax_classes(model):
-    """The classes a model's ``predict`` picks by the highest ``predict_proba`` column, or
-    None when it is not known to. Read in scikit-learn's source (1.3 to 1.9): forests and
-    trees return ``classes_.take(argmax(proba))``; LogisticRegression's probabilities are
-    monotone in its decision function (expit of it for two classes, a softmax or normalized
-    expit for more), whose sign or argmax ``predict`` takes. So where one class's
-    probability is strictly the highest, it is the predicted class; a tie asks ``predict``.
-    Exact types only (a subclass may predict otherwise); a Pipeline transforms the same way
-    for both methods, so its final step decides."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
-
-    known = (
-        LogisticRegression,
-        RandomForestClassifier,
-        ExtraTreesClassifier,
-        DecisionTreeClassifier,
-        ExtraTreeClassifier,
-    )
-    final = model.steps[-1][1] if type(model) is Pipeline and model.steps else model
-    if type(final) not in known or getattr(final, "n_outputs_", 1) != 1:
-        return None
-    classes = getattr(final, "classes_", None)
-    return classes if getattr(classes, "ndim", 0) == 1 else None
 
 
 def _tree_ensemble(model):
@@ -232,25 +205,12 @@ def _ensemble_mean(trees, X, method: str):
     return total
 
 
-def _predicted(proba, classes):
-    """``classes[argmax]`` per row, or None when some row's highest probability is tied (or
-    NaN): then only ``predict`` can say."""
-    import numpy as np
-
-    if not isinstance(proba, np.ndarray) or proba.ndim != 2 or proba.shape[1] != len(classes):
-        return None
-    top = proba.max(axis=1)
-    if not bool(((proba == top[:, None]).sum(axis=1) == 1).all()):
-        return None
-    return classes.take(proba.argmax(axis=1), axis=0)
-
-
 class SkopsBackend:
     """The scikit-learn model itself, read from ``model.skops`` through the trust list
     given in the job (central's, never what the file asks for). Nothing is unpickled.
 
     A classifier whose ``predict`` is the class of its highest probability
-    (``_argmax_classes``) is called once per request, for ``predict_proba``; any other model
+    (``argmax_classes``) is called once per request, for ``predict_proba``; any other model
     is called for both. A model that answers a bare float64 array exactly as it answers the
     DataFrame (``array_columns``) gets the array: scikit-learn's checks of a frame's names
     and dtypes, which the server has made already, cost more than a small predict. On the
@@ -265,7 +225,7 @@ class SkopsBackend:
     def __init__(self, model, manifest: dict, sample=None):
         self.model, self.manifest, self.sample = model, manifest, sample
         try:
-            self.classes = _argmax_classes(model)
+            self.classes = argmax_classes(model)
             self.steps = _pipeline_steps(model)
             transforms, final = self.steps if self.steps else ([], model)
             self.forest = _tree_ensemble(final)
@@ -307,9 +267,9 @@ class SkopsBackend:
         """Named outputs for a frame (or, from ``predict_block``, its float64 array)."""
         if self.classes is not None:
             proba = self._call(X, "predict_proba")
-            predicted = _predicted(proba, self.classes)
-            if predicted is None:
-                predicted = self._call(X, "predict")
+            got = argmax_predictions(proba, self.classes)
+            unsure = got is None or got[1].any()  # a tie or a NaN: only predict can say
+            predicted = self._call(X, "predict") if unsure else got[0]
             return {"predict": _column(predicted), "predict_proba": proba.tolist()}
         out = {"predict": _column(self._call(X, "predict"))}
         if hasattr(self.model, "predict_proba"):

@@ -181,3 +181,22 @@ def test_a_forest_subclass_that_predicts_otherwise_is_scored_on_its_predict():
 
     assert res.metrics["accuracy"] == pytest.approx(_accuracy(model, X[400:], y[400:]))
     assert res.metrics["accuracy"] < 0.3
+
+
+def test_rows_with_tied_probabilities_ask_the_models_own_predict():
+    # A stump whose leaves split 50/50: those rows' probabilities tie, and a tree's predict
+    # is only known to follow argmax where one class is strictly the highest
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"a": [0.0, 0.0, 1.0, 1.0, 1.0, 1.0] * 20})
+    y = pd.Series([0, 1, 1, 1, 1, 0] * 20)
+    model = DecisionTreeClassifier(max_depth=1).fit(X, y)
+    expected = _accuracy(model, X, y)
+    asked = []
+    predict = model.predict
+    model.predict = lambda rows: asked.append(len(rows)) or predict(rows)
+
+    res = _run(model, X, y)
+
+    assert asked == [40]  # the rows where a == 0, and no others
+    assert res.metrics["accuracy"] == pytest.approx(expected)
