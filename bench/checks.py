@@ -73,6 +73,7 @@ EXPLAIN = ExplainabilityCheck.defaults  # the check's budget, mirrored by the ra
 # Issue 13's targets: the first provisional verdict within 1 s, the full report in half the
 # time of the same suite run sequentially, and at most 1.1x the raw library calls.
 TARGET_PROVISIONAL, TARGET_PARALLEL, TARGET_OVERHEAD = 1.0, 0.5, 1.1
+WORKERS = os.cpu_count() or 1  # the agent's default check workers, one per CPU
 
 FULL = {"train": 20_000, "eval": 5_000, "ref": 5_000, "trees": 200, "agents": 3, "raw_reps": 3}
 QUICK = {"train": 4_000, "eval": 1_000, "ref": 1_000, "trees": 50, "agents": 1, "raw_reps": 1}
@@ -939,6 +940,13 @@ def main(argv=None) -> int:
                     f"{ratio:.2f}x",
                     rep.target(f"parallel_{key}", f"<= {TARGET_PARALLEL}x", ratio, ok),
                 )
+                best = best_split(seq[key], WORKERS)
+                rep.row(
+                    f"{label}: the least {WORKERS} workers could reach",
+                    f"{best:.2f}x",
+                    "the sequential run's checks spread evenly, the rest (push, loading, "
+                    "report) as it was",
+                )
         raw = bench_raw(rep, cfg, data, agent)
         importance = bench_importance(rep, data)
         if args.quick or args.skip_mlflow:
@@ -961,6 +969,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def best_split(seq: dict, workers: int) -> float:
+    """The least parallel/sequential ratio ``workers`` workers could reach on a sequential
+    run: what is not a check (the push, loading the model, the report) stays as long as it
+    was, and the checks at best share the workers evenly, never ending before the longest.
+    On two cores this is about 0.55x, above the 0.5x target."""
+    durations = list(seq["durations"].values())
+    work = sum(durations)
+    rest = seq["report_s"] - work
+    return (rest + max(work / workers, max(durations))) / seq["report_s"]
+
+
 def ratios(agent: dict, seq: dict | None, raw: dict, importance: dict) -> dict:
     """The targets' ratios under stable keys (bench/results/checks.json ``ratios``)."""
     out = {}
@@ -968,6 +987,7 @@ def ratios(agent: dict, seq: dict | None, raw: dict, importance: dict) -> dict:
         out[f"full_vs_sequential_{v}"] = (
             agent[key]["report_s"] / seq[key]["report_s"] if seq else None
         )
+        out[f"full_vs_sequential_best_{v}"] = best_split(seq[key], WORKERS) if seq else None
         out[f"provisional_vs_1s_{v}"] = agent[key]["provisional_s"] / TARGET_PROVISIONAL
         out[f"overhead_vs_raw_{v}"] = raw.get(f"overhead_{key}")
     b = importance["stacked_budgeted"]
@@ -991,6 +1011,9 @@ def summary_lines(r: dict) -> list[str]:
                 state = "n/a (run with --sequential)"
             else:
                 state = f"{'MET' if x <= bound else 'MISSED'} {x:.2f}x (target <= {bound}x)"
+                best = r.get(f"full_vs_sequential_best_{v}")
+                if key.startswith("full_vs_sequential") and best is not None:
+                    state += f"; {WORKERS} workers reach {best:.2f}x at best"
             lines.append(f"  {v} {what:<40} {state}")
     return lines
 
