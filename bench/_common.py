@@ -79,6 +79,16 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU a process has used so far, from /proc; None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Sample a process's RSS every ``interval`` seconds in a thread; keep baseline and peak."""
 

@@ -43,6 +43,7 @@ from _common import (  # noqa: E402
     GiB,
     MiB,
     RssSampler,
+    cpu_seconds,
     disk_free,
     fmt_s,
     free_port,
@@ -471,6 +472,9 @@ def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int]:
             info.size = member_size
             tar.addfile(info, _Generated(member_size, pool))
         f.flush()
+        # On disk before any clock starts: its write-back would otherwise share the disk
+        # with the ingest measured next (the spool rate halved when it did).
+        os.fsync(f.fileno())
     return w.sha.hexdigest(), path.stat().st_size
 
 
@@ -564,8 +568,11 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
         # The warm spare worker imports for a second or two after the agent starts: on two
         # cores that would be measured as ingest (255 MB/s instead of 600 on 2 December).
         wait_workers_idle(agent, present=True)
+        cpu0, sender0 = cpu_seconds(agent.pid), time.thread_time()
         with RssSampler(agent.pid, 0.010) as rss:
             status, body, sent, elapsed = upload(agent, "bench-big", bundle_path, digest)
+        sender_cpu, cpu1 = time.thread_time() - sender0, cpu_seconds(agent.pid)
+        agent_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         if status not in (200, 201):
             raise RuntimeError(f"ingest failed: {status} {body}")
         agent.wait_checks("bench-big", body["version"], timeout=300)
@@ -620,6 +627,23 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
         f"{mbps / sha:.2f}x",
         "the agent hashes every byte twice (bundle, member), one thread each",
     )
+    # Where the two cores went: what the upload cost the agent and the sender, and the rate
+    # their CPU allows at most; beside it, the rate two sha256 passes alone would allow.
+    cpus = os.cpu_count() or 1
+    d.update(agent_cpu_s=agent_cpu, sender_cpu_s=sender_cpu, cpus=cpus)
+    if agent_cpu is not None:
+        d["cpu_bound_MBps"] = cpu_bound = cpus * size / (agent_cpu + sender_cpu) / MB
+        d["hash_bound_MBps"] = hash_bound = cpus / (2 / sha + sender_cpu / (size / MB))
+        rep.row(
+            "  CPU: agent, sender",
+            f"{agent_cpu:.2f} s, {sender_cpu:.2f} s",
+            f"on {cpus} cores that allows at most {cpu_bound:.0f} MB/s",
+        )
+        rep.row(
+            "  two sha256 passes and the sender alone",
+            f"{hash_bound:.0f} MB/s",
+            "at most: the rest of the agent's CPU (receiving, writing) is its overhead",
+        )
     spool_mbps = size2 / s_elapsed / MB
     d.update(spool_s=s_elapsed, spool_MBps=spool_mbps)
     rep.row(
