@@ -473,7 +473,7 @@ def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int]:
             tar.addfile(info, _Generated(member_size, pool))
         f.flush()
         # On disk before any clock starts: its write-back would otherwise share the disk
-        # with the ingest measured next (the spool rate halved when it did).
+        # with the ingest measured next (the spool hand-over: 280 MB/s with it, 316-353 without).
         os.fsync(f.fileno())
     return w.sha.hexdigest(), path.stat().st_size
 
