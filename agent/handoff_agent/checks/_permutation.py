@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from ._util import take_rows
+
 CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
 
 
@@ -97,7 +99,7 @@ def permutation_importance(
         # fixed part once, so the estimate needs both: a second, small predict gives them.
         few = max(1, min(n // 10, 50))
         t0 = time.perf_counter()
-        model.predict(X.iloc[:few] if isinstance(X, pd.DataFrame) else X[:few])
+        model.predict(take_rows(X, slice(few)))
         t_few = time.perf_counter() - t0
         calls += 1
         per_row = max((t_all - t_few) / max(n - few, 1), t_all / n / 10, 1e-9)
@@ -108,7 +110,7 @@ def permutation_importance(
             budgeted = rows < n
     if rows < n:
         idx = np.sort(np.random.default_rng(random_state).choice(n, rows, replace=False))
-        X = X.iloc[idx] if isinstance(X, pd.DataFrame) else X[idx]
+        X = take_rows(X, idx)
         y = y[idx]
         base = metric(y, model.predict(X))
     rng = np.random.default_rng(random_state)

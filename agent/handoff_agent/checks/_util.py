@@ -118,6 +118,12 @@ def subsample(X, y=None, rows: int = 1000, seed: int = 0, extra=None):
     return tuple(None if d is None else d.iloc[idx] for d in (X, y, extra))
 
 
+def take_rows(data, rows):
+    """Rows of a frame or Series by position (``.iloc``), or of an array: ``rows`` is an
+    index array or a slice."""
+    return data.iloc[rows] if hasattr(data, "iloc") else data[rows]
+
+
 def columns(X) -> list[str]:
     """The feature names of ``X``: a DataFrame's columns, a text Series' one name."""
     if getattr(X, "ndim", 2) == 1:

@@ -22,6 +22,7 @@ from ._util import (
     result,
     rows_mismatch,
     settings,
+    take_rows,
     worst,
 )
 
@@ -60,7 +61,7 @@ def _predictions(model, X, proba):
     pred, unsure = got
     if unsure.any():
         rows = np.flatnonzero(unsure)
-        some, err = call(model.predict, X.iloc[rows] if hasattr(X, "iloc") else X[rows])
+        some, err = call(model.predict, take_rows(X, rows))
         if err:
             return None, err
         pred[rows] = np.asarray(some).reshape(len(rows))
