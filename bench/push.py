@@ -27,7 +27,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -444,8 +443,10 @@ class _HashingWriter(io.RawIOBase):
         return self.n
 
 
-def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int]:
-    """A valid bundle: manifest.json, then a ``member_size`` model.pkl of random bytes."""
+def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int, str]:
+    """A valid bundle laid out as a kernel writes one (``assemble``): a ``member_size``
+    model.pkl of random bytes, then manifest.json, then the end. Returns its digest, its
+    size and its manifest's digest."""
     from handoff_agent import bundle
 
     pool = os.urandom(16 * MiB)
@@ -464,18 +465,18 @@ def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int]:
     raw = json.dumps(manifest).encode()
     with open(path, "wb") as f:
         w = _HashingWriter(f)
-        with tarfile.open(fileobj=w, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(bundle.MANIFEST)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-            info = tarfile.TarInfo("model.pkl")
-            info.size = member_size
-            tar.addfile(info, _Generated(member_size, pool))
+        w.write(bundle.tar_header("model.pkl", member_size))
+        src = _Generated(member_size, pool)
+        while block := src.read(MiB):
+            w.write(block)
+        w.write(bundle.padding(member_size))
+        w.write(bundle.tar_header(bundle.MANIFEST, len(raw)) + raw + bundle.padding(len(raw)))
+        w.write(b"\0" * (2 * bundle.BLOCK))
         f.flush()
         # On disk before any clock starts: its write-back would otherwise share the disk
         # with the ingest measured next (the spool hand-over: 280 MB/s with it, 316-353 without).
         os.fsync(f.fileno())
-    return w.sha.hexdigest(), path.stat().st_size
+    return w.sha.hexdigest(), path.stat().st_size, hashlib.sha256(raw).hexdigest()
 
 
 def upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int, dict, float, float]:
@@ -502,13 +503,14 @@ def upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int, dict,
 
 
 class _MemoryBundle:
-    """A built bundle as the extension's client sends one (its parts, size and digest), its
-    bytes in memory as a serialized model's are, and as the disk probe writes its own."""
+    """A built bundle as ``assemble`` gives one to the extension's client (its parts, size
+    and manifest digest), its bytes in memory as a serialized model's are."""
 
-    spooled = False
+    spooled = True
 
-    def __init__(self, data: bytes, digest: str):
-        self.data, self.digest, self.size = memoryview(data), digest, len(data)
+    def __init__(self, data: bytes, manifest_digest: str):
+        self.data, self.size = memoryview(data), len(data)
+        self.manifest_digest = manifest_digest
 
     @property
     def parts(self):
@@ -516,16 +518,22 @@ class _MemoryBundle:
             yield self.data[at : at + MiB]
 
 
-def spool_upload(agent: Agent, name: str, path: Path, digest: str) -> tuple[int, dict, float]:
+def spool_upload(agent: Agent, name: str, path: Path, manifest_digest: str):
     """Hand a bundle over as a kernel on the agent's machine does (the extension's client):
-    offer it, write it into a fresh spool entry when the agent says continue, and wait for
-    the agent to hash, validate and fsync it. Returns status, body, seconds."""
-    from jupyter_handoff.client import AgentClient
+    the request names a fresh spool entry, the bundle is written into it while the agent
+    reads, hashes and validates it, and the agent fsyncs it. Returns status, body, seconds."""
+    from jupyter_handoff.client import AgentClient, write_all
 
     client = AgentClient(agent.url, agent.token, spool=agent.info["spool"])
-    bundle = _MemoryBundle(path.read_bytes(), digest)  # read before the clock starts
+    bundle = _MemoryBundle(path.read_bytes(), manifest_digest)  # read before the clock starts
+
+    def build(sink: int) -> _MemoryBundle:
+        for part in bundle.parts:
+            write_all(sink, part)
+        return bundle
+
     t = time.perf_counter()
-    status, body = client.push(name, bundle)
+    status, body = client.push_written(name, build)
     return status, body, time.perf_counter() - t
 
 
@@ -559,7 +567,7 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
 
     bundle_path = tmp / "big.bundle"
     t = time.perf_counter()
-    digest, size = build_bundle(bundle_path, "bench-big", total)
+    digest, size, _ = build_bundle(bundle_path, "bench-big", total)
     d["bundle_bytes"] = size
     d["build_s"] = time.perf_counter() - t
     agent = Agent(home, tmp / "rt-ingest", tmp / "agent-ingest.log")
@@ -579,9 +587,9 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
         probes.append(disk_throughput(home, total))
         # The same size through the spool, as a local push hands it over (other bytes, so a
         # new version: the same bytes would be answered by their digest without a copy)
-        digest2, size2 = build_bundle(bundle_path, "bench-spool", total)
+        _, size2, manifest2 = build_bundle(bundle_path, "bench-spool", total)
         wait_workers_idle(agent, present=True)
-        s_status, s_body, s_elapsed = spool_upload(agent, "bench-spool", bundle_path, digest2)
+        s_status, s_body, s_elapsed = spool_upload(agent, "bench-spool", bundle_path, manifest2)
         if s_status not in (200, 201) or not s_body.get("created"):
             raise RuntimeError(f"spool ingest failed: {s_status} {s_body}")
         agent.wait_checks("bench-spool", s_body["version"], timeout=300)
@@ -649,7 +657,7 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     rep.row(
         "Handoff ingest through the spool, to 201",
         f"{spool_mbps:.0f} MB/s",
-        f"a local kernel: write into the spool, then hash, validate, fsync ({fmt_s(s_elapsed)})",
+        f"a local kernel writes it as the agent reads it; then fsync ({fmt_s(s_elapsed)})",
     )
     rep.row(
         "  through the spool / disk write+fsync",

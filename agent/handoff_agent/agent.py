@@ -172,6 +172,11 @@ class HandoffAgent(LoggingConfigurable):
     max_bundle_size = Integer(
         4 << 30, help="Largest bundle accepted, in bytes. Larger uploads get 413."
     ).tag(config=True)
+    spool_stall_timeout = Float(
+        60.0,
+        help="Seconds a spool entry a local kernel is still writing may go without growing "
+        "before the push is refused (the kernel hung while writing it).",
+    ).tag(config=True)
     checks = List(
         Unicode(),
         [
@@ -451,7 +456,12 @@ class HandoffAgent(LoggingConfigurable):
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
         self.ingest = IngestManager(
-            self.store, self.registry, self.max_bundle_size, self.checks, self.gate
+            self.store,
+            self.registry,
+            self.max_bundle_size,
+            self.checks,
+            self.gate,
+            self.spool_stall_timeout,
         )
         self.check_flow = CheckFlow(
             self.registry,

@@ -219,12 +219,21 @@ class StreamCheck:
         self._left = 0  # bytes of the current member still to come
         self._pad = 0  # padding after it
         self._ended = False
+        # As ``assemble`` lays a bundle out: every header as tar_header() writes it, zero
+        # padding, and the end as two zero blocks and nothing after. A followed spool entry
+        # has no whole-bundle digest from the kernel; this, with the member and manifest
+        # digests, pins each of its bytes instead (``laid_out``).
+        self.canonical = True
+        self._after_end = 0  # bytes after the first zero block
 
     def feed(self, chunk) -> None:
         view = memoryview(chunk)
         while view and self.plain:
-            if self._ended:
-                return  # tarfile stops at the first zero block and ignores what follows
+            if self._ended:  # tarfile stops at the first zero block and ignores what follows
+                self._after_end += len(view)
+                if self.canonical and (self._after_end > BLOCK or view != bytes(len(view))):
+                    self.canonical = False
+                return
             if self._left:
                 part, view = view[: self._left], view[self._left :]
                 self._left -= len(part)
@@ -236,6 +245,8 @@ class StreamCheck:
                     self._close_member()
             elif self._pad:
                 n = min(self._pad, len(view))
+                if view[:n] != bytes(n):
+                    self.canonical = False
                 self._pad -= n
                 view = view[n:]
             else:
@@ -262,6 +273,8 @@ class StreamCheck:
         if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.issparse() or not known:
             self.plain = False
             return
+        if block != tar_header(name, info.size):
+            self.canonical = False
         self._name, self._left, self._pad = name, info.size, -info.size % BLOCK
         if name == MANIFEST:
             self.manifest, self._sha = bytearray(), None
@@ -274,6 +287,18 @@ class StreamCheck:
         if self._sha is not None:
             self.digests[self._name] = self._sha.hexdigest()
         self._name, self._sha = None, None
+
+    def laid_out(self, manifest_digest: str) -> bool:
+        """Whether the bytes fed are exactly the bundle ``assemble`` writes with a manifest of
+        this sha256: with ``result``'s member digests, every byte is then the kernel's."""
+        return (
+            self.plain
+            and self.canonical
+            and self._ended
+            and self._after_end == BLOCK
+            and self.manifest is not None
+            and hashlib.sha256(self.manifest).hexdigest() == manifest_digest
+        )
 
     def result(self) -> dict | None:
         """The checked manifest (raises ``InvalidBundle``), or None when ``validate`` must

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 from . import bundle
 from .errors import BadRequest, InvalidBundle, TooLarge
@@ -99,11 +100,29 @@ class Upload:
         if self.stream is not None:
             self.stream.feed(chunk)
 
-    def absorb(self) -> None:
+    def absorb(self, more=None) -> None:
         """Read an adopted spool file once: hash it and validate it on the stream."""
         feed = self.stream.feed if self.stream is not None else None
-        self.blob.absorb(feed, self.limit)
+        self.blob.absorb(feed, self.limit, more)
         self.size = self.blob.size
+
+    def verify_followed(self, follow: Follow) -> None:
+        """A followed entry comes with no whole-bundle digest (hashing it in the kernel was
+        the pass that made a push slower than MLflow's). Its bytes are pinned instead: the
+        size and manifest digest the kernel declared, and the layout ``assemble`` writes;
+        the member digests are checked against the manifest next, as for any upload."""
+        self.stream.close()
+        if (
+            self.size != follow.size
+            or self.stream.error is not None
+            or not self.stream.check.laid_out(follow.manifest)
+        ):
+            raise InvalidBundle(
+                f"The spool entry is not the bundle the kernel wrote ({self.size} bytes read, "
+                f"{follow.size} declared, or not laid out as written).",
+                "Push again; the kernel writes a fresh entry.",
+                code="digest_mismatch",
+            )
 
     def abort(self) -> None:
         if self.stream is not None:
@@ -130,6 +149,66 @@ class Upload:
         return self.blob.finish()
 
 
+class Follow:
+    """A spool entry a local kernel is still writing while the agent reads it: the pipelined
+    push. The request's headers name the entry; the kernel writes the bundle, then sends its
+    size and manifest digest as the body (``declare``). Reading stops at the declared end. A
+    request that ends first (the kernel went away) or an entry that stops growing for
+    ``stall`` seconds is refused, so no reader waits forever."""
+
+    FIRST_PAUSE, LONGEST_PAUSE = 0.0002, 0.005  # seconds between looks at a growing file
+
+    def __init__(self, entry: str, stall: float):
+        self.entry, self.stall = entry, stall
+        self.size: int | None = None
+        self.manifest: str | None = None
+        self.cancelled = False
+        self._news = threading.Event()  # declared or cancelled: wakes a waiting reader
+        self._seen, self._since, self._pause = 0, time.monotonic(), self.FIRST_PAUSE
+        self._last_look = False
+
+    def declare(self, body: dict) -> None:
+        """The kernel's last word: ``{"spool": entry, "size": n, "manifest": "sha256:..."}``."""
+        size, digest = body.get("size"), body.get("manifest")
+        digest = digest.removeprefix("sha256:") if isinstance(digest, str) else ""
+        if (
+            body.get("spool") != self.entry
+            or type(size) is not int
+            or size < 0
+            or not DIGEST_RE.fullmatch(digest)
+        ):
+            raise BadRequest(
+                "A followed spool entry ends with a body naming the entry, its size and its "
+                "manifest's sha256.",
+                'e.g. {"spool": "<entry>", "size": 1024, "manifest": "sha256:<64 hex>"}',
+            )
+        self.size, self.manifest = size, digest
+        self._news.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._news.set()
+
+    def more(self, read: int) -> bool:
+        """At the end of what is written so far (``BlobWriter.absorb``): wait a moment and
+        say read on, or say done once the kernel has declared the end."""
+        if self.cancelled:
+            raise SpoolRefused("the push ended before the kernel finished writing it")
+        if self.size is not None:
+            if read >= self.size or self._last_look:
+                return False
+            self._last_look = True  # written in full before the declaration: read the rest
+            return True
+        now = time.monotonic()
+        if read > self._seen:
+            self._seen, self._since, self._pause = read, now, self.FIRST_PAUSE
+        elif now - self._since > self.stall:
+            raise SpoolRefused(f"it stopped growing for {self.stall:g} s before it was done")
+        self._news.wait(self._pause)
+        self._pause = min(2 * self._pause, self.LONGEST_PAUSE)
+        return True
+
+
 def spool_refused(e: Exception) -> InvalidBundle:
     return InvalidBundle(
         f"The spool entry was refused: {e}.",
@@ -147,8 +226,17 @@ def too_large(limit: int) -> TooLarge:
 
 
 class IngestManager:
-    def __init__(self, store: BlobStore, registry, limit: int, checks: list[str], policy=None):
+    def __init__(
+        self,
+        store: BlobStore,
+        registry,
+        limit: int,
+        checks: list[str],
+        policy=None,
+        stall: float = 60.0,
+    ):
         self.policy = policy
+        self.stall = stall
         self.store = store
         self.registry = registry
         self.limit = limit
@@ -189,18 +277,29 @@ class IngestManager:
         found = getattr(self.store, "spool", None)
         return str(found) if found is not None else None
 
-    def adopt(self, name: str, entry, expected: str | None) -> Upload:
-        """A bundle a local kernel wrote into the spool, taken over without a copy: read once
-        to hash and validate it, as an upload is. Runs off the event loop; then
-        ``store_blob``. A refused entry is removed and nothing is stored."""
-        validate_name(name)
+    def _need_spool(self) -> None:
         if self.spool is None:
             raise BadRequest(
                 "This agent's blob store has no spool.",
                 "Send the bundle as the request body (application/x-tar).",
                 code="no_spool",
             )
-        if expected is None:
+
+    def follow(self, name: str, entry: str) -> Follow:
+        """Checked before the kernel is told to go on: then ``adopt`` reads the entry as it
+        is written."""
+        validate_name(name)
+        self._need_spool()
+        return Follow(entry, self.stall)
+
+    def adopt(self, name: str, entry, expected: str | None, follow: Follow | None = None) -> Upload:
+        """A bundle a local kernel wrote (or, with ``follow``, is writing) into the spool,
+        taken over without a copy: read once to hash and validate it, as an upload is. Runs
+        off the event loop; then ``store_blob``. A refused entry is removed and nothing is
+        stored."""
+        validate_name(name)
+        self._need_spool()
+        if expected is None and follow is None:
             raise BadRequest("A spool hand-over needs X-Handoff-Digest.", code="bad_digest_header")
         try:
             blob = self.store.adopt(entry)
@@ -208,7 +307,9 @@ class IngestManager:
             raise spool_refused(e) from None
         upload = Upload(self.store, self.limit, expected_name=name, blob=blob)
         try:
-            upload.absorb()
+            upload.absorb(None if follow is None else follow.more)
+            if follow is not None:
+                upload.verify_followed(follow)
         except SpoolRefused as e:
             upload.abort()
             raise spool_refused(e) from None

@@ -17,6 +17,13 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir
 
+# The local hand-over: a kernel on the agent's machine writes the bundle into the spool the
+# runtime file names, and the request's body names the entry, in a type of its own (so a
+# JSON body sent by mistake is still a 415). With the header, the entry is named as the
+# request starts and the agent reads it while the kernel writes it.
+SPOOL_TYPE = "application/vnd.handoff.spool+json"
+SPOOL_FOLLOW_HEADER = "X-Handoff-Spool-Follow"
+
 
 def runtime_file(role: str = "local") -> Path:
     return Path(jupyter_runtime_dir()) / f"handoff-{role}.json"

@@ -187,14 +187,7 @@ def push(
     except shape.ManifestError as e:
         raise HandoffUsageError(e.message, "Check the message and tags given to push.") from None
     client = connect()
-    entry = client.open_spool()  # a local agent: written while it is hashed
-    try:
-        bundle = bw.assemble(members, manifest, sink=None if entry is None else entry.fd)
-    except BaseException:
-        if entry is not None:
-            entry.discard()
-        raise
-    _, body = client.push(name, bundle, entry)
+    _, body = client.push_written(name, lambda sink: bw.assemble(members, manifest, sink=sink))
     return Version(
         {
             "model": body["name"],

@@ -2,9 +2,10 @@
 
 The bundle is built as a list of byte parts (tar headers, members, padding) and never copied
 into one buffer: the model is pickled into pieces (its big arrays as views, not copies), then
-the parts are hashed (member and bundle digests, on two threads) and, for a local agent,
-written into its spool on a third at the same time; or they are streamed over HTTP. The tar
-is deterministic (no times, no owners), so the same model and data give the same bytes.
+the members are hashed on one thread while, on another, the parts are written into a local
+agent's spool (which the agent reads as it is written) or hashed as a whole, to be streamed
+over HTTP. The tar is deterministic (no times, no owners), so the same model and data give
+the same bytes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ class Bundle:
     digest: str = ""
     size: int = 0
     spooled: bool = False  # every part went into the sink given to assemble()
+    manifest_digest: str = ""  # the sha256 of the manifest member's bytes
+
+    def hashed(self) -> Bundle:
+        """With ``digest`` set: a bundle written into a spool entry has none (the agent
+        hashes it as it follows the entry), but one sent over HTTP needs it."""
+        if not self.digest:
+            sha = hashlib.sha256()
+            for p in self.parts:
+                sha.update(p)
+            self.digest = sha.hexdigest()
+        return self
 
 
 class Pieces:
@@ -78,10 +90,12 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     """Lay out the tar: members (bytes or ``Pieces``) in name order, then the manifest, which
     lists their digests.
 
-    The member bytes are read by up to three threads at once (hashlib and os.write let go
-    of the GIL): one hashes each member for the manifest, one hashes the bundle, which the
-    manifest closes, and, given a ``sink`` (a file descriptor: a spool entry), one writes
-    the parts into it; ``spooled`` says whether all of it went in. Nothing is copied: the
+    The member bytes are read by two threads at once (hashlib and os.write let go of the
+    GIL): one hashes each member for the manifest; the other, given a ``sink`` (a file
+    descriptor: a spool entry the agent follows), writes the parts into it, and ``spooled``
+    says whether all of it went in; else it hashes the whole bundle for ``digest``. The
+    agent hashes a followed entry itself, and the manifest's digest and the layout pin it
+    (``Bundle.hashed`` gives the digest when it is needed after all). Nothing is copied: the
     parts are views of the members. Members come first because the manifest can only be
     written once they are hashed; the agent reads a bundle in any order.
     """
@@ -115,30 +129,28 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
                 h.update(p)
             digests[name] = h.hexdigest()
 
-    big = sum(len(d) for d in members.values()) >= PARALLEL_HASH
-    if sink is not None or big:
-        with ThreadPoolExecutor(2, thread_name_prefix="handoff-bundle") as pool:
-            jobs = [pool.submit(hash_members)]
-            if sink is not None:
-                jobs.append(pool.submit(write, list(parts)))
-            for p in parts:
-                bundle_sha.update(p)
-            for job in jobs:
-                job.result()
+    def hash_bundle(some: list) -> None:
+        for p in some:
+            bundle_sha.update(p)
+
+    other = hash_bundle if sink is None else write
+    if sink is not None or sum(len(d) for d in members.values()) >= PARALLEL_HASH:
+        with ThreadPoolExecutor(1, thread_name_prefix="handoff-bundle") as pool:
+            job = pool.submit(hash_members)
+            other(parts)
+            job.result()
     else:
         hash_members()
-        for p in parts:
-            bundle_sha.update(p)
+        other(parts)
     manifest = {**manifest, "files": dict(sorted(digests.items()))}
-    tail = _member(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    text = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    tail = _member(MANIFEST, text)
     tail.append(b"\0" * (2 * BLOCK))
-    for p in tail:
-        bundle_sha.update(p)
-    if sink is not None:
-        write(tail)
+    other(tail)
     parts += tail
     size = sum(len(p) for p in parts)
-    return Bundle(parts, manifest, bundle_sha.hexdigest(), size, written[0])
+    digest = bundle_sha.hexdigest() if sink is None else ""
+    return Bundle(parts, manifest, digest, size, written[0], hashlib.sha256(text).hexdigest())
 
 
 def _member(name: str, data) -> list:

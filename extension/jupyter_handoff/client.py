@@ -13,11 +13,12 @@ import time
 import urllib.parse
 
 from handoff_agent import runtime
+from handoff_agent.runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 
 from .config import settings
 from .errors import AgentError, AgentUnavailable
 
-SPOOL_TYPE = "application/vnd.handoff.spool+json"  # a body naming a bundle in the agent's spool
+FOLLOW_BODY = 256  # bytes: a followed entry's closing body, its length sent before it is known
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
 CONTINUE_WAIT = 10.0  # seconds to wait for "100 Continue" before sending anyway
 HEALTHY_FOR = 30.0  # seconds a health check (or any answer) of a running agent is trusted
@@ -102,41 +103,67 @@ class AgentClient:
 
         return self._send(go)
 
-    def push(self, name: str, bundle, entry: SpoolEntry | None = None) -> tuple[int, dict]:
-        """Offer the bundle by its digest, then send it only if the agent asks for it: one
+    def push(self, name: str, bundle) -> tuple[int, dict]:
+        """Offer a built bundle by its digest, then send it only if the agent asks for it: one
         request, whose headers say ``Expect: 100-continue``. An agent already holding these
         bytes answers with that version at once (a re-push sends nothing); otherwise it says
-        continue, and the bundle goes into its spool or the body. ``entry``: a spool entry
-        the bundle was already written into while it was hashed (``open_spool``); it is
-        handed over, or removed."""
-        path = f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions"
-        if entry is not None:
-            with entry:
-                if bundle.spooled and (found := self._hand_over(path, bundle, entry)):
-                    return found
-        elif self.spool and (found := self._spool_push(path, bundle)) is not None:
-            return found
+        continue, and the bundle goes as the body."""
+        path = _versions(name)
+        return self._send(lambda conn: self._offer(conn, path, bundle))
 
-        def body(conn):
-            for part in bundle.parts:
-                conn.send(part)
-
-        tar = ("application/x-tar", bundle.size)
-        return self._send(lambda conn: self._offer(conn, path, bundle.digest, *tar, body))
-
-    def _offer(self, conn, path: str, digest: str, ctype: str, length: int, send_body):
+    def _offer(self, conn, path: str, bundle):
         conn.putrequest("POST", path)
         headers = {
-            "Content-Type": ctype,
-            "Content-Length": str(length),
-            "X-Handoff-Digest": f"sha256:{digest}",
+            "Content-Type": "application/x-tar",
+            "Content-Length": str(bundle.size),
+            "X-Handoff-Digest": f"sha256:{bundle.digest}",
             "Expect": "100-continue",
         }
         for k, v in self._headers(headers).items():
             conn.putheader(k, v)
         conn.endheaders()
         if _go_ahead(conn, min(self.timeout, CONTINUE_WAIT)):
-            send_body(conn)
+            for part in bundle.parts:
+                conn.send(part)
+        return self._answer(conn)
+
+    def push_written(self, name: str, build) -> tuple[int, dict]:
+        """Push the bundle ``build(sink)`` lays out (``bundle_writer.assemble``). For a local
+        agent it goes into a fresh spool entry that the agent reads, hashes and checks while
+        it is written: the request names the entry before the first byte, and its body, once
+        all is written, gives the size and manifest digest that pin the bytes. Without a
+        spool here, or when writing into it fails midway (a full disk), the bundle goes over
+        HTTP, offered by its digest."""
+        path = _versions(name)
+        entry = self.open_spool()
+        if entry is None:
+            return self.push(name, build(None))
+        with entry:  # adopted (gone), refused (removed) or abandoned; never left behind
+            try:
+                return self._send(lambda conn: self._follow(conn, path, entry, build))
+            except _SpoolUnwritable as e:
+                bundle = e.bundle
+        return self.push(name, bundle.hashed())
+
+    def _follow(self, conn, path: str, entry: SpoolEntry, build):
+        conn.putrequest("POST", path)
+        headers = {
+            "Content-Type": SPOOL_TYPE,
+            "Content-Length": str(FOLLOW_BODY),
+            SPOOL_FOLLOW_HEADER: entry.name,
+            "Expect": "100-continue",
+        }
+        for k, v in self._headers(headers).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        bundle = build(entry.fd)
+        entry.close()  # all written: the agent fsyncs it before it answers
+        if not bundle.spooled:
+            raise _SpoolUnwritable(bundle)  # the connection closes, and the agent lets go
+        if _go_ahead(conn, min(self.timeout, CONTINUE_WAIT)):  # else: its refusal came first
+            end = {"spool": entry.name, "size": bundle.size}
+            end["manifest"] = f"sha256:{bundle.manifest_digest}"
+            conn.send(json.dumps(end).encode().ljust(FOLLOW_BODY))
         return self._answer(conn)
 
     def open_spool(self) -> SpoolEntry | None:
@@ -151,45 +178,6 @@ class AgentClient:
             return SpoolEntry(entry, target, os.open(target, flags, 0o600))
         except OSError:
             return None
-
-    def _hand_over(self, path: str, bundle, entry: SpoolEntry) -> tuple[int, dict]:
-        """The offer for a bundle already in the spool: the body names the entry."""
-        body = json.dumps({"spool": entry.name}).encode()
-
-        def send(conn):
-            entry.close()  # the agent fsyncs it before it answers
-            conn.send(body)
-
-        return self._send(
-            lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), send)
-        )
-
-    def _spool_push(self, path: str, bundle) -> tuple[int, dict] | None:
-        """The bundle through the agent's spool; None (so it goes over HTTP) when the spool
-        cannot be written here: another machine's agent, another filesystem view, no
-        permission, a full disk. The entry is made empty before the request and filled only
-        when the agent says continue."""
-        entry = self.open_spool()
-        if entry is None:
-            return None
-        body = json.dumps({"spool": entry.name}).encode()
-
-        def fill(conn):
-            try:
-                for part in bundle.parts:
-                    write_all(entry.fd, part)
-            except OSError:
-                raise _SpoolUnwritable from None
-            entry.close()  # the agent fsyncs it before it answers
-            conn.send(body)
-
-        with entry:  # adopted (gone), refused (removed) or not needed; never left behind
-            try:
-                return self._send(
-                    lambda conn: self._offer(conn, path, bundle.digest, SPOOL_TYPE, len(body), fill)
-                )
-            except _SpoolUnwritable:
-                return None
 
 
 def write_all(fd: int, part) -> None:
@@ -225,6 +213,14 @@ class SpoolEntry:
 
 class _SpoolUnwritable(Exception):
     """Writing into the agent's spool failed midway: the push goes over HTTP instead."""
+
+    def __init__(self, bundle=None):
+        super().__init__()
+        self.bundle = bundle
+
+
+def _versions(name: str) -> str:
+    return f"/api/v1/models/{urllib.parse.quote(name, safe='')}/versions"
 
 
 def _go_ahead(conn: http.client.HTTPConnection, wait: float) -> bool:

@@ -1,16 +1,20 @@
 """The local hand-over: a kernel on the agent's machine writes the bundle into the agent's
-spool, and the agent verifies it and links it into the store, with no copy over HTTP.
+spool while the agent reads, hashes and checks it, and the agent links it into the store,
+with no copy over HTTP.
 
 A spool entry is refused, removed, and nothing stored, when it is anything but a plain file
-of the declared bytes: a symlink, a hard link, a fifo, a wrong digest, a truncated file or a
-name that is not the agent's pattern.
+of the declared bytes: a symlink, a hard link, a fifo, a wrong digest, a truncated file, a
+byte changed, a name that is not the agent's pattern, or a kernel that went away or hung
+while writing it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,9 @@ from agent_support import NO_CHECKS, assert_error, assert_nothing_stored, part_f
 from s3_support import agent_blobs
 from support import bundle_bytes
 
-from jupyter_handoff.client import SPOOL_TYPE, AgentClient
+from handoff_agent.runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
+from jupyter_handoff import bundle_writer as bw
+from jupyter_handoff.client import FOLLOW_BODY, AgentClient, write_all
 
 ENTRY = "0123456789abcdef0123456789abcdef.bundle"
 
@@ -35,12 +41,29 @@ def spool_of(agent) -> Path | None:
     return Path(found) if found else None
 
 
-class Parts:
-    """What AgentClient.push sends: a bundle as parts, with its digest."""
+def assembled(model: bytes, name: str = "m"):
+    """What the notebook's push gives the client: build the bundle into a sink (the spool
+    entry) or, given None, in memory with its digest (``bundle_writer.assemble``)."""
+    manifest = {"format_version": 1, "name": name, "serialization": "pickle"}
+    return lambda sink: bw.assemble({"model.pkl": model}, manifest, sink=sink)
 
-    def __init__(self, data: bytes):
-        self.parts, self.size = [data], len(data)
-        self.digest = hashlib.sha256(data).hexdigest()
+
+def bytes_of(bundle) -> bytes:
+    return b"".join(bytes(p) for p in bundle.parts)
+
+
+def writes(bundle, after_each_piece=lambda: None):
+    """A build that writes a built bundle's bytes into the sink in four pieces."""
+    data = bytes_of(bundle)
+    step = len(data) // 4 + 1
+
+    def build(sink):
+        for at in range(0, len(data), step):
+            write_all(sink, data[at : at + step])
+            after_each_piece()
+        return bundle
+
+    return build
 
 
 def hand_over(agent, entry: str, digest: str, name: str = "m"):
@@ -57,26 +80,54 @@ def assert_spool_empty(agent) -> None:
     assert wait_until(lambda: not part_files(agent.home)), part_files(agent.home)
 
 
-def test_a_local_push_is_adopted_from_the_spool_without_a_copy(a):
-    # Given a client that knows the agent's spool (as the kernel reads it from the runtime file)
-    data = bundle_bytes("m", model=os.urandom(300_000))
+def test_a_local_push_is_read_while_the_kernel_writes_it(a):
+    # Given a client that knows the agent's spool (as the kernel reads it from the runtime
+    # file), and a bundle it writes in four pieces, a moment apart
     client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    model = os.urandom(300_000)
+    bundle = assembled(model)(None)
+    claimed = []
+
+    def each_piece():
+        claimed.append(not list(spool_of(a).iterdir()))
+        time.sleep(0.1)
+
     # When it pushes
-    status, body = client.push("m", Parts(data))
-    # Then the version holds exactly those bytes, and the spool is empty again
+    status, body = client.push_written("m", writes(bundle, each_piece))
+    # Then the agent took the entry over before the kernel had finished writing it
+    assert len(claimed) == 4 and any(claimed[:3]), claimed
+    # And the version holds exactly those bytes, and the spool is empty again
+    data = bytes_of(bundle)
     assert status == 201 and body["digest"] == hashlib.sha256(data).hexdigest(), body
     assert agent_blobs(a).read_bytes(body["digest"]) == data
     assert_spool_empty(a)
-    # And the same bytes again are the same version
-    status, again = client.push("m", Parts(data))
-    assert status == 200 and again["version"] == body["version"]
+    # And the same model built again, as the notebook does, is the same version
+    status, again = client.push_written("m", assembled(model))
+    assert status == 200 and again["version"] == body["version"], again
+    assert_spool_empty(a)
 
 
 def test_a_spool_the_kernel_cannot_write_falls_back_to_http(a, tmp_path):
-    data = bundle_bytes("m", model=os.urandom(5000))
     client = AgentClient(a.url, a.token, spool=str(tmp_path / "not-here"))
-    status, body = client.push("m", Parts(data))
+    status, body = client.push_written("m", assembled(os.urandom(5000)))
     assert status == 201 and body["version"] == 1, body
+
+
+def test_a_spool_write_that_fails_midway_goes_over_http(a):
+    # Given a disk that fills up while the bundle is written into the spool (/dev/full)
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        build = assembled(os.urandom(100_000))
+        # When the notebook pushes
+        status, body = client.push_written("m", lambda sink: build(full))
+    finally:
+        os.close(full)
+    # Then the bundle went over HTTP instead, whole, and no entry is left behind
+    expected = build(None)
+    assert status == 201 and body["digest"] == expected.digest, body
+    assert agent_blobs(a).read_bytes(expected.digest) == bytes_of(expected)
+    assert_spool_empty(a)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo", "directory"])
@@ -124,8 +175,7 @@ def test_a_spool_name_outside_the_pattern_is_refused(a, entry):
 
 def test_a_refused_entry_loses_nothing_already_stored(a):
     client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
-    first = bundle_bytes("m", model=os.urandom(20_000))
-    status, body = client.push("m", Parts(first))
+    status, body = client.push_written("m", assembled(os.urandom(20_000)))
     assert status == 201
     (spool_of(a) / ENTRY).symlink_to(a.home / "blobs")
     assert hand_over(a, ENTRY, body["digest"])[0] == 422
@@ -136,9 +186,10 @@ def test_a_refused_entry_loses_nothing_already_stored(a):
 
 def test_an_acknowledged_spool_push_survives_kill_9(a):
     client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
-    data = bundle_bytes("m", model=os.urandom(400_000))
-    status, body = client.push("m", Parts(data))
+    bundle = assembled(os.urandom(400_000))(None)
+    status, body = client.push_written("m", writes(bundle))
     assert status == 201
+    data = bytes_of(bundle)
     a.kill9()
     a.start()
     got = a.request("GET", "/api/v1/models/m/versions/1")[1]
@@ -146,65 +197,147 @@ def test_an_acknowledged_spool_push_survives_kill_9(a):
     assert agent_blobs(a).read_bytes(body["digest"]) == data
 
 
-def written_while_hashed(client: AgentClient, model: bytes):
-    """What the notebook does for a local agent: the bundle goes into a fresh spool entry as
-    it is hashed, before the agent is asked (``open_spool`` then ``assemble(sink=...)``)."""
-    from jupyter_handoff import bundle_writer as bw
+class Following:
+    """A kernel's followed push, by hand: the request names the entry; the bytes go into it;
+    the body closes it. So a test can write other bytes than it declares, stop midway, or
+    go away."""
 
-    entry = client.open_spool()
-    assert entry is not None
-    manifest = {"format_version": 1, "name": "m", "serialization": "pickle"}
-    return entry, bw.assemble({"model.pkl": model}, manifest, sink=entry.fd)
+    def __init__(self, agent, client: AgentClient, name: str = "m", entry: str | None = None):
+        self.entry = client.open_spool()
+        self.conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
+        self.conn.putrequest("POST", f"/api/v1/models/{name}/versions")
+        headers = {
+            "Authorization": f"token {agent.token}",
+            "Content-Type": SPOOL_TYPE,
+            "Content-Length": str(FOLLOW_BODY),
+            SPOOL_FOLLOW_HEADER: entry or self.entry.name,
+        }
+        for k, v in headers.items():
+            self.conn.putheader(k, v)
+        self.conn.endheaders()
+
+    def write(self, data: bytes) -> None:
+        write_all(self.entry.fd, data)
+
+    def close(self, end: dict) -> tuple[int, dict]:
+        self.entry.close()
+        self.conn.send(json.dumps(end).encode().ljust(FOLLOW_BODY))
+        resp = self.conn.getresponse()
+        body = json.loads(resp.read())
+        self.conn.close()
+        self.entry.discard()
+        return resp.status, body
+
+    def declared(self, bundle) -> dict:
+        manifest = f"sha256:{bundle.manifest_digest}"
+        return {"spool": self.entry.name, "size": bundle.size, "manifest": manifest}
 
 
-def test_a_bundle_written_into_the_spool_as_it_is_hashed_is_adopted(a):
+def flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    "change", ["member", "header", "padding", "manifest", "end", "appended", "cut"]
+)
+def test_a_followed_entry_that_is_not_what_the_kernel_wrote_is_refused(a, change):
     client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
-    # Given a bundle written into the spool while it was hashed
-    model = os.urandom(300_000)
-    entry, b = written_while_hashed(client, model)
-    assert b.spooled
-    # When it is pushed
-    status, body = client.push("m", b, entry)
-    # Then the agent adopted exactly those bytes, and the spool is empty
-    assert status == 201 and body["digest"] == b.digest, body
-    assert agent_blobs(a).read_bytes(b.digest) == b"".join(bytes(p) for p in b.parts)
-    assert_spool_empty(a)
-    # And the same bytes written again are answered by the version that holds them; the
-    # entry written for nothing is removed
-    entry, again = written_while_hashed(client, model)
-    status, body2 = client.push("m", again, entry)
-    assert status == 200 and body2["version"] == body["version"]
-    assert_spool_empty(a)
-
-
-def test_a_bundle_whose_spool_write_failed_goes_over_http(a):
-    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
-    entry, b = written_while_hashed(client, os.urandom(100_000))
-    b.spooled = False  # as when a write into the entry failed midway (a full disk)
-    status, body = client.push("m", b, entry)
-    assert status == 201 and body["digest"] == b.digest, body
-    assert agent_blobs(a).read_bytes(b.digest) == b"".join(bytes(p) for p in b.parts)
-    assert_spool_empty(a)
-
-
-def test_a_spool_entry_damaged_after_it_was_hashed_is_refused_and_nothing_is_lost(a):
-    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
-    first = bundle_bytes("m", model=os.urandom(20_000))
-    assert client.push("m", Parts(first))[0] == 201
-    # Given a bundle whose spool entry changes after the kernel hashed it (a bit flips)
-    entry, b = written_while_hashed(client, os.urandom(200_000))
-    with open(entry.path, "r+b") as f:
-        f.seek(100_000)
-        byte = f.read(1)
-        f.seek(100_000)
-        f.write(bytes([byte[0] ^ 1]))
-    # When it is pushed
-    with pytest.raises(Exception) as refused:
-        client.push("m", b, entry)
-    # Then the agent refuses it as not the declared bytes, stores nothing new, keeps what it
-    # had, and no entry or upload is left behind
-    assert getattr(refused.value, "code", None) == "digest_mismatch", refused.value
+    assert client.push_written("m", assembled(os.urandom(20_000)))[0] == 201
+    # Given a bundle whose entry holds other bytes than the kernel built (one bit flipped in
+    # a member, a header, a padding, the manifest or the end; bytes added; bytes missing)
+    bundle = assembled(os.urandom(200_001))(None)
+    data = bytes_of(bundle)
+    manifest_at = data.index(b'"format_version"')
+    damaged = {
+        "member": lambda: flipped(data, 100_000),
+        "header": lambda: flipped(data, 100),  # the model's mode field
+        "padding": lambda: flipped(data, 512 + 200_001 + 3),
+        "manifest": lambda: flipped(data, manifest_at + 3),
+        "end": lambda: flipped(data, len(data) - 10),
+        "appended": lambda: data + bytes(512),
+        "cut": lambda: data[:-1024],
+    }[change]()
+    push = Following(a, client)
+    push.write(damaged)
+    # When the kernel declares the bundle it built
+    status, body = push.close(push.declared(bundle))
+    # Then the agent refuses it as not the bytes written, keeps what it had, and no entry or
+    # upload is left behind
+    assert_error(status, body, 422, "digest_mismatch")
     versions = a.request("GET", "/api/v1/models/m/versions")[1]["versions"]
     assert [v["number"] for v in versions] == [1]
     agent_blobs(a).verify(versions[0]["digest"])
+    assert_spool_empty(a)
+
+
+def test_a_kernel_that_goes_away_while_writing_leaves_nothing_behind(a):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    bundle = assembled(os.urandom(300_000))(None)
+    push = Following(a, client)
+    push.write(bytes_of(bundle)[:100_000])
+    # When the kernel's connection closes before it declares the end (it was killed)
+    push.conn.close()
+    push.entry.close()
+    # Then the agent stops following, removes the entry, and stores nothing
+    assert_spool_empty(a)
+    assert_nothing_stored(a)
+
+
+def test_an_entry_that_stops_growing_is_refused(agent_factory):
+    a = agent_factory(NO_CHECKS, "--HandoffAgent.spool_stall_timeout=0.5")
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    bundle = assembled(os.urandom(300_000))(None)
+    push = Following(a, client)
+    push.write(bytes_of(bundle)[:100_000])
+    # When the kernel hangs with half the bundle written, its connection still open
+    # Then the agent gives the entry up on its own, and says why when the kernel wakes
+    assert_spool_empty(a)
+    push.write(bytes_of(bundle)[100_000:])
+    status, body = push.close(push.declared(bundle))
+    err = assert_error(status, body, 422, "spool_refused")
+    assert "stopped growing for 0.5 s" in err["message"], err
+    assert_nothing_stored(a)
+
+
+@pytest.mark.parametrize("end", ["other entry", "no size", "bad manifest", "not json"])
+def test_a_followed_push_with_a_bad_closing_body_is_refused(a, end):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    bundle = assembled(os.urandom(50_000))(None)
+    push = Following(a, client)
+    push.write(bytes_of(bundle))
+    body = push.declared(bundle)
+    if end == "other entry":
+        body["spool"] = ENTRY
+    elif end == "no size":
+        del body["size"]
+    elif end == "bad manifest":
+        body["manifest"] = "sha256:xyz"
+    else:
+        body = "the end"
+    status, answer = push.close(body)
+    assert_error(status, answer, 400)
+    assert_nothing_stored(a)
+    assert_spool_empty(a)
+
+
+@pytest.mark.parametrize("entry", ["../blobs", "x.bundle", "/etc/passwd"])
+def test_a_followed_entry_outside_the_pattern_is_refused(a, entry):
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    bundle = assembled(os.urandom(5000))(None)
+    push = Following(a, client, entry=entry)
+    push.write(bytes_of(bundle))
+    status, body = push.close({**push.declared(bundle), "spool": entry})
+    assert_error(status, body, 422, "spool_refused")
+    assert_nothing_stored(a)
+    assert_spool_empty(a)
+
+
+def test_a_refusal_before_the_bundle_is_written_comes_back_at_once(a):
+    # Given a name the agent refuses when the request starts
+    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    # When the kernel pushes under it
+    with pytest.raises(Exception) as refused:
+        client.push_written("no good", assembled(os.urandom(5000)))
+    # Then the refusal is the answer (the closing body was never sent), and the entry is gone
+    assert getattr(refused.value, "code", None) == "invalid_name", refused.value
     assert_spool_empty(a)

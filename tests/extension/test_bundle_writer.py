@@ -229,9 +229,17 @@ def test_the_pickled_pieces_are_the_pickle_and_the_sink_gets_the_bundle(tmp_path
     # buffer, and the agent accepts it
     written = (tmp_path / "entry").read_bytes()
     assert b.spooled and written == b"".join(bytes(p) for p in b.parts)
-    assert hashlib.sha256(written).hexdigest() == b.digest
+    assert not b.digest, "the agent hashes what it follows; the kernel skips that pass"
+    assert hashlib.sha256(written).hexdigest() == b.hashed().digest
     assert b.digest == bw.assemble({member: pickle.dumps(model, protocol=5)}, manifest).digest
     assert bundle.validate(tmp_path / "entry", expected_name="m")["files"][member]
+    # And the agent, reading it as it comes, finds it laid out as written, with the manifest
+    # digest the kernel declares: so each byte is pinned without a whole-bundle digest
+    check = bundle.StreamCheck("m")
+    for at in range(0, len(written), 7000):
+        check.feed(written[at : at + 7000])
+    assert check.laid_out(b.manifest_digest) and check.result()["files"][member]
+    assert not check.laid_out(hashlib.sha256(b"another manifest").hexdigest())
 
 
 def test_a_sink_that_cannot_be_written_leaves_the_bundle_whole(tmp_path):
@@ -245,4 +253,4 @@ def test_a_sink_that_cannot_be_written_leaves_the_bundle_whole(tmp_path):
     finally:
         os.close(fd)
     assert not b.spooled  # so the client sends it over HTTP instead
-    assert b.size == sum(len(p) for p in b.parts) and b.digest
+    assert b.size == sum(len(p) for p in b.parts) and b.hashed().digest

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .. import openapi, reports
 from .._version import __version__
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
+from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 from .base import ANY_ROLE, BaseHandler, parse_uint
 from .pipeline import blob_errors
 
@@ -13,10 +16,6 @@ from .pipeline import blob_errors
 REPORT_CSP = (
     "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 )
-
-
-# A JSON body naming a spool entry; its own type, so a JSON body sent by mistake is still a 415.
-SPOOL_TYPE = "application/vnd.handoff.spool+json"
 
 
 def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
@@ -126,6 +125,8 @@ class VersionsHandler(BaseHandler):
     max_body = None  # the upload enforces the agent's bundle limit itself
     upload = None
     spooled = False  # a JSON body naming a spool entry a local kernel wrote
+    follow = None  # ingest.Follow: the entry is being read as the kernel writes it
+    following = None  # the read, started in prepare()
 
     async def get(self, name: str):
         validate_name(name)
@@ -159,6 +160,15 @@ class VersionsHandler(BaseHandler):
             self.spooled, self.max_body, self._chunks = True, 4096, []
             if declared is not None and declared > self.max_body:
                 raise self.too_large()
+            entry = self.request.headers.get(SPOOL_FOLLOW_HEADER)
+            if entry is not None:
+                ingest = self.agent.ingest
+                self.follow = ingest.follow(name, entry)
+                self.following = asyncio.ensure_future(
+                    self.agent.run_io(ingest.adopt, name, entry, None, self.follow)
+                )
+                # seen here when post() never awaits it (the kernel went away)
+                self.following.add_done_callback(lambda f: f.cancelled() or f.exception())
             return
         self.upload = self.agent.ingest.begin(name, declared)
         # Past the limit tornado drops the connection instead of buffering more.
@@ -202,12 +212,21 @@ class VersionsHandler(BaseHandler):
     def on_connection_close(self) -> None:
         if self.upload is not None:
             self.upload.abort()
+        if self.follow is not None:
+            self.follow.cancel()  # the read refuses the entry and removes it
         super().on_connection_close()  # ends the request, or it waits for its body forever
 
     async def post(self, name: str):
         """A tar body, or ``{"spool": entry}``: a bundle a kernel on this machine wrote into
         the agent's spool (named in the runtime file), adopted without a copy."""
-        if self.spooled:
+        if self.following is not None:
+            try:
+                self.follow.declare(self.json_body())
+            finally:
+                if self.follow.size is None:
+                    self.follow.cancel()
+            self.upload = await self.following
+        elif self.spooled:
             entry = self.json_body().get("spool")
             self.upload = await self.agent.run_io(
                 self.agent.ingest.adopt, name, entry, self.expected

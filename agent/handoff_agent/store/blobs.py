@@ -148,16 +148,23 @@ class BlobWriter:
         self._sha, self.size, self._digest = hashlib.sha256(), 0, None
         return self
 
-    def absorb(self, feed=None, limit: int | None = None) -> None:
+    def absorb(self, feed=None, limit: int | None = None, more=None) -> None:
         """Hash an adopted file in one read from its start, handing each chunk to ``feed``
-        (a stream validation). Refuses a file past ``limit`` bytes."""
+        (a stream validation). Refuses a file past ``limit`` bytes. ``more(size)``, for a
+        file still being written: called at each end reached, True to read on (it waits
+        for more), False once the writer is done; it raises ``SpoolRefused`` to give up."""
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._sha, self.size = hashlib.sha256(), 0
         # The disk writes the file back while it is read and hashed from the page cache:
         # ``finish``'s fsync then has little left to do, instead of all of it after the hash.
         self._flushing = threading.Thread(target=_quiet_fsync, args=(self._fd,), daemon=True)
         self._flushing.start()
-        while chunk := os.read(self._fd, CHUNK):
+        while True:
+            chunk = os.read(self._fd, CHUNK)
+            if not chunk:
+                if more is not None and more(self.size):
+                    continue
+                break
             self._sha.update(chunk)
             self.size += len(chunk)
             if limit is not None and self.size > limit:
