@@ -31,6 +31,8 @@ NAME = _param("name", "path", "Model name.", {"type": "string", "pattern": f"^{N
 NUMBER = _param("number", "path", "Version number.", {"type": "string", "pattern": "^[0-9]{1,18}$"})
 INT = {"type": "integer", "minimum": 1, "maximum": 2**62}
 SHA256 = {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}
+SIZE = {"type": "integer", "minimum": 0}
+SPOOL_ENTRY = {"type": "string", "pattern": "^[0-9a-f]{32}\\.bundle$"}
 SOURCE_ID = _param(
     "source_id", "path", "A watched source's id.", {"type": "string", "pattern": "^[0-9]{1,18}$"}
 )
@@ -100,13 +102,22 @@ PATHS: dict[str, dict[str, dict]] = {
         "post": _op(
             "Push a bundle (a tar), streamed to disk and hashed; or, from a kernel on this "
             "machine, {spool: entry} naming a bundle it wrote into the agent's spool. With "
-            "X-Handoff-Digest and 'Expect: 100-continue', a version of this model already "
-            "holding those bytes is the answer (200) before any body is sent.",
+            "X-Handoff-Spool-Follow naming the entry, the agent reads it while the kernel "
+            "writes it, and the body, sent last, adds the size and the manifest's digest, "
+            "which with the layout pin every byte. With X-Handoff-Digest and 'Expect: "
+            "100-continue', a version of this model already holding those bytes is the "
+            "answer (200) before any body is sent.",
             ok="201",
             params=[
                 NAME,
                 _param(
                     "X-Handoff-Digest", "header", "sha256:<hex> of the bundle, checked.", SHA256
+                ),
+                _param(
+                    "X-Handoff-Spool-Follow",
+                    "header",
+                    "The spool entry the kernel is writing; the agent reads it as it grows.",
+                    SPOOL_ENTRY,
                 ),
             ],
             body={
@@ -117,7 +128,12 @@ PATHS: dict[str, dict[str, dict]] = {
                         "schema": {
                             "type": "object",
                             "properties": {
-                                "spool": {"type": "string", "pattern": "^[0-9a-f]{32}\\.bundle$"}
+                                "spool": SPOOL_ENTRY,
+                                "size": {**SIZE, "description": "Followed: the bytes written."},
+                                "manifest": {
+                                    **SHA256,
+                                    "description": "Followed: sha256:<hex> of manifest.json.",
+                                },
                             },
                             "required": ["spool"],
                         }
