@@ -107,10 +107,10 @@ class Upload:
         self.size = self.blob.size
 
     def verify_followed(self, follow: Follow) -> None:
-        """A followed entry comes with no whole-bundle digest (hashing it in the kernel was
-        the pass that made a push slower than MLflow's). Its bytes are pinned instead: the
-        size and manifest digest the kernel declared, and the layout ``assemble`` writes;
-        the member digests are checked against the manifest next, as for any upload."""
+        """A followed entry comes with no whole-bundle digest (the kernel skips that pass:
+        three SHA-256 passes a push instead of four). Its bytes are pinned instead: the size
+        and manifest digest the kernel declared, and the layout ``assemble`` writes; the
+        member digests are checked against the manifest next, as for any upload."""
         self.stream.close()
         if (
             self.size != follow.size
