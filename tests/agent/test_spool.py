@@ -61,9 +61,21 @@ def writes(bundle, after_each_piece=lambda: None):
         for at in range(0, len(data), step):
             write_all(sink, data[at : at + step])
             after_each_piece()
+        bundle.spooled = True
         return bundle
 
     return build
+
+
+def spool_only(client: AgentClient) -> AgentClient:
+    """The client, with its HTTP fallback made a failure: a test that means the hand-over
+    through the spool cannot pass by sending the bundle over HTTP."""
+
+    def over_http(name, bundle):
+        raise AssertionError("the push fell back to HTTP")
+
+    client.push = over_http
+    return client
 
 
 def hand_over(agent, entry: str, digest: str, name: str = "m"):
@@ -83,7 +95,7 @@ def assert_spool_empty(agent) -> None:
 def test_a_local_push_is_read_while_the_kernel_writes_it(a):
     # Given a client that knows the agent's spool (as the kernel reads it from the runtime
     # file), and a bundle it writes in four pieces, a moment apart
-    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    client = spool_only(AgentClient(a.url, a.token, spool=str(spool_of(a))))
     model = os.urandom(300_000)
     bundle = assembled(model)(None)
     claimed = []
@@ -185,7 +197,7 @@ def test_a_refused_entry_loses_nothing_already_stored(a):
 
 
 def test_an_acknowledged_spool_push_survives_kill_9(a):
-    client = AgentClient(a.url, a.token, spool=str(spool_of(a)))
+    client = spool_only(AgentClient(a.url, a.token, spool=str(spool_of(a))))
     bundle = assembled(os.urandom(400_000))(None)
     status, body = client.push_written("m", writes(bundle))
     assert status == 201
