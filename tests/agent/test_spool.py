@@ -353,3 +353,23 @@ def test_a_refusal_before_the_bundle_is_written_comes_back_at_once(a):
     # Then the refusal is the answer (the closing body was never sent), and the entry is gone
     assert getattr(refused.value, "code", None) == "invalid_name", refused.value
     assert_spool_empty(a)
+
+
+def test_more_kernels_pushing_at_once_than_the_agent_has_io_threads_all_land(a):
+    # Given six kernels on the machine (the agent reads spool entries on four I/O threads)
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [os.urandom(200_000) for _ in range(6)]
+
+    def push(model):
+        client = spool_only(AgentClient(a.url, a.token, spool=str(spool_of(a))))
+        return client.push_written("m", assembled(model))
+
+    # When they push at the same moment
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(push, models))
+    # Then every push is a version of its own, holding its own bytes
+    assert sorted(body["version"] for _, body in answers) == [1, 2, 3, 4, 5, 6], answers
+    for model, (status, body) in zip(models, answers, strict=True):
+        assert status == 201 and body["digest"] == assembled(model)(None).digest
+    assert_spool_empty(a)
