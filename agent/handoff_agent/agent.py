@@ -600,6 +600,9 @@ class HandoffAgent(LoggingConfigurable):
     async def run_io(self, fn, *args):
         return await self.pools.run_io(fn, *args)
 
+    async def run_follow(self, fn, *args):
+        return await self.pools.run_follow(fn, *args)
+
     async def read(self, fn, *args, **kwargs):
         """A read-only store call (listing, one version): off the writers' queue."""
         return await self.pools.read(fn, *args, **kwargs)
@@ -862,6 +865,7 @@ class HandoffAgent(LoggingConfigurable):
             await self.runner.close()
         await self.probe_pool.close()
         await self.forwarding.stop()
+        self.ingest.cancel_follows()  # a kernel still writing would hold the stop up
         self.pools.shutdown()
         if self.server is not None:  # started: its agent.start gets its agent.stop
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()

@@ -237,6 +237,7 @@ class IngestManager:
     ):
         self.policy = policy
         self.stall = stall
+        self._following: set[Follow] = set()  # entries being read as kernels write them
         self.store = store
         self.registry = registry
         self.limit = limit
@@ -290,7 +291,14 @@ class IngestManager:
         is written."""
         validate_name(name)
         self._need_spool()
-        return Follow(entry, self.stall)
+        follow = Follow(entry, self.stall)
+        self._following.add(follow)  # until adopt() is done with it
+        return follow
+
+    def cancel_follows(self) -> None:
+        """The agent is stopping: every entry still being followed is refused and removed."""
+        for follow in list(self._following):
+            follow.cancel()
 
     def adopt(self, name: str, entry, expected: str | None, follow: Follow | None = None) -> Upload:
         """A bundle a local kernel wrote (or, with ``follow``, is writing) into the spool,
@@ -304,6 +312,7 @@ class IngestManager:
         try:
             blob = self.store.adopt(entry)
         except SpoolRefused as e:
+            self._following.discard(follow)
             raise spool_refused(e) from None
         upload = Upload(self.store, self.limit, expected_name=name, blob=blob)
         try:
@@ -316,6 +325,8 @@ class IngestManager:
         except BaseException:
             upload.abort()
             raise
+        finally:
+            self._following.discard(follow)
         return upload
 
     @staticmethod

@@ -3,7 +3,9 @@
 Writes run on the store's writer threads: one on SQLite (a file takes one writer at a time;
 more would only wait), a few on PostgreSQL, whose pooled connections commit side by side (row
 locks order what must be ordered). Reads run in their own threads, so listings never queue
-behind intake (WAL readers don't wait for the writer). Another pool hashes, copies and fsyncs.
+behind intake (WAL readers don't wait for the writer). Another pool hashes, copies and fsyncs;
+one more reads spool entries that kernels are still writing (each waits on its kernel, so a
+kernel that hangs never holds up anyone else's blob I/O).
 Services receive a ``Calls`` (these doors off the event loop) and a ``Publisher`` (the event
 bus), never the agent.
 """
@@ -44,10 +46,18 @@ class Pools:
     """``store`` is given on SQLite only: its intake writes then share commits (one fsync
     for a burst, ``group_commit.py``)."""
 
-    def __init__(self, writers: int = 1, readers: int = 4, io_threads: int = 4, store=None):
+    def __init__(
+        self,
+        writers: int = 1,
+        readers: int = 4,
+        io_threads: int = 4,
+        store=None,
+        follow_threads: int = 16,
+    ):
         self.db = ThreadPoolExecutor(writers, thread_name_prefix="handoff-db")
         self.reads = ThreadPoolExecutor(readers, thread_name_prefix="handoff-read")
         self.io = ThreadPoolExecutor(io_threads, thread_name_prefix="handoff-io")
+        self.follows = ThreadPoolExecutor(follow_threads, thread_name_prefix="handoff-follow")
         self.group_commit = GroupCommit(store, self.db) if store is not None else None
 
     async def call(self, fn, *args, **kwargs):
@@ -68,7 +78,12 @@ class Pools:
     async def run_io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.io, partial(fn, *args))
 
+    async def run_follow(self, fn, *args):
+        """Read a spool entry a kernel is still writing (``ingest.Follow``)."""
+        return await asyncio.get_running_loop().run_in_executor(self.follows, partial(fn, *args))
+
     def shutdown(self) -> None:
         """The reads and I/O; the writer stays for the store's last calls (``agent.stop``)."""
+        self.follows.shutdown(wait=True)
         self.io.shutdown(wait=True)
         self.reads.shutdown(wait=True)

@@ -373,3 +373,42 @@ def test_more_kernels_pushing_at_once_than_the_agent_has_io_threads_all_land(a):
     for model, (status, body) in zip(models, answers, strict=True):
         assert status == 201 and body["digest"] == assembled(model)(None).digest
     assert_spool_empty(a)
+
+
+def test_kernels_that_hang_while_writing_hold_up_no_other_push(a):
+    # Given five kernels hung halfway through writing their entries (more than the agent's
+    # four I/O threads), their connections open
+    hung = []
+    for _ in range(5):
+        push = Following(a, AgentClient(a.url, a.token, spool=str(spool_of(a))))
+        push.write(bytes_of(assembled(os.urandom(50_000))(None))[:20_000])
+        hung.append(push)
+    try:
+        # When another kernel pushes through the spool, and a remote one over HTTP, with a
+        # timeout well below the 60 s the agent gives a hung entry
+        local = spool_only(AgentClient(a.url, a.token, spool=str(spool_of(a)), timeout=20))
+        remote = AgentClient(a.url, a.token, timeout=20)
+        status, first = local.push_written("m", assembled(os.urandom(30_000)))
+        assert status == 201, first
+        status, second = remote.push("m", assembled(os.urandom(30_000))(None))
+        # Then both land at once
+        assert status == 201 and second["version"] == first["version"] + 1, second
+    finally:
+        for push in hung:
+            push.conn.close()
+            push.entry.discard()
+    assert_spool_empty(a)
+
+
+def test_an_agent_stops_promptly_while_a_kernel_is_still_writing(a):
+    # Given a kernel halfway through writing its entry
+    push = Following(a, AgentClient(a.url, a.token, spool=str(spool_of(a))))
+    push.write(bytes_of(assembled(os.urandom(50_000))(None))[:20_000])
+    time.sleep(0.5)  # the agent is reading it
+    # When the agent is asked to stop (SIGTERM)
+    a.proc.send_signal(15)
+    # Then it exits on its own, without waiting out the 60 s it gives a hung entry
+    a.proc.wait(20)
+    assert a.proc.returncode == 0, a.read_log()
+    push.conn.close()
+    push.entry.discard()

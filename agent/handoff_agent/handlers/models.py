@@ -165,7 +165,7 @@ class VersionsHandler(BaseHandler):
                 ingest = self.agent.ingest
                 self.follow = ingest.follow(name, entry)
                 self.following = asyncio.ensure_future(
-                    self.agent.run_io(ingest.adopt, name, entry, None, self.follow)
+                    self.agent.run_follow(ingest.adopt, name, entry, None, self.follow)
                 )
                 # seen here when post() never awaits it (the kernel went away)
                 self.following.add_done_callback(lambda f: f.cancelled() or f.exception())
