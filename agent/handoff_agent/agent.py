@@ -861,6 +861,7 @@ class HandoffAgent(LoggingConfigurable):
             await self.replicas.stop()
         if self.model_server is not None:
             await self.model_server.stop()
+        await self.check_flow.settle()
         if self.runner is not None:
             await self.runner.close()
         await self.probe_pool.close()

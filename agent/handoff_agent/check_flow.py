@@ -9,6 +9,8 @@ and the forwarder is woken.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -16,6 +18,8 @@ from . import reports
 from .pools import Calls, Publisher
 from .versions import VersionService
 from .vocabulary import PROVISIONAL_FIELD
+
+log = logging.getLogger(__name__)
 
 
 class Store(Protocol):
@@ -61,9 +65,11 @@ class CheckFlow:
         self.verdict_hooks: list[VerdictHook] = []
         self.runner: Runner | None = None  # set when the agent starts
         self._scheduled: set[int] = set()
+        self._starting: set[asyncio.Task] = set()
 
     async def create_version(self, name, digest, size, manifest, actor):
-        """A push: the version and its queued checks (one transaction), then the checks."""
+        """A push: the version and its queued checks (one transaction). The checks are
+        claimed and started just after, once the push has had its answer."""
         version, created = await self.pools.call(
             self.versions.create_version,
             name,
@@ -72,21 +78,39 @@ class CheckFlow:
             manifest,
             actor or "analyst",
             list(self.checks),
+            full=False,
         )
-        if created:
-            self.events.publish(
-                "version",
-                model=name,
-                version=version["number"],
-                status=version["status"],
-                checks=list(self.checks),
-            )
-            if version.get("verdict"):  # no checks: concluded with the push itself
-                vid = await self.pools.call(self.store.version_id, name, version["number"])
-                await self.write_reports(name, version["number"], vid)
-            await self.schedule_queued()
-            self.wake()
+        if not created:  # the same bytes again: the version as it stands
+            return await self.pools.read(self.store.get_version, name, version["number"]), False
+        self.events.publish(
+            "version",
+            model=name,
+            version=version["number"],
+            status=version["status"],
+            checks=list(self.checks),
+        )
+        if version.get("verdict"):  # no checks: concluded with the push itself
+            await self.write_reports(name, version["number"], version["id"])
+        self._start(self.schedule_queued())
+        self.wake()
         return version, created
+
+    def _start(self, work) -> None:
+        """Run ``work`` on the loop after the caller's answer; a failure is logged (the
+        queued runs stay queued, and the next push or start claims them)."""
+        task = asyncio.ensure_future(work)
+        self._starting.add(task)
+        task.add_done_callback(self._started)
+
+    async def settle(self) -> None:
+        """Let the checks being started reach the runner (the agent stops it next)."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
+
+    def _started(self, task: asyncio.Task) -> None:
+        self._starting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("starting the queued checks failed", exc_info=task.exception())
 
     async def schedule_queued(self) -> None:
         if self.runner is None:  # not started: the runs stay queued for whoever starts

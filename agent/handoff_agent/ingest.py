@@ -329,6 +329,13 @@ class IngestManager:
             self._following.discard(follow)
         return upload
 
+    def take_followed(self, name: str, entry: str, follow: Follow) -> tuple[str, dict, int]:
+        """``adopt`` a followed entry and store it, on the thread that read it: the digest,
+        the manifest and the size, with no hop back to the event loop in between."""
+        upload = self.adopt(name, entry, None, follow)
+        digest, manifest = self.store_blob(upload, name, None)
+        return digest, manifest, upload.size
+
     @staticmethod
     def parse_digest(header: str | None) -> str | None:
         if not header:

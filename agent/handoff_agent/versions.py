@@ -54,18 +54,23 @@ class VersionService:
     def create_version(self, name, digest, size, manifest, actor, checks, conclude=True, full=True):
         """Create the next version of ``name``, or return the one with the same bytes.
         Without checks the verdict (and any hand-off) come in the same transaction.
-        ``full=False``: return only its id, model, number and stage (intake's answer needs no
-        more, and the whole version is eight more queries)."""
+        ``full=False``: return only its id, model, number and stage, and for a new version its
+        status and any verdict (a push's answer needs no more, and the whole version is eight
+        more queries inside the writer's transaction)."""
         with self.store.transaction():
             status = "checking" if checks else "pushed"  # until the verdict
             vid, number, created = self.store.insert_version(
                 name, digest, size, manifest, actor, checks, status
             )
+            concluded = {}
             if created and not checks and conclude and self.verdict_fn is not None:
-                self._conclude(vid, name, number, [])
+                concluded = self._conclude(vid, name, number, [])
             if not full:
                 stage = None if created else self.store.version_stage(vid)
-                return {"id": vid, "model": name, "number": number, "stage": stage}, created
+                light = {"id": vid, "model": name, "number": number, "stage": stage}
+                if created:
+                    light.update({"status": status, **concluded})
+                return light, created
             return self.store.get_version(name, number), created
 
     def finish_check(self, run_id, status, message, result, duration) -> dict:

@@ -165,7 +165,7 @@ class VersionsHandler(BaseHandler):
                 ingest = self.agent.ingest
                 self.follow = ingest.follow(name, entry)
                 self.following = asyncio.ensure_future(
-                    self.agent.run_follow(ingest.adopt, name, entry, None, self.follow)
+                    self.agent.run_follow(ingest.take_followed, name, entry, self.follow)
                 )
                 # seen here when post() never awaits it (the kernel went away)
                 self.following.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -225,19 +225,22 @@ class VersionsHandler(BaseHandler):
             finally:
                 if self.follow.size is None:
                     self.follow.cancel()
-            self.upload = await self.following
-        elif self.spooled:
-            entry = self.json_body().get("spool")
-            self.upload = await self.agent.run_io(
-                self.agent.ingest.adopt, name, entry, self.expected
-            )
-        upload, self.upload = self.upload, None
-        with blob_errors(f"the upload of {name}"):
-            digest, manifest = await self.agent.run_io(
-                self.agent.ingest.store_blob, upload, name, self.expected
-            )
+            with blob_errors(f"the upload of {name}"):
+                digest, manifest, size = await self.following
+        else:
+            if self.spooled:
+                entry = self.json_body().get("spool")
+                self.upload = await self.agent.run_io(
+                    self.agent.ingest.adopt, name, entry, self.expected
+                )
+            upload, self.upload = self.upload, None
+            with blob_errors(f"the upload of {name}"):
+                digest, manifest = await self.agent.run_io(
+                    self.agent.ingest.store_blob, upload, name, self.expected
+                )
+            size = upload.size
         version, created = await self.agent.check_flow.create_version(
-            name, digest, upload.size, manifest, actor=self.identity["user"]
+            name, digest, size, manifest, actor=self.identity["user"]
         )
         body = {
             "name": name,

@@ -93,6 +93,22 @@ def test_same_digest_returns_the_existing_version(reg):
     assert created3 and v3["number"] == 1
 
 
+def test_a_push_answer_without_the_whole_version_agrees_with_it(reg):
+    """``full=False`` (a push's answer) leaves out eight queries, not the truth: the status
+    and verdict it gives are the stored version's, checking or concluded at once."""
+    from handoff_agent.gate import GatePolicy
+
+    service = VersionService(reg.store, GatePolicy().verdict)
+    for checks in (["loads"], []):
+        light, created = service.create_version(
+            "a", digest_of(str(checks)), 1, manifest("a"), "ana", checks, full=False
+        )
+        whole = reg.get_version("a", light["number"])
+        assert created and light["status"] == whole["status"]
+        assert light.get("verdict") == whole["verdict"]
+    assert [reg.get_version("a", n)["status"] for n in (1, 2)] == ["checking", "passed"]
+
+
 def test_version_fields_lineage_and_checks(reg):
     create(reg, "a", "parent")
     data = {"X": {"fingerprint": "d" * 64, "rows": 5}}
