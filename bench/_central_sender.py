@@ -62,7 +62,8 @@ class Chain:
 
 
 def bundle_bytes(members: dict[str, bytes], manifest: dict) -> tuple[bytes, str]:
-    """The bundle as the extension lays it out (manifest first, members in name order)."""
+    """A bundle as a sender of this benchmark lays it out (manifest first, members in name
+    order; the agent reads any order)."""
     import hashlib
 
     raw = json.dumps(manifest, indent=1, sort_keys=True).encode()

@@ -163,31 +163,34 @@ def push(
     if fmt not in ("pickle", "skops"):
         raise HandoffUsageError(f"Unknown format {fmt!r}.", "Use --format pickle or skops.")
     bw.check_model(model)
-    members, fps, signature, member, data = _prepare_and_serialize(
-        model, fmt, X, y, sensitive, reference, cfg
-    )
-    members[member] = data
     notebook, cell = _provenance_inputs()
-    manifest = shape.build(
+    fields = dict(
         name=name,
         serialization=fmt,
         flavor=type(model).__module__.split(".")[0],
         model_class=f"{type(model).__module__}.{type(model).__qualname__}",
         task=_task(model),
-        signature=signature,
         params=bw.json_safe_params(model),
-        data=fps,
         message=message,
         tags=tags,
         gate=gate,
         provenance=bw.provenance(notebook, cell),
     )
     try:  # the agent's own rules, before anything is sent
-        shape.check_fields(manifest)
+        shape.check_fields(shape.build(**fields, signature={}, data={}))
     except shape.ManifestError as e:
         raise HandoffUsageError(e.message, "Check the message and tags given to push.") from None
-    client = connect()
-    _, body = client.push_written(name, lambda sink: bw.assemble(members, manifest, sink=sink))
+    with _DataBeside(model, X, y, sensitive, reference, cfg) as data:
+        member, blob = data.serialize(fmt)
+        client = connect()
+
+        def the_rest():  # called while the model's bytes are hashed
+            members, fps, signature = data.result()
+            return members, shape.build(**fields, signature=signature, data=fps)
+
+        _, body = client.push_written(
+            name, lambda sink: bw.assemble({member: blob}, the_rest, sink=sink)
+        )
     return Version(
         {
             "model": body["name"],
@@ -200,30 +203,54 @@ def push(
     )
 
 
-def _prepare_and_serialize(model, fmt, X, y, sensitive, reference, cfg):
-    """Sample the data and write its parquet on a thread while the model is serialized here:
-    pyarrow and the hashes let go of the GIL, so a push with data costs little more than
-    one without."""
-    from concurrent.futures import ThreadPoolExecutor
+class _DataBeside:
+    """The push's data, sampled and written as parquet on a thread while the model is
+    serialized and then hashed: pyarrow and hashlib let go of the GIL, so a push with data
+    costs little more than one without. The model goes into the bundle first; the data joins
+    it when ready. A mistake in the data is the error the user sees, whatever else fails."""
 
-    from . import bundle_writer as bw
-    from .data import prepare
+    def __init__(self, model, X, y, sensitive, reference, cfg):
+        from . import bundle_writer as bw
+        from .data import prepare
 
-    features = bw.feature_names(model)
-    if X is None and y is None and sensitive is None and reference is None:
-        return ({}, {}, {}, *bw.serialize_model(model, fmt))
-    with ThreadPoolExecutor(1, thread_name_prefix="handoff-data") as pool:
-        data = pool.submit(
-            prepare, X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows, features
-        )
+        self.model = model
+        args = (X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows)
+        self._pool = self._future = None
+        if any(a is not None for a in args[:4]):
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-data")
+            self._future = self._pool.submit(prepare, *args, bw.feature_names(model))
+
+    def serialize(self, fmt: str):
+        from . import bundle_writer as bw
+
         try:
-            member, blob = bw.serialize_model(model, fmt)
+            found = bw.serialize_model(self.model, fmt)
         except BaseException:
-            if (mistake := data.exception()) is not None:  # the data's error comes first
-                raise mistake from None
+            self._mistake(wait=True)
             raise
-        members, fps, signature = data.result()
-    return members, fps, signature, member, blob
+        # A small model gains nothing from going ahead of its data: the data is checked
+        # before the agent is asked for anything. A big one goes ahead; a mistake in its
+        # data found meanwhile ends the push before the agent keeps anything.
+        self._mistake(wait=len(found[1]) < bw.PARALLEL_HASH)
+        return found
+
+    def result(self) -> tuple[dict, dict, dict]:
+        """The data members, fingerprints and signature (all empty without data)."""
+        return ({}, {}, {}) if self._future is None else self._future.result()
+
+    def _mistake(self, wait: bool) -> None:
+        future = self._future
+        if future is not None and (wait or future.done()) and (e := future.exception()):
+            raise e from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _task(model) -> str | None:

@@ -21,6 +21,7 @@ import pickle
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -86,7 +87,7 @@ def _parts_of(data) -> list:
     return data.parts if isinstance(data, Pieces) else [memoryview(data)]
 
 
-def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
+def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> Bundle:
     """Lay out the tar: members (bytes or ``Pieces``) in name order, then the manifest, which
     lists their digests.
 
@@ -98,10 +99,12 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
     (``Bundle.hashed`` gives the digest when it is needed after all). Nothing is copied: the
     parts are views of the members. Members come first because the manifest can only be
     written once they are hashed; the agent reads a bundle in any order.
+
+    ``manifest`` may instead be a callable, called once ``members`` are being written and
+    hashed, that returns ``(more members, manifest)``: the push's data, prepared on a thread
+    while the model is on its way, then laid out after it. What it raises ends the bundle.
     """
     parts: list = []
-    for name, data in sorted(members.items()):
-        parts += _member(name, data)
     bundle_sha = hashlib.sha256()
     digests: dict[str, str] = {}
     written = [sink is not None]
@@ -122,8 +125,8 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
                 start_write_back(sink, at[1], at[0] - at[1])
                 at[1] = at[0]
 
-    def hash_members() -> None:
-        for name, data in members.items():
+    def hash_members(batch: dict) -> None:
+        for name, data in batch.items():
             h = hashlib.sha256()
             for p in _parts_of(data):
                 h.update(p)
@@ -134,14 +137,28 @@ def assemble(members: dict, manifest: dict, sink=None) -> Bundle:
             bundle_sha.update(p)
 
     other = hash_bundle if sink is None else write
-    if sink is not None or sum(len(d) for d in members.values()) >= PARALLEL_HASH:
+
+    def lay_out(batch: dict, meanwhile=None):
+        """Hash ``batch`` on a second thread while its parts are written (or hashed whole);
+        ``meanwhile()`` runs once they are written, while the hashing goes on."""
+        some = [p for name, data in sorted(batch.items()) for p in _member(name, data)]
+        parts.extend(some)
+        if sum(len(d) for d in batch.values()) < PARALLEL_HASH:
+            hash_members(batch)
+            other(some)
+            return meanwhile() if meanwhile else None
         with ThreadPoolExecutor(1, thread_name_prefix="handoff-bundle") as pool:
-            job = pool.submit(hash_members)
-            other(parts)
+            job = pool.submit(hash_members, batch)
+            other(some)
+            found = meanwhile() if meanwhile else None
             job.result()
+        return found
+
+    if callable(manifest):
+        more, manifest = lay_out(members, manifest)
+        lay_out(more)
     else:
-        hash_members()
-        other(parts)
+        lay_out(members)
     manifest = {**manifest, "files": dict(sorted(digests.items()))}
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
     tail = _member(MANIFEST, text)

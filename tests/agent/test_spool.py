@@ -25,6 +25,7 @@ from support import bundle_bytes
 from handoff_agent.runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 from jupyter_handoff import bundle_writer as bw
 from jupyter_handoff.client import FOLLOW_BODY, AgentClient, write_all
+from jupyter_handoff.errors import HandoffUsageError
 
 ENTRY = "0123456789abcdef0123456789abcdef.bundle"
 
@@ -293,6 +294,27 @@ def test_a_kernel_that_goes_away_while_writing_leaves_nothing_behind(a):
     # Then the agent stops following, removes the entry, and stores nothing
     assert_spool_empty(a)
     assert_nothing_stored(a)
+
+
+def test_a_mistake_found_while_the_model_is_written_ends_the_push_keeping_nothing(a):
+    # Given a push whose model goes ahead of its data (as a big model's does), and whose data
+    # turns out wrong while the model is being written
+    client = spool_only(AgentClient(a.url, a.token, spool=str(spool_of(a))))
+
+    def the_rest():
+        raise HandoffUsageError("X has 200 rows but y has 50.", "Pass X and y from one split.")
+
+    def build(sink):
+        return bw.assemble({"model.pkl": os.urandom(bw.PARALLEL_HASH * 2)}, the_rest, sink)
+
+    # When it pushes, the mistake is what comes back
+    with pytest.raises(HandoffUsageError, match="200 rows"):
+        client.push_written("m", build)
+    # And the agent lets the entry go and keeps nothing, and takes the next push as usual
+    assert_spool_empty(a)
+    assert_nothing_stored(a)
+    status, body = client.push_written("m", assembled(b"the next model"))
+    assert status == 201 and body["version"] == 1, body
 
 
 def test_an_entry_that_stops_growing_is_refused(agent_factory):

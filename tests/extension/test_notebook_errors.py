@@ -46,6 +46,14 @@ MISTAKES = {
         "X cannot be used as a table",
         "DataFrame or 2-D array",
     ),
+    # A big model goes ahead of its data into the agent's spool: a mistake in the data found
+    # meanwhile (the reference is read last) still shows as the one line, and nothing is kept.
+    "api_late_data_mistake": (
+        "big = LogisticRegression().fit(X, y); big.ballast_ = np.zeros(1 << 20)\n"
+        "jupyter_handoff.push(big, 'churn', X=X, y=y, reference=[[1, 2], [3]])",
+        "reference cannot be used as a table",
+        "DataFrame or 2-D array",
+    ),
     "api_gate_not_dict": (
         "jupyter_handoff.push(clf, 'churn', X=X, y=y, gate='strict')",
         "gate must be a dict",
