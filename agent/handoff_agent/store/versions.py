@@ -213,13 +213,16 @@ class VersionStore(StoreBase):
 
     def queue_checks(self, version_id: int, checks: list[str]) -> None:
         """Queue check runs (a check already queued or run for the version is left alone)."""
-        with self._tx() as c:
-            for check in checks:
-                c.execute(
-                    self._insert(t.check_runs)
-                    .values(version_id=version_id, check_name=check, status="queued")
-                    .on_conflict_do_nothing(index_elements=["version_id", "check_name"])
-                )
+        if not checks:
+            return
+        rows = [{"version_id": version_id, "check_name": c, "status": "queued"} for c in checks]
+        with self._tx() as c:  # one statement for all of them, not one each
+            c.execute(
+                self._insert(t.check_runs).on_conflict_do_nothing(
+                    index_elements=["version_id", "check_name"]
+                ),
+                rows,
+            )
 
     def set_version(self, version_id: int, **values) -> None:
         """Update columns of one version (JSON values are stored canonically)."""
