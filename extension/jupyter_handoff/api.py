@@ -176,17 +176,26 @@ def push(
         gate=gate,
         provenance=bw.provenance(notebook, cell),
     )
-    try:  # the agent's own rules, before anything is sent
-        shape.check_fields(shape.build(**fields, signature={}, data={}))
-    except shape.ManifestError as e:
-        raise HandoffUsageError(e.message, "Check the message and tags given to push.") from None
+
+    def checked(signature: dict, fps: dict) -> dict:
+        """The manifest, held to the agent's own rules before it is sent."""
+        manifest = shape.build(**fields, signature=signature, data=fps)
+        try:
+            shape.check_fields(manifest)
+        except shape.ManifestError as e:
+            raise HandoffUsageError(
+                e.message, "Check the message and tags given to push."
+            ) from None
+        return manifest
+
+    checked({}, {})  # the user's fields, before anything is serialized or sent
     with _DataBeside(model, X, y, sensitive, reference, cfg) as data:
         member, blob = data.serialize(fmt)
         client = connect()
 
         def the_rest():  # called while the model's bytes are hashed
             members, fps, signature = data.result()
-            return members, shape.build(**fields, signature=signature, data=fps)
+            return members, checked(signature, fps)
 
         _, body = client.push_written(
             name, lambda sink: bw.assemble({member: blob}, the_rest, sink=sink)
@@ -214,13 +223,21 @@ class _DataBeside:
         from .data import prepare
 
         self.model = model
-        args = (X, y, sensitive, reference, cfg.max_rows, cfg.reference_rows)
         self._pool = self._future = None
-        if any(a is not None for a in args[:4]):
+        if any(a is not None for a in (X, y, sensitive, reference)):
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-data")
-            self._future = self._pool.submit(prepare, *args, bw.feature_names(model))
+            self._future = self._pool.submit(
+                prepare,
+                X,
+                y,
+                sensitive,
+                reference,
+                cfg.max_rows,
+                cfg.reference_rows,
+                bw.feature_names(model),
+            )
 
     def serialize(self, fmt: str):
         from . import bundle_writer as bw
