@@ -215,7 +215,9 @@ class VersionStore(StoreBase):
         """Queue check runs (a check already queued or run for the version is left alone)."""
         if not checks:
             return
-        rows = [{"version_id": version_id, "check_name": c, "status": "queued"} for c in checks]
+        rows = [
+            {"version_id": version_id, "check_name": check, "status": "queued"} for check in checks
+        ]
         with self._tx() as c:  # one statement for all of them, not one each
             c.execute(
                 self._insert(t.check_runs).on_conflict_do_nothing(
