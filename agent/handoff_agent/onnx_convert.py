@@ -194,6 +194,7 @@ def _register_boosters(model) -> None:
 
     for cls, (library, _name) in found.items():
         alias, classifier = BOOSTERS[(library, _name)]
+        # onnxmltools: the `serve` extra, checked by find_spec above (refused without it)
         if library == "xgboost":
             from onnxmltools.convert.xgboost.operator_converters.XGBoost import (
                 convert_xgboost as converter,
