@@ -373,18 +373,23 @@ export class DeploymentsView extends Widget {
   // -- rendering ------------------------------------------------------------------------
 
   render(): void {
-    const node = this.node;
     const active = document.activeElement;
     const typing =
-      active instanceof HTMLInputElement && node.contains(active)
-        ? active.className
+      active instanceof HTMLInputElement && this.node.contains(active)
+        ? active
         : null;
     this.draw();
-    if (typing) {
-      // Keep the caret where the user was typing when a read drew the view again.
-      (
-        node.getElementsByClassName(typing)[0] as HTMLElement | undefined
-      )?.focus();
+    const fresh = typing
+      ? this.node.getElementsByClassName(typing.className)[0]
+      : null;
+    if (typing && fresh instanceof HTMLInputElement) {
+      // The input being typed in is carried into the new drawing, not drawn again: its
+      // caret and selection stay, so a read landing mid-keystroke loses no text.
+      if (typing.value !== fresh.value) {
+        typing.value = fresh.value;
+      }
+      fresh.replaceWith(typing);
+      typing.focus();
     }
   }
 
@@ -559,7 +564,8 @@ export class DeploymentsView extends Widget {
         { class: 'jp-Handoff-trafficSet jp-mod-styled' },
         'Set %'
       );
-      set.onclick = () => void this.setTraffic(Number(input.value));
+      set.onclick = () =>
+        void this.setTraffic(Number(this.draft ?? input.value));
       out.push(input, set);
     }
     return out;

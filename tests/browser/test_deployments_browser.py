@@ -161,12 +161,21 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     # When she sets the canary's share to 40 %
     row = view.locator('.jp-Handoff-slot[data-slot="canary"]')
     box = row.locator(".jp-Handoff-trafficInput")
-    box.fill("40")
-    # (an event while she types draws the view again; her 40 stays in the box)
-    typed = box.element_handle()
     traffic = "/api/v1/models/churn/deployment/traffic"
-    assert call(central, "POST", traffic, ops, {"percent": 10})[0] == 200
-    page.wait_for_function("e => !e.isConnected", arg=typed, timeout=15_000)
+
+    def redraw():
+        """An event at central draws the view again, as one may land while she types."""
+        drawn = row.locator(".jp-Handoff-trafficSet").element_handle()
+        assert call(central, "POST", traffic, ops, {"percent": 10})[0] == 200
+        page.wait_for_function("e => !e.isConnected", arg=drawn, timeout=15_000)
+
+    # (the view draws again between her select-all and her keystrokes: they replace the
+    # selection, as Playwright's fill does in two steps, and 40 stays through the next draw)
+    box.select_text()
+    redraw()
+    page.keyboard.insert_text("40")
+    expect(box).to_have_value("40")
+    redraw()
     expect(box).to_have_value("40")
     row.locator(".jp-Handoff-trafficSet").click()
     expect(canary).to_have_attribute("title", "canary v2: 40%", timeout=15_000)
