@@ -16,6 +16,7 @@ import urllib.parse
 from pathlib import Path
 
 from handoff_agent.bundle import FORMAT_VERSION
+from handoff_agent.manifest import with_files
 
 # The metadata backend of the running test (conftest's ``backend`` fixture sets it): an agent
 # started without a database_url gets a fresh database on it.
@@ -216,15 +217,15 @@ class RunningAgent:
 
 
 def manifest_for(name: str, members: dict[str, bytes], **extra) -> dict:
-    return {
+    """A manifest as the kernel writes one (member digests by ``MEMBER_HASH``)."""
+    plain = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "serialization": "pickle",
         "flavor": "test",
         "task": None,
-        "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
-        **extra,
     }
+    return {**with_files(plain, members), **extra}
 
 
 def make_tar(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:

@@ -120,12 +120,12 @@ def validate(path, expected_name: str | None = None) -> dict:
     except (tarfile.TarError, OSError) as e:
         _bad(f"The upload is not an uncompressed tar bundle ({e}).")
     with tar:
-        digests: dict[str, str] = {}
+        members: dict[str, tarfile.TarInfo] = {}
         manifest_bytes = None
         try:
             for member in tar:
                 name = member.name
-                if name in digests or (name == MANIFEST and manifest_bytes is not None):
+                if name in members or (name == MANIFEST and manifest_bytes is not None):
                     _bad(f"The bundle holds {name!r} twice.")
                 check_member(member, "bundle", "Push again from the notebook with %mlops push.")
                 if name not in MEMBERS:
@@ -133,13 +133,17 @@ def validate(path, expected_name: str | None = None) -> dict:
                         f"The bundle holds an unknown member {name!r}.",
                         f"A bundle may only hold: {', '.join(sorted(MEMBERS))}.",
                     )
-                f = tar.extractfile(member)
                 if name == MANIFEST:
                     if member.size > MAX_MANIFEST:
                         _bad("manifest.json is too large.")
-                    manifest_bytes = f.read()
-                    continue
-                h = hashlib.sha256()
+                    manifest_bytes = tar.extractfile(member).read()
+                else:
+                    members[name] = member
+            # The manifest, last in the tar, names the members' digest algorithm.
+            algorithm = _declared_hash(manifest_bytes) or "sha256"
+            digests = {}
+            for name, member in members.items():
+                f, h = tar.extractfile(member), shape.member_hasher(algorithm)
                 while chunk := f.read(CHUNK):
                     h.update(chunk)
                 digests[name] = h.hexdigest()
@@ -147,14 +151,27 @@ def validate(path, expected_name: str | None = None) -> dict:
             _bad(f"The bundle is not a valid tar archive ({e}).")
         except EOFError:
             _bad("The bundle is truncated.")
-    return checked_manifest(manifest_bytes, digests, expected_name)
+    return checked_manifest(manifest_bytes, digests, expected_name, algorithm)
+
+
+def _declared_hash(manifest_bytes: bytes | None) -> str | None:
+    """The member hash a manifest declares, or None when it names none this agent knows
+    (then ``checked_manifest`` refuses the manifest itself, with its reason)."""
+    try:
+        declared = shape.member_hash(json.loads(manifest_bytes))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return declared if declared in shape.MEMBER_HASHES else None
 
 
 def checked_manifest(
-    manifest_bytes: bytes | None, digests: dict[str, str], expected_name: str | None = None
+    manifest_bytes: bytes | None,
+    digests: dict[str, str],
+    expected_name: str | None = None,
+    hashed_with: str = "sha256",
 ) -> dict:
-    """The manifest, once every member has been hashed: it must list exactly those members
-    with those digests, and its fields must have the agent's shapes."""
+    """The manifest, once every member has been hashed (by ``hashed_with``): it must list
+    exactly those members with those digests, and its fields must have the agent's shapes."""
     if manifest_bytes is None:
         _bad("The bundle has no manifest.json.")
     try:
@@ -170,6 +187,9 @@ def checked_manifest(
         )
     if expected_name is not None and manifest.get("name") != expected_name:
         _bad(f"The manifest names {manifest.get('name')!r}, but the push was to {expected_name!r}.")
+    check_fields(manifest)
+    if shape.member_hash(manifest) != hashed_with:
+        raise ValueError("the members were hashed with another algorithm than the manifest's")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(digests):
         _bad("manifest.json does not list exactly the members of the bundle.")
@@ -180,7 +200,6 @@ def checked_manifest(
                 "The bundle was altered or corrupted in transit. Push again.",
                 code="digest_mismatch",
             )
-    check_fields(manifest)
     models = [m for m in digests if m in MODEL_MEMBERS]
     if len(models) != 1:
         _bad("A bundle must hold exactly one model (model.pkl or model.skops).")
@@ -210,6 +229,9 @@ class StreamCheck:
 
     def __init__(self, expected_name: str | None = None):
         self.expected_name = expected_name
+        # The algorithm the manifest is expected to name (it comes last): Handoff's own.
+        # A bundle that names another is judged by ``validate`` instead.
+        self.hashed_with = shape.MEMBER_HASH
         self.digests: dict[str, str] = {}
         self.manifest: bytearray | None = None
         self.plain = True  # False: leave the verdict to validate()
@@ -279,7 +301,7 @@ class StreamCheck:
         if name == MANIFEST:
             self.manifest, self._sha = bytearray(), None
         else:
-            self._sha = hashlib.sha256()
+            self._sha = shape.member_hasher(self.hashed_with)
         if not self._left:
             self._close_member()
 
@@ -306,8 +328,8 @@ class StreamCheck:
         cut = self._left or self._header or (self._pad and not self._ended)
         if not self.plain or cut or (self.manifest is None and not self.digests):
             return None
-        return checked_manifest(
-            bytes(self.manifest) if self.manifest is not None else None,
-            self.digests,
-            self.expected_name,
-        )
+        manifest = bytes(self.manifest) if self.manifest is not None else None
+        declared = _declared_hash(manifest)
+        if declared is not None and declared != self.hashed_with:
+            return None
+        return checked_manifest(manifest, self.digests, self.expected_name, self.hashed_with)

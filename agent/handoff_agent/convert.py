@@ -8,14 +8,13 @@ writes one JSON line on its protocol channel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tarfile
 
 from . import trust
 from .bundle import MANIFEST, write_tar
-from .manifest import model_member
+from .manifest import model_member, with_files
 
 
 def convert(src: str, out: str, digest: str) -> dict:
@@ -35,12 +34,7 @@ def convert(src: str, out: str, digest: str) -> dict:
     members[model_member("skops")] = data = sio.dumps(model)
     # What central will need beyond the default list; nothing here loads the skops file.
     untrusted = trust.untrusted(trust.needed_types(data))
-    manifest = {
-        **manifest,
-        "serialization": "skops",
-        "converted_from": digest,
-        "files": {n: hashlib.sha256(b).hexdigest() for n, b in members.items()},
-    }
+    manifest = with_files({**manifest, "serialization": "skops", "converted_from": digest}, members)
     manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
     with open(out, "wb") as f:
         write_tar(f, [(MANIFEST, manifest_bytes), *sorted(members.items())])

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from handoff_agent.bundle import padding, tar_header
-from handoff_agent.manifest import MANIFEST, model_member
+from handoff_agent.manifest import MANIFEST, MEMBER_HASH, member_hasher, model_member
 from handoff_agent.writeback import start_write_back
 
 from .client import write_all
@@ -127,7 +127,7 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
 
     def hash_members(batch: dict) -> None:
         for name, data in batch.items():
-            h = hashlib.sha256()
+            h = member_hasher()
             for p in _parts_of(data):
                 h.update(p)
             digests[name] = h.hexdigest()
@@ -159,7 +159,7 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
         lay_out(more)
     else:
         lay_out(members)
-    manifest = {**manifest, "files": dict(sorted(digests.items()))}
+    manifest = {**manifest, "files_hash": MEMBER_HASH, "files": dict(sorted(digests.items()))}
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
     tail = _member(MANIFEST, text)
     tail.append(b"\0" * (2 * BLOCK))

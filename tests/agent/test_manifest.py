@@ -34,7 +34,7 @@ def test_what_the_notebook_builds_the_agent_accepts(tmp_path):
     # Then the agent's validation accepts it, with every field there
     got = bundle.validate(path, "churn")
     assert got["format_version"] == manifest.FORMAT_VERSION
-    assert set(got) == {*manifest.build(name="x", serialization="pickle"), "files"}
+    assert set(got) == {*manifest.build(name="x", serialization="pickle"), "files_hash", "files"}
     assert set(got["files"]) == {"model.pkl", "data/X.parquet"}
     # The manifest comes last: it lists the digests of the members before it
     with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as tar:

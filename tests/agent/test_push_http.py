@@ -8,6 +8,7 @@ import json
 
 import pytest
 from agent_support import NO_CHECKS, assert_error, wait_until
+from blake3 import blake3
 from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, manifest_for
 
@@ -210,7 +211,7 @@ def test_get_one_version_with_manifest_lineage_and_checks(checking_agent):
     assert v["message"] == "second"
     assert v["tags"] == {"k": "v"}
     assert v["manifest"]["name"] == "full"
-    assert v["manifest"]["files"]["model.pkl"] == hashlib.sha256(b"child model").hexdigest()
+    assert v["manifest"]["files"]["model.pkl"] == blake3(b"child model").hexdigest()
     assert v["lineage"] == [
         {"role": "X", "dataset": "f" * 64, "rows": 120, "parent_model": "full", "parent_number": 1}
     ]

@@ -3,12 +3,14 @@ reading it back; anything else is left to ``bundle.validate`` (the result is Non
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tarfile
 
 import pytest
+from blake3 import blake3
 from support import bundle_bytes, make_tar, manifest_for
 
 from handoff_agent import bundle
@@ -38,6 +40,30 @@ def test_the_manifest_may_come_last():
         ]
     )
     assert streamed(data, 700)["name"] == "m"
+
+
+def test_a_bundle_with_sha256_member_digests_is_still_accepted():
+    # Bundles written before the members' digests were BLAKE3 say no files_hash: SHA-256.
+    # The stream hashes BLAKE3, so it leaves them to validate(), which reads the manifest first.
+    model = os.urandom(3000)
+    m = manifest_for("m", {"model.pkl": model})
+    del m["files_hash"]
+    m["files"] = {"model.pkl": hashlib.sha256(model).hexdigest()}
+    data = bundle_bytes("m", model=model, manifest=m)
+    assert streamed(data, 700) is None
+    assert bundle.validate(io.BytesIO(data), "m")["files"] == m["files"]
+    m["files"] = {"model.pkl": blake3(model).hexdigest()}  # BLAKE3 digests, said to be SHA-256
+    with pytest.raises(InvalidBundle, match="does not match its manifest"):
+        bundle.validate(io.BytesIO(bundle_bytes("m", model=model, manifest=m)), "m")
+
+
+def test_an_unknown_member_hash_is_refused_by_name():
+    model = os.urandom(3000)
+    m = manifest_for("m", {"model.pkl": model}, files_hash="md5")
+    data = bundle_bytes("m", model=model, manifest=m)
+    for judge in (lambda: streamed(data, 700), lambda: bundle.validate(io.BytesIO(data), "m")):
+        with pytest.raises(InvalidBundle, match="Unknown files_hash 'md5'; expected one of sha256"):
+            judge()
 
 
 def test_a_wrong_member_digest_is_refused_on_the_stream():
