@@ -108,7 +108,7 @@ class Upload:
 
     def verify_followed(self, follow: Follow) -> None:
         """A followed entry comes with no whole-bundle digest (the kernel skips that pass:
-        three SHA-256 passes a push instead of four). Its bytes are pinned instead: the size
+        three passes over a push's bytes instead of four). Its bytes are pinned instead: the size
         and manifest digest the kernel declared, and the layout ``assemble`` writes; the
         member digests are checked against the manifest next, as for any upload."""
         self.stream.close()
