@@ -139,7 +139,7 @@ def validate(path, expected_name: str | None = None) -> dict:
                     manifest_bytes = tar.extractfile(member).read()
                 else:
                     members[name] = member
-            # The manifest, last in the tar, names the members' digest algorithm.
+            # The manifest names the algorithm of the members' digests: hash them after it.
             algorithm = _declared_hash(manifest_bytes) or "sha256"
             digests = {}
             for name, member in members.items():
@@ -188,8 +188,8 @@ def checked_manifest(
     if expected_name is not None and manifest.get("name") != expected_name:
         _bad(f"The manifest names {manifest.get('name')!r}, but the push was to {expected_name!r}.")
     check_fields(manifest)
-    if shape.member_hash(manifest) != hashed_with:
-        raise ValueError("the members were hashed with another algorithm than the manifest's")
+    if shape.member_hash(manifest) != hashed_with:  # the callers hash as the manifest says
+        _bad(f"The members were hashed with {hashed_with}, not {shape.member_hash(manifest)}.")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(digests):
         _bad("manifest.json does not list exactly the members of the bundle.")
