@@ -21,9 +21,9 @@ MEMBERS = {MANIFEST, *MODEL_MEMBERS, *DATA_MEMBERS}
 TASKS = (None, "classification", "regression")
 INPUT_KINDS = ("table", "array", "text")  # signature.input; absent means "table"
 # ``files`` holds each member's digest by the algorithm ``files_hash`` names. BLAKE3 for what
-# Handoff writes: about 4x SHA-256's speed on one core here, two of its passes in every push,
-# and as collision-resistant. A manifest without ``files_hash`` (older bundles) means SHA-256.
-# The bundle itself stays named by its SHA-256 in the store.
+# Handoff writes: two of a push's three passes over its bytes hash the members, and BLAKE3
+# runs about 4x SHA-256's speed on a core here, as collision-resistant. A manifest without
+# ``files_hash`` (older bundles) means SHA-256. The store still names a bundle by its SHA-256.
 MEMBER_HASHES = ("sha256", "blake3")
 MEMBER_HASH = "blake3"
 

@@ -91,8 +91,8 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
     """Lay out the tar: members (bytes or ``Pieces``) in name order, then the manifest, which
     lists their digests.
 
-    The member bytes are read by two threads at once (hashlib and os.write let go of the
-    GIL): one hashes each member for the manifest; the other, given a ``sink`` (a file
+    The member bytes are read by two threads at once (the hashers and os.write let go of
+    the GIL): one hashes each member for the manifest; the other, given a ``sink`` (a file
     descriptor: a spool entry the agent follows), writes the parts into it, and ``spooled``
     says whether all of it went in; else it hashes the whole bundle for ``digest``. The
     agent hashes a followed entry itself, and the manifest's digest and the layout pin it
