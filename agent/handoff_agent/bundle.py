@@ -180,7 +180,7 @@ def checked_manifest(
         _bad(f"manifest.json is not valid JSON ({e}).")
     if not isinstance(manifest, dict):
         _bad("manifest.json must hold a JSON object.")
-    if (version := shape.format_version(manifest)) != FORMAT_VERSION:
+    if (version := shape.format_version(manifest)) not in shape.FORMAT_VERSIONS:
         _bad(
             f"Unsupported bundle format {version!r}.",
             "Upgrade jupyter-handoff in the kernel and the agent to the same version.",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-FORMAT_VERSION = 1
+# 2: the manifest names its members' digest algorithm (``files_hash``); 1: they are SHA-256.
+# An agent older than 2 refuses a bundle of 2 as an unsupported format, not as corrupted.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)  # what this agent reads
 MANIFEST = "manifest.json"
 MODEL_MEMBERS = {"model.pkl": "pickle", "model.skops": "skops"}
 SERIALIZATIONS = tuple(MODEL_MEMBERS.values())
@@ -105,14 +108,24 @@ def member_hasher(algorithm: str = MEMBER_HASH):
     raise ValueError(f"unknown member hash {algorithm!r}")
 
 
+def with_digests(manifest: dict, digests: dict[str, str]) -> dict:
+    """The manifest listing its members' digests, made by ``member_hasher()``."""
+    return {
+        **manifest,
+        "format_version": FORMAT_VERSION,
+        "files_hash": MEMBER_HASH,
+        "files": dict(sorted(digests.items())),
+    }
+
+
 def with_files(manifest: dict, members: dict[str, bytes]) -> dict:
     """The manifest listing each member's digest, as the agent checks them."""
-    files = {}
+    digests = {}
     for name, data in members.items():
         h = member_hasher()
         h.update(data)
-        files[name] = h.hexdigest()
-    return {**manifest, "files_hash": MEMBER_HASH, "files": files}
+        digests[name] = h.hexdigest()
+    return with_digests(manifest, digests)
 
 
 def _is_str(v, limit: int = 10_000) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from handoff_agent.bundle import padding, tar_header
-from handoff_agent.manifest import MANIFEST, MEMBER_HASH, member_hasher, model_member
+from handoff_agent.manifest import MANIFEST, member_hasher, model_member, with_digests
 from handoff_agent.writeback import start_write_back
 
 from .client import write_all
@@ -159,7 +159,7 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
         lay_out(more)
     else:
         lay_out(members)
-    manifest = {**manifest, "files_hash": MEMBER_HASH, "files": dict(sorted(digests.items()))}
+    manifest = with_digests(manifest, digests)
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
     tail = _member(MANIFEST, text)
     tail.append(b"\0" * (2 * BLOCK))

@@ -43,10 +43,11 @@ def test_the_manifest_may_come_last():
 
 
 def test_a_bundle_with_sha256_member_digests_is_still_accepted():
-    # Bundles written before the members' digests were BLAKE3 say no files_hash: SHA-256.
-    # The stream hashes BLAKE3, so it leaves them to validate(), which reads the manifest first.
+    # Bundles written before the members' digests were BLAKE3 (format 1) say no files_hash:
+    # SHA-256. The stream hashes BLAKE3, so it leaves them to validate(), which reads the
+    # manifest first.
     model = os.urandom(3000)
-    m = manifest_for("m", {"model.pkl": model})
+    m = manifest_for("m", {"model.pkl": model}, format_version=1)
     del m["files_hash"]
     m["files"] = {"model.pkl": hashlib.sha256(model).hexdigest()}
     data = bundle_bytes("m", model=model, manifest=m)
