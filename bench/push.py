@@ -474,15 +474,9 @@ def build_bundle(path: Path, name: str, member_size: int) -> tuple[str, int, str
     src = _Generated(member_size, pool)
     while block := src.read(MiB):
         h.update(block)
-    manifest = {
-        "format_version": bundle.FORMAT_VERSION,
-        "name": name,
-        "files_hash": shape.MEMBER_HASH,
-        "files": {"model.pkl": h.hexdigest()},
-        "serialization": bundle.MODEL_MEMBERS["model.pkl"],
-        "flavor": "bench",
-        "task": None,
-    }
+    serialization = bundle.MODEL_MEMBERS["model.pkl"]
+    fields = {"name": name, "serialization": serialization, "flavor": "bench", "task": None}
+    manifest = shape.with_digests(fields, {"model.pkl": h.hexdigest()})
     raw = json.dumps(manifest).encode()
     with open(path, "wb") as f:
         w = _HashingWriter(f)

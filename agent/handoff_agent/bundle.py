@@ -140,7 +140,11 @@ def validate(path, expected_name: str | None = None) -> dict:
                 else:
                     members[name] = member
             # The manifest names the algorithm of the members' digests: hash them after it.
-            algorithm = _declared_hash(manifest_bytes) or "sha256"
+            # One this agent does not know is refused by name in checked_manifest.
+            manifest = loaded_manifest(manifest_bytes)
+            algorithm = shape.member_hash(manifest)
+            if algorithm not in shape.MEMBER_HASHES:
+                algorithm = shape.MEMBER_HASH
             digests = {}
             for name, member in members.items():
                 f, h = tar.extractfile(member), shape.member_hasher(algorithm)
@@ -151,27 +155,11 @@ def validate(path, expected_name: str | None = None) -> dict:
             _bad(f"The bundle is not a valid tar archive ({e}).")
         except EOFError:
             _bad("The bundle is truncated.")
-    return checked_manifest(manifest_bytes, digests, expected_name, algorithm)
+    return checked_manifest(manifest, digests, expected_name, algorithm)
 
 
-def _declared_hash(manifest_bytes: bytes | None) -> str | None:
-    """The member hash a manifest declares, or None when it names none this agent knows
-    (then ``checked_manifest`` refuses the manifest itself, with its reason)."""
-    try:
-        declared = shape.member_hash(json.loads(manifest_bytes))
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return declared if declared in shape.MEMBER_HASHES else None
-
-
-def checked_manifest(
-    manifest_bytes: bytes | None,
-    digests: dict[str, str],
-    expected_name: str | None = None,
-    hashed_with: str = "sha256",
-) -> dict:
-    """The manifest, once every member has been hashed (by ``hashed_with``): it must list
-    exactly those members with those digests, and its fields must have the agent's shapes."""
+def loaded_manifest(manifest_bytes: bytes | None) -> dict:
+    """manifest.json's bytes as the object they must hold."""
     if manifest_bytes is None:
         _bad("The bundle has no manifest.json.")
     try:
@@ -180,6 +168,14 @@ def checked_manifest(
         _bad(f"manifest.json is not valid JSON ({e}).")
     if not isinstance(manifest, dict):
         _bad("manifest.json must hold a JSON object.")
+    return manifest
+
+
+def checked_manifest(
+    manifest: dict, digests: dict[str, str], expected_name: str | None, hashed_with: str
+) -> dict:
+    """The manifest, once every member has been hashed (by ``hashed_with``): it must list
+    exactly those members with those digests, and its fields must have the agent's shapes."""
     if (version := shape.format_version(manifest)) not in shape.FORMAT_VERSIONS:
         _bad(
             f"Unsupported bundle format {version!r}.",
@@ -229,9 +225,6 @@ class StreamCheck:
 
     def __init__(self, expected_name: str | None = None):
         self.expected_name = expected_name
-        # The algorithm the manifest is expected to name (it comes last): Handoff's own.
-        # A bundle that names another is judged by ``validate`` instead.
-        self.hashed_with = shape.MEMBER_HASH
         self.digests: dict[str, str] = {}
         self.manifest: bytearray | None = None
         self.plain = True  # False: leave the verdict to validate()
@@ -301,7 +294,9 @@ class StreamCheck:
         if name == MANIFEST:
             self.manifest, self._sha = bytearray(), None
         else:
-            self._sha = shape.member_hasher(self.hashed_with)
+            # Handoff's own member hash: the manifest, which names it, comes last. A bundle
+            # naming another is left to ``validate`` (``result``).
+            self._sha = shape.member_hasher()
         if not self._left:
             self._close_member()
 
@@ -328,8 +323,8 @@ class StreamCheck:
         cut = self._left or self._header or (self._pad and not self._ended)
         if not self.plain or cut or (self.manifest is None and not self.digests):
             return None
-        manifest = bytes(self.manifest) if self.manifest is not None else None
-        declared = _declared_hash(manifest)
-        if declared is not None and declared != self.hashed_with:
+        manifest = loaded_manifest(bytes(self.manifest) if self.manifest is not None else None)
+        declared = shape.member_hash(manifest)
+        if declared != shape.MEMBER_HASH and declared in shape.MEMBER_HASHES:
             return None
-        return checked_manifest(manifest, self.digests, self.expected_name, self.hashed_with)
+        return checked_manifest(manifest, self.digests, self.expected_name, shape.MEMBER_HASH)
