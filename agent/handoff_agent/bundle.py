@@ -139,12 +139,10 @@ def validate(path, expected_name: str | None = None) -> dict:
                     manifest_bytes = tar.extractfile(member).read()
                 else:
                     members[name] = member
-            # The manifest names the algorithm of the members' digests: hash them after it.
-            # One this agent does not know is refused by name in checked_manifest.
-            manifest = loaded_manifest(manifest_bytes)
+            # The manifest names the algorithm of the members' digests: hash them after it,
+            # once it is known to be one this agent reads.
+            manifest = loaded_manifest(manifest_bytes, expected_name)
             algorithm = shape.member_hash(manifest)
-            if algorithm not in shape.MEMBER_HASHES:
-                algorithm = shape.MEMBER_HASH
             digests = {}
             for name, member in members.items():
                 f, h = tar.extractfile(member), shape.member_hasher(algorithm)
@@ -155,11 +153,12 @@ def validate(path, expected_name: str | None = None) -> dict:
             _bad(f"The bundle is not a valid tar archive ({e}).")
         except EOFError:
             _bad("The bundle is truncated.")
-    return checked_manifest(manifest, digests, expected_name, algorithm)
+    return checked_manifest(manifest, digests, algorithm)
 
 
-def loaded_manifest(manifest_bytes: bytes | None) -> dict:
-    """manifest.json's bytes as the object they must hold."""
+def loaded_manifest(manifest_bytes: bytes | None, expected_name: str | None) -> dict:
+    """manifest.json's bytes as the object they must hold, of a format this agent reads, for
+    the push's name, its fields of the agent's shapes: all before any member is hashed."""
     if manifest_bytes is None:
         _bad("The bundle has no manifest.json.")
     try:
@@ -168,14 +167,6 @@ def loaded_manifest(manifest_bytes: bytes | None) -> dict:
         _bad(f"manifest.json is not valid JSON ({e}).")
     if not isinstance(manifest, dict):
         _bad("manifest.json must hold a JSON object.")
-    return manifest
-
-
-def checked_manifest(
-    manifest: dict, digests: dict[str, str], expected_name: str | None, hashed_with: str
-) -> dict:
-    """The manifest, once every member has been hashed (by ``hashed_with``): it must list
-    exactly those members with those digests, and its fields must have the agent's shapes."""
     if (version := shape.format_version(manifest)) not in shape.FORMAT_VERSIONS:
         _bad(
             f"Unsupported bundle format {version!r}.",
@@ -184,6 +175,12 @@ def checked_manifest(
     if expected_name is not None and manifest.get("name") != expected_name:
         _bad(f"The manifest names {manifest.get('name')!r}, but the push was to {expected_name!r}.")
     check_fields(manifest)
+    return manifest
+
+
+def checked_manifest(manifest: dict, digests: dict[str, str], hashed_with: str) -> dict:
+    """The manifest (from ``loaded_manifest``), once every member has been hashed by
+    ``hashed_with``: it must list exactly those members with those digests."""
     if shape.member_hash(manifest) != hashed_with:  # the callers hash as the manifest says
         _bad(f"The members were hashed with {hashed_with}, not {shape.member_hash(manifest)}.")
     files = manifest.get("files")
@@ -230,7 +227,7 @@ class StreamCheck:
         self.plain = True  # False: leave the verdict to validate()
         self._header = bytearray()
         self._name: str | None = None
-        self._sha = None
+        self._hash = None
         self._left = 0  # bytes of the current member still to come
         self._pad = 0  # padding after it
         self._ended = False
@@ -252,8 +249,8 @@ class StreamCheck:
             if self._left:
                 part, view = view[: self._left], view[self._left :]
                 self._left -= len(part)
-                if self._sha is not None:
-                    self._sha.update(part)
+                if self._hash is not None:
+                    self._hash.update(part)
                 else:
                     self.manifest += part
                 if not self._left:
@@ -292,18 +289,18 @@ class StreamCheck:
             self.canonical = False
         self._name, self._left, self._pad = name, info.size, -info.size % BLOCK
         if name == MANIFEST:
-            self.manifest, self._sha = bytearray(), None
+            self.manifest, self._hash = bytearray(), None
         else:
             # Handoff's own member hash: the manifest, which names it, comes last. A bundle
             # naming another is left to ``validate`` (``result``).
-            self._sha = shape.member_hasher()
+            self._hash = shape.member_hasher()
         if not self._left:
             self._close_member()
 
     def _close_member(self) -> None:
-        if self._sha is not None:
-            self.digests[self._name] = self._sha.hexdigest()
-        self._name, self._sha = None, None
+        if self._hash is not None:
+            self.digests[self._name] = self._hash.hexdigest()
+        self._name, self._hash = None, None
 
     def laid_out(self, manifest_digest: str) -> bool:
         """Whether the bytes fed are exactly the bundle ``assemble`` writes with a manifest of
@@ -323,8 +320,9 @@ class StreamCheck:
         cut = self._left or self._header or (self._pad and not self._ended)
         if not self.plain or cut or (self.manifest is None and not self.digests):
             return None
-        manifest = loaded_manifest(bytes(self.manifest) if self.manifest is not None else None)
-        declared = shape.member_hash(manifest)
-        if declared != shape.MEMBER_HASH and declared in shape.MEMBER_HASHES:
+        manifest = loaded_manifest(
+            bytes(self.manifest) if self.manifest is not None else None, self.expected_name
+        )
+        if shape.member_hash(manifest) != shape.MEMBER_HASH:
             return None
-        return checked_manifest(manifest, self.digests, self.expected_name, shape.MEMBER_HASH)
+        return checked_manifest(manifest, self.digests, shape.MEMBER_HASH)
