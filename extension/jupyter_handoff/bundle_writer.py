@@ -14,7 +14,6 @@ import contextlib
 import functools
 import getpass
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -251,22 +250,6 @@ def feature_names(model) -> list[str] | None:
         return [str(n) for n in names]
     except TypeError:
         return None
-
-
-def _parquet(frame) -> bytes:
-    """Dictionary-encoded only where values repeat by nature: on float columns, where they
-    rarely do, trying it more than doubled the write (2,000 rows by 30: 3.7 ms, 1.6 without)
-    and made the file larger."""
-    buf = io.BytesIO()
-    repeats = [str(c) for c, dtype in frame.dtypes.items() if dtype.kind != "f"]
-    frame.to_parquet(buf, index=False, compression="zstd", use_dictionary=repeats)
-    return buf.getvalue()
-
-
-def _sample(frame, limit: int, seed: int = 0):
-    if len(frame) <= limit:
-        return frame
-    return frame.sample(n=limit, random_state=seed).sort_index()
 
 
 def environment() -> dict:

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
 from handoff_agent.manifest import data_member
 
-from .bundle_writer import _parquet, _sample
 from .errors import HandoffUsageError
-from .fingerprint import as_frame, fingerprint, schema
+from .fingerprint import as_frame, fingerprint, plain_block, schema
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    """Dictionary-encoded only where values repeat by nature: on float columns, where they
+    rarely do, trying it more than doubled the write (2,000 rows by 30: 3.7 ms, 1.6 without)
+    and made the file larger. A frame of one plain dtype goes to Arrow without pandas'
+    per-column conversion (``plain_block``); it reads back the same."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    whole = plain_block(frame)
+    if whole is None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    else:
+        columns = [pa.array(col, from_pandas=True) for col in whole.T]
+        table = pa.table(columns, names=[str(c) for c in frame.columns])
+    repeats = [str(c) for c, dtype in frame.dtypes.items() if dtype.kind != "f"]
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", use_dictionary=repeats)
+    return buf.getvalue()
+
+
+def _sample(frame: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
+    if len(frame) <= limit:
+        return frame
+    return frame.sample(n=limit, random_state=seed).sort_index()
 
 
 def input_kind(X) -> str:
