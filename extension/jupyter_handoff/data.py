@@ -175,10 +175,11 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, feat
     signature = {"columns": schema(Xf)}
     if kind != "table":
         signature["input"] = kind
-    keep = _sample(Xf, max_rows).index
-    for role, frame in parts.items():
+    kept = _sample(Xf, max_rows)
+    for role, frame in parts.items():  # each with a RangeIndex, aligned with X
         fps[role] = fingerprint(frame)
-        members[data_member(role)] = _parquet(frame.loc[keep].reset_index(drop=True))
+        stored = frame if kept is Xf else frame.loc[kept.index].reset_index(drop=True)
+        members[data_member(role)] = _parquet(stored)
     if reference is not None:
         ref = _frame(reference, "reference")
         if kind == "text":
