@@ -24,7 +24,7 @@ from traitlets import (
 )
 from traitlets.config import LoggingConfigurable
 
-from . import keys, pipeline
+from . import keys, pipeline, reports
 from .check_flow import CheckFlow
 from .events import EventBus
 from .forwarding.service import ForwardService
@@ -732,6 +732,7 @@ class HandoffAgent(LoggingConfigurable):
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
+        self._io.submit(reports.warm)  # off the first report's path, not awaited
         if self.role == "central":
             await self.probe_pool.warm()
         if self.role == "central" and self.serving.enabled:
