@@ -175,8 +175,10 @@ class CheckFlow:
     async def write_reports(self, model: str, number: int, version_id: int) -> None:
         version = await self.pools.call(self.store.get_version, model, number)
         rendered = await self.pools.run_io(reports.render, version)
-        digests = {}
-        for kind, data in rendered.items():
-            digests[kind] = await self.pools.run_io(self.blobs.put_bytes, data)
+        # Three files, three fsyncs: side by side, not one after another
+        stored = await asyncio.gather(
+            *(self.pools.run_io(self.blobs.put_bytes, data) for data in rendered.values())
+        )
+        digests = dict(zip(rendered, stored, strict=True))
         await self.pools.call(self.store.add_reports, version_id, digests)
         self.events.publish("report", model=model, version=number, kinds=sorted(digests))
