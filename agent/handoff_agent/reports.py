@@ -77,7 +77,7 @@ def _context(version: dict) -> dict:
     }
 
 
-TEMPLATES = ("report.html.j2", "model_card.md.j2")
+HTML_TEMPLATE, CARD_TEMPLATE = "report.html.j2", "model_card.md.j2"
 
 
 def warm() -> None:
@@ -85,7 +85,7 @@ def warm() -> None:
     push's report would otherwise wait for."""
     from .serving.validation import summary  # noqa: F401
 
-    for name in TEMPLATES:
+    for name in (HTML_TEMPLATE, CARD_TEMPLATE):
         _env.get_template(name)
 
 
@@ -104,7 +104,7 @@ def render(version: dict) -> dict[str, bytes]:
         "validation": ctx["val"],  # central: backend, ONNX parity, load test and gate
     }
     return {
-        "html": _env.get_template(TEMPLATES[0]).render(ctx).encode(),
+        "html": _env.get_template(HTML_TEMPLATE).render(ctx).encode(),
         "json": json.dumps(result, indent=1, default=str).encode(),
-        "md": _env.get_template(TEMPLATES[1]).render(ctx, e=md_escape).encode(),
+        "md": _env.get_template(CARD_TEMPLATE).render(ctx, e=md_escape).encode(),
     }

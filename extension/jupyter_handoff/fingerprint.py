@@ -43,7 +43,8 @@ def plain_block(frame: pd.DataFrame) -> np.ndarray | None:
     return frame.to_numpy()
 
 
-def _column_bytes(col: pd.Series | np.ndarray):
+def _column_bytes(col: pd.Series | np.ndarray) -> np.ndarray:
+    """What the fingerprint hashes of a column: its values' bytes, or their pandas hashes."""
     values = col if isinstance(col, np.ndarray) else col.to_numpy()
     if values.dtype.kind in "biufcmM":
         return np.ascontiguousarray(values)
