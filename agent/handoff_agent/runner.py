@@ -41,7 +41,7 @@ def corrupt_text(digest: str, e: Exception) -> str:
 BASIC = ("loads", "smoke")  # when these hang or crash, the rest is skipped
 # A check's usual seconds (bench/checks.py, a 200-tree forest on 5,000 rows, 2 December 2026),
 # to spread a version's checks over its workers until this agent has timed its own; a check
-# not named here counts 0.3 s. With a champion, performance and latency time both models.
+# not named here counts 0.3 s.
 COST = {
     "loads": 0.02,
     "smoke": 0.06,
@@ -52,9 +52,14 @@ COST = {
     "explainability": 1.3,
     "drift": 0.2,
 }
-COST_WITH_CHAMPION = {**COST, "performance": 0.3, "latency": 1.2}
+# With a champion, performance and latency time both models (bench/checks.py: 1.6x and 1.9x)
+CHAMPION_FACTOR = {"performance": 1.5, "latency": 2.0}
 UNKNOWN_COST = 0.3
 LEARN = 0.5  # the weight of a check's latest duration in its running cost
+
+
+def _factor(name: str, champion: bool) -> float:
+    return CHAMPION_FACTOR.get(name, 1.0) if champion else 1.0
 
 
 def plan(
@@ -62,12 +67,11 @@ def plan(
 ) -> list[list[str]]:
     """The checks of one version as groups, one per worker: ``PROVISIONAL_CHECKS`` first, in
     the first group, then the others, longest first, each to the group that ends soonest.
-    ``costs``: seconds per check as this agent has seen them (else ``COST``, or
-    ``COST_WITH_CHAMPION`` when the version is compared with a champion)."""
-    known = COST_WITH_CHAMPION if champion else COST
+    ``costs``: seconds per check as this agent has seen them, without a champion (else
+    ``COST``); with one, the checks that time both models count ``CHAMPION_FACTOR`` times."""
 
     def cost(name: str) -> float:
-        return (costs or {}).get(name, known.get(name, UNKNOWN_COST))
+        return (costs or {}).get(name, COST.get(name, UNKNOWN_COST)) * _factor(name, champion)
 
     first = [n for n in PROVISIONAL_CHECKS if n in names]
     rest = sorted((n for n in names if n not in first), key=lambda n: -cost(n))
@@ -81,11 +85,14 @@ def plan(
     return [g for g in groups if g]
 
 
-def learn(costs: dict[str, float], check: str, duration) -> None:
+def learn(costs: dict[str, float], check: str, duration, champion: bool = False) -> None:
     """Fold a finished check's duration into ``costs``, so the next versions' checks are
-    spread by what they take on this agent's models, not on a forest."""
+    spread by what they take on this agent's models, not on a forest. One table serves
+    versions with and without a champion: a first comparison is planned from the versions
+    before it."""
     if not isinstance(duration, (int, float)) or not 0 <= duration < 3600:
         return
+    duration /= _factor(check, champion)
     before = costs.get(check)
     costs[check] = duration if before is None else before + LEARN * (duration - before)
 
@@ -97,6 +104,7 @@ class _Version:
         self.abort = asyncio.Event()
         self.reason = ""
         self.context = context  # the job context, read once for all its workers
+        self.champion = bool(context.get("champion"))
         self.costs = costs  # where its checks' durations are learnt
 
     def fail_basic(self, check: str) -> None:
@@ -165,8 +173,7 @@ class CheckRunner:
         self.tasks: set[asyncio.Task] = set()
         self.spare_count = self.slots if spares is None else max(0, spares)
         self.spares: list = []  # warm workers, at most spare_count
-        # Seconds per check as run here, apart with and without a champion (for ``plan``)
-        self.costs: dict[bool, dict[str, float]] = {False: {}, True: {}}
+        self.costs: dict[str, float] = {}  # seconds per check as run here (for ``plan``)
 
     def schedule(self, runs: list[dict]) -> None:
         """Start the queued runs, grouped by version, each version's over its workers."""
@@ -183,9 +190,8 @@ class CheckRunner:
         revalidation awaits it; pushes go through ``schedule``)."""
         by_name = {r["check_name"]: r for r in runs}
         context = await self.pools.call(self.jobs.job_context, model, number)
-        champion = bool(context.get("champion"))
-        state = _Version(context, self.costs[champion])
-        groups = plan(list(by_name), self.slots, state.costs, champion)
+        state = _Version(context, self.costs)
+        groups = plan(list(by_name), self.slots, state.costs, state.champion)
         await asyncio.gather(
             *(
                 self._run_group(model, number, digest, [by_name[n] for n in g], state)
@@ -272,7 +278,7 @@ class CheckRunner:
                     await self.jobs.start_check(current, model, number, names[current])
                 else:
                     done.add(run_id)
-                    learn(state.costs, names[run_id], event.get("duration"))
+                    learn(state.costs, names[run_id], event.get("duration"), state.champion)
                     result = {k: event.get(k) for k in ("metrics", "tables", "plots")}
                     await self.jobs.finish_check(
                         run_id,
