@@ -307,7 +307,9 @@ def bench_push(rep: Report, args, tmp: Path, runtime_dir: Path) -> None:
 def push_reps(agent: Agent, push, model, X, y, reps: int):
     """Time jupyter_handoff.push; wait (untimed) for each version's checks, and for the warm
     workers that replace their workers to finish importing, before the next: with data, the
-    checks end on both slots, and two spares importing beside a push would be timed with it."""
+    checks end on both slots, and two spares importing beside a push would be timed with it.
+    Pushes with and without X, y alternate, so the machine's drift over the run (its load
+    changes over minutes here) falls on both sides of their ratio alike."""
     times, idem, cpu = [], [], []
     last = None
 
@@ -320,6 +322,8 @@ def push_reps(agent: Agent, push, model, X, y, reps: int):
         used = (time.process_time() - kernel0, (cpu_seconds(agent.pid) or 0) - (cpu0 or 0))
         return dt, v, used
 
+    Xs, ys = X[:2000], y[:2000]
+    xy: list | str = []
     for i in range(reps + 1):  # the first push (agent connection, lazy imports) is not counted
         model._bench_rep = ("handoff", i)
         dt, v, used = timed(name="bench-rf")
@@ -328,20 +332,20 @@ def push_reps(agent: Agent, push, model, X, y, reps: int):
             times.append(dt)
             cpu.append(used)
         last = {"name": v.name, "number": v.number, "digest": v.digest}
-    for _ in range(reps):
-        dt, v, _ = timed(name="bench-rf")
-        idem.append(dt)
-    Xs, ys = X[:2000], y[:2000]
-    xy: list | str = []
-    try:
-        for i in range(reps + 1):
+        if isinstance(xy, str):
+            continue
+        try:
             model._bench_rep = ("handoff-xy", i)
             dt, v, _ = timed(name="bench-rf-xy", X=Xs, y=ys)
             agent.wait_checks(v.name, v.number)
             if i:
                 xy.append(dt)
-    except Exception as e:
-        xy = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            xy = f"{type(e).__name__}: {e}"
+    model._bench_rep = ("handoff", reps)  # the last version's bytes again
+    for _ in range(reps):
+        dt, v, _ = timed(name="bench-rf")
+        idem.append(dt)
     return times, idem, xy, last, cpu
 
 
