@@ -74,7 +74,7 @@ class CheckContext:
     sensitive: Any = None  # pandas.DataFrame: sensitive columns, row-aligned with X
     reference_X: Any = None  # pandas.DataFrame: reference or training sample
     reference_y: Any = None
-    champion: Any = None  # the champion's loaded model, when there is one
+    champion: Any = None  # the champion's model, when there is one and the check compares
     champion_manifest: dict | None = None
     previous_manifest: dict | None = None  # the version pushed just before this one
     config: dict = field(default_factory=dict)  # this check's settings, defaults merged
@@ -128,6 +128,13 @@ class Check(Protocol):
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:
         """Run the check. Raise nothing for a bad model: return status "fail" with a message."""
         ...
+
+
+def compares_champion(check) -> bool:
+    """Whether a check reads ``ctx.champion``: its optional ``compares_champion`` attribute,
+    True when absent. A worker loads the champion only for a check that compares; the
+    others get ``champion=None`` (the conformance kit checks they give the same result)."""
+    return bool(getattr(check, "compares_champion", True))
 
 
 # == destinations =============================================================================

@@ -23,7 +23,7 @@ import functools
 import json
 import re
 
-from .plugins import STATUSES, Check, CheckContext, CheckResult
+from .plugins import STATUSES, Check, CheckContext, CheckResult, compares_champion
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 FIELDS = {f.name for f in dataclasses.fields(CheckContext)}
@@ -221,6 +221,21 @@ def check_survives_broken_model(check) -> None:
     assert_valid_result(res, "run() on a broken model")
 
 
+def check_without_a_champion_when_it_does_not_compare(check) -> None:
+    """A check that says ``compares_champion = False`` is run without the champion (its
+    worker does not load it): its status and metrics must be the same either way."""
+    if compares_champion(check):
+        return
+    full = make_context("classification")
+    alone = dataclasses.replace(full, champion=None, champion_manifest=None)
+    a, b = run_check(check, full), run_check(check, alone)
+    assert_valid_result(b, "run() without the champion")
+    assert (a.status, a.metrics) == (b.status, b.metrics), (
+        "compares_champion is False, but run() changed without the champion: "
+        f"{a.status} {a.metrics} against {b.status} {b.metrics}"
+    )
+
+
 def check_accepts_keyword_arguments(check) -> None:
     """run(ctx, **kwargs) accepts keyword arguments it does not know, so the API can grow."""
     res = run_check(check, make_context("regression"), handoff_future_argument=True)
@@ -236,6 +251,7 @@ CONFORMANCE_TESTS = (
     check_handles_missing_needs,
     check_does_not_mutate_context,
     check_survives_broken_model,
+    check_without_a_champion_when_it_does_not_compare,
     check_accepts_keyword_arguments,
 )
 

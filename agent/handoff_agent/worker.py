@@ -148,13 +148,14 @@ def main() -> int:
 
     job = receive_job()
     claim_stdout()
-    from .plugins import CheckContext, CheckResult
+    from .plugins import CheckContext, CheckResult, compares_champion
 
     confine(job.get("limits"))  # after our imports, before any model code
 
-    champion, champion_manifest, champion_note = _load_champion(
-        job.get("champion"), job.get("trusted_types")
-    )
+    # The champion is loaded for the first check that compares with it, not before: a worker
+    # whose checks never read it (explainability's, beside a comparison) starts sooner and
+    # holds one model in its memory limit, not two.
+    champion_loaded: tuple | None = None
 
     with tarfile.open(job["bundle"], mode="r:") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())
@@ -182,6 +183,13 @@ def main() -> int:
                 module, _, attr = spec["entry_point"].partition(":")
                 check = getattr(importlib.import_module(module), attr)
                 check = check() if isinstance(check, type) else check
+                champion = champion_manifest = champion_note = None
+                if compares_champion(check):
+                    if champion_loaded is None:
+                        champion_loaded = _load_champion(
+                            job.get("champion"), job.get("trusted_types")
+                        )
+                    champion, champion_manifest, champion_note = champion_loaded
                 ctx = CheckContext(
                     model=model,
                     manifest=manifest,

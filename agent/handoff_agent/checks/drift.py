@@ -111,6 +111,7 @@ class DriftCheck:
     name = "drift"
     title = "Evaluation data resembles the reference data"
     needs = ("X", "reference_X")
+    compares_champion = False
     defaults = {
         "bins": 10,
         "psi_warn": 0.1,

@@ -127,6 +127,7 @@ class ExplainabilityCheck:
     name = "explainability"
     title = "What drives the model: permutation importance and partial dependence"
     needs = ("X", "y")
+    compares_champion = False
     defaults = {
         "max_rows": 1000,  # rows for permutation importance
         "n_repeats": 3,

@@ -84,6 +84,7 @@ class FairnessCheck:
     name = "fairness"
     title = "Treats the groups of each sensitive column alike"
     needs = ("X", "y", "sensitive")
+    compares_champion = False
     defaults = {
         "max_dp_diff": 0.1,  # demographic parity difference (binary classification)
         "max_eo_diff": 0.1,  # equalized odds difference (binary classification)

@@ -92,6 +92,7 @@ class LatencyCheck:
     name = "latency"
     title = "Prediction latency, throughput, size and memory, compared with the champion"
     needs = ("X",)
+    compares_champion = True
     defaults = {
         "single_row_repeats": 50,
         "batch_rows": 1000,

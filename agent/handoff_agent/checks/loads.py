@@ -26,6 +26,7 @@ class LoadsCheck:
     name = "loads"
     title = "Loads and predicts in a clean process"
     needs = ()
+    compares_champion = False
     defaults = {"sample_rows": 5}
 
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:

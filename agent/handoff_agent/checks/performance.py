@@ -100,6 +100,7 @@ class PerformanceCheck:
     name = "performance"
     title = "Task metrics with confidence intervals, compared with the champion"
     needs = ("X", "y")
+    compares_champion = True
     defaults = {
         "primary_metric": None,  # None: roc_auc (else accuracy) or r2
         "max_regression": 0.01,  # fail when the primary metric drops more than this

@@ -72,6 +72,7 @@ class SchemaCheck:
     name = "schema"
     title = "Input signature compatible with the previous version"
     needs = ()
+    compares_champion = False
     defaults = {"on_added": "warn", "on_reordered": "warn", "allow_widening": True}
 
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:

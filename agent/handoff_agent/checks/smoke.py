@@ -33,6 +33,7 @@ class SmokeCheck:
     name = "smoke"
     title = "Predicts with the right shape, finite values and deterministic output"
     needs = ("X",)
+    compares_champion = False
     defaults = {"sample_rows": 200, "proba_tolerance": 1e-6, "check_determinism": True}
 
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:

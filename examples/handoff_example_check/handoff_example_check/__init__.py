@@ -11,6 +11,7 @@ class RowCountCheck:
     name = "row_count"
     title = "The evaluation set is large enough to trust the metrics"
     needs = ("X",)
+    compares_champion = False  # never reads ctx.champion: its worker need not load it
     defaults = {"min_rows": 500, "min_rows_per_class": 30}
 
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:
