@@ -1,7 +1,7 @@
 """Built-in check ``latency``: single-row p50/p99, batch throughput, size and peak memory.
 
-Each figure is measured for the champion too, when there is one, and the check warns (or
-fails) when the candidate is that many times slower.
+Each figure is measured for the champion too, when there is one, their calls alternating, and
+the check warns (or fails) when the candidate is that many times slower.
 """
 
 from __future__ import annotations
@@ -36,56 +36,79 @@ def serialized_size(model) -> int | None:
     return counter.size
 
 
-def measure(model, X, cfg: dict, feed=None) -> tuple[dict, str | None]:
-    """The latency figures of ``model`` on rows of ``X``, or an error message. ``feed`` turns
-    rows of X into what the model takes (``CheckContext.as_input``)."""
+def measure(models: list, X, cfg: dict, feed=None) -> list[tuple[dict, str | None]]:
+    """The latency figures of each model on the same rows of ``X``, or an error message.
+    The models' calls alternate, row by row and batch by batch: a check that starts or ends
+    beside this one (checks run side by side) changes the machine's speed for both alike,
+    so the candidate is not judged against a champion timed on another machine. ``feed``
+    turns rows of X into what the models take (``CheckContext.as_input``)."""
     feed = feed or (lambda rows: rows)
     batch = X.iloc[: cfg["batch_rows"]]
-    out, err = call(model.predict, feed(batch))  # also warms caches and lazy imports
-    if err is None:
-        err = rows_mismatch(out, len(batch))
-    if err is None:
-        figures, err = call(_measure, model, X, cfg, feed)
-    return (figures, None) if err is None else ({}, err)
+    warm = []
+    for model in models:
+        out, err = call(model.predict, feed(batch))  # also warms caches and lazy imports
+        warm.append(err or rows_mismatch(out, len(batch)))
+    ok = [m for m, err in zip(models, warm, strict=True) if err is None]
+    figures, err = call(_measure, ok, X, cfg, feed)
+    if err is not None:  # one raised midway: each alone, to say whose error it is
+        figures = []
+        for model in ok:
+            alone, err = call(_measure, [model], X, cfg, feed)
+            figures.append(alone[0] if err is None else err)
+    timed = iter(figures)
+    out = []
+    for err in warm:
+        got = err if err is not None else next(timed)
+        out.append(({}, got) if isinstance(got, str) else (got, None))
+    return out
 
 
-def _measure(model, X, cfg: dict, feed) -> dict:
-    times = []
-    deadline = time.perf_counter() + cfg["max_seconds"] / 2
+def _measure(models: list, X, cfg: dict, feed) -> list[dict]:
+    n = len(models)
+    times: list[list[float]] = [[] for _ in models]
+    deadline = time.perf_counter() + n * cfg["max_seconds"] / 2
     for i in range(cfg["single_row_repeats"]):
         row = feed(X.iloc[i % len(X) : i % len(X) + 1])
-        t0 = time.perf_counter()
-        model.predict(row)
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 5 and time.perf_counter() > deadline:
+        for k, model in enumerate(models):
+            t0 = time.perf_counter()
+            model.predict(row)
+            times[k].append(time.perf_counter() - t0)
+        if i >= 4 and time.perf_counter() > deadline:
             break
     batch = feed(X.iloc[: cfg["batch_rows"]])
-    tracemalloc.start()
-    try:
-        t0 = time.perf_counter()
-        model.predict(batch)
-        elapsed = time.perf_counter() - t0
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    best = elapsed
-    deadline = time.perf_counter() + cfg["max_seconds"] / 2
+    best, peaks = [], []
+    for model in models:
+        tracemalloc.start()
+        try:
+            t0 = time.perf_counter()
+            model.predict(batch)
+            best.append(time.perf_counter() - t0)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    deadline = time.perf_counter() + n * cfg["max_seconds"] / 2
     for _ in range(cfg["batch_repeats"] - 1):
         if time.perf_counter() > deadline:
             break
-        t0 = time.perf_counter()
-        model.predict(batch)
-        best = min(best, time.perf_counter() - t0)
-    ms = np.array(times) * 1000
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "single_row_calls": len(times),
-        "batch_rows": min(len(X), cfg["batch_rows"]),
-        "throughput_rows_per_s": len(batch) / best if best > 0 else None,
-        "peak_memory_mb": peak / 2**20,
-        "serialized_mb": (serialized_size(model) or 0) / 2**20,
-    }
+        for k, model in enumerate(models):
+            t0 = time.perf_counter()
+            model.predict(batch)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    out = []
+    for k, model in enumerate(models):
+        ms = np.array(times[k]) * 1000
+        out.append(
+            {
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "single_row_calls": len(times[k]),
+                "batch_rows": min(len(X), cfg["batch_rows"]),
+                "throughput_rows_per_s": len(batch) / best[k] if best[k] > 0 else None,
+                "peak_memory_mb": peaks[k] / 2**20,
+                "serialized_mb": (serialized_size(model) or 0) / 2**20,
+            }
+        )
+    return out
 
 
 class LatencyCheck:
@@ -108,7 +131,9 @@ class LatencyCheck:
         if skip:
             return skip
         cfg = settings(self, ctx, kwargs)
-        mine, err = measure(ctx.model, ctx.X, cfg, ctx.as_input)
+        models = [ctx.model] + ([ctx.champion] if ctx.champion is not None else [])
+        measured = measure(models, ctx.X, cfg, ctx.as_input)
+        mine, err = measured[0]
         if err:
             return result("fail", err)
         metrics, statuses, notes = dict(mine), ["pass"], []
@@ -117,7 +142,7 @@ class LatencyCheck:
             statuses.append("fail")
             notes.append(f"Single-row p99 is {mine['p99_ms']:.1f} ms, over {cfg['max_p99_ms']} ms.")
         if ctx.champion is not None:
-            theirs, cerr = measure(ctx.champion, ctx.X, cfg, ctx.as_input)
+            theirs, cerr = measured[1]
             if cerr:
                 statuses.append("warn")
                 notes.append(f"Could not time the champion: {cerr}.")

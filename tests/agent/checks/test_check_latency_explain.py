@@ -45,6 +45,54 @@ def test_latency_fails_when_much_slower_than_the_champion():
     assert res.metrics["p50_ratio"] > 5
 
 
+class Slowed:
+    """One model as the machine runs it: its first calls, two models' together, fall while
+    a check beside it makes the machine slow (10 ms a row), the later ones after (1 ms)."""
+
+    _estimator_type = "classifier"
+    calls = 0  # across every instance: the machine is shared
+
+    def predict(self, X):
+        Slowed.calls += 1
+        time.sleep(0.010 if Slowed.calls <= 40 else 0.001)
+        return FAST.predict(X)
+
+
+def test_the_same_model_is_not_judged_slower_than_itself_when_the_machine_slows():
+    # Given a candidate and a champion that are the same model, and a machine that is slow
+    # for the first 40 predicts and fast after (a check beside this one ending)
+    Slowed.calls = 0
+    ctx = CheckContext(Slowed(), {}, X=X, champion=Slowed())
+    res = LatencyCheck().run(ctx, single_row_repeats=50, batch_repeats=1)
+    # Then both were timed through the same slow and fast spells: neither is slower. Timed
+    # one after the other, the candidate took the slow calls: "Slower than the champion",
+    # single-row p50 12.0 ms against 2.4 ms (5.0x, a warning at the edge of a failure).
+    assert res.status == "pass", res.message
+    assert 0.5 < res.metrics["p50_ratio"] < 2, res.message
+    assert res.metrics["single_row_calls"] == res.metrics["champion_single_row_calls"] == 50
+
+
+def test_a_champion_that_raises_midway_is_named_and_the_candidate_still_timed():
+    class Breaks:
+        _estimator_type = "classifier"
+        calls = 0
+
+        def predict(self, X):
+            self.calls += 1
+            if self.calls > 3:
+                raise RuntimeError("champion broke")
+            return FAST.predict(X)
+
+    res = LatencyCheck().run(
+        CheckContext(FAST, {}, X=X, champion=Breaks()), single_row_repeats=10, batch_repeats=1
+    )
+    assert res.status == "warn"
+    assert "Could not time the champion: predict raised RuntimeError: champion broke" in (
+        res.message
+    )
+    assert res.metrics["single_row_calls"] == 10 and "champion_p50_ms" not in res.metrics
+
+
 def test_explainability_ranks_informative_features_and_plots_them():
     res = ExplainabilityCheck().run(CheckContext(FAST, {}, X=X, y=pd.Series(Y)), max_rows=200)
     assert res.status == "pass"
