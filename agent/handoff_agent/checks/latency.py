@@ -48,18 +48,18 @@ def measure(models: list, X, cfg: dict, feed=None) -> list[tuple[dict, str | Non
     for model in models:
         out, err = call(model.predict, feed(batch))  # also warms caches and lazy imports
         warm.append(err or rows_mismatch(out, len(batch)))
-    ok = [m for m, err in zip(models, warm, strict=True) if err is None]
-    figures, err = call(_measure, ok, X, cfg, feed)
-    if err is not None:  # one raised midway: each alone, to say whose error it is
-        figures = []
-        for model in ok:
-            alone, err = call(_measure, [model], X, cfg, feed)
-            figures.append(alone[0] if err is None else err)
-    timed = iter(figures)
-    out = []
-    for err in warm:
-        got = err if err is not None else next(timed)
-        out.append(({}, got) if isinstance(got, str) else (got, None))
+    out: list[tuple[dict, str | None]] = [({}, err) for err in warm]
+    ok = [k for k, err in enumerate(warm) if err is None]
+    if not ok:
+        return out
+    figures, err = call(_measure, [models[k] for k in ok], X, cfg, feed)
+    if err is None:
+        for k, got in zip(ok, figures, strict=True):
+            out[k] = (got, None)
+        return out
+    for k in ok:  # one raised midway: each alone, to say whose error it is
+        alone, err = call(_measure, [models[k]], X, cfg, feed)
+        out[k] = (alone[0], None) if err is None else ({}, err)
     return out
 
 
