@@ -192,6 +192,20 @@ def test_an_aborted_writer_leaves_nothing(store):
     assert store.partial_uploads() == [] and list(store.iter_digests()) == []
 
 
+def test_a_large_upload_written_around_the_page_cache_is_stored_whole(store):
+    """Past ``DIRECT_FROM`` a writer's bytes go to disk directly (O_DIRECT); chunks of odd
+    sizes still make the blob they hash to."""
+    w = store.writer()
+    w.DIRECT_FROM = 3 * MIB + 5
+    parts = [os.urandom(n) for n in (MIB + 3, 2 * MIB - 1, 3 * MIB + 7, 11)]
+    for part in parts:
+        w.hash(part)
+        w.append(part)
+    data = b"".join(parts)
+    assert w.commit() == sha(data)
+    assert store.read_bytes(sha(data)) == data
+
+
 def test_clean_temp_removes_what_a_crash_left(store, tmp_path):
     for _ in range(3):
         store.writer().write(b"interrupted")  # a crash: never committed nor aborted

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from ..writeback import start_write_back
+from ..writeback import DirectAppender, start_write_back
 
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -87,7 +87,11 @@ class BlobWriter:
     """A blob being written: spooled to a private local temp file and hashed as bytes arrive.
     Nothing appears under a content name until ``commit``; ``abort`` leaves nothing behind."""
 
+    # Past this, ``append`` writes around the page cache; a small bundle stays in memory.
+    DIRECT_FROM = 8 << 20
+
     def __init__(self, tmp: Path, publish):
+        self._out: DirectAppender | None = None
         self._fd, name = tempfile.mkstemp(dir=tmp, prefix="upload-", suffix=".part")
         self._spool = Path(name)
         self._publish = publish  # (spool path, digest, size) -> None: the backend's commit
@@ -107,9 +111,9 @@ class BlobWriter:
     def append(self, chunk: bytes) -> int:
         """The file's half of ``write``."""
         before, self.size = self.size, self.size + len(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        if self._out is None:
+            self._out = DirectAppender(self._fd, self.DIRECT_FROM)
+        self._out.write(chunk)
         if before // WRITEBACK != self.size // WRITEBACK and self.size > 2 * WRITEBACK:
             # the window before the one just finished, one window behind the writes
             start_write_back(
@@ -144,7 +148,7 @@ class BlobWriter:
             raise SpoolRefused(why)
         os.set_blocking(fd, True)
         self = cls.__new__(cls)
-        self._fd, self._spool, self._publish = fd, Path(path), publish
+        self._fd, self._spool, self._publish, self._out = fd, Path(path), publish, None
         self._sha, self.size, self._digest = hashlib.sha256(), 0, None
         return self
 
@@ -191,6 +195,8 @@ class BlobWriter:
         """Flush to disk and stop writing; returns the digest."""
         if self._digest is None:
             self._flushed()
+            if self._out is not None:
+                self._out.close()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

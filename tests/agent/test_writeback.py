@@ -1,0 +1,64 @@
+"""Appending past the page cache: what is written reads back whole, however the chunks fall
+around the switch, and where the filesystem refuses a direct write nothing is lost."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import pytest
+
+from handoff_agent.writeback import ALIGN, DirectAppender
+
+MIB = 1 << 20
+# odd sizes, so the switch and the stage's edges fall inside chunks
+SIZES = [1, ALIGN - 1, 70_001, MIB + 3, 5, 2 * MIB - 7, ALIGN, 3 * MIB + 11, 9]
+
+
+def chunks() -> list[bytes]:
+    return [os.urandom(n) for n in SIZES]
+
+
+def direct_on(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+def write_all(path, parts, direct_from: int, after_each=None) -> DirectAppender:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        out = DirectAppender(fd, direct_from)
+        for part in parts:
+            out.write(part)
+            if after_each is not None:
+                after_each(fd, out)
+        out.close()
+        os.fsync(fd)
+        assert not direct_on(fd)  # the file is left as it was opened
+        return out
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("direct_from", [0, 1, 70_000, 3 * MIB + 5, 10**9])
+def test_what_is_appended_reads_back_whole(tmp_path, direct_from):
+    parts = chunks()
+    seen = []
+    out = write_all(tmp_path / "f", parts, direct_from, lambda fd, o: seen.append(direct_on(fd)))
+    data = b"".join(parts)
+    assert (tmp_path / "f").read_bytes() == data
+    assert out.size == len(data)
+    if direct_from < len(data) - DirectAppender.STAGE:
+        assert any(seen), "past direct_from the file is written around the page cache"
+    else:
+        assert not any(seen)
+
+
+def test_a_refused_direct_write_goes_through_the_page_cache(tmp_path, monkeypatch):
+    """ext4 refuses a direct write whose length is off the block size: a stage of 1,000
+    bytes is, so the first direct write fails, and the rest is written as any write is."""
+    monkeypatch.setattr(DirectAppender, "STAGE", 1000)
+    parts = chunks()
+    seen = []
+    write_all(tmp_path / "f", parts, 0, lambda fd, o: seen.append(direct_on(fd)))
+    assert (tmp_path / "f").read_bytes() == b"".join(parts)
+    assert not seen[-1]
