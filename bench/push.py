@@ -383,17 +383,18 @@ def loopback_throughput(total: int) -> float:
     return total / elapsed / MB
 
 
-def disk_throughput(directory: Path, total: int, how: str = "write_back") -> float:
+def disk_throughput(directory: Path, total: int, how: str) -> float:
     """A fresh file of ``total`` bytes written and fsynced, in MB/s, written ``how``:
 
-    - "direct": as the agent writes a blob it receives (``BlobWriter.append``: past its
-      first 8 MiB around the page cache), 0.7-2.1 GB/s here;
-    - "write_back": through the page cache, asking the kernel to start writing each 64 MiB
-      window behind the writes, as a kernel writes a spool entry; its rate follows how many
-      fresh pages the VM must fault in (0.2-2.5 GB/s from one probe to the next);
-    - "plain": through the page cache, all of it left to the fsync."""
+    - "direct": as the agent writes a blob it receives over HTTP (``BlobWriter.append``:
+      past its first 64 MiB around the page cache);
+    - "spool": as a kernel writes a spool entry (``SpoolSink``: through the page cache,
+      each 8 MiB handed to the disk) and the agent drops what it has read (``drop_behind``);
+    - "plain": through the page cache, all of it left to the fsync: its rate follows how
+      many fresh pages the VM must fault in (0.2-2.5 GB/s from one probe to the next)."""
     from handoff_agent.store.blobs import BlobWriter
-    from handoff_agent.writeback import start_write_back
+    from handoff_agent.writeback import drop_behind
+    from jupyter_handoff.bundle_writer import SpoolSink
 
     chunk = os.urandom(MiB)
     if how == "direct":
@@ -404,15 +405,18 @@ def disk_throughput(directory: Path, total: int, how: str = "write_back") -> flo
             w.finish()
             return total / (time.perf_counter() - t) / MB
     path = directory / "disk-probe.bin"
-    window = 64 * MiB
     try:
         t = time.perf_counter()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for i in range(1, total // MiB + 1):
-                os.write(fd, chunk)
-                if how == "write_back" and i * MiB % window == 0 and i * MiB > 2 * window:
-                    start_write_back(fd, i * MiB - 2 * window, window)
+            if how == "spool":
+                sink = SpoolSink(fd)
+                for i in range(total // MiB):
+                    sink.write([chunk])
+                    drop_behind(fd, i * MiB, (i + 1) * MiB)
+            else:
+                for _ in range(total // MiB):
+                    os.write(fd, chunk)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -552,14 +556,14 @@ def spool_upload(agent: Agent, name: str, path: Path, manifest_digest: str):
     """Hand a bundle over as a kernel on the agent's machine does (the extension's client):
     the request names a fresh spool entry, the bundle is written into it while the agent
     reads, hashes and validates it, and the agent fsyncs it. Returns status, body, seconds."""
-    from jupyter_handoff.client import AgentClient, write_all
+    from jupyter_handoff.bundle_writer import SpoolSink
+    from jupyter_handoff.client import AgentClient
 
     client = AgentClient(agent.url, agent.token, spool=agent.info["spool"])
     bundle = _MemoryBundle(path.read_bytes(), manifest_digest)  # read before the clock starts
 
     def build(sink: int) -> _MemoryBundle:
-        for part in bundle.parts:
-            write_all(sink, part)
+        SpoolSink(sink).write(list(bundle.parts))  # as ``assemble`` writes one
         return bundle
 
     t = time.perf_counter()
@@ -586,12 +590,12 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     home = tmp / "ingest-home"
     home.mkdir()
     d["loopback_MBps"] = lo = loopback_throughput(total)
-    d["disk_plain_MBps"] = plain = disk_throughput(home, total, how="plain")
-    probes, direct = [], []
+    d["disk_plain_MBps"] = plain = disk_throughput(home, total, "plain")
+    probes: dict[str, list[float]] = {"direct": [], "spool": []}
 
     def probe() -> None:
-        probes.append(disk_throughput(home, total))
-        direct.append(disk_throughput(home, total, how="direct"))
+        for how, rates in probes.items():
+            rates.append(disk_throughput(home, total, how))
 
     probe()
     d["sha256_MBps"] = sha = hash_throughput(total)
@@ -641,24 +645,18 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
             import shutil
 
             shutil.rmtree(home)
-    # The disk's rate: three probes of each way, before, between and after the two ingests.
-    # The targets are against the median written as the agent writes (around the page cache):
-    # steady, where a write through the page cache follows the VM's fresh pages. A kernel
-    # writes a spool entry through it, because the agent reads it back as it is written.
-    d["disk_MBps_probes"], d["disk_direct_MBps_probes"] = probes, direct
-    d["disk_MBps"] = disk = median(probes)
-    d["disk_direct_MBps"] = disk_direct = median(direct)
-    rep.row(
-        "machine: disk write + fsync, 1 GiB",
-        f"{disk_direct:.0f} MB/s",
-        f"as the agent writes a blob, median of 3 ({min(direct):.0f}-{max(direct):.0f})",
-    )
-    rep.row(
-        "machine: disk write + fsync, 1 GiB",
-        f"{disk:.0f} MB/s",
-        f"as a kernel writes a spool entry, median of 3 ({min(probes):.0f}-{max(probes):.0f}); "
-        "no target's baseline",
-    )
+    # The disk's rate: three probes of each way the agent's bytes reach it, before, between
+    # and after the two ingests. The targets are against the faster median of the two ways.
+    d["disk_MBps_probes"] = probes
+    rates = {how: median(r) for how, r in probes.items()}
+    d["disk_MBps"] = disk = max(rates.values())
+    for how, what in (("direct", "an HTTP upload"), ("spool", "a spool entry")):
+        rep.row(
+            "machine: disk write + fsync, 1 GiB",
+            f"{rates[how]:.0f} MB/s",
+            f"as the agent writes {what}, median of 3 "
+            f"({min(probes[how]):.0f}-{max(probes[how]):.0f})",
+        )
     mbps = size / elapsed / MB
     d.update(
         status=status,
@@ -676,8 +674,8 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     rep.row("Handoff / loopback", f"{mbps / lo:.2f}x", "")
     rep.row(
         "Handoff / disk write+fsync",
-        f"{mbps / disk_direct:.2f}x",
-        rep.target("ingest_vs_disk", ">= 0.8x", mbps / disk_direct, mbps / disk_direct >= 0.8),
+        f"{mbps / disk:.2f}x",
+        rep.target("ingest_vs_disk", ">= 0.8x", mbps / disk, mbps / disk >= 0.8),
     )
     rep.row(
         "Handoff / sha256 on one core",
@@ -710,12 +708,12 @@ def bench_ingest(rep: Report, args, tmp: Path) -> None:
     )
     rep.row(
         "  through the spool / disk write+fsync",
-        f"{spool_mbps / disk_direct:.2f}x",
+        f"{spool_mbps / disk:.2f}x",
         rep.target(
             "ingest_spool_vs_disk",
             ">= 0.8x",
-            spool_mbps / disk_direct,
-            spool_mbps / disk_direct >= 0.8,
+            spool_mbps / disk,
+            spool_mbps / disk >= 0.8,
         ),
     )
     grow = rss.growth / MiB

@@ -82,6 +82,32 @@ class Pieces:
         return self.size
 
 
+class SpoolSink:
+    """A bundle's parts written into a spool entry (a file descriptor) that the agent reads
+    as it is written, each ``SPOOL_WRITEBACK`` handed to the disk: the agent's fsync then
+    finds it done, and the agent can drop from the page cache what it has read (clean
+    pages only). ``written`` turns False at the first failure (a full disk, a quota): the
+    caller then sends the bundle over HTTP instead."""
+
+    def __init__(self, fd: int):
+        self.fd, self.written = fd, True
+        self._at = self._handed = 0  # bytes written, bytes handed to the disk
+
+    def write(self, parts: list) -> None:
+        for part in parts:
+            if not self.written:
+                return
+            try:
+                write_all(self.fd, part)
+            except OSError:
+                self.written = False
+                return
+            self._at += len(part)
+            if self._at - self._handed >= SPOOL_WRITEBACK:
+                start_write_back(self.fd, self._handed, self._at - self._handed)
+                self._handed = self._at
+
+
 def _parts_of(data) -> list:
     return data.parts if isinstance(data, Pieces) else [memoryview(data)]
 
@@ -106,23 +132,7 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
     parts: list = []
     bundle_sha = hashlib.sha256()
     digests: dict[str, str] = {}
-    written = [sink is not None]
-
-    at = [0, 0]  # bytes written, bytes handed to the disk
-
-    def write(some: list) -> None:
-        for part in some:
-            if not written[0]:
-                return
-            try:
-                write_all(sink, part)
-            except OSError:  # a full disk, a quota: the caller sends over HTTP instead
-                written[0] = False
-                return
-            at[0] += len(part)
-            if at[0] - at[1] >= SPOOL_WRITEBACK:  # the agent's fsync then finds it done
-                start_write_back(sink, at[1], at[0] - at[1])
-                at[1] = at[0]
+    spool = SpoolSink(sink) if sink is not None else None
 
     def hash_members(batch: dict) -> None:
         for name, data in batch.items():
@@ -135,7 +145,7 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
         for p in some:
             bundle_sha.update(p)
 
-    other = hash_bundle if sink is None else write
+    other = hash_bundle if spool is None else spool.write
 
     def lay_out(batch: dict, meanwhile=None):
         """Hash ``batch`` on a second thread while its parts are written (or hashed whole);
@@ -165,8 +175,9 @@ def assemble(members: dict, manifest: dict | Callable[[], tuple], sink=None) -> 
     other(tail)
     parts += tail
     size = sum(len(p) for p in parts)
-    digest = bundle_sha.hexdigest() if sink is None else ""
-    return Bundle(parts, manifest, digest, size, written[0], hashlib.sha256(text).hexdigest())
+    digest = bundle_sha.hexdigest() if spool is None else ""
+    spooled = spool is not None and spool.written
+    return Bundle(parts, manifest, digest, size, spooled, hashlib.sha256(text).hexdigest())
 
 
 def _member(name: str, data) -> list:

@@ -3,11 +3,14 @@ around the switch, and where the filesystem refuses a direct write nothing is lo
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import mmap
 import os
 
 import pytest
 
+from handoff_agent import writeback
 from handoff_agent.writeback import ALIGN, DirectAppender
 
 MIB = 1 << 20
@@ -62,3 +65,45 @@ def test_a_refused_direct_write_goes_through_the_page_cache(tmp_path, monkeypatc
     write_all(tmp_path / "f", parts, 0, lambda fd, o: seen.append(direct_on(fd)))
     assert (tmp_path / "f").read_bytes() == b"".join(parts)
     assert not seen[-1]
+
+
+def resident(path) -> int:
+    """How many of a file's pages are in the page cache (mincore on a mapping of it)."""
+    size, page = os.path.getsize(path), mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * ((size + page - 1) // page))()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as mm:
+        start = ctypes.c_char.from_buffer(mm)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size), vec):
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del start  # the mapping cannot close while it is exported
+    return sum(v & 1 for v in vec)
+
+
+@pytest.mark.parametrize("head", [0, writeback.CACHED_HEAD])
+def test_a_reader_drops_what_it_has_read_past_the_cached_head(tmp_path, monkeypatch, head):
+    """Read as the agent reads a spool entry: past the head, the windows two behind the reader
+    leave the page cache (their pages then hold the next ones); the head stays for the checks."""
+    monkeypatch.setattr(writeback, "CACHED_HEAD", head)
+    window = writeback.DROP_WINDOW
+    path = tmp_path / "entry"
+    path.write_bytes(os.urandom(6 * window))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())  # clean pages: written back, as an entry's are by then
+    pages = 6 * window // mmap.PAGESIZE
+    assert resident(path) == pages
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        at = 0
+        while chunk := os.read(fd, MIB):
+            writeback.drop_behind(fd, at, at + len(chunk))
+            at += len(chunk)
+    finally:
+        os.close(fd)
+    kept = resident(path)
+    if head == 0:
+        assert kept <= pages // 3 + 16, "windows 0-3 of 6 are dropped behind the reader"
+    else:
+        assert kept == pages, "a bundle within the cached head stays for its checks"

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from ..writeback import DirectAppender, start_write_back
+from ..writeback import CACHED_HEAD, DirectAppender, drop_behind, start_write_back
 
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -87,8 +87,7 @@ class BlobWriter:
     """A blob being written: spooled to a private local temp file and hashed as bytes arrive.
     Nothing appears under a content name until ``commit``; ``abort`` leaves nothing behind."""
 
-    # Past this, ``append`` writes around the page cache; a small bundle stays in memory.
-    DIRECT_FROM = 8 << 20
+    DIRECT_FROM = CACHED_HEAD  # past this, ``append`` writes around the page cache
 
     def __init__(self, tmp: Path, publish):
         self._out: DirectAppender | None = None
@@ -170,11 +169,12 @@ class BlobWriter:
                     continue
                 break
             self._sha.update(chunk)
-            self.size += len(chunk)
+            before, self.size = self.size, self.size + len(chunk)
             if limit is not None and self.size > limit:
                 raise SpoolRefused(f"it is larger than {limit} bytes")
             if feed is not None:
                 feed(chunk)
+            drop_behind(self._fd, before, self.size)
 
     def fileno(self) -> int:
         """For a worker that writes the blob itself; call ``rehash`` once it is done."""
