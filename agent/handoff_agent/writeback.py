@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 
 CACHED_HEAD = 64 << 20  # a bundle's first bytes stay in the page cache: its checks read them next
@@ -18,10 +17,10 @@ DROP_WINDOW = 8 << 20
 def drop_behind(fd: int, before: int, after: int) -> None:
     """For a reader that has read a file from ``before`` to ``after`` bytes as another process
     writes it: past ``CACHED_HEAD``, drop from the page cache the window two behind the one
-    just read (written back by now), so that its pages hold the next ones. A page cache that takes a fresh page
-    for every byte cost the writer 1.2-3.1 s of system time per GiB on this VM (pages it
-    faults in); dropped behind the reader, 0.3 s, and a 1 GiB spool entry went from 335-799
-    to 1,340-1,411 MB/s."""
+    just read (written back by now), so that its pages hold the next ones. A page cache that
+    takes a fresh page for every byte cost the writer 1.2-3.1 s of system time per GiB on
+    this VM (pages it faults in); dropped behind the reader, 0.3 s, and a 1 GiB spool entry
+    went from 335-799 to 1,340-1,411 MB/s."""
     if before // DROP_WINDOW != after // DROP_WINDOW:
         start = after // DROP_WINDOW * DROP_WINDOW - 3 * DROP_WINDOW
         if start >= CACHED_HEAD:
@@ -117,5 +116,7 @@ class DirectAppender:
             self._buffered(rest)
 
     def _set_direct(self, on: bool) -> None:
+        import fcntl  # here: a kernel on a system without it never writes directly
+
         flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
