@@ -27,6 +27,13 @@ def drop_behind(fd: int, before: int, after: int) -> None:
             start_write_back(fd, start, DROP_WINDOW)  # dropped if clean, else written back
 
 
+def write_all(fd: int, part) -> None:
+    """All of ``part`` into ``fd`` (os.write may take less than it is given)."""
+    view = memoryview(part)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def start_write_back(fd: int, start: int, length: int) -> None:
     """Start writing a written range of a file to disk without waiting, so that the fsync
     that makes it durable has little left to do (the page cache would otherwise hold it all
@@ -84,10 +91,8 @@ class DirectAppender:
             self._buffered(staged)
 
     def _buffered(self, view) -> None:
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-            self.size += n
+        write_all(self.fd, view)
+        self.size += len(view)
 
     def _start_direct(self) -> None:
         import mmap

@@ -27,9 +27,8 @@ from importlib import metadata
 
 from handoff_agent.bundle import padding, tar_header
 from handoff_agent.manifest import MANIFEST, member_hasher, model_member, with_digests
-from handoff_agent.writeback import start_write_back
+from handoff_agent.writeback import start_write_back, write_all
 
-from .client import write_all
 from .errors import HandoffUsageError
 
 BLOCK = 512

@@ -180,13 +180,6 @@ class AgentClient:
             return None
 
 
-def write_all(fd: int, part) -> None:
-    """All of ``part`` into ``fd`` (os.write may take less than it is given)."""
-    view = memoryview(part)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class SpoolEntry:
     """A bundle's file in the agent's spool, written by this kernel. Closing the ``with``
     removes it unless the agent adopted it (then it is gone from the spool already)."""

@@ -23,8 +23,9 @@ from s3_support import agent_blobs
 from support import bundle_bytes
 
 from handoff_agent.runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
+from handoff_agent.writeback import write_all
 from jupyter_handoff import bundle_writer as bw
-from jupyter_handoff.client import FOLLOW_BODY, AgentClient, write_all
+from jupyter_handoff.client import FOLLOW_BODY, AgentClient
 from jupyter_handoff.errors import HandoffUsageError
 
 ENTRY = "0123456789abcdef0123456789abcdef.bundle"

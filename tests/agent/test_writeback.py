@@ -26,7 +26,7 @@ def direct_on(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 
 
-def write_all(path, parts, direct_from: int, after_each=None) -> DirectAppender:
+def append_all(path, parts, direct_from: int, after_each=None) -> DirectAppender:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         out = DirectAppender(fd, direct_from)
@@ -46,7 +46,7 @@ def write_all(path, parts, direct_from: int, after_each=None) -> DirectAppender:
 def test_what_is_appended_reads_back_whole(tmp_path, direct_from):
     parts = chunks()
     seen = []
-    out = write_all(tmp_path / "f", parts, direct_from, lambda fd, o: seen.append(direct_on(fd)))
+    out = append_all(tmp_path / "f", parts, direct_from, lambda fd, o: seen.append(direct_on(fd)))
     data = b"".join(parts)
     assert (tmp_path / "f").read_bytes() == data
     assert out.size == len(data)
@@ -62,7 +62,7 @@ def test_a_refused_direct_write_goes_through_the_page_cache(tmp_path, monkeypatc
     monkeypatch.setattr(DirectAppender, "STAGE", 1000)
     parts = chunks()
     seen = []
-    write_all(tmp_path / "f", parts, 0, lambda fd, o: seen.append(direct_on(fd)))
+    append_all(tmp_path / "f", parts, 0, lambda fd, o: seen.append(direct_on(fd)))
     assert (tmp_path / "f").read_bytes() == b"".join(parts)
     assert not seen[-1]
 
