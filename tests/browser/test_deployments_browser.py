@@ -169,8 +169,11 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
         assert call(central, "POST", traffic, ops, {"percent": 10})[0] == 200
         page.wait_for_function("e => !e.isConnected", arg=drawn, timeout=15_000)
 
+    # She clicks into the box first: until it has the focus, any event's redraw replaces it,
+    # and Playwright's select_text does not retry on a node replaced under it (CI saw one).
     # (the view draws again between her select-all and her keystrokes: they replace the
     # selection, as Playwright's fill does in two steps, and 40 stays through the next draw)
+    box.click()
     box.select_text()
     redraw()
     page.keyboard.insert_text("40")
