@@ -112,7 +112,7 @@ def test_comparison_view_opens(two_versions, lab_page, screenshot):
     expect(view.locator("thead")).to_contain_text("churn:1")
     expect(view.locator("thead")).to_contain_text("churn:2")
     expect(view.locator('tr[data-name="verdict"]')).to_be_visible()
-    assert view.locator("tr.jp-Handoff-metricRow").count() > 0
+    expect(view.locator("tr.jp-Handoff-metricRow").first).to_be_visible()
     screenshot(page, "compare")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from playwright.sync_api import expect
 
 DOCS = Path(__file__).parents[2] / "docs"
 if not os.environ.get("HANDOFF_UPDATE_SCREENSHOTS"):
@@ -33,8 +34,8 @@ X["gender"] = np.random.default_rng(1).integers(0, 2, len(X))
 y = pd.Series(y, name="churned")
 logit = LogisticRegression(max_iter=1000).fit(X, y)
 forest = RandomForestClassifier(n_estimators=40, random_state=1).fit(X, y)
-v1 = %mlops push logit --name churn --data X y --sensitive gender -m "logistic baseline"
-v2 = %mlops push forest --name churn --data X y --sensitive gender -m "random forest"
+v1 = %mlops push logit --name retention --data X y --sensitive gender -m "logistic baseline"
+v2 = %mlops push forest --name retention --data X y --sensitive gender -m "random forest"
 v1.wait(); v2.wait();"""
 
 
@@ -53,7 +54,8 @@ def run_notebook(lab, cells: list[str]) -> Path:
 
 def test_push_and_compare_widgets_render_in_jupyterlab(jupyterlab, lab_page):
     # Given a notebook run in a real kernel: two checked pushes, one shown, and a comparison
-    nb = run_notebook(jupyterlab, [SETUP, "v2", "%mlops compare churn:1 churn:2"])
+    # (of a model of its own: the side panel's tests on this lab count churn's versions)
+    nb = run_notebook(jupyterlab, [SETUP, "v2", "%mlops compare retention:1 retention:2"])
     # When JupyterLab opens it
     page = lab_page()
     page.goto(jupyterlab.lab_url(f"lab/tree/{nb.name}"))
@@ -62,13 +64,13 @@ def test_push_and_compare_widgets_render_in_jupyterlab(jupyterlab, lab_page):
     compare = page.locator(".handoff-compare").first
     compare.wait_for(timeout=60_000)
     # Then the push widget shows a row per check, the verdict and the report button
-    assert push.get_by_text("explainability").count() >= 1
-    assert push.get_by_text("Verdict").count() == 1
-    assert push.get_by_role("button", name="Open report").is_enabled()
+    expect(push.get_by_text("explainability").first).to_be_visible()
+    expect(push.get_by_text("Verdict")).to_have_count(1)
+    expect(push.get_by_role("button", name="Open report")).to_be_enabled()
     # And the comparison shows its pickers, metrics with deltas, and charts
-    assert compare.get_by_text("roc_auc").count() >= 1
-    assert compare.locator("select").count() >= 1
-    assert compare.locator("img[alt='metrics']").count() == 1
+    expect(compare.get_by_text("roc_auc").first).to_be_visible()
+    expect(compare.locator("select").first).to_be_visible()
+    expect(compare.locator("img[alt='metrics']")).to_have_count(1)
     DOCS.mkdir(exist_ok=True)
     # The stored widgets have no live kernel behind them: hide ipywidgets' "disconnected"
     # marks, which a live notebook never shows, and make room for the whole comparison.
