@@ -158,6 +158,8 @@ def make_model():
 
 def floor_once(model, directory: Path, rep: int) -> float:
     """pickle protocol 5 + sha256 + write + fsync: the least a durable push must do."""
+    from handoff_agent.writeback import write_all  # before the clock starts
+
     model._bench_rep = ("floor", rep)
     path = directory / f"floor-{rep}.pkl"
     t = time.perf_counter()
@@ -165,9 +167,7 @@ def floor_once(model, directory: Path, rep: int) -> float:
     hashlib.sha256(data).hexdigest()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
