@@ -6,10 +6,11 @@ when a check overruns its time, when the worker says something off-protocol, and
 
 A version's checks are split over up to ``slots`` workers at once (the CPUs, and as many workers
 at their memory limit as the memory budget holds): the first checks (``PROVISIONAL_CHECKS``:
-loads, smoke, performance) in the first, so the provisional verdict comes early, the others
-spread by their usual cost. Each worker loads the model itself; the results are the same as in
-one worker. When a basic check (loads, smoke) hangs or crashes, the version's other workers are
-stopped and their checks skipped, as one worker would have skipped them.
+loads, smoke, performance) spread over them and first in each, so the provisional verdict
+waits for the longest of them, not their sum; the others spread by their usual cost. Each worker
+loads the model itself; the results are the same as in one worker. When a basic check (loads,
+smoke) hangs or crashes, the version's other workers are stopped and their checks skipped, as one
+worker would have skipped them.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def _factor(name: str, champion: bool) -> float:
 def plan(
     names: list[str], slots: int, costs: dict[str, float] | None = None, champion: bool = False
 ) -> list[list[str]]:
-    """The checks of one version as groups, one per worker: ``PROVISIONAL_CHECKS`` first, in
-    the first group, then the others, longest first, each to the group that ends soonest.
+    """The checks of one version as groups, one per worker. ``PROVISIONAL_CHECKS`` go first,
+    spread over the groups, so the provisional verdict waits for the longest of them, not
+    their sum; then the others, longest first, each to the group that ends soonest.
     ``costs``: seconds per check as this agent has seen them, without a champion (else
     ``COST``); with one, the checks that time both models count ``CHAMPION_FACTOR`` times."""
 
@@ -74,14 +76,17 @@ def plan(
         return (costs or {}).get(name, COST.get(name, UNKNOWN_COST)) * _factor(name, champion)
 
     first = [n for n in PROVISIONAL_CHECKS if n in names]
-    rest = sorted((n for n in names if n not in first), key=lambda n: -cost(n))
-    n = max(1, min(slots, len(names)))
-    groups = ([first] if first else []) + [[] for _ in range(n - bool(first))]
-    load = [sum(cost(n) for n in g) for g in groups]
-    for name in rest:
-        i = load.index(min(load))
-        groups[i].append(name)
-        load[i] += cost(name)
+    rest = [n for n in names if n not in first]
+    groups: list[list[str]] = [[] for _ in range(max(1, min(slots, len(names))))]
+    load = [0.0] * len(groups)
+    for batch in (first, rest):
+        for name in sorted(batch, key=lambda n: -cost(n)):
+            i = load.index(min(load))
+            groups[i].append(name)
+            load[i] += cost(name)
+    rank = {n: i for i, n in enumerate(PROVISIONAL_CHECKS)}
+    for g in groups:  # the first checks lead, in their order (loads before smoke); sort is stable
+        g.sort(key=lambda n: rank.get(n, len(rank)))
     return [g for g in groups if g]
 
 
