@@ -10,7 +10,8 @@ loads, smoke, performance) spread over them and first in each, so the provisiona
 waits for the longest of them, not their sum; the others spread by their usual cost. Each worker
 loads the model itself; the results are the same as in one worker. When a basic check (loads,
 smoke) hangs or crashes, the version's other workers are stopped and their checks skipped, as one
-worker would have skipped them.
+worker would have skipped them; performance, which starts beside them, may have failed on its
+own by then (a model that hangs or crashes in smoke does the same in performance).
 """
 
 from __future__ import annotations
