@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 import time
@@ -12,11 +13,37 @@ from .names import validate_name
 from .store.blobs import DIGEST_RE, BlobStore, SpoolRefused
 
 
+class ReceiveBuffer:
+    """A page-aligned buffer an upload's body is read into (``Upload.buffer``), back in the
+    upload's pool once every thread it was handed to is done with it. Page-aligned, so the
+    blob writer sends it to the disk as it is, with no copy into its own aligned stage."""
+
+    SIZE = 1 << 20
+
+    def __init__(self, free: queue.SimpleQueue):
+        self.view = memoryview(mmap.mmap(-1, self.SIZE))  # mmap memory is page-aligned
+        self._free, self._users, self._lock = free, 0, threading.Lock()
+
+    def hand_to(self, users: int) -> None:
+        """Its bytes go to ``users`` threads, each of which calls ``release`` once."""
+        self._users = users
+        if not users:
+            self._free.put(self)
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = not self._users
+        if last:
+            self._free.put(self)
+
+
 class ChunkThread:
     """``fn`` called on each chunk fed, in order, on a thread of its own: the receiving thread
     only hands chunks on, while the hashing and writing run on the other core (hashlib and
     os.write release the GIL). The queue is bounded, so a slow consumer slows the upload
-    instead of holding the body in memory. The first error stops the calls and is kept."""
+    instead of holding the body in memory. The first error stops the calls and is kept.
+    A chunk in a ``ReceiveBuffer`` is released once handled (or skipped)."""
 
     DEPTH = 8  # chunks of at most 1 MiB (the server's chunk size)
 
@@ -27,16 +54,21 @@ class ChunkThread:
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            chunk, buffer = item
             if self.error is None:
                 try:
                     self.fn(chunk)
                 except BaseException as e:  # kept for close(); the rest is drained
                     self.error = e
+            if buffer is not None:
+                buffer.release()
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk, buffer: ReceiveBuffer | None = None) -> None:
         if not self.closed:  # nothing reads the queue once closed
-            self._queue.put(chunk)
+            self._queue.put((chunk, buffer))
+        elif buffer is not None:
+            buffer.release()
 
     def close(self) -> None:
         """Wait until every chunk fed has been handled."""
@@ -70,8 +102,13 @@ class Upload:
     (on a thread of its own), and, when ``expected_name`` is given, validated on the stream
     as well. An adopted spool file (``blob`` given) is read by ``absorb`` instead."""
 
+    # Each thread holds at most DEPTH chunks queued and one in hand; one more is being read.
+    BUFFERS = ChunkThread.DEPTH + 2
+
     def __init__(self, store: BlobStore, limit: int, expected_name: str | None = None, blob=None):
         self.writing: list[ChunkThread] = []
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._buffers = 0
         if blob is None:
             blob = store.writer()
             # Hashing and writing on threads of their own: on two cores, one thread doing
@@ -86,19 +123,32 @@ class Upload:
         self.overflow = False
         self.stream = StreamValidation(expected_name) if expected_name else None
 
-    def write(self, chunk: bytes) -> None:
-        if self.overflow:
-            return
-        self.size += len(chunk)
-        if self.size > self.limit:
-            # Keep reading so the client gets an answer, but stop storing.
-            self.overflow = True
-            self.abort()
-            return
-        for thread in self.writing:
-            thread.feed(chunk)
-        if self.stream is not None:
-            self.stream.feed(chunk)
+    def buffer(self) -> ReceiveBuffer:
+        """A free buffer to read the next bytes into and hand to ``write``. When all are
+        handed on, it waits for one, as a full queue makes ``write`` wait."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._buffers < self.BUFFERS:
+                self._buffers += 1
+                return ReceiveBuffer(self._free)
+            return self._free.get()
+
+    def write(self, chunk, buffer: ReceiveBuffer | None = None) -> None:
+        """The next bytes of the body; ``buffer``, when they are in one of ``buffer()``'s."""
+        if not self.overflow:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                # Keep reading so the client gets an answer, but stop storing.
+                self.overflow = True
+                self.abort()
+        threads = [] if self.overflow else list(self.writing)
+        if self.stream is not None and not self.overflow:
+            threads.append(self.stream)
+        if buffer is not None:
+            buffer.hand_to(len(threads))
+        for thread in threads:
+            thread.feed(chunk, buffer)
 
     def absorb(self, more=None) -> None:
         """Read an adopted spool file once: hash it and validate it on the stream."""

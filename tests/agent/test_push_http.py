@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
+import time
 
 import pytest
-from agent_support import NO_CHECKS, assert_error, wait_until
+from agent_support import NO_CHECKS, assert_error, raw_connect, upload_head, wait_until
 from blake3 import blake3
 from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, manifest_for
@@ -87,7 +89,9 @@ def test_offering_bytes_a_version_holds_is_answered_before_the_body(shared_agent
 def test_offering_new_bytes_gets_continue_then_the_push(shared_agent):
     data = bundle_bytes("offered-new", model=b"a new model")
     first, conn = offer(shared_agent, "offered-new", data)
-    assert first == b"HTTP/1.1 100 (Continue)\r\n\r\n"
+    # an interim answer: a status line and no headers (the kernel's client reads just that)
+    assert first.startswith(b"HTTP/1.1 100 ") and first.endswith(b"\r\n\r\n"), first
+    assert first.count(b"\r\n") == 2, first
     conn.send(data)
     resp = conn.getresponse()
     body = json.loads(resp.read())
@@ -284,3 +288,63 @@ def test_champion_route(agent):
     assert status == 200 and body == {"name": "champ", "champion": None}  # v1 failed its check
     status, body = agent.request("GET", "/api/v1/models/nobody/champion")
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+# -- the body read past tornado (handlers/detached.py) -----------------------------------------
+
+
+def answer_of(sock) -> tuple[bytes, dict]:
+    """Everything the agent sends until it closes the connection: its head and JSON body."""
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+def test_a_body_sent_in_small_pieces_is_stored_whole(shared_agent):
+    data = bundle_bytes("pieces", model=os.urandom(3 * (1 << 20) + 17))
+    sock = raw_connect(shared_agent)
+    with sock:
+        sock.sendall(upload_head(shared_agent, "pieces", len(data)))
+        for i in range(0, len(data), 700_001):  # across the agent's 1 MiB buffers
+            sock.sendall(data[i : i + 700_001])
+            time.sleep(0.01)
+        head, body = answer_of(sock)  # the agent closes the connection after its answer
+    assert head.startswith(b"HTTP/1.1 201 ") and b"\r\nConnection: close" in head, head
+    assert body["digest"] == hashlib.sha256(data).hexdigest()
+    assert agent_blobs(shared_agent).read_bytes(body["digest"]) == data
+
+
+def test_bytes_after_the_declared_length_are_not_the_bundle(shared_agent):
+    # a client that sends a second request on the same connection: the agent reads exactly
+    # Content-Length bytes, answers, and closes; the next request needs a new connection
+    data = bundle_bytes("exact", model=b"exact model")
+    sock = raw_connect(shared_agent)
+    with sock:
+        sock.sendall(
+            upload_head(shared_agent, "exact", len(data)) + data + b"GET / HTTP/1.1\r\n\r\n"
+        )
+        head, body = answer_of(sock)
+    assert head.startswith(b"HTTP/1.1 201 ") and head.count(b"HTTP/1.1") == 1, head
+    assert body["digest"] == hashlib.sha256(data).hexdigest()
+    status, listing = shared_agent.request("GET", "/api/v1/models/exact/versions")
+    assert status == 200 and [v["number"] for v in listing["versions"]] == [1]
+
+
+def test_a_refusal_after_the_body_is_json_on_the_same_connection(shared_agent):
+    data = bundle_bytes("refused-late", model=b"m")
+    sock = raw_connect(shared_agent)
+    with sock:
+        sock.sendall(
+            upload_head(
+                shared_agent,
+                "refused-late",
+                len(data),
+                extra=[f"X-Handoff-Digest: sha256:{'0' * 64}"],
+            )
+            + data
+        )
+        head, body = answer_of(sock)
+    assert head.startswith(b"HTTP/1.1 422 ") and b"application/json" in head, head
+    assert body["error"]["code"] == "digest_mismatch", body

@@ -9,6 +9,7 @@ from .._version import __version__
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
+from . import detached
 from .base import ANY_ROLE, BaseHandler, parse_uint
 from .pipeline import blob_errors
 
@@ -171,8 +172,13 @@ class VersionsHandler(BaseHandler):
                 self.following.add_done_callback(lambda f: f.cancelled() or f.exception())
             return
         self.upload = self.agent.ingest.begin(name, declared)
-        # Past the limit tornado drops the connection instead of buffering more.
-        self.request.connection.set_max_body_size(self.agent.max_bundle_size + 1)
+        if declared is None:  # chunked: tornado reads it (data_received)
+            # Past the limit tornado drops the connection instead of buffering more.
+            self.request.connection.set_max_body_size(self.agent.max_bundle_size + 1)
+            return
+        # A declared length (every push sends one): read past tornado and answer here.
+        await detached.read_body(self.request, declared, self.upload)
+        await self.post(name)
 
     async def answered_existing(self, name: str) -> bool:
         """A client that sends ``Expect: 100-continue`` with its digest waits for the go-ahead
