@@ -32,9 +32,9 @@ class Receipt(Upload):
         super().__init__(store, limit)
         self.macs, self.delivery_id, self.senders = macs, delivery_id, senders
 
-    def write(self, chunk: bytes) -> None:
-        super().write(chunk)
-        if not self.overflow:
+    def write(self, chunk, buffer=None) -> None:
+        super().write(chunk, buffer)
+        if not self.overflow:  # the buffer is refilled only after this returns
             for mac in self.macs:
                 mac.update(chunk)
 

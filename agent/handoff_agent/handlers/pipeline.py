@@ -9,6 +9,7 @@ from ..ingest import too_large
 from ..names import validate_name
 from ..store.blobs import BlobError, BlobUnavailable
 from ..vocabulary import DEPLOY_ACTIONS
+from . import detached
 from .base import ANY_ROLE, BaseHandler, parse_uint
 
 
@@ -146,7 +147,11 @@ class IntakeHandler(BaseHandler):
         if declared is not None and declared > limit:
             raise too_large(self.agent.max_bundle_size)
         self.receipt = self.agent.intake.begin(self.request.headers)
-        self.request.connection.set_max_body_size(limit)
+        if declared is None:  # chunked: tornado reads it (data_received)
+            self.request.connection.set_max_body_size(limit)
+            return
+        await detached.read_body(self.request, declared, self.receipt)  # as a push's body
+        await self.post()
 
     def data_received(self, chunk: bytes) -> None:
         self.receipt.write(chunk)
