@@ -122,6 +122,7 @@ class Upload:
         self.limit = limit
         self.overflow = False
         self.stream = StreamValidation(expected_name) if expected_name else None
+        self._consumers = [*self.writing, *([self.stream] if self.stream else [])]
 
     def buffer(self) -> ReceiveBuffer:
         """A free buffer to read the next bytes into and hand to ``write``. When all are
@@ -142,9 +143,7 @@ class Upload:
                 # Keep reading so the client gets an answer, but stop storing.
                 self.overflow = True
                 self.abort()
-        threads = [] if self.overflow else list(self.writing)
-        if self.stream is not None and not self.overflow:
-            threads.append(self.stream)
+        threads = [] if self.overflow else self._consumers
         if buffer is not None:
             buffer.hand_to(len(threads))
         for thread in threads:

@@ -61,11 +61,7 @@ async def read_body(request: httputil.HTTPServerRequest, size: int, upload) -> N
             while left:
                 buffer = upload.buffer()
                 view = buffer.view[: min(left, len(buffer.view))]
-                try:
-                    await stream.read_into(view)
-                except BaseException:
-                    buffer.hand_to(0)
-                    raise
+                await stream.read_into(view)  # on failure the upload is aborted, pool and all
                 upload.write(view, buffer)
                 left -= len(view)
     except BaseException as e:
