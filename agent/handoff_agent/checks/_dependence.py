@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ._permutation import CHUNK_BYTES, stackable
+from ._permutation import CHUNK_BYTES, predict_rows, stackable
 
 PERCENTILES = (0.05, 0.95)  # sklearn's default
 
@@ -142,7 +142,7 @@ def partial_dependence(
     respond, averages, calls = _response(model), [], 0
     for start in range(0, len(axis), per_chunk):
         values = axis[start : start + per_chunk]
-        pred = np.asarray(respond(_stack(X, j, values)))
+        pred = predict_rows(model, respond, _stack(X, j, values))
         calls += 1
         for b in range(len(values)):
             averages.append(np.average(pred[b * n : (b + 1) * n], axis=0))

@@ -9,11 +9,18 @@ The budget: the predict over the rows and one over a few of them are timed first
 a call's fixed cost and its cost per row; when all copies would take longer than ``seconds``,
 fewer rows are used (never fewer than ``min_rows``). The ranking this gives
 against the unbudgeted one is measured by bench/checks.py (docs/scaling.md).
+
+A stacked predict of a model made of scikit-learn's own estimators is split by rows over
+threads, one per core this process may use (``predict_rows``): their predicts release the
+GIL, so this check, usually a version's longest, uses the cores its sibling checks have left.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -21,6 +28,7 @@ import pandas as pd
 from ._util import take_rows
 
 CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
+SPLIT_ROWS = 2048  # a thread's share at least: on fewer rows its hand-off costs what it saves
 
 
 def stackable(model) -> bool:
@@ -37,6 +45,41 @@ def stackable(model) -> bool:
         ClassifierMixin.score,
         RegressorMixin.score,
     )
+
+
+def _sklearn_made(model) -> bool:
+    """True when the model and every estimator inside it (pipeline steps, column transformers)
+    are scikit-learn's own classes, whose predicts may run in two threads at once: a class of
+    someone else's may keep state between calls."""
+    try:
+        parts = [model, *model.get_params(deep=True).values()]
+    except Exception:  # not an estimator, or one whose parameters cannot be read
+        return False
+    return all(
+        type(p).__module__.startswith("sklearn.")
+        for p in parts
+        if hasattr(p, "fit") and not isinstance(p, type)
+    )
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def predict_rows(model, respond, X):
+    """``respond(X)`` (the model's predict, predict_proba or decision_function), the rows of X
+    split over threads, ``SPLIT_ROWS`` at least each, when ``model`` is ``_sklearn_made``: the
+    same array as one call gives, since each row is predicted on its own."""
+    threads = min(_cores(), len(X) // SPLIT_ROWS)
+    if threads < 2 or not _sklearn_made(model):
+        return np.asarray(respond(X))
+    bounds = np.linspace(0, len(X), threads + 1).astype(int)
+    parts = [take_rows(X, slice(a, b)) for a, b in pairwise(bounds)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="predict") as pool:
+        return np.concatenate([np.asarray(p) for p in pool.map(respond, parts)])
 
 
 def _metric(model, scoring: str | None):
@@ -123,7 +166,7 @@ def permutation_importance(
     drops = np.zeros((width, n_repeats))
     for start in range(0, width, per_chunk):
         cols = list(range(start, min(width, start + per_chunk)))
-        pred = np.asarray(model.predict(_stack(X, cols, perms)))
+        pred = predict_rows(model, model.predict, _stack(X, cols, perms))
         calls += 1
         for i, j in enumerate(cols):
             for r in range(n_repeats):
