@@ -78,8 +78,12 @@ def predict_rows(model, respond, X):
         return np.asarray(respond(X))
     bounds = np.linspace(0, len(X), threads + 1).astype(int)
     parts = [take_rows(X, slice(a, b)) for a, b in pairwise(bounds)]
-    with ThreadPoolExecutor(threads, thread_name_prefix="predict") as pool:
-        return np.concatenate([np.asarray(p) for p in pool.map(respond, parts)])
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="predict") as pool:
+            futures = [pool.submit(respond, part) for part in parts]
+    except RuntimeError:  # no thread to start under the sandbox's process or memory limit
+        return np.asarray(respond(X))
+    return np.concatenate([np.asarray(f.result()) for f in futures])
 
 
 def _metric(model, scoring: str | None):

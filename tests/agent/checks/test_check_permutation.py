@@ -98,3 +98,17 @@ def test_few_rows_are_predicted_in_one_call(two_cores, data):
     respond = Recorder(forest.predict)
     _permutation.predict_rows(forest, respond, X.iloc[: 2 * _permutation.SPLIT_ROWS - 1])
     assert respond.calls == [2 * _permutation.SPLIT_ROWS - 1]
+
+
+def test_when_no_thread_can_start_the_rows_are_predicted_in_one_call(two_cores, data, monkeypatch):
+    X, y = data
+    forest = RandomForestClassifier(5, random_state=0).fit(X, y)
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_permutation.ThreadPoolExecutor, "submit", refuse)
+    respond = Recorder(forest.predict)
+    got = _permutation.predict_rows(forest, respond, X)
+    assert respond.calls == [10_000]
+    np.testing.assert_array_equal(got, forest.predict(X))
