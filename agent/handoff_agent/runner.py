@@ -198,23 +198,37 @@ class CheckRunner:
         context = await self.pools.call(self.jobs.job_context, model, number)
         state = _Version(context, self.costs)
         groups = plan(list(by_name), self.slots, state.costs, state.champion)
-        await asyncio.gather(
-            *(
-                self._run_group(model, number, digest, [by_name[n] for n in g], state)
-                for g in groups
+        try:
+            # One verified copy for all of the version's workers (one hash, or one download
+            # from S3, not one per worker): each opens its own description of it, its
+            # /proc/self/fd path, so none moves another's offset.
+            files = await self._bundles(digest, context["champion"])
+        except BlobError as e:
+            for r in runs:
+                await self.jobs.finish_check(r["id"], "error", corrupt_text(digest, e), {}, 0)
+            return
+        try:
+            await asyncio.gather(
+                *(
+                    self._run_group(model, number, [by_name[n] for n in g], state, files)
+                    for g in groups
+                )
             )
-        )
+        finally:
+            for f in files.values():
+                f.close()
 
-    async def _run_group(self, model, number, digest, runs, state: _Version):
+    async def _run_group(self, model, number, runs, state: _Version, files: dict):
         async with self.sem:
             pending = list(runs)
             while pending and not state.abort.is_set():
-                pending = await self._run_worker(model, number, digest, pending, state)
+                pending = await self._run_worker(model, number, pending, state, files)
             for r in pending:  # another worker's basic check failed
                 await self.jobs.finish_check(r["id"], "skip", state.reason, {}, 0.0)
 
-    async def _run_worker(self, model, number, digest, runs, state: _Version) -> list[dict]:
-        """Run ``runs`` in one worker; return the ones it did not reach."""
+    async def _run_worker(self, model, number, runs, state: _Version, bundles: dict) -> list[dict]:
+        """Run ``runs`` in one worker, given the version's ``bundles`` (``_bundles``); return
+        the ones it did not reach."""
         specs = []
         for r in runs:
             ep = self.available.get(r["check_name"])
@@ -237,22 +251,20 @@ class CheckRunner:
             spec["config"] = context["config"].get(spec["name"], {})
         job = {
             "bundle": "",
-            "digest": digest,
             "checks": specs,
             "champion": context["champion"],
             "previous_manifest": context["previous_manifest"],
             "trusted_types": self.trusted(),
         }
-        try:
-            files = await self._bundles(digest, job["champion"])
-            if context.get("data"):  # a revalidation: the source's rows instead of the pushed
-                job["data"] = {"file": "", "target": context["data"]["target"]}
-                files["data.file"] = open(context["data"]["path"], "rb")  # noqa: SIM115
-        except BlobError as e:
-            await self._release(worker)
-            for spec in specs:
-                await self.jobs.finish_check(spec["id"], "error", corrupt_text(digest, e), {}, 0)
-            return []
+        files, own = dict(bundles), []
+        if context.get("data"):  # a revalidation: the source's rows instead of the pushed
+            job["data"] = {"file": "", "target": context["data"]["target"]}
+            try:
+                own.append(open(context["data"]["path"], "rb"))  # noqa: SIM115
+            except OSError:
+                await self._release(worker)
+                raise
+            files["data.file"] = own[0]
         names = {s["id"]: s["name"] for s in specs}
         done: set[int] = set()
         current, failure, aborted = None, None, False
@@ -264,8 +276,8 @@ class CheckRunner:
             try:
                 await worker.send(job, files)
             finally:
-                for f in files.values():
-                    f.close()  # the worker holds its own descriptors now
+                for f in own:
+                    f.close()  # the worker holds its own descriptor now
             while True:
                 message = asyncio.ensure_future(worker.next_message(self.timeout))
                 await asyncio.wait({message, abort}, return_when=asyncio.FIRST_COMPLETED)

@@ -4,6 +4,10 @@ A schema change skips it with why; a revalidate watch without a target is refuse
 
 from __future__ import annotations
 
+import contextlib
+import os
+
+from s3_support import agent_blobs, tamper_blob
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
 from test_watch_alerts import events_of
@@ -217,3 +221,69 @@ def test_a_revalidation_past_its_timeout_fails(agent_factory, tmp_path):
     assert (rv["state"], rv["verdict"]) == ("failed", None)
     [listed] = agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
     assert "; revalidate failed: not finished within 3 s" in repr(Watches([listed]))
+
+
+def _read_bytes(pid: int) -> int:
+    """Bytes the agent's threads have read through read(2) and its kin (files and sockets),
+    without its workers: the process's own counter adds those of the children it reaped."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/io") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    return total
+
+
+def _revalidate(agent, tmp_path, before_check=lambda: None) -> tuple[dict, dict]:
+    """Watch the model's source, append rows, check it: the revalidation and its trigger.
+    ``before_check`` runs just before the check that sets the revalidation off."""
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
+    frame(300).to_csv(data, index=False)
+    before_check()
+    [started] = check(agent, w["id"])["triggers"]
+    trig = _finished(agent, w["id"])
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+    assert status == 200, body
+    [rv] = body["revalidations"]
+    assert rv["id"] == started["revalidation"]
+    return trig, rv
+
+
+def _push_forest(agent) -> dict:
+    """A version whose bundle is tens of MB: a forest fitted to random labels grows deep."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    df = frame(2000)
+    X, y = df[list("abcd")], np.random.default_rng(1).integers(0, 2, len(df))
+    forest = RandomForestClassifier(100, random_state=0).fit(X, y)
+    v = push_model(agent, forest, "churn", X=X, y=y, reference=X)
+    return wait_checked(agent, "churn", v.number)
+
+
+def test_a_revalidation_reads_the_bundle_once_for_all_its_workers(agent_factory, tmp_path):
+    agent = agent_factory("--HandoffAgent.workers=2")
+    pushed = _push_forest(agent)
+    size = pushed["size"]
+    assert size > 5_000_000, size
+    read = []
+    trig, rv = _revalidate(agent, tmp_path, lambda: read.append(_read_bytes(agent.proc.pid)))
+    read = _read_bytes(agent.proc.pid) - read[0]
+    assert trig["state"] == "done", trig["detail"]
+    assert {c["status"] for c in rv["checks"]} <= {"pass", "warn", "fail", "skip"}, rv["checks"]
+    # The check read the bundle once for the watch's reference (its PSI bins), and the agent
+    # read and hashed it once for both workers that ran the checks, not once for each.
+    assert read < 2.5 * size, (read, size)
+
+
+def test_a_bundle_damaged_on_disk_fails_each_check_of_a_revalidation_naming_fsck(agent, tmp_path):
+    _df, pushed = _pushed(agent)
+    data = bytearray(agent_blobs(agent).read_bytes(pushed["digest"]))
+    data[len(data) // 2] ^= 0xFF
+    tamper_blob(agent, pushed["digest"], bytes(data))
+    _trig, rv = _revalidate(agent, tmp_path)
+    assert {c["name"] for c in rv["checks"]} == {c["name"] for c in pushed["checks"]}
+    for c in rv["checks"]:
+        assert c["status"] == "error", c
+        assert "cannot be read" in c["message"] and "jupyter handoff fsck" in c["message"], c
