@@ -14,10 +14,11 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from support import until
-from watch_support import check, frame, triggers, watch
+from support import push_model, until
+from watch_support import check, frame, push_forest, read_bytes, triggers, watch
 
 from handoff_agent import signing
+from handoff_agent.watch.classify import PSI_THRESHOLD
 
 SECRET = "watch-webhook-secret-5Tq9Hz2Lm7"
 
@@ -176,3 +177,35 @@ def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
     os.utime(data, (day_old, day_old))
     assert [t["action"] for t in check(agent, late["id"])["triggers"]] == ["alert"]
     until(lambda: len(delivered("watch.alert")) == 2, 30, "the second overdue alert")
+
+
+def test_a_watch_reads_its_models_bundle_once_not_at_every_check(agent, tmp_path):
+    size = push_forest(agent)["size"]
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data))
+    frame(200).to_csv(data, index=False)
+    first = check(agent, w["id"])
+    frame(300).to_csv(data, index=False)
+    before = read_bytes(agent.proc.pid)
+    second = check(agent, w["id"])
+    read = read_bytes(agent.proc.pid) - before
+    # both appended rows' PSI came from the model's reference: read from its bundle once
+    assert first["change"] == second["change"] == "appended", second
+    assert first["psi"] is not None and second["psi"] is not None, second
+    assert read < 0.5 * size, (read, size)
+
+
+def test_rows_shifted_away_from_the_models_reference_are_drift(agent, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    pushed = frame(400)
+    X, y = pushed[list("abcd")], pushed["y"]
+    push_model(agent, LogisticRegression().fit(X, y), "churn", X=X, y=y, reference=X)
+    data = tmp_path / "events.csv"
+    frame(300, seed=1).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data))
+    assert check(agent, w["id"])["psi"] < PSI_THRESHOLD
+    frame(300, seed=2, shift=3.0).to_csv(data, index=False)
+    out = check(agent, w["id"])
+    assert out["change"] == "drift" and out["psi"] > PSI_THRESHOLD, out

@@ -4,14 +4,11 @@ A schema change skips it with why; a revalidate watch without a target is refuse
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from s3_support import agent_blobs, tamper_blob
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
 from test_watch_alerts import events_of
-from watch_support import check, frame, triggers, watch
+from watch_support import check, frame, push_forest, read_bytes, triggers, watch
 
 from handoff_agent import hostile
 from handoff_agent.watch.revalidate import pick_version
@@ -223,16 +220,6 @@ def test_a_revalidation_past_its_timeout_fails(agent_factory, tmp_path):
     assert "; revalidate failed: not finished within 3 s" in repr(Watches([listed]))
 
 
-def _read_bytes(pid: int) -> int:
-    """Bytes the agent's threads have read through read(2) and its kin (files and sockets),
-    without its workers: the process's own counter adds those of the children it reaped."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/io") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-    return total
-
-
 def _revalidate(agent, tmp_path, before_check=lambda: None) -> tuple[dict, dict]:
     """Watch the model's source, append rows, check it: the revalidation and its trigger.
     ``before_check`` runs just before the check that sets the revalidation off."""
@@ -250,26 +237,14 @@ def _revalidate(agent, tmp_path, before_check=lambda: None) -> tuple[dict, dict]
     return trig, rv
 
 
-def _push_forest(agent) -> dict:
-    """A version whose bundle is tens of MB: a forest fitted to random labels grows deep."""
-    import numpy as np
-    from sklearn.ensemble import RandomForestClassifier
-
-    df = frame(2000)
-    X, y = df[list("abcd")], np.random.default_rng(1).integers(0, 2, len(df))
-    forest = RandomForestClassifier(100, random_state=0).fit(X, y)
-    v = push_model(agent, forest, "churn", X=X, y=y, reference=X)
-    return wait_checked(agent, "churn", v.number)
-
-
 def test_a_revalidation_reads_the_bundle_once_for_all_its_workers(agent_factory, tmp_path):
     agent = agent_factory("--HandoffAgent.workers=2")
-    pushed = _push_forest(agent)
+    pushed = push_forest(agent)
     size = pushed["size"]
     assert size > 5_000_000, size
     read = []
-    trig, rv = _revalidate(agent, tmp_path, lambda: read.append(_read_bytes(agent.proc.pid)))
-    read = _read_bytes(agent.proc.pid) - read[0]
+    trig, rv = _revalidate(agent, tmp_path, lambda: read.append(read_bytes(agent.proc.pid)))
+    read = read_bytes(agent.proc.pid) - read[0]
     assert trig["state"] == "done", trig["detail"]
     assert {c["status"] for c in rv["checks"]} <= {"pass", "warn", "fail", "skip"}, rv["checks"]
     # The check read the bundle once for the watch's reference (its PSI bins), and the agent

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pandas as pd
-from support import until
+from support import push_model, until, wait_checked
 
 RETRAIN = """
 import pandas as pd
@@ -59,3 +61,24 @@ def finished_retrain(agent, source_id: int, timeout: float = 240) -> dict:
         return rows and rows[-1]["state"] in ("done", "failed") and rows[-1]
 
     return until(done, timeout, "the retraining notebook to finish", every=0.5)
+
+
+def read_bytes(pid: int) -> int:
+    """Bytes the agent's threads have read through read(2) and its kin (files and sockets),
+    without its workers: the process's own counter adds those of the children it reaped."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/io") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    return total
+
+
+def push_forest(agent) -> dict:
+    """A version whose bundle is several MB: a forest fitted to random labels grows deep."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    df = frame(2000)
+    X, y = df[list("abcd")], np.random.default_rng(1).integers(0, 2, len(df))
+    forest = RandomForestClassifier(100, random_state=0).fit(X, y)
+    v = push_model(agent, forest, "churn", X=X, y=y, reference=X)
+    return wait_checked(agent, "churn", v.number)

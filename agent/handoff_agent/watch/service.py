@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ import os
 import re
 import sys
 import tarfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +46,7 @@ MIN_EVERY = 1.0
 MAX_EVERY = 365 * 86400.0
 ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
+REFERENCES_KEPT = 64  # bundles' references kept in memory: bins and histograms of each feature
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
 
 
@@ -88,6 +91,10 @@ class WatchService:
         self.retrains: set[asyncio.Task] = set()  # and revalidations: background work
         # revalidate.Revalidator: re-runs a version's checks on the new rows; set by the agent
         self.revalidator = None
+        # a bundle's reference by its digest: the bytes never change, so every check of every
+        # watch of the model reads the bundle once, not once a check
+        self._references: dict[str, dict | None] = {}
+        self._references_lock = threading.Lock()  # checks run on the I/O pool's threads
 
     # -- registration ---------------------------------------------------------------------
 
@@ -614,19 +621,30 @@ class WatchService:
         if not rows:
             return None
         digest = rows[-1]["digest"]
+        with self._references_lock:
+            if digest in self._references:
+                return self._references[digest]
         found = {}
         try:
             with self.blobs.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
                 for member in tar:
                     if member.name in REFERENCE_MEMBERS:
-                        found[member.name] = pd.read_parquet(tar.extractfile(member))
+                        # a streamed member cannot seek, and Parquet's footer is at its end
+                        raw = io.BytesIO(tar.extractfile(member).read())
+                        found[member.name] = pd.read_parquet(raw)
+                while f.read(1 << 20):  # to the end, so the digest is checked
+                    pass
         except Exception as e:  # a reference that cannot be read: no PSI, and the log says why
             log.warning("no reference for %s: %s", model, e)
+            return None  # not kept: the next check tries again
         frame = next((found[m] for m in REFERENCE_MEMBERS if m in found), None)
-        if frame is None:
-            return None
-        edges = fpm.reference_edges(frame)
-        return {"edges": edges, "stats": fpm.stats(frame, edges)}
+        edges = None if frame is None else fpm.reference_edges(frame)
+        ref = None if frame is None else {"edges": edges, "stats": fpm.stats(frame, edges)}
+        with self._references_lock:
+            if len(self._references) >= REFERENCES_KEPT:
+                self._references.pop(next(iter(self._references)))  # the oldest read
+            self._references[digest] = ref
+        return ref
 
 
 def triggered_by(version: dict) -> dict | None:
