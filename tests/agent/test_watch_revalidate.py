@@ -247,9 +247,9 @@ def test_a_revalidation_reads_the_bundle_once_for_all_its_workers(agent_factory,
     read = read_bytes(agent.proc.pid) - read[0]
     assert trig["state"] == "done", trig["detail"]
     assert {c["status"] for c in rv["checks"]} <= {"pass", "warn", "fail", "skip"}, rv["checks"]
-    # The check read the bundle once for the watch's reference (its PSI bins), and the agent
-    # read and hashed it once for both workers that ran the checks, not once for each.
-    assert read < 2.5 * size, (read, size)
+    # The watch read its reference (PSI bins) from the bundle when it was made, and keeps it;
+    # the agent read and hashed the bundle once for both workers that ran the checks.
+    assert read < 1.5 * size, (read, size)
 
 
 def test_a_bundle_damaged_on_disk_fails_each_check_of_a_revalidation_naming_fsck(agent, tmp_path):
