@@ -105,6 +105,20 @@ def open_tar(src) -> tarfile.TarFile:
     return tarfile.open(src, mode="r:")
 
 
+def read_members(f, wanted) -> dict[str, bytes]:
+    """The bytes of the ``wanted`` regular members of the bundle streamed from ``f`` (a blob
+    store's verifying reader, ``open``), which is read to its end: the digest is checked only
+    there. For data the agent reads itself, never model code."""
+    found = {}
+    with tarfile.open(fileobj=f, mode="r|") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile():
+                found[member.name] = tar.extractfile(member).read()
+    while f.read(CHUNK):
+        pass
+    return found
+
+
 def read_manifest(path) -> dict:
     """Read the manifest of a stored bundle (a path or open file) without checking members."""
     with open_tar(path) as tar:

@@ -256,15 +256,14 @@ class CheckRunner:
             "previous_manifest": context["previous_manifest"],
             "trusted_types": self.trusted(),
         }
-        files, own = dict(bundles), []
+        files, rows = dict(bundles), None
         if context.get("data"):  # a revalidation: the source's rows instead of the pushed
             job["data"] = {"file": "", "target": context["data"]["target"]}
             try:
-                own.append(open(context["data"]["path"], "rb"))  # noqa: SIM115
+                rows = files["data.file"] = open(context["data"]["path"], "rb")  # noqa: SIM115
             except OSError:
                 await self._release(worker)
                 raise
-            files["data.file"] = own[0]
         names = {s["id"]: s["name"] for s in specs}
         done: set[int] = set()
         current, failure, aborted = None, None, False
@@ -276,8 +275,8 @@ class CheckRunner:
             try:
                 await worker.send(job, files)
             finally:
-                for f in own:
-                    f.close()  # the worker holds its own descriptor now
+                if rows is not None:
+                    rows.close()  # the worker holds its own descriptor now
             while True:
                 message = asyncio.ensure_future(worker.next_message(self.timeout))
                 await asyncio.wait({message, abort}, return_when=asyncio.FIRST_COMPLETED)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import io
 import logging
 import math
-import tarfile
 import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bundle import read_members
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..serving import predlog
@@ -103,13 +103,9 @@ class MonitorService:
         never model code, so the agent process may read it."""
         import pandas as pd
 
-        wanted, found = (data_member("X"), data_member("y")), {}
-        with self.blobs.open(prod["digest"]) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:  # a stream: the blob store's reader verifies as it goes
-                if member.name in wanted and member.isfile():
-                    found[member.name] = tar.extractfile(member).read()
-            while f.read(1 << 20):  # to the end, so the digest is checked
-                pass
+        wanted = (data_member("X"), data_member("y"))
+        with self.blobs.open(prod["digest"]) as f:
+            found = read_members(f, wanted)
         if wanted[0] not in found:
             return None
         frame = pd.read_parquet(io.BytesIO(found[wanted[0]]))

@@ -19,12 +19,12 @@ import math
 import os
 import re
 import sys
-import tarfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..bundle import read_members
 from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
@@ -624,20 +624,14 @@ class WatchService:
         with self._references_lock:
             if digest in self._references:
                 return self._references[digest]
-        found = {}
         try:
-            with self.blobs.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    if member.name in REFERENCE_MEMBERS:
-                        # a streamed member cannot seek, and Parquet's footer is at its end
-                        raw = io.BytesIO(tar.extractfile(member).read())
-                        found[member.name] = pd.read_parquet(raw)
-                while f.read(1 << 20):  # to the end, so the digest is checked
-                    pass
+            with self.blobs.open(digest) as f:
+                found = read_members(f, REFERENCE_MEMBERS)
+            member = next((m for m in REFERENCE_MEMBERS if m in found), None)
+            frame = None if member is None else pd.read_parquet(io.BytesIO(found[member]))
         except Exception as e:  # a reference that cannot be read: no PSI, and the log says why
             log.warning("no reference for %s: %s", model, e)
             return None  # not kept: the next check tries again
-        frame = next((found[m] for m in REFERENCE_MEMBERS if m in found), None)
         edges = None if frame is None else fpm.reference_edges(frame)
         ref = None if frame is None else {"edges": edges, "stats": fpm.stats(frame, edges)}
         with self._references_lock:
