@@ -208,6 +208,13 @@ def tamper_blob(agent, digest: str, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def corrupt_blob(agent, digest: str) -> None:
+    """Flip one byte in the middle of a stored blob: its digest no longer matches."""
+    data = bytearray(agent_blobs(agent).read_bytes(digest))
+    data[len(data) // 2] ^= 0xFF
+    tamper_blob(agent, digest, bytes(data))
+
+
 def blob_args(agent) -> list[str]:
     """The blob-store arguments ``agent`` was started with (``RunningAgent.blob_args``)."""
     return agent.blob_args()

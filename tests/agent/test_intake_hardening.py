@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from agent_support import NO_CHECKS, assert_error, assert_nothing_stored
-from s3_support import agent_blobs, tamper_blob
+from s3_support import corrupt_blob
 from support import RunningAgent, bundle_bytes, make_tar, manifest_for, until
 from test_pipeline_central import FIRST_SECRET, SECOND_SECRET, start_pair
 from test_pipeline_delivery import chain, count, deliver, envelope, outbox_states
@@ -235,19 +235,13 @@ def test_strong_secrets_of_32_hex_or_22_urlsafe_characters_start(tmp_path):
 # -- verified forwarding ----------------------------------------------------------------------
 
 
-def corrupt(agent, digest: str) -> None:
-    data = bytearray(agent_blobs(agent).read_bytes(digest))
-    data[len(data) // 2] ^= 0xFF
-    tamper_blob(agent, digest, bytes(data))
-
-
 def test_a_corrupt_bundle_blob_is_not_forwarded(tmp_path):
     hold = [NO_CHECKS, "--HandoffAgent.forward_on=[]"]  # nothing forwards until asked
     local, central = start_pair(tmp_path, revalidate=False, local_args=hold)
     try:
         data = bundle_bytes("rotten")
         assert local.push_bytes("rotten", data)[0] == 201
-        corrupt(local, hashlib.sha256(data).hexdigest())
+        corrupt_blob(local, hashlib.sha256(data).hexdigest())
         path = "/api/v1/models/rotten/versions/1/forward"
         assert local.request("POST", path, {"to": "central"})[0] == 202
         until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
@@ -281,7 +275,7 @@ def test_a_stored_delivery_body_corrupted_before_a_retry_is_dead_lettered(agent_
         row = rows[0] if rows else None
         return row and row["body_digest"] and row["attempts"] >= 1 and row["body_digest"]
 
-    corrupt(local, until(body_digest, timeout=60))
+    corrupt_blob(local, until(body_digest, timeout=60))
     until(lambda: outbox_states(local).get("dead") == 1, timeout=60)
     error = local.request("GET", "/api/v1/models/later/versions/1")[1]["forwards"][0]
     assert "corrupt on disk" in error["last_error"] and "fsck" in error["last_error"]

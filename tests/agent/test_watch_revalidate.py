@@ -4,7 +4,7 @@ A schema change skips it with why; a revalidate watch without a target is refuse
 
 from __future__ import annotations
 
-from s3_support import agent_blobs, tamper_blob
+from s3_support import corrupt_blob
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
 from test_watch_alerts import events_of
@@ -254,9 +254,7 @@ def test_a_revalidation_reads_the_bundle_once_for_all_its_workers(agent_factory,
 
 def test_a_bundle_damaged_on_disk_fails_each_check_of_a_revalidation_naming_fsck(agent, tmp_path):
     _df, pushed = _pushed(agent)
-    data = bytearray(agent_blobs(agent).read_bytes(pushed["digest"]))
-    data[len(data) // 2] ^= 0xFF
-    tamper_blob(agent, pushed["digest"], bytes(data))
+    corrupt_blob(agent, pushed["digest"])
     _trig, rv = _revalidate(agent, tmp_path)
     assert {c["name"] for c in rv["checks"]} == {c["name"] for c in pushed["checks"]}
     for c in rv["checks"]:
