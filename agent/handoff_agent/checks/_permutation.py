@@ -25,6 +25,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
+from ._layout import row_major
 from ._util import take_rows
 
 CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
@@ -72,7 +73,9 @@ def _cores() -> int:
 def predict_rows(model, respond, X):
     """``respond(X)`` (the model's predict, predict_proba or decision_function), the rows of X
     split over threads, ``SPLIT_ROWS`` at least each, when ``model`` is ``_sklearn_made``: the
-    same array as one call gives, since each row is predicted on its own."""
+    same array as one call gives, since each row is predicted on its own. A tree or forest gets
+    X row-major (``row_major``)."""
+    X = row_major(model, X)
     threads = min(_cores(), len(X) // SPLIT_ROWS)
     if threads < 2 or not _sklearn_made(model):
         return np.asarray(respond(X))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..plugins import CheckContext, CheckResult
+from ._layout import row_major
 from ._util import (
     call,
     detect_task,
@@ -100,7 +101,7 @@ class FairnessCheck:
             return skip
         cfg = settings(self, ctx, kwargs)
         task = detect_task(ctx)
-        pred, err = call(ctx.model.predict, ctx.as_input(ctx.X))
+        pred, err = call(ctx.model.predict, row_major(ctx.model, ctx.as_input(ctx.X)))
         if err:
             return result("fail", err)
         wrong = rows_mismatch(pred, len(ctx.X))

@@ -12,6 +12,7 @@ import numpy as np
 from ..argmax_predict import argmax_classes, argmax_predictions, ties_go_by_argmax
 from ..plugins import CheckContext, CheckResult
 from . import _metrics
+from ._layout import row_major
 from ._util import (
     call,
     detect_task,
@@ -30,6 +31,7 @@ CHUNK_CELLS = 2_000_000  # bootstrap weights held at once, to bound memory on la
 
 
 def _outputs(model, X, task):
+    X = row_major(model, X)
     proba = classes = None
     if task == "classification" and callable(getattr(model, "predict_proba", None)):
         proba, perr = call(model.predict_proba, X, what="predict_proba")
