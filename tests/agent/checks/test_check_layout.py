@@ -11,6 +11,8 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     IsolationForest,
     RandomForestClassifier,
 )
@@ -47,6 +49,8 @@ def _responses(model, X):
         ExtraTreesRegressor(20, random_state=0),
         DecisionTreeClassifier(random_state=0),
         IsolationForest(n_estimators=20, random_state=0),
+        HistGradientBoostingClassifier(max_iter=20, random_state=0),
+        HistGradientBoostingRegressor(max_iter=20, random_state=0),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -55,13 +59,14 @@ def test_trees_predict_the_same_numbers_from_a_row_major_copy(data, model, as_ar
     X, y = data
     X = X.to_numpy(dtype=float) if as_array else X  # column-major, as pandas gives it
     model.fit(X, y)
+    dtype = np.float64 if "Hist" in type(model).__name__ else np.float32  # the model's own
     # What the model would make of X itself is column-major: the reason for the copy.
-    assert not np.asarray(X, dtype=np.float32).flags.c_contiguous
+    assert not np.asarray(X, dtype=dtype).flags.c_contiguous
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "X does not have valid feature names"
         given = row_major(model, X)
         got = _responses(model, given)
-    assert np.asarray(given).flags.c_contiguous and np.asarray(given).dtype == np.float32
+    assert np.asarray(given).flags.c_contiguous and np.asarray(given).dtype == dtype
     if not as_array:
         assert list(given.columns) == list(X.columns)
     for a, b in zip(_responses(model, X), got, strict=True):
@@ -93,6 +98,8 @@ def test_other_models_and_inputs_are_given_x_as_it_is(data):
         make_pipeline(StandardScaler(), RandomForestClassifier(5)).fit(X, y),
         GradientBoostingClassifier(n_estimators=5).fit(X, y),  # asks sklearn for C itself
         MyForest(5, random_state=0).fit(X, y),  # a subclass may predict another way
+        # categorical features: encoded by the model's own preprocessing
+        HistGradientBoostingClassifier(max_iter=5, categorical_features=["n"]).fit(X, y),
     ]
     for model in others:
         assert row_major(model, X) is X
