@@ -73,8 +73,8 @@ def _cores() -> int:
 def predict_rows(model, respond, X):
     """``respond(X)`` (the model's predict, predict_proba or decision_function), the rows of X
     split over threads, ``SPLIT_ROWS`` at least each, when ``model`` is ``_sklearn_made``: the
-    same array as one call gives, since each row is predicted on its own. A tree or forest gets
-    X row-major (``row_major``)."""
+    same array as one call gives, since each row is predicted on its own. scikit-learn's tree
+    models get X row-major (``row_major``)."""
     X = row_major(model, X)
     threads = min(_cores(), len(X) // SPLIT_ROWS)
     if threads < 2 or not _sklearn_made(model):
