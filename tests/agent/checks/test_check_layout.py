@@ -1,5 +1,5 @@
-"""A tree or forest of scikit-learn's is given its input row-major: the same predictions, and
-everything else is given its input as it is."""
+"""scikit-learn's trees, forests and histogram gradient boostings are given their input
+row-major: the same predictions; everything else is given its input as it is."""
 
 import warnings
 
