@@ -632,8 +632,10 @@ class WatchService:
         except Exception as e:  # a reference that cannot be read: no PSI, and the log says why
             log.warning("no reference for %s: %s", model, e)
             return None  # not kept: the next check tries again
-        edges = None if frame is None else fpm.reference_edges(frame)
-        ref = None if frame is None else {"edges": edges, "stats": fpm.stats(frame, edges)}
+        ref = None
+        if frame is not None:
+            edges = fpm.reference_edges(frame)
+            ref = {"edges": edges, "stats": fpm.stats(frame, edges)}
         with self._references_lock:
             if len(self._references) >= REFERENCES_KEPT:
                 self._references.pop(next(iter(self._references)))  # the oldest read
