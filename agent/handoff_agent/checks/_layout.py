@@ -45,7 +45,8 @@ def row_major(model, X):
     dtype = _tree_dtypes().get(type(model))
     if dtype is None or getattr(model, "is_categorical_", None) is not None:
         return X
-    if isinstance(X, pd.DataFrame):
+    frame = isinstance(X, pd.DataFrame)
+    if frame:
         dtypes = list(X.dtypes)
     elif isinstance(X, np.ndarray) and X.ndim == 2:
         dtypes = [X.dtype]
@@ -54,7 +55,5 @@ def row_major(model, X):
     if not all(isinstance(d, np.dtype) and d.kind in "biuf" for d in dtypes):
         return X  # extension, object or text columns: sklearn converts those its own way
     values = np.ascontiguousarray(np.asarray(X, dtype=dtype))  # the model's own conversion
-    if isinstance(X, pd.DataFrame):
-        # copy=False keeps the array as the frame's one block: sklearn gets it back as it is.
-        return pd.DataFrame(values, columns=X.columns, copy=False)
-    return values
+    # copy=False keeps the array as the frame's one block: sklearn gets it back as it is.
+    return pd.DataFrame(values, columns=X.columns, copy=False) if frame else values
