@@ -150,9 +150,11 @@ class Upload:
             thread.feed(chunk, buffer)
 
     def absorb(self, more=None) -> None:
-        """Read an adopted spool file once: hash it and validate it on the stream."""
-        feed = self.stream.feed if self.stream is not None else None
-        self.blob.absorb(feed, self.limit, more)
+        """Read an adopted spool file once: hash it and validate it on the stream, each on
+        a thread of its own, so the read waits for neither."""
+        self.writing = [ChunkThread(self.blob.hash, "blob-hash")]
+        self._consumers = [*self.writing, *([self.stream] if self.stream else [])]
+        self.blob.absorb(self.write, self.limit, more)
         self.size = self.blob.size
 
     def verify_followed(self, follow: Follow) -> None:

@@ -151,11 +151,12 @@ class BlobWriter:
         self._sha, self.size, self._digest = hashlib.sha256(), 0, None
         return self
 
-    def absorb(self, feed=None, limit: int | None = None, more=None) -> None:
-        """Hash an adopted file in one read from its start, handing each chunk to ``feed``
-        (a stream validation). Refuses a file past ``limit`` bytes. ``more(size)``, for a
-        file still being written: called at each end reached, True to read on (it waits
-        for more), False once the writer is done; it raises ``SpoolRefused`` to give up."""
+    def absorb(self, feed, limit: int | None = None, more=None) -> None:
+        """Read an adopted file once from its start, handing each chunk to ``feed``, which
+        calls ``hash`` with it, in order (as an upload calls ``hash`` and ``append``).
+        Refuses a file past ``limit`` bytes. ``more(size)``, for a file still being
+        written: called at each end reached, True to read on (it waits for more), False
+        once the writer is done; it raises ``SpoolRefused`` to give up."""
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._sha, self.size = hashlib.sha256(), 0
         # The disk writes the file back while it is read and hashed from the page cache:
@@ -168,12 +169,10 @@ class BlobWriter:
                 if more is not None and more(self.size):
                     continue
                 break
-            self._sha.update(chunk)
             before, self.size = self.size, self.size + len(chunk)
             if limit is not None and self.size > limit:
                 raise SpoolRefused(f"it is larger than {limit} bytes")
-            if feed is not None:
-                feed(chunk)
+            feed(chunk)
             drop_behind(self._fd, before, self.size)
 
     def fileno(self) -> int:
