@@ -98,3 +98,38 @@ def test_skops_format(agent, monkeypatch, fmt):
     version = wait_for_checks(agent, "sk", 1)
     assert version["serialization"] == "skops"
     assert version["status"] == "passed", version["checks"]
+
+
+def test_tab_completion_as_jupyterlab_asks(agent, monkeypatch):
+    """A complete_request to a real kernel, as JupyterLab sends it on Tab: on a %mlops line
+    only Handoff's candidates come back (not every builtin name), each replacing the part
+    of the word it completes."""
+    from jupyter_client.manager import start_new_kernel
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(agent.runtime_dir))
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        kc.execute_interactive(
+            "%load_ext jupyter_handoff\n" + TRAIN + "import jupyter_handoff\n"
+            "jupyter_handoff.push(clf, name='tree', X=X, y=y)\n"
+            "jupyter_handoff.push(clf, name='tree', X=X.iloc[:100], y=y[:100])",
+            timeout=120,
+        )
+
+        def tab(code: str) -> tuple[list[str], str]:
+            kc.complete(code, len(code))
+            reply = kc.get_shell_msg(timeout=30)["content"]
+            return reply["matches"], code[reply["cursor_start"] : reply["cursor_end"]]
+
+        assert tab("%mlops hi") == (["history"], "hi")
+        assert tab("%mlops show tr") == (["tree"], "tr")
+        assert tab("%mlops compare tree:") == (["2", "1"], "")
+        assert tab("%mlops compare tree:2 tree:1") == (["1"], "1")
+        assert tab("%mlops report tree:2 --format j") == (["json"], "j")
+        assert tab("%mlops push cl") == (["clf"], "cl")
+        sensitive = tab("%mlops push clf --name tree --data X y --sensitive ")
+        assert sensitive == (["a", "b", "c", "d", "X", "y"], "")
+        assert "abs" in tab("print(ab")[0]  # the rest of the notebook completes as before
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from sklearn.linear_model import LogisticRegression
 from support import wait_checked
 
 from jupyter_handoff.comparison import Comparison
-from jupyter_handoff.completer import complete
+from jupyter_handoff.completer import candidates, complete
+from jupyter_handoff.magics import PARSERS
 from jupyter_handoff.timeline import History
 
 
@@ -123,10 +125,8 @@ def test_help_documents_every_subcommand(shell):
     assert "--baseline" in doc and "--limit" in doc and "NAME[:N|:STAGE]" in doc
 
 
-def test_tab_completion(shell, pushed):
-    assert complete("%mlops ") == [
-        "push", "versions", "show", "report", "compare", "history", "agent",
-    ] or set(complete("%mlops ")) >= {"push", "compare", "history"}  # fmt: skip
+def test_tab_completion(pushed):
+    assert complete("%mlops ") == list(PARSERS) and "dossier" in PARSERS
     assert complete("%mlops hi") == ["history"]
     assert complete("%mlops compare ") == ["churn"]
     assert complete("%mlops compare churn:1 ch") == ["churn"]
@@ -135,11 +135,17 @@ def test_tab_completion(shell, pushed):
     assert complete("%mlops push clf --na") == ["--name"]
     assert complete("%mlops history churn --") == ["--limit"]
     assert complete("%mlops agent st") == ["status", "start", "stop"]
-    # through IPython's completer, as a frontend asks
-    _, matches = shell.complete("", "%mlops hist", len("%mlops hist"))
-    assert "history" in matches
-    _, matches = shell.complete("", "%mlops compare ch", len("%mlops compare ch"))
-    assert "churn" in matches
+    assert complete("%mlops report churn:2 --format ") == ["html", "md", "json"]
+    assert complete("%mlops history churn ") == ["--limit"]  # past the positionals
+    assert complete("%mlops predict ch") == ["churn"]
+    assert complete("%mlops dossier churn:") == ["2", "1"]
+    assert candidates("%mlops watch churn --run ") is None  # a path: IPython's own completion
+    # The notebook's variables where a model or data goes, and X's columns for --sensitive.
+    names = {"clf": LogisticRegression(), "X": pd.DataFrame({"gender": [0]}), "s": object()}
+    names["LogisticRegression"] = LogisticRegression  # a class, not a model
+    assert complete("%mlops push ", names) == ["clf"]
+    assert complete("%mlops push clf --name churn --data ", names) == ["X"]
+    assert complete("%mlops push clf --name c --data X X --sensitive ", names) == ["gender", "X"]
 
 
 def test_completion_without_an_agent(settings, tmp_path, monkeypatch):
