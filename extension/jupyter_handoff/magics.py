@@ -14,7 +14,7 @@ from .refs import parse_ref
 def _parsers() -> dict[str, MagicArgumentParser]:
     p = {}
     push = p["push"] = MagicArgumentParser(
-        prog="%mlops push", description="Hand a model to the agent as a new version."
+        prog="mlops push", description="Hand a model to the agent as a new version."
     )
     push.add_argument("model", help="variable holding the fitted model")
     push.add_argument("--name", required=True, help="model name, e.g. churn")
@@ -37,20 +37,20 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         help="override a gate threshold for this push, e.g. fairness.max_dp_diff=0.2; repeat",
     )
     versions = p["versions"] = MagicArgumentParser(
-        prog="%mlops versions", description="List models, or the versions of one."
+        prog="mlops versions", description="List models, or the versions of one."
     )
     versions.add_argument("name", nargs="?", help="model name")
     show = p["show"] = MagicArgumentParser(
-        prog="%mlops show", description="Show one version: manifest, lineage, checks."
+        prog="mlops show", description="Show one version: manifest, lineage, checks."
     )
     show.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
     report = p["report"] = MagicArgumentParser(
-        prog="%mlops report", description="Show a version's report inline."
+        prog="mlops report", description="Show a version's report inline."
     )
     report.add_argument("ref", metavar="NAME[:N]", help="model name, optionally :version")
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
     compare = p["compare"] = MagicArgumentParser(
-        prog="%mlops compare",
+        prog="mlops compare",
         description="Compare versions side by side from stored results: metrics with deltas "
         "and CIs, charts, data fingerprints, schema and gate verdicts. One NAME alone compares "
         "its latest version with its champion; NAME:prod the version in production.",
@@ -58,26 +58,26 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     compare.add_argument("refs", nargs="+", metavar="NAME[:N|:STAGE]", help="versions to compare")
     compare.add_argument("--baseline", metavar="NAME:N", help="deltas against this version")
     history = p["history"] = MagicArgumentParser(
-        prog="%mlops history",
+        prog="mlops history",
         description="A model's versions, newest first: verdict, who and when, message, "
         "data fingerprints (marking where the data changed) and stage.",
     )
     history.add_argument("name", help="model name")
     history.add_argument("--limit", type=int, default=50, help="most versions shown")
     forward = p["forward"] = MagicArgumentParser(
-        prog="%mlops forward",
+        prog="mlops forward",
         description="Hand a version to a destination now, whatever its verdict (recorded).",
     )
     forward.add_argument("ref", metavar="NAME:N", help="model name and version")
     forward.add_argument("--to", required=True, metavar="DEST", help="destination, e.g. central")
     lineage = p["lineage"] = MagicArgumentParser(
-        prog="%mlops lineage",
+        prog="mlops lineage",
         description="For NAME[:N]: its data, notebook, code, parent and stages. "
         "For a dataset fingerprint: which versions used it and where they are now.",
     )
     lineage.add_argument("ref", metavar="NAME[:N]|FINGERPRINT|SOURCE")
     watch = p["watch"] = MagicArgumentParser(
-        prog="%mlops watch",
+        prog="mlops watch",
         description="Watch a data source for a model: the agent fingerprints it on schedule "
         "and, on the changes named by --on, alerts, re-runs the production version's checks "
         "on the new rows (--action revalidate --target COL) and runs the --run notebook (never "
@@ -120,7 +120,7 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     )
     watch.add_argument("--timeout", type=float, default=600, help="seconds the notebook may run")
     dossier = p["dossier"] = MagicArgumentParser(
-        prog="%mlops dossier",
+        prog="mlops dossier",
         description="Save the signed dossier central made for a version: model card, checks, "
         "gate, sign-offs, stages and audit rows, checkable offline with "
         "`jupyter handoff dossier verify`.",
@@ -130,13 +130,13 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--out", metavar="FILE", help="where to save it (default: dossier-NAME-N.zip here)"
     )
     deployments = p["deployments"] = MagicArgumentParser(
-        prog="%mlops deployments",
+        prog="mlops deployments",
         description="Where each version serves at central, live: slot, traffic %, requests, "
         "error rate, p50/p99, alarms. Without NAME, every model that serves.",
     )
     deployments.add_argument("name", nargs="?", help="model name")
     predict = p["predict"] = MagicArgumentParser(
-        prog="%mlops predict",
+        prog="mlops predict",
         description="Try the deployed model: send DATA to its endpoint at central and show "
         "the predictions with the version and slot that answered.",
     )
@@ -144,7 +144,7 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     predict.add_argument("data", metavar="DATA", help="variable holding a DataFrame or 2-D array")
     predict.add_argument("--version", type=int, metavar="N", help="a served version, not routed")
     monitor = p["monitor"] = MagicArgumentParser(
-        prog="%mlops monitor",
+        prog="mlops monitor",
         description="A model's monitoring at central: performance with CIs and the "
         "label-free estimate, drift, traffic and latency against their thresholds, and alerts.",
     )
@@ -153,7 +153,7 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--window", choices=["hourly", "daily", "monthly"], default="daily", help="window kind"
     )
     agent = p["agent"] = MagicArgumentParser(
-        prog="%mlops agent", description="Manage the local agent."
+        prog="mlops agent", description="Manage the local agent."
     )
     agent.add_argument("action", choices=["status", "start", "stop"])
     return p

@@ -122,6 +122,7 @@ def test_help_documents_every_subcommand(shell):
     doc = shell.find_line_magic("mlops").__doc__
     for sub in ("push", "versions", "show", "report", "compare", "history", "agent"):
         assert f"%mlops {sub}" in doc
+    assert "%%mlops" not in doc  # a line magic; IPython's help formatter adds the one %
     assert "--baseline" in doc and "--limit" in doc and "NAME[:N|:STAGE]" in doc
 
 
