@@ -292,7 +292,15 @@ class MlopsMagics(Magics):
         name, number = parse_ref(args.ref)
         if number is None:
             raise HandoffUsageError("Say which version to forward.", "Write NAME:N, e.g. churn:3.")
-        return forward(name, number, to=args.to)
+        answer = forward(name, number, to=args.to)
+        ref = f"{name}:{number}"
+        if answer.get("queued"):
+            print(f"{ref} is queued for {args.to}; `%mlops show {ref}` follows its delivery.")
+        else:
+            print(
+                f"{ref} already goes to {args.to} (queued or delivered); "
+                f"`%mlops show {ref}` follows its delivery."
+            )
 
     def _lineage(self, args):
         from .api import lineage

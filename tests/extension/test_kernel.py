@@ -84,6 +84,32 @@ def test_model_defined_in_the_notebook_fails_clean_process_check(agent, monkeypa
     assert "defined in the notebook" in loads["message"]
 
 
+def test_forcing_a_hand_off_says_what_happened(agent, monkeypatch):
+    """A version that fails its checks goes to central only when asked; asking again
+    changes nothing. Each answer is a sentence, not the API's JSON."""
+    nb = execute(
+        [
+            "%load_ext jupyter_handoff",
+            TRAIN,
+            "class Halver:\n"  # defined in the notebook: it fails its checks
+            "    def __init__(self, inner): self.inner = inner\n"
+            "    def predict(self, X): return self.inner.predict(X)\n"
+            "broken = Halver(clf)",
+            "%mlops push broken --name broken",
+            "%mlops forward broken:1 --to central",
+            "%mlops forward broken:1 --to central",
+        ],
+        monkeypatch,
+        agent,
+    )
+    said = ["".join(o.get("text", "") for o in cell.outputs) for cell in nb.cells[4:]]
+    follow = "`%mlops show broken:1` follows its delivery.\n"
+    assert said == [
+        "broken:1 is queued for central; " + follow,
+        "broken:1 already goes to central (queued or delivered); " + follow,
+    ]
+
+
 @pytest.mark.parametrize("fmt", ["skops"])
 def test_skops_format(agent, monkeypatch, fmt):
     execute(
