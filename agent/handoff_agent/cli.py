@@ -211,8 +211,9 @@ class FsckApp(JupyterApp):
 class DemoApp(JupyterApp):
     name = "jupyter-handoff-demo"
     description = (
-        "Start an agent if none runs, execute the quickstart notebook in a real kernel, "
-        "and show the version it created."
+        "Start central and a local agent if none runs, execute the quickstart notebook in a "
+        "real kernel, sign its version off, then canary, promote and watch the guardrails "
+        "roll a bad version back at central. Exits 1 with the reason if a step fails."
     )
     version = __version__
     notebook = Unicode("", help="Notebook to run. Default: examples/quickstart.ipynb.").tag(
