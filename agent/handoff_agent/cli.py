@@ -39,17 +39,22 @@ def _blob_store(config):
     return open_blob_store(given.get("blob_url", ""), _home(config), endpoint, threshold)
 
 
+def _database_url(config) -> str:
+    """--database-url (or HANDOFF_DATABASE_URL); without one, "" for the home's SQLite
+    registry, which must exist: a mistyped --home would get a new, empty one."""
+    url = config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
+    home = _home(config)
+    if not url and not (home / "registry.db").exists():
+        raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
+    return url or ""
+
+
 def _open_db(config):
     """The metadata store the agent of this home (or --database-url) uses."""
     from .store.metadata import MetadataStore
 
-    url = config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
-    if url:
-        return MetadataStore.open(url)
-    home = _home(config)
-    if not (home / "registry.db").exists():
-        raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
-    return MetadataStore.for_home(home)
+    url = _database_url(config)
+    return MetadataStore.open(url) if url else MetadataStore.for_home(_home(config))
 
 
 class ServeApp(JupyterApp):
@@ -196,13 +201,13 @@ class FsckApp(JupyterApp):
     def start(self):
         from .fsck import fsck
 
-        url = self.config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
+        url = _database_url(self.config)
         try:
             store = _blob_store(self.config)
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(2)
-        report = fsck(_home(self.config), store, url or "")
+        report = fsck(_home(self.config), store, url)
         for line in report.lines():
             print(line)
         self.exit(0 if report.ok else 1)

@@ -96,6 +96,17 @@ def test_short_help_of_each_subcommand_works(tmp_path):
     assert "--home" in p.stdout
 
 
+def test_fsck_of_a_home_with_no_registry_says_so_and_creates_nothing(tmp_path):
+    """A mistyped --home is not an empty registry that checks out."""
+    typo = tmp_path / "hoem"
+    p = handoff("fsck", "--home", str(typo), runtime_dir=tmp_path)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"No registry at {typo}. Pass --home, or start the agent once."
+    )
+    assert "OK" not in p.stdout and not typo.exists()
+
+
 def test_top_level_without_subcommand_lists_subcommands(tmp_path):
     p = handoff(runtime_dir=tmp_path)
     assert p.returncode == 2
