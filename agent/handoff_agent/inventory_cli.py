@@ -33,9 +33,9 @@ def _target(role: str, url: str) -> tuple[str, str]:
         return url.rstrip("/"), os.environ.get("HANDOFF_TOKEN", "")
     info = runtime.read(role)
     if not (info and runtime.healthy(info["url"])):
-        how = "--role central" if role == "central" else ""
+        serve = "jupyter handoff serve" + (" --role central" if role == "central" else "")
         raise Unreachable(
-            f"No {role} agent is running here. Start one with `jupyter handoff serve {how}`"
+            f"No {role} agent is running here. Start one with `{serve}`"
             ", or pass --url URL (the token in HANDOFF_TOKEN)."
         )
     return info["url"], info["token"]
