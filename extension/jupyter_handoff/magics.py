@@ -160,10 +160,18 @@ def _parsers() -> dict[str, MagicArgumentParser]:
 
 
 PARSERS = _parsers()
+HELP = ("-h", "--help")  # what people type for help, after a subcommand or alone
 
 
 def _usage() -> str:
     return "\n\n".join(p.format_help() for p in PARSERS.values())
+
+
+def _overview() -> str:
+    """What ``%mlops help`` prints: a line per subcommand."""
+    width = max(map(len, PARSERS))
+    lines = [f"  %mlops {sub:<{width}}  {p.description}" for sub, p in PARSERS.items()]
+    return "\n".join(["Subcommands:", *lines, "`%mlops SUBCOMMAND --help` shows its options."])
 
 
 def _number(text: str):
@@ -177,14 +185,25 @@ def _number(text: str):
 class MlopsMagics(Magics):
     @line_magic
     def mlops(self, line: str):
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as e:  # an unclosed quote
+            raise HandoffUsageError(
+                f"Cannot split the line into words: {e}.", "Close the quote, e.g. -m 'new data'."
+            ) from None
+        if words and words[0] in ("help", *HELP):
+            print(_overview())
+            return None
         if not words or words[0] not in PARSERS:
             raise HandoffUsageError(
                 f"Unknown subcommand {words[0]!r}." if words else "Missing subcommand.",
                 f"Use one of: {', '.join(PARSERS)}. `%mlops?` shows the options.",
             )
-        args = PARSERS[words[0]].parse_args(words[1:])
-        return getattr(self, f"_{words[0]}")(args)
+        parser = PARSERS[words[0]]
+        if any(w in HELP for w in words[1:]):
+            print(parser.format_help().removeprefix("::\n\n  ").rstrip())
+            return None
+        return getattr(self, f"_{words[0]}")(parser.parse_args(words[1:]))
 
     def _var(self, name: str, what: str):
         ns = self.shell.user_ns

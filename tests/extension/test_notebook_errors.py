@@ -77,6 +77,14 @@ MISTAKES = {
     "not_a_model": ("%mlops push not_a_model --name churn", "is not a model", "fitted estimator"),
     "nan_y": ("%mlops push clf --name churn --data X y_nan", "missing values", "Drop those rows"),
     "missing_var": ("%mlops push clf --name churn --data X_typo y", "No variable", "spelling"),
+    "unclosed_quote": (
+        "%mlops push clf --name churn -m 'new data",
+        "No closing quotation",
+        "Close the quote",
+    ),
+    "unknown_subcommand": ("%mlops pushh clf", "Unknown subcommand 'pushh'", "%mlops?"),
+    "help": ("%mlops help", None, None),
+    "help_push": ("%mlops push clf --help", None, None),
     "agent_down": (
         "import os; os.environ['JUPYTER_RUNTIME_DIR'] = EMPTY\n%mlops versions",
         "No Handoff agent is running",
@@ -147,6 +155,17 @@ def test_mistake_shows_one_line_and_a_hint(notebook, key):
 def test_extension_loads_quietly(notebook):
     nb, index = notebook
     assert nb.cells[index["load"]].outputs == []
+
+
+def test_help_where_people_ask_for_it(notebook):
+    """`%mlops help` lists the subcommands; --help after one shows its options, not an error."""
+    nb, index = notebook
+    overview = _text(nb.cells[index["help"]].outputs)
+    assert overview.startswith("Subcommands:\n  %mlops push ") and "%mlops monitor " in overview
+    push = nb.cells[index["help_push"]].outputs
+    assert [o["name"] for o in push] == ["stdout"], push
+    text = push[0]["text"]
+    assert text.startswith("%mlops push --name NAME") and "--sensitive" in text
 
 
 def test_python_callers_still_catch_usage_error(notebook):
