@@ -138,6 +138,8 @@ def candidates(text_until_cursor: str, namespace=None, hidden=None):
             found = _columns(namespace or {}, words) + found
         return current, [n for n in found if n.startswith(current)]
     metavar = action.metavar if isinstance(action.metavar, str) else action.dest
+    if "|" in metavar and metavar.islower():  # the values themselves: change|schema|drift
+        return current, [v for v in metavar.split("|") if v.startswith(current)]
     if not metavar.upper().startswith("NAME"):
         return None
     if ":" in current and ":" in metavar:

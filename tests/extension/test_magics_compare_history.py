@@ -140,6 +140,7 @@ def test_tab_completion(pushed):
     assert complete("%mlops history churn ") == ["--limit"]  # past the positionals
     assert complete("%mlops predict ch") == ["churn"]
     assert complete("%mlops dossier churn:") == ["2", "1"]
+    assert complete("%mlops watch churn --on change s") == ["schema"]
     assert candidates("%mlops watch churn --run ") is None  # a path: IPython's own completion
     # The notebook's variables where a model or data goes, and X's columns for --sensitive.
     names = {"clf": LogisticRegression(), "X": pd.DataFrame({"gender": [0]}), "s": object()}
