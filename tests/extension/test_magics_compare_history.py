@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from support import wait_checked
 
 from jupyter_handoff.comparison import Comparison
-from jupyter_handoff.completer import candidates, complete
+from jupyter_handoff.completer import _hook, candidates, complete
 from jupyter_handoff.magics import PARSERS
 from jupyter_handoff.timeline import History
 
@@ -126,7 +127,7 @@ def test_help_documents_every_subcommand(shell):
     assert "--baseline" in doc and "--limit" in doc and "NAME[:N|:STAGE]" in doc
 
 
-def test_tab_completion(pushed):
+def test_tab_completion(shell, pushed):
     assert complete("%mlops ") == list(PARSERS) and "dossier" in PARSERS
     assert complete("%mlops hi") == ["history"]
     assert complete("%mlops compare ") == ["churn"]
@@ -148,6 +149,9 @@ def test_tab_completion(pushed):
     assert complete("%mlops push ", names) == ["clf"]
     assert complete("%mlops push clf --name churn --data ", names) == ["X"]
     assert complete("%mlops push clf --name c --data X X --sensitive ", names) == ["gender", "X"]
+    # IPython before 8.6 asks through the complete_command hook, which splits at ':' too.
+    assert _hook(shell, SimpleNamespace(text_until_cursor="%mlops show churn:")) == ["2", "1"]
+    assert _hook(shell, SimpleNamespace(text_until_cursor="%mlops watch c --run ")) is None
 
 
 def test_completion_without_an_agent(settings, tmp_path, monkeypatch):
