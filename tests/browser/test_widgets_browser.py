@@ -55,7 +55,10 @@ def run_notebook(lab, cells: list[str]) -> Path:
 def test_push_and_compare_widgets_render_in_jupyterlab(jupyterlab, lab_page):
     # Given a notebook run in a real kernel: two checked pushes, one shown, and a comparison
     # (of a model of its own: the side panel's tests on this lab count churn's versions)
-    nb = run_notebook(jupyterlab, [SETUP, "v2", "%mlops compare retention:1 retention:2"])
+    nb = run_notebook(
+        jupyterlab,
+        [SETUP, "v2", "%mlops compare retention:1 retention:2", "%mlops report retention:2"],
+    )
     # When JupyterLab opens it
     page = lab_page()
     page.goto(jupyterlab.lab_url(f"lab/tree/{nb.name}"))
@@ -71,6 +74,12 @@ def test_push_and_compare_widgets_render_in_jupyterlab(jupyterlab, lab_page):
     expect(compare.get_by_text("roc_auc").first).to_be_visible()
     expect(compare.locator("select").first).to_be_visible()
     expect(compare.locator("img[alt='metrics']")).to_have_count(1)
+    # And the report shows inline, in its sandboxed frame (no script runs in it)
+    frame = page.locator("iframe[title^='Handoff report']")
+    expect(frame).to_have_attribute("sandbox", "")
+    report = page.frame_locator("iframe[title^='Handoff report']")
+    expect(report.get_by_text("explainability").first).to_be_visible(timeout=30_000)
+    expect(report.get_by_text("random forest").first).to_be_visible()
     DOCS.mkdir(exist_ok=True)
     # The stored widgets have no live kernel behind them: hide ipywidgets' "disconnected"
     # marks, which a live notebook never shows, and make room for the whole comparison.
