@@ -432,7 +432,7 @@ class HandoffAgent(LoggingConfigurable):
         self.probe_pool = ProbePool(
             self.model_sandbox, self.worker_limits(), self.probe_workers, self.check_timeout
         )
-        self.gate = GatePolicy(parent=self)
+        self.gate = GatePolicy(parent=self, checks=list(self.checks))
         bundle_limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )

@@ -25,6 +25,9 @@ class GatePolicy(LoggingConfigurable):
     allow_push_overrides = Bool(
         True, help="Let a push override thresholds with --gate CHECK.KEY=VALUE (recorded)."
     ).tag(config=True)
+    checks = List(
+        Unicode(), help="The checks the agent runs (set by the agent): an override names one."
+    )
 
     def check_config(self, check: str, overrides: dict | None) -> dict:
         """The settings one check runs with: policy thresholds, then the push's overrides."""
@@ -48,6 +51,13 @@ class GatePolicy(LoggingConfigurable):
             for k, v in overrides.items()
         ):
             raise BadRequest("Gate overrides must map 'check.setting' to a number or string.")
+        unknown = sorted({key.partition(".")[0] for key in overrides} - set(self.checks))
+        if self.checks and unknown:
+            raise BadRequest(
+                "The gate overrides (--gate) name a check this agent does not run: "
+                f"{', '.join(unknown)}.",
+                f"Its checks: {', '.join(self.checks)}.",
+            )
         return overrides
 
     def verdict(self, checks: list[dict]) -> dict:

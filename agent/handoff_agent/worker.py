@@ -143,15 +143,55 @@ def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str
         return None, None, f"champion version {spec.get('number')} did not load: {e}"
 
 
+def _key(defaults: dict, key: str) -> str:
+    """``dp_diff`` also names ``max_dp_diff``."""
+    return f"max_{key}" if key not in defaults and f"max_{key}" in defaults else key
+
+
 def _settings(check, given: dict) -> dict:
-    """Defaults, then the agent's settings. ``dp_diff`` also names ``max_dp_diff``."""
+    """Defaults, then the agent's settings."""
     defaults = getattr(check, "defaults", {}) or {}
-    out = dict(defaults)
+    return {**defaults, **{_key(defaults, k): v for k, v in given.items()}}
+
+
+class _Misconfigured(Exception):
+    """The check's settings do not fit it: it does not run, and says why."""
+
+
+TRUTHS = ("1", "true", "yes", "on", "0", "false", "no", "off")
+
+
+def settings_problem(name: str, check, given: dict) -> str | None:
+    """Why ``given`` (the agent's thresholds, then the push's --gate) does not fit the
+    check's declared ``defaults``: a setting it does not have, or a value that is not of its
+    type; None when it fits, or when the check declares none. A typo in a threshold must not
+    pass as if it were applied."""
+    from .checks._util import coerce
+
+    defaults = getattr(check, "defaults", None)
+    if not defaults:
+        return None
     for key, value in given.items():
-        if key not in defaults and f"max_{key}" in defaults:
-            key = f"max_{key}"
-        out[key] = value
-    return out
+        key = _key(defaults, key)
+        if key not in defaults:
+            return (
+                f"{name} has no setting {key!r} (from --gate or the agent's thresholds). "
+                f"Its settings: {', '.join(defaults)}."
+            )
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool) or str(value).strip().lower() in TRUTHS
+            kind = "true or false"
+        elif isinstance(default, (int, float)):
+            got = coerce(value, default)
+            ok = isinstance(got, (int, float)) and not isinstance(got, bool)
+            kind = "a number"
+        else:
+            ok = True
+        if not ok:
+            where = "from --gate or the agent's thresholds"
+            return f"{name}.{key} must be {kind}, not {value!r} ({where})."
+    return None
 
 
 def main() -> int:
@@ -196,6 +236,9 @@ def main() -> int:
                 module, _, attr = spec["entry_point"].partition(":")
                 check = getattr(importlib.import_module(module), attr)
                 check = check() if isinstance(check, type) else check
+                problem = settings_problem(spec["name"], check, spec.get("config", {}))
+                if problem:
+                    raise _Misconfigured(problem)
                 champion = champion_manifest = champion_note = None
                 if compares_champion(check):
                     if champion_loaded is None:
@@ -222,6 +265,8 @@ def main() -> int:
                         result.metrics.setdefault("load_seconds", round(load_time, 4))
                     if champion_note and spec["name"] == "performance":
                         result.message = f"{result.message} (Note: {champion_note}.)"
+        except _Misconfigured as e:
+            result = CheckResult("error", str(e))
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:300]
             result = CheckResult("error", f"The check raised {type(e).__name__}: {first}")

@@ -74,6 +74,26 @@ def test_worse_version_fails_the_champion_gate_and_better_passes(shared_agent, c
     assert "champion" in perf["message"]
 
 
+def test_a_gate_override_that_fits_no_setting_is_an_error_not_ignored(shared_agent, clf_data):
+    """A typo in --gate would otherwise leave the threshold as it was, unseen."""
+    Xtr, ytr, Xte, yte = clf_data
+    model = LogisticRegression(max_iter=500).fit(Xtr, ytr)
+    said = {}
+    for gate in ({"fairness.max_dp_dif": 0.2}, {"fairness.max_dp_diff": "lenient"}):
+        v = push_model(shared_agent, model, "typo", X=Xte, y=yte, sensitive=["gender"], gate=gate)
+        body = wait_checked(shared_agent, "typo", v.number)
+        fairness = next(c for c in body["checks"] if c["name"] == "fairness")
+        assert fairness["status"] == "error" and body["status"] == "failed"
+        said[next(iter(gate))] = fairness["message"]
+    assert said == {
+        "fairness.max_dp_dif": "fairness has no setting 'max_dp_dif' (from --gate or the "
+        "agent's thresholds). Its settings: max_dp_diff, max_eo_diff, max_accuracy_diff, "
+        "max_error_ratio, min_group_size, plots.",
+        "fairness.max_dp_diff": "fairness.max_dp_diff must be a number, not 'lenient' (from "
+        "--gate or the agent's thresholds).",
+    }
+
+
 def test_gate_override_per_push_is_applied(shared_agent, clf_data):
     Xtr, ytr, Xte, yte = clf_data
     model = LogisticRegression(max_iter=500).fit(Xtr, ytr)

@@ -67,6 +67,11 @@ MISTAKES = {
         "is not CHECK.KEY=VALUE",
         "--gate fairness.max_dp_diff=0.2",
     ),
+    "gate_unknown_check": (
+        "%mlops push clf --name churn --data X y --gate fairnes.max_dp_diff=0.2",
+        "name a check this agent does not run: fairnes.",
+        "Its checks: loads, smoke",
+    ),
     "compare_unknown": ("%mlops compare nope", "No model named 'nope'", "%mlops versions"),
     "forward_nowhere": (
         "%mlops forward churn:1 --to nowhere",

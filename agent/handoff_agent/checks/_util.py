@@ -24,10 +24,11 @@ def settings(check, ctx: CheckContext, kwargs: dict) -> dict:
     """
     defaults = getattr(check, "defaults", {})
     merged = {**defaults, **(ctx.config or {}), **kwargs}
-    return {k: _coerce(v, defaults.get(k)) for k, v in merged.items()}
+    return {k: coerce(v, defaults.get(k)) for k, v in merged.items()}
 
 
-def _coerce(value, default):
+def coerce(value, default):
+    """``value`` as the type of ``default``, when it is text from a command line."""
     if not isinstance(value, str) or isinstance(default, str):
         return value
     text = value.strip()
