@@ -123,7 +123,10 @@ class Check(Protocol):
     name: str  # unique, matches the registered name
     title: str  # one line, shown to people
     needs: tuple[str, ...]  # CheckContext fields that must be present, e.g. ("X", "y")
-    defaults: dict  # settings and thresholds, overridable by config and per push
+    # Settings and thresholds, overridable by config and per push. When declared, they are
+    # the whole list: another setting, or a value not of its default's type, makes the
+    # check an error that says so (an empty dict takes anything).
+    defaults: dict
 
     def run(self, ctx: CheckContext, **kwargs) -> CheckResult:
         """Run the check. Raise nothing for a bad model: return status "fail" with a message."""
