@@ -17,6 +17,7 @@ import math
 MAGIC = "%mlops"
 MATCHER_ID = "jupyter_handoff.mlops"
 TIMEOUT = 1.0
+PATHS = {"NOTEBOOK", "FILE", "PATH_OR_URL"}  # IPython's own completion offers the files
 MODEL_VARIABLES = {("push", "model")}  # (subcommand, dest): a variable holding a model
 DATA_VARIABLES = {("push", "data"), ("push", "reference"), ("push", "sensitive")}
 DATA_VARIABLES |= {("predict", "data")}  # ... a variable holding rows (anything with a shape)
@@ -110,7 +111,7 @@ def _columns(namespace: dict, words: list[str]) -> list[str]:
 def candidates(text_until_cursor: str, namespace=None, hidden=None):
     """``(fragment, candidates)`` for the word being typed on a ``%mlops`` line: the
     candidates replace ``fragment``, the end of that word. None where the word is not ours to
-    complete (a path, a free value): IPython's own completion answers there."""
+    complete (a path): IPython's own completion answers there."""
     from .magics import PARSERS
 
     words = text_until_cursor.split()
@@ -140,8 +141,10 @@ def candidates(text_until_cursor: str, namespace=None, hidden=None):
     metavar = action.metavar if isinstance(action.metavar, str) else action.dest
     if "|" in metavar and metavar.islower():  # the values themselves: change|schema|drift
         return current, [v for v in metavar.split("|") if v.startswith(current)]
-    if not metavar.upper().startswith("NAME"):
+    if metavar in PATHS:
         return None
+    if not metavar.upper().startswith("NAME"):
+        return current, []  # free text (a message, K=V, SQL): nothing to offer, nor Jedi's
     if ":" in current and ":" in metavar:
         name, _, typed = current.partition(":")
         return typed, [n for n in version_numbers(name) if n.startswith(typed)]

@@ -143,6 +143,7 @@ def test_tab_completion(shell, pushed):
     assert complete("%mlops dossier churn:") == ["2", "1"]
     assert complete("%mlops watch churn --on change s") == ["schema"]
     assert candidates("%mlops watch churn --run ") is None  # a path: IPython's own completion
+    assert candidates("%mlops push clf --name churn -m ") == ("", [])  # free text: nothing
     # The notebook's variables where a model or data goes, and X's columns for --sensitive.
     names = {"clf": LogisticRegression(), "X": pd.DataFrame({"gender": [0]}), "s": object()}
     names["LogisticRegression"] = LogisticRegression  # a class, not a model
