@@ -459,7 +459,6 @@ class HandoffAgent(LoggingConfigurable):
             self.store,
             self.registry,
             self.max_bundle_size,
-            self.checks,
             self.gate,
             self.spool_stall_timeout,
         )

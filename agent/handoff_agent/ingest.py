@@ -280,7 +280,6 @@ class IngestManager:
         store: BlobStore,
         registry,
         limit: int,
-        checks: list[str],
         policy=None,
         stall: float = 60.0,
     ):
@@ -290,7 +289,6 @@ class IngestManager:
         self.store = store
         self.registry = registry
         self.limit = limit
-        self.checks = checks
 
     def begin(self, name: str, declared_size: int | None) -> Upload:
         validate_name(name)

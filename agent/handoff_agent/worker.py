@@ -158,38 +158,23 @@ class _Misconfigured(Exception):
     """The check's settings do not fit it: it does not run, and says why."""
 
 
-TRUTHS = ("1", "true", "yes", "on", "0", "false", "no", "off")
-
-
 def settings_problem(name: str, check, given: dict) -> str | None:
     """Why ``given`` (the agent's thresholds, then the push's --gate) does not fit the
     check's declared ``defaults``: a setting it does not have, or a value that is not of its
     type; None when it fits, or when the check declares none. A typo in a threshold must not
     pass as if it were applied."""
-    from .checks._util import coerce
+    from .checks._util import unfit
 
     defaults = getattr(check, "defaults", None)
     if not defaults:
         return None
+    where = "from --gate or the agent's thresholds"
     for key, value in given.items():
         key = _key(defaults, key)
         if key not in defaults:
-            return (
-                f"{name} has no setting {key!r} (from --gate or the agent's thresholds). "
-                f"Its settings: {', '.join(defaults)}."
-            )
-        default = defaults[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool) or str(value).strip().lower() in TRUTHS
-            kind = "true or false"
-        elif isinstance(default, (int, float)):
-            got = coerce(value, default)
-            ok = isinstance(got, (int, float)) and not isinstance(got, bool)
-            kind = "a number"
-        else:
-            ok = True
-        if not ok:
-            where = "from --gate or the agent's thresholds"
+            return f"{name} has no setting {key!r} ({where}). Its settings: {', '.join(defaults)}."
+        kind = unfit(value, defaults[key])
+        if kind:
             return f"{name}.{key} must be {kind}, not {value!r} ({where})."
     return None
 

@@ -26,7 +26,7 @@ def upload_threads() -> set[threading.Thread]:
 @pytest.fixture
 def ingest(tmp_path):
     store = FileBlobStore(tmp_path / "blobs", tmp_path / "tmp")
-    return IngestManager(store, registry=None, limit=1 << 20, checks=[])
+    return IngestManager(store, registry=None, limit=1 << 20)
 
 
 def taken_over_http(ingest, data: bytes, digest: str | None):
