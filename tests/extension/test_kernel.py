@@ -128,95 +128,95 @@ def test_skops_format(agent, monkeypatch, fmt):
     assert version["status"] == "passed", version["checks"]
 
 
-def test_tab_completion_as_jupyterlab_asks(agent, monkeypatch):
-    """A complete_request to a real kernel, as JupyterLab sends it on Tab: on a %mlops line
-    only Handoff's candidates come back (not every builtin name), each replacing the part
-    of the word it completes."""
+@pytest.fixture
+def kernel(agent, monkeypatch):
+    """A live kernel (its manager and client) that finds ``agent``, as JupyterLab holds one."""
     from jupyter_client.manager import start_new_kernel
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(agent.runtime_dir))
     km, kc = start_new_kernel(kernel_name="python3")
     try:
-        kc.execute_interactive(
-            "%load_ext jupyter_handoff\n" + TRAIN + "import jupyter_handoff\n"
-            "jupyter_handoff.push(clf, name='tree', X=X, y=y)\n"
-            "jupyter_handoff.push(clf, name='tree', X=X.iloc[:100], y=y[:100])",
-            timeout=120,
-        )
-
-        def tab(code: str) -> tuple[list[str], str]:
-            kc.complete(code, len(code))
-            reply = kc.get_shell_msg(timeout=30)["content"]
-            return reply["matches"], code[reply["cursor_start"] : reply["cursor_end"]]
-
-        assert tab("%mlops hi") == (["history"], "hi")
-        assert tab("%mlops show tr") == (["tree"], "tr")
-        assert tab("%mlops compare tree:") == (["2", "1"], "")
-        assert tab("%mlops compare tree:2 tree:1") == (["1"], "1")
-        assert tab("%mlops report tree:2 --format j") == (["json"], "j")
-        assert tab("%mlops push cl") == (["clf"], "cl")
-        sensitive = tab("%mlops push clf --name tree --data X y --sensitive ")
-        assert sensitive == (["a", "b", "c", "d", "X", "y"], "")
-        assert "abs" in tab("print(ab")[0]  # the rest of the notebook completes as before
+        yield km, kc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
 
+def test_tab_completion_as_jupyterlab_asks(kernel):
+    """A complete_request to a real kernel, as JupyterLab sends it on Tab: on a %mlops line
+    only Handoff's candidates come back (not every builtin name), each replacing the part
+    of the word it completes."""
+    _, kc = kernel
+    kc.execute_interactive(
+        "%load_ext jupyter_handoff\n" + TRAIN + "import jupyter_handoff\n"
+        "jupyter_handoff.push(clf, name='tree', X=X, y=y)\n"
+        "jupyter_handoff.push(clf, name='tree', X=X.iloc[:100], y=y[:100])",
+        timeout=120,
+    )
+
+    def tab(code: str) -> tuple[list[str], str]:
+        kc.complete(code, len(code))
+        reply = kc.get_shell_msg(timeout=30)["content"]
+        return reply["matches"], code[reply["cursor_start"] : reply["cursor_end"]]
+
+    assert tab("%mlops hi") == (["history"], "hi")
+    assert tab("%mlops show tr") == (["tree"], "tr")
+    assert tab("%mlops compare tree:") == (["2", "1"], "")
+    assert tab("%mlops compare tree:2 tree:1") == (["1"], "1")
+    assert tab("%mlops report tree:2 --format j") == (["json"], "j")
+    assert tab("%mlops push cl") == (["clf"], "cl")
+    sensitive = tab("%mlops push clf --name tree --data X y --sensitive ")
+    assert sensitive == (["a", "b", "c", "d", "X", "y"], "")
+    assert "abs" in tab("print(ab")[0]  # the rest of the notebook completes as before
+
+
 def test_stopping_the_kernel_mid_push_keeps_nothing_and_the_next_push_works(
-    agent, monkeypatch, tmp_path
+    agent, kernel, tmp_path
 ):
     """The stop button (an interrupt) while the model goes into the agent's spool: the cell
     ends with KeyboardInterrupt, no version or spool entry is left, no thread of the push
     runs on, and the same push then succeeds. The kernel's disk is made slow (each part
     written waits), so the interrupt lands mid-write, after the marker says it started."""
-    from jupyter_client.manager import start_new_kernel
-
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(agent.runtime_dir))
+    km, kc = kernel
     spool = Path(json.loads(agent.runtime_file.read_text())["spool"])
     marker = tmp_path / "writing"
-    km, kc = start_new_kernel(kernel_name="python3")
-    try:
-        kc.execute_interactive(
-            "%load_ext jupyter_handoff\n" + TRAIN + "import time, numpy as np, jupyter_handoff\n"
-            "from jupyter_handoff import bundle_writer\n"
-            "clf.ballast_ = np.ones(5_000_000)\n"
-            "write = bundle_writer.SpoolSink.write\n"
-            "def slow_disk(sink, parts):\n"
-            f"    open({str(marker)!r}, 'w').close()\n"
-            "    for part in parts:\n"
-            "        write(sink, [part]); time.sleep(0.5)\n"
-            "bundle_writer.SpoolSink.write = slow_disk",
-            timeout=120,
-        )
-        msg_id = kc.execute("v = jupyter_handoff.push(clf, name='big', X=X, y=y)")
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        km.interrupt_kernel()
-        errors = []
-        while True:
-            msg = kc.get_iopub_msg(timeout=60)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "error":
-                errors.append(msg["content"]["ename"])
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        assert errors == ["KeyboardInterrupt"]
-        deadline = time.monotonic() + 30  # the agent lets go of the entry it was reading
-        while "note: " in (fsck := agent.cli("fsck").stdout) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert fsck.splitlines() == ["0 blobs, 0 versions checked", "fsck: OK"]
-        assert agent.request("GET", "/api/v1/models/big/versions")[0] == 404
-        assert list(spool.iterdir()) == []
-        threads = "import threading; print(sorted(t.name for t in threading.enumerate()))"
-        assert "handoff" not in _printed(kc, threads)
-        _printed(kc, "bundle_writer.SpoolSink.write = write")
-        assert _printed(kc, "print(jupyter_handoff.push(clf, name='big').number)") == "1"
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    kc.execute_interactive(
+        "%load_ext jupyter_handoff\n" + TRAIN + "import time, numpy as np, jupyter_handoff\n"
+        "from jupyter_handoff import bundle_writer\n"
+        "clf.ballast_ = np.ones(5_000_000)\n"
+        "write = bundle_writer.SpoolSink.write\n"
+        "def slow_disk(sink, parts):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    for part in parts:\n"
+        "        write(sink, [part]); time.sleep(0.5)\n"
+        "bundle_writer.SpoolSink.write = slow_disk",
+        timeout=120,
+    )
+    msg_id = kc.execute("v = jupyter_handoff.push(clf, name='big', X=X, y=y)")
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    km.interrupt_kernel()
+    errors = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            errors.append(msg["content"]["ename"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert errors == ["KeyboardInterrupt"]
+    deadline = time.monotonic() + 30  # the agent lets go of the entry it was reading
+    while "note: " in (fsck := agent.cli("fsck").stdout) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fsck.splitlines() == ["0 blobs, 0 versions checked", "fsck: OK"]
+    assert agent.request("GET", "/api/v1/models/big/versions")[0] == 404
+    assert list(spool.iterdir()) == []
+    threads = "import threading; print(sorted(t.name for t in threading.enumerate()))"
+    assert "handoff" not in _printed(kc, threads)
+    _printed(kc, "bundle_writer.SpoolSink.write = write")
+    assert _printed(kc, "print(jupyter_handoff.push(clf, name='big').number)") == "1"
 
 
 def _printed(kc, code: str) -> str:
