@@ -18,9 +18,14 @@ MAGIC = "%mlops"
 MATCHER_ID = "jupyter_handoff.mlops"
 TIMEOUT = 1.0
 PATHS = {"NOTEBOOK", "FILE", "PATH_OR_URL"}  # IPython's own completion offers the files
-MODEL_VARIABLES = {("push", "model")}  # (subcommand, dest): a variable holding a model
-DATA_VARIABLES = {("push", "data"), ("push", "reference"), ("push", "sensitive")}
-DATA_VARIABLES |= {("predict", "data")}  # ... a variable holding rows (anything with a shape)
+# (subcommand, dest) where a variable goes: a model (it has predict), or rows (a shape).
+MODEL_VARIABLES = {("push", "model")}
+DATA_VARIABLES = {
+    ("push", "data"),
+    ("push", "reference"),
+    ("push", "sensitive"),
+    ("predict", "data"),
+}
 
 
 def _client():
