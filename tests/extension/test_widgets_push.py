@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from support import until
 
@@ -16,9 +14,8 @@ def test_widget_follows_a_real_push(connected, data, model):
     # Given a real push; When its widget is built while the checks run
     X, y = data
     version = api.push(model, "churn", X=X, y=y, sensitive=["gender"], message="first")
-    started = time.monotonic()
     widget = version.widget()
-    assert time.monotonic() - started < 2, "building the widget must not wait for the checks"
+    assert not widget.done, "building the widget must not wait for the checks (a second or more)"
     until(lambda: widget.done, what="the verdict and the report")
     # Then it holds a row per check, the final verdict with reasons, and the report
     stored = connected.request("GET", "/api/v1/models/churn/versions/1")[1]
