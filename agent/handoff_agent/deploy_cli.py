@@ -1,0 +1,191 @@
+"""IT's deployment commands from a shell: where a model serves, a sign-off, a stage change,
+the canary's share and a rollback. What the panel's buttons do, for scripts and CI jobs.
+
+Each asks central over HTTP (its runtime file, or ``--url`` with the token in
+``HANDOFF_TOKEN``) and prints one line; a refusal is central's message and hint, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_core.application import JupyterApp
+from traitlets import Bool, Unicode
+
+from ._version import __version__
+from .inventory_cli import Unreachable, _request
+
+URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
+
+
+class _CentralCommand(JupyterApp):
+    """One call to central. Subclasses say what the arguments are and what to print."""
+
+    version = __version__
+    usage = ""
+    url = Unicode("", help=URL_HELP).tag(config=True)
+    comment = Unicode("", help="Why, kept with the stage change in the audit log.").tag(config=True)
+    as_json = Bool(False, help="Print central's JSON answer.").tag(config=True)
+    switches: dict[str, tuple[str, str]] = {"json": ("as_json", "Print central's JSON answer.")}
+
+    @property
+    def aliases(self):
+        me = type(self).__name__
+        return {"url": f"{me}.url", ("m", "message"): f"{me}.comment"}
+
+    @property
+    def flags(self):
+        me = type(self).__name__
+        return {k: ({me: {trait: True}}, why) for k, (trait, why) in self.switches.items()}
+
+    def start(self):
+        try:
+            parsed = self.parse(list(self.extra_args))
+        except ValueError as e:
+            print(f"{e}\nUsage: {self.usage}")
+            self.exit(2)
+        try:
+            code = self.run(*parsed)
+        except Unreachable as e:
+            print(e)
+            self.exit(1)
+        self.exit(code or 0)
+
+    def call(self, path: str, body: dict | None = None) -> dict:
+        return json.loads(_request("central", self.url, path, body)[0])
+
+    def show(self, name: str, view: dict) -> None:
+        from jupyter_handoff.serving_calls import Deployment
+
+        print(json.dumps(view, indent=1) if self.as_json else repr(Deployment(name, view)))
+
+
+def _name(arg: str) -> str:
+    from .names import NAME_RE
+
+    if not NAME_RE.fullmatch(arg):
+        raise ValueError(f"{arg!r} is not a model name.")
+    return arg
+
+
+def _ref(arg: str) -> tuple[str, int]:
+    name, _, number = arg.partition(":")
+    if not number.isascii() or not number.isdigit():
+        raise ValueError(f"{arg!r} is not NAME:N, e.g. churn:3.")
+    return _name(name), int(number)
+
+
+def _args(args: list[str], n: int) -> list[str]:
+    if len(args) != n:
+        raise ValueError(f"Expected {n} argument{'s' * (n > 1)}, got {len(args)}.")
+    return args
+
+
+class DeploymentApp(_CentralCommand):
+    name = "jupyter-handoff-deployment"
+    description = (
+        "Where each version of a model serves at central: slot, version, traffic, requests, "
+        "error rate, p50/p99 and alarms; without NAME, every model that serves."
+    )
+    usage = "jupyter handoff deployment [NAME] [--json]"
+    examples = "jupyter handoff deployment churn"
+
+    def parse(self, args):
+        return [_name(a) for a in args] if len(args) <= 1 else _args(args, 1)
+
+    def run(self, name: str | None = None):
+        names = [name] if name else [m["name"] for m in self.call("/api/v1/models")["models"]]
+        shown = 0
+        for each in names:
+            view = self.call(f"/api/v1/models/{each}/deployment")
+            if name or view.get("slots"):
+                self.show(each, view)
+                shown += 1
+        if not shown:
+            print("No model has a deployment.")
+
+
+class SignoffApp(_CentralCommand):
+    name = "jupyter-handoff-signoff"
+    description = (
+        "Sign a version off for its next stage at central (reviewer): approve, or --reject "
+        "with -m why. It moves when the policy's sign-offs for that stage are in."
+    )
+    usage = "jupyter handoff signoff NAME:N [--reject] [-m COMMENT]"
+    examples = "jupyter handoff signoff churn:3 -m 'fairness reviewed'"
+    reject = Bool(False, help="Reject the version instead of approving it.").tag(config=True)
+    switches = {**_CentralCommand.switches, "reject": ("reject", "Reject the version.")}
+
+    def parse(self, args):
+        return _ref(_args(args, 1)[0])
+
+    def run(self, name: str, number: int):
+        decision = "reject" if self.reject else "approve"
+        body = {"decision": decision, "comment": self.comment}
+        out = self.call(f"/api/v1/models/{name}/versions/{number}/signoffs", body)
+        if self.as_json:
+            print(json.dumps(out, indent=1))
+        elif out.get("waiting_for"):
+            print(
+                f"{name}:{number} signed off; it stays {out['stage']} until the sign-offs "
+                f"for {out['waiting_for']} are in."
+            )
+        else:
+            print(f"{name}:{number} is now {out['stage']}.")
+
+
+class StageApp(_CentralCommand):
+    name = "jupyter-handoff-stage"
+    description = (
+        "Move a version to a stage at central (admin), e.g. archived; the policy's sign-offs "
+        "and gates still apply."
+    )
+    usage = "jupyter handoff stage NAME:N STAGE [-m COMMENT]"
+    examples = "jupyter handoff stage churn:1 archived -m 'replaced by churn:3'"
+
+    def parse(self, args):
+        ref, stage = _args(args, 2)
+        return (*_ref(ref), stage)
+
+    def run(self, name: str, number: int, stage: str):
+        body = {"to": stage, "comment": self.comment}
+        out = self.call(f"/api/v1/models/{name}/versions/{number}/transition", body)
+        print(
+            json.dumps(out, indent=1) if self.as_json else f"{name}:{number} is now {out['stage']}."
+        )
+
+
+class TrafficApp(_CentralCommand):
+    name = "jupyter-handoff-traffic"
+    description = "Set the canary's share of a model's traffic at central, 0 to 100 (admin)."
+    usage = "jupyter handoff traffic NAME PERCENT"
+    examples = "jupyter handoff traffic churn 25"
+
+    def parse(self, args):
+        name, percent = _args(args, 2)
+        try:
+            return _name(name), float(percent.rstrip("%"))
+        except ValueError:
+            raise ValueError(f"{percent!r} is not a percentage, e.g. 25.") from None
+
+    def run(self, name: str, percent: float):
+        self.show(
+            name, self.call(f"/api/v1/models/{name}/deployment/traffic", {"percent": percent})
+        )
+
+
+class RollbackApp(_CentralCommand):
+    name = "jupyter-handoff-rollback"
+    description = (
+        "Roll a model's production version back at central (admin): the previous production "
+        "serves again, in one step."
+    )
+    usage = "jupyter handoff rollback NAME [-m COMMENT]"
+    examples = "jupyter handoff rollback churn -m 'error rate up since 14:00'"
+
+    def parse(self, args):
+        return [_name(_args(args, 1)[0])]
+
+    def run(self, name: str):
+        body = {"comment": self.comment}
+        self.show(name, self.call(f"/api/v1/models/{name}/deployment/rollback", body))

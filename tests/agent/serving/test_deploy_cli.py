@@ -1,0 +1,149 @@
+"""IT's deployment commands as an engineer runs them in a shell, against a real central that
+serves: sign-offs up to production, a canary and its share, a refused promotion, a rollback
+that moves the traffic, and the mistakes, each one line and an exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import Client, central_stage, push_to_central, serving_url, start_pair
+from sklearn.linear_model import LogisticRegression
+from support import until
+
+ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
+
+
+def handoff(agent, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    """``jupyter handoff ARGS``, finding central through its runtime dir (or ``--url``)."""
+    env = agent.env if token is None else {**agent.env, "HANDOFF_TOKEN": token}
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok(agent, *args: str) -> str:
+    out = handoff(agent, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def refused(agent, *args: str, code: int = 1, token: str | None = None) -> str:
+    out = handoff(agent, *args, token=token)
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, backend):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    local, central = start_pair(tmp_path_factory.mktemp("deploy-cli"))
+    try:
+        v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+        yield local, central, X, y, v1
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
+    local, central, X, y, v1 = pair
+    # Sign-offs take churn:1 up the policy's stages, one line each
+    assert (
+        ok(central, "signoff", f"churn:{v1}", "-m", "looks right")
+        == f"churn:{v1} is now approved.\n"
+    )
+    ok(central, "signoff", f"churn:{v1}")
+    ok(central, "signoff", f"churn:{v1}")
+    assert central_stage(central, "churn", v1) == "production"
+    client = Client(serving_url(central), central.token)
+    until(lambda: client.invocations([ROW])[0] == 200, timeout=120, what="churn:1 serving")
+    shown = ok(central, "deployment", "churn")
+    assert "serving: production v1 100%" in shown, shown
+
+    # A second version goes to canary at the policy's 30 %; an admin sets its share to 50 %
+    v2 = push_to_central(local, central, LogisticRegression(C=0.01).fit(X, y), "churn", X, y)
+    ok(central, "signoff", f"churn:{v2}")
+    ok(central, "signoff", f"churn:{v2}")
+    assert central_stage(central, "churn", v2) == "canary"
+    shown = ok(central, "traffic", "churn", "50%")
+    line = shown.splitlines()[0]
+    assert "production v1 50%" in line and f"canary v{v2} 50%" in line, shown
+    data = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    assert {s["slot"]: s["traffic"] for s in data["slots"] if s["traffic"]} == {
+        "production": 50.0,
+        "canary": 50.0,
+    }
+
+    # Promotion before the canary's bake is clean is refused, with central's reason
+    out = refused(central, "signoff", f"churn:{v2}")
+    assert len(out.strip().splitlines()) <= 2 and "bake" in out.lower(), out
+    assert central_stage(central, "churn", v2) == "canary"
+
+    # After its bake (the policy's 20 requests), it is promoted; every deployment is listed
+    until(
+        lambda: (
+            client.invocations([ROW])
+            and central.request("GET", "/api/v1/models/churn/deployment")[1]["guardrails"][
+                "canary"
+            ]["state"]
+            == "promote_ready"
+        ),
+        timeout=120,
+        what="a clean bake",
+    )
+    assert ok(central, "signoff", f"churn:{v2}") == f"churn:{v2} is now production.\n"
+    listed = ok(central, "deployment")
+    assert f"serving: production v{v2} 100%" in listed and "Deployment('churn')" in listed
+
+    # Rollback: churn:1 serves again, and requests are answered by it
+    shown = ok(central, "rollback", "churn", "-m", "error rate up")
+    assert "serving: production v1 100%" in shown, shown
+    until(
+        lambda: client.invocations([ROW])[1]["X-Handoff-Model-Version"] == "1",
+        timeout=60,
+        what="churn:1 answering again",
+    )
+    assert central_stage(central, "churn", v2) == "rollback"
+    audit = central.sql("SELECT actor, payload FROM audit WHERE payload LIKE '%error rate up%'")
+    assert audit, "the rollback's comment is not in the audit log"
+
+
+def test_mistakes_are_one_line_and_an_exit_code(pair):
+    _local, central, *_ = pair
+    # Usage mistakes: exit 2, what is wrong and the usage line
+    for args, said in (
+        (("traffic", "churn", "lots"), "'lots' is not a percentage"),
+        (("signoff", "churn"), "'churn' is not NAME:N"),
+        (("rollback",), "Expected 1 argument, got 0"),
+        (("stage", "churn:1"), "Expected 2 arguments, got 1"),
+        (("deployment", "../etc"), "'../etc' is not a model name"),
+    ):
+        out = refused(central, *args, code=2)
+        assert out.splitlines()[0].startswith(said) and "Usage: jupyter handoff" in out, out
+    # Central's refusals: exit 1, its message (and hint)
+    for args, said in (
+        (("traffic", "churn", "150"), "between 0 and 100"),
+        (("traffic", "nope", "10"), "nope"),
+        (("signoff", "churn:99"), "no version 99"),
+        (("stage", "churn:1", "nowhere"), "nowhere"),
+    ):
+        out = refused(central, *args)
+        assert said in out and len(out.strip().splitlines()) <= 2, out
+    # A reviewer may sign off but not move traffic; central names the role it needs
+    reviewer = central.make_token("rita", "reviewer")
+    out = refused(central, "traffic", "churn", "10", "--url", central.url, token=reviewer)
+    assert "admin" in out, out
+    # No central running: where to start one
+    out = refused(central, "deployment", "--url", "http://127.0.0.1:9")
+    assert "not answering" in out, out
