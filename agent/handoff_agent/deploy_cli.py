@@ -8,6 +8,7 @@ Each asks central over HTTP (its runtime file, or ``--url`` with the token in
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
@@ -91,18 +92,26 @@ class DeploymentApp(_CentralCommand):
     examples = "jupyter handoff deployment churn"
 
     def parse(self, args):
-        return [_name(a) for a in args] if len(args) <= 1 else _args(args, 1)
+        return [_name(a) for a in (args if len(args) < 2 else _args(args, 1))]
 
     def run(self, name: str | None = None):
-        names = [name] if name else [m["name"] for m in self.call("/api/v1/models")["models"]]
-        shown = 0
-        for each in names:
-            view = self.call(f"/api/v1/models/{each}/deployment")
-            if name or view.get("slots"):
-                self.show(each, view)
-                shown += 1
-        if not shown:
+        if name:
+            self.show(name, self.call(f"/api/v1/models/{name}/deployment"))
+            return
+        views, page = {}, {"next": None}
+        while "next" in page:  # the models a page at a time
+            after = page["next"] and "?" + urllib.parse.urlencode({"after": page["next"]})
+            page = self.call("/api/v1/models" + (after or ""))
+            for m in page["models"]:
+                view = self.call(f"/api/v1/models/{m['name']}/deployment")
+                if view.get("slots"):
+                    views[m["name"]] = view
+        if self.as_json:
+            print(json.dumps(views, indent=1))
+        elif not views:
             print("No model has a deployment.")
+        for each, view in {} if self.as_json else views.items():
+            self.show(each, view)
 
 
 class SignoffApp(_CentralCommand):

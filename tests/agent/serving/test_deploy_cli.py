@@ -4,6 +4,7 @@ that moves the traffic, and the mistakes, each one line and an exit code."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -105,6 +106,8 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     assert ok(central, "signoff", f"churn:{v2}") == f"churn:{v2} is now production.\n"
     listed = ok(central, "deployment")
     assert f"serving: production v{v2} 100%" in listed and "Deployment('churn')" in listed
+    listed = json.loads(ok(central, "deployment", "--json"))
+    assert [s["version"] for s in listed["churn"]["slots"] if s["traffic"]] == [v2], listed
 
     # Rollback: churn:1 serves again, and requests are answered by it
     shown = ok(central, "rollback", "churn", "-m", "error rate up")
