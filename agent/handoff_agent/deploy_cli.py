@@ -8,6 +8,7 @@ Each asks central over HTTP (its runtime file, or ``--url`` with the token in
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 
 from jupyter_core.application import JupyterApp
@@ -15,6 +16,7 @@ from traitlets import Bool, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _request
+from .names import typed_name, typed_ref
 
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
 
@@ -61,21 +63,6 @@ class _CentralCommand(JupyterApp):
         print(json.dumps(view, indent=1) if self.as_json else repr(Deployment(name, view)))
 
 
-def _name(arg: str) -> str:
-    from .names import NAME_RE
-
-    if not NAME_RE.fullmatch(arg):
-        raise ValueError(f"{arg!r} is not a model name.")
-    return arg
-
-
-def _ref(arg: str) -> tuple[str, int]:
-    name, _, number = arg.partition(":")
-    if not number.isascii() or not number.isdigit():
-        raise ValueError(f"{arg!r} is not NAME:N, e.g. churn:3.")
-    return _name(name), int(number)
-
-
 def _args(args: list[str], n: int) -> list[str]:
     if len(args) != n:
         raise ValueError(f"Expected {n} argument{'s' * (n > 1)}, got {len(args)}.")
@@ -92,7 +79,7 @@ class DeploymentApp(_CentralCommand):
     examples = "jupyter handoff deployment churn"
 
     def parse(self, args):
-        return [_name(a) for a in (args if len(args) < 2 else _args(args, 1))]
+        return [typed_name(a) for a in (args if len(args) < 2 else _args(args, 1))]
 
     def run(self, name: str | None = None):
         if name:
@@ -126,7 +113,7 @@ class SignoffApp(_CentralCommand):
     switches = {**_CentralCommand.switches, "reject": ("reject", "Reject the version.")}
 
     def parse(self, args):
-        return _ref(_args(args, 1)[0])
+        return typed_ref(_args(args, 1)[0])
 
     def run(self, name: str, number: int):
         decision = "reject" if self.reject else "approve"
@@ -154,7 +141,7 @@ class StageApp(_CentralCommand):
 
     def parse(self, args):
         ref, stage = _args(args, 2)
-        return (*_ref(ref), stage)
+        return (*typed_ref(ref), stage)
 
     def run(self, name: str, number: int, stage: str):
         body = {"to": stage, "comment": self.comment}
@@ -171,11 +158,14 @@ class TrafficApp(_CentralCommand):
     examples = "jupyter handoff traffic churn 25"
 
     def parse(self, args):
-        name, percent = _args(args, 2)
+        name, typed = _args(args, 2)
         try:
-            return _name(name), float(percent.rstrip("%"))
+            percent = float(typed.rstrip("%"))
         except ValueError:
-            raise ValueError(f"{percent!r} is not a percentage, e.g. 25.") from None
+            percent = math.nan
+        if not math.isfinite(percent):
+            raise ValueError(f"{typed!r} is not a percentage, e.g. 25.")
+        return typed_name(name), percent
 
     def run(self, name: str, percent: float):
         self.show(
@@ -193,7 +183,7 @@ class RollbackApp(_CentralCommand):
     examples = "jupyter handoff rollback churn -m 'error rate up since 14:00'"
 
     def parse(self, args):
-        return [_name(_args(args, 1)[0])]
+        return [typed_name(_args(args, 1)[0])]
 
     def run(self, name: str):
         body = {"comment": self.comment}

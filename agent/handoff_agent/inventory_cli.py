@@ -175,11 +175,12 @@ class DossierApp(JupyterApp):
         self.exit(self.fetch(args[0]))
 
     def fetch(self, ref: str) -> int:
-        from .names import NAME_RE
+        from .names import typed_ref
 
-        name, _, number = ref.partition(":")
-        if not NAME_RE.fullmatch(name) or not number.isascii() or not number.isdigit():
-            print(f"{ref!r} is not NAME:N, e.g. churn:3.")
+        try:
+            name, number = typed_ref(ref)
+        except ValueError as e:
+            print(e)
             return 2
         try:
             data, headers = _get(

@@ -18,3 +18,18 @@ def validate_name(name: str) -> str:
             code="invalid_name",
         )
     return name
+
+
+def typed_name(arg: str) -> str:
+    """A model name typed on a command line; ValueError says what is wrong."""
+    if not NAME_RE.fullmatch(arg) or ".." in arg:
+        raise ValueError(f"{arg!r} is not a model name.")
+    return arg
+
+
+def typed_ref(arg: str) -> tuple[str, int]:
+    """``NAME:N`` typed on a command line; ValueError says what is wrong."""
+    name, _, number = arg.partition(":")
+    if not number.isascii() or not number.isdigit():
+        raise ValueError(f"{arg!r} is not NAME:N, e.g. churn:3.")
+    return typed_name(name), int(number)

@@ -127,6 +127,8 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     # Usage mistakes: exit 2, what is wrong and the usage line
     for args, said in (
         (("traffic", "churn", "lots"), "'lots' is not a percentage"),
+        (("traffic", "churn", "nan"), "'nan' is not a percentage"),
+        (("traffic", "a..b", "5"), "'a..b' is not a model name"),
         (("signoff", "churn"), "'churn' is not NAME:N"),
         (("rollback",), "Expected 1 argument, got 0"),
         (("stage", "churn:1"), "Expected 2 arguments, got 1"),
