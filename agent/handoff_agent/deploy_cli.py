@@ -2,7 +2,8 @@
 the canary's share and a rollback. What the panel's buttons do, for scripts and CI jobs.
 
 Each asks central over HTTP (its runtime file, or ``--url`` with the token in
-``HANDOFF_TOKEN``) and prints one line; a refusal is central's message and hint, exit 1.
+``HANDOFF_TOKEN``) and prints the outcome: a line, or the deployment it left. A usage mistake
+exits 2 with the usage line; a refusal prints central's message and hint and exits 1.
 """
 
 from __future__ import annotations
@@ -48,11 +49,10 @@ class _CentralCommand(JupyterApp):
             print(f"{e}\nUsage: {self.usage}")
             self.exit(2)
         try:
-            code = self.run(*parsed)
+            self.run(*parsed)
         except Unreachable as e:
             print(e)
             self.exit(1)
-        self.exit(code or 0)
 
     def call(self, path: str, body: dict | None = None) -> dict:
         return json.loads(_request("central", self.url, path, body)[0])
@@ -95,10 +95,11 @@ class DeploymentApp(_CentralCommand):
                     views[m["name"]] = view
         if self.as_json:
             print(json.dumps(views, indent=1))
-        elif not views:
-            print("No model has a deployment.")
-        for each, view in {} if self.as_json else views.items():
+            return
+        for each, view in views.items():
             self.show(each, view)
+        if not views:
+            print("No model has a deployment.")
 
 
 class SignoffApp(_CentralCommand):
