@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jupyter_core.application import JupyterApp
-from traitlets import Bool, List, TraitError, Unicode
+from traitlets import Bool, Enum, List, TraitError, Unicode
 
 from . import runtime
 from ._version import __version__
@@ -172,18 +172,31 @@ class StatusApp(JupyterApp):
 
 class StopApp(JupyterApp):
     name = "jupyter-handoff-stop"
-    description = "Stop the running agent."
+    description = "Stop the running agent (--role central: the central one)."
     version = __version__
+    role = Enum(["local", "central"], "local", help="Which agent: local or central.").tag(
+        config=True
+    )
     flags = {}
-    aliases = {}
+    aliases = {"role": "StopApp.role"}
 
     def start(self):
-        info = runtime.read()
+        info = runtime.read(self.role)
         if not info:
-            print("No agent is running.")
+            other = "central" if self.role == "local" else "local"
+            there = runtime.read(other)
+            print(
+                f"No {self.role} agent is running."
+                + (
+                    f" A {other} one is (pid {there['pid']}): "
+                    f"`jupyter handoff stop --role {other}` stops it."
+                    if there
+                    else ""
+                )
+            )
             return
         os.kill(int(info["pid"]), signal.SIGTERM)
-        print(f"Stopped the agent (pid {info['pid']}).")
+        print(f"Stopped the {self.role} agent (pid {info['pid']}).")
 
 
 class FsckApp(JupyterApp):

@@ -30,7 +30,13 @@ class Unreachable(Exception):
 
 def _target(role: str, url: str) -> tuple[str, str]:
     if url:
-        return url.rstrip("/"), os.environ.get("HANDOFF_TOKEN", "")
+        token = os.environ.get("HANDOFF_TOKEN", "")
+        if not token:
+            raise Unreachable(
+                f"No token for {url}: set HANDOFF_TOKEN to one of that agent's tokens "
+                "(`jupyter handoff token create --user U --role R` makes one there)."
+            )
+        return url.rstrip("/"), token
     info = runtime.read(role)
     if not (info and runtime.healthy(info["url"])):
         serve = "jupyter handoff serve" + (" --role central" if role == "central" else "")

@@ -70,6 +70,24 @@ def test_runtime_file_is_private_and_removed_on_stop(agent_factory):
     assert not a.runtime_file.exists()
 
 
+def test_stop_says_which_agent_it_stops_and_which_one_runs_instead(agent_factory):
+    # Given only a central on this machine
+    central = agent_factory(NO_CHECKS, "--role", "central")
+    # When IT runs `stop`, which means the local agent: nothing stops, and it says how
+    p = handoff("stop", runtime_dir=central.runtime_dir)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == (
+        f"No local agent is running. A central one is (pid {central.proc.pid}): "
+        "`jupyter handoff stop --role central` stops it."
+    )
+    assert central.proc.poll() is None
+    # Then `stop --role central` stops central, which removes its runtime file
+    p = handoff("stop", "--role", "central", runtime_dir=central.runtime_dir)
+    assert p.stdout.strip() == f"Stopped the central agent (pid {central.proc.pid}).", p.stderr
+    central.proc.wait(timeout=60)
+    assert not central.runtime_file.exists()
+
+
 def test_serve_help_all_documents_the_agent_options(tmp_path):
     p = handoff("serve", "--help-all", runtime_dir=tmp_path)
     assert p.returncode == 0, p.stderr

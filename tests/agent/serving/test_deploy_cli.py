@@ -149,6 +149,9 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     reviewer = central.make_token("rita", "reviewer")
     out = refused(central, "traffic", "churn", "10", "--url", central.url, token=reviewer)
     assert "admin" in out, out
+    # --url without HANDOFF_TOKEN: which token to set, before anything is sent
+    out = refused(central, "deployment", "--url", central.url)
+    assert out.startswith(f"No token for {central.url}: set HANDOFF_TOKEN"), out
     # No central running: where to start one
-    out = refused(central, "deployment", "--url", "http://127.0.0.1:9")
+    out = refused(central, "deployment", "--url", "http://127.0.0.1:9", token="t")
     assert "not answering" in out, out
