@@ -83,7 +83,10 @@ class DeploymentApp(_CentralCommand):
 
     def run(self, name: str | None = None):
         if name:
-            self.show(name, self.call(f"/api/v1/models/{name}/deployment"))
+            view = self.call(f"/api/v1/models/{name}/deployment")
+            if not view.get("slots"):  # a typo serves nothing too: central says which it is
+                self.call(f"/api/v1/models/{name}/versions?limit=1")
+            self.show(name, view)
             return
         views, page = {}, {"next": None}
         while "next" in page:  # the models a page at a time

@@ -140,6 +140,7 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     for args, said in (
         (("traffic", "churn", "150"), "between 0 and 100"),
         (("traffic", "nope", "10"), "nope"),
+        (("deployment", "nope"), "No model named 'nope'."),
         (("signoff", "churn:99"), "no version 99"),
         (("stage", "churn:1", "nowhere"), "nowhere"),
     ):
