@@ -11,8 +11,8 @@ import html
 FIRST = ("slot", "version", "traffic", "requests", "error_rate", "p50_ms", "p99_ms")
 # Bookkeeping a reader does not need in the table.
 HIDDEN = frozenset({"since", "by", "worker_pids", "errors"})
-# Top-level keys that are not per-slot facts.
-FRAME = frozenset({"model", "slots", "serving_url", "policy"})
+# Top-level keys that are not per-slot facts (the guardrails get lines of their own).
+FRAME = frozenset({"model", "slots", "serving_url", "policy", "guardrails"})
 ALARM_KEYS = ("alarms", "alarm")
 
 
@@ -94,6 +94,20 @@ def columns_of(slots: list[dict]) -> list[str]:
     return cols
 
 
+def guardrail_lines(view: dict) -> list[str]:
+    """What the guardrails decided, a line per slot they judge: ``canary baking at 30%: Baking
+    at 30%: 20 more requests before a decision.``"""
+    out = []
+    for slot, judged in (view.get("guardrails") or {}).items():
+        if not isinstance(judged, dict):
+            continue  # the tick, or a slot with nothing to judge
+        head = slot + (f" {judged['state']}" if judged.get("state") else "")
+        if isinstance(judged.get("percent"), (int, float)):
+            head += f" at {fmt('traffic', judged['percent'])}"
+        out.append(f"{head}: {judged.get('reason') or fmt(slot, judged)}")
+    return out
+
+
 def extras(view: dict) -> dict:
     """Model-level facts beyond the slots (what the server adds later shows up here)."""
     return {k: v for k, v in view.items() if k not in FRAME and k not in ALARM_KEYS and v}
@@ -115,6 +129,7 @@ def deployment_html(name: str, view: dict) -> str:
         out.append("<tr>" + "".join(f"<td style='{cell}'>{e(fmt(c, s.get(c)))}</td>" for c in cols))
         out.append("</tr>")
     out.append("</table>")
+    out += [f"<div>guardrails: {e(g)}</div>" for g in guardrail_lines(view)]
     out += [f"<div>{e(k)}: {e(fmt(k, v))}</div>" for k, v in extras(view).items()]
     out += [
         f"<div class='handoff-alarm' style='color:#cf222e'><b>alarm</b> {e(a)}</div>"

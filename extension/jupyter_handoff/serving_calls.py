@@ -16,6 +16,7 @@ from .deploy_view import (
     columns_of,
     deployment_html,
     extras,
+    guardrail_lines,
     quiet_view,
     serving_line,
 )
@@ -58,6 +59,7 @@ class Deployment:
         lines += [
             "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows
         ]
+        lines += [f"  guardrails: {g}" for g in guardrail_lines(self.view)]
         lines += [f"  {k}: {_fmt(k, v)}" for k, v in self.extras().items()]
         lines += [f"  ALARM {a}" for a in self.alarms]
         return "\n".join(lines)

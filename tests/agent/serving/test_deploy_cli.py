@@ -5,6 +5,7 @@ that moves the traffic, and the mistakes, each one line and an exit code."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -80,6 +81,7 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     shown = ok(central, "traffic", "churn", "50%")
     line = shown.splitlines()[0]
     assert "production v1 50%" in line and f"canary v{v2} 50%" in line, shown
+    assert re.search(r"\n  guardrails: canary \w+ at 50%: ", shown), shown  # a line, not a dict
     data = central.request("GET", "/api/v1/models/churn/deployment")[1]
     assert {s["slot"]: s["traffic"] for s in data["slots"] if s["traffic"]} == {
         "production": 50.0,
