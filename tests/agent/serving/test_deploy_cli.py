@@ -31,8 +31,8 @@ def handoff(agent, *args: str, token: str | None = None) -> subprocess.Completed
     )
 
 
-def ok(agent, *args: str) -> str:
-    out = handoff(agent, *args)
+def ok(agent, *args: str, token: str | None = None) -> str:
+    out = handoff(agent, *args, token=token)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -60,11 +60,18 @@ def pair(tmp_path_factory, backend):
 
 def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     local, central, X, y, v1 = pair
-    # Sign-offs take churn:1 up the policy's stages, one line each
+    # Sign-offs take churn:1 up the policy's stages, one line each: a reviewer's from another
+    # machine (--url, the token in HANDOFF_TOKEN), then on central's own (its runtime file)
+    rita = central.make_token("rita", "reviewer")
+    url = ("--url", central.url)
     assert (
-        ok(central, "signoff", f"churn:{v1}", "-m", "looks right")
+        ok(central, "signoff", f"churn:{v1}", *url, "-m", "looks right", token=rita)
         == f"churn:{v1} is now approved.\n"
     )
+    signed = central.request("GET", f"/api/v1/models/churn/versions/{v1}")[1]["signoffs"]
+    assert [(s["user"], s["role"], s["comment"]) for s in signed] == [
+        ("rita", "reviewer", "looks right")
+    ], signed
     ok(central, "signoff", f"churn:{v1}")
     ok(central, "signoff", f"churn:{v1}")
     assert central_stage(central, "churn", v1) == "production"
