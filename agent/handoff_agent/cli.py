@@ -184,16 +184,13 @@ class StopApp(JupyterApp):
         info = runtime.read(self.role)
         if not info:
             other = "central" if self.role == "local" else "local"
-            there = runtime.read(other)
-            print(
-                f"No {self.role} agent is running."
-                + (
+            hint = ""
+            if there := runtime.read(other):
+                hint = (
                     f" A {other} one is (pid {there['pid']}): "
                     f"`jupyter handoff stop --role {other}` stops it."
-                    if there
-                    else ""
                 )
-            )
+            print(f"No {self.role} agent is running.{hint}")
             return
         os.kill(int(info["pid"]), signal.SIGTERM)
         print(f"Stopped the {self.role} agent (pid {info['pid']}).")

@@ -10,8 +10,12 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 
 
+def _valid(name) -> bool:
+    return isinstance(name, str) and bool(NAME_RE.fullmatch(name)) and ".." not in name
+
+
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+    if not _valid(name):
         raise BadRequest(
             f"Invalid model name {name!r}.",
             "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
@@ -22,7 +26,7 @@ def validate_name(name: str) -> str:
 
 def typed_name(arg: str) -> str:
     """A model name typed on a command line; ValueError says what is wrong."""
-    if not NAME_RE.fullmatch(arg) or ".." in arg:
+    if not _valid(arg):
         raise ValueError(f"{arg!r} is not a model name.")
     return arg
 
