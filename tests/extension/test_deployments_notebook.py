@@ -10,6 +10,7 @@ processes, real HTTP), churn:1 in production and churn:2 as a 30 % canary.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -253,9 +254,12 @@ def test_deployments_shows_each_slot_live_and_as_text(notebook):
     assert "serving: production v1 70% / canary v2 30%" in text, text
     for column in ("slot", "traffic", "requests", "error_rate", "p50_ms", "p99_ms", "backend"):
         assert column in text, text
+    # The guardrails' decision reads as a sentence, not a dict
+    assert re.search(r"\n  guardrails: canary [a-z_]+( at 30%)?: [A-Z]", text), text
     data = outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in data  # the live widget
     assert "handoff-deployment" in data["text/html"]  # and the HTML where none runs
+    assert "<div>guardrails: canary " in data["text/html"]
     assert "Deployment('churn')" in _text(notebook["all"])
 
 
