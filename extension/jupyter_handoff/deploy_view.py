@@ -11,8 +11,8 @@ import html
 FIRST = ("slot", "version", "traffic", "requests", "error_rate", "p50_ms", "p99_ms")
 # Bookkeeping a reader does not need in the table.
 HIDDEN = frozenset({"since", "by", "worker_pids", "errors"})
-# Top-level keys that are not per-slot facts (the guardrails get lines of their own).
-FRAME = frozenset({"model", "slots", "serving_url", "policy", "guardrails"})
+# Top-level keys that are not per-slot facts (guardrails and validations: lines of their own).
+FRAME = frozenset({"model", "slots", "serving_url", "policy", "guardrails", "validations"})
 ALARM_KEYS = ("alarms", "alarm")
 
 
@@ -108,6 +108,34 @@ def guardrail_lines(view: dict) -> list[str]:
     return out
 
 
+def validation_lines(view: dict) -> list[str]:
+    """What validating each served version found, a line each: ``v2 done: onnx backend; ONNX
+    parity: max abs diff 9.1e-08, labels agree 100% on 400 rows; load test pass``."""
+    out = []
+    for number, v in (view.get("validations") or {}).items():
+        if not isinstance(v, dict):
+            continue
+        parts = [f"{v['backend']} backend"] if v.get("backend") else []
+        parity = v.get("parity") or {}
+        if parity.get("converted") and parity.get("max_abs_diff") is not None:
+            agree = parity.get("label_agreement")
+            parts.append(
+                f"ONNX parity: max abs diff {parity['max_abs_diff']:.2g}"
+                + (f", labels agree {100 * agree:.0f}%" if agree is not None else "")
+                + (f" on {parity['rows']} rows" if parity.get("rows") else "")
+            )
+        elif parity.get("reason"):
+            parts.append(f"no ONNX: {parity['reason']}")
+        loadtest = v.get("loadtest") or {}
+        if loadtest.get("verdict"):
+            reasons = "; ".join(loadtest.get("reasons") or [])
+            parts.append(f"load test {loadtest['verdict']}" + (f": {reasons}" if reasons else ""))
+        if v.get("reason"):
+            parts.append(str(v["reason"]))
+        out.append(f"v{number} {v.get('state') or ''}: " + "; ".join(parts))
+    return out
+
+
 def extras(view: dict) -> dict:
     """Model-level facts beyond the slots (what the server adds later shows up here)."""
     return {k: v for k, v in view.items() if k not in FRAME and k not in ALARM_KEYS and v}
@@ -130,6 +158,7 @@ def deployment_html(name: str, view: dict) -> str:
         out.append("</tr>")
     out.append("</table>")
     out += [f"<div>guardrails: {e(g)}</div>" for g in guardrail_lines(view)]
+    out += [f"<div>validation: {e(v)}</div>" for v in validation_lines(view)]
     out += [f"<div>{e(k)}: {e(fmt(k, v))}</div>" for k, v in extras(view).items()]
     out += [
         f"<div class='handoff-alarm' style='color:#cf222e'><b>alarm</b> {e(a)}</div>"

@@ -19,6 +19,7 @@ from .deploy_view import (
     guardrail_lines,
     quiet_view,
     serving_line,
+    validation_lines,
 )
 from .deploy_view import fmt as _fmt
 from .errors import AgentError, HandoffUsageError
@@ -60,6 +61,7 @@ class Deployment:
             "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows
         ]
         lines += [f"  guardrails: {g}" for g in guardrail_lines(self.view)]
+        lines += [f"  validation: {v}" for v in validation_lines(self.view)]
         lines += [f"  {k}: {_fmt(k, v)}" for k, v in self.extras().items()]
         lines += [f"  ALARM {a}" for a in self.alarms]
         return "\n".join(lines)

@@ -63,6 +63,8 @@ const FRAME = new Set([
   'slots',
   'serving_url',
   'policy',
+  'guardrails',
+  'validations',
   'alarms',
   'alarm'
 ]);
@@ -113,6 +115,59 @@ function format(key: string, value: unknown): string {
       .join(', ');
   }
   return String(value);
+}
+
+/** What the guardrails decided, a line per slot they judge: its state, share and why. */
+export function guardrailLines(view: IDeployment): string[] {
+  const out: string[] = [];
+  const judged = (view.guardrails ?? {}) as Record<string, unknown>;
+  for (const [slot, value] of Object.entries(judged)) {
+    if (!value || typeof value !== 'object') {
+      continue; // the tick, or a slot with nothing to judge
+    }
+    const j = value as Record<string, unknown>;
+    let head = slot + (j.state ? ` ${j.state}` : '');
+    if (typeof j.percent === 'number') {
+      head += ` at ${format('traffic', j.percent)}`;
+    }
+    out.push(`${head}: ${j.reason ? String(j.reason) : format(slot, j)}`);
+  }
+  return out;
+}
+
+/** What validating each served version found, a line each (backend, parity, load test). */
+export function validationLines(view: IDeployment): string[] {
+  const out: string[] = [];
+  const all = (view.validations ?? {}) as Record<string, unknown>;
+  for (const [n, value] of Object.entries(all)) {
+    if (!value || typeof value !== 'object') {
+      continue;
+    }
+    const v = value as Record<string, any>;
+    const parts: string[] = v.backend ? [`${v.backend} backend`] : [];
+    const parity = (v.parity ?? {}) as Record<string, any>;
+    if (parity.converted && typeof parity.max_abs_diff === 'number') {
+      let text = `ONNX parity: max abs diff ${parity.max_abs_diff.toPrecision(2)}`;
+      if (typeof parity.label_agreement === 'number') {
+        text += `, labels agree ${(100 * parity.label_agreement).toFixed(0)}%`;
+      }
+      parts.push(text + (parity.rows ? ` on ${parity.rows} rows` : ''));
+    } else if (parity.reason) {
+      parts.push(`no ONNX: ${parity.reason}`);
+    }
+    const loadtest = (v.loadtest ?? {}) as Record<string, any>;
+    if (loadtest.verdict) {
+      const reasons = ((loadtest.reasons ?? []) as string[]).join('; ');
+      parts.push(
+        `load test ${loadtest.verdict}` + (reasons ? `: ${reasons}` : '')
+      );
+    }
+    if (v.reason) {
+      parts.push(String(v.reason));
+    }
+    out.push(`v${n} ${v.state ?? ''}: ${parts.join('; ')}`);
+  }
+  return out;
 }
 
 function alarmText(alarm: unknown): string {
@@ -428,6 +483,16 @@ export class DeploymentsView extends Widget {
       return;
     }
     node.append(this.renderBar(view), this.renderTable(view));
+    for (const line of guardrailLines(view)) {
+      node.append(
+        el('div', { class: 'jp-Handoff-deployExtra' }, `guardrails: ${line}`)
+      );
+    }
+    for (const line of validationLines(view)) {
+      node.append(
+        el('div', { class: 'jp-Handoff-deployExtra' }, `validation: ${line}`)
+      );
+    }
     for (const [k, v] of Object.entries(view)) {
       if (!FRAME.has(k) && v !== null && v !== undefined && v !== '') {
         node.append(

@@ -6,6 +6,7 @@ view follows the model's deployment events, so a change made elsewhere shows at 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -193,6 +194,14 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     expect(canary).to_have_attribute("title", "canary v2: 25%", timeout=15_000)
     expect(view.locator(".jp-Handoff-traffic-production")).to_have_attribute(
         "title", "production v1: 75%"
+    )
+    # The guardrails' decision on the canary and each version's validation read as
+    # sentences, not flattened dicts
+    expect(view.locator(".jp-Handoff-deployExtra").first).to_have_text(
+        re.compile(r"guardrails: canary [a-z_]+( at [\d.]+%)?: [A-Z]"), timeout=15_000
+    )
+    expect(view.locator(".jp-Handoff-deployExtra").nth(1)).to_have_text(
+        re.compile(r"validation: v1 done: [a-z]+ backend; ")
     )
     screenshot(page, "deployments-canary")
 
