@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.parse
 
 from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
@@ -88,14 +87,13 @@ class DeploymentApp(_CentralCommand):
                 self.call(f"/api/v1/models/{name}/versions?limit=1")
             self.show(name, view)
             return
-        views, page = {}, {"next": None}
-        while "next" in page:  # the models a page at a time
-            after = page["next"] and "?" + urllib.parse.urlencode({"after": page["next"]})
-            page = self.call("/api/v1/models" + (after or ""))
-            for m in page["models"]:
-                view = self.call(f"/api/v1/models/{m['name']}/deployment")
-                if view.get("slots"):
-                    views[m["name"]] = view
+        from jupyter_handoff.deploy_view import model_names
+
+        views = {}
+        for each in model_names(self.call):
+            view = self.call(f"/api/v1/models/{each}/deployment")
+            if view.get("slots"):
+                views[each] = view
         if self.as_json:
             print(json.dumps(views, indent=1))
             return

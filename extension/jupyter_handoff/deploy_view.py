@@ -6,6 +6,8 @@ generically (the slot fields central sends are shown as they come), shared by
 from __future__ import annotations
 
 import html
+import urllib.parse
+from collections.abc import Callable, Iterator
 
 # Shown first, in this order; any other field central sends follows.
 FIRST = ("slot", "version", "traffic", "requests", "error_rate", "p50_ms", "p99_ms")
@@ -183,6 +185,15 @@ def traffic_bar(slots: list[dict]) -> str:
         + "".join(parts)
         + "</div>"
     )
+
+
+def model_names(get: Callable[[str], dict]) -> Iterator[str]:
+    """Every model's name, through ``get(path)``: the listing a page at a time."""
+    page: dict = {"next": None}
+    while "next" in page:
+        after = page["next"] and "?" + urllib.parse.urlencode({"after": page["next"]})
+        page = get("/api/v1/models" + (after or ""))
+        yield from (m["name"] for m in page["models"])
 
 
 def quiet_view(name: str, client) -> dict | None:

@@ -17,6 +17,7 @@ from .deploy_view import (
     deployment_html,
     extras,
     guardrail_lines,
+    model_names,
     quiet_view,
     serving_line,
     validation_lines,
@@ -103,10 +104,10 @@ def deployments(name: str | None = None):
         checked_name(name)
         return Deployment(name, view_of(name, client), client)
     out = Deployments()
-    for m in client.get("/api/v1/models")["models"]:
-        view = quiet_view(m["name"], client)
+    for each in model_names(client.get):
+        view = quiet_view(each, client)
         if view and view.get("slots"):
-            out.append(Deployment(m["name"], view, client))
+            out.append(Deployment(each, view, client))
     return out
 
 
