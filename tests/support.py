@@ -87,13 +87,7 @@ class RunningAgent:
         args = list(args)
         if args and args[0] in BLOB_COMMANDS and "--blob-url" not in args:
             args += self.blob_args()
-        return subprocess.run(
-            [sys.executable, "-m", "handoff_agent", *args, "--home", str(self.home)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return handoff_cli(self.env, *args, "--home", str(self.home))
 
     def blob_args(self) -> list[str]:
         """The blob-store arguments this agent was started with (S3 credentials travel in
@@ -290,3 +284,15 @@ def until(predicate, timeout: float = 120, what: str = "condition", every: float
             return got
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def handoff_cli(env: dict, *args: str, cwd=None, timeout: float = 120):
+    """``jupyter handoff ARGS`` as a user runs it, in ``env`` (an agent's: its runtime dir)."""
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )

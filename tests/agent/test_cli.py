@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 from agent_support import NO_CHECKS
+from support import handoff_cli
 
 
 def handoff(*args, runtime_dir, timeout=60):
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_agent", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return handoff_cli(env, *args, timeout=timeout)
 
 
 def test_status_json_with_a_running_agent(agent):
@@ -136,31 +129,13 @@ def test_report_command_saves_the_report(agent_factory, tmp_path):
 
     agent = agent_factory("--HandoffAgent.checks=[]", "--HandoffAgent.forward_to=[]")
     agent.push_bytes("carded", bundle_bytes("carded"))
-    out = subprocess.run(
-        [sys.executable, "-m", "handoff_agent", "report", "carded"],
-        env=agent.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = handoff_cli(agent.env, "report", "carded", timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     saved = Path(out.stdout.strip().rsplit(": ", 1)[1])
     assert (
         saved.read_text().startswith("<!doctype html>") and oct(saved.stat().st_mode)[-3:] == "600"
     )
-    card = subprocess.run(
-        [sys.executable, "-m", "handoff_agent", "report", "carded:1", "--format", "md"],
-        env=agent.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    card = handoff_cli(agent.env, "report", "carded:1", "--format", "md", timeout=60)
     assert card.stdout.startswith("# Model card: carded version 1")
-    bad = subprocess.run(
-        [sys.executable, "-m", "handoff_agent", "report", "carded:x"],
-        env=agent.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = handoff_cli(agent.env, "report", "carded:x", timeout=60)
     assert bad.returncode == 2 and "NAME:N" in bad.stdout

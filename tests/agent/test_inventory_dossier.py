@@ -8,7 +8,6 @@ import http.client
 import json
 import stat
 import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
-from support import RunningAgent, bundle_bytes, push_model, until, wait_checked
+from support import RunningAgent, bundle_bytes, handoff_cli, push_model, until, wait_checked
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 CHECKS = "--HandoffAgent.checks=['loads', 'fairness', 'drift']"
@@ -41,14 +40,7 @@ admin = 1
 
 def cli(agent: RunningAgent, *args: str, cwd=None) -> subprocess.CompletedProcess:
     """``jupyter handoff ARGS`` as a user runs it, finding agents through the runtime dir."""
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_agent", *args],
-        env=agent.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return handoff_cli(agent.env, *args, cwd=cwd)
 
 
 def data(seed: int, n: int = 400, shift: float = 0.0):
@@ -308,13 +300,7 @@ def verify(site, path, key=None) -> subprocess.CompletedProcess:
     """Offline: no runtime file, no agent to ask."""
     env = {**site["central"].env, "JUPYTER_RUNTIME_DIR": str(site["tmp"] / "nowhere")}
     args = ["dossier", "verify", str(path)] + (["--key", str(key)] if key else [])
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_agent", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return handoff_cli(env, *args, timeout=60)
 
 
 def members(path) -> dict[str, bytes]:

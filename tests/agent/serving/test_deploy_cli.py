@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from serving_support import Client, central_stage, push_to_central, serving_url, start_pair
 from sklearn.linear_model import LogisticRegression
-from support import until
+from support import handoff_cli, until
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 
@@ -22,13 +21,7 @@ ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 def handoff(agent, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
     """``jupyter handoff ARGS``, finding central through its runtime dir (or ``--url``)."""
     env = agent.env if token is None else {**agent.env, "HANDOFF_TOKEN": token}
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_agent", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return handoff_cli(env, *args)
 
 
 def ok(agent, *args: str, token: str | None = None) -> str:
