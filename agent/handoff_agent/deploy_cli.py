@@ -82,10 +82,7 @@ class DeploymentApp(_CentralCommand):
 
     def run(self, name: str | None = None):
         if name:
-            view = self.call(f"/api/v1/models/{name}/deployment")
-            if not view.get("slots"):  # a typo serves nothing too: central says which it is
-                self.call(f"/api/v1/models/{name}/versions?limit=1")
-            self.show(name, view)
+            self.show(name, self.call(f"/api/v1/models/{name}/deployment"))
             return
         from jupyter_handoff.deploy_view import model_names
 

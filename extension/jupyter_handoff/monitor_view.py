@@ -166,9 +166,10 @@ def monitor(name: str, window: str = "daily") -> MonitorView:
     """The monitoring of ``name`` at central: charts against thresholds, and the alerts."""
     from .client import connect
     from .refs import checked_name
+    from .serving_calls import model_read
 
     name = checked_name(name)
     client = connect()
-    series = client.get(f"/api/v1/models/{name}/monitor?window={window}")
-    alerts = client.get(f"/api/v1/models/{name}/alerts")
+    series = model_read(name, f"monitor?window={window}", client)
+    alerts = model_read(name, "alerts", client)
     return MonitorView(name, series, alerts, window)

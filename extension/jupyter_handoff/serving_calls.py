@@ -85,14 +85,17 @@ class Deployments(list):
         return "".join(d._repr_html_() for d in self)
 
 
-def view_of(name: str, client=None) -> dict:
+def model_read(name: str, what: str, client=None) -> dict:
+    """Central's ``what`` about ``name`` (deployment, monitor, alerts); a name central does
+    not know is one line that says so."""
     client = client or connect(start=False)
     try:
-        return client.get(f"/api/v1/models/{name}/deployment")
+        return client.get(f"/api/v1/models/{name}/{what}")
     except AgentError as e:
         if e.status == 404 and e.code in ("not_found", "model_not_found"):
             raise HandoffUsageError(
-                f"No model named {name!r}.", "`%mlops versions` lists the models."
+                f"Central has no model named {name!r}.",
+                f"A model gets there when a version of it is forwarded: `%mlops forward {name}:N`.",
             ) from None
         raise
 
@@ -102,7 +105,7 @@ def deployments(name: str | None = None):
     client = connect(start=False)
     if name is not None:
         checked_name(name)
-        return Deployment(name, view_of(name, client), client)
+        return Deployment(name, model_read(name, "deployment", client), client)
     out = Deployments()
     for each in model_names(client.get):
         view = quiet_view(each, client)

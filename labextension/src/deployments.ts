@@ -23,7 +23,7 @@ import {
   requestAPI,
   Source
 } from './api';
-import { el } from './dom';
+import { el, errorBox } from './dom';
 import { canRollBack, signoffTo } from './vocabulary';
 
 export interface ISlot {
@@ -459,11 +459,9 @@ export class DeploymentsView extends Widget {
     );
     if (this.error) {
       node.append(
-        el(
-          'div',
-          { class: 'jp-Handoff-error', role: 'alert' },
-          el('b', {}, this.error.message),
-          this.error.detail?.hint ? el('div', {}, this.error.detail.hint) : null
+        errorBox(
+          this.error,
+          `Central has no version of ${this.model} yet: it serves there once a version is forwarded and deployed.`
         )
       );
       return;

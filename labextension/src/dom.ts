@@ -1,5 +1,7 @@
 /** Small DOM helpers the views share. */
 
+import type { HandoffError } from './api';
+
 export function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   attrs: Record<string, string> = {},
@@ -42,4 +44,23 @@ export function ago(iso?: string): string {
     return `${Math.floor(s / 3600)} h ago`;
   }
   return new Date(t).toLocaleDateString();
+}
+
+/**
+ * An agent's error as a view shows it: the message, and the hint under it. With `unknown`,
+ * a model the agent does not know (404 not_found: not forwarded to central yet, say) is
+ * that note instead of an alert.
+ */
+export function errorBox(error: HandoffError, unknown?: string): HTMLElement {
+  if (unknown && error.status === 404 && error.detail?.code === 'not_found') {
+    return el('p', { class: 'jp-Handoff-empty' }, unknown);
+  }
+  return el(
+    'div',
+    { class: 'jp-Handoff-error', role: 'alert' },
+    el('b', {}, error.message),
+    error.detail?.hint
+      ? el('div', { class: 'jp-Handoff-hint' }, error.detail.hint)
+      : null
+  );
 }

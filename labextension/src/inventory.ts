@@ -6,7 +6,7 @@ import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
-import { el } from './dom';
+import { el, errorBox } from './dom';
 
 import {
   agentPath,
@@ -265,14 +265,7 @@ export class InventoryView extends Widget {
       this.renderFilters()
     );
     if (this.error) {
-      node.append(
-        el(
-          'div',
-          { class: 'jp-Handoff-error', role: 'alert' },
-          el('b', {}, this.error.message),
-          this.error.detail?.hint ? el('div', {}, this.error.detail.hint) : null
-        )
-      );
+      node.append(errorBox(this.error));
       return;
     }
     if (!this.doc) {

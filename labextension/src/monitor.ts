@@ -10,7 +10,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { agentPath, api, HandoffError, IMeta, requestAPI, Source } from './api';
-import { el } from './dom';
+import { el, errorBox } from './dom';
 import { alertRank, alertWord } from './vocabulary';
 
 /** One alert kind's reading of a window (the monitor response's ``readings``). */
@@ -203,11 +203,9 @@ export class MonitorView extends Widget {
     );
     if (this.error) {
       node.append(
-        el(
-          'div',
-          { class: 'jp-Handoff-error', role: 'alert' },
-          el('b', {}, this.error.message),
-          this.error.detail?.hint ? el('div', {}, this.error.detail.hint) : null
+        errorBox(
+          this.error,
+          `Central has no version of ${this.model} yet: it is monitored there once a version is forwarded and deployed.`
         )
       );
       return;

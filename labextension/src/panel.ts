@@ -12,7 +12,7 @@ import {
 import { Widget } from '@lumino/widgets';
 
 import { HandoffError, IModel, IVersion, Source } from './api';
-import { ago, el } from './dom';
+import { ago, el, errorBox } from './dom';
 import { dossierButton } from './inventory';
 import { HandoffModel } from './model';
 import { VERSION } from './version';
@@ -146,20 +146,7 @@ export class HandoffPanel extends Widget {
       node.append(mismatch);
     }
     if (this.model.error) {
-      node.append(
-        el(
-          'div',
-          { class: 'jp-Handoff-error', role: 'alert' },
-          el('b', {}, this.model.error.message),
-          this.model.error.detail?.hint
-            ? el(
-                'div',
-                { class: 'jp-Handoff-hint' },
-                this.model.error.detail.hint
-              )
-            : null
-        )
-      );
+      node.append(errorBox(this.model.error));
     }
     const list = el('div', { class: 'jp-Handoff-models' });
     if (

@@ -3,6 +3,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { api, HandoffError, IMeta, IVersion, Source } from './api';
+import { errorBox } from './dom';
 import { direction, verdictOf } from './vocabulary';
 
 /**
@@ -31,11 +32,7 @@ export class ReportView extends Widget {
       frame.srcdoc = html;
       this.node.replaceChildren(frame);
     } catch (error) {
-      const e = error as HandoffError;
-      const box = document.createElement('div');
-      box.className = 'jp-Handoff-error';
-      box.textContent = `${e.message} ${e.detail?.hint ?? ''}`;
-      this.node.replaceChildren(box);
+      this.node.replaceChildren(errorBox(error as HandoffError));
     }
   }
 }

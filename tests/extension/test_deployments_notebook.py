@@ -105,6 +105,23 @@ def test_a_bad_trial_prediction_is_a_4xx_with_the_error_shape(canary):
     assert (status, out["error"]["code"]) == (404, "model_not_served"), out
 
 
+def test_a_model_central_does_not_know_is_a_404_not_an_empty_answer(canary):
+    """A typo, or a model not forwarded yet: its deployment, monitoring, alerts and
+    prediction log say so, at central and through the local agent, instead of an empty 200."""
+    local, central, _ = canary
+    for path in ("deployment", "monitor", "alerts", "predictions"):
+        status, out = central.request("GET", f"/api/v1/models/nope/{path}")
+        assert (status, out["error"]["code"]) == (404, "not_found"), (path, out)
+        assert out["error"]["message"] == "No model named 'nope'.", out
+    for path in ("deployment", "monitor", "alerts"):
+        status, out = local.request("GET", f"/api/v1/models/nope/{path}")
+        assert (status, out["error"]["message"]) == (404, "Central: No model named 'nope'."), out
+    status, out = central.request("POST", "/api/v1/models/nope/monitor/run", {})
+    assert (status, out["error"]["code"]) == (404, "not_found"), out
+    status, out = central.request("POST", "/api/v1/models/nope/deployment/rollback", {})
+    assert (status, out["error"]["code"]) == (404, "not_found"), out
+
+
 def test_the_canary_share_is_set_by_an_admin_only(canary):
     _local, central, v2 = canary
     path = "/api/v1/models/churn/deployment/traffic"
@@ -119,7 +136,8 @@ def test_the_canary_share_is_set_by_an_admin_only(canary):
     status, out = central.request(
         "POST", "/api/v1/models/absent/deployment/traffic", {"percent": 5}
     )
-    assert (status, out["error"]["code"]) == (404, "no_canary"), out
+    assert (status, out["error"]["code"]) == (404, "not_found"), out
+    assert out["error"]["message"] == "No model named 'absent'.", out
     # An admin moves it; production takes the rest, and the audit chain holds
     status, view = central.request("POST", path, {"percent": 50})
     assert status == 200, view
@@ -221,6 +239,8 @@ MISTAKES = {
     "flat": ("%mlops predict churn flat", "must be 2-D"),
     "version": ("%mlops predict churn X --version 9", "Version 9 of 'churn' is not served"),
     "missing_var": ("%mlops predict churn X_typo", "No variable named 'X_typo'"),
+    "deployments_unknown": ("%mlops deployments nope", "Central has no model named 'nope'"),
+    "monitor_unknown": ("%mlops monitor nope", "Central has no model named 'nope'"),
 }
 
 
@@ -277,7 +297,7 @@ def test_history_says_where_the_model_serves(notebook):
 
 
 @pytest.mark.parametrize("key", sorted(MISTAKES))
-def test_a_predict_mistake_shows_one_usage_error_line(notebook, key):
+def test_a_mistake_shows_one_usage_error_line(notebook, key):
     outputs = notebook[key]
     text = _text(outputs)
     assert outputs and {o["output_type"] for o in outputs} == {"stream"}, text

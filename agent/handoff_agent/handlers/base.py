@@ -264,6 +264,12 @@ class BaseHandler(web.RequestHandler):
             raise BadRequest("Text in the body may not contain NUL (\\u0000) characters.")
         return body
 
+    async def known_model(self, name: str) -> None:
+        """A 404 that names the model when this agent has no version of it: the reads
+        about a model (deployment, monitoring, alerts) would otherwise answer a typo with an
+        empty 200."""
+        await self.agent.read(self.agent.registry.list_versions, name, 1)
+
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")

@@ -28,6 +28,7 @@ class DeploymentHandler(FromCentral):
             self.write_json(await self.from_central("GET", f"/api/v1/models/{name}/deployment"))
             return
         self.central()
+        await self.known_model(name)
         view = await agent.call(agent.deployments.view, name, agent.model_server)
         if agent.validation is not None:  # backend, parity and load test per served version
             numbers = {s["version"] for s in view["slots"]}
@@ -77,6 +78,7 @@ class TrafficHandler(CentralOnly):
     async def post(self, name: str):
         validate_name(name)
         self.central()
+        await self.known_model(name)
         percent = self.json_body().get("percent")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             raise BadRequest("percent must be a number from 0 to 100.", '{"percent": 25}')
@@ -134,6 +136,7 @@ class RollbackHandler(CentralOnly):
     async def post(self, name: str):
         validate_name(name)
         stages, body = self.central(), self.json_body()
+        await self.known_model(name)
         agent = self.agent
         number = await agent.call(agent.deployments.production_version, name)
         comment = _text(body, "comment") or "rollback"
@@ -187,6 +190,7 @@ class PredictionsHandler(CentralOnly):
     async def get(self, name: str):
         validate_name(name)
         self.central()
+        await self.known_model(name)
         from ..serving.predlog import read, to_parquet_frame
 
         agent = self.agent

@@ -101,8 +101,7 @@ class ChampionHandler(BaseHandler):
     async def get(self, name: str):
         validate_name(name)
         before = int_arg(self, "before", 2**62, 1, 2**62)
-        registry = self.agent.registry
-        await self.agent.read(registry.list_versions, name, 1)  # 404 for an unknown model
+        await self.known_model(name)
         found = await self.agent.read(self.agent.versions.champion, name, before)
         self.write_json({"name": name, "champion": found["number"] if found else None})
 
