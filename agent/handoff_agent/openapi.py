@@ -348,7 +348,8 @@ PATHS: dict[str, dict[str, dict]] = {
             "`guardrails` block (the canary's live decision: state, percent, reason, alarm; "
             "the shadow's report: agreement, PSI, latency against production; the serving "
             "tick), and each served version's validation (backend, ONNX parity, load test and "
-            "gate). A local agent answers with its central's.",
+            "gate). A local agent answers with its central's. A model central has no version "
+            "of is a 404 here, as on its monitor, alerts and predictions.",
             params=[NAME],
         )
     },
