@@ -360,6 +360,7 @@ class HandoffApp(JupyterApp):
             "handoff_agent.deploy_cli.DeploymentApp",
             "Where each version serves at central.",
         ),
+        "reviews": ("handoff_agent.deploy_cli.ReviewsApp", "What waits for a sign-off."),
         "signoff": ("handoff_agent.deploy_cli.SignoffApp", "Approve or reject a version's stage."),
         "stage": ("handoff_agent.deploy_cli.StageApp", "Move a version to a stage (admin)."),
         "traffic": ("handoff_agent.deploy_cli.TrafficApp", "The canary's share (admin)."),

@@ -1,5 +1,6 @@
-"""IT's deployment commands from a shell: where a model serves, a sign-off, a stage change,
-the canary's share and a rollback. What the panel's buttons do, for scripts and CI jobs.
+"""IT's deployment commands from a shell: what waits for a sign-off, where a model serves, a
+sign-off, a stage change, the canary's share and a rollback. What the panel's buttons do, for
+scripts and CI jobs.
 
 Each asks central over HTTP (its runtime file, or ``--url`` with the token in
 ``HANDOFF_TOKEN``) and prints the outcome: a line, or the deployment it left. A usage mistake
@@ -64,7 +65,7 @@ class _CentralCommand(JupyterApp):
 
 def _args(args: list[str], n: int) -> list[str]:
     if len(args) != n:
-        raise ValueError(f"Expected {n} argument{'s' * (n > 1)}, got {len(args)}.")
+        raise ValueError(f"Expected {n} argument{'s' * (n != 1)}, got {len(args)}.")
     return args
 
 
@@ -98,6 +99,47 @@ class DeploymentApp(_CentralCommand):
             self.show(each, view)
         if not views:
             print("No model has a deployment.")
+
+
+def review_line(r: dict) -> str:
+    """'churn:2  validated -> approved  needs 1 reviewer  in: bob (reviewer)  pass  pushed
+    by alice, validated since 2026-12-05 03:50', and what would refuse an approval now."""
+    needs = ", ".join(f"{n} {role}" for role, n in r["missing"].items())
+    signed = ", ".join(f"{s['user']} ({s['role']})" for s in r["signoffs"]) or "-"
+    line = (
+        f"{r['model']}:{r['version']}  {r['stage']} -> {r['next']}  needs {needs}  in: {signed}"
+        f"  {r['verdict']}  pushed by {r['pushed_by']}, {r['stage']} since {r['since'][:16]}"
+    )
+    blocked = r.get("blocked")
+    return line + (f"\n  not yet: {blocked['message']}" if blocked else "")
+
+
+class ReviewsApp(_CentralCommand):
+    name = "jupyter-handoff-reviews"
+    description = (
+        "The versions waiting for sign-offs at central, oldest first: the next stage, the "
+        "sign-offs missing and in, and what would refuse an approval now; --mine: those "
+        "you may sign now."
+    )
+    usage = "jupyter handoff reviews [--mine] [--json]"
+    examples = "jupyter handoff reviews --mine"
+    mine = Bool(False, help="Only the versions the token's user may sign now.").tag(config=True)
+    switches = {**_CentralCommand.switches, "mine": ("mine", "Only those you may sign now.")}
+
+    def parse(self, args):
+        return _args(args, 0)
+
+    def run(self):
+        out = self.call("/api/v1/reviews" + ("?mine=true" if self.mine else ""))
+        if self.as_json:
+            print(json.dumps(out, indent=1))
+            return
+        for r in out["reviews"]:
+            print(review_line(r))
+        if not out["reviews"]:
+            print(f"No version waits for {'your' if self.mine else 'a'} sign-off.")
+        elif self.mine:
+            print("Sign: jupyter handoff signoff NAME:N [-m WHY] [--reject]")
 
 
 class SignoffApp(_CentralCommand):

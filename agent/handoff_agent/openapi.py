@@ -237,6 +237,22 @@ PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/v1/whoami": {"get": _op("The caller's user and roles, and the agent's role.")},
+    "/api/v1/reviews": {
+        "get": _op(
+            "Central: the versions waiting for sign-offs, oldest stage change first: stage, "
+            "next stage, the sign-offs still missing (role -> count) and those in, verdict, "
+            "who pushed it, and `blocked` (what would refuse an approval now: a bake, a "
+            "shadow, a load test). `mine=true`: only those the caller may sign now.",
+            params=[
+                _param(
+                    "mine",
+                    "query",
+                    "true: only the caller's to sign.",
+                    {"type": "string", "enum": ["true", "false"]},
+                )
+            ],
+        )
+    },
     "/api/v1/meta": {
         "get": _op(
             "The shared vocabulary: metric directions, statuses, the stage flow with the "

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 
-from .errors import BadRequest, Conflict, Forbidden
+from .errors import BadRequest, Conflict, Forbidden, HandoffError
 from .policy import FLOW, TERMINAL, Policy
+from .vocabulary import verdict_of
 
 
 class StageManager:
@@ -91,6 +92,56 @@ class StageManager:
                 self._archive_previous(name, number, target, who["user"])
                 return {"stage": target}
             return {"stage": v["stage"], "waiting_for": target}
+
+    def queue(self, who: dict | None = None, limit: int = 500) -> list[dict]:
+        """Versions waiting for sign-offs, oldest first: the next stage, the sign-offs still
+        missing (role -> count) and those in. With ``who``, only those ``who`` may sign now:
+        holds a missing role, did not push it, has not signed it for that stage."""
+        waiting = tuple(
+            s for s in FLOW if s != "received" and self.policy.stages.get(self.policy.next_stage(s))
+        )
+        out = []
+        for v in self.store.in_stages(waiting, limit):
+            target = self.policy.next_stage(v["stage"])
+            signed = [s for s in v["signoffs"] if s["stage"] == target]
+            missing = self.policy.missing(target, signed)
+            if not missing:
+                continue
+            if who is not None:
+                claimed = json.loads(v["origin"] or "{}").get("claimed_by")
+                if (
+                    who["user"] in (v["pushed_by"], claimed)
+                    or any(s["user"] == who["user"] for s in signed)
+                    or not set(missing) & set(who["roles"])
+                ):
+                    continue
+            out.append(
+                {
+                    "model": v["model"],
+                    "version": v["number"],
+                    "stage": v["stage"],
+                    "since": v["since"],
+                    "next": target,
+                    "missing": missing,
+                    "signoffs": [
+                        {k: s[k] for k in ("role", "user", "decision", "time")} for s in signed
+                    ],
+                    "verdict": verdict_of(
+                        {"verdict": json.loads(v["verdict"] or "null"), "status": v["status"]}
+                    ),
+                    "pushed_by": v["pushed_by"],
+                    "blocked": self._blocked(v, target),
+                }
+            )
+        return out
+
+    def _blocked(self, v: dict, target: str) -> dict | None:
+        """What would refuse an approval now (a bake, a shadow, a load test), as its error."""
+        try:
+            self._guard(v, target, f"{v['model']}:{v['number']}")
+        except HandoffError as e:
+            return {"code": e.code, "message": e.message}
+        return None
 
     def transition(self, name: str, number: int, who: dict, to: str, comment: str) -> dict:
         """An admin's explicit move. Forward moves still need their sign-offs."""

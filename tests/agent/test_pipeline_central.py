@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, push_model, until, wait_checked
+from support import RunningAgent, handoff_cli, push_model, until, wait_checked
 
 FIRST_SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"  # 128+ bits, or central refuses to start
 SECOND_SECRET = "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"
@@ -162,3 +162,75 @@ def test_sign_off_rules_and_roles(pair, model_and_data):
     assert (status, body) == (201, {"stage": "rejected"})
     until(lambda: local_stage(local, "risk", v.number) == "rejected", timeout=90)
     assert central.cli("audit", "verify").returncode == 0
+
+
+def test_the_review_queue_shows_what_waits_and_who_may_sign(pair, model_and_data):
+    """A reviewer's way in: what waits for a sign-off, oldest first, and with ``mine`` only
+    what they may sign now (a role still missing, not their own push, not signed yet)."""
+    local, central = pair
+    model, X, y = model_and_data
+    alice = central.make_token("alice", "reviewer")  # the pusher, also a reviewer at central
+    bob = central.make_token("bob", "reviewer")
+    carol = central.make_token("carol", "admin")
+    for name in ("churn", "risk"):
+        v = push_model(local, model, name, X=X, y=y)
+        until(lambda n=name, v=v: local_stage(local, n, v.number) == "validated", timeout=90)
+
+    def queue(token=None, mine=True):
+        path = "/api/v1/reviews" + ("?mine=true" if mine else "")
+        status, out = central.request("GET", path, **({"token": token} if token else {}))
+        assert status == 200, out
+        return {(r["model"], r["version"]): r for r in out["reviews"]}
+
+    # Both wait for a reviewer to approve them, oldest first
+    everything = queue(mine=False)
+    assert list(everything) == [("churn", 1), ("risk", 1)]
+    churn = everything["churn", 1]
+    assert (churn["stage"], churn["next"], churn["missing"]) == (
+        "validated",
+        "approved",
+        {"reviewer": 1},
+    )
+    assert churn["signoffs"] == [] and churn["blocked"] is None
+    assert churn["pushed_by"] == "alice" and churn["verdict"] in ("pass", "warn")
+    # alice pushed them and carol's admin role is not what they need: nothing is theirs
+    assert queue(alice) == {} and queue(carol) == {}
+    assert list(queue(bob)) == [("churn", 1), ("risk", 1)]
+
+    # When bob takes churn to canary and signs it for production, it waits for an admin
+    sign = "/api/v1/models/churn/versions/1/signoffs"
+    for _ in range(3):
+        assert central.request("POST", sign, {"decision": "approve"}, token=bob)[0] == 201
+    churn = queue(mine=False)["churn", 1]
+    assert (churn["stage"], churn["next"], churn["missing"]) == (
+        "canary",
+        "production",
+        {"admin": 1},
+    )
+    assert [(s["user"], s["role"], s["decision"]) for s in churn["signoffs"]] == [
+        ("bob", "reviewer", "approve")
+    ]
+    assert list(queue(bob)) == [("risk", 1)] and list(queue(carol)) == [("churn", 1)]
+
+    # The shell shows the same, for bob
+    env = {**central.env, "HANDOFF_TOKEN": bob}
+    out = handoff_cli(env, "reviews", "--mine", "--url", central.url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first, hint = out.stdout.strip().splitlines()
+    assert first.startswith("risk:1  validated -> approved  needs 1 reviewer  in: -  "), first
+    assert hint.startswith("Sign: jupyter handoff signoff NAME:N")
+    out = handoff_cli({**env, "HANDOFF_TOKEN": carol}, "reviews", "--url", central.url)
+    assert "churn:1  canary -> production  needs 1 admin  in: bob (reviewer)" in out.stdout
+    # Once carol signs, churn is in production and waits for no one
+    assert central.request("POST", sign, {"decision": "approve"}, token=carol)[1] == {
+        "stage": "production"
+    }
+    assert list(queue(mine=False)) == [("risk", 1)]
+    out = handoff_cli({**env, "HANDOFF_TOKEN": carol}, "reviews", "--mine", "--url", central.url)
+    assert out.stdout.strip() == "No version waits for your sign-off.", out.stdout
+
+    # A mistake is a 400; the local agent has no queue (sign-offs happen at central)
+    status, body = central.request("GET", "/api/v1/reviews?mine=yes")
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    status, body = local.request("GET", "/api/v1/reviews")
+    assert (status, body["error"]["code"]) == (404, "not_central")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from ..errors import Conflict, NotFound
 from . import tables as t
@@ -107,6 +107,44 @@ class CentralStore(StoreBase):
                     )
                 )
             ]
+
+    def in_stages(self, stages: tuple[str, ...], limit: int) -> list[dict]:
+        """Versions in ``stages``, oldest stage change first, each with when it entered its
+        stage and its sign-offs (all stages): what the review queue is built from."""
+        latest = (
+            select(S.version_id, func.max(S.id).label("last")).group_by(S.version_id).subquery()
+        )
+        q = (
+            select(
+                V.id,
+                V.model,
+                V.number,
+                V.stage,
+                V.pushed_by,
+                V.origin,
+                V.status,
+                V.verdict,
+                S.since,
+            )
+            .join(latest, latest.c.version_id == V.id)
+            .join(t.stages, S.id == latest.c.last)
+            .where(V.stage.in_(stages))
+            .order_by(S.id)
+            .limit(limit)
+        )
+        with self._read() as c:
+            rows = [as_dict(r) for r in c.execute(q)]
+            signed: dict[int, list[dict]] = {r["id"]: [] for r in rows}
+            if rows:
+                for s in c.execute(
+                    select(G.version_id, G.stage, G.role, G.user, G.decision, G.time)
+                    .where(G.version_id.in_(list(signed)))
+                    .order_by(G.id)
+                ):
+                    signed[s.version_id].append(as_dict(s))
+        for r in rows:
+            r["signoffs"] = signed[r["id"]]
+        return rows
 
     def stage_history(self, version_id: int) -> list[dict]:
         q = (

@@ -239,6 +239,10 @@ def test_promotion_waits_for_a_clean_bake(site, data):
     assert status == 409 and body["error"]["code"] == "bake_not_clean", body
     assert "clean bake" in body["error"]["message"]
     assert central_stage(central, "churn", v3) == "canary"
+    # And the review queue says so before anyone tries
+    waiting = central.request("GET", "/api/v1/reviews")[1]["reviews"]
+    entry = next(r for r in waiting if (r["model"], r["version"]) == ("churn", v3))
+    assert entry["next"] == "production" and entry["blocked"]["code"] == "bake_not_clean", entry
 
     # Traffic over the canary and production until the bake is clean
     rows = X.to_dict("records")

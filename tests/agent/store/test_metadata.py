@@ -363,3 +363,17 @@ def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
     assert trigger["state"] == "failed" and trigger["detail"]["revalidation"] == old
     [done] = reg.sql("SELECT subject FROM audit WHERE action = 'trigger.done'")
     assert done[0] == f"trigger:{old_trigger}"
+
+
+def test_versions_in_stages_come_oldest_stage_change_first_with_their_signoffs(reg):
+    """The review queue's read: one query for the versions, one for their sign-offs."""
+    ids = [reg.version_id("m", create(reg, "m", c)[0]["number"]) for c in ("a", "b", "c")]
+    for vid, stage in ((ids[1], "validated"), (ids[0], "validated"), (ids[2], "rejected")):
+        reg.stage_set(vid, stage, "agent", "", f"m:{vid}")
+    reg.signoff_add(ids[0], "approved", "reviewer", "bob", "approve", "ok", "m:1")
+    rows = reg.in_stages(("validated", "approved"), 10)
+    assert [r["number"] for r in rows] == [2, 1]  # 2 entered validated first
+    assert [(s["stage"], s["user"]) for s in rows[1]["signoffs"]] == [("approved", "bob")]
+    assert rows[0]["signoffs"] == [] and rows[0]["since"]
+    assert [r["number"] for r in reg.in_stages(("validated",), 1)] == [2]
+    assert reg.in_stages(("canary",), 10) == []
