@@ -99,6 +99,20 @@ export interface IWhoami {
   role: string;
 }
 
+/** A version waiting for sign-offs at central (GET /api/v1/reviews). */
+export interface IReview {
+  model: string;
+  version: number;
+  stage: string;
+  since: string;
+  next: string;
+  missing: Record<string, number>;
+  signoffs: { role: string; user: string; decision: string; time: string }[];
+  verdict: string;
+  pushed_by: string;
+  blocked: { code: string; message: string } | null;
+}
+
 export interface IEvent {
   id: number;
   type: string;
@@ -259,6 +273,11 @@ export const api = {
       'text'
     ),
   whoami: (source: Source) => requestAPI<IWhoami>(agentPath(source, 'whoami')),
+  /** The versions the caller may sign off now, oldest first (central only). */
+  reviews: (source: Source) =>
+    requestAPI<{ reviews: IReview[] }>(
+      `${agentPath(source, 'reviews')}?mine=true`
+    ),
   firing: (source: Source, name: string) =>
     requestAPI<{ alerts: IFiring[] }>(
       `${agentPath(source, 'models', name, 'alerts')}?state=firing`

@@ -17,6 +17,7 @@ import {
   IInfo,
   IMeta,
   IModel,
+  IReview,
   IVersion,
   IWhoami,
   Source
@@ -42,6 +43,8 @@ export class HandoffModel implements IDisposable {
   whoami: IWhoami | null = null;
   models: IModel[] = [];
   versions = new Map<string, IVersion[]>();
+  /** What waits for the caller's sign-off at central, oldest first; none on this machine. */
+  reviews: IReview[] = [];
   /** Each model's firing alerts at central, worst first (the badges). */
   firing = new Map<string, IFiring[]>();
   selected: string[] = [];
@@ -226,7 +229,8 @@ export class HandoffModel implements IDisposable {
       this.models = (await api.models(this.source)).models;
       await Promise.all([
         ...this.models.map(m => this._readVersions(m.name)),
-        this._readAlerts()
+        this._readAlerts(),
+        this._readReviews()
       ]);
       this.error = null;
     } catch (error) {
@@ -248,6 +252,17 @@ export class HandoffModel implements IDisposable {
       )
     );
     this.versions.set(name, full);
+  }
+
+  /** The review queue: a failed read leaves it empty, as it is on this machine. */
+  private async _readReviews(): Promise<void> {
+    this.reviews =
+      this.source === 'central'
+        ? await api
+            .reviews('central')
+            .then(r => r.reviews)
+            .catch(() => [])
+        : [];
   }
 
   /**
@@ -291,7 +306,11 @@ export class HandoffModel implements IDisposable {
       debouncer = new Debouncer(async () => {
         try {
           this.models = (await api.models(this.source)).models;
-          await Promise.all([this._readVersions(name), this._readAlerts(name)]);
+          await Promise.all([
+            this._readVersions(name),
+            this._readAlerts(name),
+            this._readReviews()
+          ]);
         } catch (error) {
           this.error = error as HandoffError;
         }
@@ -308,7 +327,7 @@ export class HandoffModel implements IDisposable {
   ): Promise<void> {
     try {
       await call();
-      await this._readVersions(model);
+      await Promise.all([this._readVersions(model), this._readReviews()]);
       this.error = null;
     } finally {
       this._changed.emit();

@@ -34,6 +34,9 @@ export interface IPanelOptions {
 }
 
 export class HandoffPanel extends Widget {
+  /** Whether the review queue is unfolded: open until its reader folds it. */
+  private reviewsOpen = true;
+
   constructor(
     readonly model: HandoffModel,
     private options: IPanelOptions
@@ -148,6 +151,10 @@ export class HandoffPanel extends Widget {
     if (this.model.error) {
       node.append(errorBox(this.model.error));
     }
+    const reviews = this.renderReviews();
+    if (reviews) {
+      node.append(reviews);
+    }
     const list = el('div', { class: 'jp-Handoff-models' });
     if (
       !this.model.error &&
@@ -237,6 +244,69 @@ export class HandoffPanel extends Widget {
       ),
       who
     );
+  }
+
+  /** What waits for the caller's sign-off, oldest first, each with its buttons. */
+  private renderReviews(): HTMLElement | null {
+    const reviews = this.model.reviews;
+    if (!reviews.length) {
+      return null;
+    }
+    const list = el('ul', { class: 'jp-Handoff-reviewList' });
+    for (const r of reviews) {
+      const needs = Object.entries(r.missing)
+        .map(([role, n]) => `${n} ${role}`)
+        .join(', ');
+      const approve = el(
+        'button',
+        {
+          class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept',
+          title: `Sign off ${r.model}:${r.version} for ${r.next}`
+        },
+        'Approve'
+      );
+      approve.onclick = () => void this.signoff(r.model, r.version, 'approve');
+      const reject = el(
+        'button',
+        { class: 'jp-Handoff-reject jp-mod-styled jp-mod-warn' },
+        'Reject'
+      );
+      reject.onclick = () => void this.signoff(r.model, r.version, 'reject');
+      list.append(
+        el(
+          'li',
+          {
+            class: 'jp-Handoff-review',
+            'data-model': r.model,
+            'data-version': String(r.version),
+            'data-next': r.next
+          },
+          el(
+            'div',
+            {},
+            el('b', {}, `${r.model}:${r.version}`),
+            ` ${r.stage} → ${r.next} · needs ${needs} · ${r.verdict} · pushed by ${r.pushed_by} · ${r.stage} ${ago(r.since)}`
+          ),
+          r.blocked
+            ? el(
+                'div',
+                { class: 'jp-Handoff-hint' },
+                `Not yet: ${r.blocked.message}`
+              )
+            : null,
+          el('div', { class: 'jp-Handoff-actions' }, approve, reject)
+        )
+      );
+    }
+    const box = el(
+      'details',
+      { class: 'jp-Handoff-reviews' },
+      el('summary', {}, `Waiting for your sign-off (${reviews.length})`),
+      list
+    );
+    box.open = this.reviewsOpen; // kept across re-renders
+    box.ontoggle = () => (this.reviewsOpen = box.open);
+    return box;
   }
 
   private renderMismatch(): HTMLElement | null {

@@ -122,6 +122,12 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     expect(panel.locator(".jp-Handoff-whoami")).to_contain_text("reviewer")
     row = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="1"]')
     expect(row).to_have_attribute("data-stage", "validated", timeout=30_000)
+    # and, above the models, what waits for her sign-off
+    queue = panel.locator(".jp-Handoff-reviews")
+    expect(queue.locator("summary")).to_have_text("Waiting for your sign-off (1)")
+    waiting = queue.locator('.jp-Handoff-review[data-model="credit"][data-version="1"]')
+    expect(waiting).to_contain_text("validated → approved · needs 1 reviewer")
+    screenshot(panel, "review-queue")
     expect(row.locator(".jp-Handoff-promote")).to_have_count(0)  # promote is an admin's
     # and approves it with a comment
     row.locator(".jp-Handoff-approve").click()
@@ -137,6 +143,12 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     expect(row.locator(".jp-Handoff-stage")).to_have_text("approved")
     assert central_stage(central, "credit", 1) == "approved"
     screenshot(page, "approved")
+    # The queue now asks for the canary's sign-off; approving it there moves it on
+    expect(waiting).to_have_attribute("data-next", "canary", timeout=15_000)
+    waiting.locator(".jp-Handoff-approve").click()
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    expect(row).to_have_attribute("data-stage", "canary", timeout=15_000)
+    assert central_stage(central, "credit", 1) == "canary"
 
 
 def test_an_analyst_sees_no_signoff_actions(central_site, jupyterlab, lab_page):
