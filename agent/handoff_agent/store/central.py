@@ -111,8 +111,12 @@ class CentralStore(StoreBase):
     def in_stages(self, stages: tuple[str, ...], limit: int) -> list[dict]:
         """Versions in ``stages``, oldest stage change first, each with when it entered its
         stage and its sign-offs (all stages): what the review queue is built from."""
+        waiting = select(V.id).where(V.stage.in_(stages))
         latest = (
-            select(S.version_id, func.max(S.id).label("last")).group_by(S.version_id).subquery()
+            select(S.version_id, func.max(S.id).label("last"))
+            .where(S.version_id.in_(waiting))
+            .group_by(S.version_id)
+            .subquery()
         )
         q = (
             select(
