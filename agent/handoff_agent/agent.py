@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -421,6 +422,9 @@ class HandoffAgent(LoggingConfigurable):
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
+            self.events.watchers.append(self._review_requested)
+        self._reviews_noticed: dict[tuple, None] = {}  # the last notices sent, oldest first
+        self._tasks: set[asyncio.Task] = set()  # notices under way (a task needs a reference)
         from .monitor.service import MonitorService
 
         # Watches every logged model's windows; rolls back through the StageManager, so the
@@ -827,10 +831,44 @@ class HandoffAgent(LoggingConfigurable):
         each webhook destination (CI, on-call): webhooks only, and only to a URL on the
         operator's allowlist. The monitor, the guardrails and the watches deliver through
         here."""
-        for dest in self.destinations.values():
-            allowed = getattr(dest, "allowed_urls", None)
-            if allowed is not None and dest.url in allowed and dest.secret:
-                await self.run_io(notify_webhook, dest, event, kind)
+        for dest in self._webhooks():
+            await self.run_io(notify_webhook, dest, event, kind)
+
+    def _webhooks(self) -> list:
+        """The webhook destinations notices go to: allowlisted URL, with a secret."""
+        out = []
+        for d in self.destinations.values():
+            allowed = getattr(d, "allowed_urls", None)
+            if allowed is not None and d.url in allowed and d.secret:
+                out.append(d)
+        return out
+
+    def _review_requested(self, event: dict) -> None:
+        """A version entered a stage whose next one names sign-offs: tell the webhooks
+        (chat, ticketing) once, from the replica that moved it."""
+        if event["type"] != "stage" or not event.get("version") or not self._webhooks():
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: a stage set outside the server
+            task = asyncio.get_running_loop().create_task(
+                self._notify_review(event["model"], event["version"])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _notify_review(self, model: str, number: int) -> None:
+        try:
+            entry = await self.read(self.stages.review_of, model, number)
+            # A stage can be announced twice (the verdict, then the slot): notice it once.
+            key = entry and (model, number, entry["stage"], entry["since"])
+            if entry is None or key in self._reviews_noticed:
+                return
+            self._reviews_noticed[key] = None
+            while len(self._reviews_noticed) > 1000:
+                del self._reviews_noticed[next(iter(self._reviews_noticed))]
+            url = f"{self.url}/api/v1/models/{model}/versions/{number}"
+            await self.notify_destinations("review", {**entry, "url": url})
+        except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
+            log.exception("the review notice for %s:%s failed", model, number)
 
     async def _monitor_loop(self) -> None:
         while True:

@@ -18,12 +18,18 @@ class EventBus:
         self.recent: deque[dict] = deque(maxlen=history)
         self.queues: set[asyncio.Queue] = set()
         self.queue_size = queue_size
+        # Called with each event this process publishes (not those relayed from replicas):
+        # what follows a change once, wherever it was made (a reviewer's webhook).
+        self.watchers: list = []
 
     def publish(self, kind: str, relayed: bool = False, **data) -> dict:
         self.seq += 1
         event = {"id": self.seq, "type": kind, **data}
         if self.sink is not None and not relayed:
             self.sink({"type": kind, **data})
+        if not relayed:
+            for watch in self.watchers:
+                watch(event)
         self.recent.append(event)
         for q in list(self.queues):
             if q.full():  # a stalled client loses events, never the agent's memory

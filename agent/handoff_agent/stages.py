@@ -93,7 +93,11 @@ class StageManager:
                 return {"stage": target}
             return {"stage": v["stage"], "waiting_for": target}
 
-    def queue(self, who: dict | None = None, limit: int = 500) -> list[dict]:
+    def review_of(self, name: str, number: int) -> dict | None:
+        """The review queue's entry for one version; None when it waits for no sign-off."""
+        return next(iter(self.queue(only=(name, number))), None)
+
+    def queue(self, who: dict | None = None, limit: int = 500, only=None) -> list[dict]:
         """Versions waiting for sign-offs, oldest first: the next stage, the sign-offs still
         missing (role -> count) and those in. With ``who``, only those ``who`` may sign now:
         holds a missing role, did not push it, has not signed it for that stage."""
@@ -101,7 +105,7 @@ class StageManager:
             s for s in FLOW if s != "received" and self.policy.stages.get(self.policy.next_stage(s))
         )
         out = []
-        for v in self.store.in_stages(waiting, limit):
+        for v in self.store.in_stages(waiting, limit, only):
             target = self.policy.next_stage(v["stage"])
             signed = [s for s in v["signoffs"] if s["stage"] == target]
             missing = self.policy.missing(target, signed)

@@ -244,6 +244,23 @@ def test_promotion_waits_for_a_clean_bake(site, data):
     entry = next(r for r in waiting if (r["model"], r["version"]) == ("churn", v3))
     assert entry["next"] == "production" and entry["blocked"]["code"] == "bake_not_clean", entry
 
+    # The webhook (a team's chat, a ticket queue) was told each time the version came to
+    # wait for a sign-off, signed, with where to look
+    def review_notices():
+        out = [(h, json.loads(b)) for h, b in Receiver.received]
+        return [(h, b) for h, b in out if b["type"] == "review" and b["version"] == v3]
+
+    until(lambda: len(review_notices()) == 3, timeout=30, what="three review notices")
+    assert [b["stage"] for _, b in review_notices()] == ["validated", "approved", "canary"]
+    headers, notice = review_notices()[-1]
+    raw = json.dumps(notice, sort_keys=True).encode()
+    assert headers["X-Handoff-Signature"] == signing.sign(
+        WEBHOOK_SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
+    )
+    assert (notice["next"], notice["missing"]) == ("production", entry["missing"])
+    assert notice["blocked"]["code"] == "bake_not_clean"
+    assert notice["url"] == f"{central.url}/api/v1/models/churn/versions/{v3}"
+
     # Traffic over the canary and production until the bake is clean
     rows = X.to_dict("records")
 
