@@ -56,3 +56,14 @@ def test_events_follow_a_push_and_filter_by_model(agent_factory):
 def test_events_reject_a_bad_filter(agent):
     status, body = agent.request("GET", "/api/v1/events?model=../x")
     assert status == 400 and body["error"]["code"] == "invalid_name"
+
+
+def test_watchers_see_the_events_this_process_publishes_not_those_relayed():
+    """A review notice goes out once, from the replica that moved the version."""
+    from handoff_agent.events import EventBus
+
+    bus, seen = EventBus(), []
+    bus.watchers.append(seen.append)
+    bus.publish("stage", model="churn", version=1, stage="validated")
+    bus.publish("stage", relayed=True, model="churn", version=2, stage="validated")
+    assert [e["version"] for e in seen] == [1]
