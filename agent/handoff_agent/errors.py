@@ -61,5 +61,15 @@ class Unavailable(HandoffError):
     retry_after = 1
 
 
+class TooManyRequests(HandoffError):
+    """Over a rate limit: the answer carries ``Retry-After`` (seconds) for when it lifts."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: int = 60):
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
 def error_body(code: str, message: str, hint: str = "") -> dict:
     return {"error": {"code": code, "message": message, "hint": hint}}

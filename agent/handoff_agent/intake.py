@@ -11,11 +11,19 @@ The source's audit entries must extend the head central anchored for it. Nothing
 from __future__ import annotations
 
 import json
+import math
 import tarfile
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from . import audit, bundle, signing
-from .errors import Conflict, InvalidBundle, Unauthorized, UnsupportedMediaType
+from .errors import (
+    Conflict,
+    InvalidBundle,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from .forwarding.central import BUNDLE, ENVELOPE
 from .ingest import Upload
 from .policy import Policy
@@ -44,6 +52,7 @@ class Store(Protocol):
     def delivery_seen(self, delivery_id): ...
     def delivery_claim(self, delivery_id, source, body_digest): ...
     def delivery_bind(self, delivery_id, version_id, lineage): ...
+    def pushed_since(self, sender, since): ...
     def version_id(self, name, number): ...
     def source_anchor(self, source): ...
     def source_anchor_add(self, source, head, delivery_id): ...
@@ -164,6 +173,28 @@ class IntakeManager:
             blob.abort()
             raise _chain_conflict(envelope.get("source"), e) from None
         return envelope, blob
+
+    def check_rate(self, env: dict, now: datetime | None = None) -> None:
+        """A 429 when the sender delivered ``max_per_hour`` versions in the last hour; its
+        Retry-After is when the oldest of them leaves the hour, and the local agent's outbox
+        keeps the delivery until then (nothing is lost)."""
+        limit = self.policy.max_per_hour
+        if not limit:
+            return
+        now = now or datetime.now(UTC)
+        hour_ago = (now - timedelta(hours=1)).isoformat(timespec="microseconds")
+        count, oldest = self.store.pushed_since(env["sender"], hour_ago)
+        if count < limit:
+            return
+        lifts = datetime.fromisoformat(oldest) + timedelta(hours=1)
+        wait = max(1, math.ceil((lifts - now).total_seconds()))
+        raise TooManyRequests(
+            f"Sender {env['sender']!r} delivered {count} versions in the last hour; this "
+            f"central takes at most {limit} an hour from one sender.",
+            f"The delivery waits in the sender's outbox and goes in {wait} s; central's admin "
+            "sets [intake] max_versions_per_hour in its policy.",
+            retry_after=wait,
+        )
 
     def seen(self, delivery_id: str) -> dict | None:
         return self.store.delivery_seen(delivery_id)

@@ -262,7 +262,9 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/intake": {
         "post": _op(
-            "Central: a signed delivery from a local agent (HMAC, not a token).",
+            "Central: a signed delivery from a local agent (HMAC, not a token). A sender past "
+            "the policy's [intake] max_versions_per_hour gets 429 rate_limited with "
+            "Retry-After.",
             ok="201",
             params=[
                 _param("X-Handoff-Delivery", "header", "32 hex digits.", required=True),

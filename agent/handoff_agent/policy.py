@@ -4,6 +4,7 @@
 secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (see below)
 trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
+max_versions_per_hour = 120   # per sender; more waits (429, Retry-After) in its outbox; 0: off
 
 [intake.senders]              # named senders: NAME = "secret", or a list during rotation
 alice = "…"
@@ -72,6 +73,7 @@ class Policy:
     trusted_types: list[str] = field(default_factory=list)
     revalidate: bool = True
     max_skew: int = 300
+    max_per_hour: int = 120  # versions one sender may deliver in an hour; 0: no limit
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
@@ -105,12 +107,19 @@ class Policy:
         except HandoffError as e:
             raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
         secrets, senders = _intake_secrets(intake, path)
+        per_hour = intake.get("max_versions_per_hour", 120)
+        if isinstance(per_hour, bool) or not isinstance(per_hour, int) or per_hour < 0:
+            raise ValueError(
+                f"{path}: [intake] max_versions_per_hour must be a whole number >= 0 (0: no "
+                f"limit), not {per_hour!r}."
+            )
         return cls(
             secrets=secrets,
             senders=senders,
             trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
+            max_per_hour=per_hour,
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
             deploy=DeployPolicy.load(data.get("deploy", {}), path),

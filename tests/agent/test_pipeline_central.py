@@ -16,6 +16,7 @@ POLICY = """
 trusted_types = []
 accept_pickle = false
 revalidate = {revalidate}
+{intake}
 
 [intake.senders]  # alice's two secrets: a rotation
 alice = ["first-secret-3kT9qLm2VxZp7RwY8nB4", "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"]
@@ -30,9 +31,10 @@ admin = 1
 """
 
 
-def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None):
+def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None, intake=""):
+    """``intake``: more lines for central's [intake] table."""
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(revalidate=str(revalidate).lower()))
+    policy.write_text(POLICY.format(revalidate=str(revalidate).lower(), intake=intake))
     central = RunningAgent(
         tmp_path / "central",
         tmp_path / "rt-central",

@@ -10,11 +10,13 @@ import socket
 import time
 import uuid
 
+import pytest
 from support import bundle_bytes, manifest_for, push_model, until
 from test_pipeline_central import FIRST_SECRET, SECOND_SECRET, start_pair
 
 from handoff_agent import audit, signing
 from handoff_agent.bundle import write_tar
+from handoff_agent.policy import Policy
 
 FAST = ["--HandoffAgent.checks=[]"]  # no checks: the verdict comes with the push
 
@@ -115,13 +117,22 @@ def envelope(
     return out.getvalue()
 
 
-def deliver(central, body: bytes, secret=FIRST_SECRET, delivery_id=None, stamp=None, tamper=False):
+def deliver(
+    central,
+    body: bytes,
+    secret=FIRST_SECRET,
+    delivery_id=None,
+    stamp=None,
+    tamper=False,
+    full=False,
+):
+    """(status, body) of a signed delivery; ``full``: (status, headers, body)."""
     delivery_id = delivery_id or uuid.uuid4().hex
     stamp = str(stamp if stamp is not None else int(time.time()))
     signature = signing.sign(secret, delivery_id, stamp, [body])
     if tamper:
         body = body[:-600] + b"\x01" + body[-599:]
-    return central.request(
+    status, headers, out = central.request_full(
         "POST",
         "/api/v1/intake",
         body=body,
@@ -133,6 +144,7 @@ def deliver(central, body: bytes, secret=FIRST_SECRET, delivery_id=None, stamp=N
             "X-Handoff-Signature": signature,
         },
     )
+    return (status, headers, out) if full else (status, out)
 
 
 def count(central, name: str) -> int:
@@ -164,6 +176,55 @@ def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path)
     finally:
         local.stop()
         central.stop()
+
+
+def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tmp_path):
+    """One analyst's retraining loop gone wrong cannot flood central: past the policy's
+    versions an hour per sender, a delivery is a 429 with Retry-After, and the local agent
+    keeps it in its outbox (retrying) until central takes it."""
+    port = free_port()
+    local, central = start_pair(
+        tmp_path,
+        revalidate=False,
+        local_args=FAST,
+        central_port=port,
+        intake="max_versions_per_hour = 2",
+    )
+    try:
+        push_many(local, 3)
+
+        def waiting():
+            rows = local.request("GET", "/api/v1/outbox")[1]["outbox"]
+            return next((r for r in rows if r["state"] == "pending" and r["last_error"]), None)
+
+        until(waiting, timeout=60, what="the third delivery refused")
+        assert outbox_states(local) == {"delivered": 2, "pending": 1}
+        waiting = waiting()
+        assert "takes at most 2 an hour from one sender" in waiting["last_error"], waiting
+        assert count(central, "many") == 2
+        # Straight to the intake, as alice: the refusal says when to come back
+        status, headers, err = deliver(central, envelope("more"), full=True)
+        assert (status, err["error"]["code"]) == (429, "rate_limited"), err
+        assert 3000 < int(headers["Retry-After"]) <= 3600, headers
+        assert "Sender 'alice' delivered 2 versions in the last hour" in err["error"]["message"]
+        # When the admin lifts the limit, the waiting delivery goes in: nothing was lost
+        policy = tmp_path / "policy.toml"
+        policy.write_text(policy.read_text().replace("max_versions_per_hour = 2", ""))
+        central.stop()
+        central.start()
+        until(lambda: outbox_states(local) == {"delivered": 3}, timeout=60)
+        assert count(central, "many") == 3
+    finally:
+        local.stop()
+        central.stop()
+
+
+@pytest.mark.parametrize("value", ['"lots"', "-1", "2.5", "true"])
+def test_a_bad_hourly_limit_stops_central_with_the_key_named(tmp_path, value):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"[intake]\nmax_versions_per_hour = {value}\n")
+    with pytest.raises(ValueError, match="max_versions_per_hour must be a whole number >= 0"):
+        Policy.load(policy)
 
 
 class _Marker:

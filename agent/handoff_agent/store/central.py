@@ -153,6 +153,16 @@ class CentralStore(StoreBase):
             r["signoffs"] = signed[r["id"]]
         return rows
 
+    def pushed_since(self, sender: str, since: str) -> tuple[int, str | None]:
+        """How many versions ``sender`` delivered here since ``since`` (ISO time), and when
+        the oldest of them arrived: what the intake's rate limit counts."""
+        q = select(func.count(), func.min(V.pushed_at)).where(
+            V.pushed_by == sender, V.pushed_at >= since
+        )
+        with self._read() as c:
+            count, oldest = c.execute(q).one()
+        return int(count), oldest
+
     def stage_history(self, version_id: int) -> list[dict]:
         q = (
             select(S.stage, S.since, S.by, S.comment)
