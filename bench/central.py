@@ -223,7 +223,11 @@ class CentralRefused(RuntimeError):
 
 def write_policy(path: Path, senders: dict[str, str], revalidate: bool) -> Path:
     """A central policy naming one intake secret per simulated analyst, as IT would."""
-    lines = ["[intake]", f"revalidate = {'true' if revalidate else 'false'}", "[intake.senders]"]
+    lines = ["[intake]", f"revalidate = {'true' if revalidate else 'false'}"]
+    lines += [
+        "max_versions_per_hour = 0  # a throughput run: no per-sender limit",
+        "[intake.senders]",
+    ]
     lines += [f"{name} = {json.dumps(secret)}" for name, secret in senders.items()]
     lines += ["[sandbox]", "require = false"]
     path.write_text("\n".join(lines) + "\n")
