@@ -257,21 +257,6 @@ export class HandoffPanel extends Widget {
       const needs = Object.entries(r.missing)
         .map(([role, n]) => `${n} ${role}`)
         .join(', ');
-      const approve = el(
-        'button',
-        {
-          class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept',
-          title: `Sign off ${r.model}:${r.version} for ${r.next}`
-        },
-        'Approve'
-      );
-      approve.onclick = () => void this.signoff(r.model, r.version, 'approve');
-      const reject = el(
-        'button',
-        { class: 'jp-Handoff-reject jp-mod-styled jp-mod-warn' },
-        'Reject'
-      );
-      reject.onclick = () => void this.signoff(r.model, r.version, 'reject');
       list.append(
         el(
           'li',
@@ -294,7 +279,11 @@ export class HandoffPanel extends Widget {
                 `Not yet: ${r.blocked.message}`
               )
             : null,
-          el('div', { class: 'jp-Handoff-actions' }, approve, reject)
+          el(
+            'div',
+            { class: 'jp-Handoff-actions' },
+            ...this.signoffButtons(r.model, r.version, r.next)
+          )
         )
       );
     }
@@ -495,6 +484,30 @@ export class HandoffPanel extends Widget {
     return row;
   }
 
+  /** Approve and Reject for a version's sign-off towards `next`, each with a comment. */
+  private signoffButtons(
+    model: string,
+    n: number,
+    next: string
+  ): HTMLElement[] {
+    const approve = el(
+      'button',
+      {
+        class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept',
+        title: `Sign off ${model}:${n} for ${next}`
+      },
+      'Approve'
+    );
+    approve.onclick = () => void this.signoff(model, n, 'approve');
+    const reject = el(
+      'button',
+      { class: 'jp-Handoff-reject jp-mod-styled jp-mod-warn' },
+      'Reject'
+    );
+    reject.onclick = () => void this.signoff(model, n, 'reject');
+    return [approve, reject];
+  }
+
   private renderActions(model: string, v: IVersion): HTMLElement | null {
     const roles = this.model.roles;
     const reviewer = roles.includes('reviewer') || roles.includes('admin');
@@ -503,22 +516,7 @@ export class HandoffPanel extends Widget {
     const stage = v.stage ?? '';
     const next = signoffTo(this.model.meta, stage);
     if (reviewer && next) {
-      const approve = el(
-        'button',
-        {
-          class: 'jp-Handoff-approve jp-mod-styled jp-mod-accept',
-          title: `Sign off ${model}:${v.number} for ${next}`
-        },
-        'Approve'
-      );
-      approve.onclick = () => void this.signoff(model, v.number, 'approve');
-      const reject = el(
-        'button',
-        { class: 'jp-Handoff-reject jp-mod-styled jp-mod-warn' },
-        'Reject'
-      );
-      reject.onclick = () => void this.signoff(model, v.number, 'reject');
-      buttons.push(approve, reject);
+      buttons.push(...this.signoffButtons(model, v.number, next));
     }
     if (admin && next) {
       const promote = el(
