@@ -122,6 +122,26 @@ def test_a_model_central_does_not_know_is_a_404_not_an_empty_answer(canary):
     assert (status, out["error"]["code"]) == (404, "not_found"), out
 
 
+def test_a_model_monitored_from_an_imported_log_alone_is_known_to_monitoring(
+    canary, data, tmp_path
+):
+    """Central monitors a model it has no version of from an imported reference and log
+    (``jupyter handoff monitor import``): its monitoring answers, its deployment is a 404."""
+    _local, central, _ = canary
+    X, y = data
+    ref = X.assign(prediction=y, score=y.astype(float), label=y)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    out = central.cli("monitor", "import", "legacy", str(tmp_path / "ref.parquet"), "--reference")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for method, path in (("GET", "monitor"), ("GET", "alerts"), ("POST", "monitor/run")):
+        status, body = central.request(
+            method, f"/api/v1/models/legacy/{path}", {} if method == "POST" else None
+        )
+        assert status == 200 and body["model"] == "legacy", (path, body)
+    status, body = central.request("GET", "/api/v1/models/legacy/deployment")
+    assert (status, body["error"]["code"]) == (404, "not_found"), body
+
+
 def test_the_canary_share_is_set_by_an_admin_only(canary):
     _local, central, v2 = canary
     path = "/api/v1/models/churn/deployment/traffic"

@@ -264,11 +264,13 @@ class BaseHandler(web.RequestHandler):
             raise BadRequest("Text in the body may not contain NUL (\\u0000) characters.")
         return body
 
-    async def known_model(self, name: str) -> None:
-        """A 404 that names the model when this agent has no version of it: the reads
-        about a model (deployment, monitoring, alerts) would otherwise answer a typo with an
-        empty 200."""
-        await self.agent.read(self.agent.registry.list_versions, name, 1)
+    async def known_model(self, name: str, monitored: bool = False) -> None:
+        """A 404 that names the model when this agent has no version of it (``monitored``:
+        nor a prediction log or reference, imported ones included): the reads about a model
+        (deployment, monitoring, alerts) would otherwise answer a typo with an empty 200."""
+        registry = self.agent.registry
+        if not (monitored and await self.agent.read(registry.is_monitored, name)):
+            await self.agent.read(registry.list_versions, name, 1)
 
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)

@@ -190,7 +190,7 @@ class PredictionsHandler(CentralOnly):
     async def get(self, name: str):
         validate_name(name)
         self.central()
-        await self.known_model(name)
+        await self.known_model(name, monitored=True)
         from ..serving.predlog import read, to_parquet_frame
 
         agent = self.agent

@@ -48,7 +48,7 @@ class MonitorHandler(Relayed):
         validate_name(name)
         if await self.relay(name, "monitor"):
             return
-        await self.known_model(name)
+        await self.known_model(name, monitored=True)
         kind = self.get_query_argument("window", None)
         if kind is not None and kind not in (*WINDOWS, "rolling"):
             raise BadRequest(
@@ -75,7 +75,7 @@ class AlertsHandler(Relayed):
         validate_name(name)
         if await self.relay(name, "alerts"):
             return
-        await self.known_model(name)
+        await self.known_model(name, monitored=True)
         state = self.get_query_argument("state", None)
         if state not in (None, "firing", "cleared"):
             raise BadRequest("state is firing or cleared.", "e.g. ?state=firing")
@@ -93,7 +93,7 @@ class MonitorRunHandler(CentralOnly):
     async def post(self, name: str):
         validate_name(name)
         self.central()
-        await self.known_model(name)
+        await self.known_model(name, monitored=True)
         now = self.json_body().get("now")
         if now is not None and (
             isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)

@@ -219,6 +219,17 @@ class MonitorStore(StoreBase):
             for r, lab in zip(out, labels, strict=True)
         ]
 
+    def is_monitored(self, model: str) -> bool:
+        """Whether ``model`` has a prediction log or a reference here (served or imported:
+        a model can be monitored from an imported log without a version here)."""
+        P = t.prediction_segments.c
+        with self._read() as c:
+            logged = c.execute(select(P.model).where(P.model == model).limit(1)).first()
+            return (
+                logged is not None
+                or c.execute(select(R.model).where(R.model == model)).first() is not None
+            )
+
     def monitored_models(self) -> list[str]:
         """Models with a prediction log (served here or imported)."""
         with self._read() as c:
