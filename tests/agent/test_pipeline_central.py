@@ -16,7 +16,6 @@ POLICY = """
 trusted_types = []
 accept_pickle = false
 revalidate = {revalidate}
-{intake}
 
 [intake.senders]  # alice's two secrets: a rotation
 alice = ["first-secret-3kT9qLm2VxZp7RwY8nB4", "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"]
@@ -34,7 +33,8 @@ admin = 1
 def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None, intake=""):
     """``intake``: more lines for central's [intake] table."""
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(revalidate=str(revalidate).lower(), intake=intake))
+    text = POLICY.format(revalidate=str(revalidate).lower())
+    policy.write_text(text.replace("\n\n[intake.senders]", f"\n{intake}\n\n[intake.senders]", 1))
     central = RunningAgent(
         tmp_path / "central",
         tmp_path / "rt-central",
