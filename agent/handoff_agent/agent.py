@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -844,16 +843,25 @@ class HandoffAgent(LoggingConfigurable):
         return out
 
     def _review_requested(self, event: dict) -> None:
-        """A version entered a stage whose next one names sign-offs: tell the webhooks
-        (chat, ticketing) once, from the replica that moved it."""
+        """A version entered a stage whose next one names sign-offs, or waits for an admin
+        to trust types: tell the webhooks (chat, ticketing) once, from the replica that
+        moved it."""
         if event["type"] != "stage" or not event.get("version") or not self._webhooks():
             return
-        with contextlib.suppress(RuntimeError):  # no loop: a stage set outside the server
-            task = asyncio.get_running_loop().create_task(
-                self._notify_review(event["model"], event["version"])
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        model, number = event["model"], event["version"]
+        if event.get("stage") == "needs_trust":
+            url = f"{self.url}/api/v1/models/{model}/versions/{number}"
+            notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
+            work = self.notify_destinations("trust", {**notice, "url": url})
+        else:
+            work = self._notify_review(model, number)
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:  # no loop: a stage set outside the server
+            work.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _notify_review(self, model: str, number: int) -> None:
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import threading
 import zipfile
+from http.server import HTTPServer
 
 import pytest
 import skops.io as sio
@@ -19,6 +21,7 @@ from skops.io._general import NODE_TYPE_MAPPING
 from support import RunningAgent, bundle_bytes, push_model, until
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
+from test_watch_alerts import Receiver
 
 from handoff_agent import trust
 
@@ -139,8 +142,22 @@ def test_a_crafted_exec_payload_is_refused_and_never_runs(tmp_path):
 # -- central ---------------------------------------------------------------------------------
 
 
+class TrustHook(Receiver):
+    received: list = []
+
+
 def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
-    central = start_central(tmp_path)
+    hook = HTTPServer(("127.0.0.1", 0), TrustHook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hook.server_port}/security"
+    central = start_central(
+        tmp_path,
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={url}",
+        "--WebhookDestination.secret=trust-webhook-secret-7Hq2Lm9Xc4Vb8N",
+        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+    )
     marker = tmp_path / "pwned"
     try:
         payload = exec_payload(f"open({str(marker)!r}, 'w').write('ran')")
@@ -154,6 +171,16 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         assert version["needs_trust"] == ["builtins.exec"]
         assert version["checks"] == []
         assert version["stages"][-1]["comment"] == ("waiting for an admin to trust: builtins.exec")
+        # The webhook (the security team's channel) is told what the version names
+        until(lambda: TrustHook.received, timeout=30, what="the trust notice")
+        [(_, raw)] = TrustHook.received
+        assert json.loads(raw) == {
+            "type": "trust",
+            "model": "evil",
+            "version": 1,
+            "needs_trust": ["builtins.exec"],
+            "url": f"{central.url}/api/v1/models/evil/versions/1",
+        }
         # And an admin cannot trust it, by the CLI or over HTTP
         cli = central.cli("trust", "add", "builtins.exec")
         assert cli.returncode == 2
@@ -168,6 +195,7 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         assert not marker.exists()
     finally:
         central.stop()
+        hook.shutdown()
 
 
 def test_a_pickle_pushed_to_central_is_refused_and_creates_nothing(tmp_path):
