@@ -849,12 +849,12 @@ class HandoffAgent(LoggingConfigurable):
         if event["type"] != "stage" or not event.get("version") or not self._webhooks():
             return
         model, number = event["model"], event["version"]
+        url = f"{self.url}/api/v1/models/{model}/versions/{number}"
         if event.get("stage") == "needs_trust":
-            url = f"{self.url}/api/v1/models/{model}/versions/{number}"
             notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
             work = self.notify_destinations("trust", {**notice, "url": url})
         else:
-            work = self._notify_review(model, number)
+            work = self._notify_review(model, number, url)
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no loop: a stage set outside the server
@@ -863,7 +863,7 @@ class HandoffAgent(LoggingConfigurable):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notify_review(self, model: str, number: int) -> None:
+    async def _notify_review(self, model: str, number: int, url: str) -> None:
         try:
             entry = await self.read(self.stages.review_of, model, number)
             # A stage can be announced twice (the verdict, then the slot): notice it once.
@@ -873,7 +873,6 @@ class HandoffAgent(LoggingConfigurable):
             self._reviews_noticed[key] = None
             while len(self._reviews_noticed) > 1000:
                 del self._reviews_noticed[next(iter(self._reviews_noticed))]
-            url = f"{self.url}/api/v1/models/{model}/versions/{number}"
             await self.notify_destinations("review", {**entry, "url": url})
         except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
             log.exception("the review notice for %s:%s failed", model, number)

@@ -107,7 +107,7 @@ class Policy:
         except HandoffError as e:
             raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
         secrets, senders = _intake_secrets(intake, path)
-        per_hour = intake.get("max_versions_per_hour", 120)
+        per_hour = intake.get("max_versions_per_hour", cls.max_per_hour)
         if isinstance(per_hour, bool) or not isinstance(per_hour, int) or per_hour < 0:
             raise ValueError(
                 f"{path}: [intake] max_versions_per_hour must be a whole number >= 0 (0: no "

@@ -57,10 +57,7 @@ class StageManager:
                     "A version can be signed off once it is validated.",
                     code="wrong_stage",
                 )
-            # The sender is who central authenticated; the analyst the envelope names is only a
-            # claim, but enough to keep anyone from approving what they say they pushed.
-            claimed = json.loads(v["origin"] or "{}").get("claimed_by")
-            if who["user"] in (v["pushed_by"], claimed):
+            if _pushed(v, who["user"]):
                 raise Forbidden(
                     f"{who['user']} pushed {name}:{number} and cannot sign it off.",
                     "Ask another reviewer.",
@@ -73,7 +70,7 @@ class StageManager:
             if role is None:
                 raise Forbidden(f"{who['user']} has no role that may sign off.")
             done = self.signoffs(v["id"], target)
-            if any(s["user"] == who["user"] for s in done):
+            if _signed(done, who["user"]):
                 raise Conflict(
                     f"{who['user']} already signed off {name}:{number} for {target}.",
                     code="duplicate_signoff",
@@ -111,14 +108,12 @@ class StageManager:
             missing = self.policy.missing(target, signed)
             if not missing:
                 continue
-            if who is not None:
-                claimed = json.loads(v["origin"] or "{}").get("claimed_by")
-                if (
-                    who["user"] in (v["pushed_by"], claimed)
-                    or any(s["user"] == who["user"] for s in signed)
-                    or not set(missing) & set(who["roles"])
-                ):
-                    continue
+            if who is not None and (
+                _pushed(v, who["user"])
+                or _signed(signed, who["user"])
+                or not set(missing) & set(who["roles"])
+            ):
+                continue
             out.append(
                 {
                     "model": v["model"],
@@ -198,3 +193,15 @@ class StageManager:
 
     def history(self, version_id: int) -> list[dict]:
         return self.store.stage_history(version_id)
+
+
+def _pushed(v: dict, user: str) -> bool:
+    """Whether ``user`` pushed version ``v``: the sender central authenticated, or the analyst
+    the envelope names (only a claim, but enough to keep anyone from approving what they say
+    they pushed). Nobody signs off their own version."""
+    return user in (v["pushed_by"], json.loads(v["origin"] or "{}").get("claimed_by"))
+
+
+def _signed(signoffs: list[dict], user: str) -> bool:
+    """Whether ``user`` is among ``signoffs`` already (each person counts once a stage)."""
+    return any(s["user"] == user for s in signoffs)

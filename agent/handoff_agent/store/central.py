@@ -115,7 +115,7 @@ class CentralStore(StoreBase):
         waiting = select(V.id).where(V.stage.in_(stages))
         if only is not None:
             waiting = waiting.where(V.model == only[0], V.number == only[1])
-        latest = (
+        latest = (  # each waiting version's stage row, hence the filter
             select(S.version_id, func.max(S.id).label("last"))
             .where(S.version_id.in_(waiting))
             .group_by(S.version_id)
@@ -135,7 +135,6 @@ class CentralStore(StoreBase):
             )
             .join(latest, latest.c.version_id == V.id)
             .join(t.stages, S.id == latest.c.last)
-            .where(V.stage.in_(stages))
             .order_by(S.id)
             .limit(limit)
         )
