@@ -58,12 +58,12 @@ from .handlers.pipeline import (
     IntakeHandler,
     LineageHandler,
     OutboxHandler,
-    ReviewsHandler,
     SignoffHandler,
     TokensHandler,
     TransitionHandler,
     WhoamiHandler,
 )
+from .handlers.reviews import ModelReviewsHandler, ReviewsHandler
 from .handlers.trust import TrustHandler
 from .handlers.watches import (
     LineageGraphHandler,
@@ -683,6 +683,7 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/monitor", MonitorHandler),
             (model + "/monitor/run", MonitorRunHandler),
             (model + "/alerts", AlertsHandler),
+            (model + "/reviews", ModelReviewsHandler),
         ]
         return web.Application(
             routes,

@@ -18,6 +18,7 @@ from traitlets import Bool, Unicode
 from ._version import __version__
 from .inventory_cli import Unreachable, _request
 from .names import typed_name, typed_ref
+from .vocabulary import missing_text
 
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
 
@@ -104,7 +105,7 @@ class DeploymentApp(_CentralCommand):
 def review_line(r: dict) -> str:
     """'churn:2  validated -> approved  needs 1 reviewer  in: bob (reviewer)  pass  pushed
     by alice, validated since 2026-12-05 03:50', and what would refuse an approval now."""
-    needs = ", ".join(f"{n} {role}" for role, n in r["missing"].items())
+    needs = missing_text(r["missing"])
     signed = ", ".join(f"{s['user']} ({s['role']})" for s in r["signoffs"]) or "-"
     line = (
         f"{r['model']}:{r['version']}  {r['stage']} -> {r['next']}  needs {needs}  in: {signed}"

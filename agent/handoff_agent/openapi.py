@@ -544,6 +544,14 @@ PATHS: dict[str, dict[str, dict]] = {
             ],
         )
     },
+    "/api/v1/models/{name}/reviews": {
+        "get": _op(
+            "What central waits for before the model's versions move on (the review queue's "
+            "entries for one model, as `GET /api/v1/reviews` has them; a local agent relays "
+            "them, so the analyst needs no central token).",
+            params=[NAME],
+        )
+    },
     "/api/v1/trust": {
         "get": _op("The trust list: default, policy and admin-added types."),
         "post": _op(

@@ -97,7 +97,8 @@ class StageManager:
     def queue(self, who: dict | None = None, limit: int = 500, only=None) -> list[dict]:
         """Versions waiting for sign-offs, oldest first: the next stage, the sign-offs still
         missing (role -> count) and those in. With ``who``, only those ``who`` may sign now:
-        holds a missing role, did not push it, has not signed it for that stage."""
+        holds a missing role, did not push it, has not signed it for that stage. ``only``:
+        (model, number), or (model, None) for one model's."""
         waiting = tuple(
             s for s in FLOW if s != "received" and self.policy.stages.get(self.policy.next_stage(s))
         )

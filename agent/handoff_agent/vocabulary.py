@@ -146,6 +146,11 @@ def verdict_of(version: dict) -> str:
     return verdict or STATUS_VERDICT.get(version.get("status"), version.get("status") or "unknown")
 
 
+def missing_text(missing: dict[str, int]) -> str:
+    """The sign-offs a version still needs, for people: '1 risk, 2 reviewer'."""
+    return ", ".join(f"{n} {role}" for role, n in missing.items())
+
+
 def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
     """The stage flow with the sign-offs each stage needs (role -> count), from a policy's
     ``stages`` table. ``next`` follows the flow; ``signoff_to`` is where reviewers' sign-offs

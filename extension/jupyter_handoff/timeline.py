@@ -8,6 +8,7 @@ from .client import connect
 from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .monitor_view import alert_badge, alert_line, open_alerts
 from .refs import checked_name
+from .review_view import waiting_at_central, waiting_text
 from .widgets.style import STATUS_VERDICT, badge
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
@@ -29,11 +30,13 @@ class History:
         versions: list[dict],
         deployment: dict | None = None,
         alerts: list[dict] | None = None,
+        reviews: dict[int, dict] | None = None,
     ):
         self.name = name
         self.versions = versions  # full version dicts, newest first
         self.deployment = deployment  # central's view, when it could say
         self.alerts = alerts or []  # the model's firing monitor alerts at central
+        self.reviews = reviews or {}  # central's review entries, by central's number
         self.roles = self._roles()
         self.rows = self._rows()
 
@@ -73,6 +76,7 @@ class History:
                     "fingerprints": fps,
                     "data_changed": changed,
                     "stage": _stage(v),
+                    "waiting": waiting_text(self.reviews.get(central_number(v))),
                     "serving": version_line(self.deployment, central_number(v)),
                 }
             )
@@ -94,6 +98,7 @@ class History:
                     "pushed_at",
                     "message",
                     "stage",
+                    "waiting",
                     "serving",
                 )
             }
@@ -114,7 +119,7 @@ class History:
             lines.append(f"  {alert_line(self.alerts)}")
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
-            where = f"  [{r['serving']}]" if r["serving"] else ""
+            where = "".join(f"  [{r[k]}]" for k in ("waiting", "serving") if r[k])
             lines.append(
                 f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
                 f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
@@ -156,7 +161,10 @@ class History:
                     f"<code style='{style}' title='{e(fp)}'>{e(fp[:10])}</code>"
                     + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
                 )
-            tds.append(e(r["stage"]))
+            waiting = (
+                r["waiting"] and f"<div style='font-size:85%;color:#9a6700'>{e(r['waiting'])}</div>"
+            )
+            tds.append(e(r["stage"]) + (waiting or ""))
             tds.append(e(r["serving"]))
             out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
         out.append("</table></div>")
@@ -164,11 +172,13 @@ class History:
 
 
 def history(name: str, limit: int = 50, client=None) -> History:
-    """The versions of ``name``, newest first, with verdicts, data fingerprints and stage, and
-    a badge when the model has firing monitor alerts at central."""
+    """The versions of ``name``, newest first, with verdicts, data fingerprints, stage and the
+    sign-offs central waits for, and a badge when the model has firing monitor alerts there."""
     checked_name(name)
     client = client or connect(start=False)
     listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
     full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]
-    deployment = quiet_view(name, client) if any(v.get("stage") for v in full) else None
-    return History(name, full, deployment, open_alerts(name, client) if full else [])
+    at_central = any(v.get("stage") for v in full)
+    deployment = quiet_view(name, client) if at_central else None
+    reviews = waiting_at_central(name, client) if at_central else {}
+    return History(name, full, deployment, open_alerts(name, client) if full else [], reviews)

@@ -75,6 +75,11 @@ export interface IVersion {
   /** Central: the exact types it waits for an admin to trust (stage needs_trust). */
   needs_trust?: string[] | null;
   stages?: { stage: string; since: string; by: string }[];
+  /** A local agent's hand-offs; central's answer names the number it gave the version. */
+  forwards?: {
+    destination: string;
+    remote?: { version?: number } | null;
+  }[];
   signoffs?: {
     stage: string;
     role: string;
@@ -277,6 +282,11 @@ export const api = {
   reviews: (source: Source) =>
     requestAPI<{ reviews: IReview[] }>(
       `${agentPath(source, 'reviews')}?mine=true`
+    ),
+  /** What central waits for before one model's versions move on (a local agent relays it). */
+  modelReviews: (source: Source, name: string) =>
+    requestAPI<{ model: string; reviews: IReview[] }>(
+      agentPath(source, 'models', name, 'reviews')
     ),
   firing: (source: Source, name: string) =>
     requestAPI<{ alerts: IFiring[] }>(

@@ -45,6 +45,9 @@ export class HandoffModel implements IDisposable {
   versions = new Map<string, IVersion[]>();
   /** What waits for the caller's sign-off at central, oldest first; none on this machine. */
   reviews: IReview[] = [];
+  /** What central waits for before this machine's versions move on: by model, then by the
+   * number central gave the version. */
+  waiting = new Map<string, Map<number, IReview>>();
   /** Each model's firing alerts at central, worst first (the badges). */
   firing = new Map<string, IFiring[]>();
   selected: string[] = [];
@@ -232,6 +235,7 @@ export class HandoffModel implements IDisposable {
         this._readAlerts(),
         this._readReviews()
       ]);
+      await this._readWaiting();
       this.error = null;
     } catch (error) {
       this.error = error as HandoffError;
@@ -263,6 +267,46 @@ export class HandoffModel implements IDisposable {
             .then(r => r.reviews)
             .catch(() => [])
         : [];
+  }
+
+  /** Central's review entry for one of this machine's versions, if it waits for sign-offs. */
+  waitingFor(model: string, v: IVersion): IReview | undefined {
+    const remote = v.forwards?.find(f => f.destination === 'central')?.remote;
+    return this.waiting.get(model)?.get(remote?.version ?? v.number);
+  }
+
+  /**
+   * On this machine, what central waits for on each model with a version at central (one
+   * read per model, which the local agent relays). A failed read shows nothing.
+   */
+  private async _readWaiting(only?: string): Promise<void> {
+    const names = this.models
+      .map(m => m.name)
+      .filter(
+        name =>
+          this.source === 'local' &&
+          (this.versions.get(name) ?? []).some(v => v.stage)
+      );
+    for (const name of [...this.waiting.keys()]) {
+      if (!names.includes(name)) {
+        this.waiting.delete(name);
+      }
+    }
+    await Promise.all(
+      names
+        .filter(name => !only || only === name)
+        .map(name =>
+          api
+            .modelReviews(this.source, name)
+            .then(r =>
+              this.waiting.set(
+                name,
+                new Map(r.reviews.map(e => [e.version, e]))
+              )
+            )
+            .catch(() => this.waiting.delete(name))
+        )
+    );
   }
 
   /**
@@ -311,6 +355,7 @@ export class HandoffModel implements IDisposable {
             this._readAlerts(name),
             this._readReviews()
           ]);
+          await this._readWaiting(name);
         } catch (error) {
           this.error = error as HandoffError;
         }

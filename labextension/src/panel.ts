@@ -11,7 +11,7 @@ import {
 } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { HandoffError, IModel, IVersion, Source } from './api';
+import { HandoffError, IModel, IReview, IVersion, Source } from './api';
 import { ago, el, errorBox } from './dom';
 import { dossierButton } from './inventory';
 import { HandoffModel } from './model';
@@ -254,9 +254,7 @@ export class HandoffPanel extends Widget {
     }
     const list = el('ul', { class: 'jp-Handoff-reviewList' });
     for (const r of reviews) {
-      const needs = Object.entries(r.missing)
-        .map(([role, n]) => `${n} ${role}`)
-        .join(', ');
+      const needs = needsText(r.missing);
       list.append(
         el(
           'li',
@@ -473,6 +471,16 @@ export class HandoffPanel extends Widget {
         [v.pushed_by, ago(v.pushed_at)].filter(Boolean).join(' · ')
       )
     );
+    const waiting = this.model.waitingFor(model, v);
+    if (waiting) {
+      row.append(
+        el(
+          'div',
+          { class: 'jp-Handoff-hint jp-Handoff-waiting' },
+          waitingText(waiting)
+        )
+      );
+    }
     const actions = this.renderActions(model, v);
     if (actions) {
       row.append(actions);
@@ -556,4 +564,22 @@ export class HandoffPanel extends Widget {
       ? el('div', { class: 'jp-Handoff-actions' }, ...buttons)
       : null;
   }
+}
+
+/** The sign-offs a version still needs, for people: '1 risk, 2 reviewer'. */
+function needsText(missing: Record<string, number>): string {
+  return Object.entries(missing)
+    .map(([role, n]) => `${n} ${role}`)
+    .join(', ');
+}
+
+/** 'Waits for 1 reviewer sign-off to become production (in: bob as risk) · not yet: …' */
+function waitingText(r: IReview): string {
+  const count = Object.values(r.missing).reduce((a, b) => a + b, 0);
+  const signed = r.signoffs.map(s => `${s.user} as ${s.role}`).join(', ');
+  return [
+    `Waits for ${needsText(r.missing)} sign-off${count > 1 ? 's' : ''} to become ${r.next}`,
+    signed ? ` (in: ${signed})` : '',
+    r.blocked ? ` · not yet: ${r.blocked.message}` : ''
+  ].join('');
 }

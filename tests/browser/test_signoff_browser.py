@@ -149,6 +149,15 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     expect(row).to_have_attribute("data-stage", "canary", timeout=15_000)
     assert central_stage(central, "credit", 1) == "canary"
+    # The analyst's side, on this machine: the version says what central waits for next
+    panel.locator(".jp-Handoff-source").select_option("local")
+    mine = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="1"]')
+    expect(mine).to_have_attribute("data-stage", "canary", timeout=30_000)
+    expect(mine.locator(".jp-Handoff-waiting")).to_have_text(
+        "Waits for 1 reviewer, 1 admin sign-offs to become production", timeout=30_000
+    )
+    expect(mine.locator(".jp-Handoff-approve")).to_have_count(0)  # the local view signs nothing
+    screenshot(panel, "waiting-for")
 
 
 def test_an_analyst_sees_no_signoff_actions(central_site, jupyterlab, lab_page):

@@ -109,11 +109,11 @@ def test_a_model_central_does_not_know_is_a_404_not_an_empty_answer(canary):
     """A typo, or a model not forwarded yet: its deployment, monitoring, alerts and
     prediction log say so, at central and through the local agent, instead of an empty 200."""
     local, central, _ = canary
-    for path in ("deployment", "monitor", "alerts", "predictions"):
+    for path in ("deployment", "monitor", "alerts", "predictions", "reviews"):
         status, out = central.request("GET", f"/api/v1/models/nope/{path}")
         assert (status, out["error"]["code"]) == (404, "not_found"), (path, out)
         assert out["error"]["message"] == "No model named 'nope'.", out
-    for path in ("deployment", "monitor", "alerts"):
+    for path in ("deployment", "monitor", "alerts", "reviews"):
         status, out = local.request("GET", f"/api/v1/models/nope/{path}")
         assert (status, out["error"]["message"]) == (404, "Central: No model named 'nope'."), out
     status, out = central.request("POST", "/api/v1/models/nope/monitor/run", {})
@@ -140,6 +140,23 @@ def test_a_model_monitored_from_an_imported_log_alone_is_known_to_monitoring(
         assert status == 200 and body["model"] == "legacy", (path, body)
     status, body = central.request("GET", "/api/v1/models/legacy/deployment")
     assert (status, body["error"]["code"]) == (404, "not_found"), body
+
+
+def test_the_analyst_sees_what_central_waits_for_through_the_local_agent(canary):
+    """The analyst's side of the review queue: churn:2, a canary, waits for one reviewer's
+    sign-off to become production; churn:1, in production, waits for nothing."""
+    local, central, v2 = canary
+    status, mine = local.request("GET", "/api/v1/models/churn/reviews")
+    assert status == 200, mine
+    assert mine == central.request("GET", "/api/v1/models/churn/reviews")[1]
+    (entry,) = mine["reviews"]
+    assert (entry["model"], entry["version"], entry["stage"]) == ("churn", v2, "canary")
+    assert (entry["next"], entry["missing"], entry["pushed_by"]) == (
+        "production",
+        {"reviewer": 1},
+        "alice",
+    )
+    assert central.token not in str(mine) and local.token not in str(mine)
 
 
 def test_the_canary_share_is_set_by_an_admin_only(canary):
@@ -211,6 +228,9 @@ def test_the_widget_shows_each_slot_and_follows_a_traffic_change(canary, setting
     assert push_widget.serving.startswith("this version: canary 30%"), push_widget.serving
     assert "serving: production v1 70% / canary v2 30%" in push_widget.serving
     assert "handoff-serving" in push_widget.handoff_html.value
+    # and what central waits for before it moves on
+    assert push_widget.waiting.startswith("waits for 1 reviewer sign-off to become production")
+    assert "handoff-waiting" in push_widget.handoff_html.value
 
 
 def test_the_widget_follows_centrals_events_through_the_local_agent(canary, settings, monkeypatch):
@@ -314,6 +334,10 @@ def test_history_says_where_the_model_serves(notebook):
     text = _text(notebook["history"])
     assert "serving: production v1 70% / canary v2 30%" in text, text
     assert "[canary 30%]" in text and "[production 70%]" in text, text
+    # What central waits for before churn:2 moves on, beside its stage
+    assert "[waits for 1 reviewer sign-off to become production" in text, text
+    html = notebook["history"][0]["data"]["text/html"]
+    assert "waits for 1 reviewer sign-off to become production" in html, html
 
 
 @pytest.mark.parametrize("key", sorted(MISTAKES))

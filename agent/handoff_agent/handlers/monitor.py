@@ -5,7 +5,6 @@ reads are fetched from its central, so the notebook needs no central token."""
 from __future__ import annotations
 
 import math
-import urllib.parse
 
 from ..errors import BadRequest
 from ..monitor_policy import WINDOWS
@@ -28,20 +27,7 @@ def _float_arg(handler, name: str) -> float | None:
     return value
 
 
-class Relayed(FromCentral):
-    async def relay(self, name: str, what: str) -> bool:
-        """On a local agent: answer with central's reply for the same model. True if done."""
-        if self.agent.role == "central":
-            return False
-        query = urllib.parse.urlencode(
-            {k: v[-1].decode() for k, v in self.request.query_arguments.items()}
-        )
-        path = f"/api/v1/models/{name}/{what}" + (f"?{query}" if query else "")
-        self.write_json(await self.from_central("GET", path))
-        return True
-
-
-class MonitorHandler(Relayed):
+class MonitorHandler(FromCentral):
     """The closed windows (and the rolling one) as time series, with the policy's bounds."""
 
     async def get(self, name: str):
@@ -70,7 +56,7 @@ class MonitorHandler(Relayed):
         )
 
 
-class AlertsHandler(Relayed):
+class AlertsHandler(FromCentral):
     async def get(self, name: str):
         validate_name(name)
         if await self.relay(name, "alerts"):

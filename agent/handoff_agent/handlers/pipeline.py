@@ -84,19 +84,6 @@ class SignoffHandler(CentralOnly):
         self.write_json(out, 201)
 
 
-class ReviewsHandler(CentralOnly):
-    """The versions waiting for sign-offs, oldest first; ``mine=true``: those the caller may
-    sign now. Each says what is missing and what would refuse an approval now."""
-
-    async def get(self):
-        stages = self.central()
-        mine = self.get_query_argument("mine", "false")
-        if mine not in ("true", "false"):
-            raise BadRequest("mine is true or false.", "e.g. ?mine=true")
-        who = self.identity if mine == "true" else None
-        self.write_json({"reviews": await self.agent.read(stages.queue, who)})
-
-
 class TransitionHandler(CentralOnly):
     roles = {"POST": DEPLOY_ACTIONS["transition"]}
 

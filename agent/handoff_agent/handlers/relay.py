@@ -4,6 +4,7 @@ asking its central with its own central token: the notebook never holds or learn
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 
 from tornado import httpclient
@@ -18,6 +19,18 @@ class FromCentral(CentralOnly):
 
     async def from_central(self, method: str, path: str, body: dict | None = None) -> dict:
         return await ask_central(self.agent, method, path, body)
+
+    async def relay(self, name: str, what: str) -> bool:
+        """On a local agent: answer with central's reply to the same model's ``what``, with
+        the same query. True if done; False at central, which answers itself."""
+        if self.agent.role == "central":
+            return False
+        query = urllib.parse.urlencode(
+            {k: v[-1].decode() for k, v in self.request.query_arguments.items()}
+        )
+        path = f"/api/v1/models/{name}/{what}" + (f"?{query}" if query else "")
+        self.write_json(await self.from_central("GET", path))
+        return True
 
 
 def target_of(agent) -> Callable[[], tuple[str, str]]:

@@ -109,12 +109,14 @@ class CentralStore(StoreBase):
             ]
 
     def in_stages(self, stages: tuple[str, ...], limit: int, only=None) -> list[dict]:
-        """Versions in ``stages`` (``only``: the one (model, number)), oldest stage change
-        first, each with when it entered its stage and its sign-offs (all stages): what the
-        review queue is built from."""
+        """Versions in ``stages`` (``only``: (model, number), or (model, None) for a model's),
+        oldest stage change first, each with when it entered its stage and its sign-offs (all
+        stages): what the review queue is built from."""
         waiting = select(V.id).where(V.stage.in_(stages))
         if only is not None:
-            waiting = waiting.where(V.model == only[0], V.number == only[1])
+            waiting = waiting.where(V.model == only[0])
+            if only[1] is not None:
+                waiting = waiting.where(V.number == only[1])
         latest = (  # each waiting version's stage row, hence the filter
             select(S.version_id, func.max(S.id).label("last"))
             .where(S.version_id.in_(waiting))

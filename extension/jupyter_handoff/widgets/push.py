@@ -63,6 +63,7 @@ class PushWidget(w.VBox):
     done = Bool(False, help="True once the verdict and the report are in")
     handoff = Unicode("", help="where the version went: each destination's state, the stage")
     serving = Unicode("", help="where the model serves, once the version is deployed at central")
+    waiting = Unicode("", help="the sign-offs central waits for before the version moves on")
     alerts = List(help="the model's firing monitor alerts at central (the header's badge)")
 
     def __init__(self, version, client=None, follow: bool = True, **kwargs):
@@ -145,6 +146,23 @@ class PushWidget(w.VBox):
             self.done = self._finished()
             self.render()
         self.read_serving()
+        self.read_waiting()
+
+    def read_waiting(self) -> None:
+        """The sign-offs central waits for (and what would refuse one now), read when the
+        widget is built and when the version's stage changes."""
+        from ..deploy_view import central_number
+        from ..review_view import waiting_at_central, waiting_text
+
+        text = ""
+        if self._stage in DEPLOYED_STAGES:
+            number = central_number(
+                {"number": self.number, "forwards": list(self._forwards.values())}
+            )
+            text = waiting_text(waiting_at_central(self.model_name, self._client).get(number))
+        if text != self.waiting:
+            self.waiting = text
+            self.render()
 
     def read_serving(self) -> None:
         """Where the model serves, once this version reached a serving stage at central."""
@@ -218,6 +236,7 @@ class PushWidget(w.VBox):
             self.refresh()  # results, durations and reports as committed
         elif kind == "stage":
             self.read_serving()
+            self.read_waiting()
             self.read_alerts()
         return self.done
 
@@ -335,9 +354,14 @@ class PushWidget(w.VBox):
             if len(self.rows_box.children) != len(self._order):
                 self.rows_box.children = [self.rows[n] for n in self._order]
             self.verdict_html.value = self._verdict_html()
-            self.handoff_html.value = (
-                f"<div>Hand-off: {e(self.handoff)}</div>" if self.handoff else ""
-            ) + (f"<div class='handoff-serving'>{e(self.serving)}</div>" if self.serving else "")
+            lines = (
+                ("handoff-forwards", f"Hand-off: {self.handoff}" if self.handoff else ""),
+                ("handoff-waiting", self.waiting),
+                ("handoff-serving", self.serving),
+            )
+            self.handoff_html.value = "".join(
+                f"<div class='{cls}'>{e(text)}</div>" for cls, text in lines if text
+            )
             self.report_button.disabled = not self.report_ready
             self.report_hint.value = (
                 f"&nbsp;or <code>jupyter handoff report {e(self.model_name)}:{self.number}"
