@@ -41,8 +41,10 @@ class RunningAgent:
         plugins: dict | None = None,
         database_url=...,
         env: dict | None = None,
+        prefix: list[str] | None = None,
     ):
         self.home, self.runtime_dir = Path(home), Path(runtime_dir)
+        self.prefix = list(prefix or ())  # e.g. ``small_disk``: what the agent runs under
         self.args = ["--HandoffAgent.entry_point_plugins=False", *args]
         central = "--role" in args and args[args.index("--role") + 1] == "central"
         if central and not any(a.startswith("--Validation.") for a in args):
@@ -125,6 +127,7 @@ class RunningAgent:
         self.log = open(self.home.parent / f"{self.home.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 *(sys.executable, "-m", "handoff_agent", "serve", "--home", str(self.home)),
                 *self.args,
             ],
@@ -138,7 +141,9 @@ class RunningAgent:
                 raise RuntimeError(f"agent exited: {self.read_log()}")
             try:
                 info = json.loads(self.runtime_file.read_text())
-                if info["pid"] == self.proc.pid:
+                # under a prefix the agent is its child: a fresh runtime file is its
+                if info["pid"] == self.proc.pid or self.prefix:
+                    self.pid = info["pid"]
                     self.url, self.token = info["url"], info["token"]
                     parsed = urllib.parse.urlsplit(self.url)
                     self.host, self.port = parsed.hostname, parsed.port
@@ -208,6 +213,17 @@ class RunningAgent:
             return self.request("GET", "/api/v1/health", token=False, timeout=5)[0] == 200
         except OSError:
             return False
+
+
+def small_disk(mount: Path, size: int) -> list[str]:
+    """A prefix that runs an agent with ``mount`` on a filesystem of ``size`` bytes of its own
+    (a tmpfs in a mount namespace, through bubblewrap): a disk that really fills. Outside,
+    the agent's view of it is ``/proc/PID/root`` + ``mount``."""
+    mount.mkdir(parents=True, exist_ok=True)
+    return [
+        *("bwrap", "--dev-bind", "/", "/", "--die-with-parent"),
+        *("--size", str(size), "--tmpfs", str(mount), "--"),
+    ]
 
 
 def manifest_for(name: str, members: dict[str, bytes], **extra) -> dict:

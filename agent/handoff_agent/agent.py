@@ -26,6 +26,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import keys, pipeline, reports
 from .check_flow import CheckFlow
+from .disk_room import DiskRoom
 from .events import EventBus
 from .forwarding.service import ForwardService
 from .gate import GatePolicy
@@ -172,6 +173,13 @@ class HandoffAgent(LoggingConfigurable):
     ).tag(config=True)
     max_bundle_size = Integer(
         4 << 30, help="Largest bundle accepted, in bytes. Larger uploads get 413."
+    ).tag(config=True)
+    min_free_space = Integer(
+        100 << 20,
+        help="Bytes the agent keeps free on its disk for its database, reports and check "
+        "results. A bundle that would leave less is refused (503 disk_full, with Retry-After) "
+        "before a byte of it is stored; 0 lets any bundle try. A disk that fills anyway is "
+        "refused the same way, and nothing is half-stored.",
     ).tag(config=True)
     spool_stall_timeout = Float(
         60.0,
@@ -459,12 +467,14 @@ class HandoffAgent(LoggingConfigurable):
         )
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
+        room = DiskRoom(self.store, self.min_free_space, self.role)
         self.ingest = IngestManager(
             self.store,
             self.registry,
             self.max_bundle_size,
             self.gate,
             self.spool_stall_timeout,
+            room,
         )
         self.check_flow = CheckFlow(
             self.registry,
@@ -485,6 +495,7 @@ class HandoffAgent(LoggingConfigurable):
                 self.stages,
                 self.policy,
                 self.max_bundle_size,
+                room,
             )
         self.trust_flow = TrustFlow(
             self.registry,

@@ -15,11 +15,34 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from . import reports
+from .disk_room import out_of_space
 from .pools import Calls, Publisher
+from .store.engine import unavailable
 from .versions import VersionService
 from .vocabulary import PROVISIONAL_FIELD
 
 log = logging.getLogger(__name__)
+
+# A check's outcome that cannot be recorded yet (a full disk, a locked database) is tried
+# again after these pauses (seconds, doubling), for as long as the agent runs.
+RECORD_RETRY_FIRST, RECORD_RETRY_CAP = 0.5, 10.0
+
+
+async def until_recorded(what: str, call: Callable[[], Awaitable]):
+    """``await call()``, again and again while it fails for want of room (a full disk) or a
+    busy database: the outcome waits in memory, and the version is never left checking for
+    good. Any other error is raised."""
+    pause = RECORD_RETRY_FIRST
+    while True:
+        try:
+            return await call()
+        except Exception as e:
+            if out_of_space(e) is None and unavailable(e) is None:
+                raise
+            first = str(e).splitlines()[0][:200]
+            log.warning("%s could not be recorded (%s); again in %.1f s", what, first, pause)
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, RECORD_RETRY_CAP)
 
 
 class Store(Protocol):
@@ -133,14 +156,21 @@ class CheckFlow:
 
     async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:
         """Claim a queued run; False when another process (a replica) claimed it first."""
-        if not await self.pools.call(self.store.claim_check, run_id):
+        claimed = await until_recorded(
+            f"the start of {check} for {model}:{number}",
+            lambda: self.pools.call(self.store.claim_check, run_id),
+        )
+        if not claimed:
             return False
         self.events.publish("check", model=model, version=number, check=check, status="running")
         return True
 
     async def finish_check(self, run_id, status, message, result, duration) -> None:
-        out = await self.pools.call(
-            self.versions.finish_check, run_id, status, message, result, duration
+        out = await until_recorded(
+            f"check run {run_id}'s outcome",
+            lambda: self.pools.call(
+                self.versions.finish_check, run_id, status, message, result, duration
+            ),
         )
         self.events.publish(
             "check",
@@ -173,6 +203,12 @@ class CheckFlow:
             self.wake()
 
     async def write_reports(self, model: str, number: int, version_id: int) -> None:
+        await until_recorded(
+            f"the reports of {model}:{number}",
+            lambda: self._write_reports(model, number, version_id),
+        )
+
+    async def _write_reports(self, model: str, number: int, version_id: int) -> None:
         version = await self.pools.call(self.store.get_version, model, number)
         rendered = await self.pools.run_io(reports.render, version)
         # Three files, three fsyncs: side by side, not one after another
@@ -180,5 +216,5 @@ class CheckFlow:
             *(self.pools.run_io(self.blobs.put_bytes, data) for data in rendered.values())
         )
         digests = dict(zip(rendered, stored, strict=True))
-        await self.pools.call(self.store.add_reports, version_id, digests)
+        await self.pools.call(self.store.add_reports, version_id, digests)  # all, or none
         self.events.publish("report", model=model, version=number, kinds=sorted(digests))

@@ -61,6 +61,14 @@ class Unavailable(HandoffError):
     retry_after = 1
 
 
+class DiskFull(Unavailable):
+    """The agent's disk has no room for what it was asked to store; nothing was stored. The
+    answer carries ``Retry-After``, so a delivery waits in its sender's outbox."""
+
+    status, code = 503, "disk_full"
+    retry_after = 60
+
+
 class TooManyRequests(HandoffError):
     """Over a rate limit: the answer carries ``Retry-After`` (seconds) for when it lifts."""
 

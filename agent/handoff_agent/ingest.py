@@ -282,8 +282,10 @@ class IngestManager:
         limit: int,
         policy=None,
         stall: float = 60.0,
+        room=None,
     ):
         self.policy = policy
+        self.room = room  # a DiskRoom: a bundle the disk has no room for is refused first
         self.stall = stall
         self._following: set[Follow] = set()  # entries being read as kernels write them
         self.store = store
@@ -294,6 +296,8 @@ class IngestManager:
         validate_name(name)
         if declared_size is not None and declared_size > self.limit:
             raise too_large(self.limit)
+        if self.room is not None:
+            self.room.check(declared_size)
         return Upload(self.store, self.limit, expected_name=name)
 
     def store_blob(self, upload: Upload, name: str, expected: str | None) -> tuple[str, dict]:

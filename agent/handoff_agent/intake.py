@@ -74,11 +74,13 @@ class IntakeManager:
         stages: Stages,
         policy: Policy,
         max_bundle_size: int,
+        room=None,
     ):
         self.store, self.blobs, self.versions, self.stages = store, blobs, versions, stages
         self.policy, self.max_bundle_size = policy, max_bundle_size
+        self.room = room  # a DiskRoom: a delivery the disk has no room for waits in its outbox
 
-    def begin(self, headers) -> Receipt:
+    def begin(self, headers, declared: int | None = None) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
         stamp = headers.get("X-Handoff-Timestamp", "")
         signers = self.policy.signers()
@@ -95,6 +97,8 @@ class IntakeManager:
                 f"Deliveries must be signed within {self.policy.max_skew} s of now; check clocks.",
                 code="stale_delivery",
             )
+        if self.room is not None and declared is not None:
+            self.room.check(2 * declared)  # the delivery as received, and its bundle unpacked
         macs = [signing.signer(secret, delivery_id, stamp) for _, secret in signers]
         senders = [name for name, _ in signers]
         return Receipt(self.blobs, self.max_bundle_size, macs, delivery_id, senders)

@@ -30,8 +30,11 @@ admin = 1
 """
 
 
-def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None, intake=""):
-    """``intake``: more lines for central's [intake] table."""
+def start_pair(
+    tmp_path, revalidate=True, local_args=(), central_port=None, intake="", central_prefix=()
+):
+    """``intake``: more lines for central's [intake] table; ``central_prefix``: what central
+    runs under (``support.small_disk``)."""
     policy = tmp_path / "policy.toml"
     text = POLICY.format(revalidate=str(revalidate).lower())
     policy.write_text(text.replace("\n\n[intake.senders]", f"\n{intake}\n\n[intake.senders]", 1))
@@ -40,6 +43,7 @@ def start_pair(tmp_path, revalidate=True, local_args=(), central_port=None, inta
         tmp_path / "rt-central",
         ["--role", "central", "--policy", str(policy)]
         + (["--port", str(central_port)] if central_port else []),
+        prefix=list(central_prefix),
     )
     central.start()
     local = RunningAgent(

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from tornado import web
 
 from .. import tokens
+from ..disk_room import out_of_space
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -308,7 +309,8 @@ class BaseHandler(web.RequestHandler):
             log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        busy = unavailable(e)  # a locked or unreachable database: 503, not 500
+        # a locked or unreachable database, or a full disk: 503, not 500
+        busy = unavailable(e) or out_of_space(e, self.agent.role)
         if busy is not None:
             log.warning("503 %s: %s", self._request_summary(), str(e).splitlines()[0][:300])
             e = busy

@@ -146,7 +146,7 @@ class IntakeHandler(BaseHandler):
         declared = self.declared_length()
         if declared is not None and declared > limit:
             raise too_large(self.agent.max_bundle_size)
-        self.receipt = self.agent.intake.begin(self.request.headers)
+        self.receipt = self.agent.intake.begin(self.request.headers, declared)
         if declared is None:  # chunked: tornado reads it (data_received)
             self.request.connection.set_max_body_size(limit)
             return

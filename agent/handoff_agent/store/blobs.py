@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -345,6 +346,16 @@ class BlobStore(Protocol):
     def partial_uploads(self) -> list[str]:
         """Names of uploads left half-written, for fsck."""
         ...
+
+    def free_bytes(self) -> int:
+        """Room left on the disk where writers spool (for the filesystem store, where its
+        blobs live too): what the agent checks a bundle's size against."""
+        ...
+
+
+def free_space(directory: Path) -> int:
+    """Bytes an unprivileged writer may still put on ``directory``'s filesystem."""
+    return shutil.disk_usage(directory).free
 
 
 def put_stream(store, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:

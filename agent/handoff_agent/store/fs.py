@@ -19,6 +19,7 @@ from .blobs import (
     VerifyingReader,
     check_digest,
     corrupt,
+    free_space,
     put_stream,
     sha256_file,
 )
@@ -82,6 +83,9 @@ class FileBlobStore:
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self.tmp, self._publish)
+
+    def free_bytes(self) -> int:
+        return free_space(self.tmp)
 
     def put(self, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
         return put_stream(self, source, expected)

@@ -35,6 +35,7 @@ from .blobs import (
     VerifyingReader,
     check_digest,
     corrupt,
+    free_space,
     put_stream,
 )
 
@@ -165,6 +166,9 @@ class S3BlobStore:
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self.tmp, self._publish)
+
+    def free_bytes(self) -> int:
+        return free_space(self.tmp)
 
     def put(self, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
         return put_stream(self, source, expected)

@@ -1,0 +1,65 @@
+"""Room on the agent's disk: bytes it cannot keep are refused, never half-stored.
+
+A bundle whose declared size would leave less than the reserve free (the database, reports
+and check results need room too) is refused before a byte of it is stored, and a disk that
+fills anyway (another writer, a chunked upload, the database) is refused the same way: one
+``DiskFull`` (503 ``disk_full`` with Retry-After), nothing stored, nothing lost."""
+
+from __future__ import annotations
+
+import errno
+
+from .errors import DiskFull
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+HINT = (
+    "Nothing was stored. The agent's administrator frees space on its disk (or lowers "
+    "c.HandoffAgent.min_free_space); then push again. A delivery waits in its sender's "
+    "outbox and is retried."
+)
+
+
+def disk_full(role: str, detail: str = "") -> DiskFull:
+    """``role``: the agent's (central, or the analyst's local agent), so a forward's line in
+    the notebook says whose disk it is."""
+    who = "Central's" if role == "central" else "The local agent's"
+    return DiskFull(f"{who} disk is full{detail}.", HINT)
+
+
+def out_of_space(error: BaseException, role: str = "local") -> DiskFull | None:
+    """The answer an error deserves when it is the disk running out (a write's ENOSPC or
+    EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's disk_full), else None."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return disk_full(role)
+    orig = getattr(error, "orig", None)  # a database driver's error, under SQLAlchemy's
+    if orig is not None and (
+        "database or disk is full" in str(orig).lower()
+        or getattr(orig, "sqlstate", None) == "53100"
+    ):
+        return disk_full(role, " (its database could not grow)")
+    return None
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+class DiskRoom:
+    """``store``: the blob store (``free_bytes`` where its writers spool); ``reserve``: the
+    bytes to leave free, 0 to let any bundle try; ``role``: the agent's."""
+
+    def __init__(self, store, reserve: int, role: str):
+        self.store, self.reserve, self.role = store, reserve, role
+
+    def check(self, size: int | None) -> None:
+        """Refuse ``size`` more bytes (None: unknown yet) when they would not leave the
+        reserve free."""
+        if not self.reserve or size is None:
+            return
+        free = self.store.free_bytes()
+        if size + self.reserve > free:
+            raise disk_full(
+                self.role,
+                f": {mib(free)} free, and this bundle needs {mib(size)} with "
+                f"{mib(self.reserve)} kept free",
+            )
