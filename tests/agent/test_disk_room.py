@@ -14,14 +14,17 @@ import http.client
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from support import RunningAgent, bundle_bytes, small_disk, until
+from support import RunningAgent, bundle_bytes, make_tar, manifest_for, small_disk, until
 from test_pipeline_central import start_pair
 from test_pipeline_delivery import FAST, outbox_states, push_many
+
+from handoff_agent.forwarding.loop import NO_ROOM
 
 SIZE = 64 << 20
 RESERVE = 56 << 20  # so a bundle of more than ~7 MiB finds no room, and a small one does
@@ -64,8 +67,8 @@ def partial_files(agent: RunningAgent) -> list[Path]:
 
 
 @contextlib.contextmanager
-def filled(agent: RunningAgent):
-    """The agent's disk full to its last byte while inside the ``with``."""
+def filled(agent: RunningAgent, leave: int = 0):
+    """The agent's disk full but for ``leave`` bytes while inside the ``with``."""
     filler = inside(agent) / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -73,6 +76,7 @@ def filled(agent: RunningAgent):
             with contextlib.suppress(OSError):
                 while True:
                     os.write(fd, block)
+        os.ftruncate(fd, os.fstat(fd).st_size - leave)
         yield
     finally:
         os.close(fd)
@@ -196,6 +200,46 @@ def test_a_delivery_to_a_full_central_waits_in_the_outbox_and_goes_in_later(tmp_
         # Once central has room, the delivery goes in: nothing was lost
         until(lambda: outbox_states(local) == {"delivered": 1}, timeout=60, what="delivered")
         assert len(central.request("GET", "/api/v1/models/many/versions")[1]["versions"]) == 1
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_a_forward_with_no_room_for_its_body_waits_and_goes_later(tmp_path):
+    """The local agent builds a delivery's body (the envelope around the bundle) on its own
+    disk: with no room for it, the delivery waits in the outbox, saying so, and goes once
+    there is room; it is never dead-lettered as if the bundle were damaged."""
+    if not _bwrap_sizes_tmpfs(tmp_path / "probe"):
+        pytest.skip("bubblewrap cannot mount a sized tmpfs here")
+    size = 4 << 20
+    model = os.urandom(size)  # central loads only skops, so no conversion: the body is a copy
+    manifest = manifest_for("roomy", {"model.skops": model}, serialization="skops")
+    data = make_tar(
+        [
+            ("manifest.json", json.dumps(manifest).encode(), tarfile.REGTYPE),
+            ("model.skops", model, tarfile.REGTYPE),
+        ]
+    )
+    local, central = start_pair(
+        tmp_path,
+        revalidate=False,
+        local_args=[*FAST, "--HandoffAgent.min_free_space=0"],
+        local_prefix=small_disk(tmp_path / "local", 64 << 20),
+    )
+    try:
+        # Room for the push, not for its delivery's body beside it
+        with filled(local, leave=size + (2 << 20)):
+            assert local.push_bytes("roomy", data)[0] == 201
+
+            def waiting():
+                rows = local.request("GET", "/api/v1/outbox")[1]["outbox"]
+                return next((r for r in rows if r["state"] == "pending" and r["last_error"]), None)
+
+            row = until(waiting, timeout=60, what="the delivery waiting for room")
+            assert row["last_error"] == NO_ROOM, row
+            assert partial_files(local) == []
+        until(lambda: outbox_states(local) == {"delivered": 1}, timeout=60, what="delivered")
+        assert central.request("GET", "/api/v1/models/roomy/versions")[0] == 200
     finally:
         local.stop()
         central.stop()

@@ -31,10 +31,16 @@ admin = 1
 
 
 def start_pair(
-    tmp_path, revalidate=True, local_args=(), central_port=None, intake="", central_prefix=()
+    tmp_path,
+    revalidate=True,
+    local_args=(),
+    central_port=None,
+    intake="",
+    central_prefix=(),
+    local_prefix=(),
 ):
-    """``intake``: more lines for central's [intake] table; ``central_prefix``: what central
-    runs under (``support.small_disk``)."""
+    """``intake``: more lines for central's [intake] table; ``central_prefix`` and
+    ``local_prefix``: what each agent runs under (``support.small_disk``)."""
     policy = tmp_path / "policy.toml"
     text = POLICY.format(revalidate=str(revalidate).lower())
     policy.write_text(text.replace("\n\n[intake.senders]", f"\n{intake}\n\n[intake.senders]", 1))
@@ -61,6 +67,7 @@ def start_pair(
             "--HandoffAgent.forward_backoff_cap=0.5",
             *local_args,
         ],
+        prefix=list(local_prefix),
     )
     local.start()
     return local, central

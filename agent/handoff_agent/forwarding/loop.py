@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from .. import outbox
+from ..disk_room import out_of_space
 from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
@@ -32,6 +33,9 @@ def corrupt_message(row: dict, digest: str) -> str:
         "matches its digest: it is corrupt on disk, so it was not sent. Run `jupyter handoff "
         "fsck` to list damaged blobs, then push the model again."
     )
+
+
+NO_ROOM = "this agent's disk is full: the delivery waits until it has room"
 
 
 class Store(Protocol):
@@ -147,6 +151,7 @@ class Forwarder:
         if not row["body_digest"]:
             try:
                 body = await dest.body(ctx, delivery)
+                digest = await pools.run_io(self._store, body)
             except NotReady as e:
                 delay = outbox.backoff(row["attempts"], self.base, self.cap)
                 await pools.call(store.outbox_retry, row, str(e), delay)
@@ -154,17 +159,21 @@ class Forwarder:
             except ForwardError as e:
                 await pools.call(store.outbox_dead, row, str(e))
                 return "dead", str(e)
-            try:
-                digest = await pools.run_io(self._store, body)
             except BlobUnavailable as e:
                 return await self._retry(row, str(e))
+            except OSError as e:  # no room to build or keep the body: it waits, not dies
+                if out_of_space(e) is None:
+                    raise
+                return await self._retry(row, NO_ROOM)
             await pools.call(store.outbox_set_body, row["id"], digest)
             row["body_digest"] = digest
         try:
             body = await pools.run_io(self.blobs.local_copy, row["body_digest"])
         except BlobUnavailable as e:  # the store is down, not the body damaged
             return await self._retry(row, str(e))
-        except (BlobError, OSError):
+        except (BlobError, OSError) as e:
+            if out_of_space(e) is not None:  # no room for the copy (S3): not the body's fault
+                return await self._retry(row, NO_ROOM)
             error = corrupt_message(row, row["body_digest"])
             await pools.call(store.outbox_dead, row, error)
             return "dead", error
@@ -192,7 +201,11 @@ class Forwarder:
         if isinstance(body, bytes):
             return store.put_bytes(body)
         if isinstance(body, BlobWriter):
-            return body.commit()
+            try:
+                return body.commit()
+            except BaseException:  # e.g. no room for its last bytes: its temp file goes
+                body.abort()
+                raise
         if isinstance(body, Path):  # a temp file the destination wrote (older plugins)
             try:
                 with open(body, "rb") as f:
