@@ -467,7 +467,7 @@ class HandoffAgent(LoggingConfigurable):
         )
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
-        room = DiskRoom(self.store, self.min_free_space, self.role)
+        self.room = room = DiskRoom(self.store, self.min_free_space, self.role)
         self.ingest = IngestManager(
             self.store,
             self.registry,

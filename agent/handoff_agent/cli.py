@@ -157,7 +157,8 @@ class StatusApp(JupyterApp):
         info = runtime.read(self.role or "local")
         if info is None and not self.role:
             info = runtime.read("central")
-        up = bool(info) and runtime.healthy(info["url"])
+        answer = runtime.health(info["url"]) if info else None
+        up = answer is not None
         if self.json_output:
             print(json.dumps({"running": up, **(info or {})}))
         elif up:
@@ -165,6 +166,9 @@ class StatusApp(JupyterApp):
             print(f"Token: {info['token']}")
             if info.get("serving_url"):
                 print(f"Model server: {info['serving_url']}")
+            disk = answer.get("disk")
+            if disk not in (None, "ok"):
+                print(f"Disk: {disk} (pushes are refused once it is full; free space in its home)")
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

@@ -63,3 +63,11 @@ class DiskRoom:
                 f": {mib(free)} free, and this bundle needs {mib(size)} with "
                 f"{mib(self.reserve)} kept free",
             )
+
+    def state(self) -> str:
+        """'ok', 'low' (less than twice the reserve free) or 'full' (less than the reserve):
+        what the health check says, for a probe to alert on before pushes are refused."""
+        free = self.store.free_bytes()
+        if free <= self.reserve:
+            return "full"
+        return "low" if free < 2 * self.reserve else "ok"

@@ -76,7 +76,13 @@ _TEXT = {"type": "string", "maxLength": 2000}
 
 # path template -> method -> operation. Central-only routes answer 404 on a local agent.
 PATHS: dict[str, dict[str, dict]] = {
-    "/api/v1/health": {"get": _op("Liveness, version and role.", public=True)},
+    "/api/v1/health": {
+        "get": _op(
+            "Liveness, version, role, the sandbox's mode, and `disk`: ok, low (less than twice "
+            "min_free_space free) or full (pushes and deliveries are refused).",
+            public=True,
+        )
+    },
     "/api/v1/openapi.json": {"get": _op("This document.", public=True)},
     "/api/v1/models": {
         "get": _op(

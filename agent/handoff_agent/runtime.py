@@ -67,12 +67,17 @@ def read(role: str = "local", check_alive: bool = True) -> dict | None:
     return info
 
 
-def healthy(url: str, timeout: float = 1.0) -> bool:
+def health(url: str, timeout: float = 1.0) -> dict | None:
+    """The agent's health answer, or None when it does not answer."""
     try:
         with urllib.request.urlopen(f"{url}/api/v1/health", timeout=timeout) as r:
-            return r.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
+            return json.loads(r.read()) if r.status == 200 else None
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    return health(url, timeout) is not None
 
 
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY")

@@ -20,7 +20,15 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from support import RunningAgent, bundle_bytes, make_tar, manifest_for, small_disk, until
+from support import (
+    RunningAgent,
+    bundle_bytes,
+    handoff_cli,
+    make_tar,
+    manifest_for,
+    small_disk,
+    until,
+)
 from test_pipeline_central import start_pair
 from test_pipeline_delivery import FAST, outbox_states, push_many
 
@@ -163,6 +171,10 @@ def test_checks_whose_outcome_finds_the_disk_full_finish_once_there_is_room(smal
         status, err = small.request("POST", "/api/v1/tokens", {"user": "x", "roles": ["analyst"]})
         assert (status, err["error"]["code"]) == (503, "disk_full"), err
         assert "(its database could not grow)" in err["error"]["message"]
+        # and a probe, or the admin in a shell, reads it before anyone pushes
+        assert small.request("GET", "/api/v1/health", token=False)[1]["disk"] == "full"
+        status = handoff_cli(small.env, "status")
+        assert "Disk: full (pushes are refused once it is full" in status.stdout, status
         until(lambda: "could not be recorded" in small.read_log(), timeout=60, what="a retry")
         version = small.request("GET", "/api/v1/models/later/versions/1")[1]
         assert version["status"] == "checking" and not version.get("reports"), version
@@ -175,6 +187,8 @@ def test_checks_whose_outcome_finds_the_disk_full_finish_once_there_is_room(smal
     version = small.request("GET", "/api/v1/models/later/versions/1")[1]
     assert version["status"] == "failed", version  # its model is no pickle: loads says so
     assert small.request("GET", "/api/v1/models/later/versions/1/report")[0] == 200
+    # 63 MiB free, less than twice the 56 MiB kept: low, not yet full
+    assert small.request("GET", "/api/v1/health", token=False)[1]["disk"] == "low"
 
 
 def test_a_delivery_to_a_full_central_waits_in_the_outbox_and_goes_in_later(tmp_path):

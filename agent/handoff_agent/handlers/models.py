@@ -41,6 +41,7 @@ class HealthHandler(BaseHandler):
                 "version": __version__,
                 "role": self.agent.role,
                 "sandbox": self.agent.model_sandbox.mode,  # bwrap, rlimits or unavailable
+                "disk": self.agent.room.state(),  # ok, low or full
             }
         )
 
