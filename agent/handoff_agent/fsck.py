@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store.blobs import BlobCorrupt, BlobError, BlobStore, open_blob_store
+from .forwarding.central import read_envelope
+from .store.blobs import BlobCorrupt, BlobStore, open_blob_store
 
 
 @dataclass
@@ -77,7 +76,7 @@ def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
     retry sends the same bytes) and the skops bundles converted for central inside them."""
     named: dict[str, str] = {}
     for digest in digests:
-        envelope = _envelope(store, digest)
+        envelope = read_envelope(store, digest)
         if envelope is None:
             continue
         local = envelope.get("local") or {}
@@ -87,18 +86,3 @@ def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
         if inner in digests and inner != local.get("digest"):
             named[inner] = f"converted bundle {inner} ({version} as skops, sent to central)"
     return named
-
-
-def _envelope(store: BlobStore, digest: str) -> dict | None:
-    """The envelope.json of a delivery body, or None when the blob is something else."""
-    from .forwarding.central import ENVELOPE
-
-    try:
-        with store.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            first = tar.next()
-            if first is None or first.name != ENVELOPE or first.size > 1 << 20:
-                return None
-            found = json.loads(tar.extractfile(first).read())
-    except (OSError, tarfile.TarError, ValueError, BlobError):
-        return None
-    return found if isinstance(found, dict) else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -153,15 +155,21 @@ def test_registers_the_version_with_verdict_tags_and_report(tmp_path, mlflow_ser
     loaded = mlflow.pyfunc.load_model("models:/h-irises/1")
     assert list(loaded.predict(X.head(5))) == list(model.predict(X.head(5)))
 
-    # A retry of the same delivery (its stored body, byte for byte) registers nothing new
-    (body_digest,) = agent.sql("select body_digest from outbox")[0].values()
+    # A retry of the same delivery registers nothing new. Its body, built again as the agent
+    # built it (the agent removed the delivered one):
+    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-")
+    (report,) = agent.sql("select digest from reports where kind = 'html'")[0].values()
+
+    async def report_digest(*_):
+        return report
+
+    delivery = Delivery(fwd["delivery_id"], "mlflow", "irises", 1, pushed.digest, version=version)
+    built = SimpleNamespace(agent_id="again", report_digest=report_digest)
+    delivery.body = io.BytesIO(asyncio.run(dest.body(built, delivery)))
     # What a destination gets of its agent, in its context: blob copies (a sandbox, limits)
     blobs = agent_blobs(agent)
     ctx = SimpleNamespace(local_copy=blobs.local_copy, sandbox=None, limits=None)
-    dest = MLflowDestination(tracking_uri=mlflow_server, registered_model_prefix="h-")
-    with blobs.local_copy(body_digest) as body:
-        delivery = Delivery(fwd["delivery_id"], "mlflow", "irises", 1, pushed.digest, body)
-        again = dest.deliver(delivery, ctx=ctx)
+    again = dest.deliver(delivery, ctx=ctx)
     assert again.ok, again.error
     assert again.remote["mlflow_version"] == 1 and again.remote["run_id"] == run_id
     assert [v.version for v in client.search_model_versions("name = 'h-irises'")] == ["1"]

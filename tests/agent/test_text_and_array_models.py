@@ -1,8 +1,11 @@
 """End to end: a Tfidf text pipeline fed a list of strings, and a model fitted on a numpy array,
 pushed through the notebook API to a real agent that forwards to central. Every check gives a
-real result, the verdicts come, and fsck names the hand-off blobs for what they are."""
+real result, the verdicts come, and once delivered the local disk keeps only the versions (no
+delivery envelope, no converted bundle)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -80,16 +83,23 @@ def test_text_and_numpy_models_get_verdicts(tmp_path):
         assert array_version["manifest"]["signature"]["input"] == "array"
         assert_real_results(array_version)
 
-        # Both were forwarded (pickles converted to skops for central): fsck says what the
-        # envelopes and converted bundles are instead of calling them unreferenced.
-        def fsck_names_both():
-            out = local.cli("fsck").stdout
-            return out if out.count("delivery envelope") == 2 else None
+        # Both were forwarded (pickles converted to skops for central). Once delivered, the
+        # local disk keeps neither the envelopes nor the converted bundles, only the versions
+        def delivered():
+            rows = local.request("GET", "/api/v1/outbox")[1]["outbox"]
+            return {r["state"]: r["n"] for r in rows} == {"delivered": 2}
 
-        out = until(fsck_names_both, timeout=120, what="two delivery envelopes")
-        assert out.count("converted bundle") == 2, out
-        assert "reviews:1 as skops" in out and "arrays:1 as skops" in out
-        assert "unreferenced blob" not in out and "fsck: OK" in out
+        until(delivered, timeout=120, what="two deliveries")
+        out = local.cli("fsck").stdout
+        blobs, referenced = re.match(r"(\d+) blobs, (\d+) versions checked", out).groups()
+        assert blobs == referenced and "fsck: OK" in out, out  # every blob is a version's
+        assert "note:" not in out, out  # no envelope, converted bundle or unreferenced blob
+        for name in ("reviews", "arrays"):  # and central has each, as skops
+            (remote,) = central.request("GET", f"/api/v1/models/{name}/versions")[1]["versions"]
+            assert (
+                remote["digest"]
+                != local.request("GET", f"/api/v1/models/{name}/versions/1")[1]["digest"]
+            )
     finally:
         local.stop()
         central.stop()

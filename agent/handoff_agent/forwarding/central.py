@@ -11,6 +11,7 @@ it now anchors, which the next delivery starts from. Central's stage flows back 
 from __future__ import annotations
 
 import json
+import tarfile
 import urllib.request
 
 from traitlets import Enum, Float, TraitError, Unicode, default, validate
@@ -21,7 +22,7 @@ from ..bundle import read_manifest, write_tar
 from ..homes import central_home, embedded_secret
 from ..plugins import Delivery, DestinationContext, NotReady, Result
 from ..secrets_check import weak_secret_error
-from ..store.blobs import BlobUnavailable, BlobWriter
+from ..store.blobs import BlobError, BlobStore, BlobUnavailable, BlobWriter
 from .http import post_signed
 
 CENTRAL_DOWN = (
@@ -30,6 +31,30 @@ CENTRAL_DOWN = (
 )
 ENVELOPE = "envelope.json"
 BUNDLE = "bundle.tar"
+
+
+def read_envelope(store: BlobStore, digest: str) -> dict | None:
+    """The envelope.json of a delivery body, or None when the blob is something else."""
+    try:
+        with store.open(digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            first = tar.next()
+            if first is None or first.name != ENVELOPE or first.size > 1 << 20:
+                return None
+            found = json.loads(tar.extractfile(first).read())
+    except (OSError, tarfile.TarError, ValueError, BlobError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def discard_delivered(store: BlobStore, body: str, version_digest: str) -> None:
+    """Remove a delivered body and, inside a delivery envelope, the skops bundle converted
+    for it: central holds them now, and kept here they would double or triple the disk a
+    forwarded version takes. The version's own bundle is never touched."""
+    envelope = read_envelope(store, body)
+    inner = (envelope or {}).get("bundle_digest")
+    store.delete(body)
+    if inner and inner != version_digest:
+        store.delete(inner)
 
 
 class CentralDestination(LoggingConfigurable):

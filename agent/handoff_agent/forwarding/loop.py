@@ -23,6 +23,7 @@ from ..disk_room import out_of_space
 from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
+from .central import discard_delivered
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Store(Protocol):
     def outbox_unclaim(self, row_id): ...
     def outbox_set_body(self, row_id, digest): ...
     def outbox_delivered(self, row, remote): ...
+    def outbox_body_wanted(self, digest): ...
     def outbox_retry(self, row, error, delay): ...
     def outbox_dead(self, row, error): ...
 
@@ -52,6 +54,8 @@ class Blobs(Protocol):
     def put(self, source, expected=None) -> str: ...
     def put_bytes(self, data: bytes) -> str: ...
     def local_copy(self, digest: str) -> BinaryIO: ...
+    def open(self, digest: str) -> BinaryIO: ...
+    def delete(self, digest: str) -> None: ...
 
 
 class Forwarder:
@@ -182,6 +186,7 @@ class Forwarder:
             result = await pools.run_io(partial(dest.deliver, delivery, ctx=ctx))
         if result.ok:
             await pools.call(store.outbox_delivered, row, result.remote)
+            await self._discard_body(row)
             return "delivered", ""
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
@@ -189,6 +194,17 @@ class Forwarder:
             return "retrying", result.error
         await pools.call(store.outbox_dead, row, result.error)
         return "dead", result.error
+
+    async def _discard_body(self, row: dict) -> None:
+        """A delivered body goes (``central.discard_delivered``), unless another delivery
+        still to go sends the same bytes."""
+        try:
+            if not await self.pools.call(self.store.outbox_body_wanted, row["body_digest"]):
+                await self.pools.run_io(
+                    discard_delivered, self.blobs, row["body_digest"], row["digest"]
+                )
+        except Exception:  # delivered all the same; fsck names what was left
+            log.warning("the delivered body of %s:%s was kept", row["model"], row["number"])
 
     async def _retry(self, row: dict, error: str) -> tuple[str, str]:
         delay = outbox.backoff(row["attempts"], self.base, self.cap)

@@ -130,6 +130,13 @@ class OutboxStore(StoreBase):
                     return anchor
         return None
 
+    def outbox_body_wanted(self, digest: str) -> bool:
+        """Whether a delivery not yet delivered sends this body (bodies are content-addressed:
+        two deliveries of the same bytes share one)."""
+        q = select(OB.id).where(OB.body_digest == digest, OB.state != "delivered").limit(1)
+        with self._read() as c:
+            return c.execute(q).first() is not None
+
     def outbox_set_body(self, row_id: int, digest: str) -> None:
         with self._tx() as c:
             c.execute(update(t.outbox).where(OB.id == row_id).values(body_digest=digest))
