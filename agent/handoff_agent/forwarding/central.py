@@ -46,15 +46,12 @@ def read_envelope(store: BlobStore, digest: str) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def discard_delivered(store: BlobStore, body: str, version_digest: str) -> None:
-    """Remove a delivered body and, inside a delivery envelope, the skops bundle converted
-    for it: central holds them now, and kept here they would double or triple the disk a
-    forwarded version takes. The version's own bundle is never touched."""
-    envelope = read_envelope(store, body)
-    inner = (envelope or {}).get("bundle_digest")
-    store.delete(body)
-    if inner and inner != version_digest:
-        store.delete(inner)
+def delivered_artefacts(store: BlobStore, body: str) -> list[str]:
+    """What a delivered body leaves on this agent's disk: the body and, inside a delivery
+    envelope, the skops bundle converted for it. Central holds them now; kept here they would
+    double or triple the room a forwarded version takes."""
+    inner = (read_envelope(store, body) or {}).get("bundle_digest")
+    return [body, inner] if inner else [body]
 
 
 class CentralDestination(LoggingConfigurable):

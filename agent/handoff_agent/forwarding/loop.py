@@ -23,7 +23,7 @@ from ..disk_room import out_of_space
 from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
-from .central import discard_delivered
+from .central import delivered_artefacts
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Store(Protocol):
     def outbox_unclaim(self, row_id): ...
     def outbox_set_body(self, row_id, digest): ...
     def outbox_delivered(self, row, remote): ...
-    def outbox_body_wanted(self, digest): ...
+    def outbox_body_kept(self, digest): ...
     def outbox_retry(self, row, error, delay): ...
     def outbox_dead(self, row, error): ...
 
@@ -196,13 +196,14 @@ class Forwarder:
         return "dead", result.error
 
     async def _discard_body(self, row: dict) -> None:
-        """A delivered body goes (``central.discard_delivered``), unless another delivery
-        still to go sends the same bytes."""
+        """A delivered body goes, and what was made for it (``central.delivered_artefacts``),
+        unless a version or another delivery still to go is the same bytes."""
         try:
-            if not await self.pools.call(self.store.outbox_body_wanted, row["body_digest"]):
-                await self.pools.run_io(
-                    discard_delivered, self.blobs, row["body_digest"], row["digest"]
-                )
+            for digest in await self.pools.run_io(
+                delivered_artefacts, self.blobs, row["body_digest"]
+            ):
+                if not await self.pools.call(self.store.outbox_body_kept, digest):
+                    await self.pools.run_io(self.blobs.delete, digest)
         except Exception:  # delivered all the same; fsck names what was left
             log.warning("the delivered body of %s:%s was kept", row["model"], row["number"])
 

@@ -130,12 +130,16 @@ class OutboxStore(StoreBase):
                     return anchor
         return None
 
-    def outbox_body_wanted(self, digest: str) -> bool:
-        """Whether a delivery not yet delivered sends this body (bodies are content-addressed:
-        two deliveries of the same bytes share one)."""
-        q = select(OB.id).where(OB.body_digest == digest, OB.state != "delivered").limit(1)
+    def outbox_body_kept(self, digest: str) -> bool:
+        """Whether a blob stays once a delivery that sent it is done: another delivery still
+        to go sends the same bytes (bodies are content-addressed), or a version, a report, a
+        prediction log or a graph is those bytes."""
+        pending = select(OB.id).where(OB.body_digest == digest, OB.state != "delivered")
         with self._read() as c:
-            return c.execute(q).first() is not None
+            return any(
+                c.execute(q.limit(1)).first() is not None
+                for q in (pending, *(select(col).where(col == digest) for col in t.BLOB_REFERENCES))
+            )
 
     def outbox_set_body(self, row_id: int, digest: str) -> None:
         with self._tx() as c:

@@ -499,3 +499,14 @@ monitor_references = Table(
     Column("time", Text),
     Column("by", Text),
 )
+
+# The columns that name the blobs kept for a version, its reports, its monitoring and its
+# validation (``VersionStore.digests`` says who refers to each). A delivery's body named in
+# none of them is the forwarder's to remove once delivered.
+BLOB_REFERENCES = (
+    versions.c.digest,
+    reports.c.digest,
+    prediction_segments.c.digest,
+    validations.c.onnx,
+    monitor_references.c.digest,
+)

@@ -377,3 +377,22 @@ def test_versions_in_stages_come_oldest_stage_change_first_with_their_signoffs(r
     assert rows[0]["signoffs"] == [] and rows[0]["since"]
     assert [r["number"] for r in reg.in_stages(("validated",), 1)] == [2]
     assert reg.in_stages(("canary",), 10) == []
+
+
+def test_a_delivered_body_is_kept_only_while_something_still_needs_its_bytes(reg):
+    """What the forwarder asks before it removes a delivered body (and the bundle converted
+    for it): a version is never removed, nor a body another delivery still has to send."""
+    v1, _ = create(reg, "kept", "k1")
+    create(reg, "kept", "k2")
+    body, loose = digest_of("envelope"), digest_of("converted")
+    for number in (1, 2):
+        assert reg.outbox_enqueue(reg.version_id("kept", number), "central")
+    first, second = sorted(reg.outbox_claim("me", 1e12), key=lambda r: r["number"])
+    for row in (first, second):  # the same bytes for both (bodies are content-addressed)
+        reg.outbox_set_body(row["id"], body)
+    reg.outbox_delivered(first, {})
+    assert reg.outbox_body_kept(body)  # the second delivery still sends it
+    assert reg.outbox_body_kept(v1["digest"])  # a version's bundle, always
+    assert not reg.outbox_body_kept(loose)
+    reg.outbox_delivered(second, {})
+    assert not reg.outbox_body_kept(body)
