@@ -12,6 +12,7 @@ from .review_view import waiting_at_central, waiting_text
 from .widgets.style import STATUS_VERDICT, badge
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
+WAITING = "font-size:85%;color:#9a6700"  # what central waits for, under the stage
 
 
 def _stage(v: dict) -> str:
@@ -161,10 +162,8 @@ class History:
                     f"<code style='{style}' title='{e(fp)}'>{e(fp[:10])}</code>"
                     + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
                 )
-            waiting = (
-                r["waiting"] and f"<div style='font-size:85%;color:#9a6700'>{e(r['waiting'])}</div>"
-            )
-            tds.append(e(r["stage"]) + (waiting or ""))
+            waits = r["waiting"] and f"<div style='{WAITING}'>{e(r['waiting'])}</div>"
+            tds.append(e(r["stage"]) + waits)
             tds.append(e(r["serving"]))
             out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
         out.append("</table></div>")

@@ -289,3 +289,37 @@ def test_a_rewritten_local_history_is_detected_at_central(tmp_path):
     finally:
         local.stop()
         central.stop()
+
+
+def test_bodies_left_by_older_deliveries_go_when_the_agent_starts(tmp_path):
+    """A home from before delivered bodies were removed (or an agent stopped between a
+    delivery and the removal): its envelopes and the bundles converted for them go at the
+    next start, and the disk keeps only the versions."""
+    from s3_support import agent_blobs
+
+    from handoff_agent.forwarding.central import ENVELOPE
+
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST)
+    try:
+        push_many(local, 1)
+        until(lambda: outbox_states(local) == {"delivered": 1}, timeout=60)
+        local.stop()
+        # What such a home holds: an envelope, and inside it a converted bundle
+        blobs = agent_blobs(local)
+        converted = blobs.put_bytes(b"a bundle converted to skops")
+        out = io.BytesIO()
+        head = json.dumps({"bundle_digest": converted}).encode()
+        write_tar(out, [(ENVELOPE, head), ("bundle.tar", b"a bundle converted to skops")])
+        envelope = blobs.put_bytes(out.getvalue())
+        local.sql("update outbox set body_digest = :d", d=envelope)
+        before = local.cli("fsck").stdout
+        assert "delivery envelope" in before and "converted bundle" in before, before
+        local.start()
+        until(lambda: not blobs.exists(envelope) and not blobs.exists(converted), timeout=30)
+        assert local.sql("select body_digest from outbox") == [{"body_digest": None}]
+        after = local.cli("fsck").stdout
+        assert "note:" not in after and "fsck: OK" in after, after
+        assert local.sql("select count(*) as n from versions")[0]["n"] == 1  # kept
+    finally:
+        local.stop()
+        central.stop()

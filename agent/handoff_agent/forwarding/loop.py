@@ -46,6 +46,8 @@ class Store(Protocol):
     def outbox_set_body(self, row_id, digest): ...
     def outbox_delivered(self, row, remote): ...
     def outbox_body_kept(self, digest): ...
+    def outbox_delivered_bodies(self, after=0, limit=100): ...
+    def outbox_body_removed(self, row_id): ...
     def outbox_retry(self, row, error, delay): ...
     def outbox_dead(self, row, error): ...
 
@@ -82,10 +84,12 @@ class Forwarder:
         self.base, self.cap, self.interval = base, cap, interval
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.sweep: asyncio.Task | None = None
         self.sync_tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
+        self.sweep = asyncio.ensure_future(self._sweep_delivered())  # beside the deliveries
         # Destinations with stages of their own (plugins.StageSource) are mirrored back.
         self.sync_tasks = [
             asyncio.ensure_future(self._sync_loop(d))
@@ -94,7 +98,7 @@ class Forwarder:
         ]
 
     async def stop(self) -> None:
-        for t in (self.task, *self.sync_tasks):
+        for t in (self.task, self.sweep, *self.sync_tasks):
             if t is not None:
                 t.cancel()
 
@@ -204,8 +208,21 @@ class Forwarder:
             ):
                 if not await self.pools.call(self.store.outbox_body_kept, digest):
                     await self.pools.run_io(self.blobs.delete, digest)
-        except Exception:  # delivered all the same; fsck names what was left
+            await self.pools.call(self.store.outbox_body_removed, row["id"])
+        except Exception:  # delivered all the same; the next start sweeps it
             log.warning("the delivered body of %s:%s was kept", row["model"], row["number"])
+
+    async def _sweep_delivered(self) -> None:
+        """At start: the bodies of deliveries done before the agent last stopped (or before it
+        removed them at all) go too."""
+        after = 0
+        try:
+            while rows := await self.pools.call(self.store.outbox_delivered_bodies, after):
+                for row in rows:
+                    await self._discard_body(row)
+                after = rows[-1]["id"]
+        except Exception:  # the next start sweeps again
+            log.exception("sweeping the delivered bodies failed")
 
     async def _retry(self, row: dict, error: str) -> tuple[str, str]:
         delay = outbox.backoff(row["attempts"], self.base, self.cap)

@@ -141,6 +141,23 @@ class OutboxStore(StoreBase):
                 for q in (pending, *(select(col).where(col == digest) for col in t.BLOB_REFERENCES))
             )
 
+    def outbox_delivered_bodies(self, after: int = 0, limit: int = 100) -> list[dict]:
+        """Delivered rows whose body has not been removed yet (an agent stopped in between,
+        or one older than the removal): what the forwarder sweeps when it starts."""
+        q = (
+            select(OB.id, OB.body_digest, V.model, V.number)
+            .join(t.versions, V.id == OB.version_id)
+            .where(OB.state == "delivered", OB.body_digest.is_not(None), OB.id > after)
+            .order_by(OB.id)
+            .limit(limit)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
+
+    def outbox_body_removed(self, row_id: int) -> None:
+        with self._tx() as c:
+            c.execute(update(t.outbox).where(OB.id == row_id).values(body_digest=None))
+
     def outbox_set_body(self, row_id: int, digest: str) -> None:
         with self._tx() as c:
             c.execute(update(t.outbox).where(OB.id == row_id).values(body_digest=digest))
