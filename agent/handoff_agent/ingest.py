@@ -8,6 +8,7 @@ import threading
 import time
 
 from . import bundle
+from .disk_room import DiskRoom
 from .errors import BadRequest, InvalidBundle, TooLarge
 from .names import validate_name
 from .store.blobs import DIGEST_RE, BlobStore, SpoolRefused
@@ -282,7 +283,7 @@ class IngestManager:
         limit: int,
         policy=None,
         stall: float = 60.0,
-        room=None,
+        room: DiskRoom | None = None,
     ):
         self.policy = policy
         self.room = room  # a DiskRoom: a bundle the disk has no room for is refused first

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from . import audit, bundle, signing
+from .disk_room import DiskRoom
 from .errors import (
     Conflict,
     InvalidBundle,
@@ -74,7 +75,7 @@ class IntakeManager:
         stages: Stages,
         policy: Policy,
         max_bundle_size: int,
-        room=None,
+        room: DiskRoom | None = None,
     ):
         self.store, self.blobs, self.versions, self.stages = store, blobs, versions, stages
         self.policy, self.max_bundle_size = policy, max_bundle_size
