@@ -72,8 +72,9 @@ def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> 
 
 
 def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:
-    """What the forwarder stores besides versions, by digest: delivery envelopes (kept so a
-    retry sends the same bytes) and the skops bundles converted for central inside them."""
+    """What the forwarder stores besides versions, by digest: delivery envelopes (kept until
+    delivered, so a retry sends the same bytes) and the skops bundles converted for central
+    inside them."""
     named: dict[str, str] = {}
     for digest in digests:
         envelope = read_envelope(store, digest)
