@@ -166,9 +166,8 @@ class StatusApp(JupyterApp):
             print(f"Token: {info['token']}")
             if info.get("serving_url"):
                 print(f"Model server: {info['serving_url']}")
-            disk = answer.get("disk")
-            if disk not in (None, "ok"):
-                print(f"Disk: {disk} (pushes are refused once it is full; free space in its home)")
+            if runtime.disk_line(answer):
+                print(runtime.disk_line(answer))
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

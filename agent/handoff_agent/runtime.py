@@ -76,6 +76,14 @@ def health(url: str, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def disk_line(answer: dict) -> str:
+    """What the health answer says of the agent's disk when it is not ok, for people; ''."""
+    disk = answer.get("disk")
+    if disk in (None, "ok"):
+        return ""
+    return f"Disk: {disk} (pushes are refused once it is full; free space in its home)"
+
+
 def healthy(url: str, timeout: float = 1.0) -> bool:
     return health(url, timeout) is not None
 

@@ -383,8 +383,11 @@ class MlopsMagics(Magics):
 
         info = runtime.read()
         if args.action == "status":
-            if info and runtime.healthy(info["url"]):
+            answer = runtime.health(info["url"]) if info else None
+            if answer is not None:
                 print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']}).")
+                if runtime.disk_line(answer):
+                    print(runtime.disk_line(answer))
             else:
                 print("No agent is running. `%mlops agent start` starts one.")
         elif args.action == "start":

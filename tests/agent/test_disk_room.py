@@ -125,6 +125,7 @@ def test_a_push_the_disk_has_no_room_for_is_one_line_in_the_notebook(small):
     nb.cells = [
         nbformat.v4.new_code_cell(setup + "%load_ext jupyter_handoff"),
         nbformat.v4.new_code_cell(PUSH_TOO_BIG),
+        nbformat.v4.new_code_cell("%mlops agent status"),
     ]
     NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute()
     outputs = nb.cells[1].outputs
@@ -138,6 +139,9 @@ def test_a_push_the_disk_has_no_room_for_is_one_line_in_the_notebook(small):
     ), text
     assert "MiB free, and this bundle needs 10 MiB with 56 MiB kept free." in first, text
     assert len(rest) <= 2 and "Traceback" not in text, text
+    # And the agent's status says its disk is low (63 MiB free, under twice the 56 kept)
+    status = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert "Disk: low (pushes are refused once it is full" in status, status
     # And nothing of it was stored
     assert small.request("GET", "/api/v1/models/wide/versions")[0] == 404
     assert partial_files(small) == []
