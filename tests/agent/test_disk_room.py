@@ -1,7 +1,8 @@
 """A full disk at an agent: a bundle it has no room for is refused before a byte is sent (one
-line in the notebook), a disk that fills midway loses nothing, checks whose outcome cannot be
-recorded finish once there is room again, and a delivery to a full central waits in the local
-agent's outbox until central has room.
+line in the notebook, and the status says the disk is low), a disk that fills midway loses
+nothing, checks whose outcome cannot be recorded finish once there is room again (the health
+check says full meanwhile), and a delivery waits in the local agent's outbox while central, or
+the local agent itself, has no room for it.
 
 The disks are real: a small tmpfs each agent sees as its home in a mount namespace of its own
 (bubblewrap, as the sandbox uses), filled and freed from outside through /proc/PID/root."""
