@@ -166,8 +166,8 @@ class StatusApp(JupyterApp):
             print(f"Token: {info['token']}")
             if info.get("serving_url"):
                 print(f"Model server: {info['serving_url']}")
-            if runtime.disk_line(answer):
-                print(runtime.disk_line(answer))
+            if disk := runtime.disk_line(answer):
+                print(disk)
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

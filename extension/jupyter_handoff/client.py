@@ -88,6 +88,14 @@ class AgentClient:
 
         return self._send(go)
 
+    def side_get(self, path: str) -> dict | None:
+        """``get`` for a view's side line (where it serves, its alerts, what central waits
+        for): None when the agent or its central cannot say, so a view never fails for it."""
+        try:
+            return self.get(path)
+        except Exception:
+            return None
+
     def post(self, path: str, body: dict) -> dict:
         def go(conn):
             headers = self._headers({"Content-Type": "application/json"})

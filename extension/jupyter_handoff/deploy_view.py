@@ -198,7 +198,4 @@ def model_names(get: Callable[[str], dict]) -> Iterator[str]:
 
 def quiet_view(name: str, client) -> dict | None:
     """The deployment for a side line (history, push widget); None when central cannot say."""
-    try:
-        return client.get(f"/api/v1/models/{name}/deployment")
-    except Exception:  # no central, or it is down: the line is simply left out
-        return None
+    return client.side_get(f"/api/v1/models/{name}/deployment")

@@ -386,8 +386,8 @@ class MlopsMagics(Magics):
             answer = runtime.health(info["url"]) if info else None
             if answer is not None:
                 print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']}).")
-                if runtime.disk_line(answer):
-                    print(runtime.disk_line(answer))
+                if disk := runtime.disk_line(answer):
+                    print(disk)
             else:
                 print("No agent is running. `%mlops agent start` starts one.")
         elif args.action == "start":

@@ -10,11 +10,8 @@ from handoff_agent.vocabulary import missing_text
 def waiting_at_central(name: str, client) -> dict[int, dict]:
     """Central's review entries for the model's versions, by central's version number; {}
     when central cannot say (none configured, or down): a side line never fails a view."""
-    try:
-        reviews = client.get(f"/api/v1/models/{name}/reviews")["reviews"]
-    except Exception:
-        return {}
-    return {r["version"]: r for r in reviews}
+    found = client.side_get(f"/api/v1/models/{name}/reviews")
+    return {r["version"]: r for r in found["reviews"]} if found else {}
 
 
 def waiting_text(entry: dict | None) -> str:
