@@ -48,6 +48,7 @@ from .handlers.models import (
     MetaHandler,
     ModelsHandler,
     OpenAPIHandler,
+    PruneHandler,
     ReportHandler,
     VersionHandler,
     VersionsHandler,
@@ -80,6 +81,7 @@ from .policy import Policy
 from .pools import Pools
 from .probes import ProbePool
 from .replica_events import ReplicaEvents
+from .retention import Retention
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
 from .secrets_env import secret_from_environ
@@ -467,6 +469,7 @@ class HandoffAgent(LoggingConfigurable):
         )
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
+        self.retention = Retention(self.registry, self.store, self.versions.champion)
         self.room = room = DiskRoom(self.store, self.min_free_space, self.role)
         self.ingest = IngestManager(
             self.store,
@@ -695,6 +698,7 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/monitor/run", MonitorRunHandler),
             (model + "/alerts", AlertsHandler),
             (model + "/reviews", ModelReviewsHandler),
+            (model + "/prune", PruneHandler),
         ]
         return web.Application(
             routes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 from . import reports
@@ -52,10 +53,12 @@ class Store(Protocol):
     def get_version(self, name, number): ...
     def manifest_of(self, name, number): ...
     def add_reports(self, version_id, digests): ...
+    def restore_pruned(self, version_id, present, actor): ...
 
 
 class Blobs(Protocol):
     def put_bytes(self, data: bytes) -> str: ...
+    def exists(self, digest: str) -> bool: ...
 
 
 class Gate(Protocol):
@@ -104,7 +107,13 @@ class CheckFlow:
             full=False,
         )
         if not created:  # the same bytes again: the version as it stands
-            return await self.pools.read(self.store.get_version, name, version["number"]), False
+            found = await self.pools.read(self.store.get_version, name, version["number"])
+            if found["pruned"]:  # retention removed them, and this push brought them back
+                present = partial(self.blobs.exists, digest)
+                vid, user = version["id"], actor or "analyst"
+                if await self.pools.call(self.store.restore_pruned, vid, present, user):
+                    found["pruned"] = None
+            return found, False
         self.events.publish(
             "version",
             model=name,

@@ -13,9 +13,9 @@ from .errors import DiskFull
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 HINT = (
-    "Nothing was stored. The agent's administrator frees space on its disk (or lowers "
-    "c.HandoffAgent.min_free_space); then push again. A delivery waits in its sender's "
-    "outbox and is retried."
+    "Nothing was stored. Free room on the agent's disk (`jupyter handoff prune --keep 5` "
+    "removes old versions' bundles nothing needs) or lower c.HandoffAgent.min_free_space; "
+    "then push again. A delivery waits in its sender's outbox and is retried."
 )
 
 

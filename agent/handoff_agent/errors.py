@@ -42,6 +42,12 @@ class Conflict(HandoffError):
     status, code = 409, "conflict"
 
 
+class Gone(HandoffError):
+    """What was asked for existed and was removed on purpose (retention pruned a bundle)."""
+
+    status, code = 410, "pruned"
+
+
 class TooLarge(HandoffError):
     status, code = 413, "too_large"
 

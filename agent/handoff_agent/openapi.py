@@ -558,6 +558,22 @@ PATHS: dict[str, dict[str, dict]] = {
             params=[NAME],
         )
     },
+    "/api/v1/models/{name}/prune": {
+        "post": _op(
+            "Admin: remove the bundles of the model's versions older than its newest `keep` "
+            "that nothing needs (not checking, at no live stage, serving in no slot, with no "
+            "delivery to go, not the champion); their records, reports and audit rows stay. "
+            "`dry_run` lists them and removes nothing. Answers the versions and bytes freed.",
+            params=[NAME],
+            body=_json_body(
+                {
+                    "keep": {"type": "integer", "minimum": 1},
+                    "dry_run": {"type": "boolean"},
+                },
+                ["keep"],
+            ),
+        )
+    },
     "/api/v1/trust": {
         "get": _op("The trust list: default, policy and admin-added types."),
         "post": _op(

@@ -13,6 +13,7 @@ from .widgets.style import STATUS_VERDICT, badge
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
 WAITING = "font-size:85%;color:#9a6700"  # what central waits for, under the stage
+MUTED = "font-size:85%;color:#57606a"
 
 
 def _stage(v: dict) -> str:
@@ -79,6 +80,7 @@ class History:
                     "stage": _stage(v),
                     "waiting": waiting_text(self.reviews.get(central_number(v))),
                     "serving": version_line(self.deployment, central_number(v)),
+                    "pruned": pruned_text(v),
                 }
             )
             previous = fps
@@ -101,6 +103,7 @@ class History:
                     "stage",
                     "waiting",
                     "serving",
+                    "pruned",
                 )
             }
             for role, fp in r["fingerprints"].items():
@@ -120,7 +123,7 @@ class History:
             lines.append(f"  {alert_line(self.alerts)}")
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
-            where = "".join(f"  [{r[k]}]" for k in ("waiting", "serving") if r[k])
+            where = "".join(f"  [{r[k]}]" for k in ("waiting", "serving", "pruned") if r[k])
             lines.append(
                 f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
                 f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
@@ -163,11 +166,18 @@ class History:
                     + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
                 )
             waits = r["waiting"] and f"<div style='{WAITING}'>{e(r['waiting'])}</div>"
-            tds.append(e(r["stage"]) + waits)
+            gone = r["pruned"] and f"<div style='{MUTED}'>{e(r['pruned'])}</div>"
+            tds.append(e(r["stage"]) + waits + gone)
             tds.append(e(r["serving"]))
             out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
         out.append("</table></div>")
         return "".join(out)
+
+
+def pruned_text(version: dict) -> str:
+    """Retention removed the version's bundle (``jupyter handoff prune``); its record stays."""
+    when = version.get("pruned")
+    return f"bundle pruned on {when[:10]}" if when else ""
 
 
 def history(name: str, limit: int = 50, client=None) -> History:

@@ -107,6 +107,22 @@ class ChampionHandler(BaseHandler):
         self.write_json({"name": name, "champion": found["number"] if found else None})
 
 
+class PruneHandler(BaseHandler):
+    """Admin: remove the bundles of a model's old versions nobody loads again (retention)."""
+
+    roles = {"POST": ("admin",)}
+
+    async def post(self, name: str):
+        validate_name(name)
+        body = self.json_body()
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise BadRequest("dry_run must be true or false.", '{"keep": 10, "dry_run": true}')
+        retention, user = self.agent.retention, self.identity["user"]
+        out = await self.agent.call(retention.prune, name, body.get("keep"), user, dry_run)
+        self.write_json(out)
+
+
 class VersionHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
@@ -196,7 +212,7 @@ class VersionsHandler(BaseHandler):
             )
         except NotFound:  # the model's first version
             return False
-        if not found:
+        if not found or found[0]["pruned"]:  # a pruned version's bytes are welcome back
             return False  # tornado sends "100 Continue" once prepare() returns
         self.write_json(
             {

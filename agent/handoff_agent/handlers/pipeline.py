@@ -7,6 +7,7 @@ import contextlib
 from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..ingest import too_large
 from ..names import validate_name
+from ..retention import refuse_pruned
 from ..store.blobs import BlobError, BlobUnavailable
 from ..vocabulary import DEPLOY_ACTIONS
 from . import detached
@@ -120,6 +121,8 @@ class ForwardHandler(BaseHandler):
                 "(c.HandoffAgent.forward_to).",
                 code="unknown_destination",
             )
+        version = await self.agent.read(self.agent.registry.get_version, name, int(number))
+        refuse_pruned(name, version)
         queued = await self.agent.call(
             self.agent.versions.force_forward, name, int(number), to, self.identity["user"]
         )
@@ -230,6 +233,7 @@ class BundleHandler(BaseHandler):
     async def get(self, name: str, number: str):
         validate_name(name)
         version = await self.agent.read(self.agent.registry.get_version, name, int(number))
+        refuse_pruned(name, version)
         with blob_errors(f"{name}:{number}"):
             copy = await self.agent.run_io(self.agent.store.local_copy, version["digest"])
         self.set_header("Content-Type", "application/x-tar")

@@ -18,6 +18,7 @@ from .inventory import InventoryStore
 from .migrations import upgrade
 from .monitor import MonitorStore
 from .outbox import OutboxStore
+from .retention import RetentionStore
 from .serving import ServingStore
 from .validation import ValidationStore
 from .versions import VersionStore
@@ -36,6 +37,7 @@ class MetadataStore(
     WatchStore,
     ValidationStore,
     MonitorStore,
+    RetentionStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

@@ -92,6 +92,11 @@ def m014_revalidations(conn: Connection) -> None:
     t.revalidations.create(conn)
 
 
+def m015_pruned(conn: Connection) -> None:
+    """Retention: when a version's bundle was removed (``jupyter handoff prune``)."""
+    conn.execute(text("ALTER TABLE versions ADD COLUMN pruned TEXT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -102,6 +107,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m012_check_provisional", m012_check_provisional),
     ("m013_watch_overdue", m013_watch_overdue),
     ("m014_revalidations", m014_revalidations),
+    ("m015_pruned", m015_pruned),
 ]
 
 

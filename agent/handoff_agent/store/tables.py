@@ -78,6 +78,7 @@ versions = Table(
     Column("origin", Text),
     Column("needs_trust", Text),
     Column("provisional", Text),  # the verdict so far, until the final one (vocabulary.py)
+    Column("pruned", Text),  # when retention removed its bundle; its record and reports stay
     Index("idx_versions_model_number", "model", "number", unique=True),
     Index("idx_versions_model_digest", "model", "digest", unique=True),
 )

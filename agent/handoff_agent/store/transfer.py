@@ -170,7 +170,8 @@ def _referenced(conn: Connection) -> dict[str, str]:
     """Digest -> who refers to it, for the blobs the metadata cannot do without."""
     out = {}
     v, r = t.versions.c, t.reports.c
-    for model, number, digest in conn.execute(select(v.model, v.number, v.digest)):
+    q = select(v.model, v.number, v.digest).where(v.pruned.is_(None))  # pruned: gone by design
+    for model, number, digest in conn.execute(q):
         out[digest] = f"{model}:{number}"
     q = select(v.model, v.number, r.kind, r.digest).join(t.versions, v.id == r.version_id)
     for model, number, kind, digest in conn.execute(q):

@@ -312,7 +312,7 @@ class VersionStore(StoreBase):
         """The highest-scored earlier version of ``name`` in ``stage`` or with one of
         ``statuses`` (unscored last, then the newest). Which ones count is the caller's rule
         (``VersionService.champion``)."""
-        where = [V.model == name, V.number < before]
+        where = [V.model == name, V.number < before, V.pruned.is_(None)]
         if stage is not None:
             where.append(V.stage == stage)
         if statuses:
@@ -450,6 +450,7 @@ class VersionStore(StoreBase):
                     "needs_trust",
                     "verdict",
                     "provisional",
+                    "pruned",
                 ]
             ),
             stage_by.label("stage_by"),
@@ -589,7 +590,8 @@ class VersionStore(StoreBase):
         out: dict[str, list[str]] = {}
         r = t.reports.c
         with self._read() as c:
-            for model, number, digest in c.execute(select(V.model, V.number, V.digest)):
+            q = select(V.model, V.number, V.digest).where(V.pruned.is_(None))
+            for model, number, digest in c.execute(q):  # a pruned bundle is gone by design
                 out.setdefault(digest, []).append(f"{model}:{number}")
             for model, number, kind, digest in c.execute(
                 select(V.model, V.number, r.kind, r.digest).join(t.versions, V.id == r.version_id)

@@ -117,3 +117,21 @@ def test_m014_adds_the_watch_target_and_the_revalidations_table(tmp_path, backen
         assert row["target"] == "y"
     finally:
         store.engine.dispose()
+
+
+def test_m015_adds_the_pruned_mark(tmp_path, backend):
+    """A database at m014 (no ``versions.pruned``) upgrades on each backend; its versions are
+    unpruned, and retention can mark one after."""
+    from sqlalchemy import inspect, text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            c.execute(text("ALTER TABLE versions DROP COLUMN pruned"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm015_pruned'"))
+        assert upgrade(store.engine) == ["m015_pruned"]
+        assert "pruned" in {c["name"] for c in inspect(store.engine).get_columns("versions")}
+    finally:
+        store.engine.dispose()

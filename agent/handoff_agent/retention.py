@@ -1,0 +1,63 @@
+"""Retention: free a model's room by removing the bundles of old versions nobody loads again.
+
+The analyst's retraining loop pushes a version an hour; each keeps its bundle forever unless
+something removes it. A pruned version keeps its record, checks, reports, lineage, stages and
+audit rows (what a reviewer or auditor reads); only the bundle goes, with an audit row. The
+store says which may go (``RetentionStore``); this service adds the champion, which the next
+push is compared with, and says what was freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from .errors import BadRequest, Gone
+
+
+class Store(Protocol):
+    def prunable(self, name, keep, protect=()): ...
+    def prune_version(self, name, row, keep, protect, actor, remove): ...
+    def list_versions(self, name, limit=50, before=None, digest=None): ...
+
+
+class Blobs(Protocol):
+    def delete(self, digest: str) -> None: ...
+
+
+class Retention:
+    def __init__(self, store: Store, blobs: Blobs, champion: Callable[[str], dict | None]):
+        self.store, self.blobs, self.champion = store, blobs, champion
+
+    def prune(self, name: str, keep, actor: str, dry_run: bool = False) -> dict:
+        """Remove the bundles of ``name``'s versions older than its newest ``keep`` that
+        nothing needs; ``dry_run`` says which, and removes nothing."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 10**6:
+            raise BadRequest("keep must be a whole number of versions, at least 1.", '{"keep": 10}')
+        self.store.list_versions(name, 1)  # 404 for a model the agent does not know
+        champion = self.champion(name)
+        protect = (champion["number"],) if champion else ()
+        rows = self.store.prunable(name, keep, protect)
+        if not dry_run:
+            rows = [
+                r
+                for r in rows
+                if self.store.prune_version(name, r, keep, protect, actor, self.blobs.delete)
+            ]
+        return {
+            "model": name,
+            "keep": keep,
+            "dry_run": dry_run,
+            "pruned": [r["number"] for r in rows],
+            "freed": sum(r["size"] or 0 for r in rows),
+        }
+
+
+def refuse_pruned(name: str, version: dict) -> None:
+    """A pruned version's bundle is gone: say so, and how to bring it back."""
+    if version.get("pruned"):
+        raise Gone(
+            f"{name}:{version['number']}'s bundle was pruned on {version['pruned'][:10]}; "
+            "its record and reports are kept.",
+            "Push the same model again to bring the bundle back.",
+        )

@@ -1,0 +1,89 @@
+"""Retention: which versions may lose their bundle, and the removal with its audit row.
+
+A pruned version keeps its record, checks, reports, lineage, stages and audit rows; only its
+bundle goes. The rule for what stays is here, once: the newest versions of the model, any
+version still checking, at a live stage, serving in a slot, or with a delivery still to go.
+The caller protects the champion too (``VersionService.champion`` decides it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import exists, select, update
+
+from ..vocabulary import VERDICT_STATUS
+from . import tables as t
+from ._util import as_dict, now
+from .base import StoreBase
+
+V = t.versions.c
+# Stages a version can no longer move on from: nothing will load its bundle again.
+ENDED_STAGES = ("archived", "rejected")
+
+
+class RetentionStore(StoreBase):
+    def prunable(self, name: str, keep: int, protect: tuple[int, ...] = ()) -> list[dict]:
+        """The versions of ``name`` older than its newest ``keep`` whose bundle may go,
+        oldest first: number, digest and size."""
+        return self._prunable(name, keep, protect)
+
+    def _prunable(self, name, keep, protect, version_id=None) -> list[dict]:
+        o, d = t.outbox.c, t.deployments.c
+        where = [
+            V.model == name,
+            V.pruned.is_(None),
+            V.status.in_(tuple(VERDICT_STATUS.values())),  # never one still checking
+            V.stage.is_(None) | V.stage.in_(ENDED_STAGES),
+            ~V.number.in_(_newest(name, keep)),
+            ~exists().where(o.version_id == V.id, o.state != "delivered"),
+            ~exists().where(d.version_id == V.id),
+        ]
+        if protect:
+            where.append(~V.number.in_(protect))
+        if version_id is not None:
+            where.append(V.id == version_id)
+        q = select(V.id, V.number, V.digest, V.size).where(*where).order_by(V.number)
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
+
+    def prune_version(
+        self, name: str, row: dict, keep: int, protect, actor: str, remove: Callable[[str], None]
+    ) -> bool:
+        """Mark ``row`` pruned, audit it and ``remove`` its bundle, in one transaction under
+        the model's lock (the lock a push of the same bytes takes to find the version, so a
+        push never finds it present while its bytes go). False when it may no longer go."""
+        with self._tx() as c:
+            c.execute(
+                select(t.models.c.name).where(t.models.c.name == name).with_for_update()
+            ).one()
+            if not self._prunable(name, keep, protect, version_id=row["id"]):
+                return False
+            c.execute(update(t.versions).where(V.id == row["id"]).values(pruned=now()))
+            payload = {"digest": row["digest"], "size": row["size"], "keep": keep}
+            self.audit_append(actor, "version.prune", f"{name}:{row['number']}", payload)
+            if not c.execute(
+                select(V.id).where(V.digest == row["digest"], V.pruned.is_(None)).limit(1)
+            ).first():
+                remove(row["digest"])  # last: a failure rolls the mark back
+        return True
+
+    def restore_pruned(self, version_id: int, present: Callable[[], bool], actor: str) -> bool:
+        """A push of a pruned version's bytes brought them back: the version has its bundle
+        again, if the bytes are there under the model's lock."""
+        with self._tx() as c:
+            row = c.execute(select(V.model, V.number, V.pruned).where(V.id == version_id)).one()
+            c.execute(
+                select(t.models.c.name).where(t.models.c.name == row.model).with_for_update()
+            ).one()
+            if row.pruned is None or not present():
+                return False
+            c.execute(update(t.versions).where(V.id == version_id).values(pruned=None))
+            self.audit_append(actor, "version.restore", f"{row.model}:{row.number}", {})
+        return True
+
+
+def _newest(name: str, keep: int):
+    """The numbers of the newest ``keep`` versions of ``name``."""
+    inner = select(V.number).where(V.model == name).order_by(V.number.desc()).limit(keep)
+    return select(inner.subquery().c.number)

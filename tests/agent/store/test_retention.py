@@ -1,0 +1,81 @@
+"""Which versions may lose their bundle, on each backend: never the newest, one still
+checking, one at a live stage, one serving in a slot, one with a delivery to go, or one the
+caller protects (the champion); the removal is audited and restored by the same bytes."""
+
+from __future__ import annotations
+
+import pytest
+from test_metadata import Registry, create, digest_of
+
+from handoff_agent.store.metadata import MetadataStore
+
+
+@pytest.fixture
+def reg(tmp_path, backend):
+    r = Registry(MetadataStore.for_home(tmp_path, backend.database_url() or ""))
+    yield r
+    r.close()
+
+
+def _passed(reg, name, contents):
+    for content in contents:
+        v, _ = create(reg, name, content)
+        reg.sql("update versions set status = 'passed' where number = :n", n=v["number"])
+
+
+def numbers(rows):
+    return [r["number"] for r in rows]
+
+
+def test_only_old_versions_nothing_needs_may_go(reg):
+    _passed(reg, "m", [f"v{i}" for i in range(1, 10)])
+    assert numbers(reg.prunable("m", keep=2)) == [1, 2, 3, 4, 5, 6, 7]
+    reg.sql("update versions set status = 'checking' where number = 1")
+    reg.sql("update versions set stage = 'production' where number = 2")
+    reg.sql("update versions set stage = 'archived' where number = 3")  # ended: may go
+    reg.sql("update versions set stage = 'rejected' where number = 4")  # ended: may go
+    reg.sql("update versions set stage = 'received' where number = 5")  # waits at central
+    assert reg.outbox_enqueue(reg.version_id("m", 6), "central")  # a delivery to go
+    assert numbers(reg.prunable("m", keep=2, protect=(7,))) == [3, 4]
+    slot = "insert into deployments (model, slot, version_id, number, traffic, since, by) "
+    reg.sql(slot + "values ('m', 'previous', :v, 3, 0, 'now', 'x')", v=reg.version_id("m", 3))
+    assert numbers(reg.prunable("m", keep=2, protect=(7,))) == [4]  # warm for a rollback
+    assert reg.prunable("m", keep=100) == [] and reg.prunable("other", keep=1) == []
+
+
+def test_a_prune_is_audited_and_the_same_bytes_bring_the_bundle_back(reg):
+    _passed(reg, "m", ["a", "b", "c"])
+    row = reg.prunable("m", keep=2)[0]
+    removed = []
+    assert reg.prune_version("m", row, 2, (), "ops", removed.append)
+    assert removed == [digest_of("a")]
+    assert reg.get_version("m", 1)["pruned"] and not reg.get_version("m", 2)["pruned"]
+    assert digest_of("a") not in reg.digests()  # fsck and backups expect it gone
+    assert reg.champion("m")["number"] == 3 and reg.champion("m", before=2) is None
+    pruned = reg.audit_rows(("version.prune",))
+    assert [(r["actor"], r["subject"]) for r in pruned] == [("ops", "m:1")]
+    assert not reg.prune_version("m", row, 2, (), "ops", removed.append)  # once only
+    assert removed == [digest_of("a")]
+
+    assert not reg.restore_pruned(row["id"], lambda: False, "ana")  # the bytes are not back
+    assert reg.restore_pruned(row["id"], lambda: True, "ana")
+    assert reg.get_version("m", 1)["pruned"] is None and digest_of("a") in reg.digests()
+    assert [r["subject"] for r in reg.audit_rows(("version.restore",))] == ["m:1"]
+    assert reg.audit_first_bad() is None
+
+
+def test_a_removal_that_fails_leaves_the_version_as_it_was(reg):
+    _passed(reg, "m", ["a", "b"])
+    row = reg.prunable("m", keep=1)[0]
+
+    def fails(digest):
+        raise OSError("the store is down")
+
+    try:
+        reg.prune_version("m", row, 1, (), "ops", fails)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert reg.get_version("m", 1)["pruned"] is None
+    assert reg.audit_rows(("version.prune",)) == []

@@ -1,0 +1,140 @@
+"""Retention through a real agent: ``jupyter handoff prune`` and ``POST …/prune`` remove the
+bundles of old versions nothing needs and say what they freed; a pruned version keeps its
+record and reports, its bundle is 410 ``pruned`` (one line, how to bring it back), fsck and
+a backup agree, and pushing the same bytes brings the bundle back."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from agent_support import NO_CHECKS, assert_error
+from support import bundle_bytes, handoff_cli
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def pushed(agent_factory):
+    """Five versions of churn, a MiB each, checked (no checks: the verdict comes at once),
+    on an agent whose one destination (a webhook) is down and forwards only when asked."""
+    hook = "http://127.0.0.1:9/hook"
+    agent = agent_factory(
+        NO_CHECKS,
+        "--forward-to",
+        "webhook",
+        "--HandoffAgent.forward_on=[]",
+        f"--WebhookDestination.url={hook}",
+        f"--WebhookDestination.allowed_urls=['{hook}']",
+        "--WebhookDestination.secret=" + "s" * 32,
+    )
+    bundles = [bundle_bytes("churn", model=bytes([i]) * MiB) for i in range(1, 6)]
+    for number, data in enumerate(bundles, 1):
+        status, body = agent.push_bytes("churn", data)
+        assert (status, body["version"]) == (201, number), body
+    return agent, bundles
+
+
+def prune(agent, name="churn", **body):
+    return agent.request("POST", f"/api/v1/models/{name}/prune", body=body)
+
+
+def test_prune_frees_old_bundles_keeps_their_records_and_the_same_bytes_come_back(pushed, tmp_path):
+    agent, bundles = pushed
+    sizes = [len(b) for b in bundles]
+
+    status, out = prune(agent, keep=2, dry_run=True)
+    assert status == 200 and out["pruned"] == [1, 2, 3] and out["freed"] == sum(sizes[:3])
+    assert agent.request("GET", "/api/v1/models/churn/versions/1/bundle")[0] == 200
+
+    cli = handoff_cli(agent.env, "prune", "--keep", "2")
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert cli.stdout.strip() == "churn: pruned versions 1, 2, 3, 3 MiB.", cli.stdout
+    again = handoff_cli(agent.env, "prune", "churn", "--keep", "2", "--dry-run")
+    assert again.stdout.strip() == (
+        "churn: nothing to prune (keeps the newest 2 and what is in use)."
+    ), again.stdout
+
+    # A pruned version is still there to read, without its bundle.
+    status, v1 = agent.request("GET", "/api/v1/models/churn/versions/1")
+    assert status == 200 and v1["pruned"] and v1["reports"] and v1["status"] == "passed"
+    status, body = agent.request("GET", "/api/v1/models/churn/versions/1/bundle")
+    err = assert_error(status, body, 410, "pruned")
+    assert err["message"].startswith("churn:1's bundle was pruned on "), err
+    assert err["hint"] == "Push the same model again to bring the bundle back."
+    for path in ("/report?format=json", "/report?format=html"):
+        assert agent.request("GET", "/api/v1/models/churn/versions/1" + path)[0] == 200
+    forward = {"to": "webhook"}
+    status, body = agent.request("POST", "/api/v1/models/churn/versions/2/forward", body=forward)
+    assert_error(status, body, 410, "pruned")
+    assert agent.request("GET", "/api/v1/models/churn/versions/4/bundle")[0] == 200
+    # A delivery still to go keeps its version's bundle (the webhook is down: it retries).
+    assert agent.request("POST", "/api/v1/models/churn/versions/4/forward", body=forward)[0] == 202
+    assert prune(agent, keep=1)[1]["pruned"] == []
+    audit = agent.sql("select actor, subject from audit where action = 'version.prune'")
+    assert sorted(r["subject"] for r in audit) == ["churn:1", "churn:2", "churn:3"]
+
+    # The registry and the store agree, and a backup carries what is left.
+    fsck = agent.cli("fsck")
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    backup = agent.cli("backup", str(tmp_path / "backup"), *agent.blob_args())
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+
+    # The same bytes pushed again: the same version, with its bundle back.
+    status, body = agent.push_bytes("churn", bundles[0], **{"Expect": "100-continue"})
+    assert (status, body["version"], body["created"]) == (200, 1, False), body
+    status, headers, _ = agent.request_full("GET", "/api/v1/models/churn/versions/1/bundle")
+    assert status == 200 and headers["X-Handoff-Digest"] == f"sha256:{v1['digest']}"
+    assert v1["digest"] == hashlib.sha256(bundles[0]).hexdigest()
+    assert agent.request("GET", "/api/v1/models/churn/versions/1")[1]["pruned"] is None
+    assert agent.cli("fsck").returncode == 0
+
+
+def test_prune_refuses_a_bad_request_in_the_one_error_shape(pushed):
+    agent, _ = pushed
+    for body in ({}, {"keep": 0}, {"keep": "2"}, {"keep": True}, {"keep": 2.5}):
+        err = assert_error(*prune(agent, **body), 400, "bad_request")
+        assert err["message"] == "keep must be a whole number of versions, at least 1.", err
+    assert_error(*prune(agent, keep=2, dry_run="yes"), 400, "bad_request")
+    assert_error(*prune(agent, name="nope", keep=2), 404, "not_found")
+    analyst = agent.make_token("ana", "analyst")
+    status, body = agent.request(
+        "POST",
+        "/api/v1/models/churn/prune",
+        body={"keep": 1},
+        token=analyst,
+    )
+    assert_error(status, body, 403)
+    assert agent.request("GET", "/api/v1/models/churn/versions/1/bundle")[0] == 200
+    cli = handoff_cli(agent.env, "prune", "--keep", "0")
+    assert cli.returncode == 2 and cli.stdout.startswith("--keep must be at least 1"), cli.stdout
+    cli = handoff_cli(agent.env, "prune", "../x", "--keep", "1")
+    assert cli.returncode == 2 and "'../x' is not a model name." in cli.stdout, cli.stdout
+
+
+def test_the_notebook_shows_a_pruned_version_and_why_it_cannot_go(pushed):
+    """In a real kernel: history marks the pruned versions; forwarding one is one line that
+    says how to bring it back."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    agent, _ = pushed
+    assert prune(agent, keep=3)[1]["pruned"] == [1, 2]
+    cells = [
+        f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(agent.runtime_dir)!r}\n"
+        "%load_ext jupyter_handoff",
+        "%mlops history churn",
+        "%mlops forward churn:2 --to webhook",
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+
+    history = nb.cells[1].outputs[0]["data"]["text/plain"].splitlines()
+    marked = [line.split()[0] for line in history if "[bundle pruned on 20" in line]
+    assert marked == ["2", "1"], history
+    outputs = nb.cells[2].outputs
+    assert [o.get("name") for o in outputs] == ["stderr"] * len(outputs), outputs
+    first, *rest = "".join(o["text"] for o in outputs).strip().splitlines()
+    assert first.startswith("UsageError: ") and "churn:2's bundle was pruned on " in first
+    assert rest == ["Push the same model again to bring the bundle back."], rest
