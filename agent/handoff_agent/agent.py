@@ -183,6 +183,12 @@ class HandoffAgent(LoggingConfigurable):
         "before a byte of it is stored; 0 lets any bundle try. A disk that fills anyway is "
         "refused the same way, and nothing is half-stored.",
     ).tag(config=True)
+    keep_versions = Integer(
+        0,
+        help="Retention: after each verdict, remove the bundles of the model's versions older "
+        "than its newest keep_versions that nothing needs (as `jupyter handoff prune --keep "
+        "N`); their records, reports and audit rows stay. 0 keeps every bundle.",
+    ).tag(config=True)
     spool_stall_timeout = Float(
         60.0,
         help="Seconds a spool entry a local kernel is still writing may go without growing "
@@ -332,6 +338,14 @@ class HandoffAgent(LoggingConfigurable):
     def _token_default(self):
         # Read once, then gone: the agent keeps no secret in its environment (or /proc).
         return secret_from_environ("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
+
+    @validate("keep_versions")
+    def _check_keep(self, proposal):
+        if proposal["value"] < 0:
+            raise TraitError(
+                "c.HandoffAgent.keep_versions must be 0 (keep every bundle) or more, e.g. 5."
+            )
+        return proposal["value"]
 
     @validate("token")
     def _check_token(self, proposal):
@@ -514,6 +528,8 @@ class HandoffAgent(LoggingConfigurable):
         )
         if self.role == "central":
             self.check_flow.verdict_hooks.append(self.trust_flow.on_verdict)
+        if self.keep_versions:
+            self.check_flow.verdict_hooks.append(self._retain)
         from .watch.service import WatchService
 
         self.watches = WatchService(
@@ -806,6 +822,13 @@ class HandoffAgent(LoggingConfigurable):
         )
         self.serving_url = await self.model_server.start(app)
         log.info("Model server listening on %s", self.serving_url)
+
+    async def _retain(self, model: str, number: int, verdict: str) -> None:
+        """``keep_versions``: a verdict may have let an older version's bundle go."""
+        try:
+            await self.pools.call(self.retention.prune, model, self.keep_versions, "retention")
+        except Exception:  # the bundles stay; the next verdict tries again
+            log.exception("retention of %s failed", model)
 
     async def serving_changed(self) -> None:
         """Slots changed here: apply them now rather than at the next poll."""

@@ -123,6 +123,7 @@ class CheckFlow:
         )
         if version.get("verdict"):  # no checks: concluded with the push itself
             await self.write_reports(name, version["number"], version["id"])
+            self._start(self._concluded(name, version["number"], version["verdict"]["verdict"]))
         self._start(self.schedule_queued())
         self.wake()
         return version, created
@@ -207,9 +208,12 @@ class CheckFlow:
                 **out["verdict"],
             )
             await self.write_reports(out["model"], out["version"], out["version_id"])
-            for hook in self.verdict_hooks:
-                await hook(out["model"], out["version"], out["verdict"]["verdict"])
+            await self._concluded(out["model"], out["version"], out["verdict"]["verdict"])
             self.wake()
+
+    async def _concluded(self, model: str, number: int, verdict: str) -> None:
+        for hook in self.verdict_hooks:
+            await hook(model, number, verdict)
 
     async def write_reports(self, model: str, number: int, version_id: int) -> None:
         await until_recorded(

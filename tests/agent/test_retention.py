@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 from agent_support import NO_CHECKS, assert_error
-from support import bundle_bytes, handoff_cli
+from support import bundle_bytes, handoff_cli, until
 
 MiB = 1 << 20
 
@@ -138,3 +138,38 @@ def test_the_notebook_shows_a_pruned_version_and_why_it_cannot_go(pushed):
     first, *rest = "".join(o["text"] for o in outputs).strip().splitlines()
     assert first.startswith("UsageError: ") and "churn:2's bundle was pruned on " in first
     assert rest == ["Push the same model again to bring the bundle back."], rest
+
+
+def test_keep_versions_prunes_after_each_verdict(agent_factory, tmp_path):
+    """``c.HandoffAgent.keep_versions``: a retraining loop's old bundles go by themselves,
+    audited as the retention's; a bad value stops the agent at start with one line."""
+    agent = agent_factory(
+        NO_CHECKS, "--HandoffAgent.forward_to=[]", "--HandoffAgent.keep_versions=2"
+    )
+    for i in range(1, 5):
+        assert agent.push_bytes("churn", bundle_bytes("churn", model=bytes([i]) * 4096))[0] == 201
+
+    def pruned():
+        return [v["number"] for v in versions(agent) if v["pruned"]]
+
+    assert until(lambda: pruned() == [2, 1], timeout=60, what="versions 1 and 2 pruned")
+    audit = agent.sql("select actor from audit where action = 'version.prune'")
+    assert [r["actor"] for r in audit] == ["retention", "retention"]
+
+    bad = handoff_cli(
+        {**agent.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt-bad")},
+        "serve",
+        "--home",
+        str(tmp_path / "bad"),
+        "--HandoffAgent.keep_versions=-1",
+    )
+    assert bad.returncode != 0
+    assert "c.HandoffAgent.keep_versions must be 0 (keep every bundle) or more" in (
+        bad.stdout + bad.stderr
+    )
+
+
+def versions(agent) -> list[dict]:
+    status, body = agent.request("GET", "/api/v1/models/churn/versions")
+    assert status == 200, body
+    return body["versions"]
