@@ -17,7 +17,9 @@ from .errors import BadRequest, Gone
 
 class Store(Protocol):
     def prunable(self, name, keep, protect=()): ...
-    def prune_version(self, name, row, keep, protect, actor, remove): ...
+    def prune_version(self, name, row, keep, protect, actor): ...
+    def drop_pruned_bundle(self, version_id, remove): ...
+    def restore_pruned(self, version_id, present, actor): ...
     def list_versions(self, name, limit=50, before=None, digest=None): ...
 
 
@@ -39,11 +41,7 @@ class Retention:
         protect = (champion["number"],) if champion else ()
         rows = self.store.prunable(name, keep, protect)
         if not dry_run:
-            rows = [
-                r
-                for r in rows
-                if self.store.prune_version(name, r, keep, protect, actor, self.blobs.delete)
-            ]
+            rows = [r for r in rows if self._prune(name, r, keep, protect, actor)]
         return {
             "model": name,
             "keep": keep,
@@ -51,6 +49,17 @@ class Retention:
             "pruned": [r["number"] for r in rows],
             "freed": sum(r["size"] or 0 for r in rows),
         }
+
+    def _prune(self, name, row, keep, protect, actor) -> bool:
+        store = self.store
+        if not store.prune_version(name, row, keep, protect, actor):
+            return False  # a stage, a slot or a delivery took it meanwhile
+        try:
+            store.drop_pruned_bundle(row["id"], self.blobs.delete)
+        except Exception:  # the bytes are still there: so is the version, audited as such
+            store.restore_pruned(row["id"], lambda: True, actor)
+            raise
+        return True
 
 
 def refuse_pruned(name: str, version: dict) -> None:

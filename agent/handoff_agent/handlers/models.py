@@ -119,7 +119,8 @@ class PruneHandler(BaseHandler):
         if not isinstance(dry_run, bool):
             raise BadRequest("dry_run must be true or false.", '{"keep": 10, "dry_run": true}')
         retention, user = self.agent.retention, self.identity["user"]
-        out = await self.agent.call(retention.prune, name, body.get("keep"), user, dry_run)
+        with blob_errors(f"pruning {name}"):
+            out = await self.agent.call(retention.prune, name, body.get("keep"), user, dry_run)
         self.write_json(out)
 
 

@@ -47,25 +47,32 @@ class RetentionStore(StoreBase):
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
 
-    def prune_version(
-        self, name: str, row: dict, keep: int, protect, actor: str, remove: Callable[[str], None]
-    ) -> bool:
-        """Mark ``row`` pruned, audit it and ``remove`` its bundle, in one transaction under
-        the model's lock (the lock a push of the same bytes takes to find the version, so a
-        push never finds it present while its bytes go). False when it may no longer go."""
+    def prune_version(self, name: str, row: dict, keep: int, protect, actor: str) -> bool:
+        """Mark ``row`` pruned with its audit row, if it may still go: the first of two
+        transactions (``drop_pruned_bundle`` removes the bytes). An agent killed in between
+        leaves an orphan blob, which fsck notes and passes, never a version without its
+        bundle. False when it may no longer go."""
         with self._tx() as c:
-            c.execute(
-                select(t.models.c.name).where(t.models.c.name == name).with_for_update()
-            ).one()
+            self._lock_model(c, name)
             if not self._prunable(name, keep, protect, version_id=row["id"]):
                 return False
             c.execute(update(t.versions).where(V.id == row["id"]).values(pruned=now()))
             payload = {"digest": row["digest"], "size": row["size"], "keep": keep}
             self.audit_append(actor, "version.prune", f"{name}:{row['number']}", payload)
-            if not c.execute(
-                select(V.id).where(V.digest == row["digest"], V.pruned.is_(None)).limit(1)
-            ).first():
-                remove(row["digest"])  # last: a failure rolls the mark back
+        return True
+
+    def drop_pruned_bundle(self, version_id: int, remove: Callable[[str], None]) -> bool:
+        """``remove`` a pruned version's bundle under the model's lock, the lock a push of
+        the same bytes takes to restore it: never bytes a restored version holds again, nor
+        bytes another version still holds."""
+        with self._tx() as c:
+            row = c.execute(select(V.model, V.digest, V.pruned).where(V.id == version_id)).one()
+            self._lock_model(c, row.model)
+            pruned = c.execute(select(V.pruned).where(V.id == version_id)).scalar()
+            held = select(V.id).where(V.digest == row.digest, V.pruned.is_(None)).limit(1)
+            if pruned is None or c.execute(held).first() is not None:
+                return False
+            remove(row.digest)
         return True
 
     def restore_pruned(self, version_id: int, present: Callable[[], bool], actor: str) -> bool:
@@ -81,6 +88,11 @@ class RetentionStore(StoreBase):
             c.execute(update(t.versions).where(V.id == version_id).values(pruned=None))
             self.audit_append(actor, "version.restore", f"{row.model}:{row.number}", {})
         return True
+
+    @staticmethod
+    def _lock_model(c, name: str) -> None:
+        """The row lock ``insert_version`` takes (BEGIN IMMEDIATE already holds SQLite's)."""
+        c.execute(select(t.models.c.name).where(t.models.c.name == name).with_for_update()).one()
 
 
 def _newest(name: str, keep: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from test_metadata import Registry, create, digest_of
 
+from handoff_agent.retention import Retention
 from handoff_agent.store.metadata import MetadataStore
 
 
@@ -47,15 +48,15 @@ def test_a_prune_is_audited_and_the_same_bytes_bring_the_bundle_back(reg):
     _passed(reg, "m", ["a", "b", "c"])
     row = reg.prunable("m", keep=2)[0]
     removed = []
-    assert reg.prune_version("m", row, 2, (), "ops", removed.append)
+    assert reg.prune_version("m", row, 2, (), "ops")
+    assert reg.drop_pruned_bundle(row["id"], removed.append)
     assert removed == [digest_of("a")]
     assert reg.get_version("m", 1)["pruned"] and not reg.get_version("m", 2)["pruned"]
     assert digest_of("a") not in reg.digests()  # fsck and backups expect it gone
     assert reg.champion("m")["number"] == 3 and reg.champion("m", before=2) is None
     pruned = reg.audit_rows(("version.prune",))
     assert [(r["actor"], r["subject"]) for r in pruned] == [("ops", "m:1")]
-    assert not reg.prune_version("m", row, 2, (), "ops", removed.append)  # once only
-    assert removed == [digest_of("a")]
+    assert not reg.prune_version("m", row, 2, (), "ops")  # once only
 
     assert not reg.restore_pruned(row["id"], lambda: False, "ana")  # the bytes are not back
     assert reg.restore_pruned(row["id"], lambda: True, "ana")
@@ -64,18 +65,26 @@ def test_a_prune_is_audited_and_the_same_bytes_bring_the_bundle_back(reg):
     assert reg.audit_first_bad() is None
 
 
-def test_a_removal_that_fails_leaves_the_version_as_it_was(reg):
+def test_bytes_a_push_restored_meanwhile_are_never_removed(reg):
+    """Marked, then the same bytes pushed again before the removal: the bytes stay."""
     _passed(reg, "m", ["a", "b"])
     row = reg.prunable("m", keep=1)[0]
+    assert reg.prune_version("m", row, 1, (), "ops")
+    assert reg.restore_pruned(row["id"], lambda: True, "ana")
+    removed = []
+    assert not reg.drop_pruned_bundle(row["id"], removed.append) and removed == []
 
-    def fails(digest):
-        raise OSError("the store is down")
 
-    try:
-        reg.prune_version("m", row, 1, (), "ops", fails)
-    except OSError:
-        pass
-    else:
-        raise AssertionError("the failure was swallowed")
+def test_a_removal_that_fails_leaves_the_version_with_its_bundle(reg):
+    _passed(reg, "m", ["a", "b"])
+
+    class Down:
+        def delete(self, digest):
+            raise OSError("the store is down")
+
+    with pytest.raises(OSError, match="the store is down"):
+        Retention(reg.store, Down(), reg.champion).prune("m", 1, "ops")
     assert reg.get_version("m", 1)["pruned"] is None
-    assert reg.audit_rows(("version.prune",)) == []
+    rows = reg.audit_rows(("version.prune", "version.restore"))
+    audit = [(r["action"], r["subject"]) for r in rows]
+    assert audit == [("version.prune", "m:1"), ("version.restore", "m:1")]
