@@ -481,6 +481,19 @@ export class HandoffPanel extends Widget {
         )
       );
     }
+    if (v.pruned) {
+      row.append(
+        el(
+          'div',
+          {
+            class: 'jp-Handoff-hint jp-Handoff-pruned',
+            title:
+              'Retention removed its bundle; its record and reports stay. Pushing the same model again brings it back.'
+          },
+          `bundle pruned on ${v.pruned.slice(0, 10)}`
+        )
+      );
+    }
     const actions = this.renderActions(model, v);
     if (actions) {
       row.append(actions);

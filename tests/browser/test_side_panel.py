@@ -7,6 +7,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +142,34 @@ def test_no_warning_when_versions_match(jupyterlab, lab_page):
     expect(panel.locator(".jp-Handoff-header")).to_be_visible()
     expect(panel.locator(".jp-Handoff-models")).to_be_visible(timeout=15_000)
     expect(panel.locator(".jp-Handoff-mismatch")).to_have_count(0)
+
+
+def test_a_pruned_version_says_so_in_the_panel(lab_factory, lab_page):
+    """``jupyter handoff prune`` from a shell: the panel marks the old versions' rows, and the
+    newest keeps its bundle."""
+    from test_signoff_browser import Agent
+
+    agents = []
+    lab = lab_factory(
+        prepare=lambda lab: agents.append(
+            Agent(lab, "local", ["--HandoffAgent.forward_to=[]", "--HandoffAgent.checks=[]"])
+        )
+    )
+    try:
+        lab.run_in_kernel(PUSH.format(Cs="(1.0, 0.1, 0.01)"))
+        out = subprocess.run(
+            [sys.executable, "-m", "handoff_agent", "prune", "churn", "--keep", "1"],
+            env=lab.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.stdout.startswith("churn: pruned versions 1, 2, "), out.stdout + out.stderr
+        page = lab_page(lab)
+        open_panel(page)
+        for n in (1, 2):
+            expect(version_row(page, n).locator(".jp-Handoff-pruned")).to_contain_text(
+                "bundle pruned on 20", timeout=30_000
+            )
+        expect(version_row(page, 3)).to_be_visible()
+        expect(version_row(page, 3).locator(".jp-Handoff-pruned")).to_have_count(0)
+    finally:
+        for a in agents:
+            a.stop()
