@@ -11,9 +11,9 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Int, Unicode
 
 from ._version import __version__
-from .disk_room import mib
 from .inventory_cli import Unreachable, _request
 from .names import typed_name
+from .vocabulary import prune_line
 
 AGENT_HELP = "Which running agent to prune: local (default) or central."
 
@@ -58,7 +58,7 @@ class PruneApp(JupyterApp):
             for name in names:
                 raw = _request(self.agent, self.url, f"/api/v1/models/{name}/prune", body)[0]
                 out = json.loads(raw)
-                print(json.dumps(out) if self.as_json else line(out))
+                print(json.dumps(out) if self.as_json else prune_line(out))
         except Unreachable as e:
             print(e, file=sys.stderr)
             self.exit(1)
@@ -71,14 +71,3 @@ class PruneApp(JupyterApp):
             if "next" not in page:
                 return names
             path = f"/api/v1/models?after={page['next']}"
-
-
-def line(out: dict) -> str:
-    """One line a model: what went (or would go) and the room it freed."""
-    numbers = out["pruned"]
-    if not numbers:
-        kept = f"the newest {out['keep']} and what is in use"
-        return f"{out['model']}: nothing to prune (keeps {kept})."
-    which = ", ".join(map(str, numbers))
-    verb = "would prune" if out["dry_run"] else "pruned"
-    return f"{out['model']}: {verb} version{'s' * (len(numbers) > 1)} {which}, {mib(out['freed'])}."

@@ -151,6 +151,21 @@ def missing_text(missing: dict[str, int]) -> str:
     return ", ".join(f"{n} {role}" for role, n in missing.items())
 
 
+def pruned_text(when: str | None) -> str:
+    """A version whose bundle retention removed (``pruned``: when), for people."""
+    return f"bundle pruned on {when[:10]}" if when else ""
+
+
+def prune_line(out: dict) -> str:
+    """What ``POST …/prune`` did, or would do, in one line: the shell's and the notebook's."""
+    model, numbers = out["model"], out["pruned"]
+    if not numbers:
+        return f"{model}: nothing to prune (keeps the newest {out['keep']} and what is in use)."
+    verb = "would prune" if out["dry_run"] else "pruned"
+    which = f"version{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}"
+    return f"{model}: {verb} {which}, {out['freed'] / 2**20:,.0f} MiB."
+
+
 def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
     """The stage flow with the sign-offs each stage needs (role -> count), from a policy's
     ``stages`` table. ``next`` follows the flow; ``signoff_to`` is where reviewers' sign-offs

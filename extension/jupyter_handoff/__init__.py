@@ -16,6 +16,7 @@ __all__ = [
     "lineage",
     "load_ipython_extension",
     "predict",
+    "prune",
     "push",
     "report",
     "versions",
@@ -63,6 +64,7 @@ def __getattr__(name):
         "Lineage",
         "deployments",
         "predict",
+        "prune",
     ):
         from . import api
 

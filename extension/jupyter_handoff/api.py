@@ -407,6 +407,20 @@ def forward(name: str, number: int | None = None, to: str = "central") -> dict:
     )
 
 
+def prune(name: str, keep: int, dry_run: bool = False) -> dict:
+    """Free the local agent's disk, like ``%mlops prune``: remove the bundles of ``name``'s
+    versions older than its newest ``keep`` that nothing needs (their records, reports and
+    audit rows stay). Returns the agent's answer: the versions pruned and the bytes freed."""
+    _checked_name(name)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise HandoffUsageError(
+            f"keep must be a whole number of versions, at least 1, not {keep!r}.",
+            "e.g. prune('churn', keep=5).",
+        )
+    body = {"keep": keep, "dry_run": bool(dry_run)}
+    return connect(start=False).post(f"/api/v1/models/{name}/prune", body)
+
+
 def lineage(ref: str) -> Lineage:
     """Where things came from, like ``%mlops lineage``. ``lineage("churn:3")``: that version's
     data, notebook, code, parent and stages (the latest for ``"churn"``). A dataset's 64-hex

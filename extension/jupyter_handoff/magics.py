@@ -70,6 +70,14 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     )
     forward.add_argument("ref", metavar="NAME:N", help="model name and version")
     forward.add_argument("--to", required=True, metavar="DEST", help="destination, e.g. central")
+    prune = p["prune"] = MagicArgumentParser(
+        prog="mlops prune",
+        description="Free the agent's disk: remove the bundles of a model's older versions "
+        "that nothing needs; their records and reports stay.",
+    )
+    prune.add_argument("name", help="model name")
+    prune.add_argument("--keep", type=int, required=True, help="newest versions kept whole")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     lineage = p["lineage"] = MagicArgumentParser(
         prog="mlops lineage",
         description="For NAME[:N]: its data, notebook, code, parent and stages. "
@@ -320,6 +328,15 @@ class MlopsMagics(Magics):
                 f"{ref} already goes to {args.to} (queued or delivered); "
                 f"`%mlops show {ref}` follows its delivery."
             )
+
+    def _prune(self, args):
+        from handoff_agent.vocabulary import prune_line
+
+        from .api import prune
+
+        if args.keep < 1:
+            raise HandoffUsageError("--keep must be at least 1.", "e.g. --keep 5")
+        print(prune_line(prune(args.name, args.keep, dry_run=args.dry_run)))
 
     def _lineage(self, args):
         from .api import lineage

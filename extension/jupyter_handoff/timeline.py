@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from handoff_agent.vocabulary import pruned_text
+
 from .client import connect
 from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .monitor_view import alert_badge, alert_line, open_alerts
@@ -80,7 +82,7 @@ class History:
                     "stage": _stage(v),
                     "waiting": waiting_text(self.reviews.get(central_number(v))),
                     "serving": version_line(self.deployment, central_number(v)),
-                    "pruned": pruned_text(v),
+                    "pruned": pruned_text(v.get("pruned")),
                 }
             )
             previous = fps
@@ -172,12 +174,6 @@ class History:
             out.append("<tr>" + "".join(f"<td style='{cell}'>{t}</td>" for t in tds) + "</tr>")
         out.append("</table></div>")
         return "".join(out)
-
-
-def pruned_text(version: dict) -> str:
-    """Retention removed the version's bundle (``jupyter handoff prune``); its record stays."""
-    when = version.get("pruned")
-    return f"bundle pruned on {when[:10]}" if when else ""
 
 
 def history(name: str, limit: int = 50, client=None) -> History:

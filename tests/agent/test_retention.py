@@ -112,32 +112,44 @@ def test_prune_refuses_a_bad_request_in_the_one_error_shape(pushed):
     assert cli.returncode == 2 and "'../x' is not a model name." in cli.stdout, cli.stdout
 
 
-def test_the_notebook_shows_a_pruned_version_and_why_it_cannot_go(pushed):
-    """In a real kernel: history marks the pruned versions; forwarding one is one line that
-    says how to bring it back."""
+def test_the_notebook_prunes_shows_a_pruned_version_and_why_it_cannot_go(pushed):
+    """In a real kernel: ``%mlops prune`` says what it freed, history marks the pruned
+    versions, and forwarding one is one line that says how to bring it back."""
     import nbformat
     from nbclient import NotebookClient
 
-    agent, _ = pushed
-    assert prune(agent, keep=3)[1]["pruned"] == [1, 2]
+    agent, bundles = pushed
     cells = [
         f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(agent.runtime_dir)!r}\n"
         "%load_ext jupyter_handoff",
+        "%mlops prune churn --keep 3 --dry-run",
+        "%mlops prune churn --keep 3",
         "%mlops history churn",
         "%mlops forward churn:2 --to webhook",
+        "%mlops prune churn --keep 0",
     ]
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
 
-    history = nb.cells[1].outputs[0]["data"]["text/plain"].splitlines()
+    def printed(i):
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs).strip()
+
+    freed = f"{(len(bundles[0]) + len(bundles[1])) / MiB:,.0f} MiB"
+    assert printed(1) == f"churn: would prune versions 1, 2, {freed}.", nb.cells[1].outputs
+    assert printed(2) == f"churn: pruned versions 1, 2, {freed}.", nb.cells[2].outputs
+    history = nb.cells[3].outputs[0]["data"]["text/plain"].splitlines()
     marked = [line.split()[0] for line in history if "[bundle pruned on 20" in line]
     assert marked == ["2", "1"], history
-    outputs = nb.cells[2].outputs
-    assert [o.get("name") for o in outputs] == ["stderr"] * len(outputs), outputs
-    first, *rest = "".join(o["text"] for o in outputs).strip().splitlines()
-    assert first.startswith("UsageError: ") and "churn:2's bundle was pruned on " in first
-    assert rest == ["Push the same model again to bring the bundle back."], rest
+    for i, says, hint in (
+        (4, "churn:2's bundle was pruned on ", "Push the same model again"),
+        (5, "--keep must be at least 1.", "e.g. --keep 5"),
+    ):
+        outputs = nb.cells[i].outputs
+        assert [o.get("name") for o in outputs] == ["stderr"] * len(outputs), outputs
+        first, *rest = printed(i).splitlines()
+        assert first.startswith("UsageError: ") and says in first, printed(i)
+        assert len(rest) == 1 and rest[0].startswith(hint), printed(i)
 
 
 def test_keep_versions_prunes_after_each_verdict(agent_factory, tmp_path):
