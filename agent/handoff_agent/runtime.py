@@ -81,7 +81,10 @@ def disk_line(answer: dict) -> str:
     disk = answer.get("disk")
     if disk in (None, "ok"):
         return ""
-    return f"Disk: {disk} (pushes are refused once it is full; free space in its home)"
+    return (
+        f"Disk: {disk} (pushes are refused once it is full; free room with "
+        "`jupyter handoff prune --keep 5` or `%mlops prune NAME --keep 5`)"
+    )
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:

@@ -66,11 +66,10 @@ class RetentionStore(StoreBase):
         the same bytes takes to restore it: never bytes a restored version holds again, nor
         bytes another version still holds."""
         with self._tx() as c:
-            row = c.execute(select(V.model, V.digest, V.pruned).where(V.id == version_id)).one()
+            row = c.execute(select(V.model, V.digest).where(V.id == version_id)).one()
             self._lock_model(c, row.model)
-            pruned = c.execute(select(V.pruned).where(V.id == version_id)).scalar()
             held = select(V.id).where(V.digest == row.digest, V.pruned.is_(None)).limit(1)
-            if pruned is None or c.execute(held).first() is not None:
+            if self._pruned_at(c, version_id) is None or c.execute(held).first() is not None:
                 return False
             remove(row.digest)
         return True
@@ -79,15 +78,18 @@ class RetentionStore(StoreBase):
         """A push of a pruned version's bytes brought them back: the version has its bundle
         again, if the bytes are there under the model's lock."""
         with self._tx() as c:
-            row = c.execute(select(V.model, V.number, V.pruned).where(V.id == version_id)).one()
-            c.execute(
-                select(t.models.c.name).where(t.models.c.name == row.model).with_for_update()
-            ).one()
-            if row.pruned is None or not present():
+            row = c.execute(select(V.model, V.number).where(V.id == version_id)).one()
+            self._lock_model(c, row.model)
+            if self._pruned_at(c, version_id) is None or not present():
                 return False
             c.execute(update(t.versions).where(V.id == version_id).values(pruned=None))
             self.audit_append(actor, "version.restore", f"{row.model}:{row.number}", {})
         return True
+
+    @staticmethod
+    def _pruned_at(c, version_id: int) -> str | None:
+        """Read under the model's lock: what a push restoring the bytes may have changed."""
+        return c.execute(select(V.pruned).where(V.id == version_id)).scalar()
 
     @staticmethod
     def _lock_model(c, name: str) -> None:
