@@ -21,6 +21,7 @@ from .disk_room import DiskRoom
 from .errors import (
     Conflict,
     InvalidBundle,
+    TooLarge,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
@@ -53,7 +54,7 @@ class Store(Protocol):
     def delivery_seen(self, delivery_id): ...
     def delivery_claim(self, delivery_id, source, body_digest): ...
     def delivery_bind(self, delivery_id, version_id, lineage): ...
-    def pushed_since(self, sender, since): ...
+    def delivered_since(self, sender, since): ...
     def version_id(self, name, number): ...
     def source_anchor(self, source): ...
     def source_anchor_add(self, source, head, delivery_id): ...
@@ -179,25 +180,47 @@ class IntakeManager:
             raise _chain_conflict(envelope.get("source"), e) from None
         return envelope, blob
 
-    def check_rate(self, env: dict, now: datetime | None = None) -> None:
-        """A 429 when the sender delivered ``max_per_hour`` versions in the last hour; its
-        Retry-After is when the oldest of them leaves the hour, and the local agent's outbox
-        keeps the delivery until then (nothing is lost)."""
-        limit = self.policy.max_per_hour
-        if not limit:
+    def check_rate(self, env: dict, size: int, now: datetime | None = None) -> None:
+        """A 429 when the sender delivered ``max_per_hour`` versions, or would pass
+        ``max_bytes_per_hour`` bytes with these ``size``, in the last hour. Its Retry-After
+        is when enough of them leave the hour, and the local agent's outbox keeps the
+        delivery until then (nothing is lost). One delivery larger than the hour's bytes
+        would never fit: a 413 the sender's outbox gives up on, with the reason."""
+        versions, room = self.policy.max_per_hour, self.policy.max_bytes_per_hour
+        if room and size > room:
+            raise TooLarge(
+                f"This delivery is {_mib(size)}; central takes at most {_mib(room)} an hour "
+                "from one sender.",
+                "Central's admin raises [intake] max_bytes_per_hour in its policy.",
+            )
+        if not (versions or room):
             return
         now = now or datetime.now(UTC)
         hour_ago = (now - timedelta(hours=1)).isoformat(timespec="microseconds")
-        count, oldest = self.store.pushed_since(env["sender"], hour_ago)
-        if count < limit:
+        rows = self.store.delivered_since(env["sender"], hour_ago)
+        over = []  # (when it lifts, what was delivered, the limit) for each limit passed
+        if versions and len(rows) >= versions:  # until all but versions - 1 have left
+            over.append(
+                (rows[len(rows) - versions][0], f"{len(rows)} versions", f"{versions} versions")
+            )
+        held = total = sum(n for _, n in rows)
+        if room and held + size > room:
+            for at, n in rows:  # the oldest leave first
+                held -= n
+                if held + size <= room:
+                    over.append((at, _mib(total), _mib(room)))
+                    break
+        if not over:
             return
-        lifts = datetime.fromisoformat(oldest) + timedelta(hours=1)
+        lifts = max(datetime.fromisoformat(at) for at, _, _ in over) + timedelta(hours=1)
         wait = max(1, math.ceil((lifts - now).total_seconds()))
+        delivered = " and ".join(what for _, what, _ in over)
+        limits = " and ".join(limit for _, _, limit in over)
         raise TooManyRequests(
-            f"Sender {env['sender']!r} delivered {count} versions in the last hour; this "
-            f"central takes at most {limit} an hour from one sender.",
+            f"Sender {env['sender']!r} delivered {delivered} in the last hour; this central "
+            f"takes at most {limits} an hour from one sender.",
             f"The delivery waits in the sender's outbox and goes in {wait} s; central's admin "
-            "sets [intake] max_versions_per_hour in its policy.",
+            "sets [intake] max_versions_per_hour and max_bytes_per_hour in its policy.",
             retry_after=wait,
         )
 
@@ -296,3 +319,7 @@ def _chain_conflict(source, e: audit.ChainError) -> Conflict | InvalidBundle:
         "its audit log with this central's sources table.",
         code=e.code,
     )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"

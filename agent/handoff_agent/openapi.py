@@ -269,8 +269,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/intake": {
         "post": _op(
             "Central: a signed delivery from a local agent (HMAC, not a token). A sender past "
-            "the policy's [intake] max_versions_per_hour gets 429 rate_limited with "
-            "Retry-After.",
+            "the policy's [intake] max_versions_per_hour or max_bytes_per_hour gets 429 "
+            "rate_limited with Retry-After (413 for one delivery over the hour's bytes).",
             ok="201",
             params=[
                 _param("X-Handoff-Delivery", "header", "32 hex digits.", required=True),

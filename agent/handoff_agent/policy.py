@@ -5,6 +5,7 @@ secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (s
 trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
 max_versions_per_hour = 120   # per sender; more waits (429, Retry-After) in its outbox; 0: off
+max_bytes_per_hour = 0        # per sender, the same way (e.g. 10_737_418_240); 0: off
 
 [intake.senders]              # named senders: NAME = "secret", or a list during rotation
 alice = "…"
@@ -74,6 +75,7 @@ class Policy:
     revalidate: bool = True
     max_skew: int = 300
     max_per_hour: int = 120  # versions one sender may deliver in an hour; 0: no limit
+    max_bytes_per_hour: int = 0  # bytes one sender may deliver in an hour; 0: no limit
     sandbox_require: bool = False
     stages: dict[str, dict[str, int]] = field(default_factory=lambda: dict(DEFAULT_STAGES))
     deploy: DeployPolicy = field(default_factory=DeployPolicy)
@@ -107,12 +109,8 @@ class Policy:
         except HandoffError as e:
             raise ValueError(f"{path}: [intake] trusted_types: {e.message}") from None
         secrets, senders = _intake_secrets(intake, path)
-        per_hour = intake.get("max_versions_per_hour", cls.max_per_hour)
-        if isinstance(per_hour, bool) or not isinstance(per_hour, int) or per_hour < 0:
-            raise ValueError(
-                f"{path}: [intake] max_versions_per_hour must be a whole number >= 0 (0: no "
-                f"limit), not {per_hour!r}."
-            )
+        per_hour = _hourly(intake, "max_versions_per_hour", cls.max_per_hour, path)
+        bytes_per_hour = _hourly(intake, "max_bytes_per_hour", cls.max_bytes_per_hour, path)
         return cls(
             secrets=secrets,
             senders=senders,
@@ -120,6 +118,7 @@ class Policy:
             revalidate=bool(intake.get("revalidate", True)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             max_per_hour=per_hour,
+            max_bytes_per_hour=bytes_per_hour,
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
             stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
@@ -194,3 +193,13 @@ def _watches(entries, path) -> list[dict]:
                 f"{path}: every [[watch]] needs model = NAME and source = PATH_OR_URL."
             )
     return [dict(w) for w in entries]
+
+
+def _hourly(intake: dict, key: str, default: int, path) -> int:
+    """An [intake] hourly limit: a whole number >= 0, 0 turning it off."""
+    value = intake.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"{path}: [intake] {key} must be a whole number >= 0 (0: no limit), not {value!r}."
+        )
+    return value

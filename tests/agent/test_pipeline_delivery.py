@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import socket
 import time
@@ -200,7 +201,7 @@ def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tm
         until(waiting, timeout=60, what="the third delivery refused")
         assert outbox_states(local) == {"delivered": 2, "pending": 1}
         waiting = waiting()
-        assert "takes at most 2 an hour from one sender" in waiting["last_error"], waiting
+        assert "takes at most 2 versions an hour from one sender" in waiting["last_error"]
         assert count(central, "many") == 2
         # Straight to the intake, as alice: the refusal says when to come back
         status, headers, err = deliver(central, envelope("more"), full=True)
@@ -219,11 +220,40 @@ def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tm
         central.stop()
 
 
+def test_a_sender_over_its_hourly_bytes_waits_and_one_too_big_for_an_hour_is_refused(tmp_path):
+    """``max_bytes_per_hour``: what fits goes in; past it a delivery waits (429 with
+    Retry-After, for when enough of the hour's bytes have left it); one delivery larger than
+    the hour's bytes would never fit, and is a 413 saying so."""
+    local, central = start_pair(
+        tmp_path, revalidate=False, local_args=FAST, intake="max_bytes_per_hour = 3_000_000"
+    )
+    try:
+        for name in ("big1", "big2"):
+            status, out = deliver(central, envelope(name, model=os.urandom(1_200_000)))
+            assert status == 201, out
+        status, headers, err = deliver(
+            central, envelope("big3", model=os.urandom(1_200_000)), full=True
+        )
+        assert (status, err["error"]["code"]) == (429, "rate_limited"), err
+        assert 3000 < int(headers["Retry-After"]) <= 3600, headers
+        message = err["error"]["message"]
+        assert message.startswith("Sender 'alice' delivered 2.3 MiB in the last hour"), message
+        assert message.endswith("takes at most 2.9 MiB an hour from one sender."), message
+        status, err = deliver(central, envelope("huge", model=os.urandom(3_100_000)))
+        assert (status, err["error"]["code"]) == (413, "too_large"), err
+        assert err["error"]["message"].startswith("This delivery is 3.0 MiB; central takes"), err
+        assert count(central, "big3") == count(central, "huge") == 0
+    finally:
+        local.stop()
+        central.stop()
+
+
+@pytest.mark.parametrize("key", ["max_versions_per_hour", "max_bytes_per_hour"])
 @pytest.mark.parametrize("value", ['"lots"', "-1", "2.5", "true"])
-def test_a_bad_hourly_limit_stops_central_with_the_key_named(tmp_path, value):
+def test_a_bad_hourly_limit_stops_central_with_the_key_named(tmp_path, key, value):
     policy = tmp_path / "policy.toml"
-    policy.write_text(f"[intake]\nmax_versions_per_hour = {value}\n")
-    with pytest.raises(ValueError, match="max_versions_per_hour must be a whole number >= 0"):
+    policy.write_text(f"[intake]\n{key} = {value}\n")
+    with pytest.raises(ValueError, match=f"{key} must be a whole number >= 0"):
         Policy.load(policy)
 
 

@@ -174,7 +174,7 @@ class IntakeHandler(BaseHandler):
             if seen is not None:  # verified and already applied: no second effect, or conflict
                 replay = agent.intake.replay
                 return self.write_json(await agent.read(replay, seen, env, receipt.delivery_id))
-            await agent.read(agent.intake.check_rate, env)  # a sender over its limit waits
+            await agent.read(agent.intake.check_rate, env, receipt.size)  # over its limit: waits
             await agent.read(agent.intake.check_chain, env)  # a refused chain leaves no blob
             with blob_errors(f"delivery {receipt.delivery_id}"):
                 await agent.run_io(blob.commit, digest)

@@ -154,15 +154,16 @@ class CentralStore(StoreBase):
             r["signoffs"] = signed[r["id"]]
         return rows
 
-    def pushed_since(self, sender: str, since: str) -> tuple[int, str | None]:
-        """How many versions ``sender`` delivered here since ``since`` (ISO time), and when
-        the oldest of them arrived: what the intake's rate limit counts."""
-        q = select(func.count(), func.min(V.pushed_at)).where(
-            V.pushed_by == sender, V.pushed_at >= since
+    def delivered_since(self, sender: str, since: str) -> list[tuple[str, int]]:
+        """When each version ``sender`` delivered here since ``since`` (ISO time) arrived,
+        and its size, oldest first: what the intake's hourly limits count."""
+        q = (
+            select(V.pushed_at, V.size)
+            .where(V.pushed_by == sender, V.pushed_at >= since)
+            .order_by(V.pushed_at)
         )
         with self._read() as c:
-            count, oldest = c.execute(q).one()
-        return int(count), oldest
+            return [(at, int(size or 0)) for at, size in c.execute(q)]
 
     def stage_history(self, version_id: int) -> list[dict]:
         q = (
