@@ -31,6 +31,7 @@ from .ingest import Upload
 from .policy import Policy
 from .store.blobs import BlobStore, BlobWriter
 from .versions import VersionService
+from .vocabulary import size_text
 
 MAX_ENVELOPE = 16 << 20  # the envelope carries the source's audit entries since the last ack
 
@@ -189,8 +190,8 @@ class IntakeManager:
         versions, room = self.policy.max_per_hour, self.policy.max_bytes_per_hour
         if room and size > room:
             raise TooLarge(
-                f"This delivery is {_mib(size)}; central takes at most {_mib(room)} an hour "
-                "from one sender.",
+                f"This delivery is {size_text(size)}; central takes at most "
+                f"{size_text(room)} an hour from one sender.",
                 "Central's admin raises [intake] max_bytes_per_hour in its policy.",
             )
         if not (versions or room):
@@ -208,7 +209,7 @@ class IntakeManager:
             for at, n in rows:  # the oldest leave first
                 held -= n
                 if held + size <= room:
-                    over.append((at, _mib(total), _mib(room)))
+                    over.append((at, size_text(total), size_text(room)))
                     break
         if not over:
             return
@@ -319,7 +320,3 @@ def _chain_conflict(source, e: audit.ChainError) -> Conflict | InvalidBundle:
         "its audit log with this central's sources table.",
         code=e.code,
     )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"

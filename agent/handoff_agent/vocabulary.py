@@ -163,7 +163,14 @@ def prune_line(out: dict) -> str:
         return f"{model}: nothing to prune (keeps the newest {out['keep']} and what is in use)."
     verb = "would prune" if out["dry_run"] else "pruned"
     which = f"version{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}"
-    return f"{model}: {verb} {which}, {out['freed'] / 2**20:,.0f} MiB."
+    return f"{model}: {verb} {which}, {size_text(out['freed'])}."
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 12 KiB, 3.4 MiB, 1.2 GiB."""
+    if n < 2**20:
+        return f"{n / 2**10:,.0f} KiB"
+    return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
 
 
 def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:

@@ -11,6 +11,8 @@ import pytest
 from agent_support import NO_CHECKS, assert_error
 from support import bundle_bytes, handoff_cli, until
 
+from handoff_agent.vocabulary import size_text
+
 MiB = 1 << 20
 
 
@@ -49,7 +51,7 @@ def test_prune_frees_old_bundles_keeps_their_records_and_the_same_bytes_come_bac
 
     cli = handoff_cli(agent.env, "prune", "--keep", "2")
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert cli.stdout.strip() == "churn: pruned versions 1, 2, 3, 3 MiB.", cli.stdout
+    assert cli.stdout.strip() == "churn: pruned versions 1, 2, 3, 3.0 MiB.", cli.stdout
     again = handoff_cli(agent.env, "prune", "churn", "--keep", "2", "--dry-run")
     assert again.stdout.strip() == (
         "churn: nothing to prune (keeps the newest 2 and what is in use)."
@@ -135,7 +137,7 @@ def test_the_notebook_prunes_shows_a_pruned_version_and_why_it_cannot_go(pushed)
     def printed(i):
         return "".join(o.get("text", "") for o in nb.cells[i].outputs).strip()
 
-    freed = f"{(len(bundles[0]) + len(bundles[1])) / MiB:,.0f} MiB"
+    freed = size_text(len(bundles[0]) + len(bundles[1]))
     assert printed(1) == f"churn: would prune versions 1, 2, {freed}.", nb.cells[1].outputs
     assert printed(2) == f"churn: pruned versions 1, 2, {freed}.", nb.cells[2].outputs
     history = nb.cells[3].outputs[0]["data"]["text/plain"].splitlines()
@@ -181,7 +183,48 @@ def test_keep_versions_prunes_after_each_verdict(agent_factory, tmp_path):
     )
 
 
-def versions(agent) -> list[dict]:
-    status, body = agent.request("GET", "/api/v1/models/churn/versions")
+def versions(agent, name: str = "churn") -> list[dict]:
+    status, body = agent.request("GET", f"/api/v1/models/{name}/versions")
     assert status == 200, body
     return body["versions"]
+
+
+def test_central_and_the_local_agent_prune_only_what_central_archived(tmp_path):
+    """At central (``--agent central``) only what can no longer move on goes: an archived
+    version; one in validated keeps its bundle. The local agent mirrors central's stages and
+    keeps the same ones, once its deliveries are done."""
+    from test_pipeline_central import start_pair
+    from test_pipeline_delivery import FAST, count, push_many
+
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST)
+    try:
+        push_many(local, 3)
+        until(lambda: count(central, "many") == 3, timeout=60, what="three at central")
+        body = {"to": "archived", "comment": "replaced"}
+        status, out = central.request("POST", "/api/v1/models/many/versions/1/transition", body)
+        assert status == 200, out
+
+        cli = handoff_cli(central.env, "prune", "many", "--keep", "1", "--agent", "central")
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert cli.stdout.startswith("many: pruned version 1, "), cli.stdout
+        status, err = central.request("GET", "/api/v1/models/many/versions/1/bundle")
+        assert_error(status, err, 410, "pruned")
+        assert central.cli("fsck").returncode == 0
+
+        until(lambda: not pending(local), timeout=60, what="every delivery done")
+
+        def archived():
+            return [v["number"] for v in versions(local, "many") if v["stage"] == "archived"]
+
+        until(lambda: archived() == [1], timeout=60, what="the archive mirrored")
+        status, out = prune(local, name="many", keep=1)
+        assert status == 200 and out["pruned"] == [1], out
+        assert local.cli("fsck").returncode == 0
+    finally:
+        local.stop()
+        central.stop()
+
+
+def pending(agent) -> list[dict]:
+    rows = agent.request("GET", "/api/v1/outbox")[1]["outbox"]
+    return [r for r in rows if r["state"] == "pending"]

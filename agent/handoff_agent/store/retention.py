@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from sqlalchemy import exists, select, update
 
-from ..vocabulary import VERDICT_STATUS
 from . import tables as t
 from ._util import as_dict, now
 from .base import StoreBase
 
 V = t.versions.c
+CHECKING = "checking"  # the one status whose bundle a worker is about to load
 # Stages a version can no longer move on from: nothing will load its bundle again.
 ENDED_STAGES = ("archived", "rejected")
 
@@ -33,7 +33,7 @@ class RetentionStore(StoreBase):
         where = [
             V.model == name,
             V.pruned.is_(None),
-            V.status.in_(tuple(VERDICT_STATUS.values())),  # never one still checking
+            V.status != CHECKING,  # pushed (no checks) or concluded
             V.stage.is_(None) | V.stage.in_(ENDED_STAGES),
             ~V.number.in_(_newest(name, keep)),
             ~exists().where(o.version_id == V.id, o.state != "delivered"),
