@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .retention import refuse_pruned
 from .vocabulary import (  # defined once
     CHECK_RUN_STATES,
     LOWER_IS_BETTER,
@@ -33,6 +34,7 @@ class Store(Protocol):
     def audit_append(self, actor, action, subject, payload): ...
     def outbox_enqueue(self, version_id, destination, forced_by=None): ...
     def version_id(self, name, number): ...
+    def pruned_held(self, version_id): ...
     def best_version(self, name, before=2**62, *, stage=None, statuses=()): ...
 
 
@@ -96,9 +98,12 @@ class VersionService:
             return out
 
     def force_forward(self, name: str, number: int, destination: str, user: str) -> bool:
-        """Queue a hand-off whatever the verdict, recorded with who asked."""
+        """Queue a hand-off whatever the verdict, recorded with who asked; never for a
+        version whose bundle retention removed (410)."""
         with self.store.transaction():
             version_id = self.store.version_id(name, number)
+            pruned = self.store.pruned_held(version_id)
+            refuse_pruned(name, {"number": number, "pruned": pruned})
             return self.store.outbox_enqueue(version_id, destination, forced_by=user)
 
     def champion(self, name: str, before: int = 2**62) -> dict | None:

@@ -121,8 +121,6 @@ class ForwardHandler(BaseHandler):
                 "(c.HandoffAgent.forward_to).",
                 code="unknown_destination",
             )
-        version = await self.agent.read(self.agent.registry.get_version, name, int(number))
-        refuse_pruned(name, version)
         queued = await self.agent.call(
             self.agent.versions.force_forward, name, int(number), to, self.identity["user"]
         )

@@ -86,6 +86,15 @@ class RetentionStore(StoreBase):
             self.audit_append(actor, "version.restore", f"{row.model}:{row.number}", {})
         return True
 
+    def pruned_held(self, version_id: int) -> str | None:
+        """The version's pruned mark, read under the model's lock in the caller's
+        transaction: a forward queued in it is seen by a prune after it, and one after a
+        prune sees the mark."""
+        with self._tx() as c:
+            model = c.execute(select(V.model).where(V.id == version_id)).scalar_one()
+            self._lock_model(c, model)
+            return self._pruned_at(c, version_id)
+
     @staticmethod
     def _pruned_at(c, version_id: int) -> str | None:
         """Read under the model's lock: what a push restoring the bytes may have changed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from test_metadata import Registry, create, digest_of
 
+from handoff_agent.errors import Gone
 from handoff_agent.retention import Retention
 from handoff_agent.store.metadata import MetadataStore
 
@@ -88,3 +89,16 @@ def test_a_removal_that_fails_leaves_the_version_with_its_bundle(reg):
     rows = reg.audit_rows(("version.prune", "version.restore"))
     audit = [(r["action"], r["subject"]) for r in rows]
     assert audit == [("version.prune", "m:1"), ("version.restore", "m:1")]
+
+
+def test_a_forward_of_a_pruned_version_is_refused_in_its_own_transaction(reg):
+    """The forward reads the mark under the model's lock: after a prune it is a 410, and a
+    delivery it queued first keeps the version from a prune after it."""
+    _passed(reg, "m", ["a", "b", "c"])
+    first, second = reg.prunable("m", keep=1)
+    assert reg.service.force_forward("m", 2, "central", "ana")
+    assert not reg.prune_version("m", second, 1, (), "ops")  # its delivery is still to go
+    assert reg.prune_version("m", first, 1, (), "ops")
+    with pytest.raises(Gone, match="m:1's bundle was pruned on "):
+        reg.service.force_forward("m", 1, "central", "ana")
+    assert reg.outbox_for_version(first["id"]) == []
