@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from .errors import BadRequest, Gone
+from .errors import Gone
 
 
 class Store(Protocol):
@@ -20,7 +20,6 @@ class Store(Protocol):
     def prune_version(self, name, row, keep, protect, actor): ...
     def drop_pruned_bundle(self, version_id, remove): ...
     def restore_pruned(self, version_id, present, actor): ...
-    def list_versions(self, name, limit=50, before=None, digest=None): ...
 
 
 class Blobs(Protocol):
@@ -31,12 +30,9 @@ class Retention:
     def __init__(self, store: Store, blobs: Blobs, champion: Callable[[str], dict | None]):
         self.store, self.blobs, self.champion = store, blobs, champion
 
-    def prune(self, name: str, keep, actor: str, dry_run: bool = False) -> dict:
+    def prune(self, name: str, keep: int, actor: str, dry_run: bool = False) -> dict:
         """Remove the bundles of ``name``'s versions older than its newest ``keep`` that
         nothing needs; ``dry_run`` says which, and removes nothing."""
-        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 10**6:
-            raise BadRequest("keep must be a whole number of versions, at least 1.", '{"keep": 10}')
-        self.store.list_versions(name, 1)  # 404 for a model the agent does not know
         champion = self.champion(name)
         protect = (champion["number"],) if champion else ()
         rows = self.store.prunable(name, keep, protect)

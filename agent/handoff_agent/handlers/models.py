@@ -115,12 +115,15 @@ class PruneHandler(BaseHandler):
     async def post(self, name: str):
         validate_name(name)
         body = self.json_body()
-        dry_run = body.get("dry_run", False)
+        dry_run, keep = body.get("dry_run", False), body.get("keep")
         if not isinstance(dry_run, bool):
             raise BadRequest("dry_run must be true or false.", '{"keep": 10, "dry_run": true}')
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 10**6:
+            raise BadRequest("keep must be a whole number of versions, at least 1.", '{"keep": 10}')
+        await self.known_model(name)
         retention, user = self.agent.retention, self.identity["user"]
         with blob_errors(f"pruning {name}"):
-            out = await self.agent.call(retention.prune, name, body.get("keep"), user, dry_run)
+            out = await self.agent.call(retention.prune, name, keep, user, dry_run)
         self.write_json(out)
 
 
