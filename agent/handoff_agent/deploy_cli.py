@@ -131,7 +131,11 @@ class ReviewsApp(_CentralCommand):
         return _args(args, 0)
 
     def run(self):
-        out = self.call("/api/v1/reviews" + ("?mine=true" if self.mine else ""))
+        query = "mine=true&" if self.mine else ""
+        out = self.call(f"/api/v1/reviews?{query}limit=1000")
+        while "next" in out:  # every page, one after another
+            more = self.call(f"/api/v1/reviews?{query}limit=1000&after={out.pop('next')}")
+            out = {**more, "reviews": out["reviews"] + more["reviews"]}
         if self.as_json:
             print(json.dumps(out, indent=1))
             return

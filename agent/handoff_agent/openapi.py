@@ -30,6 +30,10 @@ def _param(name, where, description, schema=None, required=False):
 NAME = _param("name", "path", "Model name.", {"type": "string", "pattern": f"^{NAME_PATTERN}$"})
 NUMBER = _param("number", "path", "Version number.", {"type": "string", "pattern": "^[0-9]{1,18}$"})
 INT = {"type": "integer", "minimum": 1, "maximum": 2**62}
+REVIEW_PAGE = [
+    _param("limit", "query", "At most this many (1-1000; 500).", {**INT, "maximum": 1000}),
+    _param("after", "query", "The `next` of the page before.", {**INT, "minimum": 0}),
+]
 SHA256 = {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}
 SIZE = {"type": "integer", "minimum": 0}
 SPOOL_ENTRY = {"type": "string", "pattern": "^[0-9a-f]{32}\\.bundle$"}
@@ -248,14 +252,16 @@ PATHS: dict[str, dict[str, dict]] = {
             "Central: the versions waiting for sign-offs, oldest stage change first: stage, "
             "next stage, the sign-offs still missing (role -> count) and those in, verdict, "
             "who pushed it, and `blocked` (what would refuse an approval now: a bake, a "
-            "shadow, a load test). `mine=true`: only those the caller may sign now.",
+            "shadow, a load test). `mine=true`: only those the caller may sign now. A page at "
+            "a time (``next``: the ``after`` of the next page).",
             params=[
                 _param(
                     "mine",
                     "query",
                     "true: only the caller's to sign.",
                     {"type": "string", "enum": ["true", "false"]},
-                )
+                ),
+                *REVIEW_PAGE,
             ],
         )
     },
@@ -554,8 +560,8 @@ PATHS: dict[str, dict[str, dict]] = {
         "get": _op(
             "What central waits for before the model's versions move on (the review queue's "
             "entries for one model, as `GET /api/v1/reviews` has them; a local agent relays "
-            "them, so the analyst needs no central token).",
-            params=[NAME],
+            "them, so the analyst needs no central token). A page at a time, as there.",
+            params=[NAME, *REVIEW_PAGE],
         )
     },
     "/api/v1/models/{name}/prune": {

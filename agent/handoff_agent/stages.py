@@ -95,45 +95,64 @@ class StageManager:
         return next(iter(self.queue(only=(name, number))), None)
 
     def queue(self, who: dict | None = None, limit: int = 500, only=None) -> list[dict]:
-        """Versions waiting for sign-offs, oldest first: the next stage, the sign-offs still
-        missing (role -> count) and those in. With ``who``, only those ``who`` may sign now:
+        """Versions waiting for sign-offs, oldest first: the first ``limit`` of ``page``."""
+        return self.page(who, limit, only)["reviews"]
+
+    def page(self, who: dict | None = None, limit: int = 500, only=None, after: int = 0) -> dict:
+        """A page of the versions waiting for sign-offs, oldest first: the next stage, the
+        sign-offs still missing (role -> count) and those in; ``next`` (the ``after`` of the
+        next page) while there are more. With ``who``, only those ``who`` may sign now:
         holds a missing role, did not push it, has not signed it for that stage. ``only``:
-        (model, number), or (model, None) for one model's."""
+        (model, number), or (model, None) for one model's. The store is read in batches,
+        so entries past the first ``limit`` rows still come when earlier ones are not ``who``'s."""
         waiting = tuple(
             s for s in FLOW if s != "received" and self.policy.stages.get(self.policy.next_stage(s))
         )
-        out = []
-        for v in self.store.in_stages(waiting, limit, only):
-            target = self.policy.next_stage(v["stage"])
-            signed = [s for s in v["signoffs"] if s["stage"] == target]
-            missing = self.policy.missing(target, signed)
-            if not missing:
-                continue
-            if who is not None and (
-                _pushed(v, who["user"])
-                or _signed(signed, who["user"])
-                or not set(missing) & set(who["roles"])
-            ):
-                continue
-            out.append(
-                {
-                    "model": v["model"],
-                    "version": v["number"],
-                    "stage": v["stage"],
-                    "since": v["since"],
-                    "next": target,
-                    "missing": missing,
-                    "signoffs": [
-                        {k: s[k] for k in ("role", "user", "decision", "time")} for s in signed
-                    ],
-                    "verdict": verdict_of(
-                        {"verdict": json.loads(v["verdict"] or "null"), "status": v["status"]}
-                    ),
-                    "pushed_by": v["pushed_by"],
-                    "blocked": self._blocked(v, target),
-                }
-            )
-        return out
+        found: list[tuple[int, dict]] = []
+        batch = max(limit + 1, 200)
+        while len(found) <= limit:
+            rows = self.store.in_stages(waiting, batch, only, after)
+            for v in rows:
+                after = v["row"]
+                entry = self._entry(v, who)
+                if entry is not None:
+                    found.append((v["row"], entry))
+                    if len(found) > limit:
+                        break
+            if len(rows) < batch:
+                break
+        body = {"reviews": [e for _, e in found[:limit]]}
+        if len(found) > limit:
+            body["next"] = found[limit - 1][0]
+        return body
+
+    def _entry(self, v: dict, who: dict | None) -> dict | None:
+        """``v``'s entry in the queue; None when it misses no sign-off, or is not ``who``'s."""
+        target = self.policy.next_stage(v["stage"])
+        signed = [s for s in v["signoffs"] if s["stage"] == target]
+        missing = self.policy.missing(target, signed)
+        if not missing:
+            return None
+        if who is not None and (
+            _pushed(v, who["user"])
+            or _signed(signed, who["user"])
+            or not set(missing) & set(who["roles"])
+        ):
+            return None
+        return {
+            "model": v["model"],
+            "version": v["number"],
+            "stage": v["stage"],
+            "since": v["since"],
+            "next": target,
+            "missing": missing,
+            "signoffs": [{k: s[k] for k in ("role", "user", "decision", "time")} for s in signed],
+            "verdict": verdict_of(
+                {"verdict": json.loads(v["verdict"] or "null"), "status": v["status"]}
+            ),
+            "pushed_by": v["pushed_by"],
+            "blocked": self._blocked(v, target),
+        }
 
     def _blocked(self, v: dict, target: str) -> dict | None:
         """What would refuse an approval now (a bake, a shadow, a load test), as its error."""

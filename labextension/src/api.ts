@@ -280,9 +280,9 @@ export const api = {
       'text'
     ),
   whoami: (source: Source) => requestAPI<IWhoami>(agentPath(source, 'whoami')),
-  /** The versions the caller may sign off now, oldest first (central only). */
+  /** The first page of the versions the caller may sign off now, oldest first (central only). */
   reviews: (source: Source) =>
-    requestAPI<{ reviews: IReview[] }>(
+    requestAPI<{ reviews: IReview[]; next?: number }>(
       `${agentPath(source, 'reviews')}?mine=true`
     ),
   /** What central waits for before one model's versions move on (a local agent relays it). */

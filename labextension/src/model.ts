@@ -45,6 +45,8 @@ export class HandoffModel implements IDisposable {
   versions = new Map<string, IVersion[]>();
   /** What waits for the caller's sign-off at central, oldest first; none on this machine. */
   reviews: IReview[] = [];
+  /** Whether more wait than the first page holds. */
+  reviewsMore = false;
   /** What central waits for before this machine's versions move on: by model, then by the
    * number central gave the version. */
   waiting = new Map<string, Map<number, IReview>>();
@@ -260,13 +262,12 @@ export class HandoffModel implements IDisposable {
 
   /** The review queue: a failed read leaves it empty, as it is on this machine. */
   private async _readReviews(): Promise<void> {
-    this.reviews =
+    const page =
       this.source === 'central'
-        ? await api
-            .reviews('central')
-            .then(r => r.reviews)
-            .catch(() => [])
-        : [];
+        ? await api.reviews('central').catch(() => ({ reviews: [] }))
+        : { reviews: [] };
+    this.reviews = page.reviews;
+    this.reviewsMore = 'next' in page;
   }
 
   /** Central's review entry for one of this machine's versions, if it waits for sign-offs. */

@@ -288,7 +288,11 @@ export class HandoffPanel extends Widget {
     const box = el(
       'details',
       { class: 'jp-Handoff-reviews' },
-      el('summary', {}, `Waiting for your sign-off (${reviews.length})`),
+      el(
+        'summary',
+        {},
+        `Waiting for your sign-off (${reviews.length}${this.model.reviewsMore ? '+' : ''})`
+      ),
       list
     );
     box.open = this.reviewsOpen; // kept across re-renders

@@ -209,6 +209,17 @@ def test_the_review_queue_shows_what_waits_and_who_may_sign(pair, model_and_data
     # alice pushed them and carol's admin role is not what they need: nothing is theirs
     assert queue(alice) == {} and queue(carol) == {}
     assert list(queue(bob)) == [("churn", 1), ("risk", 1)]
+    # A page at a time (next: the after of the next page); the local agent relays the query
+    status, first = central.request("GET", "/api/v1/reviews?limit=1")
+    assert status == 200 and [r["model"] for r in first["reviews"]] == ["churn"], first
+    status, rest = central.request("GET", f"/api/v1/reviews?limit=1&after={first['next']}")
+    assert [r["model"] for r in rest["reviews"]] == ["risk"] and "next" not in rest, rest
+    status, churn_only = local.request("GET", "/api/v1/models/churn/reviews?limit=1")
+    assert status == 200 and len(churn_only["reviews"]) == 1 and "next" not in churn_only
+    for agent, path in ((central, "/api/v1/reviews"), (local, "/api/v1/models/churn/reviews")):
+        for bad in ("limit=0", "limit=1001", "after=-1", "after=x"):
+            status, body = agent.request("GET", f"{path}?{bad}")
+            assert (status, body["error"]["code"]) == (400, "bad_request"), (path, bad)
 
     # When bob takes churn to canary and signs it for production, it waits for an admin
     sign = "/api/v1/models/churn/versions/1/signoffs"

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from ..errors import BadRequest
 from ..names import validate_name
+from .models import int_arg
 from .relay import FromCentral
+
+
+def _page(handler) -> tuple[int, int]:
+    """``limit`` (1-1000, default 500) and ``after`` (the ``next`` of the page before)."""
+    return int_arg(handler, "limit", 500, 1, 1000), int_arg(handler, "after", 0, 0, 2**62)
 
 
 class ReviewsHandler(FromCentral):
     """The versions waiting for sign-offs, oldest first; ``mine=true``: those the caller may
-    sign now. Each says what is missing and what would refuse an approval now."""
+    sign now. Each says what is missing and what would refuse an approval now. A page at a
+    time: ``next`` is the ``after`` of the next page."""
 
     async def get(self):
         stages = self.central()
@@ -18,7 +25,8 @@ class ReviewsHandler(FromCentral):
         if mine not in ("true", "false"):
             raise BadRequest("mine is true or false.", "e.g. ?mine=true")
         who = self.identity if mine == "true" else None
-        self.write_json({"reviews": await self.agent.read(stages.queue, who)})
+        limit, after = _page(self)
+        self.write_json(await self.agent.read(stages.page, who, limit, None, after))
 
 
 class ModelReviewsHandler(FromCentral):
@@ -30,6 +38,7 @@ class ModelReviewsHandler(FromCentral):
         if await self.relay(name, "reviews"):
             return
         stages = self.central()
+        limit, after = _page(self)
         await self.known_model(name)
-        reviews = await self.agent.read(stages.queue, None, 500, (name, None))
-        self.write_json({"model": name, "reviews": reviews})
+        page = await self.agent.read(stages.page, None, limit, (name, None), after)
+        self.write_json({"model": name, **page})

@@ -108,10 +108,13 @@ class CentralStore(StoreBase):
                 )
             ]
 
-    def in_stages(self, stages: tuple[str, ...], limit: int, only=None) -> list[dict]:
+    def in_stages(
+        self, stages: tuple[str, ...], limit: int, only=None, after: int = 0
+    ) -> list[dict]:
         """Versions in ``stages`` (``only``: (model, number), or (model, None) for a model's),
-        oldest stage change first, each with when it entered its stage and its sign-offs (all
-        stages): what the review queue is built from."""
+        oldest stage change first, each with when it entered its stage (``row``: that change's
+        id; ``after`` one, the next page) and its sign-offs (all stages): what the review
+        queue is built from."""
         waiting = select(V.id).where(V.stage.in_(stages))
         if only is not None:
             waiting = waiting.where(V.model == only[0])
@@ -134,9 +137,11 @@ class CentralStore(StoreBase):
                 V.status,
                 V.verdict,
                 S.since,
+                S.id.label("row"),
             )
             .join(latest, latest.c.version_id == V.id)
             .join(t.stages, S.id == latest.c.last)
+            .where(S.id > after)
             .order_by(S.id)
             .limit(limit)
         )
