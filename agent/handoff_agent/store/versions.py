@@ -28,6 +28,36 @@ JSON_COLUMNS = (
     "provisional",
 )
 V = t.versions.c
+_R, _SEG, _W, _REF = (
+    t.reports.c,
+    t.prediction_segments.c,
+    t.validations.c,
+    t.monitor_references.c,
+)
+# For each table of ``tables.BLOB_REFERENCES``: who refers to a blob (the query, its last
+# column the reference) and in what words. A pruned bundle is gone by design.
+REFERRERS = {
+    "versions": (
+        select(V.model, V.number, V.digest).where(V.pruned.is_(None)),
+        lambda model, number: f"{model}:{number}",
+    ),
+    "reports": (
+        select(V.model, V.number, _R.kind, _R.digest).join(t.versions, V.id == _R.version_id),
+        lambda model, number, kind: f"{model}:{number} {kind} report",
+    ),
+    "prediction_segments": (
+        select(_SEG.model, _SEG.digest),
+        lambda model: f"{model} prediction log",
+    ),
+    "validations": (
+        select(_W.model, _W.number, _W.onnx).where(_W.onnx.is_not(None)),
+        lambda model, number: f"{model}:{number} ONNX graph",
+    ),
+    "monitor_references": (
+        select(_REF.model, _REF.digest),
+        lambda model: f"{model} monitoring reference",
+    ),
+}
 
 
 class VersionStore(StoreBase):
@@ -586,27 +616,14 @@ class VersionStore(StoreBase):
             return [as_dict(x) for x in c.execute(q)]
 
     def digests(self) -> dict[str, list[str]]:
-        """Every digest the registry refers to, with who refers to it."""
+        """Every digest the registry refers to (``tables.BLOB_REFERENCES``), with who refers
+        to it."""
         out: dict[str, list[str]] = {}
-        r = t.reports.c
         with self._read() as c:
-            q = select(V.model, V.number, V.digest).where(V.pruned.is_(None))
-            for model, number, digest in c.execute(q):  # a pruned bundle is gone by design
-                out.setdefault(digest, []).append(f"{model}:{number}")
-            for model, number, kind, digest in c.execute(
-                select(V.model, V.number, r.kind, r.digest).join(t.versions, V.id == r.version_id)
-            ):
-                out.setdefault(digest, []).append(f"{model}:{number} {kind} report")
-            seg = t.prediction_segments.c
-            for model, digest in c.execute(select(seg.model, seg.digest)):
-                out.setdefault(digest, []).append(f"{model} prediction log")
-            w = t.validations.c
-            q = select(w.model, w.number, w.onnx).where(w.onnx.is_not(None))
-            for model, number, digest in c.execute(q):
-                out.setdefault(digest, []).append(f"{model}:{number} ONNX graph")
-            ref = t.monitor_references.c
-            for model, digest in c.execute(select(ref.model, ref.digest)):
-                out.setdefault(digest, []).append(f"{model} monitoring reference")
+            for column in t.BLOB_REFERENCES:
+                query, says = REFERRERS[column.table.name]
+                for *who, digest in c.execute(query):
+                    out.setdefault(digest, []).append(says(*who))
         return out
 
     def count_rows(self) -> dict[str, int]:

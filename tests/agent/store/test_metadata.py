@@ -396,3 +396,24 @@ def test_a_delivered_body_is_kept_only_while_something_still_needs_its_bytes(reg
     assert not reg.outbox_body_kept(loose)
     reg.outbox_delivered(second, {})
     assert not reg.outbox_body_kept(body)
+
+
+def test_every_column_naming_a_blob_is_a_reference_that_fsck_and_the_forwarder_read():
+    """A new table naming blobs must join ``BLOB_REFERENCES``, or fsck would not check its
+    blobs and the forwarder could remove them; ``digests()`` reads exactly those columns.
+    Only a delivery's body is not a reference: the forwarder removes it once delivered."""
+    from handoff_agent.store import tables
+    from handoff_agent.store.versions import REFERRERS
+
+    named = {
+        (table.name, column.name)
+        for table in tables.metadata.sorted_tables
+        for column in table.columns
+        if "digest" in column.name or column.name == "onnx"
+    }
+    references = {(c.table.name, c.name) for c in tables.BLOB_REFERENCES}
+    assert named - references == {("outbox", "body_digest"), ("deliveries", "body_digest")}
+    for column in tables.BLOB_REFERENCES:
+        query, _ = REFERRERS[column.table.name]
+        assert list(query.selected_columns)[-1] is column, column
+    assert len(REFERRERS) == len(tables.BLOB_REFERENCES)
