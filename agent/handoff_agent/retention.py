@@ -9,10 +9,14 @@ push is compared with, and says what was freed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from .errors import Gone
+from .store.blobs import BlobError
+
+log = logging.getLogger("handoff_agent")
 
 
 class Store(Protocol):
@@ -20,6 +24,7 @@ class Store(Protocol):
     def prune_version(self, name, row, keep, protect, actor): ...
     def drop_pruned_bundle(self, version_id, remove): ...
     def restore_pruned(self, version_id, present, actor): ...
+    def drop_pruned_graph(self, version_id, actor): ...
 
 
 class Blobs(Protocol):
@@ -36,26 +41,39 @@ class Retention:
         champion = self.champion(name)
         protect = (champion["number"],) if champion else ()
         rows = self.store.prunable(name, keep, protect)
+        freed = sum(r["size"] or 0 for r in rows)
         if not dry_run:
-            rows = [r for r in rows if self._prune(name, r, keep, protect, actor)]
+            done = [(r, self._prune(name, r, keep, protect, actor)) for r in rows]
+            rows = [r for r, graph in done if graph is not None]
+            freed = sum((r["size"] or 0) + graph for r, graph in done if graph is not None)
         return {
             "model": name,
             "keep": keep,
             "dry_run": dry_run,
             "pruned": [r["number"] for r in rows],
-            "freed": sum(r["size"] or 0 for r in rows),
+            "freed": freed,
         }
 
-    def _prune(self, name, row, keep, protect, actor) -> bool:
+    def _prune(self, name, row, keep, protect, actor) -> int | None:
+        """Prune one version: None if it may no longer go, else the bytes of its ONNX graph
+        that went with it (central's; 0 elsewhere)."""
         store = self.store
         if not store.prune_version(name, row, keep, protect, actor):
-            return False  # a stage, a slot or a delivery took it meanwhile
+            return None  # a stage, a slot or a delivery took it meanwhile
         try:
             store.drop_pruned_bundle(row["id"], self.blobs.delete)
         except Exception:  # the bytes are still there: so is the version, audited as such
             store.restore_pruned(row["id"], lambda: True, actor)
             raise
-        return True
+        graph = store.drop_pruned_graph(row["id"], actor)
+        if graph is None:
+            return 0
+        try:
+            self.blobs.delete(graph[0])
+        except (OSError, BlobError):  # an orphan now, which fsck lists and passes
+            log.warning("%s:%s's ONNX graph stays as an orphan blob", name, row["number"])
+            return 0
+        return graph[1]
 
 
 def refuse_pruned(name: str, version: dict) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import exists, select, update
 
 from . import tables as t
-from ._util import as_dict, now
+from ._util import as_dict, loads, now
 from .base import StoreBase
 
 V = t.versions.c
@@ -73,6 +73,25 @@ class RetentionStore(StoreBase):
                 return False
             remove(row.digest)
         return True
+
+    def drop_pruned_graph(self, version_id: int, actor: str) -> tuple[str, int] | None:
+        """Forget a pruned version's ONNX graph (central's, made when it was validated) with
+        its audit row: an archived or rejected version never serves again. Returns the
+        graph's digest and size when no other version's validation names it, for the
+        caller to remove after the commit (a stop in between leaves an orphan fsck passes)."""
+        w = t.validations.c
+        with self._tx() as c:
+            row = c.execute(
+                select(w.model, w.number, w.onnx, w.conversion).where(w.version_id == version_id)
+            ).first()
+            if row is None or row.onnx is None or self._pruned_at(c, version_id) is None:
+                return None
+            c.execute(update(t.validations).where(w.version_id == version_id).values(onnx=None))
+            size = int((loads(row.conversion) or {}).get("onnx_size") or 0)
+            payload = {"onnx": row.onnx, "size": size}
+            self.audit_append(actor, "version.prune_graph", f"{row.model}:{row.number}", payload)
+            shared = select(w.version_id).where(w.onnx == row.onnx).limit(1)
+            return None if c.execute(shared).first() else (row.onnx, size)
 
     def restore_pruned(self, version_id: int, present: Callable[[], bool], actor: str) -> bool:
         """A push of a pruned version's bytes brought them back: the version has its bundle

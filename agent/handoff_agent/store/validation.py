@@ -106,9 +106,3 @@ class ValidationStore(StoreBase):
         with self._read() as c:
             q = select(t.validations).where(W.model == model, W.number.in_(list(numbers)))
             return {r.number: _row(r) for r in c.execute(q)}
-
-    def validation_onnx(self) -> list[tuple[str, int, str]]:
-        """(model, number, digest) of every stored ONNX graph (fsck's references)."""
-        with self._read() as c:
-            q = select(W.model, W.number, W.onnx).where(W.onnx.is_not(None))
-            return [tuple(r) for r in c.execute(q)]

@@ -4,11 +4,14 @@ caller protects (the champion); the removal is audited and restored by the same 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_metadata import Registry, create, digest_of
 
 from handoff_agent.errors import Gone
 from handoff_agent.retention import Retention
+from handoff_agent.store.blobs import open_blob_store
 from handoff_agent.store.metadata import MetadataStore
 
 
@@ -102,3 +105,31 @@ def test_a_forward_of_a_pruned_version_is_refused_in_its_own_transaction(reg):
     with pytest.raises(Gone, match="m:1's bundle was pruned on "):
         reg.service.force_forward("m", 1, "central", "ana")
     assert reg.outbox_for_version(first["id"]) == []
+
+
+def test_a_pruned_versions_onnx_graph_goes_with_its_bundle(reg, tmp_path):
+    """Central made each validated version an ONNX graph; archived, it never serves again:
+    the graph goes too, audited and counted in what was freed, unless a version that stays
+    names the same graph."""
+    blobs = open_blob_store("", tmp_path / "blobs")
+    _passed(reg, "m", ["a", "b", "c"])
+    own, shared = blobs.put_bytes(b"1" * 1000), blobs.put_bytes(b"2" * 3000)
+    for number, graph, size in ((1, own, 1000), (2, shared, 3000), (3, shared, 3000)):
+        vid = reg.version_id("m", number)
+        reg.validation_queue(vid, "m", number, "agent")
+        conversion = {"converted": True, "onnx_size": size}
+        reg.validation_update(vid, onnx=graph, conversion=conversion, state="done")
+    reg.sql("update versions set stage = 'archived' where number < 3")
+
+    out = Retention(reg.store, blobs, reg.champion).prune("m", 1, "ops")
+    assert out["pruned"] == [1, 2]
+    bundles = sum(reg.get_version("m", n)["size"] for n in (1, 2))
+    assert out["freed"] == bundles + 1000  # the shared graph stays for version 3
+    assert not blobs.exists(own) and blobs.exists(shared)
+    graphs = {n: r["onnx"] for n, r in reg.validations_of("m", [1, 2, 3]).items()}
+    assert graphs == {1: None, 2: None, 3: shared}
+    assert own not in reg.digests() and shared in reg.digests()
+    rows = reg.audit_rows(("version.prune_graph",))
+    said = [(r["subject"], json.loads(r["payload"])["onnx"]) for r in rows]
+    assert said == [("m:1", own), ("m:2", shared)]
+    assert reg.audit_first_bad() is None
