@@ -41,7 +41,7 @@ class Retention:
         champion = self.champion(name)
         protect = (champion["number"],) if champion else ()
         rows = self.store.prunable(name, keep, protect)
-        freed = sum(r["size"] or 0 for r in rows)
+        freed = sum((r["size"] or 0) + r["graph"] for r in rows)
         if not dry_run:
             done = [(r, self._prune(name, r, keep, protect, actor)) for r in rows]
             rows = [r for r, graph in done if graph is not None]

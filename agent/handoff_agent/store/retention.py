@@ -25,7 +25,8 @@ ENDED_STAGES = ("archived", "rejected")
 class RetentionStore(StoreBase):
     def prunable(self, name: str, keep: int, protect: tuple[int, ...] = ()) -> list[dict]:
         """The versions of ``name`` older than its newest ``keep`` whose bundle may go,
-        oldest first: number, digest and size."""
+        oldest first: number, digest, size and ``graph`` (the size of central's ONNX graph
+        of it, which goes too; 0 for none)."""
         return self._prunable(name, keep, protect)
 
     def _prunable(self, name, keep, protect, version_id=None) -> list[dict]:
@@ -43,9 +44,15 @@ class RetentionStore(StoreBase):
             where.append(~V.number.in_(protect))
         if version_id is not None:
             where.append(V.id == version_id)
-        q = select(V.id, V.number, V.digest, V.size).where(*where).order_by(V.number)
+        w = t.validations.c
+        q = (
+            select(V.id, V.number, V.digest, V.size, w.onnx, w.conversion)
+            .outerjoin(t.validations, w.version_id == V.id)
+            .where(*where)
+            .order_by(V.number)
+        )
         with self._read() as c:
-            return [as_dict(r) for r in c.execute(q)]
+            return [_with_graph(as_dict(r)) for r in c.execute(q)]
 
     def prune_version(self, name: str, row: dict, keep: int, protect, actor: str) -> bool:
         """Mark ``row`` pruned with its audit row, if it may still go: the first of two
@@ -123,6 +130,12 @@ class RetentionStore(StoreBase):
     def _lock_model(c, name: str) -> None:
         """The row lock ``insert_version`` takes (BEGIN IMMEDIATE already holds SQLite's)."""
         c.execute(select(t.models.c.name).where(t.models.c.name == name).with_for_update()).one()
+
+
+def _with_graph(row: dict) -> dict:
+    conversion = loads(row.pop("conversion")) or {}
+    row["graph"] = int(conversion.get("onnx_size") or 0) if row.pop("onnx") else 0
+    return row
 
 
 def _newest(name: str, keep: int):

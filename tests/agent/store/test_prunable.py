@@ -121,9 +121,12 @@ def test_a_pruned_versions_onnx_graph_goes_with_its_bundle(reg, tmp_path):
         reg.validation_update(vid, onnx=graph, conversion=conversion, state="done")
     reg.sql("update versions set stage = 'archived' where number < 3")
 
-    out = Retention(reg.store, blobs, reg.champion).prune("m", 1, "ops")
-    assert out["pruned"] == [1, 2]
+    retention = Retention(reg.store, blobs, reg.champion)
     bundles = sum(reg.get_version("m", n)["size"] for n in (1, 2))
+    said = retention.prune("m", 1, "ops", dry_run=True)  # counts a shared graph too
+    assert (said["pruned"], said["freed"]) == ([1, 2], bundles + 4000)
+    out = retention.prune("m", 1, "ops")
+    assert out["pruned"] == [1, 2]
     assert out["freed"] == bundles + 1000  # the shared graph stays for version 3
     assert not blobs.exists(own) and blobs.exists(shared)
     graphs = {n: r["onnx"] for n, r in reg.validations_of("m", [1, 2, 3]).items()}
