@@ -56,6 +56,7 @@ from .handlers.models import (
 from .handlers.monitor import AlertsHandler, MonitorHandler, MonitorRunHandler
 from .handlers.pipeline import (
     BundleHandler,
+    DeliveriesHandler,
     ForwardHandler,
     IntakeHandler,
     LineageHandler,
@@ -686,6 +687,7 @@ class HandoffAgent(LoggingConfigurable):
             (r"/api/v1/watches/(?P<source_id>[0-9]{1,18})", WatchHandler),
             (r"/api/v1/watches/(?P<source_id>[0-9]{1,18})/check", WatchCheckHandler),
             (r"/api/v1/outbox", OutboxHandler),
+            (r"/api/v1/outbox/deliveries", DeliveriesHandler),
             (r"/api/v1/trust", TrustHandler),
             (r"/api/v1/tokens", TokensHandler),
             (r"/api/v1/inventory", InventoryHandler),

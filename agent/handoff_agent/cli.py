@@ -354,6 +354,7 @@ class HandoffApp(JupyterApp):
         "token": (TokenApp, TokenApp.description),
         "audit": (AuditApp, AuditApp.description),
         "prune": ("handoff_agent.retention_cli.PruneApp", "Remove old versions' bundles (admin)."),
+        "outbox": ("handoff_agent.outbox_cli.OutboxApp", "Deliveries: waiting, refused, done."),
         "trust": ("handoff_agent.trust_cli.TrustApp", "Trust exact types for skops loading."),
         "inventory": ("handoff_agent.inventory_cli.InventoryApp", "Every model, with risk tags."),
         "dossier": ("handoff_agent.inventory_cli.DossierApp", "Signed dossiers; verify."),

@@ -30,10 +30,18 @@ def _param(name, where, description, schema=None, required=False):
 NAME = _param("name", "path", "Model name.", {"type": "string", "pattern": f"^{NAME_PATTERN}$"})
 NUMBER = _param("number", "path", "Version number.", {"type": "string", "pattern": "^[0-9]{1,18}$"})
 INT = {"type": "integer", "minimum": 1, "maximum": 2**62}
-REVIEW_PAGE = [
-    _param("limit", "query", "At most this many (1-1000; 500).", {**INT, "maximum": 1000}),
-    _param("after", "query", "The `next` of the page before.", {**INT, "minimum": 0}),
-]
+
+
+def _page(default: int) -> list[dict]:
+    """``limit`` and ``after`` of a listing a page at a time by id."""
+    return [
+        _param(
+            "limit", "query", f"At most this many (1-1000; {default}).", {**INT, "maximum": 1000}
+        ),
+        _param("after", "query", "The `next` of the page before.", {**INT, "minimum": 0}),
+    ]
+
+
 SHA256 = {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}
 SIZE = {"type": "integer", "minimum": 0}
 SPOOL_ENTRY = {"type": "string", "pattern": "^[0-9a-f]{32}\\.bundle$"}
@@ -261,7 +269,7 @@ PATHS: dict[str, dict[str, dict]] = {
                     "true: only the caller's to sign.",
                     {"type": "string", "enum": ["true", "false"]},
                 ),
-                *REVIEW_PAGE,
+                *_page(500),
             ],
         )
     },
@@ -345,7 +353,26 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/watches/{source_id}/check": {
         "post": _op("Analyst or admin: fingerprint the source now.", params=[SOURCE_ID]),
     },
-    "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered.")},
+    "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered: counts.")},
+    "/api/v1/outbox/deliveries": {
+        "get": _op(
+            "The deliveries one by one, oldest first: version, destination, state, attempts, "
+            "the next try and the last error. A page at a time (``next``: the ``after`` of "
+            "the next page).",
+            params=[
+                _param(
+                    "state",
+                    "query",
+                    "Comma-separated: pending, delivered, dead (all by default).",
+                    {
+                        "type": "string",
+                        "pattern": "^(pending|delivered|dead)(,(pending|delivered|dead))*$",
+                    },
+                ),
+                *_page(100),
+            ],
+        )
+    },
     "/api/v1/tokens": {
         "post": _op(
             "Admin: create an API token with roles; the token is shown once.",
@@ -561,7 +588,7 @@ PATHS: dict[str, dict[str, dict]] = {
             "What central waits for before the model's versions move on (the review queue's "
             "entries for one model, as `GET /api/v1/reviews` has them; a local agent relays "
             "them, so the analyst needs no central token). A page at a time, as there.",
-            params=[NAME, *REVIEW_PAGE],
+            params=[NAME, *_page(500)],
         )
     },
     "/api/v1/models/{name}/prune": {

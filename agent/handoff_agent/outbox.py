@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import random
 
+# A delivery waits (pending: tried again at next_try) until it is delivered or dead (refused
+# for good, with the reason; a forced forward sends the version again).
+STATES = ("pending", "delivered", "dead")
+
 
 def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:
     """Exponential with full jitter, at least Retry-After, never above the cap."""

@@ -49,6 +49,18 @@ def parse_uint(raw: str | None) -> int | None:
     return int(raw) if raw is not None and UINT.fullmatch(raw) else None
 
 
+def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    value = parse_uint(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be an integer, not {raw!r}.")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}.")
+    return value
+
+
 def redact_uri(uri: str) -> str:
     """The URI with the values of secret-looking query parameters replaced, for logs."""
     path, sep, query = uri.partition("?")

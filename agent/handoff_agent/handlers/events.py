@@ -13,8 +13,7 @@ from tornado.iostream import StreamClosedError
 from .. import central_events
 from ..names import validate_name
 from ..vocabulary import DEPLOY_EVENTS
-from .base import BaseHandler, parse_uint
-from .models import int_arg
+from .base import BaseHandler, int_arg, parse_uint
 from .relay import FromCentral
 
 KEEPALIVE = 15.0

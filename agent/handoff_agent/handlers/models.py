@@ -10,25 +10,13 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 from . import detached
-from .base import ANY_ROLE, BaseHandler, parse_uint
+from .base import ANY_ROLE, BaseHandler, int_arg
 from .pipeline import blob_errors
 
 # Reports are documents: no script, no plugins, no framing by another site.
 REPORT_CSP = (
     "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 )
-
-
-def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
-    raw = handler.get_query_argument(name, None)
-    if raw is None:
-        return default
-    value = parse_uint(raw)
-    if value is None:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}.")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}.")
-    return value
 
 
 class HealthHandler(BaseHandler):

@@ -9,7 +9,7 @@ import math
 from ..errors import BadRequest
 from ..monitor_policy import WINDOWS
 from ..names import validate_name
-from .models import int_arg
+from .base import int_arg
 from .pipeline import CentralOnly
 from .relay import FromCentral
 

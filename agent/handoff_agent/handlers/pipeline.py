@@ -7,11 +7,12 @@ import contextlib
 from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..ingest import too_large
 from ..names import validate_name
+from ..outbox import STATES
 from ..retention import refuse_pruned
 from ..store.blobs import BlobError, BlobUnavailable
 from ..vocabulary import DEPLOY_ACTIONS
 from . import detached
-from .base import ANY_ROLE, BaseHandler, parse_uint
+from .base import ANY_ROLE, BaseHandler, int_arg, parse_uint
 
 
 def _text(body: dict, key: str, limit: int = 2000) -> str:
@@ -247,3 +248,24 @@ class OutboxHandler(BaseHandler):
     async def get(self):
         rows = await self.agent.read(self.agent.registry.outbox_summary)
         self.write_json({"outbox": rows})
+
+
+class DeliveriesHandler(BaseHandler):
+    """The outbox's deliveries one by one, oldest first: ``state`` (comma-separated; all by
+    default), a page at a time (``limit``, ``after``; ``next`` while there are more)."""
+
+    async def get(self):
+        raw = self.get_query_argument("state", ",".join(STATES))
+        states = tuple(dict.fromkeys(s.strip() for s in raw.split(",")))
+        if not states or not set(states) <= set(STATES):
+            raise BadRequest(
+                f"state is one or more of {', '.join(STATES)}, not {raw!r}.",
+                "e.g. ?state=pending,dead",
+            )
+        limit = int_arg(self, "limit", 100, 1, 1000)
+        after = int_arg(self, "after", 0, 0, 2**62)
+        rows = await self.agent.read(self.agent.registry.outbox_rows, states, limit + 1, after)
+        body = {"deliveries": rows[:limit]}
+        if len(rows) > limit:
+            body["next"] = rows[limit - 1]["id"]
+        self.write_json(body)

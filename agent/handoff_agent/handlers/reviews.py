@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import BadRequest
 from ..names import validate_name
-from .models import int_arg
+from .base import int_arg
 from .relay import FromCentral
 
 

@@ -25,7 +25,9 @@ LEASE = 600.0  # seconds a claim holds a row, longer than any one attempt
 
 class OutboxStore(StoreBase):
     def outbox_enqueue(self, version_id: int, destination: str, forced_by: str | None = None):
-        """False when that version already goes to that destination."""
+        """False when that version already goes (or went) to that destination. A forced
+        forward sends a dead delivery again, once its cause is fixed: pending from its first
+        attempt, with the same id and body (a refusal left nothing at the destination)."""
         with self._tx() as c:
             res = c.execute(
                 self._insert(t.outbox)
@@ -42,14 +44,17 @@ class OutboxStore(StoreBase):
                 .on_conflict_do_nothing(index_elements=["destination", "version_id"])
                 .returning(OB.id)
             )
+            again = False
             if res.first() is None:  # rowcount is not reliable for an insert on every driver
-                return False
+                again = forced_by is not None and _revive(c, version_id, destination, forced_by)
+                if not again:
+                    return False
             model, number = c.execute(select(V.model, V.number).where(V.id == version_id)).one()
             self.audit_append(
                 forced_by or "agent",
                 "forward.queue",
                 f"{model}:{number}",
-                {"destination": destination, "forced": bool(forced_by)},
+                {"destination": destination, "forced": bool(forced_by), "again": again},
             )
             return True
 
@@ -239,6 +244,33 @@ class OutboxStore(StoreBase):
         with self._read() as c:
             return [{**as_dict(r), "remote": loads(r.remote)} for r in c.execute(q)]
 
+    def outbox_rows(self, states: tuple[str, ...], limit: int, after: int = 0) -> list[dict]:
+        """Deliveries in ``states``, oldest first, a page at a time (``after``: the last id
+        of the page before): which version, where, how many attempts, the next one, and why
+        the last failed."""
+        q = (
+            select(
+                OB.id,
+                V.model,
+                V.number,
+                OB.destination,
+                OB.state,
+                OB.attempts,
+                OB.next_try,
+                OB.last_error,
+                OB.forced_by,
+                OB.remote,
+                OB.created,
+                OB.delivered,
+            )
+            .join(t.versions, V.id == OB.version_id)
+            .where(OB.state.in_(states), OB.id > after)
+            .order_by(OB.id)
+            .limit(limit)
+        )
+        with self._read() as c:
+            return [{**as_dict(r), "remote": loads(r.remote)} for r in c.execute(q)]
+
     def outbox_summary(self) -> list[dict]:
         q = (
             select(
@@ -266,3 +298,22 @@ class OutboxStore(StoreBase):
         )
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
+
+
+def _revive(c, version_id: int, destination: str, forced_by: str) -> bool:
+    """A dead delivery of the version to the destination pending again; False if none."""
+    res = c.execute(
+        update(t.outbox)
+        .where(OB.version_id == version_id, OB.destination == destination, OB.state == "dead")
+        .values(
+            state="pending",
+            attempts=0,
+            next_try=0.0,
+            last_error=None,
+            forced_by=forced_by,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        .returning(OB.id)
+    )
+    return res.first() is not None

@@ -1,0 +1,98 @@
+"""Where each hand-off stands, against a real webhook receiver: ``jupyter handoff outbox``
+lists what waits (the error, the next try) and what was refused for good (why, and how to
+send it again); a forced forward sends a dead delivery again, and it arrives."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from agent_support import NO_CHECKS, assert_error
+from support import bundle_bytes, handoff_cli, until
+
+# What the receiver answers for each model's delivery: 400 is a refusal (dead), 503 a
+# receiver that is down for now (retried).
+ANSWERS: dict[str, int] = {}
+
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = ANSWERS.get(body["name"], 200)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        error = {"code": "refused", "message": f"{body['name']} is not wanted here"}
+        self.wfile.write(json.dumps({"error": error} if status >= 400 else {}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def agent(agent_factory):
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_port}/hook"
+    ANSWERS.clear()
+    ANSWERS.update({"bad": 400, "slow": 503})
+    yield agent_factory(
+        NO_CHECKS,
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={hook}",
+        f"--WebhookDestination.allowed_urls=['{hook}']",
+        "--WebhookDestination.secret=" + "s" * 32,
+    )
+    server.shutdown()
+
+
+def deliveries(agent, query: str = "") -> list[dict]:
+    status, body = agent.request("GET", f"/api/v1/outbox/deliveries{query}")
+    assert status == 200, body
+    return body["deliveries"]
+
+
+def states(agent) -> dict[str, str]:
+    """Each model's delivery state, once tried."""
+    return {d["model"]: d["state"] for d in deliveries(agent) if d["attempts"]}
+
+
+def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_again(agent):
+    for name in ("good", "bad", "slow"):
+        assert agent.push_bytes(name, bundle_bytes(name))[0] == 201
+    expected = {"good": "delivered", "bad": "dead", "slow": "pending"}
+    until(lambda: states(agent) == expected, timeout=60, what="each delivery tried")
+
+    out = handoff_cli(agent.env, "outbox")
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad, slow, hint = out.stdout.strip().splitlines()
+    assert bad == "bad:1 -> webhook  dead after 1 attempt: 400 refused: bad is not wanted here"
+    assert slow.startswith("slow:1 -> webhook  pending after "), slow
+    assert ", next try " in slow and slow.endswith(": 503 refused: slow is not wanted here")
+    assert hint.startswith("Send a dead one again once its cause is fixed: `%mlops forward")
+    every = handoff_cli(agent.env, "outbox", "--all").stdout
+    assert "good:1 -> webhook  delivered 20" in every
+
+    # A page at a time, and only the states asked for
+    assert [d["model"] for d in deliveries(agent, "?state=dead")] == ["bad"]
+    status, first = agent.request("GET", "/api/v1/outbox/deliveries?limit=1")
+    assert status == 200 and [d["model"] for d in first["deliveries"]] == ["good"]
+    rest = deliveries(agent, f"?after={first['next']}")
+    assert [d["model"] for d in rest] == ["bad", "slow"]
+    for bad_query in ("state=lost", "state=", "limit=0", "after=x"):
+        status, body = agent.request("GET", f"/api/v1/outbox/deliveries?{bad_query}")
+        assert_error(status, body, 400, "bad_request")
+
+    # Once the receiver takes it, a forced forward sends the dead one again: it arrives
+    ANSWERS["bad"] = 200
+    path = "/api/v1/models/bad/versions/1/forward"
+    status, answer = agent.request("POST", path, body={"to": "webhook"})
+    assert (status, answer["queued"]) == (202, True), answer
+    until(lambda: states(agent).get("bad") == "delivered", timeout=60, what="sent again")
+    status, again = agent.request("POST", path, body={"to": "webhook"})
+    assert (status, again["queued"]) == (202, False)  # delivered: nothing to send again
+    audit = "select payload from audit where action = 'forward.queue' and subject = 'bad:1'"
+    assert [json.loads(r["payload"])["again"] for r in agent.sql(audit)] == [False, True]
