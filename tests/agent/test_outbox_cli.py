@@ -86,13 +86,28 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
         status, body = agent.request("GET", f"/api/v1/outbox/deliveries?{bad_query}")
         assert_error(status, body, 400, "bad_request")
 
-    # Once the receiver takes it, a forced forward sends the dead one again: it arrives
+    # Once the receiver takes it, the notebook's forward sends the dead one again: it arrives
     ANSWERS["bad"] = 200
+    said = in_a_notebook(agent, "%mlops forward bad:1 --to webhook")
+    assert said == "bad:1 is queued for webhook; `%mlops show bad:1` follows its delivery."
     path = "/api/v1/models/bad/versions/1/forward"
-    status, answer = agent.request("POST", path, body={"to": "webhook"})
-    assert (status, answer["queued"]) == (202, True), answer
     until(lambda: states(agent).get("bad") == "delivered", timeout=60, what="sent again")
     status, again = agent.request("POST", path, body={"to": "webhook"})
     assert (status, again["queued"]) == (202, False)  # delivered: nothing to send again
     audit = "select payload from audit where action = 'forward.queue' and subject = 'bad:1'"
     assert [json.loads(r["payload"])["again"] for r in agent.sql(audit)] == [False, True]
+
+
+def in_a_notebook(agent, cell: str) -> str:
+    """What ``cell`` prints, run in a real kernel that talks to ``agent``."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    setup = (
+        f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(agent.runtime_dir)!r}\n"
+        "%load_ext jupyter_handoff"
+    )
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, cell)]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return "".join(o.get("text", "") for o in nb.cells[1].outputs).strip()
