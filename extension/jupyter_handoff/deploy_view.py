@@ -69,15 +69,18 @@ def serving_line(view: dict | None) -> str:
 
 
 def central_number(version: dict) -> int | None:
-    """The number central gave a local version (its delivery's answer), else its own."""
+    """The number central gave a local version (its delivery's answer); None before central
+    answered. Never the local number: central numbers every sender's versions of a name."""
+    if version.get("central_version") is not None:
+        return int(version["central_version"])
     for f in version.get("forwards") or []:
         remote = f.get("remote") or {}
         if f.get("destination") == "central" and remote.get("version") is not None:
             return int(remote["version"])
-    return version.get("number")
+    return None
 
 
-def version_line(view: dict | None, number: int) -> str:
+def version_line(view: dict | None, number: int | None) -> str:
     """Where one version serves: ``canary 10%`` or ``test (by version only)``."""
     out = []
     for s in (view or {}).get("slots") or []:

@@ -272,8 +272,13 @@ export class HandoffModel implements IDisposable {
 
   /** Central's review entry for one of this machine's versions, if it waits for sign-offs. */
   waitingFor(model: string, v: IVersion): IReview | undefined {
-    const remote = v.forwards?.find(f => f.destination === 'central')?.remote;
-    return this.waiting.get(model)?.get(remote?.version ?? v.number);
+    // Central numbers every sender's versions: never this machine's number.
+    const there =
+      v.central_version ??
+      v.forwards?.find(f => f.destination === 'central')?.remote?.version;
+    return there === null || there === undefined
+      ? undefined
+      : this.waiting.get(model)?.get(there);
   }
 
   /**

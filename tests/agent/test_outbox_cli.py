@@ -99,7 +99,7 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
 
 
 def in_a_notebook(agent, cell: str) -> str:
-    """What ``cell`` prints, run in a real kernel that talks to ``agent``."""
+    """What ``cell`` prints or shows as text, run in a real kernel that talks to ``agent``."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -110,4 +110,7 @@ def in_a_notebook(agent, cell: str) -> str:
     )
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, cell)]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
-    return "".join(o.get("text", "") for o in nb.cells[1].outputs).strip()
+    outputs = nb.cells[1].outputs
+    return "".join(
+        o.get("text") or o.get("data", {}).get("text/plain", "") for o in outputs
+    ).strip()

@@ -258,3 +258,31 @@ def test_the_review_queue_shows_what_waits_and_who_may_sign(pair, model_and_data
     assert (status, body["error"]["code"]) == (400, "bad_request")
     status, body = local.request("GET", "/api/v1/reviews")
     assert (status, body["error"]["code"]) == (404, "not_central")
+
+
+def test_the_analyst_sees_what_central_has_under_centrals_number(tmp_path, model_and_data):
+    """Central numbers every sender's versions of a name: here this machine's churn:2 is
+    central's churn:1. The versions list says so (``central_version``), and the notebook's
+    history puts what central waits for beside churn:2, never beside churn:1, which central
+    never got."""
+    from test_outbox_cli import in_a_notebook
+
+    model, X, y = model_and_data
+    local, central = start_pair(tmp_path, local_args=["--HandoffAgent.forward_on=[]"])
+    try:
+        push_model(local, model, "churn", X=X, y=y)
+        push_model(local, LogisticRegression(C=0.01).fit(X, y), "churn", X=X, y=y)
+        path = "/api/v1/models/churn/versions/2/forward"
+        assert local.request("POST", path, {"to": "central"})[0] == 202
+        until(lambda: local_stage(local, "churn", 2) == "validated", timeout=90)
+        listed = local.request("GET", "/api/v1/models/churn/versions")[1]["versions"]
+        assert [(v["number"], v["central_version"]) for v in listed] == [(2, 1), (1, None)]
+        detail = local.request("GET", "/api/v1/models/churn/versions/2")[1]
+        assert detail["central_version"] == 1
+
+        history = in_a_notebook(local, "%mlops history churn").splitlines()
+        waits = [line.split()[0] for line in history if "[waits for 1 reviewer" in line]
+        assert waits == ["2"], history
+    finally:
+        local.stop()
+        central.stop()

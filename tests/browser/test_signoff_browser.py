@@ -27,6 +27,9 @@ X = pd.DataFrame(X, columns=["tenure", "spend", "visits", "age"])
 y = pd.Series(y, name="churned")
 jupyter_handoff.push(DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y),
                      name="credit", X=X, y=y)
+jupyter_handoff.push(DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y),
+                     name="credit", X=X, y=y)
+jupyter_handoff.forward("credit", 2, to="central")  # this machine's 2 is central's 1
 """
 
 
@@ -73,7 +76,9 @@ def central_site(lab_factory):
     def prepare(lab):
         central = Agent(lab, "central", ["--role", "central"])
         agents.append(central)
-        agents.append(Agent(lab, "local", ["--forward-to", "central"]))
+        # Hands off only what it is asked to: this machine's numbers differ from central's
+        local = ["--forward-to", "central", "--HandoffAgent.forward_on=[]"]
+        agents.append(Agent(lab, "local", local))
         token = subprocess.run(
             [sys.executable, "-m", "handoff_agent", "token", "create", "--user", "alice",
              "--role", "reviewer", "--home", central.home],
@@ -107,7 +112,8 @@ def central_stage(central: Agent, name: str, number: int) -> str | None:
 
 def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     lab, central = central_site["lab"], central_site["central"]
-    # Given a version pushed from a real kernel, forwarded to central and validated there
+    # Given two versions pushed from a real kernel, the second forwarded to central and
+    # validated there
     lab.run_in_kernel(PUSH)
     deadline = time.monotonic() + 240
     while central_stage(central, "credit", 1) != "validated":
@@ -149,14 +155,18 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     expect(row).to_have_attribute("data-stage", "canary", timeout=15_000)
     assert central_stage(central, "credit", 1) == "canary"
-    # The analyst's side, on this machine: the version says what central waits for next
+    # The analyst's side, on this machine: the version central has says what central waits
+    # for next; the one never handed off says nothing of central's
     panel.locator(".jp-Handoff-source").select_option("local")
-    mine = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="1"]')
+    mine = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="2"]')
     expect(mine).to_have_attribute("data-stage", "canary", timeout=30_000)
     expect(mine.locator(".jp-Handoff-waiting")).to_have_text(
         "Waits for 1 reviewer, 1 admin sign-offs to become production", timeout=30_000
     )
     expect(mine.locator(".jp-Handoff-approve")).to_have_count(0)  # the local view signs nothing
+    kept = panel.locator('.jp-Handoff-version[data-model="credit"][data-version="1"]')
+    expect(kept).to_have_attribute("data-stage", "")
+    expect(kept.locator(".jp-Handoff-waiting")).to_have_count(0)
     screenshot(panel, "waiting-for")
 
 

@@ -136,7 +136,8 @@ class Forwarder:
         self._publish(row, *state)
         return state[0]
 
-    async def _attempt(self, row: dict) -> tuple[str, str]:
+    async def _attempt(self, row: dict) -> tuple:
+        """(state, error), and the destination's answer once delivered."""
         pools, store = self.pools, self.store
         dest = self.destinations.get(row["destination"])
         if dest is None:
@@ -191,7 +192,7 @@ class Forwarder:
         if result.ok:
             await pools.call(store.outbox_delivered, row, result.remote)
             await self._discard_body(row)
-            return "delivered", ""
+            return "delivered", "", result.remote
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
             await pools.call(store.outbox_retry, row, result.error, delay)
@@ -250,7 +251,7 @@ class Forwarder:
             body.seek(0)
             return store.put(body)
 
-    def _publish(self, row: dict, state: str, error: str = "") -> None:
+    def _publish(self, row: dict, state: str, error: str = "", remote=None) -> None:
         self.events.publish(
             "forward",
             model=row["model"],
@@ -258,6 +259,7 @@ class Forwarder:
             destination=row["destination"],
             state=state,
             error=error,
+            **({"remote": remote} if remote else {}),
         )
 
     async def _sync_loop(self, source: StageSource) -> None:

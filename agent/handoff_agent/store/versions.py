@@ -34,6 +34,23 @@ _R, _SEG, _W, _REF = (
     t.validations.c,
     t.monitor_references.c,
 )
+CENTRAL = "central"  # the destination whose answer names the version's number there
+_OB = t.outbox.c
+_CENTRAL_REMOTE = (
+    select(_OB.remote)
+    .where(_OB.version_id == V.id, _OB.destination == CENTRAL, _OB.state == "delivered")
+    .limit(1)
+    .scalar_subquery()
+)
+
+
+def _central_version(remote) -> int | None:
+    """The number central gave a delivered version (its answer names it); None before."""
+    answer = loads(remote) if isinstance(remote, str) else remote
+    version = answer.get("version") if isinstance(answer, dict) else None
+    return int(version) if version is not None else None
+
+
 # For each table of ``tables.BLOB_REFERENCES``: who refers to a blob (the query, its last
 # column the reference) and in what words. A pruned bundle is gone by design.
 REFERRERS = {
@@ -484,6 +501,7 @@ class VersionStore(StoreBase):
                 ]
             ),
             stage_by.label("stage_by"),
+            _CENTRAL_REMOTE.label("central_remote"),
         ]
         if digest is not None:  # served by the unique (model, digest) index
             q = select(*cols).where(V.model == name, V.digest == digest)
@@ -506,6 +524,7 @@ class VersionStore(StoreBase):
                 "verdict": loads(r["verdict"]),
                 "needs_trust": loads(r["needs_trust"]),
                 "provisional": loads(r["provisional"]),
+                "central_version": _central_version(r.pop("central_remote")),
             }
             for r in rows
         ]
@@ -550,6 +569,12 @@ class VersionStore(StoreBase):
             row["stages"] = self.stage_history(vid)
             row["signoffs"] = self.signoffs_of(vid)
             row["forwards"] = self.outbox_for_version(vid)
+            delivered = [
+                f
+                for f in row["forwards"]
+                if f["destination"] == CENTRAL and f["state"] == "delivered"
+            ]
+            row["central_version"] = _central_version(delivered[0]["remote"] if delivered else None)
             row["origin"] = loads(row.get("origin"))
             r = t.reports.c
             row["reports"] = sorted(c.execute(select(r.kind).where(r.version_id == vid)).scalars())

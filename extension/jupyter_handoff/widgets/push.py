@@ -225,6 +225,8 @@ class PushWidget(w.VBox):
                     "state": data.get("state"),
                     "last_error": data.get("error"),
                 }
+                if data.get("remote"):  # a delivery's answer: the number central gave it
+                    row["remote"] = data["remote"]
                 self._forwards = {**self._forwards, dest: row}
             elif kind == "stage":
                 self._stage = data.get("stage") or self._stage
