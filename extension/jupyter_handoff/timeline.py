@@ -11,7 +11,7 @@ from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .monitor_view import alert_badge, alert_line, open_alerts
 from .refs import checked_name
 from .review_view import waiting_at_central, waiting_text
-from .widgets.style import STATUS_VERDICT, badge
+from .widgets.style import STATUS_VERDICT, badge, forward_text
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
 WAITING = "font-size:85%;color:#9a6700"  # what central waits for, under the stage
@@ -80,6 +80,11 @@ class History:
                     "fingerprints": fps,
                     "data_changed": changed,
                     "stage": _stage(v),
+                    "handoff": "; ".join(
+                        forward_text(f)
+                        for f in v.get("forwards") or []
+                        if f.get("state") != "delivered"
+                    ),
                     "waiting": waiting_text(self.reviews.get(central_number(v))),
                     "serving": version_line(self.deployment, central_number(v)),
                     "pruned": pruned_text(v.get("pruned")),
@@ -103,6 +108,7 @@ class History:
                     "pushed_at",
                     "message",
                     "stage",
+                    "handoff",
                     "waiting",
                     "serving",
                     "pruned",
@@ -125,7 +131,9 @@ class History:
             lines.append(f"  {alert_line(self.alerts)}")
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
-            where = "".join(f"  [{r[k]}]" for k in ("waiting", "serving", "pruned") if r[k])
+            where = "".join(
+                f"  [{r[k]}]" for k in ("handoff", "waiting", "serving", "pruned") if r[k]
+            )
             lines.append(
                 f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
                 f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
@@ -167,7 +175,9 @@ class History:
                     f"<code style='{style}' title='{e(fp)}'>{e(fp[:10])}</code>"
                     + (" <span style='color:#cf222e'>● changed</span>" if changed else "")
                 )
-            waits = r["waiting"] and f"<div style='{WAITING}'>{e(r['waiting'])}</div>"
+            waits = "".join(
+                f"<div style='{WAITING}'>{e(r[k])}</div>" for k in ("handoff", "waiting") if r[k]
+            )
             gone = r["pruned"] and f"<div style='{MUTED}'>{e(r['pruned'])}</div>"
             tds.append(e(r["stage"]) + waits + gone)
             tds.append(e(r["serving"]))

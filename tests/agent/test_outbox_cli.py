@@ -86,9 +86,12 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
         status, body = agent.request("GET", f"/api/v1/outbox/deliveries?{bad_query}")
         assert_error(status, body, 400, "bad_request")
 
-    # Once the receiver takes it, the notebook's forward sends the dead one again: it arrives
+    # The notebook's history says it never arrived, and why; once the receiver takes it, the
+    # notebook's forward sends the dead one again: it arrives
+    history = in_a_notebook(agent, "%mlops history bad")[0]
+    assert "[webhook: dead (400 refused: bad is not wanted here)]" in history, history
     ANSWERS["bad"] = 200
-    said = in_a_notebook(agent, "%mlops forward bad:1 --to webhook")
+    said = in_a_notebook(agent, "%mlops forward bad:1 --to webhook")[0]
     assert said == "bad:1 is queued for webhook; `%mlops show bad:1` follows its delivery."
     path = "/api/v1/models/bad/versions/1/forward"
     until(lambda: states(agent).get("bad") == "delivered", timeout=60, what="sent again")
@@ -98,8 +101,8 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
     assert [json.loads(r["payload"])["again"] for r in agent.sql(audit)] == [False, True]
 
 
-def in_a_notebook(agent, cell: str) -> str:
-    """What ``cell`` prints or shows as text, run in a real kernel that talks to ``agent``."""
+def in_a_notebook(agent, *cells: str) -> list[str]:
+    """What each cell prints or shows as text, run in a real kernel that talks to ``agent``."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -108,9 +111,9 @@ def in_a_notebook(agent, cell: str) -> str:
         f"import os\nos.environ['JUPYTER_RUNTIME_DIR'] = {str(agent.runtime_dir)!r}\n"
         "%load_ext jupyter_handoff"
     )
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, cell)]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, *cells)]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
-    outputs = nb.cells[1].outputs
-    return "".join(
-        o.get("text") or o.get("data", {}).get("text/plain", "") for o in outputs
-    ).strip()
+    return [
+        "".join(o.get("text") or o.get("data", {}).get("text/plain", "") for o in c.outputs).strip()
+        for c in nb.cells[1:]
+    ]

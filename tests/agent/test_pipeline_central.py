@@ -280,7 +280,7 @@ def test_the_analyst_sees_what_central_has_under_centrals_number(tmp_path, model
         detail = local.request("GET", "/api/v1/models/churn/versions/2")[1]
         assert detail["central_version"] == 1
 
-        history = in_a_notebook(local, "%mlops history churn").splitlines()
+        history = in_a_notebook(local, "%mlops history churn")[0].splitlines()
         waits = [line.split()[0] for line in history if "[waits for 1 reviewer" in line]
         assert waits == ["2"], history
     finally:

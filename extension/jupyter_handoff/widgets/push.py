@@ -27,6 +27,7 @@ from .style import (
     VERDICT_WORDS,
     badge,
     e,
+    forward_text,
     icon,
     one_line,
     seconds,
@@ -243,15 +244,10 @@ class PushWidget(w.VBox):
         return self.done
 
     def _handoff_text(self) -> str:
-        parts = []
-        for dest, f in getattr(self, "_forwards", {}).items():
-            state = f.get("state") or "pending"
-            note = (
-                f" ({one_line(f.get('last_error'))})"
-                if state != "delivered" and f.get("last_error")
-                else ""
-            )
-            parts.append(f"{dest}: {state}{note}")
+        parts = [
+            forward_text({**f, "destination": dest})
+            for dest, f in getattr(self, "_forwards", {}).items()
+        ]
         if getattr(self, "_stage", ""):
             parts.append(f"stage {self._stage}")
         waiting = trust_wait(

@@ -55,6 +55,14 @@ def seconds(s: float | None) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
 
 
+def forward_text(forward: dict) -> str:
+    """Where one hand-off stands: 'central: pending (Central is not answering …)'."""
+    state = forward.get("state") or "pending"
+    error = forward.get("last_error")
+    note = f" ({one_line(error)})" if state != "delivered" and error else ""
+    return f"{forward.get('destination')}: {state}{note}"
+
+
 def one_line(text: str | None, width: int = 140) -> str:
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     return line if len(line) <= width else line[: width - 1] + "…"
