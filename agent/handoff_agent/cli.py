@@ -168,6 +168,8 @@ class StatusApp(JupyterApp):
                 print(f"Model server: {info['serving_url']}")
             if disk := runtime.disk_line(answer):
                 print(disk)
+            if deliveries := runtime.outbox_line(info):
+                print(deliveries)
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

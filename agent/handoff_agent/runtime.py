@@ -87,6 +87,23 @@ def disk_line(answer: dict) -> str:
     )
 
 
+def outbox_line(info: dict, timeout: float = 2.0) -> str:
+    """Deliveries that wait or were refused, for people (asked with the agent's token: the
+    health answer is public and says nothing of them); '' when none, or no answer."""
+    req = urllib.request.Request(
+        f"{info['url']}/api/v1/outbox", headers={"Authorization": f"token {info['token']}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            rows = json.loads(r.read())["outbox"]
+    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+        return ""
+    dead = sum(r["n"] for r in rows if r["state"] == "dead")
+    waiting = sum(r["n"] for r in rows if r["state"] == "pending")
+    said = [f"{n} {word}" for n, word in ((dead, "refused"), (waiting, "waiting")) if n]
+    return f"Deliveries: {', '.join(said)} (`jupyter handoff outbox` says why)" if said else ""
+
+
 def healthy(url: str, timeout: float = 1.0) -> bool:
     return health(url, timeout) is not None
 

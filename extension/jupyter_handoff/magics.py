@@ -405,6 +405,8 @@ class MlopsMagics(Magics):
                 print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']}).")
                 if disk := runtime.disk_line(answer):
                     print(disk)
+                if deliveries := runtime.outbox_line(info):
+                    print(deliveries)
             else:
                 print("No agent is running. `%mlops agent start` starts one.")
         elif args.action == "start":

@@ -75,6 +75,9 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
     assert hint.startswith("Send a dead one again once its cause is fixed: `%mlops forward")
     every = handoff_cli(agent.env, "outbox", "--all").stdout
     assert "good:1 -> webhook  delivered 20" in every
+    # The agent's status says so, in the shell and in the notebook
+    line = "Deliveries: 1 refused, 1 waiting (`jupyter handoff outbox` says why)"
+    assert handoff_cli(agent.env, "status").stdout.strip().endswith(line)
 
     # A page at a time, and only the states asked for
     assert [d["model"] for d in deliveries(agent, "?state=dead")] == ["bad"]
@@ -88,8 +91,9 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
 
     # The notebook's history says it never arrived, and why; once the receiver takes it, the
     # notebook's forward sends the dead one again: it arrives
-    history = in_a_notebook(agent, "%mlops history bad")[0]
+    history, status = in_a_notebook(agent, "%mlops history bad", "%mlops agent status")
     assert "[webhook: dead (400 refused: bad is not wanted here)]" in history, history
+    assert status.endswith(line), status
     ANSWERS["bad"] = 200
     said = in_a_notebook(agent, "%mlops forward bad:1 --to webhook")[0]
     assert said == "bad:1 is queued for webhook; `%mlops show bad:1` follows its delivery."
