@@ -77,6 +77,12 @@ export interface IVersion {
   /** Central: the exact types it waits for an admin to trust (stage needs_trust). */
   needs_trust?: string[] | null;
   stages?: { stage: string; since: string; by: string }[];
+  /** Hand-offs not delivered yet: pending (retried) or dead (refused), with the last error. */
+  undelivered?: {
+    destination: string;
+    state: string;
+    last_error?: string | null;
+  }[];
   /** On a local agent: the number central gave the version (null until it answered). */
   central_version?: number | null;
   /** A local agent's hand-offs; central's answer names the number it gave the version. */

@@ -475,6 +475,24 @@ export class HandoffPanel extends Widget {
         [v.pushed_by, ago(v.pushed_at)].filter(Boolean).join(' · ')
       )
     );
+    for (const f of v.undelivered ?? []) {
+      if (f.state === 'dead' || f.last_error) {
+        row.append(
+          el(
+            'div',
+            {
+              class: `jp-Handoff-hint jp-Handoff-undelivered jp-Handoff-undelivered-${f.state}`,
+              title:
+                f.state === 'dead'
+                  ? `Refused. Once the cause is fixed, %mlops forward ${model}:${v.number} --to ${f.destination} sends it again.`
+                  : 'Retried until it arrives.'
+            },
+            `${f.destination}: ${f.state}` +
+              (f.last_error ? ` (${f.last_error.split('\n')[0]})` : '')
+          )
+        );
+      }
+    }
     const waiting = this.model.waitingFor(model, v);
     if (waiting) {
       row.append(

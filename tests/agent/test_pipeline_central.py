@@ -277,6 +277,7 @@ def test_the_analyst_sees_what_central_has_under_centrals_number(tmp_path, model
         until(lambda: local_stage(local, "churn", 2) == "validated", timeout=90)
         listed = local.request("GET", "/api/v1/models/churn/versions")[1]["versions"]
         assert [(v["number"], v["central_version"]) for v in listed] == [(2, 1), (1, None)]
+        assert not {"id", "central_remote"} & set(listed[0]), listed[0]  # the store's own
         detail = local.request("GET", "/api/v1/models/churn/versions/2")[1]
         assert detail["central_version"] == 1
 

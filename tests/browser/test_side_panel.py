@@ -173,3 +173,33 @@ def test_a_pruned_version_says_so_in_the_panel(lab_factory, lab_page):
     finally:
         for a in agents:
             a.stop()
+
+
+def test_a_refused_hand_off_says_why_beside_the_version(lab_factory, lab_page):
+    """A destination refused the version (a webhook off the operator's allowlist): the row
+    says so and why, in the error colour, with how to send it again."""
+    from test_signoff_browser import Agent
+
+    hook = "http://127.0.0.1:9/hook"
+    args = [
+        "--HandoffAgent.checks=[]",
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={hook}",
+        "--WebhookDestination.secret=" + "s" * 32,
+    ]
+    agents = []
+    lab = lab_factory(prepare=lambda lab: agents.append(Agent(lab, "local", args)))
+    try:
+        lab.run_in_kernel(PUSH.format(Cs="(1.0,)"))
+        page = lab_page(lab)
+        open_panel(page)
+        said = version_row(page, 1).locator(".jp-Handoff-undelivered-dead")
+        expect(said).to_contain_text(
+            f"webhook: dead (webhook URL '{hook}' is not on WebhookDestination.allowed_urls)",
+            timeout=30_000,
+        )
+        expect(said).to_have_attribute("title", re.compile(r"%mlops forward churn:1 --to webhook"))
+    finally:
+        for a in agents:
+            a.stop()

@@ -483,6 +483,7 @@ class VersionStore(StoreBase):
             *(
                 V[k]
                 for k in [
+                    "id",
                     "model",
                     "number",
                     "digest",
@@ -513,21 +514,39 @@ class VersionStore(StoreBase):
                 .limit(limit)
             )
         with self._read() as c:
-            rows = [as_dict(r) for r in c.execute(q)]  # one query when the model has versions
+            rows = [as_dict(r) for r in c.execute(q)]
             m = t.models.c
             known = rows or c.execute(select(m.name).where(m.name == name)).first()
             if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
-        return [
-            {
-                **r,
-                "verdict": loads(r["verdict"]),
-                "needs_trust": loads(r["needs_trust"]),
-                "provisional": loads(r["provisional"]),
-                "central_version": _central_version(r.pop("central_remote")),
-            }
-            for r in rows
-        ]
+            undelivered = self._undelivered(c, [r["id"] for r in rows])
+        for r in rows:
+            r.update(
+                verdict=loads(r["verdict"]),
+                needs_trust=loads(r["needs_trust"]),
+                provisional=loads(r["provisional"]),
+                central_version=_central_version(r.pop("central_remote")),
+                undelivered=undelivered.get(r.pop("id"), []),
+            )
+        return rows
+
+    @staticmethod
+    def _undelivered(c, version_ids: list[int]) -> dict[int, list[dict]]:
+        """Each version's hand-offs not delivered yet (pending or dead, with the last
+        error): what the panel says beside a version that has not arrived."""
+        if not version_ids:
+            return {}
+        q = (
+            select(_OB.version_id, _OB.destination, _OB.state, _OB.last_error)
+            .where(_OB.version_id.in_(version_ids), _OB.state != "delivered")
+            .order_by(_OB.id)
+        )
+        out: dict[int, list[dict]] = {}
+        for r in c.execute(q):
+            out.setdefault(r.version_id, []).append(
+                {"destination": r.destination, "state": r.state, "last_error": r.last_error}
+            )
+        return out
 
     def _version_row(self, c, name: str, number: int) -> dict:
         row = c.execute(select(t.versions).where(V.model == name, V.number == number)).first()
