@@ -36,12 +36,10 @@ _R, _SEG, _W, _REF = (
 )
 CENTRAL = "central"  # the destination whose answer names the version's number there
 _OB = t.outbox.c
-_CENTRAL_REMOTE = (
-    select(_OB.remote)
-    .where(_OB.version_id == V.id, _OB.destination == CENTRAL, _OB.state == "delivered")
-    .limit(1)
-    .scalar_subquery()
-)
+
+
+def _at_central(forward: dict) -> bool:
+    return forward["destination"] == CENTRAL and forward["state"] == "delivered"
 
 
 def _central_version(remote) -> int | None:
@@ -502,7 +500,6 @@ class VersionStore(StoreBase):
                 ]
             ),
             stage_by.label("stage_by"),
-            _CENTRAL_REMOTE.label("central_remote"),
         ]
         if digest is not None:  # served by the unique (model, digest) index
             q = select(*cols).where(V.model == name, V.digest == digest)
@@ -519,33 +516,37 @@ class VersionStore(StoreBase):
             known = rows or c.execute(select(m.name).where(m.name == name)).first()
             if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
-            undelivered = self._undelivered(c, [r["id"] for r in rows])
+            forwards = self._forwards_of(c, [r["id"] for r in rows])
         for r in rows:
+            mine = forwards.get(r.pop("id"), [])
+            at_central = [f["remote"] for f in mine if _at_central(f)]
             r.update(
                 verdict=loads(r["verdict"]),
                 needs_trust=loads(r["needs_trust"]),
                 provisional=loads(r["provisional"]),
-                central_version=_central_version(r.pop("central_remote")),
-                undelivered=undelivered.get(r.pop("id"), []),
+                central_version=_central_version(at_central[0] if at_central else None),
+                undelivered=[
+                    {k: f[k] for k in ("destination", "state", "last_error")}
+                    for f in mine
+                    if f["state"] != "delivered"
+                ],
             )
         return rows
 
     @staticmethod
-    def _undelivered(c, version_ids: list[int]) -> dict[int, list[dict]]:
-        """Each version's hand-offs not delivered yet (pending or dead, with the last
-        error): what the panel says beside a version that has not arrived."""
+    def _forwards_of(c, version_ids: list[int]) -> dict[int, list[dict]]:
+        """Each version's hand-offs, in one query for a page of versions: the number central
+        gave it, and what has not arrived (pending or dead, with the last error)."""
         if not version_ids:
             return {}
         q = (
-            select(_OB.version_id, _OB.destination, _OB.state, _OB.last_error)
-            .where(_OB.version_id.in_(version_ids), _OB.state != "delivered")
+            select(_OB.version_id, _OB.destination, _OB.state, _OB.last_error, _OB.remote)
+            .where(_OB.version_id.in_(version_ids))
             .order_by(_OB.id)
         )
         out: dict[int, list[dict]] = {}
         for r in c.execute(q):
-            out.setdefault(r.version_id, []).append(
-                {"destination": r.destination, "state": r.state, "last_error": r.last_error}
-            )
+            out.setdefault(r.version_id, []).append(as_dict(r))
         return out
 
     def _version_row(self, c, name: str, number: int) -> dict:
@@ -588,12 +589,8 @@ class VersionStore(StoreBase):
             row["stages"] = self.stage_history(vid)
             row["signoffs"] = self.signoffs_of(vid)
             row["forwards"] = self.outbox_for_version(vid)
-            delivered = [
-                f
-                for f in row["forwards"]
-                if f["destination"] == CENTRAL and f["state"] == "delivered"
-            ]
-            row["central_version"] = _central_version(delivered[0]["remote"] if delivered else None)
+            delivered = [f["remote"] for f in row["forwards"] if _at_central(f)]
+            row["central_version"] = _central_version(delivered[0] if delivered else None)
             row["origin"] = loads(row.get("origin"))
             r = t.reports.c
             row["reports"] = sorted(c.execute(select(r.kind).where(r.version_id == vid)).scalars())
