@@ -109,7 +109,9 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/models/{name}/versions": {
         "get": _op(
-            "A model's versions, newest first.",
+            "A model's versions, newest first; each with `undelivered` (hand-offs still "
+            "pending or refused, with the last error) and `central_version` (the number "
+            "central gave it; null until central took it).",
             params=[
                 NAME,
                 _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
