@@ -16,7 +16,7 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from ._version import __version__
-from .inventory_cli import Unreachable, _request
+from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name, typed_ref
 from .vocabulary import missing_text
 
@@ -132,10 +132,7 @@ class ReviewsApp(_CentralCommand):
 
     def run(self):
         query = "mine=true&" if self.mine else ""
-        out = self.call(f"/api/v1/reviews?{query}limit=1000")
-        while "next" in out:  # every page, one after another
-            more = self.call(f"/api/v1/reviews?{query}limit=1000&after={out.pop('next')}")
-            out = {**more, "reviews": out["reviews"] + more["reviews"]}
+        out = {"reviews": every_page(self.call, f"/api/v1/reviews?{query}limit=1000", "reviews")}
         if self.as_json:
             print(json.dumps(out, indent=1))
             return

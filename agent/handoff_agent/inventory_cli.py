@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from jupyter_core.application import JupyterApp
@@ -73,6 +74,18 @@ def _request(
         raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
+
+
+def every_page(get: Callable[[str], dict], path: str, key: str) -> list:
+    """The ``key`` items of every page of a listing (``get(path)`` answers one page; its
+    ``next`` is the ``after`` of the following one)."""
+    sep = "&" if "?" in path else "?"
+    page = get(path)
+    items = list(page[key])
+    while "next" in page:
+        page = get(f"{path}{sep}after={urllib.parse.quote(str(page['next']))}")
+        items += page[key]
+    return items
 
 
 def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:

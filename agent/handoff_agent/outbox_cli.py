@@ -12,7 +12,7 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Unicode
 
 from ._version import __version__
-from .inventory_cli import Unreachable, _request
+from .inventory_cli import Unreachable, _request, every_page
 
 SEND_AGAIN = (
     "Send a dead one again once its cause is fixed: `%mlops forward NAME:N --to DEST` in the "
@@ -65,14 +65,11 @@ class OutboxApp(JupyterApp):
             print(SEND_AGAIN)
 
     def deliveries(self, states: str) -> list[dict]:
-        rows, after = [], 0
-        while True:
-            path = f"/api/v1/outbox/deliveries?state={states}&limit=1000&after={after}"
-            page = json.loads(_request(self.agent, self.url, path)[0])
-            rows += page["deliveries"]
-            if "next" not in page:
-                return rows
-            after = page["next"]
+        path = f"/api/v1/outbox/deliveries?state={states}&limit=1000"
+        return every_page(self.answer, path, "deliveries")
+
+    def answer(self, path: str) -> dict:
+        return json.loads(_request(self.agent, self.url, path)[0])
 
 
 def delivery_line(row: dict, now: float) -> str:

@@ -11,7 +11,7 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Int, Unicode
 
 from ._version import __version__
-from .inventory_cli import Unreachable, _request
+from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name
 from .vocabulary import prune_line
 
@@ -64,10 +64,7 @@ class PruneApp(JupyterApp):
             self.exit(1)
 
     def every_model(self) -> list[str]:
-        names, path = [], "/api/v1/models"
-        while True:
-            page = json.loads(_request(self.agent, self.url, path)[0])
-            names += [m["name"] for m in page["models"]]
-            if "next" not in page:
-                return names
-            path = f"/api/v1/models?after={page['next']}"
+        def get(path: str) -> dict:
+            return json.loads(_request(self.agent, self.url, path)[0])
+
+        return [m["name"] for m in every_page(get, "/api/v1/models", "models")]

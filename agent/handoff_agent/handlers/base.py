@@ -61,6 +61,12 @@ def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: i
     return value
 
 
+def page_args(handler: BaseHandler, default: int) -> tuple[int, int]:
+    """``limit`` (1-1000) and ``after`` (the ``next`` of the page before) of a listing
+    paged by id."""
+    return int_arg(handler, "limit", default, 1, 1000), int_arg(handler, "after", 0, 0, 2**62)
+
+
 def redact_uri(uri: str) -> str:
     """The URI with the values of secret-looking query parameters replaced, for logs."""
     path, sep, query = uri.partition("?")

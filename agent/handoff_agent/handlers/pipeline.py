@@ -12,7 +12,7 @@ from ..retention import refuse_pruned
 from ..store.blobs import BlobError, BlobUnavailable
 from ..vocabulary import DEPLOY_ACTIONS
 from . import detached
-from .base import ANY_ROLE, BaseHandler, int_arg, parse_uint
+from .base import ANY_ROLE, BaseHandler, page_args, parse_uint
 
 
 def _text(body: dict, key: str, limit: int = 2000) -> str:
@@ -262,8 +262,7 @@ class DeliveriesHandler(BaseHandler):
                 f"state is one or more of {', '.join(STATES)}, not {raw!r}.",
                 "e.g. ?state=pending,dead",
             )
-        limit = int_arg(self, "limit", 100, 1, 1000)
-        after = int_arg(self, "after", 0, 0, 2**62)
+        limit, after = page_args(self, 100)
         rows = await self.agent.read(self.agent.registry.outbox_rows, states, limit + 1, after)
         body = {"deliveries": rows[:limit]}
         if len(rows) > limit:

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 from ..errors import BadRequest
 from ..names import validate_name
-from .base import int_arg
+from .base import page_args
 from .relay import FromCentral
-
-
-def _page(handler) -> tuple[int, int]:
-    """``limit`` (1-1000, default 500) and ``after`` (the ``next`` of the page before)."""
-    return int_arg(handler, "limit", 500, 1, 1000), int_arg(handler, "after", 0, 0, 2**62)
 
 
 class ReviewsHandler(FromCentral):
@@ -25,7 +20,7 @@ class ReviewsHandler(FromCentral):
         if mine not in ("true", "false"):
             raise BadRequest("mine is true or false.", "e.g. ?mine=true")
         who = self.identity if mine == "true" else None
-        limit, after = _page(self)
+        limit, after = page_args(self, 500)
         self.write_json(await self.agent.read(stages.page, who, limit, None, after))
 
 
@@ -38,7 +33,7 @@ class ModelReviewsHandler(FromCentral):
         if await self.relay(name, "reviews"):
             return
         stages = self.central()
-        limit, after = _page(self)
+        limit, after = page_args(self, 500)
         await self.known_model(name)
         page = await self.agent.read(stages.page, None, limit, (name, None), after)
         self.write_json({"model": name, **page})

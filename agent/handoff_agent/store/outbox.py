@@ -228,8 +228,15 @@ class OutboxStore(StoreBase):
             )
 
     def outbox_for_version(self, version_id: int) -> list[dict]:
+        return self.outbox_for_versions([version_id]).get(version_id, [])
+
+    def outbox_for_versions(self, version_ids: list[int]) -> dict[int, list[dict]]:
+        """Each version's hand-offs, oldest first, in one query for a page of versions."""
+        if not version_ids:
+            return {}
         q = (
             select(
+                OB.version_id,
                 OB.destination,
                 OB.delivery_id,
                 OB.state,
@@ -238,11 +245,15 @@ class OutboxStore(StoreBase):
                 OB.remote,
                 OB.delivered,
             )
-            .where(OB.version_id == version_id)
+            .where(OB.version_id.in_(version_ids))
             .order_by(OB.id)
         )
+        out: dict[int, list[dict]] = {}
         with self._read() as c:
-            return [{**as_dict(r), "remote": loads(r.remote)} for r in c.execute(q)]
+            for r in c.execute(q):
+                row = {**as_dict(r), "remote": loads(r.remote)}
+                out.setdefault(row.pop("version_id"), []).append(row)
+        return out
 
     def outbox_rows(self, states: tuple[str, ...], limit: int, after: int = 0) -> list[dict]:
         """Deliveries in ``states``, oldest first, a page at a time (``after``: the last id

@@ -94,7 +94,7 @@ class RetentionStore(StoreBase):
             if row is None or row.onnx is None or self._pruned_at(c, version_id) is None:
                 return None
             c.execute(update(t.validations).where(w.version_id == version_id).values(onnx=None))
-            size = int((loads(row.conversion) or {}).get("onnx_size") or 0)
+            size = _graph_size(row.conversion)
             payload = {"onnx": row.onnx, "size": size}
             self.audit_append(actor, "version.prune_graph", f"{row.model}:{row.number}", payload)
             shared = select(w.version_id).where(w.onnx == row.onnx).limit(1)
@@ -133,9 +133,14 @@ class RetentionStore(StoreBase):
 
 
 def _with_graph(row: dict) -> dict:
-    conversion = loads(row.pop("conversion")) or {}
-    row["graph"] = int(conversion.get("onnx_size") or 0) if row.pop("onnx") else 0
+    conversion = row.pop("conversion")
+    row["graph"] = _graph_size(conversion) if row.pop("onnx") else 0
     return row
+
+
+def _graph_size(conversion: str | None) -> int:
+    """The ONNX graph's bytes, as the validation's conversion recorded them."""
+    return int((loads(conversion) or {}).get("onnx_size") or 0)
 
 
 def _newest(name: str, keep: int):

@@ -35,17 +35,15 @@ _R, _SEG, _W, _REF = (
     t.monitor_references.c,
 )
 CENTRAL = "central"  # the destination whose answer names the version's number there
-_OB = t.outbox.c
 
 
 def _at_central(forward: dict) -> bool:
     return forward["destination"] == CENTRAL and forward["state"] == "delivered"
 
 
-def _central_version(remote) -> int | None:
+def _central_version(remote: dict | None) -> int | None:
     """The number central gave a delivered version (its answer names it); None before."""
-    answer = loads(remote) if isinstance(remote, str) else remote
-    version = answer.get("version") if isinstance(answer, dict) else None
+    version = remote.get("version") if isinstance(remote, dict) else None
     return int(version) if version is not None else None
 
 
@@ -516,7 +514,7 @@ class VersionStore(StoreBase):
             known = rows or c.execute(select(m.name).where(m.name == name)).first()
             if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
-            forwards = self._forwards_of(c, [r["id"] for r in rows])
+        forwards = self.outbox_for_versions([r["id"] for r in rows])
         for r in rows:
             mine = forwards.get(r.pop("id"), [])
             at_central = [f["remote"] for f in mine if _at_central(f)]
@@ -532,22 +530,6 @@ class VersionStore(StoreBase):
                 ],
             )
         return rows
-
-    @staticmethod
-    def _forwards_of(c, version_ids: list[int]) -> dict[int, list[dict]]:
-        """Each version's hand-offs, in one query for a page of versions: the number central
-        gave it, and what has not arrived (pending or dead, with the last error)."""
-        if not version_ids:
-            return {}
-        q = (
-            select(_OB.version_id, _OB.destination, _OB.state, _OB.last_error, _OB.remote)
-            .where(_OB.version_id.in_(version_ids))
-            .order_by(_OB.id)
-        )
-        out: dict[int, list[dict]] = {}
-        for r in c.execute(q):
-            out.setdefault(r.version_id, []).append(as_dict(r))
-        return out
 
     def _version_row(self, c, name: str, number: int) -> dict:
         row = c.execute(select(t.versions).where(V.model == name, V.number == number)).first()
