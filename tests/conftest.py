@@ -37,7 +37,7 @@ DEFAULTS_ONLY = (
             "test_watch_retrain", "test_monitor_retrain", "serving/test_validation",
             "serving/test_guardrails_live", "serving/test_deployment_events",
             "serving/test_monitor_rollback", "serving/test_watch_canary", "test_blobs_s3",
-            "serving/test_deploy_cli", "test_disk_room",
+            "serving/test_deploy_cli", "serving/test_central_refusals", "test_disk_room",
             "test_pipeline_webhook_audit",
             "test_spool",  # the spool is the files backend's: on S3 every test skipped
         )

@@ -141,7 +141,7 @@ class ReviewsApp(_CentralCommand):
         if not out["reviews"]:
             print(f"No version waits for {'your' if self.mine else 'a'} sign-off.")
         elif self.mine:
-            print("Sign: jupyter handoff signoff NAME:N [-m WHY] [--reject]")
+            print("Sign: jupyter handoff signoff NAME:N --to STAGE [-m WHY] [--reject]")
 
 
 class SignoffApp(_CentralCommand):
@@ -150,17 +150,26 @@ class SignoffApp(_CentralCommand):
         "Sign a version off for its next stage at central (reviewer): approve, or --reject "
         "with -m why. It moves when the policy's sign-offs for that stage are in."
     )
-    usage = "jupyter handoff signoff NAME:N [--reject] [-m COMMENT]"
-    examples = "jupyter handoff signoff churn:3 -m 'fairness reviewed'"
+    usage = "jupyter handoff signoff NAME:N [--to STAGE] [--reject] [-m COMMENT]"
+    examples = "jupyter handoff signoff churn:3 --to approved -m 'fairness reviewed'"
     reject = Bool(False, help="Reject the version instead of approving it.").tag(config=True)
+    to = Unicode(
+        "",
+        help="The stage you sign it off for, as `reviews` showed it: if another sign-off "
+        "moved the version on first, yours is refused instead of counting for the next one.",
+    ).tag(config=True)
     switches = {**_CentralCommand.switches, "reject": ("reject", "Reject the version.")}
+
+    @property
+    def aliases(self):
+        return {**super().aliases, "to": f"{type(self).__name__}.to"}
 
     def parse(self, args):
         return typed_ref(_args(args, 1)[0])
 
     def run(self, name: str, number: int):
         decision = "reject" if self.reject else "approve"
-        body = {"decision": decision, "comment": self.comment}
+        body = {"decision": decision, "comment": self.comment, "to": self.to}
         out = self.call(f"/api/v1/models/{name}/versions/{number}/signoffs", body)
         if self.as_json:
             print(json.dumps(out, indent=1))

@@ -13,6 +13,7 @@ import re
 from . import inventory_queries as q
 from .errors import BadRequest
 from .names import NAME_RE
+from .vocabulary import STAGE_ALIASES, STAGES
 
 RISK_TAGS = {
     "uses_sensitive_attributes": "its checks grouped results by a sensitive attribute",
@@ -36,7 +37,6 @@ SOURCES_NOTE = (
     "'data changed since validation' compares the data later pushes of the same model brought"
 )
 WAITING = "waiting for an admin to trust: "
-STAGE_RE = re.compile(r"^[a-z_]{1,40}$")
 HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
 TEXT_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
 FILTERS = ("tag", "stage", "owner", "dataset", "sensitive")
@@ -51,8 +51,12 @@ def parse_filters(raw: dict[str, str | None]) -> dict[str, str]:
             f"Use a risk tag ({', '.join(RISK_TAGS)}) or a push tag as KEY=VALUE.",
             code="unknown_tag",
         )
-    if (stage := out.get("stage")) is not None and not STAGE_RE.fullmatch(stage):
-        raise BadRequest("stage must be a stage name, e.g. production.", code="bad_filter")
+    if "stage" in out:
+        out["stage"] = STAGE_ALIASES.get(out["stage"], out["stage"])
+    if (stage := out.get("stage")) is not None and stage not in STAGES:
+        raise BadRequest(
+            f"Unknown stage {stage[:40]!r}.", f"Use one of: {', '.join(STAGES)}.", code="bad_filter"
+        )
     if (fp := out.get("dataset")) is not None:
         fp = out["dataset"] = fp.lower().removeprefix("sha256:")
         if not HEX_RE.fullmatch(fp):

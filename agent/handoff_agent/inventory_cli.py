@@ -29,15 +29,28 @@ class Unreachable(Exception):
     pass
 
 
+def _checked_url(url: str) -> str:
+    """``url`` when it is an agent's http(s) URL; else one line that says what is wrong."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        ok = False
+    if not ok:
+        raise Unreachable(f"--url {url!r} is not an agent's URL, e.g. http://central.example:8890.")
+    return url.rstrip("/")
+
+
 def _target(role: str, url: str) -> tuple[str, str]:
     if url:
+        url = _checked_url(url)
         token = os.environ.get("HANDOFF_TOKEN", "")
         if not token:
             raise Unreachable(
                 f"No token for {url}: set HANDOFF_TOKEN to one of that agent's tokens "
                 "(`jupyter handoff token create --user U --role R` makes one there)."
             )
-        return url.rstrip("/"), token
+        return url, token
     info = runtime.read(role)
     if not (info and runtime.healthy(info["url"])):
         serve = "jupyter handoff serve" + (" --role central" if role == "central" else "")

@@ -200,7 +200,9 @@ PATHS: dict[str, dict[str, dict]] = {
             "Central: sign off (or reject) a version's next stage. Refused with 409 "
             "`bake_not_clean` for production before the canary baked clean, "
             "`shadow_not_passed` for canary before a passed shadow report (policy `shadow`), "
-            "`load_test_failed` or `load_test_pending` where the load test gates.",
+            "`load_test_failed` or `load_test_pending` where the load test gates; "
+            "`stage_moved` when `to` (the next stage as the reviewer saw it) is no longer "
+            "the next stage: another sign-off moved the version on first.",
             ok="201",
             params=[NAME, NUMBER],
             body=_json_body(
@@ -208,6 +210,7 @@ PATHS: dict[str, dict[str, dict]] = {
                     "decision": {"type": "string", "enum": ["approve", "reject"]},
                     "comment": _TEXT,
                     "role": {"type": "string"},
+                    "to": {"type": "string", "maxLength": 40},
                 },
                 ["decision"],
             ),

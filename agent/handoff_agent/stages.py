@@ -44,13 +44,25 @@ class StageManager:
         decision: str,
         comment: str,
         role: str | None = None,
+        to: str | None = None,
     ) -> dict:
-        """Record a sign-off for the next stage; move on when the policy is satisfied."""
+        """Record a sign-off for the next stage; move on when the policy is satisfied.
+        ``to``, the stage the reviewer saw as next: a sign-off sent while another moved the
+        version on is refused, not counted toward the stage after."""
         if decision not in ("approve", "reject"):
             raise BadRequest("decision must be 'approve' or 'reject'.")
         with self.store.transaction():
             v = self.store.version_for_stage(name, number)
             target = self.policy.next_stage(v["stage"])
+            if to and to != target:
+                raise Conflict(
+                    f"{name}:{number} is {v['stage']} now, so a sign-off for {to} no longer "
+                    "applies; nothing was recorded.",
+                    f"Look at it again: it waits for sign-offs for {target}."
+                    if target and v["stage"] not in TERMINAL
+                    else "It waits for no sign-off now.",
+                    code="stage_moved",
+                )
             if v["stage"] in TERMINAL or target is None or v["stage"] == "received":
                 raise Conflict(
                     f"{name}:{number} is {v['stage']}; there is nothing to sign off now.",
@@ -175,9 +187,10 @@ class StageManager:
                 self._set(v, to, who["user"], comment, subject)
                 return {"stage": to}
             if to not in FLOW or to != self.policy.next_stage(v["stage"]):
+                after = self.policy.next_stage(v["stage"])
                 raise Conflict(
                     f"{subject} is {v['stage']}; it cannot move to {to!r}.",
-                    f"The next stage is {self.policy.next_stage(v['stage'])!r}.",
+                    f"The next stage is {after!r}." if after else f"No stage follows {v['stage']}.",
                     code="wrong_stage",
                 )
             self._guard(v, to, subject)
@@ -219,9 +232,10 @@ def _pushed(v: dict, user: str) -> bool:
     """Whether ``user`` pushed version ``v``: the sender central authenticated, or the analyst
     the envelope names (only a claim, but enough to keep anyone from approving what they say
     they pushed). Nobody signs off their own version."""
-    return user in (v["pushed_by"], json.loads(v["origin"] or "{}").get("claimed_by"))
+    claimed = json.loads(v["origin"] or "{}").get("claimed_by")
+    return user.casefold() in {str(u).casefold() for u in (v["pushed_by"], claimed) if u}
 
 
 def _signed(signoffs: list[dict], user: str) -> bool:
     """Whether ``user`` is among ``signoffs`` already (each person counts once a stage)."""
-    return any(s["user"] == user for s in signoffs)
+    return any(s["user"].casefold() == user.casefold() for s in signoffs)

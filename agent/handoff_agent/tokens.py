@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from .errors import BadRequest
@@ -10,6 +11,8 @@ from .errors import BadRequest
 ROLES = ("analyst", "reviewer", "admin", "consumer")
 # A consumer calls the model server (and sends feedback) for the models its token names, and
 # nothing else: it holds no other role.
+USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+# A user name is who signs what: no spaces, look-alikes of another name ("alice "), or paths.
 
 
 def token_hash(token: str) -> str:
@@ -22,6 +25,13 @@ def create(store, user: str, roles: list[str], actor: str = "cli", models=None) 
         raise BadRequest(
             f"Roles must be among {', '.join(ROLES)} and a user is required.",
             "e.g. jupyter handoff token create --user alice --role reviewer",
+        )
+    if not USER.fullmatch(user):
+        raise BadRequest(
+            f"{user[:100]!r} is not a user name: letters, digits and . _ @ + -, starting "
+            "with a letter or digit, at most 100.",
+            "e.g. --user alice or --user alice@example.com",
+            code="bad_user",
         )
     consumer = "consumer" in roles
     if consumer and (len(set(roles)) > 1 or not models):

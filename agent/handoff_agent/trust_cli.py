@@ -65,7 +65,9 @@ class TrustApp(JupyterApp):
                     )
             else:
                 gone = trust_admin.remove(registry, names, _user())
-                print(f"No longer trusted: {', '.join(gone)}." if gone else "None was added.")
+                if not gone:
+                    raise SystemExit(f"None of {', '.join(names)} is on the trust list.")
+                print(f"No longer trusted: {', '.join(gone)}.")
         except HandoffError as e:
             print(f"{e.message}\n{e.hint}")
             self.exit(2)

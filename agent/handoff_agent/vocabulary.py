@@ -54,6 +54,7 @@ TERMINAL = frozenset({"archived", "rejected", "rollback"})
 # Stages only the agent itself enters (intake and central's checks), never a sign-off.
 AGENT_STAGES = ("received", "validated", "rejected", "needs_trust")
 STAGE_ALIASES = {"prod": "production"}
+STAGES = tuple(dict.fromkeys((*FLOW, *AGENT_STAGES, *sorted(TERMINAL))))  # every stage, once
 ROLLBACK_FROM = "production"  # the one stage an admin may roll back
 
 # -- deployments -------------------------------------------------------------------------------

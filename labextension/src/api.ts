@@ -307,11 +307,13 @@ export const api = {
     name: string,
     n: number,
     decision: 'approve' | 'reject',
-    comment: string
+    comment: string,
+    to: string
   ) =>
     requestAPI<{ stage: string }>(
       agentPath(source, 'models', name, 'versions', n, 'signoffs'),
-      { method: 'POST', body: JSON.stringify({ decision, comment }) }
+      // `to`: the next stage as the reviewer saw it; central refuses a stale sign-off
+      { method: 'POST', body: JSON.stringify({ decision, comment, to }) }
     ),
   transition: (
     source: Source,

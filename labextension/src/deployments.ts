@@ -395,7 +395,7 @@ export class DeploymentsView extends Widget {
     ).some(r => this.roles.includes(r));
     await this.act(
       (signs
-        ? api.signoff('central', this.model, n, 'approve', comment)
+        ? api.signoff('central', this.model, n, 'approve', comment, to)
         : api.transition('central', this.model, n, to, comment)
       ).then(out => {
         const waiting = (out as { waiting_for?: string }).waiting_for;

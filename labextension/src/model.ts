@@ -178,10 +178,11 @@ export class HandoffModel implements IDisposable {
     model: string,
     n: number,
     decision: 'approve' | 'reject',
-    comment: string
+    comment: string,
+    to: string
   ): Promise<void> {
     await this._act(
-      () => api.signoff(this.source, model, n, decision, comment),
+      () => api.signoff(this.source, model, n, decision, comment, to),
       model
     );
   }

@@ -64,7 +64,8 @@ export class HandoffPanel extends Widget {
   async signoff(
     model: string,
     n: number,
-    decision: 'approve' | 'reject'
+    decision: 'approve' | 'reject',
+    to: string
   ): Promise<void> {
     const answer = await InputDialog.getText({
       title: `${decision === 'approve' ? 'Approve' : 'Reject'} ${model}:${n}`,
@@ -74,7 +75,7 @@ export class HandoffPanel extends Widget {
     });
     if (answer.button.accept) {
       await this.report(
-        this.model.signoff(model, n, decision, answer.value ?? '')
+        this.model.signoff(model, n, decision, answer.value ?? '', to)
       );
     }
   }
@@ -541,13 +542,13 @@ export class HandoffPanel extends Widget {
       },
       'Approve'
     );
-    approve.onclick = () => void this.signoff(model, n, 'approve');
+    approve.onclick = () => void this.signoff(model, n, 'approve', next);
     const reject = el(
       'button',
       { class: 'jp-Handoff-reject jp-mod-styled jp-mod-warn' },
       'Reject'
     );
-    reject.onclick = () => void this.signoff(model, n, 'reject');
+    reject.onclick = () => void this.signoff(model, n, 'reject', next);
     return [approve, reject];
   }
 

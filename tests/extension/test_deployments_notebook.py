@@ -169,7 +169,7 @@ def test_the_canary_share_is_set_by_an_admin_only(canary):
         status, out = central.request("POST", path, bad)
         assert status == 400 and set(out["error"]) == {"code", "message", "hint"}, out
     status, out = central.request("POST", path, {"percent": 150})
-    assert (status, out["error"]["code"]) == (409, "bad_traffic"), out
+    assert (status, out["error"]["code"]) == (400, "bad_traffic"), out
     status, out = central.request(
         "POST", "/api/v1/models/absent/deployment/traffic", {"percent": 5}
     )

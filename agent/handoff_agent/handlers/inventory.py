@@ -12,6 +12,7 @@ from ..inventory import FILTERS, inventory, parse_filters
 from ..names import validate_name
 from ..store.blobs import BlobCorrupt
 from .base import BaseHandler
+from .relay import CentralDown
 
 
 class InventoryHandler(BaseHandler):
@@ -101,10 +102,8 @@ class DossierHandler(BaseHandler):
                 request_timeout=120,
                 raise_error=False,
             )
-        except OSError as e:
-            raise Conflict(
-                f"Central is not answering ({type(e).__name__}).", code="central_down"
-            ) from None
+        except (OSError, httpclient.HTTPClientError) as e:  # refused, reset, or timed out
+            raise CentralDown(f"Central is not answering ({type(e).__name__}).") from None
         if resp.code != 200:
             try:
                 err = json.loads(resp.body)["error"]

@@ -5,8 +5,10 @@ reads are fetched from its central, so the notebook needs no central token."""
 from __future__ import annotations
 
 import math
+import time
 
 from ..errors import BadRequest
+from ..monitor import windows
 from ..monitor_policy import WINDOWS
 from ..names import validate_name
 from .base import int_arg
@@ -79,10 +81,15 @@ class MonitorRunHandler(CentralOnly):
     async def post(self, name: str):
         validate_name(name)
         self.central()
-        await self.known_model(name, monitored=True)
         now = self.json_body().get("now")
         if now is not None and (
-            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+            isinstance(now, bool)
+            or not isinstance(now, int | float)
+            or not math.isfinite(now)
+            or windows.out_of_range(now, time.time())
         ):
-            raise BadRequest("now must be epoch seconds (a number).", '{"now": 1767225600}')
+            raise BadRequest(
+                f"now must be epoch seconds {windows.span_text()}.", '{"now": 1767225600}'
+            )
+        await self.known_model(name, monitored=True)
         self.write_json(await self.agent.monitor_run(name, now))

@@ -58,7 +58,7 @@ class CentralOnly(BaseHandler):
     def central(self):
         if self.agent.role != "central":
             raise NotFound(
-                "Sign-offs and stage changes happen at central, not on a local agent.",
+                "This happens at central (stages, sign-offs, serving), not on a local agent.",
                 "Point this call at the central agent's URL.",
                 code="not_central",
             )
@@ -79,6 +79,7 @@ class SignoffHandler(CentralOnly):
             _text(body, "decision", 20),
             _text(body, "comment"),
             body.get("role"),
+            _text(body, "to", 40) or None,
         )
         self.agent.events.publish(
             "stage", model=name, version=int(number), by=self.identity["user"], **out

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from tornado import httpclient
 
-from ..errors import Conflict, HandoffError
+from ..errors import Conflict, HandoffError, Unavailable
 from .pipeline import CentralOnly
 
 
@@ -50,21 +50,24 @@ def target_of(agent) -> Callable[[], tuple[str, str]]:
 
 async def ask_central(agent, method: str, path: str, body: dict | None = None) -> dict:
     """Central's JSON answer to ``path``, asked with this agent's central token; its errors
-    keep their code, message and hint (a 5xx becomes a 409 that says so). The relaying
+    keep their code, message and hint (no answer, or a 5xx, is a 503 central_down). The relaying
     handlers and the local agent's own reads of central (the watches' retrain requests)."""
-    url, token = target_of(agent)()
+    url, token = target_of(agent)()  # refused (409) unless a central destination is set
+    timeout = agent.destinations["central"].timeout
     try:
         resp = await httpclient.AsyncHTTPClient().fetch(
             url + path,
             method=method,
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
             body=None if body is None else json.dumps(body),
-            request_timeout=60,
+            request_timeout=timeout,
             raise_error=False,
         )
-    except OSError as e:
-        raise Conflict(
-            f"Central is not answering ({type(e).__name__}).", code="central_down"
+    except (OSError, httpclient.HTTPClientError) as e:  # refused, reset, or timed out
+        raise CentralDown(
+            f"Central is not answering ({type(e).__name__}: {e}).",
+            "Trying again will work once central is back; "
+            "`jupyter handoff status --role central` on central's machine says if it runs.",
         ) from None
     try:
         data = json.loads(resp.body or b"{}")
@@ -73,10 +76,25 @@ async def ask_central(agent, method: str, path: str, body: dict | None = None) -
     if resp.code != 200:
         err = data.get("error") if isinstance(data, dict) else None
         err = err if isinstance(err, dict) else {}
+        message = f"Central: {err.get('message') or f'answered {resp.code}'}"
+        if resp.code >= 500:
+            raise CentralDown(message, err.get("hint", ""))
+        if resp.code == 401:  # this agent's token, not the caller's
+            raise Conflict(
+                "Central refused this agent's central token.",
+                "Give the local agent a token central issued: c.CentralDestination.token "
+                "(`jupyter handoff token create --user U --role analyst` at central).",
+                code="central_token",
+            )
         raise HandoffError(
-            f"Central: {err.get('message') or f'answered {resp.code}'}",
-            err.get("hint", ""),
-            status=409 if resp.code >= 500 or resp.code == 599 else resp.code,
-            code=err.get("code", "central_error"),
+            message, err.get("hint", ""), status=resp.code, code=err.get("code", "central_error")
         )
     return data
+
+
+class CentralDown(Unavailable):
+    """Central did not answer, or failed: a 503 with Retry-After, since trying again will
+    work once it is back (no central configured at all is a 409: retrying will not help)."""
+
+    code = "central_down"
+    retry_after = 5

@@ -13,11 +13,20 @@ from .base import BaseHandler
 WRITERS = ("analyst", "admin")
 
 
+def writers(agent) -> tuple[str, ...]:
+    """Who may add, remove or check a watch. At central a watch reads whatever central can
+    reach (its files, databases on its network) with central's access, on every analyst's
+    behalf: an admin's act there, as the policy's ``[[watch]]`` tables are."""
+    return ("admin",) if agent.role == "central" else WRITERS
+
+
 class WatchesHandler(BaseHandler):
     """GET: the watched sources (of ``?model=``), each with its last fingerprint.
     POST: watch a source; the first fingerprint (the baseline) is taken before the answer."""
 
-    roles = {"GET": BaseHandler.roles["GET"], "POST": WRITERS}
+    @property
+    def roles(self):
+        return {"GET": BaseHandler.roles["GET"], "POST": writers(self.agent)}
 
     async def get(self):
         model = self.get_query_argument("model", None)
@@ -42,7 +51,9 @@ class WatchesHandler(BaseHandler):
 class WatchHandler(BaseHandler):
     """GET: one source with its fingerprint history and triggers. DELETE: stop watching."""
 
-    roles = {"GET": BaseHandler.roles["GET"], "DELETE": WRITERS}
+    @property
+    def roles(self):
+        return {"GET": BaseHandler.roles["GET"], "DELETE": writers(self.agent)}
 
     async def _row(self, source_id: str) -> dict:
         row = await self.agent.read(self.agent.registry.watch_get, int(source_id))
@@ -70,7 +81,9 @@ class WatchHandler(BaseHandler):
 class WatchCheckHandler(BaseHandler):
     """POST: fingerprint the source now (off schedule), with whatever it triggers."""
 
-    roles = {"POST": WRITERS}
+    @property
+    def roles(self):
+        return {"POST": writers(self.agent)}
 
     async def post(self, source_id: str):
         row = await self.agent.read(self.agent.registry.watch_get, int(source_id))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 
 import numpy as np
@@ -31,7 +32,7 @@ import pandas as pd
 from ..errors import BadRequest
 from ..serving.predlog import IN, OUT, SCHEMA
 from .frames import RESERVED
-from .windows import iso
+from .windows import AHEAD, EARLIEST, iso, span_text
 
 SEGMENT_ROWS = 20_000  # a run reads only the segments that overlap its windows
 
@@ -43,6 +44,23 @@ def _epoch(values: pd.Series) -> np.ndarray:
             values = values.dt.tz_localize("UTC")
         return ((values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
     return pd.to_numeric(values).to_numpy(dtype=float)
+
+
+def _times(values: pd.Series, column: str) -> np.ndarray:
+    """Epoch seconds of ``column``, each a time monitoring can place in a window."""
+    try:
+        out = _epoch(values)
+    except (ValueError, TypeError):
+        out = None
+    if out is not None:  # NaN compares False: it is out of range too
+        wrong = np.flatnonzero(~((out >= EARLIEST) & (out <= time.time() + AHEAD)))
+        if not len(wrong):
+            return out
+    where = "" if out is None else f" (row {wrong[0]}: {values.iloc[wrong[0]]})"
+    raise BadRequest(
+        f"The column {column} holds a value that is not a time {span_text()}{where}.",
+        "Give timestamps, or epoch seconds, of when each prediction was served.",
+    )
 
 
 def read(data: bytes) -> pd.DataFrame:
@@ -189,12 +207,15 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             "columns are the inputs, plus optional request_id, score, label, label_time.",
         )
     frame = frame.copy()
-    frame["_t"] = _epoch(frame["time"])
+    frame["_t"] = _times(frame["time"], "time")
+    if "label" in frame and "label_time" in frame:  # checked before a segment is written
+        labelled = frame["label"].notna()
+        frame.loc[labelled, "_arrived"] = _times(frame.loc[labelled, "label_time"], "label_time")
     if "request_id" not in frame:
         tag = uuid.uuid4().hex[:12]
         frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
     frame = frame.sort_values("_t", kind="stable")
-    features = [c for c in frame.columns if c not in RESERVED and c != "_t"]
+    features = [c for c in frame.columns if c not in RESERVED and c not in ("_t", "_arrived")]
     for i in range(0, len(frame), SEGMENT_ROWS):
         part = frame.iloc[i : i + SEGMENT_ROWS]
         data = _records_parquet(part, features, model)
@@ -205,7 +226,7 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
     labels = 0
     if "label" in frame:
         lab = frame[frame["label"].notna()]
-        arrived = _epoch(lab["label_time"]) if "label_time" in lab else lab["_t"].to_numpy()
+        arrived = (lab["_arrived"] if "_arrived" in lab else lab["_t"]).to_numpy()
         values = lab["label"].astype(object).tolist()
         triples = [
             (str(r), _plain(v) if isinstance(v, np.generic) else v, iso(a))

@@ -6,6 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 LENGTH = {"hourly": 3600.0, "daily": 86400.0}
+EARLIEST = 946_684_800.0  # 2000-01-01: no prediction Handoff monitors was served before
+AHEAD = 7 * 86400.0  # how far past the clock a replay's simulated now may go
+
+
+def out_of_range(t: float, now: float, ahead: float = AHEAD) -> bool:
+    """Whether ``t`` lies outside what monitoring evaluates: every window from 2000 to a
+    week past the clock is a few thousand hourly ones; a year 9999 would be millions."""
+    return not EARLIEST <= t <= now + ahead
+
+
+def span_text(ahead: float = AHEAD) -> str:
+    return f"between 2000-01-01 and {int(ahead // 86400)} days from now"
 
 
 def floor(kind: str, t: float) -> float:

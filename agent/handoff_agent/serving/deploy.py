@@ -15,7 +15,9 @@ stage and its slots never disagree, on any replica. The model servers follow the
 
 from __future__ import annotations
 
-from ..errors import Conflict, NotFound
+import dataclasses
+
+from ..errors import BadRequest, Conflict, NotFound
 
 
 class DeploymentService:
@@ -67,9 +69,13 @@ class DeploymentService:
 
     def _restore_previous(self, model: str, subject: str, slots: dict, by: str) -> None:
         prev = slots.get("previous")
-        if prev is None:
-            self.store.slot_clear(model, "production", by, f"{subject} rolled back")
-            return
+        if prev is None:  # clearing production would hand all traffic to an unbaked canary
+            raise Conflict(
+                f"{subject} is {model!r}'s first production version: there is no previous "
+                "one to roll back to.",
+                f"To take it out of service: `jupyter handoff stage {subject} archived`.",
+                code="nothing_to_roll_back",
+            )
         self.store.stage_set(
             prev["version_id"],
             "production",
@@ -112,7 +118,7 @@ class DeploymentService:
         """The canary's share, 0..100 (the guardrails' linear steps, or an admin). With
         ``expected``, only while the share is still that (a lost race is a 409)."""
         if not 0.0 <= percent <= 100.0:
-            raise Conflict("A traffic share is between 0 and 100.", code="bad_traffic")
+            raise BadRequest("A traffic share is between 0 and 100.", code="bad_traffic")
         with self.store.transaction():
             if not self.store.slot_traffic(model, "canary", percent, by, expected):
                 if expected is not None and any(
@@ -158,5 +164,5 @@ class DeploymentService:
                 "tick": server.tick if server is not None else None,
             },
             "serving_url": server.url if server is not None else None,
-            "policy": self.settings,
+            "policy": dataclasses.asdict(self.settings),  # [deploy], as plain JSON
         }

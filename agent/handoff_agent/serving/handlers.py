@@ -64,7 +64,9 @@ class ServingHandler(BaseHandler):
             return None
         value = parse_uint(raw)
         if value is None:
-            raise BadRequest(f"Version {raw!r} is not a number.", code="bad_version")
+            raise BadRequest(
+                f"Version {raw!r} is not a version number (1, 2, …).", code="bad_version"
+            )
         return value
 
     def write_served(self, served, body: dict) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 
 from ..errors import BadRequest, HandoffError, TooLarge
 
@@ -156,7 +157,9 @@ def split_binary(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
     except ValueError:
         raise malformed("Inference-Header-Content-Length must be an integer.", V2_HINT) from None
     if not 0 <= n <= len(raw):
-        raise malformed("Inference-Header-Content-Length is larger than the body.", V2_HINT)
+        raise malformed(
+            f"Inference-Header-Content-Length is {n}; the body has {len(raw)} bytes.", V2_HINT
+        )
     return _json(raw[:n]), raw[n:]
 
 
@@ -180,8 +183,12 @@ def decode_v2(body: dict, tail: bytes, expected: list[str]) -> dict[str, list]:
         name, shape, dtype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
         if not isinstance(name, str) or not name:
             raise malformed("Every input tensor needs a name (its column).", V2_HINT)
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise malformed(f"Tensor {name!r}: shape must be a list of sizes.", V2_HINT)
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(type(s) is int and s >= 0 for s in shape)
+        ):
+            raise malformed(f"Tensor {name!r}: shape must be a list of sizes, e.g. [3].", V2_HINT)
         if dtype not in V2_KIND:
             raise malformed(
                 f"Tensor {name!r}: unknown datatype {dtype!r}.",
@@ -272,6 +279,9 @@ def _check_v2_values(values: list, dtype: str, name: str) -> None:
         return  # the usual float column, at C speed
     ok = _V2_OK[kind]
     bad = next((v for v in values if not ok(v)), _NONE)
+    if bad is _NONE and kind == "i":
+        lo, hi = _INT_BOUNDS[dtype]
+        bad = next((v for v in values if not lo <= v <= hi), _NONE)
     if bad is not _NONE:
         raise InvalidInput(
             f"Tensor {name!r} is {dtype} but holds {bad!r}.",
@@ -281,6 +291,14 @@ def _check_v2_values(values: list, dtype: str, name: str) -> None:
 
 
 _NONE = object()
+
+
+def _int_bounds(code: str) -> tuple[int, int]:
+    bits = 8 * int(code[-1])
+    return (0, 2**bits - 1) if code[1] == "u" else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+_INT_BOUNDS = {k: _int_bounds(t) for k, t in V2_NUMPY.items() if V2_KIND[k] == "i"}
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -331,9 +349,22 @@ def validate(
     return request, rows
 
 
+# What a number may be: finite and, in an integer column, an int64. Past that the model
+# refuses the row, and a refusal counts against a canary's guardrails: a client's bad value
+# must be the client's 422, not the model's error.
+FLOAT_MAX = sys.float_info.max
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _in_range(v: int | float, kind: str) -> bool:
+    if kind == "i":
+        return INT_RANGE[0] <= v <= INT_RANGE[1]
+    return -FLOAT_MAX <= v <= FLOAT_MAX  # False for inf, NaN and ints past float64
+
+
 def _check_column(name: str, values: list, kind: str, nan_ok: list[str] | None) -> None:
-    if kind == "f" and all(type(v) is float and v == v for v in values):
-        return  # floats, none NaN: what a numeric column usually holds (the loop says the rest)
+    if kind == "f" and all(type(v) is float and -FLOAT_MAX <= v <= FLOAT_MAX for v in values):
+        return  # finite floats: what a numeric column usually holds (the loop says the rest)
     for i, v in enumerate(values):
         blank = v is None or (isinstance(v, float) and v != v)
         if blank:
@@ -359,6 +390,13 @@ def _check_column(name: str, values: list, kind: str, nan_ok: list[str] | None) 
             wrong = not isinstance(v, str)
         else:
             wrong = False
+        if not wrong and kind in ("f", "i") and not _in_range(v, kind):
+            raise InvalidInput(
+                f"Column {name!r} row {i} is {v!r}, out of the range the model takes "
+                f"({'a finite number' if kind == 'f' else 'a 64-bit integer'}).",
+                "Send the value as the model was trained on it.",
+                code="out_of_range",
+            )
         if wrong:
             want = {"f": "a number", "i": "an integer", "b": "true or false", "s": "a string"}
             raise InvalidInput(

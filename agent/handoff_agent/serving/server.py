@@ -369,12 +369,13 @@ class ModelServer:
         The shadow, if any, gets the same columns after the answer is decided. A
         ``load_test`` request is answered alike but is nobody's traffic: no stats, no log,
         no feedback join, no shadow copy (its numbers are the load test's own)."""
+        ep = self.endpoint(model)  # held: the model may leave serving while it predicts
         route = self.route_for(model, number, key)
         request_id = request_id if request_id and REQUEST_ID.fullmatch(request_id) else None
         request_id = request_id or uuid.uuid4().hex
         columns = decode([c["name"] for c in self.signature(model, route.number)])
         outputs = await self._predict(model, route, columns, request_id, load_test)
-        shadow = self.endpoints[model].shadow() if number is None and not load_test else None
+        shadow = ep.shadow() if number is None and not load_test else None
         if shadow is not None and shadow.number != route.number:
             self._in_background(self._shadow(model, shadow, columns, request_id, outputs))
         return Served(model, route.number, route.slot, request_id, outputs)

@@ -33,6 +33,14 @@ def is_sql(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///…`` URL names (None for other databases, or in memory)."""
+    from ..store.warehouse import sqlite_file
+
+    found = sqlite_file(url)
+    return None if found is None else Path(found)
+
+
 def files_of(pattern: str) -> list[Path]:
     """The files a path or glob names now. Wildcards only in the file name and its folder
     (``data/2026-*/part-*.parquet``), so that a glob never walks a whole tree."""

@@ -138,7 +138,7 @@ class WatchService:
         if canary and self.deployments is None:
             raise Conflict(
                 f"{canary[0]} acts on a canary, which serves only on central.",
-                hint="Register this watch with the central agent (jupyter handoff watch --role "
+                hint="Register this watch with the central agent (jupyter handoff watch --agent "
                 "central).",
                 code="central_only",
             )
@@ -189,6 +189,7 @@ class WatchService:
             shown = redact(source)
             if shown.startswith("<"):
                 raise BadRequest("The source is not a SQLAlchemy URL.", hint=_URL_HINT)
+            self._not_ours(fpm.sqlite_path(source))
             spec.update(
                 kind="sql", source=shown, query=query, secret=secrets.seal(self.home, source)
             )
@@ -209,6 +210,8 @@ class WatchService:
                     hint="Check the path; a glob like data/*.parquet must match files that "
                     "exist now.",
                 )
+            for f in files:
+                self._not_ours(f)
             other = [f.name for f in files if f.suffix.lower() not in fpm.SUFFIXES]
             if other:
                 raise BadRequest(
@@ -218,6 +221,21 @@ class WatchService:
             spec.update(kind="file", source=path)
         out = self.registry.watch_add(spec, by)
         return out
+
+    def _not_ours(self, path: Path | None) -> None:
+        """A watch reads the user's data, never the agent's own stores (its registry would
+        answer queries about tokens and sign-offs)."""
+        if (
+            path is not None
+            and self.home
+            and path.resolve().is_relative_to(Path(self.home).resolve())
+        ):
+            raise BadRequest(
+                "That source is inside the agent's own home; a watch reads your data, not "
+                "Handoff's storage.",
+                hint="Watch the files or database the model was trained on.",
+                code="source_in_home",
+            )
 
     def register_all(self, entries: list[dict], by: str) -> list[dict]:
         """The policy's [[watch]] tables; a bad one stops the start with what to fix."""

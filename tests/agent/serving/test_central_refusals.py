@@ -1,0 +1,193 @@
+"""What central refuses that it once let through (an audit of its API, 5 December 2026): each
+refusal a 4xx in the one error shape, and nothing changed behind it. A real central serving
+churn:1 in production and churn:2 as its canary, a real local agent beside it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import Client, central_stage, push_to_central, serving_url, sign, start_pair
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, handoff_cli, until
+
+ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
+
+
+def assert_error(status, body, expected_status, code):
+    assert status == expected_status, (status, body)
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    return body["error"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, backend):
+    """churn:1 in production (its first), churn:2 its canary at 30 %."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    local, central = start_pair(tmp_path_factory.mktemp("refusals"))
+    try:
+        v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+        sign(central, "churn", v1, "production")
+        v2 = push_to_central(local, central, LogisticRegression(C=0.5).fit(X, y), "churn", X, y)
+        sign(central, "churn", v2, "canary")
+        client = Client(serving_url(central), central.token)
+        until(
+            lambda: (
+                {client.invocations([ROW])[1]["X-Handoff-Model-Version"] for _ in range(30)}
+                == {str(v1), str(v2)}
+            ),
+            timeout=120,
+            what="both versions serving",
+        )
+        yield local, central, client, v1, v2
+    finally:
+        local.stop()
+        central.stop()
+
+
+def slots(central) -> dict:
+    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    return {s["slot"]: (s["version"], s["traffic"]) for s in view["slots"]}
+
+
+def test_a_rollback_with_no_previous_production_leaves_the_traffic_alone(served):
+    _local, central, _client, v1, v2 = served
+    before = slots(central)
+    assert before["production"][0] == v1 and before["canary"][0] == v2, before
+    # churn:1 is the first production: rolling it back would hand all traffic to the canary
+    status, body = central.request("POST", "/api/v1/models/churn/deployment/rollback", {})
+    error = assert_error(status, body, 409, "nothing_to_roll_back")
+    assert "no previous" in error["message"] and "archived" in error["hint"], error
+    assert slots(central) == before
+    assert central_stage(central, "churn", v1) == "production"
+    # the shell says it in one line, exit 1
+    out = handoff_cli(central.env, "rollback", "churn")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out
+    assert "no previous one to roll back to" in out.stdout + out.stderr, out
+
+
+def test_a_stale_sign_off_is_refused_not_counted_for_the_stage_after(served):
+    _local, central, _client, _v1, v2 = served
+    rita = central.make_token("rita", "reviewer")
+    path = f"/api/v1/models/churn/versions/{v2}/signoffs"
+    signed = len(central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["signoffs"])
+    # rita approves churn:2 for canary from a queue she read before another reviewer did
+    status, body = central.request(
+        "POST", path, {"decision": "approve", "to": "canary"}, token=rita
+    )
+    error = assert_error(status, body, 409, "stage_moved")
+    assert "is canary now" in error["message"] and "production" in error["hint"], error
+    assert central_stage(central, "churn", v2) == "canary"
+    detail = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]
+    assert len(detail["signoffs"]) == signed  # nothing recorded
+    # the same from the shell: one line, exit 1
+    out = handoff_cli(
+        {**central.env, "HANDOFF_TOKEN": rita},
+        "signoff", f"churn:{v2}", "--to", "canary", "--url", central.url,
+    )  # fmt: skip
+    assert out.returncode == 1 and "is canary now" in out.stdout + out.stderr, out
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_clients_out_of_range_values_are_its_400_and_never_roll_the_canary_back(served):
+    _local, central, client, _v1, v2 = served
+    before = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    errors = {s["slot"]: s["errors"] for s in before["slots"]}
+    raw = json.dumps({"dataframe_records": [{**ROW, "a": float("inf")}]}).encode()
+    assert b"Infinity" in raw
+    past = json.dumps({"dataframe_records": [{**ROW, "b": 7.0}]}).replace("7.0", "1e999")
+    for body in (raw, past.encode()):  # Infinity, and a number past float64 (read as inf)
+        for _ in range(40):  # past the policy's 20 requests a canary is judged on
+            status, _, answer = client.call(
+                "POST", "/invocations?model=churn", None, {"Content-Type": "application/json"},
+                raw=body,
+            )  # fmt: skip
+            assert_error(status, answer, 422, "out_of_range")
+    time.sleep(1)  # five guardrail polls (Serving.poll_interval=0.2)
+    assert central_stage(central, "churn", v2) == "canary"
+    after = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    assert {s["slot"]: s["errors"] for s in after["slots"]} == errors  # counted, not errors
+
+
+def test_only_an_admin_watches_data_at_central_and_never_its_own_stores(served, tmp_path):
+    _local, central, *_ = served
+    ana = central.make_token("ana", "analyst")
+    registry = central.home / "registry.db"
+    query = {"model": "churn", "query": "SELECT 1"}
+    # an analyst's token may not make central read what central can reach
+    status, body = central.request(
+        "POST", "/api/v1/watches", {**query, "source": "sqlite:////tmp/x.db"}, token=ana
+    )
+    assert_error(status, body, 403, "forbidden_role")
+    # an admin may, but not central's own registry (nor any file of its home)
+    for source in (f"sqlite:///{registry}", str(registry)):
+        status, body = central.request("POST", "/api/v1/watches", {**query, "source": source})
+        assert_error(status, body, 400, "source_in_home")
+    # a SQLite source that does not exist is an error, not a new empty database
+    missing = tmp_path / "nothing-here.db"
+    status, body = central.request(
+        "POST", "/api/v1/watches", {**query, "source": f"sqlite:///{missing}"}
+    )
+    assert status == 201 and "unable to open" in json.dumps(body["last"]), body
+    assert not missing.exists()
+
+
+def test_a_user_name_is_one_word_so_nobody_signs_as_a_look_alike(served):
+    _local, central, _client, _v1, v2 = served
+    for user in ("alice ", "../../z", "ALICE\n", ""):
+        status, body = central.request(
+            "POST", "/api/v1/tokens", {"user": user, "roles": ["reviewer"]}
+        )
+        assert status == 400, (user, body)
+    # alice pushed churn:1; 'Alice' is alice for the rule that nobody signs their own
+    alice = central.make_token("Alice", "reviewer")
+    status, body = central.request(
+        "POST", f"/api/v1/models/churn/versions/{v2}/signoffs",
+        {"decision": "approve"}, token=alice,
+    )  # fmt: skip
+    assert_error(status, body, 403, "self_signoff")
+
+
+def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
+    _local, central, client, *_ = served
+    assert client.invocations([ROW])[0] == 200  # a prediction log: churn is monitored
+    path = "/api/v1/models/churn/monitor/run"
+    for now in (1e308, 253402300800, 0, -5):  # year 9999 and beyond, and before 2000
+        status, body = central.request("POST", path, {"now": now})
+        assert "between 2000-01-01" in assert_error(status, body, 400, "bad_request")["message"]
+    status, body = central.request("POST", path, {"now": time.time()})
+    assert status == 200, body
+
+
+def test_a_silent_central_is_a_503_to_retry_not_a_500(tmp_path):
+    """A central that takes the connection and never answers: the local agent's relayed
+    read gives up after c.CentralDestination.timeout with 503 and Retry-After."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    local = RunningAgent(
+        tmp_path / "local",
+        tmp_path / "rt-local",
+        [
+            "--forward-to", "central",
+            f"--CentralDestination.url=http://127.0.0.1:{port}",
+            "--CentralDestination.token=t",
+            "--CentralDestination.timeout=1",
+        ],
+    )  # fmt: skip
+    local.start()
+    try:
+        status, headers, body = local.request_full("GET", "/api/v1/models/churn/deployment")
+        assert_error(status, body, 503, "central_down")
+        assert headers["Retry-After"] == "5"
+        assert "not answering" in body["error"]["message"]
+    finally:
+        local.stop()
+        silent.close()
