@@ -237,6 +237,7 @@ class _DataBeside:
                 cfg.max_rows,
                 cfg.reference_rows,
                 bw.feature_names(model),
+                _classes(model),
             )
 
     def serialize(self, fmt: str):
@@ -268,6 +269,14 @@ class _DataBeside:
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _classes(model):
+    """A fitted classifier's labels, when it says (``classes_``); None otherwise."""
+    try:
+        return getattr(model, "classes_", None)
+    except Exception:  # a property that raises on an unfitted or odd model
+        return None
 
 
 def _task(model) -> str | None:

@@ -214,14 +214,14 @@ def serialize_model(model, fmt: str) -> tuple[str, bytes | Pieces]:
 
 
 def check_model(model) -> None:
-    if isinstance(model, type) or not callable(getattr(model, "predict", None)):
-        what = (
-            f"The class {model.__name__}"
-            if isinstance(model, type)
-            else (f"A {type(model).__name__}")
-        )
+    if isinstance(model, type):
         raise HandoffUsageError(
-            f"{what} is not a model: it has no predict() method.",
+            f"{model.__name__} is a class, not a fitted model.",
+            f"Push the object you fitted, e.g. clf = {model.__name__}().fit(X, y).",
+        )
+    if not callable(getattr(model, "predict", None)):
+        raise HandoffUsageError(
+            f"A {type(model).__name__} is not a model: it has no predict() method.",
             "Pass a fitted estimator, e.g. a scikit-learn model after .fit().",
         )
     if not is_fitted(model):
@@ -231,9 +231,10 @@ def check_model(model) -> None:
         )
 
 
-def is_fitted(model) -> bool:
+def is_fitted(model, depth: int = 0) -> bool:
     """sklearn's own test when sklearn is already loaded (never import it just for this);
-    else the convention that fit() sets attributes ending in ``_``."""
+    else the convention that fit() sets attributes ending in ``_``, or a wrapper's fitted
+    model in one of its attributes (``self.inner = LogisticRegression().fit(…)``)."""
     sklearn_base = sys.modules.get("sklearn.base")
     if sklearn_base is not None and isinstance(model, sklearn_base.BaseEstimator):
         from sklearn.exceptions import NotFittedError
@@ -248,7 +249,14 @@ def is_fitted(model) -> bool:
         return True
     if not callable(getattr(model, "fit", None)):
         return True  # not an estimator (a plain wrapper or function model): nothing to judge
-    return any(k.endswith("_") and not k.startswith("_") for k in dir(model))
+    if any(k.endswith("_") and not k.startswith("_") for k in dir(model)):
+        return True
+    held = vars(model).values() if hasattr(model, "__dict__") and depth < 3 else ()
+    return any(
+        callable(getattr(v, "predict", None)) and is_fitted(v, depth + 1)
+        for v in held
+        if v is not model
+    )
 
 
 def feature_names(model) -> list[str] | None:

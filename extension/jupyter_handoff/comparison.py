@@ -177,7 +177,10 @@ class Comparison:
         out: dict[str, tuple[float, list | None, str]] = {}
         perf = result_of(v, "performance").get("metrics") or v.get("metrics") or {}
         for k, val in perf.items():
-            if k in ("rows",) or k.endswith("_ci") or isinstance(val, bool):
+            # the check's own comparison with its champion is not this version's metric
+            if k == "rows" or k.endswith("_ci") or k.startswith(("champion_", "delta_")):
+                continue
+            if isinstance(val, bool):
                 continue
             if isinstance(val, (int, float)):
                 out[k] = (float(val), perf.get(f"{k}_ci"), "performance")

@@ -82,6 +82,32 @@ def _frame(obj, name: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _fitted_columns(Xf: pd.DataFrame, features: list[str]) -> None:
+    lacking = [f for f in features if f not in Xf.columns]
+    if lacking:
+        shown = ", ".join(map(repr, lacking[:5])) + (" …" if len(lacking) > 5 else "")
+        raise HandoffUsageError(
+            f"X lacks {len(lacking)} column{'s' * (len(lacking) > 1)} the model was fitted "
+            f"on: {shown}.",
+            "Pass the evaluation data with the training columns (model.feature_names_in_).",
+        )
+
+
+def _known_labels(y: pd.Series, classes) -> None:
+    try:
+        known = set(np.asarray(classes).tolist()) if classes is not None else None
+        given = set(pd.unique(y).tolist())
+    except TypeError:  # labels that do not hash: the checks will say
+        return
+    if known and given and not given & known:
+        show = ", ".join(repr(v) for v in sorted(given, key=str)[:5])
+        knew = ", ".join(repr(v) for v in sorted(known, key=str)[:5])
+        raise HandoffUsageError(
+            f"y holds none of the labels the model predicts: y has {show}; the model {knew}.",
+            "Encode y as it was for training (e.g. 0/1, not 'no'/'yes').",
+        )
+
+
 def _target(y, n: int, name: str = "y") -> pd.DataFrame:
     arr = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -144,11 +170,14 @@ def _sensitive(sensitive, X: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, features=None):
+def prepare(
+    X, y, sensitive, reference, max_rows: int, reference_rows: int, features=None, classes=None
+):
     """Return (members, data fingerprints, signature). Fingerprints cover all the data given;
     the stored sample is bounded by ``max_rows``. ``features`` are the columns the model was
     fitted on, when known: a sensitive column of X outside them is kept out of the stored X
-    (the model never saw it) but still groups the fairness check."""
+    (the model never saw it) but still groups the fairness check. ``classes``: the labels a
+    classifier knows; a y with none of them is a mistake said now, not by every check."""
     members: dict[str, bytes] = {}
     fps: dict[str, dict] = {}
     signature: dict = {}
@@ -165,8 +194,11 @@ def prepare(X, y, sensitive, reference, max_rows: int, reference_rows: int, feat
     if kind == "text":
         Xf = Xf.astype({Xf.columns[0]: object})
     parts, unused = {"X": Xf}, []
+    if features is not None and kind == "table":
+        _fitted_columns(Xf, features)
     if y is not None:
         parts["y"] = _target(y, len(Xf))
+        _known_labels(parts["y"].iloc[:, 0], classes)
     if sensitive is not None:
         parts["sensitive"] = _sensitive(sensitive, Xf)
         if features is not None and kind == "table":

@@ -194,7 +194,7 @@ class MlopsMagics(Magics):
     @line_magic
     def mlops(self, line: str):
         try:
-            words = shlex.split(line)
+            words = shlex.split(line, comments=True)  # `# why` after a magic, as after code
         except ValueError as e:  # an unclosed quote
             raise HandoffUsageError(
                 f"Cannot split the line into words: {e}.", "Close the quote, e.g. -m 'new data'."

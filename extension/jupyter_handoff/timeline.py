@@ -35,8 +35,10 @@ class History:
         deployment: dict | None = None,
         alerts: list[dict] | None = None,
         reviews: dict[int, dict] | None = None,
+        more: bool = False,
     ):
         self.name = name
+        self.more = more  # older versions exist past the limit
         self.versions = versions  # full version dicts, newest first
         self.deployment = deployment  # central's view, when it could say
         self.alerts = alerts or []  # the model's firing monitor alerts at central
@@ -123,8 +125,13 @@ class History:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _count(self) -> str:
+        n = len(self.rows)
+        count = f"{n} version{'s' * (n != 1)}"
+        return f"newest {count}; --limit shows more" if self.more else count
+
     def __repr__(self) -> str:
-        lines = [f"History({self.name!r}, {len(self.rows)} versions)"]
+        lines = [f"History({self.name!r}, {self._count()})"]
         if serving_line(self.deployment):
             lines.append(f"  {serving_line(self.deployment)}")
         if self.alerts:
@@ -134,11 +141,13 @@ class History:
             where = "".join(
                 f"  [{r[k]}]" for k in ("handoff", "waiting", "serving", "pruned") if r[k]
             )
+            stage = f"  {r['stage']}" if r["stage"] else ""
             lines.append(
                 f"  {r['number']:>4}  {(r['verdict'] or r['status'] or ''):<8} "
                 f"{(r['pushed_at'] or '')[:19]}  {r['pushed_by'] or ''}  {r['message']}{mark}"
-                f"{where}"
+                f"{stage}{where}"
             )
+            lines += [f"        {reason}" for reason in r["reasons"]]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -148,7 +157,7 @@ class History:
         head += ["stage", "serving"]
         line = serving_line(self.deployment)
         out = [
-            f"<div class='handoff-history'><b>{e(self.name)}</b>: {len(self.rows)} versions"
+            f"<div class='handoff-history'><b>{e(self.name)}</b>: {e(self._count())}"
             + (f" {alert_badge(self.name, self.alerts)}" if self.alerts else "")
             + (f"<div class='handoff-serving'>{e(line)}</div>" if line else "")
             + "<table style='border-collapse:collapse;font-size:90%'><tr>"
@@ -191,9 +200,12 @@ def history(name: str, limit: int = 50, client=None) -> History:
     sign-offs central waits for, and a badge when the model has firing monitor alerts there."""
     checked_name(name)
     client = client or connect(start=False)
-    listing = client.get(f"/api/v1/models/{name}/versions?limit={int(limit)}")["versions"]
+    limit = min(int(limit), 999)  # one more is asked for, to know if there are more
+    listing = client.get(f"/api/v1/models/{name}/versions?limit={limit + 1}")["versions"]
+    more, listing = len(listing) > limit, listing[:limit]
     full = [client.get(f"/api/v1/models/{name}/versions/{v['number']}") for v in listing]
     at_central = any(v.get("stage") for v in full)
     deployment = quiet_view(name, client) if at_central else None
     reviews = waiting_at_central(name, client) if at_central else {}
-    return History(name, full, deployment, open_alerts(name, client) if full else [], reviews)
+    alerts = open_alerts(name, client) if full else []
+    return History(name, full, deployment, alerts, reviews, more)

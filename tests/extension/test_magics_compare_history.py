@@ -72,10 +72,13 @@ def test_history(shell, pushed):
     assert newest["stage"] == ""
     page = history._repr_html_()
     assert "● changed" in page and "less data" in page and "stage" in page
-    assert "History('churn', 2 versions)" in repr(history)
+    text = repr(history)  # what a terminal or nbconvert --to text shows
+    assert text.startswith("History('churn', 2 versions)")
     frame = history.to_dataframe()
     assert list(frame["number"]) == [2, 1] and "data.X" in frame
-    assert len(run(shell, "%mlops history churn --limit 1")) == 1
+    newest_only = run(shell, "%mlops history churn --limit 1")
+    assert len(newest_only) == 1
+    assert repr(newest_only).startswith("History('churn', newest 1 version; --limit shows more)")
 
 
 def test_report_and_every_repr(shell, pushed):
@@ -85,6 +88,37 @@ def test_report_and_every_repr(shell, pushed):
     assert md.number == 2 and md._repr_markdown_()
     version = run(shell, "%mlops show churn:2")
     assert "churn" in version._repr_html_() and version.verdict == pushed[1]["verdict"]
+
+
+def test_a_checks_own_comparison_with_its_champion_is_not_a_metric_of_the_version():
+    def ridge(n, mae, champion_mae):
+        metrics = {"task": "regression", "rows": 300, "mae": mae, "mae_ci": [mae, mae]}
+        metrics |= {"champion_mae": champion_mae, "delta_mae": mae - champion_mae}
+        return {
+            "model": "ridge",
+            "number": n,
+            "checks": [{"name": "performance", "result": {"metrics": metrics}}],
+        }
+
+    comparison = Comparison([ridge(1, 8.8, 9.0), ridge(2, 14.4, 8.8)])
+    assert [r["metric"] for r in comparison.metrics()] == ["mae"]
+
+
+def test_history_as_text_says_the_stage_and_the_reasons():
+    """A terminal, or nbconvert --to text, shows the stage and the gate's reasons too."""
+    warned = {
+        "number": 3,
+        "status": "warned",
+        "verdict": {"verdict": "warn", "reasons": ["fairness: dp_diff 0.14 above 0.1"]},
+        "stage": "validated",
+        "stage_by": "central",
+        "pushed_by": "ana",
+        "pushed_at": "2026-12-05T10:00:00",
+    }
+    lines = repr(History("churn", [warned])).splitlines()
+    assert lines[0] == "History('churn', 1 version)"
+    assert "warn" in lines[1] and lines[1].endswith("validated by central")
+    assert lines[2] == "        fairness: dp_diff 0.14 above 0.1"
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,22 @@ clf = LogisticRegression().fit(X, y)
 unfitted = LogisticRegression()
 y_short, y_nan = y[:50], np.where(np.arange(200) == 3, np.nan, y)
 not_a_model = {"weights": [1, 2]}
+X_renamed, y_words = X.rename(columns={"a": "age"}), np.where(y == 1, "yes", "no")
+
+
+class Wrapper:  # a user's own class around a fitted model (no attribute ending in _)
+    def __init__(self, inner):
+        self.inner = inner
+
+    def fit(self, X, y):
+        self.inner.fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.inner.predict(X)
+
+
+wrapped = Wrapper(LogisticRegression()).fit(X, y)
 """
 
 # (cell, what the first line says, a piece of the hint)
@@ -80,7 +96,28 @@ MISTAKES = {
     ),
     "unfitted": ("%mlops push unfitted --name churn --data X y", "is not fitted", ".fit(X, y)"),
     "not_a_model": ("%mlops push not_a_model --name churn", "is not a model", "fitted estimator"),
+    "a_class": (
+        "%mlops push LogisticRegression --name churn",
+        "LogisticRegression is a class, not a fitted model",
+        "clf = LogisticRegression().fit(X, y)",
+    ),
     "nan_y": ("%mlops push clf --name churn --data X y_nan", "missing values", "Drop those rows"),
+    "renamed_column": (
+        "%mlops push clf --name churn --data X_renamed y",
+        "X lacks 1 column the model was fitted on: 'a'",
+        "training columns",
+    ),
+    "labels_as_words": (
+        "%mlops push clf --name churn --data X y_words",
+        "y holds none of the labels the model predicts: y has 'no', 'yes'; the model 0, 1",
+        "Encode y as it was for training",
+    ),
+    # a fitted wrapper is fitted: it is pushed (the cell's output is its widget), no error
+    "wrapper": (
+        "%mlops push wrapped --name wrapped --data X y  # a comment, as after code",
+        None,
+        None,
+    ),
     "missing_var": ("%mlops push clf --name churn --data X_typo y", "No variable", "spelling"),
     "unclosed_quote": (
         "%mlops push clf --name churn -m 'new data",
@@ -176,3 +213,11 @@ def test_help_where_people_ask_for_it(notebook):
 def test_python_callers_still_catch_usage_error(notebook):
     nb, _ = notebook
     assert _text(nb.cells[-1].outputs).strip() == "caught AgentError"
+
+
+def test_a_fitted_wrapper_of_the_users_own_is_pushed(notebook):
+    """Fitted is judged by the model it holds, not only by attributes ending in ``_``."""
+    nb, index = notebook
+    outputs = nb.cells[index["wrapper"]].outputs
+    text = _text(outputs)
+    assert outputs and "UsageError" not in text and "Error" not in text, text

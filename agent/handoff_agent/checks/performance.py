@@ -26,6 +26,7 @@ from ._util import (
     take_rows,
     worst,
 )
+from .loads import detect_task as model_task
 
 CHUNK_CELLS = 2_000_000  # bootstrap weights held at once, to bound memory on large samples
 
@@ -132,9 +133,16 @@ class PerformanceCheck:
         if primary not in point:
             return result("error", f"Unknown or unavailable primary metric {primary!r}.")
         status, notes = "pass", []
-        champ_out = None
-        if ctx.champion is not None:
-            champ_out, cerr = _outputs(ctx.champion, ctx.as_input(ctx.X), task)
+        champ_out, champion, unlike = None, ctx.champion, None
+        if champion is not None and (other := model_task(champion)) not in (None, task):
+            # an r2 beside an accuracy means nothing
+            status, champion, unlike = (
+                "warn",
+                None,
+                f"the champion is a {other} model, this one {task}",
+            )
+        if champion is not None:
+            champ_out, cerr = _outputs(champion, ctx.as_input(ctx.X), task)
             if cerr:
                 status = "warn"
                 notes.append(f"Could not score the champion: {cerr}.")
@@ -162,7 +170,13 @@ class PerformanceCheck:
             lo, hi = metrics[f"{primary}_ci"]
             notes.append(
                 f"{primary} = {fmt(point[primary])} ({cfg['confidence']:.0%} CI {fmt(lo)} to "
-                f"{fmt(hi)}) on {len(y)} rows; no champion to compare with."
+                f"{fmt(hi)}) on {len(y)} rows; "
+                + (
+                    f"not compared with the champion: {unlike}. A different task is usually "
+                    "a different model: push it under its own name."
+                    if unlike
+                    else "no champion to compare with."
+                )
             )
         plots = self._plots(task, y, out, champ_out) if cfg["plots"] else {}
         return result(status, " ".join(notes), metrics, {"metrics": rows}, plots)

@@ -200,3 +200,21 @@ def test_rows_with_tied_probabilities_ask_the_models_own_predict():
 
     assert asked == [40]  # the rows where a == 0, and no others
     assert res.metrics["accuracy"] == pytest.approx(expected)
+
+
+def test_a_champion_of_another_task_is_not_compared_with():
+    """A regressor pushed under a classifier's name: an r2 beside an accuracy means nothing,
+    so the check says why it did not compare, and warns, instead of 'r2 rose to 1.000'."""
+    X, y = _classification()
+    classifier = LogisticRegression().fit(X, y)
+    target = X["f0"] * 3 + X["f1"]
+    regressor = LinearRegression().fit(X, target)
+
+    res = _run(regressor, X, target, champion=classifier)
+
+    assert res.status == "warn"
+    assert res.message.startswith("r2 = 1.000 (95% CI")
+    unlike = "not compared with the champion: the champion is a classification model, this one"
+    assert f"{unlike} regression" in res.message
+    assert "push it under its own name" in res.message
+    assert not any(k.startswith(("champion_", "delta_")) for k in res.metrics)
