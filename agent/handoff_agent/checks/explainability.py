@@ -99,13 +99,24 @@ def _dependence(model, X, feature, cfg, kind="table"):
     key = j if kind == "array" else feature
     pd_result = partial_dependence(
         model,
-        data,
+        data if categorical else _floated(data, key),
         [key],
         categorical_features=[key] if categorical else None,
         grid_resolution=cfg["grid_resolution"],
         kind="average",
     )
     return pd_result["grid_values"][0], np.asarray(pd_result["average"]), categorical
+
+
+def _floated(data, key):
+    """``data`` with an integer column ``key`` as floats, which sklearn's partial dependence
+    needs (1.9 refuses integers); the models it gets (recursion through trees, or a model
+    whose rows may not be stacked) take floats where they take integers."""
+    if isinstance(data, pd.DataFrame):
+        if data[key].dtype.kind in "iu":
+            return data.astype({key: "float64"})
+        return data
+    return data.astype("float64") if data.dtype.kind in "iu" else data
 
 
 def _plot(feature, grid, average, categorical, classes) -> str:
