@@ -6,8 +6,9 @@ grid. Here the grid's copies of the rows are stacked into one frame (in chunks o
 ``CHUNK_BYTES``) and the model is called once, then averaged per grid value as sklearn does:
 the same grid (``grid``: the unique values for a categorical feature or one with fewer unique
 values than the resolution, else ``grid_resolution`` points between the 5th and 95th
-percentiles) and the same response (regressors: ``predict``; classifiers: ``predict_proba``,
-else ``decision_function``; a binary classifier's positive class only).
+percentiles, rounded for an integer feature, which recent sklearn refuses) and the same
+response (regressors: ``predict``; classifiers: ``predict_proba``, else
+``decision_function``; a binary classifier's positive class only).
 
 Only for models whose rows are predicted independently of each other (``stackable``) and which
 sklearn would not send to its ``recursion`` method (gradient boosting, a regression tree or
@@ -50,9 +51,8 @@ def _column(X, j: int):
 
 def handled(model, X, j: int, categorical: bool) -> bool:
     """True when ``partial_dependence`` below gives sklearn's default result for feature ``j``:
-    a stackable classifier or regressor with a response to average, on a feature sklearn
-    accepts in every supported version (an integer feature not taken as categorical is
-    refused by recent versions and rounded by older ones: left to sklearn)."""
+    a stackable classifier or regressor with a response to average. An integer feature is
+    handled too (recent sklearn refuses it): its grid stays integer (``grid``)."""
     from sklearn.base import is_classifier, is_regressor
 
     if not stackable(model) or _recursion(model):
@@ -65,11 +65,13 @@ def handled(model, X, j: int, categorical: bool) -> bool:
             return False
     elif not is_regressor(model):
         return False
-    return categorical or _column(X, j).dtype.kind not in "iu"
+    return True
 
 
 def grid(values, categorical: bool, grid_resolution: int, percentiles=PERCENTILES):
-    """sklearn's grid for one feature (``_grid_from_X``, whose signature changed in 1.7)."""
+    """sklearn's grid for one feature (``_grid_from_X``, whose signature changed in 1.7); an
+    integer feature's points rounded to its dtype, so a model sees the integers it was fitted
+    on (sklearn 1.9 refuses integers rather than let a grid of floats be rounded silently)."""
     from scipy.stats.mstats import mquantiles
 
     if grid_resolution <= 1:
@@ -89,7 +91,10 @@ def grid(values, categorical: bool, grid_resolution: int, percentiles=PERCENTILE
             "percentiles are too close to each other, unable to build the grid. Please "
             "choose percentiles that are further apart."
         )
-    return np.linspace(low, high, num=grid_resolution, endpoint=True)
+    axis = np.linspace(low, high, num=grid_resolution, endpoint=True)
+    if uniques.dtype.kind in "iu":
+        return np.unique(np.round(axis)).astype(uniques.dtype)
+    return axis
 
 
 def _response(model):

@@ -7,7 +7,11 @@ at most ``CHUNK_BYTES``), which gives the same numbers for the same permutations
 
 The budget: the predict over the rows and one over a few of them are timed first, which gives
 a call's fixed cost and its cost per row; when all copies would take longer than ``seconds``,
-fewer rows are used (never fewer than ``min_rows``). The ranking this gives
+fewer rows are used (never fewer than ``min_rows``). When even ``min_rows`` over every column
+would take longer (wide data: 2,000 columns), the columns to rank are chosen first
+(``_screen``): each is shuffled once on a few rows (``SCREEN_CELLS`` ÷ columns: its cost
+grows with the width, not its square), and the ``RANKED`` that move the model's response
+most are ranked, on as many rows as the budget left affords. The ranking this gives
 against the unbudgeted one is measured by bench/checks.py (docs/scaling.md).
 
 A stacked predict of a model made of scikit-learn's own estimators is split by rows over
@@ -30,6 +34,9 @@ from ._util import take_rows
 
 CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
 SPLIT_ROWS = 2048  # a thread's share at least: on fewer rows its hand-off costs what it saves
+RANKED = 50  # columns ranked when wide data is screened: data this narrow never is
+SCREEN_CELLS = 50_000  # rows x columns the screen shuffles: 25 rows of 2,000 columns
+MIN_SCREEN_ROWS = 10  # rows the screen shuffles each column on, at least
 
 
 def stackable(model) -> bool:
@@ -98,16 +105,31 @@ def _metric(model, scoring: str | None):
     return r2_score
 
 
+def _one_dtype(X: pd.DataFrame) -> bool:
+    """True when every column of X has the same numpy (not extension) numeric dtype."""
+    dtypes = set(X.dtypes)
+    if len(dtypes) != 1:
+        return False
+    dtype = dtypes.pop()
+    return isinstance(dtype, np.dtype) and dtype.kind in "biuf"
+
+
 def _stack(X, columns: list[int], perms: list[np.ndarray]):
     """One block of X per (column, permutation) pair, that column's rows permuted."""
     n, blocks = len(X), len(columns) * len(perms)
+    position = {j: i for i, j in enumerate(columns)}
+    if isinstance(X, pd.DataFrame) and _one_dtype(X):
+        # one numpy dtype: stacked as one array, as wrapping it makes the frame pandas
+        # would consolidate the columns into (a column at a time, wide data took minutes)
+        values = _stack(X.to_numpy(), columns, perms)
+        return pd.DataFrame(values, columns=X.columns, copy=False)
     if isinstance(X, pd.DataFrame):
         out = {}
         for j in range(X.shape[1]):
             col = X.iloc[:, j]
             values = np.tile(col.to_numpy(), blocks)
-            if j in columns:
-                b = columns.index(j) * len(perms)
+            if j in position:
+                b = position[j] * len(perms)
                 for r, p in enumerate(perms):
                     values[(b + r) * n : (b + r + 1) * n] = col.to_numpy()[p]
             out[j] = pd.Series(values, dtype=col.dtype)
@@ -120,6 +142,63 @@ def _stack(X, columns: list[int], perms: list[np.ndarray]):
             b = i * len(perms) + r
             values[b * n : (b + 1) * n, j] = X[p, j]
     return values
+
+
+def _response(model):
+    """What the screen compares: a classifier's probabilities when it has them, else the
+    model's predict."""
+    from sklearn.base import is_classifier
+
+    if is_classifier(model) and hasattr(model, "predict_proba"):
+        return model.predict_proba
+    return model.predict
+
+
+def _moved(base: np.ndarray, pred: np.ndarray) -> float:
+    """How far ``pred`` is from ``base``: the mean absolute change of numbers, else the
+    share of labels that changed."""
+    if base.dtype.kind in "fc":
+        return float(np.mean(np.abs(pred - base)))
+    return float(np.mean(pred != base))
+
+
+def _screen(model, X, rows: int, random_state: int) -> tuple[np.ndarray, int]:
+    """Per column, how much shuffling it once on ``rows`` rows moves the model's response (a
+    cheap score that chooses which columns of wide data are worth ranking), and the calls."""
+    idx = np.sort(np.random.default_rng(random_state).choice(len(X), rows, replace=False))
+    X = take_rows(X, idx)
+    respond = _response(model)
+    base = np.asarray(respond(X))
+    perm = [np.random.default_rng(random_state).permutation(rows)]
+    width = X.shape[1]
+    per_chunk = max(1, int(CHUNK_BYTES // (_row_bytes(X) * rows)))
+    moved, calls = np.zeros(width), 1
+    for start in range(0, width, per_chunk):
+        cols = list(range(start, min(width, start + per_chunk)))
+        pred = predict_rows(model, respond, _stack(X, cols, perm))
+        calls += 1
+        for i, j in enumerate(cols):
+            moved[j] = _moved(base, pred[i * rows : (i + 1) * rows])
+    return moved, calls
+
+
+def _row_bytes(X) -> float:
+    if isinstance(X, pd.DataFrame):
+        return max(1.0, X.memory_usage(index=False).sum() / max(len(X), 1))
+    return X.itemsize * X.shape[1]
+
+
+def _ranked(model, X, n, width, cost, seconds, n_repeats, random_state):
+    """The columns to rank, the screen's rows and its predict calls: every column (None, 0)
+    when ``n`` rows (min(len(X), min_rows)) over all of them fit in ``seconds``, else the
+    ``RANKED`` that ``_screen`` finds moving the response most. The screen's rows depend on
+    the width only (``SCREEN_CELLS``), so the same data ranks the same columns on a busy
+    machine; ``cost(rows, copies)`` estimates a predict's seconds."""
+    if width <= RANKED or cost(n, width * n_repeats) <= seconds:
+        return list(range(width)), None, 0
+    screen_rows = min(max(SCREEN_CELLS // width, MIN_SCREEN_ROWS), n)
+    moved, calls = _screen(model, X, screen_rows, random_state)
+    return sorted(np.argsort(-moved, kind="stable")[:RANKED].tolist()), screen_rows, calls
 
 
 def permutation_importance(
@@ -135,8 +214,10 @@ def permutation_importance(
 ) -> dict:
     """Importance (mean, std of the score's drop) per column of X, with stacked predicts.
 
-    Returns ``{"mean", "std", "rows", "budgeted", "predict_calls"}``; ``rows`` < len(X) when
-    the time budget cut the rows."""
+    Returns ``{"mean", "std", "rows", "budgeted", "predict_calls", "columns",
+    "screen_rows"}``; ``rows`` < len(X) when the time budget cut the rows; ``columns`` the
+    columns ranked (all of them unless wide data was screened: ``screen_rows`` not None, and
+    the others' mean and std NaN)."""
     y = np.asarray(y)
     metric = _metric(model, scoring)
     n, width = len(X), X.shape[1]
@@ -144,6 +225,7 @@ def permutation_importance(
     base = metric(y, model.predict(X))
     t_all = time.perf_counter() - t0
     rows, budgeted, calls = n, False, 1
+    ranked, screen_rows = list(range(width)), None
     if seconds is not None:
         # A predict's cost is a fixed part (per call) and a part per row; stacking pays the
         # fixed part once, so the estimate needs both: a second, small predict gives them.
@@ -154,7 +236,19 @@ def permutation_importance(
         calls += 1
         per_row = max((t_all - t_few) / max(n - few, 1), t_all / n / 10, 1e-9)
         fixed = max(t_few - few * per_row, 0.0)
-        affordable = int((seconds - fixed) / (per_row * width * n_repeats))
+        t0 = time.perf_counter()
+        ranked, screen_rows, screen_calls = _ranked(
+            model,
+            X,
+            min(n, min_rows),
+            width,
+            lambda r, copies: fixed + per_row * r * copies,
+            seconds,
+            n_repeats,
+            random_state,
+        )
+        spent, calls = time.perf_counter() - t0, calls + screen_calls
+        affordable = int((seconds - spent - fixed) / (per_row * len(ranked) * n_repeats))
         if affordable < n:
             rows = max(min(n, min_rows), affordable)
             budgeted = rows < n
@@ -165,14 +259,10 @@ def permutation_importance(
         base = metric(y, model.predict(X))
     rng = np.random.default_rng(random_state)
     perms = [rng.permutation(rows) for _ in range(n_repeats)]
-    if isinstance(X, pd.DataFrame):
-        row_bytes = max(1.0, X.memory_usage(index=False).sum() / max(rows, 1))
-    else:
-        row_bytes = X.itemsize * width
-    per_chunk = max(1, int(CHUNK_BYTES // (row_bytes * rows * n_repeats)))
-    drops = np.zeros((width, n_repeats))
-    for start in range(0, width, per_chunk):
-        cols = list(range(start, min(width, start + per_chunk)))
+    per_chunk = max(1, int(CHUNK_BYTES // (_row_bytes(X) * rows * n_repeats)))
+    drops = np.full((width, n_repeats), np.nan)
+    for start in range(0, len(ranked), per_chunk):
+        cols = ranked[start : start + per_chunk]
         pred = predict_rows(model, model.predict, _stack(X, cols, perms))
         calls += 1
         for i, j in enumerate(cols):
@@ -185,4 +275,6 @@ def permutation_importance(
         "rows": rows,
         "budgeted": budgeted,
         "predict_calls": calls + (rows < n),
+        "columns": ranked,
+        "screen_rows": screen_rows,
     }

@@ -6,9 +6,10 @@ dependence on ``pdp_rows`` rows over a grid of ``grid_resolution`` points, for t
 ``top_features`` most important features.
 
 Permutation importance stacks every permuted copy into one predict call, and uses fewer rows
-when those would take over ``seconds`` (``_permutation.py``), for models scored by accuracy or
-R² of their own predict (sklearn's estimators and pipelines); others go through sklearn's
-one call per feature and repeat. Partial dependence likewise stacks a feature's grid into one
+when those would take over ``seconds`` (``_permutation.py``; of wide data, only the 50 columns
+a quick screen picks, which the message states), for models scored by accuracy or R² of
+their own predict (sklearn's estimators and pipelines); others go through sklearn's one call
+per feature and repeat, unbudgeted. Partial dependence likewise stacks a feature's grid into one
 predict call for those models (``_dependence.py``), unless sklearn would read the trees
 instead (its recursion method: gradient boosting, regression trees and forests).
 """
@@ -26,15 +27,16 @@ from ._permutation import stackable
 from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
 
 
-def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int]:
-    """Rows of (feature, importance, std), most important first, and the rows it used."""
+def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int, dict | None]:
+    """Rows of (feature, importance, std), most important first, the rows it used, and what
+    was screened when wide data left only some columns to rank (``_screened``)."""
     from sklearn.inspection import permutation_importance
 
     scoring = None  # the model's own score(): accuracy or R² for sklearn estimators
     if not callable(getattr(model, "score", None)):
         scoring = "accuracy" if task == "classification" else "r2"
     if kind == "text":
-        return [_text_importance(model, X, y, scoring, cfg)], len(X)
+        return [_text_importance(model, X, y, scoring, cfg)], len(X), None
     if stackable(model):
         r = stacked_importance(
             model,
@@ -47,10 +49,14 @@ def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int]:
             random_state=cfg["random_state"],
         )
         rows = [
-            {"feature": str(c), "importance": float(m), "std": float(s)}
-            for c, m, s in zip(X.columns, r["mean"], r["std"], strict=True)
+            {
+                "feature": str(X.columns[j]),
+                "importance": float(r["mean"][j]),
+                "std": float(r["std"][j]),
+            }
+            for j in r["columns"]
         ]
-        return sorted(rows, key=lambda row: -row["importance"]), r["rows"]
+        return sorted(rows, key=lambda row: -row["importance"]), r["rows"], _screened(r, X, cfg)
     r = permutation_importance(
         model,
         X.to_numpy() if kind == "array" else X,
@@ -63,7 +69,23 @@ def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int]:
         {"feature": str(c), "importance": float(m), "std": float(s)}
         for c, m, s in zip(X.columns, r.importances_mean, r.importances_std, strict=True)
     ]
-    return sorted(rows, key=lambda row: -row["importance"]), len(X)
+    return sorted(rows, key=lambda row: -row["importance"]), len(X), None
+
+
+def _screened(r: dict, X, cfg) -> dict | None:
+    """What the user is told was sampled when wide data was screened, else None."""
+    if r["screen_rows"] is None:
+        return None
+    return {"columns": X.shape[1], "ranked": len(r["columns"]), "screen_rows": r["screen_rows"]}
+
+
+def _screen_note(screen: dict, seconds) -> str:
+    return (
+        f"{screen['columns']:,} columns are too many to rank by permutation within the "
+        f"{seconds:g} s budget: ranked the {screen['ranked']} whose shuffling (once, on "
+        f"{screen['screen_rows']} rows) moved the model's predictions most; the other "
+        f"{screen['columns'] - screen['ranked']:,} were not ranked."
+    )
 
 
 def _text_importance(model, X, y, scoring, cfg) -> dict:
@@ -99,13 +121,24 @@ def _dependence(model, X, feature, cfg, kind="table"):
     key = j if kind == "array" else feature
     pd_result = partial_dependence(
         model,
-        data,
+        data if categorical else _floated(data, key),
         [key],
         categorical_features=[key] if categorical else None,
         grid_resolution=cfg["grid_resolution"],
         kind="average",
     )
     return pd_result["grid_values"][0], np.asarray(pd_result["average"]), categorical
+
+
+def _floated(data, key):
+    """``data`` with an integer column ``key`` as floats, which sklearn's partial dependence
+    needs (1.9 refuses integers); the models it gets (recursion through trees, or a model
+    whose rows may not be stacked) take floats where they take integers."""
+    if isinstance(data, pd.DataFrame):
+        if data[key].dtype.kind in "iu":
+            return data.astype({key: "float64"})
+        return data
+    return data.astype("float64") if data.dtype.kind in "iu" else data
 
 
 def _plot(feature, grid, average, categorical, classes) -> str:
@@ -153,7 +186,7 @@ class ExplainabilityCheck:
         )
         if err:
             return result("warn", f"Could not explain the model: {err}")
-        rows, used = got
+        rows, used, screen = got
         metrics = {
             "rows": used,
             "n_repeats": cfg["n_repeats"],
@@ -161,6 +194,9 @@ class ExplainabilityCheck:
             "top_features": [r["feature"] for r in rows[: cfg["top_features"]]],
         }
         plots, notes = {}, []
+        if screen:
+            metrics["screened"] = screen
+            notes.append(_screen_note(screen, cfg["seconds"]))
         if kind == "text":
             notes.append("No partial dependence: the input is text, not separate features.")
         elif cfg["plots"] and cfg["top_features"] > 0:

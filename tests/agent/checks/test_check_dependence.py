@@ -8,6 +8,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -195,11 +196,11 @@ def test_grid_equals_sklearns():
         _dependence.grid(np.r_[np.zeros(290), np.arange(10.0) + 1], False, 5)
 
 
-def test_integer_features_and_other_models_are_left_to_sklearn():
+def test_integer_features_are_stacked_and_other_models_are_left_to_sklearn():
     X, y = binary_data()
-    X["count"] = np.arange(len(X)) % 50  # integers, not categorical: sklearn's rule per version
+    X["count"] = np.arange(len(X)) % 50  # integers, not categorical: refused by sklearn 1.9
     model = RandomForestClassifier(10, random_state=0).fit(X, y)
-    assert not _dependence.handled(model, X, list(X.columns).index("count"), False)
+    assert _dependence.handled(model, X, list(X.columns).index("count"), False)
     assert _dependence.handled(model, X, list(X.columns).index("count"), True)
 
     class Scored:  # a score of its own: not stackable
@@ -216,6 +217,72 @@ def test_integer_features_and_other_models_are_left_to_sklearn():
             return 0.0
 
     assert not _dependence.handled(Scored(), X, 0, False)
+
+
+def test_an_integer_grid_stays_integer():
+    ages = np.random.default_rng(0).integers(18, 90, 300)
+    axis = _dependence.grid(ages, False, 20)
+    assert axis.dtype == ages.dtype and len(axis) == len(set(axis.tolist())) > 10
+    assert np.percentile(ages, 5) - 1 <= axis[0] < axis[-1] <= np.percentile(ages, 95) + 1
+    few = ages % 7  # fewer unique values than the resolution: those values
+    np.testing.assert_array_equal(_dependence.grid(few, False, 20), np.arange(7))
+
+
+def people(n=600):
+    """An int64 ``age`` that decides the label, a string ``city`` and a float ``income``."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n),
+            "city": rng.choice(["north", "south", "east"], n),
+            "income": rng.normal(size=n),
+        }
+    )
+    y = ((X["age"] - 50) / 10 + (X["city"] == "north") + rng.normal(size=n) / 2 > 0).astype(int)
+    return X, pd.Series(y)
+
+
+def encoded(final):
+    pre = ColumnTransformer(
+        [("num", StandardScaler(), ["age", "income"]), ("cat", OneHotEncoder(), ["city"])]
+    )
+    return make_pipeline(pre, final)
+
+
+def booster(name):
+    """lightgbm's or xgboost's classifier, the city as a pandas category (their own input)."""
+    if name == "lightgbm":
+        return pytest.importorskip("lightgbm").LGBMClassifier(n_estimators=20, verbose=-1)
+    return pytest.importorskip("xgboost").XGBClassifier(n_estimators=20, enable_categorical=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: encoded(LogisticRegression()),
+        lambda: encoded(HistGradientBoostingClassifier(max_iter=20)),
+        lambda: HistGradientBoostingClassifier(max_iter=20),  # sklearn's recursion
+        lambda: booster("lightgbm"),
+        lambda: booster("xgboost"),
+    ],
+    ids=["pipeline-logistic", "pipeline-hgb", "hgb-recursion", "lightgbm", "xgboost"],
+)
+def test_the_check_plots_an_integer_feature(make):
+    # Given a model whose top feature is an int64 column
+    X, y = people()
+    model = make()
+    if not hasattr(model, "steps"):  # a bare model: the city as a category, or dropped
+        keep = "category" if type(model).__module__.split(".")[0] != "sklearn" else None
+        X = X.assign(city=X["city"].astype("category")) if keep else X.drop(columns="city")
+    model.fit(X, y)
+    # When the explainability check runs
+    res = ExplainabilityCheck().run(CheckContext(model, {}, X=X, y=y), n_repeats=2)
+    # Then age, the top feature, gets its partial dependence plot and no note
+    assert res.status == "pass", res.message
+    assert res.metrics["top_features"][0] == "age"
+    assert "pdp_age" in res.plots
+    assert "No partial dependence" not in res.message, res.message
+    assert X["age"].dtype == np.int64  # the user's data is left as it was
 
 
 def test_the_check_plots_the_stacked_curves():
