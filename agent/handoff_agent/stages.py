@@ -184,6 +184,8 @@ class StageManager:
                     raise Conflict(
                         "Only a production version can be rolled back.", code="wrong_stage"
                     )
+                if v["stage"] == to:  # a second click, or two admins at once
+                    raise Conflict(f"{subject} is {to} already.", code="wrong_stage")
                 self._set(v, to, who["user"], comment, subject)
                 return {"stage": to}
             if to not in FLOW or to != self.policy.next_stage(v["stage"]):

@@ -264,7 +264,7 @@ class BaseHandler(web.RequestHandler):
         if ctype not in self.body_types:
             raise UnsupportedMediaType(
                 f"Content-Type {ctype or 'missing'!r} is not accepted here.",
-                f"Send {' or '.join(self.body_types)}.",
+                f"Send {' or '.join(t for t in self.body_types if t)}.",
             )
 
     def json_body(self) -> dict:

@@ -165,6 +165,17 @@ def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
     assert status == 200, body
 
 
+def test_a_version_is_archived_once(served):
+    """Run last of the module: churn:2 leaves serving."""
+    _local, central, _client, _v1, v2 = served
+    path = f"/api/v1/models/churn/versions/{v2}/transition"
+    assert central.request("POST", path, {"to": "archived"})[0] == 200
+    status, body = central.request("POST", path, {"to": "archived"})
+    assert "archived already" in assert_error(status, body, 409, "wrong_stage")["message"]
+    history = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"]
+    assert [s["stage"] for s in history].count("archived") == 1
+
+
 def test_a_silent_central_is_a_503_to_retry_not_a_500(tmp_path):
     """A central that takes the connection and never answers: the local agent's relayed
     read gives up after c.CentralDestination.timeout with 503 and Retry-After."""
