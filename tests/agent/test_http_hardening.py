@@ -297,3 +297,14 @@ def test_socket_helper_really_streams(shared_agent):
         sock.sendall(head(shared_agent, "POST", JSON_ROUTE, auth, len(body)) + body)
         status, resp = read_response(sock)
     assert_error(status, resp, 400, "unknown_destination")
+
+
+def test_a_delete_needs_no_content_type(shared_agent):
+    """A DELETE carries no body, so no type for it: the route answers (404 here), not 415."""
+    status, _, body = shared_agent.request_full("DELETE", "/api/v1/watches/999999")
+    assert_error(status, body, 404, "no_source")
+
+
+def test_a_method_a_route_lacks_is_405_whatever_its_content_type(shared_agent):
+    status, _, body = shared_agent.request_full("PATCH", "/api/v1/models", body=b"{}")
+    assert_error(status, body, 405)
