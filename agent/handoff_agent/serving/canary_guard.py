@@ -88,7 +88,8 @@ class Guardrails:
             self.policy,
             now=now,
             started_at=canary["since"],
-            percent=float(canary["traffic"]),
+            # with no production the canary serves everything: no step is left to take
+            percent=float(canary["traffic"]) if prod is not None else 100.0,
         )
 
     def _shadow(self, book, model: str, slots: dict, now: float):

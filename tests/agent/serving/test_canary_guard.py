@@ -117,6 +117,22 @@ def test_steps_move_once_and_the_bake_gates_promotion(store, canary):
     assert a.tick(later + 11, 3) == []  # recorded once, not every tick
 
 
+def test_a_canary_with_no_production_serves_everything_and_says_so(store):
+    """A model's first version as a canary takes all the traffic: its decision says 100 %,
+    and no step is taken (there is nothing to share the traffic with)."""
+    v1, n1 = version(store, 1)
+    store.stage_set(v1, "canary", "t", "", "churn:1")
+    store.slot_set("churn", "canary", v1, n1, 10.0, "t")
+    policy = Policy(deploy=DeployPolicy(steps=(10, 50), step_seconds=1, min_requests=10))
+    guard = replica(store, policy, "a", [])
+    traffic(store, "a", "canary", n1, 3)
+    decision = guard.judge("churn")["canary"]
+    assert decision["state"] == "baking" and decision["reason"].startswith("Baking at 100%")
+    traffic(store, "a", "canary", n1, 20)
+    assert [e[1]["state"] for e in guard.tick(time.time() + 5, 1)] != ["step_up"]
+    assert {r["slot"]: r["traffic"] for r in store.slots_of("churn")}["canary"] == 10.0
+
+
 def test_the_shadow_report_gates_the_canary(store):
     v1, n1 = version(store, 1)
     v2, n2 = version(store, 2)
