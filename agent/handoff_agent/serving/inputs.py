@@ -117,6 +117,9 @@ def _records(value, key: str) -> dict[str, list]:
 def _rows(data, columns, key: str) -> dict[str, list]:
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise malformed(f"{key}: columns must be a list of names.")
+    if len(set(columns)) != len(columns):  # the later would silently replace the earlier
+        twice = next(c for c in columns if columns.count(c) > 1)
+        raise malformed(f"{key}: column {twice!r} is given twice.")
     if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
         raise malformed(f"{key}: data must be a list of rows, each a list.")
     bad = next((i for i, r in enumerate(data) if len(r) != len(columns)), None)

@@ -84,7 +84,32 @@ def test_validation_orders_columns_and_names_the_problem():
         ({"x": [None], "n": [1], "s": ["a"]}, [], "nan_not_allowed"),
         ({"x": [float("nan")], "n": [1], "s": ["a"]}, None, "nan_not_allowed"),
         ({"x": [1.0] * 11, "n": [1] * 11, "s": ["a"] * 11}, [], "too_many_rows"),
+        ({"x": [float("inf")], "n": [1], "s": ["a"]}, ["x"], "out_of_range"),
+        ({"x": [10**400], "n": [1], "s": ["a"]}, [], "out_of_range"),
+        ({"x": [1.0], "n": [2**63], "s": ["a"]}, [], "out_of_range"),
     ]:
         with pytest.raises(HandoffError) as e:
             validate(columns, SIG, nan_ok, 10)
         assert e.value.code == code and 400 <= e.value.status < 500
+
+
+@pytest.mark.parametrize(
+    ("tensor", "says"),
+    [
+        ({"shape": [1], "datatype": "INT8", "data": [1000]}, "is INT8 but holds 1000"),
+        ({"shape": [1], "datatype": "UINT8", "data": [-1]}, "is UINT8 but holds -1"),
+        ({"shape": [True], "datatype": "FP64", "data": [1.0]}, "shape must be a list of sizes"),
+        ({"shape": [], "datatype": "FP64", "data": [1.0]}, "shape must be a list of sizes"),
+    ],
+)
+def test_v2_values_fit_their_datatype_and_shapes_are_sizes(tensor, says):
+    with pytest.raises(HandoffError) as e:
+        decode_v2({"inputs": [{"name": "x", **tensor}]}, b"", ["x"])
+    assert says in e.value.message and 400 <= e.value.status < 500
+
+
+def test_a_column_given_twice_is_refused_not_overwritten():
+    body = {"dataframe_split": {"columns": ["x", "x"], "data": [[1.0, 2.0]]}}
+    with pytest.raises(HandoffError) as e:
+        decode_invocations(body, ["x"])
+    assert "column 'x' is given twice" in e.value.message
