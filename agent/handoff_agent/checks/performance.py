@@ -108,6 +108,7 @@ class PerformanceCheck:
         "primary_metric": None,  # None: roc_auc (else accuracy) or r2
         "max_regression": 0.01,  # fail when the primary metric drops more than this
         "min_score": None,  # fail when the primary metric is below this, champion or not
+        "min_rows": 20,  # warn below this: a CI of a handful of rows judges nothing
         "bootstrap": 200,
         "confidence": 0.95,
         "random_state": 0,
@@ -177,6 +178,12 @@ class PerformanceCheck:
                     if unlike
                     else "no champion to compare with."
                 )
+            )
+        if len(y) < cfg["min_rows"]:
+            status = worst([status, "warn"])
+            notes.append(
+                f"Only {len(y)} rows: too few to judge a model by (min_rows "
+                f"{cfg['min_rows']}); push more evaluation rows with --data."
             )
         plots = self._plots(task, y, out, champ_out) if cfg["plots"] else {}
         return result(status, " ".join(notes), metrics, {"metrics": rows}, plots)

@@ -218,3 +218,12 @@ def test_a_champion_of_another_task_is_not_compared_with():
     assert f"{unlike} regression" in res.message
     assert "push it under its own name" in res.message
     assert not any(k.startswith(("champion_", "delta_")) for k in res.metrics)
+
+
+def test_a_handful_of_rows_is_too_few_to_judge():
+    X, y = _classification()
+    model = LogisticRegression().fit(X, y)
+    few = _run(model, X.iloc[:5], y.iloc[:5].reset_index(drop=True))
+    assert few.status == "warn"
+    assert "Only 5 rows: too few to judge a model by (min_rows 20)" in few.message
+    assert _run(model, X.iloc[:20], y.iloc[:20]).status == "pass"
