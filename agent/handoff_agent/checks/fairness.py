@@ -129,8 +129,13 @@ class FairnessCheck:
                 rows.append({"sensitive": str(col), "group": str(group), **r.to_dict()})
             if len(judged) < 2:
                 statuses.append("warn")
+                numbers = pd.api.types.is_numeric_dtype(sensitive[col])
+                looks_continuous = numbers and len(by) > max(20, len(groups) // 10)
                 notes.append(
-                    f"{col!s}: fewer than two groups have {cfg['min_group_size']} rows, "
+                    f"{col!s}: {len(by)} distinct values, a number per row rather than groups: "
+                    "bin it (e.g. pd.cut into age bands) to judge fairness."
+                    if looks_continuous
+                    else f"{col!s}: fewer than two groups have {cfg['min_group_size']} rows, "
                     "so fairness cannot be judged."
                 )
                 continue

@@ -75,6 +75,17 @@ def test_small_groups_are_reported_but_not_judged():
     assert any(r["group"] == "tiny" for r in res.tables["groups"])
 
 
+def test_a_continuous_column_is_said_to_want_bins():
+    X, y, _ = _data()
+    ages = pd.DataFrame({"âge client": np.random.default_rng(1).uniform(18, 90, len(X))})
+    res = FairnessCheck().run(
+        CheckContext(LogisticRegression().fit(X, y), {}, X=X, y=y, sensitive=ages)
+    )
+    assert res.status == "warn"
+    assert "âge client: 2000 distinct values, a number per row rather than groups" in res.message
+    assert "pd.cut" in res.message
+
+
 def test_regression_error_per_group():
     X, y = make_regression(800, n_features=4, noise=1, random_state=0)
     X, y = pd.DataFrame(X, columns=list("abcd")), pd.Series(y)
