@@ -66,7 +66,10 @@ class TrustApp(JupyterApp):
             else:
                 gone = trust_admin.remove(registry, names, _user())
                 if not gone:
-                    raise SystemExit(f"None of {', '.join(names)} is on the trust list.")
+                    raise HandoffError(
+                        f"None of {', '.join(names)} was on the trust list; nothing changed.",
+                        "`jupyter handoff trust list` shows it.",
+                    )
                 print(f"No longer trusted: {', '.join(gone)}.")
         except HandoffError as e:
             print(f"{e.message}\n{e.hint}")
