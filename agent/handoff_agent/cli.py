@@ -279,6 +279,7 @@ class TokenApp(JupyterApp):
         help="For a consumer token: the models it may call on the model server (repeat "
         "--models, or separate names with commas).",
     ).tag(config=True)
+    classes = ServeApp.classes  # --help describes the aliases through HandoffAgent
     aliases = {
         "home": "HandoffAgent.home",
         "role": "TokenApp.roles",
@@ -318,6 +319,7 @@ class AuditApp(JupyterApp):
     name = "jupyter-handoff-audit"
     description = "audit verify: check the audit hash chain and name the first bad entry."
     version = __version__
+    classes = ServeApp.classes  # --help describes the aliases through HandoffAgent
     aliases = {
         "home": "HandoffAgent.home",
         "agent-role": "HandoffAgent.role",

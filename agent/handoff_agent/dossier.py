@@ -17,12 +17,12 @@ from . import inventory_queries as q
 from . import keys
 from .audit import now
 from .inventory import (
-    MONITORING,
-    NOT_DEPLOYED,
-    SOURCES_NOTE,
+    firing_alerts,
     hand_trusted,
     production_history,
     sensitive_attributes,
+    serving_of,
+    sources_of,
 )
 
 FORMAT = "handoff-dossier/1"
@@ -34,8 +34,6 @@ JSON_NAME, SIG_NAME, HTML_NAME, AUDIT_NAME = (
 )
 REPORT_FILES = {"html": "report.html", "json": "report.json", "md": "model_card.md"}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-NO_SERVING = "not available: serving is not configured"
-NO_MONITORING = "not available: monitoring is not configured"
 
 
 def gather(agent, name: str, number: int) -> dict:
@@ -53,6 +51,7 @@ def gather(agent, name: str, number: int) -> dict:
     reports = {k: registry.report_digest(name, number, k) for k in REPORT_FILES}
     history = q.stage_history(registry, name)
     policy = agent.policy.stages if agent.policy else {}
+    central = agent.role == "central"
     return {
         "version": v,
         "reports": reports,
@@ -83,7 +82,7 @@ def gather(agent, name: str, number: int) -> dict:
                 ],
                 "lineage": v.get("lineage"),
                 "sensitive_attributes": sensitive_attributes(v),
-                "sources": {"tracked": False, "note": SOURCES_NOTE},
+                "sources": {**sources_of(registry), "of_this_model": registry.watches(name)},
             },
             "checks": [
                 {
@@ -105,13 +104,10 @@ def gather(agent, name: str, number: int) -> dict:
             "stages": v.get("stages"),
             "policy": {"signoffs_needed": policy},
             "production_history": production_history(history),
-            "deployments": {"available": False, "note": NO_SERVING, "history": []},
-            "serving": dict(NOT_DEPLOYED),
+            "serving": serving_of(registry, name, central),
             "monitoring": {
-                "available": False,
-                "note": NO_MONITORING,
-                "configured": MONITORING["configured"],
-                "alerts": [],
+                "configured": central,
+                "alerts": firing_alerts(registry, name, central),
             },
             "trust": {
                 "types_added_by_hand": hand_trusted(v, trust_changes),

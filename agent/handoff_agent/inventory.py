@@ -1,8 +1,9 @@
 """The model inventory: one row per model with what a risk team asks, and risk tags.
 
 Each row describes the model's version in production when it has one, else its newest
-version. Facts come from the registry; serving, monitoring and watched data sources do not
-exist yet, so the rows say so (``null``, an empty alert list, a note) instead of guessing.
+version. Facts come from the registry: where the model serves (central's slots), its firing
+monitoring alerts, and the sources watched for it. A local agent serves and monitors nothing,
+so its rows say so (``where: null``, no alerts, a note) instead of guessing.
 """
 
 from __future__ import annotations
@@ -23,19 +24,17 @@ RISK_TAGS = {
     "it was validated on",
     "trusted_types_added_by_hand": "loading it needed types an admin added to the trust list",
 }
-NOT_DEPLOYED = {
-    "deployed": False,
-    "where": None,
-    "note": "not deployed: serving is not configured on this agent",
-}
-MONITORING = {
-    "configured": False,
-    "note": "monitoring is not configured on this agent: no alerts are computed",
+NOT_SERVING = "not deployed: no version of it serves"
+LOCAL_SERVING = "not deployed here: models serve at central (--agent central)"
+MONITORING_NOTES = {
+    True: "alerts: those firing at central's monitor",
+    False: "monitoring runs at central: this agent computes no alerts",
 }
 SOURCES_NOTE = (
-    "data-source tracking is not configured: data is known by its fingerprints only, and "
+    "no data source is watched here: data is known by its fingerprints only, and "
     "'data changed since validation' compares the data later pushes of the same model brought"
 )
+ALERT_FIELDS = ("kind", "window", "value", "threshold", "fired", "action")
 WAITING = "waiting for an admin to trust: "
 HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
 TEXT_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
@@ -154,7 +153,38 @@ def production_history(rows: list[dict]) -> list[dict]:
     return out
 
 
-def model_row(registry, model: dict, latest: int, production: int | None, trust_changes) -> dict:
+def serving_of(registry, name: str, central: bool) -> dict:
+    """Where ``name`` serves now: 'production v2 (90 %), canary v3 (10 %)', and each slot."""
+    from .serving.deploy import shares
+
+    rows = registry.slots_of(name) if central else []
+    traffic = shares(rows)
+    live = [r for r in rows if traffic[r["slot"]] > 0]
+    return {
+        "deployed": bool(live),
+        "where": ", ".join(f"{r['slot']} v{r['number']} ({traffic[r['slot']]:g} %)" for r in live)
+        or None,
+        "note": "" if live else NOT_SERVING if central else LOCAL_SERVING,
+        "slots": [
+            {"slot": r["slot"], "version": r["number"], "traffic": traffic[r["slot"]]} for r in rows
+        ],
+    }
+
+
+def firing_alerts(registry, name: str, central: bool) -> list[dict]:
+    if not central:
+        return []
+    return [{k: a.get(k) for k in ALERT_FIELDS} for a in registry.alerts_of(name, "firing")]
+
+
+def model_row(
+    registry,
+    model: dict,
+    latest: int,
+    production: int | None,
+    trust_changes,
+    central: bool = False,
+) -> dict:
     number = production or latest
     v = registry.get_version(model["name"], number)
     sensitive = sensitive_attributes(v)
@@ -173,6 +203,9 @@ def model_row(registry, model: dict, latest: int, production: int | None, trust_
         risk["data_changed_since_validation"] = changes
     if trusted := hand_trusted(v, trust_changes):
         risk["trusted_types_added_by_hand"] = trusted
+    alerts = firing_alerts(registry, model["name"], central)
+    if production and alerts:
+        risk["production_with_open_alert"] = sorted({a["kind"] for a in alerts})
     return {
         "name": model["name"],
         "owner": model.get("owner"),
@@ -185,12 +218,12 @@ def model_row(registry, model: dict, latest: int, production: int | None, trust_
         "digest": v.get("digest"),
         "pushed_by": v.get("pushed_by"),
         "pushed_at": v.get("pushed_at"),
-        "serving": dict(NOT_DEPLOYED),
+        "serving": serving_of(registry, model["name"], central),
         "data": data_of(v),
         "sensitive_attributes": sensitive,
         "fairness": fairness,
         "drift": drift,
-        "alerts": [],
+        "alerts": alerts,
         "last_signoff": signoff,
         "production_history": production_history(q.stage_history(registry, model["name"])),
         "tags": (v.get("manifest") or {}).get("tags") or v.get("tags") or {},
@@ -216,8 +249,9 @@ def matches(row: dict, f: dict[str, str]) -> bool:
     return not ("sensitive" in f and f["sensitive"] not in row["sensitive_attributes"])
 
 
-def inventory(registry, filters: dict[str, str] | None = None) -> dict:
-    """Every model (filtered), with the notes that say what is not tracked yet."""
+def inventory(registry, filters: dict[str, str] | None = None, central: bool = False) -> dict:
+    """Every model (filtered), with notes that say what this agent does not track
+    (``central``: whether it serves and monitors)."""
     filters = filters or {}
     latest = q.latest_numbers(registry)
     production = q.numbers_in_stage(registry, "production")
@@ -226,7 +260,9 @@ def inventory(registry, filters: dict[str, str] | None = None) -> dict:
     for m in registry.list_models():
         if m["name"] not in latest:
             continue
-        row = model_row(registry, m, latest[m["name"]], production.get(m["name"]), trust_changes)
+        row = model_row(
+            registry, m, latest[m["name"]], production.get(m["name"]), trust_changes, central
+        )
         if matches(row, filters):
             rows.append(row)
     return {
@@ -234,9 +270,22 @@ def inventory(registry, filters: dict[str, str] | None = None) -> dict:
         "count": len(rows),
         "filters": filters,
         "risk_tags": RISK_TAGS,
-        "serving": {"configured": False, "note": NOT_DEPLOYED["note"]},
-        "monitoring": dict(MONITORING),
-        "data_sources": {"tracked": False, "note": SOURCES_NOTE},
+        "serving": {"configured": central, "note": "" if central else LOCAL_SERVING},
+        "monitoring": {"configured": central, "note": MONITORING_NOTES[central]},
+        "data_sources": sources_of(registry),
+    }
+
+
+def sources_of(registry) -> dict:
+    """Whether data sources are watched here (``jupyter handoff lineage`` shows them)."""
+    watched = len(registry.watches())
+    if not watched:
+        return {"tracked": False, "watched": 0, "note": SOURCES_NOTE}
+    return {
+        "tracked": True,
+        "watched": watched,
+        "note": f"{watched} data source{'s' * (watched != 1)} watched (`jupyter handoff "
+        "lineage` shows them)",
     }
 
 

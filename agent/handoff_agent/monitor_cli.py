@@ -60,6 +60,13 @@ class MonitorApp(JupyterApp):
     reference = Bool(False, help="import: the file is the model's monitoring reference.").tag(
         config=True
     )
+
+    @property
+    def classes(self):  # --help describes the aliases through HandoffAgent
+        from .cli import ServeApp
+
+        return ServeApp.classes.fget(self)
+
     aliases = {
         "home": "HandoffAgent.home",
         "database-url": "HandoffAgent.database_url",

@@ -27,7 +27,7 @@ class WatchApp(JupyterApp):
     name = "jupyter-handoff-watch"
     description = (
         "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
-        "schema drift overdue] [--run NOTEBOOK] [--action revalidate --target COL]: watch a "
+        "--on schema …] [--run NOTEBOOK] [--action revalidate --target COL]: watch a "
         "data source for a model (the same as %mlops watch). watch NAME: the model's watched "
         "sources."
     )

@@ -323,10 +323,10 @@ def get(name: str, number: int | None = None) -> Version:
 
 def report(name: str, number: int | None = None, format: str = "html") -> Report:
     """The report of a version (the latest when ``number`` is None)."""
-    version = get(name, number)
+    version = get(name, number)  # "churn:2" is parsed there: its name is version.name
     client = connect(start=False)
-    path = f"/api/v1/models/{name}/versions/{version.number}/report?format={format}"
-    return Report(name, version.number, format, client.get_raw(path))
+    path = f"/api/v1/models/{version.name}/versions/{version.number}/report?format={format}"
+    return Report(version.name, version.number, format, client.get_raw(path))
 
 
 def compare(*refs, baseline: str | None = None):

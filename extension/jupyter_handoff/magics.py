@@ -113,10 +113,11 @@ def _parsers() -> dict[str, MagicArgumentParser]:
     watch.add_argument("--run", metavar="NOTEBOOK", help="retraining notebook run headless")
     watch.add_argument(
         "--action",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="ACTION",
-        help="alert, revalidate, retrain, pause_canary or rollback_canary; repeat (default: "
-        "alert, and retrain with --run)",
+        help="alert, revalidate, retrain, pause_canary or rollback_canary; one or more "
+        "(default: alert, and retrain with --run)",
     )
     watch.add_argument(
         "--target",

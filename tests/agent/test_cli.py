@@ -99,8 +99,11 @@ def test_serve_help_all_documents_the_agent_options(tmp_path):
 
 
 def test_short_help_of_each_subcommand_works(tmp_path):
-    for sub in ("serve", "status", "stop", "fsck"):
-        p = handoff(sub, "--help", runtime_dir=tmp_path)
+    """Every subcommand the CLI lists (token, audit and monitor once crashed on --help)."""
+    from handoff_agent.cli import HandoffApp
+
+    for sub in [*HandoffApp.subcommands, "token create", "audit verify", "dossier verify"]:
+        p = handoff(*sub.split(), "--help", runtime_dir=tmp_path)
         assert p.returncode == 0, (sub, p.stderr)
         assert "Traceback" not in p.stderr, (sub, p.stderr)
     p = handoff("fsck", "--help", runtime_dir=tmp_path)

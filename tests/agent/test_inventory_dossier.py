@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import stat
 import subprocess
+import time
 import zipfile
 
 import numpy as np
@@ -35,6 +37,13 @@ reviewer = 1
 [stages.production]
 reviewer = 1
 admin = 1
+
+[monitor]  # daily windows judged on 50 rows: one imported day closes a window that can alert
+daily = true
+monthly = false
+rolling_minutes = 0
+min_samples = 50
+every_seconds = 86400
 """
 
 
@@ -162,8 +171,12 @@ def test_inventory_lists_every_model_with_what_a_risk_team_asks(site):
     # Then the production version is described, beside the newest
     assert (churn["version"], churn["latest_version"], churn["stage"]) == (1, 2, "production")
     assert churn["owner"] == "alice"
-    assert churn["serving"]["deployed"] is False and churn["serving"]["where"] is None
-    assert "not deployed" in churn["serving"]["note"]
+    # where it serves: central's model server took churn:1 into production
+    assert churn["serving"]["deployed"] is True
+    assert churn["serving"]["where"] == "production v1 (100 %)"
+    assert {"slot": "production", "version": 1, "traffic": 100.0} in churn["serving"]["slots"]
+    assert rows["credit"]["serving"]["where"] is None  # validated: its test slot takes no traffic
+    assert rows["credit"]["serving"]["note"] == "not deployed: no version of it serves"
     assert sorted(d["role"] for d in churn["data"]) == ["X", "reference_X", "sensitive", "y"]
     assert all(len(d["fingerprint"]) == 64 and d["source"] is None for d in churn["data"])
     assert churn["sensitive_attributes"] == ["gender"]
@@ -171,7 +184,7 @@ def test_inventory_lists_every_model_with_what_a_risk_team_asks(site):
         churn["fairness"]["status"] == "pass" and "gender.dp_diff" in churn["fairness"]["metrics"]
     )
     assert churn["drift"]["status"] in ("pass", "warn")
-    assert churn["alerts"] == [] and doc["monitoring"]["configured"] is False
+    assert churn["alerts"] == [] and doc["monitoring"]["configured"] is True
     assert (churn["last_signoff"]["user"], churn["last_signoff"]["role"]) == ("carol", "admin")
     assert churn["tags"] == {"team": "retention"}
     # what was in production, and since when (mlflow#2169)
@@ -199,6 +212,9 @@ def test_a_local_agent_lists_its_own_models_with_the_stages_central_gave(site):
     assert set(rows) == {"churn", "credit", "fraud", "nb"}
     assert (rows["churn"]["version"], rows["churn"]["stage"]) == (1, "production")
     assert rows["churn"]["sensitive_attributes"] == ["gender"]
+    # serving lives at central, and the local inventory says where to ask
+    assert rows["churn"]["serving"]["where"] is None
+    assert "--agent central" in rows["churn"]["serving"]["note"]
 
 
 def test_which_production_models_use_dataset_x_in_one_call(site):
@@ -251,12 +267,12 @@ def test_inventory_command_prints_table_json_and_csv(site):
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("name,owner,latest_version,version,stage,serving")
-    assert len(lines) == 2 and lines[1].startswith("churn,alice,2,1,production,not deployed")
+    assert len(lines) == 2 and lines[1].startswith("churn,alice,2,1,production,production v1")
     out = cli(central, "inventory", "--format", "json", "--tag", "fairness_failed_or_warned")
     assert [m["name"] for m in json.loads(out.stdout)["models"]] == ["fraud"]
     out = cli(central, "inventory")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "churn" in out.stdout and "monitoring is not configured" in out.stdout
+    assert "churn" in out.stdout and "alerts: those firing at central's monitor" in out.stdout
     out = cli(central, "inventory", "--tag", "nope")
     assert out.returncode == 1 and "Unknown tag 'nope'" in out.stdout
 
@@ -336,9 +352,8 @@ def test_the_full_path_yields_a_dossier_that_verifies(site, signed):
         "received", "validated", "approved", "canary", "production",
     ]  # fmt: skip
     assert [p["version"] for p in doc["production_history"]] == [1]
-    assert doc["deployments"]["note"] == "not available: serving is not configured"
-    assert doc["monitoring"]["note"] == "not available: monitoring is not configured"
-    assert doc["monitoring"]["alerts"] == []
+    assert {"slot": "production", "version": 1, "traffic": 100.0} in doc["serving"]["slots"]
+    assert doc["monitoring"] == {"configured": True, "alerts": []}
     assert doc["audit"]["version_entries"] and doc["audit"]["source_anchor"]["seq"] >= 1
     # Other models' entries keep only their links: the chain verifies, they say nothing.
     rows = json.loads(files["audit.json"])["rows"]
@@ -349,7 +364,8 @@ def test_the_full_path_yields_a_dossier_that_verifies(site, signed):
     assert doc["audit"]["entries_redacted"] == len(hidden)
     html = files["dossier.html"].decode()
     assert "Promotion dossier: churn" in html and "risk ok" in html
-    assert "not available: serving is not configured" in html
+    assert "<td>production</td><td>churn:1</td><td>100.0 %</td>" in html
+    assert "no alert is firing for churn" in html
     assert "<script" not in html
 
 
@@ -537,3 +553,35 @@ def test_a_version_that_has_not_reached_central_has_no_dossier_yet(agent_factory
     status, body = local.request("GET", "/api/v1/models/solo/versions/1/dossier")
     err = assert_error(status, body, 409, "not_at_central")
     assert "only central signs dossiers" in err["message"]
+
+
+def test_a_production_model_with_a_firing_alert_is_tagged(site, tmp_path):
+    """Run last: churn:1's traffic drifts, central's monitor fires, and the risk team's
+    inventory and the dossier say so."""
+    central = site["central"]
+    X, y = data(0)
+    model = LogisticRegression().fit(X, y)
+    reference = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
+    reference.to_parquet(tmp_path / "ref.parquet")
+    out = central.cli("monitor", "import", "churn", str(tmp_path / "ref.parquet"), "--reference")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rng = np.random.default_rng(1)
+    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
+    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 3)), columns=list(X.columns))
+    drifted.assign(
+        time=day + np.sort(rng.uniform(0, 86400, 300)),
+        prediction=model.predict(drifted),
+        score=model.predict_proba(drifted)[:, 1],
+    ).to_parquet(tmp_path / "log.parquet")
+    out = central.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
+    assert status == 200 and body["alerts"], body
+
+    churn = by_name(inventory(central, "?tag=production_with_open_alert"))["churn"]
+    kinds = sorted({a["kind"] for a in churn["alerts"]})
+    assert kinds and churn["risk"]["production_with_open_alert"] == kinds
+    status, _, raw = get_bytes(central, "/api/v1/models/churn/versions/1/dossier")
+    assert status == 200
+    doc = json.loads(zipfile.ZipFile(io.BytesIO(raw)).read("dossier.json"))
+    assert sorted({a["kind"] for a in doc["monitoring"]["alerts"]}) == kinds

@@ -80,7 +80,7 @@ def test_inventory_view_filters_and_downloads_a_dossier(risk_site, page, screens
     expect(row.locator(".jp-Handoff-inventorySensitive")).to_have_text("gender")
     expect(row.locator('.jp-Handoff-riskTag[data-tag="uses_sensitive_attributes"]')).to_be_visible()
     expect(row).to_contain_text("not deployed")
-    expect(view).to_contain_text("monitoring is not configured")
+    expect(view).to_contain_text("alerts: those firing at central's monitor")
     screenshot(page, "inventory")
     # Filtering by a sensitive attribute no model has leaves none; by gender, this one
     view.locator('input[name="sensitive"]').fill("religion")

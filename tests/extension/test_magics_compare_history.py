@@ -84,6 +84,9 @@ def test_history(shell, pushed):
 def test_report_and_every_repr(shell, pushed):
     report = run(shell, "%mlops report churn:1")
     assert '<iframe sandbox=""' in report._repr_html_() and "Report('churn', 1" in repr(report)
+    from jupyter_handoff import api
+
+    assert "Report('churn', 1" in repr(api.report("churn:1"))  # the API takes NAME:N too
     md = run(shell, "%mlops report churn --format md")
     assert md.number == 2 and md._repr_markdown_()
     version = run(shell, "%mlops show churn:2")
@@ -205,3 +208,9 @@ def test_python_api_mirrors_the_magics(pushed):
     v1 = jupyter_handoff.get("churn", 1)
     assert jupyter_handoff.compare(v1, ("churn", 2)).labels == ["churn:1", "churn:2"]
     assert v1.wait() is v1 and v1.status != "checking"
+
+
+def test_watch_actions_are_given_one_after_another_or_repeated():
+    line = ["churn", "--source", "/d/*.parquet", "--action", "alert", "revalidate"]
+    args = PARSERS["watch"].parse_args([*line, "--action", "pause_canary", "--target", "y"])
+    assert args.action == ["alert", "revalidate", "pause_canary"] and args.target == "y"

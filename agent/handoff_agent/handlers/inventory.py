@@ -21,7 +21,9 @@ class InventoryHandler(BaseHandler):
 
     async def get(self):
         filters = parse_filters({k: self.get_query_argument(k, None) for k in FILTERS})
-        self.write_json(await self.agent.call(inventory, self.agent.registry, filters))
+        agent = self.agent
+        doc = await agent.call(inventory, agent.registry, filters, agent.role == "central")
+        self.write_json(doc)
 
 
 class KeysHandler(BaseHandler):

@@ -20,6 +20,17 @@ import dataclasses
 from ..errors import BadRequest, Conflict, NotFound
 
 
+def shares(rows: list[dict]) -> dict[str, float]:
+    """Each slot's share of the model's traffic: the canary's, production the rest; a canary
+    with no production takes it all; test, shadow and previous none (reached by version)."""
+    canary = next((r for r in rows if r["slot"] == "canary"), None)
+    has_prod = any(r["slot"] == "production" for r in rows)
+    share = 0.0 if canary is None else (float(canary["traffic"]) if has_prod else 100.0)
+    return {
+        r["slot"]: {"production": 100.0 - share, "canary": share}.get(r["slot"], 0.0) for r in rows
+    }
+
+
 class DeploymentService:
     def __init__(self, store, policy):
         self.store, self.policy = store, policy
@@ -137,16 +148,13 @@ class DeploymentService:
         alarms per slot; ``guardrails``: the canary's decision and the shadow's report."""
         rows = self.store.slots_of(model)
         judged = self.judge(model, rows) if self.judge is not None else {}
-        canary = next((r for r in rows if r["slot"] == "canary"), None)
-        has_prod = any(r["slot"] == "production" for r in rows)
-        share = 0.0 if canary is None else (float(canary["traffic"]) if has_prod else 100.0)
+        traffic = shares(rows)
         slots = []
         for r in rows:
-            traffic = {"production": 100.0 - share, "canary": share}.get(r["slot"], 0.0)
             entry = {
                 "slot": r["slot"],
                 "version": r["number"],
-                "traffic": traffic,
+                "traffic": traffic[r["slot"]],
                 "since": r["since"],
                 "by": r["by"],
             }
