@@ -332,7 +332,9 @@ def reference(model, X, kind: str, task: str | None) -> tuple[object, object]:
     """The model's own (predictions, probabilities or None) on ``X``, fed as it was fitted."""
     import numpy as np
 
-    x = X.to_numpy() if kind == "array" else X
+    from .plugins import as_input
+
+    x = as_input(X, kind)
     predictions = np.asarray(model.predict(x)).ravel()
     if len(predictions) != len(X):
         raise Refused(f"predict returned {len(predictions)} values for {len(X)} rows")

@@ -82,19 +82,29 @@ class CheckContext:
 
     @property
     def input_kind(self) -> str:
-        """How the model takes its input: "table" (a DataFrame), "array" (a 2-D numpy array,
-        no column names) or "text" (1-D strings, e.g. a Tfidf pipeline)."""
-        return ((self.manifest or {}).get("signature") or {}).get("input") or "table"
+        return input_kind(self.manifest)
 
     def as_input(self, X):
         """Rows of ``X`` (or ``reference_X``) in the form the model was fitted on: what to pass
         to ``predict``. Checks slice pandas (``X.iloc[...]``), then call this."""
-        kind = self.input_kind
-        if kind == "array" and hasattr(X, "to_numpy"):
-            return X.to_numpy()
-        if kind == "text" and getattr(X, "ndim", 1) == 2:
-            return X.iloc[:, 0]
-        return X
+        return as_input(X, self.input_kind)
+
+
+def input_kind(manifest: dict | None) -> str:
+    """How the model takes its input: "table" (a DataFrame), "array" (a 2-D numpy array,
+    no column names) or "text" (1-D strings, e.g. a Tfidf pipeline)."""
+    return ((manifest or {}).get("signature") or {}).get("input") or "table"
+
+
+def as_input(X, kind: str):
+    """A frame of the signature's columns in the form a model of ``kind`` was fitted on (the
+    checks' and the model server's one rule: a text pipeline given the frame itself would
+    read its column names as the documents)."""
+    if kind == "array" and hasattr(X, "to_numpy"):
+        return X.to_numpy()
+    if kind == "text" and getattr(X, "ndim", 1) == 2:
+        return X.iloc[:, 0]
+    return X
 
 
 @dataclass

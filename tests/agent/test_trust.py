@@ -6,10 +6,12 @@ straight to central's /versions is refused.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import pickle
 import threading
+import urllib.parse
 import zipfile
 from http.server import HTTPServer
 
@@ -240,6 +242,7 @@ FAMILIES_E2E = {
     ),
     "xgboost": lambda: _fit("xgboost", "XGBClassifier", n_estimators=5, max_depth=2),
     "lightgbm": lambda: _fit("lightgbm", "LGBMClassifier", n_estimators=5, verbose=-1),
+    "text_pipeline": lambda: (trust_families.text_pipelines()[0], *trust_families.texts()),
 }
 
 
@@ -301,3 +304,41 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
         "loads": "pass",
         "smoke": "pass",
     }
+    # And central's model server answers for it (its test slot) as the notebook's model does
+    rows = X.dropna().head(20)
+    status, body = until(lambda: _served(central, name, rows), 120, f"{name}:1 serving")
+    assert status == 200, body
+    served = next(o["data"] for o in body["outputs"] if o["name"] == "predict")
+    expected = model.predict(rows).tolist()
+    assert len(served) == len(expected), body
+    assert sum(a == b for a, b in zip(served, expected, strict=True)) >= 19, (served, expected)
+
+
+def _served(central, name: str, rows) -> tuple[int, dict] | None:
+    """Central's model server's V2 answer for version 1 of ``name`` (a column a tensor),
+    or None while the version is not loaded yet."""
+    frame = rows.to_frame() if hasattr(rows, "to_frame") else rows
+    kinds = {"f": "FP64", "i": "INT64", "u": "INT64", "b": "BOOL"}
+    inputs = [
+        {
+            "name": str(c),
+            "shape": [len(frame)],
+            "datatype": kinds.get(frame[c].dtype.kind, "BYTES"),
+            "data": frame[c].tolist(),
+        }
+        for c in frame.columns
+    ]
+    url = urllib.parse.urlsplit(json.loads(central.runtime_file.read_text())["serving_url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.request(
+            "POST",
+            f"/v2/models/{name}/versions/1/infer",
+            json.dumps({"inputs": inputs}),
+            {"Authorization": f"token {central.token}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        answer = (resp.status, json.loads(resp.read()))
+    finally:
+        conn.close()
+    return None if answer[0] in (404, 503) else answer

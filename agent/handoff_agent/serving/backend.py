@@ -223,7 +223,10 @@ class SkopsBackend:
     name = "skops"
 
     def __init__(self, model, manifest: dict, sample=None):
+        from ..plugins import input_kind
+
         self.model, self.manifest, self.sample = model, manifest, sample
+        self.input_kind = input_kind(manifest)
         try:
             self.classes = argmax_classes(model)
             self.steps = _pipeline_steps(model)
@@ -265,6 +268,9 @@ class SkopsBackend:
 
     def predict(self, X) -> dict[str, list]:
         """Named outputs for a frame (or, from ``predict_block``, its float64 array)."""
+        from ..plugins import as_input
+
+        X = as_input(X, self.input_kind)
         if self.classes is not None:
             proba = self._call(X, "predict_proba")
             got = argmax_predictions(proba, self.classes)
