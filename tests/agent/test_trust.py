@@ -15,6 +15,8 @@ import urllib.parse
 import zipfile
 from http.server import HTTPServer
 
+import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
 import trust_families
@@ -243,7 +245,16 @@ FAMILIES_E2E = {
     "xgboost": lambda: _fit("xgboost", "XGBClassifier", n_estimators=5, max_depth=2),
     "lightgbm": lambda: _fit("lightgbm", "LGBMClassifier", n_estimators=5, verbose=-1),
     "text_pipeline": lambda: (trust_families.text_pipelines()[0], *trust_families.texts()),
+    "numpy_array": lambda: _fit_array(),
 }
+
+
+def _fit_array():
+    """A model fitted on a bare numpy array (no column names), pushed as one."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = trust_families.numeric()
+    return LogisticRegression().fit(X.to_numpy(), y), X.to_numpy(), y.to_numpy()
 
 
 def _fit(module: str, cls: str, **kwargs):
@@ -305,11 +316,16 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
         "smoke": "pass",
     }
     # And central's model server answers for it (its test slot) as the notebook's model does
-    rows = X.dropna().head(20)
+    if isinstance(X, np.ndarray):  # the signature names an array's columns
+        names = [c["name"] for c in remote["manifest"]["signature"]["columns"]]
+        rows = pd.DataFrame(X[:20], columns=names)
+        expected = model.predict(X[:20]).tolist()
+    else:
+        rows = X.dropna().head(20)
+        expected = model.predict(rows).tolist()
     status, body = until(lambda: _served(central, name, rows), 120, f"{name}:1 serving")
     assert status == 200, body
     served = next(o["data"] for o in body["outputs"] if o["name"] == "predict")
-    expected = model.predict(rows).tolist()
     assert len(served) == len(expected), body
     assert sum(a == b for a, b in zip(served, expected, strict=True)) >= 19, (served, expected)
 
