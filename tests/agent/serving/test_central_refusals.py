@@ -60,6 +60,8 @@ def test_a_rollback_with_no_previous_production_leaves_the_traffic_alone(served)
     _local, central, _client, v1, v2 = served
     before = slots(central)
     assert before["production"][0] == v1 and before["canary"][0] == v2, before
+    policy = central.request("GET", "/api/v1/models/churn/deployment")[1]["policy"]
+    assert policy["canary_percent"] == 30 and policy["loadtest"]["requests"] == 500  # JSON
     # churn:1 is the first production: rolling it back would hand all traffic to the canary
     status, body = central.request("POST", "/api/v1/models/churn/deployment/rollback", {})
     error = assert_error(status, body, 409, "nothing_to_roll_back")
