@@ -83,7 +83,6 @@ class DeploymentEventsHandler(EventStreamHandler, FromCentral):
     async def get(self, name: str):
         validate_name(name)
         if self.agent.role == "central":
-            await self.known_model(name)  # a typo is a 404, as GET …/deployment answers it
             await self.stream_bus(lambda e: e["type"] in DEPLOY_EVENTS and e.get("model") == name)
             return
         target = self.central_target()  # no central at all: the one error shape, before SSE

@@ -167,12 +167,6 @@ def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
     assert status == 200, body
 
 
-def test_the_events_of_a_model_central_does_not_have_are_a_404(served):
-    _local, central, *_ = served
-    status, body = central.request("GET", "/api/v1/models/nosuch/deployment/events")
-    assert "No model named 'nosuch'" in assert_error(status, body, 404, "not_found")["message"]
-
-
 def test_a_version_is_archived_once(served):
     """Run last of the module: churn:2 leaves serving."""
     _local, central, _client, _v1, v2 = served
