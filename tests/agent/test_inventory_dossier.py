@@ -9,8 +9,9 @@ import io
 import json
 import stat
 import subprocess
-import time
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from support import RunningAgent, bundle_bytes, handoff_cli, push_model, until, wait_checked
+
+sys.path.insert(0, str(Path(__file__).parent / "serving"))
+from serving_support import run_on_a_drifted_day
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 CHECKS = "--HandoffAgent.checks=['loads', 'fairness', 'drift']"
@@ -560,23 +564,8 @@ def test_a_production_model_with_a_firing_alert_is_tagged(site, tmp_path):
     inventory and the dossier say so."""
     central = site["central"]
     X, y = data(0)
-    model = LogisticRegression().fit(X, y)
-    reference = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
-    reference.to_parquet(tmp_path / "ref.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp_path / "ref.parquet"), "--reference")
-    assert out.returncode == 0, out.stdout + out.stderr
-    rng = np.random.default_rng(1)
-    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
-    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 3)), columns=list(X.columns))
-    drifted.assign(
-        time=day + np.sort(rng.uniform(0, 86400, 300)),
-        prediction=model.predict(drifted),
-        score=model.predict_proba(drifted)[:, 1],
-    ).to_parquet(tmp_path / "log.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
-    assert out.returncode == 0, out.stdout + out.stderr
-    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
-    assert status == 200 and body["alerts"], body
+    body = run_on_a_drifted_day(central, LogisticRegression().fit(X, y), X, y, tmp_path)
+    assert body["alerts"], body
 
     churn = by_name(inventory(central, "?tag=production_with_open_alert"))["churn"]
     kinds = sorted({a["kind"] for a in churn["alerts"]})

@@ -86,7 +86,7 @@ class MonitorRunHandler(CentralOnly):
             isinstance(now, bool)
             or not isinstance(now, int | float)
             or not math.isfinite(now)
-            or windows.out_of_range(now, time.time())
+            or not windows.in_range(now, time.time())
         ):
             raise BadRequest(
                 f"now must be epoch seconds {windows.span_text()}.", '{"now": 1767225600}'

@@ -32,7 +32,7 @@ import pandas as pd
 from ..errors import BadRequest
 from ..serving.predlog import IN, OUT, SCHEMA
 from .frames import RESERVED
-from .windows import AHEAD, EARLIEST, iso, span_text
+from .windows import in_range, iso, span_text
 
 SEGMENT_ROWS = 20_000  # a run reads only the segments that overlap its windows
 
@@ -53,7 +53,7 @@ def _times(values: pd.Series, column: str) -> np.ndarray:
     except (ValueError, TypeError):
         out = None
     if out is not None:  # NaN compares False: it is out of range too
-        wrong = np.flatnonzero(~((out >= EARLIEST) & (out <= time.time() + AHEAD)))
+        wrong = np.flatnonzero(~in_range(out, time.time()))
         if not len(wrong):
             return out
     where = "" if out is None else f" (row {wrong[0]}: {values.iloc[wrong[0]]})"

@@ -10,10 +10,11 @@ EARLIEST = 946_684_800.0  # 2000-01-01: no prediction Handoff monitors was serve
 AHEAD = 7 * 86400.0  # how far past the clock a replay's simulated now may go
 
 
-def out_of_range(t: float, now: float, ahead: float = AHEAD) -> bool:
-    """Whether ``t`` lies outside what monitoring evaluates: every window from 2000 to a
-    week past the clock is a few thousand hourly ones; a year 9999 would be millions."""
-    return not EARLIEST <= t <= now + ahead
+def in_range(t, now: float, ahead: float = AHEAD):
+    """Whether ``t`` (a time, or a numpy array of them: then element-wise) lies within what
+    monitoring evaluates: every window from 2000 to a week past the clock is a few thousand
+    hourly ones; a year 9999 would be millions. NaN is out of range."""
+    return (t >= EARLIEST) & (t <= now + ahead)
 
 
 def span_text(ahead: float = AHEAD) -> str:

@@ -223,10 +223,10 @@ class SkopsBackend:
     name = "skops"
 
     def __init__(self, model, manifest: dict, sample=None):
-        from ..plugins import input_kind
+        from ..plugins import as_input, input_kind
 
         self.model, self.manifest, self.sample = model, manifest, sample
-        self.input_kind = input_kind(manifest)
+        self.input_kind, self._as_input = input_kind(manifest), as_input
         try:
             self.classes = argmax_classes(model)
             self.steps = _pipeline_steps(model)
@@ -268,9 +268,7 @@ class SkopsBackend:
 
     def predict(self, X) -> dict[str, list]:
         """Named outputs for a frame (or, from ``predict_block``, its float64 array)."""
-        from ..plugins import as_input
-
-        X = as_input(X, self.input_kind)
+        X = self._as_input(X, self.input_kind)
         if self.classes is not None:
             proba = self._call(X, "predict_proba")
             got = argmax_predictions(proba, self.classes)

@@ -356,7 +356,7 @@ def validate(
 # refuses the row, and a refusal counts against a canary's guardrails: a client's bad value
 # must be the client's 422, not the model's error.
 FLOAT_MAX = sys.float_info.max
-INT_RANGE = (-(2**63), 2**63 - 1)
+INT_RANGE = _INT_BOUNDS["INT64"]
 
 
 def _in_range(v: int | float, kind: str) -> bool:

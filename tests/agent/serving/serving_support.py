@@ -282,7 +282,7 @@ def run_on_a_drifted_day(central: RunningAgent, model, X, y, tmp: Path) -> dict:
     assert out.returncode == 0, out.stdout + out.stderr
     rng = np.random.default_rng(1)
     day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
-    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
+    drifted = pd.DataFrame(rng.normal(3, 1, size=(300, X.shape[1])), columns=list(X.columns))
     import_day(central, model, drifted, day, tmp / "log.parquet", rng)
     status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
     assert status == 200, body
