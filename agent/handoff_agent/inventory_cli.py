@@ -21,6 +21,7 @@ from traitlets import Enum, Unicode
 
 from . import runtime
 from ._version import __version__
+from .shell import complain
 
 AGENT_HELP = "Which running agent to ask: central (default) or local."
 
@@ -146,7 +147,7 @@ class InventoryApp(JupyterApp):
         try:
             doc = json.loads(_get(self.agent, self.url, path)[0])
         except Unreachable as e:
-            print(e)
+            complain(e)
             self.exit(1)
         if self.fmt == "json":
             print(json.dumps(doc, indent=1))
@@ -202,7 +203,7 @@ class DossierApp(JupyterApp):
         if args[:1] == ["key"] and len(args) == 1:
             self.exit(self.save_key())
         if len(args) != 1 or ":" not in args[0]:
-            print(USAGE)
+            complain(USAGE)
             self.exit(2)
         self.exit(self.fetch(args[0]))
 
@@ -212,14 +213,14 @@ class DossierApp(JupyterApp):
         try:
             name, number = typed_ref(ref)
         except ValueError as e:
-            print(e)
+            complain(e)
             return 2
         try:
             data, headers = _get(
                 self.agent, self.url, f"/api/v1/models/{name}/versions/{number}/dossier"
             )
         except Unreachable as e:
-            print(e)
+            complain(e)
             return 1
         disposition = headers.get("Content-Disposition", "")
         default = (
@@ -237,7 +238,7 @@ class DossierApp(JupyterApp):
         try:
             doc = json.loads(_get(self.agent, self.url, "/api/v1/keys")[0])
         except Unreachable as e:
-            print(e)
+            complain(e)
             return 1
         pem = doc["keys"][0]["pem"]
         if self.out:
@@ -256,7 +257,7 @@ class DossierApp(JupyterApp):
             try:
                 key_text = p.read_text() if p.is_file() else self.key
             except OSError as e:
-                print(f"FAILED key: cannot read {self.key} ({e})")
+                complain(f"FAILED key: cannot read {self.key} ({e})")
                 return 1
         try:
             s = verify(path, key_text)

@@ -21,6 +21,7 @@ from traitlets import Bool, Unicode
 
 from . import runtime
 from ._version import __version__
+from .shell import complain
 
 USAGE = (
     "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
@@ -91,7 +92,7 @@ class MonitorApp(JupyterApp):
             or args[0] not in ("import", "run")
             or len(args) != (3 if args[0] == "import" else 2)
         ):
-            print(USAGE)
+            complain(USAGE)
             self.exit(2)
         self.config.HandoffAgent.role = "central"
         try:
@@ -101,7 +102,7 @@ class MonitorApp(JupyterApp):
             else:
                 out = self._run(args[1], parse_now(self.now))
         except HandoffError as e:
-            print(f"{e.message}\n{e.hint}".strip())
+            complain(f"{e.message}\n{e.hint}".strip())
             self.exit(2)
         print(json.dumps(out, indent=2, default=str))
 

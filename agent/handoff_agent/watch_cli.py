@@ -14,6 +14,7 @@ from traitlets import Dict, Enum, Float, List, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _get, _request
+from .shell import complain
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
@@ -74,7 +75,7 @@ class WatchApp(JupyterApp):
 
     def start(self):
         if len(self.extra_args) != 1:
-            print("Usage: jupyter handoff watch NAME [--source PATH_OR_URL ...]")
+            complain("Usage: jupyter handoff watch NAME [--source PATH_OR_URL ...]")
             self.exit(2)
         model = self.extra_args[0]
         try:
@@ -84,7 +85,7 @@ class WatchApp(JupyterApp):
             else:
                 rows = [_post(self.agent, self.url, "/api/v1/watches", self.body(model))]
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
         for w in rows:
             last = w.get("last") or {}
@@ -149,6 +150,6 @@ class LineageApp(JupyterApp):
                 self.agent, self.url, "/api/v1/lineage/graph?" + urllib.parse.urlencode(query)
             )
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
         sys.stdout.write(raw[0].decode() + ("\n" if self.fmt == "json" else ""))
