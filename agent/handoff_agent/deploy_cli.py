@@ -18,7 +18,7 @@ from traitlets import Bool, Unicode
 from ._version import __version__
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name, typed_ref
-from .shell import complain
+from .shell import complain, visible
 from .vocabulary import missing_text
 
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
@@ -113,7 +113,7 @@ def review_line(r: dict) -> str:
         f"  {r['verdict']}  pushed by {r['pushed_by']}, {r['stage']} since {r['since'][:16]}"
     )
     blocked = r.get("blocked")
-    return line + (f"\n  not yet: {blocked['message']}" if blocked else "")
+    return visible(line) + (f"\n  not yet: {visible(blocked['message'])}" if blocked else "")
 
 
 class ReviewsApp(_CentralCommand):

@@ -102,6 +102,12 @@ def every_page(get: Callable[[str], dict], path: str, key: str) -> list:
     return items
 
 
+def cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts like a formula (``=``, ``+``,
+    ``-``, ``@``, tab, CR), e.g. a column named ``=HYPERLINK(...)``, gets a leading ``'``."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
     return _request(role, url, path)
 
@@ -156,7 +162,7 @@ class InventoryApp(JupyterApp):
         if self.fmt == "csv":
             w = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: cell(v) for k, v in r.items()} for r in rows)
             return
         cols = ("name", "owner", "version", "stage", "serving", "sensitive_attributes")
         cols += ("fairness", "drift", "alerts", "last_signoff", "risk_tags")

