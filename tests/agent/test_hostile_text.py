@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -105,3 +107,21 @@ def test_review_and_delivery_lines_show_what_central_quotes_inert():
         "last_error": f"HTTP 400: {FORGE}",
     }
     assert shown_inert(delivery_line(row, 0.0))
+
+
+def _outside_quotes(dot: str) -> str:
+    """What Graphviz reads as syntax: dot with its quoted strings taken out (its scanner takes
+    a backslash pair, or an escaped quote, as text)."""
+    return re.sub(r'"(?:\\\\|\\"|[^"\\]|\\)*"', '""', dot)
+
+
+def test_lineage_dot_keeps_a_pushed_trigger_inside_its_quotes(shared_agent, monkeypatch):
+    """The trigger a push names (HANDOFF_TRIGGERED_BY, set in the analyst's own kernel) is a
+    node id in the dot an engineer renders; it cannot add a javascript: link to the SVG."""
+    evil = 'x" [URL="javascript:alert(1)"]; "y'
+    monkeypatch.setenv("HANDOFF_TRIGGERED_BY", json.dumps({"trigger": evil, "change": "data"}))
+    _push(shared_agent)
+    out = handoff_cli(shared_agent.env, "lineage", "--format", "dot", "--agent", "local")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert 'trigger:x\\" [URL=\\"javascript' in out.stdout, out.stdout
+    assert "URL" not in _outside_quotes(out.stdout), out.stdout
