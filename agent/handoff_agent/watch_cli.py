@@ -14,7 +14,7 @@ from traitlets import Dict, Enum, Float, List, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _get, _request
-from .shell import complain
+from .shell import complain, visible
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
@@ -90,11 +90,12 @@ class WatchApp(JupyterApp):
         for w in rows:
             last = w.get("last") or {}
             late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
-            print(
+            line = (
                 f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
                 f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
                 f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
             )
+            print(visible(line))  # a source is a path or URL someone else typed
         if not rows:
             print(f"{model} watches no data source.")
 

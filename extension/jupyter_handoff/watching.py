@@ -7,6 +7,8 @@ import html
 import os
 import urllib.parse
 
+from handoff_agent.shell import visible
+
 from .client import connect
 from .errors import HandoffUsageError
 from .refs import checked_name
@@ -110,11 +112,13 @@ class Watches(list):
     def __repr__(self) -> str:
         return (
             "\n".join(
-                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
-                + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
-                + f" on {','.join(w['on'])}: "
-                f"{((w.get('last') or {}).get('change')) or 'not yet'}"
-                + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
+                visible(
+                    f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
+                    + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
+                    + f" on {','.join(w['on'])}: "
+                    f"{((w.get('last') or {}).get('change')) or 'not yet'}"
+                    + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
+                )
                 for w in self
             )
             or "No watched sources."
@@ -157,7 +161,7 @@ class LineageGraph(dict):
 
     def __repr__(self) -> str:
         lines = [
-            f"{self._label(e['from'])} -[{e['kind']}]-> {self._label(e['to'])}"
+            visible(f"{self._label(e['from'])} -[{e['kind']}]-> {self._label(e['to'])}")
             for e in self["edges"]
         ]
         return "\n".join(lines) or "LineageGraph(empty)"

@@ -15,6 +15,7 @@ from support import handoff_cli, push_model, wait_checked
 
 from handoff_agent.deploy_cli import review_line
 from handoff_agent.outbox_cli import delivery_line
+from jupyter_handoff.serving_calls import Deployment
 
 # A column named like a spreadsheet formula, and one that clears the terminal line, returns
 # to its start and writes a forged verdict over it.
@@ -107,6 +108,12 @@ def test_review_and_delivery_lines_show_what_central_quotes_inert():
         "last_error": f"HTTP 400: {FORGE}",
     }
     assert shown_inert(delivery_line(row, 0.0))
+    view = {  # `jupyter handoff deployment churn`: a conversion's reason quotes the exception
+        "slots": [{"slot": "production", "version": 2, "traffic": 100.0}],
+        "validations": {"2": {"state": "done", "parity": {"reason": f"convert raised {FORGE}"}}},
+    }
+    text = repr(Deployment("churn", view))
+    assert shown_inert(text) and "no ONNX: convert raised \\x1b[2K\\rrisk" in text, text
 
 
 def _outside_quotes(dot: str) -> str:
@@ -125,3 +132,27 @@ def test_lineage_dot_keeps_a_pushed_trigger_inside_its_quotes(shared_agent, monk
     assert out.returncode == 0, out.stdout + out.stderr
     assert 'trigger:x\\" [URL=\\"javascript' in out.stdout, out.stdout
     assert "URL" not in _outside_quotes(out.stdout), out.stdout
+
+
+def test_a_watched_source_named_to_forge_a_line_is_listed_inert(shared_agent, tmp_path):
+    """Whoever adds a watch names its source; `jupyter handoff watch NAME` shows it to all."""
+    _push(shared_agent)
+    path = tmp_path / "d\x1b[2K\rrisk: none\x1b[8m.parquet"
+    pd.DataFrame({"tenure": [1.0, 2.0], "spend": [3.0, 4.0]}).to_parquet(path)
+    out = handoff_cli(shared_agent.env, "watch", "hostile", "--source", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = handoff_cli(shared_agent.env, "watch", "hostile")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert shown_inert(out.stdout) and len(out.stdout.splitlines()) == 1, out.stdout
+    assert "d\\x1b[2K\\rrisk: none" in out.stdout
+    from jupyter_handoff import config, watching
+
+    config._instance = config.Handoff(
+        agent_url=shared_agent.url, token=shared_agent.token, auto_start=False
+    )
+    try:
+        listed, graph = repr(watching.watch("hostile")), repr(watching.lineage_graph())
+    finally:
+        config._instance = None
+    for text in (listed, graph):  # %mlops watch NAME, %mlops lineage in a terminal IPython
+        assert shown_inert(text) and "d\\x1b[2K\\rrisk: none" in text, text
