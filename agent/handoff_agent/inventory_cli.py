@@ -21,7 +21,7 @@ from traitlets import Enum, Unicode
 
 from . import runtime
 from ._version import __version__
-from .shell import complain
+from .shell import complain, visible
 
 AGENT_HELP = "Which running agent to ask: central (default) or local."
 
@@ -85,7 +85,9 @@ def _request(
             err = json.loads(e.read() or b"{}").get("error", {})
         except ValueError:
             err = {}
-        raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
+        # a refusal may quote what a model raised or an analyst named: one inert line each
+        message, hint = visible(err.get("message", e)), visible(err.get("hint", ""))
+        raise Unreachable(f"{message}\n{hint}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -156,3 +157,46 @@ def test_a_watched_source_named_to_forge_a_line_is_listed_inert(shared_agent, tm
         config._instance = None
     for text in (listed, graph):  # %mlops watch NAME, %mlops lineage in a terminal IPython
         assert shown_inert(text) and "d\\x1b[2K\\rrisk: none" in text, text
+
+
+def test_a_refusal_quoting_a_models_exception_reaches_stderr_inert(tmp_path):
+    """Central refuses a sign-off with its load test's reason, which quotes what the model
+    raised ("the validation broke: ..."); the CLI prints message and hint a line each."""
+    import http.server
+    import threading
+
+    class Central(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": "load_test_failed",
+                        "message": f"churn:2 cannot enter approved (the validation broke: {FORGE})",
+                        "hint": "See GET /api/v1/models/churn/versions/2 (validation).",
+                    }
+                }
+            ).encode()
+            self.send_response(409)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Central)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "HANDOFF_TOKEN": "t" * 32, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+        url = f"http://127.0.0.1:{server.server_port}"
+        out = handoff_cli(env, "signoff", "churn:2", "--url", url)
+    finally:
+        server.shutdown()
+    assert out.returncode == 1 and not out.stdout, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2 and shown_inert(out.stderr), out.stderr
+    assert lines[0].endswith(
+        "(the validation broke: \\x1b[2K\\rrisk: none\\x1b]8;;http://evil.example\\x07)"
+    )
