@@ -269,8 +269,8 @@ class DossierApp(JupyterApp):
                 return 1
         try:
             s = verify(path, key_text)
-        except Failed as e:
-            print(f"FAILED {e.what}: {e.why}")
+        except Failed as e:  # it quotes the file, whoever made it: no ESC/CR may forge an OK
+            print(f"FAILED {visible(e.what)}: {visible(e.why)}")
             return 1
         pinned = (
             "" if s["pinned"] else " (the key the dossier carries; pass --key to pin central's)"

@@ -3,6 +3,7 @@ spreadsheets inert: control characters shown as escapes, formulas as text, one M
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -200,3 +201,27 @@ def test_a_refusal_quoting_a_models_exception_reaches_stderr_inert(tmp_path):
     assert lines[0].endswith(
         "(the validation broke: \\x1b[2K\\rrisk: none\\x1b]8;;http://evil.example\\x07)"
     )
+
+
+def test_verifying_a_forged_dossier_cannot_print_a_forged_ok(tmp_path):
+    """Whoever hands IT a dossier wrote every byte of it; what ``verify`` quotes from it (an
+    audit entry's action) cannot return to the line start and draw an OK over the FAILED."""
+    import zipfile
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from handoff_agent import dossier, keys
+
+    public = keys.raw(Ed25519PrivateKey.generate().public_key())
+    forged_ok = "\r\x1b[2KOK churn:3: ed25519 signature of key 0123; 9 file digests\x1b[8m"
+    row = dict.fromkeys(("seq", "time", "actor", "subject", "payload", "prev_hash"), "x")
+    row.update(seq=1, action=forged_ok, hash="0" * 64)
+    path = tmp_path / "dossier-churn-3.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(dossier.JSON_NAME, json.dumps({"format": dossier.FORMAT, "audit": {"head": {}}}))
+        z.writestr(dossier.SIG_NAME, json.dumps({"public_key": base64.b64encode(public).decode()}))
+        z.writestr(dossier.AUDIT_NAME, json.dumps({"rows": [row]}))
+    out = handoff_cli(dict(os.environ), "dossier", "verify", str(path))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert shown_inert(out.stdout) and len(out.stdout.splitlines()) == 1, out.stdout
+    assert out.stdout.startswith("FAILED audit") and "\\r\\x1b[2KOK churn:3" in out.stdout
