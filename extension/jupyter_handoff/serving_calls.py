@@ -176,7 +176,8 @@ class Prediction:
         return f"{self.model}:{self.version} ({self.slot}) answered request {self.request_id}"
 
     def __repr__(self) -> str:
-        return f"{self._head()}\n{self.to_dataframe().to_string()}"
+        lines = [self._head(), *self.to_dataframe().to_string().splitlines()]
+        return "\n".join(visible(x) for x in lines)  # labels are the training data's values
 
     def _repr_html_(self) -> str:
         return (

@@ -225,3 +225,13 @@ def test_verifying_a_forged_dossier_cannot_print_a_forged_ok(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert shown_inert(out.stdout) and len(out.stdout.splitlines()) == 1, out.stdout
     assert out.stdout.startswith("FAILED audit") and "\\r\\x1b[2KOK churn:3" in out.stdout
+
+
+def test_a_prediction_whose_labels_carry_escapes_prints_them_inert():
+    """A served model's labels are the values of the y it was trained on."""
+    from jupyter_handoff.serving_calls import Prediction
+
+    answer = {"model": "churn", "version": 2, "slot": "production", "request_id": "r1"}
+    text = repr(Prediction({**answer, "predictions": ["stay", f"leave{FORGE}"]}))
+    assert shown_inert(text) and len(text.splitlines()) == 4, text
+    assert "leave\\x1b[2K\\rrisk: none" in text
