@@ -176,7 +176,7 @@ class Prediction:
         return f"{self.model}:{self.version} ({self.slot}) answered request {self.request_id}"
 
     def __repr__(self) -> str:
-        lines = [self._head(), *self.to_dataframe().to_string().splitlines()]
+        lines = [self._head(), *self.to_dataframe().to_string().split("\n")]
         return "\n".join(visible(x) for x in lines)  # labels are the training data's values
 
     def _repr_html_(self) -> str:
