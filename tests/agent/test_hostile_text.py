@@ -27,6 +27,8 @@ MESSAGE = "fine\r# APPROVED by risk\x1b[8m hidden"
 
 
 def shown_inert(text: str) -> bool:
+    """No escape sequence, bell or CR reaches the screen (text-mode capture reads a CR as a
+    newline, so the tests count lines too)."""
     return "\x1b" not in text and "\r" not in text and "\x07" not in text
 
 
@@ -46,7 +48,7 @@ def _push(agent):
     return v.number
 
 
-def test_inventory_csv_shows_a_formula_column_as_text_and_the_table_no_escapes(shared_agent):
+def test_inventory_csv_and_table_show_hostile_column_names_inert(shared_agent):
     _push(shared_agent)
     out = handoff_cli(shared_agent.env, "inventory", "--agent", "local", "--format", "csv")
     assert out.returncode == 0, out.stdout + out.stderr
