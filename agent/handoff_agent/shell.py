@@ -1,5 +1,6 @@
-"""How a command reports what went wrong: on stderr, so a script reading its answer (``--json
-| jq``, ``--format csv > file``) gets only answers, and the exit status says which it was."""
+"""What a command prints that it does not control: what went wrong goes to stderr, so a script
+reading its answer (``--json | jq``, ``--format csv > file``) gets only answers; text someone
+else wrote is shown inert, so it cannot forge the output a reviewer reads."""
 
 from __future__ import annotations
 
