@@ -8,6 +8,7 @@ numeric column, its histogram over bins fixed from a reference, so PSI needs no 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -61,6 +62,20 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """A file that went away, may not be read, or is not the Parquet or CSV its name says is
+    a ``SourceError`` saying which file and why (the check records it; nothing else fails)."""
+    kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
+    try:
+        yield
+    except FileNotFoundError:
+        raise SourceError(f"{path} went away while it was read.") from None
+    except (OSError, ValueError) as e:  # permissions; ArrowInvalid, EmptyDataError, ParserError
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SourceError(f"{path} cannot be read as {kind}: {reason}") from None
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -118,11 +133,12 @@ def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 
         raise SourceError(f"{bad[0]} is not Parquet or CSV; a source holds .parquet or .csv files.")
     files, frames = [], []
     for p in paths:
-        st = p.stat()
-        files.append(
-            {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
-        )
-        frames.append(_read(p))
+        with _readable(p):
+            st = p.stat()
+            files.append(
+                {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
+            )
+            frames.append(_read(p))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     digest = hashlib.sha256("\n".join(f"{f['path']}\0{f['sha256']}" for f in files).encode())
     schema = schema_of(frame)
@@ -210,7 +226,10 @@ def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
     paths = files_of(spec["source"])
     if not paths:
         raise SourceError(f"No file matches {spec['source']!r}.")
-    frames = [_read(p) for p in paths]
+    frames = []
+    for p in paths:
+        with _readable(p):
+            frames.append(_read(p))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -305,7 +305,10 @@ class WatchService:
                 self.registry.watch_claim, source_id, at, at + row["every"]
             ):
                 continue
-            out.append(await self.check(source_id))
+            try:
+                out.append(await self.check(source_id))
+            except Exception:  # one source's failure must not stop the others' checks
+                log.exception("checking watched source %s failed", source_id)
         return out
 
     async def check(self, source_id: int) -> dict:
