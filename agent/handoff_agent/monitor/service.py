@@ -264,18 +264,13 @@ class MonitorService:
                     (
                         "estimated_performance",
                         est["estimate"],
-                        p.min_metric_ratio * est["baseline"],
+                        metrics.bound("accuracy", est["baseline"], p),
                         metrics.estimate_worse(est, p),
                     )
                 )
         perf = m.get("performance")
         if row["labels"] == "final" and perf and perf.get("baseline") is not None:
-            base = perf["baseline"]
-            bound = (
-                base * p.min_metric_ratio
-                if perf["metric"] == "accuracy"
-                else (base / p.min_metric_ratio)
-            )
+            bound = metrics.bound(perf["metric"], perf["baseline"], p)
             out.append(("performance", perf["value"], bound, metrics.worse(perf, p)))
         return out
 
