@@ -182,7 +182,8 @@ def prediction_psi(
     ``"scores"`` (quantile bins of the reference's score histogram) where both recorded scores,
     else ``"classes"``; (None, None) when either side has no predictions. Scores get fewer
     than ``bins`` bins while ``current`` has under ``PER_BIN`` predictions per bin: PSI's
-    expected value on two samples of one distribution grows with bins / rows."""
+    expected value on two samples of one distribution grows with bins / rows. Classes alike:
+    rare ones are grouped (``psi_classes``) until each bin holds about ``PER_BIN``."""
     if current.scores and reference.scores:
         bins = max(2, min(bins, sum(current.scores.values()) // PER_BIN))
         keys = sorted(set(current.scores) | set(reference.scores))
@@ -193,7 +194,8 @@ def prediction_psi(
         )
         return psi(e, a), "scores"
     if current.classes and reference.classes:
-        return psi_classes(reference.classes, current.classes), "classes"
+        bins = max(2, sum(current.classes.values()) // PER_BIN)
+        return psi_classes(reference.classes, current.classes, bins=bins), "classes"
     return None, None
 
 
