@@ -166,15 +166,26 @@ class WatchService:
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
+        try:  # injected as Python literals: NaN or Infinity would be a NameError there
+            json.dumps(params, allow_nan=False)
+        except ValueError:
+            raise BadRequest(
+                "params may not hold NaN or Infinity.", hint='e.g. {"epochs": 3}'
+            ) from None
         timeout = body.get("timeout", 600)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise BadRequest("timeout must be a positive number of seconds.", hint="e.g. 600")
         spec = {
             "model": model,
             "every": every,
             "overdue": overdue,
-            "on": list(on),
-            "actions": list(actions),
+            "on": list(dict.fromkeys(on)),
+            "actions": list(dict.fromkeys(actions)),  # an action named twice runs once
             "run": run,
             "params": params,
             "timeout": float(timeout),
