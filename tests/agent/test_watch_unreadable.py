@@ -46,3 +46,23 @@ def test_an_emptied_csv_or_a_corrupt_parquet_is_a_named_error_and_the_watch_reco
     out = _check(agent, w_csv["id"])
     assert out["change"] == "appended", out
     assert [t["action"] for t in triggers(agent, w_csv["id"])] == ["alert", "alert"]
+
+
+def test_a_link_into_the_agents_home_planted_in_a_watched_folder_is_never_read(agent, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    frame(100).to_csv(folder / "day-1.csv", index=False)
+    w = watch(agent, model="churn", source=str(folder / "day-*.csv"), on=["change"])
+
+    # When someone who may write into the folder links a file of the agent's home into it
+    (folder / "day-2.csv").symlink_to(agent.home / "agent-id")
+
+    # Then the check refuses to read it, says why, and records no fingerprint of it
+    out = _check(agent, w["id"])
+    assert out["error"] == (
+        f"{folder / 'day-2.csv'} leads into the agent's own home; a watch reads your data, "
+        "not Handoff's storage."
+    ), out
+    row = agent.request("GET", f"/api/v1/watches/{w['id']}")[1]
+    assert [s["change"] for s in row["snapshots"]] == ["first"]
+    assert row["triggers"][-1]["detail"] == {"error": out["error"]}

@@ -42,6 +42,21 @@ def sqlite_path(url: str) -> Path | None:
     return None if found is None else Path(found)
 
 
+def outside(paths: list[Path], home: Path | None) -> list[Path]:
+    """``paths``, unless one of them leads (a symlink, ``..``) into the agent's ``home``: a
+    watch reads the user's data, never the agent's own stores or keys, whatever appears in a
+    watched folder after the watch was registered."""
+    if home is not None:
+        root = Path(home).resolve()
+        for p in paths:
+            if p.resolve().is_relative_to(root):
+                raise SourceError(
+                    f"{p} leads into the agent's own home; a watch reads your data, not "
+                    "Handoff's storage."
+                )
+    return paths
+
+
 def files_of(pattern: str) -> list[Path]:
     """The files a path or glob names now. Wildcards only in the file name and its folder
     (``data/2026-*/part-*.parquet``), so that a glob never walks a whole tree."""
@@ -122,10 +137,12 @@ def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
     return out
 
 
-def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 0) -> dict:
+def fingerprint_files(
+    pattern: str, edges: dict | None = None, prev_rows: int = 0, home: Path | None = None
+) -> dict:
     import pandas as pd
 
-    paths = files_of(pattern)
+    paths = outside(files_of(pattern), home)
     if not paths:
         raise SourceError(f"No file matches {pattern!r}.")
     bad = [p.name for p in paths if p.suffix.lower() not in SUFFIXES]
@@ -166,11 +183,15 @@ def _row_prefix(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashes.tobytes()).hexdigest()
 
 
-def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
+def fingerprint_sql(
+    url: str, query: str, edges: dict | None = None, home: Path | None = None
+) -> dict:
     """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
     import pandas as pd
 
     from ..store.warehouse import QueryFailed, read_query
+
+    outside([p for p in [sqlite_path(url)] if p is not None], home)
 
     try:
         rows, frame, columns, max_updated = read_query(url, query, MAX_ROWS)
@@ -201,16 +222,20 @@ def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
 
 
 def fingerprint(
-    spec: dict, url: str | None = None, edges: dict | None = None, prev_rows: int = 0
+    spec: dict,
+    url: str | None = None,
+    edges: dict | None = None,
+    prev_rows: int = 0,
+    home: Path | None = None,
 ) -> dict:
     """One fingerprint of the source ``spec`` (a ``data_sources`` row); ``url``: its full SQL
-    URL, decrypted by the caller."""
+    URL, decrypted by the caller; ``home``: the agent's, which no file read may lead into."""
     if spec["kind"] == "sql":
-        return fingerprint_sql(url or spec["source"], spec["query"], edges)
-    return fingerprint_files(spec["source"], edges, prev_rows)
+        return fingerprint_sql(url or spec["source"], spec["query"], edges, home)
+    return fingerprint_files(spec["source"], edges, prev_rows, home)
 
 
-def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
+def frame_of(spec: dict, url: str | None = None, home: Path | None = None) -> pd.DataFrame:
     """The source's rows now (at most ``MAX_ROWS`` of a CSV or a query), as data: a
     revalidation hands them to the check workers."""
     import pandas as pd
@@ -218,12 +243,13 @@ def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
     if spec["kind"] == "sql":
         from ..store.warehouse import QueryFailed, read_query
 
+        outside([p for p in [sqlite_path(url or spec["source"])] if p is not None], home)
         try:
             frame = read_query(url or spec["source"], spec["query"], MAX_ROWS)[1]
         except QueryFailed as e:
             raise SourceError(str(e)) from None
         return frame.infer_objects()
-    paths = files_of(spec["source"])
+    paths = outside(files_of(spec["source"]), home)
     if not paths:
         raise SourceError(f"No file matches {spec['source']!r}.")
     frames = []

@@ -236,17 +236,15 @@ class WatchService:
     def _not_ours(self, path: Path | None) -> None:
         """A watch reads the user's data, never the agent's own stores (its registry would
         answer queries about tokens and sign-offs)."""
-        if (
-            path is not None
-            and self.home
-            and path.resolve().is_relative_to(Path(self.home).resolve())
-        ):
+        try:
+            fpm.outside([] if path is None else [path], self.home)
+        except fpm.SourceError:
             raise BadRequest(
                 "That source is inside the agent's own home; a watch reads your data, not "
                 "Handoff's storage.",
                 hint="Watch the files or database the model was trained on.",
                 code="source_in_home",
-            )
+            ) from None
 
     def register_all(self, entries: list[dict], by: str) -> list[dict]:
         """The policy's [[watch]] tables; a bad one stops the start with what to fix."""
@@ -343,6 +341,7 @@ class WatchService:
                 self.unseal(row),
                 ref["edges"] if ref else None,
                 (prev or {}).get("rows") or 0,
+                self.home,
             )
         except fpm.SourceError as e:
             self.events.publish(
