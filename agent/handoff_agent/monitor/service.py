@@ -316,11 +316,15 @@ class MonitorService:
                     action=action,
                     message=message,
                 )
+                if fired is None:  # another replica fired it first, and acts on it
+                    continue
                 outcome, rolled = self.act(model, fired, action)
                 self.registry.alert_outcome(fired["id"], outcome)
                 changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
             elif not crossed and current is not None:
-                changes.append(self.registry.alert_clear(current["id"], start, value))
+                cleared = self.registry.alert_clear(current["id"], start, value)
+                if cleared is not None:  # else another replica cleared it first
+                    changes.append(cleared)
         return changes
 
     def act(self, model: str, alert: dict, action: str) -> tuple[str, bool]:
