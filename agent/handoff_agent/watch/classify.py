@@ -47,7 +47,9 @@ def classify(
     if cur["schema_hash"] != prev["schema_hash"]:
         return "schema", psi
     if cur["fingerprint"] == prev["fingerprint"]:
-        changed = cur.get("mtime") or _data_time(cur) or None
+        # when the data last changed: the files' mtime, a query's max(updated_at), else
+        # since when the watch has seen this very content (``unchanged_since``)
+        changed = cur.get("mtime") or _data_time(cur) or _time(cur.get("since")) or None
         now = time.time() if now is None else now
         if changed is not None and every > 0 and now - changed > overdue_after(every, overdue):
             return "overdue", psi
@@ -61,7 +63,11 @@ def classify(
 
 
 def _data_time(fp: dict) -> float | None:
-    value = fp.get("max_updated")
+    return _time(fp.get("max_updated"))
+
+
+def _time(value) -> float | None:
+    """Epoch seconds of an ISO time (None when there is none, or it is not one)."""
     if not value:
         return None
     from datetime import datetime

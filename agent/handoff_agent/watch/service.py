@@ -357,6 +357,10 @@ class WatchService:
                 {"error": str(e)},
             )
             return {"source": row["source"], "error": str(e)}
+        if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
+            fp["since"] = await self.pools.read(
+                self.registry.unchanged_since, source_id, fp["fingerprint"]
+            )
         prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
         change, psi = cls.classify(
             prev_full, fp, ref["stats"] if ref else None, row["every"], overdue=row.get("overdue")
