@@ -245,3 +245,13 @@ def test_input_drift_of_a_frame_matches_the_per_column_computation():
     assert out["features"]["c"]["unseen"] == ["z"] and out["features"]["c"]["drifted"]
     assert out["features"]["gone"]["missing"] and "gone" in out["drifted"]
     assert out["drifted"] == [n for n, f in out["features"].items() if f["drifted"]]
+
+
+def test_calibration_reads_probabilities_only_so_an_old_logit_reference_still_monitors():
+    # a reference imported before import refused logits: its out-of-range scores are left out
+    # (they raised in np.bincount, and every run of the model failed)
+    scores = pd.Series([-3.0, 0.1, 0.2, 0.8, 0.9, 2.5])
+    labels = pd.Series([0, 0, 0, 1, 1, 1])
+    got = metrics.calibration_error(scores, labels, labels)
+    assert got == metrics.calibration_error(scores[1:5], labels[1:5], labels[1:5])
+    assert got == pytest.approx(0.15)

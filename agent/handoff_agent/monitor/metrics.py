@@ -376,7 +376,7 @@ def calibration_error(scores: pd.Series, labels: pd.Series, predictions: pd.Seri
     """Expected calibration error of P(positive) over 10 equal-width bins."""
     s = scores.to_numpy(dtype=float)
     y = _positive(labels).astype(float)
-    keep = np.isfinite(s)
+    keep = (s >= 0) & (s <= 1)  # probabilities only (NaN compares False)
     s, y = s[keep], y[keep]
     if s.size == 0:
         return float("nan")
