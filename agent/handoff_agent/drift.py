@@ -27,6 +27,9 @@ import numpy as np
 from .vocabulary import HIGHER_IS_BETTER
 
 EPSILON = 1e-4  # added to every bin's share (then renormalised) so an empty bin stays finite
+# Observations per bin at least on the current side: PSI's expected value on two samples of
+# one distribution grows with bins / rows, so fewer rows get fewer (coarser) bins.
+PER_BIN = 20
 PSI_BANDS = ((0.1, "none"), (0.25, "moderate"), (math.inf, "significant"))
 LIVE_METRICS = ("accuracy", "mae", "rmse")  # directions from vocabulary.HIGHER_IS_BETTER
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..drift import coarsen, psi, psi_classes
+from ..drift import PER_BIN, coarsen, psi, psi_classes
 
 GAMMA = 1.04  # latency bucket growth: bucket i covers (MIN_MS * GAMMA**(i-1), MIN_MS * GAMMA**i]
 MIN_MS = 0.001
@@ -170,9 +170,6 @@ class WindowStats:
             "p99_ms": self.p99,
             "labelled": self.labelled,
         }
-
-
-PER_BIN = 20  # predictions per score bin at least: PSI's small-sample bias stays small
 
 
 def prediction_psi(

@@ -12,14 +12,18 @@ PSI_THRESHOLD = 0.25  # drift.PSI_BANDS: above 0.25 a significant shift
 
 def max_psi(reference: dict, current: dict) -> float | None:
     """The largest PSI over the numeric columns both statistics have, on the reference's
-    bins (``current`` was binned on the same edges)."""
+    bins (``current`` was binned on the same edges), grouped into as many reference quantiles
+    as the column's values fill with ``drift.PER_BIN`` each; a column with too few values for
+    two such bins is not judged (a few dozen rows from the reference's own distribution would
+    read as a shift)."""
     scores = []
     for col, ref in reference.items():
         cur = current.get(col)
         if not cur or "hist" not in ref or "hist" not in cur:
             continue
-        if len(ref["hist"]) == len(cur["hist"]):
-            scores.append(drift.psi(ref["hist"], cur["hist"]))
+        bins = sum(cur["hist"]) // drift.PER_BIN
+        if len(ref["hist"]) == len(cur["hist"]) and bins >= 2:
+            scores.append(drift.psi(*drift.coarsen(ref["hist"], cur["hist"], bins)))
     return max(scores) if scores else None
 
 
