@@ -100,3 +100,37 @@ def test_classes_logged_as_floats_are_the_references_classes(stores):
     assert changes == {0: [], 1: []}
     for w in registry.windows_of("churn", "daily"):
         assert w["metrics"]["prediction_drift"]["psi"] < 0.05, w["metrics"]["prediction_drift"]
+
+
+def sparse_traffic(rng, n: int, shift: float = 0.0) -> pd.DataFrame:
+    """Two dense features and two the request carries in one row of twenty (an optional
+    field, a coupon code): a daily window of a few hundred requests holds a dozen of each."""
+    some = rng.uniform(size=(n, 2)) < 0.05
+    f = pd.DataFrame(
+        {
+            "x1": rng.normal(shift, 1, n),
+            "x2": rng.normal(shift, 1, n),
+            "spend": np.where(some[:, 0], rng.gamma(2, 10, n), np.nan),
+            "coupon": np.where(some[:, 1], rng.choice(["A", "B", "C"], n), None),
+        }
+    )
+    return f.assign(prediction=(f["x1"] > 0).astype(int))
+
+
+def test_sparse_features_read_as_no_drift_from_their_dozen_values(stores):
+    registry, blobs = stores
+    rng = np.random.default_rng(13)
+    backfill.import_reference(registry, blobs, "churn", sparse_traffic(rng, 5000), "test")
+    days = [day(rng, d, sparse_traffic(rng, 300)) for d in range(5)]
+    days.append(day(rng, 5, sparse_traffic(rng, 300, shift=1.5)))  # then the data moves
+    backfill.import_log(registry, blobs, "churn", pd.concat(days, ignore_index=True), "test")
+    service = MonitorService(registry, blobs, Policy(monitor=POLICY))
+
+    changes = alerts(service, registry, "churn", 6)
+
+    # five stationary days: no alert, though each window holds ~15 values of each sparse one
+    assert all(changes[d] == [] for d in range(5)), changes
+    calm = registry.windows_of("churn", "daily")[0]["metrics"]["drift"]["features"]
+    assert not calm["spend"]["drifted"] and not calm["coupon"]["drifted"], calm
+    # the day the dense features move fires the drift alert
+    assert ("drift", "firing") in changes[5]

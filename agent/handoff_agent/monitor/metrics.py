@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..drift import EPSILON, psi
+from ..drift import EPSILON, PER_BIN, coarsen, psi
 from ..vocabulary import HIGHER_IS_BETTER
 
 # KS is evaluated at up to this many of the reference's quantiles, on both sides of each
@@ -180,13 +180,15 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
     # bin i holds edges[i-1] <= x < edges[i]: the values below each edge, differenced
     below_edges = np.searchsorted(ordered, ref.edges, side="left")
     counts = np.diff(np.concatenate(([0], below_edges, [v.size])))
-    value = psi(ref.counts, counts, EPSILON)
+    value = _psi_of_few(ref.counts, counts, v.size)
     # The window's CDF at the reference's grid (values <= each point) and its left limits.
     cdf = np.searchsorted(ordered, ref.ks_edges, side="right") / v.size
     below = np.searchsorted(ordered, ref.ks_edges, side="left") / v.size
     d = float(max(np.max(np.abs(cdf - ref.ks_cdf)), np.max(np.abs(below - ref.ks_below))))
     p = ks_pvalue(d, ref.ks_rows, v.size)
-    drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
+    drifted = (value is not None and value > policy.max_feature_psi) or (
+        p < policy.test_alpha and d >= policy.min_ks
+    )
     return {
         "kind": "numeric",
         "psi": value,
@@ -195,6 +197,17 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
         "mean": float(np.mean(v)),
         "drifted": bool(drifted),
     }
+
+
+def _psi_of_few(expected: np.ndarray, actual: np.ndarray, n: int) -> float | None:
+    """PSI of a window's ``n`` values over the reference's bins, grouped (``drift.coarsen``)
+    to ``PER_BIN`` values each while the window has few; None below two such bins (a sparse
+    feature's dozen values in a window would read as a shift). A window's other bins, and the
+    unseen bin of a categorical one, stay where grouping keeps them: the last group."""
+    bins = n // PER_BIN
+    if bins < 2:
+        return None
+    return psi(*coarsen(expected, actual, bins), EPSILON)
 
 
 def categorical_drift(ref: Feature, values: pd.Series, policy) -> dict:
@@ -206,13 +219,14 @@ def categorical_drift(ref: Feature, values: pd.Series, policy) -> dict:
     unseen = n - int(seen.sum())
     expected = np.append(ref.counts, 0)
     actual = np.append(seen, unseen)
-    value = psi(expected, actual, EPSILON)
+    # the reference's categories commonest first (value_counts' order), then the unseen bin
+    value = _psi_of_few(expected, actual, n)
     shares = (ref.counts / ref.counts.sum() + EPSILON) / (1 + EPSILON * len(ref.counts))
     exp = np.append(shares * n, EPSILON * n)
     stat = float(np.sum((actual - exp) ** 2 / exp))
     p = chi2_sf(stat, len(ref.counts))
     unseen_share = unseen / n
-    drifted = (
+    drifted = value is not None and (
         value > policy.max_feature_psi
         or unseen_share > policy.max_unseen_share
         or (p < policy.test_alpha and value > policy.max_feature_psi / 2)
