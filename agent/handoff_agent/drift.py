@@ -152,6 +152,30 @@ def class_agreement(a: Iterable, b: Iterable) -> float | None:
     return sum(p == q for p, q in zip(x, y, strict=True)) / len(x)
 
 
+def number(value) -> float | None:
+    """A label or a prediction as a number: ints, floats and numeric text (a label sent as
+    ``"1"`` or ``"3.5"``); None for anything else (a class name, a bool, a list)."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | float | np.number):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def same_class(prediction, label) -> bool:
+    """Whether a predicted class is the label: equal, or the same number whatever its type
+    (a label sent as ``"1"`` for the class ``1``, as the monitor compares them)."""
+    if prediction == label:
+        return True
+    p, y = number(prediction), number(label)
+    return p is not None and p == y
+
+
 def live_metric(predictions: Iterable, labels: Iterable, metric: str = "accuracy") -> float | None:
     """Performance on labelled requests: ``accuracy`` (predicted class equals the label),
     ``mae`` or ``rmse`` (numbers). None without pairs."""
@@ -161,7 +185,7 @@ def live_metric(predictions: Iterable, labels: Iterable, metric: str = "accuracy
     if not p:
         return None
     if metric == "accuracy":
-        return sum(a == b for a, b in zip(p, y, strict=True)) / len(p)
+        return sum(same_class(a, b) for a, b in zip(p, y, strict=True)) / len(p)
     err = np.asarray(p, dtype=float) - np.asarray(y, dtype=float)
     if metric == "mae":
         return float(np.mean(np.abs(err)))

@@ -18,9 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..drift import PER_BIN, coarsen, psi, psi_classes
+from ..drift import PER_BIN, coarsen, number, psi, psi_classes, same_class
 
 GAMMA = 1.04  # latency bucket growth: bucket i covers (MIN_MS * GAMMA**(i-1), MIN_MS * GAMMA**i]
 MIN_MS = 0.001
@@ -277,15 +275,10 @@ class RollingStats:
         """A (prediction, label) pair joined from feedback: counts toward live performance."""
         s = self._slice(now)
         s.labelled += 1
-        s.correct += prediction == label
-        numbers = (int, float, np.number)
-        if (
-            isinstance(prediction, numbers)
-            and isinstance(label, numbers)
-            and not isinstance(prediction, bool)
-            and not isinstance(label, bool)
-        ):
-            err = float(prediction) - float(label)
+        s.correct += same_class(prediction, label)
+        p, y = number(prediction), number(label)
+        if p is not None and y is not None:
+            err = p - y
             s.abs_err += abs(err)
             s.sq_err += err * err
             s.quad_err += err**4

@@ -335,3 +335,19 @@ def test_a_many_class_canary_without_scores_alarms_on_a_shift_not_on_its_rare_cl
     for p in (swapped, new_class):
         caught = [evaluate(sample(100, p), prod, POLICY, 1e6, 0.0) for _ in range(20)]
         assert [d.alarm and d.alarm.metric for d in caught] == ["psi"] * 20
+
+
+def test_labels_sent_as_text_still_catch_a_worse_canary():
+    # Ground truth from a CSV or a database often reaches POST …/feedback as text ("1"): the
+    # canary is right on half its labelled requests, production on nine in ten
+    prod = traffic(
+        1000,
+        classes=lambda i: i % 2,
+        labels=[(i % 2, str(i % 2) if i % 10 else str(1 - i % 2)) for i in range(200)],
+    )
+    canary = traffic(
+        200, classes=lambda i: i % 2, labels=[(i % 2, str(i // 2 % 2)) for i in range(200)]
+    )
+    d = evaluate(canary, prod, POLICY, now=1000.0, started_at=0.0)
+    assert d.metrics["live"] == 0.5 and d.metrics["production_live"] == 0.9
+    assert d.state == "rollback" and d.alarm.metric == "live_metric_ratio", d.reason
