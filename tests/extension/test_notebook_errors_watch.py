@@ -102,6 +102,11 @@ def notebook(shared_agent, tmp_path_factory):
     for key, (source, _, _) in MISTAKES.items():
         index[key] = len(cells)
         cells.append(source)
+    index["unreadable"] = len(cells)
+    cells.append(
+        "open('broken.parquet', 'wb').write(b'PAR1 half an export')\n"
+        "%mlops watch unreadable --source broken.parquet"
+    )
     index["params"] = len(cells)
     cells.append(
         "%mlops watch retrained --source data.csv --param epochs=3 --param lr=0.5 --param x=nan"
@@ -151,3 +156,10 @@ def test_watch_params_reach_the_retraining_notebook_as_the_analyst_wrote_them(
     scope: dict = {}
     exec(cell.source, scope)  # the injected parameters cell, as the kernel runs it
     assert list(range(scope["epochs"])) == [0, 1, 2] and scope["x"] == "nan"
+
+
+def test_a_watch_whose_first_read_fails_says_why(notebook):
+    nb, index = notebook
+    text = _text(nb.cells[index["unreadable"]].outputs)
+    assert "unreadable <- " in text and "broken.parquet every 3600s on change: error: " in text
+    assert "broken.parquet cannot be read as Parquet: " in text, text
