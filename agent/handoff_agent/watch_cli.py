@@ -89,10 +89,12 @@ class WatchApp(JupyterApp):
         for w in rows:
             last = w.get("last") or {}
             late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
+            error = last.get("error") and f"error: {last['error']}"
             print(
                 f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
                 f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
-                f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
+                f"{last.get('change') or error or 'not yet'} "
+                f"{str(last.get('fingerprint') or '')[:12]}".rstrip()
             )
         if not rows:
             print(f"{model} watches no data source.")

@@ -4,6 +4,7 @@ the watch keeps going and sees the data again once it is fixed."""
 
 from __future__ import annotations
 
+from support import handoff_cli
 from watch_support import frame, triggers, watch
 
 
@@ -66,3 +67,11 @@ def test_a_link_into_the_agents_home_planted_in_a_watched_folder_is_never_read(a
     row = agent.request("GET", f"/api/v1/watches/{w['id']}")[1]
     assert [s["change"] for s in row["snapshots"]] == ["first"]
     assert row["triggers"][-1]["detail"] == {"error": out["error"]}
+
+
+def test_the_cli_says_why_a_new_watchs_first_read_failed(agent, tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 half an export")
+    out = handoff_cli(agent.env, "watch", "churn", "--source", str(broken))
+    assert out.returncode == 0, out.stderr
+    assert f"on change -> alert: error: {broken} cannot be read as Parquet: " in out.stdout
