@@ -201,9 +201,9 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
 
 def _psi_of_few(expected: np.ndarray, actual: np.ndarray, n: int) -> float | None:
     """PSI of a window's ``n`` values over the reference's bins, grouped (``drift.coarsen``)
-    to ``PER_BIN`` values each while the window has few; None below two such bins (a sparse
-    feature's dozen values in a window would read as a shift). A window's other bins, and the
-    unseen bin of a categorical one, stay where grouping keeps them: the last group."""
+    into bins of the reference holding about ``PER_BIN`` of the window's values each while it
+    has few; None below two such bins (a sparse feature's dozen values in a window would
+    read as a shift). A categorical feature's unseen bin, last, joins the last group then."""
     bins = n // PER_BIN
     if bins < 2:
         return None
