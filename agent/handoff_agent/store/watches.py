@@ -121,8 +121,17 @@ class WatchStore(StoreBase):
 
     # -- fingerprints ----------------------------------------------------------------------
 
-    def snapshot_add(self, source_id: int, fp: dict, change: str, psi, detail: dict) -> dict:
+    def snapshot_add(
+        self, source_id: int, fp: dict, change: str, psi, detail: dict, after: int | None
+    ) -> dict | None:
+        """The source's next snapshot, classified against snapshot ``after`` (None: none yet);
+        None, and nothing stored, when another check stored one since (the source's row is
+        locked first, so two checks at once, here or at another replica, are ordered)."""
         with self._tx() as c:
+            c.execute(select(S.id).where(S.id == source_id).with_for_update()).first()
+            last = c.execute(select(func.max(N.id)).where(N.source_id == source_id)).scalar()
+            if last != after:
+                return None
             row = {
                 "source_id": source_id,
                 "time": now(),

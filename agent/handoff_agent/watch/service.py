@@ -44,6 +44,7 @@ log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
 MAX_EVERY = 365 * 86400.0
+SNAPSHOT_TRIES = 3  # a check whose snapshot another check beat classifies again, this often
 ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 REFERENCES_KEPT = 64  # bundles' references kept in memory: bins and histograms of each feature
@@ -357,20 +358,48 @@ class WatchService:
                 {"error": str(e)},
             )
             return {"source": row["source"], "error": str(e)}
-        if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
-            fp["since"] = await self.pools.read(
-                self.registry.unchanged_since, source_id, fp["fingerprint"]
-            )
-        prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
-        change, psi = cls.classify(
-            prev_full, fp, ref["stats"] if ref else None, row["every"], overdue=row.get("overdue")
-        )
         detail = {
             "files": fp.get("files"),
             "row_hashes": fp.get("row_hashes"),
             "schema": fp["schema"],
         }
-        snap = await self.pools.call(self.registry.snapshot_add, source_id, fp, change, psi, detail)
+        for _ in range(SNAPSHOT_TRIES):
+            fp.pop("since", None)
+            if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
+                fp["since"] = await self.pools.read(
+                    self.registry.unchanged_since, source_id, fp["fingerprint"]
+                )
+            prev_full = prev and {
+                **prev,
+                "row_hashes": (prev.get("detail") or {}).get("row_hashes"),
+            }
+            change, psi = cls.classify(
+                prev_full,
+                fp,
+                ref["stats"] if ref else None,
+                row["every"],
+                overdue=row.get("overdue"),
+            )
+            snap = await self.pools.call(
+                self.registry.snapshot_add,
+                source_id,
+                fp,
+                change,
+                psi,
+                detail,
+                prev and prev["id"],
+            )
+            if snap is not None:
+                break
+            # another check of this source (the schedule, a replica) stored its snapshot
+            # first: this one's change is against that one, so a change acts once
+            prev = await self.pools.read(self.registry.snapshot_last, source_id)
+        else:
+            raise Conflict(
+                f"Source {source_id} is being checked by others right now.",
+                hint="Check it again in a moment.",
+                code="check_busy",
+            )
         summary = {
             "source_id": source_id,
             "model": row["model"],
