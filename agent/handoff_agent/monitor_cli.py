@@ -11,6 +11,7 @@ this process (a rollback then reaches the model servers at their next slot poll)
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -21,6 +22,7 @@ from traitlets import Bool, Unicode
 
 from . import runtime
 from ._version import __version__
+from .monitor import windows
 from .shell import complain
 
 USAGE = (
@@ -30,18 +32,23 @@ USAGE = (
 
 
 def parse_now(text: str) -> float | None:
+    """``--now``: epoch seconds or an ISO time, within the range monitoring evaluates (the
+    API's rule, ``windows.in_range``: a NaN or a far year would replay windows forever)."""
     if not text:
         return None
     try:
-        return float(text)
+        now = float(text)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise SystemExit(
-            f"--now {text!r} is neither epoch seconds nor an ISO time like 2026-02-01T00:00:00Z."
-        ) from None
+        try:
+            now = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise SystemExit(
+                f"--now {text!r} is neither epoch seconds nor an ISO time like "
+                "2026-02-01T00:00:00Z."
+            ) from None
+    if not windows.in_range(now, time.time()):
+        raise SystemExit(f"--now {text!r} is not a time {windows.span_text()}.")
+    return now
 
 
 class MonitorApp(JupyterApp):

@@ -90,10 +90,12 @@ class WatchApp(JupyterApp):
         for w in rows:
             last = w.get("last") or {}
             late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
+            error = last.get("error") and f"error: {last['error']}"
             line = (
                 f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
                 f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
-                f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
+                f"{last.get('change') or error or 'not yet'} "
+                f"{str(last.get('fingerprint') or '')[:12]}".rstrip()
             )
             print(visible(line))  # a source is a path or URL someone else typed
         if not rows:

@@ -105,6 +105,12 @@ def _outcome(trigger: dict | None) -> str:
     return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
 
 
+def _last(w: dict) -> str:
+    """The source's last change, or why its first fingerprint could not be taken."""
+    last = w.get("last") or {}
+    return last.get("change") or (last.get("error") and f"error: {last['error']}") or ""
+
+
 class Watches(list):
     """Watched sources, shown as a table: source, period, what triggers, last change and
     what it set off (a revalidation's verdict)."""
@@ -116,7 +122,7 @@ class Watches(list):
                     f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
                     + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
                     + f" on {','.join(w['on'])}: "
-                    f"{((w.get('last') or {}).get('change')) or 'not yet'}"
+                    f"{_last(w) or 'not yet'}"
                     + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
                 )
                 for w in self
@@ -130,7 +136,7 @@ class Watches(list):
             f"<tr><td>{w['id']}</td><td>{e(w['model'])}</td><td><code>{e(w['source'])}</code>"
             f"</td><td>{w['every']:g} s</td><td>{e(', '.join(w['on']))}</td>"
             f"<td>{e(', '.join(w['actions']))}</td>"
-            f"<td>{e(str((w.get('last') or {}).get('change') or ''))}</td>"
+            f"<td>{e(_last(w))}</td>"
             f"<td>{e(_outcome(w.get('last_trigger')))}</td></tr>"
             for w in self
         )
