@@ -36,13 +36,14 @@ def test_a_score_that_is_no_probability_is_refused_at_import(tmp_path, reference
     out = handoff_cli(env, *([*args, "--reference"] if reference else args))
 
     assert out.returncode == 2, out.stdout + out.stderr
-    first = out.stdout.strip().splitlines()[0]
+    assert out.stdout == "", out.stdout
+    first = out.stderr.strip().splitlines()[0]
     row = int(np.flatnonzero((logit < 0) | (logit > 1))[0])
     assert first == (
         f"The column score holds {float(logit[row])!r} (row {row}), not a probability between "
         "0 and 1."
-    ), out.stdout
-    assert "predict_proba(X)[:, 1]" in out.stdout and "Traceback" not in out.stderr
+    ), out.stderr
+    assert "predict_proba(X)[:, 1]" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("now", ["nan", "inf", "1e12", "9999-12-31T00:00:00Z", "1999-01-01"])
