@@ -118,7 +118,8 @@ class MonitorPolicy:
     )
     metric: str = _key(
         "auto",
-        "labelled metric: auto (accuracy for classes, else mae), accuracy, mae or rmse",
+        "labelled metric: auto (accuracy for a classifier, mae for a regressor, as the "
+        "version was pushed; else from the values), accuracy, mae or rmse",
         choices=METRICS,
     )
     min_metric_ratio: float = _key(

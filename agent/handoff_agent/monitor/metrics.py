@@ -116,6 +116,14 @@ def feature_of(values: pd.Series, bins: int, categorical: bool = False) -> Featu
     )
 
 
+def metric_of_task(task: str | None, wanted: str) -> str:
+    """``wanted``, unless it is ``auto`` and the pushed version said its task: whole-number
+    targets (counts, scores) would otherwise read as classes."""
+    if wanted == "auto" and task in ("classification", "regression"):
+        return "accuracy" if task == "classification" else "mae"
+    return wanted
+
+
 def metric_for(predictions: pd.Series, wanted: str) -> str:
     if wanted != "auto":
         return wanted

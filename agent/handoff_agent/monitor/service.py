@@ -92,9 +92,10 @@ class MonitorService:
             features = [c for c in frame.columns if c not in frames.RESERVED]
             ref = metrics.reference_of(frame, features, self.settings)
             if not row and ref.metric is None and "label" in frame:
-                ref.metric = metrics.metric_for(frame["label"], self.settings.metric)
-                got = self.registry.get_version(model, prod["number"]).get("metrics") or {}
-                ref.baseline = got.get(ref.metric)
+                version = self.registry.get_version(model, prod["number"])
+                wanted = metrics.metric_of_task(version.get("task"), self.settings.metric)
+                ref.metric = metrics.metric_for(frame["label"], wanted)
+                ref.baseline = (version.get("metrics") or {}).get(ref.metric)
         self._refs[model] = (key, ref)
         return ref
 

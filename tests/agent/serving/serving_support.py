@@ -45,9 +45,12 @@ max_psi = 1000
 """
 
 
-def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY, local_args=()):
+def start_pair(
+    tmp: Path, serving_args=(), policy_text: str = POLICY, local_args=(), central_checks="[]"
+):
     """(local, central) on loopback, central with ``policy_text``; ``serving_args`` go to
-    central, ``local_args`` to the local agent."""
+    central, ``local_args`` to the local agent; central runs ``central_checks`` (a JSON list:
+    a list trait given twice on a command line takes both values)."""
     policy = tmp / "policy.toml"
     policy.write_text(policy_text)
     central = RunningAgent(
@@ -58,7 +61,7 @@ def start_pair(tmp: Path, serving_args=(), policy_text: str = POLICY, local_args
             "central",
             "--policy",
             str(policy),
-            "--HandoffAgent.checks=[]",
+            f"--HandoffAgent.checks={central_checks}",
             "--Serving.poll_interval=0.2",
             *serving_args,
         ],
