@@ -1,0 +1,88 @@
+"""PostgreSQL going away under a running central (restarted, a network cut): every API call
+that needs it answers 503 ``database_busy`` with Retry-After and the error shape, never a
+500, and central serves again as soon as it is back, without a restart. A command that
+reads the database directly says so in one line and exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from backends import CuttablePostgres
+from support import RunningAgent, until
+from test_pipeline_central import POLICY
+from test_pipeline_delivery import deliver, envelope
+
+
+@pytest.fixture
+def central_behind_a_cut(tmp_path, backend):
+    if backend.postgres is None:
+        pytest.skip("the outage is PostgreSQL's")
+    relay = CuttablePostgres()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(revalidate="false"))
+    central = RunningAgent(
+        tmp_path / "central",
+        tmp_path / "rt",
+        ["--role", "central", "--policy", str(policy)],
+        database_url=relay.url(backend.database_url()),
+    )
+    central.start()
+    yield central, relay
+    central.stop()
+    relay.close()
+
+
+def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(central_behind_a_cut):
+    central, relay = central_behind_a_cut
+    # Given a central on PostgreSQL holding one version
+    assert deliver(central, envelope("outage"))[0] == 201
+    path = "/api/v1/models/outage/versions/1"
+    # When PostgreSQL becomes unreachable
+    relay.cut()
+    calls = [
+        ("GET", "/api/v1/models", None),
+        ("GET", path, None),
+        ("GET", "/api/v1/reviews", None),
+        ("GET", "/api/v1/models/outage/deployment", None),
+        ("POST", path + "/transition", {"to": "archived"}),
+    ]
+    for method, route, body in calls:
+        status, headers, answer = central.request_full(method, route, body=body)
+        # then each call is a 503 the caller may retry, in the one error shape
+        assert status == 503, (method, route, answer)
+        assert answer["error"]["code"] == "database_busy", answer
+        assert int(headers["Retry-After"]) > 0
+    # and a delivery is refused the same way, so its sender keeps it and retries
+    status, answer = deliver(central, envelope("outage-2"))
+    assert status == 503 and answer["error"]["code"] == "database_busy", answer
+    assert "Uncaught exception" not in central.read_log()
+    # When PostgreSQL is back, central answers again without a restart
+    relay.restore()
+    until(lambda: central.request("GET", "/api/v1/models")[0] == 200, timeout=30)
+    assert deliver(central, envelope("outage-2"))[0] == 201
+    assert central.request("GET", path)[1]["stage"] != "archived"  # the refused call did nothing
+
+
+def test_a_command_on_an_unreachable_database_is_one_line(tmp_path):
+    env = {"HANDOFF_DATABASE_URL": "postgresql://someone:pw-5e0b@127.0.0.1:1/handoff"}
+    home = str(tmp_path / "central")
+    for args in (
+        ["token", "create", "--user", "rita", "--role", "reviewer"],
+        ["audit", "verify"],
+        ["serve", "--role", "central", "--port", "0"],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "handoff_agent", *args, "--home", home],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr, p.stderr
+        lines = p.stdout.strip().splitlines()
+        assert len(lines) == 1 and "The database is unreachable" in lines[0], (args, lines)
+        assert "pw-5e0b" not in p.stdout + p.stderr
