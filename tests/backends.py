@@ -125,17 +125,18 @@ class Backend:
         return f"<backend {self.name}>"
 
 
-class CuttablePostgres:
-    """A TCP relay in front of the test cluster, for an agent to reach PostgreSQL through:
-    ``cut()`` drops every connection and refuses new ones (the server restarting, a network
-    partition), ``restore()`` lets connections through again. The cluster itself, shared with
-    the other tests, keeps running."""
+class Relay:
+    """A TCP relay on loopback in front of a server the tests share (the PostgreSQL cluster,
+    seaweedfs), for an agent to reach it through: ``cut()`` drops every connection and
+    refuses new ones (the server restarting, a network partition), ``restore()`` lets
+    connections through again. The server itself keeps running for the other tests."""
 
-    def __init__(self):
+    def __init__(self, port: int = 5432):
         import socket
         import threading
 
         self._socket, self._threading = socket, threading
+        self.target = port
         self.listener = socket.create_server((HOST, 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
@@ -143,9 +144,9 @@ class CuttablePostgres:
         self.open: list = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def url(self, database_url: str) -> str:
-        """``database_url`` (on the test cluster) reached through this relay."""
-        return database_url.replace(f"@{HOST}:5432/", f"@{HOST}:{self.port}/")
+    def url(self, url: str) -> str:
+        """``url`` (of the server on loopback) reached through this relay."""
+        return url.replace(f"{HOST}:{self.target}", f"{HOST}:{self.port}")
 
     def _accept(self) -> None:
         while True:
@@ -156,7 +157,7 @@ class CuttablePostgres:
             try:
                 if not self.up:
                     raise OSError("cut")
-                server = self._socket.create_connection((HOST, 5432))
+                server = self._socket.create_connection((HOST, self.target))
             except OSError:
                 client.close()
                 continue

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
 from . import trust, trust_admin
-from .errors import HandoffError
+from .errors import Unavailable
 from .intake import IntakeManager
 from .policy import Policy
 from .pools import Calls, Publisher
@@ -101,10 +101,9 @@ class TrustFlow:
             log.warning("trust probe of %s failed: %s", digest[:12], run.error)
         result = run.result
         if not isinstance(result, dict) or "ok" not in result:
-            raise HandoffError(
+            raise Unavailable(
                 "Central could not read which types the model needs: its probe worker failed.",
                 "The local agent retries the delivery; see central's log if it keeps failing.",
-                status=503,
                 code="probe_failed",
             )
         return result

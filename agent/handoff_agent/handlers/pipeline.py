@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import BadRequest, Conflict, HandoffError, NotFound
+from ..errors import BadRequest, Conflict, NotFound, Unavailable
 from ..ingest import too_large
 from ..names import validate_name
 from ..outbox import STATES
@@ -211,10 +211,9 @@ def blob_errors(what: str):
     try:
         yield
     except BlobUnavailable as e:
-        raise HandoffError(
+        raise Unavailable(
             f"The blob store cannot be reached: {e}.",
             "Try again; if it persists, check the agent's blob_url and the S3 endpoint.",
-            status=503,
             code="blob_store_unavailable",
         ) from None
     except BlobError:

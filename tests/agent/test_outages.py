@@ -1,16 +1,19 @@
-"""PostgreSQL going away under a running central (restarted, a network cut): every API call
-that needs it answers 503 ``database_busy`` with Retry-After and the error shape, never a
-500, and central serves again as soon as it is back, without a restart. A command that
-reads the database directly says so in one line and exits non-zero."""
+"""PostgreSQL or S3 going away under a running central (restarted, a network cut): every API
+call that needs it answers 503 with Retry-After and the error shape (``database_busy``,
+``blob_store_unavailable``), never a 500, and central serves again as soon as it is back,
+without a restart. A command that reads the database directly says so in one line and exits
+non-zero."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
-from backends import CuttablePostgres
+from backends import Relay
+from s3_support import s3_agent_args
 from support import RunningAgent, until
 from test_pipeline_central import POLICY
 from test_pipeline_delivery import deliver, envelope
@@ -20,7 +23,7 @@ from test_pipeline_delivery import deliver, envelope
 def central_behind_a_cut(tmp_path, backend):
     if backend.postgres is None:
         pytest.skip("the outage is PostgreSQL's")
-    relay = CuttablePostgres()
+    relay = Relay(5432)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY.format(revalidate="false"))
     central = RunningAgent(
@@ -86,3 +89,39 @@ def test_a_command_on_an_unreachable_database_is_one_line(tmp_path):
         lines = p.stdout.strip().splitlines()
         assert len(lines) == 1 and "The database is unreachable" in lines[0], (args, lines)
         assert "pw-5e0b" not in p.stdout + p.stderr
+
+
+def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, backend):
+    if backend.s3 is None:
+        pytest.skip("the outage is S3's")
+    s3 = backend.s3
+    relay = Relay(urllib.parse.urlsplit(s3.endpoint).port)
+    args, env = s3_agent_args(s3, s3.new_bucket())
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(revalidate="false"))
+    central = RunningAgent(
+        tmp_path / "central",
+        tmp_path / "rt",
+        ["--role", "central", "--policy", str(policy), *map(relay.url, args)],
+        env=env,
+    )
+    central.start()
+    try:
+        # Given a central on S3 holding one version
+        assert deliver(central, envelope("s3-outage"))[0] == 201
+        bundle = "/api/v1/models/s3-outage/versions/1/bundle"
+        # When S3 becomes unreachable, a delivery and a download are 503s to retry later
+        relay.cut()
+        status, headers, answer = deliver(central, envelope("s3-outage-2"), full=True)
+        assert status == 503 and answer["error"]["code"] == "blob_store_unavailable", answer
+        assert int(headers["Retry-After"]) > 0
+        status, headers, answer = central.request_full("GET", bundle)
+        assert status == 503 and answer["error"]["code"] == "blob_store_unavailable", answer
+        assert int(headers["Retry-After"]) > 0
+        # When S3 is back, both work again without a restart
+        relay.restore()
+        assert deliver(central, envelope("s3-outage-2"))[0] == 201
+        assert central.request_full("GET", bundle)[0] == 200
+    finally:
+        central.stop()
+        relay.close()
