@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 
+import pandas as pd
 import pytest
 from backends import Relay
 from s3_support import s3_agent_args
@@ -118,10 +120,21 @@ def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, bac
         status, headers, answer = central.request_full("GET", bundle)
         assert status == 503 and answer["error"]["code"] == "blob_store_unavailable", answer
         assert int(headers["Retry-After"]) > 0
-        # When S3 is back, both work again without a restart
+        # and a backfill from the shell says so in one line, and records nothing
+        log = tmp_path / "log.parquet"
+        pd.DataFrame({"time": [time.time() - 3600.0], "prediction": [1], "a": [0.5]}).to_parquet(
+            log
+        )
+        p = central.cli("monitor", "import", "s3-outage", str(log))
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stdout + p.stderr
+        lines = p.stdout.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("The blob store failed"), lines
+        # When S3 is back, all three work again without a restart
         relay.restore()
         assert deliver(central, envelope("s3-outage-2"))[0] == 201
         assert central.request_full("GET", bundle)[0] == 200
+        p = central.cli("monitor", "import", "s3-outage", str(log))
+        assert p.returncode == 0, p.stdout + p.stderr
     finally:
         central.stop()
         relay.close()
