@@ -15,7 +15,7 @@ import urllib.parse
 import pandas as pd
 import pytest
 from backends import Relay
-from s3_support import s3_agent_args
+from s3_support import corrupt_blob, s3_agent_args
 from support import RunningAgent, until
 from test_pipeline_central import POLICY
 from test_pipeline_delivery import deliver, envelope
@@ -138,3 +138,32 @@ def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, bac
     finally:
         central.stop()
         relay.close()
+
+
+def test_a_corrupted_prediction_log_segment_is_a_409_naming_fsck(tmp_path, backend):
+    # Given a central with a day of imported predictions and their reference
+    central = RunningAgent(tmp_path / "central", tmp_path / "rt", ["--role", "central"])
+    central.start()
+    try:
+        day = (time.time() // 86400 - 1) * 86400
+        log = pd.DataFrame({"a": [0.1 * i for i in range(50)], "prediction": [0, 1] * 25})
+        log.to_parquet(tmp_path / "ref.parquet")
+        log.assign(time=day + 60.0 * log.index).to_parquet(tmp_path / "log.parquet")
+        for args in (("ref.parquet", "--reference"), ("log.parquet",)):
+            p = central.cli("monitor", "import", "churn", str(tmp_path / args[0]), *args[1:])
+            assert p.returncode == 0, p.stdout + p.stderr
+        # When the stored segment no longer matches its digest (disk rot, a bad S3 object)
+        (segment,) = central.sql("SELECT digest FROM prediction_segments")
+        corrupt_blob(central, segment["digest"])
+        # then reading the log, or evaluating it, is refused with what to do, never a 500
+        for method, path in (
+            ("GET", "/api/v1/models/churn/predictions"),
+            ("POST", "/api/v1/models/churn/monitor/run"),
+        ):
+            status, answer = central.request(method, path, body={} if method == "POST" else None)
+            assert status == 409, (path, answer)
+            assert answer["error"]["code"] == "blob_corrupt", answer
+            assert "fsck" in answer["error"]["hint"]
+        assert "Uncaught exception" not in central.read_log()
+    finally:
+        central.stop()
