@@ -777,6 +777,7 @@ class HandoffAgent(LoggingConfigurable):
             await self.start_serving()
         if self.validation is not None:
             self.validation.start()
+        self.check_flow.resume_concluded(received=self.role == "central")
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
 from . import trust, trust_admin
-from .errors import Unavailable
+from .errors import Conflict, Unavailable
 from .intake import IntakeManager
 from .policy import Policy
 from .pools import Calls, Publisher
@@ -231,12 +231,16 @@ class TrustFlow:
         """Central's checks concluded: the version is validated or rejected."""
         stage = "validated" if verdict in ("pass", "warn") else "rejected"
         vid = await self.pools.call(self.store.version_id, model, number)
-        await self.pools.call(
-            self.stages.enter,
-            vid,
-            stage,
-            "central",
-            f"{model}:{number}",
-            f"central checks: {verdict}",
-        )
+        try:
+            await self.pools.call(
+                self.stages.enter,
+                vid,
+                stage,
+                "central",
+                f"{model}:{number}",
+                f"central checks: {verdict}",
+                "received",
+            )
+        except Conflict:  # concluded already (by another replica, or before a restart)
+            return
         self.events.publish("stage", model=model, version=number, stage=stage, by="central")
