@@ -20,6 +20,7 @@ from typing import BinaryIO, Protocol
 from . import trust, trust_admin
 from .errors import Conflict, Unavailable
 from .intake import IntakeManager
+from .outage import failed_round
 from .policy import Policy
 from .pools import Calls, Publisher
 from .sandbox import SandboxRefused
@@ -188,7 +189,7 @@ class TrustFlow:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed poll must not stop the next one
-                log.exception("re-reading the trust list failed")
+                failed_round(log, "re-reading the trust list failed")
             await asyncio.sleep(interval)
 
     def start_watch(self, interval: float) -> None:

@@ -46,6 +46,7 @@ def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(centr
     assert deliver(central, envelope("outage"))[0] == 201
     path = "/api/v1/models/outage/versions/1"
     # When PostgreSQL becomes unreachable
+    mark = len(central.read_log())
     relay.cut()
     calls = [
         ("GET", "/api/v1/models", None),
@@ -64,6 +65,10 @@ def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(centr
     status, answer = deliver(central, envelope("outage-2"))
     assert status == 503 and answer["error"]["code"] == "database_busy", answer
     assert "Uncaught exception" not in central.read_log()
+    # and its background loops note the outage in a line, not a traceback every round
+    outage = lambda: central.read_log()[mark:]  # noqa: E731
+    until(lambda: "noted once a minute while it lasts" in outage(), what="an outage line")
+    assert "Traceback" not in outage()
     # When PostgreSQL is back, central answers again without a restart
     relay.restore()
     until(lambda: central.request("GET", "/api/v1/models")[0] == 200, timeout=30)

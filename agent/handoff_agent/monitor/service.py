@@ -26,6 +26,7 @@ from ..bundle import read_members
 from ..errors import HandoffError
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
+from ..outage import failed_round
 from ..serving import predlog
 from ..vocabulary import HIGHER_IS_BETTER
 from . import windows
@@ -122,7 +123,7 @@ class MonitorService:
             try:
                 out.append(self.run(model, now))
             except Exception:  # one model's bad log must not stop the others
-                log.exception("monitoring %s failed", model)
+                failed_round(log, "monitoring %s failed", model)
         return out
 
     def run(self, model: str, now: float | None = None) -> dict:
