@@ -422,12 +422,12 @@ class VersionStore(StoreBase):
     def unconcluded(self, received: bool) -> list[dict]:
         """Versions with a final verdict whose conclusion may not have run (the agent was
         killed, or the blob store down, between the verdict's commit and its reports and
-        stage): no report yet, or (``received``: at central) still in stage ``received``.
-        Each with its model, number, id and verdict."""
+        stage): at central (``received``) those still in stage ``received`` (a version
+        central concluded without checks of its own has no report, and needs none); on a
+        local agent those with no report. Each with its model, number, id and verdict."""
         r = t.reports.c
-        undone = ~select(r.id).where(r.version_id == V.id).exists()
-        if received:
-            undone = or_(undone, V.stage == "received")
+        no_report = ~select(r.id).where(r.version_id == V.id).exists()
+        undone = V.stage == "received" if received else no_report
         q = select(V.model, V.number, V.id, V.verdict).where(
             V.verdict.is_not(None), V.status.in_(tuple(VERDICT_STATUS.values())), undone
         )
