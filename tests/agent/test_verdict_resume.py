@@ -75,3 +75,34 @@ def test_a_verdict_whose_reports_met_s3_down_and_a_kill_is_concluded_at_restart(
         local.stop()
         central.stop()
         relay.close()
+
+
+def test_a_local_verdict_whose_reports_met_s3_down_and_a_kill_gets_them_at_restart(
+    tmp_path, backend
+):
+    if backend.s3 is None:
+        pytest.skip("the outage is S3's")
+    relay = Relay(urllib.parse.urlsplit(backend.s3.endpoint).port)
+    args, env = s3_agent_args(backend.s3, backend.s3.new_bucket())
+    local = RunningAgent(tmp_path / "local", tmp_path / "rt", [*map(relay.url, args)], env=env)
+    local.start()
+    try:
+        # Given a push whose checks run
+        rng = np.random.default_rng(1)
+        X = pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc"))
+        y = (X["a"] > 0).astype(int)
+        push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+        until(lambda: any(r["status"] not in ("queued", "running") for r in local.sql(RUNS)))
+        # When S3 goes away while they finish, and the agent is killed before it is back
+        relay.cut()
+        until(lambda: local.sql(VERSION)[0]["status"] != "checking", what="the verdict")
+        assert local.sql("SELECT count(*) AS n FROM reports") == [{"n": 0}]
+        local.kill9()
+        relay.restore()
+        local.start()
+        # Then the restarted agent writes the version's report
+        path = "/api/v1/models/churn/versions/1/report"
+        until(lambda: local.request("GET", path)[0] == 200, timeout=120, what="the report")
+    finally:
+        local.stop()
+        relay.close()
