@@ -15,6 +15,7 @@ from traitlets import Bool, Enum, List, TraitError, Unicode
 
 from . import runtime
 from ._version import __version__
+from .shell import complain
 
 
 def _home(config) -> Path:
@@ -261,7 +262,7 @@ class ReportApp(JupyterApp):
         from .report_cli import fetch_report
 
         if len(self.extra_args) != 1:
-            print("Usage: jupyter handoff report NAME[:N] [--open] [--format html|md|json]")
+            complain("Usage: jupyter handoff report NAME[:N] [--open] [--format html|md|json]")
             self.exit(2)
         self.exit(fetch_report(self.extra_args[0], self.fmt, self.open_browser))
 
@@ -296,9 +297,11 @@ class TokenApp(JupyterApp):
 
         action = self.extra_args[0] if self.extra_args else ""
         if action not in ("create", "revoke"):
-            print("Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]")
-            print("       jupyter handoff token create --role consumer --models churn")
-            print("       jupyter handoff token revoke --user alice [--home DIR]")
+            complain(
+                "Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]",
+                "       jupyter handoff token create --role consumer --models churn",
+                "       jupyter handoff token revoke --user alice [--home DIR]",
+            )
             self.exit(2)
         registry = _open_db(self.config)
         try:
@@ -309,7 +312,7 @@ class TokenApp(JupyterApp):
             else:
                 print(f"Revoked {tokens.revoke(registry, self.user)} token(s) of {self.user}.")
         except HandoffError as e:
-            print(f"{e.message}\n{e.hint}")
+            complain(f"{e.message}\n{e.hint}")
             self.exit(2)
         finally:
             registry.close()
@@ -329,7 +332,7 @@ class AuditApp(JupyterApp):
 
     def start(self):
         if self.extra_args[:1] != ["verify"]:
-            print("Usage: jupyter handoff audit verify [--home DIR]")
+            complain("Usage: jupyter handoff audit verify [--home DIR]")
             self.exit(2)
         registry = _open_db(self.config)
         try:

@@ -18,6 +18,7 @@ from traitlets import Bool, Unicode
 from ._version import __version__
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name, typed_ref
+from .shell import complain, visible
 from .vocabulary import missing_text
 
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
@@ -47,12 +48,12 @@ class _CentralCommand(JupyterApp):
         try:
             parsed = self.parse(list(self.extra_args))
         except ValueError as e:
-            print(f"{e}\nUsage: {self.usage}")
+            complain(f"{e}\nUsage: {self.usage}")
             self.exit(2)
         try:
             self.run(*parsed)
         except Unreachable as e:
-            print(e)
+            complain(e)
             self.exit(1)
 
     def call(self, path: str, body: dict | None = None) -> dict:
@@ -112,7 +113,7 @@ def review_line(r: dict) -> str:
         f"  {r['verdict']}  pushed by {r['pushed_by']}, {r['stage']} since {r['since'][:16]}"
     )
     blocked = r.get("blocked")
-    return line + (f"\n  not yet: {blocked['message']}" if blocked else "")
+    return visible(line) + (f"\n  not yet: {visible(blocked['message'])}" if blocked else "")
 
 
 class ReviewsApp(_CentralCommand):

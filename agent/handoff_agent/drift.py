@@ -27,6 +27,9 @@ import numpy as np
 from .vocabulary import HIGHER_IS_BETTER
 
 EPSILON = 1e-4  # added to every bin's share (then renormalised) so an empty bin stays finite
+# Observations per bin at least on the current side: PSI's expected value on two samples of
+# one distribution grows with bins / rows, so fewer rows get fewer (coarser) bins.
+PER_BIN = 20
 PSI_BANDS = ((0.1, "none"), (0.25, "moderate"), (math.inf, "significant"))
 LIVE_METRICS = ("accuracy", "mae", "rmse")  # directions from vocabulary.HIGHER_IS_BETTER
 
@@ -87,12 +90,27 @@ def class_counts(values: Iterable | Mapping) -> dict:
     return counts
 
 
-def psi_classes(reference: Iterable | Mapping, current: Iterable | Mapping, eps=EPSILON) -> float:
+def psi_classes(
+    reference: Iterable | Mapping, current: Iterable | Mapping, eps=EPSILON, bins: int | None = None
+) -> float:
     """PSI over classes or categories: labels, or {class: count} mappings. A class seen on one
-    side only counts as an empty bin on the other."""
+    side only counts as an empty bin on the other.
+
+    ``bins``: at most about that many bins, as ``coarsen`` groups a fine histogram: the
+    reference's classes, commonest first, grouped so that each group holds an equal share of
+    it (a common class alone, rare ones together), and the classes only ``current`` has in one
+    bin of their own. Without it, on a few hundred predictions of many classes, the rare
+    classes a sample happens to miss cost ``eps``'s price each and PSI alarms on noise."""
     ref, cur = class_counts(reference), class_counts(current)
-    keys = sorted(set(ref) | set(cur), key=str)
-    return psi([ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys], eps)
+    if bins is None:
+        keys = sorted(set(ref) | set(cur), key=str)
+        return psi([ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys], eps)
+    seen = sorted((k for k in ref if ref[k] > 0), key=lambda k: (-ref[k], str(k)))
+    e, a = coarsen([ref[k] for k in seen], [cur.get(k, 0) for k in seen], bins)
+    unseen = sum(n for k, n in cur.items() if ref.get(k, 0) <= 0)
+    if unseen:
+        e, a = np.append(e, 0), np.append(a, unseen)
+    return psi(e, a, eps)
 
 
 def coarsen(
@@ -134,6 +152,30 @@ def class_agreement(a: Iterable, b: Iterable) -> float | None:
     return sum(p == q for p, q in zip(x, y, strict=True)) / len(x)
 
 
+def number(value) -> float | None:
+    """A label or a prediction as a number: ints, floats and numeric text (a label sent as
+    ``"1"`` or ``"3.5"``); None for anything else (a class name, a bool, a list)."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | float | np.number):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def same_class(prediction, label) -> bool:
+    """Whether a predicted class is the label: equal, or the same number whatever its type
+    (a label sent as ``"1"`` for the class ``1``, as the monitor compares them)."""
+    if prediction == label:
+        return True
+    p, y = number(prediction), number(label)
+    return p is not None and p == y
+
+
 def live_metric(predictions: Iterable, labels: Iterable, metric: str = "accuracy") -> float | None:
     """Performance on labelled requests: ``accuracy`` (predicted class equals the label),
     ``mae`` or ``rmse`` (numbers). None without pairs."""
@@ -143,7 +185,7 @@ def live_metric(predictions: Iterable, labels: Iterable, metric: str = "accuracy
     if not p:
         return None
     if metric == "accuracy":
-        return sum(a == b for a, b in zip(p, y, strict=True)) / len(p)
+        return sum(same_class(a, b) for a, b in zip(p, y, strict=True)) / len(p)
     err = np.asarray(p, dtype=float) - np.asarray(y, dtype=float)
     if metric == "mae":
         return float(np.mean(np.abs(err)))

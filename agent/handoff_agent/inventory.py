@@ -14,6 +14,7 @@ import re
 from . import inventory_queries as q
 from .errors import BadRequest
 from .names import NAME_RE
+from .shell import visible
 from .vocabulary import STAGE_ALIASES, STAGES
 
 RISK_TAGS = {
@@ -307,9 +308,10 @@ CSV_COLUMNS = (
 
 
 def flat(row: dict) -> dict:
-    """One row as plain strings, for the table and CSV forms."""
+    """One row as plain strings, for the table and CSV forms; control characters in what
+    analysts named (columns, tags) shown as escapes, never sent to a terminal."""
     s = row.get("last_signoff")
-    return {
+    out = {
         "name": row["name"],
         "owner": row["owner"] or "",
         "latest_version": str(row["latest_version"]),
@@ -324,6 +326,7 @@ def flat(row: dict) -> dict:
         "last_signoff": f"{s['user']} ({s['role']}, {s['decision']}) {s['time']}" if s else "",
         "risk_tags": " ".join(row["risk_tags"]),
     }
+    return {k: visible(v) for k, v in out.items()}
 
 
 def to_json(doc: dict) -> str:

@@ -21,6 +21,7 @@ from traitlets import Enum, Unicode
 
 from . import runtime
 from ._version import __version__
+from .shell import complain, visible
 
 AGENT_HELP = "Which running agent to ask: central (default) or local."
 
@@ -84,7 +85,9 @@ def _request(
             err = json.loads(e.read() or b"{}").get("error", {})
         except ValueError:
             err = {}
-        raise Unreachable(f"{err.get('message', e)}\n{err.get('hint', '')}".strip()) from None
+        # a refusal may quote what a model raised or an analyst named: one inert line each
+        message, hint = visible(err.get("message", e)), visible(err.get("hint", ""))
+        raise Unreachable(f"{message}\n{hint}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None
 
@@ -99,6 +102,12 @@ def every_page(get: Callable[[str], dict], path: str, key: str) -> list:
         page = get(f"{path}{sep}after={urllib.parse.quote(str(page['next']))}")
         items += page[key]
     return items
+
+
+def cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts like a formula (``=``, ``+``,
+    ``-``, ``@``, tab, CR), e.g. a column named ``=HYPERLINK(...)``, gets a leading ``'``."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
@@ -146,7 +155,7 @@ class InventoryApp(JupyterApp):
         try:
             doc = json.loads(_get(self.agent, self.url, path)[0])
         except Unreachable as e:
-            print(e)
+            complain(e)
             self.exit(1)
         if self.fmt == "json":
             print(json.dumps(doc, indent=1))
@@ -155,7 +164,7 @@ class InventoryApp(JupyterApp):
         if self.fmt == "csv":
             w = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: cell(v) for k, v in r.items()} for r in rows)
             return
         cols = ("name", "owner", "version", "stage", "serving", "sensitive_attributes")
         cols += ("fairness", "drift", "alerts", "last_signoff", "risk_tags")
@@ -202,7 +211,7 @@ class DossierApp(JupyterApp):
         if args[:1] == ["key"] and len(args) == 1:
             self.exit(self.save_key())
         if len(args) != 1 or ":" not in args[0]:
-            print(USAGE)
+            complain(USAGE)
             self.exit(2)
         self.exit(self.fetch(args[0]))
 
@@ -212,14 +221,14 @@ class DossierApp(JupyterApp):
         try:
             name, number = typed_ref(ref)
         except ValueError as e:
-            print(e)
+            complain(e)
             return 2
         try:
             data, headers = _get(
                 self.agent, self.url, f"/api/v1/models/{name}/versions/{number}/dossier"
             )
         except Unreachable as e:
-            print(e)
+            complain(e)
             return 1
         disposition = headers.get("Content-Disposition", "")
         default = (
@@ -237,7 +246,7 @@ class DossierApp(JupyterApp):
         try:
             doc = json.loads(_get(self.agent, self.url, "/api/v1/keys")[0])
         except Unreachable as e:
-            print(e)
+            complain(e)
             return 1
         pem = doc["keys"][0]["pem"]
         if self.out:
@@ -256,12 +265,12 @@ class DossierApp(JupyterApp):
             try:
                 key_text = p.read_text() if p.is_file() else self.key
             except OSError as e:
-                print(f"FAILED key: cannot read {self.key} ({e})")
+                complain(f"FAILED key: cannot read {self.key} ({e})")
                 return 1
         try:
             s = verify(path, key_text)
-        except Failed as e:
-            print(f"FAILED {e.what}: {e.why}")
+        except Failed as e:  # it quotes the file, whoever made it: no ESC/CR may forge an OK
+            print(f"FAILED {visible(e.what)}: {visible(e.why)}")
             return 1
         pinned = (
             "" if s["pinned"] else " (the key the dossier carries; pass --key to pin central's)"

@@ -11,6 +11,7 @@ this process (a rollback then reaches the model servers at their next slot poll)
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -21,6 +22,8 @@ from traitlets import Bool, Unicode
 
 from . import runtime
 from ._version import __version__
+from .monitor import windows
+from .shell import complain
 
 USAGE = (
     "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
@@ -29,18 +32,23 @@ USAGE = (
 
 
 def parse_now(text: str) -> float | None:
+    """``--now``: epoch seconds or an ISO time, within the range monitoring evaluates (the
+    API's rule, ``windows.in_range``: a NaN or a far year would replay windows forever)."""
     if not text:
         return None
     try:
-        return float(text)
+        now = float(text)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise SystemExit(
-            f"--now {text!r} is neither epoch seconds nor an ISO time like 2026-02-01T00:00:00Z."
-        ) from None
+        try:
+            now = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise SystemExit(
+                f"--now {text!r} is neither epoch seconds nor an ISO time like "
+                "2026-02-01T00:00:00Z."
+            ) from None
+    if not windows.in_range(now, time.time()):
+        raise SystemExit(f"--now {text!r} is not a time {windows.span_text()}.")
+    return now
 
 
 class MonitorApp(JupyterApp):
@@ -92,7 +100,7 @@ class MonitorApp(JupyterApp):
             or args[0] not in ("import", "run")
             or len(args) != (3 if args[0] == "import" else 2)
         ):
-            print(USAGE)
+            complain(USAGE)
             self.exit(2)
         self.config.HandoffAgent.role = "central"
         try:
@@ -102,7 +110,7 @@ class MonitorApp(JupyterApp):
             else:
                 out = self._run(args[1], parse_now(self.now))
         except HandoffError as e:
-            print(f"{e.message}\n{e.hint}".strip())
+            complain(f"{e.message}\n{e.hint}".strip())
             self.exit(2)
         except BlobError as e:  # the blob store unreachable, at start or midway
             why = str(e).rstrip(".")

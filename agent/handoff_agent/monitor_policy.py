@@ -106,6 +106,12 @@ class MonitorPolicy:
     max_unseen_share: float = _key(
         0.05, "a categorical feature drifts when more of its values are unseen", lo=0, hi=1
     )
+    max_missing_increase: float = _key(
+        0.05,
+        "a feature drifts when its share of missing (null or unparseable) values rises by more",
+        lo=0,
+        hi=1,
+    )
     max_drift_share: float = _key(0.3, "alert: share of features that drifted", lo=0, hi=1)
     max_prediction_psi: float = _key(
         0.2, "alert: PSI of predictions against the reference", above=0

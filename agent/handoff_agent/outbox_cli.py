@@ -5,7 +5,6 @@ again), and with ``--all`` what was delivered."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from jupyter_core.application import JupyterApp
@@ -13,6 +12,7 @@ from traitlets import Bool, Enum, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _request, every_page
+from .shell import complain, visible
 
 SEND_AGAIN = (
     "Send a dead one again once its cause is fixed: `%mlops forward NAME:N --to DEST` in the "
@@ -45,13 +45,13 @@ class OutboxApp(JupyterApp):
 
     def start(self):
         if self.extra_args:
-            print(f"jupyter handoff outbox takes no arguments.\nUsage: {self.usage}")
+            complain(f"jupyter handoff outbox takes no arguments.\nUsage: {self.usage}")
             self.exit(2)
         states = "pending,delivered,dead" if self.every else "pending,dead"
         try:
             rows = self.deliveries(states)
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
         if self.as_json:
             print(json.dumps({"deliveries": rows}, indent=1))
@@ -73,7 +73,12 @@ class OutboxApp(JupyterApp):
 
 
 def delivery_line(row: dict, now: float) -> str:
-    """One delivery for people: which version, where, and where it stands."""
+    """One delivery for people: which version, where, and where it stands; shown inert, as
+    the error is what a destination answered."""
+    return visible(_delivery_line(row, now))
+
+
+def _delivery_line(row: dict, now: float) -> str:
     head = f"{row['model']}:{row['number']} -> {row['destination']}"
     error = " ".join((row.get("last_error") or "").split())[:300]
     tries = f"{row['attempts']} attempt{'s' * (row['attempts'] != 1)}"

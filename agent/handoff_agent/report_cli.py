@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import runtime
 from .names import NAME_RE
+from .shell import complain
 
 
 def _get(info: dict, path: str) -> bytes:
@@ -24,23 +25,23 @@ def _get(info: dict, path: str) -> bytes:
 def fetch_report(ref: str, fmt: str, open_browser: bool) -> int:
     name, _, number = ref.partition(":")
     if not NAME_RE.fullmatch(name) or (number and not number.isdigit()):
-        print(f"{ref!r} is not NAME or NAME:N, e.g. churn or churn:3.")
+        complain(f"{ref!r} is not NAME or NAME:N, e.g. churn or churn:3.")
         return 2
     info = runtime.read()
     if not (info and runtime.healthy(info["url"])):
-        print("No agent is running. Start one with `jupyter handoff serve`.")
+        complain("No agent is running. Start one with `jupyter handoff serve`.")
         return 1
     try:
         if not number:
             latest = json.loads(_get(info, f"/api/v1/models/{name}/versions?limit=1"))
             if not latest["versions"]:
-                print(f"{name} has no versions.")
+                complain(f"{name} has no versions.")
                 return 1
             number = str(latest["versions"][0]["number"])
         body = _get(info, f"/api/v1/models/{name}/versions/{number}/report?format={fmt}")
     except urllib.error.HTTPError as e:
         err = json.loads(e.read() or b"{}").get("error", {})
-        print(f"{err.get('message', e)}\n{err.get('hint', '')}".strip())
+        complain(f"{err.get('message', e)}\n{err.get('hint', '')}".strip())
         return 1
     if fmt != "html":
         print(body.decode())

@@ -15,6 +15,8 @@ import re
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .shell import visible
+
 KINDS = {
     "html": "text/html; charset=utf-8",
     "json": "application/json; charset=utf-8",
@@ -30,9 +32,12 @@ _env = Environment(
 
 
 def md_escape(value) -> str:
-    """Text safe inside Markdown (and the HTML a Markdown renderer allows)."""
-    text = html.escape(str(value if value is not None else ""), quote=True)
-    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text).replace("\n", " ")
+    """Text safe inside Markdown (and the HTML a Markdown renderer allows), on one line: a CR
+    ends a line in Markdown too, and the card is printed to terminals (control characters
+    shown as escapes)."""
+    text = re.sub(r"[\r\n]+", " ", str(value if value is not None else ""))
+    text = html.escape(visible(text), quote=True)
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
 
 
 def safe_png(data: str) -> str | None:

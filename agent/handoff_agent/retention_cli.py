@@ -5,7 +5,6 @@ push of the same bytes meanwhile is never half-pruned."""
 from __future__ import annotations
 
 import json
-import sys
 
 from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Int, Unicode
@@ -13,6 +12,7 @@ from traitlets import Bool, Enum, Int, Unicode
 from ._version import __version__
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name
+from .shell import complain
 from .vocabulary import prune_line
 
 AGENT_HELP = "Which running agent to prune: local (default) or central."
@@ -50,7 +50,7 @@ class PruneApp(JupyterApp):
             if self.keep < 1:
                 raise ValueError("--keep must be at least 1, e.g. --keep 5.")
         except ValueError as e:
-            print(f"{e}\nUsage: {self.usage}")
+            complain(f"{e}\nUsage: {self.usage}")
             self.exit(2)
         try:
             names = names or self.every_model()
@@ -60,7 +60,7 @@ class PruneApp(JupyterApp):
                 out = json.loads(raw)
                 print(json.dumps(out) if self.as_json else prune_line(out))
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
 
     def every_model(self) -> list[str]:

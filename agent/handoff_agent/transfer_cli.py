@@ -15,6 +15,7 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from ._version import __version__
+from .shell import complain
 
 STORE_ALIASES = {
     "home": "HandoffAgent.home",
@@ -69,10 +70,10 @@ class _StoresApp(JupyterApp):
         try:
             code = work()
         except TransferError as e:
-            print(f"{self.name.removeprefix('jupyter-handoff-')}: {e}")
+            complain(f"{self.name.removeprefix('jupyter-handoff-')}: {e}")
             self.exit(2)
         except KeyboardInterrupt:
-            print("Interrupted: nothing was committed to the target; run it again to resume.")
+            complain("Interrupted: nothing was committed to the target; run it again to resume.")
             self.exit(130)
         self.exit(code)
 
@@ -89,8 +90,10 @@ class BackupApp(_StoresApp):
 
     def start(self):
         if len(self.extra_args) != 1:
-            print("Usage: jupyter handoff backup DEST [--home DIR] [--database-url URL]")
-            print("       jupyter handoff backup --verify DEST")
+            complain(
+                "Usage: jupyter handoff backup DEST [--home DIR] [--database-url URL]",
+                "       jupyter handoff backup --verify DEST",
+            )
             self.exit(2)
         dest = self.extra_args[0]
         self._run(lambda: self._verify(dest) if self.check else self._backup(dest))
@@ -130,7 +133,9 @@ class RestoreApp(_StoresApp):
 
     def start(self):
         if len(self.extra_args) != 1:
-            print("Usage: jupyter handoff restore SRC [--home DIR] [--database-url URL] [--force]")
+            complain(
+                "Usage: jupyter handoff restore SRC [--home DIR] [--database-url URL] [--force]"
+            )
             self.exit(2)
         self._run(lambda: self._restore(self.extra_args[0]))
 
@@ -146,7 +151,7 @@ class RestoreApp(_StoresApp):
             meta.close()
         where = f"{meta.url} + {blobs.url}"
         if problems:
-            print(f"restore into {where}: FAILED verify: {one_line(problems)}")
+            complain(f"restore into {where}: FAILED verify: {one_line(problems)}")
             return 1
         print(f"restore into {where}: OK ({manifest.summary()})")
         return 0
@@ -174,7 +179,9 @@ class MigrateApp(_StoresApp):
 
     def start(self):
         if not self.to or self.extra_args:
-            print("Usage: jupyter handoff migrate --to postgresql://USER@HOST/DB --blobs s3://B/P")
+            complain(
+                "Usage: jupyter handoff migrate --to postgresql://USER@HOST/DB --blobs s3://B/P"
+            )
             self.exit(2)
         self._run(self._migrate)
 
@@ -209,7 +216,7 @@ class MigrateApp(_StoresApp):
             src_meta.close()
         where = f"{dst_meta.url} + {dst_blobs.url}"
         if problems:
-            print(f"migrate to {where}: FAILED verify: {one_line(problems)}")
+            complain(f"migrate to {where}: FAILED verify: {one_line(problems)}")
             return 1
         print(
             f"migrate to {where}: OK ({manifest.summary()}). Start central with "

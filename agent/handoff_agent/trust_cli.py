@@ -12,6 +12,7 @@ import getpass
 from jupyter_core.application import JupyterApp
 
 from ._version import __version__
+from .shell import complain
 
 USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
        jupyter handoff trust remove TYPE... [--home DIR]
@@ -49,7 +50,7 @@ class TrustApp(JupyterApp):
 
         action, names = (self.extra_args[0], self.extra_args[1:]) if self.extra_args else ("", [])
         if action not in ("add", "remove", "list") or (action != "list" and not names):
-            print(USAGE)
+            complain(USAGE)
             self.exit(2)
         registry = _open_db(self.config)
         try:
@@ -72,7 +73,7 @@ class TrustApp(JupyterApp):
                     )
                 print(f"No longer trusted: {', '.join(gone)}.")
         except HandoffError as e:
-            print(f"{e.message}\n{e.hint}")
+            complain(f"{e.message}\n{e.hint}")
             self.exit(2)
         finally:
             registry.close()

@@ -14,6 +14,7 @@ from traitlets import Dict, Enum, Float, List, Unicode
 
 from ._version import __version__
 from .inventory_cli import Unreachable, _get, _request
+from .shell import complain, visible
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
@@ -74,7 +75,7 @@ class WatchApp(JupyterApp):
 
     def start(self):
         if len(self.extra_args) != 1:
-            print("Usage: jupyter handoff watch NAME [--source PATH_OR_URL ...]")
+            complain("Usage: jupyter handoff watch NAME [--source PATH_OR_URL ...]")
             self.exit(2)
         model = self.extra_args[0]
         try:
@@ -84,16 +85,19 @@ class WatchApp(JupyterApp):
             else:
                 rows = [_post(self.agent, self.url, "/api/v1/watches", self.body(model))]
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
         for w in rows:
             last = w.get("last") or {}
             late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
-            print(
+            error = last.get("error") and f"error: {last['error']}"
+            line = (
                 f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
                 f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
-                f"{last.get('change') or 'not yet'} {str(last.get('fingerprint') or '')[:12]}"
+                f"{last.get('change') or error or 'not yet'} "
+                f"{str(last.get('fingerprint') or '')[:12]}".rstrip()
             )
+            print(visible(line))  # a source is a path or URL someone else typed
         if not rows:
             print(f"{model} watches no data source.")
 
@@ -149,6 +153,6 @@ class LineageApp(JupyterApp):
                 self.agent, self.url, "/api/v1/lineage/graph?" + urllib.parse.urlencode(query)
             )
         except Unreachable as e:
-            print(e, file=sys.stderr)
+            complain(e)
             self.exit(1)
         sys.stdout.write(raw[0].decode() + ("\n" if self.fmt == "json" else ""))

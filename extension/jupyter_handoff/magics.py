@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -184,10 +185,15 @@ def _overview() -> str:
 
 
 def _number(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    """A ``--param`` value as the notebook would write it: ``3`` an int (``range(epochs)``
+    works), ``0.1`` a float, anything else (``nan`` too: no such name there) the text."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return value if math.isfinite(value) else text
+    return text
 
 
 @magics_class
@@ -360,7 +366,7 @@ class MlopsMagics(Magics):
             if not eq or not k.isidentifier():
                 raise HandoffUsageError(f"Parameter {p!r} is not K=V.", "e.g. --param epochs=3")
             params[k] = _number(v)
-        if args.timeout <= 0:
+        if not math.isfinite(args.timeout) or args.timeout <= 0:
             raise HandoffUsageError("--timeout must be positive.", "e.g. --timeout 600")
         return watch(
             args.name,

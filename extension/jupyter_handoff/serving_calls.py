@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 
+from handoff_agent.shell import visible
+
 from .client import connect
 from .deploy_view import (
     alarms_of,
@@ -65,7 +67,7 @@ class Deployment:
         lines += [f"  validation: {v}" for v in validation_lines(self.view)]
         lines += [f"  {k}: {_fmt(k, v)}" for k, v in self.extras().items()]
         lines += [f"  ALARM {a}" for a in self.alarms]
-        return "\n".join(lines)
+        return "\n".join(visible(x) for x in lines)  # reasons may quote what a model raised
 
     def _repr_html_(self) -> str:
         return deployment_html(self.name, self.view)
@@ -174,7 +176,8 @@ class Prediction:
         return f"{self.model}:{self.version} ({self.slot}) answered request {self.request_id}"
 
     def __repr__(self) -> str:
-        return f"{self._head()}\n{self.to_dataframe().to_string()}"
+        lines = [self._head(), *self.to_dataframe().to_string().split("\n")]
+        return "\n".join(visible(x) for x in lines)  # labels are the training data's values
 
     def _repr_html_(self) -> str:
         return (

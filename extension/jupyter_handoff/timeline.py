@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from handoff_agent.shell import visible
 from handoff_agent.vocabulary import pruned_text
 
 from .client import connect
@@ -148,7 +149,7 @@ class History:
                 f"{stage}{where}"
             )
             lines += [f"        {reason}" for reason in r["reasons"]]
-        return "\n".join(lines)
+        return "\n".join(visible(x) for x in lines)  # messages are what analysts wrote
 
     def _repr_html_(self) -> str:
         e = html.escape

@@ -7,6 +7,8 @@ import html
 import os
 import urllib.parse
 
+from handoff_agent.shell import visible
+
 from .client import connect
 from .errors import HandoffUsageError
 from .refs import checked_name
@@ -103,6 +105,12 @@ def _outcome(trigger: dict | None) -> str:
     return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
 
 
+def _last(w: dict) -> str:
+    """The source's last change, or why its first fingerprint could not be taken."""
+    last = w.get("last") or {}
+    return last.get("change") or (last.get("error") and f"error: {last['error']}") or ""
+
+
 class Watches(list):
     """Watched sources, shown as a table: source, period, what triggers, last change and
     what it set off (a revalidation's verdict)."""
@@ -110,11 +118,13 @@ class Watches(list):
     def __repr__(self) -> str:
         return (
             "\n".join(
-                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
-                + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
-                + f" on {','.join(w['on'])}: "
-                f"{((w.get('last') or {}).get('change')) or 'not yet'}"
-                + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
+                visible(
+                    f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
+                    + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
+                    + f" on {','.join(w['on'])}: "
+                    f"{_last(w) or 'not yet'}"
+                    + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
+                )
                 for w in self
             )
             or "No watched sources."
@@ -126,7 +136,7 @@ class Watches(list):
             f"<tr><td>{w['id']}</td><td>{e(w['model'])}</td><td><code>{e(w['source'])}</code>"
             f"</td><td>{w['every']:g} s</td><td>{e(', '.join(w['on']))}</td>"
             f"<td>{e(', '.join(w['actions']))}</td>"
-            f"<td>{e(str((w.get('last') or {}).get('change') or ''))}</td>"
+            f"<td>{e(_last(w))}</td>"
             f"<td>{e(_outcome(w.get('last_trigger')))}</td></tr>"
             for w in self
         )
@@ -157,7 +167,7 @@ class LineageGraph(dict):
 
     def __repr__(self) -> str:
         lines = [
-            f"{self._label(e['from'])} -[{e['kind']}]-> {self._label(e['to'])}"
+            visible(f"{self._label(e['from'])} -[{e['kind']}]-> {self._label(e['to'])}")
             for e in self["edges"]
         ]
         return "\n".join(lines) or "LineageGraph(empty)"

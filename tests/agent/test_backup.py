@@ -75,6 +75,12 @@ def assert_one_line(lines, err, *words):
         assert w in lines[0], lines
 
 
+def assert_refused(lines, err, *words):
+    """A refusal: nothing on stdout, and on stderr one line after any progress, no traceback."""
+    assert lines == [], lines
+    assert_one_line(err.strip().splitlines()[-1:], err, *words)
+
+
 @pytest.fixture
 def central(tmp_path):
     c = central_at(tmp_path / "central", tmp_path / "rt")
@@ -123,7 +129,7 @@ def test_backup_restore_round_trip_serves_the_same_versions(tmp_path, central):
         target.stop()
         code, lines, err = cli(target, "restore", str(dest))
         assert code == 2
-        assert_one_line(lines, err, "already holds data", "--force")
+        assert_refused(lines, err, "already holds data", "--force")
         code, lines, err = cli(target, "restore", str(dest), "--force")
         assert code == 0, (lines, err)
         assert_one_line(lines, err, "OK (4 versions")
@@ -165,7 +171,7 @@ def test_a_tampered_backup_fails_verify_and_is_not_restored(tmp_path, central):
     for bad in (blobbed, cut):
         code, lines, err = cli(target, "restore", str(bad))
         assert code == 2
-        assert_one_line(lines, err, "fails verification")
+        assert_refused(lines, err, "fails verification")
     target.start()
     try:
         assert target.request("GET", "/api/v1/models")[1]["models"] == []
@@ -179,17 +185,17 @@ def test_user_mistakes_are_one_line(tmp_path, central):
     dest.mkdir()
     code, lines, err = cli(central, "backup", str(dest))
     assert code == 2
-    assert_one_line(lines, err, "already exists", "never overwrites")
+    assert_refused(lines, err, "already exists", "never overwrites")
     assert list(dest.iterdir()) == []
     assert not list(tmp_path.glob(".exists.partial-*"))
 
     code, lines, err = cli(central, "backup", "--verify", str(tmp_path))
     assert code == 2
-    assert_one_line(lines, err, "not a Handoff backup")
+    assert_refused(lines, err, "not a Handoff backup")
 
     code, lines, err = cli(central, "restore", str(tmp_path / "nowhere"))
     assert code == 2
-    assert_one_line(lines, err, "not a directory")
+    assert_refused(lines, err, "not a directory")
 
     assert cli(central, "backup", str(tmp_path / "good"))[0] == 0
     secret = "pw-unreachable-5d1f"
@@ -197,5 +203,5 @@ def test_user_mistakes_are_one_line(tmp_path, central):
     target = central_at(tmp_path / "t", tmp_path / "rt2", database_url=None)
     code, lines, err = cli(target, "restore", str(tmp_path / "good"), "--database-url", unreachable)
     assert code == 2
-    assert_one_line(lines, err, "Cannot open the database postgresql://someone:***@127.0.0.1:1")
+    assert_refused(lines, err, "Cannot open the database postgresql://someone:***@127.0.0.1:1")
     assert secret not in "".join(lines) + err

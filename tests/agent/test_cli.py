@@ -141,4 +141,4 @@ def test_report_command_saves_the_report(agent_factory, tmp_path):
     card = handoff_cli(agent.env, "report", "carded:1", "--format", "md", timeout=60)
     assert card.stdout.startswith("# Model card: carded version 1")
     bad = handoff_cli(agent.env, "report", "carded:x", timeout=60)
-    assert bad.returncode == 2 and "NAME:N" in bad.stdout
+    assert bad.returncode == 2 and "NAME:N" in bad.stderr and not bad.stdout

@@ -278,7 +278,7 @@ def test_inventory_command_prints_table_json_and_csv(site):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "churn" in out.stdout and "alerts: those firing at central's monitor" in out.stdout
     out = cli(central, "inventory", "--tag", "nope")
-    assert out.returncode == 1 and "Unknown tag 'nope'" in out.stdout
+    assert out.returncode == 1 and "Unknown tag 'nope'" in out.stderr and not out.stdout
 
 
 # -- the signed dossier ---------------------------------------------------------------------
@@ -542,7 +542,7 @@ def test_a_dossier_of_an_unknown_version_is_a_clear_error(site):
     status, body = site["central"].request("GET", "/api/v1/models/churn/versions/9/dossier")
     assert_error(status, body, 404)
     out = cli(site["central"], "dossier", "churn")
-    assert out.returncode == 2 and "Usage: jupyter handoff dossier" in out.stdout
+    assert out.returncode == 2 and "Usage: jupyter handoff dossier" in out.stderr
 
 
 def test_audit_verify_still_passes_at_central(site):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from backends import pg_url
 from s3_support import blob_args
-from test_backup import assert_one_line, central_at, listing, populate
+from test_backup import assert_one_line, assert_refused, central_at, listing, populate
 from test_pipeline_delivery import deliver, envelope
 
 
@@ -42,7 +42,7 @@ def test_migrate_sqlite_central_to_postgresql_and_s3(tmp_path, postgres, s3_serv
     # Then running it again is refused clearly (the target holds data), nothing changes
     again = source.cli("migrate", "--to", to, "--blobs", f"s3://{bucket}/blobs", endpoint)
     assert again.returncode == 2
-    assert_one_line(again.stdout.strip().splitlines(), again.stderr, "already holds data")
+    assert_refused(again.stdout.strip().splitlines(), again.stderr, "already holds data")
 
     # And a central started on the new stores serves the same versions, verifies its chain,
     # knows the old deliveries, takes a new one as the next number, and its tokens still work
@@ -79,7 +79,7 @@ def test_migrate_refuses_an_unreachable_target_in_one_line(tmp_path):
     secret = "pw-never-printed-81c2"
     out = source.cli("migrate", "--to", f"postgresql://u:{secret}@127.0.0.1:1/db")
     assert out.returncode == 2
-    assert_one_line(out.stdout.strip().splitlines(), out.stderr, "Cannot open the database")
+    assert_refused(out.stdout.strip().splitlines(), out.stderr, "Cannot open the database")
     assert secret not in out.stdout + out.stderr
 
 

@@ -233,9 +233,25 @@ def test_input_drift_of_a_frame_matches_the_per_column_computation():
     out = metrics.input_drift(ref, window, P)
     for name in ("x", "k", "s"):
         values = pd.to_numeric(window[name], errors="coerce").to_numpy(float, na_value=np.nan)
-        assert out["features"][name] == _per_value_numeric_drift(ref.features[name], values, P), (
-            name
-        )
+        got = dict(out["features"][name])
+        assert got.pop("missing_share") == np.mean(~np.isfinite(values)), name
+        assert got.pop("reference_missing_share") == 0.0
+        expected = _per_value_numeric_drift(ref.features[name], values, P)
+        assert got.pop("drifted") >= expected.pop("drifted")  # missing values may add drift
+        assert got == expected, name
+    # a tenth of "s" unparseable: drift, though the values it has match the reference's
+    assert not _per_value_numeric_drift(ref.features["s"], values, P)["drifted"]
+    assert out["features"]["s"]["drifted"] and out["features"]["s"]["missing_share"] == 0.1
     assert out["features"]["c"]["unseen"] == ["z"] and out["features"]["c"]["drifted"]
     assert out["features"]["gone"]["missing"] and "gone" in out["drifted"]
     assert out["drifted"] == [n for n, f in out["features"].items() if f["drifted"]]
+
+
+def test_calibration_reads_probabilities_only_so_an_old_logit_reference_still_monitors():
+    # a reference imported before import refused logits: its out-of-range scores are left out
+    # (they raised in np.bincount, and every run of the model failed)
+    scores = pd.Series([-3.0, 0.1, 0.2, 0.8, 0.9, 2.5])
+    labels = pd.Series([0, 0, 0, 1, 1, 1])
+    got = metrics.calibration_error(scores, labels, labels)
+    assert got == metrics.calibration_error(scores[1:5], labels[1:5], labels[1:5])
+    assert got == pytest.approx(0.15)

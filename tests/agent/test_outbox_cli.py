@@ -77,7 +77,7 @@ def test_the_outbox_says_what_waits_what_was_refused_and_a_forward_sends_it_agai
     assert "good:1 -> webhook  delivered 20" in every
     wrong = handoff_cli(agent.env, "outbox", "churn")
     assert wrong.returncode == 2
-    assert wrong.stdout.splitlines()[0] == "jupyter handoff outbox takes no arguments."
+    assert wrong.stderr.splitlines()[0] == "jupyter handoff outbox takes no arguments."
     # The agent's status says so, in the shell and in the notebook
     line = "Deliveries: 1 refused, 1 waiting (`jupyter handoff outbox` says why)"
     assert handoff_cli(agent.env, "status").stdout.strip().endswith(line)

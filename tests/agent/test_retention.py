@@ -109,9 +109,9 @@ def test_prune_refuses_a_bad_request_in_the_one_error_shape(pushed):
     assert_error(status, body, 403)
     assert agent.request("GET", "/api/v1/models/churn/versions/1/bundle")[0] == 200
     cli = handoff_cli(agent.env, "prune", "--keep", "0")
-    assert cli.returncode == 2 and cli.stdout.startswith("--keep must be at least 1"), cli.stdout
+    assert cli.returncode == 2 and cli.stderr.startswith("--keep must be at least 1"), cli.stderr
     cli = handoff_cli(agent.env, "prune", "../x", "--keep", "1")
-    assert cli.returncode == 2 and "'../x' is not a model name." in cli.stdout, cli.stdout
+    assert cli.returncode == 2 and "'../x' is not a model name." in cli.stderr, cli.stderr
 
 
 def test_the_notebook_prunes_shows_a_pruned_version_and_why_it_cannot_go(pushed):

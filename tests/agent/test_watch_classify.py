@@ -103,3 +103,23 @@ def test_policy_watch_tables(tmp_path):
     path.write_text('[[watch]]\nmodel = "churn"\n')
     with pytest.raises(ValueError, match="needs model = NAME and source"):
         Policy.load(path)
+
+
+def test_a_source_of_a_few_dozen_rows_like_the_reference_is_appended_not_drift(tmp_path):
+    # A daily file that starts small and grows through the day, drawn from the model's own
+    # data: too few rows to tell a shift, so its changes read as what they are
+    ref = frame(2000)[list("abcd")]
+    stats = _ref_stats(ref)
+    path = tmp_path / "today.csv"
+    changes = []
+    for seed in range(20):
+        frame(30, seed=seed).to_csv(path, index=False)
+        first = _fp(path, ref)
+        assert classify.classify(None, first, stats, 3600) == ("first", None)  # 30 rows
+        frame(45, seed=seed).to_csv(path, index=False)  # the same 30 rows, then 15 more
+        changes.append(classify.classify(first, _fp(path, ref, first), stats, 3600)[0])
+    assert changes == ["appended"] * 20
+    # while a few dozen rows far from the reference still are a shift
+    frame(45, seed=1, shift=1.5).to_csv(path, index=False)
+    change, psi = classify.classify(first, _fp(path, ref, first), stats, 3600)
+    assert change == "drift" and psi > classify.PSI_THRESHOLD

@@ -68,3 +68,31 @@ def test_a_failing_query_is_a_clear_error_without_the_password(agent, events_db)
     )
     assert status == 201, body
     assert "failed" in body["last"]["error"] and PASSWORD not in body["last"]["error"]
+
+
+def test_a_query_without_updated_at_is_overdue_once_its_result_stays_the_same_too_long(
+    agent, tmp_path
+):
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    db = tmp_path / "warehouse.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE features (id INTEGER PRIMARY KEY, amount REAL)")
+        conn.executemany("INSERT INTO features (amount) VALUES (?)", [(i,) for i in range(50)])
+    query = "SELECT id, amount FROM features"
+    w = watch(
+        agent, model="churn", source=f"sqlite:///{db}", query=query, on=["overdue"], overdue="26h"
+    )
+    assert check(agent, w["id"])["change"] == "unchanged"
+    # The same result for 30 hours (the watch's snapshots taken then, as on a real schedule)
+    then = (datetime.now(UTC) - timedelta(hours=30)).isoformat(timespec="microseconds")
+    agent.sql("UPDATE source_snapshots SET time = :t WHERE source_id = :s", t=then, s=w["id"])
+    out = check(agent, w["id"])
+    assert out["change"] == "overdue" and [t["action"] for t in out["triggers"]] == ["alert"]
+    assert check(agent, w["id"])["triggers"] == []  # still overdue: alerted once
+    # New rows: the source is on time again
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO features (amount) VALUES (99)")
+    assert check(agent, w["id"])["change"] == "appended"
+    assert check(agent, w["id"])["change"] == "unchanged"

@@ -126,3 +126,12 @@ def test_a_version_still_checking_updates_when_it_finishes(connected, data, mode
     )
     assert "Still checking" not in widget.notice.value
     widget.stop()
+
+
+def test_a_metric_that_is_not_a_number_is_shown_as_text():
+    from jupyter_handoff.widgets.compare_html import fmt
+
+    # Given a plugin check that reported a string where a CI bound goes
+    # Then the table shows it as text, not markup
+    assert fmt("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)&gt;"
+    assert fmt(0.5) == "0.500" and fmt(3) == "3" and fmt(None) == ""

@@ -8,6 +8,8 @@ import pytest
 from nbclient import NotebookClient
 from test_notebook_errors import _text
 
+from handoff_agent.watch import retrain
+
 MISTAKES = {
     "load": ("%load_ext jupyter_handoff", None, None),
     "bad_on": (
@@ -70,6 +72,11 @@ MISTAKES = {
         "Parameter '2x' is not K=V",
         "--param epochs=3",
     ),
+    "bad_timeout": (
+        "%mlops watch churn --source data.csv --timeout nan",
+        "--timeout must be positive",
+        "--timeout 600",
+    ),
     "lineage_unknown": (
         "%mlops lineage /no/such/source.parquet",
         "Nothing in the lineage matches",
@@ -95,6 +102,15 @@ def notebook(shared_agent, tmp_path_factory):
     for key, (source, _, _) in MISTAKES.items():
         index[key] = len(cells)
         cells.append(source)
+    index["unreadable"] = len(cells)
+    cells.append(
+        "open('broken.parquet', 'wb').write(b'PAR1 half an export')\n"
+        "%mlops watch unreadable --source broken.parquet"
+    )
+    index["params"] = len(cells)
+    cells.append(
+        "%mlops watch retrained --source data.csv --param epochs=3 --param lr=0.5 --param x=nan"
+    )
     cells.append("w = %mlops watch churn --source data.csv --every 1h\nprint(w)")
     cells.append("g = %mlops lineage data.csv\nprint(g)")
     nb = nbformat.v4.new_notebook()
@@ -124,3 +140,26 @@ def test_a_good_watch_prints_its_baseline_and_its_lineage(notebook):
     assert "churn <- " in text and "data.csv every 3600s on change: first" in text, text
     text = _text(nb.cells[-1].outputs)
     assert "data.csv -[watched_by]-> model churn" in text, text
+
+
+def test_watch_params_reach_the_retraining_notebook_as_the_analyst_wrote_them(
+    notebook, shared_agent
+):
+    # --param epochs=3 is the int 3, so the retraining notebook's range(epochs) runs
+    nb, index = notebook
+    assert not [o for o in nb.cells[index["params"]].outputs if o.get("name") == "stderr"]
+    [watch] = shared_agent.request("GET", "/api/v1/watches?model=retrained")[1]["watches"]
+    params = watch["params"]
+    assert params == {"epochs": 3, "lr": 0.5, "x": "nan"}
+    assert isinstance(params["epochs"], int)
+    cell = retrain.inject(nbformat.v4.new_notebook(), params).cells[0]
+    scope: dict = {}
+    exec(cell.source, scope)  # the injected parameters cell, as the kernel runs it
+    assert list(range(scope["epochs"])) == [0, 1, 2] and scope["x"] == "nan"
+
+
+def test_a_watch_whose_first_read_fails_says_why(notebook):
+    nb, index = notebook
+    text = _text(nb.cells[index["unreadable"]].outputs)
+    assert "unreadable <- " in text and "broken.parquet every 3600s on change: error: " in text
+    assert "broken.parquet cannot be read as Parquet: " in text, text

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._permutation import CHUNK_BYTES, predict_rows, stackable
+from .loads import detect_task
 
 PERCENTILES = (0.05, 0.95)  # sklearn's default
 
@@ -53,17 +54,16 @@ def handled(model, X, j: int, categorical: bool) -> bool:
     """True when ``partial_dependence`` below gives sklearn's default result for feature ``j``:
     a stackable classifier or regressor with a response to average. An integer feature is
     handled too (recent sklearn refuses it): its grid stays integer (``grid``)."""
-    from sklearn.base import is_classifier, is_regressor
 
     if not stackable(model) or _recursion(model):
         return False
-    if is_classifier(model):
+    if detect_task(model) == "classification":
         classes = getattr(model, "classes_", None)
         if classes is None or isinstance(classes[0], np.ndarray):  # multiclass-multioutput
             return False
         if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
             return False
-    elif not is_regressor(model):
+    elif detect_task(model) != "regression":
         return False
     return True
 
@@ -98,9 +98,8 @@ def grid(values, categorical: bool, grid_resolution: int, percentiles=PERCENTILE
 
 
 def _response(model):
-    from sklearn.base import is_regressor
 
-    if is_regressor(model):
+    if detect_task(model) == "regression":
         return model.predict
     if hasattr(model, "predict_proba"):
         return model.predict_proba
@@ -135,7 +134,6 @@ def partial_dependence(
     """``{"grid_values": [grid], "average": (n_outputs, len(grid)), "predict_calls"}`` for
     column ``j`` of X (a DataFrame or an array): sklearn's ``partial_dependence(model, X, [j],
     kind="average", method="brute")``, with one predict call per chunk of the grid."""
-    from sklearn.base import is_classifier
 
     axis = grid(_column(X, j), categorical, grid_resolution)
     n = len(X)
@@ -152,7 +150,7 @@ def partial_dependence(
         for b in range(len(values)):
             averages.append(np.average(pred[b * n : (b + 1) * n], axis=0))
     average = np.array(averages).T
-    if is_classifier(model) and average.ndim == 2 and average.shape[0] == 2:
+    if detect_task(model) == "classification" and average.ndim == 2 and average.shape[0] == 2:
         average = average[1]  # binary predict_proba: the positive class, as sklearn
     return {
         "grid_values": [axis],

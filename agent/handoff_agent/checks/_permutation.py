@@ -31,6 +31,7 @@ import pandas as pd
 
 from ._layout import row_major
 from ._util import take_rows
+from .loads import detect_task
 
 CHUNK_BYTES = 256 << 20  # a stacked chunk's size at most: wide data gets more predict calls
 SPLIT_ROWS = 2048  # a thread's share at least: on fewer rows its hand-off costs what it saves
@@ -41,7 +42,8 @@ MIN_SCREEN_ROWS = 10  # rows the screen shuffles each column on, at least
 
 def stackable(model) -> bool:
     """True when the model's ``score`` is accuracy or R² of its own ``predict`` (sklearn's
-    mixins, also at the end of a Pipeline), so scoring stacked predictions is the same."""
+    mixins, also at the end of a Pipeline), or it has no ``score`` (it is then scored by
+    those of its predict), so scoring stacked predictions is the same."""
     from sklearn.base import ClassifierMixin, RegressorMixin
 
     final = model
@@ -50,6 +52,7 @@ def stackable(model) -> bool:
         final = steps[-1][1]
     score = getattr(type(final), "score", None)
     return callable(getattr(model, "predict", None)) and score in (
+        None,
         ClassifierMixin.score,
         RegressorMixin.score,
     )
@@ -97,10 +100,9 @@ def predict_rows(model, respond, X):
 
 
 def _metric(model, scoring: str | None):
-    from sklearn.base import is_classifier
     from sklearn.metrics import accuracy_score, r2_score
 
-    if scoring == "accuracy" or (scoring is None and is_classifier(model)):
+    if scoring == "accuracy" or (scoring is None and detect_task(model) == "classification"):
         return accuracy_score
     return r2_score
 
@@ -147,9 +149,8 @@ def _stack(X, columns: list[int], perms: list[np.ndarray]):
 def _response(model):
     """What the screen compares: a classifier's probabilities when it has them, else the
     model's predict."""
-    from sklearn.base import is_classifier
 
-    if is_classifier(model) and hasattr(model, "predict_proba"):
+    if detect_task(model) == "classification" and hasattr(model, "predict_proba"):
         return model.predict_proba
     return model.predict
 

@@ -8,8 +8,9 @@ dependence on ``pdp_rows`` rows over a grid of ``grid_resolution`` points, for t
 Permutation importance stacks every permuted copy into one predict call, and uses fewer rows
 when those would take over ``seconds`` (``_permutation.py``; of wide data, only the 50 columns
 a quick screen picks, which the message states), for models scored by accuracy or R² of
-their own predict (sklearn's estimators and pipelines); others go through sklearn's one call
-per feature and repeat, unbudgeted. Partial dependence likewise stacks a feature's grid into one
+their own predict (sklearn's estimators and pipelines, and any model without a ``score``);
+those with a score of their own go through sklearn's one call per feature and repeat,
+unbudgeted. Partial dependence likewise stacks a feature's grid into one
 predict call for those models (``_dependence.py``), unless sklearn would read the trees
 instead (its recursion method: gradient boosting, regression trees and forests).
 """

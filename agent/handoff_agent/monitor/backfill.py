@@ -74,12 +74,31 @@ def read(data: bytes) -> pd.DataFrame:
         ) from None
 
 
+def _probabilities(frame: pd.DataFrame) -> None:
+    """A ``score`` column holds P(positive): numbers between 0 and 1 (or nulls). A decision
+    function's values or logits would bin outside the calibration bins and skew CBPE."""
+    if "score" not in frame:
+        return
+    s = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    wrong = np.flatnonzero((frame["score"].notna().to_numpy() & np.isnan(s)) | (s < 0) | (s > 1))
+    if len(wrong):
+        i = int(wrong[0])
+        value = frame["score"].iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise BadRequest(
+            f"The column score holds {value!r} (row {i}), not a probability between 0 and 1.",
+            "score is P(positive) of a binary classifier, e.g. predict_proba(X)[:, 1]; leave "
+            "the column out if the model gives none.",
+        )
+
+
 def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dict:
     if "prediction" not in frame:
         raise BadRequest(
             "A reference needs a prediction column (and the inputs; score and label optional).",
             "Add the model's predictions on its validation data as a column named prediction.",
         )
+    _probabilities(frame)
     data = io.BytesIO()
     frame.to_parquet(data, index=False)
     digest = blobs.put_bytes(data.getvalue())
@@ -206,6 +225,7 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             "It needs time (when each prediction was served) and prediction; the other "
             "columns are the inputs, plus optional request_id, score, label, label_time.",
         )
+    _probabilities(frame)
     frame = frame.copy()
     frame["_t"] = _times(frame["time"], "time")
     if "label" in frame and "label_time" in frame:  # checked before a segment is written

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..drift import EPSILON, psi
+from ..drift import EPSILON, PER_BIN, coarsen, psi
+from ..vocabulary import HIGHER_IS_BETTER
 
 # KS is evaluated at up to this many of the reference's quantiles, on both sides of each
 # (the CDFs there and their left limits, so a tied value's mass is never missed): within
@@ -39,6 +40,8 @@ class Feature:
     ks_cdf: np.ndarray | None = None  # the reference's CDF at each of them
     ks_below: np.ndarray | None = None  # and its left limit there (the share strictly below)
     ks_rows: int = 0
+    rows: int = 0  # the reference's rows, and how many of them had no usable value
+    missing: int = 0
 
 
 @dataclass
@@ -58,23 +61,59 @@ def _numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
-def feature_of(values: pd.Series, bins: int) -> Feature:
-    if _numeric(values):
+def category_text(values: pd.Series) -> pd.Series:
+    """The values present, as the text that names their category or class: a whole number is
+    its integer's text whatever its type, so a class logged as ``1.0`` (a float column, e.g.
+    one holding a null) is the reference's ``1``, not an unseen category."""
+    s = values.dropna()
+    if s.dtype.kind == "f":
+        whole = (s == np.floor(s)) & (s.abs() < 2**53)
+        out = s.astype(str)
+        out[whole] = s[whole].astype(np.int64).astype(str)
+        return out
+    if s.dtype == object:
+        return s.map(lambda v: _whole_text(v) if isinstance(v, float | np.floating) else str(v))
+    return s.astype(str)
+
+
+def _whole_text(v) -> str:
+    f = float(v)
+    return str(int(f)) if f.is_integer() and abs(f) < 2**53 else str(v)
+
+
+def feature_of(values: pd.Series, bins: int, categorical: bool = False) -> Feature:
+    rows = len(values)
+    if _numeric(values) and not categorical:
         v = values.to_numpy(dtype=float, na_value=np.nan)  # nullable ints: NA as NaN
         v = v[np.isfinite(v)]
+        missing = rows - v.size
         edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else None
         if edges is None:
-            return Feature("numeric", np.empty(0), np.zeros(1))
+            return Feature("numeric", np.empty(0), np.zeros(1), rows=rows, missing=missing)
         counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
         ordered = np.sort(v)
         grid = np.unique(np.quantile(ordered, np.linspace(0, 1, KS_GRID + 1)))
         cdf = np.searchsorted(ordered, grid, side="right") / v.size
         below = np.searchsorted(ordered, grid, side="left") / v.size
         return Feature(
-            "numeric", edges, counts, ks_edges=grid, ks_cdf=cdf, ks_below=below, ks_rows=v.size
+            "numeric",
+            edges,
+            counts,
+            ks_edges=grid,
+            ks_cdf=cdf,
+            ks_below=below,
+            ks_rows=v.size,
+            rows=rows,
+            missing=missing,
         )
-    counts = values.dropna().astype(str).value_counts()
-    return Feature("categorical", counts=counts.to_numpy(), categories=list(counts.index))
+    counts = category_text(values).value_counts()
+    return Feature(
+        "categorical",
+        counts=counts.to_numpy(),
+        categories=list(counts.index),
+        rows=rows,
+        missing=rows - int(counts.sum()),
+    )
 
 
 def metric_for(predictions: pd.Series, wanted: str) -> str:
@@ -94,9 +133,7 @@ def reference_of(frame: pd.DataFrame, features: list[str], policy) -> Reference:
     metric = baseline = cal = None
     if "prediction" in frame and frame["prediction"].notna().any():
         p = frame["prediction"]
-        pred = feature_of(
-            p if _numeric(p) and metric_for(p, "auto") == "mae" else p.astype(str), policy.bins
-        )
+        pred = feature_of(p, policy.bins, categorical=metric_for(p, "auto") != "mae")
         metric = metric_for(p, policy.metric)
         if "label" in frame and frame["label"].notna().any():
             lab = frame[frame["label"].notna()]
@@ -143,13 +180,15 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
     # bin i holds edges[i-1] <= x < edges[i]: the values below each edge, differenced
     below_edges = np.searchsorted(ordered, ref.edges, side="left")
     counts = np.diff(np.concatenate(([0], below_edges, [v.size])))
-    value = psi(ref.counts, counts, EPSILON)
+    value = _psi_of_few(ref.counts, counts, v.size)
     # The window's CDF at the reference's grid (values <= each point) and its left limits.
     cdf = np.searchsorted(ordered, ref.ks_edges, side="right") / v.size
     below = np.searchsorted(ordered, ref.ks_edges, side="left") / v.size
     d = float(max(np.max(np.abs(cdf - ref.ks_cdf)), np.max(np.abs(below - ref.ks_below))))
     p = ks_pvalue(d, ref.ks_rows, v.size)
-    drifted = value > policy.max_feature_psi or (p < policy.test_alpha and d >= policy.min_ks)
+    drifted = (value is not None and value > policy.max_feature_psi) or (
+        p < policy.test_alpha and d >= policy.min_ks
+    )
     return {
         "kind": "numeric",
         "psi": value,
@@ -160,8 +199,19 @@ def numeric_drift(ref: Feature, values: np.ndarray, policy) -> dict:
     }
 
 
+def _psi_of_few(expected: np.ndarray, actual: np.ndarray, n: int) -> float | None:
+    """PSI of a window's ``n`` values over the reference's bins, grouped (``drift.coarsen``)
+    into bins of the reference holding about ``PER_BIN`` of the window's values each while it
+    has few; None below two such bins (a sparse feature's dozen values in a window would
+    read as a shift). A categorical feature's unseen bin, last, joins the last group then."""
+    bins = n // PER_BIN
+    if bins < 2:
+        return None
+    return psi(*coarsen(expected, actual, bins), EPSILON)
+
+
 def categorical_drift(ref: Feature, values: pd.Series, policy) -> dict:
-    counts = values.dropna().astype(str).value_counts()
+    counts = category_text(values).value_counts()
     n = int(counts.sum())
     if n == 0 or ref.counts is None or ref.counts.sum() == 0:
         return {"kind": "categorical", "psi": None, "drifted": False}
@@ -169,13 +219,14 @@ def categorical_drift(ref: Feature, values: pd.Series, policy) -> dict:
     unseen = n - int(seen.sum())
     expected = np.append(ref.counts, 0)
     actual = np.append(seen, unseen)
-    value = psi(expected, actual, EPSILON)
+    # the reference's categories commonest first (value_counts' order), then the unseen bin
+    value = _psi_of_few(expected, actual, n)
     shares = (ref.counts / ref.counts.sum() + EPSILON) / (1 + EPSILON * len(ref.counts))
     exp = np.append(shares * n, EPSILON * n)
     stat = float(np.sum((actual - exp) ** 2 / exp))
     p = chi2_sf(stat, len(ref.counts))
     unseen_share = unseen / n
-    drifted = (
+    drifted = value is not None and (
         value > policy.max_feature_psi
         or unseen_share > policy.max_unseen_share
         or (p < policy.test_alpha and value > policy.max_feature_psi / 2)
@@ -198,15 +249,35 @@ def _floats(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def missing_rose(out: dict, ref: Feature, missing: int, rows: int, policy) -> dict:
+    """``out`` (a feature's drift) with the window's share of rows without a usable value
+    (null, unparseable, infinite), drifted when it rose by more than ``max_missing_increase``
+    over the reference's: the values' PSI and tests see only the values present, so a feature
+    that went all null would otherwise read as no drift at all."""
+    share = missing / rows if rows else 0.0
+    before = ref.missing / ref.rows if ref.rows else 0.0
+    out.update(missing_share=share, reference_missing_share=before)
+    if share - before > policy.max_missing_increase:
+        out["drifted"] = True
+    return out
+
+
 def input_drift(ref: Reference, frame: pd.DataFrame, policy) -> dict:
     per = {}
     for name, feat in ref.features.items():
         if name not in frame:
             per[name] = {"kind": feat.kind, "psi": None, "drifted": True, "missing": True}
         elif feat.kind == "numeric":
-            per[name] = numeric_drift(feat, _floats(frame[name]), policy)
+            values = _floats(frame[name])
+            missing = int(values.size - np.isfinite(values).sum())
+            per[name] = missing_rose(
+                numeric_drift(feat, values, policy), feat, missing, len(frame), policy
+            )
         else:
-            per[name] = categorical_drift(feat, frame[name], policy)
+            missing = int(frame[name].isna().sum())
+            per[name] = missing_rose(
+                categorical_drift(feat, frame[name], policy), feat, missing, len(frame), policy
+            )
     drifted = [n for n, f in per.items() if f["drifted"]]
     return {
         "share": len(drifted) / len(per) if per else 0.0,
@@ -222,7 +293,7 @@ def prediction_drift(ref: Reference, frame: pd.DataFrame, policy) -> dict | None
         if ref.prediction.kind == "numeric":
             out["psi"] = numeric_drift(ref.prediction, p.to_numpy(dtype=float), policy)["psi"]
         else:
-            out["psi"] = categorical_drift(ref.prediction, p.astype(str), policy)["psi"]
+            out["psi"] = categorical_drift(ref.prediction, p, policy)["psi"]
     if ref.score is not None and "score" in frame and frame["score"].notna().any():
         s = frame["score"].to_numpy(dtype=float)
         out["score_psi"] = numeric_drift(ref.score, s, policy)["psi"]
@@ -281,14 +352,21 @@ def performance(frame: pd.DataFrame, ref: Reference, policy) -> dict:
     return out
 
 
+def bound(metric: str, baseline: float, policy) -> float:
+    """The value past which ``metric`` is worse than ``min_metric_ratio`` of the baseline:
+    below ratio * baseline when higher is better, above baseline / ratio when lower is."""
+    if HIGHER_IS_BETTER[metric]:
+        return policy.min_metric_ratio * baseline
+    return baseline / policy.min_metric_ratio
+
+
 def worse(perf: dict, policy) -> bool:
     """The whole CI is worse than ``min_metric_ratio`` of the baseline."""
     base, ci = perf.get("baseline"), perf.get("ci")
     if base is None or ci is None:
         return False
-    if perf["metric"] == "accuracy":
-        return ci[1] < policy.min_metric_ratio * base
-    return ci[0] > base / policy.min_metric_ratio
+    line = bound(perf["metric"], base, policy)
+    return ci[1] < line if HIGHER_IS_BETTER[perf["metric"]] else ci[0] > line
 
 
 # -- label-free estimate (CBPE) --------------------------------------------------------------
@@ -312,7 +390,7 @@ def calibration_error(scores: pd.Series, labels: pd.Series, predictions: pd.Seri
     """Expected calibration error of P(positive) over 10 equal-width bins."""
     s = scores.to_numpy(dtype=float)
     y = _positive(labels).astype(float)
-    keep = np.isfinite(s)
+    keep = (s >= 0) & (s <= 1)  # probabilities only (NaN compares False)
     s, y = s[keep], y[keep]
     if s.size == 0:
         return float("nan")

@@ -270,18 +270,13 @@ class MonitorService:
                     (
                         "estimated_performance",
                         est["estimate"],
-                        p.min_metric_ratio * est["baseline"],
+                        metrics.bound("accuracy", est["baseline"], p),
                         metrics.estimate_worse(est, p),
                     )
                 )
         perf = m.get("performance")
         if row["labels"] == "final" and perf and perf.get("baseline") is not None:
-            base = perf["baseline"]
-            bound = (
-                base * p.min_metric_ratio
-                if perf["metric"] == "accuracy"
-                else (base / p.min_metric_ratio)
-            )
+            bound = metrics.bound(perf["metric"], perf["baseline"], p)
             out.append(("performance", perf["value"], bound, metrics.worse(perf, p)))
         return out
 
@@ -327,11 +322,15 @@ class MonitorService:
                     action=action,
                     message=message,
                 )
+                if fired is None:  # another replica fired it first, and acts on it
+                    continue
                 outcome, rolled = self.act(model, fired, action)
                 self.registry.alert_outcome(fired["id"], outcome)
                 changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
             elif not crossed and current is not None:
-                changes.append(self.registry.alert_clear(current["id"], start, value))
+                cleared = self.registry.alert_clear(current["id"], start, value)
+                if cleared is not None:  # else another replica cleared it first
+                    changes.append(cleared)
         return changes
 
     def act(self, model: str, alert: dict, action: str) -> tuple[str, bool]:

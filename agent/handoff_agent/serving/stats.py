@@ -18,9 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..drift import coarsen, psi, psi_classes
+from ..drift import PER_BIN, coarsen, number, psi, psi_classes, same_class
 
 GAMMA = 1.04  # latency bucket growth: bucket i covers (MIN_MS * GAMMA**(i-1), MIN_MS * GAMMA**i]
 MIN_MS = 0.001
@@ -172,9 +170,6 @@ class WindowStats:
         }
 
 
-PER_BIN = 20  # predictions per score bin at least: PSI's small-sample bias stays small
-
-
 def prediction_psi(
     current: WindowStats, reference: WindowStats, bins: int = 10
 ) -> tuple[float | None, str | None]:
@@ -182,7 +177,8 @@ def prediction_psi(
     ``"scores"`` (quantile bins of the reference's score histogram) where both recorded scores,
     else ``"classes"``; (None, None) when either side has no predictions. Scores get fewer
     than ``bins`` bins while ``current`` has under ``PER_BIN`` predictions per bin: PSI's
-    expected value on two samples of one distribution grows with bins / rows."""
+    expected value on two samples of one distribution grows with bins / rows. Classes alike:
+    rare ones are grouped (``psi_classes``) until each bin holds about ``PER_BIN``."""
     if current.scores and reference.scores:
         bins = max(2, min(bins, sum(current.scores.values()) // PER_BIN))
         keys = sorted(set(current.scores) | set(reference.scores))
@@ -193,7 +189,8 @@ def prediction_psi(
         )
         return psi(e, a), "scores"
     if current.classes and reference.classes:
-        return psi_classes(reference.classes, current.classes), "classes"
+        bins = max(2, sum(current.classes.values()) // PER_BIN)
+        return psi_classes(reference.classes, current.classes, bins=bins), "classes"
     return None, None
 
 
@@ -278,15 +275,10 @@ class RollingStats:
         """A (prediction, label) pair joined from feedback: counts toward live performance."""
         s = self._slice(now)
         s.labelled += 1
-        s.correct += prediction == label
-        numbers = (int, float, np.number)
-        if (
-            isinstance(prediction, numbers)
-            and isinstance(label, numbers)
-            and not isinstance(prediction, bool)
-            and not isinstance(label, bool)
-        ):
-            err = float(prediction) - float(label)
+        s.correct += same_class(prediction, label)
+        p, y = number(prediction), number(label)
+        if p is not None and y is not None:
+            err = p - y
             s.abs_err += abs(err)
             s.sq_err += err * err
             s.quad_err += err**4

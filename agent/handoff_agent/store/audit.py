@@ -16,12 +16,15 @@ MAX_ROWS_FIRST = 10_000  # rows sent when central has acknowledged nothing yet
 
 
 class AuditStore(StoreBase):
+    def audit_lock(self, c) -> None:
+        """Hold the chain's head row until the transaction ends: every append waits for it,
+        so a change checked and made after it cannot race another replica's."""
+        c.execute(select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update()).one()
+
     def audit_append(self, actor: str, action: str, subject: str, payload: dict) -> dict:
         with self._tx() as c:
             # The head row is the lock; the chain itself says where it ends.
-            c.execute(
-                select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update()
-            ).one()
+            self.audit_lock(c)
             last = c.execute(
                 select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
             ).first()
@@ -52,9 +55,7 @@ class AuditStore(StoreBase):
         if not entries:
             return None
         with self._tx() as c:
-            c.execute(
-                select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update()
-            ).one()
+            self.audit_lock(c)
             last = c.execute(
                 select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
             ).first()

@@ -73,9 +73,19 @@ class MonitorStore(StoreBase):
             ).first()
         return as_dict(row) if row else None
 
-    def alert_fire(self, model: str, kind: str, window: str, start: float, **values) -> dict:
-        """A new firing alert with its audit row, in one transaction."""
+    def alert_fire(self, model: str, kind: str, window: str, start: float, **values) -> dict | None:
+        """A new firing alert with its audit row, in one transaction; None when one of the
+        model's ``kind`` alerts on ``window`` already fires (another replica's run fired it
+        since this one looked: the audit chain's head, locked first, orders the two)."""
         with self._tx() as c:
+            self.audit_lock(c)
+            firing = c.execute(
+                select(A.id).where(
+                    A.model == model, A.kind == kind, A.window == window, A.state == "firing"
+                )
+            ).first()
+            if firing is not None:
+                return None
             aid = c.execute(
                 t.alerts.insert()
                 .values(
@@ -110,13 +120,17 @@ class MonitorStore(StoreBase):
         with self._tx() as c:
             c.execute(t.alerts.update().where(A.id == alert_id).values(outcome=outcome))
 
-    def alert_clear(self, alert_id: int, start: float, value: float | None) -> dict:
+    def alert_clear(self, alert_id: int, start: float, value: float | None) -> dict | None:
+        """Clear a firing alert, with its audit row; None when it no longer fires (another
+        replica cleared it first)."""
         with self._tx() as c:
-            c.execute(
+            done = c.execute(
                 t.alerts.update()
-                .where(A.id == alert_id)
+                .where(A.id == alert_id, A.state == "firing")
                 .values(state="cleared", cleared_window=start, cleared=now())
             )
+            if done.rowcount == 0:
+                return None
             row = as_dict(c.execute(select(t.alerts).where(A.id == alert_id)).one())
             self.audit_append(
                 "monitor",

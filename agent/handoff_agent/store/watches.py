@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from . import tables as t
 from ._util import as_dict, loads, now
@@ -121,8 +121,17 @@ class WatchStore(StoreBase):
 
     # -- fingerprints ----------------------------------------------------------------------
 
-    def snapshot_add(self, source_id: int, fp: dict, change: str, psi, detail: dict) -> dict:
+    def snapshot_add(
+        self, source_id: int, fp: dict, change: str, psi, detail: dict, after: int | None
+    ) -> dict | None:
+        """The source's next snapshot, classified against snapshot ``after`` (None: none yet);
+        None, and nothing stored, when another check stored one since (the source's row is
+        locked first, so two checks at once, here or at another replica, are ordered)."""
         with self._tx() as c:
+            c.execute(select(S.id).where(S.id == source_id).with_for_update()).first()
+            last = c.execute(select(func.max(N.id)).where(N.source_id == source_id)).scalar()
+            if last != after:
+                return None
             row = {
                 "source_id": source_id,
                 "time": now(),
@@ -151,6 +160,18 @@ class WatchStore(StoreBase):
     def snapshot_last(self, source_id: int) -> dict | None:
         rows = self.snapshots(source_id, 1)
         return rows[0] if rows else None
+
+    def unchanged_since(self, source_id: int, fingerprint: str) -> str | None:
+        """When the source last began to hold ``fingerprint``: the time of the first of the
+        latest snapshots that all have it (None if the last one has another)."""
+        with self._read() as c:
+            other = c.execute(
+                select(func.max(N.id)).where(N.source_id == source_id, N.fingerprint != fingerprint)
+            ).scalar()
+            q = select(func.min(N.time)).where(N.source_id == source_id)
+            if other is not None:
+                q = q.where(N.id > other)
+            return c.execute(q).scalar()
 
     def snapshot_first(self, source_id: int) -> dict | None:
         with self._read() as c:

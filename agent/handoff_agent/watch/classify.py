@@ -12,14 +12,18 @@ PSI_THRESHOLD = 0.25  # drift.PSI_BANDS: above 0.25 a significant shift
 
 def max_psi(reference: dict, current: dict) -> float | None:
     """The largest PSI over the numeric columns both statistics have, on the reference's
-    bins (``current`` was binned on the same edges)."""
+    bins (``current`` was binned on the same edges), grouped into as many reference quantiles
+    as the column's values fill with ``drift.PER_BIN`` each; a column with too few values for
+    two such bins is not judged (a few dozen rows from the reference's own distribution would
+    read as a shift)."""
     scores = []
     for col, ref in reference.items():
         cur = current.get(col)
         if not cur or "hist" not in ref or "hist" not in cur:
             continue
-        if len(ref["hist"]) == len(cur["hist"]):
-            scores.append(drift.psi(ref["hist"], cur["hist"]))
+        bins = sum(cur["hist"]) // drift.PER_BIN
+        if len(ref["hist"]) == len(cur["hist"]) and bins >= 2:
+            scores.append(drift.psi(*drift.coarsen(ref["hist"], cur["hist"], bins)))
     return max(scores) if scores else None
 
 
@@ -47,7 +51,9 @@ def classify(
     if cur["schema_hash"] != prev["schema_hash"]:
         return "schema", psi
     if cur["fingerprint"] == prev["fingerprint"]:
-        changed = cur.get("mtime") or _data_time(cur) or None
+        # when the data last changed: the files' mtime, a query's max(updated_at), else
+        # since when the watch has seen this very content (``unchanged_since``)
+        changed = cur.get("mtime") or _data_time(cur) or _time(cur.get("since")) or None
         now = time.time() if now is None else now
         if changed is not None and every > 0 and now - changed > overdue_after(every, overdue):
             return "overdue", psi
@@ -61,7 +67,11 @@ def classify(
 
 
 def _data_time(fp: dict) -> float | None:
-    value = fp.get("max_updated")
+    return _time(fp.get("max_updated"))
+
+
+def _time(value) -> float | None:
+    """Epoch seconds of an ISO time (None when there is none, or it is not one)."""
     if not value:
         return None
     from datetime import datetime

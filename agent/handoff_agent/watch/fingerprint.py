@@ -8,6 +8,7 @@ numeric column, its histogram over bins fixed from a reference, so PSI needs no 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -41,6 +42,21 @@ def sqlite_path(url: str) -> Path | None:
     return None if found is None else Path(found)
 
 
+def outside(paths: list[Path], home: Path | None) -> list[Path]:
+    """``paths``, unless one of them leads (a symlink, ``..``) into the agent's ``home``: a
+    watch reads the user's data, never the agent's own stores or keys, whatever appears in a
+    watched folder after the watch was registered."""
+    if home is not None:
+        root = Path(home).resolve()
+        for p in paths:
+            if p.resolve().is_relative_to(root):
+                raise SourceError(
+                    f"{p} leads into the agent's own home; a watch reads your data, not "
+                    "Handoff's storage."
+                )
+    return paths
+
+
 def files_of(pattern: str) -> list[Path]:
     """The files a path or glob names now. Wildcards only in the file name and its folder
     (``data/2026-*/part-*.parquet``), so that a glob never walks a whole tree."""
@@ -61,6 +77,20 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """A file that went away, may not be read, or is not the Parquet or CSV its name says is
+    a ``SourceError`` saying which file and why (the check records it; nothing else fails)."""
+    kind = "CSV" if path.suffix.lower() == ".csv" else "Parquet"
+    try:
+        yield
+    except FileNotFoundError:
+        raise SourceError(f"{path} went away while it was read.") from None
+    except (OSError, ValueError) as e:  # permissions; ArrowInvalid, EmptyDataError, ParserError
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SourceError(f"{path} cannot be read as {kind}: {reason}") from None
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -107,10 +137,12 @@ def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
     return out
 
 
-def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 0) -> dict:
+def fingerprint_files(
+    pattern: str, edges: dict | None = None, prev_rows: int = 0, home: Path | None = None
+) -> dict:
     import pandas as pd
 
-    paths = files_of(pattern)
+    paths = outside(files_of(pattern), home)
     if not paths:
         raise SourceError(f"No file matches {pattern!r}.")
     bad = [p.name for p in paths if p.suffix.lower() not in SUFFIXES]
@@ -118,11 +150,12 @@ def fingerprint_files(pattern: str, edges: dict | None = None, prev_rows: int = 
         raise SourceError(f"{bad[0]} is not Parquet or CSV; a source holds .parquet or .csv files.")
     files, frames = [], []
     for p in paths:
-        st = p.stat()
-        files.append(
-            {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
-        )
-        frames.append(_read(p))
+        with _readable(p):
+            st = p.stat()
+            files.append(
+                {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
+            )
+            frames.append(_read(p))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     digest = hashlib.sha256("\n".join(f"{f['path']}\0{f['sha256']}" for f in files).encode())
     schema = schema_of(frame)
@@ -150,11 +183,15 @@ def _row_prefix(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashes.tobytes()).hexdigest()
 
 
-def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
+def fingerprint_sql(
+    url: str, query: str, edges: dict | None = None, home: Path | None = None
+) -> dict:
     """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
     import pandas as pd
 
     from ..store.warehouse import QueryFailed, read_query
+
+    outside([p for p in [sqlite_path(url)] if p is not None], home)
 
     try:
         rows, frame, columns, max_updated = read_query(url, query, MAX_ROWS)
@@ -185,16 +222,20 @@ def fingerprint_sql(url: str, query: str, edges: dict | None = None) -> dict:
 
 
 def fingerprint(
-    spec: dict, url: str | None = None, edges: dict | None = None, prev_rows: int = 0
+    spec: dict,
+    url: str | None = None,
+    edges: dict | None = None,
+    prev_rows: int = 0,
+    home: Path | None = None,
 ) -> dict:
     """One fingerprint of the source ``spec`` (a ``data_sources`` row); ``url``: its full SQL
-    URL, decrypted by the caller."""
+    URL, decrypted by the caller; ``home``: the agent's, which no file read may lead into."""
     if spec["kind"] == "sql":
-        return fingerprint_sql(url or spec["source"], spec["query"], edges)
-    return fingerprint_files(spec["source"], edges, prev_rows)
+        return fingerprint_sql(url or spec["source"], spec["query"], edges, home)
+    return fingerprint_files(spec["source"], edges, prev_rows, home)
 
 
-def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
+def frame_of(spec: dict, url: str | None = None, home: Path | None = None) -> pd.DataFrame:
     """The source's rows now (at most ``MAX_ROWS`` of a CSV or a query), as data: a
     revalidation hands them to the check workers."""
     import pandas as pd
@@ -202,15 +243,19 @@ def frame_of(spec: dict, url: str | None = None) -> pd.DataFrame:
     if spec["kind"] == "sql":
         from ..store.warehouse import QueryFailed, read_query
 
+        outside([p for p in [sqlite_path(url or spec["source"])] if p is not None], home)
         try:
             frame = read_query(url or spec["source"], spec["query"], MAX_ROWS)[1]
         except QueryFailed as e:
             raise SourceError(str(e)) from None
         return frame.infer_objects()
-    paths = files_of(spec["source"])
+    paths = outside(files_of(spec["source"]), home)
     if not paths:
         raise SourceError(f"No file matches {spec['source']!r}.")
-    frames = [_read(p) for p in paths]
+    frames = []
+    for p in paths:
+        with _readable(p):
+            frames.append(_read(p))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -149,12 +149,18 @@ def dot(g: dict) -> str:
     shapes = {"source": "cylinder", "dataset": "cylinder", "version": "box", "trigger": "diamond"}
     lines = ["digraph lineage {", "  rankdir=LR;"]
     for n in g["nodes"]:
-        label = _label(n).replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'  "{n["id"]}" [shape={shapes.get(n["kind"], "ellipse")}, label="{label}"];')
+        shape = shapes.get(n["kind"], "ellipse")
+        lines.append(f"  {_quoted(n['id'])} [shape={shape}, label={_quoted(_label(n))}];")
     for e in g["edges"]:
-        lines.append(f'  "{e["from"]}" -> "{e["to"]}" [label="{e["kind"]}"];')
+        lines.append(f"  {_quoted(e['from'])} -> {_quoted(e['to'])} [label={_quoted(e['kind'])}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text) -> str:
+    """A dot string: ids and labels carry what pushes wrote (a source, a manifest's trigger),
+    which must not close the quotes and add attributes (``URL="javascript:..."``)."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _label(n: dict) -> str:

@@ -108,7 +108,7 @@ class Revalidator:
         }
 
     def _write_rows(self, row: dict, url: str | None) -> tuple[str, int]:
-        frame = fpm.frame_of(row, url)
+        frame = fpm.frame_of(row, url, self.home)
         frame.columns = [str(c) for c in frame.columns]
         if row["target"] not in frame.columns:
             raise SourceRowsError(

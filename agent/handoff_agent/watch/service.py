@@ -45,6 +45,7 @@ log = logging.getLogger("handoff_agent.watch")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
 MAX_EVERY = 365 * 86400.0
+SNAPSHOT_TRIES = 3  # a check whose snapshot another check beat classifies again, this often
 ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica calls it orphaned
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 REFERENCES_KEPT = 64  # bundles' references kept in memory: bins and histograms of each feature
@@ -167,15 +168,26 @@ class WatchService:
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
+        try:  # injected as Python literals: NaN or Infinity would be a NameError there
+            json.dumps(params, allow_nan=False)
+        except ValueError:
+            raise BadRequest(
+                "params may not hold NaN or Infinity.", hint='e.g. {"epochs": 3}'
+            ) from None
         timeout = body.get("timeout", 600)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise BadRequest("timeout must be a positive number of seconds.", hint="e.g. 600")
         spec = {
             "model": model,
             "every": every,
             "overdue": overdue,
-            "on": list(on),
-            "actions": list(actions),
+            "on": list(dict.fromkeys(on)),
+            "actions": list(dict.fromkeys(actions)),  # an action named twice runs once
             "run": run,
             "params": params,
             "timeout": float(timeout),
@@ -226,17 +238,15 @@ class WatchService:
     def _not_ours(self, path: Path | None) -> None:
         """A watch reads the user's data, never the agent's own stores (its registry would
         answer queries about tokens and sign-offs)."""
-        if (
-            path is not None
-            and self.home
-            and path.resolve().is_relative_to(Path(self.home).resolve())
-        ):
+        try:
+            fpm.outside([] if path is None else [path], self.home)
+        except fpm.SourceError:
             raise BadRequest(
                 "That source is inside the agent's own home; a watch reads your data, not "
                 "Handoff's storage.",
                 hint="Watch the files or database the model was trained on.",
                 code="source_in_home",
-            )
+            ) from None
 
     def register_all(self, entries: list[dict], by: str) -> list[dict]:
         """The policy's [[watch]] tables; a bad one stops the start with what to fix."""
@@ -306,7 +316,10 @@ class WatchService:
                 self.registry.watch_claim, source_id, at, at + row["every"]
             ):
                 continue
-            out.append(await self.check(source_id))
+            try:
+                out.append(await self.check(source_id))
+            except Exception:  # one source's failure must not stop the others' checks
+                log.exception("checking watched source %s failed", source_id)
         return out
 
     async def check(self, source_id: int) -> dict:
@@ -330,6 +343,7 @@ class WatchService:
                 self.unseal(row),
                 ref["edges"] if ref else None,
                 (prev or {}).get("rows") or 0,
+                self.home,
             )
         except fpm.SourceError as e:
             self.events.publish(
@@ -345,16 +359,48 @@ class WatchService:
                 {"error": str(e)},
             )
             return {"source": row["source"], "error": str(e)}
-        prev_full = prev and {**prev, "row_hashes": (prev.get("detail") or {}).get("row_hashes")}
-        change, psi = cls.classify(
-            prev_full, fp, ref["stats"] if ref else None, row["every"], overdue=row.get("overdue")
-        )
         detail = {
             "files": fp.get("files"),
             "row_hashes": fp.get("row_hashes"),
             "schema": fp["schema"],
         }
-        snap = await self.pools.call(self.registry.snapshot_add, source_id, fp, change, psi, detail)
+        for _ in range(SNAPSHOT_TRIES):
+            fp.pop("since", None)
+            if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
+                fp["since"] = await self.pools.read(
+                    self.registry.unchanged_since, source_id, fp["fingerprint"]
+                )
+            prev_full = prev and {
+                **prev,
+                "row_hashes": (prev.get("detail") or {}).get("row_hashes"),
+            }
+            change, psi = cls.classify(
+                prev_full,
+                fp,
+                ref["stats"] if ref else None,
+                row["every"],
+                overdue=row.get("overdue"),
+            )
+            snap = await self.pools.call(
+                self.registry.snapshot_add,
+                source_id,
+                fp,
+                change,
+                psi,
+                detail,
+                prev and prev["id"],
+            )
+            if snap is not None:
+                break
+            # another check of this source (the schedule, a replica) stored its snapshot
+            # first: this one's change is against that one, so a change acts once
+            prev = await self.pools.read(self.registry.snapshot_last, source_id)
+        else:
+            raise Conflict(
+                f"Source {source_id} is being checked by others right now.",
+                hint="Check it again in a moment.",
+                code="check_busy",
+            )
         summary = {
             "source_id": source_id,
             "model": row["model"],

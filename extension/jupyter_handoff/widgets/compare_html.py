@@ -11,13 +11,15 @@ LEFT = ";text-align:left"
 
 
 def fmt(x) -> str:
+    """A metric, CI bound or delta as table text; anything not a number (a plugin check may
+    report one) escaped like every other string here."""
     if x is None:
         return ""
     if isinstance(x, float):
         if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
             return f"{x:.3g}"
         return f"{x:.3f}"
-    return str(x)
+    return e(str(x))
 
 
 def header(c, lab: str) -> str:

@@ -87,3 +87,31 @@ def test_the_screen_is_the_same_on_a_busy_machine():
     ]
     # Then the same columns are ranked
     assert got[0]["columns"] == got[1]["columns"] and len(got[0]["columns"]) == 50
+
+
+class OwnClass:
+    """Someone else's classifier: predict and predict_proba, no ``score`` of its own."""
+
+    def __init__(self, inner):
+        self.inner, self.classes_ = inner, inner.classes_
+
+    def predict(self, X):
+        Counted.rows += len(X)
+        return self.inner.predict(X)
+
+    def predict_proba(self, X):
+        Counted.rows += len(X)
+        return self.inner.predict_proba(X)
+
+
+def test_a_class_without_a_score_of_its_own_is_budgeted_too():
+    # Given wide data and a model of someone else's class, scored by the accuracy of its predict
+    X, y = wide(400)
+    model = OwnClass(LogisticRegression(max_iter=500).fit(X, y))
+    Counted.rows = 0
+    res = ExplainabilityCheck().run(CheckContext(model, {}, X=X, y=y), seconds=0.001, plots=False)
+    # Then it is screened and ranked within the budget, as sklearn's own classes are
+    assert res.status == "pass", res.message
+    assert res.metrics["screened"] == {"columns": 400, "ranked": 50, "screen_rows": 125}
+    assert set(res.metrics["top_features"]) <= {"f0", "f1", "f2", "f3", "f4"}
+    assert Counted.rows < 400 * 5 * 500  # not every column, repeat and row (sklearn's call)

@@ -34,7 +34,8 @@ def refused(agent, *args: str, code: int = 1, token: str | None = None) -> str:
     out = handoff(agent, *args, token=token)
     assert out.returncode == code, out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr, out.stderr
-    return out.stdout
+    assert out.stdout == "", out.stdout  # what went wrong is on stderr: `--json | jq` reads answers
+    return out.stderr
 
 
 @pytest.fixture(scope="module")

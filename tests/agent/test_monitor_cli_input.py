@@ -1,0 +1,67 @@
+"""``jupyter handoff monitor import`` and ``monitor run`` (without a running central: in their
+own process) with input monitoring cannot use: one line and exit 1, as the API's 400 is.
+A replay time out of range (NaN, a far year) never loops over windows that never end; a
+``score`` that is no probability (a logit) never reaches the stores, where it made every
+monitoring run of the model fail."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import handoff_cli
+
+from handoff_agent.store.metadata import MetadataStore
+
+
+def _home(tmp_path):
+    home = tmp_path / "central"
+    home.mkdir()
+    MetadataStore.for_home(home).close()  # central's home, as its first start leaves it
+    return {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "no-central")}, str(home)
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_a_score_that_is_no_probability_is_refused_at_import(tmp_path, reference):
+    env, home = _home(tmp_path)
+    rng = np.random.default_rng(0)
+    logit = rng.normal(0, 2, 300)  # a decision function's values, not P(positive)
+    frame = pd.DataFrame({"x": logit / 2, "prediction": (logit > 0).astype(int), "score": logit})
+    frame["time"] = 1_767_225_600 + np.arange(300) * 60.0
+    frame.to_parquet(tmp_path / "f.parquet")
+    args = ["monitor", "import", "churn", str(tmp_path / "f.parquet"), "--home", home]
+
+    out = handoff_cli(env, *([*args, "--reference"] if reference else args))
+
+    assert out.returncode == 2, out.stdout + out.stderr
+    first = out.stdout.strip().splitlines()[0]
+    row = int(np.flatnonzero((logit < 0) | (logit > 1))[0])
+    assert first == (
+        f"The column score holds {float(logit[row])!r} (row {row}), not a probability between "
+        "0 and 1."
+    ), out.stdout
+    assert "predict_proba(X)[:, 1]" in out.stdout and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("now", ["nan", "inf", "1e12", "9999-12-31T00:00:00Z", "1999-01-01"])
+def test_a_replay_time_out_of_range_is_one_line_offline(tmp_path, now):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "no-central")}
+    home = tmp_path / "central"
+    home.mkdir()
+    MetadataStore.for_home(home).close()  # central's home, as its first start leaves it
+    log = pd.DataFrame({"x": np.arange(10.0), "prediction": [0, 1] * 5})
+    log["time"] = 1_767_225_600 + np.arange(10) * 60.0
+    log.to_parquet(tmp_path / "log.parquet")
+    imported = handoff_cli(
+        env, "monitor", "import", "churn", str(tmp_path / "log.parquet"), "--home", str(home)
+    )
+    assert imported.returncode == 0, imported.stderr
+
+    out = handoff_cli(env, "monitor", "run", "churn", "--now", now, "--home", str(home))
+
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        f"--now {now!r} is not a time between 2000-01-01 and 7 days from now."
+    ), out.stderr

@@ -1,0 +1,38 @@
+"""What ``POST /api/v1/watches`` takes: numbers a retrain can run with (no NaN or Infinity
+as its timeout or in its parameters, which the store, the panel's JSON and the injected
+parameter cell cannot hold), and each action once."""
+
+from __future__ import annotations
+
+import pytest
+from watch_support import check, frame, triggers, watch
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds."),
+        ({"timeout": float("inf")}, "timeout must be a positive number of seconds."),
+        ({"params": {"lr": float("nan")}}, "params may not hold NaN or Infinity."),
+        ({"params": {"epochs": [1, float("-inf")]}}, "params may not hold NaN or Infinity."),
+    ],
+)
+def test_a_watch_refuses_numbers_no_retrain_can_use(shared_agent, tmp_path, extra, says):
+    data = tmp_path / "events.csv"
+    frame(50).to_csv(data, index=False)
+    body = {"model": "churn", "source": str(data), **extra}
+    status, out = shared_agent.request("POST", "/api/v1/watches", body)
+    assert status == 400, out
+    assert out["error"]["code"] == "bad_request" and out["error"]["message"] == says
+
+
+def test_an_action_named_twice_alerts_once_per_change(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(
+        agent, model="churn", source=str(data), on=["change", "change"], actions=["alert", "alert"]
+    )
+    assert w["actions"] == ["alert"] and w["on"] == ["change"]
+    frame(150).to_csv(data, index=False)
+    assert [t["action"] for t in check(agent, w["id"])["triggers"]] == ["alert"]
+    assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]
