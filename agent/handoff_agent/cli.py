@@ -398,7 +398,7 @@ class HandoffApp(JupyterApp):
                 raise
             lines = [s.strip() for s in str(e.orig).splitlines() if s.strip()]
             cause = lines[0] if lines else type(e.orig).__name__
-            print(
+            complain(
                 f"The database is unreachable or locked ({cause}). Nothing was changed: start "
                 "it (or let the other writer finish), then run the command again."
             )

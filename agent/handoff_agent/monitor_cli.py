@@ -114,7 +114,7 @@ class MonitorApp(JupyterApp):
             self.exit(2)
         except BlobError as e:  # the blob store unreachable, at start or midway
             why = str(e).rstrip(".")
-            print(f"The blob store failed: {why}. Nothing was recorded; run the command again.")
+            complain(f"The blob store failed: {why}. Nothing was recorded; run the command again.")
             self.exit(1)
         print(json.dumps(out, indent=2, default=str))
 
