@@ -123,3 +123,69 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+class Relay:
+    """A TCP relay on loopback in front of a server the tests share (the PostgreSQL cluster,
+    seaweedfs), for an agent to reach it through: ``cut()`` drops every connection and
+    refuses new ones (the server restarting, a network partition), ``restore()`` lets
+    connections through again. The server itself keeps running for the other tests."""
+
+    def __init__(self, port: int = 5432):
+        import socket
+        import threading
+
+        self._socket, self._threading = socket, threading
+        self.target = port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.lock = threading.Lock()
+        self.open: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """``url`` (of the server on loopback) reached through this relay."""
+        return url.replace(f"{HOST}:{self.target}", f"{HOST}:{self.port}")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                if not self.up:
+                    raise OSError("cut")
+                server = self._socket.create_connection((HOST, self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(self._socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            for s in self.open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(self._socket.SHUT_RDWR)
+                s.close()
+            self.open = []
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

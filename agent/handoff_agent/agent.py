@@ -77,6 +77,7 @@ from .handlers.watches import (
 )
 from .ingest import IngestManager
 from .intake import IntakeManager
+from .outage import failed_round
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
 from .pools import Pools
@@ -777,6 +778,7 @@ class HandoffAgent(LoggingConfigurable):
             await self.start_serving()
         if self.validation is not None:
             self.validation.start()
+        self.check_flow.resume_concluded(received=self.role == "central")
         await self.check_flow.schedule_queued()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
@@ -926,7 +928,7 @@ class HandoffAgent(LoggingConfigurable):
             except asyncio.CancelledError:
                 raise
             except Exception:  # the next round tries again
-                log.exception("the monitor run failed")
+                failed_round(log, "the monitor run failed")
 
     def _lifecycle(self) -> dict:
         return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}

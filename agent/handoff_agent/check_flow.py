@@ -18,6 +18,7 @@ from typing import Protocol
 from . import reports
 from .disk_room import out_of_space
 from .pools import Calls, Publisher
+from .store.blobs import BlobUnavailable
 from .store.engine import unavailable
 from .versions import VersionService
 from .vocabulary import PROVISIONAL_FIELD
@@ -29,16 +30,20 @@ log = logging.getLogger(__name__)
 RECORD_RETRY_FIRST, RECORD_RETRY_CAP = 0.5, 10.0
 
 
+def blob_down(e: BaseException) -> bool:
+    return isinstance(e, BlobUnavailable)
+
+
 async def until_recorded(what: str, call: Callable[[], Awaitable]):
-    """``await call()``, again and again while it fails for want of room (a full disk) or a
-    busy database: the outcome waits in memory, and the version is never left checking for
-    good. Any other error is raised."""
+    """``await call()``, again and again while it fails for want of room (a full disk), a
+    busy database or an unreachable blob store: the outcome waits in memory, and the
+    version is never left checking for good. Any other error is raised."""
     pause = RECORD_RETRY_FIRST
     while True:
         try:
             return await call()
         except Exception as e:
-            if out_of_space(e) is None and unavailable(e) is None:
+            if out_of_space(e) is None and unavailable(e) is None and not blob_down(e):
                 raise
             first = str(e).splitlines()[0][:200]
             log.warning("%s could not be recorded (%s); again in %.1f s", what, first, pause)
@@ -54,6 +59,7 @@ class Store(Protocol):
     def manifest_of(self, name, number): ...
     def add_reports(self, version_id, digests): ...
     def restore_pruned(self, version_id, present, actor): ...
+    def unconcluded(self, received): ...
 
 
 class Blobs(Protocol):
@@ -211,9 +217,29 @@ class CheckFlow:
             await self._concluded(out["model"], out["version"], out["verdict"]["verdict"])
             self.wake()
 
+    def resume_concluded(self, received: bool) -> None:
+        """At start, in the background: finish what a verdict committed before a kill (or
+        a blob store outage) left undone, its reports and its hooks (``received``: central,
+        whose hook moves the version on from ``received``), so no version waits there or
+        without its report for good. The hook moves a version only from the stage it
+        expects, so a replica doing the same at once changes nothing twice."""
+        self._start(self._resume_concluded(received))
+
+    async def _resume_concluded(self, received: bool) -> None:
+        for v in await self.pools.read(self.store.unconcluded, received):
+            try:
+                await self.write_reports(v["model"], v["number"], v["id"])
+                await self._concluded(v["model"], v["number"], v["verdict"]["verdict"])
+            except Exception:  # the next start tries again
+                log.exception("concluding %s:%s failed", v["model"], v["number"])
+        self.wake()
+
     async def _concluded(self, model: str, number: int, verdict: str) -> None:
-        for hook in self.verdict_hooks:
-            await hook(model, number, verdict)
+        for hook in self.verdict_hooks:  # each moves nothing twice: tried until it is in
+            await until_recorded(
+                f"the verdict's outcome for {model}:{number}",
+                partial(hook, model, number, verdict),
+            )
 
     async def write_reports(self, model: str, number: int, version_id: int) -> None:
         await until_recorded(

@@ -387,7 +387,22 @@ class HandoffApp(JupyterApp):
             self.print_help()
             print("\nSubcommands: " + ", ".join(self.subcommands))
             self.exit(2)
-        super().start()
+        from sqlalchemy.exc import DBAPIError
+
+        from .store.engine import unavailable
+
+        try:
+            super().start()
+        except DBAPIError as e:  # PostgreSQL down or a lock held: one line, never a traceback
+            if unavailable(e) is None:
+                raise
+            lines = [s.strip() for s in str(e.orig).splitlines() if s.strip()]
+            cause = lines[0] if lines else type(e.orig).__name__
+            complain(
+                f"The database is unreachable or locked ({cause}). Nothing was changed: start "
+                "it (or let the other writer finish), then run the command again."
+            )
+            self.exit(1)
 
 
 main = HandoffApp.launch_instance

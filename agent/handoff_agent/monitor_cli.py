@@ -92,6 +92,7 @@ class MonitorApp(JupyterApp):
     def start(self):
         from .errors import HandoffError
         from .names import validate_name
+        from .store.blobs import BlobError
 
         args = list(self.extra_args)
         if (
@@ -111,16 +112,30 @@ class MonitorApp(JupyterApp):
         except HandoffError as e:
             complain(f"{e.message}\n{e.hint}".strip())
             self.exit(2)
+        except BlobError as e:  # the blob store unreachable, at start or midway
+            why = str(e).rstrip(".")
+            complain(f"The blob store failed: {why}. Nothing was recorded; run the command again.")
+            self.exit(1)
         print(json.dumps(out, indent=2, default=str))
 
+    def _blobs(self):
+        """The central's blob store, or a BlobUnavailable saying why it cannot be opened."""
+        from .cli import _blob_store
+        from .store.blobs import BlobUnavailable
+
+        try:
+            return _blob_store(self.config)
+        except ValueError as e:  # S3 unreachable or refusing, a bad blob_url
+            raise BlobUnavailable(str(e)) from None
+
     def _import(self, name: str, path: Path) -> dict:
-        from .cli import _blob_store, _open_db
+        from .cli import _open_db
         from .monitor import backfill
 
         if not path.is_file():
             raise SystemExit(f"No file {path}. Give a Parquet prediction log.")
         frame = backfill.read(path.read_bytes())
-        registry, blobs = _open_db(self.config), _blob_store(self.config)
+        registry, blobs = _open_db(self.config), self._blobs()
         try:
             if self.reference:
                 return backfill.import_reference(registry, blobs, name, frame, "cli")
@@ -149,12 +164,12 @@ class MonitorApp(JupyterApp):
                 raise SystemExit(
                     f"{err.get('message', e)}\n{err.get('hint', '')}".strip()
                 ) from None
-        from .cli import _blob_store, _home, _open_db
+        from .cli import _home, _open_db
         from .monitor.service import MonitorService
         from .policy import Policy
         from .stages import StageManager
 
-        registry, blobs = _open_db(self.config), _blob_store(self.config)
+        registry, blobs = _open_db(self.config), self._blobs()
         try:
             policy_file = _home(self.config) / "policy.toml"
             policy = Policy.load(policy_file if policy_file.exists() else None)

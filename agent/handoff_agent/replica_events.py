@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from .outage import failed_round
 from .pools import Calls, Publisher
 
 log = logging.getLogger("handoff_agent")
@@ -62,7 +63,7 @@ class ReplicaEvents:
             try:
                 self.store.event_append_many(self.origin, batch)
             except Exception:  # a live feed: the other replicas' panels re-read on reconnect
-                log.exception("sharing %d events with the other replicas failed", len(batch))
+                failed_round(log, "sharing %d events with the other replicas failed", len(batch))
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="handoff-listen")
@@ -93,7 +94,7 @@ class ReplicaEvents:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed poll must not stop the next one
-                log.exception("reading other replicas' events failed")
+                failed_round(log, "reading other replicas' events failed")
             if self.listener is None:
                 await asyncio.sleep(interval)
                 continue
@@ -102,7 +103,7 @@ class ReplicaEvents:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("listening for other replicas' events failed; polling instead")
+                failed_round(log, "listening for other replicas' events failed; polling instead")
                 await self._close_listener()
 
     async def _close_listener(self) -> None:

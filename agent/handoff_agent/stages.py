@@ -26,10 +26,13 @@ class StageManager:
         # with a HandoffError (the load test's gate): guard(version_row, stage, subject).
         self.guards: list = []
 
-    def enter(self, version_id: int, stage: str, by: str, subject: str, comment: str = ""):
-        """A stage change the agent itself makes (received, validated, rejected)."""
+    def enter(
+        self, version_id: int, stage: str, by: str, subject: str, comment: str = "", expected=...
+    ):
+        """A stage change the agent itself makes (received, validated, rejected). With
+        ``expected``, only from that stage (else a 409 ``stage_race``, nothing done)."""
         with self.store.transaction():
-            self.store.stage_set(version_id, stage, by, comment, subject)
+            self.store.stage_set(version_id, stage, by, comment, subject, expected=expected)
             if self.on_stage is not None:
                 self.on_stage(subject, version_id, None, stage, by)
 

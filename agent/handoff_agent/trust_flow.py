@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
 from . import trust, trust_admin
-from .errors import HandoffError
+from .errors import Conflict, Unavailable
 from .intake import IntakeManager
+from .outage import failed_round
 from .policy import Policy
 from .pools import Calls, Publisher
 from .sandbox import SandboxRefused
@@ -101,10 +102,9 @@ class TrustFlow:
             log.warning("trust probe of %s failed: %s", digest[:12], run.error)
         result = run.result
         if not isinstance(result, dict) or "ok" not in result:
-            raise HandoffError(
+            raise Unavailable(
                 "Central could not read which types the model needs: its probe worker failed.",
                 "The local agent retries the delivery; see central's log if it keeps failing.",
-                status=503,
                 code="probe_failed",
             )
         return result
@@ -189,7 +189,7 @@ class TrustFlow:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed poll must not stop the next one
-                log.exception("re-reading the trust list failed")
+                failed_round(log, "re-reading the trust list failed")
             await asyncio.sleep(interval)
 
     def start_watch(self, interval: float) -> None:
@@ -232,12 +232,16 @@ class TrustFlow:
         """Central's checks concluded: the version is validated or rejected."""
         stage = "validated" if verdict in ("pass", "warn") else "rejected"
         vid = await self.pools.call(self.store.version_id, model, number)
-        await self.pools.call(
-            self.stages.enter,
-            vid,
-            stage,
-            "central",
-            f"{model}:{number}",
-            f"central checks: {verdict}",
-        )
+        try:
+            await self.pools.call(
+                self.stages.enter,
+                vid,
+                stage,
+                "central",
+                f"{model}:{number}",
+                f"central checks: {verdict}",
+                "received",
+            )
+        except Conflict:  # concluded already (by another replica, or before a restart)
+            return
         self.events.publish("stage", model=model, version=number, stage=stage, by="central")

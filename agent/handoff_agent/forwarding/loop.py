@@ -20,6 +20,7 @@ from typing import BinaryIO, Protocol
 
 from .. import outbox
 from ..disk_room import out_of_space
+from ..outage import failed_round
 from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
@@ -109,7 +110,7 @@ class Forwarder:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("forwarder tick failed; retrying")
+                failed_round(log, "forwarder tick failed; retrying")
             self.wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.interval)

@@ -21,13 +21,16 @@ from .. import tokens
 from ..disk_room import out_of_space
 from ..errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     HandoffError,
     TooLarge,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
     error_body,
 )
+from ..store.blobs import BlobCorrupt, BlobMissing, BlobUnavailable
 from ..store.engine import unavailable
 
 log = logging.getLogger("handoff_agent")
@@ -113,6 +116,24 @@ def json_depth(data: bytes) -> int:
         else:
             depth -= 1
     return deepest
+
+
+def blob_failure(error: BaseException, what: str = "a stored file") -> HandoffError | None:
+    """The API error for a blob the request needed: the store unreachable (503, retry), or
+    ``what`` missing or no longer matching its digest (409: it is not served or used)."""
+    if isinstance(error, BlobUnavailable):
+        return Unavailable(
+            f"The blob store cannot be reached: {error}.",
+            "Try again; if it persists, check the agent's blob_url and the S3 endpoint.",
+            code="blob_store_unavailable",
+        )
+    if isinstance(error, BlobCorrupt | BlobMissing):
+        return Conflict(
+            f"The stored copy of {what} is missing or corrupt ({error}); it is not used.",
+            "Run `jupyter handoff fsck` to list damaged blobs, then push the model again.",
+            code="blob_corrupt",
+        )
+    return None
 
 
 def host_name(host: str) -> str:
@@ -329,10 +350,11 @@ class BaseHandler(web.RequestHandler):
             log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        # a locked or unreachable database, or a full disk: 503, not 500
-        busy = unavailable(e) or out_of_space(e, self.agent.role)
+        # a locked or unreachable database, a full disk, an unreachable blob store: 503; a
+        # blob that no longer matches its digest: 409. Never a 500.
+        busy = unavailable(e) or out_of_space(e, self.agent.role) or blob_failure(e)
         if busy is not None:
-            log.warning("503 %s: %s", self._request_summary(), str(e).splitlines()[0][:300])
+            log.warning("%d %s: %s", busy.status, self._request_summary(), str(e)[:300])
             e = busy
         if isinstance(e, HandoffError):
             if self._finished:

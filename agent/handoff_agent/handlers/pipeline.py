@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import BadRequest, Conflict, HandoffError, NotFound
+from ..errors import BadRequest, NotFound
 from ..ingest import too_large
 from ..names import validate_name
 from ..outbox import STATES
 from ..retention import refuse_pruned
-from ..store.blobs import BlobError, BlobUnavailable
+from ..store.blobs import BlobCorrupt, BlobError
 from ..vocabulary import DEPLOY_ACTIONS
 from . import detached
-from .base import ANY_ROLE, BaseHandler, page_args, parse_uint
+from .base import ANY_ROLE, BaseHandler, blob_failure, page_args, parse_uint
 
 
 def _text(body: dict, key: str, limit: int = 2000) -> str:
@@ -210,19 +210,8 @@ def blob_errors(what: str):
     """A damaged or unreachable blob as an API error that says what to do."""
     try:
         yield
-    except BlobUnavailable as e:
-        raise HandoffError(
-            f"The blob store cannot be reached: {e}.",
-            "Try again; if it persists, check the agent's blob_url and the S3 endpoint.",
-            status=503,
-            code="blob_store_unavailable",
-        ) from None
-    except BlobError:
-        raise Conflict(
-            f"The stored copy of {what} is missing or corrupt; it is not served.",
-            "Run `jupyter handoff fsck` to list damaged blobs, then push the model again.",
-            code="blob_corrupt",
-        ) from None
+    except BlobError as e:
+        raise (blob_failure(e, what) or blob_failure(BlobCorrupt(str(e)), what)) from None
 
 
 class BundleHandler(BaseHandler):

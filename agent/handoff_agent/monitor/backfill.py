@@ -236,14 +236,18 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
         frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
     frame = frame.sort_values("_t", kind="stable")
     features = [c for c in frame.columns if c not in RESERVED and c not in ("_t", "_arrived")]
+    # Every segment's blob first; then the segments, the labels and the audit row in one
+    # transaction: an import killed or failed midway adds nothing (orphan blobs at most,
+    # which fsck notes), so running it again counts each prediction once.
+    segments = []
     for i in range(0, len(frame), SEGMENT_ROWS):
         part = frame.iloc[i : i + SEGMENT_ROWS]
         data = _records_parquet(part, features, model)
         digest = blobs.put_bytes(data)
-        registry.segment_add(
-            model, digest, len(part), len(data), float(part["_t"].min()), float(part["_t"].max())
+        segments.append(
+            (digest, len(part), len(data), float(part["_t"].min()), float(part["_t"].max()))
         )
-    labels = 0
+    triples = []
     if "label" in frame:
         lab = frame[frame["label"].notna()]
         arrived = (lab["_arrived"] if "_arrived" in lab else lab["_t"]).to_numpy()
@@ -252,6 +256,9 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             (str(r), _plain(v) if isinstance(v, np.generic) else v, iso(a))
             for r, v, a in zip(lab["request_id"], values, arrived, strict=True)
         ]
-        labels = registry.feedback_import(model, triples, by)
-    registry.audit_append(by, "monitor.import", model, {"rows": len(frame), "labels": labels})
+    with registry.transaction():
+        for segment in segments:
+            registry.segment_add(model, *segment)
+        labels = registry.feedback_import(model, triples, by) if triples else 0
+        registry.audit_append(by, "monitor.import", model, {"rows": len(frame), "labels": labels})
     return {"model": model, "rows": len(frame), "labels": labels, "features": features}

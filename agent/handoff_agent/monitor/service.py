@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..bundle import read_members
+from ..errors import HandoffError
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
+from ..outage import failed_round
 from ..serving import predlog
 from ..vocabulary import HIGHER_IS_BETTER
 from . import windows
@@ -122,7 +124,7 @@ class MonitorService:
             try:
                 out.append(self.run(model, now))
             except Exception:  # one model's bad log must not stop the others
-                log.exception("monitoring %s failed", model)
+                failed_round(log, "monitoring %s failed", model)
         return out
 
     def run(self, model: str, now: float | None = None) -> dict:
@@ -159,9 +161,13 @@ class MonitorService:
         for kind, start, end, state in due:
             window = logged[(logged["time"] >= start) & (logged["time"] < end)]
             row = self.evaluate(window, feedback, ref, start, end, now)
-            self.registry.window_put(model, kind, start, end, row)
+            # The window, its alerts and their actions (a rollback) commit together: a run
+            # killed or failed in between leaves the window due, judged again next run,
+            # never final without the alert it crossed into.
+            with self.registry.transaction():
+                self.registry.window_put(model, kind, start, end, row)
+                changes = self.judge(model, kind, start, row, judge_closing=state is None)
             result["windows"].append({"kind": kind, "start": start, **row})
-            changes = self.judge(model, kind, start, row, judge_closing=state is None)
             result["alerts"].extend(changes)
         if p.rolling_minutes > 0:
             start = now - p.rolling_minutes * 60
@@ -341,6 +347,12 @@ class MonitorService:
         if "previous" not in slots or self.stages is None:
             return "no previous production version to roll back to; notified", False
         number = int(slots["production"]["number"])
-        self.stages.transition(model, number, MONITOR, "rollback", f"monitor: {alert['message']}")
+        try:
+            with self.registry.savepoint():  # refused: undo its part, keep the alert
+                self.stages.transition(
+                    model, number, MONITOR, "rollback", f"monitor: {alert['message']}"
+                )
+        except HandoffError as e:  # moved meanwhile (an admin rolled it back first)
+            return f"not rolled back ({e.message}); notified", False
         prev = slots["previous"]["number"]
         return f"rolled back {model}:{number}; {model}:{prev} serves again", True

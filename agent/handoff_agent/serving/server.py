@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from tornado import httpserver, web
 
 from ..errors import HandoffError, NotFound
+from ..outage import failed_round
 from .backend import BACKENDS
 from .inputs import signature_columns, validate
 from .pool import WorkerPool, WorkerUnavailable
@@ -163,7 +164,7 @@ class ModelServer:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reading the slot table failed")
+                failed_round(log, "reading the slot table failed")
 
     async def _ticks(self) -> None:
         while True:
@@ -179,7 +180,7 @@ class ModelServer:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("storing the serving stats failed")
+                failed_round(log, "storing the serving stats failed")
             for hook in list(self.tick_hooks):
                 try:
                     out = hook(self)
@@ -188,7 +189,7 @@ class ModelServer:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("a serving tick hook failed")
+                    failed_round(log, "a serving tick hook failed")
 
     async def store_stats(self) -> None:
         """Join the labels that arrived since the last tick to the requests served here,

@@ -33,6 +33,7 @@ from traitlets.config import Configurable
 
 from .. import loadtest, onnx_convert
 from ..errors import Conflict
+from ..outage import failed_round
 from ..vocabulary import FLOW
 from . import onnx_backend, protocols
 
@@ -303,7 +304,7 @@ class ValidationService:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the next look must still happen
-                    log.exception("looking for validations to run failed")
+                    failed_round(log, "looking for validations to run failed")
                 await self._next(events)
         finally:
             self.events.unsubscribe(events)

@@ -109,6 +109,18 @@ def _sqlite(url: URL, busy_timeout: float) -> Engine:
     return engine
 
 
+def _connection_refused(error: exc.DBAPIError) -> bool:
+    """PostgreSQL could not be reached at all (down, restarting, a network cut): psycopg's
+    connect fails with an OperationalError that carries no SQLSTATE, the server never having
+    answered, and SQLAlchemy does not count a failed connect as an invalidated connection."""
+    orig = error.orig
+    return (
+        isinstance(error, exc.OperationalError)
+        and type(orig).__module__.split(".")[0] == "psycopg"
+        and not getattr(orig, "sqlstate", None)
+    )
+
+
 def unavailable(error: BaseException) -> Unavailable | None:
     """The 503 a database error deserves when waiting and retrying will fix it (SQLite still
     locked after the busy timeout; PostgreSQL lock, serialization or connection trouble), or
@@ -120,7 +132,12 @@ def unavailable(error: BaseException) -> Unavailable | None:
     state = getattr(orig, "sqlstate", None) or ""
     if "database is locked" in text or "database table is locked" in text:
         why = "The database is locked by another writer (another agent on the same file?)."
-    elif state in RETRYABLE_SQLSTATES or state.startswith("08") or error.connection_invalidated:
+    elif (
+        state in RETRYABLE_SQLSTATES
+        or state.startswith("08")
+        or error.connection_invalidated
+        or _connection_refused(error)
+    ):
         why = "The database is busy or unreachable."
     else:
         return None

@@ -12,6 +12,7 @@ import json
 from sqlalchemy import case, func, or_, select, update
 
 from ..errors import NotFound
+from ..vocabulary import VERDICT_STATUS
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
 from .base import StoreBase
@@ -417,6 +418,22 @@ class VersionStore(StoreBase):
                 .values(status="queued", started=None, claimed_by=None)
             )
             return res.rowcount
+
+    def unconcluded(self, received: bool) -> list[dict]:
+        """Versions with a final verdict whose conclusion may not have run (the agent was
+        killed, or the blob store down, between the verdict's commit and its reports and
+        stage): at central (``received``) those still in stage ``received`` (a version
+        central concluded without checks of its own has no report, and needs none); on a
+        local agent those with no report. Each with its model, number, id and verdict."""
+        r = t.reports.c
+        no_report = ~select(r.id).where(r.version_id == V.id).exists()
+        undone = V.stage == "received" if received else no_report
+        q = select(V.model, V.number, V.id, V.verdict).where(
+            V.verdict.is_not(None), V.status.in_(tuple(VERDICT_STATUS.values())), undone
+        )
+        with self._read() as c:
+            rows = c.execute(q.order_by(V.id))
+            return [{**as_dict(x), "verdict": loads(x.verdict)} for x in rows]
 
     def claim_checks(self, owner: str) -> list[dict]:
         """Take the queued runs nobody runs yet (``SKIP LOCKED`` on PostgreSQL): replicas

@@ -28,6 +28,7 @@ from ..bundle import read_members
 from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
+from ..outage import failed_round
 from ..store.engine import redact
 from ..vocabulary import (
     MONITOR_ALERT,
@@ -292,7 +293,7 @@ class WatchService:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("watch tick failed")
+                failed_round(log, "watch tick failed")
             await asyncio.sleep(self.tick_seconds)
 
     async def orphans(self) -> int:
