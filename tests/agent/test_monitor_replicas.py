@@ -43,7 +43,8 @@ def traffic(rng, n: int, shift: float = 0.0) -> pd.DataFrame:
 
 def in_step(store, barrier: threading.Barrier, *methods: str) -> None:
     """Each replica waits for the other after each of these reads, so both read before either
-    writes: the interleaving two replicas' runs every ``every_seconds`` can take."""
+    writes: the interleaving two replicas' runs every ``every_seconds`` can take. (Not a read
+    inside the window's transaction: one replica would wait there holding its lock.)"""
     for name in methods:
         read = getattr(store, name)
 
@@ -65,7 +66,9 @@ def test_replicas_judging_one_window_at_once_fire_one_alert_and_clear_it_once(tw
     backfill.import_log(a, blobs, "churn", pd.concat(days, ignore_index=True), "test")
     barrier = threading.Barrier(2)
     for store in (a, b):
-        in_step(store, barrier, "window_starts", "alert_open")
+        # both find the window due before either stores it; from there the window's
+        # transaction and the alert's lock order them
+        in_step(store, barrier, "window_starts")
     replicas = [MonitorService(s, blobs, POLICY) for s in (a, b)]
 
     def both_run(now: float) -> list[tuple]:
