@@ -49,6 +49,7 @@ from .handlers.models import (
     ModelsHandler,
     OpenAPIHandler,
     PruneHandler,
+    ReadyHandler,
     ReportHandler,
     VersionHandler,
     VersionsHandler,
@@ -667,6 +668,7 @@ class HandoffAgent(LoggingConfigurable):
     def make_app(self) -> web.Application:
         routes = [
             (r"/api/v1/health", HealthHandler),
+            (r"/api/v1/ready", ReadyHandler),
             (r"/api/v1/openapi.json", OpenAPIHandler),
             (r"/api/v1/meta", MetaHandler),
             (r"/api/v1/models", ModelsHandler),

@@ -95,6 +95,13 @@ PATHS: dict[str, dict[str, dict]] = {
             public=True,
         )
     },
+    "/api/v1/ready": {
+        "get": _op(
+            "Readiness: 200 while the metadata and blob stores answer, else 503 "
+            "(database_busy or blob_store_unavailable, with Retry-After).",
+            public=True,
+        )
+    },
     "/api/v1/openapi.json": {"get": _op("This document.", public=True)},
     "/api/v1/models": {
         "get": _op(

@@ -41,3 +41,9 @@ def test_the_document_is_served_without_a_token(shared_agent):
     assert body["openapi"].startswith("3.")
     assert "/api/v1/models/{name}/versions" in body["paths"]
     assert body["components"]["schemas"]["Error"]["required"] == ["error"]
+
+
+def test_readiness_is_public_and_says_ready_while_its_stores_answer(shared_agent):
+    # a load balancer's probe holds no token; the outage side is in test_outages.py
+    status, body = shared_agent.request("GET", "/api/v1/ready", token=False)
+    assert (status, body) == (200, {"status": "ready", "role": "local"})

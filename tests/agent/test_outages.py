@@ -65,6 +65,10 @@ def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(centr
     status, answer = deliver(central, envelope("outage-2"))
     assert status == 503 and answer["error"]["code"] == "database_busy", answer
     assert "Uncaught exception" not in central.read_log()
+    # and a load balancer's readiness probe takes it out of rotation; it is alive all along
+    status, headers, answer = central.request_full("GET", "/api/v1/ready")
+    assert status == 503 and answer["error"]["code"] == "database_busy", answer
+    assert central.request("GET", "/api/v1/health")[0] == 200
     # and its background loops note the outage in a line, not a traceback every round
     outage = lambda: central.read_log()[mark:]  # noqa: E731
     until(lambda: "noted once a minute while it lasts" in outage(), what="an outage line")
@@ -72,6 +76,7 @@ def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(centr
     # When PostgreSQL is back, central answers again without a restart
     relay.restore()
     until(lambda: central.request("GET", "/api/v1/models")[0] == 200, timeout=30)
+    assert central.request("GET", "/api/v1/ready") == (200, {"status": "ready", "role": "central"})
     assert deliver(central, envelope("outage-2"))[0] == 201
     assert central.request("GET", path)[1]["stage"] != "archived"  # the refused call did nothing
 
@@ -125,6 +130,8 @@ def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, bac
         status, headers, answer = central.request_full("GET", bundle)
         assert status == 503 and answer["error"]["code"] == "blob_store_unavailable", answer
         assert int(headers["Retry-After"]) > 0
+        status, headers, answer = central.request_full("GET", "/api/v1/ready")
+        assert status == 503 and answer["error"]["code"] == "blob_store_unavailable", answer
         # and a backfill from the shell says so in one line, and records nothing
         log = tmp_path / "log.parquet"
         pd.DataFrame({"time": [time.time() - 3600.0], "prediction": [1], "a": [0.5]}).to_parquet(
@@ -138,6 +145,7 @@ def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, bac
         relay.restore()
         assert deliver(central, envelope("s3-outage-2"))[0] == 201
         assert central.request_full("GET", bundle)[0] == 200
+        assert central.request("GET", "/api/v1/ready")[0] == 200
         p = central.cli("monitor", "import", "s3-outage", str(log))
         assert p.returncode == 0, p.stdout + p.stderr
     finally:

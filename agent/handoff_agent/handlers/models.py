@@ -34,6 +34,20 @@ class HealthHandler(BaseHandler):
         )
 
 
+class ReadyHandler(BaseHandler):
+    """Readiness, for a load balancer in front of replicas: 200 while the metadata and blob
+    stores answer, else their 503 with Retry-After, so traffic goes to a replica that can
+    serve it. ``/health`` stays liveness: the process answers."""
+
+    public = True
+    NO_BLOB = "0" * 64  # a digest no content has: asking for it reaches the store, reads nothing
+
+    async def get(self):
+        await self.agent.read(self.agent.registry.ping)
+        await self.agent.read(self.agent.store.exists, self.NO_BLOB)
+        self.write_json({"status": "ready", "role": self.agent.role})
+
+
 class OpenAPIHandler(BaseHandler):
     """The API's OpenAPI 3 document. Public: it describes routes, never data."""
 

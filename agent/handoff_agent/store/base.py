@@ -86,6 +86,13 @@ class StoreBase:
         with self._tx() as c:
             c.execute(text("ANALYZE"))
 
+    def ping(self) -> None:
+        """One round trip to the database, for readiness: raises what an outage raises."""
+        from sqlalchemy import text
+
+        with self._read() as c:
+            c.execute(text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
 
