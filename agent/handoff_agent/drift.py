@@ -153,17 +153,17 @@ def class_agreement(a: Iterable, b: Iterable) -> float | None:
 
 
 def number(value) -> float | None:
-    """A label or a prediction as a number: ints, floats and numeric text (a label sent as
-    ``"1"`` or ``"3.5"``); None for anything else (a class name, a bool, a list)."""
+    """A label or a prediction as a finite number: ints, floats and numeric text (a label
+    sent as ``"1"`` or ``"3.5"``); None for anything else (a class name, a bool, a list,
+    ``"nan"``, which would make every error after it NaN)."""
     if isinstance(value, bool | np.bool_):
         return None
-    if isinstance(value, int | float | np.number):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int | float | np.number | str):
         try:
-            return float(value)
-        except ValueError:
+            f = float(value)
+        except (ValueError, OverflowError):
             return None
+        return f if math.isfinite(f) else None
     return None
 
 

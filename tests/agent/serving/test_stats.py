@@ -55,6 +55,15 @@ def test_outputs_errors_labels_and_pairs_are_counted():
     assert w.summary()["requests"] == 3
 
 
+def test_a_label_that_is_no_finite_number_adds_no_error():
+    # Given a regressor's labels, one of them sent as "nan" and one as "inf"
+    r = RollingStats()
+    for pred, label in ((1.0, "1"), (2.0, "3.5"), (4.0, "nan"), (4.0, "inf")):
+        r.record_label(3.0, pred, label)
+    # Then the error is over the two numbers, not NaN or infinite from then on
+    assert r.window(3.0).live("mae") == pytest.approx(0.75)
+
+
 def test_live_regression_metrics():
     r = RollingStats()
     for pred, label in ((1.0, 1.0), (2.0, 3.0), (4.0, 1.0)):
