@@ -387,21 +387,15 @@ class HandoffApp(JupyterApp):
             self.print_help()
             print("\nSubcommands: " + ", ".join(self.subcommands))
             self.exit(2)
-        from sqlalchemy.exc import DBAPIError
-
-        from .store.engine import unavailable
+        from .store.engine import outage_line
 
         try:
             super().start()
-        except DBAPIError as e:  # PostgreSQL down or a lock held: one line, never a traceback
-            if unavailable(e) is None:
+        except Exception as e:  # PostgreSQL down or a lock held: one line, never a traceback
+            line = outage_line(e)
+            if line is None:
                 raise
-            lines = [s.strip() for s in str(e.orig).splitlines() if s.strip()]
-            cause = lines[0] if lines else type(e.orig).__name__
-            complain(
-                f"The database is unreachable or locked ({cause}). Nothing was changed: start "
-                "it (or let the other writer finish), then run the command again."
-            )
+            complain(line)
             self.exit(1)
 
 

@@ -213,10 +213,17 @@ def test_every_non_public_route_and_method_needs_the_token(tmp_path, shared_agen
     assert checked >= 3 * len(METHODS) * 2
 
 
-def test_public_routes_are_only_health_api_schema_keys_and_signed_intake(tmp_path):
+def test_public_routes_are_only_health_readiness_api_schema_keys_and_signed_intake(tmp_path):
     # Intake takes no token: each delivery is authenticated by its HMAC signature instead
     # (tests/agent/test_pipeline_delivery.py proves unsigned and mis-signed ones are refused).
     # The OpenAPI document describes routes, never data; /keys is central's public key, which
-    # anyone checking a dossier offline needs.
+    # anyone checking a dossier offline needs. /ready says only whether the stores answer,
+    # for a load balancer's probe.
     public = sorted(p for p, h in _routes(tmp_path) if h.public)
-    assert public == ["/api/v1/health", "/api/v1/intake", "/api/v1/keys", "/api/v1/openapi.json"]
+    assert public == [
+        "/api/v1/health",
+        "/api/v1/intake",
+        "/api/v1/keys",
+        "/api/v1/openapi.json",
+        "/api/v1/ready",
+    ]

@@ -121,6 +121,19 @@ def _connection_refused(error: exc.DBAPIError) -> bool:
     )
 
 
+def outage_line(error: BaseException) -> str | None:
+    """What a command says, in one line, when ``error`` is the database out of reach or
+    locked (``unavailable``); None for any other error."""
+    if unavailable(error) is None:
+        return None
+    lines = [s.strip() for s in str(error.orig).splitlines() if s.strip()]
+    cause = lines[0] if lines else type(error.orig).__name__
+    return (
+        f"The database is unreachable or locked ({cause}). Nothing was changed: start it (or "
+        "let the other writer finish), then run the command again."
+    )
+
+
 def unavailable(error: BaseException) -> Unavailable | None:
     """The 503 a database error deserves when waiting and retrying will fix it (SQLite still
     locked after the busy timeout; PostgreSQL lock, serialization or connection trouble), or
