@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 RECORD_RETRY_FIRST, RECORD_RETRY_CAP = 0.5, 10.0
 
 
-def blob_down(e: BaseException) -> bool:
-    return isinstance(e, BlobUnavailable)
-
-
 async def until_recorded(what: str, call: Callable[[], Awaitable]):
     """``await call()``, again and again while it fails for want of room (a full disk), a
     busy database or an unreachable blob store: the outcome waits in memory, and the
@@ -43,7 +39,11 @@ async def until_recorded(what: str, call: Callable[[], Awaitable]):
         try:
             return await call()
         except Exception as e:
-            if out_of_space(e) is None and unavailable(e) is None and not blob_down(e):
+            if (
+                out_of_space(e) is None
+                and unavailable(e) is None
+                and not isinstance(e, BlobUnavailable)
+            ):
                 raise
             first = str(e).splitlines()[0][:200]
             log.warning("%s could not be recorded (%s); again in %.1f s", what, first, pause)

@@ -103,21 +103,27 @@ def test_a_command_on_an_unreachable_database_is_one_line(tmp_path):
         assert "pw-5e0b" not in p.stdout + p.stderr
 
 
-def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, backend):
+def central_on_s3_behind_a_relay(tmp_path, backend, revalidate: str) -> tuple:
+    """A started central whose blobs are in the run's S3, reached through a relay a test may
+    cut: (central, relay)."""
     if backend.s3 is None:
         pytest.skip("the outage is S3's")
-    s3 = backend.s3
-    relay = Relay(urllib.parse.urlsplit(s3.endpoint).port)
-    args, env = s3_agent_args(s3, s3.new_bucket())
+    relay = Relay(urllib.parse.urlsplit(backend.s3.endpoint).port)
+    args, env = s3_agent_args(backend.s3, backend.s3.new_bucket())
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(revalidate="false"))
+    policy.write_text(POLICY.format(revalidate=revalidate))
     central = RunningAgent(
         tmp_path / "central",
-        tmp_path / "rt",
+        tmp_path / "rt-central",
         ["--role", "central", "--policy", str(policy), *map(relay.url, args)],
         env=env,
     )
     central.start()
+    return central, relay
+
+
+def test_central_answers_503_while_s3_is_unreachable_then_recovers(tmp_path, backend):
+    central, relay = central_on_s3_behind_a_relay(tmp_path, backend, revalidate="false")
     try:
         # Given a central on S3 holding one version
         assert deliver(central, envelope("s3-outage"))[0] == 201

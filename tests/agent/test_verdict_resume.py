@@ -13,41 +13,16 @@ from backends import Relay
 from s3_support import s3_agent_args
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, push_model, until, wait_checked
-from test_pipeline_central import FIRST_SECRET, POLICY
+from test_outages import central_on_s3_behind_a_relay
+from test_trust import start_local
 
 RUNS = "SELECT r.status FROM check_runs r JOIN versions v ON v.id = r.version_id"
 VERSION = "SELECT status, stage FROM versions WHERE model = 'churn'"
 
 
 def test_a_verdict_whose_reports_met_s3_down_and_a_kill_is_concluded_at_restart(tmp_path, backend):
-    if backend.s3 is None:
-        pytest.skip("the outage is S3's")
-    relay = Relay(urllib.parse.urlsplit(backend.s3.endpoint).port)
-    args, env = s3_agent_args(backend.s3, backend.s3.new_bucket())
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(revalidate="true"))
-    central = RunningAgent(
-        tmp_path / "central",
-        tmp_path / "rt-central",
-        ["--role", "central", "--policy", str(policy), *map(relay.url, args)],
-        env=env,
-    )
-    central.start()
-    local = RunningAgent(
-        tmp_path / "local",
-        tmp_path / "rt-local",
-        [
-            "--forward-to",
-            "central",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={FIRST_SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-        ],
-    )
-    local.start()
+    central, relay = central_on_s3_behind_a_relay(tmp_path, backend, revalidate="true")
+    local = start_local(tmp_path, central, "--HandoffAgent.owner_name=alice")
     try:
         # Given a version handed off to central, whose checks central runs again
         rng = np.random.default_rng(0)
