@@ -23,6 +23,63 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/** Elements whose handlers close over the data they were drawn from: replaced whole. */
+const INTERACTIVE = new Set([
+  'A',
+  'BUTTON',
+  'DETAILS',
+  'INPUT',
+  'SELECT',
+  'TEXTAREA'
+]);
+
+/**
+ * Makes `parent`'s children equal `fresh`, keeping each old node that already equals one of
+ * them and descending into plain containers that match (same tag and attributes, so a row
+ * keyed by `data-version` finds its old self wherever it moved). A live update then leaves
+ * the button under the pointer in place, so a click landing during a re-render still counts.
+ * State a property holds (a select's value, a box's tick) must be mirrored in an attribute.
+ */
+export function reconcile(parent: Element, fresh: Node[]): void {
+  const old = Array.from(parent.childNodes);
+  const kept = new Set<Node>();
+  const find = (match: (o: Node) => boolean) => {
+    const found = old.find(o => !kept.has(o) && match(o));
+    if (found) {
+      kept.add(found);
+    }
+    return found;
+  };
+  const wanted = fresh.map(node => {
+    const same = find(o => o.isEqualNode(node));
+    if (same) {
+      return same;
+    }
+    if (node instanceof Element && !INTERACTIVE.has(node.tagName)) {
+      const shell = node.cloneNode(false);
+      const like = find(
+        o => o instanceof Element && o.cloneNode(false).isEqualNode(shell)
+      );
+      if (like) {
+        reconcile(like as Element, Array.from(node.childNodes));
+        return like;
+      }
+    }
+    return node;
+  });
+  for (const o of old) {
+    if (!kept.has(o)) {
+      o.remove();
+    }
+  }
+  wanted.forEach((node, i) => {
+    const at = parent.childNodes[i] ?? null;
+    if (at !== node) {
+      parent.insertBefore(node, at);
+    }
+  });
+}
+
 export function ago(iso?: string): string {
   if (!iso) {
     return '';

@@ -12,7 +12,7 @@ import {
 import { Widget } from '@lumino/widgets';
 
 import { HandoffError, IModel, IReview, IVersion, Source } from './api';
-import { ago, el, errorBox } from './dom';
+import { ago, el, errorBox, reconcile } from './dom';
 import { dossierButton } from './inventory';
 import { HandoffModel } from './model';
 import { VERSION } from './version';
@@ -143,19 +143,6 @@ export class HandoffPanel extends Widget {
     const node = this.node;
     // Which agent the rows shown came from: a view opened from a row asks the same one.
     node.dataset.source = this.model.source;
-    node.replaceChildren();
-    node.append(this.renderHeader());
-    const mismatch = this.renderMismatch();
-    if (mismatch) {
-      node.append(mismatch);
-    }
-    if (this.model.error) {
-      node.append(errorBox(this.model.error));
-    }
-    const reviews = this.renderReviews();
-    if (reviews) {
-      node.append(reviews);
-    }
     const list = el('div', { class: 'jp-Handoff-models' });
     if (
       !this.model.error &&
@@ -175,7 +162,17 @@ export class HandoffPanel extends Widget {
     for (const m of this.model.models) {
       list.append(this.renderModel(m));
     }
-    node.append(list);
+    const parts = [
+      this.renderHeader(),
+      this.renderMismatch(),
+      this.model.error ? errorBox(this.model.error) : null,
+      this.renderReviews(),
+      list
+    ];
+    reconcile(
+      node,
+      parts.filter((p): p is HTMLElement => p !== null)
+    );
   }
 
   private renderHeader(): HTMLElement {
@@ -188,6 +185,7 @@ export class HandoffPanel extends Widget {
         : null
     );
     select.value = this.model.source;
+    select.dataset.value = this.model.source; // the drawing differs when the source does
     select.onchange = () => void this.model.setSource(select.value as Source);
     const refresh = el(
       'button',
@@ -408,6 +406,7 @@ export class HandoffPanel extends Widget {
       title: 'Tick two versions to compare them'
     }) as HTMLInputElement;
     tick.checked = this.model.selected.includes(key);
+    tick.defaultChecked = tick.checked; // the attribute, so a redraw sees the tick change
     tick.onclick = e => e.stopPropagation();
     tick.onchange = () => this.model.select(key, tick.checked);
     const open = el(

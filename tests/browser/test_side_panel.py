@@ -75,11 +75,18 @@ def test_panel_lists_versions_with_verdicts_and_updates_live(
         expect(row.locator(".jp-Handoff-badge")).to_have_text(v["verdict"]["verdict"])
         expect(row.locator(".jp-Handoff-meta")).to_contain_text(v["pushed_by"])
     expect(panel.locator(".jp-Handoff-live")).to_have_text("● live", timeout=15_000)
+    # (the buttons on screen, tagged in page memory to tell them from redrawn ones)
+    shown = [panel.locator(".jp-Handoff-inventoryOpen"), version_row(page, 1).locator("button")]
+    for button in shown:
+        button.first.evaluate("b => { b.handoffShown = true; }")
     # When a third version is pushed while the panel is open
     jupyterlab.run_in_kernel(PUSH.format(Cs="(0.1,)"))
     # Then it appears without a refresh, and a notification says when its checks finish
     row = version_row(page, 3)
     expect(row).to_be_visible(timeout=30_000)
+    # while the buttons already shown stay the same elements: a click landing mid-update counts
+    for button in shown:
+        assert button.first.evaluate("b => b.handoffShown === true")
     # (the toast first: it closes after 8 s, and the row may be drawn a moment after it)
     toast = page.locator(".Toastify__toast", has_text="checks finished for churn:3")
     expect(toast).to_be_visible(timeout=180_000)
