@@ -28,6 +28,7 @@ from . import keys, pipeline, reports
 from .check_flow import CheckFlow
 from .disk_room import DiskRoom
 from .events import EventBus
+from .forwarding.notices import Notices
 from .forwarding.service import ForwardService
 from .gate import GatePolicy
 from .handlers.base import NotFoundHandler, log_request
@@ -244,6 +245,12 @@ class HandoffAgent(LoggingConfigurable):
     forward_backoff_cap = Float(300.0, help="Longest delay between delivery retries.").tag(
         config=True
     )
+    notice_retry_seconds = List(
+        Float(),
+        [5.0, 30.0, 120.0],
+        help="Delays before each retry of a webhook notice (an alert, a rollback, a trigger, a "
+        "review) that its receiver refused for now (5xx, 429, unreachable).",
+    ).tag(config=True)
     check_timeout = Float(120.0, help="Seconds one check may run before it is stopped.").tag(
         config=True
     )
@@ -438,6 +445,7 @@ class HandoffAgent(LoggingConfigurable):
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
+        self.notices = Notices(self._webhooks, self.run_io, self.notice_retry_seconds)
         self.policy = self.stages = self.intake = self.deployments = self.monitor = None
         self.guardrails = None  # serving.canary_guard.Guardrails (central)
         if self.role == "central":
@@ -543,7 +551,7 @@ class HandoffAgent(LoggingConfigurable):
             home,
             self.role,
             self.deployments,
-            notify=self.notify_destinations,  # a watch's alert reaches the webhooks
+            notify=self.notices.send,  # a watch's alert reaches the webhooks
         )
         self.watches.tick_seconds = self.watch_tick
         self.watches.revalidation_timeout = self.revalidation_timeout
@@ -613,7 +621,7 @@ class HandoffAgent(LoggingConfigurable):
         guardrails = Guardrails(
             self.registry, self.deployments, self.policy, self.events.publish, self.instance_id
         )
-        guardrails.notify = self.notify_destinations  # a rollback reaches the webhooks
+        guardrails.notify = self.notices.send  # a rollback reaches the webhooks
         self.stages.guards.append(guardrails.guard)
         self.deployments.judge = guardrails.judge
         return guardrails
@@ -857,7 +865,7 @@ class HandoffAgent(LoggingConfigurable):
                 # "alert" names its kind (an event's own "type" is "alert")
                 event = {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
                 self.events.publish("alert", **event)
-                await self.notify_destinations("alert", event)
+                await self.notices.send("alert", event)
             if result["rolled_back"]:
                 self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
                 await self.serving_changed()
@@ -869,14 +877,6 @@ class HandoffAgent(LoggingConfigurable):
 
         path = f"/api/v1/models/{model}/alerts?state=firing"
         return (await ask_central(self, "GET", path))["alerts"]
-
-    async def notify_destinations(self, kind: str, event: dict) -> None:
-        """One signed delivery of an alert, a guardrail rollback or a data-source trigger to
-        each webhook destination (CI, on-call): webhooks only, and only to a URL on the
-        operator's allowlist. The monitor, the guardrails and the watches deliver through
-        here."""
-        for dest in self._webhooks():
-            await self.run_io(notify_webhook, dest, event, kind)
 
     def _webhooks(self) -> list:
         """The webhook destinations notices go to: allowlisted URL, with a secret."""
@@ -897,7 +897,7 @@ class HandoffAgent(LoggingConfigurable):
         url = f"{self.url}/api/v1/models/{model}/versions/{number}"
         if event.get("stage") == "needs_trust":
             notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
-            work = self.notify_destinations("trust", {**notice, "url": url})
+            work = self.notices.send("trust", {**notice, "url": url})
         else:
             work = self._notify_review(model, number, url)
         try:
@@ -918,7 +918,7 @@ class HandoffAgent(LoggingConfigurable):
             self._reviews_noticed[key] = None
             while len(self._reviews_noticed) > 1000:
                 del self._reviews_noticed[next(iter(self._reviews_noticed))]
-            await self.notify_destinations("review", {**entry, "url": url})
+            await self.notices.send("review", {**entry, "url": url})
         except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
             log.exception("the review notice for %s:%s failed", model, number)
 
@@ -958,26 +958,10 @@ class HandoffAgent(LoggingConfigurable):
             await self.runner.close()
         await self.probe_pool.close()
         await self.forwarding.stop()
+        self.notices.stop()
         self.ingest.cancel_follows()  # a kernel still writing would hold the stop up
         self.pools.shutdown()
         if self.server is not None:  # started: its agent.start gets its agent.stop
             self._db.submit(self.registry.lifecycle_stop, self._lifecycle()).result()
         self._db.submit(self.registry.close).result()
         self._db.shutdown(wait=True)
-
-
-def notify_webhook(dest, event: dict, kind: str = "alert") -> None:
-    """One signed POST of an event (``kind``: an alert, a guardrail rollback) to a webhook
-    destination (CI, on-call); a failure is logged, the event stays in the audit log and
-    the API."""
-    import json
-    import uuid
-
-    from .forwarding.http import post_signed
-
-    body = json.dumps({"type": kind, **event}, sort_keys=True, default=str).encode()
-    result = post_signed(
-        dest.url, body, f"{kind}-{uuid.uuid4().hex}", dest.secret, "application/json", timeout=10
-    )
-    if not result.ok:
-        log.warning("%s delivery to %s failed: %s", kind, dest.name, result.error)

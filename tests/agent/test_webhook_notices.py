@@ -1,0 +1,80 @@
+"""A webhook notice its receiver refuses for now (a 503, then a 500) is tried again with the
+same delivery id until it is taken; a refusal for good (a 400) is not tried again."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from support import until
+from test_pipeline_delivery import deliver, envelope
+from test_trust import exec_payload, start_central
+
+SECRET = "notice-webhook-secret-Qm4Zt8Lw2Xc6"
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """A receiver answering each POST with the next status of ``answers`` (200 after)."""
+
+    answers: list[int] = []
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.headers["X-Handoff-Delivery"], body))
+        status = self.answers.pop(0) if self.answers else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    "answers, attempts",
+    [([503, 500], 3), ([400], 1)],
+    ids=["refused-for-now", "refused-for-good"],
+)
+def test_a_refused_notice_is_retried_with_its_delivery_id(tmp_path, answers, attempts):
+    Flaky.answers, Flaky.received = list(answers), []
+    hook = HTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hook.server_port}/security"
+    central = start_central(
+        tmp_path,
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={url}",
+        f"--WebhookDestination.secret={SECRET}",
+        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+        "--HandoffAgent.notice_retry_seconds=[0.2, 0.2, 0.2]",
+    )
+    try:
+        # Given a version that waits for an admin's trust: the security channel is told
+        status, out = deliver(central, envelope("evil", exec_payload("1")))
+        assert status == 201 and out["stage"] == "needs_trust", out
+        log = tmp_path / "central.log"
+        # Then the agent logs it given up once the last attempt is refused, or taken
+        until(
+            lambda: (
+                len(Flaky.received) >= attempts
+                and (
+                    not answers[attempts - 1 :]
+                    or b"trust notice to webhook failed" in log.read_bytes()
+                )
+            ),
+            timeout=30,
+            what="the notice's attempts",
+        )
+        # and every attempt was the same notice, under one delivery id
+        ids = {delivery for delivery, _ in Flaky.received}
+        bodies = {body for _, body in Flaky.received}
+        assert len(Flaky.received) == attempts and len(ids) == 1 and len(bodies) == 1
+        assert json.loads(bodies.pop())["needs_trust"] == ["builtins.exec"]
+    finally:
+        central.stop()
+        hook.shutdown()
