@@ -23,7 +23,7 @@ import {
   requestAPI,
   Source
 } from './api';
-import { el, errorBox } from './dom';
+import { el, errorBox, reconcile } from './dom';
 import { canRollBack, signoffTo } from './vocabulary';
 
 export interface ISlot {
@@ -427,73 +427,75 @@ export class DeploymentsView extends Widget {
 
   // -- rendering ------------------------------------------------------------------------
 
+  /** Redraws in place (dom.reconcile): what did not change stays itself, so a read landing
+   * mid-click loses nothing. */
   render(): void {
     const active = document.activeElement;
     const typing =
       active instanceof HTMLInputElement && this.node.contains(active)
         ? active
         : null;
-    this.draw();
-    const fresh = typing
-      ? this.node.getElementsByClassName(typing.className)[0]
-      : null;
+    reconcile(this.node, this.drawing());
+    const fresh = typing?.isConnected
+      ? null
+      : this.node.getElementsByClassName(typing?.className ?? '')[0];
     if (typing && fresh instanceof HTMLInputElement) {
       // The input being typed in is carried into the new drawing, not drawn again: its
       // caret and selection stay, so a read landing mid-keystroke loses no text.
       if (typing.value !== fresh.value) {
         typing.value = fresh.value;
       }
+      typing.defaultValue = fresh.defaultValue;
       fresh.replaceWith(typing);
       typing.focus();
     }
   }
 
-  private draw(): void {
-    const node = this.node;
-    node.replaceChildren(
+  private drawing(): HTMLElement[] {
+    const parts: HTMLElement[] = [
       el(
         'h2',
         {},
         `Deployments of ${this.model} (${this.source === 'central' ? 'central' : 'through this machine'})`
       )
-    );
+    ];
     if (this.error) {
-      node.append(
+      parts.push(
         errorBox(
           this.error,
           `Central has no version of ${this.model} yet: it serves there once a version is forwarded and deployed.`
         )
       );
-      return;
+      return parts;
     }
     const view = this.view;
     if (!view) {
-      return;
+      return parts;
     }
     if (!view.slots.length) {
-      node.append(
+      parts.push(
         el(
           'p',
           { class: 'jp-Handoff-empty' },
           'No version of this model serves.'
         )
       );
-      return;
+      return parts;
     }
-    node.append(this.renderBar(view), this.renderTable(view));
+    parts.push(this.renderBar(view), this.renderTable(view));
     for (const line of guardrailLines(view)) {
-      node.append(
+      parts.push(
         el('div', { class: 'jp-Handoff-deployExtra' }, `guardrails: ${line}`)
       );
     }
     for (const line of validationLines(view)) {
-      node.append(
+      parts.push(
         el('div', { class: 'jp-Handoff-deployExtra' }, `validation: ${line}`)
       );
     }
     for (const [k, v] of Object.entries(view)) {
       if (!FRAME.has(k) && v !== null && v !== undefined && v !== '') {
-        node.append(
+        parts.push(
           el(
             'div',
             { class: 'jp-Handoff-deployExtra' },
@@ -503,7 +505,7 @@ export class DeploymentsView extends Widget {
       }
     }
     for (const alarm of alarmsOf(view)) {
-      node.append(
+      parts.push(
         el(
           'div',
           { class: 'jp-Handoff-alarm', role: 'alert' },
@@ -513,8 +515,9 @@ export class DeploymentsView extends Widget {
     }
     const rollback = this.renderRollback(view);
     if (rollback) {
-      node.append(rollback);
+      parts.push(rollback);
     }
+    return parts;
   }
 
   private renderBar(view: IDeployment): HTMLElement {
@@ -619,8 +622,10 @@ export class DeploymentsView extends Widget {
         title: "The canary's share of the traffic, %"
       }) as HTMLInputElement;
       input.value = this.draft ?? String(s.traffic);
+      input.defaultValue = input.value; // the attribute: a redraw keeps the input typed in
       input.oninput = () => {
         this.draft = input.value;
+        input.defaultValue = input.value; // the redraw's input equals this one
       };
       const set = el(
         'button',
