@@ -172,6 +172,12 @@ class CheckFlow:
         )
         fresh = [r for r in runs if r["id"] not in self._held]
         self._held.update(r["id"] for r in fresh)
+        for r in fresh:
+            if r.get("taken_from"):
+                log.warning(
+                    "running %s of %s:%s again: the claim of agent %s on it lapsed",
+                    r["check_name"], r["model"], r["number"], r["taken_from"],
+                )  # fmt: skip
         if fresh:
             self.runner.schedule(fresh, self._let_go)
 

@@ -465,7 +465,7 @@ class VersionStore(StoreBase):
         again from the start (``SKIP LOCKED`` on PostgreSQL): replicas sharing a database
         never run one check twice at once, and none holds one forever. ``mine``: runs this
         process runs now (its claims lapsed only while it could not renew them). A run
-        taken over is audited with the replica that held it."""
+        taken over is audited, and returned with ``taken_from``, the replica that held it."""
         r = t.check_runs.c
         at = time.time()
         free = (r.status == "queued") & r.claimed_by.is_(None)
@@ -501,6 +501,9 @@ class VersionStore(StoreBase):
                 .order_by(r.id)
             )
             runs = [as_dict(x) for x in c.execute(q)]
+            for x in runs:
+                if x["id"] in taken:
+                    x["taken_from"] = taken[x["id"]].claimed_by
             if taken:
                 self.audit_append_many(
                     "agent",
