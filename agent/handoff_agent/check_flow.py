@@ -243,7 +243,7 @@ class CheckFlow:
             ),
         )
         self._held.discard(run_id)
-        if out is None:  # its claim lapsed and a replica took it over: that result counts
+        if out is None:  # finished already, or taken over once its claim lapsed: not ours
             log.warning("check run %s is no longer this agent's: its result is dropped", run_id)
             return
         self.events.publish(
