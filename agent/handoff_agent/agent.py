@@ -92,6 +92,7 @@ from .secrets_env import secret_from_environ
 from .serving.settings import Serving
 from .stages import StageManager
 from .store.blobs import open_blob_store
+from .store.versions import CHECK_LEASE
 from .trust_flow import TrustFlow
 from .versions import VersionService
 
@@ -254,6 +255,14 @@ class HandoffAgent(LoggingConfigurable):
     check_timeout = Float(120.0, help="Seconds one check may run before it is stopped.").tag(
         config=True
     )
+    check_lease = Float(
+        CHECK_LEASE,
+        help="Seconds an agent's claim on a check run holds. The agent running it renews it "
+        "every third of that; when a replica dies for good (kill -9, a lost machine), any "
+        "replica sharing the database runs its checks again once the claim has lapsed. Longer "
+        "than any stall of a live replica (a database failover), or a check runs twice and "
+        "only the second result counts.",
+    ).tag(config=True)
     revalidation_timeout = Float(
         1800.0,
         help="Seconds a revalidation (a watch's checks again on a source's rows) may run "
@@ -355,6 +364,12 @@ class HandoffAgent(LoggingConfigurable):
             raise TraitError(
                 "c.HandoffAgent.keep_versions must be 0 (keep every bundle) or more, e.g. 5."
             )
+        return proposal["value"]
+
+    @validate("check_lease")
+    def _check_lease(self, proposal):
+        if not proposal["value"] > 0:
+            raise TraitError("c.HandoffAgent.check_lease must be more than 0 seconds, e.g. 60.")
         return proposal["value"]
 
     @validate("token")
@@ -514,6 +529,7 @@ class HandoffAgent(LoggingConfigurable):
             self.pools,
             self.agent_id,
             wake=self.forwarding.wake,
+            lease=self.check_lease,
         )
         if self.role == "central":
             self.intake = IntakeManager(
@@ -790,6 +806,7 @@ class HandoffAgent(LoggingConfigurable):
             self.validation.start()
         self.check_flow.resume_concluded(received=self.role == "central")
         await self.check_flow.schedule_queued()
+        self.check_flow.start_keeping()
         self.forwarding.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
         if self.policy is not None and self.policy.watches:
@@ -953,6 +970,7 @@ class HandoffAgent(LoggingConfigurable):
             await self.replicas.stop()
         if self.model_server is not None:
             await self.model_server.stop()
+        await self.check_flow.stop_keeping()
         await self.check_flow.settle()
         if self.runner is not None:
             await self.runner.close()

@@ -5,11 +5,16 @@ Protocol; the runner (``runner.py``) reports back through it. Once the first che
 (``vocabulary.PROVISIONAL_CHECKS``) a provisional verdict is published, which nothing acts on.
 When a version's last check is in, its verdict's hooks run (central moves the version's stage)
 and the forwarder is woken.
+
+Replicas sharing a database share the queue: a run is claimed for a lease that the replica
+running it renews (``keep_claims``); a replica that dies for good lets its runs lapse, and any
+replica's next pass runs them again. Only the claimer's result counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -17,9 +22,11 @@ from typing import Protocol
 
 from . import reports
 from .disk_room import out_of_space
+from .outage import failed_round
 from .pools import Calls, Publisher
 from .store.blobs import BlobUnavailable
 from .store.engine import unavailable
+from .store.versions import CHECK_LEASE
 from .versions import VersionService
 from .vocabulary import PROVISIONAL_FIELD
 
@@ -52,8 +59,9 @@ async def until_recorded(what: str, call: Callable[[], Awaitable]):
 
 
 class Store(Protocol):
-    def claim_checks(self, owner): ...
-    def claim_check(self, run_id): ...
+    def claim_checks(self, owner, lease, mine): ...
+    def claim_check(self, run_id, owner): ...
+    def renew_checks(self, owner, ids, lease): ...
     def version_id(self, name, number): ...
     def get_version(self, name, number): ...
     def manifest_of(self, name, number): ...
@@ -72,7 +80,7 @@ class Gate(Protocol):
 
 
 class Runner(Protocol):
-    def schedule(self, runs: list[dict]) -> None: ...
+    def schedule(self, runs: list[dict], done: Callable[[list[dict]], None]) -> None: ...
 
 
 VerdictHook = Callable[[str, int, str], Awaitable[None]]  # (model, number, verdict)
@@ -90,14 +98,17 @@ class CheckFlow:
         pools: Calls,
         owner: str,
         wake: Callable[[], None] = lambda: None,
+        lease: float = CHECK_LEASE,
     ):
         self.store, self.blobs, self.versions, self.gate = store, blobs, versions, gate
         self.checks, self.events, self.pools, self.owner = list(checks), events, pools, owner
         self.wake = wake  # a verdict may have queued a hand-off: the forwarder looks now
         self.verdict_hooks: list[VerdictHook] = []
         self.runner: Runner | None = None  # set when the agent starts
-        self._scheduled: set[int] = set()
+        self.lease = lease  # seconds a claim holds; renewed every third of it
+        self._held: set[int] = set()  # runs claimed here and not finished: renewed
         self._starting: set[asyncio.Task] = set()
+        self._keeper: asyncio.Task | None = None
 
     async def create_version(self, name, digest, size, manifest, actor):
         """A push: the version and its queued checks (one transaction). The checks are
@@ -152,13 +163,55 @@ class CheckFlow:
             log.error("starting the queued checks failed", exc_info=task.exception())
 
     async def schedule_queued(self) -> None:
+        """Claim and start the queued runs, and those whose claim lapsed (their replica
+        died): on a push, at start, and every third of the lease (``keep_claims``)."""
         if self.runner is None:  # not started: the runs stay queued for whoever starts
             return
-        runs = await self.pools.call(self.store.claim_checks, self.owner)
-        fresh = [r for r in runs if r["id"] not in self._scheduled]
-        self._scheduled.update(r["id"] for r in fresh)
+        runs = await self.pools.call(
+            self.store.claim_checks, self.owner, self.lease, tuple(self._held)
+        )
+        fresh = [r for r in runs if r["id"] not in self._held]
+        self._held.update(r["id"] for r in fresh)
+        for r in fresh:
+            if r.get("taken_from"):
+                log.warning(
+                    "running %s of %s:%s again: the claim of agent %s on it lapsed",
+                    r["check_name"], r["model"], r["number"], r["taken_from"],
+                )  # fmt: skip
         if fresh:
-            self.runner.schedule(fresh)
+            self.runner.schedule(fresh, self._let_go)
+
+    def _let_go(self, runs: list[dict]) -> None:
+        """A version's runs are over here: finished, or their task ended without a result
+        (then their claim lapses, and a pass runs them again)."""
+        self._held.difference_update(r["id"] for r in runs)
+
+    async def keep_claims(self) -> None:
+        """Every third of the lease: renew the claims on the runs this process holds (one
+        statement for all of them), then a scheduling pass, which also takes over the runs
+        of a replica that stopped renewing; so a quiet system recovers too."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if self._held:
+                    await self.pools.call(
+                        self.store.renew_checks, self.owner, tuple(self._held), self.lease
+                    )
+                await self.schedule_queued()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again
+                failed_round(log, "renewing and claiming check runs failed")
+
+    def start_keeping(self) -> None:
+        self._keeper = asyncio.ensure_future(self.keep_claims())
+
+    async def stop_keeping(self) -> None:
+        task, self._keeper = self._keeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def job_context(self, model: str, number: int) -> dict:
         """What a worker needs beyond the bundle: the champion, the previous manifest, and
@@ -171,10 +224,11 @@ class CheckFlow:
         }
 
     async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:
-        """Claim a queued run; False when another process (a replica) claimed it first."""
+        """Mark a claimed run running; False when it is no longer this agent's (a replica
+        took it over)."""
         claimed = await until_recorded(
             f"the start of {check} for {model}:{number}",
-            lambda: self.pools.call(self.store.claim_check, run_id),
+            lambda: self.pools.call(self.store.claim_check, run_id, self.owner),
         )
         if not claimed:
             return False
@@ -185,9 +239,13 @@ class CheckFlow:
         out = await until_recorded(
             f"check run {run_id}'s outcome",
             lambda: self.pools.call(
-                self.versions.finish_check, run_id, status, message, result, duration
+                self.versions.finish_check, run_id, status, message, result, duration, self.owner
             ),
         )
+        self._held.discard(run_id)
+        if out is None:  # finished already, or taken over once its claim lapsed: not ours
+            log.warning("check run %s is no longer this agent's: its result is dropped", run_id)
+            return
         self.events.publish(
             "check",
             model=out["model"],

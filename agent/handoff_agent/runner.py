@@ -181,8 +181,9 @@ class CheckRunner:
         self.spares: list = []  # warm workers, at most spare_count
         self.costs: dict[str, float] = {}  # seconds per check as run here (for ``plan``)
 
-    def schedule(self, runs: list[dict]) -> None:
-        """Start the queued runs, grouped by version, each version's over its workers."""
+    def schedule(self, runs: list[dict], done: Callable[[list[dict]], None] | None = None):
+        """Start the queued runs, grouped by version, each version's over its workers.
+        ``done(runs)``: when a version's task ends, however it ends."""
         by_version: dict[tuple, list[dict]] = {}
         for r in runs:
             by_version.setdefault((r["model"], r["number"], r["digest"]), []).append(r)
@@ -190,6 +191,8 @@ class CheckRunner:
             task = asyncio.ensure_future(self.run_version(model, number, digest, group))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            if done is not None:
+                task.add_done_callback(lambda _t, group=group: done(group))
 
     async def run_version(self, model: str, number: int, digest: str, runs: list[dict]):
         """Run one version's ``runs`` now and return when they are all finished (a

@@ -26,7 +26,7 @@ CHAMPION_STATUSES = (VERDICT_STATUS["pass"], VERDICT_STATUS["warn"])
 class Store(Protocol):
     def transaction(self): ...
     def insert_version(self, name, digest, size, manifest, actor, checks, status="pushed"): ...
-    def record_check(self, run_id, status, message, result, duration): ...
+    def record_check(self, run_id, status, message, result, duration, owner=None): ...
     def set_provisional(self, version_id, verdict): ...
     def set_version(self, version_id, **values): ...
     def get_version(self, name, number): ...
@@ -75,11 +75,16 @@ class VersionService:
                 return light, created
             return self.store.get_version(name, number), created
 
-    def finish_check(self, run_id, status, message, result, duration) -> dict:
+    def finish_check(self, run_id, status, message, result, duration, owner=None) -> dict | None:
         """Commit one check's result. The version's last one brings the verdict with it; the
-        last of ``PROVISIONAL_CHECKS`` brings a provisional verdict while others still run."""
+        last of ``PROVISIONAL_CHECKS`` brings a provisional verdict while others still run.
+        None, and nothing changes, when the run is no longer ``owner``'s: another replica
+        took it over after this one's claim lapsed, and its result is the one that counts."""
         with self.store.transaction():
-            out, runs = self.store.record_check(run_id, status, message, result, duration)
+            recorded = self.store.record_check(run_id, status, message, result, duration, owner)
+            if recorded is None:
+                return None
+            out, runs = recorded
             metrics = (result or {}).get("metrics") or {}
             if out["check"] == "performance" and (score := score_of(metrics)) is not None:
                 self.store.set_version(out["version_id"], score=score, metrics=metrics)

@@ -81,6 +81,14 @@ def test_stop_says_which_agent_it_stops_and_which_one_runs_instead(agent_factory
     assert not central.runtime_file.exists()
 
 
+def test_serve_refuses_a_check_lease_that_would_lapse_at_once(tmp_path):
+    p = handoff(
+        "serve", "--home", str(tmp_path / "h"), "--HandoffAgent.check_lease=0", runtime_dir=tmp_path
+    )
+    assert p.returncode != 0
+    assert "c.HandoffAgent.check_lease must be more than 0 seconds" in p.stdout + p.stderr
+
+
 def test_serve_help_all_documents_the_agent_options(tmp_path):
     p = handoff("serve", "--help-all", runtime_dir=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -92,6 +100,7 @@ def test_serve_help_all_documents_the_agent_options(tmp_path):
         ("--HandoffAgent.allowed_origins", "Browser origins"),
         ("--HandoffAgent.checks", "Checks run on every push"),
         ("--HandoffAgent.check_timeout", "Seconds one check may run"),
+        ("--HandoffAgent.check_lease", "claim on a check run holds"),
         ("--HandoffAgent.home", "Directory for the registry"),
     ]:
         assert option in out, option

@@ -8,10 +8,13 @@ the end; never edit one that shipped. At head, opening costs one query.
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import Connection, Engine, inspect, select, text
 
 from . import tables as t
 from ._util import now
+from .versions import CHECK_LEASE
 
 # m001-m005: the schema sqlite-utils built (see git history of schema.py).
 LEGACY = (
@@ -97,6 +100,19 @@ def m015_pruned(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE versions ADD COLUMN pruned TEXT"))
 
 
+def m016_check_lease(conn: Connection) -> None:
+    """A check run's claim lapses unless its replica renews it: a replica that died for good
+    no longer holds its checks forever. Claims held now get one lease from the upgrade."""
+    conn.execute(text("ALTER TABLE check_runs ADD COLUMN claimed_until FLOAT"))
+    conn.execute(
+        text(
+            "UPDATE check_runs SET claimed_until = :until WHERE claimed_by IS NOT NULL "
+            "AND status IN ('queued', 'running')"
+        ),
+        {"until": time.time() + CHECK_LEASE},
+    )
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -108,6 +124,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m013_watch_overdue", m013_watch_overdue),
     ("m014_revalidations", m014_revalidations),
     ("m015_pruned", m015_pruned),
+    ("m016_check_lease", m016_check_lease),
 ]
 
 

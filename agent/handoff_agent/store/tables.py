@@ -118,6 +118,7 @@ check_runs = Table(
     Column("started", Text),
     Column("finished", Text),
     Column("claimed_by", Text),  # the agent (agent id) that runs it; replicas share the queue
+    Column("claimed_until", Float),  # ... renewed while it runs; once past, anyone takes it
     Index("idx_check_runs_version_id_check_name", "version_id", "check_name", unique=True),
     Index("idx_check_runs_status", "status"),
 )

@@ -8,11 +8,12 @@ no repeats, and the same bytes pushed twice at once still make one version.
 from __future__ import annotations
 
 import json
+import time
 
 from sqlalchemy import case, func, or_, select, update
 
 from ..errors import NotFound
-from ..vocabulary import VERDICT_STATUS
+from ..vocabulary import CHECK_RUN_STATES, VERDICT_STATUS
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
 from .base import StoreBase
@@ -36,6 +37,15 @@ _R, _SEG, _W, _REF = (
     t.monitor_references.c,
 )
 CENTRAL = "central"  # the destination whose answer names the version's number there
+# Seconds a claim on a check run holds unless its replica renews it (``renew_checks``); the
+# agent's ``check_lease`` sets it. Past it, any replica runs the check again.
+CHECK_LEASE = 60.0
+
+
+def _claimed_by(owner: str | None):
+    """The run is ``owner``'s (None: claimed by no one, as before claims existed)."""
+    r = t.check_runs.c
+    return r.claimed_by.is_(None) if owner is None else r.claimed_by == owner
 
 
 def _at_central(forward: dict) -> bool:
@@ -279,13 +289,14 @@ class VersionStore(StoreBase):
         with self._tx() as c:
             c.execute(update(t.versions).where(V.id == version_id).values(**values))
 
-    def claim_check(self, run_id: int) -> bool:
-        """Move a queued run to running. False when another process claimed it first."""
+    def claim_check(self, run_id: int, owner: str | None = None) -> bool:
+        """Move a queued run to running. False when it is not queued, or not ``owner``'s
+        (another replica took it over when this one's claim lapsed)."""
         r = t.check_runs.c
         with self._tx() as c:
             res = c.execute(
                 update(t.check_runs)
-                .where(r.id == run_id, r.status == "queued")
+                .where(r.id == run_id, r.status == "queued", _claimed_by(owner))
                 .values(status="running", started=now())
             )
             return res.rowcount == 1
@@ -293,10 +304,18 @@ class VersionStore(StoreBase):
     start_check = claim_check
 
     def record_check(
-        self, run_id: int, status: str, message: str, result: dict, duration: float
-    ) -> tuple[dict, list[dict]]:
+        self,
+        run_id: int,
+        status: str,
+        message: str,
+        result: dict,
+        duration: float,
+        owner: str | None = None,
+    ) -> tuple[dict, list[dict]] | None:
         """Store one result. Returns the run's version and every run of that version
-        (name, status, message) as committed with it.
+        (name, status, message) as committed with it; None, and nothing stored, when the
+        run is finished already or no longer ``owner``'s (its claim lapsed and another
+        replica took it over: only that one's result counts).
 
         The version's row is locked first: checks of one version finish at once in parallel
         workers (or replicas), and each must see the others' results, or no one would
@@ -309,17 +328,20 @@ class VersionStore(StoreBase):
                 .where(r.id == run_id)
             ).one()
             c.execute(select(V.id).where(V.id == row.version_id).with_for_update())
-            c.execute(
+            res = c.execute(
                 update(t.check_runs)
-                .where(r.id == run_id)
+                .where(r.id == run_id, r.status.in_(CHECK_RUN_STATES), _claimed_by(owner))
                 .values(
                     status=status,
                     message=message,
                     result=canonical(result),
                     duration=duration,
                     finished=now(),
+                    claimed_until=None,
                 )
             )
+            if res.rowcount != 1:
+                return None
             out = {
                 "model": row.model,
                 "version": row.number,
@@ -415,7 +437,7 @@ class VersionStore(StoreBase):
                     r.status.in_(("queued", "running")),
                     or_(r.claimed_by == owner, r.claimed_by.is_(None)),
                 )
-                .values(status="queued", started=None, claimed_by=None)
+                .values(status="queued", started=None, claimed_by=None, claimed_until=None)
             )
             return res.rowcount
 
@@ -435,29 +457,90 @@ class VersionStore(StoreBase):
             rows = c.execute(q.order_by(V.id))
             return [{**as_dict(x), "verdict": loads(x.verdict)} for x in rows]
 
-    def claim_checks(self, owner: str) -> list[dict]:
-        """Take the queued runs nobody runs yet (``SKIP LOCKED`` on PostgreSQL): replicas
-        sharing a database never run one check twice."""
+    def claim_checks(
+        self, owner: str, lease: float = CHECK_LEASE, mine: tuple[int, ...] = ()
+    ) -> list[dict]:
+        """Take, for ``lease`` seconds, the queued runs nobody runs yet and the unfinished
+        runs whose claim lapsed (their replica died, or stalled past its lease), which run
+        again from the start (``SKIP LOCKED`` on PostgreSQL): replicas sharing a database
+        never run one check twice at once, and none holds one forever. ``mine``: runs this
+        process runs now (its claims lapsed only while it could not renew them). A run
+        taken over is audited, and returned with ``taken_from``, the replica that held it."""
         r = t.check_runs.c
+        at = time.time()
+        free = (r.status == "queued") & r.claimed_by.is_(None)
+        lapsed = r.status.in_(CHECK_RUN_STATES) & r.claimed_by.is_not(None) & (r.claimed_until < at)
+        if mine:
+            lapsed = lapsed & r.id.not_in(list(mine))
         with self._tx() as c:
-            ids = list(
-                c.execute(
-                    select(r.id)
-                    .where(r.status == "queued", r.claimed_by.is_(None))
-                    .order_by(r.id)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
-            )
-            if not ids:
+            found = c.execute(
+                select(r.id, r.claimed_by, r.status)
+                .where(or_(free, lapsed))
+                .order_by(r.id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not found:
                 return []
-            c.execute(update(t.check_runs).where(r.id.in_(ids)).values(claimed_by=owner))
+            ids = [x.id for x in found]
+            c.execute(
+                update(t.check_runs)
+                .where(r.id.in_(ids))
+                .values(claimed_by=owner, claimed_until=at + lease)
+            )
+            taken = {x.id: x for x in found if x.claimed_by is not None}
+            if taken:  # from the start: its worker, and its start time, died with its owner
+                c.execute(
+                    update(t.check_runs)
+                    .where(r.id.in_(list(taken)))
+                    .values(status="queued", started=None)
+                )
             q = (
                 select(r.id, r.check_name, V.model, V.number, V.digest)
                 .join(t.versions, V.id == r.version_id)
                 .where(r.id.in_(ids))
                 .order_by(r.id)
             )
-            return [as_dict(x) for x in c.execute(q)]
+            runs = [as_dict(x) for x in c.execute(q)]
+            for x in runs:
+                if x["id"] in taken:
+                    x["taken_from"] = taken[x["id"]].claimed_by
+            if taken:
+                self.audit_append_many(
+                    "agent",
+                    "check.reclaimed",
+                    [
+                        (
+                            f"{x['model']}:{x['number']}",
+                            {
+                                "check": x["check_name"],
+                                "from": taken[x["id"]].claimed_by,
+                                "by": owner,
+                                "was": taken[x["id"]].status,
+                            },
+                        )
+                        for x in runs
+                        if x["id"] in taken
+                    ],
+                )
+            return runs
+
+    def renew_checks(self, owner: str, ids, lease: float = CHECK_LEASE) -> int:
+        """Extend ``owner``'s claims on the unfinished runs ``ids`` (the ones this process
+        runs) by ``lease`` seconds from now, in one statement. Returns how many it still
+        held; a run another replica took over is left to it."""
+        if not ids:
+            return 0
+        r = t.check_runs.c
+        with self._tx() as c:
+            return c.execute(
+                update(t.check_runs)
+                .where(
+                    r.id.in_(list(ids)),
+                    r.claimed_by == owner,
+                    r.status.in_(CHECK_RUN_STATES),
+                )
+                .values(claimed_until=time.time() + lease)
+            ).rowcount
 
     # -- reads ----------------------------------------------------------------------------
 
