@@ -134,7 +134,9 @@ class DeclaredSettings:
             return future.result(self.timeout + 30)
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             future.cancel()
-            return None
+        except Exception:  # a push goes on without them, never a 500
+            log.exception("learning the checks' settings failed")
+        return None
 
 
 # -- in the worker ----------------------------------------------------------------------------
