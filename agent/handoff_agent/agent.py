@@ -26,6 +26,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import keys, pipeline, reports
 from .check_flow import CheckFlow
+from .check_settings import DeclaredSettings
 from .disk_room import DiskRoom
 from .events import EventBus
 from .forwarding.notices import Notices
@@ -486,7 +487,16 @@ class HandoffAgent(LoggingConfigurable):
         self.probe_pool = ProbePool(
             self.model_sandbox, self.worker_limits(), self.probe_workers, self.check_timeout
         )
-        self.gate = GatePolicy(parent=self, checks=list(self.checks))
+        # What the checks declare, asked of a sandboxed worker: a push's --gate must fit it.
+        self.declared_settings = DeclaredSettings(
+            self.model_sandbox,
+            self.worker_limits(),
+            {c: self.checks_available[c] for c in self.checks if c in self.checks_available},
+            self.check_timeout,
+        )
+        self.gate = GatePolicy(
+            parent=self, checks=list(self.checks), declared=self.declared_settings.settings
+        )
         bundle_limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )
@@ -788,6 +798,7 @@ class HandoffAgent(LoggingConfigurable):
             body_timeout=3600,
         )
         self.server.listen(self.port, address=self.ip)
+        self.declared_settings.loop = asyncio.get_running_loop()
         port = self.port or self._bound_port()
         requeued = await self.call(self.registry.requeue_interrupted, self.agent_id)
         if requeued:
@@ -975,6 +986,7 @@ class HandoffAgent(LoggingConfigurable):
         if self.runner is not None:
             await self.runner.close()
         await self.probe_pool.close()
+        await self.declared_settings.close()
         await self.forwarding.stop()
         self.notices.stop()
         self.ingest.cancel_follows()  # a kernel still writing would hold the stop up

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -13,8 +12,9 @@ from pathlib import Path
 from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, List, TraitError, Unicode
 
-from . import runtime
+from . import logs, runtime
 from ._version import __version__
+from .logs import InertFormatter
 from .shell import complain
 
 
@@ -74,6 +74,7 @@ class ServeApp(JupyterApp):
         "log-level": "Application.log_level",
     }
     flags = {}
+    _log_formatter_cls = InertFormatter  # its own log lines, as the agent's (logs.py)
 
     @property
     def classes(self):
@@ -92,7 +93,7 @@ class ServeApp(JupyterApp):
     def start(self):
         from .agent import HandoffAgent
 
-        logging.basicConfig(level=logging.INFO, format="[handoff %(levelname)s] %(message)s")
+        logs.configure()
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
             "home"
         ):

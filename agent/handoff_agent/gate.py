@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Bool, Callable, Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .check_settings import settings_problem
 from .errors import BadRequest
 
 ORDER = {"pass": 0, "warn": 1, "fail": 2}
@@ -28,6 +29,12 @@ class GatePolicy(LoggingConfigurable):
     checks = List(
         Unicode(), help="The checks the agent runs (set by the agent): an override names one."
     )
+    declared = Callable(
+        None,
+        allow_none=True,
+        help="The settings each check declares, {check: defaults}, or None when unknown (set "
+        "by the agent: check_settings.DeclaredSettings.settings); an override must fit them.",
+    )
 
     def check_config(self, check: str, overrides: dict | None) -> dict:
         """The settings one check runs with: policy thresholds, then the push's overrides."""
@@ -39,6 +46,9 @@ class GatePolicy(LoggingConfigurable):
         return cfg
 
     def validate_overrides(self, overrides) -> dict:
+        """A push's ``--gate`` overrides, refused up front when one names a check the agent
+        does not run, a setting its check does not declare or a value not of its type: a
+        typo must not run the checks on the old threshold, nor fail them later."""
         if not overrides:
             return {}
         if not self.allow_push_overrides:
@@ -58,6 +68,18 @@ class GatePolicy(LoggingConfigurable):
                 f"{', '.join(unknown)}.",
                 f"Its checks: {', '.join(self.checks)}.",
             )
+        declared = (self.declared() if self.declared is not None else None) or {}
+        for check in sorted({key.partition(".")[0] for key in overrides}):
+            given = {
+                k.partition(".")[2]: v for k, v in overrides.items() if k.startswith(check + ".")
+            }
+            problem = settings_problem(check, declared.get(check), given, "from --gate")
+            if problem:
+                raise BadRequest(
+                    problem,
+                    "Fix that --gate override, or leave it out to keep the agent's threshold.",
+                    code="bad_gate_override",
+                )
         return overrides
 
     def verdict(self, checks: list[dict]) -> dict:

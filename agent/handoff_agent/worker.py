@@ -143,15 +143,12 @@ def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str
         return None, None, f"champion version {spec.get('number')} did not load: {e}"
 
 
-def _key(defaults: dict, key: str) -> str:
-    """``dp_diff`` also names ``max_dp_diff``."""
-    return f"max_{key}" if key not in defaults and f"max_{key}" in defaults else key
-
-
 def _settings(check, given: dict) -> dict:
     """Defaults, then the agent's settings."""
+    from .check_settings import setting_key
+
     defaults = getattr(check, "defaults", {}) or {}
-    return {**defaults, **{_key(defaults, k): v for k, v in given.items()}}
+    return {**defaults, **{setting_key(defaults, k): v for k, v in given.items()}}
 
 
 class _Misconfigured(Exception):
@@ -160,23 +157,13 @@ class _Misconfigured(Exception):
 
 def settings_problem(name: str, check, given: dict) -> str | None:
     """Why ``given`` (the agent's thresholds, then the push's --gate) does not fit the
-    check's declared ``defaults``: a setting it does not have, or a value that is not of its
-    type; None when it fits, or when the check declares none. A typo in a threshold must not
-    pass as if it were applied."""
-    from .checks._util import unfit
+    check's declared ``defaults`` (``check_settings``). A push's --gate is refused before
+    this, when the agent could learn the settings; a typo in the agent's thresholds must
+    not pass as if it were applied either."""
+    from .check_settings import settings_problem as problem
 
-    defaults = getattr(check, "defaults", None)
-    if not defaults:
-        return None
     where = "from --gate or the agent's thresholds"
-    for key, value in given.items():
-        key = _key(defaults, key)
-        if key not in defaults:
-            return f"{name} has no setting {key!r} ({where}). Its settings: {', '.join(defaults)}."
-        kind = unfit(value, defaults[key])
-        if kind:
-            return f"{name}.{key} must be {kind}, not {value!r} ({where})."
-    return None
+    return problem(name, getattr(check, "defaults", None), given, where)
 
 
 def main() -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from agent_support import assert_error
 from sklearn.datasets import make_classification, make_regression
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
-from support import push_model, wait_checked
+from support import bundle_bytes, manifest_for, push_model, wait_checked
 
 ALL = ["loads", "smoke", "schema", "performance", "latency", "fairness", "explainability", "drift"]
 
@@ -74,24 +75,68 @@ def test_worse_version_fails_the_champion_gate_and_better_passes(shared_agent, c
     assert "champion" in perf["message"]
 
 
-def test_a_gate_override_that_fits_no_setting_is_an_error_not_ignored(shared_agent, clf_data):
-    """A typo in --gate would otherwise leave the threshold as it was, unseen."""
+SETTINGS = {
+    "performance": "primary_metric, max_regression, min_score, min_rows, bootstrap, "
+    "confidence, random_state, plots",
+    "fairness": "max_dp_diff, max_eo_diff, max_accuracy_diff, max_error_ratio, "
+    "min_group_size, plots",
+}
+
+
+@pytest.mark.parametrize(
+    ("gate", "says"),
+    [
+        (
+            {"performance.min_accuracy": 0.9},
+            "performance has no setting 'min_accuracy' (from --gate). "
+            f"Its settings: {SETTINGS['performance']}.",
+        ),
+        (
+            {"fairness.dp_diff": 0.2, "fairness.max_dp_dif": 0.2},
+            f"fairness has no setting 'max_dp_dif' (from --gate). Its settings: "
+            f"{SETTINGS['fairness']}.",
+        ),
+        (
+            {"fairness.max_dp_diff": "lenient"},
+            "fairness.max_dp_diff must be a number, not 'lenient' (from --gate).",
+        ),
+        (
+            {"smoke.check_determinism": "maybe"},
+            "smoke.check_determinism must be true or false, not 'maybe' (from --gate).",
+        ),
+    ],
+)
+def test_a_gate_override_that_fits_no_setting_is_refused_at_push(shared_agent, gate, says):
+    """A typo in --gate would leave the threshold as it was, or fail its check later: the
+    push is refused, with the setting named and what its check takes, and nothing stored.
+    The model is never loaded: the refusal comes before any check."""
+    members = {"model.pkl": b"not a pickle: never loaded"}
+    manifest = manifest_for("typo", members, gate=gate)
+    status, body = shared_agent.push_bytes(
+        "typo", bundle_bytes("typo", members["model.pkl"], manifest)
+    )
+    err = assert_error(status, body, 400, "bad_gate_override")
+    assert err["message"] == says
+    assert "--gate" in err["hint"]
+    assert shared_agent.request("GET", "/api/v1/models/typo/versions")[0] == 404
+
+
+def test_a_threshold_of_the_agent_that_fits_no_setting_is_an_error_not_ignored(
+    agent_factory, clf_data
+):
+    """The agent's own thresholds go through the same rule, in the check's worker: the check
+    errs and names the setting, instead of passing on its default."""
+    agent = agent_factory('--GatePolicy.thresholds={"fairness": {"max_dp_dif": 0.2}}')
     Xtr, ytr, Xte, yte = clf_data
     model = LogisticRegression(max_iter=500).fit(Xtr, ytr)
-    said = {}
-    for gate in ({"fairness.max_dp_dif": 0.2}, {"fairness.max_dp_diff": "lenient"}):
-        v = push_model(shared_agent, model, "typo", X=Xte, y=yte, sensitive=["gender"], gate=gate)
-        body = wait_checked(shared_agent, "typo", v.number)
-        fairness = next(c for c in body["checks"] if c["name"] == "fairness")
-        assert fairness["status"] == "error" and body["status"] == "failed"
-        said[next(iter(gate))] = fairness["message"]
-    assert said == {
-        "fairness.max_dp_dif": "fairness has no setting 'max_dp_dif' (from --gate or the "
-        "agent's thresholds). Its settings: max_dp_diff, max_eo_diff, max_accuracy_diff, "
-        "max_error_ratio, min_group_size, plots.",
-        "fairness.max_dp_diff": "fairness.max_dp_diff must be a number, not 'lenient' (from "
-        "--gate or the agent's thresholds).",
-    }
+    v = push_model(agent, model, "typo", X=Xte, y=yte, sensitive=["gender"])
+    body = wait_checked(agent, "typo", v.number)
+    fairness = next(c for c in body["checks"] if c["name"] == "fairness")
+    assert fairness["status"] == "error" and body["status"] == "failed"
+    assert fairness["message"] == (
+        "fairness has no setting 'max_dp_dif' (from --gate or the agent's thresholds). "
+        f"Its settings: {SETTINGS['fairness']}."
+    )
 
 
 def test_gate_override_per_push_is_applied(shared_agent, clf_data):

@@ -12,8 +12,9 @@ import re
 
 import numpy as np
 import pandas as pd
+from agent_support import raw_connect, read_response
 from sklearn.linear_model import LogisticRegression
-from support import handoff_cli, push_model, wait_checked
+from support import handoff_cli, push_model, until, wait_checked
 
 from handoff_agent.deploy_cli import review_line
 from handoff_agent.outbox_cli import delivery_line
@@ -237,3 +238,44 @@ def test_a_prediction_whose_labels_carry_escapes_prints_them_inert():
     text = repr(Prediction({**answer, "predictions": ["stay", f"leave{FORGE}"]}))
     assert shown_inert(text) and len(text.splitlines()) == 4, text
     assert "leave\\x1b[2K\\rrisk: none" in text
+
+
+def test_a_request_naming_controls_is_logged_inert(shared_agent):
+    """The access log quotes the request's path. HTTP refuses C0 controls (ESC, CR, LF) in it
+    but lets the 8-bit ones through: CSI (what ESC [ is) and NEL, a line break to Python's
+    ``splitlines`` and to the log viewers that honour it, here before a forged log line."""
+    forged = b"[handoff\xa0INFO]\xa0churn:2\xa0approved"
+    path = b"/api/v1/models/x\x9b2K\x9b8m\x85" + forged + b"/versions"
+    with raw_connect(shared_agent) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status = read_response(sock)[0]
+    assert 400 <= status < 500
+    escaped = "/api/v1/models/x\\x9b2K\\x9b8m\\x85[handoff\xa0INFO]\xa0churn:2\xa0approved"
+    log = until(lambda: escaped in shared_agent.read_log() and shared_agent.read_log())
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", log), log
+    assert not [line for line in log.splitlines() if line.startswith("[handoff\xa0")], log
+
+
+def test_the_log_keeps_a_tracebacks_own_lines_and_no_forged_one():
+    """An exception may quote someone else's text: its message is one escaped line of the
+    traceback, whose own lines (frames, source) stay lines."""
+    import logging
+
+    from handoff_agent.logs import FORMAT, InertFormatter
+
+    try:
+        raise ValueError(f"no such file {FORGE}\n[handoff INFO] churn:2 approved")
+    except ValueError as e:
+        exc_info = (type(e), e, e.__traceback__)
+    record = logging.LogRecord(
+        "handoff_agent", logging.ERROR, __file__, 1, "reading %s failed", (MESSAGE,), exc_info
+    )
+    lines = InertFormatter(FORMAT).format(record).split("\n")
+    assert lines[0] == "[handoff ERROR] reading fine\\r# APPROVED by risk\\x1b[8m hidden failed"
+    assert lines[1] == "Traceback (most recent call last):"
+    assert any(line.startswith('  File "') for line in lines)
+    assert lines[-1] == (
+        "ValueError: no such file \\x1b[2K\\rrisk: none\\x1b]8;;http://evil.example\\x07"
+        "\\n[handoff INFO] churn:2 approved"
+    )
+    assert all(shown_inert(line) for line in lines)

@@ -88,6 +88,18 @@ MISTAKES = {
         "name a check this agent does not run: fairnes.",
         "Its checks: loads, smoke",
     ),
+    # refused at push from what the checks declare, not left to fail the check later
+    "gate_unknown_setting": (
+        "%mlops push clf --name churn --data X y --gate performance.min_accuracy=0.9",
+        "performance has no setting 'min_accuracy' (from --gate). Its settings: "
+        "primary_metric, max_regression, min_score,",
+        "Fix that --gate override",
+    ),
+    "gate_wrong_type": (
+        "%mlops push clf --name churn --data X y --gate fairness.max_dp_diff=lenient",
+        "fairness.max_dp_diff must be a number, not 'lenient' (from --gate).",
+        "Fix that --gate override",
+    ),
     "compare_unknown": ("%mlops compare nope", "No model named 'nope'", "%mlops versions"),
     "forward_nowhere": (
         "%mlops forward churn:1 --to nowhere",

@@ -14,6 +14,11 @@ grows with the width, not its square), and the ``RANKED`` that move the model's 
 most are ranked, on as many rows as the budget left affords. The ranking this gives
 against the unbudgeted one is measured by bench/checks.py (docs/scaling.md).
 
+A model with a ``score`` of its own (``stackable`` is False) cannot be scored from stacked
+predictions: ``scored_importance`` calls its score once per column and shuffle, as sklearn
+does, within the same budget: a shuffle of every column first, then the next round, until
+``seconds`` are spent; what it cut (columns never shuffled, rounds not done) it says.
+
 A stacked predict of a model made of scikit-learn's own estimators is split by rows over
 threads, one per core this process may use (``predict_rows``): their predicts release the
 GIL, so this check, usually a version's longest, uses the cores its sibling checks have left.
@@ -278,4 +283,60 @@ def permutation_importance(
         "predict_calls": calls + (rows < n),
         "columns": ranked,
         "screen_rows": screen_rows,
+    }
+
+
+def _shuffled(X, j: int, perm: np.ndarray):
+    """X with column ``j``'s values in the order ``perm`` (its dtype kept); of a 1-D X (text:
+    the one feature), the values themselves."""
+    if getattr(X, "ndim", 2) == 1:
+        values = np.asarray(X)[perm]
+        return pd.Series(values, name=X.name, index=X.index) if hasattr(X, "index") else values
+    if isinstance(X, pd.DataFrame):
+        out = X.copy()
+        out.isetitem(j, X.iloc[:, j].iloc[perm].set_axis(X.index))
+        return out
+    out = np.array(X, copy=True)
+    out[:, j] = X[perm, j]
+    return out
+
+
+def scored_importance(
+    score,
+    X,
+    y,
+    *,
+    n_repeats: int = 3,
+    seconds: float | None = None,
+    random_state: int = 0,
+) -> dict:
+    """Importance (mean, std of the drop in ``score(X, y)``) per column of X (a 1-D X is one
+    column), one ``score`` call per column and shuffle, in rounds: every column once, then
+    again, ``n_repeats`` rounds. With ``seconds``, no call starts once they are spent (the
+    first shuffle always runs), so a slow score is cut, not waited for.
+
+    Returns ``{"mean", "std", "columns", "repeats", "budgeted"}``: ``columns`` those shuffled
+    at least once (the others' mean and std NaN), ``repeats`` the shuffles per column."""
+    start = time.perf_counter()
+    base = score(X, y)
+    width = 1 if getattr(X, "ndim", 2) == 1 else X.shape[1]
+    rng = np.random.default_rng(random_state)
+    drops: list[list[float]] = [[] for _ in range(width)]
+    budgeted = False
+    for _ in range(n_repeats):
+        for j in range(width):
+            spent = time.perf_counter() - start
+            if seconds is not None and spent >= seconds and drops[0]:
+                budgeted = True
+                break
+            drops[j].append(base - score(_shuffled(X, j, rng.permutation(len(X))), y))
+        if budgeted:
+            break
+    repeats = [len(d) for d in drops]
+    return {
+        "mean": np.array([np.mean(d) if d else np.nan for d in drops]),
+        "std": np.array([np.std(d) if d else np.nan for d in drops]),
+        "columns": [j for j in range(width) if repeats[j]],
+        "repeats": repeats,
+        "budgeted": budgeted,
     }

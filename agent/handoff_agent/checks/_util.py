@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..check_settings import coerce
 from ..plugins import CheckContext, CheckResult
 from .loads import detect_task as _detect_model_task
 
@@ -25,40 +26,6 @@ def settings(check, ctx: CheckContext, kwargs: dict) -> dict:
     defaults = getattr(check, "defaults", {})
     merged = {**defaults, **(ctx.config or {}), **kwargs}
     return {k: coerce(v, defaults.get(k)) for k, v in merged.items()}
-
-
-TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def coerce(value, default):
-    """``value`` as the type of ``default``, when it is text from a command line."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    text = value.strip()
-    if isinstance(default, bool):
-        return text.lower() in TRUE_WORDS
-    if text.lower() in ("none", "null", ""):
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return value
-    return int(number) if isinstance(default, int) and number.is_integer() else number
-
-
-def unfit(value, default) -> str | None:
-    """What ``value`` should be when ``coerce`` cannot make it the type of ``default`` ("a
-    number", "true or false"); None when it can, or when the default says nothing (None,
-    text)."""
-    if isinstance(default, bool):
-        words = TRUE_WORDS + FALSE_WORDS
-        fits = isinstance(value, bool) or str(value).strip().lower() in words
-        return None if fits else "true or false"
-    if isinstance(default, (int, float)):
-        got = coerce(value, default)
-        fits = isinstance(got, (int, float)) and not isinstance(got, bool)
-        return None if fits else "a number"
-    return None
 
 
 def missing(check, ctx: CheckContext) -> CheckResult | None:

@@ -8,9 +8,11 @@ dependence on ``pdp_rows`` rows over a grid of ``grid_resolution`` points, for t
 Permutation importance stacks every permuted copy into one predict call, and uses fewer rows
 when those would take over ``seconds`` (``_permutation.py``; of wide data, only the 50 columns
 a quick screen picks, which the message states), for models scored by accuracy or R² of
-their own predict (sklearn's estimators and pipelines, and any model without a ``score``);
-those with a score of their own go through sklearn's one call per feature and repeat,
-unbudgeted. Partial dependence likewise stacks a feature's grid into one
+their own predict (sklearn's estimators and pipelines, and any model without a ``score``).
+Those with a score of their own, and text, are scored one call per feature and shuffle, in
+rounds over the features until ``seconds`` are spent (``scored_importance``): a slow score
+leaves fewer shuffles, or features not ranked, which the message states. Partial dependence
+likewise stacks a feature's grid into one
 predict call for those models (``_dependence.py``), unless sklearn would read the trees
 instead (its recursion method: gradient boosting, regression trees and forests).
 """
@@ -24,24 +26,23 @@ from ..plugins import CheckContext, CheckResult
 from ._dependence import handled
 from ._dependence import partial_dependence as stacked_dependence
 from ._permutation import permutation_importance as stacked_importance
-from ._permutation import stackable
+from ._permutation import scored_importance, stackable
 from ._util import call, columns, detect_task, figure, missing, png, result, settings, subsample
 
 
-def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int, dict | None]:
+def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int, dict]:
     """Rows of (feature, importance, std), most important first, the rows it used, and what
-    was screened when wide data left only some columns to rank (``_screened``)."""
-    from sklearn.inspection import permutation_importance
-
+    the budget cut: ``screened`` when wide data left only some columns to rank
+    (``_screened``), ``scored`` when a score of the model's own ran out of time
+    (``_scored_cut``)."""
     scoring = None  # the model's own score(): accuracy or R² for sklearn estimators
     if not callable(getattr(model, "score", None)):
         scoring = "accuracy" if task == "classification" else "r2"
-    if kind == "text":
-        return [_text_importance(model, X, y, scoring, cfg)], len(X), None
-    if stackable(model):
+    data = X.to_numpy() if kind == "array" else X
+    if kind != "text" and stackable(model):
         r = stacked_importance(
             model,
-            X.to_numpy() if kind == "array" else X,
+            data,
             y,
             n_repeats=cfg["n_repeats"],
             seconds=cfg["seconds"] or None,
@@ -49,28 +50,38 @@ def _importance(model, X, y, task, cfg, kind="table") -> tuple[list[dict], int, 
             scoring=scoring,
             random_state=cfg["random_state"],
         )
-        rows = [
-            {
-                "feature": str(X.columns[j]),
-                "importance": float(r["mean"][j]),
-                "std": float(r["std"][j]),
-            }
-            for j in r["columns"]
-        ]
-        return sorted(rows, key=lambda row: -row["importance"]), r["rows"], _screened(r, X, cfg)
-    r = permutation_importance(
-        model,
-        X.to_numpy() if kind == "array" else X,
+        cut = {"screened": _screened(r, X, cfg), "budgeted": r["budgeted"]}
+        return _ranking(r, columns(X)), r["rows"], cut
+    r = scored_importance(
+        _scorer(model, scoring),
+        data,
         y,
-        scoring=scoring,
         n_repeats=cfg["n_repeats"],
+        seconds=cfg["seconds"] or None,
         random_state=cfg["random_state"],
     )
+    cut = {"scored": _scored_cut(r, cfg), "budgeted": r["budgeted"]}
+    if scoring is None and not stackable(model):
+        cut["metric"] = "its own score"  # not accuracy or R², whatever its task
+    return _ranking(r, columns(X)), len(X), cut
+
+
+def _scorer(model, scoring):
+    """``score(X, y)``: the model's own, else sklearn's scorer of ``scoring``."""
+    if scoring is None:
+        return model.score
+    from sklearn.metrics import get_scorer
+
+    scorer = get_scorer(scoring)
+    return lambda A, b: scorer(model, A, b)
+
+
+def _ranking(r: dict, names: list[str]) -> list[dict]:
     rows = [
-        {"feature": str(c), "importance": float(m), "std": float(s)}
-        for c, m, s in zip(X.columns, r.importances_mean, r.importances_std, strict=True)
+        {"feature": names[j], "importance": float(r["mean"][j]), "std": float(r["std"][j])}
+        for j in r["columns"]
     ]
-    return sorted(rows, key=lambda row: -row["importance"]), len(X), None
+    return sorted(rows, key=lambda row: -row["importance"])
 
 
 def _screened(r: dict, X, cfg) -> dict | None:
@@ -89,23 +100,30 @@ def _screen_note(screen: dict, seconds) -> str:
     )
 
 
-def _text_importance(model, X, y, scoring, cfg) -> dict:
-    """Text is one feature: the drop in score when the texts are shuffled across rows."""
-    from sklearn.metrics import get_scorer
-
-    score = model.score if scoring is None else lambda A, b: get_scorer(scoring)(model, A, b)
-    base = score(X, y)
-    rng = np.random.default_rng(cfg["random_state"])
-    values = X.to_numpy()
-    drops = [
-        base - score(pd.Series(values[rng.permutation(len(values))], name=X.name), y)
-        for _ in range(cfg["n_repeats"])
-    ]
+def _scored_cut(r: dict, cfg) -> dict | None:
+    """What the budget cut of a score of the model's own, else None: the features ranked
+    of all, and the fewest and most shuffles of a ranked one."""
+    if not r["budgeted"]:
+        return None
+    done = [n for n in r["repeats"] if n]
     return {
-        "feature": columns(X)[0],
-        "importance": float(np.mean(drops)),
-        "std": float(np.std(drops)),
+        "features": len(r["repeats"]),
+        "ranked": len(done),
+        "repeats": [min(done), max(done)],
+        "n_repeats": cfg["n_repeats"],
     }
+
+
+def _scored_note(cut: dict, seconds) -> str:
+    low, high = cut["repeats"]
+    shuffles = f"{low}" if low == high else f"{low} to {high}"
+    said = (
+        f"The model's own score ran out of the {seconds:g} s budget: ranked "
+        f"{cut['ranked']} of {cut['features']} features, by {shuffles} of "
+        f"{cut['n_repeats']} shuffles each"
+    )
+    left = cut["features"] - cut["ranked"]
+    return said + (f"; the other {left} were not ranked." if left else ".")
 
 
 def _dependence(model, X, feature, cfg, kind="table"):
@@ -187,17 +205,21 @@ class ExplainabilityCheck:
         )
         if err:
             return result("warn", f"Could not explain the model: {err}")
-        rows, used, screen = got
+        rows, used, cut = got
         metrics = {
             "rows": used,
             "n_repeats": cfg["n_repeats"],
+            "budgeted": cut["budgeted"],
             "importance": {r["feature"]: r["importance"] for r in rows},
             "top_features": [r["feature"] for r in rows[: cfg["top_features"]]],
         }
         plots, notes = {}, []
-        if screen:
-            metrics["screened"] = screen
-            notes.append(_screen_note(screen, cfg["seconds"]))
+        if cut.get("screened"):
+            metrics["screened"] = cut["screened"]
+            notes.append(_screen_note(cut["screened"], cfg["seconds"]))
+        if cut.get("scored"):
+            metrics["scored"] = cut["scored"]
+            notes.append(_scored_note(cut["scored"], cfg["seconds"]))
         if kind == "text":
             notes.append("No partial dependence: the input is text, not separate features.")
         elif cfg["plots"] and cfg["top_features"] > 0:
@@ -213,11 +235,13 @@ class ExplainabilityCheck:
                     continue
                 plots[f"pdp_{r['feature']}"] = _plot(feature, *got, classes)
         top = ", ".join(f"{r['feature']} ({r['importance']:.3f})" for r in rows[:3])
-        score = (
+        score = cut.get("metric") or (
             "accuracy" if task == "classification" else "R²" if task == "regression" else "score"
         )
         message = f"Most important by permutation on {used} rows (drop in {score}): {top}."
-        if rows and all(r["importance"] <= 0 for r in rows):
+        scored = cut.get("scored")
+        unranked = scored is not None and scored["ranked"] < scored["features"]
+        if rows and all(r["importance"] <= 0 for r in rows) and not unranked:
             return result(
                 "warn",
                 "No feature matters: shuffling any one of them does not hurt the score. "

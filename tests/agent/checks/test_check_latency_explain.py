@@ -151,3 +151,61 @@ def test_serialized_size_counts_protocol_5_buffers():
     X, y = make_classification(n_samples=500, n_features=5, random_state=0)
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
     assert serialized_size(forest) == len(pickle.dumps(forest, protocol=5))
+
+
+class OwnScore:
+    """A model with a score of its own (a business metric, say): explainability cannot score
+    it from stacked predictions, so it calls the score once per feature and shuffle. With
+    ``delay`` the score is slow: it sleeps that long per call."""
+
+    _estimator_type = "classifier"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.calls, self.classes_ = delay, 0, FAST.classes_
+
+    def predict(self, X):
+        return FAST.predict(X)
+
+    def score(self, X, y):
+        self.calls += 1
+        time.sleep(self.delay)
+        return float((FAST.predict(X) == y).mean())
+
+
+def test_a_score_of_the_models_own_ranks_the_features_as_sklearns_would():
+    # Given a model with its own (fast) score, the same accuracy FAST's score gives
+    model = OwnScore()
+    res = ExplainabilityCheck().run(CheckContext(model, {}, X=X, y=pd.Series(Y)), plots=False)
+    stacked = ExplainabilityCheck().run(CheckContext(FAST, {}, X=X, y=pd.Series(Y)), plots=False)
+    # Then every feature is shuffled n_repeats times, nothing is cut, and the ranking leads
+    # with the features that lead the stacked ranking
+    assert model.calls == 1 + 4 * 3
+    assert res.status == "pass" and res.metrics["budgeted"] is False, res.message
+    assert "scored" not in res.metrics and "budget" not in res.message
+    assert res.message.startswith("Most important by permutation on 400 rows (drop in its own ")
+    assert set(res.metrics["top_features"][:2]) == set(stacked.metrics["top_features"][:2])
+
+
+def test_a_slow_score_of_the_models_own_is_cut_by_the_budget_and_says_so():
+    # Given a model whose own score sleeps 20 ms a call (4 features x 3 shuffles: 13 calls),
+    # and a budget of 50 ms set in the check's config
+    model = OwnScore(delay=0.02)
+    ctx = CheckContext(model, {}, X=X, y=pd.Series(Y), config={"seconds": 0.05, "plots": False})
+    res = ExplainabilityCheck().run(ctx)
+    # Then the check finishes, ranks the features it shuffled before the budget ran out
+    # (not all of them: two calls already spend it), and says what the budget cut
+    # (a pass: features it never shuffled may matter, even when those it did do not)
+    cut = res.metrics["scored"]
+    assert res.status == "pass", res.message
+    assert res.metrics["budgeted"] is True and cut["features"] == 4
+    assert 1 <= cut["ranked"] < 4 and cut["repeats"] == [1, 1] and cut["n_repeats"] == 3
+    assert model.calls == 1 + cut["ranked"]
+    ranked = res.tables["importance"]
+    assert len(ranked) == cut["ranked"] == len(res.metrics["importance"])
+    assert [r["importance"] for r in ranked] == sorted(
+        (r["importance"] for r in ranked), reverse=True
+    )
+    assert (
+        f"The model's own score ran out of the 0.05 s budget: ranked {cut['ranked']} of 4 "
+        f"features, by 1 of 3 shuffles each; the other {4 - cut['ranked']} were not ranked."
+    ) in res.message
