@@ -10,7 +10,7 @@ import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { agentPath, api, HandoffError, IMeta, requestAPI, Source } from './api';
-import { el, errorBox } from './dom';
+import { el, errorBox, reconcile } from './dom';
 import { alertRank, alertWord } from './vocabulary';
 
 /** One alert kind's reading of a window (the monitor response's ``readings``). */
@@ -183,10 +183,15 @@ export class MonitorView extends Widget {
 
   // -- rendering ------------------------------------------------------------------------
 
+  /** Redraws in place (dom.reconcile) at each poll: the window picker a user has open, and
+   * what did not change, stay themselves. */
   render(): void {
-    const node = this.node;
+    reconcile(this.node, this.drawing());
+  }
+
+  private drawing(): HTMLElement[] {
     const firing = this.alerts.filter(a => a.state === 'firing');
-    node.replaceChildren(
+    const parts: HTMLElement[] = [
       el(
         'h2',
         {},
@@ -200,22 +205,22 @@ export class MonitorView extends Widget {
           firing.length ? `${firing.length} firing` : 'no alert'
         )
       )
-    );
+    ];
     if (this.error) {
-      node.append(
+      parts.push(
         errorBox(
           this.error,
           `Central has no version of ${this.model} yet: it is monitored there once a version is forwarded and deployed.`
         )
       );
-      return;
+      return parts;
     }
     if (!this.series) {
-      return;
+      return parts;
     }
-    node.append(this.renderPicker(this.kinds()));
+    parts.push(this.renderPicker(this.kinds()));
     if (!this.windows().length) {
-      node.append(
+      parts.push(
         el(
           'p',
           { class: 'jp-Handoff-empty' },
@@ -223,9 +228,10 @@ export class MonitorView extends Widget {
         )
       );
     } else {
-      node.append(this.renderTable());
+      parts.push(this.renderTable());
     }
-    node.append(this.renderAlerts());
+    parts.push(this.renderAlerts());
+    return parts;
   }
 
   private renderPicker(kinds: string[]): HTMLElement {
@@ -235,6 +241,7 @@ export class MonitorView extends Widget {
       ...kinds.map(k => el('option', { value: k }, k))
     );
     select.value = this.kind;
+    select.dataset.value = this.kind; // the drawing differs when the choice does
     select.onchange = () => {
       this.kind = select.value;
       void this.refresh();
