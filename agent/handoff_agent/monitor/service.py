@@ -11,11 +11,12 @@ closes; its labelled performance when its label delay has passed and at least
 ``min_samples`` never alerts and records why. Alerts are per model, kind and window kind: a
 crossing window fires one (unless it already fires), a window back within bounds clears it.
 
-A log segment that cannot be read (its bytes no longer match their digest, its blob is gone,
-or it is no Parquet) is quarantined once: one warning line, an audit row
-``monitor.segment_quarantined``, and every run goes on without it (``skipped`` in the run's
-answer, ``skipped_segments`` in the windows it overlaps). An unreachable store is no
-quarantine: the run fails and the next one tries again.
+A log segment whose stored bytes are bad (they no longer match their digest, or they are no
+Parquet) is quarantined once: one warning line, an audit row ``monitor.segment_quarantined``,
+and every run goes on without it (``skipped`` in the run's answer, ``skipped_segments`` in the
+windows it overlaps). A store out of reach, or a blob missing (more likely a store pointed at
+the wrong place than a lost segment: quarantining would drop every segment), is no quarantine:
+the run fails, saying so, and the next one tries again.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..outage import failed_round
 from ..serving import predlog
-from ..store.blobs import BlobCorrupt, BlobMissing
+from ..store.blobs import BlobCorrupt
 from ..vocabulary import HIGHER_IS_BETTER
 from . import windows
 
@@ -225,17 +226,15 @@ class MonitorService:
         return logged[(t >= since) & (t < now)].assign(time=t), skipped
 
     def _segment(self, model: str, s: dict) -> pd.DataFrame | None:
-        """One segment's records; None once it is quarantined because they cannot be read
-        (a store out of reach raises: that is no fault of the segment)."""
+        """One segment's records; None once it is quarantined because its bytes are bad
+        (a store out of reach, or a missing blob, raises: see the module's docstring)."""
         import pyarrow as pa
 
         try:
             return predlog.frame_of(self.blobs.read_bytes(s["digest"]))
         except BlobCorrupt:
             reason = "its bytes no longer match their digest"
-        except BlobMissing:
-            reason = "its blob is missing from the store"
-        except pa.ArrowException as e:
+        except pa.ArrowInvalid as e:  # bad bytes; an Arrow lacking a codec is not their fault
             reason = f"it is not a readable Parquet segment ({str(e).strip()[:200]})"
         s["quarantined"] = reason
         if self.registry.segment_quarantine(model, s, reason):

@@ -98,7 +98,7 @@ def m015_pruned(conn: Connection) -> None:
 
 
 def m016_segment_quarantine(conn: Connection) -> None:
-    """A prediction-log segment the monitor cannot read (corrupt, missing): set aside, so
+    """A prediction-log segment the monitor cannot read (its bytes corrupt): set aside, so
     monitoring goes on with the rest instead of failing on it every run. A home that ran m007
     just now already has it: m007 creates the table as ``tables`` declares it."""
     if "quarantined" not in {c["name"] for c in inspect(conn).get_columns("prediction_segments")}:
