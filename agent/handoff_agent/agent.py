@@ -270,6 +270,14 @@ class HandoffAgent(LoggingConfigurable):
         "before it fails. One left running past it by a stopped agent is failed by any agent "
         "sharing the database, a minute later.",
     ).tag(config=True)
+    watch_max_rows = Integer(
+        1_000_000,
+        min=1,
+        help="Rows read of each watched file (CSV, or Parquet a row group at a time) or of a "
+        "watched query's result, for the statistics of a fingerprint and the rows a "
+        "revalidation checks; a source with more is said so once in the log and in its check. "
+        "Bounds the memory a large source takes; a file's hash still covers all of it.",
+    ).tag(config=True)
     check_memory_limit = Integer(
         8 << 30, help="Address-space limit (RLIMIT_AS) of a check worker, in bytes."
     ).tag(config=True)
@@ -581,6 +589,7 @@ class HandoffAgent(LoggingConfigurable):
         )
         self.watches.tick_seconds = self.watch_tick
         self.watches.revalidation_timeout = self.revalidation_timeout
+        self.watches.max_rows = self.watch_max_rows
         from .watch.revalidate import Revalidator
 
         # the revalidate action: the checks again, in the same sandboxed workers as a push's
@@ -588,6 +597,7 @@ class HandoffAgent(LoggingConfigurable):
             self.registry, self.gate, self.pools, home, list(self.checks)
         )
         self.watches.revalidator.make_runner = self._revalidation_runner
+        self.watches.revalidator.max_rows = self.watch_max_rows
         if self.role == "local" and "central" in self.destinations:
             self.watches.central_alerts = self.central_alerts
             self.watches.retrain_poll = self.retrain_poll

@@ -428,7 +428,8 @@ PATHS: dict[str, dict[str, dict]] = {
             "deployment, guardrail, validation, alert), with central's event ids. At central, "
             "its own; a local agent relays its central's with its own central token (never "
             "shown), sends a `central` event (state connected or down, and why) when that "
-            "stream opens or is lost, and opens it again by itself.",
+            "stream opens or is lost, and opens it again by itself. A model unknown there (no "
+            "version, no prediction log) is a 404 before any stream starts.",
             params=[
                 NAME,
                 _param("Last-Event-ID", "header", "Resume after this (central's) event id.", INT),

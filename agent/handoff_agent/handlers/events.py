@@ -82,10 +82,14 @@ class DeploymentEventsHandler(EventStreamHandler, FromCentral):
 
     async def get(self, name: str):
         validate_name(name)
+        # An unknown model (a typo) is a 404 naming it, before any stream starts: not an
+        # empty stream that never says why nothing comes.
         if self.agent.role == "central":
+            await self.known_model(name, monitored=True)
             await self.stream_bus(lambda e: e["type"] in DEPLOY_EVENTS and e.get("model") == name)
             return
         target = self.central_target()  # no central at all: the one error shape, before SSE
+        await self.known_at_central(name)
         relayed = central_events.follow(target, name, self.last_event_id())
         try:
             await self.open_stream()
@@ -97,3 +101,15 @@ class DeploymentEventsHandler(EventStreamHandler, FromCentral):
                         await self.send(event.get("type", kind) if kind == "event" else kind, event)
         except StreamClosedError:
             pass
+
+    async def known_at_central(self, name: str) -> None:
+        """Central's 404 for a model it has neither a version nor a log of, passed on; asked
+        of its alerts, which know a model as this stream does. Central out of reach (or any
+        other refusal) is no verdict: the stream opens and its ``central`` events say why."""
+        from ..errors import HandoffError
+
+        try:
+            await self.from_central("GET", f"/api/v1/models/{name}/alerts?state=firing")
+        except HandoffError as e:
+            if e.status == 404:
+                raise

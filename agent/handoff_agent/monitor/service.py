@@ -10,6 +10,13 @@ closes; its labelled performance when its label delay has passed and at least
 ``min_labels`` labels arrived (it keeps waiting up to ``label_wait_days``). A window below
 ``min_samples`` never alerts and records why. Alerts are per model, kind and window kind: a
 crossing window fires one (unless it already fires), a window back within bounds clears it.
+
+A log segment whose stored bytes are bad (they no longer match their digest, or they are no
+Parquet) is quarantined once: one warning line, an audit row ``monitor.segment_quarantined``,
+and every run goes on without it (``skipped`` in the run's answer, ``skipped_segments`` in the
+windows it overlaps). A store out of reach, or a blob missing (more likely a store pointed at
+the wrong place than a lost segment: quarantining would drop every segment), is no quarantine:
+the run fails, saying so, and the next one tries again.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..outage import failed_round
 from ..serving import predlog
+from ..store.blobs import BlobCorrupt
 from ..vocabulary import HIGHER_IS_BETTER
 from . import windows
 
@@ -135,7 +143,14 @@ class MonitorService:
 
         now = time.time() if now is None else float(now)
         p = self.settings
-        result = {"model": model, "now": now, "windows": [], "alerts": [], "rolled_back": False}
+        result = {
+            "model": model,
+            "now": now,
+            "windows": [],
+            "alerts": [],
+            "rolled_back": False,
+            "skipped": [],
+        }
         segments = [s for s in self.registry.segments_of(model) if s["first_time"] < now]
         if not segments:
             return result
@@ -154,13 +169,22 @@ class MonitorService:
             [d[1] for d in due] + ([now - p.rolling_minutes * 60] if p.rolling_minutes else []),
             default=now,
         )
-        logged = self._log(model, segments, since, now)
+        logged, skipped = self._log(model, segments, since, now)
+        result["skipped"] = [
+            {k: s[k] for k in ("digest", "rows", "first_time", "last_time", "quarantined")}
+            for s in skipped
+        ]
         ids = logged["request_id"].astype(str).tolist()
         feedback = frames.feedback_frame(self.registry.labels_for(model, ids))
         ref = self.reference(model)
         for kind, start, end, state in due:
             window = logged[(logged["time"] >= start) & (logged["time"] < end)]
             row = self.evaluate(window, feedback, ref, start, end, now)
+            lost = [
+                s["digest"] for s in skipped if s["last_time"] >= start and s["first_time"] < end
+            ]
+            if lost:  # what the window's numbers are missing, said where they are read
+                row["metrics"]["skipped_segments"] = lost
             # The window, its alerts and their actions (a rollback) commit together: a run
             # killed or failed in between leaves the window due, judged again next run,
             # never final without the alert it crossed into.
@@ -177,20 +201,54 @@ class MonitorService:
         result["rolled_back"] = any(a.get("rolled_back") for a in result["alerts"])
         return result
 
-    def _log(self, model: str, segments: list[dict], since: float, now: float) -> pd.DataFrame:
-        """The log's records served in ``[since, now)``, from the segments that overlap it."""
+    def _log(
+        self, model: str, segments: list[dict], since: float, now: float
+    ) -> tuple[pd.DataFrame, list[dict]]:
+        """The log's records served in ``[since, now)``, from the readable segments that
+        overlap it, and the overlapping segments left out (quarantined, now or before)."""
         import pandas as pd
 
-        parts = [
-            predlog.frame_of(self.blobs.read_bytes(s["digest"]))
-            for s in segments
-            if s["last_time"] >= since and s["first_time"] < now
-        ]
+        parts, skipped = [], []
+        for s in segments:
+            if not (s["last_time"] >= since and s["first_time"] < now):
+                continue
+            if not s.get("quarantined"):
+                frame = self._segment(model, s)
+                if frame is not None:
+                    parts.append(frame)
+                    continue
+            skipped.append(s)
         if not parts:
-            return pd.DataFrame({n: pd.Series(dtype=object) for n, _ in predlog.SCHEMA})
+            empty = pd.DataFrame({n: pd.Series(dtype=object) for n, _ in predlog.SCHEMA})
+            return empty, skipped
         logged = pd.concat(parts, ignore_index=True)
         t = logged["time"].astype(float)
-        return logged[(t >= since) & (t < now)].assign(time=t)
+        return logged[(t >= since) & (t < now)].assign(time=t), skipped
+
+    def _segment(self, model: str, s: dict) -> pd.DataFrame | None:
+        """One segment's records; None once it is quarantined because its bytes are bad
+        (a store out of reach, or a missing blob, raises: see the module's docstring)."""
+        import pyarrow as pa
+
+        try:
+            return predlog.frame_of(self.blobs.read_bytes(s["digest"]))
+        except BlobCorrupt:
+            reason = "its bytes no longer match their digest"
+        except pa.ArrowInvalid as e:  # bad bytes; an Arrow lacking a codec is not their fault
+            reason = f"it is not a readable Parquet segment ({str(e).strip()[:200]})"
+        s["quarantined"] = reason
+        if self.registry.segment_quarantine(model, s, reason):
+            log.warning(
+                "monitor: %s's prediction-log segment %s (%d predictions, %s to %s) is "
+                "quarantined: %s; monitoring goes on without it (run `jupyter handoff fsck`)",
+                model,
+                s["digest"],
+                s["rows"],
+                windows.readable(s["first_time"]),
+                windows.readable(s["last_time"]),
+                reason,
+            )
+        return None
 
     def evaluate(self, window, feedback, ref, start, end, now, final=True) -> dict:
         from . import frames, metrics

@@ -113,6 +113,14 @@ def m016_check_lease(conn: Connection) -> None:
     )
 
 
+def m017_segment_quarantine(conn: Connection) -> None:
+    """A prediction-log segment the monitor cannot read (its bytes corrupt): set aside, so
+    monitoring goes on with the rest instead of failing on it every run. A home that ran m007
+    just now already has it: m007 creates the table as ``tables`` declares it."""
+    if "quarantined" not in {c["name"] for c in inspect(conn).get_columns("prediction_segments")}:
+        conn.execute(text("ALTER TABLE prediction_segments ADD COLUMN quarantined TEXT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -125,6 +133,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m014_revalidations", m014_revalidations),
     ("m015_pruned", m015_pruned),
     ("m016_check_lease", m016_check_lease),
+    ("m017_segment_quarantine", m017_segment_quarantine),
 ]
 
 

@@ -147,8 +147,34 @@ class ServingStore(StoreBase):
 
     def segments_of(self, model: str) -> list[dict]:
         with self._read() as c:
-            q = select(L.id, L.digest, L.rows, L.bytes, L.first_time, L.last_time)
+            q = select(L.id, L.digest, L.rows, L.bytes, L.first_time, L.last_time, L.quarantined)
             return [as_dict(r) for r in c.execute(q.where(L.model == model).order_by(L.id))]
+
+    def segment_quarantine(self, model: str, segment: dict, reason: str) -> bool:
+        """Mark a segment the monitor cannot read, with its audit row, in one transaction;
+        False when it already was (another replica's run got there first). The row and its
+        blob stay: fsck still names the blob, retention still drops it in turn."""
+        with self._tx() as c:
+            done = c.execute(
+                t.prediction_segments.update()
+                .where(L.id == segment["id"], L.quarantined.is_(None))
+                .values(quarantined=reason)
+            )
+            if done.rowcount == 0:
+                return False
+            self.audit_append(
+                "monitor",
+                "monitor.segment_quarantined",
+                model,
+                {
+                    "digest": segment["digest"],
+                    "rows": segment["rows"],
+                    "first_time": segment["first_time"],
+                    "last_time": segment["last_time"],
+                    "reason": reason,
+                },
+            )
+            return True
 
     def segments_over(self, model: str, keep_bytes: int) -> list[dict]:
         """Drop the oldest segments until the model's log fits ``keep_bytes``; returns the

@@ -305,6 +305,7 @@ prediction_segments = Table(
     Column("first_time", Float),
     Column("last_time", Float),
     Column("created", Text),
+    Column("quarantined", Text),  # why the monitor cannot read it (m017); null: readable
     Index("idx_prediction_segments_model", "model", "id"),
 )
 

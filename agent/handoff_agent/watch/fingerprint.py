@@ -22,7 +22,10 @@ from .. import drift
 if TYPE_CHECKING:
     import pandas as pd
 
-MAX_ROWS = 1_000_000  # rows read for statistics; counts and hashes cover everything
+# Rows read of each file (or of a query's result) for statistics and a revalidation, by
+# default; c.HandoffAgent.watch_max_rows sets it. Hashes cover everything; a Parquet file's
+# row count comes from its footer.
+MAX_ROWS = 1_000_000
 SUFFIXES = (".parquet", ".pq", ".csv")
 
 
@@ -93,12 +96,39 @@ def _readable(path: Path):
         raise SourceError(f"{path} cannot be read as {kind}: {reason}") from None
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, max_rows: int = MAX_ROWS) -> tuple[pd.DataFrame, int, bool]:
+    """``(its first max_rows rows, its rows, whether it has more)``: a CSV's rows are those
+    read; a Parquet file is read a row group at a time, up to the cap, and counted by its
+    footer, so a large file never sits whole in memory."""
     import pandas as pd  # here, not at the top: the agent imports this module at start
 
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, nrows=MAX_ROWS)
-    return pd.read_parquet(path)
+        frame = pd.read_csv(path, nrows=max_rows + 1)  # one more says whether there are more
+        more = len(frame) > max_rows
+        return (frame.iloc[:max_rows] if more else frame), min(len(frame), max_rows), more
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as f:
+        total = f.metadata.num_rows
+        if total <= max_rows:
+            return pd.read_parquet(path), total, False
+        batches, n = [], 0
+        for batch in f.iter_batches(batch_size=min(max_rows, 65_536), use_pandas_metadata=True):
+            batches.append(batch)
+            n += len(batch)
+            if n >= max_rows:
+                break
+        table = pa.Table.from_batches(batches, schema=f.schema_arrow).slice(0, max_rows)
+    return table.to_pandas(), total, True
+
+
+def capped_note(what: str, max_rows: int) -> str:
+    """The one line said when a source is read only in part."""
+    return (
+        f"{what} has more than {max_rows:,} rows: its statistics and revalidations use the "
+        f"first {max_rows:,} (c.HandoffAgent.watch_max_rows)."
+    )
 
 
 def schema_of(frame: pd.DataFrame) -> list[dict]:
@@ -138,7 +168,11 @@ def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
 
 
 def fingerprint_files(
-    pattern: str, edges: dict | None = None, prev_rows: int = 0, home: Path | None = None
+    pattern: str,
+    edges: dict | None = None,
+    prev_rows: int = 0,
+    home: Path | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> dict:
     import pandas as pd
 
@@ -148,14 +182,18 @@ def fingerprint_files(
     bad = [p.name for p in paths if p.suffix.lower() not in SUFFIXES]
     if bad:
         raise SourceError(f"{bad[0]} is not Parquet or CSV; a source holds .parquet or .csv files.")
-    files, frames = [], []
+    files, frames, rows, capped = [], [], 0, []
     for p in paths:
         with _readable(p):
             st = p.stat()
             files.append(
                 {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
             )
-            frames.append(_read(p))
+            part, n, more = _read(p, max_rows)
+        frames.append(part)
+        rows += n
+        if more:
+            capped.append(str(p))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     digest = hashlib.sha256("\n".join(f"{f['path']}\0{f['sha256']}" for f in files).encode())
     schema = schema_of(frame)
@@ -163,11 +201,12 @@ def fingerprint_files(
         "fingerprint": digest.hexdigest(),
         "size": sum(f["size"] for f in files),
         "mtime": max(f["mtime"] for f in files),
-        "rows": len(frame),
+        "rows": rows,
         "schema": schema,
         "schema_hash": schema_hash(schema),
         "max_updated": None,
         "stats": stats(frame, edges),
+        "capped": [capped_note(c, max_rows) for c in capped],
         "files": files,
         "row_hashes": _row_prefix(frame),
         "prefix_hash": _row_prefix(frame.iloc[:prev_rows]) if 0 < prev_rows <= len(frame) else None,
@@ -184,7 +223,11 @@ def _row_prefix(frame: pd.DataFrame) -> str:
 
 
 def fingerprint_sql(
-    url: str, query: str, edges: dict | None = None, home: Path | None = None
+    url: str,
+    query: str,
+    edges: dict | None = None,
+    home: Path | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> dict:
     """Run the query read-only; count, schema, max(updated_at) and statistics of its rows."""
     import pandas as pd
@@ -194,7 +237,7 @@ def fingerprint_sql(
     outside([p for p in [sqlite_path(url)] if p is not None], home)
 
     try:
-        rows, frame, columns, max_updated = read_query(url, query, MAX_ROWS)
+        rows, frame, columns, max_updated = read_query(url, query, max_rows)
     except QueryFailed as e:
         raise SourceError(str(e)) from None
     if frame.empty:
@@ -217,6 +260,7 @@ def fingerprint_sql(
         "schema_hash": schema_hash(schema),
         "max_updated": max_updated,
         "stats": stats(frame, edges),
+        "capped": [capped_note("The query's result", max_rows)] if rows > len(frame) else [],
         "row_hashes": summary["content"],
     }
 
@@ -227,16 +271,21 @@ def fingerprint(
     edges: dict | None = None,
     prev_rows: int = 0,
     home: Path | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> dict:
     """One fingerprint of the source ``spec`` (a ``data_sources`` row); ``url``: its full SQL
-    URL, decrypted by the caller; ``home``: the agent's, which no file read may lead into."""
+    URL, decrypted by the caller; ``home``: the agent's, which no file read may lead into;
+    ``max_rows``: of each file or of the query, read for statistics (``capped`` says which
+    had more)."""
     if spec["kind"] == "sql":
-        return fingerprint_sql(url or spec["source"], spec["query"], edges, home)
-    return fingerprint_files(spec["source"], edges, prev_rows, home)
+        return fingerprint_sql(url or spec["source"], spec["query"], edges, home, max_rows)
+    return fingerprint_files(spec["source"], edges, prev_rows, home, max_rows)
 
 
-def frame_of(spec: dict, url: str | None = None, home: Path | None = None) -> pd.DataFrame:
-    """The source's rows now (at most ``MAX_ROWS`` of a CSV or a query), as data: a
+def frame_of(
+    spec: dict, url: str | None = None, home: Path | None = None, max_rows: int = MAX_ROWS
+) -> pd.DataFrame:
+    """The source's rows now (at most ``max_rows`` of each file or of a query), as data: a
     revalidation hands them to the check workers."""
     import pandas as pd
 
@@ -245,7 +294,7 @@ def frame_of(spec: dict, url: str | None = None, home: Path | None = None) -> pd
 
         outside([p for p in [sqlite_path(url or spec["source"])] if p is not None], home)
         try:
-            frame = read_query(url or spec["source"], spec["query"], MAX_ROWS)[1]
+            frame = read_query(url or spec["source"], spec["query"], max_rows)[1]
         except QueryFailed as e:
             raise SourceError(str(e)) from None
         return frame.infer_objects()
@@ -255,7 +304,7 @@ def frame_of(spec: dict, url: str | None = None, home: Path | None = None) -> pd
     frames = []
     for p in paths:
         with _readable(p):
-            frames.append(_read(p))
+            frames.append(_read(p, max_rows)[0])
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

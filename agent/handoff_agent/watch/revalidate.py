@@ -62,6 +62,7 @@ class Revalidator:
         self.home, self.default_checks = Path(home), list(default_checks)
         # (jobs) -> a CheckRunner reporting to ``jobs``; set by the agent when it starts
         self.make_runner: Callable | None = None
+        self.max_rows = fpm.MAX_ROWS  # of each file or of the query; c.HandoffAgent.watch_max_rows
         self._ids = itertools.count(1)
 
     def version_for(self, model: str) -> dict | None:
@@ -108,7 +109,7 @@ class Revalidator:
         }
 
     def _write_rows(self, row: dict, url: str | None) -> tuple[str, int]:
-        frame = fpm.frame_of(row, url, self.home)
+        frame = fpm.frame_of(row, url, self.home, self.max_rows)
         frame.columns = [str(c) for c in frame.columns]
         if row["target"] not in frame.columns:
             raise SourceRowsError(

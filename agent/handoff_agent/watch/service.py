@@ -88,6 +88,8 @@ class WatchService:
         self.runtime_dir = None  # where the retrain kernel finds this agent (set at start)
         self.tick_seconds = 1.0
         self.revalidation_timeout = 1800.0  # set from c.HandoffAgent.revalidation_timeout
+        self.max_rows = fpm.MAX_ROWS  # set from c.HandoffAgent.watch_max_rows
+        self._capped_said: set[tuple[int, str]] = set()  # (source, note) logged once each
         self._task: asyncio.Task | None = None
         self._running: set[int] = set()
         self.retrains: set[asyncio.Task] = set()  # and revalidations: background work
@@ -344,6 +346,7 @@ class WatchService:
                 ref["edges"] if ref else None,
                 (prev or {}).get("rows") or 0,
                 self.home,
+                self.max_rows,
             )
         except fpm.SourceError as e:
             self.events.publish(
@@ -364,6 +367,12 @@ class WatchService:
             "row_hashes": fp.get("row_hashes"),
             "schema": fp["schema"],
         }
+        if fp.get("capped"):
+            detail["capped"] = fp["capped"]
+        for note in fp.get("capped") or ():
+            if (source_id, note) not in self._capped_said:  # once a source, not every check
+                self._capped_said.add((source_id, note))
+                log.warning("watch %s (%s): %s", source_id, row["model"], note)
         for _ in range(SNAPSHOT_TRIES):
             fp.pop("since", None)
             if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
@@ -412,6 +421,7 @@ class WatchService:
             "rows": fp.get("rows"),
             "size": fp.get("size"),
             "max_updated": fp.get("max_updated"),
+            "capped": fp.get("capped") or [],
             "triggers": [],
         }
         covered = {c for word in row["on"] for c in WATCH_ON[word]}

@@ -153,3 +153,37 @@ def test_the_route_at_central_and_its_errors(pair):
     # A bad name is the one JSON error shape, before any stream starts
     status, body = local.request("GET", "/api/v1/models/bad%20name/deployment/events")
     assert status == 400 and set(body) == {"error"}, body
+
+
+def test_an_unknown_model_is_a_404_naming_it_before_any_stream_starts(pair, tmp_path):
+    local, central = pair
+    # Given a model neither agent knows (a typo), at central and through the local agent
+    for agent in (central, local):
+        conn = http.client.HTTPConnection(agent.host, agent.port, timeout=30)
+        try:
+            conn.request(
+                "GET",
+                "/api/v1/models/chrun/deployment/events",
+                headers={"Authorization": f"token {agent.token}"},
+            )
+            resp = conn.getresponse()
+            # then the answer is the one JSON error, naming the model, and it ends
+            assert resp.status == 404, agent.role
+            assert resp.getheader("Content-Type").startswith("application/json")
+            body = json.loads(resp.read())
+            assert set(body) == {"error"} and body["error"]["code"] == "not_found", body
+            assert "'chrun'" in body["error"]["message"], body
+        finally:
+            conn.close()
+    # A model central only monitors (an imported log, no version) has a stream there
+    log = pd.DataFrame({"a": [0.5] * 5, "prediction": [1] * 5, "time": time.time() - 60.0})
+    log.to_parquet(tmp_path / "log.parquet")
+    p = central.cli("monitor", "import", "imported", str(tmp_path / "log.parquet"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    for agent in (central, local):
+        stream = Stream(agent, "/api/v1/models/imported/deployment/events")
+        try:
+            assert stream.resp.status == 200, agent.role
+            assert stream.resp.getheader("Content-Type") == "text/event-stream"
+        finally:
+            stream.close()

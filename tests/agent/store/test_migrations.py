@@ -135,3 +135,29 @@ def test_m015_adds_the_pruned_mark(tmp_path, backend):
         assert "pruned" in {c["name"] for c in inspect(store.engine).get_columns("versions")}
     finally:
         store.engine.dispose()
+
+
+def test_m017_adds_the_segment_quarantine_mark(tmp_path, backend):
+    """A database at m016 (no ``prediction_segments.quarantined``) upgrades on each backend;
+    its segments stay readable, and the monitor can quarantine one after, with its audit row."""
+    from sqlalchemy import inspect, text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            c.execute(text("ALTER TABLE prediction_segments DROP COLUMN quarantined"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm017_segment_quarantine'"))
+        store.segment_add("churn", "a" * 64, 5, 100, 1.0, 2.0)  # names no new column
+        assert upgrade(store.engine) == ["m017_segment_quarantine"]
+        cols = {c["name"] for c in inspect(store.engine).get_columns("prediction_segments")}
+        assert "quarantined" in cols
+        (segment,) = store.segments_of("churn")
+        assert segment["quarantined"] is None
+        assert store.segment_quarantine("churn", segment, "corrupt")
+        assert not store.segment_quarantine("churn", segment, "corrupt")  # once only
+        assert store.segments_of("churn")[0]["quarantined"] == "corrupt"
+        assert store.audit_first_bad() is None
+    finally:
+        store.engine.dispose()
