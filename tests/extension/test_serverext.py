@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
@@ -205,9 +206,16 @@ def central_role(agent_factory, handoff_config):
     return central
 
 
-def test_deployment_events_stream_through_the_proxy(central_role, jp_fetch, jp_asyncio_loop):
+def test_deployment_events_stream_through_the_proxy(
+    central_role, jp_fetch, jp_asyncio_loop, tmp_path
+):
     """A model's deployment events (what the panel's Deployments view follows) are relayed
     as they come, not held until the stream ends: central's opening line arrives at once."""
+    # (a model central knows: one it monitors from an imported prediction log)
+    log = pd.DataFrame({"a": [0.5] * 5, "prediction": [1] * 5, "time": time.time() - 60.0})
+    log.to_parquet(tmp_path / "log.parquet")
+    imported = central_role.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
     seen: list[bytes] = []
 
     class Done(Exception):
