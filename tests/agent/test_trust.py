@@ -150,8 +150,10 @@ class TrustHook(Receiver):
     received: list = []
 
 
-def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
-    hook = HTTPServer(("127.0.0.1", 0), TrustHook)
+def start_hooked_central(tmp_path, receiver, *args) -> tuple[RunningAgent, HTTPServer]:
+    """A central whose webhook destination (the security team's channel) is ``receiver``, a
+    real HTTP server answering on a thread; the caller shuts both down."""
+    hook = HTTPServer(("127.0.0.1", 0), receiver)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{hook.server_port}/security"
     central = start_central(
@@ -161,7 +163,13 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         f"--WebhookDestination.url={url}",
         "--WebhookDestination.secret=trust-webhook-secret-7Hq2Lm9Xc4Vb8N",
         f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+        *args,
     )
+    return central, hook
+
+
+def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
+    central, hook = start_hooked_central(tmp_path, TrustHook)
     marker = tmp_path / "pwned"
     try:
         payload = exec_payload(f"open({str(marker)!r}, 'w').write('ran')")

@@ -4,15 +4,12 @@ same delivery id until it is taken; a refusal for good (a 400) is not tried agai
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from support import until
 from test_pipeline_delivery import deliver, envelope
-from test_trust import exec_payload, start_central
-
-SECRET = "notice-webhook-secret-Qm4Zt8Lw2Xc6"
+from test_trust import exec_payload, start_hooked_central
 
 
 class Flaky(BaseHTTPRequestHandler):
@@ -41,17 +38,8 @@ class Flaky(BaseHTTPRequestHandler):
 )
 def test_a_refused_notice_is_retried_with_its_delivery_id(tmp_path, answers, attempts):
     Flaky.answers, Flaky.received = list(answers), []
-    hook = HTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{hook.server_port}/security"
-    central = start_central(
-        tmp_path,
-        "--forward-to",
-        "webhook",
-        f"--WebhookDestination.url={url}",
-        f"--WebhookDestination.secret={SECRET}",
-        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
-        "--HandoffAgent.notice_retry_seconds=[0.2, 0.2, 0.2]",
+    central, hook = start_hooked_central(
+        tmp_path, Flaky, "--HandoffAgent.notice_retry_seconds=[0.2, 0.2, 0.2]"
     )
     try:
         # Given a version that waits for an admin's trust: the security channel is told
