@@ -47,13 +47,14 @@ class Notices:
             task.add_done_callback(self._retrying.discard)
 
     async def _retry(self, dest, body: bytes, delivery: str, kind: str, result) -> None:
+        attempts = 1
         for delay in self.retry_delays:
             await asyncio.sleep(max(delay, min(result.retry_after or 0, 3600)))
             result = await self.run_io(_post, dest, body, delivery)
+            attempts += 1
             if result.ok or not result.retryable:
                 break
         if not result.ok:
-            attempts = 1 + len(self.retry_delays)
             log.warning(
                 "%s notice to %s failed after %d attempts: %s",
                 kind,
