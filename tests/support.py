@@ -55,6 +55,13 @@ class RunningAgent:
             # Warm check workers (imports done before a push) cost ~2 s of CPU each per
             # start: only the tests that measure or rely on them keep them.
             self.args.append("--HandoffAgent.warm_workers=0")
+        # One check worker and one serving worker per version, unless a test asks for more:
+        # each is a sandboxed Python importing scikit-learn (~2 s of CPU), and the suite is
+        # CPU-bound on two cores. The demo and the browser tests run the defaults.
+        if not any(a.startswith("--HandoffAgent.workers") for a in args):
+            self.args.append("--HandoffAgent.workers=1")
+        if central and not any(a.startswith("--ModelServer.workers") for a in args):
+            self.args.append("--ModelServer.workers=1")
         if plugins:
             self.args.append("--HandoffAgent.plugins=" + json.dumps(plugins))
         if database_url is ...:
