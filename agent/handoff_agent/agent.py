@@ -505,6 +505,8 @@ class HandoffAgent(LoggingConfigurable):
         self.gate = GatePolicy(
             parent=self, checks=list(self.checks), declared=self.declared_settings.settings
         )
+        if self.policy is not None:  # central: its policy says whether pushed --gate applies
+            self.gate.honour_pushed = self.policy.gate_overrides
         bundle_limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )

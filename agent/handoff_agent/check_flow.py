@@ -215,12 +215,13 @@ class CheckFlow:
 
     def job_context(self, model: str, number: int) -> dict:
         """What a worker needs beyond the bundle: the champion, the previous manifest, and
-        each check's settings (policy thresholds, then the push's --gate overrides)."""
+        each check's settings (policy thresholds, then the --gate overrides applied here)."""
         manifest = self.store.manifest_of(model, number) or {}
+        overrides = self.gate.applied_overrides(manifest.get("gate"))
         return {
             "champion": self.versions.champion(model, number),
             "previous_manifest": self.store.manifest_of(model, number - 1),
-            "config": {c: self.gate.check_config(c, manifest.get("gate")) for c in self.checks},
+            "config": {c: self.gate.check_config(c, overrides) for c in self.checks},
         }
 
     async def start_check(self, run_id: int, model: str, number: int, check: str) -> bool:

@@ -96,7 +96,8 @@ def gather(agent, name: str, number: int) -> dict:
             "gate": {
                 "verdict": (v.get("verdict") or {}).get("verdict"),
                 "reasons": (v.get("verdict") or {}).get("reasons", []),
-                "overrides": manifest.get("gate") or {},
+                "overrides": agent.gate.applied_overrides(manifest.get("gate")),
+                "overrides_pushed": manifest.get("gate") or {},
                 "thresholds": dict(agent.gate.thresholds),
                 "blocking": list(agent.gate.blocking),
             },

@@ -36,6 +36,17 @@ class GatePolicy(LoggingConfigurable):
         "by the agent: check_settings.DeclaredSettings.settings); an override must fit them.",
     )
 
+    honour_pushed = Bool(
+        True,
+        help="Judge a version with the --gate overrides it was pushed with (set by the agent: "
+        "at central, its policy's [intake] gate_overrides, false by default, so IT's thresholds "
+        "govern there and an analyst's override cannot loosen them).",
+    )
+
+    def applied_overrides(self, pushed) -> dict:
+        """The --gate overrides a version is judged with here: its pushed ones, or none."""
+        return dict(pushed or {}) if self.honour_pushed else {}
+
     def check_config(self, check: str, overrides: dict | None) -> dict:
         """The settings one check runs with: policy thresholds, then the push's overrides."""
         cfg = dict(self.thresholds.get(check, {}))

@@ -4,6 +4,7 @@
 secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (see below)
 trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
+gate_overrides = false        # true: judge with the analyst's --gate overrides, not only ours
 max_versions_per_hour = 120   # per sender; more waits (429, Retry-After) in its outbox; 0: off
 max_bytes_per_hour = 0        # per sender, the same way (e.g. 10_737_418_240); 0: off
 
@@ -73,6 +74,7 @@ class Policy:
     senders: dict[str, list[str]] = field(default_factory=dict)
     trusted_types: list[str] = field(default_factory=list)
     revalidate: bool = True
+    gate_overrides: bool = False  # central's checks apply the pushed --gate overrides
     max_skew: int = 300
     max_per_hour: int = 120  # versions one sender may deliver in an hour; 0: no limit
     max_bytes_per_hour: int = 0  # bytes one sender may deliver in an hour; 0: no limit
@@ -116,6 +118,7 @@ class Policy:
             senders=senders,
             trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
+            gate_overrides=bool(intake.get("gate_overrides", False)),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             max_per_hour=per_hour,
             max_bytes_per_hour=bytes_per_hour,

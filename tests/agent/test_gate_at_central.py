@@ -1,0 +1,57 @@
+"""An analyst's --gate override loosens the local agent's checks, never central's: central
+re-runs the checks on its own thresholds, unless its policy says `[intake] gate_overrides`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from support import push_model, until, wait_checked
+from test_pipeline_central import start_pair
+
+LOOSE = {"fairness.max_dp_diff": 1.0, "fairness.max_eo_diff": 1.0}
+
+
+def biased():
+    """A model whose approvals follow gender: the fairness check fails it on its defaults."""
+    rng = np.random.default_rng(3)
+    gender = pd.Series(np.where(rng.random(600) < 0.5, "f", "m"), name="gender")
+    X = pd.DataFrame({"spend": rng.normal(size=600), "g": (gender == "m").astype(float)})
+    y = pd.Series(((X["g"] + 0.3 * X["spend"]) > 0.5).astype(int), name="approved")
+    return LogisticRegression().fit(X, y), X, y, gender
+
+
+def central_stage(central) -> str | None:
+    status, body = central.request("GET", "/api/v1/models/credit/versions/1")
+    return body["stage"] if status == 200 and body["stage"] != "received" else None
+
+
+@pytest.mark.parametrize("honoured", [False, True], ids=["central_policy", "gate_overrides"])
+def test_a_loosened_fairness_gate_passes_locally_and_central_judges_by_its_policy(
+    tmp_path, honoured
+):
+    local, central = start_pair(
+        tmp_path, intake="gate_overrides = true" if honoured else "",
+        local_args=["--HandoffAgent.checks=['loads', 'fairness']"],
+    )  # fmt: skip
+    try:
+        model, X, y, gender = biased()
+        v = push_model(local, model, "credit", X=X, y=y, sensitive=[gender], gate=LOOSE)
+        mine = wait_checked(local, "credit", v.number)
+        fairness = next(c for c in mine["checks"] if c["name"] == "fairness")
+        assert fairness["status"] == "pass" and mine["status"] == "passed", mine
+        stage = until(lambda: central_stage(central), timeout=180, what="central's verdict")
+        at_central = central.request("GET", "/api/v1/models/credit/versions/1")[1]
+        theirs = next(c for c in at_central["checks"] if c["name"] == "fairness")
+        assert at_central["manifest"]["gate"] == LOOSE  # recorded either way
+    finally:
+        local.stop()
+        central.stop()
+    if honoured:
+        assert (stage, theirs["status"]) == ("validated", "pass"), at_central
+    else:
+        # IT's thresholds: the bias the analyst's override let through is refused there
+        assert (stage, theirs["status"]) == ("rejected", "fail"), at_central
+        assert "dp_diff" in theirs["message"], theirs
+        assert at_central["stages"][-1]["comment"] == "central checks: fail"
