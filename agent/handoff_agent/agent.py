@@ -505,8 +505,15 @@ class HandoffAgent(LoggingConfigurable):
         self.gate = GatePolicy(
             parent=self, checks=list(self.checks), declared=self.declared_settings.settings
         )
-        if self.policy is not None:  # central: its policy says whether pushed --gate applies
+        if self.policy is not None:  # central: its policy's say on the gate
             self.gate.honour_pushed = self.policy.gate_overrides
+            self.gate.required = [*self.gate.required, *self.policy.required_checks]
+        unknown = sorted(set(self.gate.required) - set(self.checks))
+        if unknown:
+            raise ValueError(
+                f"Required checks {unknown} are not among the checks this agent runs "
+                f"({', '.join(self.checks)}): fix required_checks, or add them to checks."
+            )
         bundle_limits = self.worker_limits(
             file_size=max(self.sandbox_max_file_size, 2 * self.max_bundle_size)
         )

@@ -19,6 +19,13 @@ class GatePolicy(LoggingConfigurable):
         ["loads", "smoke", "schema", "performance", "fairness"],
         help="Checks whose fail or error fails the verdict. A fail elsewhere only warns.",
     ).tag(config=True)
+    required = List(
+        Unicode(),
+        [],
+        help="Checks that must judge every version: a skip fails the verdict with the reason "
+        "it was skipped, e.g. fairness when no --sensitive column was pushed. At central, its "
+        "policy's [intake] required_checks are added.",
+    ).tag(config=True)
     thresholds = Dict(
         help="Per-check settings over the checks' defaults, e.g. "
         "{'fairness': {'max_dp_diff': 0.1}, 'performance': {'max_regression': 0.01}}."
@@ -102,9 +109,14 @@ class GatePolicy(LoggingConfigurable):
                 level = "fail" if c["name"] in self.blocking else "warn"
             elif status == "warn":
                 level = "warn"
+            elif status == "skip" and c["name"] in self.required:
+                level = "fail"
             else:
                 continue
-            reasons.append((level, f"{c['name']}: {(c.get('message') or status).splitlines()[0]}"))
+            said = (c.get("message") or status).splitlines()[0]
+            if status == "skip":
+                said = f"required, but skipped: {said}"
+            reasons.append((level, f"{c['name']}: {said}"))
             if ORDER[level] > ORDER[verdict]:
                 verdict = level
         reasons.sort(key=lambda r: r[0] != "fail")  # blocking failures first

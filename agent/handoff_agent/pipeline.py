@@ -48,7 +48,10 @@ def embedded_policy(home: Path) -> Path:
             "trusted_types = []\n"
             "revalidate = true\n"
             "# true: central's checks apply an analyst's --gate overrides; false: ours only.\n"
-            "gate_overrides = false\n\n"
+            "gate_overrides = false\n"
+            '# Checks that must judge every version here: a skip fails it, e.g. ["fairness"]\n'
+            "# refuses a version pushed without --sensitive.\n"
+            "required_checks = []\n\n"
             "[sandbox]\n"
             "# true: never run model code without bubblewrap (apt-get install bubblewrap).\n"
             "# false here so the embedded central runs on any machine; it then falls back\n"

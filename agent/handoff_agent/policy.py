@@ -5,6 +5,7 @@ secrets = ["…", "…"]          # unnamed HMAC secrets; two during rotation (s
 trusted_types = ["my_pkg.MyEstimator"]   # exact types trusted beyond the default list
 revalidate = true             # re-run the checks here before `validated`
 gate_overrides = false        # true: judge with the analyst's --gate overrides, not only ours
+required_checks = ["fairness"]   # a skip fails the verdict (fairness: no --sensitive pushed)
 max_versions_per_hour = 120   # per sender; more waits (429, Retry-After) in its outbox; 0: off
 max_bytes_per_hour = 0        # per sender, the same way (e.g. 10_737_418_240); 0: off
 
@@ -75,6 +76,7 @@ class Policy:
     trusted_types: list[str] = field(default_factory=list)
     revalidate: bool = True
     gate_overrides: bool = False  # central's checks apply the pushed --gate overrides
+    required_checks: list[str] = field(default_factory=list)  # a skip of one fails the verdict
     max_skew: int = 300
     max_per_hour: int = 120  # versions one sender may deliver in an hour; 0: no limit
     max_bytes_per_hour: int = 0  # bytes one sender may deliver in an hour; 0: no limit
@@ -119,6 +121,7 @@ class Policy:
             trusted_types=trusted,
             revalidate=bool(intake.get("revalidate", True)),
             gate_overrides=bool(intake.get("gate_overrides", False)),
+            required_checks=_names(intake, "required_checks", path),
             max_skew=int(intake.get("max_skew_seconds", 300)),
             max_per_hour=per_hour,
             max_bytes_per_hour=bytes_per_hour,
@@ -205,4 +208,12 @@ def _hourly(intake: dict, key: str, default: int, path) -> int:
         raise ValueError(
             f"{path}: [intake] {key} must be a whole number >= 0 (0: no limit), not {value!r}."
         )
+    return value
+
+
+def _names(intake: dict, key: str, path) -> list[str]:
+    """An [intake] list of check names (the agent refuses to start on one it does not run)."""
+    value = intake.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'{path}: [intake] {key} must be a list of check names: ["fairness"].')
     return value

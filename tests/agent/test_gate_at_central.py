@@ -1,13 +1,16 @@
-"""An analyst's --gate override loosens the local agent's checks, never central's: central
-re-runs the checks on its own thresholds, unless its policy says `[intake] gate_overrides`."""
+"""What central's gate takes from a push and what its policy decides: an analyst's --gate
+override loosens the local agent's checks, never central's (unless `[intake] gate_overrides`),
+and a check central requires (`[intake] required_checks`) cannot be skipped by pushing less."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from support import push_model, until, wait_checked
+from support import handoff_cli, push_model, until, wait_checked
 from test_pipeline_central import start_pair
 
 LOOSE = {"fairness.max_dp_diff": 1.0, "fairness.max_eo_diff": 1.0}
@@ -55,3 +58,37 @@ def test_a_loosened_fairness_gate_passes_locally_and_central_judges_by_its_polic
         assert (stage, theirs["status"]) == ("rejected", "fail"), at_central
         assert "dp_diff" in theirs["message"], theirs
         assert at_central["stages"][-1]["comment"] == "central checks: fail"
+
+
+def test_a_central_that_requires_fairness_refuses_a_version_pushed_without_sensitive(tmp_path):
+    local, central = start_pair(
+        tmp_path, intake='required_checks = ["fairness"]',
+        local_args=["--HandoffAgent.checks=['loads', 'fairness']"],
+    )  # fmt: skip
+    try:
+        model, X, y, _ = biased()
+        v = push_model(local, model, "credit", X=X, y=y)  # no --sensitive: fairness skips
+        mine = wait_checked(local, "credit", v.number)
+        assert mine["status"] == "passed", mine  # the local agent does not require it
+        stage = until(lambda: central_stage(central), timeout=180, what="central's verdict")
+        at_central = central.request("GET", "/api/v1/models/credit/versions/1")[1]
+    finally:
+        local.stop()
+        central.stop()
+    assert stage == "rejected", at_central
+    reasons = at_central["verdict"]["reasons"]
+    assert reasons[0].startswith("fairness: required, but skipped: "), reasons
+
+
+def test_a_required_check_the_agent_does_not_run_stops_central_in_one_line(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[intake]\nrequired_checks = ["fairnes"]\n')
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    out = handoff_cli(
+        env, "serve", "--role", "central", "--home", str(tmp_path / "central"),
+        "--policy", str(policy), timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = [x for x in out.stderr.splitlines() if "fairnes'" in x]
+    assert "Required checks ['fairnes'] are not among the checks this agent runs" in line
+    assert not (tmp_path / "rt" / "handoff-central.json").exists()
