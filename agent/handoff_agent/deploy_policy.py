@@ -103,7 +103,11 @@ class DeployPolicy:
     )
     min_labels: int = _key(50, "labels each side needs before the live alarm applies", lo=1)
     live_confidence: float = _key(
-        0.99, "confidence (one-sided) that a live shortfall is not label noise", lo=0.5, hi=0.9999
+        0.99,
+        "confidence (one-sided) that a live shortfall is not label noise, and that a canary "
+        "failing more often than a production that fails too is not chance",
+        lo=0.5,
+        hi=0.9999,
     )
     shadow: bool = _key(False, "mirror traffic to the candidate before its canary")
     min_agreement: float = _key(

@@ -15,7 +15,9 @@ Alarms (in this order; each needs ``min_requests`` canary requests first, except
 whose errors already exceed ``max_error_rate`` of ``min_requests``, which no later success can
 bring back under the threshold):
 
-- error rate above ``max_error_rate``;
+- error rate above ``max_error_rate`` (and, when production fails requests too over the same
+  span, above production's by more than chance explains at ``live_confidence``: its clients'
+  unusable inputs are not the canary's fault);
 - p99 above ``max_p99_ratio`` times production's, by more than ``p99_slack_ms``; while
   traffic is thin the tail compared is the highest quantile with ``TAIL`` requests above it
   (p90 at 100 requests, p99 from 1000), as one slow request is not a p99;
@@ -115,8 +117,8 @@ def alarms(canary: WindowStats, production: WindowStats | None, policy) -> tuple
         "error_rate": canary.error_rate,
         "production_requests": production.count if production is not None else 0,
     }
-    found = [_error_alarm(canary, d)]
     base = production if production is not None and production.count >= d.min_requests else None
+    found = [_error_alarm(canary, base, d, metrics)]
     if canary.count >= d.min_requests and base is not None:
         found += [
             _latency_alarm(canary, base, d, metrics),
@@ -126,19 +128,35 @@ def alarms(canary: WindowStats, production: WindowStats | None, policy) -> tuple
     return tuple(a for a in found if a is not None), metrics
 
 
-def _error_alarm(canary: WindowStats, d: DeployPolicy) -> Alarm | None:
+def _error_alarm(canary: WindowStats, base, d: DeployPolicy, metrics: dict) -> Alarm | None:
     rate = canary.error_rate
     if rate is None or rate <= d.max_error_rate:
         return None
     if canary.count < d.min_requests and canary.errors <= d.max_error_rate * d.min_requests:
         return None  # too little traffic, and later successes could still dilute it
+    theirs = ""
+    if base is not None and base.errors:
+        # Production fails requests too (clients sending what no model takes): the canary
+        # alarms only when it fails more often than production, beyond chance.
+        metrics["production_error_rate"] = base.error_rate
+        if not _fails_more(canary, base, NormalDist().inv_cdf(d.live_confidence)):
+            return None
+        theirs = f", and above production's {_pct(base.error_rate)}"
     return Alarm(
         "error_rate",
         rate,
         d.max_error_rate,
         f"Canary error rate {_pct(rate)} ({canary.errors} of {canary.count} requests) "
-        f"is above max_error_rate {_pct(d.max_error_rate)}.",
+        f"is above max_error_rate {_pct(d.max_error_rate)}{theirs}.",
     )
+
+
+def _fails_more(canary: WindowStats, base: WindowStats, z: float) -> bool:
+    """A one-sided two-proportion test: the canary's error rate above production's by more
+    than ``z`` standard errors (pooled)."""
+    pooled = (canary.errors + base.errors) / (canary.count + base.count)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / canary.count + 1 / base.count))
+    return canary.error_rate - base.error_rate > z * se
 
 
 def _latency_alarm(canary, base, d: DeployPolicy, metrics: dict) -> Alarm | None:

@@ -88,6 +88,31 @@ def test_the_error_alarm_holds_above_the_threshold_only():
     assert over.reason == a.sentence and "\n" not in a.sentence
 
 
+def test_errors_production_makes_as_often_are_the_clients_not_the_canary():
+    # Clients send some rows no model takes: production fails 2% of 2000 requests
+    noisy = traffic(2000, errors=40)
+    # 100 canaries failing as often, at 100 to 1000 requests: the limit alone (2% > 1%) rolled
+    # back nearly every one; against production, a 99% one-sided test, a few at most
+    rng = np.random.default_rng(5)
+    sizes = [n for n in (100, 200, 400, 1000) for _ in range(25)]
+    like = [int(rng.binomial(n, 0.02)) for n in sizes]
+    assert sum(e / n > 0.01 for n, e in zip(sizes, like, strict=True)) > 80
+    decided = [
+        evaluate(traffic(n, errors=e), noisy, POLICY, now=1000.0, started_at=0.0)
+        for n, e in zip(sizes, like, strict=True)
+    ]
+    assert sum(d.state == "rollback" for d in decided) <= 3
+    # One failing 6% of its requests is rolled back, and the reason names production's rate
+    worse = evaluate(traffic(200, errors=12), noisy, POLICY, now=1000.0, started_at=0.0)
+    assert worse.state == "rollback" and worse.metrics["production_error_rate"] == 0.02
+    assert worse.alarm.sentence == (
+        "Canary error rate 6.0% (12 of 200 requests) is above max_error_rate 1.0%, and above "
+        "production's 2.0%."
+    )
+    # Against a production that fails nothing, the limit alone decides, as before
+    assert evaluate(traffic(200, errors=3), PROD, POLICY, 1000.0, 0.0).state == "rollback"
+
+
 def test_an_alarm_fires_at_the_first_tick_its_condition_holds():
     # Given a canary ticked every 5 s that starts failing 1 request in 20 at t = 60
     policy = DeployPolicy(min_requests=50, max_error_rate=0.02, bake_seconds=600)
