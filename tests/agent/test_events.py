@@ -67,3 +67,18 @@ def test_watchers_see_the_events_this_process_publishes_not_those_relayed():
     bus.publish("stage", model="churn", version=1, stage="validated")
     bus.publish("stage", relayed=True, model="churn", version=2, stage="validated")
     assert [e["version"] for e in seen] == [1]
+
+
+def test_a_stream_open_when_the_agent_stops_ends_without_an_error_in_its_log(agent_factory):
+    import time
+
+    agent = agent_factory()
+    got, stop = [], threading.Event()
+    reader = follow(agent, "", got, stop)
+    time.sleep(0.5)  # connected
+    agent.stop()
+    reader.join(30)
+    assert not reader.is_alive()  # the stream ended with the agent
+    log = (agent.home.parent / f"{agent.home.name}.log").read_text()
+    assert "Handoff agent stopped" in log
+    assert " ERROR" not in log, log

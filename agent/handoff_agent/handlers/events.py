@@ -17,10 +17,13 @@ from .base import BaseHandler, int_arg, parse_uint
 from .relay import FromCentral
 
 KEEPALIVE = 15.0
+STREAM_ENDS = (StreamClosedError, asyncio.CancelledError)  # the client left; the agent stops
 
 
 class EventStreamHandler(BaseHandler):
-    """Writing an SSE stream; a client that went away ends it (StreamClosedError)."""
+    """Writing an SSE stream; a client that went away ends it (StreamClosedError), and so
+    does the agent stopping (its task cancelled): quietly, not as an error response after
+    the headers went out, an ERROR line in the log at every stop with a panel open."""
 
     def last_event_id(self) -> int | None:
         return parse_uint(self.request.headers.get("Last-Event-ID"))
@@ -46,17 +49,16 @@ class EventStreamHandler(BaseHandler):
         bus = self.agent.events
         queue = bus.subscribe(self.last_event_id())
         try:
-            await self.open_stream()
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    await self.keepalive()
-                    continue
-                if keep(event):
-                    await self.send(event["type"], event)
-        except StreamClosedError:
-            pass
+            with contextlib.suppress(*STREAM_ENDS):
+                await self.open_stream()
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    except TimeoutError:
+                        await self.keepalive()
+                        continue
+                    if keep(event):
+                        await self.send(event["type"], event)
         finally:
             bus.unsubscribe(queue)
 
@@ -91,7 +93,7 @@ class DeploymentEventsHandler(EventStreamHandler, FromCentral):
         target = self.central_target()  # no central at all: the one error shape, before SSE
         await self.known_at_central(name)
         relayed = central_events.follow(target, name, self.last_event_id())
-        try:
+        with contextlib.suppress(*STREAM_ENDS):
             await self.open_stream()
             async with contextlib.aclosing(relayed):
                 async for kind, event in relayed:
@@ -99,8 +101,6 @@ class DeploymentEventsHandler(EventStreamHandler, FromCentral):
                         await self.keepalive()
                     else:
                         await self.send(event.get("type", kind) if kind == "event" else kind, event)
-        except StreamClosedError:
-            pass
 
     async def known_at_central(self, name: str) -> None:
         """Central's 404 for a model it has neither a version nor a log of, passed on; asked
