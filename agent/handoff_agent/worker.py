@@ -32,6 +32,15 @@ def claim_stdout():
     return _protocol
 
 
+def exit_now(code: int) -> None:
+    """End without the interpreter's teardown: pyarrow's thread pools can abort a process at
+    exit ("terminate called without an active exception", apache/arrow#34314) after its
+    results were sent, and a killed-looking worker is not what happened."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _emit(event: dict) -> None:
     _protocol.write(json.dumps(event, default=str) + "\n")
     _protocol.flush()
@@ -252,4 +261,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.pop("HANDOFF_TOKEN", None)
-    sys.exit(main())
+    exit_now(main())

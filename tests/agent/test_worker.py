@@ -9,12 +9,13 @@ import pandas as pd
 
 READ_AFTER_WARMING = """
 import io, json, sys
-from handoff_agent.worker import _warm_imports
+from handoff_agent.worker import _warm_imports, exit_now
 _warm_imports()
 before = set(sys.modules)
 import pandas as pd
 pd.read_parquet(io.BytesIO(open(sys.argv[1], "rb").read()))
 print(json.dumps(sorted(set(sys.modules) - before)))
+exit_now(0)  # as the worker ends
 """
 
 

@@ -16,7 +16,6 @@ import importlib
 import json
 import os
 import socket
-import sys
 import time
 
 
@@ -142,4 +141,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..worker import exit_now
+
+    exit_now(main())
