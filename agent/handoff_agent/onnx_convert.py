@@ -29,6 +29,8 @@ import sys
 import tarfile
 import time
 
+from .parquet_bytes import read_frame
+
 EXTRA = "onnx extra not installed (pip install 'jupyter-handoff[serve]')"
 REQUIRED = ("onnx", "onnxruntime", "skl2onnx")
 # A float32 graph differs from a float64 model by ~1e-7 relative; a converter bug shows as a
@@ -425,16 +427,13 @@ def _sample(path: str, rows: int) -> dict | None:
     """Up to ``rows`` rows of the bundle's evaluation sample as JSON (``columns``,
     ``dtypes``, ``data`` row by row, NaN as null), or None without one. Data only: the
     agent rebuilds the frame from JSON and never parses the bundle itself."""
-    import io
     import math
-
-    import pandas as pd
 
     from .manifest import data_member
 
     try:
         with tarfile.open(path, mode="r:") as tar:
-            X = pd.read_parquet(io.BytesIO(tar.extractfile(data_member("X")).read()))
+            X = read_frame(tar.extractfile(data_member("X")).read())
     except Exception:  # no sample is an answer; the conversion says what is wrong
         return None
     if X is None or len(X) == 0:

@@ -20,6 +20,8 @@ import tarfile
 import time
 import traceback
 
+from .parquet_bytes import read_frame
+
 _protocol = sys.stdout
 
 
@@ -70,9 +72,7 @@ def _load_data(tar: tarfile.TarFile) -> dict:
     out = {}
     for member, field in DATA_MEMBERS.items():
         if member in names:
-            import pandas as pd
-
-            frame = pd.read_parquet(io.BytesIO(tar.extractfile(member).read()))
+            frame = read_frame(tar.extractfile(member).read())
             one_column = field.endswith("y") or (text and field in ("X", "reference_X"))
             out[field] = frame.iloc[:, 0] if one_column else frame
     return out
@@ -138,7 +138,7 @@ def _warm_parquet() -> None:
 
     buf = io.BytesIO()
     pd.DataFrame({"x": [0.0]}).to_parquet(buf, index=False)
-    pd.read_parquet(io.BytesIO(buf.getvalue()))
+    read_frame(buf.getvalue())
 
 
 def _load_champion(spec: dict | None, trusted) -> tuple[object, dict | None, str | None]:

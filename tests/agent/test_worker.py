@@ -12,8 +12,8 @@ import io, json, sys
 from handoff_agent.worker import _warm_imports, exit_now
 _warm_imports()
 before = set(sys.modules)
-import pandas as pd
-pd.read_parquet(io.BytesIO(open(sys.argv[1], "rb").read()))
+from handoff_agent.parquet_bytes import read_frame
+read_frame(open(sys.argv[1], "rb").read())
 print(json.dumps(sorted(set(sys.modules) - before)))
 exit_now(0)  # as the worker ends
 """

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadRequest
+from ..parquet_bytes import read_frame
 from ..serving.predlog import IN, OUT, SCHEMA
 from .frames import RESERVED
 from .windows import in_range, iso, span_text
@@ -65,7 +66,7 @@ def _times(values: pd.Series, column: str) -> np.ndarray:
 
 def read(data: bytes) -> pd.DataFrame:
     try:
-        return pd.read_parquet(io.BytesIO(data))
+        return read_frame(data)
     except Exception as e:
         raise BadRequest(
             f"The file is not a readable Parquet file ({type(e).__name__}: {e}).",

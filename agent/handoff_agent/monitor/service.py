@@ -21,7 +21,6 @@ the run fails, saying so, and the next one tries again.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ from ..errors import HandoffError
 from ..manifest import data_member
 from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..outage import failed_round
+from ..parquet_bytes import read_frame
 from ..serving import predlog
 from ..store.blobs import BlobCorrupt
 from ..vocabulary import HIGHER_IS_BETTER
@@ -78,7 +78,6 @@ class MonitorService:
 
     def reference(self, model: str) -> metrics.Reference | None:
         """The model's imported reference, else the production version's evaluation data."""
-        import pandas as pd
 
         from . import frames, metrics
 
@@ -94,7 +93,7 @@ class MonitorService:
             return cached[1]
         frame = None
         if row:
-            frame = pd.read_parquet(io.BytesIO(self.blobs.read_bytes(row["digest"])))
+            frame = read_frame(self.blobs.read_bytes(row["digest"]))
         elif key:
             frame = self._bundle_reference(prod)
         ref = None
@@ -112,16 +111,15 @@ class MonitorService:
     def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
         """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
         never model code, so the agent process may read it."""
-        import pandas as pd
 
         wanted = (data_member("X"), data_member("y"))
         with self.blobs.open(prod["digest"]) as f:
             found = read_members(f, wanted)
         if wanted[0] not in found:
             return None
-        frame = pd.read_parquet(io.BytesIO(found[wanted[0]]))
+        frame = read_frame(found[wanted[0]])
         if wanted[1] in found:
-            frame["label"] = pd.read_parquet(io.BytesIO(found[wanted[1]])).iloc[:, 0].to_numpy()
+            frame["label"] = read_frame(found[wanted[1]]).iloc[:, 0].to_numpy()
         return frame
 
     # -- one run --------------------------------------------------------------------------

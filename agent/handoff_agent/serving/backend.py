@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..argmax_predict import argmax_classes, argmax_predictions
 from ..manifest import MANIFEST, data_member, model_member
+from ..parquet_bytes import read_frame
 
 SKOPS = model_member("skops")
 X_MEMBER = data_member("X")
@@ -242,7 +243,6 @@ class SkopsBackend:
 
     @classmethod
     def load(cls, job: dict) -> SkopsBackend:
-        import io
 
         from ..trust import load_skops
 
@@ -252,9 +252,7 @@ class SkopsBackend:
         model = load_skops(members[SKOPS], job.get("trusted_types") or ())
         sample = None
         if X_MEMBER in members:
-            import pandas as pd
-
-            sample = pd.read_parquet(io.BytesIO(members[X_MEMBER]))
+            sample = read_frame(members[X_MEMBER])
         # The array path's one warning, on every call (the worker serves this model alone).
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         return cls(model, manifest, sample)

@@ -19,6 +19,7 @@ import json
 import tarfile
 
 from ..manifest import MANIFEST, data_member, model_member
+from ..parquet_bytes import read_frame
 
 SKOPS = model_member("skops")
 X_MEMBER = data_member("X")
@@ -148,13 +149,10 @@ class OnnxBackend:
 
 
 def _manifest_and_sample(path: str):
-    import io
 
     manifest, sample = {}, None
     with tarfile.open(path, mode="r:") as tar:
         manifest = json.loads(tar.extractfile(MANIFEST).read())
         if X_MEMBER in tar.getnames():
-            import pandas as pd
-
-            sample = pd.read_parquet(io.BytesIO(tar.extractfile(X_MEMBER).read()))
+            sample = read_frame(tar.extractfile(X_MEMBER).read())
     return manifest, sample

@@ -27,6 +27,8 @@ import json
 import logging
 import random
 
+from ..parquet_bytes import read_table
+
 log = logging.getLogger("handoff_agent")
 
 SCHEMA = (
@@ -169,9 +171,8 @@ def frame_of(data: bytes):
     lists kept in Arrow (``pd.ArrowDtype``: no Python object per value) for
     ``monitor.frames.rows`` to flatten."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data))
+    table = read_table(data)
     lists = [c for c in table.column_names if c.startswith((IN, OUT))]
     frame = table.select([c for c in table.column_names if c not in lists]).to_pandas()
     for c in lists:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ from ..errors import BadRequest, Conflict, HandoffError, NotFound
 from ..manifest import data_member
 from ..names import validate_name
 from ..outage import failed_round
+from ..parquet_bytes import read_frame
 from ..store.engine import redact
 from ..vocabulary import (
     MONITOR_ALERT,
@@ -690,7 +690,6 @@ class WatchService:
     def reference(self, model: str) -> dict | None:
         """PSI bins and histograms from the model's newest version's reference (else its
         evaluation) data, read from the bundle as Parquet: data only, no model code."""
-        import pandas as pd
 
         rows = [v for v in self.registry.versions_with_manifests(model) if v.get("digest")]
         if not rows:
@@ -703,7 +702,7 @@ class WatchService:
             with self.blobs.open(digest) as f:
                 found = read_members(f, REFERENCE_MEMBERS)
             member = next((m for m in REFERENCE_MEMBERS if m in found), None)
-            frame = None if member is None else pd.read_parquet(io.BytesIO(found[member]))
+            frame = None if member is None else read_frame(found[member])
         except Exception as e:  # a reference that cannot be read: no PSI, and the log says why
             log.warning("no reference for %s: %s", model, e)
             return None  # not kept: the next check tries again
