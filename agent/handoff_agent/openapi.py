@@ -534,8 +534,18 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/models/{name}/predictions": {
         "get": _op(
-            "Central: the model's prediction log as one Parquet file.",
-            params=[NAME],
+            "Central: the model's prediction log as one Parquet file. 409 "
+            "log_segments_quarantined while segments are quarantined (their bytes are bad), "
+            "naming them, unless quarantined=skip asks for the rest.",
+            params=[
+                NAME,
+                _param(
+                    "quarantined",
+                    "query",
+                    "skip: serve the readable segments, leaving out the quarantined.",
+                    {"type": "string", "enum": ["skip"]},
+                ),
+            ],
             ok_type="application/vnd.apache.parquet",
         )
     },

@@ -4,6 +4,8 @@ the other segments instead of failing on it every run."""
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import time
 
@@ -12,6 +14,17 @@ from s3_support import agent_blobs, corrupt_blob, tamper_blob
 from support import RunningAgent
 
 QUARANTINED = "prediction-log segment"
+
+
+def _export(central: RunningAgent, query: str = "") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(central.host, central.port, timeout=60)
+    try:
+        auth = {"Authorization": f"token {central.token}"}
+        conn.request("GET", f"/api/v1/models/churn/predictions{query}", headers=auth)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, backend):
@@ -85,6 +98,27 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         marks = central.sql("SELECT digest, quarantined FROM prediction_segments ORDER BY id")
         assert [m["quarantined"] is None for m in marks] == [True, False, False, True]
         assert marks[0]["digest"] == good
+
+        # An export of the log refuses to pass for whole, naming what it lacks
+        status, raw = _export(central)
+        error = json.loads(raw)["error"]
+        assert status == 409 and error["code"] == "log_segments_quarantined", error
+        assert error["message"].startswith("2 segment(s) of churn's prediction log (100 "), error
+        assert "quarantined=skip" in error["hint"], error
+        # and serves the rest when asked
+        status, raw = _export(central, "?quarantined=skip")
+        assert status == 200, raw[:300]
+        assert len(pd.read_parquet(io.BytesIO(raw))) == 50 + 30
+        status, raw = _export(central, "?quarantined=yes")
+        assert status == 400 and b"quarantined=skip" in raw, raw
+        # A segment the export is first to find bad is quarantined by it, once
+        corrupt_blob(central, marks[3]["digest"])
+        status, raw = _export(central)
+        assert status == 409 and b"3 segment(s)" in json.loads(raw)["error"]["message"].encode()
+        status, raw = _export(central, "?quarantined=skip")
+        assert status == 200 and len(pd.read_parquet(io.BytesIO(raw))) == 50
+        lines = [line for line in central.read_log().splitlines() if QUARANTINED in line]
+        assert len(lines) == 3 and marks[3]["digest"] in lines[2], lines
         assert "Uncaught exception" not in central.read_log()
     finally:
         central.stop()

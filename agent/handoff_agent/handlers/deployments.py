@@ -185,7 +185,8 @@ class FeedbackHandler(CentralOnly):
 
 
 class PredictionsHandler(CentralOnly):
-    """The model's prediction log, as one Parquet file (what monitoring reads)."""
+    """The model's prediction log, as one Parquet file (what monitoring reads); refused while
+    a segment is quarantined unless the caller asks for the rest (``quarantined=skip``)."""
 
     async def get(self, name: str):
         validate_name(name)
@@ -196,6 +197,10 @@ class PredictionsHandler(CentralOnly):
         agent = self.agent
         if agent.model_server is not None:
             await agent.model_server.log.flush()
-        frame = await agent.run_io(read, agent.registry, agent.store, name)
+        quarantined = self.get_query_argument("quarantined", None)
+        if quarantined not in (None, "skip"):
+            raise BadRequest(f"Unknown quarantined={quarantined!r}.", "Use quarantined=skip.")
+        skip = quarantined == "skip"
+        frame = await agent.run_io(read, agent.registry, agent.store, name, skip)
         self.set_header("Content-Type", "application/vnd.apache.parquet")
         self.finish(await agent.run_io(to_parquet_frame, frame))

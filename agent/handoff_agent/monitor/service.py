@@ -35,7 +35,6 @@ from ..monitor_policy import ALERT_KINDS, MonitorPolicy
 from ..outage import failed_round
 from ..parquet_bytes import read_frame
 from ..serving import predlog
-from ..store.blobs import BlobCorrupt
 from ..vocabulary import HIGHER_IS_BETTER
 from . import windows
 
@@ -210,43 +209,17 @@ class MonitorService:
         for s in segments:
             if not (s["last_time"] >= since and s["first_time"] < now):
                 continue
-            if not s.get("quarantined"):
-                frame = self._segment(model, s)
-                if frame is not None:
-                    parts.append(frame)
-                    continue
-            skipped.append(s)
+            frame = predlog.segment_frame(self.registry, self.blobs, model, s)
+            if frame is None:
+                skipped.append(s)
+            else:
+                parts.append(frame)
         if not parts:
             empty = pd.DataFrame({n: pd.Series(dtype=object) for n, _ in predlog.SCHEMA})
             return empty, skipped
         logged = pd.concat(parts, ignore_index=True)
         t = logged["time"].astype(float)
         return logged[(t >= since) & (t < now)].assign(time=t), skipped
-
-    def _segment(self, model: str, s: dict) -> pd.DataFrame | None:
-        """One segment's records; None once it is quarantined because its bytes are bad
-        (a store out of reach, or a missing blob, raises: see the module's docstring)."""
-        import pyarrow as pa
-
-        try:
-            return predlog.frame_of(self.blobs.read_bytes(s["digest"]))
-        except BlobCorrupt:
-            reason = "its bytes no longer match their digest"
-        except pa.ArrowInvalid as e:  # bad bytes; an Arrow lacking a codec is not their fault
-            reason = f"it is not a readable Parquet segment ({str(e).strip()[:200]})"
-        s["quarantined"] = reason
-        if self.registry.segment_quarantine(model, s, reason):
-            log.warning(
-                "monitor: %s's prediction-log segment %s (%d predictions, %s to %s) is "
-                "quarantined: %s; monitoring goes on without it (run `jupyter handoff fsck`)",
-                model,
-                s["digest"],
-                s["rows"],
-                windows.readable(s["first_time"]),
-                windows.readable(s["last_time"]),
-                reason,
-            )
-        return None
 
     def evaluate(self, window, feedback, ref, start, end, now, final=True) -> dict:
         from . import frames, metrics

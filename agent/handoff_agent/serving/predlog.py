@@ -27,6 +27,7 @@ import json
 import logging
 import random
 
+from ..errors import Conflict
 from ..parquet_bytes import read_table
 
 log = logging.getLogger("handoff_agent")
@@ -200,15 +201,70 @@ def _as_json(frame):
     return frame.drop(columns=lists)
 
 
-def read(registry, store, model: str):
+def segment_frame(registry, blobs, model: str, segment: dict):
+    """One segment's records; None once it is quarantined because its bytes are bad: one
+    warning line and an audit row, once. A store out of reach, or a blob missing (more likely
+    a store pointed at the wrong place than a lost segment), is no quarantine: it raises."""
+    import pyarrow as pa
+
+    from ..store.blobs import BlobCorrupt
+
+    if segment.get("quarantined"):
+        return None
+    try:
+        return frame_of(blobs.read_bytes(segment["digest"]))
+    except BlobCorrupt:
+        reason = "its bytes no longer match their digest"
+    except pa.ArrowInvalid as e:  # bad bytes; an Arrow lacking a codec is not their fault
+        reason = f"it is not a readable Parquet segment ({str(e).strip()[:200]})"
+    segment["quarantined"] = reason
+    if registry.segment_quarantine(model, segment, reason):
+        log.warning(
+            "%s's prediction-log segment %s (%d predictions, %s to %s) is quarantined: %s; "
+            "monitoring goes on without it (run `jupyter handoff fsck`)",
+            model,
+            segment["digest"],
+            segment["rows"],
+            _when(segment["first_time"]),
+            _when(segment["last_time"]),
+            reason,
+        )
+    return None
+
+
+def read(registry, store, model: str, skip_quarantined: bool = False):
     """The model's whole log as one DataFrame, oldest first, inputs and outputs as JSON text
-    (what the log's export serves)."""
+    (what the log's export serves). Quarantined segments refuse it (409, naming them) unless
+    ``skip_quarantined``: an export that silently lacks predictions would mislead an audit."""
     import pandas as pd
 
-    frames = [frame_of(store.read_bytes(s["digest"])) for s in registry.segments_of(model)]
+    frames, left_out = [], []
+    for s in registry.segments_of(model):
+        frame = segment_frame(registry, store, model, s)
+        if frame is None:
+            left_out.append(s)
+        else:
+            frames.append(frame)
+    if left_out and not skip_quarantined:
+        raise Conflict(
+            f"{len(left_out)} segment(s) of {model}'s prediction log "
+            f"({sum(s['rows'] for s in left_out)} predictions, "
+            f"{_when(min(s['first_time'] for s in left_out))} to "
+            f"{_when(max(s['last_time'] for s in left_out))}) are quarantined: "
+            f"{left_out[0]['quarantined']}.",
+            "Export the rest with ?quarantined=skip; `jupyter handoff fsck` lists the "
+            "damaged blobs.",
+            code="log_segments_quarantined",
+        )
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object) for name, _ in SCHEMA})
     return _as_json(pd.concat(frames, ignore_index=True))
+
+
+def _when(t: float) -> str:
+    from ..monitor.windows import readable
+
+    return readable(t)
 
 
 class PredictionLog:
