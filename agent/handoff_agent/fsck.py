@@ -19,6 +19,7 @@ class FsckReport:
     partial: list[str] = field(default_factory=list)  # leftover temp uploads
     artefacts: list[str] = field(default_factory=list)  # hand-off blobs, said for what they are
     audit_break: int | None = None
+    used_by: dict[str, list[str]] = field(default_factory=dict)  # digest -> who refers to it
 
     @property
     def ok(self) -> bool:
@@ -26,7 +27,7 @@ class FsckReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.blobs} blobs, {self.versions} versions checked"]
-        out += [f"CORRUPT blob {d}" for d in self.corrupt]
+        out += [f"CORRUPT blob {d}{self._users(d)}" for d in self.corrupt]
         out += [f"MISSING blob {d}" for d in self.missing]
         if self.audit_break is not None:
             out.append(f"AUDIT chain breaks at entry {self.audit_break}")
@@ -39,6 +40,10 @@ class FsckReport:
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
         return out
 
+    def _users(self, digest: str) -> str:
+        users = self.used_by.get(digest)
+        return f" ({', '.join(users)})" if users else ""
+
 
 def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> FsckReport:
     """``store``: the agent's blob store (default: ``<home>/blobs``)."""
@@ -48,7 +53,7 @@ def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> 
     registry = MetadataStore.for_home(home, database_url)
     try:
         refs = registry.digests()
-        report = FsckReport(versions=sum(len(v) for v in refs.values()))
+        report = FsckReport(versions=sum(len(v) for v in refs.values()), used_by=refs)
         stored = set()
         for digest in store.iter_digests():
             stored.add(digest)

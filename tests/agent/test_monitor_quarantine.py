@@ -119,6 +119,9 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         assert status == 200 and len(pd.read_parquet(io.BytesIO(raw))) == 50
         lines = [line for line in central.read_log().splitlines() if QUARANTINED in line]
         assert len(lines) == 3 and marks[3]["digest"] in lines[2], lines
+        # and fsck, which the hint names, says whose blobs are bad
+        p = central.cli("fsck")
+        assert f"CORRUPT blob {rotten} (churn prediction log)" in p.stdout, p.stdout
         assert "Uncaught exception" not in central.read_log()
     finally:
         central.stop()
