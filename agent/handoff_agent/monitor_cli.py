@@ -1,8 +1,10 @@
-"""``jupyter handoff monitor import NAME FILE.parquet [--reference]`` and ``monitor run NAME
-[--now TS]``: backfill a prediction log (or set the monitoring reference) in central's stores,
-and evaluate the closed windows on demand, with a simulated clock if asked.
+"""``jupyter handoff monitor import NAME FILE.parquet [--reference]``, ``monitor run NAME
+[--now TS]`` and ``monitor release NAME``: backfill a prediction log (or set the monitoring
+reference) in central's stores, evaluate the closed windows on demand, with a simulated clock
+if asked, and lift the quarantine of log segments whose blobs were restored.
 
-``import`` writes to the stores of central's home (or --database-url / --blob-url) directly;
+``import`` and ``release`` write to the stores of central's home (or --database-url /
+--blob-url) directly;
 ``run`` asks the running central (its runtime file, or --url with HANDOFF_TOKEN), so alerts
 reach SSE, destinations and the model server; without a running central it evaluates in
 this process (a rollback then reaches the model servers at their next slot poll).
@@ -23,11 +25,12 @@ from traitlets import Bool, Unicode
 from . import runtime
 from ._version import __version__
 from .monitor import windows
-from .shell import complain
+from .shell import complain, os_user
 
 USAGE = (
     "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
-    "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]"
+    "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]\n"
+    "       jupyter handoff monitor release NAME"
 )
 
 
@@ -56,7 +59,9 @@ class MonitorApp(JupyterApp):
     description = (
         "monitor import NAME FILE.parquet [--reference]: backfill a prediction log from "
         "another system (or set the model's reference); monitor run NAME [--now TS]: "
-        "evaluate the closed windows now."
+        "evaluate the closed windows now; monitor release NAME: read the quarantined "
+        "prediction-log segments again and lift the quarantine of those whose blobs read "
+        "whole (restored from a backup)."
     )
     version = __version__
     now = Unicode("", help="Evaluate as if it were this time (ISO or epoch seconds).").tag(
@@ -97,7 +102,7 @@ class MonitorApp(JupyterApp):
         args = list(self.extra_args)
         if (
             not args
-            or args[0] not in ("import", "run")
+            or args[0] not in ("import", "run", "release")
             or len(args) != (3 if args[0] == "import" else 2)
         ):
             complain(USAGE)
@@ -107,6 +112,8 @@ class MonitorApp(JupyterApp):
             validate_name(args[1])
             if args[0] == "import":
                 out = self._import(args[1], Path(args[2]))
+            elif args[0] == "release":
+                out = self._release(args[1])
             else:
                 out = self._run(args[1], parse_now(self.now))
         except HandoffError as e:
@@ -140,6 +147,16 @@ class MonitorApp(JupyterApp):
             if self.reference:
                 return backfill.import_reference(registry, blobs, name, frame, "cli")
             return backfill.import_log(registry, blobs, name, frame, "cli")
+        finally:
+            registry.close()
+
+    def _release(self, name: str) -> dict:
+        from .cli import _open_db
+        from .serving import predlog
+
+        registry, blobs = _open_db(self.config), self._blobs()
+        try:
+            return predlog.release(registry, blobs, name, os_user())
         finally:
             registry.close()
 

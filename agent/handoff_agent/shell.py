@@ -22,3 +22,13 @@ def visible(text: object) -> str:
 def complain(*lines: object) -> None:
     """A usage mistake, a refusal or an unreachable agent, one line each, on stderr."""
     print(*lines, sep="\n", file=sys.stderr)
+
+
+def os_user() -> str:
+    """Who runs the command, for its audit rows."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # containers without a passwd entry
+        return "cli"

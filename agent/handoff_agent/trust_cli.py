@@ -7,23 +7,14 @@ versions waiting in needs_trust on those types then proceed.
 
 from __future__ import annotations
 
-import getpass
-
 from jupyter_core.application import JupyterApp
 
 from ._version import __version__
-from .shell import complain
+from .shell import complain, os_user
 
 USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
        jupyter handoff trust remove TYPE... [--home DIR]
        jupyter handoff trust list [--home DIR]"""
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # containers without a passwd entry
-        return "cli"
 
 
 class TrustApp(JupyterApp):
@@ -57,7 +48,7 @@ class TrustApp(JupyterApp):
             if action == "list":
                 self._print_list(trust_admin.listing(registry))
             elif action == "add":
-                new = trust_admin.add(registry, names, _user())
+                new = trust_admin.add(registry, names, os_user())
                 print(f"Trusted: {', '.join(new)}." if new else "Already trusted; nothing changed.")
                 if new:
                     print(
@@ -65,7 +56,7 @@ class TrustApp(JupyterApp):
                         "needs_trust on these types then go on to their checks."
                     )
             else:
-                gone = trust_admin.remove(registry, names, _user())
+                gone = trust_admin.remove(registry, names, os_user())
                 if not gone:
                     raise HandoffError(
                         f"None of {', '.join(names)} was on the trust list; nothing changed.",

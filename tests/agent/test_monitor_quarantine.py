@@ -112,6 +112,7 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         status, raw = _export(central, "?quarantined=yes")
         assert status == 400 and b"quarantined=skip" in raw, raw
         # A segment the export is first to find bad is quarantined by it, once
+        day3 = agent_blobs(central).read_bytes(marks[3]["digest"])
         corrupt_blob(central, marks[3]["digest"])
         status, raw = _export(central)
         assert status == 409 and b"3 segment(s)" in json.loads(raw)["error"]["message"].encode()
@@ -122,6 +123,19 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         # and fsck, which the hint names, says whose blobs are bad
         p = central.cli("fsck")
         assert f"CORRUPT blob {rotten} (churn prediction log)" in p.stdout, p.stdout
+
+        # When the operator restores one blob from a backup and releases the log
+        tamper_blob(central, marks[3]["digest"], day3)
+        p = central.cli("monitor", "release", "churn")
+        assert p.returncode == 0, p.stdout + p.stderr
+        out = json.loads(p.stdout)
+        # then that segment is read again, and the two still bad stay quarantined
+        assert out["released"] == [{"digest": marks[3]["digest"], "rows": 30}], out
+        assert sorted(s["digest"] for s in out["still_quarantined"]) == sorted([rotten, torn])
+        status, raw = _export(central, "?quarantined=skip")
+        assert status == 200 and len(pd.read_parquet(io.BytesIO(raw))) == 80
+        (row,) = central.sql("SELECT payload FROM audit WHERE action = 'monitor.segment_released'")
+        assert json.loads(row["payload"])["digest"] == marks[3]["digest"]
         assert "Uncaught exception" not in central.read_log()
     finally:
         central.stop()

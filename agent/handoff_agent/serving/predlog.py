@@ -232,6 +232,27 @@ def segment_frame(registry, blobs, model: str, segment: dict):
     return None
 
 
+def release(registry, blobs, model: str, by: str) -> dict:
+    """Read each quarantined segment of ``model`` again; lift the quarantine of those whose
+    blob reads whole now (restored from a backup). Windows already judged stay as judged."""
+    import pyarrow as pa
+
+    from ..store.blobs import BlobCorrupt, BlobMissing
+
+    released, still = [], []
+    for s in registry.segments_of(model):
+        if not s.get("quarantined"):
+            continue
+        try:
+            frame_of(blobs.read_bytes(s["digest"]))
+        except (BlobCorrupt, BlobMissing, pa.ArrowInvalid) as e:
+            still.append({"digest": s["digest"], "rows": s["rows"], "now": str(e)[:300]})
+            continue
+        if registry.segment_release(model, s, by):
+            released.append({"digest": s["digest"], "rows": s["rows"]})
+    return {"model": model, "released": released, "still_quarantined": still}
+
+
 def read(registry, store, model: str, skip_quarantined: bool = False):
     """The model's whole log as one DataFrame, oldest first, inputs and outputs as JSON text
     (what the log's export serves). Quarantined segments refuse it (409, naming them) unless

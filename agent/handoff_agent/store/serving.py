@@ -176,6 +176,29 @@ class ServingStore(StoreBase):
             )
             return True
 
+    def segment_release(self, model: str, segment: dict, by: str) -> bool:
+        """Lift a segment's quarantine (its blob was restored and reads again), with its audit
+        row, in one transaction; False when it was not quarantined."""
+        with self._tx() as c:
+            done = c.execute(
+                t.prediction_segments.update()
+                .where(L.id == segment["id"], L.quarantined.is_not(None))
+                .values(quarantined=None)
+            )
+            if done.rowcount == 0:
+                return False
+            self.audit_append(
+                by,
+                "monitor.segment_released",
+                model,
+                {
+                    "digest": segment["digest"],
+                    "rows": segment["rows"],
+                    "was": segment["quarantined"],
+                },
+            )
+            return True
+
     def segments_over(self, model: str, keep_bytes: int) -> list[dict]:
         """Drop the oldest segments until the model's log fits ``keep_bytes``; returns the
         dropped rows, whose blobs the caller deletes (after the commit: a crash between the
