@@ -84,6 +84,7 @@ class LabServer:
         self.port = free_port()
         self.token = f"test-{os.urandom(8).hex()}"
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.asked_to_stop = False
         self.args = args or []
         self.env = {
             **os.environ,
@@ -158,8 +159,8 @@ class LabServer:
         return nb
 
     def stop(self) -> None:
+        self.ask_to_stop()
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -167,6 +168,11 @@ class LabServer:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+
+    def ask_to_stop(self) -> None:
+        if self.proc and self.proc.poll() is None and not self.asked_to_stop:
+            self.proc.send_signal(signal.SIGTERM)
+            self.asked_to_stop = True
         info = self.agent_info()  # an agent the panel or a kernel started on demand
         if info:
             with contextlib.suppress(ProcessLookupError):
@@ -189,6 +195,8 @@ def lab_factory(tmp_path_factory):
         return lab.start()
 
     yield make
+    for lab in started:  # all shut their kernels down at once, then each is waited for
+        lab.ask_to_stop()
     for lab in started:
         lab.stop()
 
