@@ -177,7 +177,7 @@ def test_a_corrupted_prediction_log_segment_export_is_a_409_naming_fsck(tmp_path
         # then exporting the log is refused with what to do, never a 500
         status, answer = central.request("GET", "/api/v1/models/churn/predictions")
         assert status == 409, answer
-        assert answer["error"]["code"] == "blob_corrupt", answer
+        assert answer["error"]["code"] == "log_segments_quarantined", answer
         assert "fsck" in answer["error"]["hint"]
         # and evaluating it goes on without the segment, saying so (test_monitor_quarantine)
         status, answer = central.request("POST", "/api/v1/models/churn/monitor/run", body={})
