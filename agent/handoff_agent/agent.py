@@ -469,7 +469,14 @@ class HandoffAgent(LoggingConfigurable):
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
         self.agent_id = pipeline.agent_id(home)
-        self.notices = Notices(self._webhooks, self.run_io, self.notice_retry_seconds)
+        self.notices = Notices(
+            self._webhooks,
+            self.run_io,
+            self.notice_retry_seconds,
+            self.registry,
+            self.call,
+            self.agent_id,
+        )
         self.policy = self.stages = self.intake = self.deployments = self.monitor = None
         self.guardrails = None  # serving.canary_guard.Guardrails (central)
         if self.role == "central":
@@ -838,6 +845,7 @@ class HandoffAgent(LoggingConfigurable):
         await self.check_flow.schedule_queued()
         self.check_flow.start_keeping()
         self.forwarding.start()
+        self.notices.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
         if self.policy is not None and self.policy.watches:
             await self.call(self.watches.register_all, self.policy.watches, "policy")

@@ -66,3 +66,29 @@ def test_a_refused_notice_is_retried_with_its_delivery_id(tmp_path, answers, att
     finally:
         central.stop()
         hook.shutdown()
+
+
+def test_a_notice_refused_before_a_kill_9_is_sent_again_after_the_restart(tmp_path, backend):
+    """Now stored: the retry of a notice survives its agent (on each metadata backend)."""
+    Flaky.answers, Flaky.received = [503], []
+    central, hook = start_hooked_central(
+        tmp_path, Flaky, "--HandoffAgent.notice_retry_seconds=[4.0, 0.2]"
+    )
+    try:
+        # Given a trust request whose receiver refused it for now
+        status, out = deliver(central, envelope("evil", exec_payload("1")))
+        assert status == 201 and out["stage"] == "needs_trust", out
+        until(lambda: Flaky.received, timeout=30, what="the first attempt")
+        # When the agent is killed before the retry is due, and started again
+        central.kill9()
+        assert len(Flaky.received) == 1
+        central.start()
+        # Then the notice is sent again, under its delivery id, the same bytes, and taken
+        until(lambda: len(Flaky.received) >= 2, timeout=60, what="the retry after the restart")
+        assert len({d for d, _ in Flaky.received}) == 1
+        assert len({b for _, b in Flaky.received}) == 1
+        until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
+        assert len(Flaky.received) == 2
+    finally:
+        central.stop()
+        hook.shutdown()

@@ -1,18 +1,21 @@
 """Notices to webhook destinations (CI, on-call, chat): an alert, a guardrail rollback, a
 data-source trigger, a review or trust request. One signed POST per destination, its delivery
-id kept across attempts so a receiver can drop a repeat. A refusal for now (5xx, 429, a
-connection error) is tried again in the background after each delay of ``retry_delays`` (or
-the Retry-After asked, if longer), then given up with one log line. Not durable: the audit
-log and the API stay the record of what happened."""
+id kept across attempts so a receiver can drop a repeat. Each notice is a row in the metadata
+store (``store/notices.py``) from before its first attempt: one refused for now (5xx, 429, a
+connection error) is tried again after each delay of ``retry_delays`` (or the Retry-After
+asked, if longer), by this agent or, after a restart or on another replica, whoever claims it
+when due; then it is given up with one log line."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+from ..outage import failed_round
 from .http import post_signed
 
 log = logging.getLogger("handoff_agent")
@@ -20,52 +23,104 @@ log = logging.getLogger("handoff_agent")
 
 class Notices:
     """``webhooks()``: the destinations a notice goes to now; ``run_io``: runs a blocking call
-    off the loop."""
+    off the loop; ``call``: runs a store method on the metadata thread; ``owner``: this
+    agent's id, for its claims."""
 
     def __init__(
         self,
         webhooks: Callable[[], list],
         run_io: Callable[..., Awaitable],
         retry_delays: Sequence[float],
+        store,
+        call: Callable[..., Awaitable],
+        owner: str,
     ):
         self.webhooks, self.run_io, self.retry_delays = webhooks, run_io, tuple(retry_delays)
-        self._retrying: set[asyncio.Task] = set()  # a task needs a reference until it ends
+        self.store, self.call, self.owner = store, call, owner
+        # Due rows are looked for at half the shortest delay (at most every 5 s): a retry is
+        # late by no more than that.
+        self.poll = min((*self.retry_delays, 10.0)) / 2
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Resume the notices left waiting (by a restart of this agent, or any replica)."""
+        if self.webhooks():
+            self._task = asyncio.ensure_future(self._loop())
 
     async def send(self, kind: str, event: dict) -> None:
         """The first attempt to each destination is awaited; retries are not."""
-        body = json.dumps({"type": kind, **event}, sort_keys=True, default=str).encode()
+        body = json.dumps({"type": kind, **event}, sort_keys=True, default=str)
         for dest in self.webhooks():
             delivery = f"{kind}-{uuid.uuid4().hex}"
-            result = await self.run_io(_post, dest, body, delivery)
-            if result.ok:
-                continue
-            if not result.retryable or not self.retry_delays:
-                log.warning("%s notice to %s failed: %s", kind, dest.name, result.error)
-                continue
-            task = asyncio.ensure_future(self._retry(dest, body, delivery, kind, result))
-            self._retrying.add(task)
-            task.add_done_callback(self._retrying.discard)
+            try:
+                row = await self.call(
+                    self.store.notice_add, kind, dest.name, delivery, body, self.owner, time.time()
+                )
+            except Exception:  # the database away: the notice still goes, once
+                failed_round(log, "a webhook notice could not be kept; it is sent once")
+                row = None
+            await self._attempt(
+                {"id": row, "kind": kind, "delivery_id": delivery, "body": body, "attempts": 0},
+                dest,
+            )
 
-    async def _retry(self, dest, body: bytes, delivery: str, kind: str, result) -> None:
-        attempts = 1
-        for delay in self.retry_delays:
-            await asyncio.sleep(max(delay, min(result.retry_after or 0, 3600)))
-            result = await self.run_io(_post, dest, body, delivery)
-            attempts += 1
-            if result.ok or not result.retryable:
-                break
-        if not result.ok:
+    async def _attempt(self, row: dict, dest) -> None:
+        result = await self.run_io(_post, dest, row["body"].encode(), row["delivery_id"])
+        attempts = row["attempts"] + 1
+        next_try = None
+        if result.ok:
+            pass
+        elif result.retryable and attempts <= len(self.retry_delays):
+            delay = max(self.retry_delays[attempts - 1], min(result.retry_after or 0, 3600))
+            next_try = time.time() + delay
+        elif attempts > 1:
             log.warning(
                 "%s notice to %s failed after %d attempts: %s",
-                kind,
+                row["kind"],
                 dest.name,
                 attempts,
                 result.error,
             )
+        else:
+            log.warning("%s notice to %s failed: %s", row["kind"], dest.name, result.error)
+        if row["id"] is None:
+            return
+        try:
+            await self.call(
+                self.store.notice_attempted, row["id"], attempts, next_try, result.error
+            )
+        except Exception:  # its claim lapses, and it is sent again under its delivery id
+            failed_round(log, "a webhook notice's attempt could not be recorded")
+
+    async def _loop(self) -> None:
+        released = False
+        while True:
+            try:
+                if not released:  # claims this agent held when it stopped or died
+                    await self.call(self.store.notices_release, self.owner)
+                    released = True
+                rows = await self.call(self.store.notices_claim, self.owner, time.time())
+                known = {d.name: d for d in self.webhooks()}
+                for row in rows:
+                    dest = known.get(row["destination"])
+                    if dest is None:  # the destination left the configuration
+                        log.warning(
+                            "%s notice to %s dropped: no such webhook destination now",
+                            row["kind"],
+                            row["destination"],
+                        )
+                        await self.call(self.store.notice_attempted, row["id"], 0, None, None)
+                        continue
+                    await self._attempt(row, dest)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again
+                failed_round(log, "the webhook notices' round failed")
+            await asyncio.sleep(self.poll)
 
     def stop(self) -> None:
-        for task in self._retrying:
-            task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _post(dest, body: bytes, delivery: str):

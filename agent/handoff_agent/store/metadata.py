@@ -17,6 +17,7 @@ from .events import EventStore
 from .inventory import InventoryStore
 from .migrations import upgrade
 from .monitor import MonitorStore
+from .notices import NoticeStore
 from .outbox import OutboxStore
 from .retention import RetentionStore
 from .serving import ServingStore
@@ -29,6 +30,7 @@ class MetadataStore(
     VersionStore,
     AuditStore,
     OutboxStore,
+    NoticeStore,
     CentralStore,
     AccessStore,
     EventStore,

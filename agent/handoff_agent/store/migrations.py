@@ -121,6 +121,11 @@ def m017_segment_quarantine(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE prediction_segments ADD COLUMN quarantined TEXT"))
 
 
+def m018_notices(conn: Connection) -> None:
+    """Webhook notices kept until taken or given up, so a restart does not drop a retry."""
+    t.notices.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -134,6 +139,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m015_pruned", m015_pruned),
     ("m016_check_lease", m016_check_lease),
     ("m017_segment_quarantine", m017_segment_quarantine),
+    ("m018_notices", m018_notices),
 ]
 
 

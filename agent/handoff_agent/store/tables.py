@@ -506,6 +506,27 @@ monitor_references = Table(
 # The columns that name the blobs kept for a version, its reports, its monitoring and its
 # validation (``VersionStore.digests`` says who refers to each). A delivery's body named in
 # none of them is the forwarder's to remove once delivered.
+# -- webhook notices (m018) --------------------------------------------------------------------
+# A notice (an alert, a rollback, a trigger, a review or trust request) to one webhook
+# destination, from before its first attempt until it is taken or given up: a notice refused
+# for now is tried again after a restart, by this replica or another.
+notices = Table(
+    "notices",
+    metadata,
+    _id(),
+    Column("kind", Text),
+    Column("destination", Text),
+    Column("delivery_id", Text),
+    Column("body", Text),
+    Column("attempts", Int),
+    Column("next_try", Float),
+    Column("last_error", Text),
+    Column("created", Text),
+    Column("claimed_by", Text),  # the agent attempting it (its agent id) ...
+    Column("claimed_until", Float),  # ... holds it until then
+    Index("idx_notices_next_try", "next_try"),
+)
+
 BLOB_REFERENCES = (
     versions.c.digest,
     reports.c.digest,

@@ -1,0 +1,100 @@
+"""Notice rows: webhook notices from before their first attempt until taken or given up.
+
+The sender claims its row as it adds it; a row waiting for its next attempt is unclaimed, and
+any agent on the database claims it when due (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
+two replicas never attempt one at once. A restart releases its own agent's claims at once,
+anyone else's lapse with the lease.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, or_, select, update
+
+from . import tables as t
+from ._util import as_dict, now
+from .base import StoreBase
+
+N = t.notices.c
+LEASE = 60.0  # seconds a claim holds a row, longer than one attempt (10 s) and its bookkeeping
+
+
+class NoticeStore(StoreBase):
+    def notice_add(
+        self, kind: str, destination: str, delivery_id: str, body: str, owner: str, at: float
+    ) -> int:
+        """The notice, claimed by ``owner`` for its first attempt."""
+        with self._tx() as c:
+            return c.execute(
+                t.notices.insert()
+                .values(
+                    kind=kind,
+                    destination=destination,
+                    delivery_id=delivery_id,
+                    body=body,
+                    attempts=0,
+                    next_try=at,
+                    created=now(),
+                    claimed_by=owner,
+                    claimed_until=at + LEASE,
+                )
+                .returning(N.id)
+            ).scalar_one()
+
+    def notices_claim(self, owner: str, at: float, limit: int = 20) -> list[dict]:
+        """Claim the notices due now."""
+        with self._tx() as c:
+            ids = list(
+                c.execute(
+                    select(N.id)
+                    .where(
+                        N.next_try <= at,
+                        or_(N.claimed_until.is_(None), N.claimed_until < at),
+                    )
+                    .order_by(N.next_try, N.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            c.execute(
+                update(t.notices)
+                .where(N.id.in_(ids))
+                .values(claimed_by=owner, claimed_until=at + LEASE)
+            )
+            q = select(t.notices).where(N.id.in_(ids)).order_by(N.next_try, N.id)
+            return [as_dict(r) for r in c.execute(q)]
+
+    def notice_attempted(
+        self, row_id: int, attempts: int, next_try: float | None, error: str | None
+    ) -> None:
+        """After an attempt: gone when taken or given up (``next_try`` None), else unclaimed
+        until ``next_try``."""
+        with self._tx() as c:
+            if next_try is None:
+                c.execute(delete(t.notices).where(N.id == row_id))
+                return
+            c.execute(
+                update(t.notices)
+                .where(N.id == row_id)
+                .values(
+                    attempts=attempts,
+                    next_try=next_try,
+                    last_error=(error or "")[:500],
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+
+    def notices_release(self, owner: str) -> int:
+        """Claims this agent held when it stopped (or died): attempt them again now."""
+        with self._tx() as c:
+            return c.execute(
+                update(t.notices)
+                .where(N.claimed_by == owner)
+                .values(claimed_by=None, claimed_until=None)
+            ).rowcount
+
+    def notices_waiting(self) -> int:
+        with self._read() as c:
+            return c.execute(select(func.count()).select_from(t.notices)).scalar_one()
