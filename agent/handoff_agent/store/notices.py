@@ -8,7 +8,7 @@ anyone else's lapse with the lease.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from . import tables as t
 from ._util import as_dict, now
@@ -94,7 +94,3 @@ class NoticeStore(StoreBase):
                 .where(N.claimed_by == owner)
                 .values(claimed_by=None, claimed_until=None)
             ).rowcount
-
-    def notices_waiting(self) -> int:
-        with self._read() as c:
-            return c.execute(select(func.count()).select_from(t.notices)).scalar_one()
