@@ -385,6 +385,13 @@ PATHS: dict[str, dict[str, dict]] = {
             ],
         )
     },
+    "/api/v1/outbox/notices": {
+        "get": _op(
+            "The webhook notices not yet taken nor given up, oldest first: kind, destination, "
+            "delivery id, attempts, the next try and the last error. A page at a time.",
+            params=[*_page(100)],
+        )
+    },
     "/api/v1/tokens": {
         "post": _op(
             "Admin: create an API token with roles; the token is shown once.",

@@ -1,6 +1,6 @@
 """``jupyter handoff outbox``: where each hand-off stands, from a shell. What still waits (why,
 and when it is tried next), what a destination refused for good (why, and how to send it
-again), and with ``--all`` what was delivered."""
+again), and with ``--all`` what was delivered; then the webhook notices still waiting."""
 
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ class OutboxApp(JupyterApp):
         states = "pending,delivered,dead" if self.every else "pending,dead"
         try:
             rows = self.deliveries(states)
+            notices = every_page(self.answer, "/api/v1/outbox/notices?limit=1000", "notices")
         except Unreachable as e:
             complain(e)
             self.exit(1)
         if self.as_json:
-            print(json.dumps({"deliveries": rows}, indent=1))
+            print(json.dumps({"deliveries": rows, "notices": notices}, indent=1))
             return
         now = time.time()
         for row in rows:
@@ -63,6 +64,8 @@ class OutboxApp(JupyterApp):
             print("No delivery waits" + ("." if self.every else ", and none was refused."))
         if any(r["state"] == "dead" for r in rows):
             print(SEND_AGAIN)
+        for notice in notices:
+            print(notice_line(notice, now))
 
     def deliveries(self, states: str) -> list[dict]:
         path = f"/api/v1/outbox/deliveries?state={states}&limit=1000"
@@ -92,6 +95,17 @@ def _delivery_line(row: dict, now: float) -> str:
         return f"{head}  pending, not tried yet"
     wait = max(0.0, (row.get("next_try") or now) - now)
     return f"{head}  pending after {tries}, next try {_in(wait)}: {error}"
+
+
+def notice_line(row: dict, now: float) -> str:
+    """A webhook notice still waiting, shown inert (the error is what a receiver answered)."""
+    head = f"{row['kind']} notice -> {row['destination']}"
+    if not row["attempts"]:
+        return visible(f"{head}  being sent")
+    error = " ".join((row.get("last_error") or "").split())[:300]
+    tries = f"{row['attempts']} attempt{'s' * (row['attempts'] != 1)}"
+    wait = max(0.0, (row.get("next_try") or now) - now)
+    return visible(f"{head}  waiting after {tries}, next try {_in(wait)}: {error}")
 
 
 def _in(seconds: float) -> str:

@@ -92,3 +92,32 @@ def test_a_notice_refused_before_a_kill_9_is_sent_again_after_the_restart(tmp_pa
     finally:
         central.stop()
         hook.shutdown()
+
+
+def test_a_waiting_notice_is_listed_by_the_api_and_the_outbox_command(tmp_path):
+    Flaky.answers, Flaky.received = [503], []
+    central, hook = start_hooked_central(
+        tmp_path, Flaky, "--HandoffAgent.notice_retry_seconds=[600]"
+    )
+    try:
+        status, out = deliver(central, envelope("evil", exec_payload("1")))
+        assert status == 201 and out["stage"] == "needs_trust", out
+        until(lambda: Flaky.received, timeout=30, what="the first attempt")
+        # The refused notice waits, with why and when it is tried next
+        rows = until(
+            lambda: central.request("GET", "/api/v1/outbox/notices")[1]["notices"],
+            timeout=30,
+            what="the waiting notice",
+        )
+        (row,) = rows
+        assert (row["kind"], row["destination"], row["attempts"]) == ("trust", "webhook", 1)
+        assert "503" in row["last_error"] and row["delivery_id"] == Flaky.received[0][0]
+        assert "body" not in row
+        p = central.cli("outbox", "--agent", "central")
+        assert p.returncode == 0, p.stdout + p.stderr
+        line = next(ln for ln in p.stdout.splitlines() if "notice" in ln)
+        assert line.startswith("trust notice -> webhook  waiting after 1 attempt, next try in ")
+        assert "503" in line
+    finally:
+        central.stop()
+        hook.shutdown()

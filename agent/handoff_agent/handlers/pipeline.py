@@ -240,6 +240,19 @@ class OutboxHandler(BaseHandler):
         self.write_json({"outbox": rows})
 
 
+class NoticesHandler(BaseHandler):
+    """The webhook notices still waiting (refused for now, or under way), oldest first, a
+    page at a time."""
+
+    async def get(self):
+        limit, after = page_args(self, 100)
+        rows = await self.agent.read(self.agent.registry.notice_rows, limit + 1, after)
+        body = {"notices": rows[:limit]}
+        if len(rows) > limit:
+            body["next"] = rows[limit - 1]["id"]
+        self.write_json(body)
+
+
 class DeliveriesHandler(BaseHandler):
     """The outbox's deliveries one by one, oldest first: ``state`` (comma-separated; all by
     default), a page at a time (``limit``, ``after``; ``next`` while there are more)."""

@@ -94,3 +94,24 @@ class NoticeStore(StoreBase):
                 .where(N.claimed_by == owner)
                 .values(claimed_by=None, claimed_until=None)
             ).rowcount
+
+    def notice_rows(self, limit: int, after: int = 0) -> list[dict]:
+        """The notices not yet taken nor given up, oldest first, a page at a time: their
+        kind, destination, attempts, next try and last error (not their bodies)."""
+        q = (
+            select(
+                N.id,
+                N.kind,
+                N.destination,
+                N.delivery_id,
+                N.attempts,
+                N.next_try,
+                N.last_error,
+                N.created,
+            )
+            .where(N.id > after)
+            .order_by(N.id)
+            .limit(limit)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
