@@ -77,7 +77,6 @@ class MonitorService:
 
     def reference(self, model: str) -> metrics.Reference | None:
         """The model's imported reference, else the production version's evaluation data."""
-
         from . import frames, metrics
 
         row = self.registry.reference_of(model)
@@ -110,7 +109,6 @@ class MonitorService:
     def _bundle_reference(self, prod: dict) -> pd.DataFrame | None:
         """The pushed evaluation data (``data/X.parquet``, labels ``data/y.parquet``): data,
         never model code, so the agent process may read it."""
-
         wanted = (data_member("X"), data_member("y"))
         with self.blobs.open(prod["digest"]) as f:
             found = read_members(f, wanted)

@@ -243,7 +243,6 @@ class SkopsBackend:
 
     @classmethod
     def load(cls, job: dict) -> SkopsBackend:
-
         from ..trust import load_skops
 
         manifest, members = read_bundle(job["bundle"])

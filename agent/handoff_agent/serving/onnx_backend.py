@@ -149,7 +149,6 @@ class OnnxBackend:
 
 
 def _manifest_and_sample(path: str):
-
     manifest, sample = {}, None
     with tarfile.open(path, mode="r:") as tar:
         manifest = json.loads(tar.extractfile(MANIFEST).read())

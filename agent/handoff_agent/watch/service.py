@@ -690,7 +690,6 @@ class WatchService:
     def reference(self, model: str) -> dict | None:
         """PSI bins and histograms from the model's newest version's reference (else its
         evaluation) data, read from the bundle as Parquet: data only, no model code."""
-
         rows = [v for v in self.registry.versions_with_manifests(model) if v.get("digest")]
         if not rows:
             return None
