@@ -124,4 +124,6 @@ def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
         return [s for s in snaps if s["change"] == "appended"]
 
     assert until(changed, 60, "a scheduled fingerprint to see the appended rows")
-    assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]
+    # the change's trigger is committed just after its snapshot
+    acted = until(lambda: triggers(agent, w["id"]), 30, "the change's trigger")
+    assert [t["action"] for t in acted] == ["alert"]
