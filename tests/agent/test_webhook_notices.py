@@ -76,9 +76,7 @@ def test_a_notice_refused_before_a_kill_9_is_sent_again_after_the_restart(tmp_pa
     )
     try:
         # Given a trust request whose receiver refused it for now
-        status, out = deliver(central, envelope("evil", exec_payload("1")))
-        assert status == 201 and out["stage"] == "needs_trust", out
-        until(lambda: Flaky.received, timeout=30, what="the first attempt")
+        _first_attempt_of_a_trust_notice(central)
         # When the agent is killed before the retry is due, and started again
         central.kill9()
         assert len(Flaky.received) == 1
@@ -100,9 +98,7 @@ def test_a_waiting_notice_is_listed_by_the_api_and_the_outbox_command(tmp_path):
         tmp_path, Flaky, "--HandoffAgent.notice_retry_seconds=[600]"
     )
     try:
-        status, out = deliver(central, envelope("evil", exec_payload("1")))
-        assert status == 201 and out["stage"] == "needs_trust", out
-        until(lambda: Flaky.received, timeout=30, what="the first attempt")
+        _first_attempt_of_a_trust_notice(central)
         # The refused notice waits, with why and when it is tried next
         rows = until(
             lambda: central.request("GET", "/api/v1/outbox/notices")[1]["notices"],
@@ -121,3 +117,10 @@ def test_a_waiting_notice_is_listed_by_the_api_and_the_outbox_command(tmp_path):
     finally:
         central.stop()
         hook.shutdown()
+
+
+def _first_attempt_of_a_trust_notice(central) -> None:
+    """A version that waits for trust, and its notice's first attempt at the receiver."""
+    status, out = deliver(central, envelope("evil", exec_payload("1")))
+    assert status == 201 and out["stage"] == "needs_trust", out
+    until(lambda: Flaky.received, timeout=30, what="the first attempt")

@@ -69,7 +69,7 @@ class Notices:
         attempts = row["attempts"] + 1
         next_try = None
         if result.ok:
-            pass
+            pass  # taken: the row goes
         elif result.retryable and attempts <= len(self.retry_delays):
             delay = max(self.retry_delays[attempts - 1], min(result.retry_after or 0, 3600))
             next_try = time.time() + delay

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import delete, or_, select, update
 
 from . import tables as t
-from ._util import as_dict, now
+from ._util import as_dict, claim, now
 from .base import StoreBase
 
 N = t.notices.c
@@ -42,26 +42,16 @@ class NoticeStore(StoreBase):
 
     def notices_claim(self, owner: str, at: float, limit: int = 20) -> list[dict]:
         """Claim the notices due now."""
+        due = (
+            select(N.id)
+            .where(N.next_try <= at, or_(N.claimed_until.is_(None), N.claimed_until < at))
+            .order_by(N.next_try, N.id)
+            .limit(limit)
+        )
         with self._tx() as c:
-            ids = list(
-                c.execute(
-                    select(N.id)
-                    .where(
-                        N.next_try <= at,
-                        or_(N.claimed_until.is_(None), N.claimed_until < at),
-                    )
-                    .order_by(N.next_try, N.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
-            )
+            ids = claim(c, t.notices, due, owner, at + LEASE)
             if not ids:
                 return []
-            c.execute(
-                update(t.notices)
-                .where(N.id.in_(ids))
-                .values(claimed_by=owner, claimed_until=at + LEASE)
-            )
             q = select(t.notices).where(N.id.in_(ids)).order_by(N.next_try, N.id)
             return [as_dict(r) for r in c.execute(q)]
 

@@ -15,7 +15,7 @@ import uuid
 from sqlalchemy import func, or_, select, update
 
 from . import tables as t
-from ._util import as_dict, loads, now
+from ._util import as_dict, claim, loads, now
 from .base import StoreBase
 
 OB = t.outbox.c
@@ -77,22 +77,10 @@ class OutboxStore(StoreBase):
             )
             cond.append(or_(OB.destination.not_in(ordered), OB.id == oldest))
         with self._tx() as c:
-            ids = list(
-                c.execute(
-                    select(OB.id)
-                    .where(*cond)
-                    .order_by(OB.next_try, OB.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
-            )
+            due = select(OB.id).where(*cond).order_by(OB.next_try, OB.id).limit(limit)
+            ids = claim(c, t.outbox, due, owner, at + LEASE)
             if not ids:
                 return []
-            c.execute(
-                update(t.outbox)
-                .where(OB.id.in_(ids))
-                .values(claimed_by=owner, claimed_until=at + LEASE)
-            )
             q = (
                 select(t.outbox, V.model, V.number, V.digest)
                 .join(t.versions, V.id == OB.version_id)
