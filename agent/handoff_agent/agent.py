@@ -601,6 +601,7 @@ class HandoffAgent(LoggingConfigurable):
             self.events,
             home,
             self.role,
+            self.agent_id,
             self.deployments,
             notify=self.notices.send,  # a watch's alert reaches the webhooks
         )

@@ -118,6 +118,8 @@ WATCH_ON = {
 # notebook would train on data it was not written for, or on nothing new; a person looks first.
 WATCH_ACTIONS = ("alert", "revalidate", "retrain", "pause_canary", "rollback_canary")
 NO_RETRAIN_ON = frozenset({"schema", "overdue"})
+# A trigger's states. Pending: owed by its snapshot (stored with it), not yet carried out.
+TRIGGER_STATES = ("pending", "running", "done", "failed", "skipped")
 # A revalidation re-runs a version's checks on the source's rows: after a schema change the
 # model cannot take them (the loads/schema checks would only say so), and an overdue source
 # has no new rows. Appended, modified and drifted data are what it is for.

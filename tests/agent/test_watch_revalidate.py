@@ -4,6 +4,11 @@ A schema change skips it with why; a revalidate watch without a target is refuse
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from s3_support import corrupt_blob
 from sklearn.linear_model import LogisticRegression
 from support import push_model, until, wait_checked
@@ -260,3 +265,92 @@ def test_a_bundle_damaged_on_disk_fails_each_check_of_a_revalidation_naming_fsck
     for c in rv["checks"]:
         assert c["status"] == "error", c
         assert "cannot be read" in c["message"] and "jupyter handoff fsck" in c["message"], c
+
+
+class Stalling(BaseHTTPRequestHandler):
+    """An on-call webhook that holds the first watch alert until let go (200 to all)."""
+
+    received: list = []  # the watch alerts: (delivery id, body)
+    arrived = threading.Event()
+    let_go = threading.Event()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers["Content-Type"] == "application/json":
+            event = json.loads(body)
+            if event.get("type") == "watch.alert":
+                self.received.append((self.headers["X-Handoff-Delivery"], event))
+                if len(self.received) == 1:
+                    Stalling.arrived.set()
+                    Stalling.let_go.wait(60)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_change_seen_just_before_a_kill_9_is_acted_on_after_the_restart(agent_factory, tmp_path):
+    """The snapshot and the actions it owes are committed together: an agent killed after
+    seeing the change but before acting on all of it carries out the rest when it starts."""
+    Stalling.received = []
+    Stalling.arrived.clear(), Stalling.let_go.clear()
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hook.server_port}/on-call"
+    agent = agent_factory(
+        "--forward-to",
+        "webhook",
+        f"--WebhookDestination.url={url}",
+        "--WebhookDestination.secret=watch-webhook-secret-8Kd3Rw6Tz1",
+        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+    )
+    try:
+        data = tmp_path / "events.csv"
+        _pushed(agent)
+        frame(100).to_csv(data, index=False)
+        actions = ["alert", "revalidate"]
+        w = watch(agent, model="churn", source=str(data), actions=actions, target="y")
+        # When rows are appended, and the agent is killed while its alert goes out: the
+        # revalidation not started yet
+        frame(300).to_csv(data, index=False)
+
+        def check_now():
+            with contextlib.suppress(OSError):
+                agent.request("POST", f"/api/v1/watches/{w['id']}/check", {})
+
+        threading.Thread(target=check_now, daemon=True).start()
+        assert Stalling.arrived.wait(60), "the alert's notice never came"
+        agent.kill9()
+        Stalling.let_go.set()
+        left = agent.sql("SELECT action, state FROM triggers ORDER BY id")
+        assert left == [
+            {"action": "alert", "state": "done"},
+            {"action": "revalidate", "state": "pending"},
+        ]
+        # Then, started again, it revalidates the version on the appended rows
+        agent.start()
+        trig = _finished(agent, w["id"])
+        assert trig["state"] == "done" and trig["detail"]["rows"] == 300, trig["detail"]
+        assert trig["detail"]["verdict"] in ("pass", "warn", "fail")
+        status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
+        assert status == 200, body
+        [rv] = body["revalidations"]
+        assert (rv["state"], rv["trigger_id"], rv["rows"]) == ("done", trig["id"], 300)
+        # and the alert went out once, under one delivery id (sent again after the kill)
+        assert [t["action"] for t in triggers(agent, w["id"])] == actions
+        assert len({d for d, _ in Stalling.received}) == 1
+        assert {b["trigger"] for _, b in Stalling.received} == {triggers(agent, w["id"])[0]["id"]}
+        # and the audit trail names what the change owed, then each action, in one chain
+        rows = agent.sql("SELECT action FROM audit ORDER BY seq")
+        seen = [r["action"] for r in rows if r["action"].startswith(("watch.change", "trigger."))]
+        assert seen == ["watch.change", "trigger.alert", "trigger.revalidate", "trigger.done"]
+        assert agent.cli("audit", "verify").returncode == 0
+        # and the source, checked again, is unchanged: nothing is owed twice
+        assert check(agent, w["id"])["change"] == "unchanged"
+        assert len(triggers(agent, w["id"])) == 2
+    finally:
+        Stalling.let_go.set()
+        hook.shutdown()

@@ -126,6 +126,15 @@ def m018_notices(conn: Connection) -> None:
     t.notices.create(conn, checkfirst=True)
 
 
+def m019_owed_triggers(conn: Connection) -> None:
+    """A change's actions are stored with its snapshot, pending until carried out, so a kill
+    between the two no longer loses them. A home that ran m011 just now already has these."""
+    have = {c["name"] for c in inspect(conn).get_columns("triggers")}
+    for name, kind in (("claimed_by", "TEXT"), ("claimed_until", "FLOAT")):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE triggers ADD COLUMN {name} {kind}"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -140,6 +149,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m016_check_lease", m016_check_lease),
     ("m017_segment_quarantine", m017_segment_quarantine),
     ("m018_notices", m018_notices),
+    ("m019_owed_triggers", m019_owed_triggers),
 ]
 
 

@@ -398,9 +398,12 @@ triggers = Table(
     Column("snapshot_id", Int),
     Column("change", Text),
     Column("action", Text),
-    Column("state", Text),  # running | done | failed | skipped
+    Column("state", Text),  # vocabulary.TRIGGER_STATES
     Column("detail", Text),  # JSON
     Column("time", Text),
+    # a pending trigger (owed by its snapshot, m019): the agent acting on it (its agent id) ...
+    Column("claimed_by", Text),
+    Column("claimed_until", Float),  # ... holds it until then
     Index("idx_triggers_source", "source_id", "id"),
 )
 

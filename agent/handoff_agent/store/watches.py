@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
+from ..vocabulary import TRIGGER_STATES
 from . import tables as t
-from ._util import as_dict, loads, now
+from ._util import as_dict, claim, loads, now
 from .base import StoreBase
 
 S = t.data_sources.c
@@ -39,6 +40,12 @@ def _source(row) -> dict:
         if key in d:
             d[key] = loads(d[key]) or ([] if key != "params" else {})
     d.pop("secret", None)
+    return d
+
+
+def _trigger(row) -> dict:
+    d = {**as_dict(row), "detail": loads(row.detail)}
+    d.pop("claimed_by", None), d.pop("claimed_until", None)  # the store's bookkeeping
     return d
 
 
@@ -122,11 +129,22 @@ class WatchStore(StoreBase):
     # -- fingerprints ----------------------------------------------------------------------
 
     def snapshot_add(
-        self, source_id: int, fp: dict, change: str, psi, detail: dict, after: int | None
+        self,
+        source_id: int,
+        fp: dict,
+        change: str,
+        psi,
+        detail: dict,
+        after: int | None,
+        owed: tuple[str, ...] = (),
+        owner: str | None = None,
+        until: float | None = None,
     ) -> dict | None:
         """The source's next snapshot, classified against snapshot ``after`` (None: none yet);
         None, and nothing stored, when another check stored one since (the source's row is
-        locked first, so two checks at once, here or at another replica, are ordered)."""
+        locked first, so two checks at once, here or at another replica, are ordered).
+        ``owed``: the actions the change sets off, stored with it as pending triggers claimed
+        by ``owner`` until ``until`` (the snapshot's ``owed`` maps each to its trigger)."""
         with self._tx() as c:
             c.execute(select(S.id).where(S.id == source_id).with_for_update()).first()
             last = c.execute(select(func.max(N.id)).where(N.source_id == source_id)).scalar()
@@ -147,7 +165,43 @@ class WatchStore(StoreBase):
                 "detail": json.dumps(detail or {}, sort_keys=True, default=str),
             }
             new_id = c.execute(t.source_snapshots.insert().values(**row)).inserted_primary_key[0]
-            return {**row, "id": new_id, "stats": fp.get("stats") or {}, "detail": detail}
+            pending = {
+                action: c.execute(
+                    t.triggers.insert().values(
+                        source_id=source_id,
+                        snapshot_id=new_id,
+                        change=change,
+                        action=action,
+                        state="pending",
+                        detail="{}",
+                        time=row["time"],
+                        claimed_by=owner,
+                        claimed_until=until,
+                    )
+                ).inserted_primary_key[0]
+                for action in owed
+            }
+            if pending:
+                watched = c.execute(select(S.model, S.source).where(S.id == source_id)).one()
+                self.audit_append(
+                    "watch",
+                    "watch.change",
+                    f"source:{source_id}",
+                    {
+                        "model": watched.model,
+                        "source": watched.source,
+                        "snapshot": new_id,
+                        "change": change,
+                        "owed": pending,
+                    },
+                )
+            snap = {**row, "id": new_id, "stats": fp.get("stats") or {}, "detail": detail}
+            return {**snap, "owed": pending}
+
+    def snapshot_get(self, snapshot_id: int) -> dict | None:
+        with self._read() as c:
+            r = c.execute(select(t.source_snapshots).where(N.id == snapshot_id)).first()
+        return {**as_dict(r), "stats": loads(r.stats), "detail": loads(r.detail)} if r else None
 
     def snapshots(self, source_id: int, limit: int = 100) -> list[dict]:
         with self._read() as c:
@@ -199,21 +253,71 @@ class WatchStore(StoreBase):
                     time=now(),
                 )
             ).inserted_primary_key[0]
-            watched = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
-            self.audit_append(
-                "watch",
-                f"trigger.{action}",
-                f"source:{source_id}",
-                {
-                    "trigger": tid,
-                    "model": watched.model if watched else None,
-                    "source": watched.source if watched else None,
-                    "snapshot": snapshot_id,
-                    "change": change,
-                    "state": state,
-                },
-            )
+            self._trigger_audit(c, tid, source_id, snapshot_id, change, action, state)
             return tid
+
+    def trigger_start(self, trigger_id: int, state: str, detail) -> bool:
+        """A pending trigger carried out (``state``, not pending): its row and its audit row.
+        False if it was not pending (another agent carried it out)."""
+        if state not in TRIGGER_STATES[1:]:
+            raise ValueError(f"not a state a trigger is carried out to: {state!r}")
+        with self._tx() as c:
+            n = c.execute(
+                t.triggers.update()
+                .where(T.id == trigger_id, T.state == "pending")
+                .values(
+                    state=state,
+                    detail=json.dumps(detail or {}, sort_keys=True, default=str),
+                    time=now(),
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            ).rowcount
+            if n:
+                r = c.execute(select(t.triggers).where(T.id == trigger_id)).one()
+                self._trigger_audit(c, r.id, r.source_id, r.snapshot_id, r.change, r.action, state)
+            return bool(n)
+
+    def _trigger_audit(self, c, tid, source_id, snapshot_id, change, action, state) -> None:
+        watched = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
+        self.audit_append(
+            "watch",
+            f"trigger.{action}",
+            f"source:{source_id}",
+            {
+                "trigger": tid,
+                "model": watched.model if watched else None,
+                "source": watched.source if watched else None,
+                "snapshot": snapshot_id,
+                "change": change,
+                "state": state,
+            },
+        )
+
+    def triggers_owed(self, owner: str, at: float, until: float, limit: int = 20) -> list[dict]:
+        """Claim the pending triggers no agent holds (their agent died before carrying them
+        out, or its claim lapsed), oldest first."""
+        due = (
+            select(T.id)
+            .where(T.state == "pending", or_(T.claimed_until.is_(None), T.claimed_until < at))
+            .order_by(T.id)
+            .limit(limit)
+        )
+        with self._tx() as c:
+            ids = claim(c, t.triggers, due, owner, until)
+            if not ids:
+                return []
+            q = select(t.triggers).where(T.id.in_(ids)).order_by(T.id)
+            return [_trigger(r) for r in c.execute(q)]
+
+    def triggers_release(self, owner: str) -> int:
+        """The pending triggers this agent held when it stopped or died: owed again now."""
+        with self._tx() as c:
+            return c.execute(
+                t.triggers.update()
+                .where(T.claimed_by == owner, T.state == "pending")
+                .values(claimed_by=None, claimed_until=None)
+            ).rowcount
 
     def trigger_done(self, trigger_id: int, state: str, detail: dict) -> None:
         with self._tx() as c:
@@ -246,13 +350,13 @@ class WatchStore(StoreBase):
         if source_id is not None:
             q = q.where(T.source_id == source_id)
         with self._read() as c:
-            return [{**as_dict(r), "detail": loads(r.detail)} for r in c.execute(q.order_by(T.id))]
+            return [_trigger(r) for r in c.execute(q.order_by(T.id))]
 
     def trigger_last(self, source_id: int) -> dict | None:
         with self._read() as c:
             q = select(t.triggers).where(T.source_id == source_id).order_by(T.id.desc()).limit(1)
             r = c.execute(q).first()
-        return None if r is None else {**as_dict(r), "detail": loads(r.detail)}
+        return None if r is None else _trigger(r)
 
     # -- revalidations ---------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ ORPHAN_SLACK = 60.0  # past a revalidation's timeout, before another replica cal
 REFERENCE_MEMBERS = (data_member("reference_X"), data_member("X"))
 REFERENCES_KEPT = 64  # bundles' references kept in memory: bins and histograms of each feature
 TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> push provenance
+OWED_LEASE = 120.0  # seconds a claim holds a change's pending triggers while they are acted on
 
 
 def parse_every(text, flag: str = "--every") -> float:
@@ -72,10 +73,20 @@ def parse_every(text, flag: str = "--every") -> float:
 
 class WatchService:
     def __init__(
-        self, registry, blobs, pools, events, home: Path, role: str, deployments=None, notify=None
+        self,
+        registry,
+        blobs,
+        pools,
+        events,
+        home: Path,
+        role: str,
+        owner: str,
+        deployments=None,
+        notify=None,
     ):
         self.registry, self.blobs, self.pools, self.events = registry, blobs, pools, events
         self.home, self.role, self.deployments = Path(home), role, deployments
+        self.owner = owner  # this agent's id: its claims on the pending triggers
         # async (kind, event): one signed delivery to the webhook destinations (the agent's
         # notify_destinations, shared with the monitor's alerts and the guardrails), or None
         self.notify = notify
@@ -283,8 +294,13 @@ class WatchService:
         if self.role == "local":
             await self.pools.call(self.registry.triggers_interrupted)
             await self.pools.call(self.registry.revalidations_interrupted)
+        released = False
         while True:
             try:
+                if not released:  # what this agent owed when it stopped or died: owed now
+                    await self.pools.call(self.registry.triggers_release, self.owner)
+                    released = True
+                await self.owed()
                 if time.time() >= self._next_orphans:
                     self._next_orphans = time.time() + ORPHAN_SLACK / 2
                     await self.orphans()
@@ -373,6 +389,7 @@ class WatchService:
             if (source_id, note) not in self._capped_said:  # once a source, not every check
                 self._capped_said.add((source_id, note))
                 log.warning("watch %s (%s): %s", source_id, row["model"], note)
+        covered = {c for word in row["on"] for c in WATCH_ON[word]}
         for _ in range(SNAPSHOT_TRIES):
             fp.pop("since", None)
             if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
@@ -390,6 +407,9 @@ class WatchService:
                 row["every"],
                 overdue=row.get("overdue"),
             )
+            # an overdue source alerts once, not at every check, until its data changes
+            again = change == "overdue" and (prev or {}).get("change") == "overdue"
+            owed = tuple(row["actions"]) if change in covered and not again else ()
             snap = await self.pools.call(
                 self.registry.snapshot_add,
                 source_id,
@@ -398,6 +418,9 @@ class WatchService:
                 psi,
                 detail,
                 prev and prev["id"],
+                owed,
+                self.owner,
+                time.time() + OWED_LEASE,
             )
             if snap is not None:
                 break
@@ -424,11 +447,7 @@ class WatchService:
             "capped": fp.get("capped") or [],
             "triggers": [],
         }
-        covered = {c for word in row["on"] for c in WATCH_ON[word]}
-        # an overdue source alerts once, not at every check, until its data changes
-        again = change == "overdue" and (prev or {}).get("change") == "overdue"
-        if change in covered and not again:
-            summary["triggers"] = await self.act(row, snap, change, psi)
+        summary["triggers"] = await self.act(row, snap)
         self.events.publish(
             "watch.snapshot", **{k: v for k, v in summary.items() if k != "triggers"}
         )
@@ -436,8 +455,40 @@ class WatchService:
 
     # -- actions --------------------------------------------------------------------------
 
-    async def act(self, row: dict, snap: dict, change: str, psi) -> list[dict]:
+    async def act(self, row: dict, snap: dict) -> list[dict]:
+        """Carry out the change's pending triggers (``snap["owed"]``: action -> trigger id),
+        each to the state it reaches. One that fails is recorded failed, with why."""
         out = []
+        for action, tid in snap["owed"].items():
+            try:
+                out.append(await self._act(action, tid, row, snap))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("the %s of trigger %s failed", action, tid)
+                # if even this fails (the database away), its claim lapses and it is tried again
+                await self._carried(tid, "failed", {"error": str(e) or type(e).__name__})
+                out.append({"trigger": tid, "action": action, "state": "failed"})
+        return out
+
+    async def owed(self) -> list[dict]:
+        """Carry out the pending triggers no agent holds: their agent stopped or died between
+        storing a change and acting on it (any replica may: a claim is one agent's)."""
+        at = time.time()
+        rows = await self.pools.call(self.registry.triggers_owed, self.owner, at, at + OWED_LEASE)
+        by_snapshot: dict[int, dict[str, int]] = {}
+        for r in rows:
+            by_snapshot.setdefault(r["snapshot_id"], {})[r["action"]] = r["id"]
+        out = []
+        for snapshot_id, owed in by_snapshot.items():
+            snap = await self.pools.read(self.registry.snapshot_get, snapshot_id)
+            row = await self.pools.read(self.registry.watch_get, snap["source_id"], True)
+            log.info("carrying out %s owed by snapshot %s", ", ".join(owed), snapshot_id)
+            out += await self.act(row, {**snap, "owed": owed})
+        return out
+
+    async def _act(self, action: str, tid: int, row: dict, snap: dict) -> dict:
+        change = snap["change"]
         base = {
             "model": row["model"],
             "source": row["source"],
@@ -445,41 +496,31 @@ class WatchService:
             "snapshot": snap["id"],
             "fingerprint": snap["fingerprint"],
             "change": change,
-            "psi": psi,
+            "psi": snap["psi"],
         }
-        for action in row["actions"]:
-            if action == "revalidate":
-                out.append(await self._revalidate(row, snap, change))
-                continue
-            if action == "retrain" and change in NO_RETRAIN_ON:
-                tid = await self._trigger(
-                    row,
-                    snap,
-                    change,
-                    action,
-                    "skipped",
-                    {"why": f"no retrain on a {change} change"},
-                )
-                out.append({"trigger": tid, "action": action, "state": "skipped"})
-                continue
-            if action == "alert":
-                tid = await self._trigger(row, snap, change, action, "done", base)
+        if action == "revalidate":
+            return await self._revalidate(tid, row, snap, change)
+        if action in ("pause_canary", "rollback_canary"):
+            return await self._canary(tid, row, change, action)
+        if action == "retrain" and change in NO_RETRAIN_ON:
+            why = {"why": f"no retrain on a {change} change"}
+            await self._carried(tid, "skipped", why)
+            return {"trigger": tid, "action": action, "state": "skipped", **why}
+        if action == "alert":
+            if await self._carried(tid, "done", base):
                 await self._announce("watch.alert", {"trigger": tid, **base})
-                out.append({"trigger": tid, "action": action, "state": "done"})
-            elif action == "retrain":
-                tid = await self._trigger(row, snap, change, action, "running", {})
+            return {"trigger": tid, "action": action, "state": "done"}
+        if action == "retrain":
+            if await self._carried(tid, "running", {}):
                 self._start_retrain(tid, row, snap, change)
-                out.append({"trigger": tid, "action": action, "state": "running"})
-            elif action in ("pause_canary", "rollback_canary"):
-                out.append(await self._canary(row, snap, change, action))
-        return out
+            return {"trigger": tid, "action": action, "state": "running"}
+        raise ValueError(f"no such action: {action}")
 
-    async def _trigger(self, row, snap, change, action, state, detail) -> int:
-        return await self.pools.call(
-            self.registry.trigger_add, row["id"], snap["id"], change, action, state, detail
-        )
+    async def _carried(self, tid: int, state: str, detail: dict) -> bool:
+        """A pending trigger's new state; False: another agent carried it out first."""
+        return await self.pools.call(self.registry.trigger_start, tid, state, detail)
 
-    async def _canary(self, row, snap, change, action) -> dict:
+    async def _canary(self, tid, row, change, action) -> dict:
         model, why = row["model"], f"data source {row['source']}: {change}"
         try:
             if action == "pause_canary":
@@ -491,12 +532,13 @@ class WatchService:
             state = "done"
         except (NotFound, Conflict) as e:
             state, detail = "skipped", {"why": e.message}
-        tid = await self._trigger(row, snap, change, action, state, detail)
+        if not await self._carried(tid, state, detail):
+            return {"trigger": tid, "action": action, "state": state, **detail}
         event = {"model": model, "source": row["source"], "change": change, "state": state}
         await self._announce(f"watch.{action}", {"trigger": tid, **event, **detail})
         return {"trigger": tid, "action": action, "state": state, **detail}
 
-    async def _revalidate(self, row, snap, change) -> dict:
+    async def _revalidate(self, tid, row, snap, change) -> dict:
         """Start re-running the checks of the model's production (else newest) version on
         the source's rows, in the background; the trigger is done when they are."""
         version = None
@@ -508,10 +550,11 @@ class WatchService:
                 if change in NO_REVALIDATE_ON
                 else f"no version of {row['model']} to revalidate"
             )
-            tid = await self._trigger(row, snap, change, "revalidate", "skipped", {"why": why})
+            await self._carried(tid, "skipped", {"why": why})
             return {"trigger": tid, "action": "revalidate", "state": "skipped", "why": why}
         number = version["number"]
-        tid = await self._trigger(row, snap, change, "revalidate", "running", {"version": number})
+        if not await self._carried(tid, "running", {"version": number}):
+            return {"trigger": tid, "action": "revalidate", "state": "running", "version": number}
         rid = await self.pools.call(
             self.registry.revalidation_add, tid, version["id"], row, snap["id"]
         )
@@ -611,7 +654,10 @@ class WatchService:
         if snap is None:  # the source never fingerprinted: no data to name as the cause
             return {"action": "retrain", "state": "skipped", "alert": alert["id"]}
         asked = {"alert": alert["id"], "kind": alert.get("kind"), "window": alert.get("window")}
-        tid = await self._trigger(row, snap, MONITOR_ALERT, "retrain", "running", asked)
+        add = self.registry.trigger_add
+        tid = await self.pools.call(
+            add, row["id"], snap["id"], MONITOR_ALERT, "retrain", "running", asked
+        )
         self._start_retrain(tid, row, snap, MONITOR_ALERT, asked)
         return {"trigger": tid, "action": "retrain", "state": "running", **asked}
 

@@ -417,3 +417,47 @@ def test_every_column_naming_a_blob_is_a_reference_that_fsck_and_the_forwarder_r
         query, _ = REFERRERS[column.table.name]
         assert list(query.selected_columns)[-1] is column, column
     assert len(REFERRERS) == len(tables.BLOB_REFERENCES)
+
+
+def test_a_changes_actions_are_stored_pending_with_it_and_carried_out_once(reg):
+    """What a kill between noticing a change and acting on it leaves: the snapshot and its
+    pending triggers, committed together. Its agent's claim keeps others off them until it
+    lapses (or that agent restarts and releases it); each is carried out once."""
+    spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
+    src = reg.watch_add({**spec, "on": ["change"], "actions": ["alert", "retrain"]}, "t")
+    fp = {"fingerprint": "f1"}
+    snap = reg.snapshot_add(
+        src["id"], fp, "appended", None, {}, None, ("alert", "retrain"), "a", 100.0
+    )
+    alert, retrain = snap["owed"]["alert"], snap["owed"]["retrain"]
+    rows = reg.triggers_of(src["id"])
+    assert [(r["id"], r["action"], r["state"]) for r in rows] == [
+        (alert, "alert", "pending"),
+        (retrain, "retrain", "pending"),
+    ]
+    assert "claimed_by" not in rows[0]  # bookkeeping, not shown
+    [change] = reg.sql("SELECT subject, payload FROM audit WHERE action = 'watch.change'")
+    assert change[0] == f"source:{src['id']}" and '"owed"' in change[1]
+    # Held by agent a until 100: agent b takes nothing before, both after
+    assert reg.triggers_owed("b", 99.0, 200.0) == []
+    assert [r["id"] for r in reg.triggers_owed("b", 101.0, 200.0)] == [alert, retrain]
+    assert reg.triggers_owed("a", 150.0, 300.0) == []  # b holds them now
+    # b restarts: what it held is owed again at once
+    assert reg.triggers_release("b") == 2
+    assert [r["id"] for r in reg.triggers_owed("a", 150.0, 300.0)] == [alert, retrain]
+    # Carried out once: the second start of the same trigger changes nothing
+    assert reg.trigger_start(alert, "done", {"x": 1}) is True
+    assert reg.trigger_start(alert, "failed", {}) is False
+    with pytest.raises(ValueError):
+        reg.trigger_start(retrain, "pending", {})
+    states = {r["id"]: (r["state"], r["detail"]) for r in reg.triggers_of(src["id"])}
+    assert states[alert] == ("done", {"x": 1}) and states[retrain][0] == "pending"
+    assert [r[0] for r in reg.sql("SELECT action FROM audit WHERE action LIKE 'trigger.%'")] == [
+        "trigger.alert"
+    ]
+    assert reg.triggers_owed("b", 10_000.0, 10_100.0)[0]["id"] == retrain  # a's claim lapsed
+    assert reg.audit_first_bad() is None
+    # A snapshot that owes nothing stores no trigger and no audit row
+    reg.snapshot_add(src["id"], {"fingerprint": "f1"}, "unchanged", None, {}, snap["id"])
+    assert len(reg.triggers_of(src["id"])) == 2
+    assert len(reg.sql("SELECT seq FROM audit WHERE action = 'watch.change'")) == 1

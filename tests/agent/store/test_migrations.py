@@ -161,3 +161,30 @@ def test_m017_adds_the_segment_quarantine_mark(tmp_path, backend):
         assert store.audit_first_bad() is None
     finally:
         store.engine.dispose()
+
+
+def test_m019_adds_the_claims_of_owed_triggers(tmp_path, backend):
+    """A database at m018 (triggers without claims) upgrades on each backend; its triggers
+    stay as they were, and a change's actions are stored pending with its snapshot after."""
+    from sqlalchemy import inspect, text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
+        src = store.watch_add({**spec, "on": ["change"], "actions": ["alert"]}, "t")
+        with store.engine.begin() as c:
+            c.execute(text("ALTER TABLE triggers DROP COLUMN claimed_by"))
+            c.execute(text("ALTER TABLE triggers DROP COLUMN claimed_until"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm019_owed_triggers'"))
+        old = store.trigger_add(src["id"], None, "appended", "alert", "done", {})
+        assert upgrade(store.engine) == ["m019_owed_triggers"]
+        cols = {c["name"] for c in inspect(store.engine).get_columns("triggers")}
+        assert {"claimed_by", "claimed_until"} <= cols
+        assert [(t["id"], t["state"]) for t in store.triggers_of(src["id"])] == [(old, "done")]
+        fp = {"fingerprint": "f1"}
+        snap = store.snapshot_add(src["id"], fp, "appended", None, {}, None, ("alert",), "a", 1.0)
+        assert store.triggers_of(src["id"])[-1]["state"] == "pending" and snap["owed"]
+    finally:
+        store.engine.dispose()
