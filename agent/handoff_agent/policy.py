@@ -58,7 +58,7 @@ from .deploy_policy import DeployPolicy
 from .errors import HandoffError
 from .monitor_policy import MonitorPolicy
 from .secrets_check import weak_secret_error
-from .vocabulary import FLOW, TERMINAL  # noqa: F401  (TERMINAL: re-exported for stages.py)
+from .vocabulary import FLOW
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from .errors import BadRequest, Conflict, Forbidden, HandoffError
-from .policy import FLOW, TERMINAL, Policy
-from .vocabulary import verdict_of
+from .policy import FLOW, Policy
+from .vocabulary import signoff_to, verdict_of
 
 
 class StageManager:
@@ -56,20 +56,23 @@ class StageManager:
             raise BadRequest("decision must be 'approve' or 'reject'.")
         with self.store.transaction():
             v = self.store.version_for_stage(name, number)
-            target = self.policy.next_stage(v["stage"])
+            target = signoff_to(v["stage"], self.policy.stages)
             if to and to != target:
                 raise Conflict(
                     f"{name}:{number} is {v['stage']} now, so a sign-off for {to} no longer "
                     "applies; nothing was recorded.",
                     f"Look at it again: it waits for sign-offs for {target}."
-                    if target and v["stage"] not in TERMINAL
+                    if target
                     else "It waits for no sign-off now.",
                     code="stage_moved",
                 )
-            if v["stage"] in TERMINAL or target is None or v["stage"] == "received":
+            if target is None:
                 raise Conflict(
                     f"{name}:{number} is {v['stage']}; there is nothing to sign off now.",
-                    "A version can be signed off once it is validated.",
+                    f"It serves until another version is promoted, or an admin runs `jupyter "
+                    f"handoff rollback {name}`."
+                    if v["stage"] == "production"
+                    else "A version can be signed off once it is validated.",
                     code="wrong_stage",
                 )
             if _pushed(v, who["user"]):

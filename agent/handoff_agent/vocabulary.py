@@ -176,6 +176,16 @@ def size_text(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
 
 
+def signoff_to(stage: str | None, stages: dict[str, dict[str, int]]) -> str | None:
+    """Where reviewers' sign-offs (or an admin's promotion) move a version in ``stage``: the
+    next stage of the flow, if the policy's ``stages`` table names sign-offs for it. None:
+    no sign-off applies (received, a terminal stage, production, whose next is archived)."""
+    if stage not in FLOW or stage == FLOW[0] or stage == FLOW[-1]:
+        return None
+    nxt = FLOW[FLOW.index(stage) + 1]
+    return nxt if nxt in stages else None
+
+
 def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
     """The stage flow with the sign-offs each stage needs (role -> count), from a policy's
     ``stages`` table. ``next`` follows the flow; ``signoff_to`` is where reviewers' sign-offs
@@ -188,7 +198,7 @@ def stage_flow(stages: dict[str, dict[str, int]]) -> list[dict]:
                 "name": name,
                 "signoffs": dict(stages.get(name, {})),
                 "next": nxt,
-                "signoff_to": nxt if name != FLOW[0] and nxt in stages else None,
+                "signoff_to": signoff_to(name, stages),
                 "by_agent": name in AGENT_STAGES,
             }
         )

@@ -75,6 +75,10 @@ class DeploymentService:
         elif stage == "rollback" and "production" in holds:
             self._restore_previous(model, subject, slots, by)
             clear(*[s for s in holds if s != "production"])
+            canary = slots.get("canary")
+            if canary is not None and canary["number"] != number:
+                # its bake so far was against the production rolled back: it bakes again
+                self.store.slot_traffic(model, "canary", canary["traffic"], by)
         elif stage in ("rejected", "archived", "rollback"):
             clear(*holds)
 
