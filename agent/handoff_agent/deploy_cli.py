@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from ._version import __version__
+from .command import Command
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name, typed_ref
 from .shell import complain, visible
@@ -24,7 +24,7 @@ from .vocabulary import missing_text
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
 
 
-class _CentralCommand(JupyterApp):
+class _CentralCommand(Command):
     """One call to central. Subclasses say what the arguments are and what to print."""
 
     version = __version__
@@ -170,7 +170,8 @@ class SignoffApp(_CentralCommand):
 
     def run(self, name: str, number: int):
         decision = "reject" if self.reject else "approve"
-        body = {"decision": decision, "comment": self.comment, "to": self.to}
+        to = self.to or self._waits_for(name, number)
+        body = {"decision": decision, "comment": self.comment, "to": to}
         out = self.call(f"/api/v1/models/{name}/versions/{number}/signoffs", body)
         if self.as_json:
             print(json.dumps(out, indent=1))
@@ -181,6 +182,13 @@ class SignoffApp(_CentralCommand):
             )
         else:
             print(f"{name}:{number} is now {out['stage']}.")
+
+    def _waits_for(self, name: str, number: int) -> str:
+        """The stage the version waits to be signed off for now: sent as ``to``, so a
+        sign-off that lands after another moved it on is refused, not counted for the next."""
+        stage = self.call(f"/api/v1/models/{name}/versions/{number}")["stage"]
+        flow = {s["name"]: s for s in self.call("/api/v1/meta")["stages"]["flow"]}
+        return (flow.get(stage) or {}).get("signoff_to") or ""
 
 
 class StageApp(_CentralCommand):

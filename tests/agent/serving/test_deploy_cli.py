@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,52 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     assert central_stage(central, "churn", v2) == "rollback"
     audit = central.sql("SELECT actor, payload FROM audit WHERE payload LIKE '%error rate up%'")
     assert audit, "the rollback's comment is not in the audit log"
+
+    # A reviewer's sign-off on the production version is refused: nothing follows it by
+    # sign-off (its next stage, archived, would hand all traffic to whatever else serves)
+    out = refused(central, "signoff", "churn:1", *url, token=rita)
+    assert "churn:1 is production; there is nothing to sign off now." in out, out
+    assert central_stage(central, "churn", 1) == "production"
+
+    # A canary baked clean against churn:2 bakes again once churn:2 is rolled back
+    v3 = push_to_central(local, central, LogisticRegression(C=0.1).fit(X, y), "churn", X, y)
+    ok(central, "signoff", f"churn:{v3}")
+    ok(central, "signoff", f"churn:{v3}")
+    ok(central, "signoff", f"churn:{v3}", "--to", "production")
+    assert central_stage(central, "churn", v3) == "production"
+    v4 = push_to_central(local, central, LogisticRegression(C=0.3).fit(X, y), "churn", X, y)
+    ok(central, "signoff", f"churn:{v4}")
+    ok(central, "signoff", f"churn:{v4}")
+    until(lambda: canary_state(client, central) == "promote_ready", 120, "v4's clean bake")
+    ok(central, "rollback", "churn", "-m", "v3 misbehaves")
+    assert canary_state(client, central, send=False) == "baking"
+    # and once it has, two reviewers promoting it at once: one moves it, the other is told
+    until(lambda: canary_state(client, central) == "promote_ready", 120, "v4's bake again")
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "handoff_agent", "signoff", f"churn:{v4}"],
+            env=central.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    said = sorted((p.wait(60), *p.communicate()) for p in both)
+    assert [rc for rc, *_ in said] == [0, 1], said
+    assert said[0][1] == f"churn:{v4} is now production.\n", said
+    assert "no longer applies; nothing was recorded" in said[1][2], said
+    assert central_stage(central, "churn", v4) == "production"
+    shown = ok(central, "deployment", "churn")
+    assert f"serving: production v{v4} 100%" in shown, shown
+
+
+def canary_state(client, central, send: bool = True) -> str:
+    """The guardrails' state of churn's canary, after a request to the model (``send``)."""
+    if send:
+        client.invocations([ROW])
+    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    return (view["guardrails"]["canary"] or {}).get("state")
 
 
 def test_mistakes_are_one_line_and_an_exit_code(pair):
