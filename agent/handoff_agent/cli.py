@@ -9,11 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, List, TraitError, Unicode
 
 from . import logs, runtime
 from ._version import __version__
+from .command import Command
 from .logs import InertFormatter
 from .shell import complain
 
@@ -58,7 +58,7 @@ def _open_db(config):
     return MetadataStore.open(url) if url else MetadataStore.for_home(_home(config))
 
 
-class ServeApp(JupyterApp):
+class ServeApp(Command):
     name = "jupyter-handoff-serve"
     description = "Run the agent in the foreground. Ctrl-C stops it."
     version = __version__
@@ -142,7 +142,7 @@ class ServeApp(JupyterApp):
             self.log.info("Handoff agent stopped")
 
 
-class StatusApp(JupyterApp):
+class StatusApp(Command):
     name = "jupyter-handoff-status"
     description = "Say whether an agent is running, where, and with which token."
     version = __version__
@@ -177,7 +177,7 @@ class StatusApp(JupyterApp):
         self.exit(0 if up else 1)
 
 
-class StopApp(JupyterApp):
+class StopApp(Command):
     name = "jupyter-handoff-stop"
     description = "Stop the running agent (--role central: the central one)."
     version = __version__
@@ -203,7 +203,7 @@ class StopApp(JupyterApp):
         print(f"Stopped the {self.role} agent (pid {info['pid']}).")
 
 
-class FsckApp(JupyterApp):
+class FsckApp(Command):
     name = "jupyter-handoff-fsck"
     description = "Re-hash every blob and check that the registry and the store agree."
     version = __version__
@@ -230,7 +230,7 @@ class FsckApp(JupyterApp):
         self.exit(0 if report.ok else 1)
 
 
-class DemoApp(JupyterApp):
+class DemoApp(Command):
     name = "jupyter-handoff-demo"
     description = (
         "Start central and a local agent if none runs, execute the quickstart notebook in a "
@@ -250,7 +250,7 @@ class DemoApp(JupyterApp):
         sys.exit(run_demo(self.notebook or None))
 
 
-class ReportApp(JupyterApp):
+class ReportApp(Command):
     name = "jupyter-handoff-report"
     description = "Fetch a version's report (NAME or NAME:N); --open shows it in a browser."
     version = __version__
@@ -268,7 +268,7 @@ class ReportApp(JupyterApp):
         self.exit(fetch_report(self.extra_args[0], self.fmt, self.open_browser))
 
 
-class TokenApp(JupyterApp):
+class TokenApp(Command):
     name = "jupyter-handoff-token"
     description = "Create or revoke API tokens with roles: token create --user U --role R."
     version = __version__
@@ -319,7 +319,7 @@ class TokenApp(JupyterApp):
             registry.close()
 
 
-class AuditApp(JupyterApp):
+class AuditApp(Command):
     name = "jupyter-handoff-audit"
     description = "audit verify: check the audit hash chain and name the first bad entry."
     version = __version__
@@ -348,7 +348,7 @@ class AuditApp(JupyterApp):
         self.exit(1)
 
 
-class HandoffApp(JupyterApp):
+class HandoffApp(Command):
     name = "jupyter-handoff"
     description = "Handoff: hand models from notebooks to IT. The agent and its tools."
     version = __version__

@@ -16,11 +16,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from jupyter_core.application import JupyterApp
 from traitlets import Enum, Unicode
 
 from . import runtime
 from ._version import __version__
+from .command import Command
 from .shell import complain, visible
 
 AGENT_HELP = "Which running agent to ask: central (default) or local."
@@ -114,7 +114,7 @@ def _get(role: str, url: str, path: str) -> tuple[bytes, dict]:
     return _request(role, url, path)
 
 
-class InventoryApp(JupyterApp):
+class InventoryApp(Command):
     name = "jupyter-handoff-inventory"
     description = (
         "Every model at central: owner, stage, data, sensitive attributes, fairness and "
@@ -180,7 +180,7 @@ USAGE = """Usage: jupyter handoff dossier NAME:N [--out FILE] [--agent central|l
        jupyter handoff dossier key [--out FILE]"""
 
 
-class DossierApp(JupyterApp):
+class DossierApp(Command):
     name = "jupyter-handoff-dossier"
     description = (
         "dossier NAME:N: save a version's signed dossier (zip). dossier verify FILE: check "

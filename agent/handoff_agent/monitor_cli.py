@@ -19,11 +19,11 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from . import runtime
 from ._version import __version__
+from .command import Command
 from .monitor import windows
 from .shell import complain, os_user
 
@@ -54,7 +54,7 @@ def parse_now(text: str) -> float | None:
     return now
 
 
-class MonitorApp(JupyterApp):
+class MonitorApp(Command):
     name = "jupyter-handoff-monitor"
     description = (
         "monitor import NAME FILE.parquet [--reference]: backfill a prediction log from "

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import time
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Unicode
 
 from ._version import __version__
+from .command import Command
 from .inventory_cli import Unreachable, _request, every_page
 from .shell import complain, visible
 
@@ -20,7 +20,7 @@ SEND_AGAIN = (
 )
 
 
-class OutboxApp(JupyterApp):
+class OutboxApp(Command):
     name = "jupyter-handoff-outbox"
     description = (
         "The agent's deliveries one by one, oldest first: those still waiting (the last "

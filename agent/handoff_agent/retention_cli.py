@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Enum, Int, Unicode
 
 from ._version import __version__
+from .command import Command
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name
 from .shell import complain
@@ -18,7 +18,7 @@ from .vocabulary import prune_line
 AGENT_HELP = "Which running agent to prune: local (default) or central."
 
 
-class PruneApp(JupyterApp):
+class PruneApp(Command):
     name = "jupyter-handoff-prune"
     description = (
         "Free room (admin): remove the bundles of a model's versions older than its newest "

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
-from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from ._version import __version__
+from .command import Command
 from .shell import complain
 
 STORE_ALIASES = {
@@ -31,7 +31,7 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-class _StoresApp(JupyterApp):
+class _StoresApp(Command):
     version = __version__
     flags = {}
 

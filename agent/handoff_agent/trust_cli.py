@@ -7,9 +7,8 @@ versions waiting in needs_trust on those types then proceed.
 
 from __future__ import annotations
 
-from jupyter_core.application import JupyterApp
-
 from ._version import __version__
+from .command import Command
 from .shell import complain, os_user
 
 USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
@@ -17,7 +16,7 @@ USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
        jupyter handoff trust list [--home DIR]"""
 
 
-class TrustApp(JupyterApp):
+class TrustApp(Command):
     name = "jupyter-handoff-trust"
     description = "Trust exact types for skops loading: trust add TYPE..., remove, list."
     version = __version__

@@ -9,10 +9,10 @@ import os
 import sys
 import urllib.parse
 
-from jupyter_core.application import JupyterApp
 from traitlets import Dict, Enum, Float, List, Unicode
 
 from ._version import __version__
+from .command import Command
 from .inventory_cli import Unreachable, _get, _request
 from .shell import complain, visible
 
@@ -24,7 +24,7 @@ def _post(role: str, url: str, path: str, body: dict) -> dict:
     return json.loads(_request(role, url, path, body, timeout=600)[0])
 
 
-class WatchApp(JupyterApp):
+class WatchApp(Command):
     name = "jupyter-handoff-watch"
     description = (
         "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
@@ -127,7 +127,7 @@ class WatchApp(JupyterApp):
         return body
 
 
-class LineageApp(JupyterApp):
+class LineageApp(Command):
     name = "jupyter-handoff-lineage"
     description = (
         "lineage [REF] [--format json|dot]: which models use which data (watched sources and "

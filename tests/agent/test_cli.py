@@ -119,6 +119,30 @@ def test_short_help_of_each_subcommand_works(tmp_path):
     assert "--home" in p.stdout
 
 
+def test_a_mistyped_option_or_value_is_one_line_and_exit_2_before_anything_runs(tmp_path):
+    """traitlets warned that an unknown option "will have no effect" and went on: a
+    ``signoff --too approved`` signed off without its guard. Now no command runs with one."""
+    from handoff_agent.cli import HandoffApp
+
+    for sub in HandoffApp.subcommands:
+        p = handoff(sub, "--bogus", "x", runtime_dir=tmp_path)
+        assert p.returncode == 2, (sub, p.stdout, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert lines[0] == "Unknown option --bogus." and len(lines) <= 4, (sub, p.stderr)
+        assert p.stdout == "" and "Traceback" not in p.stderr, (sub, p.stdout, p.stderr)
+    for args, said in (
+        (("outbox", "--agent", "bogus"), "--agent 'bogus': expected any of ['local', 'central']."),
+        (("inventory", "--format", "xml"), "--format 'xml': expected any of"),
+        (("prune", "churn", "--keep", "abc"), "--keep 'abc': expected an int."),
+        (("signoff", "churn:1", "--too", "approved"), "Unknown option --too."),
+        (("signoff", "churn:1", "-m"), "-m needs a value."),
+        (("deployment", "--url"), "--url needs a value."),
+    ):
+        p = handoff(*args, runtime_dir=tmp_path)
+        assert p.returncode == 2 and p.stderr.startswith(said), (args, p.stderr)
+        assert "Usage: jupyter handoff" in p.stderr or "--help" in p.stderr, p.stderr
+
+
 def test_fsck_of_a_home_with_no_registry_says_so_and_creates_nothing(tmp_path):
     """A mistyped --home is not an empty registry that checks out."""
     typo = tmp_path / "hoem"

@@ -1,0 +1,92 @@
+"""``Command``: the base of every ``jupyter handoff`` command. A mistyped option is a usage
+mistake (one line, exit 2), not traitlets' warning that it "will have no effect" while the
+command goes ahead without it, and a bad value is one line too."""
+
+from __future__ import annotations
+
+import re
+
+from jupyter_core.application import JupyterApp
+from traitlets import TraitError
+from traitlets.config.loader import KVArgParseConfigLoader, _KVArgParser
+
+from .shell import complain
+
+_TRAIT_ERROR = re.compile(
+    r"The '(\w+)' trait of an? \w+ instance expected (.+), not the \w+ (.+)\."
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(_KVArgParser):
+    def error(self, message):  # argparse prints its usage block and exits: one line instead
+        m = re.fullmatch(r"argument --?([\w.-]+): expected one argument", message)
+        if m:
+            raise _NoValue(m.group(1))
+        raise UsageError(message[:1].upper() + message[1:])
+
+
+class _NoValue(Exception):
+    """``--name`` last, without a value: a known option's value left out, or an unknown one."""
+
+
+class _Loader(KVArgParseConfigLoader):
+    parser_class = _Parser
+
+    def load_config(self, *args, **kwargs):
+        try:
+            return super().load_config(*args, **kwargs)
+        except _NoValue as e:
+            name = str(e)  # an alias's "Class.trait", a --Class.trait, or unknown
+            if "." not in name:
+                raise UsageError(f"Unknown option {_dashed(name)}.") from None
+            raise UsageError(f"{_option(self.aliases, name)} needs a value.") from None
+
+    def _handle_unrecognized_alias(self, arg: str) -> None:
+        raise UsageError(f"Unknown option {_dashed(arg)}.")
+
+
+class Command(JupyterApp):
+    def _create_loader(self, argv, aliases, flags, classes):
+        return _Loader(argv, aliases, flags, classes=classes, log=self.log)
+
+    def update_config(self, config) -> None:
+        try:
+            super().update_config(config)
+        except TraitError as e:
+            raise UsageError(_value_line(e, self.aliases)) from None
+
+    def initialize(self, argv=None):
+        try:
+            super().initialize(argv)
+        except UsageError as e:
+            usage = getattr(self, "usage", "")
+            command = self.name.replace("-", " ")
+            complain(str(e), f"Usage: {usage}" if usage else f"See: {command} --help")
+            self.exit(2)
+
+
+def _value_line(e: TraitError, aliases: dict) -> str:
+    """traitlets' "The 'fmt' trait of an InventoryApp instance expected any of ['table',
+    'json', 'csv'], not the str 'xml'." as "--format 'xml': expected any of …"."""
+    m = _TRAIT_ERROR.match(str(e))
+    if m is None:
+        return str(e)
+    trait, expected, value = m.groups()
+    return f"{_option(aliases, trait)} {value}: expected {expected}."
+
+
+def _option(aliases: dict, trait: str) -> str:
+    """The option people type for ``Class.trait`` (or ``trait``): its alias, if it has one."""
+    for names, to in aliases.items():
+        target = to if isinstance(to, str) else to[0]
+        if target == trait or target.endswith(f".{trait}"):
+            return _dashed(names if isinstance(names, str) else max(names, key=len))
+    return _dashed(trait)
+
+
+def _dashed(name: str) -> str:
+    return f"-{name}" if len(name) == 1 else f"--{name}"
