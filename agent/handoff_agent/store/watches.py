@@ -259,24 +259,27 @@ class WatchStore(StoreBase):
     def trigger_start(self, trigger_id: int, state: str, detail) -> bool:
         """A pending trigger carried out (``state``, not pending): its row and its audit row.
         False if it was not pending (another agent carried it out)."""
+        with self._tx() as c:
+            return self._trigger_start(c, trigger_id, state, detail)
+
+    def _trigger_start(self, c, trigger_id: int, state: str, detail) -> bool:
         if state not in TRIGGER_STATES[1:]:
             raise ValueError(f"not a state a trigger is carried out to: {state!r}")
-        with self._tx() as c:
-            n = c.execute(
-                t.triggers.update()
-                .where(T.id == trigger_id, T.state == "pending")
-                .values(
-                    state=state,
-                    detail=json.dumps(detail or {}, sort_keys=True, default=str),
-                    time=now(),
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            ).rowcount
-            if n:
-                r = c.execute(select(t.triggers).where(T.id == trigger_id)).one()
-                self._trigger_audit(c, r.id, r.source_id, r.snapshot_id, r.change, r.action, state)
-            return bool(n)
+        n = c.execute(
+            t.triggers.update()
+            .where(T.id == trigger_id, T.state == "pending")
+            .values(
+                state=state,
+                detail=json.dumps(detail or {}, sort_keys=True, default=str),
+                time=now(),
+                claimed_by=None,
+                claimed_until=None,
+            )
+        ).rowcount
+        if n:
+            r = c.execute(select(t.triggers).where(T.id == trigger_id)).one()
+            self._trigger_audit(c, r.id, r.source_id, r.snapshot_id, r.change, r.action, state)
+        return bool(n)
 
     def _trigger_audit(self, c, tid, source_id, snapshot_id, change, action, state) -> None:
         watched = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
@@ -360,9 +363,15 @@ class WatchStore(StoreBase):
 
     # -- revalidations ---------------------------------------------------------------------
 
-    def revalidation_add(self, trigger_id: int, version_id: int, row: dict, snap_id) -> int:
-        """A revalidation starts: its row, the trigger's id on it, and an audit row."""
+    def revalidation_add(
+        self, trigger_id: int, version_id: int, row: dict, snap_id, detail: dict
+    ) -> int | None:
+        """A revalidation starts: its pending trigger running (with ``detail``), its row with
+        the trigger's id, and their audit rows, in one transaction. None: the trigger was not
+        pending (another agent started it)."""
         with self._tx() as c:
+            if not self._trigger_start(c, trigger_id, "running", detail):
+                return None
             rid = c.execute(
                 t.revalidations.insert().values(
                     version_id=version_id,

@@ -553,12 +553,11 @@ class WatchService:
             await self._carried(tid, "skipped", {"why": why})
             return {"trigger": tid, "action": "revalidate", "state": "skipped", "why": why}
         number = version["number"]
-        if not await self._carried(tid, "running", {"version": number}):
-            return {"trigger": tid, "action": "revalidate", "state": "running", "version": number}
         rid = await self.pools.call(
-            self.registry.revalidation_add, tid, version["id"], row, snap["id"]
+            self.registry.revalidation_add, tid, version["id"], row, snap["id"], {"version": number}
         )
-        self._background(self._revalidation(tid, rid, row, snap, change, version))
+        if rid is not None:
+            self._background(self._revalidation(tid, rid, row, snap, change, version))
         return {
             "trigger": tid,
             "action": "revalidate",

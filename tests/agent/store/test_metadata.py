@@ -349,8 +349,9 @@ def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
     src = reg.watch_add({**spec, "on": ["change"], "actions": ["revalidate"], "target": "y"}, "t")
     started = []
     for _ in range(2):
-        tid = reg.trigger_add(src["id"], None, "appended", "revalidate", "running", {})
-        started.append((reg.revalidation_add(tid, vid, src, None), tid))
+        tid = reg.trigger_add(src["id"], None, "appended", "revalidate", "pending", {})
+        started.append((reg.revalidation_add(tid, vid, src, None, {"version": 1}), tid))
+        assert reg.revalidation_add(tid, vid, src, None, {}) is None  # started once only
     (old, old_trigger), (new, _) = started
     reg.sql("UPDATE revalidations SET started = :t WHERE id = :id", t="2026-01-01T00:00:00", id=old)
     cutoff = "2026-06-01T00:00:00+00:00"
