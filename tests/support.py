@@ -23,6 +23,10 @@ from handoff_agent.manifest import with_files
 CURRENT_BACKEND = None
 # CLI commands that read the blob store: ``RunningAgent.cli`` passes them the agent's.
 BLOB_COMMANDS = ("fsck", "monitor")
+# The commands that open a home; the others ask a running agent (an unknown option is exit 2)
+HOME_COMMANDS = (
+    *("serve", "fsck", "token", "audit", "trust", "backup", "restore", "migrate", "monitor"),
+)
 
 
 class RunningAgent:
@@ -92,11 +96,14 @@ class RunningAgent:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run ``python -m handoff_agent ARGS --home HOME`` against this agent's home (and
-        its database, and for commands that read blobs, its blob store)."""
+        its database, and for commands that read blobs, its blob store); a command that asks
+        the running agent instead gets no ``--home``."""
         args = list(args)
         if args and args[0] in BLOB_COMMANDS and "--blob-url" not in args:
             args += self.blob_args()
-        return handoff_cli(self.env, *args, "--home", str(self.home))
+        if args and args[0] in HOME_COMMANDS:
+            args += ["--home", str(self.home)]
+        return handoff_cli(self.env, *args)
 
     def blob_args(self) -> list[str]:
         """The blob-store arguments this agent was started with (S3 credentials travel in

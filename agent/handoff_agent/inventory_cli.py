@@ -54,6 +54,11 @@ def _target(role: str, url: str) -> tuple[str, str]:
         return url, token
     info = runtime.read(role)
     if not (info and runtime.healthy(info["url"])):
+        central = runtime.read("central") if role == "local" else None
+        if central and runtime.healthy(central["url"]):  # on central's machine, --agent left out
+            raise Unreachable(
+                "No local agent is running here, but a central one is: add --agent central."
+            )
         serve = "jupyter handoff serve" + (" --role central" if role == "central" else "")
         raise Unreachable(
             f"No {role} agent is running here. Start one with `{serve}`"

@@ -205,3 +205,8 @@ def test_user_mistakes_are_one_line(tmp_path, central):
     assert code == 2
     assert_refused(lines, err, "Cannot open the database postgresql://someone:***@127.0.0.1:1")
     assert secret not in "".join(lines) + err
+    # libpq also takes the password as a query parameter
+    unreachable = f"postgresql://someone@127.0.0.1:1/handoff?sslmode=disable&password={secret}"
+    code, lines, err = cli(target, "restore", str(tmp_path / "good"), "--database-url", unreachable)
+    assert code == 2 and "handoff?sslmode=disable&password=***" in err, err
+    assert secret not in "".join(lines) + err

@@ -131,10 +131,22 @@ class DeploymentService:
         self, model: str, percent: float, by: str, expected: float | None = None
     ) -> dict:
         """The canary's share, 0..100 (the guardrails' linear steps, or an admin). With
-        ``expected``, only while the share is still that (a lost race is a 409)."""
+        ``expected``, only while the share is still that (a lost race is a 409). Asked
+        outright (an admin, a watch's pause), refused while no version is in production: the
+        canary serves all the traffic then, whatever its share says."""
         if not 0.0 <= percent <= 100.0:
             raise BadRequest("A traffic share is between 0 and 100.", code="bad_traffic")
         with self.store.transaction():
+            slots = {r["slot"]: r for r in self.store.slots_of(model)}
+            if expected is None and "canary" in slots and "production" not in slots:
+                subject = f"{model}:{slots['canary']['number']}"
+                raise Conflict(
+                    f"{model!r} has no production version: its canary, {subject}, serves all "
+                    "the traffic whatever its share.",
+                    "The share applies once a version is in production. To stop the canary "
+                    f"serving: `jupyter handoff stage {subject} archived`.",
+                    code="no_production",
+                )
             if not self.store.slot_traffic(model, "canary", percent, by, expected):
                 if expected is not None and any(
                     r["slot"] == "canary" for r in self.store.slots_of(model)

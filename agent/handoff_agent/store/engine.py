@@ -9,6 +9,7 @@ becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -37,14 +38,19 @@ def normalize(url: str) -> URL:
     return parsed
 
 
+SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&]*", re.IGNORECASE)
+
+
 def redact(url: str | URL) -> str:
-    """The URL as it may appear in logs and status: never with its password."""
+    """The URL as it may appear in logs and status: never with its password, in the user
+    part or as a query parameter (``?password=``, libpq's and kin)."""
     try:
-        return make_url(str(url) if isinstance(url, URL) else url).render_as_string(
+        shown = make_url(str(url) if isinstance(url, URL) else url).render_as_string(
             hide_password=True
         )
     except Exception:  # not even a URL: say nothing of it
         return "<unparseable database url>"
+    return SECRET_PARAM.sub(r"\1***", shown)
 
 
 def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:

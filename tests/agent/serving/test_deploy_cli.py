@@ -173,7 +173,7 @@ def canary_state(client, central, send: bool = True) -> str:
 
 
 def test_mistakes_are_one_line_and_an_exit_code(pair):
-    _local, central, *_ = pair
+    local, central, X, y, _ = pair
     # Usage mistakes: exit 2, what is wrong and the usage line
     for args, said in (
         (("traffic", "churn", "lots"), "'lots' is not a percentage"),
@@ -196,6 +196,14 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     ):
         out = refused(central, *args)
         assert said in out and len(out.strip().splitlines()) <= 2, out
+    # A canary with no production serves everything: a share asked for it is refused, saying so
+    fresh = push_to_central(local, central, LogisticRegression().fit(X, y), "fresh", X, y)
+    ok(central, "signoff", f"fresh:{fresh}")
+    ok(central, "signoff", f"fresh:{fresh}")
+    out = refused(central, "traffic", "fresh", "20")
+    assert "'fresh' has no production version: its canary, fresh:1, serves all" in out, out
+    assert "stage fresh:1 archived" in out
+    assert "serving: canary v1 100%" in ok(central, "deployment", "fresh")
     # A reviewer may sign off but not move traffic; central names the role it needs
     reviewer = central.make_token("rita", "reviewer")
     out = refused(central, "traffic", "churn", "10", "--url", central.url, token=reviewer)
