@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, TooLarge
 from ..handlers.base import ANY_ROLE, MAX_JSON_DEPTH, BaseHandler, json_depth, parse_uint
 from ..names import validate_name
 from ..tokens import token_hash
@@ -43,6 +43,13 @@ class ServingHandler(BaseHandler):
     @property
     def max_body(self) -> int:
         return self.server.settings.max_body_bytes
+
+    def too_large(self) -> TooLarge:
+        return TooLarge(
+            f"The request body is larger than the model server's limit of {self.max_body} bytes.",
+            "Split the rows over several requests, or send the tensors with the binary-data "
+            "extension (c.Serving.max_body_bytes sets the limit).",
+        )
 
     def check_content_type(self) -> None:
         self.body_types = BODY_TYPES

@@ -264,7 +264,9 @@ def _from_binary(raw: bytes, dtype: str, name: str) -> list:
         return values
     width = np.dtype(V2_NUMPY[dtype]).itemsize
     if len(raw) % width:
-        raise malformed(f"Tensor {name!r}: {len(raw)} bytes is not a whole number of {dtype}.")
+        raise malformed(
+            f"Tensor {name!r}: {len(raw)} bytes is not a whole number of {dtype}.", V2_HINT
+        )
     return np.frombuffer(raw, dtype=V2_NUMPY[dtype]).tolist()
 
 
@@ -335,10 +337,12 @@ def validate(
         )
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
-        raise malformed("The columns have different numbers of rows.")
+        raise malformed(
+            "The columns have different numbers of rows.", "Give every column one value a row."
+        )
     rows = lengths.pop() if lengths else 0
     if rows == 0:
-        raise malformed("The request has no rows.")
+        raise malformed("The request has no rows.", "Send at least one row to predict.")
     if rows > max_rows:
         raise TooLarge(
             f"The request has {rows} rows; one request may carry at most {max_rows}.",

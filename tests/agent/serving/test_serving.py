@@ -225,6 +225,10 @@ def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
         assert 400 <= got < 500, what
         assert_error(got, answer, status, code)
     assert client.call("POST", "/invocations?model=churn", {"instances": [[1, 2]] * 2})[0] == 400
+    # A hint fits the protocol asked: no MLflow formats for an Open Inference Protocol request
+    empty = {"inputs": [{"name": c, "shape": [0], "datatype": "FP64", "data": []} for c in "abcd"]}
+    got, _, answer = client.call("POST", "/v2/models/churn/infer", empty)
+    assert got == 400 and answer["error"]["hint"] == "Send at least one row to predict.", answer
     # Every route of the model server but health needs a token (enumerated, not listed)
     for pattern, handler in routes():
         path = re.sub(
