@@ -172,6 +172,9 @@ class StatusApp(Command):
                 print(disk)
             if deliveries := runtime.outbox_line(info):
                 print(deliveries)
+        elif self.role:
+            serve = "jupyter handoff serve" + (" --role central" if self.role == "central" else "")
+            print(f"No {self.role} agent is running. Start one with `{serve}`.")
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

@@ -42,6 +42,10 @@ def test_status_without_an_agent_exits_1_with_a_hint(tmp_path):
     p = handoff("status", "--json", runtime_dir=tmp_path / "empty-runtime")
     assert p.returncode == 1
     assert json.loads(p.stdout)["running"] is False
+    p = handoff("status", "--role", "central", runtime_dir=tmp_path / "empty-runtime")
+    assert p.returncode == 1 and p.stdout == (
+        "No central agent is running. Start one with `jupyter handoff serve --role central`.\n"
+    )
 
 
 def test_status_after_kill_9_ignores_the_stale_runtime_file(agent_factory):
