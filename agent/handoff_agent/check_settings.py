@@ -49,7 +49,8 @@ def unfit(value, default) -> str | None:
         return None if fits else "true or false"
     if isinstance(default, (int, float)):
         got = coerce(value, default)
-        fits = isinstance(got, (int, float)) and not isinstance(got, bool)
+        # NaN compares false with everything: a threshold of NaN would pass every value
+        fits = isinstance(got, (int, float)) and not isinstance(got, bool) and got == got
         return None if fits else "a number"
     return None
 

@@ -68,10 +68,15 @@ def _target(role: str, url: str) -> tuple[str, str]:
 
 
 def _request(
-    role: str, url: str, path: str, body: dict | None = None, timeout: float = 180
+    role: str,
+    url: str,
+    path: str,
+    body: dict | None = None,
+    timeout: float = 180,
+    method: str | None = None,
 ) -> tuple[bytes, dict]:
-    """GET ``path`` at the agent (POST ``body`` as JSON when given); its JSON error, or its
-    silence, becomes one ``Unreachable`` line."""
+    """GET ``path`` at the agent (POST ``body`` as JSON when given; else ``method``); its
+    JSON error, or its silence, becomes one ``Unreachable`` line."""
     base, token = _target(role, url)
     headers = {"Authorization": f"token {token}"}
     if body is not None:
@@ -80,7 +85,7 @@ def _request(
         base + path,
         data=None if body is None else json.dumps(body).encode(),
         headers=headers,
-        method="GET" if body is None else "POST",
+        method=method or ("GET" if body is None else "POST"),
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:

@@ -9,7 +9,7 @@ import os
 import sys
 import urllib.parse
 
-from traitlets import Dict, Enum, Float, List, Unicode
+from traitlets import Dict, Enum, Float, Integer, List, Unicode
 
 from ._version import __version__
 from .command import Command
@@ -30,7 +30,7 @@ class WatchApp(Command):
         "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
         "--on schema …] [--run NOTEBOOK] [--action revalidate --target COL]: watch a "
         "data source for a model (the same as %mlops watch). watch NAME: the model's watched "
-        "sources."
+        "sources. watch NAME --remove ID: stop watching one."
     )
     version = __version__
     source = Unicode("", help="A file, a glob of Parquet/CSV files, or a SQLAlchemy URL.").tag(
@@ -61,10 +61,16 @@ class WatchApp(Command):
     timeout = Float(600.0, help="Seconds the notebook may run.").tag(config=True)
     agent = Enum(["local", "central"], "local", help=AGENT_HELP).tag(config=True)
     url = Unicode("", help=URL_HELP).tag(config=True)
+    remove = Integer(0, help="Stop watching source ID (the [ID] the listing shows).").tag(
+        config=True
+    )
     aliases = {
         **{
             k: f"WatchApp.{k}"
-            for k in ("source", "query", "every", "overdue", "on", "run", "timeout", "target")
+            for k in (
+                *("source", "query", "every", "overdue", "on", "run", "timeout", "target"),
+                "remove",
+            )
         },
         "action": "WatchApp.actions",
         "params": "WatchApp.params",
@@ -79,6 +85,9 @@ class WatchApp(Command):
             self.exit(2)
         model = self.extra_args[0]
         try:
+            if self.remove:
+                self._remove(model)
+                return
             if not self.source:
                 doc = json.loads(_get(self.agent, self.url, f"/api/v1/watches?model={model}")[0])
                 rows = doc["watches"]
@@ -100,6 +109,18 @@ class WatchApp(Command):
             print(visible(line))  # a source is a path or URL someone else typed
         if not rows:
             print(f"{model} watches no data source.")
+
+    def _remove(self, model: str) -> None:
+        query = f"/api/v1/watches?model={urllib.parse.quote(model)}"
+        rows = json.loads(_get(self.agent, self.url, query)[0])["watches"]
+        row = next((w for w in rows if w["id"] == self.remove), None)
+        if row is None:
+            raise Unreachable(
+                f"{model} watches no source [{self.remove}]. `jupyter handoff watch {model}` "
+                "lists its sources."
+            )
+        _request(self.agent, self.url, f"/api/v1/watches/{self.remove}", method="DELETE")
+        print(visible(f"Stopped watching [{row['id']}] {model} <- {row['source']}."))
 
     def body(self, model: str) -> dict:
         source = self.source

@@ -104,6 +104,13 @@ class AgentClient:
 
         return self._send(go)
 
+    def delete(self, path: str) -> dict:
+        def go(conn):
+            conn.request("DELETE", path, headers=self._headers())
+            return self._answer(conn)[1]
+
+        return self._send(go)
+
     def get_raw(self, path: str) -> bytes:
         def go(conn):
             conn.request("GET", path, headers=self._headers())

@@ -80,8 +80,9 @@ class Resolver:
                 raise HandoffUsageError(
                     f"{name} has no champion to compare {name}:{latest} with: no earlier "
                     "version passed or warned.",
-                    "Compare two versions by number, e.g. "
-                    f"%mlops compare {name}:1 {name}:{latest}.",
+                    f"Compare two versions by number, e.g. %mlops compare {name}:1 {name}:{latest}."
+                    if latest > 1
+                    else "It has one version: push another to compare it with.",
                 )
             return [champ, self.full(name, latest)]
         if which.isdigit():
@@ -108,20 +109,28 @@ class Comparison:
     """Two or more versions, the first the baseline unless ``baseline`` names another."""
 
     def __init__(self, versions: list[dict], baseline: str | None = None, champions=None):
-        if len(versions) < 2:
-            raise HandoffUsageError(
-                "A comparison needs at least two versions.",
-                "Name two, e.g. %mlops compare churn:3 churn:5, or one model for its latest "
-                "against its champion: %mlops compare churn.",
-            )
         seen, unique = set(), []
         for v in versions:
             if label(v) not in seen:
                 seen.add(label(v))
                 unique.append(v)
+        if len(unique) < 2:
+            raise HandoffUsageError(
+                f"{label(versions[0])} is named twice; a comparison needs two different versions."
+                if versions
+                else "A comparison needs at least two versions.",
+                "Name two, e.g. %mlops compare churn:3 churn:5, or one model for its latest "
+                "against its champion: %mlops compare churn.",
+            )
         self.versions = unique
         self.labels = [label(v) for v in unique]
-        self.baseline = baseline if baseline in self.labels else self.labels[0]
+        if baseline is not None and baseline not in self.labels:
+            raise HandoffUsageError(
+                f"The baseline {baseline} is not among the versions compared: "
+                f"{', '.join(self.labels)}.",
+                "Name one of them with --baseline, or add it to the versions.",
+            )
+        self.baseline = baseline or self.labels[0]
         self.champions = set(champions or ())  # labels of each model's champion
         self._charts: tuple | None = None
         self._resolver: Resolver | None = None
@@ -354,6 +363,13 @@ def compare(*refs, baseline: str | None = None, client=None) -> Comparison:
             "Add another, e.g. %mlops compare churn:3 churn:5, or name just the model "
             "(%mlops compare churn) for the latest against the champion.",
         )
+    if baseline is not None:  # any way a version is named (churn:prod), as one label
+        found = resolver.resolve(baseline)
+        if len(found) != 1:
+            raise HandoffUsageError(
+                f"--baseline {baseline} is not one version.", "Name one, e.g. churn:3."
+            )
+        baseline = label(found[0])
     champions = set()
     for name in dict.fromkeys(v["model"] for v in versions):
         champ = resolver.champion(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import io
 
 import numpy as np
@@ -82,15 +84,97 @@ def _frame(obj, name: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _fitted_columns(Xf: pd.DataFrame, features: list[str]) -> None:
+def _fitted_columns(Xf: pd.DataFrame, features: list[str], sensitive) -> pd.DataFrame:
+    """X with the model's columns first, in the order it was fitted on (the model refuses
+    another order); a column it lacks, or one it was not fitted on and not named by
+    ``--sensitive``, is a mistake said now rather than by every check that predicts."""
     lacking = [f for f in features if f not in Xf.columns]
     if lacking:
-        shown = ", ".join(map(repr, lacking[:5])) + (" …" if len(lacking) > 5 else "")
         raise HandoffUsageError(
-            f"X lacks {len(lacking)} column{'s' * (len(lacking) > 1)} the model was fitted "
-            f"on: {shown}.",
+            f"X lacks {_count(lacking)} the model was fitted on: {_names(lacking)}.",
             "Pass the evaluation data with the training columns (model.feature_names_in_).",
         )
+    given = sensitive if isinstance(sensitive, (list, tuple)) else [sensitive]
+    named = {s for s in given if isinstance(s, str)}
+    known = set(features)
+    extra = [c for c in Xf.columns if c not in known and c not in named]
+    if extra:
+        raise HandoffUsageError(
+            f"X has {_count(extra)} the model was not fitted on: {_names(extra)}.",
+            "Drop it from X, or name a group column with --sensitive (it groups the fairness "
+            "check and is kept from the model).",
+        )
+    if list(Xf.columns[: len(features)]) == features:
+        return Xf
+    return Xf[[*features, *(c for c in Xf.columns if c not in known)]]
+
+
+def _count(columns: list) -> str:
+    return f"{len(columns)} column{'s' * (len(columns) > 1)}"
+
+
+def _names(columns: list) -> str:
+    return ", ".join(map(repr, columns[:5])) + (" …" if len(columns) > 5 else "")
+
+
+# Values a column of evaluation data may hold, by the kind they count as
+PLAIN_KINDS = (
+    (bool, "boolean"),
+    ((int, float, np.number), "numeric"),
+    ((str,), "text"),
+    ((bytes,), "bytes"),
+    ((datetime.date, np.datetime64), "date"),
+    ((decimal.Decimal,), "numeric"),
+)
+
+
+def _interval(col: pd.Series) -> bool:
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    return isinstance(dtype, pd.IntervalDtype)
+
+
+def _column_problem(frame: pd.DataFrame) -> tuple[str, str, str] | None:
+    """(column, what is wrong, what to do) for the first column Parquet cannot store."""
+    for name in frame.columns:
+        col = frame[name]
+        if _interval(col):
+            return name, "holds intervals (pd.cut's bins)", "Give pd.cut labels=[...]."
+        if col.dtype != object:
+            continue
+        kinds = set()
+        for v in col:
+            if v is None or (isinstance(v, float) and v != v):
+                continue
+            kind = next((k for types, k in PLAIN_KINDS if isinstance(v, types)), None)
+            if kind is None:
+                return name, f"holds {type(v).__name__} values", "Keep numbers, text or dates."
+            kinds.add(kind)
+        if len(kinds) > 1:
+            shown = " and ".join(sorted(kinds))
+            return name, f"mixes {shown} values", f"Give {name!r} one type, e.g. .astype(str)."
+    return None
+
+
+ROLE_NAMES = {"X": "X", "y": "y", "sensitive": "The sensitive data", "reference_X": "reference"}
+
+
+def _stored(role: str, frame: pd.DataFrame, store) -> tuple[dict, bytes]:
+    """The frame's fingerprint and the Parquet of ``store(frame)``: a column they cannot take
+    (mixed types, objects, intervals) is one line naming it, not Arrow's traceback."""
+    try:
+        return fingerprint(frame), _parquet(store(frame))
+    except (TypeError, ValueError, NotImplementedError):
+        problem = _column_problem(frame)
+        if problem is None:
+            raise
+        name, what, todo = problem
+        raise HandoffUsageError(
+            f"{ROLE_NAMES.get(role, role)} column {name!r} {what}: it cannot be stored as "
+            "evaluation data.",
+            todo,
+        ) from None
 
 
 def _known_labels(y: pd.Series, classes) -> None:
@@ -162,6 +246,9 @@ def _sensitive(sensitive, X: pd.DataFrame) -> pd.DataFrame:
             )
         parts.append(frame)
     out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    for name in out.columns:  # pd.cut's bins, as fairness hints suggest: group labels
+        if _interval(out[name]):
+            out[name] = out[name].astype(str)
     if out.columns.duplicated().any():
         raise HandoffUsageError(
             f"Two sensitive features are named {out.columns[out.columns.duplicated()][0]!r}.",
@@ -195,7 +282,7 @@ def prepare(
         Xf = Xf.astype({Xf.columns[0]: object})
     parts, unused = {"X": Xf}, []
     if features is not None and kind == "table":
-        _fitted_columns(Xf, features)
+        Xf = parts["X"] = _fitted_columns(Xf, features, sensitive)
     if y is not None:
         parts["y"] = _target(y, len(Xf))
         _known_labels(parts["y"].iloc[:, 0], classes)
@@ -208,10 +295,12 @@ def prepare(
     if kind != "table":
         signature["input"] = kind
     kept = _sample(Xf, max_rows)
+
+    def stored(frame):
+        return frame if kept is Xf else frame.loc[kept.index].reset_index(drop=True)
+
     for role, frame in parts.items():  # each with a RangeIndex, aligned with X
-        fps[role] = fingerprint(frame)
-        stored = frame if kept is Xf else frame.loc[kept.index].reset_index(drop=True)
-        members[data_member(role)] = _parquet(stored)
+        fps[role], members[data_member(role)] = _stored(role, frame, stored)
     if reference is not None:
         ref = _frame(reference, "reference")
         if kind == "text":
@@ -222,9 +311,8 @@ def prepare(
                 )
             ref.columns = list(Xf.columns)
         ref = ref.drop(columns=[c for c in unused if c in ref.columns])
-        fps["reference_X"] = fingerprint(ref)
-        members[data_member("reference_X")] = _parquet(
-            _sample(ref, reference_rows).reset_index(drop=True)
+        fps["reference_X"], members[data_member("reference_X")] = _stored(
+            "reference_X", ref, lambda f: _sample(f, reference_rows).reset_index(drop=True)
         )
     for role, fp in fps.items():
         fp["stored_rows"] = min(fp["rows"], reference_rows if role == "reference_X" else max_rows)

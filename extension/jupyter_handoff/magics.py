@@ -129,6 +129,9 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "--param", action="append", default=[], metavar="K=V", help="notebook parameter"
     )
     watch.add_argument("--timeout", type=float, default=600, help="seconds the notebook may run")
+    watch.add_argument(
+        "--remove", type=int, metavar="ID", help="stop watching source ID (as the listing shows)"
+    )
     dossier = p["dossier"] = MagicArgumentParser(
         prog="mlops dossier",
         description="Save the signed dossier central made for a version: model card, checks, "
@@ -351,8 +354,15 @@ class MlopsMagics(Magics):
         return lineage(args.ref)
 
     def _watch(self, args):
-        from .watching import watch
+        from .watching import unwatch, watch
 
+        if args.remove is not None:
+            if args.source is not None:
+                raise HandoffUsageError(
+                    "--remove stops a watch; it takes no --source.",
+                    f"e.g. %mlops watch {args.name} --remove {args.remove}",
+                )
+            return unwatch(args.name, args.remove)
         if args.source is None and (
             args.run or args.query or args.action or args.param or args.overdue or args.target
         ):

@@ -79,6 +79,22 @@ def watch(
     return Watches([client.post("/api/v1/watches", body)])
 
 
+def unwatch(model: str, source_id: int) -> Watches:
+    """Stop watching source ``source_id`` (the ``[N]`` a listing shows) for ``model``;
+    returns the model's watched sources left."""
+    checked_name(model)
+    client = connect(start=False)
+    rows = client.get(f"/api/v1/watches?model={model}")["watches"]
+    if source_id not in [w["id"] for w in rows]:
+        listed = ", ".join(f"[{w['id']}] {w['source']}" for w in rows[:5])
+        raise HandoffUsageError(
+            f"{model} watches no source [{source_id}].",
+            f"It watches: {visible(listed)}." if rows else f"{model} watches no data source.",
+        )
+    client.delete(f"/api/v1/watches/{source_id}")
+    return Watches([w for w in rows if w["id"] != source_id])
+
+
 def lineage_graph(ref: str | None = None) -> LineageGraph:
     """The lineage graph around a source (path, URL or id), a fingerprint or a model."""
     client = connect(start=False)

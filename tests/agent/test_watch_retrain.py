@@ -99,6 +99,11 @@ def test_schema_change_alerts_and_does_not_retrain(agent, tmp_path):
     assert f"[{w['id']}] churn <- {data}" in listed and ": schema" in listed
     dot = _cli(agent, "lineage", str(data), "--format", "dot")
     assert dot.startswith("digraph lineage {") and "schema -> retrain" in dot
+    # and a watch stopped by its id: listed no more, audited
+    removed = _cli(agent, "watch", "churn", "--remove", str(w["id"]))
+    assert removed == f"Stopped watching [{w['id']}] churn <- {data}.\n", removed
+    assert _cli(agent, "watch", "churn") == "churn watches no data source.\n"
+    assert agent.sql("SELECT action FROM audit WHERE action = 'watch.remove'")
 
 
 def _cli(agent, *args) -> str:

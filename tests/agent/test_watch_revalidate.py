@@ -97,21 +97,19 @@ def test_production_is_revalidated_else_the_newest_version():
     assert pick_version([]) is None
 
 
-def test_schema_change_skips_and_a_missing_target_column_fails_with_why(agent, tmp_path):
+def test_schema_change_skips_and_a_missing_target_column_is_refused(agent, tmp_path):
     data = tmp_path / "events.csv"
     df, _ = _pushed(agent)
-    # A watch whose target column the rows lack: the revalidation fails, saying so
+    # A watch whose target column the rows lack is refused, saying which columns there are
     other = tmp_path / "other.csv"
     frame(50).to_csv(other, index=False)
-    w = watch(agent, model="churn", source=str(other), actions=["revalidate"], target="label")
-    frame(80).to_csv(other, index=False)
-    assert check(agent, w["id"])["change"] == "appended"
-    trig = _finished(agent, w["id"])
-    assert trig["state"] == "failed" and "no column 'label'" in trig["detail"]["error"], trig
-    [failed] = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")[1][
-        "revalidations"
-    ]
-    assert failed["state"] == "failed" and failed["verdict"] is None
+    body = {"model": "churn", "source": str(other), "actions": ["revalidate"], "target": "label"}
+    status, out = agent.request("POST", "/api/v1/watches", body)
+    assert status == 400 and out["error"]["code"] == "no_target_column", out
+    assert out["error"]["message"] == (
+        "The source has no column 'label' (--target); its columns are a, b, c, d, y."
+    )
+    assert agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"] == []
     # A schema change skips it, with why, and records nothing against the version
     df.to_csv(data, index=False)
     w = watch(agent, model="churn", source=str(data), actions=["revalidate"], target="y")
@@ -121,7 +119,7 @@ def test_schema_change_skips_and_a_missing_target_column_fails_with_why(agent, t
     [skipped] = out["triggers"]
     assert skipped["state"] == "skipped" and "schema" in skipped["why"]
     status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
-    assert status == 200 and [r["id"] for r in body["revalidations"]] == [failed["id"]]
+    assert status == 200 and body["revalidations"] == []
 
 
 def test_a_revalidate_watch_without_a_target_is_refused(agent, tmp_path):

@@ -21,6 +21,8 @@ unfitted = LogisticRegression()
 y_short, y_nan = y[:50], np.where(np.arange(200) == 3, np.nan, y)
 not_a_model = {"weights": [1, 2]}
 X_renamed, y_words = X.rename(columns={"a": "age"}), np.where(y == 1, "yes", "no")
+X_extra, X_mixed, X_reordered = X.assign(gender=0), X.assign(e=[1, "a"] * 100), X[list("dcba")]
+band = pd.cut(X["a"] * 10, [-100, -5, 0, 5, 100]).rename("band")  # as the fairness hint says
 
 
 class Wrapper:  # a user's own class around a fitted model (no attribute ending in _)
@@ -101,6 +103,11 @@ MISTAKES = {
         "Fix that --gate override",
     ),
     "compare_unknown": ("%mlops compare nope", "No model named 'nope'", "%mlops versions"),
+    "compare_twice": (
+        "%mlops compare churn:1 churn:1",
+        "churn:1 is named twice; a comparison needs two different versions.",
+        "%mlops compare churn:3 churn:5",
+    ),
     "forward_nowhere": (
         "%mlops forward churn:1 --to nowhere",
         "No destination named 'nowhere'",
@@ -119,6 +126,27 @@ MISTAKES = {
         "X lacks 1 column the model was fitted on: 'a'",
         "training columns",
     ),
+    "gate_nan": (
+        "%mlops push clf --name churn --data X y --gate fairness.max_dp_diff=nan",
+        "fairness.max_dp_diff must be a number, not 'nan' (from --gate).",
+        "Fix that --gate override",
+    ),
+    "extra_column": (
+        "%mlops push clf --name churn --data X_extra y",
+        "X has 1 column the model was not fitted on: 'gender'.",
+        "name a group column with --sensitive",
+    ),
+    "mixed_column": (
+        "%mlops push wrapped --name wrapped --data X_mixed y",
+        "X column 'e' mixes numeric and text values: it cannot be stored as evaluation data.",
+        "Give 'e' one type, e.g. .astype(str).",
+    ),
+    # pd.cut's bins as the sensitive groups, and X's columns in another order: pushed
+    "bins_as_groups": (
+        "%mlops push clf --name churn --data X_reordered y --sensitive band",
+        None,
+        None,
+    ),
     "labels_as_words": (
         "%mlops push clf --name churn --data X y_words",
         "y holds none of the labels the model predicts: y has 'no', 'yes'; the model 0, 1",
@@ -129,6 +157,11 @@ MISTAKES = {
         "%mlops push wrapped --name wrapped --data X y  # a comment, as after code",
         None,
         None,
+    ),
+    "compare_baseline_elsewhere": (
+        "%mlops compare churn:1 churn:2 --baseline wrapped:1",
+        "The baseline wrapped:1 is not among the versions compared: churn:1, churn:2.",
+        "Name one of them with --baseline",
     ),
     "missing_var": ("%mlops push clf --name churn --data X_typo y", "No variable", "spelling"),
     "unclosed_quote": (
@@ -227,9 +260,11 @@ def test_python_callers_still_catch_usage_error(notebook):
     assert _text(nb.cells[-1].outputs).strip() == "caught AgentError"
 
 
-def test_a_fitted_wrapper_of_the_users_own_is_pushed(notebook):
-    """Fitted is judged by the model it holds, not only by attributes ending in ``_``."""
+@pytest.mark.parametrize("key", ["wrapper", "bins_as_groups"])
+def test_what_is_not_a_mistake_is_pushed(notebook, key):
+    """A fitted wrapper of the user's own (fitted is judged by the model it holds, not only by
+    attributes ending in ``_``); pd.cut's bins as groups, with X's columns reordered."""
     nb, index = notebook
-    outputs = nb.cells[index["wrapper"]].outputs
+    outputs = nb.cells[index[key]].outputs
     text = _text(outputs)
     assert outputs and "UsageError" not in text and "Error" not in text, text

@@ -57,6 +57,17 @@ MISTAKES = {
         "A revalidation needs the target column",
         "--target COLUMN",
     ),
+    # the source is read at once: a --target it lacks is said now, not at its first change
+    "target_not_a_column": (
+        "%mlops watch churn --source data.csv --action revalidate --target zzz",
+        "The source has no column 'zzz' (--target); its columns are a.",
+        "the label the checks score the model against",
+    ),
+    "remove_unknown": (
+        "%mlops watch churn --remove 999",
+        "churn watches no source [999].",
+        "churn watches no data source.",
+    ),
     "target_without_source": (
         "%mlops watch churn --target y",
         "need a --source",
@@ -113,6 +124,9 @@ def notebook(shared_agent, tmp_path_factory):
     )
     cells.append("w = %mlops watch churn --source data.csv --every 1h\nprint(w)")
     cells.append("g = %mlops lineage data.csv\nprint(g)")
+    index["remove"] = len(cells)
+    cells.append("left = %mlops watch churn --remove {w[0]['id']}\nprint(len(left))")
+    cells.append("%mlops watch churn")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
@@ -135,11 +149,19 @@ def test_watch_mistake_shows_one_line_and_a_hint(notebook, key):
 
 
 def test_a_good_watch_prints_its_baseline_and_its_lineage(notebook):
-    nb, _ = notebook
-    text = _text(nb.cells[-2].outputs)
+    nb, index = notebook
+    text = _text(nb.cells[index["remove"] - 2].outputs)
     assert "churn <- " in text and "data.csv every 3600s on change: first" in text, text
-    text = _text(nb.cells[-1].outputs)
+    # the refused --target stored nothing: the source is watched once, as asked after
+    assert text.count("data.csv every") == 1 and "revalidate" not in text, text
+    text = _text(nb.cells[index["remove"] - 1].outputs)
     assert "data.csv -[watched_by]-> model churn" in text, text
+
+
+def test_a_watch_is_removed_by_its_id(notebook):
+    nb, index = notebook
+    assert _text(nb.cells[index["remove"]].outputs).strip() == "0"
+    assert "churn <- " not in _text(nb.cells[index["remove"] + 1].outputs)
 
 
 def test_watch_params_reach_the_retraining_notebook_as_the_analyst_wrote_them(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ..errors import BadRequest, NotFound
 from ..names import validate_name
 from ..watch import lineage
@@ -40,11 +38,7 @@ class WatchesHandler(BaseHandler):
         self.write_json({"watches": rows})
 
     async def post(self):
-        agent = self.agent
-        row = await agent.call(agent.watches.register, self.json_body(), self.identity["user"])
-        now = time.time()
-        await agent.call(agent.registry.watch_claim, row["id"], now, now + row["every"])
-        row["last"] = await agent.watches.check(row["id"])
+        row = await self.agent.watches.add(self.json_body(), self.identity["user"])
         self.write_json(row, 201)
 
 

@@ -115,6 +115,10 @@ class WatchService:
 
     def register(self, body: dict, by: str) -> dict:
         """Validate a watch (as ``%mlops watch`` and the CLI send it) and store it."""
+        return self.registry.watch_add(self.spec(body), by)
+
+    def spec(self, body: dict) -> dict:
+        """A watch as ``%mlops watch`` and the CLI send it, validated: the row to store."""
         model = body.get("model")
         validate_name(model)
         source = body.get("source")
@@ -245,8 +249,35 @@ class WatchService:
                     hint="Watch .parquet or .csv files, e.g. --source 'data/*.parquet'.",
                 )
             spec.update(kind="file", source=path)
-        out = self.registry.watch_add(spec, by)
-        return out
+        return spec
+
+    async def add(self, body: dict, by: str) -> dict:
+        """Register a watch and take its first fingerprint (the baseline) before answering.
+        A ``--target`` the source's rows lack is refused now, not at the first change."""
+        spec = await self.pools.run_io(self.spec, body)
+        if spec["target"]:
+            await self._has_column(spec, spec["target"])
+        row = await self.pools.call(self.registry.watch_add, spec, by)
+        now = time.time()
+        await self.pools.call(self.registry.watch_claim, row["id"], now, now + row["every"])
+        row["last"] = await self.check(row["id"])
+        return row
+
+    async def _has_column(self, spec: dict, target: str) -> None:
+        try:
+            fp = await self.pools.run_io(
+                fpm.fingerprint, spec, self.unseal(spec), None, 0, self.home, self.max_rows
+            )
+        except fpm.SourceError:
+            return  # the first check records why the source cannot be read
+        columns = [c["name"] for c in fp["schema"]]
+        if target not in columns:
+            raise BadRequest(
+                f"The source has no column {target!r} (--target); its columns are "
+                f"{', '.join(columns[:20])}.",
+                hint="Name the column that holds the label the checks score the model against.",
+                code="no_target_column",
+            )
 
     def _not_ours(self, path: Path | None) -> None:
         """A watch reads the user's data, never the agent's own stores (its registry would
