@@ -92,6 +92,7 @@ class ServeApp(Command):
 
     def start(self):
         from .agent import HandoffAgent
+        from .homes import hold
 
         logs.configure()
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
@@ -101,6 +102,7 @@ class ServeApp(Command):
 
             self.config.HandoffAgent.home = str(central_home())
         try:
+            self.home_lock = hold(_home(self.config))
             agent = HandoffAgent(config=self.config, parent=self)
         except (ValueError, TraitError) as e:  # a policy or secret the agent must not run with
             self.log.critical("%s", e)

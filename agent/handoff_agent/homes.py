@@ -1,4 +1,5 @@
-"""Where the embedded central keeps its home, and its intake secret (created on first use).
+"""Where the embedded central keeps its home, and its intake secret (created on first use);
+the lock that keeps a home to one agent.
 
 Core code (the central role, the sandbox's hidden paths, the CLI) and the ``central``
 destination both need these; neither owns the other.
@@ -26,3 +27,24 @@ def embedded_secret(home: Path | None = None) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def hold(home: Path) -> int:
+    """Hold ``home`` for this process, until it ends: one agent serves a home. A second one
+    would take over the first's checks and claims, which bear the home's agent id."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(home / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ValueError(
+            f"Another agent (pid {pid}) serves {home}. Stop it first (`jupyter handoff "
+            "stop`), or give this one another --home."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

@@ -85,6 +85,16 @@ def test_stop_says_which_agent_it_stops_and_which_one_runs_instead(agent_factory
     assert not central.runtime_file.exists()
 
 
+def test_a_second_agent_on_a_served_home_is_refused_and_the_first_serves_on(agent, tmp_path):
+    """Two agents on one home would share its agent id: the second would take over the
+    first's running checks and claims. It stops at once instead, naming the first."""
+    p = handoff("serve", "--home", str(agent.home), "--port", "0", runtime_dir=tmp_path / "rt2")
+    assert p.returncode == 2, p.stdout + p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert f"Another agent (pid {agent.pid}) serves {agent.home}." in last, p.stderr
+    assert agent.alive() and agent.request("GET", "/api/v1/health")[0] == 200
+
+
 def test_serve_refuses_a_check_lease_that_would_lapse_at_once(tmp_path):
     p = handoff(
         "serve", "--home", str(tmp_path / "h"), "--HandoffAgent.check_lease=0", runtime_dir=tmp_path
