@@ -70,6 +70,12 @@ def _strings(values: np.ndarray) -> bool:
 
 
 def _frame(obj, name: str) -> pd.DataFrame:
+    if type(obj).__module__.startswith("scipy.sparse"):  # np.asarray makes it 0-dimensional
+        raise HandoffUsageError(
+            f"{name} is a sparse matrix; the evaluation data is stored as a table.",
+            "Push the pipeline with its vectorizer and the raw data (e.g. the texts), or "
+            f"pass {name}.toarray() if it is small.",
+        )
     try:
         frame = as_frame(obj, name)
     except (ValueError, TypeError) as e:

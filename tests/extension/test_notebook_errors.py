@@ -72,6 +72,12 @@ MISTAKES = {
         "reference cannot be used as a table",
         "DataFrame or 2-D array",
     ),
+    "api_sparse_x": (
+        "from scipy.sparse import csr_matrix\n"
+        "jupyter_handoff.push(clf, 'churn', X=csr_matrix(X.to_numpy()), y=y)",
+        "X is a sparse matrix; the evaluation data is stored as a table.",
+        "the pipeline with its vectorizer",
+    ),
     "api_gate_not_dict": (
         "jupyter_handoff.push(clf, 'churn', X=X, y=y, gate='strict')",
         "gate must be a dict",

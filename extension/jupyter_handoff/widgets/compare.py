@@ -121,7 +121,9 @@ class CompareWidget(w.VBox):
                 name, _, number = lab.rpartition(":")
                 versions.append(self.resolver.full(name, int(number)))
             self.comparison = type(self.comparison)(
-                versions, baseline=baseline, champions=self.comparison.champions
+                versions,
+                baseline=baseline if baseline in labels else None,  # unpicked: the first
+                champions=self.comparison.champions,
             )
             self._updating = True
             try:
