@@ -52,13 +52,15 @@ _ROUTES = [
         re.compile(r"(?:GET )?/api/v1/events" + _ROUTE_TAIL),
         "the push widget, or `%mlops show NAME:N`",
     ),
+    # the model server's metadata: the version's columns and their types
+    (re.compile(r"(?:GET )?/v2/models/[\w.\-]+" + _ROUTE_TAIL), "`%mlops show NAME:N`"),
 ]
 _ANY_ROUTE = re.compile(r"(?:(?:GET|POST|PUT|DELETE) )?/api/v\d+/" + _ROUTE_TAIL)
 
 
 def notebook_hint(hint: str) -> str:
     """``hint`` with HTTP routes replaced by the magics that do the same."""
-    if not hint or "/api/" not in hint:
+    if not hint or ("/api/" not in hint and "/v2/" not in hint):
         return hint or ""
     for pattern, repl in _ROUTES:
         hint = pattern.sub(repl, hint)

@@ -127,11 +127,23 @@ def _body(data) -> dict:
     except ImportError:  # pragma: no cover
         pd = None
     if pd is not None and isinstance(data, pd.Series):
-        data = data.to_frame().T
+        # a row (X.iloc[0]: indexed by column names), else a column (X["age"]: by rows)
+        row = len(data.index) and all(isinstance(i, str) for i in data.index)
+        data = data.to_frame().T if row else data.to_frame()
     if pd is not None and isinstance(data, pd.DataFrame):
         if data.empty:
             raise HandoffUsageError("DATA has no rows.", "Pass a DataFrame with a few rows.")
         import json
+
+        import numpy as np
+
+        numeric = data.select_dtypes("number")
+        infinite = [c for c in numeric.columns if np.isinf(numeric[c].to_numpy()).any()]
+        if infinite:  # JSON has no infinity: it would arrive as a missing value
+            raise HandoffUsageError(
+                f"DATA holds infinite values in {', '.join(map(repr, infinite[:5]))}.",
+                "A model takes finite numbers: replace them (e.g. clip the column) first.",
+            )
 
         frame = json.loads(data.to_json(orient="split", index=False))
         return {"dataframe_split": {"columns": frame["columns"], "data": frame["data"]}}
