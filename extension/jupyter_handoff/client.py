@@ -22,6 +22,8 @@ FOLLOW_BODY = 256  # bytes: a followed entry's closing body, its length sent bef
 START_HINT = "Start it with `jupyter handoff serve`, or run `%mlops agent start`."
 CONTINUE_WAIT = 10.0  # seconds to wait for "100 Continue" before sending anyway
 HEALTHY_FOR = 30.0  # seconds a health check (or any answer) of a running agent is trusted
+STUCK_AFTER = 10.0  # seconds a live agent's process may take to answer before it is stuck
+READ_TIMEOUT = 120.0  # a read's wait: a push may take c.Handoff.timeout, a read not that long
 
 _answered: dict[str, float] = {}  # agent url -> when it last answered this kernel
 
@@ -35,8 +37,8 @@ class AgentClient:
         parsed = urllib.parse.urlsplit(self.url)
         self.host, self.port = parsed.hostname, parsed.port or 80
 
-    def _conn(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+    def _conn(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
 
     def _headers(self, extra: dict | None = None) -> dict:
         return {"Authorization": f"token {self.token}", **(extra or {})}
@@ -56,8 +58,8 @@ class AgentClient:
             return resp.status, data
         return resp.status, json.loads(data) if data else {}
 
-    def _send(self, fn):
-        conn = self._conn()
+    def _send(self, fn, timeout: float | None = None):
+        conn = self._conn(timeout)
         try:
             found = fn(conn)
             _answered[self.url] = time.monotonic()
@@ -75,7 +77,7 @@ class AgentClient:
         except TimeoutError:
             _answered.pop(self.url, None)
             raise AgentUnavailable(
-                f"The agent at {self.url} did not answer within {self.timeout:.0f} s.",
+                f"The agent at {self.url} did not answer within {conn.timeout:.0f} s.",
                 "Check `jupyter handoff status`; raise c.Handoff.timeout for very large models.",
             ) from None
         finally:
@@ -86,7 +88,7 @@ class AgentClient:
             conn.request("GET", path, headers=self._headers())
             return self._answer(conn)[1]
 
-        return self._send(go)
+        return self._send(go, min(self.timeout, READ_TIMEOUT))
 
     def side_get(self, path: str) -> dict | None:
         """``get`` for a view's side line (where it serves, its alerts, what central waits
@@ -263,9 +265,15 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
     if cfg.agent_url:
         return AgentClient(cfg.agent_url, cfg.token, cfg.timeout)
     info = runtime.read()  # None once the agent's process is gone
-    if info and _healthy(info["url"]):
+    if info and (_healthy(info["url"]) or runtime.healthy(info["url"], STUCK_AFTER)):
         spool = info.get("spool") if cfg.spool else None
         return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout, spool)
+    if info:  # its process lives but does not answer: another agent would not help
+        raise AgentUnavailable(
+            f"The agent at {info['url']} (pid {info['pid']}) is running but not answering.",
+            "It may be stuck: `jupyter handoff status` checks it again; `jupyter handoff stop`, "
+            "then `%mlops agent start`, restarts it.",
+        )
     if not (cfg.auto_start if start is None else start):
         raise AgentUnavailable("No Handoff agent is running.", START_HINT)
     try:

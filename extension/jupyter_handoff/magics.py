@@ -424,6 +424,8 @@ class MlopsMagics(Magics):
                     print(disk)
                 if deliveries := runtime.outbox_line(info):
                     print(deliveries)
+            elif info:
+                print(f"The agent at {info['url']} (pid {info['pid']}) runs but does not answer.")
             else:
                 print("No agent is running. `%mlops agent start` starts one.")
         elif args.action == "start":

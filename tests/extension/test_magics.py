@@ -135,6 +135,30 @@ def test_killed_agent(shell, ns, connected, settings):
     assert "%mlops agent start" in str(e.value)
 
 
+def test_a_stuck_agent_is_said_to_be_stuck_and_no_second_one_starts(
+    shell, ns, connected, settings, capsys
+):
+    """A live agent that stopped answering (SIGSTOP here): not "no agent is running", and no
+    second agent on its home, even where the notebook may start one."""
+    import os
+    import signal
+
+    settings.auto_start = True
+    os.kill(connected.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(UsageError, match="is running but not answering") as e:
+            run(shell, "%mlops versions")
+        assert f"(pid {connected.pid})" in str(e.value) and "jupyter handoff stop" in str(e.value)
+        run(shell, "%mlops agent status")
+        assert "runs but does not answer" in capsys.readouterr().out
+    finally:
+        os.kill(connected.pid, signal.SIGCONT)
+    assert [p for p in os.listdir(connected.runtime_dir) if p.startswith("handoff")] == [
+        "handoff-local.json"
+    ]
+    assert run(shell, "%mlops versions") is not None  # it answers again
+
+
 def test_agent_refusal_is_a_usage_error(shell, ns, connected, settings):
     settings.agent_url, settings.token = connected.url, "wrong"
     with pytest.raises(UsageError, match="401 unauthorized"):
