@@ -181,6 +181,10 @@ class MonitorApp(Command):
                 raise SystemExit(
                     f"{err.get('message', e)}\n{err.get('hint', '')}".strip()
                 ) from None
+            except (OSError, ValueError) as e:  # refused, unreachable, timed out, not JSON
+                raise SystemExit(
+                    f"The agent at {base} is not answering ({getattr(e, 'reason', e)})."
+                ) from None
         from .cli import _home, _open_db
         from .monitor.service import MonitorService
         from .policy import Policy

@@ -118,6 +118,9 @@ WATCH_ON = {
 # notebook would train on data it was not written for, or on nothing new; a person looks first.
 WATCH_ACTIONS = ("alert", "revalidate", "retrain", "pause_canary", "rollback_canary")
 NO_RETRAIN_ON = frozenset({"schema", "overdue"})
+# How the model server's log says a request failed in the model, not in the client's input:
+# the guardrails and the monitor count these as errors (and 5xx), never a client's 4xx.
+MODEL_REFUSED = "The model refused this input: "
 # A trigger's states. Pending: owed by its snapshot (stored with it), not yet carried out.
 TRIGGER_STATES = ("pending", "running", "done", "failed", "skipped")
 # A revalidation re-runs a version's checks on the source's rows: after a schema change the

@@ -192,3 +192,26 @@ def test_every_alert_kind_has_a_severity():
 
     assert sorted(SEVERITY) == sorted(ALERT_KINDS)
     assert describe_alerts()["severity"][0] == "performance"
+
+
+def test_a_rollback_alert_rolls_back_only_a_production_version_that_served_the_window(stores):
+    """An hourly and a daily alert of one incident: the first rolled churn:2 back, an admin
+    promoted the fix churn:3 since; the daily window's alert must not roll churn:3 back."""
+    from handoff_agent.versions import VersionService
+
+    registry, blobs = stores
+    manifest = {"format_version": 1, "name": "churn", "serialization": "pickle", "files": {}}
+    for n in (1, 2, 3):
+        VersionService(registry).create_version("churn", f"{n:064x}", 1, manifest, "ana", [])
+    for slot, n in (("production", 3), ("previous", 1)):
+        vid = registry.version_id("churn", n)
+        registry.slot_set("churn", slot, vid, n, 100.0 if slot == "production" else 0.0, "t")
+    service = MonitorService(registry, blobs)  # no stages: a rollback it tried would say so
+    alert = {"id": 1, "message": "churn: performance 0.0 crossed 0.9"}
+    outcome, rolled = service.act("churn", alert, "rollback", served=[2])
+    assert (outcome, rolled) == ("churn:3 did not serve this window (churn:2 did); notified", False)
+    # a window churn:3 served, or an imported log (version 0: not known), would go on to roll
+    # it back (here: no stages, so it says it cannot)
+    for served in ([2, 3], [0], None):
+        outcome, _ = service.act("churn", alert, "rollback", served=served)
+        assert "did not serve" not in outcome, (served, outcome)

@@ -66,3 +66,27 @@ def test_a_replay_time_out_of_range_is_one_line_offline(tmp_path, now):
     assert out.stderr.strip() == (
         f"--now {now!r} is not a time between 2000-01-01 and 7 days from now."
     ), out.stderr
+
+
+def test_a_run_at_a_central_that_does_not_answer_is_one_line(tmp_path):
+    env = {**os.environ, "HANDOFF_TOKEN": "t", "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    out = handoff_cli(env, "monitor", "run", "churn", "--url", "http://127.0.0.1:9")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        "The agent at http://127.0.0.1:9 is not answering ([Errno 111] Connection refused)."
+    )
+
+
+def test_an_empty_reference_is_refused_and_the_one_in_use_stays(tmp_path):
+    env, home = _home(tmp_path)
+    pd.DataFrame({"x": [0.5, 1.0], "prediction": [0, 1]}).to_parquet(tmp_path / "ref.parquet")
+    pd.DataFrame({"x": [], "prediction": []}).to_parquet(tmp_path / "empty.parquet")
+    args = ["monitor", "import", "churn", "--reference", "--home", home]
+    assert handoff_cli(env, *args[:3], str(tmp_path / "ref.parquet"), *args[3:]).returncode == 0
+    out = handoff_cli(env, *args[:3], str(tmp_path / "empty.parquet"), *args[3:])
+    assert out.returncode == 2 and out.stderr.startswith("The reference has no rows."), out.stderr
+    store = MetadataStore.for_home(tmp_path / "central")
+    try:
+        assert store.reference_of("churn")["rows"] == 2
+    finally:
+        store.close()

@@ -62,6 +62,22 @@ def test_bootstrap_ci_covers_the_truth_and_cbpe_estimates_accuracy():
     assert est["calibrated"] and est["estimate"] == pytest.approx(0.75, abs=0.01)
 
 
+def test_error_rate_counts_the_models_failures_not_a_clients_bad_input():
+    """As the guardrails count them: a 5xx, or the model raising on the input; a client's
+    malformed or mistyped request (a 4xx the server refused before the model) is not one."""
+    from handoff_agent.vocabulary import MODEL_REFUSED
+
+    requests = pd.DataFrame(
+        {
+            "status": [200, 200, 422, 400, 422, 503, None],
+            "error": [None, None, "wrong_dtype", "malformed", MODEL_REFUSED + "boom", "x", None],
+            "latency_ms": [5.0] * 7,
+        }
+    )
+    ops = metrics.operations(requests)
+    assert ops["requests"] == 7 and ops["error_rate"] == pytest.approx(2 / 7)
+
+
 def test_monthly_windows_follow_the_calendar():
     t = windows.floor("monthly", 1767225600 + 40 * 86400)  # 2026-02-10
     assert windows.iso(t).startswith("2026-02-01")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import validate_name
+from ..serving.labels import problem as label_problem
 from ..vocabulary import DEPLOY_ACTIONS
 from .base import ANY_ROLE
 from .pipeline import CentralOnly, _text
@@ -177,7 +178,18 @@ class FeedbackHandler(CentralOnly):
                 f"labels must be a list of 1 to {MAX_LABELS} {{request_id, label}} objects.",
                 '{"labels": [{"request_id": "…", "label": 1}]}',
             )
+        await self.known_model(name, monitored=True)
         pairs = [(x["request_id"], x["label"]) for x in labels]
+        server = self.agent.model_server
+
+        def served(request_id: str):
+            hit = server.recent.get(request_id) if server is not None else None
+            return hit[3] if hit is not None and hit[0] == name else None
+
+        if why := label_problem(pairs, served):
+            raise BadRequest(
+                why, "Send labels as the model predicts them (e.g. 0/1, not 'no'/'yes')."
+            )
         n = await self.agent.call(
             self.agent.registry.feedback_add, name, pairs, self.identity["user"]
         )

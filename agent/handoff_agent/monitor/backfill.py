@@ -99,6 +99,11 @@ def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) 
             "A reference needs a prediction column (and the inputs; score and label optional).",
             "Add the model's predictions on its validation data as a column named prediction.",
         )
+    if frame.empty:  # it would replace the reference, and every window's drift go silent
+        raise BadRequest(
+            "The reference has no rows.",
+            "Import the model's validation data with its predictions (a few hundred rows).",
+        )
     _probabilities(frame)
     data = io.BytesIO()
     frame.to_parquet(data, index=False)

@@ -112,7 +112,8 @@ def _unwrap(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 def rows(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(requests, rows) of a slice of the log. ``requests`` keeps one row per request (time,
     status, latency, version); ``rows`` one row per prediction."""
-    requests = log[["request_id", "time", "status", "latency_ms", "version"]].reset_index(drop=True)
+    keep = ["request_id", "time", "status", "latency_ms", "version", "error"]
+    requests = log[[c for c in keep if c in log]].reset_index(drop=True)
     ok = log[log["status"].fillna(200) < 400].reset_index(drop=True)
     if ok.empty:
         return requests, pd.DataFrame({"request_id": [], "time": [], "prediction": []})

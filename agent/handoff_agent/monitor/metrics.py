@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..drift import EPSILON, PER_BIN, coarsen, psi
-from ..vocabulary import HIGHER_IS_BETTER
+from ..vocabulary import HIGHER_IS_BETTER, MODEL_REFUSED
 
 # KS is evaluated at up to this many of the reference's quantiles, on both sides of each
 # (the CDFs there and their left limits, so a tied value's mass is never missed): within
@@ -445,7 +445,14 @@ def operations(requests: pd.DataFrame) -> dict:
     n = len(requests)
     if not n:
         return {"requests": 0, "error_rate": None, "p50_ms": None, "p99_ms": None}
-    ok = requests["status"].fillna(200).to_numpy() < 400
+    # a client's bad input (a 4xx) is not the model's error, as for the guardrails: a broken
+    # script must not fire an error-rate alert, nor its rollback
+    status = requests["status"].fillna(200).to_numpy()
+    errors = status >= 500
+    if "error" in requests:
+        refused = requests["error"].fillna("").astype(str).str.startswith(MODEL_REFUSED)
+        errors |= refused.to_numpy(dtype=bool)
+    ok = ~errors
     lat = requests["latency_ms"].to_numpy(dtype=float)
     lat = lat[np.isfinite(lat)]
     p50, p99 = np.quantile(lat, [0.5, 0.99]).tolist() if lat.size else (None, None)

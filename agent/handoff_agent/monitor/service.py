@@ -352,7 +352,8 @@ class MonitorService:
                 )
                 if fired is None:  # another replica fired it first, and acts on it
                     continue
-                outcome, rolled = self.act(model, fired, action)
+                served = row["metrics"].get("versions")
+                outcome, rolled = self.act(model, fired, action, served)
                 self.registry.alert_outcome(fired["id"], outcome)
                 changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
             elif not crossed and current is not None:
@@ -361,8 +362,12 @@ class MonitorService:
                     changes.append(cleared)
         return changes
 
-    def act(self, model: str, alert: dict, action: str) -> tuple[str, bool]:
-        """Apply the policy's action; returns what it did (stored with the alert)."""
+    def act(
+        self, model: str, alert: dict, action: str, served: list[int] | None = None
+    ) -> tuple[str, bool]:
+        """Apply the policy's action; returns what it did (stored with the alert). A rollback
+        only of a production version that served the window (``served``, when known): an
+        hourly and a daily alert of one incident must not roll back the fix promoted since."""
         if action == "retrain":
             self.registry.retrain_request(model, alert["id"], alert["message"])
             return "retrain requested (audit monitor.retrain_requested)", False
@@ -371,9 +376,13 @@ class MonitorService:
         slots = {r["slot"]: r for r in self.registry.slots_of(model)}
         if "production" not in slots:
             return "nothing in production to roll back; notified", False
+        number = int(slots["production"]["number"])
+        served = [v for v in served or () if v > 0]  # 0: an imported log names none
+        if served and number not in served:
+            shown = ", ".join(f"{model}:{v}" for v in served)
+            return f"{model}:{number} did not serve this window ({shown} did); notified", False
         if "previous" not in slots or self.stages is None:
             return "no previous production version to roll back to; notified", False
-        number = int(slots["production"]["number"])
         try:
             with self.registry.savepoint():  # refused: undo its part, keep the alert
                 self.stages.transition(

@@ -34,6 +34,7 @@ from tornado import httpserver, web
 
 from ..errors import HandoffError, NotFound
 from ..outage import failed_round
+from ..vocabulary import MODEL_REFUSED
 from .backend import BACKENDS
 from .inputs import signature_columns, validate
 from .pool import WorkerPool, WorkerUnavailable
@@ -413,7 +414,7 @@ class ModelServer:
                 ) from None
             if not answer.get("ok"):
                 raise PredictFailed(
-                    f"The model refused this input: {answer.get('error')}",
+                    f"{MODEL_REFUSED}{answer.get('error')}",
                     "Check the values against GET /v2/models/NAME.",
                 )
         except HandoffError as e:

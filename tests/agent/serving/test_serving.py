@@ -267,6 +267,19 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
     assert (status, body) == (201, {"model": "churn", "labels": 1})
     stored = central.sql("SELECT request_id, label FROM feedback WHERE model = 'churn'")
     assert stored == [{"request_id": request_id, "label": "1"}]
+    # Labels that cannot score a 0/1 model are refused, with nothing stored: words, objects,
+    # NaN; and labels for a model central does not know
+    for label, says in (
+        ("yes", "but the model predicts numbers"),
+        ({"v": 1}, "a label is a number, a text"),
+        (float("nan"), "a label is a number, a text"),
+    ):
+        bad = {"labels": [{"request_id": request_id, "label": label}]}
+        status, body = central.request("POST", "/api/v1/models/churn/feedback", bad, token=app)
+        assert status == 400 and says in body["error"]["message"], body
+    status, body = central.request("POST", "/api/v1/models/nosuch/feedback", labels)
+    assert status == 404, body
+    assert len(central.sql("SELECT id FROM feedback")) == 1
     # ...and joins its prediction in the stats the guardrails read (live performance)
     until(
         lambda: (
