@@ -362,9 +362,11 @@ class SkopsBackend:
         ok = []
         for col in self.sample.columns:
             row = self.sample.iloc[:1].copy()
-            if row[col].dtype.kind not in "fc" and row[col].dtype != object:
+            # "O": object, or pandas' string dtype (what Parquet reads back under pandas 3,
+            # where a request's null in a text column reaches the model as NaN too)
+            if row[col].dtype.kind not in "fcO":
                 continue
-            row[col] = None if row[col].dtype == object else float("nan")
+            row[col] = float("nan")
             try:
                 self.model.predict(row)
             except Exception:  # the model refuses it: so will the server

@@ -331,3 +331,32 @@ def test_the_onnx_backend_feeds_the_block_as_the_frame(by_name):
         assert from_block == backend.predict(by_columns(request))
         assert worker.answer(backend, request)["outputs"] == from_block
     assert backend.predict_block(block[:, :2], ["x", "y"]) is None  # a column missing
+
+
+def test_a_text_column_the_model_imputes_takes_a_missing_value_as_parquet_reads_it():
+    """Under pandas 3 the evaluation sample's text column reads back as the string dtype, not
+    object: a null there was refused ("cannot take a missing value") though the model's
+    imputer takes it, as it did at push."""
+    import io
+
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from handoff_agent.parquet_bytes import read_frame
+
+    rng = np.random.default_rng(4)
+    plan = rng.choice(["basic", "pro", None], 200).astype(object)
+    X = pd.DataFrame({"plan": plan, "charges": rng.normal(size=200)})
+    y = (X["charges"] > 0).astype(int)
+    text = make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"), OneHotEncoder())
+    model = make_pipeline(
+        make_column_transformer((text, ["plan"]), ("passthrough", ["charges"])),
+        LogisticRegression(),
+    ).fit(X, y)
+    buf = io.BytesIO()
+    X.to_parquet(buf, index=False)
+    sample = read_frame(buf.getvalue())  # as the worker reads the bundle's member
+    assert "plan" in SkopsBackend(model, {}, sample=sample).nan_columns()
