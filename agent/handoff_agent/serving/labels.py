@@ -43,8 +43,8 @@ def problem(pairs: list[tuple[str, object]], served) -> str | None:
 
 
 def _numeric(value) -> bool:
-    """A number, or a text that reads as one ("1" from a CSV scores like 1)."""
-    if kind(value) == "number":
+    """A number (a boolean is 0 or 1), or a text that reads as one ("1" from a CSV)."""
+    if kind(value) in ("number", "boolean"):
         return True
     try:
         return isinstance(value, str) and math.isfinite(float(value))
