@@ -195,7 +195,8 @@ def test_a_refusal_quoting_a_models_exception_reaches_stderr_inert(tmp_path):
     try:
         env = {**os.environ, "HANDOFF_TOKEN": "t" * 32, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
         url = f"http://127.0.0.1:{server.server_port}"
-        out = handoff_cli(env, "signoff", "churn:2", "--url", url)
+        # --to given: the CLI sends it as is (without, it first reads the stage it waits for)
+        out = handoff_cli(env, "signoff", "churn:2", "--to", "approved", "--url", url)
     finally:
         server.shutdown()
     assert out.returncode == 1 and not out.stdout, out.stdout + out.stderr
