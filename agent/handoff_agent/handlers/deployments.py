@@ -183,8 +183,8 @@ class FeedbackHandler(CentralOnly):
         server = self.agent.model_server
 
         def served(request_id: str):
-            hit = server.recent.get(request_id) if server is not None else None
-            return hit[3] if hit is not None and hit[0] == name else None
+            hit = server.served(name, request_id) if server is not None else None
+            return hit and hit[3]
 
         if why := label_problem(pairs, served):
             raise BadRequest(

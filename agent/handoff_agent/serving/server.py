@@ -192,6 +192,12 @@ class ModelServer:
                 except Exception:
                     failed_round(log, "a serving tick hook failed")
 
+    def served(self, model: str, request_id: str) -> tuple | None:
+        """(model, number, slot, predictions) of a request this replica answered for
+        ``model`` lately; None when another replica did, or it is forgotten."""
+        hit = self.recent.get(request_id)
+        return hit if hit is not None and hit[0] == model else None
+
     async def store_stats(self) -> None:
         """Join the labels that arrived since the last tick to the requests served here,
         then add this tick's counters into this replica's rows."""
@@ -201,8 +207,8 @@ class ModelServer:
         now = time.time()
         for row in labels:
             self._feedback_after = row["id"]
-            served = self.recent.get(row["request_id"])
-            if served is None or served[0] != row["model"]:
+            served = self.served(row["model"], row["request_id"])
+            if served is None:
                 continue  # served by another replica (which joins it), or forgotten
             model, number, slot, predicted = served
             label, predicted = row["label"], predicted or []
