@@ -43,7 +43,8 @@ class _Loader(KVArgParseConfigLoader):
             name = str(e)  # an alias's "Class.trait", a --Class.trait, or unknown
             if "." not in name:
                 raise UsageError(f"Unknown option {_dashed(name)}.") from None
-            raise UsageError(f"{_option(self.aliases, name)} needs a value.") from None
+            typed = _typed(self.argv, self.aliases, name)
+            raise UsageError(f"{typed or _option(self.aliases, name)} needs a value.") from None
 
     def _handle_unrecognized_alias(self, arg: str) -> None:
         raise UsageError(f"Unknown option {_dashed(arg)}.")
@@ -79,13 +80,29 @@ def _value_line(e: TraitError, aliases: dict) -> str:
     return f"{_option(aliases, trait)} {value}: expected {expected}."
 
 
-def _option(aliases: dict, trait: str) -> str:
-    """The option people type for ``Class.trait`` (or ``trait``): its alias, if it has one."""
+def _names(aliases: dict, trait: str) -> list[str]:
+    """Every alias of ``Class.trait`` (or ``trait``): traitlets may have split a tuple of
+    names into keys of their own, in no fixed order."""
+    found = []
     for names, to in aliases.items():
         target = to if isinstance(to, str) else to[0]
         if target == trait or target.endswith(f".{trait}"):
-            return _dashed(names if isinstance(names, str) else max(names, key=len))
-    return _dashed(trait)
+            found += [names] if isinstance(names, str) else list(names)
+    return found
+
+
+def _option(aliases: dict, trait: str) -> str:
+    """The option people type for ``Class.trait``: its longest alias, if it has one."""
+    return _dashed(max(_names(aliases, trait), key=len, default=trait))
+
+
+def _typed(argv: list[str], aliases: dict, trait: str) -> str | None:
+    """The option as the user typed it, so ``-m`` without a value is named ``-m``."""
+    names = set(_names(aliases, trait)) | {trait}
+    for arg in reversed(argv or []):
+        if arg.startswith("-") and arg.lstrip("-").split("=")[0] in names:
+            return arg.split("=")[0]
+    return None
 
 
 def _dashed(name: str) -> str:
