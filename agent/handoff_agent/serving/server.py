@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from tornado import httpserver, web
 
-from ..errors import HandoffError, NotFound
+from ..errors import HandoffError, NotFound, Unavailable
 from ..outage import failed_round
 from ..vocabulary import MODEL_REFUSED
 from .backend import BACKENDS
@@ -44,12 +44,6 @@ from .stats import StatsBook
 
 log = logging.getLogger("handoff_agent")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-class Unavailable(HandoffError):
-    """No worker could answer now: retry later (503, the one JSON error shape)."""
-
-    status, code = 503, "unavailable"
 
 
 class PredictFailed(HandoffError):
@@ -120,6 +114,7 @@ class ModelServer:
         self.choose_backend: Callable[[str, int, dict], str | tuple] = lambda m, n, man: "skops"
         self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
+        self._loading: set[str] = set()  # models whose first versions' workers are starting
         self._state = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -240,13 +235,17 @@ class ModelServer:
             rows = await self.call(self.registry.slots_of)
             desired = endpoints_from(rows)
             fresh = []
-            for r in rows:
-                key = (r["model"], int(r["number"]))
-                if key not in self.pools:
-                    self.pools[key] = await self._start_pool(*key, r["digest"])
-                    fresh.append(self.pools[key])
-            await asyncio.gather(*(p.wait_settled(self.settings.load_timeout) for p in fresh))
-            self._route(desired, state)
+            self._loading = set(desired) - set(self.endpoints)
+            try:
+                for r in rows:
+                    key = (r["model"], int(r["number"]))
+                    if key not in self.pools:
+                        self.pools[key] = await self._start_pool(*key, r["digest"])
+                        fresh.append(self.pools[key])
+                await asyncio.gather(*(p.wait_settled(self.settings.load_timeout) for p in fresh))
+                self._route(desired, state)
+            finally:
+                self._loading = set()
 
     def _route(self, desired: dict[str, Endpoint], state) -> None:
         for ep in desired.values():  # a version that cannot load gets no traffic
@@ -338,6 +337,10 @@ class ModelServer:
 
     def endpoint(self, model: str) -> Endpoint:
         ep = self.endpoints.get(model)
+        if ep is None and model in self._loading:  # a first version's workers are starting
+            raise Unavailable(
+                f"Model {model!r} is loading.", "Retry in a moment: its workers are starting."
+            )
         if ep is None or not ep.routes:
             raise NotFound(
                 f"Model {model!r} is not served here.",

@@ -65,15 +65,36 @@ def deployed(tmp_path_factory, backend, data):
         number = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
         sign(central, "churn", number, "production")
         client = Client(serving_url(central), central.token)
-        until(lambda: client.invocations([ROW])[0] == 200, timeout=120, what="churn:1 serving")
-        yield local, central, client
+        seen = []  # what a caller got while churn:1's first workers started
+
+        def answered():
+            status, headers, body = client.invocations([ROW])
+            code = body["error"]["code"] if status != 200 else None
+            seen.append((status, code, headers.get("Retry-After")))
+            return status == 200
+
+        until(answered, timeout=120, what="churn:1 serving", every=0.02)
+        yield local, central, client, seen
     finally:
         local.stop()
         central.stop()
 
 
+def test_a_first_version_still_loading_is_503_with_retry_after_not_404(deployed):
+    """A load balancer retries a 503 and drops a 404: while a model's first workers start
+    (its test slot, as central validates it), a caller is told to retry, never that the
+    model is not served."""
+    *_, seen = deployed
+    loading = [s for s in seen if s[0] == 503]
+    assert loading and all(s == (503, "unavailable", "1") for s in loading), seen
+    after = {s[:2] for s in seen[seen.index(loading[0]) :]}
+    # then the test slot serves named versions only, until production's routing arrives
+    assert after <= {(503, "unavailable"), (404, "no_default_version"), (200, None)}, after
+    assert {s[0] for s in seen} <= {404, 503, 200}, seen
+
+
 def test_v2_and_invocations_name_the_version_and_status_shows_the_url(deployed, data):
-    _local, central, client = deployed
+    _local, central, client, _seen = deployed
     X, _ = data
     assert status_json(central)["serving_url"] == serving_url(central)
     assert client.call("GET", "/v2/health/live", token=False)[0] == 200
@@ -212,7 +233,7 @@ BAD = [
 
 
 def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
-    _local, _central, client = deployed
+    _local, _central, client, _seen = deployed
     for what, path, body, status, code in BAD:
         raw = body if isinstance(body, bytes) else None
         got, _, answer = client.call(
@@ -248,7 +269,7 @@ def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
 
 
 def test_consumer_token_feedback_and_the_prediction_log(deployed):
-    _local, central, client = deployed
+    _local, central, client, _seen = deployed
     out = central.cli("token", "create", "--role", "consumer", "--models", "churn", "--user", "app")
     assert out.returncode == 0, out.stdout + out.stderr
     app = out.stdout.strip().splitlines()[-1]
@@ -307,7 +328,7 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
 
 def test_tritonclient_works_against_the_endpoint(deployed, data):
     httpclient = pytest.importorskip("tritonclient.http")
-    _local, central, _client = deployed
+    _local, central, _client, _seen = deployed
     X, _ = data
     auth = {"Authorization": f"token {central.token}"}
     triton = httpclient.InferenceServerClient(serving_url(central).split("//")[1])
@@ -331,7 +352,7 @@ def test_tritonclient_works_against_the_endpoint(deployed, data):
 
 
 def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(deployed, data):
-    local, central, client = deployed
+    local, central, client, _seen = deployed
     X, y = data
     # A second version: validated puts it in the test slot, reachable only by version
     v2 = push_to_central(local, central, LogisticRegression(C=0.01).fit(X, y), "churn", X, y)
@@ -441,7 +462,7 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
 
 
 def test_kill9_of_a_worker_under_load_restarts_it_and_fails_no_request(deployed):
-    _local, central, client = deployed
+    _local, central, client, _seen = deployed
 
     def production():
         view = central.request("GET", "/api/v1/models/churn/deployment")[1]
