@@ -215,3 +215,47 @@ def test_a_rollback_alert_rolls_back_only_a_production_version_that_served_the_w
     for served in ([2, 3], [0], None):
         outcome, _ = service.act("churn", alert, "rollback", served=served)
         assert "did not serve" not in outcome, (served, outcome)
+
+
+def test_a_log_imported_late_judges_its_window_again_and_an_older_window_clears_nothing(stores):
+    """A window is judged when it closes; records of it stored later (a late import, a
+    segment flushed after it closed) judge it again, whole. Its alert names it; but a window
+    older than the one that fired an alert does not clear that alert."""
+    registry, blobs = stores
+    rng = np.random.default_rng(11)
+    backfill.import_reference(registry, blobs, "churn", traffic(rng, 4000), "test")
+
+    imports = iter(range(10))
+
+    def day(d: int, shift: bool) -> None:
+        f = traffic(rng, PER_DAY, shift=shift)
+        f["time"] = T0 + d * DAY + np.sort(rng.uniform(0, DAY, PER_DAY))
+        n = next(imports)
+        f["request_id"] = [f"r{n}-{i}" for i in range(PER_DAY)]
+        backfill.import_log(registry, blobs, "churn", f, "test")
+
+    service = MonitorService(registry, blobs, Policy(monitor=POLICY))
+    day(0, False)
+    day(2, False)
+    first = service.run("churn", T0 + 3 * DAY)
+    assert [w["status"] for w in first["windows"]] == ["ok", "insufficient", "ok"]
+    assert first["alerts"] == []
+
+    day(1, True)  # day 1's log arrives late, shifted
+    late = service.run("churn", T0 + 3 * DAY)
+    assert [w["start"] for w in late["windows"]] == [T0 + DAY]  # only the window it touched
+    fired = {a["kind"]: (a["state"], a["fired_window"]) for a in late["alerts"]}
+    assert fired["drift"] == ("firing", T0 + DAY), fired  # (and the shifted predictions')
+    assert set(fired.values()) == {("firing", T0 + DAY)}, fired
+
+    day(0, False)  # more of day 0, within bounds: older than the alert's window
+    again = service.run("churn", T0 + 3 * DAY)
+    assert [w["start"] for w in again["windows"]] == [T0] and again["alerts"] == []
+    assert {a["kind"] for a in registry.alerts_of("churn", "firing")} == set(fired)
+
+    day(3, False)  # the next day within bounds clears them
+    cleared = service.run("churn", T0 + 4 * DAY)
+    assert {(a["kind"], a["state"]) for a in cleared["alerts"]} == {
+        (kind, "cleared") for kind in fired
+    }
+    assert registry.alerts_of("churn", "firing") == []

@@ -8,8 +8,11 @@ agent's loop calls it every ``[monitor] every_seconds`` with the clock.
 A window's traffic, drift, prediction drift and label-free estimate are judged once, when it
 closes; its labelled performance when its label delay has passed and at least
 ``min_labels`` labels arrived (it keeps waiting up to ``label_wait_days``). A window below
-``min_samples`` never alerts and records why. Alerts are per model, kind and window kind: a
-crossing window fires one (unless it already fires), a window back within bounds clears it.
+``min_samples`` never alerts and records why. A window whose log gained records after it was
+judged (a late import, a segment flushed after it closed, a replay's ``--now`` ahead of the
+log) is judged again, whole. Alerts are per model, kind and window kind: a crossing window
+fires one (unless it already fires), a window back within bounds clears it, unless it is older
+than the window that fired it.
 
 A log segment whose stored bytes are bad (they no longer match their digest, or they are no
 Parquet) is quarantined once: one warning line, an audit row ``monitor.segment_quarantined``,
@@ -154,7 +157,9 @@ class MonitorService:
         for kind in p.windows:
             stored = self.registry.window_starts(model, kind)
             for start, end in windows.closed(kind, first, now):
-                state = stored.get(start)
+                state, computed = stored.get(start, (None, None))
+                if computed is not None and _logged_since(segments, start, end, computed):
+                    state = None  # judged again, whole: a late import, a flush after it closed
                 if state in ("final", "none"):
                     continue
                 if state == "waiting" and now < end + p.label_delay_hours * 3600:
@@ -356,7 +361,9 @@ class MonitorService:
                 outcome, rolled = self.act(model, fired, action, served)
                 self.registry.alert_outcome(fired["id"], outcome)
                 changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
-            elif not crossed and current is not None:
+            elif not crossed and current is not None and start >= current["fired_window"]:
+                # a window older than the one that fired (its late labels or log) says
+                # nothing of now
                 cleared = self.registry.alert_clear(current["id"], start, value)
                 if cleared is not None:  # else another replica cleared it first
                     changes.append(cleared)
@@ -392,3 +399,11 @@ class MonitorService:
             return f"not rolled back ({e.message}); notified", False
         prev = slots["previous"]["number"]
         return f"rolled back {model}:{number}; {model}:{prev} serves again", True
+
+
+def _logged_since(segments: list[dict], start: float, end: float, computed: str) -> bool:
+    """Whether log records of ``[start, end)`` were stored after the window was computed."""
+    return any(
+        s["created"] > computed and s["first_time"] < end and s["last_time"] >= start
+        for s in segments
+    )

@@ -54,13 +54,13 @@ class MonitorStore(StoreBase):
             r["metrics"] = loads(r["metrics"]) or {}
         return sorted(rows, key=lambda r: (r["kind"], r["start"]))
 
-    def window_starts(self, model: str, kind: str) -> dict[float, str]:
-        """start → labels state of the model's stored windows of ``kind``."""
+    def window_starts(self, model: str, kind: str) -> dict[float, tuple[str, str]]:
+        """start → (labels state, when computed) of the model's stored windows of ``kind``."""
         with self._read() as c:
             rows = c.execute(
-                select(W.start, W.labels).where(W.model == model, W.kind == kind)
+                select(W.start, W.labels, W.computed).where(W.model == model, W.kind == kind)
             ).all()
-        return {float(r.start): r.labels for r in rows}
+        return {float(r.start): (r.labels, r.computed) for r in rows}
 
     # -- alerts ---------------------------------------------------------------------------
 

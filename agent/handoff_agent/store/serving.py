@@ -147,7 +147,9 @@ class ServingStore(StoreBase):
 
     def segments_of(self, model: str) -> list[dict]:
         with self._read() as c:
-            q = select(L.id, L.digest, L.rows, L.bytes, L.first_time, L.last_time, L.quarantined)
+            q = select(
+                L.id, L.digest, L.rows, L.bytes, L.first_time, L.last_time, L.created, L.quarantined
+            )
             return [as_dict(r) for r in c.execute(q.where(L.model == model).order_by(L.id))]
 
     def segment_quarantine(self, model: str, segment: dict, reason: str) -> bool:
