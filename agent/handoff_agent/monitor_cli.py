@@ -7,7 +7,8 @@ if asked, and lift the quarantine of log segments whose blobs were restored.
 --blob-url) directly;
 ``run`` asks the running central (its runtime file, or --url with HANDOFF_TOKEN), so alerts
 reach SSE, destinations and the model server; without a running central it evaluates in
-this process (a rollback then reaches the model servers at their next slot poll).
+this process, under the policy central runs with (``--policy FILE``, else the home's
+``policy.toml``); a rollback then reaches the model servers at their next slot poll.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from .shell import complain, os_user
 
 USAGE = (
     "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
-    "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]\n"
+    "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]"
+    " [--policy FILE]\n"
     "       jupyter handoff monitor release NAME"
 )
 
@@ -86,6 +88,7 @@ class MonitorApp(Command):
         "blob-url": "HandoffAgent.blob_url",
         "now": "MonitorApp.now",
         "url": "MonitorApp.url",
+        "policy": "HandoffAgent.policy_file",
     }
     flags = {
         "reference": (
@@ -190,10 +193,16 @@ class MonitorApp(Command):
         from .policy import Policy
         from .stages import StageManager
 
+        given = self.config.HandoffAgent.get("policy_file")
+        policy_file = Path(given) if given else _home(self.config) / "policy.toml"
+        if given and not policy_file.is_file():
+            raise SystemExit(f"--policy {given}: no such file.")
+        try:  # its thresholds and actions, as central judges (the defaults without one)
+            policy = Policy.load(policy_file if policy_file.is_file() else None)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         registry, blobs = _open_db(self.config), self._blobs()
         try:
-            policy_file = _home(self.config) / "policy.toml"
-            policy = Policy.load(policy_file if policy_file.exists() else None)
             from .serving.deploy import DeploymentService
 
             stages = StageManager(registry, policy, DeploymentService(registry, policy).on_stage)

@@ -93,9 +93,13 @@ class Policy:
         if not path:
             return cls()
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path} is not valid TOML: {e}.") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not valid TOML: it is not UTF-8 text.") from None
+        except OSError as e:
+            raise ValueError(f"{path} cannot be read: {e.strerror}.") from None
         intake = data.get("intake", {})
         stages = {**DEFAULT_STAGES, **data.get("stages", {})}
         unknown = set(stages) - set(FLOW)

@@ -6,6 +6,7 @@ monitoring run of the model fail."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -90,3 +91,35 @@ def test_an_empty_reference_is_refused_and_the_one_in_use_stays(tmp_path):
         assert store.reference_of("churn")["rows"] == 2
     finally:
         store.close()
+
+
+def test_an_offline_run_judges_under_the_policy_central_runs_with(tmp_path):
+    """Central started with ``--policy FILE``: an offline run given the same file judges by
+    its thresholds (here min_samples), not by the defaults; a missing or broken file is one
+    line."""
+    env, home = _home(tmp_path)
+    log = pd.DataFrame({"x": np.arange(50.0), "prediction": [0, 1] * 25})
+    log["time"] = 1_767_225_600 + np.arange(50) * 60.0
+    log.to_parquet(tmp_path / "log.parquet")
+    assert (
+        handoff_cli(
+            env, "monitor", "import", "churn", str(tmp_path / "log.parquet"), "--home", home
+        ).returncode
+        == 0
+    )
+    policy = tmp_path / "central-policy.toml"
+    policy.write_text("[monitor]\nmin_samples = 20\n")
+    run = ["monitor", "run", "churn", "--now", "2026-01-02T00:00:00Z", "--home", home]
+
+    out = handoff_cli(env, *run, "--policy", str(policy))
+
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)["windows"][0]
+    assert first["status"] == "ok" and first["metrics"]["traffic"]["requests"] == 50, first
+    for path, said in (
+        (tmp_path / "none.toml", f"--policy {tmp_path / 'none.toml'}: no such file."),
+        (tmp_path / "log.parquet", f"{tmp_path / 'log.parquet'} is not valid TOML"),
+    ):
+        out = handoff_cli(env, *run, "--policy", str(path))
+        assert out.returncode == 1 and out.stderr.startswith(said), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
