@@ -154,7 +154,9 @@ def _parsers() -> dict[str, MagicArgumentParser]:
         "the predictions with the version and slot that answered.",
     )
     predict.add_argument("name", help="model name")
-    predict.add_argument("data", metavar="DATA", help="variable holding a DataFrame or 2-D array")
+    predict.add_argument(
+        "data", metavar="DATA", help="variable holding a DataFrame, a 2-D array or texts"
+    )
     predict.add_argument("--version", type=int, metavar="N", help="a served version, not routed")
     monitor = p["monitor"] = MagicArgumentParser(
         prog="mlops monitor",

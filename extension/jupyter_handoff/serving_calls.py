@@ -119,17 +119,37 @@ def deployments(name: str | None = None):
 # -- a trial prediction ------------------------------------------------------------------
 
 
+def _texts(data) -> list | None:
+    """``data`` as a text pipeline's inputs (a string, or a list, 1-D array or Series of
+    them, not a row of X), or None: each text is a row of the model's one column, whatever
+    the Series is named."""
+    if isinstance(data, str):
+        return [data]
+    kind = type(data).__name__
+    if (kind == "ndarray" and data.ndim == 1) or (kind == "Series" and not _row(data)):
+        data = data.tolist()
+    if isinstance(data, list | tuple) and data and all(isinstance(t, str) for t in data):
+        return list(data)
+    return None
+
+
+def _row(series) -> bool:
+    """A row of X (``X.iloc[0]``: indexed by column names), not a column."""
+    return bool(len(series.index)) and all(isinstance(i, str) for i in series.index)
+
+
 def _body(data) -> dict:
     """``data`` as MLflow's scoring body: a DataFrame keeps its columns; an array or a list
-    of rows goes in the model's column order."""
+    of rows goes in the model's column order; texts are rows of one column."""
+    texts = _texts(data)
+    if texts is not None:
+        return {"instances": [[t] for t in texts]}
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
         pd = None
     if pd is not None and isinstance(data, pd.Series):
-        # a row (X.iloc[0]: indexed by column names), else a column (X["age"]: by rows)
-        row = len(data.index) and all(isinstance(i, str) for i in data.index)
-        data = data.to_frame().T if row else data.to_frame()
+        data = data.to_frame().T if _row(data) else data.to_frame()  # a row, or a column
     if pd is not None and isinstance(data, pd.DataFrame):
         if data.empty:
             raise HandoffUsageError("DATA has no rows.", "Pass a DataFrame with a few rows.")
@@ -157,7 +177,7 @@ def _body(data) -> dict:
     if isinstance(data, list) and data and all(isinstance(r, (list, dict)) for r in data):
         return {"instances": data}
     raise HandoffUsageError(
-        f"DATA must be a DataFrame or a 2-D array, not a {type(data).__name__}.",
+        f"DATA must be a DataFrame, a 2-D array or texts, not a {type(data).__name__}.",
         "e.g. %mlops predict churn X_test.head()",
     )
 

@@ -345,6 +345,14 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
         expected = model.predict(rows).tolist()
     status, body = until(lambda: _served(central, name, rows), 120, f"{name}:1 serving")
     assert status == 200, body
+    if family == "text_pipeline":  # texts as `%mlops predict NAME texts` sends them
+        from jupyter_handoff.serving_calls import _body
+
+        texts = rows.head(5).tolist()
+        status, out = local.request(
+            "POST", f"/api/v1/models/{name}/predict", {**_body(texts), "version": 1}
+        )
+        assert (status, out.get("predictions")) == (200, expected[:5]), out
     served = next(o["data"] for o in body["outputs"] if o["name"] == "predict")
     if isinstance(expected[0], float):  # a regressor: ONNX computes in float32
         np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)

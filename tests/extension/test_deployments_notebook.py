@@ -267,6 +267,7 @@ CELLS = {
     "inf = X.assign(b=np.inf)\n"
     "strings = X.assign(a='x')\n"
     "one = X['a']\n"
+    "texts = ['great service', 'slow']\n"
     "%load_ext jupyter_handoff",
     "deployments": "%mlops deployments churn",
     "all": "%mlops deployments",
@@ -278,7 +279,8 @@ CELLS = {
 MISTAKES = {
     "unknown": ("%mlops predict nope X", "'nope' is not served"),
     "columns": ("%mlops predict churn wrong", "Unknown column: 'z'"),
-    "not_data": ("%mlops predict churn config", "DATA must be a DataFrame or a 2-D array"),
+    "not_data": ("%mlops predict churn config", "DATA must be a DataFrame, a 2-D array or texts"),
+    "texts": ("%mlops predict churn texts", "row 0 has 1 values for 4 columns"),
     "flat": ("%mlops predict churn flat", "must be 2-D"),
     "one_column": ("%mlops predict churn one", "Missing columns: 'b', 'c', 'd'."),
     "infinite": ("%mlops predict churn inf", "DATA holds infinite values in 'b'."),
