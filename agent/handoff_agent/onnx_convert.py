@@ -279,6 +279,7 @@ def _initial_types(meta: dict) -> list:
 
 def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
     """The model as ONNX bytes with its feeding described in the metadata, or Refused."""
+    import numpy as np
     import skl2onnx  # the `serve` extra: callers ask extra_missing() first
 
     _register_boosters(model)
@@ -305,6 +306,8 @@ def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
     # output from skl2onnx; it is not served as probabilities.
     has_proba = classifier and hasattr(model, "predict_proba") and len(outputs) > 1
     meta["probabilities"] = outputs[1] if has_proba else None
+    labels = getattr(model, "classes_", None) if classifier else None
+    meta["classes"] = None if labels is None else np.asarray(labels).tolist()
     for key, value in meta.items():
         entry = onx.metadata_props.add()
         entry.key, entry.value = META + key, json.dumps(value)

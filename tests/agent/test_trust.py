@@ -354,11 +354,36 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
         )
         assert (status, out.get("predictions")) == (200, expected[:5]), out
     served = next(o["data"] for o in body["outputs"] if o["name"] == "predict")
+    # And its V2 metadata names the outputs it answered with, and a classifier's classes
+    meta = _metadata(central, name)
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+        (o["name"], o["datatype"]) for o in body["outputs"]
+    ], (meta, body)
+    classes = getattr(model, "classes_", None)
+    assert meta.get("parameters", {}).get("classes") == (
+        None if classes is None else np.asarray(classes).tolist()
+    ), meta
     if isinstance(expected[0], float):  # a regressor: ONNX computes in float32
         np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
         return
     assert len(served) == len(expected), body
     assert sum(a == b for a, b in zip(served, expected, strict=True)) >= 19, (served, expected)
+
+
+def _metadata(central, name: str) -> dict:
+    url = urllib.parse.urlsplit(json.loads(central.runtime_file.read_text())["serving_url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.request(
+            "GET",
+            f"/v2/models/{name}/versions/1",
+            headers={"Authorization": f"token {central.token}"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return json.loads(resp.read())
+    finally:
+        conn.close()
 
 
 def _served(central, name: str, rows) -> tuple[int, dict] | None:

@@ -256,6 +256,11 @@ class SkopsBackend:
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         return cls(model, manifest, sample)
 
+    def class_labels(self) -> list | None:
+        """A classifier's classes, in ``predict_proba``'s column order."""
+        labels = getattr(self.model, "classes_", None)
+        return None if labels is None else _column(labels)
+
     def predict_block(self, block, columns: list[str]) -> dict[str, list] | None:
         """Named outputs for a float64 rows x ``columns`` array, when the model takes the
         array in that column order (``array_columns``); None sends the frame instead."""

@@ -133,8 +133,12 @@ class ModelMetadataHandler(ServingHandler):
         name = self.may_call(name)
         ep = self.server.endpoint(name)
         route = self.server.route_for(name, self.number(number), None)
+        pool = self.server.pools.get((name, route.number))
         body = protocols.v2_metadata(
-            name, sorted(ep.versions()), self.server.signature(name, route.number)
+            name,
+            sorted(ep.versions()),
+            self.server.signature(name, route.number),
+            pool.info if pool is not None else {},
         )
         self.set_header(protocols.VERSION_HEADER, str(route.number))
         self.write_json(body)

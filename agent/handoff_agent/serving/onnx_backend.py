@@ -97,6 +97,11 @@ class OnnxBackend:
     def columns(self) -> list[str]:
         return list(self.meta["columns"])
 
+    def class_labels(self) -> list | None:
+        """The classes the conversion recorded (a graph converted before it recorded them:
+        None)."""
+        return self.meta.get("classes")
+
     def predict(self, frame) -> dict[str, list]:
         """Named outputs for a DataFrame holding the signature's columns. Raises ValueError,
         naming the column, for input the graph cannot take."""

@@ -48,10 +48,12 @@ def v2_infer(model: str, number: int, request_id: str, outputs: dict, wanted=Non
     }
 
 
-def v2_metadata(model: str, versions: list[int], signature: list[dict]) -> dict:
+def v2_metadata(model: str, versions: list[int], signature: list[dict], info: dict) -> dict:
+    """The model's inputs from its signature; its outputs and classes as its loaded workers
+    report them (``info``: what they answered on a row of the evaluation sample)."""
     from .inputs import kind_of
 
-    return {
+    body = {
         "name": model,
         "versions": [str(v) for v in sorted(versions)],
         "platform": "handoff",
@@ -63,11 +65,11 @@ def v2_metadata(model: str, versions: list[int], signature: list[dict]) -> dict:
             }
             for c in signature
         ],
-        "outputs": [
-            {"name": "predict", "datatype": "FP64", "shape": [-1]},
-            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, -1]},
-        ],
+        "outputs": info.get("outputs") or [{"name": "predict", "datatype": "BYTES", "shape": [-1]}],
     }
+    if info.get("classes") is not None:  # predict_proba's columns, in this order
+        body["parameters"] = {"classes": info["classes"]}
+    return body
 
 
 def invocations(outputs: dict) -> dict:

@@ -106,6 +106,27 @@ def answer(backend, request: dict) -> dict:
     return {"id": request.get("id"), "ok": True, "outputs": outputs, "ms": ms}
 
 
+def described(backend) -> dict:
+    """What a request gets from this version, for the V2 metadata: each output's name,
+    datatype and shape, read off one row of the evaluation sample (none without a sample),
+    and a classifier's classes in ``predict_proba``'s column order."""
+    from .protocols import v2_outputs
+
+    out = {"classes": getattr(backend, "class_labels", lambda: None)()}
+    sample = getattr(backend, "sample", None)
+    if sample is not None and len(sample):
+        whole = sample.dropna().head(1)
+        try:
+            got = backend.predict(whole if len(whole) else sample.head(1))
+        except Exception:  # the sample's row refused: the metadata says less, serving goes on
+            return out
+        out["outputs"] = [
+            {"name": o["name"], "datatype": o["datatype"], "shape": [-1, *o["shape"][1:]]}
+            for o in v2_outputs(got)
+        ]
+    return out
+
+
 def main() -> int:
     with contextlib.suppress(ImportError):
         _warm_imports()
@@ -126,10 +147,12 @@ def main() -> int:
     try:
         backend = _backend_class(job.get("backend", "skops"), job.get("backend_entry")).load(job)
         nan_ok = getattr(backend, "nan_columns", lambda: None)()
+        about = described(backend)
     except BaseException as e:
         send({"ready": False, "error": f"{type(e).__name__}: {e}"[:1000]})
         return 1
-    send({"ready": True, "backend": backend.name, "nan_ok": nan_ok, "pid": os.getpid()})
+    ready = {"ready": True, "backend": backend.name, "nan_ok": nan_ok, "pid": os.getpid()}
+    send({**ready, **about})
     for line in reader:
         try:
             request = json.loads(line)

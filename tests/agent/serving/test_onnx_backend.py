@@ -19,6 +19,7 @@ from onnx_support import bundle_of, run_job
 from handoff_agent import onnx_convert
 from handoff_agent.serving import onnx_backend
 from handoff_agent.serving.onnx_backend import OnnxBackend
+from handoff_agent.serving.worker import described
 
 pytest.importorskip("onnxruntime")
 
@@ -65,6 +66,7 @@ def test_answers_like_the_skops_backend(mixed):
     out = backend.predict(X.iloc[:20])
     assert set(out) == {"predict", "predict_proba"}
     assert out["predict"] == model.predict(X.iloc[:20]).tolist()  # string labels, as fitted
+    assert backend.class_labels() == model.classes_.tolist()  # predict_proba's column order
     np.testing.assert_allclose(out["predict_proba"], model.predict_proba(X.iloc[:20]), atol=1e-5)
     # Columns in another order, and extra ones, are fine: the graph takes them by name.
     shuffled = X.iloc[:3][["city", "age", "income"]].assign(extra=1)
@@ -77,8 +79,9 @@ def test_a_regressor_has_no_probabilities():
     X = pd.DataFrame({"a": np.arange(30.0), "b": np.arange(30.0) ** 0.5})
     model = Ridge().fit(X, X["a"] * 2 + 1)
     data, _ = onnx_convert.to_onnx(model, X, "regression")
-    out = OnnxBackend(data).predict(X.iloc[:4])
-    assert set(out) == {"predict"}
+    backend = OnnxBackend(data)
+    out = backend.predict(X.iloc[:4])
+    assert set(out) == {"predict"} and backend.class_labels() is None
     np.testing.assert_allclose(out["predict"], model.predict(X.iloc[:4]), rtol=1e-5)
 
 
@@ -136,6 +139,14 @@ def test_load_from_a_serving_job_reads_the_graph_and_the_sample(tmp_path):
     assert backend.nan_columns() == ["b"]  # parity was checked on NaN there, nowhere else
     out = backend.predict(X.iloc[:5])
     assert out["predict"] == model.predict(X.iloc[:5]).tolist()
+    # what the worker tells the server for the V2 metadata, read off a row of the sample
+    assert described(backend) == {
+        "classes": [0, 1],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+        ],
+    }
 
 
 def test_choose_names_onnx_only_for_a_converted_graph_with_onnxruntime(monkeypatch):

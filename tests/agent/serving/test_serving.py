@@ -128,9 +128,14 @@ def test_v2_and_invocations_name_the_version_and_status_shows_the_url(deployed, 
     assert all(a == answers[0] for a in answers)
     assert answers[0] == outputs["predict"]["data"]
 
-    # Metadata lists the recorded signature
+    # Metadata lists the recorded signature, the outputs an answer has, the classes' order
     meta = client.call("GET", "/v2/models/churn")[2]
     assert [i["name"] for i in meta["inputs"]] == list("abcd")
+    assert meta["outputs"] == [
+        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+    ]
+    assert meta["parameters"] == {"classes": [0, 1]}
 
 
 BAD = [
