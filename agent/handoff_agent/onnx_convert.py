@@ -354,44 +354,100 @@ def parity(expected, expected_proba, data: bytes, X, task: str | None, tol: dict
     difference of probabilities (classifiers) or predictions (regressors), and the share of
     equal labels. A label may differ only where the model's top two probabilities tie within
     ``atol``. Raises ``_Mismatch`` with the figures when they are outside the tolerance."""
-    import numpy as np
+    labels, proba = _run(data, X)
+    out, agree = _agreement(expected, expected_proba, labels, proba, task, tol)
+    out["rows"] = len(X)
+    if not agree.all():
+        raise _Mismatch(out)
+    return out
 
+
+def _run(data: bytes, X):
     try:
-        labels, proba = run_onnx(data, X)
+        return run_onnx(data, X)
     except ValueError as e:
         raise Refused(f"the converted graph cannot be fed the evaluation sample: {e}") from None
     except Exception as e:  # onnxruntime's own errors
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise Refused(f"onnxruntime cannot run the converted graph: {first}") from None
+
+
+def _agreement(expected, expected_proba, labels, proba, task, tol: dict):
+    """(figures, per-row agreement within the tolerance) of the model's and the graph's
+    outputs."""
+    import numpy as np
+
     atol, rtol = float(tol["atol"]), float(tol["rtol"])
-    out = {"rows": len(X), "max_abs_diff": None, "label_agreement": None}
+    out = {"max_abs_diff": None, "label_agreement": None}
     if task == "classification":
         same = np.asarray(labels).astype(str) == expected.astype(str)
         out["label_agreement"] = float(same.mean())
-        ok = True
-        if expected_proba is not None and proba is not None:
-            if proba.shape != expected_proba.shape:
-                raise Refused(
-                    f"the ONNX graph gives probabilities of shape {proba.shape}, the model "
-                    f"{expected_proba.shape}"
-                )
-            diff = np.abs(proba.astype(np.float64) - expected_proba)
-            out["max_abs_diff"] = float(diff.max())
-            ok = bool(np.all(diff <= atol + rtol * np.abs(expected_proba)))
-            tie = np.zeros(len(same), dtype=bool)
-            if expected_proba.shape[1] > 1:
-                top2 = np.sort(expected_proba, axis=1)[:, -2:]
-                tie = top2[:, 1] - top2[:, 0] <= 2 * atol
-            ok = ok and bool(np.all(same | tie))
-        else:
-            ok = bool(same.all())
-    else:
-        diff = np.abs(np.asarray(labels, dtype=np.float64) - expected.astype(np.float64))
+        if expected_proba is None or proba is None:
+            return out, same
+        if proba.shape != expected_proba.shape:
+            raise Refused(
+                f"the ONNX graph gives probabilities of shape {proba.shape}, the model "
+                f"{expected_proba.shape}"
+            )
+        diff = np.abs(proba.astype(np.float64) - expected_proba)
         out["max_abs_diff"] = float(diff.max())
-        ok = bool(np.all(diff <= atol + rtol * np.abs(expected.astype(np.float64))))
-    if not ok:
-        raise _Mismatch(out)
-    return out
+        close = np.all(diff <= atol + rtol * np.abs(expected_proba), axis=1)
+        tie = np.zeros(len(same), dtype=bool)
+        if expected_proba.shape[1] > 1:
+            top2 = np.sort(expected_proba, axis=1)[:, -2:]
+            tie = top2[:, 1] - top2[:, 0] <= 2 * atol
+        return out, close & (same | tie)
+    expected = expected.astype(np.float64)
+    diff = np.abs(np.asarray(labels, dtype=np.float64) - expected)
+    out["max_abs_diff"] = float(diff.max())
+    return out, diff <= atol + rtol * np.abs(expected)
+
+
+NAN_PROBE_ROWS = 5  # evaluation rows per column blanked, to learn where the graph takes NaN
+
+
+def nan_parity(model, X, kind: str, task: str | None, data: bytes, tol: dict) -> list[str]:
+    """The float columns where the model takes a NaN and the graph answers as it does, on
+    the first evaluation rows with that column blanked: the graph is served NaN there (an
+    xgboost or lightgbm model's missing values), elsewhere the server refuses it. One call
+    of each on every column's rows at once; column by column only when the model refuses
+    some."""
+    import numpy as np
+    import pandas as pd
+
+    columns = [c for c in X.columns if X[c].dtype.kind == "f"]
+    head = X.iloc[:NAN_PROBE_ROWS]
+    if not columns or not len(head):
+        return []
+    blocks = [head.assign(**{c: np.nan}) for c in columns]
+
+    def agree(frames: list) -> list[bool]:
+        probe = pd.concat(frames, ignore_index=True)
+        expected, proba = reference(model, probe, kind, task)
+        labels, got = _run(data, probe)
+        _, rows = _agreement(expected, proba, labels, got, task, tol)
+        return [bool(b.all()) for b in np.split(rows, len(frames))]
+
+    try:
+        verdicts = agree(blocks)
+    except Exception:  # the model (or the graph) refuses NaN in some column: one at a time
+        verdicts = []
+        for block in blocks:
+            try:
+                verdicts += agree([block])
+            except Exception:
+                verdicts.append(False)
+    return [str(c) for c, ok in zip(columns, verdicts, strict=True) if ok]
+
+
+def with_meta(data: bytes, key: str, value) -> bytes:
+    """The graph with one more ``handoff.*`` metadata entry."""
+    import onnx  # with skl2onnx, the `serve` extra
+
+    graph = onnx.load_from_string(data)
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = META + key, json.dumps(value)
+    return graph.SerializeToString()
 
 
 class _Mismatch(Exception):
@@ -490,6 +546,7 @@ def _convert(job: dict, tol: dict) -> dict:
     expected, expected_proba = reference(model, X, kind, task)  # the model's code runs here
     data, _meta = to_onnx(model, X, task)
     figures = parity(expected, expected_proba, data, X, task, tol)
+    data = with_meta(data, "nan_columns", nan_parity(model, X, kind, task, data, tol))
     with open(job["out"], "wb") as f:
         f.write(data)
     return {

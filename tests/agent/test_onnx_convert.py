@@ -133,6 +133,44 @@ def test_boosters_convert_with_parity(tmp_path, tabular, library):
     result, data = run_job(tmp_path, model, X, y)
     assert_parity(result, data, X)
     assert result["label_agreement"] == 1.0
+    # A booster takes a missing value in any column, and so does its graph: served under
+    # ONNX, a NaN the evaluation sample never held is answered, as under skops
+    assert _nan_columns(tmp_path, model, X, y, data) == list(X.columns)
+    blank = X.iloc[:20].assign(f3=np.nan)
+    labels, got_proba = onnx_convert.run_onnx(data, blank)
+    np.testing.assert_allclose(got_proba, model.predict_proba(blank), atol=1e-4)
+    assert list(labels) == list(model.predict(blank))
+
+
+def test_a_graph_takes_nan_only_where_the_model_does(tmp_path, tabular):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X, y = tabular
+    plain = LogisticRegression(max_iter=500).fit(X, y)  # refuses NaN anywhere
+    result, data = run_job(tmp_path, plain, X, y)
+    assert result["converted"] and _nan_columns(tmp_path, plain, X, y, data) == []
+    imputed = make_pipeline(  # imputes f0 and f1 only: NaN elsewhere is refused
+        ColumnTransformer([("imp", SimpleImputer(), ["f0", "f1"])], remainder="passthrough"),
+        LogisticRegression(max_iter=500),
+    ).fit(X, y)
+    result, data = run_job(tmp_path, imputed, X, y)
+    assert result["converted"], result["reason"]
+    assert _nan_columns(tmp_path, imputed, X, y, data) == ["f0", "f1"]
+
+
+def _nan_columns(tmp_path, model, X, y, data: bytes) -> list[str]:
+    """The columns the serving backend lets a NaN through to the graph."""
+    from onnx_support import bundle_of
+
+    from handoff_agent.serving.onnx_backend import OnnxBackend
+
+    (tmp_path / "g.onnx").write_bytes(data)
+    (tmp_path / "b.tar").write_bytes(bundle_of(model, X, y))
+    job = {"bundle": str(tmp_path / "b.tar"), "onnx": str(tmp_path / "g.onnx")}
+    return OnnxBackend.load(job).nan_columns()
 
 
 def test_array_input_is_fed_as_a_matrix(tmp_path, tabular):

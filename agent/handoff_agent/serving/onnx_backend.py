@@ -138,18 +138,20 @@ class OnnxBackend:
         return result
 
     def nan_columns(self) -> list[str] | None:
-        """The numeric columns where the evaluation sample itself holds NaN: parity was
-        checked on those, so the graph takes NaN there as the model does. None without a
-        sample (the server then decides)."""
+        """The numeric columns where the graph takes NaN as the model does: those the
+        conversion found so with each column blanked (``onnx_convert.nan_parity``), and
+        those where the evaluation sample itself holds NaN (parity was checked there). None
+        without a sample (the server then decides)."""
         if self.sample is None or not len(self.sample):
             return None
         kinds = self.meta.get("kinds") or {}
+        probed = set(self.meta.get("nan_columns") or ())
         return [
             str(c)
             for c in self.sample.columns
             if str(c) in self.meta["columns"]
             and kinds.get(str(c), "float") == "float"
-            and bool(self.sample[c].isna().any())
+            and (str(c) in probed or bool(self.sample[c].isna().any()))
         ]
 
 
