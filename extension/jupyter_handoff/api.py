@@ -220,10 +220,12 @@ class _DataBeside:
 
     def __init__(self, model, X, y, sensitive, reference, cfg):
         from . import bundle_writer as bw
-        from .data import prepare
+        from .data import fits, prepare
 
         self.model = model
         self._pool = self._future = None
+        if X is not None:
+            fits(X, model, bw.feature_names(model))
         if any(a is not None for a in (X, y, sensitive, reference)):
             from concurrent.futures import ThreadPoolExecutor
 

@@ -60,6 +60,35 @@ def input_kind(X) -> str:
     return "array" if values.ndim == 2 else "table"
 
 
+def fits(X, model, features) -> None:
+    """X's mistakes against the model, said at push rather than by every check: a text
+    pipeline given a DataFrame (its vectorizer reads the column names as the texts), an X
+    of another width than a model fitted without column names (``features`` None) took."""
+    try:  # a Pipeline's first step, else the model itself
+        first = model.steps[0][1] if isinstance(model.steps, list) else model
+    except Exception:
+        first = model
+    if isinstance(X, pd.DataFrame) and callable(getattr(first, "build_analyzer", None)):
+        column = str(X.columns[0]) if X.shape[1] == 1 else "text"
+        raise HandoffUsageError(
+            f"The model starts with {type(first).__name__}, which takes texts, but X is a "
+            f"DataFrame of {_count(list(X.columns))}.",
+            f"Pass the texts as a Series or list: X[{column!r}], not X[[{column!r}]].",
+        )
+    try:
+        width = getattr(model, "n_features_in_", None)
+    except Exception:  # a property that raises on an odd model
+        width = None
+    kind = input_kind(X)
+    if features is None and isinstance(width, int) and kind in ("array", "table"):
+        shape = getattr(X, "shape", None) or np.asarray(X).shape
+        if len(shape) == 2 and shape[1] != width:
+            raise HandoffUsageError(
+                f"X has {shape[1]} columns; the model was fitted on {width}.",
+                "Pass the columns it was fitted on, in the same order.",
+            )
+
+
 def _strings(values: np.ndarray) -> bool:
     if values.dtype.kind in "US":
         return True

@@ -23,6 +23,12 @@ not_a_model = {"weights": [1, 2]}
 X_renamed, y_words = X.rename(columns={"a": "age"}), np.where(y == 1, "yes", "no")
 X_extra, X_mixed, X_reordered = X.assign(gender=0), X.assign(e=[1, "a"] * 100), X[list("dcba")]
 band = pd.cut(X["a"] * 10, [-100, -5, 0, 5, 100]).rename("band")  # as the fairness hint says
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import make_pipeline
+reviews, liked = pd.DataFrame({"review": ["good fast", "slow bad"] * 20}), [1, 0] * 20
+texts = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews["review"], liked)
+on_array = LogisticRegression().fit(X.to_numpy(), y)
+X_wide = np.hstack([X.to_numpy(), X.to_numpy()[:, :1]])
 
 
 class Wrapper:  # a user's own class around a fitted model (no attribute ending in _)
@@ -141,6 +147,17 @@ MISTAKES = {
         "%mlops push clf --name churn --data X_extra y",
         "X has 1 column the model was not fitted on: 'gender'.",
         "name a group column with --sensitive",
+    ),
+    "text_as_frame": (
+        "%mlops push texts --name reviews --data reviews liked",
+        "The model starts with TfidfVectorizer, which takes texts, but X is a DataFrame of "
+        "1 column.",
+        "X['review'], not X[['review']]",
+    ),
+    "array_width": (
+        "%mlops push on_array --name arr --data X_wide y",
+        "X has 5 columns; the model was fitted on 4.",
+        "the columns it was fitted on",
     ),
     "mixed_column": (
         "%mlops push wrapped --name wrapped --data X_mixed y",
