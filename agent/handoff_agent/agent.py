@@ -575,6 +575,7 @@ class HandoffAgent(LoggingConfigurable):
                 self.policy,
                 self.max_bundle_size,
                 room,
+                self.gate.check_delivered,
             )
         self.trust_flow = TrustFlow(
             self.registry,

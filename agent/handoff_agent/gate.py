@@ -54,6 +54,13 @@ class GatePolicy(LoggingConfigurable):
         """The --gate overrides a version is judged with here: its pushed ones, or none."""
         return dict(pushed or {}) if self.honour_pushed else {}
 
+    def check_delivered(self, pushed) -> None:
+        """A delivery's overrides, checked as a push's are when this agent judges with them
+        (central with ``gate_overrides``): one it cannot apply refuses the delivery, saying
+        which, rather than failing the checks or being dropped unseen."""
+        if self.honour_pushed and pushed:
+            self.validate_overrides(pushed)
+
     def check_config(self, check: str, overrides: dict | None) -> dict:
         """The settings one check runs with: policy thresholds, then the push's overrides."""
         cfg = dict(self.thresholds.get(check, {}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -78,10 +79,12 @@ class IntakeManager:
         policy: Policy,
         max_bundle_size: int,
         room: DiskRoom | None = None,
+        check_overrides: Callable[[dict | None], None] = lambda pushed: None,
     ):
         self.store, self.blobs, self.versions, self.stages = store, blobs, versions, stages
         self.policy, self.max_bundle_size = policy, max_bundle_size
         self.room = room  # a DiskRoom: a delivery the disk has no room for waits in its outbox
+        self.check_overrides = check_overrides  # the gate's: raises for ones it cannot apply
 
     def begin(self, headers, declared: int | None = None) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
@@ -138,6 +141,7 @@ class IntakeManager:
                     "Forward as skops (the default): the local agent converts pickles.",
                     code="pickle_refused",
                 )
+            self.check_overrides(manifest.get("gate"))
         except Exception:
             blob.abort()
             raise

@@ -86,11 +86,17 @@ def chain(actor: str = "zoe", n: int = 1) -> list[dict]:
 
 
 def envelope(
-    name: str, model: bytes = b"x", serialization: str = "skops", rows: list | None = None
+    name: str,
+    model: bytes = b"x",
+    serialization: str = "skops",
+    rows: list | None = None,
+    gate: dict | None = None,
 ) -> bytes:
     member = "model.skops" if serialization == "skops" else "model.pkl"
     members = {member: model}
     m = manifest_for(name, members, serialization=serialization)
+    if gate is not None:
+        m["gate"] = gate
     import tarfile
 
     from support import make_tar
