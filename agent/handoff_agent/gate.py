@@ -55,11 +55,19 @@ class GatePolicy(LoggingConfigurable):
         return dict(pushed or {}) if self.honour_pushed else {}
 
     def check_delivered(self, pushed) -> None:
-        """A delivery's overrides, checked as a push's are when this agent judges with them
-        (central with ``gate_overrides``): one it cannot apply refuses the delivery, saying
-        which, rather than failing the checks or being dropped unseen."""
-        if self.honour_pushed and pushed:
-            self.validate_overrides(pushed)
+        """A delivery's overrides of the checks this agent runs, checked as a push's are when
+        it judges with them (central with ``gate_overrides``): a setting its check does not
+        declare, or a value of the wrong type, refuses the delivery saying which, rather than
+        failing the checks. One of a check it does not run loosens nothing here: ignored."""
+        if not (self.honour_pushed and pushed):
+            return
+        if isinstance(pushed, dict):
+            pushed = {
+                k: v
+                for k, v in pushed.items()
+                if not isinstance(k, str) or k.partition(".")[0] in self.checks
+            }
+        self.validate_overrides(pushed)
 
     def check_config(self, check: str, overrides: dict | None) -> dict:
         """The settings one check runs with: policy thresholds, then the push's overrides."""

@@ -96,19 +96,22 @@ def test_a_required_check_the_agent_does_not_run_stops_central_in_one_line(tmp_p
 
 
 def test_a_delivery_whose_overrides_central_cannot_apply_is_refused_saying_which(tmp_path):
-    """Central judging with the pushed overrides checks them as a push is checked: a check it
-    does not run, or a value of the wrong type, refuses the delivery (the sender's outbox
-    shows why) instead of failing its checks or being dropped unseen. Without
-    ``gate_overrides`` they are recorded, not applied, and the delivery is taken."""
+    """Central judging with the pushed overrides checks those of its checks as a push is
+    checked: a setting a check does not declare, or a value of the wrong type, refuses the
+    delivery (the sender's outbox shows why) instead of failing its checks. One of a check
+    central does not run loosens nothing there: taken. Without ``gate_overrides`` they are
+    recorded, not applied, and the delivery is taken."""
     local, central = start_pair(tmp_path, intake="gate_overrides = true")
     try:
         for gate, said in (
-            ({"fairnes.max_dp_diff": 1.0}, "name a check this agent does not run: fairnes."),
+            ({"fairness.max_dp_dif": 1.0}, "fairness has no setting 'max_dp_dif'"),
             ({"fairness.max_dp_diff": "lenient"}, "fairness.max_dp_diff must be a number"),
         ):
             status, err = deliver(central, envelope("credit", gate=gate))
             assert status == 400 and said in err["error"]["message"], err
         assert count(central, "credit") == 0
+        status, _ = deliver(central, envelope("credit", gate={"bias2.max_gap": 1.0}))
+        assert status in (200, 201, 202) and count(central, "credit") == 1
     finally:
         local.stop()
         central.stop()
