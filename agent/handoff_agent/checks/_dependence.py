@@ -71,11 +71,17 @@ def handled(model, X, j: int, categorical: bool) -> bool:
 def grid(values, categorical: bool, grid_resolution: int, percentiles=PERCENTILES):
     """sklearn's grid for one feature (``_grid_from_X``, whose signature changed in 1.7); an
     integer feature's points rounded to its dtype, so a model sees the integers it was fitted
-    on (sklearn 1.9 refuses integers rather than let a grid of floats be rounded silently)."""
+    on (sklearn 1.9 refuses integers rather than let a grid of floats be rounded silently).
+    Missing values are left out: a category column with NaN beside its strings has a grid
+    of its categories (sklearn cannot sort them)."""
     from scipy.stats.mstats import mquantiles
 
     if grid_resolution <= 1:
         raise ValueError("'grid_resolution' must be strictly greater than 1.")
+    values = np.asarray(values)
+    values = values[~pd.isna(values)]  # a missing value is no point of the grid
+    if not len(values):
+        raise ValueError("every value is missing: there is no grid to build.")
     try:
         uniques = np.unique(values)
     except TypeError as exc:  # sklearn's message: NaN beside strings cannot be sorted

@@ -292,3 +292,24 @@ def test_the_check_plots_the_stacked_curves():
     assert res.status == "pass"
     assert set(res.plots) == {f"pdp_{f}" for f in res.metrics["top_features"]}
     assert "No partial dependence" not in res.message
+
+
+def test_a_category_with_missing_values_gets_its_plot_over_its_categories():
+    """An imputing pipeline's text column with NaN beside its strings: sklearn cannot sort
+    its values for a grid, so it had no plot; the grid is its categories, NaN left out."""
+    from sklearn.impute import SimpleImputer
+
+    X, y = binary_data()
+    X = X.drop(columns="flag")
+    colour = np.array(["red", "green", "blue"], dtype=object)[np.arange(len(X)) % 3]
+    colour[::7] = np.nan
+    X["colour"] = colour
+    y = np.where(X["colour"] == "red", 1, y)  # colour matters: among the top features
+    cat = make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder())
+    pre = ColumnTransformer([("num", "passthrough", list(X.columns[:5])), ("cat", cat, ["colour"])])
+    model = make_pipeline(pre, LogisticRegression()).fit(X, y)
+    grid, average, categorical = check_pdp(model, X, "colour", CFG)
+    assert categorical and list(grid) == ["blue", "green", "red"]
+    assert average[0][2] > average[0][0]  # red raises the positive class
+    res = ExplainabilityCheck().run(CheckContext(model, {}, X=X, y=pd.Series(y)), n_repeats=2)
+    assert "pdp_colour" in res.plots, res.message
