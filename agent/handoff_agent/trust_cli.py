@@ -62,9 +62,9 @@ class TrustApp(Command):
                         "`jupyter handoff trust list` shows it.",
                     )
                 print(f"No longer trusted: {', '.join(gone)}.")
-        except HandoffError as e:
+        except HandoffError as e:  # a refusal, not a usage mistake (README: exit 1)
             complain(f"{e.message}\n{e.hint}")
-            self.exit(2)
+            self.exit(1)
         finally:
             registry.close()
 

@@ -195,7 +195,7 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         }
         # And an admin cannot trust it, by the CLI or over HTTP
         cli = central.cli("trust", "add", "builtins.exec")
-        assert cli.returncode == 2
+        assert cli.returncode == 1
         assert "Refused to trust builtins.exec" in cli.stderr
         status, body = central.request("POST", "/api/v1/trust", {"types": ["builtins.exec"]})
         assert_error(status, body, 400, "type_never_trusted")
