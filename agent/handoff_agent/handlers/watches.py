@@ -26,10 +26,19 @@ class WatchesHandler(BaseHandler):
     def roles(self):
         return {"GET": BaseHandler.roles["GET"], "POST": writers(self.agent)}
 
+    async def _known_at_central(self, model) -> None:
+        """At central a watch is an admin's, for a model central holds: a typo is a 404
+        naming it, not a watch whose actions find nothing. (A local agent's may come first:
+        its retraining notebook pushes the model's first version.)"""
+        if self.agent.role == "central" and isinstance(model, str):
+            validate_name(model)
+            await self.known_model(model, monitored=True)
+
     async def get(self):
         model = self.get_query_argument("model", None)
         if model is not None:
             validate_name(model)
+            await self._known_at_central(model)
         agent = self.agent
         rows = await agent.read(agent.registry.watches, model)
         for row in rows:
@@ -38,7 +47,9 @@ class WatchesHandler(BaseHandler):
         self.write_json({"watches": rows})
 
     async def post(self):
-        row = await self.agent.watches.add(self.json_body(), self.identity["user"])
+        body = self.json_body()
+        await self._known_at_central(body.get("model"))
+        row = await self.agent.watches.add(body, self.identity["user"])
         self.write_json(row, 201)
 
 

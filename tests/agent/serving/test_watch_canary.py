@@ -55,6 +55,16 @@ def test_schema_change_rolls_back_the_canary_and_traffic_moves(canary, tmp_path)
         "POST", "/api/v1/watches", {"model": "churn", "source": str(data), "run": str(nb)}
     )
     assert status == 409 and body["error"]["code"] == "local_only", body
+    # A model central does not hold (a typo) is a 404 naming it, to register or to list
+    typo = {"model": "chrun", "source": str(data), "on": ["schema"], "actions": ["alert"]}
+    for method, path, body in (
+        ("POST", "/api/v1/watches", typo),
+        ("GET", "/api/v1/watches?model=chrun", None),
+    ):
+        status, out = central.request(method, path, body)
+        assert (status, out["error"]["message"]) == (404, "No model named 'chrun'."), out
+    out = central.cli("watch", "chrun", "--agent", "central")
+    assert out.returncode == 1 and "No model named 'chrun'" in out.stderr, out.stderr
     status, w = central.request(
         "POST",
         "/api/v1/watches",
