@@ -64,8 +64,8 @@ class RunningAgent:
         # CPU-bound on two cores. The demo and the browser tests run the defaults.
         if not any(a.startswith("--HandoffAgent.workers") for a in args):
             self.args.append("--HandoffAgent.workers=1")
-        if central and not any(a.startswith("--ModelServer.workers") for a in args):
-            self.args.append("--ModelServer.workers=1")
+        if central and not any(a.startswith("--Serving.workers") for a in args):
+            self.args.append("--Serving.workers=1")
         if plugins:
             self.args.append("--HandoffAgent.plugins=" + json.dumps(plugins))
         if database_url is ...:
@@ -94,7 +94,7 @@ class RunningAgent:
     def runtime_file(self) -> Path:
         return self.runtime_dir / f"handoff-{self.role}.json"
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``python -m handoff_agent ARGS --home HOME`` against this agent's home (and
         its database, and for commands that read blobs, its blob store); a command that asks
         the running agent instead gets no ``--home``."""
@@ -103,7 +103,7 @@ class RunningAgent:
             args += self.blob_args()
         if args and args[0] in HOME_COMMANDS:
             args += ["--home", str(self.home)]
-        return handoff_cli(self.env, *args)
+        return handoff_cli(self.env, *args, timeout=timeout)
 
     def blob_args(self) -> list[str]:
         """The blob-store arguments this agent was started with (S3 credentials travel in

@@ -87,7 +87,7 @@ def test_an_import_killed_midway_adds_nothing_and_its_rerun_counts_each_row_once
     segments = "SELECT count(*) AS n FROM prediction_segments WHERE model = 'churn'"
     assert central.sql(segments) == [{"n": 0}]
     # When it is run again to the end, the log holds each prediction once
-    out = central.cli("monitor", "import", "churn", str(path))
+    out = central.cli("monitor", "import", "churn", str(path), timeout=600)  # many S3 PUTs
     assert out.returncode == 0, out.stdout + out.stderr
     ids = logged(central)
     assert len(ids) == rows and ids.nunique() == rows

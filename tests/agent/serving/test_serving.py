@@ -60,7 +60,8 @@ def data():
 def deployed(tmp_path_factory, backend, data):
     """Central serving churn:1 in production; the local agent beside it."""
     X, y = data
-    local, central = start_pair(tmp_path_factory.mktemp("serving"))
+    # two serving workers, as by default: one is killed under load, the other answers
+    local, central = start_pair(tmp_path_factory.mktemp("serving"), ["--Serving.workers=2"])
     try:
         number = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
         sign(central, "churn", number, "production")
