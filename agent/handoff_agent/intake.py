@@ -29,6 +29,7 @@ from .errors import (
 )
 from .forwarding.central import BUNDLE, ENVELOPE
 from .ingest import Upload
+from .names import validate_name
 from .policy import Policy
 from .store.blobs import BlobStore, BlobWriter
 from .versions import VersionService
@@ -135,6 +136,7 @@ class IntakeManager:
                 )
             with blob.reader() as f:
                 manifest = bundle.validate(f)
+            validate_name(manifest.get("name"))  # the API's rule: every later act needs it
             if manifest["serialization"] != "skops":  # central never unpickles
                 raise UnsupportedMediaType(
                     "Central does not accept pickled models; it loads only skops files.",
@@ -277,17 +279,14 @@ class IntakeManager:
                 full=False,
             )  # fmt: skip
             vid = version["id"]
-            store.delivery_bind(
-                delivery_id,
-                vid,
-                {
-                    "source": source,
-                    "version": local.get("number"),
-                    "delivery": delivery_id,
-                    "sender": env["sender"],
-                    "claimed_by": local.get("pushed_by"),
-                },
-            )
+            origin = {
+                "source": source,
+                "version": local.get("number"),
+                "delivery": delivery_id,
+                "sender": env["sender"],
+                "claimed_by": local.get("pushed_by"),
+            }
+            store.delivery_bind(delivery_id, vid, origin if created else None)
             anchor = self._anchor_head(source, head, delivery_id)
             if created:
                 self.stages.enter(

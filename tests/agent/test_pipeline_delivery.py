@@ -91,6 +91,7 @@ def envelope(
     serialization: str = "skops",
     rows: list | None = None,
     gate: dict | None = None,
+    pushed_by: str = "zoe",
 ) -> bytes:
     member = "model.skops" if serialization == "skops" else "model.pkl"
     members = {member: model}
@@ -113,7 +114,7 @@ def envelope(
         "local": {
             "model": name,
             "number": 1,
-            "pushed_by": "zoe",
+            "pushed_by": pushed_by,
             "verdict": {"verdict": "pass", "reasons": []},
         },
         "bundle_digest": hashlib.sha256(bundle).hexdigest(),
@@ -181,6 +182,19 @@ def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path)
         status, again = deliver(central, body, delivery_id=same_id)
         assert status == 200 and again["duplicate"] is True
         assert count(central, "signed") == 1
+        # The same bytes again in another delivery, claimed by someone else: the version's
+        # origin (its sender and who pushed it) is the first delivery's, not rewritten
+        origin = central.request("GET", "/api/v1/models/signed/versions/1")[1]["origin"]
+        status, _ = deliver(central, envelope("signed", pushed_by="mallory"))
+        assert status in (200, 201) and count(central, "signed") == 1
+        after = central.request("GET", "/api/v1/models/signed/versions/1")[1]["origin"]
+        assert after == origin and after["claimed_by"] == "zoe", after
+        # A name the API would refuse is refused at intake too: nothing is created
+        for name in ("../etc", "a/b", "-x", "x" * 129):
+            status, err = deliver(central, envelope(name))
+            assert (status, err["error"]["code"]) == (400, "invalid_name"), (name, err)
+        models = central.request("GET", "/api/v1/models")[1]["models"]
+        assert [m["name"] for m in models] == ["signed"], models
         assert central.healthy()
     finally:
         local.stop()

@@ -215,14 +215,20 @@ class CentralStore(StoreBase):
             )
             return res.first() is not None
 
-    def delivery_bind(self, delivery_id: str, version_id: int, origin: dict) -> None:
+    def delivery_bind(self, delivery_id: str, version_id: int, origin: dict | None) -> None:
+        """The delivery names its version; ``origin`` (a new version's: who sent it, from
+        which source) is recorded once. A later delivery of the same bytes, from whoever,
+        passes None and never rewrites it."""
         with self._tx() as c:
             c.execute(
                 update(t.deliveries)
                 .where(D.delivery_id == delivery_id)
                 .values(version_id=version_id)
             )
-            c.execute(update(t.versions).where(V.id == version_id).values(origin=canonical(origin)))
+            if origin is not None:
+                c.execute(
+                    update(t.versions).where(V.id == version_id).values(origin=canonical(origin))
+                )
 
     def delivery_seen(self, delivery_id: str) -> dict | None:
         q = (
