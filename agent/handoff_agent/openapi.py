@@ -516,7 +516,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/feedback": {
         "post": _op(
             "Central: ground-truth labels for served predictions, by request id (a consumer "
-            "token may send them for its models).",
+            "token for its models, or an admin). A label another user sent is theirs to "
+            "replace (409 labelled_by_another).",
             ok="201",
             params=[NAME],
             body=_json_body(

@@ -149,9 +149,10 @@ class RollbackHandler(CentralOnly):
 
 class FeedbackHandler(CentralOnly):
     """Ground truth for served predictions, by the request id the server answered with.
-    A consumer token may send it for its own models."""
+    A consumer token sends it for its own models (an admin may too): labels decide live
+    performance and the monitor's rollbacks, so an analyst's token cannot rewrite them."""
 
-    roles = {"POST": (*ANY_ROLE, "consumer")}
+    roles = {"POST": ("admin", "consumer")}
 
     async def post(self, name: str):
         validate_name(name)
@@ -191,7 +192,11 @@ class FeedbackHandler(CentralOnly):
                 why, "Send labels as the model predicts them (e.g. 0/1, not 'no'/'yes')."
             )
         n = await self.agent.call(
-            self.agent.registry.feedback_add, name, pairs, self.identity["user"]
+            self.agent.registry.feedback_add,
+            name,
+            pairs,
+            self.identity["user"],
+            "admin" in self.identity.get("roles", ()),
         )
         self.write_json({"model": name, "labels": n}, 201)
 

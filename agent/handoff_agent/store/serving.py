@@ -8,6 +8,7 @@ import json
 
 from sqlalchemy import delete, func, select
 
+from ..errors import Conflict
 from . import tables as t
 from ._util import as_dict, now
 from .base import StoreBase
@@ -89,9 +90,26 @@ class ServingStore(StoreBase):
 
     # -- feedback -------------------------------------------------------------------------
 
-    def feedback_add(self, model: str, labels: list[tuple[str, object]], by: str) -> int:
-        """Ground-truth labels by request id; a label sent again replaces the first."""
+    def feedback_add(
+        self, model: str, labels: list[tuple[str, object]], by: str, admin: bool = False
+    ) -> int:
+        """Ground-truth labels by request id; a label sent again replaces the first, when
+        the same user (or an admin) sends it: another's is a Conflict, nothing stored."""
         with self._tx() as c:
+            if not admin:
+                ids = [request_id for request_id, _ in labels]
+                theirs = c.execute(
+                    select(F.request_id, F.by).where(
+                        F.model == model, F.request_id.in_(ids), F.by != by
+                    )
+                ).first()
+                if theirs is not None:
+                    raise Conflict(
+                        f"Request {theirs.request_id} of {model!r} was labelled by "
+                        f"{theirs.by}; only they or an admin may replace the label.",
+                        "Send labels only for the requests your application made.",
+                        code="labelled_by_another",
+                    )
             time_ = now()
             for request_id, label in labels:
                 stmt = self._insert(t.feedback).values(

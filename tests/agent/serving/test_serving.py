@@ -306,7 +306,27 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
         assert status == 400 and says in body["error"]["message"], body
     status, body = central.request("POST", "/api/v1/models/nosuch/feedback", labels)
     assert status == 404, body
-    assert len(central.sql("SELECT id FROM feedback")) == 1
+    # Labels decide live performance and rollbacks: an analyst's token sends none, and
+    # another application cannot replace this one's (an admin can: the agent's token)
+    tokens = {}
+    for user, role in (("bob", "analyst"), ("shop", "consumer")):
+        args = ["--role", role, "--user", user] + (
+            ["--models", "churn"] if role == "consumer" else []
+        )
+        tokens[user] = central.cli("token", "create", *args).stdout.strip().splitlines()[-1]
+    flipped = {"labels": [{"request_id": request_id, "label": 0}]}
+    status, body = central.request(
+        "POST", "/api/v1/models/churn/feedback", flipped, token=tokens["bob"]
+    )
+    assert_error(status, body, 403, "forbidden_role")
+    status, body = central.request(
+        "POST", "/api/v1/models/churn/feedback", flipped, token=tokens["shop"]
+    )
+    assert_error(status, body, 409, "labelled_by_another")
+    assert "labelled by app" in body["error"]["message"], body
+    assert central.sql("SELECT label, by FROM feedback") == [{"label": "1", "by": "app"}]
+    status, _ = central.request("POST", "/api/v1/models/churn/feedback", labels)  # the admin
+    assert status == 201 and len(central.sql("SELECT id FROM feedback")) == 1
     # ...and joins its prediction in the stats the guardrails read (live performance)
     until(
         lambda: (
