@@ -201,6 +201,25 @@ def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path)
         central.stop()
 
 
+def test_deliveries_sent_at_once_cannot_pass_the_hourly_limit_together(tmp_path):
+    """Eight deliveries of one sender at the same moment, two allowed an hour: each was
+    counted before any was recorded, and all got in. Now two do; the rest wait (429)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local, central = start_pair(
+        tmp_path, revalidate=False, local_args=FAST, intake="max_versions_per_hour = 2"
+    )
+    try:
+        bodies = [envelope("burst", model=f"model {i}".encode()) for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            statuses = sorted(s for s, _ in pool.map(lambda b: deliver(central, b), bodies))
+        assert statuses == [201] * 2 + [429] * 6, statuses
+        assert count(central, "burst") == 2
+    finally:
+        local.stop()
+        central.stop()
+
+
 def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tmp_path):
     """One analyst's retraining loop gone wrong cannot flood central: past the policy's
     versions an hour per sender, a delivery is a 429 with Retry-After, and the local agent
