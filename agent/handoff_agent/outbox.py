@@ -11,9 +11,14 @@ import random
 STATES = ("pending", "delivered", "dead")
 
 
+MAX_RETRY_AFTER = 86_400.0  # a destination's Retry-After is honoured up to a day
+
+
 def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Exponential with full jitter, at least Retry-After, never above the cap."""
-    delay = random.uniform(0.5, 1.0) * base * 2 ** min(attempts, 30)
+    """Exponential with full jitter up to the cap, or the destination's Retry-After when it
+    asks for longer: a central over its hourly limit is not sent the body again every few
+    minutes. (A forced forward tries a waiting delivery at once.)"""
+    delay = min(random.uniform(0.5, 1.0) * base * 2 ** min(attempts, 30), cap)
     if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, cap)
+        delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER))
+    return delay

@@ -249,11 +249,19 @@ def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tm
         assert (status, err["error"]["code"]) == (429, "rate_limited"), err
         assert 3000 < int(headers["Retry-After"]) <= 3600, headers
         assert "Sender 'alice' delivered 2 versions in the last hour" in err["error"]["message"]
-        # When the admin lifts the limit, the waiting delivery goes in: nothing was lost
+        # The local agent waits as long as central asked, not the backoff's few minutes
+        rows = local.request("GET", "/api/v1/outbox/deliveries?state=pending")[1]["deliveries"]
+        assert rows[0]["next_try"] - time.time() > 3000, rows
+        # When the admin lifts the limit, the waiting delivery goes in when the analyst
+        # forwards it again (or when its hour is up): nothing was lost
         policy = tmp_path / "policy.toml"
         policy.write_text(policy.read_text().replace("max_versions_per_hour = 2", ""))
         central.stop()
         central.start()
+        status, body = local.request(
+            "POST", "/api/v1/models/many/versions/3/forward", {"to": "central"}
+        )
+        assert (status, body["queued"]) == (202, True), body
         until(lambda: outbox_states(local) == {"delivered": 3}, timeout=60)
         assert count(central, "many") == 3
     finally:

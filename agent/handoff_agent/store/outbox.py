@@ -27,7 +27,8 @@ class OutboxStore(StoreBase):
     def outbox_enqueue(self, version_id: int, destination: str, forced_by: str | None = None):
         """False when that version already goes (or went) to that destination. A forced
         forward sends a dead delivery again, once its cause is fixed: pending from its first
-        attempt, with the same id and body (a refusal left nothing at the destination)."""
+        attempt, with the same id and body (a refusal left nothing at the destination); a
+        pending one it tries now."""
         with self._tx() as c:
             res = c.execute(
                 self._insert(t.outbox)
@@ -300,7 +301,17 @@ class OutboxStore(StoreBase):
 
 
 def _revive(c, version_id: int, destination: str, forced_by: str) -> bool:
-    """A dead delivery of the version to the destination pending again; False if none."""
+    """A dead delivery of the version to the destination pending again, or a pending one
+    that waits for its next try (a central's Retry-After, once its admin lifted a limit)
+    tried now; False if neither."""
+    waiting = c.execute(
+        update(t.outbox)
+        .where(OB.version_id == version_id, OB.destination == destination, OB.state == "pending")
+        .values(next_try=0.0, forced_by=forced_by)
+        .returning(OB.id)
+    )
+    if waiting.first() is not None:
+        return True
     res = c.execute(
         update(t.outbox)
         .where(OB.version_id == version_id, OB.destination == destination, OB.state == "dead")
