@@ -47,13 +47,20 @@ def remove(pid: int, role: str = "local") -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running Handoff agent. After a kill -9 or a crash the runtime
+    file stays and its pid may be reused by another process: where /proc tells, that one
+    is no agent (``stop`` must never signal it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"handoff" in f.read()
+    except OSError:  # no /proc (macOS), or it ended meanwhile
         return True
-    return True
 
 
 def read(role: str = "local", check_alive: bool = True) -> dict | None:

@@ -189,3 +189,25 @@ def test_report_command_saves_the_report(agent_factory, tmp_path):
     assert card.stdout.startswith("# Model card: carded version 1")
     bad = handoff_cli(agent.env, "report", "carded:x", timeout=60)
     assert bad.returncode == 2 and "NAME:N" in bad.stderr and not bad.stdout
+
+
+def test_stop_after_a_crash_never_signals_the_process_that_took_the_agents_pid(tmp_path):
+    """After a kill -9 the runtime file stays; its pid may since be another program's.
+    `stop` and `status` treat the file as stale and that program lives on."""
+    import subprocess
+    import sys
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        runtime = tmp_path / "rt"
+        runtime.mkdir()
+        stale = {"url": "http://127.0.0.1:9", "token": "t", "pid": stranger.pid, "role": "local"}
+        (runtime / "handoff-local.json").write_text(json.dumps(stale))
+        p = handoff("stop", runtime_dir=runtime)
+        assert (p.returncode, p.stdout.strip()) == (0, "No local agent is running."), p.stderr
+        p = handoff("status", runtime_dir=runtime)
+        assert "No agent is running" in p.stdout + p.stderr, p.stdout + p.stderr
+        assert stranger.poll() is None  # not signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
