@@ -19,6 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from ..sandbox import SandboxRefused
+from ..store.blobs import BlobCorrupt, BlobMissing
 
 log = logging.getLogger("handoff_agent")
 MAX_LINE = 256 << 20
@@ -183,8 +184,13 @@ class WorkerPool:
                 raise
             except Exception as e:  # spawn refused, timed out, died while loading
                 log.warning("serving worker of %s failed to start: %s", self.key, e)
-                if isinstance(e, SandboxRefused):
-                    self.error = str(e)
+                if isinstance(e, SandboxRefused | BlobCorrupt | BlobMissing):
+                    # for good: its bundle's stored bytes are bad or gone, not a moment's fault
+                    self.error = str(e) + (
+                        "; `jupyter handoff fsck` lists damaged blobs, restore it from a backup"
+                        if not isinstance(e, SandboxRefused)
+                        else ""
+                    )
                     self._notify()
                     return
             finally:

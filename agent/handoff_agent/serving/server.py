@@ -115,6 +115,7 @@ class ModelServer:
         self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
         self._loading: set[str] = set()  # models whose first versions' workers are starting
+        self.load_errors: dict[tuple[str, int], str] = {}  # versions that cannot load: why
         self._state = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -248,11 +249,14 @@ class ModelServer:
                 self._loading = set()
 
     def _route(self, desired: dict[str, Endpoint], state) -> None:
+        self.load_errors = {}
         for ep in desired.values():  # a version that cannot load gets no traffic
             for slot, route in list(ep.routes.items()):
                 pool = self.pools.get((ep.model, route.number))
                 if pool is None or pool.error is not None:
                     del ep.routes[slot]
+                if pool is not None and pool.error is not None:
+                    self.load_errors[(ep.model, route.number)] = pool.error
         self.endpoints, self._state = desired, state
         keep = {(ep.model, n) for ep in desired.values() for n in ep.versions()}
         for key in [k for k in self.pools if k not in keep]:
@@ -340,6 +344,12 @@ class ModelServer:
         if ep is None and model in self._loading:  # a first version's workers are starting
             raise Unavailable(
                 f"Model {model!r} is loading.", "Retry in a moment: its workers are starting."
+            )
+        failed = [(n, why) for (m, n), why in self.load_errors.items() if m == model]
+        if (ep is None or not ep.routes) and failed:
+            raise Unavailable(  # not a moment's fault: the admin must act (the deployment view)
+                f"{model}:{failed[0][0]} cannot load: {failed[0][1]}",
+                "`jupyter handoff deployment NAME` shows it.",
             )
         if ep is None or not ep.routes:
             raise NotFound(
@@ -474,7 +484,7 @@ class ModelServer:
             "workers": len(pool.pids()) if pool else 0,
             "worker_pids": pool.pids() if pool else [],
             "restarts": pool.restarts if pool else 0,
-            "load_error": pool.error if pool else None,
+            "load_error": pool.error if pool else self.load_errors.get((model, number)),
         }
 
     def ready(self) -> bool:
