@@ -127,6 +127,18 @@ def test_corruption_is_detected_on_every_read(blob_backend, how):
             pass
 
 
+def test_the_same_bytes_stored_again_replace_a_corrupt_blob(blob_backend):
+    """What the corrupt blob's hint tells a user: push the model again. Its bytes must then
+    replace the bad ones, not be skipped as already stored."""
+    store, tamper = blob_backend
+    data = b"precious bytes " * 100
+    digest = store.put_bytes(data)
+    tamper(digest, data[:-1])
+    assert store.put(io.BytesIO(data)) == digest
+    store.verify(digest)
+    assert store.read_bytes(digest) == data
+
+
 def test_a_missing_blob_says_so(store):
     absent = sha(b"never stored")
     assert not store.exists(absent)

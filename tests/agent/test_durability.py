@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import random
 import re
 import threading
 import time
 
 from agent_support import NO_CHECKS, part_files
-from s3_support import agent_blobs
+from s3_support import agent_blobs, corrupt_blob
 from support import bundle_bytes, until
 
 NAME = "durable"
@@ -130,3 +131,24 @@ def test_acknowledged_pushes_survive_kill_9(agent_factory):
     assert "fsck: OK" in fsck.stdout
     assert "CORRUPT" not in fsck.stdout and "MISSING" not in fsck.stdout
     assert a.healthy()
+
+
+def test_pushing_the_same_model_again_repairs_its_corrupt_bundle(agent_factory):
+    """A bundle's stored bytes went bad; every read says so and advises pushing the model
+    again. The push of the same bytes, however it is sent (a client that waits for the
+    go-ahead with the digest, or the whole body), replaces them."""
+
+    agent = agent_factory("--HandoffAgent.checks=[]", "--HandoffAgent.forward_to=[]")
+    data = bundle_bytes("churn", model=os.urandom(50_000))
+    status, first = agent.push_bytes("churn", data)
+    assert status == 201, first
+    for how in ({"Expect": "100-continue"}, {}):
+        corrupt_blob(agent, first["digest"])
+        status, body = agent.request("GET", "/api/v1/models/churn/versions/1/bundle")
+        assert (status, body["error"]["code"]) == (409, "blob_corrupt"), body
+        assert "push the model again" in body["error"]["hint"], body
+        status, again = agent.push_bytes("churn", data, **how)
+        assert (status, again["version"], again["created"]) == (200, 1, False), again
+        status, _ = agent.request("GET", "/api/v1/models/churn/versions/1/bundle")
+        assert status == 200, how
+    assert agent.cli("fsck").returncode == 0

@@ -9,6 +9,7 @@ from .._version import __version__
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
+from ..store.blobs import BlobError
 from . import detached
 from .base import ANY_ROLE, BaseHandler, int_arg
 from .pipeline import blob_errors
@@ -220,6 +221,10 @@ class VersionsHandler(BaseHandler):
             return False
         if not found or found[0]["pruned"]:  # a pruned version's bytes are welcome back
             return False  # tornado sends "100 Continue" once prepare() returns
+        try:  # stored bytes gone bad are replaced by the push (the corrupt blob's advice)
+            await self.agent.run_io(self.agent.store.verify, found[0]["digest"])
+        except BlobError:
+            return False
         self.write_json(
             {
                 "name": name,

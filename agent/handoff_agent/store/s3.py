@@ -29,6 +29,7 @@ from ..secrets_env import secret_from_environ
 from .blobs import (
     CHUNK,
     DIGEST_RE,
+    BlobCorrupt,
     BlobMissing,
     BlobUnavailable,
     BlobWriter,
@@ -151,8 +152,8 @@ class S3BlobStore:
             raise BlobUnavailable(f"S3 is unavailable for {self.url}: {e}") from None
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
-        if self.exists(digest):
-            return  # written once: the same digest is the same bytes
+        if self.exists(digest) and self._intact(digest):
+            return  # written once: the same digest is the same bytes (else: replaced)
         with self._errors(digest):
             self.client.upload_file(
                 str(spool),
@@ -196,6 +197,13 @@ class S3BlobStore:
     def read_bytes(self, digest: str) -> bytes:
         with self.open(digest) as f, self._errors(digest):
             return f.read()
+
+    def _intact(self, digest: str) -> bool:
+        try:
+            self.verify(digest)
+        except BlobCorrupt:
+            return False
+        return True
 
     def verify(self, digest: str) -> None:
         with self.open(digest) as f, self._errors(digest):
