@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from traitlets import Bool, Unicode
 
@@ -110,14 +111,20 @@ class BackupApp(_StoresApp):
         return 0
 
     def _backup(self, dest: str) -> int:
-        from .store.backup import backup
+        from .store.backup import backup, leftovers
 
+        earlier = leftovers(Path(dest))
         meta, blobs = self._home_stores()
         try:
             manifest = backup(meta, blobs, dest, progress=_say)
         finally:
             meta.close()
         print(f"backup {dest}: written and verified ({manifest.summary()})")
+        for path in earlier:
+            complain(
+                f"{path} is left from a backup to {dest} that did not finish (it holds a copy "
+                "of the registry, token hashes too): remove it."
+            )
         return 0
 
 

@@ -210,3 +210,15 @@ def test_user_mistakes_are_one_line(tmp_path, central):
     code, lines, err = cli(target, "restore", str(tmp_path / "good"), "--database-url", unreachable)
     assert code == 2 and "/handoff?password=***&sslmode=disable: " in err, err
     assert secret not in "".join(lines) + err
+
+
+def test_a_backup_killed_midway_is_named_by_the_next_one(tmp_path, central):
+    """kill -9 leaves the work directory (a copy of the registry, token hashes too): the next
+    backup to that name says where it is, so it is removed, not left forgotten."""
+    populate(central)
+    left = tmp_path / ".nightly.partial-abc123"
+    left.mkdir()
+    code, _lines, err = cli(central, "backup", str(tmp_path / "nightly"))
+    assert code == 0, err
+    assert f"{left} is left from a backup to {tmp_path / 'nightly'} that did not finish" in err
+    assert "remove it" in err

@@ -62,6 +62,13 @@ def backup(src_meta, src_blobs: BlobStore, dest: Path, progress=None) -> Manifes
     return manifest
 
 
+def leftovers(dest: Path) -> list[Path]:
+    """Work directories of backups to ``dest`` that did not finish (killed: nothing could
+    remove them). They hold token hashes and a copy of the registry: the user is told."""
+    dest = Path(dest).absolute()
+    return sorted(dest.parent.glob(f".{dest.name}.partial-*"))
+
+
 def _backup_stores(root: Path):
     from .metadata import MetadataStore
 
