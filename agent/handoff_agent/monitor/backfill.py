@@ -21,6 +21,7 @@ with predictions, scores and labels), against which windows are compared.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -237,8 +238,12 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
     if "label" in frame and "label_time" in frame:  # checked before a segment is written
         labelled = frame["label"].notna()
         frame.loc[labelled, "_arrived"] = _times(frame.loc[labelled, "label_time"], "label_time")
-    if "request_id" not in frame:
-        tag = uuid.uuid4().hex[:12]
+    if "request_id" not in frame:  # named by the file's content: a rerun names them alike
+        try:
+            content = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+            tag = hashlib.sha256(content).hexdigest()[:12]
+        except TypeError:  # cells pandas cannot hash (lists): a rerun is not recognised
+            tag = uuid.uuid4().hex[:12]
         frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
     frame = frame.sort_values("_t", kind="stable")
     features = [c for c in frame.columns if c not in RESERVED and c not in ("_t", "_arrived")]
@@ -263,8 +268,24 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             for r, v, a in zip(lab["request_id"], values, arrived, strict=True)
         ]
     with registry.transaction():
-        for segment in segments:
+        # A segment already in the log (the same file imported again, its run done but not
+        # seen to finish) holds the same records: added once.
+        logged = {s["digest"] for s in registry.segments_of(model)}
+        fresh = [s for s in segments if s[0] not in logged]
+        for segment in fresh:
             registry.segment_add(model, *segment)
+        already = sum(s[1] for s in segments) - sum(s[1] for s in fresh)
         labels = registry.feedback_import(model, triples, by) if triples else 0
-        registry.audit_append(by, "monitor.import", model, {"rows": len(frame), "labels": labels})
-    return {"model": model, "rows": len(frame), "labels": labels, "features": features}
+        registry.audit_append(
+            by,
+            "monitor.import",
+            model,
+            {"rows": len(frame), "labels": labels, "already_logged": already},
+        )
+    return {
+        "model": model,
+        "rows": len(frame),
+        "already_logged": already,
+        "labels": labels,
+        "features": features,
+    }
