@@ -365,7 +365,12 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/watches/{source_id}/check": {
         "post": _op("Analyst or admin: fingerprint the source now.", params=[SOURCE_ID]),
     },
-    "/api/v1/outbox": {"get": _op("Deliveries waiting, done or dead-lettered: counts.")},
+    "/api/v1/outbox": {
+        "get": _op(
+            "Deliveries waiting, done or dead-lettered: counts; ``problems``: what stops a "
+            "destination's stages coming back (a token central refuses)."
+        )
+    },
     "/api/v1/outbox/deliveries": {
         "get": _op(
             "The deliveries one by one, oldest first: version, destination, state, attempts, "

@@ -102,13 +102,15 @@ def outbox_line(info: dict, timeout: float = 2.0) -> str:
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            rows = json.loads(r.read())["outbox"]
+            answer = json.loads(r.read())
+            rows = answer["outbox"]
     except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
         return ""
     dead = sum(r["n"] for r in rows if r["state"] == "dead")
     waiting = sum(r["n"] for r in rows if r["state"] == "pending")
     said = [f"{n} {word}" for n, word in ((dead, "refused"), (waiting, "waiting")) if n]
-    return f"Deliveries: {', '.join(said)} (`jupyter handoff outbox` says why)" if said else ""
+    lines = [f"Deliveries: {', '.join(said)} (`jupyter handoff outbox` says why)"] if said else []
+    return "\n".join([*lines, *(answer.get("problems") or [])])
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:

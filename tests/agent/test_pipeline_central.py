@@ -287,3 +287,32 @@ def test_the_analyst_sees_what_central_has_under_centrals_number(tmp_path, model
     finally:
         local.stop()
         central.stop()
+
+
+def test_a_central_token_central_refuses_is_said_in_status_and_the_log(tmp_path, model_and_data):
+    """Deliveries are signed with the secret, so they go on; the stages come back with the
+    token. A token central refuses (revoked, or the per-start one of a restarted central)
+    stopped them silently: now the log says it once, and `status` says it."""
+    model, X, y = model_and_data
+    local, central = start_pair(tmp_path)
+    try:
+        local.stop()  # its token for central: one central does not know
+        local.args = [
+            "--CentralDestination.token=revoked" if a.startswith("--CentralDestination.token")
+            else a for a in local.args
+        ]  # fmt: skip
+        local.start()
+        push_model(local, model, "churn", X=X, y=y)
+        said = "Central refuses this agent's token (401)"
+
+        def refused():
+            problems = local.request("GET", "/api/v1/outbox")[1]["problems"]
+            return problems and problems[0]
+
+        assert until(refused, timeout=90, what="the refusal noticed").startswith(said)
+        out = handoff_cli(local.env, "status")
+        assert said in out.stdout and "c.CentralDestination.token" in out.stdout, out.stdout
+        assert local.read_log().count(said) == 1
+    finally:
+        local.stop()
+        central.stop()

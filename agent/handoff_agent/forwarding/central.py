@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import urllib.error
 import urllib.request
 
 from traitlets import Enum, Float, TraitError, Unicode, default, validate
@@ -161,8 +162,12 @@ class CentralDestination(LoggingConfigurable):
             "application/x-tar",
         )
 
+    token_refused = None  # why central refuses our token, while it does (status, outbox)
+
     def status(self, remote: dict, **kwargs) -> dict | None:
-        """Central's view of a delivered version, or None when it cannot be reached."""
+        """Central's view of a delivered version, or None when it cannot be reached. A token
+        central refuses is said once in the log and kept in ``token_refused``: deliveries go
+        on (they are signed with the secret) but no stage would come back, silently."""
         url, token = self.target()
         if not url or not remote.get("name"):
             return None
@@ -172,6 +177,21 @@ class CentralDestination(LoggingConfigurable):
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
-                return json.loads(r.read())
+                answer = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                self._refused(e.code)
+            return None
         except (OSError, ValueError):
             return None
+        self.token_refused = None
+        return answer
+
+    def _refused(self, code: int) -> None:
+        if self.token_refused is None:
+            self.token_refused = (
+                f"Central refuses this agent's token ({code}): stages and sign-offs no longer "
+                "come back to the notebook. Set c.CentralDestination.token to a token central "
+                "issued (`jupyter handoff token create` there) and restart the agent."
+            )
+            self.log.warning("%s", self.token_refused)

@@ -78,6 +78,11 @@ class ForwardService:
         """Look at the outbox now (a verdict or a forced forward queued a row)."""
         self.forwarder.wake.set()
 
+    def problems(self) -> list[str]:
+        """What stops a destination's stages coming back (a token it refuses), for people."""
+        found = (getattr(d, "token_refused", None) for d in self.destinations.values())
+        return [why for why in found if why]
+
     def forward_for(self, verdict: dict) -> list[str]:
         """The destinations a verdict hands the version to (``VersionService``'s rule)."""
         if verdict["verdict"] not in self.forward_on:

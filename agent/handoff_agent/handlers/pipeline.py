@@ -237,7 +237,7 @@ class BundleHandler(BaseHandler):
 class OutboxHandler(BaseHandler):
     async def get(self):
         rows = await self.agent.read(self.agent.registry.outbox_summary)
-        self.write_json({"outbox": rows})
+        self.write_json({"outbox": rows, "problems": self.agent.forwarding.problems()})
 
 
 class NoticesHandler(BaseHandler):
