@@ -356,8 +356,12 @@ class CheckRunner:
                 try:
                     copy = await self.pools.run_io(store.local_copy, champion["digest"])
                     files["champion.bundle"] = copy
-                except BlobError as e:  # the performance check says the champion is missing
+                except BlobError as e:  # the performance check says why, and warns
                     champion["bundle"] = None
+                    champion["error"] = (
+                        f"its stored bundle is unreadable ({e}); `jupyter handoff fsck` lists "
+                        "damaged blobs"
+                    )
                     log.warning("champion %s not readable: %s", champion["digest"][:12], e)
         except BaseException:
             for f in files.values():

@@ -152,3 +152,29 @@ def test_pushing_the_same_model_again_repairs_its_corrupt_bundle(agent_factory):
         status, _ = agent.request("GET", "/api/v1/models/churn/versions/1/bundle")
         assert status == 200, how
     assert agent.cli("fsck").returncode == 0
+
+
+def test_a_champion_whose_bundle_went_bad_warns_rather_than_passing_uncompared(agent_factory):
+    """The champion's stored bundle is corrupt: the performance check cannot compare with it.
+    It says why (the blob, fsck) and warns; it passed as if there were no champion."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from support import push_model, wait_checked
+
+    agent = agent_factory(
+        "--HandoffAgent.checks=['loads', 'performance']", "--HandoffAgent.forward_to=[]"
+    )
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc"))
+    y = (X["a"] > 0).astype(int)
+    first = push_model(agent, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+    assert wait_checked(agent, "churn", first.number)["status"] == "passed"
+    digest = agent.request("GET", "/api/v1/models/churn/versions/1")[1]["digest"]
+    corrupt_blob(agent, digest)
+    second = push_model(agent, LogisticRegression(C=0.5).fit(X, y), "churn", X=X, y=y)
+    checked = wait_checked(agent, "churn", second.number)
+    perf = next(c for c in checked["checks"] if c["name"] == "performance")
+    assert perf["status"] == "warn", perf
+    assert "champion version 1 did not load: its stored bundle is unreadable" in perf["message"]
+    assert "jupyter handoff fsck" in perf["message"], perf
