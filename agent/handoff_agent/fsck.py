@@ -26,14 +26,15 @@ class FsckReport:
         return not (self.corrupt or self.missing or self.audit_break)
 
     def lines(self) -> list[str]:
-        out = [f"{self.blobs} blobs, {self.versions} versions checked"]
+        out = [f"{self.blobs} blobs, {self.versions} references checked"]
         out += [f"CORRUPT blob {d}{self._users(d)}" for d in self.corrupt]
         out += [f"MISSING blob {d}" for d in self.missing]
         if self.audit_break is not None:
             out.append(f"AUDIT chain breaks at entry {self.audit_break}")
         out += [f"note: {a}" for a in self.artefacts]
         out += [
-            f"note: unreferenced blob {d} (an upload interrupted before commit)"
+            f"note: unreferenced blob {d} (an upload or conversion interrupted before it was "
+            "recorded)"
             for d in self.orphans
         ]
         out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]

@@ -91,7 +91,7 @@ def test_text_and_numpy_models_get_verdicts(tmp_path):
 
         until(delivered, timeout=120, what="two deliveries")
         out = local.cli("fsck").stdout
-        blobs, referenced = re.match(r"(\d+) blobs, (\d+) versions checked", out).groups()
+        blobs, referenced = re.match(r"(\d+) blobs, (\d+) references checked", out).groups()
         assert blobs == referenced and "fsck: OK" in out, out  # every blob is a version's
         assert "note:" not in out, out  # no envelope, converted bundle or unreferenced blob
         for name in ("reviews", "arrays"):  # and central has each, as skops

@@ -210,7 +210,7 @@ def test_stopping_the_kernel_mid_push_keeps_nothing_and_the_next_push_works(
     deadline = time.monotonic() + 30  # the agent lets go of the entry it was reading
     while "note: " in (fsck := agent.cli("fsck").stdout) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert fsck.splitlines() == ["0 blobs, 0 versions checked", "fsck: OK"]
+    assert fsck.splitlines() == ["0 blobs, 0 references checked", "fsck: OK"]
     assert agent.request("GET", "/api/v1/models/big/versions")[0] == 404
     assert list(spool.iterdir()) == []
     threads = "import threading; print(sorted(t.name for t in threading.enumerate()))"

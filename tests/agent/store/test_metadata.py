@@ -244,7 +244,7 @@ def test_fsck_clean(tmp_path):
     p = run_fsck(home)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "fsck: OK" in p.stdout
-    assert "3 blobs, 3 versions checked" in p.stdout
+    assert "3 blobs, 3 references checked" in p.stdout
 
 
 def test_fsck_reports_a_corrupt_blob(tmp_path):
