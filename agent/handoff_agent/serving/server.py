@@ -116,6 +116,7 @@ class ModelServer:
         self._refreshing = asyncio.Lock()
         self._loading: set[str] = set()  # models whose first versions' workers are starting
         self.load_errors: dict[tuple[str, int], str] = {}  # versions that cannot load: why
+        self.resting: set[tuple[str, int]] = set()  # test slots past max_test_slots: unloaded
         self._state = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -234,6 +235,7 @@ class ModelServer:
             if state == self._state:
                 return
             rows = await self.call(self.registry.slots_of)
+            rows, self.resting = _bounded(rows, self.settings.max_test_slots)
             desired = endpoints_from(rows)
             fresh = []
             self._loading = set(desired) - set(self.endpoints)
@@ -360,6 +362,12 @@ class ModelServer:
         return ep
 
     def route_for(self, model: str, number: int | None, key: str | None) -> Route:
+        if number is not None and (model, number) in self.resting:
+            raise Unavailable(
+                f"{model}:{number}'s test slot is not loaded: central keeps the "
+                f"{self.settings.max_test_slots} newest test slots loaded.",
+                "An admin raises c.Serving.max_test_slots, or the version moves on.",
+            )
         ep = self.endpoint(model)
         if number is not None:
             slot = ep.slot_of(number)
@@ -390,8 +398,8 @@ class ModelServer:
         The shadow, if any, gets the same columns after the answer is decided. A
         ``load_test`` request is answered alike but is nobody's traffic: no stats, no log,
         no feedback join, no shadow copy (its numbers are the load test's own)."""
-        ep = self.endpoint(model)  # held: the model may leave serving while it predicts
         route = self.route_for(model, number, key)
+        ep = self.endpoint(model)  # held: the model may leave serving while it predicts
         request_id = request_id if request_id and REQUEST_ID.fullmatch(request_id) else None
         request_id = request_id or uuid.uuid4().hex
         columns = decode([c["name"] for c in self.signature(model, route.number)])
@@ -484,7 +492,14 @@ class ModelServer:
             "workers": len(pool.pids()) if pool else 0,
             "worker_pids": pool.pids() if pool else [],
             "restarts": pool.restarts if pool else 0,
-            "load_error": pool.error if pool else self.load_errors.get((model, number)),
+            "load_error": pool.error
+            if pool
+            else self.load_errors.get((model, number))
+            or (
+                "not loaded: past c.Serving.max_test_slots"
+                if (model, number) in self.resting
+                else None
+            ),
         }
 
     def ready(self) -> bool:
@@ -493,6 +508,19 @@ class ModelServer:
             for ep in self.endpoints.values()
             for n in ep.versions()
         )
+
+
+def _bounded(rows: list[dict], most: int) -> tuple[list[dict], set[tuple[str, int]]]:
+    """The slot rows to load: every one but the test slots past the ``most`` newest (a test
+    slot whose version also serves elsewhere loads anyway), and those left resting."""
+    serving = {(r["model"], int(r["number"])) for r in rows if r["slot"] != "test"}
+    tests = sorted(
+        (r for r in rows if r["slot"] == "test" and (r["model"], int(r["number"])) not in serving),
+        key=lambda r: str(r.get("since") or ""),
+        reverse=True,
+    )
+    resting = {(r["model"], int(r["number"])) for r in tests[max(0, most) :]}
+    return [r for r in rows if (r["model"], int(r["number"])) not in resting], resting
 
 
 def log_served(handler) -> None:

@@ -21,6 +21,12 @@ class Serving(Configurable):
         help="Worker processes per loaded version. Each holds the model in its own sandboxed "
         "process; a worker that dies is restarted and its requests go to another one.",
     ).tag(config=True)
+    max_test_slots = Integer(
+        16,
+        help="Most test slots (validated versions, reachable by number) loaded at once, the "
+        "newest first: each holds its workers' memory, and analysts may push many models. An "
+        "older one answers 503 saying so; canary, shadow and production always load.",
+    ).tag(config=True)
     max_rows = Integer(10_000, help="Most rows one prediction request may carry.").tag(config=True)
     max_body_bytes = Integer(
         32 << 20, help="Largest prediction request body, in bytes (413 beyond it)."
