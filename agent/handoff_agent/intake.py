@@ -88,6 +88,22 @@ class IntakeManager:
         self.room = room  # a DiskRoom: a delivery the disk has no room for waits in its outbox
         self.check_overrides = check_overrides  # the gate's: raises for ones it cannot apply
 
+    def claimed(self, headers) -> str | None:
+        """The sender whose secret the delivery's ``X-Handoff-Key`` names, before its body
+        (None: no key said, as from an older agent; the signature decides after the body). A
+        key no secret here has is refused at once: nothing is read or stored."""
+        key = headers.get(signing.KEY_HEADER)
+        if not key:
+            return None
+        names = [name for name, secret in self.policy.signers() if signing.key_id(secret) == key]
+        if not names:
+            raise Unauthorized(
+                "The delivery is signed with a key this central does not know.",
+                "Check that both sides share the same secret.",
+                code="bad_signature",
+            )
+        return names[0]
+
     def begin(self, headers, declared: int | None = None) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
         stamp = headers.get("X-Handoff-Timestamp", "")
@@ -97,6 +113,8 @@ class IntakeManager:
                 "This central has no intake secret configured.",
                 "Set [intake.senders] (or [intake] secrets) in the policy file.",
             )
+        if key := headers.get(signing.KEY_HEADER):  # only the secret it names can verify
+            signers = [(n, s) for n, s in signers if signing.key_id(s) == key]
         if not signing.ID_RE.fullmatch(delivery_id):
             raise Unauthorized("X-Handoff-Delivery must be 32 hex digits.")
         if not signing.fresh(stamp, self.policy.max_skew):

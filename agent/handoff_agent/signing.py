@@ -17,6 +17,16 @@ def signer(secret: str, delivery_id: str, timestamp: str):
     return mac
 
 
+KEY_HEADER = "X-Handoff-Key"
+
+
+def key_id(secret: str) -> str:
+    """Which secret signs a delivery, said before its body (``X-Handoff-Key``): central can
+    refuse an unknown sender, or one over its hourly limit, before reading any byte. A
+    one-way digest: it gives nothing of the secret away."""
+    return hashlib.sha256(b"handoff-key:" + secret.encode()).hexdigest()[:32]
+
+
 def sign(secret: str, delivery_id: str, timestamp: str, body_chunks) -> str:
     mac = signer(secret, delivery_id, timestamp)
     for chunk in body_chunks:

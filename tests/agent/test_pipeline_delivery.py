@@ -220,6 +220,50 @@ def test_deliveries_sent_at_once_cannot_pass_the_hourly_limit_together(tmp_path)
         central.stop()
 
 
+def _headers_only(central, key: str, size: int = 500 << 20) -> tuple[int, dict]:
+    """What central answers a delivery's headers (a 500 MiB body announced, none sent)."""
+    import http.client
+
+    delivery_id, stamp = uuid.uuid4().hex, str(int(time.time()))
+    conn = http.client.HTTPConnection(central.host, central.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/api/v1/intake")
+        for k, v in {
+            "Content-Type": "application/x-tar",
+            "Content-Length": str(size),
+            "X-Handoff-Delivery": delivery_id,
+            "X-Handoff-Timestamp": stamp,
+            "X-Handoff-Signature": "sha256=" + "0" * 64,
+            signing.KEY_HEADER: key,
+        }.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_an_unknown_key_or_a_sender_over_its_limit_is_refused_before_the_body(tmp_path):
+    """The delivery's key names its secret before its body: central refuses a key it does
+    not know, or a sender over its hourly limit, without reading (or storing) a byte; a
+    500 MiB body was read and spooled before the 401 or 429."""
+    local, central = start_pair(
+        tmp_path, revalidate=False, local_args=FAST, intake="max_versions_per_hour = 1"
+    )
+    try:
+        status, body = _headers_only(central, signing.key_id("no such secret"))
+        assert (status, body["error"]["code"]) == (401, "bad_signature"), body
+        push_many(local, 1)  # alice's one version this hour, through her agent (its key)
+        until(lambda: outbox_states(local) == {"delivered": 1}, timeout=60, what="delivered")
+        status, body = _headers_only(central, signing.key_id(FIRST_SECRET))
+        assert (status, body["error"]["code"]) == (429, "rate_limited"), body
+        assert "Sender 'alice' delivered 1 versions in the last hour" in body["error"]["message"]
+    finally:
+        local.stop()
+        central.stop()
+
+
 def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tmp_path):
     """One analyst's retraining loop gone wrong cannot flood central: past the policy's
     versions an hour per sender, a delivery is a 429 with Retry-After, and the local agent

@@ -76,6 +76,7 @@ def post_signed(
             "X-Handoff-Delivery": delivery_id,
             "X-Handoff-Timestamp": stamp,
             "X-Handoff-Signature": signature,
+            signing.KEY_HEADER: signing.key_id(secret),
             **(headers or {}),
         }.items():
             conn.putheader(k, v)

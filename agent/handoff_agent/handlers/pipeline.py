@@ -149,7 +149,11 @@ class IntakeHandler(BaseHandler):
         declared = self.declared_length()
         if declared is not None and declared > limit:
             raise too_large(self.agent.max_bundle_size)
-        self.receipt = self.agent.intake.begin(self.request.headers, declared)
+        intake = self.agent.intake
+        if (sender := intake.claimed(self.request.headers)) is not None:
+            # its hourly limits before any byte: over them, the body is never read
+            await self.agent.read(intake.check_rate, {"sender": sender}, declared or 0)
+        self.receipt = intake.begin(self.request.headers, declared)
         if declared is None:  # chunked: tornado reads it (data_received)
             self.request.connection.set_max_body_size(limit)
             return
