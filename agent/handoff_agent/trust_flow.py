@@ -126,9 +126,11 @@ class TrustFlow:
             subject = f"{out['name']}:{out['version']}"
             if not held:
                 if not checks:  # nothing runs here: conclude now, or a crash leaves it received
-                    local = (env["local"].get("verdict") or {}).get("verdict") or "pass"
+                    # the sender's verdict decides (revalidate = false); none is no pass
+                    local = (env["local"].get("verdict") or {}).get("verdict")
                     stage = "validated" if local in ("pass", "warn") else "rejected"
-                    self.stages.enter(vid, stage, "central", subject, f"central checks: {local}")
+                    said = f"central checks: {local}" if local else "the delivery had no verdict"
+                    self.stages.enter(vid, stage, "central", subject, said)
                     out["stage"] = stage
                 return out, created
             if missing:

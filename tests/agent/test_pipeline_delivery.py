@@ -92,6 +92,7 @@ def envelope(
     rows: list | None = None,
     gate: dict | None = None,
     pushed_by: str = "zoe",
+    verdict: dict | None = {"verdict": "pass", "reasons": []},  # noqa: B006 (never mutated)
 ) -> bytes:
     member = "model.skops" if serialization == "skops" else "model.pkl"
     members = {member: model}
@@ -115,7 +116,7 @@ def envelope(
             "model": name,
             "number": 1,
             "pushed_by": pushed_by,
-            "verdict": {"verdict": "pass", "reasons": []},
+            **({"verdict": verdict} if verdict is not None else {}),
         },
         "bundle_digest": hashlib.sha256(bundle).hexdigest(),
         "audit": chain() if rows is None else rows,
@@ -155,6 +156,14 @@ def deliver(
     return (status, headers, out) if full else (status, out)
 
 
+def central_stage_of(central, name: str):
+    """(stage, its comment) of version 1 once it has left received, else None."""
+    version = central.request("GET", f"/api/v1/models/{name}/versions/1")[1]
+    stages = version.get("stages") or []
+    last = stages[-1] if stages else {}
+    return None if last.get("stage") in (None, "received") else (last["stage"], last["comment"])
+
+
 def count(central, name: str) -> int:
     status, body = central.request("GET", f"/api/v1/models/{name}/versions")
     return len(body["versions"]) if status == 200 else 0
@@ -189,12 +198,22 @@ def test_intake_rejects_tampering_wrong_secrets_replays_and_duplicates(tmp_path)
         assert status in (200, 201) and count(central, "signed") == 1
         after = central.request("GET", "/api/v1/models/signed/versions/1")[1]["origin"]
         assert after == origin and after["claimed_by"] == "zoe", after
+        # Central trusting the sender's checks (revalidate = false) takes no verdict as none:
+        # rejected, saying so (it counted as a pass)
+        import skops.io as sio
+        from sklearn.linear_model import LogisticRegression
+
+        model = sio.dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
+        status, out = deliver(central, envelope("unjudged", model=model, verdict=None))
+        assert status == 201, out
+        stage = until(lambda: central_stage_of(central, "unjudged"), 60, "its stage")
+        assert stage == ("rejected", "the delivery had no verdict"), stage
         # A name the API would refuse is refused at intake too: nothing is created
         for name in ("../etc", "a/b", "-x", "x" * 129):
             status, err = deliver(central, envelope(name))
             assert (status, err["error"]["code"]) == (400, "invalid_name"), (name, err)
         models = central.request("GET", "/api/v1/models")[1]["models"]
-        assert [m["name"] for m in models] == ["signed"], models
+        assert [m["name"] for m in models] == ["signed", "unjudged"], models
         assert central.healthy()
     finally:
         local.stop()
