@@ -371,17 +371,20 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
 
 
 def _metadata(central, name: str) -> dict:
+    status, body = _v2(central, "GET", f"/v2/models/{name}/versions/1")
+    assert status == 200, body
+    return body
+
+
+def _v2(central, method: str, path: str, body=None) -> tuple[int, dict]:
+    """(status, JSON answer) of central's model server."""
     url = urllib.parse.urlsplit(json.loads(central.runtime_file.read_text())["serving_url"])
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    headers = {"Authorization": f"token {central.token}", "Content-Type": "application/json"}
     try:
-        conn.request(
-            "GET",
-            f"/v2/models/{name}/versions/1",
-            headers={"Authorization": f"token {central.token}"},
-        )
+        conn.request(method, path, None if body is None else json.dumps(body), headers)
         resp = conn.getresponse()
-        assert resp.status == 200
-        return json.loads(resp.read())
+        return resp.status, json.loads(resp.read())
     finally:
         conn.close()
 
@@ -400,17 +403,5 @@ def _served(central, name: str, rows) -> tuple[int, dict] | None:
         }
         for c in frame.columns
     ]
-    url = urllib.parse.urlsplit(json.loads(central.runtime_file.read_text())["serving_url"])
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    try:
-        conn.request(
-            "POST",
-            f"/v2/models/{name}/versions/1/infer",
-            json.dumps({"inputs": inputs}),
-            {"Authorization": f"token {central.token}", "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        answer = (resp.status, json.loads(resp.read()))
-    finally:
-        conn.close()
+    answer = _v2(central, "POST", f"/v2/models/{name}/versions/1/infer", {"inputs": inputs})
     return None if answer[0] in (404, 503) else answer

@@ -353,6 +353,16 @@ class BlobStore(Protocol):
         ...
 
 
+def intact(store, digest: str) -> bool:
+    """Whether a stored blob still matches its digest: a publish of the same bytes replaces
+    one that does not (what the corrupt blob's hint tells a user to do: push it again)."""
+    try:
+        store.verify(digest)
+    except (BlobCorrupt, BlobMissing):
+        return False
+    return True
+
+
 def free_space(directory: Path) -> int:
     """Bytes an unprivileged writer may still put on ``directory``'s filesystem."""
     return shutil.disk_usage(directory).free

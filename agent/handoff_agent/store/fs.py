@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 from .blobs import (
     DIGEST_RE,
-    BlobError,
     BlobMissing,
     BlobWriter,
     SpoolRefused,
@@ -21,6 +20,7 @@ from .blobs import (
     check_digest,
     corrupt,
     free_space,
+    intact,
     put_stream,
     sha256_file,
 )
@@ -74,7 +74,7 @@ class FileBlobStore:
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
         final = self._path(digest)
-        if final.exists() and self._intact(digest):
+        if final.exists() and intact(self, digest):
             return  # written once: the same digest is the same bytes
         # New, or stored bytes gone bad: the same bytes pushed again replace them (what the
         # corrupt blob's hint tells a user to do)
@@ -122,13 +122,6 @@ class FileBlobStore:
         with self._open(digest) as f:
             if sha256_file(f) != digest:
                 raise corrupt(digest)
-
-    def _intact(self, digest: str) -> bool:
-        try:
-            self.verify(digest)
-        except BlobError:
-            return False
-        return True
 
     def local_copy(self, digest: str) -> BinaryIO:
         # The blob itself, opened read-only (blobs are 0444) and hashed before it is handed

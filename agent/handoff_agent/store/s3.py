@@ -29,7 +29,6 @@ from ..secrets_env import secret_from_environ
 from .blobs import (
     CHUNK,
     DIGEST_RE,
-    BlobCorrupt,
     BlobMissing,
     BlobUnavailable,
     BlobWriter,
@@ -37,6 +36,7 @@ from .blobs import (
     check_digest,
     corrupt,
     free_space,
+    intact,
     put_stream,
 )
 
@@ -152,7 +152,7 @@ class S3BlobStore:
             raise BlobUnavailable(f"S3 is unavailable for {self.url}: {e}") from None
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
-        if self.exists(digest) and self._intact(digest):
+        if self.exists(digest) and intact(self, digest):
             return  # written once: the same digest is the same bytes (else: replaced)
         with self._errors(digest):
             self.client.upload_file(
@@ -197,13 +197,6 @@ class S3BlobStore:
     def read_bytes(self, digest: str) -> bytes:
         with self.open(digest) as f, self._errors(digest):
             return f.read()
-
-    def _intact(self, digest: str) -> bool:
-        try:
-            self.verify(digest)
-        except BlobCorrupt:
-            return False
-        return True
 
     def verify(self, digest: str) -> None:
         with self.open(digest) as f, self._errors(digest):
