@@ -492,15 +492,13 @@ class ModelServer:
             "workers": len(pool.pids()) if pool else 0,
             "worker_pids": pool.pids() if pool else [],
             "restarts": pool.restarts if pool else 0,
-            "load_error": pool.error
-            if pool
-            else self.load_errors.get((model, number))
-            or (
-                "not loaded: past c.Serving.max_test_slots"
-                if (model, number) in self.resting
-                else None
-            ),
+            "load_error": pool.error if pool else self._not_loaded(model, number),
         }
+
+    def _not_loaded(self, model: str, number: int) -> str | None:
+        if (model, number) in self.resting:
+            return "not loaded: past c.Serving.max_test_slots"
+        return self.load_errors.get((model, number))
 
     def ready(self) -> bool:
         return all(
