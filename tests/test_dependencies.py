@@ -27,7 +27,7 @@ OPTIONAL = {
     # ONNX conversion and serving (the `serve` extra); without it, versions serve with skops.
     **{
         m: ("serve", {f"agent/handoff_agent/{f}" for f in ONNX_FILES})
-        for m in ("skl2onnx", "onnxruntime", "onnxmltools")
+        for m in ("skl2onnx", "onnxruntime", "onnxmltools", "onnx")
     },
 }
 

@@ -114,7 +114,8 @@ class ModelServer:
         self.choose_backend: Callable[[str, int, dict], str | tuple] = lambda m, n, man: "skops"
         self.token_cache: dict[str, tuple[dict, float]] = {}  # handlers.ServingHandler
         self._refreshing = asyncio.Lock()
-        self._loading: set[str] = set()  # models whose first versions' workers are starting
+        self._loading: set[str] = set()  # models with no route yet: their versions load
+        self._waiting: set[tuple[str, int]] = set()  # versions in a slot, still loading
         self.load_errors: dict[tuple[str, int], str] = {}  # versions that cannot load: why
         self.resting: set[tuple[str, int]] = set()  # test slots past max_test_slots: unloaded
         self._state = None
@@ -228,41 +229,58 @@ class ModelServer:
     # -- slots → pools → routing ----------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Bring the routing to the slot table: start the pools of new versions, wait until
-        they are up (or failed for good), swap the routing at once, drain what is unused."""
+        """Bring the routing to the slot table without waiting for any load: start the pools
+        of new versions and route at once. A slot whose new version is still loading keeps
+        the version it had (or waits, answered 503 while its model has no other); it takes
+        the new one when its pool settles, or at the latest at the next poll. So a rollback
+        or a traffic change is routed in the moment, whatever else is loading."""
         async with self._refreshing:
             state = await self.call(self.registry.slot_state)
-            if state == self._state:
+            if state == self._state and not self._waiting:
                 return
             rows = await self.call(self.registry.slots_of)
             rows, self.resting = _bounded(rows, self.settings.max_test_slots)
             desired = endpoints_from(rows)
-            fresh = []
-            self._loading = set(desired) - set(self.endpoints)
-            try:
-                for r in rows:
-                    key = (r["model"], int(r["number"]))
-                    if key not in self.pools:
-                        self.pools[key] = await self._start_pool(*key, r["digest"])
-                        fresh.append(self.pools[key])
-                await asyncio.gather(*(p.wait_settled(self.settings.load_timeout) for p in fresh))
-                self._route(desired, state)
-            finally:
-                self._loading = set()
+            for r in rows:
+                key = (r["model"], int(r["number"]))
+                if key not in self.pools:
+                    pool = self.pools[key] = await self._start_pool(*key, r["digest"])
+                    self._in_background(self._route_when_settled(pool))
+            self._route(desired, state)
+
+    async def _route_when_settled(self, pool: WorkerPool) -> None:
+        await pool.wait_settled(self.settings.load_timeout)
+        await self.refresh()
 
     def _route(self, desired: dict[str, Endpoint], state) -> None:
-        self.load_errors = {}
-        for ep in desired.values():  # a version that cannot load gets no traffic
+        """Route ``desired``: a version that cannot load gets no traffic; one still loading
+        leaves its slot to the version routed there before, if that one is up."""
+        self.load_errors, waiting, loading = {}, set(), set()
+        for ep in desired.values():
+            before = self.endpoints.get(ep.model)
             for slot, route in list(ep.routes.items()):
                 pool = self.pools.get((ep.model, route.number))
-                if pool is None or pool.error is not None:
-                    del ep.routes[slot]
                 if pool is not None and pool.error is not None:
                     self.load_errors[(ep.model, route.number)] = pool.error
+                    del ep.routes[slot]
+                elif pool is None or not pool.ready:
+                    waiting.add((ep.model, route.number))
+                    held = before.routes.get(slot) if before is not None else None
+                    if held is not None and self._up(ep.model, held.number):
+                        ep.routes[slot] = held
+                    else:
+                        del ep.routes[slot]
+            if not ep.routes and any(m == ep.model for m, _ in waiting):
+                loading.add(ep.model)
         self.endpoints, self._state = desired, state
-        keep = {(ep.model, n) for ep in desired.values() for n in ep.versions()}
+        self._waiting, self._loading = waiting, loading
+        keep = {(ep.model, n) for ep in desired.values() for n in ep.versions()} | waiting
         for key in [k for k in self.pools if k not in keep]:
             self._in_background(self.pools.pop(key).close())
+
+    def _up(self, model: str, number: int) -> bool:
+        pool = self.pools.get((model, number))
+        return pool is not None and pool.ready
 
     def _in_background(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -343,7 +361,9 @@ class ModelServer:
 
     def endpoint(self, model: str) -> Endpoint:
         ep = self.endpoints.get(model)
-        if ep is None and model in self._loading:  # a first version's workers are starting
+        if self._state is None:  # the slot table not read yet: starting, not "not served"
+            raise Unavailable("The model server is starting.", "Retry in a moment.")
+        if (ep is None or not ep.routes) and model in self._loading:  # its workers start
             raise Unavailable(
                 f"Model {model!r} is loading.", "Retry in a moment: its workers are starting."
             )
@@ -362,6 +382,10 @@ class ModelServer:
         return ep
 
     def route_for(self, model: str, number: int | None, key: str | None) -> Route:
+        ep = self.endpoints.get(model)
+        asked = ep.slot_of(number) if ep is not None and number is not None else None
+        if number is not None and asked is None and (model, number) in self._waiting:
+            raise Unavailable(f"{model}:{number} is loading.", "Retry in a moment.")
         if number is not None and (model, number) in self.resting:
             raise Unavailable(
                 f"{model}:{number}'s test slot is not loaded: central keeps the "
@@ -501,10 +525,12 @@ class ModelServer:
         return self.load_errors.get((model, number))
 
     def ready(self) -> bool:
-        return all(
-            self.pools.get((ep.model, n)) is not None and self.pools[(ep.model, n)].ready
-            for ep in self.endpoints.values()
-            for n in ep.versions()
+        """Ready once the slot table is routed and no version in a slot is still loading: a
+        load balancer sends a restarted replica nothing before."""
+        return (
+            self._state is not None
+            and not self._waiting
+            and all(self._up(ep.model, n) for ep in self.endpoints.values() for n in ep.versions())
         )
 
 

@@ -443,6 +443,7 @@ class ValidationService:
                 f"the test slot did not load: {why}",
                 {"failed": ["loaded"]},
             )
+        await server.refresh()  # routed now that it is up, before the load test asks it
         slots = await self.pools.read(self.store.slots_of, model)
         prod = next(
             (

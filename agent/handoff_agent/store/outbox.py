@@ -28,7 +28,7 @@ class OutboxStore(StoreBase):
         """False when that version already goes (or went) to that destination. A forced
         forward sends a dead delivery again, once its cause is fixed: pending from its first
         attempt, with the same id and body (a refusal left nothing at the destination); a
-        pending one it tries now."""
+        pending one it tries now (still False: it was queued already)."""
         with self._tx() as c:
             res = c.execute(
                 self._insert(t.outbox)
@@ -301,17 +301,14 @@ class OutboxStore(StoreBase):
 
 
 def _revive(c, version_id: int, destination: str, forced_by: str) -> bool:
-    """A dead delivery of the version to the destination pending again, or a pending one
-    that waits for its next try (a central's Retry-After, once its admin lifted a limit)
-    tried now; False if neither."""
-    waiting = c.execute(
+    """A dead delivery of the version to the destination pending again; False if none. A
+    pending one that waits for its next try (a central's Retry-After, once its admin lifted
+    a limit) is tried now, and is no new queueing (False)."""
+    c.execute(
         update(t.outbox)
         .where(OB.version_id == version_id, OB.destination == destination, OB.state == "pending")
-        .values(next_try=0.0, forced_by=forced_by)
-        .returning(OB.id)
+        .values(next_try=0.0)
     )
-    if waiting.first() is not None:
-        return True
     res = c.execute(
         update(t.outbox)
         .where(OB.version_id == version_id, OB.destination == destination, OB.state == "dead")
