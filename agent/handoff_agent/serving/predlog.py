@@ -26,8 +26,10 @@ import io
 import json
 import logging
 import random
+import time
 
 from ..errors import Conflict
+from ..outage import failed_round
 from ..parquet_bytes import read_table
 
 log = logging.getLogger("handoff_agent")
@@ -297,6 +299,7 @@ class PredictionLog:
         self.settings = settings
         self.buffer: list[dict] = []
         self.written = self.dropped = 0
+        self._dropped_said = -60.0
         self._task: asyncio.Task | None = None
         self._full = asyncio.Event()
         self._flushing = asyncio.Lock()  # a reader's flush waits for the timer's to land
@@ -321,7 +324,7 @@ class PredictionLog:
             except asyncio.CancelledError:
                 raise
             except Exception:  # the next flush tries again with what is buffered then
-                log.exception("writing the prediction log failed")
+                failed_round(log, "writing the prediction log failed")
 
     async def flush(self) -> int:
         """Write what is buffered; returns once every earlier append is in a segment."""
@@ -335,6 +338,7 @@ class PredictionLog:
         by_model: dict[str, list[dict]] = {}
         for r in records:
             by_model.setdefault(r["model"], []).append(r)
+        kept, failed = [], None
         for model, rows in by_model.items():
             try:
                 data = await self.run_io(to_parquet, rows)
@@ -349,10 +353,10 @@ class PredictionLog:
                     min(times),
                     max(times),
                 )
-            except Exception:
-                self.buffer[:0] = rows  # kept for the next flush (bounded below)
-                del self.buffer[: max(0, len(self.buffer) - 10 * self.settings.log_segment_rows)]
-                raise
+            except Exception as e:  # every model's rows are kept for the next flush
+                kept += rows
+                failed = failed or e
+                continue
             self.written += len(rows)
             dropped = await self.call(
                 self.registry.segments_over, model, self.settings.retention_bytes
@@ -360,6 +364,19 @@ class PredictionLog:
             for seg in dropped:
                 with contextlib.suppress(Exception):
                     await self.run_io(self.store.delete, seg["digest"])
+        if failed is not None:
+            self.buffer[:0] = sorted(kept, key=lambda r: r["time"])  # the oldest first
+            over = len(self.buffer) - 10 * self.settings.log_segment_rows
+            if over > 0:  # bounded: the oldest go, counted and said (once a minute)
+                del self.buffer[:over]
+                self.dropped += over
+                if time.monotonic() - self._dropped_said >= 60:
+                    self._dropped_said = time.monotonic()
+                    log.warning(
+                        "the prediction log could not be stored: %d rows dropped so far",
+                        self.dropped,
+                    )
+            raise failed
         return len(records)
 
     async def close(self) -> None:

@@ -156,3 +156,53 @@ def test_multi_row_requests_explode_in_order():
     assert got["score"].tolist() == [p[1] for r in records for p in r["outputs"]["predict_proba"]]
     # the JSON path gave the same values (as Python objects: its explode kept object columns)
     pd.testing.assert_frame_equal(got, rows_of(json_segment(records)), check_dtype=False)
+
+
+def test_an_outage_keeps_every_models_rows_and_drops_past_the_bound_counted(tmp_path):
+    """The blob store out of reach while two models' rows wait: every model's rows are kept
+    for the next flush (only the first one's were; the others were lost), and past the
+    buffer's bound the oldest go, counted."""
+    import asyncio
+    import contextlib
+    from types import SimpleNamespace
+
+    from handoff_agent.store.blobs import BlobUnavailable, open_blob_store
+    from handoff_agent.store.metadata import MetadataStore
+
+    registry, real = MetadataStore.for_home(tmp_path), open_blob_store("", tmp_path)
+
+    class Store:  # the real store, while S3 is reachable
+        down = True
+
+        def put_bytes(self, data):
+            if self.down:
+                raise BlobUnavailable("S3 is not answering")
+            return real.put_bytes(data)
+
+    async def call(fn, *args):
+        return fn(*args)
+
+    settings = SimpleNamespace(sample_rate=1.0, log_segment_rows=3, retention_bytes=1 << 30)
+    log = predlog.PredictionLog(registry, Store(), call, call, settings)
+    rows = served(40)
+    for i, r in enumerate(rows):
+        r["model"] = "churn" if i % 2 else "risk"
+    for r in rows[:20]:
+        log.append(r)
+
+    async def run():
+        with contextlib.suppress(BlobUnavailable):
+            await log.flush()
+        assert len(log.buffer) == 20 and log.dropped == 0  # both models' rows kept
+        for r in rows[20:]:
+            log.append(r)
+        with contextlib.suppress(BlobUnavailable):
+            await log.flush()
+        assert len(log.buffer) == 30 and log.dropped == 10  # the bound: 10 segments' rows
+        log.store.down = False
+        return await log.flush()
+
+    assert asyncio.run(run()) == 30
+    stored = {m: sum(s["rows"] for s in registry.segments_of(m)) for m in ("churn", "risk")}
+    assert stored == {"churn": 15, "risk": 15}, stored
+    registry.close()
