@@ -211,3 +211,23 @@ def test_stop_after_a_crash_never_signals_the_process_that_took_the_agents_pid(t
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_database_url_with_a_wrong_password_or_name_says_to_check_it(postgres, tmp_path):
+    """Waiting will not fix a wrong password or database name: the line says to check the
+    URL (it said to start the database and run the command again), and shows no password."""
+    from backends import HOST, ROLE, pg_url
+
+    for url in (
+        f"postgresql://{ROLE}:not-the-password@{HOST}:5432/postgres",
+        pg_url("no_such_database_here"),
+    ):
+        p = handoff(
+            "token", "create", "--user", "x", "--role", "analyst", "--database-url", url,
+            "--home", str(tmp_path / "h"), runtime_dir=tmp_path,
+        )  # fmt: skip
+        assert p.returncode == 1, p.stdout + p.stderr
+        line = p.stderr.strip()
+        assert line.startswith("The database refused the connection (") and "\n" not in line
+        assert line.endswith("check the URL's user, password and database name (--database-url).")
+        assert "not-the-password" not in line

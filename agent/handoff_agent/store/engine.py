@@ -134,9 +134,24 @@ def outage_line(error: BaseException) -> str | None:
         return None
     lines = [s.strip() for s in str(error.orig).splitlines() if s.strip()]
     cause = lines[0] if lines else type(error.orig).__name__
+    if _refused_login(str(error.orig)):  # waiting will not fix it: the URL is wrong
+        return (
+            f"The database refused the connection ({cause}). Nothing was changed: check the "
+            "URL's user, password and database name (--database-url)."
+        )
     return (
         f"The database is unreachable or locked ({cause}). Nothing was changed: start it (or "
         "let the other writer finish), then run the command again."
+    )
+
+
+def _refused_login(text: str) -> bool:
+    """PostgreSQL refusing who connects, or to what: a wrong password, user or database."""
+    text = text.lower()
+    return (
+        "password authentication failed" in text
+        or ("database" in text and "does not exist" in text)
+        or ("role" in text and "does not exist" in text)
     )
 
 
