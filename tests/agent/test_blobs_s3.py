@@ -186,6 +186,44 @@ def test_an_agent_with_a_wrong_bucket_says_so_and_stops(s3_server, tmp_path):
     assert s3_server.secret_key not in str(e.value)
 
 
+def test_an_s3_that_answers_503_at_start_is_said_to_be_failing_not_refusing(tmp_path):
+    """An overloaded S3 (503 to every request) is no credentials problem: the agent says S3
+    is failing, not that it refused access with the hint about credentials."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Overloaded(BaseHTTPRequestHandler):
+        def _fail(self):
+            body = b"<Error><Code>ServiceUnavailable</Code></Error>"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET = do_PUT = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Overloaded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 30}
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    args = [
+        "--blob-url",
+        "s3://bucket/blobs",
+        f"--HandoffAgent.s3_endpoint_url=http://127.0.0.1:{server.server_address[1]}",
+    ]
+    agent = RunningAgent(tmp_path / "home", tmp_path / "rt", args, env=env)
+    try:
+        with pytest.raises(RuntimeError, match=r"S3 is failing \(503\) for s3://bucket/blobs"):
+            agent.start()
+    finally:
+        agent.stop()
+        server.shutdown()
+
+
 def test_a_push_while_s3_is_down_is_a_503_and_leaves_nothing(agent_factory, tmp_path):
     server = start_s3_server(tmp_path / "own-s3")  # its own server, to take down
     try:

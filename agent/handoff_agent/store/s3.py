@@ -126,6 +126,12 @@ class S3BlobStore:
                     f"The bucket of {where} does not exist. Create it, or fix "
                     "c.HandoffAgent.blob_url."
                 ) from None
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status >= 500 or code.startswith("5"):  # the server failing, not refusing us
+                raise ValueError(
+                    f"S3 is failing ({code or status}) for {where}; nothing was changed: start "
+                    "again once it answers."
+                ) from None
             raise ValueError(f"S3 refused access to {where} ({code}). {CREDENTIALS_HINT}") from None
         except BotoCoreError as e:
             raise ValueError(
