@@ -212,10 +212,13 @@ class FsckApp(Command):
     name = "jupyter-handoff-fsck"
     description = "Re-hash every blob and check that the registry and the store agree."
     version = __version__
-    aliases = {
+    aliases = {  # the stores named as backup, restore and migrate name them
         "home": "HandoffAgent.home",
+        "role": "HandoffAgent.role",  # central: the default central home
+        "agent-role": "HandoffAgent.role",
         "database-url": "HandoffAgent.database_url",
         "blob-url": "HandoffAgent.blob_url",
+        "s3-endpoint": "HandoffAgent.s3_endpoint_url",
     }
     flags = {}
     classes = ServeApp.classes  # --help describes the --home alias through HandoffAgent
