@@ -86,8 +86,8 @@ class DeploymentService:
         prev = slots.get("previous")
         if prev is None:  # clearing production would hand all traffic to an unbaked canary
             raise Conflict(
-                f"{subject} is {model!r}'s first production version: there is no previous "
-                "one to roll back to.",
+                f"{model!r} has no previous production version to roll back {subject} to (a "
+                "rollback restores the one production replaced, once).",
                 f"To take it out of service: `jupyter handoff stage {subject} archived`.",
                 code="nothing_to_roll_back",
             )

@@ -71,7 +71,7 @@ def test_a_rollback_with_no_previous_production_leaves_the_traffic_alone(served)
     # the shell says it in one line, exit 1
     out = handoff_cli(central.env, "rollback", "churn")
     assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out
-    assert "no previous one to roll back to" in out.stdout + out.stderr, out
+    assert "has no previous production version to roll back" in out.stdout + out.stderr, out
 
 
 def test_a_stale_sign_off_is_refused_not_counted_for_the_stage_after(served):
