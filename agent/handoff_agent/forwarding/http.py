@@ -80,9 +80,12 @@ def post_signed(
             **(headers or {}),
         }.items():
             conn.putheader(k, v)
-        conn.endheaders()
-        for chunk in _chunks(body):
-            conn.send(chunk)
+        try:
+            conn.endheaders()
+            for chunk in _chunks(body):
+                conn.send(chunk)
+        except OSError:  # a refusal answered before the body (an unknown key): read it
+            pass
         resp = conn.getresponse()
         raw = resp.read()
     except OSError as e:
