@@ -17,6 +17,16 @@ from .command import Command
 from .logs import InertFormatter
 from .shell import complain
 
+# How the commands that read a home's stores name them (fsck, backup, restore, migrate).
+STORE_ALIASES = {
+    "home": "HandoffAgent.home",
+    "role": "HandoffAgent.role",  # central: the default central home
+    "agent-role": "HandoffAgent.role",
+    "database-url": "HandoffAgent.database_url",
+    "blob-url": "HandoffAgent.blob_url",
+    "s3-endpoint": "HandoffAgent.s3_endpoint_url",
+}
+
 
 def _home(config) -> Path:
     from .agent import default_home
@@ -212,14 +222,7 @@ class FsckApp(Command):
     name = "jupyter-handoff-fsck"
     description = "Re-hash every blob and check that the registry and the store agree."
     version = __version__
-    aliases = {  # the stores named as backup, restore and migrate name them
-        "home": "HandoffAgent.home",
-        "role": "HandoffAgent.role",  # central: the default central home
-        "agent-role": "HandoffAgent.role",
-        "database-url": "HandoffAgent.database_url",
-        "blob-url": "HandoffAgent.blob_url",
-        "s3-endpoint": "HandoffAgent.s3_endpoint_url",
-    }
+    aliases = STORE_ALIASES
     flags = {}
     classes = ServeApp.classes  # --help describes the --home alias through HandoffAgent
 

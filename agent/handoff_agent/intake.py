@@ -92,10 +92,9 @@ class IntakeManager:
         """The sender whose secret the delivery's ``X-Handoff-Key`` names, before its body
         (None: no key said, as from an older agent; the signature decides after the body). A
         key no secret here has is refused at once: nothing is read or stored."""
-        key = headers.get(signing.KEY_HEADER)
-        if not key:
+        if not headers.get(signing.KEY_HEADER):
             return None
-        names = [name for name, secret in self.policy.signers() if signing.key_id(secret) == key]
+        names = [name for name, _ in self._signers(headers)]
         if not names:
             raise Unauthorized(
                 "The delivery is signed with a key this central does not know.",
@@ -104,17 +103,22 @@ class IntakeManager:
             )
         return names[0]
 
+    def _signers(self, headers) -> list[tuple[str, str]]:
+        """(sender, secret) that may have signed the delivery: the one its key names, or
+        every one when it names none."""
+        signers = self.policy.signers()
+        key = headers.get(signing.KEY_HEADER)
+        return [(n, s) for n, s in signers if signing.key_id(s) == key] if key else signers
+
     def begin(self, headers, declared: int | None = None) -> Receipt:
         delivery_id = headers.get("X-Handoff-Delivery", "")
         stamp = headers.get("X-Handoff-Timestamp", "")
-        signers = self.policy.signers()
-        if not signers:
+        if not self.policy.signers():
             raise Unauthorized(
                 "This central has no intake secret configured.",
                 "Set [intake.senders] (or [intake] secrets) in the policy file.",
             )
-        if key := headers.get(signing.KEY_HEADER):  # only the secret it names can verify
-            signers = [(n, s) for n, s in signers if signing.key_id(s) == key]
+        signers = self._signers(headers)
         if not signing.ID_RE.fullmatch(delivery_id):
             raise Unauthorized("X-Handoff-Delivery must be 32 hex digits.")
         if not signing.fresh(stamp, self.policy.max_skew):

@@ -15,17 +15,9 @@ from pathlib import Path
 from traitlets import Bool, Unicode
 
 from ._version import __version__
+from .cli import STORE_ALIASES
 from .command import Command
 from .shell import complain
-
-STORE_ALIASES = {
-    "home": "HandoffAgent.home",
-    "role": "HandoffAgent.role",  # central: the default central home
-    "agent-role": "HandoffAgent.role",
-    "database-url": "HandoffAgent.database_url",
-    "blob-url": "HandoffAgent.blob_url",
-    "s3-endpoint": "HandoffAgent.s3_endpoint_url",
-}
 
 
 def _say(msg: str) -> None:

@@ -184,13 +184,15 @@ class WorkerPool:
                 raise
             except Exception as e:  # spawn refused, timed out, died while loading
                 log.warning("serving worker of %s failed to start: %s", self.key, e)
-                if isinstance(e, SandboxRefused | BlobCorrupt | BlobMissing):
-                    # for good: its bundle's stored bytes are bad or gone, not a moment's fault
-                    self.error = str(e) + (
-                        "; `jupyter handoff fsck` lists damaged blobs, restore it from a backup"
-                        if not isinstance(e, SandboxRefused)
-                        else ""
+                lasting = None  # a load that no retry will mend
+                if isinstance(e, BlobCorrupt | BlobMissing):  # its stored bundle is bad or gone
+                    lasting = (
+                        f"{e}; `jupyter handoff fsck` lists damaged blobs, restore it from a backup"
                     )
+                elif isinstance(e, SandboxRefused):
+                    lasting = str(e)
+                if lasting is not None:
+                    self.error = lasting
                     self._notify()
                     return
             finally:
