@@ -224,3 +224,51 @@ def test_central_registered_under_another_name_forwards_and_mirrors_stages(tmp_p
     finally:
         local.stop()
         central.stop()
+
+
+RAISING_DESTINATION = """
+class Raising:
+    name = "raising"
+
+    def __init__(self, config=None):
+        pass
+
+    async def body(self, ctx, delivery, **kwargs):
+        return b"{}"
+
+    def deliver(self, delivery, **kwargs):
+        raise KeyError("the plugin's own bug")
+"""
+
+
+def test_a_destination_that_raises_is_retried_with_its_error_shown(tmp_path):
+    # Given a third party's destination whose deliver raises on every attempt
+    (tmp_path / "raising_destination.py").write_text(RAISING_DESTINATION)
+    local = RunningAgent(
+        tmp_path / "local",
+        tmp_path / "rt",
+        [
+            '--HandoffAgent.forward_to=["it"]',
+            "--HandoffAgent.checks=[]",
+            "--HandoffAgent.forward_backoff=0.1",
+            "--HandoffAgent.forward_backoff_cap=0.2",
+        ],
+        plugins={"destination": {"it": "raising_destination:Raising"}},
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    local.start()
+    try:
+        X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 2)), columns=["a", "b"])
+        v = push_model(local, LogisticRegression().fit(X, X["a"] > 0), "plugged")
+
+        # Then each attempt is counted and the version shows why it has not gone
+        def forward():
+            got = local.request("GET", f"/api/v1/models/plugged/versions/{v.number}")[1]
+            rows = got.get("forwards") or [{}]
+            return rows[0] if rows[0].get("attempts", 0) >= 2 else None
+
+        row = until(forward, timeout=60)
+        assert row["state"] == "pending"  # waiting for its next try, not dead
+        assert "KeyError" in row["last_error"] and "the plugin's own bug" in row["last_error"]
+    finally:
+        local.stop()

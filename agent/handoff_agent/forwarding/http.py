@@ -68,7 +68,9 @@ def post_signed(
     size = _size(body)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
+    unsent = None
     try:
+        conn.connect()  # a refused connection fails here, not as a half-sent request
         conn.putrequest("POST", parts.path or "/")
         for k, v in {
             "Content-Type": content_type,
@@ -84,11 +86,12 @@ def post_signed(
             conn.endheaders()
             for chunk in _chunks(body):
                 conn.send(chunk)
-        except OSError:  # a refusal answered before the body (an unknown key): read it
-            pass
+        except OSError as e:  # a refusal answered before the body (an unknown key): read it
+            unsent = e
         resp = conn.getresponse()
         raw = resp.read()
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
+        e = unsent or e  # no answer to read: the send's own failure says more
         return Result(False, error=f"{type(e).__name__}: {e}")
     finally:
         conn.close()

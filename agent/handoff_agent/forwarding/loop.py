@@ -189,7 +189,11 @@ class Forwarder:
             return "dead", error
         with body:
             delivery.body = body
-            result = await pools.run_io(partial(dest.deliver, delivery, ctx=ctx))
+            try:
+                result = await pools.run_io(partial(dest.deliver, delivery, ctx=ctx))
+            except Exception as e:  # a destination's bug: counted and shown, not retried unseen
+                log.exception("destination %s failed delivering", row["destination"])
+                return await self._retry(row, f"{type(e).__name__}: {e}")
         if result.ok:
             await pools.call(store.outbox_delivered, row, result.remote)
             await self._discard_body(row)
