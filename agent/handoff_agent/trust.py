@@ -157,6 +157,36 @@ DENIED_MODULES = (
     "dill",
     "cloudpickle",
     "joblib",
+    # runners of code given as text, debuggers and profilers
+    *("timeit", "cProfile", "profile", "pstats", "pdb", "bdb", "trace", "pydoc", "doctest"),
+    *("unittest", "numexpr", "numba", "operator", "_operator", "types", "atexit", "concurrent"),
+    # files, archives, databases and the network
+    *("shelve", "dbm", "sqlite3", "_sqlite3", "fileinput", "linecache", "tarfile", "zipfile"),
+    *("gzip", "bz2", "lzma", "mmap", "fcntl", "codecs", "_codecs", "xml", "socketserver"),
+    *("smtplib", "ftplib", "telnetlib", "imaplib", "poplib", "xmlrpc", "select", "selectors"),
+    *("logging", "posixpath", "_posixsubprocess", "pty", "tty", "termios", "resource"),
+    # imports and the interpreter
+    *("pkgutil", "zipimport", "site", "sysconfig", "faulthandler"),
+    # tools that load, run or reach out: never part of a model
+    *("skops", "setuptools", "pip", "venv", "IPython", "ipykernel", "tornado", "sqlalchemy"),
+    *("jupyter_client", "jupyter_core", "jupyter_server", "handoff_agent", "jupyter_handoff"),
+    *("requests", "urllib3", "boto3", "botocore", "mlflow", "torch", "tensorflow", "keras"),
+)
+# A module part that holds file readers, test helpers or code runners in any library:
+# numpy.testing._private.utils.runstring, pandas.io.pickle.read_pickle, numpy.lib.npyio.load.
+DENIED_PARTS = frozenset(
+    {
+        *("testing", "_testing", "_private", "tests", "io", "_io", "datasets", "f2py"),
+        *("distutils", "npyio", "_npyio_impl", "ctypeslib", "computation", "externals"),
+    }
+)
+# A function by its name's shape, in any module: what reads, writes, runs or connects
+# (a verb alone or before _, a digit or a known object: run_path, loads, runstring).
+DENIED_FUNCTION = re.compile(
+    r"_*(?:(?:read|load|save|dump|open|eval|exec|run|system|spawn|popen|call|import|compile"
+    r"|connect|fetch|download|resolve|pager|shell|invoke)(?:[_0-9].*|s|string|file|txt|ctx)?"
+    r"|urlopen|evaluate|fromfile|fromregex|genfromtxt|tofile|pipepager|[gs]etattr|delattr"
+    r"|to_(?:pickle|csv|parquet|hdf|sql|json|excel|feather|stata|html|latex|clipboard|xml|orc))"
 )
 # The only builtins that may ever be trusted: plain data. Everything else in builtins
 # (exec, eval, compile, getattr, setattr, __import__, open, …) is a gadget.
@@ -192,6 +222,11 @@ def denied(name: str) -> str | None:
     for m in DENIED_MODULES:
         if module == m or module.startswith(m + "."):
             return f"{name} is in module {m}, which can run code or touch the system"
+    part = next((p for p in module.split(".") if p in DENIED_PARTS), None)
+    if part:
+        return f"{name} is in a {part} module, which can read files or run code"
+    if DENIED_FUNCTION.fullmatch(name.rpartition(".")[2]):
+        return f"{name} is named as a function that reads, writes, runs or connects"
     if any(part.startswith("__") for part in name.split(".")):
         return f"{name} names a dunder, which reaches into Python's machinery"
     return None

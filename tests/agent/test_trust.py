@@ -36,11 +36,21 @@ revalidate = true
 """
 
 
-def exec_payload(code: str) -> bytes:
-    """A skops file whose root is ``builtins.exec(code)``: it runs ``code`` if loaded."""
+def exec_payload(code: str, runner: str = "builtins.exec") -> bytes:
+    """A skops file whose root is ``runner(code, {})``: it runs ``code`` if loaded."""
+    module, _, name = runner.rpartition(".")
+    namespace = {
+        **{"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode"},
+        "content": {},
+        "key_types": {
+            **{"__class__": "list", "__module__": "builtins", "__loader__": "ListNode"},
+            **{"content": [], "__id__": 4},
+        },
+        "__id__": 3,
+    }
     schema = {
-        "__class__": "exec",
-        "__module__": "builtins",
+        "__class__": name,
+        "__module__": module,
         "__loader__": "ConstructorFromReduceNode",
         "content": {
             "__class__": "tuple",
@@ -54,7 +64,8 @@ def exec_payload(code: str) -> bytes:
                     "content": json.dumps(code),
                     "is_json": True,
                     "__id__": 2,
-                }
+                },
+                namespace,
             ],
             "__id__": 1,
         },
@@ -106,6 +117,22 @@ def test_default_list_is_exact_names_and_holds_no_gadget():
         "pickle.loads",
         "marshal.loads",
         "types.CodeType",
+        # runners and readers found in the libraries models are built with
+        "numpy.testing._private.utils.runstring",
+        "numpy.lib._npyio_impl.load",
+        "pandas.io.pickle.read_pickle",
+        "pandas.read_pickle",
+        "pandas.eval",
+        "timeit.timeit",
+        "cProfile.run",
+        "pydoc.pipepager",
+        "doctest.run_docstring_examples",
+        "shelve.open",
+        "sqlite3.connect",
+        "pkgutil.resolve_name",
+        "numexpr.evaluate",
+        "sklearn.datasets.fetch_openml",
+        "mylib.helpers.run_script",
     ],
 )
 def test_a_gadget_is_never_addable(name):
@@ -140,6 +167,19 @@ def test_a_crafted_exec_payload_is_refused_and_never_runs(tmp_path):
     # a skops that has the loader it names (0.12 and later; older ones cannot load it at all).
     if any(key[0] == "ConstructorFromReduceNode" for key in NODE_TYPE_MAPPING):
         sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+        assert marker.read_text() == "ran"
+
+
+def test_a_runner_hidden_in_numpy_is_refused_even_when_the_table_trusts_it(tmp_path):
+    marker = tmp_path / "pwned"
+    runner = "numpy.testing._private.utils.runstring"  # exec under another name
+    data = exec_payload(f"open({str(marker)!r}, 'w').write('ran')", runner)
+    with pytest.raises(trust.UntrustedTypes) as info:
+        trust.load_skops(data, [runner])
+    assert f"Never trusted, since they can run code: {runner}" in str(info.value)
+    assert not marker.exists()
+    if any(key[0] == "ConstructorFromReduceNode" for key in NODE_TYPE_MAPPING):
+        sio.loads(data, trusted=[runner])  # the payload is real
         assert marker.read_text() == "ran"
 
 
