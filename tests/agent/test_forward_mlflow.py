@@ -176,12 +176,17 @@ def test_registers_the_version_with_verdict_tags_and_report(tmp_path, mlflow_ser
 
 
 def test_unreachable_server_is_retried_not_dead_lettered(tmp_path):
-    agent = mlflow_agent(tmp_path, f"http://127.0.0.1:{free_port()}", checks="[]")
+    # A tracking URI with a password in it (MLflow's basic auth) never shows it
+    uri = f"http://alice:Pw-9xQ%40secret@127.0.0.1:{free_port()}"
+    agent = mlflow_agent(tmp_path, uri, checks="[]")
     try:
         agent.push_bytes("offline", bundle_bytes("offline"))
         fwd = until(lambda: [f for f in forwards(agent, "offline") if f["last_error"]], 60)[0]
         assert fwd["state"] == "pending"
-        assert "unreachable" in fwd["last_error"]
+        assert "unreachable" in fwd["last_error"] and "alice:***@127.0.0.1" in fwd["last_error"]
+        status, listed = agent.request("GET", "/api/v1/outbox/deliveries?state=pending,dead")
+        assert status == 200 and "alice:***@" in json.dumps(listed)
+        assert "Pw-9xQ" not in json.dumps(listed)
         time.sleep(1.5)  # more attempts, still pending
         fwd = forwards(agent, "offline")[0]
         assert fwd["state"] == "pending" and fwd["attempts"] >= 2
@@ -190,10 +195,13 @@ def test_unreachable_server_is_retried_not_dead_lettered(tmp_path):
 
 
 def test_a_model_that_cannot_load_is_dead_lettered_with_a_message(tmp_path, mlflow_server):
-    agent = mlflow_agent(tmp_path, mlflow_server, checks="[]")
+    # A password in the URI is sent as basic auth: the server is reached, not "unreachable"
+    with_password = mlflow_server.replace("http://", "http://alice:Pw-9xQ@")
+    agent = mlflow_agent(tmp_path, with_password, checks="[]")
     try:
         agent.push_bytes("broken", bundle_bytes("broken", model=b"not a pickle"))
         fwd = until(lambda: [f for f in forwards(agent, "broken") if f["state"] == "dead"], 120)[0]
     finally:
         agent.stop()
     assert "does not load in a clean process" in fwd["last_error"]
+    assert "Pw-9xQ" not in fwd["last_error"]

@@ -16,9 +16,11 @@ Needs the ``mlflow`` extra: ``pip install 'jupyter-handoff[mlflow]'``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from traitlets import Enum, Float, Int, List, Unicode
@@ -114,7 +116,15 @@ class MLflowDestination(LoggingConfigurable):
         self, delivery: Delivery, ctx: DestinationContext | None = None, **kwargs
     ) -> Result:
         """``ctx``: the agent's blob copies, sandbox and worker limits (this destination is
-        never handed the agent itself)."""
+        never handed the agent itself). Its error never shows the tracking URI's password,
+        whatever MLflow's own messages quote."""
+        result = self._deliver(delivery, ctx)
+        password = urllib.parse.urlsplit(self.tracking_uri).password
+        for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+            result.error = result.error.replace(secret, "***")
+        return result
+
+    def _deliver(self, delivery: Delivery, ctx: DestinationContext | None) -> Result:
         if ctx is None or ctx.local_copy is None:
             return Result(False, retryable=False, error="no DestinationContext given to deliver")
         if not self.tracking_uri:
@@ -130,8 +140,7 @@ class MLflowDestination(LoggingConfigurable):
         down = self._unreachable()
         if down:
             return Result(False, error=down)
-        env = {
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
+        env = {  # the tracking URI (it may hold a password) comes in the job, not here
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "1",
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http_retries),
@@ -157,7 +166,7 @@ class MLflowDestination(LoggingConfigurable):
         return Result(
             True,
             remote={
-                "tracking_uri": self.tracking_uri,
+                "tracking_uri": shown(self.tracking_uri),
                 "registered_model": out["name"],
                 "mlflow_version": out["version"],
                 "run_id": out["run_id"],
@@ -228,11 +237,28 @@ class MLflowDestination(LoggingConfigurable):
         uri = self.tracking_uri.rstrip("/")
         if not uri.startswith(("http://", "https://")):
             return ""
+        parts = urllib.parse.urlsplit(uri)
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        request = urllib.request.Request(f"{bare}/health")
+        if parts.username is not None:  # as MLflow sends them: basic auth, not in the URL
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=10) as r:
+            with urllib.request.urlopen(request, timeout=10) as r:
                 r.read()
         except urllib.error.HTTPError:
             return ""  # it answers; /health may just not exist behind a proxy
         except (OSError, ValueError) as e:
-            return f"MLflow server {uri} is unreachable: {getattr(e, 'reason', e)}"
+            return f"MLflow server {shown(uri)} is unreachable: {getattr(e, 'reason', e)}"
         return ""
+
+
+def shown(uri: str) -> str:
+    """The URI as errors and the delivery record may show it: never with its password."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
