@@ -187,8 +187,9 @@ class InvocationsHandler(InferHandler):
 
     async def post(self):
         name = self.get_query_argument("model", None) or self.request.headers.get("X-Handoff-Model")
-        if not name:
-            served = sorted(self.server.endpoints)
+        if not name:  # the one model this token may call, never naming the others
+            scope = self.identity.get("models") if self.identity else None
+            served = sorted(n for n in self.server.endpoints if scope is None or n in scope)
             if len(served) != 1:
                 raise BadRequest(
                     "Say which model to call.",

@@ -287,6 +287,13 @@ def test_consumer_token_feedback_and_the_prediction_log(deployed):
     status, _, body = client.invocations([ROW], model="fraud", Authorization=f"token {app}")
     assert_error(status, body, 403, "model_not_allowed")
     assert_error(*central.request("GET", "/api/v1/models", token=app), 403, "forbidden_role")
+    # Without ?model=, a token scoped elsewhere is neither given churn nor told it is served
+    out = central.cli("token", "create", "--role", "consumer", "--models", "fraud", "--user", "f")
+    other = out.stdout.strip().splitlines()[-1]
+    rows = {"dataframe_records": [ROW]}
+    status, _, body = client.call("POST", "/invocations", rows, token=other)
+    assert_error(status, body, 400, "model_required")
+    assert "churn" not in json.dumps(body)
 
     # Ground truth arrives later, by request id, from the consumer
     labels = {"labels": [{"request_id": request_id, "label": 1}]}
