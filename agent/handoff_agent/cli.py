@@ -399,10 +399,13 @@ class HandoffApp(Command):
             self.print_help()
             print("\nSubcommands: " + ", ".join(self.subcommands))
             self.exit(2)
-        from .store.engine import outage_line
+        from .store.engine import BadDatabaseURL, outage_line
 
         try:
             super().start()
+        except BadDatabaseURL as e:
+            complain(str(e))
+            self.exit(2)
         except Exception as e:  # PostgreSQL down or a lock held: one line, never a traceback
             line = outage_line(e)
             if line is None:

@@ -231,3 +231,17 @@ def test_a_database_url_with_a_wrong_password_or_name_says_to_check_it(postgres,
         assert line.startswith("The database refused the connection (") and "\n" not in line
         assert line.endswith("check the URL's user, password and database name (--database-url).")
         assert "not-the-password" not in line
+
+
+def test_a_database_url_that_is_no_url_is_one_line_that_does_not_repeat_it(tmp_path):
+    # e.g. a password pasted where the URL goes
+    p = handoff(
+        "token", "create", "--user", "x", "--role", "analyst",
+        "--database-url", "SuperSecretPw123", "--home", str(tmp_path / "h"), runtime_dir=tmp_path,
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert p.stderr.strip() == (
+        "The database URL is not a URL: use sqlite:///PATH or "
+        "postgresql://USER@HOST/DATABASE (--database-url, c.HandoffAgent.database_url)."
+    )
+    assert "SuperSecretPw123" not in p.stdout + p.stderr

@@ -30,9 +30,21 @@ def sqlite_url(path: Path | str) -> str:
     return f"sqlite:///{Path(path)}"
 
 
+class BadDatabaseURL(ValueError):
+    """A database URL that cannot be used: every command says it in one line."""
+
+
 def normalize(url: str) -> URL:
     """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (
+        exc.ArgumentError
+    ):  # the value is not shown: it may be a password pasted in the wrong place
+        raise BadDatabaseURL(
+            "The database URL is not a URL: use sqlite:///PATH or "
+            "postgresql://USER@HOST/DATABASE (--database-url, c.HandoffAgent.database_url)."
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
