@@ -646,6 +646,7 @@ class HandoffAgent(LoggingConfigurable):
             lambda: self.trusted_types,
             lambda: self.token,
             self.check_flow.write_reports,
+            self.deployments,
         )
         deploy = self.stages.on_stage
 

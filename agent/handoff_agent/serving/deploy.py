@@ -1,6 +1,7 @@
 """Stages drive deployments: when a version enters a stage, its slots move.
 
-- ``validated``: the test slot (reachable only by version);
+- ``validated``: the test slot (reachable only by version), the newest validated version's,
+  but for the time another's load test runs in it (``hold_test_slot``);
 - ``approved``: the shadow slot, when the policy asks for shadow (``[deploy] shadow = true``);
 - ``canary``: the canary slot, at the policy's ``canary_percent``;
 - ``production``: all the traffic; the production it replaces stays loaded as ``previous``,
@@ -57,7 +58,9 @@ class DeploymentService:
                     self.store.slot_clear(model, slot, by, f"{subject} entered {stage}")
 
         if stage == "validated":
-            self.store.slot_set(model, "test", version_id, number, 0.0, by)
+            held = slots.get("test")
+            if held is None or not self._under_test(held["version_id"]):
+                self.store.slot_set(model, "test", version_id, number, 0.0, by)
         elif stage == "approved" and self.settings.shadow:
             self.store.slot_set(model, "shadow", version_id, number, 0.0, by)
         elif stage == "canary":
@@ -81,6 +84,34 @@ class DeploymentService:
                 self.store.slot_traffic(model, "canary", canary["traffic"], by)
         elif stage in ("rejected", "archived", "rollback"):
             clear(*holds)
+
+    def _under_test(self, version_id: int) -> bool:
+        """Its load test runs in the test slot now: a newer version waits its turn."""
+        row = self.store.validation_of(version_id)
+        return row is not None and row["state"] in ("converting", "load_testing")
+
+    # -- validation's turn in the test slot -----------------------------------------------
+
+    def hold_test_slot(self, model: str, number: int, by: str) -> bool:
+        """Validation load-tests ``model:number`` in the test slot: it takes the slot back
+        from a newer version that entered validated before its turn. False: it has left
+        validated."""
+        with self.store.transaction():
+            vid = self.store.version_id(model, number)
+            if self.store.version_stage(vid) != "validated":
+                return False
+            held = next((r for r in self.store.slots_of(model) if r["slot"] == "test"), None)
+            if held is None or held["number"] != number:
+                self.store.slot_set(model, "test", vid, number, 0.0, by)
+            return True
+
+    def release_test_slot(self, model: str, by: str) -> None:
+        """After a load test: the test slot holds the model's newest validated version."""
+        with self.store.transaction():
+            newest = self.store.newest_in_stage(model, "validated")
+            held = next((r for r in self.store.slots_of(model) if r["slot"] == "test"), None)
+            if newest is not None and (held is None or held["number"] != newest["number"]):
+                self.store.slot_set(model, "test", newest["version_id"], newest["number"], 0.0, by)
 
     def _restore_previous(self, model: str, subject: str, slots: dict, by: str) -> None:
         prev = slots.get("previous")

@@ -183,11 +183,15 @@ class ValidationService:
         trusted: Callable[[], list[str]],
         token: Callable[[], str],
         write_reports=None,
+        test_slot=None,
     ):
         self.settings, self.store, self.blobs, self.pools = settings, store, blobs, pools
         self.events, self.sandbox, self.limits, self.policy = events, sandbox, limits, policy
         self.owner, self.trusted, self.token = owner, trusted, token
         self.write_reports = write_reports
+        # ``hold_test_slot`` / ``release_test_slot`` (serving.deploy.DeploymentService):
+        # the version under test has the model's one test slot for the length of its test.
+        self.test_slot = test_slot
         self.server = None  # the ModelServer, once started
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -427,8 +431,17 @@ class ValidationService:
             return await self._finish(vid, "skipped", "the model server is off (c.Serving.enabled)")
         if not sample:
             return await self._finish(vid, "skipped", "no evaluation sample was pushed")
-        if await self.pools.read(self.store.version_stage, vid) != "validated":
+        slot = self.test_slot
+        held = await self.pools.call(slot.hold_test_slot, model, number, "validation")
+        if not held:
             return await self._finish(vid, "cancelled", "the version left validated first")
+        try:
+            await self._load_test_held(vid, model, number)
+        finally:
+            await self.pools.call(slot.release_test_slot, model, "validation")
+
+    async def _load_test_held(self, vid: int, model: str, number: int) -> None:
+        server, sample = self.server, self._sample
         await server.refresh()
         pool = server.pools.get((model, number))
         if (

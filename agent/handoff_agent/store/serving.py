@@ -35,6 +35,17 @@ class ServingStore(StoreBase):
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q.order_by(P.model, P.slot))]
 
+    def newest_in_stage(self, model: str, stage: str) -> dict | None:
+        """The model's newest version in ``stage``: its ``version_id`` and ``number``."""
+        with self._read() as c:
+            r = c.execute(
+                select(V.id, V.number)
+                .where(V.model == model, V.stage == stage)
+                .order_by(V.number.desc())
+                .limit(1)
+            ).first()
+        return {"version_id": r.id, "number": r.number} if r else None
+
     def slot_state(self) -> str:
         """Changes whenever any slot does: model servers poll this (cheap) before reloading."""
         with self._read() as c:

@@ -141,6 +141,21 @@ def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, dat
     assert next(s for s in view["slots"] if s["slot"] == "test")["backend"] == "skops"
 
 
+def test_versions_validated_together_each_have_the_test_slot_for_their_load_test(pair, data):
+    """The model has one test slot: a version entering validated while another's load test
+    runs there waits its turn (it took the slot, and the test failed on 404s, for good)."""
+    local, central, _client = pair
+    X, y = data
+    for c in (1.0, 0.5):  # handed off back to back: the second arrives during the first's test
+        push_model(local, LogisticRegression(C=c).fit(X, y), "twins", X=X, y=y)
+    for number in (1, 2):
+        v = finished(central, "twins", number)
+        assert v["loadtest"]["verdict"] == "pass", (number, v["loadtest"], v.get("reason"))
+    # And the test slot shows the newest validated version again
+    view = central.request("GET", "/api/v1/models/twins/deployment")[1]
+    assert [s["version"] for s in view["slots"] if s["slot"] == "test"] == [2], view["slots"]
+
+
 def test_a_failed_gate_is_reported_and_blocks_promotion(pair, data):
     local, central, _client = pair
     X, y = data
