@@ -7,6 +7,7 @@ here is plain Python (no pandas, no ipywidgets); ``widgets/compare.py`` draws it
 from __future__ import annotations
 
 import html
+import math
 import re
 
 # Metric directions, stage names and colours: the vocabulary the agent and the panel share.
@@ -192,7 +193,7 @@ class Comparison:
             if isinstance(val, bool):
                 continue
             if isinstance(val, (int, float)):
-                out[k] = (float(val), perf.get(f"{k}_ci"), "performance")
+                out[k] = (float(val), _interval(perf.get(f"{k}_ci")), "performance")
         lat = result_of(v, "latency").get("metrics") or {}
         for k in LATENCY:
             if isinstance(lat.get(k), (int, float)):
@@ -382,3 +383,12 @@ def compare(*refs, baseline: str | None = None, client=None) -> Comparison:
 
 def esc(x) -> str:
     return html.escape(str(x))
+
+
+def _interval(ci) -> list | None:
+    """A stored CI as two finite bounds, or None: a bootstrap with no finite value stores
+    ``[null, null]`` (a constant target), which no table or chart can draw."""
+    ok = isinstance(ci, (list, tuple)) and len(ci) == 2
+    if not ok or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in ci):
+        return None
+    return [float(ci[0]), float(ci[1])] if all(math.isfinite(b) for b in ci) else None

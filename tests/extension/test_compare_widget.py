@@ -135,3 +135,17 @@ def test_a_metric_that_is_not_a_number_is_shown_as_text():
     # Then the table shows it as text, not markup
     assert fmt("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)&gt;"
     assert fmt(0.5) == "0.500" and fmt(3) == "3" and fmt(None) == ""
+
+
+def test_a_constant_target_without_an_interval_still_compares(connected, data):
+    # Given a regressor of a constant target: its bootstrap CI has no finite bound
+    X, _ = data
+    flat = X.assign(target=3.0)["target"]
+    for shift in (0.0, 1.0):
+        api.push(LinearRegression().fit(X, flat + shift), "flat", X=X, y=flat)
+    versions = [wait_checked(connected, "flat", n) for n in (1, 2)]
+    assert any(v.get("r2_ci") == [None, None] for v in map(perf, versions)), versions
+    # Then the comparison renders: the value without an interval, and the chart
+    widget = compare("flat:1", "flat:2").widget(follow=False)
+    assert "r2" in widget.metrics_html.value and "[, ]" not in widget.metrics_html.value
+    assert "data:image/png;base64," in widget.charts_html.value
