@@ -50,8 +50,14 @@ def safe_png(data: str) -> str | None:
 
 
 def fmt(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(b, float) for b in value):
+        return f"[{fmt(value[0])}, {fmt(value[1])}]"  # an interval, as its bounds read
+    if isinstance(value, list) and value and all(b is None for b in value):
+        return "n/a"  # an interval with no finite bound (a constant target)
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)[:200]
     return str(value)
