@@ -162,8 +162,9 @@ export function validationLines(view: IDeployment): string[] {
         `load test ${loadtest.verdict}` + (reasons ? `: ${reasons}` : '')
       );
     }
-    if (v.reason) {
-      parts.push(String(v.reason));
+    const reason = v.reason ? String(v.reason) : '';
+    if (reason && !parts.some(p => p.includes(reason))) {
+      parts.push(reason); // once: the parity or the load test may say it already
     }
     out.push(`v${n} ${v.state ?? ''}: ${parts.join('; ')}`);
   }

@@ -29,6 +29,9 @@ export type RefreshPolicy = 'live' | 'poll' | 'manual';
 /** Seconds between safety-net refreshes while the event stream is live. */
 const LIVE_SAFETY_NET = 60;
 
+/** Versions listed per model at first; "Show older" adds as many again. */
+export const VERSIONS_PAGE = 20;
+
 export interface ISettings {
   source: 'auto' | Source;
   refresh: RefreshPolicy;
@@ -43,6 +46,8 @@ export class HandoffModel implements IDisposable {
   whoami: IWhoami | null = null;
   models: IModel[] = [];
   versions = new Map<string, IVersion[]>();
+  /** How many of each model's newest versions are listed (VERSIONS_PAGE until asked). */
+  shown = new Map<string, number>();
   /** What waits for the caller's sign-off at central, oldest first; none on this machine. */
   reviews: IReview[] = [];
   /** Whether more wait than the first page holds. */
@@ -235,10 +240,10 @@ export class HandoffModel implements IDisposable {
       this.models = (await api.models(this.source)).models;
       await Promise.all([
         ...this.models.map(m => this._readVersions(m.name)),
-        this._readAlerts(),
         this._readReviews()
       ]);
-      await this._readWaiting();
+      // Both ask central only of models with a version there: the versions say which.
+      await Promise.all([this._readAlerts(), this._readWaiting()]);
       this.error = null;
     } catch (error) {
       this.error = error as HandoffError;
@@ -248,8 +253,18 @@ export class HandoffModel implements IDisposable {
     }
   }
 
+  /** List another page of the model's older versions. */
+  showOlder(name: string): void {
+    this.shown.set(
+      name,
+      (this.shown.get(name) ?? VERSIONS_PAGE) + VERSIONS_PAGE
+    );
+    this._refreshModel(name);
+  }
+
   private async _readVersions(name: string): Promise<void> {
-    const rows = (await api.versions(this.source, name)).versions;
+    const limit = this.shown.get(name) ?? VERSIONS_PAGE;
+    const rows = (await api.versions(this.source, name, limit)).versions;
     // The list may not carry stage and verdict; the detail does.
     const full = await Promise.all(
       rows.map(r =>
@@ -335,7 +350,8 @@ export class HandoffModel implements IDisposable {
       } else if (
         this.source === 'local' &&
         this.info?.central.configured &&
-        (!only || only === m.name)
+        (!only || only === m.name) &&
+        (this.versions.get(m.name) ?? []).some(v => v.stage) // handed off: central knows it
       ) {
         relay.push(m.name);
       }
@@ -357,12 +373,8 @@ export class HandoffModel implements IDisposable {
       debouncer = new Debouncer(async () => {
         try {
           this.models = (await api.models(this.source)).models;
-          await Promise.all([
-            this._readVersions(name),
-            this._readAlerts(name),
-            this._readReviews()
-          ]);
-          await this._readWaiting(name);
+          await Promise.all([this._readVersions(name), this._readReviews()]);
+          await Promise.all([this._readAlerts(name), this._readWaiting(name)]);
         } catch (error) {
           this.error = error as HandoffError;
         }

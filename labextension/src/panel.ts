@@ -14,7 +14,7 @@ import { Widget } from '@lumino/widgets';
 import { HandoffError, IModel, IReview, IVersion, Source } from './api';
 import { ago, el, errorBox, reconcile } from './dom';
 import { dossierButton } from './inventory';
-import { HandoffModel } from './model';
+import { HandoffModel, VERSIONS_PAGE } from './model';
 import { VERSION } from './version';
 import {
   alertWord,
@@ -328,6 +328,19 @@ export class HandoffPanel extends Widget {
     for (const v of versions) {
       list.append(this.renderVersion(m.name, v));
     }
+    const hidden = m.versions - versions.length;
+    let older: HTMLElement | null = null;
+    if (versions.length && hidden > 0) {
+      older = el(
+        'button',
+        {
+          class: 'jp-Handoff-older jp-mod-styled',
+          title: `List ${Math.min(hidden, VERSIONS_PAGE)} older versions of ${m.name}`
+        },
+        `Show older (${hidden} more)`
+      );
+      older.onclick = () => this.model.showOlder(m.name);
+    }
     const deployments = el(
       'button',
       {
@@ -366,7 +379,8 @@ export class HandoffPanel extends Widget {
         atCentral ? deployments : null,
         atCentral ? monitor : null
       ),
-      list
+      list,
+      older
     );
   }
 

@@ -153,7 +153,7 @@ def test_no_warning_when_versions_match(jupyterlab, lab_page):
 
 def test_a_pruned_version_says_so_in_the_panel(lab_factory, lab_page):
     """``jupyter handoff prune`` from a shell: the panel marks the old versions' rows, and the
-    newest keeps its bundle."""
+    newest keeps its bundle. Of 22 versions the newest 20 are listed; "Show older" the rest."""
     from test_signoff_browser import Agent
 
     agents = []
@@ -163,20 +163,29 @@ def test_a_pruned_version_says_so_in_the_panel(lab_factory, lab_page):
         )
     )
     try:
-        lab.run_in_kernel(PUSH.format(Cs="(1.0, 0.1, 0.01)"))
+        lab.run_in_kernel(PUSH.format(Cs=f"{tuple(1.0 / k for k in range(1, 23))}"))
         out = subprocess.run(
             [sys.executable, "-m", "handoff_agent", "prune", "churn", "--keep", "1"],
             env=lab.env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.stdout.startswith("churn: pruned versions 1, 2, "), out.stdout + out.stderr
         page = lab_page(lab)
-        open_panel(page)
+        panel = open_panel(page)
+        expect(version_row(page, 22)).to_be_visible(timeout=30_000)
+        expect(version_row(page, 22).locator(".jp-Handoff-pruned")).to_have_count(0)
+        expect(version_row(page, 3).locator(".jp-Handoff-pruned")).to_contain_text(
+            "bundle pruned on 20"
+        )
+        # The two oldest are behind "Show older", and listed once it is clicked
+        expect(version_row(page, 2)).to_have_count(0)
+        older = panel.locator('.jp-Handoff-model[data-model="churn"] .jp-Handoff-older')
+        expect(older).to_have_text("Show older (2 more)")
+        older.click()
         for n in (1, 2):
             expect(version_row(page, n).locator(".jp-Handoff-pruned")).to_contain_text(
                 "bundle pruned on 20", timeout=30_000
             )
-        expect(version_row(page, 3)).to_be_visible()
-        expect(version_row(page, 3).locator(".jp-Handoff-pruned")).to_have_count(0)
+        expect(older).to_have_count(0)
     finally:
         for a in agents:
             a.stop()
