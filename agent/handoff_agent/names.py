@@ -10,23 +10,23 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 
 
-def _valid(name) -> bool:
+HINT = "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '..'."
+
+
+def is_valid(name) -> bool:
+    """The one rule, for the agent and the notebook alike."""
     return isinstance(name, str) and bool(NAME_RE.fullmatch(name)) and ".." not in name
 
 
 def validate_name(name: str) -> str:
-    if not _valid(name):
-        raise BadRequest(
-            f"Invalid model name {name!r}.",
-            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-            code="invalid_name",
-        )
+    if not is_valid(name):
+        raise BadRequest(f"Invalid model name {name!r}.", HINT, code="invalid_name")
     return name
 
 
 def typed_name(arg: str) -> str:
     """A model name typed on a command line; ValueError says what is wrong."""
-    if not _valid(arg):
+    if not is_valid(arg):
         raise ValueError(f"{arg!r} is not a model name.")
     return arg
 

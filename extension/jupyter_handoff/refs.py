@@ -17,13 +17,10 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def checked_name(name) -> str:
-    from handoff_agent.names import NAME_RE
+    from handoff_agent.names import HINT, is_valid
 
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise HandoffUsageError(
-            f"{name!r} is not a valid model name.",
-            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-        )
+    if not is_valid(name):
+        raise HandoffUsageError(f"{name!r} is not a valid model name.", HINT)
     return name
 
 

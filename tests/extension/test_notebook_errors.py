@@ -50,6 +50,11 @@ wrapped = Wrapper(LogisticRegression()).fit(X, y)
 MISTAKES = {
     # The Python API first, before %load_ext: importing it is enough.
     "api_no_name": ("jupyter_handoff.push(clf)", "needs a name", "push(clf, 'churn'"),
+    "api_double_dot_name": (
+        "jupyter_handoff.push(clf, 'a..b')",
+        "'a..b' is not a valid model name",
+        "with no '..'",
+    ),
     "api_bad_option": (
         "jupyter_handoff.push(clf, 'churn', data=(X, y))",
         "has no option 'data'",
