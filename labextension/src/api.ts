@@ -72,6 +72,8 @@ export interface IVersion {
   /** Read through `provisionalOf` (the field's name comes from the meta). */
   [field: string]: unknown;
   stage?: string | null;
+  /** classification or regression, as the push recorded it. */
+  task?: string | null;
   /** When retention removed its bundle (`jupyter handoff prune`); its record stays. */
   pruned?: string | null;
   /** Central: the exact types it waits for an admin to trust (stage needs_trust). */

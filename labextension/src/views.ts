@@ -169,8 +169,8 @@ export class CompareView extends Widget {
           delta.style.color = better > 0 ? better_colour : worse_colour;
           delta.dataset.better = better > 0 ? 'better' : 'worse';
         }
-      } else if (a !== b) {
-        delta.textContent = 'changed';
+      } else if (a !== undefined && b !== undefined && a !== b) {
+        delta.textContent = 'changed'; // not where one side has no such metric
       }
     };
     for (const r of summary) {
@@ -188,7 +188,14 @@ export class CompareView extends Widget {
     const note = document.createElement('p');
     note.className = 'jp-Handoff-hint';
     note.textContent = `Δ is ${lb} minus ${la}, coloured when the metric has a known direction. Metrics come from the checks' stored results.`;
-    wrap.append(title, note, table);
+    wrap.append(title, note);
+    if (va.task && vb.task && va.task !== vb.task) {
+      const tasks = document.createElement('p');
+      tasks.className = 'jp-Handoff-mismatch jp-Handoff-tasks';
+      tasks.textContent = `Different tasks (${va.task} and ${vb.task}): their metrics are not comparable.`;
+      wrap.append(tasks);
+    }
+    wrap.append(table);
     return wrap;
   }
 }

@@ -219,3 +219,38 @@ def test_a_refused_hand_off_says_why_beside_the_version(lab_factory, lab_page):
     finally:
         for a in agents:
             a.stop()
+
+
+MIXED = """
+from sklearn.linear_model import LinearRegression
+jupyter_handoff.push(LogisticRegression(max_iter=500).fit(X, y), name="mixed", X=X, y=y)
+jupyter_handoff.push(LinearRegression().fit(X, y.astype(float)), name="mixed", X=X,
+                     y=y.astype(float))
+"""
+
+
+def test_a_comparison_across_tasks_says_the_metrics_are_not_comparable(
+    two_versions, jupyterlab, lab_page
+):
+    # Given a classifier and a regressor under one name (the kernel has PUSH's X and y)
+    jupyterlab.run_in_kernel(PUSH.format(Cs="()") + MIXED)
+    for n in (1, 2):
+        until_checked = time.monotonic() + 180
+        while jupyterlab.agent_get(f"/api/v1/models/mixed/versions/{n}")["status"] in (
+            "pushed",
+            "checking",
+        ):
+            assert time.monotonic() < until_checked, f"mixed:{n} got no verdict"
+            time.sleep(0.5)
+    page = lab_page()
+    panel = open_panel(page)
+    for n in (1, 2):
+        row = panel.locator(f'.jp-Handoff-version[data-model="mixed"][data-version="{n}"]')
+        row.locator(".jp-Handoff-select").check()
+    panel.locator(".jp-Handoff-compare").click()
+    # Then the view says so, and a metric only one side has is not "changed"
+    view = page.locator(".jp-Handoff-comparison")
+    expect(view.locator(".jp-Handoff-tasks")).to_contain_text(
+        "Different tasks (classification and regression)", timeout=15_000
+    )
+    expect(view.locator('tr[data-name="accuracy"] td').nth(3)).to_have_text("")
