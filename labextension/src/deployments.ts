@@ -538,6 +538,15 @@ export class DeploymentsView extends Widget {
         bar.append(part);
       }
     }
+    if (!bar.childElementCount) {
+      bar.append(
+        el(
+          'div',
+          { class: 'jp-Handoff-trafficNone' },
+          'No traffic yet: a test or shadow slot is reached by version only; traffic starts at canary.'
+        )
+      );
+    }
     return bar;
   }
 
