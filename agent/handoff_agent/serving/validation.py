@@ -182,8 +182,8 @@ class ValidationService:
         owner: str,
         trusted: Callable[[], list[str]],
         token: Callable[[], str],
-        write_reports=None,
-        test_slot=None,
+        write_reports,
+        test_slot,
     ):
         self.settings, self.store, self.blobs, self.pools = settings, store, blobs, pools
         self.events, self.sandbox, self.limits, self.policy = events, sandbox, limits, policy
@@ -432,8 +432,7 @@ class ValidationService:
         if not sample:
             return await self._finish(vid, "skipped", "no evaluation sample was pushed")
         slot = self.test_slot
-        held = await self.pools.call(slot.hold_test_slot, model, number, "validation")
-        if not held:
+        if not await self.pools.call(slot.hold_test_slot, model, number, "validation"):
             return await self._finish(vid, "cancelled", "the version left validated first")
         try:
             await self._load_test_held(vid, model, number)

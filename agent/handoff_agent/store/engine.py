@@ -38,9 +38,8 @@ def normalize(url: str) -> URL:
     """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
     try:
         parsed = make_url(url)
-    except (
-        exc.ArgumentError
-    ):  # the value is not shown: it may be a password pasted in the wrong place
+    except exc.ArgumentError:
+        # The value is not repeated: it may be a password pasted in the wrong place.
         raise BadDatabaseURL(
             "The database URL is not a URL: use sqlite:///PATH or "
             "postgresql://USER@HOST/DATABASE (--database-url, c.HandoffAgent.database_url)."

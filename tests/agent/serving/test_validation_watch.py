@@ -21,8 +21,9 @@ class Stages:
 def service(stage: str) -> ValidationService:
     store = type("Store", (), {"version_stage": staticmethod(lambda vid: None)})()
     return ValidationService(
-        Validation(), store, None, Stages(stage), None, None, None, None, "me", list, str
-    )
+        Validation(), store, None, Stages(stage), None, None, None, None, "me", list, str,
+        None, None,
+    )  # fmt: skip
 
 
 def test_a_load_test_that_hangs_is_stopped_at_its_timeout():
