@@ -169,7 +169,7 @@ DENIED_MODULES = (
     *("pkgutil", "zipimport", "site", "sysconfig", "faulthandler"),
     # tools that load, run or reach out: never part of a model
     *("skops", "setuptools", "pip", "venv", "IPython", "ipykernel", "tornado", "sqlalchemy"),
-    *("jupyter_client", "jupyter_core", "jupyter_server", "handoff_agent", "jupyter_handoff"),
+    *("jupyter_client", "jupyter_core", "jupyter_server", "jupyter_handoff"),
     *("requests", "urllib3", "boto3", "botocore", "mlflow", "torch", "tensorflow", "keras"),
 )
 # A module part that holds file readers, test helpers or code runners in any library:
