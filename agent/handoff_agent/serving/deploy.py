@@ -49,7 +49,7 @@ class DeploymentService:
     def on_stage(self, subject: str, version_id: int, before: str | None, stage: str, by: str):
         model, _, raw = subject.rpartition(":")
         number = int(raw)
-        slots = {r["slot"]: r for r in self.store.slots_of(model)}
+        slots = self._slots(model)
         holds = [s for s, r in slots.items() if r["number"] == number]
 
         def clear(*which):
@@ -85,6 +85,10 @@ class DeploymentService:
         elif stage in ("rejected", "archived", "rollback"):
             clear(*holds)
 
+    def _slots(self, model: str) -> dict[str, dict]:
+        """The model's slot rows, by slot."""
+        return {r["slot"]: r for r in self.store.slots_of(model)}
+
     def _under_test(self, version_id: int) -> bool:
         """Its load test runs in the test slot now: a newer version waits its turn."""
         row = self.store.validation_of(version_id)
@@ -100,7 +104,7 @@ class DeploymentService:
             vid = self.store.version_id(model, number)
             if self.store.version_stage(vid) != "validated":
                 return False
-            held = next((r for r in self.store.slots_of(model) if r["slot"] == "test"), None)
+            held = self._slots(model).get("test")
             if held is None or held["number"] != number:
                 self.store.slot_set(model, "test", vid, number, 0.0, by)
             return True
@@ -109,7 +113,7 @@ class DeploymentService:
         """After a load test: the test slot holds the model's newest validated version."""
         with self.store.transaction():
             newest = self.store.newest_in_stage(model, "validated")
-            held = next((r for r in self.store.slots_of(model) if r["slot"] == "test"), None)
+            held = self._slots(model).get("test")
             if newest is not None and (held is None or held["number"] != newest["number"]):
                 self.store.slot_set(model, "test", newest["version_id"], newest["number"], 0.0, by)
 
@@ -136,7 +140,7 @@ class DeploymentService:
     # -- admin actions --------------------------------------------------------------------
 
     def production_version(self, model: str) -> int:
-        slots = {r["slot"]: r for r in self.store.slots_of(model)}
+        slots = self._slots(model)
         if "production" not in slots:
             raise Conflict(
                 f"{model!r} has no version in production; there is nothing to roll back.",
@@ -148,7 +152,7 @@ class DeploymentService:
         """The canary goes to 0 % and its version to stage ``rollback`` with ``reason``, in
         one transaction with the audit rows (what a guardrail alarm does). Returns it."""
         with self.store.transaction():
-            canary = next((r for r in self.store.slots_of(model) if r["slot"] == "canary"), None)
+            canary = self._slots(model).get("canary")
             if canary is None:
                 raise NotFound(f"{model!r} has no canary.", code="no_canary")
             subject = f"{model}:{canary['number']}"
@@ -168,7 +172,7 @@ class DeploymentService:
         if not 0.0 <= percent <= 100.0:
             raise BadRequest("A traffic share is between 0 and 100.", code="bad_traffic")
         with self.store.transaction():
-            slots = {r["slot"]: r for r in self.store.slots_of(model)}
+            slots = self._slots(model)
             if expected is None and "canary" in slots and "production" not in slots:
                 subject = f"{model}:{slots['canary']['number']}"
                 raise Conflict(
@@ -179,9 +183,7 @@ class DeploymentService:
                     code="no_production",
                 )
             if not self.store.slot_traffic(model, "canary", percent, by, expected):
-                if expected is not None and any(
-                    r["slot"] == "canary" for r in self.store.slots_of(model)
-                ):
+                if expected is not None and "canary" in self._slots(model):
                     raise Conflict(
                         f"{model!r}'s canary share changed meanwhile.", code="traffic_race"
                     )
