@@ -245,3 +245,12 @@ def test_a_database_url_that_is_no_url_is_one_line_that_does_not_repeat_it(tmp_p
         "postgresql://USER@HOST/DATABASE (--database-url, c.HandoffAgent.database_url)."
     )
     assert "SuperSecretPw123" not in p.stdout + p.stderr
+    # and a URL of a database Handoff does not run on is the same one line, not a traceback
+    p = handoff(
+        "token", "create", "--user", "x", "--role", "analyst",
+        "--database-url", "mysql://u@h/db", "--home", str(tmp_path / "h"), runtime_dir=tmp_path,
+    )  # fmt: skip
+    assert (p.returncode, p.stderr.strip()) == (
+        2,
+        "Unsupported database URL mysql://u@h/db: use sqlite:///PATH or postgresql://…",
+    )

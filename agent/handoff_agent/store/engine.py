@@ -73,12 +73,12 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
         try:
             engine = create_engine(parsed, pool_size=5, max_overflow=5, pool_recycle=3600)
         except ImportError:
-            raise ValueError(
+            raise BadDatabaseURL(
                 "PostgreSQL needs psycopg 3: pip install 'jupyter-handoff[postgres]'"
             ) from None
         _ping_when_idle(engine)
         return engine
-    raise ValueError(
+    raise BadDatabaseURL(
         f"Unsupported database URL {redact(parsed)}: use sqlite:///PATH or postgresql://…"
     )
 
