@@ -134,6 +134,21 @@ MONITOR_ALERT = "monitor_alert"
 # -- comparison --------------------------------------------------------------------------------
 LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
 FAIRNESS_METRICS = ("dp_diff", "eo_diff")
+# What a comparison never shows as a version's metric: how a check ran (the rows it sampled,
+# its shuffles, what its budget cut) and a check's own comparison with its champion.
+NOT_METRICS = ("rows", "n_repeats", "budgeted", "screened", "scored")
+NOT_METRIC_AFFIXES = {"prefixes": ("champion_", "delta_"), "suffixes": ("_ci",)}
+
+
+def is_metric(key: str) -> bool:
+    """Whether a check's result key is a metric of the version (not a counter of the run)."""
+    return not (
+        key in NOT_METRICS
+        or key.startswith(NOT_METRIC_AFFIXES["prefixes"])
+        or key.endswith(NOT_METRIC_AFFIXES["suffixes"])
+    )
+
+
 BETTER_COLOUR, WORSE_COLOUR = "#1a7f37", "#cf222e"
 
 
@@ -256,6 +271,8 @@ def meta(
         "comparison": {
             "latency": list(LATENCY_METRICS),
             "fairness": list(FAIRNESS_METRICS),
+            "not_metrics": list(NOT_METRICS),
+            "not_metric_affixes": {k: list(v) for k, v in NOT_METRIC_AFFIXES.items()},
             "better_colour": BETTER_COLOUR,
             "worse_colour": WORSE_COLOUR,
         },

@@ -12,7 +12,7 @@ import re
 
 # Metric directions, stage names and colours: the vocabulary the agent and the panel share.
 from handoff_agent.vocabulary import FAIRNESS_METRICS as FAIRNESS
-from handoff_agent.vocabulary import HIGHER_IS_BETTER, STAGE_ALIASES
+from handoff_agent.vocabulary import HIGHER_IS_BETTER, STAGE_ALIASES, is_metric
 from handoff_agent.vocabulary import LATENCY_METRICS as LATENCY
 
 from .client import connect
@@ -187,10 +187,7 @@ class Comparison:
         out: dict[str, tuple[float, list | None, str]] = {}
         perf = result_of(v, "performance").get("metrics") or v.get("metrics") or {}
         for k, val in perf.items():
-            # the check's own comparison with its champion is not this version's metric
-            if k == "rows" or k.endswith("_ci") or k.startswith(("champion_", "delta_")):
-                continue
-            if isinstance(val, bool):
+            if not is_metric(k) or isinstance(val, bool):
                 continue
             if isinstance(val, (int, float)):
                 out[k] = (float(val), _interval(perf.get(f"{k}_ci")), "performance")

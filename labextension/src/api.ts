@@ -192,6 +192,9 @@ export interface IMeta {
   comparison: {
     latency: string[];
     fairness: string[];
+    /** Result keys that are counters of a check's run, not metrics of the version. */
+    not_metrics: string[];
+    not_metric_affixes: { prefixes: string[]; suffixes: string[] };
     better_colour: string;
     worse_colour: string;
   };

@@ -4,7 +4,7 @@ import { Widget } from '@lumino/widgets';
 
 import { api, HandoffError, IMeta, IVersion, Source } from './api';
 import { errorBox } from './dom';
-import { direction, verdictOf } from './vocabulary';
+import { direction, isMetric, verdictOf } from './vocabulary';
 
 /**
  * The report in an iframe with an empty sandbox: no scripts, no same-origin, no forms.
@@ -71,12 +71,15 @@ function fmt(v: unknown): string {
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
-/** Every numeric metric a version carries: its own, then each check's. */
-export function metricsOf(v: IVersion): Record<string, number> {
+/** Every numeric metric a version carries: its own, then each check's (not its counters). */
+export function metricsOf(
+  v: IVersion,
+  meta: IMeta | null
+): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, val] of Object.entries(v.metrics ?? {})) {
     const n = numeric(val);
-    if (n !== null) {
+    if (n !== null && isMetric(meta, k)) {
       out[k] = n;
     }
   }
@@ -84,7 +87,7 @@ export function metricsOf(v: IVersion): Record<string, number> {
     for (const [k, val] of Object.entries(check.result?.metrics ?? {})) {
       const n = numeric(val);
       const name = check.name === 'performance' ? k : `${check.name}.${k}`;
-      if (n !== null && !(name in out)) {
+      if (n !== null && isMetric(meta, k) && !(name in out)) {
         out[name] = n;
       }
     }
@@ -131,8 +134,8 @@ export class CompareView extends Widget {
       { name: 'pushed by', a: va.pushed_by, b: vb.pushed_by },
       { name: 'pushed at', a: va.pushed_at, b: vb.pushed_at }
     ];
-    const ma = metricsOf(va);
-    const mb = metricsOf(vb);
+    const ma = metricsOf(va, this.meta);
+    const mb = metricsOf(vb, this.meta);
     const names = [...new Set([...Object.keys(ma), ...Object.keys(mb)])].sort();
     const checks = [
       ...new Set([...(va.checks ?? []), ...(vb.checks ?? [])].map(c => c.name))

@@ -63,6 +63,19 @@ export function direction(
   return delta > 0 === up ? 1 : -1;
 }
 
+/** Whether a check's result key is a metric of the version, not a counter of the run. */
+export function isMetric(meta: IMeta | null, key: string): boolean {
+  const c = meta?.comparison;
+  if (!c) {
+    return true;
+  }
+  return !(
+    c.not_metrics.includes(key) ||
+    c.not_metric_affixes.prefixes.some(p => key.startsWith(p)) ||
+    c.not_metric_affixes.suffixes.some(s => key.endsWith(s))
+  );
+}
+
 /** An alert kind in words ("input drift"), from the meta; the kind itself if unnamed. */
 export function alertWord(meta: IMeta | null, kind: string): string {
   return meta?.monitor?.alert_kinds?.[kind] ?? kind.replace(/_/g, ' ');

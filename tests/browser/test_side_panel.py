@@ -123,6 +123,12 @@ def test_comparison_view_opens(two_versions, lab_page, screenshot):
     expect(view.locator("thead")).to_contain_text("churn:2")
     expect(view.locator('tr[data-name="verdict"]')).to_be_visible()
     expect(view.locator("tr.jp-Handoff-metricRow").first).to_be_visible()
+    expect(view.locator('tr[data-name="accuracy"]')).to_be_visible()
+    # how a check ran (rows sampled, shuffles) is not a metric of the version
+    names = view.locator("tr.jp-Handoff-metricRow").evaluate_all(
+        "rows => rows.map(r => r.dataset.name)"
+    )
+    assert not [n for n in names if n.split(".")[-1] in ("rows", "n_repeats")], names
     screenshot(page, "compare")
 
 
