@@ -65,6 +65,7 @@ class MonitorView:
         return (
             f"MonitorView({self.name!r}, {len(self.windows)} {self.window} windows, "
             f"{len(self.firing)} firing alerts)"
+            + (f"\n{why}" if (why := (self.series.get("traffic") or {}).get("why_none")) else "")
         )
 
     def badge(self) -> str:
@@ -154,9 +155,11 @@ class MonitorView:
             if rows
             else "<p>No alert so far.</p>"
         )
+        why = (self.series.get("traffic") or {}).get("why_none")
+        why = f"<p>{e(why)}</p>" if why else ""
         return (
             f"<div><p><b>Monitoring of {e(self.name)}</b> at central {self.badge()} "
-            f"({len(self.windows)} {e(self.window)} windows)</p>{imgs}{table}</div>"
+            f"({len(self.windows)} {e(self.window)} windows)</p>{why}{imgs}{table}</div>"
         )
 
 

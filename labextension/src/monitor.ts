@@ -37,6 +37,11 @@ export interface IMonitorSeries {
   model: string;
   windows: IWindow[];
   firing: number;
+  /** The versions taking traffic and, when none does, why (the newest version's stage). */
+  traffic?: {
+    versions: { slot: string; version: number; traffic: number }[];
+    why_none: string | null;
+  };
   policy: Record<string, { value: unknown; help?: string }>;
 }
 
@@ -219,12 +224,18 @@ export class MonitorView extends Widget {
       return parts;
     }
     parts.push(this.renderPicker(this.kinds()));
+    const whyNone = this.series.traffic?.why_none;
+    if (whyNone) {
+      parts.push(el('p', { class: 'jp-Handoff-notServing' }, whyNone));
+    }
     if (!this.windows().length) {
       parts.push(
         el(
           'p',
           { class: 'jp-Handoff-empty' },
-          `No closed ${this.kind} window yet: central evaluates the prediction log as windows close.`
+          whyNone
+            ? `No closed ${this.kind} window: windows close over served predictions.`
+            : `No closed ${this.kind} window yet: central evaluates the prediction log as windows close.`
         )
       );
     } else {

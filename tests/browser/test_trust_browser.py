@@ -75,6 +75,14 @@ def test_admin_trusts_types_from_the_panel(admin_site, page, screenshot):
         "title", f"Central is waiting for an admin to trust: {SVC_TYPE}"
     )
     screenshot(page, "needs-trust")
+    # Its Monitor view says why no window will close, rather than "not yet"
+    panel.locator('.jp-Handoff-model[data-model="svm"] .jp-Handoff-monitorOpen').click()
+    monitor = page.locator('.jp-Handoff-monitor[data-model="svm"]')
+    expect(monitor.locator(".jp-Handoff-notServing")).to_have_text(
+        f"No version of svm takes traffic: svm:1 waits for an admin to trust the types it "
+        f"names ({SVC_TYPE}).",
+        timeout=15_000,
+    )
     # and trusts the type it waits for
     row.locator(".jp-Handoff-trust").click()
     dialog = page.locator(".jp-Dialog")

@@ -138,6 +138,8 @@ def test_a_model_monitored_from_an_imported_log_alone_is_known_to_monitoring(
             method, f"/api/v1/models/legacy/{path}", {} if method == "POST" else None
         )
         assert status == 200 and body["model"] == "legacy", (path, body)
+        if path == "monitor":  # served by no version here, and that is not news
+            assert body["traffic"] == {"versions": [], "why_none": None}, body
     status, body = central.request("GET", "/api/v1/models/legacy/deployment")
     assert (status, body["error"]["code"]) == (404, "not_found"), body
 

@@ -53,6 +53,7 @@ class MonitorHandler(FromCentral):
                 "model": name,
                 "windows": rows,
                 "firing": len(firing),
+                "traffic": await agent.read(agent.deployments.traffic_of, name),
                 "policy": agent.monitor.settings.describe(),
             }
         )

@@ -85,6 +85,34 @@ class DeploymentService:
         elif stage in ("rejected", "archived", "rollback"):
             clear(*holds)
 
+    def traffic_of(self, model: str) -> dict:
+        """The versions that take the model's traffic (its monitoring's windows close over
+        their predictions) and, when none does, why in words: where its newest version is."""
+        rows = self.store.slots_of(model)
+        share = shares(rows)
+        live = [
+            {"slot": r["slot"], "version": r["number"], "traffic": share[r["slot"]]}
+            for r in rows
+            if share[r["slot"]] > 0
+        ]
+        if live:
+            return {"versions": live, "why_none": None}
+        try:
+            v = self.store.list_versions(model, 1)[0]
+        except NotFound:  # monitored from an imported prediction log alone
+            return {"versions": [], "why_none": None}
+        where = {
+            "needs_trust": "waits for an admin to trust the types it names "
+            f"({', '.join(v.get('needs_trust') or []) or 'see the version'})",
+            "rejected": "was rejected",
+            "archived": "is archived",
+            "rollback": "was rolled back",
+        }.get(v["stage"], f"is in {v['stage']}; it takes traffic from its canary on")
+        return {
+            "versions": [],
+            "why_none": f"No version of {model} takes traffic: {model}:{v['number']} {where}.",
+        }
+
     def _slots(self, model: str) -> dict[str, dict]:
         """The model's slot rows, by slot."""
         return {r["slot"]: r for r in self.store.slots_of(model)}

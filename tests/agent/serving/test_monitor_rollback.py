@@ -147,6 +147,9 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         series = central.request("GET", "/api/v1/models/churn/monitor?window=daily")[1]
         assert series["windows"][-1]["metrics"]["drift"]["share"] == 1.0
         assert series["firing"] >= 1
+        assert series["traffic"]["versions"] == [
+            {"slot": "production", "version": v1, "traffic": 100.0}
+        ], series["traffic"]
         # The panel's badge (from the models list, no request per model) and its Monitor
         # view (each window's readings against the thresholds the alerts were judged on)
         from handoff_agent.monitor_policy import SEVERITY

@@ -131,6 +131,13 @@ def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, dat
     number = push_model(local, NearestCentroid().fit(X, y), "centroid", X=X, y=y).number
     until(lambda: central_stage(central, "centroid", number) == "needs_trust", what="held")
     types = ["sklearn.neighbors._nearest_centroid.NearestCentroid"]
+    # Its monitoring says why no window will close: nothing takes traffic, and why
+    monitor = central.request("GET", "/api/v1/models/centroid/monitor")[1]
+    assert monitor["traffic"] == {
+        "versions": [],
+        "why_none": f"No version of centroid takes traffic: centroid:{number} waits for an "
+        f"admin to trust the types it names ({types[0]}).",
+    }
     assert central.request("POST", "/api/v1/trust", {"types": types})[0] == 201
     v = finished(central, "centroid", number)
     assert v["backend"] == "skops"
@@ -139,6 +146,8 @@ def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, dat
     assert v["loadtest"]["verdict"] == "pass", v["loadtest"]
     view = central.request("GET", "/api/v1/models/centroid/deployment")[1]
     assert next(s for s in view["slots"] if s["slot"] == "test")["backend"] == "skops"
+    why = central.request("GET", "/api/v1/models/centroid/monitor")[1]["traffic"]["why_none"]
+    assert why.endswith("is in validated; it takes traffic from its canary on."), why
 
 
 def test_versions_validated_together_each_have_the_test_slot_for_their_load_test(pair, data):
