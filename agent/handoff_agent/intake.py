@@ -88,12 +88,22 @@ class IntakeManager:
         self.room = room  # a DiskRoom: a delivery the disk has no room for waits in its outbox
         self.check_overrides = check_overrides  # the gate's: raises for ones it cannot apply
 
-    def claimed(self, headers) -> str | None:
-        """The sender whose secret the delivery's ``X-Handoff-Key`` names, before its body
-        (None: no key said, as from an older agent; the signature decides after the body). A
-        key no secret here has is refused at once: nothing is read or stored."""
+    def claimed(self, headers) -> str:
+        """The sender whose secret the delivery's ``X-Handoff-Key`` names, before its body. A
+        delivery naming no key, or a key no secret here has, is refused at once: nothing is
+        read or stored, so an unsigned sender cannot make central read a body."""
+        if not self.policy.signers():
+            raise Unauthorized(
+                "This central has no intake secret configured.",
+                "Set [intake.senders] (or [intake] secrets) in the policy file.",
+            )
         if not headers.get(signing.KEY_HEADER):
-            return None
+            raise Unauthorized(
+                f"The delivery names no key ({signing.KEY_HEADER}).",
+                "Senders name the key of the secret they sign with; upgrade the sending "
+                "agent (pip install -U jupyter-handoff).",
+                code="bad_signature",
+            )
         names = [name for name, _ in self._signers(headers)]
         if not names:
             raise Unauthorized(
@@ -104,20 +114,14 @@ class IntakeManager:
         return names[0]
 
     def _signers(self, headers) -> list[tuple[str, str]]:
-        """(sender, secret) that may have signed the delivery: the one its key names, or
-        every one when it names none."""
-        signers = self.policy.signers()
+        """(sender, secret) whose key the delivery names: who may have signed it."""
         key = headers.get(signing.KEY_HEADER)
-        return [(n, s) for n, s in signers if signing.key_id(s) == key] if key else signers
+        return [(n, s) for n, s in self.policy.signers() if signing.key_id(s) == key]
 
     def begin(self, headers, declared: int | None = None) -> Receipt:
+        """Where the body goes, once ``claimed`` named its sender."""
         delivery_id = headers.get("X-Handoff-Delivery", "")
         stamp = headers.get("X-Handoff-Timestamp", "")
-        if not self.policy.signers():
-            raise Unauthorized(
-                "This central has no intake secret configured.",
-                "Set [intake.senders] (or [intake] secrets) in the policy file.",
-            )
         signers = self._signers(headers)
         if not signing.ID_RE.fullmatch(delivery_id):
             raise Unauthorized("X-Handoff-Delivery must be 32 hex digits.")

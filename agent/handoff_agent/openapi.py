@@ -302,6 +302,13 @@ PATHS: dict[str, dict[str, dict]] = {
                 _param("X-Handoff-Delivery", "header", "32 hex digits.", required=True),
                 _param("X-Handoff-Timestamp", "header", "Unix seconds.", required=True),
                 _param("X-Handoff-Signature", "header", "sha256=<hmac>.", required=True),
+                _param(
+                    "X-Handoff-Key",
+                    "header",
+                    "The key of the secret that signs: a delivery naming no key, or one "
+                    "central does not know, is a 401 before its body is read.",
+                    required=True,
+                ),
             ],
             body=TAR_BODY,
             public=True,

@@ -102,6 +102,26 @@ def test_intake_without_delivery_headers_is_refused_before_the_body(central):
     assert central.healthy()
 
 
+def test_intake_of_a_delivery_naming_no_key_is_refused_before_the_body(central):
+    """Without X-Handoff-Key, the signature could only be checked after the body: an unsigned
+    sender could make central read (and spool) one. It is refused on its headers instead."""
+    delivery, stamp = "cd" * 16, str(int(time.time()))
+    headers = {
+        "Content-Type": "application/x-tar",
+        "X-Handoff-Delivery": delivery,
+        "X-Handoff-Timestamp": stamp,
+        "X-Handoff-Signature": signing.sign(SECRET, delivery, stamp, [b""]),
+    }
+    status, body, sent = send_until_answered(
+        central, head(central, "POST", "/api/v1/intake", headers, BIG), BIG
+    )
+    assert_error(status, body, 401, "bad_signature")
+    assert body["error"]["message"] == "The delivery names no key (X-Handoff-Key)."
+    assert "upgrade the sending agent" in body["error"]["hint"]
+    assert sent < BIG // 4
+    assert central.healthy()
+
+
 def test_intake_refuses_a_declared_size_over_its_limit_before_the_body(central):
     # Given well-formed delivery headers (the signature can only be checked after the body)
     delivery, stamp = "ab" * 16, str(int(time.time()))
@@ -110,6 +130,7 @@ def test_intake_refuses_a_declared_size_over_its_limit_before_the_body(central):
         "X-Handoff-Delivery": delivery,
         "X-Handoff-Timestamp": stamp,
         "X-Handoff-Signature": signing.sign(SECRET, delivery, stamp, [b""]),
+        signing.KEY_HEADER: signing.key_id(SECRET),
     }
     request_head = head(central, "POST", "/api/v1/intake", headers, 1 << 40)
     # When the declared size is over the limit, the answer is a JSON 413 before any body byte

@@ -150,9 +150,9 @@ class IntakeHandler(BaseHandler):
         if declared is not None and declared > limit:
             raise too_large(self.agent.max_bundle_size)
         intake = self.agent.intake
-        if (sender := intake.claimed(self.request.headers)) is not None:
-            # its hourly limits before any byte: over them, the body is never read
-            await self.agent.read(intake.check_rate, {"sender": sender}, declared or 0)
+        sender = intake.claimed(self.request.headers)  # its key names it, or no byte is read
+        # its hourly limits before any byte: over them, the body is never read
+        await self.agent.read(intake.check_rate, {"sender": sender}, declared or 0)
         self.receipt = intake.begin(self.request.headers, declared)
         if declared is None:  # chunked: tornado reads it (data_received)
             self.request.connection.set_max_body_size(limit)
