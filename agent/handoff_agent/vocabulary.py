@@ -131,6 +131,9 @@ NO_REVALIDATE_ON = frozenset({"schema", "overdue"})
 # [monitor.actions] action is retrain, audit monitor.retrain_requested), not the source.
 MONITOR_ALERT = "monitor_alert"
 
+# -- requests ----------------------------------------------------------------------------------
+JSON_BODY_LIMIT = 1 << 20  # bytes a JSON request body may hold (the streaming routes take more)
+
 # -- comparison --------------------------------------------------------------------------------
 LATENCY_METRICS = ("p50_ms", "p99_ms", "throughput_rows_per_s", "serialized_mb")
 FAIRNESS_METRICS = ("dp_diff", "eo_diff")

@@ -30,12 +30,27 @@ _answered: dict[str, float] = {}  # agent url -> when it last answered this kern
 
 class AgentClient:
     def __init__(self, url: str, token: str, timeout: float = 600.0, spool: str | None = None):
+        self._at(url, token, spool)
+        self.timeout = timeout
+        # Found through the runtime file (not configured): when that agent restarts on
+        # another port or with another token, the objects holding this client follow it.
+        self.follows_runtime = False
+
+    def _at(self, url: str, token: str, spool: str | None) -> None:
         self.url = url.rstrip("/")
         self.spool = spool  # the agent's spool dir, from its runtime file: same machine
         self.token = token
-        self.timeout = timeout
         parsed = urllib.parse.urlsplit(self.url)
         self.host, self.port = parsed.hostname, parsed.port or 80
+
+    def _moved(self) -> bool:
+        """Whether the running agent is now another one than this client's (restarted on
+        another port or with another token), and if so, point at it."""
+        info = runtime.read() if self.follows_runtime else None
+        if not info or (info["url"].rstrip("/"), info["token"]) == (self.url, self.token):
+            return False
+        self._at(info["url"], info["token"], info.get("spool") if self.spool else None)
+        return True
 
     def _conn(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
@@ -59,6 +74,17 @@ class AgentClient:
         return resp.status, json.loads(data) if data else {}
 
     def _send(self, fn, timeout: float | None = None):
+        try:
+            return self._send_once(fn, timeout)
+        except AgentUnavailable as e:  # refused: nothing was sent, so it may go again
+            if not (getattr(e, "refused", False) and self._moved()):
+                raise
+        except AgentError as e:
+            if not (e.status == 401 and self._moved()):
+                raise
+        return self._send_once(fn, timeout)
+
+    def _send_once(self, fn, timeout: float | None = None):
         conn = self._conn(timeout)
         try:
             found = fn(conn)
@@ -69,11 +95,13 @@ class AgentClient:
             raise
         except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as e:
             _answered.pop(self.url, None)
-            raise AgentUnavailable(
+            gone = AgentUnavailable(
                 f"The agent at {self.url} is not answering ({type(e).__name__}). "
                 "It may have stopped or been killed.",
                 START_HINT,
-            ) from None
+            )
+            gone.refused = isinstance(e, ConnectionRefusedError)  # nothing reached it
+            raise gone from None
         except TimeoutError:
             _answered.pop(self.url, None)
             raise AgentUnavailable(
@@ -101,7 +129,9 @@ class AgentClient:
     def post(self, path: str, body: dict) -> dict:
         def go(conn):
             headers = self._headers({"Content-Type": "application/json"})
-            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            # refused before the whole body (a 413): its answer, read next, says why
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
             return self._answer(conn)[1]
 
         return self._send(go)
@@ -267,7 +297,9 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
     info = runtime.read()  # None once the agent's process is gone
     if info and (_healthy(info["url"]) or runtime.healthy(info["url"], STUCK_AFTER)):
         spool = info.get("spool") if cfg.spool else None
-        return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout, spool)
+        client = AgentClient(info["url"], cfg.token or info["token"], cfg.timeout, spool)
+        client.follows_runtime = not cfg.token
+        return client
     if info:  # its process lives but does not answer: another agent would not help
         raise AgentUnavailable(
             f"The agent at {info['url']} (pid {info['pid']}) is running but not answering.",

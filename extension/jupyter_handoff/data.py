@@ -63,7 +63,8 @@ def input_kind(X) -> str:
 def fits(X, model, features) -> None:
     """X's mistakes against the model, said at push rather than by every check: a text
     pipeline given a DataFrame (its vectorizer reads the column names as the texts), an X
-    of another width than a model fitted without column names (``features`` None) took."""
+    of another width than the model took (an array's, or a table's when the model was fitted
+    without column names: ``features`` None)."""
     try:  # a Pipeline's first step, else the model itself
         first = model.steps[0][1] if isinstance(model.steps, list) else model
     except Exception:
@@ -80,11 +81,16 @@ def fits(X, model, features) -> None:
     except Exception:  # a property that raises on an odd model
         width = None
     kind = input_kind(X)
-    if features is None and isinstance(width, int) and kind in ("array", "table"):
-        shape = getattr(X, "shape", None) or np.asarray(X).shape
+    # An array has no column names to check: its width is all there is, whatever the model
+    # was fitted on. A table's names are checked against ``features`` when they are known.
+    if isinstance(width, int) and (kind == "array" or (features is None and kind == "table")):
+        shape = getattr(X, "shape", None) or np.asarray(X, dtype=object).shape
         if len(shape) == 2 and shape[1] != width:
+            names = ""
+            if features:
+                names = f" ({', '.join(map(str, features[:8]))}{', …' * (len(features) > 8)})"
             raise HandoffUsageError(
-                f"X has {shape[1]} columns; the model was fitted on {width}.",
+                f"X has {shape[1]} columns; the model was fitted on {width}{names}.",
                 "Pass the columns it was fitted on, in the same order.",
             )
 
@@ -142,6 +148,22 @@ def _fitted_columns(Xf: pd.DataFrame, features: list[str], sensitive) -> pd.Data
     if list(Xf.columns[: len(features)]) == features:
         return Xf
     return Xf[[*features, *(c for c in Xf.columns if c not in known)]]
+
+
+def _reference_columns(ref: pd.DataFrame, Xf: pd.DataFrame, features, sensitive) -> None:
+    """The reference is the data the model was trained on, compared with X column by column:
+    one lacking X's columns (another split's, or y given by mistake) is said now, not as
+    drift warnings on the columns it lacks."""
+    given = sensitive if isinstance(sensitive, (list, tuple)) else [sensitive]
+    named = {s for s in given if isinstance(s, str)}
+    want = features if features is not None else [c for c in Xf.columns if c not in named]
+    lacking = [c for c in want if c not in ref.columns]
+    if lacking:
+        whose = "the model was fitted on" if features is not None else "of X"
+        raise HandoffUsageError(
+            f"The reference lacks {_count(lacking)} {whose}: {_names(lacking)}.",
+            "Pass the training data (or a sample of it) with X's columns as the reference.",
+        )
 
 
 def _count(columns: list) -> str:
@@ -281,14 +303,14 @@ def _sensitive(sensitive, X: pd.DataFrame) -> pd.DataFrame:
             )
         parts.append(frame)
     out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    if out.columns.duplicated().any():  # before anything reads a column by its name
+        raise HandoffUsageError(
+            f"Two sensitive features are named {out.columns[out.columns.duplicated()][0]!r}.",
+            "Name each once, and give each Series its own name.",
+        )
     for name in out.columns:  # pd.cut's bins, as fairness hints suggest: group labels
         if _interval(out[name]):
             out[name] = out[name].astype(str)
-    if out.columns.duplicated().any():
-        raise HandoffUsageError(
-            f"Two sensitive features are named {out.columns[out.columns.duplicated()][0]!r}.",
-            "Give each Series its own name.",
-        )
     return out
 
 
@@ -345,6 +367,8 @@ def prepare(
                     "Pass reference texts the same way as X, e.g. a list or Series of strings.",
                 )
             ref.columns = list(Xf.columns)
+        else:
+            _reference_columns(ref, Xf, features if kind == "table" else None, sensitive)
         ref = ref.drop(columns=[c for c in unused if c in ref.columns])
         fps["reference_X"], members[data_member("reference_X")] = _stored(
             "reference_X", ref, lambda f: _sample(f, reference_rows).reset_index(drop=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shlex
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
@@ -201,6 +202,24 @@ def _number(text: str):
     return text
 
 
+def _parse(parser: MagicArgumentParser, words: list[str]):
+    """argparse's reading of ``words``, its complaint one line with the usage as the hint. An
+    option the subcommand lacks is named first: argparse would name the required one that
+    a typo (``--nmae``) left out instead."""
+    sub = parser.prog.removeprefix("mlops ")
+    usage = " ".join(parser.format_usage().removeprefix("::").split())
+    hint = f"Usage: {usage}" if len(usage) < 100 else f"`%mlops {sub} --help` shows its options."
+    options = parser._option_string_actions
+    for word in words:
+        opt = word.split("=", 1)[0]
+        if opt.startswith("--") and len(opt) > 2 and not any(o.startswith(opt) for o in options):
+            raise HandoffUsageError(f"%mlops {sub} has no option {opt!r}.", hint)
+    try:
+        return parser.parse_args(words)
+    except UsageError as e:  # MagicArgumentParser.error's
+        raise HandoffUsageError(f"%mlops {sub}: {e}.", hint) from None
+
+
 @magics_class
 class MlopsMagics(Magics):
     @line_magic
@@ -223,10 +242,15 @@ class MlopsMagics(Magics):
         if any(w in HELP for w in words[1:]):
             print(parser.format_help().removeprefix("::\n\n  ").rstrip())
             return None
-        return getattr(self, f"_{words[0]}")(parser.parse_args(words[1:]))
+        return getattr(self, f"_{words[0]}")(_parse(parser, words[1:]))
 
     def _var(self, name: str, what: str):
         ns = self.shell.user_ns
+        if name not in ns and not name.isidentifier():  # X_test.head(), X[cols]
+            raise HandoffUsageError(
+                f"The {what} is named by a variable, not an expression: {name!r}.",
+                f"Assign it first, e.g. `few = {name}`, then name `few`.",
+            )
         if name not in ns:
             raise HandoffUsageError(
                 f"No variable named {name!r} for the {what}.",

@@ -170,7 +170,7 @@ def monitor(name: str, window: str = "daily") -> MonitorView:
     from .serving_calls import model_read
 
     name = checked_name(name)
-    client = connect()
+    client = connect(start=False)
     series = model_read(name, f"monitor?window={window}", client)
     alerts = model_read(name, "alerts", client)
     return MonitorView(name, series, alerts, window)

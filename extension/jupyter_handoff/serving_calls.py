@@ -178,7 +178,7 @@ def _body(data) -> dict:
         return {"instances": data}
     raise HandoffUsageError(
         f"DATA must be a DataFrame, a 2-D array or texts, not a {type(data).__name__}.",
-        "e.g. %mlops predict churn X_test.head()",
+        "e.g. few = X_test.head(), then %mlops predict churn few",
     )
 
 
@@ -227,12 +227,31 @@ USER_CODES = {
 }
 
 
+def _fits_one_request(body: dict) -> None:
+    """A trial prediction is one request, answered by one version: more rows than a JSON
+    body may hold are said here (the agent would refuse them before reading)."""
+    import json
+
+    from handoff_agent.vocabulary import JSON_BODY_LIMIT, size_text
+
+    size = len(json.dumps(body))
+    if size > JSON_BODY_LIMIT:
+        rows = len(body["instances"] if "instances" in body else body["dataframe_split"]["data"])
+        fit = max(1, int(rows * JSON_BODY_LIMIT / size * 0.9))
+        raise HandoffUsageError(
+            f"DATA is {size_text(size)} as JSON; one prediction request takes at most "
+            f"{size_text(JSON_BODY_LIMIT)}.",
+            f"Send fewer rows: about {fit:,} of its {rows:,} fit, e.g. DATA[:{fit}].",
+        )
+
+
 def predict(name: str, data, version: int | None = None) -> Prediction:
     """Call the deployed model with ``data`` (routed like any request, or to ``version``)."""
     checked_name(name)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise HandoffUsageError("version must be a number.", "e.g. --version 2")
     body = _body(data)
+    _fits_one_request(body)
     if version is not None:
         body["version"] = int(version)
     client = connect(start=False)
@@ -241,5 +260,7 @@ def predict(name: str, data, version: int | None = None) -> Prediction:
     except AgentError as e:
         if e.code in USER_CODES or e.status in (400, 404, 422):
             hint = e.hint or "`%mlops deployments NAME` shows what serves."
+            if e.code == "no_default_version":  # the server's hint names its HTTP route
+                hint = f"Name one: %mlops predict {name} DATA --version N"
             raise HandoffUsageError(e.detail.removeprefix("Central: "), hint) from None
         raise

@@ -29,6 +29,8 @@ reviews, liked = pd.DataFrame({"review": ["good fast", "slow bad"] * 20}), [1, 0
 texts = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews["review"], liked)
 on_array = LogisticRegression().fit(X.to_numpy(), y)
 X_wide = np.hstack([X.to_numpy(), X.to_numpy()[:, :1]])
+X_list = X_extra.to_numpy().tolist()  # a DataFrame's rows as lists: no names, one column more
+BIG = pd.DataFrame(np.random.default_rng(0).random((30_000, 10)), columns=list("abcdefghij"))
 
 
 class Wrapper:  # a user's own class around a fitted model (no attribute ending in _)
@@ -198,6 +200,47 @@ MISTAKES = {
         "Close the quote",
     ),
     "unknown_subcommand": ("%mlops pushh clf", "Unknown subcommand 'pushh'", "%mlops?"),
+    # a typo in an option is named, not the required option it left out
+    "typo_option": (
+        "%mlops push clf --nmae churn",
+        "%mlops push has no option '--nmae'.",
+        "`%mlops push --help` shows its options.",
+    ),
+    "agent_no_action": (
+        "%mlops agent",
+        "%mlops agent: the following arguments are required: action.",
+        "Usage: %mlops agent {status,start,stop}",
+    ),
+    "expression_for_a_variable": (
+        "%mlops predict churn X.head()",
+        "The data is named by a variable, not an expression: 'X.head()'.",
+        "Assign it first, e.g. `few = X.head()`",
+    ),
+    "predict_too_big": (
+        "%mlops predict churn BIG",
+        "one prediction request takes at most 1.0 MiB.",
+        "Send fewer rows: about",
+    ),
+    "sensitive_twice": (
+        "%mlops push clf --name churn --data X_extra y --sensitive gender gender",
+        "Two sensitive features are named 'gender'.",
+        "Name each once",
+    ),
+    "list_width": (
+        "%mlops push clf --name churn --data X_list y",
+        "X has 5 columns; the model was fitted on 4 (a, b, c, d).",
+        "the columns it was fitted on",
+    ),
+    "reference_columns": (
+        "%mlops push clf --name churn --data X y --reference X_renamed",
+        "The reference lacks 1 column the model was fitted on: 'a'.",
+        "with X's columns as the reference",
+    ),
+    "reference_is_y": (
+        "%mlops push clf --name churn --data X y --reference y",
+        "The reference lacks 4 columns the model was fitted on: 'a', 'b', 'c', 'd'.",
+        "with X's columns as the reference",
+    ),
     "help": ("%mlops help", None, None),
     "help_push": ("%mlops push clf --help", None, None),
     "agent_down": (
@@ -205,6 +248,8 @@ MISTAKES = {
         "No Handoff agent is running",
         "%mlops agent start",
     ),
+    # a read starts no agent (there would be nothing in it to read)
+    "agent_down_monitor": ("%mlops monitor churn", "No Handoff agent is running", "agent start"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from support import until
 
+from handoff_agent.vocabulary import VERDICT_STATUS
 from jupyter_handoff import api
 from jupyter_handoff.widgets import display
 from jupyter_handoff.widgets.push import PushWidget
@@ -83,6 +84,8 @@ def test_widget_says_when_the_agent_dies_and_resumes(connected, data, model):
     until(lambda: widget.done, what="the resumed checks")
     assert not widget.agent_lost and widget.notice.value == ""
     assert widget.verdict in ("pass", "warn", "fail")
+    # and the version object pushed before follows the agent to its new port too
+    assert version.refresh().status == VERDICT_STATUS[widget.verdict]
 
 
 @pytest.mark.parametrize("kernel", [True, False])

@@ -32,13 +32,13 @@ from ..errors import (
 )
 from ..store.blobs import BlobCorrupt, BlobMissing, BlobUnavailable
 from ..store.engine import unavailable
+from ..vocabulary import JSON_BODY_LIMIT
 
 log = logging.getLogger("handoff_agent")
 access_log = logging.getLogger("tornado.access")
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 NO_BODY = {"GET", "HEAD", "DELETE", "OPTIONS"}  # methods whose requests carry no body here
-JSON_BODY_LIMIT = 1 << 20
 MAX_JSON_DEPTH = 32
 UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take any Unicode digit
 # Query values never written to a log, whatever the route (a token in a URL is still a token).

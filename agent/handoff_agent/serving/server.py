@@ -405,8 +405,10 @@ class ModelServer:
             return ep.routes[slot]
         route = ep.pick(key)
         if route is None:
+            served = ", ".join(str(n) for n in sorted(ep.versions()))
             raise NotFound(
-                f"{model!r} has no production or canary version; only named versions serve.",
+                f"{model!r} has no production or canary version to route to; it serves "
+                f"only by version ({served}).",
                 f"Call /v2/models/{model}/versions/N/infer.",
                 code="no_default_version",
             )

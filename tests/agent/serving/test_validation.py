@@ -148,6 +148,11 @@ def test_a_model_that_does_not_convert_serves_on_skops_with_the_reason(pair, dat
     assert next(s for s in view["slots"] if s["slot"] == "test")["backend"] == "skops"
     why = central.request("GET", "/api/v1/models/centroid/monitor")[1]["traffic"]["why_none"]
     assert why.endswith("is in validated; it takes traffic from its canary on."), why
+    # A routed trial prediction says which versions serve by number (the test slot's)
+    row = {"dataframe_split": {"columns": list("abcd"), "data": [[0.1, 0.2, 0.3, 0.4]]}}
+    status, out = central.request("POST", "/api/v1/models/centroid/predict", row)
+    assert (status, out["error"]["code"]) == (404, "no_default_version"), out
+    assert out["error"]["message"].endswith(f"it serves only by version ({number})."), out
 
 
 def test_versions_validated_together_each_have_the_test_slot_for_their_load_test(pair, data):
