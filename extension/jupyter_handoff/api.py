@@ -71,7 +71,18 @@ class Version:
         return self
 
     def __repr__(self) -> str:
-        return f"Version({self.name!r}, {self.number}, status={self.status!r})"
+        """The text form (a terminal, a notebook converted to text): the status and each
+        check's result, as the HTML shows them."""
+        lines = [f"Version({self.name!r}, {self.number}, status={self.status!r})"]
+        if self.stage:
+            lines[0] += f" at stage {self.stage}"
+        if trust_wait(self._data):
+            lines.append(f"  {trust_wait(self._data)}")
+        width = max((len(str(c["name"])) for c in self.checks), default=0)
+        for c in self.checks:
+            message = (c.get("message") or "").splitlines()[:1]
+            lines.append(f"  {c['name']:<{width}}  {c['status']:<5}  {''.join(message)}".rstrip())
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         e = html.escape
@@ -366,10 +377,31 @@ class Lineage(dict):
     """Where data and versions came from and went. A dict, shown as a small table."""
 
     def __repr__(self) -> str:
+        """The text form: what the HTML table lists, a line each."""
         if "dataset" in self:
             fp, n = self["dataset"]["fingerprint"][:12], len(self["versions"])
-            return f"Lineage(dataset {fp}…, {n} versions)"
-        return f"Lineage({self['name']!r}, {self['version']}, stage={self.get('stage')!r})"
+            lines = [f"Lineage(dataset {fp}…, {n} versions)"]
+            lines += [
+                f"  {v['model']}:{v['number']}  {v['role']}  {v['status']}  {v['stage'] or ''}"
+                for v in self["versions"]
+            ]
+            return "\n".join(line.rstrip() for line in lines)
+        parent = self.get("parent")
+        lines = [f"Lineage({self['name']!r}, {self['version']}, stage={self.get('stage')!r})"]
+        lines += [
+            f"  {d['role']}: {d['dataset'][:16]} ({d.get('rows')} rows)" for d in self["data"]
+        ]
+        lines.append(
+            f"  notebook: {self.get('notebook')}, cell {(self.get('cell_hash') or '')[:12]}"
+        )
+        lines.append(
+            f"  parent: {parent['name']}:{parent['version']}" if parent else "  parent: none"
+        )
+        stages = " → ".join(s["stage"] for s in self["stages"]) or "not forwarded"
+        lines.append(f"  stages: {stages}")
+        if trust_wait(self):
+            lines.append(f"  {trust_wait(self)}")
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         e = html.escape

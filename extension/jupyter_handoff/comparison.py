@@ -335,7 +335,26 @@ class Comparison:
         show(self, self.widget)
 
     def __repr__(self) -> str:
-        return f"Comparison({', '.join(self.labels)}; baseline={self.baseline})"
+        """The text form: a row per metric, each version's value and its change from the
+        baseline, with better or worse by the metric's direction."""
+        lines = [f"Comparison({', '.join(self.labels)}; baseline={self.baseline})"]
+        if self.task_message:
+            return "\n".join([*lines, f"  {self.task_message}"])
+        rows = self.metrics()
+        width = max((len(r["metric"]) for r in rows), default=0)
+        for r in rows:
+            cells = []
+            for lab in self.labels:
+                if lab not in r["values"]:
+                    cells.append(f"{'n/a':>10}")
+                    continue
+                cell = f"{r['values'][lab]:>10.4g}"
+                if lab in r["deltas"] and r["deltas"][lab]:
+                    word = {True: " better", False: " worse"}.get(r["better"].get(lab), "")
+                    cell += f" ({r['deltas'][lab]:+.3g}{word})"
+                cells.append(cell)
+            lines.append(f"  {r['metric']:<{width}}  {'  '.join(cells)}".rstrip())
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         from .widgets import compare_html

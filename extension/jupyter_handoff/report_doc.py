@@ -16,7 +16,8 @@ class Report:
         return self.content.decode()
 
     def __repr__(self) -> str:
-        return f"Report({self.name!r}, {self.number}, kind={self.kind!r})"
+        head = f"Report({self.name!r}, {self.number}, kind={self.kind!r})"
+        return head if self.kind == "html" else f"{head}\n{self.text}"  # text reads as text
 
     def _repr_html_(self) -> str:
         if self.kind == "html":

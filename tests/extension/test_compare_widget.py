@@ -64,7 +64,12 @@ def test_two_versions_hold_the_right_deltas(three):
     )
     assert "verdict" in widget.gate_html.value
     assert widget.charts_html.value.count("data:image/png;base64,") >= 3
-    assert "Comparison(churn:1, churn:2" in repr(comparison)
+    # the text form (a terminal, a notebook as text) carries the metrics and their changes
+    text = repr(comparison)
+    assert text.startswith("Comparison(churn:1, churn:2"), text
+    auc = next(line for line in text.splitlines() if line.split()[0] == "roc_auc")
+    d = comparison.deltas["roc_auc"]["churn:2"]
+    assert f"({d:+.3g} {'better' if d > 0 else 'worse'})" in auc, text
     assert "Metrics" in comparison._repr_html_()
 
 

@@ -49,6 +49,11 @@ def test_versions_and_show(shell, ns, connected):
     assert shown.number == 1 and shown.manifest["tags"] == {"team": "risk"}
     assert run(shell, "%mlops show churn").number == 2
     assert "churn" in shown._repr_html_() and "Version('churn', 1" in repr(shown)
+    # the text form (a terminal, a notebook as text) lists each check and its result
+    two = run(shell, "%mlops show churn:2").wait()
+    text = repr(two)
+    for c in two.checks:
+        assert any(line.split()[:2] == [c["name"], c["status"]] for line in text.splitlines())
 
 
 def test_agent_status(shell, connected, capsys):
@@ -242,6 +247,7 @@ def test_python_api_get_forward_lineage(shell, ns, connected):
     assert "forward" in jupyter_handoff.__all__ and "lineage" in jupyter_handoff.__all__
     assert jupyter_handoff.forward.__doc__ and jupyter_handoff.lineage.__doc__
     assert jupyter_handoff.lineage("churn:1")["version"] == 1
+    assert "  stages: " in repr(jupyter_handoff.lineage("churn:1"))
     with pytest.raises(UsageError, match="must be a number"):
         jupyter_handoff.get("churn:x")
     with pytest.raises(UsageError, match="whole number"):
