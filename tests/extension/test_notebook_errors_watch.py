@@ -88,6 +88,11 @@ MISTAKES = {
         "--timeout must be positive",
         "--timeout 600",
     ),
+    "query_on_a_file": (
+        "%mlops watch churn --source data.csv --query 'select 1'",
+        "--query is for a database source; files are read whole.",
+        "Drop --query",
+    ),
     "lineage_unknown": (
         "%mlops lineage /no/such/source.parquet",
         "Nothing in the lineage matches",
