@@ -337,6 +337,18 @@ def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tm
         assert (status, body["queued"]) == (202, False), body  # queued already: tried now
         until(lambda: outbox_states(local) == {"delivered": 3}, timeout=60)
         assert count(central, "many") == 3
+        # and who forced it is on the row and in the audit, as for a dead one sent again
+        rows = local.request("GET", "/api/v1/outbox/deliveries?state=delivered")[1]["deliveries"]
+        me = local.request("GET", "/api/v1/whoami")[1]["user"]
+        assert [r["forced_by"] for r in rows if r["number"] == 3] == [me], rows
+        audit = "select payload from audit where action = 'forward.queue' and subject = 'many:3'"
+        payloads = [json.loads(r["payload"]) for r in local.sql(audit)]
+        assert payloads[-1] == {
+            "destination": "central",
+            "forced": True,
+            "again": False,
+            "now": True,
+        }
     finally:
         local.stop()
         central.stop()

@@ -45,19 +45,19 @@ class OutboxStore(StoreBase):
                 .on_conflict_do_nothing(index_elements=["destination", "version_id"])
                 .returning(OB.id)
             )
-            again = False
+            again = hurried = False
             if res.first() is None:  # rowcount is not reliable for an insert on every driver
-                again = forced_by is not None and _revive(c, version_id, destination, forced_by)
-                if not again:
+                if forced_by is None:
+                    return False
+                again, hurried = _revive(c, version_id, destination, forced_by)
+                if not (again or hurried):
                     return False
             model, number = c.execute(select(V.model, V.number).where(V.id == version_id)).one()
-            self.audit_append(
-                forced_by or "agent",
-                "forward.queue",
-                f"{model}:{number}",
-                {"destination": destination, "forced": bool(forced_by), "again": again},
-            )
-            return True
+            detail = {"destination": destination, "forced": bool(forced_by), "again": again}
+            if hurried:
+                detail["now"] = True  # a waiting delivery tried at once
+            self.audit_append(forced_by or "agent", "forward.queue", f"{model}:{number}", detail)
+            return not hurried
 
     def outbox_claim(
         self, owner: str, at: float, limit: int = 20, ordered: tuple[str, ...] = ()
@@ -300,15 +300,16 @@ class OutboxStore(StoreBase):
             return [as_dict(r) for r in c.execute(q)]
 
 
-def _revive(c, version_id: int, destination: str, forced_by: str) -> bool:
-    """A dead delivery of the version to the destination pending again; False if none. A
-    pending one that waits for its next try (a central's Retry-After, once its admin lifted
-    a limit) is tried now, and is no new queueing (False)."""
-    c.execute(
+def _revive(c, version_id: int, destination: str, forced_by: str) -> tuple[bool, bool]:
+    """(revived, hurried): a dead delivery of the version to the destination pending again,
+    or a pending one that waits for its next try (a central's Retry-After, once its admin
+    lifted a limit) tried now; each then records who forced it."""
+    hurried = c.execute(
         update(t.outbox)
         .where(OB.version_id == version_id, OB.destination == destination, OB.state == "pending")
-        .values(next_try=0.0)
-    )
+        .values(next_try=0.0, forced_by=forced_by)
+        .returning(OB.id)
+    ).first()
     res = c.execute(
         update(t.outbox)
         .where(OB.version_id == version_id, OB.destination == destination, OB.state == "dead")
@@ -323,4 +324,4 @@ def _revive(c, version_id: int, destination: str, forced_by: str) -> bool:
         )
         .returning(OB.id)
     )
-    return res.first() is not None
+    return res.first() is not None, hurried is not None
