@@ -42,15 +42,20 @@ def _v2_datatype(dtype) -> str:
     return {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}.get(kind, "BYTES")
 
 
-def _plain(value):
-    """A JSON value for one cell: numpy scalars as Python ones, NaN as null."""
+def plain_cell(value):
+    """A JSON value for one cell: numpy scalars as Python ones, NaN, NaT and pd.NA as null,
+    dates and times in ISO 8601 (what serving reads them from), anything else as text."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(value, "isoformat"):  # a Timestamp, datetime, date or time
+        return value.isoformat()
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, bytes):
         return value.decode(errors="replace")
-    return value
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 def v2_body(rows) -> bytes:
@@ -60,7 +65,7 @@ def v2_body(rows) -> bytes:
             "name": str(col),
             "shape": [len(rows)],
             "datatype": _v2_datatype(rows[col].dtype),
-            "data": [_plain(v) for v in rows[col].tolist()],
+            "data": [plain_cell(v) for v in rows[col].tolist()],
         }
         for col in rows.columns
     ]
@@ -69,7 +74,7 @@ def v2_body(rows) -> bytes:
 
 def invocations_body(rows) -> bytes:
     """MLflow's ``/invocations`` body for a DataFrame's rows (``dataframe_split``)."""
-    data = [[_plain(v) for v in rec] for rec in rows.itertuples(index=False, name=None)]
+    data = [[plain_cell(v) for v in rec] for rec in rows.itertuples(index=False, name=None)]
     split = {"columns": [str(c) for c in rows.columns], "data": data}
     return json.dumps({"dataframe_split": split}).encode()
 

@@ -486,8 +486,7 @@ def _sample(path: str, rows: int) -> dict | None:
     """Up to ``rows`` rows of the bundle's evaluation sample as JSON (``columns``,
     ``dtypes``, ``data`` row by row, NaN as null), or None without one. Data only: the
     agent rebuilds the frame from JSON and never parses the bundle itself."""
-    import math
-
+    from .loadtest import plain_cell
     from .manifest import data_member
 
     try:
@@ -498,17 +497,10 @@ def _sample(path: str, rows: int) -> dict | None:
     if X is None or len(X) == 0:
         return None
     X = X.iloc[:rows]
-
-    def plain(v):
-        v = v.item() if hasattr(v, "item") else v
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-
     return {
         "columns": [str(c) for c in X.columns],
         "dtypes": {str(c): str(X[c].dtype) for c in X.columns},
-        "data": [[plain(v) for v in rec] for rec in X.itertuples(index=False, name=None)],
+        "data": [[plain_cell(v) for v in rec] for rec in X.itertuples(index=False, name=None)],
     }
 
 

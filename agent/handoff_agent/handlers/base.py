@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
 import urllib.parse
 from http import HTTPStatus
@@ -45,6 +46,25 @@ UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take an
 SECRET_KEYS = ("token", "secret", "key", "password", "auth", "signature", "sig")
 _JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def strict_json(obj) -> str:
+    """JSON every parser reads: a NaN or infinity (a model's parameter, e.g. xgboost's
+    ``missing``) is null, not the ``NaN`` that browsers' JSON.parse refuses."""
+    try:
+        return json.dumps(obj, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), default=str, allow_nan=False)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def parse_uint(raw: str | None) -> int | None:
@@ -317,7 +337,7 @@ class BaseHandler(web.RequestHandler):
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(obj, default=str))
+        self.finish(strict_json(obj))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

@@ -364,14 +364,21 @@ class SkopsBackend:
         row with that column blanked; None when there is no sample to try."""
         if self.sample is None or not len(self.sample):
             return None
+        import pandas as pd
+
         ok = []
         for col in self.sample.columns:
             row = self.sample.iloc[:1].copy()
+            dtype = row[col].dtype
+            if type(getattr(dtype, "na_value", None)).__name__ == "NAType":
+                # a nullable column (Int64, boolean): a request's null reaches it as pd.NA
+                row[col] = pd.array([None], dtype=dtype)
             # "O": object, or pandas' string dtype (what Parquet reads back under pandas 3,
             # where a request's null in a text column reaches the model as NaN too)
-            if row[col].dtype.kind not in "fcO":
+            elif dtype.kind in "fcO":
+                row[col] = float("nan")
+            else:
                 continue
-            row[col] = float("nan")
             try:
                 self.model.predict(row)
             except Exception:  # the model refuses it: so will the server

@@ -270,10 +270,12 @@ def _from_binary(raw: bytes, dtype: str, name: str) -> list:
     return np.frombuffer(raw, dtype=V2_NUMPY[dtype]).tolist()
 
 
+# A JSON null is a missing value in any tensor; the column's check then says whether the
+# model takes one there (a nullable Int64 column may).
 _V2_OK = {
     "f": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-    "i": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "b": lambda v: isinstance(v, bool),
+    "i": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "b": lambda v: v is None or isinstance(v, bool),
     "s": lambda v: v is None or isinstance(v, str),
 }
 
@@ -286,7 +288,7 @@ def _check_v2_values(values: list, dtype: str, name: str) -> None:
     bad = next((v for v in values if not ok(v)), _NONE)
     if bad is _NONE and kind == "i":
         lo, hi = _INT_BOUNDS[dtype]
-        bad = next((v for v in values if not lo <= v <= hi), _NONE)
+        bad = next((v for v in values if v is not None and not lo <= v <= hi), _NONE)
     if bad is not _NONE:
         raise InvalidInput(
             f"Tensor {name!r} is {dtype} but holds {bad!r}.",
@@ -374,8 +376,8 @@ def _check_column(name: str, values: list, kind: str, nan_ok: list[str] | None) 
         return  # finite floats: what a numeric column usually holds (the loop says the rest)
     for i, v in enumerate(values):
         blank = v is None or (isinstance(v, float) and v != v)
-        if blank:
-            if kind in ("i", "b") or nan_ok is None or name not in nan_ok:
+        if blank:  # where the model takes one (a nullable Int64 column too), it passes
+            if nan_ok is None or name not in nan_ok:
                 raise InvalidInput(
                     f"Column {name!r} row {i} is missing (null/NaN), and this model cannot "
                     "take a missing value there.",

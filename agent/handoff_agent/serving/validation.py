@@ -224,12 +224,18 @@ class ValidationService:
             gate = (row.get("loadtest") or {}).get("gate") or {}
             failed = gate.get("failed") or (row.get("loadtest") or {}).get("failed") or []
             why = "; ".join(gate.get("reasons") or []) or row.get("reason") or "no reason"
+            rerun = f"POST /api/v1/models/{model}/versions/{number}/validation"
+            if failed == ["finished"]:  # it broke or timed out: no limit was measured
+                raise Conflict(
+                    f"{subject} cannot enter {target}: its load test did not finish ({why}).",
+                    f"See {where}. Once the cause is fixed an admin re-runs it: {rerun}.",
+                    code="load_test_failed",
+                )
             raise Conflict(
                 f"{subject} cannot enter {target}: its load test failed the gate "
                 f"{', '.join(failed) or 'of [deploy.loadtest]'} ({why}).",
                 f"See {where}. Push a faster version, or once the cause is fixed an admin "
-                f"re-runs it: POST /api/v1/models/{model}/versions/{number}/validation. The "
-                "limits are [deploy.loadtest] in central's policy.",
+                f"re-runs it: {rerun}. The limits are [deploy.loadtest] in central's policy.",
                 code="load_test_failed",
             )
         if block == "not_passed" and row["state"] != "done":
