@@ -53,6 +53,9 @@ class LoadTestPolicy:
     max_p99_ratio: float = _key(
         2.0, "p99 latency may be at most this multiple of production's", above=0
     )
+    p99_slack_ms: float = _key(
+        5.0, "p99 differences below this many ms never fail it (a busy machine's jitter)", lo=0
+    )
     min_throughput_ratio: float = _key(
         0.5, "throughput must be at least this share of production's", lo=0
     )

@@ -364,6 +364,9 @@ def compare(candidate: LoadResult, production: LoadResult | None) -> dict:
         row = {
             "p50_ratio": _ratio(lv.p50, prod.p50) if prod else None,
             "p99_ratio": _ratio(lv.p99, prod.p99) if prod else None,
+            "p99_over_ms": (lv.p99 - prod.p99) * 1000  # seconds measured, ms compared
+            if prod and None not in (lv.p99, prod.p99)
+            else None,
             "throughput_ratio": _ratio(lv.throughput, prod.throughput) if prod else None,
             "error_rate": lv.error_rate,
             "production_error_rate": prod.error_rate if prod else None,
@@ -382,9 +385,9 @@ def compare(candidate: LoadResult, production: LoadResult | None) -> dict:
 
 
 def gate(comparison: dict, policy) -> dict:
-    """Apply the policy's ``[deploy]`` limits (``max_p99_ratio``, ``min_throughput_ratio``,
-    ``max_error_rate``) to ``compare``'s answer: ``{"verdict": "pass"|"fail", "failed" (the
-    keys crossed), "reasons"}``.
+    """Apply the policy's ``[deploy]`` limits (``max_p99_ratio`` beyond ``p99_slack_ms``,
+    ``min_throughput_ratio``, ``max_error_rate``) to ``compare``'s answer:
+    ``{"verdict": "pass"|"fail", "failed" (the keys crossed), "reasons"}``.
     ``policy``: see ``settings``."""
     table = settings(policy)
     worst, reasons, failed = comparison["worst"], [], []
@@ -397,11 +400,20 @@ def gate(comparison: dict, policy) -> dict:
             f"error rate {worst['error_rate']:.2%} is over max_error_rate "
             f"{limits['max_error_rate']:.2%}"
         )
-    if worst["p99_ratio"] is not None and worst["p99_ratio"] > limits["max_p99_ratio"]:
+    slack = float(table["p99_slack_ms"])
+    slower = [  # over the ratio, and by more than the machine's jitter
+        lv
+        for lv in comparison.get("levels", {}).values()
+        if (lv.get("p99_ratio") or 0) > limits["max_p99_ratio"]
+        and (lv.get("p99_over_ms") is None or lv["p99_over_ms"] > slack)
+    ]
+    if slower:
+        worse = max(slower, key=lambda lv: lv["p99_ratio"])
         failed.append("max_p99_ratio")
         reasons.append(
-            f"p99 is {worst['p99_ratio']:.2f}x production's, over max_p99_ratio "
+            f"p99 is {worse['p99_ratio']:.2f}x production's, over max_p99_ratio "
             f"{limits['max_p99_ratio']:g}"
+            + (f" (by {worse['p99_over_ms']:.1f} ms)" if worse.get("p99_over_ms") else "")
         )
     tp = worst["throughput_ratio"]
     if tp is not None and tp < limits["min_throughput_ratio"]:

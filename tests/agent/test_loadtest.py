@@ -265,6 +265,12 @@ def test_compare_takes_the_worst_level_and_the_gate_applies_each_limit():
     lenient = {"max_p99_ratio": 3, "min_throughput_ratio": 0.4}
     assert loadtest.gate(cmp, lenient)["verdict"] == "pass"
     assert loadtest.gate(loadtest.compare(candidate, candidate), None)["verdict"] == "pass"
+    # A p99 over the ratio by less than p99_slack_ms (a busy machine's jitter) passes
+    assert cmp["levels"]["8"]["p99_over_ms"] == pytest.approx(6.0)
+    slack = {"min_throughput_ratio": 0.4, "p99_slack_ms": 6.5}
+    assert loadtest.gate(cmp, slack)["verdict"] == "pass"
+    strict = loadtest.gate(cmp, {**slack, "p99_slack_ms": 5.5})
+    assert strict["reasons"] == ["p99 is 2.50x production's, over max_p99_ratio 2 (by 6.0 ms)"]
 
 
 def test_settings_come_from_the_deploy_loadtest_table_in_any_shape():

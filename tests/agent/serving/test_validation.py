@@ -38,6 +38,7 @@ GATED = (
 [deploy.loadtest]
 requests = 40
 max_p99_ratio = 0.01
+p99_slack_ms = 0
 """
 )
 
