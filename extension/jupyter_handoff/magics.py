@@ -247,9 +247,11 @@ class MlopsMagics(Magics):
     def _var(self, name: str, what: str):
         ns = self.shell.user_ns
         if name not in ns and not name.isidentifier():  # X_test.head(), X[cols]
+            code = any(c in name for c in "([.") and " " not in name  # else: text, say
+            example = name if code else "X_test.head()"
             raise HandoffUsageError(
                 f"The {what} is named by a variable, not an expression: {name!r}.",
-                f"Assign it first, e.g. `few = {name}`, then name `few`.",
+                f"Assign it first, e.g. `few = {example}`, then name `few`.",
             )
         if name not in ns:
             raise HandoffUsageError(

@@ -39,7 +39,7 @@ from .backend import BACKENDS
 from .inputs import signature_columns, validate
 from .pool import WorkerPool, WorkerUnavailable
 from .predlog import PredictionLog
-from .routing import Endpoint, Route, endpoints_from
+from .routing import SPLIT_SLOTS, Endpoint, Route, endpoints_from
 from .stats import StatsBook
 
 log = logging.getLogger("handoff_agent")
@@ -55,6 +55,7 @@ STATS_RETENTION = 86_400.0  # seconds of stored stats (a bake or step longer tha
 PRUNE_TICKS = 60  # stored stats older than the retention are dropped every this many ticks
 EARLY_TICK = 0.2  # seconds between ticks at least, when failed canary requests wake them
 RECENT_REQUESTS = 100_000  # served requests remembered for joining feedback labels
+MISS_REFRESH = 0.05  # seconds: a request with no route reads the slot table at most this often
 
 
 def predictions_of(outputs: dict) -> tuple[list, list]:
@@ -116,6 +117,8 @@ class ModelServer:
         self._refreshing = asyncio.Lock()
         self._loading: set[str] = set()  # models with no route yet: their versions load
         self._waiting: set[tuple[str, int]] = set()  # versions in a slot, still loading
+        self._split_loading: set[str] = set()  # models whose production/canary still loads
+        self._missed_at = 0.0  # when a request that found no route last read the slot table
         self.load_errors: dict[tuple[str, int], str] = {}  # versions that cannot load: why
         self.resting: set[tuple[str, int]] = set()  # test slots past max_test_slots: unloaded
         self._state = None
@@ -255,9 +258,13 @@ class ModelServer:
     def _route(self, desired: dict[str, Endpoint], state) -> None:
         """Route ``desired``: a version that cannot load gets no traffic; one still loading
         leaves its slot to the version routed there before, if that one is up."""
-        self.load_errors, waiting, loading = {}, set(), set()
+        self.load_errors, waiting, loading, split_loading = {}, set(), set(), set()
         for ep in desired.values():
             before = self.endpoints.get(ep.model)
+            if ep.pick() is not None and not any(
+                self._up(ep.model, r.number) for s, r in ep.routes.items() if s in SPLIT_SLOTS
+            ):
+                split_loading.add(ep.model)  # routed requests wait (503) for its pool
             for slot, route in list(ep.routes.items()):
                 pool = self.pools.get((ep.model, route.number))
                 if pool is not None and pool.error is not None:
@@ -274,6 +281,7 @@ class ModelServer:
                 loading.add(ep.model)
         self.endpoints, self._state = desired, state
         self._waiting, self._loading = waiting, loading
+        self._split_loading = {m for m in split_loading if self.endpoints[m].pick() is None}
         keep = {(ep.model, n) for ep in desired.values() for n in ep.versions()} | waiting
         for key in [k for k in self.pools if k not in keep]:
             self._in_background(self.pools.pop(key).close())
@@ -404,6 +412,8 @@ class ModelServer:
                 )
             return ep.routes[slot]
         route = ep.pick(key)
+        if route is None and model in self._split_loading:  # promoted: its pool is starting
+            raise Unavailable(f"{model!r}'s production version is loading.", "Retry in a moment.")
         if route is None:
             served = ", ".join(str(n) for n in sorted(ep.versions()))
             raise NotFound(
@@ -424,7 +434,12 @@ class ModelServer:
         The shadow, if any, gets the same columns after the answer is decided. A
         ``load_test`` request is answered alike but is nobody's traffic: no stats, no log,
         no feedback join, no shadow copy (its numbers are the load test's own)."""
-        route = self.route_for(model, number, key)
+        try:
+            route = self.route_for(model, number, key)
+        except NotFound:  # the slot table may have moved since the last poll: look now
+            if not await self._refreshed_on_miss():
+                raise
+            route = self.route_for(model, number, key)
         ep = self.endpoint(model)  # held: the model may leave serving while it predicts
         request_id = request_id if request_id and REQUEST_ID.fullmatch(request_id) else None
         request_id = request_id or uuid.uuid4().hex
@@ -434,6 +449,17 @@ class ModelServer:
         if shadow is not None and shadow.number != route.number:
             self._in_background(self._shadow(model, shadow, columns, request_id, outputs))
         return Served(model, route.number, route.slot, request_id, outputs)
+
+    async def _refreshed_on_miss(self) -> bool:
+        """Read the slot table now when a request found nothing to route to (a sign-off
+        just moved a version, between two polls), at most every ``MISS_REFRESH`` seconds
+        so misses cannot flood the database; True when the routing changed."""
+        now = time.monotonic()
+        if now - self._missed_at < MISS_REFRESH:
+            return False
+        self._missed_at, before = now, self._state
+        await self.refresh()
+        return self._state != before
 
     async def _predict(
         self, model: str, route: Route, columns: dict, request_id: str, load_test=False
