@@ -379,8 +379,8 @@ class SkopsBackend:
                 row[col] = float("nan")
             else:
                 continue
-            try:
-                self.model.predict(row)
+            try:  # in the form the server hands it (a text pipeline gets its texts)
+                self.model.predict(self._as_input(row, self.input_kind))
             except Exception:  # the model refuses it: so will the server
                 continue
             ok.append(str(col))

@@ -12,6 +12,7 @@ that is not what the format says. The worker never sees a request that fails her
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import struct
@@ -38,7 +39,8 @@ def malformed(message: str, hint: str = FORMATS_HINT) -> BadRequest:
 
 
 def kind_of(dtype: str) -> str:
-    """f(loat), i(nteger), b(ool), s(tring-like) or '' (anything) for a pandas dtype name."""
+    """f(loat), i(nteger), b(ool), d(ate and time, sent as an ISO 8601 string), s(tring-like)
+    or '' (anything) for a pandas dtype name."""
     d = (dtype or "").lower()
     if d.startswith(("float", "double")):
         return "f"
@@ -46,7 +48,9 @@ def kind_of(dtype: str) -> str:
         return "i"
     if d.startswith("bool"):
         return "b"
-    if d in ("object", "string", "str", "category") or d.startswith(("datetime", "string")):
+    if d.startswith("datetime"):
+        return "d"
+    if d in ("object", "string", "str", "category") or d.startswith("string"):
         return "s"
     return ""
 
@@ -365,6 +369,14 @@ FLOAT_MAX = sys.float_info.max
 INT_RANGE = _INT_BOUNDS["INT64"]
 
 
+def _iso_time(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
 def _in_range(v: int | float, kind: str) -> bool:
     if kind == "i":
         return INT_RANGE[0] <= v <= INT_RANGE[1]
@@ -397,6 +409,8 @@ def _check_column(name: str, values: list, kind: str, nan_ok: list[str] | None) 
             wrong = not isinstance(v, bool)
         elif kind == "s":
             wrong = not isinstance(v, str)
+        elif kind == "d":  # what the column's astype reads; else the model would be blamed
+            wrong = not isinstance(v, str) or not _iso_time(v)
         else:
             wrong = False
         if not wrong and kind in ("f", "i") and not _in_range(v, kind):
@@ -407,7 +421,13 @@ def _check_column(name: str, values: list, kind: str, nan_ok: list[str] | None) 
                 code="out_of_range",
             )
         if wrong:
-            want = {"f": "a number", "i": "an integer", "b": "true or false", "s": "a string"}
+            want = {
+                "f": "a number",
+                "i": "an integer",
+                "b": "true or false",
+                "s": "a string",
+                "d": "a date or time in ISO 8601, e.g. '2024-01-31' or '2024-01-31T09:30:00'",
+            }
             raise InvalidInput(
                 f"Column {name!r} row {i} is {v!r}; the model takes {want[kind]} there.",
                 "Send values of the column's recorded type (GET /v2/models/NAME lists them).",

@@ -113,3 +113,34 @@ def test_a_column_given_twice_is_refused_not_overwritten():
     with pytest.raises(HandoffError) as e:
         decode_invocations(body, ["x"])
     assert "column 'x' is given twice" in e.value.message
+
+
+def test_a_date_column_takes_iso_8601_and_a_client_s_bad_date_is_the_client_s_422():
+    """A value the column's dtype cannot read would fail in the model's worker and count
+    against a canary as the model's error: it is refused before, naming the form."""
+    sig = [{"name": "signup", "dtype": "datetime64[ns]"}]
+    for good in ("2024-01-31", "2024-01-31T09:30:00", "2024-01-31 09:30:00.5", None):
+        validate({"signup": [good]}, sig, ["signup"], 10)
+    for bad in ("not a date", 1706659200000, "31/01/2024"):
+        with pytest.raises(HandoffError) as e:
+            validate({"signup": [bad]}, sig, ["signup"], 10)
+        assert e.value.code == "wrong_dtype" and "ISO 8601" in str(e.value), bad
+
+
+def test_a_null_text_is_refused_before_a_text_pipeline_sees_it():
+    """The probe of where a model takes a missing value hands it its input as serving does
+    (a text pipeline gets texts): a null text is the client's 422, not the model's error."""
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from handoff_agent.serving.backend import SkopsBackend
+
+    texts = pd.DataFrame({"review": ["good fast", "slow bad"] * 10})
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts["review"], [1, 0] * 10)
+    backend = SkopsBackend(model, {"signature": {"input": "text"}}, sample=texts)
+    assert backend.nan_columns() == []
+    with pytest.raises(HandoffError) as e:
+        validate({"review": [None]}, [{"name": "review", "dtype": "object"}], [], 10)
+    assert e.value.code == "nan_not_allowed"
