@@ -165,7 +165,7 @@ def _body(data) -> dict:
                 "A model takes finite numbers: replace them (e.g. clip the column) first.",
             )
 
-        frame = json.loads(data.to_json(orient="split", index=False))
+        frame = json.loads(data.to_json(orient="split", index=False, date_format="iso"))
         return {"dataframe_split": {"columns": frame["columns"], "data": frame["data"]}}
     if type(data).__module__ == "numpy" and type(data).__name__ == "ndarray":
         if data.ndim != 2 or not data.size:
