@@ -73,18 +73,21 @@ class AgentClient:
             return resp.status, data
         return resp.status, json.loads(data) if data else {}
 
-    def _send(self, fn, timeout: float | None = None):
+    def _call(self, fn, timeout: float | None = None):
+        """``_send``, once more at the agent running now when this one's is gone (refused: it
+        got nothing) or does not know the token (401): restarted elsewhere. For the reads and
+        small requests; a push, whose body is written as it goes, is sent once."""
         try:
-            return self._send_once(fn, timeout)
-        except AgentUnavailable as e:  # refused: nothing was sent, so it may go again
+            return self._send(fn, timeout)
+        except AgentUnavailable as e:
             if not (getattr(e, "refused", False) and self._moved()):
                 raise
         except AgentError as e:
             if not (e.status == 401 and self._moved()):
                 raise
-        return self._send_once(fn, timeout)
+        return self._send(fn, timeout)
 
-    def _send_once(self, fn, timeout: float | None = None):
+    def _send(self, fn, timeout: float | None = None):
         conn = self._conn(timeout)
         try:
             found = fn(conn)
@@ -116,7 +119,7 @@ class AgentClient:
             conn.request("GET", path, headers=self._headers())
             return self._answer(conn)[1]
 
-        return self._send(go, min(self.timeout, READ_TIMEOUT))
+        return self._call(go, min(self.timeout, READ_TIMEOUT))
 
     def side_get(self, path: str) -> dict | None:
         """``get`` for a view's side line (where it serves, its alerts, what central waits
@@ -134,21 +137,21 @@ class AgentClient:
                 conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
             return self._answer(conn)[1]
 
-        return self._send(go)
+        return self._call(go)
 
     def delete(self, path: str) -> dict:
         def go(conn):
             conn.request("DELETE", path, headers=self._headers())
             return self._answer(conn)[1]
 
-        return self._send(go)
+        return self._call(go)
 
     def get_raw(self, path: str) -> bytes:
         def go(conn):
             conn.request("GET", path, headers=self._headers())
             return self._answer(conn, raw=True)[1]
 
-        return self._send(go)
+        return self._call(go)
 
     def push(self, name: str, bundle) -> tuple[int, dict]:
         """Offer a built bundle by its digest, then send it only if the agent asks for it: one

@@ -413,7 +413,7 @@ class ModelServer:
             return ep.routes[slot]
         route = ep.pick(key)
         if route is None and model in self._split_loading:  # promoted: its pool is starting
-            raise Unavailable(f"{model!r}'s newly deployed version is loading.", "Retry in a moment.")
+            raise Unavailable(f"{model!r}: its newly deployed version loads.", "Retry in a moment.")
         if route is None:
             served = ", ".join(str(n) for n in sorted(ep.versions()))
             raise NotFound(
