@@ -200,7 +200,10 @@ class Prediction:
         frame = pd.DataFrame({"prediction": self.predictions})
         if self.probabilities:
             probs = pd.DataFrame(self.probabilities)
-            probs.columns = [f"proba_{c}" for c in probs.columns]
+            classes = self.answer.get("classes") or []
+            if len(classes) != probs.shape[1]:  # named by the classes they are of, if known
+                classes = list(probs.columns)
+            probs.columns = [f"proba_{c}" for c in classes]
             frame = pd.concat([frame, probs], axis=1)
         return frame
 

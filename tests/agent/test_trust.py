@@ -401,6 +401,8 @@ def test_the_family_is_validated_at_central_with_the_default_list(pair, family):
             "POST", f"/api/v1/models/{name}/predict", {**_body(texts), "version": 1}
         )
         assert (status, out.get("predictions")) == (200, expected[:5]), out
+        # the probabilities' columns are named: the notebook labels them by class
+        assert out["classes"] == model.classes_.tolist(), out
     served = next(o["data"] for o in body["outputs"] if o["name"] == "predict")
     # And its V2 metadata names the outputs it answered with, and a classifier's classes
     meta = _metadata(central, name)

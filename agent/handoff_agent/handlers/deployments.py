@@ -117,15 +117,17 @@ class PredictHandler(FromCentral):
             raise BadRequest("version must be a version number.", '{"version": 2}')
         inputs = {k: v for k, v in body.items() if k != "version"}
         served = await server.infer(name, version, lambda cols: decode_invocations(inputs, cols))
-        self.write_json(
-            {
-                "model": name,
-                "version": served.number,
-                "slot": served.slot,
-                "request_id": served.request_id,
-                **protocols.invocations(served.outputs),
-            }
-        )
+        out = {
+            "model": name,
+            "version": served.number,
+            "slot": served.slot,
+            "request_id": served.request_id,
+            **protocols.invocations(served.outputs),
+        }
+        pool = server.pools.get((name, served.number))
+        if "probabilities" in out and pool is not None and pool.info.get("classes") is not None:
+            out["classes"] = pool.info["classes"]  # the probabilities' columns, in order
+        self.write_json(out)
 
 
 class RollbackHandler(CentralOnly):
