@@ -224,11 +224,6 @@ class WatchService:
                 kind="sql", source=shown, query=query, secret=secrets.seal(self.home, source)
             )
         else:
-            if body.get("query"):  # it would be kept and never run: the files are read whole
-                raise BadRequest(
-                    "--query is for a database source; files are read whole.",
-                    hint="Drop --query, or watch the database by its SQLAlchemy URL.",
-                )
             path = source[len("file://") :] if source.startswith("file://") else source
             if not os.path.isabs(path):
                 raise BadRequest(
@@ -252,6 +247,11 @@ class WatchService:
                 raise BadRequest(
                     f"{other[0]} is not a Parquet or CSV file.",
                     hint="Watch .parquet or .csv files, e.g. --source 'data/*.parquet'.",
+                )
+            if body.get("query"):  # it would be kept and never run: the files are read whole
+                raise BadRequest(
+                    "--query is for a database source; files are read whole.",
+                    hint="Drop --query, or watch the database by its SQLAlchemy URL.",
                 )
             spec.update(kind="file", source=path)
         return spec
