@@ -370,7 +370,7 @@ class SkopsBackend:
         for col in self.sample.columns:
             row = self.sample.iloc[:1].copy()
             dtype = row[col].dtype
-            if type(getattr(dtype, "na_value", None)).__name__ == "NAType":
+            if getattr(dtype, "na_value", None) is pd.NA:
                 # a nullable column (Int64, boolean): a request's null reaches it as pd.NA
                 row[col] = pd.array([None], dtype=dtype)
             # "O": object, or pandas' string dtype (what Parquet reads back under pandas 3,
