@@ -17,6 +17,7 @@ stage and its slots never disagree, on any replica. The model servers follow the
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from ..errors import BadRequest, Conflict, NotFound
 
@@ -117,31 +118,46 @@ class DeploymentService:
         """The model's slot rows, by slot."""
         return {r["slot"]: r for r in self.store.slots_of(model)}
 
-    def _under_test(self, version_id: int) -> bool:
-        """Its load test runs in the test slot now: a newer version waits its turn."""
+    def _under_test(self, version_id: int, owner: str | None = None) -> bool:
+        """Its load test runs in the test slot now, on a live claim (a replica that died
+        holds nothing once its lease ran out): another version waits its turn. ``owner``:
+        the asking replica, whose own older claims are stale (it runs one test at a time)."""
         row = self.store.validation_of(version_id)
-        return row is not None and row["state"] in ("converting", "load_testing")
+        return (
+            row is not None
+            and row["state"] in ("converting", "load_testing")
+            and (row["claimed_until"] or 0) > time.time()
+            and (owner is None or row["claimed_by"] != owner)
+        )
 
     # -- validation's turn in the test slot -----------------------------------------------
 
-    def hold_test_slot(self, model: str, number: int, by: str) -> bool:
+    def hold_test_slot(self, model: str, number: int, by: str, owner: str) -> str:
         """Validation load-tests ``model:number`` in the test slot: it takes the slot back
-        from a newer version that entered validated before its turn. False: it has left
-        validated."""
+        from a newer version that entered validated before its turn. "held"; "left": it has
+        left validated; "busy": another replica's load test of the model runs in the slot
+        (two tests at once would measure each other's version)."""
         with self.store.transaction():
             vid = self.store.version_id(model, number)
             if self.store.version_stage(vid) != "validated":
-                return False
+                return "left"
             held = self._slots(model).get("test")
-            if held is None or held["number"] != number:
+            if held is not None and held["number"] != number:
+                if self._under_test(held["version_id"], owner):
+                    return "busy"
                 self.store.slot_set(model, "test", vid, number, 0.0, by)
-            return True
+            elif held is None:
+                self.store.slot_set(model, "test", vid, number, 0.0, by)
+            return "held"
 
-    def release_test_slot(self, model: str, by: str) -> None:
-        """After a load test: the test slot holds the model's newest validated version."""
+    def release_test_slot(self, model: str, number: int, by: str) -> None:
+        """After the load test of ``model:number``: the test slot holds the model's newest
+        validated version, unless another replica's test has taken the slot meanwhile."""
         with self.store.transaction():
             newest = self.store.newest_in_stage(model, "validated")
             held = self._slots(model).get("test")
+            if held is not None and held["number"] != number:
+                return
             if newest is not None and (held is None or held["number"] != newest["number"]):
                 self.store.slot_set(model, "test", newest["version_id"], newest["number"], 0.0, by)
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from traitlets import Bool, Float, Integer
@@ -437,13 +438,26 @@ class ValidationService:
             return await self._finish(vid, "skipped", "the model server is off (c.Serving.enabled)")
         if not sample:
             return await self._finish(vid, "skipped", "no evaluation sample was pushed")
-        slot = self.test_slot
-        if not await self.pools.call(slot.hold_test_slot, model, number, "validation"):
+        if not await self._take_test_slot(vid, model, number):
             return await self._finish(vid, "cancelled", "the version left validated first")
         try:
             await self._load_test_held(vid, model, number)
         finally:
-            await self.pools.call(slot.release_test_slot, model, "validation")
+            await self.pools.call(self.test_slot.release_test_slot, model, number, "validation")
+
+    async def _take_test_slot(self, vid: int, model: str, number: int) -> bool:
+        """The model's test slot for this version; while another replica's load test of the
+        model runs in it, wait, keeping this claim alive. False: the version left validated."""
+        while True:
+            got = await self.pools.call(
+                self.test_slot.hold_test_slot, model, number, "validation", self.owner
+            )
+            if got != "busy":
+                return got == "held"
+            await self.pools.call(
+                self.store.validation_update, vid, claimed_until=time.time() + self.lease
+            )
+            await asyncio.sleep(STAGE_POLL)
 
     async def _load_test_held(self, vid: int, model: str, number: int) -> None:
         server, sample = self.server, self._sample
