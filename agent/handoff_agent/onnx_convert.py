@@ -22,6 +22,7 @@ The graph records how it is fed in its metadata (``handoff.*``), so the serving 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -219,6 +220,27 @@ def _register_boosters(model) -> None:
             )
 
 
+@contextlib.contextmanager
+def _index_named_boosters(model):
+    """onnxmltools reads an xgboost booster's trees by feature index (``f0``, ``f1``…): a
+    booster fitted on a named DataFrame names them instead. The graph is fed a matrix in
+    the fitted column order, so the names are set aside for the conversion only."""
+    held = []
+    for est in _estimators(model):
+        if (type(est).__module__.split(".")[0], type(est).__name__) in BOOSTERS and hasattr(
+            est, "get_booster"
+        ):
+            booster = est.get_booster()
+            if getattr(booster, "feature_names", None):
+                held.append((booster, booster.feature_names))
+                booster.feature_names = None
+    try:
+        yield
+    finally:
+        for booster, names in held:
+            booster.feature_names = names
+
+
 def _numeric(series) -> bool:
     return series.dtype.kind in "biuf"
 
@@ -287,12 +309,13 @@ def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
     classifier = task == "classification"
     options = {id(model): {"zipmap": False}} if classifier else None
     try:
-        onx = skl2onnx.convert_sklearn(
-            model,
-            initial_types=_initial_types(meta),
-            options=options,
-            target_opset=TARGET_OPSET,
-        )
+        with _index_named_boosters(model):
+            onx = skl2onnx.convert_sklearn(
+                model,
+                initial_types=_initial_types(meta),
+                options=options,
+                target_opset=TARGET_OPSET,
+            )
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise Refused(f"skl2onnx cannot convert {type(model).__name__}: {first}") from None

@@ -114,11 +114,15 @@ def test_pipeline_with_scaler_and_one_hot_on_a_dataframe(tmp_path, mixed):
     assert list(got) == list(model.predict(unseen))
 
 
-@pytest.mark.parametrize("library", ["xgboost", "lightgbm", "lightgbm-in-a-pipeline"])
+@pytest.mark.parametrize(
+    "library", ["xgboost", "xgboost-named-columns", "lightgbm", "lightgbm-in-a-pipeline"]
+)
 def test_boosters_convert_with_parity(tmp_path, tabular, library):
     pytest.importorskip("onnxmltools")
     X, y = tabular
-    if library == "xgboost":
+    if library.endswith("named-columns"):  # its booster names its features, not f0, f1…
+        X = X.set_axis(["tenure", "monthly charges", "âge", *X.columns[3:][::-1]], axis=1)
+    if library.startswith("xgboost"):
         xgb = pytest.importorskip("xgboost")
         model = xgb.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1).fit(X, y)
     else:
@@ -136,7 +140,7 @@ def test_boosters_convert_with_parity(tmp_path, tabular, library):
     # A booster takes a missing value in any column, and so does its graph: served under
     # ONNX, a NaN the evaluation sample never held is answered, as under skops
     assert _nan_columns(tmp_path, model, X, y, data) == list(X.columns)
-    blank = X.iloc[:20].assign(f3=np.nan)
+    blank = X.iloc[:20].assign(**{X.columns[3]: np.nan})
     labels, got_proba = onnx_convert.run_onnx(data, blank)
     np.testing.assert_allclose(got_proba, model.predict_proba(blank), atol=1e-4)
     assert list(labels) == list(model.predict(blank))
