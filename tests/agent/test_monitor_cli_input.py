@@ -123,3 +123,34 @@ def test_an_offline_run_judges_under_the_policy_central_runs_with(tmp_path):
         out = handoff_cli(env, *run, "--policy", str(path))
         assert out.returncode == 1 and out.stderr.startswith(said), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_log_without_inputs_or_rows_is_refused_and_monitoring_goes_on(tmp_path):
+    """A log of times and predictions alone was imported, and then every run of the model's
+    monitoring failed: it is refused, and the model's runs go on."""
+    env, home = _home(tmp_path)
+    times = 1_767_225_600 + np.arange(30) * 60.0
+    bare = pd.DataFrame({"time": times, "prediction": [0, 1] * 15, "label": [0, 1] * 15})
+    bare.to_parquet(tmp_path / "bare.parquet")
+    bare.head(0).assign(x=[]).to_parquet(tmp_path / "empty.parquet")
+    # A reference without inputs is allowed: its predictions alone still judge drift
+    bare.drop(columns="time").to_parquet(tmp_path / "ref.parquet")
+    imp = ["monitor", "import", "churn"]
+    for name, said in (
+        ("bare", "The prediction log has no input columns, only time, prediction, label."),
+        ("empty", "The prediction log holds no rows."),
+    ):
+        out = handoff_cli(env, *imp, str(tmp_path / f"{name}.parquet"), "--home", home)
+        assert out.returncode == 2 and out.stderr.splitlines()[0] == said, out.stderr
+    ref = handoff_cli(env, *imp, str(tmp_path / "ref.parquet"), "--reference", "--home", home)
+    assert ref.returncode == 0, ref.stderr
+    bare.assign(x=np.arange(30.0)).to_parquet(tmp_path / "log.parquet")
+    assert handoff_cli(env, *imp, str(tmp_path / "log.parquet"), "--home", home).returncode == 0
+
+    out = handoff_cli(
+        env, "monitor", "run", "churn", "--now", "2026-01-03T00:00:00Z", "--home", home
+    )
+
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)["windows"][0]
+    assert first["metrics"]["traffic"]["requests"] == 30, first

@@ -232,6 +232,15 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             "It needs time (when each prediction was served) and prediction; the other "
             "columns are the inputs, plus optional request_id, score, label, label_time.",
         )
+    features = [c for c in frame.columns if c not in RESERVED]
+    if not features:  # every record is a request's inputs: the monitor reads rows from them
+        raise BadRequest(
+            f"The prediction log has no input columns, only {', '.join(map(str, frame.columns))}.",
+            "Add the model's inputs, one column per feature as it was served: drift and "
+            "each request's rows are read from them.",
+        )
+    if not len(frame):
+        raise BadRequest("The prediction log holds no rows.", "Nothing was imported.")
     _probabilities(frame)
     frame = frame.copy()
     frame["_t"] = _times(frame["time"], "time")
@@ -246,7 +255,6 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             tag = uuid.uuid4().hex[:12]
         frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
     frame = frame.sort_values("_t", kind="stable")
-    features = [c for c in frame.columns if c not in RESERVED and c not in ("_t", "_arrived")]
     # Every segment's blob first; then the segments, the labels and the audit row in one
     # transaction: an import killed or failed midway adds nothing (orphan blobs at most,
     # which fsck notes), so running it again counts each prediction once.
