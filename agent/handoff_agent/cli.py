@@ -53,11 +53,13 @@ def _blob_store(config):
 def _database_url(config) -> str:
     """--database-url (or HANDOFF_DATABASE_URL); without one, "" for the home's SQLite
     registry, which must exist: a mistyped --home would get a new, empty one."""
+    from .store.engine import existing
+
     url = config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
     home = _home(config)
     if not url and not (home / "registry.db").exists():
         raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
-    return url or ""
+    return existing(url) if url else ""
 
 
 def _open_db(config):
@@ -399,15 +401,21 @@ class HandoffApp(Command):
             self.print_help()
             print("\nSubcommands: " + ", ".join(self.subcommands))
             self.exit(2)
-        from .store.engine import BadDatabaseURL, outage_line
+        from .store.engine import BadDatabaseURL, outage_line, unreadable_line
 
         try:
             super().start()
         except BadDatabaseURL as e:
             complain(str(e))
             self.exit(2)
-        except Exception as e:  # PostgreSQL down or a lock held: one line, never a traceback
-            line = outage_line(e)
+        except OSError as e:
+            if e.filename is None:
+                raise
+            # a path given on the command line: missing, a directory, not writable
+            complain(f"{e.filename}: {e.strerror or e}.")
+            self.exit(1)
+        except Exception as e:  # PostgreSQL down, a lock held, a damaged file: one line
+            line = outage_line(e) or unreadable_line(e)
             if line is None:
                 raise
             complain(line)

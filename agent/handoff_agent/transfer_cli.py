@@ -93,9 +93,13 @@ class BackupApp(_StoresApp):
 
     def _verify(self, dest: str) -> int:
         from .store.backup import verify_backup
-        from .store.transfer import one_line
+        from .store.transfer import TransferError, one_line
 
-        manifest, problems = verify_backup(dest)
+        try:
+            manifest, problems = verify_backup(dest)
+        except TransferError as e:  # no backup, or one past reading: the verdict all the same
+            print(f"backup {dest}: FAILED: {e}")
+            return 1
         if problems:
             print(f"backup {dest}: FAILED: {one_line(problems)}")
             return 1
@@ -139,15 +143,30 @@ class RestoreApp(_StoresApp):
         self._run(lambda: self._restore(self.extra_args[0]))
 
     def _restore(self, src: str) -> int:
-        from .store.backup import read_manifest, restore
-        from .store.transfer import one_line
+        from .cli import _home
+        from .homes import hold
+        from .store.backup import check_database, restore
+        from .store.transfer import TransferError, one_line
 
-        read_manifest(src)  # a wrong SRC is refused before the target is touched
-        meta, blobs = self._home_stores(create=True)
+        check_database(src)  # a wrong or damaged SRC is refused before the target is touched
+        home = _home(self.config)
+        if home.exists() and not home.is_dir():
+            raise TransferError(f"--home {home} is a file, not a directory.")
+        lock = None
+        if not self._database_url():  # the home's registry: its agent must not be running,
+            try:  # or it would go on from stores replaced under it
+                lock = hold(home)
+            except ValueError as e:
+                raise TransferError(str(e).replace("this one", "the restore")) from None
         try:
-            manifest, problems = restore(src, meta, blobs, force=self.force, progress=_say)
+            meta, blobs = self._home_stores(create=True)
+            try:
+                manifest, problems = restore(src, meta, blobs, force=self.force, progress=_say)
+            finally:
+                meta.close()
         finally:
-            meta.close()
+            if lock is not None:
+                os.close(lock)
         where = f"{meta.url} + {blobs.url}"
         if problems:
             complain(f"restore into {where}: FAILED verify: {one_line(problems)}")

@@ -190,8 +190,8 @@ def test_user_mistakes_are_one_line(tmp_path, central):
     assert not list(tmp_path.glob(".exists.partial-*"))
 
     code, lines, err = cli(central, "backup", "--verify", str(tmp_path))
-    assert code == 2
-    assert_refused(lines, err, "not a Handoff backup")
+    assert code == 1  # a verify's verdict, on stdout
+    assert_one_line(lines, err, "FAILED", "not a Handoff backup")
 
     code, lines, err = cli(central, "restore", str(tmp_path / "nowhere"))
     assert code == 2
@@ -222,3 +222,39 @@ def test_a_backup_killed_midway_is_named_by_the_next_one(tmp_path, central):
     assert code == 0, err
     assert f"{left} is left from a backup to {tmp_path / 'nightly'} that did not finish" in err
     assert "remove it" in err
+
+
+def test_a_damaged_backup_a_mistyped_database_and_a_live_home_are_one_line(tmp_path, central):
+    populate(central)
+    good = tmp_path / "good"
+    assert cli(central, "backup", str(good))[0] == 0
+    # A backup whose database was truncated: a failed verify, and no restore (no home made)
+    cut = tmp_path / "truncated"
+    shutil.copytree(good, cut)
+    db = cut / DB_FILE
+    db.chmod(0o644)
+    db.write_bytes(db.read_bytes()[:3000])
+    code, lines, err = cli(central, "backup", "--verify", str(cut))
+    assert code == 1
+    assert_one_line(lines, err, "FAILED", f"{DB_FILE} changed", "cannot be read")
+    target = central_at(tmp_path / "target", tmp_path / "rt2")
+    code, lines, err = cli(target, "restore", str(cut))
+    assert code == 2
+    assert_refused(lines, err, "cannot be read")
+    assert not (tmp_path / "target").exists()
+
+    # A mistyped SQLite path makes no empty database to report on
+    typo = tmp_path / "typo.db"
+    out = central.cli("backup", str(tmp_path / "b2"), "--database-url", f"sqlite:///{typo}")
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.stderr.strip() == (
+        f"No database at {typo} (--database-url). Check the path: only `serve` makes a new one."
+    ), out.stderr
+    assert not typo.exists() and not (tmp_path / "b2").exists()
+
+    # The running central's own home is not restored under it
+    if central.database_url is None:
+        code, lines, err = cli(central, "restore", str(good), "--force")
+        assert code == 2
+        assert_refused(lines, err, f"Another agent (pid {central.proc.pid}) serves")
+        assert central.request("GET", "/api/v1/models")[0] == 200

@@ -112,17 +112,43 @@ def read_manifest(src: Path) -> Manifest:
     return manifest
 
 
+def check_database(src: Path) -> tuple[Manifest, list[str]]:
+    """The backup's manifest, and whether its database file changed since; refused when the
+    file is missing, or changed past reading (truncated, overwritten): nothing can come of it."""
+    src = Path(src).absolute()
+    manifest = read_manifest(src)
+    db = src / DB_FILE
+    if not db.is_file():
+        raise TransferError(f"{src} is not a whole backup: {DB_FILE} is missing.")
+    if not manifest.database_sha256 or _sha256(db) == manifest.database_sha256:
+        return manifest, []
+    damage = _unreadable(db)
+    if damage is not None:
+        raise TransferError(
+            f"{DB_FILE} changed after the backup was written and cannot be read ({damage})."
+        )
+    return manifest, [f"{DB_FILE} changed after the backup was written"]
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why SQLite cannot read the file (opened read-only: a backup is never written), or None."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as c:
+            row = c.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return None if row and row[0] == "ok" else str(row[0] if row else "no answer")
+
+
 @contextlib.contextmanager
 def open_backup(src: Path) -> Iterator[tuple[Manifest, object, FileBlobStore, list[str]]]:
     """The backup's manifest and stores, and the problems found before opening them (its
     database file changed). The stores are only read."""
     src = Path(src).absolute()
-    manifest = read_manifest(src)
-    problems = []
-    if not (src / DB_FILE).is_file():
-        raise TransferError(f"{src} is not a whole backup: {DB_FILE} is missing.")
-    if manifest.database_sha256 and _sha256(src / DB_FILE) != manifest.database_sha256:
-        problems.append(f"{DB_FILE} changed after the backup was written")
+    manifest, problems = check_database(src)
     from .metadata import MetadataStore
 
     meta = MetadataStore.open(sqlite_url(src / DB_FILE))

@@ -156,6 +156,32 @@ def outage_line(error: BaseException) -> str | None:
     )
 
 
+def unreadable_line(error: BaseException) -> str | None:
+    """One line when ``error`` is a database file that is not one, or is damaged (SQLite's
+    "file is not a database", "disk image is malformed"); None for any other error."""
+    if not isinstance(error, exc.DatabaseError) or isinstance(error, exc.OperationalError):
+        return None
+    cause = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+    if "not a database" not in cause and "malformed" not in cause:
+        return None
+    return (
+        f"The database cannot be read ({cause}). Nothing was changed: restore the home from a "
+        "backup (`jupyter handoff backup --verify DIR`, then `restore DIR --force`)."
+    )
+
+
+def existing(url: str) -> str:
+    """``url``, refused when it names a SQLite file that is not there: a command that reads a
+    home's stores would make an empty database and report on that."""
+    parsed = normalize(url)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise BadDatabaseURL(
+            f"No database at {path} (--database-url). Check the path: only `serve` makes a new one."
+        )
+    return url
+
+
 def _refused_login(text: str) -> bool:
     """PostgreSQL refusing who connects, or to what: a wrong password, user or database."""
     text = text.lower()

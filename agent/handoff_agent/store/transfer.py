@@ -28,7 +28,7 @@ from .._version import __version__
 from ..audit import GENESIS, now
 from . import tables as t
 from .blobs import DIGEST_RE, BlobCorrupt, BlobError, BlobMissing, BlobStore
-from .engine import READ, redact, sqlite_url
+from .engine import READ, existing, redact, sqlite_url
 
 FORMAT = "handoff-backup"
 FORMAT_VERSION = 1
@@ -130,6 +130,8 @@ def open_home_metadata(home: Path, url: str = "", create: bool = False):
         if not create and not path.exists():
             raise TransferError(f"No registry at {home}. Pass --home, or --database-url.")
         url = sqlite_url(path)
+    elif not create:
+        existing(url)
     return open_metadata(url)
 
 
