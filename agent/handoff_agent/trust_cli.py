@@ -11,9 +11,9 @@ from ._version import __version__
 from .command import Command
 from .shell import complain, os_user
 
-USAGE = """Usage: jupyter handoff trust add TYPE... [--home DIR]
-       jupyter handoff trust remove TYPE... [--home DIR]
-       jupyter handoff trust list [--home DIR]"""
+USAGE = """Usage: jupyter handoff trust add TYPE... [--agent-role central | --home DIR]
+       jupyter handoff trust remove TYPE... [--agent-role central | --home DIR]
+       jupyter handoff trust list [--agent-role central | --home DIR]"""
 
 
 class TrustApp(Command):
@@ -50,10 +50,7 @@ class TrustApp(Command):
                 new = trust_admin.add(registry, names, os_user())
                 print(f"Trusted: {', '.join(new)}." if new else "Already trusted; nothing changed.")
                 if new:
-                    print(
-                        "A running central picks this up within seconds; versions waiting in "
-                        "needs_trust on these types then go on to their checks."
-                    )
+                    print(self._whose())
             else:
                 gone = trust_admin.remove(registry, names, os_user())
                 if not gone:
@@ -67,6 +64,24 @@ class TrustApp(Command):
             self.exit(1)
         finally:
             registry.close()
+
+    def _whose(self) -> str:
+        """Which agent's list changed: without --home or --agent-role, the local agent's."""
+        given = self.config.HandoffAgent
+        if given.get("home") or given.get("database_url"):
+            return (
+                "The agent of this home picks this up within seconds; at central, versions "
+                "waiting in needs_trust on these types then go on to their checks."
+            )
+        if given.get("role") == "central":
+            return (
+                "Central picks this up within seconds; versions waiting in needs_trust on "
+                "these types then go on to their checks."
+            )
+        return (
+            "This is the local agent's list, which it picks up within seconds. Central's is "
+            "changed with --agent-role central (or its --home)."
+        )
 
     def _print_list(self, listing: dict) -> None:
         print(f"Default list ({len(listing['default'])} types, shipped with Handoff):")

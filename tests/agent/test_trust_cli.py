@@ -77,6 +77,7 @@ def test_needs_trust_then_trust_add_then_validated(pair):
     out = central.cli("trust", "add", SVC_TYPE)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"Trusted: {SVC_TYPE}." in out.stdout
+    assert "The agent of this home picks this up within seconds" in out.stdout
 
     # Then central notices, runs its checks, validates, and the local agent follows
     until(lambda: version(local).get("stage") == "validated", 180, "validated at local")
@@ -153,3 +154,31 @@ def test_without_revalidation_a_trusted_version_takes_the_local_verdict(tmp_path
         assert stages[2]["comment"].endswith("no central checks")
     finally:
         central.stop()
+
+
+def test_without_home_or_role_the_list_changed_is_said_to_be_the_local_agents(tmp_path):
+    """``trust add`` alone writes the local agent's list: it says so, and where central's is."""
+    import os
+
+    from support import handoff_cli
+
+    from handoff_agent.store.metadata import MetadataStore
+
+    data = tmp_path / "data"
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(data)}
+    for home in (data / "handoff", data / "handoff-central"):
+        home.mkdir(parents=True)
+        MetadataStore.for_home(home).close()
+
+    local = handoff_cli(env, "trust", "add", SVC_TYPE)
+    central = handoff_cli(env, "trust", "add", SVC_TYPE, "--agent-role", "central")
+
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.splitlines()[1] == (
+        "This is the local agent's list, which it picks up within seconds. Central's is "
+        "changed with --agent-role central (or its --home)."
+    )
+    assert central.returncode == 0, central.stderr
+    assert central.stdout.splitlines()[1].startswith("Central picks this up within seconds")
+    listed = handoff_cli(env, "trust", "list", "--agent-role", "central").stdout
+    assert SVC_TYPE in listed.split("Added:")[1]
