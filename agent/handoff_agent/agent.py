@@ -165,15 +165,19 @@ class HandoffAgent(LoggingConfigurable):
     ip = Unicode("127.0.0.1", help="Interface to bind. Loopback unless you know why not.").tag(
         config=True
     )
-    port = Integer(0, help="Port to listen on. 0 picks a free port.").tag(config=True)
+    port = Integer(0, min=0, max=65535, help="Port to listen on. 0 picks a free port.").tag(
+        config=True
+    )
     token = Unicode(
         help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is). "
         f"At least {MIN_TOKEN_CHARS} characters (128 bits as url-safe base64), e.g. from "
         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
     ).tag(config=True)
-    role = Unicode("local", help="'local' for an analyst's agent, 'central' for IT's intake.").tag(
-        config=True
-    )
+    role = Enum(
+        ["local", "central"],
+        "local",
+        help="'local' for an analyst's agent, 'central' for IT's intake.",
+    ).tag(config=True)
     allowed_hosts = List(
         Unicode(), help="Host names accepted besides loopback (DNS-rebinding protection)."
     ).tag(config=True)

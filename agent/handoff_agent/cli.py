@@ -113,13 +113,27 @@ class ServeApp(Command):
             from .homes import central_home
 
             self.config.HandoffAgent.home = str(central_home())
+        home = _home(self.config)
         try:
-            self.home_lock = hold(_home(self.config))
+            if home.exists() and not home.is_dir():
+                raise ValueError(f"--home {home} is a file, not a directory.")
+            self.home_lock = hold(home)
             agent = HandoffAgent(config=self.config, parent=self)
         except (ValueError, TraitError) as e:  # a policy or secret the agent must not run with
-            self.log.critical("%s", e)
+            from .command import _value_line
+
+            self.log.critical("%s", _value_line(e, self.aliases) if isinstance(e, TraitError) else e)
             self.exit(2)
-        asyncio.run(self._serve(agent))
+        try:
+            asyncio.run(self._serve(agent))
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            # the address: a name that does not resolve, one not on this machine, a port taken
+            self.log.critical(
+                "Cannot listen on %s port %s: %s.", agent.ip, agent.port, e.strerror or e
+            )
+            self.exit(2)
 
     async def _serve(self, agent) -> None:
         stop = asyncio.Event()  # before the runtime file: a SIGTERM right after it is handled

@@ -103,6 +103,24 @@ def test_serve_refuses_a_check_lease_that_would_lapse_at_once(tmp_path):
     assert "c.HandoffAgent.check_lease must be more than 0 seconds" in p.stdout + p.stderr
 
 
+def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    home = ["--home", str(tmp_path / "h")]
+    for args, said in [
+        ([*home, "--role", "Central"], "--role 'Central': expected any of ['local', 'central']."),
+        ([*home, "--port", "99999"], "should not be greater than 65535"),
+        ([*home, "--port", "-1"], "should not be less than 0"),
+        ([*home, "--ip", "999.1.1.1"], "Cannot listen on 999.1.1.1 port 0: "),
+        (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
+    ]:
+        p = handoff("serve", *args, runtime_dir=tmp_path / "rt")
+        assert p.returncode == 2, (args, p.stdout + p.stderr)
+        last = p.stderr.strip().splitlines()[-1]
+        assert said in last and "Traceback" not in p.stderr, (args, p.stderr)
+        assert not (tmp_path / "rt").exists() or not list((tmp_path / "rt").iterdir())
+
+
 def test_serve_help_all_documents_the_agent_options(tmp_path):
     p = handoff("serve", "--help-all", runtime_dir=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -543,6 +543,11 @@ def test_a_dossier_of_an_unknown_version_is_a_clear_error(site):
     assert_error(status, body, 404)
     out = cli(site["central"], "dossier", "churn")
     assert out.returncode == 2 and "Usage: jupyter handoff dossier" in out.stderr
+    # An --out that cannot be written: where, and why, in one line
+    for args in (["churn:1"], ["key"]):
+        out = cli(site["central"], "dossier", *args, "--out", "/no-such-dir/d.zip")
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.strip() == "/no-such-dir/d.zip: No such file or directory.", out.stderr
 
 
 def test_audit_verify_still_passes_at_central(site):
