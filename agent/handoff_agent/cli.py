@@ -122,7 +122,8 @@ class ServeApp(Command):
         except (ValueError, TraitError) as e:  # a policy or secret the agent must not run with
             from .command import _value_line
 
-            self.log.critical("%s", _value_line(e, self.aliases) if isinstance(e, TraitError) else e)
+            line = _value_line(e, self.aliases) if isinstance(e, TraitError) else str(e)
+            self.log.critical("%s", line)
             self.exit(2)
         try:
             asyncio.run(self._serve(agent))
