@@ -64,7 +64,9 @@ def _target(role: str, url: str) -> tuple[str, str]:
             f"No {role} agent is running here. Start one with `{serve}`"
             ", or pass --url URL (the token in HANDOFF_TOKEN)."
         )
-    return info["url"], info["token"]
+    # HANDOFF_TOKEN, when set, speaks for whoever runs the command (a reviewer signs off as
+    # themselves); else the runtime file's token, the agent owner's
+    return info["url"], os.environ.get("HANDOFF_TOKEN") or info["token"]
 
 
 def _request(
@@ -87,16 +89,21 @@ def _request(
         headers=headers,
         method=method or ("GET" if body is None else "POST"),
     )
+    not_handoff = f"{base} does not answer as a Handoff agent does: check --url."
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
+            if r.headers.get_content_type() == "text/html":  # the API never answers a page
+                raise Unreachable(not_handoff)
             return r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         try:
-            err = json.loads(e.read() or b"{}").get("error", {})
-        except ValueError:
-            err = {}
+            err = json.loads(e.read() or b"{}").get("error")
+        except (ValueError, AttributeError):
+            err = None
+        if not isinstance(err, dict) or "message" not in err:  # another server's error page
+            raise Unreachable(f"{not_handoff} (HTTP {e.code} {e.reason})") from None
         # a refusal may quote what a model raised or an analyst named: one inert line each
-        message, hint = visible(err.get("message", e)), visible(err.get("hint", ""))
+        message, hint = visible(err["message"]), visible(err.get("hint", ""))
         raise Unreachable(f"{message}\n{hint}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None

@@ -272,3 +272,34 @@ def test_a_database_url_that_is_no_url_is_one_line_that_does_not_repeat_it(tmp_p
         2,
         "Unsupported database URL mysql://u@h/db: use sqlite:///PATH or postgresql://…",
     )
+
+
+def test_a_url_that_is_no_handoff_agent_is_one_line(tmp_path):
+    """--url at another web server (a typo, a proxy's login page): said, never a traceback."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = 404 if "deployment" in self.path else 200
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>Sign in</body></html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "HANDOFF_TOKEN": "t" * 43, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    try:
+        for args, code in ((["reviews"], ""), (["deployment", "churn"], " (HTTP 404 Not Found)")):
+            p = handoff_cli(env, *args, "--url", url)
+            assert p.returncode == 1, p.stdout + p.stderr
+            assert p.stderr.strip() == (
+                f"{url} does not answer as a Handoff agent does: check --url.{code}"
+            ), p.stderr
+    finally:
+        server.shutdown()

@@ -243,6 +243,9 @@ def test_the_review_queue_shows_what_waits_and_who_may_sign(pair, model_and_data
     first, hint = out.stdout.strip().splitlines()
     assert first.startswith("risk:1  validated -> approved  needs 1 reviewer  in: -  "), first
     assert hint.startswith("Sign: jupyter handoff signoff NAME:N")
+    # on central's machine, without --url: bob still, not the owner the runtime file names
+    here = handoff_cli(env, "reviews", "--mine")
+    assert here.stdout == out.stdout, here.stdout + here.stderr
     out = handoff_cli({**env, "HANDOFF_TOKEN": carol}, "reviews", "--url", central.url)
     assert "churn:1  canary -> production  needs 1 admin  in: bob (reviewer)" in out.stdout
     # Once carol signs, churn is in production and waits for no one
