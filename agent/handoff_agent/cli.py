@@ -338,6 +338,11 @@ class TokenApp(Command):
                 models = [m for given in self.models for m in given.split(",") if m] or None
                 user = self.user or ("consumer" if "consumer" in self.roles else "")
                 print(tokens.create(registry, user, list(self.roles), "cli", models))
+            elif not self.user:
+                raise HandoffError(
+                    "Whose tokens? token revoke needs --user.",
+                    "e.g. jupyter handoff token revoke --user alice",
+                )
             else:
                 print(f"Revoked {tokens.revoke(registry, self.user)} token(s) of {self.user}.")
         except HandoffError as e:

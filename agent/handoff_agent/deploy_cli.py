@@ -10,7 +10,7 @@ exits 2 with the usage line; a refusal prints central's message and hint and exi
 from __future__ import annotations
 
 import json
-import math
+import re
 
 from traitlets import Bool, Unicode
 
@@ -220,13 +220,10 @@ class TrafficApp(_CentralCommand):
 
     def parse(self, args):
         name, typed = _args(args, 2)
-        try:
-            percent = float(typed.rstrip("%"))
-        except ValueError:
-            percent = math.nan
-        if not math.isfinite(percent):
+        # plain digits: float() would also read 1_0, non-ASCII digits and 1e-320
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%?", typed.strip()):
             raise ValueError(f"{typed!r} is not a percentage, e.g. 25.")
-        return typed_name(name), percent
+        return typed_name(name), float(typed.strip().rstrip("%"))
 
     def run(self, name: str, percent: float):
         self.show(

@@ -12,7 +12,7 @@ import json
 
 from .errors import BadRequest, Conflict, Forbidden, HandoffError
 from .policy import FLOW, Policy
-from .vocabulary import signoff_to, verdict_of
+from .vocabulary import STAGES, signoff_to, verdict_of
 
 
 class StageManager:
@@ -54,6 +54,11 @@ class StageManager:
         version on is refused, not counted toward the stage after."""
         if decision not in ("approve", "reject"):
             raise BadRequest("decision must be 'approve' or 'reject'.")
+        if to is not None and to not in STAGES:
+            raise BadRequest(
+                f"{to!r} is not a stage.",
+                f"A sign-off moves a version to one of: {', '.join(FLOW[2:5])}.",
+            )
         with self.store.transaction():
             v = self.store.version_for_stage(name, number)
             target = signoff_to(v["stage"], self.policy.stages)

@@ -274,6 +274,16 @@ def test_a_database_url_that_is_no_url_is_one_line_that_does_not_repeat_it(tmp_p
     )
 
 
+def test_token_revoke_without_a_user_is_refused(tmp_path):
+    from handoff_agent.store.metadata import MetadataStore
+
+    (tmp_path / "h").mkdir()
+    MetadataStore.for_home(tmp_path / "h").close()
+    p = handoff("token", "revoke", "--home", str(tmp_path / "h"), runtime_dir=tmp_path)
+    assert p.returncode == 2 and p.stdout == "", p.stdout
+    assert p.stderr.splitlines()[0] == "Whose tokens? token revoke needs --user.", p.stderr
+
+
 def test_a_url_that_is_no_handoff_agent_is_one_line(tmp_path):
     """--url at another web server (a typo, a proxy's login page): said, never a traceback."""
     import http.server

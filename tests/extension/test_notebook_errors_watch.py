@@ -42,6 +42,11 @@ MISTAKES = {
         "--overdue 'soon' is not a period",
         "30s, 15m, 1h or 1d",
     ),
+    "overdue_shorter_than_every": (
+        "%mlops watch churn --source data.csv --on overdue --every 1h --overdue 30m",
+        "--overdue 30m is shorter than --every 1h: the source would be overdue at every check.",
+        "--every 1h --overdue 26h",
+    ),
     "overdue_without_source": (
         "%mlops watch churn --overdue 26h",
         "need a --source",

@@ -137,6 +137,13 @@ class WatchService:
         # the expected period between updates; none: cls.overdue_after's default
         overdue = body.get("overdue")
         overdue = None if overdue is None else parse_every(overdue, "--overdue")
+        if overdue is not None and overdue < every:  # its data is older than that at each look
+            raise BadRequest(
+                f"--overdue {body['overdue']} is shorter than --every {body.get('every', '1h')}: "
+                "the source would be overdue at every check.",
+                hint="Give --overdue the longest the data may go unchanged, e.g. --every 1h "
+                "--overdue 26h for a daily source.",
+            )
         on = body.get("on") or ["change"]
         bad = [o for o in on if o not in WATCH_ON]
         if bad:

@@ -181,6 +181,9 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     for args, said in (
         (("traffic", "churn", "lots"), "'lots' is not a percentage"),
         (("traffic", "churn", "nan"), "'nan' is not a percentage"),
+        (("traffic", "churn", "1_0"), "'1_0' is not a percentage"),
+        (("traffic", "churn", "\u0665"), "'\u0665' is not a percentage"),
+        (("traffic", "churn", "1e-320"), "'1e-320' is not a percentage"),
         (("traffic", "a..b", "5"), "'a..b' is not a model name"),
         (("signoff", "churn"), "'churn' is not NAME:N"),
         (("rollback",), "Expected 1 argument, got 0"),
@@ -196,6 +199,7 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
         (("deployment", "nope"), "No model named 'nope'."),
         (("signoff", "churn:99"), "no version 99"),
         (("stage", "churn:1", "nowhere"), "nowhere"),
+        (("signoff", "churn:1", "--to", "nosuch"), "'nosuch' is not a stage."),
     ):
         out = refused(central, *args)
         assert said in out and len(out.strip().splitlines()) <= 2, out
