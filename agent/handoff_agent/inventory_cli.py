@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -279,6 +280,9 @@ class DossierApp(Command):
         key_text = None
         if self.key:
             p = Path(self.key)
+            if not p.is_file() and not re.fullmatch(r"[A-Za-z0-9+/]{43}=", self.key.strip()):
+                print(f"FAILED key: no file at {self.key} (nor is it a base64 public key)")
+                return 1
             try:
                 key_text = p.read_text() if p.is_file() else self.key
             except OSError as e:

@@ -485,6 +485,10 @@ def test_the_key_may_be_pem_the_keys_json_or_base64(site, signed, tmp_path):
     (tmp_path / "junk.pub").write_text("not a key")
     out = verify(site, path, tmp_path / "junk.pub")
     assert out.returncode == 1 and out.stdout.startswith("FAILED key: the given key cannot be read")
+    out = verify(site, path, tmp_path / "missing.pub")
+    assert out.returncode == 1 and out.stdout == (
+        f"FAILED key: no file at {tmp_path / 'missing.pub'} (nor is it a base64 public key)\n"
+    )
 
 
 def test_another_key_fails_verification(site, signed, tmp_path):
