@@ -13,7 +13,7 @@ from .command import Command
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name
 from .shell import complain
-from .vocabulary import prune_line
+from .vocabulary import MAX_KEEP, prune_line
 
 AGENT_HELP = "Which running agent to prune: local (default) or central."
 
@@ -47,8 +47,8 @@ class PruneApp(Command):
     def start(self):
         try:
             names = [typed_name(n) for n in self.extra_args]
-            if self.keep < 1:
-                raise ValueError("--keep must be at least 1, e.g. --keep 5.")
+            if not 1 <= self.keep <= MAX_KEEP:
+                raise ValueError(f"--keep must be from 1 to {MAX_KEEP:,}, e.g. --keep 5.")
         except ValueError as e:
             complain(f"{e}\nUsage: {self.usage}")
             self.exit(2)

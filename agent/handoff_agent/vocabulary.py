@@ -180,6 +180,9 @@ def pruned_text(when: str | None) -> str:
     return f"bundle pruned on {when[:10]}" if when else ""
 
 
+MAX_KEEP = 1_000_000  # most versions a prune keeps per model (an API bound, not a default)
+
+
 def prune_line(out: dict) -> str:
     """What ``POST …/prune`` did, or would do, in one line: the shell's and the notebook's."""
     model, numbers = out["model"], out["pruned"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import os
 
-from handoff_agent.vocabulary import BETTER_COLOUR, VERDICT_STATUS, WORSE_COLOUR
+from handoff_agent.vocabulary import BETTER_COLOUR, MAX_KEEP, VERDICT_STATUS, WORSE_COLOUR
 
 from .client import connect
 from .errors import HandoffUsageError, install
@@ -455,9 +455,9 @@ def prune(name: str, keep: int, dry_run: bool = False) -> dict:
     versions older than its newest ``keep`` that nothing needs (their records, reports and
     audit rows stay). Returns the agent's answer: the versions pruned and the bytes freed."""
     _checked_name(name)
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
         raise HandoffUsageError(
-            f"keep must be a whole number of versions, at least 1, not {keep!r}.",
+            f"keep must be a whole number of versions, from 1 to {MAX_KEEP:,}, not {keep!r}.",
             "e.g. prune('churn', keep=5).",
         )
     body = {"keep": keep, "dry_run": bool(dry_run)}

@@ -368,12 +368,12 @@ class MlopsMagics(Magics):
             )
 
     def _prune(self, args):
-        from handoff_agent.vocabulary import prune_line
+        from handoff_agent.vocabulary import MAX_KEEP, prune_line
 
         from .api import prune
 
-        if args.keep < 1:
-            raise HandoffUsageError("--keep must be at least 1.", "e.g. --keep 5")
+        if not 1 <= args.keep <= MAX_KEEP:
+            raise HandoffUsageError(f"--keep must be from 1 to {MAX_KEEP:,}.", "e.g. --keep 5")
         print(prune_line(prune(args.name, args.keep, dry_run=args.dry_run)))
 
     def _lineage(self, args):

@@ -94,9 +94,9 @@ def test_prune_frees_old_bundles_keeps_their_records_and_the_same_bytes_come_bac
 
 def test_prune_refuses_a_bad_request_in_the_one_error_shape(pushed):
     agent, _ = pushed
-    for body in ({}, {"keep": 0}, {"keep": "2"}, {"keep": True}, {"keep": 2.5}):
+    for body in ({}, {"keep": 0}, {"keep": "2"}, {"keep": True}, {"keep": 2.5}, {"keep": 10**20}):
         err = assert_error(*prune(agent, **body), 400, "bad_request")
-        assert err["message"] == "keep must be a whole number of versions, at least 1.", err
+        assert err["message"] == "keep must be a whole number of versions, from 1 to 1,000,000."
     assert_error(*prune(agent, keep=2, dry_run="yes"), 400, "bad_request")
     assert_error(*prune(agent, name="nope", keep=2), 404, "not_found")
     analyst = agent.make_token("ana", "analyst")
@@ -108,8 +108,11 @@ def test_prune_refuses_a_bad_request_in_the_one_error_shape(pushed):
     )
     assert_error(status, body, 403)
     assert agent.request("GET", "/api/v1/models/churn/versions/1/bundle")[0] == 200
-    cli = handoff_cli(agent.env, "prune", "--keep", "0")
-    assert cli.returncode == 2 and cli.stderr.startswith("--keep must be at least 1"), cli.stderr
+    for keep in ("0", "99999999999999999999"):  # the second was sent, and refused as "1"
+        cli = handoff_cli(agent.env, "prune", "--keep", keep)
+        assert cli.returncode == 2, cli.stderr
+        assert cli.stderr.startswith("--keep must be from 1 to 1,000,000, e.g. --keep 5."), cli
+
     cli = handoff_cli(agent.env, "prune", "../x", "--keep", "1")
     assert cli.returncode == 2 and "'../x' is not a model name." in cli.stderr, cli.stderr
 
@@ -145,7 +148,7 @@ def test_the_notebook_prunes_shows_a_pruned_version_and_why_it_cannot_go(pushed)
     assert marked == ["2", "1"], history
     for i, says, hint in (
         (4, "churn:2's bundle was pruned on ", "Push the same model again"),
-        (5, "--keep must be at least 1.", "e.g. --keep 5"),
+        (5, "--keep must be from 1 to 1,000,000.", "e.g. --keep 5"),
     ):
         outputs = nb.cells[i].outputs
         assert [o.get("name") for o in outputs] == ["stderr"] * len(outputs), outputs

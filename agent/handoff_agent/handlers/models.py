@@ -10,6 +10,7 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..names import validate_name
 from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 from ..store.blobs import BlobError
+from ..vocabulary import MAX_KEEP
 from . import detached
 from .base import ANY_ROLE, BaseHandler, int_arg
 from .pipeline import blob_errors
@@ -121,8 +122,10 @@ class PruneHandler(BaseHandler):
         dry_run, keep = body.get("dry_run", False), body.get("keep")
         if not isinstance(dry_run, bool):
             raise BadRequest("dry_run must be true or false.", '{"keep": 10, "dry_run": true}')
-        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 10**6:
-            raise BadRequest("keep must be a whole number of versions, at least 1.", '{"keep": 10}')
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
+            raise BadRequest(
+                f"keep must be a whole number of versions, from 1 to {MAX_KEEP:,}.", '{"keep": 10}'
+            )
         await self.known_model(name)
         retention, user = self.agent.retention, self.identity["user"]
         with blob_errors(f"pruning {name}"):
