@@ -29,13 +29,19 @@ STORE_ALIASES = {
 
 
 def _home(config) -> Path:
+    """--home; else the home of the agent of that role running here (it may have been
+    started with its own --home); else that role's default home."""
     from .agent import default_home
     from .homes import central_home
 
     home = config.HandoffAgent.get("home")
     if home:
         return Path(home)
-    return central_home() if config.HandoffAgent.get("role") == "central" else default_home()
+    central = config.HandoffAgent.get("role") == "central"
+    running = runtime.read("central" if central else "local")
+    if running and running.get("home"):
+        return Path(running["home"])
+    return central_home() if central else default_home()
 
 
 def _blob_store(config):

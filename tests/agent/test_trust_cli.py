@@ -94,9 +94,13 @@ def test_needs_trust_then_trust_add_then_validated(pair):
     assert remote["needs_trust"] is None
     assert version(local)["needs_trust"] is None
 
-    # And the change is listed and audited
+    # And the change is listed and audited; without --home, in the running central's home
     listing = central.cli("trust", "list")
     assert SVC_TYPE in listing.stdout.split("Added:")[1]
+    from support import handoff_cli
+
+    here = handoff_cli(central.env, "trust", "list", "--agent-role", "central")
+    assert here.stdout == listing.stdout, here.stdout + here.stderr
     added = central.request("GET", "/api/v1/trust")[1]["added"]
     assert [a["type"] for a in added] == [SVC_TYPE]
     rows = central.sql("select actor, action, subject from audit where action = 'trust.add'")
@@ -165,7 +169,7 @@ def test_without_home_or_role_the_list_changed_is_said_to_be_the_local_agents(tm
     from handoff_agent.store.metadata import MetadataStore
 
     data = tmp_path / "data"
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(data)}
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path)}
     for home in (data / "handoff", data / "handoff-central"):
         home.mkdir(parents=True)
         MetadataStore.for_home(home).close()
