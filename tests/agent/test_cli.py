@@ -313,3 +313,30 @@ def test_a_url_that_is_no_handoff_agent_is_one_line(tmp_path):
             ), p.stderr
     finally:
         server.shutdown()
+
+
+def test_a_damaged_registry_or_a_home_that_is_a_file_is_one_line(tmp_path):
+    from handoff_agent.store.metadata import MetadataStore
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "registry.db").write_bytes(b"not a database, " * 512)
+    for args in (["fsck"], ["audit", "verify"]):
+        p = handoff(*args, "--home", str(damaged), runtime_dir=tmp_path)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stderr.strip() == (
+            "The database cannot be read (file is not a database). Nothing was changed: "
+            "restore the home from a backup (`jupyter handoff backup --verify DIR`, then "
+            "`restore DIR --force`)."
+        ), p.stderr
+
+    good = tmp_path / "good"
+    good.mkdir()
+    MetadataStore.for_home(good).close()
+    made = handoff("backup", str(tmp_path / "b"), "--home", str(good), runtime_dir=tmp_path)
+    assert made.returncode == 0, made.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    p = handoff("restore", str(tmp_path / "b"), "--home", str(afile), runtime_dir=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip() == f"restore: --home {afile} is a file, not a directory."
