@@ -121,8 +121,6 @@ class ServeApp(Command):
             self.config.HandoffAgent.home = str(central_home())
         home = _home(self.config)
         try:
-            if home.exists() and not home.is_dir():
-                raise ValueError(f"--home {home} is a file, not a directory.")
             self.home_lock = hold(home)
             agent = HandoffAgent(config=self.config, parent=self)
         except (ValueError, TraitError) as e:  # a policy or secret the agent must not run with

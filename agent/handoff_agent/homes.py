@@ -29,12 +29,19 @@ def embedded_secret(home: Path | None = None) -> str:
     return path.read_text().strip()
 
 
+def directory(home: Path) -> Path:
+    """``home``, refused (ValueError) when it is a file: an agent's home is a directory."""
+    if home.exists() and not home.is_dir():
+        raise ValueError(f"--home {home} is a file, not a directory.")
+    return home
+
+
 def hold(home: Path) -> int:
     """Hold ``home`` for this process, until it ends: one agent serves a home. A second one
     would take over the first's checks and claims, which bear the home's agent id."""
     import fcntl
 
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory(home).mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(home / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import sys
 import urllib.error
 import urllib.parse
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from traitlets import Enum, Unicode
 
-from . import runtime
+from . import keys, runtime
 from ._version import __version__
 from .command import Command
 from .shell import complain, visible
@@ -280,9 +279,12 @@ class DossierApp(Command):
         key_text = None
         if self.key:
             p = Path(self.key)
-            if not p.is_file() and not re.fullmatch(r"[A-Za-z0-9+/]{43}=", self.key.strip()):
-                print(f"FAILED key: no file at {self.key} (nor is it a base64 public key)")
-                return 1
+            if not p.is_file():
+                try:
+                    keys.from_raw_b64(self.key)
+                except keys.BadKey:
+                    print(f"FAILED key: no file at {self.key} (nor is it a base64 public key)")
+                    return 1
             try:
                 key_text = p.read_text() if p.is_file() else self.key
             except OSError as e:

@@ -176,14 +176,20 @@ BOOSTERS = {
 }
 
 
+def _booster_key(est) -> tuple[str, str] | None:
+    """``est``'s key in BOOSTERS (library, class name), or None for any other estimator."""
+    key = (type(est).__module__.split(".")[0], type(est).__name__)
+    return key if key in BOOSTERS else None
+
+
 def _register_boosters(model) -> None:
     """Teach skl2onnx the xgboost and lightgbm estimators the model holds, with onnxmltools'
     converters. The classes come from the model itself, so neither library is imported here
     unless the model already did."""
     found = {}
     for est in _estimators(model):
-        key = (type(est).__module__.split(".")[0], type(est).__name__)
-        if key in BOOSTERS:
+        key = _booster_key(est)
+        if key is not None:
             found[type(est)] = key
     if not found:
         return
@@ -227,9 +233,7 @@ def _index_named_boosters(model):
     the fitted column order, so the names are set aside for the conversion only."""
     held = []
     for est in _estimators(model):
-        if (type(est).__module__.split(".")[0], type(est).__name__) in BOOSTERS and hasattr(
-            est, "get_booster"
-        ):
+        if _booster_key(est) is not None and hasattr(est, "get_booster"):
             booster = est.get_booster()
             if getattr(booster, "feature_names", None):
                 held.append((booster, booster.feature_names))

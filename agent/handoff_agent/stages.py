@@ -57,7 +57,8 @@ class StageManager:
         if to is not None and to not in STAGES:
             raise BadRequest(
                 f"{to!r} is not a stage.",
-                f"A sign-off moves a version to one of: {', '.join(FLOW[2:5])}.",
+                "A sign-off moves a version to one of: "
+                f"{', '.join(s for s in FLOW if s in self.policy.stages)}.",
             )
         with self.store.transaction():
             v = self.store.version_for_stage(name, number)

@@ -144,24 +144,25 @@ class RestoreApp(_StoresApp):
 
     def _restore(self, src: str) -> int:
         from .cli import _home
-        from .homes import hold
+        from .homes import directory, hold
         from .store.backup import check_database, restore
         from .store.transfer import TransferError, one_line
 
-        check_database(src)  # a wrong or damaged SRC is refused before the target is touched
-        home = _home(self.config)
-        if home.exists() and not home.is_dir():
-            raise TransferError(f"--home {home} is a file, not a directory.")
-        lock = None
-        if not self._database_url():  # the home's registry: its agent must not be running,
-            try:  # or it would go on from stores replaced under it
-                lock = hold(home)
-            except ValueError as e:
-                raise TransferError(str(e).replace("this one", "the restore")) from None
+        # a wrong or damaged SRC is refused before the target is touched (and read once)
+        checked = check_database(src)
+        try:
+            home = directory(_home(self.config))
+            # the home's registry: its agent must not be running, or it would go on from
+            # stores replaced under it
+            lock = None if self._database_url() else hold(home)
+        except ValueError as e:
+            raise TransferError(str(e).replace("this one", "the restore")) from None
         try:
             meta, blobs = self._home_stores(create=True)
             try:
-                manifest, problems = restore(src, meta, blobs, force=self.force, progress=_say)
+                manifest, problems = restore(
+                    src, meta, blobs, force=self.force, progress=_say, checked=checked
+                )
             finally:
                 meta.close()
         finally:

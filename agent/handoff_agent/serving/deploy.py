@@ -142,11 +142,9 @@ class DeploymentService:
             if self.store.version_stage(vid) != "validated":
                 return "left"
             held = self._slots(model).get("test")
-            if held is not None and held["number"] != number:
-                if self._under_test(held["version_id"], owner):
+            if held is None or held["number"] != number:
+                if held is not None and self._under_test(held["version_id"], owner):
                     return "busy"
-                self.store.slot_set(model, "test", vid, number, 0.0, by)
-            elif held is None:
                 self.store.slot_set(model, "test", vid, number, 0.0, by)
             return "held"
 

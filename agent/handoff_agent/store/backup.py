@@ -144,11 +144,13 @@ def _unreadable(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def open_backup(src: Path) -> Iterator[tuple[Manifest, object, FileBlobStore, list[str]]]:
+def open_backup(
+    src: Path, checked: tuple[Manifest, list[str]] | None = None
+) -> Iterator[tuple[Manifest, object, FileBlobStore, list[str]]]:
     """The backup's manifest and stores, and the problems found before opening them (its
     database file changed). The stores are only read."""
     src = Path(src).absolute()
-    manifest, problems = check_database(src)
+    manifest, problems = checked or check_database(src)  # ``checked``: its answer already
     from .metadata import MetadataStore
 
     meta = MetadataStore.open(sqlite_url(src / DB_FILE))
@@ -172,10 +174,11 @@ def verify_backup(src: Path) -> tuple[Manifest, list[str]]:
 
 
 def restore(
-    src: Path, dst_meta, dst_blobs: BlobStore, *, force: bool = False, progress=None
+    src: Path, dst_meta, dst_blobs: BlobStore, *, force: bool = False, progress=None, checked=None
 ) -> tuple[Manifest, list[str]]:
-    """Check the backup, copy it into the target, then check the target against it."""
-    with open_backup(src) as (manifest, meta, blobs, problems):
+    """Check the backup, copy it into the target, then check the target against it.
+    ``checked``: ``check_database(src)``'s answer, when the caller asked it first."""
+    with open_backup(src, checked) as (manifest, meta, blobs, problems):
         problems = verify_copy(meta, blobs, manifest) + problems
         if problems:
             raise TransferError(f"The backup fails verification: {one_line(problems)}")
