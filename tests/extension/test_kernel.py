@@ -112,6 +112,36 @@ def test_forcing_a_hand_off_says_what_happened(agent, monkeypatch):
     ]
 
 
+def test_a_saved_notebook_says_how_the_push_ended(agent, monkeypatch):
+    """The push's output is rewritten once its checks are in, so the notebook saved and
+    opened where no widget runs (GitHub, nbconvert) shows the verdict, not 'checking'."""
+    nb = execute(
+        [
+            "%load_ext jupyter_handoff",
+            TRAIN,
+            "%mlops push clf --name tree --data X y",
+            "import gc, time\n"
+            "from jupyter_handoff.widgets.push import PushWidget\n"
+            "(w,) = [o for o in gc.get_objects() if isinstance(o, PushWidget)]\n"
+            "print('following', w.following)\n"
+            "deadline = time.monotonic() + 90\n"
+            "while not w.done and time.monotonic() < deadline:\n"
+            "    time.sleep(0.1)\n"
+            "time.sleep(2)  # the rewrite follows 'done' by one GET",
+        ],
+        monkeypatch,
+        agent,
+    )
+    assert nb.cells[3].outputs[0]["text"] == "following True\n"  # shown while checking
+    (shown,) = [o for o in nb.cells[2].outputs if o["output_type"] == "display_data"]
+    status = wait_for_checks(agent, "tree", 1)["status"]
+    assert status == "passed"
+    assert shown["data"]["text/plain"].startswith(f"Version('tree', 1, status='{status}')")
+    assert f">{status}</span>" in shown["data"]["text/html"]
+    assert "checking" not in shown["data"]["text/plain"] + shown["data"]["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in shown["data"]
+
+
 @pytest.mark.parametrize("fmt", ["skops"])
 def test_skops_format(agent, monkeypatch, fmt):
     execute(

@@ -96,7 +96,7 @@ def test_display_is_a_widget_in_a_kernel_and_html_elsewhere(
     version = api.push(model, "churn", X=X, y=y)
     shown = []
     monkeypatch.setattr(display, "in_kernel", lambda: kernel)
-    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False, **kw: shown.append(obj))
     made = []
     monkeypatch.setattr(version, "widget", lambda: made.append(PushWidget(version)) or made[-1])
     version._ipython_display_()

@@ -1,10 +1,14 @@
 """Show an object as a live widget where a frontend can render one, as HTML elsewhere.
 
 The widget's bundle carries the static HTML too, so a notebook saved and opened where no
-widget manager runs (nbconvert, GitHub, a terminal) still shows something sensible.
+widget manager runs (nbconvert, GitHub, a terminal) still shows something sensible. A widget
+that settles later (a push's checks) rewrites that output once it is done, so the saved
+notebook says how it ended, not "checking".
 """
 
 from __future__ import annotations
+
+import threading
 
 
 def in_kernel() -> bool:
@@ -20,13 +24,37 @@ def in_kernel() -> bool:
 def show(obj, make_widget) -> None:
     from IPython.display import display
 
-    bundle = {"text/plain": repr(obj), "text/html": obj._repr_html_()}
+    widget = None
     if in_kernel():
         try:
             widget = make_widget()
         except ImportError:  # ipywidgets missing: the HTML is all we can do
             widget = None
-        if widget is not None:
-            bundle.update(widget._repr_mimebundle_())
-            bundle["text/plain"] = repr(obj)
-    display(bundle, raw=True)
+    handle = display(_bundle(obj, widget), raw=True, display_id=widget is not None)
+    if getattr(widget, "following", False):
+        _rewrite_when_done(obj, widget, handle)
+
+
+def _bundle(obj, widget) -> dict:
+    bundle = {"text/plain": repr(obj), "text/html": obj._repr_html_()}
+    if widget is not None:
+        bundle.update(widget._repr_mimebundle_())
+        bundle["text/plain"] = repr(obj)
+    return bundle
+
+
+def _rewrite_when_done(obj, widget, handle) -> None:
+    once = threading.Lock()
+
+    def settled(_change=None):
+        if not widget.done or not once.acquire(blocking=False):
+            return
+        widget.unobserve(settled, "done")
+        try:
+            obj.refresh()
+        except Exception:  # the agent went away: the output keeps what it showed
+            return
+        handle.update(_bundle(obj, widget), raw=True)
+
+    widget.observe(settled, "done")
+    settled()  # it may have finished while it was being shown

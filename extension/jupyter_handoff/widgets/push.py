@@ -294,6 +294,11 @@ class PushWidget(w.VBox):
         ).start()
         threading.Thread(target=self._tick, name="handoff-tick", daemon=True).start()
 
+    @property
+    def following(self) -> bool:
+        """True when built before the version settled: it follows the event stream."""
+        return self._follower is not None
+
     def stop(self) -> None:
         if self._follower is not None:
             self._follower.stop()
