@@ -87,13 +87,16 @@ class StageManager:
                     "Ask another reviewer.",
                     code="self_signoff",
                 )
-            needed = self.policy.stages.get(target, {})
-            role = role or next((r for r in needed if r in who["roles"]), None)
+            done = self.signoffs(v["id"], target)
+            # One holding several roles signs in the one still missing (a reviewer and
+            # admin fills the admin sign-off once a reviewer's is in), else the first held.
+            held = [r for r in self.policy.missing(target, done) if r in who["roles"]]
+            held += [r for r in self.policy.stages.get(target, {}) if r in who["roles"]]
+            role = role or next(iter(held), None)
             if role is None or role not in who["roles"]:
                 role = next((r for r in ("reviewer", "admin") if r in who["roles"]), None)
             if role is None:
                 raise Forbidden(f"{who['user']} has no role that may sign off.")
-            done = self.signoffs(v["id"], target)
             if _signed(done, who["user"]):
                 raise Conflict(
                     f"{who['user']} already signed off {name}:{number} for {target}.",
