@@ -318,7 +318,12 @@ PATHS: dict[str, dict[str, dict]] = {
         "get": _op(
             "Lineage of a dataset, or of a model's version.",
             params=[
-                _param("dataset", "query", "A dataset fingerprint (sha256).", SHA256),
+                _param(
+                    "dataset",
+                    "query",
+                    "A dataset fingerprint (sha256), or its first 8 or more digits.",
+                    {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
+                ),
                 _param("model", "query", "A model name (with version).", NAME["schema"]),
                 _param("version", "query", "A version number (with model).", INT),
             ],

@@ -132,12 +132,16 @@ def test_push_forward_validate_sign_off_to_production(pair, model_and_data):
     lineage = local.request("GET", f"/api/v1/lineage?model=churn&version={v.number}")[1]
     assert lineage["stage"] == "production" and lineage["data"]
     fp = lineage["data"][0]["dataset"]
-    used = local.request("GET", f"/api/v1/lineage?dataset={fp}")[1]
-    assert next((u["model"], u["number"], u["stage"]) for u in used["versions"]) == (
-        "churn",
-        v.number,
-        "production",
-    )
+    for shown in (fp, fp[:16]):  # the whole fingerprint, or the 16 digits reports show
+        used = local.request("GET", f"/api/v1/lineage?dataset={shown}")[1]
+        assert next((u["model"], u["number"], u["stage"]) for u in used["versions"]) == (
+            "churn",
+            v.number,
+            "production",
+        )
+    # the reports central wrote before its validation are gone with it: fsck has no orphan
+    until(lambda: "unreferenced" not in central.cli("fsck").stdout, what="no orphan blob")
+    assert central.cli("fsck").stdout.splitlines()[-1] == "fsck: OK"
 
 
 def test_sign_off_rules_and_roles(pair, model_and_data):

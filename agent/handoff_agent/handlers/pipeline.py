@@ -195,8 +195,11 @@ class LineageHandler(BaseHandler):
         dataset = self.get_query_argument("dataset", None)
         name = self.get_query_argument("model", None)
         if dataset:
-            if len(dataset) != 64 or not all(c in "0123456789abcdef" for c in dataset):
-                raise BadRequest("dataset must be a sha256 fingerprint (64 hex digits).")
+            if not 8 <= len(dataset) <= 64 or not all(c in "0123456789abcdef" for c in dataset):
+                raise BadRequest(
+                    "dataset must be a data fingerprint: its 64 hex digits, or the first 8 "
+                    "or more (as the reports show 16)."
+                )
             out = await self.agent.read(self.agent.registry.lineage_of_dataset, dataset)
         elif name:
             validate_name(name)

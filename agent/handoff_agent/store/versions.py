@@ -12,7 +12,7 @@ import time
 
 from sqlalchemy import case, func, or_, select, update
 
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..vocabulary import CHECK_RUN_STATES, VERDICT_STATUS
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
@@ -404,8 +404,14 @@ class VersionStore(StoreBase):
             ).scalar()
         return loads(value)
 
-    def add_reports(self, version_id: int, digests: dict[str, str]) -> None:
+    def add_reports(self, version_id: int, digests: dict[str, str]) -> list[str]:
+        """Record a version's reports. Returns the digests of those they replace (a report
+        is written again once central validates) that no report names now, for the caller
+        to remove after the commit: a report names its version, so only reports refer to
+        its bytes, and a stop in between leaves an orphan fsck notes."""
+        r = t.reports.c
         with self._tx() as c:
+            old = c.execute(select(r.kind, r.digest).where(r.version_id == version_id)).all()
             for kind, digest in digests.items():
                 stmt = self._insert(t.reports).values(
                     version_id=version_id, kind=kind, digest=digest, created=now()
@@ -416,6 +422,10 @@ class VersionStore(StoreBase):
                         set_={"digest": stmt.excluded.digest, "created": stmt.excluded.created},
                     )
                 )
+            replaced = {d for kind, d in old if digests.get(kind, d) != d}
+            if replaced:
+                replaced -= set(c.execute(select(r.digest).where(r.digest.in_(replaced))).scalars())
+            return sorted(replaced)
 
     def report_digest(self, name: str, number: int, kind: str) -> str | None:
         r = t.reports.c
@@ -681,7 +691,19 @@ class VersionStore(StoreBase):
         return row
 
     def lineage_of_dataset(self, fingerprint: str) -> dict:
-        """Which versions used this data, in which role, and where they are now."""
+        """Which versions used this data, in which role, and where they are now.
+        ``fingerprint`` may be the first digits of one, as reports show it."""
+        d = t.datasets.c
+        with self._read() as c:
+            found = c.execute(
+                select(d.fingerprint).where(d.fingerprint.startswith(fingerprint)).limit(2)
+            ).scalars()
+            found = list(found)
+        if len(found) > 1:
+            raise BadRequest(
+                f"{fingerprint} begins more than one dataset's fingerprint.", "Give more digits."
+            )
+        fingerprint = found[0] if found else fingerprint
         lin = t.lineage.c
         q = (
             select(V.model, V.number, lin.role, V.status, V.stage, V.pushed_by, V.pushed_at)
