@@ -33,7 +33,7 @@ DEFAULTS_ONLY = (
             "test_trust", "test_sandbox", "test_hostile_models", "test_text_and_array_models",
             "test_parallel_checks", "test_checks_pipeline", "test_check_errors", "test_plugins",
             "test_reports", "test_forward_mlflow", "test_error_shape", "test_http_hardening",
-            "test_openapi_fuzz", "test_pipeline_central", "test_watch_revalidate",
+            "test_openapi_fuzz", "test_pipeline_central", "test_watch_revalidate", "test_http_server",
             "test_watch_retrain", "test_monitor_retrain", "serving/test_validation",
             "serving/test_guardrails_live", "serving/test_deployment_events",
             "serving/test_monitor_rollback", "serving/test_watch_canary", "test_blobs_s3",

@@ -79,6 +79,7 @@ from .handlers.watches import (
     WatchesHandler,
     WatchHandler,
 )
+from .http_server import BoundedHTTPServer
 from .ingest import IngestManager
 from .intake import IntakeManager
 from .outage import failed_round
@@ -824,13 +825,12 @@ class HandoffAgent(LoggingConfigurable):
         self.runner = self._check_runner(self.check_flow)
         self.check_flow.runner = self.runner
         self.app = self.make_app()
-        self.server = httpserver.HTTPServer(
+        self.server = BoundedHTTPServer(
             self.app,
             max_body_size=self.max_bundle_size + 1,
             max_buffer_size=4 << 20,
             chunk_size=1 << 20,  # fewer, larger reads: ingest runs at disk speed
-            idle_connection_timeout=3600,
-            body_timeout=3600,
+            body_timeout=3600,  # a bundle of gigabytes over a slow link
         )
         self.server.listen(self.port, address=self.ip)
         self.declared_settings.loop = asyncio.get_running_loop()

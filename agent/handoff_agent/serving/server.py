@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from tornado import httpserver, web
 
 from ..errors import HandoffError, NotFound, Unavailable
+from ..http_server import HEADER_TIMEOUT, BoundedHTTPServer
 from ..outage import failed_round
 from ..vocabulary import MODEL_REFUSED
 from .backend import BACKENDS
@@ -130,8 +131,8 @@ class ModelServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, app: web.Application) -> str:
-        self.http = httpserver.HTTPServer(
-            app, max_body_size=self.settings.max_body_bytes + 1, idle_connection_timeout=3600
+        self.http = BoundedHTTPServer(
+            app, max_body_size=self.settings.max_body_bytes + 1, body_timeout=HEADER_TIMEOUT
         )
         sockets = _bind(self.settings.ip, self.settings.port)
         self.http.add_sockets(sockets)
