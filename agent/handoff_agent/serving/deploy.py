@@ -84,6 +84,15 @@ class DeploymentService:
                 # its bake so far was against the production rolled back: it bakes again
                 self.store.slot_traffic(model, "canary", canary["traffic"], by)
         elif stage in ("rejected", "archived", "rollback"):
+            canary = slots.get("canary")
+            if "production" in holds and canary is not None and canary["number"] != number:
+                raise Conflict(
+                    f"{subject} is in production beside the canary {model}:{canary['number']}: "
+                    f"taking it out of service would hand the canary all traffic, unbaked.",
+                    f"Stop the canary first (`jupyter handoff stage {model}:{canary['number']} "
+                    "archived`), or promote it once its bake is clean.",
+                    code="canary_live",
+                )
             clear(*holds)
 
     def traffic_of(self, model: str) -> dict:
@@ -160,12 +169,15 @@ class DeploymentService:
                 self.store.slot_set(model, "test", newest["version_id"], newest["number"], 0.0, by)
 
     def _restore_previous(self, model: str, subject: str, slots: dict, by: str) -> None:
-        prev = slots.get("previous")
+        prev, canary = slots.get("previous"), slots.get("canary")
         if prev is None:  # clearing production would hand all traffic to an unbaked canary
             raise Conflict(
                 f"{model!r} has no previous production version to roll back {subject} to (a "
                 "rollback restores the one production replaced, once).",
-                f"To take it out of service: `jupyter handoff stage {subject} archived`.",
+                f"To stop the canary instead: `jupyter handoff stage {model}:{canary['number']} "
+                f"archived` ({subject} then serves all traffic)."
+                if canary is not None
+                else f"To take it out of service: `jupyter handoff stage {subject} archived`.",
                 code="nothing_to_roll_back",
             )
         self.store.stage_set(

@@ -65,7 +65,15 @@ def test_a_rollback_with_no_previous_production_leaves_the_traffic_alone(served)
     # churn:1 is the first production: rolling it back would hand all traffic to the canary
     status, body = central.request("POST", "/api/v1/models/churn/deployment/rollback", {})
     error = assert_error(status, body, 409, "nothing_to_roll_back")
-    assert "no previous" in error["message"] and "archived" in error["hint"], error
+    assert "no previous" in error["message"], error
+    # the way out it names stops the canary, never the production beside it
+    assert f"stage churn:{v2} archived" in error["hint"], error
+    assert slots(central) == before
+    # and taking production out of service would hand the canary all traffic: refused
+    path = f"/api/v1/models/churn/versions/{v1}/transition"
+    status, body = central.request("POST", path, {"to": "archived", "comment": ""})
+    error = assert_error(status, body, 409, "canary_live")
+    assert f"stage churn:{v2} archived" in error["hint"], error
     assert slots(central) == before
     assert central_stage(central, "churn", v1) == "production"
     # the shell says it in one line, exit 1
