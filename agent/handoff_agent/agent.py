@@ -838,6 +838,13 @@ class HandoffAgent(LoggingConfigurable):
         requeued = await self.call(self.registry.requeue_interrupted, self.agent_id)
         if requeued:
             log.info("re-running %d checks interrupted by a restart", requeued)
+        if self.deployments is not None:
+            placed = await self.call(self.deployments.adopt_unslotted)
+            if placed:
+                log.info(
+                    "serving again in their slots (a home from before the model server): %s",
+                    ", ".join(placed),
+                )
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = self.forwarding.url = f"http://{host}:{port}"
         await self.call(self.registry.lifecycle_start, self._lifecycle())

@@ -426,12 +426,16 @@ class HandoffApp(Command):
             print("\nSubcommands: " + ", ".join(self.subcommands))
             self.exit(2)
         from .store.engine import BadDatabaseURL, outage_line, unreadable_line
+        from .store.migrations import SchemaNewer
 
         try:
             super().start()
         except BadDatabaseURL as e:
             complain(str(e))
             self.exit(2)
+        except SchemaNewer as e:
+            complain(str(e))
+            self.exit(1)
         except OSError as e:
             if e.filename is None:
                 raise

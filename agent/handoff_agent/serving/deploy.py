@@ -191,6 +191,17 @@ class DeploymentService:
         self.store.slot_set(model, "production", prev["version_id"], prev["number"], 100.0, by)
         self.store.slot_clear(model, "previous", by, "back in production")
 
+    def adopt_unslotted(self, by: str = "upgrade") -> list[str]:
+        """Give versions left in production or canary with no slot (a home from before the
+        model server) their slot, each with its audit row, so they serve again."""
+        placed = []
+        with self.store.transaction():
+            for v in self.store.unslotted():
+                share = 100.0 if v["stage"] == "production" else float(self.settings.schedule[0])
+                self.store.slot_set(v["model"], v["stage"], v["version_id"], v["number"], share, by)
+                placed.append(f"{v['model']}:{v['number']} ({v['stage']})")
+        return placed
+
     # -- admin actions --------------------------------------------------------------------
 
     def production_version(self, model: str) -> int:

@@ -7,6 +7,7 @@ Nothing outside ``handoff_agent.store`` opens a connection or writes SQL.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .access import AccessStore
@@ -15,7 +16,7 @@ from .central import CentralStore
 from .engine import BUSY_TIMEOUT, make_engine, redact, sqlite_url
 from .events import EventStore
 from .inventory import InventoryStore
-from .migrations import upgrade
+from .migrations import MIGRATIONS, upgrade
 from .monitor import MonitorStore
 from .notices import NoticeStore
 from .outbox import OutboxStore
@@ -24,6 +25,8 @@ from .serving import ServingStore
 from .validation import ValidationStore
 from .versions import VersionStore
 from .watches import WatchStore
+
+log = logging.getLogger(__name__)
 
 
 class MetadataStore(
@@ -48,7 +51,9 @@ class MetadataStore(
     @classmethod
     def open(cls, url: str, busy_timeout: float = BUSY_TIMEOUT) -> MetadataStore:
         engine = make_engine(url, busy_timeout)
-        upgrade(engine)
+        applied = upgrade(engine)
+        if applied and applied != [n for n, _ in MIGRATIONS]:  # not a fresh database
+            log.info("upgraded the database's schema: %s", ", ".join(applied))
         store = cls(engine)
         store.url = redact(url)
         return store

@@ -153,16 +153,31 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
 ]
 
 
+class SchemaNewer(RuntimeError):
+    """A database a newer Handoff has migrated: this one would write rows it cannot know."""
+
+
+def _refuse_newer(done: set[str], names: list[str]) -> None:
+    unknown = sorted(done - set(names))
+    if unknown:
+        raise SchemaNewer(
+            f"The database was upgraded by a newer Handoff (its schema has {unknown[-1]}, "
+            f"this Handoff knows up to {names[-1]}): run that version, or restore a backup "
+            "made before the upgrade. Nothing was changed."
+        )
+
+
 def upgrade(engine: Engine) -> list[str]:
     """Bring the schema to head. Returns the names of the migrations applied now."""
     names = [n for n, _ in MIGRATIONS]
     try:
         with engine.connect() as conn:
             done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
-        if set(names) <= done:
-            return []
     except Exception:  # no schema_migrations table yet
-        pass
+        done = set()
+    _refuse_newer(done, names)
+    if set(names) <= done:
+        return []
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
@@ -176,6 +191,7 @@ def upgrade(engine: Engine) -> list[str]:
                 return names
             _record(conn, _legacy(conn))
         done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
+        _refuse_newer(done, names)
         applied = []
         for name, fn in MIGRATIONS:
             if name in done:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 
 from ..errors import Conflict
 from . import tables as t
@@ -45,6 +45,18 @@ class ServingStore(StoreBase):
                 .limit(1)
             ).first()
         return {"version_id": r.id, "number": r.number} if r else None
+
+    def unslotted(self) -> list[dict]:
+        """Versions in production or canary whose model has no slot of that name: a home from
+        before the model server (m007) kept their stages and had no slots."""
+        q = (
+            select(V.model, V.id.label("version_id"), V.number, V.stage)
+            .where(V.stage.in_(("production", "canary")))
+            .where(~exists().where(P.model == V.model, P.slot == V.stage))
+            .order_by(V.model, V.number)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
 
     def slot_state(self) -> str:
         """Changes whenever any slot does: model servers poll this (cheap) before reloading."""

@@ -188,3 +188,17 @@ def test_m019_adds_the_claims_of_owed_triggers(tmp_path, backend):
         assert store.triggers_of(src["id"])[-1]["state"] == "pending" and snap["owed"]
     finally:
         store.engine.dispose()
+
+
+def test_a_database_a_newer_handoff_upgraded_is_refused_in_one_line(tmp_path):
+    """An older Handoff on a home a newer one migrated would write rows it cannot know."""
+    MetadataStore.for_home(tmp_path).close()
+    with sqlite3.connect(tmp_path / "registry.db") as c:
+        c.execute("insert into schema_migrations (name, applied) values ('m999_future', 0)")
+    p = cli(tmp_path, "audit", "verify")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "The database was upgraded by a newer Handoff (its schema has m999_future, this "
+        f"Handoff knows up to {MIGRATIONS[-1][0]}): run that version, or restore a backup made "
+        "before the upgrade. Nothing was changed."
+    ]
