@@ -98,10 +98,10 @@ class IntakeManager:
                 "Set [intake.senders] (or [intake] secrets) in the policy file.",
             )
         if not headers.get(signing.KEY_HEADER):
-            raise Unauthorized(
-                f"The delivery names no key ({signing.KEY_HEADER}).",
-                "Senders name the key of the secret they sign with; upgrade the sending "
-                "agent (pip install -U jupyter-handoff).",
+            raise Unauthorized(  # an older sender drops hints: the way out is in the message
+                f"The delivery names no key ({signing.KEY_HEADER}): the sending agent runs an "
+                "older Handoff than central; upgrade it (pip install -U jupyter-handoff).",
+                "Senders name the key of the secret they sign with.",
                 code="bad_signature",
             )
         names = [name for name, _ in self._signers(headers)]

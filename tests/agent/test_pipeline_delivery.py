@@ -316,6 +316,7 @@ def test_a_sender_over_its_hourly_limit_waits_in_its_outbox_and_loses_nothing(tm
         assert outbox_states(local) == {"delivered": 2, "pending": 1}
         waiting = waiting()
         assert "takes at most 2 versions an hour from one sender" in waiting["last_error"]
+        assert "central's admin sets [intake] max_versions_per_hour" in waiting["last_error"]
         assert count(central, "many") == 2
         # Straight to the intake, as alice: the refusal says when to come back
         status, headers, err = deliver(central, envelope("more"), full=True)

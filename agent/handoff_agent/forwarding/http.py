@@ -103,6 +103,8 @@ def post_signed(
         return Result(True, remote=answer if isinstance(answer, dict) else {"answer": answer})
     err = answer.get("error", {}) if isinstance(answer, dict) else {}
     message = f"{resp.status} {err.get('code', resp.reason)}: {err.get('message', '')}".strip()
+    if isinstance(err, dict) and err.get("hint"):  # the receiver's way out, for whoever reads
+        message += f" {err['hint']}"
     if 300 <= resp.status < 400:
         return Result(False, retryable=False, error=f"{message} (redirects are not followed)")
     return Result(
