@@ -430,12 +430,16 @@ class HandoffApp(Command):
 
         try:
             super().start()
+            sys.stdout.flush()  # a reader gone away shows here, not in the exit's own flush
         except BadDatabaseURL as e:
             complain(str(e))
             self.exit(2)
         except SchemaNewer as e:
             complain(str(e))
             self.exit(1)
+        except BrokenPipeError:  # `... | head` stopped reading: the answer was taken, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.exit(141)
         except OSError as e:
             if e.filename is None:
                 raise

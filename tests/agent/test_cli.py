@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from agent_support import NO_CHECKS
@@ -340,3 +342,19 @@ def test_a_damaged_registry_or_a_home_that_is_a_file_is_one_line(tmp_path):
     p = handoff("restore", str(tmp_path / "b"), "--home", str(afile), runtime_dir=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip() == f"restore: --home {afile} is a file, not a directory."
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path):
+    """`jupyter handoff deployment --json | head`: the pipe closes before the answer is
+    written; the command ends quietly (exit 141, as a shell tool killed by SIGPIPE)."""
+    from handoff_agent.store.metadata import MetadataStore
+
+    MetadataStore.for_home(tmp_path).close()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "handoff_agent", "audit", "verify", "--home", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    p.stdout.close()  # the reader is gone before a byte is written
+    assert (p.stderr.read(), p.wait(timeout=60)) == ("", 141)
