@@ -107,6 +107,8 @@ class WatchApp(Command):
                 f"{str(last.get('fingerprint') or '')[:12]}".rstrip()
             )
             print(visible(line))  # a source is a path or URL someone else typed
+            if w.get("replaced"):
+                print(f"Replaced the earlier settings of [{w['id']}]: one watch per source.")
         if not rows:
             print(f"{model} watches no data source.")
 

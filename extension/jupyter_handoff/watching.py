@@ -127,6 +127,9 @@ def _last(w: dict) -> str:
     return last.get("change") or (last.get("error") and f"error: {last['error']}") or ""
 
 
+REPLACED = "\nReplaced the earlier settings of [{id}]: one watch per source."
+
+
 class Watches(list):
     """Watched sources, shown as a table: source, period, what triggers, last change and
     what it set off (a revalidation's verdict)."""
@@ -140,6 +143,7 @@ class Watches(list):
                     + f" on {','.join(w['on'])}: "
                     f"{_last(w) or 'not yet'}"
                     + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
+                    + (REPLACED.format(id=w["id"]) if w.get("replaced") else "")
                 )
                 for w in self
             )

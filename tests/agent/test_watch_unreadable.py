@@ -75,3 +75,17 @@ def test_the_cli_says_why_a_new_watchs_first_read_failed(agent, tmp_path):
     out = handoff_cli(agent.env, "watch", "churn", "--source", str(broken))
     assert out.returncode == 0, out.stderr
     assert f"on change -> alert: error: {broken} cannot be read as Parquet: " in out.stdout
+
+
+def test_watching_a_watched_source_again_says_its_settings_were_replaced(agent, tmp_path):
+    """One watch per model and source: a second `watch` of it replaces the first's settings
+    (its notebook, period), and says so rather than dropping them unseen."""
+    data = tmp_path / "part1.csv"
+    data.write_text("a,b\n1,2\n")
+    first = handoff_cli(agent.env, "watch", "churn", "--source", str(data), "--every", "30s")
+    assert first.returncode == 0 and "Replaced" not in first.stdout, first
+    again = handoff_cli(agent.env, "watch", "churn", "--source", str(data))
+    lines = again.stdout.splitlines()
+    assert again.returncode == 0 and lines[0].startswith("[") and "every 3600s" in lines[0]
+    watch_id = lines[0][1 : lines[0].index("]")]
+    assert lines[1] == f"Replaced the earlier settings of [{watch_id}]: one watch per source."

@@ -51,7 +51,8 @@ def _trigger(row) -> dict:
 
 class WatchStore(StoreBase):
     def watch_add(self, spec: dict, by: str) -> dict:
-        """Add a source to a model's watch list, or replace the settings of the same one."""
+        """Add a source to a model's watch list, or replace the settings of the same one
+        (``replaced``: it was watched, and its earlier settings are gone)."""
         values = {
             "kind": spec["kind"],
             "query": spec.get("query"),
@@ -69,6 +70,8 @@ class WatchStore(StoreBase):
             "active": 1,
         }
         with self._tx() as c:
+            same = (S.model == spec["model"], S.source == spec["source"], S.active == 1)
+            replaced = c.execute(select(S.id).where(*same)).first() is not None
             stmt = self._insert(t.data_sources).values(
                 model=spec["model"], source=spec["source"], created=now(), **values
             )
@@ -82,7 +85,7 @@ class WatchStore(StoreBase):
                 spec["model"],
                 {"source": spec["source"], "on": spec["on"], "actions": spec["actions"]},
             )
-            return _source(row)
+            return {**_source(row), "replaced": replaced}
 
     def watch_remove(self, source_id: int, by: str) -> bool:
         with self._tx() as c:
