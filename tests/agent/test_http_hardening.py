@@ -329,6 +329,15 @@ def test_a_delete_needs_no_content_type(shared_agent):
     assert_error(status, body, 404, "no_source")
 
 
+def test_a_post_with_no_body_to_a_json_route_is_an_empty_object(shared_agent):
+    """`curl -X POST .../watches/ID/check` sends no body and no type: the route answers (a
+    404 for a watch that is not there), not 415; an upload still needs its type."""
+    status, _, body = shared_agent.request_full("POST", "/api/v1/watches/999999/check")
+    assert_error(status, body, 404, "no_source")
+    status, _, body = shared_agent.request_full("POST", "/api/v1/models/m/versions")
+    assert_error(status, body, 415, "unsupported_media_type")
+
+
 def test_a_method_a_route_lacks_is_405_whatever_its_content_type(shared_agent):
     status, _, body = shared_agent.request_full("PATCH", "/api/v1/models", body=b"{}")
     assert_error(status, body, 405)

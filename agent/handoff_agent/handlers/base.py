@@ -199,7 +199,9 @@ class BaseHandler(web.RequestHandler):
                 "Send the request without a body.",
                 code="unexpected_body",
             )
-        if self.request.method in MUTATING - NO_BODY and self.implements():
+        # `curl -X POST URL` sends no body and no type: a JSON route reads {}
+        empty_json = not declared and not self.chunked() and "application/json" in self.body_types
+        if self.request.method in MUTATING - NO_BODY and self.implements() and not empty_json:
             self.check_content_type()  # (a DELETE has no body to type; an unknown method 405)
         if self.max_body is not None:
             if declared is not None and declared > self.max_body:
