@@ -54,6 +54,7 @@ def test_changed_file_retrains_and_the_candidate_reaches_central_with_its_lineag
     cause = body["manifest"]["provenance"]["triggered_by"]
     assert cause["trigger"] == run["id"] and cause["change"] == "appended"
     assert cause["fingerprint"] == out["fingerprint"] and cause["source"] == str(data)
+    assert body["manifest"]["provenance"]["notebook"] == str(nb.resolve())  # its lineage
 
     # and central receives it, with the same lineage, for its own checks and sign-offs
     def at_central():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -37,6 +38,8 @@ def run(path: str, params: dict, timeout: float) -> dict:
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = inject(nbformat.read(path, as_version=4), params)
+    # what JupyterLab tells a kernel: the version it pushes names its notebook (lineage)
+    os.environ["JPY_SESSION_NAME"] = str(Path(path).resolve())
     client = NotebookClient(
         nb,
         timeout=timeout,
