@@ -317,7 +317,9 @@ def flat(row: dict) -> dict:
         "latest_version": str(row["latest_version"]),
         "version": str(row["version"]),
         "stage": row["stage"] or "",
-        "serving": row["serving"]["where"] or "not deployed",
+        "serving": row["serving"]["where"]
+        or ("at central (--agent central)" if row["serving"]["note"] == LOCAL_SERVING else "")
+        or "not deployed",
         "datasets": " ".join(f"{d['role']}:{d['fingerprint'][:12]}" for d in row["data"]),
         "sensitive_attributes": " ".join(row["sensitive_attributes"]),
         "fairness": (row["fairness"] or {}).get("status", ""),

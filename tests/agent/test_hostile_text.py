@@ -56,6 +56,7 @@ def test_inventory_csv_and_table_show_hostile_column_names_inert(shared_agent):
     assert shown_inert(out.stdout), out.stdout
     row = next(r for r in csv.DictReader(io.StringIO(out.stdout)) if r["name"] == "hostile")
     assert row["sensitive_attributes"].startswith("'=HYPERLINK("), row
+    assert row["serving"] == "at central (--agent central)", row  # where to ask, not "not …"
     assert "\\x1b[2K\\rrisk: none" in row["sensitive_attributes"]
     out = handoff_cli(shared_agent.env, "inventory", "--agent", "local")
     assert out.returncode == 0, out.stdout + out.stderr
