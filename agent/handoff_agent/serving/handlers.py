@@ -172,6 +172,13 @@ class InferHandler(ServingHandler):
             body.get("id") if isinstance(body.get("id"), str) else self.request_id(),
             load_test=self.load_test(),
         )
+        unknown = [w for w in wanted if w not in served.outputs]
+        if unknown:
+            raise BadRequest(
+                f"{name} has no output named {unknown[0]!r}.",
+                f"Its outputs: {', '.join(served.outputs)}.",
+                code="unknown_output",
+            )
         self.write_served(
             served,
             protocols.v2_infer(name, served.number, served.request_id, served.outputs, wanted),

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import math
 import re
 import socket
 import time
@@ -49,6 +50,19 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 class PredictFailed(HandoffError):
     status, code = 422, "predict_failed"
+
+
+class ModelOutOfMemory(PredictFailed):
+    """The worker's memory ran out on this request: counted against the model (a canary
+    that needs more than production is a worse model), told as what to send instead."""
+
+    status, code = 413, "model_out_of_memory"
+
+
+def not_finite(predict) -> int:
+    """Rows a regressor answered NaN or infinity for: JSON shows them as null, so they are
+    counted as the model's errors, where the guardrails see them."""
+    return sum(1 for x in predict or () if isinstance(x, float) and not math.isfinite(x))
 
 
 SLICE_SECONDS = 5.0  # the stats' time slices; every replica must use the same
@@ -493,6 +507,12 @@ class ModelServer:
                     "Retry shortly; the worker is being restarted.",
                 ) from None
             if not answer.get("ok"):
+                if str(answer.get("error")).startswith("MemoryError"):
+                    raise ModelOutOfMemory(
+                        f"{model}:{route.number} ran out of memory on this request (each worker "
+                        f"may use {self.settings.worker_memory_limit >> 20} MiB).",
+                        "Send fewer rows, or shorter values, per request.",
+                    )
                 raise PredictFailed(
                     f"{MODEL_REFUSED}{answer.get('error')}",
                     "Check the values against GET /v2/models/NAME.",
@@ -512,7 +532,10 @@ class ModelServer:
             return outputs
         ms = (time.perf_counter() - t0) * 1000
         classes, scores = predictions_of(outputs)
-        stats.record(now, ms, classes=classes, scores=scores)
+        broken = not_finite(outputs.get("predict"))
+        stats.record(now, ms, error=bool(broken), classes=classes, scores=scores)
+        if broken and route.slot == "canary":
+            self._wake.set()
         if route.slot != "shadow":  # the shadow answers the same request id
             self.recent[request_id] = (model, route.number, route.slot, outputs.get("predict"))
             if len(self.recent) > RECENT_REQUESTS:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from serving_support import Client, central_stage, push_to_central, serving_url, sign, start_pair
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from support import RunningAgent, handoff_cli, until
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
@@ -173,6 +173,48 @@ def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
         assert "between 2000-01-01" in assert_error(status, body, 400, "bad_request")["message"]
     status, body = central.request("POST", path, {"now": time.time()})
     assert status == 200, body
+
+
+def test_an_output_the_model_lacks_is_a_400_naming_those_it_has(served):
+    _local, _central, client, _v1, _v2 = served
+    body = {
+        "inputs": [
+            {"name": k, "shape": [1], "datatype": "FP64", "data": [v]} for k, v in ROW.items()
+        ],
+        "outputs": [{"name": "probabilities"}],
+    }
+    status, _, answer = client.call("POST", "/v2/models/churn/infer", body)
+    error = assert_error(status, answer, 400, "unknown_output")
+    assert error["message"] == "churn has no output named 'probabilities'."
+    assert "predict_proba" in error["hint"], error
+
+
+def test_a_canary_answering_infinity_is_rolled_back_not_baked_clean(served):
+    """JSON shows NaN and infinity as null: a regressor answering them is the model's error,
+    and the guardrails roll the canary back as for any error rate."""
+    local, central, client, _v1, _v2 = served
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
+    y = X["a"] * 2 + X["b"]
+    sane = LinearRegression().fit(X, y)
+    broken = LinearRegression().fit(X, y)
+    broken.coef_ = np.array([np.inf, 0.0, 0.0, 0.0])
+    v1 = push_to_central(local, central, sane, "reg", X, y)
+    sign(central, "reg", v1, "production")
+    v2 = push_to_central(local, central, broken, "reg", X, y)
+    sign(central, "reg", v2, "canary")
+
+    def canary_answered_null():
+        status, headers, body = client.invocations([ROW], model="reg")
+        if headers.get("X-Handoff-Model-Version") != str(v2):
+            return False
+        assert status == 200 and body["predictions"] == [None], body
+        return True
+
+    until(canary_answered_null, timeout=120, what="the canary's answer")
+    until(lambda: central_stage(central, "reg", v2) == "rollback", timeout=60)
+    reason = central.request("GET", f"/api/v1/models/reg/versions/{v2}")[1]["stages"][-1]
+    assert reason["comment"].startswith("Canary error rate"), reason
 
 
 def test_a_version_is_archived_once(served):
