@@ -137,6 +137,55 @@ def test_backup_restore_round_trip_serves_the_same_versions(tmp_path, central):
         target.stop()
 
 
+def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, central):
+    """IT restores a backup taken before upgrading Handoff: the backup (its schema a migration
+    behind) is read through an upgraded copy, never changed, and the home it fills is at
+    this Handoff's schema with every row."""
+    import hashlib
+    import json
+
+    from handoff_agent.store.migrations import MIGRATIONS
+
+    populate(central)
+    before = listing(central)
+    dest = tmp_path / "backup"
+    assert cli(central, "backup", str(dest))[0] == 0
+    # Given the backup as the Handoff before m019 wrote it
+    last = MIGRATIONS[-1][0]
+    assert last == "m019_owed_triggers"  # (a newer head: make this backup lack that one)
+    with sqlite3.connect(dest / DB_FILE) as c:
+        c.execute("ALTER TABLE triggers DROP COLUMN claimed_by")
+        c.execute("ALTER TABLE triggers DROP COLUMN claimed_until")
+        c.execute("DELETE FROM schema_migrations WHERE name = ?", (last,))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["migrations"].remove(last)
+    manifest["database_sha256"] = hashlib.sha256((dest / DB_FILE).read_bytes()).hexdigest()
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    written = (dest / DB_FILE).read_bytes()
+    # Then it verifies, and restores into a home at this Handoff's schema
+    code, lines, err = cli(central, "backup", "--verify", str(dest))
+    assert code == 0 and lines[0].startswith(f"backup {dest}: OK"), (lines, err)
+    target = central_at(tmp_path / "restored", tmp_path / "rt2")
+    code, lines, err = cli(target, "restore", str(dest))
+    assert code == 0, (lines, err)
+    assert_one_line(lines, err, ": OK (4 versions")
+    assert (dest / DB_FILE).read_bytes() == written  # the backup was only read
+    # and one a newer Handoff wrote is refused, naming which is needed
+    manifest["migrations"].append("m999_future")
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    code, lines, err = cli(central, "backup", "--verify", str(dest))
+    assert code == 1 and "newer than this Handoff's" in lines[0], (lines, err)
+    central.stop()
+    target.start()
+    try:
+        assert listing(target) == before
+        assert target.cli("audit", "verify").returncode == 0
+        names = {r["name"] for r in target.sql("SELECT name FROM schema_migrations")}
+        assert names == {n for n, _ in MIGRATIONS}
+    finally:
+        target.stop()
+
+
 def test_a_tampered_backup_fails_verify_and_is_not_restored(tmp_path, central):
     populate(central)
     dest = tmp_path / "backup"

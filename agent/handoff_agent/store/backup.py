@@ -1,11 +1,13 @@
 """Backups: a directory holding ``manifest.json``, ``registry.db`` (a SQLite metadata store of
-the same schema) and ``blobs/ab/cdef…`` (a file blob store), made by ``transfer.copy_store``
-under a temporary name, verified, then renamed into place. Restore checks it, copies it into
-the target the same way, and checks the target against its manifest."""
+the same schema; an older Handoff's is read through an upgraded copy) and ``blobs/ab/cdef…``
+(a file blob store), made by ``transfer.copy_store`` under a temporary name, verified, then
+renamed into place. Restore checks it, copies it into the target the same way, and checks the
+target against its manifest."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -103,11 +105,11 @@ def read_manifest(src: Path) -> Manifest:
     except (ValueError, TypeError) as e:
         raise TransferError(f"{src / MANIFEST} is not a Handoff backup manifest ({e}).") from None
     head = sorted(name for name, _ in MIGRATIONS)
-    if manifest.migrations != head:
+    if not set(manifest.migrations) <= set(head):  # an older one is upgraded as it is read
         raise TransferError(
             f"The backup's schema ({_last(manifest.migrations)}, Handoff "
-            f"{manifest.handoff_version}) is not this Handoff's ({_last(head)}): use the "
-            "Handoff version that wrote it."
+            f"{manifest.handoff_version}) is newer than this Handoff's ({_last(head)}): use a "
+            "Handoff at least as new as the one that wrote it."
         )
     return manifest
 
@@ -153,11 +155,16 @@ def open_backup(
     manifest, problems = checked or check_database(src)  # ``checked``: its answer already
     from .metadata import MetadataStore
 
-    meta = MetadataStore.open(sqlite_url(src / DB_FILE))
-    try:
+    head = sorted(name for name, _ in MIGRATIONS)
+    with contextlib.ExitStack() as stack:
+        db = src / DB_FILE
+        if manifest.migrations != head:  # an older Handoff's: upgrade a copy, never the backup
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="handoff-")))
+            shutil.copyfile(db, work / DB_FILE)
+            db, manifest = work / DB_FILE, dataclasses.replace(manifest, migrations=head)
+        meta = MetadataStore.open(sqlite_url(db))
+        stack.callback(meta.close)
         yield manifest, meta, _ReadOnlyBlobs(src / BLOBS_DIR), problems
-    finally:
-        meta.close()
 
 
 class _ReadOnlyBlobs(FileBlobStore):
