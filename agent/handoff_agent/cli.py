@@ -73,7 +73,31 @@ def _open_db(config):
     from .store.metadata import MetadataStore
 
     url = _database_url(config)
+    _not_under_an_older_agent(_home(config), url)
     return MetadataStore.open(url) if url else MetadataStore.for_home(_home(config))
+
+
+def _not_under_an_older_agent(home: Path, url: str) -> None:
+    """Opening a store migrates it: never under an agent of an older Handoff serving it, which
+    would go on writing rows of its own schema (and refuse its own backups after)."""
+    from . import homes
+    from .store.engine import make_engine, sqlite_url
+    from .store.migrations import pending
+
+    pid = homes.holder(home)
+    if pid is None:
+        return
+    engine = make_engine(url or sqlite_url(home / "registry.db"))
+    try:
+        behind = pending(engine)
+    finally:
+        engine.dispose()
+    if behind:
+        raise SystemExit(
+            f"The agent serving {home} (pid {pid}) runs an older Handoff: its schema lacks "
+            f"{behind[-1]}. Stop it and start it with this Handoff, which upgrades the schema, "
+            "then run this again. Nothing was changed."
+        )
 
 
 class ServeApp(Command):
@@ -256,6 +280,7 @@ class FsckApp(Command):
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(2)
+        _not_under_an_older_agent(_home(self.config), url)
         report = fsck(_home(self.config), store, url)
         for line in report.lines():
             print(line)

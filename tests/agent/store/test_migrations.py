@@ -202,3 +202,28 @@ def test_a_database_a_newer_handoff_upgraded_is_refused_in_one_line(tmp_path):
         f"Handoff knows up to {MIGRATIONS[-1][0]}): run that version, or restore a backup made "
         "before the upgrade. Nothing was changed."
     ]
+
+
+def test_a_command_does_not_upgrade_a_home_an_older_agent_serves(tmp_path):
+    """IT upgrades the package and runs `audit verify` before restarting the agent: the
+    schema is not migrated under the older agent still serving the home."""
+    from support import RunningAgent
+
+    agent = RunningAgent(tmp_path / "home", tmp_path / "rt", [], database_url=None)
+    agent.start()
+    last = MIGRATIONS[-1][0]
+    try:
+        with sqlite3.connect(agent.home / "registry.db") as c:  # as an older Handoff left it
+            c.execute("delete from schema_migrations where name = ?", (last,))
+        p = cli(agent.home, "audit", "verify")
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip().splitlines() == [
+            f"The agent serving {agent.home} (pid {agent.proc.pid}) runs an older Handoff: its "
+            f"schema lacks {last}. Stop it and start it with this Handoff, which upgrades the "
+            "schema, then run this again. Nothing was changed."
+        ]
+    finally:
+        agent.stop()
+    done = sqlite3.connect(agent.home / "registry.db").execute("select name from schema_migrations")
+    assert last not in {r[0] for r in done}  # nothing was changed under it
+    assert cli(agent.home, "audit", "verify").returncode == 0  # stopped: the command upgrades
