@@ -53,13 +53,17 @@ def psi(expected: Sequence[float], actual: Sequence[float], eps: float = EPSILON
 
 
 def quantile_edges(reference: Iterable[float], bins: int = 10) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles (``bins`` bins, fewer where values tie);
-    the outer bins are open, so any value falls somewhere."""
+    """Inner bin edges at the reference's quantiles (``bins`` bins, fewer where values tie, a
+    tied value alone in its bin); the outer bins are open, so any value falls somewhere."""
     r = np.asarray(list(reference) if not isinstance(reference, np.ndarray) else reference)
     r = r[np.isfinite(r.astype(float))].astype(float)
     if r.size == 0:
         return np.empty(0)
-    return np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]))
+    q = np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1])
+    # A value several quantiles share (a constant column, a count that is mostly 0) gets a bin
+    # of its own: else it and everything above it share one, and no shift of them shows.
+    tied = np.unique(q[1:][q[1:] == q[:-1]])
+    return np.unique(np.concatenate([q, np.nextafter(tied, np.inf)]))
 
 
 def histogram(values: Iterable[float], edges: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ label_delay_hours = 72        # a window's performance waits this long for its l
 min_labels = 200
 max_feature_psi = 0.2         # a feature drifts above this PSI (or a significant KS / chi²)
 max_drift_share = 0.3         # drift alert: share of drifted features above this
+max_one_feature_psi = 0.5     # feature drift alert: any one feature's PSI above this
 
 [monitor.actions]             # per alert kind: notify, rollback or retrain
 drift = "notify"
@@ -33,6 +34,7 @@ ALERT_KINDS = {
     "error_rate": "error rate",
     "latency": "p99 latency",
     "drift": "input drift",
+    "feature_drift": "one feature's drift",
     "prediction_drift": "prediction drift",
     "performance": "performance",
     "estimated_performance": "estimated performance (no labels yet)",
@@ -44,6 +46,7 @@ SEVERITY = (
     "error_rate",
     "estimated_performance",
     "drift",
+    "feature_drift",
     "prediction_drift",
     "latency",
 )
@@ -65,6 +68,7 @@ class MonitorActions:
     error_rate: str = _key("notify", "on an error-rate alert", choices=ACTIONS)
     latency: str = _key("notify", "on a p99-latency alert", choices=ACTIONS)
     drift: str = _key("notify", "on an input-drift alert", choices=ACTIONS)
+    feature_drift: str = _key("notify", "on one feature's drift alert", choices=ACTIONS)
     prediction_drift: str = _key("notify", "on a prediction-drift alert", choices=ACTIONS)
     performance: str = _key("notify", "on a labelled-performance alert", choices=ACTIONS)
     estimated_performance: str = _key(
@@ -113,6 +117,9 @@ class MonitorPolicy:
         hi=1,
     )
     max_drift_share: float = _key(0.3, "alert: share of features that drifted", lo=0, hi=1)
+    max_one_feature_psi: float = _key(
+        0.5, "alert: one feature's PSI above this, however few of the others drift", above=0
+    )
     max_prediction_psi: float = _key(
         0.2, "alert: PSI of predictions against the reference", above=0
     )

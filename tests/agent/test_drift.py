@@ -55,8 +55,11 @@ def test_score_psi_bins_at_the_reference_quantiles():
     e = np.full(4, 0.25)
     by_hand = float(np.sum((a - e) * np.log(a / e)))
     assert drift.psi_scores(ref, np.arange(20.0), bins=4) == pytest.approx(by_hand, rel=1e-9)
-    # ties collapse bins; NaN is left out
-    assert list(drift.quantile_edges([1, 1, 1, 1, 2], bins=4)) == [1.0]
+    # ties collapse bins, the tied value alone in one (so 1 moving to 2 shows); NaN is left out
+    edges = drift.quantile_edges([1, 1, 1, 1, 2], bins=4)
+    assert list(edges) == [1.0, np.nextafter(1.0, 2.0)]
+    assert list(drift.histogram([1, 1, 1, 1, 2], edges)) == [0, 4, 1]
+    assert drift.psi_scores([1.0] * 50, [2.0] * 50, bins=4) > 5  # a constant column moved
     assert list(drift.histogram([0.5, float("nan"), 3], np.array([1.0]))) == [1, 1]
 
 

@@ -259,3 +259,38 @@ def test_a_log_imported_late_judges_its_window_again_and_an_older_window_clears_
         (kind, "cleared") for kind in fired
     }
     assert registry.alerts_of("churn", "firing") == []
+
+
+def test_one_feature_moved_alerts_and_says_which_then_clears_in_its_own_words(stores):
+    """x3 alone moves (1 of 5 features: under the share of drifted features that alerts);
+    the feature-drift alert names it with its PSI, and its clearing says it is back within,
+    not the firing's words again. A constant column that changes value counts too."""
+    registry, blobs = stores
+    rng = np.random.default_rng(5)
+
+    def day_of(d: int, moved: bool) -> pd.DataFrame:
+        f = traffic(rng, PER_DAY)
+        f["k"] = 2.0 if moved else 1.0  # constant in the reference
+        if moved:
+            f["x3"] += 1.0
+        f["time"] = T0 + d * DAY + np.sort(rng.uniform(0, DAY, PER_DAY))
+        f["request_id"] = [f"r{d}-{i}" for i in range(PER_DAY)]
+        return f
+
+    reference = traffic(rng, 4000).assign(k=1.0)
+    backfill.import_reference(registry, blobs, "churn", reference, "test")
+    backfill.import_log(registry, blobs, "churn", day_of(0, True), "test")
+    service = MonitorService(registry, blobs, Policy(monitor=POLICY))
+    fired = {a["kind"]: a for a in service.run("churn", T0 + DAY)["alerts"]}
+    assert set(fired) == {"drift", "feature_drift"}, fired  # 2 of 6 features: k and x3
+    message = fired["feature_drift"]["message"]
+    assert message.startswith("churn: one feature's drift "), message
+    assert message.endswith(" features drifted") and ": k (PSI " in message, message
+    drifted = fired["drift"]["message"].split(": ", 2)[-1]
+    assert drifted.startswith(("x3 (PSI", "k (PSI")) and "2 of 6 features drifted" in drifted
+
+    backfill.import_log(registry, blobs, "churn", day_of(1, False), "test")
+    cleared = {a["kind"]: a for a in service.run("churn", T0 + 2 * DAY)["alerts"]}
+    assert {k: a["state"] for k, a in cleared.items()} == {k: "cleared" for k in fired}
+    said = cleared["feature_drift"]["message"]
+    assert " is back within 0.5 in the daily window from " in said, said

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import drift
 from ..drift import EPSILON, PER_BIN, coarsen, psi
 from ..vocabulary import HIGHER_IS_BETTER, MODEL_REFUSED
 
@@ -87,7 +88,7 @@ def feature_of(values: pd.Series, bins: int, categorical: bool = False) -> Featu
         v = values.to_numpy(dtype=float, na_value=np.nan)  # nullable ints: NA as NaN
         v = v[np.isfinite(v)]
         missing = rows - v.size
-        edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else None
+        edges = drift.quantile_edges(v, bins) if v.size else None
         if edges is None:
             return Feature("numeric", np.empty(0), np.zeros(1), rows=rows, missing=missing)
         counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)

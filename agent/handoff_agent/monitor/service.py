@@ -289,6 +289,10 @@ class MonitorService:
             if m.get("drift"):
                 share = m["drift"]["share"]
                 out.append(("drift", share, p.max_drift_share, share > p.max_drift_share))
+                top = max(_psis(m["drift"]), default=None)
+                if top is not None:
+                    limit = p.max_one_feature_psi
+                    out.append(("feature_drift", top[0], limit, top[0] > limit))
             pd_ = m.get("prediction_drift") or {}
             shift = max(
                 (v for v in (pd_.get("psi"), pd_.get("score_psi")) if v is not None), default=None
@@ -343,7 +347,7 @@ class MonitorService:
                 action = self.settings.action(alert)
                 message = (
                     f"{model}: {ALERT_KINDS[alert]} {value:.4g} crossed {threshold:.4g} in the "
-                    f"{kind} window from {windows.readable(start)}"
+                    f"{kind} window from {windows.readable(start)}{_drift_detail(row, alert)}"
                 )
                 fired = self.registry.alert_fire(
                     model,
@@ -366,7 +370,11 @@ class MonitorService:
                 # nothing of now
                 cleared = self.registry.alert_clear(current["id"], start, value)
                 if cleared is not None:  # else another replica cleared it first
-                    changes.append(cleared)
+                    said = (
+                        f"{model}: {ALERT_KINDS[alert]} {value:.4g} is back within "
+                        f"{threshold:.4g} in the {kind} window from {windows.readable(start)}"
+                    )  # the notice says what cleared it, not the firing's words again
+                    changes.append({**cleared, "value": value, "message": said})
         return changes
 
     def act(
@@ -407,3 +415,30 @@ def _logged_since(segments: list[dict], start: float, end: float, computed: str)
         s["created"] > computed and s["first_time"] < end and s["last_time"] >= start
         for s in segments
     )
+
+
+def _psis(drift: dict) -> list[tuple[float, str]]:
+    """(PSI, feature) of each feature with one, largest first."""
+    found = [(f["psi"], n) for n, f in drift["features"].items() if f.get("psi") is not None]
+    return sorted(found, reverse=True)
+
+
+def _drift_detail(row: dict, alert: str) -> str:
+    """What an input-drift alert's reader needs to act on: which features moved, how much."""
+    drift = row["metrics"].get("drift")
+    if alert not in ("drift", "feature_drift") or not drift:
+        return ""
+    feats = drift["features"]
+    names = drift["drifted"] if alert == "drift" else [_psis(drift)[0][1]]
+
+    def one(name: str) -> str:
+        f = feats[name]
+        said = [f"PSI {f['psi']:.3g}"] if f.get("psi") is not None else []
+        if f.get("unseen_share"):
+            said.append(f"{f['unseen_share']:.0%} unseen values")
+        if f.get("missing"):
+            said.append("missing from the log")
+        return f"{name} ({', '.join(said)})" if said else name
+
+    shown = ", ".join(one(n) for n in names[:5]) + (" …" if len(names) > 5 else "")
+    return f": {shown}, {len(drift['drifted'])} of {len(feats)} features drifted"
