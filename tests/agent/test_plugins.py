@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import textwrap
 
 import numpy as np
@@ -272,3 +273,48 @@ def test_a_destination_that_raises_is_retried_with_its_error_shown(tmp_path):
         assert "KeyError" in row["last_error"] and "the plugin's own bug" in row["last_error"]
     finally:
         local.stop()
+
+
+SLOW_DESTINATION = """
+import asyncio, pathlib, os
+
+
+class Slow:
+    name = "slow"
+
+    def __init__(self, config=None):
+        pass
+
+    async def body(self, ctx, delivery, **kwargs):
+        pathlib.Path(os.environ["MARKER"]).touch()  # building the body (a conversion) began
+        await asyncio.sleep(600)
+        return b"{}"
+
+    def deliver(self, delivery, **kwargs):
+        return {}
+"""
+
+
+def test_an_agent_stopped_while_a_delivery_is_built_exits(tmp_path):
+    """`jupyter handoff stop` while a hand-off's body is being built (a conversion to skops):
+    the agent ends, its row put back for the next start. (It went on retrying a tick that
+    failed for good, logging a traceback a second, and held its home.)"""
+    (tmp_path / "slow_destination.py").write_text(SLOW_DESTINATION)
+    marker = tmp_path / "building"
+    local = RunningAgent(
+        tmp_path / "local",
+        tmp_path / "rt",
+        ['--HandoffAgent.forward_to=["it"]', "--HandoffAgent.checks=[]"],
+        plugins={"destination": {"it": "slow_destination:Slow"}},
+        env={"PYTHONPATH": str(tmp_path), "MARKER": str(marker)},
+    )
+    local.start()
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 2)), columns=["a", "b"])
+    push_model(local, LogisticRegression().fit(X, X["a"] > 0), "plugged")
+    until(marker.exists, timeout=60, what="the delivery's body being built")
+    local.proc.send_signal(signal.SIGTERM)
+    assert local.proc.wait(30) == 0
+    local.stop()
+    assert "cannot schedule new futures" not in local.read_log()
+    rows = local.sql("SELECT state, claimed_by FROM outbox")
+    assert [(r["state"], r["claimed_by"]) for r in rows] == [("pending", None)]

@@ -38,6 +38,7 @@ def corrupt_message(row: dict, digest: str) -> str:
 
 
 NO_ROOM = "this agent's disk is full: the delivery waits until it has room"
+STOP_WAIT = 10.0  # seconds a stop waits for a delivery cut short to put its row back
 
 
 class Store(Protocol):
@@ -84,6 +85,7 @@ class Forwarder:
         self.destinations = destinations
         self.base, self.cap, self.interval = base, cap, interval
         self.wake = asyncio.Event()
+        self.stopping = False
         self.task: asyncio.Task | None = None
         self.sweep: asyncio.Task | None = None
         self.sync_tasks: list[asyncio.Task] = []
@@ -99,9 +101,15 @@ class Forwarder:
         ]
 
     async def stop(self) -> None:
-        for t in (self.task, self.sweep, *self.sync_tasks):
-            if t is not None:
-                t.cancel()
+        """Cancel the loops and wait for them: a delivery cut short unclaims its row while
+        the pools still take work (after they shut down, that failed, and the loop went on
+        retrying, logging, holding the agent's exit up for good)."""
+        self.stopping = True
+        tasks = [t for t in (self.task, self.sweep, *self.sync_tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
 
     async def _run(self) -> None:
         while True:
@@ -110,6 +118,8 @@ class Forwarder:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self.stopping:
+                    return
                 failed_round(log, "forwarder tick failed; retrying")
             self.wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
