@@ -180,6 +180,7 @@ class Result:
     retry_after: float | None = None
     remote: dict = field(default_factory=dict)
     error: str = ""
+    code: str = ""  # the destination's error code, when it gave one
 
 
 @dataclass

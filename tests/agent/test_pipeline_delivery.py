@@ -492,3 +492,38 @@ def test_bodies_left_by_older_deliveries_go_when_the_agent_starts(tmp_path):
     finally:
         local.stop()
         central.stop()
+
+
+def test_a_dead_delivery_sent_again_after_later_ones_arrives(tmp_path):
+    """A rotation mistake kills a delivery (central does not know the secret); once it is put
+    right, later versions go through, and the dead one, sent again, arrives: its body, built
+    before them, carried audit rows behind what central anchored since (409
+    audit_backwards, dead for good); it is built anew once."""
+    local, central = start_pair(tmp_path, revalidate=False, local_args=FAST)
+    right, wrong = (
+        f"--CentralDestination.secret={FIRST_SECRET}",
+        "--CentralDestination.secret=wrong-secret-Zq8Lm3Vx7Rt2Yp9Kd4Hs6",
+    )
+
+    def restart_with(secret: str) -> None:
+        local.stop()
+        local.args = [secret if a in (right, wrong) else a for a in local.args]
+        local.start()
+
+    try:
+        restart_with(wrong)
+        push_many(local, 1)  # many:1, signed with a secret central does not know
+        until(lambda: outbox_states(local) == {"dead": 1}, timeout=60, what="the dead delivery")
+        restart_with(right)
+        push_many(local, 1, start=1)  # many:2 goes through: central anchors past many:1's rows
+        until(lambda: outbox_states(local) == {"dead": 1, "delivered": 1}, timeout=60)
+        status, _ = local.request(
+            "POST", "/api/v1/models/many/versions/1/forward", {"to": "central"}
+        )
+        assert status == 202  # queued again
+        until(lambda: outbox_states(local) == {"delivered": 2}, timeout=60, what="many:1 sent")
+        assert count(central, "many") == 2
+        assert local.cli("fsck").stdout.splitlines()[-1] == "fsck: OK"
+    finally:
+        local.stop()
+        central.stop()

@@ -112,4 +112,5 @@ def post_signed(
         retryable=resp.status in RETRYABLE,
         retry_after=retry_after(resp.getheader("Retry-After")),
         error=message,
+        code=str(err.get("code") or "") if isinstance(err, dict) else "",
     )

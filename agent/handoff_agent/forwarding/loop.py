@@ -38,6 +38,7 @@ def corrupt_message(row: dict, digest: str) -> str:
 
 
 NO_ROOM = "this agent's disk is full: the delivery waits until it has room"
+STALE_AUDIT = "audit_backwards"  # central: this body's audit rows end behind its anchor
 STOP_WAIT = 10.0  # seconds a stop waits for a delivery cut short to put its row back
 
 
@@ -52,6 +53,7 @@ class Store(Protocol):
     def outbox_body_removed(self, row_id): ...
     def outbox_retry(self, row, error, delay): ...
     def outbox_dead(self, row, error): ...
+    def outbox_rebuild(self, row, error): ...
 
 
 class Blobs(Protocol):
@@ -208,6 +210,12 @@ class Forwarder:
             await pools.call(store.outbox_delivered, row, result.remote)
             await self._discard_body(row)
             return "delivered", "", result.remote
+        if result.code == STALE_AUDIT and STALE_AUDIT not in (row.get("last_error") or ""):
+            # built before later deliveries moved the destination's anchor (a dead one sent
+            # again): built anew, under a new id, once; a second refusal is real and dies
+            await pools.call(store.outbox_rebuild, row, result.error)
+            await self._discard_body(row)
+            return "retrying", result.error
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
             await pools.call(store.outbox_retry, row, result.error, delay)

@@ -196,6 +196,24 @@ class OutboxStore(StoreBase):
                 )
             )
 
+    def outbox_rebuild(self, row: dict, error: str) -> None:
+        """A body the destination found stale (its audit rows end behind what later
+        deliveries anchored): a new delivery id, the body built again, tried now."""
+        with self._tx() as c:
+            c.execute(
+                update(t.outbox)
+                .where(OB.id == row["id"])
+                .values(
+                    attempts=OB.attempts + 1,
+                    next_try=0.0,
+                    last_error=error,
+                    delivery_id=uuid.uuid4().hex,
+                    body_digest=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+
     def outbox_dead(self, row: dict, error: str) -> None:
         with self._tx() as c:
             c.execute(
