@@ -36,7 +36,7 @@ def _home(config) -> Path:
 
     home = config.HandoffAgent.get("home")
     if home:
-        return Path(home)
+        return Path(home).absolute()
     central = config.HandoffAgent.get("role") == "central"
     running = runtime.read("central" if central else "local")
     if running and running.get("home"):

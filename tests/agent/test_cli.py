@@ -358,3 +358,17 @@ def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path):
     )
     p.stdout.close()  # the reader is gone before a byte is written
     assert (p.stderr.read(), p.wait(timeout=60)) == ("", 141)
+
+
+def test_a_relative_home_works_for_every_command_that_reads_stores(tmp_path):
+    """`--home central` typed from the directory that holds it (it was 'relative path can't
+    be expressed as a file URI' for fsck and backup)."""
+    from handoff_agent.store.metadata import MetadataStore
+
+    (tmp_path / "central").mkdir()
+    MetadataStore.for_home(tmp_path / "central").close()
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    for args in (["fsck"], ["audit", "verify"], ["backup", "bk"]):
+        out = handoff_cli(env, *args, "--home", "central", cwd=tmp_path)
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+    assert (tmp_path / "bk" / "manifest.json").is_file()

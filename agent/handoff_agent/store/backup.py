@@ -171,7 +171,7 @@ class _ReadOnlyBlobs(FileBlobStore):
     """A backup's blobs, read where they lie (no temporary directory made inside it)."""
 
     def __init__(self, root: Path):
-        self.root = self.tmp = Path(root)
+        self.root = self.tmp = Path(root).absolute()
         self.url = self.root.as_uri()
 
 

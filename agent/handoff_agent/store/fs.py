@@ -39,8 +39,8 @@ SPOOL_ENTRY = re.compile(r"^[0-9a-f]{32}\.bundle$")
 
 class FileBlobStore:
     def __init__(self, root: Path, tmp: Path):
-        self.root, self.tmp = Path(root), Path(tmp)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root, self.tmp = Path(root).absolute(), Path(tmp).absolute()  # (a --home typed
+        self.root.mkdir(parents=True, exist_ok=True)  # relative: its URL must still be a URL)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
         # Where a kernel on this machine writes a bundle for the agent to adopt: beside the
