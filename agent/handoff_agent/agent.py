@@ -503,7 +503,17 @@ class HandoffAgent(LoggingConfigurable):
         self.monitor = MonitorService(self.registry, self.store, self.policy, self.stages)
         self._monitor_task = None
         # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
-        self.signing_key = keys.load_or_create(home) if self.role == "central" else None
+        self.signing_key = None
+        if self.role == "central":
+            made = not (Path(home) / keys.KEY_FILE).exists()
+            self.signing_key = keys.load_or_create(home)
+            if made and self.registry.audit_head()["seq"] > 0:
+                log.warning(
+                    "made a new signing key %s: this home has a history, so its key was "
+                    "lost or left out of a restore; dossiers signed before verify only with "
+                    "the old public key",
+                    keys.key_id(self.signing_key.public_key()),
+                )
         self.model_sandbox = self._make_sandbox(home)
         self.probe_pool = ProbePool(
             self.model_sandbox, self.worker_limits(), self.probe_workers, self.check_timeout
@@ -1004,7 +1014,12 @@ class HandoffAgent(LoggingConfigurable):
                 failed_round(log, "the monitor run failed")
 
     def _lifecycle(self) -> dict:
-        return {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
+        """``agent.start``/``agent.stop``'s payload; central's names its signing key, so a key
+        made anew (its file lost, or left out of a restore) shows in the audit log."""
+        out = {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
+        if self.signing_key is not None:
+            out["signing_key"] = keys.key_id(self.signing_key.public_key())
+        return out
 
     def _bound_port(self) -> int:
         for sock in self.server._sockets.values():

@@ -300,6 +300,9 @@ def test_central_made_a_signing_key_at_first_start_and_publishes_it(site):
     )
     log = central.read_log()
     assert base64.b64encode(secret).decode() not in log and "PRIVATE KEY" not in log
+    # each start names the key it signs with, so a key made anew shows in the audit log
+    starts = central.sql("SELECT payload FROM audit WHERE action = 'agent.start'")
+    assert json.loads(starts[-1]["payload"])["signing_key"] == body["keys"][0]["key_id"]
     # a local agent signs nothing
     status, body = site["local"].request("GET", "/api/v1/keys", token=False)
     assert_error(status, body, 404, "not_central")
