@@ -272,6 +272,8 @@ def test_tokens_never_reach_the_log(agent):
     # Then neither the token nor the query secret is in it, and the requests are
     assert "/api/v1/nowhere?x=1&token=REDACTED" in log
     assert leak not in log
+    # a read that succeeded is not logged at INFO (agents and panels poll)
+    assert "200 GET /api/v1/models?token=REDACTED" not in log
     assert agent.token not in log
 
 

@@ -39,6 +39,7 @@ def corrupt_message(row: dict, digest: str) -> str:
 
 NO_ROOM = "this agent's disk is full: the delivery waits until it has room"
 STALE_AUDIT = "audit_backwards"  # central: this body's audit rows end behind its anchor
+REFUSED_SLOWER = 30  # a destination refusing our token is asked this many times less often
 STOP_WAIT = 10.0  # seconds a stop waits for a delivery cut short to put its row back
 
 
@@ -293,4 +294,5 @@ class Forwarder:
                 raise
             except Exception:
                 log.exception("stage sync from %s failed; retrying", source.name)
-            await asyncio.sleep(source.status_interval)
+            refused = getattr(source, "token_refused", None)  # said once; asked again seldom
+            await asyncio.sleep(source.status_interval * (REFUSED_SLOWER if refused else 1))

@@ -175,6 +175,8 @@ class ForwardService:
         rows = await self.pools.call(self.store.awaiting_stage, tuple(TERMINAL), source.name)
         for row in rows:
             remote = await self.pools.run_io(source.status, json.loads(row["remote"]))
+            if remote is None and getattr(source, "token_refused", None):
+                return  # every other version would be refused too: the round ends here
             if remote is None or remote.get("stage") == row["stage"]:
                 continue
             subject = f"{row['model']}:{row['number']}"

@@ -105,10 +105,14 @@ def redact_uri(uri: str) -> str:
 
 
 def log_request(handler: web.RequestHandler) -> None:
-    """The access log line (tornado's ``log_function``): query secrets redacted, no headers."""
+    """The access log line (tornado's ``log_function``): query secrets redacted, no headers.
+    A read that succeeded is DEBUG: agents and panels poll, and at INFO one analyst's local
+    agent asking after its versions wrote thousands of lines a minute at central."""
     status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if level == logging.INFO and request.method in ("GET", "HEAD"):
+        level = logging.DEBUG
     access_log.log(
         level,
         "%d %s %s (%s) %.2fms",
