@@ -15,7 +15,7 @@ from . import logs, runtime
 from ._version import __version__
 from .command import Command
 from .logs import InertFormatter
-from .shell import complain
+from .shell import complain, visible
 
 # How the commands that read a home's stores name them (fsck, backup, restore, migrate).
 STORE_ALIASES = {
@@ -327,9 +327,15 @@ class ReportApp(Command):
 
 class TokenApp(Command):
     name = "jupyter-handoff-token"
-    description = "Create or revoke API tokens with roles: token create --user U --role R."
+    description = (
+        "Create, list or revoke API tokens with roles: token create --user U --role R; "
+        "token list; token revoke --user U [--id ID]."
+    )
     version = __version__
     user = Unicode("", help="User the token belongs to.").tag(config=True)
+    token_id = Unicode("", help="revoke: only the token with this id (from token list).").tag(
+        config=True
+    )
     roles = List(
         Unicode(), help="Roles: analyst, reviewer, admin, or consumer (repeat --role)."
     ).tag(config=True)
@@ -344,6 +350,7 @@ class TokenApp(Command):
         "role": "TokenApp.roles",
         "models": "TokenApp.models",
         "user": "TokenApp.user",
+        "id": "TokenApp.token_id",
         "agent-role": "HandoffAgent.role",
         "database-url": "HandoffAgent.database_url",
     }
@@ -354,16 +361,22 @@ class TokenApp(Command):
         from .errors import HandoffError
 
         action = self.extra_args[0] if self.extra_args else ""
-        if action not in ("create", "revoke"):
+        if action not in ("create", "list", "revoke"):
             complain(
                 "Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]",
                 "       jupyter handoff token create --role consumer --models churn",
-                "       jupyter handoff token revoke --user alice [--home DIR]",
+                "       jupyter handoff token list [--home DIR]",
+                "       jupyter handoff token revoke --user alice [--id ID] [--home DIR]",
             )
             self.exit(2)
         registry = _open_db(self.config)
         try:
-            if action == "create":
+            if action == "list":
+                for k in registry.tokens():
+                    scope = f"  models: {','.join(k['models'])}" if k["models"] else ""
+                    line = f"{k['id']}  {k['user']}  {','.join(k['roles'])}  {k['created']}"
+                    print(visible(line + scope))
+            elif action == "create":
                 models = [m for given in self.models for m in given.split(",") if m] or None
                 user = self.user or ("consumer" if "consumer" in self.roles else "")
                 print(tokens.create(registry, user, list(self.roles), "cli", models))
@@ -373,7 +386,8 @@ class TokenApp(Command):
                     "e.g. jupyter handoff token revoke --user alice",
                 )
             else:
-                print(f"Revoked {tokens.revoke(registry, self.user)} token(s) of {self.user}.")
+                n = tokens.revoke(registry, self.user, token_id=self.token_id)
+                print(f"Revoked {n} token(s) of {self.user}.")
         except HandoffError as e:
             complain(f"{e.message}\n{e.hint}")
             self.exit(2)

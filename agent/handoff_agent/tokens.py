@@ -56,5 +56,11 @@ def lookup(store, token: str) -> dict | None:
     return store.token_lookup(token_hash(token))
 
 
-def revoke(store, user: str, actor: str = "cli") -> int:
-    return store.token_revoke(user, actor)
+def revoke(store, user: str, actor: str = "cli", token_id: str = "") -> int:
+    """``user``'s tokens, or the one ``token_list`` names ``token_id``."""
+    if token_id and not re.fullmatch(r"[0-9a-f]{8,64}", token_id):
+        raise BadRequest(
+            f"{token_id[:70]!r} is not a token id: its hex digits, as `token list` shows them.",
+            "e.g. jupyter handoff token revoke --user alice --id 3f2a9c1e",
+        )
+    return store.token_revoke(user, actor, token_id)

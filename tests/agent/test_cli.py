@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -284,6 +285,37 @@ def test_token_revoke_without_a_user_is_refused(tmp_path):
     p = handoff("token", "revoke", "--home", str(tmp_path / "h"), runtime_dir=tmp_path)
     assert p.returncode == 2 and p.stdout == "", p.stdout
     assert p.stderr.splitlines()[0] == "Whose tokens? token revoke needs --user.", p.stderr
+
+
+def test_tokens_are_listed_without_their_secret_and_one_can_be_revoked(tmp_path):
+    """IT lists the tokens in force (never the tokens themselves) and revokes one of a
+    user's two (a lost laptop), keeping the other."""
+    from handoff_agent.store.metadata import MetadataStore
+
+    home = tmp_path / "h"
+    home.mkdir()
+    MetadataStore.for_home(home).close()
+
+    def token(*args):
+        return handoff("token", *args, "--home", str(home), runtime_dir=tmp_path)
+
+    laptop = token("create", "--user", "eve", "--role", "reviewer").stdout.strip()
+    desktop = token("create", "--user", "eve", "--role", "reviewer").stdout.strip()
+    token("create", "--user", "bob", "--role", "admin")
+    listed = token("list").stdout.splitlines()
+    assert [line.split()[1:3] for line in listed] == [
+        ["bob", "admin"],
+        ["eve", "reviewer"],
+        ["eve", "reviewer"],
+    ]
+    assert laptop not in "".join(listed) and desktop not in "".join(listed)
+    laptop_id = hashlib.sha256(laptop.encode()).hexdigest()[:8]
+    assert laptop_id in {line.split()[0] for line in listed}
+    out = token("revoke", "--user", "eve", "--id", laptop_id)
+    assert (out.returncode, out.stdout) == (0, "Revoked 1 token(s) of eve.\n"), out.stderr
+    assert [line.split()[1] for line in token("list").stdout.splitlines()] == ["bob", "eve"]
+    bad = token("revoke", "--user", "eve", "--id", "zz")
+    assert bad.returncode == 2 and "is not a token id" in bad.stderr, bad.stderr
 
 
 def test_a_url_that_is_no_handoff_agent_is_one_line(tmp_path):

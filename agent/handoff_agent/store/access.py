@@ -17,6 +17,9 @@ W = t.trust_waits.c
 V = t.versions.c
 
 
+TOKEN_ID = 8  # hex digits of a token's hash that name it in lists and revokes
+
+
 class AccessStore(StoreBase):
     def token_add(
         self, token_hash: str, user: str, roles: list[str], actor: str, models=None
@@ -48,11 +51,33 @@ class AccessStore(StoreBase):
             found["models"] = json.loads(row[2])
         return found
 
-    def token_revoke(self, user: str, actor: str) -> int:
+    def token_revoke(self, user: str, actor: str, token_id: str = "") -> int:
+        """Revoke ``user``'s tokens, or only the one whose id (``tokens``) is ``token_id``."""
         with self._tx() as c:
-            n = c.execute(update(t.tokens).where(K.user == user).values(revoked=1)).rowcount
-            self.audit_append(actor, "token.revoke", user, {"count": n})
+            q = update(t.tokens).where(K.user == user, K.revoked == 0)
+            if token_id:
+                q = q.where(K.hash.startswith(token_id))
+            n = c.execute(q.values(revoked=1)).rowcount
+            payload = {"count": n, **({"id": token_id} if token_id else {})}
+            self.audit_append(actor, "token.revoke", user, payload)
             return n
+
+    def tokens(self) -> list[dict]:
+        """The tokens in force: user, roles, models, created, and an id (the first digits
+        of the stored hash: naming one, never enough to use it)."""
+        q = select(K.hash, K.user, K.roles, K.models, K.created).where(K.revoked == 0)
+        with self._read() as c:
+            rows = c.execute(q.order_by(K.user, K.created)).all()
+        return [
+            {
+                "id": r.hash[:TOKEN_ID],
+                "user": r.user,
+                "roles": json.loads(r.roles),
+                "models": json.loads(r.models) if r.models else None,
+                "created": r.created,
+            }
+            for r in rows
+        ]
 
     # -- trust ----------------------------------------------------------------------------
 
