@@ -294,3 +294,20 @@ def test_one_feature_moved_alerts_and_says_which_then_clears_in_its_own_words(st
     assert {k: a["state"] for k, a in cleared.items()} == {k: "cleared" for k in fired}
     said = cleared["feature_drift"]["message"]
     assert " is back within 0.5 in the daily window from " in said, said
+
+
+def test_a_window_with_no_reference_says_what_it_cannot_judge(stores):
+    """A model monitored from an imported log with no reference: its windows say, where the
+    views show a reason, that drift and performance are not judged (they read 'ok', silent)."""
+    registry, blobs = stores
+    rng = np.random.default_rng(9)
+    f = traffic(rng, PER_DAY)
+    f["time"] = T0 + np.sort(rng.uniform(0, DAY, PER_DAY))
+    backfill.import_log(registry, blobs, "churn", f, "test")
+    (window,) = MonitorService(registry, blobs, Policy(monitor=POLICY)).run("churn", T0 + DAY)[
+        "windows"
+    ]
+    assert window["status"] == "ok", window
+    assert window["reason"] == (
+        "no reference: input drift, prediction drift and performance not judged"
+    )

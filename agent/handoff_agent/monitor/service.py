@@ -245,6 +245,8 @@ class MonitorService:
         if ops["requests"] < p.min_samples:
             status = "insufficient"
             reason = f"{ops['requests']} predictions, fewer than min_samples = {p.min_samples}"
+        elif ref is None:  # said where the views show a window's reason, not only in metrics
+            reason = "no reference: input drift, prediction drift and performance not judged"
         labels, due = "none", end + p.label_delay_hours * 3600
         if ref is not None and len(rows) and status == "ok" and final:
             labelled = frames.with_labels(rows, feedback, now)
@@ -255,6 +257,8 @@ class MonitorService:
             elif n >= p.min_labels:
                 labels = "final"
                 m["performance"] = metrics.performance(labelled, ref, p)
+                if m["performance"] and m["performance"].get("baseline") is None:
+                    reason = "no baseline (the version's checks recorded no metric to hold to)"
             elif now < end + p.label_wait_days * 86400:
                 labels = "waiting"
                 reason = f"{n} labels so far, fewer than min_labels = {p.min_labels}"
