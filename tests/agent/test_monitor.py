@@ -215,6 +215,13 @@ def test_a_rollback_alert_rolls_back_only_a_production_version_that_served_the_w
     for served in ([2, 3], [0], None):
         outcome, _ = service.act("churn", alert, "rollback", served=served)
         assert "did not serve" not in outcome, (served, outcome)
+    # a monthly window's alert (it closes weeks after most of its traffic) only notifies
+    monthly = {**alert, "window": "monthly"}
+    outcome, rolled = service.act("churn", monthly, "rollback", served=[3])
+    assert (outcome, rolled) == (
+        "a monthly window does not roll back (the daily ones do); notified",
+        False,
+    )
 
 
 def test_a_log_imported_late_judges_its_window_again_and_an_older_window_clears_nothing(stores):

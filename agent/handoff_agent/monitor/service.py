@@ -392,6 +392,8 @@ class MonitorService:
             return "retrain requested (audit monitor.retrain_requested)", False
         if action != "rollback":
             return "notified", False
+        if alert.get("window") == "monthly":  # it closes weeks after most of its traffic
+            return "a monthly window does not roll back (the daily ones do); notified", False
         slots = {r["slot"]: r for r in self.registry.slots_of(model)}
         if "production" not in slots:
             return "nothing in production to roll back; notified", False
