@@ -34,7 +34,7 @@ ALERT_KINDS = {
     "error_rate": "error rate",
     "latency": "p99 latency",
     "drift": "input drift",
-    "feature_drift": "one feature's drift",
+    "feature_drift": "drift in one feature",
     "prediction_drift": "prediction drift",
     "performance": "performance",
     "estimated_performance": "estimated performance (no labels yet)",
@@ -68,7 +68,7 @@ class MonitorActions:
     error_rate: str = _key("notify", "on an error-rate alert", choices=ACTIONS)
     latency: str = _key("notify", "on a p99-latency alert", choices=ACTIONS)
     drift: str = _key("notify", "on an input-drift alert", choices=ACTIONS)
-    feature_drift: str = _key("notify", "on one feature's drift alert", choices=ACTIONS)
+    feature_drift: str = _key("notify", "on a drift-in-one-feature alert", choices=ACTIONS)
     prediction_drift: str = _key("notify", "on a prediction-drift alert", choices=ACTIONS)
     performance: str = _key("notify", "on a labelled-performance alert", choices=ACTIONS)
     estimated_performance: str = _key(

@@ -291,7 +291,7 @@ def test_one_feature_moved_alerts_and_says_which_then_clears_in_its_own_words(st
     fired = {a["kind"]: a for a in service.run("churn", T0 + DAY)["alerts"]}
     assert set(fired) == {"drift", "feature_drift"}, fired  # 2 of 6 features: k and x3
     message = fired["feature_drift"]["message"]
-    assert message.startswith("churn: one feature's drift "), message
+    assert message.startswith("churn: drift in one feature "), message
     assert message.endswith(" features drifted") and ": k (PSI " in message, message
     drifted = fired["drift"]["message"].split(": ", 2)[-1]
     assert drifted.startswith(("x3 (PSI", "k (PSI")) and "2 of 6 features drifted" in drifted
