@@ -167,24 +167,25 @@ def _refuse_newer(done: set[str], names: list[str]) -> None:
         )
 
 
-def pending(engine: Engine) -> list[str]:
-    """The migrations ``upgrade`` would apply to this database (all, for an empty one)."""
+def _applied(engine: Engine) -> set[str]:
+    """The migrations the database records (none before it has the table)."""
     try:
         with engine.connect() as conn:
-            done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
+            return set(conn.execute(select(t.schema_migrations.c.name)).scalars())
     except Exception:  # no schema_migrations table yet
-        done = set()
+        return set()
+
+
+def pending(engine: Engine) -> list[str]:
+    """The migrations ``upgrade`` would apply to this database (all, for an empty one)."""
+    done = _applied(engine)
     return [n for n, _ in MIGRATIONS if n not in done]
 
 
 def upgrade(engine: Engine) -> list[str]:
     """Bring the schema to head. Returns the names of the migrations applied now."""
     names = [n for n, _ in MIGRATIONS]
-    try:
-        with engine.connect() as conn:
-            done = set(conn.execute(select(t.schema_migrations.c.name)).scalars())
-    except Exception:  # no schema_migrations table yet
-        done = set()
+    done = _applied(engine)
     _refuse_newer(done, names)
     if set(names) <= done:
         return []

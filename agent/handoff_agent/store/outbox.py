@@ -184,49 +184,19 @@ class OutboxStore(StoreBase):
 
     def outbox_retry(self, row: dict, error: str, delay: float) -> None:
         with self._tx() as c:
-            c.execute(
-                update(t.outbox)
-                .where(OB.id == row["id"])
-                .values(
-                    attempts=OB.attempts + 1,
-                    next_try=time.time() + delay,
-                    last_error=error,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            )
+            _attempt_ended(c, row, error, next_try=time.time() + delay)
 
     def outbox_rebuild(self, row: dict, error: str) -> None:
         """A body the destination found stale (its audit rows end behind what later
         deliveries anchored): a new delivery id, the body built again, tried now."""
         with self._tx() as c:
-            c.execute(
-                update(t.outbox)
-                .where(OB.id == row["id"])
-                .values(
-                    attempts=OB.attempts + 1,
-                    next_try=0.0,
-                    last_error=error,
-                    delivery_id=uuid.uuid4().hex,
-                    body_digest=None,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
+            _attempt_ended(
+                c, row, error, next_try=0.0, delivery_id=uuid.uuid4().hex, body_digest=None
             )
 
     def outbox_dead(self, row: dict, error: str) -> None:
         with self._tx() as c:
-            c.execute(
-                update(t.outbox)
-                .where(OB.id == row["id"])
-                .values(
-                    state="dead",
-                    attempts=OB.attempts + 1,
-                    last_error=error,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            )
+            _attempt_ended(c, row, error, state="dead")
             self.audit_append(
                 "agent",
                 "forward.dead",
@@ -316,6 +286,21 @@ class OutboxStore(StoreBase):
         )
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
+
+
+def _attempt_ended(c, row: dict, error: str, **values) -> None:
+    """An attempt at ``row`` is over: counted, its error kept, its claim let go."""
+    c.execute(
+        update(t.outbox)
+        .where(OB.id == row["id"])
+        .values(
+            attempts=OB.attempts + 1,
+            last_error=error,
+            claimed_by=None,
+            claimed_until=None,
+            **values,
+        )
+    )
 
 
 def _revive(c, version_id: int, destination: str, forced_by: str) -> tuple[bool, bool]:
