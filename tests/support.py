@@ -7,7 +7,9 @@ import http.client
 import io
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -189,6 +191,10 @@ class RunningAgent:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
     def request(self, method, path, body=None, headers=None, token=True, timeout=60):
         """Returns (status, parsed JSON body or raw text). ``token`` may be another token."""
         status, _, parsed = self.request_full(method, path, body, headers, token, timeout)
@@ -303,6 +309,41 @@ def wait_checked(agent: RunningAgent, name: str, number: int, timeout: float = 1
             return body
         time.sleep(0.2)
     raise AssertionError(f"{name}:{number} was not checked in {timeout} s: {body}")
+
+
+def send_until_answered(
+    address: tuple[str, int], request_head: bytes, total: int, chunked: bool = False
+) -> tuple[int, dict | str, int]:
+    """Send the head, then body bytes (up to ``total``, in 1 MiB chunks when ``chunked``) only
+    while the server has not answered. Returns (status, body, body bytes the socket accepted
+    before the answer came)."""
+    block = b"\0" * (1 << 20)
+    sent, pending = 0, b""
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(request_head)
+        sock.setblocking(False)
+        while True:
+            want_write = [sock] if sent < total or pending else []
+            readable, writable, _ = select.select([sock], want_write, [], 60)
+            if readable:
+                break
+            assert writable, "the server neither answered nor read the body in 60 s"
+            if not pending:
+                data = block[: total - sent]
+                sent += len(data)
+                pending = f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data
+            try:
+                pending = pending[sock.send(pending) :]
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        sock.setblocking(True)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        raw = resp.read()
+    try:
+        return resp.status, json.loads(raw), sent
+    except ValueError:
+        return resp.status, raw.decode(errors="replace"), sent
 
 
 def until(predicate, timeout: float = 120, what: str = "condition", every: float = 0.1):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
 
 import pytest
 from agent_support import NO_CHECKS, UPLOAD, assert_error, raw_connect, read_response
-from support import RunningAgent, bundle_bytes
+from support import RunningAgent, bundle_bytes, send_until_answered
 
 from handoff_agent import signing
 
@@ -38,34 +37,6 @@ def head(agent, method, path, headers: dict, length: int | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def send_until_answered(agent, request_head: bytes, total: int, chunked: bool = False):
-    """Send the head, then body bytes (up to ``total``) only while the agent has not answered.
-    Returns (status, body, body bytes the socket accepted before the answer came)."""
-    block = b"\0" * (1 << 20)
-    sent = 0
-    with raw_connect(agent) as sock:
-        sock.sendall(request_head)
-        sock.setblocking(False)
-        while True:
-            want_write = [sock] if sent < total else []
-            readable, writable, _ = select.select([sock], want_write, [], 60)
-            if readable:
-                break
-            assert writable, "the agent neither answered nor read the body in 60 s"
-            data = block[: total - sent]
-            if chunked:
-                data = f"{len(data):x}\r\n".encode() + data + b"\r\n"
-            try:
-                n = sock.send(data)
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            sent += min(n, total - sent)
-        sock.setblocking(True)
-        sock.settimeout(30)
-        status, body = read_response(sock)
-    return status, body, sent
-
-
 def peak_rss(agent) -> int:
     """The agent process's high-water mark of resident memory, in bytes."""
     for line in open(f"/proc/{agent.proc.pid}/status"):  # noqa: SIM115
@@ -84,7 +55,7 @@ def test_unauthenticated_256_mib_body_is_refused_before_it_is_read(shared_agent,
     before = peak_rss(shared_agent)
     request_head = head(shared_agent, "POST", path, {"Content-Type": ctype}, BIG)
     # When it streams the body for as long as the agent has not answered
-    status, body, sent = send_until_answered(shared_agent, request_head, BIG)
+    status, body, sent = send_until_answered(shared_agent.address, request_head, BIG)
     # Then the 401 arrives long before the body could have been read, and memory did not grow
     assert_error(status, body, 401, "unauthorized")
     assert sent < BIG // 4, f"the agent read {sent} bytes before refusing"
@@ -96,7 +67,7 @@ def test_intake_without_delivery_headers_is_refused_before_the_body(central):
     request_head = head(
         central, "POST", "/api/v1/intake", {"Content-Type": "application/x-tar"}, BIG
     )
-    status, body, sent = send_until_answered(central, request_head, BIG)
+    status, body, sent = send_until_answered(central.address, request_head, BIG)
     assert_error(status, body, 401)
     assert sent < BIG // 4
     assert central.healthy()
@@ -113,7 +84,7 @@ def test_intake_of_a_delivery_naming_no_key_is_refused_before_the_body(central):
         "X-Handoff-Signature": signing.sign(SECRET, delivery, stamp, [b""]),
     }
     status, body, sent = send_until_answered(
-        central, head(central, "POST", "/api/v1/intake", headers, BIG), BIG
+        central.address, head(central, "POST", "/api/v1/intake", headers, BIG), BIG
     )
     assert_error(status, body, 401, "bad_signature")
     # an older sender, which names no key, drops hints: the way out is in the message
@@ -137,7 +108,7 @@ def test_intake_refuses_a_declared_size_over_its_limit_before_the_body(central):
     }
     request_head = head(central, "POST", "/api/v1/intake", headers, 1 << 40)
     # When the declared size is over the limit, the answer is a JSON 413 before any body byte
-    status, body, sent = send_until_answered(central, request_head, 1 << 30)
+    status, body, sent = send_until_answered(central.address, request_head, 1 << 30)
     assert_error(status, body, 413, "too_large")
     assert sent < 1 << 28
     assert central.healthy()
@@ -146,11 +117,14 @@ def test_intake_refuses_a_declared_size_over_its_limit_before_the_body(central):
 def test_json_body_over_one_mib_is_413_declared_or_chunked(shared_agent):
     auth = {"Authorization": f"token {shared_agent.token}", "Content-Type": "application/json"}
     status, body, sent = send_until_answered(
-        shared_agent, head(shared_agent, "POST", JSON_ROUTE, auth, 2 << 20), 2 << 20
+        shared_agent.address, head(shared_agent, "POST", JSON_ROUTE, auth, 2 << 20), 2 << 20
     )
     assert_error(status, body, 413, "too_large")
     status, body, sent = send_until_answered(
-        shared_agent, head(shared_agent, "POST", JSON_ROUTE, auth, None), 64 << 20, chunked=True
+        shared_agent.address,
+        head(shared_agent, "POST", JSON_ROUTE, auth, None),
+        64 << 20,
+        chunked=True,
     )
     assert_error(status, body, 413, "too_large")
     assert sent < 32 << 20

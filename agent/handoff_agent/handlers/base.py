@@ -211,6 +211,8 @@ class BaseHandler(web.RequestHandler):
             if declared is not None and declared > self.max_body:
                 raise self.too_large()
             self._chunks = []
+            if self.chunked():  # counted in data_received: tornado's own cap answers a bare 400
+                self.request.connection.set_max_body_size(1 << 62)
 
     def declared_length(self) -> int | None:
         raw = self.request.headers.get("Content-Length")

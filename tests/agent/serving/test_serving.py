@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import time
+import urllib.parse
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from serving_support import (
     status_json,
 )
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, until
+from support import RunningAgent, send_until_answered, until
 from tornado import web
 
 from handoff_agent.serving.handlers import routes
@@ -271,6 +272,30 @@ def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
             else:
                 assert_error(status, body, 401, "unauthorized")
     assert client.invocations([ROW])[0] == 200  # no worker died on the way
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_body_over_the_limit_is_413_before_it_is_read(deployed, chunked):
+    """A client streaming rows (curl -T, a proxy) sends no length: it gets the same JSON 413
+    as one that declares it, once past the limit, not tornado's bare 400."""
+    _local, central, client, _seen = deployed
+    url = urllib.parse.urlsplit(serving_url(central))
+    total = (32 << 20) + (8 << 20)  # c.Serving.max_body_bytes is 32 MiB
+    head = [
+        "POST /invocations?model=churn HTTP/1.1",
+        f"Host: {url.netloc}",
+        f"Authorization: token {central.token}",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}",
+    ]
+    request_head = ("\r\n".join(head) + "\r\n\r\n").encode()
+    status, body, sent = send_until_answered(
+        (url.hostname, url.port), request_head, total, chunked=chunked
+    )
+    assert_error(status, body, 413, "too_large")
+    assert "larger than the model server's limit of 33554432 bytes" in body["error"]["message"]
+    assert sent < total
+    assert client.invocations([ROW])[0] == 200
 
 
 def test_consumer_token_feedback_and_the_prediction_log(deployed):
