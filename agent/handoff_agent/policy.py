@@ -101,10 +101,7 @@ class Policy:
         except OSError as e:
             raise ValueError(f"{path} cannot be read: {e.strerror}.") from None
         intake = data.get("intake", {})
-        stages = {**DEFAULT_STAGES, **data.get("stages", {})}
-        unknown = set(stages) - set(FLOW)
-        if unknown:
-            raise ValueError(f"Unknown stages in {path}: {sorted(unknown)}; stages are {FLOW}")
+        stages = _stages({**DEFAULT_STAGES, **data.get("stages", {})}, path)
         if intake.get("accept_pickle"):
             raise ValueError(
                 f"{path}: [intake] accept_pickle is no longer supported: central never "
@@ -130,7 +127,7 @@ class Policy:
             max_per_hour=per_hour,
             max_bytes_per_hour=bytes_per_hour,
             sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
-            stages={k: {r: int(n) for r, n in v.items()} for k, v in stages.items()},
+            stages=stages,
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
             watches=_watches(data.get("watch", []), path),
             monitor=MonitorPolicy.load(data.get("monitor", {}), path),
@@ -192,6 +189,34 @@ def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]
             'python -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
     return list(plain), senders
+
+
+SIGNING_ROLES = ("reviewer", "admin")  # the roles whose tokens may sign a stage off
+
+
+def _stages(stages: dict, path) -> dict[str, dict[str, int]]:
+    """[stages.NAME] tables of ROLE = COUNT: a role nobody can hold, or a count that is no
+    whole number, would leave every version waiting at that stage for ever."""
+    unknown = set(stages) - set(FLOW)
+    if unknown:
+        raise ValueError(f"Unknown stages in {path}: {sorted(unknown)}; stages are {FLOW}")
+    out = {}
+    for stage, table in stages.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: write [stages.{stage}] as a table of ROLE = COUNT lines.")
+        for role, count in table.items():
+            if role not in SIGNING_ROLES:
+                raise ValueError(
+                    f"{path}: [stages.{stage}] {role} is no role that signs off: the roles are "
+                    f"{' and '.join(SIGNING_ROLES)} (a token's --role)."
+                )
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(
+                    f"{path}: [stages.{stage}] {role} must be a whole number of sign-offs "
+                    f">= 0, not {count!r}."
+                )
+        out[stage] = dict(table)
+    return out
 
 
 def _watches(entries, path) -> list[dict]:

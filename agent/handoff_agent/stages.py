@@ -63,23 +63,19 @@ class StageManager:
         with self.store.transaction():
             v = self.store.version_for_stage(name, number)
             target = signoff_to(v["stage"], self.policy.stages)
+            if target is None:
+                raise Conflict(
+                    f"{name}:{number} is {v['stage']}; there is nothing to sign off now, and "
+                    "nothing was recorded.",
+                    _no_signoff_hint(name, v["stage"]),
+                    code="wrong_stage",
+                )
             if to and to != target:
                 raise Conflict(
                     f"{name}:{number} is {v['stage']} now, so a sign-off for {to} no longer "
                     "applies; nothing was recorded.",
-                    f"Look at it again: it waits for sign-offs for {target}."
-                    if target
-                    else "It waits for no sign-off now.",
+                    f"Look at it again: it waits for sign-offs for {target}.",
                     code="stage_moved",
-                )
-            if target is None:
-                raise Conflict(
-                    f"{name}:{number} is {v['stage']}; there is nothing to sign off now.",
-                    f"It serves until another version is promoted, or an admin runs `jupyter "
-                    f"handoff rollback {name}`."
-                    if v["stage"] == "production"
-                    else "A version can be signed off once it is validated.",
-                    code="wrong_stage",
                 )
             if _pushed(v, who["user"]):
                 raise Forbidden(
@@ -88,20 +84,14 @@ class StageManager:
                     code="self_signoff",
                 )
             done = self.signoffs(v["id"], target)
-            # One holding several roles signs in the one still missing (a reviewer and
-            # admin fills the admin sign-off once a reviewer's is in), else the first held.
-            held = [r for r in self.policy.missing(target, done) if r in who["roles"]]
-            held += [r for r in self.policy.stages.get(target, {}) if r in who["roles"]]
-            role = role or next(iter(held), None)
-            if role is None or role not in who["roles"]:
-                role = next((r for r in ("reviewer", "admin") if r in who["roles"]), None)
-            if role is None:
-                raise Forbidden(f"{who['user']} has no role that may sign off.")
             if _signed(done, who["user"]):
                 raise Conflict(
                     f"{who['user']} already signed off {name}:{number} for {target}.",
+                    "A sign-off stands once given: to stop the version, ask an admin to "
+                    f"archive it (jupyter handoff stage {name}:{number} archived).",
                     code="duplicate_signoff",
                 )
+            role = self._role(target, done, who, role)
             subject = f"{name}:{number}"
             if decision == "approve":
                 self._guard(v, target, subject)
@@ -116,6 +106,26 @@ class StageManager:
                 self._archive_previous(name, number, target, who["user"])
                 return {"stage": target}
             return {"stage": v["stage"], "waiting_for": target}
+
+    def _role(self, target: str, done: list[dict], who: dict, asked: str | None) -> str:
+        """The role a sign-off counts in: one the stage needs and ``who`` holds. One holding
+        several signs in the one still missing (a reviewer and admin fills the admin
+        sign-off once a reviewer's is in). A role the stage does not name would be recorded
+        and count for nothing, so it is refused."""
+        needed = self.policy.stages.get(target, {})
+        held = [r for r in self.policy.missing(target, done) if r in who["roles"]]
+        held += [r for r in needed if r in who["roles"]]
+        if asked in held:
+            return asked
+        if held:
+            return held[0]
+        roles = " or ".join(r for r, n in needed.items() if n) or "no one"
+        raise Forbidden(
+            f"{who['user']} cannot sign off for {target}: it needs {roles}, and "
+            f"{who['user']} holds {', '.join(who['roles']) or 'no role'}.",
+            f"Ask someone with the {roles} role to sign it off.",
+            code="role_not_needed",
+        )
 
     def review_of(self, name: str, number: int) -> dict | None:
         """The review queue's entry for one version; None when it waits for no sign-off."""
@@ -256,3 +266,23 @@ def _pushed(v: dict, user: str) -> bool:
 def _signed(signoffs: list[dict], user: str) -> bool:
     """Whether ``user`` is among ``signoffs`` already (each person counts once a stage)."""
     return any(s["user"].casefold() == user.casefold() for s in signoffs)
+
+
+NO_SIGNOFF = {  # why a version in this stage waits for no sign-off, and what to do
+    "received": "Central is still checking it: sign it off once it is validated.",
+    "needs_trust": "It waits for an admin to trust its types (jupyter handoff trust list); "
+    "once validated it can be signed off.",
+    "rejected": "A rejected version is not signed off again: a fixed model comes as a new version.",
+    "rollback": "A rolled-back version is not signed off again: a fixed model comes as a new "
+    "version.",
+    "archived": "An archived version is not signed off again.",
+}
+
+
+def _no_signoff_hint(name: str, stage: str) -> str:
+    if stage == "production":
+        return (
+            f"It serves until another version is promoted, or an admin runs `jupyter "
+            f"handoff rollback {name}`."
+        )
+    return NO_SIGNOFF.get(stage, "Its next stage needs no sign-off under central's policy.")

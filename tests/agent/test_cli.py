@@ -316,6 +316,13 @@ def test_tokens_are_listed_without_their_secret_and_one_can_be_revoked(tmp_path)
     assert [line.split()[1] for line in token("list").stdout.splitlines()] == ["bob", "eve"]
     bad = token("revoke", "--user", "eve", "--id", "zz")
     assert bad.returncode == 2 and "is not a token id" in bad.stderr, bad.stderr
+    # A name counts case-insensitively, as at sign-off: `--user EVE` is eve
+    out = token("revoke", "--user", "EVE")
+    assert (out.returncode, out.stdout) == (0, "Revoked 1 token(s) of EVE.\n"), out.stderr
+    # and revoking what is not in force says so, never "Revoked 0" taken for done
+    again = token("revoke", "--user", "eve")
+    assert (again.returncode, again.stdout) == (2, ""), again
+    assert again.stderr.splitlines()[0] == "No token of eve is in force; nothing was revoked."
 
 
 def test_a_url_that_is_no_handoff_agent_is_one_line(tmp_path):

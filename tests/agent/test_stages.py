@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from store.test_metadata import Registry, digest_of, manifest
 
-from handoff_agent.errors import Conflict
+from handoff_agent.errors import Conflict, Forbidden
 from handoff_agent.policy import Policy
 from handoff_agent.stages import StageManager
 from handoff_agent.store.metadata import MetadataStore
@@ -44,3 +44,69 @@ def test_one_with_both_roles_counts_once(stages):
     assert stages.sign("churn", 1, carol, "approve", "")["waiting_for"] == "approved"
     with pytest.raises(Conflict, match="already signed off"):
         stages.sign("churn", 1, carol, "approve", "")
+
+
+def test_a_role_the_stage_does_not_name_is_refused_not_recorded(tmp_path):
+    """An admin signing a stage only reviewers sign would be recorded (and shown in the
+    dossier) yet count for nothing: refused, saying which role it needs."""
+    policy = Policy(stages={"approved": {"reviewer": 1}})
+    r = Registry(MetadataStore.for_home(tmp_path, ""))
+    try:
+        r.create_version("churn", digest_of("churn"), 1, manifest("churn"), "ana", [])
+        r.stage_set(r.version_id("churn", 1), "validated", "agent", "", "churn:1")
+        stages = StageManager(r, policy)
+        adam = {"user": "adam", "roles": ["admin"]}
+        with pytest.raises(Forbidden) as e:
+            stages.sign("churn", 1, adam, "approve", "")
+        assert e.value.code == "role_not_needed"
+        assert e.value.message == (
+            "adam cannot sign off for approved: it needs reviewer, and adam holds admin."
+        )
+        assert stages.signoffs(r.version_id("churn", 1)) == []
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize(
+    ("stage", "hint"),
+    [
+        ("received", "Central is still checking it: sign it off once it is validated."),
+        ("rejected", "A rejected version is not signed off again: a fixed model comes as a "),
+    ],
+)
+def test_a_version_no_sign_off_applies_to_says_why(tmp_path, stage, hint):
+    """A sign-off while central still checks the version is 'not yet', not 'no longer'."""
+    r = Registry(MetadataStore.for_home(tmp_path, ""))
+    try:
+        r.create_version("churn", digest_of("churn"), 1, manifest("churn"), "ana", [])
+        r.stage_set(r.version_id("churn", 1), stage, "agent", "", "churn:1")
+        stages = StageManager(r, Policy())
+        rita = {"user": "rita", "roles": ["reviewer"]}
+        with pytest.raises(Conflict) as e:
+            stages.sign("churn", 1, rita, "approve", "", to="approved")
+        assert e.value.code == "wrong_stage"
+        assert e.value.message == (
+            f"churn:1 is {stage}; there is nothing to sign off now, and nothing was recorded."
+        )
+        assert e.value.hint.startswith(hint)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ("[stages.production]\nrisk_officer = 1\n", "[stages.production] risk_officer is no "
+         "role that signs off: the roles are reviewer and admin (a token's --role)."),
+        ("[stages.canary]\nreviewer = \"two\"\n", "[stages.canary] reviewer must be a whole "
+         "number of sign-offs >= 0, not 'two'."),
+        ("[stages]\napproved = 2\n", "write [stages.approved] as a table of ROLE = COUNT lines."),
+    ],
+)  # fmt: skip
+def test_a_stage_table_nobody_could_satisfy_stops_central_at_start(tmp_path, table, says):
+    """A role no token can hold would leave every version waiting at that stage for ever."""
+    path = tmp_path / "policy.toml"
+    path.write_text(table)
+    with pytest.raises(ValueError) as e:
+        Policy.load(path)
+    assert str(e.value) == f"{path}: {says}"

@@ -295,8 +295,10 @@ class BaseHandler(web.RequestHandler):
         found = await self.agent.read(tokens.lookup, self.agent.registry, given)
         if found is None:
             raise Unauthorized(
-                "The token is wrong.",
-                "`jupyter handoff status` shows the running agent's token.",
+                "The token is wrong: it is none this agent holds (mistyped, or revoked).",
+                "Ask central's admin for a token of your own (jupyter handoff token create)."
+                if self.agent.role == "central"  # never its owner's token, which holds every role
+                else "`jupyter handoff status` shows the running agent's token.",
             )
         return found
 

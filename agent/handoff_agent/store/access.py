@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import delete, func, select, update
 
+from ..errors import NotFound
 from . import tables as t
 from ._util import as_dict, now
 from .base import StoreBase
@@ -54,10 +55,18 @@ class AccessStore(StoreBase):
     def token_revoke(self, user: str, actor: str, token_id: str = "") -> int:
         """Revoke ``user``'s tokens, or only the one whose id (``tokens``) is ``token_id``."""
         with self._tx() as c:
-            q = update(t.tokens).where(K.user == user, K.revoked == 0)
+            # names count case-insensitively (README), so `--user eve` revokes Eve's tokens
+            q = update(t.tokens).where(func.lower(K.user) == user.lower(), K.revoked == 0)
             if token_id:
                 q = q.where(K.hash.startswith(token_id))
             n = c.execute(q.values(revoked=1)).rowcount
+            if n == 0:  # said, not a "Revoked 0" an admin takes for done
+                which = f"with id {token_id} " if token_id else ""
+                raise NotFound(
+                    f"No token of {user} {which}is in force; nothing was revoked.",
+                    "`jupyter handoff token list` shows the tokens in force, with their ids.",
+                    code="no_token",
+                )
             payload = {"count": n, **({"id": token_id} if token_id else {})}
             self.audit_append(actor, "token.revoke", user, payload)
             return n

@@ -103,6 +103,15 @@ def test_a_stale_sign_off_is_refused_not_counted_for_the_stage_after(served):
     )  # fmt: skip
     assert out.returncode == 1 and "is canary now" in out.stdout + out.stderr, out
     assert "Traceback" not in out.stdout + out.stderr
+    # Her token revoked (by a name in another case), rita is told to ask for her own token,
+    # never pointed at central's owner token, which holds every role
+    assert central.cli("token", "revoke", "--user", "Rita").returncode == 0
+    status, body = central.request("GET", "/api/v1/reviews", token=rita)
+    assert assert_error(status, body, 401, "unauthorized") == {
+        "code": "unauthorized",
+        "message": "The token is wrong: it is none this agent holds (mistyped, or revoked).",
+        "hint": "Ask central's admin for a token of your own (jupyter handoff token create).",
+    }
 
 
 def test_a_clients_out_of_range_values_are_its_400_and_never_roll_the_canary_back(served):
