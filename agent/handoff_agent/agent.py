@@ -1019,6 +1019,8 @@ class HandoffAgent(LoggingConfigurable):
         out = {"role": self.role, "agent_id": self.agent_id, "pid": os.getpid()}
         if self.signing_key is not None:
             out["signing_key"] = keys.key_id(self.signing_key.public_key())
+        if self.policy is not None:  # a sign-off rule changed between starts shows here
+            out["signoffs_needed"] = self.policy.stages
         return out
 
     def _bound_port(self) -> int:

@@ -102,7 +102,9 @@ def gather(agent, name: str, number: int) -> dict:
                 "blocking": list(agent.gate.blocking),
             },
             "signoffs": v.get("signoffs"),
-            "stages": v.get("stages"),
+            "stages": _with_needed(v.get("stages") or [], chain, subject),
+            # central's policy as the dossier is made; each stage change's audit entry
+            # holds the sign-offs it needed then (signoffs_needed), and each start's the rule
             "policy": {"signoffs_needed": policy},
             "production_history": production_history(history),
             "serving": serving_of(registry, name, central),
@@ -131,6 +133,19 @@ def gather(agent, name: str, number: int) -> dict:
         },
         "audit_rows": [row if _ours(row, subject) else _redacted(row) for row in chain],
     }
+
+
+def _with_needed(stages: list[dict], chain: list[dict], subject: str) -> list[dict]:
+    """Each stage change with the sign-offs the policy needed for it then, as its audit
+    entry recorded (entries from before that was recorded say nothing)."""
+    entered = [
+        json.loads(r["payload"] or "{}").get("signoffs_needed")
+        for r in chain
+        if r["subject"] == subject and r["action"] == "stage.enter"
+    ]
+    if len(entered) != len(stages):  # the verifier names the difference
+        return stages
+    return [{**s, "signoffs_needed": n} for s, n in zip(stages, entered, strict=True)]
 
 
 LINK_KEYS = ("seq", "prev_hash", "hash")

@@ -103,6 +103,50 @@ def check_audit(doc: dict, chain: dict) -> int:
     return len(rows)
 
 
+# What a dossier lists of its version's history, and the audit action that records each:
+# (dossier key, action, the row's fields as the audit entry holds them)
+RECORDED = (
+    ("signoffs", "signoff", ("stage", "role", "user", "decision", "comment")),
+    ("stages", "stage.enter", ("stage", "by", "comment")),
+)
+
+
+def check_records(doc: dict, rows: list[dict]) -> None:
+    """The sign-offs and stage changes dossier.json lists are those its audit entries
+    record: a table edited under the chain (who signed, in which role, why) fails here,
+    though the chain itself verifies. Fields an older entry did not record are not judged."""
+    subject = doc.get("subject")
+    ours = [r for r in rows if not r.get("redacted") and r.get("subject") == subject]
+    for key, action, fields in RECORDED:
+        listed = doc.get(key) or []
+        entries = [r for r in ours if r.get("action") == action]
+        if len(listed) != len(entries):
+            raise Failed(
+                key,
+                f"dossier.json lists {len(listed)} for {subject}, its audit entries record "
+                f"{len(entries)}: the record was edited",
+            )
+        for i, (item, entry) in enumerate(zip(listed, entries, strict=True), 1):
+            payload = _payload(entry)
+            said = {**payload, "user": entry["actor"], "by": entry["actor"]}
+            for field in fields:
+                if field in said and (item or {}).get(field) != said[field]:
+                    raise Failed(
+                        f"{key} entry {i}",
+                        f"its {field} {(item or {}).get(field)!r} is not the "
+                        f"{said[field]!r} audit entry {entry['seq']} recorded: it was edited",
+                    )
+
+
+def _payload(entry: dict) -> dict:
+    """An audit entry's payload: canonical JSON text, as it was hashed."""
+    try:
+        out = json.loads(entry["payload"]) if isinstance(entry["payload"], str) else None
+    except ValueError:
+        out = None
+    return out if isinstance(out, dict) else {}
+
+
 def check_files(doc: dict, files: dict[str, bytes]) -> int:
     listed = doc.get("files")
     if not isinstance(listed, dict):
@@ -134,7 +178,8 @@ def verify(path: str | Path, key_text: str | None = None) -> dict:
     if doc.get("format") != FORMAT:
         raise Failed(JSON_NAME, f"is not a {FORMAT} document (format {doc.get('format')!r})")
     public = check_key(sig, pinned)
-    entries = check_audit(doc, _json(files, AUDIT_NAME))
+    chain = _json(files, AUDIT_NAME)
+    entries = check_audit(doc, chain)
     n_files = check_files(doc, files)
     if sig.get("signed_file") != JSON_NAME or not keys.verify(
         public, str(sig.get("signature", "")), files[JSON_NAME]
@@ -144,6 +189,7 @@ def verify(path: str | Path, key_text: str | None = None) -> dict:
             f"dossier.json does not match the ed25519 signature of key {keys.key_id(public)}: "
             "it was changed after central signed it",
         )
+    check_records(doc, chain["rows"])  # what central signed against what its chain says
     return {
         "subject": doc.get("subject"),
         "key_id": keys.key_id(public),

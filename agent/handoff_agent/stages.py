@@ -239,7 +239,8 @@ class StageManager:
 
     def _set(self, v: dict, stage: str, by: str, comment: str, subject: str) -> None:
         """Move from the stage ``v`` was read in; a concurrent move first makes this a 409."""
-        self.store.stage_set(v["id"], stage, by, comment, subject, expected=v["stage"])
+        needed = self.policy.stages.get(stage)
+        self.store.stage_set(v["id"], stage, by, comment, subject, v["stage"], needed)
         if self.on_stage is not None:
             self.on_stage(subject, v["id"], v["stage"], stage, by)
 

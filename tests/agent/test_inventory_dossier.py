@@ -7,6 +7,7 @@ import base64
 import http.client
 import io
 import json
+import re
 import stat
 import subprocess
 import sys
@@ -358,6 +359,10 @@ def test_the_full_path_yields_a_dossier_that_verifies(site, signed):
     assert [s["stage"] for s in doc["stages"]] == [
         "received", "validated", "approved", "canary", "production",
     ]  # fmt: skip
+    # each move with the sign-offs the policy needed then, as its audit entry recorded
+    assert [s["signoffs_needed"] for s in doc["stages"]] == [
+        None, None, {"reviewer": 1}, {"reviewer": 1}, {"reviewer": 1, "admin": 1},
+    ]  # fmt: skip
     assert [p["version"] for p in doc["production_history"]] == [1]
     assert {"slot": "production", "version": 1, "traffic": 100.0} in doc["serving"]["slots"]
     assert doc["monitoring"] == {"configured": True, "alerts": []}
@@ -479,6 +484,27 @@ def test_tampering_with_any_part_fails_with_a_line_naming_it(site, signed, case,
     assert expected in out.stdout, out.stdout
 
 
+def test_a_sign_off_edited_in_the_database_fails_verification(site, tmp_path):
+    """Someone holding central's database rewrites carol's admin sign-off as ravi's, a
+    reviewer's, with another reason. The chain is untouched and verifies; the dossier
+    central then signs lists what the tables say, and its verification names the entry."""
+    central = site["central"]
+    edit = 'UPDATE signoffs SET "user" = :u, role = :r, comment = :c WHERE comment = :was'
+    central.sql(edit, u="ravi", r="reviewer", c="CHG-9999 emergency", was="risk ok")
+    try:
+        out = cli(central, "dossier", "churn:1", "--out", str(tmp_path / "edited.zip"))
+        assert out.returncode == 0, out.stdout + out.stderr
+        checked = verify(site, tmp_path / "edited.zip", site["tmp"] / "central.pub")
+    finally:
+        central.sql(edit, u="carol", r="admin", c="risk ok", was="CHG-9999 emergency")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert re.fullmatch(
+        r"FAILED signoffs entry 4: its role 'reviewer' is not the 'admin' audit entry \d+ "
+        r"recorded: it was edited\n",
+        checked.stdout,
+    ), checked.stdout
+
+
 def test_the_key_may_be_pem_the_keys_json_or_base64(site, signed, tmp_path):
     path, _ = signed
     body = site["central"].request("GET", "/api/v1/keys", token=False)[1]
@@ -524,9 +550,18 @@ def test_another_key_fails_verification(site, signed, tmp_path):
             lambda n, d: json.dumps(sig).encode() if n == "signature.json" else d)  # fmt: skip
     out = verify(site, tmp_path / "forged2.zip", signed[1])
     assert out.returncode == 1 and out.stdout.startswith("FAILED key: the dossier is signed by")
-    # Unpinned, it is only self-consistent, and says so
+    # Unpinned, the comment still disagrees with the audit entry that recorded it
     out = verify(site, tmp_path / "forged2.zip")
-    assert out.returncode == 0 and "pass --key to pin central's" in out.stdout
+    assert out.returncode == 1 and "FAILED signoffs entry 4: its comment" in out.stdout
+    # A change nothing else records is only self-consistent unpinned, and it says so
+    doc = json.loads(members(path)["dossier.json"])
+    doc["provenance"]["message"] = "forged"
+    body = json.dumps(doc, indent=1, sort_keys=True).encode()
+    sig.update(signature=keys.sign(other, body))
+    rewrite(path, tmp_path / "forged3.zip", lambda n, d: {"dossier.json": body,
+            "signature.json": json.dumps(sig).encode()}.get(n, d))  # fmt: skip
+    out = verify(site, tmp_path / "forged3.zip")
+    assert out.returncode == 0 and "pass --key to pin central's" in out.stdout, out.stdout
 
 
 def test_a_dossier_names_the_types_an_admin_trusted_for_it(site, tmp_path):

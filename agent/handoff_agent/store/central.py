@@ -40,10 +40,19 @@ class CentralStore(StoreBase):
         return as_dict(row)
 
     def stage_set(
-        self, version_id: int, stage: str, by: str, comment: str, subject: str, expected=...
+        self,
+        version_id: int,
+        stage: str,
+        by: str,
+        comment: str,
+        subject: str,
+        expected=...,
+        needed: dict | None = None,
     ) -> None:
         """Enter ``stage``, with its history row and audit row. With ``expected``, only if
-        the version is still in that stage: otherwise someone else moved it first (409)."""
+        the version is still in that stage: otherwise someone else moved it first (409).
+        ``needed``: the sign-offs the policy asked for it, kept in the audit row (the policy
+        may change later; a dossier shows what the move was judged by)."""
         with self._tx() as c:
             q = update(t.versions).where(V.id == version_id)
             if expected is not ...:
@@ -59,7 +68,10 @@ class CentralStore(StoreBase):
                     version_id=version_id, stage=stage, since=now(), by=by, comment=comment
                 )
             )
-            self.audit_append(by, "stage.enter", subject, {"stage": stage, "comment": comment})
+            payload = {"stage": stage, "comment": comment}
+            if needed is not None:
+                payload["signoffs_needed"] = needed
+            self.audit_append(by, "stage.enter", subject, payload)
 
     def signoffs_of(self, version_id: int, stage: str | None = None) -> list[dict]:
         q = select(G.stage, G.role, G.user, G.decision, G.comment, G.time).where(
@@ -93,7 +105,10 @@ class CentralStore(StoreBase):
                 )
             )
             self.audit_append(
-                user, "signoff", subject, {"stage": stage, "role": role, "decision": decision}
+                user,
+                "signoff",
+                subject,
+                {"stage": stage, "role": role, "decision": decision, "comment": comment},
             )
 
     def in_production(self, name: str, besides: int) -> list[tuple[int, int]]:
