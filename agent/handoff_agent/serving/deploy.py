@@ -65,6 +65,18 @@ class DeploymentService:
         elif stage == "approved" and self.settings.shadow:
             self.store.slot_set(model, "shadow", version_id, number, 0.0, by)
         elif stage == "canary":
+            live = slots.get("canary")
+            if live is not None and live["number"] != number:
+                # taking its slot would leave it in stage canary, serving nothing, until a
+                # restart found it unslotted
+                raise Conflict(
+                    f"{model}:{live['number']} is the canary now; {subject} cannot take its "
+                    "place while it runs.",
+                    f"Promote {model}:{live['number']} once its bake is clean, or stop it "
+                    f"(`jupyter handoff stage {model}:{live['number']} archived`), then sign "
+                    f"{subject} off again.",
+                    code="canary_live",
+                )
             clear("test", "shadow")
             share = float(self.settings.schedule[0])  # the first of the linear steps
             self.store.slot_set(model, "canary", version_id, number, share, by)

@@ -28,8 +28,12 @@ class CentralStore(StoreBase):
     # -- stages and sign-offs -------------------------------------------------------------
 
     def version_for_stage(self, name: str, number: int) -> dict:
-        """The version's id, stage and who pushed it, locked until the transaction ends."""
+        """The version's id, stage and who pushed it, locked until the transaction ends.
+        The model's row is locked first: one decision per model at a time, so a sign-off on
+        one replica reads the slots a rollback on another just changed (its canary's bake
+        restarted), and two versions cannot both take the canary slot."""
         with self._tx() as c:
+            c.execute(select(t.models.c.name).where(t.models.c.name == name).with_for_update())
             row = c.execute(
                 select(V.id, V.stage, V.pushed_by, V.origin)
                 .where(V.model == name, V.number == number)

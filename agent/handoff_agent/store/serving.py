@@ -47,12 +47,13 @@ class ServingStore(StoreBase):
         return {"version_id": r.id, "number": r.number} if r else None
 
     def unslotted(self) -> list[dict]:
-        """Versions in production or canary whose model has no slot of that name: a home from
-        before the model server (m007) kept their stages and had no slots."""
+        """Versions in production or canary of a model with no slot at all: a home from
+        before the model server (m007) kept their stages and had no slots. A model that has
+        slots is served as they say: a start never moves its traffic."""
         q = (
             select(V.model, V.id.label("version_id"), V.number, V.stage)
             .where(V.stage.in_(("production", "canary")))
-            .where(~exists().where(P.model == V.model, P.slot == V.stage))
+            .where(~exists().where(P.model == V.model))
             .order_by(V.model, V.number)
         )
         with self._read() as c:
