@@ -13,6 +13,7 @@ from .refs import checked_name as _checked_name
 from .refs import parse_ref, trust_wait
 from .refs import version_number as _version_number
 from .report_doc import Report
+from .widgets.style import stage_text
 
 STATUS_COLOURS = {
     VERDICT_STATUS["pass"]: BETTER_COLOUR,
@@ -75,7 +76,7 @@ class Version:
         check's result, as the HTML shows them."""
         lines = [f"Version({self.name!r}, {self.number}, status={self.status!r})"]
         if self.stage:
-            lines[0] += f" at stage {self.stage}"
+            lines[0] += f" at stage {stage_text(self._data)}"
         if trust_wait(self._data):
             lines.append(f"  {trust_wait(self._data)}")
         width = max((len(str(c["name"])) for c in self.checks), default=0)

@@ -12,18 +12,11 @@ from .deploy_view import central_number, quiet_view, serving_line, version_line
 from .monitor_view import alert_badge, alert_line, open_alerts
 from .refs import checked_name
 from .review_view import waiting_at_central, waiting_text
-from .widgets.style import STATUS_VERDICT, badge, forward_text
+from .widgets.style import STATUS_VERDICT, badge, forward_text, stage_text
 
 ROLES_FIRST = ("X", "y", "sensitive", "reference")
 WAITING = "font-size:85%;color:#9a6700"  # what central waits for, under the stage
 MUTED = "font-size:85%;color:#57606a"
-
-
-def _stage(v: dict) -> str:
-    """'approved by bob': the stage and who moved it there."""
-    stage = v.get("stage") or ""
-    by = v.get("stage_by")
-    return f"{stage} by {by}" if stage and by else stage
 
 
 class History:
@@ -82,7 +75,7 @@ class History:
                     "message": v.get("message") or "",
                     "fingerprints": fps,
                     "data_changed": changed,
-                    "stage": _stage(v),
+                    "stage": stage_text(v),
                     "handoff": "; ".join(
                         forward_text(f)
                         for f in v.get("forwards") or []

@@ -178,6 +178,11 @@ def test_sign_off_rules_and_roles(pair, model_and_data):
     )
     assert (status, body) == (201, {"stage": "rejected"})
     until(lambda: local_stage(local, "risk", v.number) == "rejected", timeout=90)
+    # and the analyst reads why, in the words the notebook's history and widget show
+    from jupyter_handoff.widgets.style import stage_text
+
+    detail = local.request("GET", f"/api/v1/models/risk/versions/{v.number}")[1]
+    assert stage_text(detail) == "rejected by bob: no"
     assert central.cli("audit", "verify").returncode == 0
 
 

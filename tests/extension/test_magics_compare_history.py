@@ -124,6 +124,28 @@ def test_history_as_text_says_the_stage_and_the_reasons():
     assert lines[2] == "        fairness: dp_diff 0.14 above 0.1"
 
 
+def test_history_says_why_central_stopped_a_version():
+    """A rejection's reason (or the guardrails') reaches the analyst: text and HTML."""
+    rejected = {
+        "number": 1,
+        "status": "passed",
+        "verdict": {"verdict": "pass", "reasons": []},
+        "stage": "rejected",
+        "stage_by": "rita",
+        "stages": [
+            {"stage": "validated", "by": "central", "comment": ""},
+            {"stage": "rejected", "by": "rita", "comment": "Fairness gap on gender too high"},
+        ],
+    }
+    said = "rejected by rita: Fairness gap on gender too high"
+    history = History("churn", [rejected])
+    assert repr(history).splitlines()[1].endswith(said)
+    assert said in history._repr_html_()
+    approved = {**rejected, "stage": "approved", "stage_by": "bob"}
+    approved["stages"] = [{"stage": "approved", "by": "bob", "comment": "fine"}]
+    assert repr(History("churn", [approved])).splitlines()[1].endswith("approved by bob")
+
+
 @pytest.mark.parametrize(
     ("line", "says"),
     [

@@ -31,6 +31,7 @@ from .style import (
     icon,
     one_line,
     seconds,
+    stage_text,
 )
 
 TICK = 1.0
@@ -142,6 +143,7 @@ class PushWidget(w.VBox):
             self.report_ready = bool(data.get("reports"))
             self._forwards = {f["destination"]: f for f in data.get("forwards") or []}
             self._stage = data.get("stage") or ""
+            self._stage_said = stage_text(data)
             self._needs_trust = data.get("needs_trust") or []
             self.handoff = self._handoff_text()
             self.done = self._finished()
@@ -231,12 +233,13 @@ class PushWidget(w.VBox):
                 self._forwards = {**self._forwards, dest: row}
             elif kind == "stage":
                 self._stage = data.get("stage") or self._stage
+                self._stage_said = stage_text(data)
                 self._needs_trust = data.get("needs_trust") or []
             self.handoff = self._handoff_text()
             self.done = self._finished()
             self.render()
-        if kind in ("verdict", "report"):
-            self.refresh()  # results, durations and reports as committed
+        if kind in ("verdict", "report", "stage"):
+            self.refresh()  # results, durations, reports and a stage's reason as committed
         elif kind == "stage":
             self.read_serving()
             self.read_waiting()
@@ -249,7 +252,7 @@ class PushWidget(w.VBox):
             for dest, f in getattr(self, "_forwards", {}).items()
         ]
         if getattr(self, "_stage", ""):
-            parts.append(f"stage {self._stage}")
+            parts.append(f"stage {getattr(self, '_stage_said', '') or self._stage}")
         waiting = trust_wait(
             {"stage": getattr(self, "_stage", ""), "needs_trust": getattr(self, "_needs_trust", [])}
         )

@@ -55,6 +55,21 @@ def seconds(s: float | None) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
 
 
+STOPPED = ("rejected", "rollback")  # stages whose reason the analyst must read
+
+
+def stage_text(version: dict) -> str:
+    """'approved by bob'; for a version stopped at central, why: 'rejected by rita: the
+    fairness gap on gender is too high' (the reviewer's or the guardrails' own words)."""
+    stage = version.get("stage") or ""
+    by = version.get("stage_by")
+    said = f"{stage} by {by}" if stage and by else stage
+    last = (version.get("stages") or [{}])[-1]
+    if stage in STOPPED and last.get("stage") == stage and last.get("comment"):
+        said += f": {last['comment']}"
+    return said
+
+
 def forward_text(forward: dict) -> str:
     """Where one hand-off stands: 'central: pending (Central is not answering …)'."""
     state = forward.get("state") or "pending"
