@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import secrets
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
@@ -509,9 +511,10 @@ class HandoffAgent(LoggingConfigurable):
             self.signing_key = keys.load_or_create(home)
             if made and self.registry.audit_head()["seq"] > 0:
                 log.warning(
-                    "made a new signing key %s: this home has a history, so its key was "
-                    "lost or left out of a restore; dossiers signed before verify only with "
-                    "the old public key",
+                    "made a new signing key %s: this database has a history, so its key was "
+                    "lost or left out of a restore (dossiers signed before verify only with "
+                    "the old public key), or this is another replica: copy the first "
+                    "replica's signing key here",
                     keys.key_id(self.signing_key.public_key()),
                 )
         self.model_sandbox = self._make_sandbox(home)
@@ -858,6 +861,8 @@ class HandoffAgent(LoggingConfigurable):
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         self.url = self.forwarding.url = f"http://{host}:{port}"
         await self.call(self.registry.lifecycle_start, self._lifecycle())
+        if self.signing_key is not None:
+            await self._warn_of_other_keys()
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
         self._io.submit(reports.warm)  # off the first report's path, not awaited
@@ -1022,6 +1027,23 @@ class HandoffAgent(LoggingConfigurable):
         if self.policy is not None:  # a sign-off rule changed between starts shows here
             out["signoffs_needed"] = self.policy.stages
         return out
+
+    async def _warn_of_other_keys(self) -> None:
+        """Replicas that each made their own key sign dossiers a verifier with one key half
+        refuses (behind a load balancer, either replica signs)."""
+        ours = keys.key_id(self.signing_key.public_key())
+        week_ago = datetime.fromtimestamp(time.time() - 7 * 86400, UTC).isoformat()
+        seen = await self.call(self.registry.signing_keys, week_ago)
+        others = sorted({k for a, k in seen.items() if a != self.agent_id and k != ours})
+        if others:
+            log.warning(
+                "other central replicas on this database signed dossiers with key(s) %s, this "
+                "one signs with %s: a dossier verifies only against its signer's key. Copy one "
+                "replica's %s into every replica's home, then restart them",
+                ", ".join(others),
+                ours,
+                keys.KEY_FILE,
+            )
 
     def _bound_port(self) -> int:
         for sock in self.server._sockets.values():

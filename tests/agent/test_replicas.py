@@ -71,6 +71,18 @@ def test_a_delivery_to_both_replicas_is_applied_once(replicas):
         assert "audit: OK" in p.stdout
 
 
+def test_replicas_that_made_their_own_keys_are_told_to_share_one(replicas):
+    """Behind a load balancer either replica signs a dossier: each with its own key, a
+    verifier pinned to one refuses the other's. The later replica says so at start."""
+    a, b = replicas
+    ka, kb = (r.request("GET", "/api/v1/keys", token=False)[1]["keys"][0]["key_id"] for r in (a, b))
+    assert ka != kb
+    warning = f"other central replicas on this database signed dossiers with key(s) {ka}"
+    assert warning in b.read_log() and f"this one signs with {kb}" in b.read_log()
+    assert "signed dossiers with key(s)" not in a.read_log()
+    assert "or this is another replica: copy the first replica's signing key" in b.read_log()
+
+
 def read_events(agent: RunningAgent, found: list, stop: threading.Event) -> None:
     conn = http.client.HTTPConnection(agent.host, agent.port, timeout=60)
     conn.request("GET", "/api/v1/events", headers={"Authorization": f"token {agent.token}"})

@@ -5,6 +5,8 @@ append happens inside the transaction of the change it records."""
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select, update
 
 from ..audit import GENESIS, canonical, now, row_hash
@@ -154,6 +156,21 @@ class AuditStore(StoreBase):
                 )
             written.append(self.audit_append("agent", "agent.start", "agent", payload))
             return written
+
+    def signing_keys(self, since: str) -> dict[str, str]:
+        """Agent id -> the signing key its latest start since ``since`` named: the keys
+        central replicas sharing this database sign dossiers with."""
+        a = t.audit.c
+        q = select(a.payload).where(
+            a.action == "agent.start", a.subject == "agent", a.time >= since
+        )
+        out = {}
+        with self._read() as c:
+            for (payload,) in c.execute(q.order_by(a.seq)):
+                p = json.loads(payload or "{}")
+                if p.get("agent_id") and p.get("signing_key"):
+                    out[p["agent_id"]] = p["signing_key"]
+        return out
 
     def lifecycle_stop(self, payload: dict) -> dict:
         with self._tx():
