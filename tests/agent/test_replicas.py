@@ -46,7 +46,7 @@ def replicas(tmp_path, backend):
         r.stop()
 
 
-def test_a_delivery_to_both_replicas_is_applied_once(replicas):
+def test_a_delivery_to_both_replicas_is_applied_once_and_their_keys_are_compared(replicas):
     a, b = replicas
     bodies = [(uuid.uuid4().hex, envelope("shared", f"model {i}".encode())) for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
@@ -69,12 +69,8 @@ def test_a_delivery_to_both_replicas_is_applied_once(replicas):
         p = r.cli("audit", "verify", "--agent-role", "central")
         assert p.returncode == 0, p.stdout + p.stderr
         assert "audit: OK" in p.stdout
-
-
-def test_replicas_that_made_their_own_keys_are_told_to_share_one(replicas):
-    """Behind a load balancer either replica signs a dossier: each with its own key, a
-    verifier pinned to one refuses the other's. The later replica says so at start."""
-    a, b = replicas
+    # Behind a load balancer either replica signs a dossier: each with its own key, a
+    # verifier pinned to one refuses the other's. The later replica says so at start.
     ka, kb = (r.request("GET", "/api/v1/keys", token=False)[1]["keys"][0]["key_id"] for r in (a, b))
     assert ka != kb
     warning = f"other central replicas on this database signed dossiers with key(s) {ka}"
