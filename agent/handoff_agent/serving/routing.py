@@ -1,7 +1,9 @@
 """One endpoint per model, with slots, and the choice of which version answers a request.
 
 - ``production`` and ``canary`` share the traffic: canary gets its percentage, production the
-  rest (all of it when there is no canary; a canary alone takes everything).
+  rest (all of it when there is no canary; a canary alone takes everything). A production
+  the server cannot serve now (``down``: loading, or its bundle cannot load) keeps its
+  share, answered 503: the canary never takes it over, unbaked.
 - ``shadow`` gets a mirrored copy of every routed request; its answer is logged, never sent.
 - ``test`` (and ``previous``, the warm rollback target) get traffic only when a request
   names their version.
@@ -31,6 +33,7 @@ class Route:
 class Endpoint:
     model: str
     routes: dict[str, Route] = field(default_factory=dict)  # slot -> Route
+    down: dict[str, tuple[int, str]] = field(default_factory=dict)  # slot -> (number, why)
 
     def versions(self) -> set[int]:
         return {r.number for r in self.routes.values()}
@@ -47,17 +50,20 @@ class Endpoint:
         canary = self.routes.get("canary")
         if canary is None:
             return 0.0
-        if "production" not in self.routes:
+        if "production" not in self.routes and "production" not in self.down:
             return 100.0
         return min(100.0, max(0.0, canary.traffic))
 
     def pick(self, key: str | None = None, rng: random.Random | None = None) -> Route | None:
-        """The route of one request: canary below its share of the draw, else production."""
+        """The route of one request: canary below its share of the draw, else production.
+        None: nothing to route to, or production's share while production is down."""
         if not any(s in self.routes for s in SPLIT_SLOTS):
             return None
         draw = draw_of(self.model, key) if key else (rng or random).random() * 100.0
         if draw < self.canary_share():
             return self.routes["canary"]
+        if "production" in self.down:
+            return self.routes.get("production")
         return self.routes.get("production") or self.routes["canary"]
 
     def shadow(self) -> Route | None:

@@ -71,6 +71,7 @@ PRUNE_TICKS = 60  # stored stats older than the retention are dropped every this
 EARLY_TICK = 0.2  # seconds between ticks at least, when failed canary requests wake them
 RECENT_REQUESTS = 100_000  # served requests remembered for joining feedback labels
 MISS_REFRESH = 0.05  # seconds: a request with no route reads the slot table at most this often
+LOADING = "loading"  # an Endpoint.down reason: its workers start
 
 
 def predictions_of(outputs: dict) -> tuple[list, list]:
@@ -284,6 +285,7 @@ class ModelServer:
                 pool = self.pools.get((ep.model, route.number))
                 if pool is not None and pool.error is not None:
                     self.load_errors[(ep.model, route.number)] = pool.error
+                    ep.down[slot] = (route.number, pool.error)
                     del ep.routes[slot]
                 elif pool is None or not pool.ready:
                     waiting.add((ep.model, route.number))
@@ -291,6 +293,7 @@ class ModelServer:
                     if held is not None and self._up(ep.model, held.number):
                         ep.routes[slot] = held
                     else:
+                        ep.down[slot] = (route.number, LOADING)
                         del ep.routes[slot]
             if not ep.routes and any(m == ep.model for m, _ in waiting):
                 loading.add(ep.model)
@@ -427,6 +430,14 @@ class ModelServer:
                 )
             return ep.routes[slot]
         route = ep.pick(key)
+        if route is None and "production" in ep.down:  # its share waits; the canary keeps its own
+            down, why = ep.down["production"]
+            if why == LOADING:
+                raise Unavailable(f"{model}:{down} (production) is loading.", "Retry in a moment.")
+            raise Unavailable(
+                f"{model}:{down} (production) cannot load: {why}",
+                "`jupyter handoff deployment NAME` shows it; the canary keeps only its share.",
+            )
         if route is None and model in self._split_loading:  # promoted: its pool is starting
             raise Unavailable(f"{model!r}: its newly deployed version loads.", "Retry in a moment.")
         if route is None:

@@ -58,3 +58,16 @@ def test_endpoints_from_slot_rows():
     eps = endpoints_from(rows)
     assert eps["a"].canary_share() == 5.0 and eps["a"].versions() == {1, 2}
     assert eps["b"].pick() is None
+
+
+def test_a_production_that_cannot_serve_keeps_its_share_and_the_canary_only_its_own():
+    """Production's bundle went bad (or its workers still start) beside a 30 % canary: its
+    70 % get nothing to route to (the server answers 503 naming why), never the canary."""
+    ep = Endpoint("churn", {"canary": Route("canary", 2, 30.0)}, {"production": (1, "corrupt")})
+    assert ep.canary_share() == 30.0
+    picked = [ep.pick(f"customer-{i}") for i in range(2000)]
+    to_canary = sum(r is not None for r in picked) / len(picked)
+    assert {r.slot for r in picked if r is not None} == {"canary"}
+    assert 0.25 < to_canary < 0.35  # its 30 %, not everything
+    # no production at all (a first version's canary): the canary takes everything
+    assert Endpoint("churn", {"canary": Route("canary", 2, 30.0)}).canary_share() == 100.0
