@@ -855,7 +855,7 @@ class HandoffAgent(LoggingConfigurable):
             placed = await self.call(self.deployments.adopt_unslotted)
             if placed:
                 log.info(
-                    "serving again in their slots (a home from before the model server): %s",
+                    "versions left by an older Handoff, put right: %s",
                     ", ".join(placed),
                 )
         host = f"[{self.ip}]" if ":" in self.ip else self.ip

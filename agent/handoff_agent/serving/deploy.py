@@ -212,6 +212,11 @@ class DeploymentService:
                 share = 100.0 if v["stage"] == "production" else float(self.settings.schedule[0])
                 self.store.slot_set(v["model"], v["stage"], v["version_id"], v["number"], share, by)
                 placed.append(f"{v['model']}:{v['number']} ({v['stage']})")
+            for v in self.store.displaced_canaries():  # never offered for production unbaked
+                subject = f"{v['model']}:{v['number']}"
+                why = "displaced by a later canary: it served no traffic and never baked"
+                self.store.stage_set(v["version_id"], "archived", by, why, subject, "canary")
+                placed.append(f"{subject} (archived: {why})")
         return placed
 
     # -- admin actions --------------------------------------------------------------------

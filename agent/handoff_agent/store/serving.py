@@ -59,6 +59,19 @@ class ServingStore(StoreBase):
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
 
+    def displaced_canaries(self) -> list[dict]:
+        """Versions in stage canary that no canary slot holds, of a model that has slots:
+        an older build let a second canary take the first one's slot and left it there."""
+        q = (
+            select(V.model, V.id.label("version_id"), V.number)
+            .where(V.stage == "canary")
+            .where(exists().where(P.model == V.model))
+            .where(~exists().where(P.model == V.model, P.slot == "canary", P.number == V.number))
+            .order_by(V.model, V.number)
+        )
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q)]
+
     def slot_state(self) -> str:
         """Changes whenever any slot does: model servers poll this (cheap) before reloading."""
         with self._read() as c:

@@ -48,13 +48,18 @@ def test_versions_left_in_production_and_canary_get_their_slots_once(store):
 
 def test_a_start_never_moves_the_traffic_of_a_model_that_has_slots(store):
     """A version in stage canary with no slot beside a served production (an older build
-    let a second canary displace the first): a restart leaves the traffic as it is."""
+    let a second canary displace the first): a restart leaves the traffic as it is, and
+    archives the displaced one, saying why."""
     deployments = DeploymentService(store, Policy())
     at_stage(store, 1, "production")
     deployments.adopt_unslotted()
     at_stage(store, 2, "canary")  # stage only: no slot, as the displaced canary was left
-    assert deployments.adopt_unslotted() == []
+    why = "displaced by a later canary: it served no traffic and never baked"
+    assert deployments.adopt_unslotted() == [f"churn:2 (archived: {why})"]
     assert [(r["slot"], r["number"]) for r in store.slots_of("churn")] == [("production", 1)]
+    # archived, with why, so no queue offers it for production
+    assert store.version_for_stage("churn", 2)["stage"] == "archived"
+    assert deployments.adopt_unslotted() == []
 
 
 def test_a_second_canary_is_refused_while_one_runs(store):
