@@ -216,10 +216,18 @@ class StatusApp(Command):
         info = runtime.read(self.role or "local")
         if info is None and not self.role:
             info = runtime.read("central")
-        answer = runtime.health(info["url"]) if info else None
+        answer = runtime.health(info["url"], timeout=3.0) if info else None
         up = answer is not None
+        silent = info is not None and not up  # its process lives: stopped, or its loop blocked
         if self.json_output:
-            print(json.dumps({"running": up, **(info or {})}))
+            print(json.dumps({"running": up, **({"not_answering": True} if silent else {}),
+                              **(info or {})}))  # fmt: skip
+        elif silent:
+            print(
+                f"An agent runs (pid {info['pid']}, home {info['home']}) but does not answer at "
+                f"{info['url']}: it is stopped or busy. Wait, or restart it: `jupyter handoff "
+                "stop`, then `jupyter handoff serve`."
+            )
         elif up:
             print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']})")
             print(f"Token: {info['token']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -58,6 +59,23 @@ def test_status_after_kill_9_ignores_the_stale_runtime_file(agent_factory):
     p = handoff("status", "--json", runtime_dir=a.runtime_dir)
     assert p.returncode == 1
     assert json.loads(p.stdout)["running"] is False
+
+
+def test_status_of_a_stopped_agent_says_it_runs_but_does_not_answer(agent_factory):
+    """SIGSTOPped (or its loop blocked): not 'No agent is running', which sends the user to
+    a `serve` the home's lock then refuses."""
+    a = agent_factory(NO_CHECKS)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        p = handoff("status", runtime_dir=a.runtime_dir)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert p.returncode == 1
+    assert p.stdout == (
+        f"An agent runs (pid {a.proc.pid}, home {a.home}) but does not answer at {a.url}: "
+        "it is stopped or busy. Wait, or restart it: `jupyter handoff stop`, then "
+        "`jupyter handoff serve`.\n"
+    )
 
 
 def test_runtime_file_is_private_and_removed_on_stop(agent_factory):
