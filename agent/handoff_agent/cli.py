@@ -172,6 +172,16 @@ class ServeApp(Command):
         port = await agent.start()
         host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
         url = f"http://{host}:{port}"
+        other = runtime.read(agent.role)
+        if other and other.get("home") != agent.home and other.get("pid") != os.getpid():
+            self.log.warning(
+                "Another %s agent (pid %s, home %s) runs: kernels and commands on this machine "
+                "now reach this one (home %s) instead. `jupyter handoff stop` stops one.",
+                agent.role,
+                other.get("pid"),
+                other.get("home"),
+                agent.home,
+            )
         path = runtime.write(
             {
                 "url": url,

@@ -311,15 +311,17 @@ def connect(start: bool | None = None, announce=print) -> AgentClient:
         )
     if not (cfg.auto_start if start is None else start):
         raise AgentUnavailable("No Handoff agent is running.", START_HINT)
+    # the home of the agent that ran last (killed: its runtime file remains), not the default
+    last = runtime.read(check_alive=False)
     try:
-        info = runtime.start_detached()
+        info = runtime.start_detached(home=last.get("home") if last else None)
     except RuntimeError as e:
         raise AgentUnavailable(
             str(e), "Run `jupyter handoff serve` in a terminal to see why."
         ) from None
     announce(
-        f"Started a Handoff agent at {info['url']} (pid {info['pid']}). It keeps running after "
-        "the kernel stops; `jupyter handoff stop` stops it."
+        f"Started a Handoff agent at {info['url']} (pid {info['pid']}, home {info['home']}). "
+        "It keeps running after the kernel stops; `jupyter handoff stop` stops it."
     )
     return AgentClient(info["url"], cfg.token or info["token"], cfg.timeout)
 

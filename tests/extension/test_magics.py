@@ -196,6 +196,32 @@ def test_first_push_starts_a_detached_agent(shell, ns, settings, tmp_path, monke
         os.kill(info["pid"], signal.SIGTERM)
 
 
+def test_a_push_after_the_agent_was_killed_starts_one_on_its_home(
+    shell, ns, settings, tmp_path, monkeypatch, capsys
+):
+    """The analyst's agent served ``--home ~/mine`` and was killed: the next push starts one
+    on that home (where their versions are), not on the default one, and says which."""
+    import subprocess
+    import sys
+
+    from handoff_agent import runtime
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: what kill -9 leaves in the runtime file
+    mine = tmp_path / "mine"
+    runtime.write({"url": "http://127.0.0.1:9", "token": "t", "pid": gone.pid, "home": str(mine)})
+    settings.auto_start = True
+    version = run(shell, "%mlops push clf --name churn")
+    info = runtime.read()
+    try:
+        assert info["home"] == str(mine) and version.number == 1
+        assert f"home {mine})" in capsys.readouterr().out
+    finally:
+        os.kill(info["pid"], signal.SIGTERM)
+
+
 def test_sensitive_variable_not_a_model_feature(shell, ns, data, connected):
     # Given a model trained without gender; gender as a column of X, and as a variable
     X, y = data
