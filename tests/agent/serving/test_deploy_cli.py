@@ -128,7 +128,7 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     # A reviewer's sign-off on the production version is refused: nothing follows it by
     # sign-off (its next stage, archived, would hand all traffic to whatever else serves)
     out = refused(central, "signoff", "churn:1", *url, token=rita)
-    assert "churn:1 is production; there is nothing to sign off now." in out, out
+    assert "churn:1 is production; there is nothing to sign off now, and nothing was" in out, out
     assert central_stage(central, "churn", 1) == "production"
 
     # A canary baked clean against churn:2 bakes again once churn:2 is rolled back
