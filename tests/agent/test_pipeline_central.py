@@ -172,6 +172,11 @@ def test_sign_off_rules_and_roles(pair, model_and_data):
     ]:
         status, body = central.request(method, route, payload, token=token)
         assert (status, body["error"]["code"]) == (403, "forbidden_role"), route
+    # said in a reviewer's words: what was refused and the role it needs
+    body = central.request("POST", path + "/signoffs", approve, token=ann)[1]
+    assert body["error"]["message"] == (
+        "ann (analyst) may not sign versions off: that needs the reviewer or admin role."
+    ), body
     # A reviewer may reject
     status, body = central.request(
         "POST", path + "/signoffs", {"decision": "reject", "comment": "no"}, token=bob

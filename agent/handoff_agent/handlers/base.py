@@ -176,6 +176,7 @@ class BaseHandler(web.RequestHandler):
     max_body = JSON_BODY_LIMIT  # bytes a JSON body may hold; streaming routes override
     # Roles allowed, per method. Reads are open to every role; writes say who may make them.
     roles: dict[str, tuple[str, ...]] = {"GET": ANY_ROLE}
+    does = ""  # what a restricted write does, in a refusal's words ("sign versions off")
     identity: dict | None = None
     _chunks: list | None = None
     _received = 0
@@ -258,10 +259,12 @@ class BaseHandler(web.RequestHandler):
             return  # tornado answers 405
         allowed = self.roles.get(method, ())  # a method without declared roles is closed
         if not set(self.identity["roles"]) & set(allowed):
+            action = self.does or f"{method} {self.request.path}"
+            held = ", ".join(self.identity["roles"]) or "no role"
             raise Forbidden(
-                f"{self.identity['user']} ({', '.join(self.identity['roles'])}) may not "
-                f"{self.request.method} this route.",
-                f"It needs one of the roles: {', '.join(allowed) or 'none'}.",
+                f"{self.identity['user']} ({held}) may not {action}: that needs the "
+                f"{' or '.join(allowed) or 'no'} role.",
+                "Ask an admin of this agent for a token with that role.",
                 code="forbidden_role",
             )
 

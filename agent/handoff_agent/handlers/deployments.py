@@ -42,6 +42,7 @@ class ValidationHandler(CentralOnly):
     POST (admin): run it again, e.g. after a failed gate whose cause is fixed."""
 
     roles = {"GET": ANY_ROLE, "POST": ("admin",)}
+    does = "run a version's validation again"
 
     def service(self):
         self.central()
@@ -75,6 +76,7 @@ class TrafficHandler(CentralOnly):
     """The canary's share of the traffic, 0..100 (what the guardrails' linear steps do)."""
 
     roles = {"POST": DEPLOY_ACTIONS["traffic"]}
+    does = "set a canary's traffic"
 
     async def post(self, name: str):
         validate_name(name)
@@ -135,6 +137,7 @@ class RollbackHandler(CentralOnly):
     one step (stages, slots and audit rows in one transaction)."""
 
     roles = {"POST": DEPLOY_ACTIONS["rollback"]}
+    does = "roll a model back"
 
     async def post(self, name: str):
         validate_name(name)
@@ -155,6 +158,7 @@ class FeedbackHandler(CentralOnly):
     performance and the monitor's rollbacks, so an analyst's token cannot rewrite them."""
 
     roles = {"POST": ("admin", "consumer")}
+    does = "send ground-truth labels"
 
     async def post(self, name: str):
         validate_name(name)

@@ -115,6 +115,7 @@ class PruneHandler(BaseHandler):
     """Admin: remove the bundles of a model's old versions nobody loads again (retention)."""
 
     roles = {"POST": ("admin",)}
+    does = "prune versions"
 
     async def post(self, name: str):
         validate_name(name)
@@ -165,6 +166,7 @@ class VersionsHandler(BaseHandler):
         self.write_json({"name": name, "versions": versions})
 
     roles = {"GET": ANY_ROLE, "POST": ("analyst", "admin")}
+    does = "push a version"
 
     async def prepare(self):
         await super().prepare()

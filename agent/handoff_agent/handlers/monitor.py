@@ -78,6 +78,7 @@ class MonitorRunHandler(CentralOnly):
     """Admin: evaluate the windows closed by ``now`` (epoch seconds; default the clock)."""
 
     roles = {"POST": ("admin",)}
+    does = "run the monitor"
 
     async def post(self, name: str):
         validate_name(name)

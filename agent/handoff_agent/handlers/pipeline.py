@@ -32,6 +32,7 @@ class TokensHandler(BaseHandler):
     over HTTP, so tools never open the agent's database)."""
 
     roles = {"POST": ("admin",)}
+    does = "create tokens"
 
     async def post(self):
         from .. import tokens
@@ -67,6 +68,7 @@ class CentralOnly(BaseHandler):
 
 class SignoffHandler(CentralOnly):
     roles = {"POST": ("reviewer", "admin")}
+    does = "sign versions off"
 
     async def post(self, name: str, number: str):
         validate_name(name)
@@ -89,6 +91,7 @@ class SignoffHandler(CentralOnly):
 
 class TransitionHandler(CentralOnly):
     roles = {"POST": DEPLOY_ACTIONS["transition"]}
+    does = "move a version to another stage"
 
     async def post(self, name: str, number: str):
         validate_name(name)
@@ -111,6 +114,7 @@ class ForwardHandler(BaseHandler):
     """Force a forward, whatever the verdict. Recorded with who asked."""
 
     roles = {"POST": ("analyst", "admin")}
+    does = "hand a version off"
 
     async def post(self, name: str, number: str):
         validate_name(name)

@@ -9,6 +9,7 @@ from .base import ANY_ROLE, BaseHandler
 
 class TrustHandler(BaseHandler):
     roles = {"GET": ANY_ROLE, "POST": ("admin",)}
+    does = "change the trust list"
 
     async def get(self):
         agent = self.agent

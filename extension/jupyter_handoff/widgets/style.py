@@ -62,10 +62,11 @@ def stage_text(version: dict) -> str:
     """'approved by bob'; for a version stopped at central, why: 'rejected by rita: the
     fairness gap on gender is too high' (the reviewer's or the guardrails' own words)."""
     stage = version.get("stage") or ""
-    by = version.get("stage_by")
-    said = f"{stage} by {by}" if stage and by else stage
     last = (version.get("stages") or [{}])[-1]
-    if stage in STOPPED and last.get("stage") == stage and last.get("comment"):
+    last = last if last.get("stage") == stage else {}
+    by = version.get("stage_by") or last.get("by")
+    said = f"{stage} by {by}" if stage and by else stage
+    if stage in STOPPED and last.get("comment"):
         said += f": {last['comment']}"
     return said
 
