@@ -107,6 +107,11 @@ def review_line(r: dict) -> str:
     """'churn:2  validated -> approved  needs 1 reviewer  in: bob (reviewer)  pass  pushed
     by alice, validated since 2026-12-05 03:50', and what would refuse an approval now."""
     needs = missing_text(r["missing"])
+    if r.get("ready"):  # the policy was relaxed after its sign-offs came in
+        needs = (
+            "no more sign-offs under central's policy now (one more, or `jupyter handoff "
+            f"stage {r['model']}:{r['version']} {r['next']}` by an admin, moves it)"
+        )
     signed = ", ".join(f"{s['user']} ({s['role']})" for s in r["signoffs"]) or "-"
     line = (
         f"{r['model']}:{r['version']}  {r['stage']} -> {r['next']}  needs {needs}  in: {signed}"

@@ -19,8 +19,13 @@ def waiting_text(entry: dict | None) -> str:
     '' when the version waits for no sign-off."""
     if not entry:
         return ""
-    plural = "s" if sum(entry["missing"].values()) > 1 else ""
-    text = f"waits for {missing_text(entry['missing'])} sign-off{plural} to become {entry['next']}"
+    if entry.get("ready"):  # central's policy was relaxed after its sign-offs came in
+        text = f"its sign-offs to become {entry['next']} are in; it waits for a move by central"
+    else:
+        plural = "s" if sum(entry["missing"].values()) > 1 else ""
+        text = (
+            f"waits for {missing_text(entry['missing'])} sign-off{plural} to become {entry['next']}"
+        )
     signed = ", ".join(f"{s['user']} as {s['role']}" for s in entry.get("signoffs") or [])
     text += f" (in: {signed})" if signed else ""
     blocked = entry.get("blocked")

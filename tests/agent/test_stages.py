@@ -110,3 +110,24 @@ def test_a_stage_table_nobody_could_satisfy_stops_central_at_start(tmp_path, tab
     with pytest.raises(ValueError) as e:
         Policy.load(path)
     assert str(e.value) == f"{path}: {says}"
+
+
+def test_a_version_whose_sign_offs_a_relaxed_policy_completes_is_listed_ready(tmp_path):
+    """churn:1 had 1 of 2 reviewer sign-offs; central restarts asking for 1. It stays in the
+    queue (it vanished, stuck), marked ready: one more sign-off, or an admin, moves it."""
+    r = Registry(MetadataStore.for_home(tmp_path, ""))
+    try:
+        r.create_version("churn", digest_of("churn"), 1, manifest("churn"), "ana", [])
+        r.stage_set(r.version_id("churn", 1), "validated", "agent", "", "churn:1")
+        bob = {"user": "bob", "roles": ["reviewer"]}
+        before = StageManager(r, Policy(stages={"approved": {"reviewer": 2}}))
+        assert before.sign("churn", 1, bob, "approve", "")["waiting_for"] == "approved"
+        after = StageManager(r, Policy(stages={"approved": {"reviewer": 1}}))
+        (entry,) = after.queue()
+        assert (entry["missing"], entry["ready"], entry["next"]) == ({}, True, "approved")
+        carol = {"user": "carol", "roles": ["reviewer"]}
+        adam = {"user": "adam", "roles": ["admin"]}
+        assert after.queue(bob) == [] and len(after.queue(carol)) == len(after.queue(adam)) == 1
+        assert after.sign("churn", 1, carol, "approve", "") == {"stage": "approved"}
+    finally:
+        r.close()
