@@ -1,11 +1,13 @@
-"""Fingerprints and their classification, on real files, without an agent."""
+"""Fingerprints and their classification, on real files, without an agent (and once as a
+check through the agent sees them)."""
 
 from __future__ import annotations
 
 import time
 
+import pandas as pd
 import pytest
-from watch_support import frame
+from watch_support import check, frame, watch
 
 from handoff_agent.watch import classify, fingerprint
 
@@ -123,3 +125,88 @@ def test_a_source_of_a_few_dozen_rows_like_the_reference_is_appended_not_drift(t
     frame(45, seed=1, shift=1.5).to_csv(path, index=False)
     change, psi = classify.classify(first, _fp(path, ref, first), stats, 3600)
     assert change == "drift" and psi > classify.PSI_THRESHOLD
+
+
+def _sql_fp(url):
+    return fingerprint.fingerprint({"kind": "sql", "source": url, "query": "select * from ev"})
+
+
+def test_a_blank_or_null_in_an_integer_column_is_new_data_not_a_schema_change(tmp_path):
+    import sqlite3
+
+    # A CSV export whose integer column gets a blank in the rows appended today
+    path = tmp_path / "events.csv"
+    frame(500).assign(n=range(500)).to_csv(path, index=False)
+    first = _fp(path)
+    with open(path, "a") as f:
+        f.write("0.1,0.2,0.3,0.4,1,\n")
+    got = _fp(path, prev=first)
+    assert got["schema"] != first["schema"]  # pandas reads n as floats now
+    assert classify.classify(first, got, None, 3600)[0] == "appended"
+    # the next export has no blank: the same column, not a schema change back
+    frame(502).assign(n=range(502)).to_csv(path, index=False)
+    assert classify.classify(got, _fp(path, prev=got), None, 3600)[0] != "schema"
+
+    # A NULL in a database's INTEGER column
+    db = tmp_path / "w.db"
+    c = sqlite3.connect(db)
+    c.execute("create table ev(a real, n integer)")
+    c.executemany("insert into ev values (?, ?)", [(i * 0.1, i) for i in range(200)])
+    c.commit()
+    url = f"sqlite:///{db}"
+    before = _sql_fp(url)
+    c.execute("insert into ev values (1.0, NULL)")
+    c.commit()
+    after = _sql_fp(url)
+    assert classify.classify(before, after, None, 3600)[0] == "appended"
+    # while a column renamed is still one
+    c.execute("alter table ev rename column n to nn")
+    c.commit()
+    assert classify.classify(after, _sql_fp(url), None, 3600)[0] == "schema"
+    c.close()
+
+    # and so is an integer column that now holds fractions, or a Parquet column retyped
+    frame(500).assign(n=range(500)).to_csv(path, index=False)
+    first = _fp(path)
+    with open(path, "a") as f:
+        f.write("0.1,0.2,0.3,0.4,1,2.5\n0.1,0.2,0.3,0.4,1,\n")
+    assert classify.classify(first, _fp(path, prev=first), None, 3600)[0] == "schema"
+    pq = tmp_path / "d.parquet"
+    frame(500).to_parquet(pq)
+    first = _fp(pq)
+    frame(500).astype({"y": "float64"}).to_parquet(pq)
+    assert classify.classify(first, _fp(pq, prev=first), None, 3600)[0] == "schema"
+
+
+def test_a_csv_read_while_its_writer_is_appending_counts_its_complete_rows(tmp_path):
+    path = tmp_path / "events.csv"
+    df = frame(1000, seed=40)
+    df.to_csv(path, index=False)
+    first = _fp(path)
+    full = pd.concat([df, frame(500, seed=41)]).to_csv(index=False)
+    old = df.to_csv(index=False)
+    # When a check reads it with the writer stopped in the middle of a line
+    path.write_text(full[: len(old) + (len(full) - len(old)) // 2 + 7])
+    cut = _fp(path, prev=first)
+    # Then it sees the rows written whole, appended (not a schema change of a half row)
+    assert 1000 < cut["rows"] < 1500 and cut["schema"] == first["schema"]
+    assert classify.classify(first, cut, None, 3600)[0] == "appended"
+    # and once the write is done, the rest are appended too
+    path.write_text(full)
+    done = _fp(path, prev=cut)
+    assert done["rows"] == 1500
+    assert classify.classify(cut, done, None, 3600)[0] == "appended"
+    # A CSV written without a newline at its end keeps its last row
+    path.write_text("a,b\n1,2\n3,4")
+    assert _fp(path)["rows"] == 2
+
+
+def test_a_check_of_a_csv_appended_with_a_blank_integer_sets_off_its_actions(agent, tmp_path):
+    path = tmp_path / "events.csv"
+    frame(500).assign(n=range(500)).to_csv(path, index=False)
+    w = watch(agent, model="churn", source=str(path), on=["change"])
+    with open(path, "a") as f:
+        f.write("0.1,0.2,0.3,0.4,1,\n")
+    out = check(agent, w["id"])
+    assert out["change"] == "appended", out
+    assert [t["action"] for t in out["triggers"]] == ["alert"]

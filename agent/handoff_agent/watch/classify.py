@@ -48,7 +48,7 @@ def classify(
     psi = max_psi(reference_stats, cur["stats"]) if reference_stats else None
     if prev is None:
         return "first", psi
-    if cur["schema_hash"] != prev["schema_hash"]:
+    if cur["schema_hash"] != prev["schema_hash"] and not same_kinds(prev, cur):
         return "schema", psi
     if cur["fingerprint"] == prev["fingerprint"]:
         # when the data last changed: the files' mtime, a query's max(updated_at), else
@@ -61,9 +61,46 @@ def classify(
     if psi is not None and psi > threshold:
         return "drift", psi
     grew = (cur.get("rows") or 0) > (prev.get("rows") or 0)
-    if grew and (cur.get("prefix_hash") == prev.get("row_hashes") or cur.get("size") is None):
+    old_rows = prev.get("row_hashes") and prev["row_hashes"] in (
+        cur.get("prefix_hash"),
+        cur.get("prefix_hash_ints"),
+    )
+    if grew and (old_rows or cur.get("size") is None):
         return "appended", psi  # files: the old rows come first; SQL: more rows, same schema
     return "modified", psi
+
+
+def _kind(dtype: str) -> str:
+    if dtype.lower().startswith(("int", "uint")):
+        return "integer"
+    return "float" if dtype.startswith("float") else dtype
+
+
+def same_kinds(prev: dict, cur: dict) -> bool:
+    """Whether two schemas differ only where a missing value made pandas read a column
+    another way: an integer column with a blank (CSV) or a NULL (SQL) reads as floats, a
+    boolean one as objects. The column names and their kinds of value are the schema; a
+    column retyped with real fractions, renamed, added or dropped is a schema change."""
+    a, b = prev.get("schema"), cur.get("schema")
+    if not a or not b or [c["name"] for c in a] != [c["name"] for c in b]:
+        return False
+    for old, new in zip(a, b, strict=True):
+        kinds = (_kind(old["dtype"]), _kind(new["dtype"]))
+        if old["dtype"] == new["dtype"]:
+            continue
+        name = old["name"]
+        if set(kinds) == {"integer", "float"}:
+            fp = cur if kinds[1] == "float" else prev  # the side whose column has blanks
+            s = (fp.get("stats") or {}).get(name) or {}
+            if s.get("nulls") and s.get("whole", True):
+                continue
+        elif set(kinds) == {"bool", "object"}:
+            fp = cur if kinds[1] == "object" else prev
+            s = (fp.get("stats") or {}).get(name) or {}
+            if s.get("nulls") and set(s.get("top") or {}) <= {"True", "False"}:
+                continue
+        return False
+    return True
 
 
 def _data_time(fp: dict) -> float | None:

@@ -9,8 +9,10 @@ numeric column, its histogram over bins fixed from a reference, so PSI needs no 
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,14 +98,64 @@ def _readable(path: Path):
         raise SourceError(f"{path} cannot be read as {kind}: {reason}") from None
 
 
+TAIL = 1 << 16  # bytes of a CSV's end read to find its last line
+
+
+def complete_csv_bytes(path: Path) -> int | None:
+    """The bytes of a CSV up to its last complete line, when its last line is cut short (no
+    newline after it, and fewer fields than the header: a writer still appending), else
+    None. A check in the middle of a write reads the rows written whole, not a row of
+    missing values that would read as a schema change."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.readline(TAIL)
+        f.seek(max(0, size - TAIL))
+        tail = f.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    cut = tail.rfind(b"\n")
+    if cut < 0 or size - len(tail) + cut + 1 <= len(header):  # only the header: no row cut
+        return None
+
+    def fields(line: bytes) -> int:
+        return len(next(csv.reader([line.decode("utf-8", errors="replace").rstrip("\r\n")])))
+
+    if fields(tail[cut + 1 :]) < fields(header):
+        return size - len(tail) + cut + 1
+    return None
+
+
+class _Prefix(io.RawIOBase):
+    """The first ``left`` bytes of an open file, as a stream pandas reads."""
+
+    def __init__(self, f, left: int):
+        self.f, self.left = f, left
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.left <= 0:
+            return 0
+        n = self.f.readinto(memoryview(b)[: min(len(b), self.left)]) or 0
+        self.left -= n
+        return n
+
+
 def _read(path: Path, max_rows: int = MAX_ROWS) -> tuple[pd.DataFrame, int, bool]:
     """``(its first max_rows rows, its rows, whether it has more)``: a CSV's rows are those
-    read; a Parquet file is read a row group at a time, up to the cap, and counted by its
-    footer, so a large file never sits whole in memory."""
+    read (its complete lines, while a writer is still appending its last one); a Parquet
+    file is read a row group at a time, up to the cap, and counted by its footer, so a large
+    file never sits whole in memory."""
     import pandas as pd  # here, not at the top: the agent imports this module at start
 
     if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, nrows=max_rows + 1)  # one more says whether there are more
+        whole = complete_csv_bytes(path)
+        if whole is None:
+            frame = pd.read_csv(path, nrows=max_rows + 1)  # one more: whether there are more
+        else:
+            with open(path, "rb") as f:
+                frame = pd.read_csv(io.BufferedReader(_Prefix(f, whole)), nrows=max_rows + 1)
         more = len(frame) > max_rows
         return (frame.iloc[:max_rows] if more else frame), min(len(frame), max_rows), more
     import pyarrow as pa
@@ -156,6 +208,8 @@ def stats(frame: pd.DataFrame, edges: dict | None = None) -> dict:
                     min=float(finite.min()),
                     max=float(finite.max()),
                 )
+            if col.dtype.kind == "f" and s["nulls"]:  # an integer column with missing values?
+                s["whole"] = bool(np.all(finite == np.floor(finite)))
             e = np.asarray(edges[key]) if edges and key in edges else drift.quantile_edges(finite)
             s["edges"] = [float(x) for x in e]
             s["hist"] = [int(x) for x in drift.histogram(finite, e)]
@@ -210,7 +264,26 @@ def fingerprint_files(
         "files": files,
         "row_hashes": _row_prefix(frame),
         "prefix_hash": _row_prefix(frame.iloc[:prev_rows]) if 0 < prev_rows <= len(frame) else None,
+        "prefix_hash_ints": _ints_prefix(frame, prev_rows),
     }
+
+
+def _ints_prefix(frame: pd.DataFrame, prev_rows: int) -> str | None:
+    """The hash of the first ``prev_rows`` rows as they were read before a missing value
+    among the new rows made pandas read an integer column as floats (None when no column
+    was): the old rows, then new ones with a blank, are still appended."""
+    if not 0 < prev_rows <= len(frame):
+        return None
+    prefix = frame.iloc[:prev_rows]
+    ints = [
+        c
+        for c in frame.columns
+        if frame[c].dtype.kind == "f"
+        and frame[c].isna().any()
+        and prefix[c].notna().all()
+        and bool(np.all(prefix[c].to_numpy() == np.floor(prefix[c].to_numpy())))
+    ]
+    return _row_prefix(prefix.astype({c: "int64" for c in ints})) if ints else None
 
 
 def _row_prefix(frame: pd.DataFrame) -> str:

@@ -442,6 +442,7 @@ class WatchService:
             prev_full = prev and {
                 **prev,
                 "row_hashes": (prev.get("detail") or {}).get("row_hashes"),
+                "schema": (prev.get("detail") or {}).get("schema"),
             }
             change, psi = cls.classify(
                 prev_full,
