@@ -100,11 +100,18 @@ class WatchApp(Command):
             last = w.get("last") or {}
             late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
             error = last.get("error") and f"error: {last['error']}"
+            if w.get("error"):  # unreadable now: why, since when, and whether it alerted
+                trigger = w.get("last_trigger") or {}
+                alerted = "; alerted" if trigger.get("state") == "done" else ""
+                state = f"error since {w['error_since']}: {w['error']}{alerted}"
+            else:
+                state = (
+                    f"{last.get('change') or error or 'not yet'} "
+                    f"{str(last.get('fingerprint') or '')[:12]}"
+                )
             line = (
                 f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
-                f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
-                f"{last.get('change') or error or 'not yet'} "
-                f"{str(last.get('fingerprint') or '')[:12]}".rstrip()
+                f"on {','.join(w['on'])} -> {','.join(w['actions'])}: {state}".rstrip()
             )
             print(visible(line))  # a source is a path or URL someone else typed
             if w.get("replaced"):

@@ -117,6 +117,8 @@ def _outcome(trigger: dict | None) -> str:
     """``revalidate done: warn`` — the last trigger's action and how it ended."""
     if not trigger:
         return ""
+    if trigger.get("change") == "error":  # the source is unreadable: _last says why
+        return "alerted" if trigger["state"] == "done" else ""
     how = trigger.get("verdict") or trigger.get("error") or trigger.get("why")
     return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
 
@@ -124,6 +126,8 @@ def _outcome(trigger: dict | None) -> str:
 def _last(w: dict) -> str:
     """The source's last change, or why its first fingerprint could not be taken."""
     last = w.get("last") or {}
+    if w.get("error"):  # unreadable since its last good fingerprint
+        return f"error since {w['error_since']}: {w['error']}"
     return last.get("change") or (last.get("error") and f"error: {last['error']}") or ""
 
 

@@ -179,6 +179,42 @@ def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
     until(lambda: len(delivered("watch.alert")) == 2, 30, "the second overdue alert")
 
 
+def test_a_source_that_stays_unreadable_alerts_once_after_its_overdue_period(hooked, tmp_path):
+    from jupyter_handoff.watching import Watches
+
+    agent = hooked
+    data = tmp_path / "daily.parquet"
+    frame(50).to_parquet(data)
+    w = watch(agent, model="churn", source=str(data), every="1s", overdue="3s", on=["overdue"])
+    # When the file is deleted (the export job died)
+    data.unlink()
+    out = check(agent, w["id"])
+    # Then each check says why, not yet alerting: it may be back at the next one
+    assert out["error"] == f"No file matches {str(data)!r}.", out
+    assert not delivered("watch.alert")
+    # Unreadable for longer than its overdue period, one alert goes out (the schedule checks
+    # it every second), and the webhook names the error and since when
+    until(lambda: delivered("watch.alert"), 30, "the unreadable source's alert")
+    [(_, body)] = delivered("watch.alert")
+    assert (body["change"], body["error"], body["since"]) == ("error", out["error"], out["since"])
+    assert body["source"] == str(data) and body["source_id"] == w["id"]
+    time.sleep(3)  # checked about three more times
+    assert len(delivered("watch.alert")) == 1
+    states = [(t["change"], t["action"], t["state"]) for t in triggers(agent, w["id"])]
+    assert states == [("error", "alert", "skipped"), ("error", "alert", "done")]
+    # The listings say it is unreadable, since when, and that it alerted
+    cli = agent.cli("watch", "churn")
+    assert f"error since {out['since']}: {out['error']}; alerted" in cli.stdout, cli.stdout
+    [row] = watches(agent)
+    assert f"on overdue: error since {out['since']}: {out['error']}; alerted" in repr(
+        Watches([row])
+    )
+    # Once it is back, the error is over: the listing shows its fingerprint again
+    frame(50).to_parquet(data)
+    until(lambda: "error" not in watches(agent)[0], 30, "the source read again")
+    assert "error since" not in agent.cli("watch", "churn").stdout
+
+
 def test_a_watch_reads_its_models_bundle_once_not_at_every_check(agent, tmp_path):
     size = push_forest(agent)["size"]
     data = tmp_path / "events.csv"

@@ -38,9 +38,13 @@ def test_an_emptied_csv_or_a_corrupt_parquet_is_a_named_error_and_the_watch_reco
         for r in agent.request("GET", "/api/v1/watches?model=churn")[1]["watches"]
         if r["id"] == w_pq["id"]
     ]
+    assert row["error"] == corrupt["error"] and row["error_since"] == corrupt["since"]
     assert row["last_trigger"]["change"] == "error"
-    assert row["last_trigger"]["state"] == "failed"
+    assert row["last_trigger"]["state"] == "skipped"  # alerted only if it lasts
     assert row["last_trigger"]["error"] == corrupt["error"]
+    # a second check finds it still unreadable: nothing more recorded yet
+    assert _check(agent, w_pq["id"])["since"] == corrupt["since"]
+    assert len(triggers(agent, w_pq["id"])) == 1
 
     # Once the data is back, the next check compares it with the last good fingerprint
     frame(150).to_csv(csv, index=False)
@@ -66,7 +70,7 @@ def test_a_link_into_the_agents_home_planted_in_a_watched_folder_is_never_read(a
     ), out
     row = agent.request("GET", f"/api/v1/watches/{w['id']}")[1]
     assert [s["change"] for s in row["snapshots"]] == ["first"]
-    assert row["triggers"][-1]["detail"] == {"error": out["error"]}
+    assert row["triggers"][-1]["detail"]["error"] == out["error"]
 
 
 def test_the_cli_says_why_a_new_watchs_first_read_failed(agent, tmp_path):

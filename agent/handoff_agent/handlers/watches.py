@@ -44,6 +44,7 @@ class WatchesHandler(BaseHandler):
         for row in rows:
             row["last"] = _brief(await agent.read(agent.registry.snapshot_last, row["id"]))
             row["last_trigger"] = _trigger(await agent.read(agent.registry.trigger_last, row["id"]))
+            row.update(_unreadable(row["last"], row["last_trigger"]))
         self.write_json({"watches": rows})
 
     async def post(self):
@@ -130,11 +131,21 @@ def _trigger(row: dict | None) -> dict | None:
     if row is None:
         return None
     detail = row.get("detail") or {}
-    keep = ("verdict", "revalidation", "version", "error", "why")
+    keep = ("verdict", "revalidation", "version", "error", "why", "since")
     return {
         **{k: row.get(k) for k in ("id", "time", "change", "action", "state")},
         **{k: detail[k] for k in keep if detail.get(k) is not None},
     }
+
+
+def _unreadable(last: dict | None, trigger: dict | None) -> dict:
+    """``error`` and ``error_since`` while the source cannot be read (its last check failed
+    after its last good fingerprint), for the listings; else nothing."""
+    if not trigger or trigger["change"] != "error" or trigger.get("error") is None:
+        return {}
+    if last is not None and last["time"] >= trigger["time"]:
+        return {}
+    return {"error": trigger["error"], "error_since": trigger.get("since") or trigger["time"]}
 
 
 def _brief(snap: dict | None) -> dict | None:

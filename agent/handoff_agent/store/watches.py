@@ -358,6 +358,16 @@ class WatchStore(StoreBase):
         with self._read() as c:
             return [_trigger(r) for r in c.execute(q.order_by(T.id))]
 
+    def errors_unsettled(self, source_id: int) -> list[dict]:
+        """The source's error rows since its last good fingerprint, oldest first: how long it
+        has been unreadable, and whether that was alerted yet."""
+        with self._read() as c:
+            last = c.execute(select(func.max(N.time)).where(N.source_id == source_id)).scalar()
+            q = select(t.triggers).where(T.source_id == source_id, T.change == "error")
+            if last is not None:
+                q = q.where(T.time > last)
+            return [_trigger(r) for r in c.execute(q.order_by(T.id))]
+
     def trigger_last(self, source_id: int) -> dict | None:
         with self._read() as c:
             q = select(t.triggers).where(T.source_id == source_id).order_by(T.id.desc()).limit(1)

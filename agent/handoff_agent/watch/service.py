@@ -408,19 +408,7 @@ class WatchService:
                 self.max_rows,
             )
         except fpm.SourceError as e:
-            self.events.publish(
-                "watch.error", model=row["model"], source=row["source"], error=str(e)
-            )
-            await self.pools.call(
-                self.registry.trigger_add,
-                source_id,
-                None,
-                "error",
-                "alert",
-                "failed",
-                {"error": str(e)},
-            )
-            return {"source": row["source"], "error": str(e)}
+            return await self._unreadable(row, str(e))
         detail = {
             "files": fp.get("files"),
             "row_hashes": fp.get("row_hashes"),
@@ -496,6 +484,40 @@ class WatchService:
             "watch.snapshot", **{k: v for k, v in summary.items() if k != "triggers"}
         )
         return summary
+
+    async def _unreadable(self, row: dict, error: str) -> dict:
+        """A check that could not read the source (gone, not Parquet or CSV, cut short).
+        Its first such check records why (``error``, the alert skipped until it lasts); once
+        it has been unreadable for longer than the watch's overdue period, one alert goes out
+        (SSE ``watch.alert``, the webhook), like an overdue source's; the checks between add
+        nothing. A good fingerprint ends it."""
+        source_id = row["id"]
+        self.events.publish("watch.error", model=row["model"], source=row["source"], error=error)
+        streak = await self.pools.read(self.registry.errors_unsettled, source_id)
+        late = cls.overdue_after(row["every"], row.get("overdue"))
+        since = streak[0]["time"] if streak else None
+        add = self.registry.trigger_add
+        if since is None:
+            why = f"an alert goes out once it has been unreadable for {late:g} s"
+            await self.pools.call(
+                add, source_id, None, "error", "alert", "skipped", {"error": error, "why": why}
+            )
+            since = (await self.pools.read(self.registry.errors_unsettled, source_id))[0]["time"]
+        elif not any(t["state"] == "done" for t in streak) and (
+            time.time() - datetime.fromisoformat(since).timestamp() > late
+        ):
+            detail = {"error": error, "since": since}
+            tid = await self.pools.call(add, source_id, None, "error", "alert", "done", detail)
+            event = {
+                "trigger": tid,
+                "model": row["model"],
+                "source": row["source"],
+                "source_id": source_id,
+                "change": "error",
+                **detail,
+            }
+            await self._announce("watch.alert", event)
+        return {"source": row["source"], "error": error, "since": since}
 
     # -- actions --------------------------------------------------------------------------
 
