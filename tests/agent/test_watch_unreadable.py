@@ -4,7 +4,11 @@ the watch keeps going and sees the data again once it is fixed."""
 
 from __future__ import annotations
 
-from support import handoff_cli
+import os
+import subprocess
+import sys
+
+from support import RunningAgent, handoff_cli, until
 from watch_support import frame, triggers, watch
 
 
@@ -93,3 +97,60 @@ def test_watching_a_watched_source_again_says_its_settings_were_replaced(agent, 
     assert again.returncode == 0 and lines[0].startswith("[") and "every 3600s" in lines[0]
     watch_id = lines[0][1 : lines[0].index("]")]
     assert lines[1] == f"Replaced the earlier settings of [{watch_id}]: one watch per source."
+
+
+POLICY = """
+[intake.senders]
+alice = ["watch-policy-secret-Qz8Lm3Vx6Rt1Np4Kd"]
+
+[[watch]]
+model = "churn"
+source = "{source}"
+every = "1s"
+"""
+
+
+def test_a_policy_watch_of_a_file_not_there_yet_starts_central_and_says_why(backend, tmp_path):
+    missing = tmp_path / "exports" / "churn.parquet"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(source=missing))
+    args = ["--role", "central", "--policy", str(policy)]
+    central = RunningAgent(tmp_path / "central", tmp_path / "rt", args)
+    # When central starts with a [[watch]] of a file the export has not written yet
+    central.start()
+    try:
+        # Then it runs, and the watch says, as a path, why it cannot read it
+        def listed():
+            rows = central.request("GET", "/api/v1/watches")[1]["watches"]
+            return rows and rows[0].get("error") and rows[0]
+
+        row = until(listed, 60, "the policy watch's first check")
+        assert row["source"] == str(missing)
+        assert row["error"] == f"No file matches {str(missing)!r}."
+        # and once the file is written, the watch reads it
+        missing.parent.mkdir()
+        frame(100).to_parquet(missing)
+        until(lambda: not listed(), 60, "the policy watch reading the new file")
+    finally:
+        central.stop()
+
+
+def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not data")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(source=text))
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    p = subprocess.run(
+        [
+            *(sys.executable, "-m", "handoff_agent", "serve", "--role", "central", "--port", "0"),
+            *("--policy", str(policy), f"--HandoffAgent.home={tmp_path / 'home'}"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    assert f"[[watch]] churn <- {text}: notes.txt is not a Parquet or CSV file." in p.stderr

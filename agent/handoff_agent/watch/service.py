@@ -53,6 +53,10 @@ TRIGGERED_BY = "HANDOFF_TRIGGERED_BY"  # the retrain kernel's environment -> pus
 OWED_LEASE = 120.0  # seconds a claim holds a change's pending triggers while they are acted on
 
 
+class PolicyWatchError(ValueError):
+    """A policy's [[watch]] table the agent cannot watch: the start stops with this line."""
+
+
 def parse_every(text, flag: str = "--every") -> float:
     """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``flag`` names it in errors)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -117,8 +121,10 @@ class WatchService:
         """Validate a watch (as ``%mlops watch`` and the CLI send it) and store it."""
         return self.registry.watch_add(self.spec(body), by)
 
-    def spec(self, body: dict) -> dict:
-        """A watch as ``%mlops watch`` and the CLI send it, validated: the row to store."""
+    def spec(self, body: dict, missing_ok: bool = False) -> dict:
+        """A watch as ``%mlops watch`` and the CLI send it, validated: the row to store.
+        ``missing_ok``: a file or glob that matches nothing now is watched anyway (a policy's
+        source, whose export may not have run yet: its checks record why it cannot be read)."""
         model = body.get("model")
         validate_name(model)
         source = body.get("source")
@@ -241,7 +247,7 @@ class WatchService:
                 files = fpm.files_of(path)
             except fpm.SourceError as e:
                 raise BadRequest(str(e), hint="e.g. --source 'data/part-*.parquet'") from None
-            if not files:
+            if not files and not missing_ok:
                 raise BadRequest(
                     f"No file matches {path!r}.",
                     hint="Check the path; a glob like data/*.parquet must match files that "
@@ -305,15 +311,18 @@ class WatchService:
             ) from None
 
     def register_all(self, entries: list[dict], by: str) -> list[dict]:
-        """The policy's [[watch]] tables; a bad one stops the start with what to fix."""
+        """The policy's [[watch]] tables; a bad one stops the start with what to fix. A file
+        not there (yet) is no mistake in the policy: it is watched, and its checks say it
+        cannot be read, alerting like any source that stays unreadable."""
         out = []
         for entry in entries:
             try:
-                out.append(self.register(entry, by))
+                out.append(self.registry.watch_add(self.spec(entry, missing_ok=True), by))
             except (BadRequest, Conflict) as e:
-                raise ValueError(
-                    f"[[watch]] {entry.get('model')} <- {redact(entry['source'])}: {e.message} "
-                    f"{e.hint}"
+                source = entry["source"]
+                shown = redact(source) if fpm.is_sql(source) else source  # a path, as a path
+                raise PolicyWatchError(
+                    f"[[watch]] {entry.get('model')} <- {shown}: {e.message} {e.hint}"
                 ) from None
         return out
 
