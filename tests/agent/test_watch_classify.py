@@ -210,3 +210,22 @@ def test_a_check_of_a_csv_appended_with_a_blank_integer_sets_off_its_actions(age
     out = check(agent, w["id"])
     assert out["change"] == "appended", out
     assert [t["action"] for t in out["triggers"]] == ["alert"]
+
+
+def test_a_new_partition_without_a_column_is_a_schema_change(tmp_path):
+    frame(300, seed=10).to_parquet(tmp_path / "part-001.parquet")
+    first = _fp(tmp_path / "part-*.parquet")
+    frame(300, seed=11).to_parquet(tmp_path / "part-002.parquet")
+    grown = _fp(tmp_path / "part-*.parquet", prev=first)
+    assert classify.classify(first, grown, None, 3600)[0] == "appended"
+    # When the next partition lacks column d (the rows before it have every column)
+    frame(300, seed=13).drop(columns="d").to_parquet(tmp_path / "part-003.parquet")
+    partial = _fp(tmp_path / "part-*.parquet", prev=grown)
+    # Then it is a schema change, not rows appended with d blank
+    assert classify.classify(grown, partial, None, 3600)[0] == "schema"
+    # and so is an integer column missing from it (read as floats with blanks)
+    (tmp_path / "part-003.parquet").unlink()
+    frame(300, seed=13).drop(columns="y").to_parquet(tmp_path / "part-003.parquet")
+    assert classify.classify(grown, _fp(tmp_path / "part-*.parquet", prev=grown), None, 3600)[
+        0
+    ] == ("schema")

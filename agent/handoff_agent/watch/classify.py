@@ -85,6 +85,8 @@ def same_kinds(prev: dict, cur: dict) -> bool:
     if not a or not b or [c["name"] for c in a] != [c["name"] for c in b]:
         return False
     for old, new in zip(a, b, strict=True):
+        if {**old, "dtype": None} != {**new, "dtype": None}:  # e.g. in every file no more
+            return False
         kinds = (_kind(old["dtype"]), _kind(new["dtype"]))
         if old["dtype"] == new["dtype"]:
             continue

@@ -251,6 +251,9 @@ def fingerprint_files(
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     digest = hashlib.sha256("\n".join(f"{f['path']}\0{f['sha256']}" for f in files).encode())
     schema = schema_of(frame)
+    for col in schema:  # a partition without a column: concatenated, it reads as blanks
+        if any(col["name"] not in map(str, part.columns) for part in frames):
+            col["partial"] = True  # not in every file
     return {
         "fingerprint": digest.hexdigest(),
         "size": sum(f["size"] for f in files),
