@@ -230,13 +230,20 @@ class DeploymentService:
             )
         return int(slots["production"]["number"])
 
-    def abort_canary(self, model: str, reason: str, by: str = "guardrails") -> int:
+    def abort_canary(
+        self, model: str, reason: str, by: str = "guardrails", outright: bool = False
+    ) -> int:
         """The canary goes to 0 % and its version to stage ``rollback`` with ``reason``, in
-        one transaction with the audit rows (what a guardrail alarm does). Returns it."""
+        one transaction with the audit rows (what a guardrail alarm does). Returns it.
+        ``outright`` (a watch's ``rollback_canary``): refused, like a pause, while no version
+        is in production, since the canary is then the only version serving."""
         with self.store.transaction():
-            canary = self._slots(model).get("canary")
+            slots = self._slots(model)
+            canary = slots.get("canary")
             if canary is None:
                 raise NotFound(f"{model!r} has no canary.", code="no_canary")
+            if outright and "production" not in slots:
+                raise self._no_production(model, slots)
             subject = f"{model}:{canary['number']}"
             self.store.stage_set(
                 canary["version_id"], "rollback", by, reason, subject, expected="canary"
@@ -256,14 +263,7 @@ class DeploymentService:
         with self.store.transaction():
             slots = self._slots(model)
             if expected is None and "canary" in slots and "production" not in slots:
-                subject = f"{model}:{slots['canary']['number']}"
-                raise Conflict(
-                    f"{model!r} has no production version: its canary, {subject}, serves all "
-                    "the traffic whatever its share.",
-                    "The share applies once a version is in production. To stop the canary "
-                    f"serving: `jupyter handoff stage {subject} archived`.",
-                    code="no_production",
-                )
+                raise self._no_production(model, slots)
             if not self.store.slot_traffic(model, "canary", percent, by, expected):
                 if expected is not None and "canary" in self._slots(model):
                     raise Conflict(
@@ -271,6 +271,18 @@ class DeploymentService:
                     )
                 raise NotFound(f"{model!r} has no canary.", code="no_canary")
         return {"canary": percent}
+
+    @staticmethod
+    def _no_production(model: str, slots: dict) -> Conflict:
+        """Why a canary is not paused or rolled back outright: it serves alone."""
+        subject = f"{model}:{slots['canary']['number']}"
+        return Conflict(
+            f"{model!r} has no production version: its canary, {subject}, serves all "
+            "the traffic whatever its share.",
+            "The share applies once a version is in production. To stop the canary "
+            f"serving: `jupyter handoff stage {subject} archived`.",
+            code="no_production",
+        )
 
     # -- what GET /api/v1/models/{name}/deployment shows ----------------------------------
 

@@ -602,7 +602,8 @@ class WatchService:
                 await self.pools.call(self.deployments.set_traffic, model, 0.0, "watch")
                 detail = {"traffic": 0}
             else:
-                number = await self.pools.call(self.deployments.abort_canary, model, why, "watch")
+                abort = self.deployments.abort_canary
+                number = await self.pools.call(abort, model, why, "watch", True)
                 detail = {"version": number}
             state = "done"
         except (NotFound, Conflict) as e:

@@ -96,3 +96,41 @@ def test_schema_change_rolls_back_the_canary_and_traffic_moves(canary, tmp_path)
     )
     actions = {r["action"] for r in central.sql("SELECT action FROM audit")}
     assert {"trigger.rollback_canary", "deploy.clear"} <= actions
+
+
+@pytest.fixture
+def lone_canary(tmp_path):
+    """Central serving churn:1 as a canary, with no version in production."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = (X["a"] + X["b"] > 0).astype(int)
+    local, central = start_pair(tmp_path)
+    try:
+        v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
+        sign(central, "churn", v1, "canary")
+        yield central, X, v1
+    finally:
+        local.stop()
+        central.stop()
+
+
+def test_a_canary_serving_alone_is_neither_paused_nor_rolled_back(lone_canary, tmp_path):
+    central, X, v1 = lone_canary
+    data = tmp_path / "features.parquet"
+    X.to_parquet(data)
+    body = {"model": "churn", "source": str(data), "on": ["schema"]}
+    status, w = central.request(
+        "POST", "/api/v1/watches", {**body, "actions": ["pause_canary", "rollback_canary"]}
+    )
+    assert status == 201, w
+    # When the data's schema changes
+    X.assign(e=1.0).to_parquet(data)
+    status, out = central.request("POST", f"/api/v1/watches/{w['id']}/check", {})
+    assert status == 200 and out["change"] == "schema", out
+    # Then neither action takes the only serving version offline: both skip, saying why
+    pause, rollback = out["triggers"]
+    assert pause["state"] == rollback["state"] == "skipped", out
+    assert rollback["why"] == pause["why"], out
+    assert pause["why"].startswith(f"'churn' has no production version: its canary, churn:{v1}")
+    assert slots(central)["canary"]["version"] == v1
+    assert central.request("GET", f"/api/v1/models/churn/versions/{v1}")[1]["stage"] == "canary"
