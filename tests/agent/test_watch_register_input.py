@@ -1,6 +1,7 @@
 """What ``POST /api/v1/watches`` takes: numbers a retrain can run with (no NaN or Infinity
 as its timeout or in its parameters, which the store, the panel's JSON and the injected
-parameter cell cannot hold), and each action once."""
+parameter cell cannot hold), each action once, and a source watched again after a remove
+starting from a new baseline."""
 
 from __future__ import annotations
 
@@ -36,3 +37,22 @@ def test_an_action_named_twice_alerts_once_per_change(agent, tmp_path):
     frame(150).to_csv(data, index=False)
     assert [t["action"] for t in check(agent, w["id"])["triggers"]] == ["alert"]
     assert [t["action"] for t in triggers(agent, w["id"])] == ["alert"]
+
+
+def test_a_source_watched_again_after_a_remove_starts_from_a_new_baseline(agent, tmp_path):
+    data = tmp_path / "events.csv"
+    frame(100).to_csv(data, index=False)
+    w = watch(agent, model="churn", source=str(data), on=["change"])
+    assert agent.request("DELETE", f"/api/v1/watches/{w['id']}")[0] == 200
+    # While nobody watches it, the export is rewritten
+    frame(100, seed=5).assign(extra=1).to_csv(data, index=False)
+    # When it is watched again
+    again = watch(agent, model="churn", source=str(data), on=["change"])
+    # Then its fingerprint now is the baseline, not a change against the earlier watch's
+    assert again["last"]["change"] == "first", again["last"]
+    assert again["last"]["triggers"] == []
+    assert check(agent, again["id"])["change"] == "unchanged"
+    # while settings replaced on a watched source keep its baseline
+    frame(150, seed=5).assign(extra=1).to_csv(data, index=False)
+    replaced = watch(agent, model="churn", source=str(data), on=["change"], every="30m")
+    assert replaced["replaced"] and replaced["last"]["change"] == "appended"

@@ -70,8 +70,11 @@ class WatchStore(StoreBase):
             "active": 1,
         }
         with self._tx() as c:
-            same = (S.model == spec["model"], S.source == spec["source"], S.active == 1)
-            replaced = c.execute(select(S.id).where(*same)).first() is not None
+            same = (S.model == spec["model"], S.source == spec["source"])
+            was = c.execute(select(S.id, S.active).where(*same)).first()
+            replaced = was is not None and bool(was.active)
+            if was is not None and not was.active:
+                self._end_baseline(c, was.id)
             stmt = self._insert(t.data_sources).values(
                 model=spec["model"], source=spec["source"], created=now(), **values
             )
@@ -86,6 +89,21 @@ class WatchStore(StoreBase):
                 {"source": spec["source"], "on": spec["on"], "actions": spec["actions"]},
             )
             return {**_source(row), "replaced": replaced}
+
+    def _end_baseline(self, c, source_id: int) -> None:
+        """A source watched again after a remove: its earlier watch's last snapshot is marked
+        ``ended`` in its detail, so that the next fingerprint is a new baseline (``first``),
+        not a change against it."""
+        last = c.execute(
+            select(N.id, N.detail).where(N.source_id == source_id).order_by(N.id.desc()).limit(1)
+        ).first()
+        if last is not None:
+            detail = {**(loads(last.detail) or {}), "ended": True}
+            c.execute(
+                t.source_snapshots.update()
+                .where(N.id == last.id)
+                .values(detail=json.dumps(detail, sort_keys=True, default=str))
+            )
 
     def watch_remove(self, source_id: int, by: str) -> bool:
         with self._tx() as c:

@@ -432,14 +432,17 @@ class WatchService:
         covered = {c for word in row["on"] for c in WATCH_ON[word]}
         for _ in range(SNAPSHOT_TRIES):
             fp.pop("since", None)
-            if prev is not None and prev["fingerprint"] == fp["fingerprint"]:
+            # the last snapshot of an earlier watch of the source (removed, then added again)
+            # is no baseline: the first fingerprint since is
+            base = None if prev is None or (prev.get("detail") or {}).get("ended") else prev
+            if base is not None and base["fingerprint"] == fp["fingerprint"]:
                 fp["since"] = await self.pools.read(
                     self.registry.unchanged_since, source_id, fp["fingerprint"]
                 )
-            prev_full = prev and {
-                **prev,
-                "row_hashes": (prev.get("detail") or {}).get("row_hashes"),
-                "schema": (prev.get("detail") or {}).get("schema"),
+            prev_full = base and {
+                **base,
+                "row_hashes": (base.get("detail") or {}).get("row_hashes"),
+                "schema": (base.get("detail") or {}).get("schema"),
             }
             change, psi = cls.classify(
                 prev_full,
@@ -449,7 +452,7 @@ class WatchService:
                 overdue=row.get("overdue"),
             )
             # an overdue source alerts once, not at every check, until its data changes
-            again = change == "overdue" and (prev or {}).get("change") == "overdue"
+            again = change == "overdue" and (base or {}).get("change") == "overdue"
             owed = tuple(row["actions"]) if change in covered and not again else ()
             snap = await self.pools.call(
                 self.registry.snapshot_add,
