@@ -133,3 +133,25 @@ def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
     # the change's trigger is committed just after its snapshot
     acted = until(lambda: triggers(agent, w["id"]), 30, "the change's trigger")
     assert [t["action"] for t in acted] == ["alert"]
+
+
+def test_the_timeout_stops_the_whole_run_not_each_cell(tmp_path):
+    import json
+
+    import nbformat
+
+    # A notebook of three cells, each shorter than the timeout, together longer
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time; time.sleep(2)") for _ in range(3)]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent.watch.retrain", str(path), "--timeout", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    # Then the run is stopped at the timeout, and says so
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"ok": False, "error": "the notebook ran longer than 4 s"}, out.stderr

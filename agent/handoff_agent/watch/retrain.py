@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 
 def inject(nb, params: dict):
@@ -40,16 +41,19 @@ def run(path: str, params: dict, timeout: float) -> dict:
     nb = inject(nbformat.read(path, as_version=4), params)
     # what JupyterLab tells a kernel: the version it pushes names its notebook (lineage)
     os.environ["JPY_SESSION_NAME"] = str(Path(path).resolve())
+    # the timeout is the whole run's: each cell may take what the cells before it left
+    deadline = time.monotonic() + timeout
     client = NotebookClient(
         nb,
         timeout=timeout,
+        timeout_func=lambda cell: max(deadline - time.monotonic(), 0.01),
         kernel_name="python3",
         resources={"metadata": {"path": str(Path(path).parent)}},
     )
     try:
         client.execute()
     except CellTimeoutError:
-        return {"ok": False, "error": f"a cell ran longer than {timeout:.0f} s"}
+        return {"ok": False, "error": f"the notebook ran longer than {timeout:.0f} s"}
     except CellExecutionError as e:
         return {"ok": False, "error": str(e).strip().splitlines()[-1][:500]}
     return {"ok": True}
