@@ -16,6 +16,12 @@ from watch_support import check, frame, triggers, watch
         ({"timeout": float("inf")}, "timeout must be a positive number of seconds."),
         ({"params": {"lr": float("nan")}}, "params may not hold NaN or Infinity."),
         ({"params": {"epochs": [1, float("-inf")]}}, "params may not hold NaN or Infinity."),
+        # each parameter becomes a variable of the notebook: every retrain would fail on it
+        (
+            {"params": {"n-rows": 5}},
+            "params 'n-rows' is no Python variable name; the retrain sets each parameter as a "
+            "variable in the notebook.",
+        ),
     ],
 )
 def test_a_watch_refuses_numbers_no_retrain_can_use(shared_agent, tmp_path, extra, says):
@@ -44,6 +50,11 @@ def test_a_source_watched_again_after_a_remove_starts_from_a_new_baseline(agent,
     frame(100).to_csv(data, index=False)
     w = watch(agent, model="churn", source=str(data), on=["change"])
     assert agent.request("DELETE", f"/api/v1/watches/{w['id']}")[0] == 200
+    # removed: its history stays readable, but it is neither checked nor removed again
+    for method, path in (("DELETE", ""), ("POST", "/check")):
+        status, out = agent.request(method, f"/api/v1/watches/{w['id']}{path}")
+        assert (status, out["error"]["code"]) == (409, "watch_removed"), out
+    assert agent.request("GET", f"/api/v1/watches/{w['id']}")[0] == 200
     # While nobody watches it, the export is rewritten
     frame(100, seed=5).assign(extra=1).to_csv(data, index=False)
     # When it is watched again

@@ -155,3 +155,25 @@ def test_the_timeout_stops_the_whole_run_not_each_cell(tmp_path):
     # Then the run is stopped at the timeout, and says so
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"ok": False, "error": "the notebook ran longer than 4 s"}, out.stderr
+
+
+def test_a_failed_retrain_says_the_error_without_terminal_colours(tmp_path):
+    """The notebook's error is shown in the notebook, the CLI and the panel: plain text."""
+    import json
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("n-rows = 5")]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff_agent.watch.retrain", str(path), "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"] is False and "\x1b" not in result["error"], result
+    assert result["error"].startswith("SyntaxError"), result

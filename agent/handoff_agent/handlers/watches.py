@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..names import validate_name
 from ..watch import lineage
 from .base import BaseHandler
@@ -77,7 +77,7 @@ class WatchHandler(BaseHandler):
         self.write_json(row)
 
     async def delete(self, source_id: str):
-        await self._row(source_id)
+        _still_watched(await self._row(source_id))
         await self.agent.call(
             self.agent.registry.watch_remove, int(source_id), self.identity["user"]
         )
@@ -95,7 +95,18 @@ class WatchCheckHandler(BaseHandler):
         row = await self.agent.read(self.agent.registry.watch_get, int(source_id))
         if row is None:
             raise NotFound(f"No watched source {source_id}.", code="no_source")
+        _still_watched(row)
         self.write_json(await self.agent.watches.check(row["id"]))
+
+
+def _still_watched(row: dict) -> None:
+    """A removed watch keeps its history (GET) but is neither checked nor removed again."""
+    if not row.get("active", 1):
+        raise Conflict(
+            f"Watch {row['id']} ({row['source']}) was removed; nothing was done.",
+            "`%mlops watch` lists the sources watched now; watch it again to restart.",
+            code="watch_removed",
+        )
 
 
 class RevalidationsHandler(BaseHandler):

@@ -122,7 +122,7 @@ class WatchStore(StoreBase):
             return [_source(r) for r in c.execute(q.order_by(S.model, S.id))]
 
     def watch_get(self, source_id: int, with_secret: bool = False) -> dict | None:
-        cols = (*PUBLIC, S.timeout, S.next_due) + ((S.secret,) if with_secret else ())
+        cols = (*PUBLIC, S.timeout, S.next_due, S.active) + ((S.secret,) if with_secret else ())
         with self._read() as c:
             row = c.execute(select(*cols).where(S.id == source_id)).first()
         if row is None:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in a cell's traceback
 
 
 def inject(nb, params: dict):
@@ -55,7 +58,8 @@ def run(path: str, params: dict, timeout: float) -> dict:
     except CellTimeoutError:
         return {"ok": False, "error": f"the notebook ran longer than {timeout:.0f} s"}
     except CellExecutionError as e:
-        return {"ok": False, "error": str(e).strip().splitlines()[-1][:500]}
+        last = ANSI.sub("", str(e)).strip().splitlines()[-1]  # a traceback's colours
+        return {"ok": False, "error": last[:500]}
     return {"ok": True}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import keyword
 import logging
 import math
 import os
@@ -198,6 +199,13 @@ class WatchService:
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
+        odd = [k for k in params if not k.isidentifier() or keyword.iskeyword(k)]
+        if odd:  # each becomes `name = value` in the notebook's injected cell
+            raise BadRequest(
+                f"params {odd[0]!r} is no Python variable name; the retrain sets each "
+                "parameter as a variable in the notebook.",
+                hint='Use names like {"n_rows": 5}.',
+            )
         try:  # injected as Python literals: NaN or Infinity would be a NameError there
             json.dumps(params, allow_nan=False)
         except ValueError:
