@@ -100,14 +100,19 @@ class Policy:
             raise ValueError(f"{path} is not valid TOML: it is not UTF-8 text.") from None
         except OSError as e:
             raise ValueError(f"{path} cannot be read: {e.strerror}.") from None
-        intake = data.get("intake", {})
-        stages = _stages({**DEFAULT_STAGES, **data.get("stages", {})}, path)
+        _known(data, TOP_KEYS, "the top level", path)
+        intake = _table(data, "intake", path)
+        sandbox = _table(data, "sandbox", path)
+        stages = _stages({**DEFAULT_STAGES, **_table(data, "stages", path)}, path)
         if intake.get("accept_pickle"):
             raise ValueError(
                 f"{path}: [intake] accept_pickle is no longer supported: central never "
                 "unpickles. Remove the line; local agents convert pickles to skops before "
                 "they hand off, and `jupyter handoff trust add` trusts the types a model needs."
             )
+        legacy = {"accept_pickle"}  # false: what central does anyway, so still accepted
+        _known({k: v for k, v in intake.items() if k not in legacy}, INTAKE_KEYS, "[intake]", path)
+        _known(sandbox, SANDBOX_KEYS, "[sandbox]", path)
         trusted = list(intake.get("trusted_types", []))
         try:
             trusted = trust.check_addable(trusted) if trusted else []
@@ -120,13 +125,13 @@ class Policy:
             secrets=secrets,
             senders=senders,
             trusted_types=trusted,
-            revalidate=bool(intake.get("revalidate", True)),
-            gate_overrides=bool(intake.get("gate_overrides", False)),
+            revalidate=_flag(intake, "revalidate", True, "[intake]", path),
+            gate_overrides=_flag(intake, "gate_overrides", False, "[intake]", path),
             required_checks=_names(intake, "required_checks", path),
-            max_skew=int(intake.get("max_skew_seconds", 300)),
+            max_skew=_skew(intake, path),
             max_per_hour=per_hour,
             max_bytes_per_hour=bytes_per_hour,
-            sandbox_require=bool(data.get("sandbox", {}).get("require", False)),
+            sandbox_require=_flag(sandbox, "require", False, "[sandbox]", path),
             stages=stages,
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
             watches=_watches(data.get("watch", []), path),
@@ -189,6 +194,54 @@ def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]
             'python -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
     return list(plain), senders
+
+
+TOP_KEYS = ("intake", "sandbox", "stages", "watch", "deploy", "monitor")
+INTAKE_KEYS = (
+    *("secrets", "senders", "trusted_types", "revalidate", "gate_overrides"),
+    *("required_checks", "max_skew_seconds", "max_versions_per_hour", "max_bytes_per_hour"),
+)
+SANDBOX_KEYS = ("require",)
+
+
+def _table(data: dict, name: str, path) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: write [{name}] as a table of KEY = VALUE lines.")
+    return value
+
+
+def _known(table: dict, keys: tuple[str, ...], where: str, path) -> None:
+    """A misspelt key would silently keep its default (``[sandbox] requir = true`` leaves the
+    sandbox optional): refuse it, as ``[deploy]`` does."""
+    for name in table:
+        if name not in keys:
+            if where == "the top level":
+                raise ValueError(
+                    f"{path}: unknown table or key {name!r}; the tables are "
+                    f"{', '.join(f'[{k}]' for k in keys)}."
+                )
+            raise ValueError(
+                f"{path}: {where}: unknown key {name!r}; the keys are {', '.join(keys)}."
+            )
+
+
+def _flag(table: dict, key: str, default: bool, where: str, path) -> bool:
+    """A boolean key: only TOML's true or false (bool("false") would be True)."""
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: {where} {key} must be true or false (unquoted), not {value!r}.")
+    return value
+
+
+def _skew(intake: dict, path) -> int:
+    value = intake.get("max_skew_seconds", 300)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"{path}: [intake] max_skew_seconds must be a whole number of seconds > 0, "
+            f"not {value!r}."
+        )
+    return value
 
 
 SIGNING_ROLES = ("reviewer", "admin")  # the roles whose tokens may sign a stage off
