@@ -98,6 +98,7 @@ from .serving.settings import Serving
 from .stages import StageManager
 from .store.blobs import open_blob_store
 from .store.versions import CHECK_LEASE
+from .trait_checks import interface
 from .trust_flow import TrustFlow
 from .versions import VersionService
 
@@ -374,6 +375,8 @@ class HandoffAgent(LoggingConfigurable):
     def _token_default(self):
         # Read once, then gone: the agent keeps no secret in its environment (or /proc).
         return secret_from_environ("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
+
+    _ip = interface("ip")
 
     @validate("keep_versions")
     def _check_keep(self, proposal):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import Configurable
 
+from ..trait_checks import interface
+
 
 class Serving(Configurable):
     """The model server that the central agent starts beside its API."""
@@ -74,3 +76,5 @@ class Serving(Configurable):
         help="Seconds between guardrail ticks: each stores this replica's traffic stats and "
         "judges every canary on all replicas' stats, so an alarm rolls back within one tick.",
     ).tag(config=True)
+
+    _ip = interface("ip")

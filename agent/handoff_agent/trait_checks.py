@@ -1,0 +1,74 @@
+"""Shared traitlets validators for settings the agent cannot run with: a value that would
+spin a core (a poll interval of 0), refuse every push (a bundle size of 0) or listen where
+nobody finds it (an empty ip). Each stops ``serve`` with one line naming the setting.
+
+    class Serving(Configurable):
+        _positive = positive("poll_interval", "tick_seconds")
+"""
+
+from __future__ import annotations
+
+from traitlets import TraitError, validate
+
+
+def _name(proposal) -> str:
+    trait = proposal["trait"]
+    return f"c.{trait.this_class.__name__}.{trait.name}"
+
+
+def positive(*names: str):
+    """Numbers (or each number of a list) that must be more than 0."""
+
+    @validate(*names)
+    def _check(self, proposal):
+        value = proposal["value"]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in values if not v > 0]
+        if bad:
+            raise TraitError(f"{_name(proposal)} must be more than 0, not {bad[0]!r}.")
+        return value
+
+    return _check
+
+
+def at_least(minimum: int, why: str, *names: str):
+    """Numbers that must be at least ``minimum`` (``why`` says what less would do)."""
+
+    @validate(*names)
+    def _check(self, proposal):
+        value = proposal["value"]
+        if value < minimum:
+            raise TraitError(f"{_name(proposal)} must be at least {minimum} ({why}), not {value}.")
+        return value
+
+    return _check
+
+
+def port(*names: str):
+    @validate(*names)
+    def _check(self, proposal):
+        value = proposal["value"]
+        if not 0 <= value <= 65535:
+            raise TraitError(
+                f"{_name(proposal)} must be a port from 0 to 65535 (0 picks a free one), "
+                f"not {value}."
+            )
+        return value
+
+    return _check
+
+
+def interface(*names: str):
+    """An address to bind: empty would listen on every interface under a URL nobody can use."""
+
+    @validate(*names)
+    def _check(self, proposal):
+        value = proposal["value"]
+        if not value.strip():
+            raise TraitError(
+                f"{_name(proposal)} is empty: give the interface to listen on, e.g. 127.0.0.1 "
+                "(or 0.0.0.0 for every interface)."
+            )
+        return value
+
+    return _check
