@@ -126,6 +126,20 @@ def default_home() -> Path:
     return Path(jupyter_data_dir()) / "handoff"
 
 
+EMPTY_HOME = (
+    "c.HandoffAgent.home (--home) is empty: give the agent's directory, or leave it out for "
+    "the default, <jupyter data dir>/handoff."
+)
+
+
+def absolute_home(value: str) -> str:
+    """A given home as an absolute path: the runtime file and the home lock name it, and
+    commands run from another directory must find the same one. Empty: ValueError."""
+    if not value.strip():
+        raise ValueError(EMPTY_HOME)
+    return str(Path(value).expanduser().absolute())
+
+
 class HandoffAgent(LoggingConfigurable):
     """The agent: receives pushes, stores them durably, runs checks, hands them off.
     In the central role it takes signed deliveries and walks versions through stages.
@@ -361,7 +375,14 @@ class HandoffAgent(LoggingConfigurable):
 
     @default("home")
     def _home_default(self):
-        return str(default_home())
+        return str(default_home().absolute())
+
+    @validate("home")
+    def _check_home(self, proposal):
+        try:
+            return absolute_home(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
 
     @default("database_url")
     def _database_url_default(self):
@@ -438,6 +459,7 @@ class HandoffAgent(LoggingConfigurable):
     def __init__(self, plugin_registry: PluginRegistry | None = None, **kwargs):
         super().__init__(**kwargs)
         self._check_token({"value": self.token})  # traitlets skips validating a default
+        self._check_home({"value": self.home})  # and a value equal to Unicode's default, ""
         if plugin_registry is None:
             extra = {
                 **self.plugins,

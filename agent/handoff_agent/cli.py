@@ -31,12 +31,12 @@ STORE_ALIASES = {
 def _home(config) -> Path:
     """--home; else the home of the agent of that role running here (it may have been
     started with its own --home); else that role's default home."""
-    from .agent import default_home
+    from .agent import absolute_home, default_home
     from .homes import central_home
 
     home = config.HandoffAgent.get("home")
     if home:
-        return Path(home).absolute()
+        return Path(absolute_home(home))
     central = config.HandoffAgent.get("role") == "central"
     running = runtime.read("central" if central else "local")
     if running and running.get("home"):

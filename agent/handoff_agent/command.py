@@ -63,11 +63,22 @@ class Command(JupyterApp):
     def initialize(self, argv=None):
         try:
             super().initialize(argv)
+            _given_home(self.config)
         except UsageError as e:
             usage = getattr(self, "usage", "")
             command = self.name.replace("-", " ")
             complain(str(e), f"Usage: {usage}" if usage else f"See: {command} --help")
             self.exit(2)
+
+
+def _given_home(config) -> None:
+    """``--home=``: every command would take the current directory (or the default home)
+    for the registry while the agent's lock went elsewhere; refused before anything runs."""
+    from .agent import EMPTY_HOME
+
+    home = config.HandoffAgent.get("home") if "HandoffAgent" in config else None
+    if home is not None and not str(home).strip():
+        raise UsageError(EMPTY_HOME)
 
 
 def _value_line(e: TraitError, aliases: dict) -> str:

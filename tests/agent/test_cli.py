@@ -143,6 +143,26 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
         assert not (tmp_path / "rt").exists() or not list((tmp_path / "rt").iterdir())
 
 
+def test_serve_with_an_empty_home_is_refused_before_it_takes_any_directory(tmp_path):
+    """``--home=`` put the registry in the current directory but took the home lock of the
+    default home: two agents could open one registry."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    p = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "serve", "--home="],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.splitlines()[0] == (
+        "c.HandoffAgent.home (--home) is empty: give the agent's directory, or leave it out "
+        "for the default, <jupyter data dir>/handoff."
+    ), p.stderr
+    assert "Traceback" not in p.stderr and sorted(os.listdir(tmp_path)) == []
+
+
 def test_serve_help_all_documents_the_agent_options(tmp_path):
     p = handoff("serve", "--help-all", runtime_dir=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -37,3 +37,23 @@ def test_an_empty_ip_is_refused_naming_the_setting(cls, value):
 @pytest.mark.parametrize("cls", [HandoffAgent, Serving])
 def test_a_given_ip_is_kept(cls):
     assert configured(cls, "ip", "0.0.0.0").ip == "0.0.0.0"
+
+
+def test_a_relative_home_is_made_absolute_where_it_is_set(tmp_path, monkeypatch):
+    """The runtime file and the home lock name it: commands run elsewhere find the same home."""
+    from handoff_agent.cli import _home
+
+    monkeypatch.chdir(tmp_path)
+    assert configured(HandoffAgent, "home", "relhome").home == str(tmp_path / "relhome")
+    config = Config()
+    config.HandoffAgent.home = "relhome"
+    assert _home(config) == tmp_path / "relhome"
+
+
+def test_an_empty_home_is_refused_naming_the_setting():
+    config = Config()
+    config.HandoffAgent.home = ""
+    with pytest.raises(TraitError) as e:
+        HandoffAgent(config=config)  # refused before it opens anything
+    said = str(e.value)
+    assert said.startswith("c.HandoffAgent.home (--home) is empty: give the agent's directory")
