@@ -98,7 +98,7 @@ from .serving.settings import Serving
 from .stages import StageManager
 from .store.blobs import open_blob_store
 from .store.versions import CHECK_LEASE
-from .trait_checks import interface
+from .trait_checks import MEMORY_WHY, MIN_WORKER_MEMORY, at_least, interface, positive
 from .trust_flow import TrustFlow
 from .versions import VersionService
 
@@ -398,6 +398,13 @@ class HandoffAgent(LoggingConfigurable):
         return secret_from_environ("HANDOFF_TOKEN") or secrets.token_urlsafe(32)
 
     _ip = interface("ip")
+    # 0 or less: an idle agent polls in a busy loop, every push is too large, every check
+    # times out at once, no store call runs, or (a pids limit of 0) no worker starts.
+    _positive = positive(
+        *("trust_poll_interval", "watch_tick", "notice_retry_seconds", "max_bundle_size"),
+        *("check_timeout", "db_threads", "sandbox_max_processes"),
+    )
+    _memory = at_least(MIN_WORKER_MEMORY, MEMORY_WHY, "check_memory_limit")
 
     @validate("keep_versions")
     def _check_keep(self, proposal):
@@ -460,6 +467,8 @@ class HandoffAgent(LoggingConfigurable):
         super().__init__(**kwargs)
         self._check_token({"value": self.token})  # traitlets skips validating a default
         self._check_home({"value": self.home})  # and a value equal to Unicode's default, ""
+        processes = self.traits()["sandbox_max_processes"]  # or to Integer's, 0
+        self._positive({"trait": processes, "value": self.sandbox_max_processes})
         if plugin_registry is None:
             extra = {
                 **self.plugins,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from traitlets import TraitError, validate
 
+MIN_WORKER_MEMORY = 256 << 20  # an address-space limit below this fails every worker's imports
+MEMORY_WHY = "256 MiB; a worker's Python and NumPy need more"
+
 
 def _name(proposal) -> str:
     trait = proposal["trait"]
@@ -25,7 +28,7 @@ def positive(*names: str):
         values = value if isinstance(value, (list, tuple)) else [value]
         bad = [v for v in values if not v > 0]
         if bad:
-            raise TraitError(f"{_name(proposal)} must be more than 0, not {bad[0]!r}.")
+            raise TraitError(f"{_name(proposal)} must be more than 0, not {bad[0]:g}.")
         return value
 
     return _check
@@ -44,7 +47,7 @@ def at_least(minimum: int, why: str, *names: str):
     return _check
 
 
-def port(*names: str):
+def port_number(*names: str):
     @validate(*names)
     def _check(self, proposal):
         value = proposal["value"]

@@ -134,6 +134,10 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
         ([*home, "--port", "-1"], "should not be less than 0"),
         ([*home, "--ip", "999.1.1.1"], "Cannot listen on 999.1.1.1 port 0: "),
         ([*home, "--ip="], "c.HandoffAgent.ip is empty: give the interface to listen on"),
+        (
+            [*home, "--HandoffAgent.trust_poll_interval=0"],
+            "c.HandoffAgent.trust_poll_interval must be more than 0, not 0.",
+        ),
         (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
     ]:
         p = handoff("serve", *args, runtime_dir=tmp_path / "rt")

@@ -6,7 +6,9 @@ from traitlets import TraitError
 from traitlets.config import Config, LoggingConfigurable
 
 from handoff_agent.agent import HandoffAgent
+from handoff_agent.forwarding.central import CentralDestination
 from handoff_agent.serving.settings import Serving
+from handoff_agent.serving.validation import Validation
 
 
 def configured(cls, name, value):
@@ -50,10 +52,72 @@ def test_a_relative_home_is_made_absolute_where_it_is_set(tmp_path, monkeypatch)
     assert _home(config) == tmp_path / "relhome"
 
 
-def test_an_empty_home_is_refused_naming_the_setting():
+def test_an_empty_home_is_refused_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an empty home put the registry
     config = Config()
     config.HandoffAgent.home = ""
     with pytest.raises(TraitError) as e:
         HandoffAgent(config=config)  # refused before it opens anything
     said = str(e.value)
     assert said.startswith("c.HandoffAgent.home (--home) is empty: give the agent's directory")
+
+
+@pytest.mark.parametrize(
+    "cls, name",
+    [
+        (HandoffAgent, "trust_poll_interval"),
+        (HandoffAgent, "watch_tick"),
+        (HandoffAgent, "check_timeout"),
+        (HandoffAgent, "max_bundle_size"),
+        (HandoffAgent, "db_threads"),
+        (Serving, "poll_interval"),
+        (Serving, "tick_seconds"),
+        (Serving, "log_flush_seconds"),
+        (Validation, "poll_interval"),
+        (CentralDestination, "status_interval"),
+    ],
+)
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_poll_interval_or_size_of_zero_or_less_is_refused_naming_it(cls, name, value):
+    """0 made an idle agent spin a core (or refused every push, timed every check out)."""
+    said = refused(cls, name, value)
+    assert said == f"c.{cls.__name__}.{name} must be more than 0, not {value}."
+
+
+def test_every_notice_retry_delay_must_be_more_than_0():
+    said = refused(HandoffAgent, "notice_retry_seconds", [5.0, 0.0])
+    assert said == "c.HandoffAgent.notice_retry_seconds must be more than 0, not 0."
+    assert configured(HandoffAgent, "notice_retry_seconds", [0.2]).notice_retry_seconds == [0.2]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_sandbox_process_limit_of_0_or_less_is_refused(tmp_path, value):
+    """0 was a pids cgroup no worker starts in (as root), or no room for a thread. traitlets
+    validates no value equal to the trait's static default (Integer's 0): the agent checks it
+    itself, before it opens anything."""
+    config = Config()
+    config.HandoffAgent.home = str(tmp_path)
+    config.HandoffAgent.sandbox_max_processes = value
+    with pytest.raises(TraitError) as e:
+        HandoffAgent(config=config)
+    assert str(e.value) == f"c.HandoffAgent.sandbox_max_processes must be more than 0, not {value}."
+
+
+@pytest.mark.parametrize(
+    "cls, name", [(HandoffAgent, "check_memory_limit"), (Serving, "worker_memory_limit")]
+)
+def test_a_worker_memory_limit_too_small_to_import_python_is_refused(cls, name):
+    said = refused(cls, name, 1 << 20)
+    assert said == (
+        f"c.{cls.__name__}.{name} must be at least 268435456 (256 MiB; a worker's Python and "
+        "NumPy need more), not 1048576."
+    )
+    assert getattr(configured(cls, name, 256 << 20), name) == 256 << 20
+
+
+@pytest.mark.parametrize("value", [-1, 65536])
+def test_a_serving_port_outside_0_to_65535_is_refused(value):
+    said = refused(Serving, "port", value)
+    assert said == (
+        f"c.Serving.port must be a port from 0 to 65535 (0 picks a free one), not {value}."
+    )

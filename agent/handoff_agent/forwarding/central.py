@@ -24,6 +24,7 @@ from ..homes import central_home, embedded_secret
 from ..plugins import Delivery, DestinationContext, NotReady, Result
 from ..secrets_check import weak_secret_error
 from ..store.blobs import BlobError, BlobStore, BlobUnavailable, BlobWriter
+from ..trait_checks import positive
 from .http import post_signed
 
 CENTRAL_DOWN = (
@@ -73,6 +74,7 @@ class CentralDestination(LoggingConfigurable):
     status_interval = Float(2.0, help="Seconds between polls of central for stages.").tag(
         config=True
     )
+    _positive = positive("status_interval")
     timeout = Float(
         60.0,
         help="Seconds a read relayed to central (deployments, predictions, monitoring) waits "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import Configurable
 
-from ..trait_checks import interface
+from ..trait_checks import MEMORY_WHY, MIN_WORKER_MEMORY, at_least, interface, port_number, positive
 
 
 class Serving(Configurable):
@@ -78,3 +78,6 @@ class Serving(Configurable):
     ).tag(config=True)
 
     _ip = interface("ip")
+    _port = port_number("port")
+    _positive = positive("poll_interval", "tick_seconds", "log_flush_seconds")
+    _memory = at_least(MIN_WORKER_MEMORY, MEMORY_WHY, "worker_memory_limit")

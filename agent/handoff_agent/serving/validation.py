@@ -35,6 +35,7 @@ from traitlets.config import Configurable
 from .. import loadtest, onnx_convert
 from ..errors import Conflict
 from ..outage import failed_round
+from ..trait_checks import positive
 from ..vocabulary import FLOW
 from . import onnx_backend, protocols
 
@@ -72,6 +73,8 @@ class Validation(Configurable):
         help="Seconds between looks for validations to run (queued here, by another replica, "
         "or left by a replica that died).",
     ).tag(config=True)
+
+    _positive = positive("poll_interval")
 
 
 def process_tree(pids) -> list[int]:
