@@ -139,6 +139,10 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
             "c.HandoffAgent.trust_poll_interval must be more than 0, not 0.",
         ),
         (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
+        (
+            [*home, f"--database-url=sqlite:///{tmp_path / 'nodir' / 'r.db'}"],
+            f"No directory {tmp_path / 'nodir'} for the SQLite database",
+        ),
     ]:
         p = handoff("serve", *args, runtime_dir=tmp_path / "rt")
         assert p.returncode == 2, (args, p.stdout + p.stderr)

@@ -104,6 +104,14 @@ def _ping_when_idle(engine: Engine, idle: float = IDLE_PING) -> None:
 
 
 def _sqlite(url: URL, busy_timeout: float) -> Engine:
+    path = url.database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        directory = Path(path).parent
+        if not directory.is_dir():  # else SQLAlchemy's "unable to open database file", 40 lines
+            raise BadDatabaseURL(
+                f"No directory {directory} for the SQLite database {path} "
+                "(c.HandoffAgent.database_url, --database-url): create it, or fix the path."
+            )
     connect_args = {"check_same_thread": False, "timeout": busy_timeout}
     engine = create_engine(url, connect_args=connect_args)
 
