@@ -251,3 +251,17 @@ def test_without_weed_the_s3_tests_skip_but_fail_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the S3 tests"):
         s3_support.require_weed()
+
+
+def test_an_unreachable_endpoint_is_named_without_its_password(tmp_path, monkeypatch):
+    """The start error quoted c.HandoffAgent.s3_endpoint_url, user:password and all (twice:
+    ours, and botocore's message quoting the URL it tried)."""
+    from handoff_agent.store.s3 import S3BlobStore
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 30)
+    with pytest.raises(ValueError) as e:
+        S3BlobStore.from_url("s3://bucket/p", tmp_path, "http://minio:s3cr3t-pw@127.0.0.1:1")
+    said = str(e.value)
+    assert said.startswith("Cannot reach S3 for s3://bucket/p at http://minio:***@127.0.0.1:1: ")
+    assert "s3cr3t-pw" not in said and "c.HandoffAgent.s3_endpoint_url" in said

@@ -249,6 +249,26 @@ def test_info_reports_both_versions(fetch):
     assert "pip install" in body["fix"]
 
 
+@pytest.mark.parametrize(
+    "handoff_config",
+    [
+        {
+            "auto_start": False,
+            "agent_url": "http://ana:agent-pw-1@127.0.0.1:9",
+            "central_url": "https://it:central-pw-2@central.example:8890",
+        }
+    ],
+)
+def test_info_never_sends_a_password_written_into_an_agent_url(fetch):
+    """The panel's info showed c.HandoffServer.central_url and agent_url to the browser as
+    configured, passwords included."""
+    status, _, body = fetch("info")
+    assert status == 200, body
+    assert body["agent"]["url"] == "http://ana:***@127.0.0.1:9"
+    assert body["central"] == {"configured": True, "url": "https://it:***@central.example:8890"}
+    assert "-pw-" not in json.dumps(body)
+
+
 def test_labextension_version_is_the_python_version():
     """One version source: the npm package must say the same as the Python one."""
     package = json.loads((ROOT / "labextension" / "package.json").read_text())

@@ -25,6 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from ..redaction import redact_urls
 from ..secrets_env import secret_from_environ
 from .blobs import (
     CHUNK,
@@ -114,7 +115,7 @@ class S3BlobStore:
 
     def check_reachable(self, endpoint_url: str = "") -> None:
         """At start: the bucket exists and the credentials open it, or a clear error."""
-        where = f"{self.url} at {endpoint_url or 'AWS'}"
+        where = f"{self.url} at {redact_urls(endpoint_url) or 'AWS'}"  # never its password
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except NoCredentialsError:
@@ -135,7 +136,8 @@ class S3BlobStore:
             raise ValueError(f"S3 refused access to {where} ({code}). {CREDENTIALS_HINT}") from None
         except BotoCoreError as e:
             raise ValueError(
-                f"Cannot reach S3 for {where}: {e}. Check c.HandoffAgent.s3_endpoint_url "
+                f"Cannot reach S3 for {where}: {redact_urls(str(e))}. Check "
+                "c.HandoffAgent.s3_endpoint_url "
                 "(or AWS_ENDPOINT_URL)."
             ) from None
 
@@ -155,7 +157,8 @@ class S3BlobStore:
                 raise BlobMissing(f"no blob {digest} in {self.url}") from None
             raise BlobUnavailable(f"S3 refused a request on {self.url}: {code}") from None
         except BotoCoreError as e:
-            raise BlobUnavailable(f"S3 is unavailable for {self.url}: {e}") from None
+            said = redact_urls(str(e))
+            raise BlobUnavailable(f"S3 is unavailable for {self.url}: {said}") from None
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
         if self.exists(digest) and intact(self, digest):

@@ -12,6 +12,8 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import httpclient, web
 from tornado.iostream import StreamClosedError
 
+from handoff_agent.redaction import redact_urls
+
 from .agents import AgentLocator, AgentMissing, Target
 from .versions import versions
 
@@ -50,12 +52,16 @@ class InfoHandler(HandoffHandler):
             json.dumps(
                 {
                     **versions(),
+                    # Shown in the panel: never a password written into a configured URL.
                     "agent": {
                         "running": bool(running or cfg.agent_url),
-                        "url": cfg.agent_url or (running or {}).get("url"),
+                        "url": redact_urls(cfg.agent_url or (running or {}).get("url")),
                         "auto_start": cfg.auto_start,
                     },
-                    "central": {"configured": bool(cfg.central_url), "url": cfg.central_url},
+                    "central": {
+                        "configured": bool(cfg.central_url),
+                        "url": redact_urls(cfg.central_url),
+                    },
                 }
             )
         )
