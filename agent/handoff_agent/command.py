@@ -4,11 +4,19 @@ command goes ahead without it, and a bad value is one line too."""
 
 from __future__ import annotations
 
+import json
 import re
+import traceback
 
 from jupyter_core.application import JupyterApp
-from traitlets import TraitError
-from traitlets.config.loader import KVArgParseConfigLoader, _KVArgParser
+from traitlets import TraitError, default
+from traitlets.config.loader import (
+    ConfigFileNotFound,
+    JSONFileConfigLoader,
+    KVArgParseConfigLoader,
+    PyFileConfigLoader,
+    _KVArgParser,
+)
 
 from .shell import complain
 
@@ -18,6 +26,45 @@ _TRAIT_ERROR = re.compile(
 
 
 class UsageError(Exception):
+    pass
+
+
+class ConfigFileError(Exception):
+    """A config file that does not load: the command stops, rather than run on defaults (a
+    central would start as a local agent on SQLite)."""
+
+
+def _file_line(filename: str, e: Exception) -> str:
+    """Where ``e`` happened in ``filename`` and what it is, without the source line (it may
+    hold a password) or the exception's text, unless that is the parser's own message."""
+    if isinstance(e, (SyntaxError, json.JSONDecodeError)):
+        line, what = e.lineno, f"{type(e).__name__}: {e.msg}"
+    else:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == filename]
+        line, what = (frames[-1].lineno if frames else "?"), type(e).__name__
+        if isinstance(e, NameError) and e.name:
+            what += f": name {e.name!r} is not defined"
+    return (
+        f"Config file {filename}, line {line}: {what}. Fix it: Handoff does not run on a "
+        "config file it cannot read."
+    )
+
+
+class _Raising:
+    def load_config(self):
+        try:
+            return super().load_config()
+        except ConfigFileNotFound:
+            raise
+        except Exception as e:
+            raise ConfigFileError(_file_line(self.full_filename, e)) from None
+
+
+class _PyLoader(_Raising, PyFileConfigLoader):
+    pass
+
+
+class _JSONLoader(_Raising, JSONFileConfigLoader):
     pass
 
 
@@ -51,6 +98,13 @@ class _Loader(KVArgParseConfigLoader):
 
 
 class Command(JupyterApp):
+    python_config_loader_class = _PyLoader
+    json_config_loader_class = _JSONLoader
+
+    @default("raise_config_file_errors")
+    def _raise_config_file_errors(self):  # else traitlets logs a traceback and goes on
+        return True
+
     def _create_loader(self, argv, aliases, flags, classes):
         return _Loader(argv, aliases, flags, classes=classes, log=self.log)
 
@@ -64,6 +118,9 @@ class Command(JupyterApp):
         try:
             super().initialize(argv)
             _given_home(self.config)
+        except ConfigFileError as e:
+            complain(str(e))
+            self.exit(2)
         except UsageError as e:
             usage = getattr(self, "usage", "")
             command = self.name.replace("-", " ")
