@@ -568,6 +568,13 @@ class HandoffAgent(LoggingConfigurable):
         if self.policy is not None:  # central: its policy's say on the gate
             self.gate.honour_pushed = self.policy.gate_overrides
             self.gate.required = [*self.gate.required, *self.policy.required_checks]
+        for key, names in (("thresholds", self.gate.thresholds), ("blocking", self.gate.blocking)):
+            typos = sorted(set(names) - set(self.checks_available))
+            if typos:  # a misspelt check's thresholds or blocking would be ignored silently
+                raise ValueError(
+                    f"c.GatePolicy.{key} names {typos}, which no registered check is: the "
+                    f"checks are {', '.join(sorted(self.checks_available))}."
+                )
         unknown = sorted(set(self.gate.required) - set(self.checks))
         if unknown:
             raise ValueError(

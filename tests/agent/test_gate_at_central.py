@@ -93,6 +93,14 @@ def test_a_required_check_the_agent_does_not_run_stops_central_in_one_line(tmp_p
     (line,) = [x for x in out.stderr.splitlines() if "fairnes'" in x]
     assert "Required checks ['fairnes'] are not among the checks this agent runs" in line
     assert not (tmp_path / "rt" / "handoff-central.json").exists()
+    # a misspelt check in the gate's thresholds would leave the real one at its defaults
+    out = handoff_cli(
+        env, "serve", "--home", str(tmp_path / "local"),
+        "--GatePolicy.thresholds={'fairnes': {'max_dp_diff': 0.05}}", timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = [x for x in out.stderr.splitlines() if "fairnes'" in x]
+    assert "c.GatePolicy.thresholds names ['fairnes'], which no registered check is" in line
 
 
 def test_a_delivery_whose_overrides_central_cannot_apply_is_refused_saying_which(tmp_path):
