@@ -118,6 +118,7 @@ class Command(JupyterApp):
         try:
             super().initialize(argv)
             _given_home(self.config)
+            _known_settings(self.cli_config)
         except ConfigFileError as e:
             complain(str(e))
             self.exit(2)
@@ -126,6 +127,34 @@ class Command(JupyterApp):
             command = self.name.replace("-", " ")
             complain(str(e), f"Usage: {usage}" if usage else f"See: {command} --help")
             self.exit(2)
+
+
+def _known_settings(cli_config) -> None:
+    """``--HandofAgent.port=…`` or ``--HandoffAgent.trsut_list=…`` on the command line: a
+    typo traitlets ignores (or only warns of) while the agent runs without the setting."""
+    import difflib
+
+    from traitlets.config import Configurable
+
+    classes, stack = {}, [Configurable]
+    while stack:  # every settings class loaded: the agent's, the checks', the plugins'
+        cls = stack.pop()
+        classes.setdefault(cls.__name__, cls)
+        stack += cls.__subclasses__()
+    for section, values in cli_config.items():
+        if section not in classes:  # a plugin's class may load later: only a near miss
+            near = difflib.get_close_matches(section, list(classes), 1, cutoff=0.85)
+            if near:
+                raise UsageError(
+                    f"--{section}.…: no settings are named {section}; did you mean --{near[0]}.…?"
+                )
+            continue
+        settable = classes[section].class_trait_names(config=True)
+        for key in values:
+            if key not in settable:
+                near = difflib.get_close_matches(key, settable, 1)
+                maybe = f"; did you mean --{section}.{near[0]}?" if near else ""
+                raise UsageError(f"--{section}.{key}: {section} has no setting {key!r}{maybe}")
 
 
 def _given_home(config) -> None:

@@ -67,3 +67,24 @@ def test_serve_with_a_broken_config_file_does_not_start_on_defaults(tmp_path):
     assert len(p.stderr.splitlines()) == 1 and said in p.stderr, p.stderr
     assert PASSWORD not in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "home").exists() and not (tmp_path / "rt").exists()
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        ("--HandofAgent.port=18793", "--HandofAgent.…: no settings are named HandofAgent; did "
+         "you mean --HandoffAgent.…?"),
+        ("--Serving.wrokers=2", "--Serving.wrokers: Serving has no setting 'wrokers'; did you "
+         "mean --Serving.workers?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_setting_on_the_command_line_is_one_line_and_exit_2(
+    tmp_path, monkeypatch, capsys, option, said
+):
+    """traitlets ignored a misspelt class and only warned of a misspelt setting, and the
+    agent ran without it (on another port, with other workers)."""
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        ServeApp().initialize(["--home", str(tmp_path / "home"), option])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == said
