@@ -479,12 +479,12 @@ class WatchStore(StoreBase):
     def versions_with_manifests(self, model: str | None = None) -> list[dict]:
         """Every version's model, number, stage, status and manifest (lineage reads the
         provenance's ``triggered_by``)."""
-        q = select(V.id, V.model, V.number, V.stage, V.status, V.digest, V.manifest)
+        q = select(V.id, V.model, V.number, V.stage, V.status, V.digest, V.manifest, V.origin)
         if model is not None:
             q = q.where(V.model == model)
         with self._read() as c:
             return [
-                {**as_dict(r), "manifest": loads(r.manifest) or {}}
+                {**as_dict(r), "manifest": loads(r.manifest) or {}, "origin": loads(r.origin)}
                 for r in c.execute(q.order_by(V.model, V.number))
             ]
 

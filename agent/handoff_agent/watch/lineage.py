@@ -75,7 +75,10 @@ def graph(store, ref: str | None = None) -> dict:
     for v in store.versions_with_manifests():
         cause = triggered_by(v)
         if cause and cause.get("trigger") is not None:
-            tkey = f"trigger:{cause['trigger']}"
+            # a version delivered here was retrained by its sender's trigger, numbered there:
+            # never this agent's trigger of the same number
+            sender = (v.get("origin") or {}).get("source")
+            tkey = f"trigger:{sender + ':' if sender else ''}{cause['trigger']}"
             nodes.setdefault(
                 tkey,
                 {
@@ -85,6 +88,7 @@ def graph(store, ref: str | None = None) -> dict:
                     "change": cause.get("change"),
                     "fingerprint": cause.get("fingerprint"),
                     "source": cause.get("source"),
+                    **({"agent": sender} if sender else {}),
                 },
             )
             edges.append(
