@@ -64,12 +64,14 @@ def test_changed_file_retrains_and_the_candidate_reaches_central_with_its_lineag
     got = until(at_central, 120, "the retrained version at central")
     assert got["manifest"]["provenance"]["triggered_by"]["trigger"] == run["id"]
     # The lineage shows the source, its change, and the retrain it caused, on both agents
-    for agent, ref in ((local, str(data)), (central, "churn")):
+    # (at central, the trigger is the sending agent's: central numbers triggers of its own)
+    sender = f"{got['origin']['source']}:"
+    for agent, ref, of in ((local, str(data), ""), (central, "churn", sender)):
         status, g = agent.request("GET", "/api/v1/lineage/graph?ref=" + ref)
         assert status == 200, g
         retrained = [e for e in g["edges"] if e["kind"] == "retrained"]
         assert retrained == [
-            {"from": f"trigger:{run['id']}", "to": "version:churn:2", "kind": "retrained"}
+            {"from": f"trigger:{of}{run['id']}", "to": "version:churn:2", "kind": "retrained"}
         ]
     status, g = local.request("GET", f"/api/v1/lineage/graph?ref={out['fingerprint'][:12]}")
     assert status == 200 and any(n["id"] == "version:churn:2" for n in g["nodes"])
