@@ -4,6 +4,7 @@ the change. A schema change alerts and does not retrain."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -179,3 +180,36 @@ def test_a_failed_retrain_says_the_error_without_terminal_colours(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] is False and "\x1b" not in result["error"], result
     assert result["error"].startswith("SyntaxError"), result
+
+
+def test_a_watchs_retrains_run_one_at_a_time(agent, tmp_path):
+    """Three changes while a retrain runs: each retrains, in turn, not three kernels at
+    once (each notebook here notes when it ran)."""
+    import json
+
+    import nbformat
+
+    data, runs = tmp_path / "events.csv", tmp_path / "runs.jsonl"
+    frame(100).to_csv(data, index=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import json, time\nstart = time.time()\ntime.sleep(1.5)\n"
+            f"open({str(runs)!r}, 'a').write(json.dumps([start, time.time()]) + '\\n')"
+        )
+    ]
+    path = tmp_path / "note.ipynb"
+    nbformat.write(nb, path)
+    w = watch(agent, model="churn", source=str(data), run=str(path), on=["change"])
+    for n in (150, 200, 250):
+        frame(n).to_csv(data, index=False)
+        assert [t["action"] for t in check(agent, w["id"])["triggers"]] == ["alert", "retrain"]
+
+    def all_ran():
+        done = [t for t in triggers(agent, w["id"]) if t["action"] == "retrain"]
+        return len(done) == 3 and all(t["state"] != "running" for t in done) and done
+
+    assert all(t["state"] == "done" for t in until(all_ran, 180, "three retrains"))
+    spans = sorted(json.loads(line) for line in runs.read_text().splitlines())
+    assert len(spans) == 3
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # never overlap

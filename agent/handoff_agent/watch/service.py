@@ -109,6 +109,7 @@ class WatchService:
         self._task: asyncio.Task | None = None
         self._running: set[int] = set()
         self.retrains: set[asyncio.Task] = set()  # and revalidations: background work
+        self._retrain_turn: dict[int, asyncio.Lock] = {}  # a watch's retrains run in turn
         # revalidate.Revalidator: re-runs a version's checks on the new rows; set by the agent
         self.revalidator = None
         # a bundle's reference by its digest: the bytes never change, so every check of every
@@ -769,6 +770,25 @@ class WatchService:
         env = {**os.environ, TRIGGERED_BY: json.dumps(cause)}
         if self.runtime_dir:
             env["JUPYTER_RUNTIME_DIR"] = self.runtime_dir
+        # one retrain of a watch at a time: changes in quick succession each retrain, in turn,
+        # not as a pile of kernels and pushes at once
+        async with self._retrain_turn.setdefault(row["id"], asyncio.Lock()):
+            result = await self._run_notebook(row, params, env)
+        pushed = await self.pools.read(self.triggered_versions, tid)
+        state = "done" if result.get("ok") else "failed"
+        detail = {**(extra or {}), **result, "versions": pushed, "notebook": row["run"]}
+        await self.pools.call(self.registry.trigger_done, tid, state, detail)
+        self.events.publish(
+            "watch.retrain",
+            model=row["model"],
+            trigger=tid,
+            state=state,
+            versions=pushed,
+            error=result.get("error"),
+        )
+
+    async def _run_notebook(self, row: dict, params: dict, env: dict) -> dict:
+        """The notebook in its own process, bounded by the watch's timeout: its result."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -797,18 +817,7 @@ class WatchService:
         except asyncio.CancelledError:
             os.killpg(proc.pid, 9)
             raise
-        pushed = await self.pools.read(self.triggered_versions, tid)
-        state = "done" if result.get("ok") else "failed"
-        detail = {**(extra or {}), **result, "versions": pushed, "notebook": row["run"]}
-        await self.pools.call(self.registry.trigger_done, tid, state, detail)
-        self.events.publish(
-            "watch.retrain",
-            model=row["model"],
-            trigger=tid,
-            state=state,
-            versions=pushed,
-            error=result.get("error"),
-        )
+        return result
 
     def triggered_versions(self, tid: int) -> list[dict]:
         return [
