@@ -138,46 +138,36 @@ def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
     assert [t["action"] for t in acted] == ["alert"]
 
 
-def test_the_timeout_stops_the_whole_run_not_each_cell(tmp_path):
+def run_retrain(tmp_path, cells: list[str], timeout: int) -> dict:
+    """``python -m handoff_agent.watch.retrain`` on a notebook of ``cells``: its result."""
     import json
 
     import nbformat
 
-    # A notebook of three cells, each shorter than the timeout, together longer
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import time; time.sleep(2)") for _ in range(3)]
-    path = tmp_path / "slow.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    path = tmp_path / "retrain-run.ipynb"
     nbformat.write(nb, path)
     out = subprocess.run(
-        [sys.executable, "-m", "handoff_agent.watch.retrain", str(path), "--timeout", "4"],
+        [sys.executable, "-m", "handoff_agent.watch.retrain", str(path), "--timeout", str(timeout)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_timeout_stops_the_whole_run_not_each_cell(tmp_path):
+    # A notebook of three cells, each shorter than the timeout, together longer
+    result = run_retrain(tmp_path, ["import time; time.sleep(2)"] * 3, timeout=4)
     # Then the run is stopped at the timeout, and says so
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"ok": False, "error": "the notebook ran longer than 4 s"}, out.stderr
+    assert result == {"ok": False, "error": "the notebook ran longer than 4 s"}
 
 
 def test_a_failed_retrain_says_the_error_without_terminal_colours(tmp_path):
     """The notebook's error is shown in the notebook, the CLI and the panel: plain text."""
-    import json
-
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("n-rows = 5")]
-    path = tmp_path / "bad.ipynb"
-    nbformat.write(nb, path)
-    out = subprocess.run(
-        [sys.executable, "-m", "handoff_agent.watch.retrain", str(path), "--timeout", "60"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_retrain(tmp_path, ["n-rows = 5"], timeout=60)
     assert result["ok"] is False and "\x1b" not in result["error"], result
     assert result["error"].startswith("SyntaxError"), result
 

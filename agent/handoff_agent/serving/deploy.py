@@ -205,7 +205,8 @@ class DeploymentService:
 
     def adopt_unslotted(self, by: str = "upgrade") -> list[str]:
         """Give versions left in production or canary with no slot (a home from before the
-        model server) their slot, each with its audit row, so they serve again."""
+        model server) their slot, and archive canaries an older build displaced, each with
+        its audit row: what a start puts right, in words for the log."""
         placed = []
         with self.store.transaction():
             for v in self.store.unslotted():

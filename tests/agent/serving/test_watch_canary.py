@@ -13,12 +13,16 @@ from support import until
 ROW = {"a": 0.1, "b": -0.2, "c": 0.3, "d": 0.0}
 
 
+def _data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    return X, (X["a"] + X["b"] > 0).astype(int)
+
+
 @pytest.fixture
 def canary(tmp_path):
     """Central serving churn:1 in production and churn:2 as a canary."""
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
-    y = (X["a"] + X["b"] > 0).astype(int)
+    X, y = _data()
     local, central = start_pair(tmp_path)
     try:
         v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
@@ -101,9 +105,7 @@ def test_schema_change_rolls_back_the_canary_and_traffic_moves(canary, tmp_path)
 @pytest.fixture
 def lone_canary(tmp_path):
     """Central serving churn:1 as a canary, with no version in production."""
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
-    y = (X["a"] + X["b"] > 0).astype(int)
+    X, y = _data()
     local, central = start_pair(tmp_path)
     try:
         v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
