@@ -44,6 +44,9 @@ DEFAULTS_ONLY = (
             "test_security",  # the request rules (token, Host, Origin), before any store
             # alerts' ways out; one alert per change on both backends: test_watch_concurrent
             "test_watch_alerts",
+            # the longest PostgreSQL runs, kept to the defaults for CI's time (an import's
+            # transaction still runs on both in test_monitor_backfill)
+            "test_inventory_dossier", "test_backfill_kill",
         )
     ),
 )  # fmt: skip
