@@ -119,9 +119,9 @@ class WatchService:
 
     # -- registration ---------------------------------------------------------------------
 
-    def register(self, body: dict, by: str) -> dict:
+    def register(self, body: dict, by: str, missing_ok: bool = False) -> dict:
         """Validate a watch (as ``%mlops watch`` and the CLI send it) and store it."""
-        return self.registry.watch_add(self.spec(body), by)
+        return self.registry.watch_add(self.spec(body, missing_ok), by)
 
     def spec(self, body: dict, missing_ok: bool = False) -> dict:
         """A watch as ``%mlops watch`` and the CLI send it, validated: the row to store.
@@ -326,7 +326,7 @@ class WatchService:
         out = []
         for entry in entries:
             try:
-                out.append(self.registry.watch_add(self.spec(entry, missing_ok=True), by))
+                out.append(self.register(entry, by, missing_ok=True))
             except (BadRequest, Conflict) as e:
                 source = entry["source"]
                 shown = redact(source) if fpm.is_sql(source) else source  # a path, as a path
