@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 
 import pytest
 import support
@@ -47,11 +48,31 @@ DEFAULTS_ONLY = (
             # the longest PostgreSQL runs, kept to the defaults for CI's time (an import's
             # transaction still runs on both in test_monitor_backfill)
             "test_inventory_dossier", "test_backfill_kill",
+            # refused before anything is stored (tar members, names, secrets at start, a
+            # watch's input and its source's rows), the event stream, the commands' words:
+            # the blobs' own damage runs on both in serving/test_unloadable and test_blobs_s3
+            "test_intake_hardening", "test_ingest_errors", "test_events", "test_cli",
+            "test_outbox_cli", "test_watch_unreadable", "test_watch_row_cap",
+            "test_watch_register_input",
         )
     ),
 )  # fmt: skip
 # What a module calls when it starts agent processes of its own.
 AGENT_STARTERS = ("RunningAgent(", "start_pair(")
+
+
+def pytest_sessionstart(session):
+    """Bytecode for the project's modules, written once before any worker starts: every agent,
+    command and sandboxed worker is a fresh Python that imports them, and where
+    PYTHONDONTWRITEBYTECODE is set (these machines) none writes it, so each would compile
+    them all again (~0.2 s of CPU per process, thousands of processes)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    import compileall
+
+    root = Path(__file__).resolve().parents[1]
+    for package in ("agent", "extension"):
+        compileall.compile_dir(root / package, quiet=1)
 
 
 def pytest_generate_tests(metafunc):
