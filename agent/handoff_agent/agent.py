@@ -212,6 +212,12 @@ class HandoffAgent(LoggingConfigurable):
         "before a byte of it is stored; 0 lets any bundle try. A disk that fills anyway is "
         "refused the same way, and nothing is half-stored.",
     ).tag(config=True)
+    disk_full_retry_after = Integer(
+        60,
+        min=1,
+        help="Seconds a push or delivery refused for a full disk is asked to wait before "
+        "trying again (its Retry-After): a delivery waits that long in its sender's outbox.",
+    ).tag(config=True)
     keep_versions = Integer(
         0,
         help="Retention: after each verdict, remove the bundles of the model's versions older "
@@ -604,7 +610,9 @@ class HandoffAgent(LoggingConfigurable):
         forward_for = self.forwarding.forward_for
         self.versions = VersionService(self.registry, self.gate.verdict, forward_for)
         self.retention = Retention(self.registry, self.store, self.versions.champion)
-        self.room = room = DiskRoom(self.store, self.min_free_space, self.role)
+        self.room = room = DiskRoom(
+            self.store, self.min_free_space, self.role, self.disk_full_retry_after
+        )
         self.ingest = IngestManager(
             self.store,
             self.registry,

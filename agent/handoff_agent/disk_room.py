@@ -19,24 +19,29 @@ HINT = (
 )
 
 
-def disk_full(role: str, detail: str = "") -> DiskFull:
+def disk_full(role: str, detail: str = "", retry_after: int | None = None) -> DiskFull:
     """``role``: the agent's (central, or the analyst's local agent), so a forward's line in
-    the notebook says whose disk it is."""
+    the notebook says whose disk it is; ``retry_after``: seconds a sender is asked to wait."""
     who = "Central's" if role == "central" else "The local agent's"
-    return DiskFull(f"{who} disk is full{detail}.", HINT)
+    full = DiskFull(f"{who} disk is full{detail}.", HINT)
+    if retry_after is not None:
+        full.retry_after = retry_after
+    return full
 
 
-def out_of_space(error: BaseException, role: str = "local") -> DiskFull | None:
+def out_of_space(
+    error: BaseException, role: str = "local", retry_after: int | None = None
+) -> DiskFull | None:
     """The answer an error deserves when it is the disk running out (a write's ENOSPC or
     EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's disk_full), else None."""
     if isinstance(error, OSError) and error.errno in NO_SPACE:
-        return disk_full(role)
+        return disk_full(role, retry_after=retry_after)
     orig = getattr(error, "orig", None)  # a database driver's error, under SQLAlchemy's
     if orig is not None and (
         "database or disk is full" in str(orig).lower()
         or getattr(orig, "sqlstate", None) == "53100"
     ):
-        return disk_full(role, " (its database could not grow)")
+        return disk_full(role, " (its database could not grow)", retry_after)
     return None
 
 
@@ -46,10 +51,12 @@ def mib(n: int) -> str:
 
 class DiskRoom:
     """``store``: the blob store (``free_bytes`` where its writers spool); ``reserve``: the
-    bytes to leave free, 0 to let any bundle try; ``role``: the agent's."""
+    bytes to leave free, 0 to let any bundle try; ``role``: the agent's; ``retry_after``: the
+    seconds a refused sender is asked to wait."""
 
-    def __init__(self, store, reserve: int, role: str):
+    def __init__(self, store, reserve: int, role: str, retry_after: int | None = None):
         self.store, self.reserve, self.role = store, reserve, role
+        self.retry_after = retry_after
 
     def check(self, size: int | None) -> None:
         """Refuse ``size`` more bytes (None: unknown yet) when they would not leave the
@@ -62,6 +69,7 @@ class DiskRoom:
                 self.role,
                 f": {mib(free)} free, and this bundle needs {mib(size)} with "
                 f"{mib(self.reserve)} kept free",
+                self.retry_after,
             )
 
     def state(self) -> str:

@@ -204,6 +204,7 @@ def test_a_delivery_to_a_full_central_waits_in_the_outbox_and_goes_in_later(tmp_
         revalidate=False,
         local_args=FAST,
         central_prefix=small_disk(tmp_path / "central", 128 << 20),
+        central_args=["--HandoffAgent.disk_full_retry_after=3"],
     )
     try:
         with filled(central):
@@ -216,9 +217,9 @@ def test_a_delivery_to_a_full_central_waits_in_the_outbox_and_goes_in_later(tmp_
             row = until(waiting, timeout=60, what="the delivery refused")
             assert "503 disk_full: Central's disk is full" in row["last_error"], row
             assert central.request("GET", "/api/v1/models/many/versions")[0] == 404
-        # Once central has room, the delivery goes in (after the minute central's
-        # Retry-After asked for): nothing was lost
-        until(lambda: outbox_states(local) == {"delivered": 1}, timeout=180, what="delivered")
+        # Once central has room, the delivery goes in (after the 3 s central's Retry-After
+        # asked for, not the default minute): nothing was lost
+        until(lambda: outbox_states(local) == {"delivered": 1}, timeout=40, what="delivered")
         assert len(central.request("GET", "/api/v1/models/many/versions")[1]["versions"]) == 1
     finally:
         local.stop()

@@ -38,6 +38,7 @@ def start_pair(
     intake="",
     central_prefix=(),
     local_prefix=(),
+    central_args=(),
 ):
     """``intake``: more lines for central's [intake] table; ``central_prefix`` and
     ``local_prefix``: what each agent runs under (``support.small_disk``)."""
@@ -47,7 +48,7 @@ def start_pair(
     central = RunningAgent(
         tmp_path / "central",
         tmp_path / "rt-central",
-        ["--role", "central", "--policy", str(policy)]
+        ["--role", "central", "--policy", str(policy), *central_args]
         + (["--port", str(central_port)] if central_port else []),
         prefix=list(central_prefix),
     )

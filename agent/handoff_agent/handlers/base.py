@@ -385,7 +385,11 @@ class BaseHandler(web.RequestHandler):
     def _handle_request_exception(self, e: BaseException) -> None:
         # a locked or unreachable database, a full disk, an unreachable blob store: 503; a
         # blob that no longer matches its digest: 409. Never a 500.
-        busy = unavailable(e) or out_of_space(e, self.agent.role) or blob_failure(e)
+        busy = (
+            unavailable(e)
+            or out_of_space(e, self.agent.role, self.agent.room.retry_after)
+            or blob_failure(e)
+        )
         if busy is not None:
             log.warning("%d %s: %s", busy.status, self._request_summary(), str(e)[:300])
             e = busy
