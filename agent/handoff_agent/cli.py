@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import signal
@@ -119,9 +118,8 @@ class ServeApp(Command):
     flags = {}
     _log_formatter_cls = InertFormatter  # its own log lines, as the agent's (logs.py)
 
-    @functools.cached_property
+    @property
     def classes(self):
-        """Read three times while the command line is parsed: built once."""
         from .agent import HandoffAgent
         from .gate import GatePolicy
         from .plugins import default_registry
