@@ -65,7 +65,7 @@ def pytest_sessionstart(session):
     """Bytecode for the project's modules, written once before any worker starts: every agent,
     command and sandboxed worker is a fresh Python that imports them, and where
     PYTHONDONTWRITEBYTECODE is set (these machines) none writes it, so each would compile
-    them all again (~0.2 s of CPU per process, thousands of processes)."""
+    them all again (an agent's start: 1.35 s of CPU, 0.7 s with the bytecode)."""
     if hasattr(session.config, "workerinput"):
         return
     import compileall
