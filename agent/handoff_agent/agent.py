@@ -34,6 +34,7 @@ from .events import EventBus
 from .forwarding.notices import Notices
 from .forwarding.service import ForwardService
 from .gate import GatePolicy
+from .handlers.audit import AuditHandler
 from .handlers.base import NotFoundHandler, log_request
 from .handlers.deployments import (
     DeploymentHandler,
@@ -827,6 +828,7 @@ class HandoffAgent(LoggingConfigurable):
             (r"/api/v1/tokens", TokensHandler),
             (r"/api/v1/inventory", InventoryHandler),
             (r"/api/v1/keys", KeysHandler),
+            (r"/api/v1/audit", AuditHandler),
         ]
         version = r"/api/v1/models/(?P<name>[^/]+)/versions/(?P<number>[0-9]{1,18})"
         routes += [

@@ -254,6 +254,38 @@ PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/v1/keys": {"get": _op("Central's public ed25519 key that signs dossiers.", public=True)},
+    "/api/v1/audit": {
+        "get": _op(
+            "Reviewer or admin: the audit log's entries in chain order (seq, time, actor, "
+            "action, subject, payload as the JSON text its hash covers, prev_hash, hash), "
+            "filtered, a page at a time (``next``: the ``after`` of the next page), with the "
+            "chain's `head`. A bad filter is a 400.",
+            params=[
+                _param(
+                    "subject",
+                    "query",
+                    "A subject; a model name matches its versions' too (churn: churn:3).",
+                    {"type": "string", "maxLength": 200},
+                ),
+                _param(
+                    "actor", "query", "Who made the change.", {"type": "string", "maxLength": 200}
+                ),
+                _param(
+                    "action",
+                    "query",
+                    "An action (signoff, stage.enter), or its kind (stage).",
+                    {"type": "string", "maxLength": 200},
+                ),
+                _param(
+                    "since",
+                    "query",
+                    "Entries at or after this time: ISO 8601 (no zone: UTC) or epoch seconds.",
+                ),
+                _param("until", "query", "Entries before this time, written as since."),
+                *_page(100),
+            ],
+        )
+    },
     "/api/v1/events": {
         "get": _op(
             "Server-sent events (never ends): versions, checks, provisional and final verdicts, "

@@ -112,6 +112,45 @@ class AuditStore(StoreBase):
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
 
+    def audit_page(
+        self,
+        *,
+        subject: str = "",
+        actor: str = "",
+        action: str = "",
+        since: str = "",
+        until: str = "",
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[dict]:
+        """Up to ``limit`` rows after seq ``after`` matching every filter given, in chain
+        order. A ``subject`` without ``:`` matches its versions' subjects too (``churn``:
+        ``churn`` and ``churn:3``), an ``action`` without ``.`` its kind (``stage``:
+        ``stage.enter``, ``stage.mirror``). ``since`` (inclusive) and ``until`` (exclusive)
+        are times as ``audit.now`` writes them, so they compare as text on both backends."""
+        a = t.audit.c
+        q = select(t.audit).where(a.seq > after)
+        if subject:
+            exact = a.subject == subject
+            if ":" in subject:
+                q = q.where(exact)
+            else:
+                q = q.where(exact | a.subject.startswith(f"{subject}:", autoescape=True))
+        if actor:
+            q = q.where(a.actor == actor)
+        if action:
+            exact = a.action == action
+            if "." in action:
+                q = q.where(exact)
+            else:  # "stage": stage.enter, stage.mirror
+                q = q.where(exact | a.action.startswith(f"{action}.", autoescape=True))
+        if since:
+            q = q.where(a.time >= since)
+        if until:
+            q = q.where(a.time < until)
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(q.order_by(a.seq).limit(limit))]
+
     def audit_rows_since(self, seq: int | None) -> list[dict]:
         """The rows to send to a central that acknowledged entry ``seq`` (that row included,
         so central can compare it), or the last ``MAX_ROWS_FIRST`` when nothing is."""

@@ -1,0 +1,132 @@
+"""Reading the audit log: the filters of ``GET /api/v1/audit`` and ``jupyter handoff audit
+log``, a page of entries, and the offline check of an exported segment.
+
+The filters are parsed here once, for the API and the command alike; the SQL is the
+metadata store's (``audit_page``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+from .audit import GENESIS, ROW_KEYS, row_hash
+from .errors import BadRequest
+
+FILTERS = ("subject", "actor", "action", "since", "until")
+TEXT_FILTERS = ("subject", "actor", "action")
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+_EPOCH = re.compile(r"[0-9]{1,11}(\.[0-9]{1,6})?")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+TIME_HINT = "Give an ISO time (2026-12-07, 2026-12-07T10:00:00Z; no zone is UTC) or epoch seconds."
+
+
+def parse_time(name: str, raw: str) -> str:
+    """An ISO 8601 time (no zone: UTC) or epoch seconds, as the audit log writes times
+    (UTC, microseconds), so that it compares with them as text; else BadRequest."""
+    raw = raw.strip()
+    try:
+        if _EPOCH.fullmatch(raw):
+            when = datetime.fromtimestamp(float(raw), UTC)
+        else:
+            when = datetime.fromisoformat(raw)
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadRequest(
+            f"{name} is not a time: {raw[:60]!r}.", TIME_HINT, code="bad_time"
+        ) from None
+    return when.isoformat(timespec="microseconds")
+
+
+def parse_filters(given: dict[str, str | None]) -> dict[str, str]:
+    """The filters given (``None``/empty: not given), checked: text of at most 200
+    characters without control characters, and times normalised."""
+    out = {}
+    for key in TEXT_FILTERS:
+        value = (given.get(key) or "").strip()
+        if not value:
+            continue
+        if len(value) > 200 or _CONTROL.search(value):
+            raise BadRequest(
+                f"{key} must be at most 200 characters, without control characters.",
+                "e.g. subject=churn or subject=churn:3, actor=alice, action=signoff",
+                code="bad_filter",
+            )
+        out[key] = value
+    for key in ("since", "until"):
+        if given.get(key):
+            out[key] = parse_time(key, given[key])
+    if "since" in out and "until" in out and out["until"] <= out["since"]:
+        raise BadRequest("until must be later than since.", "until is exclusive, since inclusive.")
+    return out
+
+
+def page(registry, filters: dict[str, str], after: int = 0, limit: int = DEFAULT_LIMIT) -> dict:
+    """One page of matching entries in chain order, with ``next`` (the ``after`` of the
+    following page) while more match, and the chain's head, to compare an export with."""
+    rows = registry.audit_page(**filters, after=after, limit=limit + 1)
+    body = {"entries": rows[:limit], "head": registry.audit_head()}
+    if len(rows) > limit:
+        body["next"] = rows[limit - 1]["seq"]
+    return body
+
+
+# -- an exported segment, checked offline ----------------------------------------------------
+
+
+class BadExport(Exception):
+    """An export that does not verify; ``seq`` names the first bad entry (None: the file)."""
+
+    def __init__(self, message: str, seq: int | None = None):
+        super().__init__(message)
+        self.message, self.seq = message, seq
+
+
+def read_export(lines) -> list[dict]:
+    """The entries of a JSON-lines export, blank lines skipped; ``BadExport`` names the
+    first line that is no entry."""
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise BadExport(f"line {n} is not JSON.") from None
+        ok = (
+            isinstance(row, dict)
+            and set(ROW_KEYS) <= set(row)
+            and type(row["seq"]) is int
+            and all(isinstance(row[k], str) for k in ROW_KEYS if k != "seq")
+        )
+        if not ok:
+            raise BadExport(f"line {n} is not an audit entry ({', '.join(ROW_KEYS)}).")
+        rows.append(row)
+    if not rows:
+        raise BadExport("the file holds no audit entries.")
+    return rows
+
+
+def check_export(rows: list[dict]) -> dict:
+    """What central checks of a delivered segment (``audit.check_segment``), entry by entry
+    so the first bad one is named: each matches its hash, links to the one before (no
+    entry missing, moved or replaced), and entry 1 starts from the genesis. Returns the
+    last entry's seq and hash: compare it with the agent's ``audit verify`` head."""
+    prev = None
+    for row in rows:
+        seq = row["seq"]
+        if row_hash(row["prev_hash"], row) != row["hash"]:
+            raise BadExport(
+                f"entry {seq} does not match its hash: it was edited after it was written.", seq
+            )
+        if prev is None and seq == 1 and row["prev_hash"] != GENESIS:
+            raise BadExport("entry 1 does not start from the genesis.", seq)
+        if prev is not None and (seq != prev["seq"] + 1 or row["prev_hash"] != prev["hash"]):
+            raise BadExport(
+                f"entries {prev['seq']} and {seq} do not link: entries between them are "
+                "missing, moved or replaced (an export filtered by subject, actor or action "
+                "leaves gaps; export without them to check the chain).",
+                seq,
+            )
+        prev = row
+    return {"seq": prev["seq"], "hash": prev["hash"]}
