@@ -116,16 +116,14 @@ def check_export(rows: list[dict]) -> dict:
     for row in rows:
         seq = row["seq"]
         if row_hash(row["prev_hash"], row) != row["hash"]:
-            raise BadExport(
-                f"entry {seq} does not match its hash: it was edited after it was written.", seq
-            )
+            raise BadExport("it does not match its hash: it was edited after it was written.", seq)
         if prev is None and seq == 1 and row["prev_hash"] != GENESIS:
-            raise BadExport("entry 1 does not start from the genesis.", seq)
+            raise BadExport("it is the first entry but does not start from the genesis.", seq)
         if prev is not None and (seq != prev["seq"] + 1 or row["prev_hash"] != prev["hash"]):
             raise BadExport(
-                f"entries {prev['seq']} and {seq} do not link: entries between them are "
-                "missing, moved or replaced (an export filtered by subject, actor or action "
-                "leaves gaps; export without them to check the chain).",
+                f"it does not link to entry {prev['seq']} before it: entries are missing, "
+                "moved or replaced (a log filtered by subject, actor or action has gaps: "
+                "export without those filters to check the chain).",
                 seq,
             )
         prev = row

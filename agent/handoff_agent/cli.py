@@ -420,35 +420,6 @@ class TokenApp(Command):
             registry.close()
 
 
-class AuditApp(Command):
-    name = "jupyter-handoff-audit"
-    description = "audit verify: check the audit hash chain and name the first bad entry."
-    version = __version__
-    classes = ServeApp.classes  # --help describes the aliases through HandoffAgent
-    aliases = {
-        "home": "HandoffAgent.home",
-        "agent-role": "HandoffAgent.role",
-        "database-url": "HandoffAgent.database_url",
-    }
-    flags = {}
-
-    def start(self):
-        if self.extra_args[:1] != ["verify"]:
-            complain("Usage: jupyter handoff audit verify [--home DIR]")
-            self.exit(2)
-        registry = _open_db(self.config)
-        try:
-            bad = registry.audit_first_bad()
-            head = registry.audit_head()
-        finally:
-            registry.close()
-        if bad is None:
-            print(f"audit: OK ({head['seq']} entries, head {head['hash'][:16]})")
-            self.exit(0)
-        print(f"audit: BROKEN at entry {bad}: it was changed, deleted or moved.")
-        self.exit(1)
-
-
 class HandoffApp(Command):
     name = "jupyter-handoff"
     description = "Handoff: hand models from notebooks to IT. The agent and its tools."
@@ -461,7 +432,7 @@ class HandoffApp(Command):
         "demo": (DemoApp, DemoApp.description),
         "report": (ReportApp, ReportApp.description),
         "token": (TokenApp, TokenApp.description),
-        "audit": (AuditApp, AuditApp.description),
+        "audit": ("handoff_agent.audit_cli.AuditApp", "Verify the audit chain; read, export it."),
         "prune": ("handoff_agent.retention_cli.PruneApp", "Remove old versions' bundles (admin)."),
         "outbox": ("handoff_agent.outbox_cli.OutboxApp", "Deliveries: waiting, refused, done."),
         "trust": ("handoff_agent.trust_cli.TrustApp", "Trust exact types for skops loading."),
