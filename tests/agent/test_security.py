@@ -9,7 +9,7 @@ from agent_support import UPLOAD, assert_error, built_app, request_full
 from support import bundle_bytes
 from tornado import web
 
-from handoff_agent.handlers.base import BaseHandler
+from handoff_agent.handlers.base import ANY_ROLE, BaseHandler
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Sample values tried for each path argument, in order, until the route's regex matches.
@@ -211,6 +211,21 @@ def test_every_non_public_route_and_method_needs_the_token(tmp_path, shared_agen
                     assert_error(status, resp, 401, "unauthorized")
                 checked += 1
     assert checked >= 3 * len(METHODS) * 2
+
+
+def test_reads_closed_to_some_roles_are_only_the_audit_log(tmp_path):
+    # Reads are open to every role but a consumer; the audit log is every model's and every
+    # user's history (token grants by name, trust changes, who signed what): reviewers and
+    # admins only (tests/agent/test_audit_log.py refuses an analyst live).
+    closed = {}
+    for path, handler in _routes(tmp_path):
+        if handler.public or handler.get is web.RequestHandler.get:
+            continue
+        # a per-agent table (the watches') is a property: its reads stay open, as declared
+        roles = handler.roles if isinstance(handler.roles, dict) else BaseHandler.roles
+        if set(roles.get("GET", ())) != set(ANY_ROLE):
+            closed[path] = roles.get("GET", ())
+    assert closed == {"/api/v1/audit": ("reviewer", "admin")}
 
 
 def test_public_routes_are_only_health_readiness_api_schema_keys_and_signed_intake(tmp_path):
