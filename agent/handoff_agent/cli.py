@@ -446,7 +446,10 @@ class HandoffApp(Command):
             "Where each version serves at central.",
         ),
         "reviews": ("handoff_agent.deploy_cli.ReviewsApp", "What waits for a sign-off."),
-        "signoff": ("handoff_agent.deploy_cli.SignoffApp", "Approve or reject a version's stage."),
+        "signoff": (
+            "handoff_agent.deploy_cli.SignoffApp",
+            "Approve or reject a version's stage; --withdraw.",
+        ),
         "stage": ("handoff_agent.deploy_cli.StageApp", "Move a version to a stage (admin)."),
         "traffic": ("handoff_agent.deploy_cli.TrafficApp", "The canary's share (admin)."),
         "rollback": ("handoff_agent.deploy_cli.RollbackApp", "Previous production serves again."),

@@ -154,26 +154,41 @@ class SignoffApp(_CentralCommand):
     name = "jupyter-handoff-signoff"
     description = (
         "Sign a version off for its next stage at central (reviewer): approve, or --reject "
-        "with -m why. It moves when the policy's sign-offs for that stage are in."
+        "with -m why. It moves when the policy's sign-offs for that stage are in. "
+        "--withdraw takes your own sign-off back while the version still waits for that stage."
     )
-    usage = "jupyter handoff signoff NAME:N [--to STAGE] [--reject] [-m COMMENT]"
+    usage = "jupyter handoff signoff NAME:N [--to STAGE] [--reject | --withdraw] [-m COMMENT]"
     examples = "jupyter handoff signoff churn:3 --to approved -m 'fairness reviewed'"
     reject = Bool(False, help="Reject the version instead of approving it.").tag(config=True)
+    withdraw = Bool(
+        False,
+        help="Take back your own sign-off while the version still waits for that stage "
+        "(-m says why, kept in the audit log).",
+    ).tag(config=True)
     to = Unicode(
         "",
         help="The stage you sign it off for, as `reviews` showed it: if another sign-off "
         "moved the version on first, yours is refused instead of counting for the next one.",
     ).tag(config=True)
-    switches = {**_CentralCommand.switches, "reject": ("reject", "Reject the version.")}
+    switches = {
+        **_CentralCommand.switches,
+        "reject": ("reject", "Reject the version."),
+        "withdraw": ("withdraw", "Take back your own sign-off."),
+    }
 
     @property
     def aliases(self):
         return {**super().aliases, "to": f"{type(self).__name__}.to"}
 
     def parse(self, args):
+        if self.reject and self.withdraw:
+            raise ValueError("--withdraw takes your sign-off back; it cannot also --reject.")
         return typed_ref(_args(args, 1)[0])
 
     def run(self, name: str, number: int):
+        if self.withdraw:
+            self._withdraw(name, number)
+            return
         decision = "reject" if self.reject else "approve"
         to = self.to or self._waits_for(name, number)
         body = {"decision": decision, "comment": self.comment, "to": to}
@@ -187,6 +202,21 @@ class SignoffApp(_CentralCommand):
             )
         else:
             print(f"{name}:{number} is now {out['stage']}.")
+
+    def _withdraw(self, name: str, number: int) -> None:
+        """Without --to, central finds the sign-off itself, under the version's lock: one
+        for a stage the version has since entered is refused as counted, not 'none'."""
+        body = {"decision": "withdraw", "comment": self.comment}
+        if self.to:
+            body["to"] = self.to
+        out = self.call(f"/api/v1/models/{name}/versions/{number}/signoffs", body)
+        if self.as_json:
+            print(json.dumps(out, indent=1))
+            return
+        print(
+            f"{name}:{number}: your sign-off for {out['waiting_for']} is withdrawn; it stays "
+            f"{out['stage']}, waiting for the sign-offs for {out['waiting_for']}."
+        )
 
     def _waits_for(self, name: str, number: int) -> str:
         """The stage the version waits to be signed off for now: sent as ``to``, so a

@@ -102,6 +102,7 @@ def gather(agent, name: str, number: int) -> dict:
                 "blocking": list(agent.gate.blocking),
             },
             "signoffs": v.get("signoffs"),
+            "signoffs_withdrawn": _withdrawn(chain, subject),
             "stages": _with_needed(v.get("stages") or [], chain, subject),
             # central's policy as the dossier is made; each stage change's audit entry
             # holds the sign-offs it needed then (signoffs_needed), and each start's the rule
@@ -133,6 +134,17 @@ def gather(agent, name: str, number: int) -> dict:
         },
         "audit_rows": [row if _ours(row, subject) else _redacted(row) for row in chain],
     }
+
+
+def _withdrawn(chain: list[dict], subject: str) -> list[dict]:
+    """Sign-offs taken back while the version waited: gone from ``signoffs`` (they no
+    longer count), told here from their audit entries, with who withdrew them, when, why."""
+    out = []
+    for r in chain:
+        if r["subject"] == subject and r["action"] == "signoff.withdraw":
+            said = json.loads(r["payload"] or "{}")
+            out.append({**said, "withdrawn_by": r["actor"], "withdrawn": r["time"]})
+    return out
 
 
 def _with_needed(stages: list[dict], chain: list[dict], subject: str) -> list[dict]:

@@ -119,7 +119,7 @@ def check_records(doc: dict, rows: list[dict]) -> None:
     ours = [r for r in rows if not r.get("redacted") and r.get("subject") == subject]
     for key, action, fields in RECORDED:
         listed = doc.get(key) or []
-        entries = [r for r in ours if r.get("action") == action]
+        entries = _standing(ours, action)
         if len(listed) != len(entries):
             raise Failed(
                 key,
@@ -136,6 +136,24 @@ def check_records(doc: dict, rows: list[dict]) -> None:
                         f"its {field} {(item or {}).get(field)!r} is not the "
                         f"{said[field]!r} audit entry {entry['seq']} recorded: it was edited",
                     )
+
+
+def _standing(ours: list[dict], action: str) -> list[dict]:
+    """The entries of ``action`` still in force: a sign-off withdrawn later (its
+    ``signoff.withdraw`` entry names the stage and user) left the table, so not the dossier's
+    list, while both entries stay in the chain."""
+    entries = []
+    for r in ours:
+        if r.get("action") == action:
+            entries.append(r)
+        elif action == "signoff" and r.get("action") == "signoff.withdraw":
+            gone = _payload(r)
+            entries = [
+                e
+                for e in entries
+                if (_payload(e).get("stage"), e["actor"]) != (gone.get("stage"), gone.get("user"))
+            ]
+    return entries
 
 
 def _payload(entry: dict) -> dict:

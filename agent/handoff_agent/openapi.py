@@ -61,7 +61,7 @@ TAR_BODY = {
 }
 
 
-def _op(summary, ok="200", params=(), body=None, public=False, ok_type="application/json"):
+def _op(summary, ok="200", params=(), body=None, public=False, ok_type="application/json", also=()):
     types = ok_type if isinstance(ok_type, tuple) else (ok_type,)
     content = {
         t: {"schema": OBJECT if t == "application/json" else {"type": "string"}} for t in types
@@ -71,6 +71,7 @@ def _op(summary, ok="200", params=(), body=None, public=False, ok_type="applicat
         "parameters": list(params),
         "responses": {
             ok: {"description": "Success.", "content": content},
+            **{code: {"description": why, "content": content} for code, why in also},
             "4XX": {
                 "description": "The one error shape, for every refusal.",
                 "content": {"application/json": {"schema": ERROR}},
@@ -209,12 +210,16 @@ PATHS: dict[str, dict[str, dict]] = {
             "`shadow_not_passed` for canary before a passed shadow report (policy `shadow`), "
             "`load_test_failed` or `load_test_pending` where the load test gates; "
             "`stage_moved` when `to` (the next stage as the reviewer saw it) is no longer "
-            "the next stage: another sign-off moved the version on first.",
+            "the next stage: another sign-off moved the version on first. "
+            "`withdraw` takes the caller's own sign-off back while the version still waits "
+            "for that stage (200); 409 `signoff_counted` once it moved, "
+            "`nothing_to_withdraw` when the caller has none.",
             ok="201",
+            also=[("200", "A sign-off withdrawn.")],
             params=[NAME, NUMBER],
             body=_json_body(
                 {
-                    "decision": {"type": "string", "enum": ["approve", "reject"]},
+                    "decision": {"type": "string", "enum": ["approve", "reject", "withdraw"]},
                     "comment": _TEXT,
                     "role": {"type": "string"},
                     "to": {"type": "string", "maxLength": 40},

@@ -53,7 +53,10 @@ class StageManager:
         ``to``, the stage the reviewer saw as next: a sign-off sent while another moved the
         version on is refused, not counted toward the stage after."""
         if decision not in ("approve", "reject"):
-            raise BadRequest("decision must be 'approve' or 'reject'.")
+            raise BadRequest(
+                "decision must be 'approve', 'reject' or 'withdraw' (your own sign-off, while "
+                "the version still waits)."
+            )
         if to is not None and to not in STAGES:
             raise BadRequest(
                 f"{to!r} is not a stage.",
@@ -87,8 +90,8 @@ class StageManager:
             if _signed(done, who["user"]):
                 raise Conflict(
                     f"{who['user']} already signed off {name}:{number} for {target}.",
-                    "A sign-off stands once given: to stop the version, ask an admin to "
-                    f"archive it (jupyter handoff stage {name}:{number} archived).",
+                    "To change it while the version waits, withdraw it first (jupyter "
+                    f"handoff signoff {name}:{number} --withdraw -m WHY), then sign again.",
                     code="duplicate_signoff",
                 )
             role = self._role(target, done, who, role)
@@ -106,6 +109,64 @@ class StageManager:
                 self._archive_previous(name, number, target, who["user"])
                 return {"stage": target}
             return {"stage": v["stage"], "waiting_for": target}
+
+    def withdraw(
+        self, name: str, number: int, who: dict, comment: str, to: str | None = None
+    ) -> dict:
+        """Take back ``who``'s own sign-off for the stage the version waits for (``to``, if
+        given, must be that stage). Under ``sign``'s locks (the model's row, then the
+        version's): a withdrawal racing the sign-off that would complete the stage either
+        lands first, so that one no longer completes it, or finds the version moved: a 409,
+        the sign-off counted. Only its author withdraws a sign-off: it is a person's word;
+        an admin who must stop a version archives it, under their own name."""
+        if to is not None and to not in STAGES:
+            raise BadRequest(
+                f"{to!r} is not a stage.",
+                "Name the stage you signed for, as `jupyter handoff reviews` shows it.",
+            )
+        subject = f"{name}:{number}"
+        with self.store.transaction():
+            v = self.store.version_for_stage(name, number)
+            target = signoff_to(v["stage"], self.policy.stages)
+            stage = to or target
+            mine = self._own(v["id"], stage, who["user"])
+            if mine is not None and stage == target:
+                self.store.signoff_withdraw(v["id"], mine, who["user"], comment, subject)
+                return {
+                    "stage": v["stage"],
+                    "waiting_for": target,
+                    "withdrawn": {k: mine[k] for k in ("stage", "role", "user", "decision")},
+                }
+            if mine is None and to is None:  # signed for the stage it has since entered?
+                mine = self._own(v["id"], v["stage"], who["user"])
+                stage = v["stage"] if mine is not None else stage
+            if mine is not None:
+                raise _counted(name, number, v["stage"], stage, target)
+            others = sorted({s["user"] for s in self.signoffs(v["id"], stage)}) if stage else []
+            if stage is None:
+                message = f"{who['user']} has no sign-off of {subject} to withdraw: it is "
+                message += f"{v['stage']} and waits for none; nothing was changed."
+                hint = _no_signoff_hint(name, v["stage"])
+            else:
+                message = f"{who['user']} has no sign-off of {subject} for {stage} to "
+                message += "withdraw; nothing was changed."
+                hint = (
+                    f"Only its author withdraws a sign-off ({', '.join(others)} signed)."
+                    if others
+                    else f"It waits for sign-offs for {target} now."
+                    if target and target != stage
+                    else "`jupyter handoff reviews` shows who signed what."
+                )
+            raise Conflict(message, hint, code="nothing_to_withdraw")
+
+    def _own(self, version_id: int, stage: str | None, user: str) -> dict | None:
+        """``user``'s sign-off of the version for ``stage``, if there is one."""
+        if stage is None:
+            return None
+        return next(
+            (s for s in self.signoffs(version_id, stage) if _signed([s], user)),
+            None,
+        )
 
     def _role(self, target: str, done: list[dict], who: dict, asked: str | None) -> str:
         """The role a sign-off counts in: one the stage needs and ``who`` holds. One holding
@@ -269,6 +330,32 @@ def _pushed(v: dict, user: str) -> bool:
 def _signed(signoffs: list[dict], user: str) -> bool:
     """Whether ``user`` is among ``signoffs`` already (each person counts once a stage)."""
     return any(s["user"].casefold() == user.casefold() for s in signoffs)
+
+
+def _counted(name: str, number: int, now: str, stage: str, waits: str | None) -> Conflict:
+    """The 409 for a withdrawal that comes after the sign-off did its work."""
+    subject = f"{name}:{number}"
+    if now in ("rejected", "archived", "rollback"):
+        return Conflict(
+            f"{subject} is {now}; your sign-off for {stage} no longer waits on anything and "
+            "stays on the record. Nothing was withdrawn.",
+            _no_signoff_hint(name, now),
+            code="signoff_counted",
+        )
+    moved = f"already moved to {stage}" if now == stage else f"moved to {stage} and is {now} now"
+    if now == "production":
+        stop = f"ask an admin to roll it back (jupyter handoff rollback {name})"
+    else:
+        stop = f"ask an admin to archive it (jupyter handoff stage {subject} archived)"
+        if waits:
+            stop += (
+                f", or reject it for {waits} (jupyter handoff signoff {subject} --reject -m WHY)"
+            )
+    return Conflict(
+        f"{subject} {moved}; your sign-off counted and stays on the record. Nothing was withdrawn.",
+        f"To stop it: {stop}.",
+        code="signoff_counted",
+    )
 
 
 NO_SIGNOFF = {  # why a version in this stage waits for no sign-off, and what to do

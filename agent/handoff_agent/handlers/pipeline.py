@@ -71,22 +71,30 @@ class SignoffHandler(CentralOnly):
     does = "sign versions off"
 
     async def post(self, name: str, number: str):
+        """``decision`` approve or reject records a sign-off (201); withdraw takes the
+        caller's own back while the version still waits for that stage (200)."""
         validate_name(name)
         stages, body = self.central(), self.json_body()
-        out = await self.agent.call(
-            stages.sign,
-            name,
-            int(number),
-            self.identity,
-            _text(body, "decision", 20),
-            _text(body, "comment"),
-            body.get("role"),
-            _text(body, "to", 40) or None,
-        )
+        decision, to = _text(body, "decision", 20), _text(body, "to", 40) or None
+        if decision == "withdraw":
+            out = await self.agent.call(
+                stages.withdraw, name, int(number), self.identity, _text(body, "comment"), to
+            )
+        else:
+            out = await self.agent.call(
+                stages.sign,
+                name,
+                int(number),
+                self.identity,
+                decision,
+                _text(body, "comment"),
+                body.get("role"),
+                to,
+            )
         self.agent.events.publish(
             "stage", model=name, version=int(number), by=self.identity["user"], **out
         )
-        self.write_json(out, 201)
+        self.write_json(out, 200 if decision == "withdraw" else 201)
 
 
 class TransitionHandler(CentralOnly):

@@ -115,6 +115,39 @@ class CentralStore(StoreBase):
                 {"stage": stage, "role": role, "decision": decision, "comment": comment},
             )
 
+    def signoff_withdraw(self, version_id: int, signed: dict, by: str, why: str, subject) -> None:
+        """Remove the sign-off ``signed`` (a row of ``signoffs_of``) and record it, as it was,
+        in its audit row: the chain keeps the approval and its withdrawal, the table only
+        what counts. Called under the version's lock (``version_for_stage``)."""
+        with self._tx() as c:
+            gone = c.execute(
+                delete(t.signoffs).where(
+                    G.version_id == version_id,
+                    G.stage == signed["stage"],
+                    G.user == signed["user"],
+                )
+            ).rowcount
+            if gone != 1:  # the caller read it under the lock: only a bug gets here
+                raise Conflict(
+                    f"{subject}: the sign-off changed while this request ran; nothing was done.",
+                    "Reload the version and try again.",
+                    code="stage_race",
+                )
+            self.audit_append(
+                by,
+                "signoff.withdraw",
+                subject,
+                {
+                    "stage": signed["stage"],
+                    "role": signed["role"],
+                    "user": signed["user"],
+                    "decision": signed["decision"],
+                    "comment": signed["comment"],
+                    "signed": signed["time"],
+                    "why": why,
+                },
+            )
+
     def in_production(self, name: str, besides: int) -> list[tuple[int, int]]:
         """(id, number) of the model's other versions in production."""
         with self._read() as c:
