@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from store.test_metadata import Registry, digest_of, manifest
 
@@ -131,3 +133,56 @@ def test_a_version_whose_sign_offs_a_relaxed_policy_completes_is_listed_ready(tm
         assert after.sign("churn", 1, carol, "approve", "") == {"stage": "approved"}
     finally:
         r.close()
+
+
+def test_a_withdrawal_racing_the_last_sign_off_never_leaves_it_counted(tmp_path, backend):
+    """Two replicas on one database: carol's approval, which completes the stage, and bob's
+    withdrawal of his land at once. Whichever takes the version's lock first wins, and the
+    other sees it: moved with bob's sign-off counted (his withdrawal refused), or still
+    waiting with only carol's. Never moved with bob's sign-off withdrawn."""
+    url = backend.database_url() or ""
+    policy = Policy(stages={"approved": {"reviewer": 2}})
+    a = Registry(MetadataStore.for_home(tmp_path, url))
+    b = Registry(MetadataStore.for_home(tmp_path, url))
+    bob = {"user": "bob", "roles": ["reviewer"]}
+    carol = {"user": "carol", "roles": ["reviewer"]}
+    outcomes = []
+    try:
+        ours, theirs = StageManager(a, policy), StageManager(b, policy)
+        for n in range(1, 13):
+            a.create_version("churn", digest_of(f"churn{n}"), 1, manifest("churn"), "ana", [])
+            a.stage_set(a.version_id("churn", n), "validated", "agent", "", f"churn:{n}")
+            ours.sign("churn", n, bob, "approve", "")
+            barrier, got = threading.Barrier(2), {}
+
+            def run(key, call, *args, got=got, barrier=barrier):
+                barrier.wait()
+                try:
+                    got[key] = call(*args)
+                except Conflict as e:
+                    got[key] = e.code
+
+            threads = [
+                threading.Thread(target=run, args=("sign", ours.sign, "churn", n, carol,
+                                                   "approve", "")),
+                threading.Thread(target=run, args=("withdraw", theirs.withdraw, "churn", n,
+                                                   bob, "race")),
+            ]  # fmt: skip
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            signed = {s["user"] for s in ours.signoffs(a.version_id("churn", n), "approved")}
+            stage = a.get_version("churn", n)["stage"]
+            if stage == "approved":
+                assert got["withdraw"] == "signoff_counted" and signed == {"bob", "carol"}
+            else:
+                assert stage == "validated" and got["withdraw"]["withdrawn"]["user"] == "bob"
+                assert got["sign"] == {"stage": "validated", "waiting_for": "approved"}
+                assert signed == {"carol"}
+            outcomes.append(stage)
+        assert a.audit_first_bad() is None  # the chain holds every sign-off and withdrawal
+        assert len(a.audit_rows(("signoff.withdraw",))) == outcomes.count("validated")
+    finally:
+        a.close()
+        b.close()
