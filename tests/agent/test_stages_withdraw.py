@@ -1,0 +1,219 @@
+"""A reviewer takes a sign-off back while the version still waits for more: it no longer
+counts, the queue shows it missing again, the audit chain and the dossier keep the story.
+One real central (two reviewers for approved) and one local agent for the whole module."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from agent_support import assert_error
+from sklearn.linear_model import LogisticRegression
+from support import RunningAgent, handoff_cli, push_model, until, wait_checked
+
+SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
+POLICY = f"""
+[intake]
+trusted_types = []
+accept_pickle = false
+
+[intake.senders]
+alice = "{SECRET}"
+
+[stages.approved]
+reviewer = 2
+"""
+SIGN = "/api/v1/models/churn/versions/1/signoffs"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, backend):
+    """churn:1 validated at central, waiting for two reviewers; bob, carol and dave review,
+    adam is an admin."""
+    tmp = tmp_path_factory.mktemp("withdraw")
+    (tmp / "policy.toml").write_text(POLICY)
+    args = ["--role", "central", "--policy", str(tmp / "policy.toml")]
+    central = RunningAgent(tmp / "central", tmp / "rt-central", args)
+    central.start()
+    local = RunningAgent(
+        tmp / "local",
+        tmp / "rt-local",
+        [
+            "--forward-to",
+            "central",
+            "--HandoffAgent.owner_name=alice",
+            f"--CentralDestination.url={central.url}",
+            f"--CentralDestination.secret={SECRET}",
+            f"--CentralDestination.token={central.token}",
+            "--CentralDestination.status_interval=0.2",
+            "--HandoffAgent.forward_backoff=0.1",
+            "--HandoffAgent.checks=[]",  # central checks it again
+        ],
+    )
+    local.start()
+    try:
+        rng = np.random.default_rng(0)
+        X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
+        y = (X["a"] > 0).astype(int)
+        v = push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+        wait_checked(local, "churn", v.number)
+        stage = lambda: central.request("GET", "/api/v1/models/churn/versions/1")[1].get("stage")  # noqa: E731
+        until(lambda: stage() == "validated", timeout=120, what="churn:1 validated at central")
+        yield {
+            "central": central,
+            "tmp": tmp,
+            **{u: central.make_token(u, "reviewer") for u in ("bob", "carol", "dave")},
+            "adam": central.make_token("adam", "admin"),
+        }
+    finally:
+        local.stop()
+        central.stop()
+
+
+def queue_entry(central) -> dict | None:
+    status, body = central.request("GET", "/api/v1/reviews")
+    assert status == 200, body
+    return next((r for r in body["reviews"] if (r["model"], r["version"]) == ("churn", 1)), None)
+
+
+def sign(site, user: str, decision: str = "approve", **more):
+    return site["central"].request("POST", SIGN, {"decision": decision, **more}, token=site[user])
+
+
+def cli_as(site, user: str, *args: str):
+    central = site["central"]
+    env = {**central.env, "HANDOFF_TOKEN": site[user]}
+    return handoff_cli(env, *args, "--url", central.url)
+
+
+def test_withdrawal_while_it_waits_then_refusals_once_it_moved(site):
+    central = site["central"]
+    # Given bob's approval, 1 of 2
+    assert sign(site, "bob", comment="looks right", to="approved") == (
+        201,
+        {"stage": "validated", "waiting_for": "approved"},
+    )
+    assert queue_entry(central)["missing"] == {"reviewer": 1}
+    # carol cannot take bob's back, nor can an admin
+    for user in ("carol", "adam"):
+        status, body = sign(site, user, "withdraw", to="approved")
+        err = assert_error(status, body, 409, "nothing_to_withdraw")
+        assert err["message"] == (
+            f"{user} has no sign-off of churn:1 for approved to withdraw; nothing was changed."
+        )
+        assert err["hint"] == "Only its author withdraws a sign-off (bob signed)."
+    # When bob withdraws it, saying why
+    status, body = sign(site, "bob", "withdraw", to="approved", comment="wrong data slice")
+    assert (status, body) == (
+        200,
+        {
+            "stage": "validated",
+            "waiting_for": "approved",
+            "withdrawn": {
+                "stage": "approved",
+                "role": "reviewer",
+                "user": "bob",
+                "decision": "approve",
+            },
+        },
+    )
+    # Then it waits with 0 of 2, and the reviews command says so
+    entry = queue_entry(central)
+    assert (entry["missing"], entry["signoffs"]) == ({"reviewer": 2}, [])
+    out = cli_as(site, "dave", "reviews")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "churn:1  validated -> approved  needs 2 reviewer" in out.stdout
+    assert "in: -" in out.stdout, out.stdout
+    # a second withdrawal finds nothing
+    status, body = sign(site, "bob", "withdraw")
+    assert_error(status, body, 409, "nothing_to_withdraw")
+    # the audit entry keeps what was withdrawn and why
+    rows = central.sql("SELECT actor, payload FROM audit WHERE action = 'signoff.withdraw'")
+    assert [(r["actor"], json.loads(r["payload"])) for r in rows] == [
+        (
+            "bob",
+            {
+                "stage": "approved",
+                "role": "reviewer",
+                "user": "bob",
+                "decision": "approve",
+                "comment": "looks right",
+                "signed": json.loads(rows[0]["payload"])["signed"],
+                "why": "wrong data slice",
+            },
+        )
+    ]
+    # carol's approval alone no longer moves it
+    assert sign(site, "carol", comment="fine", to="approved")[1] == {
+        "stage": "validated",
+        "waiting_for": "approved",
+    }
+    assert queue_entry(central)["missing"] == {"reviewer": 1}
+
+    # The CLI: carol withdraws hers from a shell, one line, then signs again
+    out = cli_as(site, "carol", "signoff", "churn:1", "--withdraw", "-m", "still checking")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "churn:1: your sign-off for approved is withdrawn; it stays validated, waiting for "
+        "the sign-offs for approved."
+    ]
+    assert queue_entry(central)["missing"] == {"reviewer": 2}
+    assert sign(site, "carol", to="approved")[1]["waiting_for"] == "approved"
+    # a usage mistake: exit 2, nothing sent
+    out = cli_as(site, "bob", "signoff", "churn:1", "--withdraw", "--reject")
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == (
+        "--withdraw takes your sign-off back; it cannot also --reject."
+    ), out.stderr
+
+    # When dave approves, with carol's the version moves
+    assert sign(site, "dave", to="approved")[1] == {"stage": "approved"}
+    assert queue_entry(central)["next"] == "canary"  # the default policy's next sign-off
+    # Then dave's withdrawal is refused: it counted
+    status, body = sign(site, "dave", "withdraw", to="approved")
+    err = assert_error(status, body, 409, "signoff_counted")
+    assert err["message"] == (
+        "churn:1 already moved to approved; your sign-off counted and stays on the record. "
+        "Nothing was withdrawn."
+    )
+    assert err["hint"] == (
+        "To stop it: ask an admin to archive it (jupyter handoff stage churn:1 archived), or "
+        "reject it for canary (jupyter handoff signoff churn:1 --reject -m WHY)."
+    )
+    # without --to the same: central finds the sign-off that counted
+    out = cli_as(site, "carol", "signoff", "churn:1", "--withdraw")
+    assert out.returncode == 1
+    assert out.stdout + out.stderr == f"{err['message']}\n{err['hint']}\n"
+    # bob, whose sign-off was withdrawn, has nothing there (nor for canary, next)
+    status, body = sign(site, "bob", "withdraw")
+    err = assert_error(status, body, 409, "nothing_to_withdraw")
+    assert err["message"] == (
+        "bob has no sign-off of churn:1 for canary to withdraw; nothing was changed."
+    )
+    # a decision central does not know is a 400 naming the three
+    status, body = sign(site, "bob", "retract")
+    assert "'withdraw'" in assert_error(status, body, 400)["message"]
+
+    # The chain verifies, and the dossier of a version with withdrawn sign-offs too
+    out = central.cli("audit", "verify", "--agent-role", "central")
+    assert out.returncode == 0, out.stdout + out.stderr
+    path = site["tmp"] / "churn-1.zip"
+    out = handoff_cli(central.env, "dossier", "churn:1", "--out", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(zipfile.ZipFile(path).read("dossier.json"))
+    assert [(s["user"], s["decision"]) for s in doc["signoffs"]] == [
+        ("carol", "approve"),
+        ("dave", "approve"),
+    ]
+    assert [(s["user"], s["why"]) for s in doc["signoffs_withdrawn"]] == [
+        ("bob", "wrong data slice"),
+        ("carol", "still checking"),
+    ]
+    html = zipfile.ZipFile(path).read("dossier.html").decode()
+    assert "Withdrawn before they counted" in html and "wrong data slice" in html
+    env = {**central.env, "JUPYTER_RUNTIME_DIR": str(site["tmp"] / "nowhere")}  # offline
+    out = handoff_cli(env, "dossier", "verify", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
