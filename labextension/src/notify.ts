@@ -34,6 +34,12 @@ export function notifyOnEvents(
           }
         ]
       });
+    } else if (event.type === 'stage' && event.withdrawn) {
+      // a sign-off taken back: the version waits for that stage's sign-offs again
+      Notification.info(
+        `Handoff: ${event.by} withdrew their sign-off of ${ref} for ${event.waiting_for}`,
+        { autoClose: 8000 }
+      );
     } else if (event.type === 'stage') {
       const by = event.by ? ` (by ${event.by})` : '';
       Notification.info(`Handoff: ${ref} is now ${event.stage}${by}`, {
