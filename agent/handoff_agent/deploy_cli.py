@@ -168,7 +168,8 @@ class SignoffApp(_CentralCommand):
     to = Unicode(
         "",
         help="The stage you sign it off for, as `reviews` showed it: if another sign-off "
-        "moved the version on first, yours is refused instead of counting for the next one.",
+        "moved the version on first, yours is refused instead of counting for the next one. "
+        "With --withdraw, the stage you signed for (default: the one it waits for).",
     ).tag(config=True)
     switches = {
         **_CentralCommand.switches,
