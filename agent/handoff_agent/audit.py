@@ -39,36 +39,58 @@ class ChainError(Exception):
         self.code, self.message = code, message
 
 
+def is_row(row) -> bool:
+    """Every field of an entry, typed as the chain writes them."""
+    return (
+        isinstance(row, dict)
+        and set(ROW_KEYS) <= set(row)
+        and type(row["seq"]) is int
+        and all(isinstance(row[k], str) for k in ROW_KEYS if k != "seq")
+    )
+
+
+def first_break(rows: list[dict]) -> tuple[str, dict, dict | None] | None:
+    """The first entry that breaks a segment, as (how, entry, the entry before): ``hash`` (it
+    does not match its hash), ``genesis`` (entry 1 not from the genesis) or ``link`` (not
+    linked to the one before: entries missing, moved or replaced). None: it holds. The one
+    rule for a delivery (``check_segment``) and an export (``audit verify --file``)."""
+    prev = None
+    for row in rows:
+        if row_hash(row["prev_hash"], row) != row["hash"]:
+            return "hash", row, prev
+        if prev is None and row["seq"] == 1 and row["prev_hash"] != GENESIS:
+            return "genesis", row, prev
+        if prev is not None and (row["seq"] != prev["seq"] + 1 or row["prev_hash"] != prev["hash"]):
+            return "link", row, prev
+        prev = row
+    return None
+
+
 def check_segment(rows) -> dict:
     """Each row's hash matches its content and links to the one before. Returns the head."""
     if not isinstance(rows, list) or not rows:
         raise ChainError("audit_gap", "The delivery carries no audit entries.")
-    prev = None
-    for row in rows:
-        ok = (
-            isinstance(row, dict)
-            and set(ROW_KEYS) <= set(row)
-            and type(row["seq"]) is int
-            and all(isinstance(row[k], str) for k in ROW_KEYS if k != "seq")
-        )
-        if not ok:
-            raise ChainError("audit_invalid", "The delivery's audit entries are malformed.")
-        if row_hash(row["prev_hash"], row) != row["hash"]:
+    if not all(is_row(row) for row in rows):
+        raise ChainError("audit_invalid", "The delivery's audit entries are malformed.")
+    broken = first_break(rows)
+    if broken is not None:
+        how, row, prev = broken
+        if how == "hash":
             raise ChainError(
                 "audit_rewritten",
                 f"The source's audit entry {row['seq']} does not match its hash: "
                 "it was edited after it was written.",
             )
-        if prev is not None and (row["seq"] != prev["seq"] + 1 or row["prev_hash"] != prev["hash"]):
+        if how == "genesis":
             raise ChainError(
-                "audit_gap",
-                f"The source's audit entries {prev['seq']} and {row['seq']} do not link: "
-                "entries are missing, moved or replaced.",
+                "audit_rewritten", "The source's first audit entry is not the genesis."
             )
-        prev = row
-    if rows[0]["seq"] == 1 and rows[0]["prev_hash"] != GENESIS:
-        raise ChainError("audit_rewritten", "The source's first audit entry is not the genesis.")
-    return {"seq": prev["seq"], "hash": prev["hash"]}
+        raise ChainError(
+            "audit_gap",
+            f"The source's audit entries {prev['seq']} and {row['seq']} do not link: "
+            "entries are missing, moved or replaced.",
+        )
+    return {"seq": rows[-1]["seq"], "hash": rows[-1]["hash"]}
 
 
 def check_extends(anchor: dict | None, rows: list[dict]) -> dict:

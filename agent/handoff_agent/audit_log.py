@@ -10,7 +10,7 @@ import json
 import re
 from datetime import UTC, datetime
 
-from .audit import GENESIS, ROW_KEYS, row_hash
+from .audit import ROW_KEYS, first_break, is_row
 from .errors import BadRequest
 
 FILTERS = ("subject", "actor", "action", "since", "until")
@@ -93,13 +93,7 @@ def read_export(lines) -> list[dict]:
             row = json.loads(line)
         except ValueError:
             raise BadExport(f"line {n} is not JSON.") from None
-        ok = (
-            isinstance(row, dict)
-            and set(ROW_KEYS) <= set(row)
-            and type(row["seq"]) is int
-            and all(isinstance(row[k], str) for k in ROW_KEYS if k != "seq")
-        )
-        if not ok:
+        if not is_row(row):
             raise BadExport(f"line {n} is not an audit entry ({', '.join(ROW_KEYS)}).")
         rows.append(row)
     if not rows:
@@ -108,23 +102,20 @@ def read_export(lines) -> list[dict]:
 
 
 def check_export(rows: list[dict]) -> dict:
-    """What central checks of a delivered segment (``audit.check_segment``), entry by entry
-    so the first bad one is named: each matches its hash, links to the one before (no
-    entry missing, moved or replaced), and entry 1 starts from the genesis. Returns the
-    last entry's seq and hash: compare it with the agent's ``audit verify`` head."""
-    prev = None
-    for row in rows:
-        seq = row["seq"]
-        if row_hash(row["prev_hash"], row) != row["hash"]:
-            raise BadExport("it does not match its hash: it was edited after it was written.", seq)
-        if prev is None and seq == 1 and row["prev_hash"] != GENESIS:
-            raise BadExport("it is the first entry but does not start from the genesis.", seq)
-        if prev is not None and (seq != prev["seq"] + 1 or row["prev_hash"] != prev["hash"]):
-            raise BadExport(
-                f"it does not link to entry {prev['seq']} before it: entries are missing, "
-                "moved or replaced (a log filtered by subject, actor or action has gaps: "
-                "export without those filters to check the chain).",
-                seq,
-            )
-        prev = row
-    return {"seq": prev["seq"], "hash": prev["hash"]}
+    """The chain rule central applies to a delivery (``audit.first_break``), in an export's
+    words. Returns the last entry's seq and hash: compare it with ``audit verify``'s head."""
+    broken = first_break(rows)
+    if broken is None:
+        return {"seq": rows[-1]["seq"], "hash": rows[-1]["hash"]}
+    how, row, prev = broken
+    if how == "hash":
+        why = "it does not match its hash: it was edited after it was written."
+        raise BadExport(why, row["seq"])
+    if how == "genesis":
+        raise BadExport("it is the first entry but does not start from the genesis.", row["seq"])
+    raise BadExport(
+        f"it does not link to entry {prev['seq']} before it: entries are missing, moved or "
+        "replaced (a log filtered by subject, actor or action has gaps: export without those "
+        "filters to check the chain).",
+        row["seq"],
+    )
