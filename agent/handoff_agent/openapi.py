@@ -118,8 +118,9 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/versions": {
         "get": _op(
             "A model's versions, newest first; each with `undelivered` (hand-offs still "
-            "pending or refused, with the last error) and `central_version` (the number "
-            "central gave it; null until central took it).",
+            "pending or refused, with the last error), `central_version` (the number "
+            "central gave it; null until central took it), its `signoffs` (stage, role, "
+            "user, decision, comment) and `stage_text` ('rejected by rita: too few rows').",
             params=[
                 NAME,
                 _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
@@ -176,7 +177,12 @@ PATHS: dict[str, dict[str, dict]] = {
             params=[NAME, _param("before", "query", "The champion before this version.", INT)],
         )
     },
-    VERSION: {"get": _op("One version, with its checks and reports.", params=[NAME, NUMBER])},
+    VERSION: {
+        "get": _op(
+            "One version, with its checks, reports, stage history, sign-offs and `stage_text`.",
+            params=[NAME, NUMBER],
+        )
+    },
     VERSION + "/report": {
         "get": _op(
             "A version's report (sandboxed by its CSP).",

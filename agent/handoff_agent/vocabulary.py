@@ -56,6 +56,9 @@ AGENT_STAGES = ("received", "validated", "rejected", "needs_trust")
 STAGE_ALIASES = {"prod": "production"}
 STAGES = tuple(dict.fromkeys((*FLOW, *AGENT_STAGES, *sorted(TERMINAL))))  # every stage, once
 ROLLBACK_FROM = "production"  # the one stage an admin may roll back
+# Stages that stop a version, whose reason (the reviewer's or the guardrails' comment) the
+# analyst must read: ``stage_text`` says it, and the panel shows it prominently.
+STOPPED_STAGES = ("rejected", "rollback")
 
 # -- deployments -------------------------------------------------------------------------------
 # A model's endpoint has these slots (serving); test is reachable only by version, previous
@@ -170,6 +173,21 @@ def verdict_of(version: dict) -> str:
     return verdict or STATUS_VERDICT.get(version.get("status"), version.get("status") or "unknown")
 
 
+def stage_text(version: dict) -> str:
+    """'approved by bob'; for a stopped version, why: 'rejected by rita: the fairness gap on
+    gender is too high'. Reads a versions list row (``stage_by``, ``stage_comment``) or a
+    version's detail (its ``stages`` history), so every view says it the same way."""
+    stage = version.get("stage") or ""
+    last = (version.get("stages") or [{}])[-1]
+    last = last if last.get("stage") == stage else {}
+    by = version.get("stage_by") or last.get("by")
+    comment = version.get("stage_comment") or last.get("comment")
+    said = f"{stage} by {by}" if stage and by else stage
+    if stage in STOPPED_STAGES and comment:
+        said += f": {comment}"
+    return said
+
+
 def missing_text(missing: dict[str, int]) -> str:
     """The sign-offs a version still needs, for people: '1 risk, 2 reviewer'."""
     return ", ".join(f"{n} {role}" for role, n in missing.items())
@@ -263,6 +281,7 @@ def meta(
             "flow": stage_flow(stages),
             "terminal": sorted(TERMINAL),
             "rollback_from": ROLLBACK_FROM,
+            "stopped": list(STOPPED_STAGES),
             "aliases": dict(STAGE_ALIASES),
         },
         "deploy": {

@@ -70,6 +70,7 @@ def test_meta_serves_the_vocabulary_to_any_role_and_nobody_else(shared_agent):
         "fail": "failed",
     }
     assert set(body["stages"]["terminal"]) == {"archived", "rejected", "rollback"}
+    assert body["stages"]["stopped"] == ["rejected", "rollback"]  # the panel shows why
     assert body["deploy"]["policy"]["max_psi"] == {
         "value": 0.2,
         "default": 0.2,
@@ -88,6 +89,7 @@ DUPLICATES = {
     "status map": re.compile(
         r"""['"]?\bpassed\b['"]?\s*:\s*['"]pass['"]|['"]pass['"]\s*:\s*['"]passed['"]"""
     ),
+    "stopped stages": re.compile(r"""['"]rejected['"],\s*['"]rollback['"]"""),
     "stage flow": re.compile(
         r"""['"]?\bcanary\b['"]?\s*:\s*['"]production['"]|['"]approved['"],\s*['"]canary['"],\s*['"]production['"]"""
     ),
@@ -119,3 +121,4 @@ def test_the_duplicate_finder_finds_a_copy():
     assert DUPLICATES["metric direction"].search("const DIR = { rmse: false };")
     assert DUPLICATES["status map"].search("{ passed: 'pass', warned: 'warn' }")
     assert DUPLICATES["stage flow"].search("approved: 'canary', canary: 'production'")
+    assert DUPLICATES["stopped stages"].search("const STOPPED = ['rejected', 'rollback'];")

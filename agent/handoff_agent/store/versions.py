@@ -13,7 +13,7 @@ import time
 from sqlalchemy import case, func, or_, select, update
 
 from ..errors import BadRequest, NotFound
-from ..vocabulary import CHECK_RUN_STATES, VERDICT_STATUS
+from ..vocabulary import CHECK_RUN_STATES, VERDICT_STATUS, stage_text
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
 from .base import StoreBase
@@ -582,9 +582,12 @@ class VersionStore(StoreBase):
         self, name: str, limit: int = 100, before: int | None = None, digest: str | None = None
     ) -> list[dict]:
         s = t.stages.c
-        stage_by = (
-            select(s.by).where(s.version_id == V.id).order_by(s.id.desc()).limit(1)
-        ).scalar_subquery()
+
+        def last_stage(col):
+            return (
+                select(col).where(s.version_id == V.id).order_by(s.id.desc()).limit(1)
+            ).scalar_subquery()
+
         cols = [
             *(
                 V[k]
@@ -607,7 +610,8 @@ class VersionStore(StoreBase):
                     "pruned",
                 ]
             ),
-            stage_by.label("stage_by"),
+            last_stage(s.by).label("stage_by"),
+            last_stage(s.comment).label("stage_comment"),  # a rejection's reason
         ]
         if digest is not None:  # served by the unique (model, digest) index
             q = select(*cols).where(V.model == name, V.digest == digest)
@@ -624,9 +628,11 @@ class VersionStore(StoreBase):
             known = rows or c.execute(select(m.name).where(m.name == name)).first()
             if not known:
                 raise NotFound(f"No model named {name!r}.", "List models with GET /api/v1/models.")
+            signed = self._signoffs_of_versions(c, [r["id"] for r in rows])
         forwards = self.outbox_for_versions([r["id"] for r in rows])
         for r in rows:
-            mine = forwards.get(r.pop("id"), [])
+            vid = r.pop("id")
+            mine = forwards.get(vid, [])
             at_central = [f["remote"] for f in mine if _at_central(f)]
             r.update(
                 verdict=loads(r["verdict"]),
@@ -638,8 +644,28 @@ class VersionStore(StoreBase):
                     for f in mine
                     if f["state"] != "delivered"
                 ],
+                signoffs=signed.get(vid, []),
+                stage_text=stage_text(r),
             )
         return rows
+
+    @staticmethod
+    def _signoffs_of_versions(c, ids: list[int]) -> dict[int, list[dict]]:
+        """Each listed version's sign-offs, oldest first, in one query (the panel shows who
+        signed, their decision and comment under each version)."""
+        if not ids:
+            return {}
+        g = t.signoffs.c
+        out: dict[int, list[dict]] = {}
+        q = (
+            select(g.version_id, g.stage, g.role, g.user, g.decision, g.comment, g.time)
+            .where(g.version_id.in_(ids))
+            .order_by(g.id)
+        )
+        for row in c.execute(q):
+            d = as_dict(row)
+            out.setdefault(d.pop("version_id"), []).append(d)
+        return out
 
     def _version_row(self, c, name: str, number: int) -> dict:
         row = c.execute(select(t.versions).where(V.model == name, V.number == number)).first()
@@ -680,6 +706,7 @@ class VersionStore(StoreBase):
             row["checks"] = self.checks_for(vid)
             row["stages"] = self.stage_history(vid)
             row["signoffs"] = self.signoffs_of(vid)
+            row["stage_text"] = stage_text(row)
             row["forwards"] = self.outbox_for_version(vid)
             delivered = [f["remote"] for f in row["forwards"] if _at_central(f)]
             row["central_version"] = _central_version(delivered[0] if delivered else None)

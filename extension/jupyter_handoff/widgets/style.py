@@ -12,6 +12,7 @@ from handoff_agent.vocabulary import (  # noqa: F401
     PROVISIONAL_WORDS,
     STATUS_VERDICT,
     VERDICT_WORDS,
+    stage_text,
 )
 from handoff_agent.vocabulary import WORSE_COLOUR as WORSE  # noqa: F401
 
@@ -53,22 +54,6 @@ def seconds(s: float | None) -> str:
     if s is None:
         return ""
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
-
-
-STOPPED = ("rejected", "rollback")  # stages whose reason the analyst must read
-
-
-def stage_text(version: dict) -> str:
-    """'approved by bob'; for a version stopped at central, why: 'rejected by rita: the
-    fairness gap on gender is too high' (the reviewer's or the guardrails' own words)."""
-    stage = version.get("stage") or ""
-    last = (version.get("stages") or [{}])[-1]
-    last = last if last.get("stage") == stage else {}
-    by = version.get("stage_by") or last.get("by")
-    said = f"{stage} by {by}" if stage and by else stage
-    if stage in STOPPED and last.get("comment"):
-        said += f": {last['comment']}"
-    return said
 
 
 def forward_text(forward: dict) -> str:

@@ -86,6 +86,35 @@ def test_pages_walk_every_version_newest_first_with_the_latest_stage(store):
         store.list_versions("nobody", 100)
 
 
+def test_a_listed_version_carries_its_signoffs_and_why_it_stopped(store):
+    # What the panel shows under each version, from the list alone: every sign-off with its
+    # comment, and a rejected version's reason in the words the notebook uses.
+    store.insert_versions_bulk("r", [(digest(i, "r"), 1, manifest("r")) for i in range(3)], "s")
+    one, two = store.version_id("r", 1), store.version_id("r", 2)
+    for stage in ("received", "validated"):
+        store.stage_set(one, stage, "central", "", "r:1")
+        store.stage_set(two, stage, "central", "", "r:2")
+    store.signoff_add(one, "approved", "reviewer", "bob", "approve", "fine", "r:1")
+    store.stage_set(one, "approved", "bob", "fine", "r:1")
+    store.signoff_add(two, "approved", "reviewer", "rita", "reject", "too few rows", "r:2")
+    store.stage_set(two, "rejected", "rita", "too few rows", "r:2")
+    rows = {v["number"]: v for v in store.list_versions("r", 10)}
+    assert rows[2]["stage_text"] == "rejected by rita: too few rows"
+    assert rows[1]["stage_text"] == "approved by bob"  # a comment is a stopped stage's only
+    assert rows[3]["stage_text"] == "" and rows[3]["signoffs"] == []
+    said = [
+        {k: s[k] for k in ("stage", "role", "user", "decision", "comment")}
+        for s in rows[2]["signoffs"]
+    ]
+    assert said == [
+        {"stage": "approved", "role": "reviewer", "user": "rita", "decision": "reject",
+         "comment": "too few rows"},
+    ]  # fmt: skip
+    assert rows[1]["signoffs"][0]["comment"] == "fine"
+    # the version's own page says the same
+    assert store.get_version("r", 2)["stage_text"] == "rejected by rita: too few rows"
+
+
 def test_models_list_with_their_latest_status_a_page_at_a_time(store):
     names = [f"m{i:03d}" for i in range(25)]
     for i, name in enumerate(names):
