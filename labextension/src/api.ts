@@ -78,7 +78,9 @@ export interface IVersion {
   pruned?: string | null;
   /** Central: the exact types it waits for an admin to trust (stage needs_trust). */
   needs_trust?: string[] | null;
-  stages?: { stage: string; since: string; by: string }[];
+  stages?: { stage: string; since: string; by: string; comment?: string }[];
+  /** The stage in the agent's words: 'approved by bob', 'rejected by rita: too few rows'. */
+  stage_text?: string;
   /** Hand-offs not delivered yet: pending (retried) or dead (refused), with the last error. */
   undelivered?: {
     destination: string;
@@ -171,6 +173,8 @@ export interface IMeta {
     flow: IStage[];
     terminal: string[];
     rollback_from: string;
+    /** Stages that stop a version, whose reason (`stage_text`) the analyst must read. */
+    stopped?: string[];
     aliases: Record<string, string>;
   };
   /** The deployment words and who may take each action (deploy.actions: role lists). */

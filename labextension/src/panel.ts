@@ -19,6 +19,7 @@ import { VERSION } from './version';
 import {
   alertWord,
   canRollBack,
+  isStopped,
   provisionalOf,
   provisionalWords,
   signoffTo,
@@ -36,6 +37,8 @@ export interface IPanelOptions {
 export class HandoffPanel extends Widget {
   /** Whether the review queue is unfolded: open until its reader folds it. */
   private reviewsOpen = true;
+  /** The versions whose sign-offs are unfolded (source:model:number), kept across renders. */
+  private signoffsOpen = new Set<string>();
 
   constructor(
     readonly model: HandoffModel,
@@ -489,6 +492,20 @@ export class HandoffPanel extends Widget {
         [v.pushed_by, ago(v.pushed_at)].filter(Boolean).join(' · ')
       )
     );
+    // A rejected or rolled-back version says why, in the agent's words (stage_text).
+    if (isStopped(this.model.meta, v.stage) && v.stage_text) {
+      row.append(
+        el(
+          'div',
+          {
+            class: 'jp-Handoff-stopped',
+            'data-stage': v.stage ?? '',
+            title: `Why ${key} stopped, as the reviewer or the guardrails said it`
+          },
+          v.stage_text
+        )
+      );
+    }
     for (const f of v.undelivered ?? []) {
       if (f.state === 'dead' || f.last_error) {
         row.append(
@@ -530,6 +547,10 @@ export class HandoffPanel extends Widget {
         )
       );
     }
+    const signoffs = this.renderSignoffs(model, v);
+    if (signoffs) {
+      row.append(signoffs);
+    }
     const actions = this.renderActions(model, v);
     if (actions) {
       row.append(actions);
@@ -539,6 +560,61 @@ export class HandoffPanel extends Widget {
       row.append(dossier);
     }
     return row;
+  }
+
+  /**
+   * Every sign-off of the version, folded: who (as which role), the decision, the stage it
+   * was for, and the comment. Users wrote the comments: they go in as text, never markup.
+   */
+  private renderSignoffs(model: string, v: IVersion): HTMLElement | null {
+    const signoffs = v.signoffs ?? [];
+    if (!signoffs.length) {
+      return null;
+    }
+    const key = `${this.model.source}:${model}:${v.number}`;
+    const list = el('ul', { class: 'jp-Handoff-signoffList' });
+    for (const s of signoffs) {
+      list.append(
+        el(
+          'li',
+          {
+            class: `jp-Handoff-signoff jp-Handoff-decision-${s.decision}`,
+            'data-user': s.user,
+            'data-decision': s.decision,
+            'data-stage': s.stage,
+            title: s.time
+          },
+          el(
+            'div',
+            {},
+            el('b', { class: 'jp-Handoff-signoffUser' }, s.user),
+            ` (${s.role}) `,
+            el('span', { class: 'jp-Handoff-signoffDecision' }, s.decision),
+            ' for ',
+            el('span', { class: 'jp-Handoff-signoffStage' }, s.stage),
+            el('span', { class: 'jp-Handoff-meta' }, ` · ${ago(s.time)}`)
+          ),
+          s.comment
+            ? el('div', { class: 'jp-Handoff-signoffComment' }, s.comment)
+            : null
+        )
+      );
+    }
+    const box = el(
+      'details',
+      { class: 'jp-Handoff-signoffs' },
+      el('summary', {}, `Sign-offs (${signoffs.length})`),
+      list
+    );
+    box.open = this.signoffsOpen.has(key); // kept across re-renders
+    box.ontoggle = () => {
+      if (box.open) {
+        this.signoffsOpen.add(key);
+      } else {
+        this.signoffsOpen.delete(key);
+      }
+    };
+    return box;
   }
 
   /** Approve and Reject for a version's sign-off towards `next`, each with a comment. */

@@ -45,6 +45,11 @@ export function signoffTo(meta: IMeta | null, stage: string): string | null {
   return meta?.stages.flow.find(s => s.name === stage)?.signoff_to ?? null;
 }
 
+/** Whether `stage` stops a version (rejected, rolled back): its reason is shown. */
+export function isStopped(meta: IMeta | null, stage?: string | null): boolean {
+  return !!stage && !!meta?.stages.stopped?.includes(stage);
+}
+
 export function canRollBack(meta: IMeta | null, stage: string): boolean {
   return !!meta && meta.stages.rollback_from === stage;
 }

@@ -1,5 +1,7 @@
 """A reviewer in JupyterLab, connected to a real central agent, approves a version from the
-side panel, and its stage changes. An analyst's panel has no such buttons."""
+side panel, and its stage changes; once another reviewer rejects it, both sides' panels say
+who and why, with every sign-off's comment shown as text. An analyst's panel has no such
+buttons."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from playwright.sync_api import expect
 
 PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="jupyter-handoff-panel"]'
 PANEL = "#jupyter-handoff-panel"
+# A reviewer's comment is the user's text: markup in it must show as written, never run, and
+# a long unbroken word must wrap inside the sidebar.
+HOSTILE = "<img src=x onerror=alert(1)> canary ok, see " + "dashboards/" * 30
 
 PUSH = """
 import numpy as np
@@ -110,6 +115,29 @@ def central_stage(central: Agent, name: str, number: int) -> str | None:
         return None
 
 
+def reject_at_central(lab, central: Agent, user: str, name: str, number: int, why: str) -> dict:
+    """``user``, a second reviewer at central, rejects a version through the API."""
+    import urllib.request
+
+    token = subprocess.run(
+        [sys.executable, "-m", "handoff_agent", "token", "create", "--user", user,
+         "--role", "reviewer", "--home", central.home],
+        env=lab.env, capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    req = urllib.request.Request(
+        f"{central.url}/api/v1/models/{name}/versions/{number}/signoffs",
+        data=json.dumps({"decision": "reject", "comment": why}).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def fits(locator) -> bool:
+    """Nothing in the element is wider than the element (no horizontal overflow)."""
+    return locator.evaluate("n => n.scrollWidth <= n.clientWidth")
+
+
 def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     lab, central = central_site["lab"], central_site["central"]
     # Given two versions pushed from a real kernel, the second forwarded to central and
@@ -120,6 +148,8 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
         assert time.monotonic() < deadline, f"stage: {central_stage(central, 'credit', 1)}"
         time.sleep(0.5)
     # When alice, a reviewer, opens the panel: it shows central, with her role
+    alerts: list[str] = []  # a comment's markup that ran would open one
+    page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
     page.goto(lab.lab_url())
     page.wait_for_selector(".jp-LabShell", timeout=60_000)
     page.locator(PANEL_TAB).click()
@@ -152,6 +182,7 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     # The queue now asks for the canary's sign-off; approving it there moves it on
     expect(waiting).to_have_attribute("data-next", "canary", timeout=15_000)
     waiting.locator(".jp-Handoff-approve").click()
+    dialog.locator("input").fill(HOSTILE)
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     expect(row).to_have_attribute("data-stage", "canary", timeout=15_000)
     assert central_stage(central, "credit", 1) == "canary"
@@ -168,6 +199,38 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     expect(kept).to_have_attribute("data-stage", "")
     expect(kept.locator(".jp-Handoff-waiting")).to_have_count(0)
     screenshot(panel, "waiting-for")
+    # When rita, another reviewer, rejects it at central with a reason
+    why = "too few rows from 2025"
+    assert reject_at_central(lab, central, "rita", "credit", 1, why) == {"stage": "rejected"}
+    # Then the analyst's panel says who rejected it and why, under the version
+    expect(mine).to_have_attribute("data-stage", "rejected", timeout=30_000)
+    expect(mine.locator(".jp-Handoff-stopped")).to_have_text(f"rejected by rita: {why}")
+    expect(mine.locator(".jp-Handoff-waiting")).to_have_count(0)
+    # and every sign-off: who, the decision, the stage it was for, and the comment
+    signoffs = mine.locator(".jp-Handoff-signoffs")
+    expect(signoffs.locator("summary")).to_have_text("Sign-offs (3)")
+    signoffs.locator("summary").click()
+    each = signoffs.locator(".jp-Handoff-signoff")
+    said = [("alice", "approve", "approved"), ("alice", "approve", "canary"),
+            ("rita", "reject", "production")]  # fmt: skip
+    for i, (user, decision, stage) in enumerate(said):
+        expect(each.nth(i)).to_have_attribute("data-user", user)
+        expect(each.nth(i)).to_have_attribute("data-decision", decision)
+        expect(each.nth(i)).to_contain_text(f"{user} (reviewer) {decision} for {stage}")
+    comments = signoffs.locator(".jp-Handoff-signoffComment")
+    expect(comments).to_have_text(["Checked the fairness numbers", HOSTILE, why])
+    # the markup in a comment is literal text: no element made of it, nothing ran
+    expect(panel.locator("img")).to_have_count(0)
+    assert alerts == []
+    assert fits(mine) and fits(panel.locator(".jp-Handoff-models"))  # the long word wraps
+    screenshot(panel, "rejected-why")
+    # The reviewer's own view, central's, says the same of central's number
+    panel.locator(".jp-Handoff-source").select_option("central")
+    expect(row.locator(".jp-Handoff-stopped")).to_have_text(
+        f"rejected by rita: {why}", timeout=30_000
+    )
+    expect(row.locator(".jp-Handoff-signoffs summary")).to_have_text("Sign-offs (3)")
+    expect(row.locator(".jp-Handoff-approve")).to_have_count(0)  # nothing left to sign
 
 
 def test_an_analyst_sees_no_signoff_actions(central_site, jupyterlab, lab_page):
