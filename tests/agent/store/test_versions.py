@@ -89,8 +89,9 @@ def test_pages_walk_every_version_newest_first_with_the_latest_stage(store):
 def test_a_listed_version_carries_its_signoffs_and_why_it_stopped(store):
     # What the panel shows under each version, from the list alone: every sign-off with its
     # comment, and a rejected version's reason in the words the notebook uses.
-    store.insert_versions_bulk("r", [(digest(i, "r"), 1, manifest("r")) for i in range(3)], "s")
+    store.insert_versions_bulk("r", [(digest(i, "r"), 1, manifest("r")) for i in range(4)], "s")
     one, two = store.version_id("r", 1), store.version_id("r", 2)
+    store.stage_set(store.version_id("r", 4), "rollback", "guardrails", "error rate 9%", "r:4")
     for stage in ("received", "validated"):
         store.stage_set(one, stage, "central", "", "r:1")
         store.stage_set(two, stage, "central", "", "r:2")
@@ -102,6 +103,7 @@ def test_a_listed_version_carries_its_signoffs_and_why_it_stopped(store):
     assert rows[2]["stage_text"] == "rejected by rita: too few rows"
     assert rows[1]["stage_text"] == "approved by bob"  # a comment is a stopped stage's only
     assert rows[3]["stage_text"] == "" and rows[3]["signoffs"] == []
+    assert rows[4]["stage_text"] == "rollback by guardrails: error rate 9%"
     said = [
         {k: s[k] for k in ("stage", "role", "user", "decision", "comment")}
         for s in rows[2]["signoffs"]
