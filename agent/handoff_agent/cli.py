@@ -15,7 +15,7 @@ from . import logs, runtime
 from ._version import __version__
 from .command import Command
 from .logs import InertFormatter
-from .shell import complain, visible
+from .shell import complain, os_user, visible
 
 # How the commands that read a home's stores name them (fsck, backup, restore, migrate).
 STORE_ALIASES = {
@@ -288,17 +288,47 @@ class StopApp(Command):
         print(f"Stopped the {self.role} agent (pid {info['pid']}).")
 
 
+SWEEP_HELP = (
+    "Then remove the unreferenced blobs (an upload or conversion interrupted before it was "
+    "recorded) older than --older-than, with one audit row."
+)
+DRY_RUN_HELP = "With --sweep: list what would be swept; remove nothing."
+
+
 class FsckApp(Command):
     name = "jupyter-handoff-fsck"
     description = "Re-hash every blob and check that the registry and the store agree."
+    usage = "jupyter handoff fsck [--sweep [--older-than 24h] [--dry-run]] [--home DIR] ..."
     version = __version__
-    aliases = STORE_ALIASES
-    flags = {}
+    sweep = Bool(False, help=SWEEP_HELP).tag(config=True)
+    older_than = Unicode(
+        "24h",
+        help="With --sweep: the grace period (30m, 24h, 7d, or seconds). A younger blob may be "
+        "an upload or another replica's write about to be recorded, so it stays; 0 only with "
+        "no agent writing to these stores.",
+    ).tag(config=True)
+    dry_run = Bool(False, help=DRY_RUN_HELP).tag(config=True)
+    aliases = {**STORE_ALIASES, "older-than": "FsckApp.older_than"}
+    flags = {
+        "sweep": ({"FsckApp": {"sweep": True}}, SWEEP_HELP),
+        "dry-run": ({"FsckApp": {"dry_run": True}}, DRY_RUN_HELP),
+    }
     classes = ServeApp.classes  # --help describes the --home alias through HandoffAgent
 
     def start(self):
-        from .fsck import fsck
+        from .fsck import Sweep, fsck
+        from .vocabulary import period_seconds
 
+        sweep = None
+        if self.sweep:
+            seconds = period_seconds(self.older_than)
+            if seconds is None:
+                complain(f"--older-than {self.older_than!r} is not a period: write e.g. 24h, 7d.")
+                self.exit(2)
+            sweep = Sweep(seconds, self.older_than, self.dry_run, os_user())
+        elif self.dry_run or "older_than" in self.config.FsckApp:
+            complain("--dry-run and --older-than go with --sweep: jupyter handoff fsck --sweep.")
+            self.exit(2)
         url = _database_url(self.config)
         try:
             store = _blob_store(self.config)
@@ -306,9 +336,12 @@ class FsckApp(Command):
             self.log.critical("%s", e)
             self.exit(2)
         _not_under_an_older_agent(_home(self.config), url)
-        report = fsck(_home(self.config), store, url)
+        report = fsck(_home(self.config), store, url, sweep)
         for line in report.lines():
             print(line)
+        if report.sweep is not None and report.sweep.refused:
+            complain(f"fsck --sweep refused: {report.sweep.refused} Nothing was swept.")
+            self.exit(1)
         self.exit(0 if report.ok else 1)
 
 

@@ -1,12 +1,53 @@
-"""``jupyter handoff fsck``: re-hash every blob, check that registry and store agree."""
+"""``jupyter handoff fsck``: re-hash every blob, check that registry and store agree;
+``--sweep`` then removes the old orphans it found (``sweep_orphans``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .forwarding.central import read_envelope
 from .store.blobs import BlobCorrupt, BlobStore, open_blob_store
+from .vocabulary import size_text
+
+GRACE = "24h"  # --older-than's default: far past any upload, conversion or replica's write
+
+
+@dataclass
+class Sweep:
+    """What ``fsck --sweep`` was asked: orphans older than ``older_than`` seconds
+    (``label``: as the user wrote it) go, or with ``dry_run`` are only listed."""
+
+    older_than: float
+    label: str = GRACE
+    dry_run: bool = False
+    actor: str = "cli"
+
+
+@dataclass
+class SweepReport:
+    label: str
+    dry_run: bool
+    swept: list[tuple[str, int]] = field(default_factory=list)  # (digest, size)
+    young: int = 0  # orphans inside the grace period
+    in_use: int = 0  # referenced or published again while the sweep ran
+    refused: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.refused:
+            return []  # a refusal: the command says it on stderr
+        n, freed = len(self.swept), sum(size for _, size in self.swept)
+        kept = [f"{self.young} younger than {self.label} kept"] if self.young else []
+        if self.in_use:
+            kept.append(f"{self.in_use} in use again kept")
+        said = f"{n} orphan blob{'s' * (n != 1)}, {size_text(freed)}"
+        said += f" ({', '.join(kept)})" if kept else ""
+        if self.dry_run:
+            return [f"would sweep {d} ({size_text(size)})" for d, size in self.swept] + [
+                f"would sweep {said}; nothing removed (--dry-run)"
+            ]
+        return [f"swept {said}"]
 
 
 @dataclass
@@ -20,6 +61,7 @@ class FsckReport:
     artefacts: list[str] = field(default_factory=list)  # hand-off blobs, said for what they are
     audit_break: int | None = None
     used_by: dict[str, list[str]] = field(default_factory=dict)  # digest -> who refers to it
+    sweep: SweepReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -37,17 +79,22 @@ class FsckReport:
             "recorded)"
             for d in self.orphans
         ]
+        if self.orphans and self.sweep is None:
+            out.append(f"note: `jupyter handoff fsck --sweep` removes those older than {GRACE}")
         out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
-        return out
+        return out + (self.sweep.lines() if self.sweep else [])
 
     def _users(self, digest: str) -> str:
         users = self.used_by.get(digest)
         return f" ({', '.join(users)})" if users else ""
 
 
-def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> FsckReport:
-    """``store``: the agent's blob store (default: ``<home>/blobs``)."""
+def fsck(
+    home: Path, store: BlobStore | None = None, database_url: str = "", sweep: Sweep | None = None
+) -> FsckReport:
+    """``store``: the agent's blob store (default: ``<home>/blobs``). ``sweep``: then remove
+    the orphans found (``sweep_orphans``)."""
     from .store.metadata import MetadataStore
 
     store = store or open_blob_store("", Path(home))
@@ -66,15 +113,85 @@ def fsck(home: Path, store: BlobStore | None = None, database_url: str = "") -> 
         for digest, users in sorted(refs.items()):
             if digest not in stored:
                 report.missing.append(f"{digest} ({', '.join(users)})")
-        report.orphans = sorted(stored - set(refs))
-        named = handoff_artefacts(store, report.orphans)
-        report.artefacts = [named[d] for d in report.orphans if d in named]
-        report.orphans = [d for d in report.orphans if d not in named]
+        report.orphans, named = unreferenced(store, stored, refs)
+        report.artefacts = list(named.values())
         report.partial = store.partial_uploads()
         report.audit_break = registry.verify_audit()
+        if sweep is not None:
+            report.sweep = sweep_orphans(registry, store, report, sweep)
         return report
     finally:
         registry.close()
+
+
+def unreferenced(
+    store: BlobStore, stored: set[str], refs: dict[str, list[str]]
+) -> tuple[list[str], dict[str, str]]:
+    """The one rule for what is an orphan: a stored blob no registry row refers to
+    (``refs``, from ``digests()``) that is no hand-off artefact either. Returns the orphans,
+    sorted, and the artefacts by digest with what they are."""
+    loose = sorted(stored - set(refs))
+    named = handoff_artefacts(store, loose)
+    return [d for d in loose if d not in named], {d: named[d] for d in loose if d in named}
+
+
+def sweep_orphans(registry, store: BlobStore, report: FsckReport, sweep: Sweep) -> SweepReport:
+    """Remove the orphans this fsck run found (``unreferenced``) that are older than the
+    grace period, with one audit row for them all.
+
+    Why a grace period: every writer publishes a blob first and records the row that refers
+    to it after (an upload, a check's reports, an ONNX conversion, a prediction-log segment,
+    a delivery's body), so until that commit its blob is an orphan by every test there is,
+    on this agent or on a replica sharing the stores. A blob's age is its last publish
+    (``BlobStore.stat``), and publishing bytes already stored counts, so a writer about to
+    refer to an old orphan's bytes makes it young first. Right before each delete the store
+    reads the age again and the registry is asked again for that one digest
+    (``digests(only=…)``): a row recorded since the listing keeps the blob. The store makes
+    that last check and the delete one step where it can (``FileBlobStore.sweep``).
+
+    Refused when the registry cannot be this store's: one naming blobs the store lacks, or
+    naming none while the store holds blobs (a wrong --database-url or --home would make
+    every blob look unreferenced)."""
+    out = SweepReport(sweep.label, sweep.dry_run)
+    if report.missing:
+        out.refused = (
+            f"the registry names {len(report.missing)} blob(s) this store lacks; check that "
+            "--home, --database-url and --blob-url name one agent's stores, and fix what "
+            "fsck found first."
+        )
+        return out
+    if not report.used_by and report.blobs:
+        out.refused = (
+            f"the registry refers to none of the {report.blobs} stored blobs; check that "
+            "--home, --database-url and --blob-url name one agent's stores."
+        )
+        return out
+    cutoff = time.time() - sweep.older_than
+
+    def referenced(digest: str) -> bool:
+        return bool(registry.digests(only=digest))
+
+    for digest in report.orphans:
+        info = store.stat(digest)
+        if info is None:
+            continue  # gone meanwhile (another sweep, a prune)
+        if info.modified >= cutoff:
+            out.young += 1
+        elif sweep.dry_run:
+            out.swept.append((digest, info.size))
+        elif (size := store.sweep(digest, cutoff, referenced)) is None:
+            out.in_use += store.stat(digest) is not None
+        else:
+            out.swept.append((digest, size))
+    if out.swept and not sweep.dry_run:
+        registry.audit_sweep(
+            sweep.actor,
+            store.url,
+            [d for d, _ in out.swept],
+            sum(size for _, size in out.swept),
+            sweep.older_than,
+        )
+    return out
 
 
 def handoff_artefacts(store: BlobStore, digests: list[str]) -> dict[str, str]:

@@ -211,6 +211,25 @@ def prune_line(out: dict) -> str:
     return f"{model}: {verb} {which}, {size_text(out['freed'])}."
 
 
+PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def period_seconds(text) -> float | None:
+    """A period as people write it (``30s``, ``15m``, ``1h``, ``1d``, or a bare number of
+    seconds) in seconds; None when it is none of these. A number passes as it is."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    text = str(text).strip()
+    unit = PERIOD_UNITS.get(text[-1:])
+    number = text[:-1].strip() if unit else text
+    whole, _, fraction = number.partition(".")
+    if not whole or not all(c in "0123456789" for c in whole + fraction):
+        return None
+    if "." in number and not fraction:
+        return None
+    return float(number) * (unit or 1)
+
+
 def size_text(n: int) -> str:
     """Bytes for people: 12 KiB, 3.4 MiB, 1.2 GiB."""
     if n < 2**20:

@@ -18,13 +18,21 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 from ..writeback import CACHED_HEAD, DirectAppender, drop_behind, start_write_back
 
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 WRITEBACK = 64 << 20  # a large upload's pages go to disk this often, not all at the fsync
+
+
+class BlobInfo(NamedTuple):
+    """A stored blob's size and when it was last written or published again (epoch seconds):
+    the age an orphan sweep judges by."""
+
+    size: int
+    modified: float
 
 
 class BlobError(Exception):
@@ -338,6 +346,18 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, digest: str) -> None: ...
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        """Size and last publish time, or None when no blob has this digest. Publishing bytes
+        the store already holds counts as writing them again (``modified`` moves to now), so
+        a writer about to record a reference to an old unreferenced blob makes it young."""
+        ...
+
+    def sweep(self, digest: str, cutoff: float, referenced) -> int | None:
+        """Delete an unreferenced blob unless it was published at or after ``cutoff`` (epoch
+        seconds) or ``referenced(digest)``, asked right before the delete, is true; its size
+        when deleted, None when kept (or already gone)."""
+        ...
 
     def clean_temp(self) -> int:
         """Remove what a crash left half-written (never acknowledged); returns how many."""

@@ -3,6 +3,7 @@ fsync of the directories) and read-only after."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -13,6 +14,7 @@ from typing import BinaryIO
 
 from .blobs import (
     DIGEST_RE,
+    BlobInfo,
     BlobMissing,
     BlobWriter,
     SpoolRefused,
@@ -74,12 +76,13 @@ class FileBlobStore:
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
         final = self._path(digest)
-        if final.exists() and intact(self, digest):
+        if intact(self, digest) and self._refresh(final):
             return  # written once: the same digest is the same bytes
         # New, or stored bytes gone bad: the same bytes pushed again replace them (what the
         # corrupt blob's hint tells a user to do)
         final.parent.mkdir(exist_ok=True)
         os.chmod(spool, 0o444)
+        os.utime(spool)  # its age starts now, however long ago a kernel spooled it
         os.replace(spool, final)
         fsync_dir(final.parent)
         fsync_dir(self.root)
@@ -93,9 +96,19 @@ class FileBlobStore:
     def put(self, source: BinaryIO | Iterable[bytes], expected: str | None = None) -> str:
         return put_stream(self, source, expected)
 
+    def _refresh(self, path: Path) -> bool:
+        """Bytes published again are young again: their writer records its reference next,
+        and an orphan sweep (``sweep``) judges by this time. False when they are gone (swept
+        meanwhile): the writer then publishes them anew."""
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        if self.exists(digest):
+        if self._refresh(self._path(digest)):
             return digest
         return put_stream(self, [data], digest)
 
@@ -148,6 +161,39 @@ class FileBlobStore:
         if path.exists():
             path.unlink()
             fsync_dir(path.parent)
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        try:
+            st = self._path(digest).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(st.st_size, st.st_mtime)
+
+    def sweep(self, digest: str, cutoff: float, referenced) -> int | None:
+        """The blob is renamed aside first (atomic, in its own directory, where no listing
+        sees it), then judged: a writer's ``_refresh`` either came before the rename (its
+        time is the one judged, and the blob goes back) or finds nothing and publishes the
+        bytes anew. So no writer is left holding a reference to bytes swept under it. Bytes
+        kept go back by a link, never over a copy a writer published meanwhile (the same
+        bytes). A crash between rename and unlink leaves ``<name>.<hex>.sweep`` beside it."""
+        path = self._path(digest)
+        aside = path.with_name(f"{path.name}.{secrets.token_hex(8)}.sweep")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        keep = True
+        try:
+            st = os.stat(aside)
+            size = st.st_size
+            keep = st.st_mtime >= cutoff or bool(referenced(digest))
+        finally:
+            if keep:
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+            os.unlink(aside)
+            fsync_dir(path.parent)
+        return None if keep else size
 
     def partial_uploads(self) -> list[str]:
         return sorted(p.name for p in self.tmp.glob("upload-*.part"))

@@ -112,6 +112,20 @@ class RetentionStore(StoreBase):
             self.audit_append(actor, "version.restore", f"{row.model}:{row.number}", {})
         return True
 
+    def audit_sweep(
+        self, actor: str, store_url: str, digests: list[str], freed: int, older_than: float
+    ) -> None:
+        """The audit row of an orphan sweep (``fsck --sweep``), in its own transaction after
+        the deletes: the blobs were no row's, so no row changed with them to commit it with."""
+        payload = {
+            "count": len(digests),
+            "bytes": freed,
+            "older_than": older_than,
+            "digests": digests,
+        }
+        with self._tx():
+            self.audit_append(actor, "blobs.sweep", store_url, payload)
+
     def pruned_held(self, version_id: int) -> str | None:
         """The version's pruned mark, read under the model's lock in the caller's
         transaction: a forward queued in it is seen by a prune after it, and one after a

@@ -30,6 +30,7 @@ from ..secrets_env import secret_from_environ
 from .blobs import (
     CHUNK,
     DIGEST_RE,
+    BlobInfo,
     BlobMissing,
     BlobUnavailable,
     BlobWriter,
@@ -161,7 +162,7 @@ class S3BlobStore:
             raise BlobUnavailable(f"S3 is unavailable for {self.url}: {said}") from None
 
     def _publish(self, spool: Path, digest: str, size: int) -> None:
-        if self.exists(digest) and intact(self, digest):
+        if self.exists(digest) and intact(self, digest) and self._refresh(digest):
             return  # written once: the same digest is the same bytes (else: replaced)
         with self._errors(digest):
             self.client.upload_file(
@@ -173,6 +174,25 @@ class S3BlobStore:
             )
         if self.size(digest) != size:  # the upload completed, as the bytes we hashed
             raise corrupt(digest)
+
+    def _refresh(self, digest: str) -> bool:
+        """The object copied onto itself (server-side): bytes published again are young
+        again, as ``LastModified`` says, which an orphan sweep judges by, while their writer
+        records its reference. False when they are gone (swept meanwhile): the writer then
+        uploads them anew."""
+        key = self._key(digest)
+        try:
+            with self._errors(digest):
+                self.client.copy(
+                    {"Bucket": self.bucket, "Key": key},
+                    self.bucket,
+                    key,
+                    ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": {"sha256": digest}},
+                    Config=self.transfer,
+                )
+        except BlobMissing:
+            return False
+        return True
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self.tmp, self._publish)
@@ -243,6 +263,25 @@ class S3BlobStore:
     def delete(self, digest: str) -> None:
         with self._errors(digest):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(digest))
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        try:
+            with self._errors(digest):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(digest))
+        except BlobMissing:
+            return None
+        return BlobInfo(int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def sweep(self, digest: str, cutoff: float, referenced) -> int | None:
+        """S3 has no rename to set the blob aside while it is judged: a writer that publishes
+        these same bytes (``_refresh``) and records its reference, both between the last
+        check here and the delete (one round trip), for bytes nobody referenced through the
+        whole grace period, would be left with a missing blob, which fsck names."""
+        info = self.stat(digest)
+        if info is None or info.modified >= cutoff or referenced(digest):
+            return None
+        self.delete(digest)
+        return info.size
 
     def partial_uploads(self) -> list[str]:
         local = sorted(p.name for p in self.tmp.glob("upload-*.part"))

@@ -787,13 +787,15 @@ class VersionStore(StoreBase):
         with self._read() as c:
             return [as_dict(x) for x in c.execute(q)]
 
-    def digests(self) -> dict[str, list[str]]:
+    def digests(self, only: str | None = None) -> dict[str, list[str]]:
         """Every digest the registry refers to (``tables.BLOB_REFERENCES``), with who refers
-        to it."""
+        to it; ``only``: that one digest's referrers (the same rule, asked for one blob)."""
         out: dict[str, list[str]] = {}
         with self._read() as c:
             for column in t.BLOB_REFERENCES:
                 query, says = REFERRERS[column.table.name]
+                if only is not None:
+                    query = query.where(column == only)
                 for *who, digest in c.execute(query):
                     out.setdefault(digest, []).append(says(*who))
         return out

@@ -17,7 +17,6 @@ import keyword
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -37,13 +36,13 @@ from ..vocabulary import (
     NO_REVALIDATE_ON,
     WATCH_ACTIONS,
     WATCH_ON,
+    period_seconds,
 )
 from . import classify as cls
 from . import fingerprint as fpm
 from . import secrets
 
 log = logging.getLogger("handoff_agent.watch")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 1.0
 MAX_EVERY = 365 * 86400.0
 SNAPSHOT_TRIES = 3  # a check whose snapshot another check beat classifies again, this often
@@ -60,15 +59,9 @@ class PolicyWatchError(ValueError):
 
 def parse_every(text, flag: str = "--every") -> float:
     """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``flag`` names it in errors)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(text))
-        if not m:
-            raise BadRequest(
-                f"{flag} {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
-            )
-        seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
+    seconds = period_seconds(text)
+    if seconds is None:
+        raise BadRequest(f"{flag} {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d.")
     if not math.isfinite(seconds) or seconds > MAX_EVERY:
         raise BadRequest(f"{flag} {text!r} is too long.", hint=f"At most 365d, e.g. {flag} 1d")
     if seconds < MIN_EVERY:
