@@ -323,11 +323,12 @@ class FsckApp(Command):
         if self.sweep:
             seconds = period_seconds(self.older_than)
             if seconds is None:
-                complain(f"--older-than {self.older_than!r} is not a period: write e.g. 24h, 7d.")
+                said = f"--older-than {self.older_than!r} is not a period: write e.g. 24h, 7d."
+                complain(said, f"Usage: {self.usage}")
                 self.exit(2)
             sweep = Sweep(seconds, self.older_than, self.dry_run, os_user())
         elif self.dry_run or "older_than" in self.config.FsckApp:
-            complain("--dry-run and --older-than go with --sweep: jupyter handoff fsck --sweep.")
+            complain("--dry-run and --older-than go with --sweep.", f"Usage: {self.usage}")
             self.exit(2)
         url = _database_url(self.config)
         try:
