@@ -16,6 +16,7 @@ from ._version import __version__
 from .command import Command
 from .logs import InertFormatter
 from .shell import complain, os_user, visible
+from .vocabulary import SWEEP_GRACE
 
 # How the commands that read a home's stores name them (fsck, backup, restore, migrate).
 STORE_ALIASES = {
@@ -297,12 +298,15 @@ DRY_RUN_HELP = "With --sweep: list what would be swept; remove nothing."
 
 class FsckApp(Command):
     name = "jupyter-handoff-fsck"
-    description = "Re-hash every blob and check that the registry and the store agree."
+    description = (
+        "Re-hash every blob and check that the registry and the store agree; --sweep then "
+        "removes the orphan blobs older than --older-than."
+    )
     usage = "jupyter handoff fsck [--sweep [--older-than 24h] [--dry-run]] [--home DIR] ..."
     version = __version__
     sweep = Bool(False, help=SWEEP_HELP).tag(config=True)
     older_than = Unicode(
-        "24h",
+        SWEEP_GRACE,
         help="With --sweep: the grace period (30m, 24h, 7d, or seconds). A younger blob may be "
         "an upload or another replica's write about to be recorded, so it stays; 0 only with "
         "no agent writing to these stores.",

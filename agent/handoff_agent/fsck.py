@@ -9,9 +9,7 @@ from pathlib import Path
 
 from .forwarding.central import read_envelope
 from .store.blobs import BlobCorrupt, BlobStore, open_blob_store
-from .vocabulary import size_text
-
-GRACE = "24h"  # --older-than's default: far past any upload, conversion or replica's write
+from .vocabulary import SWEEP_GRACE, size_text
 
 
 @dataclass
@@ -20,7 +18,7 @@ class Sweep:
     (``label``: as the user wrote it) go, or with ``dry_run`` are only listed."""
 
     older_than: float
-    label: str = GRACE
+    label: str = SWEEP_GRACE
     dry_run: bool = False
     actor: str = "cli"
 
@@ -80,7 +78,8 @@ class FsckReport:
             for d in self.orphans
         ]
         if self.orphans and self.sweep is None:
-            out.append(f"note: `jupyter handoff fsck --sweep` removes those older than {GRACE}")
+            sweep = "`jupyter handoff fsck --sweep`"
+            out.append(f"note: {sweep} removes those older than {SWEEP_GRACE}")
         out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
         return out + (self.sweep.lines() if self.sweep else [])

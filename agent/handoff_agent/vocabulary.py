@@ -212,6 +212,8 @@ def prune_line(out: dict) -> str:
 
 
 PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# ``fsck --sweep``'s default grace: far past any upload, conversion or replica's write
+SWEEP_GRACE = "24h"
 
 
 def period_seconds(text) -> float | None:
