@@ -99,10 +99,11 @@ class FileBlobStore:
     def _refresh(self, path: Path) -> bool:
         """Bytes published again are young again: their writer records its reference next,
         and an orphan sweep (``sweep``) judges by this time. False when they are gone (swept
-        meanwhile): the writer then publishes them anew."""
+        meanwhile, or another user's, whose time only they may set): the writer then
+        publishes them anew."""
         try:
             os.utime(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):
             return False
         return True
 

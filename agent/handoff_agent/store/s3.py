@@ -13,6 +13,7 @@ files, profiles, instance roles). Keys found in the environment are taken out of
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -42,6 +43,7 @@ from .blobs import (
     put_stream,
 )
 
+log = logging.getLogger("handoff_agent")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 MIN_PART = 5 << 20  # S3's smallest part but the last
@@ -179,7 +181,9 @@ class S3BlobStore:
         """The object copied onto itself (server-side): bytes published again are young
         again, as ``LastModified`` says, which an orphan sweep judges by, while their writer
         records its reference. False when they are gone (swept meanwhile): the writer then
-        uploads them anew."""
+        uploads them anew. A server that refuses the copy leaves them as they are, said in
+        the log: the push goes on, and only a sweep between this publish and the push's
+        row, of bytes unreferenced for the whole grace period, could take them under it."""
         key = self._key(digest)
         try:
             with self._errors(digest):
@@ -192,6 +196,8 @@ class S3BlobStore:
                 )
         except BlobMissing:
             return False
+        except BlobUnavailable as e:
+            log.warning("blob %s kept its age (%s): an orphan sweep judges it by that", digest, e)
         return True
 
     def writer(self) -> BlobWriter:
