@@ -206,6 +206,16 @@ def test_sweep_refuses_a_registry_that_is_not_the_stores(tmp_path, backend):
     assert line.endswith("Nothing was swept.")
     store.verify(orphan)
 
+    # Given a registry naming a blob this store lacks (another store's, or one lost)
+    registry = MetadataStore.for_home(agent.home)
+    registry.insert_version("churn", "ab" * 32, 1, manifest("churn"), "ana", [])
+    registry.close()
+    p = agent.cli("fsck", "--sweep")
+    assert p.returncode == 1 and "MISSING blob" in p.stdout, p.stdout + p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("fsck --sweep refused: the registry names 1 blob(s) this store lacks")
+    store.verify(orphan)
+
 
 @pytest.mark.parametrize(
     ("args", "said"),
