@@ -94,14 +94,7 @@ export interface IVersion {
     destination: string;
     remote?: { version?: number } | null;
   }[];
-  signoffs?: {
-    stage: string;
-    role: string;
-    user: string;
-    decision: string;
-    comment: string;
-    time: string;
-  }[];
+  signoffs?: ISignoff[];
   metrics?: Record<string, unknown> | null;
   checks?: {
     name: string;
@@ -110,6 +103,16 @@ export interface IVersion {
     result?: { metrics?: Record<string, unknown> } | null;
   }[];
   reports?: string[];
+}
+
+/** One sign-off of a version, as central recorded it (a withdrawn one is gone). */
+export interface ISignoff {
+  stage: string;
+  role: string;
+  user: string;
+  decision: string;
+  comment: string;
+  time: string;
 }
 
 export interface IWhoami {
@@ -324,6 +327,22 @@ export const api = {
       // `to`: the next stage as the reviewer saw it; central refuses a stale sign-off
       { method: 'POST', body: JSON.stringify({ decision, comment, to }) }
     ),
+  /** Take the caller's own sign-off for `to` back, while the version still waits for it. */
+  withdraw: (
+    source: Source,
+    name: string,
+    n: number,
+    comment: string,
+    to: string
+  ) =>
+    requestAPI<{
+      stage: string;
+      waiting_for: string;
+      withdrawn: Omit<ISignoff, 'comment' | 'time'>;
+    }>(agentPath(source, 'models', name, 'versions', n, 'signoffs'), {
+      method: 'POST',
+      body: JSON.stringify({ decision: 'withdraw', comment, to })
+    }),
   transition: (
     source: Source,
     name: string,

@@ -18,11 +18,12 @@ import {
   IMeta,
   IModel,
   IReview,
+  ISignoff,
   IVersion,
   IWhoami,
   Source
 } from './api';
-import { worstFirst } from './vocabulary';
+import { signoffTo, worstFirst } from './vocabulary';
 
 export type RefreshPolicy = 'live' | 'poll' | 'manual';
 
@@ -102,6 +103,27 @@ export class HandoffModel implements IDisposable {
   /** The caller's roles at central; none on this machine (no sign-offs locally). */
   get roles(): string[] {
     return this.source === 'central' ? (this.whoami?.roles ?? []) : [];
+  }
+
+  /**
+   * Whether `user`, as a sign-off names them, is the caller at central. Central records a
+   * sign-off under the user its token names, the one whoami answers, so the same token's
+   * sign-offs match exactly. Central itself matches users without regard to case: one made
+   * under another spelling gets no button here (the CLI's --withdraw still takes it back).
+   */
+  isMe(user: string): boolean {
+    return this.source === 'central' && !!user && user === this.whoami?.user;
+  }
+
+  /**
+   * The caller's own sign-off of `v` for the stage it waits for: the one they may still
+   * withdraw. None once the version has moved on (the sign-off counted) or on this machine.
+   */
+  ownSignoff(v: IVersion): ISignoff | undefined {
+    const waits = signoffTo(this.meta, v.stage ?? '');
+    return waits
+      ? v.signoffs?.find(s => s.stage === waits && this.isMe(s.user))
+      : undefined;
   }
 
   get refreshPolicy(): RefreshPolicy {
@@ -188,6 +210,19 @@ export class HandoffModel implements IDisposable {
   ): Promise<void> {
     await this._act(
       () => api.signoff(this.source, model, n, decision, comment, to),
+      model
+    );
+  }
+
+  /** Take the caller's own sign-off for `to` (the stage the version waits for) back. */
+  async withdraw(
+    model: string,
+    n: number,
+    comment: string,
+    to: string
+  ): Promise<void> {
+    await this._act(
+      () => api.withdraw(this.source, model, n, comment, to),
       model
     );
   }
@@ -389,9 +424,18 @@ export class HandoffModel implements IDisposable {
     call: () => Promise<unknown>,
     model: string
   ): Promise<void> {
+    const reread = () =>
+      Promise.all([this._readVersions(model), this._readReviews()]);
     try {
       await call();
-      await Promise.all([this._readVersions(model), this._readReviews()]);
+    } catch (error) {
+      // A refusal re-reads too, so what refused it (a sign-off gone, a stage moved) shows.
+      await reread().catch(() => undefined);
+      this._changed.emit();
+      throw error;
+    }
+    try {
+      await reread();
       this.error = null;
     } finally {
       this._changed.emit();

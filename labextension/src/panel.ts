@@ -83,6 +83,19 @@ export class HandoffPanel extends Widget {
     }
   }
 
+  /** Take the caller's own sign-off for `to` back, with why (audited at central). */
+  async withdraw(model: string, n: number, to: string): Promise<void> {
+    const answer = await InputDialog.getText({
+      title: `Withdraw my sign-off of ${model}:${n} for ${to}`,
+      label: 'Why? (recorded in the audit log)',
+      placeholder: 'Why?',
+      okLabel: 'Withdraw'
+    });
+    if (answer.button.accept) {
+      await this.report(this.model.withdraw(model, n, answer.value ?? '', to));
+    }
+  }
+
   async promote(model: string, n: number, to: string): Promise<void> {
     const answer = await InputDialog.getText({
       title:
@@ -282,7 +295,12 @@ export class HandoffPanel extends Widget {
           el(
             'div',
             { class: 'jp-Handoff-actions' },
-            ...this.signoffButtons(r.model, r.version, r.next)
+            ...this.signoffButtons(
+              r.model,
+              r.version,
+              r.next,
+              r.signoffs.some(s => this.model.isMe(s.user))
+            )
           )
         )
       );
@@ -617,12 +635,28 @@ export class HandoffPanel extends Widget {
     return box;
   }
 
-  /** Approve and Reject for a version's sign-off towards `next`, each with a comment. */
+  /**
+   * Approve and Reject for a version's sign-off towards `next`, each with a comment; once the
+   * caller signed for `next` (`signed`), only "Withdraw my sign-off", while it still waits.
+   */
   private signoffButtons(
     model: string,
     n: number,
-    next: string
+    next: string,
+    signed: boolean
   ): HTMLElement[] {
+    if (signed) {
+      const withdraw = el(
+        'button',
+        {
+          class: 'jp-Handoff-withdraw jp-mod-styled jp-mod-warn',
+          title: `Take back your sign-off of ${model}:${n} for ${next}: it waits for it again`
+        },
+        'Withdraw my sign-off'
+      );
+      withdraw.onclick = () => void this.withdraw(model, n, next);
+      return [withdraw];
+    }
     const approve = el(
       'button',
       {
@@ -649,7 +683,8 @@ export class HandoffPanel extends Widget {
     const stage = v.stage ?? '';
     const next = signoffTo(this.model.meta, stage);
     if (reviewer && next) {
-      buttons.push(...this.signoffButtons(model, v.number, next));
+      const signed = this.model.ownSignoff(v) !== undefined;
+      buttons.push(...this.signoffButtons(model, v.number, next, signed));
     }
     if (admin && next) {
       const promote = el(
