@@ -1,7 +1,7 @@
 """A reviewer in JupyterLab, connected to a real central agent, approves a version from the
-side panel, and its stage changes; once another reviewer rejects it, both sides' panels say
-who and why, with every sign-off's comment shown as text. An analyst's panel has no such
-buttons."""
+side panel, and its stage changes; she withdraws a sign-off that has not counted yet, from the
+panel too; once another reviewer rejects it, both sides' panels say who and why, with every
+sign-off's comment shown as text. An analyst's panel has no such buttons."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def central_site(lab_factory):
             f"--HandoffServer.central_url={central.url}",
             f"--HandoffServer.central_token={token}",
         ]
-        site["central"] = central
+        site["central"], site["alice"] = central, token
 
     site["lab"] = lab_factory(prepare=prepare)
     yield site
@@ -101,36 +101,45 @@ def central_site(lab_factory):
         a.stop()
 
 
-def central_stage(central: Agent, name: str, number: int) -> str | None:
+def central_get(central: Agent, path: str) -> dict:
+    """GET a central route with the agent's own token."""
     import urllib.request
 
     req = urllib.request.Request(
-        f"{central.url}/api/v1/models/{name}/versions/{number}",
-        headers={"Authorization": f"token {central.token}"},
+        f"{central.url}{path}", headers={"Authorization": f"token {central.token}"}
     )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def central_stage(central: Agent, name: str, number: int) -> str | None:
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read()).get("stage")
+        return central_get(central, f"/api/v1/models/{name}/versions/{number}").get("stage")
     except OSError:
         return None
 
 
-def reject_at_central(lab, central: Agent, user: str, name: str, number: int, why: str) -> dict:
-    """``user``, a second reviewer at central, rejects a version through the API."""
+def post_signoff(central: Agent, token: str, name: str, number: int, body: dict) -> dict:
+    """A sign-off (or its withdrawal) through central's API, as the token's user."""
     import urllib.request
 
+    req = urllib.request.Request(
+        f"{central.url}/api/v1/models/{name}/versions/{number}/signoffs",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def reject_at_central(lab, central: Agent, user: str, name: str, number: int, why: str) -> dict:
+    """``user``, a second reviewer at central, rejects a version through the API."""
     token = subprocess.run(
         [sys.executable, "-m", "handoff_agent", "token", "create", "--user", user,
          "--role", "reviewer", "--home", central.home],
         env=lab.env, capture_output=True, text=True, check=True,
     ).stdout.strip().splitlines()[-1]  # fmt: skip
-    req = urllib.request.Request(
-        f"{central.url}/api/v1/models/{name}/versions/{number}/signoffs",
-        data=json.dumps({"decision": "reject", "comment": why}).encode(),
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    return post_signoff(central, token, name, number, {"decision": "reject", "comment": why})
 
 
 def fits(locator) -> bool:
@@ -185,6 +194,60 @@ def test_reviewer_approves_from_the_panel(central_site, page, screenshot):
     dialog.locator("input").fill(HOSTILE)
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     expect(row).to_have_attribute("data-stage", "canary", timeout=15_000)
+    assert central_stage(central, "credit", 1) == "canary"
+    # Production needs a reviewer's and an admin's sign-off: alice's approval alone leaves it
+    # waiting, and until it counts she may take it back, from the panel, with a reason
+    expect(waiting).to_have_attribute("data-next", "production", timeout=15_000)
+    row.locator(".jp-Handoff-approve").click()
+    dialog.locator("input").fill("Canary looks fine")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    withdraw = row.locator(".jp-Handoff-withdraw")
+    expect(withdraw).to_have_text("Withdraw my sign-off", timeout=15_000)
+    expect(row.locator(".jp-Handoff-approve, .jp-Handoff-reject")).to_have_count(0)
+    expect(row).to_have_attribute("data-stage", "canary")
+    expect(queue).to_have_count(0)  # nothing else waits for her
+    row.locator(".jp-Handoff-signoffs summary").click()
+    mine_now = row.locator('.jp-Handoff-signoff[data-stage="production"]')
+    expect(mine_now).to_contain_text("alice (reviewer) approve for production")
+    screenshot(panel, "withdraw-offered")
+    withdraw.click()
+    expect(dialog).to_contain_text("Withdraw my sign-off of credit:1 for production")
+    dialog.locator("input").fill("<b>latency</b> needs another day")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    # Then the version waits for her sign-off again: Approve is back, in the queue too
+    expect(row.locator(".jp-Handoff-approve")).to_be_visible(timeout=15_000)
+    expect(withdraw).to_have_count(0)
+    expect(row).to_have_attribute("data-stage", "canary")
+    expect(waiting).to_have_attribute("data-next", "production", timeout=15_000)
+    expect(row.locator(".jp-Handoff-signoffs summary")).to_have_text("Sign-offs (2)")
+    expect(mine_now).to_have_count(0)
+    screenshot(panel, "withdrawn")
+    # and at central: the sign-off is gone; the audit log keeps it, with why it was taken back
+    signed = central_get(central, "/api/v1/models/credit/versions/1")["signoffs"]
+    assert [(s["user"], s["stage"]) for s in signed] == [
+        ("alice", "approved"),
+        ("alice", "canary"),
+    ]
+    gone = central_get(central, "/api/v1/audit?subject=credit:1&action=signoff.withdraw")
+    [entry] = gone["entries"]
+    payload = entry["payload"]
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    assert entry["actor"] == "alice"
+    assert payload["stage"] == "production"
+    assert payload["why"] == "<b>latency</b> needs another day"
+    # A withdrawal central refuses (here, taken back elsewhere while the dialog was open)
+    # shows the agent's message and hint, as a refused approval does
+    row.locator(".jp-Handoff-approve").click()
+    dialog.locator("input").fill("Canary looks fine")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    withdraw.click()
+    dialog.locator("input").fill("second thoughts")
+    post_signoff(central, central_site["alice"], "credit", 1, {"decision": "withdraw"})
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    refused = page.locator(".Toastify__toast", has_text="no sign-off of credit:1 for production")
+    expect(refused).to_contain_text("nothing was changed", timeout=15_000)
+    expect(refused).to_contain_text("`jupyter handoff reviews` shows who signed what.")
+    expect(row.locator(".jp-Handoff-approve")).to_be_visible(timeout=15_000)
     assert central_stage(central, "credit", 1) == "canary"
     # The analyst's side, on this machine: the version central has says what central waits
     # for next; the one never handed off says nothing of central's
