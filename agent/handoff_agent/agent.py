@@ -26,7 +26,7 @@ from traitlets import (
 )
 from traitlets.config import LoggingConfigurable
 
-from . import keys, pipeline, reports
+from . import keys, pipeline, reports, tokens
 from .check_flow import CheckFlow
 from .check_settings import DeclaredSettings
 from .disk_room import DiskRoom
@@ -517,6 +517,7 @@ class HandoffAgent(LoggingConfigurable):
             self.replicas = ReplicaEvents(self.registry, self.events, self.pools, self.instance_id)
             self.events.sink = self.replicas.share
         self.owner = {"user": self.owner_name, "roles": ["admin", "analyst", "reviewer"]}
+        self.token_uses = tokens.LastUse()  # which stored tokens' last use is due a write
         self.agent_id = pipeline.agent_id(home)
         self.notices = Notices(
             self._webhooks,
@@ -527,11 +528,13 @@ class HandoffAgent(LoggingConfigurable):
             self.agent_id,
         )
         self.policy = self.stages = self.intake = self.deployments = self.monitor = None
+        self.policy_path = ""  # central: the policy file it read (`token create` reads it too)
         self.guardrails = None  # serving.canary_guard.Guardrails (central)
         if self.role == "central":
             from .serving.deploy import DeploymentService
 
-            self.policy = Policy.load(self.policy_file or pipeline.embedded_policy(home))
+            self.policy_path = str(self.policy_file or pipeline.embedded_policy(home))
+            self.policy = Policy.load(self.policy_path)
             # Stages move the model server's slots in the stage change's own transaction.
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
@@ -770,6 +773,11 @@ class HandoffAgent(LoggingConfigurable):
 
     async def run_follow(self, fn, *args):
         return await self.pools.run_follow(fn, *args)
+
+    @property
+    def token_max_age(self) -> str:
+        """Central's ``[tokens] max_age``: a new token's default and longest life ("": none)."""
+        return self.policy.token_max_age if self.policy else ""
 
     async def read(self, fn, *args, **kwargs):
         """A read-only store call (listing, one version): off the writers' queue."""

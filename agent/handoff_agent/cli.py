@@ -78,6 +78,22 @@ def _open_db(config):
     return MetadataStore.open(url) if url else MetadataStore.for_home(_home(config))
 
 
+def _policy_file(config) -> Path | None:
+    """The policy the central agent of this home reads: --policy; else the one the central
+    running on this home was started with (its runtime file says); else <home>/policy.toml,
+    the embedded central's. None: no policy (a local agent's home)."""
+    given = config.HandoffAgent.get("policy_file")
+    if given:
+        if not Path(given).is_file():
+            raise SystemExit(f"--policy {given}: no such file.")
+        return Path(given)
+    home = _home(config)
+    running = runtime.read("central")
+    if running and running.get("policy") and Path(running["home"]).resolve() == home.resolve():
+        return Path(running["policy"])
+    return home / "policy.toml" if (home / "policy.toml").is_file() else None
+
+
 def _not_under_an_older_agent(home: Path, url: str) -> None:
     """Opening a store migrates it: never under an agent of an older Handoff serving it, which
     would go on writing rows of its own schema (and refuse its own backups after)."""
@@ -203,6 +219,7 @@ class ServeApp(Command):
                 "blobs": agent.store.url,
                 "spool": agent.ingest.spool,  # a local kernel hands bundles over here
                 "serving_url": agent.serving_url,
+                "policy": agent.policy_path,  # central: `token create` applies its [tokens]
             },
             agent.role,
         )
@@ -388,11 +405,14 @@ class ReportApp(Command):
         self.exit(fetch_report(self.extra_args[0], self.fmt, self.open_browser))
 
 
+TOKEN_JSON_HELP = "list: JSON lines, one token each, for scripts."
+
+
 class TokenApp(Command):
     name = "jupyter-handoff-token"
     description = (
-        "Create, list or revoke API tokens with roles: token create --user U --role R; "
-        "token list; token revoke --user U [--id ID]."
+        "Create, list or revoke API tokens with roles: token create --user U --role R "
+        "[--expires 90d]; token list [--all] [--json]; token revoke --user U [--id ID]."
     )
     version = __version__
     user = Unicode("", help="User the token belongs to.").tag(config=True)
@@ -407,6 +427,14 @@ class TokenApp(Command):
         help="For a consumer token: the models it may call on the model server (repeat "
         "--models, or separate names with commas).",
     ).tag(config=True)
+    expires = Unicode(
+        "",
+        help="create: the token stops working after this period (30m, 24h, 7d, 90d). "
+        "Default: central's policy [tokens] max_age, else never; longer than max_age is "
+        "refused.",
+    ).tag(config=True)
+    all_tokens = Bool(False, help="list: revoked tokens too.").tag(config=True)
+    json_lines = Bool(False, help=TOKEN_JSON_HELP).tag(config=True)
     classes = ServeApp.classes  # --help describes the aliases through HandoffAgent
     aliases = {
         "home": "HandoffAgent.home",
@@ -414,10 +442,15 @@ class TokenApp(Command):
         "models": "TokenApp.models",
         "user": "TokenApp.user",
         "id": "TokenApp.token_id",
+        "expires": "TokenApp.expires",
         "agent-role": "HandoffAgent.role",
         "database-url": "HandoffAgent.database_url",
+        "policy": "HandoffAgent.policy_file",
     }
-    flags = {}
+    flags = {
+        "all": ({"TokenApp": {"all_tokens": True}}, "list: revoked tokens too."),
+        "json": ({"TokenApp": {"json_lines": True}}, TOKEN_JSON_HELP),
+    }
 
     def start(self):
         from . import tokens
@@ -426,23 +459,24 @@ class TokenApp(Command):
         action = self.extra_args[0] if self.extra_args else ""
         if action not in ("create", "list", "revoke"):
             complain(
-                "Usage: jupyter handoff token create --user alice --role reviewer [--home DIR]",
+                "Usage: jupyter handoff token create --user alice --role reviewer "
+                "[--expires 90d] [--home DIR]",
                 "       jupyter handoff token create --role consumer --models churn",
-                "       jupyter handoff token list [--home DIR]",
+                "       jupyter handoff token list [--all] [--json] [--home DIR]",
                 "       jupyter handoff token revoke --user alice [--id ID] [--home DIR]",
             )
             self.exit(2)
+        max_age = self._max_age() if action == "create" else ""
         registry = _open_db(self.config)
         try:
             if action == "list":
-                for k in registry.tokens():
-                    scope = f"  models: {','.join(k['models'])}" if k["models"] else ""
-                    line = f"{k['id']}  {k['user']}  {','.join(k['roles'])}  {k['created']}"
-                    print(visible(line + scope))
+                self._list(registry.tokens(revoked=self.all_tokens))
             elif action == "create":
                 models = [m for given in self.models for m in given.split(",") if m] or None
                 user = self.user or ("consumer" if "consumer" in self.roles else "")
-                print(tokens.create(registry, user, list(self.roles), "cli", models))
+                roles, expires = list(self.roles), self.expires or None
+                made = tokens.issue(registry, user, roles, "cli", models, expires, max_age)
+                print(made["token"])
             elif not self.user:
                 raise HandoffError(
                     "Whose tokens? token revoke needs --user.",
@@ -456,6 +490,38 @@ class TokenApp(Command):
             self.exit(2)
         finally:
             registry.close()
+
+    def _max_age(self) -> str:
+        """[tokens] max_age of the policy the central of this home reads ("": none)."""
+        from .policy import Policy
+
+        try:
+            return Policy.load(_policy_file(self.config)).token_max_age
+        except ValueError as e:  # the agent would refuse to start on it, too
+            complain(str(e))
+            self.exit(2)
+
+    def _list(self, rows: list[dict]) -> None:
+        """One line a token: id, user, roles, created, expires, last used, and its state
+        when it is not in force (expired, revoked)."""
+        from datetime import UTC, datetime
+
+        from .tokens import when_text
+
+        moment = datetime.now(UTC)
+        for k in rows:
+            expired = bool(k["expires"]) and datetime.fromisoformat(k["expires"]) <= moment
+            if self.json_lines:
+                print(json.dumps({**k, "expired": expired}))
+                continue
+            state = "  revoked" if k["revoked"] else "  expired" if expired else ""
+            scope = f"  models: {','.join(k['models'])}" if k["models"] else ""
+            line = (
+                f"{k['id']}  {k['user']}  {','.join(k['roles'])}  "
+                f"created {when_text(k['created'])}  expires {when_text(k['expires'])}  "
+                f"last used {when_text(k['last_used'])}{state}"
+            )
+            print(visible(line + scope))
 
 
 class HandoffApp(Command):

@@ -309,7 +309,12 @@ PATHS: dict[str, dict[str, dict]] = {
             ok_type="text/event-stream",
         )
     },
-    "/api/v1/whoami": {"get": _op("The caller's user and roles, and the agent's role.")},
+    "/api/v1/whoami": {
+        "get": _op(
+            "The caller's user and roles (and `expires`, when the token has an expiry), and "
+            "the agent's role."
+        )
+    },
     "/api/v1/reviews": {
         "get": _op(
             "Central: the versions waiting for sign-offs, oldest stage change first: stage, "
@@ -471,6 +476,13 @@ PATHS: dict[str, dict[str, dict]] = {
                         "type": "array",
                         "items": NAME["schema"],
                         "description": "A consumer token's models (required for consumer).",
+                    },
+                    "expires": {
+                        "type": "string",
+                        "description": "When it stops working, as a period from now: 30m, "
+                        "24h, 90d. Default: central's [tokens] max_age, else never; longer "
+                        "than max_age is 400 expires_too_long. The answer's `expires` says "
+                        "when (UTC); past it the token is 401 token_expired.",
                     },
                 },
                 ["user", "roles"],

@@ -31,6 +31,9 @@ overdue = "26h"               # no new rows for longer: overdue (default: twice 
 on = ["schema", "drift", "overdue"]
 actions = ["alert", "pause_canary"]   # or "revalidate", with target = "LABEL_COLUMN"
 
+[tokens]
+max_age = "90d"               # a token's default and longest life (30m, 24h, 7d); none: forever
+
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)
 shadow = false                # true: an approved version first gets mirrored traffic
@@ -87,6 +90,9 @@ class Policy:
     # central's deployments (alert, pause_canary, rollback_canary); watch/service.py checks them.
     watches: list[dict] = field(default_factory=list)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    # [tokens] max_age: a token made here without --expires gets it; a longer one is
+    # refused ("": tokens live until revoked). Tokens made before keep their expiry.
+    token_max_age: str = ""
 
     @classmethod
     def load(cls, path: str | Path | None) -> Policy:
@@ -113,6 +119,8 @@ class Policy:
         legacy = {"accept_pickle"}  # false: what central does anyway, so still accepted
         _known({k: v for k, v in intake.items() if k not in legacy}, INTAKE_KEYS, "[intake]", path)
         _known(sandbox, SANDBOX_KEYS, "[sandbox]", path)
+        token_table = _table(data, "tokens", path)
+        _known(token_table, TOKENS_KEYS, "[tokens]", path)
         trusted = list(intake.get("trusted_types", []))
         try:
             trusted = trust.check_addable(trusted) if trusted else []
@@ -136,6 +144,7 @@ class Policy:
             deploy=DeployPolicy.load(data.get("deploy", {}), path),
             watches=_watches(data.get("watch", []), path),
             monitor=MonitorPolicy.load(data.get("monitor", {}), path),
+            token_max_age=_max_age(token_table, path),
         )
 
     def signers(self) -> list[tuple[str, str]]:
@@ -196,12 +205,32 @@ def _intake_secrets(intake: dict, path) -> tuple[list[str], dict[str, list[str]]
     return list(plain), senders
 
 
-TOP_KEYS = ("intake", "sandbox", "stages", "watch", "deploy", "monitor")
+TOP_KEYS = ("intake", "sandbox", "stages", "watch", "deploy", "monitor", "tokens")
 INTAKE_KEYS = (
     *("secrets", "senders", "trusted_types", "revalidate", "gate_overrides"),
     *("required_checks", "max_skew_seconds", "max_versions_per_hour", "max_bytes_per_hour"),
 )
 SANDBOX_KEYS = ("require",)
+TOKENS_KEYS = ("max_age",)
+
+
+def _max_age(table: dict, path) -> str:
+    """[tokens] max_age: a period (30m, 24h, 90d), checked as ``--expires`` is."""
+    from .tokens import expiry_seconds
+
+    value = table.get("max_age", "")
+    if value == "":
+        return ""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise HandoffError("not a period")
+        expiry_seconds(value)
+    except HandoffError:
+        raise ValueError(
+            f'{path}: [tokens] max_age must be a period such as "90d", "24h" or "30m", '
+            f"not {value!r}."
+        ) from None
+    return str(value)
 
 
 def _table(data: dict, name: str, path) -> dict:

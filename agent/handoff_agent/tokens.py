@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
-from .errors import BadRequest
+from .errors import BadRequest, Unauthorized
+from .vocabulary import period_seconds
 
 ROLES = ("analyst", "reviewer", "admin", "consumer")
 # A consumer calls the model server (and sends feedback) for the models its token names, and
@@ -19,7 +23,57 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MAX_EXPIRY = 36_500 * 86_400  # a century: longer is a typo (and past what a date holds)
+
+
+def expiry_seconds(text: str) -> float:
+    """``--expires`` (or ``[tokens] max_age``) in seconds: a period such as 30m, 24h, 90d."""
+    seconds = period_seconds(text)
+    if seconds is None or not 0 < seconds <= MAX_EXPIRY:
+        raise BadRequest(
+            f"Expiry {str(text)[:40]!r} is not a period: write e.g. --expires 30m, 24h or 90d.",
+            "e.g. jupyter handoff token create --user alice --role reviewer --expires 90d",
+            code="bad_expires",
+        )
+    return seconds
+
+
+def _expires(expires: str | None, max_age: str) -> str | None:
+    """When a new token stops working (ISO 8601, UTC), or None: never. Central's policy
+    ``[tokens] max_age`` is the default and the longest allowed."""
+    seconds = expiry_seconds(expires) if expires else None
+    if max_age:
+        longest = expiry_seconds(max_age)
+        if seconds is None:
+            seconds = longest
+        elif seconds > longest:
+            raise BadRequest(
+                f"An expiry of {expires} is longer than the policy's [tokens] max_age of "
+                f"{max_age}.",
+                f"Ask for --expires {max_age} or less, or leave it out to get {max_age}.",
+                code="expires_too_long",
+            )
+    if seconds is None:
+        return None
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
 def create(store, user: str, roles: list[str], actor: str = "cli", models=None) -> str:
+    """A new token that never expires, returned once (``issue`` says more)."""
+    return issue(store, user, roles, actor, models)["token"]
+
+
+def issue(
+    store,
+    user: str,
+    roles: list[str],
+    actor: str = "cli",
+    models=None,
+    expires: str | None = None,
+    max_age: str = "",
+) -> dict:
+    """A new token, shown once, and when it expires (None: never). ``expires``: a period
+    (90d); ``max_age``: central's policy ``[tokens] max_age`` (default and longest)."""
     bad = [r for r in roles if r not in ROLES]
     if not user or bad or not roles:
         raise BadRequest(
@@ -46,14 +100,75 @@ def create(store, user: str, roles: list[str], actor: str = "cli", models=None) 
 
         for name in models:
             validate_name(name)
+    until = _expires(expires, max_age)
     token = secrets.token_urlsafe(32)
     scope = sorted(set(models)) if consumer else None
-    store.token_add(token_hash(token), user, sorted(set(roles)), actor, scope)
-    return token
+    store.token_add(token_hash(token), user, sorted(set(roles)), actor, scope, until)
+    return {"token": token, "expires": until}
 
 
 def lookup(store, token: str) -> dict | None:
-    return store.token_lookup(token_hash(token))
+    """The token's identity; None for none in force. An expired one is refused here."""
+    found = store.token_lookup(token_hash(token))
+    if found is not None:
+        in_force(found)
+    return found
+
+
+def in_force(identity: dict) -> dict:
+    """``identity``, unless its token expired: then a 401 saying whose and when, and how to
+    get another (a cached identity is checked again with this)."""
+    expires = identity.get("expires")
+    if expires and datetime.fromisoformat(expires) <= datetime.now(UTC):
+        user, roles = identity["user"], identity["roles"]
+        again = " ".join(f"--role {r}" for r in roles)
+        if identity.get("models"):
+            again += f" --models {','.join(identity['models'])}"
+        raise Unauthorized(
+            f"The token of {user} expired at {when_text(expires)}.",
+            f"Ask your admin for a new token (jupyter handoff token create --user {user} "
+            f"{again} --expires 90d).",
+            code="token_expired",
+        )
+    return identity
+
+
+def when_text(iso: str | None, never: str = "never") -> str:
+    """A stored time for people, to the second: 2026-12-07T10:22:20Z."""
+    if not iso:
+        return never
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LastUse:
+    """Which tokens are due to have their use written: each at most once per ``interval``
+    seconds in this process. Writing on every request would queue each read behind the
+    store's writer (on SQLite, its one write lock) for a column people read in days; a
+    minute stale is exact enough to tell a token nobody uses."""
+
+    def __init__(self, interval: float = 60.0):
+        self.interval = interval
+        self._written: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, hashed: str) -> bool:
+        """True, once per interval for ``hashed``: the caller then writes the use."""
+        t = time.monotonic()
+        with self._lock:
+            last = self._written.get(hashed)
+            if last is not None and t - last < self.interval:
+                return False
+            if len(self._written) > 10_000:  # bounded: forgetting only writes once more
+                self._written.clear()
+            self._written[hashed] = t
+            return True
+
+
+def note_use(store, hashed: str) -> None:
+    """Record that the token with hash ``hashed`` was used now (``LastUse`` says when)."""
+    from .audit import now
+
+    store.token_used(hashed, now())
 
 
 def revoke(store, user: str, actor: str = "cli", token_id: str = "") -> int:

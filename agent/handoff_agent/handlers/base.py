@@ -303,7 +303,18 @@ class BaseHandler(web.RequestHandler):
                 if self.agent.role == "central"  # never its owner's token, which holds every role
                 else "`jupyter handoff status` shows the running agent's token.",
             )
+        await self.note_use(tokens.token_hash(given))
         return found
+
+    async def note_use(self, hashed: str) -> None:
+        """Write the stored token's last use when due (``tokens.LastUse``). Bookkeeping: a
+        failed write is logged, and the request goes on."""
+        if not self.agent.token_uses.due(hashed):
+            return
+        try:
+            await self.agent.call(tokens.note_use, self.agent.registry, hashed)
+        except Exception as e:  # the database busy or full: the use is noted next time
+            log.warning("could not note a token's use: %s", type(e).__name__)
 
     def given_token(self) -> str:
         auth = self.request.headers.get("Authorization", "")

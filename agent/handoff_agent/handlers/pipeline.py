@@ -46,12 +46,23 @@ class TokensHandler(BaseHandler):
             not isinstance(models, list) or not all(isinstance(m, str) for m in models)
         ):
             raise BadRequest("models must be a list of model names.", '{"models": ["churn"]}')
-        token = await self.agent.call(
-            tokens.create, self.agent.registry, user, roles, self.identity["user"], models
+        expires = body.get("expires")
+        if expires is not None and not isinstance(expires, str):
+            raise BadRequest("expires must be a period as text.", '{"expires": "90d"}')
+        made = await self.agent.call(
+            tokens.issue,
+            self.agent.registry,
+            user,
+            roles,
+            self.identity["user"],
+            models,
+            expires,
+            self.agent.token_max_age,
         )
-        out = {"user": user, "roles": sorted(set(roles)), "token": token}
+        out = {"user": user, "roles": sorted(set(roles)), "token": made["token"]}
         if models:
             out["models"] = sorted(set(models))
+        out["expires"] = made["expires"]  # the policy's default, when none was asked
         self.write_json(out, 201)
 
 

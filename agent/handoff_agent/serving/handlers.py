@@ -8,7 +8,7 @@ import time
 from ..errors import BadRequest, Forbidden, TooLarge
 from ..handlers.base import ANY_ROLE, MAX_JSON_DEPTH, BaseHandler, json_depth, parse_uint
 from ..names import validate_name
-from ..tokens import token_hash
+from ..tokens import in_force, token_hash
 from . import protocols
 from .inputs import decode_invocations, decode_v2, malformed, split_binary
 from .server import Unavailable
@@ -28,12 +28,13 @@ class ServingHandler(BaseHandler):
 
     async def authenticate(self) -> dict:
         """As the agent API, with a short cache of stored tokens: a consumer's every request
-        would otherwise wait on the store. A revoked token stops within TOKEN_CACHE_SECONDS."""
+        would otherwise wait on the store. A revoked token stops within TOKEN_CACHE_SECONDS,
+        an expired one at once."""
         given = token_hash(self.given_token())  # no raw token kept in memory
         cache = self.server.token_cache
         hit = cache.get(given)
         if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
+            return in_force(hit[0])  # a token that expired meanwhile stops at once
         identity = await super().authenticate()
         if len(cache) > 10_000:
             cache.clear()

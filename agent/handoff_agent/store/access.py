@@ -23,9 +23,16 @@ TOKEN_ID = 8  # hex digits of a token's hash that name it in lists and revokes
 
 class AccessStore(StoreBase):
     def token_add(
-        self, token_hash: str, user: str, roles: list[str], actor: str, models=None
+        self,
+        token_hash: str,
+        user: str,
+        roles: list[str],
+        actor: str,
+        models=None,
+        expires: str | None = None,
     ) -> None:
-        """``models``: the models a consumer token may call (None: no model scope)."""
+        """``models``: the models a consumer token may call (None: no model scope);
+        ``expires``: when it stops working (UTC ISO 8601; None: never)."""
         with self._tx() as c:
             c.execute(
                 t.tokens.insert().values(
@@ -35,22 +42,43 @@ class AccessStore(StoreBase):
                     created=now(),
                     revoked=0,
                     models=None if models is None else json.dumps(sorted(models)),
+                    expires=expires,
                 )
             )
-            payload = {"roles": roles, **({"models": sorted(models)} if models else {})}
+            payload = {
+                "roles": roles,
+                **({"models": sorted(models)} if models else {}),
+                "expires": expires,
+            }
             self.audit_append(actor, "token.create", user, payload)
 
     def token_lookup(self, token_hash: str) -> dict | None:
+        """The identity of a token not revoked, with its ``expires`` when it has one (the
+        caller, ``tokens.lookup``, refuses it once past)."""
         with self._read() as c:
             row = c.execute(
-                select(K.user, K.roles, K.models).where(K.hash == token_hash, K.revoked == 0)
+                select(K.user, K.roles, K.models, K.expires).where(
+                    K.hash == token_hash, K.revoked == 0
+                )
             ).first()
         if row is None:
             return None
         found = {"user": row[0], "roles": json.loads(row[1])}
         if row[2] is not None:
             found["models"] = json.loads(row[2])
+        if row[3] is not None:
+            found["expires"] = row[3]
         return found
+
+    def token_used(self, token_hash: str, when: str) -> None:
+        """Note that the token was used at ``when``. Bookkeeping, not a change anyone made:
+        no audit row (one per use would swamp the log), and never moved backwards."""
+        with self._tx() as c:
+            c.execute(
+                update(t.tokens)
+                .where(K.hash == token_hash, (K.last_used.is_(None)) | (K.last_used < when))
+                .values(last_used=when)
+            )
 
     def token_revoke(self, user: str, actor: str, token_id: str = "") -> int:
         """Revoke ``user``'s tokens, or only the one whose id (``tokens``) is ``token_id``."""
@@ -71,10 +99,13 @@ class AccessStore(StoreBase):
             self.audit_append(actor, "token.revoke", user, payload)
             return n
 
-    def tokens(self) -> list[dict]:
-        """The tokens in force: user, roles, models, created, and an id (the first digits
-        of the stored hash: naming one, never enough to use it)."""
-        q = select(K.hash, K.user, K.roles, K.models, K.created).where(K.revoked == 0)
+    def tokens(self, revoked: bool = False) -> list[dict]:
+        """The tokens not revoked (``revoked``: those too): user, roles, models, created,
+        expires, last used, revoked, and an id (the first digits of the stored hash: naming
+        one, never enough to use it)."""
+        q = select(K.hash, K.user, K.roles, K.models, K.created, K.expires, K.last_used, K.revoked)
+        if not revoked:
+            q = q.where(K.revoked == 0)
         with self._read() as c:
             rows = c.execute(q.order_by(K.user, K.created)).all()
         return [
@@ -84,6 +115,9 @@ class AccessStore(StoreBase):
                 "roles": json.loads(r.roles),
                 "models": json.loads(r.models) if r.models else None,
                 "created": r.created,
+                "expires": r.expires,
+                "last_used": r.last_used,
+                "revoked": bool(r.revoked),
             }
             for r in rows
         ]

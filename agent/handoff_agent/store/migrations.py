@@ -135,6 +135,15 @@ def m019_owed_triggers(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE triggers ADD COLUMN {name} {kind}"))
 
 
+def m020_token_expiry(conn: Connection) -> None:
+    """A token's expiry and when it was last used: IT can see a token nobody uses, and a
+    leaked one stops by itself. Tokens made before keep working (their expiry is NULL)."""
+    have = {c["name"] for c in inspect(conn).get_columns("tokens")}
+    for name in ("expires", "last_used"):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE tokens ADD COLUMN {name} TEXT"))
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -150,6 +159,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m017_segment_quarantine", m017_segment_quarantine),
     ("m018_notices", m018_notices),
     ("m019_owed_triggers", m019_owed_triggers),
+    ("m020_token_expiry", m020_token_expiry),
 ]
 
 

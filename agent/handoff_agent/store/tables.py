@@ -214,6 +214,8 @@ tokens = Table(
     Column("created", Text),
     Column("revoked", Int),
     Column("models", Text),  # JSON list: the models a consumer token may call; NULL: any
+    Column("expires", Text),  # when it stops working (UTC, ISO 8601); NULL: never
+    Column("last_used", Text),  # when it was last seen, at most a minute stale; NULL: never
 )
 
 deliveries = Table(
