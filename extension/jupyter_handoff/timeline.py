@@ -30,8 +30,11 @@ class History:
         alerts: list[dict] | None = None,
         reviews: dict[int, dict] | None = None,
         more: bool = False,
+        problems: list[str] | None = None,
     ):
         self.name = name
+        # what stops stages coming back from central (its refusal of the agent's token)
+        self.problems = problems or []
         self.more = more  # older versions exist past the limit
         self.versions = versions  # full version dicts, newest first
         self.deployment = deployment  # central's view, when it could say
@@ -130,6 +133,7 @@ class History:
             lines.append(f"  {serving_line(self.deployment)}")
         if self.alerts:
             lines.append(f"  {alert_line(self.alerts)}")
+        lines += [f"  {p}" for p in self.problems]
         for r in self.rows:
             mark = f"  data changed: {', '.join(r['data_changed'])}" if r["data_changed"] else ""
             where = "".join(
@@ -154,6 +158,7 @@ class History:
             f"<div class='handoff-history'><b>{e(self.name)}</b>: {e(self._count())}"
             + (f" {alert_badge(self.name, self.alerts)}" if self.alerts else "")
             + (f"<div class='handoff-serving'>{e(line)}</div>" if line else "")
+            + "".join(f"<div style='{WAITING}'>{e(p)}</div>" for p in self.problems)
             + "<table style='border-collapse:collapse;font-size:90%'><tr>"
         ]
         out += [f"<th style='{cell}'>{e(h)}</th>" for h in head] + ["</tr>"]
@@ -202,4 +207,6 @@ def history(name: str, limit: int = 50, client=None) -> History:
     deployment = quiet_view(name, client) if at_central else None
     reviews = waiting_at_central(name, client) if at_central else {}
     alerts = open_alerts(name, client) if full else []
-    return History(name, full, deployment, alerts, reviews, more)
+    outbox = client.side_get("/api/v1/outbox") if any(v.get("forwards") for v in full) else None
+    problems = (outbox or {}).get("problems") or []
+    return History(name, full, deployment, alerts, reviews, more, problems)

@@ -182,18 +182,30 @@ class CentralDestination(LoggingConfigurable):
                 answer = json.loads(r.read())
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):
-                self._refused(e.code)
+                self._refused(e.code, _error_message(e))
             return None
         except (OSError, ValueError):
             return None
         self.token_refused = None
         return answer
 
-    def _refused(self, code: int) -> None:
+    def _refused(self, code: int, why: str = "") -> None:
+        """``why``: central's own message (whose token expired, and when)."""
         if self.token_refused is None:
+            said = f" {why.rstrip('.')}." if why else ""
             self.token_refused = (
-                f"Central refuses this agent's token ({code}): stages and sign-offs no longer "
-                "come back to the notebook. Set c.CentralDestination.token to a token central "
-                "issued (`jupyter handoff token create` there) and restart the agent."
+                f"Central refuses this agent's token ({code}):{said} Stages and sign-offs no "
+                "longer come back to the notebook. Set c.CentralDestination.token to a token "
+                "central issued (`jupyter handoff token create` there) and restart the agent."
             )
             self.log.warning("%s", self.token_refused)
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    """The message of central's JSON error, one line and bounded; "" when there is none."""
+    try:
+        err = json.loads(e.read(4096)).get("error", {})
+        message = err.get("message", "") if isinstance(err, dict) else ""
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return " ".join(str(message).split())[:300]

@@ -80,8 +80,9 @@ async def ask_central(agent, method: str, path: str, body: dict | None = None) -
         if resp.code >= 500:
             raise CentralDown(message, err.get("hint", ""))
         if resp.code == 401:  # this agent's token, not the caller's
+            why = f" ({err['message']})" if err.get("message") else ""  # e.g. it expired
             raise Conflict(
-                "Central refused this agent's central token.",
+                f"Central refused this agent's central token{why}.",
                 "Give the local agent a token central issued: c.CentralDestination.token "
                 "(`jupyter handoff token create --user U --role analyst` at central).",
                 code="central_token",

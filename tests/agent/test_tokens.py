@@ -1,0 +1,174 @@
+"""Token expiry and last use, at a central whose policy says `[tokens] max_age = "7d"`: a
+token stops by itself (401 token_expired, saying whose and how to get another), the policy's
+max age is the default and the bound, and `token list` tells IT which tokens are still used."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from secrets import token_urlsafe
+
+import pytest
+from agent_support import assert_error
+from support import RunningAgent, until
+
+POLICY = """
+[intake]
+revalidate = false
+
+[tokens]
+max_age = "7d"
+"""
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory, backend):
+    """One central for the module; its policy file lies outside its home, so `token create`
+    finds it through the runtime file of the central serving that home."""
+    root = tmp_path_factory.mktemp("tokens")
+    policy = root / "central-policy.toml"
+    policy.write_text(POLICY)
+    a = RunningAgent(
+        root / "home", root / "rt", ["--role", "central", "--policy", str(policy)],
+        database_url=backend.database_url(),
+    )  # fmt: skip
+    a.start()
+    yield a
+    a.stop()
+
+
+def listed(central, *args) -> dict[str, dict]:
+    """`token list --json`, by user (each test uses users of its own)."""
+    out = central.cli("token", "list", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    return {row["user"]: row for row in map(json.loads, out.stdout.splitlines())}
+
+
+def test_a_token_works_until_it_expires_then_is_401_token_expired(central):
+    """A CI job's token made to expire: it works, its use is noted, and once past its expiry
+    every call is 401 token_expired naming the user, when, and the command for a new one."""
+    # Given a token that expires in five seconds (over HTTP: made and used at once)
+    status, made = central.request(
+        "POST", "/api/v1/tokens", {"user": "ci-job", "roles": ["analyst"], "expires": "5s"}
+    )
+    assert status == 201 and made["expires"], made
+    # When it is used before then, it works and says when it expires
+    status, me = central.request("GET", "/api/v1/whoami", token=made["token"])
+    assert status == 200, me
+    assert (me["user"], me["expires"]) == ("ci-job", made["expires"])
+    # and `token list` shows its last use (written at once: the first use in this process)
+    row = listed(central)["ci-job"]
+    assert row["last_used"] and not row["expired"], row
+    assert row["expires"] == made["expires"]
+    # Then, once past it, the same call is refused in the one error shape
+    assert until(
+        lambda: central.request("GET", "/api/v1/whoami", token=made["token"])[0] == 401,
+        timeout=60,
+        what="the token to expire",
+    )
+    status, body = central.request("GET", "/api/v1/models", token=made["token"])
+    err = assert_error(status, body, 401, "token_expired")
+    when = datetime.fromisoformat(made["expires"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert err["message"] == f"The token of ci-job expired at {when}.", err
+    assert err["hint"] == (
+        "Ask your admin for a new token (jupyter handoff token create --user ci-job "
+        "--role analyst --expires 90d)."
+    )
+    # and `token list` says it expired, with the time it was last used
+    lines = central.cli("token", "list").stdout.splitlines()
+    (line,) = [x for x in lines if x.split()[1] == "ci-job"]
+    assert line.endswith("  expired") and f"expires {when}" in line, line
+    assert "last used never" not in line, line
+
+
+def test_the_policys_max_age_is_the_default_and_the_longest(central):
+    """`[tokens] max_age = "7d"`: a token made without --expires gets seven days, from the CLI
+    (which reads the policy the running central was started with) and over HTTP; a longer
+    --expires is refused in one line, exit 2, nothing made."""
+    out = central.cli("token", "create", "--user", "rita", "--role", "reviewer")
+    assert out.returncode == 0, out.stderr
+    row = listed(central)["rita"]
+    life = datetime.fromisoformat(row["expires"]) - datetime.fromisoformat(row["created"])
+    assert timedelta(days=7) - timedelta(minutes=1) < life <= timedelta(days=7), row
+    assert row["last_used"] is None
+    assert "last used never" in central.cli("token", "list").stdout
+    # A longer expiry: one line naming the policy, exit 2, no token
+    out = central.cli("token", "create", "--user", "ron", "--role", "reviewer", "--expires", "30d")
+    assert (out.returncode, out.stdout) == (2, ""), out
+    assert out.stderr.splitlines()[0] == (
+        "An expiry of 30d is longer than the policy's [tokens] max_age of 7d."
+    ), out.stderr
+    assert "ron" not in listed(central)
+    # Over HTTP the same rule: 400 expires_too_long, and the default when none is asked
+    status, body = central.request(
+        "POST", "/api/v1/tokens", {"user": "ron", "roles": ["reviewer"], "expires": "8d"}
+    )
+    assert_error(status, body, 400, "expires_too_long")
+    status, made = central.request("POST", "/api/v1/tokens", {"user": "ron", "roles": ["admin"]})
+    assert status == 201 and made["expires"] == listed(central)["ron"]["expires"], made
+    # The audit row of each creation says when the token expires
+    status, log = central.request("GET", "/api/v1/audit?action=token.create&limit=1000")
+    assert status == 200, log
+    made_for = {e["subject"]: json.loads(e["payload"]) for e in log["entries"]}
+    assert made_for["rita"]["expires"] == row["expires"], made_for
+    assert made_for["ron"]["expires"] == made["expires"]
+
+
+@pytest.mark.parametrize("given", ["soon", "0", "3 days", "7x", "99999999d"])
+def test_a_bad_expiry_is_one_line_and_exit_2(central, given):
+    out = central.cli("token", "create", "--user", "bad", "--role", "analyst", "--expires", given)
+    assert (out.returncode, out.stdout) == (2, ""), out
+    assert out.stderr.splitlines()[0] == (
+        f"Expiry {given!r} is not a period: write e.g. --expires 30m, 24h or 90d."
+    ), out.stderr
+
+
+def test_a_bad_expiry_over_http_is_400(central):
+    for expires, code in (("soon", "bad_expires"), (5, "bad_request")):
+        body = {"user": "bad", "roles": ["analyst"], "expires": expires}
+        status, answer = central.request("POST", "/api/v1/tokens", body)
+        assert_error(status, answer, 400, code)
+
+
+def test_a_revoked_token_is_listed_with_all(central):
+    central.make_token("gone", "analyst")
+    assert central.cli("token", "revoke", "--user", "gone").returncode == 0
+    assert "gone" not in listed(central)
+    assert listed(central, "--all")["gone"]["revoked"] is True
+    lines = central.cli("token", "list", "--all").stdout.splitlines()
+    (line,) = [x for x in lines if " gone " in x]
+    assert line.endswith("  revoked"), line
+
+
+def test_a_local_agent_says_central_refuses_its_expired_token(central):
+    """What a local agent's stage sync says (status, `%mlops agent status`, history) when its
+    central token expired: central's own reason, not a bare 401."""
+    from handoff_agent.forwarding.central import CentralDestination
+
+    status, made = central.request(
+        "POST", "/api/v1/tokens", {"user": "laptop", "roles": ["analyst"], "expires": "1s"}
+    )
+    assert status == 201, made
+    assert until(
+        lambda: central.request("GET", "/api/v1/whoami", token=made["token"])[0] == 401,
+        timeout=60,
+        what="the token to expire",
+    )
+    dest = CentralDestination(url=central.url, token=made["token"], secret=token_urlsafe(32))
+    assert dest.status({"name": "churn", "version": 1}) is None
+    assert dest.token_refused.startswith(
+        "Central refuses this agent's token (401): The token of laptop expired at "
+    ), dest.token_refused
+    assert "c.CentralDestination.token" in dest.token_refused
+
+
+def test_a_policy_with_a_bad_max_age_stops_token_create(tmp_path, central):
+    policy = tmp_path / "bad.toml"
+    policy.write_text('[tokens]\nmax_age = "forever"\n')
+    args = ("--user", "x", "--role", "analyst", "--policy", str(policy))
+    out = central.cli("token", "create", *args)
+    assert (out.returncode, out.stdout) == (2, ""), out
+    assert out.stderr.strip() == (
+        f'{policy}: [tokens] max_age must be a period such as "90d", "24h" or "30m", '
+        "not 'forever'."
+    )
