@@ -3,6 +3,7 @@ trip, a tampered backup, and the user's mistakes, each as one line of the CLI.""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import uuid
@@ -45,12 +46,24 @@ def populate(central) -> dict:
         ids[(name, model)] = uuid.uuid4().hex
         status, body = deliver(central, envelope(name, model), delivery_id=ids[(name, model)])
         assert status == 201, body
-    ids["token"] = central.make_token("bob", "reviewer")
+    made = central.cli("token", "create", "--user", "bob", "--role", "reviewer", "--expires", "30d")
+    assert made.returncode == 0, made.stderr
+    ids["token"] = made.stdout.strip()
+    assert central.request("GET", "/api/v1/whoami", token=ids["token"])[0] == 200  # last used
+    ids["tokens"] = tokens_listed(central)
+    assert '"expires": null' not in ids["tokens"] and '"last_used": null' not in ids["tokens"]
     assert (
         central.cli("trust", "add", "sklearn.linear_model._logistic.LogisticRegression").returncode
         == 0
     )
     return ids
+
+
+def tokens_listed(agent) -> str:
+    """`token list --json`: each token's expiry and last use, which a copy must carry."""
+    out = agent.cli("token", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def listing(central) -> dict:
@@ -108,6 +121,7 @@ def test_backup_restore_round_trip_serves_the_same_versions(tmp_path, central):
     assert code == 0, (lines, err)
     assert_one_line(lines, err, "restore into", ": OK (4 versions")
     assert cli(target, "backup", "--verify", str(dest))[0] == 0  # reading it changed nothing
+    assert tokens_listed(target) == ids["tokens"]
 
     # Then a central started there serves the same versions, its chain verifies, a known
     # delivery is a duplicate and a new one gets the next number
@@ -150,13 +164,15 @@ def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, centr
     before = listing(central)
     dest = tmp_path / "backup"
     assert cli(central, "backup", str(dest))[0] == 0
-    # Given the backup as the Handoff before m019 wrote it
+    # Given the backup as the Handoff before m020 wrote it
     last = MIGRATIONS[-1][0]
-    assert last == "m019_owed_triggers"  # (a newer head: make this backup lack that one)
-    with sqlite3.connect(dest / DB_FILE) as c:
-        c.execute("ALTER TABLE triggers DROP COLUMN claimed_by")
-        c.execute("ALTER TABLE triggers DROP COLUMN claimed_until")
+    assert last == "m020_token_expiry"  # (a newer head: make this backup lack that one)
+    # (closed, so its WAL is checkpointed into the one file a backup holds)
+    with contextlib.closing(sqlite3.connect(dest / DB_FILE)) as c, c:
+        c.execute("ALTER TABLE tokens DROP COLUMN expires")
+        c.execute("ALTER TABLE tokens DROP COLUMN last_used")
         c.execute("DELETE FROM schema_migrations WHERE name = ?", (last,))
+    assert not (dest / f"{DB_FILE}-wal").exists()
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest["migrations"].remove(last)
     manifest["database_sha256"] = hashlib.sha256((dest / DB_FILE).read_bytes()).hexdigest()
@@ -170,6 +186,9 @@ def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, centr
     assert code == 0, (lines, err)
     assert_one_line(lines, err, ": OK (4 versions")
     assert (dest / DB_FILE).read_bytes() == written  # the backup was only read
+    # its token kept, as tokens made before expiry existed: never expiring, never seen used
+    (token,) = map(json.loads, tokens_listed(target).splitlines())
+    assert (token["user"], token["expires"], token["last_used"]) == ("bob", None, None)
     # and one a newer Handoff wrote is refused, naming which is needed
     manifest["migrations"].append("m999_future")
     (dest / "manifest.json").write_text(json.dumps(manifest))

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from backends import pg_url
 from s3_support import blob_args
-from test_backup import assert_one_line, assert_refused, central_at, listing, populate
+from test_backup import (
+    assert_one_line,
+    assert_refused,
+    central_at,
+    listing,
+    populate,
+    tokens_listed,
+)
 from test_pipeline_delivery import deliver, envelope
 
 
@@ -53,6 +60,7 @@ def test_migrate_sqlite_central_to_postgresql_and_s3(tmp_path, postgres, s3_serv
         args=["--blob-url", f"s3://{bucket}/blobs", endpoint],
     )
     target.extra_env.update(s3_server.env)
+    assert tokens_listed(target) == ids["tokens"]  # expiry and last use carried
     target.start()
     try:
         assert listing(target) == before

@@ -70,3 +70,22 @@ def test_real_booleans_and_the_documented_keys_load(tmp_path):
         60,
     )
     assert p.stages["approved"] == {"reviewer": 2} and len(p.watches) == 1
+
+
+@pytest.mark.parametrize(
+    "value, line",
+    [
+        ('"forever"', '[tokens] max_age must be a period such as "90d"'),
+        ("0", "[tokens] max_age must be a period"),
+        ("true", "[tokens] max_age must be a period"),
+    ],
+)
+def test_tokens_max_age_is_a_period(tmp_path, value, line):
+    with pytest.raises(ValueError) as e:
+        load(tmp_path, f"[tokens]\nmax_age = {value}\n")
+    assert line in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError) as e:
+        load(tmp_path, '[tokens]\nmax_ages = "90d"\n')
+    assert "[tokens]: unknown key 'max_ages'; the keys are max_age." in str(e.value)
+    assert load(tmp_path, '[tokens]\nmax_age = "90d"\n').token_max_age == "90d"
+    assert load(tmp_path, "").token_max_age == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from types import SimpleNamespace
 
@@ -122,6 +123,19 @@ def test_history_as_text_says_the_stage_and_the_reasons():
     assert lines[0] == "History('churn', 1 version)"
     assert "warn" in lines[1] and lines[1].endswith("validated by central")
     assert lines[2] == "        fairness: dp_diff 0.14 above 0.1"
+
+
+def test_history_says_central_refuses_the_agents_token():
+    """The agent's central token expired: stages stop coming back, and the history says why
+    under its title (text and HTML), as `%mlops agent status` does."""
+    v = {"number": 1, "status": "passed", "verdict": {"verdict": "pass", "reasons": []}}
+    why = (
+        "Central refuses this agent's token (401): The token of ana expired at "
+        "2026-12-07T10:00:00Z. Stages and sign-offs no longer come back to the notebook."
+    )
+    history = History("churn", [v], problems=[why])
+    assert repr(history).splitlines()[1] == f"  {why}"
+    assert html.escape(why) in history._repr_html_()
 
 
 def test_history_says_why_central_stopped_a_version():

@@ -190,6 +190,39 @@ def test_m019_adds_the_claims_of_owed_triggers(tmp_path, backend):
         store.engine.dispose()
 
 
+def test_m020_adds_token_expiry_and_last_use(tmp_path, backend):
+    """A database at m019 (tokens without expiry) upgrades on each backend; its tokens keep
+    working, never expiring, never seen used, until a use is noted."""
+    from sqlalchemy import inspect, text
+
+    from handoff_agent import tokens
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            c.execute(text("ALTER TABLE tokens DROP COLUMN expires"))
+            c.execute(text("ALTER TABLE tokens DROP COLUMN last_used"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm020_token_expiry'"))
+            c.execute(
+                text(
+                    'INSERT INTO tokens (hash, "user", roles, created, revoked) '
+                    "VALUES (:h, 'old', '[\"analyst\"]', '2025-01-01T00:00:00+00:00', 0)"
+                ),
+                {"h": tokens.token_hash("old-token")},
+            )
+        assert upgrade(store.engine) == ["m020_token_expiry"]
+        cols = {c["name"] for c in inspect(store.engine).get_columns("tokens")}
+        assert {"expires", "last_used"} <= cols
+        assert tokens.lookup(store, "old-token") == {"user": "old", "roles": ["analyst"]}
+        (row,) = store.tokens()
+        assert (row["expires"], row["last_used"]) == (None, None)
+        tokens.note_use(store, tokens.token_hash("old-token"))
+        assert store.tokens()[0]["last_used"] is not None
+    finally:
+        store.engine.dispose()
+
+
 def test_a_database_a_newer_handoff_upgraded_is_refused_in_one_line(tmp_path):
     """An older Handoff on a home a newer one migrated would write rows it cannot know."""
     MetadataStore.for_home(tmp_path).close()
