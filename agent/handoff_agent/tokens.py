@@ -48,7 +48,7 @@ def _expires(expires: str | None, max_age: str) -> str | None:
             seconds = longest
         elif seconds > longest:
             raise BadRequest(
-                f"An expiry of {expires} is longer than the policy's [tokens] max_age of "
+                f"An expiry of {expires[:40]} is longer than the policy's [tokens] max_age of "
                 f"{max_age}.",
                 f"Ask for --expires {max_age} or less, or leave it out to get {max_age}.",
                 code="expires_too_long",
