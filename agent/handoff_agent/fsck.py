@@ -60,6 +60,7 @@ class FsckReport:
     audit_break: int | None = None
     used_by: dict[str, list[str]] = field(default_factory=dict)  # digest -> who refers to it
     sweep: SweepReport | None = None
+    restored: int = 0  # blobs a sweep that died had set aside, put back
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,8 @@ class FsckReport:
             sweep = "`jupyter handoff fsck --sweep`"
             out.append(f"note: {sweep} removes those older than {SWEEP_GRACE}")
         out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]
+        if self.restored:
+            out.append(f"note: put back {self.restored} blob(s) a sweep that died had set aside")
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
         return out + (self.sweep.lines() if self.sweep else [])
 
@@ -99,8 +102,10 @@ def fsck(
     store = store or open_blob_store("", Path(home))
     registry = MetadataStore.for_home(home, database_url)
     try:
+        restored = store.restore_aside()  # before the listing, so they are judged as blobs
         refs = registry.digests()
-        report = FsckReport(versions=sum(len(v) for v in refs.values()), used_by=refs)
+        versions = sum(len(v) for v in refs.values())
+        report = FsckReport(versions=versions, used_by=refs, restored=restored)
         stored = set()
         for digest in store.iter_digests():
             stored.add(digest)

@@ -164,6 +164,28 @@ def test_each_delete_checks_again_right_before(tmp_path, backend):
         registry.close()
 
 
+def test_a_blob_a_dead_sweep_set_aside_is_put_back(tmp_path, backend):
+    """A sweep killed between setting a blob aside and judging it (files only: S3 sets
+    nothing aside) leaves the blob under another name; fsck puts it back before it lists."""
+    agent, store, registry = stores(tmp_path)
+    try:
+        if on_s3(store):
+            pytest.skip("a sweep on S3 sets nothing aside")
+        digest = push(registry, store, "churn", b"a version's bundle")
+        path = agent.home / "blobs" / digest[:2] / digest[2:]
+        aside = path.with_name(f"{path.name}.0123456789abcdef.sweep")
+        os.rename(path, aside)  # as the kill left it
+
+        p = agent.cli("fsck")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "note: put back 1 blob(s) a sweep that died had set aside" in p.stdout
+        assert "fsck: OK" in p.stdout
+        store.verify(digest)
+        assert not list(path.parent.glob("*.sweep"))
+    finally:
+        registry.close()
+
+
 def test_bytes_published_again_are_young_again(tmp_path, backend):
     """An old orphan's bytes uploaded again (a retried push, the same report) are about to
     be referenced: the publish makes them young, so a sweep meanwhile keeps them."""

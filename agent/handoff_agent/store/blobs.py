@@ -359,8 +359,13 @@ class BlobStore(Protocol):
         when deleted, None when kept (or already gone)."""
         ...
 
+    def restore_aside(self) -> int:
+        """Put back what a sweep that died set aside while judging it; returns how many."""
+        ...
+
     def clean_temp(self) -> int:
-        """Remove what a crash left half-written (never acknowledged); returns how many."""
+        """Remove what a crash left half-written (never acknowledged), and put back what a
+        sweep set aside (``restore_aside``); returns how many."""
         ...
 
     def partial_uploads(self) -> list[str]:

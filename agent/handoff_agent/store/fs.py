@@ -176,7 +176,8 @@ class FileBlobStore:
         time is the one judged, and the blob goes back) or finds nothing and publishes the
         bytes anew. So no writer is left holding a reference to bytes swept under it. Bytes
         kept go back by a link, never over a copy a writer published meanwhile (the same
-        bytes). A crash between rename and unlink leaves ``<name>.<hex>.sweep`` beside it."""
+        bytes). A crash between rename and unlink leaves ``<name>.<hex>.sweep`` beside it:
+        ``restore_aside`` puts it back (at start, and before fsck lists the blobs)."""
         path = self._path(digest)
         aside = path.with_name(f"{path.name}.{secrets.token_hex(8)}.sweep")
         try:
@@ -192,15 +193,30 @@ class FileBlobStore:
             if keep:
                 with contextlib.suppress(FileExistsError):
                     os.link(aside, path)
-            os.unlink(aside)
+            aside.unlink(missing_ok=True)  # restore_aside may have put it back meanwhile
             fsync_dir(path.parent)
         return None if keep else size
+
+    def restore_aside(self) -> int:
+        """Put back the blobs a sweep that died set aside (``sweep``): they may have been
+        referenced since. Safe beside a running sweep: it can only keep a blob it was about
+        to delete, never delete one. Returns how many went back."""
+        n = 0
+        for aside in self.root.glob("??/*.sweep"):
+            path = aside.with_name(aside.name.split(".", 1)[0])
+            if DIGEST_RE.fullmatch(aside.parent.name + path.name):
+                with contextlib.suppress(FileExistsError, FileNotFoundError):
+                    os.link(aside, path)
+                    n += 1
+                aside.unlink(missing_ok=True)
+                fsync_dir(aside.parent)
+        return n
 
     def partial_uploads(self) -> list[str]:
         return sorted(p.name for p in self.tmp.glob("upload-*.part"))
 
     def clean_temp(self) -> int:
-        n = 0
+        n = self.restore_aside()
         for f in self.tmp.glob("*.part"):
             f.unlink(missing_ok=True)
             n += 1

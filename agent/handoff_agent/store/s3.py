@@ -296,6 +296,9 @@ class S3BlobStore:
             found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=start)
         return local + sorted(f"s3 multipart {u['Key']}" for u in found.get("Uploads", []))
 
+    def restore_aside(self) -> int:
+        return 0  # a sweep on S3 sets nothing aside (``sweep``)
+
     def clean_temp(self) -> int:
         n = 0
         for f in self.tmp.glob("*.part"):
