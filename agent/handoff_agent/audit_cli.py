@@ -133,7 +133,8 @@ class AuditApp(Command):
                 {
                     "subject": args[1] if len(args) == 2 else None,
                     **{k: getattr(self, k) for k in ("actor", "action", "since", "until")},
-                }
+                },
+                flag="--",
             )
         except BadRequest as e:
             self.usage_mistake(f"{e.message} {e.hint}".strip())

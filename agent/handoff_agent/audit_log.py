@@ -38,9 +38,14 @@ def parse_time(name: str, raw: str) -> str:
     return when.isoformat(timespec="microseconds")
 
 
-def parse_filters(given: dict[str, str | None]) -> dict[str, str]:
+def parse_filters(given: dict[str, str | None], flag: str = "") -> dict[str, str]:
     """The filters given (``None``/empty: not given), checked: text of at most 200
-    characters without control characters, and times normalised."""
+    characters without control characters, and times normalised. ``flag``: ``--`` when the
+    command's options gave them, so a mistake names the option typed (NAME: the subject)."""
+
+    def named(key: str) -> str:
+        return "NAME" if flag and key == "subject" else flag + key
+
     out = {}
     for key in TEXT_FILTERS:
         value = (given.get(key) or "").strip()
@@ -48,16 +53,18 @@ def parse_filters(given: dict[str, str | None]) -> dict[str, str]:
             continue
         if len(value) > 200 or _CONTROL.search(value):
             raise BadRequest(
-                f"{key} must be at most 200 characters, without control characters.",
+                f"{named(key)} must be at most 200 characters, without control characters.",
                 "e.g. subject=churn or subject=churn:3, actor=alice, action=signoff",
                 code="bad_filter",
             )
         out[key] = value
     for key in ("since", "until"):
         if given.get(key):
-            out[key] = parse_time(key, given[key])
+            out[key] = parse_time(named(key), given[key])
     if "since" in out and "until" in out and out["until"] <= out["since"]:
-        raise BadRequest("until must be later than since.", "until is exclusive, since inclusive.")
+        raise BadRequest(
+            f"{flag}until must be later than {flag}since.", "until is exclusive, since inclusive."
+        )
     return out
 
 

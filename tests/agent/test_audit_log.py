@@ -251,7 +251,7 @@ def test_the_home_chain_still_verifies(site):
         (["frob"], "Usage: jupyter handoff audit verify "),
         (["verify", "--actor", "bob"], "Usage: jupyter handoff audit verify "),
         (["log", "--file", "x.jsonl"], "Usage: jupyter handoff audit verify "),
-        (["log", "--since", "yesterday"], "since is not a time: 'yesterday'. Give an ISO time"),
+        (["log", "--since", "yesterday"], "--since is not a time: 'yesterday'. Give an ISO time"),
         (["log", "--limit", "-3"], "--limit and --after are whole numbers >= 0."),
         (["log", "--agent-role", "elsewhere"], "--agent-role is local or central, not "),
         (["log", "--home", "/tmp"], "audit log asks the running agent: pick it with "),
