@@ -259,6 +259,13 @@ class HandoffAgent(LoggingConfigurable):
         ".forwarders, .deployers, .monitors). False: the built-ins and "
         "c.HandoffAgent.plugins only, as the test suite runs.",
     ).tag(config=True)
+    signing_key_file = Unicode(
+        help="Central only: an ed25519 private key PEM (mode 0600 or 0400, e.g. a mounted "
+        "secret) to sign dossiers with, instead of <home>/signing-key.pem, which Handoff makes. "
+        "Give every replica the same file and they sign alike. Handoff never writes it: to "
+        "rotate, replace it and restart; the key it held before stays published as retired. "
+        "Central refuses to start when it is missing, not ed25519, or readable by others."
+    ).tag(config=True)
     policy_file = Unicode(
         help="Central only: the policy TOML (sign-offs per stage, intake secrets, trusted "
         "types). Default: <home>/policy.toml, written on first start."
@@ -493,6 +500,9 @@ class HandoffAgent(LoggingConfigurable):
         """The composition root: every service, each given only what it uses."""
         from .store.metadata import MetadataStore
 
+        given_key = None  # before any store opens: a bad key file refuses the start cleanly
+        if self.role == "central" and self.signing_key_file:
+            given_key = keys.load_file(self.signing_key_file)
         self.store = open_blob_store(
             self.blob_url, home, self.s3_endpoint_url, self.s3_multipart_threshold
         )
@@ -548,17 +558,20 @@ class HandoffAgent(LoggingConfigurable):
         # slots (and the model servers' traffic) move with the stage.
         self.monitor = MonitorService(self.registry, self.store, self.policy, self.stages)
         self._monitor_task = None
-        # Central signs dossiers with its own ed25519 key, made at first start (0600, home).
+        # Central signs dossiers with an ed25519 key: the operator's file, or its own, made at
+        # first start (0600, home).
         self.signing_key = None
-        if self.role == "central":
+        if given_key is not None:
+            self.signing_key = given_key
+        elif self.role == "central":
             made = not (Path(home) / keys.KEY_FILE).exists()
             self.signing_key = keys.load_or_create(home)
             if made and self.registry.audit_head()["seq"] > 0:
                 log.warning(
                     "made a new signing key %s: this database has a history, so its key was "
-                    "lost or left out of a restore (dossiers signed before verify only with "
-                    "the old public key), or this is another replica: copy the first "
-                    "replica's signing key here",
+                    "lost or left out of a restore (GET /api/v1/keys lists the old one as "
+                    "retired if this Handoff saw it), or this is another replica: give every "
+                    "replica one key with c.HandoffAgent.signing_key_file",
                     keys.key_id(self.signing_key.public_key()),
                 )
         self.model_sandbox = self._make_sandbox(home)
@@ -921,6 +934,15 @@ class HandoffAgent(LoggingConfigurable):
         self.url = self.forwarding.url = f"http://{host}:{port}"
         await self.call(self.registry.lifecycle_start, self._lifecycle())
         if self.signing_key is not None:
+            public = self.signing_key.public_key()
+            retired = await self.call(
+                self.registry.signing_key_in_use,
+                keys.key_id(public),
+                keys.public_b64(public),
+                "agent",
+            )
+            if retired:
+                log.info("signing key %s; retired: %s", keys.key_id(public), ", ".join(retired))
             await self._warn_of_other_keys()
         await self.call(self.registry.outbox_release, self.agent_id)
         await self.runner.warm()
@@ -1097,11 +1119,10 @@ class HandoffAgent(LoggingConfigurable):
         if others:
             log.warning(
                 "other central replicas on this database signed dossiers with key(s) %s, this "
-                "one signs with %s: a dossier verifies only against its signer's key. Copy one "
-                "replica's %s into every replica's home, then restart them",
+                "one signs with %s: a dossier verifies only against its signer's key. Give "
+                "every replica one key file (c.HandoffAgent.signing_key_file), then restart them",
                 ", ".join(others),
                 ours,
-                keys.KEY_FILE,
             )
 
     def _bound_port(self) -> int:

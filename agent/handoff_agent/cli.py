@@ -129,6 +129,7 @@ class ServeApp(Command):
         "ip": "HandoffAgent.ip",
         "role": "HandoffAgent.role",
         "policy": "HandoffAgent.policy_file",
+        "signing-key-file": "HandoffAgent.signing_key_file",
         "forward-to": "HandoffAgent.forward_to",
         "log-level": "Application.log_level",
     }

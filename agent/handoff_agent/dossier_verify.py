@@ -48,19 +48,25 @@ def _json(files: dict[str, bytes], name: str) -> dict:
     return out
 
 
-def check_key(sig: dict, pinned: keys.Ed25519PublicKey | None):
-    """The key to verify with: the pinned one, which must be the one the dossier names."""
+def check_key(sig: dict, pinned: list[keys.Ed25519PublicKey] | None):
+    """The key to verify with: the pinned one the dossier names (given several, as central
+    lists its current and retired keys, the one whose id it names)."""
     try:
         embedded = keys.from_raw_b64(str(sig.get("public_key", "")))
     except keys.BadKey:
         raise Failed(SIG_NAME, "holds no readable ed25519 public key") from None
-    if pinned is not None and keys.key_id(pinned) != keys.key_id(embedded):
+    if not pinned:
+        return embedded
+    match = [k for k in pinned if keys.key_id(k) == keys.key_id(embedded)]
+    if not match:
+        given = ", ".join(keys.key_id(k) for k in pinned)
         raise Failed(
             "key",
-            f"the dossier is signed by key {keys.key_id(embedded)}, not by the given key "
-            f"{keys.key_id(pinned)} (central's key is at GET /api/v1/keys)",
+            f"the dossier is signed by key {keys.key_id(embedded)}, not by the given "
+            f"key{'s' if len(pinned) > 1 else ''} {given} (central's keys, retired ones too, "
+            "are at GET /api/v1/keys)",
         )
-    return pinned or embedded
+    return match[0]
 
 
 def check_audit(doc: dict, chain: dict) -> int:
@@ -188,7 +194,7 @@ def verify(path: str | Path, key_text: str | None = None) -> dict:
     pinned = None
     if key_text is not None:
         try:
-            pinned = keys.parse_public(key_text)
+            pinned = keys.parse_public_all(key_text)
         except keys.BadKey as e:
             raise Failed("key", f"the given key cannot be read: {e}") from None
     files = _read(Path(path))

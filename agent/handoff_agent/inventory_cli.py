@@ -194,7 +194,8 @@ class InventoryApp(Command):
 
 USAGE = """Usage: jupyter handoff dossier NAME:N [--out FILE] [--agent central|local] [--url URL]
        jupyter handoff dossier verify FILE [--key PUBKEY]
-       jupyter handoff dossier key [--out FILE]"""
+       jupyter handoff dossier key [--out FILE]
+       jupyter handoff dossier key rotate [--home DIR | --agent-role central]"""
 
 
 class DossierApp(Command):
@@ -202,7 +203,8 @@ class DossierApp(Command):
     description = (
         "dossier NAME:N: save a version's signed dossier (zip). dossier verify FILE: check "
         "its signature, every digest and its audit rows offline. dossier key: central's "
-        "public key."
+        "public keys (current first, then retired). dossier key rotate: central (stopped) "
+        "signs with a new key from its next start; the old one stays published as retired."
     )
     version = __version__
     out = Unicode("", help="Where to write (default: dossier-NAME-N.zip here).").tag(config=True)
@@ -218,8 +220,18 @@ class DossierApp(Command):
         "key": "DossierApp.key",
         "agent": "DossierApp.agent",
         "url": "DossierApp.url",
+        # dossier key rotate: which central home (and database) holds the key
+        "home": "HandoffAgent.home",
+        "agent-role": "HandoffAgent.role",
+        "database-url": "HandoffAgent.database_url",
     }
     flags = {}
+
+    @property
+    def classes(self):
+        from .agent import HandoffAgent
+
+        return [type(self), HandoffAgent]
 
     def start(self):
         args = self.extra_args
@@ -227,6 +239,8 @@ class DossierApp(Command):
             self.exit(self.verify(args[1]))
         if args[:1] == ["key"] and len(args) == 1:
             self.exit(self.save_key())
+        if args == ["key", "rotate"]:
+            self.exit(self.rotate())
         if len(args) != 1 or ":" not in args[0]:
             complain(USAGE)
             self.exit(2)
@@ -265,13 +279,75 @@ class DossierApp(Command):
         except Unreachable as e:
             complain(e)
             return 1
-        pem = doc["keys"][0]["pem"]
+        # every key, current first: a dossier signed before a rotation verifies against it
+        pem = "".join(k["pem"] for k in doc["keys"])
         if self.out:
             Path(self.out).write_text(pem)
-            print(f"Central's public key {doc['keys'][0]['key_id']}: {self.out}")
+            retired = len(doc["keys"]) - 1
+            also = f" (and {retired} retired)" if retired else ""
+            print(f"Central's public key {doc['keys'][0]['key_id']}{also}: {self.out}")
         else:
             print(pem, end="")
         return 0
+
+    def rotate(self) -> int:
+        """A new key in central's home; the old public key is kept as retired, with an audit
+        row. Offline (central stopped), so no replica signs with a key it no longer has."""
+        from . import homes
+        from .cli import _home, _open_db
+        from .shell import os_user
+
+        if self.config.HandoffAgent.get("signing_key_file"):
+            return self._refuse_file()
+        if not self.config.HandoffAgent.get("home"):  # only central has a key
+            self.config.HandoffAgent.role = "central"
+        home = _home(self.config)
+        path = home / keys.KEY_FILE
+        if not path.is_file():
+            return self._refuse_file(home)
+        pid = homes.holder(home)
+        if pid is not None:
+            complain(
+                f"Central (pid {pid}) serves {home}: stop it, rotate, then start it, so it "
+                "signs with the new key."
+            )
+            return 2
+        try:
+            db = _open_db(self.config)
+        except SystemExit as e:
+            complain(e)
+            return 2
+        try:
+            old = keys.load_or_create(home).public_key()
+            current = [k["key_id"] for k in db.signing_key_list() if not k["retired"]]
+            if current and keys.key_id(old) not in current:  # it signs with another key
+                return self._refuse_file(home, current[0])
+            key, new_path = keys.replace_in_home(home)
+            new = key.public_key()
+            db.signing_key_rotate(
+                (keys.key_id(old), keys.public_b64(old)),
+                (keys.key_id(new), keys.public_b64(new)),
+                os_user(),
+            )
+            keys.commit_new(new_path)
+        finally:
+            db.close()
+        print(
+            f"Central's signing key is now {keys.key_id(new)} (from its next start); "
+            f"{keys.key_id(old)} is retired and stays listed at GET /api/v1/keys."
+        )
+        return 0
+
+    def _refuse_file(self, home: Path | None = None, current: str = "") -> int:
+        where = f"{home} holds no {keys.KEY_FILE}: " if home and not current else ""
+        if current:
+            where = f"central signs with key {current}, not {home / keys.KEY_FILE}'s: "
+        complain(
+            f"{where}central reads its key from c.HandoffAgent.signing_key_file, so rotating "
+            "is the operator's: put a new ed25519 key in that file and restart each replica "
+            "(the old key stays listed as retired)."
+        )
+        return 2
 
     def verify(self, path: str) -> int:
         from .dossier_verify import Failed, verify

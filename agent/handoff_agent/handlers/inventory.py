@@ -27,11 +27,12 @@ class InventoryHandler(BaseHandler):
 
 
 class KeysHandler(BaseHandler):
-    """Central's public signing key, to check dossiers offline. Public, like a JWKS."""
+    """Central's public signing keys, to check dossiers offline: the one it signs with first,
+    then the retired ones (``retired``: since when). Public, like a JWKS."""
 
     public = True
 
-    def get(self):
+    async def get(self):
         key = getattr(self.agent, "signing_key", None)
         if key is None:
             raise NotFound(
@@ -39,7 +40,17 @@ class KeysHandler(BaseHandler):
                 "Ask the central agent: GET /api/v1/keys there.",
                 code="not_central",
             )
-        self.write_json({"keys": [keys.describe(key.public_key())]})
+        # this replica's key first; then the others the database knows (retired ones still
+        # verify the dossiers they signed)
+        ours = key.public_key()
+        known = await self.agent.call(self.agent.registry.signing_key_list)
+        listed = [keys.describe(ours)]
+        listed += [
+            keys.describe(keys.from_raw_b64(k["public_key"]), k["retired"])
+            for k in known
+            if k["key_id"] != keys.key_id(ours)
+        ]
+        self.write_json({"keys": listed})
 
 
 class DossierHandler(BaseHandler):

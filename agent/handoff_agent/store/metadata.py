@@ -22,6 +22,7 @@ from .notices import NoticeStore
 from .outbox import OutboxStore
 from .retention import RetentionStore
 from .serving import ServingStore
+from .signing_keys import SigningKeyStore
 from .validation import ValidationStore
 from .versions import VersionStore
 from .watches import WatchStore
@@ -43,6 +44,7 @@ class MetadataStore(
     ValidationStore,
     MonitorStore,
     RetentionStore,
+    SigningKeyStore,
 ):
     """Open with ``MetadataStore.open(url)``; the schema is migrated to head on open."""
 

@@ -144,6 +144,12 @@ def m020_token_expiry(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE tokens ADD COLUMN {name} TEXT"))
 
 
+def m021_signing_keys(conn: Connection) -> None:
+    """The public keys central signed with, retired ones kept: a dossier signed before a key
+    rotation still verifies, and replicas agree on which key is current."""
+    t.signing_keys.create(conn, checkfirst=True)
+
+
 MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m006_store", m006_store),
     ("m007_serving", m007_serving),
@@ -160,6 +166,7 @@ MIGRATIONS = [(name, None) for name in LEGACY] + [
     ("m018_notices", m018_notices),
     ("m019_owed_triggers", m019_owed_triggers),
     ("m020_token_expiry", m020_token_expiry),
+    ("m021_signing_keys", m021_signing_keys),
 ]
 
 

@@ -532,6 +532,18 @@ notices = Table(
     Index("idx_notices_next_try", "next_try"),
 )
 
+# -- central's signing keys (m021) -------------------------------------------------------------
+# Every public key central has signed dossiers with: the current one (retired NULL) and those
+# a rotation or a new key file retired, still published so old dossiers verify.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("public_key", Text),  # base64 of the 32 raw bytes; never the private key
+    Column("first_used", Text),
+    Column("retired", Text),  # when it stopped signing (UTC, ISO 8601); NULL: signs now
+)
+
 BLOB_REFERENCES = (
     versions.c.digest,
     reports.c.digest,
