@@ -260,3 +260,25 @@ def test_a_command_does_not_upgrade_a_home_an_older_agent_serves(tmp_path):
     done = sqlite3.connect(agent.home / "registry.db").execute("select name from schema_migrations")
     assert last not in {r[0] for r in done}  # nothing was changed under it
     assert cli(agent.home, "audit", "verify").returncode == 0  # stopped: the command upgrades
+
+
+def test_m021_adds_the_signing_keys_table(tmp_path, backend):
+    """A database at m020 upgrades on each backend; central's next start records its key,
+    and a different key later retires it, with its audit row."""
+    from sqlalchemy import text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            c.execute(text("DROP TABLE signing_keys"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm021_signing_keys'"))
+        assert upgrade(store.engine) == ["m021_signing_keys"]
+        assert store.signing_key_in_use("k1", "cHVi", "agent") == []
+        assert store.signing_key_in_use("k2", "cHViMg==", "agent") == ["k1"]
+        listed = store.signing_key_list()
+        assert [(k["key_id"], bool(k["retired"])) for k in listed] == [("k2", False), ("k1", True)]
+        assert store.audit_head()["seq"] == 1  # the one retirement
+    finally:
+        store.engine.dispose()
