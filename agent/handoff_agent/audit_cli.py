@@ -31,7 +31,7 @@ _DIGEST = re.compile(r"[0-9a-f]{40,}")
 
 
 def summary(payload: str) -> str:
-    """A payload in a few words for one line: the comment first (a sign-off's reason), then
+    """A payload in a few words for one line: the reasons first (``why``, ``comment``), then
     ``key=value`` for the rest, nested values as compact JSON, cut at ``SUMMARY_CHARS``."""
     try:
         doc = json.loads(payload or "{}")
@@ -40,9 +40,10 @@ def summary(payload: str) -> str:
     if not isinstance(doc, dict):
         text = json.dumps(doc, separators=(",", ":"))
     else:
-        parts = [json.dumps(doc["comment"])] if doc.get("comment") else []
+        said = ("why", "comment")  # a withdrawal's reason before the sign-off's comment
+        parts = [json.dumps(doc[k]) for k in said if doc.get(k)]
         for k, v in doc.items():
-            if k == "comment":
+            if k in said:
                 continue
             shown = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
             shown = _DIGEST.sub(lambda m: m.group()[:12] + "…", shown)  # the JSON has it whole

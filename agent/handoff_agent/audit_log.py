@@ -18,15 +18,17 @@ TEXT_FILTERS = ("subject", "actor", "action")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 _EPOCH = re.compile(r"[0-9]{1,11}(\.[0-9]{1,6})?")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+_BASIC_DATE = re.compile(r"(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])")  # 20261208
 TIME_HINT = "Give an ISO time (2026-12-07, 2026-12-07T10:00:00Z; no zone is UTC) or epoch seconds."
 
 
 def parse_time(name: str, raw: str) -> str:
-    """An ISO 8601 time (no zone: UTC) or epoch seconds, as the audit log writes times
+    """An ISO 8601 time (no zone: UTC; 20261208 is a date, not 1970) or epoch seconds, as
+    the audit log writes times
     (UTC, microseconds), so that it compares with them as text; else BadRequest."""
     raw = raw.strip()
     try:
-        if _EPOCH.fullmatch(raw):
+        if _EPOCH.fullmatch(raw) and not _BASIC_DATE.fullmatch(raw):
             when = datetime.fromtimestamp(float(raw), UTC)
         else:
             when = datetime.fromisoformat(raw)
@@ -89,6 +91,15 @@ class BadExport(Exception):
         self.message, self.seq = message, seq
 
 
+def _no_duplicate_keys(pairs) -> dict:
+    """JSON readers disagree on a repeated key (first or last wins): a line with one is not
+    what the agent wrote, whatever its hash says."""
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("a repeated key")
+    return dict(pairs)
+
+
 def read_export(lines) -> list[dict]:
     """The entries of a JSON-lines export, blank lines skipped; ``BadExport`` names the
     first line that is no entry."""
@@ -97,11 +108,11 @@ def read_export(lines) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except ValueError:
-            raise BadExport(f"line {n} is not JSON.") from None
-        if not is_row(row):
-            raise BadExport(f"line {n} is not an audit entry ({', '.join(ROW_KEYS)}).")
+            raise BadExport(f"line {n} is not JSON, or repeats a key.") from None
+        if not is_row(row) or set(row) != set(ROW_KEYS):  # nothing added beside the hash
+            raise BadExport(f"line {n} is not an audit entry: exactly {', '.join(ROW_KEYS)}.")
         rows.append(row)
     if not rows:
         raise BadExport("the file holds no audit entries.")

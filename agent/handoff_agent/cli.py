@@ -343,9 +343,10 @@ class FsckApp(Command):
 
         sweep = None
         if self.sweep:
-            seconds = period_seconds(self.older_than)
+            seconds = period_seconds(self.older_than, unit=True)  # 0, or with its unit
             if seconds is None:
-                said = f"--older-than {self.older_than!r} is not a period: write e.g. 24h, 7d."
+                said = f"--older-than {self.older_than!r} is not a period with its unit: "
+                said += "write e.g. 24h, 7d (or 0)."
                 complain(said, f"Usage: {self.usage}")
                 self.exit(2)
             sweep = Sweep(seconds, self.older_than, self.dry_run, os_user())

@@ -81,7 +81,10 @@ class FsckReport:
         if self.orphans and self.sweep is None:
             sweep = "`jupyter handoff fsck --sweep`"
             out.append(f"note: {sweep} removes those older than {SWEEP_GRACE}")
-        out += [f"note: partial upload {p} (never acknowledged)" for p in self.partial]
+        out += [
+            f"note: partial upload {p} (never acknowledged; the agent removes it at its next start)"
+            for p in self.partial
+        ]
         if self.restored:
             out.append(f"note: put back {self.restored} blob(s) a sweep that died had set aside")
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")

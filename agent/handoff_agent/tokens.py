@@ -28,10 +28,11 @@ MAX_EXPIRY = 36_500 * 86_400  # a century: longer is a typo (and past what a dat
 
 def expiry_seconds(text: str) -> float:
     """``--expires`` (or ``[tokens] max_age``) in seconds: a period such as 30m, 24h, 90d."""
-    seconds = period_seconds(text)
+    seconds = period_seconds(text, unit=True)
     if seconds is None or not 0 < seconds <= MAX_EXPIRY:
         raise BadRequest(
-            f"Expiry {str(text)[:40]!r} is not a period: write e.g. --expires 30m, 24h or 90d.",
+            f"Expiry {str(text)[:40]!r} is not a period with its unit, up to a century: "
+            "write e.g. --expires 30m, 24h or 90d.",
             "e.g. jupyter handoff token create --user alice --role reviewer --expires 90d",
             code="bad_expires",
         )
@@ -127,7 +128,7 @@ def in_force(identity: dict) -> dict:
         raise Unauthorized(
             f"The token of {user} expired at {when_text(expires)}.",
             f"Ask your admin for a new token (jupyter handoff token create --user {user} "
-            f"{again} --expires 90d).",
+            f"{again} --expires PERIOD, within central's [tokens] max_age).",
             code="token_expired",
         )
     return identity

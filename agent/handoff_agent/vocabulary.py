@@ -216,20 +216,23 @@ PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SWEEP_GRACE = "24h"
 
 
-def period_seconds(text) -> float | None:
+def period_seconds(text, unit: bool = False) -> float | None:
     """A period as people write it (``30s``, ``15m``, ``1h``, ``1d``, or a bare number of
-    seconds) in seconds; None when it is none of these. A number passes as it is."""
+    seconds) in seconds; None when it is none of these. A number passes as it is. ``unit``:
+    a bare number other than 0 is none either (``--expires 10`` reads as days to some)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
+        return None if unit and text else float(text)
     text = str(text).strip()
-    unit = PERIOD_UNITS.get(text[-1:])
-    number = text[:-1].strip() if unit else text
+    suffix = PERIOD_UNITS.get(text[-1:])
+    if unit and not suffix and text.strip("0") not in ("", "."):
+        return None
+    number = text[:-1].strip() if suffix else text
     whole, _, fraction = number.partition(".")
     if not whole or not all(c in "0123456789" for c in whole + fraction):
         return None
     if "." in number and not fraction:
         return None
-    return float(number) * (unit or 1)
+    return float(number) * (suffix or 1)
 
 
 def size_text(n: int) -> str:

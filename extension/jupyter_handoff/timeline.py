@@ -149,7 +149,9 @@ class History:
         return "\n".join(visible(x) for x in lines)  # messages are what analysts wrote
 
     def _repr_html_(self) -> str:
-        e = html.escape
+        def e(text) -> str:  # control and direction characters shown as escapes, as in text
+            return html.escape(visible(text))
+
         cell = "padding:2px 8px;border-bottom:1px solid #d0d7de;text-align:left;vertical-align:top"
         head = ["version", "verdict", "pushed", "message"] + [f"data: {r}" for r in self.roles]
         head += ["stage", "serving"]

@@ -81,6 +81,8 @@ def test_a_model_name_matches_its_versions_and_a_ref_only_that_version(site):
     assert entries(central, subject="chur") == []  # a name, not a prefix
     credit = entries(central, subject="credit")
     assert credit and all(r["subject"].startswith("credit") for r in credit)
+    # names are case-sensitive (Credit is another model), on SQLite as on PostgreSQL
+    assert entries(central, subject="CHURN") == [] and entries(central, action="SIGNOFF") == []
 
 
 def test_actor_and_action_pick_the_sign_off_with_its_comment(site):
@@ -97,6 +99,7 @@ def test_actor_and_action_pick_the_sign_off_with_its_comment(site):
     stage = entries(central, action="stage")  # an action's kind: stage.enter, stage.mirror
     assert stage and all(r["action"].startswith("stage.") for r in stage)
     assert entries(central, actor="bob", subject="credit") == []
+    assert entries(central, actor="BOB") == bobs  # user names count case-insensitively
 
 
 def test_pages_walk_every_entry_once(site):
@@ -234,8 +237,17 @@ def test_an_export_verifies_offline_and_a_tampered_one_names_its_entry(site):
     )
     export.write_text("not json\n")
     assert cli(site, "verify", "--file", str(export)).stdout == (
-        "audit: BROKEN: line 1 is not JSON.\n"
+        "audit: BROKEN: line 1 is not JSON, or repeats a key.\n"
     )
+    # a key added beside the hashed ones, or one repeated (readers differ on which wins)
+    first = json.dumps(rows[0])
+    for line, says in (
+        (first[:-1] + ', "extra": "hidden"}', "is not an audit entry: exactly seq, time"),
+        ('{"actor": "mallory", ' + first[1:], "is not JSON, or repeats a key"),
+    ):
+        export.write_text(line + "\n")
+        out = cli(site, "verify", "--file", str(export))
+        assert out.returncode == 1 and f"line 1 {says}" in out.stdout, out.stdout
 
 
 def test_the_home_chain_still_verifies(site):

@@ -244,6 +244,7 @@ def test_sweep_refuses_a_registry_that_is_not_the_stores(tmp_path, backend):
     [
         (["--sweep", "--older-than", "soon"], "--older-than 'soon' is not a period"),
         (["--sweep", "--older-than=-1h"], "--older-than '-1h' is not a period"),
+        (["--sweep", "--older-than", "24"], "--older-than '24' is not a period with its unit"),
         (["--dry-run"], "--dry-run and --older-than go with --sweep"),
         (["--older-than", "1h"], "--dry-run and --older-than go with --sweep"),
     ],

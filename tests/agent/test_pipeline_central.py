@@ -331,6 +331,16 @@ def test_a_central_token_central_refuses_is_said_in_status_and_the_log(tmp_path,
         out = handoff_cli(local.env, "status")
         assert said in out.stdout and "c.CentralDestination.token" in out.stdout, out.stdout
         assert local.read_log().count(said) == 1
+
+        # a dossier relayed through the local agent: central's 401 is about the agent's
+        # token, not the analyst's (a 409 saying so, as the other relays answer)
+        def dossier_error():
+            status, body = local.request("GET", "/api/v1/models/churn/versions/1/dossier")
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            return err if status == 409 and err.get("code") == "central_token" else None
+
+        err = until(dossier_error, timeout=60, what="the dossier's refusal", every=0.5)
+        assert err["message"].startswith("Central refused this agent's central token"), err
     finally:
         local.stop()
         central.stop()

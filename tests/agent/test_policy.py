@@ -77,6 +77,8 @@ def test_real_booleans_and_the_documented_keys_load(tmp_path):
     [
         ('"forever"', '[tokens] max_age must be a period such as "90d"'),
         ("0", "[tokens] max_age must be a period"),
+        ("90", "[tokens] max_age must be a period"),  # 90 what? seconds to the agent
+        ('"10"', "[tokens] max_age must be a period"),
         ("true", "[tokens] max_age must be a period"),
     ],
 )

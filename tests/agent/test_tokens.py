@@ -72,7 +72,7 @@ def test_a_token_works_until_it_expires_then_is_401_token_expired(central):
     assert err["message"] == f"The token of ci-job expired at {when}.", err
     assert err["hint"] == (
         "Ask your admin for a new token (jupyter handoff token create --user ci-job "
-        "--role analyst --expires 90d)."
+        "--role analyst --expires PERIOD, within central's [tokens] max_age)."
     )
     # and `token list` says it expired, with the time it was last used
     lines = central.cli("token", "list").stdout.splitlines()
@@ -114,12 +114,14 @@ def test_the_policys_max_age_is_the_default_and_the_longest(central):
     assert made_for["ron"]["expires"] == made["expires"]
 
 
-@pytest.mark.parametrize("given", ["soon", "0", "3 days", "7x", "99999999d"])
+@pytest.mark.parametrize("given", ["soon", "0", "3 days", "7x", "99999999d", "10"])
 def test_a_bad_expiry_is_one_line_and_exit_2(central, given):
+    """A bare number is refused too: 10 would be ten seconds to the agent, days to some."""
     out = central.cli("token", "create", "--user", "bad", "--role", "analyst", "--expires", given)
     assert (out.returncode, out.stdout) == (2, ""), out
     assert out.stderr.splitlines()[0] == (
-        f"Expiry {given!r} is not a period: write e.g. --expires 30m, 24h or 90d."
+        f"Expiry {given!r} is not a period with its unit, up to a century: write e.g. "
+        "--expires 30m, 24h or 90d."
     ), out.stderr
 
 

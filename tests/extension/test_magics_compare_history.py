@@ -125,6 +125,23 @@ def test_history_as_text_says_the_stage_and_the_reasons():
     assert lines[2] == "        fairness: dp_diff 0.14 above 0.1"
 
 
+def test_history_html_shows_control_and_direction_characters_as_escapes():
+    """A reviewer's reason with U+202E would show the rest of the line reversed in a
+    browser; the HTML shows it as the text does, escaped."""
+    v = {
+        "number": 1,
+        "status": "passed",
+        "verdict": {"verdict": "pass", "reasons": []},
+        "stage": "rejected",
+        "stage_by": "rita",
+        "stages": [{"stage": "rejected", "by": "rita", "comment": "ok \u202egnorw\x1b[31m"}],
+        "message": "line one\nline two",
+    }
+    page = History("churn", [v])._repr_html_()
+    assert "\u202e" not in page and "\x1b" not in page and "\n" not in page
+    assert "ok \\u202egnorw\\x1b[31m" in page and "line one\\nline two" in page
+
+
 def test_history_says_central_refuses_the_agents_token():
     """The agent's central token expired: stages stop coming back, and the history says why
     under its title (text and HTML), as `%mlops agent status` does."""

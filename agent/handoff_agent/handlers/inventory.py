@@ -12,7 +12,7 @@ from ..inventory import FILTERS, inventory, parse_filters
 from ..names import validate_name
 from ..store.blobs import BlobCorrupt
 from .base import BaseHandler
-from .relay import CentralDown
+from .relay import CentralDown, token_refused
 
 
 class InventoryHandler(BaseHandler):
@@ -122,6 +122,8 @@ class DossierHandler(BaseHandler):
                 err = json.loads(resp.body)["error"]
             except (ValueError, KeyError, TypeError):
                 err = {"code": "central_error", "message": f"central answered {resp.code}"}
+            if resp.code == 401:
+                raise token_refused(err)
             raise HandoffError(
                 f"Central could not make the dossier: {err.get('message')}",
                 err.get("hint", ""),

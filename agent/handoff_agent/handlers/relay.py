@@ -79,18 +79,24 @@ async def ask_central(agent, method: str, path: str, body: dict | None = None) -
         message = f"Central: {err.get('message') or f'answered {resp.code}'}"
         if resp.code >= 500:
             raise CentralDown(message, err.get("hint", ""))
-        if resp.code == 401:  # this agent's token, not the caller's
-            why = f" ({err['message']})" if err.get("message") else ""  # e.g. it expired
-            raise Conflict(
-                f"Central refused this agent's central token{why}.",
-                "Give the local agent a token central issued: c.CentralDestination.token "
-                "(`jupyter handoff token create --user U --role analyst` at central).",
-                code="central_token",
-            )
+        if resp.code == 401:
+            raise token_refused(err)
         raise HandoffError(
             message, err.get("hint", ""), status=resp.code, code=err.get("code", "central_error")
         )
     return data
+
+
+def token_refused(err: dict) -> Conflict:
+    """Central's 401 to a relayed call is about this agent's central token, not the
+    caller's: a 409 that says so, with central's reason (e.g. it expired)."""
+    why = f" ({err['message']})" if err.get("message") else ""
+    return Conflict(
+        f"Central refused this agent's central token{why}.",
+        "Give the local agent a token central issued: c.CentralDestination.token "
+        "(`jupyter handoff token create --user U --role analyst` at central).",
+        code="central_token",
+    )
 
 
 class CentralDown(Unavailable):

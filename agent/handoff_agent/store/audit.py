@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..audit import GENESIS, canonical, now, row_hash
 from . import tables as t
@@ -129,21 +129,21 @@ class AuditStore(StoreBase):
         ``stage.enter``, ``stage.mirror``). ``since`` (inclusive) and ``until`` (exclusive)
         are times as ``audit.now`` writes them, so they compare as text on both backends."""
         a = t.audit.c
+
+        def starts(column, prefix: str):
+            """Case-sensitive on both backends (SQLite's LIKE is not): ``Credit`` is
+            another model than ``credit``."""
+            return func.substr(column, 1, len(prefix)) == prefix
+
         q = select(t.audit).where(a.seq > after)
         if subject:
             exact = a.subject == subject
-            if ":" in subject:
-                q = q.where(exact)
-            else:
-                q = q.where(exact | a.subject.startswith(f"{subject}:", autoescape=True))
-        if actor:
-            q = q.where(a.actor == actor)
-        if action:
+            q = q.where(exact if ":" in subject else exact | starts(a.subject, f"{subject}:"))
+        if actor:  # user names count case-insensitively (``tokens.USER``): Eve is eve
+            q = q.where(func.lower(a.actor) == actor.lower())
+        if action:  # "stage": stage.enter, stage.mirror
             exact = a.action == action
-            if "." in action:
-                q = q.where(exact)
-            else:  # "stage": stage.enter, stage.mirror
-                q = q.where(exact | a.action.startswith(f"{action}.", autoescape=True))
+            q = q.where(exact if "." in action else exact | starts(a.action, f"{action}."))
         if since:
             q = q.where(a.time >= since)
         if until:
