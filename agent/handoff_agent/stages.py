@@ -137,9 +137,12 @@ class StageManager:
                     "waiting_for": target,
                     "withdrawn": {k: mine[k] for k in ("stage", "role", "user", "decision")},
                 }
-            if mine is None and to is None:  # signed for the stage it has since entered?
-                mine = self._own(v["id"], v["stage"], who["user"])
-                stage = v["stage"] if mine is not None else stage
+            if mine is None and to is None:  # signed for a stage it has since left or ended?
+                mine = self._own(v["id"], v["stage"], who["user"]) or next(
+                    (s for s in reversed(self.signoffs(v["id"])) if _signed([s], who["user"])),
+                    None,
+                )
+                stage = mine["stage"] if mine is not None else stage
             if mine is not None:
                 raise _counted(name, number, v["stage"], stage, target)
             others = sorted({s["user"] for s in self.signoffs(v["id"], stage)}) if stage else []

@@ -217,3 +217,10 @@ def test_withdrawal_while_it_waits_then_refusals_once_it_moved(site):
     env = {**central.env, "JUPYTER_RUNTIME_DIR": str(site["tmp"] / "nowhere")}  # offline
     out = handoff_cli(env, "dossier", "verify", str(path))
     assert out.returncode == 0, out.stdout + out.stderr
+
+    # A rejection is a sign-off too: once it ended the version, withdrawing it is refused
+    # as counted, naming it, not as one that does not exist
+    assert sign(site, "dave", "reject", comment="latency", to="canary")[1]["stage"] == "rejected"
+    status, body = sign(site, "dave", "withdraw")
+    err = assert_error(status, body, 409, "signoff_counted")
+    assert err["message"].startswith("churn:1 is rejected; your sign-off for canary "), err
