@@ -51,12 +51,17 @@ class OutboxApp(Command):
         try:
             rows = self.deliveries(states)
             notices = every_page(self.answer, "/api/v1/outbox/notices?limit=1000", "notices")
+            # what stops stages coming back though deliveries go (central refusing the token)
+            problems = self.answer("/api/v1/outbox").get("problems") or []
         except Unreachable as e:
             complain(e)
             self.exit(1)
         if self.as_json:
-            print(json.dumps({"deliveries": rows, "notices": notices}, indent=1))
+            doc = {"deliveries": rows, "notices": notices, "problems": problems}
+            print(json.dumps(doc, indent=1))
             return
+        for problem in problems:
+            print(visible(problem))
         now = time.time()
         for row in rows:
             print(delivery_line(row, now))

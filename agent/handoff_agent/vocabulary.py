@@ -181,7 +181,7 @@ def stage_text(version: dict) -> str:
     last = (version.get("stages") or [{}])[-1]
     last = last if last.get("stage") == stage else {}
     by = version.get("stage_by") or last.get("by")
-    comment = version.get("stage_comment") or last.get("comment")
+    comment = (version.get("stage_comment") or last.get("comment") or "").strip()
     said = f"{stage} by {by}" if stage and by else stage
     if stage in STOPPED_STAGES and comment:
         said += f": {comment}"

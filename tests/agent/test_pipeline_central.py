@@ -330,6 +330,8 @@ def test_a_central_token_central_refuses_is_said_in_status_and_the_log(tmp_path,
         assert until(refused, timeout=90, what="the refusal noticed").startswith(said)
         out = handoff_cli(local.env, "status")
         assert said in out.stdout and "c.CentralDestination.token" in out.stdout, out.stdout
+        out = handoff_cli(local.env, "outbox")  # the deliveries went; the stages do not come
+        assert out.stdout.startswith(said), out.stdout
         assert local.read_log().count(said) == 1
 
         # a dossier relayed through the local agent: central's 401 is about the agent's
