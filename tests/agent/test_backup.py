@@ -165,16 +165,20 @@ def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, centr
     dest = tmp_path / "backup"
     assert cli(central, "backup", str(dest))[0] == 0
     # Given the backup as the Handoff before m020 wrote it
-    last = MIGRATIONS[-1][0]
-    assert last == "m020_token_expiry"  # (a newer head: make this backup lack that one)
+    lacking = [n for n, _ in MIGRATIONS[-2:]]
+    assert lacking == ["m020_token_expiry", "m021_signing_keys"]  # (a newer head: undo it too)
     # (closed, so its WAL is checkpointed into the one file a backup holds)
     with contextlib.closing(sqlite3.connect(dest / DB_FILE)) as c, c:
         c.execute("ALTER TABLE tokens DROP COLUMN expires")
         c.execute("ALTER TABLE tokens DROP COLUMN last_used")
-        c.execute("DELETE FROM schema_migrations WHERE name = ?", (last,))
+        c.execute("DROP TABLE signing_keys")
+        for name in lacking:
+            c.execute("DELETE FROM schema_migrations WHERE name = ?", (name,))
     assert not (dest / f"{DB_FILE}-wal").exists()
     manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["migrations"].remove(last)
+    for name in lacking:
+        manifest["migrations"].remove(name)
+    del manifest["tables"]["signing_keys"]
     manifest["database_sha256"] = hashlib.sha256((dest / DB_FILE).read_bytes()).hexdigest()
     (dest / "manifest.json").write_text(json.dumps(manifest))
     written = (dest / DB_FILE).read_bytes()
