@@ -94,7 +94,7 @@ from .replica_events import ReplicaEvents
 from .retention import Retention
 from .runner import CheckRunner
 from .sandbox import Limits, Sandbox
-from .secrets_env import secret_from_environ
+from .secrets_env import drop_secrets, secret_from_environ
 from .serving.settings import Serving
 from .stages import StageManager
 from .store.blobs import open_blob_store
@@ -156,7 +156,7 @@ class HandoffAgent(LoggingConfigurable):
         help="Where the metadata (versions, audit, outbox, tokens, stages) lives, as a "
         "SQLAlchemy URL. Default: the SQLite file <home>/registry.db. For central replicas "
         "sharing one database: postgresql://USER:PASSWORD@HOST/DB (PostgreSQL >= 15, "
-        "psycopg 3). Or set HANDOFF_DATABASE_URL, read once and dropped from the environment, "
+        "psycopg 3). Or set HANDOFF_DATABASE_URL, dropped from the agent's environment at start, "
         "which keeps the password off the command line. The password never appears in logs "
         "or `jupyter handoff status`."
     ).tag(config=True)
@@ -188,7 +188,8 @@ class HandoffAgent(LoggingConfigurable):
         config=True
     )
     token = Unicode(
-        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is). "
+        help="API token. Generated at random on each start unless set (or HANDOFF_TOKEN is, "
+        "which is dropped from the environment at start either way). "
         f"At least {MIN_TOKEN_CHARS} characters (128 bits as url-safe base64), e.g. from "
         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
     ).tag(config=True)
@@ -480,6 +481,9 @@ class HandoffAgent(LoggingConfigurable):
     def __init__(self, plugin_registry: PluginRegistry | None = None, **kwargs):
         super().__init__(**kwargs)
         self._check_token({"value": self.token})  # traitlets skips validating a default
+        # The defaults above read their variables; a configured value leaves them unread.
+        self.database_url  # noqa: B018
+        drop_secrets()
         self._check_home({"value": self.home})  # and a value equal to Unicode's default, ""
         processes = self.traits()["sandbox_max_processes"]  # or to Integer's, 0
         self._positive({"trait": processes, "value": self.sandbox_max_processes})

@@ -100,18 +100,20 @@ class CallsOut(_Base):
 
 
 class Snoops(_Base):
-    """Reads the agent's /proc and files, and says what it saw in its error."""
+    """Reads the agent's /proc and files, and says what it saw in its error: the first 4 KiB,
+    and which of ``needles`` the whole file holds (a long environment hides its tail)."""
 
-    def __init__(self, paths: list[str]):
-        self.paths = paths
+    def __init__(self, paths: list[str], needles: tuple[str, ...] = ()):
+        self.paths, self.needles = paths, needles
 
     def predict(self, X):
         seen = []
         for path in self.paths:
             try:
                 with open(path, "rb") as f:
-                    data = f.read(4096)
-                seen.append(f"{path}: READ {data!r}")
+                    data = f.read(1 << 20)
+                found = [n for n in self.needles if n.encode() in data]
+                seen.append(f"{path}: READ {data[:4096]!r}" + "".join(f" FOUND {n}" for n in found))
             except OSError as e:
                 seen.append(f"{path}: unreadable ({type(e).__name__})")
         raise RuntimeError("snooped: " + " | ".join(seen))

@@ -11,6 +11,16 @@ import contextlib
 import ctypes
 import os
 
+# The agent's secrets that may come from its environment: each leaves it once the agent has
+# started, even when configuration gave the value instead (children inherit os.environ).
+AGENT_SECRETS = ("HANDOFF_TOKEN", "HANDOFF_DATABASE_URL")
+
+
+def drop_secrets(names=AGENT_SECRETS) -> None:
+    """Take ``names`` out of the environment for good, whether or not their value is used."""
+    for name in names:
+        secret_from_environ(name)
+
 
 def secret_from_environ(name: str) -> str | None:
     value = os.environ.pop(name, None)

@@ -42,12 +42,19 @@ def agent(tmp_path_factory, backend):
     a.stop()
 
 
+CONFIGURED_TOKEN = "configured-token-" + secrets.token_hex(16)
+UNUSED_TOKEN = "unused-env-token-" + secrets.token_hex(16)
+
+
 @pytest.fixture(scope="module")
 def rlimits_agent(tmp_path_factory, backend):
+    # Its token set twice, as a user may: by configuration, which wins, and in the environment
     a = start(
         tmp_path_factory.mktemp("rlimits"),
         "--HandoffAgent.check_timeout=30",
         "--HandoffAgent.sandbox=rlimits",
+        f"--HandoffAgent.token={CONFIGURED_TOKEN}",
+        env={"HANDOFF_TOKEN": UNUSED_TOKEN},
     )
     yield a
     a.stop()
@@ -145,6 +152,24 @@ def test_agent_keeps_no_token_in_its_environment(agent):
     environ = Path(f"/proc/{agent.proc.pid}/environ").read_bytes()
     assert TOKEN.encode() not in environ
     assert b"HANDOFF_TOKEN=" not in environ
+
+
+def test_a_configured_token_leaves_no_token_in_the_environment_for_model_code(rlimits_agent, data):
+    """HANDOFF_TOKEN unused (the configured token wins) stayed in the agent's environment,
+    which a worker without bubblewrap could read and a retraining notebook inherited."""
+    a = rlimits_agent
+    assert a.token == CONFIGURED_TOKEN
+    # When a model outside bubblewrap reads the agent's environment, and its own
+    paths = [f"/proc/{a.proc.pid}/environ", "/proc/self/environ"]
+    secrets_ = (UNUSED_TOKEN, CONFIGURED_TOKEN, "HANDOFF_TOKEN=")
+    snoops = hostile.Snoops(paths, needles=secrets_)
+    v = push_model(a, snoops, "env-snoops", X=data[0], y=data[1])
+    said = messages(wait_checked(a, "env-snoops", v.number))
+    # Then it read them, and neither token nor the variable is in them
+    assert f"/proc/{a.proc.pid}/environ: READ" in said, said
+    for secret in secrets_:
+        assert secret not in said, said
+    assert a.healthy()
 
 
 def test_detached_agent_gets_no_secret_through_its_environment(tmp_path):
