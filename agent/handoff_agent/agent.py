@@ -279,12 +279,12 @@ class HandoffAgent(LoggingConfigurable):
     forward_on = List(Unicode(), ["pass", "warn"], help="Verdicts that forward automatically.").tag(
         config=True
     )
-    forward_backoff = Float(1.0, help="First retry delay of a failed delivery, in seconds.").tag(
-        config=True
-    )
-    forward_backoff_cap = Float(300.0, help="Longest delay between delivery retries.").tag(
-        config=True
-    )
+    forward_backoff = Float(
+        1.0, help="First retry delay of a failed delivery, in seconds (more than 0)."
+    ).tag(config=True)
+    forward_backoff_cap = Float(
+        300.0, help="Longest delay between delivery retries, in seconds (more than 0)."
+    ).tag(config=True)
     notice_retry_seconds = List(
         Float(),
         [5.0, 30.0, 120.0],
@@ -324,7 +324,7 @@ class HandoffAgent(LoggingConfigurable):
         "checks (loads, smoke, performance) in the first. 1 runs each version's checks one "
         "after another in one worker. Each worker's OpenMP, OpenBLAS and MKL may start the "
         "CPUs / workers threads, unless the agent's environment sets OMP_NUM_THREADS and the "
-        "others. Default: the number of CPUs."
+        "others. At least 1; default: the number of CPUs."
     ).tag(config=True)
     check_memory_budget = Integer(
         help="Bytes all check workers together may use: no more workers run at once than "
@@ -385,7 +385,7 @@ class HandoffAgent(LoggingConfigurable):
         60.0,
         help="Local agent: seconds between asks to central for monitor alerts whose "
         "[monitor.actions] action is retrain; each runs the model's registered retraining "
-        "notebook (a watch with --run) once.",
+        "notebook (a watch with --run) once. More than 0.",
     ).tag(config=True)
 
     @default("home")
@@ -414,10 +414,20 @@ class HandoffAgent(LoggingConfigurable):
 
     _ip = interface("ip")
     # 0 or less: an idle agent polls in a busy loop, every push is too large, every check
-    # times out at once, no store call runs, or (a pids limit of 0) no worker starts.
+    # times out at once, no store call runs, (a pids limit of 0) no worker starts, no check
+    # or probe ever runs, a refused delivery is retried in a busy loop, every claim lapses
+    # at once, or every push, revalidation or file a worker writes is refused.
     _positive = positive(
         *("trust_poll_interval", "watch_tick", "notice_retry_seconds", "max_bundle_size"),
-        *("check_timeout", "db_threads", "sandbox_max_processes"),
+        *("check_timeout", "db_threads", "sandbox_max_processes", "workers", "probe_workers"),
+        *("forward_backoff", "forward_backoff_cap", "retrain_poll", "check_lease"),
+        *("spool_stall_timeout", "revalidation_timeout", "sandbox_max_file_size"),
+    )
+    # Below 0 means nothing; 0 says something (no wait, no reserve, none kept warm).
+    _none_below_0 = at_least(
+        0,
+        "0 turns it off",
+        *("database_busy_timeout", "min_free_space", "warm_workers", "check_memory_budget"),
     )
     _memory = at_least(MIN_WORKER_MEMORY, MEMORY_WHY, "check_memory_limit")
 
@@ -427,12 +437,6 @@ class HandoffAgent(LoggingConfigurable):
             raise TraitError(
                 "c.HandoffAgent.keep_versions must be 0 (keep every bundle) or more, e.g. 5."
             )
-        return proposal["value"]
-
-    @validate("check_lease")
-    def _check_lease(self, proposal):
-        if not proposal["value"] > 0:
-            raise TraitError("c.HandoffAgent.check_lease must be more than 0 seconds, e.g. 60.")
         return proposal["value"]
 
     @validate("token")
@@ -485,8 +489,8 @@ class HandoffAgent(LoggingConfigurable):
         self.database_url  # noqa: B018
         drop_secrets()
         self._check_home({"value": self.home})  # and a value equal to Unicode's default, ""
-        processes = self.traits()["sandbox_max_processes"]  # or to Integer's, 0
-        self._positive({"trait": processes, "value": self.sandbox_max_processes})
+        for name in ("sandbox_max_processes", "workers"):  # or to Integer's, 0
+            self._positive({"trait": self.traits()[name], "value": getattr(self, name)})
         if plugin_registry is None:
             extra = {
                 **self.plugins,

@@ -19,6 +19,11 @@ def _name(proposal) -> str:
     return f"c.{trait.this_class.__name__}.{trait.name}"
 
 
+def _shown(value) -> str:
+    """-1.0 as -1; a byte count in full."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def positive(*names: str):
     """Numbers (or each number of a list) that must be more than 0."""
 
@@ -28,7 +33,7 @@ def positive(*names: str):
         values = value if isinstance(value, (list, tuple)) else [value]
         bad = [v for v in values if not v > 0]
         if bad:
-            raise TraitError(f"{_name(proposal)} must be more than 0, not {bad[0]:g}.")
+            raise TraitError(f"{_name(proposal)} must be more than 0, not {_shown(bad[0])}.")
         return value
 
     return _check
@@ -40,8 +45,10 @@ def at_least(minimum: int, why: str, *names: str):
     @validate(*names)
     def _check(self, proposal):
         value = proposal["value"]
-        if value < minimum:
-            raise TraitError(f"{_name(proposal)} must be at least {minimum} ({why}), not {value}.")
+        if value is not None and value < minimum:  # None: a default still to be worked out
+            raise TraitError(
+                f"{_name(proposal)} must be at least {minimum} ({why}), not {_shown(value)}."
+            )
         return value
 
     return _check

@@ -70,6 +70,26 @@ def test_an_empty_home_is_refused_naming_the_setting(tmp_path, monkeypatch):
         (HandoffAgent, "check_timeout"),
         (HandoffAgent, "max_bundle_size"),
         (HandoffAgent, "db_threads"),
+        (HandoffAgent, "probe_workers"),
+        (HandoffAgent, "forward_backoff"),
+        (HandoffAgent, "forward_backoff_cap"),
+        (HandoffAgent, "retrain_poll"),
+        (HandoffAgent, "check_lease"),
+        (HandoffAgent, "spool_stall_timeout"),
+        (HandoffAgent, "revalidation_timeout"),
+        (HandoffAgent, "sandbox_max_file_size"),
+        (Serving, "workers"),
+        (Serving, "request_timeout"),
+        (Serving, "load_timeout"),
+        (Serving, "max_rows"),
+        (Serving, "max_body_bytes"),
+        (Serving, "log_segment_rows"),
+        (Serving, "retention_bytes"),
+        (Validation, "convert_timeout"),
+        (Validation, "loadtest_timeout"),
+        (Validation, "level_seconds"),
+        (Validation, "sample_rows"),
+        (CentralDestination, "timeout"),
         (Serving, "poll_interval"),
         (Serving, "tick_seconds"),
         (Serving, "log_flush_seconds"),
@@ -90,17 +110,27 @@ def test_every_notice_retry_delay_must_be_more_than_0():
     assert configured(HandoffAgent, "notice_retry_seconds", [0.2]).notice_retry_seconds == [0.2]
 
 
+@pytest.mark.parametrize(
+    "name", ["database_busy_timeout", "min_free_space", "warm_workers", "check_memory_budget"]
+)
+def test_a_setting_where_0_turns_it_off_refuses_less(name):
+    said = refused(HandoffAgent, name, -1)
+    assert said == f"c.HandoffAgent.{name} must be at least 0 (0 turns it off), not -1."
+    assert getattr(configured(HandoffAgent, name, 0), name) == 0
+
+
+@pytest.mark.parametrize("name", ["sandbox_max_processes", "workers"])
 @pytest.mark.parametrize("value", [0, -1])
-def test_a_sandbox_process_limit_of_0_or_less_is_refused(tmp_path, value):
+def test_a_sandbox_process_limit_of_0_or_less_is_refused(tmp_path, name, value):
     """0 was a pids cgroup no worker starts in (as root), or no room for a thread. traitlets
     validates no value equal to the trait's static default (Integer's 0): the agent checks it
     itself, before it opens anything."""
     config = Config()
     config.HandoffAgent.home = str(tmp_path)
-    config.HandoffAgent.sandbox_max_processes = value
+    config.HandoffAgent[name] = value
     with pytest.raises(TraitError) as e:
         HandoffAgent(config=config)
-    assert str(e.value) == f"c.HandoffAgent.sandbox_max_processes must be more than 0, not {value}."
+    assert str(e.value) == f"c.HandoffAgent.{name} must be more than 0, not {value}."
 
 
 @pytest.mark.parametrize(

@@ -74,12 +74,12 @@ class CentralDestination(LoggingConfigurable):
     status_interval = Float(2.0, help="Seconds between polls of central for stages.").tag(
         config=True
     )
-    _positive = positive("status_interval")
     timeout = Float(
         60.0,
         help="Seconds a read relayed to central (deployments, predictions, monitoring) waits "
         "for its answer before the caller gets 503 central_down.",
     ).tag(config=True)
+    _positive = positive("status_interval", "timeout")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

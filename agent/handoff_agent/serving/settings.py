@@ -79,5 +79,9 @@ class Serving(Configurable):
 
     _ip = interface("ip")
     _port = port_number("port")
-    _positive = positive("poll_interval", "tick_seconds", "log_flush_seconds")
+    _positive = positive(
+        *("poll_interval", "tick_seconds", "log_flush_seconds", "workers", "max_rows"),
+        *("max_body_bytes", "request_timeout", "load_timeout", "log_segment_rows"),
+        "retention_bytes",
+    )
     _memory = at_least(MIN_WORKER_MEMORY, MEMORY_WHY, "worker_memory_limit")

@@ -74,7 +74,9 @@ class Validation(Configurable):
         "or left by a replica that died).",
     ).tag(config=True)
 
-    _positive = positive("poll_interval")
+    _positive = positive(
+        *("poll_interval", "convert_timeout", "loadtest_timeout", "level_seconds", "sample_rows")
+    )
 
 
 def process_tree(pids) -> list[int]:
