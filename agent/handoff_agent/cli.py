@@ -133,7 +133,18 @@ class ServeApp(Command):
         "forward-to": "HandoffAgent.forward_to",
         "log-level": "Application.log_level",
     }
-    flags = {}
+    flags = {
+        "generate-config": (
+            {"JupyterApp": {"generate_config": True}},
+            "Write jupyter_handoff_serve_config.py, every setting in it commented out, to the "
+            "Jupyter config directory (`jupyter --config-dir`), where serve reads it; start "
+            "nothing.",
+        ),
+        "y": (
+            {"JupyterApp": {"answer_yes": True}},
+            "With --generate-config: replace that file if it exists.",
+        ),
+    }
     _log_formatter_cls = InertFormatter  # its own log lines, as the agent's (logs.py)
 
     @property
@@ -154,6 +165,9 @@ class ServeApp(Command):
         from .agent import HandoffAgent
         from .homes import hold
 
+        if self.generate_config:
+            self._write_config()
+            return
         logs.configure()
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
             "home"
@@ -181,6 +195,15 @@ class ServeApp(Command):
                 "Cannot listen on %s port %s: %s.", agent.ip, agent.port, e.strerror or e
             )
             self.exit(2)
+
+    def _write_config(self) -> None:
+        """The file serve reads, with every setting's help; an existing one is replaced only
+        when asked (-y, or yes at the prompt): it holds someone's settings."""
+        path = Path(self.config_file or Path(self.config_dir, self.config_file_name + ".py"))
+        if path.exists() and not self.answer_yes and not sys.stdin.isatty():
+            complain(f"{path} exists: `jupyter handoff serve --generate-config -y` replaces it.")
+            self.exit(2)
+        self.write_default_config()
 
     async def _serve(self, agent) -> None:
         stop = asyncio.Event()  # before the runtime file: a SIGTERM right after it is handled

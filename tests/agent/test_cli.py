@@ -121,7 +121,7 @@ def test_serve_refuses_a_check_lease_that_would_lapse_at_once(tmp_path):
         "serve", "--home", str(tmp_path / "h"), "--HandoffAgent.check_lease=0", runtime_dir=tmp_path
     )
     assert p.returncode != 0
-    assert "c.HandoffAgent.check_lease must be more than 0 seconds" in p.stdout + p.stderr
+    assert "c.HandoffAgent.check_lease must be more than 0, not 0." in p.stdout + p.stderr
 
 
 def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_path):
@@ -138,6 +138,14 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
             [*home, "--HandoffAgent.trust_poll_interval=0"],
             "c.HandoffAgent.trust_poll_interval must be more than 0, not 0.",
         ),
+        (
+            [*home, "--HandoffAgent.forward_backoff=0"],
+            "c.HandoffAgent.forward_backoff must be more than 0, not 0.",
+        ),
+        (
+            [*home, "--HandoffAgent.retrain_poll=-1"],
+            "c.HandoffAgent.retrain_poll must be more than 0, not -1.",
+        ),
         (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
         (
             [*home, f"--database-url=sqlite:///{tmp_path / 'nodir' / 'r.db'}"],
@@ -149,6 +157,35 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
         last = p.stderr.strip().splitlines()[-1]
         assert said in last and "Traceback" not in p.stderr, (args, p.stderr)
         assert not (tmp_path / "rt").exists() or not list((tmp_path / "rt").iterdir())
+
+
+def test_serve_generate_config_writes_the_file_serve_reads_and_starts_nothing(tmp_path):
+    """``serve --generate-config`` started an agent; now it writes the config file and exits."""
+    config_dir, home, rt = tmp_path / "cfg", tmp_path / "h", tmp_path / "rt"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(rt)}
+    path = config_dir / "jupyter_handoff_serve_config.py"
+    serve = ["serve", "--home", str(home)]
+    # When a user generates the config file
+    p = handoff_cli(env, *serve, "--generate-config", timeout=60)
+    # Then it is written, every setting commented out with its help, and nothing started
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip() == f"Writing default config to: {str(path)!r}", p.stdout
+    text = path.read_text()
+    assert "# c.HandoffAgent.workers = " in text and "# c.GatePolicy." in text
+    assert not home.exists() and not rt.exists()
+    # and a second run neither asks (no terminal) nor replaces it: one line, exit 2
+    p = handoff_cli(env, *serve, "--generate-config", timeout=60)
+    assert p.returncode == 2 and p.stderr == (
+        f"{path} exists: `jupyter handoff serve --generate-config -y` replaces it.\n"
+    ), p.stderr
+    assert path.read_text() == text
+    # When a setting the agent cannot run with is set in it, serve reads it and refuses
+    path.write_text(text + "c.HandoffAgent.workers = 0\n")
+    p = handoff_cli(env, *serve, timeout=60)
+    assert p.returncode == 2, p.stdout + p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.endswith("c.HandoffAgent.workers must be more than 0, not 0."), p.stderr
+    assert "Traceback" not in p.stderr and not rt.exists()
 
 
 def test_serve_with_an_empty_home_is_refused_before_it_takes_any_directory(tmp_path):
