@@ -168,7 +168,9 @@ class ServeApp(Command):
         if self.generate_config:
             self._write_config()
             return
-        logs.configure()
+        logs.configure(
+            self.log_level
+        )  # --log-level governs the agent's lines too, not only serve's
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
             "home"
         ):

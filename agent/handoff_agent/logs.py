@@ -46,7 +46,8 @@ def _chain(exc: BaseException | None) -> list[BaseException]:
 
 
 def configure(level: int = logging.INFO) -> None:
-    """The root logger (the agent's and tornado's loggers) to stderr, through ``InertFormatter``."""
+    """The root logger (the agent's and tornado's loggers) to stderr, through ``InertFormatter``,
+    at ``level`` (serve's --log-level)."""
     handler = logging.StreamHandler()
     handler.setFormatter(InertFormatter(FORMAT))
     logging.basicConfig(level=level, handlers=[handler])

@@ -9,7 +9,14 @@ import sys
 import time
 
 import pytest
-from agent_support import NO_CHECKS, UPLOAD, assert_error, raw_connect, read_response
+from agent_support import (
+    NO_CHECKS,
+    UPLOAD,
+    assert_error,
+    raw_connect,
+    read_response,
+    wait_until,
+)
 from support import RunningAgent, bundle_bytes, send_until_answered
 
 from handoff_agent import signing
@@ -24,10 +31,23 @@ def central(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("hardening-central")
     policy = root / "policy.toml"
     policy.write_text(f'[intake]\nsecrets = ["{SECRET}"]\ntrusted_types = []\n')
-    a = RunningAgent(root / "home", root / "rt", ["--role", "central", "--policy", str(policy)])
+    # --log-level as an operator quietens central: the test below reads its log
+    args = ["--role", "central", "--policy", str(policy), "--log-level=WARN"]
+    a = RunningAgent(root / "home", root / "rt", args)
     a.start()
     yield a
     a.stop()
+
+
+def test_log_level_governs_the_agents_own_lines(central):
+    """``serve --log-level=WARN`` quietened serve's lines, but the agent's own stayed at INFO
+    ("[handoff INFO] Model server listening on …")."""
+    # When a request is refused (logged as a warning)
+    assert central.request("GET", "/api/v1/models", token="not-the-token")[0] == 401
+    # Then the warning is in the log, and no line below it
+    assert wait_until(lambda: "[handoff WARNING]" in central.read_log()), central.read_log()
+    log = central.read_log()
+    assert "[handoff INFO]" not in log and "Model server listening" not in log, log
 
 
 def head(agent, method, path, headers: dict, length: int | None) -> bytes:
