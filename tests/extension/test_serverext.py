@@ -158,6 +158,52 @@ def central(agent, handoff_config):
     return agent
 
 
+@pytest.fixture
+def configured_by_url(agent, handoff_config, request):
+    """``agent`` configured by URL (``request.param``: the URL's and the token's setting,
+    and the token, if any), before the Jupyter server starts."""
+    url_name, token_name, token = request.param
+    handoff_config.update({url_name: agent.url, token_name: token, "auto_start": False})
+    return agent
+
+
+@pytest.mark.parametrize(
+    "configured_by_url, which",
+    [
+        (("agent_url", "agent_token", ""), "local"),
+        (("central_url", "central_token", ""), "central"),
+    ],
+    indirect=["configured_by_url"],
+)
+def test_a_configured_agent_without_its_token_names_the_setting(configured_by_url, fetch, which):
+    """An agent_url without agent_token got the agent's 401 about HTTP headers."""
+    # Given an agent configured by URL, and its token left out
+    prefix = "agent" if which == "local" else "central"
+    url_name, token_name = f"{prefix}_url", f"{prefix}_token"
+    # When the panel asks for it
+    status, _, body = fetch(which, "api", "v1", "models")
+    # Then the answer names the setting to fill in, in one line
+    assert status == 401 and body["error"]["code"] == "token_not_configured", body
+    assert body["error"]["message"] == (
+        f"c.HandoffServer.{url_name} is set but c.HandoffServer.{token_name} is empty: set it "
+        "in jupyter_server_config.py, then restart JupyterLab."
+    )
+    assert "\n" not in body["error"]["message"] + body["error"]["hint"]
+    assert "Authorization" not in body["error"]["hint"]
+
+
+@pytest.mark.parametrize(
+    "configured_by_url", [("agent_url", "agent_token", "wrong-" * 8)], indirect=True
+)
+def test_a_wrong_configured_token_names_the_setting(configured_by_url, fetch):
+    status, _, body = fetch("local", "api", "v1", "models")
+    assert status == 401 and body["error"]["code"] == "unauthorized", body
+    assert body["error"]["hint"] == (
+        "`jupyter handoff status` shows the running agent's token. Then set it as "
+        "c.HandoffServer.agent_token in jupyter_server_config.py, then restart JupyterLab."
+    )
+
+
 def test_central_is_proxied_when_configured(central, fetch):
     status, _, body = fetch("central", "api", "v1", "models")
     assert status == 200 and body == {"models": []}

@@ -24,6 +24,29 @@ class AgentMissing(Exception):
 class Target:
     url: str
     token: str
+    setting: str = ""  # the c.HandoffServer trait the token came from; "": the runtime file
+
+
+LOCAL_TOKEN_HOW = "`jupyter handoff status` on the agent's machine shows its token."
+CENTRAL_TOKEN_HOW = (
+    "Ask central's admin for a token of your own (jupyter handoff token create --user YOU "
+    "--role reviewer)."
+)
+
+
+def configured(url: str, token: str, names: tuple[str, str], how: str) -> Target:
+    """An agent at a configured URL, with the configured token. Without one, every request
+    would be refused for a missing header: the setting to fill in is said instead."""
+    url_name, token_name = (f"c.HandoffServer.{n}" for n in names)
+    if not token:
+        raise AgentMissing(
+            401,
+            "token_not_configured",
+            f"{url_name} is set but {token_name} is empty: set it in "
+            "jupyter_server_config.py, then restart JupyterLab.",
+            how,
+        )
+    return Target(url.rstrip("/"), token, token_name)
 
 
 class AgentLocator:
@@ -44,7 +67,10 @@ class AgentLocator:
                 "Set c.HandoffServer.central_url and c.HandoffServer.central_token "
                 "in jupyter_server_config.py, then restart JupyterLab.",
             )
-        return Target(self.config.central_url.rstrip("/"), self.config.central_token)
+        cfg = self.config
+        return configured(
+            cfg.central_url, cfg.central_token, ("central_url", "central_token"), CENTRAL_TOKEN_HOW
+        )
 
     def running_local(self) -> dict | None:
         info = runtime.read()
@@ -57,7 +83,10 @@ class AgentLocator:
         a request: a page must not choose where Jupyter sends the agent's token).
         The agent found is remembered until ``fresh`` asks to look again (it stopped)."""
         if self.config.agent_url:
-            return Target(self.config.agent_url.rstrip("/"), self.config.agent_token)
+            cfg = self.config
+            return configured(
+                cfg.agent_url, cfg.agent_token, ("agent_url", "agent_token"), LOCAL_TOKEN_HOW
+            )
         if self._found is not None and not fresh:
             return self._found
         loop = asyncio.get_running_loop()

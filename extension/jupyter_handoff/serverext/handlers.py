@@ -164,6 +164,8 @@ class ProxyHandler(HandoffHandler):
         resp = await client.fetch(request, raise_error=False)
         if resp.code == 599:  # no HTTP answer at all
             raise resp.error if isinstance(resp.error, OSError) else ConnectionRefusedError()
+        if resp.code == 401 and target.setting:
+            return self.refused_setting(target, resp.body)
         self.set_status(resp.code)
         self.set_header("X-Content-Type-Options", "nosniff")  # JSON is never run as a script
         for h in RESPONSE_HEADERS:
@@ -171,6 +173,18 @@ class ProxyHandler(HandoffHandler):
                 self.set_header(h, resp.headers[h])
         ctype = resp.headers.get("Content-Type", "application/octet-stream")
         self.finish(resp.body or b"", set_content_type=ctype)  # APIHandler forces JSON otherwise
+
+    def refused_setting(self, target: Target, body: bytes) -> None:
+        """The agent refused the configured token: the agent's reason, and the setting that
+        holds the token (the agent speaks of headers, which the panel's user never sends)."""
+        try:
+            error = json.loads(body)["error"]
+            message, hint, code = error["message"], error["hint"], error["code"]
+        except (ValueError, KeyError, TypeError):
+            message, hint, code = "The agent refused the token.", "", "unauthorized"
+        fix = f"{target.setting} in jupyter_server_config.py, then restart JupyterLab."
+        hint = f"{hint} Then set it as {fix}" if hint else f"Set a token it holds as {fix}"
+        self.write_problem(401, code, message, hint)
 
     async def relay_stream(self, target: Target, path: str) -> None:
         head: dict = {"status": 502, "started": False}
