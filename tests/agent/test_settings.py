@@ -151,3 +151,17 @@ def test_a_serving_port_outside_0_to_65535_is_refused(value):
     assert said == (
         f"c.Serving.port must be a port from 0 to 65535 (0 picks a free one), not {value}."
     )
+
+
+def test_secret_variables_leave_the_environment_when_configuration_gives_the_values(
+    agent_in_process, tmp_path, monkeypatch
+):
+    """Configuration wins over HANDOFF_TOKEN and HANDOFF_DATABASE_URL; the variables stayed
+    for every child of the agent to inherit (test_sandbox sees it from a started agent)."""
+    import os
+
+    monkeypatch.setenv("HANDOFF_TOKEN", "e" * 43)
+    monkeypatch.setenv("HANDOFF_DATABASE_URL", "postgresql://u:env-password@nowhere/db")
+    a = agent_in_process(token="c" * 43, database_url=f"sqlite:///{tmp_path / 'r.db'}")
+    assert a.token == "c" * 43 and a.registry.backend == "sqlite"
+    assert "HANDOFF_TOKEN" not in os.environ and "HANDOFF_DATABASE_URL" not in os.environ
