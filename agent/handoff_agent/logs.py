@@ -46,8 +46,11 @@ def _chain(exc: BaseException | None) -> list[BaseException]:
 
 
 def configure(level: int = logging.INFO) -> None:
-    """The root logger (the agent's and tornado's loggers) to stderr, through ``InertFormatter``,
-    at ``level`` (serve's --log-level)."""
+    """The root logger to stderr, through ``InertFormatter``; the agent's and tornado's loggers
+    at ``level`` (serve's --log-level). Other libraries stay at INFO or above: at DEBUG some
+    (botocore, SQLAlchemy) would log request headers and rows."""
     handler = logging.StreamHandler()
     handler.setFormatter(InertFormatter(FORMAT))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler])
+    for name in ("handoff_agent", "tornado"):
+        logging.getLogger(name).setLevel(level)
