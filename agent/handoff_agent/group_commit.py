@@ -4,14 +4,18 @@ SQLite takes one writer, and each commit (WAL, synchronous FULL) waits for the d
 one batch commits, the next callers queue; their writes then go in together, each in its own
 savepoint, so one that fails is undone alone and the rest commit. Every caller gets its
 answer only after the commit it was part of: an acknowledged write survives kill -9. No
-caller waits for a batch to fill: a lone write commits at once.
+caller waits for a batch to fill: a lone write commits at once. A batch waits for another
+process's lock only what is left of the busy timeout since its oldest caller asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
+
+from .store.engine import asked_at
 
 log = logging.getLogger("handoff_agent")
 
@@ -29,7 +33,7 @@ class GroupCommit:
         """``fn(*args)`` in a shared transaction; returns or raises once it is committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((fn, args, future))
+        self._pending.append((fn, args, future, time.monotonic()))
         if not self._draining:
             self._draining = True
             self._task = loop.create_task(self._drain())
@@ -45,7 +49,7 @@ class GroupCommit:
                     outcomes = await loop.run_in_executor(self.executor, self._commit, batch)
                 except BaseException as e:  # the executor is gone: nothing was committed
                     outcomes = [(False, e)] * len(batch)
-                for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=True):
+                for (_fn, _args, future, _at), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():  # its caller went away
                         continue
                     if ok:
@@ -58,8 +62,8 @@ class GroupCommit:
     def _commit(self, batch: list[tuple]) -> list[tuple[bool, object]]:
         outcomes: list[tuple[bool, object]] = []
         try:
-            with self.store.transaction():
-                for fn, args, _future in batch:
+            with asked_at(min(at for *_, at in batch)), self.store.transaction():
+                for fn, args, _future, _at in batch:
                     try:
                         with self.store.savepoint():
                             outcomes.append((True, fn(*args)))

@@ -6,6 +6,9 @@ locks order what must be ordered). Reads run in their own threads, so listings n
 behind intake (WAL readers don't wait for the writer). Another pool hashes, copies and fsyncs;
 one more reads spool entries that kernels are still writing (each waits on its kernel, so a
 kernel that hangs never holds up anyone else's blob I/O).
+A write's wait for another process's lock on the SQLite file counts from when it was asked
+for (``store.engine.asked_at``), not from when the writer thread reached it: writes queued
+behind a write waiting out that lock are each answered within the busy timeout.
 Services receive a ``Calls`` (these doors off the event loop) and a ``Publisher`` (the event
 bus), never the agent.
 """
@@ -13,11 +16,13 @@ bus), never the agent.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol
 
 from .group_commit import GroupCommit
+from .store.engine import asked_at
 
 
 class Calls(Protocol):
@@ -61,8 +66,13 @@ class Pools:
         self.group_commit = GroupCommit(store, self.db) if store is not None else None
 
     async def call(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(
-            self.db, partial(fn, *args, **kwargs)
+        return await self.submit(fn, *args, **kwargs)
+
+    def submit(self, fn, *args, **kwargs) -> asyncio.Future:
+        """``call``, queued now (in order with the writes after it), for a caller that need
+        not wait for it (bookkeeping)."""
+        return asyncio.get_running_loop().run_in_executor(
+            self.db, partial(_asked, time.monotonic(), fn, args, kwargs)
         )
 
     async def read(self, fn, *args, **kwargs):
@@ -87,3 +97,8 @@ class Pools:
         self.follows.shutdown(wait=True)
         self.io.shutdown(wait=True)
         self.reads.shutdown(wait=True)
+
+
+def _asked(at: float, fn, args, kwargs):
+    with asked_at(at):
+        return fn(*args, **kwargs)

@@ -303,18 +303,17 @@ class BaseHandler(web.RequestHandler):
                 if self.agent.role == "central"  # never its owner's token, which holds every role
                 else "`jupyter handoff status` shows the running agent's token.",
             )
-        await self.note_use(tokens.token_hash(given))
+        self.note_use(tokens.token_hash(given))
         return found
 
-    async def note_use(self, hashed: str) -> None:
-        """Write the stored token's last use when due (``tokens.LastUse``). Bookkeeping: a
-        failed write is logged, and the request goes on."""
-        if not self.agent.token_uses.due(hashed):
-            return
-        try:
-            await self.agent.call(tokens.note_use, self.agent.registry, hashed)
-        except Exception as e:  # the database busy or full: the use is noted next time
-            log.warning("could not note a token's use: %s", type(e).__name__)
+    def note_use(self, hashed: str) -> None:
+        """Queue the stored token's last use when due (``tokens.LastUse``). Bookkeeping: the
+        request does not wait for it (another process holding the database would hold up
+        every read), and a failed write is noted again on the token's next request."""
+        uses = self.agent.token_uses
+        if uses.due(hashed):
+            pending = self.agent.pools.submit(tokens.note_use, self.agent.registry, hashed)
+            pending.add_done_callback(lambda f: _noted(f, uses, hashed))
 
     def given_token(self) -> str:
         auth = self.request.headers.get("Authorization", "")
@@ -412,6 +411,13 @@ class BaseHandler(web.RequestHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+def _noted(written, uses: tokens.LastUse, hashed: str) -> None:
+    error = None if written.cancelled() else written.exception()
+    if error is not None:  # the database busy or full: the next request writes it
+        uses.forget(hashed)
+        log.warning("could not note a token's use: %s", type(error).__name__)
 
 
 class NotFoundHandler(BaseHandler):

@@ -5,11 +5,17 @@ every write transaction starts with BEGIN IMMEDIATE, so two writers never both r
 both write. Reads start a plain BEGIN and never wait for a writer (WAL). A writer that still
 finds the database locked after the busy timeout (two agents on one file, a long backup)
 becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``.
+
+The busy timeout counts from when the caller asked (``asked_at``), not from when the agent's
+one writer thread reached its write: writes queued behind each other while another process
+holds the lock each get their answer within the timeout, not after the sum of theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +30,7 @@ BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another one's lock
 # deadlock, the server starting or shutting down; class 08 is a lost or refused connection.
 RETRYABLE_SQLSTATES = ("55P03", "40001", "40P01", "57P01", "57P03")
 IDLE_PING = 10.0  # seconds idle after which a pooled PostgreSQL connection is checked first
+_asked = threading.local()  # .at: time.monotonic() when this thread's write was asked for
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -103,6 +110,32 @@ def _ping_when_idle(engine: Engine, idle: float = IDLE_PING) -> None:
                 raise exc.DisconnectionError(str(e)) from e
 
 
+@contextlib.contextmanager
+def asked_at(at: float):
+    """SQLite writes begun in this block (this thread) wait for another process's lock only
+    what is left of the busy timeout since ``at`` (``time.monotonic()``), when their caller
+    asked: one that queued behind other writes while the lock was held tries once more and
+    is answered 503 at once, rather than waiting a whole timeout of its own."""
+    before = getattr(_asked, "at", None)
+    _asked.at = at
+    try:
+        yield
+    finally:
+        _asked.at = before
+
+
+def _wait_ms(busy_timeout: float) -> int:
+    """This thread's next write's wait for the lock, in ms (``asked_at``). The whole timeout
+    when it was asked for this very moment (to within 0.1 s), so that an uncontended write
+    does not set it anew each time."""
+    full = int(busy_timeout * 1000)
+    at = getattr(_asked, "at", None)
+    if at is None:
+        return full
+    left = int((busy_timeout - (time.monotonic() - at)) * 1000)
+    return full if left > full - 100 else max(left, 0)
+
+
 def _sqlite(url: URL, busy_timeout: float) -> Engine:
     path = url.database
     if path and path != ":memory:" and not path.startswith("file:"):
@@ -116,11 +149,12 @@ def _sqlite(url: URL, busy_timeout: float) -> Engine:
     engine = create_engine(url, connect_args=connect_args)
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
+    def _connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         # First, so that switching to WAL waits for another process's lock too.
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        record.info["busy_ms"] = int(busy_timeout * 1000)
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
@@ -129,6 +163,11 @@ def _sqlite(url: URL, busy_timeout: float) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn):
         read = conn.get_execution_options().get(READ)
+        wait = int(busy_timeout * 1000) if read else _wait_ms(busy_timeout)
+        fairy = conn.connection
+        if fairy.info.get("busy_ms") != wait:  # set only when it changes: cheap, but per write
+            fairy.dbapi_connection.execute(f"PRAGMA busy_timeout={wait}")
+            fairy.info["busy_ms"] = wait
         conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
