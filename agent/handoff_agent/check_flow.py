@@ -21,41 +21,14 @@ from functools import partial
 from typing import Protocol
 
 from . import reports
-from .disk_room import out_of_space
-from .outage import failed_round
+from .outage import failed_round, outage, until_recorded
 from .pools import Calls, Publisher
 from .store.blobs import BlobUnavailable
-from .store.engine import unavailable
 from .store.versions import CHECK_LEASE
 from .versions import VersionService
 from .vocabulary import PROVISIONAL_FIELD
 
 log = logging.getLogger(__name__)
-
-# A check's outcome that cannot be recorded yet (a full disk, a locked database) is tried
-# again after these pauses (seconds, doubling), for as long as the agent runs.
-RECORD_RETRY_FIRST, RECORD_RETRY_CAP = 0.5, 10.0
-
-
-async def until_recorded(what: str, call: Callable[[], Awaitable]):
-    """``await call()``, again and again while it fails for want of room (a full disk), a
-    busy database or an unreachable blob store: the outcome waits in memory, and the
-    version is never left checking for good. Any other error is raised."""
-    pause = RECORD_RETRY_FIRST
-    while True:
-        try:
-            return await call()
-        except Exception as e:
-            if (
-                out_of_space(e) is None
-                and unavailable(e) is None
-                and not isinstance(e, BlobUnavailable)
-            ):
-                raise
-            first = str(e).splitlines()[0][:200]
-            log.warning("%s could not be recorded (%s); again in %.1f s", what, first, pause)
-        await asyncio.sleep(pause)
-        pause = min(2 * pause, RECORD_RETRY_CAP)
 
 
 class Store(Protocol):
@@ -160,8 +133,11 @@ class CheckFlow:
 
     def _started(self, task: asyncio.Task) -> None:
         self._starting.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("starting the queued checks failed", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None and outage(error):  # keep_claims' next pass starts them
+            log.warning("starting the queued checks waits: %s", str(error).splitlines()[0])
+        elif error is not None:
+            log.error("starting the queued checks failed", exc_info=error)
 
     async def schedule_queued(self) -> None:
         """Claim and start the queued runs, and those whose claim lapsed (their replica

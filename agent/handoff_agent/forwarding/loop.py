@@ -20,7 +20,7 @@ from typing import BinaryIO, Protocol
 
 from .. import outbox
 from ..disk_room import out_of_space
-from ..outage import failed_round
+from ..outage import failed_round, until_recorded
 from ..plugins import Delivery, DestinationContext, ForwardError, NotReady, StageSource
 from ..pools import Calls, Publisher
 from ..store.blobs import BlobError, BlobUnavailable, BlobWriter
@@ -144,8 +144,11 @@ class Forwarder:
     async def attempt(self, row: dict) -> str:
         try:
             state = await self._attempt(row)
-        except BaseException:  # the next tick tries again, not only once the claim lapses
+        except asyncio.CancelledError:
             await self.pools.call(self.store.outbox_unclaim, row["id"])
+            raise
+        except Exception:  # the next tick tries again, not only once the claim lapses
+            await self._record(row, self.store.outbox_unclaim, row["id"])
             raise
         self._publish(row, *state)
         return state[0]
@@ -158,7 +161,7 @@ class Forwarder:
             error = (
                 f"no destination {row['destination']!r} is configured (c.HandoffAgent.forward_to)"
             )
-            await pools.call(store.outbox_dead, row, error)
+            await self._record(row, store.outbox_dead, row, error)
             return "dead", error
         version = await pools.call(store.get_version, row["model"], row["number"])
         delivery = Delivery(
@@ -177,10 +180,10 @@ class Forwarder:
                 digest = await pools.run_io(self._store, body)
             except NotReady as e:
                 delay = outbox.backoff(row["attempts"], self.base, self.cap)
-                await pools.call(store.outbox_retry, row, str(e), delay)
+                await self._record(row, store.outbox_retry, row, str(e), delay)
                 return "retrying", str(e)
             except ForwardError as e:
-                await pools.call(store.outbox_dead, row, str(e))
+                await self._record(row, store.outbox_dead, row, str(e))
                 return "dead", str(e)
             except BlobUnavailable as e:
                 return await self._retry(row, str(e))
@@ -198,7 +201,7 @@ class Forwarder:
             if out_of_space(e) is not None:  # no room for the copy (S3): not the body's fault
                 return await self._retry(row, NO_ROOM)
             error = corrupt_message(row, row["body_digest"])
-            await pools.call(store.outbox_dead, row, error)
+            await self._record(row, store.outbox_dead, row, error)
             return "dead", error
         with body:
             delivery.body = body
@@ -208,20 +211,20 @@ class Forwarder:
                 log.exception("destination %s failed delivering", row["destination"])
                 return await self._retry(row, f"{type(e).__name__}: {e}")
         if result.ok:
-            await pools.call(store.outbox_delivered, row, result.remote)
+            await self._record(row, store.outbox_delivered, row, result.remote)
             await self._discard_body(row)
             return "delivered", "", result.remote
         if result.code == STALE_AUDIT and STALE_AUDIT not in (row.get("last_error") or ""):
             # built before later deliveries moved the destination's anchor (a dead one sent
             # again): built anew, under a new id, once; a second refusal is real and dies
-            await pools.call(store.outbox_rebuild, row, result.error)
+            await self._record(row, store.outbox_rebuild, row, result.error)
             await self._discard_body(row)
             return "retrying", result.error
         if result.retryable:
             delay = outbox.backoff(row["attempts"], self.base, self.cap, result.retry_after)
-            await pools.call(store.outbox_retry, row, result.error, delay)
+            await self._record(row, store.outbox_retry, row, result.error, delay)
             return "retrying", result.error
-        await pools.call(store.outbox_dead, row, result.error)
+        await self._record(row, store.outbox_dead, row, result.error)
         return "dead", result.error
 
     async def _discard_body(self, row: dict) -> None:
@@ -251,8 +254,15 @@ class Forwarder:
 
     async def _retry(self, row: dict, error: str) -> tuple[str, str]:
         delay = outbox.backoff(row["attempts"], self.base, self.cap)
-        await self.pools.call(self.store.outbox_retry, row, error, delay)
+        await self._record(row, self.store.outbox_retry, row, error, delay)
         return "retrying", error
+
+    async def _record(self, row: dict, fn, *args):
+        """An attempt's outcome, written once the database takes it (another process held
+        its lock, say): a delivery made is recorded, not left claimed for the whole lease
+        and made again."""
+        what = f"the delivery of {row['model']}:{row['number']} to {row['destination']}"
+        return await until_recorded(what, lambda: self.pools.call(fn, *args))
 
     def _store(self, body) -> str:
         """A destination's body as a blob: bytes, a store writer, a binary file or a path."""
