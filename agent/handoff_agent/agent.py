@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
@@ -85,7 +86,7 @@ from .handlers.watches import (
 from .http_server import BoundedHTTPServer
 from .ingest import IngestManager
 from .intake import IntakeManager
-from .outage import failed_round
+from .outage import failed_round, until_recorded
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
 from .pools import Pools
@@ -127,6 +128,12 @@ def default_home() -> Path:
     return Path(jupyter_data_dir()) / "handoff"
 
 
+def _token_use_failed(task: asyncio.Task) -> None:
+    """A last-use write that failed for good: an error that waiting would not fix."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not note a token's use: %s", task.exception())
+
+
 EMPTY_HOME = (
     "c.HandoffAgent.home (--home) is empty: give the agent's directory, or leave it out for "
     "the default, <jupyter data dir>/handoff."
@@ -164,7 +171,7 @@ class HandoffAgent(LoggingConfigurable):
         30.0,
         help="SQLite only: seconds a write waits for another process's lock on the database "
         "file (two agents on one file, a backup) before the request is answered 503 with "
-        "Retry-After.",
+        "Retry-After; counted from when the request asked, however many writes queue with it.",
     ).tag(config=True)
     blob_url = Unicode(
         "",
@@ -794,6 +801,17 @@ class HandoffAgent(LoggingConfigurable):
 
     async def run_follow(self, fn, *args):
         return await self.pools.run_follow(fn, *args)
+
+    def note_token_use(self, hashed: str) -> None:
+        """A stored token's last use, when due (``tokens.LastUse``): bookkeeping its request
+        does not wait for (another process holding the database would hold every read up),
+        written once the database takes it."""
+        if self.token_uses.due(hashed):
+            write = partial(self.call, tokens.note_use, self.registry, hashed)
+            task = asyncio.get_running_loop().create_task(until_recorded("a token's use", write))
+            self._tasks.add(task)
+            task.add_done_callback(_token_use_failed)
+            task.add_done_callback(self._tasks.discard)
 
     @property
     def token_max_age(self) -> str:

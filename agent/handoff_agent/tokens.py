@@ -164,11 +164,6 @@ class LastUse:
             self._written[hashed] = t
             return True
 
-    def forget(self, hashed: str) -> None:
-        """Its write failed: due again at once."""
-        with self._lock:
-            self._written.pop(hashed, None)
-
 
 def note_use(store, hashed: str) -> None:
     """Record that the token with hash ``hashed`` was used now (``LastUse`` says when)."""

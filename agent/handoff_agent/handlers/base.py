@@ -303,17 +303,8 @@ class BaseHandler(web.RequestHandler):
                 if self.agent.role == "central"  # never its owner's token, which holds every role
                 else "`jupyter handoff status` shows the running agent's token.",
             )
-        self.note_use(tokens.token_hash(given))
+        self.agent.note_token_use(tokens.token_hash(given))
         return found
-
-    def note_use(self, hashed: str) -> None:
-        """Queue the stored token's last use when due (``tokens.LastUse``). Bookkeeping: the
-        request does not wait for it (another process holding the database would hold up
-        every read), and a failed write is noted again on the token's next request."""
-        uses = self.agent.token_uses
-        if uses.due(hashed):
-            pending = self.agent.pools.submit(tokens.note_use, self.agent.registry, hashed)
-            pending.add_done_callback(lambda f: _noted(f, uses, hashed))
 
     def given_token(self) -> str:
         auth = self.request.headers.get("Authorization", "")
@@ -411,13 +402,6 @@ class BaseHandler(web.RequestHandler):
             self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
-
-
-def _noted(written, uses: tokens.LastUse, hashed: str) -> None:
-    error = None if written.cancelled() else written.exception()
-    if error is not None:  # the database busy or full: the next request writes it
-        uses.forget(hashed)
-        log.warning("could not note a token's use: %s", type(error).__name__)
 
 
 class NotFoundHandler(BaseHandler):
