@@ -66,12 +66,7 @@ class Pools:
         self.group_commit = GroupCommit(store, self.db) if store is not None else None
 
     async def call(self, fn, *args, **kwargs):
-        return await self.submit(fn, *args, **kwargs)
-
-    def submit(self, fn, *args, **kwargs) -> asyncio.Future:
-        """``call``, queued now (in order with the writes after it), for a caller that need
-        not wait for it (bookkeeping)."""
-        return asyncio.get_running_loop().run_in_executor(
+        return await asyncio.get_running_loop().run_in_executor(
             self.db, partial(_asked, time.monotonic(), fn, args, kwargs)
         )
 
