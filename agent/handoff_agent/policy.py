@@ -61,7 +61,7 @@ from .deploy_policy import DeployPolicy
 from .errors import HandoffError
 from .monitor_policy import MonitorPolicy
 from .secrets_check import weak_secret_error
-from .vocabulary import FLOW
+from .vocabulary import FLOW, WATCH_KEYS
 
 UNNAMED = "intake"  # pushed_by for a delivery signed with a plain [intake] secrets entry
 
@@ -304,7 +304,8 @@ def _stages(stages: dict, path) -> dict[str, dict[str, int]]:
 def _watches(entries, path) -> list[dict]:
     if not isinstance(entries, list) or not all(isinstance(w, dict) for w in entries):
         raise ValueError(f"{path}: write each watched source as a [[watch]] table.")
-    for w in entries:
+    for n, w in enumerate(entries, 1):
+        _known(w, WATCH_KEYS, f"[[watch]] #{n}", path)
         if not isinstance(w.get("model"), str) or not isinstance(w.get("source"), str):
             raise ValueError(
                 f"{path}: every [[watch]] needs model = NAME and source = PATH_OR_URL."

@@ -120,6 +120,12 @@ WATCH_ON = {
 # What a trigger can do. A retrain never follows a schema change or an overdue source: the
 # notebook would train on data it was not written for, or on nothing new; a person looks first.
 WATCH_ACTIONS = ("alert", "revalidate", "retrain", "pause_canary", "rollback_canary")
+# The keys of a watch (a policy's [[watch]] table, the API's body): a misspelt one would be
+# dropped, its setting silently left at the default, so a [[watch]] with another is refused.
+WATCH_KEYS = (
+    *("model", "source", "query", "every", "overdue", "on", "actions", "run", "params"),
+    *("timeout", "target"),
+)
 NO_RETRAIN_ON = frozenset({"schema", "overdue"})
 # How the model server's log says a request failed in the model, not in the client's input:
 # the guardrails and the monitor count these as errors (and 5xx), never a client's 4xx.

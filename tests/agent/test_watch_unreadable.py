@@ -154,3 +154,29 @@ def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr, p.stderr
     assert f"[[watch]] churn <- {text}: notes.txt is not a Parquet or CSV file." in p.stderr
+
+
+def test_a_policy_watch_with_a_misspelt_key_stops_the_start_naming_it(tmp_path):
+    """``evry = "1h"`` would leave the watch at the default period, unnoticed: refused."""
+    data = tmp_path / "churn.csv"
+    frame(10).to_csv(data, index=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(source=data) + 'evry = "1h"\n')
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    p = subprocess.run(
+        [
+            *(sys.executable, "-m", "handoff_agent", "serve", "--role", "central", "--port", "0"),
+            *("--policy", str(policy), f"--HandoffAgent.home={tmp_path / 'home'}"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [line for line in p.stderr.splitlines() if "[[watch]]" in line]
+    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
+    assert lines[0].endswith(
+        f"{policy}: [[watch]] #1: unknown key 'evry'; the keys are model, source, query, "
+        "every, overdue, on, actions, run, params, timeout, target."
+    ), lines
