@@ -20,6 +20,10 @@ def load(tmp_path, text):
         ("[sandbox]\nrequir = true\n", "[sandbox]: unknown key 'requir'; the keys are require."),
         ("[monitr]\ndaily = true\n", "unknown table or key 'monitr'; the tables are [intake],"),
         ("[stagess.production]\nadmin = 1\n", "unknown table or key 'stagess'"),
+        (
+            '[[watch]]\nmodel = "m"\nsource = "s.csv"\nevry = "1h"\n',
+            "[[watch]] #1: unknown key 'evry'; the keys are model, source, query, every,",
+        ),
     ],
 )
 def test_an_unknown_table_or_key_is_refused_naming_it(tmp_path, text, line):
