@@ -5,6 +5,7 @@ the change. A schema change alerts and does not retrain."""
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -50,6 +51,16 @@ def test_changed_file_retrains_and_the_candidate_reaches_central_with_its_lineag
     run = finished_retrain(local, w["id"])
     assert run["state"] == "done", run["detail"]
     assert run["detail"]["versions"] == [{"model": "churn", "number": 2}]
+    # and its audit row names the watch, the model and the version the retrain produced
+    rows = local.sql("SELECT payload FROM audit WHERE action = 'trigger.done'")
+    [done] = [p for p in map(json.loads, (r["payload"] for r in rows)) if p["trigger"] == run["id"]]
+    assert (done["watch"], done["model"], done["source"], done["action"]) == (
+        w["id"],
+        "churn",
+        str(data),
+        "retrain",
+    )
+    assert done["versions"] == [{"model": "churn", "number": 2}] and done["state"] == "done"
     # and the candidate carries its cause, checked like any push
     body = wait_checked(local, "churn", 2)
     cause = body["manifest"]["provenance"]["triggered_by"]
@@ -140,8 +151,6 @@ def test_the_schedule_fingerprints_without_being_asked(agent, tmp_path):
 
 def run_retrain(tmp_path, cells: list[str], timeout: int) -> dict:
     """``python -m handoff_agent.watch.retrain`` on a notebook of ``cells``: its result."""
-    import json
-
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -175,8 +184,6 @@ def test_a_failed_retrain_says_the_error_without_terminal_colours(tmp_path):
 def test_a_watchs_retrains_run_one_at_a_time(agent, tmp_path):
     """Three changes while a retrain runs: each retrains, in turn, not three kernels at
     once (each notebook here notes when it ran)."""
-    import json
-
     import nbformat
 
     data, runs = tmp_path / "events.csv", tmp_path / "runs.jsonl"

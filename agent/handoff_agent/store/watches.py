@@ -348,14 +348,37 @@ class WatchStore(StoreBase):
             self._trigger_finished(c, trigger_id, state, detail)
 
     def _trigger_finished(self, c, trigger_id: int, state: str, detail: dict) -> None:
-        """The trigger's end and its audit row, in the caller's transaction."""
+        """The trigger's end and its audit row, in the caller's transaction. The row says what
+        an auditor asks without another lookup: the watch (its id, model and source), the
+        change and action, and what it produced (a retrain's ``versions``, a revalidation's
+        ``version``), besides the trigger's own detail."""
         c.execute(
             t.triggers.update()
             .where(T.id == trigger_id)
             .values(state=state, detail=json.dumps(detail, sort_keys=True, default=str))
         )
+        r = c.execute(
+            select(T.source_id, T.snapshot_id, T.change, T.action, S.model, S.source)
+            .select_from(t.triggers.outerjoin(t.data_sources, S.id == T.source_id))
+            .where(T.id == trigger_id)
+        ).first()
+        about = {
+            "trigger": trigger_id,
+            "watch": r.source_id if r else None,
+            "model": r.model if r else None,
+            "source": r.source if r else None,
+            "snapshot": r.snapshot_id if r else None,
+            "change": r.change if r else None,
+            "action": r.action if r else None,
+        }
+        if about["action"] == "revalidate" and "version" not in detail:
+            about["version"] = c.execute(
+                select(V.number)
+                .join(t.revalidations, R.version_id == V.id)
+                .where(R.trigger_id == trigger_id)
+            ).scalar()
         self.audit_append(
-            "watch", "trigger.done", f"trigger:{trigger_id}", {"state": state, **detail}
+            "watch", "trigger.done", f"trigger:{trigger_id}", {**detail, **about, "state": state}
         )
 
     def triggers_interrupted(self) -> int:

@@ -4,6 +4,7 @@ audit chain, store agreement."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -362,8 +363,19 @@ def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
     assert rows[old]["detail"]["error"] == "the agent running it stopped first"
     [trigger] = [t for t in reg.triggers_of(src["id"]) if t["id"] == old_trigger]
     assert trigger["state"] == "failed" and trigger["detail"]["revalidation"] == old
-    [done] = reg.sql("SELECT subject FROM audit WHERE action = 'trigger.done'")
+    [done] = reg.sql("SELECT subject, payload FROM audit WHERE action = 'trigger.done'")
     assert done[0] == f"trigger:{old_trigger}"
+    # the audit row names the watch, its model and source, and the version it was about
+    payload = json.loads(done[1])
+    keys = ("watch", "model", "source", "action", "state", "version")
+    assert {k: payload[k] for k in keys} == {
+        "watch": src["id"],
+        "version": 1,
+        "model": "churn",
+        "source": "/d.csv",
+        "action": "revalidate",
+        "state": "failed",
+    }
 
 
 def test_versions_in_stages_come_oldest_stage_change_first_with_their_signoffs(reg):
