@@ -388,3 +388,39 @@ def test_same_origin_reads_pass_and_are_not_scripts(cookie_like, fetch, jp_serve
     assert headers["Content-Type"].startswith("application/json")
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert isinstance(body, dict)  # an object literal is not a valid script
+
+
+def test_a_delete_is_forwarded_with_the_same_checks(proxied, fetch, tmp_path):
+    """Stopping a watch (the one DELETE route) works through the proxy, and only with
+    Jupyter's auth, like a POST."""
+    data = tmp_path / "churn.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_csv(data, index=False)
+    status, w = proxied.request("POST", "/api/v1/watches", {"model": "churn", "source": str(data)})
+    assert status == 201, w
+    route = ("local", "api", "v1", "watches", str(w["id"]))
+    # Without Jupyter's token the DELETE never reaches the agent
+    status, _, _ = fetch(*route, method="DELETE", headers={"Authorization": "token wrong"})
+    assert status == 403
+    assert [x["id"] for x in proxied.request("GET", "/api/v1/watches")[1]["watches"]] == [w["id"]]
+    # With it, the agent stops watching, and says so through the proxy
+    status, _, body = fetch(*route, method="DELETE")
+    assert status in (200, 204), body
+    assert proxied.request("GET", "/api/v1/watches")[1]["watches"] == []
+    # and a route that is not the agents' API is refused as for the other methods
+    status, _, _ = fetch("local", "etc", "passwd", method="DELETE")
+    assert status == 404
+
+
+def test_a_cookie_delete_needs_jupyters_xsrf_token(cookie_like, fetch, jp_serverapp, tmp_path):
+    data = tmp_path / "churn.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_csv(data, index=False)
+    body = {"model": "churn", "source": str(data)}
+    status, w = cookie_like.request("POST", "/api/v1/watches", body)
+    assert status == 201, w
+    host = f"localhost:{jp_serverapp.port}"
+    same = {"Referer": f"http://{host}/lab", "Sec-Fetch-Site": "same-origin", "Host": host}
+    # A page that cannot read Jupyter's _xsrf cookie cannot stop a watch
+    route = ("local", "api", "v1", "watches", str(w["id"]))
+    status, _, _ = fetch(*route, method="DELETE", headers=same)
+    assert status == 403
+    assert len(cookie_like.request("GET", "/api/v1/watches")[1]["watches"]) == 1

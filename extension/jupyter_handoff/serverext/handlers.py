@@ -91,6 +91,13 @@ class ProxyHandler(HandoffHandler):
     async def post(self, which: str, path: str):
         await self.forward(which, path)
 
+    @web.authenticated
+    @authorized
+    async def delete(self, which: str, path: str):
+        """The agents' DELETE routes (stopping a watch): Jupyter's auth, its XSRF check for
+        a cookie session and the route check, as for a POST; no body is forwarded."""
+        await self.forward(which, path)
+
     def on_connection_close(self) -> None:
         self._gone = True
         super().on_connection_close()
