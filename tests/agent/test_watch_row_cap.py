@@ -57,3 +57,26 @@ def test_a_parquet_or_csv_source_over_the_cap_is_read_up_to_it_and_says_so(agent
     assert {str(big_pq), str(big_csv)} == {p for p in map(str, ids) if any(p in x for x in lines)}
     # nothing changed between the two checks: the cap does not make the same file look new
     assert {p: out[p]["change"] for p in ids} == dict.fromkeys(ids, "unchanged")
+
+
+def test_rows_appended_past_the_cap_read_as_appended_and_a_rewrite_as_modified(
+    agent_factory, tmp_path
+):
+    """Past the cap the rows read no longer show the new ones: whether the file only grew is
+    told by its bytes (its earlier bytes still first), which the check hashes anyway."""
+    agent = agent_factory(f"--HandoffAgent.watch_max_rows={CAP}")
+    big = tmp_path / "events.csv"
+    frame(3000).to_csv(big, index=False)
+    w = watch(agent, model="churn", source=str(big), on=["change"])
+    # When rows are appended to the end of the file, as a logger or an export does
+    with open(big, "a") as f:
+        f.write(frame(50, seed=1).to_csv(index=False, header=False))
+    # Then the change reads as appended, though the rows read (the first CAP) are the same
+    out = check(agent, w["id"])
+    assert (out["change"], out["capped"] != []) == ("appended", True), out
+    assert [t["action"] for t in out["triggers"]] == ["alert"]
+    # and a rewrite of an early row (the file as long as before, or longer) as modified
+    text = big.read_text().splitlines(keepends=True)
+    text[1] = "9" + text[1]
+    big.write_text("".join(text) + text[-1])
+    assert check(agent, w["id"])["change"] == "modified"

@@ -67,7 +67,33 @@ def classify(
     )
     if grew and (old_rows or cur.get("size") is None):
         return "appended", psi  # files: the old rows come first; SQL: more rows, same schema
+    if only_grew(prev.get("files"), cur.get("files")) and (cur.get("rows") or 0) >= (
+        prev.get("rows") or 0
+    ):
+        return "appended", psi  # every earlier byte still there, first: past the row cap too
     return "modified", psi
+
+
+def only_grew(before: list[dict] | None, now: list[dict] | None) -> bool:
+    """Whether the files only grew: each earlier file is there with its earlier bytes first
+    (the same file, or ``prefix_sha256``, the hash of its first bytes up to its earlier size,
+    equal to its earlier hash), and something was added. It tells an append from a rewrite
+    whatever the row cap left unread. A Parquet file rewritten with more rows moves its
+    footer, so it never reads as grown this way (its rows past the cap are not compared)."""
+    if not before or not now:
+        return False
+    files = {f.get("path"): f for f in now}
+    grew = len(files) > len(before)
+    for old in before:
+        new = files.get(old.get("path"))
+        if new is None:
+            return False
+        if new.get("sha256") == old.get("sha256"):
+            continue
+        if new.get("prefix_sha256") is None or new["prefix_sha256"] != old.get("sha256"):
+            return False
+        grew = True
+    return grew
 
 
 def _kind(dtype: str) -> str:

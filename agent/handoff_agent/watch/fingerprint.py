@@ -76,12 +76,25 @@ def files_of(pattern: str) -> list[Path]:
     return [Path(path)] if Path(path).is_file() else []
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _sha256(path: Path, prefix: int | None = None) -> tuple[str, str | None]:
+    """The file's sha256, and that of its first ``prefix`` bytes (the size it had at the
+    last fingerprint), taken on the same read: whether the file only grew since, however
+    many rows it has past the cap, costs no second read."""
+    h, at, head = hashlib.sha256(), 0, None
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        while True:
+            want = 1 << 20
+            if prefix is not None and head is None:
+                if at == prefix:
+                    head = h.copy().hexdigest()
+                else:
+                    want = min(want, prefix - at)
+            chunk = f.read(want)
+            if not chunk:
+                break
             h.update(chunk)
-    return h.hexdigest()
+            at += len(chunk)
+    return h.hexdigest(), head
 
 
 @contextlib.contextmanager
@@ -227,8 +240,13 @@ def fingerprint_files(
     prev_rows: int = 0,
     home: Path | None = None,
     max_rows: int = MAX_ROWS,
+    prev_files: list[dict] | None = None,
 ) -> dict:
+    """``prev_files``: the files of the last fingerprint; a file bigger now gets
+    ``prefix_sha256``, the hash of its bytes up to its earlier size."""
     import pandas as pd
+
+    before = {f["path"]: f.get("size") for f in prev_files or () if isinstance(f, dict)}
 
     paths = outside(files_of(pattern), home)
     if not paths:
@@ -240,9 +258,13 @@ def fingerprint_files(
     for p in paths:
         with _readable(p):
             st = p.stat()
-            files.append(
-                {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": _sha256(p)}
-            )
+            size = before.get(str(p))
+            grown = size if isinstance(size, int) and 0 < size < st.st_size else None
+            digest, head = _sha256(p, grown)
+            entry = {"path": str(p), "size": st.st_size, "mtime": st.st_mtime, "sha256": digest}
+            if head is not None:
+                entry["prefix_sha256"] = head
+            files.append(entry)
             part, n, more = _read(p, max_rows)
         frames.append(part)
         rows += n
@@ -348,14 +370,15 @@ def fingerprint(
     prev_rows: int = 0,
     home: Path | None = None,
     max_rows: int = MAX_ROWS,
+    prev_files: list[dict] | None = None,
 ) -> dict:
     """One fingerprint of the source ``spec`` (a ``data_sources`` row); ``url``: its full SQL
     URL, decrypted by the caller; ``home``: the agent's, which no file read may lead into;
     ``max_rows``: of each file or of the query, read for statistics (``capped`` says which
-    had more)."""
+    had more); ``prev_files``: the files the last fingerprint saw (whether each only grew)."""
     if spec["kind"] == "sql":
         return fingerprint_sql(url or spec["source"], spec["query"], edges, home, max_rows)
-    return fingerprint_files(spec["source"], edges, prev_rows, home, max_rows)
+    return fingerprint_files(spec["source"], edges, prev_rows, home, max_rows, prev_files)
 
 
 def frame_of(

@@ -417,6 +417,7 @@ class WatchService:
                 (prev or {}).get("rows") or 0,
                 self.home,
                 self.max_rows,
+                ((prev or {}).get("detail") or {}).get("files"),
             )
         except fpm.SourceError as e:
             return await self._unreadable(row, str(e))
@@ -445,6 +446,7 @@ class WatchService:
                 **base,
                 "row_hashes": (base.get("detail") or {}).get("row_hashes"),
                 "schema": (base.get("detail") or {}).get("schema"),
+                "files": (base.get("detail") or {}).get("files"),
             }
             change, psi = cls.classify(
                 prev_full,
