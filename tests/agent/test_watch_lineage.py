@@ -13,16 +13,14 @@ class _Central:
     def dataset_links(self):
         return []
 
-    def watches(self):
+    def watches_ever(self):
         return [{"id": 1, "source": "/data/c.parquet", "kind": "file", "model": "churn",
-                 "on": ["change"], "actions": ["rollback_canary"]}]  # fmt: skip
+                 "on": ["change"], "actions": ["rollback_canary"], "removed": False}]  # fmt: skip
 
-    def snapshots(self, source_id, limit):
-        return [{"id": 5, "fingerprint": "ab" * 32}]
-
-    def triggers_of(self, source_id):
+    def triggers_traced(self, source_id):
         return [{"id": 2, "action": "rollback_canary", "change": "modified", "state": "done",
-                 "time": "2026-12-07T00:00:00", "snapshot_id": 5}]  # fmt: skip
+                 "time": "2026-12-07T00:00:00", "snapshot_id": 5,
+                 "fingerprint": "ab" * 32}]  # fmt: skip
 
     def versions_with_manifests(self):
         cause = {"trigger": 2, "change": "appended", "source": "/home/ana/churn.parquet"}

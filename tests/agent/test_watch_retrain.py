@@ -119,6 +119,9 @@ def test_schema_change_alerts_and_does_not_retrain(agent, tmp_path):
     assert removed == f"Stopped watching [{w['id']}] churn <- {data}.\n", removed
     assert _cli(agent, "watch", "churn") == "churn watches no data source.\n"
     assert agent.sql("SELECT action FROM audit WHERE action = 'watch.remove'")
+    # and its lineage still reads: the source, marked removed, with what its change set off
+    dot = _cli(agent, "lineage", str(data), "--format", "dot")
+    assert f"{data} (removed)" in dot and "schema -> retrain" in dot, dot
 
 
 def _cli(agent, *args) -> str:

@@ -121,6 +121,16 @@ class WatchStore(StoreBase):
         with self._read() as c:
             return [_source(r) for r in c.execute(q.order_by(S.model, S.id))]
 
+    def watches_ever(self) -> list[dict]:
+        """Every source ever watched, a removed one too (``removed``: its watch was stopped):
+        the lineage keeps what its changes triggered and retrained."""
+        q = select(*PUBLIC, S.active).order_by(S.model, S.id)
+        with self._read() as c:
+            return [
+                {**{k: v for k, v in _source(r).items() if k != "active"}, "removed": not r.active}
+                for r in c.execute(q)
+            ]
+
     def watch_get(self, source_id: int, with_secret: bool = False) -> dict | None:
         cols = (*PUBLIC, S.timeout, S.next_due, S.active) + ((S.secret,) if with_secret else ())
         with self._read() as c:
@@ -391,6 +401,18 @@ class WatchStore(StoreBase):
         for tid in rows:
             self.trigger_done(tid, "failed", {"ok": False, "error": "the agent stopped first"})
         return len(rows)
+
+    def triggers_traced(self, source_id: int) -> list[dict]:
+        """The source's triggers, oldest first, each with the fingerprint of the snapshot
+        whose change set it off (None for an unreadable source's): its whole history."""
+        q = (
+            select(t.triggers, N.fingerprint)
+            .select_from(t.triggers.outerjoin(t.source_snapshots, N.id == T.snapshot_id))
+            .where(T.source_id == source_id)
+            .order_by(T.id)
+        )
+        with self._read() as c:
+            return [{**_trigger(r), "fingerprint": r.fingerprint} for r in c.execute(q)]
 
     def triggers_of(self, source_id: int | None = None) -> list[dict]:
         q = select(t.triggers)

@@ -45,7 +45,9 @@ def graph(store, ref: str | None = None) -> dict:
         edges.append(
             {"from": key, "to": version(link["model"], link["number"]), "kind": link["role"]}
         )
-    for w in store.watches():
+    # every source ever watched: a removed watch's changes and the retrains they caused stay
+    # in the graph (``removed``), each trigger with its snapshot's fingerprint, however old
+    for w in store.watches_ever():
         key = f"source:{w['id']}"
         nodes[key] = {
             "id": key,
@@ -55,12 +57,12 @@ def graph(store, ref: str | None = None) -> dict:
             "model": w["model"],
             "on": w["on"],
             "actions": w["actions"],
+            "removed": w["removed"],
         }
         mkey = f"model:{w['model']}"
         nodes.setdefault(mkey, {"id": mkey, "kind": "model", "model": w["model"]})
         edges.append({"from": key, "to": mkey, "kind": "watched_by"})
-        prints = {s["id"]: s["fingerprint"] for s in store.snapshots(w["id"], 1000)}
-        for tr in store.triggers_of(w["id"]):
+        for tr in store.triggers_traced(w["id"]):
             tkey = f"trigger:{tr['id']}"
             nodes[tkey] = {
                 "id": tkey,
@@ -69,7 +71,7 @@ def graph(store, ref: str | None = None) -> dict:
                 "change": tr["change"],
                 "state": tr["state"],
                 "time": tr["time"],
-                "fingerprint": prints.get(tr["snapshot_id"]),
+                "fingerprint": tr["fingerprint"],
             }
             edges.append({"from": key, "to": tkey, "kind": "changed"})
     for v in store.versions_with_manifests():
@@ -169,7 +171,7 @@ def _quoted(text) -> str:
 
 def _label(n: dict) -> str:
     if n["kind"] == "source":
-        return f"{n['source']}"
+        return f"{n['source']}{' (removed)' if n.get('removed') else ''}"
     if n["kind"] == "dataset":
         return f"dataset {n['fingerprint'][:12]}"
     if n["kind"] == "version":

@@ -474,3 +474,28 @@ def test_a_changes_actions_are_stored_pending_with_it_and_carried_out_once(reg):
     reg.snapshot_add(src["id"], {"fingerprint": "f1"}, "unchanged", None, {}, snap["id"])
     assert len(reg.triggers_of(src["id"])) == 2
     assert len(reg.sql("SELECT seq FROM audit WHERE action = 'watch.change'")) == 1
+
+
+def test_the_lineage_keeps_a_removed_watch_and_its_oldest_triggers_fingerprint(reg):
+    """A watch removed, and 1,100 fingerprints since its change: the graph still shows the
+    source (``removed``) and the trigger with the fingerprint of the change that set it off."""
+    from handoff_agent.watch import lineage
+
+    spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
+    src = reg.watch_add({**spec, "on": ["change"], "actions": ["alert"]}, "t")
+    fp = {"fingerprint": "ab" * 32, "rows": 10, "schema_hash": "s", "stats": {}}
+    snap = reg.snapshot_add(src["id"], fp, "appended", None, {}, None, ("alert",), "me", 0.0)
+    reg.sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100) "
+        "INSERT INTO source_snapshots (source_id, fingerprint, change) "
+        "SELECT :s, 'later', 'unchanged' FROM n",
+        s=src["id"],
+    )
+    assert reg.watch_remove(src["id"], "t")
+    g = lineage.graph(reg, "/d.csv")
+    [source] = [n for n in g["nodes"] if n["kind"] == "source"]
+    assert (source["source"], source["removed"]) == ("/d.csv", True)
+    [trigger] = [n for n in g["nodes"] if n["kind"] == "trigger"]
+    assert trigger["id"] == f"trigger:{snap['owed']['alert']}"
+    assert trigger["fingerprint"] == "ab" * 32
+    assert '"/d.csv (removed)"' in lineage.dot(g)
