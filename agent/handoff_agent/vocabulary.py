@@ -131,7 +131,9 @@ NO_RETRAIN_ON = frozenset({"schema", "overdue"})
 # the guardrails and the monitor count these as errors (and 5xx), never a client's 4xx.
 MODEL_REFUSED = "The model refused this input: "
 # A trigger's states. Pending: owed by its snapshot (stored with it), not yet carried out.
-TRIGGER_STATES = ("pending", "running", "done", "failed", "skipped")
+# Interrupted: a retrain whose agent stopped (or was killed) while its notebook ran; it is
+# owed once more (watch/service.py: interrupted_retrains).
+TRIGGER_STATES = ("pending", "running", "done", "failed", "skipped", "interrupted")
 # A revalidation re-runs a version's checks on the source's rows: after a schema change the
 # model cannot take them (the loads/schema checks would only say so), and an overdue source
 # has no new rows. Appended, modified and drifted data are what it is for.

@@ -213,3 +213,61 @@ def test_a_watchs_retrains_run_one_at_a_time(agent, tmp_path):
     spans = sorted(json.loads(line) for line in runs.read_text().splitlines())
     assert len(spans) == 3
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # never overlap
+
+
+SLOW_FIRST_RUN = """
+import os, pathlib, time
+mark = pathlib.Path(mark)
+first = not mark.exists()
+mark.write_text(str(os.getpid()))
+if first:
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_retrain_cut_short_by_kill_9_stops_with_its_agent_and_runs_again(agent, tmp_path):
+    """The notebook runs in a session of its own: killed with its agent's kill -9, it would
+    run on unseen. It stops with the agent, and the restarted agent marks its trigger
+    interrupted and runs the notebook once more."""
+    import nbformat
+
+    data, mark = tmp_path / "events.csv", tmp_path / "kernel.pid"
+    frame(100).to_csv(data, index=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SLOW_FIRST_RUN)]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    w = watch(agent, model="churn", source=str(data), run=str(path), params={"mark": str(mark)})
+    # Given a change whose retrain is running (its kernel has started the notebook)
+    frame(150).to_csv(data, index=False)
+    assert [t["action"] for t in check(agent, w["id"])["triggers"]] == ["alert", "retrain"]
+    kernel = int(until(lambda: mark.exists() and mark.read_text(), 120, "the notebook to run"))
+    with open(f"/proc/{kernel}/stat") as f:
+        runner = int(f.read().rsplit(")", 1)[1].split()[1])  # the kernel's parent
+    # When the agent is killed (kill -9)
+    agent.kill9()
+    # Then the notebook does not run on without it: neither its runner nor its kernel
+    until(lambda: not _running(runner) and not _running(kernel), 30, "the notebook to stop")
+    # and when the agent starts again, the retrain is interrupted, and run once more
+    agent.start()
+
+    def settled():
+        rows = [t for t in triggers(agent, w["id"]) if t["action"] == "retrain"]
+        return len(rows) == 2 and rows[1]["state"] not in ("pending", "running") and rows
+
+    first, again = until(settled, 180, "the retrain to run again")
+    assert first["state"] == "interrupted", first
+    assert first["detail"]["error"] == "the agent stopped while the notebook ran; it runs once more"
+    assert again["state"] == "done" and again["detail"]["retry_of"] == first["id"], again
+    rows = agent.sql("SELECT payload FROM audit WHERE action = 'trigger.done'")
+    states = {p["trigger"]: p["state"] for p in map(json.loads, (r["payload"] for r in rows))}
+    assert (states[first["id"]], states[again["id"]]) == ("interrupted", "done")

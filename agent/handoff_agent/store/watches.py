@@ -49,6 +49,14 @@ def _trigger(row) -> dict:
     return d
 
 
+def _kept(c, trigger_id: int, detail) -> dict:
+    """A trigger's new detail, still saying which interrupted retrain it re-runs."""
+    was = loads(c.execute(select(T.detail).where(T.id == trigger_id)).scalar()) or {}
+    if "retry_of" in was:
+        return {"retry_of": was["retry_of"], **(detail or {})}
+    return dict(detail or {})
+
+
 class WatchStore(StoreBase):
     def watch_add(self, spec: dict, by: str) -> dict:
         """Add a source to a model's watch list, or replace the settings of the same one
@@ -296,6 +304,7 @@ class WatchStore(StoreBase):
     def _trigger_start(self, c, trigger_id: int, state: str, detail) -> bool:
         if state not in TRIGGER_STATES[1:]:
             raise ValueError(f"not a state a trigger is carried out to: {state!r}")
+        detail = _kept(c, trigger_id, detail)
         n = c.execute(
             t.triggers.update()
             .where(T.id == trigger_id, T.state == "pending")
@@ -312,7 +321,9 @@ class WatchStore(StoreBase):
             self._trigger_audit(c, r.id, r.source_id, r.snapshot_id, r.change, r.action, state)
         return bool(n)
 
-    def _trigger_audit(self, c, tid, source_id, snapshot_id, change, action, state) -> None:
+    def _trigger_audit(
+        self, c, tid, source_id, snapshot_id, change, action, state, extra=None
+    ) -> None:
         watched = c.execute(select(S.model, S.source).where(S.id == source_id)).first()
         self.audit_append(
             "watch",
@@ -325,6 +336,7 @@ class WatchStore(StoreBase):
                 "snapshot": snapshot_id,
                 "change": change,
                 "state": state,
+                **(extra or {}),
             },
         )
 
@@ -362,6 +374,7 @@ class WatchStore(StoreBase):
         an auditor asks without another lookup: the watch (its id, model and source), the
         change and action, and what it produced (a retrain's ``versions``, a revalidation's
         ``version``), besides the trigger's own detail."""
+        detail = _kept(c, trigger_id, detail)
         c.execute(
             t.triggers.update()
             .where(T.id == trigger_id)
@@ -391,16 +404,44 @@ class WatchStore(StoreBase):
             "watch", "trigger.done", f"trigger:{trigger_id}", {**detail, **about, "state": state}
         )
 
-    def triggers_interrupted(self) -> int:
-        """Retrains left running by a stopped agent failed (they run only on a local agent,
-        one process, so none of them is still going)."""
+    def retrains_running(self) -> list[dict]:
+        """Retrains left ``running`` by a stopped agent (they run only on a local agent, one
+        process: at its start none of them is still going)."""
+        q = select(t.triggers).where(T.action == "retrain", T.state == "running").order_by(T.id)
+        with self._read() as c:
+            return [_trigger(r) for r in c.execute(q)]
+
+    def retrain_interrupted(self, trigger_id: int, detail: dict, again: bool) -> int | None:
+        """A retrain its agent's stop cut short: ``interrupted`` (audit ``trigger.done``), and
+        with ``again`` a pending trigger of the same change that runs the notebook once more
+        (audit ``trigger.retrain``, ``retry_of`` the first; the watch loop carries it out),
+        in one transaction. The new trigger's id; None without one, or when the retrain was
+        no longer running."""
         with self._tx() as c:
-            rows = list(
-                c.execute(select(T.id).where(T.action == "retrain", T.state == "running")).scalars()
+            r = c.execute(
+                select(t.triggers).where(T.id == trigger_id, T.state == "running")
+            ).first()
+            if r is None:
+                return None
+            self._trigger_finished(c, trigger_id, "interrupted", detail)
+            if not again:
+                return None
+            retry = {"retry_of": trigger_id}
+            tid = c.execute(
+                t.triggers.insert().values(
+                    source_id=r.source_id,
+                    snapshot_id=r.snapshot_id,
+                    change=r.change,
+                    action=r.action,
+                    state="pending",
+                    detail=json.dumps(retry),
+                    time=now(),
+                )
+            ).inserted_primary_key[0]
+            self._trigger_audit(
+                c, tid, r.source_id, r.snapshot_id, r.change, r.action, "pending", retry
             )
-        for tid in rows:
-            self.trigger_done(tid, "failed", {"ok": False, "error": "the agent stopped first"})
-        return len(rows)
+            return tid
 
     def triggers_traced(self, source_id: int) -> list[dict]:
         """The source's triggers, oldest first, each with the fingerprint of the snapshot

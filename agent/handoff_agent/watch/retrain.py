@@ -5,15 +5,23 @@ cell injected after the one tagged ``parameters`` (papermill's convention) or fi
 run stops at the timeout. The kernel sees ``HANDOFF_TRIGGERED_BY``, which ``%mlops push``
 writes into the candidate's provenance, so the version it pushes names the change behind it.
 The outcome is one JSON line on stdout: ``{"ok": true}`` or ``{"ok": false, "error": …}``.
+
+It runs in a session of its own (the agent kills the group at the timeout), so a ``kill -9``
+of the agent would leave it running, pushing a candidate for a trigger nobody waits for:
+it stops, with its kernel, as soon as the agent that started it is gone, and the agent
+marks the trigger ``interrupted`` and runs it again when it starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in a cell's traceback
@@ -32,6 +40,27 @@ def inject(nb, params: dict):
     )
     nb.cells.insert(at, cell)
     return nb
+
+
+PARENT_POLL = 0.5  # seconds between looks at whether the agent is still there
+_running: dict = {}  # the notebook client, once made: its kernel is stopped with this run
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Exit once the process that started this one is gone (it is reparented), taking the
+    kernel along: its process group (a session of its own, with what the notebook started)
+    and its connection file."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    km = getattr(_running.get("client"), "km", None)
+    pid = getattr(getattr(km, "provisioner", None), "pid", None)
+    if pid:
+        with contextlib.suppress(OSError):  # gone already
+            os.killpg(pid, signal.SIGKILL)
+    if km is not None:
+        with contextlib.suppress(Exception):  # a file already gone: nothing else to tidy
+            km.cleanup_connection_file()
+    os._exit(3)
 
 
 def run(path: str, params: dict, timeout: float) -> dict:
@@ -53,6 +82,7 @@ def run(path: str, params: dict, timeout: float) -> dict:
         kernel_name="python3",
         resources={"metadata": {"path": str(Path(path).parent)}},
     )
+    _running["client"] = client
     try:
         client.execute()
     except CellTimeoutError:
@@ -69,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--params", default="{}")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args(argv)
+    watcher = threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True)
+    watcher.start()
     out = run(args.notebook, json.loads(args.params), args.timeout)
     print(json.dumps(out))
     return 0 if out["ok"] else 1

@@ -346,7 +346,10 @@ class WatchService:
 
     async def _loop(self) -> None:
         if self.role == "local":
-            await self.pools.call(self.registry.triggers_interrupted)
+            try:
+                await self.interrupted_retrains()
+            except Exception:  # the database away at the start: the loop goes on regardless
+                failed_round(log, "marking interrupted retrains failed")
             await self.pools.call(self.registry.revalidations_interrupted)
         released = False
         while True:
@@ -367,6 +370,37 @@ class WatchService:
             except Exception:
                 failed_round(log, "watch tick failed")
             await asyncio.sleep(self.tick_seconds)
+
+    async def interrupted_retrains(self) -> list[dict]:
+        """Retrains this agent's stop (or ``kill -9``) cut short, each marked ``interrupted``
+        with why and owed once more: a change's as a pending trigger (``retry_of`` the first)
+        that the loop carries out now, a monitor alert's by the next poll of central's alerts
+        (``requested_retrains``). Not again when it was a re-run already, or when the candidate
+        it pushed arrived before the stop (a second run would push a second candidate). The
+        notebook's runner does not outlive its agent (``retrain.py`` stops it, and its kernel,
+        once the agent that started it is gone), so none goes on unseen."""
+        out = []
+        for tr in await self.pools.read(self.registry.retrains_running):
+            pushed = await self.pools.read(self.triggered_versions, tr["id"])
+            retried = "retry_of" in tr["detail"]
+            again = not pushed and not retried
+            error = "the agent stopped while the notebook ran"
+            names = ", ".join(f"{v['model']}:{v['number']}" for v in pushed)
+            why = (
+                f"; its candidate {names} was pushed, so it is not run again"
+                if pushed
+                else "; it ran once again already"
+                if retried
+                else "; it runs once more"
+            )
+            detail = {**tr["detail"], "ok": False, "error": error + why, "versions": pushed}
+            monitor = tr["change"] == MONITOR_ALERT  # run again by the poll, as a new trigger
+            new = await self.pools.call(
+                self.registry.retrain_interrupted, tr["id"], detail, again and not monitor
+            )
+            log.warning("retrain trigger %s interrupted: %s%s", tr["id"], error, why)
+            out.append({"trigger": tr["id"], "state": "interrupted", "again": new})
+        return out
 
     async def orphans(self) -> int:
         """Fail the revalidations running longer than one may (their agent stopped): any
@@ -721,21 +755,23 @@ class WatchService:
             wanted = [a for a in alerts if a.get("action") == "retrain"]
             if not wanted:
                 continue
-            done = {
-                (t.get("detail") or {}).get("alert")
-                for t in await self.pools.read(self.registry.triggers_of, row["id"])
-                if t["change"] == MONITOR_ALERT
-            }
+            ran: dict = {}
+            for t in await self.pools.read(self.registry.triggers_of, row["id"]):
+                if t["change"] == MONITOR_ALERT:
+                    ran.setdefault((t.get("detail") or {}).get("alert"), []).append(t)
             for alert in wanted:
-                if alert["id"] not in done:
-                    out.append(await self.retrain_for_alert(row, alert))
+                again = _run_again(ran.get(alert["id"], []))
+                if again is not False:
+                    out.append(await self.retrain_for_alert(row, alert, again))
         return out
 
-    async def retrain_for_alert(self, row: dict, alert: dict) -> dict:
+    async def retrain_for_alert(self, row: dict, alert: dict, retry_of: int | None = None) -> dict:
         snap = await self.pools.read(self.registry.snapshot_last, row["id"])
         if snap is None:  # the source never fingerprinted: no data to name as the cause
             return {"action": "retrain", "state": "skipped", "alert": alert["id"]}
         asked = {"alert": alert["id"], "kind": alert.get("kind"), "window": alert.get("window")}
+        if retry_of is not None:
+            asked["retry_of"] = retry_of
         add = self.registry.trigger_add
         tid = await self.pools.call(
             add, row["id"], snap["id"], MONITOR_ALERT, "retrain", "running", asked
@@ -850,6 +886,18 @@ class WatchService:
                 self._references.pop(next(iter(self._references)))  # the oldest read
             self._references[digest] = ref
         return ref
+
+
+def _run_again(triggers: list[dict]):
+    """Whether an alert's retrain runs (again): None, never run; the id of its one trigger
+    that its agent's stop interrupted before a candidate was pushed (run once more); False,
+    handled."""
+    if not triggers:
+        return None
+    first = triggers[0]
+    if len(triggers) == 1 and first["state"] == "interrupted":
+        return False if (first["detail"] or {}).get("versions") else first["id"]
+    return False
 
 
 def triggered_by(version: dict) -> dict | None:
