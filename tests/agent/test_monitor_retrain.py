@@ -80,3 +80,19 @@ def test_a_retrain_alert_runs_the_registered_notebook_once(tmp_path):
     finally:
         local.stop()
         central.stop()
+
+
+def test_an_alerts_retrain_cut_short_by_its_agent_runs_once_more_at_the_next_poll():
+    """What the poll decides from the alert's triggers: a retrain interrupted before its
+    candidate was pushed runs once more (naming it), nothing else runs twice."""
+    from handoff_agent.watch.service import _run_again
+
+    def t(tid, state, **detail):
+        return {"id": tid, "state": state, "detail": detail}
+
+    assert _run_again([]) is None  # never run
+    assert _run_again([t(4, "interrupted", versions=[])]) == 4  # once more, retry_of 4
+    pushed = [{"model": "churn", "number": 2}]
+    assert _run_again([t(4, "interrupted", versions=pushed)]) is False  # its candidate came
+    assert _run_again([t(4, "interrupted"), t(7, "interrupted", retry_of=4)]) is False
+    assert _run_again([t(4, "done")]) is False and _run_again([t(4, "failed")]) is False

@@ -386,15 +386,17 @@ class WatchService:
             again = not pushed and not retried
             error = "the agent stopped while the notebook ran"
             names = ", ".join(f"{v['model']}:{v['number']}" for v in pushed)
+            monitor = tr["change"] == MONITOR_ALERT  # run again by the poll, as a new trigger
             why = (
                 f"; its candidate {names} was pushed, so it is not run again"
                 if pushed
                 else "; it ran once again already"
                 if retried
+                else "; it runs once more while central's alert fires"
+                if monitor
                 else "; it runs once more"
             )
             detail = {**tr["detail"], "ok": False, "error": error + why, "versions": pushed}
-            monitor = tr["change"] == MONITOR_ALERT  # run again by the poll, as a new trigger
             new = await self.pools.call(
                 self.registry.retrain_interrupted, tr["id"], detail, again and not monitor
             )
