@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 
+from handoff_agent.shell import visible
 from handoff_agent.vocabulary import BETTER_COLOUR, MAX_KEEP, VERDICT_STATUS, WORSE_COLOUR
 
 from .client import connect
@@ -28,6 +29,9 @@ class Version:
     def __init__(self, data: dict, client=None):
         self._data = data
         self._client = client
+        # what central waits for before it moves on (``review_view.waiting_for``), read by
+        # ``get`` and ``refresh``: the text and HTML say it where no widget runs
+        self.waiting = ""
 
     name = property(lambda self: self._data.get("model") or self._data.get("name"))
     number = property(lambda self: self._data.get("number") or self._data.get("version"))
@@ -53,6 +57,12 @@ class Version:
     def refresh(self) -> Version:
         client = self._client or connect(start=False)
         self._data = client.get(f"/api/v1/models/{self.name}/versions/{self.number}")
+        return self._read_waiting(client)
+
+    def _read_waiting(self, client) -> Version:
+        from .review_view import waiting_for
+
+        self.waiting = waiting_for(self.name, self._data, client)
         return self
 
     def wait(self, timeout: float = 300.0) -> Version:
@@ -79,6 +89,8 @@ class Version:
             lines[0] += f" at stage {stage_text(self._data)}"
         if trust_wait(self._data):
             lines.append(f"  {trust_wait(self._data)}")
+        if self.waiting:
+            lines.append(f"  {visible(self.waiting)}")
         width = max((len(str(c["name"])) for c in self.checks), default=0)
         for c in self.checks:
             message = (c.get("message") or "").splitlines()[:1]
@@ -102,7 +114,8 @@ class Version:
             f"<div><b>{e(str(self.name))}</b> version <b>{e(str(self.number))}</b> "
             f"<span style='color:{colour}'>{e(str(self.status))}</span>"
             f"<br><code>sha256:{e(str(self.digest))[:16]}…</code>"
-            f"{'<br>' + e(trust_wait(self._data)) if trust_wait(self._data) else ''}{checks}</div>"
+            f"{'<br>' + e(trust_wait(self._data)) if trust_wait(self._data) else ''}"
+            f"{'<br>' + e(visible(self.waiting)) if self.waiting else ''}{checks}</div>"
         )
 
 
@@ -332,7 +345,8 @@ def get(name: str, number: int | None = None) -> Version:
         if not latest:
             raise HandoffUsageError(f"Model {name!r} has no versions.")
         number = latest[0]["number"]
-    return Version(client.get(f"/api/v1/models/{name}/versions/{number}"), client)
+    version = Version(client.get(f"/api/v1/models/{name}/versions/{number}"), client)
+    return version._read_waiting(client)
 
 
 def report(name: str, number: int | None = None, format: str = "html") -> Report:

@@ -1,6 +1,6 @@
 """What central waits for before a version moves on: the analyst's side of the review queue,
-for the history and the push widget (central's ``GET .../reviews``, relayed by the local
-agent)."""
+for the history, the push widget and ``%mlops show`` (central's ``GET .../reviews``, relayed by
+the local agent)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,19 @@ def waiting_text(entry: dict | None) -> str:
     text += f" (in: {signed})" if signed else ""
     blocked = entry.get("blocked")
     return text + (f"; not yet: {blocked['message']}" if blocked else "")
+
+
+def waiting_for(name: str, version: dict, client) -> str:
+    """``waiting_text`` for one local version (its detail, or the push widget's state): ''
+    at a stage no sign-off moves, before central numbered it, or when central cannot say.
+    One reading for the push widget and ``%mlops show``'s text and HTML."""
+    from handoff_agent.vocabulary import DEPLOYED_STAGES
+
+    from .deploy_view import central_number
+
+    if version.get("stage") not in DEPLOYED_STAGES:
+        return ""
+    number = central_number(version)
+    if number is None:
+        return ""
+    return waiting_text(waiting_at_central(name, client).get(number))

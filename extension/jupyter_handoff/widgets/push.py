@@ -154,15 +154,10 @@ class PushWidget(w.VBox):
     def read_waiting(self) -> None:
         """The sign-offs central waits for (and what would refuse one now), read when the
         widget is built and when the version's stage changes."""
-        from ..deploy_view import central_number
-        from ..review_view import waiting_at_central, waiting_text
+        from ..review_view import waiting_for
 
-        text = ""
-        if self._stage in DEPLOYED_STAGES:
-            number = central_number(
-                {"number": self.number, "forwards": list(self._forwards.values())}
-            )
-            text = waiting_text(waiting_at_central(self.model_name, self._client).get(number))
+        state = {"stage": self._stage, "forwards": list(self._forwards.values())}
+        text = waiting_for(self.model_name, state, self._client)
         if text != self.waiting:
             self.waiting = text
             self.render()
