@@ -20,6 +20,7 @@ from traitlets import Enum, Unicode
 
 from . import keys, runtime
 from ._version import __version__
+from .cli_hints import Asked, cli_hint
 from .command import Command
 from .shell import complain, visible
 
@@ -102,8 +103,10 @@ def _request(
             err = None
         if not isinstance(err, dict) or "message" not in err:  # another server's error page
             raise Unreachable(f"{not_handoff} (HTTP {e.code} {e.reason})") from None
-        # a refusal may quote what a model raised or an analyst named: one inert line each
-        message, hint = visible(err["message"]), visible(err.get("hint", ""))
+        # a refusal may quote what a model raised or an analyst named: one inert line each;
+        # its hint in a shell's words (a command, not a route)
+        hint = cli_hint(err.get("code", ""), err.get("hint", ""), Asked(role, url))
+        message, hint = visible(err["message"]), visible(hint)
         raise Unreachable(f"{message}\n{hint}".strip()) from None
     except OSError as e:
         raise Unreachable(f"The agent at {base} is not answering ({e}).") from None

@@ -24,6 +24,7 @@ from traitlets import Bool, Unicode
 
 from . import runtime
 from ._version import __version__
+from .cli_hints import Asked, cli_hint
 from .command import Command
 from .monitor import windows
 from .shell import complain, os_user
@@ -120,7 +121,7 @@ class MonitorApp(Command):
             else:
                 out = self._run(args[1], parse_now(self.now))
         except HandoffError as e:
-            complain(f"{e.message}\n{e.hint}".strip())
+            complain(f"{e.message}\n{cli_hint(e.code, e.hint, Asked('central'))}".strip())
             self.exit(2)
         except BlobError as e:  # the blob store unreachable, at start or midway
             why = str(e).rstrip(".")
@@ -181,9 +182,9 @@ class MonitorApp(Command):
                     return json.loads(r.read())
             except urllib.error.HTTPError as e:
                 err = json.loads(e.read() or b"{}").get("error", {})
-                raise SystemExit(
-                    f"{err.get('message', e)}\n{err.get('hint', '')}".strip()
-                ) from None
+                asked = Asked("central", self.url)
+                hint = cli_hint(err.get("code", ""), err.get("hint", ""), asked)
+                raise SystemExit(f"{err.get('message', e)}\n{hint}".strip()) from None
             except (OSError, ValueError) as e:  # refused, unreachable, timed out, not JSON
                 raise SystemExit(
                     f"The agent at {base} is not answering ({getattr(e, 'reason', e)})."

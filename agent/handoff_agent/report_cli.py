@@ -10,8 +10,9 @@ import webbrowser
 from pathlib import Path
 
 from . import runtime
+from .cli_hints import cli_hint
 from .names import NAME_RE
-from .shell import complain
+from .shell import complain, visible
 
 
 def _get(info: dict, path: str) -> bytes:
@@ -41,7 +42,8 @@ def fetch_report(ref: str, fmt: str, open_browser: bool) -> int:
         body = _get(info, f"/api/v1/models/{name}/versions/{number}/report?format={fmt}")
     except urllib.error.HTTPError as e:
         err = json.loads(e.read() or b"{}").get("error", {})
-        complain(f"{err.get('message', e)}\n{err.get('hint', '')}".strip())
+        hint = cli_hint(err.get("code", ""), err.get("hint", ""))
+        complain(visible(f"{err.get('message', e)}") + f"\n{visible(hint)}".rstrip())
         return 1
     if fmt != "html":
         print(body.decode())

@@ -309,6 +309,43 @@ def test_central_made_a_signing_key_at_first_start_and_publishes_it(site):
     assert_error(status, body, 404, "not_central")
 
 
+def test_a_refusal_in_a_shell_names_the_command_that_helps_not_a_route(site):
+    """The agent's hints name HTTP routes (written for any client); a command prints the
+    command that does the same instead, and running it does what the hint says. One line
+    of what is wrong, one of what to do, exit 1 (a refusal)."""
+    central, local = site["central"], site["local"]
+
+    def refused(agent, *args) -> list[str]:
+        out = cli(agent, *args)
+        assert out.returncode == 1 and out.stdout == "", out.stdout + out.stderr
+        assert "Traceback" not in out.stderr and "/api/" not in out.stderr, out.stderr
+        return out.stderr.splitlines()
+
+    # a version central does not have: its audit log lists the versions it has
+    assert refused(central, "dossier", "churn:99") == [
+        "Model 'churn' has no version 99.",
+        "`jupyter handoff audit log churn --action version.create --agent-role central` lists "
+        "its versions.",
+    ]
+    args = ("audit", "log", "churn", "--action", "version.create", "--agent-role", "central")
+    listed = cli(central, *args)
+    assert listed.returncode == 0, listed.stderr
+    subjects = {line.split()[4] for line in listed.stdout.splitlines()[:-1]}
+    assert subjects == {"churn:1", "churn:2"}, listed.stdout
+    # a model the local agent does not have (report): its inventory lists those it has
+    assert refused(local, "report", "nope") == [
+        "No model named 'nope'.",
+        "`jupyter handoff inventory --agent local` lists the models.",
+    ]
+    inventory = cli(local, "inventory", "--agent", "local")
+    assert inventory.returncode == 0 and "churn" in inventory.stdout, inventory.stderr
+    # central's public key asked of the local agent
+    assert refused(local, "dossier", "key", "--agent", "local") == [
+        "Only a central agent signs dossiers, so this agent publishes no key.",
+        "Ask central: leave out --agent local, or give central's URL with --url.",
+    ]
+
+
 @pytest.fixture(scope="module")
 def signed(site):
     """churn:1's dossier as `jupyter handoff dossier` saves it, and central's public key."""
