@@ -89,9 +89,7 @@ def notebook(site):
     central, local, tmp = site
     before = ["%load_ext jupyter_handoff", "%mlops show churn:1"]
     after = ["%mlops history churn", f"%mlops dossier churn:1 --out {tmp / 'd.zip'}"]
-    nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(c) for c in before + after]
-    )  # fmt: skip
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in before + after])
     client = NotebookClient(
         nb,
         timeout=120,
