@@ -165,6 +165,8 @@ class MonitorApp(Command):
             registry.close()
 
     def _run(self, name: str, now: float | None) -> dict:
+        from .errors import HandoffError
+
         info = None if self.url else runtime.read("central")
         if self.url or (info and runtime.healthy(info["url"])):
             import os
@@ -184,11 +186,15 @@ class MonitorApp(Command):
                 err = json.loads(e.read() or b"{}").get("error", {})
                 asked = Asked("central", self.url)
                 hint = cli_hint(err.get("code", ""), err.get("hint", ""), asked)
+                if err.get("code") == "now_in_future":  # the --now given: a usage mistake
+                    raise HandoffError(err.get("message", str(e)), hint) from None
                 raise SystemExit(f"{err.get('message', e)}\n{hint}".strip()) from None
             except (OSError, ValueError) as e:  # refused, unreachable, timed out, not JSON
                 raise SystemExit(
                     f"The agent at {base} is not answering ({getattr(e, 'reason', e)})."
                 ) from None
+        if now is not None:  # evaluated here: this process's clock is the agent's
+            windows.not_after_clock(now, time.time())
         from .cli import _home, _open_db
         from .monitor.service import MonitorService
         from .policy import Policy

@@ -98,8 +98,10 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/v1/ready": {
         "get": _op(
-            "Readiness: 200 while the metadata and blob stores answer, else 503 "
-            "(database_busy or blob_store_unavailable, with Retry-After).",
+            "Readiness: 200 while the metadata and blob stores answer and, on a central "
+            "that serves, its model server is ready (`model_server: ready`); else 503 "
+            "(database_busy, blob_store_unavailable or model_server_not_ready, with "
+            "Retry-After).",
             public=True,
         )
     },

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,29 @@ def test_a_replay_time_out_of_range_is_one_line_offline(tmp_path, now):
     assert out.stderr.strip() == (
         f"--now {now!r} is not a time between 2000-01-01 and 7 days from now."
     ), out.stderr
+
+
+def test_a_replay_time_past_the_clock_is_refused_offline_and_stores_no_window(tmp_path):
+    env, home = _home(tmp_path)
+    log = pd.DataFrame({"x": np.arange(10.0), "prediction": [0, 1] * 5})
+    log["time"] = time.time() - 3600 + np.arange(10) * 60.0
+    log.to_parquet(tmp_path / "log.parquet")
+    args = ("--home", home)
+    imported = handoff_cli(env, "monitor", "import", "churn", str(tmp_path / "log.parquet"), *args)
+    assert imported.returncode == 0, imported.stderr
+    ahead = str(time.time() + 86400)  # tomorrow: today's daily window has not closed
+
+    out = handoff_cli(env, "monitor", "run", "churn", "--now", ahead, *args)
+
+    assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("now ") and "is later than the agent's clock (" in first, first
+    assert "Traceback" not in out.stderr
+    store = MetadataStore.for_home(Path(home))
+    try:
+        assert store.windows_of("churn") == []
+    finally:
+        store.close()
 
 
 def test_a_run_at_a_central_that_does_not_answer_is_one_line(tmp_path):

@@ -76,7 +76,8 @@ def test_central_answers_503_while_postgresql_is_unreachable_then_recovers(centr
     # When PostgreSQL is back, central answers again without a restart
     relay.restore()
     until(lambda: central.request("GET", "/api/v1/models")[0] == 200, timeout=30)
-    assert central.request("GET", "/api/v1/ready") == (200, {"status": "ready", "role": "central"})
+    status, ready = central.request("GET", "/api/v1/ready")
+    assert (status, ready) == (200, {"status": "ready", "role": "central", "model_server": "ready"})
     assert deliver(central, envelope("outage-2"))[0] == 201
     assert central.request("GET", path)[1]["stage"] != "archived"  # the refused call did nothing
 

@@ -6,7 +6,7 @@ import asyncio
 
 from .. import openapi, reports
 from .._version import __version__
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound, Unavailable
 from ..names import validate_name
 from ..runtime import SPOOL_FOLLOW_HEADER, SPOOL_TYPE
 from ..store.blobs import BlobError
@@ -38,7 +38,8 @@ class HealthHandler(BaseHandler):
 
 class ReadyHandler(BaseHandler):
     """Readiness, for a load balancer in front of replicas: 200 while the metadata and blob
-    stores answer, else their 503 with Retry-After, so traffic goes to a replica that can
+    stores answer and, on a central that serves, its model server is ready (the rule of
+    ``/v2/health/ready``); else a 503 with Retry-After, so traffic goes to a replica that can
     serve it. ``/health`` stays liveness: the process answers."""
 
     public = True
@@ -47,7 +48,19 @@ class ReadyHandler(BaseHandler):
     async def get(self):
         await self.agent.read(self.agent.registry.ping)
         await self.agent.read(self.agent.store.exists, self.NO_BLOB)
-        self.write_json({"status": "ready", "role": self.agent.role})
+        body = {"status": "ready", "role": self.agent.role}
+        if self.agent.role == "central" and self.agent.serving.enabled:
+            server = self.agent.model_server
+            why = "it has not started yet" if server is None else server.not_ready()
+            if why is not None:
+                raise Unavailable(
+                    f"The model server is not ready: {why}.",
+                    "Retry shortly; GET /api/v1/models/NAME/deployment shows each version's "
+                    "load_error.",
+                    code="model_server_not_ready",
+                )
+            body["model_server"] = "ready"
+        self.write_json(body)
 
 
 class OpenAPIHandler(BaseHandler):

@@ -75,7 +75,8 @@ class AlertsHandler(FromCentral):
 
 
 class MonitorRunHandler(CentralOnly):
-    """Admin: evaluate the windows closed by ``now`` (epoch seconds; default the clock)."""
+    """Admin: evaluate the windows closed by ``now`` (epoch seconds; default the clock, and
+    never past it: ``windows.not_after_clock``)."""
 
     roles = {"POST": ("admin",)}
     does = "run the monitor"
@@ -93,5 +94,7 @@ class MonitorRunHandler(CentralOnly):
             raise BadRequest(
                 f"now must be epoch seconds {windows.span_text()}.", '{"now": 1767225600}'
             )
+        if now is not None:
+            windows.not_after_clock(now, time.time())
         await self.known_model(name, monitored=True)
         self.write_json(await self.agent.monitor_run(name, now))

@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 LENGTH = {"hourly": 3600.0, "daily": 86400.0}
 EARLIEST = 946_684_800.0  # 2000-01-01: no prediction Handoff monitors was served before
-AHEAD = 7 * 86400.0  # how far past the clock a replay's simulated now may go
+AHEAD = 7 * 86400.0  # how far past the clock an imported log's times may go
+# How far past the agent's clock a run's ``now`` may go: two machines' clocks disagree by
+# that much at most (Kerberos' default skew). A later ``now`` would store windows as closed
+# that have not closed, judged on part of their traffic and never judged again.
+SKEW = 300.0
 
 
 def in_range(t, now: float, ahead: float = AHEAD):
@@ -19,6 +23,21 @@ def in_range(t, now: float, ahead: float = AHEAD):
 
 def span_text(ahead: float = AHEAD) -> str:
     return f"between 2000-01-01 and {int(ahead // 86400)} days from now"
+
+
+def not_after_clock(now: float, clock: float) -> None:
+    """Refuse a run's ``now`` later than ``clock`` (the evaluating agent's) plus ``SKEW``:
+    the API's 400 and ``monitor run --now``'s one line."""
+    if now > clock + SKEW:
+        from ..errors import BadRequest
+
+        raise BadRequest(
+            f"now {readable(now, seconds=True)} is later than the agent's clock "
+            f"({readable(clock, seconds=True)}, {SKEW:g} s allowed for skew): its windows "
+            "have not closed yet.",
+            "Give a time up to the agent's clock, or leave now out to use the clock.",
+            code="now_in_future",
+        )
 
 
 def floor(kind: str, t: float) -> float:
@@ -52,9 +71,10 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
 
 
-def readable(t: float) -> str:
-    """A window's start in a sentence people read."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def readable(t: float, seconds: bool = False) -> str:
+    """A window's start (or a clock, to the second) in a sentence people read."""
+    shape = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC"
+    return datetime.fromtimestamp(t, UTC).strftime(shape)
 
 
 def days(n: float) -> timedelta:

@@ -590,11 +590,23 @@ class ModelServer:
     def ready(self) -> bool:
         """Ready once the slot table is routed and no version in a slot is still loading: a
         load balancer sends a restarted replica nothing before."""
-        return (
-            self._state is not None
-            and not self._waiting
-            and all(self._up(ep.model, n) for ep in self.endpoints.values() for n in ep.versions())
+        return self.not_ready() is None
+
+    def not_ready(self) -> str | None:
+        """Why the server is not ready (the rule of ``ready``, said for ``/api/v1/ready``),
+        or None."""
+        if self._state is None:
+            return "it has not read the slot table yet"
+        loading = sorted(self._waiting) + sorted(
+            (ep.model, n)
+            for ep in self.endpoints.values()
+            for n in ep.versions()
+            if not self._up(ep.model, n) and (ep.model, n) not in self._waiting
         )
+        if not loading:
+            return None
+        shown = ", ".join(f"{m}:{n}" for m, n in loading[:5]) + (" …" if len(loading) > 5 else "")
+        return f"{shown} {'is' if len(loading) == 1 else 'are'} still loading"
 
 
 def _bounded(rows: list[dict], most: int) -> tuple[list[dict], set[tuple[str, int]]]:

@@ -173,6 +173,33 @@ def test_a_user_name_is_one_word_so_nobody_signs_as_a_look_alike(served):
     assert_error(status, body, 403, "self_signoff")
 
 
+def test_a_serving_central_is_ready_once_its_model_server_is(served):
+    _local, central, *_ = served
+    status, body = central.request("GET", "/api/v1/ready", token=False)
+    assert (status, body) == (200, {"status": "ready", "role": "central", "model_server": "ready"})
+
+
+def test_a_monitoring_run_refuses_a_now_past_centrals_clock_and_stores_nothing(served):
+    _local, central, client, *_ = served
+    assert client.invocations([ROW])[0] == 200  # a prediction log: churn is monitored
+    path = "/api/v1/models/churn/monitor/run"
+    # an hour ahead: today's hourly and daily windows would be stored as closed
+    status, body = central.request("POST", path, {"now": time.time() + 3600})
+    message = assert_error(status, body, 400, "now_in_future")["message"]
+    assert "is later than the agent's clock (" in message and "300 s allowed for skew" in message
+    stored = central.request("GET", "/api/v1/models/churn/monitor")[1]["windows"]
+    assert not [w for w in stored if w["kind"] != "rolling" and w["end"] > time.time()], stored
+    # and `monitor run --now` says so in its line, exit 2
+    p = central.cli("monitor", "run", "churn", "--now", str(time.time() + 3600))
+    assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+    assert p.stderr.splitlines()[0].startswith("now "), p.stderr
+    assert "later than the agent's clock" in p.stderr.splitlines()[0], p.stderr
+    assert "Traceback" not in p.stderr
+    # a clock a few seconds behind central's is no mistake
+    status, body = central.request("POST", path, {"now": time.time() + 5})
+    assert status == 200, body
+
+
 def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
     _local, central, client, *_ = served
     assert client.invocations([ROW])[0] == 200  # a prediction log: churn is monitored
