@@ -14,6 +14,9 @@ min_labels = 200
 max_feature_psi = 0.2         # a feature drifts above this PSI (or a significant KS / chi²)
 max_drift_share = 0.3         # drift alert: share of drifted features above this
 max_one_feature_psi = 0.5     # feature drift alert: any one feature's PSI above this
+fire_after = 1                # an alert fires after this many crossing windows in a row
+clear_after = 1               # and clears after this many windows back within its clear level
+clear_margin = 0.1            # the clear level: this share inside the threshold (hysteresis)
 
 [monitor.actions]             # per alert kind: notify, rollback or retrain
 drift = "notify"
@@ -52,6 +55,7 @@ SEVERITY = (
 )
 WINDOWS = ("hourly", "daily", "monthly")  # closed windows; "rolling" ends at the run's now
 METRICS = ("auto", "accuracy", "mae", "rmse")
+HISTORY = 50  # most earlier windows of one kind the hysteresis reads (fire_after, clear_after)
 
 
 def describe_alerts() -> dict:
@@ -140,6 +144,29 @@ class MonitorPolicy:
     max_calibration_error: float = _key(
         0.05, "CBPE is trusted only while the scores' calibration error stays below", above=0
     )
+    fire_after: int = _key(
+        1,
+        "an alert fires only after this many crossing windows of one kind in a row (windows "
+        "that could not judge it, too few predictions, neither count nor break the run)",
+        lo=1,
+        hi=HISTORY,
+    )
+    clear_after: int = _key(
+        1,
+        "a firing alert clears only after this many windows in a row back within its clear "
+        "level (clear_margin)",
+        lo=1,
+        hi=HISTORY,
+    )
+    clear_margin: float = _key(
+        0.1,
+        "hysteresis: an alert clears only once its value is back inside its threshold by this "
+        "share of it (0.1: a PSI alert at 0.2 clears at 0.18 or below); for performance, by "
+        "this share of the gap between the threshold and the baseline. A value between the "
+        "threshold and its clear level neither fires nor clears",
+        lo=0,
+        hi=1,
+    )
     actions: MonitorActions = field(
         default_factory=MonitorActions, metadata={"help": "[monitor.actions]", "table": True}
     )
@@ -150,6 +177,39 @@ class MonitorPolicy:
 
     def action(self, kind: str) -> str:
         return getattr(self.actions, kind)
+
+    # -- hysteresis: the one rule of when an alert fires and clears -----------------------
+
+    def clear_level(self, threshold: float, worse: str, baseline: float | None = None) -> float:
+        """The value an alert's reading must be back at (or better) to count toward its
+        clearing: ``clear_margin`` inside the threshold, of the threshold's size or, with a
+        baseline (performance), of the gap between the two."""
+        gap = abs(baseline - threshold) if baseline is not None else abs(threshold)
+        margin = self.clear_margin * gap
+        return threshold + margin if worse == "below" else threshold - margin
+
+    def reading_state(
+        self, value: float, threshold: float, crossed: bool, worse: str, baseline=None
+    ) -> str:
+        """``crossed``, ``clear`` (back at or past the clear level) or ``between`` (inside
+        the threshold, short of the clear level: neither fires nor clears)."""
+        if crossed:
+            return "crossed"
+        level = self.clear_level(threshold, worse, baseline)
+        back = value >= level if worse == "below" else value <= level
+        return "clear" if back else "between"
+
+    def decide(self, firing: bool, states: list[str]) -> str | None:
+        """``fire``, ``clear`` or None, from one alert's states in the latest windows of one
+        kind, oldest first (``reading_state``; when it fires, only the windows since the one
+        that fired it): ``fire_after`` crossed in a row fire it, ``clear_after`` clear in a
+        row clear it. So a metric that wavers around its threshold fires once, not each
+        window, and each firing's action (a rollback, a retrain) and notices happen once."""
+        need, want = (self.clear_after, "clear") if firing else (self.fire_after, "crossed")
+        last = states[-need:]
+        if len(last) == need and all(s == want for s in last):
+            return "clear" if firing else "fire"
+        return None
 
     @classmethod
     def load(cls, table: Any, path: Any = "policy") -> MonitorPolicy:

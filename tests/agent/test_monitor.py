@@ -175,6 +175,7 @@ def test_the_views_read_each_window_against_its_thresholds_and_the_firing_alerts
         "threshold": POLICY.max_drift_share,
         "worse": "above",
         "crossed": True,
+        "clears_at": POLICY.max_drift_share * (1 - POLICY.clear_margin),
     }
     assert not any(m["crossed"] for m in service.marks(calm))
     estimate = {m["kind"]: m for m in service.marks(calm)}.get("estimated_performance")

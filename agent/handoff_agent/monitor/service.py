@@ -10,9 +10,10 @@ closes; its labelled performance when its label delay has passed and at least
 ``min_labels`` labels arrived (it keeps waiting up to ``label_wait_days``). A window below
 ``min_samples`` never alerts and records why. A window whose log gained records after it was
 judged (a late import, a segment flushed after it closed, a replay's ``--now`` ahead of the
-log) is judged again, whole. Alerts are per model, kind and window kind: a crossing window
-fires one (unless it already fires), a window back within bounds clears it, unless it is older
-than the window that fired it.
+log) is judged again, whole. Alerts are per model, kind and window kind, with hysteresis
+(``[monitor] fire_after``, ``clear_after``, ``clear_margin``; the rule is
+``MonitorPolicy.decide``): crossing windows fire one (unless it already fires), windows back
+inside the threshold by the clear margin clear it, unless older than the window that fired it.
 
 A log segment whose stored bytes are bad (they no longer match their digest, or they are no
 Parquet) is quarantined once: one warning line, an audit row ``monitor.segment_quarantined``,
@@ -34,7 +35,7 @@ import numpy as np
 from ..bundle import read_members
 from ..errors import HandoffError
 from ..manifest import data_member
-from ..monitor_policy import ALERT_KINDS, MonitorPolicy
+from ..monitor_policy import ALERT_KINDS, HISTORY, MonitorPolicy
 from ..outage import failed_round
 from ..parquet_bytes import read_frame
 from ..serving import predlog
@@ -269,8 +270,10 @@ class MonitorService:
 
     # -- alerts ---------------------------------------------------------------------------
 
-    def readings(self, row: dict, judge_closing: bool) -> list[tuple[str, float, float, bool]]:
-        """(kind, value, threshold, crossed) of each alert kind this window can judge."""
+    def readings(self, row: dict, judge_closing: bool) -> list[tuple]:
+        """(kind, value, threshold, crossed, worse, baseline) of each alert kind this window
+        can judge: ``worse`` the side of the threshold that is worse (``above``/``below``),
+        ``baseline`` the performance kinds' (for the clear level)."""
         from . import metrics
 
         p, m = self.settings, row["metrics"]
@@ -280,31 +283,28 @@ class MonitorService:
         if judge_closing:
             ops = m["traffic"]
             if ops.get("error_rate") is not None:
+                rate = ops["error_rate"]
                 out.append(
-                    (
-                        "error_rate",
-                        ops["error_rate"],
-                        p.max_error_rate,
-                        ops["error_rate"] > p.max_error_rate,
-                    )
+                    ("error_rate", rate, p.max_error_rate, rate > p.max_error_rate, "above", None)
                 )
             if ops.get("p99_ms") is not None:
-                out.append(("latency", ops["p99_ms"], p.max_p99_ms, ops["p99_ms"] > p.max_p99_ms))
+                p99 = ops["p99_ms"]
+                out.append(("latency", p99, p.max_p99_ms, p99 > p.max_p99_ms, "above", None))
             if m.get("drift"):
                 share = m["drift"]["share"]
-                out.append(("drift", share, p.max_drift_share, share > p.max_drift_share))
+                limit = p.max_drift_share
+                out.append(("drift", share, limit, share > limit, "above", None))
                 top = max(_psis(m["drift"]), default=None)
                 if top is not None:
                     limit = p.max_one_feature_psi
-                    out.append(("feature_drift", top[0], limit, top[0] > limit))
+                    out.append(("feature_drift", top[0], limit, top[0] > limit, "above", None))
             pd_ = m.get("prediction_drift") or {}
             shift = max(
                 (v for v in (pd_.get("psi"), pd_.get("score_psi")) if v is not None), default=None
             )
             if shift is not None:
-                out.append(
-                    ("prediction_drift", shift, p.max_prediction_psi, shift > p.max_prediction_psi)
-                )
+                limit = p.max_prediction_psi
+                out.append(("prediction_drift", shift, limit, shift > limit, "above", None))
             est = m.get("estimate")
             if est and est.get("calibrated") and est.get("baseline") is not None:
                 out.append(
@@ -313,25 +313,26 @@ class MonitorService:
                         est["estimate"],
                         metrics.bound("accuracy", est["baseline"], p),
                         metrics.estimate_worse(est, p),
+                        "below",
+                        est["baseline"],
                     )
                 )
         perf = m.get("performance")
         if row["labels"] == "final" and perf and perf.get("baseline") is not None:
             bound = metrics.bound(perf["metric"], perf["baseline"], p)
-            out.append(("performance", perf["value"], bound, metrics.worse(perf, p)))
+            worse = "below" if HIGHER_IS_BETTER.get(perf["metric"]) else "above"
+            crossed = metrics.worse(perf, p)
+            out.append(("performance", perf["value"], bound, crossed, worse, perf["baseline"]))
         return out
 
     def marks(self, row: dict) -> list[dict]:
         """A stored window's readings for the views: per alert kind its value, threshold,
-        the side of it that is worse and whether the window crossed it. The same readings
-        the alerts are judged on, so a view's marks and the alerts agree."""
+        the side of it that is worse, whether the window crossed it, and the level a firing
+        alert's value must be back at to clear (``clears_at``). The same readings the alerts
+        are judged on, so a view's marks and the alerts agree."""
+        p = self.settings
         out = []
-        for kind, value, threshold, crossed in self.readings(row, judge_closing=True):
-            if kind == "performance":
-                metric = row["metrics"]["performance"]["metric"]
-            else:
-                metric = "accuracy" if kind == "estimated_performance" else ""
-            worse = "below" if HIGHER_IS_BETTER.get(metric) else "above"
+        for kind, value, threshold, crossed, worse, baseline in self.readings(row, True):
             out.append(
                 {
                     "kind": kind,
@@ -339,15 +340,30 @@ class MonitorService:
                     "threshold": threshold,
                     "worse": worse,
                     "crossed": bool(crossed),
+                    "clears_at": p.clear_level(threshold, worse, baseline),
                 }
             )
         return clean(out)
 
     def judge(self, model: str, kind: str, start: float, row: dict, judge_closing: bool) -> list:
-        changes = []
-        for alert, value, threshold, crossed in self.readings(row, judge_closing):
+        """Fire and clear this window's alerts by the policy's hysteresis (``decide``): a
+        crossing window fires an alert after ``fire_after`` in a row, a window back at its
+        clear level clears it after ``clear_after`` in a row; a window older than the one
+        that fired an alert (its late labels or log) says nothing of now."""
+        p = self.settings
+        changes, earlier = [], None
+        for alert, value, threshold, crossed, worse, baseline in self.readings(row, judge_closing):
             current = self.registry.alert_open(model, alert, kind)
-            if crossed and current is None:
+            if current is not None and start < current["fired_window"]:
+                continue
+            states = [p.reading_state(value, threshold, crossed, worse, baseline)]
+            if (p.clear_after if current else p.fire_after) > 1:
+                if earlier is None:
+                    earlier = self._earlier(model, kind, start)
+                since = current["fired_window"] if current else -math.inf
+                states = [s for t, a, s in earlier if a == alert and t > since] + states
+            decision = p.decide(current is not None, states)
+            if decision == "fire":
                 action = self.settings.action(alert)
                 message = (
                     f"{model}: {ALERT_KINDS[alert]} {value:.4g} crossed {threshold:.4g} in the "
@@ -369,9 +385,7 @@ class MonitorService:
                 outcome, rolled = self.act(model, fired, action, served)
                 self.registry.alert_outcome(fired["id"], outcome)
                 changes.append({**fired, "outcome": outcome, "rolled_back": rolled})
-            elif not crossed and current is not None and start >= current["fired_window"]:
-                # a window older than the one that fired (its late labels or log) says
-                # nothing of now
+            elif decision == "clear":
                 cleared = self.registry.alert_clear(current["id"], start, value)
                 if cleared is not None:  # else another replica cleared it first
                     said = (
@@ -380,6 +394,16 @@ class MonitorService:
                     )  # the notice says what cleared it, not the firing's words again
                     changes.append({**cleared, "value": value, "message": said})
         return changes
+
+    def _earlier(self, model: str, kind: str, start: float) -> list[tuple[float, str, str]]:
+        """(start, alert kind, state) of each reading in the windows of ``kind`` stored
+        before ``start`` (the latest ``HISTORY``), oldest first: the runs hysteresis counts."""
+        p, out = self.settings, []
+        for row in self.registry.windows_before(model, kind, start, HISTORY):
+            for alert, value, threshold, crossed, worse, baseline in self.readings(row, True):
+                state = p.reading_state(value, threshold, crossed, worse, baseline)
+                out.append((row["start"], alert, state))
+        return out
 
     def act(
         self, model: str, alert: dict, action: str, served: list[int] | None = None

@@ -54,6 +54,21 @@ class MonitorStore(StoreBase):
             r["metrics"] = loads(r["metrics"]) or {}
         return sorted(rows, key=lambda r: (r["kind"], r["start"]))
 
+    def windows_before(self, model: str, kind: str, before: float, limit: int) -> list[dict]:
+        """The ``limit`` latest windows of ``kind`` that started before ``before``, oldest
+        first (alert hysteresis counts runs of them); on the (model, kind, start) index."""
+        q = (
+            select(W.kind, W.start, W.end, W.status, W.reason, W.labels, W.metrics)
+            .where(W.model == model, W.kind == kind, W.start < before)
+            .order_by(W.start.desc())
+            .limit(limit)
+        )
+        with self._read() as c:
+            rows = [as_dict(r) for r in c.execute(q)]
+        for r in rows:
+            r["metrics"] = loads(r["metrics"]) or {}
+        return rows[::-1]
+
     def window_starts(self, model: str, kind: str) -> dict[float, tuple[str, str]]:
         """start → (labels state, when computed) of the model's stored windows of ``kind``."""
         with self._read() as c:
