@@ -3,7 +3,9 @@
 Each row describes the model's version in production when it has one, else its newest
 version. Facts come from the registry: where the model serves (central's slots), its firing
 monitoring alerts, and the sources watched for it. A local agent serves and monitors nothing,
-so its rows say so (``where: null``, no alerts, a note) instead of guessing.
+so its rows say so (``where: null``, no alerts, a note) instead of guessing. At central, a
+model known only from ``monitor import`` (served elsewhere) has a row too, ``imported:
+true``, with its firing alerts and nothing else known.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ MONITORING_NOTES = {
     True: "alerts: those firing at central's monitor",
     False: "monitoring runs at central: this agent computes no alerts",
 }
+IMPORTED_SERVING = (
+    "served elsewhere: monitored here from an imported prediction log (`jupyter handoff "
+    "monitor import`)"
+)
 SOURCES_NOTE = (
     "no data source is watched here: data is known by its fingerprints only, and "
     "'data changed since validation' compares the data later pushes of the same model brought"
@@ -230,6 +236,37 @@ def model_row(
         "tags": (v.get("manifest") or {}).get("tags") or v.get("tags") or {},
         "risk_tags": sorted(risk),
         "risk": risk,
+        "imported": False,
+    }
+
+
+def imported_row(registry, name: str) -> dict:
+    """A model known only from ``monitor import`` (served elsewhere): no version here, so
+    only its monitoring, its firing alerts, is known."""
+    return {
+        "name": name,
+        "owner": None,
+        "latest_version": None,
+        "version": None,
+        "described": "imported",
+        "stage": None,
+        "status": None,
+        "verdict": None,
+        "digest": None,
+        "pushed_by": None,
+        "pushed_at": None,
+        "serving": {"deployed": None, "where": None, "note": IMPORTED_SERVING, "slots": []},
+        "data": [],
+        "sensitive_attributes": [],
+        "fairness": None,
+        "drift": None,
+        "alerts": firing_alerts(registry, name, True),
+        "last_signoff": None,
+        "production_history": [],
+        "tags": {},
+        "risk_tags": [],
+        "risk": {},
+        "imported": True,
     }
 
 
@@ -266,6 +303,10 @@ def inventory(registry, filters: dict[str, str] | None = None, central: bool = F
         )
         if matches(row, filters):
             rows.append(row)
+    if central:  # models monitored from an imported log, with no version here
+        imported = [imported_row(registry, n) for n in registry.imported_names()]
+        rows += [r for r in imported if matches(r, filters)]
+        rows.sort(key=lambda r: r["name"])
     return {
         "models": rows,
         "count": len(rows),
@@ -314,11 +355,12 @@ def flat(row: dict) -> dict:
     out = {
         "name": row["name"],
         "owner": row["owner"] or "",
-        "latest_version": str(row["latest_version"]),
-        "version": str(row["version"]),
+        "latest_version": str(row["latest_version"] or ""),
+        "version": str(row["version"] or "imported"),
         "stage": row["stage"] or "",
         "serving": row["serving"]["where"]
         or ("at central (--agent central)" if row["serving"]["note"] == LOCAL_SERVING else "")
+        or ("elsewhere (imported log)" if row.get("imported") else "")
         or "not deployed",
         "datasets": " ".join(f"{d['role']}:{d['fingerprint'][:12]}" for d in row["data"]),
         "sensitive_attributes": " ".join(row["sensitive_attributes"]),

@@ -110,7 +110,8 @@ PATHS: dict[str, dict[str, dict]] = {
         "get": _op(
             "Models by name, a page at a time (``next``: the ``after`` of the next page). "
             "At central each carries open_alerts (the count) and firing (kind, window, "
-            "message of each firing alert, worst kind first).",
+            "message of each firing alert, worst kind first), and the models known only from "
+            "`monitor import` (served elsewhere) are listed too, `imported: true`.",
             params=[
                 _param("limit", "query", "At most this many (1-1000).", {**INT, "maximum": 1000}),
                 _param("after", "query", "Only models named after this.", {"type": "string"}),
@@ -662,7 +663,8 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/monitor/run": {
         "post": _op(
             "Admin, central: evaluate the windows closed by now (epoch seconds, default the "
-            "clock: a simulated time replays a backfill); returns the windows and alert changes.",
+            "clock: a simulated earlier time replays a backfill; one past central's clock by "
+            "more than 300 s is a 400 now_in_future); returns the windows and alert changes.",
             params=[NAME],
             body={
                 "required": False,

@@ -20,10 +20,12 @@ import {
 export interface IInventoryRow {
   name: string;
   owner: string | null;
-  latest_version: number;
-  version: number;
+  latest_version: number | null;
+  version: number | null;
   stage: string | null;
-  serving: { deployed: boolean; where: string | null; note: string };
+  serving: { deployed: boolean | null; where: string | null; note: string };
+  /** Known only from `monitor import`: served elsewhere, no version here. */
+  imported?: boolean;
   data: { role: string; fingerprint: string; source: string | null }[];
   sensitive_attributes: string[];
   fairness: { status: string; message: string } | null;
@@ -217,7 +219,12 @@ export class InventoryView extends Widget {
     const dossier = el(
       'td',
       {},
-      dossierButton(this.source, r.name, { number: r.version, stage: r.stage })
+      r.version === null
+        ? null
+        : dossierButton(this.source, r.name, {
+            number: r.version,
+            stage: r.stage
+          })
     );
     return el(
       'tr',
@@ -231,10 +238,17 @@ export class InventoryView extends Widget {
       el(
         'td',
         {},
-        `v${r.version}${r.latest_version !== r.version ? ` (latest v${r.latest_version})` : ''}`
+        r.imported
+          ? 'imported'
+          : `v${r.version}${r.latest_version !== r.version ? ` (latest v${r.latest_version})` : ''}`
       ),
       el('td', {}, r.stage ?? ''),
-      el('td', { title: r.serving.note }, r.serving.where ?? 'not deployed'),
+      el(
+        'td',
+        { title: r.serving.note },
+        r.serving.where ??
+          (r.imported ? 'elsewhere (imported log)' : 'not deployed')
+      ),
       el(
         'td',
         { class: 'jp-Handoff-inventoryData' },

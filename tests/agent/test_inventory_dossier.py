@@ -658,3 +658,45 @@ def test_a_production_model_with_a_firing_alert_is_tagged(site, tmp_path):
     assert status == 200
     doc = json.loads(zipfile.ZipFile(io.BytesIO(raw)).read("dossier.json"))
     assert sorted({a["kind"] for a in doc["monitoring"]["alerts"]}) == kinds
+
+
+def test_a_model_monitored_from_an_imported_log_is_listed_as_imported(site, tmp_path):
+    """Run after the firing one: a model served elsewhere, known here only from `monitor
+    import`, is in central's models list and inventory, marked imported, with its alerts."""
+    central = site["central"]
+    X, y = data(3)
+    # Given a model served elsewhere whose log (drifted yesterday) and reference are imported
+    body = run_on_a_drifted_day(
+        central, LogisticRegression().fit(X, y), X, y, tmp_path, name="acme-scorer"
+    )
+    assert body["alerts"], body
+    kinds = {a["kind"] for a in body["alerts"]}
+    # then GET /api/v1/models lists it among the pushed ones, marked imported, with alerts
+    status, page = central.request("GET", "/api/v1/models")
+    assert status == 200, page
+    rows = by_name(page)
+    assert set(rows) == {"acme-scorer", "churn", "credit", "fraud", "nb"}, rows
+    acme = rows["acme-scorer"]
+    assert (acme["imported"], acme["versions"], acme["latest_status"]) == (True, 0, None)
+    assert acme["open_alerts"] == len(kinds) and {a["kind"] for a in acme["firing"]} == kinds
+    assert rows["churn"]["imported"] is False
+    # and paging by name meets every model once, in order
+    names, after = [], ""
+    while True:
+        page = central.request("GET", f"/api/v1/models?limit=2{after}")[1]
+        names += [m["name"] for m in page["models"]]
+        if "next" not in page:
+            break
+        after = f"&after={page['next']}"
+    assert names == sorted(rows), names
+    # and the inventory has its row: imported, served elsewhere, its firing alerts
+    acme = by_name(inventory(central))["acme-scorer"]
+    assert acme["imported"] is True and acme["version"] is None
+    assert "imported prediction log" in acme["serving"]["note"]
+    assert {a["kind"] for a in acme["alerts"]} == kinds
+    assert "acme-scorer" not in by_name(inventory(central, "?stage=production"))
+    # and the inventory command's table shows it
+    p = cli(central, "inventory")
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("acme-scorer "))
+    assert " imported " in line and "elsewhere (imported log)" in line, line

@@ -89,9 +89,10 @@ class ModelsHandler(BaseHandler):
         after = self.get_query_argument("after", None)
         if after is not None:
             validate_name(after)
-        rows = await self.agent.read(self.agent.registry.list_models, limit + 1, after)
+        central = self.agent.role == "central"  # models monitored from an imported log too
+        rows = await self.agent.read(self.agent.registry.models_page, limit + 1, after, central)
         body = {"models": rows[:limit]}
-        if self.agent.role == "central":  # monitoring lives at central
+        if central:  # monitoring lives at central
             await self._alerts(body["models"])
         if len(rows) > limit:
             body["next"] = rows[limit - 1]["name"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select, union
 
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
@@ -258,6 +258,57 @@ class MonitorStore(StoreBase):
                 logged is not None
                 or c.execute(select(R.model).where(R.model == model)).first() is not None
             )
+
+    def imported_names(
+        self, after: str | None = None, upto: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Models monitored here that have no version here (a log or a reference imported
+        with ``monitor import``: served elsewhere), by name, in ``(after, upto]``. The names
+        in the log come by a skip scan of its (model, id) index, one seek per model, never
+        a read of every segment, so a models page stays cheap however long the log."""
+        P, m = t.prediction_segments.c, t.models.c
+        seg = t.prediction_segments.alias("seg")
+        low = after or ""
+        walk = select(func.min(P.model).label("model")).where(P.model > low)
+        walk = walk.cte("logged", recursive=True)
+        step = select(
+            select(func.min(seg.c.model)).where(seg.c.model > walk.c.model).scalar_subquery()
+        ).where(walk.c.model.is_not(None))
+        if upto is not None:
+            step = step.where(walk.c.model < upto)
+        walk = walk.union_all(step)
+
+        def outside(col):
+            q = col.is_not(None) & ~exists().where(m.name == col)
+            return q & (col <= upto) if upto is not None else q
+
+        logged = select(walk.c.model.label("name")).where(outside(walk.c.model))
+        refs = select(R.model.label("name")).where(R.model > low, outside(R.model))
+        q = union(logged, refs).order_by("name")
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as c:
+            return list(c.execute(q).scalars())
+
+    def models_page(self, limit: int, after: str | None = None, imported: bool = False):
+        """A page of ``list_models``, with (``imported``: at central) the models known only
+        from ``monitor import`` merged in by name, each ``imported: true``."""
+        rows = [{**r, "imported": False} for r in self.list_models(limit, after)]
+        if not imported:
+            return rows
+        upto = rows[-1]["name"] if len(rows) == limit else None
+        extra = [
+            {
+                "name": n,
+                "owner": None,
+                "created": None,
+                "versions": 0,
+                "latest_status": None,
+                "imported": True,
+            }
+            for n in self.imported_names(after, upto, limit)
+        ]
+        return sorted(rows + extra, key=lambda r: r["name"])[:limit]
 
     def monitored_models(self) -> list[str]:
         """Models with a prediction log (served here or imported)."""

@@ -259,9 +259,12 @@ every_seconds = 86400
 """
 
 
-def import_day(central: RunningAgent, model, frame, day: float, path: Path, rng) -> None:
+def import_day(
+    central: RunningAgent, model, frame, day: float, path: Path, rng, name: str = "churn"
+) -> None:
     """One day of ``frame``'s traffic (predictions and scores by ``model``) imported into
-    central's prediction log for churn, at times drawn by ``rng`` over the day from ``day``."""
+    central's prediction log for ``name``, at times drawn by ``rng`` over the day from
+    ``day``."""
     import numpy as np
 
     frame.assign(
@@ -269,24 +272,26 @@ def import_day(central: RunningAgent, model, frame, day: float, path: Path, rng)
         prediction=model.predict(frame),
         score=model.predict_proba(frame)[:, 1],
     ).to_parquet(path)
-    out = central.cli("monitor", "import", "churn", str(path))
+    out = central.cli("monitor", "import", name, str(path))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def run_on_a_drifted_day(central: RunningAgent, model, X, y, tmp: Path) -> dict:
-    """Churn's reference (X with ``model``'s answers and y), then yesterday's traffic shifted
-    by 3 standard deviations, and central's monitor run: its answer."""
+def run_on_a_drifted_day(
+    central: RunningAgent, model, X, y, tmp: Path, name: str = "churn"
+) -> dict:
+    """``name``'s reference (X with ``model``'s answers and y), then yesterday's traffic
+    shifted by 3 standard deviations, and central's monitor run: its answer."""
     import numpy as np
     import pandas as pd
 
     ref = X.assign(prediction=model.predict(X), score=model.predict_proba(X)[:, 1], label=y)
     ref.to_parquet(tmp / "ref.parquet")
-    out = central.cli("monitor", "import", "churn", str(tmp / "ref.parquet"), "--reference")
+    out = central.cli("monitor", "import", name, str(tmp / "ref.parquet"), "--reference")
     assert out.returncode == 0, out.stdout + out.stderr
     rng = np.random.default_rng(1)
     day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
     drifted = pd.DataFrame(rng.normal(3, 1, size=(300, X.shape[1])), columns=list(X.columns))
-    import_day(central, model, drifted, day, tmp / "log.parquet", rng)
-    status, body = central.request("POST", "/api/v1/models/churn/monitor/run", {})
+    import_day(central, model, drifted, day, tmp / "log.parquet", rng, name)
+    status, body = central.request("POST", f"/api/v1/models/{name}/monitor/run", {})
     assert status == 200, body
     return body

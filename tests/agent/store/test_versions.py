@@ -137,3 +137,34 @@ def test_models_list_with_their_latest_status_a_page_at_a_time(store):
         after = page[-1]["name"]
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [n for page in pages for n in page] == names
+
+
+def test_models_known_only_from_an_imported_log_page_in_among_the_pushed_ones(store, tmp_path):
+    """Central's models list merges in the models monitored from an imported log (no version
+    here), by name, each page whole: a name on no page twice, none left out."""
+    import numpy as np
+    import pandas as pd
+
+    from handoff_agent.monitor import backfill
+    from handoff_agent.store.blobs import open_blob_store
+
+    blobs = open_blob_store("", tmp_path)
+    pushed = [f"m{i:02d}" for i in range(0, 12, 2)]
+    for name in pushed:
+        store.insert_versions_bulk(name, [(digest(1, name), 1, manifest(name))], "s")
+    imported = [f"m{i:02d}" for i in range(1, 12, 3)] + ["m00"]  # m00 also pushed
+    for name in imported:
+        for segment in range(3):  # several segments each: each name still listed once
+            log = pd.DataFrame({"x": np.arange(4.0), "prediction": 1})
+            log["time"] = 1_767_225_600 + segment * 3600 + np.arange(4.0)
+            backfill.import_log(store, blobs, name, log, "test")
+    pages, after = [], None
+    while page := store.models_page(3, after, imported=True):
+        pages.append(page)
+        after = page[-1]["name"]
+    rows = [r for page in pages for r in page]
+    assert [r["name"] for r in rows] == sorted(set(pushed) | set(imported))
+    assert {r["name"] for r in rows if r["imported"]} == set(imported) - set(pushed)
+    assert all(len(p) == 3 for p in pages[:-1])
+    # a local agent's list (imported=False) is the pushed models alone
+    assert [r["name"] for r in store.models_page(100)] == pushed
