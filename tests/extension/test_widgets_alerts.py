@@ -33,7 +33,7 @@ def pair(tmp_path_factory, backend):
 
 def fire_drift(central, model, X, y, tmp: Path) -> list[dict]:
     """Central's monitor fires on a drifted day of churn's traffic, imported as its log."""
-    body = run_on_a_drifted_day(central, model, X, y, tmp)
+    body = run_on_a_drifted_day(central, model, X, y, tmp, days_ago=2)  # yesterday: calm
     firing = central.request("GET", "/api/v1/models/churn/alerts?state=firing")[1]["alerts"]
     assert "drift" in {a["kind"] for a in firing}, body
     return firing
@@ -75,11 +75,13 @@ def test_push_widget_and_history_show_the_firing_alerts(pair, settings, monkeypa
     assert "handoff-alerts" in page and line in page
 
     # Once the alerts clear (the next day's window is back within bounds), the badge is gone
-    calm_day = (time.time() // 86400) * 86400  # today, judged once it closes (simulated now)
+    # (yesterday's window, judged again once its log arrives; a run cannot be told a later
+    # now than central's clock, so the calm day is one that has closed)
+    calm_day = (time.time() // 86400 - 1) * 86400
     calm = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
     import_day(central, model, calm, calm_day, tmp_path / "calm.parquet", rng)
     path = "/api/v1/models/churn/monitor/run"
-    status, body = central.request("POST", path, {"now": calm_day + 86400 + 1})
+    status, body = central.request("POST", path, {})
     assert status == 200 and {a["state"] for a in body["alerts"]} == {"cleared"}, body
     again = api.get("churn", 1).widget(follow=False)
     assert again.alerts == [] and "handoff-alerts" not in again.header.value

@@ -277,10 +277,11 @@ def import_day(
 
 
 def run_on_a_drifted_day(
-    central: RunningAgent, model, X, y, tmp: Path, name: str = "churn"
+    central: RunningAgent, model, X, y, tmp: Path, name: str = "churn", days_ago: int = 1
 ) -> dict:
-    """``name``'s reference (X with ``model``'s answers and y), then yesterday's traffic
-    shifted by 3 standard deviations, and central's monitor run: its answer."""
+    """``name``'s reference (X with ``model``'s answers and y), then the traffic of the UTC
+    day ``days_ago`` (yesterday: a closed daily window) shifted by 3 standard deviations, and
+    central's monitor run: its answer."""
     import numpy as np
     import pandas as pd
 
@@ -289,7 +290,7 @@ def run_on_a_drifted_day(
     out = central.cli("monitor", "import", name, str(tmp / "ref.parquet"), "--reference")
     assert out.returncode == 0, out.stdout + out.stderr
     rng = np.random.default_rng(1)
-    day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC: a closed daily window
+    day = (time.time() // 86400 - days_ago) * 86400
     drifted = pd.DataFrame(rng.normal(3, 1, size=(300, X.shape[1])), columns=list(X.columns))
     import_day(central, model, drifted, day, tmp / "log.parquet", rng, name)
     status, body = central.request("POST", f"/api/v1/models/{name}/monitor/run", {})
