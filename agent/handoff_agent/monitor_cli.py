@@ -67,9 +67,11 @@ class MonitorApp(Command):
         "whole (restored from a backup)."
     )
     version = __version__
-    now = Unicode("", help="Evaluate as if it were this time (ISO or epoch seconds).").tag(
-        config=True
-    )
+    now = Unicode(
+        "",
+        help="Evaluate as if it were this earlier time (ISO or epoch seconds; not past the "
+        f"agent's clock by more than {windows.SKEW:g} s, whose windows have not closed).",
+    ).tag(config=True)
     url = Unicode("", help="Central's URL (token in HANDOFF_TOKEN). Default: the running one.").tag(
         config=True
     )
