@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .forwarding.central import read_envelope
 from .store.blobs import BlobCorrupt, BlobStore, open_blob_store
-from .vocabulary import SWEEP_GRACE, size_text
+from .vocabulary import SWEEP_GRACE, period_seconds, size_text
 
 
 @dataclass
@@ -55,7 +55,10 @@ class FsckReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # referenced, not stored
     orphans: list[str] = field(default_factory=list)  # stored, not referenced
-    partial: list[str] = field(default_factory=list)  # leftover temp uploads
+    partial: list[str] = field(default_factory=list)  # uploads not yet blobs
+    # orphans and partial uploads written within the grace: in flight, not interrupted
+    in_flight: set[str] = field(default_factory=set)
+    grace: str = SWEEP_GRACE
     artefacts: list[str] = field(default_factory=list)  # hand-off blobs, said for what they are
     audit_break: int | None = None
     used_by: dict[str, list[str]] = field(default_factory=dict)  # digest -> who refers to it
@@ -73,18 +76,26 @@ class FsckReport:
         if self.audit_break is not None:
             out.append(f"AUDIT chain breaks at entry {self.audit_break}")
         out += [f"note: {a}" for a in self.artefacts]
-        out += [
-            f"note: unreferenced blob {d} (an upload or conversion interrupted before it was "
-            "recorded)"
-            for d in self.orphans
-        ]
-        if self.orphans and self.sweep is None:
+        young = f"written within {self.grace}"
+        for d in self.orphans:
+            if d in self.in_flight:
+                out.append(f"note: in flight: blob {d} ({young}; its row may be on its way)")
+            else:
+                out.append(
+                    f"note: unreferenced blob {d} (an upload or conversion interrupted before "
+                    "it was recorded)"
+                )
+        if set(self.orphans) - self.in_flight and self.sweep is None:
             sweep = "`jupyter handoff fsck --sweep`"
-            out.append(f"note: {sweep} removes those older than {SWEEP_GRACE}")
-        out += [
-            f"note: partial upload {p} (never acknowledged; the agent removes it at its next start)"
-            for p in self.partial
-        ]
+            out.append(f"note: {sweep} removes those older than {self.grace}")
+        for p in self.partial:
+            if p in self.in_flight:
+                out.append(f"note: in flight: upload {p} ({young}; still being received)")
+            else:
+                out.append(
+                    f"note: partial upload {p} (interrupted, never acknowledged; the agent "
+                    "removes it at its next start)"
+                )
         if self.restored:
             out.append(f"note: put back {self.restored} blob(s) a sweep that died had set aside")
         out.append("fsck: OK" if self.ok else "fsck: PROBLEMS FOUND")
@@ -99,7 +110,9 @@ def fsck(
     home: Path, store: BlobStore | None = None, database_url: str = "", sweep: Sweep | None = None
 ) -> FsckReport:
     """``store``: the agent's blob store (default: ``<home>/blobs``). ``sweep``: then remove
-    the orphans found (``sweep_orphans``)."""
+    the orphans found (``sweep_orphans``). An orphan or a partial upload written within the
+    sweep's grace (``SWEEP_GRACE`` unless ``sweep`` says) is noted as in flight, not as
+    interrupted: an upload, or a replica's write, commits its blob before its row."""
     from .store.metadata import MetadataStore
 
     store = store or open_blob_store("", Path(home))
@@ -122,7 +135,15 @@ def fsck(
                 report.missing.append(f"{digest} ({', '.join(users)})")
         report.orphans, named = unreferenced(store, stored, refs)
         report.artefacts = list(named.values())
-        report.partial = store.partial_uploads()
+        partials = store.partial_uploads()
+        report.partial = [p.name for p in partials]
+        grace = sweep or Sweep(period_seconds(SWEEP_GRACE))
+        report.grace, cutoff = grace.label, time.time() - grace.older_than
+        report.in_flight = {p.name for p in partials if p.modified >= cutoff}
+        for digest in report.orphans:
+            info = store.stat(digest)
+            if info is not None and info.modified >= cutoff:
+                report.in_flight.add(digest)
         report.audit_break = registry.verify_audit()
         if sweep is not None:
             report.sweep = sweep_orphans(registry, store, report, sweep)

@@ -13,7 +13,8 @@ import time
 
 import pytest
 from s3_support import agent_blobs
-from support import RunningAgent, handoff_cli, make_tar
+from agent_support import NO_CHECKS, part_files, raw_connect, read_response, upload_head
+from support import RunningAgent, bundle_bytes, handoff_cli, make_tar, until
 
 from handoff_agent.store.metadata import MetadataStore
 
@@ -119,7 +120,9 @@ def test_sweep_removes_old_orphans_and_nothing_else(tmp_path, backend):
         p = agent.cli("fsck")
         assert p.returncode == 0 and "fsck: OK" in p.stdout, p.stdout
         assert old not in p.stdout
-        assert (young in p.stdout) is not s3
+        in_flight = f"note: in flight: blob {young} (written within 24h; its row may be on its way)"
+        assert (in_flight in p.stdout.splitlines()) is not s3, p.stdout
+        assert "interrupted" not in p.stdout and "--sweep` removes" not in p.stdout, p.stdout
         assert "delivery envelope" in p.stdout and "converted bundle" in p.stdout
 
         # and one audit row says what went, on a chain that still verifies
@@ -207,6 +210,41 @@ def test_bytes_published_again_are_young_again(tmp_path, backend):
         assert store.sweep(digest, cutoff, lambda d: False) is None
         store.verify(digest)
         store.delete(digest)
+
+
+def test_plain_fsck_says_an_upload_in_flight_is_no_problem(tmp_path, backend):
+    """fsck beside an agent receiving an upload: the upload's spool file, written moments
+    ago, is in flight (exit 0, no "interrupted"); one a crash left days ago is interrupted.
+    The grace is the sweep's (``SWEEP_GRACE``)."""
+    agent = RunningAgent(tmp_path / "home", tmp_path / "rt", [NO_CHECKS])
+    agent.start()
+    try:
+        data = bundle_bytes("churn", model=b"x" * (1 << 20))
+        with raw_connect(agent) as sock:
+            # Given an upload held open halfway, and a spool file a crash left two days ago
+            sock.sendall(upload_head(agent, "churn", len(data)) + data[: len(data) // 2])
+            (live,) = until(lambda: part_files(agent.home), 60, "the upload's spool file")
+            stale = agent.home / "tmp" / "upload-crashed.part"
+            stale.write_bytes(b"half a bundle")
+            t = time.time() - 2 * DAY
+            os.utime(stale, (t, t))
+            # When fsck runs
+            p = agent.cli("fsck")
+            # Then the live upload is in flight, the stale one interrupted, and all is OK
+            assert p.returncode == 0, p.stdout + p.stderr
+            lines = p.stdout.splitlines()
+            young = f"note: in flight: upload {live.name} (written within 24h; still being received)"
+            assert young in lines, lines
+            assert (
+                "note: partial upload upload-crashed.part (interrupted, never acknowledged; the "
+                "agent removes it at its next start)"
+            ) in lines, lines
+            assert lines[-1] == "fsck: OK", lines
+            # and the upload, finished, is acknowledged as ever
+            sock.sendall(data[len(data) // 2 :])
+            assert read_response(sock)[0] == 201
+    finally:
+        agent.stop()
 
 
 def test_sweep_refuses_a_registry_that_is_not_the_stores(tmp_path, backend):

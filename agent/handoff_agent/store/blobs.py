@@ -35,6 +35,14 @@ class BlobInfo(NamedTuple):
     modified: float
 
 
+class PartialUpload(NamedTuple):
+    """An upload not yet a blob (a local spool file, an S3 multipart upload) and when it was
+    last written or started (epoch seconds): fsck tells one in flight from one abandoned."""
+
+    name: str
+    modified: float
+
+
 class BlobError(Exception):
     """Something is wrong with a blob or the store."""
 
@@ -368,8 +376,8 @@ class BlobStore(Protocol):
         sweep set aside (``restore_aside``); returns how many."""
         ...
 
-    def partial_uploads(self) -> list[str]:
-        """Names of uploads left half-written, for fsck."""
+    def partial_uploads(self) -> list[PartialUpload]:
+        """Uploads not yet blobs (in flight, or left half-written by a crash), for fsck."""
         ...
 
     def free_bytes(self) -> int:
@@ -386,6 +394,15 @@ def intact(store, digest: str) -> bool:
     except (BlobCorrupt, BlobMissing):
         return False
     return True
+
+
+def spool_partials(tmp: Path) -> list[PartialUpload]:
+    """The uploads spooling in ``tmp`` (``BlobWriter``'s files), with their last write."""
+    out = []
+    for path in sorted(tmp.glob("upload-*.part")):
+        with contextlib.suppress(FileNotFoundError):  # committed or aborted meanwhile
+            out.append(PartialUpload(path.name, path.stat().st_mtime))
+    return out
 
 
 def free_space(directory: Path) -> int:

@@ -17,6 +17,7 @@ from .blobs import (
     BlobInfo,
     BlobMissing,
     BlobWriter,
+    PartialUpload,
     SpoolRefused,
     VerifyingReader,
     check_digest,
@@ -24,6 +25,7 @@ from .blobs import (
     free_space,
     intact,
     put_stream,
+    spool_partials,
     sha256_file,
 )
 
@@ -212,8 +214,8 @@ class FileBlobStore:
                 fsync_dir(aside.parent)
         return n
 
-    def partial_uploads(self) -> list[str]:
-        return sorted(p.name for p in self.tmp.glob("upload-*.part"))
+    def partial_uploads(self) -> list[PartialUpload]:
+        return spool_partials(self.tmp)
 
     def clean_temp(self) -> int:
         n = self.restore_aside()

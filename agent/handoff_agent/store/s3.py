@@ -35,12 +35,14 @@ from .blobs import (
     BlobMissing,
     BlobUnavailable,
     BlobWriter,
+    PartialUpload,
     VerifyingReader,
     check_digest,
     corrupt,
     free_space,
     intact,
     put_stream,
+    spool_partials,
 )
 
 log = logging.getLogger("handoff_agent")
@@ -289,12 +291,15 @@ class S3BlobStore:
         self.delete(digest)
         return info.size
 
-    def partial_uploads(self) -> list[str]:
-        local = sorted(p.name for p in self.tmp.glob("upload-*.part"))
+    def partial_uploads(self) -> list[PartialUpload]:
         start = f"{self.prefix}/" if self.prefix else ""
         with self._errors():
             found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=start)
-        return local + sorted(f"s3 multipart {u['Key']}" for u in found.get("Uploads", []))
+        multipart = [
+            PartialUpload(f"s3 multipart {u['Key']}", u["Initiated"].timestamp())
+            for u in found.get("Uploads", [])
+        ]
+        return spool_partials(self.tmp) + sorted(multipart)
 
     def restore_aside(self) -> int:
         return 0  # a sweep on S3 sets nothing aside (``sweep``)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import text
@@ -290,10 +291,18 @@ def test_fsck_notes_orphans_and_partials_but_passes(tmp_path):
     store = open_blob_store("", home)
     orphan = store.put_bytes(b"committed but never registered")
     store.writer().write(b"half")  # never committed: a crash mid-upload
+    p = run_fsck(home)  # both just written: in flight, as far as fsck can tell
+    assert p.returncode == 0, p.stdout
+    assert f"note: in flight: blob {orphan}" in p.stdout
+    assert "note: in flight: upload upload-" in p.stdout
+    assert "fsck: OK" in p.stdout
+    old = time.time() - 2 * 86400  # two days later, nobody recorded them: interrupted
+    for path in (home / "blobs" / orphan[:2] / orphan[2:], *(home / "tmp").glob("*.part")):
+        os.utime(path, (old, old))
     p = run_fsck(home)
     assert p.returncode == 0, p.stdout
     assert f"unreferenced blob {orphan}" in p.stdout
-    assert "partial upload upload-" in p.stdout
+    assert "partial upload upload-" in p.stdout and "in flight" not in p.stdout
     assert "fsck: OK" in p.stdout
 
 
