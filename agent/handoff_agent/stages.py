@@ -271,12 +271,12 @@ class StageManager:
             v = self.store.version_for_stage(name, number)
             subject = f"{name}:{number}"
             if to in ("archived", "rollback"):
+                if v["stage"] == to:  # a second click, or two admins at once
+                    raise self._already(v, to, subject)
                 if to == "rollback" and v["stage"] != "production":
                     raise Conflict(
                         "Only a production version can be rolled back.", code="wrong_stage"
                     )
-                if v["stage"] == to:  # a second click, or two admins at once
-                    raise Conflict(f"{subject} is {to} already.", code="wrong_stage")
                 self._set(v, to, who["user"], comment, subject)
                 return {"stage": to}
             if to not in FLOW or to != self.policy.next_stage(v["stage"]):
@@ -298,6 +298,19 @@ class StageManager:
             self._set(v, to, who["user"], comment, subject)
             self._archive_previous(name, number, to, who["user"])
             return {"stage": to}
+
+    def _already(self, v: dict, stage: str, subject: str) -> Conflict:
+        """The loser of two admins making the same move: who made it, and when (its stage
+        row), rather than a rule it did not break."""
+        done = [h for h in self.store.stage_history(v["id"]) if h["stage"] == stage]
+        said = "rolled back" if stage == "rollback" else stage
+        who = f", by {done[-1]['by']} at {done[-1]['since']}" if done else ""
+        why = f" ({done[-1]['comment']!r})" if done and done[-1]["comment"] else ""
+        return Conflict(
+            f"{subject} was {said} already{who}{why}; nothing was done.",
+            "Reload the version: its stage history says what happened.",
+            code="wrong_stage",
+        )
 
     def _guard(self, v: dict, stage: str, subject: str) -> None:
         for guard in self.guards:

@@ -186,3 +186,46 @@ def test_a_withdrawal_racing_the_last_sign_off_never_leaves_it_counted(tmp_path,
     finally:
         a.close()
         b.close()
+
+
+def test_two_admins_rolling_back_at_once_the_loser_is_told_it_was_done(tmp_path, backend):
+    """Two replicas on one database, two admins rolling churn:1 back at once: one does it;
+    the other's 409 says it was rolled back already, by whom, when and why, not that only a
+    production version can be rolled back."""
+    url = backend.database_url() or ""
+    a = Registry(MetadataStore.for_home(tmp_path, url))
+    b = Registry(MetadataStore.for_home(tmp_path, url))
+    try:
+        a.create_version("churn", digest_of("churn"), 1, manifest("churn"), "ana", [])
+        a.stage_set(a.version_id("churn", 1), "production", "agent", "", "churn:1")
+        ours, theirs = StageManager(a, Policy()), StageManager(b, Policy())
+        barrier, got = threading.Barrier(2), {}
+
+        def run(user, stages):
+            barrier.wait()
+            who = {"user": user, "roles": ["admin"]}
+            try:
+                got[user] = stages.transition("churn", 1, who, "rollback", f"{user}: errors up")
+            except Conflict as e:
+                got[user] = e
+
+        threads = [threading.Thread(target=run, args=u) for u in (("ada", ours), ("bo", theirs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        (winner,) = [u for u, out in got.items() if out == {"stage": "rollback"}]
+        (loser,) = [out for out in got.values() if isinstance(out, Conflict)]
+        (row,) = [h for h in a.stage_history(a.version_id("churn", 1)) if h["stage"] == "rollback"]
+        assert (row["by"], loser.status, loser.code) == (winner, 409, "wrong_stage")
+        assert loser.message == (
+            f"churn:1 was rolled back already, by {winner} at {row['since']} "
+            f"('{winner}: errors up'); nothing was done."
+        )
+        # and a second click later is told the same
+        again = pytest.raises(Conflict, ours.transition, "churn", 1, {"user": "cy"}, "rollback", "")
+        assert again.value.message == loser.message
+        assert len(a.audit_rows(("stage.enter",))) == 2  # production, one rollback
+    finally:
+        a.close()
+        b.close()
