@@ -235,6 +235,36 @@ class RunningAgent:
             return False
 
 
+def forwarding_args(
+    central: RunningAgent | None,
+    secret: str | None,
+    *,
+    to: str = "central",
+    url: str | None = None,
+    token: str | None = ...,
+    owner: str | None = "alice",
+    status_interval: float | None = 0.2,
+    backoff: float | None = 0.1,
+    backoff_cap: float | None = None,
+) -> list[str]:
+    """A local agent's arguments for handing its versions to ``central`` (its URL and token,
+    unless ``url`` or ``token`` say), signed with ``secret`` as sender ``owner``, polling
+    its stages and retrying fast. ``to``: the destination's name. None leaves a setting out
+    (its default)."""
+    url = url or central.url
+    token = central.token if token is ... else token
+    settings = {
+        "CentralDestination.url": url,
+        "CentralDestination.secret": secret,
+        "CentralDestination.token": token,
+        "HandoffAgent.owner_name": owner,
+        "CentralDestination.status_interval": status_interval,
+        "HandoffAgent.forward_backoff": backoff,
+        "HandoffAgent.forward_backoff_cap": backoff_cap,
+    }
+    return ["--forward-to", to] + [f"--{k}={v}" for k, v in settings.items() if v is not None]
+
+
 def small_disk(mount: Path, size: int) -> list[str]:
     """A prefix that runs an agent with ``mount`` on a filesystem of ``size`` bytes of its own
     (a tmpfs in a mount namespace, through bubblewrap): a disk that really fills. Outside,

@@ -22,7 +22,7 @@ import pytest
 import s3_support
 from s3_support import s3_agent_args, start_s3_server, tamper_blob
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, bundle_bytes, push_model, until, wait_checked
+from support import RunningAgent, bundle_bytes, forwarding_args, push_model, until, wait_checked
 from test_pipeline_central import FIRST_SECRET, POLICY
 
 
@@ -81,16 +81,7 @@ def test_a_push_reaches_production_through_a_central_on_s3(s3_server, model_and_
     local = RunningAgent(
         tmp_path / "local",
         tmp_path / "rt-local",
-        [
-            "--forward-to",
-            "central",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={FIRST_SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-        ],
+        forwarding_args(central, FIRST_SECRET),
     )
     local.start()
     try:

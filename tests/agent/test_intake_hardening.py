@@ -14,7 +14,7 @@ import uuid
 import pytest
 from agent_support import NO_CHECKS, assert_error, assert_nothing_stored
 from s3_support import corrupt_blob
-from support import RunningAgent, bundle_bytes, make_tar, manifest_for, until
+from support import RunningAgent, bundle_bytes, forwarding_args, make_tar, manifest_for, until
 from test_pipeline_central import FIRST_SECRET, SECOND_SECRET, start_pair
 from test_pipeline_delivery import chain, count, deliver, envelope, outbox_states
 
@@ -260,14 +260,12 @@ def test_a_stored_delivery_body_corrupted_before_a_retry_is_dead_lettered(agent_
         down = f"http://127.0.0.1:{s.getsockname()[1]}"
     local = agent_factory(
         NO_CHECKS,
-        "--forward-to",
-        "central",
-        f"--CentralDestination.url={down}",
-        f"--CentralDestination.secret={FIRST_SECRET}",
+        *forwarding_args(
+            None, FIRST_SECRET, url=down, token=None, owner=None, status_interval=None,
+            backoff=0.2, backoff_cap=0.5,
+        ),
         "--CentralDestination.format=pickle",  # the test bundle is no real pickle to convert
-        "--HandoffAgent.forward_backoff=0.2",
-        "--HandoffAgent.forward_backoff_cap=0.5",
-    )
+    )  # fmt: skip
     assert local.push_bytes("later", bundle_bytes("later"))[0] == 201
 
     def body_digest():

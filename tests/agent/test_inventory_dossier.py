@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
-from support import RunningAgent, bundle_bytes, handoff_cli, push_model, until, wait_checked
+from support import (
+    RunningAgent,
+    bundle_bytes,
+    forwarding_args,
+    handoff_cli,
+    push_model,
+    until,
+    wait_checked,
+)
 
 sys.path.insert(0, str(Path(__file__).parent / "serving"))
 from serving_support import run_on_a_drifted_day
@@ -85,15 +93,7 @@ def site(tmp_path_factory, backend):
         tmp / "local",
         tmp / "rt-local",
         [
-            "--forward-to",
-            "central",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-            "--HandoffAgent.forward_backoff_cap=0.5",
+            *forwarding_args(central, SECRET, backoff_cap=0.5),
             "--HandoffAgent.checks=[]",  # central checks every version again (revalidate)
         ],
     )

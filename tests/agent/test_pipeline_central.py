@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, handoff_cli, push_model, until, wait_checked
+from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
 
 FIRST_SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"  # 128+ bits, or central refuses to start
 SECOND_SECRET = "second-secret-Hc5Jd8Ft1Gs6Ka0Mb3"
@@ -56,18 +56,7 @@ def start_pair(
     local = RunningAgent(
         tmp_path / "local",
         tmp_path / "rt-local",
-        [
-            "--forward-to",
-            "central",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={FIRST_SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-            "--HandoffAgent.forward_backoff_cap=0.5",
-            *local_args,
-        ],
+        [*forwarding_args(central, FIRST_SECRET, backoff_cap=0.5), *local_args],
         prefix=list(local_prefix),
     )
     local.start()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, push_model, until
+from support import RunningAgent, forwarding_args, push_model, until
 
 from handoff_agent import plugins
 from handoff_agent.plugins import (
@@ -196,14 +196,8 @@ def test_central_registered_under_another_name_forwards_and_mirrors_stages(tmp_p
         tmp_path / "local",
         tmp_path / "rt-l",
         [
-            '--HandoffAgent.forward_to=["it"]',
+            *forwarding_args(central, SECRET, to="it"),
             "--HandoffAgent.checks=[]",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
         ],
         plugins={"destination": {"it": "handoff_agent.forwarding.central:CentralDestination"}},
     )

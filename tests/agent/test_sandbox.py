@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import RunningAgent, push_model, until, wait_checked
+from support import RunningAgent, forwarding_args, push_model, until, wait_checked
 
 from handoff_agent import hostile
 
@@ -299,13 +299,7 @@ def start_pair(tmp_path: Path, *central_args: str) -> tuple[RunningAgent, Runnin
     central = start(tmp_path / "c", "--role", "central", "--policy", str(policy), *central_args)
     local = start(
         tmp_path / "l",
-        "--forward-to",
-        "central",
-        f"--CentralDestination.url={central.url}",
-        f"--CentralDestination.secret={CENTRAL_SECRET}",
-        f"--CentralDestination.token={central.token}",
-        "--CentralDestination.status_interval=0.2",
-        "--HandoffAgent.forward_backoff=0.1",
+        *forwarding_args(central, CENTRAL_SECRET, owner=None),
         "--HandoffAgent.forward_on=['pass', 'warn', 'fail']",
     )
     return local, central

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from agent_support import assert_error
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, handoff_cli, push_model, until, wait_checked
+from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 POLICY = f"""
@@ -42,14 +42,7 @@ def site(tmp_path_factory, backend):
         tmp / "local",
         tmp / "rt-local",
         [
-            "--forward-to",
-            "central",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
+            *forwarding_args(central, SECRET),
             "--HandoffAgent.checks=[]",  # central checks it again
         ],
     )

@@ -22,7 +22,7 @@ import skops.io as sio
 import trust_families
 from agent_support import assert_error
 from skops.io._general import NODE_TYPE_MAPPING
-from support import RunningAgent, bundle_bytes, push_model, until
+from support import RunningAgent, bundle_bytes, forwarding_args, push_model, until
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
 from test_watch_alerts import Receiver
@@ -329,16 +329,7 @@ def start_local(tmp, central, *args: str) -> RunningAgent:
     local = RunningAgent(
         tmp / "local",
         tmp / "rt-local",
-        [
-            "--forward-to",
-            "central",
-            *args,
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={FIRST_SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-        ],
+        [*args, *forwarding_args(central, FIRST_SECRET, owner=None)],
     )
     local.start()
     return local

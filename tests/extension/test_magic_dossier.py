@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, push_model, until
+from support import RunningAgent, forwarding_args, push_model, until
 
 from handoff_agent.dossier_verify import Failed, verify
 
@@ -49,14 +49,8 @@ def site(tmp_path_factory, backend):
     local = RunningAgent(
         tmp / "local",
         tmp / "rt-local",
-        [
-            "--forward-to", "central", "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}", f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2", "--HandoffAgent.forward_backoff=0.1",
-            NO_CHECKS,
-        ],
-    )  # fmt: skip
+        [*forwarding_args(central, SECRET), NO_CHECKS],
+    )
     local.start()
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from support import RunningAgent, push_model, until
+from support import RunningAgent, forwarding_args, push_model, until
 
 SECRET = "serving-secret-3kT9qLm2VxZp7RwY8nB4xQ"  # 128+ bits, or central refuses to start
 
@@ -71,16 +71,8 @@ def start_pair(
         tmp / "local",
         tmp / "rt-local",
         [
-            "--forward-to",
-            "central",
             "--HandoffAgent.checks=[]",
-            "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}",
-            f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={central.token}",
-            "--CentralDestination.status_interval=0.2",
-            "--HandoffAgent.forward_backoff=0.1",
-            "--HandoffAgent.forward_backoff_cap=0.5",
+            *forwarding_args(central, SECRET, backoff_cap=0.5),
             *local_args,
         ],
     )

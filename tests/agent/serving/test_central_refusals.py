@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from serving_support import Client, central_stage, push_to_central, serving_url, sign, start_pair
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from support import RunningAgent, handoff_cli, until
+from support import RunningAgent, forwarding_args, handoff_cli, until
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 
@@ -275,9 +275,10 @@ def test_a_silent_central_is_a_503_to_retry_not_a_500(tmp_path):
         tmp_path / "local",
         tmp_path / "rt-local",
         [
-            "--forward-to", "central",
-            f"--CentralDestination.url=http://127.0.0.1:{port}",
-            "--CentralDestination.token=t",
+            *forwarding_args(
+                None, None, url=f"http://127.0.0.1:{port}", token="t", owner=None,
+                status_interval=None, backoff=None,
+            ),
             "--CentralDestination.timeout=1",
         ],
     )  # fmt: skip
