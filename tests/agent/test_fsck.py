@@ -12,8 +12,8 @@ import tarfile
 import time
 
 import pytest
-from s3_support import agent_blobs
 from agent_support import NO_CHECKS, part_files, raw_connect, read_response, upload_head
+from s3_support import agent_blobs
 from support import RunningAgent, bundle_bytes, handoff_cli, make_tar, until
 
 from handoff_agent.store.metadata import MetadataStore
@@ -233,8 +233,8 @@ def test_plain_fsck_says_an_upload_in_flight_is_no_problem(tmp_path, backend):
             # Then the live upload is in flight, the stale one interrupted, and all is OK
             assert p.returncode == 0, p.stdout + p.stderr
             lines = p.stdout.splitlines()
-            young = f"note: in flight: upload {live.name} (written within 24h; still being received)"
-            assert young in lines, lines
+            young = f"note: in flight: upload {live.name} (written within 24h; still being"
+            assert f"{young} received)" in lines, lines
             assert (
                 "note: partial upload upload-crashed.part (interrupted, never acknowledged; the "
                 "agent removes it at its next start)"

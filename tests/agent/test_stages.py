@@ -223,7 +223,8 @@ def test_two_admins_rolling_back_at_once_the_loser_is_told_it_was_done(tmp_path,
             f"('{winner}: errors up'); nothing was done."
         )
         # and a second click later is told the same
-        again = pytest.raises(Conflict, ours.transition, "churn", 1, {"user": "cy"}, "rollback", "")
+        with pytest.raises(Conflict) as again:
+            ours.transition("churn", 1, {"user": "cy"}, "rollback", "")
         assert again.value.message == loser.message
         assert len(a.audit_rows(("stage.enter",))) == 2  # production, one rollback
     finally:

@@ -25,8 +25,8 @@ from .blobs import (
     free_space,
     intact,
     put_stream,
-    spool_partials,
     sha256_file,
+    spool_partials,
 )
 
 
