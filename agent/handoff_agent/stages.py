@@ -305,7 +305,8 @@ class StageManager:
         done = [h for h in self.store.stage_history(v["id"]) if h["stage"] == stage]
         said = "rolled back" if stage == "rollback" else stage
         who = f", by {done[-1]['by']} at {done[-1]['since']}" if done else ""
-        why = f" ({done[-1]['comment']!r})" if done and done[-1]["comment"] else ""
+        comment = done[-1]["comment"] if done else ""
+        why = f" ({comment!r})" if comment and comment != stage else ""  # not the default
         return Conflict(
             f"{subject} was {said} already{who}{why}; nothing was done.",
             "Reload the version: its stage history says what happened.",

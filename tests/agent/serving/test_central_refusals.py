@@ -11,11 +11,22 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from serving_support import Client, central_stage, push_to_central, serving_url, sign, start_pair
+from serving_support import (
+    POLICY,
+    Client,
+    central_stage,
+    push_to_central,
+    serving_url,
+    sign,
+    start_pair,
+)
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from support import RunningAgent, forwarding_args, handoff_cli, until
 
+from handoff_agent import hostile
+
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
+GREEDY = "handoff_agent.hostile.Greedy"
 
 
 def assert_error(status, body, expected_status, code):
@@ -26,11 +37,14 @@ def assert_error(status, body, expected_status, code):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, backend):
-    """churn:1 in production (its first), churn:2 its canary at 30 %."""
+    """churn:1 in production (its first), churn:2 its canary at 30 %. Central trusts
+    ``hostile.Greedy`` too (a model that runs out of memory)."""
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
     y = (X["a"] + X["b"] > 0).astype(int)
-    local, central = start_pair(tmp_path_factory.mktemp("refusals"))
+    trusting = POLICY.replace("trusted_types = []", f'trusted_types = ["{GREEDY}"]', 1)
+    assert trusting != POLICY
+    local, central = start_pair(tmp_path_factory.mktemp("refusals"), policy_text=trusting)
     try:
         v1 = push_to_central(local, central, LogisticRegression().fit(X, y), "churn", X, y)
         sign(central, "churn", v1, "production")
@@ -253,15 +267,50 @@ def test_a_canary_answering_infinity_is_rolled_back_not_baked_clean(served):
     assert reason["comment"].startswith("Canary error rate"), reason
 
 
+def test_a_request_the_model_runs_out_of_memory_on_is_a_413_and_it_serves_on(served):
+    """hostile.Greedy asks numpy for 20 GB at every predict; a serving worker may use 4 GiB
+    (its RLIMIT_AS, c.Serving.worker_memory_limit). The worker's MemoryError is the client's
+    413 model_out_of_memory in the one error shape, and the worker answers the next
+    request too (a 413 again, not a 503 for a dead worker)."""
+    local, _central, client, _v1, _v2 = served
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame(rng.normal(size=(100, 4)), columns=list("abcd"))
+    y = (X["a"] > 0).astype(int)
+    number = push_to_central(local, _central, hostile.Greedy(), "greedy", X, y)
+    one = {
+        "inputs": [
+            {"name": k, "shape": [1], "datatype": "FP64", "data": [v]} for k, v in ROW.items()
+        ]
+    }
+    path = f"/v2/models/greedy/versions/{number}/infer"  # its test slot, loaded on validated
+
+    def answered():
+        status, _, body = client.call("POST", path, one)
+        return status != 503 and (status, body)  # 503 while the slot loads
+
+    status, body = until(answered, timeout=120, what="greedy's test slot answering")
+    error = assert_error(status, body, 413, "model_out_of_memory")
+    assert error["message"] == (
+        f"greedy:{number} ran out of memory on this request (each worker may use 4096 MiB)."
+    ), error
+    assert error["hint"] == "Send fewer rows, or shorter values, per request.", error
+    status, _, body = client.call("POST", path, one)
+    assert_error(status, body, 413, "model_out_of_memory")
+
+
 def test_a_version_is_archived_once(served):
     """Run last of the module: churn:2 leaves serving."""
     _local, central, _client, _v1, v2 = served
     path = f"/api/v1/models/churn/versions/{v2}/transition"
     assert central.request("POST", path, {"to": "archived"})[0] == 200
     status, body = central.request("POST", path, {"to": "archived"})
-    assert "archived already" in assert_error(status, body, 409, "wrong_stage")["message"]
+    message = assert_error(status, body, 409, "wrong_stage")["message"]
     history = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"]
     assert [s["stage"] for s in history].count("archived") == 1
+    done = history[-1]  # the second click is told who archived it, and when
+    assert message == f"churn:{v2} was archived already, by {done['by']} at {done['since']}; " + (
+        "nothing was done."
+    ), message
 
 
 def test_a_silent_central_is_a_503_to_retry_not_a_500(tmp_path):
