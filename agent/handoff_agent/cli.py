@@ -493,11 +493,11 @@ class TokenApp(Command):
                 "       jupyter handoff token revoke --user alice [--id ID] [--home DIR]",
             )
             self.exit(2)
-        max_age = self._max_age() if action == "create" else ""
+        max_age = self._max_age() if action in ("create", "list") else ""
         registry = _open_db(self.config)
         try:
             if action == "list":
-                self._list(registry.tokens(revoked=self.all_tokens))
+                self._list(registry.tokens(revoked=self.all_tokens), max_age)
             elif action == "create":
                 models = [m for given in self.models for m in given.split(",") if m] or None
                 user = self.user or ("consumer" if "consumer" in self.roles else "")
@@ -528,24 +528,28 @@ class TokenApp(Command):
             complain(str(e))
             self.exit(2)
 
-    def _list(self, rows: list[dict]) -> None:
+    def _list(self, rows: list[dict], max_age: str) -> None:
         """One line a token: id, user, roles, created, expires, last used, and its state
-        when it is not in force (expired, revoked)."""
+        when it is not in force (expired, revoked). The expiry is the one in force: central's
+        ``[tokens] max_age`` from its creation when that comes first (``(max_age)``)."""
         from datetime import UTC, datetime
 
-        from .tokens import when_text
+        from .tokens import expiry, when_text
 
         moment = datetime.now(UTC)
         for k in rows:
-            expired = bool(k["expires"]) and datetime.fromisoformat(k["expires"]) <= moment
+            expires, by_policy = expiry(k["expires"], k["created"], max_age)
+            expired = bool(expires) and datetime.fromisoformat(expires) <= moment
             if self.json_lines:
-                print(json.dumps({**k, "expired": expired}))
+                shown = {**k, "expires": expires, "by_max_age": by_policy, "expired": expired}
+                print(json.dumps(shown))
                 continue
             state = "  revoked" if k["revoked"] else "  expired" if expired else ""
             scope = f"  models: {','.join(k['models'])}" if k["models"] else ""
+            bound = " (max_age)" if by_policy else ""
             line = (
                 f"{k['id']}  {k['user']}  {','.join(k['roles'])}  "
-                f"created {when_text(k['created'])}  expires {when_text(k['expires'])}  "
+                f"created {when_text(k['created'])}  expires {when_text(expires)}{bound}  "
                 f"last used {when_text(k['last_used'])}{state}"
             )
             print(visible(line + scope))

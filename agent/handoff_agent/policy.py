@@ -91,7 +91,8 @@ class Policy:
     watches: list[dict] = field(default_factory=list)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
     # [tokens] max_age: a token made here without --expires gets it; a longer one is
-    # refused ("": tokens live until revoked). Tokens made before keep their expiry.
+    # refused ("": tokens live until revoked). It binds tokens made before it too: each ends
+    # max_age after its creation at the latest (tokens.expiry, worked out at each request).
     token_max_age: str = ""
 
     @classmethod

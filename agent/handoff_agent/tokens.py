@@ -108,25 +108,51 @@ def issue(
     return {"token": token, "expires": until}
 
 
-def lookup(store, token: str) -> dict | None:
-    """The token's identity; None for none in force. An expired one is refused here."""
-    found = store.token_lookup(token_hash(token))
-    if found is not None:
-        in_force(found)
-    return found
+def lookup(store, hashed: str, max_age: str = "") -> dict | None:
+    """The identity of the token whose ``token_hash`` is ``hashed`` (the caller hashes the
+    token once, and notes its use with the same hash); None for none in force. Its
+    ``expires`` is the one in force now (``expiry``), and an expired one is refused here."""
+    found = store.token_lookup(hashed)
+    if found is None:
+        return None
+    created = found.pop("created", None)
+    until, by_policy = expiry(found.pop("expires", None), created, max_age)
+    if until:
+        found["expires"] = until
+    if by_policy:
+        found["max_age"] = max_age  # the 401 says why a token made "never" to expire ended
+    return in_force(found)
+
+
+def expiry(expires: str | None, created: str | None, max_age: str) -> tuple[str | None, bool]:
+    """When a token stops working, worked out at each check: its own expiry, or its creation
+    plus central's ``[tokens] max_age`` when that comes first (or it has none), so a policy
+    set or tightened later binds the tokens made before it. Second: whether the policy's
+    bound is the one in force. ``max_age`` "": no policy, the token's own expiry."""
+    if not max_age or not created:
+        return expires, False
+    bound = datetime.fromisoformat(created).astimezone(UTC)
+    bound += timedelta(seconds=expiry_seconds(max_age))
+    if expires and datetime.fromisoformat(expires) <= bound:
+        return expires, False
+    return bound.isoformat(timespec="microseconds"), True
 
 
 def in_force(identity: dict) -> dict:
-    """``identity``, unless its token expired: then a 401 saying whose and when, and how to
-    get another (a cached identity is checked again with this)."""
+    """``identity``, unless its token expired: then a 401 saying whose and when (and, when
+    central's ``[tokens] max_age`` ended it, that), and how to get another (a cached
+    identity is checked again with this)."""
     expires = identity.get("expires")
     if expires and datetime.fromisoformat(expires) <= datetime.now(UTC):
         user, roles = identity["user"], identity["roles"]
         again = " ".join(f"--role {r}" for r in roles)
         if identity.get("models"):
             again += f" --models {','.join(identity['models'])}"
+        why = ""
+        if identity.get("max_age"):
+            why = f": central's [tokens] max_age of {identity['max_age']} counts from its creation"
         raise Unauthorized(
-            f"The token of {user} expired at {when_text(expires)}.",
+            f"The token of {user} expired at {when_text(expires)}{why}.",
             f"Ask your admin for a new token (jupyter handoff token create --user {user} "
             f"{again} --expires PERIOD, within central's [tokens] max_age).",
             code="token_expired",

@@ -5,7 +5,7 @@ max age is the default and the bound, and `token list` tells IT which tokens are
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from secrets import token_urlsafe
 
 import pytest
@@ -114,6 +114,59 @@ def test_the_policys_max_age_is_the_default_and_the_longest(central):
     assert made_for["ron"]["expires"] == made["expires"]
 
 
+def test_the_policys_max_age_binds_tokens_made_before_it(central, tmp_path):
+    """IT sets `[tokens] max_age = "7d"` on a central whose tokens were made without it: one
+    never expiring, one for 30 days. Each is in force until seven days from its creation,
+    which `token list` and whoami show, and past that it is 401 token_expired saying why."""
+    # Given two tokens made under an older policy (no max_age; then a 30d one)
+    older = {"none": tmp_path / "none.toml", "30d": tmp_path / "30d.toml"}
+    older["none"].write_text("[intake]\nrevalidate = false\n")
+    older["30d"].write_text('[tokens]\nmax_age = "30d"\n')
+    made = {}
+    for user, policy, more in (("old-ci", "none", ()), ("old-bot", "30d", ("--expires", "30d"))):
+        args = ("--user", user, "--role", "analyst", "--policy", str(older[policy]), *more)
+        out = central.cli("token", "create", *args)
+        assert out.returncode == 0, out.stderr
+        made[user] = out.stdout.strip()
+    stored = listed(central, "--policy", str(older["none"]))
+    assert stored["old-ci"]["expires"] is None and stored["old-bot"]["expires"], stored
+    # When central's policy (7d) reads them: each ends seven days after its creation
+    rows = listed(central)
+    for user in made:
+        row = rows[user]
+        life = datetime.fromisoformat(row["expires"]) - datetime.fromisoformat(row["created"])
+        assert (life, row["by_max_age"], row["expired"]) == (timedelta(days=7), True, False), row
+        status, me = central.request("GET", "/api/v1/whoami", token=made[user])
+        assert status == 200 and (me["expires"], me["max_age"]) == (row["expires"], "7d"), me
+    line = next(x for x in central.cli("token", "list").stdout.splitlines() if " old-ci " in x)
+    when = datetime.fromisoformat(rows["old-ci"]["expires"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"expires {when} (max_age)  last used " in line, line
+    # a token whose own expiry comes first keeps it
+    out = central.cli("token", "create", "--user", "new-ci", "--role", "analyst", "--expires", "1d")
+    assert out.returncode == 0, out.stderr
+    row, own = listed(central)["new-ci"], listed(central, "--policy", str(older["none"]))["new-ci"]
+    assert (row["by_max_age"], row["expires"]) == (False, own["expires"]), row
+
+    # Given they were made eight days ago
+    created = (datetime.now(UTC) - timedelta(days=8)).isoformat(timespec="microseconds")
+    for user in made:
+        central.sql('UPDATE tokens SET created = :c WHERE "user" = :u', c=created, u=user)
+    ended = (datetime.fromisoformat(created) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Then each is refused, saying whose, when and why, in the one error shape
+    for user in made:
+        status, body = central.request("GET", "/api/v1/models", token=made[user])
+        err = assert_error(status, body, 401, "token_expired")
+        assert err["message"] == (
+            f"The token of {user} expired at {ended}: central's [tokens] max_age of 7d counts "
+            "from its creation."
+        ), err
+        assert "--expires PERIOD, within central's [tokens] max_age" in err["hint"]
+    rows = listed(central)
+    assert rows["old-ci"]["expired"] and rows["old-bot"]["expired"], rows
+    line = next(x for x in central.cli("token", "list").stdout.splitlines() if " old-bot " in x)
+    assert line.endswith("  expired") and f"expires {ended} (max_age)" in line, line
+
+
 @pytest.mark.parametrize("given", ["soon", "0", "3 days", "7x", "99999999d", "10"])
 def test_a_bad_expiry_is_one_line_and_exit_2(central, given):
     """A bare number is refused too: 10 would be ten seconds to the agent, days to some."""
@@ -174,3 +227,21 @@ def test_a_policy_with_a_bad_max_age_stops_token_create(tmp_path, central):
         f'{policy}: [tokens] max_age must be a period such as "90d", "24h" or "30m", '
         "not 'forever'."
     )
+
+
+def test_a_request_hashes_its_token_once_for_the_lookup_and_the_use(tmp_path):
+    """`BaseHandler.authenticate` hashes the token it is given once: the lookup takes that
+    hash (a raw token finds nothing) and the use is noted under the same one."""
+    from handoff_agent import tokens
+    from handoff_agent.store.metadata import MetadataStore
+
+    store = MetadataStore.for_home(tmp_path)
+    try:
+        made = tokens.issue(store, "hash-once", ["analyst"])["token"]
+        hashed = tokens.token_hash(made)
+        assert tokens.lookup(store, made) is None
+        assert tokens.lookup(store, hashed) == {"user": "hash-once", "roles": ["analyst"]}
+        tokens.note_use(store, hashed)
+        assert store.tokens()[0]["last_used"] is not None
+    finally:
+        store.close()

@@ -293,17 +293,26 @@ class BaseHandler(web.RequestHandler):
     async def authenticate(self) -> dict:
         """Who is calling: the agent's own token (its owner, every role) or a stored token."""
         given = self.given_token()
-        if hmac.compare_digest(given.encode(), self.agent.token.encode()):
+        if self.owner_token(given):
             return self.agent.owner
-        found = await self.agent.read(tokens.lookup, self.agent.registry, given)
+        return await self.stored_identity(tokens.token_hash(given))
+
+    def owner_token(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self.agent.token.encode())
+
+    async def stored_identity(self, hashed: str) -> dict:
+        """The identity of the stored token whose hash is ``hashed`` (hashed once a request:
+        the lookup and the note of its use share it), under central's ``[tokens] max_age``."""
+        agent = self.agent
+        found = await agent.read(tokens.lookup, agent.registry, hashed, agent.token_max_age)
         if found is None:
             raise Unauthorized(
                 "The token is wrong: it is none this agent holds (mistyped, or revoked).",
                 "Ask central's admin for a token of your own (jupyter handoff token create)."
-                if self.agent.role == "central"  # never its owner's token, which holds every role
+                if agent.role == "central"  # never its owner's token, which holds every role
                 else "`jupyter handoff status` shows the running agent's token.",
             )
-        self.agent.note_token_use(tokens.token_hash(given))
+        agent.note_token_use(hashed)
         return found
 
     def given_token(self) -> str:

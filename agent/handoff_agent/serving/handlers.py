@@ -29,16 +29,20 @@ class ServingHandler(BaseHandler):
     async def authenticate(self) -> dict:
         """As the agent API, with a short cache of stored tokens: a consumer's every request
         would otherwise wait on the store. A revoked token stops within TOKEN_CACHE_SECONDS,
-        an expired one at once."""
-        given = token_hash(self.given_token())  # no raw token kept in memory
+        an expired one at once. The token is hashed once, for the cache and the store."""
+        given = self.given_token()
+        if self.owner_token(given):
+            return self.agent.owner
+        hashed = token_hash(given)
+        del given  # no raw token kept in memory
         cache = self.server.token_cache
-        hit = cache.get(given)
+        hit = cache.get(hashed)
         if hit is not None and hit[1] > time.monotonic():
             return in_force(hit[0])  # a token that expired meanwhile stops at once
-        identity = await super().authenticate()
+        identity = await self.stored_identity(hashed)
         if len(cache) > 10_000:
             cache.clear()
-        cache[given] = (identity, time.monotonic() + TOKEN_CACHE_SECONDS)
+        cache[hashed] = (identity, time.monotonic() + TOKEN_CACHE_SECONDS)
         return identity
 
     @property

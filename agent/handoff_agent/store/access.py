@@ -53,17 +53,18 @@ class AccessStore(StoreBase):
             self.audit_append(actor, "token.create", user, payload)
 
     def token_lookup(self, token_hash: str) -> dict | None:
-        """The identity of a token not revoked, with its ``expires`` when it has one (the
-        caller, ``tokens.lookup``, refuses it once past)."""
+        """The identity of a token not revoked, with its ``expires`` when it has one and when
+        it was ``created`` (the caller, ``tokens.lookup``, works out the expiry in force under
+        central's policy and refuses it once past)."""
         with self._read() as c:
             row = c.execute(
-                select(K.user, K.roles, K.models, K.expires).where(
+                select(K.user, K.roles, K.models, K.expires, K.created).where(
                     K.hash == token_hash, K.revoked == 0
                 )
             ).first()
         if row is None:
             return None
-        found = {"user": row[0], "roles": json.loads(row[1])}
+        found = {"user": row[0], "roles": json.loads(row[1]), "created": row[4]}
         if row[2] is not None:
             found["models"] = json.loads(row[2])
         if row[3] is not None:

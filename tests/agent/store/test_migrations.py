@@ -214,7 +214,8 @@ def test_m020_adds_token_expiry_and_last_use(tmp_path, backend):
         assert upgrade(store.engine) == ["m020_token_expiry"]
         cols = {c["name"] for c in inspect(store.engine).get_columns("tokens")}
         assert {"expires", "last_used"} <= cols
-        assert tokens.lookup(store, "old-token") == {"user": "old", "roles": ["analyst"]}
+        found = tokens.lookup(store, tokens.token_hash("old-token"))
+        assert found == {"user": "old", "roles": ["analyst"]}
         (row,) = store.tokens()
         assert (row["expires"], row["last_used"]) == (None, None)
         tokens.note_use(store, tokens.token_hash("old-token"))
