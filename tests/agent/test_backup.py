@@ -165,13 +165,19 @@ def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, centr
     dest = tmp_path / "backup"
     assert cli(central, "backup", str(dest))[0] == 0
     # Given the backup as the Handoff before m020 wrote it
-    lacking = [n for n, _ in MIGRATIONS[-2:]]
-    assert lacking == ["m020_token_expiry", "m021_signing_keys"]  # (a newer head: undo it too)
+    lacking = [n for n, _ in MIGRATIONS[-3:]]
+    assert lacking == [  # (a newer head: undo it too)
+        "m020_token_expiry",
+        "m021_signing_keys",
+        "m022_audit_indexes",
+    ]
     # (closed, so its WAL is checkpointed into the one file a backup holds)
     with contextlib.closing(sqlite3.connect(dest / DB_FILE)) as c, c:
         c.execute("ALTER TABLE tokens DROP COLUMN expires")
         c.execute("ALTER TABLE tokens DROP COLUMN last_used")
         c.execute("DROP TABLE signing_keys")
+        for index in ("subject", "actor", "action", "time"):
+            c.execute(f"DROP INDEX idx_audit_{index}")
         for name in lacking:
             c.execute("DELETE FROM schema_migrations WHERE name = ?", (name,))
     assert not (dest / f"{DB_FILE}-wal").exists()
@@ -205,6 +211,14 @@ def test_an_older_handoffs_backup_verifies_and_restores_upgraded(tmp_path, centr
         assert target.cli("audit", "verify").returncode == 0
         names = {r["name"] for r in target.sql("SELECT name FROM schema_migrations")}
         assert names == {n for n, _ in MIGRATIONS}
+        indexes = target.sql(  # m022's, which the older backup lacked
+            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'audit'"
+            if target.database_url
+            else "SELECT name FROM sqlite_master WHERE tbl_name = 'audit'"
+        )
+        assert {f"idx_audit_{i}" for i in ("subject", "actor", "action", "time")} <= {
+            r["name"] for r in indexes
+        }
     finally:
         target.stop()
 

@@ -15,6 +15,7 @@ from ._util import as_dict
 from .base import StoreBase
 
 MAX_ROWS_FIRST = 10_000  # rows sent when central has acknowledged nothing yet
+END_OF_TIME = "9999-12-31T23:59:59.999999+00:00"  # later than any time ``audit.now`` writes
 
 
 class AuditStore(StoreBase):
@@ -112,7 +113,12 @@ class AuditStore(StoreBase):
         with self._read() as c:
             return [as_dict(r) for r in c.execute(q)]
 
-    def audit_page(
+    def audit_page(self, *, limit: int = 100, **filters) -> list[dict]:
+        """Up to ``limit`` rows matching ``audit_select``'s filters, in chain order."""
+        with self._read() as c:
+            return [as_dict(r) for r in c.execute(self.audit_select(**filters).limit(limit))]
+
+    def audit_select(
         self,
         *,
         subject: str = "",
@@ -121,35 +127,41 @@ class AuditStore(StoreBase):
         since: str = "",
         until: str = "",
         after: int = 0,
-        limit: int = 100,
-    ) -> list[dict]:
-        """Up to ``limit`` rows after seq ``after`` matching every filter given, in chain
-        order. A ``subject`` without ``:`` matches its versions' subjects too (``churn``:
-        ``churn`` and ``churn:3``), an ``action`` without ``.`` its kind (``stage``:
-        ``stage.enter``, ``stage.mirror``). ``since`` (inclusive) and ``until`` (exclusive)
-        are times as ``audit.now`` writes them, so they compare as text on both backends."""
+    ):
+        """The rows after seq ``after`` matching every filter given, in chain order. A
+        ``subject`` without ``:`` matches its versions' subjects too (``churn``: ``churn``
+        and ``churn:3``), an ``action`` without ``.`` its kind (``stage``: ``stage.enter``,
+        ``stage.mirror``). ``since`` (inclusive) and ``until`` (exclusive) are times as
+        ``audit.now`` writes them, so they compare as text on both backends. Each filter is
+        one m022's indexes serve."""
         a = t.audit.c
-
-        def starts(column, prefix: str):
-            """Case-sensitive on both backends (SQLite's LIKE is not): ``Credit`` is
-            another model than ``credit``."""
-            return func.substr(column, 1, len(prefix)) == prefix
-
         q = select(t.audit).where(a.seq > after)
         if subject:
             exact = a.subject == subject
-            q = q.where(exact if ":" in subject else exact | starts(a.subject, f"{subject}:"))
+            q = q.where(exact if ":" in subject else exact | self._starts(a.subject, f"{subject}:"))
         if actor:  # user names count case-insensitively (``tokens.USER``): Eve is eve
             q = q.where(func.lower(a.actor) == actor.lower())
         if action:  # "stage": stage.enter, stage.mirror
             exact = a.action == action
-            q = q.where(exact if "." in action else exact | starts(a.action, f"{action}."))
+            q = q.where(exact if "." in action else exact | self._starts(a.action, f"{action}."))
         if since:
             q = q.where(a.time >= since)
-        if until:
-            q = q.where(a.time < until)
-        with self._read() as c:
-            return [as_dict(r) for r in c.execute(q.order_by(a.seq).limit(limit))]
+        if until or since:
+            # bounded on both ends, so SQLite's planner takes the time index: without
+            # statistics it judges a one-sided range unselective and reads the chain from seq 1
+            q = q.where(a.time < (until or END_OF_TIME))
+        return q.order_by(a.seq)
+
+    def _starts(self, column, prefix: str):
+        """``column`` starts with ``prefix``, case-sensitive on both backends (SQLite's LIKE
+        is not: ``Credit`` is another model than ``credit``) and served by its index: on
+        SQLite a range (its BINARY collation orders by bytes: what starts with ``churn:``
+        lies in [``churn:``, ``churn;``)); on PostgreSQL a LIKE, which the index's
+        text_pattern_ops serves whatever the database's collation."""
+        if self.dialect == "postgresql":
+            escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            return column.like(escaped + "%", escape="/")
+        return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
     def audit_rows_since(self, seq: int | None) -> list[dict]:
         """The rows to send to a central that acknowledged entry ``seq`` (that row included,

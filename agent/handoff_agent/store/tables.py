@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData()
@@ -134,7 +135,15 @@ audit = Table(
     Column("payload", Text),
     Column("prev_hash", Text),
     Column("hash", Text),
+    # The filters of GET /api/v1/audit (m022): each served by an index, in chain order where
+    # it matches exactly. PostgreSQL's text_pattern_ops serves the prefix match (LIKE
+    # 'churn:%') whatever the database's collation; SQLite's range on bytes needs none.
+    Index("idx_audit_subject", "subject", "seq", postgresql_ops={"subject": "text_pattern_ops"}),
+    Index("idx_audit_action", "action", "seq", postgresql_ops={"action": "text_pattern_ops"}),
+    Index("idx_audit_time", "time"),
 )
+# user names count case-insensitively: the actor filter compares lower(actor)
+Index("idx_audit_actor", func.lower(audit.c.actor), audit.c.seq)
 
 # One row (id 1): the chain's head. Writers lock it, so seq and prev_hash never race.
 audit_head = Table(

@@ -283,3 +283,73 @@ def test_m021_adds_the_signing_keys_table(tmp_path, backend):
         assert store.audit_head()["seq"] == 1  # the one retirement
     finally:
         store.engine.dispose()
+
+
+AUDIT_INDEXES = {"idx_audit_subject", "idx_audit_actor", "idx_audit_action", "idx_audit_time"}
+
+
+def test_m022_indexes_the_audit_logs_filters(tmp_path, backend):
+    """A database at m021 upgrades on each backend; then every filter of GET /api/v1/audit
+    is served by an index (SQLite's plan names it; no filter reads the whole chain), and
+    the prefix matches the indexes serve still match exactly what they did."""
+    from sqlalchemy import text
+
+    from handoff_agent.store.migrations import upgrade
+
+    store = MetadataStore.for_home(tmp_path, backend.database_url() or "")
+    try:
+        with store.engine.begin() as c:
+            for name in AUDIT_INDEXES:
+                c.execute(text(f"DROP INDEX {name}"))
+            c.execute(text("DELETE FROM schema_migrations WHERE name = 'm022_audit_indexes'"))
+        assert upgrade(store.engine) == ["m022_audit_indexes"]
+        catalog = (
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'"
+            if store.dialect == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'audit'"
+        )
+        with store.engine.connect() as c:
+            assert set(c.execute(text(catalog)).scalars()) >= AUDIT_INDEXES
+        # Given entries whose subjects and actions look alike
+        for actor, action, subject in [
+            ("Bob", "stage.enter", "churn"),
+            ("bob", "stage", "churn:1"),
+            ("eve", "stagex.y", "churn:10"),
+            ("eve", "stage.mirror", "churnx:1"),
+            ("eve", "signoff", "Churn:1"),
+            ("eve", "signoff", "churn;"),
+            ("eve", "signoff", "a_b:1"),
+            ("eve", "signoff", "aXb:1"),
+        ]:
+            store.audit_append(actor, action, subject, {})
+
+        def seqs(**filters):
+            return [r["seq"] for r in store.audit_page(**filters)]
+
+        # Then each filter matches as before: a model its versions, case-sensitively
+        assert seqs(subject="churn") == [1, 2, 3]
+        assert seqs(subject="churn:1") == [2]
+        assert seqs(subject="a_b") == [7]  # _ is a character, not a wildcard
+        assert seqs(action="stage") == [1, 2, 4]
+        assert seqs(actor="BOB") == [1, 2]
+        assert seqs(subject="churn", after=1) == [2, 3]
+        if store.dialect != "sqlite":
+            return
+        # and on SQLite each is an index's search, never a scan of the chain
+        queries = {
+            "subject=churn": {"subject": "churn"},
+            "subject=churn:1": {"subject": "churn:1"},
+            "actor=bob": {"actor": "bob"},
+            "action=stage": {"action": "stage"},
+            "since=2026-12-01": {"since": "2026-12-01T00:00:00+00:00"},
+            "since&until": {"since": "2026-12-01", "until": "2026-12-02"},
+        }
+        for what, filters in queries.items():
+            q = store.audit_select(**filters).limit(101)
+            sql = str(q.compile(store.engine, compile_kwargs={"literal_binds": True}))
+            with store.engine.connect() as c:
+                plan = [r[-1] for r in c.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+            assert any("USING INDEX idx_audit_" in step for step in plan), (what, plan)
+            assert not any(step.startswith("SCAN audit") for step in plan), (what, plan)
+    finally:
+        store.engine.dispose()
