@@ -65,9 +65,32 @@ def parse_filters(given: dict[str, str | None], flag: str = "") -> dict[str, str
             out[key] = parse_time(named(key), given[key])
     if "since" in out and "until" in out and out["until"] <= out["since"]:
         raise BadRequest(
-            f"{flag}until must be later than {flag}since.", "until is exclusive, since inclusive."
+            f"{flag}until must be later than {flag}since.",
+            f"since counts from its time on and until stops just before its own: e.g. "
+            f"{flag}since 2026-12-01 {flag}until 2026-12-02 for one day."
+            if flag
+            else "since counts from its time on and until stops just before its own: e.g. "
+            "since=2026-12-01&until=2026-12-02 for one day.",
         )
     return out
+
+
+def once(given: dict[str, list[bytes]]) -> None:
+    """Each parameter at most once (``given``: the query's values by name): of
+    ``?actor=a&actor=b`` one would count, silently, as the filters all apply together; so
+    the request is refused, naming the parameter."""
+    for key in (*FILTERS, "after", "limit"):
+        values = given.get(key, [])
+        if len(values) < 2:
+            continue
+        example = _CONTROL.sub("", values[0].decode(errors="replace"))[:40] or "…"
+        raise BadRequest(
+            f"{key} is given {len(values)} times; the audit log takes each parameter once.",
+            f"Ask once for each {key} (e.g. {key}={example}), or leave {key} out to see them all."
+            if key in FILTERS
+            else f"Give {key} once.",
+            code="repeated_parameter",
+        )
 
 
 def page(registry, filters: dict[str, str], after: int = 0, limit: int = DEFAULT_LIMIT) -> dict:

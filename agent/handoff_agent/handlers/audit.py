@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import audit_log
-from .base import BaseHandler, int_arg
+from .base import AFTER_HINT, BaseHandler, int_arg
 
 
 class AuditHandler(BaseHandler):
@@ -21,9 +21,10 @@ class AuditHandler(BaseHandler):
     does = "read the audit log"
 
     async def get(self):
+        audit_log.once(self.request.query_arguments)
         args = {k: self.get_query_argument(k, None) for k in audit_log.FILTERS}
         filters = audit_log.parse_filters(args)
         limit = int_arg(self, "limit", audit_log.DEFAULT_LIMIT, 1, audit_log.MAX_LIMIT)
-        after = int_arg(self, "after", 0, 0, 2**62)
+        after = int_arg(self, "after", 0, 0, 2**62, AFTER_HINT)
         agent = self.agent
         self.write_json(await agent.read(audit_log.page, agent.registry, filters, after, limit))

@@ -72,22 +72,32 @@ def parse_uint(raw: str | None) -> int | None:
     return int(raw) if raw is not None and UINT.fullmatch(raw) else None
 
 
-def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int):
+AFTER_HINT = "after is the `next` of the page before; leave it out to start at the first."
+
+
+def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: int, hint: str = ""):
+    """The whole number query parameter ``name`` in [lo, hi], or ``default``; else a 400
+    whose hint (``hint``, or one from the bounds) says what to give."""
     raw = handler.get_query_argument(name, None)
     if raw is None:
         return default
+    if not hint:
+        span = f"from {lo} to {hi}" if hi < 2**62 else f"{lo} or more"
+        left = f", or leave it out for {default}" if default is not None and default < 2**62 else ""
+        hint = f"Give {name} as a whole number {span}{left}."
     value = parse_uint(raw)
     if value is None:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}.")
+        raise BadRequest(f"{name} must be an integer, not {raw!r}.", hint)
     if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}.")
+        raise BadRequest(f"{name} must be between {lo} and {hi}.", hint)
     return value
 
 
 def page_args(handler: BaseHandler, default: int) -> tuple[int, int]:
     """``limit`` (1-1000) and ``after`` (the ``next`` of the page before) of a listing
     paged by id."""
-    return int_arg(handler, "limit", default, 1, 1000), int_arg(handler, "after", 0, 0, 2**62)
+    after = int_arg(handler, "after", 0, 0, 2**62, AFTER_HINT)
+    return int_arg(handler, "limit", default, 1, 1000), after
 
 
 def redact_uri(uri: str) -> str:
