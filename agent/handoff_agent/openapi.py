@@ -273,7 +273,8 @@ PATHS: dict[str, dict[str, dict]] = {
             "Reviewer or admin: the audit log's entries in chain order (seq, time, actor, "
             "action, subject, payload as the JSON text its hash covers, prev_hash, hash), "
             "filtered, a page at a time (``next``: the ``after`` of the next page), with the "
-            "chain's `head`. A bad filter is a 400.",
+            "chain's `head`. A bad filter is a 400; a parameter given twice is 400 "
+            "repeated_parameter (ask once for each).",
             params=[
                 _param(
                     "subject",
