@@ -1082,8 +1082,8 @@ class HandoffAgent(LoggingConfigurable):
 
     def _review_requested(self, event: dict) -> None:
         """A version entered a stage whose next one names sign-offs, or waits for an admin
-        to trust types: tell the webhooks (chat, ticketing) once, from the replica that
-        moved it."""
+        to trust types, or a sign-off of it was withdrawn (it needs one again): tell the
+        webhooks (chat, ticketing), from the replica that moved it."""
         if event["type"] != "stage" or not event.get("version") or not self._webhooks():
             return
         model, number = event["model"], event["version"]
@@ -1092,7 +1092,7 @@ class HandoffAgent(LoggingConfigurable):
             notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
             work = self.notices.send("trust", {**notice, "url": url})
         else:
-            work = self._notify_review(model, number, url)
+            work = self._notify_review(model, number, url, event.get("withdrawn"))
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no loop: a stage set outside the server
@@ -1101,17 +1101,22 @@ class HandoffAgent(LoggingConfigurable):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notify_review(self, model: str, number: int, url: str) -> None:
+    async def _notify_review(
+        self, model: str, number: int, url: str, withdrawn: dict | None = None
+    ) -> None:
+        """``withdrawn``: the sign-off just taken back. The version waits again for what it
+        had (its stage unchanged), so it is noticed again, saying whose sign-off went."""
         try:
             entry = await self.read(self.stages.review_of, model, number)
             # A stage can be announced twice (the verdict, then the slot): notice it once.
             key = entry and (model, number, entry["stage"], entry["since"])
-            if entry is None or key in self._reviews_noticed:
+            if entry is None or (key in self._reviews_noticed and not withdrawn):
                 return
             self._reviews_noticed[key] = None
             while len(self._reviews_noticed) > 1000:
                 del self._reviews_noticed[next(iter(self._reviews_noticed))]
-            await self.notices.send("review", {**entry, "url": url})
+            extra = {"withdrawn": withdrawn} if withdrawn else {}
+            await self.notices.send("review", {**entry, "url": url, **extra})
         except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
             log.exception("the review notice for %s:%s failed", model, number)
 

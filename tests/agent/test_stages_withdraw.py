@@ -5,7 +5,9 @@ One real central (two reviewers for approved) and one local agent for the whole 
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
+from http.server import HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,8 @@ import pytest
 from agent_support import assert_error
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
+from test_pipeline_webhook_audit import SECRET as HOOK_SECRET
+from test_pipeline_webhook_audit import Receiver
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 POLICY = f"""
@@ -29,13 +33,29 @@ reviewer = 2
 SIGN = "/api/v1/models/churn/versions/1/signoffs"
 
 
+class Hook(Receiver):
+    """The reviewers' webhook (their chat): each signed POST central sends, verified."""
+
+    received: list = []
+
+
+def review_notices() -> list[dict]:
+    return [r for r in Hook.received if r["body"]["type"] == "review" and r["body"]["version"] == 1]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, backend):
     """churn:1 validated at central, waiting for two reviewers; bob, carol and dave review,
     adam is an admin."""
     tmp = tmp_path_factory.mktemp("withdraw")
     (tmp / "policy.toml").write_text(POLICY)
-    args = ["--role", "central", "--policy", str(tmp / "policy.toml")]
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    Hook.received.clear()  # the class outlives one backend's run of this module
+    url = f"http://127.0.0.1:{hook.server_port}/reviewers"
+    args = ["--role", "central", "--policy", str(tmp / "policy.toml"), "--forward-to", "webhook"]
+    args += [f"--WebhookDestination.{k}={v}" for k, v in (("url", url), ("secret", HOOK_SECRET))]
+    args.append(f"--WebhookDestination.allowed_urls={json.dumps([url])}")
     central = RunningAgent(tmp / "central", tmp / "rt-central", args)
     central.start()
     local = RunningAgent(
@@ -64,6 +84,7 @@ def site(tmp_path_factory, backend):
     finally:
         local.stop()
         central.stop()
+        hook.shutdown()
 
 
 def queue_entry(central) -> dict | None:
@@ -113,6 +134,31 @@ def test_withdrawal_while_it_waits_then_refusals_once_it_moved(site):
             },
         },
     )
+    # Then the reviewers' webhook is told again that it waits for review, with whose
+    # sign-off went (the first notice came when it was validated), signed as the first
+    again = until(lambda: review_notices()[1:], timeout=60, what="the review notice again")
+    first = review_notices()[0]["body"]
+    assert (first["next"], first["missing"], "withdrawn" in first) == (
+        "approved",
+        {"reviewer": 2},
+        False,
+    )
+    (notice,) = again
+    assert notice["ok"] is True and notice["id"] != review_notices()[0]["id"]
+    body = notice["body"]
+    assert (body["stage"], body["next"], body["missing"], body["signoffs"]) == (
+        "validated",
+        "approved",
+        {"reviewer": 2},
+        [],
+    )
+    assert body["withdrawn"] == {
+        "stage": "approved",
+        "role": "reviewer",
+        "user": "bob",
+        "decision": "approve",
+    }
+    assert body["url"] == f"{central.url}/api/v1/models/churn/versions/1"
     # Then it waits with 0 of 2, and the reviews command says so
     entry = queue_entry(central)
     assert (entry["missing"], entry["signoffs"]) == ({"reviewer": 2}, [])
