@@ -280,9 +280,13 @@ class StatusApp(Command):
         answer = runtime.health(info["url"], timeout=3.0) if info else None
         up = answer is not None
         silent = info is not None and not up  # its process lives: stopped, or its loop blocked
+        state = runtime.outbox_state(info) if up else None
         if self.json_output:
-            print(json.dumps({"running": up, **({"not_answering": True} if silent else {}),
-                              **(info or {})}))  # fmt: skip
+            more = {"not_answering": True} if silent else {}
+            if up:  # what the text's last lines say: stable keys, [] / 0 when all is well
+                more["problems"] = state["problems"] if state else []
+                more["deliveries"] = {k: state[k] if state else 0 for k in ("refused", "waiting")}
+            print(json.dumps({"running": up, **more, **(info or {})}))
         elif silent:
             print(
                 f"An agent runs (pid {info['pid']}, home {info['home']}) but does not answer at "
@@ -296,7 +300,7 @@ class StatusApp(Command):
                 print(f"Model server: {info['serving_url']}")
             if disk := runtime.disk_line(answer):
                 print(disk)
-            if deliveries := runtime.outbox_line(info):
+            if deliveries := runtime.outbox_line(state):
                 print(deliveries)
         elif self.role:
             serve = "jupyter handoff serve" + (" --role central" if self.role == "central" else "")

@@ -94,9 +94,10 @@ def disk_line(answer: dict) -> str:
     )
 
 
-def outbox_line(info: dict, timeout: float = 2.0) -> str:
-    """Deliveries that wait or were refused, for people (asked with the agent's token: the
-    health answer is public and says nothing of them); '' when none, or no answer."""
+def outbox_state(info: dict, timeout: float = 2.0) -> dict | None:
+    """Deliveries refused and waiting, and ``problems``: what stops stages coming back
+    (central refusing this agent's token), for ``status`` (asked with the agent's token: the
+    health answer is public and says nothing of them); None when there is no answer."""
     req = urllib.request.Request(
         f"{info['url']}/api/v1/outbox", headers={"Authorization": f"token {info['token']}"}
     )
@@ -104,13 +105,23 @@ def outbox_line(info: dict, timeout: float = 2.0) -> str:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             answer = json.loads(r.read())
             rows = answer["outbox"]
+        return {
+            "refused": sum(r["n"] for r in rows if r["state"] == "dead"),
+            "waiting": sum(r["n"] for r in rows if r["state"] == "pending"),
+            "problems": list(answer.get("problems") or []),
+        }
     except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+        return None
+
+
+def outbox_line(state: dict | None) -> str:
+    """``outbox_state`` for people; '' when nothing waits, nothing is wrong, or no answer."""
+    if not state:
         return ""
-    dead = sum(r["n"] for r in rows if r["state"] == "dead")
-    waiting = sum(r["n"] for r in rows if r["state"] == "pending")
-    said = [f"{n} {word}" for n, word in ((dead, "refused"), (waiting, "waiting")) if n]
+    counts = ((state["refused"], "refused"), (state["waiting"], "waiting"))
+    said = [f"{n} {word}" for n, word in counts if n]
     lines = [f"Deliveries: {', '.join(said)} (`jupyter handoff outbox` says why)"] if said else []
-    return "\n".join([*lines, *(answer.get("problems") or [])])
+    return "\n".join([*lines, *state["problems"]])
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:

@@ -450,7 +450,7 @@ class MlopsMagics(Magics):
                 print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']}).")
                 if disk := runtime.disk_line(answer):
                     print(disk)
-                if deliveries := runtime.outbox_line(info):
+                if deliveries := runtime.outbox_line(runtime.outbox_state(info)):
                     print(deliveries)
             elif info:
                 print(f"The agent at {info['url']} (pid {info['pid']}) runs but does not answer.")

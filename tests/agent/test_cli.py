@@ -29,6 +29,8 @@ def test_status_json_with_a_running_agent(agent):
     assert info["token"] == agent.token
     assert info["pid"] == agent.proc.pid
     assert info["home"] == str(agent.home)
+    # what stops stages coming back, as the text's last lines say it: nothing here
+    assert (info["problems"], info["deliveries"]) == ([], {"refused": 0, "waiting": 0})
 
 
 def test_status_text_with_a_running_agent(agent):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -319,6 +321,9 @@ def test_a_central_token_central_refuses_is_said_in_status_and_the_log(tmp_path,
         assert until(refused, timeout=90, what="the refusal noticed").startswith(said)
         out = handoff_cli(local.env, "status")
         assert said in out.stdout and "c.CentralDestination.token" in out.stdout, out.stdout
+        out = handoff_cli(local.env, "status", "--json")  # the same, for a script or a monitor
+        (problem,) = json.loads(out.stdout)["problems"]
+        assert problem.startswith(said) and "c.CentralDestination.token" in problem, problem
         out = handoff_cli(local.env, "outbox")  # the deliveries went; the stages do not come
         assert out.stdout.startswith(said), out.stdout
         assert local.read_log().count(said) == 1
