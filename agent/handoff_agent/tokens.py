@@ -131,8 +131,9 @@ def expiry(expires: str | None, created: str | None, max_age: str) -> tuple[str 
     bound is the one in force. ``max_age`` "": no policy, the token's own expiry."""
     if not max_age or not created:
         return expires, False
-    bound = datetime.fromisoformat(created).astimezone(UTC)
-    bound += timedelta(seconds=expiry_seconds(max_age))
+    made = datetime.fromisoformat(created)
+    made = made.replace(tzinfo=UTC) if made.tzinfo is None else made  # stored times are UTC
+    bound = made.astimezone(UTC) + timedelta(seconds=expiry_seconds(max_age))
     if expires and datetime.fromisoformat(expires) <= bound:
         return expires, False
     return bound.isoformat(timespec="microseconds"), True
