@@ -66,7 +66,7 @@ def parse_filters(given: dict[str, str | None], flag: str = "") -> dict[str, str
     if "since" in out and "until" in out and out["until"] <= out["since"]:
         raise BadRequest(
             f"{flag}until must be later than {flag}since.",
-            f"since counts from its time on and until stops just before its own: e.g. "
+            "since counts from its time on and until stops just before its own: e.g. "
             f"{flag}since 2026-12-01 {flag}until 2026-12-02 for one day."
             if flag
             else "since counts from its time on and until stops just before its own: e.g. "
@@ -87,7 +87,7 @@ def once(given: dict[str, list[bytes]]) -> None:
         raise BadRequest(
             f"{key} is given {len(values)} times; the audit log takes each parameter once.",
             f"Ask once for each {key} (e.g. {key}={example}), or leave {key} out to see them all."
-            if key in FILTERS
+            if key in TEXT_FILTERS
             else f"Give {key} once.",
             code="repeated_parameter",
         )
