@@ -75,11 +75,23 @@ def parse_filters(given: dict[str, str | None], flag: str = "") -> dict[str, str
     return out
 
 
+PARAMETERS = (*FILTERS, "after", "limit")
+
+
 def once(given: dict[str, list[bytes]]) -> None:
-    """Each parameter at most once (``given``: the query's values by name): of
-    ``?actor=a&actor=b`` one would count, silently, as the filters all apply together; so
-    the request is refused, naming the parameter."""
-    for key in (*FILTERS, "after", "limit"):
+    """Each parameter known and at most once (``given``: the query's values by name): a
+    misspelt filter (``subjet=churn``) would read the whole log, and of ``?actor=a&actor=b``
+    one would count, silently, as the filters all apply together; so the request is refused,
+    naming the parameter."""
+    unknown = sorted(set(given) - set(PARAMETERS))
+    if unknown:
+        name = _CONTROL.sub("", unknown[0])[:40]
+        raise BadRequest(
+            f"The audit log has no parameter {name!r}.",
+            f"Its parameters are {', '.join(PARAMETERS)}.",
+            code="unknown_parameter",
+        )
+    for key in PARAMETERS:
         values = given.get(key, [])
         if len(values) < 2:
             continue

@@ -274,7 +274,8 @@ PATHS: dict[str, dict[str, dict]] = {
             "action, subject, payload as the JSON text its hash covers, prev_hash, hash), "
             "filtered, a page at a time (``next``: the ``after`` of the next page), with the "
             "chain's `head`. A bad filter is a 400; a parameter given twice is 400 "
-            "repeated_parameter (ask once for each).",
+            "repeated_parameter (ask once for each), one it does not know 400 "
+            "unknown_parameter (a misspelt filter would read the whole log).",
             params=[
                 _param(
                     "subject",

@@ -188,13 +188,19 @@ AFTER_HINT = "after is the `next` of the page before; leave it out to start at t
             "limit is given 2 times; the audit log takes each parameter once.",
             "Give limit once.",
         ),
+        (
+            "subjet=churn",
+            "The audit log has no parameter 'subjet'.",
+            "Its parameters are subject, actor, action, since, until, after, limit.",
+        ),
     ],
 )
 def test_a_bad_filter_is_a_400_saying_which_and_what_to_give(site, query, says, hint):
     """Each in the one error shape, with a hint in a user's words; a parameter given twice
     is refused (of two actors one would count, silently), not half-applied."""
     status, body = site["central"].request("GET", f"/api/v1/audit?{query}")
-    err = assert_error(status, body, 400, "repeated_parameter" if " is given " in says else None)
+    code = "repeated_parameter" if " is given " in says else None
+    err = assert_error(status, body, 400, "unknown_parameter" if "no parameter" in says else code)
     assert (err["message"], err["hint"]) == (says, hint)
 
 
