@@ -274,9 +274,7 @@ class StageManager:
                 if v["stage"] == to:  # a second click, or two admins at once
                     raise self._already(v, to, subject)
                 if to == "rollback" and v["stage"] != "production":
-                    raise Conflict(
-                        "Only a production version can be rolled back.", code="wrong_stage"
-                    )
+                    raise self._not_production(v, subject)
                 self._set(v, to, who["user"], comment, subject)
                 return {"stage": to}
             if to not in FLOW or to != self.policy.next_stage(v["stage"]):
@@ -302,16 +300,41 @@ class StageManager:
     def _already(self, v: dict, stage: str, subject: str) -> Conflict:
         """The loser of two admins making the same move: who made it, and when (its stage
         row), rather than a rule it did not break."""
+        said, how = self._how(v, stage)
+        return Conflict(
+            f"{subject} was {said} already{how}; nothing was done.",
+            "Reload the version: its stage history says what happened.",
+            code="wrong_stage",
+        )
+
+    def _not_production(self, v: dict, subject: str) -> Conflict:
+        """A rollback of a version that is not in production: one that was and has left
+        (a newer one promoted, an admin archived it) is told how, like ``_already``, so a
+        rollback meant for it never lands on the version serving in its place."""
+        history = self.store.stage_history(v["id"])
+        if any(h["stage"] == "production" for h in history):
+            said, how = self._how(v, v["stage"])
+            return Conflict(
+                f"{subject} is no longer in production: it was {said}{how}; nothing was done.",
+                "Reload the deployment: it shows the version serving now.",
+                code="wrong_stage",
+            )
+        return Conflict(
+            f"{subject} is {v['stage']}, not in production; only the production version can "
+            "be rolled back, and nothing was done.",
+            f"To stop a version before production: `jupyter handoff stage {subject} archived`.",
+            code="wrong_stage",
+        )
+
+    def _how(self, v: dict, stage: str) -> tuple[str, str]:
+        """How ``v`` entered ``stage`` in words, from its last stage row: ("rolled back",
+        ", by ada at T ('why')"); the comment left out when it is the default."""
         done = [h for h in self.store.stage_history(v["id"]) if h["stage"] == stage]
         said = "rolled back" if stage == "rollback" else stage
         who = f", by {done[-1]['by']} at {done[-1]['since']}" if done else ""
         comment = done[-1]["comment"] if done else ""
         why = f" ({comment!r})" if comment and comment != stage else ""  # not the default
-        return Conflict(
-            f"{subject} was {said} already{who}{why}; nothing was done.",
-            "Reload the version: its stage history says what happened.",
-            code="wrong_stage",
-        )
+        return said, who + why
 
     def _guard(self, v: dict, stage: str, subject: str) -> None:
         for guard in self.guards:

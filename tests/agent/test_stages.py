@@ -230,3 +230,43 @@ def test_two_admins_rolling_back_at_once_the_loser_is_told_it_was_done(tmp_path,
     finally:
         a.close()
         b.close()
+
+
+def test_a_rollback_meant_for_a_version_that_left_production_is_told_how(tmp_path, backend):
+    """A rollback naming churn:1 after churn:2 replaced it (the admin saw churn:1 in
+    production) is refused with who replaced it and when, not applied to churn:2; a version
+    that never reached production is told so."""
+    r = Registry(MetadataStore.for_home(tmp_path, backend.database_url() or ""))
+    try:
+        for n in (1, 2):
+            r.create_version("churn", digest_of(f"churn{n}"), n, manifest("churn"), "ana", [])
+        r.stage_set(r.version_id("churn", 1), "production", "agent", "", "churn:1")
+        r.stage_set(r.version_id("churn", 1), "archived", "ada", "replaced by version 2", "c:1")
+        r.stage_set(r.version_id("churn", 2), "production", "ada", "", "churn:2")
+        stages, bo = StageManager(r, Policy()), {"user": "bo", "roles": ["admin"]}
+        with pytest.raises(Conflict) as refused:
+            stages.transition("churn", 1, bo, "rollback", "errors up")
+        (row,) = [h for h in r.stage_history(r.version_id("churn", 1)) if h["stage"] == "archived"]
+        assert (refused.value.status, refused.value.code) == (409, "wrong_stage")
+        assert refused.value.message == (
+            f"churn:1 is no longer in production: it was archived, by ada at {row['since']} "
+            "('replaced by version 2'); nothing was done."
+        )
+        r.create_version("churn", digest_of("churn3"), 3, manifest("churn"), "ana", [])
+        r.stage_set(r.version_id("churn", 3), "canary", "ada", "", "churn:3")
+        with pytest.raises(Conflict) as refused:
+            stages.transition("churn", 3, bo, "rollback", "")
+        assert refused.value.message.startswith("churn:3 is canary, not in production; only")
+        # nothing moved: churn:2 still serves, and no rollback was recorded
+        assert [r.version_stage(r.version_id("churn", n)) for n in (1, 2, 3)] == [
+            "archived",
+            "production",
+            "canary",
+        ]
+        assert not any(
+            h["stage"] == "rollback"
+            for n in (1, 2, 3)
+            for h in r.stage_history(r.version_id("churn", n))
+        )
+    finally:
+        r.close()
