@@ -578,13 +578,20 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/v1/models/{name}/deployment/rollback": {
         "post": _op(
             "Admin, central: roll the production version back; the previous production "
-            "serves again in one step.",
+            "serves again in one step. `version`: the production version the caller saw "
+            "(optional for older clients; without it, whatever serves when asked). Once that "
+            "version has left production (rolled back already, or replaced), 409 "
+            "`wrong_stage` saying by whom and when, and nothing changes; 409 "
+            "`nothing_to_roll_back` when no previous production is kept.",
             params=[NAME],
             body={
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": {"type": "object", "properties": {"comment": _TEXT}}
+                        "schema": {
+                            "type": "object",
+                            "properties": {"version": INT, "comment": _TEXT},
+                        }
                     }
                 },
             },

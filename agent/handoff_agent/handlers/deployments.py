@@ -134,7 +134,12 @@ class PredictHandler(FromCentral):
 
 class RollbackHandler(CentralOnly):
     """Admin: the production version is rolled back and the previous one serves again, in
-    one step (stages, slots and audit rows in one transaction)."""
+    one step (stages, slots and audit rows in one transaction).
+
+    ``version``: the production version the caller saw. The StageManager checks it under the
+    version's lock, so a second rollback (a double click, two admins answering one alert) is
+    a 409 saying who rolled it back, never a rollback of the version restored in its place.
+    Optional, for clients and scripts older than it: then whatever serves when asked."""
 
     roles = {"POST": DEPLOY_ACTIONS["rollback"]}
     does = "roll a model back"
@@ -144,7 +149,14 @@ class RollbackHandler(CentralOnly):
         stages, body = self.central(), self.json_body()
         await self.known_model(name)
         agent = self.agent
-        number = await agent.call(agent.deployments.production_version, name)
+        number = body.get("version")
+        if number is None:
+            number = await agent.call(agent.deployments.production_version, name)
+        elif isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise BadRequest(
+                "version must be the number of the version in production you mean to roll back.",
+                '{"version": 3, "comment": "error rate up"}',
+            )
         comment = _text(body, "comment") or "rollback"
         out = await agent.call(stages.transition, name, number, self.identity, "rollback", comment)
         agent.events.publish("stage", model=name, version=number, by=self.identity["user"], **out)

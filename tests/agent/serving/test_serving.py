@@ -515,6 +515,36 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
         "production",
         "rollback",
     )
+
+    # A second rollback of v2 after the first committed (a double click, a second admin
+    # answering the same alarm) names the version it saw: a 409 saying who rolled it back and
+    # when, and churn:1 keeps production with all the traffic
+    status, body = central.request(
+        "POST",
+        "/api/v1/models/churn/deployment/rollback",
+        {"version": v2, "comment": "me too"},
+    )
+    assert status == 409 and body["error"]["code"] == "wrong_stage", body
+    done = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"][-1]
+    assert body["error"]["message"] == (
+        f"churn:{v2} was rolled back already, by {done['by']} at {done['since']} ('worse'); "
+        "nothing was done."
+    ), body
+    view = central.request("GET", "/api/v1/models/churn/deployment")[1]
+    assert {s["slot"]: (s["version"], s["traffic"]) for s in view["slots"]} == {
+        "production": (1, 100.0)
+    }, view
+    assert (central_stage(central, "churn", 1), central_stage(central, "churn", v2)) == (
+        "production",
+        "rollback",
+    )
+    assert client.invocations([ROW])[1]["X-Handoff-Model-Version"] == "1"
+    # a version that is not a number is the caller's mistake, not a rollback of what serves
+    status, body = central.request(
+        "POST", "/api/v1/models/churn/deployment/rollback", {"version": "1"}
+    )
+    assert status == 400 and body["error"]["code"] == "bad_request", body
+    assert central_stage(central, "churn", 1) == "production"
     assert central.cli("audit", "verify").returncode == 0
 
 
