@@ -273,12 +273,21 @@ class RollbackApp(_CentralCommand):
         "Roll a model's production version back at central (admin): the previous production "
         "serves again, in one step."
     )
-    usage = "jupyter handoff rollback NAME [-m COMMENT]"
-    examples = "jupyter handoff rollback churn -m 'error rate up since 14:00'"
+    usage = "jupyter handoff rollback NAME[:N] [-m COMMENT]"
+    examples = "jupyter handoff rollback churn:3 -m 'error rate up since 14:00'"
 
     def parse(self, args):
-        return [typed_name(_args(args, 1)[0])]
+        (arg,) = _args(args, 1)
+        return typed_ref(arg) if ":" in arg else (typed_name(arg), None)
 
-    def run(self, name: str):
+    def run(self, name: str, number: int | None):
+        """Central rolls back ``number`` only while it is in production, so running this
+        twice, or after another admin, is refused rather than rolling back the version
+        restored. Without ``:N``, the version in production as this command reads it."""
+        if number is None:
+            view = self.call(f"/api/v1/models/{name}/deployment")
+            number = next((s["version"] for s in view["slots"] if s["slot"] == "production"), None)
         body = {"comment": self.comment}
+        if number is not None:  # none: central says there is nothing to roll back
+            body["version"] = number
         self.show(name, self.call(f"/api/v1/models/{name}/deployment/rollback", body))

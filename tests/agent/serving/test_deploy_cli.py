@@ -114,7 +114,7 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     assert [s["version"] for s in listed["churn"]["slots"] if s["traffic"]] == [v2], listed
 
     # Rollback: churn:1 serves again, and requests are answered by it
-    shown = ok(central, "rollback", "churn", "-m", "error rate up")
+    shown = ok(central, "rollback", f"churn:{v2}", "-m", "error rate up")
     assert "serving: production v1 100%" in shown, shown
     until(
         lambda: client.invocations([ROW])[1]["X-Handoff-Model-Version"] == "1",
@@ -124,6 +124,18 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     assert central_stage(central, "churn", v2) == "rollback"
     audit = central.sql("SELECT actor, payload FROM audit WHERE payload LIKE '%error rate up%'")
     assert audit, "the rollback's comment is not in the audit log"
+    # The same command again (a second admin on the same alarm) is refused, saying who and
+    # when; churn:1 keeps production
+    done = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"][-1]
+    out = refused(central, "rollback", f"churn:{v2}", "-m", "me too")
+    assert out.splitlines()[0] == (
+        f"churn:{v2} was rolled back already, by {done['by']} at {done['since']} "
+        "('error rate up'); nothing was done."
+    ), out
+    assert (central_stage(central, "churn", 1), central_stage(central, "churn", v2)) == (
+        "production",
+        "rollback",
+    )
 
     # A reviewer's sign-off on the production version is refused: nothing follows it by
     # sign-off (its next stage, archived, would hand all traffic to whatever else serves)
@@ -187,6 +199,7 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
         (("traffic", "a..b", "5"), "'a..b' is not a model name"),
         (("signoff", "churn"), "'churn' is not NAME:N"),
         (("rollback",), "Expected 1 argument, got 0"),
+        (("rollback", "churn:x"), "'churn:x' is not NAME:N"),
         (("stage", "churn:1"), "Expected 2 arguments, got 1"),
         (("deployment", "../etc"), "'../etc' is not a model name"),
     ):
