@@ -83,10 +83,13 @@ export const deploymentApi = {
       agentPath('central', 'models', name, 'deployment', 'traffic'),
       { method: 'POST', body: JSON.stringify({ percent }) }
     ),
-  rollback: (name: string, comment: string) =>
+  /** `version`: the production version the admin saw; central refuses (409, saying who
+   * rolled it back and when) once it is no longer in production, so a second click or a
+   * second admin never rolls back the version restored in its place. */
+  rollback: (name: string, version: number, comment: string) =>
     requestAPI<IDeployment>(
       agentPath('central', 'models', name, 'deployment', 'rollback'),
-      { method: 'POST', body: JSON.stringify({ comment }) }
+      { method: 'POST', body: JSON.stringify({ version, comment }) }
     )
 };
 
@@ -415,14 +418,17 @@ export class DeploymentsView extends Widget {
     await this.act(deploymentApi.traffic(this.model, percent));
   }
 
-  async rollback(): Promise<void> {
+  /** Roll back `version`, the production version this view showed when clicked. */
+  async rollback(version: number): Promise<void> {
     const answer = await InputDialog.getText({
-      title: `Roll back ${this.model}`,
+      title: `Roll back ${this.model}:${version}`,
       label: 'Comment (recorded in the audit log)',
       okLabel: 'Roll back'
     });
     if (answer.button.accept) {
-      await this.act(deploymentApi.rollback(this.model, answer.value ?? ''));
+      await this.act(
+        deploymentApi.rollback(this.model, version, answer.value ?? '')
+      );
     }
   }
 
@@ -679,7 +685,8 @@ export class DeploymentsView extends Widget {
       },
       `Roll back ${from} v${serving.version}`
     );
-    button.onclick = () => void this.rollback();
+    const version = serving.version;
+    button.onclick = () => void this.rollback(version);
     return el('div', { class: 'jp-Handoff-actions' }, button);
   }
 }
