@@ -213,7 +213,14 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
     )
     expect(view.locator('.jp-Handoff-slot[data-slot="previous"][data-version="1"]')).to_be_visible()
 
-    # And a roll back serves churn:1 again, in one step
+    # And a roll back serves churn:1 again, in one step; it names the version the view
+    # showed in production, so a second admin's click on a stale view is refused, not a
+    # rollback of churn:1
+    sent: list = []  # the rollback's body (its URL carries a cache-busting query)
+    page.on(
+        "request",
+        lambda r: "/deployment/rollback?" in r.url and sent.append(r.post_data_json),
+    )
     view.locator(".jp-Handoff-deployRollback").click()
     page.locator(".jp-Dialog input").fill("worse on live data")
     page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
@@ -224,6 +231,7 @@ def test_deployments_view_starts_a_canary_sets_its_share_promotes_and_rolls_back
         "production",
         "rollback",
     )
+    assert sent == [{"version": 2, "comment": "worse on live data"}], sent
 
 
 def test_an_analyst_sees_the_deployment_without_actions(ops_site, page):
