@@ -225,6 +225,38 @@ def test_a_rollback_alert_rolls_back_only_a_production_version_that_served_the_w
     )
 
 
+def test_a_rollback_alert_rolls_back_the_version_it_saw_or_is_told_who_did(stores):
+    """The monitor names the production version it read, and the StageManager checks it
+    under the version's lock: an admin who rolled churn:2 back after the monitor read the
+    slots wins, and the monitor notifies, saying who and when; churn:1 is not rolled back."""
+    from handoff_agent.stages import StageManager
+    from handoff_agent.versions import VersionService
+
+    registry, blobs = stores
+    manifest = {"format_version": 1, "name": "churn", "serialization": "pickle", "files": {}}
+    for n in (1, 2):
+        VersionService(registry).create_version("churn", f"{n:064x}", 1, manifest, "ana", [])
+    v1, v2 = registry.version_id("churn", 1), registry.version_id("churn", 2)
+    registry.stage_set(v1, "archived", "ada", "replaced by version 2", "churn:1")
+    registry.stage_set(v2, "production", "ada", "", "churn:2")
+    registry.slot_set("churn", "production", v2, 2, 100.0, "ada")
+    registry.slot_set("churn", "previous", v1, 1, 0.0, "ada")
+    # no deployment hook: the slots stay as the monitor read them before the admin's commit
+    stages = StageManager(registry, Policy())
+    stages.transition("churn", 2, {"user": "ada", "roles": ["admin"]}, "rollback", "errors up")
+    service = MonitorService(registry, blobs, stages=stages)
+    alert = {"id": 1, "message": "churn: performance 0.0 crossed 0.9", "window": "daily"}
+    with registry.transaction():
+        outcome, rolled = service.act("churn", alert, "rollback", served=[2])
+    (row,) = [h for h in registry.stage_history(v2) if h["stage"] == "rollback"]
+    assert (outcome, rolled) == (
+        f"not rolled back (churn:2 was rolled back already, by ada at {row['since']} "
+        "('errors up'); nothing was done.); notified",
+        False,
+    )
+    assert [registry.version_stage(v) for v in (v1, v2)] == ["archived", "rollback"]
+
+
 def test_a_log_imported_late_judges_its_window_again_and_an_older_window_clears_nothing(stores):
     """A window is judged when it closes; records of it stored later (a late import, a
     segment flushed after it closed) judge it again, whole. Its alert names it; but a window
