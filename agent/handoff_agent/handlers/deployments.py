@@ -152,7 +152,7 @@ class RollbackHandler(CentralOnly):
         number = body.get("version")
         if number is None:
             number = await agent.call(agent.deployments.production_version, name)
-        elif isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        elif isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= 2**62:
             raise BadRequest(
                 "version must be the number of the version in production you mean to roll back.",
                 '{"version": 3, "comment": "error rate up"}',

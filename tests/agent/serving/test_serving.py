@@ -539,11 +539,13 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
         "rollback",
     )
     assert client.invocations([ROW])[1]["X-Handoff-Model-Version"] == "1"
-    # a version that is not a number is the caller's mistake, not a rollback of what serves
-    status, body = central.request(
-        "POST", "/api/v1/models/churn/deployment/rollback", {"version": "1"}
-    )
-    assert status == 400 and body["error"]["code"] == "bad_request", body
+    # a version that is not a version number is the caller's mistake, not a rollback of
+    # what serves
+    for bad in ("1", 0, 10**30, True):
+        status, body = central.request(
+            "POST", "/api/v1/models/churn/deployment/rollback", {"version": bad}
+        )
+        assert status == 400 and body["error"]["code"] == "bad_request", (bad, body)
     assert central_stage(central, "churn", 1) == "production"
     assert central.cli("audit", "verify").returncode == 0
 
