@@ -319,10 +319,11 @@ class StageManager:
                 "Reload the deployment: it shows the version serving now.",
                 code="wrong_stage",
             )
+        name = subject.rpartition(":")[0]
         return Conflict(
-            f"{subject} is {v['stage']}, not in production; only the production version can "
-            "be rolled back, and nothing was done.",
-            f"To stop a version before production: `jupyter handoff stage {subject} archived`.",
+            f"{subject} is {v['stage'] or 'not staged yet'}, not in production; only the "
+            "production version can be rolled back, and nothing was done.",
+            f"`jupyter handoff deployment {name}` shows the version in production.",
             code="wrong_stage",
         )
 
