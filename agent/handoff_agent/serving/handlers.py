@@ -32,7 +32,7 @@ class ServingHandler(BaseHandler):
         an expired one at once. The token is hashed once, for the cache and the store."""
         given = self.given_token()
         if self.owner_token(given):
-            return self.agent.owner
+            return await super().authenticate()  # the owner: no store, nothing to cache
         hashed = token_hash(given)
         del given  # no raw token kept in memory
         cache = self.server.token_cache
