@@ -8,6 +8,8 @@ nobody finds it (an empty ip). Each stops ``serve`` with one line naming the set
 
 from __future__ import annotations
 
+import math
+
 from traitlets import TraitError, validate
 
 MIN_WORKER_MEMORY = 256 << 20  # an address-space limit below this fails every worker's imports
@@ -24,6 +26,13 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _finite(proposal, value) -> None:
+    """inf and nan pass every comparison check one way or the other, then break the agent
+    where it turns them into an integer (a busy timeout in milliseconds) or a deadline."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TraitError(f"{_name(proposal)} must be a finite number, not {_shown(value)}.")
+
+
 def positive(*names: str):
     """Numbers (or each number of a list) that must be more than 0."""
 
@@ -31,6 +40,8 @@ def positive(*names: str):
     def _check(self, proposal):
         value = proposal["value"]
         values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            _finite(proposal, v)
         bad = [v for v in values if not v > 0]
         if bad:
             raise TraitError(f"{_name(proposal)} must be more than 0, not {_shown(bad[0])}.")
@@ -45,6 +56,8 @@ def at_least(minimum: int, why: str, *names: str):
     @validate(*names)
     def _check(self, proposal):
         value = proposal["value"]
+        if value is not None:
+            _finite(proposal, value)
         if value is not None and value < minimum:  # None: a default still to be worked out
             raise TraitError(
                 f"{_name(proposal)} must be at least {minimum} ({why}), not {_shown(value)}."

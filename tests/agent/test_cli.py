@@ -148,6 +148,14 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
             [*home, "--HandoffAgent.retrain_poll=-1"],
             "c.HandoffAgent.retrain_poll must be more than 0, not -1.",
         ),
+        (
+            [*home, "--HandoffAgent.database_busy_timeout=inf"],
+            "c.HandoffAgent.database_busy_timeout must be a finite number, not inf.",
+        ),
+        (
+            [*home, "--HandoffAgent.check_timeout=nan"],
+            "c.HandoffAgent.check_timeout must be a finite number, not nan.",
+        ),
         (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
         (
             [*home, f"--database-url=sqlite:///{tmp_path / 'nodir' / 'r.db'}"],
