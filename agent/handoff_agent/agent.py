@@ -558,7 +558,9 @@ class HandoffAgent(LoggingConfigurable):
         if self.role == "central":
             from .serving.deploy import DeploymentService
 
-            self.policy_path = str(self.policy_file or pipeline.embedded_policy(home))
+            # Absolute: the runtime file names it to commands run from any directory.
+            given = self.policy_file or pipeline.embedded_policy(home)
+            self.policy_path = str(Path(given).absolute())
             self.policy = Policy.load(self.policy_path)
             # Stages move the model server's slots in the stage change's own transaction.
             self.deployments = DeploymentService(self.registry, self.policy)

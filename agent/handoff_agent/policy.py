@@ -32,7 +32,7 @@ on = ["schema", "drift", "overdue"]
 actions = ["alert", "pause_canary"]   # or "revalidate", with target = "LABEL_COLUMN"
 
 [tokens]
-max_age = "90d"               # a token's default and longest life (30m, 24h, 7d); none: forever
+max_age = "90d"               # a token's default and longest life (30m, 24h, 7d); left out: forever
 
 [deploy]                      # canary, guardrails, shadow and load test: see deploy_policy.py
 canary_percent = 10           # the canary's share of traffic (or linear `steps = [5, 25, 50]`)

@@ -5,6 +5,7 @@ max age is the default and the bound, and `token list` tells IT which tokens are
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from secrets import token_urlsafe
 
@@ -24,15 +25,21 @@ max_age = "7d"
 @pytest.fixture(scope="module")
 def central(tmp_path_factory, backend):
     """One central for the module; its policy file lies outside its home, so `token create`
-    finds it through the runtime file of the central serving that home."""
+    finds it through the runtime file of the central serving that home. It is started from
+    the policy's directory with a relative --policy, as an admin would: the commands, run
+    from elsewhere, still find it (the runtime file named it relative to central's cwd)."""
     root = tmp_path_factory.mktemp("tokens")
-    policy = root / "central-policy.toml"
-    policy.write_text(POLICY)
+    (root / "central-policy.toml").write_text(POLICY)
     a = RunningAgent(
-        root / "home", root / "rt", ["--role", "central", "--policy", str(policy)],
+        root / "home", root / "rt", ["--role", "central", "--policy", "central-policy.toml"],
         database_url=backend.database_url(),
     )  # fmt: skip
-    a.start()
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        a.start()
+    finally:
+        os.chdir(cwd)
     yield a
     a.stop()
 
