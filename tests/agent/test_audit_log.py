@@ -166,8 +166,8 @@ AFTER_HINT = "after is the `next` of the page before; leave it out to start at t
         ),
         ("limit=0", "limit must be between 1 and 1000.", LIMIT_HINT),
         ("limit=1001", "limit must be between 1 and 1000.", LIMIT_HINT),
-        ("limit=ten", "limit must be an integer, not 'ten'.", LIMIT_HINT),
-        ("after=-1", "after must be an integer, not '-1'.", AFTER_HINT),
+        ("limit=ten", "limit must be a whole number (0, 1, 2 …), not 'ten'.", LIMIT_HINT),
+        ("after=-1", "after must be a whole number (0, 1, 2 …), not '-1'.", AFTER_HINT),
         (
             "subject=" + "x" * 201,
             "subject must be at most 200 characters, without control characters.",

@@ -87,7 +87,7 @@ def int_arg(handler: BaseHandler, name: str, default: int | None, lo: int, hi: i
         hint = f"Give {name} as a whole number {span}{left}."
     value = parse_uint(raw)
     if value is None:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}.", hint)
+        raise BadRequest(f"{name} must be a whole number (0, 1, 2 …), not {raw!r}.", hint)
     if not lo <= value <= hi:
         raise BadRequest(f"{name} must be between {lo} and {hi}.", hint)
     return value
