@@ -14,6 +14,7 @@ this process, under the policy central runs with (``--policy FILE``, else the ho
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +39,11 @@ USAGE = (
 
 
 def parse_now(text: str) -> float | None:
-    """``--now``: epoch seconds or an ISO time, within the range monitoring evaluates (the
-    API's rule, ``windows.in_range``: a NaN or a far year would replay windows forever)."""
+    """``--now``: epoch seconds or an ISO time from 2000 on (the API's rule: a NaN would
+    replay windows forever); past the agent's clock is ``windows.not_after_clock``'s. A
+    mistake is a HandoffError: one line, exit 2."""
+    from .errors import BadRequest
+
     if not text:
         return None
     try:
@@ -48,12 +52,13 @@ def parse_now(text: str) -> float | None:
         try:
             now = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
         except ValueError:
-            raise SystemExit(
+            raise BadRequest(
                 f"--now {text!r} is neither epoch seconds nor an ISO time like "
-                "2026-02-01T00:00:00Z."
+                "2026-02-01T00:00:00Z.",
+                "",
             ) from None
-    if not windows.in_range(now, time.time()):
-        raise SystemExit(f"--now {text!r} is not a time {windows.span_text()}.")
+    if not math.isfinite(now) or now < windows.EARLIEST:
+        raise BadRequest(f"--now {text!r} is not a time {windows.now_span_text()}.", "")
     return now
 
 

@@ -89,10 +89,10 @@ class MonitorRunHandler(CentralOnly):
             isinstance(now, bool)
             or not isinstance(now, int | float)
             or not math.isfinite(now)
-            or not windows.in_range(now, time.time())
+            or now < windows.EARLIEST
         ):
             raise BadRequest(
-                f"now must be epoch seconds {windows.span_text()}.", '{"now": 1767225600}'
+                f"now must be epoch seconds {windows.now_span_text()}.", '{"now": 1767225600}'
             )
         if now is not None:
             windows.not_after_clock(now, time.time())

@@ -25,6 +25,12 @@ def span_text(ahead: float = AHEAD) -> str:
     return f"between 2000-01-01 and {int(ahead // 86400)} days from now"
 
 
+def now_span_text() -> str:
+    """What a run's ``now`` may be: not the imported log's week ahead (``span_text``), which
+    ``not_after_clock`` refuses anyway."""
+    return f"between 2000-01-01 and the agent's clock ({SKEW:g} s allowed for skew)"
+
+
 def not_after_clock(now: float, clock: float) -> None:
     """Refuse a run's ``now`` later than ``clock`` (the evaluating agent's) plus ``SKEW``:
     the API's 400 and ``monitor run --now``'s one line."""
@@ -32,12 +38,17 @@ def not_after_clock(now: float, clock: float) -> None:
         from ..errors import BadRequest
 
         raise BadRequest(
-            f"now {readable(now, seconds=True)} is later than the agent's clock "
+            f"now {_when(now)} is later than the agent's clock "
             f"({readable(clock, seconds=True)}, {SKEW:g} s allowed for skew): its windows "
             "have not closed yet.",
             "Give a time up to the agent's clock, or leave now out to use the clock.",
             code="now_in_future",
         )
+
+
+def _when(t: float) -> str:
+    """A time to the second, or past the year 9999 as epoch seconds (1e12)."""
+    return readable(t, seconds=True) if t < 253_402_300_800 else f"{t:g} (epoch seconds)"
 
 
 def floor(kind: str, t: float) -> float:

@@ -209,6 +209,19 @@ def test_a_monitoring_run_refuses_a_now_past_centrals_clock_and_stores_nothing(s
     assert p.stderr.splitlines()[0].startswith("now "), p.stderr
     assert "later than the agent's clock" in p.stderr.splitlines()[0], p.stderr
     assert "Traceback" not in p.stderr
+    # however far ahead (a week and more had said "between 2000-01-01 and 7 days from now")
+    for far in (time.time() + 8 * 86400, 1e12):
+        status, body = central.request("POST", path, {"now": far})
+        assert (
+            "later than the agent's clock"
+            in assert_error(status, body, 400, "now_in_future")["message"]
+        )
+    status, body = central.request("POST", path, {"now": 5})
+    message = assert_error(status, body, 400, "bad_request")["message"]
+    assert message == (
+        "now must be epoch seconds between 2000-01-01 and the agent's clock (300 s allowed "
+        "for skew)."
+    ), message
     # a clock a few seconds behind central's is no mistake
     status, body = central.request("POST", path, {"now": time.time() + 5})
     assert status == 200, body

@@ -204,5 +204,7 @@ def test_monitor_run_refuses_a_bad_now(bad):
     if bad == "nan":
         assert parse_now("1767225600") == 1767225600.0
         return
-    with pytest.raises(SystemExit, match="neither epoch seconds"):
+    from handoff_agent.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="neither epoch seconds"):
         parse_now(bad)
