@@ -67,6 +67,18 @@ _NOT_AT_CENTRAL = (
     "from the notebook (`%mlops forward NAME:N --to central`)."
 )
 
+
+def _no_lineage(hint: str, asked: Asked) -> str:
+    return hint.replace(
+        "`%mlops watch` lists the sources",
+        f"`jupyter handoff watch NAME{asked.agent()}` lists a model's sources",
+    )
+
+
+_LOCAL_ONLY = (
+    "Watch it at the local agent: leave out --agent central (or use %mlops watch in the notebook)."
+)
+
 # error code -> the hint in a shell's words (from the agent's hint and which agent was asked)
 CLI_HINTS: dict[str, Callable[[str, Asked], str]] = {
     "not_found": _not_found,
@@ -77,6 +89,8 @@ CLI_HINTS: dict[str, Callable[[str, Asked], str]] = {
     "report_pending": lambda hint, asked: _REPORT_PENDING,
     # not HTTP, but the notebook's words (`%mlops show`), which a shell cannot run
     "not_at_central": lambda hint, asked: _NOT_AT_CENTRAL,
+    "no_lineage": _no_lineage,
+    "local_only": lambda hint, asked: _LOCAL_ONLY,
 }
 
 

@@ -48,6 +48,14 @@ LOAD_TEST = (
          "Reports are written when every check has finished: run the command again then."),
         ("not_central", "Ask the central agent: GET /api/v1/keys there.", Asked("local"),
          "Ask central: leave out --agent local, or give central's URL with --url."),
+        # the notebook's words, which a shell cannot run
+        ("no_lineage", "Give a watched source (its path, URL or id), a fingerprint (8+ hex "
+         "digits) or a model name; `%mlops watch` lists the sources.", Asked("central"),
+         "Give a watched source (its path, URL or id), a fingerprint (8+ hex digits) or a "
+         "model name; `jupyter handoff watch NAME --agent central` lists a model's sources."),
+        ("local_only", "Register the watch from the notebook with %mlops watch.",
+         Asked("central"), "Watch it at the local agent: leave out --agent central (or use "
+         "%mlops watch in the notebook)."),
         # a hint with nothing of HTTP in it is the agent's, as written
         ("not_found", "`jupyter handoff trust list` shows it.", Asked(),
          "`jupyter handoff trust list` shows it."),
