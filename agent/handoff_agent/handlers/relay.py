@@ -4,7 +4,6 @@ asking its central with its own central token: the notebook never holds or learn
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Callable
 
 from tornado import httpclient
@@ -25,9 +24,9 @@ class FromCentral(CentralOnly):
         the same query. True if done; False at central, which answers itself."""
         if self.agent.role == "central":
             return False
-        query = urllib.parse.urlencode(
-            {k: v[-1].decode() for k, v in self.request.query_arguments.items()}
-        )
+        # The query as sent: central decodes and checks it (a byte that is not UTF-8 was a
+        # 500 here; a repeated parameter lost all but its last value)
+        query = self.request.query
         path = f"/api/v1/models/{name}/{what}" + (f"?{query}" if query else "")
         self.write_json(await self.from_central("GET", path))
         return True

@@ -227,6 +227,19 @@ def test_a_monitoring_run_refuses_a_now_past_centrals_clock_and_stores_nothing(s
     assert status == 200, body
 
 
+def test_a_local_agent_relays_a_query_that_is_not_utf8_as_centrals_400(served):
+    """The local agent relayed monitor, alerts and reviews by decoding the query: a byte that
+    is not UTF-8 was its 500. It relays the query as sent; central answers for it."""
+    local, *_ = served
+    for what in ("monitor", "alerts", "reviews"):
+        status, body = local.request("GET", f"/api/v1/models/churn/{what}?window=%ff")
+        assert status in (200, 400), (what, status, body)
+    status, body = local.request("GET", "/api/v1/models/churn/monitor?window=%ff")
+    assert "Invalid unicode in window" in assert_error(status, body, 400, "bad_request")["message"]
+    status, body = local.request("GET", "/api/v1/models/churn/monitor?window=daily")
+    assert status == 200 and body["model"] == "churn", body
+
+
 def test_a_monitoring_run_refuses_a_now_it_cannot_reach(served):
     _local, central, client, *_ = served
     assert client.invocations([ROW])[0] == 200  # a prediction log: churn is monitored
