@@ -22,7 +22,7 @@ from . import keys, runtime
 from ._version import __version__
 from .cli_hints import Asked, cli_hint
 from .command import Command
-from .shell import complain, visible
+from .shell import complain, save_dossier, visible
 
 AGENT_HELP = "Which running agent to ask: central (default) or local."
 
@@ -269,7 +269,11 @@ class DossierApp(Command):
             disposition.partition('filename="')[2].rstrip('"') or f"dossier-{name}-{number}.zip"
         )
         out = Path(self.out or Path(default).name)
-        out.write_bytes(data)
+        try:
+            save_dossier(out, data)
+        except ValueError as e:
+            complain(e)
+            return 2
         print(
             f"Dossier of {name}:{number}: {out} ({len(data)} bytes). Check it with "
             f"`jupyter handoff dossier verify {out} --key central.pub`."

@@ -32,3 +32,26 @@ def os_user() -> str:
         return getpass.getuser()
     except Exception:  # containers without a passwd entry
         return "cli"
+
+
+def save_dossier(path, data: bytes) -> None:
+    """Write a fetched dossier to ``path``. A file already there is replaced only when it is
+    a dossier itself (a zip holding ``dossier.json``, as fetching one again leaves it): a
+    mistyped ``--out`` never overwrites someone's file (``--out /etc/passwd`` did).
+    ValueError: what is wrong, and on its next line what to do."""
+    import zipfile
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as z:
+                ours = "dossier.json" in z.namelist()
+        except (OSError, zipfile.BadZipFile):
+            ours = False
+        if not ours:
+            raise ValueError(
+                f"{path} exists and is not a dossier; nothing was written.\n"
+                "Give --out a new file name (a dossier there is replaced)."
+            )
+    path.write_bytes(data)

@@ -11,6 +11,8 @@ import json
 import zipfile
 from pathlib import Path
 
+from handoff_agent.shell import save_dossier
+
 from .errors import HandoffUsageError
 
 
@@ -65,7 +67,9 @@ def dossier(name: str, number: int | None = None, out: str | None = None) -> Dos
     data = connect(start=False).get_raw(f"/api/v1/models/{name}/versions/{number}/dossier")
     path = Path(out or f"dossier-{name}-{number}.zip")
     try:
-        path.write_bytes(data)
+        save_dossier(path, data)
+    except ValueError as e:
+        raise HandoffUsageError(*str(e).split("\n", 1)) from None
     except OSError as e:
         raise HandoffUsageError(
             f"Cannot write the dossier to {str(path)!r} ({e.strerror}).",

@@ -369,6 +369,24 @@ def members(path) -> dict[str, bytes]:
         return {n: z.read(n) for n in z.namelist()}
 
 
+def test_dossier_out_replaces_a_dossier_but_never_another_file(site, signed):
+    """``--out`` naming a file that is not a dossier (``/etc/passwd`` was replaced): one
+    line and its hint, exit 2, the file unchanged; fetching over a dossier replaces it."""
+    central, tmp = site["central"], site["tmp"]
+    notes = tmp / "notes.txt"
+    notes.write_text("mine\n")
+    out = cli(central, "dossier", "churn:1", "--out", str(notes))
+    assert (out.returncode, out.stdout) == (2, ""), out.stdout + out.stderr
+    assert out.stderr.splitlines() == [
+        f"{notes} exists and is not a dossier; nothing was written.",
+        "Give --out a new file name (a dossier there is replaced).",
+    ], out.stderr
+    assert notes.read_text() == "mine\n"
+    path, _key = signed
+    again = cli(central, "dossier", "churn:1", "--out", str(path))
+    assert again.returncode == 0 and zipfile.is_zipfile(path), again.stderr
+
+
 def test_the_full_path_yields_a_dossier_that_verifies(site, signed):
     path, key = signed
     out = verify(site, path, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import zipfile
 
 import nbformat
 import numpy as np
@@ -76,6 +77,8 @@ CELLS = {
     "no_version": "%mlops dossier churn",
     "unknown": "%mlops dossier nope:1",
     "unwritable": "%mlops dossier churn:1 --out {tmp}/no/such/dir/d.zip",
+    "again": "%mlops dossier churn:1 --out {out}",  # a dossier there is replaced
+    "not_ours": "%mlops dossier churn:1 --out {tmp}/notes.txt",  # someone's file is not
 }
 
 
@@ -83,6 +86,7 @@ CELLS = {
 def notebook(site):
     _, local, tmp = site
     out = tmp / "from-notebook.zip"
+    (tmp / "notes.txt").write_text("the analyst's notes\n")
     cells = ["%load_ext jupyter_handoff"] + [
         c.format(out=out, tmp=tmp) for c in CELLS.values()
     ]  # fmt: skip
@@ -127,8 +131,10 @@ def test_the_magic_saves_a_dossier_that_verifies_offline(site, notebook):
         ("no_version", "Say which version's dossier", "%mlops dossier churn:3"),
         ("unknown", "Model 'nope' has no version 1", "%mlops versions nope"),
         ("unwritable", "Cannot write the dossier", "--out"),
+        ("not_ours", "notes.txt exists and is not a dossier; nothing was written.",
+         "Give --out a new file name"),
     ],
-)
+)  # fmt: skip
 def test_a_mistake_is_one_usage_error_line(notebook, key, says, hint):
     nb, _, index = notebook
     outputs = nb.cells[index[key]].outputs
@@ -138,3 +144,12 @@ def test_a_mistake_is_one_usage_error_line(notebook, key, says, hint):
     assert first.startswith("UsageError: ") and says in first, text
     assert len(rest) <= 2 and hint in "\n".join(rest), text
     assert "Traceback" not in text
+
+
+def test_a_dossier_is_saved_again_over_itself_but_never_over_another_file(site, notebook):
+    """``--out`` named a file that was not a dossier (``/etc/passwd`` was replaced)."""
+    _, _, tmp = site
+    nb, out, index = notebook
+    assert "Dossier of churn:1" in _text(nb.cells[index["again"]].outputs)
+    assert zipfile.is_zipfile(out)
+    assert (tmp / "notes.txt").read_text() == "the analyst's notes\n"
