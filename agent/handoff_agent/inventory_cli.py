@@ -289,7 +289,15 @@ class DossierApp(Command):
         # every key, current first: a dossier signed before a rotation verifies against it
         pem = "".join(k["pem"] for k in doc["keys"])
         if self.out:
-            Path(self.out).write_text(pem)
+            out = Path(self.out)
+            # replaces central's keys saved before (after a rotation), never another file
+            if out.is_file() and not out.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----"):
+                complain(
+                    f"{out} exists and is not a public key; nothing was written.",
+                    "Give --out a new file name (keys saved there before are replaced).",
+                )
+                return 2
+            out.write_text(pem)
             retired = len(doc["keys"]) - 1
             also = f" (and {retired} retired)" if retired else ""
             print(f"Central's public key {doc['keys'][0]['key_id']}{also}: {self.out}")

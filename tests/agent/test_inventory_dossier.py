@@ -382,9 +382,18 @@ def test_dossier_out_replaces_a_dossier_but_never_another_file(site, signed):
         "Give --out a new file name (a dossier there is replaced).",
     ], out.stderr
     assert notes.read_text() == "mine\n"
-    path, _key = signed
+    path, key = signed
     again = cli(central, "dossier", "churn:1", "--out", str(path))
     assert again.returncode == 0 and zipfile.is_zipfile(path), again.stderr
+    # and central's public keys the same way: over saved keys, never over another file
+    out = cli(central, "dossier", "key", "--out", str(notes))
+    assert (out.returncode, out.stdout) == (2, ""), out.stdout + out.stderr
+    assert out.stderr.splitlines()[0] == (
+        f"{notes} exists and is not a public key; nothing was written."
+    ), out.stderr
+    assert notes.read_text() == "mine\n"
+    again = cli(central, "dossier", "key", "--out", str(key))
+    assert again.returncode == 0 and key.read_text().startswith("-----BEGIN PUBLIC KEY-----")
 
 
 def test_the_full_path_yields_a_dossier_that_verifies(site, signed):
