@@ -12,14 +12,20 @@ from handoff_agent import reports
 EVIL = "<script>alert(1)</script>"
 
 
-def test_report_escapes_names_columns_and_message(shared_agent):
+def push_evil(agent) -> int:
+    """A version whose column, message and tag are markup, checked; each test pushes it (the
+    same bytes make the same version), so none depends on another having run first."""
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(200, 2)), columns=[EVIL, "ok"])
     y = (X["ok"] > 0).astype(int)
     model = LogisticRegression().fit(X, y)
-    v = push_model(shared_agent, model, "evil", X=X, y=y, message=EVIL, tags={EVIL: EVIL})
-    wait_checked(shared_agent, "evil", v.number)
-    path = f"/api/v1/models/evil/versions/{v.number}/report"
+    v = push_model(agent, model, "evil", X=X, y=y, message=EVIL, tags={EVIL: EVIL})
+    wait_checked(agent, "evil", v.number)
+    return v.number
+
+
+def test_report_escapes_names_columns_and_message(shared_agent):
+    path = f"/api/v1/models/evil/versions/{push_evil(shared_agent)}/report"
     status, page = shared_agent.request("GET", path)
     assert status == 200
     assert "<script" not in page.lower()
@@ -31,10 +37,11 @@ def test_report_escapes_names_columns_and_message(shared_agent):
 def test_report_served_with_sandbox_csp_and_nosniff(shared_agent):
     import http.client
 
+    number = push_evil(shared_agent)
     conn = http.client.HTTPConnection(shared_agent.host, shared_agent.port, timeout=30)
     conn.request(
         "GET",
-        "/api/v1/models/evil/versions/1/report",
+        f"/api/v1/models/evil/versions/{number}/report",
         headers={"Authorization": f"token {shared_agent.token}"},
     )
     resp = conn.getresponse()
