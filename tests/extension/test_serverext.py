@@ -92,6 +92,27 @@ def test_report_keeps_the_sandbox(proxied, fetch):
     assert "churn" in body
 
 
+def test_the_panels_query_reaches_the_agent_as_its_route_takes_it(proxied, fetch, jp_auth_header):
+    """JupyterLab's ServerConnection adds a cache buster (``?<a number>``) to every call, and
+    Jupyter's own ``token``/``_xsrf`` may ride in a URL: the agent, which refuses a parameter
+    its route does not take, must see neither as one. A misspelt one still comes back."""
+    # Given a version pushed to the agent
+    assert proxied.push_bytes("churn", bundle_bytes("churn"))[0] == 201
+    jupyter_token = jp_auth_header["Authorization"].split()[-1]
+    path = ("local", "api", "v1", "models", "churn", "versions")
+    # When the panel asks as JupyterLab sends it, with Jupyter's credentials in the query
+    extra = {"1712345678901": "", "token": jupyter_token, "_xsrf": "x"}
+    status, _, body = fetch(*path, params={"limit": "20", **extra})
+    # Then the agent answers
+    assert status == 200, body
+    assert [v["number"] for v in body["versions"]] == [1]
+    # and a misspelt parameter is the agent's 400, naming it
+    status, _, body = fetch(*path, params={"limt": "20", **extra})
+    assert status == 400, body
+    assert body["error"]["code"] == "unknown_parameter"
+    assert body["error"]["message"].endswith("has no parameter 'limt'.")
+
+
 def test_agent_errors_pass_through(proxied, fetch):
     status, _, body = fetch("local", "api", "v1", "models", "nope", "versions")
     assert status == 404

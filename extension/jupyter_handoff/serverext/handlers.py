@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.parse
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -22,7 +23,22 @@ REQUEST_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
 RESPONSE_HEADERS = ("Content-Type", "Content-Security-Policy", "Content-Disposition")
 # The SSE routes, relayed chunk by chunk: the bus, and one model's deployment events.
 STREAMED = re.compile(r"^api/v1/(events|models/[^/]+/deployment/events)$")
+JUPYTER_PARAMETERS = ("token", "_xsrf")  # Jupyter's own, never forwarded to an agent
 CROSS_SITE = {"cross-site", "same-site"}  # Sec-Fetch-Site values from another origin
+
+
+def agent_query(query: str) -> str:
+    """The query as sent, less Jupyter's own credentials (``token``, ``_xsrf``): they are for
+    this server, never an agent's (which refuses a parameter its route does not take, and
+    would log them)."""
+    if not query:
+        return ""
+    kept = [
+        item
+        for item in query.split("&")
+        if urllib.parse.unquote_plus(item.partition("=")[0]) not in JUPYTER_PARAMETERS
+    ]
+    return "&".join(kept)
 
 
 class HandoffHandler(APIHandler):
@@ -149,8 +165,9 @@ class ProxyHandler(HandoffHandler):
 
     def _request(self, target: Target, path: str, **kwargs) -> httpclient.HTTPRequest:
         url = f"{target.url}/{path}"
-        if self.request.query:
-            url += f"?{self.request.query}"
+        query = agent_query(self.request.query)
+        if query:
+            url += f"?{query}"
         headers = {h: self.request.headers[h] for h in REQUEST_HEADERS if h in self.request.headers}
         if target.token:
             headers["Authorization"] = f"token {target.token}"
