@@ -86,6 +86,7 @@ from .handlers.watches import (
 from .http_server import BoundedHTTPServer
 from .ingest import IngestManager
 from .intake import IntakeManager
+from .openapi import query_names, template
 from .outage import failed_round, until_recorded
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
@@ -903,6 +904,10 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/alerts", AlertsHandler),
             (model + "/reviews", ModelReviewsHandler),
             (model + "/prune", PruneHandler),
+        ]
+        # each route takes the query parameters its OpenAPI operations declare
+        routes = [
+            (p, h, {"route": template(p), "query": query_names(template(p))}) for p, h in routes
         ]
         return web.Application(
             routes,

@@ -737,6 +737,16 @@ PATHS: dict[str, dict[str, dict]] = {
 }
 
 
+def query_names(path: str) -> dict[str, tuple[str, ...]]:
+    """The query parameters each method of ``path`` (a template) takes, as its operations
+    declare them: what the route accepts (``BaseHandler.check_query``), so the document
+    and the API cannot disagree."""
+    return {
+        method.upper(): tuple(p["name"] for p in op["parameters"] if p["in"] == "query")
+        for method, op in PATHS.get(path, {}).items()
+    }
+
+
 def template(pattern: str) -> str:
     """A tornado route pattern as an OpenAPI path: ``(?P<name>...)`` becomes ``{name}``."""
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)

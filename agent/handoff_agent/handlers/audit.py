@@ -19,11 +19,14 @@ class AuditHandler(BaseHandler):
 
     roles = {"GET": ("reviewer", "admin")}
     does = "read the audit log"
+    noun = "the audit log"
+
+    def repeated_hint(self, key: str, example: str) -> str:
+        return audit_log.repeated_hint(key, example)
 
     async def get(self):
-        audit_log.once(self.request.query_arguments)
         args = {k: self.get_query_argument(k, None) for k in audit_log.FILTERS}
-        filters = audit_log.parse_filters(args)
+        filters = audit_log.parse_filters(args, blank=True)
         limit = int_arg(self, "limit", audit_log.DEFAULT_LIMIT, 1, audit_log.MAX_LIMIT)
         after = int_arg(self, "after", 0, 0, 2**62, AFTER_HINT)
         agent = self.agent

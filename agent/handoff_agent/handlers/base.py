@@ -44,6 +44,7 @@ MAX_JSON_DEPTH = 32
 UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take any Unicode digit
 # Query values never written to a log, whatever the route (a token in a URL is still a token).
 SECRET_KEYS = ("token", "secret", "key", "password", "auth", "signature", "sig")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
@@ -98,6 +99,18 @@ def page_args(handler: BaseHandler, default: int) -> tuple[int, int]:
     paged by id."""
     after = int_arg(handler, "after", 0, 0, 2**62, AFTER_HINT)
     return int_arg(handler, "limit", default, 1, 1000), after
+
+
+def shown(raw: str, width: int = 40) -> str:
+    """A caller's text fit to quote in a message: control characters out, at most ``width``."""
+    return _CONTROL.sub("", raw)[:width]
+
+
+def cache_buster(key: str, values: list[bytes]) -> bool:
+    """A bare number with no value (``?1712345678901``): the cache buster JupyterLab's
+    ``ServerConnection`` appends to every request, which the panel's calls reach the agents
+    with. No route takes a parameter named by a number, so it is no parameter here."""
+    return key.isascii() and key.isdigit() and not any(values)
 
 
 def redact_uri(uri: str) -> str:
@@ -186,10 +199,21 @@ class BaseHandler(web.RequestHandler):
     max_body = JSON_BODY_LIMIT  # bytes a JSON body may hold; streaming routes override
     # Roles allowed, per method. Reads are open to every role; writes say who may make them.
     roles: dict[str, tuple[str, ...]] = {"GET": ANY_ROLE}
+    # Query parameters taken, per method; any other, or one given twice, is a 400. The agent's
+    # routes take what their OpenAPI operations declare (``make_app`` hands them over).
+    query: dict[str, tuple[str, ...]] = {}
+    route = ""  # the route's path template, to name it in a refusal
+    noun = ""  # what the route is, in a refusal's words ("the audit log"); else METHOD route
     does = ""  # what a restricted write does, in a refusal's words ("sign versions off")
     identity: dict | None = None
     _chunks: list | None = None
     _received = 0
+
+    def initialize(self, route: str = "", query: dict | None = None) -> None:
+        if route:
+            self.route = route
+        if query is not None:
+            self.query = query
 
     @property
     def agent(self):
@@ -207,6 +231,7 @@ class BaseHandler(web.RequestHandler):
         if not self.public:
             self.identity = await self.authenticate()
             self.check_role()
+        self.check_query()
         declared = self.declared_length()
         if self.request.method in NO_BODY and (declared or self.chunked()):
             raise BadRequest(
@@ -277,6 +302,45 @@ class BaseHandler(web.RequestHandler):
                 "Ask an admin of this agent for a token with that role.",
                 code="forbidden_role",
             )
+
+    def check_query(self) -> None:
+        """Each parameter one the route takes, given once: a misspelt one (``?limt=5``) was
+        read as if nothing had been asked, and of ``?limit=1&limit=2`` one counted, silently.
+        After the token and role checks, so a caller without them learns nothing more."""
+        method = self.request.method
+        if not self.implements():
+            return  # tornado answers 405
+        takes = self.query.get(method, ())
+        given = {k: v for k, v in self.request.query_arguments.items() if not cache_buster(k, v)}
+        where = self.noun or f"{method} {self.route or shown(self.request.path, 80)}"
+        for key in given:
+            if key not in takes:
+                name = shown(key.encode("latin-1").decode(errors="replace"))
+                hint = (
+                    f"Its parameters are {', '.join(takes)}."
+                    if takes
+                    else "It takes no query parameters: send the request without them."
+                )
+                if key.lower() == "token":
+                    hint += " The token goes in the Authorization header, never in the URL."
+                raise BadRequest(
+                    f"{where[:1].upper()}{where[1:]} has no parameter {name!r}.",
+                    hint,
+                    code="unknown_parameter",
+                )
+        for key in takes:
+            values = given.get(key, [])
+            if len(values) > 1:
+                example = shown(values[0].decode(errors="replace")) or "…"
+                raise BadRequest(
+                    f"{key} is given {len(values)} times; {where} takes each parameter once.",
+                    self.repeated_hint(key, example),
+                    code="repeated_parameter",
+                )
+
+    def repeated_hint(self, key: str, example: str) -> str:
+        """The hint of a parameter given twice (``example``: its first value, shown)."""
+        return f"Give {key} once."
 
     def check_host(self) -> None:
         name = host_name(self.request.host or "").lower()

@@ -197,6 +197,8 @@ class InvocationsHandler(InferHandler):
     """MLflow's scoring route. The model: ``?model=`` or ``X-Handoff-Model`` (needed when
     more than one model is served); a version: ``?version=`` or ``X-Handoff-Version``."""
 
+    query = {"POST": ("model", "version")}  # the model server's only query parameters
+
     async def post(self):
         name = self.get_query_argument("model", None) or self.request.headers.get("X-Handoff-Model")
         if not name:  # the one model this token may call, never naming the others
@@ -226,9 +228,11 @@ class InvocationsHandler(InferHandler):
 
 
 def routes() -> list[tuple]:
+    from ..openapi import template
+
     model = r"/v2/models/(?P<name>[^/]+)"
     version = model + r"/versions/(?P<number>[^/]+)"
-    return [
+    table = [
         (r"/v2/health/live", LiveHandler),
         (r"/v2/health/ready", ReadyHandler),
         (r"/v2", ServerMetadataHandler),
@@ -240,3 +244,4 @@ def routes() -> list[tuple]:
         (version + r"/infer", InferHandler),
         (r"/invocations", InvocationsHandler),
     ]
+    return [(p, h, {"route": template(p)}) for p, h in table]  # named in a refusal
