@@ -761,7 +761,9 @@ def document(role: str = "local") -> dict:
             "version": __version__,
             "description": f"The {role} Handoff agent. Send `Authorization: token <token>` "
             "(or Bearer); `jupyter handoff status` shows it. Errors are always "
-            '`{"error": {"code", "message", "hint"}}` with a 4xx status.',
+            '`{"error": {"code", "message", "hint"}}` with a 4xx status. A query parameter an '
+            "operation does not declare is 400 unknown_parameter, one given twice 400 "
+            "repeated_parameter (a bare number, a client's cache buster, is no parameter).",
         },
         "paths": PATHS,
         "security": [{"token": []}],
