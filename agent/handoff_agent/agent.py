@@ -567,6 +567,7 @@ class HandoffAgent(LoggingConfigurable):
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
+            self.stages.notify = self._keep_review  # a withdrawal's notice commits with it
             self.events.watchers.append(self._review_requested)
         self._reviews_noticed: dict[tuple, None] = {}  # the last notices sent, oldest first
         self._tasks: set[asyncio.Task] = set()  # notices under way (a task needs a reference)
@@ -1093,13 +1094,16 @@ class HandoffAgent(LoggingConfigurable):
         webhooks (chat, ticketing), from the replica that moved it."""
         if event["type"] != "stage" or not event.get("version") or not self._webhooks():
             return
+        if event.get("withdrawn"):  # kept in the withdrawal's transaction: send it now
+            self.notices.wake()
+            return
         model, number = event["model"], event["version"]
         url = f"{self.url}/api/v1/models/{model}/versions/{number}"
         if event.get("stage") == "needs_trust":
             notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
             work = self.notices.send("trust", {**notice, "url": url})
         else:
-            work = self._notify_review(model, number, url, event.get("withdrawn"))
+            work = self._notify_review(model, number, url)
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no loop: a stage set outside the server
@@ -1108,22 +1112,23 @@ class HandoffAgent(LoggingConfigurable):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notify_review(
-        self, model: str, number: int, url: str, withdrawn: dict | None = None
-    ) -> None:
-        """``withdrawn``: the sign-off just taken back. The version waits again for what it
-        had (its stage unchanged), so it is noticed again, saying whose sign-off went."""
+    def _keep_review(self, entry: dict) -> None:
+        """In a withdrawal's transaction: its review notice (the version waits again for
+        what it had, its stage unchanged, saying whose sign-off went), kept for the sender."""
+        url = f"{self.url}/api/v1/models/{entry['model']}/versions/{entry['version']}"
+        self.notices.keep("review", {**entry, "url": url})
+
+    async def _notify_review(self, model: str, number: int, url: str) -> None:
         try:
             entry = await self.read(self.stages.review_of, model, number)
             # A stage can be announced twice (the verdict, then the slot): notice it once.
             key = entry and (model, number, entry["stage"], entry["since"])
-            if entry is None or (key in self._reviews_noticed and not withdrawn):
+            if entry is None or key in self._reviews_noticed:
                 return
             self._reviews_noticed[key] = None
             while len(self._reviews_noticed) > 1000:
                 del self._reviews_noticed[next(iter(self._reviews_noticed))]
-            extra = {"withdrawn": withdrawn} if withdrawn else {}
-            await self.notices.send("review", {**entry, "url": url, **extra})
+            await self.notices.send("review", {**entry, "url": url})
         except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
             log.exception("the review notice for %s:%s failed", model, number)
 

@@ -25,6 +25,10 @@ class StageManager:
         # Called before a version moves forward, inside the transaction; each may refuse
         # with a HandoffError (the load test's gate): guard(version_row, stage, subject).
         self.guards: list = []
+        # Called inside a withdrawal's transaction with the version's review entry (and the
+        # sign-off withdrawn): its webhook review notice commits with it, never lost to a
+        # crash after the commit. notify(entry).
+        self.notify = None
 
     def enter(
         self, version_id: int, stage: str, by: str, subject: str, comment: str = "", expected=...
@@ -132,11 +136,11 @@ class StageManager:
             mine = self._own(v["id"], stage, who["user"])
             if mine is not None and stage == target:
                 self.store.signoff_withdraw(v["id"], mine, who["user"], comment, subject)
-                return {
-                    "stage": v["stage"],
-                    "waiting_for": target,
-                    "withdrawn": {k: mine[k] for k in ("stage", "role", "user", "decision")},
-                }
+                withdrawn = {k: mine[k] for k in ("stage", "role", "user", "decision")}
+                entry = self.review_of(name, number)  # as the queue shows it now
+                if entry is not None and self.notify is not None:
+                    self.notify({**entry, "withdrawn": withdrawn})
+                return {"stage": v["stage"], "waiting_for": target, "withdrawn": withdrawn}
             if mine is None and to is None:  # signed for a stage it has since left or ended?
                 mine = self._own(v["id"], v["stage"], who["user"]) or next(
                     (s for s in reversed(self.signoffs(v["id"])) if _signed([s], who["user"])),

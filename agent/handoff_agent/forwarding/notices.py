@@ -4,11 +4,14 @@ id kept across attempts so a receiver can drop a repeat. Each notice is a row in
 store (``store/notices.py``) from before its first attempt: one refused for now (5xx, 429, a
 connection error) is tried again after each delay of ``retry_delays`` (or the Retry-After
 asked, if longer), by this agent or, after a restart or on another replica, whoever claims it
-when due; then it is given up with one log line."""
+when due; then it is given up with one log line. A notice a state change owes (a withdrawn
+sign-off's review notice) is ``keep``-ed in that change's transaction instead, so a crash
+right after the commit cannot lose it: the loop sends it, woken at once by ``wake``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -41,15 +44,29 @@ class Notices:
         # late by no more than that.
         self.poll = min((*self.retry_delays, 10.0)) / 2
         self._task: asyncio.Task | None = None
+        self._due = asyncio.Event()  # a notice kept in a transaction: look now, not at the poll
 
     def start(self) -> None:
         """Resume the notices left waiting (by a restart of this agent, or any replica)."""
         if self.webhooks():
             self._task = asyncio.ensure_future(self._loop())
 
+    def keep(self, kind: str, event: dict) -> None:
+        """Inside the caller's transaction (on the metadata thread): the notice, a row for
+        each destination due now, committed with the change that owes it; ``wake`` after the
+        commit sends it now."""
+        body = _body(kind, event)
+        for dest in self.webhooks():
+            delivery = f"{kind}-{uuid.uuid4().hex}"
+            self.store.notice_add(kind, dest.name, delivery, body, None, time.time())
+
+    def wake(self) -> None:
+        """A notice was kept: the loop claims it now rather than at its next poll."""
+        self._due.set()
+
     async def send(self, kind: str, event: dict) -> None:
         """The first attempt to each destination is awaited; retries are not."""
-        body = json.dumps({"type": kind, **event}, sort_keys=True, default=str)
+        body = _body(kind, event)
         for dest in self.webhooks():
             delivery = f"{kind}-{uuid.uuid4().hex}"
             try:
@@ -116,11 +133,17 @@ class Notices:
                 raise
             except Exception:  # the next round tries again
                 failed_round(log, "the webhook notices' round failed")
-            await asyncio.sleep(self.poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.poll)
+            self._due.clear()
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def _body(kind: str, event: dict) -> str:
+    return json.dumps({"type": kind, **event}, sort_keys=True, default=str)
 
 
 def _post(dest, body: bytes, delivery: str):

@@ -20,9 +20,16 @@ LEASE = 60.0  # seconds a claim holds a row, longer than one attempt (10 s) and 
 
 class NoticeStore(StoreBase):
     def notice_add(
-        self, kind: str, destination: str, delivery_id: str, body: str, owner: str, at: float
+        self,
+        kind: str,
+        destination: str,
+        delivery_id: str,
+        body: str,
+        owner: str | None,
+        at: float,
     ) -> int:
-        """The notice, claimed by ``owner`` for its first attempt."""
+        """The notice, claimed by ``owner`` for its first attempt; with no ``owner`` (written
+        in a state change's own transaction), due at ``at`` for whichever agent claims it."""
         with self._tx() as c:
             return c.execute(
                 t.notices.insert()
@@ -35,7 +42,7 @@ class NoticeStore(StoreBase):
                     next_try=at,
                     created=now(),
                     claimed_by=owner,
-                    claimed_until=at + LEASE,
+                    claimed_until=at + LEASE if owner else None,
                 )
                 .returning(N.id)
             ).scalar_one()
