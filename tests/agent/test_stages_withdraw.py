@@ -39,8 +39,9 @@ class Hook(Receiver):
     received: list = []
 
 
-def review_notices() -> list[dict]:
-    return [r for r in Hook.received if r["body"]["type"] == "review" and r["body"]["version"] == 1]
+def review_notices(version: int = 1) -> list[dict]:
+    said = [r for r in Hook.received if r["body"]["type"] == "review"]
+    return [r for r in said if r["body"]["version"] == version]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def site(tmp_path_factory, backend):
         ],
     )
     local.start()
+    out = {"hook": hook}  # the last test stops it and starts another on its port
     try:
         rng = np.random.default_rng(0)
         X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
@@ -75,16 +77,20 @@ def site(tmp_path_factory, backend):
         wait_checked(local, "churn", v.number)
         stage = lambda: central.request("GET", "/api/v1/models/churn/versions/1")[1].get("stage")  # noqa: E731
         until(lambda: stage() == "validated", timeout=120, what="churn:1 validated at central")
-        yield {
-            "central": central,
-            "tmp": tmp,
+        out.update(
+            central=central,
+            local=local,
+            X=X,
+            y=y,
+            tmp=tmp,
             **{u: central.make_token(u, "reviewer") for u in ("bob", "carol", "dave")},
-            "adam": central.make_token("adam", "admin"),
-        }
+            adam=central.make_token("adam", "admin"),
+        )
+        yield out
     finally:
         local.stop()
         central.stop()
-        hook.shutdown()
+        out["hook"].shutdown()
 
 
 def queue_entry(central) -> dict | None:
@@ -263,3 +269,42 @@ def test_withdrawal_while_it_waits_then_refusals_once_it_moved(site):
     status, body = sign(site, "dave", "withdraw")
     err = assert_error(status, body, 409, "signoff_counted")
     assert err["message"].startswith("churn:1 is rejected; your sign-off for canary "), err
+
+
+def test_a_withdrawal_acknowledged_just_before_a_kill_9_is_still_noticed(site):
+    """The review notice of a withdrawal commits with it: acknowledged, it is not lost."""
+    central, local = site["central"], site["local"]
+    X, y = site["X"], site["y"]
+    # Given churn:2 validated at central, its first review notice taken, and carol's approval
+    v = push_model(local, LogisticRegression(C=0.5).fit(X, y), "churn", X=X, y=y)
+    assert v.number == 2
+    stage = lambda: central.request("GET", "/api/v1/models/churn/versions/2")[1].get("stage")  # noqa: E731
+    until(lambda: stage() == "validated", timeout=120, what="churn:2 validated at central")
+    until(lambda: review_notices(2), timeout=60, what="churn:2's first review notice")
+    path = "/api/v1/models/churn/versions/2/signoffs"
+    status, _ = central.request("POST", path, {"decision": "approve"}, token=site["carol"])
+    assert status == 201
+    # and the reviewers' webhook down, so nothing can be sent before the kill
+    port = site["hook"].server_port
+    site["hook"].shutdown()
+    site["hook"].server_close()
+    # When carol withdraws it, and central is killed the moment it acknowledges
+    status, body = central.request(
+        "POST", path, {"decision": "withdraw", "comment": "rerun"}, token=site["carol"]
+    )
+    central.kill9()
+    assert (status, body["waiting_for"]) == (200, "approved"), body
+    # and the webhook is back, and central started again
+    site["hook"] = HTTPServer(("127.0.0.1", port), Hook)
+    threading.Thread(target=site["hook"].serve_forever, daemon=True).start()
+    central.start()
+    # Then the reviewers are told it waits again, once, saying whose sign-off went
+    until(lambda: review_notices(2)[1:], timeout=60, what="the withdrawal's review notice")
+    until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
+    first, again = review_notices(2)
+    assert "withdrawn" not in first["body"]
+    assert again["ok"] is True
+    assert (again["body"]["missing"], again["body"]["withdrawn"]) == (
+        {"reviewer": 2},
+        {"stage": "approved", "role": "reviewer", "user": "carol", "decision": "approve"},
+    )
