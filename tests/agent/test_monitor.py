@@ -4,6 +4,7 @@ one day at a time on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -195,34 +196,60 @@ def test_every_alert_kind_has_a_severity():
     assert describe_alerts()["severity"][0] == "performance"
 
 
-def test_a_rollback_alert_rolls_back_only_a_production_version_that_served_the_window(stores):
+def test_a_rollback_alert_rolls_back_only_the_production_version_its_window_measured(stores):
     """An hourly and a daily alert of one incident: the first rolled churn:2 back, an admin
-    promoted the fix churn:3 since; the daily window's alert must not roll churn:3 back."""
+    promoted the fix churn:3 since; the daily window's alert must not roll churn:3 back. Nor
+    may a window of an imported log (version 0: what it measured may serve anywhere). Each
+    rollback withheld says why, in the alert and in an audit row."""
+    from handoff_agent.stages import StageManager
     from handoff_agent.versions import VersionService
 
     registry, blobs = stores
     manifest = {"format_version": 1, "name": "churn", "serialization": "pickle", "files": {}}
     for n in (1, 2, 3):
         VersionService(registry).create_version("churn", f"{n:064x}", 1, manifest, "ana", [])
+    vid = {n: registry.version_id("churn", n) for n in (1, 2, 3)}
+    for n, stage in ((1, "archived"), (2, "rollback"), (3, "production")):
+        registry.stage_set(vid[n], stage, "ada", "", f"churn:{n}")
     for slot, n in (("production", 3), ("previous", 1)):
-        vid = registry.version_id("churn", n)
-        registry.slot_set("churn", slot, vid, n, 100.0 if slot == "production" else 0.0, "t")
-    service = MonitorService(registry, blobs)  # no stages: a rollback it tried would say so
-    alert = {"id": 1, "message": "churn: performance 0.0 crossed 0.9"}
-    outcome, rolled = service.act("churn", alert, "rollback", served=[2])
-    assert (outcome, rolled) == ("churn:3 did not serve this window (churn:2 did); notified", False)
-    # a window churn:3 served, or an imported log (version 0: not known), would go on to roll
-    # it back (here: no stages, so it says it cannot)
-    for served in ([2, 3], [0], None):
-        outcome, _ = service.act("churn", alert, "rollback", served=served)
-        assert "did not serve" not in outcome, (served, outcome)
+        registry.slot_set("churn", slot, vid[n], n, 100.0 if slot == "production" else 0.0, "t")
+    # no deployment hook: the slots stay as they are; the stages are the real rules
+    service = MonitorService(registry, blobs, stages=StageManager(registry, Policy()))
+    alert = {"id": 1, "message": "churn: performance 0.0 crossed 0.9", "window": "daily"}
+
+    def act(served, window="daily"):
+        with registry.transaction():
+            return service.act("churn", {**alert, "window": window}, "rollback", served=served)
+
+    (row,) = [h for h in registry.stage_history(vid[2]) if h["stage"] == "rollback"]
+    held = {
+        # the version it measured, checked under its lock as an admin's rollback is
+        (2,): f"not rolled back (churn:2 was rolled back already, by ada at {row['since']}; "
+        "nothing was done.); notified",
+        (0,): "not rolled back: the window measured version 0 (imported: its version unknown), "
+        "not churn:3 that serves; notified",
+        (0, 3): "not rolled back: the window measured version 0 (imported: its version unknown) "
+        "and churn:3, not churn:3 alone that serves; notified",
+        (): "not rolled back: the window measured no version, not churn:3 that serves; notified",
+    }
+    for served, said in held.items():
+        assert act(list(served)) == (said, False), served
     # a monthly window's alert (it closes weeks after most of its traffic) only notifies
-    monthly = {**alert, "window": "monthly"}
-    outcome, rolled = service.act("churn", monthly, "rollback", served=[3])
-    assert (outcome, rolled) == (
-        "a monthly window does not roll back (the daily ones do); notified",
-        False,
-    )
+    monthly = "a monthly window does not roll back (the daily ones do); notified"
+    assert act([3], "monthly") == (monthly, False)
+    withheld = registry.audit_rows(("monitor.rollback_withheld",))
+    assert [(r["subject"], json.loads(r["payload"])["reason"]) for r in withheld] == [
+        ("churn", said) for said in [*held.values(), monthly]
+    ]
+    assert [json.loads(r["payload"])["measured"] for r in withheld] == [[2], [0], [0, 3], [], [3]]
+    assert [registry.version_stage(vid[n]) for n in (1, 2, 3)] == [
+        "archived",
+        "rollback",
+        "production",
+    ]
+    # a window churn:3 served (churn:2 too: a promotion within it) rolls churn:3 back
+    assert act([2, 3]) == ("rolled back churn:3; churn:1 serves again", True)
+    assert registry.version_stage(vid[3]) == "rollback"
 
 
 def test_a_rollback_alert_rolls_back_the_version_it_saw_or_is_told_who_did(stores):

@@ -232,8 +232,8 @@ class MonitorService:
         requests, rows = frames.rows(window)
         ops = metrics.operations(requests)
         m: dict = {"traffic": ops, "rows": len(rows), "start": start}
-        if len(rows):
-            m["versions"] = sorted({int(v) for v in rows["version"].dropna()})
+        if len(requests):  # every request's, errors too: a rollback acts only on these
+            m["versions"] = sorted({int(v) for v in requests["version"].dropna()})
         if ref is None:
             m["reference"] = (
                 "none: import one with `jupyter handoff monitor import NAME FILE --reference`"
@@ -409,32 +409,54 @@ class MonitorService:
         self, model: str, alert: dict, action: str, served: list[int] | None = None
     ) -> tuple[str, bool]:
         """Apply the policy's action; returns what it did (stored with the alert). A rollback
-        only of a production version that served the window (``served``, when known): an
-        hourly and a daily alert of one incident must not roll back the fix promoted since."""
+        not done (the window measured another version, or one not known) gets an audit row
+        ``monitor.rollback_withheld`` saying why, in the alert's transaction."""
         if action == "retrain":
             self.registry.retrain_request(model, alert["id"], alert["message"])
             return "retrain requested (audit monitor.retrain_requested)", False
         if action != "rollback":
             return "notified", False
+        outcome, rolled = self._rollback(model, alert, served)
+        if not rolled:
+            self.registry.rollback_withheld(model, alert["id"], outcome, served or [])
+        return outcome, rolled
+
+    def _rollback(self, model: str, alert: dict, served: list[int] | None) -> tuple[str, bool]:
+        """Roll back only the version the window measured (``served``: its log's versions),
+        named to the StageManager as an admin's rollback names it, so whether it still serves
+        in production is checked under its lock, by the same rule: an hourly and a daily
+        alert of one incident must not roll back the fix promoted since. An imported log's
+        version 0 is no version: what it measured may serve anywhere, so it rolls back none."""
         if alert.get("window") == "monthly":  # it closes weeks after most of its traffic
             return "a monthly window does not roll back (the daily ones do); notified", False
         slots = {r["slot"]: r for r in self.registry.slots_of(model)}
         if "production" not in slots:
             return "nothing in production to roll back; notified", False
-        number = int(slots["production"]["number"])
-        served = [v for v in served or () if v > 0]  # 0: an imported log names none
-        if served and number not in served:
-            shown = ", ".join(f"{model}:{v}" for v in served)
-            return f"{model}:{number} did not serve this window ({shown} did); notified", False
-        if "previous" not in slots or self.stages is None:
+        serving = int(slots["production"]["number"])
+        served = sorted(set(served or ()))
+        known = [v for v in served if v > 0]
+        if not known or 0 in served:
+            alone = " alone" if serving in known else ""
+            measured = "no version" if not served else "version 0 (imported: its version unknown)"
+            measured += "".join(f" and {model}:{v}" for v in known)
+            return (
+                f"not rolled back: the window measured {measured}, not {model}:{serving}"
+                f"{alone} that serves; notified",
+                False,
+            )
+        # the one it measured; of several (a promotion within the window), the one serving
+        number = serving if serving in known else known[-1]
+        if self.stages is None or (number == serving and "previous" not in slots):
             return "no previous production version to roll back to; notified", False
         try:
             with self.registry.savepoint():  # refused: undo its part, keep the alert
                 self.stages.transition(
                     model, number, MONITOR, "rollback", f"monitor: {alert['message']}"
                 )
-        except HandoffError as e:  # moved meanwhile (an admin rolled it back first)
+        except HandoffError as e:  # not in production (any more): an admin, a promotion
             return f"not rolled back ({e.message}); notified", False
+        if number != serving:  # promoted since the slots were read: it was in production
+            return f"rolled back {model}:{number}", True
         prev = slots["previous"]["number"]
         return f"rolled back {model}:{number}; {model}:{prev} serves again", True
 

@@ -197,6 +197,17 @@ class MonitorStore(StoreBase):
             "monitor", "monitor.retrain_requested", model, {"alert": alert_id, "reason": reason}
         )
 
+    def rollback_withheld(self, model: str, alert_id: int, reason: str, measured: list) -> dict:
+        """An alert's rollback not done, and why (the window measured an imported log's
+        version 0, or a version not in production): an audit row
+        ``monitor.rollback_withheld``, so the log says why nothing moved."""
+        return self.audit_append(
+            "monitor",
+            "monitor.rollback_withheld",
+            model,
+            {"alert": alert_id, "measured": [int(v) for v in measured], "reason": reason},
+        )
+
     # -- references and backfilled labels --------------------------------------------------
 
     def reference_set(self, model: str, digest: str, rows: int, by: str) -> None:

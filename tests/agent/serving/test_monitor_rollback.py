@@ -1,6 +1,7 @@
 """A policy ``rollback`` action really moves traffic: central serves churn:2 with churn:1
-kept as previous; a drifted day of traffic, imported with the backfill command, fires the
-drift alert, and the previous version serves again."""
+kept as previous; a drifted day of churn:2's traffic, imported with the backfill command,
+fires the drift alert, and the previous version serves again. A drifted day of a log whose
+version is not known (an import's version 0) fires the alert and rolls back nothing."""
 
 from __future__ import annotations
 
@@ -111,15 +112,48 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         )
         assert out.returncode == 0, out.stdout + out.stderr
         day = (time.time() // 86400 - 1) * 86400  # yesterday, UTC
-        drifted = pd.DataFrame(rng.normal(3, 1, size=(300, 4)), columns=list("abcd"))
-        log = drifted.assign(
-            time=day + np.sort(rng.uniform(0, 86400, 300)),
-            prediction=model2.predict(drifted),
-            score=model2.predict_proba(drifted)[:, 1],
-        )
-        log.to_parquet(tmp_path / "log.parquet")
-        out = central.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
+
+        def log_of(start: float, shift: float, **version) -> None:
+            rows = pd.DataFrame(rng.normal(shift, 1, size=(300, 4)), columns=list("abcd"))
+            path = tmp_path / f"log-{start:.0f}.parquet"
+            rows.assign(
+                time=start + np.sort(rng.uniform(0, 86400, 300)),
+                prediction=model2.predict(rows),
+                score=model2.predict_proba(rows)[:, 1],
+                **version,
+            ).to_parquet(path)
+            out = central.cli("monitor", "import", "churn", str(path))
+            assert out.returncode == 0, out.stdout + out.stderr
+
+        # Given a drifted day of a log imported without versions (version 0: served who knows
+        # where), then a calm one: the drift alert fires, rolls back nothing, and clears
+        log_of(day - 2 * 86400, 3.0)
+        log_of(day - 86400, 0.0)
+        out = central.cli("monitor", "run", "churn", "--now", str(day))
         assert out.returncode == 0, out.stdout + out.stderr
+        run = json.loads(out.stdout)
+        fired, cleared = [a for a in run["alerts"] if a["kind"] == "drift"]
+        held = (
+            "not rolled back: the window measured version 0 (imported: its version unknown), "
+            f"not churn:{v2} that serves; notified"
+        )
+        assert (fired["state"], fired["outcome"], fired["rolled_back"]) == ("firing", held, False)
+        assert cleared["state"] == "cleared" and run["rolled_back"] is False, run
+        assert central_stage(central, "churn", v2) == "production"
+        (audit,) = central.sql(
+            "SELECT subject, payload FROM audit WHERE action = 'monitor.rollback_withheld'"
+        )
+        assert audit["subject"] == "churn"
+        assert json.loads(audit["payload"]) == {
+            "alert": fired["id"],
+            "measured": [0],
+            "reason": held,
+        }
+        listed = central.request("GET", "/api/v1/models/churn/alerts")[1]["alerts"]
+        assert [a["outcome"] for a in listed if a["id"] == fired["id"]] == [held]
+
+        # and a drifted day of the log with the version that serves (yesterday: churn:2)
+        log_of(day, 3.0, version=v2)
 
         # When the monitor runs
         follow(central, events)
