@@ -48,6 +48,8 @@ export interface IModel {
   /** Central: the count of firing alerts, and the alerts themselves. */
   open_alerts?: number;
   firing?: IFiring[];
+  /** Central: known only from `monitor import` (served elsewhere, no version here). */
+  imported?: boolean;
 }
 
 export interface IVerdict {

@@ -298,6 +298,11 @@ export class HandoffModel implements IDisposable {
   }
 
   private async _readVersions(name: string): Promise<void> {
+    if (this.models.find(m => m.name === name)?.imported) {
+      // Known only from an imported log: central has no version of it to list (a 404).
+      this.versions.set(name, []);
+      return;
+    }
     const limit = this.shown.get(name) ?? VERSIONS_PAGE;
     const rows = (await api.versions(this.source, name, limit)).versions;
     // The list may not carry stage and verdict; the detail does.

@@ -384,20 +384,36 @@ export class HandoffPanel extends Widget {
       this.options.openMonitor?.(this.model.source, m.name);
     const atCentral =
       this.model.info?.central.configured || this.model.source === 'central';
+    // Known only from an imported log: served elsewhere, so central deploys none of it;
+    // its monitoring and alerts are central's.
+    const count = m.imported
+      ? el(
+          'span',
+          {
+            class: 'jp-Handoff-count jp-Handoff-imported',
+            title: `${m.name} is served elsewhere; central monitors its imported prediction log`
+          },
+          ' imported'
+        )
+      : el(
+          'span',
+          { class: 'jp-Handoff-count' },
+          ` ${m.versions} version${m.versions === 1 ? '' : 's'}`
+        );
     return el(
       'section',
-      { class: 'jp-Handoff-model', 'data-model': m.name },
+      {
+        class: 'jp-Handoff-model',
+        'data-model': m.name,
+        'data-imported': m.imported ? 'true' : 'false'
+      },
       el(
         'h3',
         {},
         m.name,
-        el(
-          'span',
-          { class: 'jp-Handoff-count' },
-          ` ${m.versions} version${m.versions === 1 ? '' : 's'}`
-        ),
+        count,
         this.renderAlertBadge(m.name),
-        atCentral ? deployments : null,
+        atCentral && !m.imported ? deployments : null,
         atCentral ? monitor : null
       ),
       list,

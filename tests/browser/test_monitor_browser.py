@@ -1,7 +1,8 @@
 """An operator in JupyterLab after a drift shift: a prediction log imported at central with
 ``jupyter handoff monitor import`` (four calm labelled days, then two shifted days), the
 monitor run; the panel's churn row shows an alert badge, and the model's Monitor view shows
-the firing drift alert and a mark where the drift share crossed its threshold."""
+the firing drift alert and a mark where the drift share crossed its threshold. A model known
+at central only from an imported log has its row too, marked imported, with no Deployments."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ COLUMNS = ["tenure", "spend", "visits", "age"]
 PER_DAY = 300
 
 
-def monitor_import(lab, central, path, *flags) -> None:
+def monitor_import(lab, central, path, *flags, name: str = "churn") -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "handoff_agent", "monitor", "import", "churn", str(path),
+        [sys.executable, "-m", "handoff_agent", "monitor", "import", name, str(path),
          *flags, "--home", central.home],
         env=lab.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -75,6 +76,9 @@ def test_a_drift_shift_shows_a_badge_and_the_crossed_threshold_in_the_monitor_vi
     reference, log = drift_shift(tmp_path)
     monitor_import(lab, central, reference, "--reference")
     monitor_import(lab, central, log)
+    # and a small log of a model served elsewhere, which central knows only from it
+    pd.read_parquet(log)[:50].to_parquet(tmp_path / "elsewhere.parquet")
+    monitor_import(lab, central, tmp_path / "elsewhere.parquet", name="acme-scorer")
     # When the monitor runs
     status, body = call(central, "POST", "/api/v1/models/churn/monitor/run", ops, {})
     assert status == 200, body
@@ -111,6 +115,24 @@ def test_a_drift_shift_shows_a_badge_and_the_crossed_threshold_in_the_monitor_vi
     expect(performance.locator(".jp-Handoff-sparkCI").first).to_be_attached()
     expect(view.locator('.jp-Handoff-monitorRow[data-metric="psi:tenure"]')).to_be_visible()
     screenshot(page, "monitor-view")
+
+    # The imported model has its row, marked imported, with no Deployments button (central
+    # serves none of it); its Monitor button opens its monitoring, and the panel stays whole
+    acme = panel.locator('.jp-Handoff-model[data-model="acme-scorer"]')
+    expect(acme).to_have_attribute("data-imported", "true")
+    expect(acme.locator(".jp-Handoff-imported")).to_have_text("imported")
+    expect(acme.locator(".jp-Handoff-deploymentsOpen")).to_have_count(0)
+    churn_row = panel.locator('.jp-Handoff-model[data-model="churn"]')
+    expect(churn_row).to_have_attribute("data-imported", "false")
+    expect(churn_row.locator(".jp-Handoff-deploymentsOpen")).to_be_visible()
+    acme.locator(".jp-Handoff-monitorOpen").click()
+    elsewhere = page.locator('.jp-Handoff-monitor[data-model="acme-scorer"]')
+    expect(elsewhere.locator(".jp-Handoff-monitorWindow")).to_be_visible(timeout=30_000)
+    expect(elsewhere).to_contain_text("Monitoring of acme-scorer")
+    expect(elsewhere.locator(".jp-Handoff-error")).to_have_count(0)
+    expect(panel.locator(".jp-Handoff-error")).to_have_count(0)
+    expect(churn_row.locator(".jp-Handoff-alertBadge")).to_be_visible()
+    screenshot(page, "monitor-imported")
 
     # And from this machine, the local agent relays central's alerts: the same badge
     panel.locator(".jp-Handoff-source").select_option("local")
