@@ -19,7 +19,7 @@ from .command import Command
 from .inventory_cli import Unreachable, _request, every_page
 from .names import typed_name, typed_ref
 from .shell import complain, visible
-from .vocabulary import missing_text
+from .vocabulary import missing_text, traffic_share_problem
 
 URL_HELP = "Central's URL instead of its runtime file; the token in HANDOFF_TOKEN."
 
@@ -259,7 +259,11 @@ class TrafficApp(_CentralCommand):
         # plain digits: float() would also read 1_0, non-ASCII digits and 1e-320
         if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%?", typed.strip()):
             raise ValueError(f"{typed!r} is not a percentage, e.g. 25.")
-        return typed_name(name), float(typed.strip().rstrip("%"))
+        percent = float(typed.strip().rstrip("%"))
+        problem = traffic_share_problem(percent)  # central's rule, said before asking it
+        if problem:
+            raise ValueError(problem)
+        return typed_name(name), percent
 
     def run(self, name: str, percent: float):
         self.show(

@@ -35,6 +35,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vocabulary import TRAFFIC_SHARE
+
 LIVE_METRICS = ("auto", "accuracy", "mae", "rmse")  # auto: accuracy for classes, else mae
 LOADTEST_BLOCKS = ("fail", "not_passed", "never")
 
@@ -77,13 +79,13 @@ class DeployPolicy:
     """``[deploy]``: how a canary is rolled out, watched and rolled back."""
 
     canary_percent: float = _key(
-        10.0, "canary share of traffic, in percent (without steps)", above=0, hi=100
+        10.0, "canary share of traffic, in percent (without steps)", above=0, hi=TRAFFIC_SHARE[1]
     )
     steps: tuple[float, ...] = _key(
         (),
         "linear canary: increasing shares in percent, one per step (replaces canary_percent)",
         above=0,
-        hi=100,
+        hi=TRAFFIC_SHARE[1],
     )
     step_seconds: float = _key(120.0, "seconds at each step before the next", above=0)
     bake_seconds: float = _key(

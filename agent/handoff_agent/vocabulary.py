@@ -64,6 +64,19 @@ STOPPED_STAGES = ("rejected", "rollback")
 # A model's endpoint has these slots (serving); test is reachable only by version, previous
 # is the last production kept loaded as the rollback target.
 SLOTS = ("production", "canary", "shadow", "test", "previous")
+# A canary's share of its model's traffic, in percent, from the least to the most: central
+# refuses another (serving/deploy.py), and the CLI says so before it asks.
+TRAFFIC_SHARE = (0, 100)
+
+
+def traffic_share_problem(percent: float) -> str | None:
+    """Why ``percent`` is no traffic share, or None."""
+    low, high = TRAFFIC_SHARE
+    if low <= percent <= high:
+        return None
+    return f"A traffic share is between {low:g} and {high:g}, not {percent:g}."
+
+
 # The stages in which a slot may hold a version (serving/deploy.py fills the slots): where the
 # notebook asks central where a version serves.
 DEPLOYED_STAGES = FLOW[1:5]

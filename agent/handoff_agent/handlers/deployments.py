@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..names import validate_name
 from ..serving.labels import problem as label_problem
-from ..vocabulary import DEPLOY_ACTIONS
+from ..vocabulary import DEPLOY_ACTIONS, TRAFFIC_SHARE
 from .base import ANY_ROLE
 from .pipeline import CentralOnly, _text
 from .relay import FromCentral
@@ -84,7 +84,9 @@ class TrafficHandler(CentralOnly):
         await self.known_model(name)
         percent = self.json_body().get("percent")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
-            raise BadRequest("percent must be a number from 0 to 100.", '{"percent": 25}')
+            low, high = TRAFFIC_SHARE
+            said = f"percent must be a number from {low:g} to {high:g}."
+            raise BadRequest(said, '{"percent": 25}')
         agent = self.agent
         user = self.identity["user"]
         out = await agent.call(agent.deployments.set_traffic, name, float(percent), user)

@@ -20,6 +20,7 @@ import dataclasses
 import time
 
 from ..errors import BadRequest, Conflict, NotFound
+from ..vocabulary import traffic_share_problem
 
 
 def shares(rows: list[dict]) -> dict[str, float]:
@@ -259,8 +260,9 @@ class DeploymentService:
         ``expected``, only while the share is still that (a lost race is a 409). Asked
         outright (an admin, a watch's pause), refused while no version is in production: the
         canary serves all the traffic then, whatever its share says."""
-        if not 0.0 <= percent <= 100.0:
-            raise BadRequest("A traffic share is between 0 and 100.", code="bad_traffic")
+        problem = traffic_share_problem(percent)
+        if problem:
+            raise BadRequest(problem, code="bad_traffic")
         with self.store.transaction():
             slots = self._slots(model)
             if expected is None and "canary" in slots and "production" not in slots:

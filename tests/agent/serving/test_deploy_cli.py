@@ -197,6 +197,8 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
         (("traffic", "churn", "\u0665"), "'\u0665' is not a percentage"),
         (("traffic", "churn", "1e-320"), "'1e-320' is not a percentage"),
         (("traffic", "a..b", "5"), "'a..b' is not a model name"),
+        (("traffic", "churn", "150"), "A traffic share is between 0 and 100, not 150."),
+        (("traffic", "churn", "100.5%"), "A traffic share is between 0 and 100, not 100.5."),
         (("signoff", "churn"), "'churn' is not NAME:N"),
         (("rollback",), "Expected 1 argument, got 0"),
         (("rollback", "churn:x"), "'churn:x' is not NAME:N"),
@@ -207,7 +209,6 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
         assert out.splitlines()[0].startswith(said) and "Usage: jupyter handoff" in out, out
     # Central's refusals: exit 1, its message (and hint)
     for args, said in (
-        (("traffic", "churn", "150"), "between 0 and 100"),
         (("traffic", "nope", "10"), "nope"),
         (("deployment", "nope"), "No model named 'nope'."),
         (("signoff", "churn:99"), "no version 99"),
@@ -228,6 +229,11 @@ def test_mistakes_are_one_line_and_an_exit_code(pair):
     reviewer = central.make_token("rita", "reviewer")
     out = refused(central, "traffic", "churn", "10", "--url", central.url, token=reviewer)
     assert "admin" in out, out
+    # A share out of range is said before anything is sent: nothing answers at this --url
+    out = refused(
+        central, "traffic", "churn", "150", "--url", "http://127.0.0.1:9", code=2, token="t"
+    )
+    assert out.startswith("A traffic share is between 0 and 100, not 150.\n"), out
     # --url without HANDOFF_TOKEN: which token to set, before anything is sent
     out = refused(central, "deployment", "--url", central.url)
     assert out.startswith(f"No token for {central.url}: set HANDOFF_TOKEN"), out
