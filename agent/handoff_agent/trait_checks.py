@@ -67,6 +67,23 @@ def at_least(minimum: int, why: str, *names: str):
     return _check
 
 
+def between(low: float, high: float, *names: str):
+    """Numbers from ``low`` to ``high``, both allowed (a share, a rate)."""
+
+    @validate(*names)
+    def _check(self, proposal):
+        value = proposal["value"]
+        _finite(proposal, value)
+        if not low <= value <= high:
+            raise TraitError(
+                f"{_name(proposal)} must be from {_shown(low)} to {_shown(high)}, "
+                f"not {_shown(value)}."
+            )
+        return value
+
+    return _check
+
+
 def port_number(*names: str):
     @validate(*names)
     def _check(self, proposal):

@@ -156,6 +156,14 @@ def test_serve_settings_it_cannot_run_with_are_one_line_and_nothing_listens(tmp_
             [*home, "--HandoffAgent.check_timeout=nan"],
             "c.HandoffAgent.check_timeout must be a finite number, not nan.",
         ),
+        (
+            [*home, "--Serving.sample_rate=1.5"],
+            "c.Serving.sample_rate must be from 0 to 1, not 1.5.",
+        ),
+        (
+            [*home, "--Serving.max_test_slots=0"],
+            "c.Serving.max_test_slots must be at least 1 (validation load-tests each version",
+        ),
         (["--home", str(afile)], f"--home {afile} is a file, not a directory."),
         (
             [*home, f"--database-url=sqlite:///{tmp_path / 'nodir' / 'r.db'}"],

@@ -145,6 +145,27 @@ def test_a_worker_memory_limit_too_small_to_import_python_is_refused(cls, name):
     assert getattr(configured(cls, name, 256 << 20), name) == 256 << 20
 
 
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_a_prediction_log_sample_rate_outside_0_to_1_is_refused(value):
+    said = refused(Serving, "sample_rate", value)
+    if value != value:
+        assert said == "c.Serving.sample_rate must be a finite number, not nan."
+    else:
+        assert said == f"c.Serving.sample_rate must be from 0 to 1, not {value:g}."
+    assert [configured(Serving, "sample_rate", v).sample_rate for v in (0, 1)] == [0, 1]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_max_test_slots_below_1_is_refused(value):
+    """0 left every validated version unloaded: every validation's load test failed."""
+    said = refused(Serving, "max_test_slots", value)
+    assert said == (
+        "c.Serving.max_test_slots must be at least 1 (validation load-tests each version in a "
+        f"test slot), not {value}."
+    )
+    assert configured(Serving, "max_test_slots", 1).max_test_slots == 1
+
+
 @pytest.mark.parametrize("value", [-1, 65536])
 def test_a_serving_port_outside_0_to_65535_is_refused(value):
     said = refused(Serving, "port", value)

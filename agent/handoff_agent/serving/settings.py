@@ -5,7 +5,15 @@ from __future__ import annotations
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import Configurable
 
-from ..trait_checks import MEMORY_WHY, MIN_WORKER_MEMORY, at_least, interface, port_number, positive
+from ..trait_checks import (
+    MEMORY_WHY,
+    MIN_WORKER_MEMORY,
+    at_least,
+    between,
+    interface,
+    port_number,
+    positive,
+)
 
 
 class Serving(Configurable):
@@ -27,7 +35,8 @@ class Serving(Configurable):
         16,
         help="Most test slots (validated versions, reachable by number) loaded at once, the "
         "newest first: each holds its workers' memory, and analysts may push many models. An "
-        "older one answers 503 saying so; canary, shadow and production always load.",
+        "older one answers 503 saying so; canary, shadow and production always load. At "
+        "least 1: each validation load-tests its version in a test slot.",
     ).tag(config=True)
     max_rows = Integer(10_000, help="Most rows one prediction request may carry.").tag(config=True)
     max_body_bytes = Integer(
@@ -85,3 +94,6 @@ class Serving(Configurable):
         "retention_bytes",
     )
     _memory = at_least(MIN_WORKER_MEMORY, MEMORY_WHY, "worker_memory_limit")
+    _sample_rate = between(0, 1, "sample_rate")
+    # 0 left every test slot unloaded, so that every validation's load test failed
+    _test_slots = at_least(1, "validation load-tests each version in a test slot", "max_test_slots")
