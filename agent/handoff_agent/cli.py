@@ -262,7 +262,10 @@ class ServeApp(Command):
 
 class StatusApp(Command):
     name = "jupyter-handoff-status"
-    description = "Say whether an agent is running, where, and with which token."
+    description = (
+        "Say whether an agent is running, which one (local, else central), where, and with "
+        "which token."
+    )
     version = __version__
     json_output = Bool(False, help="Print JSON.").tag(config=True)
     role = Unicode(
@@ -274,9 +277,13 @@ class StatusApp(Command):
     aliases = {"role": "StatusApp.role"}
 
     def start(self):
-        info = runtime.read(self.role or "local")
-        if info is None and not self.role:
-            info = runtime.read("central")
+        role = self.role or "local"
+        info = runtime.read(role)
+        if info is None and not self.role and (central := runtime.read("central")):
+            info, role = central, "central"
+        # which agent this reports on, said plainly: without --role, central only stands in
+        # for a local agent that is not running, and the user must not take one for the other
+        local_down = not self.role and role == "central"
         answer = runtime.health(info["url"], timeout=3.0) if info else None
         up = answer is not None
         silent = info is not None and not up  # its process lives: stopped, or its loop blocked
@@ -286,15 +293,23 @@ class StatusApp(Command):
             if up:  # what the text's last lines say: stable keys, [] / 0 when all is well
                 more["problems"] = state["problems"] if state else []
                 more["deliveries"] = {k: state[k] if state else 0 for k in ("refused", "waiting")}
-            print(json.dumps({"running": up, **more, **(info or {})}))
-        elif silent:
+            if local_down:
+                more["local_running"] = False
+            said = {"role": role} if info or self.role else {}
+            print(json.dumps({"running": up, **more, **(info or {}), **said}))
+            self.exit(0 if up else 1)
+        flag = " --role central" if role == "central" else ""
+        if local_down:
+            print("No local agent is running (`jupyter handoff serve` starts one).")
+        if silent:
             print(
-                f"An agent runs (pid {info['pid']}, home {info['home']}) but does not answer at "
-                f"{info['url']}: it is stopped or busy. Wait, or restart it: `jupyter handoff "
-                "stop`, then `jupyter handoff serve`."
+                f"The {role} agent runs (pid {info['pid']}, home {info['home']}) but does not "
+                f"answer at {info['url']}: it is stopped or busy. Wait, or restart it: "
+                f"`jupyter handoff stop{flag}`, then `jupyter handoff serve{flag}`."
             )
         elif up:
-            print(f"Agent running at {info['url']} (pid {info['pid']}, home {info['home']})")
+            where = f"(pid {info['pid']}, home {info['home']})"
+            print(f"{role.capitalize()} agent at {info['url']}: running {where}")
             print(f"Token: {info['token']}")
             if info.get("serving_url"):
                 print(f"Model server: {info['serving_url']}")
@@ -303,8 +318,7 @@ class StatusApp(Command):
             if deliveries := runtime.outbox_line(state):
                 print(deliveries)
         elif self.role:
-            serve = "jupyter handoff serve" + (" --role central" if self.role == "central" else "")
-            print(f"No {self.role} agent is running. Start one with `{serve}`.")
+            print(f"No {self.role} agent is running. Start one with `jupyter handoff serve{flag}`.")
         else:
             print("No agent is running. Start one with `jupyter handoff serve`.")
         self.exit(0 if up else 1)

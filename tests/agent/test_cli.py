@@ -24,7 +24,7 @@ def test_status_json_with_a_running_agent(agent):
     p = handoff("status", "--json", runtime_dir=agent.runtime_dir)
     assert p.returncode == 0, p.stdout + p.stderr
     info = json.loads(p.stdout)
-    assert info["running"] is True
+    assert info["running"] is True and info["role"] == "local" and "local_running" not in info
     assert info["url"] == agent.url
     assert info["token"] == agent.token
     assert info["pid"] == agent.proc.pid
@@ -36,7 +36,7 @@ def test_status_json_with_a_running_agent(agent):
 def test_status_text_with_a_running_agent(agent):
     p = handoff("status", runtime_dir=agent.runtime_dir)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert agent.url in p.stdout
+    assert p.stdout.startswith(f"Local agent at {agent.url}: running (pid {agent.pid}, ")
     assert agent.token in p.stdout
 
 
@@ -48,6 +48,7 @@ def test_status_without_an_agent_exits_1_with_a_hint(tmp_path):
     p = handoff("status", "--json", runtime_dir=tmp_path / "empty-runtime")
     assert p.returncode == 1
     assert json.loads(p.stdout)["running"] is False
+    assert "role" not in p.stdout  # neither one runs
     p = handoff("status", "--role", "central", runtime_dir=tmp_path / "empty-runtime")
     assert p.returncode == 1 and p.stdout == (
         "No central agent is running. Start one with `jupyter handoff serve --role central`.\n"
@@ -74,7 +75,7 @@ def test_status_of_a_stopped_agent_says_it_runs_but_does_not_answer(agent_factor
         os.kill(a.proc.pid, signal.SIGCONT)
     assert p.returncode == 1
     assert p.stdout == (
-        f"An agent runs (pid {a.proc.pid}, home {a.home}) but does not answer at {a.url}: "
+        f"The local agent runs (pid {a.proc.pid}, home {a.home}) but does not answer at {a.url}: "
         "it is stopped or busy. Wait, or restart it: `jupyter handoff stop`, then "
         "`jupyter handoff serve`.\n"
     )
@@ -93,6 +94,21 @@ def test_runtime_file_is_private_and_removed_on_stop(agent_factory):
 def test_stop_says_which_agent_it_stops_and_which_one_runs_instead(agent_factory):
     # Given only a central on this machine
     central = agent_factory(NO_CHECKS, "--role", "central")
+    # When IT runs `status`: it reports on central, saying so, and that no local agent runs
+    p = handoff("status", runtime_dir=central.runtime_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:2] == [
+        "No local agent is running (`jupyter handoff serve` starts one).",
+        f"Central agent at {central.url}: running (pid {central.pid}, home {central.home})",
+    ], p.stdout
+    p = handoff("status", "--json", runtime_dir=central.runtime_dir)
+    info = json.loads(p.stdout)
+    assert (info["role"], info["local_running"], info["url"]) == ("central", False, central.url)
+    assert (info["problems"], info["deliveries"]) == ([], {"refused": 0, "waiting": 0})
+    # and asked for central, it reports on central alone
+    p = handoff("status", "--json", "--role", "central", runtime_dir=central.runtime_dir)
+    assert json.loads(p.stdout)["role"] == "central" and "local_running" not in p.stdout
     # When IT runs `stop`, which means the local agent: nothing stops, and it says how
     p = handoff("stop", runtime_dir=central.runtime_dir)
     assert p.returncode == 0, p.stderr
