@@ -712,6 +712,13 @@ class HandoffAgent(LoggingConfigurable):
         self.watches.tick_seconds = self.watch_tick
         self.watches.revalidation_timeout = self.revalidation_timeout
         self.watches.max_rows = self.watch_max_rows
+        # the policy's [[watch]] tables, checked now: a bad one stops the start before it
+        # listens or starts the model server (registered at start)
+        self.policy_watches = (
+            self.watches.policy_specs(self.policy.watches, self.policy_path)
+            if self.policy is not None
+            else []
+        )
         from .watch.revalidate import Revalidator
 
         # the revalidate action: the checks again, in the same sandboxed workers as a push's
@@ -993,8 +1000,8 @@ class HandoffAgent(LoggingConfigurable):
         self.forwarding.start()
         self.notices.start()
         self.trust_flow.start_watch(self.trust_poll_interval)
-        if self.policy is not None and self.policy.watches:
-            await self.call(self.watches.register_all, self.policy.watches, "policy")
+        if self.policy_watches:
+            await self.call(self.watches.register_specs, self.policy_watches, "policy")
         self.watches.start(jupyter_runtime_dir())
         if self.role == "central":
             self._monitor_task = asyncio.ensure_future(self._monitor_loop())

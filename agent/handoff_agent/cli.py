@@ -212,14 +212,7 @@ class ServeApp(Command):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        from .watch.service import PolicyWatchError
-
-        try:
-            port = await agent.start()
-        except PolicyWatchError as e:  # one line saying what to fix, not a traceback
-            self.log.critical("%s", e)
-            await agent.stop()
-            self.exit(2)
+        port = await agent.start()
         host = f"[{agent.ip}]" if ":" in agent.ip else agent.ip
         url = f"http://{host}:{port}"
         other = runtime.read(agent.role)

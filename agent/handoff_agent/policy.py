@@ -308,9 +308,7 @@ def _watches(entries, path) -> list[dict]:
     for n, w in enumerate(entries, 1):
         _known(w, WATCH_KEYS, f"[[watch]] #{n}", path)
         if not isinstance(w.get("model"), str) or not isinstance(w.get("source"), str):
-            raise ValueError(
-                f"{path}: every [[watch]] needs model = NAME and source = PATH_OR_URL."
-            )
+            raise ValueError(f"{path}: [[watch]] #{n} needs model = NAME and source = PATH_OR_URL.")
     return [dict(w) for w in entries]
 
 

@@ -76,13 +76,13 @@ def test_overdue_after_the_expected_period_on_simulated_time(tmp_path):
     start = classify._data_time(sql)
     late = classify.classify(sql, sql, None, hour, now=start + 27 * hour, overdue=26 * hour)
     assert late[0] == "overdue"
-    # A bad period is refused with the flag's name
+    # A bad period is refused with the option's name
     from handoff_agent.errors import BadRequest
     from handoff_agent.watch.service import parse_every
 
-    assert parse_every("26h", "--overdue") == 26 * hour
+    assert parse_every("26h", "overdue") == 26 * hour
     with pytest.raises(BadRequest, match="--overdue 'soon' is not a period"):
-        parse_every("soon", "--overdue")
+        parse_every("soon", "overdue")
 
 
 def test_policy_watch_tables(tmp_path):

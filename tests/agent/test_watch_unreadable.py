@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from support import RunningAgent, handoff_cli, until
 from watch_support import frame, triggers, watch
 
@@ -135,13 +136,10 @@ def test_a_policy_watch_of_a_file_not_there_yet_starts_central_and_says_why(back
         central.stop()
 
 
-def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("not data")
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(source=text))
+def serve_central(tmp_path, policy) -> subprocess.CompletedProcess:
+    """``serve --role central --policy POLICY``, which must stop at once."""
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    p = subprocess.run(
+    return subprocess.run(
         [
             *(sys.executable, "-m", "handoff_agent", "serve", "--role", "central", "--port", "0"),
             *("--policy", str(policy), f"--HandoffAgent.home={tmp_path / 'home'}"),
@@ -151,9 +149,60 @@ def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp
         text=True,
         timeout=120,
     )
+
+
+def refused_line(tmp_path, p) -> str:
+    """The one line a refused start says, once nothing was started: no model server, no
+    API listening, no runtime file for a kernel to find."""
     assert p.returncode == 2, p.stdout + p.stderr
-    assert "Traceback" not in p.stderr, p.stderr
-    assert f"[[watch]] churn <- {text}: notes.txt is not a Parquet or CSV file." in p.stderr
+    lines = [line for line in p.stderr.splitlines() if "[[watch]]" in line]
+    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
+    assert "Model server" not in p.stderr and "listening" not in p.stderr, p.stderr
+    assert not (tmp_path / "runtime").exists() or not list((tmp_path / "runtime").iterdir())
+    return lines[0]
+
+
+def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not data")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(source=text))
+    line = refused_line(tmp_path, serve_central(tmp_path, policy))
+    assert line.endswith(
+        f'{policy}: [[watch]] #1 (model "churn"): notes.txt is not a Parquet or CSV file. '
+        'Watch .parquet or .csv files, e.g. source = "/data/*.parquet".'
+    ), line
+
+
+@pytest.mark.parametrize(
+    "table, said",
+    [
+        ('every = "0h"', 'every = "0h" is shorter than 1 s. e.g. every = "1h"'),
+        (
+            'every = "1h"\noverdue = "30m"',
+            'overdue = "30m" is shorter than every = "1h": the source would be overdue at '
+            "every check. Give overdue the longest the data may go unchanged, e.g. "
+            'every = "1h", overdue = "26h" for a daily source.',
+        ),
+        (
+            'every = "1h"\nactions = ["alert", "email"]',
+            'Unknown action "email" in actions. Use one of: alert, revalidate, retrain, '
+            "pause_canary, rollback_canary.",
+        ),
+    ],
+)
+def test_a_policy_watch_setting_out_of_bounds_stops_the_start_in_the_files_words(
+    tmp_path, table, said
+):
+    """The second [[watch]] of the file is named by its place, its model and its key as
+    written there (not the CLI's --every), before the model server starts."""
+    data = tmp_path / "churn.csv"
+    frame(10).to_csv(data, index=False)
+    policy = tmp_path / "policy.toml"
+    second = f'\n[[watch]]\nmodel = "fraud"\nsource = "{data}"\n{table}\n'
+    policy.write_text(POLICY.format(source=data).replace('every = "1s"', 'every = "1h"') + second)
+    line = refused_line(tmp_path, serve_central(tmp_path, policy))
+    assert line.endswith(f'{policy}: [[watch]] #2 (model "fraud"): {said}'), line
 
 
 def test_a_policy_watch_with_a_misspelt_key_stops_the_start_naming_it(tmp_path):
@@ -162,21 +211,8 @@ def test_a_policy_watch_with_a_misspelt_key_stops_the_start_naming_it(tmp_path):
     frame(10).to_csv(data, index=False)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY.format(source=data) + 'evry = "1h"\n')
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    p = subprocess.run(
-        [
-            *(sys.executable, "-m", "handoff_agent", "serve", "--role", "central", "--port", "0"),
-            *("--policy", str(policy), f"--HandoffAgent.home={tmp_path / 'home'}"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2, p.stdout + p.stderr
-    lines = [line for line in p.stderr.splitlines() if "[[watch]]" in line]
-    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
-    assert lines[0].endswith(
+    line = refused_line(tmp_path, serve_central(tmp_path, policy))
+    assert line.endswith(
         f"{policy}: [[watch]] #1: unknown key 'evry'; the keys are model, source, query, "
         "every, overdue, on, actions, run, params, timeout, target."
-    ), lines
+    ), line

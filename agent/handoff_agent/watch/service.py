@@ -17,6 +17,7 @@ import keyword
 import logging
 import math
 import os
+import shlex
 import sys
 import threading
 import time
@@ -57,15 +58,80 @@ class PolicyWatchError(ValueError):
     """A policy's [[watch]] table the agent cannot watch: the start stops with this line."""
 
 
-def parse_every(text, flag: str = "--every") -> float:
-    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``flag`` names it in errors)."""
+class Options:
+    """How a watch's settings are named where they were given: here the options of
+    ``jupyter handoff watch`` and ``%mlops watch``, which send the API's body. ``spec`` is the
+    one validation; only its words change with where the values came from."""
+
+    fields_hint = (
+        'e.g. {"model": "churn", "source": "/data/churn.parquet", "every": "1h", "on": ["change"]}'
+    )
+    absolute_hint = "The magic and the CLI make it absolute; through the API give one."
+    between = " "  # between two settings of one example
+
+    def key(self, key: str) -> str:
+        return f"--{key}"
+
+    def given(self, key: str, value) -> str:
+        """A value as it was given, for a message."""
+        return f"--{key} {value!r}"
+
+    def item(self, key: str, value) -> str:
+        """One word of a list (--on, --action), for a message."""
+        return repr(value)
+
+    def example(self, key: str, value) -> str:
+        """How to write a value, for a hint."""
+        return f"--{key} {shlex.quote(str(value))}"
+
+
+class PolicyKeys(Options):
+    """A policy file's [[watch]] table: its keys, and values as TOML writes them."""
+
+    fields_hint = 'e.g. model = "churn", source = "/data/churn.parquet", every = "1h"'
+    absolute_hint = 'Central reads the file as written: e.g. source = "/data/churn.parquet".'
+    between = ", "
+
+    def key(self, key: str) -> str:
+        return key
+
+    def given(self, key: str, value) -> str:
+        if key in ("on", "actions"):
+            return self.item(key, value)
+        return self.example(key, value)
+
+    def item(self, key: str, value) -> str:
+        return f"{_toml(value)} in {key}"
+
+    def example(self, key: str, value) -> str:
+        return f"{key} = {_toml(value)}"
+
+
+OPTIONS = Options()
+
+
+def _toml(value) -> str:
+    """A string, number or list as TOML (and JSON) write it."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse_every(text, key: str = "every", words: Options = OPTIONS) -> float:
+    """``30s``, ``15m``, ``1h``, ``1d`` or a number of seconds (``key`` names it in errors)."""
     seconds = period_seconds(text)
     if seconds is None:
-        raise BadRequest(f"{flag} {text!r} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d.")
+        raise BadRequest(
+            f"{words.given(key, text)} is not a period.", hint="Write e.g. 30s, 15m, 1h or 1d."
+        )
     if not math.isfinite(seconds) or seconds > MAX_EVERY:
-        raise BadRequest(f"{flag} {text!r} is too long.", hint=f"At most 365d, e.g. {flag} 1d")
+        raise BadRequest(
+            f"{words.given(key, text)} is too long.",
+            hint=f"At most 365d, e.g. {words.example(key, '1d')}",
+        )
     if seconds < MIN_EVERY:
-        raise BadRequest(f"{flag} must be at least {MIN_EVERY:.0f} s.", hint=f"e.g. {flag} 1h")
+        raise BadRequest(
+            f"{words.given(key, text)} is shorter than {MIN_EVERY:.0f} s.",
+            hint=f"e.g. {words.example(key, '1h')}",
+        )
     return seconds
 
 
@@ -112,44 +178,46 @@ class WatchService:
 
     # -- registration ---------------------------------------------------------------------
 
-    def register(self, body: dict, by: str, missing_ok: bool = False) -> dict:
-        """Validate a watch (as ``%mlops watch`` and the CLI send it) and store it."""
-        return self.registry.watch_add(self.spec(body, missing_ok), by)
-
-    def spec(self, body: dict, missing_ok: bool = False) -> dict:
+    def spec(self, body: dict, missing_ok: bool = False, words: Options = OPTIONS) -> dict:
         """A watch as ``%mlops watch`` and the CLI send it, validated: the row to store.
         ``missing_ok``: a file or glob that matches nothing now is watched anyway (a policy's
-        source, whose export may not have run yet: its checks record why it cannot be read)."""
+        source, whose export may not have run yet: its checks record why it cannot be read).
+        ``words``: how the mistakes name the settings (a policy's keys, not the options)."""
+        w = words
         model = body.get("model")
         validate_name(model)
         source = body.get("source")
         if not isinstance(source, str) or not source.strip():
-            raise BadRequest("Say which data to watch.", hint="e.g. --source data/*.parquet")
+            raise BadRequest(
+                "Say which data to watch.", hint=f"e.g. {w.example('source', '/data/*.parquet')}"
+            )
         for key in ("query", "run"):
             if body.get(key) is not None and not isinstance(body[key], str):
-                raise BadRequest(f"{key} must be a string.", hint=_FIELDS_HINT)
+                raise BadRequest(f"{key} must be a string.", hint=w.fields_hint)
         for key in ("on", "actions"):
             value = body.get(key)
             if value is not None and not (
                 isinstance(value, list) and all(isinstance(v, str) for v in value)
             ):
-                raise BadRequest(f"{key} must be a list of words.", hint=_FIELDS_HINT)
-        every = parse_every(body.get("every", "1h"))
+                raise BadRequest(f"{key} must be a list of words.", hint=w.fields_hint)
+        every = parse_every(body.get("every", "1h"), "every", w)
         # the expected period between updates; none: cls.overdue_after's default
         overdue = body.get("overdue")
-        overdue = None if overdue is None else parse_every(overdue, "--overdue")
+        overdue = None if overdue is None else parse_every(overdue, "overdue", w)
         if overdue is not None and overdue < every:  # its data is older than that at each look
             raise BadRequest(
-                f"--overdue {body['overdue']} is shorter than --every {body.get('every', '1h')}: "
+                f"{w.example('overdue', body['overdue'])} is shorter than "
+                f"{w.example('every', body.get('every', '1h'))}: "
                 "the source would be overdue at every check.",
-                hint="Give --overdue the longest the data may go unchanged, e.g. --every 1h "
-                "--overdue 26h for a daily source.",
+                hint=f"Give {w.key('overdue')} the longest the data may go unchanged, e.g. "
+                f"{w.example('every', '1h')}{w.between}{w.example('overdue', '26h')} for a daily "
+                "source.",
             )
         on = body.get("on") or ["change"]
         bad = [o for o in on if o not in WATCH_ON]
         if bad:
             raise BadRequest(
-                f"--on {bad[0]!r} is not a change a watch knows.",
+                f"{w.given('on', bad[0])} is not a change a watch knows.",
                 hint=f"Use one or more of: {', '.join(WATCH_ON)}.",
             )
         run = body.get("run")
@@ -157,10 +225,13 @@ class WatchService:
         bad = [a for a in actions if a not in WATCH_ACTIONS]
         if bad:
             raise BadRequest(
-                f"Unknown action {bad[0]!r}.", hint=f"Use one of: {', '.join(WATCH_ACTIONS)}."
+                f"Unknown action {w.item('actions', bad[0])}.",
+                hint=f"Use one of: {', '.join(WATCH_ACTIONS)}.",
             )
         if "retrain" in actions and not run:
-            raise BadRequest("A retrain needs a notebook.", hint="Add --run retrain.ipynb.")
+            raise BadRequest(
+                "A retrain needs a notebook.", hint=f"Add {w.example('run', 'retrain.ipynb')}."
+            )
         canary = [a for a in actions if a.endswith("_canary")]
         if canary and self.deployments is None:
             raise Conflict(
@@ -184,11 +255,14 @@ class WatchService:
                 )
         target = body.get("target")
         if target is not None and (not isinstance(target, str) or not target.strip()):
-            raise BadRequest("target must be a column name.", hint="e.g. --target churned")
+            raise BadRequest(
+                "target must be a column name.", hint=f"e.g. {w.example('target', 'churned')}"
+            )
         if "revalidate" in actions and not target:
             raise BadRequest(
                 "A revalidation needs the target column of the source's rows.",
-                hint="Add --target COLUMN (the label the checks score the model against).",
+                hint=f"Add {w.example('target', 'COLUMN')} (the label the checks score the "
+                "model against).",
             )
         params = body.get("params") or {}
         if not isinstance(params, dict):
@@ -229,7 +303,8 @@ class WatchService:
             query = body.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise BadRequest(
-                    "A SQL source needs a query.", hint="Add --query 'SELECT * FROM events'."
+                    "A SQL source needs a query.",
+                    hint=f"Add {w.example('query', 'SELECT * FROM events')}.",
                 )
             shown = redact(source)
             if shown.startswith("<"):
@@ -243,12 +318,14 @@ class WatchService:
             if not os.path.isabs(path):
                 raise BadRequest(
                     f"The source {source!r} is not an absolute path.",
-                    hint="The magic and the CLI make it absolute; through the API give one.",
+                    hint=w.absolute_hint,
                 )
             try:
                 files = fpm.files_of(path)
             except fpm.SourceError as e:
-                raise BadRequest(str(e), hint="e.g. --source 'data/part-*.parquet'") from None
+                raise BadRequest(
+                    str(e), hint=f"e.g. {w.example('source', '/data/part-*.parquet')}"
+                ) from None
             if not files and not missing_ok:
                 raise BadRequest(
                     f"No file matches {path!r}.",
@@ -261,12 +338,13 @@ class WatchService:
             if other:
                 raise BadRequest(
                     f"{other[0]} is not a Parquet or CSV file.",
-                    hint="Watch .parquet or .csv files, e.g. --source 'data/*.parquet'.",
+                    hint="Watch .parquet or .csv files, e.g. "
+                    f"{w.example('source', '/data/*.parquet')}.",
                 )
             if body.get("query"):  # it would be kept and never run: the files are read whole
                 raise BadRequest(
-                    "--query is for a database source; files are read whole.",
-                    hint="Drop --query, or watch the database by its SQLAlchemy URL.",
+                    f"{w.key('query')} is for a database source; files are read whole.",
+                    hint=f"Drop {w.key('query')}, or watch the database by its SQLAlchemy URL.",
                 )
             spec.update(kind="file", source=path)
         return spec
@@ -312,21 +390,25 @@ class WatchService:
                 code="source_in_home",
             ) from None
 
-    def register_all(self, entries: list[dict], by: str) -> list[dict]:
-        """The policy's [[watch]] tables; a bad one stops the start with what to fix. A file
-        not there (yet) is no mistake in the policy: it is watched, and its checks say it
-        cannot be read, alerting like any source that stays unreadable."""
+    def policy_specs(self, entries: list[dict], path: str) -> list[dict]:
+        """The policy's [[watch]] tables, validated when the agent is built, before anything
+        starts: a bad one stops the start with one line naming the file, the table and its
+        key as written there. A file not there (yet) is no mistake in the policy: it is
+        watched, and its checks say it cannot be read, alerting like any unreadable source."""
         out = []
-        for entry in entries:
+        for n, entry in enumerate(entries, 1):
             try:
-                out.append(self.register(entry, by, missing_ok=True))
+                out.append(self.spec(entry, missing_ok=True, words=PolicyKeys()))
             except (BadRequest, Conflict) as e:
-                source = entry["source"]
-                shown = redact(source) if fpm.is_sql(source) else source  # a path, as a path
                 raise PolicyWatchError(
-                    f"[[watch]] {entry.get('model')} <- {shown}: {e.message} {e.hint}"
+                    f"{path}: [[watch]] #{n} (model {_toml(entry.get('model'))}): "
+                    f"{e.message} {e.hint or ''}".rstrip()
                 ) from None
         return out
+
+    def register_specs(self, specs: list[dict], by: str) -> list[dict]:
+        """Store the policy's watches, validated by ``policy_specs``."""
+        return [self.registry.watch_add(spec, by) for spec in specs]
 
     def unseal(self, row: dict) -> str | None:
         return secrets.unseal(self.home, row["secret"]) if row.get("secret") else None
@@ -906,7 +988,4 @@ def triggered_by(version: dict) -> dict | None:
     return ((version.get("manifest") or {}).get("provenance") or {}).get("triggered_by")
 
 
-_FIELDS_HINT = (
-    'e.g. {"model": "churn", "source": "/data/churn.parquet", "every": "1h", "on": ["change"]}'
-)
 _URL_HINT = "Write e.g. postgresql://user:password@host/db (a SQLAlchemy URL) or a file path."
