@@ -1,4 +1,5 @@
-"""Helpers shared by the agent tests: the error contract, raw sockets, polling."""
+"""Helpers shared by the agent tests: the error contract, raw sockets, polling, a webhook
+receiver."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import http.client
 import json
 import socket
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from handoff_agent import signing
 
 UPLOAD = "/api/v1/models/{}/versions"
 NO_CHECKS = "--HandoffAgent.checks=[]"
+WEBHOOK_SECRET = "webhook-secret"
 
 
 def assert_error(status, body, expected_status: int, code: str | None = None) -> dict:
@@ -106,3 +111,32 @@ def built_app(home: Path):
         agent._io.shutdown()
         agent._db.submit(agent.registry.close).result()
         agent._db.shutdown()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A real webhook receiver: each POST, its signature checked against ``WEBHOOK_SECRET``
+    (401 when it does not verify), kept in ``received``."""
+
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        h = self.headers
+        ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
+            h["X-Handoff-Signature"],
+            [_mac(h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"], body)],
+        )
+        self.received.append({"ok": ok, "body": json.loads(body), "id": h["X-Handoff-Delivery"]})
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"received": true}')
+
+    def log_message(self, *args):
+        pass
+
+
+def _mac(delivery_id, stamp, body):
+    mac = signing.signer(WEBHOOK_SECRET, delivery_id, stamp)
+    mac.update(body)
+    return mac

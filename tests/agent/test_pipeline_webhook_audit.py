@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import pytest
+from agent_support import WEBHOOK_SECRET as SECRET
+from agent_support import Receiver
 from support import RunningAgent, bundle_bytes, until
-
-from handoff_agent import signing
-
-SECRET = "webhook-secret"
-
-
-class Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        h = self.headers
-        ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
-            h["X-Handoff-Signature"],
-            [_mac(h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"], body)],
-        )
-        self.received.append({"ok": ok, "body": json.loads(body), "id": h["X-Handoff-Delivery"]})
-        self.send_response(200 if ok else 401)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"received": true}')
-
-    def log_message(self, *args):
-        pass
-
-
-def _mac(delivery_id, stamp, body):
-    mac = signing.signer(SECRET, delivery_id, stamp)
-    mac.update(body)
-    return mac
 
 
 @pytest.fixture

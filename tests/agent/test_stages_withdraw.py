@@ -12,11 +12,10 @@ from http.server import HTTPServer
 import numpy as np
 import pandas as pd
 import pytest
-from agent_support import assert_error
+from agent_support import WEBHOOK_SECRET as HOOK_SECRET
+from agent_support import Receiver, assert_error
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
-from test_pipeline_webhook_audit import SECRET as HOOK_SECRET
-from test_pipeline_webhook_audit import Receiver
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 POLICY = f"""
