@@ -62,7 +62,7 @@ DEFAULTS_ONLY = (
     ),
 )  # fmt: skip
 # What a module calls when it starts agent processes of its own.
-AGENT_STARTERS = ("RunningAgent(", "start_pair(")
+AGENT_STARTERS = ("RunningAgent(", "start_pair(", "churn_at_central(")
 
 
 def pytest_sessionstart(session):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -263,6 +264,51 @@ def forwarding_args(
         "HandoffAgent.forward_backoff_cap": backoff_cap,
     }
     return ["--forward-to", to] + [f"--{k}={v}" for k, v in settings.items() if v is not None]
+
+
+@contextlib.contextmanager
+def churn_at_central(tmp: Path, secret: str, *, local_token: tuple[str, ...] = ()):
+    """A central whose intake revalidates and takes alice's versions signed with ``secret``,
+    and wants one reviewer's sign-off for approved; a local agent handing its versions to it
+    as alice; churn:1 (a logistic regression) pushed through the notebook API and validated
+    at central. No checks on either side. ``local_token``: (user, *roles) of the central
+    token the local agent holds (default: central's own). Yields (central, local)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    no_checks = "--HandoffAgent.checks=[]"
+    (tmp / "policy.toml").write_text(
+        f'[intake]\nrevalidate = true\n[intake.senders]\nalice = "{secret}"\n'
+        "[stages.approved]\nreviewer = 1\n"
+    )
+    central = RunningAgent(
+        tmp / "central",
+        tmp / "rt-central",
+        ["--role", "central", "--policy", str(tmp / "policy.toml"), no_checks],
+    )
+    central.start()
+    local = None
+    try:
+        token = central.make_token(*local_token) if local_token else ...
+        local = RunningAgent(
+            tmp / "local",
+            tmp / "rt-local",
+            [*forwarding_args(central, secret, token=token), no_checks],
+        )
+        local.start()
+        rng = np.random.default_rng(0)
+        X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
+        y = (X["a"] > 0).astype(int)
+        push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+        path = "/api/v1/models/churn/versions/1"
+        stage = lambda: central.request("GET", path)[1].get("stage")  # noqa: E731
+        until(lambda: stage() == "validated", what="churn:1 validated at central")
+        yield central, local
+    finally:
+        if local is not None:
+            local.stop()
+        central.stop()
 
 
 def small_disk(mount: Path, size: int) -> list[str]:

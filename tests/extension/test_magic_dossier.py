@@ -8,17 +8,13 @@ import urllib.request
 import zipfile
 
 import nbformat
-import numpy as np
-import pandas as pd
 import pytest
 from nbclient import NotebookClient
-from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, forwarding_args, push_model, until
+from support import churn_at_central
 
 from handoff_agent.dossier_verify import Failed, verify
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
-NO_CHECKS = "--HandoffAgent.checks=[]"
 
 
 def _text(outputs) -> str:
@@ -36,40 +32,18 @@ def _text(outputs) -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, backend):
+    """churn:1 validated at central and approved by bob, a reviewer."""
     tmp = tmp_path_factory.mktemp("dossier-nb")
-    (tmp / "policy.toml").write_text(
-        f'[intake]\nrevalidate = true\n[intake.senders]\nalice = "{SECRET}"\n'
-        "[stages.approved]\nreviewer = 1\n"
-    )
-    central = RunningAgent(
-        tmp / "central",
-        tmp / "rt-central",
-        ["--role", "central", "--policy", str(tmp / "policy.toml"), NO_CHECKS],
-    )
-    central.start()
-    local = RunningAgent(
-        tmp / "local",
-        tmp / "rt-local",
-        [*forwarding_args(central, SECRET), NO_CHECKS],
-    )
-    local.start()
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
-    y = (X["a"] > 0).astype(int)
-    push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
-    stage = lambda: central.request("GET", "/api/v1/models/churn/versions/1")[1].get("stage")  # noqa: E731
-    until(lambda: stage() == "validated", what="churn:1 validated at central")
-    bob = central.make_token("bob", "reviewer")
-    status, body = central.request(
-        "POST",
-        "/api/v1/models/churn/versions/1/signoffs",
-        {"decision": "approve", "comment": "fine by me"},
-        token=bob,
-    )
-    assert status == 201, body
-    yield central, local, tmp
-    local.stop()
-    central.stop()
+    with churn_at_central(tmp, SECRET) as (central, local):
+        bob = central.make_token("bob", "reviewer")
+        status, body = central.request(
+            "POST",
+            "/api/v1/models/churn/versions/1/signoffs",
+            {"decision": "approve", "comment": "fine by me"},
+            token=bob,
+        )
+        assert status == 201, body
+        yield central, local, tmp
 
 
 CELLS = {

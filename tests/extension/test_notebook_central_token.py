@@ -16,15 +16,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import nbformat
-import numpy as np
-import pandas as pd
 import pytest
 from nbclient import NotebookClient
-from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, push_model, until
+from support import churn_at_central, until
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
-NO_CHECKS = "--HandoffAgent.checks=[]"
 WAITS = "waits for 1 reviewer sign-off to become approved"
 
 
@@ -33,34 +29,7 @@ def site(tmp_path_factory, backend):
     """churn:1 validated at central, waiting for a reviewer's sign-off; the local agent holds
     a central token of its own (laptop's)."""
     tmp = tmp_path_factory.mktemp("central-token-nb")
-    (tmp / "policy.toml").write_text(
-        f'[intake]\nrevalidate = true\n[intake.senders]\nalice = "{SECRET}"\n'
-        "[stages.approved]\nreviewer = 1\n"
-    )
-    central = RunningAgent(
-        tmp / "central",
-        tmp / "rt-central",
-        ["--role", "central", "--policy", str(tmp / "policy.toml"), NO_CHECKS],
-    )
-    central.start()
-    laptop = central.make_token("laptop", "analyst")
-    local = RunningAgent(
-        tmp / "local",
-        tmp / "rt-local",
-        [
-            "--forward-to", "central", "--HandoffAgent.owner_name=alice",
-            f"--CentralDestination.url={central.url}", f"--CentralDestination.secret={SECRET}",
-            f"--CentralDestination.token={laptop}",
-            "--CentralDestination.status_interval=0.2", "--HandoffAgent.forward_backoff=0.1",
-            NO_CHECKS,
-        ],
-    )  # fmt: skip
-    local.start()
-    try:
-        rng = np.random.default_rng(0)
-        X = pd.DataFrame(rng.normal(size=(200, 3)), columns=list("abc"))
-        y = (X["a"] > 0).astype(int)
-        push_model(local, LogisticRegression().fit(X, y), "churn", X=X, y=y)
+    with churn_at_central(tmp, SECRET, local_token=("laptop", "analyst")) as (central, local):
 
         def waiting():  # the local agent has the stage, and relays central's review entry
             stage = local.request("GET", "/api/v1/models/churn/versions/1")[1].get("stage")
@@ -69,9 +38,6 @@ def site(tmp_path_factory, backend):
 
         until(waiting, what="churn:1 validated, waiting for a sign-off, seen locally")
         yield central, local, tmp
-    finally:
-        local.stop()
-        central.stop()
 
 
 def _expire(central, user: str) -> str:
