@@ -7,8 +7,9 @@ import hashlib
 import http.client
 import json
 import socket
+import threading
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from handoff_agent import signing
@@ -114,29 +115,46 @@ def built_app(home: Path):
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """A real webhook receiver: each POST, its signature checked against ``WEBHOOK_SECRET``
-    (401 when it does not verify), kept in ``received``."""
+    """A real webhook receiver. Each POST is kept in ``received`` as a dict: ``headers``,
+    ``raw`` (the body's bytes), ``body`` (parsed), ``id`` (the delivery id) and ``ok``
+    (its signature is fresh and verifies against ``secret``). A module subclasses it with
+    its own ``received`` list and ``secret``, and ``answer`` for other answers;
+    ``start_receiver`` serves it."""
 
     received: list = []
+    secret = WEBHOOK_SECRET
 
     def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
         h = self.headers
+        mac = signing.signer(self.secret, h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"])
+        mac.update(raw)
         ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
-            h["X-Handoff-Signature"],
-            [_mac(h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"], body)],
+            h["X-Handoff-Signature"], [mac]
         )
-        self.received.append({"ok": ok, "body": json.loads(body), "id": h["X-Handoff-Delivery"]})
-        self.send_response(200 if ok else 401)
+        self.received.append(
+            {"ok": ok, "body": json.loads(raw), "id": h["X-Handoff-Delivery"],
+             "headers": dict(h), "raw": raw}
+        )  # fmt: skip
+        status, reply = self.answer(self.received[-1])
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(b'{"received": true}')
+        self.wfile.write(json.dumps(reply).encode())
+
+    def answer(self, got: dict) -> tuple[int, dict]:
+        """The status and JSON body for the delivery ``got``: 200, or 401 unless it verifies."""
+        return (200 if got["ok"] else 401), {"received": True}
 
     def log_message(self, *args):
         pass
 
 
-def _mac(delivery_id, stamp, body):
-    mac = signing.signer(WEBHOOK_SECRET, delivery_id, stamp)
-    mac.update(body)
-    return mac
+def start_receiver(receiver: type[Receiver] = Receiver, path: str = "/hook"):
+    """``receiver`` answering on loopback, on a thread, its ``received`` emptied (the class
+    outlives one backend's run of a module). Returns (server, its URL at ``path``); the
+    caller shuts the server down."""
+    receiver.received.clear()
+    server = HTTPServer(("127.0.0.1", 0), receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}{path}"

@@ -5,11 +5,9 @@ send it again); a forced forward sends a dead delivery again, and it arrives."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from agent_support import NO_CHECKS, assert_error
+from agent_support import NO_CHECKS, Receiver, assert_error, start_receiver
 from support import bundle_bytes, handoff_cli, until
 
 # What the receiver answers for each model's delivery: 400 is a refusal (dead), 503 a
@@ -17,25 +15,22 @@ from support import bundle_bytes, handoff_cli, until
 ANSWERS: dict[str, int] = {}
 
 
-class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        status = ANSWERS.get(body["name"], 200)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        error = {"code": "refused", "message": f"{body['name']} is not wanted here"}
-        self.wfile.write(json.dumps({"error": error} if status >= 400 else {}).encode())
+class Picky(Receiver):
+    """Answers each delivery as ``ANSWERS`` says for its model."""
 
-    def log_message(self, *args):
-        pass
+    received: list = []
+    secret = "s" * 32
+
+    def answer(self, got):
+        name = got["body"]["name"]
+        status = ANSWERS.get(name, 200)
+        error = {"code": "refused", "message": f"{name} is not wanted here"}
+        return status, ({"error": error} if status >= 400 else {})
 
 
 @pytest.fixture
 def agent(agent_factory):
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    hook = f"http://127.0.0.1:{server.server_port}/hook"
+    server, hook = start_receiver(Picky, "/hook")
     ANSWERS.clear()
     ANSWERS.update({"bad": 400, "slow": 503})
     yield agent_factory(
@@ -44,7 +39,7 @@ def agent(agent_factory):
         "webhook",
         f"--WebhookDestination.url={hook}",
         f"--WebhookDestination.allowed_urls=['{hook}']",
-        "--WebhookDestination.secret=" + "s" * 32,
+        f"--WebhookDestination.secret={Picky.secret}",
     )
     server.shutdown()
 

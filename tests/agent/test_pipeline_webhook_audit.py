@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import HTTPServer
-
 import pytest
 from agent_support import WEBHOOK_SECRET as SECRET
-from agent_support import Receiver
+from agent_support import Receiver, start_receiver
 from support import RunningAgent, bundle_bytes, until
 
 
 @pytest.fixture
 def receiver():
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    Receiver.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server, url = start_receiver(Receiver, "/hook")
+    yield url
     server.shutdown()
 
 

@@ -5,15 +5,13 @@ One real central (two reviewers for approved) and one local agent for the whole 
 from __future__ import annotations
 
 import json
-import threading
 import zipfile
-from http.server import HTTPServer
 
 import numpy as np
 import pandas as pd
 import pytest
 from agent_support import WEBHOOK_SECRET as HOOK_SECRET
-from agent_support import Receiver, assert_error
+from agent_support import Receiver, assert_error, start_receiver
 from sklearn.linear_model import LogisticRegression
 from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
 
@@ -49,10 +47,7 @@ def site(tmp_path_factory, backend):
     adam is an admin."""
     tmp = tmp_path_factory.mktemp("withdraw")
     (tmp / "policy.toml").write_text(POLICY)
-    hook = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    Hook.received.clear()  # the class outlives one backend's run of this module
-    url = f"http://127.0.0.1:{hook.server_port}/reviewers"
+    hook, url = start_receiver(Hook, "/reviewers")
     args = ["--role", "central", "--policy", str(tmp / "policy.toml"), "--forward-to", "webhook"]
     args += [f"--WebhookDestination.{k}={v}" for k, v in (("url", url), ("secret", HOOK_SECRET))]
     args.append(f"--WebhookDestination.allowed_urls={json.dumps([url])}")

@@ -10,7 +10,6 @@ import http.client
 import io
 import json
 import pickle
-import threading
 import urllib.parse
 import zipfile
 from http.server import HTTPServer
@@ -20,12 +19,11 @@ import pandas as pd
 import pytest
 import skops.io as sio
 import trust_families
-from agent_support import assert_error
+from agent_support import Receiver, assert_error, start_receiver
 from skops.io._general import NODE_TYPE_MAPPING
 from support import RunningAgent, bundle_bytes, forwarding_args, push_model, until
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
-from test_watch_alerts import Receiver
 
 from handoff_agent import trust
 
@@ -187,21 +185,22 @@ def test_a_runner_hidden_in_numpy_is_refused_even_when_the_table_trusts_it(tmp_p
 
 
 class TrustHook(Receiver):
+    """The security team's channel."""
+
     received: list = []
+    secret = "trust-webhook-secret-7Hq2Lm9Xc4Vb8N"
 
 
 def start_hooked_central(tmp_path, receiver, *args) -> tuple[RunningAgent, HTTPServer]:
     """A central whose webhook destination (the security team's channel) is ``receiver``, a
     real HTTP server answering on a thread; the caller shuts both down."""
-    hook = HTTPServer(("127.0.0.1", 0), receiver)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{hook.server_port}/security"
+    hook, url = start_receiver(receiver, "/security")
     central = start_central(
         tmp_path,
         "--forward-to",
         "webhook",
         f"--WebhookDestination.url={url}",
-        "--WebhookDestination.secret=trust-webhook-secret-7Hq2Lm9Xc4Vb8N",
+        f"--WebhookDestination.secret={receiver.secret}",
         f"--WebhookDestination.allowed_urls={json.dumps([url])}",
         *args,
     )
@@ -225,8 +224,8 @@ def test_exec_through_skops_waits_in_needs_trust_and_is_never_trusted(tmp_path):
         assert version["stages"][-1]["comment"] == ("waiting for an admin to trust: builtins.exec")
         # The webhook (the security team's channel) is told what the version names
         until(lambda: TrustHook.received, timeout=30, what="the trust notice")
-        [(_, raw)] = TrustHook.received
-        assert json.loads(raw) == {
+        [got] = TrustHook.received
+        assert json.loads(got["raw"]) == {
             "type": "trust",
             "model": "evil",
             "version": 1,

@@ -9,11 +9,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from agent_support import Receiver, start_receiver
 from support import push_model, until
 from watch_support import check, frame, push_forest, read_bytes, triggers, watch
 
@@ -23,30 +22,17 @@ from handoff_agent.watch.classify import PSI_THRESHOLD
 SECRET = "watch-webhook-secret-5Tq9Hz2Lm7"
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """The on-call webhook: each POST's headers and body, as received."""
+class OnCall(Receiver):
+    """The on-call webhook."""
 
     received: list = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
+    secret = SECRET
 
 
 @pytest.fixture
 def hooked(agent_factory):
     """A local agent whose webhook destination is a real receiver."""
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    Receiver.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/on-call"
+    server, url = start_receiver(OnCall, "/on-call")
     agent = agent_factory(
         "--forward-to",
         "webhook",
@@ -86,7 +72,7 @@ def watches(agent) -> list[dict]:
 
 
 def delivered(kind: str) -> list[tuple[dict, dict]]:
-    return [(h, json.loads(b)) for h, b in Receiver.received if json.loads(b)["type"] == kind]
+    return [(r["headers"], r["body"]) for r in OnCall.received if r["body"]["type"] == kind]
 
 
 def test_a_changed_source_alert_goes_out_as_event_audit_row_and_webhook(hooked, tmp_path):
@@ -105,7 +91,7 @@ def test_a_changed_source_alert_goes_out_as_event_audit_row_and_webhook(hooked, 
     # Then the webhook destination gets one signed delivery naming the model and the change
     until(lambda: delivered("watch.alert"), 30, "the watch alert's webhook delivery")
     [(headers, body)] = delivered("watch.alert")
-    raw = next(b for h, b in Receiver.received if h is headers)
+    raw = next(r["raw"] for r in OnCall.received if r["headers"] is headers)
     assert headers["X-Handoff-Signature"] == signing.sign(
         SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
     )

@@ -4,31 +4,22 @@ same delivery id until it is taken; a refusal for good (a 400) is not tried agai
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 from support import until
 from test_pipeline_delivery import deliver, envelope
-from test_trust import exec_payload, start_hooked_central
+from test_trust import TrustHook, exec_payload, start_hooked_central
 
 
-class Flaky(BaseHTTPRequestHandler):
-    """A receiver answering each POST with the next status of ``answers`` (200 after)."""
+class Flaky(TrustHook):
+    """The security channel answering each POST with the next status of ``answers`` (200
+    after)."""
 
     answers: list[int] = []
     received: list = []
 
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.headers["X-Handoff-Delivery"], body))
-        status = self.answers.pop(0) if self.answers else 200
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
+    def answer(self, got):
+        return (self.answers.pop(0) if self.answers else 200), {}
 
 
 @pytest.mark.parametrize(
@@ -59,8 +50,8 @@ def test_a_refused_notice_is_retried_with_its_delivery_id(tmp_path, answers, att
             what="the notice's attempts",
         )
         # and every attempt was the same notice, under one delivery id
-        ids = {delivery for delivery, _ in Flaky.received}
-        bodies = {body for _, body in Flaky.received}
+        ids = {got["id"] for got in Flaky.received}
+        bodies = {got["raw"] for got in Flaky.received}
         assert len(Flaky.received) == attempts and len(ids) == 1 and len(bodies) == 1
         assert json.loads(bodies.pop())["needs_trust"] == ["builtins.exec"]
     finally:
@@ -83,8 +74,8 @@ def test_a_notice_refused_before_a_kill_9_is_sent_again_after_the_restart(tmp_pa
         central.start()
         # Then the notice is sent again, under its delivery id, the same bytes, and taken
         until(lambda: len(Flaky.received) >= 2, timeout=60, what="the retry after the restart")
-        assert len({d for d, _ in Flaky.received}) == 1
-        assert len({b for _, b in Flaky.received}) == 1
+        assert len({got["id"] for got in Flaky.received}) == 1
+        assert len({got["raw"] for got in Flaky.received}) == 1
         until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
         assert len(Flaky.received) == 2
     finally:
@@ -107,7 +98,7 @@ def test_a_waiting_notice_is_listed_by_the_api_and_the_outbox_command(tmp_path):
         )
         (row,) = rows
         assert (row["kind"], row["destination"], row["attempts"]) == ("trust", "webhook", 1)
-        assert "503" in row["last_error"] and row["delivery_id"] == Flaky.received[0][0]
+        assert "503" in row["last_error"] and row["delivery_id"] == Flaky.received[0]["id"]
         assert "body" not in row
         p = central.cli("outbox", "--agent", "central")
         assert p.returncode == 0, p.stdout + p.stderr
