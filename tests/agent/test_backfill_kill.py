@@ -18,7 +18,9 @@ from support import RunningAgent, until
 
 from handoff_agent.monitor.backfill import SEGMENT_ROWS
 
-SEGMENTS = 20
+# Enough segments that the import is still storing them (six to go) when the test kills it
+# after the second; each costs seconds in the three imports and the two exports of the log.
+SEGMENTS = 8
 
 
 @pytest.fixture
