@@ -217,7 +217,7 @@ def test_a_check_that_hangs_or_raises_does_not_hold_up_the_others(agent_factory,
         "--HandoffAgent.workers=2",
         # Enough for a cold worker's imports (the first message's wait includes them) and
         # the quick checks; the hanging one is stopped after it, so the test waits it out.
-        "--HandoffAgent.check_timeout=15",
+        "--HandoffAgent.check_timeout=20",
         "--HandoffAgent.forward_to=[]",
         # no time budget: on a loaded machine explainability would be skipped for time
         '--GatePolicy.thresholds={"explainability": {"seconds": 0}}',
