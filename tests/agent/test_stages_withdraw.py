@@ -5,7 +5,9 @@ One real central (two reviewers for approved) and one local agent for the whole 
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
+from http.server import HTTPServer
 
 import numpy as np
 import pandas as pd
