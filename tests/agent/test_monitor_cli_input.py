@@ -191,3 +191,51 @@ def test_a_log_without_inputs_or_rows_is_refused_and_monitoring_goes_on(tmp_path
     assert out.returncode == 0, out.stderr
     first = json.loads(out.stdout)["windows"][0]
     assert first["metrics"]["traffic"]["requests"] == 30, first
+
+
+def test_a_log_the_stores_cannot_hold_or_labels_that_score_wrong_are_refused(tmp_path):
+    """A status or version that is text failed the import with Arrow's traceback; a request
+    id given twice joined each label to another row's prediction, and "yes" labels for a
+    0/1 model (the feedback route's 400) scored every prediction wrong: each is one line,
+    exit 2, and nothing is imported. Labels a request of several rows sends as a list
+    (an array in Parquet) import."""
+    env, home = _home(tmp_path)
+    rows = 40
+    log = pd.DataFrame({"x": np.arange(rows, dtype=float), "prediction": [0, 1] * (rows // 2)})
+    log["time"] = 1_767_225_600 + np.arange(rows) * 60.0
+    log["label"] = [1, 0] * (rows // 2)
+    cases = [
+        ({"status": ["weird"] * rows}, "The column status holds 'weird' (row 0), not an HTTP"),
+        ({"version": ["2"] + ["v2"] * (rows - 1)}, "The column version holds 'v2' (row 1)"),
+        ({"latency_ms": [1.0, -5.0] * (rows // 2)}, "The column latency_ms holds -5.0 (row 1)"),
+        (
+            {"request_id": [f"r{i % 30}" for i in range(rows)]},
+            "The column request_id holds 'r0' more than once (rows 0 and 30).",
+        ),
+        (
+            {"label": ["no", "yes"] * (rows // 2)},
+            "The label of row 0 is 'no', but the model predicts numbers (it predicted 0).",
+        ),
+        (
+            {"label": [1.0, np.inf] * (rows // 2)},
+            "The label of row 1 is inf: a label is a number, a text of at most 256",
+        ),
+    ]
+    for i, (columns, said) in enumerate(cases):
+        path = tmp_path / f"bad{i}.parquet"
+        log.assign(**columns).to_parquet(path)
+        out = handoff_cli(env, "monitor", "import", "churn", str(path), "--home", home)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stderr.splitlines()[0].startswith(said), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 2 and "Traceback" not in out.stderr
+    listed = log.assign(label=[[1, 0]] * rows)
+    listed.to_parquet(tmp_path / "lists.parquet")
+    lists = str(tmp_path / "lists.parquet")
+    out = handoff_cli(env, "monitor", "import", "churn", lists, "--home", home)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["labels"] == rows
+    store = MetadataStore.for_home(tmp_path / "central")
+    try:
+        assert sum(s["rows"] for s in store.segments_of("churn")) == rows  # the last one only
+    finally:
+        store.close()

@@ -48,7 +48,7 @@ def _epoch(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values).to_numpy(dtype=float)
 
 
-def _times(values: pd.Series, column: str) -> np.ndarray:
+def _times(values: pd.Series, column: str, what: str) -> np.ndarray:
     """Epoch seconds of ``column``, each a time monitoring can place in a window."""
     try:
         out = _epoch(values)
@@ -61,7 +61,7 @@ def _times(values: pd.Series, column: str) -> np.ndarray:
     where = "" if out is None else f" (row {wrong[0]}: {values.iloc[wrong[0]]})"
     raise BadRequest(
         f"The column {column} holds a value that is not a time {span_text()}{where}.",
-        "Give timestamps, or epoch seconds, of when each prediction was served.",
+        f"Give timestamps, or epoch seconds, of when {what}.",
     )
 
 
@@ -92,6 +92,84 @@ def _probabilities(frame: pd.DataFrame) -> None:
             "score is P(positive) of a binary classifier, e.g. predict_proba(X)[:, 1]; leave "
             "the column out if the model gives none.",
         )
+
+
+# The optional columns the log's fixed schema types as numbers: what each holds, from, to
+# (nulls stay: the server writes them too, for a request it did not finish).
+_NUMBERS = {
+    "version": ("a whole number", 0, 2**53),
+    "status": ("an HTTP status", 100, 599),
+    "latency_ms": ("milliseconds", 0, None),
+}
+
+
+def _numbers(frame: pd.DataFrame) -> None:
+    """version, status and latency_ms as the log's schema holds them: text there ("weird"
+    as a status) failed the import with Arrow's traceback."""
+    for column, (what, low, high) in _NUMBERS.items():
+        if column not in frame:
+            continue
+        values = frame[column]
+        try:
+            s = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):  # cells that are lists
+            s = np.full(len(values), np.nan)
+        ok = np.isfinite(s) & (s >= low) & (s <= (np.inf if high is None else high))
+        if high is not None:  # whole numbers
+            ok &= s == np.round(s)
+        wrong = np.flatnonzero(~ok & values.notna().to_numpy())
+        if len(wrong):
+            i = int(wrong[0])
+            upto = f" to {high}" if high is not None and high < 1000 else ""
+            raise BadRequest(
+                f"The column {column} holds {_plain(values.iloc[i])!r} (row {i}), not {what} "
+                f"from {low:g}{upto}.",
+                f"Give {column} as numbers, or leave the column out.",
+            )
+
+
+def _request_ids(frame: pd.DataFrame) -> None:
+    """One prediction each: labels, imported or sent later, are joined to predictions by
+    request id, so a repeated one scored each label against another row's prediction."""
+    if "request_id" not in frame:
+        return
+    ids = frame["request_id"].astype(str)
+    repeated = np.flatnonzero(ids.duplicated(keep=False).to_numpy())
+    if len(repeated):
+        first = int(repeated[0])
+        again = int(np.flatnonzero((ids == ids.iloc[first]).to_numpy())[1])
+        raise BadRequest(
+            f"The column request_id holds {ids.iloc[first]!r} more than once (rows {first} "
+            f"and {again}).",
+            "Give each prediction its own request_id (labels are joined to predictions by "
+            "it), or leave the column out and the import names them.",
+        )
+
+
+def _label(value):
+    """A label as the feedback route takes it: Python scalars, a list for a request of rows."""
+    if isinstance(value, np.ndarray):
+        return [_label(v) for v in value.tolist()]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _labels(lab: pd.DataFrame, ids_given: bool) -> list[tuple[str, object]]:
+    """The labelled rows' (request id, label), under the feedback route's rule
+    (serving.labels): "yes" for a 0/1 model scored every prediction wrong. ``ids_given``:
+    the file has request ids; else a refusal names the row (the ids were made here)."""
+    from ..serving.labels import problem
+
+    pairs = [(str(r), _label(v)) for r, v in zip(lab["request_id"], lab["label"], strict=True)]
+    predicted = {r: _label(p) for (r, _), p in zip(pairs, lab["prediction"], strict=True)}
+    if why := problem(pairs, lambda r: [predicted[r]]):
+        rid = next(r for r, _ in pairs if f"request {r!r}" in why)
+        row = lab.index[[r for r, _ in pairs].index(rid)]
+        where = f"request_id {rid!r}" if ids_given else f"row {row}"
+        raise BadRequest(
+            why.replace(f"request {rid!r}", where, 1),
+            "Give labels as the model predicts them (e.g. 0/1, not 'no'/'yes').",
+        )
+    return pairs
 
 
 def import_reference(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dict:
@@ -242,12 +320,17 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
     if not len(frame):
         raise BadRequest("The prediction log holds no rows.", "Nothing was imported.")
     _probabilities(frame)
+    _numbers(frame)
+    _request_ids(frame)
     frame = frame.copy()
-    frame["_t"] = _times(frame["time"], "time")
+    frame["_t"] = _times(frame["time"], "time", "each prediction was served")
     if "label" in frame and "label_time" in frame:  # checked before a segment is written
         labelled = frame["label"].notna()
-        frame.loc[labelled, "_arrived"] = _times(frame.loc[labelled, "label_time"], "label_time")
-    if "request_id" not in frame:  # named by the file's content: a rerun names them alike
+        frame.loc[labelled, "_arrived"] = _times(
+            frame.loc[labelled, "label_time"], "label_time", "each label arrived"
+        )
+    ids_given = "request_id" in frame
+    if not ids_given:  # named by the file's content: a rerun names them alike
         try:
             content = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
             tag = hashlib.sha256(content).hexdigest()[:12]
@@ -255,6 +338,12 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             tag = uuid.uuid4().hex[:12]
         frame["request_id"] = [f"import-{tag}-{i}" for i in range(len(frame))]
     frame = frame.sort_values("_t", kind="stable")
+    triples = []  # refused before a segment is written
+    if "label" in frame:
+        lab = frame[frame["label"].notna()]
+        arrived = (lab["_arrived"] if "_arrived" in lab else lab["_t"]).to_numpy()
+        pairs = _labels(lab, ids_given)
+        triples = [(r, v, iso(a)) for (r, v), a in zip(pairs, arrived, strict=True)]
     # Every segment's blob first; then the segments, the labels and the audit row in one
     # transaction: an import killed or failed midway adds nothing (orphan blobs at most,
     # which fsck notes), so running it again counts each prediction once.
@@ -266,15 +355,6 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
         segments.append(
             (digest, len(part), len(data), float(part["_t"].min()), float(part["_t"].max()))
         )
-    triples = []
-    if "label" in frame:
-        lab = frame[frame["label"].notna()]
-        arrived = (lab["_arrived"] if "_arrived" in lab else lab["_t"]).to_numpy()
-        values = lab["label"].astype(object).tolist()
-        triples = [
-            (str(r), _plain(v) if isinstance(v, np.generic) else v, iso(a))
-            for r, v, a in zip(lab["request_id"], values, arrived, strict=True)
-        ]
     with registry.transaction():
         # A segment already in the log (the same file imported again, its run done but not
         # seen to finish) holds the same records: added once.
