@@ -45,6 +45,35 @@ def _home(config) -> Path:
     return central_home() if central else default_home()
 
 
+def _running_on(config) -> dict | None:
+    """The runtime file of the agent of this command's role running on its home, if any."""
+    running = runtime.read("central" if config.HandoffAgent.get("role") == "central" else "local")
+    home = _home(config)
+    if running and running.get("home") and Path(running["home"]).resolve() == home.resolve():
+        return running
+    return None
+
+
+def _not_the_running_stores(config, key: str, option: str, ours: str) -> None:
+    """A command given no ``option`` reads the home's own store (``ours``: its URL's start);
+    the agent running on that home may keep it elsewhere (PostgreSQL, S3): then the home's
+    files are not its stores, and the command would read an empty registry ("No registry"),
+    write a token central never sees, or call every blob missing. One line naming the
+    option (exit 2); the runtime file holds the URL with its password redacted."""
+    running = _running_on(config)
+    where = str((running or {}).get(key) or "")
+    if where and not where.startswith(ours):
+        role = running.get("role") or "local"
+        what = "metadata" if key == "database" else "blobs"
+        print(
+            f"The {role} agent running on {running['home']} (pid {running.get('pid')}) keeps "
+            f"its {what} in {where}, not in its home: pass {option}, the URL it was started "
+            "with.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _blob_store(config):
     """The blob store the agent with this configuration uses (same traits, same defaults)."""
     from .agent import HandoffAgent
@@ -52,6 +81,8 @@ def _blob_store(config):
 
     traits = HandoffAgent.class_traits()
     given = config.HandoffAgent
+    if not given.get("blob_url"):
+        _not_the_running_stores(config, "blobs", "--blob-url", "file://")
     endpoint = given.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL", "")
     threshold = given.get("s3_multipart_threshold", traits["s3_multipart_threshold"].default())
     return open_blob_store(given.get("blob_url", ""), _home(config), endpoint, threshold)
@@ -64,6 +95,8 @@ def _database_url(config) -> str:
 
     url = config.HandoffAgent.get("database_url") or os.environ.get("HANDOFF_DATABASE_URL")
     home = _home(config)
+    if not url:
+        _not_the_running_stores(config, "database", "--database-url", "sqlite:")
     if not url and not (home / "registry.db").exists():
         raise SystemExit(f"No registry at {home}. Pass --home, or start the agent once.")
     return existing(url) if url else ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from backends import PASSWORD
-from support import RunningAgent
+from support import RunningAgent, handoff_cli
 from test_pipeline_central import POLICY
 from test_pipeline_delivery import deliver, envelope
 
@@ -140,3 +140,27 @@ def test_the_database_password_is_never_shown(agent, backend):
     # It came in HANDOFF_DATABASE_URL, which the agent dropped: not in ps, not in /proc.
     for what in ("cmdline", "environ"):
         assert PASSWORD.encode() not in Path(f"/proc/{a.proc.pid}/{what}").read_bytes()
+
+
+def test_a_command_given_no_database_url_says_the_running_central_keeps_it_elsewhere(replicas):
+    """Central on PostgreSQL (and S3) keeps nothing of its metadata in its home: a command
+    given no --database-url said "No registry at HOME … start the agent once" while it ran,
+    and given no --blob-url fsck called every S3 blob missing. It names the option (exit 2)."""
+    a, _ = replicas
+    env = {k: v for k, v in a.env.items() if k != "HANDOFF_DATABASE_URL"}
+
+    out = handoff_cli(
+        env, "token", "create", "--user", "eve", "--role", "analyst", "--agent-role", "central"
+    )
+
+    assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        f"The central agent running on {a.home} (pid {a.proc.pid}) keeps its metadata in "
+        f"{a.database_url.replace(PASSWORD, '***')}, not in its home: pass --database-url, "
+        "the URL it was started with."
+    )
+    if "--blob-url" in a.args:  # S3
+        out = handoff_cli(a.env, "fsck", "--agent-role", "central")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "keeps its blobs in s3://" in out.stderr and "pass --blob-url" in out.stderr
+        assert "MISSING" not in out.stdout
