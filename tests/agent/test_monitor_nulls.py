@@ -80,6 +80,12 @@ def test_a_feature_the_pipeline_stops_filling_fires_a_drift_alert_and_clears(sto
     assert sorted(broken_day["drifted"]) == ["cat", "x1"]
     assert broken_day["features"]["x1"]["missing_share"] == 1.0
     assert broken_day["features"]["x2"]["missing_share"] == 0.0
+    # the alert says why each drifted: the values it lost, not a PSI that reads as no reason
+    (fired,) = [a for a in registry.alerts_of("churn") if a["kind"] == "drift"]
+    assert (
+        ": x1 (100% missing, reference 0%), cat (100% missing, reference 0%), 2 of 3"
+        in (fired["message"])
+    ), fired["message"]
 
 
 def test_classes_logged_as_floats_are_the_references_classes(stores):

@@ -490,6 +490,12 @@ def _drift_detail(row: dict, alert: str) -> str:
             said.append(f"{f['unseen_share']:.0%} unseen values")
         if f.get("missing"):
             said.append("missing from the log")
+        elif (f.get("missing_share") or 0) > (f.get("reference_missing_share") or 0):
+            # drifted by its missing values, whatever its PSI (a low one read as no reason)
+            said.append(
+                f"{f['missing_share']:.0%} missing, reference "
+                f"{f.get('reference_missing_share') or 0:.0%}"
+            )
         return f"{name} ({', '.join(said)})" if said else name
 
     shown = ", ".join(one(n) for n in names[:5]) + (" …" if len(names) > 5 else "")
