@@ -179,7 +179,10 @@ class MonitorApp(Command):
             import os
 
             base = (self.url or info["url"]).rstrip("/")
-            token = os.environ.get("HANDOFF_TOKEN", "") if self.url else info["token"]
+            # HANDOFF_TOKEN, when set, speaks for whoever runs it, as for every command that
+            # asks an agent (it sent the runtime file's, the owner's, whatever the user's role)
+            token = os.environ.get("HANDOFF_TOKEN", "") if self.url else ""
+            token = token or os.environ.get("HANDOFF_TOKEN") or info["token"]
             req = urllib.request.Request(
                 f"{base}/api/v1/models/{name}/monitor/run",
                 data=json.dumps({"now": now}).encode(),

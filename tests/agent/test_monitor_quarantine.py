@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 from s3_support import agent_blobs, corrupt_blob, tamper_blob
-from support import RunningAgent
+from support import RunningAgent, handoff_cli
 
 QUARANTINED = "prediction-log segment"
 
@@ -74,6 +74,12 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         )
         assert sorted(json.loads(a["payload"])["digest"] for a in audit) == sorted([rotten, torn])
         assert {a["subject"] for a in audit} == {"churn"}
+
+        # A run asked with someone's own token (HANDOFF_TOKEN) is theirs: an analyst may not
+        analyst = central.make_token("ana", "analyst")
+        p = handoff_cli({**central.env, "HANDOFF_TOKEN": analyst}, "monitor", "run", "churn")
+        assert p.returncode == 1 and p.stdout == "", p.stdout + p.stderr
+        assert p.stderr.startswith("ana (analyst) may not "), p.stderr
 
         # When more predictions arrive and the monitor runs again
         log = pd.DataFrame({"a": [0.5] * 30, "prediction": [1] * 30})
