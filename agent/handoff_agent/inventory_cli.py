@@ -31,6 +31,21 @@ class Unreachable(Exception):
     pass
 
 
+def env_token() -> str:
+    """HANDOFF_TOKEN, "" when unset. A token is printable ASCII without spaces: a line break
+    or a pasted character in it failed the request with a traceback that printed the token.
+    One line (a usage mistake, exit 2) that shows none of it."""
+    token = os.environ.get("HANDOFF_TOKEN", "")
+    if token and not all("!" <= c <= "~" for c in token):
+        complain(
+            "HANDOFF_TOKEN holds a character no token has (a space, a line break or a "
+            "non-ASCII one): set it to the token alone, e.g. "
+            "export HANDOFF_TOKEN=\"$(tr -d '[:space:]' < token.txt)\"."
+        )
+        raise SystemExit(2)
+    return token
+
+
 def _checked_url(url: str) -> str:
     """``url`` when it is an agent's http(s) URL; else one line that says what is wrong."""
     try:
@@ -46,7 +61,7 @@ def _checked_url(url: str) -> str:
 def _target(role: str, url: str) -> tuple[str, str]:
     if url:
         url = _checked_url(url)
-        token = os.environ.get("HANDOFF_TOKEN", "")
+        token = env_token()
         if not token:
             raise Unreachable(
                 f"No token for {url}: set HANDOFF_TOKEN to one of that agent's tokens "
@@ -67,7 +82,7 @@ def _target(role: str, url: str) -> tuple[str, str]:
         )
     # HANDOFF_TOKEN, when set, speaks for whoever runs the command (a reviewer signs off as
     # themselves); else the runtime file's token, the agent owner's
-    return info["url"], os.environ.get("HANDOFF_TOKEN") or info["token"]
+    return info["url"], env_token() or info["token"]
 
 
 def _request(

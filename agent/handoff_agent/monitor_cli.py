@@ -176,13 +176,12 @@ class MonitorApp(Command):
 
         info = None if self.url else runtime.read("central")
         if self.url or (info and runtime.healthy(info["url"])):
-            import os
+            from .inventory_cli import env_token
 
             base = (self.url or info["url"]).rstrip("/")
             # HANDOFF_TOKEN, when set, speaks for whoever runs it, as for every command that
             # asks an agent (it sent the runtime file's, the owner's, whatever the user's role)
-            token = os.environ.get("HANDOFF_TOKEN", "") if self.url else ""
-            token = token or os.environ.get("HANDOFF_TOKEN") or info["token"]
+            token = env_token() or ("" if self.url else info["token"])
             req = urllib.request.Request(
                 f"{base}/api/v1/models/{name}/monitor/run",
                 data=json.dumps({"now": now}).encode(),

@@ -346,6 +346,26 @@ def test_a_refusal_in_a_shell_names_the_command_that_helps_not_a_route(site):
     ]
 
 
+def test_a_token_with_a_line_break_or_a_pasted_character_is_one_line_that_hides_it(site):
+    """HANDOFF_TOKEN read from a file with its line break, or with a character pasted in,
+    failed every command that asks an agent with a traceback printing the token. One line
+    (exit 2), the token nowhere in it; the running agent and --url alike."""
+    central = site["central"]
+    real = central.token
+    bad_tokens = (real + "\n", real + "\r", "€" + real, real[:10] + " " + real[10:])
+    commands = (
+        ("reviews",),
+        ("inventory",),
+        ("monitor", "run", "churn"),
+        ("deployment", "churn", "--url", central.url),
+    )
+    for bad, args in zip(bad_tokens, commands, strict=True):
+        out = handoff_cli({**central.env, "HANDOFF_TOKEN": bad}, *args)
+        assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+        assert out.stderr.startswith("HANDOFF_TOKEN holds a character no token has"), out.stderr
+        assert real[:10] not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def signed(site):
     """churn:1's dossier as `jupyter handoff dossier` saves it, and central's public key."""
