@@ -303,6 +303,9 @@ def _initial_types(meta: dict) -> list:
     return [(c, kinds[meta["kinds"][c]]([None, 1])) for c in meta["columns"]]
 
 
+GRAPH_NAME = "handoff"  # the same model converts to the same bytes, so to the same blob
+
+
 def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
     """The model as ONNX bytes with its feeding described in the metadata, or Refused."""
     import numpy as np
@@ -319,6 +322,9 @@ def to_onnx(model, X, task: str | None) -> tuple[bytes, dict]:
                 initial_types=_initial_types(meta),
                 options=options,
                 target_opset=TARGET_OPSET,
+                # skl2onnx names the graph with a random uuid: each validation of one model
+                # stored another blob, and the one it replaced stayed behind as an orphan
+                name=GRAPH_NAME,
             )
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:300]
