@@ -18,6 +18,7 @@ _MODELS = re.compile(r"List models with GET /api/v1/models\.")
 _VERSIONS = re.compile(rf"List its versions with GET /api/v1/models/({_NAME})/versions\.")
 _VALIDATION = re.compile(rf"GET /api/v1/models/({_NAME})/versions/\d+ \(validation\)")
 _RERUN = re.compile(rf"POST (/api/v1/models/{_NAME}/versions/\d+/validation)")
+_DEPLOYMENT = re.compile(r"GET /api/v1/models/([\w.\-]+)/deployment")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ def _load_test(hint: str, asked: Asked) -> str:
     return _RERUN.sub(r"POST \1 on central's HTTP API", hint)
 
 
+def _deployment(hint: str, asked: Asked) -> str:
+    """A sign-off refused by the guardrails (bake, shadow): where to watch the canary."""
+    where = f" --url {asked.url}" if asked.url else ""
+    return _DEPLOYMENT.sub(lambda m: f"`jupyter handoff deployment {m[1]}{where}`", hint)
+
+
 _BUSY = (
     "Run the command again in a few seconds. If it persists, check what else holds the "
     "database (`jupyter handoff status`)."
@@ -84,6 +91,8 @@ CLI_HINTS: dict[str, Callable[[str, Asked], str]] = {
     "not_found": _not_found,
     "load_test_failed": _load_test,
     "load_test_pending": _load_test,
+    "bake_not_clean": _deployment,
+    "shadow_not_passed": _deployment,
     "database_busy": lambda hint, asked: _BUSY,
     "not_central": lambda hint, asked: _NOT_CENTRAL,
     "report_pending": lambda hint, asked: _REPORT_PENDING,

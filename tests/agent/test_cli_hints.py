@@ -43,6 +43,15 @@ LOAD_TEST = (
          "/api/v1/models/churn/versions/2 (validation).", Asked("central"),
          'The policy waits for it ([deploy.loadtest] block_on = "not_passed"); watch '
          "`jupyter handoff deployment churn` (validations)."),
+        # a sign-off the guardrails refuse: the canary is watched with `deployment`
+        ("bake_not_clean", "Wait until GET /api/v1/models/NAME/deployment shows the canary "
+         "ready to promote, or set [deploy] promote_after_bake = false.", Asked("central"),
+         "Wait until `jupyter handoff deployment NAME` shows the canary ready to promote, or "
+         "set [deploy] promote_after_bake = false."),
+        ("shadow_not_passed", "Send traffic and wait until GET /api/v1/models/NAME/deployment "
+         "shows the shadow passed, or set [deploy] shadow_gate = false.", Asked("central", URL),
+         f"Send traffic and wait until `jupyter handoff deployment NAME --url {URL}` shows the "
+         "shadow passed, or set [deploy] shadow_gate = false."),
         ("report_pending",
          "Reports are written when every check has finished; watch /api/v1/events.", Asked(),
          "Reports are written when every check has finished: run the command again then."),
