@@ -567,9 +567,10 @@ class HandoffAgent(LoggingConfigurable):
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
-            self.stages.notify = self._keep_review  # a withdrawal's notice commits with it
+            # A review or trust notice commits with the change that makes a version wait.
+            self.stages.notify = self._keep_notice
+            self.deployments.owed = self.stages.owed
             self.events.watchers.append(self._review_requested)
-        self._reviews_noticed: dict[tuple, None] = {}  # the last notices sent, oldest first
         self._tasks: set[asyncio.Task] = set()  # notices under way (a task needs a reference)
         from .monitor.service import MonitorService
 
@@ -1096,48 +1097,17 @@ class HandoffAgent(LoggingConfigurable):
         return out
 
     def _review_requested(self, event: dict) -> None:
-        """A version entered a stage whose next one names sign-offs, or waits for an admin
-        to trust types, or a sign-off of it was withdrawn (it needs one again): tell the
-        webhooks (chat, ticketing), from the replica that moved it."""
-        if event["type"] != "stage" or not event.get("version") or not self._webhooks():
-            return
-        if event.get("withdrawn"):  # kept in the withdrawal's transaction: send it now
+        """A stage changed here: a review or trust notice it owed was kept in its transaction
+        (``_keep_notice``); the notices loop sends it now, not at its next poll."""
+        if event["type"] == "stage" and self._webhooks():
             self.notices.wake()
-            return
-        model, number = event["model"], event["version"]
-        url = f"{self.url}/api/v1/models/{model}/versions/{number}"
-        if event.get("stage") == "needs_trust":
-            notice = {"model": model, "version": number, "needs_trust": event.get("needs_trust")}
-            work = self.notices.send("trust", {**notice, "url": url})
-        else:
-            work = self._notify_review(model, number, url)
-        try:
-            task = asyncio.get_running_loop().create_task(work)
-        except RuntimeError:  # no loop: a stage set outside the server
-            work.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    def _keep_review(self, entry: dict) -> None:
-        """In a withdrawal's transaction: its review notice (the version waits again for
-        what it had, its stage unchanged, saying whose sign-off went), kept for the sender."""
-        url = f"{self.url}/api/v1/models/{entry['model']}/versions/{entry['version']}"
-        self.notices.keep("review", {**entry, "url": url})
-
-    async def _notify_review(self, model: str, number: int, url: str) -> None:
-        try:
-            entry = await self.read(self.stages.review_of, model, number)
-            # A stage can be announced twice (the verdict, then the slot): notice it once.
-            key = entry and (model, number, entry["stage"], entry["since"])
-            if entry is None or key in self._reviews_noticed:
-                return
-            self._reviews_noticed[key] = None
-            while len(self._reviews_noticed) > 1000:
-                del self._reviews_noticed[next(iter(self._reviews_noticed))]
-            await self.notices.send("review", {**entry, "url": url})
-        except Exception:  # a notice: the queue (GET /api/v1/reviews) still shows it
-            log.exception("the review notice for %s:%s failed", model, number)
+    def _keep_notice(self, kind: str, event: dict) -> None:
+        """In the transaction of the change that owes it (a version now waits for sign-offs,
+        for trust, or again after a withdrawal): its notice for the webhooks (chat,
+        ticketing), with where to look; nothing without a webhook."""
+        url = f"{self.url}/api/v1/models/{event['model']}/versions/{event['version']}"
+        self.notices.keep(kind, {**event, "url": url})
 
     async def _monitor_loop(self) -> None:
         while True:

@@ -25,9 +25,10 @@ class StageManager:
         # Called before a version moves forward, inside the transaction; each may refuse
         # with a HandoffError (the load test's gate): guard(version_row, stage, subject).
         self.guards: list = []
-        # Called inside a withdrawal's transaction with the version's review entry (and the
-        # sign-off withdrawn): its webhook review notice commits with it, never lost to a
-        # crash after the commit. notify(entry).
+        # Called inside the transaction of a change that leaves a version waiting for people
+        # (a stage whose next one names sign-offs, needs_trust, a withdrawn sign-off), with
+        # the notice it owes: notify(kind, event), "review" (its queue entry) or "trust". The
+        # webhook notice commits with the change, never lost to a crash after the commit.
         self.notify = None
 
     def enter(
@@ -39,6 +40,23 @@ class StageManager:
             self.store.stage_set(version_id, stage, by, comment, subject, expected=expected)
             if self.on_stage is not None:
                 self.on_stage(subject, version_id, None, stage, by)
+            self.owed(version_id, stage, subject)
+
+    def owed(self, version_id: int, stage: str, subject: str) -> None:
+        """Inside the transaction that just set ``stage``: the notice owed when it leaves the
+        version waiting for people (an admin's trust, or sign-offs for its next stage). Only
+        the change that makes it wait writes it, so a stage announced twice (the verdict,
+        then the slot) is noticed once, on any replica and across restarts."""
+        if self.notify is None:
+            return
+        name, _, raw = subject.rpartition(":")
+        if stage == "needs_trust":
+            types = self.store.trust_waits_of(version_id)
+            self.notify("trust", {"model": name, "version": int(raw), "needs_trust": types})
+            return
+        entry = self.review_of(name, int(raw))  # as the queue shows it, in this transaction
+        if entry is not None:
+            self.notify("review", entry)
 
     def signoffs(self, version_id: int, stage: str | None = None) -> list[dict]:
         return self.store.signoffs_of(version_id, stage)
@@ -139,7 +157,7 @@ class StageManager:
                 withdrawn = {k: mine[k] for k in ("stage", "role", "user", "decision")}
                 entry = self.review_of(name, number)  # as the queue shows it now
                 if entry is not None and self.notify is not None:
-                    self.notify({**entry, "withdrawn": withdrawn})
+                    self.notify("review", {**entry, "withdrawn": withdrawn})
                 return {"stage": v["stage"], "waiting_for": target, "withdrawn": withdrawn}
             if mine is None and to is None:  # signed for a stage it has since left or ended?
                 mine = self._own(v["id"], v["stage"], who["user"]) or next(
@@ -351,6 +369,7 @@ class StageManager:
         self.store.stage_set(v["id"], stage, by, comment, subject, v["stage"], needed)
         if self.on_stage is not None:
             self.on_stage(subject, v["id"], v["stage"], stage, by)
+        self.owed(v["id"], stage, subject)
 
     def _archive_previous(self, name: str, number: int, stage: str, by: str) -> None:
         if stage != "production":
@@ -359,6 +378,7 @@ class StageManager:
             self.store.stage_set(
                 vid, "archived", by, f"replaced by version {number}", f"{name}:{n}", "production"
             )
+            self.owed(vid, "archived", f"{name}:{n}")
 
     def history(self, version_id: int) -> list[dict]:
         return self.store.stage_history(version_id)

@@ -4,9 +4,10 @@ id kept across attempts so a receiver can drop a repeat. Each notice is a row in
 store (``store/notices.py``) from before its first attempt: one refused for now (5xx, 429, a
 connection error) is tried again after each delay of ``retry_delays`` (or the Retry-After
 asked, if longer), by this agent or, after a restart or on another replica, whoever claims it
-when due; then it is given up with one log line. A notice a state change owes (a withdrawn
-sign-off's review notice) is ``keep``-ed in that change's transaction instead, so a crash
-right after the commit cannot lose it: the loop sends it, woken at once by ``wake``."""
+when due; then it is given up with one log line. A notice a state change owes (a review or
+trust notice: a version now waits for people) is ``keep``-ed in that change's transaction
+instead, so a crash right after the commit cannot lose it: the loop sends it, woken at once
+by ``wake``."""
 
 from __future__ import annotations
 

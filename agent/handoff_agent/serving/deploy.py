@@ -40,6 +40,10 @@ class DeploymentService:
         # The guardrails' live reading of a model's slots (serving.canary_guard.Guardrails.judge):
         # every replica's stats, the canary's decision, the shadow's report. Set by agent.py.
         self.judge = None
+        # The StageManager's ``owed`` (set by agent.py): called inside the transaction of each
+        # stage set here, so one that leaves a version waiting for sign-offs commits its
+        # review notice with it, as the StageManager's own changes do.
+        self.owed = None
 
     @property
     def settings(self):
@@ -193,16 +197,22 @@ class DeploymentService:
                 else f"To take it out of service: `jupyter handoff stage {subject} archived`.",
                 code="nothing_to_roll_back",
             )
-        self.store.stage_set(
+        self._stage_set(
             prev["version_id"],
             "production",
             by,
             f"rollback of {subject}",
             f"{model}:{prev['number']}",
-            expected="archived",
+            "archived",
         )
         self.store.slot_set(model, "production", prev["version_id"], prev["number"], 100.0, by)
         self.store.slot_clear(model, "previous", by, "back in production")
+
+    def _stage_set(self, version_id: int, stage: str, by: str, why: str, subject: str, was: str):
+        """Move a version from stage ``was``, in the caller's transaction, with what it owes."""
+        self.store.stage_set(version_id, stage, by, why, subject, expected=was)
+        if self.owed is not None:
+            self.owed(version_id, stage, subject)
 
     def adopt_unslotted(self, by: str = "upgrade") -> list[str]:
         """Give versions left in production or canary with no slot (a home from before the
@@ -217,7 +227,7 @@ class DeploymentService:
             for v in self.store.displaced_canaries():  # never offered for production unbaked
                 subject = f"{v['model']}:{v['number']}"
                 why = "displaced by a later canary: it served no traffic and never baked"
-                self.store.stage_set(v["version_id"], "archived", by, why, subject, "canary")
+                self._stage_set(v["version_id"], "archived", by, why, subject, "canary")
                 placed.append(f"{subject} (archived: {why})")
         return placed
 
@@ -247,9 +257,7 @@ class DeploymentService:
             if outright and "production" not in slots:
                 raise self._no_production(model, slots)
             subject = f"{model}:{canary['number']}"
-            self.store.stage_set(
-                canary["version_id"], "rollback", by, reason, subject, expected="canary"
-            )
+            self._stage_set(canary["version_id"], "rollback", by, reason, subject, "canary")
             self.store.slot_clear(model, "canary", by, reason)
             return int(canary["number"])
 

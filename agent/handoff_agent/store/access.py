@@ -198,6 +198,12 @@ class AccessStore(StoreBase):
         with self._read() as c:
             return [{**as_dict(r), "types": json.loads(r.types)} for r in c.execute(q)]
 
+    def trust_waits_of(self, version_id: int) -> list[str] | None:
+        """The types the version waits on an admin to trust; None when it waits for none."""
+        with self._read() as c:
+            raw = c.execute(select(V.needs_trust).where(V.id == version_id)).scalar()
+        return json.loads(raw) if raw else None
+
     def trust_release(self, version_id: int) -> bool:
         """The version no longer waits. False when another process released it first."""
         with self._tx() as c:
