@@ -191,7 +191,9 @@ class TrustHook(Receiver):
     secret = "trust-webhook-secret-7Hq2Lm9Xc4Vb8N"
 
 
-def start_hooked_central(tmp_path, receiver, *args) -> tuple[RunningAgent, HTTPServer]:
+def start_hooked_central(
+    tmp_path, receiver, *args, policy=POLICY
+) -> tuple[RunningAgent, HTTPServer]:
     """A central whose webhook destination (the security team's channel) is ``receiver``, a
     real HTTP server answering on a thread; the caller shuts both down."""
     hook, url = start_receiver(receiver, "/security")
@@ -203,6 +205,7 @@ def start_hooked_central(tmp_path, receiver, *args) -> tuple[RunningAgent, HTTPS
         f"--WebhookDestination.secret={receiver.secret}",
         f"--WebhookDestination.allowed_urls={json.dumps([url])}",
         *args,
+        policy=policy,
     )
     return central, hook
 

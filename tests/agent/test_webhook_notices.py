@@ -1,12 +1,16 @@
 """A webhook notice its receiver refuses for now (a 503, then a 500) is tried again with the
-same delivery id until it is taken; a refusal for good (a 400) is not tried again."""
+same delivery id until it is taken; a refusal for good (a 400) is not tried again. A review
+notice commits with the stage that makes a version wait, so a kill -9 cannot lose it."""
 
 from __future__ import annotations
 
 import json
+import threading
+from http.server import HTTPServer
 
 import pytest
 from support import until
+from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
 from test_trust import TrustHook, exec_payload, start_hooked_central
 
@@ -78,6 +82,55 @@ def test_a_notice_refused_before_a_kill_9_is_sent_again_after_the_restart(tmp_pa
         assert len({got["raw"] for got in Flaky.received}) == 1
         until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
         assert len(Flaky.received) == 2
+    finally:
+        central.stop()
+        hook.shutdown()
+
+
+def test_a_version_acknowledged_as_waiting_before_a_kill_9_is_noticed_once(tmp_path, backend):
+    """The first review notice is written in the transaction that makes the version wait
+    for sign-off: once central acknowledges that, a kill -9 cannot lose the notice."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    Flaky.answers, Flaky.received = [], []
+    policy = f'[intake]\nsecrets = ["{FIRST_SECRET}"]\nrevalidate = false\n'
+    central, hook = start_hooked_central(
+        tmp_path, Flaky, "--HandoffAgent.notice_retry_seconds=[0.2, 0.2]", policy=policy
+    )
+    # Given the reviewers' webhook down
+    port = hook.server_port
+    hook.shutdown()
+    hook.server_close()
+    try:
+        # When a version arrives and is validated (central takes the sender's verdict), so it
+        # waits for a reviewer's sign-off, and central is killed the moment it says so
+        model = sio.dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
+        status, out = deliver(central, envelope("scorer", model))
+        central.kill9()
+        url = f"{central.url}/api/v1/models/scorer/versions/1"  # its port, before the restart
+        assert (status, out["stage"]) == (201, "validated"), out
+        # and the webhook is back, and central started again
+        hook = HTTPServer(("127.0.0.1", port), Flaky)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        central.start()
+        (entry,) = central.request("GET", "/api/v1/reviews")[1]["reviews"]
+        assert (entry["version"], entry["next"], entry["missing"]) == (
+            1,
+            "approved",
+            {"reviewer": 1},
+        )
+        # Then the reviewers are told it waits for them, once
+        until(lambda: Flaky.received, timeout=60, what="the review notice")
+        until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
+        (notice,) = [r["body"] for r in Flaky.received]
+        # the queue's entry as it stood (its load-test gate may have moved on since)
+        said = {k: v for k, v in notice.items() if k != "blocked"}
+        assert said == {
+            **{k: v for k, v in entry.items() if k != "blocked"},
+            "type": "review",
+            "url": url,
+        }
     finally:
         central.stop()
         hook.shutdown()
