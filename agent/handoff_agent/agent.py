@@ -567,10 +567,8 @@ class HandoffAgent(LoggingConfigurable):
             self.deployments = DeploymentService(self.registry, self.policy)
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
-            # A review or trust notice commits with the change that makes a version wait.
-            self.stages.notify = self._keep_notice
-            self.deployments.owed = self.stages.owed
-            self.events.watchers.append(self._review_requested)
+            self.deployments.owed = self.stages.owed  # its stage sets owe what others do
+            self.events.watchers.append(self._stage_changed)
         self._tasks: set[asyncio.Task] = set()  # notices under way (a task needs a reference)
         from .monitor.service import MonitorService
 
@@ -630,6 +628,10 @@ class HandoffAgent(LoggingConfigurable):
         self.destinations = pipeline.destinations(
             self.plugin_registry, list(self.forward_to), self.config
         )
+        if self.stages is not None and self._webhooks():
+            # A review or trust notice commits with the change that makes a version wait;
+            # with no webhook none is owed, and no entry is read for one.
+            self.stages.notify = self._keep_notice
         self.forwarding = ForwardService(
             self.registry,
             self.store,
@@ -1096,7 +1098,7 @@ class HandoffAgent(LoggingConfigurable):
                 out.append(d)
         return out
 
-    def _review_requested(self, event: dict) -> None:
+    def _stage_changed(self, event: dict) -> None:
         """A stage changed here: a review or trust notice it owed was kept in its transaction
         (``_keep_notice``); the notices loop sends it now, not at its next poll."""
         if event["type"] == "stage" and self._webhooks():
