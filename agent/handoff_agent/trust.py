@@ -232,16 +232,23 @@ def denied(name: str) -> str | None:
     return None
 
 
+def check_shape(name) -> None:
+    """BadRequest ``bad_type_name`` unless ``name`` is shaped like an exact type name: the
+    CLI says so as a usage mistake before it opens a registry, the API as a 400."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise BadRequest(
+            f"{name!r} is not an exact type name: dotted module and class names in ASCII "
+            "letters, digits and _, such as sklearn.tree._tree.Tree; no wildcards.",
+            "A refusal to load a model names its types in full.",
+            code="bad_type_name",
+        )
+
+
 def check_addable(names: Iterable[str]) -> list[str]:
     """The names, validated for ``trust add``: exact dotted names, never a gadget."""
     out = []
     for name in names:
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise BadRequest(
-                f"{name!r} is not an exact type name.",
-                "Give full dotted names such as sklearn.tree._tree.Tree; no wildcards.",
-                code="bad_type_name",
-            )
+        check_shape(name)
         why = denied(name)
         if why:
             raise BadRequest(

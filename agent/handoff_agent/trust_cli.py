@@ -42,6 +42,15 @@ class TrustApp(Command):
         if action not in ("add", "remove", "list") or (action != "list" and not names):
             complain(USAGE)
             self.exit(2)
+        if action == "add":
+            from . import trust
+
+            try:  # a malformed name is a usage mistake, said before the registry is opened
+                for name in names:
+                    trust.check_shape(name)
+            except HandoffError as e:
+                complain(e.message)
+                self.exit(2)
         registry = _open_db(self.config)
         try:
             if action == "list":

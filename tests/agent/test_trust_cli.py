@@ -186,3 +186,27 @@ def test_without_home_or_role_the_list_changed_is_said_to_be_the_local_agents(tm
     assert central.stdout.splitlines()[1].startswith("Central picks this up within seconds")
     listed = handoff_cli(env, "trust", "list", "--agent-role", "central").stdout
     assert SVC_TYPE in listed.split("Added:")[1]
+
+
+def test_a_malformed_type_name_is_a_usage_mistake_and_a_gadget_a_refusal(tmp_path):
+    """``trust add 'é.x'``: one line saying what a type name looks like, exit 2; a gadget,
+    well formed, is refused by the trust rules (exit 1)."""
+    import os
+
+    from support import handoff_cli
+
+    from handoff_agent.store.metadata import MetadataStore
+
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    (tmp_path / "home").mkdir()
+    MetadataStore.for_home(tmp_path / "home").close()
+    home = ("--home", str(tmp_path / "home"))
+
+    out = handoff_cli(env, "trust", "add", "é.x", *home)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [
+        "'é.x' is not an exact type name: dotted module and class names in ASCII letters, "
+        "digits and _, such as sklearn.tree._tree.Tree; no wildcards."
+    ]
+    gadget = handoff_cli(env, "trust", "add", "builtins.exec", *home)
+    assert gadget.returncode == 1 and "It is never trusted." in gadget.stderr
