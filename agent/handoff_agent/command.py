@@ -91,7 +91,8 @@ class _Loader(KVArgParseConfigLoader):
             if "." not in name:
                 raise UsageError(f"Unknown option {_dashed(name)}.") from None
             typed = _typed(self.argv, self.aliases, name)
-            raise UsageError(f"{typed or _option(self.aliases, name)} needs a value.") from None
+            option = typed or _option(self.aliases, name)
+            raise UsageError(_negative(self.argv, option) or f"{option} needs a value.") from None
 
     def _handle_unrecognized_alias(self, arg: str) -> None:
         raise UsageError(f"Unknown option {_dashed(arg)}.")
@@ -200,6 +201,23 @@ def _typed(argv: list[str], aliases: dict, trait: str) -> str | None:
         if arg.startswith("-") and arg.lstrip("-").split("=")[0] in names:
             return arg.split("=")[0]
     return None
+
+
+def _negative(argv: list[str], option: str) -> str | None:
+    """``--older-than -1h``: argparse takes ``-1h`` for an option and says the value is
+    missing. Said once here for every option: a period (``--every``, ``--older-than``,
+    ``--expires``) or a count is positive."""
+    from .vocabulary import PERIOD_UNITS
+
+    args = list(argv or [])
+    following = args[args.index(option) + 1 :][:1] if option in args else []
+    if not following or not re.fullmatch(r"-\d[\d.]*[A-Za-z]*", following[0]):
+        return None
+    value = following[0]
+    if value[-1] in PERIOD_UNITS:
+        how = "a period must be positive, written with its unit, e.g. 30m, 24h, 7d."
+        return f"{option} {value}: {how}"
+    return f"{option} {value}: a negative number is not allowed here."
 
 
 def _dashed(name: str) -> str:

@@ -290,6 +290,15 @@ def test_a_mistyped_option_or_value_is_one_line_and_exit_2_before_anything_runs(
         (("signoff", "churn:1", "--too", "approved"), "Unknown option --too."),
         (("signoff", "churn:1", "-m"), "-m needs a value."),
         (("deployment", "--url"), "--url needs a value."),
+        (
+            ("fsck", "--sweep", "--older-than", "-1h"),
+            "--older-than -1h: a period must be positive, written with its unit, e.g. 30m, "
+            "24h, 7d.\n",
+        ),
+        (
+            ("token", "create", "--user", "a", "--role", "reviewer", "--expires", "-1d"),
+            "--expires -1d: a period must be positive",
+        ),
     ):
         p = handoff(*args, runtime_dir=tmp_path)
         assert p.returncode == 2 and p.stderr.startswith(said), (args, p.stderr)
