@@ -81,9 +81,9 @@ class AuditApp(Command):
     after = Integer(0, help="log: entries after this seq (the last one a run printed).").tag(
         config=True
     )
-    limit = Integer(0, help="log: at most this many entries, in chain order (0: all).").tag(
-        config=True
-    )
+    limit = Integer(
+        0, help="log: at most this many entries, from 1, in chain order (default: all)."
+    ).tag(config=True)
     as_json = Bool(False, help="log: JSON lines of the full entries, hashes included.").tag(
         config=True
     )
@@ -127,8 +127,13 @@ class AuditApp(Command):
         role = given.get("role", "local")
         if role not in ("local", "central"):
             self.usage_mistake(f"--agent-role is local or central, not {role!r}.")
-        if self.limit < 0 or self.after < 0:
-            self.usage_mistake("--limit and --after are whole numbers >= 0.")
+        if "limit" in self.config.AuditApp and self.limit < 1:  # as the API's limit: 0 is no page
+            self.usage_mistake(
+                f"--limit is a whole number from 1 up, not {self.limit}: the first N entries "
+                "(leave it out for all)."
+            )
+        if self.after < 0:
+            self.usage_mistake("--after is a whole number >= 0 (the last seq a run printed).")
         try:
             filters = audit_log.parse_filters(
                 {
