@@ -121,7 +121,7 @@ def lookup(store, hashed: str, max_age: str = "") -> dict | None:
         found["expires"] = until
     if by_policy:
         found["max_age"] = max_age  # the 401 says why a token made "never" to expire ended
-    return in_force(found)
+    return in_force(found, max_age)
 
 
 def expiry(expires: str | None, created: str | None, max_age: str) -> tuple[str | None, bool]:
@@ -139,10 +139,11 @@ def expiry(expires: str | None, created: str | None, max_age: str) -> tuple[str 
     return bound.isoformat(timespec="microseconds"), True
 
 
-def in_force(identity: dict) -> dict:
+def in_force(identity: dict, max_age: str = "") -> dict:
     """``identity``, unless its token expired: then a 401 saying whose and when (and, when
     central's ``[tokens] max_age`` ended it, that), and how to get another (a cached
-    identity is checked again with this)."""
+    identity is checked again with this). ``max_age``: the policy's, "" for none, so the
+    hint names a bound only when there is one."""
     expires = identity.get("expires")
     if expires and datetime.fromisoformat(expires) <= datetime.now(UTC):
         user, roles = identity["user"], identity["roles"]
@@ -152,10 +153,11 @@ def in_force(identity: dict) -> dict:
         why = ""
         if identity.get("max_age"):
             why = f": central's [tokens] max_age of {identity['max_age']} counts from its creation"
+        within = f", within central's [tokens] max_age of {max_age}" if max_age else ""
         raise Unauthorized(
             f"The token of {user} expired at {when_text(expires)}{why}.",
             f"Ask your admin for a new token (jupyter handoff token create --user {user} "
-            f"{again} --expires PERIOD, within central's [tokens] max_age).",
+            f"{again} --expires PERIOD{within}).",
             code="token_expired",
         )
     return identity

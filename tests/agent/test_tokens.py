@@ -82,7 +82,7 @@ def test_a_token_works_until_it_expires_then_is_401_token_expired(central):
     assert err["message"] == f"The token of ci-job expired at {when}.", err
     assert err["hint"] == (
         "Ask your admin for a new token (jupyter handoff token create --user ci-job "
-        "--role analyst --expires PERIOD, within central's [tokens] max_age)."
+        "--role analyst --expires PERIOD, within central's [tokens] max_age of 7d)."
     )
     # and `token list` says it expired, with the time it was last used
     lines = central.cli("token", "list").stdout.splitlines()
@@ -253,5 +253,34 @@ def test_a_request_hashes_its_token_once_for_the_lookup_and_the_use(tmp_path):
         assert tokens.lookup(store, hashed) == {"user": "hash-once", "roles": ["analyst"]}
         tokens.note_use(store, hashed)
         assert store.tokens()[0]["last_used"] is not None
+    finally:
+        store.close()
+
+
+def test_the_expired_hint_names_max_age_only_when_the_policy_sets_one(tmp_path):
+    """Without ``[tokens] max_age`` the 401 token_expired hint says only to ask for a new
+    token with --expires; with one, it names its value."""
+    from handoff_agent import tokens
+    from handoff_agent.errors import Unauthorized
+    from handoff_agent.store.metadata import MetadataStore
+
+    store = MetadataStore.for_home(tmp_path)
+    try:
+        made = tokens.issue(store, "short", ["analyst"], expires="1s")["token"]
+        hashed = tokens.token_hash(made)
+
+        def refused(max_age: str) -> Unauthorized | None:
+            try:
+                tokens.lookup(store, hashed, max_age)
+            except Unauthorized as e:
+                return e
+            return None
+
+        assert until(lambda: refused(""), timeout=30, what="the token to expire")
+        new = "Ask your admin for a new token (jupyter handoff token create --user short --role"
+        assert refused("").hint == f"{new} analyst --expires PERIOD)."
+        assert refused("30d").hint == (
+            f"{new} analyst --expires PERIOD, within central's [tokens] max_age of 30d)."
+        )
     finally:
         store.close()
