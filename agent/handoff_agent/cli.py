@@ -578,7 +578,8 @@ class TokenApp(Command):
         ``[tokens] max_age`` from its creation when that comes first (``(max_age)``)."""
         from datetime import UTC, datetime
 
-        from .tokens import expiry, when_text
+        from .tokens import expiry
+        from .vocabulary import when_text
 
         moment = datetime.now(UTC)
         for k in rows:

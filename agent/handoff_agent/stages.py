@@ -12,7 +12,7 @@ import json
 
 from .errors import BadRequest, Conflict, Forbidden, HandoffError
 from .policy import FLOW, Policy
-from .vocabulary import STAGES, signoff_to, verdict_of
+from .vocabulary import STAGES, signoff_to, verdict_of, when_text
 
 
 class StageManager:
@@ -354,7 +354,7 @@ class StageManager:
         ", by ada at T ('why')"); the comment left out when it is the default."""
         done = [h for h in self.store.stage_history(v["id"]) if h["stage"] == stage]
         said = "rolled back" if stage == "rollback" else stage
-        who = f", by {done[-1]['by']} at {done[-1]['since']}" if done else ""
+        who = f", by {done[-1]['by']} at {when_text(done[-1]['since'])}" if done else ""
         comment = done[-1]["comment"] if done else ""
         why = f" ({comment!r})" if comment and comment != stage else ""  # not the default
         return said, who + why

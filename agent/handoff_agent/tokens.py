@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from .errors import BadRequest, Unauthorized
-from .vocabulary import period_seconds
+from .vocabulary import period_seconds, when_text
 
 ROLES = ("analyst", "reviewer", "admin", "consumer")
 # A consumer calls the model server (and sends feedback) for the models its token names, and
@@ -161,13 +161,6 @@ def in_force(identity: dict, max_age: str = "") -> dict:
             code="token_expired",
         )
     return identity
-
-
-def when_text(iso: str | None, never: str = "never") -> str:
-    """A stored time for people, to the second: 2026-12-07T10:22:20Z."""
-    if not iso:
-        return never
-    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LastUse:

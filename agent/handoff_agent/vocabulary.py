@@ -256,6 +256,16 @@ def period_seconds(text, unit: bool = False) -> float | None:
     return float(number) * (suffix or 1)
 
 
+def when_text(iso: str | None, never: str = "never") -> str:
+    """A stored time for people, to the second: 2026-12-07T10:22:20Z. Every message that
+    shows a time uses it, so none prints microseconds and an offset."""
+    if not iso:
+        return never
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def size_text(n: int) -> str:
     """Bytes for people: 12 KiB, 3.4 MiB, 1.2 GiB."""
     if n < 2**20:

@@ -17,6 +17,7 @@ from handoff_agent.monitor_policy import MonitorPolicy
 from handoff_agent.policy import Policy
 from handoff_agent.store.blobs import open_blob_store
 from handoff_agent.store.metadata import MetadataStore
+from handoff_agent.vocabulary import when_text
 
 DAY = 86400.0
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -224,8 +225,8 @@ def test_a_rollback_alert_rolls_back_only_the_production_version_its_window_meas
     (row,) = [h for h in registry.stage_history(vid[2]) if h["stage"] == "rollback"]
     held = {
         # the version it measured, checked under its lock as an admin's rollback is
-        (2,): f"not rolled back (churn:2 was rolled back already, by ada at {row['since']}; "
-        "nothing was done.); notified",
+        (2,): "not rolled back (churn:2 was rolled back already, by ada at "
+        f"{when_text(row['since'])}; nothing was done.); notified",
         (0,): "not rolled back: the window measured version 0 (imported: its version unknown), "
         "not churn:3 that serves; notified",
         (0, 3): "not rolled back: the window measured version 0 (imported: its version unknown) "
@@ -277,7 +278,7 @@ def test_a_rollback_alert_rolls_back_the_version_it_saw_or_is_told_who_did(store
         outcome, rolled = service.act("churn", alert, "rollback", served=[2])
     (row,) = [h for h in registry.stage_history(v2) if h["stage"] == "rollback"]
     assert (outcome, rolled) == (
-        f"not rolled back (churn:2 was rolled back already, by ada at {row['since']} "
+        f"not rolled back (churn:2 was rolled back already, by ada at {when_text(row['since'])} "
         "('errors up'); nothing was done.); notified",
         False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from handoff_agent.errors import Conflict, Forbidden
 from handoff_agent.policy import Policy
 from handoff_agent.stages import StageManager
 from handoff_agent.store.metadata import MetadataStore
+from handoff_agent.vocabulary import when_text
 
 
 @pytest.fixture
@@ -219,7 +221,7 @@ def test_two_admins_rolling_back_at_once_the_loser_is_told_it_was_done(tmp_path,
         (row,) = [h for h in a.stage_history(a.version_id("churn", 1)) if h["stage"] == "rollback"]
         assert (row["by"], loser.status, loser.code) == (winner, 409, "wrong_stage")
         assert loser.message == (
-            f"churn:1 was rolled back already, by {winner} at {row['since']} "
+            f"churn:1 was rolled back already, by {winner} at {when_text(row['since'])} "
             f"('{winner}: errors up'); nothing was done."
         )
         # and a second click later is told the same
@@ -249,9 +251,12 @@ def test_a_rollback_meant_for_a_version_that_left_production_is_told_how(tmp_pat
         (row,) = [h for h in r.stage_history(r.version_id("churn", 1)) if h["stage"] == "archived"]
         assert (refused.value.status, refused.value.code) == (409, "wrong_stage")
         assert refused.value.message == (
-            f"churn:1 is no longer in production: it was archived, by ada at {row['since']} "
+            "churn:1 is no longer in production: it was archived, by ada at "
+            f"{when_text(row['since'])} "
             "('replaced by version 2'); nothing was done."
         )
+        # the time as every message writes one: to the second, in UTC, ending in Z
+        assert re.search(r" at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(", refused.value.message)
         r.create_version("churn", digest_of("churn3"), 3, manifest("churn"), "ana", [])
         r.stage_set(r.version_id("churn", 3), "canary", "ada", "", "churn:3")
         with pytest.raises(Conflict) as refused:

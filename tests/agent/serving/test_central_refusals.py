@@ -24,6 +24,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from support import RunningAgent, forwarding_args, handoff_cli, until
 
 from handoff_agent import hostile
+from handoff_agent.vocabulary import when_text
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 GREEDY = "handoff_agent.hostile.Greedy"
@@ -340,7 +341,8 @@ def test_a_version_is_archived_once(served):
     history = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"]
     assert [s["stage"] for s in history].count("archived") == 1
     done = history[-1]  # the second click is told who archived it, and when
-    assert message == f"churn:{v2} was archived already, by {done['by']} at {done['since']}; " + (
+    at = when_text(done["since"])
+    assert message == f"churn:{v2} was archived already, by {done['by']} at {at}; " + (
         "nothing was done."
     ), message
 

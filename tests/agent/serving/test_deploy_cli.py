@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from support import handoff_cli, until
 
 from handoff_agent.serving.server import SLICE_SECONDS
+from handoff_agent.vocabulary import when_text
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 
@@ -132,7 +133,7 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     done = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"][-1]
     out = refused(central, "rollback", f"churn:{v2}", "-m", "me too")
     assert out.splitlines()[0] == (
-        f"churn:{v2} was rolled back already, by {done['by']} at {done['since']} "
+        f"churn:{v2} was rolled back already, by {done['by']} at {when_text(done['since'])} "
         "('error rate up'); nothing was done."
     ), out
     assert (central_stage(central, "churn", 1), central_stage(central, "churn", v2)) == (

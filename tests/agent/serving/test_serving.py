@@ -36,6 +36,7 @@ from support import RunningAgent, send_until_answered, until
 from tornado import web
 
 from handoff_agent.serving.handlers import routes
+from handoff_agent.vocabulary import when_text
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
@@ -527,7 +528,8 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
     assert status == 409 and body["error"]["code"] == "wrong_stage", body
     done = central.request("GET", f"/api/v1/models/churn/versions/{v2}")[1]["stages"][-1]
     assert body["error"]["message"] == (
-        f"churn:{v2} was rolled back already, by {done['by']} at {done['since']} ('worse'); "
+        f"churn:{v2} was rolled back already, by {done['by']} at "
+        f"{when_text(done['since'])} ('worse'); "
         "nothing was done."
     ), body
     view = central.request("GET", "/api/v1/models/churn/deployment")[1]
