@@ -36,3 +36,12 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     command = "python -m pytest -n 2 --dist loadfile --durations=20 --nbval-lax tests examples"
     assert command in README and command in ci
+
+
+def test_readme_gives_the_model_name_rule_the_agent_applies():
+    """The pattern and the ``..`` refusal, as names.py has them, and the refusal says both."""
+    from handoff_agent import names
+
+    assert f"`^{names.NAME_PATTERN}$` with no `..` anywhere" in README
+    assert names.is_valid("a.b") and not names.is_valid("a..b")
+    assert "no '..'" in names.HINT
