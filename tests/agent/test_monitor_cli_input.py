@@ -239,3 +239,41 @@ def test_a_log_the_stores_cannot_hold_or_labels_that_score_wrong_are_refused(tmp
         assert sum(s["rows"] for s in store.segments_of("churn")) == rows  # the last one only
     finally:
         store.close()
+
+
+def test_a_labelled_row_without_label_time_got_its_label_at_its_time(tmp_path):
+    """README: label_time defaults to time. A file whose label_time is missing (NaT) on some
+    labelled rows was refused; those labels now arrive at their row's time, the others at
+    their label_time."""
+    env, home = _home(tmp_path)
+    rows = 6
+    served = pd.Timestamp("2026-01-01T00:00:00Z") + pd.to_timedelta(np.arange(rows), unit="h")
+    later = served + pd.Timedelta(days=2)
+    log = pd.DataFrame(
+        {
+            "x": np.arange(rows, dtype=float),
+            "prediction": [0, 1] * (rows // 2),
+            "time": served,
+            "request_id": [f"r{i}" for i in range(rows)],
+            "label": [1, 0, None, 1, 0, 1],
+            "label_time": [later[0], pd.NaT, pd.NaT, later[3], pd.NaT, later[5]],
+        }
+    )
+    path = tmp_path / "labels.parquet"
+    log.to_parquet(path)
+    out = handoff_cli(env, "monitor", "import", "churn", str(path), "--home", home)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["labels"] == 5
+    store = MetadataStore.for_home(tmp_path / "central")
+    try:
+        got = {f["request_id"]: f["time"] for f in store.labels_for("churn", list(log.request_id))}
+    finally:
+        store.close()
+    arrived = {r: pd.Timestamp(t) for r, t in got.items()}
+    assert arrived == {
+        "r0": later[0],
+        "r1": served[1],  # no label_time: at its time
+        "r3": later[3],
+        "r4": served[4],
+        "r5": later[5],
+    }

@@ -6,7 +6,8 @@ The file is Parquet with one row per prediction:
 - ``time``: when it was served (timestamp, or epoch seconds);
 - ``request_id``: optional (needed to send labels later); generated when absent;
 - ``prediction``; optional ``score`` (P(positive) of a binary classifier);
-- optional ``label`` and ``label_time`` (when the label arrived; default: at ``time``);
+- optional ``label`` and ``label_time`` (when the label arrived; default, and where it is
+  missing: at ``time``);
 - optional ``latency_ms``, ``status`` and ``version``;
 - every other column is an input feature.
 
@@ -325,10 +326,14 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
     frame = frame.copy()
     frame["_t"] = _times(frame["time"], "time", "each prediction was served")
     if "label" in frame and "label_time" in frame:  # checked before a segment is written
-        labelled = frame["label"].notna()
-        frame.loc[labelled, "_arrived"] = _times(
-            frame.loc[labelled, "label_time"], "label_time", "each label arrived"
-        )
+        # a labelled row without label_time (NaT, null) got its label at ``time``, as a
+        # file without the column does
+        given = frame["label"].notna() & frame["label_time"].notna()
+        frame["_arrived"] = frame["_t"]
+        if given.any():
+            frame.loc[given, "_arrived"] = _times(
+                frame.loc[given, "label_time"], "label_time", "each label arrived"
+            )
     ids_given = "request_id" in frame
     if not ids_given:  # named by the file's content: a rerun names them alike
         try:
