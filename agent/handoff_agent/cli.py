@@ -204,6 +204,7 @@ class ServeApp(Command):
         logs.configure(
             self.log_level
         )  # --log-level governs the agent's lines too, not only serve's
+        self._warn_password_in_argv()
         if self.config.HandoffAgent.get("role") == "central" and not self.config.HandoffAgent.get(
             "home"
         ):
@@ -230,6 +231,19 @@ class ServeApp(Command):
                 "Cannot listen on %s port %s: %s.", agent.ip, agent.port, e.strerror or e
             )
             self.exit(2)
+
+    def _warn_password_in_argv(self) -> None:
+        """A password in --database-url is in this process's command line, which every local
+        user reads (``ps``); the environment variable is read and dropped at start."""
+        from .redaction import redact_urls
+
+        given = self.cli_config.get("HandoffAgent", {}).get("database_url") or ""
+        if given and redact_urls(given) != given:
+            self.log.warning(
+                "--database-url holds a password, visible to every user of this machine in "
+                "the process list (ps): set HANDOFF_DATABASE_URL instead (the agent reads it "
+                "and drops it from its environment at start)."
+            )
 
     def _write_config(self) -> None:
         """The file serve reads, with every setting's help; an existing one is replaced only

@@ -404,6 +404,31 @@ def test_a_database_url_that_is_no_url_is_one_line_that_does_not_repeat_it(tmp_p
     )
 
 
+def test_serve_given_a_password_on_the_command_line_warns_without_showing_it(tmp_path):
+    """``ps`` shows every process's arguments to every local user: serve says so in one log
+    line, before it connects (the database here answers nobody), and names the variable to
+    use; the password is in none of its output. Without a password, no warning."""
+    said = "--database-url holds a password, visible to every user of this machine in the "
+    for url, warned in (
+        ("postgresql://handoff:Pw-in-argv-42@127.0.0.1:1/handoff", True),
+        ("postgresql://handoff@127.0.0.1:1/handoff", False),
+    ):
+        p = handoff(
+            "serve", "--role", "central", "--home", str(tmp_path / "h"), "--database-url", url,
+            runtime_dir=tmp_path,
+        )  # fmt: skip
+        out = p.stdout + p.stderr
+        assert p.returncode == 1, out  # nothing listens on port 1
+        assert (said in out) == warned, out
+        assert "Pw-in-argv-42" not in out
+        if warned:
+            (line,) = [x for x in out.splitlines() if said in x]
+            assert line.endswith(
+                "process list (ps): set HANDOFF_DATABASE_URL instead (the agent reads it and "
+                "drops it from its environment at start)."
+            )
+
+
 def test_token_revoke_without_a_user_is_refused(tmp_path):
     from handoff_agent.store.metadata import MetadataStore
 
