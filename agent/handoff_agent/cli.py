@@ -54,6 +54,32 @@ def _running_on(config) -> dict | None:
     return None
 
 
+def _agent_serving(home: Path, database_url: str = "") -> str | None:
+    """Which agent runs on ``home`` (it holds the home's lock, ``homes.holder``) or, on this
+    machine, on the database ``database_url``, in one line: "The central agent at URL (pid N)
+    runs on HOME: stop it first (`jupyter handoff stop --role central`)"; None for none. Its
+    URL is its runtime file's. Replicas on other hosts are not seen."""
+    from .homes import holder
+    from .store.engine import redact
+
+    pid = holder(home) if home.is_dir() else None
+    shown = redact(database_url) if database_url else None
+    for role in ("local", "central"):
+        info = runtime.read(role)
+        if not info:
+            continue
+        on_home = pid is not None and str(info.get("pid")) == pid
+        if on_home or (shown is not None and info.get("database") == shown):
+            stop = "jupyter handoff stop" + (" --role central" if role == "central" else "")
+            return (
+                f"The {role} agent at {info.get('url')} (pid {info.get('pid')}) runs on "
+                f"{home if on_home else shown}: stop it first (`{stop}`)"
+            )
+    if pid is not None:
+        return f"An agent (pid {pid}) runs on {home}: stop it first (`jupyter handoff stop`)"
+    return None
+
+
 def _not_the_running_stores(config, key: str, option: str, ours: str) -> None:
     """A command given no ``option`` reads the home's own store (``ours``: its URL's start);
     the agent running on that home may keep it elsewhere (PostgreSQL, S3): then the home's

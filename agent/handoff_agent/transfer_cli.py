@@ -143,7 +143,7 @@ class RestoreApp(_StoresApp):
         self._run(lambda: self._restore(self.extra_args[0]))
 
     def _restore(self, src: str) -> int:
-        from .cli import _home
+        from .cli import _agent_serving, _home
         from .homes import directory, hold
         from .store.backup import check_database, restore
         from .store.transfer import TransferError, one_line
@@ -152,6 +152,10 @@ class RestoreApp(_StoresApp):
         checked = check_database(src)
         try:
             home = directory(_home(self.config))
+            # an agent on this home or database would go on from stores replaced under it
+            running = _agent_serving(home, self._database_url())
+            if running:
+                raise TransferError(f"{running}, then restore; nothing was changed.")
             # the home's registry: its agent must not be running, or it would go on from
             # stores replaced under it
             lock = None if self._database_url() else hold(home)

@@ -9,8 +9,9 @@ import sqlite3
 import uuid
 
 import pytest
+from backends import PASSWORD
 from s3_support import blob_args
-from support import RunningAgent
+from support import RunningAgent, handoff_cli
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
 
@@ -338,9 +339,26 @@ def test_a_damaged_backup_a_mistyped_database_and_a_live_home_are_one_line(tmp_p
     ), out.stderr
     assert not typo.exists() and not (tmp_path / "b2").exists()
 
-    # The running central's own home is not restored under it
-    if central.database_url is None:
-        code, lines, err = cli(central, "restore", str(good), "--force")
-        assert code == 2
-        assert_refused(lines, err, f"Another agent (pid {central.proc.pid}) serves")
-        assert central.request("GET", "/api/v1/models")[0] == 200
+    # The running central's own home (and database) is not restored under it, --force or not
+    stop_first = (
+        f"The central agent at {central.url} (pid {central.proc.pid}) runs on {central.home}: "
+        "stop it first (`jupyter handoff stop --role central`), then restore; nothing was "
+        "changed."
+    )
+    code, lines, err = cli(central, "restore", str(good), "--force")
+    assert code == 2
+    assert_refused(lines, err, stop_first)
+    assert central.request("GET", "/api/v1/models")[0] == 200
+    if central.database_url is not None:  # its database, restored from another home
+        elsewhere = tmp_path / "elsewhere"
+        out = handoff_cli(central.env, "restore", str(good), "--force", "--home", str(elsewhere))
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert (
+            out.stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"The central agent at {central.url} (pid {central.proc.pid}) runs on postgresql"
+            )
+        ), out.stderr
+        assert PASSWORD not in out.stderr
+    assert listing(central)["churn"], "the running central's versions stay"
