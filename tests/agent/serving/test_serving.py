@@ -258,7 +258,7 @@ def test_bad_inputs_get_a_json_4xx_and_the_worker_keeps_serving(deployed):
     got, _, answer = client.call("POST", "/v2/models/churn/infer", empty)
     assert got == 400 and answer["error"]["hint"] == "Send at least one row to predict.", answer
     # Every route of the model server but health needs a token (enumerated, not listed)
-    for pattern, handler in routes():
+    for pattern, handler, *_ in routes():
         path = re.sub(
             r"\(\?P<(\w+)>[^)]*\)", lambda m: "1" if m[1] == "number" else "churn", pattern
         )
