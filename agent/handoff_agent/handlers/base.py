@@ -374,6 +374,10 @@ class BaseHandler(web.RequestHandler):
     def owner_token(self, given: str) -> bool:
         return hmac.compare_digest(given.encode(), self.agent.token.encode())
 
+    def token_max_age(self) -> float | None:
+        """Central's ``[tokens] max_age``, which ends every stored token (a cached one too)."""
+        return self.agent.token_max_age
+
     async def stored_identity(self, hashed: str) -> dict:
         """The identity of the stored token whose hash is ``hashed`` (hashed once a request:
         the lookup and the note of its use share it), under central's ``[tokens] max_age``."""

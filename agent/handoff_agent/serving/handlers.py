@@ -38,9 +38,8 @@ class ServingHandler(BaseHandler):
         cache = self.server.token_cache
         hit = cache.get(hashed)
         if hit is not None and hit[1] > time.monotonic():
-            return in_force(
-                hit[0], self.agent.token_max_age
-            )  # a token that expired meanwhile stops at once
+            # a token that expired meanwhile stops at once
+            return in_force(hit[0], self.token_max_age())
         identity = await self.stored_identity(hashed)
         if len(cache) > 10_000:
             cache.clear()
