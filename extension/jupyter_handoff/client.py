@@ -96,14 +96,23 @@ class AgentClient:
         except AgentError:
             _answered[self.url] = time.monotonic()  # it answered, with an error
             raise
-        except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as e:
+        except (
+            ConnectionRefusedError,
+            ConnectionResetError,
+            BrokenPipeError,
+            http.client.BadStatusLine,
+        ) as e:
             _answered.pop(self.url, None)
             gone = AgentUnavailable(
                 f"The agent at {self.url} is not answering ({type(e).__name__}). "
                 "It may have stopped or been killed.",
                 START_HINT,
             )
-            gone.refused = isinstance(e, ConnectionRefusedError)  # nothing reached it
+            # nothing of the agent's reached it: refused, or another program that answers
+            # no HTTP has its port now (RemoteDisconnected is the agent dying mid-answer)
+            gone.refused = isinstance(e, ConnectionRefusedError) or (
+                isinstance(e, http.client.BadStatusLine) and not isinstance(e, ConnectionResetError)
+            )
             raise gone from None
         except TimeoutError:
             _answered.pop(self.url, None)

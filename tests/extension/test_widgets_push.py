@@ -139,3 +139,26 @@ def test_widget_shows_the_provisional_verdict_then_the_final_one(held_agent, dat
     assert widget.verdict and widget.provisional == {}
     assert "Provisional" not in widget.verdict_html.value
     assert "dashed" not in widget.header.value
+
+
+def test_a_client_whose_port_another_program_took_follows_the_agent(connected):
+    """After a restart, the agent's old port may be another program's, which answers no HTTP:
+    the client reads the runtime file and asks the agent there (a BadStatusLine before)."""
+    import socket
+    import threading
+
+    from jupyter_handoff.client import AgentClient
+
+    with socket.create_server(("127.0.0.1", 0)) as other:
+
+        def answer():
+            conn, _ = other.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"\xff\xfb\x01 not http\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        client = AgentClient(f"http://127.0.0.1:{other.getsockname()[1]}", "the-old-token")
+        client.follows_runtime = True
+        assert "models" in client.get("/api/v1/models")
+        assert client.url == connected.url.rstrip("/")
