@@ -106,19 +106,17 @@ from .trust_flow import TrustFlow
 from .versions import VersionService
 
 log = logging.getLogger("handoff_agent")
-ALERT_FIELDS = (
-    "id",
-    "model",
-    "kind",
-    "window",
-    "state",
-    "value",
-    "threshold",
-    "action",
-    "outcome",
-    "message",
-    "fired_window",
-    "cleared_window",
+# The events that follow a change that may owe a webhook notice (kept in its transaction).
+NOTICED = frozenset(
+    (
+        "stage",
+        "alert",
+        "guardrail",
+        "watch.alert",
+        "watch.pause_canary",
+        "watch.rollback_canary",
+        "watch.revalidate",
+    )
 )
 # 128 bits: 22 url-safe base64 characters (6 bits each), or 32 hex digits and more.
 MIN_TOKEN_CHARS = 22
@@ -552,7 +550,9 @@ class HandoffAgent(LoggingConfigurable):
             self.registry,
             self.call,
             self.agent_id,
+            lambda: self.url,  # a kept notice's link names where this agent listens now
         )
+        self.url = ""  # this agent's base URL, once it listens
         self.policy = self.stages = self.intake = self.deployments = self.monitor = None
         self.policy_path = ""  # central: the policy file it read (`token create` reads it too)
         self.guardrails = None  # serving.canary_guard.Guardrails (central)
@@ -568,8 +568,7 @@ class HandoffAgent(LoggingConfigurable):
             self.stages = StageManager(self.registry, self.policy, self.deployments.on_stage)
             self.guardrails = self._make_guardrails()
             self.deployments.owed = self.stages.owed  # its stage sets owe what others do
-            self.events.watchers.append(self._stage_changed)
-        self._tasks: set[asyncio.Task] = set()  # notices under way (a task needs a reference)
+        self._tasks: set[asyncio.Task] = set()  # bookkeeping under way (a task needs a reference)
         from .monitor.service import MonitorService
 
         # Watches every logged model's windows; rolls back through the StageManager, so the
@@ -628,10 +627,16 @@ class HandoffAgent(LoggingConfigurable):
         self.destinations = pipeline.destinations(
             self.plugin_registry, list(self.forward_to), self.config
         )
-        if self.stages is not None and self._webhooks():
-            # A review or trust notice commits with the change that makes a version wait;
-            # with no webhook none is owed, and no entry is read for one.
-            self.stages.notify = self._keep_notice
+        if self._webhooks():
+            # Each notice commits with the change that owes it (a version waits for people,
+            # an alert, a rollback, a watch's trigger); with no webhook none is owed, and
+            # nothing is read for one. The event that follows the commit wakes the sender.
+            if self.stages is not None:
+                self.stages.notify = self._keep_notice
+            if self.guardrails is not None:
+                self.guardrails.notify = self.notices.keep
+            self.monitor.notify = self.notices.keep
+            self.events.watchers.append(self._noticed)
         self.forwarding = ForwardService(
             self.registry,
             self.store,
@@ -710,7 +715,8 @@ class HandoffAgent(LoggingConfigurable):
             self.role,
             self.agent_id,
             self.deployments,
-            notify=self.notices.send,  # a watch's alert reaches the webhooks
+            # a watch's alert or action reaches the webhooks, kept in its trigger's transaction
+            notify=self.notices.keep if self._webhooks() else None,
         )
         self.watches.tick_seconds = self.watch_tick
         self.watches.revalidation_timeout = self.revalidation_timeout
@@ -790,7 +796,6 @@ class HandoffAgent(LoggingConfigurable):
         guardrails = Guardrails(
             self.registry, self.deployments, self.policy, self.events.publish, self.instance_id
         )
-        guardrails.notify = self.notices.send  # a rollback reaches the webhooks
         self.stages.guards.append(guardrails.guard)
         self.deployments.judge = guardrails.judge
         return guardrails
@@ -1062,7 +1067,7 @@ class HandoffAgent(LoggingConfigurable):
 
     async def monitor_run(self, model: str | None, now: float | None = None) -> dict:
         """Evaluate closed windows (one model, or all); publish each alert change as an SSE
-        event and a delivery to the webhook destinations; apply a rollback to serving now."""
+        event (its webhook notice was kept with it); apply a rollback to serving now."""
         if self.model_server is not None:
             await self.model_server.log.flush()
         # On the I/O pool, not the store's writer thread: a large window takes seconds, and
@@ -1071,12 +1076,11 @@ class HandoffAgent(LoggingConfigurable):
             results = await self.run_io(self.monitor.run_all, now)
         else:
             results = [await self.run_io(self.monitor.run, model, now)]
+        from .monitor.service import alert_notice
+
         for result in results:
-            for alert in result["alerts"]:
-                # "alert" names its kind (an event's own "type" is "alert")
-                event = {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
-                self.events.publish("alert", **event)
-                await self.notices.send("alert", event)
+            for alert in result["alerts"]:  # its notice committed with it (MonitorService)
+                self.events.publish("alert", **alert_notice(alert))
             if result["rolled_back"]:
                 self.events.publish("stage", model=result["model"], by="monitor", stage="rollback")
                 await self.serving_changed()
@@ -1098,17 +1102,18 @@ class HandoffAgent(LoggingConfigurable):
                 out.append(d)
         return out
 
-    def _stage_changed(self, event: dict) -> None:
-        """A stage changed here: a review or trust notice it owed was kept in its transaction
-        (``_keep_notice``); the notices loop sends it now, not at its next poll."""
-        if event["type"] == "stage" and self._webhooks():
+    def _noticed(self, event: dict) -> None:
+        """A change here that may have kept a notice in its transaction (a stage, an alert,
+        a guardrail rollback, a watch's trigger) was committed: the notices loop sends it
+        now, not at its next poll."""
+        if event["type"] in NOTICED:
             self.notices.wake()
 
     def _keep_notice(self, kind: str, event: dict) -> None:
         """In the transaction of the change that owes it (a version now waits for sign-offs,
         for trust, or again after a withdrawal): its notice for the webhooks (chat,
-        ticketing), with where to look; nothing without a webhook."""
-        url = f"{self.url}/api/v1/models/{event['model']}/versions/{event['version']}"
+        ticketing), with where to look, as a path the sender completes with its own URL."""
+        url = f"/api/v1/models/{event['model']}/versions/{event['version']}"
         self.notices.keep(kind, {**event, "url": url})
 
     async def _monitor_loop(self) -> None:

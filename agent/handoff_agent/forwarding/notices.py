@@ -1,13 +1,15 @@
 """Notices to webhook destinations (CI, on-call, chat): an alert, a guardrail rollback, a
 data-source trigger, a review or trust request. One signed POST per destination, its delivery
 id kept across attempts so a receiver can drop a repeat. Each notice is a row in the metadata
-store (``store/notices.py``) from before its first attempt: one refused for now (5xx, 429, a
-connection error) is tried again after each delay of ``retry_delays`` (or the Retry-After
-asked, if longer), by this agent or, after a restart or on another replica, whoever claims it
-when due; then it is given up with one log line. A notice a state change owes (a review or
-trust notice: a version now waits for people) is ``keep``-ed in that change's transaction
-instead, so a crash right after the commit cannot lose it: the loop sends it, woken at once
-by ``wake``."""
+store (``store/notices.py``), ``keep``-ed in the transaction of the change that owes it (a
+version now waits for people, an alert fired or cleared, a canary rolled back, a watch's
+trigger carried out), so a crash right after the commit cannot lose it; the loop sends it,
+woken at once by ``wake``. One refused for now (5xx, 429, a connection error) is tried again
+after each delay of ``retry_delays`` (or the Retry-After asked, if longer), by this agent or,
+after a restart or on another replica, whoever claims it when due; then it is given up with
+one log line. A notice's ``url`` kept as a path (``/api/v1/…``) is completed with the
+sender's own URL at each attempt: an agent started again on another port links to itself,
+not to where it listened when the change committed."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ log = logging.getLogger("handoff_agent")
 class Notices:
     """``webhooks()``: the destinations a notice goes to now; ``run_io``: runs a blocking call
     off the loop; ``call``: runs a store method on the metadata thread; ``owner``: this
-    agent's id, for its claims."""
+    agent's id, for its claims; ``base_url()``: this agent's URL now (a path's prefix)."""
 
     def __init__(
         self,
@@ -38,9 +40,10 @@ class Notices:
         store,
         call: Callable[..., Awaitable],
         owner: str,
+        base_url: Callable[[], str] = lambda: "",
     ):
         self.webhooks, self.run_io, self.retry_delays = webhooks, run_io, tuple(retry_delays)
-        self.store, self.call, self.owner = store, call, owner
+        self.store, self.call, self.owner, self.base_url = store, call, owner, base_url
         # Due rows are looked for at half the shortest delay (at most every 5 s): a retry is
         # late by no more than that.
         self.poll = min((*self.retry_delays, 10.0)) / 2
@@ -65,25 +68,9 @@ class Notices:
         """A notice was kept: the loop claims it now rather than at its next poll."""
         self._due.set()
 
-    async def send(self, kind: str, event: dict) -> None:
-        """The first attempt to each destination is awaited; retries are not."""
-        body = _body(kind, event)
-        for dest in self.webhooks():
-            delivery = f"{kind}-{uuid.uuid4().hex}"
-            try:
-                row = await self.call(
-                    self.store.notice_add, kind, dest.name, delivery, body, self.owner, time.time()
-                )
-            except Exception:  # the database away: the notice still goes, once
-                failed_round(log, "a webhook notice could not be kept; it is sent once")
-                row = None
-            await self._attempt(
-                {"id": row, "kind": kind, "delivery_id": delivery, "body": body, "attempts": 0},
-                dest,
-            )
-
     async def _attempt(self, row: dict, dest) -> None:
-        result = await self.run_io(_post, dest, row["body"].encode(), row["delivery_id"])
+        body = _linked(row["body"], self.base_url())
+        result = await self.run_io(_post, dest, body.encode(), row["delivery_id"])
         attempts = row["attempts"] + 1
         next_try = None
         if result.ok:
@@ -101,8 +88,6 @@ class Notices:
             )
         else:
             log.warning("%s notice to %s failed: %s", row["kind"], dest.name, result.error)
-        if row["id"] is None:
-            return
         try:
             await self.call(
                 self.store.notice_attempted, row["id"], attempts, next_try, result.error
@@ -145,6 +130,15 @@ class Notices:
 
 def _body(kind: str, event: dict) -> str:
     return json.dumps({"type": kind, **event}, sort_keys=True, default=str)
+
+
+def _linked(body: str, base: str) -> str:
+    """The body as sent: a ``url`` kept as a path gets this agent's URL in front."""
+    doc = json.loads(body)
+    url = doc.get("url")
+    if not (isinstance(url, str) and url.startswith("/")):
+        return body  # no link, or one kept whole (a row from before paths were kept)
+    return json.dumps({**doc, "url": f"{base}{url}"}, sort_keys=True, default=str)
 
 
 def _post(dest, body: bytes, delivery: str):

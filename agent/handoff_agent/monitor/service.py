@@ -49,6 +49,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("handoff_agent")
 MONITOR = {"user": "monitor", "roles": ["admin"]}
+# An alert change as its SSE event and its webhook notice say it ("alert" names its kind: an
+# event's own "type" is "alert").
+ALERT_FIELDS = (
+    "id",
+    "model",
+    "kind",
+    "window",
+    "state",
+    "value",
+    "threshold",
+    "action",
+    "outcome",
+    "message",
+    "fired_window",
+    "cleared_window",
+)
+
+
+def alert_notice(alert: dict) -> dict:
+    """An alert change (``judge``'s) as its event and notice carry it."""
+    return {("alert" if k == "kind" else k): alert.get(k) for k in ALERT_FIELDS}
 
 
 def clean(obj):
@@ -70,6 +91,10 @@ class MonitorService:
 
     def __init__(self, registry, blobs, policy=None, stages=None):
         self.registry, self.blobs, self.policy, self.stages = registry, blobs, policy, stages
+        # Called inside the transaction of each alert change (its window's) with its webhook
+        # notice: notify("alert", event), so a crash after the commit cannot lose it (set by
+        # agent.py when there is a webhook).
+        self.notify = None
         self._refs: dict[str, tuple[str, metrics.Reference | None]] = {}
 
     @property
@@ -192,6 +217,8 @@ class MonitorService:
             with self.registry.transaction():
                 self.registry.window_put(model, kind, start, end, row)
                 changes = self.judge(model, kind, start, row, judge_closing=state is None)
+                for change in changes if self.notify is not None else ():
+                    self.notify("alert", alert_notice(change))
             result["windows"].append({"kind": kind, "start": start, **row})
             result["alerts"].extend(changes)
         if p.rolling_minutes > 0:

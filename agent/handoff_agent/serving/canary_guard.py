@@ -47,9 +47,9 @@ def _round(x):
 
 class Guardrails:
     """``deployments``: the DeploymentService (abort_canary, set_traffic); ``publish``: the
-    event bus's publish; ``replica``: this process among central replicas; ``notify``: an
-    async ``(kind, event)`` that delivers a rollback to the webhook destinations (the
-    agent's, shared with the monitor's alerts), or None."""
+    event bus's publish; ``replica``: this process among central replicas; ``notify``:
+    ``(kind, event)``, called inside a rollback's transaction with its webhook notice (the
+    agent's ``Notices.keep``, shared with the monitor's alerts), or None."""
 
     def __init__(self, store, deployments, policy, publish, replica: str, notify=None):
         self.store, self.deployments, self.policy = store, deployments, policy
@@ -171,14 +171,16 @@ class Guardrails:
             "tick": tick,
         }
         if d.state == "rollback":
+            prod = slots.get("production")  # untouched by the abort: it serves on
+            event["production"] = int(prod["number"]) if prod is not None else None
             try:
                 with self.store.transaction():
                     self.deployments.abort_canary(model, d.reason, BY)
                     self._record(model, number, "canary", d.state, 0.0, d.reason, payload)
+                    if self.notify is not None:  # committed with the rollback, never lost
+                        self.notify("guardrail", event)
             except (Conflict, NotFound):
                 return []  # another replica rolled it back (or it moved on) first
-            prod = slots.get("production")  # untouched by the abort: it serves on
-            event["production"] = int(prod["number"]) if prod is not None else None
             stage = {"model": model, "version": number, "stage": "rollback", "by": BY}
             return [("guardrail", event), ("stage", {**stage, "comment": d.reason})]
         if d.state == "step_up":
@@ -215,16 +217,13 @@ class Guardrails:
 
     async def on_tick(self, server) -> None:
         """The model server's tick hook: judge, publish, and move this replica's routing now
-        when a canary rolled back or stepped (the others follow their next poll). A rollback
-        then goes to the webhook destinations, once: only the replica that acted has it."""
+        when a canary rolled back or stepped (the others follow their next poll). A
+        rollback's webhook notice was kept in its transaction, once: only one replica acts."""
         events = await server.call(self.tick, time.time(), server.tick)
         for kind, data in events:
             self.publish(kind, **data)
         if any(k == "stage" or d.get("state") == "step_up" for k, d in events):
             await server.refresh()
-        for kind, data in events:
-            if self.notify is not None and kind == "guardrail" and data["state"] == "rollback":
-                await self.notify(kind, data)
 
     # -- the StageManager's guard -----------------------------------------------------------
 

@@ -155,8 +155,9 @@ class WatchService:
         self.registry, self.blobs, self.pools, self.events = registry, blobs, pools, events
         self.home, self.role, self.deployments = Path(home), role, deployments
         self.owner = owner  # this agent's id: its claims on the pending triggers
-        # async (kind, event): one signed delivery to the webhook destinations (the agent's
-        # notify_destinations, shared with the monitor's alerts and the guardrails), or None
+        # (kind, event), called inside the transaction of the trigger's row that owes a
+        # webhook notice (the agent's Notices.keep, shared with the monitor's alerts and the
+        # guardrails), so a kill after the commit cannot lose it; None without a webhook
         self.notify = notify
         # async (model) -> central's firing alerts of the model (a local agent's view of
         # central's monitor), asked every ``retrain_poll`` seconds; None: never asked
@@ -645,17 +646,25 @@ class WatchService:
             time.time() - datetime.fromisoformat(since).timestamp() > late
         ):
             detail = {"error": error, "since": since}
-            tid = await self.pools.call(add, source_id, None, "error", "alert", "done", detail)
+            event = await self.pools.call(self._alert_unreadable, row, detail)
+            self._announce("watch.alert", event)
+        return {"source": row["source"], "error": error, "since": since}
+
+    def _alert_unreadable(self, row: dict, detail: dict) -> dict:
+        """The unreadable source's alert trigger and its webhook notice, in one transaction."""
+        with self.registry.transaction():
+            tid = self.registry.trigger_add(row["id"], None, "error", "alert", "done", detail)
             event = {
                 "trigger": tid,
                 "model": row["model"],
                 "source": row["source"],
-                "source_id": source_id,
+                "source_id": row["id"],
                 "change": "error",
                 **detail,
             }
-            await self._announce("watch.alert", event)
-        return {"source": row["source"], "error": error, "since": since}
+            if self.notify is not None:
+                self.notify("watch.alert", event)
+        return event
 
     # -- actions --------------------------------------------------------------------------
 
@@ -711,8 +720,9 @@ class WatchService:
             await self._carried(tid, "skipped", why)
             return {"trigger": tid, "action": action, "state": "skipped", **why}
         if action == "alert":
-            if await self._carried(tid, "done", base):
-                await self._announce("watch.alert", {"trigger": tid, **base})
+            event = {"trigger": tid, **base}
+            if await self._carried(tid, "done", base, ("watch.alert", event)):
+                self._announce("watch.alert", event)
             return {"trigger": tid, "action": action, "state": "done"}
         if action == "retrain":
             if await self._carried(tid, "running", {}):
@@ -720,9 +730,21 @@ class WatchService:
             return {"trigger": tid, "action": action, "state": "running"}
         raise ValueError(f"no such action: {action}")
 
-    async def _carried(self, tid: int, state: str, detail: dict) -> bool:
-        """A pending trigger's new state; False: another agent carried it out first."""
-        return await self.pools.call(self.registry.trigger_start, tid, state, detail)
+    async def _carried(self, tid: int, state: str, detail: dict, notice=None) -> bool:
+        """A pending trigger's new state; False: another agent carried it out first.
+        ``notice``: its webhook notice (kind, event), in the same transaction."""
+        return await self.pools.call(
+            self._noticed, notice, self.registry.trigger_start, tid, state, detail
+        )
+
+    def _noticed(self, notice: tuple[str, dict] | None, write, *args):
+        """``write(*args)`` and the webhook notice it owes in one transaction (on the
+        metadata thread); none when ``write`` did nothing (False)."""
+        with self.registry.transaction():
+            done = write(*args)
+            if done is not False and notice is not None and self.notify is not None:
+                self.notify(*notice)
+        return done
 
     async def _canary(self, tid, row, change, action) -> dict:
         model, why = row["model"], f"data source {row['source']}: {change}"
@@ -737,10 +759,11 @@ class WatchService:
             state = "done"
         except (NotFound, Conflict) as e:
             state, detail = "skipped", {"why": e.message}
-        if not await self._carried(tid, state, detail):
-            return {"trigger": tid, "action": action, "state": state, **detail}
         event = {"model": model, "source": row["source"], "change": change, "state": state}
-        await self._announce(f"watch.{action}", {"trigger": tid, **event, **detail})
+        event = {"trigger": tid, **event, **detail}
+        if not await self._carried(tid, state, detail, (f"watch.{action}", event)):
+            return {"trigger": tid, "action": action, "state": state, **detail}
+        self._announce(f"watch.{action}", event)
         return {"trigger": tid, "action": action, "state": state, **detail}
 
     async def _revalidate(self, tid, row, snap, change) -> dict:
@@ -784,15 +807,6 @@ class WatchService:
         except Exception as e:  # recorded as failed, never left running
             log.exception("revalidation %s failed", rid)
             out = {"state": "failed", "verdict": None, "checks": [], "detail": {"error": str(e)}}
-        await self.pools.call(
-            self.registry.revalidation_done,
-            rid,
-            tid,
-            out["state"],
-            out["verdict"],
-            out["checks"],
-            out["detail"],
-        )
         event = {
             "trigger": tid,
             "revalidation": rid,
@@ -804,14 +818,23 @@ class WatchService:
             "verdict": out["verdict"],
             "error": out["detail"].get("error"),
         }
-        await self._announce("watch.revalidate", event)
+        await self.pools.call(
+            self._noticed,
+            ("watch.revalidate", event),
+            self.registry.revalidation_done,
+            rid,
+            tid,
+            out["state"],
+            out["verdict"],
+            out["checks"],
+            out["detail"],
+        )
+        self._announce("watch.revalidate", event)
 
-    async def _announce(self, kind: str, event: dict) -> None:
-        """A trigger that reached people: an SSE event and a delivery to the webhook
-        destinations (its audit row was written with the trigger's row)."""
+    def _announce(self, kind: str, event: dict) -> None:
+        """A trigger that reached people: an SSE event, once its row, audit row and webhook
+        notice committed (the event wakes the notices' sender)."""
         self.events.publish(kind, **event)
-        if self.notify is not None:
-            await self.notify(kind, event)
 
     def _start_retrain(self, tid: int, row: dict, snap: dict, change: str, extra=None) -> None:
         self._background(self.retrain(tid, row, snap, change, extra))
