@@ -1,11 +1,16 @@
 """A webhook notice its receiver refuses for now (a 503, then a 500) is tried again with the
 same delivery id until it is taken; a refusal for good (a 400) is not tried again. A review
-notice commits with the stage that makes a version wait, so a kill -9 cannot lose it."""
+notice commits with the stage that makes a version wait, and a monitor alert's with the alert,
+so a kill -9 cannot lose them."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
 import threading
+import time
 from http.server import HTTPServer
 
 import pytest
@@ -108,19 +113,23 @@ def test_a_version_acknowledged_as_waiting_before_a_kill_9_is_noticed_once(tmp_p
         model = sio.dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
         status, out = deliver(central, envelope("scorer", model))
         central.kill9()
-        url = f"{central.url}/api/v1/models/scorer/versions/1"  # its port, before the restart
         assert (status, out["stage"]) == (201, "validated"), out
-        # and the webhook is back, and central started again
+        # and the webhook is back, and central started again on another port (its old one
+        # taken meanwhile)
         hook = HTTPServer(("127.0.0.1", port), Flaky)
         threading.Thread(target=hook.serve_forever, daemon=True).start()
-        central.start()
+        old = central.url
+        with socket.create_server((central.host, central.port)):
+            central.start()
+        assert central.url != old
         (entry,) = central.request("GET", "/api/v1/reviews")[1]["reviews"]
         assert (entry["version"], entry["next"], entry["missing"]) == (
             1,
             "approved",
             {"reviewer": 1},
         )
-        # Then the reviewers are told it waits for them, once
+        # Then the reviewers are told it waits for them, once, with a link to central as it
+        # is now, not to where it was when the version came to wait
         until(lambda: Flaky.received, timeout=60, what="the review notice")
         until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the row's end")
         (notice,) = [r["body"] for r in Flaky.received]
@@ -129,9 +138,91 @@ def test_a_version_acknowledged_as_waiting_before_a_kill_9_is_noticed_once(tmp_p
         assert said == {
             **{k: v for k, v in entry.items() if k != "blocked"},
             "type": "review",
-            "url": url,
+            "url": f"{central.url}/api/v1/models/scorer/versions/1",
         }
     finally:
+        central.stop()
+        hook.shutdown()
+
+
+class Stalling(TrustHook):
+    """An on-call channel that holds each POST until ``released`` (the agent's attempt times
+    out first), then takes it."""
+
+    received: list = []
+    released = threading.Event()
+
+    def answer(self, got):
+        self.released.wait(60)
+        return 200, {}
+
+
+MONITOR = """
+[monitor]
+daily = true
+monthly = false
+rolling_minutes = 0
+min_samples = 50
+every_seconds = 86400
+"""
+
+
+def test_alerts_committed_before_a_kill_9_are_each_noticed_after_the_restart(tmp_path, backend):
+    """Each alert's notice is written in the alert's transaction: one alert's notice held up
+    at its receiver cannot keep the next ones from being stored before a kill -9."""
+    import numpy as np
+    import pandas as pd
+
+    Stalling.received = []
+    Stalling.released.clear()
+    central, hook = start_hooked_central(
+        tmp_path, Stalling, "--HandoffAgent.notice_retry_seconds=[0.2]", policy=MONITOR
+    )
+    try:
+        # Given churn's reference, and yesterday's traffic shifted far from it
+        rng = np.random.default_rng(3)
+        ref = pd.DataFrame({"a": rng.normal(0, 1, 400)})
+        ref.assign(prediction=(ref["a"] > 0).astype(int)).to_parquet(tmp_path / "ref.parquet")
+        p = central.cli("monitor", "import", "churn", str(tmp_path / "ref.parquet"), "--reference")
+        assert p.returncode == 0, p.stdout + p.stderr
+        day = (time.time() // 86400 - 1) * 86400
+        log = pd.DataFrame({"a": rng.normal(3, 1, 400)})
+        log.assign(prediction=(log["a"] > 0).astype(int), time=day + 200.0 * log.index).to_parquet(
+            tmp_path / "log.parquet"
+        )
+        p = central.cli("monitor", "import", "churn", str(tmp_path / "log.parquet"))
+        assert p.returncode == 0, p.stdout + p.stderr
+
+        # When the monitor runs, its alerts fire, and the first notice is held at the
+        # receiver while central is killed
+        def monitor_run():
+            with contextlib.suppress(OSError, http.client.HTTPException):  # killed meanwhile
+                central.request("POST", "/api/v1/models/churn/monitor/run", {})
+
+        run = threading.Thread(target=monitor_run)
+        run.start()
+        until(lambda: Stalling.received, timeout=60, what="the first alert's notice")
+        fired = {r["id"] for r in central.sql("SELECT id FROM alerts")}
+        assert len(fired) >= 2, fired
+        central.kill9()
+        run.join(60)
+        Stalling.released.set()
+        # and started again
+        central.start()
+
+        # Then every alert reaches the receiver, each under one delivery id
+        def noticed():
+            return {r["body"]["id"] for r in Stalling.received} >= fired
+
+        until(noticed, timeout=30, what="every alert's notice")
+        until(lambda: not central.sql("SELECT id FROM notices"), timeout=30, what="the rows' end")
+        ids = {}
+        for got in Stalling.received:
+            assert got["ok"] and got["body"]["type"] == "alert", got
+            ids.setdefault(got["body"]["id"], set()).add(got["id"])
+        assert set(ids) == fired and all(len(d) == 1 for d in ids.values()), ids
+    finally:
+        Stalling.released.set()
         central.stop()
         hook.shutdown()
 
