@@ -62,7 +62,7 @@ class Notices:
         body = _body(kind, event)
         for dest in self.webhooks():
             delivery = f"{kind}-{uuid.uuid4().hex}"
-            self.store.notice_add(kind, dest.name, delivery, body, None, time.time())
+            self.store.notice_add(kind, dest.name, delivery, body, time.time())
 
     def wake(self) -> None:
         """A notice was kept: the loop claims it now rather than at its next poll."""

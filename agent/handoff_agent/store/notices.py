@@ -1,9 +1,8 @@
-"""Notice rows: webhook notices from before their first attempt until taken or given up.
+"""Notice rows: webhook notices from the change that owes them until taken or given up.
 
-The sender claims its row as it adds it; a row waiting for its next attempt is unclaimed, and
-any agent on the database claims it when due (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
-two replicas never attempt one at once. A restart releases its own agent's claims at once,
-anyone else's lapse with the lease.
+A row is added unclaimed, in the change's transaction; any agent on the database claims it
+when due (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two replicas never attempt one at
+once. A restart releases its own agent's claims at once, anyone else's lapse with the lease.
 """
 
 from __future__ import annotations
@@ -20,16 +19,10 @@ LEASE = 60.0  # seconds a claim holds a row, longer than one attempt (10 s) and 
 
 class NoticeStore(StoreBase):
     def notice_add(
-        self,
-        kind: str,
-        destination: str,
-        delivery_id: str,
-        body: str,
-        owner: str | None,
-        at: float,
+        self, kind: str, destination: str, delivery_id: str, body: str, at: float
     ) -> int:
-        """The notice, claimed by ``owner`` for its first attempt; with no ``owner`` (written
-        in a state change's own transaction), due at ``at`` for whichever agent claims it."""
+        """The notice, written in the transaction of the change that owes it: unclaimed, due
+        at ``at`` for whichever agent claims it."""
         with self._tx() as c:
             return c.execute(
                 t.notices.insert()
@@ -41,8 +34,8 @@ class NoticeStore(StoreBase):
                     attempts=0,
                     next_try=at,
                     created=now(),
-                    claimed_by=owner,
-                    claimed_until=at + LEASE if owner else None,
+                    claimed_by=None,
+                    claimed_until=None,
                 )
                 .returning(N.id)
             ).scalar_one()

@@ -522,8 +522,8 @@ monitor_references = Table(
 # none of them is the forwarder's to remove once delivered.
 # -- webhook notices (m018) --------------------------------------------------------------------
 # A notice (an alert, a rollback, a trigger, a review or trust request) to one webhook
-# destination, from before its first attempt until it is taken or given up: a notice refused
-# for now is tried again after a restart, by this replica or another.
+# destination, from the transaction of the change that owes it until it is taken or given up:
+# a notice refused for now is tried again after a restart, by this replica or another.
 notices = Table(
     "notices",
     metadata,
