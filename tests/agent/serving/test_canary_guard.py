@@ -1,15 +1,19 @@
 """serving/canary_guard.py on a real MetadataStore (each backend), without HTTP: replicas' stats add
-up, one replica of two acts on an alarm, steps move once, and the gates say why they refuse."""
+up, one replica of two acts on an alarm (its webhook notice committed with the rollback), steps
+move once, and the gates say why they refuse."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import pytest
 
 from handoff_agent.deploy_policy import DeployPolicy
 from handoff_agent.errors import Conflict, NotFound
+from handoff_agent.forwarding.notices import Notices
+from handoff_agent.forwarding.webhook import WebhookDestination
 from handoff_agent.policy import Policy
 from handoff_agent.serving.canary_guard import SLICE_SECONDS, Guardrails
 from handoff_agent.serving.deploy import DeploymentService
@@ -89,6 +93,27 @@ def test_one_replica_of_two_rolls_back_and_the_other_finds_nothing(store, canary
     # Rolling back again finds no canary (the tick takes this, and a lost stage race, quietly)
     with pytest.raises(NotFound):
         a.deployments.abort_canary("churn", "again")
+
+
+def test_a_rollback_commits_its_webhook_notice_once_across_replicas(store, canary):
+    """The rollback's notice is a row written in the rollback's transaction, by the replica
+    that acted: nothing between the commit and a first attempt can lose it."""
+    policy = Policy(deploy=DeployPolicy(min_requests=20))
+    traffic(store, "a", "production", 1, 40)
+    traffic(store, "b", "canary", 2, 5, errors=2)
+    hook = WebhookDestination(url="http://127.0.0.1:9/hook", secret="s" * 32)
+    a, b = replica(store, policy, "a", []), replica(store, policy, "b", [])
+    for r in (a, b):
+        r.notify = Notices(lambda: [hook], None, [1.0], store, None, r.replica).keep
+    now = time.time() + 1
+    # When both replicas see the alarm in one tick
+    (kind, event), _ = a.tick(now, 7)
+    assert kind == "guardrail" and b.tick(now, 7) == []
+    # Then one notice waits for the webhook, due now, saying what the event says
+    (row,) = store.notices_claim("c", time.time() + 1)
+    assert (row["kind"], row["destination"], row["attempts"]) == ("guardrail", "webhook", 0)
+    assert json.loads(row["body"]) == {"type": "guardrail", **event}
+    assert (event["state"], event["version"], event["production"]) == ("rollback", 2, 1)
 
 
 def test_steps_move_once_and_the_bake_gates_promotion(store, canary):
