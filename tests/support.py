@@ -14,10 +14,13 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+from handoff_agent import signing
 from handoff_agent.bundle import FORMAT_VERSION
 from handoff_agent.manifest import with_files
 
@@ -30,6 +33,8 @@ BLOB_COMMANDS = ("fsck", "monitor")
 HOME_COMMANDS = (
     *("serve", "fsck", "token", "audit", "trust", "backup", "restore", "migrate", "monitor"),
 )
+# The default secret ``Receiver`` verifies deliveries against
+WEBHOOK_SECRET = "webhook-secret"
 
 
 class RunningAgent:
@@ -443,3 +448,49 @@ def handoff_cli(env: dict, *args: str, cwd=None, timeout: float = 120):
         timeout=timeout,
         cwd=cwd,
     )
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A real webhook receiver. Each POST is kept in ``received`` as a dict: ``headers``,
+    ``raw`` (the body's bytes), ``body`` (parsed), ``id`` (the delivery id) and ``ok``
+    (its signature is fresh and verifies against ``secret``). A module subclasses it with
+    its own ``received`` list and ``secret``, and ``answer`` for other answers;
+    ``start_receiver`` serves it."""
+
+    received: list = []
+    secret = WEBHOOK_SECRET
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        h = self.headers
+        mac = signing.signer(self.secret, h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"])
+        mac.update(raw)
+        ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
+            h["X-Handoff-Signature"], [mac]
+        )
+        self.received.append(
+            {"ok": ok, "body": json.loads(raw), "id": h["X-Handoff-Delivery"],
+             "headers": dict(h), "raw": raw}
+        )  # fmt: skip
+        status, reply = self.answer(self.received[-1])
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(reply).encode())
+
+    def answer(self, got: dict) -> tuple[int, dict]:
+        """The status and JSON body for the delivery ``got``: 200, or 401 unless it verifies."""
+        return (200 if got["ok"] else 401), {"received": True}
+
+    def log_message(self, *args):
+        pass
+
+
+def start_receiver(receiver: type[Receiver] = Receiver, path: str = "/hook"):
+    """``receiver`` answering on loopback, on a thread, its ``received`` emptied (the class
+    outlives one backend's run of a module). Returns (server, its URL at ``path``); the
+    caller shuts the server down."""
+    receiver.received.clear()
+    server = HTTPServer(("127.0.0.1", 0), receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}{path}"

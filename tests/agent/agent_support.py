@@ -1,5 +1,5 @@
-"""Helpers shared by the agent tests: the error contract, raw sockets, polling, a webhook
-receiver."""
+"""Helpers shared by the agent tests: the error contract, raw sockets, polling (the webhook
+receiver is in tests/support.py, which modules under tests/agent/serving/ import too)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import hashlib
 import http.client
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-
-from handoff_agent import signing
 
 UPLOAD = "/api/v1/models/{}/versions"
 NO_CHECKS = "--HandoffAgent.checks=[]"
-WEBHOOK_SECRET = "webhook-secret"
 
 
 def assert_error(status, body, expected_status: int, code: str | None = None) -> dict:
@@ -112,49 +107,3 @@ def built_app(home: Path):
         agent._io.shutdown()
         agent._db.submit(agent.registry.close).result()
         agent._db.shutdown()
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """A real webhook receiver. Each POST is kept in ``received`` as a dict: ``headers``,
-    ``raw`` (the body's bytes), ``body`` (parsed), ``id`` (the delivery id) and ``ok``
-    (its signature is fresh and verifies against ``secret``). A module subclasses it with
-    its own ``received`` list and ``secret``, and ``answer`` for other answers;
-    ``start_receiver`` serves it."""
-
-    received: list = []
-    secret = WEBHOOK_SECRET
-
-    def do_POST(self):
-        raw = self.rfile.read(int(self.headers["Content-Length"]))
-        h = self.headers
-        mac = signing.signer(self.secret, h["X-Handoff-Delivery"], h["X-Handoff-Timestamp"])
-        mac.update(raw)
-        ok = signing.fresh(h["X-Handoff-Timestamp"], 300) and signing.matches(
-            h["X-Handoff-Signature"], [mac]
-        )
-        self.received.append(
-            {"ok": ok, "body": json.loads(raw), "id": h["X-Handoff-Delivery"],
-             "headers": dict(h), "raw": raw}
-        )  # fmt: skip
-        status, reply = self.answer(self.received[-1])
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps(reply).encode())
-
-    def answer(self, got: dict) -> tuple[int, dict]:
-        """The status and JSON body for the delivery ``got``: 200, or 401 unless it verifies."""
-        return (200 if got["ok"] else 401), {"received": True}
-
-    def log_message(self, *args):
-        pass
-
-
-def start_receiver(receiver: type[Receiver] = Receiver, path: str = "/hook"):
-    """``receiver`` answering on loopback, on a thread, its ``received`` emptied (the class
-    outlives one backend's run of a module). Returns (server, its URL at ``path``); the
-    caller shuts the server down."""
-    receiver.received.clear()
-    server = HTTPServer(("127.0.0.1", 0), receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}{path}"

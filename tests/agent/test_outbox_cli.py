@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from agent_support import NO_CHECKS, Receiver, assert_error, start_receiver
-from support import bundle_bytes, handoff_cli, until
+from agent_support import NO_CHECKS, assert_error
+from support import Receiver, bundle_bytes, handoff_cli, start_receiver, until
 
 # What the receiver answers for each model's delivery: 400 is a refusal (dead), 503 a
 # receiver that is down for now (retried).

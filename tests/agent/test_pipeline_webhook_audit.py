@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from agent_support import WEBHOOK_SECRET as SECRET
-from agent_support import Receiver, start_receiver
-from support import RunningAgent, bundle_bytes, until
+from support import WEBHOOK_SECRET as SECRET
+from support import Receiver, RunningAgent, bundle_bytes, start_receiver, until
 
 
 @pytest.fixture

@@ -12,10 +12,19 @@ from http.server import HTTPServer
 import numpy as np
 import pandas as pd
 import pytest
-from agent_support import WEBHOOK_SECRET as HOOK_SECRET
-from agent_support import Receiver, assert_error, start_receiver
+from agent_support import assert_error
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, forwarding_args, handoff_cli, push_model, until, wait_checked
+from support import WEBHOOK_SECRET as HOOK_SECRET
+from support import (
+    Receiver,
+    RunningAgent,
+    forwarding_args,
+    handoff_cli,
+    push_model,
+    start_receiver,
+    until,
+    wait_checked,
+)
 
 SECRET = "first-secret-3kT9qLm2VxZp7RwY8nB4"
 POLICY = f"""

@@ -19,9 +19,17 @@ import pandas as pd
 import pytest
 import skops.io as sio
 import trust_families
-from agent_support import Receiver, assert_error, start_receiver
+from agent_support import assert_error
 from skops.io._general import NODE_TYPE_MAPPING
-from support import RunningAgent, bundle_bytes, forwarding_args, push_model, until
+from support import (
+    Receiver,
+    RunningAgent,
+    bundle_bytes,
+    forwarding_args,
+    push_model,
+    start_receiver,
+    until,
+)
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
 

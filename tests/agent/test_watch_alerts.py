@@ -12,8 +12,7 @@ import sys
 import time
 
 import pytest
-from agent_support import Receiver, start_receiver
-from support import push_model, until
+from support import Receiver, push_model, start_receiver, until
 from watch_support import check, frame, push_forest, read_bytes, triggers, watch
 
 from handoff_agent import signing

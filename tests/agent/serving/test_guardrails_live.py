@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -30,9 +29,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
-from support import RunningAgent, until
-
-from handoff_agent import signing
+from support import Receiver, RunningAgent, start_receiver, until
 
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
 
@@ -48,21 +45,11 @@ UNSEEN = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}  # "a" = 0.5 is not in the tr
 WEBHOOK_SECRET = "guardrail-webhook-secret-3Kp8Wd5Rn2"
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """The on-call webhook: each POST's headers and body, as received."""
+class OnCall(Receiver):
+    """The on-call webhook: each signed delivery, as received."""
 
     received: list = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
+    secret = WEBHOOK_SECRET
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +72,7 @@ def brittle(X, y):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, backend, data):
     X, y = data
-    hook = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    hook_url = f"http://127.0.0.1:{hook.server_port}/on-call"
+    hook, hook_url = start_receiver(OnCall, "/on-call")
     webhook = [
         "--forward-to",
         "webhook",
@@ -131,7 +116,7 @@ def view(central) -> dict:
 def test_an_alarm_rolls_the_canary_back_within_one_tick(site, data):
     local, central, client = site
     X, y = data
-    Receiver.received.clear()  # the receiver class outlives one backend's run of this module
+    OnCall.received.clear()  # only this test's deliveries (start_receiver emptied it at setup)
     found: list = []
     stop = threading.Event()
     threading.Thread(target=read_events, args=(central, found, stop), daemon=True).start()
@@ -194,15 +179,12 @@ def test_an_alarm_rolls_the_canary_back_within_one_tick(site, data):
     # The webhook destination (CI, on-call) gets one signed delivery naming the model, the
     # version rolled back, the alarm and the production version now serving
     def delivered():
-        return [(h, b) for h, b in Receiver.received if json.loads(b)["type"] == "guardrail"]
+        return [got for got in OnCall.received if got["body"]["type"] == "guardrail"]
 
     until(delivered, timeout=30, what="the rollback's webhook delivery")
-    [(headers, raw)] = delivered()
-    body = json.loads(raw)
-    signature = signing.sign(
-        WEBHOOK_SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
-    )
-    assert headers["X-Handoff-Signature"] == signature
+    [got] = delivered()
+    assert got["ok"], got["headers"]  # signed with the destination's secret, fresh
+    body = got["body"]
     assert (body["model"], body["version"], body["state"], body["production"]) == (
         "churn",
         v2,
@@ -247,16 +229,14 @@ def test_promotion_waits_for_a_clean_bake(site, data):
     # The webhook (a team's chat, a ticket queue) was told each time the version came to
     # wait for a sign-off, signed, with where to look
     def review_notices():
-        out = [(h, json.loads(b)) for h, b in Receiver.received]
-        return [(h, b) for h, b in out if b["type"] == "review" and b["version"] == v3]
+        got = OnCall.received
+        return [g for g in got if g["body"]["type"] == "review" and g["body"]["version"] == v3]
 
     until(lambda: len(review_notices()) == 3, timeout=30, what="three review notices")
-    assert [b["stage"] for _, b in review_notices()] == ["validated", "approved", "canary"]
-    headers, notice = review_notices()[-1]
-    raw = json.dumps(notice, sort_keys=True).encode()
-    assert headers["X-Handoff-Signature"] == signing.sign(
-        WEBHOOK_SECRET, headers["X-Handoff-Delivery"], headers["X-Handoff-Timestamp"], [raw]
-    )
+    assert [g["body"]["stage"] for g in review_notices()] == ["validated", "approved", "canary"]
+    last = review_notices()[-1]
+    assert last["ok"], last["headers"]  # signed with the destination's secret, fresh
+    notice = last["body"]
     assert (notice["next"], notice["missing"]) == ("production", entry["missing"])
     assert notice["blocked"]["code"] == "bake_not_clean"
     assert notice["url"] == f"{central.url}/api/v1/models/churn/versions/{v3}"

@@ -9,7 +9,6 @@ import http.client
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from serving_support import (
     start_pair,
 )
 from sklearn.linear_model import LogisticRegression
-from support import RunningAgent, until
+from support import Receiver, RunningAgent, start_receiver, until
 
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
@@ -41,18 +40,11 @@ drift = "rollback"
 WEBHOOK_SECRET = "monitor-webhook-secret-7Qm2Lx9Vz4"
 
 
-class Receiver(BaseHTTPRequestHandler):
+class Alerts(Receiver):
+    """The alerts webhook: each signed delivery, as received."""
+
     received: list = []
-
-    def do_POST(self):
-        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
+    secret = WEBHOOK_SECRET
 
 
 def follow(agent, events: list) -> None:
@@ -78,9 +70,7 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
     y = (X["a"] + X["b"] > 0).astype(int)
-    hook = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    hook_url = f"http://127.0.0.1:{hook.server_port}/alerts"
+    hook, hook_url = start_receiver(Alerts, "/alerts")
     webhook = [
         "--forward-to",
         "webhook",
@@ -206,8 +196,9 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         until(lambda: any(e["type"] == "alert" for e in events), timeout=30, what="SSE alert")
         alert = next(e for e in events if e["type"] == "alert" and e["alert"] == "drift")
         assert alert["state"] == "firing" and alert["action"] == "rollback"
-        until(lambda: Receiver.received, timeout=30, what="webhook delivery")
-        assert any(r["type"] == "alert" and r["alert"] == "drift" for r in Receiver.received)
+        until(lambda: Alerts.received, timeout=30, what="webhook delivery")
+        alerts = [g for g in Alerts.received if g["body"]["type"] == "alert"]
+        assert any(g["body"]["alert"] == "drift" and g["ok"] for g in alerts)
         audit = central.sql("SELECT action FROM audit WHERE action LIKE 'monitor.%'")
         assert {"monitor.alert", "monitor.reference", "monitor.import"} <= {
             r["action"] for r in audit
