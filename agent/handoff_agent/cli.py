@@ -58,7 +58,9 @@ def _agent_serving(home: Path, database_url: str = "") -> str | None:
     """Which agent runs on ``home`` (it holds the home's lock, ``homes.holder``) or, on this
     machine, on the database ``database_url``, in one line: "The central agent at URL (pid N)
     runs on HOME: stop it first (`jupyter handoff stop --role central`)"; None for none. Its
-    URL is its runtime file's. Replicas on other hosts are not seen."""
+    URL is its runtime file's. Replicas on other hosts are not seen. The one check of the
+    commands an agent must not run under (restore --force, dossier key rotate); each adds
+    what comes after the stop."""
     from .homes import holder
     from .store.engine import redact
 

@@ -323,8 +323,7 @@ class DossierApp(Command):
     def rotate(self) -> int:
         """A new key in central's home; the old public key is kept as retired, with an audit
         row. Offline (central stopped), so no replica signs with a key it no longer has."""
-        from . import homes
-        from .cli import _home, _open_db
+        from .cli import _agent_serving, _home, _open_db
         from .shell import os_user
 
         if self.config.HandoffAgent.get("signing_key_file"):
@@ -335,12 +334,9 @@ class DossierApp(Command):
         path = home / keys.KEY_FILE
         if not path.is_file():
             return self._refuse_file(home)
-        pid = homes.holder(home)
-        if pid is not None:
-            complain(
-                f"Central (pid {pid}) serves {home}: stop it, rotate, then start it, so it "
-                "signs with the new key."
-            )
+        running = _agent_serving(home)  # the rule restore --force refuses by
+        if running:
+            complain(f"{running}, then rotate and start it again, so it signs with the new key.")
             return 2
         try:
             db = _open_db(self.config)

@@ -150,7 +150,12 @@ def test_a_rotated_key_still_verifies_the_dossiers_it_signed(tmp_path, backend):
         before = dossier(central, f"m1:{delivered(central, 'm1')}", tmp_path / "before.zip")
         # a running central keeps the key it has: rotation waits for it to stop
         p = cli(central, "dossier", "key", "rotate", "--home", str(central.home))
-        assert p.returncode == 2 and "stop it, rotate, then start it" in p.stderr, p.stderr
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.strip().splitlines() == [
+            f"The central agent at {central.url} (pid {central.proc.pid}) runs on "
+            f"{central.home}: stop it first (`jupyter handoff stop --role central`), then "
+            "rotate and start it again, so it signs with the new key."
+        ], p.stderr
         central.stop()
         p = cli(central, "dossier", "key", "rotate", "--home", str(central.home))
         assert p.returncode == 0, p.stdout + p.stderr
