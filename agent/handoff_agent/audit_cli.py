@@ -20,6 +20,7 @@ from ._version import __version__
 from .command import Command
 from .errors import BadRequest
 from .shell import complain, visible
+from .vocabulary import when_text
 
 USAGE = (
     "Usage: jupyter handoff audit verify [--home DIR | --agent-role central | --file "
@@ -54,8 +55,12 @@ def summary(payload: str) -> str:
 
 
 def line(row: dict) -> str:
-    """One entry, readable: seq, time (UTC, to the second), actor, action, subject, payload."""
-    when = row["time"][:19] + "Z" if row["time"][10:11] == "T" else row["time"]
+    """One entry, readable: seq, time (``when_text``, the rule for times shown to people),
+    actor, action, subject, payload. --json keeps the time as stored, for the chain's hash."""
+    try:
+        when = when_text(row["time"], never="-")
+    except (TypeError, ValueError):  # not a time (an entry from a damaged chain): as stored
+        when = str(row["time"])
     fields = (visible(row["actor"]), visible(row["action"]), visible(row["subject"]))
     return f"{row['seq']:>6}  {visible(when)}  {'  '.join(fields)}  {summary(row['payload'])}"
 

@@ -238,8 +238,11 @@ def test_audit_log_prints_one_line_an_entry(site):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     signoff = next(line for line in lines if " signoff " in line)
-    seq = entries(site["central"], actor="bob")[0]["seq"]
-    assert signoff.split()[0] == str(seq)
+    row = entries(site["central"], actor="bob")[0]
+    assert signoff.split()[0] == str(row["seq"])
+    # its time as every message shows one (UTC, to the second); --json keeps it as stored
+    assert row["time"].endswith("+00:00") and "." in row["time"]
+    assert signoff.split()[1] == row["time"][:19] + "Z"
     assert "bob  signoff  churn:1" in signoff
     assert '"looks right \\u001b[31m"' in signoff and "\x1b" not in out.stdout
     assert "decision=approve" in signoff and "role=reviewer" in signoff
