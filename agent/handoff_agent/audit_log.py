@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 from .audit import ROW_KEYS, first_break, is_row
 from .errors import BadRequest
+from .names import CONTROL
 
 FILTERS = ("subject", "actor", "action", "since", "until")
 TEXT_FILTERS = ("subject", "actor", "action")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 _EPOCH = re.compile(r"[0-9]{1,11}(\.[0-9]{1,6})?")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _BASIC_DATE = re.compile(r"(19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])")  # 20261208
 TIME_HINT = "Give an ISO time (2026-12-07, 2026-12-07T10:00:00Z; no zone is UTC) or epoch seconds."
 
@@ -64,7 +64,7 @@ def parse_filters(
         value = (given.get(key) or "").strip()
         if not value:
             continue
-        if len(value) > 200 or _CONTROL.search(value):
+        if len(value) > 200 or CONTROL.search(value):
             raise BadRequest(
                 f"{named(key)} must be at most 200 characters, without control characters.",
                 "e.g. subject=churn or subject=churn:3, actor=alice, action=signoff",

@@ -10,6 +10,10 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 
 
+# ASCII control characters (C0 and DEL) in a caller's text: a message quoting the text
+# strips them (handlers.base.shown), a filter carrying them is refused (audit_log).
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+
 HINT = "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '..'."
 
 

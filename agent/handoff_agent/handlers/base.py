@@ -31,6 +31,7 @@ from ..errors import (
     UnsupportedMediaType,
     error_body,
 )
+from ..names import CONTROL
 from ..store.blobs import BlobCorrupt, BlobMissing, BlobUnavailable
 from ..store.engine import unavailable
 from ..vocabulary import JSON_BODY_LIMIT
@@ -44,7 +45,6 @@ MAX_JSON_DEPTH = 32
 UINT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() and int() take any Unicode digit
 # Query values never written to a log, whatever the route (a token in a URL is still a token).
 SECRET_KEYS = ("token", "secret", "key", "password", "auth", "signature", "sig")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
@@ -103,7 +103,7 @@ def page_args(handler: BaseHandler, default: int) -> tuple[int, int]:
 
 def shown(raw: str, width: int = 40) -> str:
     """A caller's text fit to quote in a message: control characters out, at most ``width``."""
-    return _CONTROL.sub("", raw)[:width]
+    return CONTROL.sub("", raw)[:width]
 
 
 def cache_buster(key: str, values: list[bytes]) -> bool:
