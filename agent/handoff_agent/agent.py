@@ -168,9 +168,10 @@ class HandoffAgent(LoggingConfigurable):
     ).tag(config=True)
     database_busy_timeout = Float(
         30.0,
-        help="SQLite only: seconds a write waits for another process's lock on the database "
-        "file (two agents on one file, a backup) before the request is answered 503 with "
-        "Retry-After; counted from when the request asked, however many writes queue with it.",
+        help="Seconds a write waits for another process's lock before the request is answered "
+        "503 database_busy with Retry-After: on SQLite a lock on the database file (two agents "
+        "on one file, a backup), on PostgreSQL a row or table lock another session holds (its "
+        "lock_timeout); counted from when the request asked, however many writes queue with it.",
     ).tag(config=True)
     blob_url = Unicode(
         "",

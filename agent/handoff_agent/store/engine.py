@@ -4,7 +4,8 @@ SQLite gets WAL, synchronous=FULL, foreign keys and a busy timeout on every conn
 every write transaction starts with BEGIN IMMEDIATE, so two writers never both read and then
 both write. Reads start a plain BEGIN and never wait for a writer (WAL). A writer that still
 finds the database locked after the busy timeout (two agents on one file, a long backup)
-becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``.
+becomes ``Unavailable`` (503 with Retry-After), never a 500: see ``unavailable``. PostgreSQL
+gets the same bound as its ``lock_timeout`` (``_bound_lock_waits``).
 
 The busy timeout counts from when the caller asked (``asked_at``), not from when the agent's
 one writer thread reached its write: writes queued behind each other while another process
@@ -72,7 +73,8 @@ def redact(url: str | URL) -> str:
 
 
 def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
-    """``busy_timeout``: seconds a SQLite writer waits for the lock before giving up."""
+    """``busy_timeout``: seconds a writer waits for another's lock before giving up (SQLite's
+    busy timeout, PostgreSQL's lock_timeout)."""
     parsed = normalize(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite(parsed, busy_timeout)
@@ -84,6 +86,7 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
                 "PostgreSQL needs psycopg 3: pip install 'jupyter-handoff[postgres]'"
             ) from None
         _ping_when_idle(engine)
+        _bound_lock_waits(engine, busy_timeout)
         return engine
     raise BadDatabaseURL(
         f"Unsupported database URL {redact(parsed)}: use sqlite:///PATH or postgresql://…"
@@ -110,9 +113,32 @@ def _ping_when_idle(engine: Engine, idle: float = IDLE_PING) -> None:
                 raise exc.DisconnectionError(str(e)) from e
 
 
+def _bound_lock_waits(engine: Engine, busy_timeout: float) -> None:
+    """PostgreSQL's ``lock_timeout``, SQLite's busy timeout's counterpart: a statement that
+    waits for a row or table lock another session holds (another replica's or a script's
+    long transaction) gives up after ``busy_timeout`` with SQLSTATE 55P03, which
+    ``unavailable`` answers 503 ``database_busy``, instead of waiting without bound. Set once
+    per connection; a write that queued (``asked_at``) waits only what is left, for its own
+    transaction (SET LOCAL). 0 would mean no bound: at least 1 ms."""
+    full = max(int(busy_timeout * 1000), 1)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, record):
+        dbapi_conn.execute(f"SET lock_timeout = {full}")
+        dbapi_conn.commit()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        if conn.get_execution_options().get(READ):
+            return
+        wait = _wait_ms(busy_timeout)
+        if wait < full:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(wait, 1)}")
+
+
 @contextlib.contextmanager
 def asked_at(at: float):
-    """SQLite writes begun in this block (this thread) wait for another process's lock only
+    """Writes begun in this block (this thread) wait for another process's lock only
     what is left of the busy timeout since ``at`` (``time.monotonic()``), when their caller
     asked: one that queued behind other writes while the lock was held tries once more and
     is answered 503 at once, rather than waiting a whole timeout of its own."""

@@ -217,6 +217,9 @@ def upgrade(engine: Engine) -> list[str]:
         return []
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # another replica's migration runs as long as it needs: wait for it, and for the
+            # tables' locks, without the busy timeout's bound
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
         existing = set(inspect(conn).get_table_names())
         if "schema_migrations" not in existing:
