@@ -1,7 +1,8 @@
 """What a canary's guardrails decide at each tick, from its stats and production's.
 
 Pure and deterministic: the deployment service owns the clock, the stats and the transaction,
-and calls ``evaluate`` every tick with the canary's stats since its current share started.
+and calls ``evaluate`` every tick with the canary's stats since its current share started
+(``evaluate_slots``: from the first stats slice that starts at or after that moment).
 The decision is one of ``vocabulary.GUARDRAIL_STATES``:
 
 - ``rollback``: an alarm holds; the canary goes to 0% at once. The alarm says which metric,
@@ -42,7 +43,7 @@ from statistics import NormalDist
 from ..deploy_policy import DeployPolicy
 from ..drift import live_ratio, significantly_worse
 from ..vocabulary import SHADOW_GATES
-from .stats import StatsBook, WindowStats, prediction_psi
+from .stats import StatsBook, WindowStats, counted_from, prediction_psi
 
 
 @dataclass(frozen=True)
@@ -258,8 +259,8 @@ def evaluate(
     step = current_step(percent, d)
     share = schedule[step] if percent is None else percent
     found, metrics = alarms(canary_stats, production_stats, d)
-    elapsed = max(0.0, now - started_at)
-    metrics["elapsed_seconds"] = elapsed
+    elapsed = now - started_at  # below 0 until a bake's first whole slice (evaluate_slots)
+    metrics["elapsed_seconds"] = max(0.0, elapsed)
     if found:
         return Decision("rollback", 0.0, step, found[0].sentence, found[0], found, metrics=metrics)
     last = step == len(schedule) - 1
@@ -404,16 +405,19 @@ def evaluate_slots(
     percent: float | None = None,
 ) -> Decision:
     """``evaluate`` on a ``StatsBook``: the canary version's ``canary`` slot and the production
-    version's ``production`` slot, both since ``started_at``. The book's ``window_seconds``
-    must cover the longest step or bake, or the oldest traffic falls out of the decision."""
-    now, started_at = seconds(now), seconds(started_at)
-    mine = book.window(model, canary, "canary", now, since=started_at)
+    version's ``production`` slot, both over the bake (or step) that began at ``started_at``:
+    from the first slice starting at or after it (``stats.counted_from``), its time as well as
+    its requests, so nothing from before counts. The book's ``window_seconds`` must cover the
+    longest step or bake, or the oldest traffic falls out of the decision."""
+    now = seconds(now)
+    start = counted_from(seconds(started_at), book.slice_seconds)
+    mine = book.window(model, canary, "canary", now, since=start)
     theirs = (
-        book.window(model, production, "production", now, since=started_at)
+        book.window(model, production, "production", now, since=start)
         if production is not None
         else None
     )
-    return evaluate(mine, theirs, policy, now, started_at, percent=percent)
+    return evaluate(mine, theirs, policy, now, start, percent=percent)
 
 
 def shadow_slots(
@@ -426,7 +430,8 @@ def shadow_slots(
     now: float | str | datetime,
     since: float | str | datetime,
 ) -> ShadowReport:
-    """``shadow_report`` on a ``StatsBook``: the ``shadow`` slot against ``production``."""
+    """``shadow_report`` on a ``StatsBook``: the ``shadow`` slot against ``production``, from
+    the first slice starting at or after ``since`` (``stats.counted_from``)."""
     now, since = seconds(now), seconds(since)
     return shadow_report(
         book.window(model, shadow, "shadow", now, since=since),

@@ -24,6 +24,7 @@ GAMMA = 1.04  # latency bucket growth: bucket i covers (MIN_MS * GAMMA**(i-1), M
 MIN_MS = 0.001
 _LOG_GAMMA = math.log(GAMMA)
 _PLAIN = frozenset({str, int, bool, float})
+SLICE_DEFAULT = 10.0  # seconds; central's model server uses its own (server.SLICE_SECONDS)
 PROBABILITY_EDGES = tuple(i / 100 for i in range(1, 100))  # 100 bins over [0, 1] for scores
 
 
@@ -194,6 +195,21 @@ def prediction_psi(
     return None, None
 
 
+def first_slice(since: float, slice_seconds: float) -> int:
+    """The first slice counted for stats asked ``since`` a moment: the first that starts at or
+    after it. A slice is counted whole or not at all, so the one holding ``since`` is not: its
+    requests from before (a canary's before its share changed, or before a rollback under
+    it) would count toward a bake that had not begun."""
+    return math.ceil(since / slice_seconds)
+
+
+def counted_from(since: float, slice_seconds: float) -> float:
+    """When stats asked ``since`` a moment start counting: ``first_slice``'s start. A canary's
+    bake (and a step, and a shadow's report) runs from here: its time as well as its
+    requests."""
+    return first_slice(since, slice_seconds) * slice_seconds
+
+
 class RollingStats:
     """One (model, version, slot)'s stats in time slices, keeping ``window_seconds`` of them.
 
@@ -202,7 +218,7 @@ class RollingStats:
     def __init__(
         self,
         window_seconds: float = 3600.0,
-        slice_seconds: float = 10.0,
+        slice_seconds: float = SLICE_DEFAULT,
         score_edges: Iterable[float] = PROBABILITY_EDGES,
     ):
         if slice_seconds <= 0 or window_seconds < slice_seconds:
@@ -291,11 +307,11 @@ class RollingStats:
         s.agreed += bool(agree)
 
     def window(self, now: float, since: float | None = None) -> WindowStats:
-        """The slices of the last ``window_seconds`` up to ``now``, merged; from ``since`` only
-        (the slice holding ``since`` is included whole) when given."""
+        """The slices of the last ``window_seconds`` up to ``now``, merged; with ``since``,
+        only the slices that start at or after it (``counted_from``)."""
         lo = int((now - self.window_seconds) // self.slice_seconds)
         if since is not None:
-            lo = max(lo, int(since // self.slice_seconds) - 1)
+            lo = max(lo, first_slice(since, self.slice_seconds) - 1)
         hi = int(now // self.slice_seconds)
         out = WindowStats()
         for i, s in self.slices.items():
@@ -349,6 +365,7 @@ class StatsBook:
     def __init__(self, **options):
         self.options = options  # RollingStats arguments for every new key
         self.stats: dict[Key, RollingStats] = {}
+        self.slice_seconds = float(options.get("slice_seconds", SLICE_DEFAULT))
 
     def get(self, model: str, version: int, slot: str) -> RollingStats:
         key = (model, int(version), slot)

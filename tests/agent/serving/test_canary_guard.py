@@ -17,7 +17,7 @@ from handoff_agent.forwarding.webhook import WebhookDestination
 from handoff_agent.policy import Policy
 from handoff_agent.serving.canary_guard import SLICE_SECONDS, Guardrails
 from handoff_agent.serving.deploy import DeploymentService
-from handoff_agent.serving.stats import StatsBook
+from handoff_agent.serving.stats import StatsBook, counted_from
 from handoff_agent.store.metadata import MetadataStore
 
 
@@ -40,10 +40,17 @@ def replica(store, policy, name: str, events: list) -> Guardrails:
     return Guardrails(store, deployments, policy, lambda k, **d: events.append((k, d)), name)
 
 
+def counted() -> float:
+    """A moment in the first stats slice counted for a slot set until now: the slice a slot
+    is set in holds requests from before, and never counts."""
+    return counted_from(time.time(), SLICE_SECONDS) + 1
+
+
 def traffic(store, replica_id: str, slot: str, number: int, n: int, errors=0, now=None):
-    """``n`` requests of one version in one slot, as a replica's server stores them."""
+    """``n`` requests of one version in one slot, as a replica's server stores them (at
+    ``now``, by default ``counted()``)."""
     book = StatsBook(slice_seconds=SLICE_SECONDS)
-    now = time.time() if now is None else now
+    now = counted() if now is None else now
     for i in range(n):
         book.get("churn", number, slot).record(
             now, 2.0, error=i < errors, classes=[i % 2], scores=[(i % 10) / 10 + 0.05]
@@ -68,7 +75,7 @@ def test_every_replicas_counts_add_up(store, canary):
     traffic(store, "a", "canary", 2, 30)
     traffic(store, "b", "canary", 2, 12)
     traffic(store, "a", "canary", 2, 8)  # a second flush adds into a's row
-    judged = replica(store, policy, "a", []).judge("churn", now=time.time() + 1)
+    judged = replica(store, policy, "a", []).judge("churn", now=counted())
     assert judged["stats"]["canary"]["requests"] == 50
     assert judged["stats"]["canary"]["p50_ms"] == pytest.approx(2.0, rel=0.05)
     assert judged["stats"]["production"]["requests"] == 0
@@ -81,7 +88,7 @@ def test_one_replica_of_two_rolls_back_and_the_other_finds_nothing(store, canary
     traffic(store, "b", "canary", 2, 5, errors=2)  # 2 errors > 1 % of min_requests
     seen_a, seen_b = [], []
     a, b = replica(store, policy, "a", seen_a), replica(store, policy, "b", seen_b)
-    now = time.time() + 1
+    now = counted()
     out = a.tick(now, 7)
     assert [k for k, _ in out] == ["guardrail", "stage"]
     assert out[0][1]["alarm"]["metric"] == "error_rate" and out[0][1]["tick"] == 7
@@ -126,7 +133,7 @@ def test_steps_move_once_and_the_bake_gates_promotion(store, canary):
     with pytest.raises(Conflict) as refused:
         a.guard({}, "production", "churn:2")
     assert refused.value.code == "bake_not_clean" and "Step 1 of 2" in refused.value.message
-    later = time.time() + 5
+    later = counted() + 1
     assert [e[1]["state"] for e in a.tick(later, 1)] == ["step_up"]
     with pytest.raises(Conflict) as lost:  # b read the old share: its step is refused
         b.deployments.set_traffic("churn", 80.0, "guardrails", expected=50.0)
@@ -167,7 +174,7 @@ def test_the_shadow_report_gates_the_canary(store):
     store.slot_set("churn", "shadow", v2, n2, 0.0, "t")
     policy = Policy(deploy=DeployPolicy(shadow=True, min_requests=10, min_agreement=0.9))
     a = replica(store, policy, "a", [])
-    now = time.time() + 1
+    now = counted() + 1
     with pytest.raises(Conflict) as refused:
         a.guard({}, "canary", "churn:2", now=now)
     assert refused.value.code == "shadow_not_passed" and "more mirrored" in refused.value.message

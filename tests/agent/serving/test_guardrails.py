@@ -304,6 +304,42 @@ def test_the_deployment_service_reads_a_stats_book():
     assert (r.ready, r.passed, r.agreement) == (True, True, 1.0)
 
 
+def test_a_bake_counts_nothing_from_before_it_began():
+    # Given a canary v3 that served 150 clean requests (and production 300) in the slice
+    # [100, 110) before its bake started again at t = 107 (a pause and resume, a step, a
+    # rollback of the production under it)
+    book = StatsBook(slice_seconds=10)
+    for i in range(150):
+        book.get("churn", 3, "canary").record(100 + i / 100, 4.0, classes=[i % 2])
+        book.get("churn", 2, "production").record(100 + i / 100, 4.0, classes=[i % 2])
+        book.get("churn", 2, "production").record(101 + i / 100, 4.0, classes=[i % 2])
+    bake = DeployPolicy(min_requests=100, bake_seconds=0)
+    # Then none of them counts: the bake starts at the first slice starting at or after 107,
+    # its requests and its time alike (a slice is counted whole or not at all)
+    for now in (109.0, 115.0, 400.0):
+        d = evaluate_slots(book, "churn", 3, 2, bake, now=now, started_at=107.0, percent=10)
+        assert (d.state, d.metrics["requests"], d.metrics["production_requests"]) == (
+            "baking",
+            0,
+            0,
+        ), d
+    d = evaluate_slots(book, "churn", 3, 2, POLICY, now=109.0, started_at=107.0, percent=10)
+    assert d.missing == {"requests": 100, "seconds": 301}, d  # 1 s to 110, then 300 s
+    # And once the canary serves after it, the bake is clean, timed from t = 110
+    for i in range(100):
+        book.get("churn", 3, "canary").record(110 + i / 100, 4.0, classes=[i % 2])
+        book.get("churn", 2, "production").record(110 + i / 100, 4.0, classes=[i % 2])
+    d = evaluate_slots(book, "churn", 3, 2, bake, now=111.5, started_at=107.0, percent=10)
+    assert (d.state, d.metrics["requests"], d.metrics["elapsed_seconds"]) == (
+        "promote_ready",
+        100,
+        1.5,
+    ), d
+    # A bake that begins on a slice's edge counts that slice
+    d = evaluate_slots(book, "churn", 3, 2, bake, now=111.5, started_at=110.0, percent=10)
+    assert d.state == "promote_ready" and d.metrics["requests"] == 100
+
+
 def test_no_false_alarms_on_canaries_like_production_and_every_shifted_one_caught():
     # Given 200 canaries drawn from production's own distributions at 100 to 400 requests
     # (latency, scores, classes and 90% accuracy on 60 labels), under the default policy,

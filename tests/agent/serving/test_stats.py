@@ -126,7 +126,9 @@ def test_old_slices_fall_out_of_the_window():
     r.record(35.0, 1.0)
     r.record(59.0, 1.0)
     assert r.window(59.0).count == 3
-    assert r.window(59.0, since=30.0).count == 2  # the slice holding `since` counts whole
+    assert r.window(59.0, since=30.0).count == 2  # from the slice starting at `since`
+    # a slice that starts before `since` holds requests from before it: it is not counted
+    assert r.window(59.0, since=31.0).count == 1
     r.record(95.0, 1.0)  # slice 9: slices 3 and older are gone
     assert sorted(r.slices) == [5, 9]
     assert r.window(95.0).count == 2
