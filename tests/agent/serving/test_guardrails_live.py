@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from support import Receiver, RunningAgent, start_receiver, until
+
+from handoff_agent.serving.guardrails import seconds
+from handoff_agent.serving.server import SLICE_SECONDS
 
 assert RunningAgent  # this module starts agents: conftest runs it on every backend
 
@@ -105,6 +109,41 @@ def read_events(agent: RunningAgent, found: list, stop: threading.Event) -> None
             return
         if line.startswith(b"data: "):
             found.append(json.loads(line[6:]))
+
+
+def restart_after_requests(central, client, number: int, row: dict) -> None:
+    """Twenty requests to canary ``number`` (by version), then the canary paused and resumed
+    at 50 % (its bake starts again), in one stats slice (tried again if a slice's edge fell
+    between them); returns once central stored the requests."""
+    for _ in range(5):
+        time.sleep(SLICE_SECONDS - time.time() % SLICE_SECONDS)  # a fresh slice
+        first = int(time.time() // SLICE_SECONDS)
+        for _ in range(20):
+            status, headers, _ = client.call(
+                "POST", f"/invocations?model=churn&version={number}", {"dataframe_records": [row]}
+            )
+            assert status == 200 and headers["X-Handoff-Slot"] == "canary"
+        for percent in (0, 50):
+            status, body = central.request(
+                "POST", "/api/v1/models/churn/deployment/traffic", {"percent": percent}
+            )
+            assert status == 200, body
+        since = {s["slot"]: s["since"] for s in view(central)["slots"]}["canary"]
+        if int(seconds(since) // SLICE_SECONDS) == first:
+            break
+    else:
+        raise AssertionError("a slice's edge fell between the requests and the resume 5 times")
+
+    def stored() -> int:
+        rows = central.sql(
+            "SELECT stats FROM serving_stats WHERE model = 'churn' AND version = :v "
+            "AND slot = 'canary' AND slice = :s",
+            v=number,
+            s=first,
+        )
+        return sum(json.loads(r["stats"]).get("count", 0) for r in rows) >= 20
+
+    until(stored, timeout=60, what="the requests' stats stored")
 
 
 def view(central) -> dict:
@@ -263,6 +302,21 @@ def test_promotion_waits_for_a_clean_bake(site, data):
     assert slots["canary"]["requests"] >= 20 and slots["canary"]["alarms"] == []
     assert slots["canary"]["error_rate"] == 0.0 and slots["canary"]["p50_ms"] is not None
 
+    # Paused and resumed, the canary bakes again: its 20 requests (the policy's min_requests)
+    # just before, in the stats slice it resumed in, do not make a sign-off pass
+    restart_after_requests(central, client, v3, rows[0])
+    until(
+        lambda: "seconds" not in view(central)["guardrails"]["canary"]["missing"],
+        timeout=30,
+        what="the bake's 2 s",
+    )
+    status, body = central.request("POST", path, {"decision": "approve", "comment": "ship"})
+    assert status == 409 and body["error"]["code"] == "bake_not_clean", body
+    assert "20 more requests" in body["error"]["message"], body
+    assert central_stage(central, "churn", v3) == "canary"
+    assert {s["slot"]: s["requests"] for s in view(central)["slots"]}["canary"] == 0
+    # and once it served enough since, it is promoted
+    until(baked, timeout=120, what="a clean bake after the resume")
     sign(central, "churn", v3, "production")
     until(
         lambda: client.invocations([rows[0]])[1]["X-Handoff-Model-Version"] == str(v3),
