@@ -2,7 +2,8 @@
 
 Pure and deterministic: the deployment service owns the clock, the stats and the transaction,
 and calls ``evaluate`` every tick with the canary's stats since its current share started
-(``evaluate_slots``: from the first stats slice that starts at or after that moment).
+(``evaluate_slots``: the step or bake counts the stats slices that start at or after that
+moment; the alarms read the slice it began in too).
 The decision is one of ``vocabulary.GUARDRAIL_STATES``:
 
 - ``rollback``: an alarm holds; the canary goes to 0% at once. The alarm says which metric,
@@ -11,6 +12,9 @@ The decision is one of ``vocabulary.GUARDRAIL_STATES``:
 - ``step_up``: the current step held clean for ``step_seconds``; ``percent`` is the next step.
 - ``promote_ready``: the last step baked clean for ``bake_seconds`` over ``min_requests``.
   Promotion still needs its sign-offs; the alarms keep applying until it happens.
+
+A canary paused at 0 % (beside production) is ``baking`` whatever it served (requests naming its
+version still reach it): the guardrails never step it up or call it ready; its alarms apply.
 
 Alarms (in this order; each needs ``min_requests`` canary requests first, except a canary
 whose errors already exceed ``max_error_rate`` of ``min_requests``, which no later success can
@@ -246,15 +250,19 @@ def evaluate(
     started_at: float | str | datetime,
     *,
     percent: float | None = None,
+    baked: WindowStats | None = None,
 ) -> Decision:
     """The guardrails' decision for a canary at ``now``.
 
     ``canary_stats``: the canary's stats since ``started_at``, when it took its current share
     ``percent`` (the first step's when None). ``production_stats``: production's over the same
-    span, or None. ``policy``: a ``DeployPolicy`` or a ``Policy``. Times are epoch seconds,
-    datetimes or ISO strings (a deployments row's ``since``)."""
+    span, or None. ``baked``: the canary's stats the step or bake counts, when they begin
+    later than what the alarms read (``evaluate_slots``). ``policy``: a ``DeployPolicy`` or a
+    ``Policy``. Times are epoch seconds, datetimes or ISO strings (a deployments row's
+    ``since``)."""
     d = _policy(policy)
     now, started_at = seconds(now), seconds(started_at)
+    baked = canary_stats if baked is None else baked
     schedule = d.schedule
     step = current_step(percent, d)
     share = schedule[step] if percent is None else percent
@@ -263,11 +271,21 @@ def evaluate(
     metrics["elapsed_seconds"] = max(0.0, elapsed)
     if found:
         return Decision("rollback", 0.0, step, found[0].sentence, found[0], found, metrics=metrics)
+    metrics["requests"] = baked.count
+    if share <= 0:  # paused (an admin's share, a watch's pause_canary): it stays so
+        return Decision(
+            "baking",
+            0.0,
+            step,
+            "Paused at 0%: no step and no bake until its share is set again; the bake then "
+            "starts from the beginning.",
+            metrics=metrics,
+        )
     last = step == len(schedule) - 1
     hold = d.bake_seconds if last else d.step_seconds
     missing = {}
-    if canary_stats.count < d.min_requests:
-        missing["requests"] = d.min_requests - canary_stats.count
+    if baked.count < d.min_requests:
+        missing["requests"] = d.min_requests - baked.count
     if elapsed < hold:
         missing["seconds"] = math.ceil(hold - elapsed)
     if missing:
@@ -291,14 +309,14 @@ def evaluate(
             nxt,
             step + 1,
             f"Step {step + 1} of {len(schedule)} held clean at {share:g}% for "
-            f"{elapsed:.0f} s over {canary_stats.count} requests; next {nxt:g}%.",
+            f"{elapsed:.0f} s over {baked.count} requests; next {nxt:g}%.",
             metrics=metrics,
         )
     return Decision(
         "promote_ready",
         share,
         step,
-        f"Clean bake: {elapsed:.0f} s at {share:g}% over {canary_stats.count} requests with "
+        f"Clean bake: {elapsed:.0f} s at {share:g}% over {baked.count} requests with "
         "no alarm; ready to promote once signed off.",
         metrics=metrics,
     )
@@ -405,19 +423,23 @@ def evaluate_slots(
     percent: float | None = None,
 ) -> Decision:
     """``evaluate`` on a ``StatsBook``: the canary version's ``canary`` slot and the production
-    version's ``production`` slot, both over the bake (or step) that began at ``started_at``:
+    version's ``production`` slot since ``started_at``. The step or bake that began then counts
     from the first slice starting at or after it (``stats.counted_from``), its time as well as
-    its requests, so nothing from before counts. The book's ``window_seconds`` must cover the
-    longest step or bake, or the oldest traffic falls out of the decision."""
-    now = seconds(now)
-    start = counted_from(seconds(started_at), book.slice_seconds)
-    mine = book.window(model, canary, "canary", now, since=start)
+    its requests, so nothing from before makes it pass; the alarms read from the slice holding
+    ``started_at`` (that version's requests in that slot: an error is never left out). The
+    book's ``window_seconds`` must cover the longest step or bake, or the oldest traffic falls
+    out of the decision."""
+    now, started_at = seconds(now), seconds(started_at)
+    start = counted_from(started_at, book.slice_seconds)
+    held = start if start == started_at else start - book.slice_seconds  # its slice's start
+    mine = book.window(model, canary, "canary", now, since=held)
     theirs = (
-        book.window(model, production, "production", now, since=start)
+        book.window(model, production, "production", now, since=held)
         if production is not None
         else None
     )
-    return evaluate(mine, theirs, policy, now, start, percent=percent)
+    baked = book.window(model, canary, "canary", now, since=start)
+    return evaluate(mine, theirs, policy, now, start, percent=percent, baked=baked)
 
 
 def shadow_slots(

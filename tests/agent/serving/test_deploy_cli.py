@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,6 @@ from serving_support import Client, central_stage, push_to_central, serving_url,
 from sklearn.linear_model import LogisticRegression
 from support import handoff_cli, until
 
-from handoff_agent.serving.server import SLICE_SECONDS
 from handoff_agent.vocabulary import when_text
 
 ROW = {"a": 0.5, "b": -1.0, "c": 2.0, "d": 0.0}
@@ -158,10 +156,8 @@ def test_signoff_canary_traffic_promotion_and_rollback_from_the_shell(pair):
     ok(central, "signoff", f"churn:{v4}")
     ok(central, "signoff", f"churn:{v4}")
     until(lambda: canary_state(client, central) == "promote_ready", 120, "v4's clean bake")
-    # The bake starts again at the rollback, counting the stats slice that holds it whole:
-    # the rollback comes in a slice after the last request's, or the requests of that slice
-    # (up to 5 s of this loop's) could make the canary ready again at once
-    time.sleep(SLICE_SECONDS - time.time() % SLICE_SECONDS)
+    # The bake starts again at the rollback: the requests this loop sent just before it (in
+    # the stats slice it comes in) do not count
     ok(central, "rollback", "churn", "-m", "v3 misbehaves")
     assert canary_state(client, central, send=False) == "baking"
     # and once it has, two reviewers promoting it at once: one moves it, the other is told

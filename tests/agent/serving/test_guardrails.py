@@ -218,6 +218,13 @@ def test_linear_steps_advance_then_bake():
     # a step without enough requests waits, however long it has been
     d = evaluate(traffic(40), PROD, STEPS, now=600.0, started_at=0.0, percent=5)
     assert d.state == "baking" and d.missing == {"requests": 60}
+    # paused at 0% (requests naming its version still reach it): never stepped up, never
+    # ready, however long and clean; its alarms still apply
+    for policy in (STEPS, POLICY):
+        d = evaluate(clean, PROD, policy, now=6000.0, started_at=0.0, percent=0)
+        assert (d.state, d.percent) == ("baking", 0.0) and d.reason.startswith("Paused at 0%")
+    d = evaluate(traffic(120, errors=5), PROD, STEPS, now=60.0, started_at=0.0, percent=0)
+    assert d.state == "rollback"
     # an alarm at any step rolls back to 0%
     d = evaluate(traffic(120, errors=5), PROD, STEPS, now=60.0, started_at=0.0, percent=25)
     assert (d.state, d.percent) == ("rollback", 0.0)
@@ -318,11 +325,7 @@ def test_a_bake_counts_nothing_from_before_it_began():
     # its requests and its time alike (a slice is counted whole or not at all)
     for now in (109.0, 115.0, 400.0):
         d = evaluate_slots(book, "churn", 3, 2, bake, now=now, started_at=107.0, percent=10)
-        assert (d.state, d.metrics["requests"], d.metrics["production_requests"]) == (
-            "baking",
-            0,
-            0,
-        ), d
+        assert (d.state, d.metrics["requests"]) == ("baking", 0), d
     d = evaluate_slots(book, "churn", 3, 2, POLICY, now=109.0, started_at=107.0, percent=10)
     assert d.missing == {"requests": 100, "seconds": 301}, d  # 1 s to 110, then 300 s
     # And once the canary serves after it, the bake is clean, timed from t = 110
@@ -338,6 +341,11 @@ def test_a_bake_counts_nothing_from_before_it_began():
     # A bake that begins on a slice's edge counts that slice
     d = evaluate_slots(book, "churn", 3, 2, bake, now=111.5, started_at=110.0, percent=10)
     assert d.state == "promote_ready" and d.metrics["requests"] == 100
+    # The alarms read the slice it began in too: that version's errors there are its own
+    for _ in range(5):  # 5 of 255 requests: above max_error_rate's 1%
+        book.get("churn", 3, "canary").record(106.0, 4.0, error=True)
+    d = evaluate_slots(book, "churn", 3, 2, bake, now=111.5, started_at=107.0, percent=10)
+    assert (d.state, d.alarm.metric) == ("rollback", "error_rate"), d
 
 
 def test_no_false_alarms_on_canaries_like_production_and_every_shifted_one_caught():

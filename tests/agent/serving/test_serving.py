@@ -459,12 +459,16 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
         }
         assert len(got) == 1, (key, got)
 
-    def canary_stats():  # stored at the next guardrail tick (a second), not per request
+    def canary_stats():
+        # stored at the next guardrail tick (a second), not per request, and counted from the
+        # first stats slice that starts after the canary did (the one it started in holds
+        # requests from before): traffic goes on while we wait
+        client.invocations([ROW])
         view = central.request("GET", "/api/v1/models/churn/deployment")[1]
         slots = {s["slot"]: s for s in view["slots"]}
         return slots if slots["canary"]["requests"] > 0 else None
 
-    slots = until(canary_stats, timeout=10, what="the canary's requests in its stats")
+    slots = until(canary_stats, timeout=60, what="the canary's requests in its stats")
     assert (slots["canary"]["version"], slots["canary"]["traffic"]) == (v2, 30.0)
     assert slots["production"]["traffic"] == 70.0 and slots["production"]["requests"] > 0
     assert slots["canary"]["p99_ms"] is not None and slots["canary"]["backend"] == "skops"
@@ -475,9 +479,10 @@ def test_stages_move_traffic_promotion_and_rollback_under_load_lose_nothing(depl
     assert shadowed, "no shadow report was recorded"
     until(
         lambda: (
-            central.request("GET", "/api/v1/models/churn/deployment")[1]["guardrails"]["canary"][
-                "state"
-            ]
+            client.invocations([ROW])
+            and central.request("GET", "/api/v1/models/churn/deployment")[1]["guardrails"][
+                "canary"
+            ]["state"]
             == "promote_ready"
         ),
         timeout=60,
