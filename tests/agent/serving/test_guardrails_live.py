@@ -111,14 +111,15 @@ def read_events(agent: RunningAgent, found: list, stop: threading.Event) -> None
             found.append(json.loads(line[6:]))
 
 
-def restart_after_requests(central, client, number: int, row: dict) -> None:
-    """Twenty requests to canary ``number`` (by version), then the canary paused and resumed
+def restart_after_requests(central, client, number: int, rows: list[dict]) -> None:
+    """Twenty requests to canary ``number`` (by version; ``rows``, production's kind of
+    traffic, so no prediction shift alarms), then the canary paused and resumed
     at 50 % (its bake starts again), in one stats slice (tried again if a slice's edge fell
     between them); returns once central stored the requests."""
     for _ in range(5):
         time.sleep(SLICE_SECONDS - time.time() % SLICE_SECONDS)  # a fresh slice
         first = int(time.time() // SLICE_SECONDS)
-        for _ in range(20):
+        for row in rows:
             status, headers, _ = client.call(
                 "POST", f"/invocations?model=churn&version={number}", {"dataframe_records": [row]}
             )
@@ -134,7 +135,7 @@ def restart_after_requests(central, client, number: int, row: dict) -> None:
     else:
         raise AssertionError("a slice's edge fell between the requests and the resume 5 times")
 
-    def stored() -> int:
+    def stored() -> bool:
         rows = central.sql(
             "SELECT stats FROM serving_stats WHERE model = 'churn' AND version = :v "
             "AND slot = 'canary' AND slice = :s",
@@ -304,7 +305,7 @@ def test_promotion_waits_for_a_clean_bake(site, data):
 
     # Paused and resumed, the canary bakes again: its 20 requests (the policy's min_requests)
     # just before, in the stats slice it resumed in, do not make a sign-off pass
-    restart_after_requests(central, client, v3, rows[0])
+    restart_after_requests(central, client, v3, rows[:20])
     until(
         lambda: "seconds" not in view(central)["guardrails"]["canary"]["missing"],
         timeout=30,
