@@ -432,13 +432,15 @@ def evaluate_slots(
     now, started_at = seconds(now), seconds(started_at)
     start = counted_from(started_at, book.slice_seconds)
     held = start if start == started_at else start - book.slice_seconds  # its slice's start
-    mine = book.window(model, canary, "canary", now, since=held)
+    baked = book.window(model, canary, "canary", now, since=start)
+    mine = baked
+    if held < start and held <= now:  # the alarms' too: the slice it began in, added once
+        mine = WindowStats().merge(baked).merge(book.window(model, canary, "canary", held, held))
     theirs = (
         book.window(model, production, "production", now, since=held)
         if production is not None
         else None
     )
-    baked = book.window(model, canary, "canary", now, since=start)
     return evaluate(mine, theirs, policy, now, start, percent=percent, baked=baked)
 
 
