@@ -107,8 +107,9 @@ class Guardrails:
         )
 
     def judge(self, model: str, rows: list[dict] | None = None, now: float | None = None) -> dict:
-        """What ``GET …/deployment`` shows: each slot's stats since it took its share, the
-        alarms holding per slot, the canary's decision and the shadow's report."""
+        """What ``GET …/deployment`` shows: each slot's stats since it took its share (the
+        stats slices from then on that a bake counts: ``stats.counted_from``), the alarms
+        holding per slot, the canary's decision and the shadow's report."""
         rows = self.store.slots_of(model) if rows is None else rows
         now = time.time() if now is None else now
         if not rows:
