@@ -112,7 +112,7 @@ def test_a_rollback_commits_its_webhook_notice_once_across_replicas(store, canar
     a, b = replica(store, policy, "a", []), replica(store, policy, "b", [])
     for r in (a, b):
         r.notify = Notices(lambda: [hook], None, [1.0], store, None, r.replica).keep
-    now = time.time() + 1
+    now = counted()
     # When both replicas see the alarm in one tick
     (kind, event), _ = a.tick(now, 7)
     assert kind == "guardrail" and b.tick(now, 7) == []
