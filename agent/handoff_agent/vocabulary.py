@@ -83,6 +83,7 @@ DEPLOYED_STAGES = FLOW[1:5]
 # What the guardrails decide at each tick (serving/guardrails.py), in the words the panel shows.
 GUARDRAIL_STATES = {
     "baking": "baking",
+    "paused": "paused at 0%",
     "step_up": "next step",
     "promote_ready": "ready to promote",
     "rollback": "rolled back",

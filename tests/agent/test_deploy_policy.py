@@ -147,7 +147,13 @@ def test_the_deploy_keys_are_served_with_the_vocabulary():
     )
     deploy = meta["deploy"]
     assert deploy["slots"] == ["production", "canary", "shadow", "test", "previous"]
-    assert set(deploy["guardrail_states"]) == {"baking", "step_up", "promote_ready", "rollback"}
+    assert set(deploy["guardrail_states"]) == {
+        "baking",
+        "paused",
+        "step_up",
+        "promote_ready",
+        "rollback",
+    }
     assert set(deploy["alarms"]) == {"error_rate", "p99_ratio", "psi", "live_metric_ratio"}
     keys = deploy["policy"]
     assert keys["steps"] == {

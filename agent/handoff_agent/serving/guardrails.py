@@ -10,11 +10,10 @@ The decision is one of ``vocabulary.GUARDRAIL_STATES``:
   its value and the threshold, as one sentence for the audit row and the events.
 - ``baking``: no alarm, but too little traffic or time yet (``missing`` says how much).
 - ``step_up``: the current step held clean for ``step_seconds``; ``percent`` is the next step.
+- ``paused``: the canary's share is 0% beside production (an admin's, a watch's
+  ``pause_canary``): never stepped up or ready to promote; its alarms still apply.
 - ``promote_ready``: the last step baked clean for ``bake_seconds`` over ``min_requests``.
   Promotion still needs its sign-offs; the alarms keep applying until it happens.
-
-A canary paused at 0 % (beside production) is ``baking`` whatever it served (requests naming its
-version still reach it): the guardrails never step it up or call it ready; its alarms apply.
 
 Alarms (in this order; each needs ``min_requests`` canary requests first, except a canary
 whose errors already exceed ``max_error_rate`` of ``min_requests``, which no later success can
@@ -274,7 +273,7 @@ def evaluate(
     metrics["requests"] = baked.count
     if share <= 0:  # paused (an admin's share, a watch's pause_canary): it stays so
         return Decision(
-            "baking",
+            "paused",
             0.0,
             step,
             "Paused at 0%: no step and no bake until its share is set again; the bake then "

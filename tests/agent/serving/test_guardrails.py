@@ -222,7 +222,7 @@ def test_linear_steps_advance_then_bake():
     # ready, however long and clean; its alarms still apply
     for policy in (STEPS, POLICY):
         d = evaluate(clean, PROD, policy, now=6000.0, started_at=0.0, percent=0)
-        assert (d.state, d.percent) == ("baking", 0.0) and d.reason.startswith("Paused at 0%")
+        assert (d.state, d.percent) == ("paused", 0.0) and d.reason.startswith("Paused at 0%")
     d = evaluate(traffic(120, errors=5), PROD, STEPS, now=60.0, started_at=0.0, percent=0)
     assert d.state == "rollback"
     # an alarm at any step rolls back to 0%
@@ -280,6 +280,7 @@ def test_guardrail_states_are_the_vocabulary():
         evaluate(traffic(200), PROD, POLICY, 1000.0, 0.0).state,
         evaluate(traffic(200, errors=50), PROD, POLICY, 0.0, 0.0).state,
         evaluate(traffic(120), PROD, STEPS, 60.0, 0.0).state,
+        evaluate(traffic(120), PROD, STEPS, 60.0, 0.0, percent=0).state,
     }
     assert seen == set(vocabulary.GUARDRAIL_STATES)
     assert WindowStats().count == 0
