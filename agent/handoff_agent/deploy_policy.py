@@ -87,9 +87,17 @@ class DeployPolicy:
         above=0,
         hi=TRAFFIC_SHARE[1],
     )
-    step_seconds: float = _key(120.0, "seconds at each step before the next", above=0)
+    step_seconds: float = _key(
+        120.0,
+        "seconds at each step before the next, counted from the first 5 s stats slice after "
+        "the share was set",
+        above=0,
+    )
     bake_seconds: float = _key(
-        300.0, "seconds of clean bake at the last step before promotion is ready", lo=0
+        300.0,
+        "seconds of clean bake at the last step before promotion is ready, counted from the "
+        "first 5 s stats slice after the share was set",
+        lo=0,
     )
     min_requests: int = _key(100, "canary requests needed before any decision", lo=1)
     max_error_rate: float = _key(0.01, "alarm: share of canary requests that fail", lo=0, hi=1)
