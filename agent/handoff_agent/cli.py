@@ -414,7 +414,12 @@ class StopApp(Command):
                 )
             print(f"No {self.role} agent is running.{hint}")
             return
-        os.kill(int(info["pid"]), signal.SIGTERM)
+        if not runtime.stop(info):
+            complain(
+                f"The {self.role} agent (pid {info['pid']}) is still finishing 30 s after it "
+                "was asked to stop; `jupyter handoff status` says when it has."
+            )
+            self.exit(1)
         print(f"Stopped the {self.role} agent (pid {info['pid']}).")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,23 @@ def read(role: str = "local", check_alive: bool = True) -> dict | None:
     if check_alive and not _alive(int(info.get("pid", -1))):
         return None
     return info
+
+
+def stop(info: dict, timeout: float = 30.0) -> bool:
+    """SIGTERM the agent ``info`` names and wait until it has exited: True once it has,
+    False if it still runs after ``timeout``. Saying "stopped" before it has would let a
+    start right after it find the old agent still answering (and start nothing)."""
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended since the runtime file was read
+        return True
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def health(url: str, timeout: float = 1.0) -> dict | None:

@@ -467,11 +467,13 @@ class MlopsMagics(Magics):
             if not info:
                 print("No agent is running.")
                 return
-            import os
-            import signal
-
-            os.kill(int(info["pid"]), signal.SIGTERM)
-            print(f"Stopped the agent (pid {info['pid']}).")
+            if runtime.stop(info):
+                print(f"Stopped the agent (pid {info['pid']}).")
+            else:
+                print(
+                    f"The agent (pid {info['pid']}) is still finishing 30 s after it was "
+                    "asked to stop; `%mlops agent status` says when it has."
+                )
 
 
 MlopsMagics.mlops.__doc__ = (

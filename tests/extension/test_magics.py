@@ -192,8 +192,14 @@ def test_first_push_starts_a_detached_agent(shell, ns, settings, tmp_path, monke
         assert version.number == 1
         assert os.getsid(info["pid"]) != os.getsid(0)
         assert info["home"] == str(tmp_path / "data" / "handoff")
+        # When the analyst stops it while its checks run: "Stopped" is said once it has
+        # exited, so an `agent start` right after starts one instead of finding it answering
+        shell.run_line_magic("mlops", "agent stop")
+        assert capsys.readouterr().out == f"Stopped the agent (pid {info['pid']}).\n"
+        assert not runtime._alive(info["pid"]) and runtime.read() is None
     finally:
-        os.kill(info["pid"], signal.SIGTERM)
+        if runtime._alive(info["pid"]):
+            os.kill(info["pid"], signal.SIGTERM)
 
 
 def test_a_push_after_the_agent_was_killed_starts_one_on_its_home(
