@@ -407,7 +407,8 @@ class Lineage(dict):
             f"  {d['role']}: {d['dataset'][:16]} ({d.get('rows')} rows)" for d in self["data"]
         ]
         lines.append(
-            f"  notebook: {self.get('notebook')}, cell {(self.get('cell_hash') or '')[:12]}"
+            f"  notebook: {self.get('notebook') or 'not recorded'}, "
+            f"cell {(self.get('cell_hash') or '')[:12]}"
         )
         lines.append(
             f"  parent: {parent['name']}:{parent['version']}" if parent else "  parent: none"
@@ -439,7 +440,7 @@ class Lineage(dict):
         git = self.get("git") or {}
         return (
             f"<b>{e(self['name'])}:{self['version']}</b><ul>{data}"
-            f"<li>notebook: {e(str(self.get('notebook')))}, cell "
+            f"<li>notebook: {e(str(self.get('notebook') or 'not recorded'))}, cell "
             f"<code>{e(str(self.get('cell_hash') or '')[:12])}</code>"
             f"{', git ' + e(str(git.get('commit', ''))[:12]) if git else ''}</li>"
             f"<li>parent: {e(parent)}</li>"

@@ -34,7 +34,8 @@ class Dossier:
 
     def _repr_html_(self) -> str:
         d = self.doc
-        gate = (d.get("gate") or {}).get("verdict")
+        # null when central did not judge the version itself (its intake does not revalidate)
+        gate = (d.get("gate") or {}).get("verdict") or "none at central"
         signoffs = (
             ", ".join(f"{s['user']} ({s['role']})" for s in d.get("signoffs") or []) or "none yet"
         )

@@ -53,6 +53,7 @@ CELLS = {
     "unwritable": "%mlops dossier churn:1 --out {tmp}/no/such/dir/d.zip",
     "again": "%mlops dossier churn:1 --out {out}",  # a dossier there is replaced
     "not_ours": "%mlops dossier churn:1 --out {tmp}/notes.txt",  # someone's file is not
+    "lineage": "%mlops lineage churn:1",  # pushed from no notebook file (a script, nbclient)
 }
 
 
@@ -127,3 +128,23 @@ def test_a_dossier_is_saved_again_over_itself_but_never_over_another_file(site, 
     assert "Dossier of churn:1" in _text(nb.cells[index["again"]].outputs)
     assert zipfile.is_zipfile(out)
     assert (tmp / "notes.txt").read_text() == "the analyst's notes\n"
+
+
+def test_lineage_of_a_version_pushed_from_no_notebook_file_says_so(notebook):
+    """A version pushed where the kernel knows no notebook path (a script, a headless run):
+    lineage says the notebook was not recorded, in both forms, rather than ``None``."""
+    nb, _, index = notebook
+    (out,) = nb.cells[index["lineage"]].outputs
+    for form in ("text/plain", "text/html"):
+        shown = out["data"][form]
+        assert "notebook: not recorded, cell" in shown and "None" not in shown, shown
+
+
+def test_a_dossier_central_did_not_judge_says_so_not_none(tmp_path):
+    """Central's intake without ``revalidate`` keeps no verdict of its own (null)."""
+    from jupyter_handoff.dossier_save import Dossier
+
+    doc = {"subject": "churn:1", "gate": {"verdict": None}, "stages": [{"stage": "validated"}]}
+    doc["signer"] = {"key_id": "1f81e09d"}
+    shown = Dossier(tmp_path / "d.zip", 10, doc)._repr_html_()
+    assert "stage validated, gate verdict none at central," in shown and "None" not in shown
