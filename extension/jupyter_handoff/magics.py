@@ -266,7 +266,7 @@ class MlopsMagics(Magics):
         model = self._var(args.model, "model")
         X = y = None
         if args.data:
-            X, y = self._var(args.data[0], "features"), self._var(args.data[1], "target")
+            X, y = self._var(args.data[0], "evaluation data"), self._var(args.data[1], "target")
         tags = {}
         for t in args.tag:
             k, eq, v = t.partition("=")

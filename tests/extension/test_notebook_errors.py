@@ -193,7 +193,16 @@ MISTAKES = {
         "The baseline wrapped:1 is not among the versions compared: churn:1, churn:2.",
         "Name one of them with --baseline",
     ),
-    "missing_var": ("%mlops push clf --name churn --data X_typo y", "No variable", "spelling"),
+    "missing_var": (
+        "%mlops push clf --name churn --data X_typo y",
+        "No variable named 'X_typo' for the evaluation data.",
+        "spelling",
+    ),
+    "data_expression": (
+        "%mlops push clf --name churn --data X.values y",
+        "The evaluation data is named by a variable, not an expression: 'X.values'.",
+        "`few = X.values`",
+    ),
     "unclosed_quote": (
         "%mlops push clf --name churn -m 'new data",
         "No closing quotation",
