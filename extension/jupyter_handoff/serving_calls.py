@@ -128,7 +128,14 @@ def _texts(data) -> list | None:
     kind = type(data).__name__
     if (kind == "ndarray" and data.ndim == 1) or (kind == "Series" and not _row(data)):
         data = data.tolist()
-    if isinstance(data, list | tuple) and data and all(isinstance(t, str) for t in data):
+    if isinstance(data, list | tuple) and any(isinstance(t, str) for t in data):
+        odd = next((i for i, t in enumerate(data) if not isinstance(t, str)), None)
+        if odd is not None:  # texts with a number or a None among them
+            raise HandoffUsageError(
+                f"DATA mixes texts with other values: item {odd} is "
+                f"{visible(repr(data[odd]))[:40]}.",
+                "A text pipeline takes a list of strings: drop or convert that item.",
+            )
         return list(data)
     return None
 
@@ -144,6 +151,8 @@ def _body(data) -> dict:
     texts = _texts(data)
     if texts is not None:
         return {"instances": [[t] for t in texts]}
+    if isinstance(data, list | tuple) and not data:
+        raise HandoffUsageError("DATA has no rows.", "Pass a few rows (or texts) to predict.")
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
@@ -210,14 +219,29 @@ class Prediction:
     def _head(self) -> str:
         return f"{self.model}:{self.version} ({self.slot}) answered request {self.request_id}"
 
+    def _limits(self) -> tuple[int | None, int | None, str]:
+        """Rows as pandas shows a long DataFrame (its first and last few, per its display
+        options), so predicting on a whole test set does not flood the notebook, and a note
+        saying where all of them are."""
+        import pandas as pd
+
+        most, fewest = pd.get_option("display.max_rows"), pd.get_option("display.min_rows")
+        rows = len(self.predictions or [])
+        cut = bool(most) and rows > most
+        return most, fewest, f"{rows:,} rows; the result's .to_dataframe() has them all" * cut
+
     def __repr__(self) -> str:
-        lines = [self._head(), *self.to_dataframe().to_string().split("\n")]
+        most, fewest, note = self._limits()
+        text = self.to_dataframe().to_string(max_rows=most, min_rows=fewest)
+        lines = [self._head(), *text.split("\n"), *filter(None, [note])]
         return "\n".join(visible(x) for x in lines)  # labels are the training data's values
 
     def _repr_html_(self) -> str:
+        most, _, note = self._limits()
         return (
             f"<div class='handoff-prediction'><b>{html.escape(self._head())}</b>"
-            f"{self.to_dataframe().to_html()}</div>"
+            f"{self.to_dataframe().to_html(max_rows=most)}"
+            f"{f'<p>{html.escape(note)}</p>' if note else ''}</div>"
         )
 
 

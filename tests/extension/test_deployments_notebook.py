@@ -10,6 +10,7 @@ processes, real HTTP), churn:1 in production and churn:2 as a 30 % canary.
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 from pathlib import Path
@@ -270,11 +271,14 @@ CELLS = {
     "strings = X.assign(a='x')\n"
     "one = X['a']\n"
     "texts = ['great service', 'slow']\n"
+    "no_texts, mixed = [], ['great service', 3]\n"
+    "test_set = pd.DataFrame(rng.normal(size=(500, 4)), columns=list('abcd'))\n"
     "%load_ext jupyter_handoff",
     "deployments": "%mlops deployments churn",
     "all": "%mlops deployments",
     "predict": "%mlops predict churn X",
     "predict_array": "%mlops predict churn arr --version 2",
+    "predict_test_set": "%mlops predict churn test_set",
     "history": "%mlops history churn",
 }
 # (cell, what the UsageError line says)
@@ -289,6 +293,11 @@ MISTAKES = {
     "strings": ("%mlops predict churn strings", "'a'"),
     "version": ("%mlops predict churn X --version 9", "Version 9 of 'churn' is not served"),
     "missing_var": ("%mlops predict churn X_typo", "No variable named 'X_typo'"),
+    "no_texts": ("%mlops predict churn no_texts", "DATA has no rows."),
+    "mixed_texts": (
+        "%mlops predict churn mixed",
+        "DATA mixes texts with other values: item 1 is 3.",
+    ),
     "deployments_unknown": ("%mlops deployments nope", "Central has no model named 'nope'"),
     "monitor_unknown": ("%mlops monitor nope", "Central has no model named 'nope'"),
 }
@@ -338,6 +347,17 @@ def test_predict_shows_the_predictions_with_the_serving_version(notebook):
     assert "churn:" in text and ("(production)" in text or "(canary)" in text), text
     assert "prediction" in text and "proba_1" in text
     assert "churn:2 (canary)" in _text(notebook["predict_array"])
+
+
+def test_a_prediction_on_a_whole_test_set_shows_its_first_and_last_rows(notebook):
+    """500 rows answered: the notebook shows pandas' head and tail of them and where the rest
+    are, in the text and the HTML, not 500 lines."""
+    (out,) = notebook["predict_test_set"]
+    text, page = out["data"]["text/plain"], out["data"]["text/html"]
+    note = "500 rows; the result's .to_dataframe() has them all"
+    assert text.splitlines()[-1] == note and len(text.splitlines()) < 20, text
+    assert "\n499 " in text and "\n250 " not in text, text
+    assert page.count("<tr>") < 70 and html.escape(note) in page, page
 
 
 def test_history_says_where_the_model_serves(notebook):
