@@ -121,7 +121,11 @@ def _frame(obj, name: str) -> pd.DataFrame:
     frame.columns = [str(c) for c in frame.columns]
     if frame.columns.duplicated().any():
         dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
-        raise HandoffUsageError(f"{name} has duplicate column names: {dupes}.")
+        raise HandoffUsageError(
+            f"{name} has more than one column named {', '.join(map(repr, dupes[:5]))}.",
+            f"Give each column its own name, or drop the copies: "
+            f"{name}.loc[:, ~{name}.columns.duplicated()].",
+        )
     return frame.reset_index(drop=True)
 
 

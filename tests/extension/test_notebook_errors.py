@@ -29,6 +29,7 @@ reviews, liked = pd.DataFrame({"review": ["good fast", "slow bad"] * 20}), [1, 0
 texts = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews["review"], liked)
 on_array = LogisticRegression().fit(X.to_numpy(), y)
 X_wide = np.hstack([X.to_numpy(), X.to_numpy()[:, :1]])
+X_dup = pd.concat([X, X[["a"]]], axis=1)  # a column joined twice
 X_list = X_extra.to_numpy().tolist()  # a DataFrame's rows as lists: no names, one column more
 BIG = pd.DataFrame(np.random.default_rng(0).random((30_000, 10)), columns=list("abcdefghij"))
 
@@ -234,6 +235,11 @@ MISTAKES = {
         "%mlops push clf --name churn --data X_extra y --sensitive gender gender",
         "Two sensitive features are named 'gender'.",
         "Name each once",
+    ),
+    "duplicate_column": (
+        "%mlops push clf --name churn --data X_dup y",
+        "X has more than one column named 'a'.",
+        "X.loc[:, ~X.columns.duplicated()]",
     ),
     "list_width": (
         "%mlops push clf --name churn --data X_list y",
