@@ -217,6 +217,12 @@ def _parse(parser: MagicArgumentParser, words: list[str]):
     try:
         return parser.parse_args(words)
     except UsageError as e:  # MagicArgumentParser.error's
+        if "unrecognized arguments" in str(e) and any(set(w) & set("[({") for w in words):
+            # split at its spaces: `%mlops predict reviews ["so good", "bad"]`, `X[["a", "b"]]`
+            raise HandoffUsageError(
+                f"%mlops {sub} takes variables, not a literal list or expression.",
+                "Assign it first, e.g. `few = [...]`, then name `few`.",
+            ) from None
         raise HandoffUsageError(f"%mlops {sub}: {e}.", hint) from None
 
 

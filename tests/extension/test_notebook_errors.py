@@ -226,6 +226,16 @@ MISTAKES = {
         "The data is named by a variable, not an expression: 'X.head()'.",
         "Assign it first, e.g. `few = X.head()`",
     ),
+    "literal_texts": (
+        '%mlops predict reviews ["so good and fast", "awful slow"]',
+        "%mlops predict takes variables, not a literal list or expression.",
+        "Assign it first, e.g. `few = [...]`, then name `few`.",
+    ),
+    "columns_expression": (
+        '%mlops push clf --name churn --data X[["a", "b"]] y',
+        "%mlops push takes variables, not a literal list or expression.",
+        "`few = [...]`",
+    ),
     "predict_too_big": (
         "%mlops predict churn BIG",
         "one prediction request takes at most 1.0 MiB.",
