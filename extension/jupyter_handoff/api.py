@@ -79,6 +79,9 @@ class Version:
                     "Its checks may be slow; the push widget shows which one is running.",
                 )
             time.sleep(0.25)
+        from .widgets.display import rewrite_settled
+
+        rewrite_settled(self.name, self.number)  # before a headless run stops the kernel
         return self
 
     def __repr__(self) -> str:

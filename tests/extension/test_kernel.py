@@ -128,10 +128,17 @@ def test_a_saved_notebook_says_how_the_push_ended(agent, monkeypatch):
             "while not w.done and time.monotonic() < deadline:\n"
             "    time.sleep(0.1)\n"
             "time.sleep(2)  # the rewrite follows 'done' by one GET",
+            # a headless run (nbconvert --execute) whose last cell waits: the kernel stops
+            # right after it, and the push's output still says how it ended
+            "%mlops push clf --name tree --data X y -m again",
+            "_.wait();",
         ],
         monkeypatch,
         agent,
     )
+    (again,) = [o for o in nb.cells[4].outputs if o["output_type"] == "display_data"]
+    assert again["data"]["text/plain"].startswith("Version('tree', 2, status='passed')"), again
+    assert "checking" not in again["data"]["text/html"]
     assert nb.cells[3].outputs[0]["text"] == "following True\n"  # shown while checking
     (shown,) = [o for o in nb.cells[2].outputs if o["output_type"] == "display_data"]
     status = wait_for_checks(agent, "tree", 1)["status"]
