@@ -103,6 +103,16 @@ def explain_load_error(exc: BaseException) -> str:
             "was defined in the notebook, not in an importable module. Move that class or "
             "function into a .py module installed in the environment, then push again."
         )
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        # a module the kernel imports (a .py file beside the notebook, a package installed
+        # only where the kernel runs) that the agent's Python does not have
+        return (
+            f"The model does not load in a clean process: it needs the module "
+            f"`{exc.name}`, which the agent's Python cannot import (a .py file beside the "
+            "notebook, or a package installed only where the kernel runs). Install it where "
+            "the agent runs (your own code: make it a package and `pip install -e .`), then "
+            "push again."
+        )
     if isinstance(exc, (AttributeError, ModuleNotFoundError)):
         return (
             f"The model does not load in a clean process ({text}). It depends on code that "
