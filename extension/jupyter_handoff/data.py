@@ -245,8 +245,15 @@ def _known_labels(y: pd.Series, classes) -> None:
     except TypeError:  # labels that do not hash: the checks will say
         return
     if known and given and not given & known:
-        show = ", ".join(repr(v) for v in sorted(given, key=str)[:5])
         knew = ", ".join(repr(v) for v in sorted(known, key=str)[:5])
+        if y.dtype.kind == "f" and len(given) > max(20, 2 * len(known)):
+            some = ", ".join(f"{v:.4g}" for v in list(given)[:2])
+            raise HandoffUsageError(
+                f"y holds {len(given):,} distinct numbers (e.g. {some}), as a regression "
+                f"target would; the model is a classifier predicting {knew}.",
+                "Pass the class labels as y (y_test), not probabilities or scores.",
+            )
+        show = ", ".join(repr(v) for v in sorted(given, key=str)[:5])
         raise HandoffUsageError(
             f"y holds none of the labels the model predicts: y has {show}; the model {knew}.",
             "Encode y as it was for training (e.g. 0/1, not 'no'/'yes').",

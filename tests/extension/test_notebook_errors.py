@@ -29,6 +29,7 @@ reviews, liked = pd.DataFrame({"review": ["good fast", "slow bad"] * 20}), [1, 0
 texts = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews["review"], liked)
 on_array = LogisticRegression().fit(X.to_numpy(), y)
 X_wide = np.hstack([X.to_numpy(), X.to_numpy()[:, :1]])
+y_scores = clf.predict_proba(X)[:, 1]  # scores passed where labels belong
 X_dup = pd.concat([X, X[["a"]]], axis=1)  # a column joined twice
 X_list = X_extra.to_numpy().tolist()  # a DataFrame's rows as lists: no names, one column more
 BIG = pd.DataFrame(np.random.default_rng(0).random((30_000, 10)), columns=list("abcdefghij"))
@@ -245,6 +246,11 @@ MISTAKES = {
         "%mlops push clf --name churn --data X_extra y --sensitive gender gender",
         "Two sensitive features are named 'gender'.",
         "Name each once",
+    ),
+    "scores_as_labels": (
+        "%mlops push clf --name churn --data X y_scores",
+        "y holds 200 distinct numbers (e.g. ",
+        "Pass the class labels as y (y_test), not probabilities or scores.",
     ),
     "duplicate_column": (
         "%mlops push clf --name churn --data X_dup y",
