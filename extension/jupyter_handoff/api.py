@@ -326,6 +326,12 @@ def versions(name: str | None = None) -> list:
     client = connect(start=False)
     if name is None:
         return client.get("/api/v1/models")["models"]
+    if isinstance(name, str) and ":" in name:  # `%mlops versions churn:2`, meaning one
+        raise HandoffUsageError(
+            f"versions takes a model's name, not one version: {name!r}.",
+            f"`%mlops versions {name.split(':')[0]}` lists them; `%mlops show {name}` shows "
+            "that one.",
+        )
     _checked_name(name)
     return [Version(v, client) for v in client.get(f"/api/v1/models/{name}/versions")["versions"]]
 

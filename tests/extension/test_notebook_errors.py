@@ -100,6 +100,11 @@ MISTAKES = {
     ),
     "load": ("%load_ext jupyter_handoff", None, None),
     "rows": ("%mlops push clf --name churn --data X y_short", "X has 200 rows", "same split"),
+    "versions_of_a_version": (
+        "%mlops versions churn:1",
+        "versions takes a model's name, not one version: 'churn:1'.",
+        "`%mlops versions churn` lists them; `%mlops show churn:1` shows that one.",
+    ),
     "unknown_model": ("%mlops show nope", "No model named 'nope'", "%mlops versions"),
     "bad_gate": (
         "%mlops push clf --name churn --data X y --gate nope",
