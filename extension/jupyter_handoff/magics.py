@@ -226,6 +226,16 @@ def _parse(parser: MagicArgumentParser, words: list[str]):
         raise HandoffUsageError(f"%mlops {sub}: {e}.", hint) from None
 
 
+def _to_the_second(table, column: str):
+    """ISO times as ``%mlops history`` shows them (UTC, to the second), not to the
+    microsecond with an offset: the table is read, the API keeps the full time."""
+    if column in table:
+        table[column] = table[column].map(
+            lambda t: t[:19].replace("T", " ") if isinstance(t, str) else t
+        )
+    return table
+
+
 @magics_class
 class MlopsMagics(Magics):
     @line_magic
@@ -331,9 +341,12 @@ class MlopsMagics(Magics):
 
         found = versions(args.name)
         if args.name is None:
-            return pd.DataFrame(found)
+            table = pd.DataFrame(found)
+            if "imported" in table and not table["imported"].any():
+                table = table.drop(columns="imported")  # only a monitored import says True
+            return _to_the_second(table, "created")
         cols = ["number", "status", "pushed_by", "pushed_at", "message", "digest"]
-        return pd.DataFrame([v._data for v in found], columns=cols)
+        return _to_the_second(pd.DataFrame([v._data for v in found], columns=cols), "pushed_at")
 
     def _show(self, args):
         from .api import get

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -43,8 +44,10 @@ def test_versions_and_show(shell, ns, connected):
     run(shell, "%mlops push clf --name churn --data X y")
     table = run(shell, "%mlops versions churn")
     assert list(table["number"]) == [2, 1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", table["pushed_at"][0])  # as history
     models = run(shell, "%mlops versions")
     assert list(models["name"]) == ["churn"]
+    assert "imported" not in models  # no model here is monitored from an imported log
     shown = run(shell, "%mlops show churn:1")
     assert shown.number == 1 and shown.manifest["tags"] == {"team": "risk"}
     assert run(shell, "%mlops show churn").number == 2
