@@ -277,6 +277,13 @@ MISTAKES = {
         "The reference lacks 4 columns the model was fitted on: 'a', 'b', 'c', 'd'.",
         "with X's columns as the reference",
     ),
+    # this agent hands models to no central: said, not "No model has a deployment."
+    "deployments_no_central": (
+        "%mlops deployments",
+        "Deployments and monitoring live at central, and this agent hands models to no "
+        "running central.",
+        "jupyter handoff serve --role central",
+    ),
     "help": ("%mlops help", None, None),
     "help_push": ("%mlops push clf --help", None, None),
     "agent_down": (
