@@ -12,7 +12,7 @@ from ..inventory import FILTERS, inventory, parse_filters
 from ..names import validate_name
 from ..store.blobs import BlobCorrupt
 from .base import BaseHandler
-from .relay import CentralDown, token_refused
+from .relay import CENTRAL_DOWN_HINT, CentralDown, token_refused
 
 
 class InventoryHandler(BaseHandler):
@@ -116,7 +116,9 @@ class DossierHandler(BaseHandler):
                 raise_error=False,
             )
         except (OSError, httpclient.HTTPClientError) as e:  # refused, reset, or timed out
-            raise CentralDown(f"Central is not answering ({type(e).__name__}).") from None
+            raise CentralDown(
+                f"Central is not answering ({type(e).__name__}).", CENTRAL_DOWN_HINT
+            ) from None
         if resp.code != 200:
             try:
                 err = json.loads(resp.body)["error"]

@@ -32,6 +32,12 @@ class FromCentral(CentralOnly):
         return True
 
 
+CENTRAL_DOWN_HINT = (
+    "Trying again will work once central is back; "
+    "`jupyter handoff status --role central` on central's machine says if it runs."
+)
+
+
 def target_of(agent) -> Callable[[], tuple[str, str]]:
     """What gives central's (url, token) now; a 409 when this agent has no central."""
     central = agent.destinations.get("central")
@@ -64,9 +70,7 @@ async def ask_central(agent, method: str, path: str, body: dict | None = None) -
         )
     except (OSError, httpclient.HTTPClientError) as e:  # refused, reset, or timed out
         raise CentralDown(
-            f"Central is not answering ({type(e).__name__}: {e}).",
-            "Trying again will work once central is back; "
-            "`jupyter handoff status --role central` on central's machine says if it runs.",
+            f"Central is not answering ({type(e).__name__}: {e}).", CENTRAL_DOWN_HINT
         ) from None
     try:
         data = json.loads(resp.body or b"{}")
