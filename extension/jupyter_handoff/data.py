@@ -299,7 +299,9 @@ def _sensitive(sensitive, X: pd.DataFrame) -> pd.DataFrame:
             if item not in X.columns:
                 raise HandoffUsageError(
                     f"Sensitive column {item!r} is not a column of X, nor a variable.",
-                    f"X has: {', '.join(list(X.columns)[:20])}. Or pass a Series aligned with X.",
+                    f"X has: {', '.join(list(X.columns)[:20])}"
+                    f"{f' … ({len(X.columns):,} columns)' if len(X.columns) > 20 else ''}. "
+                    "Or pass a Series aligned with X.",
                 )
             parts.append(X[[item]])
             continue

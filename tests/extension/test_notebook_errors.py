@@ -30,6 +30,8 @@ texts = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews["revi
 on_array = LogisticRegression().fit(X.to_numpy(), y)
 X_wide = np.hstack([X.to_numpy(), X.to_numpy()[:, :1]])
 y_scores = clf.predict_proba(X)[:, 1]  # scores passed where labels belong
+X_600 = np.tile(X.to_numpy(), 150)  # wide, and without column names
+on_wide = LogisticRegression().fit(X_600, y)
 X_dup = pd.concat([X, X[["a"]]], axis=1)  # a column joined twice
 X_list = X_extra.to_numpy().tolist()  # a DataFrame's rows as lists: no names, one column more
 BIG = pd.DataFrame(np.random.default_rng(0).random((30_000, 10)), columns=list("abcdefghij"))
@@ -246,6 +248,12 @@ MISTAKES = {
         "%mlops predict churn BIG",
         "one prediction request takes at most 1.0 MiB.",
         "Send fewer rows: about",
+    ),
+    "sensitive_not_in_wide_x": (
+        "%mlops push on_wide --name wide --data X_600 y --sensitive gender",
+        "Sensitive column 'gender' is not a column of X, nor a variable.",
+        "X has: x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15, x16, x17, "
+        "x18, x19 … (600 columns). Or pass a Series aligned with X.",
     ),
     "sensitive_twice": (
         "%mlops push clf --name churn --data X_extra y --sensitive gender gender",
