@@ -267,6 +267,11 @@ def when_text(iso: str | None, never: str = "never") -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rows_text(n: int) -> str:
+    """A count of rows for people: 1 row, 2,000 rows."""
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
 def size_text(n: int) -> str:
     """Bytes for people: 12 KiB, 3.4 MiB, 1.2 GiB."""
     if n < 2**20:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..plugins import CheckContext, CheckResult
+from ..vocabulary import rows_text
 from ._dependence import handled
 from ._dependence import partial_dependence as stacked_dependence
 from ._permutation import permutation_importance as stacked_importance
@@ -238,7 +239,7 @@ class ExplainabilityCheck:
         score = cut.get("metric") or (
             "accuracy" if task == "classification" else "R²" if task == "regression" else "score"
         )
-        message = f"Most important by permutation on {used} rows (drop in {score}): {top}."
+        message = f"Most important by permutation on {rows_text(used)} (drop in {score}): {top}."
         scored = cut.get("scored")
         unranked = scored is not None and scored["ranked"] < scored["features"]
         if rows and all(r["importance"] <= 0 for r in rows) and not unranked:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..argmax_predict import argmax_classes, argmax_predictions, ties_go_by_argmax
 from ..plugins import CheckContext, CheckResult
+from ..vocabulary import rows_text
 from . import _metrics
 from ._layout import row_major
 from ._util import (
@@ -171,7 +172,7 @@ class PerformanceCheck:
             lo, hi = metrics[f"{primary}_ci"]
             notes.append(
                 f"{primary} = {fmt(point[primary])} ({cfg['confidence']:.0%} CI {fmt(lo)} to "
-                f"{fmt(hi)}) on {len(y)} rows; "
+                f"{fmt(hi)}) on {rows_text(len(y))}; "
                 + (
                     f"not compared with the champion: {unlike}. A different task is usually "
                     "a different model: push it under its own name."
@@ -182,7 +183,7 @@ class PerformanceCheck:
         if len(y) < cfg["min_rows"]:
             status = worst([status, "warn"])
             notes.append(
-                f"Only {len(y)} rows: too few to judge a model by (min_rows "
+                f"Only {rows_text(len(y))}: too few to judge a model by (min_rows "
                 f"{cfg['min_rows']}); push more evaluation rows with --data."
             )
         plots = self._plots(task, y, out, champ_out) if cfg["plots"] else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plugins import CheckContext, CheckResult
+from ..vocabulary import rows_text
 from ._util import call, detect_task, missing, result, rows_mismatch, settings
 
 
@@ -82,7 +83,8 @@ class SmokeCheck:
 
         if problems:
             return result("fail", " ".join(problems), metrics, {"problems": _rows(problems)})
-        return result("pass", f"Predicts on {n} rows and on a single row; output is sane.", metrics)
+        sane = f"Predicts on {rows_text(n)} and on a single row; output is sane."
+        return result("pass", sane, metrics)
 
     def _proba(self, proba, n: int, cfg: dict, metrics: dict) -> list[str]:
         proba = np.asarray(proba, dtype=float)

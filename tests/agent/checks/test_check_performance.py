@@ -226,4 +226,6 @@ def test_a_handful_of_rows_is_too_few_to_judge():
     few = _run(model, X.iloc[:5], y.iloc[:5].reset_index(drop=True))
     assert few.status == "warn"
     assert "Only 5 rows: too few to judge a model by (min_rows 20)" in few.message
+    one = _run(model, X.iloc[:1], y.iloc[:1].reset_index(drop=True))
+    assert "Only 1 row: too few" in one.message, one.message
     assert _run(model, X.iloc[:20], y.iloc[:20]).status == "pass"
