@@ -21,13 +21,13 @@ class HandoffUsageError(UsageError):
 
 
 class AgentError(HandoffUsageError):
-    """The agent refused a request; carries its JSON error."""
+    """The agent refused a request; carries its JSON error. The line is the agent's message,
+    its code after it (what to search the README for): the HTTP status is not the
+    analyst's business."""
 
     def __init__(self, status: int, code: str, message: str, hint: str = ""):
         self.status, self.code, self.detail = status, code, message
-        super().__init__(
-            f"The agent refused the request ({status} {code}): {message}", notebook_hint(hint)
-        )
+        super().__init__(f"{message} ({code})", notebook_hint(hint))
 
 
 class AgentUnavailable(HandoffUsageError):

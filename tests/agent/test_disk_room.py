@@ -134,11 +134,10 @@ def test_a_push_the_disk_has_no_room_for_is_one_line_in_the_notebook(small):
     # Then the analyst reads one line that says whose disk, how much room and how much it needs
     assert outputs and {o["output_type"] for o in outputs} == {"stream"}, outputs
     first, *rest = text.strip().splitlines()
-    assert first.startswith(
-        "UsageError: The agent refused the request (503 disk_full): The local agent's disk is "
-        "full: "
-    ), text
-    assert "MiB free, and this bundle needs 10 MiB with 56 MiB kept free." in first, text
+    assert first.startswith("UsageError: The local agent's disk is full: "), text
+    assert "MiB free, and this bundle needs 10 MiB with 56 MiB kept free. (disk_full)" in first, (
+        text
+    )
     assert len(rest) <= 2 and "Traceback" not in text, text
     # And the agent's status says its disk is low (63 MiB free, under twice the 56 kept)
     status = "".join(o.get("text", "") for o in nb.cells[2].outputs)
