@@ -1,7 +1,7 @@
-"""What ``POST /api/v1/watches`` takes: numbers a retrain can run with (no NaN or Infinity
-as its timeout or in its parameters, which the store, the panel's JSON and the injected
-parameter cell cannot hold), each action once, and a source watched again after a remove
-starting from a new baseline."""
+"""What ``POST /api/v1/watches`` takes: a path the system can look up, numbers a retrain
+can run with (no NaN or Infinity as its timeout or in its parameters, which the store, the
+panel's JSON and the injected parameter cell cannot hold), each action once, and a source
+watched again after a remove starting from a new baseline."""
 
 from __future__ import annotations
 
@@ -22,9 +22,14 @@ from watch_support import check, frame, triggers, watch
             "params 'n-rows' is no Python variable name; the retrain sets each parameter as a "
             "variable in the notebook.",
         ),
+        # a path the system refuses to look up (a name past NAME_MAX) is the user's 400
+        (
+            {"source": "/tmp/" + "a" * 300 + ".csv"},
+            f"{'/tmp/' + 'a' * 300 + '.csv'!r} cannot be read: File name too long.",
+        ),
     ],
 )
-def test_a_watch_refuses_numbers_no_retrain_can_use(shared_agent, tmp_path, extra, says):
+def test_a_watch_refuses_what_no_check_or_retrain_can_use(shared_agent, tmp_path, extra, says):
     data = tmp_path / "events.csv"
     frame(50).to_csv(data, index=False)
     body = {"model": "churn", "source": str(data), **extra}

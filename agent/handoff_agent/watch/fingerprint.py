@@ -71,9 +71,12 @@ def files_of(pattern: str) -> list[Path]:
             f"{pattern!r} has wildcards above the file's folder; a watched glob may have them "
             "only in the file name and its folder, e.g. data/2026-*/part-*.parquet."
         )
-    if glob.has_magic(path):
-        return [Path(p) for p in sorted(glob.glob(path)) if Path(p).is_file()]
-    return [Path(path)] if Path(path).is_file() else []
+    try:  # is_file lets a name too long or a folder it may not enter raise
+        if glob.has_magic(path):
+            return [Path(p) for p in sorted(glob.glob(path)) if Path(p).is_file()]
+        return [Path(path)] if Path(path).is_file() else []
+    except OSError as e:
+        raise SourceError(f"{pattern!r} cannot be read: {e.strerror or e}.") from None
 
 
 def _sha256(path: Path, prefix: int | None = None) -> tuple[str, str | None]:
