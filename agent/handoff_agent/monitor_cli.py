@@ -148,10 +148,11 @@ class MonitorApp(Command):
 
     def _import(self, name: str, path: Path) -> dict:
         from .cli import _open_db
+        from .errors import BadRequest
         from .monitor import backfill
 
-        if not path.is_file():
-            raise SystemExit(f"No file {path}. Give a Parquet prediction log.")
+        if not path.is_file():  # a usage mistake: exit 2, as serve's bad policy is
+            raise BadRequest(f"No file {path}. Give a Parquet prediction log.", "")
         frame = backfill.read(path.read_bytes())
         registry, blobs = _open_db(self.config), self._blobs()
         try:
@@ -172,7 +173,7 @@ class MonitorApp(Command):
             registry.close()
 
     def _run(self, name: str, now: float | None) -> dict:
-        from .errors import HandoffError
+        from .errors import BadRequest, HandoffError
 
         info = None if self.url else runtime.read("central")
         if self.url or (info and runtime.healthy(info["url"])):
@@ -212,11 +213,11 @@ class MonitorApp(Command):
         given = self.config.HandoffAgent.get("policy_file")
         policy_file = Path(given) if given else _home(self.config) / "policy.toml"
         if given and not policy_file.is_file():
-            raise SystemExit(f"--policy {given}: no such file.")
+            raise BadRequest(f"--policy {given}: no such file.", "")
         try:  # its thresholds and actions, as central judges (the defaults without one)
             policy = Policy.load(policy_file if policy_file.is_file() else None)
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
+        except ValueError as e:  # the file's mistake, as serve says it: exit 2
+            raise BadRequest(str(e), "") from None
         registry, blobs = _open_db(self.config), self._blobs()
         try:
             from .serving.deploy import DeploymentService

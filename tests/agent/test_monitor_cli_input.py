@@ -1,5 +1,6 @@
 """``jupyter handoff monitor import`` and ``monitor run`` (without a running central: in their
-own process) with input monitoring cannot use: one line and exit 1, as the API's 400 is.
+own process) with input monitoring cannot use, or a policy file it cannot run under: one
+line and exit 2, as the API's 400 is.
 A replay time out of range (NaN, a far year) never loops over windows that never end; a
 ``score`` that is no probability (a logit) never reaches the stores, where it made every
 monitoring run of the model fail."""
@@ -133,7 +134,7 @@ def test_an_empty_reference_is_refused_and_the_one_in_use_stays(tmp_path):
 def test_an_offline_run_judges_under_the_policy_central_runs_with(tmp_path):
     """Central started with ``--policy FILE``: an offline run given the same file judges by
     its thresholds (here min_samples), not by the defaults; a missing or broken file is one
-    line."""
+    line, exit 2, as serve's start is; so is a log to import that is not there."""
     env, home = _home(tmp_path)
     log = pd.DataFrame({"x": np.arange(50.0), "prediction": [0, 1] * 25})
     log["time"] = 1_767_225_600 + np.arange(50) * 60.0
@@ -153,13 +154,23 @@ def test_an_offline_run_judges_under_the_policy_central_runs_with(tmp_path):
     assert out.returncode == 0, out.stderr
     first = json.loads(out.stdout)["windows"][0]
     assert first["status"] == "ok" and first["metrics"]["traffic"]["requests"] == 50, first
+    misspelt = tmp_path / "misspelt.toml"
+    misspelt.write_text("[monitor]\nmin_sample = 20\n")
     for path, said in (
         (tmp_path / "none.toml", f"--policy {tmp_path / 'none.toml'}: no such file."),
         (tmp_path / "log.parquet", f"{tmp_path / 'log.parquet'} is not valid TOML"),
+        (misspelt, f"{misspelt}: [monitor]: unknown key 'min_sample'; the keys are "),
     ):
         out = handoff_cli(env, *run, "--policy", str(path))
-        assert out.returncode == 1 and out.stderr.startswith(said), out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        # the file's mistake, a usage mistake as serve says it: exit 2 (it was exit 1)
+        assert out.returncode == 2 and out.stderr.startswith(said), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stdout == "", out.stderr
+    out = handoff_cli(env, "monitor", "import", "churn", str(tmp_path / "nolog.parquet"))
+    assert out.returncode == 2, out.stderr
+    assert (
+        out.stderr.strip()
+        == f"No file {tmp_path / 'nolog.parquet'}. Give a Parquet prediction log."
+    )
 
 
 def test_a_log_without_inputs_or_rows_is_refused_and_monitoring_goes_on(tmp_path):
