@@ -257,6 +257,49 @@ def period_seconds(text, unit: bool = False) -> float | None:
     return float(number) * (suffix or 1)
 
 
+def period_text(seconds: float) -> str:
+    """A period as people write it, in its largest whole unit: 3600 is ``1h``, 93600
+    ``26h``, 172800 ``2d``, 90 ``90s`` (what ``--every 1h`` was given as, not ``3600s``)."""
+    for unit, size in sorted(PERIOD_UNITS.items(), key=lambda u: -u[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def watch_trigger_text(trigger: dict | None) -> str:
+    """``revalidate done: warn``: a watch's last trigger, its action and how it ended."""
+    if not trigger:
+        return ""
+    if trigger.get("change") == "error":  # the source is unreadable: the line says why
+        return "alerted" if trigger["state"] == "done" else ""
+    how = trigger.get("verdict") or trigger.get("error") or trigger.get("why")
+    return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
+
+
+def watch_last_text(w: dict) -> str:
+    """A watch's last change with its fingerprint, or why its source cannot be read."""
+    last = w.get("last") or {}
+    if w.get("error"):  # unreadable since its last good fingerprint
+        return f"error since {when_text(w['error_since'])}: {w['error']}"
+    if last.get("error") and not last.get("change"):
+        return f"error: {last['error']}"
+    fingerprint = str(last.get("fingerprint") or "")[:12]
+    return " ".join(filter(None, (last.get("change"), fingerprint)))
+
+
+def watch_line(w: dict) -> str:
+    """One watched source in one line, the shell's (``jupyter handoff watch``) and the
+    notebook's (``%mlops watch``): ``[3] churn <- /data/*.csv every 1h on change ->
+    alert,retrain: appended 1b959318dec0; retrain done``."""
+    late = f" overdue after {period_text(w['overdue'])}" if w.get("overdue") else ""
+    outcome = watch_trigger_text(w.get("last_trigger"))
+    return (
+        f"[{w['id']}] {w['model']} <- {w['source']} every {period_text(w['every'])}{late} "
+        f"on {','.join(w['on'])} -> {','.join(w['actions'])}: "
+        f"{watch_last_text(w) or 'not yet'}" + (f"; {outcome}" if outcome else "")
+    )
+
+
 def when_text(iso: str | None, never: str = "never") -> str:
     """A stored time for people, to the second: 2026-12-07T10:22:20Z. Every message that
     shows a time uses it, so none prints microseconds and an offset."""

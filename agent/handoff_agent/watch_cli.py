@@ -15,6 +15,7 @@ from ._version import __version__
 from .command import Command
 from .inventory_cli import Unreachable, _get, _request
 from .shell import complain, visible
+from .vocabulary import watch_line
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
@@ -97,22 +98,7 @@ class WatchApp(Command):
             complain(e)
             self.exit(1)
         for w in rows:
-            last = w.get("last") or {}
-            late = f" overdue after {w['overdue']:g}s" if w.get("overdue") else ""
-            error = last.get("error") and f"error: {last['error']}"
-            if w.get("error"):  # unreadable now: why, since when, and whether it alerted
-                trigger = w.get("last_trigger") or {}
-                alerted = "; alerted" if trigger.get("state") == "done" else ""
-                state = f"error since {w['error_since']}: {w['error']}{alerted}"
-            else:
-                state = (
-                    f"{last.get('change') or error or 'not yet'} "
-                    f"{str(last.get('fingerprint') or '')[:12]}"
-                )
-            line = (
-                f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s{late} "
-                f"on {','.join(w['on'])} -> {','.join(w['actions'])}: {state}".rstrip()
-            )
+            line = watch_line(w)
             print(visible(line))  # a source is a path or URL someone else typed
             if w.get("replaced"):
                 print(f"Replaced the earlier settings of [{w['id']}]: one watch per source.")

@@ -8,6 +8,7 @@ import os
 import urllib.parse
 
 from handoff_agent.shell import visible
+from handoff_agent.vocabulary import period_text, watch_last_text, watch_line, watch_trigger_text
 
 from .client import connect
 from .errors import HandoffUsageError
@@ -113,24 +114,6 @@ def source_ref(ref: str) -> str:
     return _absolute(ref) if is_source_ref(ref) and "://" not in ref else ref
 
 
-def _outcome(trigger: dict | None) -> str:
-    """``revalidate done: warn`` — the last trigger's action and how it ended."""
-    if not trigger:
-        return ""
-    if trigger.get("change") == "error":  # the source is unreadable: _last says why
-        return "alerted" if trigger["state"] == "done" else ""
-    how = trigger.get("verdict") or trigger.get("error") or trigger.get("why")
-    return f"{trigger['action']} {trigger['state']}" + (f": {how}" if how else "")
-
-
-def _last(w: dict) -> str:
-    """The source's last change, or why its first fingerprint could not be taken."""
-    last = w.get("last") or {}
-    if w.get("error"):  # unreadable since its last good fingerprint
-        return f"error since {w['error_since']}: {w['error']}"
-    return last.get("change") or (last.get("error") and f"error: {last['error']}") or ""
-
-
 REPLACED = "\nReplaced the earlier settings of [{id}]: one watch per source."
 
 
@@ -141,14 +124,7 @@ class Watches(list):
     def __repr__(self) -> str:
         return (
             "\n".join(
-                visible(
-                    f"[{w['id']}] {w['model']} <- {w['source']} every {w['every']:g}s"
-                    + (f" overdue after {w['overdue']:g}s" if w.get("overdue") else "")
-                    + f" on {','.join(w['on'])}: "
-                    f"{_last(w) or 'not yet'}"
-                    + (f"; {o}" if (o := _outcome(w.get("last_trigger"))) else "")
-                    + (REPLACED.format(id=w["id"]) if w.get("replaced") else "")
-                )
+                visible(watch_line(w) + (REPLACED.format(id=w["id"]) if w.get("replaced") else ""))
                 for w in self
             )
             or "No watched sources."
@@ -158,10 +134,10 @@ class Watches(list):
         e = html.escape
         rows = "".join(
             f"<tr><td>{w['id']}</td><td>{e(w['model'])}</td><td><code>{e(w['source'])}</code>"
-            f"</td><td>{w['every']:g} s</td><td>{e(', '.join(w['on']))}</td>"
+            f"</td><td>{period_text(w['every'])}</td><td>{e(', '.join(w['on']))}</td>"
             f"<td>{e(', '.join(w['actions']))}</td>"
-            f"<td>{e(_last(w))}</td>"
-            f"<td>{e(_outcome(w.get('last_trigger')))}</td></tr>"
+            f"<td>{e(watch_last_text(w))}</td>"
+            f"<td>{e(watch_trigger_text(w.get('last_trigger')))}</td></tr>"
             for w in self
         )
         head = (

@@ -16,6 +16,7 @@ from support import Receiver, push_model, start_receiver, until
 from watch_support import check, frame, push_forest, read_bytes, triggers, watch
 
 from handoff_agent import signing
+from handoff_agent.vocabulary import when_text
 from handoff_agent.watch.classify import PSI_THRESHOLD
 
 SECRET = "watch-webhook-secret-5Tq9Hz2Lm7"
@@ -143,7 +144,8 @@ def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert f"churn <- {other} every 3600s overdue after 172800s on overdue" in out.stdout
+    # periods as the user gave them, not in seconds
+    assert f"churn <- {other} every 1h overdue after 2d on overdue -> alert: first " in out.stdout
     [lenient] = [w for w in watches(agent) if w["source"] == other]
     # The first fingerprint is the baseline; the next one finds the file 30 h old
     out = check(agent, late["id"])
@@ -188,12 +190,13 @@ def test_a_source_that_stays_unreadable_alerts_once_after_its_overdue_period(hoo
     states = [(t["change"], t["action"], t["state"]) for t in triggers(agent, w["id"])]
     assert states == [("error", "alert", "skipped"), ("error", "alert", "done")]
     # The listings say it is unreadable, since when, and that it alerted
+    # (its time to the second, in UTC, as every message shows one), one line in both
+    since = when_text(out["since"])
     cli = agent.cli("watch", "churn")
-    assert f"error since {out['since']}: {out['error']}; alerted" in cli.stdout, cli.stdout
+    said = f"on overdue -> alert: error since {since}: {out['error']}; alerted"
+    assert said in cli.stdout, cli.stdout
     [row] = watches(agent)
-    assert f"on overdue: error since {out['since']}: {out['error']}; alerted" in repr(
-        Watches([row])
-    )
+    assert repr(Watches([row])) == cli.stdout.strip()
     # Once it is back, the error is over: the listing shows its fingerprint again
     frame(50).to_parquet(data)
     until(lambda: "error" not in watches(agent)[0], 30, "the source read again")

@@ -95,7 +95,7 @@ def test_watching_a_watched_source_again_says_its_settings_were_replaced(agent, 
     assert first.returncode == 0 and "Replaced" not in first.stdout, first
     again = handoff_cli(agent.env, "watch", "churn", "--source", str(data))
     lines = again.stdout.splitlines()
-    assert again.returncode == 0 and lines[0].startswith("[") and "every 3600s" in lines[0]
+    assert again.returncode == 0 and lines[0].startswith("[") and "every 1h" in lines[0]
     watch_id = lines[0][1 : lines[0].index("]")]
     assert lines[1] == f"Replaced the earlier settings of [{watch_id}]: one watch per source."
 

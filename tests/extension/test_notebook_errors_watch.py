@@ -161,7 +161,7 @@ def test_watch_mistake_shows_one_line_and_a_hint(notebook, key):
 def test_a_good_watch_prints_its_baseline_and_its_lineage(notebook):
     nb, index = notebook
     text = _text(nb.cells[index["remove"] - 2].outputs)
-    assert "churn <- " in text and "data.csv every 3600s on change: first" in text, text
+    assert "churn <- " in text and "data.csv every 1h on change -> alert: first" in text, text
     # the refused --target stored nothing: the source is watched once, as asked after
     assert text.count("data.csv every") == 1 and "revalidate" not in text, text
     text = _text(nb.cells[index["remove"] - 1].outputs)
@@ -193,5 +193,7 @@ def test_watch_params_reach_the_retraining_notebook_as_the_analyst_wrote_them(
 def test_a_watch_whose_first_read_fails_says_why(notebook):
     nb, index = notebook
     text = _text(nb.cells[index["unreadable"]].outputs)
-    assert "unreadable <- " in text and "broken.parquet every 3600s on change: error: " in text
+    assert (
+        "unreadable <- " in text and "broken.parquet every 1h on change -> alert: error: " in text
+    )
     assert "broken.parquet cannot be read as Parquet: " in text, text
