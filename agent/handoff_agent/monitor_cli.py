@@ -18,7 +18,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from traitlets import Bool, Unicode
@@ -28,12 +28,13 @@ from ._version import __version__
 from .cli_hints import Asked, cli_hint
 from .command import Command
 from .monitor import windows
-from .shell import complain, os_user
+from .shell import complain, os_user, visible
+from .vocabulary import when_text
 
 USAGE = (
     "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
     "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]"
-    " [--policy FILE]\n"
+    " [--policy FILE] [--json]\n"
     "       jupyter handoff monitor release NAME"
 )
 
@@ -60,6 +61,70 @@ def parse_now(text: str) -> float | None:
     if not math.isfinite(now) or now < windows.EARLIEST:
         raise BadRequest(f"--now {text!r} is not a time {windows.now_span_text()}.", "")
     return now
+
+
+def _window_text(w: dict) -> str:
+    """One judged window in one line: its numbers, then why it judged less (its reason)."""
+    m = w.get("metrics") or {}
+    ops = m.get("traffic") or {}
+    day = datetime.fromtimestamp(w["start"], UTC)
+    start = day.strftime("%Y-%m-%d %H:%M" if w["kind"] == "hourly" else "%Y-%m-%d")
+    parts = [f"{ops.get('requests', 0)} requests"]
+    if ops.get("error_rate") is not None:
+        parts.append(f"{ops['error_rate']:.2%} errors")
+    if ops.get("p99_ms") is not None:
+        parts.append(f"p99 {ops['p99_ms']:.0f} ms")
+    drift = m.get("drift")
+    if drift and drift.get("features"):  # a reference without inputs judges none
+        moved = ", ".join(drift.get("drifted") or []) or "none"
+        parts.append(
+            f"input drift {drift['share']:.2f} ({len(drift.get('drifted') or [])} of "
+            f"{len(drift.get('features') or {})} features: {moved})"
+        )
+    shift = m.get("prediction_drift") or {}
+    if shift.get("psi") is not None:
+        parts.append(f"prediction PSI {shift['psi']:.2f}")
+    est = m.get("estimate") or {}
+    if est.get("estimate") is not None:
+        trusted = "" if est.get("calibrated") else ", scores not calibrated: not judged"
+        parts.append(
+            f"estimated accuracy {est['estimate']:.3f} (baseline {est.get('baseline')}{trusted})"
+        )
+    perf = m.get("performance") or {}
+    if perf.get("value") is not None:
+        parts.append(
+            f"{perf['metric']} {perf['value']:.3f} on {perf.get('labels')} labels "
+            f"(baseline {perf.get('baseline')})"
+        )
+    elif w.get("labels") == "waiting" and m.get("labels_due"):
+        parts.append(
+            f"labels: {m.get('labels', 0)}, performance judged from {when_text(m['labels_due'])}"
+        )
+    line = f"  {w['kind']:<8} {start}  {w['status']:<12} " + ", ".join(parts)
+    return line + (f"; {w['reason']}" if w.get("reason") else "")
+
+
+def run_text(out: dict) -> str:
+    """``monitor run``'s answer for people: a line per window judged, then a line per alert
+    that fired or cleared (``--json`` prints every metric)."""
+    now = datetime.fromtimestamp(out["now"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    windows = out.get("windows") or []
+    if not windows:
+        lines = [f"{out['model']}: no closed window left to judge by {now}."]
+    else:
+        n = len(windows)
+        lines = [f"{out['model']}: judged {n} closed window{'s' * (n != 1)} by {now}:"]
+        lines += [_window_text(w) for w in windows]
+    alerts = out.get("alerts") or []
+    n = len(alerts)
+    lines.append(f"{n} alert change{'s' * (n != 1)}:" if n else "No alert changes.")
+    for a in alerts:
+        done = a.get("outcome") or a.get("action")
+        lines.append(f"  {a['state']:<8} {a['kind']} ({a['window']}), {done}: {a['message']}")
+    for s in out.get("skipped") or []:
+        lines.append(f"  skipped a quarantined log segment ({s['rows']} rows): {s['digest'][:12]}")
+    # names and messages hold text others wrote: escaped, a line each
+    return "\n".join(visible(line) for line in lines)
 
 
 class MonitorApp(Command):
@@ -98,11 +163,15 @@ class MonitorApp(Command):
         "url": "MonitorApp.url",
         "policy": "HandoffAgent.policy_file",
     }
+    as_json = Bool(False, help="run: print the whole answer as JSON (every window's metrics).").tag(
+        config=True
+    )
     flags = {
         "reference": (
             {"MonitorApp": {"reference": True}},
             "The file is the model's reference (validation data with predictions).",
-        )
+        ),
+        "json": ({"MonitorApp": {"as_json": True}}, "run: print the answer as JSON."),
     }
 
     def start(self):
@@ -134,7 +203,10 @@ class MonitorApp(Command):
             why = str(e).rstrip(".")
             complain(f"The blob store failed: {why}. Nothing was recorded; run the command again.")
             self.exit(1)
-        print(json.dumps(out, indent=2, default=str))
+        if args[0] == "run" and not self.as_json:
+            print(run_text(out))
+        else:
+            print(json.dumps(out, indent=2, default=str))
 
     def _blobs(self):
         """The central's blob store, or a BlobUnavailable saying why it cannot be opened."""

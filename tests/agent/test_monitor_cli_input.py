@@ -149,7 +149,7 @@ def test_an_offline_run_judges_under_the_policy_central_runs_with(tmp_path):
     policy.write_text("[monitor]\nmin_samples = 20\n")
     run = ["monitor", "run", "churn", "--now", "2026-01-02T00:00:00Z", "--home", home]
 
-    out = handoff_cli(env, *run, "--policy", str(policy))
+    out = handoff_cli(env, *run, "--policy", str(policy), "--json")
 
     assert out.returncode == 0, out.stderr
     first = json.loads(out.stdout)["windows"][0]
@@ -199,9 +199,16 @@ def test_a_log_without_inputs_or_rows_is_refused_and_monitoring_goes_on(tmp_path
         env, "monitor", "run", "churn", "--now", "2026-01-03T00:00:00Z", "--home", home
     )
 
+    # and the run says what it judged in lines a person reads (--json: every metric)
     assert out.returncode == 0, out.stderr
-    first = json.loads(out.stdout)["windows"][0]
-    assert first["metrics"]["traffic"]["requests"] == 30, first
+    assert out.stdout.splitlines() == [
+        "churn: judged 2 closed windows by 2026-01-03T00:00:00Z:",
+        "  daily    2026-01-01  insufficient 30 requests, 0.00% errors; 30 predictions, fewer "
+        "than min_samples = 200",
+        "  daily    2026-01-02  insufficient 0 requests; 0 predictions, fewer than min_samples = "
+        "200",
+        "No alert changes.",
+    ], out.stdout
 
 
 def test_a_log_the_stores_cannot_hold_or_labels_that_score_wrong_are_refused(tmp_path):

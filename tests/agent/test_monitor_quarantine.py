@@ -50,7 +50,7 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
 
         # then `monitor run --now` evaluates every day: the first from its data
         now = str(days[2] + 86400)
-        p = central.cli("monitor", "run", "churn", "--now", now)
+        p = central.cli("monitor", "run", "churn", "--now", now, "--json")
         assert p.returncode == 0, p.stdout + p.stderr
         out = json.loads(p.stdout)
         daily = {w["start"]: w for w in out["windows"] if w["kind"] == "daily"}

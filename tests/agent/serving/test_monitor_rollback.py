@@ -119,7 +119,7 @@ def test_a_drift_alert_with_the_rollback_action_moves_traffic(tmp_path):
         # where), then a calm one: the drift alert fires, rolls back nothing, and clears
         log_of(day - 2 * 86400, 3.0)
         log_of(day - 86400, 0.0)
-        out = central.cli("monitor", "run", "churn", "--now", str(day))
+        out = central.cli("monitor", "run", "churn", "--now", str(day), "--json")
         assert out.returncode == 0, out.stdout + out.stderr
         run = json.loads(out.stdout)
         fired, cleared = [a for a in run["alerts"] if a["kind"] == "drift"]
