@@ -257,6 +257,21 @@ def period_seconds(text, unit: bool = False) -> float | None:
     return float(number) * (suffix or 1)
 
 
+def param_value(text: str):
+    """A retrain parameter given as ``K=V`` (``%mlops watch --param``, ``jupyter handoff
+    watch --params``), as the notebook would write it: ``3`` an int (``range(epochs)``
+    works), ``0.1`` a float, anything else (``nan`` too: no such name there) the text."""
+    import math
+
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return value if math.isfinite(value) else text
+    return text
+
+
 def period_text(seconds: float) -> str:
     """A period as people write it, in its largest whole unit: 3600 is ``1h``, 93600
     ``26h``, 172800 ``2d``, 90 ``90s`` (what ``--every 1h`` was given as, not ``3600s``)."""

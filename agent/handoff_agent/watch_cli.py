@@ -15,7 +15,7 @@ from ._version import __version__
 from .command import Command
 from .inventory_cli import Unreachable, _get, _request
 from .shell import complain, visible
-from .vocabulary import watch_line
+from .vocabulary import param_value, watch_line
 
 AGENT_HELP = "Which running agent to ask: local (default) or central."
 URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
@@ -23,6 +23,15 @@ URL_HELP = "Agent URL instead of the runtime file; token in HANDOFF_TOKEN."
 
 def _post(role: str, url: str, path: str, body: dict) -> dict:
     return json.loads(_request(role, url, path, body, timeout=600)[0])
+
+
+class Params(Dict):
+    """``--params epochs=3``: the value read as ``%mlops watch --param`` reads it (3 an int),
+    not the text traitlets gives any K=V, which made the retrain fail on ``range("3")``."""
+
+    def item_from_string(self, s: str) -> dict:
+        key, value = next(iter(super().item_from_string(s).items()))
+        return {key: param_value(value)}
 
 
 class WatchApp(Command):
@@ -58,7 +67,10 @@ class WatchApp(Command):
     target = Unicode(
         "", help="The source's target column, which the revalidate action scores against."
     ).tag(config=True)
-    params = Dict(help="Parameters injected into the notebook, as JSON.").tag(config=True)
+    params = Params(
+        help="Parameters injected into the notebook: K=V, repeated (--params epochs=3 "
+        "--params lr=0.1; a number is a number, as %mlops watch --param reads it), or JSON."
+    ).tag(config=True)
     timeout = Float(600.0, help="Seconds the notebook may run.").tag(config=True)
     agent = Enum(["local", "central"], "local", help=AGENT_HELP).tag(config=True)
     url = Unicode("", help=URL_HELP).tag(config=True)

@@ -9,6 +9,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
+from handoff_agent.vocabulary import param_value
+
 from .errors import HandoffUsageError
 from .refs import parse_ref
 
@@ -190,18 +192,6 @@ def _overview() -> str:
     return "\n".join(["Subcommands:", *lines, "`%mlops SUBCOMMAND --help` shows its options."])
 
 
-def _number(text: str):
-    """A ``--param`` value as the notebook would write it: ``3`` an int (``range(epochs)``
-    works), ``0.1`` a float, anything else (``nan`` too: no such name there) the text."""
-    for kind in (int, float):
-        try:
-            value = kind(text)
-        except ValueError:
-            continue
-        return value if math.isfinite(value) else text
-    return text
-
-
 def _parse(parser: MagicArgumentParser, words: list[str]):
     """argparse's reading of ``words``, its complaint one line with the usage as the hint. An
     option the subcommand lacks is named first: argparse would name the required one that
@@ -298,7 +288,7 @@ class MlopsMagics(Magics):
                     f"Gate override {g!r} is not CHECK.KEY=VALUE.",
                     "Write e.g. --gate fairness.max_dp_diff=0.2",
                 )
-            gate[k] = _number(v)
+            gate[k] = param_value(v)
         version = push(
             model,
             args.name,
@@ -422,7 +412,7 @@ class MlopsMagics(Magics):
             k, eq, v = p.partition("=")
             if not eq or not k.isidentifier():
                 raise HandoffUsageError(f"Parameter {p!r} is not K=V.", "e.g. --param epochs=3")
-            params[k] = _number(v)
+            params[k] = param_value(v)
         if not math.isfinite(args.timeout) or args.timeout <= 0:
             raise HandoffUsageError("--timeout must be positive.", "e.g. --timeout 600")
         return watch(

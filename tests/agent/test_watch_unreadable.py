@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from support import RunningAgent, handoff_cli, until
-from watch_support import frame, triggers, watch
+from watch_support import frame, retrain_notebook, triggers, watch
 
 
 def _check(agent, source_id: int) -> dict:
@@ -98,6 +98,28 @@ def test_watching_a_watched_source_again_says_its_settings_were_replaced(agent, 
     assert again.returncode == 0 and lines[0].startswith("[") and "every 1h" in lines[0]
     watch_id = lines[0][1 : lines[0].index("]")]
     assert lines[1] == f"Replaced the earlier settings of [{watch_id}]: one watch per source."
+
+
+def test_the_cli_reads_a_retrain_parameter_as_the_magic_does(agent, tmp_path):
+    """``--params epochs=3`` reached the notebook as the text "3" (traitlets' K=V), so a
+    retrain doing ``range(epochs)`` failed at every change; ``%mlops watch --param`` gave 3."""
+    data = tmp_path / "part1.csv"
+    frame(50).to_csv(data, index=False)
+    nb = retrain_notebook(tmp_path / "retrain.ipynb")
+    args = ("--source", str(data), "--run", str(nb))
+    params = ("--params", "epochs=3", "--params", "C=0.5", "--params", "tag=v2")
+
+    out = handoff_cli(agent.env, "watch", "churn", *args, *params)
+
+    assert out.returncode == 0, out.stderr
+    watch_id = out.stdout[1 : out.stdout.index("]")]
+    stored = agent.request("GET", f"/api/v1/watches/{watch_id}")[1]["params"]
+    assert stored == {"epochs": 3, "C": 0.5, "tag": "v2"}, stored
+    # JSON still passes as it is (a list, a number given as text)
+    again = handoff_cli(agent.env, "watch", "churn", *args, "--params", '{"cols": [1], "v": "3"}')
+    assert again.returncode == 0, again.stderr
+    stored = agent.request("GET", f"/api/v1/watches/{watch_id}")[1]["params"]
+    assert stored == {"cols": [1], "v": "3"}, stored
 
 
 POLICY = """
