@@ -379,3 +379,24 @@ def test_a_window_with_no_reference_says_what_it_cannot_judge(stores):
     assert window["reason"] == (
         "no reference: input drift, prediction drift and performance not judged"
     )
+
+
+def test_the_rolling_window_reads_with_its_own_start_and_by_since(stores):
+    """The rolling window is kept under one key (start 0): its series read ``start`` 1970
+    and ``?since=`` (the view's last day) never returned it. It reads with the start its
+    run gave it, and ``since`` takes it while it ends after it."""
+    registry, blobs = stores
+    rng = np.random.default_rng(5)
+    backfill.import_reference(registry, blobs, "live", traffic(rng, 500), "test")
+    now = T0 + DAY
+    f = traffic(rng, 300)
+    f["time"] = now - 1800 + np.sort(rng.uniform(0, 1700, 300))  # the last half hour
+    backfill.import_log(registry, blobs, "live", f, "test")
+    policy = MonitorPolicy.load({"daily": False, "monthly": False, "rolling_minutes": 60})
+    MonitorService(registry, blobs, Policy(monitor=policy)).run("live", now)
+
+    [rolling] = registry.windows_of("live", "rolling", since=now - 3 * 3600)
+
+    assert rolling["start"] == now - 3600 and rolling["end"] == now, rolling
+    assert rolling["metrics"]["traffic"]["requests"] == 300
+    assert registry.windows_of("live", "rolling", since=now + 1) == []

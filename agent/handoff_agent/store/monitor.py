@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import exists, func, select, union
+from sqlalchemy import and_, exists, func, or_, select, union
 
 from . import tables as t
 from ._util import as_dict, canonical, loads, now
@@ -45,13 +45,15 @@ class MonitorStore(StoreBase):
         q = q.where(W.model == model)
         if kind:
             q = q.where(W.kind == kind)
-        if since is not None:
-            q = q.where(W.start >= since)
+        if since is not None:  # the rolling window (keyed at start 0) by when it ends
+            q = q.where(or_(W.start >= since, and_(W.kind == "rolling", W.end >= since)))
         q = q.order_by(W.kind, W.start.desc()).limit(limit)
         with self._read() as c:
             rows = [as_dict(r) for r in c.execute(q)]
         for r in rows:
             r["metrics"] = loads(r["metrics"]) or {}
+            if r["kind"] == "rolling":  # its start is its run's, kept in metrics, not 1970
+                r["start"] = r["metrics"].get("start", r["start"])
         return sorted(rows, key=lambda r: (r["kind"], r["start"]))
 
     def windows_before(self, model: str, kind: str, before: float, limit: int) -> list[dict]:
