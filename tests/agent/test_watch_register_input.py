@@ -22,6 +22,12 @@ from watch_support import check, frame, triggers, watch
             "params 'n-rows' is no Python variable name; the retrain sets each parameter as a "
             "variable in the notebook.",
         ),
+        # a misspelt setting would leave its default (every hour) unseen
+        (
+            {"evry": "1m"},
+            "Unknown setting 'evry'; a watch takes model, source, query, every, overdue, on, "
+            "actions, run, params, timeout, target.",
+        ),
         # a path the system refuses to look up (a name past NAME_MAX) is the user's 400
         (
             {"source": "/tmp/" + "a" * 300 + ".csv"},

@@ -36,6 +36,7 @@ from ..vocabulary import (
     NO_RETRAIN_ON,
     NO_REVALIDATE_ON,
     WATCH_ACTIONS,
+    WATCH_KEYS,
     WATCH_ON,
     period_seconds,
 )
@@ -191,6 +192,12 @@ class WatchService:
         w = words
         model = body.get("model")
         validate_name(model)
+        unknown = [k for k in body if k not in WATCH_KEYS]
+        if unknown:  # a misspelt setting ("evry") would leave its default unseen
+            raise BadRequest(
+                f"Unknown setting {unknown[0]!r}; a watch takes {', '.join(WATCH_KEYS)}.",
+                hint="Check its spelling.",
+            )
         source = body.get("source")
         if not isinstance(source, str) or not source.strip():
             raise BadRequest(
