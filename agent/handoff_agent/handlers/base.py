@@ -25,6 +25,7 @@ from ..errors import (
     Conflict,
     Forbidden,
     HandoffError,
+    NotFound,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -432,8 +433,19 @@ class BaseHandler(web.RequestHandler):
         nor a prediction log or reference, imported ones included): the reads about a model
         (deployment, monitoring, alerts) would otherwise answer a typo with an empty 200."""
         registry = self.agent.registry
-        if not (monitored and await self.agent.read(registry.is_monitored, name)):
+        imported = await self.agent.read(registry.is_monitored, name)
+        if monitored and imported:
+            return
+        try:
             await self.agent.read(registry.list_versions, name, 1)
+        except NotFound:
+            if imported:  # "no model named" contradicted the inventory, which lists it
+                raise NotFound(
+                    f"{name!r} is known here only from an imported prediction log: it serves "
+                    "elsewhere, with no versions or deployment here.",
+                    f"Its windows and alerts: `%mlops monitor {name}` or the panel's Monitor view.",
+                ) from None
+            raise
 
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)

@@ -187,3 +187,11 @@ def test_an_unknown_model_is_a_404_naming_it_before_any_stream_starts(pair, tmp_
             assert stream.resp.getheader("Content-Type") == "text/event-stream"
         finally:
             stream.close()
+    # and its deployment, which it has none of, says why rather than that no such model
+    # exists (the inventory lists it)
+    p = central.cli("deployment", "imported")
+    assert p.returncode == 1 and p.stdout == "", p.stdout + p.stderr
+    assert p.stderr.splitlines()[0] == (
+        "'imported' is known here only from an imported prediction log: it serves elsewhere, "
+        "with no versions or deployment here."
+    ), p.stderr
