@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,9 +197,13 @@ def _describe(obj) -> dict:
 
 def _load_table(cls, table: Any, where: str) -> dict:
     """The keys given in ``table`` (a TOML table), each checked against its declaration."""
-    if not isinstance(table, dict):
-        raise ValueError(f"{where} must be a table of keys, e.g. max_error_rate = 0.01.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(table, dict):  # the example is one of its own keys, not another table's
+        first = next(f for f in fields.values() if not f.metadata.get("table"))
+        example = json.dumps(
+            list(first.default) if isinstance(first.default, tuple) else first.default
+        )
+        raise ValueError(f"{where} must be a table of keys, e.g. {first.name} = {example}.")
     values = {}
     for name, raw in table.items():
         f = fields.get(name)

@@ -114,8 +114,14 @@ def test_empty_steps_mean_the_one_canary_percent(tmp_path):
 def test_deploy_that_is_not_a_table_and_toml_that_does_not_parse(tmp_path):
     path = tmp_path / "top.toml"
     path.write_text("deploy = 3\n" + INTAKE)  # a key before any table: top level
-    with pytest.raises(ValueError, match=r"\[deploy\] must be a table of keys"):
+    with pytest.raises(ValueError, match=r"\[deploy\] must be a table of keys, e.g. canary_"):
         Policy.load(path)
+    # the example is one of the table's own keys (it named [deploy]'s in [monitor.actions])
+    with pytest.raises(ValueError) as info:
+        load(tmp_path, "[monitor]\nactions = 3\n")
+    assert str(info.value).endswith(
+        '[monitor.actions] must be a table of keys, e.g. error_rate = "notify".'
+    ), info.value
     with pytest.raises(ValueError) as info:
         load(tmp_path, "[deploy\n")
     assert "is not valid TOML" in str(info.value) and "line" in str(info.value)
