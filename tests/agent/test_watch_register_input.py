@@ -28,6 +28,12 @@ from watch_support import check, frame, triggers, watch
             "Unknown setting 'evry'; a watch takes model, source, query, every, overdue, on, "
             "actions, run, params, timeout, target.",
         ),
+        # a web address is no database: it needs no query, it is not read at all
+        (
+            {"source": "https://example.com/events.csv"},
+            "A https:// source is neither a file here nor a database: a watch reads Parquet or "
+            "CSV files on this machine, or a SQL query through a SQLAlchemy URL.",
+        ),
         # a path the system refuses to look up (a name past NAME_MAX) is the user's 400
         (
             {"source": "/tmp/" + "a" * 300 + ".csv"},

@@ -311,6 +311,14 @@ class WatchService:
             "timeout": float(timeout),
             "target": target,
         }
+        scheme = source.partition("://")[0].lower()
+        if fpm.is_sql(source) and scheme in ("http", "https", "ftp", "s3", "gs"):
+            # not a database: "needs a query" would send the user writing SQL for a web file
+            raise BadRequest(
+                f"A {scheme}:// source is neither a file here nor a database: a watch reads "
+                "Parquet or CSV files on this machine, or a SQL query through a SQLAlchemy URL.",
+                hint=_URL_HINT,
+            )
         if fpm.is_sql(source):
             query = body.get("query")
             if not isinstance(query, str) or not query.strip():
