@@ -257,6 +257,10 @@ def period_seconds(text, unit: bool = False) -> float | None:
     return float(number) * (suffix or 1)
 
 
+# URL schemes a watch is sometimes given that name no database (a web or bucket file)
+NOT_SQL_SCHEMES = ("http", "https", "ftp", "s3", "gs")
+
+
 def param_value(text: str):
     """A retrain parameter given as ``K=V`` (``%mlops watch --param``, ``jupyter handoff
     watch --params``), as the notebook would write it: ``3`` an int (``range(epochs)``

@@ -8,7 +8,13 @@ import os
 import urllib.parse
 
 from handoff_agent.shell import visible
-from handoff_agent.vocabulary import period_text, watch_last_text, watch_line, watch_trigger_text
+from handoff_agent.vocabulary import (
+    NOT_SQL_SCHEMES,
+    period_text,
+    watch_last_text,
+    watch_line,
+    watch_trigger_text,
+)
 
 from .client import connect
 from .errors import HandoffUsageError
@@ -55,7 +61,8 @@ def watch(
             f"--on {bad[0]!r} is not a change a watch knows.", f"Use one of: {', '.join(ON)}."
         )
     body = {"model": model, "source": _absolute(source), "every": every, "on": on}
-    if "://" in body["source"] and not query:
+    scheme = body["source"].partition("://")[0].lower()
+    if "://" in body["source"] and not query and scheme not in NOT_SQL_SCHEMES:  # agent says
         raise HandoffUsageError(
             "A SQL source needs a query.", "Add --query 'SELECT * FROM events'."
         )

@@ -32,6 +32,12 @@ MISTAKES = {
         "A SQL source needs a query",
         "--query",
     ),
+    # a web file is no database: the agent says so, not that it needs a query
+    "web_source": (
+        "%mlops watch churn --source https://example.com/events.csv",
+        "A https:// source is neither a file here nor a database",
+        "(a SQLAlchemy URL) or a file path",
+    ),
     "bad_every": (
         "%mlops watch churn --source data.csv --every often",
         "--every 'often' is not a period",

@@ -35,6 +35,7 @@ from ..vocabulary import (
     MONITOR_ALERT,
     NO_RETRAIN_ON,
     NO_REVALIDATE_ON,
+    NOT_SQL_SCHEMES,
     WATCH_ACTIONS,
     WATCH_KEYS,
     WATCH_ON,
@@ -312,7 +313,7 @@ class WatchService:
             "target": target,
         }
         scheme = source.partition("://")[0].lower()
-        if fpm.is_sql(source) and scheme in ("http", "https", "ftp", "s3", "gs"):
+        if fpm.is_sql(source) and scheme in NOT_SQL_SCHEMES:
             # not a database: "needs a query" would send the user writing SQL for a web file
             raise BadRequest(
                 f"A {scheme}:// source is neither a file here nor a database: a watch reads "
