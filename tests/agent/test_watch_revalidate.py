@@ -76,7 +76,9 @@ def test_appended_rows_revalidate_the_version_without_a_new_one(agent, tmp_path)
     last = listed["last_trigger"]
     assert (last["action"], last["state"], last["verdict"]) == ("revalidate", "done", rv["verdict"])
     assert last["revalidation"] == rv["id"] and last["change"] == "appended"
-    assert f"on change: appended; revalidate done: {rv['verdict']}" in repr(Watches([listed]))
+    line = repr(Watches([listed]))
+    assert "on change -> revalidate: appended " in line, line
+    assert line.endswith(f"; revalidate done: {rv['verdict']}"), line
     # and no new version was made; version 1's own checks stay as they were
     status, listed = agent.request("GET", "/api/v1/models/churn/versions")
     assert [v["number"] for v in listed["versions"]] == [1]
