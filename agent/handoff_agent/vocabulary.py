@@ -306,6 +306,28 @@ def watch_last_text(w: dict) -> str:
     return " ".join(filter(None, (last.get("change"), fingerprint)))
 
 
+WATCH_CHANGE_TEXT = {
+    "appended": "has new rows",
+    "modified": "was rewritten",
+    "schema": "changed its schema",
+    "overdue": "is overdue: no new data for longer than its overdue period",
+}
+
+
+def watch_alert_text(event: dict) -> str:
+    """A watch alert as one sentence, for the people its webhook reaches (a team's chat), as
+    a monitor alert's ``message`` is: ``churn: /data/events.csv has new rows (appended).``"""
+    head = f"{event['model']}: {event['source']}"
+    change = event.get("change")
+    if change == "error":
+        return f"{head} cannot be read since {when_text(event.get('since'))}: {event.get('error')}"
+    if change == "drift":
+        psi = event.get("psi")
+        moved = f" (PSI {psi:.2f})" if isinstance(psi, (int, float)) else ""
+        return f"{head} drifted from the model's reference data{moved}."
+    return f"{head} {WATCH_CHANGE_TEXT.get(change, 'changed')} ({change})."
+
+
 def watch_line(w: dict) -> str:
     """One watched source in one line, the shell's (``jupyter handoff watch``) and the
     notebook's (``%mlops watch``): ``[3] churn <- /data/*.csv every 1h on change ->

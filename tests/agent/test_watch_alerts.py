@@ -98,6 +98,8 @@ def test_a_changed_source_alert_goes_out_as_event_audit_row_and_webhook(hooked, 
     assert (body["model"], body["source"], body["change"]) == ("churn", str(data), "appended")
     assert body["trigger"] == alert["trigger"] and body["fingerprint"] == out["fingerprint"]
     assert body["source_id"] == w["id"] and body["snapshot"] == out["snapshot"]
+    # with a sentence for the people it reaches, as a monitor alert's
+    assert body["message"] == f"churn: {data} has new rows (appended).", body
 
     # and an SSE event with the same fields
     seen = events_of(agent, "churn", lambda ev: any(e["type"] == "watch.alert" for e in ev))
@@ -154,6 +156,9 @@ def test_overdue_uses_the_watch_period_and_alerts_once(hooked, tmp_path):
     until(lambda: delivered("watch.alert"), 30, "the overdue alert's webhook delivery")
     [(_, body)] = delivered("watch.alert")
     assert body["change"] == "overdue" and body["source"] == str(data)
+    assert body["message"] == (
+        f"churn: {data} is overdue: no new data for longer than its overdue period (overdue)."
+    ), body
     # Still overdue at the next check: recorded, not alerted again
     again = check(agent, late["id"])
     assert again["change"] == "overdue" and again["triggers"] == []
@@ -185,6 +190,9 @@ def test_a_source_that_stays_unreadable_alerts_once_after_its_overdue_period(hoo
     [(_, body)] = delivered("watch.alert")
     assert (body["change"], body["error"], body["since"]) == ("error", out["error"], out["since"])
     assert body["source"] == str(data) and body["source_id"] == w["id"]
+    assert body["message"] == (
+        f"churn: {data} cannot be read since {when_text(out['since'])}: {out['error']}"
+    ), body
     time.sleep(3)  # checked about three more times
     assert len(delivered("watch.alert")) == 1
     states = [(t["change"], t["action"], t["state"]) for t in triggers(agent, w["id"])]

@@ -40,6 +40,7 @@ from ..vocabulary import (
     WATCH_KEYS,
     WATCH_ON,
     period_seconds,
+    watch_alert_text,
 )
 from . import classify as cls
 from . import fingerprint as fpm
@@ -678,6 +679,7 @@ class WatchService:
                 "change": "error",
                 **detail,
             }
+            event["message"] = watch_alert_text(event)  # a sentence for people
             if self.notify is not None:
                 self.notify("watch.alert", event)
         return event
@@ -737,6 +739,7 @@ class WatchService:
             return {"trigger": tid, "action": action, "state": "skipped", **why}
         if action == "alert":
             event = {"trigger": tid, **base}
+            event["message"] = watch_alert_text(event)  # a sentence for people, as an alert's
             if await self._carried(tid, "done", base, ("watch.alert", event)):
                 self._announce("watch.alert", event)
             return {"trigger": tid, "action": action, "state": "done"}
