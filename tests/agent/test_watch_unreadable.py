@@ -211,6 +211,8 @@ def test_a_policy_watch_central_cannot_watch_stops_the_start_naming_the_path(tmp
             'Unknown action "email" in actions. Use one of: alert, revalidate, retrain, '
             "pause_canary, rollback_canary.",
         ),
+        # its example in TOML, as the file writes it, not the API's JSON
+        ("params = 3", "params must be an object. e.g. params = { epochs = 3 }"),
     ],
 )
 def test_a_policy_watch_setting_out_of_bounds_stops_the_start_in_the_files_words(

@@ -84,6 +84,7 @@ class Options:
         return repr(value)
 
     query_example = "--query 'SELECT * FROM events'"  # written whole: no SQL outside the store
+    params_example = '{"epochs": 3}'  # the body's JSON, which --params takes too
 
     def example(self, key: str, value) -> str:
         """How to write a value, for a hint."""
@@ -109,6 +110,7 @@ class PolicyKeys(Options):
         return f"{_toml(value)} in {key}"
 
     query_example = 'query = "SELECT * FROM events"'
+    params_example = "params = { epochs = 3 }"  # a TOML inline table, not JSON
 
     def example(self, key: str, value) -> str:
         return f"{key} = {_toml(value)}"
@@ -280,7 +282,7 @@ class WatchService:
             )
         params = body.get("params") or {}
         if not isinstance(params, dict):
-            raise BadRequest("params must be an object.", hint='e.g. {"epochs": 3}')
+            raise BadRequest("params must be an object.", hint=f"e.g. {w.params_example}")
         odd = [k for k in params if not k.isidentifier() or keyword.iskeyword(k)]
         if odd:  # each becomes `name = value` in the notebook's injected cell
             raise BadRequest(
@@ -292,7 +294,7 @@ class WatchService:
             json.dumps(params, allow_nan=False)
         except ValueError:
             raise BadRequest(
-                "params may not hold NaN or Infinity.", hint='e.g. {"epochs": 3}'
+                "params may not hold NaN or Infinity.", hint=f"e.g. {w.params_example}"
             ) from None
         timeout = body.get("timeout", 600)
         if (
