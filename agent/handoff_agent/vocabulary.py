@@ -145,9 +145,18 @@ NO_RETRAIN_ON = frozenset({"schema", "overdue"})
 # the guardrails and the monitor count these as errors (and 5xx), never a client's 4xx.
 MODEL_REFUSED = "The model refused this input: "
 # A trigger's states. Pending: owed by its snapshot (stored with it), not yet carried out.
-# Interrupted: a retrain whose agent stopped (or was killed) while its notebook ran; it is
-# owed once more (watch/service.py: interrupted_retrains).
+# Interrupted: a retrain whose agent stopped (or was killed) while its notebook ran, or a
+# revalidation while its checks ran; owed once more (watch/service.py: interrupted_retrains,
+# store/watches.py: revalidations_interrupted).
 TRIGGER_STATES = ("pending", "running", "done", "failed", "skipped", "interrupted")
+
+
+def owed_again(detail: dict) -> bool:
+    """Whether a trigger its agent's stop cut short runs once more (a retrain, a revalidation):
+    not when it was a re-run already (its detail says ``retry_of``), so none loops forever."""
+    return "retry_of" not in detail
+
+
 # A revalidation re-runs a version's checks on the source's rows: after a schema change the
 # model cannot take them (the loads/schema checks would only say so), and an overdue source
 # has no new rows. Appended, modified and drifted data are what it is for.

@@ -188,29 +188,33 @@ def _revalidation(agent, rid: int) -> dict:
     return next(r for r in body["revalidations"] if r["id"] == rid)
 
 
-def test_a_revalidation_its_agent_never_finished_fails_when_the_agent_starts(
+def test_a_revalidation_its_agent_killed_runs_once_more_when_the_agent_starts(
     agent_factory, tmp_path
 ):
-    # Given a revalidation running (its model hangs) when the agent is killed
+    # Given a revalidation running (its model hangs on the 3000 new rows) when the agent is
+    # killed, and rows the model takes in the source by the time it starts again
     agent = agent_factory()
     w, started = _hanging_revalidation(agent, tmp_path)
     assert _revalidation(agent, started["revalidation"])["state"] == "running"
     agent.kill9()
+    frame(100).to_csv(tmp_path / "events.csv", index=False)
     # When the agent starts again
     agent.start()
-    # Then the revalidation and its trigger are failed, saying why; never running forever
-    rv = until(
-        lambda: (r := _revalidation(agent, started["revalidation"]))["state"] != "running" and r,
-        60,
-        "the orphaned revalidation to fail",
-    )
-    assert (rv["state"], rv["detail"]["error"]) == (
-        "failed",
-        "the agent running it stopped first",
-    )
-    assert rv["finished"]
-    trig = next(t for t in triggers(agent, w["id"]) if t["id"] == started["trigger"])
-    assert trig["state"] == "failed" and trig["detail"]["revalidation"] == rv["id"]
+    # Then the revalidation cut short is interrupted, saying why, and runs once more, as a
+    # new trigger of the same change: done on the source's rows
+    retry = _finished(agent, w["id"])
+    assert retry["state"] == "done" and retry["detail"]["rows"] == 100, retry["detail"]
+    first, again = triggers(agent, w["id"])
+    assert (again["id"], again["detail"]["retry_of"]) == (retry["id"], started["trigger"])
+    assert (first["id"], first["state"]) == (started["trigger"], "interrupted")
+    error = "the agent running it stopped first; it runs once more"
+    assert first["detail"]["error"] == error, first
+    cut = _revalidation(agent, started["revalidation"])
+    assert (cut["state"], cut["detail"]["error"]) == ("interrupted", error) and cut["finished"]
+    rv = _revalidation(agent, retry["detail"]["revalidation"])
+    assert (rv["state"], rv["rows"], rv["trigger_id"]) == ("done", 100, retry["id"])
+    assert rv["verdict"] in ("pass", "warn", "fail")
+    assert agent.cli("audit", "verify").returncode == 0
 
 
 def test_a_revalidation_past_its_timeout_fails(agent_factory, tmp_path):
@@ -296,7 +300,7 @@ def test_a_change_seen_just_before_a_kill_9_is_acted_on_after_the_restart(agent_
     """The snapshot and the actions it owes are committed together, and the alert's notice
     with its trigger: an agent killed while the alert goes out sends it again when it starts,
     under its delivery id, and its revalidation is carried out (still pending at the kill) or
-    failed saying why (cut short while running): never lost, never left running."""
+    run once more (cut short while running): never lost, never left running."""
     Stalling.received = []
     Stalling.arrived.clear(), Stalling.let_go.clear()
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
@@ -330,23 +334,26 @@ def test_a_change_seen_just_before_a_kill_9_is_acted_on_after_the_restart(agent_
         left = agent.sql("SELECT action, state FROM triggers ORDER BY id")
         assert left[0] == {"action": "alert", "state": "done"}, left
         assert left[1]["action"] == "revalidate" and left[1]["state"] in ("pending", "running")
-        # Then, started again, the revalidation ends: carried out on the appended rows if it
-        # had not started, failed saying why if the kill cut it short
+        # Then, started again, the revalidation is carried out on the appended rows: at once
+        # if it had not started, once more (a new trigger, retry_of the first) if the kill
+        # cut it short
         agent.start()
         trig = _finished(agent, w["id"])
+        assert trig["state"] == "done" and trig["detail"]["rows"] == 300, trig["detail"]
+        assert trig["detail"]["verdict"] in ("pass", "warn", "fail")
         status, body = agent.request("GET", "/api/v1/models/churn/versions/1/revalidations")
         assert status == 200, body
-        [rv] = body["revalidations"]
-        if left[1]["state"] == "pending":
-            assert trig["state"] == "done" and trig["detail"]["rows"] == 300, trig["detail"]
-            assert trig["detail"]["verdict"] in ("pass", "warn", "fail")
-            assert (rv["state"], rv["trigger_id"], rv["rows"]) == ("done", trig["id"], 300)
-        else:
-            assert trig["state"] == "failed", trig
-            assert trig["detail"]["error"] == "the agent running it stopped first", trig
-            assert (rv["state"], rv["trigger_id"]) == ("failed", trig["id"])
+        rv = body["revalidations"][-1]
+        assert (rv["state"], rv["trigger_id"], rv["rows"]) == ("done", trig["id"], 300)
+        cut_short = left[1]["state"] == "running"
+        assert [r["state"] for r in body["revalidations"]] == ["interrupted", "done"][
+            not cut_short :
+        ]
+        if cut_short:
+            assert trig["detail"]["retry_of"] == triggers(agent, w["id"])[1]["id"], trig
         # and the alert went out again after the kill, under its one delivery id
-        assert [t["action"] for t in triggers(agent, w["id"])] == actions
+        owed = actions + ["revalidate"] * cut_short
+        assert [t["action"] for t in triggers(agent, w["id"])] == owed
         until(lambda: len(Stalling.received) >= 2, 60, "the alert's notice sent again")
         assert len({d for d, _ in Stalling.received}) == 1
         assert {b["trigger"] for _, b in Stalling.received} == {triggers(agent, w["id"])[0]["id"]}
@@ -357,7 +364,7 @@ def test_a_change_seen_just_before_a_kill_9_is_acted_on_after_the_restart(agent_
         assert agent.cli("audit", "verify").returncode == 0
         # and the source, checked again, is unchanged: nothing is owed twice
         assert check(agent, w["id"])["change"] == "unchanged"
-        assert len(triggers(agent, w["id"])) == 2
+        assert len(triggers(agent, w["id"])) == len(owed)
     finally:
         Stalling.let_go.set()
         hook.shutdown()

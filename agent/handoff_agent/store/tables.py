@@ -430,7 +430,7 @@ revalidations = Table(
     Column("snapshot_id", Int),
     Column("target", Text),
     Column("rows", Int),
-    Column("state", Text),  # running | done | failed
+    Column("state", Text),  # running | done | failed | interrupted (its agent stopped)
     Column("verdict", Text),  # pass | warn | fail (the gate's rule), NULL until done
     Column("checks", Text),  # JSON list: name, status, message, result, duration
     Column("detail", Text),  # JSON: reasons, or why it failed

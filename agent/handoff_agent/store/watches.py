@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import func, or_, select
 
-from ..vocabulary import TRIGGER_STATES
+from ..vocabulary import TRIGGER_STATES, owed_again
 from . import tables as t
 from ._util import as_dict, claim, loads, now
 from .base import StoreBase
@@ -424,24 +424,28 @@ class WatchStore(StoreBase):
             if r is None:
                 return None
             self._trigger_finished(c, trigger_id, "interrupted", detail)
-            if not again:
-                return None
-            retry = {"retry_of": trigger_id}
-            tid = c.execute(
-                t.triggers.insert().values(
-                    source_id=r.source_id,
-                    snapshot_id=r.snapshot_id,
-                    change=r.change,
-                    action=r.action,
-                    state="pending",
-                    detail=json.dumps(retry),
-                    time=now(),
-                )
-            ).inserted_primary_key[0]
-            self._trigger_audit(
-                c, tid, r.source_id, r.snapshot_id, r.change, r.action, "pending", retry
+            return self._retry(c, r) if again else None
+
+    def _retry(self, c, r) -> int:
+        """Trigger ``r`` (a row) owed once more, in the caller's transaction: a pending
+        trigger of the same change and action, ``retry_of`` it (audit ``trigger.ACTION``);
+        the watch loop's ``owed`` carries it out, on this agent or another replica."""
+        retry = {"retry_of": r.id}
+        tid = c.execute(
+            t.triggers.insert().values(
+                source_id=r.source_id,
+                snapshot_id=r.snapshot_id,
+                change=r.change,
+                action=r.action,
+                state="pending",
+                detail=json.dumps(retry),
+                time=now(),
             )
-            return tid
+        ).inserted_primary_key[0]
+        self._trigger_audit(
+            c, tid, r.source_id, r.snapshot_id, r.change, r.action, "pending", retry
+        )
+        return tid
 
     def triggers_traced(self, source_id: int) -> list[dict]:
         """The source's triggers, oldest first, each with the fingerprint of the snapshot
@@ -531,28 +535,37 @@ class WatchStore(StoreBase):
             summary = {"revalidation": rid, "verdict": verdict, **detail}
             self._trigger_finished(c, trigger_id, state, summary)
 
-    def revalidations_interrupted(self, started_before: str | None = None) -> int:
-        """Revalidations still ``running`` that no agent will finish fail, with their
-        triggers: every one (a local agent starting: it is the only process) or those started
-        before ``started_before`` (past the time a live one is allowed, so its replica died)."""
+    def revalidations_interrupted(self, started_before: str | None = None) -> list[dict]:
+        """Revalidations still ``running`` that no agent will finish are ``interrupted``, with
+        their triggers, and owed once more (``_retry``, in the same transaction): every one
+        (a local agent starting: it is the only process) or those started before
+        ``started_before`` (past the time a live one is allowed, so its replica died). A
+        re-run cut short again is not run a third time (``owed_again``, as a retrain's).
+        Each one marked: its revalidation, trigger, the error and the retry's id (or None)."""
         q = select(R.id, R.trigger_id).where(R.state == "running")
         if started_before is not None:
             q = q.where(R.started < started_before)
         with self._read() as c:
             rows = list(c.execute(q))
-        detail = {"ok": False, "error": "the agent running it stopped first"}
-        failed = 0
+        out = []
         for rid, tid in rows:
-            with self._tx() as c:  # a replica may have failed it meanwhile: once only
-                done = c.execute(
+            with self._tx() as c:  # a replica may have marked it meanwhile: once only
+                r = c.execute(select(t.triggers).where(T.id == tid)).first()
+                again = r is not None and owed_again(loads(r.detail) or {})
+                why = "it runs once more" if again else "it ran once again already"
+                detail = {"ok": False, "error": f"the agent running it stopped first; {why}"}
+                if not c.execute(
                     t.revalidations.update()
                     .where(R.id == rid, R.state == "running")
-                    .values(state="failed", detail=json.dumps(detail), finished=now())
-                ).rowcount
-                if done:
-                    self._trigger_finished(c, tid, "failed", {"revalidation": rid, **detail})
-                    failed += 1
-        return failed
+                    .values(state="interrupted", detail=json.dumps(detail), finished=now())
+                ).rowcount:
+                    continue
+                new = None
+                if r is not None:
+                    self._trigger_finished(c, tid, "interrupted", {"revalidation": rid, **detail})
+                    new = self._retry(c, r) if again else None
+                out.append({"revalidation": rid, "trigger": tid, **detail, "again": new})
+        return out
 
     def revalidations_of(self, version_id: int) -> list[dict]:
         with self._read() as c:

@@ -39,6 +39,7 @@ from ..vocabulary import (
     WATCH_ACTIONS,
     WATCH_KEYS,
     WATCH_ON,
+    owed_again,
     period_seconds,
     watch_alert_text,
 )
@@ -456,7 +457,10 @@ class WatchService:
                 await self.interrupted_retrains()
             except Exception:  # the database away at the start: the loop goes on regardless
                 failed_round(log, "marking interrupted retrains failed")
-            await self.pools.call(self.registry.revalidations_interrupted)
+            try:
+                self._interrupted(await self.pools.call(self.registry.revalidations_interrupted))
+            except Exception:
+                failed_round(log, "marking interrupted revalidations failed")
         released = False
         while True:
             try:
@@ -488,7 +492,7 @@ class WatchService:
         out = []
         for tr in await self.pools.read(self.registry.retrains_running):
             pushed = await self.pools.read(self.triggered_versions, tr["id"])
-            retried = "retry_of" in tr["detail"]
+            retried = not owed_again(tr["detail"])
             again = not pushed and not retried
             error = "the agent stopped while the notebook ran"
             names = ", ".join(f"{v['model']}:{v['number']}" for v in pushed)
@@ -511,12 +515,26 @@ class WatchService:
         return out
 
     async def orphans(self) -> int:
-        """Fail the revalidations running longer than one may (their agent stopped): any
-        replica may, since a live one is cancelled at ``revalidation_timeout``."""
+        """Mark interrupted the revalidations running longer than one may (their agent
+        stopped), each owed once more: any replica may, since a live one is cancelled at
+        ``revalidation_timeout``; the next ``owed`` round carries the re-run out."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.revalidation_timeout + ORPHAN_SLACK)
-        return await self.pools.call(
+        marked = await self.pools.call(
             self.registry.revalidations_interrupted, cutoff.isoformat(timespec="microseconds")
         )
+        self._interrupted(marked)
+        return len(marked)
+
+    @staticmethod
+    def _interrupted(marked: list[dict]) -> None:
+        for m in marked:
+            log.warning(
+                "revalidation %s (trigger %s) interrupted: %s%s",
+                m["revalidation"],
+                m["trigger"],
+                m["error"],
+                f" (trigger {m['again']})" if m["again"] else "",
+            )
 
     async def tick(self) -> list[dict]:
         """Fingerprint every source that is due (claimed first: replicas share the table)."""

@@ -350,9 +350,10 @@ def test_an_appended_event_wakes_a_listener_on_postgresql(reg):
     assert reg.events_since(0, "replica-a")[1] == [{"type": "version", "model": "m"}]
 
 
-def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
-    """What a central replica does for one whose replica died: fail it, its trigger with it,
-    in one transaction each; a newer one (a live replica's) stays running."""
+def test_only_revalidations_older_than_the_cutoff_are_interrupted_once_and_owed_once(reg):
+    """What a central replica does for one whose replica died: mark it interrupted, its
+    trigger with it, and owe it once more as a pending retry, in one transaction each; a
+    newer one (a live replica's) stays running; a retry cut short again is not owed again."""
     create(reg, "churn", "c1")
     vid = reg.version_id("churn", 1)
     spec = {"model": "churn", "kind": "file", "source": "/d.csv", "every": 60.0}
@@ -365,13 +366,24 @@ def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
     (old, old_trigger), (new, _) = started
     reg.sql("UPDATE revalidations SET started = :t WHERE id = :id", t="2026-01-01T00:00:00", id=old)
     cutoff = "2026-06-01T00:00:00+00:00"
-    assert reg.revalidations_interrupted(cutoff) == 1
-    assert reg.revalidations_interrupted(cutoff) == 0  # another replica, after it: nothing
+    [marked] = reg.revalidations_interrupted(cutoff)
+    assert reg.revalidations_interrupted(cutoff) == []  # another replica, after it: nothing
+    assert (marked["revalidation"], marked["trigger"]) == (old, old_trigger)
+    error = "the agent running it stopped first; it runs once more"
     rows = {r["id"]: r for r in reg.revalidations_of(vid)}
-    assert rows[old]["state"] == "failed" and rows[new]["state"] == "running"
-    assert rows[old]["detail"]["error"] == "the agent running it stopped first"
-    [trigger] = [t for t in reg.triggers_of(src["id"]) if t["id"] == old_trigger]
-    assert trigger["state"] == "failed" and trigger["detail"]["revalidation"] == old
+    assert rows[old]["state"] == "interrupted" and rows[new]["state"] == "running"
+    assert rows[old]["detail"]["error"] == error
+    by_id = {t["id"]: t for t in reg.triggers_of(src["id"])}
+    trigger, retry = by_id[old_trigger], by_id[marked["again"]]
+    assert trigger["state"] == "interrupted" and trigger["detail"]["revalidation"] == old
+    assert trigger["detail"]["error"] == error
+    # the retry: the same change and action, pending, unclaimed (any replica's owed round)
+    assert (retry["state"], retry["action"], retry["change"]) == (
+        "pending",
+        "revalidate",
+        "appended",
+    )
+    assert retry["detail"] == {"retry_of": old_trigger}
     [done] = reg.sql("SELECT subject, payload FROM audit WHERE action = 'trigger.done'")
     assert done[0] == f"trigger:{old_trigger}"
     # the audit row names the watch, its model and source, and the version it was about
@@ -383,8 +395,26 @@ def test_only_revalidations_older_than_the_cutoff_fail_and_only_once(reg):
         "model": "churn",
         "source": "/d.csv",
         "action": "revalidate",
-        "state": "failed",
+        "state": "interrupted",
     }
+    # and the retry's own audit row, in the same transaction
+    owed = reg.sql("SELECT payload FROM audit WHERE action = 'trigger.revalidate'")
+    owed = [json.loads(r[0]) for r in owed]
+    assert [(p["state"], p["retry_of"]) for p in owed if p["trigger"] == retry["id"]] == [
+        ("pending", old_trigger)
+    ]
+    # the retry cut short too is interrupted, saying so, and not owed a third time
+    again = reg.revalidation_add(retry["id"], vid, src, None, {"version": 1})
+    reg.sql(
+        "UPDATE revalidations SET started = :t WHERE id = :id", t="2026-01-01T00:00:00", id=again
+    )
+    [second] = reg.revalidations_interrupted(cutoff)
+    assert second["again"] is None
+    assert second["error"] == "the agent running it stopped first; it ran once again already"
+    later = reg.triggers_of(src["id"])
+    assert [t["state"] for t in later if t["id"] == retry["id"]] == ["interrupted"]
+    assert [t for t in later if t["state"] == "pending"] == []
+    assert reg.verify_audit() is None
 
 
 def test_versions_in_stages_come_oldest_stage_change_first_with_their_signoffs(reg):
