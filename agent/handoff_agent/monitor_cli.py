@@ -32,10 +32,10 @@ from .shell import complain, os_user, visible
 from .vocabulary import when_text
 
 USAGE = (
-    "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference]\n"
+    "Usage: jupyter handoff monitor import NAME FILE.parquet [--reference] [--json]\n"
     "       jupyter handoff monitor run NAME [--now 2026-02-01T00:00:00Z | EPOCH_SECONDS]"
     " [--policy FILE] [--json]\n"
-    "       jupyter handoff monitor release NAME"
+    "       jupyter handoff monitor release NAME [--json]"
 )
 
 
@@ -127,6 +127,46 @@ def run_text(out: dict) -> str:
     return "\n".join(visible(line) for line in lines)
 
 
+def _many(n: int, what: str) -> str:
+    return f"{n:,} {what}{'s' * (n != 1)}"
+
+
+def import_text(out: dict) -> str:
+    """``monitor import``'s answer for people: what was added (``--json``: the whole answer)."""
+    if "reference" in out:
+        return visible(
+            f"{out['model']}: monitoring reference set from {_many(out['rows'], 'row')} "
+            f"(blob {out['reference'][:12]})."
+        )
+    first, last = (out[k][:10] for k in ("first", "last"))
+    span = first if first == last else f"{first} to {last}"
+    added, rows = out["rows"] - out["already_logged"], out["rows"]
+    count = (
+        _many(added, "prediction") if added == rows else f"{added:,} of {_many(rows, 'prediction')}"
+    )
+    line = (
+        f"{out['model']}: imported {count} served over "
+        f"{_many(out['days'], 'day')} ({span}), {_many(out['labels'], 'label')}, "
+        f"{_many(len(out['features']), 'input feature')}"
+    )
+    if out["already_logged"]:
+        line += f"; {out['already_logged']:,} were logged already (counted once)"
+    return visible(line + ".")
+
+
+def release_text(out: dict) -> str:
+    """``monitor release``'s answer for people: a line for what was released, a line per
+    segment still quarantined and why (``--json``: the whole answer)."""
+    freed, still = out["released"], out["still_quarantined"]
+    rows = sum(s["rows"] for s in freed)
+    lines = [
+        f"{out['model']}: released {_many(len(freed), 'quarantined log segment')} "
+        f"({_many(rows, 'prediction')}); {len(still)} still quarantined" + (":" if still else ".")
+    ]
+    lines += [f"  {s['digest'][:12]} ({_many(s['rows'], 'prediction')}): {s['now']}" for s in still]
+    return "\n".join(visible(line) for line in lines)
+
+
 class MonitorApp(Command):
     name = "jupyter-handoff-monitor"
     description = (
@@ -163,7 +203,7 @@ class MonitorApp(Command):
         "url": "MonitorApp.url",
         "policy": "HandoffAgent.policy_file",
     }
-    as_json = Bool(False, help="run: print the whole answer as JSON (every window's metrics).").tag(
+    as_json = Bool(False, help="Print the whole answer as JSON (run: every window's metrics).").tag(
         config=True
     )
     flags = {
@@ -171,7 +211,7 @@ class MonitorApp(Command):
             {"MonitorApp": {"reference": True}},
             "The file is the model's reference (validation data with predictions).",
         ),
-        "json": ({"MonitorApp": {"as_json": True}}, "run: print the answer as JSON."),
+        "json": ({"MonitorApp": {"as_json": True}}, "Print the answer as JSON."),
     }
 
     def start(self):
@@ -203,10 +243,10 @@ class MonitorApp(Command):
             why = str(e).rstrip(".")
             complain(f"The blob store failed: {why}. Nothing was recorded; run the command again.")
             self.exit(1)
-        if args[0] == "run" and not self.as_json:
-            print(run_text(out))
-        else:
+        if self.as_json:
             print(json.dumps(out, indent=2, default=str))
+        else:
+            print({"run": run_text, "import": import_text, "release": release_text}[args[0]](out))
 
     def _blobs(self):
         """The central's blob store, or a BlobUnavailable saying why it cannot be opened."""

@@ -95,6 +95,6 @@ def test_an_import_killed_midway_adds_nothing_and_its_rerun_counts_each_row_once
     ids = logged(central)
     assert len(ids) == rows and ids.nunique() == rows
     # And run once more (its end not seen, say): the log still holds each prediction once
-    out = central.cli("monitor", "import", "churn", str(path), timeout=600)
+    out = central.cli("monitor", "import", "churn", str(path), "--json", timeout=600)
     assert out.returncode == 0 and json.loads(out.stdout)["already_logged"] == rows, out.stdout
     assert len(logged(central)) == rows

@@ -249,7 +249,7 @@ def test_a_log_the_stores_cannot_hold_or_labels_that_score_wrong_are_refused(tmp
     listed = log.assign(label=[[1, 0]] * rows)
     listed.to_parquet(tmp_path / "lists.parquet")
     lists = str(tmp_path / "lists.parquet")
-    out = handoff_cli(env, "monitor", "import", "churn", lists, "--home", home)
+    out = handoff_cli(env, "monitor", "import", "churn", lists, "--home", home, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["labels"] == rows
     store = MetadataStore.for_home(tmp_path / "central")
@@ -279,7 +279,7 @@ def test_a_labelled_row_without_label_time_got_its_label_at_its_time(tmp_path):
     )
     path = tmp_path / "labels.parquet"
     log.to_parquet(path)
-    out = handoff_cli(env, "monitor", "import", "churn", str(path), "--home", home)
+    out = handoff_cli(env, "monitor", "import", "churn", str(path), "--home", home, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["labels"] == 5
     store = MetadataStore.for_home(tmp_path / "central")
@@ -295,3 +295,35 @@ def test_a_labelled_row_without_label_time_got_its_label_at_its_time(tmp_path):
         "r4": served[4],
         "r5": later[5],
     }
+
+
+def test_import_says_what_it_imported_in_a_line_and_json_on_request(tmp_path):
+    """``monitor import`` prints what it added for people (``--json``: the whole answer, as
+    before): the predictions, the days they were served on, the labels and the features."""
+    env, home = _home(tmp_path)
+    served = pd.Timestamp("2026-01-01T22:00:00Z") + pd.to_timedelta(np.arange(6), unit="h")
+    log = pd.DataFrame(
+        {"x": np.arange(6.0), "prediction": [0, 1] * 3, "time": served, "label": [1, 0] * 3}
+    )
+    log.to_parquet(tmp_path / "log.parquet")
+    args = ["monitor", "import", "churn", str(tmp_path / "log.parquet"), "--home", home]
+    out = handoff_cli(env, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "churn: imported 6 predictions served over 2 days (2026-01-01 to 2026-01-02), "
+        "6 labels, 1 input feature."
+    ]
+    # imported again (its end not seen, say): each prediction counted once, and it says so
+    out = handoff_cli(env, *args, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    body = json.loads(out.stdout)
+    assert (body["rows"], body["already_logged"], body["days"]) == (6, 6, 2), body
+    assert (body["first"][:19], body["last"][:19]) == ("2026-01-01T22:00:00", "2026-01-02T03:00:00")
+    again = handoff_cli(env, *args).stdout.splitlines()
+    assert len(again) == 1 and again[0].startswith("churn: imported 0 of 6 predictions "), again
+    assert again[0].endswith("; 6 were logged already (counted once)."), again
+    # a reference says what it set
+    out = handoff_cli(env, *args[:4], "--reference", "--home", home)
+    assert out.returncode == 0, out.stdout + out.stderr
+    [line] = out.stdout.splitlines()
+    assert line.startswith("churn: monitoring reference set from 6 rows (blob "), line

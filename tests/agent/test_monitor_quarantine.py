@@ -132,7 +132,7 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
 
         # When the operator restores one blob from a backup and releases the log
         tamper_blob(central, marks[3]["digest"], day3)
-        p = central.cli("monitor", "release", "churn")
+        p = central.cli("monitor", "release", "churn", "--json")
         assert p.returncode == 0, p.stdout + p.stderr
         out = json.loads(p.stdout)
         # then that segment is read again, and the two still bad stay quarantined
@@ -140,6 +140,16 @@ def test_a_corrupt_segment_is_quarantined_and_the_monitor_goes_on(tmp_path, back
         assert sorted(s["digest"] for s in out["still_quarantined"]) == sorted([rotten, torn])
         status, raw = _export(central, "?quarantined=skip")
         assert status == 200 and len(pd.read_parquet(io.BytesIO(raw))) == 80
+        # and, released again, it says in lines for people that nothing more read whole
+        p = central.cli("monitor", "release", "churn")
+        assert p.returncode == 0, p.stdout + p.stderr
+        lines = p.stdout.splitlines()
+        assert lines[0] == (
+            "churn: released 0 quarantined log segments (0 predictions); 2 still quarantined:"
+        ), lines
+        assert sorted(line.split()[0] for line in lines[1:]) == sorted(
+            d[:12] for d in (rotten, torn)
+        ), lines
         (row,) = central.sql("SELECT payload FROM audit WHERE action = 'monitor.segment_released'")
         assert json.loads(row["payload"])["digest"] == marks[3]["digest"]
         assert "Uncaught exception" not in central.read_log()

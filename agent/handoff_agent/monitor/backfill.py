@@ -375,10 +375,14 @@ def import_log(registry, blobs, model: str, frame: pd.DataFrame, by: str) -> dic
             model,
             {"rows": len(frame), "labels": labels, "already_logged": already},
         )
+    days = np.unique(np.floor(frame["_t"].to_numpy() / 86400.0))
     return {
         "model": model,
         "rows": len(frame),
         "already_logged": already,
         "labels": labels,
         "features": features,
+        "first": iso(float(frame["_t"].min())),  # when the first and last were served
+        "last": iso(float(frame["_t"].max())),
+        "days": len(days),  # the UTC days the predictions were served on
     }
