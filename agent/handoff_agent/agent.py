@@ -628,6 +628,7 @@ class HandoffAgent(LoggingConfigurable):
         self.destinations = pipeline.destinations(
             self.plugin_registry, list(self.forward_to), self.config
         )
+        self._warn_of_an_unused_webhook()
         if self._webhooks():
             # Each notice commits with the change that owes it (a version waits for people,
             # an alert, a rollback, a watch's trigger); with no webhook none is owed, and
@@ -1093,6 +1094,23 @@ class HandoffAgent(LoggingConfigurable):
 
         path = f"/api/v1/models/{model}/alerts?state=firing"
         return (await ask_central(self, "GET", path))["alerts"]
+
+    def _warn_of_an_unused_webhook(self) -> None:
+        """A WebhookDestination url set while forward_to lacks 'webhook' sends nothing, and
+        says nothing: one warning at start, naming what to add. Not enabled implicitly:
+        forward_to also names where a local agent's passing versions are delivered."""
+        section = self.config.get("WebhookDestination") or {}
+        if not section.get("url") or "webhook" in self.forward_to:
+            return
+        wanted = [*self.forward_to, "webhook"]
+        log.warning(
+            "c.WebhookDestination.url is set but 'webhook' is not in c.HandoffAgent.forward_to "
+            "(%s): no webhook notice or delivery will be sent. To send them, set "
+            "c.HandoffAgent.forward_to = %r (or pass %s)",
+            list(self.forward_to),
+            wanted,
+            " ".join(f"--forward-to {d}" for d in wanted),
+        )
 
     def _webhooks(self) -> list:
         """The webhook destinations notices go to: allowlisted URL, with a secret."""

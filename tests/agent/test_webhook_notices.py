@@ -252,6 +252,7 @@ def test_a_waiting_notice_is_listed_by_the_api_and_the_outbox_command(tmp_path):
         line = next(ln for ln in p.stdout.splitlines() if "notice" in ln)
         assert line.startswith("trust notice -> webhook  waiting after 1 attempt, next try in ")
         assert "503" in line
+        assert "c.WebhookDestination.url is set but" not in central.read_log()  # it is used
     finally:
         central.stop()
         hook.shutdown()
@@ -262,3 +263,21 @@ def _first_attempt_of_a_trust_notice(central) -> None:
     status, out = deliver(central, envelope("evil", exec_payload("1")))
     assert status == 201 and out["stage"] == "needs_trust", out
     until(lambda: Flaky.received, timeout=30, what="the first attempt")
+
+
+def test_a_webhook_url_without_webhook_in_forward_to_is_warned_of_at_start(agent_factory):
+    """An operator who sets c.WebhookDestination but not forward_to got silence: ``serve``
+    now says in one line that nothing will be sent, and what to add."""
+    url = "http://127.0.0.1:9/hook?token=not-for-the-log"
+    agent = agent_factory(
+        f"--WebhookDestination.url={url}",
+        "--WebhookDestination.secret=watch-webhook-secret-8Kd3Rw6Tz1",
+        f"--WebhookDestination.allowed_urls={json.dumps([url])}",
+    )
+    log = agent.read_log()
+    [line] = [ln for ln in log.splitlines() if "c.WebhookDestination.url is set" in ln]
+    assert "'webhook' is not in c.HandoffAgent.forward_to (['central'])" in line, line
+    assert "no webhook notice or delivery will be sent" in line, line
+    assert "c.HandoffAgent.forward_to = ['central', 'webhook']" in line, line
+    assert "--forward-to central --forward-to webhook" in line, line
+    assert "not-for-the-log" not in log  # a chat's URL may hold its token
