@@ -11,6 +11,7 @@ import traceback
 from jupyter_core.application import JupyterApp
 from traitlets import TraitError, default
 from traitlets.config.loader import (
+    _DOT_REPLACEMENT,
     ConfigFileNotFound,
     JSONFileConfigLoader,
     KVArgParseConfigLoader,
@@ -70,7 +71,7 @@ class _JSONLoader(_Raising, JSONFileConfigLoader):
 
 class _Parser(_KVArgParser):
     def error(self, message):  # argparse prints its usage block and exits: one line instead
-        m = re.fullmatch(r"argument --?([\w.-]+): expected one argument", message)
+        m = re.fullmatch(r"argument --?([\w.-]+): expected (?:at least )?one argument", message)
         if m:
             raise _NoValue(m.group(1))
         raise UsageError(message[:1].upper() + message[1:])
@@ -96,6 +97,23 @@ class _Loader(KVArgParseConfigLoader):
 
     def _handle_unrecognized_alias(self, arg: str) -> None:
         raise UsageError(f"Unknown option {_dashed(arg)}.")
+
+    def _add_arguments(self, aliases, flags, classes) -> None:
+        """A list setting tagged ``multiplicity="+"`` takes several values after one option
+        as well as the option repeated (``--on change drift``, ``--on change --on drift``),
+        as the magics read theirs: argparse's ``extend``. traitlets offers append or nargs,
+        not both, and parses an alias as its ``--Class.trait``, so that one is declared."""
+        super()._add_arguments(aliases, flags, classes)
+        for name, (_trait, kwargs) in self.argparse_traits.items():
+            if kwargs.get("nargs") == "+":
+                self.parser.add_argument(
+                    f"--{name}",
+                    type=str,
+                    nargs="+",
+                    action="extend",
+                    dest=name.replace(".", _DOT_REPLACEMENT),
+                    metavar=name,
+                )
 
 
 class Command(JupyterApp):

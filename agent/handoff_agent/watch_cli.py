@@ -38,7 +38,7 @@ class WatchApp(Command):
     name = "jupyter-handoff-watch"
     description = (
         "watch NAME --source PATH_OR_URL [--query SQL] [--every 1h] [--overdue 26h] [--on change "
-        "--on schema …] [--run NOTEBOOK] [--action revalidate --target COL]: watch a "
+        "schema …] [--run NOTEBOOK] [--action alert revalidate … --target COL]: watch a "
         "data source for a model (the same as %mlops watch). watch NAME: the model's watched "
         "sources. watch NAME --remove ID: stop watching one."
     )
@@ -54,16 +54,19 @@ class WatchApp(Command):
         "longer is overdue (default: twice --every).",
     ).tag(config=True)
     on = List(
-        Unicode(), ["change"], help="Changes that trigger: change, schema, drift, overdue."
-    ).tag(config=True)
+        Unicode(),
+        ["change"],
+        help="Changes that trigger: change, schema, drift, overdue (--on change drift, or "
+        "--on repeated).",
+    ).tag(config=True, multiplicity="+")
     run = Unicode("", help="Retraining notebook run headless on a trigger (local agent).").tag(
         config=True
     )
     actions = List(
         Unicode(),
         help="alert, revalidate, retrain, pause_canary, rollback_canary (default: alert, and "
-        "retrain with --run).",
-    ).tag(config=True)
+        "retrain with --run); several after one --action, or --action repeated.",
+    ).tag(config=True, multiplicity="+")
     target = Unicode(
         "", help="The source's target column, which the revalidate action scores against."
     ).tag(config=True)

@@ -240,3 +240,44 @@ def test_a_policy_watch_with_a_misspelt_key_stops_the_start_naming_it(tmp_path):
         f"{policy}: [[watch]] #1: unknown key 'evry'; the keys are model, source, query, "
         "every, overdue, on, actions, run, params, timeout, target."
     ), line
+
+
+def test_the_cli_takes_several_changes_and_actions_after_one_option_as_the_magic_does(
+    agent, tmp_path
+):
+    """``watch --on change drift`` was refused (traitlets took one value an option), while
+    ``%mlops watch --on change drift`` takes several; repeating the option still works."""
+    data = tmp_path / "several.csv"
+    frame(50).to_csv(data, index=False)
+    args = ("--source", str(data), "--target", "y")
+
+    out = handoff_cli(
+        agent.env,
+        "watch",
+        "churn",
+        *args,
+        "--on",
+        "change",
+        "drift",
+        "--action",
+        "alert",
+        "revalidate",
+    )
+
+    assert out.returncode == 0, out.stderr
+    watch_id = out.stdout[1 : out.stdout.index("]")]
+    stored = agent.request("GET", f"/api/v1/watches/{watch_id}")[1]
+    assert (stored["on"], stored["actions"]) == (["change", "drift"], ["alert", "revalidate"])
+    # the option repeated, and both forms at once, mean the same
+    again = handoff_cli(
+        agent.env, "watch", "churn", *args, "--on", "schema", "--on", "drift", "overdue"
+    )
+    assert again.returncode == 0, again.stderr
+    stored = agent.request("GET", f"/api/v1/watches/{watch_id}")[1]
+    assert stored["on"] == ["schema", "drift", "overdue"], stored
+    # an option given no value is one line naming it, exit 2
+    for option in ("--on", "--action"):
+        out = handoff_cli(agent.env, "watch", "churn", *args, option)
+        assert out.returncode == 2 and out.stdout == "", out
+        assert out.stderr.splitlines()[0] == f"{option} needs a value.", out.stderr
+        assert "Traceback" not in out.stderr
