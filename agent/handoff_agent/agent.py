@@ -86,7 +86,7 @@ from .handlers.watches import (
 from .http_server import BoundedHTTPServer
 from .ingest import IngestManager
 from .intake import IntakeManager
-from .openapi import query_names, template
+from .openapi import body_names, query_names, template
 from .outage import failed_round, until_recorded
 from .plugins import GROUPS, PluginRegistry, default_registry
 from .policy import Policy
@@ -923,9 +923,11 @@ class HandoffAgent(LoggingConfigurable):
             (model + "/reviews", ModelReviewsHandler),
             (model + "/prune", PruneHandler),
         ]
-        # each route takes the query parameters its OpenAPI operations declare
+        # each route takes the query parameters and JSON body keys its OpenAPI operations declare
         routes = [
-            (p, h, {"route": template(p), "query": query_names(template(p))}) for p, h in routes
+            (p, h, {"route": t, "query": query_names(t), "fields": body_names(t)})
+            for p, h in routes
+            for t in (template(p),)
         ]
         return web.Application(
             routes,

@@ -747,6 +747,38 @@ def query_names(path: str) -> dict[str, tuple[str, ...]]:
     }
 
 
+# The request bodies whose keys are the caller's own data, not a route's fields: no key of
+# theirs is refused. Every other operation whose JSON body declares ``properties`` takes only
+# those at its top level (``body_names``; ``BaseHandler.json_body`` answers any other key with
+# 400 unknown_field). Values below the top level (a model's inputs, a label, a watch's params)
+# are never checked. The model server's routes are listed here too: one place for every
+# exemption (tests/agent/test_body_fields.py holds every route to it).
+FREE_FORM_BODIES: dict[tuple[str, str], str] = {
+    ("POST", "/api/v1/models/{name}/versions"): "a push: the bundle (a tar), or the "
+    "kernel's note of the spool entry it wrote (application/vnd.handoff.spool+json)",
+    ("POST", "/api/v1/intake"): "a signed delivery (a tar) from a local agent",
+    ("POST", "/invocations"): "the model server: MLflow's scoring body, a model's inputs",
+    ("POST", "/v2/models/{name}/infer"): "the model server: an Open Inference Protocol V2 "
+    "request (inputs, parameters, outputs, id)",
+    ("POST", "/v2/models/{name}/versions/{number}/infer"): "the model server: an Open "
+    "Inference Protocol V2 request (inputs, parameters, outputs, id)",
+}
+
+
+def body_names(path: str) -> dict[str, tuple[str, ...]]:
+    """The top-level keys each method of ``path`` (a template) takes in its JSON body, as its
+    operations declare them (``properties``): what the route accepts, so the document and the
+    API cannot disagree. A method whose body is free-form (``FREE_FORM_BODIES``) or declares
+    no JSON properties is left out: its body is taken as it comes."""
+    out = {}
+    for method, op in PATHS.get(path, {}).items():
+        content = op.get("requestBody", {}).get("content", {})
+        schema = content.get("application/json", {}).get("schema", {})
+        if "properties" in schema and (method.upper(), path) not in FREE_FORM_BODIES:
+            out[method.upper()] = tuple(schema["properties"])
+    return out
+
+
 def template(pattern: str) -> str:
     """A tornado route pattern as an OpenAPI path: ``(?P<name>...)`` becomes ``{name}``."""
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
@@ -763,7 +795,9 @@ def document(role: str = "local") -> dict:
             "(or Bearer); `jupyter handoff status` shows it. Errors are always "
             '`{"error": {"code", "message", "hint"}}` with a 4xx status. A query parameter an '
             "operation does not declare is 400 unknown_parameter, one given twice 400 "
-            "repeated_parameter (a bare number, a client's cache buster, is no parameter).",
+            "repeated_parameter (a bare number, a client's cache buster, is no parameter). A "
+            "JSON body key an operation's schema does not declare is 400 unknown_field, "
+            "except where the body is the caller's own data (a push, an intake delivery).",
         },
         "paths": PATHS,
         "security": [{"token": []}],

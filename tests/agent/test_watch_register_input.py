@@ -22,12 +22,6 @@ from watch_support import check, frame, triggers, watch
             "params 'n-rows' is no Python variable name; the retrain sets each parameter as a "
             "variable in the notebook.",
         ),
-        # a misspelt setting would leave its default (every hour) unseen
-        (
-            {"evry": "1m"},
-            "Unknown setting 'evry'; a watch takes model, source, query, every, overdue, on, "
-            "actions, run, params, timeout, target.",
-        ),
         # a web address is no database: it needs no query, it is not read at all
         (
             {"source": "https://example.com/events.csv"},
@@ -48,6 +42,23 @@ def test_a_watch_refuses_what_no_check_or_retrain_can_use(shared_agent, tmp_path
     status, out = shared_agent.request("POST", "/api/v1/watches", body)
     assert status == 400, out
     assert out["error"]["code"] == "bad_request" and out["error"]["message"] == says
+
+
+def test_a_misspelt_setting_is_refused_naming_the_one_meant(shared_agent, tmp_path):
+    """It would leave its default (every hour) unseen. The API's one rule for body keys
+    (tests/agent/test_body_fields.py) answers, before the watch's own checks."""
+    data = tmp_path / "events.csv"
+    frame(50).to_csv(data, index=False)
+    body = {"model": "churn", "source": str(data), "evry": "1m"}
+    status, out = shared_agent.request("POST", "/api/v1/watches", body)
+    assert status == 400 and out["error"]["code"] == "unknown_field", out
+    assert out["error"]["message"] == (
+        "POST /api/v1/watches has no body field 'evry' (did you mean 'every'?)."
+    )
+    assert out["error"]["hint"] == (
+        "Its fields are model, source, query, every, overdue, on, actions, run, params, "
+        "timeout, target."
+    )
 
 
 def test_an_action_named_twice_alerts_once_per_change(agent, tmp_path):

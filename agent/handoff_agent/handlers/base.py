@@ -8,6 +8,7 @@ without the server reading what it sent. JSON routes keep at most ``max_body`` b
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import json
 import logging
@@ -203,6 +204,10 @@ class BaseHandler(web.RequestHandler):
     # Query parameters taken, per method; any other, or one given twice, is a 400. The agent's
     # routes take what their OpenAPI operations declare (``make_app`` hands them over).
     query: dict[str, tuple[str, ...]] = {}
+    # Top-level JSON body keys taken, per method; any other is a 400 (``check_fields``). From
+    # the OpenAPI operations too (``openapi.body_names``); a method not here takes its body
+    # as it comes (free-form by design: ``openapi.FREE_FORM_BODIES``).
+    fields: dict[str, tuple[str, ...]] = {}
     route = ""  # the route's path template, to name it in a refusal
     noun = ""  # what the route is, in a refusal's words ("the audit log"); else METHOD route
     does = ""  # what a restricted write does, in a refusal's words ("sign versions off")
@@ -210,11 +215,19 @@ class BaseHandler(web.RequestHandler):
     _chunks: list | None = None
     _received = 0
 
-    def initialize(self, route: str = "", query: dict | None = None) -> None:
+    def initialize(
+        self, route: str = "", query: dict | None = None, fields: dict | None = None
+    ) -> None:
         if route:
             self.route = route
         if query is not None:
             self.query = query
+        if fields is not None:
+            self.fields = fields
+
+    def where(self) -> str:
+        """The route in a refusal's words: its noun, else METHOD and its path template."""
+        return self.noun or f"{self.request.method} {self.route or shown(self.request.path, 80)}"
 
     @property
     def agent(self):
@@ -313,7 +326,7 @@ class BaseHandler(web.RequestHandler):
             return  # tornado answers 405
         takes = self.query.get(method, ())
         given = {k: v for k, v in self.request.query_arguments.items() if not cache_buster(k, v)}
-        where = self.noun or f"{method} {self.route or shown(self.request.path, 80)}"
+        where = self.where()
         for key in given:
             if key not in takes:
                 name = shown(key.encode("latin-1").decode(errors="replace"))
@@ -426,7 +439,33 @@ class BaseHandler(web.RequestHandler):
             raise BadRequest("The body must be a JSON object.")
         if _has_nul(body):  # no text column takes it (PostgreSQL refuses it outright)
             raise BadRequest("Text in the body may not contain NUL (\\u0000) characters.")
+        self.check_fields(body)
         return body
+
+    def check_fields(self, body: dict) -> None:
+        """Each top-level key of a JSON body one the route's operation declares: a misspelt
+        one (``{"nwo": …}``, ``"dryrun"``) was read as if not given, and the route did its
+        default (evaluated at the real clock, pruned for real), silently."""
+        takes = self.fields.get(self.request.method)
+        if takes is None:
+            return
+        unknown = [k for k in body if k not in takes]
+        if not unknown:
+            return
+        named = []
+        for key in unknown[:5]:
+            near = difflib.get_close_matches(key, takes, 1)
+            named.append(f"{shown(key)!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        where = self.where()
+        raise BadRequest(
+            f"{where[:1].upper()}{where[1:]} has no body field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(named)}{more}.",
+            f"Its fields are {', '.join(takes)}."
+            if takes
+            else "It takes no fields: send {} or no body.",
+            code="unknown_field",
+        )
 
     async def known_model(self, name: str, monitored: bool = False) -> None:
         """A 404 that names the model when this agent has no version of it (``monitored``:

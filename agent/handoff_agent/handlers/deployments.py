@@ -81,8 +81,8 @@ class TrafficHandler(CentralOnly):
     async def post(self, name: str):
         validate_name(name)
         self.central()
+        percent = self.json_body().get("percent")  # a misspelt key refused before any read
         await self.known_model(name)
-        percent = self.json_body().get("percent")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             low, high = TRAFFIC_SHARE
             said = f"percent must be a number from {low:g} to {high:g}."
