@@ -765,6 +765,12 @@ FREE_FORM_BODIES: dict[tuple[str, str], str] = {
 }
 
 
+def _json_schema(op: dict) -> dict:
+    return (
+        op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    )
+
+
 def body_names(path: str) -> dict[str, tuple[str, ...]]:
     """The top-level keys each method of ``path`` (a template) takes in its JSON body, as its
     operations declare them (``properties``): what the route accepts, so the document and the
@@ -772,11 +778,15 @@ def body_names(path: str) -> dict[str, tuple[str, ...]]:
     no JSON properties is left out: its body is taken as it comes."""
     out = {}
     for method, op in PATHS.get(path, {}).items():
-        content = op.get("requestBody", {}).get("content", {})
-        schema = content.get("application/json", {}).get("schema", {})
+        schema = _json_schema(op)
         if "properties" in schema and (method.upper(), path) not in FREE_FORM_BODIES:
             out[method.upper()] = tuple(schema["properties"])
     return out
+
+
+for _path, _ops in PATHS.items():  # the document says what the routes enforce
+    for _method, _fields in body_names(_path).items():
+        _json_schema(_ops[_method.lower()])["additionalProperties"] = False
 
 
 def template(pattern: str) -> str:

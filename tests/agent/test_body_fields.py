@@ -89,6 +89,9 @@ def test_every_json_body_is_checked_or_free_form_by_design(tmp_path_factory):
             assert (method, path) in openapi.FREE_FORM_BODIES or not declared, (method, path)
         else:
             assert takes and (method, path) not in openapi.FREE_FORM_BODIES, (method, path)
+            op = openapi.document()["paths"][path][method.lower()]
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            assert schema["additionalProperties"] is False, (method, path)  # documented
     assert served <= set(openapi.FREE_FORM_BODIES)  # the model server's bodies: inputs
     known = {(m, p) for m, p, _ in operations} | served
     assert set(openapi.FREE_FORM_BODIES) <= known, set(openapi.FREE_FORM_BODIES) - known
