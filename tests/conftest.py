@@ -62,7 +62,7 @@ DEFAULTS_ONLY = (
     ),
 )  # fmt: skip
 # What a module calls when it starts agent processes of its own.
-AGENT_STARTERS = ("RunningAgent(", "start_pair(", "churn_at_central(")
+AGENT_STARTERS = ("RunningAgent(", "start_pair(", "churn_at_central(", "local_and_central(")
 
 
 def pytest_sessionstart(session):

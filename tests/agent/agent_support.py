@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -107,3 +108,35 @@ def built_app(home: Path):
         agent._io.shutdown()
         agent._db.submit(agent.registry.close).result()
         agent._db.shutdown()
+
+
+# The route tests' stand-ins for a route template's variables (test_query_parameters,
+# test_body_fields): the requests are refused before a handler reads them.
+SAMPLE = {"name": "churn", "number": "1", "source_id": "1"}
+
+
+def implements(handler, method: str) -> bool:
+    """Whether a route's handler answers ``method`` itself (not tornado's 405)."""
+    from tornado import web
+
+    return getattr(handler, method) is not getattr(web.RequestHandler, method)
+
+
+def concrete(path: str) -> str:
+    """A route template with ``SAMPLE``'s values: ``/api/v1/models/churn/versions/1``."""
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], path)
+
+
+def local_and_central(root: Path, backend):
+    """A running local agent and central on the backend's database, for a module's fixture
+    (``yield from``); stopped after."""
+    from support import RunningAgent
+
+    url = backend.database_url()
+    local = RunningAgent(root / "local", root / "rt-l", [], database_url=url)
+    central = RunningAgent(root / "central", root / "rt-c", ["--role", "central"], database_url=url)
+    local.start()
+    central.start()
+    yield {"local": local, "central": central}
+    local.stop()
+    central.stop()

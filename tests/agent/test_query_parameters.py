@@ -8,41 +8,20 @@ handler runs, so no model needs to exist."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from agent_support import assert_error, built_app
+from agent_support import assert_error, built_app, concrete, implements, local_and_central
 from serving.serving_support import Client, serving_url
-from support import RunningAgent
-from tornado import web
 
 from handoff_agent import openapi
 from handoff_agent.serving.handlers import routes as serving_routes
 
-SAMPLE = {"name": "churn", "number": "1", "source_id": "1"}
 METHODS = ("get", "post", "delete")
 BUSTER = "1712345678901"  # JupyterLab's ServerConnection appends ?<Date.getTime()>
 
 
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory, backend):
-    root = tmp_path_factory.mktemp("query")
-    url = backend.database_url()
-    local = RunningAgent(root / "local", root / "rt-l", [], database_url=url)
-    central = RunningAgent(root / "central", root / "rt-c", ["--role", "central"], database_url=url)
-    local.start()
-    central.start()
-    yield {"local": local, "central": central}
-    local.stop()
-    central.stop()
-
-
-def implements(handler, method: str) -> bool:
-    return getattr(handler, method) is not getattr(web.RequestHandler, method)
-
-
-def concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], path)
+    yield from local_and_central(tmp_path_factory.mktemp("query"), backend)
 
 
 def agent_operations(tmp_path_factory) -> list[tuple[str, str, tuple[str, ...]]]:
