@@ -14,6 +14,7 @@ import time
 from http.server import HTTPServer
 
 import pytest
+from serving.serving_support import MONITOR_DAILY
 from support import until
 from test_pipeline_central import FIRST_SECRET
 from test_pipeline_delivery import deliver, envelope
@@ -160,16 +161,6 @@ class Stalling(TrustHook):
         return 200, {}
 
 
-MONITOR = """
-[monitor]
-daily = true
-monthly = false
-rolling_minutes = 0
-min_samples = 50
-every_seconds = 86400
-"""
-
-
 def test_alerts_committed_before_a_kill_9_are_each_noticed_after_the_restart(tmp_path, backend):
     """Each alert's notice is written in the alert's transaction: one alert's notice held up
     at its receiver cannot keep the next ones from being stored before a kill -9."""
@@ -179,7 +170,7 @@ def test_alerts_committed_before_a_kill_9_are_each_noticed_after_the_restart(tmp
     Stalling.received = []
     Stalling.released.clear()
     central, hook = start_hooked_central(
-        tmp_path, Stalling, "--HandoffAgent.notice_retry_seconds=[0.2]", policy=MONITOR
+        tmp_path, Stalling, "--HandoffAgent.notice_retry_seconds=[0.2]", policy=MONITOR_DAILY
     )
     try:
         # Given churn's reference, and yesterday's traffic shifted far from it
