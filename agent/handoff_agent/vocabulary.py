@@ -360,6 +360,12 @@ def when_text(iso: str | None, never: str = "never") -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def table_time(iso: str | None) -> str:
+    """A stored time in a table's column (``%mlops history``, ``%mlops versions``), to the
+    second: ``2026-12-07 10:22:20``; the API keeps the full time."""
+    return (iso or "")[:19].replace("T", " ")
+
+
 def rows_text(n: int) -> str:
     """A count of rows for people: 1 row, 2,000 rows."""
     return f"{n:,} row" if n == 1 else f"{n:,} rows"

@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from handoff_agent.vocabulary import param_value
+from handoff_agent.vocabulary import param_value, table_time
 
 from .errors import HandoffUsageError
 from .refs import parse_ref
@@ -217,12 +217,10 @@ def _parse(parser: MagicArgumentParser, words: list[str]):
 
 
 def _to_the_second(table, column: str):
-    """ISO times as ``%mlops history`` shows them (UTC, to the second), not to the
+    """ISO times as ``%mlops history`` shows them (``vocabulary.table_time``), not to the
     microsecond with an offset: the table is read, the API keeps the full time."""
     if column in table:
-        table[column] = table[column].map(
-            lambda t: t[:19].replace("T", " ") if isinstance(t, str) else t
-        )
+        table[column] = table[column].map(lambda t: table_time(t) if isinstance(t, str) else t)
     return table
 
 

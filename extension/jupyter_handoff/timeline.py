@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from handoff_agent.shell import visible
-from handoff_agent.vocabulary import pruned_text
+from handoff_agent.vocabulary import pruned_text, table_time
 
 from .client import connect
 from .deploy_view import central_number, quiet_view, serving_line, version_line
@@ -171,7 +171,7 @@ class History:
                 badge(r["verdict"], r["verdict"] or r["status"])
                 + (f"<div style='font-size:85%;color:#57606a'>{reasons}</div>" if reasons else ""),
                 f"{e(r['pushed_by'] or '')}<br><span style='color:#57606a'>"
-                f"{e((r['pushed_at'] or '')[:19].replace('T', ' '))}</span>",
+                f"{e(table_time(r['pushed_at']))}</span>",
                 e(r["message"]),
             ]
             for role in self.roles:
